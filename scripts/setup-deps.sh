@@ -1,0 +1,217 @@
+#!/bin/sh
+# Install everything qproxy needs to build and test on Debian 12 (bookworm).
+#
+#  - Debian packages: toolchain, libev, inih, nghttp3 1.x and the HTTP/3 test
+#    clients (libcurl with HTTP/3, ngtcp2's gtlsclient) from bookworm-backports;
+#  - wolfSSL with QUIC and ngtcp2 with its wolfSSL crypto helper, built as static
+#    archives from Debian's own source packages (with Debian's patches) into
+#    $QPROXY_DEPS_PREFIX (default /opt/qproxy-deps).
+#
+# Idempotent: every step checks first and does nothing when its result is there.
+# Archive locations are derived from this machine's apt configuration.
+set -eu
+
+PREFIX=${QPROXY_DEPS_PREFIX:-/opt/qproxy-deps}
+WOLFSSL_VERSION=5.7.2
+NGTCP2_VERSION=1.11.0
+JOBS=$(nproc 2>/dev/null || echo 2)
+
+say() { printf 'setup-deps: %s\n' "$*"; }
+die() { printf 'setup-deps: error: %s\n' "$*" >&2; exit 1; }
+
+SUDO=
+if [ "$(id -u)" -ne 0 ]; then
+	command -v sudo >/dev/null 2>&1 || die "run as root (or install sudo)"
+	SUDO=sudo
+fi
+
+# Debian packages from bookworm itself.
+BASE_PKGS="build-essential autoconf automake libtool pkg-config dpkg-dev patch
+xz-utils ca-certificates openssl libev-dev libinih-dev python3 python3-pytest
+python3-pycurl mandoc"
+# Debian packages that must come from bookworm-backports.
+BPO_PKGS="libnghttp3-dev libcurl3-gnutls ngtcp2-client"
+
+have_pkgs() {
+	for p in "$@"; do
+		dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null |
+		    grep -q '^install ok installed$' || return 1
+	done
+}
+
+# The URI of the main Debian archive as this machine's apt knows it.
+archive_uri() {
+	uri=
+	if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+		uri=$(awk '
+		    /^URIs:/ { u = $2 }
+		    /^Suites:/ { for (i = 2; i <= NF; i++)
+			if ($i == "bookworm") { print u; exit } }
+		    /^$/ { u = "" }' /etc/apt/sources.list.d/debian.sources)
+	fi
+	if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
+		uri=$(awk '$1 == "deb" && $3 == "bookworm" { print $2; exit }' \
+		    /etc/apt/sources.list)
+	fi
+	[ -n "$uri" ] || die "cannot find the Debian archive in apt's sources"
+	printf '%s\n' "$uri"
+}
+
+KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
+EXTRA_SOURCES=/etc/apt/sources.list.d/qproxy-deps.sources
+PIN_FILE=/etc/apt/preferences.d/qproxy-deps
+
+add_sources() {
+	[ -f "$EXTRA_SOURCES" ] && return 0
+	uri=$(archive_uri)
+	say "adding bookworm-backports and trixie source entries from $uri"
+	$SUDO tee "$EXTRA_SOURCES" >/dev/null <<EOF
+# Written by qproxy's scripts/setup-deps.sh.
+Types: deb deb-src
+URIs: $uri
+Suites: bookworm-backports
+Components: main
+Signed-By: $KEYRING
+
+Types: deb-src
+URIs: $uri
+Suites: trixie
+Components: main
+Signed-By: $KEYRING
+EOF
+	# Never take trixie binaries, even if an entry for them appears later.
+	$SUDO tee "$PIN_FILE" >/dev/null <<EOF
+Package: *
+Pin: release n=trixie
+Pin-Priority: -1
+EOF
+	APT_UPDATED=
+}
+
+APT_UPDATED=
+apt_update() {
+	[ -n "$APT_UPDATED" ] && return 0
+	$SUDO apt-get update -q >/dev/null || die "apt-get update failed"
+	APT_UPDATED=1
+}
+
+install_packages() {
+	# shellcheck disable=SC2086
+	if have_pkgs $BASE_PKGS $BPO_PKGS &&
+	    dpkg --compare-versions \
+	    "$(dpkg-query -W -f='${Version}' libcurl3-gnutls)" ge 8; then
+		return 0
+	fi
+	add_sources
+	apt_update
+	say "installing Debian packages"
+	# shellcheck disable=SC2086
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q \
+	    --no-install-recommends $BASE_PKGS >/dev/null ||
+	    die "apt-get install failed"
+	# shellcheck disable=SC2086
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q \
+	    --no-install-recommends -t bookworm-backports $BPO_PKGS >/dev/null ||
+	    die "apt-get install from bookworm-backports failed"
+}
+
+# Download a trixie source package's files and unpack them into $2, applying
+# Debian's patches. The .dsc is optional: only the tarballs are needed.
+fetch_source() {
+	pkg=$1 dir=$2
+	work=$(mktemp -d)
+	chmod 755 "$work"	# apt's download user writes here
+	(
+		cd "$work"
+		apt-get source -q --print-uris "$pkg/trixie" 2>/dev/null |
+		    awk -F"'" '/^'"'"'/ { print $2, $0 }' |
+		    while read -r url rest; do
+			    name=$(printf '%s\n' "$rest" | awk '{ print $2 }')
+			    case "$name" in
+			    *.dsc) /usr/lib/apt/apt-helper download-file \
+				"$url" "$name" >/dev/null 2>&1 || true ;;
+			    *) /usr/lib/apt/apt-helper download-file \
+				"$url" "$name" >/dev/null 2>&1 ||
+				    { echo "download of $name failed" >&2;
+				      exit 1; } ;;
+			    esac
+		    done
+	) || die "cannot download the $pkg source package"
+	orig=$(ls "$work"/*.orig.tar.* 2>/dev/null | head -n 1)
+	deb=$(ls "$work"/*.debian.tar.* 2>/dev/null | head -n 1)
+	[ -n "$orig" ] || die "no upstream tarball for $pkg"
+	rm -rf "$dir"
+	mkdir -p "$dir"
+	tar -xf "$orig" -C "$dir" --strip-components=1
+	if [ -n "$deb" ]; then
+		tar -xf "$deb" -C "$dir"
+		if [ -f "$dir/debian/patches/series" ]; then
+			grep -v '^[[:space:]]*\(#\|$\)' "$dir/debian/patches/series" |
+			    while read -r p _; do
+				    patch -d "$dir" -p1 -s -N <"$dir/debian/patches/$p" ||
+					die "patch $p of $pkg does not apply"
+			    done
+		fi
+	fi
+	rm -rf "$work"
+}
+
+pc() {
+	PKG_CONFIG_PATH="$PREFIX/lib/pkgconfig" pkg-config "$@"
+}
+
+build_wolfssl() {
+	if pc --exists wolfssl && [ -f "$PREFIX/lib/libwolfssl.a" ] &&
+	    grep -q wolfSSL_set_quic_method "$PREFIX/include/wolfssl/quic.h"; then
+		return 0
+	fi
+	add_sources
+	apt_update
+	src=$(mktemp -d)/wolfssl
+	say "building wolfSSL $WOLFSSL_VERSION with QUIC into $PREFIX"
+	fetch_source wolfssl "$src"
+	(
+		cd "$src"
+		[ -x configure ] || autoreconf -fi >/dev/null 2>&1
+		./configure -q --prefix="$PREFIX" --enable-static --disable-shared \
+		    --with-pic --enable-quic --enable-session-ticket \
+		    --enable-earlydata --enable-psk --enable-harden \
+		    --enable-altcertchains --enable-aesni --enable-intelasm \
+		    --disable-examples --disable-crypttests --disable-benchmark \
+		    >/dev/null
+		make -s -j"$JOBS" >/dev/null 2>&1 || make -j"$JOBS"
+		$SUDO make -s install >/dev/null
+	) || die "wolfSSL build failed"
+	rm -rf "$(dirname "$src")"
+}
+
+build_ngtcp2() {
+	if pc --exists libngtcp2_crypto_wolfssl &&
+	    [ -f "$PREFIX/lib/libngtcp2_crypto_wolfssl.a" ]; then
+		return 0
+	fi
+	add_sources
+	apt_update
+	src=$(mktemp -d)/ngtcp2
+	say "building ngtcp2 $NGTCP2_VERSION with its wolfSSL helper into $PREFIX"
+	fetch_source ngtcp2 "$src"
+	(
+		cd "$src"
+		[ -x configure ] || autoreconf -fi >/dev/null 2>&1
+		# libwolfssl.a needs libm at link time (its Libs.private).
+		PKG_CONFIG_PATH="$PREFIX/lib/pkgconfig" LIBS="-lm -lpthread" \
+		    ./configure -q \
+		    --prefix="$PREFIX" --enable-static --disable-shared \
+		    --with-pic --with-wolfssl --without-gnutls --without-openssl \
+		    --without-boringssl --without-picotls --enable-lib-only \
+		    >/dev/null
+		make -s -j"$JOBS" >/dev/null 2>&1 || make -j"$JOBS"
+		$SUDO make -s install >/dev/null
+	) || die "ngtcp2 build failed"
+	rm -rf "$(dirname "$src")"
+}
+
+install_packages
+build_wolfssl
+build_ngtcp2
+say "ok (libraries in $PREFIX)"
