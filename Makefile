@@ -1,0 +1,121 @@
+# qproxy: a QUIC / HTTP/3 reverse proxy.
+#
+#   make            configure (first time) and build into build/
+#   make check      install what the tests need, build, run every test
+#                   (then again under AddressSanitizer + UBSan)
+#   make demo       install, build and run qproxy on a demo configuration
+#   make install    PREFIX=/usr/local DESTDIR= by default
+
+# Goals that must work before configure can (they install its inputs).
+SELF_GOALS := check check-asan demo deps clean distclean
+ifeq ($(filter $(SELF_GOALS),$(MAKECMDGOALS)),)
+include config.mk
+endif
+
+B ?= build
+PREFIX ?= $(prefix)
+SBINDIR ?= $(PREFIX)/sbin
+MANDIR ?= $(PREFIX)/share/man
+SYSCONFDIR ?= /etc
+PYTHON ?= /usr/bin/python3
+
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -O2 -g $(WARN_CFLAGS) $(SAN_CFLAGS) \
+	$(DEP_CFLAGS) $(CFLAGS) $(CPPFLAGS) -DQPROXY_VERSION='"$(PACKAGE_VERSION)"'
+ALL_LDFLAGS = $(SAN_CFLAGS) $(LDFLAGS)
+
+# The daemon's modules; main.c is kept apart so unit tests can link the rest.
+LIB_SRCS = src/log.c src/addr.c src/config.c src/route.c src/http1.c \
+	src/request.c src/bufq.c src/udp.c src/tls.c src/quic.c src/h3.c \
+	src/exchange.c src/upstream.c
+LIB_OBJS = $(LIB_SRCS:src/%.c=$(B)/%.o)
+
+UNIT_TESTS = test_config test_route test_http1 test_request test_bufq
+UNIT_BINS = $(UNIT_TESTS:%=$(B)/tests/%)
+
+TOOLS = $(B)/tests/h3raw
+
+all: $(B)/qproxy
+
+$(B)/qproxy: $(B)/main.o $(B)/libqproxy.a
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
+
+$(B)/libqproxy.a: $(LIB_OBJS)
+	rm -f $@
+	ar rcs $@ $^
+
+$(B)/%.o: src/%.c config.mk
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(B)/tests/%.o: tests/unit/%.c config.mk
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Isrc -MMD -MP -c -o $@ $<
+
+$(B)/tests/test_%: $(B)/tests/test_%.o $(B)/libqproxy.a
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
+
+$(B)/tests/h3raw.o: tests/tools/h3raw.c config.mk
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(B)/tests/h3raw: $(B)/tests/h3raw.o
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
+
+-include $(wildcard $(B)/*.d $(B)/tests/*.d)
+
+config.mk: configure config.mk.in
+	./configure $(CONFIGURE_FLAGS)
+
+configure: configure.ac
+	autoreconf -fi
+
+# Everything the tests use, built.
+tests: $(B)/qproxy $(UNIT_BINS) $(TOOLS)
+
+unit: $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+
+integration: $(B)/qproxy $(TOOLS)
+	QPROXY=$(abspath $(B)/qproxy) H3RAW=$(abspath $(B)/tests/h3raw) \
+	    $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+
+deps:
+	sh scripts/setup-deps.sh
+
+# The README's test command: from a fresh clone, everything.
+check: deps
+	$(MAKE) tests
+	$(MAKE) unit
+	$(MAKE) integration
+	$(MAKE) check-asan
+
+# The same suite, built with AddressSanitizer and UBSan into build-asan/.
+ASAN_CFLAGS = -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+	-fno-omit-frame-pointer
+check-asan: deps
+	ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	    $(MAKE) B=build-asan SAN_CFLAGS='$(ASAN_CFLAGS)' tests unit integration
+
+demo: deps
+	$(MAKE) all
+	sh scripts/demo.sh
+
+install: $(B)/qproxy
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 \
+	    $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(SYSCONFDIR)
+	install -m 755 $(B)/qproxy $(DESTDIR)$(SBINDIR)/qproxy
+	install -m 644 man/qproxy.8 $(DESTDIR)$(MANDIR)/man8/qproxy.8
+	install -m 644 man/qproxy.conf.5 $(DESTDIR)$(MANDIR)/man5/qproxy.conf.5
+	test -e $(DESTDIR)$(SYSCONFDIR)/qproxy.conf || \
+	    install -m 640 conf/qproxy.conf $(DESTDIR)$(SYSCONFDIR)/qproxy.conf
+
+clean:
+	rm -rf build build-asan
+
+distclean: clean
+	rm -rf config.mk config.log config.status configure autom4te.cache \
+	    aclocal.m4 install-sh missing compile
+
+.PHONY: all tests unit integration deps check check-asan demo \
+	install clean distclean

@@ -1,0 +1,74 @@
+/* config.h: the configuration file, parsed into plain data. */
+#ifndef QPROXY_CONFIG_H
+#define QPROXY_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "addr.h"
+
+#define CONFIG_DEFAULT_PATH	"/etc/qproxy.conf"
+
+struct config_listener {
+	char		*name;
+	int		 line;		/* of the section header */
+	struct addr	*addrs;
+	size_t		 naddrs;
+	char		*certificate;	/* PEM chain, leaf first */
+	char		*private_key;
+};
+
+struct config_server {
+	char		*text;		/* as written: "127.0.0.1:8080" */
+	struct addr	 addr;
+};
+
+struct config_backend {
+	char			*name;
+	int			 line;
+	struct config_server	*servers;
+	size_t			 nservers;
+	double			 connect_timeout;	/* seconds */
+	double			 read_timeout;		/* seconds */
+	size_t			 max_idle;	/* pooled idle connections per server */
+};
+
+struct config_route {
+	char		*name;
+	int		 line;
+	char		*host;		/* NULL: any; "*.example.com": suffix */
+	char		*path_prefix;	/* NULL: any */
+	size_t		 backend;	/* index into config.backends */
+};
+
+/* All of it is owned by the struct config and freed by config_free. */
+struct config {
+	char			*path;
+	int			 log_level;		/* enum log_level */
+	double			 shutdown_timeout;	/* seconds */
+	double			 idle_timeout;		/* seconds */
+	size_t			 request_buffer_size;	/* bytes per stream */
+	size_t			 response_buffer_size;	/* bytes per stream */
+	size_t			 max_header_size;	/* request or response head */
+	size_t			 qpack_table_size;	/* bytes */
+	size_t			 qpack_blocked_streams;
+	uint64_t		 max_streams;	/* concurrent per connection */
+
+	struct config_listener	*listeners;
+	size_t			 nlisteners;
+	struct config_backend	*backends;
+	size_t			 nbackends;
+	struct config_route	*routes;	/* in file order */
+	size_t			 nroutes;
+};
+
+/*
+ * Reads and validates a configuration file. Every error is written to errs as
+ * "file:line: message" (line 0 when the file cannot be read); then NULL is
+ * returned. The result is complete: names resolved, references checked.
+ */
+struct config	*config_load(const char *path, FILE *errs);
+void		 config_free(struct config *);
+
+#endif

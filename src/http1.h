@@ -1,0 +1,69 @@
+/* http1.h: the HTTP/1.1 response parser (head and body framing). */
+#ifndef QPROXY_HTTP1_H
+#define QPROXY_HTTP1_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define HTTP1_MAX_HEADERS	128
+
+struct http1_header {
+	const char	*name;		/* points into the parsed buffer */
+	size_t		 namelen;
+	const char	*value;		/* surrounding whitespace removed */
+	size_t		 valuelen;
+};
+
+enum http1_framing {
+	HTTP1_BODY_NONE,	/* no body: HEAD, 1xx, 204, 304, or length 0 */
+	HTTP1_BODY_LENGTH,	/* Content-Length bytes */
+	HTTP1_BODY_CHUNKED,	/* chunked transfer coding */
+	HTTP1_BODY_CLOSE,	/* until the connection closes */
+};
+
+struct http1_response {
+	int			status;		/* 100..999 */
+	int			minor_version;	/* HTTP/1.x */
+	struct http1_header	headers[HTTP1_MAX_HEADERS];
+	size_t			nheaders;
+	enum http1_framing	framing;
+	uint64_t		content_length;	/* when HTTP1_BODY_LENGTH */
+	bool			keep_alive;	/* reusable after this response */
+};
+
+/*
+ * Parses a response head at the start of buf. head_request: the request was
+ * HEAD (no body whatever the headers say). Returns the length of the head
+ * including its final empty line, 0 when buf does not hold a whole head yet,
+ * or -1 when it is malformed. Header pointers point into buf.
+ */
+long	http1_parse_response(const uint8_t *buf, size_t len, bool head_request,
+	    struct http1_response *);
+
+struct http1_body {
+	enum http1_framing	framing;
+	uint64_t		remaining;	/* of the length or chunk */
+	int			state;		/* private to http1.c */
+	size_t			linelen;	/* private to http1.c */
+};
+
+enum http1_body_status {
+	HTTP1_BODY_AGAIN,	/* more input wanted */
+	HTTP1_BODY_DONE,	/* the body ended; *consumed bytes belong to it */
+	HTTP1_BODY_ERROR,	/* bad framing */
+};
+
+void	http1_body_init(struct http1_body *, const struct http1_response *);
+/*
+ * Decodes body bytes from in[0..len). Sets *consumed to the input bytes used
+ * and *data, *datalen to at most one span of payload (inside in). Call again
+ * with the rest while it returns HTTP1_BODY_AGAIN and consumed < len.
+ */
+enum http1_body_status http1_body_parse(struct http1_body *,
+	    const uint8_t *in, size_t len, size_t *consumed,
+	    const uint8_t **data, size_t *datalen);
+/* The connection reached EOF: DONE for close-delimited bodies, else ERROR. */
+enum http1_body_status http1_body_eof(struct http1_body *);
+
+#endif
