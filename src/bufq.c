@@ -1,0 +1,206 @@
+/* bufq.c: a chunked byte queue with stable addresses. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "bufq.h"
+
+struct bufq_chunk {
+	struct bufq_chunk	*next;
+	size_t			 len;		/* bytes written into data */
+	uint8_t			 data[BUFQ_CHUNK_SIZE];
+};
+
+/* A few free chunks are kept to spare malloc on busy streams. */
+#define BUFQ_FREELIST_MAX	64
+
+static struct bufq_chunk *freelist;
+static size_t nfree;
+static size_t nused;
+
+static struct bufq_chunk *
+chunk_new(void)
+{
+	struct bufq_chunk *c;
+
+	if ((c = freelist) != NULL) {
+		freelist = c->next;
+		nfree--;
+	} else if ((c = malloc(sizeof(*c))) == NULL)
+		return NULL;
+	c->next = NULL;
+	c->len = 0;
+	nused++;
+	return c;
+}
+
+static void
+chunk_free(struct bufq_chunk *c)
+{
+	nused--;
+	if (nfree < BUFQ_FREELIST_MAX) {
+		c->next = freelist;
+		freelist = c;
+		nfree++;
+	} else
+		free(c);
+}
+
+size_t
+bufq_chunks_in_use(void)
+{
+	return nused;
+}
+
+void
+bufq_init(struct bufq *q)
+{
+	memset(q, 0, sizeof(*q));
+}
+
+void
+bufq_free(struct bufq *q)
+{
+	struct bufq_chunk *c, *next;
+
+	for (c = q->head; c != NULL; c = next) {
+		next = c->next;
+		chunk_free(c);
+	}
+	bufq_init(q);
+}
+
+int
+bufq_append(struct bufq *q, const void *data, size_t len)
+{
+	const uint8_t *p = data;
+	struct bufq_chunk *c;
+	size_t n;
+
+	while (len > 0) {
+		c = q->tail;
+		if (c == NULL || c->len == BUFQ_CHUNK_SIZE) {
+			if ((c = chunk_new()) == NULL)
+				return -1;
+			if (q->tail != NULL)
+				q->tail->next = c;
+			else {
+				q->head = c;
+				q->head_off = 0;
+			}
+			q->tail = c;
+			if (q->send == NULL) {
+				q->send = c;
+				q->send_off = 0;
+			}
+		}
+		n = BUFQ_CHUNK_SIZE - c->len;
+		if (n > len)
+			n = len;
+		memcpy(c->data + c->len, p, n);
+		c->len += n;
+		p += n;
+		len -= n;
+		q->len += n;
+		q->unsent += n;
+	}
+	return 0;
+}
+
+size_t
+bufq_peek_unsent(const struct bufq *q, struct iovec *iov, size_t iovcnt)
+{
+	const struct bufq_chunk *c;
+	size_t off, i = 0;
+
+	if (q->unsent == 0)
+		return 0;
+	for (c = q->send, off = q->send_off; c != NULL && i < iovcnt;
+	    c = c->next, off = 0) {
+		if (c->len == off)
+			continue;
+		iov[i].iov_base = (void *)(uintptr_t)(c->data + off);
+		iov[i].iov_len = c->len - off;
+		i++;
+	}
+	return i;
+}
+
+void
+bufq_mark_sent(struct bufq *q, size_t n)
+{
+	size_t k;
+
+	q->unsent -= n;
+	while (n > 0) {
+		k = q->send->len - q->send_off;
+		if (k > n)
+			k = n;
+		q->send_off += k;
+		n -= k;
+		if (q->send_off == q->send->len && q->send->next != NULL) {
+			q->send = q->send->next;
+			q->send_off = 0;
+		}
+	}
+	/* Skip a fully sent chunk so the next append can find its place. */
+	if (q->send != NULL && q->send_off == q->send->len &&
+	    q->send->next != NULL) {
+		q->send = q->send->next;
+		q->send_off = 0;
+	}
+}
+
+void
+bufq_consume(struct bufq *q, size_t n)
+{
+	struct bufq_chunk *c;
+	size_t k;
+
+	q->len -= n;
+	while (n > 0 && (c = q->head) != NULL) {
+		k = c->len - q->head_off;
+		if (k > n)
+			k = n;
+		q->head_off += k;
+		n -= k;
+		if (q->head_off == c->len &&
+		    (c->len == BUFQ_CHUNK_SIZE || c->next != NULL ||
+		    q->len == 0)) {
+			if (q->send == c) {
+				/* everything in it was sent: move on */
+				q->send = c->next;
+				q->send_off = 0;
+			}
+			q->head = c->next;
+			q->head_off = 0;
+			if (q->tail == c)
+				q->tail = NULL;
+			chunk_free(c);
+		}
+	}
+}
+
+void
+bufq_drain(struct bufq *q, size_t n)
+{
+	bufq_mark_sent(q, n);
+	bufq_consume(q, n);
+}
+
+int
+bufq_move(struct bufq *dst, struct bufq *src)
+{
+	struct iovec iov[16];
+	size_t i, n;
+
+	while ((n = bufq_peek_unsent(src, iov, 16)) > 0) {
+		for (i = 0; i < n; i++) {
+			if (bufq_append(dst, iov[i].iov_base,
+			    iov[i].iov_len) == -1)
+				return -1;
+			bufq_drain(src, iov[i].iov_len);
+		}
+	}
+	bufq_free(src);
+	return 0;
+}

@@ -1,0 +1,45 @@
+/*
+ * bufq.h: a byte queue in fixed-size chunks. Bytes never move once queued,
+ * so pointers handed to nghttp3 stay valid until they are consumed. Three
+ * positions: consumed (freed) <= sent <= tail.
+ */
+#ifndef QPROXY_BUFQ_H
+#define QPROXY_BUFQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#define BUFQ_CHUNK_SIZE	16384
+
+struct bufq_chunk;
+
+struct bufq {
+	struct bufq_chunk	*head, *tail;
+	size_t			 head_off;	/* consumed bytes in head */
+	struct bufq_chunk	*send;		/* chunk holding the send position */
+	size_t			 send_off;
+	size_t			 len;		/* queued, not consumed */
+	size_t			 unsent;	/* queued, not yet marked sent */
+};
+
+void	bufq_init(struct bufq *);
+/* Frees every chunk. */
+void	bufq_free(struct bufq *);
+/* Appends all of data (memory grows by chunks); 0, or -1 when out of memory. */
+int	bufq_append(struct bufq *, const void *data, size_t len);
+/* Fills at most iovcnt vectors with unsent bytes; returns how many. */
+size_t	bufq_peek_unsent(const struct bufq *, struct iovec *, size_t iovcnt);
+/* Marks n unsent bytes as sent. */
+void	bufq_mark_sent(struct bufq *, size_t n);
+/* Drops the oldest n bytes, which must have been marked sent. */
+void	bufq_consume(struct bufq *, size_t n);
+/* Marks sent and consumes: for queues whose bytes are done once written. */
+void	bufq_drain(struct bufq *, size_t n);
+/* Moves every unsent byte of src to the end of dst; src is left empty. */
+int	bufq_move(struct bufq *dst, struct bufq *src);
+
+/* Chunks allocated now, for the statistics. */
+size_t	bufq_chunks_in_use(void);
+
+#endif

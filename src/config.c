@@ -1,0 +1,1184 @@
+/*
+ * config.c: the configuration file, parsed into plain data.
+ *
+ * inih splits lines into keys and values; our reader in front of it counts
+ * lines, parses section headers and reports malformed lines, so that every
+ * error carries its line and parsing always goes on to the end of the file.
+ * What each key accepts comes from one table, config_keys.
+ */
+#include <sys/stat.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ini.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+
+#define nitems(a)	(sizeof(a) / sizeof((a)[0]))
+
+#define KB		UINT64_C(1024)
+#define MB		(KB * 1024)
+#define GB		(MB * 1024)
+
+/* durations are bounded in milliseconds */
+#define MS_PER_S	UINT64_C(1000)
+#define MS_PER_M	(MS_PER_S * 60)
+#define MS_PER_H	(MS_PER_M * 60)
+
+#define CONFIG_MAX_KEYS	32
+#define CONFIG_NAME_MAX	64
+
+enum config_sect {
+	SECT_GLOBAL,
+	SECT_LISTENER,
+	SECT_BACKEND,
+	SECT_ROUTE,
+	SECT_IGNORED,	/* a bad header: its keys are skipped */
+};
+
+static const char *const config_sect_names[] = {
+	"global", "listener", "backend", "route",
+};
+
+/* one section of the file; [global] sections share one */
+struct config_section {
+	enum config_sect	 kind;
+	size_t			 index;		/* into the config's array */
+	int			 line;		/* of the header */
+	const char		*name;		/* the config's copy */
+	int			 keyline[CONFIG_MAX_KEYS];	/* first use */
+	char			*backend;	/* route: backend as written */
+	int			 backend_line;
+};
+
+struct config_error {
+	int		 line;
+	size_t		 seq;
+	char		*msg;
+};
+
+struct config_parser {
+	const char		*path;
+	FILE			*fp;
+	struct config		*cfg;
+	int			 line;
+	char			*linebuf;
+	size_t			 linecap;
+
+	struct config_section	 global;
+	struct config_section	**sections;	/* in file order */
+	size_t			 nsections;
+	struct config_section	 ignored;
+	struct config_section	*cur;		/* NULL before any header */
+
+	bool			 listener_seen;
+
+	struct config_error	*errors;
+	size_t			 nerrors;
+	bool			 oom;
+};
+
+struct config_key;
+typedef int (*config_setter)(struct config_parser *, const struct config_key *,
+    struct config_section *, void *, const char *);
+
+#define KEY_REPEAT	0x01	/* may be given more than once */
+#define KEY_REQUIRED	0x02	/* must be given at least once */
+
+struct config_key {
+	enum config_sect	 sect;
+	const char		*name;
+	config_setter		 set;
+	uint64_t		 min, max;	/* sizes and counts; ms */
+	const char		*def;		/* default, as written */
+	int			 flags;
+	size_t			 offset;	/* of the field it sets */
+	size_t			 width;		/* of that field */
+};
+
+static int	config_set_level(struct config_parser *,
+		    const struct config_key *, struct config_section *, void *,
+		    const char *);
+static int	config_set_duration(struct config_parser *,
+		    const struct config_key *, struct config_section *, void *,
+		    const char *);
+static int	config_set_size(struct config_parser *,
+		    const struct config_key *, struct config_section *, void *,
+		    const char *);
+static int	config_set_count(struct config_parser *,
+		    const struct config_key *, struct config_section *, void *,
+		    const char *);
+static int	config_set_file(struct config_parser *,
+		    const struct config_key *, struct config_section *, void *,
+		    const char *);
+static int	config_set_listen(struct config_parser *,
+		    const struct config_key *, struct config_section *, void *,
+		    const char *);
+static int	config_set_server(struct config_parser *,
+		    const struct config_key *, struct config_section *, void *,
+		    const char *);
+static int	config_set_host(struct config_parser *,
+		    const struct config_key *, struct config_section *, void *,
+		    const char *);
+static int	config_set_prefix(struct config_parser *,
+		    const struct config_key *, struct config_section *, void *,
+		    const char *);
+static int	config_set_backend(struct config_parser *,
+		    const struct config_key *, struct config_section *, void *,
+		    const char *);
+
+#define F(type, field)	offsetof(struct type, field), \
+			sizeof(((struct type *)0)->field)
+#define NOF		0, 0
+
+static const struct config_key config_keys[] = {
+	{ SECT_GLOBAL, "log_level", config_set_level, 0, 0,
+	    "info", 0, F(config, log_level) },
+	{ SECT_GLOBAL, "shutdown_timeout", config_set_duration, 0, 24 * MS_PER_H,
+	    "30s", 0, F(config, shutdown_timeout) },
+	{ SECT_GLOBAL, "idle_timeout", config_set_duration, 1, 24 * MS_PER_H,
+	    "30s", 0, F(config, idle_timeout) },
+	{ SECT_GLOBAL, "request_buffer_size", config_set_size, 4 * KB, 16 * MB,
+	    "64k", 0, F(config, request_buffer_size) },
+	{ SECT_GLOBAL, "response_buffer_size", config_set_size, 16 * KB, 64 * MB,
+	    "256k", 0, F(config, response_buffer_size) },
+	{ SECT_GLOBAL, "max_header_size", config_set_size, 1 * KB, 1 * MB,
+	    "64k", 0, F(config, max_header_size) },
+	{ SECT_GLOBAL, "qpack_table_size", config_set_size, 0, 64 * KB,
+	    "4096", 0, F(config, qpack_table_size) },
+	{ SECT_GLOBAL, "qpack_blocked_streams", config_set_count, 0, 1000,
+	    "100", 0, F(config, qpack_blocked_streams) },
+	{ SECT_GLOBAL, "max_streams", config_set_count, 1, 10000,
+	    "100", 0, F(config, max_streams) },
+
+	{ SECT_LISTENER, "address", config_set_listen, 0, 0,
+	    NULL, KEY_REPEAT | KEY_REQUIRED, NOF },
+	{ SECT_LISTENER, "certificate", config_set_file, 0, 0,
+	    NULL, KEY_REQUIRED, F(config_listener, certificate) },
+	{ SECT_LISTENER, "private_key", config_set_file, 0, 0,
+	    NULL, KEY_REQUIRED, F(config_listener, private_key) },
+
+	{ SECT_BACKEND, "server", config_set_server, 0, 0,
+	    NULL, KEY_REPEAT | KEY_REQUIRED, NOF },
+	{ SECT_BACKEND, "connect_timeout", config_set_duration, 1, 24 * MS_PER_H,
+	    "5s", 0, F(config_backend, connect_timeout) },
+	{ SECT_BACKEND, "read_timeout", config_set_duration, 1, 24 * MS_PER_H,
+	    "60s", 0, F(config_backend, read_timeout) },
+	{ SECT_BACKEND, "max_idle_connections", config_set_count, 0, 10000,
+	    "32", 0, F(config_backend, max_idle) },
+
+	{ SECT_ROUTE, "host", config_set_host, 0, 0,
+	    NULL, 0, F(config_route, host) },
+	{ SECT_ROUTE, "path_prefix", config_set_prefix, 0, 0,
+	    NULL, 0, F(config_route, path_prefix) },
+	{ SECT_ROUTE, "backend", config_set_backend, 0, 0,
+	    NULL, KEY_REQUIRED, NOF },
+};
+
+_Static_assert(nitems(config_keys) <= CONFIG_MAX_KEYS,
+    "config_section.keyline is too short");
+
+static void	config_error(struct config_parser *, int, const char *, ...)
+		    QP_PRINTF(3, 4);
+
+static void
+config_error(struct config_parser *p, int line, const char *fmt, ...)
+{
+	struct config_error	*e;
+	va_list			 ap;
+	char			*msg;
+	int			 rc;
+
+	va_start(ap, fmt);
+	rc = vasprintf(&msg, fmt, ap);
+	va_end(ap);
+	if (rc == -1) {
+		p->oom = true;
+		return;
+	}
+	e = reallocarray(p->errors, p->nerrors + 1, sizeof(*e));
+	if (e == NULL) {
+		free(msg);
+		p->oom = true;
+		return;
+	}
+	p->errors = e;
+	e[p->nerrors].line = line;
+	e[p->nerrors].seq = p->nerrors;
+	e[p->nerrors].msg = msg;
+	p->nerrors++;
+}
+
+static char *
+config_strdup(struct config_parser *p, const char *s)
+{
+	char	*d;
+
+	if ((d = strdup(s)) == NULL)
+		p->oom = true;
+	return d;
+}
+
+/* grows *arr by one zeroed element; returns it, or NULL */
+static void *
+config_grow(struct config_parser *p, void *arrp, size_t *n, size_t size)
+{
+	void	**arr = arrp;
+	char	 *a;
+
+	a = reallocarray(*arr, *n + 1, size);
+	if (a == NULL) {
+		p->oom = true;
+		return NULL;
+	}
+	*arr = a;
+	memset(a + *n * size, 0, size);
+	return a + (*n)++ * size;
+}
+
+static void *
+config_section_obj(struct config_parser *p, const struct config_section *s)
+{
+	switch (s->kind) {
+	case SECT_GLOBAL:
+		return p->cfg;
+	case SECT_LISTENER:
+		return &p->cfg->listeners[s->index];
+	case SECT_BACKEND:
+		return &p->cfg->backends[s->index];
+	case SECT_ROUTE:
+		return &p->cfg->routes[s->index];
+	default:
+		return NULL;
+	}
+}
+
+/* "[global]", "[backend app]"; for messages */
+static const char *
+config_section_label(const struct config_section *s, char *buf, size_t len)
+{
+	if (s->kind == SECT_GLOBAL)
+		snprintf(buf, len, "[global]");
+	else
+		snprintf(buf, len, "[%s %s]", config_sect_names[s->kind],
+		    s->name);
+	return buf;
+}
+
+/* numbers */
+
+/* digits only, no sign; -1 on anything else or overflow */
+static int
+config_parse_uint(const char *s, const char **end, uint64_t *v)
+{
+	uint64_t	 n = 0;
+	const char	*c;
+
+	for (c = s; *c >= '0' && *c <= '9'; c++) {
+		if (n > (UINT64_MAX - 9) / 10)
+			return -1;
+		n = n * 10 + (uint64_t)(*c - '0');
+	}
+	if (c == s)
+		return -1;
+	*end = c;
+	*v = n;
+	return 0;
+}
+
+static int
+config_parse_size(const char *s, uint64_t *v)
+{
+	const char	*end;
+	uint64_t	 n, mul = 1;
+
+	if (config_parse_uint(s, &end, &n) == -1)
+		return -1;
+	switch (*end) {
+	case '\0':
+		break;
+	case 'k':
+	case 'K':
+		mul = KB;
+		break;
+	case 'm':
+	case 'M':
+		mul = MB;
+		break;
+	case 'g':
+	case 'G':
+		mul = GB;
+		break;
+	default:
+		return -1;
+	}
+	if (*end != '\0' && end[1] != '\0')
+		return -1;
+	if (n > UINT64_MAX / mul)
+		return -1;
+	*v = n * mul;
+	return 0;
+}
+
+/* "500ms", "1.5s", "2m", "1h", "30" (seconds); into milliseconds */
+static int
+config_parse_duration(const char *s, double *ms)
+{
+	const char	*end, *frac;
+	uint64_t	 n, f = 0;
+	double		 v, scale = 1, unit;
+	size_t		 nfrac = 0;
+
+	if (config_parse_uint(s, &end, &n) == -1 || n > UINT32_MAX)
+		return -1;
+	v = (double)n;
+	if (*end == '.') {
+		frac = end + 1;
+		for (end = frac; *end >= '0' && *end <= '9'; end++) {
+			if (nfrac < 9) {
+				f = f * 10 + (uint64_t)(*end - '0');
+				scale *= 10;
+				nfrac++;
+			}
+		}
+		if (end == frac)
+			return -1;
+		v += (double)f / scale;
+	}
+	if (strcmp(end, "") == 0 || strcmp(end, "s") == 0)
+		unit = MS_PER_S;
+	else if (strcmp(end, "ms") == 0)
+		unit = 1;
+	else if (strcmp(end, "m") == 0)
+		unit = MS_PER_M;
+	else if (strcmp(end, "h") == 0)
+		unit = MS_PER_H;
+	else
+		return -1;
+	*ms = v * unit;
+	return 0;
+}
+
+static const char *
+config_fmt_size(uint64_t v, char *buf, size_t len)
+{
+	if (v != 0 && v % GB == 0)
+		snprintf(buf, len, "%llug", (unsigned long long)(v / GB));
+	else if (v != 0 && v % MB == 0)
+		snprintf(buf, len, "%llum", (unsigned long long)(v / MB));
+	else if (v != 0 && v % KB == 0)
+		snprintf(buf, len, "%lluk", (unsigned long long)(v / KB));
+	else
+		snprintf(buf, len, "%llu", (unsigned long long)v);
+	return buf;
+}
+
+static const char *
+config_fmt_duration(uint64_t ms, char *buf, size_t len)
+{
+	if (ms == 0)
+		snprintf(buf, len, "0s");
+	else if (ms % MS_PER_H == 0)
+		snprintf(buf, len, "%lluh", (unsigned long long)(ms / MS_PER_H));
+	else if (ms % MS_PER_M == 0)
+		snprintf(buf, len, "%llum", (unsigned long long)(ms / MS_PER_M));
+	else if (ms % MS_PER_S == 0)
+		snprintf(buf, len, "%llus", (unsigned long long)(ms / MS_PER_S));
+	else
+		snprintf(buf, len, "%llums", (unsigned long long)ms);
+	return buf;
+}
+
+static void
+config_store_uint(void *obj, const struct config_key *k, uint64_t v)
+{
+	char	*field = (char *)obj + k->offset;
+
+	switch (k->width) {
+	case sizeof(uint32_t): {
+		uint32_t	 u = (uint32_t)v;
+
+		memcpy(field, &u, sizeof(u));
+		break;
+	}
+	case sizeof(uint64_t):
+		memcpy(field, &v, sizeof(v));
+		break;
+	default:
+		abort();
+	}
+}
+
+static void
+config_bad_value(struct config_parser *p, const struct config_key *k,
+    const char *value, const char *expected)
+{
+	config_error(p, p->line, "%s: invalid value \"%s\": expected %s",
+	    k->name, value, expected);
+}
+
+/* the setters: each checks one value and stores it, or reports why not */
+
+static int
+config_set_level(struct config_parser *p, const struct config_key *k,
+    struct config_section *s, void *obj, const char *value)
+{
+	int	 level;
+
+	if ((level = log_level_parse(value)) == -1) {
+		config_bad_value(p, k, value, "error, warn, info or debug");
+		return -1;
+	}
+	memcpy((char *)obj + k->offset, &level, sizeof(level));
+	return 0;
+}
+
+static int
+config_set_duration(struct config_parser *p, const struct config_key *k,
+    struct config_section *s, void *obj, const char *value)
+{
+	char	 expect[128], lo[32], hi[32];
+	double	 ms, secs;
+
+	if (config_parse_duration(value, &ms) == -1 ||
+	    ms < (double)k->min || ms > (double)k->max) {
+		snprintf(expect, sizeof(expect), "a duration from %s to %s, "
+		    "such as 500ms, 5s, 2m or 1h",
+		    config_fmt_duration(k->min, lo, sizeof(lo)),
+		    config_fmt_duration(k->max, hi, sizeof(hi)));
+		config_bad_value(p, k, value, expect);
+		return -1;
+	}
+	secs = ms / 1000;
+	memcpy((char *)obj + k->offset, &secs, sizeof(secs));
+	return 0;
+}
+
+static int
+config_set_size(struct config_parser *p, const struct config_key *k,
+    struct config_section *s, void *obj, const char *value)
+{
+	char		 expect[128], lo[32], hi[32];
+	uint64_t	 v;
+
+	if (config_parse_size(value, &v) == -1 || v < k->min || v > k->max) {
+		snprintf(expect, sizeof(expect), "a size from %s to %s, "
+		    "in bytes or with k, m or g",
+		    config_fmt_size(k->min, lo, sizeof(lo)),
+		    config_fmt_size(k->max, hi, sizeof(hi)));
+		config_bad_value(p, k, value, expect);
+		return -1;
+	}
+	config_store_uint(obj, k, v);
+	return 0;
+}
+
+static int
+config_set_count(struct config_parser *p, const struct config_key *k,
+    struct config_section *s, void *obj, const char *value)
+{
+	char		 expect[128];
+	const char	*end;
+	uint64_t	 v;
+
+	if (config_parse_uint(value, &end, &v) == -1 || *end != '\0' ||
+	    v < k->min || v > k->max) {
+		snprintf(expect, sizeof(expect), "an integer from %llu to %llu",
+		    (unsigned long long)k->min, (unsigned long long)k->max);
+		config_bad_value(p, k, value, expect);
+		return -1;
+	}
+	config_store_uint(obj, k, v);
+	return 0;
+}
+
+static int
+config_set_file(struct config_parser *p, const struct config_key *k,
+    struct config_section *s, void *obj, const char *value)
+{
+	struct stat	 st;
+	char		**field = (char **)((char *)obj + k->offset);
+	int		 fd;
+
+	fd = open(value, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	if (fd == -1) {
+		config_error(p, p->line, "%s: cannot open \"%s\": %s",
+		    k->name, value, strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &st) == -1) {
+		config_error(p, p->line, "%s: cannot open \"%s\": %s",
+		    k->name, value, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		config_error(p, p->line, "%s: cannot open \"%s\": %s",
+		    k->name, value, S_ISDIR(st.st_mode) ? strerror(EISDIR) :
+		    "not a regular file");
+		close(fd);
+		return -1;
+	}
+	close(fd);
+	if ((*field = config_strdup(p, value)) == NULL)
+		return -1;
+	return 0;
+}
+
+static int
+config_set_listen(struct config_parser *p, const struct config_key *k,
+    struct config_section *s, void *obj, const char *value)
+{
+	struct config_listener	*l = obj, *o;
+	struct addr		 a, *slot;
+	const char		*err;
+	size_t			 i, j;
+
+	if (addr_parse(value, false, &a, &err) == -1) {
+		config_error(p, p->line, "%s: invalid address \"%s\": %s",
+		    k->name, value, err);
+		return -1;
+	}
+	for (i = 0; i < p->cfg->nlisteners; i++) {
+		o = &p->cfg->listeners[i];
+		for (j = 0; j < o->naddrs; j++) {
+			if (!addr_equal(&o->addrs[j], &a))
+				continue;
+			config_error(p, p->line, "%s: \"%s\" is already used "
+			    "by [listener %s]", k->name, value, o->name);
+			return -1;
+		}
+	}
+	if ((slot = config_grow(p, &l->addrs, &l->naddrs,
+	    sizeof(*slot))) == NULL)
+		return -1;
+	*slot = a;
+	return 0;
+}
+
+static int
+config_set_server(struct config_parser *p, const struct config_key *k,
+    struct config_section *s, void *obj, const char *value)
+{
+	struct config_backend	*b = obj;
+	struct config_server	*srv;
+	struct addr		 a;
+	const char		*err;
+	char			*text;
+
+	if (addr_parse(value, true, &a, &err) == -1) {
+		config_error(p, p->line, "%s: invalid address \"%s\": %s",
+		    k->name, value, err);
+		return -1;
+	}
+	if ((text = config_strdup(p, value)) == NULL)
+		return -1;
+	if ((srv = config_grow(p, &b->servers, &b->nservers,
+	    sizeof(*srv))) == NULL) {
+		free(text);
+		return -1;
+	}
+	srv->text = text;
+	srv->addr = a;
+	return 0;
+}
+
+static bool
+config_valid_hostname(const char *h)
+{
+	size_t	 label = 0, total = 0;
+
+	for (; *h != '\0'; h++, total++) {
+		if (*h == '.') {
+			if (label == 0)
+				return false;
+			label = 0;
+			continue;
+		}
+		if (!((*h >= 'a' && *h <= 'z') || (*h >= '0' && *h <= '9') ||
+		    *h == '-' || *h == '_'))
+			return false;
+		if (++label > 63)
+			return false;
+	}
+	return label > 0 && total <= 253;
+}
+
+static int
+config_set_host(struct config_parser *p, const struct config_key *k,
+    struct config_section *s, void *obj, const char *value)
+{
+	struct in6_addr	 in6;
+	char		**field = (char **)((char *)obj + k->offset);
+	char		 buf[INET6_ADDRSTRLEN];
+	char		*h, *name, *c;
+	size_t		 len;
+	bool		 wild;
+
+	if ((h = config_strdup(p, value)) == NULL)
+		return -1;
+	for (c = h; *c != '\0'; c++)
+		if (*c >= 'A' && *c <= 'Z')
+			*c = (char)(*c - 'A' + 'a');
+	wild = strncmp(h, "*.", 2) == 0;
+	name = wild ? h + 2 : h;
+	len = strlen(name);
+	if (!wild && (name[0] == '[' || strchr(name, ':') != NULL)) {
+		/* an IPv6 literal, kept in its canonical form */
+		if (name[0] == '[' && len > 2 && name[len - 1] == ']') {
+			name[len - 1] = '\0';
+			name++;
+		}
+		if (inet_pton(AF_INET6, name, &in6) != 1 ||
+		    inet_ntop(AF_INET6, &in6, buf, sizeof(buf)) == NULL)
+			goto bad;
+		free(h);
+		if ((*field = config_strdup(p, buf)) == NULL)
+			return -1;
+		return 0;
+	}
+	if (len > 1 && name[len - 1] == '.')
+		name[len - 1] = '\0';
+	if (!config_valid_hostname(name))
+		goto bad;
+	*field = h;
+	return 0;
+
+ bad:
+	free(h);
+	config_bad_value(p, k, value,
+	    "a host name, \"*.\" and a domain, or an IP address");
+	return -1;
+}
+
+static int
+config_set_prefix(struct config_parser *p, const struct config_key *k,
+    struct config_section *s, void *obj, const char *value)
+{
+	char		**field = (char **)((char *)obj + k->offset);
+	const char	*c;
+
+	for (c = value; *c != '\0'; c++)
+		if ((unsigned char)*c <= ' ' || *c == 0x7f)
+			break;
+	if (value[0] != '/' || *c != '\0') {
+		config_bad_value(p, k, value, "a path starting with \"/\"");
+		return -1;
+	}
+	if ((*field = config_strdup(p, value)) == NULL)
+		return -1;
+	return 0;
+}
+
+/* resolved once every backend is known, in config_finish */
+static int
+config_set_backend(struct config_parser *p, const struct config_key *k,
+    struct config_section *s, void *obj, const char *value)
+{
+	if ((s->backend = config_strdup(p, value)) == NULL)
+		return -1;
+	s->backend_line = p->line;
+	return 0;
+}
+
+/* sections */
+
+static void
+config_defaults(struct config_parser *p, struct config_section *s)
+{
+	const struct config_key	*k;
+	size_t			 i;
+	int			 nerrors = (int)p->nerrors;
+
+	for (i = 0; i < nitems(config_keys); i++) {
+		k = &config_keys[i];
+		if (k->sect == s->kind && k->def != NULL)
+			k->set(p, k, s, config_section_obj(p, s), k->def);
+	}
+	/* a default that does not parse is a bug in the table */
+	if ((int)p->nerrors != nerrors)
+		abort();
+}
+
+static struct config_section *
+config_find_section(struct config_parser *p, enum config_sect kind,
+    const char *name)
+{
+	size_t	 i;
+
+	for (i = 0; i < p->nsections; i++)
+		if (p->sections[i]->kind == kind &&
+		    strcmp(p->sections[i]->name, name) == 0)
+			return p->sections[i];
+	return NULL;
+}
+
+static bool
+config_valid_name(const char *name)
+{
+	const char	*c;
+
+	if (strlen(name) > CONFIG_NAME_MAX)
+		return false;
+	for (c = name; *c != '\0'; c++)
+		if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+		    (*c >= '0' && *c <= '9') || *c == '.' || *c == '-' ||
+		    *c == '_'))
+			return false;
+	return true;
+}
+
+static struct config_section *
+config_new_section(struct config_parser *p, enum config_sect kind,
+    const char *name)
+{
+	struct config_section	*s, **ss;
+	struct config		*cfg = p->cfg;
+	char			*dup;
+	void			*obj;
+	size_t			 index;
+
+	/* room in p->sections first: nothing to undo after config_grow */
+	ss = reallocarray(p->sections, p->nsections + 1, sizeof(*ss));
+	if (ss == NULL) {
+		p->oom = true;
+		return NULL;
+	}
+	p->sections = ss;
+	if ((s = calloc(1, sizeof(*s))) == NULL) {
+		p->oom = true;
+		return NULL;
+	}
+	if ((dup = config_strdup(p, name)) == NULL) {
+		free(s);
+		return NULL;
+	}
+	switch (kind) {
+	case SECT_LISTENER:
+		index = cfg->nlisteners;
+		obj = config_grow(p, &cfg->listeners, &cfg->nlisteners,
+		    sizeof(*cfg->listeners));
+		break;
+	case SECT_BACKEND:
+		index = cfg->nbackends;
+		obj = config_grow(p, &cfg->backends, &cfg->nbackends,
+		    sizeof(*cfg->backends));
+		break;
+	default:
+		index = cfg->nroutes;
+		obj = config_grow(p, &cfg->routes, &cfg->nroutes,
+		    sizeof(*cfg->routes));
+		break;
+	}
+	if (obj == NULL) {
+		free(dup);
+		free(s);
+		return NULL;
+	}
+	p->sections[p->nsections++] = s;
+	s->kind = kind;
+	s->index = index;
+	s->line = p->line;
+	s->name = dup;
+	switch (kind) {
+	case SECT_LISTENER:
+		((struct config_listener *)obj)->name = dup;
+		((struct config_listener *)obj)->line = p->line;
+		break;
+	case SECT_BACKEND:
+		((struct config_backend *)obj)->name = dup;
+		((struct config_backend *)obj)->line = p->line;
+		break;
+	default:
+		((struct config_route *)obj)->name = dup;
+		((struct config_route *)obj)->line = p->line;
+		break;
+	}
+	config_defaults(p, s);
+	return s;
+}
+
+/* "[type name]" with the brackets already removed and the ends trimmed */
+static void
+config_header(struct config_parser *p, char *inner)
+{
+	struct config_section	*s;
+	enum config_sect	 kind;
+	char			*name;
+	size_t			 i;
+
+	p->cur = &p->ignored;
+	name = inner + strcspn(inner, " \t");
+	if (*name != '\0') {
+		*name++ = '\0';
+		name += strspn(name, " \t");
+	}
+	for (i = 0; i < nitems(config_sect_names); i++)
+		if (strcmp(inner, config_sect_names[i]) == 0)
+			break;
+	if (i == nitems(config_sect_names)) {
+		config_error(p, p->line, "unknown section type \"%s\": "
+		    "expected global, listener, backend or route", inner);
+		return;
+	}
+	kind = (enum config_sect)i;
+	if (kind == SECT_LISTENER)
+		p->listener_seen = true;
+	if (kind == SECT_GLOBAL) {
+		if (*name != '\0')
+			config_error(p, p->line, "[global] takes no name");
+		if (p->global.line == 0)
+			p->global.line = p->line;
+		p->cur = &p->global;
+		return;
+	}
+	if (*name == '\0') {
+		config_error(p, p->line, "[%s] needs a name, as in [%s NAME]",
+		    inner, inner);
+		return;
+	}
+	if (!config_valid_name(name)) {
+		config_error(p, p->line, "invalid %s name \"%s\": expected up "
+		    "to %d letters, digits, '.', '-' or '_'", inner, name,
+		    CONFIG_NAME_MAX);
+		return;
+	}
+	if ((s = config_find_section(p, kind, name)) != NULL) {
+		config_error(p, p->line, "duplicate [%s %s], first at line %d",
+		    inner, name, s->line);
+		return;
+	}
+	if ((s = config_new_section(p, kind, name)) != NULL)
+		p->cur = s;
+}
+
+static char *
+config_trim(char *s)
+{
+	size_t	 len;
+
+	s += strspn(s, " \t\r\n\f\v");
+	len = strlen(s);
+	while (len > 0 && strchr(" \t\r\n\f\v", s[len - 1]) != NULL)
+		s[--len] = '\0';
+	return s;
+}
+
+/* cuts an inline comment: ';' at the start or after white space */
+static void
+config_cut_comment(char *s)
+{
+	char	*c;
+
+	for (c = s; *c != '\0'; c++)
+		if (*c == ';' && (c == s || c[-1] == ' ' || c[-1] == '\t')) {
+			*c = '\0';
+			return;
+		}
+}
+
+/*
+ * The ini_reader: hands inih exactly one line per line of the file, so that
+ * p->line is the line of whatever inih passes to config_handler. Headers are
+ * handled here; blank, comment and malformed lines reach inih as empty ones.
+ */
+static char *
+config_reader(char *buf, int num, void *arg)
+{
+	struct config_parser	*p = arg;
+	ssize_t			 n;
+	size_t			 len;
+	char			*line, *end;
+
+	errno = 0;
+	if ((n = getline(&p->linebuf, &p->linecap, p->fp)) == -1) {
+		if (ferror(p->fp))
+			config_error(p, p->line + 1, "read error: %s",
+			    strerror(errno));
+		return NULL;
+	}
+	p->line++;
+	line = p->linebuf;
+	snprintf(buf, (size_t)num, "\n");
+	if (strlen(line) != (size_t)n) {
+		config_error(p, p->line, "syntax error: NUL byte in line");
+		return buf;
+	}
+	if (p->line == 1 && strncmp(line, "\xef\xbb\xbf", 3) == 0)
+		line += 3;
+	line = config_trim(line);
+	if (*line == '\0' || *line == '#' || *line == ';')
+		return buf;
+
+	if (*line == '[') {
+		if ((end = strchr(line, ']')) == NULL) {
+			config_error(p, p->line, "syntax error: missing ']' "
+			    "in section header");
+			p->cur = &p->ignored;
+			return buf;
+		}
+		*end++ = '\0';
+		config_cut_comment(end);
+		end = config_trim(end);
+		if (*end != '\0' && *end != '#') {
+			config_error(p, p->line, "syntax error: unexpected "
+			    "text after ']'");
+			p->cur = &p->ignored;
+			return buf;
+		}
+		config_header(p, config_trim(line + 1));
+		snprintf(buf, (size_t)num, "[]\n");
+		return buf;
+	}
+
+	config_cut_comment(line);
+	line = config_trim(line);
+	len = strcspn(line, "=:");
+	if (line[len] == '\0') {
+		config_error(p, p->line, "syntax error: expected [section] "
+		    "or key = value");
+		return buf;
+	}
+	if (len == 0) {
+		config_error(p, p->line, "syntax error: missing key name");
+		return buf;
+	}
+	if (strlen(line) + 2 > (size_t)num) {
+		config_error(p, p->line, "line too long: at most %d characters",
+		    num - 2);
+		return buf;
+	}
+	snprintf(buf, (size_t)num, "%s\n", line);
+	return buf;
+}
+
+static int
+config_handler(void *user, const char *section, const char *name,
+    const char *value)
+{
+	struct config_parser	*p = user;
+	struct config_section	*s = p->cur;
+	const struct config_key	*k = NULL;
+	char			 label[CONFIG_NAME_MAX + 32];
+	size_t			 i;
+
+	if (s == NULL) {
+		config_error(p, p->line, "key \"%s\" is outside any section",
+		    name);
+		return 1;
+	}
+	if (s->kind == SECT_IGNORED)
+		return 1;
+	for (i = 0; i < nitems(config_keys); i++)
+		if (config_keys[i].sect == s->kind &&
+		    strcmp(config_keys[i].name, name) == 0) {
+			k = &config_keys[i];
+			break;
+		}
+	if (k == NULL) {
+		config_error(p, p->line, "unknown key \"%s\" in %s", name,
+		    config_section_label(s, label, sizeof(label)));
+		return 1;
+	}
+	if (s->keyline[i] != 0 && !(k->flags & KEY_REPEAT)) {
+		config_error(p, p->line, "duplicate key \"%s\" in %s, first "
+		    "at line %d", name,
+		    config_section_label(s, label, sizeof(label)),
+		    s->keyline[i]);
+		return 1;
+	}
+	if (s->keyline[i] == 0)
+		s->keyline[i] = p->line;
+	if (*value == '\0') {
+		config_error(p, p->line, "%s: missing value", name);
+		return 1;
+	}
+	k->set(p, k, s, config_section_obj(p, s), value);
+	return 1;
+}
+
+/* the checks that need the whole file */
+static void
+config_finish(struct config_parser *p)
+{
+	const struct config_section	*s;
+	const struct config_key		*k;
+	struct config			*cfg = p->cfg;
+	char				 label[CONFIG_NAME_MAX + 32];
+	size_t				 i, j;
+
+	for (i = 0; i < p->nsections; i++) {
+		s = p->sections[i];
+		for (j = 0; j < nitems(config_keys); j++) {
+			k = &config_keys[j];
+			if (k->sect != s->kind || !(k->flags & KEY_REQUIRED) ||
+			    s->keyline[j] != 0)
+				continue;
+			config_error(p, s->line, "%s: missing required key "
+			    "\"%s\"", config_section_label(s, label,
+			    sizeof(label)), k->name);
+		}
+		if (s->kind != SECT_ROUTE || s->backend == NULL)
+			continue;
+		for (j = 0; j < cfg->nbackends; j++)
+			if (strcmp(cfg->backends[j].name, s->backend) == 0)
+				break;
+		if (j == cfg->nbackends)
+			config_error(p, s->backend_line, "backend: no "
+			    "[backend %s] in the file", s->backend);
+		else
+			cfg->routes[s->index].backend = j;
+	}
+	/* a bad [listener] header has had its error already */
+	if (cfg->nlisteners == 0 && !p->listener_seen)
+		config_error(p, p->line > 0 ? p->line : 1,
+		    "no [listener] section");
+}
+
+static bool
+config_has_error(const struct config_parser *p, int line)
+{
+	size_t	 i;
+
+	for (i = 0; i < p->nerrors; i++)
+		if (p->errors[i].line == line)
+			return true;
+	return false;
+}
+
+static int
+config_error_cmp(const void *a, const void *b)
+{
+	const struct config_error	*ea = a, *eb = b;
+
+	if (ea->line != eb->line)
+		return ea->line < eb->line ? -1 : 1;
+	return ea->seq < eb->seq ? -1 : ea->seq > eb->seq;
+}
+
+static void
+config_report(struct config_parser *p, FILE *errs)
+{
+	size_t	 i;
+
+	qsort(p->errors, p->nerrors, sizeof(*p->errors), config_error_cmp);
+	for (i = 0; i < p->nerrors && errs != NULL; i++)
+		fprintf(errs, "%s:%d: %s\n", p->path, p->errors[i].line,
+		    p->errors[i].msg);
+	if (p->oom && errs != NULL)
+		fprintf(errs, "%s:%d: out of memory\n", p->path, p->line);
+	if (errs != NULL)
+		fflush(errs);
+}
+
+static void
+config_parser_free(struct config_parser *p)
+{
+	size_t	 i;
+
+	for (i = 0; i < p->nsections; i++) {
+		free(p->sections[i]->backend);
+		free(p->sections[i]);
+	}
+	free(p->sections);
+	for (i = 0; i < p->nerrors; i++)
+		free(p->errors[i].msg);
+	free(p->errors);
+	free(p->linebuf);
+}
+
+struct config *
+config_load(const char *path, FILE *errs)
+{
+	struct config_parser	 p;
+	struct stat		 st;
+	struct config		*cfg;
+	int			 rc;
+
+	memset(&p, 0, sizeof(p));
+	p.path = path;
+	p.global.kind = SECT_GLOBAL;
+	p.ignored.kind = SECT_IGNORED;
+
+	if ((p.fp = fopen(path, "re")) == NULL) {
+		if (errs != NULL)
+			fprintf(errs, "%s:0: cannot open: %s\n", path,
+			    strerror(errno));
+		return NULL;
+	}
+	if (fstat(fileno(p.fp), &st) == 0 && S_ISDIR(st.st_mode)) {
+		if (errs != NULL)
+			fprintf(errs, "%s:0: cannot open: %s\n", path,
+			    strerror(EISDIR));
+		fclose(p.fp);
+		return NULL;
+	}
+	if ((cfg = calloc(1, sizeof(*cfg))) == NULL ||
+	    (cfg->path = strdup(path)) == NULL) {
+		free(cfg);
+		fclose(p.fp);
+		if (errs != NULL)
+			fprintf(errs, "%s:0: out of memory\n", path);
+		return NULL;
+	}
+	p.cfg = cfg;
+	config_defaults(&p, &p.global);
+
+	rc = ini_parse_stream(config_reader, &p, config_handler, &p);
+	fclose(p.fp);
+	if (rc == -2)
+		p.oom = true;
+	else if (rc > 0 && !config_has_error(&p, rc))
+		config_error(&p, rc, "syntax error");
+	if (!p.oom)
+		config_finish(&p);
+
+	if (p.nerrors > 0 || p.oom) {
+		config_report(&p, errs);
+		config_free(cfg);
+		cfg = NULL;
+	}
+	config_parser_free(&p);
+	return cfg;
+}
+
+void
+config_free(struct config *cfg)
+{
+	size_t	 i, j;
+
+	if (cfg == NULL)
+		return;
+	for (i = 0; i < cfg->nlisteners; i++) {
+		free(cfg->listeners[i].name);
+		free(cfg->listeners[i].addrs);
+		free(cfg->listeners[i].certificate);
+		free(cfg->listeners[i].private_key);
+	}
+	free(cfg->listeners);
+	for (i = 0; i < cfg->nbackends; i++) {
+		for (j = 0; j < cfg->backends[i].nservers; j++)
+			free(cfg->backends[i].servers[j].text);
+		free(cfg->backends[i].servers);
+		free(cfg->backends[i].name);
+	}
+	free(cfg->backends);
+	for (i = 0; i < cfg->nroutes; i++) {
+		free(cfg->routes[i].name);
+		free(cfg->routes[i].host);
+		free(cfg->routes[i].path_prefix);
+	}
+	free(cfg->routes);
+	free(cfg->path);
+	free(cfg);
+}

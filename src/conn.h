@@ -1,0 +1,142 @@
+/*
+ * conn.h: the QUIC server and its connections, shared by quic.c (transport),
+ * h3.c (HTTP/3 on top) and exchange.c (requests). Everything here belongs to
+ * the one event loop; nothing is touched from another thread.
+ */
+#ifndef QPROXY_CONN_H
+#define QPROXY_CONN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+#include <ev.h>
+#include <ngtcp2/ngtcp2.h>
+#include <ngtcp2/ngtcp2_crypto.h>
+#include <nghttp3/nghttp3.h>
+
+#include "addr.h"
+#include "config.h"
+#include "tls.h"
+
+#define QUIC_SCID_LEN		16
+#define QUIC_MAX_PKTLEN		1452	/* UDP payload we send at most */
+
+struct qconn;
+struct exchange;
+struct upstream_pool;
+
+struct udp_sock {
+	struct listener		*listener;
+	int			 fd;
+	struct addr		 local;		/* as bound */
+	ev_io			 rev, wev;
+	TAILQ_HEAD(, qconn)	 blocked;	/* connections with a packet */
+};
+
+struct listener {
+	struct quic_server	*srv;
+	struct config_listener	*cfg;
+	WOLFSSL_CTX		*tls;
+	struct udp_sock		*socks;
+	size_t			 nsocks;
+};
+
+struct cid_entry;
+
+struct quic_server {
+	struct ev_loop		*loop;
+	struct config		*cfg;
+	struct listener		*listeners;
+	size_t			 nlisteners;
+	struct upstream_pool	*upstreams;	/* one per config backend */
+
+	struct cid_entry	**buckets;	/* CID -> connection */
+	size_t			 nbuckets, ncids;
+	uint64_t		 hashkey[2];
+
+	LIST_HEAD(, qconn)	 conns;
+	TAILQ_HEAD(, qconn)	 want_write;
+	ev_prepare		 flush;		/* writes, once per iteration */
+	ev_idle			 kick;		/* keeps the loop from sleeping */
+
+	uint8_t			 reset_secret[32];
+	bool			 shutting_down;
+	ev_timer		 shutdown_timer;
+	uint8_t			 rxbuf[65536];
+	uint8_t			 txbuf[QUIC_MAX_PKTLEN];
+};
+
+enum qconn_state {
+	QC_ACTIVE,
+	QC_CLOSING,	/* CONNECTION_CLOSE sent; resent on input */
+	QC_DRAINING,	/* peer closed; silent until the timer */
+};
+
+struct qconn {
+	struct quic_server	*srv;
+	struct udp_sock		*sock;
+	ngtcp2_conn		*conn;
+	nghttp3_conn		*h3;
+	WOLFSSL			*ssl;
+	ngtcp2_crypto_conn_ref	 conn_ref;
+	ngtcp2_ccerr		 last_error;
+	enum qconn_state	 state;
+	ev_timer		 timer;
+	struct cid_entry	*cids;		/* this connection's CIDs */
+	char			 peer[INET6_ADDRSTRLEN];
+
+	uint8_t			*close_pkt;	/* closing period */
+	size_t			 close_pktlen;
+	uint64_t		 close_resends;
+
+	/* A packet the socket refused (EAGAIN), sent when it is writable. */
+	uint8_t			 pending[QUIC_MAX_PKTLEN];
+	size_t			 pending_len;
+	struct addr		 pending_remote, pending_local;
+	uint8_t			 pending_ecn;
+	bool			 blocked;
+	TAILQ_ENTRY(qconn)	 blocked_entry;
+
+	bool			 write_queued;
+	TAILQ_ENTRY(qconn)	 write_entry;
+	LIST_ENTRY(qconn)	 entry;
+
+	LIST_HEAD(, exchange)	 exchanges;
+	size_t			 nexchanges;
+	bool			 handshake_done;
+	bool			 goaway_sent;
+};
+
+/* quic.c */
+struct quic_server *quic_server_new(struct ev_loop *, struct config *);
+int		 quic_server_listen(struct quic_server *);
+/* Stops accepting, sends GOAWAY, closes idle connections; see main.c. */
+void		 quic_server_shutdown(struct quic_server *);
+bool		 quic_server_idle(const struct quic_server *);
+void		 quic_server_free(struct quic_server *);
+/* Asks for this connection's output to be written before the loop sleeps. */
+void		 qconn_want_write(struct qconn *);
+/* Closes the connection with last_error (or NO_ERROR). */
+void		 qconn_close(struct qconn *);
+uint64_t	 quic_now(void);
+
+/* h3.c */
+int		 h3_conn_setup(struct qconn *);
+/* Feeds stream data to nghttp3; <0 means close the connection. */
+int		 h3_recv_stream_data(struct qconn *, int64_t stream_id,
+		    const uint8_t *data, size_t len, bool fin);
+void		 h3_goaway(struct qconn *);
+/* Gives the peer credit for n request body bytes qproxy consumed. */
+void		 h3_consumed(struct qconn *, int64_t stream_id, size_t n);
+/* Resets both directions of a stream with an HTTP/3 error code. */
+void		 h3_reset_stream(struct qconn *, int64_t stream_id,
+		    uint64_t code);
+int		 h3_submit_response(struct qconn *, int64_t stream_id,
+		    const nghttp3_nv *, size_t, bool with_body);
+int		 h3_submit_info(struct qconn *, int64_t stream_id,
+		    const nghttp3_nv *, size_t);
+/* More response body is ready for a stream that had none. */
+void		 h3_resume(struct qconn *, int64_t stream_id);
+
+#endif

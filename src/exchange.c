@@ -1,0 +1,962 @@
+/*
+ * exchange.c: one request's life, from the HTTP/3 stream to a backend and
+ * back.
+ *
+ * Backpressure is decided here and only here:
+ *  - client -> backend: request body bytes are credited back to the QUIC
+ *    stream (h3_consumed) only once written to the backend socket, so the
+ *    stream window bounds what is buffered;
+ *  - backend -> client: the backend socket is read only while the response
+ *    buffer is under response_buffer_size; bytes leave it when acknowledged.
+ *
+ * Nothing reaches a backend before the request head was validated, and a
+ * request whose body fits request_buffer_size is held until it is complete,
+ * so a body that contradicts its Content-Length never reaches one either.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "bufq.h"
+#include "conn.h"
+#include "exchange.h"
+#include "http1.h"
+#include "log.h"
+#include "request.h"
+#include "route.h"
+#include "stats.h"
+#include "upstream.h"
+
+#define EX_READ_CHUNK	16384
+
+enum ex_state {
+	EX_HEADERS,	/* receiving the request head */
+	EX_HOLD,	/* valid; holding the body until it is complete */
+	EX_CONNECTING,	/* backend connect in progress */
+	EX_FORWARD,	/* talking to the backend */
+	EX_DONE,	/* answered or reset; waiting for the stream to close */
+};
+
+struct exchange {
+	struct qconn		*qc;
+	int64_t			 stream_id;
+	LIST_ENTRY(exchange)	 entry;
+	enum ex_state		 state;
+	struct request		 req;
+	ev_tstamp		 started;
+
+	/* client -> backend */
+	struct bufq		 hold;		/* raw body, before forwarding */
+	struct bufq		 out;		/* bytes for the backend */
+	uint64_t		 body_received;
+	uint64_t		 uncredited;	/* body bytes not yet credited */
+	bool			 req_fin;	/* the client's request ended */
+	bool			 req_written;	/* all of it reached the backend */
+	enum request_framing	 framing;
+
+	/* the backend */
+	size_t			 backend;
+	struct upstream_server	*server;
+	size_t			 attempt;
+	int			 fd;
+	ev_io			 rio, wio;
+	ev_timer		 timer;
+	uint8_t			*rbuf;		/* backend bytes not yet parsed */
+	size_t			 rlen, rcap;
+	struct http1_response	 resp;
+	struct http1_body	 body;
+	bool			 head_done;
+	bool			 reusable;	/* keep-alive after this response */
+
+	/* backend -> client */
+	struct bufq		 resp_body;
+	bool			 resp_submitted;
+	bool			 resp_eof;	/* every body byte is queued */
+	bool			 continue_sent;	/* 100 Continue went out */
+};
+
+static void	ex_start(struct exchange *);
+static void	ex_try_server(struct exchange *);
+static void	ex_write(struct exchange *);
+static void	ex_read(struct exchange *);
+static void	ex_upstream_close(struct exchange *, bool reuse);
+
+static struct config *
+ex_cfg(const struct exchange *ex)
+{
+	return ex->qc->srv->cfg;
+}
+
+static struct ev_loop *
+ex_loop(const struct exchange *ex)
+{
+	return ex->qc->srv->loop;
+}
+
+static const char *
+status_text(int status)
+{
+	switch (status) {
+	case 400: return "Bad Request";
+	case 404: return "Not Found";
+	case 431: return "Request Header Fields Too Large";
+	case 501: return "Not Implemented";
+	case 502: return "Bad Gateway";
+	case 504: return "Gateway Timeout";
+	default: return "Error";
+	}
+}
+
+static void
+count_response(int status)
+{
+	if (status >= 100 && status < 600)
+		stats.responses[status / 100]++;
+}
+
+/* Credits request body bytes that no longer sit in qproxy's buffers. */
+static void
+ex_credit(struct exchange *ex, size_t queued)
+{
+	uint64_t n;
+
+	if (ex->uncredited <= queued)
+		return;
+	n = ex->uncredited - queued;
+	ex->uncredited -= n;
+	h3_consumed(ex->qc, ex->stream_id, (size_t)n);
+}
+
+/* Ends the exchange's work; the stream itself closes later. */
+static void
+ex_finish(struct exchange *ex)
+{
+	ex->state = EX_DONE;
+	ev_timer_stop(ex_loop(ex), &ex->timer);
+	bufq_free(&ex->hold);
+	bufq_free(&ex->out);
+	/* whatever the client still sends is read and dropped */
+	ex_credit(ex, 0);
+}
+
+static void
+ex_reset(struct exchange *ex, uint64_t code)
+{
+	ex_upstream_close(ex, false);
+	h3_reset_stream(ex->qc, ex->stream_id, code);
+	ex_finish(ex);
+}
+
+/* An answer from qproxy itself: 404, 502, 504 and the like. */
+static void
+ex_respond(struct exchange *ex, int status)
+{
+	char body[128], clen[24], st[4];
+	nghttp3_nv nva[3];
+	int n;
+
+	if (ex->resp_submitted) {
+		/* too late for a status: the client must see a failure */
+		stats.requests_reset++;
+		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
+		return;
+	}
+	ex_upstream_close(ex, false);
+	n = snprintf(body, sizeof(body), "%d %s\n", status,
+	    status_text(status));
+	snprintf(clen, sizeof(clen), "%d", n);
+	snprintf(st, sizeof(st), "%d", status);
+	nva[0] = (nghttp3_nv){ (uint8_t *)":status", (uint8_t *)st, 7, 3,
+	    NGHTTP3_NV_FLAG_NONE };
+	nva[1] = (nghttp3_nv){ (uint8_t *)"content-type",
+	    (uint8_t *)"text/plain", 12, 10, NGHTTP3_NV_FLAG_NONE };
+	nva[2] = (nghttp3_nv){ (uint8_t *)"content-length", (uint8_t *)clen,
+	    14, strlen(clen), NGHTTP3_NV_FLAG_NONE };
+	bufq_free(&ex->resp_body);
+	if (!(ex->req.flags & REQ_F_HEAD) &&
+	    bufq_append(&ex->resp_body, body, (size_t)n) == -1) {
+		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
+		return;
+	}
+	ex->resp_eof = true;
+	ex->resp_submitted = true;
+	count_response(status);
+	if (h3_submit_response(ex->qc, ex->stream_id, nva, 3,
+	    !(ex->req.flags & REQ_F_HEAD)) == -1) {
+		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
+		return;
+	}
+	ex_finish(ex);
+}
+
+static void
+ex_malformed(struct exchange *ex)
+{
+	log_debug("%s: stream %lld: malformed request: %s", ex->qc->peer,
+	    (long long)ex->stream_id, ex->req.why ? ex->req.why : "?");
+	stats.requests_malformed++;
+	ex_reset(ex, NGHTTP3_H3_MESSAGE_ERROR);
+}
+
+struct exchange *
+exchange_new(struct qconn *qc, int64_t stream_id)
+{
+	struct exchange *ex;
+
+	if ((ex = calloc(1, sizeof(*ex))) == NULL)
+		return NULL;
+	ex->qc = qc;
+	ex->stream_id = stream_id;
+	ex->fd = -1;
+	ex->started = ev_now(qc->srv->loop);
+	request_init(&ex->req, ex_cfg(ex)->max_header_size);
+	bufq_init(&ex->hold);
+	bufq_init(&ex->out);
+	bufq_init(&ex->resp_body);
+	ev_timer_init(&ex->timer, NULL, 0., 0.);
+	LIST_INSERT_HEAD(&qc->exchanges, ex, entry);
+	qc->nexchanges++;
+	stats.streams_current++;
+	stats.streams_total++;
+	return ex;
+}
+
+void
+exchange_field(struct exchange *ex, const uint8_t *name, size_t namelen,
+    const uint8_t *value, size_t valuelen)
+{
+	if (ex->state == EX_HEADERS)
+		(void)request_add(&ex->req, name, namelen, value, valuelen);
+}
+
+void
+exchange_headers_end(struct exchange *ex, bool fin)
+{
+	const struct config_route *route;
+	const char *authority, *path;
+	size_t alen, plen;
+
+	if (ex->state != EX_HEADERS)
+		return;	/* trailers are read and dropped */
+	stats.requests_total++;
+	ex->req_fin = fin;
+	if (request_finish(&ex->req, fin) == -1) {
+		switch (ex->req.error) {
+		case REQ_TOO_LARGE:
+			ex_respond(ex, 431);
+			break;
+		case REQ_BAD:
+			ex_respond(ex, 400);
+			break;
+		case REQ_NOT_IMPLEMENTED:
+			ex_respond(ex, 501);
+			break;
+		default:
+			ex_malformed(ex);
+			break;
+		}
+		return;
+	}
+	authority = request_authority(&ex->req, &alen);
+	path = request_path(&ex->req, &plen);
+	if ((route = route_match(ex_cfg(ex), authority, alen, path,
+	    plen)) == NULL) {
+		ex_respond(ex, 404);
+		return;
+	}
+	ex->backend = route->backend;
+	ex->state = EX_HOLD;
+	if (ex->req.flags & REQ_F_EXPECT_CONTINUE && !fin) {
+		nghttp3_nv nv = { (uint8_t *)":status", (uint8_t *)"100", 7, 3,
+		    NGHTTP3_NV_FLAG_NONE };
+
+		/* qproxy buffers the body itself: invite it at once */
+		if (h3_submit_info(ex->qc, ex->stream_id, &nv, 1) == 0)
+			ex->continue_sent = true;
+	}
+	if (fin)
+		ex_start(ex);
+}
+
+static int
+ex_append_body(struct exchange *ex, const uint8_t *data, size_t len)
+{
+	char line[24];
+	int n;
+
+	if (ex->framing != REQ_BODY_CHUNKED)
+		return bufq_append(&ex->out, data, len);
+	n = snprintf(line, sizeof(line), "%zx\r\n", len);
+	if (bufq_append(&ex->out, line, (size_t)n) == -1 ||
+	    bufq_append(&ex->out, data, len) == -1 ||
+	    bufq_append(&ex->out, "\r\n", 2) == -1)
+		return -1;
+	return 0;
+}
+
+void
+exchange_body(struct exchange *ex, const uint8_t *data, size_t len)
+{
+	ex->body_received += len;
+	ex->uncredited += len;
+	switch (ex->state) {
+	case EX_HEADERS:
+	case EX_DONE:
+		ex_credit(ex, 0);
+		return;
+	default:
+		break;
+	}
+	if (request_check_body(&ex->req, ex->body_received, false) == -1) {
+		ex_malformed(ex);
+		return;
+	}
+	if (ex->state == EX_HOLD) {
+		if (bufq_append(&ex->hold, data, len) == -1) {
+			ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
+			return;
+		}
+		/* The window is full: waiting longer would stall the client. */
+		if (ex->hold.len >= ex_cfg(ex)->request_buffer_size)
+			ex_start(ex);
+		return;
+	}
+	if (ex_append_body(ex, data, len) == -1) {
+		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
+		return;
+	}
+	if (ex->state == EX_FORWARD)
+		ex_write(ex);
+}
+
+void
+exchange_body_end(struct exchange *ex)
+{
+	if (ex->state == EX_HEADERS || ex->state == EX_DONE) {
+		ex->req_fin = true;
+		return;
+	}
+	if (request_check_body(&ex->req, ex->body_received, true) == -1) {
+		ex_malformed(ex);
+		return;
+	}
+	ex->req_fin = true;
+	if (ex->state == EX_HOLD) {
+		ex_start(ex);
+		return;
+	}
+	if (ex->framing == REQ_BODY_CHUNKED &&
+	    bufq_append(&ex->out, "0\r\n\r\n", 5) == -1) {
+		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
+		return;
+	}
+	if (ex->state == EX_FORWARD)
+		ex_write(ex);
+}
+
+void
+exchange_malformed(struct exchange *ex)
+{
+	if (ex->state == EX_DONE) {
+		h3_reset_stream(ex->qc, ex->stream_id,
+		    NGHTTP3_H3_MESSAGE_ERROR);
+		return;
+	}
+	ex->req.why = "body does not match content-length";
+	ex_malformed(ex);
+}
+
+void
+exchange_client_reset(struct exchange *ex)
+{
+	/* The request will never be complete: the backend must not wait. */
+	if (ex->state != EX_DONE && !ex->req_fin) {
+		stats.requests_reset++;
+		ex_reset(ex, NGHTTP3_H3_REQUEST_CANCELLED);
+	}
+}
+
+/* Builds the backend request head and picks the body's framing. */
+static void
+ex_start(struct exchange *ex)
+{
+	struct request_forward fw;
+
+	fw.client_addr = ex->qc->peer;
+	if (ex->req_fin) {
+		/* the whole body is here: its length is known */
+		fw.body_length = ex->body_received;
+		fw.framing = ex->body_received > 0 ||
+		    ex->req.content_length >= 0 ||
+		    (ex->req.flags & REQ_F_BODY_METHOD) ?
+		    REQ_BODY_LENGTH : REQ_BODY_NONE;
+	} else if (ex->req.content_length >= 0) {
+		fw.body_length = (uint64_t)ex->req.content_length;
+		fw.framing = REQ_BODY_LENGTH;
+	} else {
+		fw.body_length = 0;
+		fw.framing = REQ_BODY_CHUNKED;
+	}
+	ex->framing = fw.framing;
+	if (request_write_http1(&ex->req, &fw, &ex->out) == -1) {
+		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
+		return;
+	}
+	if (ex->hold.len > 0) {
+		struct iovec iov[16];
+		size_t n;
+
+		while ((n = bufq_peek_unsent(&ex->hold, iov, 16)) > 0) {
+			for (size_t i = 0; i < n; i++) {
+				if (ex_append_body(ex, iov[i].iov_base,
+				    iov[i].iov_len) == -1) {
+					ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
+					return;
+				}
+				bufq_drain(&ex->hold, iov[i].iov_len);
+			}
+		}
+	}
+	bufq_free(&ex->hold);
+	if (ex->req_fin && ex->framing == REQ_BODY_CHUNKED &&
+	    bufq_append(&ex->out, "0\r\n\r\n", 5) == -1) {
+		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
+		return;
+	}
+	ex->attempt = 0;
+	ex_try_server(ex);
+}
+
+static void ex_io_cb(struct ev_loop *, ev_io *, int);
+static void ex_timer_cb(struct ev_loop *, ev_timer *, int);
+
+static void
+ex_arm_timer(struct exchange *ex, double seconds)
+{
+	ev_timer_stop(ex_loop(ex), &ex->timer);
+	ev_timer_init(&ex->timer, ex_timer_cb, seconds, 0.);
+	ex->timer.data = ex;
+	ev_timer_start(ex_loop(ex), &ex->timer);
+}
+
+static void
+ex_attach(struct exchange *ex, int fd)
+{
+	ex->fd = fd;
+	ev_io_init(&ex->rio, ex_io_cb, fd, EV_READ);
+	ev_io_init(&ex->wio, ex_io_cb, fd, EV_WRITE);
+	ex->rio.data = ex->wio.data = ex;
+	ex->server->active++;
+}
+
+static void
+ex_connected(struct exchange *ex)
+{
+	const struct config_backend *b =
+	    upstream_backend(ex->qc->srv->upstreams, ex->backend);
+
+	ex->state = EX_FORWARD;
+	ex->server->requests++;
+	ex_arm_timer(ex, b->read_timeout);
+	ev_io_start(ex_loop(ex), &ex->rio);
+	ex_write(ex);
+}
+
+/* Connects to the next server, failing over while servers refuse. */
+static void
+ex_try_server(struct exchange *ex)
+{
+	struct upstream_pool *pools = ex->qc->srv->upstreams;
+	const struct config_backend *b = upstream_backend(pools, ex->backend);
+	size_t nservers;
+	int fd;
+
+	for (; ; ex->attempt++) {
+		ex->server = upstream_pick(pools, ex->backend, ex->attempt,
+		    &nservers);
+		if (ex->attempt >= nservers) {
+			ex_respond(ex, 502);
+			return;
+		}
+		if ((fd = upstream_take_idle(ex->server)) != -1) {
+			ex_attach(ex, fd);
+			ex_connected(ex);
+			return;
+		}
+		if ((fd = upstream_connect(ex->server)) != -1)
+			break;
+		stats.upstream_connect_failures++;
+		ex->server->failures++;
+		log_debug("backend %s: connect: %s", ex->server->cfg->text,
+		    strerror(errno));
+		if (!upstream_refused(errno)) {
+			ex_respond(ex, 502);
+			return;
+		}
+	}
+	ex_attach(ex, fd);
+	ex->state = EX_CONNECTING;
+	ev_io_start(ex_loop(ex), &ex->wio);
+	ex_arm_timer(ex, b->connect_timeout);
+}
+
+static void
+ex_upstream_close(struct exchange *ex, bool reuse)
+{
+	if (ex->fd == -1)
+		return;
+	ev_io_stop(ex_loop(ex), &ex->rio);
+	ev_io_stop(ex_loop(ex), &ex->wio);
+	ex->server->active--;
+	if (reuse)
+		upstream_release(ex->server, ex->fd);
+	else
+		close(ex->fd);
+	ex->fd = -1;
+	free(ex->rbuf);
+	ex->rbuf = NULL;
+	ex->rlen = ex->rcap = 0;
+}
+
+static void
+ex_write(struct exchange *ex)
+{
+	struct iovec iov[16];
+	size_t cnt;
+	ssize_t n;
+
+	while ((cnt = bufq_peek_unsent(&ex->out, iov, 16)) > 0) {
+		n = writev(ex->fd, iov, (int)cnt);
+		if (n == -1) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				ev_io_start(ex_loop(ex), &ex->wio);
+				return;
+			}
+			log_debug("backend %s: write: %s",
+			    ex->server->cfg->text, strerror(errno));
+			ex->server->failures++;
+			/* the response, if one comes, is still read */
+			ev_io_stop(ex_loop(ex), &ex->wio);
+			ex->reusable = false;
+			bufq_free(&ex->out);
+			shutdown(ex->fd, SHUT_WR);
+			if (!ex->head_done && !ex->resp_submitted)
+				ex_respond(ex, 502);
+			return;
+		}
+		bufq_drain(&ex->out, (size_t)n);
+		ex_credit(ex, ex->out.len);
+		/* read_timeout counts from the last byte the backend took */
+		if (!ex->head_done)
+			ex_arm_timer(ex, upstream_backend(
+			    ex->qc->srv->upstreams, ex->backend)->read_timeout);
+	}
+	ev_io_stop(ex_loop(ex), &ex->wio);
+	if (ex->req_fin)
+		ex->req_written = true;
+}
+
+/* The response is complete on the backend side. */
+static void
+ex_response_done(struct exchange *ex, bool clean)
+{
+	ex->resp_eof = true;
+	ev_timer_stop(ex_loop(ex), &ex->timer);
+	h3_resume(ex->qc, ex->stream_id);
+	/* A connection is reused only after a clean, complete exchange. */
+	ex_upstream_close(ex, clean && ex->reusable && ex->req_written &&
+	    ex->rlen == 0);
+	/* the rest of an upload the backend did not wait for is dropped */
+	ex_finish(ex);
+}
+
+static bool
+hop_by_hop(const struct http1_response *r, const char *name, size_t len)
+{
+	static const char *const names[] = {
+		"connection", "keep-alive", "proxy-connection",
+		"transfer-encoding", "upgrade", "te", "trailer",
+		"proxy-authenticate",
+	};
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (strlen(names[i]) == len &&
+		    strncasecmp(names[i], name, len) == 0)
+			return true;
+	/* RFC 9110 7.6.1: and whatever Connection names */
+	for (size_t i = 0; i < r->nheaders; i++) {
+		const struct http1_header *h = &r->headers[i];
+		const char *p = h->value, *end = h->value + h->valuelen, *t;
+
+		if (h->namelen != 10 || strncasecmp(h->name, "connection", 10))
+			continue;
+		while (p < end) {
+			while (p < end && (*p == ',' || *p == ' ' || *p == '\t'))
+				p++;
+			for (t = p; t < end && *t != ',' && *t != ' ' &&
+			    *t != '\t'; t++)
+				;
+			if ((size_t)(t - p) == len &&
+			    strncasecmp(p, name, len) == 0)
+				return true;
+			p = t;
+		}
+	}
+	return false;
+}
+
+/* Sends the response head (or an informational one) to the client. */
+static int
+ex_submit_head(struct exchange *ex, bool informational)
+{
+	const struct http1_response *r = &ex->resp;
+	nghttp3_nv *nva;
+	char st[4], *names, *np;
+	size_t n = 0, total = 0;
+	int rv;
+
+	for (size_t i = 0; i < r->nheaders; i++)
+		total += r->headers[i].namelen;
+	nva = calloc(r->nheaders + 1, sizeof(*nva));
+	names = malloc(total + 1);
+	if (nva == NULL || names == NULL) {
+		free(nva);
+		free(names);
+		return -1;
+	}
+	snprintf(st, sizeof(st), "%d", r->status);
+	nva[n++] = (nghttp3_nv){ (uint8_t *)":status", (uint8_t *)st, 7, 3,
+	    NGHTTP3_NV_FLAG_NONE };
+	np = names;
+	for (size_t i = 0; i < r->nheaders; i++) {
+		const struct http1_header *h = &r->headers[i];
+
+		if (hop_by_hop(r, h->name, h->namelen))
+			continue;
+		/* with chunked framing a Content-Length is not to be trusted */
+		if (r->framing == HTTP1_BODY_CHUNKED && h->namelen == 14 &&
+		    strncasecmp(h->name, "content-length", 14) == 0)
+			continue;
+		for (size_t k = 0; k < h->namelen; k++)
+			np[k] = (char)((h->name[k] >= 'A' && h->name[k] <= 'Z') ?
+			    h->name[k] + 32 : h->name[k]);
+		nva[n++] = (nghttp3_nv){ (uint8_t *)np, (uint8_t *)(uintptr_t)
+		    h->value, h->namelen, h->valuelen, NGHTTP3_NV_FLAG_NONE };
+		np += h->namelen;
+	}
+	if (informational)
+		rv = h3_submit_info(ex->qc, ex->stream_id, nva, n);
+	else
+		rv = h3_submit_response(ex->qc, ex->stream_id, nva, n,
+		    r->framing != HTTP1_BODY_NONE);
+	free(nva);
+	free(names);
+	return rv;
+}
+
+/* Parses what the backend sent so far. */
+static void
+ex_parse(struct exchange *ex)
+{
+	const struct config_backend *b =
+	    upstream_backend(ex->qc->srv->upstreams, ex->backend);
+	const uint8_t *data;
+	size_t consumed, datalen;
+	enum http1_body_status st;
+	long n;
+
+	while (!ex->head_done) {
+		n = http1_parse_response(ex->rbuf, ex->rlen,
+		    (ex->req.flags & REQ_F_HEAD) != 0, &ex->resp);
+		if (n == 0)
+			return;
+		if (n < 0 || ex->resp.status == 101) {
+			log_warnx("backend %s: malformed response head",
+			    ex->server->cfg->text);
+			ex->server->failures++;
+			ex_respond(ex, 502);
+			return;
+		}
+		if (ex->resp.status < 200) {
+			/* 100 was sent already if the client asked for it */
+			if (!(ex->resp.status == 100 && ex->continue_sent) &&
+			    ex_submit_head(ex, true) == -1) {
+				ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
+				return;
+			}
+			memmove(ex->rbuf, ex->rbuf + n, ex->rlen - (size_t)n);
+			ex->rlen -= (size_t)n;
+			continue;
+		}
+		ex->head_done = true;
+		ex->reusable = ex->resp.keep_alive;
+		count_response(ex->resp.status);
+		if (ex_submit_head(ex, false) == -1) {
+			ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
+			return;
+		}
+		ex->resp_submitted = true;
+		http1_body_init(&ex->body, &ex->resp);
+		memmove(ex->rbuf, ex->rbuf + n, ex->rlen - (size_t)n);
+		ex->rlen -= (size_t)n;
+		/* from now on read_timeout bounds silence mid-body */
+		ex_arm_timer(ex, b->read_timeout);
+	}
+
+	consumed = 0;
+	st = HTTP1_BODY_AGAIN;
+	while (ex->rlen > 0) {
+		st = http1_body_parse(&ex->body, ex->rbuf, ex->rlen, &consumed,
+		    &data, &datalen);
+		if (datalen > 0) {
+			if (bufq_append(&ex->resp_body, data, datalen) == -1) {
+				ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
+				return;
+			}
+			h3_resume(ex->qc, ex->stream_id);
+		}
+		memmove(ex->rbuf, ex->rbuf + consumed, ex->rlen - consumed);
+		ex->rlen -= consumed;
+		if (st != HTTP1_BODY_AGAIN || consumed == 0)
+			break;
+	}
+	if (st == HTTP1_BODY_AGAIN && ex->rlen == 0 &&
+	    ex->body.framing == HTTP1_BODY_NONE)
+		st = http1_body_parse(&ex->body, ex->rbuf, 0, &consumed,
+		    &data, &datalen);
+	switch (st) {
+	case HTTP1_BODY_DONE:
+		/* bytes after the body: a second response or garbage */
+		ex_response_done(ex, true);
+		break;
+	case HTTP1_BODY_ERROR:
+		log_warnx("backend %s: bad response body framing",
+		    ex->server->cfg->text);
+		ex->server->failures++;
+		stats.requests_reset++;
+		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
+		break;
+	case HTTP1_BODY_AGAIN:
+		break;
+	}
+}
+
+static void
+ex_eof(struct exchange *ex)
+{
+	if (!ex->head_done) {
+		log_warnx("backend %s: closed before a complete response head",
+		    ex->server->cfg->text);
+		ex->server->failures++;
+		ex_respond(ex, 502);
+		return;
+	}
+	if (http1_body_eof(&ex->body) == HTTP1_BODY_DONE) {
+		ex->reusable = false;
+		ex_response_done(ex, false);
+		return;
+	}
+	/* never a truncated body that looks complete */
+	log_warnx("backend %s: closed in the middle of a response body",
+	    ex->server->cfg->text);
+	ex->server->failures++;
+	stats.requests_reset++;
+	ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
+}
+
+static void
+ex_read(struct exchange *ex)
+{
+	size_t limit = ex_cfg(ex)->response_buffer_size, want;
+	ssize_t n;
+
+	while (ex->state == EX_FORWARD && ex->resp_body.len < limit) {
+		want = ex->head_done ? EX_READ_CHUNK :
+		    ex_cfg(ex)->max_header_size;
+		if (ex->rcap < want) {
+			uint8_t *nb = realloc(ex->rbuf, want);
+
+			if (nb == NULL) {
+				ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
+				return;
+			}
+			ex->rbuf = nb;
+			ex->rcap = want;
+		}
+		if (ex->rlen == ex->rcap) {
+			/* a head larger than max_header_size */
+			ex_respond(ex, 502);
+			return;
+		}
+		n = read(ex->fd, ex->rbuf + ex->rlen, ex->rcap - ex->rlen);
+		if (n == -1) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return;
+			log_debug("backend %s: read: %s", ex->server->cfg->text,
+			    strerror(errno));
+			ex_eof(ex);
+			return;
+		}
+		if (n == 0) {
+			ex_eof(ex);
+			return;
+		}
+		ex->rlen += (size_t)n;
+		if (ex->head_done)
+			ev_timer_again(ex_loop(ex), &ex->timer);
+		ex_parse(ex);
+	}
+	/* the client is slower than the backend: stop reading for now */
+	if (ex->state == EX_FORWARD)
+		ev_io_stop(ex_loop(ex), &ex->rio);
+}
+
+static void
+ex_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct exchange *ex = w->data;
+	int err = 0;
+	socklen_t len = sizeof(err);
+
+	if (ex->state == EX_CONNECTING) {
+		if (getsockopt(ex->fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+			err = errno;
+		if (err != 0) {
+			log_debug("backend %s: connect: %s",
+			    ex->server->cfg->text, strerror(err));
+			stats.upstream_connect_failures++;
+			ex->server->failures++;
+			ex_upstream_close(ex, false);
+			if (!upstream_refused(err)) {
+				ex_respond(ex, 502);
+				return;
+			}
+			ex->attempt++;
+			ex_try_server(ex);
+			return;
+		}
+		ev_io_stop(loop, &ex->wio);
+		ex_connected(ex);
+		return;
+	}
+	if (w == &ex->wio)
+		ex_write(ex);
+	else
+		ex_read(ex);
+}
+
+static void
+ex_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct exchange *ex = w->data;
+
+	if (ex->state == EX_CONNECTING || !ex->head_done) {
+		log_info("backend %s: %s timed out", ex->server->cfg->text,
+		    ex->state == EX_CONNECTING ? "connect" : "response");
+		ex->server->failures++;
+		ex_respond(ex, 504);
+		return;
+	}
+	log_info("backend %s: response body stalled", ex->server->cfg->text);
+	ex->server->failures++;
+	stats.requests_reset++;
+	ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
+}
+
+nghttp3_ssize
+exchange_read_data(struct exchange *ex, nghttp3_vec *vec, size_t veccnt,
+    uint32_t *pflags)
+{
+	struct iovec iov[16];
+	size_t n, total = 0;
+
+	if (veccnt > 16)
+		veccnt = 16;
+	n = bufq_peek_unsent(&ex->resp_body, iov, veccnt);
+	for (size_t i = 0; i < n; i++) {
+		vec[i].base = iov[i].iov_base;
+		vec[i].len = iov[i].iov_len;
+		total += iov[i].iov_len;
+	}
+	bufq_mark_sent(&ex->resp_body, total);
+	if (ex->resp_eof && ex->resp_body.unsent == 0)
+		*pflags |= NGHTTP3_DATA_FLAG_EOF;
+	else if (n == 0)
+		return NGHTTP3_ERR_WOULDBLOCK;
+	return (nghttp3_ssize)n;
+}
+
+void
+exchange_acked(struct exchange *ex, uint64_t n)
+{
+	bufq_consume(&ex->resp_body, (size_t)n);
+	if (ex->state == EX_FORWARD && ex->fd != -1 && ex->head_done &&
+	    !ev_is_active(&ex->rio) &&
+	    ex->resp_body.len < ex_cfg(ex)->response_buffer_size) {
+		ev_io_start(ex_loop(ex), &ex->rio);
+		/* bytes may already wait in rbuf: parse them now */
+		if (ex->rlen > 0)
+			ex_parse(ex);
+	}
+}
+
+static void
+ex_free(struct exchange *ex)
+{
+	struct qconn *qc = ex->qc;
+
+	ex_upstream_close(ex, false);
+	ev_timer_stop(ex_loop(ex), &ex->timer);
+	request_free(&ex->req);
+	bufq_free(&ex->hold);
+	bufq_free(&ex->out);
+	bufq_free(&ex->resp_body);
+	LIST_REMOVE(ex, entry);
+	qc->nexchanges--;
+	stats.streams_current--;
+	free(ex);
+	if (qc->srv->shutting_down && qc->nexchanges == 0)
+		qconn_want_write(qc);	/* qconn_write will close it */
+}
+
+struct exchange *
+exchange_find(struct qconn *qc, int64_t stream_id)
+{
+	struct exchange *ex;
+
+	LIST_FOREACH(ex, &qc->exchanges, entry)
+		if (ex->stream_id == stream_id)
+			return ex;
+	return NULL;
+}
+
+void
+exchange_stream_closed(struct exchange *ex)
+{
+	ngtcp2_conn_set_stream_user_data(ex->qc->conn, ex->stream_id, NULL);
+	ex_free(ex);
+}
+
+void
+exchange_abort_all(struct qconn *qc)
+{
+	struct exchange *ex;
+
+	while ((ex = LIST_FIRST(&qc->exchanges)) != NULL) {
+		if (qc->h3 != NULL)
+			nghttp3_conn_set_stream_user_data(qc->h3,
+			    ex->stream_id, NULL);
+		ngtcp2_conn_set_stream_user_data(qc->conn, ex->stream_id,
+		    NULL);
+		ex_free(ex);
+	}
+}

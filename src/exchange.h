@@ -1,0 +1,38 @@
+/*
+ * exchange.h: one request: the bridge between an HTTP/3 request stream and
+ * an HTTP/1.1 backend connection, with a bounded buffer each way.
+ */
+#ifndef QPROXY_EXCHANGE_H
+#define QPROXY_EXCHANGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <nghttp3/nghttp3.h>
+
+struct qconn;
+struct exchange;
+
+/* Called from h3.c as nghttp3 reports the stream's progress. */
+struct exchange	*exchange_new(struct qconn *, int64_t stream_id);
+void		 exchange_field(struct exchange *, const uint8_t *name,
+		    size_t namelen, const uint8_t *value, size_t valuelen);
+void		 exchange_headers_end(struct exchange *, bool fin);
+void		 exchange_body(struct exchange *, const uint8_t *, size_t);
+void		 exchange_body_end(struct exchange *);
+/* nghttp3 found the message malformed (a Content-Length mismatch). */
+void		 exchange_malformed(struct exchange *);
+/* The client reset its side of the stream. */
+void		 exchange_client_reset(struct exchange *);
+nghttp3_ssize	 exchange_read_data(struct exchange *, nghttp3_vec *,
+		    size_t veccnt, uint32_t *pflags);
+void		 exchange_acked(struct exchange *, uint64_t n);
+/* The exchange on a stream, or NULL (a walk: for rare paths only). */
+struct exchange	*exchange_find(struct qconn *, int64_t stream_id);
+/* The stream is gone: frees the exchange. */
+void		 exchange_stream_closed(struct exchange *);
+/* The connection is going away: frees every exchange on it. */
+void		 exchange_abort_all(struct qconn *);
+
+#endif

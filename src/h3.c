@@ -1,0 +1,300 @@
+/*
+ * h3.c: HTTP/3 on a QUIC connection: nghttp3 set up once the 1-RTT keys
+ * exist, stream data fed in, and its callbacks handed to the exchanges.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "conn.h"
+#include "exchange.h"
+#include "log.h"
+#include "stats.h"
+
+void
+h3_consumed(struct qconn *qc, int64_t stream_id, size_t n)
+{
+	if (n == 0)
+		return;
+	ngtcp2_conn_extend_max_stream_offset(qc->conn, stream_id, n);
+	ngtcp2_conn_extend_max_offset(qc->conn, n);
+	qconn_want_write(qc);
+}
+
+void
+h3_reset_stream(struct qconn *qc, int64_t stream_id, uint64_t code)
+{
+	ngtcp2_conn_shutdown_stream(qc->conn, 0, stream_id, code);
+	if (qc->h3 != NULL) {
+		nghttp3_conn_shutdown_stream_write(qc->h3, stream_id);
+		(void)nghttp3_conn_shutdown_stream_read(qc->h3, stream_id);
+	}
+	qconn_want_write(qc);
+}
+
+static const nghttp3_data_reader *
+body_reader(void);
+
+int
+h3_submit_response(struct qconn *qc, int64_t stream_id, const nghttp3_nv *nva,
+    size_t n, bool with_body)
+{
+	int rv;
+
+	rv = nghttp3_conn_submit_response(qc->h3, stream_id, nva, n,
+	    with_body ? body_reader() : NULL);
+	if (rv != 0) {
+		log_warnx("%s: nghttp3_conn_submit_response: %s", qc->peer,
+		    nghttp3_strerror(rv));
+		return -1;
+	}
+	qconn_want_write(qc);
+	return 0;
+}
+
+int
+h3_submit_info(struct qconn *qc, int64_t stream_id, const nghttp3_nv *nva,
+    size_t n)
+{
+	if (nghttp3_conn_submit_info(qc->h3, stream_id, nva, n) != 0)
+		return -1;
+	qconn_want_write(qc);
+	return 0;
+}
+
+void
+h3_resume(struct qconn *qc, int64_t stream_id)
+{
+	(void)nghttp3_conn_resume_stream(qc->h3, stream_id);
+	qconn_want_write(qc);
+}
+
+void
+h3_goaway(struct qconn *qc)
+{
+	if (qc->h3 == NULL || qc->goaway_sent)
+		return;
+	/* The last stream we saw will be served; later ones are refused. */
+	if (nghttp3_conn_shutdown(qc->h3) == 0)
+		qc->goaway_sent = true;
+}
+
+int
+h3_recv_stream_data(struct qconn *qc, int64_t stream_id, const uint8_t *data,
+    size_t len, bool fin)
+{
+	struct exchange *ex;
+	nghttp3_ssize n;
+
+	if (qc->h3 == NULL)
+		return -1;
+	n = nghttp3_conn_read_stream(qc->h3, stream_id, data, len, fin);
+	if (n == NGHTTP3_ERR_MALFORMED_HTTP_MESSAGING) {
+		/*
+		 * A body that disagrees with its Content-Length. nghttp3 calls
+		 * it a connection error; RFC 9114 4.1.2 lets it be a stream
+		 * error, which spares the connection's other requests.
+		 */
+		if ((ex = exchange_find(qc, stream_id)) != NULL)
+			exchange_malformed(ex);
+		else
+			h3_reset_stream(qc, stream_id, NGHTTP3_H3_MESSAGE_ERROR);
+		h3_consumed(qc, stream_id, len);
+		return 0;
+	}
+	if (n < 0) {
+		log_debug("%s: nghttp3_conn_read_stream: %s", qc->peer,
+		    nghttp3_strerror((int)n));
+		ngtcp2_ccerr_set_application_error(&qc->last_error,
+		    nghttp3_err_infer_quic_app_error_code((int)n), NULL, 0);
+		return -1;
+	}
+	h3_consumed(qc, stream_id, (size_t)n);
+	return 0;
+}
+
+/* nghttp3 callbacks */
+
+static int
+acked_stream_data(nghttp3_conn *h3, int64_t stream_id, uint64_t len,
+    void *user_data, void *stream_user_data)
+{
+	if (stream_user_data != NULL)
+		exchange_acked(stream_user_data, len);
+	return 0;
+}
+
+static int
+stream_close(nghttp3_conn *h3, int64_t stream_id, uint64_t app_error_code,
+    void *user_data, void *stream_user_data)
+{
+	struct qconn *qc = user_data;
+
+	if (stream_user_data != NULL)
+		exchange_stream_closed(stream_user_data);
+	if (ngtcp2_is_bidi_stream(stream_id) &&
+	    !ngtcp2_conn_is_local_stream(qc->conn, stream_id))
+		ngtcp2_conn_extend_max_streams_bidi(qc->conn, 1);
+	return 0;
+}
+
+static int
+recv_data(nghttp3_conn *h3, int64_t stream_id, const uint8_t *data,
+    size_t len, void *user_data, void *stream_user_data)
+{
+	if (stream_user_data != NULL)
+		exchange_body(stream_user_data, data, len);
+	else
+		h3_consumed(user_data, stream_id, len);
+	return 0;
+}
+
+static int
+deferred_consume(nghttp3_conn *h3, int64_t stream_id, size_t consumed,
+    void *user_data, void *stream_user_data)
+{
+	h3_consumed(user_data, stream_id, consumed);
+	return 0;
+}
+
+static int
+begin_headers(nghttp3_conn *h3, int64_t stream_id, void *user_data,
+    void *stream_user_data)
+{
+	struct qconn *qc = user_data;
+	struct exchange *ex;
+
+	if ((ex = exchange_new(qc, stream_id)) == NULL) {
+		h3_reset_stream(qc, stream_id, NGHTTP3_H3_INTERNAL_ERROR);
+		return 0;
+	}
+	nghttp3_conn_set_stream_user_data(h3, stream_id, ex);
+	ngtcp2_conn_set_stream_user_data(qc->conn, stream_id, ex);
+	return 0;
+}
+
+static int
+recv_header(nghttp3_conn *h3, int64_t stream_id, int32_t token,
+    nghttp3_rcbuf *name, nghttp3_rcbuf *value, uint8_t flags,
+    void *user_data, void *stream_user_data)
+{
+	nghttp3_vec n = nghttp3_rcbuf_get_buf(name);
+	nghttp3_vec v = nghttp3_rcbuf_get_buf(value);
+
+	if (stream_user_data != NULL)
+		exchange_field(stream_user_data, n.base, n.len, v.base, v.len);
+	return 0;
+}
+
+static int
+end_headers(nghttp3_conn *h3, int64_t stream_id, int fin, void *user_data,
+    void *stream_user_data)
+{
+	if (stream_user_data != NULL)
+		exchange_headers_end(stream_user_data, fin != 0);
+	return 0;
+}
+
+static int
+end_stream(nghttp3_conn *h3, int64_t stream_id, void *user_data,
+    void *stream_user_data)
+{
+	if (stream_user_data != NULL)
+		exchange_body_end(stream_user_data);
+	return 0;
+}
+
+static int
+stop_sending(nghttp3_conn *h3, int64_t stream_id, uint64_t code,
+    void *user_data, void *stream_user_data)
+{
+	struct qconn *qc = user_data;
+
+	if (code == NGHTTP3_H3_MESSAGE_ERROR)
+		stats.requests_malformed++;	/* found by nghttp3 itself */
+	ngtcp2_conn_shutdown_stream_read(qc->conn, 0, stream_id, code);
+	return 0;
+}
+
+static int
+reset_stream(nghttp3_conn *h3, int64_t stream_id, uint64_t code,
+    void *user_data, void *stream_user_data)
+{
+	struct qconn *qc = user_data;
+
+	ngtcp2_conn_shutdown_stream_write(qc->conn, 0, stream_id, code);
+	return 0;
+}
+
+static nghttp3_ssize
+read_data(nghttp3_conn *h3, int64_t stream_id, nghttp3_vec *vec,
+    size_t veccnt, uint32_t *pflags, void *user_data, void *stream_user_data)
+{
+	if (stream_user_data == NULL) {
+		*pflags |= NGHTTP3_DATA_FLAG_EOF;
+		return 0;
+	}
+	return exchange_read_data(stream_user_data, vec, veccnt, pflags);
+}
+
+static const nghttp3_data_reader reader = { read_data };
+
+static const nghttp3_data_reader *
+body_reader(void)
+{
+	return &reader;
+}
+
+static const nghttp3_callbacks h3_callbacks = {
+	.acked_stream_data = acked_stream_data,
+	.stream_close = stream_close,
+	.recv_data = recv_data,
+	.deferred_consume = deferred_consume,
+	.begin_headers = begin_headers,
+	.recv_header = recv_header,
+	.end_headers = end_headers,
+	.stop_sending = stop_sending,
+	.end_stream = end_stream,
+	.reset_stream = reset_stream,
+};
+
+int
+h3_conn_setup(struct qconn *qc)
+{
+	const struct config *cfg = qc->srv->cfg;
+	nghttp3_settings settings;
+	int64_t ctrl, qenc, qdec;
+	int rv;
+
+	if (qc->h3 != NULL)
+		return 0;
+	if (ngtcp2_conn_get_streams_uni_left(qc->conn) < 3) {
+		log_debug("%s: peer allows fewer than 3 uni streams", qc->peer);
+		return -1;
+	}
+	nghttp3_settings_default(&settings);
+	settings.max_field_section_size = cfg->max_header_size;
+	settings.qpack_max_dtable_capacity = cfg->qpack_table_size;
+	settings.qpack_encoder_max_dtable_capacity = cfg->qpack_table_size;
+	settings.qpack_blocked_streams = cfg->qpack_blocked_streams;
+	rv = nghttp3_conn_server_new(&qc->h3, &h3_callbacks, &settings,
+	    nghttp3_mem_default(), qc);
+	if (rv != 0) {
+		log_warnx("%s: nghttp3_conn_server_new: %s", qc->peer,
+		    nghttp3_strerror(rv));
+		return -1;
+	}
+	nghttp3_conn_set_max_client_streams_bidi(qc->h3,
+	    ngtcp2_conn_get_local_transport_params(qc->conn)->
+	    initial_max_streams_bidi);
+	if (ngtcp2_conn_open_uni_stream(qc->conn, &ctrl, NULL) != 0 ||
+	    nghttp3_conn_bind_control_stream(qc->h3, ctrl) != 0 ||
+	    ngtcp2_conn_open_uni_stream(qc->conn, &qenc, NULL) != 0 ||
+	    ngtcp2_conn_open_uni_stream(qc->conn, &qdec, NULL) != 0 ||
+	    nghttp3_conn_bind_qpack_streams(qc->h3, qenc, qdec) != 0) {
+		log_warnx("%s: cannot open HTTP/3 streams", qc->peer);
+		return -1;
+	}
+	if (qc->srv->shutting_down)
+		h3_goaway(qc);
+	return 0;
+}

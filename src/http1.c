@@ -1,0 +1,595 @@
+/*
+ * http1.c: the HTTP/1.1 response parser for bytes from backend servers.
+ *
+ * Strict on purpose (RFC 9112): CRLF line endings only, no obs-fold, no
+ * whitespace before a colon, one unambiguous body length. Anything that two
+ * parsers could read differently is an error, never a guess.
+ */
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <strings.h>
+
+#include "http1.h"
+
+#define HTTP1_MAX_SIZE		((uint64_t)1 << 62)	/* a body or chunk */
+#define HTTP1_MAX_CHUNK_LINE	4096	/* a chunk-size line, CRLF included */
+#define HTTP1_MAX_TRAILERS	65536	/* all trailer lines, final CRLF too */
+
+/* struct http1_body state */
+enum {
+	BODY_ACTIVE,		/* NONE, LENGTH and CLOSE bodies */
+	BODY_SIZE_FIRST,	/* first hex digit of a chunk size */
+	BODY_SIZE,		/* further hex digits */
+	BODY_SIZE_WS,		/* whitespace after the size, before ';' */
+	BODY_EXT,		/* chunk extensions, ignored */
+	BODY_SIZE_LF,		/* LF ending the chunk-size line */
+	BODY_DATA,		/* chunk data */
+	BODY_DATA_CR,		/* CRLF after the chunk data */
+	BODY_DATA_LF,
+	BODY_TRAILER,		/* a trailer line or the final CRLF */
+	BODY_TR_NAME,		/* trailer field name */
+	BODY_TR_VALUE,		/* trailer field value, discarded */
+	BODY_TR_LF,		/* LF ending a trailer line */
+	BODY_END_LF,		/* LF ending the chunked body */
+	BODY_DONE,
+	BODY_ERROR,
+};
+
+static bool
+http1_istchar(uint8_t c)
+{
+	if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	    (c >= '0' && c <= '9'))
+		return true;
+	return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+/* A control character other than HT: never allowed in a field value. */
+static bool
+http1_isbadctl(uint8_t c)
+{
+	return (c < 0x20 && c != '\t') || c == 0x7f;
+}
+
+static bool
+http1_isows(uint8_t c)
+{
+	return c == ' ' || c == '\t';
+}
+
+static int
+http1_hexval(uint8_t c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+static bool
+http1_name_is(const struct http1_header *h, const char *name)
+{
+	size_t n = strlen(name);
+
+	return h->namelen == n && strncasecmp(h->name, name, n) == 0;
+}
+
+/* A walk over the elements of a comma-separated field value. */
+struct http1_list {
+	const char	*p, *end;	/* p: NULL after the last element */
+};
+
+/*
+ * The next element, with its surrounding whitespace removed. Empty
+ * elements are returned too.
+ */
+static bool
+http1_list_next(struct http1_list *l, const char **elem, size_t *elemlen)
+{
+	const char *s, *e;
+
+	if (l->p == NULL)
+		return false;
+	s = l->p;
+	e = memchr(s, ',', (size_t)(l->end - s));
+	if (e == NULL) {
+		e = l->end;
+		l->p = NULL;
+	} else
+		l->p = e + 1;
+	while (s < e && http1_isows((uint8_t)*s))
+		s++;
+	while (e > s && http1_isows((uint8_t)e[-1]))
+		e--;
+	*elem = s;
+	*elemlen = (size_t)(e - s);
+	return true;
+}
+
+static void
+http1_list_init(struct http1_list *l, const struct http1_header *h)
+{
+	l->p = h->value;
+	l->end = h->value + h->valuelen;
+}
+
+static bool
+http1_token_is(const char *s, size_t len, const char *token)
+{
+	size_t n = strlen(token);
+
+	return len == n && strncasecmp(s, token, n) == 0;
+}
+
+/*
+ * The status line, without its CRLF:
+ * "HTTP/1." ("0" / "1") SP 3DIGIT [ SP reason-phrase ].
+ * A missing SP before an empty reason is tolerated.
+ */
+static int
+http1_status_line(const uint8_t *s, size_t len, struct http1_response *resp)
+{
+	size_t i;
+
+	if (len < 12 || memcmp(s, "HTTP/1.", 7) != 0)
+		return -1;
+	if (s[7] != '0' && s[7] != '1')
+		return -1;
+	resp->minor_version = s[7] - '0';
+	if (s[8] != ' ')
+		return -1;
+	if (s[9] < '1' || s[9] > '9' || s[10] < '0' || s[10] > '9' ||
+	    s[11] < '0' || s[11] > '9')
+		return -1;
+	resp->status = (s[9] - '0') * 100 + (s[10] - '0') * 10 + (s[11] - '0');
+	if (len == 12)
+		return 0;
+	if (s[12] != ' ')
+		return -1;
+	for (i = 13; i < len; i++)
+		if (http1_isbadctl(s[i]))
+			return -1;
+	return 0;
+}
+
+/* A field line, without its CRLF: token ":" OWS value OWS. */
+static int
+http1_field_line(const uint8_t *s, size_t len, struct http1_response *resp)
+{
+	struct http1_header *h;
+	size_t i, vs, ve;
+
+	for (i = 0; i < len && s[i] != ':'; i++)
+		if (!http1_istchar(s[i]))
+			return -1;	/* also obs-fold and SP before ':' */
+	if (i == 0 || i == len)
+		return -1;
+	for (vs = i + 1; vs < len; vs++)
+		if (http1_isbadctl(s[vs]))
+			return -1;
+	for (vs = i + 1; vs < len && http1_isows(s[vs]); vs++)
+		;
+	for (ve = len; ve > vs && http1_isows(s[ve - 1]); ve--)
+		;
+	if (resp->nheaders >= HTTP1_MAX_HEADERS)
+		return -1;
+	h = &resp->headers[resp->nheaders++];
+	h->name = (const char *)s;
+	h->namelen = i;
+	h->value = (const char *)s + vs;
+	h->valuelen = ve - vs;
+	return 0;
+}
+
+/* Content-Length: 1*DIGIT, repeated values allowed only when identical. */
+static int
+http1_content_length(const struct http1_response *resp, bool *found,
+    uint64_t *length)
+{
+	const struct http1_header *h;
+	struct http1_list l;
+	const char *e;
+	uint64_t v, d;
+	size_t i, j, elen;
+
+	*found = false;
+	*length = 0;
+	for (i = 0; i < resp->nheaders; i++) {
+		h = &resp->headers[i];
+		if (!http1_name_is(h, "Content-Length"))
+			continue;
+		http1_list_init(&l, h);
+		while (http1_list_next(&l, &e, &elen)) {
+			if (elen == 0)
+				return -1;
+			v = 0;
+			for (j = 0; j < elen; j++) {
+				if (e[j] < '0' || e[j] > '9')
+					return -1;
+				d = (uint64_t)(e[j] - '0');
+				if (v > (HTTP1_MAX_SIZE - d) / 10)
+					return -1;
+				v = v * 10 + d;
+			}
+			if (*found && v != *length)
+				return -1;
+			*found = true;
+			*length = v;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Transfer-Encoding: a list of codings, possibly over several fields.
+ * Sets *chunked when the final coding is chunked. Empty elements, coding
+ * parameters and chunked applied more than once are errors.
+ */
+static int
+http1_transfer_encoding(const struct http1_response *resp, bool *found,
+    bool *chunked)
+{
+	const struct http1_header *h;
+	struct http1_list l;
+	const char *e;
+	size_t i, j, elen;
+	bool seen_chunked = false;
+
+	*found = false;
+	*chunked = false;
+	for (i = 0; i < resp->nheaders; i++) {
+		h = &resp->headers[i];
+		if (!http1_name_is(h, "Transfer-Encoding"))
+			continue;
+		*found = true;
+		http1_list_init(&l, h);
+		while (http1_list_next(&l, &e, &elen)) {
+			if (elen == 0)
+				return -1;
+			for (j = 0; j < elen; j++)
+				if (!http1_istchar((uint8_t)e[j]))
+					return -1;
+			*chunked = http1_token_is(e, elen, "chunked");
+			if (*chunked) {
+				if (seen_chunked)
+					return -1;
+				seen_chunked = true;
+			}
+		}
+	}
+	return 0;
+}
+
+/* Looks for token in the Connection fields. */
+static bool
+http1_connection_has(const struct http1_response *resp, const char *token)
+{
+	const struct http1_header *h;
+	struct http1_list l;
+	const char *e;
+	size_t i, elen;
+
+	for (i = 0; i < resp->nheaders; i++) {
+		h = &resp->headers[i];
+		if (!http1_name_is(h, "Connection"))
+			continue;
+		http1_list_init(&l, h);
+		while (http1_list_next(&l, &e, &elen))
+			if (http1_token_is(e, elen, token))
+				return true;
+	}
+	return false;
+}
+
+/* RFC 9112 section 6.3, for a response. */
+static int
+http1_framing(struct http1_response *resp, bool head_request)
+{
+	uint64_t length;
+	bool has_cl, has_te, chunked, keep_alive;
+
+	if (http1_content_length(resp, &has_cl, &length) == -1)
+		return -1;
+	if (http1_transfer_encoding(resp, &has_te, &chunked) == -1)
+		return -1;
+
+	if (resp->minor_version >= 1)
+		keep_alive = !http1_connection_has(resp, "close");
+	else
+		keep_alive = http1_connection_has(resp, "keep-alive") &&
+		    !http1_connection_has(resp, "close");
+
+	resp->content_length = 0;
+	if (head_request || resp->status < 200 || resp->status == 204 ||
+	    resp->status == 304)
+		resp->framing = HTTP1_BODY_NONE;
+	else if (has_te) {
+		resp->framing = chunked ? HTTP1_BODY_CHUNKED : HTTP1_BODY_CLOSE;
+		/* TE with CL, or TE in HTTP/1.0: faulty framing, close after */
+		if (has_cl || resp->minor_version == 0)
+			keep_alive = false;
+	} else if (has_cl) {
+		resp->framing = length == 0 ? HTTP1_BODY_NONE :
+		    HTTP1_BODY_LENGTH;
+		resp->content_length = length;
+	} else
+		resp->framing = HTTP1_BODY_CLOSE;
+
+	if (resp->framing == HTTP1_BODY_CLOSE)
+		keep_alive = false;
+	resp->keep_alive = keep_alive;
+	return 0;
+}
+
+long
+http1_parse_response(const uint8_t *buf, size_t len, bool head_request,
+    struct http1_response *resp)
+{
+	const uint8_t *line, *lf, *cr;
+	size_t pos = 0, linelen;
+
+	resp->status = 0;
+	resp->minor_version = 0;
+	resp->nheaders = 0;
+	resp->framing = HTTP1_BODY_CLOSE;
+	resp->content_length = 0;
+	resp->keep_alive = false;
+
+	for (;;) {
+		line = buf + pos;
+		lf = memchr(line, '\n', len - pos);
+		if (lf == NULL)
+			return 0;
+		linelen = (size_t)(lf - line);
+		/* CRLF only: no bare LF, no CR anywhere else on the line */
+		if (linelen == 0 || line[linelen - 1] != '\r')
+			return -1;
+		linelen--;
+		cr = memchr(line, '\r', linelen);
+		if (cr != NULL || memchr(line, '\0', linelen) != NULL)
+			return -1;
+		pos += linelen + 2;
+
+		if (line == buf) {
+			if (http1_status_line(line, linelen, resp) == -1)
+				return -1;
+		} else if (linelen == 0)
+			break;
+		else if (http1_field_line(line, linelen, resp) == -1)
+			return -1;
+	}
+	if (http1_framing(resp, head_request) == -1)
+		return -1;
+	return (long)pos;
+}
+
+void
+http1_body_init(struct http1_body *b, const struct http1_response *resp)
+{
+	b->framing = resp->framing;
+	b->remaining = 0;
+	b->linelen = 0;
+	b->state = BODY_ACTIVE;
+	switch (b->framing) {
+	case HTTP1_BODY_NONE:
+		b->state = BODY_DONE;
+		break;
+	case HTTP1_BODY_LENGTH:
+		b->remaining = resp->content_length;
+		if (b->remaining == 0)
+			b->state = BODY_DONE;
+		break;
+	case HTTP1_BODY_CHUNKED:
+		b->state = BODY_SIZE_FIRST;
+		break;
+	case HTTP1_BODY_CLOSE:
+		break;
+	default:
+		b->state = BODY_ERROR;
+		break;
+	}
+}
+
+/* One byte of chunked framing (outside chunk data). False: bad framing. */
+static bool
+http1_chunked_byte(struct http1_body *b, uint8_t c)
+{
+	int d;
+
+	switch (b->state) {
+	case BODY_SIZE_FIRST:
+	case BODY_SIZE:
+	case BODY_SIZE_WS:
+	case BODY_EXT:
+	case BODY_SIZE_LF:
+		if (++b->linelen > HTTP1_MAX_CHUNK_LINE)
+			return false;
+		break;
+	case BODY_TRAILER:
+	case BODY_TR_NAME:
+	case BODY_TR_VALUE:
+	case BODY_TR_LF:
+	case BODY_END_LF:
+		if (++b->linelen > HTTP1_MAX_TRAILERS)
+			return false;
+		break;
+	default:
+		break;
+	}
+
+	switch (b->state) {
+	case BODY_SIZE_FIRST:
+	case BODY_SIZE:
+		if ((d = http1_hexval(c)) != -1) {
+			if (b->remaining > (HTTP1_MAX_SIZE - (uint64_t)d) / 16)
+				return false;
+			b->remaining = b->remaining * 16 + (uint64_t)d;
+			b->state = BODY_SIZE;
+			return true;
+		}
+		if (b->state == BODY_SIZE_FIRST)
+			return false;
+		/* FALLTHROUGH */
+	case BODY_SIZE_WS:
+		if (http1_isows(c))
+			b->state = BODY_SIZE_WS;
+		else if (c == ';')
+			b->state = BODY_EXT;
+		else if (c == '\r' && b->state == BODY_SIZE)
+			b->state = BODY_SIZE_LF;
+		else
+			return false;
+		return true;
+	case BODY_EXT:
+		if (c == '\r')
+			b->state = BODY_SIZE_LF;
+		else if (http1_isbadctl(c))
+			return false;
+		return true;
+	case BODY_SIZE_LF:
+		if (c != '\n')
+			return false;
+		b->linelen = 0;
+		b->state = b->remaining == 0 ? BODY_TRAILER : BODY_DATA;
+		return true;
+	case BODY_DATA_CR:
+		if (c != '\r')
+			return false;
+		b->state = BODY_DATA_LF;
+		return true;
+	case BODY_DATA_LF:
+		if (c != '\n')
+			return false;
+		b->state = BODY_SIZE_FIRST;
+		b->remaining = 0;
+		b->linelen = 0;
+		return true;
+	case BODY_TRAILER:
+		if (c == '\r')
+			b->state = BODY_END_LF;
+		else if (http1_istchar(c))
+			b->state = BODY_TR_NAME;
+		else
+			return false;	/* obs-fold, empty name, ... */
+		return true;
+	case BODY_TR_NAME:
+		if (c == ':')
+			b->state = BODY_TR_VALUE;
+		else if (!http1_istchar(c))
+			return false;
+		return true;
+	case BODY_TR_VALUE:
+		if (c == '\r')
+			b->state = BODY_TR_LF;
+		else if (http1_isbadctl(c))
+			return false;
+		return true;
+	case BODY_TR_LF:
+		if (c != '\n')
+			return false;
+		b->state = BODY_TRAILER;
+		return true;
+	case BODY_END_LF:
+		if (c != '\n')
+			return false;
+		b->state = BODY_DONE;
+		return true;
+	default:
+		return false;
+	}
+}
+
+static enum http1_body_status
+http1_chunked_parse(struct http1_body *b, const uint8_t *in, size_t len,
+    size_t *consumed, const uint8_t **data, size_t *datalen)
+{
+	size_t i = 0, n;
+
+	while (i < len && b->state != BODY_DONE) {
+		if (b->state == BODY_DATA) {
+			if (*datalen > 0)
+				break;		/* one span per call */
+			n = len - i;
+			if (n > b->remaining)
+				n = (size_t)b->remaining;
+			*data = in + i;
+			*datalen = n;
+			i += n;
+			b->remaining -= n;
+			if (b->remaining == 0)
+				b->state = BODY_DATA_CR;
+			continue;
+		}
+		if (!http1_chunked_byte(b, in[i++])) {
+			b->state = BODY_ERROR;
+			*consumed = i;
+			*data = NULL;
+			*datalen = 0;
+			return HTTP1_BODY_ERROR;
+		}
+	}
+	*consumed = i;
+	return b->state == BODY_DONE ? HTTP1_BODY_DONE : HTTP1_BODY_AGAIN;
+}
+
+enum http1_body_status
+http1_body_parse(struct http1_body *b, const uint8_t *in, size_t len,
+    size_t *consumed, const uint8_t **data, size_t *datalen)
+{
+	size_t n;
+
+	*consumed = 0;
+	*data = NULL;
+	*datalen = 0;
+	if (b->state == BODY_ERROR)
+		return HTTP1_BODY_ERROR;
+	if (b->state == BODY_DONE)
+		return HTTP1_BODY_DONE;
+
+	switch (b->framing) {
+	case HTTP1_BODY_LENGTH:
+		n = len;
+		if (n > b->remaining)
+			n = (size_t)b->remaining;
+		if (n > 0) {
+			*data = in;
+			*datalen = n;
+		}
+		*consumed = n;
+		b->remaining -= n;
+		if (b->remaining > 0)
+			return HTTP1_BODY_AGAIN;
+		b->state = BODY_DONE;
+		return HTTP1_BODY_DONE;
+	case HTTP1_BODY_CHUNKED:
+		return http1_chunked_parse(b, in, len, consumed, data, datalen);
+	case HTTP1_BODY_CLOSE:
+		if (len > 0) {
+			*data = in;
+			*datalen = len;
+		}
+		*consumed = len;
+		return HTTP1_BODY_AGAIN;
+	default:
+		b->state = BODY_ERROR;
+		return HTTP1_BODY_ERROR;
+	}
+}
+
+enum http1_body_status
+http1_body_eof(struct http1_body *b)
+{
+	if (b->state == BODY_DONE)
+		return HTTP1_BODY_DONE;
+	if (b->state != BODY_ERROR && b->framing == HTTP1_BODY_CLOSE) {
+		b->state = BODY_DONE;
+		return HTTP1_BODY_DONE;
+	}
+	b->state = BODY_ERROR;
+	return HTTP1_BODY_ERROR;
+}

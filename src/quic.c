@@ -1,0 +1,1047 @@
+/*
+ * quic.c: the QUIC server: sockets in, connections found by connection ID,
+ * ngtcp2 driven through its callbacks, timers and packets out.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/random.h>
+
+#include <wolfssl/options.h>
+#include <wolfssl/ssl.h>
+#include <ngtcp2/ngtcp2_crypto_wolfssl.h>
+
+#include "conn.h"
+#include "exchange.h"
+#include "log.h"
+#include "stats.h"
+#include "udp.h"
+#include "upstream.h"
+
+struct cid_entry {
+	struct cid_entry	*next;		/* in the hash bucket */
+	struct cid_entry	*conn_next;	/* in the connection's list */
+	struct qconn		*qc;
+	ngtcp2_cid		 cid;
+};
+
+static void	qconn_free(struct qconn *);
+static void	qconn_write(struct qconn *);
+static void	qconn_arm_timer(struct qconn *);
+
+uint64_t
+quic_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * NGTCP2_SECONDS + (uint64_t)ts.tv_nsec;
+}
+
+static void
+fill_random(void *buf, size_t len)
+{
+	uint8_t *p = buf;
+	ssize_t n;
+
+	while (len > 0) {
+		if ((n = getrandom(p, len, 0)) == -1) {
+			if (errno == EINTR)
+				continue;
+			fatal("getrandom");
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+}
+
+/* SipHash-2-4: client-chosen CIDs must not be able to flood one bucket. */
+#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+#define SIPROUND do {							\
+	v0 += v1; v1 = ROTL(v1, 13); v1 ^= v0; v0 = ROTL(v0, 32);	\
+	v2 += v3; v3 = ROTL(v3, 16); v3 ^= v2;				\
+	v0 += v3; v3 = ROTL(v3, 21); v3 ^= v0;				\
+	v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32);	\
+} while (0)
+
+static uint64_t
+siphash(const uint64_t key[2], const uint8_t *in, size_t len)
+{
+	uint64_t v0 = 0x736f6d6570736575ULL ^ key[0];
+	uint64_t v1 = 0x646f72616e646f6dULL ^ key[1];
+	uint64_t v2 = 0x6c7967656e657261ULL ^ key[0];
+	uint64_t v3 = 0x7465646279746573ULL ^ key[1];
+	uint64_t m, b = (uint64_t)len << 56;
+	size_t i, tail = len & 7;
+
+	for (i = 0; i + 8 <= len; i += 8) {
+		memcpy(&m, in + i, 8);
+		v3 ^= m;
+		SIPROUND;
+		SIPROUND;
+		v0 ^= m;
+	}
+	for (size_t j = 0; j < tail; j++)
+		b |= (uint64_t)in[i + j] << (8 * j);
+	v3 ^= b;
+	SIPROUND;
+	SIPROUND;
+	v0 ^= b;
+	v2 ^= 0xff;
+	SIPROUND;
+	SIPROUND;
+	SIPROUND;
+	SIPROUND;
+	return v0 ^ v1 ^ v2 ^ v3;
+}
+
+static struct cid_entry **
+cid_bucket(struct quic_server *srv, const uint8_t *cid, size_t len)
+{
+	return &srv->buckets[siphash(srv->hashkey, cid, len) &
+	    (srv->nbuckets - 1)];
+}
+
+static struct qconn *
+cid_find(struct quic_server *srv, const uint8_t *cid, size_t len)
+{
+	struct cid_entry *e;
+
+	for (e = *cid_bucket(srv, cid, len); e != NULL; e = e->next)
+		if (e->cid.datalen == len && memcmp(e->cid.data, cid, len) == 0)
+			return e->qc;
+	return NULL;
+}
+
+static void
+cid_grow(struct quic_server *srv)
+{
+	struct cid_entry **old = srv->buckets, *e, *next, **b;
+	size_t n = srv->nbuckets;
+
+	srv->buckets = calloc(n * 2, sizeof(*srv->buckets));
+	if (srv->buckets == NULL) {
+		srv->buckets = old;	/* keep working with longer chains */
+		return;
+	}
+	srv->nbuckets = n * 2;
+	for (size_t i = 0; i < n; i++) {
+		for (e = old[i]; e != NULL; e = next) {
+			next = e->next;
+			b = cid_bucket(srv, e->cid.data, e->cid.datalen);
+			e->next = *b;
+			*b = e;
+		}
+	}
+	free(old);
+}
+
+static int
+cid_add(struct qconn *qc, const ngtcp2_cid *cid)
+{
+	struct quic_server *srv = qc->srv;
+	struct cid_entry *e, **b;
+
+	if (cid_find(srv, cid->data, cid->datalen) != NULL)
+		return -1;
+	if ((e = calloc(1, sizeof(*e))) == NULL)
+		return -1;
+	e->cid = *cid;
+	e->qc = qc;
+	b = cid_bucket(srv, cid->data, cid->datalen);
+	e->next = *b;
+	*b = e;
+	e->conn_next = qc->cids;
+	qc->cids = e;
+	if (++srv->ncids > srv->nbuckets)
+		cid_grow(srv);
+	return 0;
+}
+
+static void
+cid_unlink(struct quic_server *srv, struct cid_entry *e)
+{
+	struct cid_entry **p;
+
+	for (p = cid_bucket(srv, e->cid.data, e->cid.datalen); *p != NULL;
+	    p = &(*p)->next) {
+		if (*p == e) {
+			*p = e->next;
+			srv->ncids--;
+			return;
+		}
+	}
+}
+
+static void
+cid_remove(struct qconn *qc, const ngtcp2_cid *cid)
+{
+	struct cid_entry **p, *e;
+
+	for (p = &qc->cids; (e = *p) != NULL; p = &e->conn_next) {
+		if (ngtcp2_cid_eq(&e->cid, cid)) {
+			*p = e->conn_next;
+			cid_unlink(qc->srv, e);
+			free(e);
+			return;
+		}
+	}
+}
+
+/* ngtcp2 callbacks: thin wrappers; h3.c does the HTTP/3 part. */
+
+static ngtcp2_conn *
+get_conn(ngtcp2_crypto_conn_ref *ref)
+{
+	return ((struct qconn *)ref->user_data)->conn;
+}
+
+static void
+rand_cb(uint8_t *dest, size_t len, const ngtcp2_rand_ctx *ctx)
+{
+	fill_random(dest, len);
+}
+
+static int
+get_new_connection_id(ngtcp2_conn *conn, ngtcp2_cid *cid, uint8_t *token,
+    size_t cidlen, void *user_data)
+{
+	struct qconn *qc = user_data;
+
+	do {
+		fill_random(cid->data, cidlen);
+		cid->datalen = cidlen;
+	} while (cid_find(qc->srv, cid->data, cidlen) != NULL);
+	if (ngtcp2_crypto_generate_stateless_reset_token(token,
+	    qc->srv->reset_secret, sizeof(qc->srv->reset_secret), cid) != 0)
+		return NGTCP2_ERR_CALLBACK_FAILURE;
+	if (cid_add(qc, cid) == -1)
+		return NGTCP2_ERR_CALLBACK_FAILURE;
+	return 0;
+}
+
+static int
+remove_connection_id(ngtcp2_conn *conn, const ngtcp2_cid *cid,
+    void *user_data)
+{
+	cid_remove(user_data, cid);
+	return 0;
+}
+
+static int
+handshake_completed(ngtcp2_conn *conn, void *user_data)
+{
+	struct qconn *qc = user_data;
+
+	qc->handshake_done = true;
+	stats.handshakes_completed++;
+	log_debug("%s: handshake completed", qc->peer);
+	return 0;
+}
+
+static int
+recv_tx_key(ngtcp2_conn *conn, ngtcp2_encryption_level level,
+    void *user_data)
+{
+	if (level != NGTCP2_ENCRYPTION_LEVEL_1RTT)
+		return 0;
+	return h3_conn_setup(user_data) == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE;
+}
+
+static int
+recv_stream_data(ngtcp2_conn *conn, uint32_t flags, int64_t stream_id,
+    uint64_t offset, const uint8_t *data, size_t len, void *user_data,
+    void *stream_user_data)
+{
+	struct qconn *qc = user_data;
+
+	if (h3_recv_stream_data(qc, stream_id, data, len,
+	    (flags & NGTCP2_STREAM_DATA_FLAG_FIN) != 0) != 0)
+		return NGTCP2_ERR_CALLBACK_FAILURE;
+	return 0;
+}
+
+static int
+acked_stream_data_offset(ngtcp2_conn *conn, int64_t stream_id,
+    uint64_t offset, uint64_t len, void *user_data, void *stream_user_data)
+{
+	struct qconn *qc = user_data;
+	int rv;
+
+	if (qc->h3 == NULL)
+		return 0;
+	if ((rv = nghttp3_conn_add_ack_offset(qc->h3, stream_id, len)) != 0) {
+		log_warnx("%s: nghttp3_conn_add_ack_offset: %s", qc->peer,
+		    nghttp3_strerror(rv));
+		return NGTCP2_ERR_CALLBACK_FAILURE;
+	}
+	return 0;
+}
+
+static int
+stream_close(ngtcp2_conn *conn, uint32_t flags, int64_t stream_id,
+    uint64_t app_error_code, void *user_data, void *stream_user_data)
+{
+	struct qconn *qc = user_data;
+	int rv;
+
+	if (qc->h3 == NULL)
+		return 0;
+	if (!(flags & NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET))
+		app_error_code = NGHTTP3_H3_NO_ERROR;
+	rv = nghttp3_conn_close_stream(qc->h3, stream_id, app_error_code);
+	switch (rv) {
+	case 0:
+		break;
+	case NGHTTP3_ERR_STREAM_NOT_FOUND:
+		if (ngtcp2_is_bidi_stream(stream_id))
+			ngtcp2_conn_extend_max_streams_bidi(conn, 1);
+		break;
+	default:
+		ngtcp2_ccerr_set_application_error(&qc->last_error,
+		    nghttp3_err_infer_quic_app_error_code(rv), NULL, 0);
+		return NGTCP2_ERR_CALLBACK_FAILURE;
+	}
+	return 0;
+}
+
+static int
+stream_shut_read(ngtcp2_conn *conn, int64_t stream_id, struct qconn *qc)
+{
+	if (qc->h3 != NULL &&
+	    nghttp3_conn_shutdown_stream_read(qc->h3, stream_id) != 0)
+		return NGTCP2_ERR_CALLBACK_FAILURE;
+	return 0;
+}
+
+static int
+stream_reset(ngtcp2_conn *conn, int64_t stream_id, uint64_t final_size,
+    uint64_t app_error_code, void *user_data, void *stream_user_data)
+{
+	if (stream_user_data != NULL)
+		exchange_client_reset(stream_user_data);
+	return stream_shut_read(conn, stream_id, user_data);
+}
+
+static int
+stream_stop_sending(ngtcp2_conn *conn, int64_t stream_id,
+    uint64_t app_error_code, void *user_data, void *stream_user_data)
+{
+	return stream_shut_read(conn, stream_id, user_data);
+}
+
+static int
+extend_max_stream_data(ngtcp2_conn *conn, int64_t stream_id,
+    uint64_t max_data, void *user_data, void *stream_user_data)
+{
+	struct qconn *qc = user_data;
+
+	if (qc->h3 != NULL &&
+	    nghttp3_conn_unblock_stream(qc->h3, stream_id) != 0)
+		return NGTCP2_ERR_CALLBACK_FAILURE;
+	return 0;
+}
+
+static int
+extend_max_remote_streams_bidi(ngtcp2_conn *conn, uint64_t max_streams,
+    void *user_data)
+{
+	struct qconn *qc = user_data;
+
+	if (qc->h3 != NULL)
+		nghttp3_conn_set_max_client_streams_bidi(qc->h3, max_streams);
+	return 0;
+}
+
+static const ngtcp2_callbacks quic_callbacks = {
+	.recv_client_initial = ngtcp2_crypto_recv_client_initial_cb,
+	.recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb,
+	.handshake_completed = handshake_completed,
+	.encrypt = ngtcp2_crypto_encrypt_cb,
+	.decrypt = ngtcp2_crypto_decrypt_cb,
+	.hp_mask = ngtcp2_crypto_hp_mask_cb,
+	.recv_stream_data = recv_stream_data,
+	.acked_stream_data_offset = acked_stream_data_offset,
+	.stream_close = stream_close,
+	.rand = rand_cb,
+	.get_new_connection_id = get_new_connection_id,
+	.remove_connection_id = remove_connection_id,
+	.update_key = ngtcp2_crypto_update_key_cb,
+	.stream_reset = stream_reset,
+	.extend_max_remote_streams_bidi = extend_max_remote_streams_bidi,
+	.extend_max_stream_data = extend_max_stream_data,
+	.delete_crypto_aead_ctx = ngtcp2_crypto_delete_crypto_aead_ctx_cb,
+	.delete_crypto_cipher_ctx = ngtcp2_crypto_delete_crypto_cipher_ctx_cb,
+	.get_path_challenge_data = ngtcp2_crypto_get_path_challenge_data_cb,
+	.stream_stop_sending = stream_stop_sending,
+	.version_negotiation = ngtcp2_crypto_version_negotiation_cb,
+	.recv_tx_key = recv_tx_key,
+};
+
+static void
+debug_printf(void *user_data, const char *fmt, ...)
+{
+	/* ngtcp2's own trace is too verbose even for debug; keep it off. */
+}
+
+static void
+timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct qconn *qc = w->data;
+	int rv;
+
+	if (qc->state != QC_ACTIVE) {
+		/* the closing or draining period is over */
+		qconn_free(qc);
+		return;
+	}
+	rv = ngtcp2_conn_handle_expiry(qc->conn, quic_now());
+	if (rv != 0) {
+		if (rv == NGTCP2_ERR_IDLE_CLOSE) {
+			log_debug("%s: idle timeout", qc->peer);
+			qconn_free(qc);
+			return;
+		}
+		ngtcp2_ccerr_set_liberr(&qc->last_error, rv, NULL, 0);
+		qconn_close(qc);
+		return;
+	}
+	qconn_write(qc);
+}
+
+static struct qconn *
+qconn_new(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
+    const struct addr *remote, const struct addr *local)
+{
+	struct quic_server *srv = sock->listener->srv;
+	struct config *cfg = srv->cfg;
+	ngtcp2_settings settings;
+	ngtcp2_transport_params params;
+	ngtcp2_path path;
+	ngtcp2_cid scid;
+	struct qconn *qc;
+	uint64_t window;
+	int rv;
+
+	if ((qc = calloc(1, sizeof(*qc))) == NULL)
+		return NULL;
+	qc->srv = srv;
+	qc->sock = sock;
+	LIST_INIT(&qc->exchanges);
+	ngtcp2_ccerr_default(&qc->last_error);
+	addr_format_host(remote, qc->peer, sizeof(qc->peer));
+
+	do {
+		scid.datalen = QUIC_SCID_LEN;
+		fill_random(scid.data, scid.datalen);
+	} while (cid_find(srv, scid.data, scid.datalen) != NULL);
+
+	ngtcp2_settings_default(&settings);
+	settings.initial_ts = quic_now();
+	settings.cc_algo = NGTCP2_CC_ALGO_CUBIC;
+	settings.max_tx_udp_payload_size = QUIC_MAX_PKTLEN;
+	if (log_debug_enabled())
+		settings.log_printf = debug_printf;
+	/*
+	 * A stream's receive window is its request buffer: credit returns only
+	 * when the backend took the bytes, so the buffer cannot overflow.
+	 */
+	window = (uint64_t)cfg->request_buffer_size;
+	settings.max_stream_window = window;
+	settings.max_window = window * cfg->max_streams > 16u << 20 ?
+	    16u << 20 : window * cfg->max_streams;
+	if (settings.max_window < window)
+		settings.max_window = window;
+
+	ngtcp2_transport_params_default(&params);
+	params.initial_max_stream_data_bidi_remote = window;
+	params.initial_max_stream_data_uni = 256 * 1024;
+	params.initial_max_data = settings.max_window;
+	params.initial_max_streams_bidi = cfg->max_streams;
+	params.initial_max_streams_uni = 3;
+	params.max_idle_timeout = (ngtcp2_duration)(cfg->idle_timeout *
+	    NGTCP2_SECONDS);
+	params.active_connection_id_limit = 7;
+	params.original_dcid = hd->dcid;
+	params.original_dcid_present = 1;
+	params.stateless_reset_token_present = 1;
+	if (ngtcp2_crypto_generate_stateless_reset_token(
+	    params.stateless_reset_token, srv->reset_secret,
+	    sizeof(srv->reset_secret), &scid) != 0)
+		goto fail;
+
+	path.local.addr = (ngtcp2_sockaddr *)(uintptr_t)&local->u.sa;
+	path.local.addrlen = local->len;
+	path.remote.addr = (ngtcp2_sockaddr *)(uintptr_t)&remote->u.sa;
+	path.remote.addrlen = remote->len;
+	path.user_data = NULL;
+
+	rv = ngtcp2_conn_server_new(&qc->conn, &hd->scid, &scid, &path,
+	    hd->version, &quic_callbacks, &settings, &params, NULL, qc);
+	if (rv != 0) {
+		log_warnx("%s: ngtcp2_conn_server_new: %s", qc->peer,
+		    ngtcp2_strerror(rv));
+		goto fail;
+	}
+	qc->conn_ref.get_conn = get_conn;
+	qc->conn_ref.user_data = qc;
+	if ((qc->ssl = tls_session_new(sock->listener->tls,
+	    &qc->conn_ref)) == NULL)
+		goto fail;
+	ngtcp2_conn_set_tls_native_handle(qc->conn, qc->ssl);
+
+	if (cid_add(qc, &scid) == -1 || cid_add(qc, &hd->dcid) == -1)
+		goto fail;
+	ev_timer_init(&qc->timer, timer_cb, 0., 0.);
+	qc->timer.data = qc;
+	LIST_INSERT_HEAD(&srv->conns, qc, entry);
+	stats.conns_current++;
+	stats.conns_total++;
+	log_debug("%s: new connection", qc->peer);
+	return qc;
+fail:
+	while (qc->cids != NULL)
+		cid_remove(qc, &qc->cids->cid);
+	tls_session_free(qc->ssl);
+	ngtcp2_conn_del(qc->conn);
+	free(qc);
+	return NULL;
+}
+
+static void
+qconn_free(struct qconn *qc)
+{
+	struct quic_server *srv = qc->srv;
+
+	/* Exchanges first: they may still talk to nghttp3. */
+	exchange_abort_all(qc);
+	while (qc->cids != NULL)
+		cid_remove(qc, &qc->cids->cid);
+	if (qc->write_queued)
+		TAILQ_REMOVE(&srv->want_write, qc, write_entry);
+	if (qc->blocked)
+		TAILQ_REMOVE(&qc->sock->blocked, qc, blocked_entry);
+	ev_timer_stop(srv->loop, &qc->timer);
+	LIST_REMOVE(qc, entry);
+	if (!qc->handshake_done)
+		stats.handshakes_failed++;
+	stats.conns_current--;
+	nghttp3_conn_del(qc->h3);
+	ngtcp2_conn_del(qc->conn);
+	tls_session_free(qc->ssl);
+	free(qc->close_pkt);
+	free(qc);
+	if (srv->shutting_down && LIST_EMPTY(&srv->conns))
+		ev_break(srv->loop, EVBREAK_ALL);
+}
+
+void
+qconn_want_write(struct qconn *qc)
+{
+	if (qc->write_queued || qc->state != QC_ACTIVE)
+		return;
+	qc->write_queued = true;
+	TAILQ_INSERT_TAIL(&qc->srv->want_write, qc, write_entry);
+}
+
+/* Sends one packet; a refused one is kept and sent when the socket allows. */
+static int
+send_packet(struct qconn *qc, const uint8_t *pkt, size_t len,
+    const ngtcp2_path *path, uint8_t ecn)
+{
+	struct udp_sock *sock = qc->sock;
+	struct addr remote, local;
+
+	addr_set(&remote, (const struct sockaddr *)path->remote.addr,
+	    path->remote.addrlen);
+	addr_set(&local, (const struct sockaddr *)path->local.addr,
+	    path->local.addrlen);
+	if (udp_send(sock->fd, pkt, len, &remote, &local, ecn) == 0) {
+		stats.datagrams_sent++;
+		stats.bytes_sent += len;
+		return 0;
+	}
+	if (errno != EAGAIN && errno != EWOULDBLOCK) {
+		/* ICMP errors and the like: the packet counts as lost */
+		log_debug("%s: sendmsg: %s", qc->peer, strerror(errno));
+		return 0;
+	}
+	stats.send_blocked++;
+	memcpy(qc->pending, pkt, len);
+	qc->pending_len = len;
+	qc->pending_remote = remote;
+	qc->pending_local = local;
+	qc->pending_ecn = ecn;
+	qc->blocked = true;
+	TAILQ_INSERT_TAIL(&sock->blocked, qc, blocked_entry);
+	ev_io_start(qc->srv->loop, &sock->wev);
+	return -1;
+}
+
+static void
+qconn_write(struct qconn *qc)
+{
+	struct quic_server *srv = qc->srv;
+	ngtcp2_path_storage ps;
+	ngtcp2_pkt_info pi;
+	nghttp3_vec vec[16];
+	ngtcp2_ssize nwrite, ndatalen;
+	uint64_t ts = quic_now();
+	int64_t stream_id;
+	nghttp3_ssize sveccnt;
+	uint32_t flags;
+	int fin, rv;
+	size_t npkts = 0, max_pkts;
+
+	if (qc->state != QC_ACTIVE || qc->blocked)
+		return;
+	if (srv->shutting_down && qc->nexchanges == 0) {
+		/* graceful shutdown: its last request is done */
+		qconn_close(qc);
+		return;
+	}
+	ngtcp2_path_storage_zero(&ps);
+	/* Bounded per call; the rest waits for the next loop iteration. */
+	max_pkts = ngtcp2_conn_get_send_quantum(qc->conn) / QUIC_MAX_PKTLEN + 1;
+	if (max_pkts > 64)
+		max_pkts = 64;
+
+	for (;;) {
+		stream_id = -1;
+		fin = 0;
+		sveccnt = 0;
+		if (qc->h3 != NULL && ngtcp2_conn_get_max_data_left(qc->conn)) {
+			sveccnt = nghttp3_conn_writev_stream(qc->h3, &stream_id,
+			    &fin, vec, 16);
+			if (sveccnt < 0) {
+				ngtcp2_ccerr_set_application_error(
+				    &qc->last_error,
+				    nghttp3_err_infer_quic_app_error_code(
+				    (int)sveccnt), NULL, 0);
+				qconn_close(qc);
+				return;
+			}
+		}
+		flags = NGTCP2_WRITE_STREAM_FLAG_MORE;
+		if (fin)
+			flags |= NGTCP2_WRITE_STREAM_FLAG_FIN;
+		nwrite = ngtcp2_conn_writev_stream(qc->conn, &ps.path, &pi,
+		    srv->txbuf, sizeof(srv->txbuf), &ndatalen, flags, stream_id,
+		    (const ngtcp2_vec *)vec, (size_t)sveccnt, ts);
+		if (nwrite < 0) {
+			switch (nwrite) {
+			case NGTCP2_ERR_STREAM_DATA_BLOCKED:
+				nghttp3_conn_block_stream(qc->h3, stream_id);
+				continue;
+			case NGTCP2_ERR_STREAM_SHUT_WR:
+				nghttp3_conn_shutdown_stream_write(qc->h3,
+				    stream_id);
+				continue;
+			case NGTCP2_ERR_WRITE_MORE:
+				rv = nghttp3_conn_add_write_offset(qc->h3,
+				    stream_id, (size_t)ndatalen);
+				if (rv != 0)
+					goto h3_error;
+				continue;
+			}
+			ngtcp2_ccerr_set_liberr(&qc->last_error, (int)nwrite,
+			    NULL, 0);
+			qconn_close(qc);
+			return;
+		}
+		if (ndatalen >= 0) {
+			rv = nghttp3_conn_add_write_offset(qc->h3, stream_id,
+			    (size_t)ndatalen);
+			if (rv != 0)
+				goto h3_error;
+		}
+		if (nwrite == 0)
+			break;
+		if (send_packet(qc, srv->txbuf, (size_t)nwrite, &ps.path,
+		    pi.ecn) == -1)
+			break;
+		if (++npkts >= max_pkts) {
+			/* more may be ready: come back after other work */
+			qconn_want_write(qc);
+			break;
+		}
+	}
+	ngtcp2_conn_update_pkt_tx_time(qc->conn, ts);
+	qconn_arm_timer(qc);
+	return;
+h3_error:
+	ngtcp2_ccerr_set_application_error(&qc->last_error,
+	    nghttp3_err_infer_quic_app_error_code(rv), NULL, 0);
+	qconn_close(qc);
+}
+
+static void
+qconn_arm_timer(struct qconn *qc)
+{
+	ngtcp2_tstamp expiry = ngtcp2_conn_get_expiry(qc->conn);
+	uint64_t now = quic_now();
+	double t;
+
+	t = expiry <= now ? 1e-9 : (double)(expiry - now) / NGTCP2_SECONDS;
+	qc->timer.repeat = t;
+	ev_timer_again(qc->srv->loop, &qc->timer);
+}
+
+static void
+start_period(struct qconn *qc, enum qconn_state state)
+{
+	qc->state = state;
+	if (qc->write_queued) {
+		TAILQ_REMOVE(&qc->srv->want_write, qc, write_entry);
+		qc->write_queued = false;
+	}
+	/* RFC 9000 10.2: three times the PTO. */
+	qc->timer.repeat = 3.0 * (double)ngtcp2_conn_get_pto(qc->conn) /
+	    NGTCP2_SECONDS;
+	ev_timer_again(qc->srv->loop, &qc->timer);
+	exchange_abort_all(qc);
+}
+
+void
+qconn_close(struct qconn *qc)
+{
+	ngtcp2_path_storage ps;
+	ngtcp2_pkt_info pi;
+	ngtcp2_ssize n;
+
+	if (qc->state != QC_ACTIVE)
+		return;
+	if (ngtcp2_conn_in_closing_period(qc->conn) ||
+	    ngtcp2_conn_in_draining_period(qc->conn)) {
+		start_period(qc, QC_DRAINING);
+		return;
+	}
+	ngtcp2_path_storage_zero(&ps);
+	if ((qc->close_pkt = malloc(QUIC_MAX_PKTLEN)) == NULL) {
+		qconn_free(qc);
+		return;
+	}
+	n = ngtcp2_conn_write_connection_close(qc->conn, &ps.path, &pi,
+	    qc->close_pkt, QUIC_MAX_PKTLEN, &qc->last_error, quic_now());
+	if (n <= 0) {
+		qconn_free(qc);
+		return;
+	}
+	qc->close_pktlen = (size_t)n;
+	log_debug("%s: closing with error 0x%llx", qc->peer,
+	    (unsigned long long)qc->last_error.error_code);
+	start_period(qc, QC_CLOSING);
+	if (!qc->blocked)
+		(void)send_packet(qc, qc->close_pkt, qc->close_pktlen,
+		    &ps.path, pi.ecn);
+}
+
+static void
+send_version_negotiation(struct udp_sock *sock, const ngtcp2_version_cid *vc,
+    const struct addr *remote, const struct addr *local)
+{
+	struct quic_server *srv = sock->listener->srv;
+	uint32_t versions[] = { NGTCP2_PROTO_VER_V1 };
+	uint8_t unused;
+	ngtcp2_ssize n;
+
+	fill_random(&unused, 1);
+	n = ngtcp2_pkt_write_version_negotiation(srv->txbuf,
+	    sizeof(srv->txbuf), unused, vc->scid, vc->scidlen, vc->dcid,
+	    vc->dcidlen, versions, sizeof(versions) / sizeof(versions[0]));
+	if (n <= 0)
+		return;
+	stats.version_negotiations++;
+	if (udp_send(sock->fd, srv->txbuf, (size_t)n, remote, local, 0) == 0) {
+		stats.datagrams_sent++;
+		stats.bytes_sent += (uint64_t)n;
+	}
+}
+
+static void
+handle_datagram(struct udp_sock *sock, const uint8_t *data, size_t len,
+    const struct addr *remote, const struct addr *local, uint8_t ecn)
+{
+	struct quic_server *srv = sock->listener->srv;
+	ngtcp2_version_cid vc;
+	ngtcp2_pkt_hd hd;
+	ngtcp2_path path;
+	ngtcp2_pkt_info pi = { .ecn = ecn };
+	struct qconn *qc;
+	int rv;
+
+	rv = ngtcp2_pkt_decode_version_cid(&vc, data, len, QUIC_SCID_LEN);
+	if (rv == NGTCP2_ERR_VERSION_NEGOTIATION) {
+		send_version_negotiation(sock, &vc, remote, local);
+		return;
+	}
+	if (rv != 0) {
+		stats.datagrams_dropped++;
+		return;
+	}
+	if ((qc = cid_find(srv, vc.dcid, vc.dcidlen)) == NULL) {
+		if (srv->shutting_down || ngtcp2_accept(&hd, data, len) != 0) {
+			stats.datagrams_dropped++;
+			return;
+		}
+		if ((qc = qconn_new(sock, &hd, remote, local)) == NULL) {
+			stats.datagrams_dropped++;
+			return;
+		}
+	}
+	if (qc->state == QC_CLOSING) {
+		/* RFC 9000 10.2.1: answer with the close again, less often */
+		qc->close_resends++;
+		if (!qc->blocked &&
+		    (qc->close_resends & (qc->close_resends - 1)) == 0)
+			(void)udp_send(sock->fd, qc->close_pkt,
+			    qc->close_pktlen, remote, local, 0);
+		return;
+	}
+	if (qc->state == QC_DRAINING)
+		return;
+
+	path.local.addr = (ngtcp2_sockaddr *)(uintptr_t)&local->u.sa;
+	path.local.addrlen = local->len;
+	path.remote.addr = (ngtcp2_sockaddr *)(uintptr_t)&remote->u.sa;
+	path.remote.addrlen = remote->len;
+	path.user_data = NULL;
+	rv = ngtcp2_conn_read_pkt(qc->conn, &path, &pi, data, len, quic_now());
+	if (rv != 0) {
+		switch (rv) {
+		case NGTCP2_ERR_DRAINING:
+			start_period(qc, QC_DRAINING);
+			return;
+		case NGTCP2_ERR_DROP_CONN:
+			qconn_free(qc);
+			return;
+		case NGTCP2_ERR_CRYPTO:
+			if (qc->last_error.error_code == 0)
+				ngtcp2_ccerr_set_tls_alert(&qc->last_error,
+				    ngtcp2_conn_get_tls_alert(qc->conn),
+				    NULL, 0);
+			break;
+		default:
+			if (qc->last_error.error_code == 0)
+				ngtcp2_ccerr_set_liberr(&qc->last_error, rv,
+				    NULL, 0);
+			break;
+		}
+		log_debug("%s: ngtcp2_conn_read_pkt: %s", qc->peer,
+		    ngtcp2_strerror(rv));
+		qconn_close(qc);
+		return;
+	}
+	qconn_want_write(qc);
+}
+
+static void
+sock_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct udp_sock *sock = w->data;
+	struct quic_server *srv = sock->listener->srv;
+	struct addr remote, local;
+	uint8_t ecn;
+	ssize_t n;
+
+	/* Bounded, so that one busy socket cannot starve the rest. */
+	for (int i = 0; i < 64; i++) {
+		local = sock->local;
+		n = udp_recv(sock->fd, srv->rxbuf, sizeof(srv->rxbuf), &remote,
+		    &local, &ecn);
+		if (n == -1) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK &&
+			    errno != EINTR)
+				log_warn("%s: recvmsg", __func__);
+			return;
+		}
+		stats.datagrams_received++;
+		stats.bytes_received += (uint64_t)n;
+		handle_datagram(sock, srv->rxbuf, (size_t)n, &remote, &local,
+		    ecn);
+	}
+}
+
+static void
+sock_write_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct udp_sock *sock = w->data;
+	struct qconn *qc;
+
+	while ((qc = TAILQ_FIRST(&sock->blocked)) != NULL) {
+		if (udp_send(sock->fd, qc->pending, qc->pending_len,
+		    &qc->pending_remote, &qc->pending_local,
+		    qc->pending_ecn) == 0) {
+			stats.datagrams_sent++;
+			stats.bytes_sent += qc->pending_len;
+		} else if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return;
+		TAILQ_REMOVE(&sock->blocked, qc, blocked_entry);
+		qc->blocked = false;
+		qconn_want_write(qc);
+	}
+	ev_io_stop(loop, w);
+}
+
+static void
+flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+	struct quic_server *srv = w->data;
+	TAILQ_HEAD(, qconn) now;
+	struct qconn *qc;
+
+	/* Connections queued while writing go to the next iteration. */
+	TAILQ_INIT(&now);
+	TAILQ_CONCAT(&now, &srv->want_write, write_entry);
+	while ((qc = TAILQ_FIRST(&now)) != NULL) {
+		TAILQ_REMOVE(&now, qc, write_entry);
+		qc->write_queued = false;
+		qconn_write(qc);
+	}
+	/* More to write: poll without sleeping, then come back here. */
+	if (!TAILQ_EMPTY(&srv->want_write))
+		ev_idle_start(loop, &srv->kick);
+}
+
+static void
+kick_cb(struct ev_loop *loop, ev_idle *w, int revents)
+{
+	ev_idle_stop(loop, w);
+}
+
+struct quic_server *
+quic_server_new(struct ev_loop *loop, struct config *cfg)
+{
+	struct quic_server *srv;
+
+	if ((srv = calloc(1, sizeof(*srv))) == NULL)
+		return NULL;
+	srv->loop = loop;
+	srv->cfg = cfg;
+	LIST_INIT(&srv->conns);
+	TAILQ_INIT(&srv->want_write);
+	srv->nbuckets = 256;
+	if ((srv->buckets = calloc(srv->nbuckets,
+	    sizeof(*srv->buckets))) == NULL) {
+		free(srv);
+		return NULL;
+	}
+	fill_random(srv->hashkey, sizeof(srv->hashkey));
+	fill_random(srv->reset_secret, sizeof(srv->reset_secret));
+	if ((srv->upstreams = upstream_pools_new(loop, cfg)) == NULL) {
+		free(srv->buckets);
+		free(srv);
+		return NULL;
+	}
+	ev_prepare_init(&srv->flush, flush_cb);
+	srv->flush.data = srv;
+	ev_prepare_start(loop, &srv->flush);
+	ev_idle_init(&srv->kick, kick_cb);
+	return srv;
+}
+
+int
+quic_server_listen(struct quic_server *srv)
+{
+	struct config *cfg = srv->cfg;
+	char err[256], text[ADDR_STRLEN];
+
+	srv->listeners = calloc(cfg->nlisteners, sizeof(*srv->listeners));
+	if (srv->listeners == NULL)
+		return -1;
+	srv->nlisteners = cfg->nlisteners;
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		struct listener *l = &srv->listeners[i];
+
+		l->srv = srv;
+		l->cfg = &cfg->listeners[i];
+		if ((l->tls = tls_ctx_new(l->cfg->certificate,
+		    l->cfg->private_key, err, sizeof(err))) == NULL) {
+			log_errx("listener %s: %s", l->cfg->name, err);
+			return -1;
+		}
+		l->socks = calloc(l->cfg->naddrs, sizeof(*l->socks));
+		if (l->socks == NULL)
+			return -1;
+		for (size_t j = 0; j < l->cfg->naddrs; j++) {
+			struct udp_sock *s = &l->socks[j];
+
+			s->listener = l;
+			s->local = l->cfg->addrs[j];
+			TAILQ_INIT(&s->blocked);
+			if ((s->fd = udp_open(&s->local)) == -1)
+				return -1;
+			l->nsocks++;
+			ev_io_init(&s->rev, sock_read_cb, s->fd, EV_READ);
+			ev_io_init(&s->wev, sock_write_cb, s->fd, EV_WRITE);
+			s->rev.data = s->wev.data = s;
+			ev_io_start(srv->loop, &s->rev);
+			log_info("listener %s on udp %s", l->cfg->name,
+			    addr_format(&s->local, text, sizeof(text)));
+		}
+	}
+	return 0;
+}
+
+void
+quic_server_shutdown(struct quic_server *srv)
+{
+	struct qconn *qc, *next;
+
+	/*
+	 * New connections are refused from now on (handle_datagram); the
+	 * sockets keep reading for the established ones.
+	 */
+	srv->shutting_down = true;
+	for (qc = LIST_FIRST(&srv->conns); qc != NULL; qc = next) {
+		next = LIST_NEXT(qc, entry);
+		if (qc->state != QC_ACTIVE)
+			continue;
+		if (qc->h3 == NULL || qc->nexchanges == 0) {
+			qconn_close(qc);
+			continue;
+		}
+		h3_goaway(qc);
+		qconn_want_write(qc);
+	}
+	if (LIST_EMPTY(&srv->conns))
+		ev_break(srv->loop, EVBREAK_ALL);
+}
+
+bool
+quic_server_idle(const struct quic_server *srv)
+{
+	return LIST_EMPTY(&srv->conns);
+}
+
+void
+quic_server_free(struct quic_server *srv)
+{
+	struct qconn *qc;
+
+	if (srv == NULL)
+		return;
+	srv->shutting_down = false;	/* no ev_break from qconn_free */
+	while ((qc = LIST_FIRST(&srv->conns)) != NULL)
+		qconn_free(qc);
+	for (size_t i = 0; i < srv->nlisteners; i++) {
+		struct listener *l = &srv->listeners[i];
+
+		for (size_t j = 0; j < l->nsocks; j++) {
+			ev_io_stop(srv->loop, &l->socks[j].rev);
+			ev_io_stop(srv->loop, &l->socks[j].wev);
+			close(l->socks[j].fd);
+		}
+		free(l->socks);
+		tls_ctx_free(l->tls);
+	}
+	free(srv->listeners);
+	ev_prepare_stop(srv->loop, &srv->flush);
+	ev_idle_stop(srv->loop, &srv->kick);
+	upstream_pools_free(srv->upstreams);
+	free(srv->buckets);
+	explicit_bzero(srv->reset_secret, sizeof(srv->reset_secret));
+	free(srv);
+}

@@ -1,0 +1,79 @@
+/*
+ * request.h: one HTTP/3 request head: its fields as received, checked
+ * against RFC 9114 sections 4.1.2 to 4.3, and written out as HTTP/1.1.
+ */
+#ifndef QPROXY_REQUEST_H
+#define QPROXY_REQUEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bufq.h"
+
+enum request_error {
+	REQ_OK = 0,
+	REQ_MALFORMED,		/* reset the stream with H3_MESSAGE_ERROR */
+	REQ_TOO_LARGE,		/* answer 431 */
+	REQ_BAD,		/* well-formed but unusable: answer 400 */
+	REQ_NOT_IMPLEMENTED,	/* CONNECT: answer 501 */
+};
+
+struct request_field {
+	uint32_t	name, namelen;		/* offsets into request.buf */
+	uint32_t	value, valuelen;
+};
+
+struct request {
+	char			*buf;		/* names and values, NUL-ended */
+	size_t			 buflen, bufcap;
+	size_t			 max_size;	/* of the whole head */
+	struct request_field	*fields;
+	size_t			 nfields, fieldcap;
+	int			 method, scheme, authority, path, host;	/* or -1 */
+	int64_t			 content_length;	/* -1: none */
+	unsigned		 flags;
+	enum request_error	 error;
+	const char		*why;		/* static text for the log */
+};
+
+#define REQ_F_REGULAR_SEEN	0x01	/* a regular field was received */
+#define REQ_F_HEAD		0x02	/* method HEAD */
+#define REQ_F_CONNECT		0x04
+#define REQ_F_EXPECT_CONTINUE	0x08
+#define REQ_F_BODY_METHOD	0x10	/* POST, PUT, PATCH: send a length */
+
+void	request_init(struct request *, size_t max_size);
+void	request_free(struct request *);
+/* Adds one field line; on error records it (first one wins) and returns -1. */
+int	request_add(struct request *, const uint8_t *name, size_t namelen,
+	    const uint8_t *value, size_t valuelen);
+/* End of the header section; fin: the stream ended with it. 0 or -1. */
+int	request_finish(struct request *, bool fin);
+/* The body so far: received bytes, and whether the stream ended. 0 or -1. */
+int	request_check_body(struct request *, uint64_t received, bool fin);
+
+/* The target host for routing: :authority, else Host. */
+const char *request_authority(const struct request *, size_t *len);
+const char *request_path(const struct request *, size_t *len);
+const char *request_method(const struct request *);
+/* A field's value by (lowercase) name, the first one; NULL when absent. */
+const char *request_field(const struct request *, const char *name);
+
+enum request_framing {
+	REQ_BODY_NONE,		/* no body, no length sent (GET) */
+	REQ_BODY_LENGTH,	/* Content-Length: body_length */
+	REQ_BODY_CHUNKED,	/* Transfer-Encoding: chunked */
+};
+
+struct request_forward {
+	const char		*client_addr;	/* "192.0.2.1" or "2001:db8::1" */
+	enum request_framing	 framing;
+	uint64_t		 body_length;
+};
+
+/* Appends the HTTP/1.1 request head. 0, or -1 when out of memory. */
+int	request_write_http1(const struct request *,
+	    const struct request_forward *, struct bufq *);
+
+#endif

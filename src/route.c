@@ -1,0 +1,120 @@
+/* route.c: picks the route, and so the backend, for a request. */
+#include <arpa/inet.h>
+#include <stdbool.h>
+#include <string.h>
+
+#include "route.h"
+
+static int
+route_lower(int c)
+{
+	return c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c;
+}
+
+/* ASCII only, whatever the locale */
+static bool
+route_caseeq(const char *a, const char *b, size_t len)
+{
+	size_t	 i;
+
+	for (i = 0; i < len; i++)
+		if (route_lower((unsigned char)a[i]) !=
+		    route_lower((unsigned char)b[i]))
+			return false;
+	return true;
+}
+
+/*
+ * The host part of an authority: the port and a final dot go; an IPv6
+ * literal loses its brackets and is put in the canonical form the
+ * configuration keeps (buf holds it then).
+ */
+static void
+route_host(const char *auth, size_t len, char *buf, size_t buflen,
+    const char **host, size_t *hostlen)
+{
+	struct in6_addr	 in6;
+	const char	*end;
+	char		 lit[INET6_ADDRSTRLEN];
+
+	if (len == 0) {
+		*host = "";
+		*hostlen = 0;
+		return;
+	}
+	if (auth[0] == '[' &&
+	    (end = memchr(auth, ']', len)) != NULL) {
+		*host = auth + 1;
+		*hostlen = (size_t)(end - auth) - 1;
+		if (*hostlen < sizeof(lit)) {
+			memcpy(lit, *host, *hostlen);
+			lit[*hostlen] = '\0';
+			if (inet_pton(AF_INET6, lit, &in6) == 1 &&
+			    inet_ntop(AF_INET6, &in6, buf,
+			    (socklen_t)buflen) != NULL) {
+				*host = buf;
+				*hostlen = strlen(buf);
+			}
+		}
+		return;
+	}
+	if ((end = memchr(auth, ':', len)) != NULL)
+		len = (size_t)(end - auth);
+	if (len > 1 && auth[len - 1] == '.')
+		len--;
+	*host = auth;
+	*hostlen = len;
+}
+
+static bool
+route_host_match(const char *pattern, const char *host, size_t hostlen)
+{
+	size_t	 plen;
+
+	if (pattern == NULL)
+		return true;
+	if (pattern[0] == '*' && pattern[1] == '.') {
+		/* "*.example.com": one or more labels before ".example.com" */
+		pattern++;
+		plen = strlen(pattern);
+		return hostlen > plen &&
+		    route_caseeq(host + hostlen - plen, pattern, plen);
+	}
+	plen = strlen(pattern);
+	return hostlen == plen && route_caseeq(host, pattern, plen);
+}
+
+static bool
+route_path_match(const char *prefix, const char *path, size_t pathlen)
+{
+	size_t	 plen;
+
+	if (prefix == NULL)
+		return true;
+	plen = strlen(prefix);
+	return plen == 0 || (pathlen >= plen && memcmp(path, prefix, plen) == 0);
+}
+
+const struct config_route *
+route_match(const struct config *cfg, const char *authority,
+    size_t authoritylen, const char *path, size_t pathlen)
+{
+	const struct config_route	*r;
+	const char			*host;
+	char				 buf[INET6_ADDRSTRLEN];
+	size_t				 hostlen, i;
+
+	if (authority == NULL)
+		authoritylen = 0;
+	if (path == NULL)
+		pathlen = 0;
+	route_host(authority, authoritylen, buf, sizeof(buf), &host,
+	    &hostlen);
+	for (i = 0; i < cfg->nroutes; i++) {
+		r = &cfg->routes[i];
+		if (route_host_match(r->host, host, hostlen) &&
+		    route_path_match(r->path_prefix, path, pathlen))
+			return r;
+	}
+	return NULL;
+}

@@ -1,0 +1,4 @@
+/* stats.c: the counters. */
+#include "stats.h"
+
+struct stats stats;

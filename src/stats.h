@@ -1,0 +1,26 @@
+/* stats.h: the daemon's counters, one struct, read by the control socket. */
+#ifndef QPROXY_STATS_H
+#define QPROXY_STATS_H
+
+#include <stdint.h>
+
+struct stats {
+	uint64_t	conns_current, conns_total;
+	uint64_t	handshakes_completed, handshakes_failed;
+	uint64_t	streams_current, streams_total;
+	uint64_t	requests_total;
+	uint64_t	responses[6];		/* by status class, 1xx..5xx */
+	uint64_t	requests_malformed;	/* reset with H3_MESSAGE_ERROR */
+	uint64_t	requests_reset;		/* reset after forwarding began */
+	uint64_t	bytes_received, bytes_sent;	/* UDP payload */
+	uint64_t	datagrams_received, datagrams_sent;
+	uint64_t	datagrams_dropped;	/* unparsable or unknown */
+	uint64_t	send_blocked;		/* sendmsg would block */
+	uint64_t	version_negotiations;
+	uint64_t	upstream_connects, upstream_connect_failures;
+	uint64_t	upstream_reused;
+};
+
+extern struct stats stats;
+
+#endif

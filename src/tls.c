@@ -1,0 +1,118 @@
+/* tls.c: wolfSSL for QUIC: contexts per listener, a session per connection. */
+#include <stdio.h>
+#include <string.h>
+
+#include <wolfssl/options.h>
+#include <wolfssl/ssl.h>
+#include <wolfssl/quic.h>
+#include <ngtcp2/ngtcp2_crypto_wolfssl.h>
+
+#include "log.h"
+#include "tls.h"
+
+static const unsigned char alpn_h3[] = { 2, 'h', '3' };
+
+int
+tls_init(void)
+{
+	return wolfSSL_Init() == WOLFSSL_SUCCESS ? 0 : -1;
+}
+
+static int
+alpn_select(WOLFSSL *ssl, const unsigned char **out, unsigned char *outlen,
+    const unsigned char *in, unsigned int inlen, void *arg)
+{
+	const unsigned char *p = in, *end = in + inlen;
+
+	while (p < end && p + 1 + *p <= end) {
+		if (*p == alpn_h3[0] && memcmp(p + 1, alpn_h3 + 1, *p) == 0) {
+			*out = p + 1;
+			*outlen = *p;
+			return SSL_TLSEXT_ERR_OK;
+		}
+		p += 1 + *p;
+	}
+	/* RFC 9001 8.1: no common protocol is a fatal no_application_protocol. */
+	return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+static void
+tls_error(char *err, size_t errlen, const char *what, const char *file)
+{
+	char buf[WOLFSSL_MAX_ERROR_SZ];
+
+	wolfSSL_ERR_error_string_n(wolfSSL_ERR_get_error(), buf, sizeof(buf));
+	snprintf(err, errlen, "%s %s: %s", what, file, buf);
+}
+
+WOLFSSL_CTX *
+tls_ctx_new(const char *certificate, const char *private_key, char *err,
+    size_t errlen)
+{
+	WOLFSSL_CTX *ctx;
+
+	if ((ctx = wolfSSL_CTX_new(wolfTLSv1_3_server_method())) == NULL) {
+		snprintf(err, errlen, "wolfSSL_CTX_new failed");
+		return NULL;
+	}
+	if (ngtcp2_crypto_wolfssl_configure_server_context(ctx) != 0) {
+		snprintf(err, errlen, "cannot configure QUIC in wolfSSL");
+		goto fail;
+	}
+	wolfSSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
+	if (wolfSSL_CTX_use_certificate_chain_file(ctx, certificate) !=
+	    WOLFSSL_SUCCESS) {
+		tls_error(err, errlen, "certificate", certificate);
+		goto fail;
+	}
+	if (wolfSSL_CTX_use_PrivateKey_file(ctx, private_key,
+	    WOLFSSL_FILETYPE_PEM) != WOLFSSL_SUCCESS) {
+		tls_error(err, errlen, "private key", private_key);
+		goto fail;
+	}
+	if (wolfSSL_CTX_check_private_key(ctx) != WOLFSSL_SUCCESS) {
+		snprintf(err, errlen, "private key %s does not match "
+		    "certificate %s", private_key, certificate);
+		goto fail;
+	}
+	return ctx;
+fail:
+	wolfSSL_CTX_free(ctx);
+	return NULL;
+}
+
+void
+tls_ctx_free(WOLFSSL_CTX *ctx)
+{
+	if (ctx != NULL)
+		wolfSSL_CTX_free(ctx);
+}
+
+WOLFSSL *
+tls_session_new(WOLFSSL_CTX *ctx, ngtcp2_crypto_conn_ref *ref)
+{
+	WOLFSSL *ssl;
+
+	if ((ssl = wolfSSL_new(ctx)) == NULL)
+		return NULL;
+	wolfSSL_set_app_data(ssl, ref);
+	wolfSSL_set_accept_state(ssl);
+	return ssl;
+}
+
+void
+tls_session_free(WOLFSSL *ssl)
+{
+	if (ssl != NULL)
+		wolfSSL_free(ssl);
+}
+
+const char *
+tls_session_sni(WOLFSSL *ssl)
+{
+	void *name = NULL;
+	unsigned short len;
+
+	len = wolfSSL_SNI_GetRequest(ssl, WOLFSSL_SNI_HOST_NAME, &name);
+	return len > 0 ? name : NULL;
+}

@@ -1,0 +1,22 @@
+/* tls.h: wolfSSL contexts (TLS 1.3 only, ALPN h3) and per-connection sessions. */
+#ifndef QPROXY_TLS_H
+#define QPROXY_TLS_H
+
+#include <stddef.h>
+
+#include <wolfssl/options.h>
+#include <wolfssl/ssl.h>
+#include <ngtcp2/ngtcp2_crypto.h>
+
+int		 tls_init(void);
+/* A server context for one listener; NULL with a message in err. */
+WOLFSSL_CTX	*tls_ctx_new(const char *certificate, const char *private_key,
+		    char *err, size_t errlen);
+void		 tls_ctx_free(WOLFSSL_CTX *);
+/* A session bound to a connection through ref (ngtcp2's convention). */
+WOLFSSL		*tls_session_new(WOLFSSL_CTX *, ngtcp2_crypto_conn_ref *ref);
+void		 tls_session_free(WOLFSSL *);
+/* The server name the client asked for, or NULL. */
+const char	*tls_session_sni(WOLFSSL *);
+
+#endif

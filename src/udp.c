@@ -1,0 +1,178 @@
+/* udp.c: UDP sockets for the listeners. */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#include <netinet/ip.h>
+#include <sys/socket.h>
+
+#include "log.h"
+#include "udp.h"
+
+static int
+setopt(int fd, int level, int name, int value)
+{
+	return setsockopt(fd, level, name, &value, sizeof(value));
+}
+
+int
+udp_open(const struct addr *a)
+{
+	char text[ADDR_STRLEN];
+	int fd, family = a->u.sa.sa_family;
+
+	fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1) {
+		log_warn("%s: socket", __func__);
+		return -1;
+	}
+	if (family == AF_INET6) {
+		if (setopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, 1) == -1 ||
+		    setopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, 1) == -1 ||
+		    setopt(fd, IPPROTO_IPV6, IPV6_RECVTCLASS, 1) == -1 ||
+		    setopt(fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER,
+		    IP_PMTUDISC_PROBE) == -1)
+			goto fail;
+	} else {
+		if (setopt(fd, IPPROTO_IP, IP_PKTINFO, 1) == -1 ||
+		    setopt(fd, IPPROTO_IP, IP_RECVTOS, 1) == -1 ||
+		    setopt(fd, IPPROTO_IP, IP_MTU_DISCOVER,
+		    IP_PMTUDISC_PROBE) == -1)
+			goto fail;
+	}
+	/* Room for bursts of a few hundred datagrams. */
+	(void)setopt(fd, SOL_SOCKET, SO_RCVBUF, 4 << 20);
+	(void)setopt(fd, SOL_SOCKET, SO_SNDBUF, 4 << 20);
+	if (bind(fd, &a->u.sa, a->len) == -1) {
+		log_warn("bind %s", addr_format(a, text, sizeof(text)));
+		close(fd);
+		return -1;
+	}
+	return fd;
+fail:
+	log_warn("%s: setsockopt", __func__);
+	close(fd);
+	return -1;
+}
+
+ssize_t
+udp_recv(int fd, uint8_t *buf, size_t len, struct addr *remote,
+    struct addr *local, uint8_t *ecn)
+{
+	union {
+		struct cmsghdr	hdr;
+		uint8_t		buf[CMSG_SPACE(sizeof(struct in6_pktinfo)) +
+				    CMSG_SPACE(sizeof(int))];
+	} cbuf;
+	struct iovec iov = { buf, len };
+	struct msghdr msg;
+	struct cmsghdr *c;
+	ssize_t n;
+	socklen_t llen;
+
+	memset(&msg, 0, sizeof(msg));
+	msg.msg_name = &remote->u.ss;
+	msg.msg_namelen = sizeof(remote->u.ss);
+	msg.msg_iov = &iov;
+	msg.msg_iovlen = 1;
+	msg.msg_control = cbuf.buf;
+	msg.msg_controllen = sizeof(cbuf.buf);
+
+	if ((n = recvmsg(fd, &msg, 0)) == -1)
+		return -1;
+	remote->len = msg.msg_namelen;
+	*ecn = 0;
+	/* The port of local stays what the caller set: the socket's. */
+	for (c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+		if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
+			struct in_pktinfo pi;
+
+			memcpy(&pi, CMSG_DATA(c), sizeof(pi));
+			local->u.in.sin_addr = pi.ipi_addr;
+		} else if (c->cmsg_level == IPPROTO_IPV6 &&
+		    c->cmsg_type == IPV6_PKTINFO) {
+			struct in6_pktinfo pi;
+
+			memcpy(&pi, CMSG_DATA(c), sizeof(pi));
+			local->u.in6.sin6_addr = pi.ipi6_addr;
+		} else if ((c->cmsg_level == IPPROTO_IP &&
+		    c->cmsg_type == IP_TOS) ||
+		    (c->cmsg_level == IPPROTO_IPV6 &&
+		    c->cmsg_type == IPV6_TCLASS)) {
+			uint8_t tos;
+
+			llen = c->cmsg_len - CMSG_LEN(0);
+			if (llen == sizeof(int)) {
+				int v;
+
+				memcpy(&v, CMSG_DATA(c), sizeof(v));
+				tos = (uint8_t)v;
+			} else
+				memcpy(&tos, CMSG_DATA(c), 1);
+			*ecn = tos & 0x3;
+		}
+	}
+	return n;
+}
+
+int
+udp_send(int fd, const uint8_t *buf, size_t len, const struct addr *remote,
+    const struct addr *local, uint8_t ecn)
+{
+	union {
+		struct cmsghdr	hdr;
+		uint8_t		buf[CMSG_SPACE(sizeof(struct in6_pktinfo)) +
+				    CMSG_SPACE(sizeof(int))];
+	} cbuf;
+	struct iovec iov = { (void *)(uintptr_t)buf, len };
+	struct msghdr msg;
+	struct cmsghdr *c;
+	int tos = ecn;
+
+	memset(&msg, 0, sizeof(msg));
+	memset(&cbuf, 0, sizeof(cbuf));
+	msg.msg_name = (void *)(uintptr_t)&remote->u.sa;
+	msg.msg_namelen = remote->len;
+	msg.msg_iov = &iov;
+	msg.msg_iovlen = 1;
+	msg.msg_control = cbuf.buf;
+	c = (struct cmsghdr *)cbuf.buf;
+	if (local->u.sa.sa_family == AF_INET6) {
+		struct in6_pktinfo pi;
+
+		memset(&pi, 0, sizeof(pi));
+		pi.ipi6_addr = local->u.in6.sin6_addr;
+		c->cmsg_level = IPPROTO_IPV6;
+		c->cmsg_type = IPV6_PKTINFO;
+		c->cmsg_len = CMSG_LEN(sizeof(pi));
+		memcpy(CMSG_DATA(c), &pi, sizeof(pi));
+		msg.msg_controllen = CMSG_SPACE(sizeof(pi));
+		c = (struct cmsghdr *)(cbuf.buf + CMSG_SPACE(sizeof(pi)));
+		c->cmsg_level = IPPROTO_IPV6;
+		c->cmsg_type = IPV6_TCLASS;
+	} else {
+		struct in_pktinfo pi;
+
+		memset(&pi, 0, sizeof(pi));
+		pi.ipi_spec_dst = local->u.in.sin_addr;
+		c->cmsg_level = IPPROTO_IP;
+		c->cmsg_type = IP_PKTINFO;
+		c->cmsg_len = CMSG_LEN(sizeof(pi));
+		memcpy(CMSG_DATA(c), &pi, sizeof(pi));
+		msg.msg_controllen = CMSG_SPACE(sizeof(pi));
+		c = (struct cmsghdr *)(cbuf.buf + CMSG_SPACE(sizeof(pi)));
+		c->cmsg_level = IPPROTO_IP;
+		c->cmsg_type = IP_TOS;
+	}
+	c->cmsg_len = CMSG_LEN(sizeof(tos));
+	memcpy(CMSG_DATA(c), &tos, sizeof(tos));
+	msg.msg_controllen += CMSG_SPACE(sizeof(tos));
+
+	for (;;) {
+		if (sendmsg(fd, &msg, 0) != -1)
+			return 0;
+		if (errno != EINTR)
+			return -1;
+	}
+}

@@ -1,0 +1,196 @@
+/* upstream.c: backend server pools. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include "log.h"
+#include "stats.h"
+#include "upstream.h"
+
+/* An idle keep-alive connection, watched so a close by the server is seen. */
+struct upstream_idle {
+	struct upstream_idle	*next, **prevp;
+	struct upstream_server	*server;
+	int			 fd;
+	ev_io			 w;
+};
+
+struct upstream_pool {
+	struct ev_loop			*loop;
+	const struct config_backend	*cfg;
+	struct upstream_server		*servers;
+	size_t				 nservers;
+	size_t				 rr;		/* next server */
+	size_t				 npools;	/* in the array's first */
+};
+
+static void
+idle_unlink(struct upstream_idle *i)
+{
+	struct upstream_server *s = i->server;
+
+	ev_io_stop(s->pool->loop, &i->w);
+	if (i->next != NULL)
+		i->next->prevp = i->prevp;
+	*i->prevp = i->next;
+	s->nidle--;
+}
+
+static void
+idle_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct upstream_idle *i = w->data;
+
+	/* EOF or unasked-for bytes: either way the connection is done. */
+	idle_unlink(i);
+	close(i->fd);
+	free(i);
+}
+
+struct upstream_pool *
+upstream_pools_new(struct ev_loop *loop, struct config *cfg)
+{
+	struct upstream_pool *pools;
+
+	if ((pools = calloc(cfg->nbackends + 1, sizeof(*pools))) == NULL)
+		return NULL;
+	pools[0].npools = cfg->nbackends;
+	for (size_t b = 0; b < cfg->nbackends; b++) {
+		struct upstream_pool *p = &pools[b];
+
+		p->loop = loop;
+		p->cfg = &cfg->backends[b];
+		p->nservers = p->cfg->nservers;
+		p->servers = calloc(p->nservers, sizeof(*p->servers));
+		if (p->servers == NULL) {
+			upstream_pools_free(pools);
+			return NULL;
+		}
+		for (size_t s = 0; s < p->nservers; s++) {
+			p->servers[s].pool = p;
+			p->servers[s].cfg = &p->cfg->servers[s];
+		}
+	}
+	return pools;
+}
+
+void
+upstream_pools_free(struct upstream_pool *pools)
+{
+	struct upstream_idle *i;
+
+	if (pools == NULL)
+		return;
+	for (size_t b = 0; b < pools[0].npools; b++) {
+		for (size_t s = 0; s < pools[b].nservers; s++) {
+			while ((i = pools[b].servers[s].idle) != NULL) {
+				idle_unlink(i);
+				close(i->fd);
+				free(i);
+			}
+		}
+		free(pools[b].servers);
+	}
+	free(pools);
+}
+
+const struct config_backend *
+upstream_backend(struct upstream_pool *pools, size_t backend)
+{
+	return pools[backend].cfg;
+}
+
+struct upstream_server *
+upstream_pick(struct upstream_pool *pools, size_t backend, size_t attempt,
+    size_t *nservers)
+{
+	struct upstream_pool *p = &pools[backend];
+	size_t i;
+
+	*nservers = p->nservers;
+	if (attempt == 0)
+		p->rr = (p->rr + 1) % p->nservers;
+	i = (p->rr + attempt) % p->nservers;
+	return &p->servers[i];
+}
+
+int
+upstream_take_idle(struct upstream_server *s)
+{
+	struct upstream_idle *i;
+	int fd;
+
+	if ((i = s->idle) == NULL)
+		return -1;
+	idle_unlink(i);
+	fd = i->fd;
+	free(i);
+	stats.upstream_reused++;
+	return fd;
+}
+
+int
+upstream_connect(struct upstream_server *s)
+{
+	const struct addr *a = &s->cfg->addr;
+	int fd, one = 1, saved;
+
+	stats.upstream_connects++;
+	fd = socket(a->u.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK |
+	    SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return -1;
+	if (a->u.sa.sa_family != AF_UNIX)
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one,
+		    sizeof(one));
+	if (connect(fd, &a->u.sa, a->len) == -1 && errno != EINPROGRESS) {
+		saved = errno;
+		close(fd);
+		errno = saved;
+		return -1;
+	}
+	return fd;
+}
+
+void
+upstream_release(struct upstream_server *s, int fd)
+{
+	struct upstream_idle *i;
+
+	if (s->nidle >= s->pool->cfg->max_idle ||
+	    (i = calloc(1, sizeof(*i))) == NULL) {
+		close(fd);
+		return;
+	}
+	i->server = s;
+	i->fd = fd;
+	i->next = s->idle;
+	if (i->next != NULL)
+		i->next->prevp = &i->next;
+	i->prevp = &s->idle;
+	s->idle = i;
+	s->nidle++;
+	ev_io_init(&i->w, idle_cb, fd, EV_READ);
+	i->w.data = i;
+	ev_io_start(s->pool->loop, &i->w);
+}
+
+bool
+upstream_refused(int err)
+{
+	switch (err) {
+	case ECONNREFUSED:
+	case ENOENT:		/* a Unix socket that is not there */
+	case ECONNRESET:
+	case EHOSTUNREACH:
+	case ENETUNREACH:
+	case EADDRNOTAVAIL:
+		return true;
+	default:
+		return false;
+	}
+}
