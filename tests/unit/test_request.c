@@ -1,0 +1,256 @@
+/* test_request.c: request validation (RFC 9114 4.1.2-4.3) and HTTP/1.1 out. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "request.h"
+#include "unit.h"
+
+/* Fields as "name: value" strings; the first ": " splits. */
+static struct request *
+build(const char *const *fields, bool fin, int *rv)
+{
+	static struct request r;
+
+	request_free(&r);
+	request_init(&r, 65536);
+	for (; *fields != NULL; fields++) {
+		const char *sep = strstr(*fields + 1, ": ");
+		size_t nlen = (size_t)(sep - *fields);
+
+		(void)request_add(&r, (const uint8_t *)*fields, nlen,
+		    (const uint8_t *)sep + 2, strlen(sep + 2));
+	}
+	*rv = request_finish(&r, fin);
+	return &r;
+}
+
+#define BASE ":method: GET", ":scheme: https", ":authority: example.com", \
+	":path: /"
+
+static enum request_error
+verdict(const char *const *fields, bool fin)
+{
+	int rv;
+	struct request *r = build(fields, fin, &rv);
+
+	return rv == 0 ? REQ_OK : r->error;
+}
+
+static void
+test_valid(void)
+{
+	const char *ok[] = { BASE, "accept: */*", "te: trailers", NULL };
+	const char *host_only[] = { ":method: GET", ":scheme: https",
+	    ":path: /x", "host: example.com", NULL };
+	const char *both[] = { BASE, "host: EXAMPLE.com", NULL };
+	const char *options[] = { ":method: OPTIONS", ":scheme: https",
+	    ":authority: a", ":path: *", NULL };
+	const char *cl0[] = { BASE, "content-length: 0", NULL };
+
+	CHECK_EQ_INT(verdict(ok, true), REQ_OK);
+	CHECK_EQ_INT(verdict(host_only, true), REQ_OK);
+	CHECK_EQ_INT(verdict(both, true), REQ_OK);
+	CHECK_EQ_INT(verdict(options, true), REQ_OK);
+	CHECK_EQ_INT(verdict(cl0, true), REQ_OK);
+}
+
+static void
+test_malformed(void)
+{
+	static const char *const cases[][8] = {
+		/* exactly one of each pseudo-header */
+		{ ":method: GET", ":method: GET", ":scheme: https",
+		    ":authority: a", ":path: /", NULL },
+		{ ":method: GET", ":scheme: https", ":scheme: https",
+		    ":authority: a", ":path: /", NULL },
+		{ ":method: GET", ":scheme: https", ":authority: a",
+		    ":path: /", ":path: /", NULL },
+		{ ":scheme: https", ":authority: a", ":path: /", NULL },
+		{ ":method: GET", ":authority: a", ":path: /", NULL },
+		{ ":method: GET", ":scheme: https", ":authority: a", NULL },
+		{ ":method: GET", ":scheme: https", ":authority: a",
+		    ":path: ", NULL },
+		{ ":method: GET", ":scheme: https", ":authority: a",
+		    ":path: noslash", NULL },
+		/* pseudo-header after a regular field, unknown pseudo */
+		{ ":method: GET", ":scheme: https", "accept: x",
+		    ":authority: a", ":path: /", NULL },
+		{ BASE, ":foo: bar", NULL },
+		/* names */
+		{ BASE, "Accept: x", NULL },
+		{ BASE, "acc ept: x", NULL },
+		{ BASE, "acc\"ept: x", NULL },
+		/* values */
+		{ BASE, "x: a\rb", NULL },
+		{ BASE, "x: a\nb", NULL },
+		/* connection-specific fields */
+		{ BASE, "connection: close", NULL },
+		{ BASE, "keep-alive: 5", NULL },
+		{ BASE, "proxy-connection: x", NULL },
+		{ BASE, "transfer-encoding: chunked", NULL },
+		{ BASE, "upgrade: websocket", NULL },
+		{ BASE, "te: gzip", NULL },
+		/* authority */
+		{ ":method: GET", ":scheme: https", ":authority: u@a",
+		    ":path: /", NULL },
+		{ ":method: GET", ":scheme: https", ":path: /",
+		    "host: u@a", NULL },
+		{ BASE, "host: other.example", NULL },
+		{ ":method: GET", ":scheme: https", ":path: /", NULL },
+		/* content-length */
+		{ BASE, "content-length: 5", "content-length: 5", NULL },
+		{ BASE, "content-length: 5x", NULL },
+		{ BASE, "content-length: -1", NULL },
+		{ BASE, "content-length: ", NULL },
+		/* CONNECT with a path */
+		{ ":method: CONNECT", ":authority: a:443", ":path: /", NULL },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		enum request_error e = verdict(cases[i], true);
+
+		if (e != REQ_MALFORMED)
+			fprintf(stderr, "case %zu: %d\n", i, e);
+		CHECK_EQ_INT(e, REQ_MALFORMED);
+	}
+}
+
+static void
+test_nul_in_value(void)
+{
+	struct request r;
+	static const uint8_t v[] = { 'a', 0, 'b' };
+
+	request_init(&r, 65536);
+	CHECK_EQ_INT(request_add(&r, (const uint8_t *)"x", 1, v, 3), -1);
+	CHECK_EQ_INT(r.error, REQ_MALFORMED);
+	request_free(&r);
+}
+
+static void
+test_body_length(void)
+{
+	const char *cl5[] = { BASE, "content-length: 5", NULL };
+	struct request *r;
+	int rv;
+
+	/* headers with FIN and a non-zero length: malformed */
+	CHECK_EQ_INT(verdict(cl5, true), REQ_MALFORMED);
+
+	r = build(cl5, false, &rv);
+	CHECK_EQ_INT(rv, 0);
+	CHECK_EQ_INT(request_check_body(r, 3, false), 0);
+	CHECK_EQ_INT(request_check_body(r, 5, true), 0);
+
+	r = build(cl5, false, &rv);
+	CHECK_EQ_INT(request_check_body(r, 0, true), -1);	/* FIN only */
+	CHECK_EQ_INT(r->error, REQ_MALFORMED);
+
+	r = build(cl5, false, &rv);
+	CHECK_EQ_INT(request_check_body(r, 4, true), -1);
+	r = build(cl5, false, &rv);
+	CHECK_EQ_INT(request_check_body(r, 6, false), -1);
+}
+
+static void
+test_other_errors(void)
+{
+	const char *connect[] = { ":method: CONNECT", ":authority: a:443",
+	    NULL };
+	const char *ftp[] = { ":method: GET", ":scheme: ftp",
+	    ":authority: a", ":path: /", NULL };
+	struct request r;
+	char big[2000];
+
+	CHECK_EQ_INT(verdict(connect, true), REQ_NOT_IMPLEMENTED);
+	CHECK_EQ_INT(verdict(ftp, true), REQ_BAD);
+
+	memset(big, 'a', sizeof(big));
+	request_init(&r, 1024);
+	CHECK_EQ_INT(request_add(&r, (const uint8_t *)"x", 1,
+	    (const uint8_t *)big, sizeof(big)), -1);
+	CHECK_EQ_INT(r.error, REQ_TOO_LARGE);
+	request_free(&r);
+}
+
+static char *
+flatten(struct bufq *q)
+{
+	struct iovec iov[64];
+	size_t n = bufq_peek_unsent(q, iov, 64), len = 0;
+	char *s = malloc(q->len + 1);
+
+	for (size_t i = 0; i < n; i++) {
+		memcpy(s + len, iov[i].iov_base, iov[i].iov_len);
+		len += iov[i].iov_len;
+	}
+	s[len] = '\0';
+	return s;
+}
+
+static void
+test_http1(void)
+{
+	const char *f[] = { ":method: POST", ":scheme: https",
+	    ":authority: example.com:4433", ":path: /up?x=1",
+	    "cookie: a=1", "accept: */*", "cookie: b=2",
+	    "x-forwarded-for: 192.0.2.9", "via: 1.1 edge", "te: trailers",
+	    "content-length: 3", NULL };
+	struct request_forward fw = { "198.51.100.7", REQ_BODY_LENGTH, 3 };
+	struct request *r;
+	struct bufq q;
+	char *s;
+	int rv;
+
+	r = build(f, false, &rv);
+	CHECK_EQ_INT(rv, 0);
+	bufq_init(&q);
+	CHECK_EQ_INT(request_write_http1(r, &fw, &q), 0);
+	s = flatten(&q);
+	CHECK_EQ_STR(s,
+	    "POST /up?x=1 HTTP/1.1\r\n"
+	    "host: example.com:4433\r\n"
+	    "accept: */*\r\n"
+	    "cookie: a=1; b=2\r\n"
+	    "x-forwarded-for: 192.0.2.9, 198.51.100.7\r\n"
+	    "via: 1.1 edge, 3 qproxy\r\n"
+	    "forwarded: for=198.51.100.7;proto=https;host=\"example.com:4433\"\r\n"
+	    "x-forwarded-proto: https\r\n"
+	    "content-length: 3\r\n"
+	    "\r\n");
+	free(s);
+	bufq_free(&q);
+
+	/* IPv6 clients are quoted in Forwarded; chunked framing */
+	{
+		const char *g[] = { BASE, NULL };
+		struct request_forward fw6 = { "2001:db8::1",
+		    REQ_BODY_CHUNKED, 0 };
+
+		r = build(g, false, &rv);
+		CHECK_EQ_INT(request_write_http1(r, &fw6, &q), 0);
+		s = flatten(&q);
+		CHECK(strstr(s, "forwarded: for=\"[2001:db8::1]\";proto=https;"
+		    "host=\"example.com\"\r\n") != NULL);
+		CHECK(strstr(s, "transfer-encoding: chunked\r\n\r\n") != NULL);
+		CHECK(strstr(s, "content-length") == NULL);
+		free(s);
+		bufq_free(&q);
+	}
+}
+
+int
+main(void)
+{
+	int rv;
+	const char *end[] = { NULL };
+
+	test_valid();
+	test_malformed();
+	test_nul_in_value();
+	test_body_length();
+	test_other_errors();
+	test_http1();
+	request_free(build(end, true, &rv));	/* the static one */
+	UNIT_DONE();
+}
