@@ -1,0 +1,54 @@
+#!/bin/sh
+# Runs qproxy in the foreground on a demo configuration: a fresh self-signed
+# certificate, UDP 127.0.0.1:4433, and a small demo web app behind it.
+set -eu
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+run="$top/demo/run"
+port=4433
+app=127.0.0.1:18080
+mkdir -p "$run"
+chmod 700 "$run"
+
+if [ ! -f "$run/cert.pem" ]; then
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+	    -keyout "$run/key.pem" -out "$run/cert.pem" -days 30 \
+	    -subj /CN=localhost \
+	    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" 2>/dev/null
+	chmod 600 "$run/key.pem"
+fi
+
+cat >"$run/qproxy.conf" <<CONF
+# qproxy demo configuration (written by scripts/demo.sh)
+[global]
+log_level = info
+
+[listener demo]
+address = 127.0.0.1:$port
+certificate = $run/cert.pem
+private_key = $run/key.pem
+
+[backend app]
+server = $app
+
+[route all]
+backend = app
+CONF
+
+/usr/bin/python3 "$top/scripts/demo-backend.py" --listen "$app" &
+app_pid=$!
+trap 'kill $app_pid 2>/dev/null' EXIT INT TERM
+
+cat <<MSG
+
+qproxy is starting on https://127.0.0.1:$port/ (HTTP/3 over UDP), in front
+of a demo app on $app. Ask it from another terminal with:
+
+  scripts/h3get -k -I https://127.0.0.1:$port/
+  gtlsclient --exit-on-all-streams-close 127.0.0.1 $port https://localhost:$port/
+
+Stop it with Ctrl-C (a graceful shutdown). Its configuration is
+$run/qproxy.conf.
+
+MSG
+"$top/build/qproxy" -c "$run/qproxy.conf"
