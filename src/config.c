@@ -34,6 +34,7 @@
 #define MS_PER_S	UINT64_C(1000)
 #define MS_PER_M	(MS_PER_S * 60)
 #define MS_PER_H	(MS_PER_M * 60)
+#define DURATION_MAX	(24 * MS_PER_H)
 
 #define CONFIG_MAX_KEYS	32
 #define CONFIG_NAME_MAX	64
@@ -142,47 +143,47 @@ static int	config_set_backend(struct config_parser *,
 #define NOF		0, 0
 
 static const struct config_key config_keys[] = {
-	{ SECT_GLOBAL, "log_level", config_set_level, 0, 0,
-	    "info", 0, F(config, log_level) },
-	{ SECT_GLOBAL, "shutdown_timeout", config_set_duration, 0, 24 * MS_PER_H,
-	    "30s", 0, F(config, shutdown_timeout) },
-	{ SECT_GLOBAL, "idle_timeout", config_set_duration, 1, 24 * MS_PER_H,
-	    "30s", 0, F(config, idle_timeout) },
-	{ SECT_GLOBAL, "request_buffer_size", config_set_size, 4 * KB, 16 * MB,
-	    "64k", 0, F(config, request_buffer_size) },
-	{ SECT_GLOBAL, "response_buffer_size", config_set_size, 16 * KB, 64 * MB,
-	    "256k", 0, F(config, response_buffer_size) },
-	{ SECT_GLOBAL, "max_header_size", config_set_size, 1 * KB, 1 * MB,
-	    "64k", 0, F(config, max_header_size) },
-	{ SECT_GLOBAL, "qpack_table_size", config_set_size, 0, 64 * KB,
-	    "4096", 0, F(config, qpack_table_size) },
-	{ SECT_GLOBAL, "qpack_blocked_streams", config_set_count, 0, 1000,
-	    "100", 0, F(config, qpack_blocked_streams) },
-	{ SECT_GLOBAL, "max_streams", config_set_count, 1, 10000,
-	    "100", 0, F(config, max_streams) },
+	{ SECT_GLOBAL, "log_level", config_set_level,
+	    0, 0, "info", 0, F(config, log_level) },
+	{ SECT_GLOBAL, "shutdown_timeout", config_set_duration,
+	    0, DURATION_MAX, "30s", 0, F(config, shutdown_timeout) },
+	{ SECT_GLOBAL, "idle_timeout", config_set_duration,
+	    1, DURATION_MAX, "30s", 0, F(config, idle_timeout) },
+	{ SECT_GLOBAL, "request_buffer_size", config_set_size,
+	    4 * KB, 16 * MB, "64k", 0, F(config, request_buffer_size) },
+	{ SECT_GLOBAL, "response_buffer_size", config_set_size,
+	    16 * KB, 64 * MB, "256k", 0, F(config, response_buffer_size) },
+	{ SECT_GLOBAL, "max_header_size", config_set_size,
+	    1 * KB, 1 * MB, "64k", 0, F(config, max_header_size) },
+	{ SECT_GLOBAL, "qpack_table_size", config_set_size,
+	    0, 64 * KB, "4096", 0, F(config, qpack_table_size) },
+	{ SECT_GLOBAL, "qpack_blocked_streams", config_set_count,
+	    0, 1000, "100", 0, F(config, qpack_blocked_streams) },
+	{ SECT_GLOBAL, "max_streams", config_set_count,
+	    1, 10000, "100", 0, F(config, max_streams) },
 
-	{ SECT_LISTENER, "address", config_set_listen, 0, 0,
-	    NULL, KEY_REPEAT | KEY_REQUIRED, NOF },
-	{ SECT_LISTENER, "certificate", config_set_file, 0, 0,
-	    NULL, KEY_REQUIRED, F(config_listener, certificate) },
-	{ SECT_LISTENER, "private_key", config_set_file, 0, 0,
-	    NULL, KEY_REQUIRED, F(config_listener, private_key) },
+	{ SECT_LISTENER, "address", config_set_listen,
+	    0, 0, NULL, KEY_REPEAT | KEY_REQUIRED, NOF },
+	{ SECT_LISTENER, "certificate", config_set_file,
+	    0, 0, NULL, KEY_REQUIRED, F(config_listener, certificate) },
+	{ SECT_LISTENER, "private_key", config_set_file,
+	    0, 0, NULL, KEY_REQUIRED, F(config_listener, private_key) },
 
-	{ SECT_BACKEND, "server", config_set_server, 0, 0,
-	    NULL, KEY_REPEAT | KEY_REQUIRED, NOF },
-	{ SECT_BACKEND, "connect_timeout", config_set_duration, 1, 24 * MS_PER_H,
-	    "5s", 0, F(config_backend, connect_timeout) },
-	{ SECT_BACKEND, "read_timeout", config_set_duration, 1, 24 * MS_PER_H,
-	    "60s", 0, F(config_backend, read_timeout) },
-	{ SECT_BACKEND, "max_idle_connections", config_set_count, 0, 10000,
-	    "32", 0, F(config_backend, max_idle) },
+	{ SECT_BACKEND, "server", config_set_server,
+	    0, 0, NULL, KEY_REPEAT | KEY_REQUIRED, NOF },
+	{ SECT_BACKEND, "connect_timeout", config_set_duration,
+	    1, DURATION_MAX, "5s", 0, F(config_backend, connect_timeout) },
+	{ SECT_BACKEND, "read_timeout", config_set_duration,
+	    1, DURATION_MAX, "60s", 0, F(config_backend, read_timeout) },
+	{ SECT_BACKEND, "max_idle_connections", config_set_count,
+	    0, 10000, "32", 0, F(config_backend, max_idle) },
 
-	{ SECT_ROUTE, "host", config_set_host, 0, 0,
-	    NULL, 0, F(config_route, host) },
-	{ SECT_ROUTE, "path_prefix", config_set_prefix, 0, 0,
-	    NULL, 0, F(config_route, path_prefix) },
-	{ SECT_ROUTE, "backend", config_set_backend, 0, 0,
-	    NULL, KEY_REQUIRED, NOF },
+	{ SECT_ROUTE, "host", config_set_host,
+	    0, 0, NULL, 0, F(config_route, host) },
+	{ SECT_ROUTE, "path_prefix", config_set_prefix,
+	    0, 0, NULL, 0, F(config_route, path_prefix) },
+	{ SECT_ROUTE, "backend", config_set_backend,
+	    0, 0, NULL, KEY_REQUIRED, NOF },
 };
 
 _Static_assert(nitems(config_keys) <= CONFIG_MAX_KEYS,
@@ -229,21 +230,18 @@ config_strdup(struct config_parser *p, const char *s)
 	return d;
 }
 
-/* grows *arr by one zeroed element; returns it, or NULL */
+/* arr of n elements, moved to room for one more, zeroed; NULL if no memory */
 static void *
-config_grow(struct config_parser *p, void *arrp, size_t *n, size_t size)
+config_grow(struct config_parser *p, void *arr, size_t n, size_t size)
 {
-	void	**arr = arrp;
-	char	 *a;
+	char	*a;
 
-	a = reallocarray(*arr, *n + 1, size);
-	if (a == NULL) {
+	if ((a = reallocarray(arr, n + 1, size)) == NULL) {
 		p->oom = true;
 		return NULL;
 	}
-	*arr = a;
-	memset(a + *n * size, 0, size);
-	return a + (*n)++ * size;
+	memset(a + n * size, 0, size);
+	return a;
 }
 
 static void *
@@ -386,16 +384,18 @@ config_fmt_size(uint64_t v, char *buf, size_t len)
 static const char *
 config_fmt_duration(uint64_t ms, char *buf, size_t len)
 {
-	if (ms == 0)
+	unsigned long long	 v = ms;
+
+	if (v == 0)
 		snprintf(buf, len, "0s");
-	else if (ms % MS_PER_H == 0)
-		snprintf(buf, len, "%lluh", (unsigned long long)(ms / MS_PER_H));
-	else if (ms % MS_PER_M == 0)
-		snprintf(buf, len, "%llum", (unsigned long long)(ms / MS_PER_M));
-	else if (ms % MS_PER_S == 0)
-		snprintf(buf, len, "%llus", (unsigned long long)(ms / MS_PER_S));
+	else if (v % MS_PER_H == 0)
+		snprintf(buf, len, "%lluh", v / MS_PER_H);
+	else if (v % MS_PER_M == 0)
+		snprintf(buf, len, "%llum", v / MS_PER_M);
+	else if (v % MS_PER_S == 0)
+		snprintf(buf, len, "%llus", v / MS_PER_S);
 	else
-		snprintf(buf, len, "%llums", (unsigned long long)ms);
+		snprintf(buf, len, "%llums", v);
 	return buf;
 }
 
@@ -540,7 +540,7 @@ config_set_listen(struct config_parser *p, const struct config_key *k,
     struct config_section *s, void *obj, const char *value)
 {
 	struct config_listener	*l = obj, *o;
-	struct addr		 a, *slot;
+	struct addr		 a, *addrs;
 	const char		*err;
 	size_t			 i, j;
 
@@ -559,10 +559,11 @@ config_set_listen(struct config_parser *p, const struct config_key *k,
 			return -1;
 		}
 	}
-	if ((slot = config_grow(p, &l->addrs, &l->naddrs,
-	    sizeof(*slot))) == NULL)
+	if ((addrs = config_grow(p, l->addrs, l->naddrs,
+	    sizeof(*addrs))) == NULL)
 		return -1;
-	*slot = a;
+	l->addrs = addrs;
+	l->addrs[l->naddrs++] = a;
 	return 0;
 }
 
@@ -583,11 +584,13 @@ config_set_server(struct config_parser *p, const struct config_key *k,
 	}
 	if ((text = config_strdup(p, value)) == NULL)
 		return -1;
-	if ((srv = config_grow(p, &b->servers, &b->nservers,
+	if ((srv = config_grow(p, b->servers, b->nservers,
 	    sizeof(*srv))) == NULL) {
 		free(text);
 		return -1;
 	}
+	b->servers = srv;
+	srv = &b->servers[b->nservers++];
 	srv->text = text;
 	srv->addr = a;
 	return 0;
@@ -697,8 +700,7 @@ static void
 config_defaults(struct config_parser *p, struct config_section *s)
 {
 	const struct config_key	*k;
-	size_t			 i;
-	int			 nerrors = (int)p->nerrors;
+	size_t			 i, nerrors = p->nerrors;
 
 	for (i = 0; i < nitems(config_keys); i++) {
 		k = &config_keys[i];
@@ -706,7 +708,7 @@ config_defaults(struct config_parser *p, struct config_section *s)
 			k->set(p, k, s, config_section_obj(p, s), k->def);
 	}
 	/* a default that does not parse is a bug in the table */
-	if ((int)p->nerrors != nerrors)
+	if (p->nerrors != nerrors)
 		abort();
 }
 
@@ -743,12 +745,13 @@ config_new_section(struct config_parser *p, enum config_sect kind,
     const char *name)
 {
 	struct config_section	*s, **ss;
+	struct config_listener	*l;
+	struct config_backend	*b;
+	struct config_route	*r;
 	struct config		*cfg = p->cfg;
 	char			*dup;
-	void			*obj;
 	size_t			 index;
 
-	/* room in p->sections first: nothing to undo after config_grow */
 	ss = reallocarray(p->sections, p->nsections + 1, sizeof(*ss));
 	if (ss == NULL) {
 		p->oom = true;
@@ -759,53 +762,52 @@ config_new_section(struct config_parser *p, enum config_sect kind,
 		p->oom = true;
 		return NULL;
 	}
+	s->kind = kind;
+	s->line = p->line;
 	if ((dup = config_strdup(p, name)) == NULL) {
 		free(s);
 		return NULL;
 	}
-	switch (kind) {
-	case SECT_LISTENER:
-		index = cfg->nlisteners;
-		obj = config_grow(p, &cfg->listeners, &cfg->nlisteners,
-		    sizeof(*cfg->listeners));
-		break;
-	case SECT_BACKEND:
-		index = cfg->nbackends;
-		obj = config_grow(p, &cfg->backends, &cfg->nbackends,
-		    sizeof(*cfg->backends));
-		break;
-	default:
-		index = cfg->nroutes;
-		obj = config_grow(p, &cfg->routes, &cfg->nroutes,
-		    sizeof(*cfg->routes));
-		break;
-	}
-	if (obj == NULL) {
-		free(dup);
-		free(s);
-		return NULL;
-	}
-	p->sections[p->nsections++] = s;
-	s->kind = kind;
-	s->index = index;
-	s->line = p->line;
 	s->name = dup;
+	/* from here the config owns the name */
 	switch (kind) {
 	case SECT_LISTENER:
-		((struct config_listener *)obj)->name = dup;
-		((struct config_listener *)obj)->line = p->line;
+		l = config_grow(p, cfg->listeners, cfg->nlisteners, sizeof(*l));
+		if (l == NULL)
+			goto fail;
+		cfg->listeners = l;
+		index = cfg->nlisteners++;
+		l[index].name = dup;
+		l[index].line = s->line;
 		break;
 	case SECT_BACKEND:
-		((struct config_backend *)obj)->name = dup;
-		((struct config_backend *)obj)->line = p->line;
+		b = config_grow(p, cfg->backends, cfg->nbackends, sizeof(*b));
+		if (b == NULL)
+			goto fail;
+		cfg->backends = b;
+		index = cfg->nbackends++;
+		b[index].name = dup;
+		b[index].line = s->line;
 		break;
 	default:
-		((struct config_route *)obj)->name = dup;
-		((struct config_route *)obj)->line = p->line;
+		r = config_grow(p, cfg->routes, cfg->nroutes, sizeof(*r));
+		if (r == NULL)
+			goto fail;
+		cfg->routes = r;
+		index = cfg->nroutes++;
+		r[index].name = dup;
+		r[index].line = s->line;
 		break;
 	}
+	s->index = index;
+	p->sections[p->nsections++] = s;
 	config_defaults(p, s);
 	return s;
+
+ fail:
+	free(dup);
+	free(s);
+	return NULL;
 }
 
 /* "[type name]" with the brackets already removed and the ends trimmed */

@@ -10,8 +10,9 @@
  *    buffer is under response_buffer_size; bytes leave it when acknowledged.
  *
  * Nothing reaches a backend before the request head was validated, and a
- * request whose body fits request_buffer_size is held until it is complete,
- * so a body that contradicts its Content-Length never reaches one either.
+ * request whose body fits in half of request_buffer_size is held until it is
+ * complete, so such a body that contradicts its Content-Length never reaches
+ * one either.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -321,8 +322,12 @@ exchange_body(struct exchange *ex, const uint8_t *data, size_t len)
 			ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
 			return;
 		}
-		/* The window is full: waiting longer would stall the client. */
-		if (ex->hold.len >= ex_cfg(ex)->request_buffer_size)
+		/*
+		 * Past half the stream window the client may be waiting for
+		 * credit (frame headers use the window too, and ngtcp2 grants
+		 * credit in steps): forward now, or both sides would wait.
+		 */
+		if (ex->hold.len >= ex_cfg(ex)->request_buffer_size / 2)
 			ex_start(ex);
 		return;
 	}

@@ -92,7 +92,8 @@ route_path_match(const char *prefix, const char *path, size_t pathlen)
 	if (prefix == NULL)
 		return true;
 	plen = strlen(prefix);
-	return plen == 0 || (pathlen >= plen && memcmp(path, prefix, plen) == 0);
+	return plen == 0 ||
+	    (pathlen >= plen && memcmp(path, prefix, plen) == 0);
 }
 
 const struct config_route *

@@ -1,0 +1,1714 @@
+/*
+ * h3raw - a minimal HTTP/3 test client for qproxy's integration tests.
+ *
+ * It sends request field sections exactly as given on the command line
+ * (including ones that real clients refuse to produce: uppercase names,
+ * misplaced or duplicated pseudo-header fields, CR/LF/NUL in values, ...)
+ * and reports what the server did with each request stream.
+ *
+ * Usage: h3raw [options] HOST PORT
+ *   -H 'name: value'          add a request field line (in order, repeatable)
+ *   -d N                      send a body of N bytes ('a'); default: no DATA
+ *   --fin-separate            HEADERS (and body/trailers) without FIN, then
+ *                             an empty STREAM frame carrying FIN
+ *   --trailer 'name: value'   add a trailer field line (repeatable)
+ *   -n COUNT                  send the request COUNT times in parallel
+ *   --sni NAME                TLS SNI (default: HOST)
+ *   -t SECONDS                overall timeout (default 10)
+ *   --print-headers           print response fields as "< name: value"
+ *   --print-body              print the response body after the status line
+ *   -v                        ngtcp2 debug log and event notes on stderr
+ *
+ * In -H/--trailer arguments the name is the text before the first ": ",
+ * the value is the rest.  Both are unescaped afterwards: \r \n \0 \\ \xHH.
+ *
+ * Output (stdout), one line per request, in request order:
+ *   status S body N     final response status S, N body bytes received
+ *   reset 0xCODE        the server reset the stream or sent STOP_SENDING
+ *   closed 0xCODE       the server closed the connection before an outcome
+ *   local-reset 0xCODE  this client's HTTP/3 layer reset the stream (for
+ *                       instance because the response was malformed)
+ *   local-close 0xCODE  this client closed the connection because of an
+ *                       error (for instance a protocol violation by the peer)
+ *   goaway              the request was refused by a GOAWAY
+ *   timeout             no outcome before the timeout
+ * A complete response (final status, FIN received) wins over a later
+ * RESET_STREAM/STOP_SENDING; a RESET_STREAM code wins over a STOP_SENDING
+ * code.  A STOP_SENDING alone becomes the outcome after a 1 s grace period.
+ * --print-headers lines (all field sections, trailers included) and the
+ * --print-body bytes (plus a '\n' if the body does not end with one)
+ * follow the request's line.
+ * Exit status: 0 when every request got an outcome, 2 on handshake
+ * failure or timeout, 1 on usage or local setup errors.
+ */
+
+#include <wolfssl/options.h>
+#include <wolfssl/ssl.h>
+#include <wolfssl/quic.h>
+
+#include <ngtcp2/ngtcp2.h>
+#include <ngtcp2/ngtcp2_crypto.h>
+#include <ngtcp2/ngtcp2_crypto_wolfssl.h>
+
+#include <nghttp3/nghttp3.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#define EXIT_USAGE 1
+#define EXIT_TIMEOUT 2
+
+/* Delay between the last data of a --fin-separate stream and its FIN. */
+#define FIN_SEPARATE_DELAY (20 * NGTCP2_MILLISECONDS)
+/* How long to wait for the read side after a STOP_SENDING only. */
+#define STOP_SENDING_GRACE (1000 * NGTCP2_MILLISECONDS)
+
+typedef struct {
+  uint8_t *data;
+  size_t len, cap;
+} buf_t;
+
+typedef struct {
+  uint8_t *name;
+  size_t namelen;
+  uint8_t *value;
+  size_t valuelen;
+} field_t;
+
+typedef struct {
+  field_t *v;
+  size_t len, cap;
+} fields_t;
+
+typedef struct {
+  size_t idx;
+  int64_t stream_id;
+  int opened;
+  int submit_failed;
+
+  /* send side */
+  uint64_t body_offered;
+  int fin_pending;
+  int fin_sent; /* or the write side was aborted */
+  ngtcp2_tstamp fin_due;
+
+  /* receive side */
+  int cur_status;
+  int status;
+  int have_final;
+  uint64_t body_len;
+  buf_t body;
+  buf_t hdrs;
+  int resp_complete;
+
+  int reset_recv;
+  uint64_t reset_code;
+  int stop_recv;
+  uint64_t stop_code;
+  ngtcp2_tstamp stop_deadline;
+  int local_err;
+  uint64_t local_code;
+  int closed;
+  uint64_t close_code;
+  int goaway;
+
+  int done;
+} req_t;
+
+static struct {
+  const char *host;
+  const char *port;
+  const char *sni;
+  fields_t fields;
+  fields_t trailers;
+  int has_body;
+  uint64_t body_size;
+  int fin_separate;
+  size_t count;
+  double timeout;
+  int print_headers;
+  int print_body;
+  int verbose;
+} opt;
+
+static struct {
+  int fd;
+  struct sockaddr_storage local_addr;
+  socklen_t local_addrlen;
+  struct sockaddr_storage remote_addr;
+  socklen_t remote_addrlen;
+
+  WOLFSSL_CTX *ssl_ctx;
+  WOLFSSL *ssl;
+  ngtcp2_crypto_conn_ref conn_ref;
+  ngtcp2_conn *conn;
+  nghttp3_conn *h3;
+
+  nghttp3_nv *nva;
+  size_t nvlen;
+  nghttp3_nv *tnva;
+  size_t tnvlen;
+
+  req_t *reqs;
+  size_t next_req;
+
+  int hs_done;
+  ngtcp2_ccerr last_error;
+  int conn_dead; /* no more I/O on the connection */
+  int peer_closed;
+  uint64_t peer_close_code;
+  int local_closed;
+  uint64_t local_close_code;
+  int idle_closed;
+} c;
+
+static uint8_t abody[16384];
+
+static void die_usage(const char *fmt, ...)
+  __attribute__((format(printf, 1, 2), noreturn));
+
+static void die_usage(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fputs("h3raw: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fputs("\nusage: h3raw [-H 'name: value']... [-d N] [--fin-separate] "
+        "[--trailer 'name: value']... [-n COUNT] [--sni NAME] [-t SECONDS] "
+        "[--print-headers] [--print-body] [-v] HOST PORT\n",
+        stderr);
+  exit(EXIT_USAGE);
+}
+
+static void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void note(const char *fmt, ...) {
+  va_list ap;
+  if (!opt.verbose) {
+    return;
+  }
+  va_start(ap, fmt);
+  fputs("h3raw: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+}
+
+static void warnx_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void warnx_(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fputs("h3raw: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+}
+
+static void *xrealloc(void *p, size_t n) {
+  void *q = realloc(p, n ? n : 1);
+  if (q == NULL) {
+    fputs("h3raw: out of memory\n", stderr);
+    exit(EXIT_USAGE);
+  }
+  return q;
+}
+
+static void buf_append(buf_t *b, const void *data, size_t len) {
+  if (len == 0) {
+    return;
+  }
+  if (b->len + len > b->cap) {
+    size_t ncap = b->cap ? b->cap : 256;
+    while (ncap < b->len + len) {
+      ncap *= 2;
+    }
+    b->data = xrealloc(b->data, ncap);
+    b->cap = ncap;
+  }
+  memcpy(b->data + b->len, data, len);
+  b->len += len;
+}
+
+static ngtcp2_tstamp timestamp(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (ngtcp2_tstamp)ts.tv_sec * NGTCP2_SECONDS + (ngtcp2_tstamp)ts.tv_nsec;
+}
+
+static void random_bytes(uint8_t *dest, size_t len) {
+  while (len > 0) {
+    ssize_t n = getrandom(dest, len, 0);
+    if (n < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      /* Should not happen; fall back to something non-constant. */
+      for (size_t i = 0; i < len; ++i) {
+        dest[i] = (uint8_t)random();
+      }
+      return;
+    }
+    dest += n;
+    len -= (size_t)n;
+  }
+}
+
+/* ------------------------------------------------------------------ */
+/* Command line                                                        */
+
+static int hexval(int ch) {
+  if (ch >= '0' && ch <= '9') {
+    return ch - '0';
+  }
+  if (ch >= 'a' && ch <= 'f') {
+    return ch - 'a' + 10;
+  }
+  if (ch >= 'A' && ch <= 'F') {
+    return ch - 'A' + 10;
+  }
+  return -1;
+}
+
+/* Decodes \r \n \0 \\ \xHH; any other backslash sequence is kept as is. */
+static uint8_t *unescape(const char *s, size_t len, size_t *outlen) {
+  uint8_t *out = xrealloc(NULL, len + 1);
+  size_t o = 0;
+
+  for (size_t i = 0; i < len; ++i) {
+    if (s[i] != '\\' || i + 1 >= len) {
+      out[o++] = (uint8_t)s[i];
+      continue;
+    }
+    switch (s[i + 1]) {
+    case 'r':
+      out[o++] = '\r';
+      ++i;
+      break;
+    case 'n':
+      out[o++] = '\n';
+      ++i;
+      break;
+    case '0':
+      out[o++] = '\0';
+      ++i;
+      break;
+    case '\\':
+      out[o++] = '\\';
+      ++i;
+      break;
+    case 'x':
+      if (i + 3 < len && hexval((unsigned char)s[i + 2]) >= 0 &&
+          hexval((unsigned char)s[i + 3]) >= 0) {
+        out[o++] = (uint8_t)(hexval((unsigned char)s[i + 2]) * 16 +
+                             hexval((unsigned char)s[i + 3]));
+        i += 3;
+      } else {
+        out[o++] = '\\';
+      }
+      break;
+    default:
+      out[o++] = '\\';
+      break;
+    }
+  }
+  out[o] = '\0';
+  *outlen = o;
+  return out;
+}
+
+static void fields_add(fields_t *f, const char *arg, const char *what) {
+  const char *sep = strstr(arg, ": ");
+  size_t namelen;
+  const char *value;
+  field_t *fl;
+
+  if (sep) {
+    namelen = (size_t)(sep - arg);
+    value = sep + 2;
+  } else {
+    size_t len = strlen(arg);
+    if (len == 0 || arg[len - 1] != ':') {
+      die_usage("%s argument must look like 'name: value': %s", what, arg);
+    }
+    /* "name:" means an empty value */
+    namelen = len - 1;
+    value = arg + len;
+  }
+
+  if (f->len == f->cap) {
+    f->cap = f->cap ? f->cap * 2 : 8;
+    f->v = xrealloc(f->v, f->cap * sizeof(*f->v));
+  }
+  fl = &f->v[f->len++];
+  fl->name = unescape(arg, namelen, &fl->namelen);
+  fl->value = unescape(value, strlen(value), &fl->valuelen);
+}
+
+static void fields_add_raw(fields_t *f, const char *name, const char *value) {
+  field_t *fl;
+  if (f->len == f->cap) {
+    f->cap = f->cap ? f->cap * 2 : 8;
+    f->v = xrealloc(f->v, f->cap * sizeof(*f->v));
+  }
+  fl = &f->v[f->len++];
+  fl->namelen = strlen(name);
+  fl->name = (uint8_t *)strdup(name);
+  fl->valuelen = strlen(value);
+  fl->value = (uint8_t *)strdup(value);
+  if (!fl->name || !fl->value) {
+    die_usage("out of memory");
+  }
+}
+
+static unsigned long long parse_ull(const char *s, const char *what) {
+  char *end;
+  unsigned long long v;
+  errno = 0;
+  if (*s == '-' || *s == '\0') {
+    die_usage("bad %s: %s", what, s);
+  }
+  v = strtoull(s, &end, 10);
+  if (errno || *end) {
+    die_usage("bad %s: %s", what, s);
+  }
+  return v;
+}
+
+static void parse_args(int argc, char **argv) {
+  const char *pos[2];
+  size_t npos = 0;
+  int no_more_opts = 0;
+
+  opt.count = 1;
+  opt.timeout = 10;
+
+  for (int i = 1; i < argc; ++i) {
+    const char *a = argv[i];
+    const char *next = i + 1 < argc ? argv[i + 1] : NULL;
+
+    if (no_more_opts || a[0] != '-' || a[1] == '\0') {
+      if (npos == 2) {
+        die_usage("too many arguments");
+      }
+      pos[npos++] = a;
+      continue;
+    }
+#define NEED_ARG()                                                             \
+  do {                                                                         \
+    if (!next) {                                                               \
+      die_usage("option %s needs an argument", a);                            \
+    }                                                                          \
+    ++i;                                                                       \
+  } while (0)
+    if (strcmp(a, "--") == 0) {
+      no_more_opts = 1;
+    } else if (strcmp(a, "-H") == 0) {
+      NEED_ARG();
+      fields_add(&opt.fields, next, "-H");
+    } else if (strcmp(a, "--trailer") == 0) {
+      NEED_ARG();
+      fields_add(&opt.trailers, next, "--trailer");
+    } else if (strcmp(a, "-d") == 0) {
+      NEED_ARG();
+      opt.has_body = 1;
+      opt.body_size = parse_ull(next, "body size");
+    } else if (strcmp(a, "--fin-separate") == 0) {
+      opt.fin_separate = 1;
+    } else if (strcmp(a, "-n") == 0) {
+      NEED_ARG();
+      opt.count = (size_t)parse_ull(next, "count");
+      if (opt.count == 0 || opt.count > 100000) {
+        die_usage("bad count: %s", next);
+      }
+    } else if (strcmp(a, "--sni") == 0) {
+      NEED_ARG();
+      opt.sni = next;
+    } else if (strcmp(a, "-t") == 0) {
+      char *end;
+      NEED_ARG();
+      opt.timeout = strtod(next, &end);
+      if (*end || !(opt.timeout > 0)) {
+        die_usage("bad timeout: %s", next);
+      }
+    } else if (strcmp(a, "--print-headers") == 0) {
+      opt.print_headers = 1;
+    } else if (strcmp(a, "--print-body") == 0) {
+      opt.print_body = 1;
+    } else if (strcmp(a, "-v") == 0) {
+      opt.verbose = 1;
+    } else {
+      die_usage("unknown option: %s", a);
+    }
+#undef NEED_ARG
+  }
+
+  if (npos != 2) {
+    die_usage("HOST and PORT are required");
+  }
+  opt.host = pos[0];
+  opt.port = pos[1];
+  if (!opt.sni) {
+    opt.sni = opt.host;
+  }
+
+  if (opt.fields.len == 0) {
+    char authority[512];
+    if (strchr(opt.host, ':')) {
+      snprintf(authority, sizeof(authority), "[%s]:%s", opt.host, opt.port);
+    } else {
+      snprintf(authority, sizeof(authority), "%s:%s", opt.host, opt.port);
+    }
+    fields_add_raw(&opt.fields, ":method", "GET");
+    fields_add_raw(&opt.fields, ":scheme", "https");
+    fields_add_raw(&opt.fields, ":authority", authority);
+    fields_add_raw(&opt.fields, ":path", "/");
+  }
+}
+
+/* NO_COPY_NAME matters: when nghttp3 copies a name it lowercases it, and
+   this tool must send names verbatim.  The storage lives until exit. */
+static nghttp3_nv *make_nva(const fields_t *f) {
+  nghttp3_nv *nva = xrealloc(NULL, f->len * sizeof(*nva));
+  for (size_t i = 0; i < f->len; ++i) {
+    nva[i].name = f->v[i].name;
+    nva[i].namelen = f->v[i].namelen;
+    nva[i].value = f->v[i].value;
+    nva[i].valuelen = f->v[i].valuelen;
+    nva[i].flags = NGHTTP3_NV_FLAG_NO_COPY_NAME | NGHTTP3_NV_FLAG_NO_COPY_VALUE;
+  }
+  return nva;
+}
+
+/* ------------------------------------------------------------------ */
+/* Requests                                                            */
+
+static req_t *req_by_stream(int64_t stream_id) {
+  size_t idx;
+  if (stream_id < 0 || !ngtcp2_is_bidi_stream(stream_id) ||
+      (stream_id & 0x1) /* server-initiated */) {
+    return NULL;
+  }
+  idx = (size_t)(stream_id >> 2);
+  if (idx >= c.next_req || c.reqs[idx].stream_id != stream_id) {
+    return NULL;
+  }
+  return &c.reqs[idx];
+}
+
+static void req_update(req_t *r, ngtcp2_tstamp now) {
+  if (r->done) {
+    return;
+  }
+  if (r->submit_failed || r->goaway || r->reset_recv || r->local_err ||
+      r->closed) {
+    r->done = 1;
+  } else if (r->resp_complete && (!opt.fin_separate || r->fin_sent)) {
+    r->done = 1;
+  } else if (r->stop_recv && now >= r->stop_deadline) {
+    r->done = 1;
+  }
+  if (r->done) {
+    note("request %zu (stream %" PRId64 ") has an outcome", r->idx,
+         r->stream_id);
+  }
+}
+
+static int all_done(void) {
+  ngtcp2_tstamp now = timestamp();
+  int done = 1;
+  for (size_t i = 0; i < opt.count; ++i) {
+    req_update(&c.reqs[i], now);
+    if (!c.reqs[i].done) {
+      done = 0;
+    }
+  }
+  return done;
+}
+
+static nghttp3_ssize read_data(nghttp3_conn *conn, int64_t stream_id,
+                               nghttp3_vec *vec, size_t veccnt,
+                               uint32_t *pflags, void *user_data,
+                               void *stream_user_data) {
+  req_t *r = stream_user_data;
+  uint32_t eof_flags = NGHTTP3_DATA_FLAG_EOF;
+  size_t n = 0;
+
+  if (opt.trailers.len) {
+    eof_flags |= NGHTTP3_DATA_FLAG_NO_END_STREAM;
+  }
+
+  if (r && opt.has_body && r->body_offered < opt.body_size && veccnt > 0) {
+    uint64_t left = opt.body_size - r->body_offered;
+    size_t len = left < sizeof(abody) ? (size_t)left : sizeof(abody);
+    vec[0].base = abody;
+    vec[0].len = len;
+    r->body_offered += len;
+    n = 1;
+  }
+
+  if (!r || !opt.has_body || r->body_offered >= opt.body_size) {
+    *pflags |= eof_flags;
+  }
+
+  return (nghttp3_ssize)n;
+}
+
+static void open_streams(void) {
+  if (!c.h3 || !c.hs_done || c.conn_dead) {
+    return;
+  }
+
+  while (c.next_req < opt.count) {
+    req_t *r = &c.reqs[c.next_req];
+    int64_t stream_id;
+    int rv;
+    nghttp3_data_reader dr = {.read_data = read_data};
+    int need_dr = opt.has_body || opt.trailers.len > 0;
+
+    rv = ngtcp2_conn_open_bidi_stream(c.conn, &stream_id, r);
+    if (rv != 0) {
+      /* NGTCP2_ERR_STREAM_ID_BLOCKED: wait for MAX_STREAMS */
+      return;
+    }
+
+    r->stream_id = stream_id;
+    r->opened = 1;
+    ++c.next_req;
+
+    note("request %zu on stream %" PRId64, r->idx, stream_id);
+
+    rv = nghttp3_conn_submit_request(c.h3, stream_id, c.nva, c.nvlen,
+                                     need_dr ? &dr : NULL, r);
+    if (rv == 0 && opt.trailers.len) {
+      rv = nghttp3_conn_submit_trailers(c.h3, stream_id, c.tnva, c.tnvlen);
+    }
+    if (rv != 0) {
+      warnx_("nghttp3_conn_submit_request(stream %" PRId64 "): %s", stream_id,
+             nghttp3_strerror(rv));
+      if (rv == NGHTTP3_ERR_CONN_CLOSING) {
+        r->goaway = 1;
+      } else {
+        r->submit_failed = 1;
+      }
+      ngtcp2_conn_shutdown_stream(c.conn, 0, stream_id,
+                                  NGHTTP3_H3_REQUEST_CANCELLED);
+    }
+  }
+}
+
+/* ------------------------------------------------------------------ */
+/* nghttp3 callbacks                                                   */
+
+static void h3_consume(int64_t stream_id, size_t n) {
+  ngtcp2_conn_extend_max_stream_offset(c.conn, stream_id, n);
+  ngtcp2_conn_extend_max_offset(c.conn, n);
+}
+
+static int h3_acked_stream_data(nghttp3_conn *conn, int64_t stream_id,
+                                uint64_t datalen, void *user_data,
+                                void *stream_user_data) {
+  return 0;
+}
+
+static int h3_stream_close(nghttp3_conn *conn, int64_t stream_id,
+                           uint64_t app_error_code, void *user_data,
+                           void *stream_user_data) {
+  if (!ngtcp2_is_bidi_stream(stream_id) &&
+      !ngtcp2_conn_is_local_stream(c.conn, stream_id)) {
+    ngtcp2_conn_extend_max_streams_uni(c.conn, 1);
+  }
+  return 0;
+}
+
+static int h3_recv_data(nghttp3_conn *conn, int64_t stream_id,
+                        const uint8_t *data, size_t datalen, void *user_data,
+                        void *stream_user_data) {
+  req_t *r = stream_user_data;
+  if (r) {
+    r->body_len += datalen;
+    if (opt.print_body) {
+      buf_append(&r->body, data, datalen);
+    }
+  }
+  h3_consume(stream_id, datalen);
+  return 0;
+}
+
+static int h3_deferred_consume(nghttp3_conn *conn, int64_t stream_id,
+                               size_t consumed, void *user_data,
+                               void *stream_user_data) {
+  h3_consume(stream_id, consumed);
+  return 0;
+}
+
+static int h3_begin_headers(nghttp3_conn *conn, int64_t stream_id,
+                            void *user_data, void *stream_user_data) {
+  req_t *r = stream_user_data;
+  if (r) {
+    r->cur_status = 0;
+  }
+  return 0;
+}
+
+static int h3_recv_header(nghttp3_conn *conn, int64_t stream_id, int32_t token,
+                          nghttp3_rcbuf *name, nghttp3_rcbuf *value,
+                          uint8_t flags, void *user_data,
+                          void *stream_user_data) {
+  req_t *r = stream_user_data;
+  nghttp3_vec n = nghttp3_rcbuf_get_buf(name);
+  nghttp3_vec v = nghttp3_rcbuf_get_buf(value);
+
+  if (!r) {
+    return 0;
+  }
+  if (n.len == 7 && memcmp(n.base, ":status", 7) == 0) {
+    int st = 0;
+    for (size_t i = 0; i < v.len && i < 3; ++i) {
+      if (v.base[i] < '0' || v.base[i] > '9') {
+        st = 0;
+        break;
+      }
+      st = st * 10 + (v.base[i] - '0');
+    }
+    r->cur_status = st;
+  }
+  if (opt.print_headers) {
+    buf_append(&r->hdrs, "< ", 2);
+    buf_append(&r->hdrs, n.base, n.len);
+    buf_append(&r->hdrs, ": ", 2);
+    buf_append(&r->hdrs, v.base, v.len);
+    buf_append(&r->hdrs, "\n", 1);
+  }
+  return 0;
+}
+
+static int h3_end_headers(nghttp3_conn *conn, int64_t stream_id, int fin,
+                          void *user_data, void *stream_user_data) {
+  req_t *r = stream_user_data;
+  if (r && r->cur_status >= 200) {
+    r->status = r->cur_status;
+    r->have_final = 1;
+  }
+  return 0;
+}
+
+static int h3_begin_trailers(nghttp3_conn *conn, int64_t stream_id,
+                             void *user_data, void *stream_user_data) {
+  return 0;
+}
+
+static int h3_recv_trailer(nghttp3_conn *conn, int64_t stream_id,
+                           int32_t token, nghttp3_rcbuf *name,
+                           nghttp3_rcbuf *value, uint8_t flags,
+                           void *user_data, void *stream_user_data) {
+  req_t *r = stream_user_data;
+  if (r && opt.print_headers) {
+    nghttp3_vec n = nghttp3_rcbuf_get_buf(name);
+    nghttp3_vec v = nghttp3_rcbuf_get_buf(value);
+    buf_append(&r->hdrs, "< ", 2);
+    buf_append(&r->hdrs, n.base, n.len);
+    buf_append(&r->hdrs, ": ", 2);
+    buf_append(&r->hdrs, v.base, v.len);
+    buf_append(&r->hdrs, "\n", 1);
+  }
+  return 0;
+}
+
+static int h3_end_trailers(nghttp3_conn *conn, int64_t stream_id, int fin,
+                           void *user_data, void *stream_user_data) {
+  return 0;
+}
+
+static int h3_end_stream(nghttp3_conn *conn, int64_t stream_id,
+                         void *user_data, void *stream_user_data) {
+  req_t *r = stream_user_data;
+  if (r) {
+    r->resp_complete = 1;
+    note("stream %" PRId64 ": response complete", stream_id);
+  }
+  return 0;
+}
+
+/* nghttp3 asks us to stop reading (the response was malformed, ...) */
+static int h3_stop_sending(nghttp3_conn *conn, int64_t stream_id,
+                           uint64_t app_error_code, void *user_data,
+                           void *stream_user_data) {
+  req_t *r = req_by_stream(stream_id);
+  int rv;
+  if (r && !r->local_err) {
+    r->local_err = 1;
+    r->local_code = app_error_code;
+  }
+  note("stream %" PRId64 ": local STOP_SENDING 0x%" PRIx64, stream_id,
+       app_error_code);
+  rv = ngtcp2_conn_shutdown_stream_read(c.conn, 0, stream_id, app_error_code);
+  if (rv != 0 && rv != NGTCP2_ERR_STREAM_NOT_FOUND) {
+    return NGHTTP3_ERR_CALLBACK_FAILURE;
+  }
+  return 0;
+}
+
+static int h3_reset_stream(nghttp3_conn *conn, int64_t stream_id,
+                           uint64_t app_error_code, void *user_data,
+                           void *stream_user_data) {
+  req_t *r = req_by_stream(stream_id);
+  int rv;
+  if (r && !r->local_err) {
+    r->local_err = 1;
+    r->local_code = app_error_code;
+  }
+  note("stream %" PRId64 ": local RESET_STREAM 0x%" PRIx64, stream_id,
+       app_error_code);
+  rv = ngtcp2_conn_shutdown_stream_write(c.conn, 0, stream_id, app_error_code);
+  if (rv != 0 && rv != NGTCP2_ERR_STREAM_NOT_FOUND) {
+    return NGHTTP3_ERR_CALLBACK_FAILURE;
+  }
+  return 0;
+}
+
+static int h3_shutdown(nghttp3_conn *conn, int64_t id, void *user_data) {
+  note("GOAWAY received, id %" PRId64, id);
+  for (size_t i = 0; i < c.next_req; ++i) {
+    req_t *r = &c.reqs[i];
+    if (!r->done && r->stream_id >= id && !r->resp_complete &&
+        !r->reset_recv) {
+      r->goaway = 1;
+    }
+  }
+  return 0;
+}
+
+static int h3_recv_settings(nghttp3_conn *conn,
+                            const nghttp3_settings *settings,
+                            void *user_data) {
+  return 0;
+}
+
+static int setup_h3(void) {
+  nghttp3_callbacks callbacks = {
+    .acked_stream_data = h3_acked_stream_data,
+    .stream_close = h3_stream_close,
+    .recv_data = h3_recv_data,
+    .deferred_consume = h3_deferred_consume,
+    .begin_headers = h3_begin_headers,
+    .recv_header = h3_recv_header,
+    .end_headers = h3_end_headers,
+    .begin_trailers = h3_begin_trailers,
+    .recv_trailer = h3_recv_trailer,
+    .end_trailers = h3_end_trailers,
+    .stop_sending = h3_stop_sending,
+    .end_stream = h3_end_stream,
+    .reset_stream = h3_reset_stream,
+    .shutdown = h3_shutdown,
+    .recv_settings = h3_recv_settings,
+  };
+  nghttp3_settings settings;
+  int64_t ctrl, qenc, qdec;
+  int rv;
+
+  if (c.h3) {
+    return 0;
+  }
+  if (ngtcp2_conn_get_streams_uni_left(c.conn) < 3) {
+    warnx_("peer does not allow 3 unidirectional streams");
+    return -1;
+  }
+
+  nghttp3_settings_default(&settings);
+  settings.qpack_max_dtable_capacity = 4096;
+  settings.qpack_blocked_streams = 100;
+
+  rv = nghttp3_conn_client_new(&c.h3, &callbacks, &settings,
+                               nghttp3_mem_default(), NULL);
+  if (rv != 0) {
+    warnx_("nghttp3_conn_client_new: %s", nghttp3_strerror(rv));
+    return -1;
+  }
+
+  if ((rv = ngtcp2_conn_open_uni_stream(c.conn, &ctrl, NULL)) != 0 ||
+      (rv = ngtcp2_conn_open_uni_stream(c.conn, &qenc, NULL)) != 0 ||
+      (rv = ngtcp2_conn_open_uni_stream(c.conn, &qdec, NULL)) != 0) {
+    warnx_("ngtcp2_conn_open_uni_stream: %s", ngtcp2_strerror(rv));
+    return -1;
+  }
+  if ((rv = nghttp3_conn_bind_control_stream(c.h3, ctrl)) != 0 ||
+      (rv = nghttp3_conn_bind_qpack_streams(c.h3, qenc, qdec)) != 0) {
+    warnx_("nghttp3 bind streams: %s", nghttp3_strerror(rv));
+    return -1;
+  }
+  note("control stream %" PRId64 ", QPACK encoder %" PRId64
+       ", decoder %" PRId64,
+       ctrl, qenc, qdec);
+  return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* ngtcp2 callbacks                                                    */
+
+static int cb_handshake_completed(ngtcp2_conn *conn, void *user_data) {
+  c.hs_done = 1;
+  note("handshake completed");
+  if (setup_h3() != 0) {
+    return NGTCP2_ERR_CALLBACK_FAILURE;
+  }
+  return 0;
+}
+
+static int cb_recv_rx_key(ngtcp2_conn *conn, ngtcp2_encryption_level level,
+                          void *user_data) {
+  if (level != NGTCP2_ENCRYPTION_LEVEL_1RTT) {
+    return 0;
+  }
+  if (setup_h3() != 0) {
+    return NGTCP2_ERR_CALLBACK_FAILURE;
+  }
+  return 0;
+}
+
+static int cb_recv_stream_data(ngtcp2_conn *conn, uint32_t flags,
+                               int64_t stream_id, uint64_t offset,
+                               const uint8_t *data, size_t datalen,
+                               void *user_data, void *stream_user_data) {
+  nghttp3_ssize nconsumed;
+
+  if (!c.h3) {
+    return 0;
+  }
+  nconsumed = nghttp3_conn_read_stream(c.h3, stream_id, data, datalen,
+                                       flags & NGTCP2_STREAM_DATA_FLAG_FIN);
+  if (nconsumed < 0) {
+    warnx_("nghttp3_conn_read_stream(stream %" PRId64 "): %s", stream_id,
+           nghttp3_strerror((int)nconsumed));
+    ngtcp2_ccerr_set_application_error(
+      &c.last_error, nghttp3_err_infer_quic_app_error_code((int)nconsumed),
+      NULL, 0);
+    return NGTCP2_ERR_CALLBACK_FAILURE;
+  }
+  h3_consume(stream_id, (size_t)nconsumed);
+  return 0;
+}
+
+static int cb_acked_stream_data_offset(ngtcp2_conn *conn, int64_t stream_id,
+                                       uint64_t offset, uint64_t datalen,
+                                       void *user_data,
+                                       void *stream_user_data) {
+  int rv;
+  if (!c.h3) {
+    return 0;
+  }
+  rv = nghttp3_conn_add_ack_offset(c.h3, stream_id, datalen);
+  if (rv != 0) {
+    warnx_("nghttp3_conn_add_ack_offset: %s", nghttp3_strerror(rv));
+    return NGTCP2_ERR_CALLBACK_FAILURE;
+  }
+  return 0;
+}
+
+static int cb_stream_close(ngtcp2_conn *conn, uint32_t flags,
+                           int64_t stream_id, uint64_t app_error_code,
+                           void *user_data, void *stream_user_data) {
+  req_t *r = req_by_stream(stream_id);
+  int rv;
+
+  if (!(flags & NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET)) {
+    app_error_code = NGHTTP3_H3_NO_ERROR;
+  }
+  note("stream %" PRId64 " closed, app error code 0x%" PRIx64, stream_id,
+       app_error_code);
+  if (r) {
+    r->closed = 1;
+    r->close_code = app_error_code;
+    r->fin_sent = 1;
+  }
+  if (!c.h3) {
+    return 0;
+  }
+  rv = nghttp3_conn_close_stream(c.h3, stream_id, app_error_code);
+  switch (rv) {
+  case 0:
+    break;
+  case NGHTTP3_ERR_STREAM_NOT_FOUND:
+    if (!ngtcp2_is_bidi_stream(stream_id) &&
+        !ngtcp2_conn_is_local_stream(conn, stream_id)) {
+      ngtcp2_conn_extend_max_streams_uni(conn, 1);
+    }
+    break;
+  default:
+    warnx_("nghttp3_conn_close_stream: %s", nghttp3_strerror(rv));
+    ngtcp2_ccerr_set_application_error(
+      &c.last_error, nghttp3_err_infer_quic_app_error_code(rv), NULL, 0);
+    return NGTCP2_ERR_CALLBACK_FAILURE;
+  }
+  return 0;
+}
+
+static int cb_stream_reset(ngtcp2_conn *conn, int64_t stream_id,
+                           uint64_t final_size, uint64_t app_error_code,
+                           void *user_data, void *stream_user_data) {
+  req_t *r = req_by_stream(stream_id);
+  note("stream %" PRId64 ": RESET_STREAM 0x%" PRIx64 " received", stream_id,
+       app_error_code);
+  if (r && !r->reset_recv) {
+    r->reset_recv = 1;
+    r->reset_code = app_error_code;
+  }
+  if (c.h3) {
+    int rv = nghttp3_conn_shutdown_stream_read(c.h3, stream_id);
+    if (rv != 0) {
+      warnx_("nghttp3_conn_shutdown_stream_read: %s", nghttp3_strerror(rv));
+      return NGTCP2_ERR_CALLBACK_FAILURE;
+    }
+  }
+  return 0;
+}
+
+static int cb_stream_stop_sending(ngtcp2_conn *conn, int64_t stream_id,
+                                  uint64_t app_error_code, void *user_data,
+                                  void *stream_user_data) {
+  req_t *r = req_by_stream(stream_id);
+  note("stream %" PRId64 ": STOP_SENDING 0x%" PRIx64 " received", stream_id,
+       app_error_code);
+  if (r && !r->stop_recv) {
+    r->stop_recv = 1;
+    r->stop_code = app_error_code;
+    r->stop_deadline = timestamp() + STOP_SENDING_GRACE;
+    r->fin_sent = 1; /* the write side is gone */
+  }
+  return 0;
+}
+
+static int cb_extend_max_local_streams_bidi(ngtcp2_conn *conn,
+                                            uint64_t max_streams,
+                                            void *user_data) {
+  open_streams();
+  return 0;
+}
+
+static int cb_extend_max_stream_data(ngtcp2_conn *conn, int64_t stream_id,
+                                     uint64_t max_data, void *user_data,
+                                     void *stream_user_data) {
+  int rv;
+  if (!c.h3) {
+    return 0;
+  }
+  rv = nghttp3_conn_unblock_stream(c.h3, stream_id);
+  if (rv != 0) {
+    warnx_("nghttp3_conn_unblock_stream: %s", nghttp3_strerror(rv));
+    return NGTCP2_ERR_CALLBACK_FAILURE;
+  }
+  return 0;
+}
+
+static void cb_rand(uint8_t *dest, size_t destlen,
+                    const ngtcp2_rand_ctx *rand_ctx) {
+  random_bytes(dest, destlen);
+}
+
+static int cb_get_new_connection_id(ngtcp2_conn *conn, ngtcp2_cid *cid,
+                                    uint8_t *token, size_t cidlen,
+                                    void *user_data) {
+  random_bytes(cid->data, cidlen);
+  cid->datalen = cidlen;
+  random_bytes(token, NGTCP2_STATELESS_RESET_TOKENLEN);
+  return 0;
+}
+
+static void log_printf(void *user_data, const char *fmt, ...)
+  __attribute__((format(printf, 2, 3)));
+
+static void log_printf(void *user_data, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fputc('\n', stderr);
+}
+
+static ngtcp2_conn *get_conn(ngtcp2_crypto_conn_ref *conn_ref) {
+  return c.conn;
+}
+
+/* ------------------------------------------------------------------ */
+/* Setup                                                               */
+
+static int setup_socket(void) {
+  struct addrinfo hints, *res, *rp;
+  int rv, fd = -1;
+
+  memset(&hints, 0, sizeof(hints));
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_DGRAM;
+
+  rv = getaddrinfo(opt.host, opt.port, &hints, &res);
+  if (rv != 0) {
+    warnx_("getaddrinfo(%s, %s): %s", opt.host, opt.port, gai_strerror(rv));
+    return -1;
+  }
+  for (rp = res; rp; rp = rp->ai_next) {
+    fd = socket(rp->ai_family, rp->ai_socktype | SOCK_CLOEXEC,
+                rp->ai_protocol);
+    if (fd == -1) {
+      continue;
+    }
+    if (connect(fd, rp->ai_addr, rp->ai_addrlen) == 0) {
+      memcpy(&c.remote_addr, rp->ai_addr, rp->ai_addrlen);
+      c.remote_addrlen = (socklen_t)rp->ai_addrlen;
+      break;
+    }
+    close(fd);
+    fd = -1;
+  }
+  freeaddrinfo(res);
+  if (fd == -1) {
+    warnx_("cannot create/connect UDP socket to %s:%s: %s", opt.host,
+           opt.port, strerror(errno));
+    return -1;
+  }
+
+  {
+    int sz = 4 * 1024 * 1024;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+  }
+
+  c.local_addrlen = sizeof(c.local_addr);
+  if (getsockname(fd, (struct sockaddr *)&c.local_addr, &c.local_addrlen) !=
+      0) {
+    warnx_("getsockname: %s", strerror(errno));
+    close(fd);
+    return -1;
+  }
+  c.fd = fd;
+  return 0;
+}
+
+static int setup_tls(void) {
+  static const unsigned char alpn[] = "\x02h3";
+
+  wolfSSL_Init();
+
+  c.ssl_ctx = wolfSSL_CTX_new(wolfTLSv1_3_client_method());
+  if (!c.ssl_ctx) {
+    warnx_("wolfSSL_CTX_new failed");
+    return -1;
+  }
+  if (ngtcp2_crypto_wolfssl_configure_client_context(c.ssl_ctx) != 0) {
+    warnx_("ngtcp2_crypto_wolfssl_configure_client_context failed");
+    return -1;
+  }
+  /* Tests use self-signed certificates: never verify. */
+  wolfSSL_CTX_set_verify(c.ssl_ctx, WOLFSSL_VERIFY_NONE, NULL);
+
+  c.ssl = wolfSSL_new(c.ssl_ctx);
+  if (!c.ssl) {
+    warnx_("wolfSSL_new failed");
+    return -1;
+  }
+  c.conn_ref.get_conn = get_conn;
+  c.conn_ref.user_data = NULL;
+  wolfSSL_set_app_data(c.ssl, &c.conn_ref);
+  wolfSSL_set_connect_state(c.ssl);
+  wolfSSL_set_alpn_protos(c.ssl, alpn, sizeof(alpn) - 1);
+  if (opt.sni[0] != '\0' &&
+      wolfSSL_UseSNI(c.ssl, WOLFSSL_SNI_HOST_NAME, opt.sni,
+                     (unsigned short)strlen(opt.sni)) != WOLFSSL_SUCCESS) {
+    warnx_("wolfSSL_UseSNI failed");
+    return -1;
+  }
+  /* QUIC v1 transport parameters codepoint */
+  wolfSSL_set_quic_transport_version(c.ssl, 0x39);
+  return 0;
+}
+
+static int setup_quic(void) {
+  ngtcp2_callbacks callbacks = {
+    .client_initial = ngtcp2_crypto_client_initial_cb,
+    .recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb,
+    .handshake_completed = cb_handshake_completed,
+    .encrypt = ngtcp2_crypto_encrypt_cb,
+    .decrypt = ngtcp2_crypto_decrypt_cb,
+    .hp_mask = ngtcp2_crypto_hp_mask_cb,
+    .recv_stream_data = cb_recv_stream_data,
+    .acked_stream_data_offset = cb_acked_stream_data_offset,
+    .stream_close = cb_stream_close,
+    .recv_retry = ngtcp2_crypto_recv_retry_cb,
+    .extend_max_local_streams_bidi = cb_extend_max_local_streams_bidi,
+    .rand = cb_rand,
+    .get_new_connection_id = cb_get_new_connection_id,
+    .update_key = ngtcp2_crypto_update_key_cb,
+    .stream_reset = cb_stream_reset,
+    .extend_max_stream_data = cb_extend_max_stream_data,
+    .delete_crypto_aead_ctx = ngtcp2_crypto_delete_crypto_aead_ctx_cb,
+    .delete_crypto_cipher_ctx = ngtcp2_crypto_delete_crypto_cipher_ctx_cb,
+    .get_path_challenge_data = ngtcp2_crypto_get_path_challenge_data_cb,
+    .stream_stop_sending = cb_stream_stop_sending,
+    .version_negotiation = ngtcp2_crypto_version_negotiation_cb,
+    .recv_rx_key = cb_recv_rx_key,
+  };
+  ngtcp2_path path = {
+    .local = {.addr = (ngtcp2_sockaddr *)&c.local_addr,
+              .addrlen = c.local_addrlen},
+    .remote = {.addr = (ngtcp2_sockaddr *)&c.remote_addr,
+               .addrlen = c.remote_addrlen},
+  };
+  ngtcp2_cid dcid, scid;
+  ngtcp2_settings settings;
+  ngtcp2_transport_params params;
+  int rv;
+
+  dcid.datalen = 18;
+  random_bytes(dcid.data, dcid.datalen);
+  scid.datalen = 17;
+  random_bytes(scid.data, scid.datalen);
+
+  ngtcp2_settings_default(&settings);
+  settings.initial_ts = timestamp();
+  if (opt.verbose) {
+    settings.log_printf = log_printf;
+  }
+  settings.max_window = 64 * 1024 * 1024;
+  settings.max_stream_window = 16 * 1024 * 1024;
+
+  ngtcp2_transport_params_default(&params);
+  params.initial_max_stream_data_bidi_local = 1024 * 1024;
+  params.initial_max_stream_data_bidi_remote = 1024 * 1024;
+  params.initial_max_stream_data_uni = 1024 * 1024;
+  params.initial_max_data = 16 * 1024 * 1024;
+  params.initial_max_streams_bidi = 0;
+  params.initial_max_streams_uni = 100;
+  params.max_idle_timeout =
+    (ngtcp2_duration)((opt.timeout + 30) * (double)NGTCP2_SECONDS);
+
+  rv = ngtcp2_conn_client_new(&c.conn, &dcid, &scid, &path,
+                              NGTCP2_PROTO_VER_V1, &callbacks, &settings,
+                              &params, NULL, NULL);
+  if (rv != 0) {
+    warnx_("ngtcp2_conn_client_new: %s", ngtcp2_strerror(rv));
+    return -1;
+  }
+  ngtcp2_conn_set_tls_native_handle(c.conn, c.ssl);
+  return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* I/O                                                                 */
+
+static void send_packet(const uint8_t *data, size_t len) {
+  ssize_t n;
+  do {
+    n = send(c.fd, data, len, 0);
+  } while (n == -1 && errno == EINTR);
+  if (n == -1 && opt.verbose) {
+    /* QUIC loss recovery takes care of dropped packets. */
+    note("send: %s", strerror(errno));
+  }
+}
+
+static void local_close(void) {
+  if (!c.local_closed && !c.peer_closed) {
+    c.local_closed = 1;
+    c.local_close_code = c.last_error.error_code;
+  }
+}
+
+static int write_fins(ngtcp2_tstamp ts);
+
+static int write_streams(void) {
+  static uint8_t buf[65536];
+  nghttp3_vec vec[16];
+  ngtcp2_path_storage ps;
+  ngtcp2_pkt_info pi;
+  ngtcp2_tstamp ts = timestamp();
+  size_t max_payload = ngtcp2_conn_get_path_max_tx_udp_payload_size(c.conn);
+  size_t quantum = ngtcp2_conn_get_send_quantum(c.conn);
+  size_t sent = 0;
+
+  if (max_payload > sizeof(buf)) {
+    max_payload = sizeof(buf);
+  }
+  ngtcp2_path_storage_zero(&ps);
+
+  for (;;) {
+    int64_t stream_id = -1;
+    int fin = 0;
+    int strip_fin = 0;
+    nghttp3_ssize sveccnt = 0;
+    ngtcp2_ssize ndatalen;
+    ngtcp2_ssize nwrite;
+    uint32_t flags;
+    size_t total = 0;
+    req_t *r = NULL;
+
+    if (c.h3 && ngtcp2_conn_get_max_data_left(c.conn)) {
+      sveccnt = nghttp3_conn_writev_stream(c.h3, &stream_id, &fin, vec,
+                                           sizeof(vec) / sizeof(vec[0]));
+      if (sveccnt < 0) {
+        warnx_("nghttp3_conn_writev_stream: %s",
+               nghttp3_strerror((int)sveccnt));
+        ngtcp2_ccerr_set_application_error(
+          &c.last_error, nghttp3_err_infer_quic_app_error_code((int)sveccnt),
+          NULL, 0);
+        return -1;
+      }
+      for (nghttp3_ssize i = 0; i < sveccnt; ++i) {
+        total += vec[i].len;
+      }
+    }
+
+    if (stream_id >= 0 && fin && opt.fin_separate &&
+        (r = req_by_stream(stream_id)) != NULL) {
+      /* Hold the FIN back; it goes out later in its own STREAM frame. */
+      strip_fin = 1;
+      fin = 0;
+      if (total == 0) {
+        int rv = nghttp3_conn_add_write_offset(c.h3, stream_id, 0);
+        if (rv != 0) {
+          warnx_("nghttp3_conn_add_write_offset: %s", nghttp3_strerror(rv));
+          ngtcp2_ccerr_set_application_error(
+            &c.last_error, nghttp3_err_infer_quic_app_error_code(rv), NULL,
+            0);
+          return -1;
+        }
+        if (!r->fin_pending) {
+          r->fin_pending = 1;
+          r->fin_due = ts + FIN_SEPARATE_DELAY;
+        }
+        continue;
+      }
+    }
+
+    flags = NGTCP2_WRITE_STREAM_FLAG_MORE;
+    if (fin) {
+      flags |= NGTCP2_WRITE_STREAM_FLAG_FIN;
+    }
+
+    nwrite = ngtcp2_conn_writev_stream(c.conn, &ps.path, &pi, buf, max_payload,
+                                       &ndatalen, flags, stream_id,
+                                       (const ngtcp2_vec *)vec,
+                                       (size_t)sveccnt, ts);
+    if (nwrite < 0) {
+      int rv;
+      switch (nwrite) {
+      case NGTCP2_ERR_STREAM_DATA_BLOCKED:
+        nghttp3_conn_block_stream(c.h3, stream_id);
+        continue;
+      case NGTCP2_ERR_STREAM_SHUT_WR:
+      case NGTCP2_ERR_STREAM_NOT_FOUND:
+        nghttp3_conn_shutdown_stream_write(c.h3, stream_id);
+        if ((r = req_by_stream(stream_id)) != NULL) {
+          r->fin_sent = 1;
+        }
+        continue;
+      case NGTCP2_ERR_WRITE_MORE:
+        rv = nghttp3_conn_add_write_offset(c.h3, stream_id, (size_t)ndatalen);
+        if (rv != 0) {
+          warnx_("nghttp3_conn_add_write_offset: %s", nghttp3_strerror(rv));
+          ngtcp2_ccerr_set_application_error(
+            &c.last_error, nghttp3_err_infer_quic_app_error_code(rv), NULL,
+            0);
+          return -1;
+        }
+        if (strip_fin && (size_t)ndatalen == total && !r->fin_pending) {
+          r->fin_pending = 1;
+          r->fin_due = ts + FIN_SEPARATE_DELAY;
+        }
+        continue;
+      default:
+        warnx_("ngtcp2_conn_writev_stream: %s", ngtcp2_strerror((int)nwrite));
+        ngtcp2_ccerr_set_liberr(&c.last_error, (int)nwrite, NULL, 0);
+        return -1;
+      }
+    }
+
+    if (ndatalen >= 0 && stream_id >= 0) {
+      int rv =
+        nghttp3_conn_add_write_offset(c.h3, stream_id, (size_t)ndatalen);
+      if (rv != 0) {
+        warnx_("nghttp3_conn_add_write_offset: %s", nghttp3_strerror(rv));
+        ngtcp2_ccerr_set_application_error(
+          &c.last_error, nghttp3_err_infer_quic_app_error_code(rv), NULL, 0);
+        return -1;
+      }
+      if (strip_fin && (size_t)ndatalen == total && !r->fin_pending) {
+        r->fin_pending = 1;
+        r->fin_due = ts + FIN_SEPARATE_DELAY;
+      }
+    }
+
+    if (nwrite == 0) {
+      /* congestion limited or nothing to send */
+      break;
+    }
+
+    send_packet(buf, (size_t)nwrite);
+    sent += (size_t)nwrite;
+    if (sent >= quantum) {
+      break;
+    }
+  }
+
+  ngtcp2_conn_update_pkt_tx_time(c.conn, ts);
+
+  return write_fins(ts);
+}
+
+/* Sends the held-back FINs of --fin-separate streams as empty STREAM
+   frames, each after the data of its stream went out in earlier packets. */
+static int write_fins(ngtcp2_tstamp ts) {
+  static uint8_t buf[65536];
+  size_t max_payload = ngtcp2_conn_get_path_max_tx_udp_payload_size(c.conn);
+
+  if (!opt.fin_separate) {
+    return 0;
+  }
+  if (max_payload > sizeof(buf)) {
+    max_payload = sizeof(buf);
+  }
+
+  for (size_t i = 0; i < c.next_req; ++i) {
+    req_t *r = &c.reqs[i];
+
+    while (r->fin_pending && !r->fin_sent && ts >= r->fin_due) {
+      ngtcp2_path_storage ps;
+      ngtcp2_pkt_info pi;
+      ngtcp2_ssize ndatalen = -1;
+      ngtcp2_ssize nwrite;
+
+      ngtcp2_path_storage_zero(&ps);
+      nwrite = ngtcp2_conn_writev_stream(c.conn, &ps.path, &pi, buf,
+                                         max_payload, &ndatalen,
+                                         NGTCP2_WRITE_STREAM_FLAG_FIN,
+                                         r->stream_id, NULL, 0, ts);
+      if (nwrite < 0) {
+        if (nwrite == NGTCP2_ERR_STREAM_SHUT_WR ||
+            nwrite == NGTCP2_ERR_STREAM_NOT_FOUND) {
+          r->fin_sent = 1;
+          break;
+        }
+        warnx_("ngtcp2_conn_writev_stream(FIN): %s",
+               ngtcp2_strerror((int)nwrite));
+        ngtcp2_ccerr_set_liberr(&c.last_error, (int)nwrite, NULL, 0);
+        return -1;
+      }
+      if (ndatalen >= 0) {
+        r->fin_sent = 1;
+        note("stream %" PRId64 ": separate FIN sent", r->stream_id);
+      }
+      if (nwrite == 0) {
+        return 0; /* congestion limited; retry on the next round */
+      }
+      send_packet(buf, (size_t)nwrite);
+    }
+  }
+  return 0;
+}
+
+/* Returns 0 to go on, -1 when the connection is over. */
+static int read_packets(void) {
+  static uint8_t buf[65536];
+  ngtcp2_path path = {
+    .local = {.addr = (ngtcp2_sockaddr *)&c.local_addr,
+              .addrlen = c.local_addrlen},
+    .remote = {.addr = (ngtcp2_sockaddr *)&c.remote_addr,
+               .addrlen = c.remote_addrlen},
+  };
+
+  for (int i = 0; i < 64; ++i) {
+    ngtcp2_pkt_info pi = {0};
+    ssize_t n = recv(c.fd, buf, sizeof(buf), MSG_DONTWAIT);
+    int rv;
+
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+        return 0;
+      }
+      /* ICMP port unreachable etc.: let the timers deal with it */
+      note("recv: %s", strerror(errno));
+      return 0;
+    }
+
+    rv = ngtcp2_conn_read_pkt(c.conn, &path, &pi, buf, (size_t)n, timestamp());
+    if (rv == 0) {
+      continue;
+    }
+
+    switch (rv) {
+    case NGTCP2_ERR_DRAINING: {
+      const ngtcp2_ccerr *ce = ngtcp2_conn_get_ccerr(c.conn);
+      c.peer_closed = 1;
+      c.peer_close_code = ce->error_code;
+      c.conn_dead = 1;
+      warnx_("connection closed by peer: %s error 0x%" PRIx64 " reason '%.*s'",
+             ce->type == NGTCP2_CCERR_TYPE_APPLICATION ? "application"
+                                                       : "transport",
+             ce->error_code, (int)ce->reasonlen,
+             ce->reason ? (const char *)ce->reason : "");
+      return -1;
+    }
+    case NGTCP2_ERR_DROP_CONN:
+      c.conn_dead = 1;
+      c.local_closed = 1;
+      c.local_close_code = 0;
+      warnx_("ngtcp2_conn_read_pkt: %s", ngtcp2_strerror(rv));
+      return -1;
+    case NGTCP2_ERR_CRYPTO:
+      warnx_("ngtcp2_conn_read_pkt: %s (TLS alert %u)", ngtcp2_strerror(rv),
+             ngtcp2_conn_get_tls_alert(c.conn));
+      if (!c.last_error.error_code) {
+        ngtcp2_ccerr_set_tls_alert(&c.last_error,
+                                   ngtcp2_conn_get_tls_alert(c.conn), NULL, 0);
+      }
+      local_close();
+      return -1;
+    case NGTCP2_ERR_CALLBACK_FAILURE:
+      warnx_("ngtcp2_conn_read_pkt: %s", ngtcp2_strerror(rv));
+      if (!c.last_error.error_code) {
+        ngtcp2_ccerr_set_liberr(&c.last_error, rv, NULL, 0);
+      }
+      local_close();
+      return -1;
+    default:
+      warnx_("ngtcp2_conn_read_pkt: %s", ngtcp2_strerror(rv));
+      ngtcp2_ccerr_set_liberr(&c.last_error, rv, NULL, 0);
+      local_close();
+      return -1;
+    }
+  }
+  return 0;
+}
+
+static void send_connection_close(void) {
+  uint8_t buf[NGTCP2_MAX_UDP_PAYLOAD_SIZE];
+  ngtcp2_path_storage ps;
+  ngtcp2_pkt_info pi;
+  ngtcp2_ssize n;
+
+  if (!c.conn || c.conn_dead || ngtcp2_conn_in_closing_period(c.conn) ||
+      ngtcp2_conn_in_draining_period(c.conn)) {
+    return;
+  }
+  ngtcp2_path_storage_zero(&ps);
+  n = ngtcp2_conn_write_connection_close(c.conn, &ps.path, &pi, buf,
+                                         sizeof(buf), &c.last_error,
+                                         timestamp());
+  if (n > 0) {
+    send_packet(buf, (size_t)n);
+  } else if (n < 0) {
+    note("ngtcp2_conn_write_connection_close: %s", ngtcp2_strerror((int)n));
+  }
+  c.conn_dead = 1;
+}
+
+static ngtcp2_tstamp next_wakeup(ngtcp2_tstamp now, ngtcp2_tstamp deadline) {
+  ngtcp2_tstamp t = deadline;
+  ngtcp2_tstamp e = ngtcp2_conn_get_expiry(c.conn);
+  if (e < t) {
+    t = e;
+  }
+  for (size_t i = 0; i < c.next_req; ++i) {
+    req_t *r = &c.reqs[i];
+    if (r->done) {
+      continue;
+    }
+    /* A FIN already due but still unsent is congestion limited: incoming
+       ACKs or ngtcp2's own timers wake us up for it. */
+    if (r->fin_pending && !r->fin_sent && r->fin_due > now && r->fin_due < t) {
+      t = r->fin_due;
+    }
+    if (r->stop_recv && r->stop_deadline < t) {
+      t = r->stop_deadline;
+    }
+  }
+  return t;
+}
+
+/* ------------------------------------------------------------------ */
+/* Output                                                              */
+
+static int print_results(void) {
+  int all = 1;
+
+  for (size_t i = 0; i < opt.count; ++i) {
+    req_t *r = &c.reqs[i];
+
+    if (r->resp_complete && r->have_final) {
+      printf("status %d body %" PRIu64 "\n", r->status, r->body_len);
+    } else if (r->reset_recv) {
+      printf("reset 0x%" PRIx64 "\n", r->reset_code);
+    } else if (r->stop_recv) {
+      printf("reset 0x%" PRIx64 "\n", r->stop_code);
+    } else if (r->local_err) {
+      printf("local-reset 0x%" PRIx64 "\n", r->local_code);
+    } else if (r->goaway) {
+      printf("goaway\n");
+    } else if (c.peer_closed) {
+      printf("closed 0x%" PRIx64 "\n", c.peer_close_code);
+    } else if (c.local_closed) {
+      printf("local-close 0x%" PRIx64 "\n", c.local_close_code);
+    } else if (r->closed) {
+      /* closed without any of the above: should not happen */
+      printf("local-reset 0x%" PRIx64 "\n", r->close_code);
+    } else if (r->submit_failed) {
+      printf("local-reset 0x%x\n", NGHTTP3_H3_REQUEST_CANCELLED);
+    } else {
+      printf("timeout\n");
+      all = 0;
+    }
+
+    if (opt.print_headers && r->hdrs.len) {
+      fwrite(r->hdrs.data, 1, r->hdrs.len, stdout);
+    }
+    if (opt.print_body && r->body.len) {
+      fwrite(r->body.data, 1, r->body.len, stdout);
+      if (r->body.data[r->body.len - 1] != '\n') {
+        fputc('\n', stdout);
+      }
+    }
+  }
+  fflush(stdout);
+  return all;
+}
+
+/* ------------------------------------------------------------------ */
+
+int main(int argc, char **argv) {
+  ngtcp2_tstamp deadline;
+  int timed_out = 0;
+
+  signal(SIGPIPE, SIG_IGN);
+  parse_args(argc, argv);
+  memset(abody, 'a', sizeof(abody));
+
+  c.fd = -1;
+  ngtcp2_ccerr_default(&c.last_error);
+  c.reqs = xrealloc(NULL, opt.count * sizeof(*c.reqs));
+  memset(c.reqs, 0, opt.count * sizeof(*c.reqs));
+  for (size_t i = 0; i < opt.count; ++i) {
+    c.reqs[i].idx = i;
+    c.reqs[i].stream_id = -1;
+  }
+  c.nva = make_nva(&opt.fields);
+  c.nvlen = opt.fields.len;
+  c.tnva = make_nva(&opt.trailers);
+  c.tnvlen = opt.trailers.len;
+
+  if (setup_socket() != 0 || setup_tls() != 0 || setup_quic() != 0) {
+    return EXIT_USAGE;
+  }
+
+  deadline = timestamp() + (ngtcp2_tstamp)(opt.timeout * NGTCP2_SECONDS);
+
+  if (write_streams() != 0) {
+    local_close();
+    send_connection_close();
+  }
+
+  while (!c.conn_dead && !c.local_closed) {
+    ngtcp2_tstamp now, wake;
+    struct timespec tmo;
+    struct pollfd pfd;
+    int rv;
+
+    open_streams();
+    if (c.hs_done && all_done()) {
+      break;
+    }
+
+    now = timestamp();
+    if (now >= deadline) {
+      timed_out = 1;
+      break;
+    }
+
+    wake = next_wakeup(now, deadline);
+    if (wake < now) {
+      wake = now;
+    }
+    tmo.tv_sec = (time_t)((wake - now) / NGTCP2_SECONDS);
+    tmo.tv_nsec = (long)((wake - now) % NGTCP2_SECONDS);
+
+    pfd.fd = c.fd;
+    pfd.events = POLLIN;
+    pfd.revents = 0;
+    rv = ppoll(&pfd, 1, &tmo, NULL);
+    if (rv < 0 && errno != EINTR) {
+      warnx_("ppoll: %s", strerror(errno));
+      ngtcp2_ccerr_set_liberr(&c.last_error, NGTCP2_ERR_INTERNAL, NULL, 0);
+      local_close();
+      break;
+    }
+
+    if (rv > 0 && (pfd.revents & (POLLIN | POLLERR))) {
+      if (read_packets() != 0) {
+        break;
+      }
+    }
+
+    now = timestamp();
+    if (ngtcp2_conn_get_expiry(c.conn) <= now) {
+      rv = ngtcp2_conn_handle_expiry(c.conn, now);
+      if (rv != 0) {
+        if (rv == NGTCP2_ERR_IDLE_CLOSE) {
+          warnx_("idle timeout");
+          c.idle_closed = 1;
+          c.conn_dead = 1;
+          break;
+        }
+        warnx_("ngtcp2_conn_handle_expiry: %s", ngtcp2_strerror(rv));
+        ngtcp2_ccerr_set_liberr(&c.last_error, rv, NULL, 0);
+        local_close();
+        break;
+      }
+    }
+
+    if (write_streams() != 0) {
+      local_close();
+      break;
+    }
+  }
+
+  if (!c.hs_done) {
+    if (c.peer_closed) {
+      warnx_("handshake failed: connection closed by peer (0x%" PRIx64 ")",
+             c.peer_close_code);
+    } else if (c.local_closed) {
+      warnx_("handshake failed");
+    } else {
+      warnx_("handshake timed out");
+    }
+    send_connection_close();
+    return EXIT_TIMEOUT;
+  }
+
+  all_done();
+  if (!c.local_closed && !c.peer_closed) {
+    /* graceful close: H3_NO_ERROR */
+    ngtcp2_ccerr_set_application_error(&c.last_error, NGHTTP3_H3_NO_ERROR,
+                                       NULL, 0);
+  }
+  send_connection_close();
+
+  if (timed_out) {
+    warnx_("timeout");
+  }
+  if (!print_results()) {
+    return EXIT_TIMEOUT;
+  }
+  return 0;
+}

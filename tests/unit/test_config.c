@@ -1,0 +1,844 @@
+/* test_config.c: the configuration file parser and addresses. */
+#include <sys/stat.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "addr.h"
+#include "config.h"
+#include "log.h"
+#include "unit.h"
+
+static char	test_dir[PATH_MAX / 2];
+static char	test_example_path[PATH_MAX];	/* conf/qproxy.conf */
+
+/* four lines: a listener that is enough for a valid file */
+#define LISTENER							\
+	"[listener main]\n"						\
+	"address = 127.0.0.1:4433\n"					\
+	"certificate = cert.pem\n"					\
+	"private_key = key.pem\n"
+
+/* six lines: a backend and a route to it */
+#define BACKEND								\
+	"[backend app]\n"						\
+	"server = 127.0.0.1:8080\n"					\
+	"[route all]\n"							\
+	"backend = app\n"
+
+static void
+test_write_file(const char *path, const char *text)
+{
+	FILE	*fp;
+
+	if ((fp = fopen(path, "w")) == NULL) {
+		perror(path);
+		exit(1);
+	}
+	fputs(text, fp);
+	fclose(fp);
+}
+
+/* replaces every occurrence of from in s by to; s is reallocated */
+static char *
+test_replace(char *s, const char *from, const char *to)
+{
+	char	*out, *at, *o;
+	size_t	 n = 0, fl = strlen(from), tl = strlen(to);
+
+	for (at = s; (at = strstr(at, from)) != NULL; at += fl)
+		n++;
+	if ((out = malloc(strlen(s) + n * tl + 1)) == NULL)
+		abort();
+	o = out;
+	for (at = s; (at = strstr(s, from)) != NULL; s = at + fl) {
+		memcpy(o, s, (size_t)(at - s));
+		o += at - s;
+		memcpy(o, to, tl);
+		o += tl;
+	}
+	strcpy(o, s);
+	return out;
+}
+
+/*
+ * Writes text to a new temporary file and loads it. *errs gets what
+ * config_load wrote, with the file's name replaced by "FILE".
+ */
+static struct config *
+test_load(const char *text, char **errs)
+{
+	struct config	*cfg;
+	FILE		*mem;
+	char		 path[PATH_MAX], *buf = NULL;
+	size_t		 len = 0;
+	int		 fd;
+
+	snprintf(path, sizeof(path), "%s/test.conf.XXXXXX", test_dir);
+	if ((fd = mkstemp(path)) == -1) {
+		perror("mkstemp");
+		exit(1);
+	}
+	if (write(fd, text, strlen(text)) != (ssize_t)strlen(text)) {
+		perror("write");
+		exit(1);
+	}
+	close(fd);
+	if ((mem = open_memstream(&buf, &len)) == NULL)
+		abort();
+	cfg = config_load(path, mem);
+	fclose(mem);
+	unlink(path);
+	*errs = test_replace(buf, path, "FILE");
+	free(buf);
+	return cfg;
+}
+
+/* the file must fail with exactly these error lines */
+#define CHECK_ERRS(text, expected) do {					\
+	struct config	*c_;						\
+	char		*e_;						\
+									\
+	c_ = test_load(text, &e_);					\
+	CHECK(c_ == NULL);						\
+	CHECK_EQ_STR(e_, expected);					\
+	config_free(c_);						\
+	free(e_);							\
+} while (0)
+
+/* the file must load without a word */
+#define CHECK_LOADS(cfgp, text) do {					\
+	char	*e_;							\
+									\
+	*(cfgp) = test_load(text, &e_);					\
+	CHECK(*(cfgp) != NULL);						\
+	CHECK_EQ_STR(e_, "");						\
+	free(e_);							\
+} while (0)
+
+static void
+test_full(void)
+{
+	struct config			*cfg;
+	const struct config_listener	*l;
+	const struct config_backend	*b;
+	const struct config_route	*r;
+	char				 buf[ADDR_STRLEN];
+
+	CHECK_LOADS(&cfg,
+	    "# a comment\n"
+	    "; another\n"
+	    "[global]\n"
+	    "log_level = debug\n"
+	    "shutdown_timeout = 2m\n"
+	    "idle_timeout = 500ms ; inline comment\n"
+	    "request_buffer_size = 128k\n"
+	    "response_buffer_size = 1m\n"
+	    "\n"
+	    "[listener public]\n"
+	    "  address = 127.0.0.1:443\n"
+	    "address=[::1]:443\n"
+	    "certificate = cert.pem\n"
+	    "private_key = key.pem\n"
+	    "[ global ]\n"
+	    "max_header_size = 16k\n"
+	    "qpack_table_size = 0\n"
+	    "qpack_blocked_streams = 0\n"
+	    "max_streams = 10000\n"
+	    "[listener other]\n"
+	    "address = 127.0.0.1:4433\n"
+	    "certificate = cert.pem\n"
+	    "private_key = key.pem\n"
+	    "[backend app]\n"
+	    "server = 127.0.0.1:8080\n"
+	    "server = unix:/run/app.sock\n"
+	    "server = [::1]:8081\n"
+	    "connect_timeout = 1.5s\n"
+	    "read_timeout = 1h\n"
+	    "max_idle_connections = 0\n"
+	    "[backend static]\n"
+	    "server = 127.0.0.2:80\n"
+	    "[route api]\n"
+	    "host = API.Example.COM\n"
+	    "path_prefix = /v1/\n"
+	    "backend = app\n"
+	    "[route wild]\n"
+	    "host = *.Example.com\n"
+	    "backend = static\n"
+	    "[route v6]\n"
+	    "host = [0:0::1]\n"
+	    "backend = static\n"
+	    "[route all]\n"
+	    "backend = app\n");
+	if (cfg == NULL)
+		return;
+	CHECK_EQ_INT(cfg->log_level, LOG_LEVEL_DEBUG);
+	CHECK(cfg->shutdown_timeout == 120);
+	CHECK(cfg->idle_timeout == 0.5);
+	CHECK_EQ_INT(cfg->request_buffer_size, 128 * 1024);
+	CHECK_EQ_INT(cfg->response_buffer_size, 1024 * 1024);
+	CHECK_EQ_INT(cfg->max_header_size, 16 * 1024);
+	CHECK_EQ_INT(cfg->qpack_table_size, 0);
+	CHECK_EQ_INT(cfg->qpack_blocked_streams, 0);
+	CHECK_EQ_INT(cfg->max_streams, 10000);
+	CHECK(strstr(cfg->path, "test.conf") != NULL);
+
+	CHECK_EQ_INT(cfg->nlisteners, 2);
+	l = &cfg->listeners[0];
+	CHECK_EQ_STR(l->name, "public");
+	CHECK_EQ_INT(l->line, 10);
+	CHECK_EQ_INT(l->naddrs, 2);
+	CHECK_EQ_STR(addr_format(&l->addrs[0], buf, sizeof(buf)),
+	    "127.0.0.1:443");
+	CHECK_EQ_STR(addr_format(&l->addrs[1], buf, sizeof(buf)), "[::1]:443");
+	CHECK_EQ_STR(l->certificate, "cert.pem");
+	CHECK_EQ_STR(l->private_key, "key.pem");
+	l = &cfg->listeners[1];
+	CHECK_EQ_STR(l->name, "other");
+	CHECK_EQ_INT(l->line, 20);
+	CHECK_EQ_INT(l->naddrs, 1);
+
+	CHECK_EQ_INT(cfg->nbackends, 2);
+	b = &cfg->backends[0];
+	CHECK_EQ_STR(b->name, "app");
+	CHECK_EQ_INT(b->line, 24);
+	CHECK_EQ_INT(b->nservers, 3);
+	CHECK_EQ_STR(b->servers[0].text, "127.0.0.1:8080");
+	CHECK_EQ_INT(b->servers[0].addr.u.sa.sa_family, AF_INET);
+	CHECK_EQ_STR(b->servers[1].text, "unix:/run/app.sock");
+	CHECK_EQ_INT(b->servers[1].addr.u.sa.sa_family, AF_UNIX);
+	CHECK_EQ_STR(addr_format(&b->servers[1].addr, buf, sizeof(buf)),
+	    "unix:/run/app.sock");
+	CHECK_EQ_STR(addr_format(&b->servers[2].addr, buf, sizeof(buf)),
+	    "[::1]:8081");
+	CHECK(b->connect_timeout == 1.5);
+	CHECK(b->read_timeout == 3600);
+	CHECK_EQ_INT(b->max_idle, 0);
+	b = &cfg->backends[1];
+	CHECK_EQ_STR(b->name, "static");
+	CHECK_EQ_INT(b->nservers, 1);
+	CHECK(b->connect_timeout == 5);
+	CHECK(b->read_timeout == 60);
+	CHECK_EQ_INT(b->max_idle, 32);
+
+	CHECK_EQ_INT(cfg->nroutes, 4);
+	r = &cfg->routes[0];
+	CHECK_EQ_STR(r->name, "api");
+	CHECK_EQ_INT(r->line, 33);
+	CHECK_EQ_STR(r->host, "api.example.com");
+	CHECK_EQ_STR(r->path_prefix, "/v1/");
+	CHECK_EQ_INT(r->backend, 0);
+	r = &cfg->routes[1];
+	CHECK_EQ_STR(r->name, "wild");
+	CHECK_EQ_STR(r->host, "*.example.com");
+	CHECK(r->path_prefix == NULL);
+	CHECK_EQ_INT(r->backend, 1);
+	r = &cfg->routes[2];
+	CHECK_EQ_STR(r->host, "::1");
+	r = &cfg->routes[3];
+	CHECK_EQ_STR(r->name, "all");
+	CHECK(r->host == NULL);
+	CHECK(r->path_prefix == NULL);
+	CHECK_EQ_INT(r->backend, 0);
+	config_free(cfg);
+}
+
+static void
+test_defaults(void)
+{
+	struct config	*cfg;
+
+	CHECK_LOADS(&cfg, LISTENER);
+	if (cfg == NULL)
+		return;
+	CHECK_EQ_INT(cfg->log_level, LOG_LEVEL_INFO);
+	CHECK(cfg->shutdown_timeout == 30);
+	CHECK(cfg->idle_timeout == 30);
+	CHECK_EQ_INT(cfg->request_buffer_size, 64 * 1024);
+	CHECK_EQ_INT(cfg->response_buffer_size, 256 * 1024);
+	CHECK_EQ_INT(cfg->max_header_size, 64 * 1024);
+	CHECK_EQ_INT(cfg->qpack_table_size, 4096);
+	CHECK_EQ_INT(cfg->qpack_blocked_streams, 100);
+	CHECK_EQ_INT(cfg->max_streams, 100);
+	CHECK_EQ_INT(cfg->nlisteners, 1);
+	CHECK_EQ_INT(cfg->nbackends, 0);
+	CHECK_EQ_INT(cfg->nroutes, 0);
+	config_free(cfg);
+	config_free(NULL);
+}
+
+static void
+test_sections(void)
+{
+	/* unknown type; its keys are not reported */
+	CHECK_ERRS(LISTENER
+	    "[frontend x]\n"
+	    "colour = blue\n",
+	    "FILE:5: unknown section type \"frontend\": expected global, "
+	    "listener, backend or route\n");
+
+	/* no name */
+	CHECK_ERRS(LISTENER BACKEND
+	    "[backend]\n"
+	    "server = 127.0.0.1:80\n"
+	    "[route]\n"
+	    "[listener]\n",
+	    "FILE:9: [backend] needs a name, as in [backend NAME]\n"
+	    "FILE:11: [route] needs a name, as in [route NAME]\n"
+	    "FILE:12: [listener] needs a name, as in [listener NAME]\n");
+
+	/* duplicates of one type; the same name in two types is fine */
+	CHECK_ERRS(LISTENER BACKEND
+	    "[backend main]\n"
+	    "server = 127.0.0.1:80\n"
+	    "[backend app]\n"
+	    "server = 127.0.0.1:81\n"
+	    "[route all]\n"
+	    "backend = app\n"
+	    "[listener main]\n",
+	    "FILE:11: duplicate [backend app], first at line 5\n"
+	    "FILE:13: duplicate [route all], first at line 7\n"
+	    "FILE:15: duplicate [listener main], first at line 1\n");
+
+	/* names */
+	CHECK_ERRS(LISTENER
+	    "[backend a/b]\n"
+	    "[global x]\n",
+	    "FILE:5: invalid backend name \"a/b\": expected up to 64 letters, "
+	    "digits, '.', '-' or '_'\n"
+	    "FILE:6: [global] takes no name\n");
+
+	/* syntax */
+	CHECK_ERRS("log_level = info\n"
+	    LISTENER
+	    "[global\n"
+	    "log_level info\n"
+	    "[global] junk\n"
+	    "[global]\n"
+	    "= info\n"
+	    "[]\n",
+	    "FILE:1: key \"log_level\" is outside any section\n"
+	    "FILE:6: syntax error: missing ']' in section header\n"
+	    "FILE:7: syntax error: expected [section] or key = value\n"
+	    "FILE:8: syntax error: unexpected text after ']'\n"
+	    "FILE:10: syntax error: missing key name\n"
+	    "FILE:11: unknown section type \"\": expected global, listener, "
+	    "backend or route\n");
+}
+
+static void
+test_keys(void)
+{
+	/* unknown keys, in each kind of section */
+	CHECK_ERRS("[global]\n"
+	    "colour = blue\n"
+	    LISTENER
+	    "server = 127.0.0.1:80\n"
+	    BACKEND
+	    "address = 127.0.0.1:80\n"
+	    "max_idle = 3\n",
+	    "FILE:2: unknown key \"colour\" in [global]\n"
+	    "FILE:7: unknown key \"server\" in [listener main]\n"
+	    "FILE:12: unknown key \"address\" in [route all]\n"
+	    "FILE:13: unknown key \"max_idle\" in [route all]\n");
+
+	/* [global] twice merges, but a key may not come back */
+	CHECK_ERRS("[global]\n"
+	    "log_level = warn\n"
+	    LISTENER
+	    "certificate = cert.pem\n"
+	    "address = 127.0.0.2:4433\n"
+	    "[global]\n"
+	    "max_streams = 5\n"
+	    "log_level = debug\n"
+	    BACKEND
+	    "backend = app\n"
+	    "[backend two]\n"
+	    "server = 127.0.0.1:80\n"
+	    "server = 127.0.0.1:81\n"
+	    "connect_timeout = 1s\n"
+	    "connect_timeout = 2s\n",
+	    "FILE:7: duplicate key \"certificate\" in [listener main], first "
+	    "at line 5\n"
+	    "FILE:11: duplicate key \"log_level\" in [global], first at "
+	    "line 2\n"
+	    "FILE:16: duplicate key \"backend\" in [route all], first at "
+	    "line 15\n"
+	    "FILE:21: duplicate key \"connect_timeout\" in [backend two], "
+	    "first at line 20\n");
+
+	/* bad values */
+	CHECK_ERRS("[global]\n"
+	    "log_level = loud\n"
+	    "shutdown_timeout = soon\n"
+	    "request_buffer_size = 1k\n"
+	    "max_streams = 0\n"
+	    "qpack_blocked_streams =\n"
+	    LISTENER
+	    "address = 127.0.0.1\n"
+	    "address = unix:/run/q.sock\n"
+	    "address = 127.0.0.1:4433\n"
+	    BACKEND
+	    "host = a..b\n"
+	    "path_prefix = api\n"
+	    "[backend b]\n"
+	    "server = unix:run/b.sock\n"
+	    "server = 10.0.0.1:0\n"
+	    "max_idle_connections = -1\n"
+	    "read_timeout = 0\n",
+	    "FILE:2: log_level: invalid value \"loud\": expected error, warn, "
+	    "info or debug\n"
+	    "FILE:3: shutdown_timeout: invalid value \"soon\": expected a "
+	    "duration from 0s to 24h, such as 500ms, 5s, 2m or 1h\n"
+	    "FILE:4: request_buffer_size: invalid value \"1k\": expected a "
+	    "size from 4k to 16m, in bytes or with k, m or g\n"
+	    "FILE:5: max_streams: invalid value \"0\": expected an integer "
+	    "from 1 to 10000\n"
+	    "FILE:6: qpack_blocked_streams: missing value\n"
+	    "FILE:11: address: invalid address \"127.0.0.1\": missing port\n"
+	    "FILE:12: address: invalid address \"unix:/run/q.sock\": unix "
+	    "sockets are not allowed here\n"
+	    "FILE:13: address: \"127.0.0.1:4433\" is already used by "
+	    "[listener main]\n"
+	    "FILE:18: host: invalid value \"a..b\": expected a host name, "
+	    "\"*.\" and a domain, or an IP address\n"
+	    "FILE:19: path_prefix: invalid value \"api\": expected a path "
+	    "starting with \"/\"\n"
+	    "FILE:21: server: invalid address \"unix:run/b.sock\": unix socket "
+	    "path must be absolute\n"
+	    "FILE:22: server: invalid address \"10.0.0.1:0\": invalid port: "
+	    "expected a number from 1 to 65535\n"
+	    "FILE:23: max_idle_connections: invalid value \"-1\": expected an "
+	    "integer from 0 to 10000\n"
+	    "FILE:24: read_timeout: invalid value \"0\": expected a duration "
+	    "from 1ms to 24h, such as 500ms, 5s, 2m or 1h\n");
+}
+
+static void
+test_required(void)
+{
+	/* missing keys are reported at the section's header */
+	CHECK_ERRS(LISTENER
+	    "[listener empty]\n"
+	    "\n"
+	    "[listener nokey]\n"
+	    "address = 127.0.0.2:4433\n"
+	    "certificate = cert.pem\n"
+	    "[backend none]\n"
+	    "connect_timeout = 1s\n"
+	    "[route r]\n"
+	    "host = example.com\n",
+	    "FILE:5: [listener empty]: missing required key \"address\"\n"
+	    "FILE:5: [listener empty]: missing required key \"certificate\"\n"
+	    "FILE:5: [listener empty]: missing required key \"private_key\"\n"
+	    "FILE:7: [listener nokey]: missing required key \"private_key\"\n"
+	    "FILE:10: [backend none]: missing required key \"server\"\n"
+	    "FILE:12: [route r]: missing required key \"backend\"\n");
+
+	/* a route's backend must exist, anywhere in the file */
+	CHECK_ERRS(LISTENER
+	    "[route early]\n"
+	    "backend = later\n"
+	    "[route bad]\n"
+	    "host = example.com\n"
+	    "backend = nowhere\n"
+	    "[backend later]\n"
+	    "server = 127.0.0.1:80\n",
+	    "FILE:9: backend: no [backend nowhere] in the file\n");
+
+	/* no listener: reported at the end of the file */
+	CHECK_ERRS(BACKEND "\n",
+	    "FILE:5: no [listener] section\n");
+	CHECK_ERRS("", "FILE:1: no [listener] section\n");
+	CHECK_ERRS("# nothing\n\n[global]\n",
+	    "FILE:3: no [listener] section\n");
+}
+
+/* loads path as it is; returns what config_load wrote */
+static char *
+test_load_path(const char *path, struct config **cfgp)
+{
+	FILE	*mem;
+	char	*buf = NULL;
+	size_t	 len = 0;
+
+	if ((mem = open_memstream(&buf, &len)) == NULL)
+		abort();
+	*cfgp = config_load(path, mem);
+	fclose(mem);
+	return buf;
+}
+
+static void
+test_files(void)
+{
+	struct config	*cfg;
+	char		 text[1024], big[400], *errs;
+
+	/* certificate and key must be readable regular files */
+	CHECK_ERRS("[listener main]\n"
+	    "address = 127.0.0.1:4433\n"
+	    "certificate = missing.pem\n"
+	    "private_key = .\n",
+	    "FILE:3: certificate: cannot open \"missing.pem\": No such file "
+	    "or directory\n"
+	    "FILE:4: private_key: cannot open \".\": Is a directory\n");
+
+	/* the configuration file itself: line 0 */
+	errs = test_load_path("no-such-dir/qproxy.conf", &cfg);
+	CHECK(cfg == NULL);
+	CHECK_EQ_STR(errs, "no-such-dir/qproxy.conf:0: cannot open: "
+	    "No such file or directory\n");
+	free(errs);
+	errs = test_load_path(".", &cfg);
+	CHECK(cfg == NULL);
+	CHECK_EQ_STR(errs, ".:0: cannot open: Is a directory\n");
+	free(errs);
+	cfg = config_load("no-such-dir/qproxy.conf", NULL);
+	CHECK(cfg == NULL);
+
+	/* a line longer than inih's buffer is reported, not split */
+	memset(big, 'a', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	snprintf(text, sizeof(text), LISTENER "[global]\n"
+	    "log_level = %s\n" "max_streams = x\n", big);
+	cfg = test_load(text, &errs);
+	CHECK(cfg == NULL);
+	CHECK(strncmp(errs, "FILE:6: line too long: at most ", 31) == 0);
+	CHECK(strstr(errs, "\nFILE:7: max_streams: invalid value") != NULL);
+	config_free(cfg);
+	free(errs);
+}
+
+/* many errors of every kind in one file, all reported in line order */
+static void
+test_many(void)
+{
+	CHECK_ERRS("[global]\n"			/* 1 */
+	    "log_level = chatty\n"		/* 2 */
+	    "[listener web]\n"			/* 3 */
+	    "address = 127.0.0.1:99999\n"	/* 4 */
+	    "certificate = nope.pem\n"		/* 5 */
+	    "[backend]\n"			/* 6 */
+	    "[backend app]\n"			/* 7 */
+	    "colour = red\n"			/* 8 */
+	    "[route r1]\n"			/* 9 */
+	    "backend = ghost\n"			/* 10 */
+	    "[route r2]\n"			/* 11 */
+	    "[global]\n"			/* 12 */
+	    "log_level = info\n"		/* 13 */
+	    "oops\n",				/* 14 */
+	    "FILE:2: log_level: invalid value \"chatty\": expected error, "
+	    "warn, info or debug\n"
+	    "FILE:3: [listener web]: missing required key \"private_key\"\n"
+	    "FILE:4: address: invalid address \"127.0.0.1:99999\": invalid "
+	    "port: expected a number from 1 to 65535\n"
+	    "FILE:5: certificate: cannot open \"nope.pem\": No such file or "
+	    "directory\n"
+	    "FILE:6: [backend] needs a name, as in [backend NAME]\n"
+	    "FILE:7: [backend app]: missing required key \"server\"\n"
+	    "FILE:8: unknown key \"colour\" in [backend app]\n"
+	    "FILE:10: backend: no [backend ghost] in the file\n"
+	    "FILE:11: [route r2]: missing required key \"backend\"\n"
+	    "FILE:13: duplicate key \"log_level\" in [global], first at "
+	    "line 2\n"
+	    "FILE:14: syntax error: expected [section] or key = value\n");
+}
+
+/* loads LISTENER plus "[global] key = value" */
+static struct config *
+test_global(const char *key, const char *value)
+{
+	struct config	*cfg;
+	char		 text[512], *errs;
+
+	snprintf(text, sizeof(text), LISTENER "[global]\n%s = %s\n", key,
+	    value);
+	cfg = test_load(text, &errs);
+	if (cfg == NULL && strstr(errs, "FILE:6: ") != errs)
+		fprintf(stderr, "unexpected: %s", errs);
+	free(errs);
+	return cfg;
+}
+
+static void
+test_durations(void)
+{
+	static const struct {
+		const char	*text;
+		double		 secs;	/* -1: rejected */
+	} t[] = {
+		{ "0", 0 }, { "30", 30 }, { "5s", 5 }, { "500ms", 0.5 },
+		{ "2m", 120 }, { "1h", 3600 }, { "1.5s", 1.5 },
+		{ "0.25", 0.25 }, { "24h", 86400 }, { "1440m", 86400 },
+		{ "25h", -1 }, { "86401", -1 }, { "5x", -1 }, { "s", -1 },
+		{ "-1s", -1 }, { "1.s", -1 }, { ".5s", -1 }, { "5 s", -1 },
+		{ "5S", -1 }, { "1e3", -1 }, { "5sec", -1 }, { "0x10", -1 },
+		{ "99999999999999999999", -1 },
+	};
+	struct config	*cfg;
+	size_t		 i;
+
+	for (i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		cfg = test_global("shutdown_timeout", t[i].text);
+		if (t[i].secs < 0)
+			CHECK(cfg == NULL);
+		else {
+			CHECK(cfg != NULL);
+			if (cfg != NULL && cfg->shutdown_timeout != t[i].secs)
+				fprintf(stderr, "%s: %g\n", t[i].text,
+				    cfg->shutdown_timeout);
+			CHECK(cfg != NULL && cfg->shutdown_timeout ==
+			    t[i].secs);
+		}
+		config_free(cfg);
+	}
+
+	/* timeouts that must be positive */
+	cfg = test_global("idle_timeout", "0");
+	CHECK(cfg == NULL);
+	cfg = test_global("idle_timeout", "1ms");
+	CHECK(cfg != NULL && cfg->idle_timeout == 0.001);
+	config_free(cfg);
+}
+
+static void
+test_sizes(void)
+{
+	static const struct {
+		const char	*key;
+		const char	*text;
+		long long	 bytes;	/* -1: rejected */
+	} t[] = {
+		{ "request_buffer_size", "4k", 4096 },
+		{ "request_buffer_size", "4096", 4096 },
+		{ "request_buffer_size", "4095", -1 },
+		{ "request_buffer_size", "16m", 16 << 20 },
+		{ "request_buffer_size", "16M", 16 << 20 },
+		{ "request_buffer_size", "16777217", -1 },
+		{ "request_buffer_size", "1g", -1 },
+		{ "request_buffer_size", "64K", 64 << 10 },
+		{ "request_buffer_size", "64kb", -1 },
+		{ "request_buffer_size", "-64k", -1 },
+		{ "request_buffer_size", "k", -1 },
+		{ "request_buffer_size", "1.5m", -1 },
+		{ "request_buffer_size", "99999999999999999g", -1 },
+		{ "response_buffer_size", "16k", 16 << 10 },
+		{ "response_buffer_size", "15k", -1 },
+		{ "response_buffer_size", "64m", 64 << 20 },
+		{ "response_buffer_size", "65m", -1 },
+		{ "max_header_size", "1k", 1024 },
+		{ "max_header_size", "1023", -1 },
+		{ "max_header_size", "1m", 1 << 20 },
+		{ "max_header_size", "1025k", -1 },
+		{ "qpack_table_size", "0", 0 },
+		{ "qpack_table_size", "64k", 64 << 10 },
+		{ "qpack_table_size", "65537", -1 },
+		{ "qpack_blocked_streams", "0", 0 },
+		{ "qpack_blocked_streams", "1000", 1000 },
+		{ "qpack_blocked_streams", "1001", -1 },
+		{ "qpack_blocked_streams", "1k", -1 },
+		{ "max_streams", "1", 1 },
+		{ "max_streams", "10000", 10000 },
+		{ "max_streams", "10001", -1 },
+		{ "max_streams", "+5", -1 },
+		{ "max_streams", "5 5", -1 },
+	};
+	struct config	*cfg;
+	long long	 got;
+	size_t		 i;
+
+	for (i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		cfg = test_global(t[i].key, t[i].text);
+		if (t[i].bytes < 0) {
+			if (cfg != NULL)
+				fprintf(stderr, "%s = %s: accepted\n",
+				    t[i].key, t[i].text);
+			CHECK(cfg == NULL);
+			config_free(cfg);
+			continue;
+		}
+		CHECK(cfg != NULL);
+		if (cfg == NULL) {
+			fprintf(stderr, "%s = %s: rejected\n", t[i].key,
+			    t[i].text);
+			continue;
+		}
+		if (strcmp(t[i].key, "request_buffer_size") == 0)
+			got = (long long)cfg->request_buffer_size;
+		else if (strcmp(t[i].key, "response_buffer_size") == 0)
+			got = (long long)cfg->response_buffer_size;
+		else if (strcmp(t[i].key, "max_header_size") == 0)
+			got = (long long)cfg->max_header_size;
+		else if (strcmp(t[i].key, "qpack_table_size") == 0)
+			got = (long long)cfg->qpack_table_size;
+		else if (strcmp(t[i].key, "qpack_blocked_streams") == 0)
+			got = (long long)cfg->qpack_blocked_streams;
+		else
+			got = (long long)cfg->max_streams;
+		CHECK_EQ_INT(got, t[i].bytes);
+		config_free(cfg);
+	}
+}
+
+static void
+test_addr(void)
+{
+	struct addr	 a, b;
+	const char	*err;
+	char		 buf[ADDR_STRLEN];
+
+	CHECK_EQ_INT(addr_parse("127.0.0.1:80", false, &a, &err), 0);
+	CHECK_EQ_STR(addr_format(&a, buf, sizeof(buf)), "127.0.0.1:80");
+	CHECK_EQ_STR(addr_format_host(&a, buf, sizeof(buf)), "127.0.0.1");
+	CHECK_EQ_INT(a.len, sizeof(struct sockaddr_in));
+	CHECK_EQ_INT(addr_parse("[::1]:443", false, &b, &err), 0);
+	CHECK_EQ_STR(addr_format(&b, buf, sizeof(buf)), "[::1]:443");
+	CHECK_EQ_STR(addr_format_host(&b, buf, sizeof(buf)), "::1");
+	CHECK_EQ_INT(b.len, sizeof(struct sockaddr_in6));
+	CHECK(!addr_equal(&a, &b));
+	CHECK_EQ_INT(addr_parse("[::]:443", false, &b, &err), 0);
+	CHECK_EQ_STR(addr_format(&b, buf, sizeof(buf)), "[::]:443");
+	CHECK_EQ_INT(addr_parse("0.0.0.0:443", false, &b, &err), 0);
+	CHECK_EQ_STR(addr_format(&b, buf, sizeof(buf)), "0.0.0.0:443");
+
+	CHECK_EQ_INT(addr_parse("127.0.0.1:81", false, &b, &err), 0);
+	CHECK(!addr_equal(&a, &b));
+	CHECK_EQ_INT(addr_parse("127.0.0.1:80", false, &b, &err), 0);
+	CHECK(addr_equal(&a, &b));
+	addr_set(&b, &a.u.sa, a.len);
+	CHECK(addr_equal(&a, &b));
+	CHECK_EQ_INT(b.len, a.len);
+
+	/* a name resolves to its first address */
+	CHECK_EQ_INT(addr_parse("localhost:8080", false, &a, &err), 0);
+	CHECK(a.u.sa.sa_family == AF_INET || a.u.sa.sa_family == AF_INET6);
+	CHECK(strstr(addr_format(&a, buf, sizeof(buf)), ":8080") != NULL);
+
+	CHECK_EQ_INT(addr_parse("unix:/run/x.sock", true, &a, &err), 0);
+	CHECK_EQ_STR(addr_format(&a, buf, sizeof(buf)), "unix:/run/x.sock");
+	CHECK_EQ_INT(a.u.sa.sa_family, AF_UNIX);
+	CHECK_EQ_INT(addr_parse("unix:/run/x.sock", true, &b, &err), 0);
+	CHECK(addr_equal(&a, &b));
+	CHECK_EQ_INT(addr_parse("unix:/run/y.sock", true, &b, &err), 0);
+	CHECK(!addr_equal(&a, &b));
+
+	/* a short buffer truncates */
+	CHECK_EQ_INT(addr_parse("127.0.0.1:80", false, &a, &err), 0);
+	CHECK_EQ_STR(addr_format(&a, buf, 5), "127.");
+
+#define BAD(s, unix, msg) do {						\
+	err = NULL;							\
+	CHECK_EQ_INT(addr_parse(s, unix, &a, &err), -1);		\
+	CHECK_EQ_STR(err, msg);						\
+} while (0)
+	BAD("", true, "empty address");
+	BAD("127.0.0.1", true, "missing port");
+	BAD("127.0.0.1:", true, "missing port");
+	BAD(":80", true, "missing host");
+	BAD("127.0.0.1:0", true, "invalid port: expected a number from 1 "
+	    "to 65535");
+	BAD("127.0.0.1:65536", true, "invalid port: expected a number from "
+	    "1 to 65535");
+	BAD("127.0.0.1:http", true, "invalid port: expected a number from "
+	    "1 to 65535");
+	BAD("127.0.0.1:-1", true, "invalid port: expected a number from 1 "
+	    "to 65535");
+	BAD("::1:80", true, "an IPv6 address must be written in brackets, "
+	    "as in [::1]:443");
+	BAD("[::1]", true, "missing port");
+	BAD("[::1:80", true, "missing ']' after the IPv6 address");
+	BAD("[::1]80", true, "expected ':' and a port after ']'");
+	BAD("[1.2.3.4]:80", true, "invalid IPv6 address");
+	BAD("[]:80", true, "missing host");
+	BAD("unix:/run/x.sock", false, "unix sockets are not allowed here");
+	BAD("unix:", true, "missing unix socket path");
+	BAD("unix:x.sock", true, "unix socket path must be absolute");
+#undef BAD
+	{
+		char	long_path[200];
+
+		memset(long_path, 'a', sizeof(long_path) - 1);
+		long_path[sizeof(long_path) - 1] = '\0';
+		memcpy(long_path, "unix:/", 6);
+		CHECK_EQ_INT(addr_parse(long_path, true, &a, &err), -1);
+		CHECK_EQ_STR(err, "unix socket path is too long");
+	}
+}
+
+/* conf/qproxy.conf is valid but for its certificate files */
+static void
+test_example(void)
+{
+	struct config	*cfg;
+	FILE		*mem;
+	char		*buf = NULL, *line, *next;
+	size_t		 len = 0;
+	int		 n = 0;
+
+	if (test_example_path[0] == '\0') {
+		fprintf(stderr, "conf/qproxy.conf not found: skipped\n");
+		return;
+	}
+	if ((mem = open_memstream(&buf, &len)) == NULL)
+		abort();
+	cfg = config_load(test_example_path, mem);
+	fclose(mem);
+	for (line = buf; *line != '\0'; line = next) {
+		next = strchr(line, '\n');
+		*next++ = '\0';
+		n++;
+		if (strstr(line, ": cannot open \"/etc/qproxy/") == NULL) {
+			fprintf(stderr, "%s\n", line);
+			CHECK(0);
+		}
+	}
+	/* only certificate and private_key may fail, and only when absent */
+	if (access("/etc/qproxy/cert.pem", R_OK) == -1)
+		CHECK_EQ_INT(n, 2);
+	else
+		CHECK(cfg != NULL);
+	config_free(cfg);
+	free(buf);
+}
+
+int
+main(void)
+{
+	char	 path[PATH_MAX];
+
+	if (realpath("conf/qproxy.conf", test_example_path) == NULL)
+		test_example_path[0] = '\0';
+	snprintf(test_dir, sizeof(test_dir), "%s/qproxy-test.XXXXXX",
+	    getenv("TMPDIR") != NULL ? getenv("TMPDIR") : "/tmp");
+	if (mkdtemp(test_dir) == NULL || chdir(test_dir) == -1) {
+		perror(test_dir);
+		return 1;
+	}
+	test_write_file("cert.pem", "-----BEGIN CERTIFICATE-----\n");
+	test_write_file("key.pem", "-----BEGIN PRIVATE KEY-----\n");
+
+	test_full();
+	test_defaults();
+	test_sections();
+	test_keys();
+	test_required();
+	test_files();
+	test_many();
+	test_durations();
+	test_sizes();
+	test_addr();
+	test_example();
+
+	unlink("cert.pem");
+	unlink("key.pem");
+	snprintf(path, sizeof(path), "%s", test_dir);
+	if (chdir("/") == -1 || rmdir(path) == -1)
+		perror(path);
+	UNIT_DONE();
+}

@@ -1,0 +1,203 @@
+/* test_route.c: picking the route for a request. */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "route.h"
+#include "unit.h"
+
+/* the name of the route that matches, or "-" when none does */
+static const char *
+test_match(const struct config *cfg, const char *authority, const char *path)
+{
+	const struct config_route	*r;
+
+	r = route_match(cfg, authority, authority ? strlen(authority) : 0,
+	    path, path ? strlen(path) : 0);
+	return r == NULL ? "-" : r->name;
+}
+
+#define CHECK_ROUTE(cfg, authority, path, name)				\
+	CHECK_EQ_STR(test_match(cfg, authority, path), name)
+
+/* a configuration filled by hand, as configuration loading leaves it */
+static void
+test_by_hand(void)
+{
+	struct config_route	 routes[] = {
+		{ .name = "api", .host = "example.com",
+		    .path_prefix = "/api/" },
+		{ .name = "exact", .host = "example.com" },
+		{ .name = "wild", .host = "*.example.com" },
+		{ .name = "wildimg", .host = "*.example.com",
+		    .path_prefix = "/img" },
+		{ .name = "v6", .host = "::1" },
+		{ .name = "v4", .host = "127.0.0.1", .path_prefix = "/" },
+		{ .name = "static", .path_prefix = "/static/" },
+	};
+	struct config		 cfg;
+
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.routes = routes;
+	cfg.nroutes = sizeof(routes) / sizeof(routes[0]);
+
+	/* exact host, path prefix, order */
+	CHECK_ROUTE(&cfg, "example.com", "/api/v1/users", "api");
+	CHECK_ROUTE(&cfg, "example.com", "/api/", "api");
+	CHECK_ROUTE(&cfg, "example.com", "/api", "exact");
+	CHECK_ROUTE(&cfg, "example.com", "/", "exact");
+	CHECK_ROUTE(&cfg, "example.com", "/static/a.css", "exact");
+	CHECK_ROUTE(&cfg, "example.org", "/api/", "-");
+	CHECK_ROUTE(&cfg, "example.co", "/", "-");
+	CHECK_ROUTE(&cfg, "example.comm", "/", "-");
+	CHECK_ROUTE(&cfg, "xexample.com", "/", "-");
+
+	/* the query is part of the path */
+	CHECK_ROUTE(&cfg, "example.com", "/api/?q=1", "api");
+	CHECK_ROUTE(&cfg, "example.com", "/api?x=/api/", "exact");
+
+	/* case does not matter in the host, only there */
+	CHECK_ROUTE(&cfg, "EXAMPLE.Com", "/api/x", "api");
+	CHECK_ROUTE(&cfg, "example.com", "/API/x", "exact");
+	CHECK_ROUTE(&cfg, "WWW.Example.COM", "/", "wild");
+
+	/* port and a final dot go */
+	CHECK_ROUTE(&cfg, "example.com:443", "/api/x", "api");
+	CHECK_ROUTE(&cfg, "example.com:8443", "/", "exact");
+	CHECK_ROUTE(&cfg, "example.com.", "/", "exact");
+	CHECK_ROUTE(&cfg, "example.com.:443", "/", "exact");
+	CHECK_ROUTE(&cfg, "example.com:", "/", "exact");
+
+	/* wildcards: one label or more, never the domain itself */
+	CHECK_ROUTE(&cfg, "a.example.com", "/", "wild");
+	CHECK_ROUTE(&cfg, "a.b.example.com:443", "/img/x.png", "wild");
+	CHECK_ROUTE(&cfg, "aexample.com", "/", "-");
+	CHECK_ROUTE(&cfg, ".example.com", "/", "-");
+	CHECK_ROUTE(&cfg, "example.com.evil.org", "/", "-");
+
+	/* IPv6 and IPv4 literals */
+	CHECK_ROUTE(&cfg, "[::1]:4433", "/", "v6");
+	CHECK_ROUTE(&cfg, "[::1]", "/", "v6");
+	CHECK_ROUTE(&cfg, "[0:0::1]:443", "/", "v6");
+	CHECK_ROUTE(&cfg, "[::2]:4433", "/", "-");
+	CHECK_ROUTE(&cfg, "[::1", "/", "-");
+	CHECK_ROUTE(&cfg, "127.0.0.1:4433", "/x", "v4");
+	CHECK_ROUTE(&cfg, "127.0.0.1", "", "-");
+
+	/* any host */
+	CHECK_ROUTE(&cfg, "other.org", "/static/x", "static");
+	CHECK_ROUTE(&cfg, "", "/static/x", "static");
+	CHECK_ROUTE(&cfg, NULL, "/static/x", "static");
+	CHECK_ROUTE(&cfg, "other.org", "/stat", "-");
+
+	/* lengths are honoured: no NUL needed */
+	CHECK(route_match(&cfg, "example.com.org", 11, "/api/zzz", 5) ==
+	    &routes[0]);
+	CHECK(route_match(&cfg, "example.com", 11, "/api/", 4) == &routes[1]);
+
+	/* no routes at all */
+	cfg.nroutes = 0;
+	CHECK_ROUTE(&cfg, "example.com", "/", "-");
+}
+
+/* a catch-all route after the others takes what they do not */
+static void
+test_catch_all(void)
+{
+	struct config_route	 routes[] = {
+		{ .name = "first", .path_prefix = "/a" },
+		{ .name = "shadowed", .path_prefix = "/ab" },
+		{ .name = "all" },
+		{ .name = "never", .host = "example.com" },
+	};
+	struct config		 cfg;
+
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.routes = routes;
+	cfg.nroutes = sizeof(routes) / sizeof(routes[0]);
+	CHECK_ROUTE(&cfg, "example.com", "/abc", "first");
+	CHECK_ROUTE(&cfg, "example.com", "/b", "all");
+	CHECK_ROUTE(&cfg, "x", "", "all");
+}
+
+/* what config_load keeps matches as it should */
+static void
+test_loaded(void)
+{
+	struct config	*cfg;
+	FILE		*fp;
+	char		 dir[PATH_MAX / 2], path[PATH_MAX];
+	const char	*text =
+	    "[listener l]\n"
+	    "address = 127.0.0.1:4433\n"
+	    "certificate = cert.pem\n"
+	    "private_key = cert.pem\n"
+	    "[backend b]\n"
+	    "server = 127.0.0.1:8080\n"
+	    "[route upper]\n"
+	    "host = WWW.Example.COM\n"
+	    "backend = b\n"
+	    "[route wild]\n"
+	    "host = *.EXAMPLE.com.\n"
+	    "path_prefix = /Img/\n"
+	    "backend = b\n"
+	    "[route v6]\n"
+	    "host = [::0:1]\n"
+	    "backend = b\n";
+
+	snprintf(dir, sizeof(dir), "%s/qproxy-test.XXXXXX",
+	    getenv("TMPDIR") != NULL ? getenv("TMPDIR") : "/tmp");
+	if (mkdtemp(dir) == NULL) {
+		perror(dir);
+		exit(1);
+	}
+	snprintf(path, sizeof(path), "%s/cert.pem", dir);
+	if ((fp = fopen(path, "w")) == NULL) {
+		perror(path);
+		exit(1);
+	}
+	fclose(fp);
+	if (chdir(dir) == -1) {
+		perror(dir);
+		exit(1);
+	}
+	snprintf(path, sizeof(path), "%s/qproxy.conf", dir);
+	if ((fp = fopen(path, "w")) == NULL) {
+		perror(path);
+		exit(1);
+	}
+	fputs(text, fp);
+	fclose(fp);
+
+	cfg = config_load(path, stderr);
+	CHECK(cfg != NULL);
+	if (cfg != NULL) {
+		CHECK_ROUTE(cfg, "www.example.com", "/", "upper");
+		CHECK_ROUTE(cfg, "WWW.EXAMPLE.COM:443", "/", "upper");
+		CHECK_ROUTE(cfg, "a.example.com", "/Img/x", "wild");
+		CHECK_ROUTE(cfg, "a.example.com", "/img/x", "-");
+		CHECK_ROUTE(cfg, "A.Example.Com.", "/Img/", "wild");
+		CHECK_ROUTE(cfg, "[::1]:4433", "/", "v6");
+		CHECK_ROUTE(cfg, "example.com", "/Img/", "-");
+		CHECK_EQ_INT(cfg->routes[0].backend, 0);
+	}
+	config_free(cfg);
+
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/cert.pem", dir);
+	unlink(path);
+	if (chdir("/") == -1 || rmdir(dir) == -1)
+		perror(dir);
+}
+
+int
+main(void)
+{
+	test_by_hand();
+	test_catch_all();
+	test_loaded();
+	UNIT_DONE();
+}
