@@ -13,6 +13,8 @@ include config.mk
 endif
 
 B ?= build
+# V=1 shows the full commands.
+Q = $(if $(V),,@)
 PREFIX ?= $(prefix)
 SBINDIR ?= $(PREFIX)/sbin
 MANDIR ?= $(PREFIX)/share/man
@@ -37,29 +39,35 @@ TOOLS = $(B)/tests/h3raw
 all: $(B)/qproxy
 
 $(B)/qproxy: $(B)/main.o $(B)/libqproxy.a
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
 
 $(B)/libqproxy.a: $(LIB_OBJS)
-	rm -f $@
-	ar rcs $@ $^
+	$(Q)rm -f $@
+	$(Q)ar rcs $@ $^
 
 $(B)/%.o: src/%.c config.mk
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+	@echo "  CC      $<"
+	$(Q)$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
 
 $(B)/tests/%.o: tests/unit/%.c config.mk
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -Isrc -MMD -MP -c -o $@ $<
+	@echo "  CC      $<"
+	$(Q)$(CC) $(ALL_CFLAGS) -Isrc -MMD -MP -c -o $@ $<
 
 $(B)/tests/test_%: $(B)/tests/test_%.o $(B)/libqproxy.a
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
 
 $(B)/tests/h3raw.o: tests/tools/h3raw.c config.mk
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+	@echo "  CC      $<"
+	$(Q)$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
 
 $(B)/tests/h3raw: $(B)/tests/h3raw.o
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
 
 -include $(wildcard $(B)/*.d $(B)/tests/*.d)
 
