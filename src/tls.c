@@ -106,13 +106,3 @@ tls_session_free(WOLFSSL *ssl)
 	if (ssl != NULL)
 		wolfSSL_free(ssl);
 }
-
-const char *
-tls_session_sni(WOLFSSL *ssl)
-{
-	void *name = NULL;
-	unsigned short len;
-
-	len = wolfSSL_SNI_GetRequest(ssl, WOLFSSL_SNI_HOST_NAME, &name);
-	return len > 0 ? name : NULL;
-}

@@ -16,7 +16,5 @@ void		 tls_ctx_free(WOLFSSL_CTX *);
 /* A session bound to a connection through ref (ngtcp2's convention). */
 WOLFSSL		*tls_session_new(WOLFSSL_CTX *, ngtcp2_crypto_conn_ref *ref);
 void		 tls_session_free(WOLFSSL *);
-/* The server name the client asked for, or NULL. */
-const char	*tls_session_sni(WOLFSSL *);
 
 #endif
