@@ -113,6 +113,8 @@ struct quic_server *quic_server_new(struct ev_loop *, struct config *);
 int		 quic_server_listen(struct quic_server *);
 /* Stops accepting, sends GOAWAY, closes idle connections; see main.c. */
 void		 quic_server_shutdown(struct quic_server *);
+/* Sends CONNECTION_CLOSE on every connection (shutdown_timeout reached). */
+void		 quic_server_close_all(struct quic_server *);
 bool		 quic_server_idle(const struct quic_server *);
 void		 quic_server_free(struct quic_server *);
 /* Asks for this connection's output to be written before the loop sleeps. */

@@ -30,6 +30,7 @@ shutdown_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	log_warnx("shutdown_timeout reached; closing the remaining "
 	    "connections");
+	quic_server_close_all(server);
 	ev_break(loop, EVBREAK_ALL);
 }
 
@@ -40,6 +41,7 @@ signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 
 	if (server->shutting_down) {
 		log_info("second signal %d: stopping now", w->signum);
+		quic_server_close_all(server);
 		ev_break(loop, EVBREAK_ALL);
 		return;
 	}

@@ -1010,6 +1010,22 @@ quic_server_shutdown(struct quic_server *srv)
 		ev_break(srv->loop, EVBREAK_ALL);
 }
 
+void
+quic_server_close_all(struct quic_server *srv)
+{
+	struct qconn *qc, *next;
+
+	for (qc = LIST_FIRST(&srv->conns); qc != NULL; qc = next) {
+		next = LIST_NEXT(qc, entry);
+		if (qc->state != QC_ACTIVE)
+			continue;
+		if (qc->last_error.error_code == 0)
+			ngtcp2_ccerr_set_application_error(&qc->last_error,
+			    NGHTTP3_H3_NO_ERROR, NULL, 0);
+		qconn_close(qc);
+	}
+}
+
 bool
 quic_server_idle(const struct quic_server *srv)
 {

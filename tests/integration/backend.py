@@ -1,0 +1,832 @@
+#!/usr/bin/python3
+"""HTTP/1.1 test backend for qproxy's integration tests.
+
+Standard library only.  Usable as a module (``Backend(...).start()`` from a
+pytest fixture) or standalone::
+
+    python3 backend.py --tcp 127.0.0.1:8080 --unix /tmp/backend.sock
+
+It speaks HTTP/1.1 with keep-alive on TCP and/or a unix socket, decodes
+chunked request bodies itself, and records every request it receives (method,
+target, headers as received, body facts) so a test can assert what qproxy sent,
+or that it sent nothing at all.
+
+Endpoints (the first path segment that names an endpoint selects it, so
+``/app/bytes/10`` and ``/bytes/10`` are the same; a route prefix is ignored):
+
+  GET|HEAD /bytes/N        N bytes of the deterministic pattern, Content-Length
+  GET|HEAD /chunked/N      the same bytes, Transfer-Encoding: chunked, odd sizes
+  GET      /close/N        the same bytes, no Content-Length, closes at the end
+  GET      /slow/N?ms=T    N bytes with Content-Length, spread over about T ms
+  *        /status/CODE    that status; 204 and 304 without a body, others with
+                           "status CODE\\n"; /status/304?cl=N adds Content-Length: N
+  POST|PUT /upload         consumes the body, replies JSON {sha256, length,
+                           chunked, content_length, ...}
+  *        /echo-headers   JSON: method, target, version and all headers in order
+  *        /hang           reads the request, never answers (until the peer closes)
+  GET      /die/N          Content-Length: N, half the body, then closes
+                           (/die/N?rst=1 resets the connection instead)
+  GET      /die-chunked/N  chunked, about half the body, closes without the last chunk
+  GET      /garbage[/KIND] a malformed response head, then keeps the connection open
+                           KIND: status (default), noheader, cl, binary
+  GET      /early-hints    103 Early Hints, then 200 with a small body
+  GET      /hop            a response carrying hop-by-hop fields (chunked body)
+  GET      /cookies        a response with two Set-Cookie fields
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import signal
+import socket
+import socketserver
+import struct
+import sys
+import threading
+import time
+import urllib.parse
+
+SEED = b"qproxy integration test body, v1"
+
+_pattern = b""
+_pattern_lock = threading.Lock()
+
+
+def body_bytes(n):
+    """The first n bytes of the deterministic body pattern.
+
+    The pattern is SHAKE-256(SEED) read as an endless stream, so any prefix is
+    well defined, nothing repeats, and a test can compute it on its own:
+    hashlib.shake_256(SEED).digest(n).
+    """
+    global _pattern
+    if n <= len(_pattern):
+        return _pattern[:n]
+    with _pattern_lock:
+        if n > len(_pattern):
+            _pattern = hashlib.shake_256(SEED).digest(max(n, 2 * len(_pattern), 1 << 20))
+        return _pattern[:n]
+
+
+def body_sha256(n):
+    return hashlib.sha256(body_bytes(n)).hexdigest()
+
+
+# Chunk sizes used by /chunked: odd, unaligned, cycling.
+CHUNK_SIZES = (1, 7, 4093, 65521, 3, 16411, 250, 100003, 2)
+
+MAX_LINE = 65536
+MAX_HEADERS = 200
+MAX_N = 1 << 30
+
+REASONS = {
+    100: "Continue", 103: "Early Hints", 200: "OK", 201: "Created", 202: "Accepted",
+    204: "No Content", 206: "Partial Content", 301: "Moved Permanently", 302: "Found",
+    304: "Not Modified", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+    404: "Not Found", 405: "Method Not Allowed", 410: "Gone", 418: "I'm a teapot",
+    429: "Too Many Requests", 500: "Internal Server Error", 501: "Not Implemented",
+    502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
+}
+
+
+class BadRequest(Exception):
+    pass
+
+
+class PeerGone(Exception):
+    pass
+
+
+def _readline(rf):
+    line = rf.readline(MAX_LINE + 1)
+    if len(line) > MAX_LINE:
+        raise BadRequest("line too long")
+    return line
+
+
+def _read_exact(rf, n, sink):
+    """Read n bytes from rf and feed them to sink(bytes)."""
+    while n > 0:
+        data = rf.read(min(n, 1 << 16))
+        if not data:
+            raise PeerGone("EOF in body")
+        sink(data)
+        n -= len(data)
+
+
+def _is_token(s):
+    return bool(s) and all(c.isalnum() or c in "!#$%&'*+-.^_`|~" for c in s)
+
+
+class Request:
+    def __init__(self):
+        self.method = ""
+        self.target = ""
+        self.version = ""
+        self.headers = []       # [(name, value)] exactly as received, in order
+
+    def get_all(self, name):
+        name = name.lower()
+        return [v for n, v in self.headers if n.lower() == name]
+
+    def get(self, name, default=None):
+        vals = self.get_all(name)
+        return vals[0] if vals else default
+
+    @property
+    def path(self):
+        return self.target.split("?", 1)[0]
+
+    @property
+    def query(self):
+        parts = self.target.split("?", 1)
+        return urllib.parse.parse_qs(parts[1]) if len(parts) > 1 else {}
+
+
+def read_request_head(rf):
+    """Parse a request head; None on a clean EOF before any byte."""
+    line = _readline(rf)
+    # RFC 9112 2.2: ignore at least one empty line before the request line.
+    for _ in range(4):
+        if line not in (b"\r\n", b"\n"):
+            break
+        line = _readline(rf)
+    if not line:
+        return None
+    if not line.endswith(b"\n"):
+        raise PeerGone("EOF in request line")
+    parts = line.rstrip(b"\r\n").decode("latin-1").split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        raise BadRequest("bad request line %r" % line)
+    req = Request()
+    req.method, req.target, req.version = parts
+    if not _is_token(req.method) or not req.target:
+        raise BadRequest("bad request line %r" % line)
+    while True:
+        line = _readline(rf)
+        if not line.endswith(b"\n"):
+            raise PeerGone("EOF in headers")
+        if line in (b"\r\n", b"\n"):
+            break
+        if line[:1] in (b" ", b"\t"):
+            raise BadRequest("obs-fold")
+        text = line.rstrip(b"\r\n").decode("latin-1")
+        name, sep, value = text.partition(":")
+        if not sep or not _is_token(name):
+            raise BadRequest("bad header line %r" % line)
+        req.headers.append((name, value.strip(" \t")))
+        if len(req.headers) > MAX_HEADERS:
+            raise BadRequest("too many headers")
+    return req
+
+
+class Backend:
+    """A threaded HTTP/1.1 test server on TCP and/or a unix socket."""
+
+    def __init__(self, tcp=None, unix=None, name="backend", quiet=True):
+        """tcp: (host, port) (port 0 picks a free one); unix: socket path."""
+        if tcp is None and unix is None:
+            tcp = ("127.0.0.1", 0)
+        self.name = name
+        self.quiet = quiet
+        self._tcp_want = tcp
+        self._unix_want = unix
+        self._servers = []
+        self._threads = []
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._requests = []
+        self._conns = set()
+        self._conn_count = 0
+        self.tcp_address = None
+        self.unix_path = None
+
+    # ---- lifecycle -----------------------------------------------------
+
+    def start(self):
+        backend = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self):
+                backend._serve_connection(self.request, self.server.transport)
+
+        if self._tcp_want is not None:
+            class TCPServer(socketserver.ThreadingTCPServer):
+                allow_reuse_address = True
+                daemon_threads = True
+                block_on_close = False
+                request_queue_size = 128
+            srv = TCPServer(tuple(self._tcp_want), Handler)
+            srv.transport = "tcp"
+            self.tcp_address = srv.server_address[:2]
+            self._servers.append(srv)
+        if self._unix_want is not None:
+            class UnixServer(socketserver.ThreadingUnixStreamServer):
+                daemon_threads = True
+                block_on_close = False
+                request_queue_size = 128
+            if os.path.exists(self._unix_want):
+                os.unlink(self._unix_want)
+            srv = UnixServer(self._unix_want, Handler)
+            srv.transport = "unix"
+            self.unix_path = self._unix_want
+            self._servers.append(srv)
+        for srv in self._servers:
+            t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
+                                 name="%s-%s" % (self.name, srv.transport), daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def stop(self):
+        for srv in self._servers:
+            srv.shutdown()
+            srv.server_close()
+        with self._lock:
+            conns = list(self._conns)
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if self.unix_path and os.path.exists(self.unix_path):
+            os.unlink(self.unix_path)
+        self._servers = []
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @property
+    def tcp_port(self):
+        return self.tcp_address[1]
+
+    @property
+    def tcp_server(self):
+        """The "host:port" form for a qproxy `server =` line."""
+        return "%s:%d" % self.tcp_address
+
+    # ---- what the tests inspect -----------------------------------------
+
+    @property
+    def count(self):
+        """How many request heads this backend has received so far."""
+        with self._lock:
+            return len(self._requests)
+
+    @property
+    def connections(self):
+        """How many connections this backend has accepted so far."""
+        with self._lock:
+            return self._conn_count
+
+    @property
+    def requests(self):
+        """A snapshot (list of dicts) of every request received so far."""
+        with self._lock:
+            return [dict(r) for r in self._requests]
+
+    def requests_since(self, index):
+        with self._lock:
+            return [dict(r) for r in self._requests[index:]]
+
+    def wait_for_count(self, n, timeout=5.0):
+        """Wait until at least n requests were seen; returns the count."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self._requests) < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            return len(self._requests)
+
+    def wait_for_request(self, predicate, start=0, timeout=5.0):
+        """Wait for a request (dict) matching predicate, at index >= start."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for r in self._requests[start:]:
+                    if predicate(r):
+                        return dict(r)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cond.wait(left)
+
+    def wait_body_done(self, record_id, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                r = self._requests[record_id]
+                if r["body_done"] or r["error"]:
+                    return dict(r)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return dict(r)
+                self._cond.wait(left)
+
+    # ---- internals ------------------------------------------------------
+
+    def _log(self, msg):
+        if not self.quiet:
+            sys.stderr.write("%s: %s\n" % (self.name, msg))
+
+    def _record(self, req, transport, conn_id, seq):
+        rec = {
+            "backend": self.name,
+            "transport": transport,
+            "conn": conn_id,
+            "seq_on_conn": seq,
+            "time": time.monotonic(),
+            "method": req.method,
+            "target": req.target,
+            "path": req.path,
+            "version": req.version,
+            "headers": [list(h) for h in req.headers],
+            "body_length": None,
+            "body_sha256": None,
+            "chunked": False,
+            "content_length": None,
+            "trailers": [],
+            "body_done": False,
+            "error": None,
+        }
+        with self._cond:
+            rec["id"] = len(self._requests)
+            self._requests.append(rec)
+            self._cond.notify_all()
+        return rec
+
+    def _update(self, rec, **kw):
+        with self._cond:
+            rec.update(kw)
+            self._cond.notify_all()
+
+    def _serve_connection(self, sock, transport):
+        with self._lock:
+            self._conn_count += 1
+            conn_id = self._conn_count
+            self._conns.add(sock)
+        rf = sock.makefile("rb", buffering=1 << 16)
+        seq = 0
+        try:
+            while True:
+                try:
+                    req = read_request_head(rf)
+                except BadRequest as e:
+                    self._log("bad request: %s" % e)
+                    self._send_simple(sock, 400, b"bad request\n", close=True)
+                    break
+                if req is None:
+                    break
+                seq += 1
+                rec = self._record(req, transport, conn_id, seq)
+                try:
+                    keep = self._handle(sock, rf, req, rec)
+                except BadRequest as e:
+                    self._update(rec, error=str(e))
+                    self._send_simple(sock, 400, b"bad request\n", close=True)
+                    break
+                except (PeerGone, OSError) as e:
+                    self._update(rec, error=str(e) or type(e).__name__)
+                    break
+                if not keep:
+                    break
+        except (PeerGone, OSError):
+            pass
+        finally:
+            with self._lock:
+                self._conns.discard(sock)
+            try:
+                rf.close()
+            except OSError:
+                pass
+
+    # -- request body -----------------------------------------------------
+
+    def _read_body(self, sock, rf, req, rec):
+        """Consume the request body per RFC 9112 framing; records its facts."""
+        te = [v.strip().lower() for v in ",".join(req.get_all("transfer-encoding")).split(",")
+              if v.strip()]
+        cls = req.get_all("content-length")
+        h = hashlib.sha256()
+        length = 0
+
+        def sink(data):
+            nonlocal length
+            h.update(data)
+            length += len(data)
+
+        chunked = False
+        cl_value = ", ".join(cls) if cls else None
+        if te:
+            if te[-1] != "chunked":
+                raise BadRequest("transfer-encoding without chunked last")
+            if cls:
+                raise BadRequest("both transfer-encoding and content-length")
+            chunked = True
+        elif cls:
+            vals = {v.strip() for c in cls for v in c.split(",")}
+            if len(vals) != 1 or not next(iter(vals)).isdigit():
+                raise BadRequest("bad content-length %r" % cls)
+        expect_body = chunked or (cls and int(next(iter(vals))) > 0)
+        if expect_body and (req.get("expect", "").lower() == "100-continue"):
+            sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        trailers = []
+        if chunked:
+            while True:
+                line = _readline(rf)
+                if not line.endswith(b"\n"):
+                    raise PeerGone("EOF in chunk size")
+                size_s = line.split(b";", 1)[0].strip()
+                if not size_s or any(c not in b"0123456789abcdefABCDEF" for c in size_s):
+                    raise BadRequest("bad chunk size %r" % line)
+                size = int(size_s, 16)
+                if size == 0:
+                    break
+                _read_exact(rf, size, sink)
+                if rf.read(2) not in (b"\r\n",):
+                    raise BadRequest("chunk not followed by CRLF")
+            while True:
+                line = _readline(rf)
+                if not line.endswith(b"\n"):
+                    raise PeerGone("EOF in trailers")
+                if line in (b"\r\n", b"\n"):
+                    break
+                n, _, v = line.rstrip(b"\r\n").decode("latin-1").partition(":")
+                trailers.append([n, v.strip()])
+        elif cls:
+            _read_exact(rf, int(next(iter(vals))), sink)
+        self._update(rec, body_length=length, body_sha256=h.hexdigest(), chunked=chunked,
+                     content_length=cl_value, trailers=trailers, body_done=True)
+        return {"sha256": h.hexdigest(), "length": length, "chunked": chunked,
+                "content_length": cl_value, "trailers": trailers}
+
+    # -- responses ----------------------------------------------------------
+
+    def _head(self, status, headers, reason=None):
+        reason = reason if reason is not None else REASONS.get(status, "Status")
+        lines = ["HTTP/1.1 %d %s" % (status, reason)]
+        lines.append("X-Backend: %s" % self.name)
+        for n, v in headers:
+            lines.append("%s: %s" % (n, v))
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    def _send_simple(self, sock, status, body, ctype="text/plain", close=False,
+                     head_only=False, extra=()):
+        hdrs = [("Content-Type", ctype), ("Content-Length", str(len(body)))]
+        hdrs.extend(extra)
+        if close:
+            hdrs.append(("Connection", "close"))
+        try:
+            sock.sendall(self._head(status, hdrs) + (b"" if head_only else body))
+        except OSError:
+            return False
+        return not close
+
+    @staticmethod
+    def _client_wants_close(req):
+        conn = [t.strip().lower() for v in req.get_all("connection") for t in v.split(",")]
+        if req.version == "HTTP/1.0":
+            return "keep-alive" not in conn
+        return "close" in conn
+
+    @staticmethod
+    def _int_arg(args, default=None):
+        if not args:
+            if default is None:
+                raise BadRequest("missing number")
+            return default
+        if not args[0].isdigit() or int(args[0]) > MAX_N:
+            raise BadRequest("bad number %r" % args[0])
+        return int(args[0])
+
+    ENDPOINTS = ("bytes", "chunked", "close", "slow", "status", "upload", "echo-headers",
+                 "hang", "die", "die-chunked", "garbage", "early-hints", "hop", "cookies")
+
+    def _handle(self, sock, rf, req, rec):
+        """Serve one request; returns whether the connection stays open."""
+        segs = [s for s in req.path.split("/") if s]
+        name, args = None, []
+        for i, s in enumerate(segs):
+            if s in self.ENDPOINTS:
+                name, args = s, segs[i + 1:]
+                break
+        if name == "hang":
+            # Read the request, then never answer: wait for the peer to go.
+            self._update(rec, body_done=True, body_length=0)
+            while True:
+                try:
+                    if not sock.recv(65536):
+                        break
+                except OSError:
+                    break
+            return False
+        body = self._read_body(sock, rf, req, rec)
+        close = self._client_wants_close(req)
+        head_only = req.method == "HEAD"
+        q = req.query
+
+        if name is None:
+            return self._send_simple(sock, 404, b"no such endpoint on the test backend\n",
+                                     close=close, head_only=head_only)
+
+        if name in ("bytes", "slow"):
+            n = self._int_arg(args)
+            hdrs = [("Content-Type", "application/octet-stream"), ("Content-Length", str(n)),
+                    ("X-Body-Sha256", body_sha256(n))]
+            if close:
+                hdrs.append(("Connection", "close"))
+            sock.sendall(self._head(200, hdrs))
+            if head_only or n == 0:
+                return not close
+            data = memoryview(body_bytes(n))
+            if name == "bytes":
+                sock.sendall(data)
+            else:
+                total_ms = float(q.get("ms", ["2000"])[0])
+                pieces = 40
+                step = max(1, -(-n // pieces))
+                for off in range(0, n, step):
+                    sock.sendall(data[off:off + step])
+                    if off + step < n:
+                        time.sleep(total_ms / 1000.0 / pieces)
+            return not close
+
+        if name == "chunked":
+            n = self._int_arg(args)
+            hdrs = [("Content-Type", "application/octet-stream"),
+                    ("Transfer-Encoding", "chunked"), ("X-Body-Sha256", body_sha256(n))]
+            if close:
+                hdrs.append(("Connection", "close"))
+            sock.sendall(self._head(200, hdrs))
+            if head_only:
+                return not close
+            data = memoryview(body_bytes(n))
+            off, i = 0, 0
+            while off < n:
+                size = min(CHUNK_SIZES[i % len(CHUNK_SIZES)], n - off)
+                ext = ";ext=%d" % i if i % 5 == 3 else ""
+                sock.sendall(b"%x%s\r\n" % (size, ext.encode()) + data[off:off + size] + b"\r\n")
+                off += size
+                i += 1
+            sock.sendall(b"0\r\n\r\n")
+            return not close
+
+        if name == "close":
+            n = self._int_arg(args)
+            sock.sendall(self._head(200, [("Content-Type", "application/octet-stream"),
+                                          ("X-Body-Sha256", body_sha256(n)),
+                                          ("Connection", "close")]))
+            if not head_only:
+                sock.sendall(memoryview(body_bytes(n)))
+            sock.shutdown(socket.SHUT_WR)
+            return False
+
+        if name == "status":
+            code = self._int_arg(args)
+            if not 200 <= code <= 599:
+                raise BadRequest("status %d not supported" % code)
+            hdrs = []
+            if close:
+                hdrs.append(("Connection", "close"))
+            if code in (204, 304):
+                if code == 304:
+                    hdrs.append(("ETag", '"v1"'))
+                    if "cl" in q:
+                        hdrs.append(("Content-Length", str(int(q["cl"][0]))))
+                sock.sendall(self._head(code, hdrs))
+                return not close
+            return self._send_simple(sock, code, b"status %d\n" % code, close=close,
+                                     head_only=head_only)
+
+        if name == "upload":
+            reply = dict(body)
+            reply["method"] = req.method
+            return self._send_simple(sock, 200, json.dumps(reply).encode() + b"\n",
+                                     ctype="application/json", close=close, head_only=head_only)
+
+        if name == "echo-headers":
+            reply = {
+                "backend": self.name,
+                "method": req.method,
+                "target": req.target,
+                "version": req.version,
+                "request_line": "%s %s %s" % (req.method, req.target, req.version),
+                "headers": [list(h) for h in req.headers],
+                "body": body,
+            }
+            return self._send_simple(sock, 200, json.dumps(reply).encode() + b"\n",
+                                     ctype="application/json", close=close, head_only=head_only)
+
+        if name == "die":
+            n = self._int_arg(args)
+            sock.sendall(self._head(200, [("Content-Type", "application/octet-stream"),
+                                          ("Content-Length", str(n))]))
+            sock.sendall(memoryview(body_bytes(n))[:n // 2])
+            time.sleep(0.05)
+            if q.get("rst"):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()    # an RST once the last reference is gone
+            else:
+                sock.shutdown(socket.SHUT_RDWR)
+            return False
+
+        if name == "die-chunked":
+            n = self._int_arg(args)
+            sock.sendall(self._head(200, [("Content-Type", "application/octet-stream"),
+                                          ("Transfer-Encoding", "chunked")]))
+            data = body_bytes(n // 2)
+            for off in range(0, len(data), 10000):
+                piece = data[off:off + 10000]
+                sock.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
+            time.sleep(0.05)
+            sock.shutdown(socket.SHUT_RDWR)
+            return False
+
+        if name == "garbage":
+            kind = args[0] if args else "status"
+            heads = {
+                "status": b"HTTP/1.1 2OO OK\r\nContent-Length: 2\r\n\r\nok",
+                "noheader": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+                            b"this line has no colon\r\n\r\nok",
+                "cl": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
+                "binary": b"\x00\x01\x02\xff garbage \x7f\r\n\r\n",
+            }
+            if kind not in heads:
+                raise BadRequest("unknown garbage kind")
+            sock.sendall(heads[kind])
+            # Keep the connection open, so that only parsing can explain a 502.
+            sock.settimeout(10)
+            try:
+                while sock.recv(65536):
+                    pass
+            except OSError:
+                pass
+            return False
+
+        if name == "early-hints":
+            sock.sendall(self._head(103, [("Link", "</style.css>; rel=preload; as=style")]))
+            return self._send_simple(sock, 200, b"final response after early hints\n",
+                                     close=close, head_only=head_only)
+
+        if name == "hop":
+            hdrs = [("Content-Type", "text/plain"),
+                    ("Connection", "keep-alive, X-Private-Hop"),
+                    ("Keep-Alive", "timeout=30, max=100"),
+                    ("X-Private-Hop", "must not be forwarded"),
+                    ("Proxy-Connection", "keep-alive"),
+                    ("Upgrade", "h2c"),
+                    ("X-End-To-End", "kept"),
+                    ("Transfer-Encoding", "chunked")]
+            sock.sendall(self._head(200, hdrs))
+            if not head_only:
+                sock.sendall(b"5\r\nhop-b\r\n3\r\nody\r\n0\r\n\r\n")
+            return not close
+
+        if name == "cookies":
+            return self._send_simple(sock, 200, b"cookies\n", close=close, head_only=head_only,
+                                     extra=[("Set-Cookie", "a=1; Path=/"),
+                                            ("Set-Cookie", "b=2; Path=/; HttpOnly")])
+
+        raise BadRequest("unhandled endpoint %s" % name)
+
+
+# ---- helpers for failure scenarios ---------------------------------------
+
+
+def free_tcp_port(host="127.0.0.1"):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def free_udp_port(host="127.0.0.1"):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class Refusing:
+    """A TCP port with nothing listening on it: connecting gets refused.
+
+    The port stays bound (but not listening) while this object lives, so
+    nothing else can take it."""
+
+    def __init__(self, host="127.0.0.1"):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind((host, 0))
+        self.address = self.sock.getsockname()[:2]
+
+    @property
+    def port(self):
+        return self.address[1]
+
+    def close(self):
+        self.sock.close()
+
+
+class BlackHole:
+    """Accepts TCP connections and never reads from or answers them."""
+
+    def __init__(self, host="127.0.0.1"):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, 0))
+        self.sock.listen(128)
+        self.address = self.sock.getsockname()[:2]
+        self.accepted = []
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True, name="blackhole")
+        self._thread.start()
+
+    @property
+    def port(self):
+        return self.address[1]
+
+    def _run(self):
+        self.sock.settimeout(0.1)
+        while not self._stop:
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            self.accepted.append(c)
+
+    def close(self):
+        self._stop = True
+        self._thread.join(2)
+        for c in self.accepted:
+            c.close()
+        self.sock.close()
+
+
+class SynDrop:
+    """A listening TCP port whose accept queue is full, so new connection
+    attempts get no answer at all (the kernel drops their SYNs): connecting
+    to it times out, like an unreachable host."""
+
+    def __init__(self, host="127.0.0.1"):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind((host, 0))
+        self.sock.listen(0)
+        self.address = self.sock.getsockname()[:2]
+        self.fillers = []
+        for _ in range(2):
+            c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            c.setblocking(False)
+            try:
+                c.connect(self.address)
+            except BlockingIOError:
+                pass
+            self.fillers.append(c)
+        time.sleep(0.05)
+
+    @property
+    def port(self):
+        return self.address[1]
+
+    def close(self):
+        for c in self.fillers:
+            c.close()
+        self.sock.close()
+
+
+def _parse_hostport(s):
+    host, _, port = s.rpartition(":")
+    return (host.strip("[]") or "127.0.0.1", int(port))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="qproxy integration-test HTTP/1.1 backend")
+    ap.add_argument("--tcp", metavar="HOST:PORT", help="listen on this TCP address")
+    ap.add_argument("--unix", metavar="PATH", help="listen on this unix socket")
+    ap.add_argument("--name", default="backend", help="value of the X-Backend response field")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    a = ap.parse_args(argv)
+    if not a.tcp and not a.unix:
+        ap.error("give --tcp and/or --unix")
+    b = Backend(tcp=_parse_hostport(a.tcp) if a.tcp else None, unix=a.unix, name=a.name,
+                quiet=not a.verbose)
+    b.start()
+    if b.tcp_address:
+        print("listening on tcp %s:%d" % b.tcp_address, flush=True)
+    if b.unix_path:
+        print("listening on unix %s" % b.unix_path, flush=True)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    while not done.wait(0.5):
+        pass
+    b.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

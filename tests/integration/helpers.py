@@ -1,0 +1,690 @@
+"""HTTP/3 client helpers and qproxy process management for the end-to-end tests.
+
+See conftest.py for the environment variables.  Nothing here starts
+anything at import time.
+"""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+import backend as backend_mod  # noqa: E402
+
+try:
+    import pycurl
+except ImportError:      # pragma: no cover - reported by the tests that need it
+    pycurl = None
+
+# --------------------------------------------------------------------------
+# Expected bodies, computed independently of backend.py (same seed, same XOF).
+
+BODY_SEED = b"qproxy integration test body, v1"
+_sha_cache = {}
+
+
+def expected_body(n):
+    return hashlib.shake_256(BODY_SEED).digest(n)
+
+
+def expected_sha256(n):
+    if n not in _sha_cache:
+        _sha_cache[n] = hashlib.sha256(expected_body(n)).hexdigest()
+    return _sha_cache[n]
+
+
+def sha256(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+KiB = 1024
+MiB = 1024 * 1024
+
+# Timeouts of the shared qproxy instance's backends (seconds).
+SHORT_READ_TIMEOUT = 2.0     # route /short/ and /blackhole/
+CONNECT_TIMEOUT = 1.0        # every backend
+
+# --------------------------------------------------------------------------
+# Environment
+
+
+def _slow_factor():
+    env = os.environ.get("QPROXY_TEST_SLOW")
+    if env:
+        return float(env)
+    q = os.environ.get("QPROXY", "")
+    return 3.0 if "asan" in q.lower() else 1.0
+
+
+SLOW = _slow_factor()
+
+# curl's limit for one big (10 MiB) transfer; far above what a working proxy
+# needs on loopback, low enough that a stalled transfer fails the test soon.
+BIG_TIMEOUT = 20 * SLOW
+
+SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error",
+                     "UndefinedBehaviorSanitizer", "ThreadSanitizer")
+
+
+def qproxy_binary():
+    """$QPROXY, or pytest.fail (never skip) with a clear message."""
+    path = os.environ.get("QPROXY")
+    if not path:
+        pytest.fail("QPROXY is not set: point it at the qproxy binary "
+                    "(make integration does: QPROXY=build/qproxy)", pytrace=False)
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        pytest.fail("QPROXY=%s is not an executable file (build it first: make)" % path,
+                    pytrace=False)
+    return os.path.abspath(path)
+
+
+def h3raw_binary():
+    path = os.environ.get("H3RAW")
+    if not path:
+        pytest.fail("H3RAW is not set: point it at the h3raw test client "
+                    "(make integration does: H3RAW=build/tests/h3raw)", pytrace=False)
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        pytest.fail("H3RAW=%s is not an executable file (make tests builds it)" % path,
+                    pytrace=False)
+    return os.path.abspath(path)
+
+
+def gtlsclient_binary():
+    path = shutil.which("gtlsclient") or "/usr/bin/gtlsclient"
+    if not os.access(path, os.X_OK):
+        pytest.fail("gtlsclient (Debian package ngtcp2-client) is not installed; "
+                    "run make deps", pytrace=False)
+    return path
+
+
+def require_pycurl_h3():
+    if pycurl is None:
+        pytest.fail("python3-pycurl is not installed; run make deps", pytrace=False)
+    if not pycurl.version_info()[4] & (1 << 25):       # CURL_VERSION_HTTP3
+        pytest.fail("this libcurl (%s) has no HTTP/3 support; run make deps" % pycurl.version,
+                    pytrace=False)
+
+
+# --------------------------------------------------------------------------
+# Ports
+
+
+free_tcp_port = backend_mod.free_tcp_port
+free_udp_port = backend_mod.free_udp_port
+
+
+# --------------------------------------------------------------------------
+# Certificate
+
+
+def make_certificate(directory):
+    """A self-signed EC P-256 certificate for localhost / 127.0.0.1.
+
+    Returns (cert_path, key_path)."""
+    cert = os.path.join(directory, "cert.pem")
+    key = os.path.join(directory, "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", key, "-out", cert, "-days", "30", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=30)
+    return cert, key
+
+
+# --------------------------------------------------------------------------
+# HTTP/3 client helpers (pycurl, HTTP/3 only)
+
+
+class Response:
+    def __init__(self):
+        self.status = None
+        self.headers = []           # [(lowercase name, value)] of the final response
+        self.interim = []           # [(status, headers)] of 1xx responses
+        self.body = b""
+        self.http_version = None
+        self.num_connects = None
+        self.local_port = None
+        self.elapsed = None
+        self.error = None           # (curl errno, message) for multi transfers
+
+    def header(self, name, default=None):
+        name = name.lower()
+        for n, v in self.headers:
+            if n == name:
+                return v
+        return default
+
+    def header_all(self, name):
+        name = name.lower()
+        return [v for n, v in self.headers if n == name]
+
+    @property
+    def sha256(self):
+        return sha256(self.body)
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return "<Response %s %d bytes err=%s>" % (self.status, len(self.body), self.error)
+
+
+class _Collector:
+    """Header and body callbacks for one transfer."""
+
+    def __init__(self, resp, on_data=None):
+        self.resp = resp
+        self.chunks = []
+        self.block = None
+        self.status = None
+        self.on_data = on_data
+        self.received = 0
+
+    def header(self, line):
+        text = line.decode("latin-1").rstrip("\r\n")
+        if text.startswith("HTTP/"):
+            parts = text.split(" ", 2)
+            self.status = int(parts[1])
+            self.block = []
+            return
+        if text == "":
+            if self.status is not None:
+                if 100 <= self.status < 200:
+                    self.resp.interim.append((self.status, self.block))
+                else:
+                    self.resp.status = self.status
+                    self.resp.headers = self.block
+            return
+        if self.block is not None and ":" in text:
+            n, _, v = text.partition(":")
+            self.block.append((n.strip().lower(), v.strip()))
+
+    def write(self, data):
+        self.chunks.append(data)
+        self.received += len(data)
+        if self.on_data is not None:
+            self.on_data(self.received)
+
+    def finish(self, c):
+        r = self.resp
+        r.body = b"".join(self.chunks)
+        if r.status is None and self.status is not None:
+            r.status = self.status
+            r.headers = self.block or []
+        try:
+            r.http_version = c.getinfo(pycurl.INFO_HTTP_VERSION)
+        except (AttributeError, pycurl.error):
+            pass
+        r.num_connects = c.getinfo(pycurl.NUM_CONNECTS)
+        r.local_port = c.getinfo(pycurl.LOCAL_PORT)
+        r.elapsed = c.getinfo(pycurl.TOTAL_TIME)
+        if not r.status:
+            r.status = c.getinfo(pycurl.RESPONSE_CODE) or None
+
+
+def _body_reader(body):
+    """A pycurl READFUNCTION over bytes, a file path or an iterable of bytes."""
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        view = memoryview(body)
+        pos = [0]
+
+        def read(size):
+            chunk = view[pos[0]:pos[0] + size]
+            pos[0] += len(chunk)
+            return bytes(chunk)
+        return read, len(view)
+    if isinstance(body, (str, os.PathLike)):
+        f = open(body, "rb")
+
+        def read(size):
+            data = f.read(size)
+            if not data:
+                f.close()
+            return data
+        return read, os.path.getsize(body)
+    it = iter(body)
+    pending = [b""]
+
+    def read(size):
+        while not pending[0]:
+            try:
+                pending[0] = next(it)
+            except StopIteration:
+                return b""
+        data, pending[0] = pending[0][:size], pending[0][size:]
+        return data
+    return read, None
+
+
+def generated_body(n, piece=100003):
+    """The deterministic pattern as a stream of pieces (no length known)."""
+    data = expected_body(n)
+    for off in range(0, n, piece):
+        yield data[off:off + piece]
+
+
+def make_easy(url, *, method=None, headers=(), body=None, content_length=True,
+              timeout=30, connect_timeout=10, connect_to=None, resolve=None,
+              verify=False, cainfo=None, on_data=None, head=False):
+    """A configured pycurl.Curl (HTTP/3 only) and its collector."""
+    require_pycurl_h3()
+    c = pycurl.Curl()
+    resp = Response()
+    col = _Collector(resp, on_data)
+    c.setopt(pycurl.URL, url)
+    c.setopt(pycurl.HTTP_VERSION, 31)          # CURL_HTTP_VERSION_3ONLY
+    c.setopt(pycurl.NOSIGNAL, 1)
+    c.setopt(pycurl.TIMEOUT_MS, int(timeout * 1000))
+    c.setopt(pycurl.CONNECTTIMEOUT_MS, int(connect_timeout * 1000))
+    if verify:
+        c.setopt(pycurl.SSL_VERIFYPEER, 1)
+        c.setopt(pycurl.SSL_VERIFYHOST, 2)
+        if cainfo:
+            c.setopt(pycurl.CAINFO, cainfo)
+    else:
+        c.setopt(pycurl.SSL_VERIFYPEER, 0)
+        c.setopt(pycurl.SSL_VERIFYHOST, 0)
+    c.setopt(pycurl.HEADERFUNCTION, col.header)
+    c.setopt(pycurl.WRITEFUNCTION, col.write)
+    if connect_to:
+        c.setopt(pycurl.CONNECT_TO, list(connect_to))
+    if resolve:
+        c.setopt(pycurl.RESOLVE, list(resolve))
+    hdrs = list(headers)
+    if head:
+        c.setopt(pycurl.NOBODY, 1)
+    if body is not None:
+        read, size = _body_reader(body)
+        hdrs.append("Expect:")                 # never wait for 100-continue
+        m = (method or "POST").upper()
+        if m == "POST":
+            c.setopt(pycurl.POST, 1)
+            c.setopt(pycurl.READFUNCTION, read)
+            if content_length and size is not None:
+                c.setopt(pycurl.POSTFIELDSIZE_LARGE, size)
+        else:
+            c.setopt(pycurl.UPLOAD, 1)
+            c.setopt(pycurl.READFUNCTION, read)
+            if content_length and size is not None:
+                c.setopt(pycurl.INFILESIZE_LARGE, size)
+            if m != "PUT":
+                c.setopt(pycurl.CUSTOMREQUEST, m)
+    elif method and method.upper() not in ("GET", "HEAD"):
+        c.setopt(pycurl.CUSTOMREQUEST, method.upper())
+    if hdrs:
+        c.setopt(pycurl.HTTPHEADER, hdrs)
+    return c, col
+
+
+def h3_request(url, **kw):
+    """One HTTP/3 request; returns Response.  Raises pycurl.error on failure."""
+    c, col = make_easy(url, **kw)
+    t0 = time.monotonic()
+    try:
+        c.perform()
+        col.finish(c)
+    finally:
+        col.resp.elapsed = time.monotonic() - t0
+        c.close()
+    col.resp.body = b"".join(col.chunks)
+    return col.resp
+
+
+def h3_get(url, **kw):
+    return h3_request(url, **kw)
+
+
+def h3_head(url, **kw):
+    return h3_request(url, head=True, **kw)
+
+
+def h3_post(url, body, content_length=True, **kw):
+    return h3_request(url, method="POST", body=body, content_length=content_length, **kw)
+
+
+def h3_put(url, body, content_length=True, **kw):
+    return h3_request(url, method="PUT", body=body, content_length=content_length, **kw)
+
+
+def h3_parallel(urls, *, one_connection=True, timeout=60, **kw):
+    """Run many transfers at once with CurlMulti.
+
+    one_connection=True: multiplexed, PIPEWAIT, at most one connection to the
+    host; the caller should check sum(num_connects) == 1.
+    one_connection=False: every transfer on a fresh connection of its own.
+    An entry of urls may be a dict: {"url": ..., plus make_easy() keywords}.
+    Returns [Response] in the order of urls; failed ones have .error set."""
+    require_pycurl_h3()
+    m = pycurl.CurlMulti()
+    m.setopt(pycurl.M_PIPELINING, 2)                   # CURLPIPE_MULTIPLEX
+    if one_connection:
+        m.setopt(pycurl.M_MAX_HOST_CONNECTIONS, 1)
+        if hasattr(pycurl, "M_MAX_CONCURRENT_STREAMS"):
+            m.setopt(pycurl.M_MAX_CONCURRENT_STREAMS, max(100, len(urls)))
+    handles = []
+    for url in urls:
+        args = dict(kw)
+        if isinstance(url, dict):
+            args.update(url)
+            url = args.pop("url")
+        c, col = make_easy(url, timeout=timeout, **args)
+        if one_connection:
+            c.setopt(pycurl.PIPEWAIT, 1)
+        else:
+            c.setopt(pycurl.FRESH_CONNECT, 1)
+            c.setopt(pycurl.FORBID_REUSE, 1)
+        handles.append((c, col))
+        m.add_handle(c)
+    by_handle = {id(c): col for c, col in handles}
+    deadline = time.monotonic() + timeout + 5
+    remaining = len(handles)
+    try:
+        while remaining:
+            while True:
+                ret, _ = m.perform()
+                if ret != pycurl.E_CALL_MULTI_PERFORM:
+                    break
+            while True:
+                queued, ok, failed = m.info_read()
+                for c in ok:
+                    by_handle[id(c)].finish(c)
+                    remaining -= 1
+                for c, errno, msg in failed:
+                    col = by_handle[id(c)]
+                    col.finish(c)
+                    col.resp.error = (errno, msg)
+                    remaining -= 1
+                if not queued:
+                    break
+            if not remaining:
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError("parallel transfers did not finish in %ss (%d left)"
+                                     % (timeout, remaining))
+            m.select(0.2)
+    finally:
+        for c, col in handles:
+            col.resp.body = b"".join(col.chunks)
+            m.remove_handle(c)
+            c.close()
+        m.close()
+    return [col.resp for _, col in handles]
+
+
+# --------------------------------------------------------------------------
+# gtlsclient (ngtcp2's example client, GnuTLS)
+
+
+GTLS_STATUS = re.compile(r"^http: stream (0x[0-9a-fA-F]+) \[:status: (\d+)\]", re.M)
+
+
+def gtls_fetch(port, paths, download_dir, host="127.0.0.1", authority=None, timeout=30,
+               quiet=False, extra_args=()):
+    """Fetch paths over one QUIC connection with gtlsclient --download.
+
+    Files land in download_dir under the last path component of each path.
+    gtlsclient exits 0 even when the connection fails, so check the files.
+    With quiet=False its debug output is parsed: .statuses lists the response
+    statuses in stream order (keep that for small transfers: the debug output
+    has a line per frame).  Returns the CompletedProcess."""
+    os.makedirs(str(download_dir), exist_ok=True)
+    auth = authority or "%s:%d" % (host, port)
+    urls = ["https://%s%s" % (auth, p) for p in paths]
+    cmd = [gtlsclient_binary(), "--no-quic-dump", "--no-http-dump",
+           "--exit-on-all-streams-close", "--timeout=%ds" % max(5, int(timeout)),
+           "--download=%s" % download_dir] + list(extra_args)
+    if quiet:
+        cmd.append("-q")
+    cmd += [host, str(port)] + urls
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 10,
+                          errors="replace")
+    found = sorted((int(sid, 16), int(st)) for sid, st in
+                   GTLS_STATUS.findall(proc.stdout + "\n" + proc.stderr))
+    proc.statuses = [st for _, st in found]
+    proc.cmd = cmd
+    return proc
+
+
+# --------------------------------------------------------------------------
+# h3raw
+
+
+H3RAW_OUTCOME = re.compile(r"^(status (\d+) body (\d+)|reset 0x[0-9a-fA-F]+|closed 0x[0-9a-fA-F]+"
+                           r"|local-reset 0x[0-9a-fA-F]+|local-close 0x[0-9a-fA-F]+|goaway"
+                           r"|timeout)\s*$")
+
+
+class RawResult:
+    def __init__(self, proc, cmd):
+        self.cmd = cmd
+        self.returncode = proc.returncode
+        self.stdout = proc.stdout
+        self.stderr = proc.stderr
+        # One outcome line per request, in request order; --print-headers
+        # lines ("< name: value") and --print-body output follow them.
+        self.outcomes = [m.group(1) for m in
+                         (H3RAW_OUTCOME.match(line) for line in proc.stdout.splitlines()) if m]
+
+    def __repr__(self):
+        return ("h3raw %r -> rc=%s\nstdout:\n%s\nstderr:\n%s"
+                % (self.cmd, self.returncode, self.stdout, self.stderr[-2000:]))
+
+
+def h3raw(port, headers, *, data=None, fin_separate=False, trailers=(), count=None,
+          sni=None, timeout=5, print_headers=False, host="127.0.0.1"):
+    """Run $H3RAW; headers are "name: value" strings sent exactly as given."""
+    cmd = [h3raw_binary()]
+    for h in headers:
+        cmd += ["-H", h]
+    if data is not None:
+        cmd += ["-d", str(data)]
+    if fin_separate:
+        cmd.append("--fin-separate")
+    for t in trailers:
+        cmd += ["--trailer", t]
+    if count is not None:
+        cmd += ["-n", str(count)]
+    if sni:
+        cmd += ["--sni", sni]
+    cmd += ["-t", str(timeout)]
+    if print_headers:
+        cmd.append("--print-headers")
+    cmd += [host, str(port)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace",
+                          timeout=timeout * SLOW + 10)
+    return RawResult(proc, cmd)
+
+
+# --------------------------------------------------------------------------
+# qproxy process management
+
+
+def render_config(sections):
+    """sections: [(header, [(key, value), ...])] -> INI text."""
+    out = []
+    for header, items in sections:
+        out.append("[%s]" % header)
+        for k, v in items:
+            out.append("%s = %s" % (k, v))
+        out.append("")
+    return "\n".join(out)
+
+
+PROBE_PATH = "/.qproxy-test-readiness-probe"
+_live = []          # running QProxy instances, for failure reports and health checks
+
+
+class QProxy:
+    def __init__(self, binary, workdir, name, sections, port, shutdown_timeout=10.0,
+                 extra_args=()):
+        self.binary = binary
+        self.name = name
+        self.port = port
+        self.shutdown_timeout = shutdown_timeout
+        self.conf = os.path.join(workdir, "%s.conf" % name)
+        self.log = os.path.join(workdir, "%s.stderr" % name)
+        self.extra_args = list(extra_args)
+        with open(self.conf, "w") as f:
+            f.write(render_config(sections))
+        self.proc = None
+        self._logf = None
+        self._checked = 0
+        self.expect_exit = False
+
+    def url(self, path):
+        return "https://127.0.0.1:%d%s" % (self.port, path)
+
+    def start(self, timeout=15):
+        self._logf = open(self.log, "ab")
+        self.proc = subprocess.Popen([self.binary, "-c", self.conf] + self.extra_args,
+                                     stdin=subprocess.DEVNULL, stdout=self._logf,
+                                     stderr=self._logf)
+        _live.append(self)
+        deadline = time.monotonic() + timeout * SLOW
+        last = None
+        while True:
+            if self.proc.poll() is not None:
+                _live.remove(self)
+                pytest.fail("qproxy exited with %s during startup; stderr:\n%s"
+                            % (self.proc.returncode, self.log_tail()), pytrace=False)
+            try:
+                h3_request(self.url(PROBE_PATH), timeout=1, connect_timeout=0.5)
+                return self
+            except pycurl.error as e:
+                last = e
+            if time.monotonic() > deadline:
+                self.kill()
+                pytest.fail("qproxy did not answer HTTP/3 on UDP port %d within %ss "
+                            "(last curl error: %s); stderr:\n%s"
+                            % (self.port, timeout * SLOW, last, self.log_tail()),
+                            pytrace=False)
+            time.sleep(0.1)
+
+    def log_text(self):
+        try:
+            with open(self.log, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, lines=60):
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def sanitizer_report(self):
+        text = self.log_text()
+        for marker in SANITIZER_MARKERS:
+            if marker in text:
+                i = text.index(marker)
+                return text[max(0, i - 200):i + 3000]
+        return None
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout):
+        return self.proc.wait(timeout=timeout)
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        if self in _live:
+            _live.remove(self)
+        if self._logf:
+            self._logf.close()
+            self._logf = None
+
+    def stop(self, check=True):
+        """SIGTERM, wait for the exit; with check, assert exit 0 and a clean log."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout=self.shutdown_timeout + 5 * SLOW)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            if check:
+                pytest.fail("qproxy %s did not exit within shutdown_timeout + %ss of SIGTERM; "
+                            "stderr:\n%s" % (self.name, 5 * SLOW, self.log_tail()),
+                            pytrace=False)
+            return None
+        if self in _live:
+            _live.remove(self)
+        if self._logf:
+            self._logf.close()
+            self._logf = None
+        if check:
+            report = self.sanitizer_report()
+            assert report is None, "sanitizer report in qproxy's stderr:\n" + report
+            assert rc == 0, ("qproxy %s exited with %s after SIGTERM; stderr:\n%s"
+                             % (self.name, rc, self.log_tail()))
+        return rc
+
+
+def _listener_section(port, cert, key):
+    return ("listener main", [("address", "127.0.0.1:%d" % port),
+                              ("certificate", cert), ("private_key", key)])
+
+
+def _global_section(shutdown_timeout="10s"):
+    return ("global", [("log_level", os.environ.get("QPROXY_TEST_LOG_LEVEL", "debug")),
+                       ("shutdown_timeout", shutdown_timeout)])
+
+
+
+
+# --------------------------------------------------------------------------
+# "The backend saw no request"
+
+
+def backend_counts(backends):
+    return [b.count for b in backends]
+
+
+def assert_backends_untouched(qp, backends, before, what="the request"):
+    """Assert no backend received a request since `before` (from
+    backend_counts).  A valid sentinel request is sent through qproxy first and
+    waited for, so that anything qproxy forwarded earlier has arrived."""
+    import uuid
+    marker = uuid.uuid4().hex
+    app = backends[0]
+    r = h3_get(qp.url("/app/echo-headers?sentinel=%s" % marker), timeout=10)
+    assert r.status == 200, "sentinel request through qproxy failed: %r" % r
+    assert app.wait_for_request(lambda x: marker in x["target"], start=before[0], timeout=5)
+    time.sleep(0.05)
+    for b, n in zip(backends, before):
+        new = [x for x in b.requests_since(n) if marker not in x["target"]]
+        assert not new, ("backend %s received %s, but qproxy should have rejected %s:\n%s"
+                         % (b.name, len(new), what,
+                            "\n".join("%s %s %s" % (x["method"], x["target"], x["headers"])
+                                      for x in new)))
+
+
+def header_values(record_or_json, name):
+    """All values of a header field (case-insensitive) from a backend record
+    or an /echo-headers reply."""
+    name = name.lower()
+    return [v for n, v in record_or_json["headers"] if n.lower() == name]

@@ -1,0 +1,128 @@
+"""`qproxy -c FILE -t`: configuration checking with FILE:LINE: diagnostics."""
+
+import re
+import subprocess
+
+import pytest
+
+from helpers import SLOW, qproxy_binary
+
+
+def valid_lines(cert, key):
+    return [
+        "# qproxy integration test configuration",     # 1
+        "[global]",                                     # 2
+        "log_level = debug",                            # 3
+        "shutdown_timeout = 10s",                       # 4
+        "",                                             # 5
+        "[listener main]",                              # 6
+        "address = 127.0.0.1:8443",                     # 7
+        "certificate = %s" % cert,                      # 8
+        "private_key = %s" % key,                       # 9
+        "",                                             # 10
+        "[backend app]",                                # 11
+        "server = 127.0.0.1:8080",                      # 12
+        "server = unix:/run/qproxy-test/app.sock",      # 13
+        "connect_timeout = 1s",                         # 14
+        "read_timeout = 2s",                            # 15
+        "",                                             # 16
+        "[backend other]",                              # 17
+        "server = 127.0.0.1:8081",                      # 18
+        "",                                             # 19
+        "[route byhost]",                               # 20
+        "host = other.example",                         # 21
+        "backend = other",                              # 22
+        "",                                             # 23
+        "[route api]",                                  # 24
+        "path_prefix = /api/",                          # 25
+        "backend = app",                                # 26
+    ]
+
+
+def replace(lineno, text):
+    def edit(lines):
+        assert lines[lineno - 1].split("=")[0].strip() == text.split("=")[0].strip() \
+            or text.startswith("[")
+        lines[lineno - 1] = text
+        return lineno
+    return edit
+
+
+def insert_after(lineno, text):
+    def edit(lines):
+        lines.insert(lineno, text)
+        return lineno + 1
+    return edit
+
+
+# id -> edit(lines) -> the line number the error must be reported on
+BROKEN = {
+    "unknown-key-listener": insert_after(9, "bogus_key = 1"),
+    "unknown-key-global": insert_after(3, "frobnicate = yes"),
+    "unknown-key-route": insert_after(25, "colour = blue"),
+    "bad-timeout": replace(14, "connect_timeout = soon"),
+    "bad-port": replace(7, "address = 127.0.0.1:99999"),
+    "bad-log-level": replace(3, "log_level = loud"),
+    "route-to-undefined-backend": replace(26, "backend = nope"),
+    "unknown-section": insert_after(19, "[frobnicator x]"),
+}
+
+
+def write(tmp_path, lines, name="qproxy.conf"):
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def check(path, extra=("-t",)):
+    return subprocess.run([qproxy_binary(), "-c", path] + list(extra), capture_output=True,
+                          text=True, errors="replace", timeout=10 * SLOW)
+
+
+def test_valid_config_ok(tmp_path, certificate):
+    path = write(tmp_path, valid_lines(*certificate))
+    p = check(path)
+    out = p.stdout + p.stderr
+    assert p.returncode == 0, out
+    assert "configuration OK" in out
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_broken_config_reports_file_and_line(tmp_path, certificate, case):
+    lines = valid_lines(*certificate)
+    lineno = BROKEN[case](lines)
+    path = write(tmp_path, lines)
+    p = check(path)
+    out = p.stdout + p.stderr
+    assert p.returncode == 1, out
+    assert "configuration OK" not in out
+    assert re.search(r"(?m)^%s:%d: \S" % (re.escape(path), lineno), out), \
+        "expected a '%s:%d: message' line in:\n%s" % (path, lineno, out)
+    # No diagnostic points at another line of this file.
+    other = [m for m in re.findall(r"(?m)^%s:(\d+):" % re.escape(path), out)
+             if int(m) != lineno]
+    assert not other, out
+
+
+def test_broken_config_refuses_to_start(tmp_path, certificate):
+    """Without -t a broken configuration also exits (non-zero) with the
+    diagnostic, instead of serving."""
+    lines = valid_lines(*certificate)
+    lineno = BROKEN["unknown-key-listener"](lines)
+    path = write(tmp_path, lines)
+    try:
+        p = check(path, extra=())
+    except subprocess.TimeoutExpired:
+        pytest.fail("qproxy kept running with a broken configuration")
+    out = p.stdout + p.stderr
+    assert p.returncode != 0, out
+    assert "%s:%d:" % (path, lineno) in out, out
+
+
+def test_missing_config_file(tmp_path):
+    path = str(tmp_path / "does-not-exist.conf")
+    p = check(path)
+    out = p.stdout + p.stderr
+    assert p.returncode != 0
+    assert "configuration OK" not in out
+    assert path in out, out

@@ -1,0 +1,274 @@
+"""Self-checks of the test harness itself (no qproxy needed).
+
+These make sure the backend, the certificate and the client tools behave as
+the proxy tests assume, so that a failing proxy test points at qproxy and not
+at the harness.  They talk plain HTTP/1.1 to the backend."""
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import time
+
+import pytest
+
+import backend as backend_mod
+from helpers import (KiB, MiB, expected_body, expected_sha256, render_config, sha256,
+                     require_pycurl_h3)
+
+
+@pytest.fixture(scope="module")
+def be(tmp_path_factory):
+    d = tmp_path_factory.mktemp("harness")
+    with backend_mod.Backend(tcp=("127.0.0.1", 0), unix=str(d / "b.sock"), name="selftest") as b:
+        yield b
+
+
+def conn(be):
+    return http.client.HTTPConnection(*be.tcp_address, timeout=10)
+
+
+def raw(be, data, timeout=5, read_until_close=True):
+    s = socket.create_connection(be.tcp_address, timeout=timeout)
+    s.sendall(data)
+    out = b""
+    if read_until_close:
+        try:
+            while True:
+                d = s.recv(65536)
+                if not d:
+                    break
+                out += d
+        except socket.timeout:
+            pass
+    s.close()
+    return out
+
+
+def test_pattern_is_independent_of_backend():
+    for n in (0, 1, 1000, 3 * MiB + 1):
+        assert backend_mod.body_bytes(n) == expected_body(n)
+        assert backend_mod.body_sha256(n) == expected_sha256(n)
+    # Prefix-consistent and not periodic at small scales.
+    b = expected_body(1 << 20)
+    assert b[:1000] == expected_body(1000)
+    assert b[:4096] != b[4096:8192]
+
+
+def test_bytes_keepalive_and_head(be):
+    c = conn(be)
+    for n in (0, 1 * KiB, 10 * MiB):
+        c.request("GET", "/bytes/%d" % n)
+        r = c.getresponse()
+        body = r.read()
+        assert r.status == 200 and r.getheader("Content-Length") == str(n)
+        assert sha256(body) == expected_sha256(n)
+    c.request("HEAD", "/app/bytes/5000")
+    r = c.getresponse()
+    assert r.status == 200 and r.getheader("Content-Length") == "5000" and r.read() == b""
+    c.request("GET", "/prefix/ignored/bytes/7")
+    r = c.getresponse()
+    assert r.read() == expected_body(7)
+    conns = {rec["conn"] for rec in be.requests[-5:]}
+    assert len(conns) == 1, "keep-alive: one connection for all five requests"
+    c.close()
+
+
+def test_chunked_and_close_delimited(be):
+    c = conn(be)
+    for n in (0, 1, 200003):
+        c.request("GET", "/chunked/%d" % n)
+        r = c.getresponse()
+        assert r.getheader("Transfer-Encoding") == "chunked"
+        assert sha256(r.read()) == expected_sha256(n)
+    c.close()
+    out = raw(be, b"GET /close/100000 HTTP/1.1\r\nHost: x\r\n\r\n")
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert b"content-length" not in head.lower() and b"Connection: close" in head
+    assert body == expected_body(100000)
+    # The chunked framing really uses odd sizes and an extension.
+    out = raw(be, b"GET /chunked/70000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert b"\r\n1\r\n" in out and b"\r\n7\r\n" in out and b";ext=" in out
+
+
+def test_status_codes(be):
+    c = conn(be)
+    for code, body in ((204, b""), (304, b""), (418, b"status 418\n"), (500, b"status 500\n")):
+        c.request("GET", "/status/%d" % code)
+        r = c.getresponse()
+        assert r.status == code and r.read() == body
+    c.request("GET", "/status/304?cl=1234")
+    r = c.getresponse()
+    assert r.status == 304 and r.getheader("Content-Length") == "1234"
+    assert r.read() == b""      # http.client knows 304 has no body
+    c.request("GET", "/bytes/3")        # the connection is still in sync
+    assert c.getresponse().read() == expected_body(3)
+
+
+def test_upload_content_length_and_chunked(be):
+    c = conn(be)
+    data = expected_body(3 * MiB + 5)
+    c.request("POST", "/upload", body=data, headers={"Content-Length": str(len(data))})
+    j = json.loads(c.getresponse().read())
+    assert j == {"sha256": sha256(data), "length": len(data), "chunked": False,
+                 "content_length": str(len(data)), "trailers": [], "method": "POST"}
+
+    def gen():
+        for off in range(0, len(data), 77777):
+            yield data[off:off + 77777]
+    c.request("PUT", "/app/upload", body=gen(), encode_chunked=True,
+              headers={"Transfer-Encoding": "chunked"})
+    j = json.loads(c.getresponse().read())
+    assert j["sha256"] == sha256(data) and j["length"] == len(data)
+    assert j["chunked"] is True and j["content_length"] is None and j["method"] == "PUT"
+    c.close()
+    # Chunk extensions and trailers, by hand.
+    out = raw(be, b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                  b"Connection: close\r\n\r\n3;a=b\r\nabc\r\n0\r\nX-T: 1\r\n\r\n")
+    j = json.loads(out.partition(b"\r\n\r\n")[2])
+    assert j["length"] == 3 and j["sha256"] == sha256(b"abc") and j["trailers"] == [["X-T", "1"]]
+
+
+def test_echo_headers_and_records(be):
+    n0 = be.count
+    out = raw(be, b"GET /echo-headers?q=1 HTTP/1.1\r\nHost: h.example\r\nCookie: a=1\r\n"
+                  b"cookie: b=2\r\nConnection: close\r\n\r\n")
+    j = json.loads(out.partition(b"\r\n\r\n")[2])
+    assert j["request_line"] == "GET /echo-headers?q=1 HTTP/1.1"
+    assert j["headers"] == [["Host", "h.example"], ["Cookie", "a=1"], ["cookie", "b=2"],
+                            ["Connection", "close"]]
+    assert be.count == n0 + 1
+    rec = be.requests_since(n0)[0]
+    assert rec["headers"] == j["headers"] and rec["target"] == "/echo-headers?q=1"
+    assert rec["transport"] == "tcp" and rec["body_length"] == 0
+
+
+def test_unix_socket(be):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(be.unix_path)
+    s.sendall(b"GET /bytes/1000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    out = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        out += d
+    s.close()
+    assert out.partition(b"\r\n\r\n")[2] == expected_body(1000)
+    assert be.requests[-1]["transport"] == "unix"
+
+
+def test_hang_die_garbage_early_hints(be):
+    # /hang: nothing comes back.
+    s = socket.create_connection(be.tcp_address, timeout=0.3)
+    s.sendall(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
+    with pytest.raises(socket.timeout):
+        s.recv(1)
+    s.close()
+    assert be.requests[-1]["path"] == "/hang"
+    # /die: Content-Length promises more than arrives.
+    out = raw(be, b"GET /die/10000 HTTP/1.1\r\nHost: x\r\n\r\n")
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert b"Content-Length: 10000" in head and body == expected_body(5000)
+    out = raw(be, b"GET /die-chunked/100000 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert not out.endswith(b"0\r\n\r\n")
+    try:
+        raw(be, b"GET /die/10000?rst=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    except ConnectionResetError:
+        pass
+    # /garbage: malformed head, connection left open.
+    s = socket.create_connection(be.tcp_address, timeout=0.3)
+    s.sendall(b"GET /garbage HTTP/1.1\r\nHost: x\r\n\r\n")
+    time.sleep(0.2)
+    got = s.recv(65536)
+    assert got.startswith(b"HTTP/1.1 2OO")
+    with pytest.raises(socket.timeout):
+        s.recv(1)
+    s.close()
+    out = raw(be, b"GET /early-hints HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 103 ") and b"\r\n\r\nHTTP/1.1 200 OK" in out
+
+
+def test_slow(be):
+    c = conn(be)
+    t = time.monotonic()
+    c.request("GET", "/slow/100000?ms=400")
+    body = c.getresponse().read()
+    assert 0.3 < time.monotonic() - t < 3 and body == expected_body(100000)
+
+
+def test_bad_requests_get_400(be):
+    out = raw(be, b"GET /bytes/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 400")
+    out = raw(be, b"NOT A REQUEST\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 400")
+
+
+def test_failure_helpers():
+    r = backend_mod.Refusing()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(r.address, timeout=1)
+    r.close()
+    bh = backend_mod.BlackHole()
+    s = socket.create_connection(bh.address, timeout=1)
+    s.settimeout(0.3)
+    s.sendall(b"GET / HTTP/1.1\r\n\r\n")
+    with pytest.raises(socket.timeout):
+        s.recv(1)
+    s.close()
+    bh.close()
+    sd = backend_mod.SynDrop()
+    t = time.monotonic()
+    with pytest.raises((socket.timeout, TimeoutError)):
+        socket.create_connection(sd.address, timeout=0.5)
+    assert time.monotonic() - t >= 0.45
+    sd.close()
+
+
+def test_standalone_backend(tmp_path):
+    port = backend_mod.free_tcp_port()
+    sock = str(tmp_path / "s.sock")
+    p = subprocess.Popen(["/usr/bin/python3", backend_mod.__file__, "--tcp", "127.0.0.1:%d" % port,
+                          "--unix", sock], stdout=subprocess.PIPE, text=True)
+    try:
+        assert "listening on tcp" in p.stdout.readline()
+        assert "listening on unix" in p.stdout.readline()
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        c.request("GET", "/bytes/10")
+        assert c.getresponse().read() == expected_body(10)
+        assert os.path.exists(sock)
+    finally:
+        p.terminate()
+        assert p.wait(5) == 0
+
+
+def test_certificate(certificate):
+    cert, key = certificate
+    text = subprocess.run(["openssl", "x509", "-in", cert, "-noout", "-text"], check=True,
+                          capture_output=True, text=True).stdout
+    assert "prime256v1" in text and "CN = localhost" in text
+    assert "DNS:localhost" in text and "IP Address:127.0.0.1" in text
+    # The key belongs to the certificate.
+    pub_c = subprocess.run(["openssl", "x509", "-in", cert, "-noout", "-pubkey"],
+                           check=True, capture_output=True).stdout
+    pub_k = subprocess.run(["openssl", "pkey", "-in", key, "-pubout"],
+                           check=True, capture_output=True).stdout
+    assert pub_c == pub_k
+
+
+def test_client_tools_present():
+    require_pycurl_h3()
+    from helpers import gtlsclient_binary
+    out = subprocess.run([gtlsclient_binary(), "--help"], capture_output=True, text=True)
+    for flag in ("--exit-on-all-streams-close", "--download", "--no-quic-dump"):
+        assert flag in out.stdout + out.stderr
+
+
+def test_render_config():
+    text = render_config([("global", [("log_level", "debug")]),
+                          ("backend app", [("server", "127.0.0.1:1")])])
+    assert text.splitlines() == ["[global]", "log_level = debug", "", "[backend app]",
+                                 "server = 127.0.0.1:1"]
+    assert text.endswith("\n")

@@ -1,0 +1,394 @@
+"""End-to-end tests of qproxy with real HTTP/3 clients (pycurl, HTTP/3 only).
+
+Most tests share one qproxy instance (fixture `qp`, see conftest.py for its
+routes) in front of the test backends of backend.py."""
+
+import re
+import time
+
+import pycurl
+import pytest
+
+from helpers import (BIG_TIMEOUT, CONNECT_TIMEOUT, SHORT_READ_TIMEOUT, SLOW, KiB, MiB,
+                     assert_backends_untouched, backend_counts, expected_body, expected_sha256,
+                     generated_body, h3_get, h3_head, h3_post, h3_put, h3_request,
+                     header_values, qproxy_binary, sha256)
+
+CURL_HTTP_VERSION_3 = 30
+
+
+def test_qproxy_binary_is_available():
+    """Fails (never skips) when $QPROXY is unset or not executable."""
+    qproxy_binary()
+
+
+# ---------------------------------------------------------------- downloads
+
+@pytest.mark.parametrize("n", [0, 1 * KiB, 10 * MiB], ids=["0B", "1KiB", "10MiB"])
+def test_get_bytes(qp, backend_app, n):
+    before = backend_app.count
+    r = h3_get(qp.url("/app/bytes/%d" % n), timeout=BIG_TIMEOUT)
+    assert r.status == 200
+    assert r.http_version == CURL_HTTP_VERSION_3
+    assert len(r.body) == n
+    assert r.sha256 == expected_sha256(n)
+    assert r.header("content-length") == str(n)
+    assert r.header("x-backend") == "app"
+    rec = backend_app.wait_for_request(lambda x: x["path"] == "/app/bytes/%d" % n, start=before)
+    assert rec is not None and rec["method"] == "GET"
+
+
+@pytest.mark.parametrize("path", ["/app/bytes/5000", "/app/chunked/5000"])
+def test_head(qp, backend_app, path):
+    """HEAD is forwarded as HEAD; qproxy must not wait for a body after the head."""
+    before = backend_app.count
+    r = h3_head(qp.url(path), timeout=8)
+    assert r.status == 200 and r.body == b""
+    if "bytes" in path:
+        assert r.header("content-length") == "5000"
+    rec = backend_app.wait_for_request(lambda x: x["path"] == path, start=before)
+    assert rec["method"] == "HEAD"
+    # The backend connection stays in sync afterwards.
+    for _ in range(3):
+        r = h3_get(qp.url("/app/bytes/777"))
+        assert r.status == 200 and r.body == expected_body(777)
+
+
+def test_status_204(qp):
+    r = h3_get(qp.url("/app/status/204"), timeout=8)
+    assert r.status == 204 and r.body == b""
+    r = h3_get(qp.url("/app/bytes/100"))
+    assert r.body == expected_body(100)
+
+
+@pytest.mark.parametrize("query", ["", "?cl=1234"], ids=["plain", "with-content-length"])
+def test_status_304(qp, query):
+    """304 has no body, even when the backend sends Content-Length with it."""
+    r = h3_get(qp.url("/app/status/304" + query), timeout=8,
+               headers=['If-None-Match: "v1"'])
+    assert r.status == 304 and r.body == b""
+    assert r.header("etag") == '"v1"'
+    for _ in range(3):
+        r = h3_get(qp.url("/app/bytes/100"))
+        assert r.status == 200 and r.body == expected_body(100)
+
+
+@pytest.mark.parametrize("code", [404, 418, 500, 503])
+def test_backend_status_passes_through(qp, code):
+    r = h3_get(qp.url("/app/status/%d" % code))
+    assert r.status == code
+    assert r.body == b"status %d\n" % code
+    assert r.header("x-backend") == "app"
+
+
+@pytest.mark.parametrize("n", [0, 1, 100000, 3 * MiB + 7])
+def test_chunked_download(qp, n):
+    r = h3_get(qp.url("/app/chunked/%d" % n), timeout=BIG_TIMEOUT)
+    assert r.status == 200
+    assert r.sha256 == expected_sha256(n) and len(r.body) == n
+    assert r.header("transfer-encoding") is None
+
+
+@pytest.mark.parametrize("n", [0, 1000, 2 * MiB + 3])
+def test_close_delimited_download(qp, n):
+    r = h3_get(qp.url("/app/close/%d" % n), timeout=BIG_TIMEOUT)
+    assert r.status == 200
+    assert r.sha256 == expected_sha256(n) and len(r.body) == n
+    assert r.header("connection") is None
+
+
+def test_early_hints_then_final_response(qp):
+    r = h3_get(qp.url("/app/early-hints"))
+    assert r.status == 200
+    assert r.body == b"final response after early hints\n"
+
+
+def test_multiple_set_cookie_fields(qp):
+    r = h3_get(qp.url("/app/cookies"))
+    assert r.status == 200
+    assert r.header_all("set-cookie") == ["a=1; Path=/", "b=2; Path=/; HttpOnly"]
+
+
+def test_certificate_verifies(qp, certificate):
+    """qproxy serves the configured certificate (verified against it as CA)."""
+    cert, _ = certificate
+    r = h3_get("https://localhost:%d/app/bytes/10" % qp.port, verify=True, cainfo=cert,
+               resolve=["localhost:%d:127.0.0.1" % qp.port])
+    assert r.status == 200 and r.body == expected_body(10)
+
+
+# ---------------------------------------------------------------- uploads
+
+@pytest.mark.parametrize("method", ["POST", "PUT"])
+def test_upload_10mib_with_content_length(qp, backend_app, method):
+    n = 10 * MiB
+    body = expected_body(n)
+    r = h3_request(qp.url("/app/upload"), method=method, body=body, content_length=True,
+                   timeout=BIG_TIMEOUT)
+    assert r.status == 200
+    j = r.json()
+    assert j["method"] == method
+    assert j["length"] == n and j["sha256"] == sha256(body)
+    assert j["chunked"] is False
+    assert j["content_length"] == str(n)
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT"])
+def test_upload_10mib_without_content_length(qp, method):
+    """No content-length from the client: qproxy streams it chunked."""
+    n = 10 * MiB
+    r = h3_request(qp.url("/app/upload"), method=method, body=generated_body(n),
+                   content_length=False, timeout=BIG_TIMEOUT)
+    assert r.status == 200
+    j = r.json()
+    assert j["length"] == n and j["sha256"] == expected_sha256(n)
+    assert j["chunked"] is True
+    assert j["content_length"] is None
+
+
+@pytest.mark.parametrize("n", [0, 1000])
+def test_small_upload_without_content_length(qp, n):
+    """Small bodies may go chunked or with a Content-Length qproxy computed."""
+    r = h3_post(qp.url("/app/upload"), generated_body(n), content_length=False)
+    assert r.status == 200
+    j = r.json()
+    assert j["length"] == n and j["sha256"] == expected_sha256(n)
+    if not j["chunked"]:
+        assert j["content_length"] == str(n)
+
+
+def test_upload_from_file(qp, tmp_path):
+    n = 3 * MiB + 1
+    f = tmp_path / "upload.bin"
+    f.write_bytes(expected_body(n))
+    r = h3_put(qp.url("/app/upload"), str(f), timeout=BIG_TIMEOUT)
+    j = r.json()
+    assert r.status == 200 and j["length"] == n and j["sha256"] == expected_sha256(n)
+    assert j["content_length"] == str(n)
+
+
+def test_empty_post_with_content_length(qp):
+    r = h3_post(qp.url("/app/upload"), b"")
+    j = r.json()
+    assert r.status == 200 and j["length"] == 0 and j["sha256"] == sha256(b"")
+
+
+@pytest.mark.parametrize("method", ["DELETE", "OPTIONS"])
+def test_method_passes_through(qp, method):
+    r = h3_request(qp.url("/app/echo-headers"), method=method)
+    assert r.status == 200 and r.json()["method"] == method
+
+
+def test_patch_with_body(qp):
+    r = h3_request(qp.url("/app/upload"), method="PATCH", body=b"xyz")
+    j = r.json()
+    assert r.status == 200 and j["method"] == "PATCH" and j["length"] == 3
+
+
+# ---------------------------------------------------------------- routing
+
+def test_route_by_path_prefix_tcp(qp, backend_app, backend_unix, backend_other):
+    counts = backend_counts([backend_app, backend_unix, backend_other])
+    r = h3_get(qp.url("/app/echo-headers"))
+    assert r.status == 200 and r.json()["backend"] == "app"
+    assert backend_app.count == counts[0] + 1
+    assert backend_unix.count == counts[1] and backend_other.count == counts[2]
+
+
+@pytest.mark.parametrize("n", [0, 1 * KiB, 1 * MiB + 1])
+def test_unix_socket_backend(qp, backend_app, backend_unix, n):
+    before_app, before_unix = backend_app.count, backend_unix.count
+    r = h3_get(qp.url("/unix/bytes/%d" % n), timeout=30)
+    assert r.status == 200 and r.sha256 == expected_sha256(n)
+    assert r.header("x-backend") == "unixapp"
+    rec = backend_unix.wait_for_request(lambda x: x["path"] == "/unix/bytes/%d" % n,
+                                        start=before_unix)
+    assert rec is not None and rec["transport"] == "unix"
+    assert backend_app.count == before_app
+
+
+def test_unix_socket_upload(qp, backend_unix):
+    n = 2 * MiB
+    r = h3_post(qp.url("/unix/upload"), generated_body(n), content_length=False,
+                timeout=BIG_TIMEOUT)
+    j = r.json()
+    assert r.status == 200 and j["length"] == n and j["sha256"] == expected_sha256(n)
+
+
+def test_route_by_host(qp, backend_app, backend_other):
+    """:authority other.example (no port) selects backend `other`."""
+    before_app = backend_app.count
+    r = h3_get("https://other.example/echo-headers",
+               connect_to=["other.example:443:127.0.0.1:%d" % qp.port])
+    assert r.status == 200
+    j = r.json()
+    assert j["backend"] == "other"
+    assert header_values(j, "host") == ["other.example"]
+    assert backend_app.count == before_app
+
+
+def test_route_by_host_ignores_port(qp, backend_other):
+    """:authority other.example:PORT also matches `host = other.example`."""
+    r = h3_get("https://other.example:%d/echo-headers" % qp.port,
+               resolve=["other.example:%d:127.0.0.1" % qp.port])
+    assert r.status == 200
+    j = r.json()
+    assert j["backend"] == "other"
+    assert header_values(j, "host") == ["other.example:%d" % qp.port]
+
+
+@pytest.mark.parametrize("path", ["/echo-headers", "/nothing/here", "/appx/bytes/1",
+                                  "/APP/bytes/1"])
+def test_no_route_is_404(qp, all_backends, path):
+    """No route matches: qproxy answers 404 itself and no backend is asked."""
+    before = backend_counts(all_backends)
+    r = h3_get(qp.url(path))
+    assert r.status == 404
+    assert r.header("x-backend") is None
+    assert_backends_untouched(qp, all_backends, before, "a request without a route")
+
+
+# ---------------------------------------------------------------- headers
+
+def _forwarded_record(backend, before, marker):
+    rec = backend.wait_for_request(lambda x: marker in x["target"], start=before)
+    assert rec is not None, "the backend never saw the request"
+    return rec
+
+
+def test_request_headers_seen_by_backend(qp, backend_app):
+    before = backend_app.count
+    r = h3_get(qp.url("/app/echo-headers?x=1&y=two"),
+               headers=["X-Custom: hello", "Accept: text/plain", "User-Agent: it-test/1"])
+    assert r.status == 200
+    j = r.json()
+    assert j["version"] == "HTTP/1.1"
+    assert j["method"] == "GET"
+    assert j["target"] == "/app/echo-headers?x=1&y=two"
+    assert header_values(j, "host") == ["127.0.0.1:%d" % qp.port]
+    assert header_values(j, "x-forwarded-for") == ["127.0.0.1"]
+    assert header_values(j, "x-forwarded-proto") == ["https"]
+    via = header_values(j, "via")
+    assert len(via) == 1 and re.match(r"^(HTTP/)?3(\.0)?\s+\S", via[0]), via
+    fwd = header_values(j, "forwarded")
+    assert len(fwd) == 1, fwd
+    assert re.search(r'(?i)(^|[;,\s])for="?127\.0\.0\.1\b', fwd[0]), fwd
+    assert re.search(r"(?i)(^|[;,\s])proto=\"?https\b", fwd[0]), fwd
+    assert header_values(j, "x-custom") == ["hello"]
+    assert header_values(j, "accept") == ["text/plain"]
+    assert header_values(j, "user-agent") == ["it-test/1"]
+    names = [n for n, _ in j["headers"]]
+    assert not any(n.startswith(":") for n in names), names
+    # A GET without a body is not sent chunked.
+    rec = _forwarded_record(backend_app, before, "y=two")
+    assert rec["chunked"] is False and rec["body_length"] == 0
+    assert rec["content_length"] in (None, "0")
+
+
+def test_cookie_fields_joined(qp, backend_app):
+    r = h3_get(qp.url("/app/echo-headers?cookies"),
+               headers=["Cookie: a=1", "Cookie: b=2", "Cookie: c=3"])
+    assert r.status == 200
+    assert header_values(r.json(), "cookie") == ["a=1; b=2; c=3"]
+
+
+def test_no_hop_by_hop_headers_to_backend(qp):
+    """TE: trailers (the only TE allowed in HTTP/3) is hop-by-hop: it may be
+    forwarded only if nominated in Connection.  No other hop-by-hop field
+    appears on the backend request."""
+    r = h3_get(qp.url("/app/echo-headers?hop"), headers=["TE: trailers"])
+    assert r.status == 200
+    j = r.json()
+    conn_tokens = {t.strip().lower() for v in header_values(j, "connection")
+                   for t in v.split(",")}
+    assert conn_tokens <= {"keep-alive", "close", "te"}, conn_tokens
+    if header_values(j, "te"):
+        assert "te" in conn_tokens
+    for name in ("keep-alive", "proxy-connection", "upgrade", "transfer-encoding"):
+        assert header_values(j, name) == [], name
+
+
+def test_no_hop_by_hop_headers_to_client(qp):
+    """The backend's Connection, Keep-Alive, Proxy-Connection, Upgrade,
+    Transfer-Encoding and the field nominated by Connection are dropped;
+    end-to-end fields stay."""
+    r = h3_get(qp.url("/app/hop"))
+    assert r.status == 200
+    assert r.body == b"hop-body"
+    names = {n for n, _ in r.headers}
+    for name in ("connection", "keep-alive", "proxy-connection", "upgrade",
+                 "transfer-encoding", "x-private-hop"):
+        assert name not in names, (name, r.headers)
+    assert r.header("x-end-to-end") == "kept"
+
+
+# ---------------------------------------------------------------- backend failures
+
+def test_backend_refused_502_quickly(qp):
+    t = time.monotonic()
+    r = h3_get(qp.url("/down/anything"), timeout=10)
+    elapsed = time.monotonic() - t
+    assert r.status == 502
+    assert elapsed < 2.0, "502 took %.2fs" % elapsed
+
+
+def test_connect_timeout_504(qp):
+    t = time.monotonic()
+    r = h3_get(qp.url("/syndrop/anything"), timeout=15)
+    elapsed = time.monotonic() - t
+    assert r.status == 504
+    assert CONNECT_TIMEOUT - 0.15 <= elapsed < CONNECT_TIMEOUT + 3 * SLOW, elapsed
+
+
+def test_read_timeout_504(qp, backend_app):
+    """/hang never answers: 504 after read_timeout (2s for route /short/)."""
+    before = backend_app.count
+    t = time.monotonic()
+    r = h3_get(qp.url("/short/hang"), timeout=15)
+    elapsed = time.monotonic() - t
+    assert r.status == 504
+    assert SHORT_READ_TIMEOUT - 0.15 <= elapsed < SHORT_READ_TIMEOUT + 3 * SLOW, elapsed
+    assert backend_app.wait_for_request(lambda x: x["path"] == "/short/hang", start=before)
+
+
+def test_black_hole_504(qp, blackhole):
+    """A backend that accepts and never reads nor answers: 504 after read_timeout."""
+    t = time.monotonic()
+    r = h3_get(qp.url("/blackhole/x"), timeout=15)
+    elapsed = time.monotonic() - t
+    assert r.status == 504
+    assert SHORT_READ_TIMEOUT - 0.15 <= elapsed < SHORT_READ_TIMEOUT + 3 * SLOW, elapsed
+
+
+@pytest.mark.parametrize("path", ["/app/die/200000", "/app/die/200000?rst=1",
+                                  "/app/die-chunked/200000"],
+                         ids=["content-length", "content-length-rst", "chunked"])
+def test_backend_dies_mid_body(qp, path):
+    """The client must see an error, never a complete-looking response."""
+    with pytest.raises(pycurl.error) as ei:
+        h3_get(qp.url(path), timeout=15)
+    assert ei.value.args[0] != pycurl.E_OPERATION_TIMEDOUT, \
+        "qproxy left the stream open instead of resetting it: %s" % (ei.value,)
+    # qproxy is fine afterwards.
+    r = h3_get(qp.url("/app/bytes/1000"))
+    assert r.status == 200 and r.body == expected_body(1000)
+
+
+@pytest.mark.parametrize("kind", ["status", "noheader", "cl", "binary"])
+def test_malformed_response_head_502(qp, kind):
+    """The backend keeps the connection open after its bad head, so only
+    parsing it can produce the 502 (a 504 would mean qproxy just waited)."""
+    t = time.monotonic()
+    r = h3_get(qp.url("/app/garbage/%s" % kind), timeout=20)
+    assert r.status == 502
+    assert time.monotonic() - t < 5 * SLOW
+
+
+def test_failures_do_not_break_later_requests(qp):
+    for path in ("/down/x", "/app/garbage", "/app/die/1000"):
+        try:
+            h3_get(qp.url(path), timeout=10)
+        except pycurl.error:
+            pass
+    r = h3_get(qp.url("/app/bytes/%d" % (64 * KiB)))
+    assert r.status == 200 and r.sha256 == expected_sha256(64 * KiB)

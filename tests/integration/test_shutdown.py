@@ -1,0 +1,91 @@
+"""Graceful shutdown on SIGTERM: in-flight requests finish, exit code 0."""
+
+import signal
+import threading
+import time
+
+import pycurl
+
+from helpers import SLOW, KiB, MiB, expected_sha256, h3_get
+
+
+def _background_get(url, threshold, timeout=60):
+    """Start a GET in a thread; returns (thread, out dict, progress dict, event
+    set once `threshold` body bytes arrived or the transfer ended)."""
+    out, progress = {}, {"bytes": 0}
+    reached = threading.Event()
+
+    def on_data(got):
+        progress["bytes"] = got
+        if got >= threshold:
+            reached.set()
+
+    def run():
+        try:
+            out["r"] = h3_get(url, timeout=timeout, on_data=on_data)
+        except pycurl.error as e:
+            out["e"] = e
+        finally:
+            out["end"] = time.monotonic()
+            reached.set()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, out, progress, reached
+
+
+def test_sigterm_lets_in_flight_download_finish(qproxy_factory, backend_app):
+    q = qproxy_factory(backend_server=backend_app.tcp_server, shutdown_timeout="10s")
+    n = 10 * MiB
+    t, out, progress, reached = _background_get(q.url("/app/slow/%d?ms=2000" % n), 256 * KiB)
+    assert reached.wait(15 * SLOW), "the download did not start"
+    assert "e" not in out, out.get("e")
+    at_signal = progress["bytes"]
+    assert at_signal < n, "the download finished before SIGTERM; nothing was tested"
+    q.signal(signal.SIGTERM)
+    t.join(60 * SLOW)
+    assert not t.is_alive()
+    assert "e" not in out, "the in-flight download failed after SIGTERM: %s" % (out.get("e"),)
+    r = out["r"]
+    assert r.status == 200
+    assert len(r.body) == n and r.sha256 == expected_sha256(n)
+    rc = q.wait(timeout=q.shutdown_timeout + 5 * SLOW)
+    assert rc == 0
+    assert q.sanitizer_report() is None
+
+
+def test_sigterm_when_idle_exits_promptly(qproxy_factory, backend_app):
+    q = qproxy_factory(backend_server=backend_app.tcp_server, shutdown_timeout="10s")
+    r = h3_get(q.url("/app/bytes/1000"))
+    assert r.status == 200
+    t0 = time.monotonic()
+    q.signal(signal.SIGTERM)
+    rc = q.wait(timeout=q.shutdown_timeout + 5 * SLOW)
+    assert rc == 0
+    assert time.monotonic() - t0 < 3 * SLOW, "idle qproxy took long to exit"
+    assert q.sanitizer_report() is None
+
+
+def test_shutdown_timeout_bounds_in_flight_requests(qproxy_factory, backend_app):
+    """A request that never completes does not hold the exit beyond
+    shutdown_timeout (1s here), and the exit is still clean."""
+    q = qproxy_factory(backend_server=backend_app.tcp_server, shutdown_timeout="1s",
+                       read_timeout="30s")
+    before = backend_app.count
+    t, out, _, _ = _background_get(q.url("/app/hang"), 1, timeout=30)
+    assert backend_app.wait_for_request(lambda x: x["path"] == "/app/hang", start=before,
+                                        timeout=10 * SLOW)
+    t0 = time.monotonic()
+    q.signal(signal.SIGTERM)
+    rc = q.wait(timeout=1 + 5 * SLOW)
+    elapsed = time.monotonic() - t0
+    assert rc == 0
+    assert 0.9 <= elapsed < 1 + 3 * SLOW, "exit %.2fs after SIGTERM" % elapsed
+    # On the way out qproxy closes the connection (CONNECTION_CLOSE), so the
+    # client learns at once instead of waiting for its idle timeout.
+    limit = 2 + 2 * SLOW
+    t.join(limit)
+    assert not t.is_alive(), ("qproxy exited without closing the client's connection: "
+                              "the client still waits %.0fs later" % limit)
+    assert "e" in out or out["r"].status != 200
+    assert q.sanitizer_report() is None
