@@ -1,0 +1,93 @@
+"""Listeners: IPv6, wildcard binds answered from the right address, and
+version negotiation for versions qproxy does not speak."""
+
+import os
+import socket
+import struct
+
+import pytest
+
+from helpers import expected_sha256, h3_get, header_values
+
+KiB = 1024
+
+
+def _sections(addresses, backend):
+    def build(port, cert, key):
+        listener = [("address", a % port) for a in addresses]
+        listener += [("certificate", cert), ("private_key", key)]
+        return [
+            ("global", [("log_level", "debug")]),
+            ("listener main", listener),
+            ("backend app", [("server", backend)]),
+            ("route app", [("path_prefix", "/app/"), ("backend", "app")]),
+        ]
+    return build
+
+
+def _have_ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def test_ipv6_listener(qproxy_factory, backend_app):
+    if not _have_ipv6_loopback():
+        pytest.fail("this machine has no IPv6 loopback; the test needs ::1")
+    q = qproxy_factory(sections=_sections(["127.0.0.1:%d", "[::1]:%d"],
+                                          backend_app.tcp_server))
+    r = h3_get("https://[::1]:%d/app/bytes/%d" % (q.port, KiB))
+    assert r.status == 200
+    assert r.sha256 == expected_sha256(KiB)
+    rec = backend_app.requests[-1]
+    assert header_values(rec, "x-forwarded-for") == ["::1"]
+    assert any('for="[::1]"' in v for v in header_values(rec, "forwarded"))
+
+
+def test_wildcard_bind_replies_from_the_address_the_client_used(
+        qproxy_factory, backend_app):
+    # The client's UDP socket is connected to 127.0.0.2: a reply from any
+    # other source address (the kernel's choice for 0.0.0.0 without
+    # IP_PKTINFO would be 127.0.0.1) never reaches it.
+    q = qproxy_factory(sections=_sections(["0.0.0.0:%d"], backend_app.tcp_server))
+    r = h3_get("https://127.0.0.2:%d/app/bytes/%d" % (q.port, KiB))
+    assert r.status == 200
+    assert r.sha256 == expected_sha256(KiB)
+
+
+def _long_header(version, dcid, scid, size):
+    pkt = bytes([0xc0]) + struct.pack("!I", version)
+    pkt += bytes([len(dcid)]) + dcid + bytes([len(scid)]) + scid
+    return pkt + os.urandom(size - len(pkt))
+
+
+def test_version_negotiation(qp):
+    dcid, scid = os.urandom(8), os.urandom(8)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(3)
+        s.connect(("127.0.0.1", qp.port))
+        s.send(_long_header(0x1a2a3a4a, dcid, scid, 1200))
+        reply = s.recv(2048)
+    assert reply[0] & 0x80, "not a long header packet"
+    assert struct.unpack("!I", reply[1:5])[0] == 0, "not Version Negotiation"
+    n = reply[5]
+    assert reply[6:6 + n] == scid, "DCID must echo the client's SCID"
+    m = reply[6 + n]
+    assert reply[7 + n:7 + n + m] == dcid, "SCID must echo the client's DCID"
+    rest = reply[7 + n + m:]
+    versions = [struct.unpack("!I", rest[i:i + 4])[0] for i in range(0, len(rest), 4)]
+    assert 0x00000001 in versions, versions
+
+
+def test_no_version_negotiation_for_small_datagrams(qp):
+    # RFC 9000 6.1 and 14.1: a datagram below 1200 bytes could be used to
+    # amplify; it gets no answer.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(1)
+        s.connect(("127.0.0.1", qp.port))
+        s.send(_long_header(0x1a2a3a4a, os.urandom(8), os.urandom(8), 200))
+        with pytest.raises(socket.timeout):
+            s.recv(2048)
