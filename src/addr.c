@@ -225,20 +225,17 @@ addr_format(const struct addr *a, char *buf, size_t len)
 		return buf;
 	switch (a->u.sa.sa_family) {
 	case AF_INET:
-		inet_ntop(AF_INET, &a->u.in.sin_addr, host, sizeof(host));
-		snprintf(buf, len, "%s:%u", host,
+		snprintf(buf, len, "%s:%u",
+		    addr_format_host(a, host, sizeof(host)),
 		    (unsigned)ntohs(a->u.in.sin_port));
 		break;
 	case AF_INET6:
-		inet_ntop(AF_INET6, &a->u.in6.sin6_addr, host, sizeof(host));
-		snprintf(buf, len, "[%s]:%u", host,
+		snprintf(buf, len, "[%s]:%u",
+		    addr_format_host(a, host, sizeof(host)),
 		    (unsigned)ntohs(a->u.in6.sin6_port));
 		break;
-	case AF_UNIX:
-		addr_format_unix(a, buf, len);
-		break;
 	default:
-		snprintf(buf, len, "?");
+		addr_format_host(a, buf, len);
 		break;
 	}
 	return buf;
