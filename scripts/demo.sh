@@ -38,6 +38,16 @@ CONF
 /usr/bin/python3 "$top/scripts/demo-backend.py" --listen "$app" &
 app_pid=$!
 trap 'kill $app_pid 2>/dev/null' EXIT INT TERM
+# The app must be up before qproxy sends it anything.
+tries=0
+until /usr/bin/python3 -c "import socket; socket.create_connection(('${app%:*}', ${app#*:}), 1)" 2>/dev/null; do
+	if ! kill -0 $app_pid 2>/dev/null || [ $tries -ge 50 ]; then
+		echo "demo: the demo app could not start on $app (is the port in use?)" >&2
+		exit 1
+	fi
+	tries=$((tries + 1))
+	sleep 0.1
+done
 
 cat <<MSG
 
