@@ -19,6 +19,7 @@ PREFIX ?= $(prefix)
 SBINDIR ?= $(PREFIX)/sbin
 MANDIR ?= $(PREFIX)/share/man
 SYSCONFDIR ?= /etc
+UNITDIR ?= $(PREFIX)/lib/systemd/system
 PYTHON ?= /usr/bin/python3
 
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -O2 -g $(WARN_CFLAGS) $(SAN_CFLAGS) \
@@ -69,6 +70,10 @@ $(B)/tests/h3raw: $(B)/tests/h3raw.o
 	@echo "  LD      $@"
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
 
+$(B)/qproxy.service: systemd/qproxy.service.in
+	@mkdir -p $(@D)
+	$(Q)sed 's|@SBINDIR@|$(SBINDIR)|g' $< >$@
+
 -include $(wildcard $(B)/*.d $(B)/tests/*.d)
 
 config.mk: configure config.mk.in
@@ -109,10 +114,12 @@ demo: deps
 	$(MAKE) all
 	sh scripts/demo.sh
 
-install: $(B)/qproxy
+install: $(B)/qproxy $(B)/qproxy.service
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 \
-	    $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(SYSCONFDIR)
+	    $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(SYSCONFDIR) \
+	    $(DESTDIR)$(UNITDIR)
 	install -m 755 $(B)/qproxy $(DESTDIR)$(SBINDIR)/qproxy
+	install -m 644 $(B)/qproxy.service $(DESTDIR)$(UNITDIR)/qproxy.service
 	install -m 644 man/qproxy.8 $(DESTDIR)$(MANDIR)/man8/qproxy.8
 	install -m 644 man/qproxy.conf.5 $(DESTDIR)$(MANDIR)/man5/qproxy.conf.5
 	test -e $(DESTDIR)$(SYSCONFDIR)/qproxy.conf || \

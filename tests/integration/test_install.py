@@ -26,6 +26,9 @@ def test_install_into_destdir(tmp_path):
     with open(os.path.join(TOP, "conf/qproxy.conf")) as f:
         assert conf.read_text() == f.read()
     assert conf.stat().st_mode & 0o077 == 0o040   # group-readable, no more
+    unit = (tmp_path / "usr/lib/systemd/system/qproxy.service").read_text()
+    assert "ExecStart=/usr/sbin/qproxy -f -c /etc/qproxy.conf\n" in unit
+    assert "@SBINDIR@" not in unit
     v = subprocess.run([str(daemon), "-v"], capture_output=True, text=True)
     assert v.returncode == 0 and v.stdout.startswith("qproxy ")
 
