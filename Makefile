@@ -29,17 +29,23 @@ ALL_LDFLAGS = $(SAN_CFLAGS) $(LDFLAGS)
 # The daemon's modules; main.c is kept apart so unit tests can link the rest.
 LIB_SRCS = src/log.c src/addr.c src/config.c src/route.c src/http1.c \
 	src/request.c src/bufq.c src/udp.c src/tls.c src/quic.c src/h3.c \
-	src/exchange.c src/upstream.c src/stats.c
+	src/exchange.c src/upstream.c src/stats.c src/strbuf.c src/control.c \
+	src/server.c
 LIB_OBJS = $(LIB_SRCS:src/%.c=$(B)/%.o)
 
-UNIT_TESTS = test_config test_route test_http1 test_request test_bufq
+UNIT_TESTS = test_config test_route test_http1 test_request test_bufq \
+	test_control test_log
 UNIT_BINS = $(UNIT_TESTS:%=$(B)/tests/%)
 
 TOOLS = $(B)/tests/h3raw
 
-all: $(B)/qproxy
+all: $(B)/qproxy $(B)/qproxyctl
 
 $(B)/qproxy: $(B)/main.o $(B)/libqproxy.a
+	@echo "  LD      $@"
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
+
+$(B)/qproxyctl: $(B)/qproxyctl.o $(B)/libqproxy.a
 	@echo "  LD      $@"
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
 
@@ -83,13 +89,14 @@ configure: configure.ac
 	autoreconf -fi
 
 # Everything the tests use, built.
-tests: $(B)/qproxy $(UNIT_BINS) $(TOOLS)
+tests: $(B)/qproxy $(B)/qproxyctl $(UNIT_BINS) $(TOOLS)
 
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 
-integration: $(B)/qproxy $(TOOLS)
-	QPROXY=$(abspath $(B)/qproxy) H3RAW=$(abspath $(B)/tests/h3raw) \
+integration: $(B)/qproxy $(B)/qproxyctl $(TOOLS)
+	QPROXY=$(abspath $(B)/qproxy) QPROXYCTL=$(abspath $(B)/qproxyctl) \
+	    H3RAW=$(abspath $(B)/tests/h3raw) \
 	    $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
 
 deps:
@@ -114,11 +121,13 @@ demo: deps
 	$(MAKE) all
 	sh scripts/demo.sh
 
-install: $(B)/qproxy $(B)/qproxy.service
+install: $(B)/qproxy $(B)/qproxyctl $(B)/qproxy.service
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 \
 	    $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(SYSCONFDIR) \
 	    $(DESTDIR)$(UNITDIR)
 	install -m 755 $(B)/qproxy $(DESTDIR)$(SBINDIR)/qproxy
+	install -m 755 $(B)/qproxyctl $(DESTDIR)$(SBINDIR)/qproxyctl
+	install -m 644 man/qproxyctl.8 $(DESTDIR)$(MANDIR)/man8/qproxyctl.8
 	install -m 644 $(B)/qproxy.service $(DESTDIR)$(UNITDIR)/qproxy.service
 	install -m 644 man/qproxy.8 $(DESTDIR)$(MANDIR)/man8/qproxy.8
 	install -m 644 man/qproxy.conf.5 $(DESTDIR)$(MANDIR)/man5/qproxy.conf.5

@@ -22,6 +22,8 @@ cat >"$run/qproxy.conf" <<CONF
 # qproxy demo configuration (written by scripts/demo.sh)
 [global]
 log_level = info
+control_socket = $run/control.sock
+access_log = stderr
 
 [listener demo]
 address = 127.0.0.1:$port
@@ -56,6 +58,10 @@ of a demo app on $app. Ask it from another terminal with:
 
   scripts/h3get -k -I https://127.0.0.1:$port/
   gtlsclient --exit-on-all-streams-close 127.0.0.1 $port https://localhost:$port/
+
+and look at it with:
+
+  build/qproxyctl -s $run/control.sock stats
 
 Stop it with Ctrl-C (a graceful shutdown). Its configuration is
 $run/qproxy.conf.

@@ -7,11 +7,13 @@
  * What each key accepts comes from one table, config_keys.
  */
 #include <sys/stat.h>
+#include <sys/un.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ini.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -95,6 +97,8 @@ typedef int (*config_setter)(struct config_parser *, const struct config_key *,
 
 #define KEY_REPEAT	0x01	/* may be given more than once */
 #define KEY_REQUIRED	0x02	/* must be given at least once */
+#define KEY_STDERR	0x04	/* a path, or "stderr" */
+#define KEY_OFF		0x08	/* a path, or "off" (stored as NULL) */
 
 struct config_key {
 	enum config_sect	 sect;
@@ -137,6 +141,15 @@ static int	config_set_prefix(struct config_parser *,
 static int	config_set_backend(struct config_parser *,
 		    const struct config_key *, struct config_section *, void *,
 		    const char *);
+static int	config_set_user(struct config_parser *,
+		    const struct config_key *, struct config_section *, void *,
+		    const char *);
+static int	config_set_path(struct config_parser *,
+		    const struct config_key *, struct config_section *, void *,
+		    const char *);
+static int	config_set_format(struct config_parser *,
+		    const struct config_key *, struct config_section *, void *,
+		    const char *);
 
 #define F(type, field)	offsetof(struct type, field), \
 			sizeof(((struct type *)0)->field)
@@ -161,6 +174,16 @@ static const struct config_key config_keys[] = {
 	    0, 1000, "100", 0, F(config, qpack_blocked_streams) },
 	{ SECT_GLOBAL, "max_streams", config_set_count,
 	    1, 10000, "100", 0, F(config, max_streams) },
+	{ SECT_GLOBAL, "user", config_set_user,
+	    0, 0, NULL, 0, F(config, user) },
+	{ SECT_GLOBAL, "control_socket", config_set_path,
+	    0, 0, "/run/qproxy/control.sock", 0, F(config, control_socket) },
+	{ SECT_GLOBAL, "error_log", config_set_path,
+	    0, 0, "stderr", KEY_STDERR, F(config, error_log) },
+	{ SECT_GLOBAL, "access_log", config_set_path,
+	    0, 0, "off", KEY_STDERR | KEY_OFF, F(config, access_log) },
+	{ SECT_GLOBAL, "access_log_format", config_set_format,
+	    0, 0, "text", 0, F(config, access_log_json) },
 
 	{ SECT_LISTENER, "address", config_set_listen,
 	    0, 0, NULL, KEY_REPEAT | KEY_REQUIRED, NOF },
@@ -499,6 +522,77 @@ config_set_count(struct config_parser *p, const struct config_key *k,
 		return -1;
 	}
 	config_store_uint(obj, k, v);
+	return 0;
+}
+
+/* A user to run as after start-up; resolved now, so a typo fails early. */
+static int
+config_set_user(struct config_parser *p, const struct config_key *k,
+    struct config_section *s, void *obj, const char *value)
+{
+	struct config	*cfg = obj;
+	struct passwd	*pw;
+
+	errno = 0;
+	if ((pw = getpwnam(value)) == NULL) {
+		config_error(p, p->line, "%s: no such user \"%s\"", k->name,
+		    value);
+		return -1;
+	}
+	free(cfg->user);
+	if ((cfg->user = config_strdup(p, value)) == NULL)
+		return -1;
+	cfg->uid = pw->pw_uid;
+	cfg->gid = pw->pw_gid;
+	return 0;
+}
+
+/* An absolute path, or the words the key's flags allow. */
+static int
+config_set_path(struct config_parser *p, const struct config_key *k,
+    struct config_section *s, void *obj, const char *value)
+{
+	char	**field = (char **)((char *)obj + k->offset);
+
+	if ((k->flags & KEY_OFF) && strcmp(value, "off") == 0) {
+		free(*field);
+		*field = NULL;
+		return 0;
+	}
+	if (value[0] != '/' && !((k->flags & KEY_STDERR) &&
+	    strcmp(value, "stderr") == 0)) {
+		config_error(p, p->line, "%s: invalid value \"%s\": expected "
+		    "an absolute path%s%s", k->name, value,
+		    (k->flags & KEY_STDERR) ? ", stderr" : "",
+		    (k->flags & KEY_OFF) ? " or off" : "");
+		return -1;
+	}
+	if (strlen(value) >= sizeof(((struct sockaddr_un *)0)->sun_path) &&
+	    strcmp(k->name, "control_socket") == 0) {
+		config_error(p, p->line, "%s: path too long", k->name);
+		return -1;
+	}
+	free(*field);
+	if ((*field = config_strdup(p, value)) == NULL)
+		return -1;
+	return 0;
+}
+
+static int
+config_set_format(struct config_parser *p, const struct config_key *k,
+    struct config_section *s, void *obj, const char *value)
+{
+	int	*field = (int *)(void *)((char *)obj + k->offset);
+
+	if (strcmp(value, "text") == 0)
+		*field = 0;
+	else if (strcmp(value, "json") == 0)
+		*field = 1;
+	else {
+		config_error(p, p->line, "%s: invalid value \"%s\": expected "
+		    "text or json", k->name, value);
+		return -1;
+	}
 	return 0;
 }
 
@@ -1181,6 +1275,10 @@ config_free(struct config *cfg)
 		free(cfg->routes[i].path_prefix);
 	}
 	free(cfg->routes);
+	free(cfg->user);
+	free(cfg->control_socket);
+	free(cfg->error_log);
+	free(cfg->access_log);
 	free(cfg->path);
 	free(cfg);
 }

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #include "addr.h"
 
@@ -54,6 +55,14 @@ struct config {
 	size_t			 qpack_table_size;	/* bytes */
 	size_t			 qpack_blocked_streams;
 	uint64_t		 max_streams;	/* concurrent per connection */
+
+	char			*user;		/* NULL: keep the starting user */
+	uid_t			 uid;		/* of user, when set */
+	gid_t			 gid;
+	char			*control_socket;
+	char			*error_log;	/* "stderr" or a path */
+	char			*access_log;	/* NULL (off), "stderr" or a path */
+	int			 access_log_json;
 
 	struct config_listener	*listeners;
 	size_t			 nlisteners;

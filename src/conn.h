@@ -26,30 +26,50 @@ struct qconn;
 struct exchange;
 struct upstream_pool;
 
+/*
+ * A UDP socket outlives configurations: a reload that keeps its address
+ * hands it to the new listener; one that drops it leaves it draining (no
+ * new connections) until its last connection is gone.
+ */
 struct udp_sock {
-	struct listener		*listener;
+	struct quic_server	*srv;
+	struct listener		*listener;	/* NULL: draining */
 	int			 fd;
 	struct addr		 local;		/* as bound */
 	ev_io			 rev, wev;
 	TAILQ_HEAD(, qconn)	 blocked;	/* connections with a packet */
+	size_t			 nconns;
+	LIST_ENTRY(udp_sock)	 entry;
 };
 
 struct listener {
-	struct quic_server	*srv;
+	struct generation	*gen;
 	struct config_listener	*cfg;
 	WOLFSSL_CTX		*tls;
-	struct udp_sock		*socks;
-	size_t			 nsocks;
+	uint64_t		 conns_total;
+};
+
+/*
+ * One loaded configuration with what was built from it. Connections and
+ * requests hold the generation they started under; a reload makes a new
+ * one, and the old one goes when its last holder does.
+ */
+struct generation {
+	unsigned		 refs;
+	uint64_t		 id;
+	struct config		*cfg;
+	struct upstream_pool	*upstreams;	/* one per config backend */
+	struct listener		*listeners;
+	size_t			 nlisteners;
 };
 
 struct cid_entry;
 
 struct quic_server {
 	struct ev_loop		*loop;
-	struct config		*cfg;
-	struct listener		*listeners;
-	size_t			 nlisteners;
-	struct upstream_pool	*upstreams;	/* one per config backend */
+	struct generation	*gen;		/* the current one */
+	LIST_HEAD(, udp_sock)	 socks;
+	ev_tstamp		 started;
 
 	struct cid_entry	**buckets;	/* CID -> connection */
 	size_t			 nbuckets, ncids;
@@ -75,11 +95,12 @@ enum qconn_state {
 
 struct qconn {
 	struct quic_server	*srv;
+	struct generation	*gen;		/* held */
 	struct udp_sock		*sock;
 	ngtcp2_conn		*conn;
 	nghttp3_conn		*h3;
 	WOLFSSL			*ssl;
-	ngtcp2_crypto_conn_ref	 conn_ref;
+	struct tls_conn		 tls;		/* starts with ngtcp2's ref */
 	ngtcp2_ccerr		 last_error;
 	enum qconn_state	 state;
 	ev_timer		 timer;
@@ -104,23 +125,52 @@ struct qconn {
 
 	LIST_HEAD(, exchange)	 exchanges;
 	size_t			 nexchanges;
+	uint64_t		 streams_total;
+	uint64_t		 bytes_in, bytes_out;
+	ev_tstamp		 created, last_rx;
 	bool			 handshake_done;
 	bool			 goaway_sent;
 };
 
-/* quic.c */
-struct quic_server *quic_server_new(struct ev_loop *, struct config *);
-int		 quic_server_listen(struct quic_server *);
+struct strbuf;
+
+/* server.c */
+struct quic_server *server_new(struct ev_loop *);
+/*
+ * Makes cfg the running configuration: TLS contexts, backend pools, the
+ * listeners' sockets (kept, opened, or left to drain). On failure nothing
+ * changes and the reasons are in errs. The server owns cfg on success.
+ */
+int		 server_apply(struct quic_server *, struct config *,
+		    struct strbuf *errs);
+const struct config *server_config(const struct quic_server *);
+struct generation *generation_ref(struct generation *);
+void		 generation_unref(struct generation *);
+/* A connection on the socket is gone: a draining one may close. */
+void		 server_sock_release(struct udp_sock *);
 /* Stops accepting, sends GOAWAY, closes idle connections; see main.c. */
-void		 quic_server_shutdown(struct quic_server *);
+void		 server_shutdown(struct quic_server *);
+bool		 server_stopping(const struct quic_server *);
 /* Sends CONNECTION_CLOSE on every connection (shutdown_timeout reached). */
-void		 quic_server_close_all(struct quic_server *);
-bool		 quic_server_idle(const struct quic_server *);
-void		 quic_server_free(struct quic_server *);
+void		 server_close_all(struct quic_server *);
+void		 server_free(struct quic_server *);
+void		 server_report_stats(struct quic_server *, struct strbuf *,
+		    bool json);
+void		 server_report_backends(struct quic_server *, struct strbuf *,
+		    bool json);
+
+/* quic.c */
+void		 quic_init(struct quic_server *);
+void		 quic_fini(struct quic_server *);
+void		 quic_sock_read_cb(struct ev_loop *, ev_io *, int);
+void		 quic_sock_write_cb(struct ev_loop *, ev_io *, int);
+void		 quic_report_conns(struct quic_server *, struct strbuf *,
+		    bool json);
 /* Asks for this connection's output to be written before the loop sleeps. */
 void		 qconn_want_write(struct qconn *);
 /* Closes the connection with last_error (or NO_ERROR). */
 void		 qconn_close(struct qconn *);
+void		 qconn_free(struct qconn *);
 uint64_t	 quic_now(void);
 
 /* h3.c */

@@ -45,11 +45,17 @@ enum ex_state {
 
 struct exchange {
 	struct qconn		*qc;
+	struct generation	*gen;		/* held: routes, backends */
 	int64_t			 stream_id;
 	LIST_ENTRY(exchange)	 entry;
 	enum ex_state		 state;
 	struct request		 req;
-	ev_tstamp		 started;
+	ev_tstamp		 started;	/* loop time */
+	double			 wall_start;	/* for the access log */
+	bool			 head_seen;	/* worth an access log line */
+	int			 status;	/* final status sent, or 0 */
+	uint64_t		 resp_bytes;	/* body bytes from the backend */
+	ev_tstamp		 forwarded;	/* backend connection ready */
 
 	/* client -> backend */
 	struct bufq		 hold;		/* raw body, before forwarding */
@@ -90,7 +96,13 @@ static void	ex_upstream_close(struct exchange *, bool reuse);
 static struct config *
 ex_cfg(const struct exchange *ex)
 {
-	return ex->qc->srv->cfg;
+	return ex->gen->cfg;
+}
+
+static struct upstream_pool *
+ex_pools(const struct exchange *ex)
+{
+	return ex->gen->upstreams;
 }
 
 static struct ev_loop *
@@ -186,6 +198,7 @@ ex_respond(struct exchange *ex, int status)
 	}
 	ex->resp_eof = true;
 	ex->resp_submitted = true;
+	ex->status = status;
 	count_response(status);
 	if (h3_submit_response(ex->qc, ex->stream_id, nva, 3,
 	    !(ex->req.flags & REQ_F_HEAD)) == -1) {
@@ -212,9 +225,12 @@ exchange_new(struct qconn *qc, int64_t stream_id)
 	if ((ex = calloc(1, sizeof(*ex))) == NULL)
 		return NULL;
 	ex->qc = qc;
+	ex->gen = generation_ref(qc->srv->gen);
 	ex->stream_id = stream_id;
 	ex->fd = -1;
 	ex->started = ev_now(qc->srv->loop);
+	ex->wall_start = ev_time();
+	qc->streams_total++;
 	request_init(&ex->req, ex_cfg(ex)->max_header_size);
 	bufq_init(&ex->hold);
 	bufq_init(&ex->out);
@@ -245,6 +261,7 @@ exchange_headers_end(struct exchange *ex, bool fin)
 	if (ex->state != EX_HEADERS)
 		return;	/* trailers are read and dropped */
 	stats.requests_total++;
+	ex->head_seen = true;
 	ex->req_fin = fin;
 	if (request_finish(&ex->req, fin) == -1) {
 		switch (ex->req.error) {
@@ -463,10 +480,12 @@ static void
 ex_connected(struct exchange *ex)
 {
 	const struct config_backend *b =
-	    upstream_backend(ex->qc->srv->upstreams, ex->backend);
+	    upstream_backend(ex_pools(ex), ex->backend);
 
 	ex->state = EX_FORWARD;
 	ex->server->requests++;
+	ex->server->state = UPSTREAM_UP;
+	ex->forwarded = ev_now(ex_loop(ex));
 	ex_arm_timer(ex, b->read_timeout);
 	ev_io_start(ex_loop(ex), &ex->rio);
 	ex_write(ex);
@@ -476,7 +495,7 @@ ex_connected(struct exchange *ex)
 static void
 ex_try_server(struct exchange *ex)
 {
-	struct upstream_pool *pools = ex->qc->srv->upstreams;
+	struct upstream_pool *pools = ex_pools(ex);
 	const struct config_backend *b = upstream_backend(pools, ex->backend);
 	size_t nservers;
 	int fd;
@@ -497,6 +516,7 @@ ex_try_server(struct exchange *ex)
 			break;
 		stats.upstream_connect_failures++;
 		ex->server->failures++;
+		ex->server->state = UPSTREAM_DOWN;
 		log_debug("backend %s: connect: %s", ex->server->cfg->text,
 		    strerror(errno));
 		if (!upstream_refused(errno)) {
@@ -561,7 +581,7 @@ ex_write(struct exchange *ex)
 		/* read_timeout counts from the last byte the backend took */
 		if (!ex->head_done)
 			ex_arm_timer(ex, upstream_backend(
-			    ex->qc->srv->upstreams, ex->backend)->read_timeout);
+			    ex_pools(ex), ex->backend)->read_timeout);
 	}
 	ev_io_stop(ex_loop(ex), &ex->wio);
 	if (ex->req_fin)
@@ -671,7 +691,7 @@ static void
 ex_parse(struct exchange *ex)
 {
 	const struct config_backend *b =
-	    upstream_backend(ex->qc->srv->upstreams, ex->backend);
+	    upstream_backend(ex_pools(ex), ex->backend);
 	const uint8_t *data;
 	size_t consumed, datalen;
 	enum http1_body_status st;
@@ -702,6 +722,9 @@ ex_parse(struct exchange *ex)
 		}
 		ex->head_done = true;
 		ex->reusable = ex->resp.keep_alive;
+		ex->status = ex->resp.status;
+		ex->server->ttfb_sum += ev_now(ex_loop(ex)) - ex->forwarded;
+		ex->server->ttfb_count++;
 		count_response(ex->resp.status);
 		if (ex_submit_head(ex, false) == -1) {
 			ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
@@ -721,6 +744,7 @@ ex_parse(struct exchange *ex)
 		st = http1_body_parse(&ex->body, ex->rbuf, ex->rlen, &consumed,
 		    &data, &datalen);
 		if (datalen > 0) {
+			ex->resp_bytes += datalen;
 			if (bufq_append(&ex->resp_body, data, datalen) == -1) {
 				ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
 				return;
@@ -840,6 +864,7 @@ ex_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 			    ex->server->cfg->text, strerror(err));
 			stats.upstream_connect_failures++;
 			ex->server->failures++;
+			ex->server->state = UPSTREAM_DOWN;
 			ex_upstream_close(ex, false);
 			if (!upstream_refused(err)) {
 				ex_respond(ex, 502);
@@ -915,10 +940,40 @@ exchange_acked(struct exchange *ex, uint64_t n)
 }
 
 static void
+ex_log(struct exchange *ex)
+{
+	struct access_entry e;
+	size_t len;
+	char *authority = NULL, *path = NULL;
+	const char *a, *p;
+
+	a = request_authority(&ex->req, &len);
+	authority = strndup(a, len);
+	p = request_path(&ex->req, &len);
+	path = strndup(p, len);
+	e.time = ex->wall_start;
+	e.client = ex->qc->peer;
+	e.authority = authority != NULL ? authority : "";
+	e.method = request_method(&ex->req);
+	e.path = path != NULL ? path : "";
+	e.status = ex->status;
+	e.req_bytes = ex->body_received;
+	e.resp_bytes = ex->resp_bytes;
+	e.duration = ev_now(ex_loop(ex)) - ex->started;
+	e.backend = ex->server != NULL ? ex->server->cfg->text : "-";
+	e.quic_version = ngtcp2_conn_get_negotiated_version(ex->qc->conn);
+	access_log_write(&e);
+	free(authority);
+	free(path);
+}
+
+static void
 ex_free(struct exchange *ex)
 {
 	struct qconn *qc = ex->qc;
 
+	if (ex->head_seen)
+		ex_log(ex);
 	ex_upstream_close(ex, false);
 	ev_timer_stop(ex_loop(ex), &ex->timer);
 	request_free(&ex->req);
@@ -928,6 +983,7 @@ ex_free(struct exchange *ex)
 	LIST_REMOVE(ex, entry);
 	qc->nexchanges--;
 	stats.streams_current--;
+	generation_unref(ex->gen);
 	free(ex);
 	if (qc->srv->shutting_down && qc->nexchanges == 0)
 		qconn_want_write(qc);	/* qconn_write will close it */

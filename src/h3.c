@@ -260,7 +260,7 @@ static const nghttp3_callbacks h3_callbacks = {
 int
 h3_conn_setup(struct qconn *qc)
 {
-	const struct config *cfg = qc->srv->cfg;
+	const struct config *cfg = qc->gen->cfg;
 	nghttp3_settings settings;
 	int64_t ctrl, qenc, qdec;
 	int rv;

@@ -1,15 +1,53 @@
-/* log.c: the error log. Lines go to stderr, which systemd sends to journald. */
+/* log.c: the error log and the access log.
+ *
+ * The error log goes to stderr, which systemd sends to journald, or to a
+ * file, where each line starts with an ISO 8601 UTC timestamp. The access
+ * log takes one line per request, as text or JSON, to stderr or a file.
+ * Every line is built in a buffer and written with a single write(2), so
+ * lines from several writers never interleave. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "log.h"
+
+#define LOG_FILE_MODE	0640
+#define LOG_FILE_FLAGS	(O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC)
+/* Room for a timestamp (24 characters; gcc wants room for any int). */
+#define LOG_TIME_SIZE	96
+
+/* The longest access log line, its newline included. */
+#define ACCESS_LINE_MAX		16384
+/* Caps on the escaped fields other than the path, which takes the rest. */
+#define ACCESS_CLIENT_MAX	256
+#define ACCESS_AUTHORITY_MAX	4096
+#define ACCESS_METHOD_MAX	256
+#define ACCESS_BACKEND_MAX	1024
+_Static_assert(ACCESS_CLIENT_MAX + ACCESS_AUTHORITY_MAX + ACCESS_METHOD_MAX +
+    2 * ACCESS_BACKEND_MAX + 1024 < ACCESS_LINE_MAX,
+    "the path must keep room in an access log line");
+/* Failed access log writes are reported at most this often, in seconds. */
+#define ACCESS_WARN_INTERVAL	60
 
 static int log_level = LOG_LEVEL_INFO;
 
 static const char *const level_names[] = { "error", "warn", "info", "debug" };
+
+/* The error log: -1 for stderr, else a file opened from err_path. */
+static int	 err_fd = -1;
+static char	*err_path;
+
+/* The access log: -1 when off; STDERR_FILENO, or a file from acc_path. */
+static int	 acc_fd = -1;
+static char	*acc_path;
+static int	 acc_json;
+static unsigned long long acc_errors;
+static int	 acc_warned;
+static time_t	 acc_warn_time;
 
 void
 log_init(int level)
@@ -47,19 +85,75 @@ log_level_name(int level)
 	return level_names[level];
 }
 
+/* Writes "YYYY-MM-DDTHH:MM:SS.mmmZ" (24 characters) and a NUL to buf. */
+static void
+log_fmt_time(char buf[LOG_TIME_SIZE], time_t sec, long msec)
+{
+	struct tm	tm;
+
+	if (gmtime_r(&sec, &tm) == NULL)
+		memset(&tm, 0, sizeof(tm));
+	snprintf(buf, LOG_TIME_SIZE, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ",
+	    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+	    tm.tm_min, tm.tm_sec, msec);
+}
+
+/* One write(2), retried only when a signal came before anything was
+ * written; 0, or -1 with errno (EIO for a short write). */
+static int
+log_write_line(int fd, const char *buf, size_t len)
+{
+	ssize_t	n;
+
+	do
+		n = write(fd, buf, len);
+	while (n == -1 && errno == EINTR);
+	if (n == -1)
+		return -1;
+	if ((size_t)n != len) {
+		errno = EIO;
+		return -1;
+	}
+	return 0;
+}
+
 static void
 log_vwrite(int level, int errnum, const char *fmt, va_list ap)
 {
-	char msg[1024];
+	char		msg[1024], line[1280], ts[LOG_TIME_SIZE];
+	struct timespec	now;
+	int		n;
 
 	if (level > log_level)
 		return;
 	vsnprintf(msg, sizeof(msg), fmt, ap);
+	if (err_fd == -1) {
+		if (errnum)
+			fprintf(stderr, "qproxy[%s]: %s: %s\n",
+			    level_names[level], msg, strerror(errnum));
+		else
+			fprintf(stderr, "qproxy[%s]: %s\n", level_names[level],
+			    msg);
+		return;
+	}
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	log_fmt_time(ts, now.tv_sec, now.tv_nsec / 1000000);
 	if (errnum)
-		fprintf(stderr, "qproxy[%s]: %s: %s\n", level_names[level],
-		    msg, strerror(errnum));
+		n = snprintf(line, sizeof(line), "%s qproxy[%s]: %s: %s\n", ts,
+		    level_names[level], msg, strerror(errnum));
 	else
-		fprintf(stderr, "qproxy[%s]: %s\n", level_names[level], msg);
+		n = snprintf(line, sizeof(line), "%s qproxy[%s]: %s\n", ts,
+		    level_names[level], msg);
+	if (n < 0)
+		return;
+	if ((size_t)n >= sizeof(line)) {
+		n = sizeof(line) - 1;
+		line[n - 1] = '\n';
+	}
+	/* A line the file does not take goes to stderr instead. */
+	if (log_write_line(err_fd, line, (size_t)n) == -1)
+		(void)log_write_line(STDERR_FILENO, line, (size_t)n);
 }
 
 #define LOG_FN(name, level, with_errno)				\
@@ -102,4 +196,345 @@ fatalx(const char *fmt, ...)
 	log_vwrite(LOG_LEVEL_ERROR, 0, fmt, ap);
 	va_end(ap);
 	exit(1);
+}
+
+/* Opens path for appending and copies it; 0 with *fdp and *copyp set, or
+ * -1 with errno. */
+static int
+log_file_open(const char *path, int *fdp, char **copyp)
+{
+	char	*copy;
+	int	 fd, saved;
+
+	if ((fd = open(path, LOG_FILE_FLAGS, LOG_FILE_MODE)) == -1)
+		return -1;
+	if ((copy = strdup(path)) == NULL) {
+		saved = errno;
+		close(fd);
+		errno = saved;
+		return -1;
+	}
+	*fdp = fd;
+	*copyp = copy;
+	return 0;
+}
+
+int
+log_open(const char *path)
+{
+	char	*copy = NULL;
+	int	 fd = -1;
+
+	if (path != NULL && strcmp(path, "stderr") != 0 &&
+	    log_file_open(path, &fd, &copy) == -1)
+		return -1;
+	if (err_fd != -1)
+		close(err_fd);
+	free(err_path);
+	err_fd = fd;
+	err_path = copy;
+	return 0;
+}
+
+int
+access_log_open(const char *path, int json)
+{
+	char	*copy = NULL;
+	int	 fd = -1;
+
+	if (path != NULL) {
+		if (strcmp(path, "stderr") == 0)
+			fd = STDERR_FILENO;
+		else if (log_file_open(path, &fd, &copy) == -1)
+			return -1;
+	}
+	access_log_close();
+	acc_fd = fd;
+	acc_path = copy;
+	acc_json = json;
+	return 0;
+}
+
+void
+access_log_close(void)
+{
+	if (acc_path != NULL)
+		close(acc_fd);
+	free(acc_path);
+	acc_path = NULL;
+	acc_fd = -1;
+}
+
+/* Reopens one file by its path; the old descriptor stays on failure. */
+static int
+log_file_reopen(int *fdp, const char *path)
+{
+	int	fd;
+
+	if ((fd = open(path, LOG_FILE_FLAGS, LOG_FILE_MODE)) == -1)
+		return -1;
+	close(*fdp);
+	*fdp = fd;
+	return 0;
+}
+
+int
+log_reopen(void)
+{
+	int	rv = 0, saved = 0;
+
+	if (err_path != NULL && log_file_reopen(&err_fd, err_path) == -1) {
+		saved = errno;
+		rv = -1;
+		log_warn("%s: error log %s", __func__, err_path);
+	}
+	if (acc_path != NULL && log_file_reopen(&acc_fd, acc_path) == -1) {
+		saved = errno;
+		rv = -1;
+		log_warn("%s: access log %s", __func__, acc_path);
+	}
+	if (rv == -1)
+		errno = saved;
+	return rv;
+}
+
+/* Escapes s for the text format into dst, at most cap bytes, whole escapes
+ * only: bytes below 0x20 or above 0x7e, '"', '\\' and, when esc_space, ' '
+ * become \xHH. Returns the length written; NULL or "" give "-". */
+static size_t
+access_esc_text(char *dst, size_t cap, const char *s, int esc_space)
+{
+	static const char	 hex[] = "0123456789ABCDEF";
+	const unsigned char	*p = (const unsigned char *)s;
+	size_t			 n = 0;
+
+	if (s == NULL || *s == '\0') {
+		if (cap > 0)
+			dst[n++] = '-';
+		return n;
+	}
+	for (; *p != '\0'; p++) {
+		if (*p < 0x20 || *p > 0x7e || *p == '"' || *p == '\\' ||
+		    (esc_space && *p == ' ')) {
+			if (cap - n < 4)
+				break;
+			dst[n++] = '\\';
+			dst[n++] = 'x';
+			dst[n++] = hex[*p >> 4];
+			dst[n++] = hex[*p & 0xf];
+		} else {
+			if (cap - n < 1)
+				break;
+			dst[n++] = (char)*p;
+		}
+	}
+	return n;
+}
+
+/* The length of the valid UTF-8 sequence at p (2 to 4), or 0. */
+static size_t
+access_utf8_len(const unsigned char *p)
+{
+	unsigned char	c = p[0], lo = 0x80, hi = 0xbf;
+	size_t		len;
+
+	if (c >= 0xc2 && c <= 0xdf)
+		len = 2;
+	else if (c >= 0xe0 && c <= 0xef) {
+		len = 3;
+		if (c == 0xe0)
+			lo = 0xa0;		/* no overlong forms */
+		else if (c == 0xed)
+			hi = 0x9f;		/* no surrogates */
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		len = 4;
+		if (c == 0xf0)
+			lo = 0x90;		/* no overlong forms */
+		else if (c == 0xf4)
+			hi = 0x8f;		/* nothing above U+10FFFF */
+	} else
+		return 0;
+	if (p[1] < lo || p[1] > hi)
+		return 0;
+	for (size_t i = 2; i < len; i++)
+		if (p[i] < 0x80 || p[i] > 0xbf)
+			return 0;
+	return len;
+}
+
+/* Escapes s as the inside of a JSON string into dst, at most cap bytes,
+ * whole escapes and whole UTF-8 sequences only: '"' and '\\' get a
+ * backslash, control characters and DEL become \u00XX, and so does each
+ * byte that is not part of valid UTF-8 (as the code point of its value).
+ * Returns the length written; NULL gives "". */
+static size_t
+access_esc_json(char *dst, size_t cap, const char *s)
+{
+	static const char	 hex[] = "0123456789abcdef";
+	const unsigned char	*p = (const unsigned char *)s;
+	size_t			 n = 0, len;
+
+	if (s == NULL)
+		return 0;
+	while (*p != '\0') {
+		if (*p == '"' || *p == '\\') {
+			if (cap - n < 2)
+				break;
+			dst[n++] = '\\';
+			dst[n++] = (char)*p++;
+		} else if (*p >= 0x20 && *p < 0x7f) {
+			if (cap - n < 1)
+				break;
+			dst[n++] = (char)*p++;
+		} else if (*p >= 0x80 && (len = access_utf8_len(p)) != 0) {
+			if (cap - n < len)
+				break;
+			memcpy(dst + n, p, len);
+			n += len;
+			p += len;
+		} else {
+			if (cap - n < 6)
+				break;
+			memcpy(dst + n, "\\u00", 4);
+			dst[n + 4] = hex[*p >> 4];
+			dst[n + 5] = hex[*p & 0xf];
+			n += 6;
+			p++;
+		}
+	}
+	return n;
+}
+
+static size_t
+access_esc(char *dst, size_t cap, const char *s, int esc_space)
+{
+	if (acc_json)
+		return access_esc_json(dst, cap, s);
+	return access_esc_text(dst, cap, s, esc_space);
+}
+
+/* Appends the string s to buf, if it fits. */
+static void
+access_put(char *buf, size_t cap, size_t *pos, const char *s)
+{
+	size_t	len = strlen(s);
+
+	if (cap - *pos >= len) {
+		memcpy(buf + *pos, s, len);
+		*pos += len;
+	}
+}
+
+/* Appends a field escaped, after the text before it, with at most max
+ * bytes for the field. */
+static void
+access_put_field(char *buf, size_t cap, size_t *pos, const char *before,
+    const char *s, size_t max, int esc_space)
+{
+	access_put(buf, cap, pos, before);
+	if (max > cap - *pos)
+		max = cap - *pos;
+	*pos += access_esc(buf + *pos, max, s, esc_space);
+}
+
+static void
+access_write_failed(void)
+{
+	struct timespec	now;
+
+	acc_errors++;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (acc_warned && now.tv_sec - acc_warn_time < ACCESS_WARN_INTERVAL)
+		return;
+	acc_warned = 1;
+	acc_warn_time = now.tv_sec;
+	log_warn("access log %s: write failed, %llu line%s lost so far",
+	    acc_path != NULL ? acc_path : "stderr", acc_errors,
+	    acc_errors == 1 ? "" : "s");
+}
+
+void
+access_log_write(const struct access_entry *e)
+{
+	static char	line[ACCESS_LINE_MAX];
+	char		tail[ACCESS_BACKEND_MAX + 512], num[256];
+	char		ts[LOG_TIME_SIZE], status[16];
+	const size_t	cap = sizeof(line) - 1;		/* room for '\n' */
+	size_t		pos = 0, tlen = 0, pathmax;
+	double		t = e->time, d = e->duration, sec;
+	long		msec;
+
+	if (acc_fd == -1)
+		return;
+
+	if (!(t >= 0 && t < 253402300800.0))		/* year 10000 */
+		t = 0;
+	sec = (double)(long long)t;
+	msec = (long)((t - sec) * 1000 + 0.5);
+	if (msec >= 1000) {
+		sec += 1;
+		msec -= 1000;
+	}
+	log_fmt_time(ts, (time_t)sec, msec);
+	if (!(d >= 0))
+		d = 0;
+	else if (d > 1e12)
+		d = 1e12;
+
+	/* The fields after the path, first, to know what is left for it. */
+	if (acc_json) {
+		if (e->status == 0)
+			snprintf(status, sizeof(status), "null");
+		else
+			snprintf(status, sizeof(status), "%d", e->status);
+		snprintf(num, sizeof(num), "\",\"status\":%s,"
+		    "\"request_bytes\":%llu,\"response_bytes\":%llu,"
+		    "\"duration\":%.3f,\"backend\":\"", status, e->req_bytes,
+		    e->resp_bytes, d);
+		access_put_field(tail, sizeof(tail), &tlen, num, e->backend,
+		    ACCESS_BACKEND_MAX, 1);
+		snprintf(num, sizeof(num), "\",\"quic_version\":\"0x%x\"}",
+		    e->quic_version);
+		access_put(tail, sizeof(tail), &tlen, num);
+	} else {
+		if (e->status == 0)
+			snprintf(status, sizeof(status), "-");
+		else
+			snprintf(status, sizeof(status), "%d", e->status);
+		snprintf(num, sizeof(num), "\" %s %llu %llu %.3f ", status,
+		    e->req_bytes, e->resp_bytes, d);
+		access_put_field(tail, sizeof(tail), &tlen, num, e->backend,
+		    ACCESS_BACKEND_MAX, 1);
+		snprintf(num, sizeof(num), " 0x%x", e->quic_version);
+		access_put(tail, sizeof(tail), &tlen, num);
+	}
+
+	if (acc_json) {
+		access_put(line, cap, &pos, "{\"time\":\"");
+		access_put(line, cap, &pos, ts);
+		access_put_field(line, cap, &pos, "\",\"client\":\"",
+		    e->client, ACCESS_CLIENT_MAX, 1);
+		access_put_field(line, cap, &pos, "\",\"authority\":\"",
+		    e->authority, ACCESS_AUTHORITY_MAX, 1);
+		access_put_field(line, cap, &pos, "\",\"method\":\"",
+		    e->method, ACCESS_METHOD_MAX, 1);
+		access_put(line, cap, &pos, "\",\"path\":\"");
+	} else {
+		access_put(line, cap, &pos, ts);
+		access_put_field(line, cap, &pos, " ", e->client,
+		    ACCESS_CLIENT_MAX, 1);
+		access_put_field(line, cap, &pos, " ", e->authority,
+		    ACCESS_AUTHORITY_MAX, 1);
+		access_put_field(line, cap, &pos, " \"", e->method,
+		    ACCESS_METHOD_MAX, 1);
+		access_put(line, cap, &pos, " ");
+	}
+	pathmax = cap - pos - tlen;
+	pos += access_esc(line + pos, pathmax, e->path, 0);
+	memcpy(line + pos, tail, tlen);
+	pos += tlen;
+	line[pos++] = '\n';
+
+	if (log_write_line(acc_fd, line, pos) == -1)
+		access_write_failed();
 }

@@ -33,4 +33,28 @@ void	fatalx(const char *, ...) QP_PRINTF(1, 2) __attribute__((noreturn));
 
 #define log_debug_enabled() (log_getlevel() >= LOG_LEVEL_DEBUG)
 
+/* The error log goes to stderr, or to path; 0, or -1 with errno. */
+int	log_open(const char *path);
+/* SIGUSR1: reopen the error and access log files (logrotate moved them). */
+int	log_reopen(void);
+
+/* One line per request. */
+struct access_entry {
+	double		 time;		/* wall clock, seconds since the epoch */
+	const char	*client;	/* address */
+	const char	*authority;
+	const char	*method;
+	const char	*path;
+	int		 status;	/* 0: reset before a status */
+	unsigned long long req_bytes, resp_bytes;	/* body bytes */
+	double		 duration;	/* seconds */
+	const char	*backend;	/* server as configured, or "-" */
+	unsigned	 quic_version;
+};
+
+/* path NULL: off; "stderr"; or a file. 0, or -1 with errno. */
+int	access_log_open(const char *path, int json);
+void	access_log_write(const struct access_entry *);
+void	access_log_close(void);
+
 #endif

@@ -1,15 +1,25 @@
-/* main.c: command line, start-up order, signals, the loop. */
+/*
+ * main.c: command line, start-up order, signals, reload, the control
+ * socket's commands, and the loop.
+ */
+#include <errno.h>
+#include <grp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include <ev.h>
+#include <systemd/sd-daemon.h>
 
 #include "config.h"
 #include "conn.h"
+#include "control.h"
 #include "log.h"
+#include "strbuf.h"
 #include "tls.h"
 
 #ifndef QPROXY_VERSION
@@ -17,6 +27,9 @@
 #endif
 
 static struct quic_server *server;
+static struct control *control;
+static const char *config_path = CONFIG_DEFAULT_PATH;
+static ev_timer shutdown_deadline, watchdog;
 
 static void
 usage(void)
@@ -25,48 +38,227 @@ usage(void)
 	exit(1);
 }
 
+/* Sets the logs up as cfg says; errors go to errs (reload) or stderr. */
+static int
+logs_apply(const struct config *cfg, struct strbuf *errs)
+{
+	int rv = 0;
+
+	log_setlevel(cfg->log_level);
+	if (log_open(cfg->error_log) == -1) {
+		strbuf_printf(errs, "error_log %s: %s\n", cfg->error_log,
+		    strerror(errno));
+		rv = -1;
+	}
+	if (access_log_open(cfg->access_log, cfg->access_log_json) == -1) {
+		strbuf_printf(errs, "access_log %s: %s\n", cfg->access_log,
+		    strerror(errno));
+		rv = -1;
+	}
+	return rv;
+}
+
+static void
+notify_reloading(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu",
+	    (unsigned long long)ts.tv_sec * 1000000ULL +
+	    (unsigned long long)ts.tv_nsec / 1000ULL);
+}
+
+/*
+ * SIGHUP and "qproxyctl reload": a new configuration, or the old one kept
+ * with every reason in errs. Connections and requests under way go on.
+ */
+static int
+reload(struct strbuf *errs)
+{
+	const struct config *old = server_config(server);
+	struct config *cfg;
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f;
+	int rv = -1;
+
+	notify_reloading();
+	log_info("reloading %s", config_path);
+	if ((f = open_memstream(&text, &len)) == NULL) {
+		strbuf_printf(errs, "out of memory\n");
+		goto done;
+	}
+	cfg = config_load(config_path, f);
+	fclose(f);
+	if (cfg == NULL) {
+		strbuf_append(errs, text, len);
+		goto done;
+	}
+	if ((old->control_socket == NULL) != (cfg->control_socket == NULL) ||
+	    (old->control_socket != NULL &&
+	    strcmp(old->control_socket, cfg->control_socket) != 0))
+		log_warnx("control_socket changes take effect at restart");
+	if ((old->user == NULL) != (cfg->user == NULL) ||
+	    (old->user != NULL && strcmp(old->user, cfg->user) != 0))
+		log_warnx("user changes take effect at restart");
+	if (server_apply(server, cfg, errs) == -1) {
+		config_free(cfg);
+		goto done;
+	}
+	(void)logs_apply(cfg, errs);	/* the new config stands regardless */
+	rv = 0;
+done:
+	if (rv == 0)
+		log_info("configuration reloaded");
+	else {
+		char *line, *save = NULL;
+		char *copy = strdup(strbuf_str(errs));
+
+		for (line = copy ? strtok_r(copy, "\n", &save) : NULL;
+		    line != NULL; line = strtok_r(NULL, "\n", &save))
+			log_warnx("reload refused: %s", line);
+		free(copy);
+	}
+	free(text);
+	sd_notify(0, "READY=1");
+	return rv;
+}
+
 static void
 shutdown_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	log_warnx("shutdown_timeout reached; closing the remaining "
 	    "connections");
-	quic_server_close_all(server);
+	server_close_all(server);
 	ev_break(loop, EVBREAK_ALL);
 }
 
 static void
 signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
-	static ev_timer deadline;
+	double timeout = server_config(server)->shutdown_timeout;
+	struct strbuf errs;
 
-	if (server->shutting_down) {
+	switch (w->signum) {
+	case SIGHUP:
+		strbuf_init(&errs, 1 << 20);
+		(void)reload(&errs);
+		strbuf_free(&errs);
+		return;
+	case SIGUSR1:
+		if (log_reopen() == 0)
+			log_info("log files reopened");
+		return;
+	}
+	if (server_stopping(server)) {
 		log_info("second signal %d: stopping now", w->signum);
-		quic_server_close_all(server);
+		server_close_all(server);
 		ev_break(loop, EVBREAK_ALL);
 		return;
 	}
 	log_info("signal %d: shutting down gracefully (at most %.0f s)",
-	    w->signum, server->cfg->shutdown_timeout);
-	ev_timer_init(&deadline, shutdown_timeout_cb,
-	    server->cfg->shutdown_timeout, 0.);
-	ev_timer_start(loop, &deadline);
-	ev_unref(loop);		/* the deadline alone keeps nothing alive */
-	quic_server_shutdown(server);
+	    w->signum, timeout);
+	sd_notify(0, "STOPPING=1");
+	ev_timer_init(&shutdown_deadline, shutdown_timeout_cb, timeout, 0.);
+	ev_timer_start(loop, &shutdown_deadline);
+	server_shutdown(server);
+}
+
+static void
+watchdog_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	sd_notify(0, "WATCHDOG=1");
+}
+
+/* control socket commands */
+
+static void
+op_stats(struct strbuf *out, bool json, void *arg)
+{
+	server_report_stats(server, out, json);
+}
+
+static void
+op_conns(struct strbuf *out, bool json, void *arg)
+{
+	quic_report_conns(server, out, json);
+}
+
+static void
+op_backends(struct strbuf *out, bool json, void *arg)
+{
+	if (json)
+		strbuf_printf(out, "{");
+	server_report_backends(server, out, json);
+	if (json)
+		strbuf_printf(out, "}\n");
+}
+
+static int
+op_reload(struct strbuf *out, void *arg)
+{
+	return reload(out);
+}
+
+static void
+op_version(struct strbuf *out, bool json, void *arg)
+{
+	if (json)
+		strbuf_printf(out, "{\"version\":\"%s\"}\n", QPROXY_VERSION);
+	else
+		strbuf_printf(out, "qproxy %s\n", QPROXY_VERSION);
+}
+
+static const struct control_ops ops = {
+	.stats = op_stats,
+	.conns = op_conns,
+	.backends = op_backends,
+	.reload = op_reload,
+	.version = op_version,
+};
+
+/*
+ * Started as root with [global] user: everything privileged is done (UDP
+ * sockets bound, keys read, control socket made), so become that user for
+ * good. The control socket is handed over so it can be removed at exit.
+ */
+static void
+drop_privileges(const struct config *cfg)
+{
+	const char *files[] = { cfg->control_socket, cfg->error_log,
+	    cfg->access_log };
+
+	if (cfg->user == NULL || geteuid() != 0)
+		return;
+	/* what qproxy made as root and must reopen or remove later */
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
+		if (files[i] != NULL && files[i][0] == '/' &&
+		    chown(files[i], cfg->uid, cfg->gid) == -1)
+			log_warn("chown %s", files[i]);
+	if (setgroups(1, &cfg->gid) == -1 ||
+	    setresgid(cfg->gid, cfg->gid, cfg->gid) == -1 ||
+	    setresuid(cfg->uid, cfg->uid, cfg->uid) == -1)
+		fatal("cannot switch to user %s", cfg->user);
+	if (setuid(0) != -1)
+		fatalx("could switch back to root after dropping privileges");
+	log_info("running as user %s", cfg->user);
 }
 
 int
 main(int argc, char *argv[])
 {
-	const char *path = CONFIG_DEFAULT_PATH;
 	struct config *cfg;
 	struct ev_loop *loop;
-	ev_signal sigterm, sigint;
+	struct strbuf errs;
+	ev_signal sigterm, sigint, sighup, sigusr1;
+	uint64_t usec;
 	int ch, check = 0;
 
 	while ((ch = getopt(argc, argv, "c:ftv")) != -1) {
 		switch (ch) {
 		case 'c':
-			path = optarg;
+			config_path = optarg;
 			break;
 		case 'f':
 			/* qproxy always stays in the foreground */
@@ -85,37 +277,60 @@ main(int argc, char *argv[])
 		usage();
 
 	log_init(LOG_LEVEL_INFO);
-	if ((cfg = config_load(path, stderr)) == NULL)
+	if ((cfg = config_load(config_path, stderr)) == NULL)
 		return 1;
 	if (check) {
 		printf("configuration OK\n");
 		config_free(cfg);
 		return 0;
 	}
-	log_setlevel(cfg->log_level);
+	strbuf_init(&errs, 1 << 20);
+	if (logs_apply(cfg, &errs) == -1)
+		fatalx("%s", strbuf_str(&errs));
 	signal(SIGPIPE, SIG_IGN);
 	if (tls_init() == -1)
 		fatalx("cannot initialise wolfSSL");
 
 	loop = ev_default_loop(EVFLAG_AUTO);
-	if ((server = quic_server_new(loop, cfg)) == NULL)
+	if ((server = server_new(loop)) == NULL)
 		fatalx("out of memory");
-	if (quic_server_listen(server) == -1) {
-		quic_server_free(server);
+	if (server_apply(server, cfg, &errs) == -1) {
+		fprintf(stderr, "%s", strbuf_str(&errs));
 		config_free(cfg);
+		server_free(server);
 		return 1;
 	}
+	cfg = NULL;	/* the server's now */
+	if (server_config(server)->control_socket != NULL &&
+	    (control = control_open(loop,
+	    server_config(server)->control_socket, &ops, NULL)) == NULL) {
+		server_free(server);
+		return 1;
+	}
+	drop_privileges(server_config(server));
+
 	ev_signal_init(&sigterm, signal_cb, SIGTERM);
 	ev_signal_init(&sigint, signal_cb, SIGINT);
+	ev_signal_init(&sighup, signal_cb, SIGHUP);
+	ev_signal_init(&sigusr1, signal_cb, SIGUSR1);
 	ev_signal_start(loop, &sigterm);
 	ev_signal_start(loop, &sigint);
+	ev_signal_start(loop, &sighup);
+	ev_signal_start(loop, &sigusr1);
+	if (sd_watchdog_enabled(0, &usec) > 0) {
+		ev_timer_init(&watchdog, watchdog_cb, 0., usec / 2e6);
+		ev_timer_again(loop, &watchdog);
+	}
 	log_info("qproxy %s started", QPROXY_VERSION);
+	sd_notify(0, "READY=1");
 
 	ev_run(loop, 0);
 
 	log_info("qproxy stopped");
-	quic_server_free(server);
-	config_free(cfg);
+	control_close(control);
+	server_free(server);
+	strbuf_free(&errs);
+	access_log_close();
 	ev_loop_destroy(loop);
 	wolfSSL_Cleanup();
 	return 0;

@@ -17,6 +17,7 @@
 #include "exchange.h"
 #include "log.h"
 #include "stats.h"
+#include "strbuf.h"
 #include "udp.h"
 #include "upstream.h"
 
@@ -27,7 +28,6 @@ struct cid_entry {
 	ngtcp2_cid		 cid;
 };
 
-static void	qconn_free(struct qconn *);
 static void	qconn_write(struct qconn *);
 static void	qconn_arm_timer(struct qconn *);
 
@@ -415,8 +415,8 @@ static struct qconn *
 qconn_new(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
     const struct addr *remote, const struct addr *local)
 {
-	struct quic_server *srv = sock->listener->srv;
-	struct config *cfg = srv->cfg;
+	struct quic_server *srv = sock->srv;
+	struct config *cfg = sock->listener->gen->cfg;
 	ngtcp2_settings settings;
 	ngtcp2_transport_params params;
 	ngtcp2_path path;
@@ -485,10 +485,9 @@ qconn_new(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 		    ngtcp2_strerror(rv));
 		goto fail;
 	}
-	qc->conn_ref.get_conn = get_conn;
-	qc->conn_ref.user_data = qc;
-	if ((qc->ssl = tls_session_new(sock->listener->tls,
-	    &qc->conn_ref)) == NULL)
+	qc->tls.ref.get_conn = get_conn;
+	qc->tls.ref.user_data = qc;
+	if ((qc->ssl = tls_session_new(sock->listener->tls, &qc->tls)) == NULL)
 		goto fail;
 	ngtcp2_conn_set_tls_native_handle(qc->conn, qc->ssl);
 
@@ -496,6 +495,10 @@ qconn_new(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 		goto fail;
 	ev_timer_init(&qc->timer, timer_cb, 0., 0.);
 	qc->timer.data = qc;
+	qc->gen = generation_ref(sock->listener->gen);
+	qc->created = qc->last_rx = ev_now(srv->loop);
+	sock->nconns++;
+	sock->listener->conns_total++;
 	LIST_INSERT_HEAD(&srv->conns, qc, entry);
 	stats.conns_current++;
 	stats.conns_total++;
@@ -510,7 +513,7 @@ fail:
 	return NULL;
 }
 
-static void
+void
 qconn_free(struct qconn *qc)
 {
 	struct quic_server *srv = qc->srv;
@@ -531,6 +534,9 @@ qconn_free(struct qconn *qc)
 	nghttp3_conn_del(qc->h3);
 	ngtcp2_conn_del(qc->conn);
 	tls_session_free(qc->ssl);
+	qc->sock->nconns--;
+	server_sock_release(qc->sock);
+	generation_unref(qc->gen);
 	free(qc->close_pkt);
 	free(qc);
 	if (srv->shutting_down && LIST_EMPTY(&srv->conns))
@@ -561,6 +567,7 @@ send_packet(struct qconn *qc, const uint8_t *pkt, size_t len,
 	if (udp_send(sock->fd, pkt, len, &remote, &local, ecn) == 0) {
 		stats.datagrams_sent++;
 		stats.bytes_sent += len;
+		qc->bytes_out += len;
 		return 0;
 	}
 	if (errno != EAGAIN && errno != EWOULDBLOCK) {
@@ -742,7 +749,7 @@ static void
 send_version_negotiation(struct udp_sock *sock, const ngtcp2_version_cid *vc,
     const struct addr *remote, const struct addr *local)
 {
-	struct quic_server *srv = sock->listener->srv;
+	struct quic_server *srv = sock->srv;
 	uint32_t versions[] = { NGTCP2_PROTO_VER_V1 };
 	uint8_t unused;
 	ngtcp2_ssize n;
@@ -764,7 +771,7 @@ static void
 handle_datagram(struct udp_sock *sock, const uint8_t *data, size_t len,
     const struct addr *remote, const struct addr *local, uint8_t ecn)
 {
-	struct quic_server *srv = sock->listener->srv;
+	struct quic_server *srv = sock->srv;
 	ngtcp2_version_cid vc;
 	ngtcp2_pkt_hd hd;
 	ngtcp2_path path;
@@ -782,7 +789,9 @@ handle_datagram(struct udp_sock *sock, const uint8_t *data, size_t len,
 		return;
 	}
 	if ((qc = cid_find(srv, vc.dcid, vc.dcidlen)) == NULL) {
-		if (srv->shutting_down || ngtcp2_accept(&hd, data, len) != 0) {
+		/* a draining socket (listener removed) takes none */
+		if (srv->shutting_down || sock->listener == NULL ||
+		    ngtcp2_accept(&hd, data, len) != 0) {
 			stats.datagrams_dropped++;
 			return;
 		}
@@ -802,6 +811,8 @@ handle_datagram(struct udp_sock *sock, const uint8_t *data, size_t len,
 	}
 	if (qc->state == QC_DRAINING)
 		return;
+	qc->bytes_in += len;
+	qc->last_rx = ev_now(srv->loop);
 
 	path.local.addr = (ngtcp2_sockaddr *)(uintptr_t)&local->u.sa;
 	path.local.addrlen = local->len;
@@ -837,11 +848,11 @@ handle_datagram(struct udp_sock *sock, const uint8_t *data, size_t len,
 	qconn_want_write(qc);
 }
 
-static void
-sock_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+void
+quic_sock_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct udp_sock *sock = w->data;
-	struct quic_server *srv = sock->listener->srv;
+	struct quic_server *srv = sock->srv;
 	struct addr remote, local;
 	uint8_t ecn;
 	ssize_t n;
@@ -864,8 +875,8 @@ sock_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 	}
 }
 
-static void
-sock_write_cb(struct ev_loop *loop, ev_io *w, int revents)
+void
+quic_sock_write_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct udp_sock *sock = w->data;
 	struct qconn *qc;
@@ -911,153 +922,102 @@ kick_cb(struct ev_loop *loop, ev_idle *w, int revents)
 	ev_idle_stop(loop, w);
 }
 
-struct quic_server *
-quic_server_new(struct ev_loop *loop, struct config *cfg)
+void
+quic_init(struct quic_server *srv)
 {
-	struct quic_server *srv;
-
-	if ((srv = calloc(1, sizeof(*srv))) == NULL)
-		return NULL;
-	srv->loop = loop;
-	srv->cfg = cfg;
 	LIST_INIT(&srv->conns);
 	TAILQ_INIT(&srv->want_write);
 	srv->nbuckets = 256;
 	if ((srv->buckets = calloc(srv->nbuckets,
-	    sizeof(*srv->buckets))) == NULL) {
-		free(srv);
-		return NULL;
-	}
+	    sizeof(*srv->buckets))) == NULL)
+		fatal("%s: calloc", __func__);
 	fill_random(srv->hashkey, sizeof(srv->hashkey));
 	fill_random(srv->reset_secret, sizeof(srv->reset_secret));
-	if ((srv->upstreams = upstream_pools_new(loop, cfg)) == NULL) {
-		free(srv->buckets);
-		free(srv);
-		return NULL;
-	}
 	ev_prepare_init(&srv->flush, flush_cb);
 	srv->flush.data = srv;
-	ev_prepare_start(loop, &srv->flush);
+	ev_prepare_start(srv->loop, &srv->flush);
 	ev_idle_init(&srv->kick, kick_cb);
-	return srv;
-}
-
-int
-quic_server_listen(struct quic_server *srv)
-{
-	struct config *cfg = srv->cfg;
-	char err[256], text[ADDR_STRLEN];
-
-	srv->listeners = calloc(cfg->nlisteners, sizeof(*srv->listeners));
-	if (srv->listeners == NULL)
-		return -1;
-	srv->nlisteners = cfg->nlisteners;
-	for (size_t i = 0; i < cfg->nlisteners; i++) {
-		struct listener *l = &srv->listeners[i];
-
-		l->srv = srv;
-		l->cfg = &cfg->listeners[i];
-		if ((l->tls = tls_ctx_new(l->cfg->certificate,
-		    l->cfg->private_key, err, sizeof(err))) == NULL) {
-			log_errx("listener %s: %s", l->cfg->name, err);
-			return -1;
-		}
-		l->socks = calloc(l->cfg->naddrs, sizeof(*l->socks));
-		if (l->socks == NULL)
-			return -1;
-		for (size_t j = 0; j < l->cfg->naddrs; j++) {
-			struct udp_sock *s = &l->socks[j];
-
-			s->listener = l;
-			s->local = l->cfg->addrs[j];
-			TAILQ_INIT(&s->blocked);
-			if ((s->fd = udp_open(&s->local)) == -1)
-				return -1;
-			l->nsocks++;
-			ev_io_init(&s->rev, sock_read_cb, s->fd, EV_READ);
-			ev_io_init(&s->wev, sock_write_cb, s->fd, EV_WRITE);
-			s->rev.data = s->wev.data = s;
-			ev_io_start(srv->loop, &s->rev);
-			log_info("listener %s on udp %s", l->cfg->name,
-			    addr_format(&s->local, text, sizeof(text)));
-		}
-	}
-	return 0;
 }
 
 void
-quic_server_shutdown(struct quic_server *srv)
-{
-	struct qconn *qc, *next;
-
-	/*
-	 * New connections are refused from now on (handle_datagram); the
-	 * sockets keep reading for the established ones.
-	 */
-	srv->shutting_down = true;
-	for (qc = LIST_FIRST(&srv->conns); qc != NULL; qc = next) {
-		next = LIST_NEXT(qc, entry);
-		if (qc->state != QC_ACTIVE)
-			continue;
-		if (qc->h3 == NULL || qc->nexchanges == 0) {
-			qconn_close(qc);
-			continue;
-		}
-		h3_goaway(qc);
-		qconn_want_write(qc);
-	}
-	if (LIST_EMPTY(&srv->conns))
-		ev_break(srv->loop, EVBREAK_ALL);
-}
-
-void
-quic_server_close_all(struct quic_server *srv)
-{
-	struct qconn *qc, *next;
-
-	for (qc = LIST_FIRST(&srv->conns); qc != NULL; qc = next) {
-		next = LIST_NEXT(qc, entry);
-		if (qc->state != QC_ACTIVE)
-			continue;
-		if (qc->last_error.error_code == 0)
-			ngtcp2_ccerr_set_application_error(&qc->last_error,
-			    NGHTTP3_H3_NO_ERROR, NULL, 0);
-		qconn_close(qc);
-	}
-}
-
-bool
-quic_server_idle(const struct quic_server *srv)
-{
-	return LIST_EMPTY(&srv->conns);
-}
-
-void
-quic_server_free(struct quic_server *srv)
+quic_fini(struct quic_server *srv)
 {
 	struct qconn *qc;
 
-	if (srv == NULL)
-		return;
 	srv->shutting_down = false;	/* no ev_break from qconn_free */
 	while ((qc = LIST_FIRST(&srv->conns)) != NULL)
 		qconn_free(qc);
-	for (size_t i = 0; i < srv->nlisteners; i++) {
-		struct listener *l = &srv->listeners[i];
-
-		for (size_t j = 0; j < l->nsocks; j++) {
-			ev_io_stop(srv->loop, &l->socks[j].rev);
-			ev_io_stop(srv->loop, &l->socks[j].wev);
-			close(l->socks[j].fd);
-		}
-		free(l->socks);
-		tls_ctx_free(l->tls);
-	}
-	free(srv->listeners);
 	ev_prepare_stop(srv->loop, &srv->flush);
 	ev_idle_stop(srv->loop, &srv->kick);
-	upstream_pools_free(srv->upstreams);
 	free(srv->buckets);
 	explicit_bzero(srv->reset_secret, sizeof(srv->reset_secret));
-	free(srv);
+}
+
+void
+quic_report_conns(struct quic_server *srv, struct strbuf *out, bool json)
+{
+	ngtcp2_conn_info info;
+	struct qconn *qc;
+	const ngtcp2_path *path;
+	struct addr local, remote;
+	char lbuf[ADDR_STRLEN], rbuf[ADDR_STRLEN];
+	const char *sni;
+	ev_tstamp now = ev_now(srv->loop);
+	bool first = true;
+
+	if (json)
+		strbuf_printf(out, "{\"connections\":[");
+	else
+		strbuf_printf(out, "%-22s %-22s %7s %6s %-20s %-10s %5s %7s "
+		    "%8s %9s %12s %12s\n", "PEER", "LOCAL", "AGE", "IDLE", "SNI",
+		    "VERSION", "OPEN", "STREAMS", "RTT_MS", "CWND", "BYTES_IN",
+		    "BYTES_OUT");
+	LIST_FOREACH(qc, &srv->conns, entry) {
+		path = ngtcp2_conn_get_path(qc->conn);
+		addr_set(&local, (const struct sockaddr *)path->local.addr,
+		    path->local.addrlen);
+		addr_set(&remote, (const struct sockaddr *)path->remote.addr,
+		    path->remote.addrlen);
+		addr_format(&local, lbuf, sizeof(lbuf));
+		addr_format(&remote, rbuf, sizeof(rbuf));
+		ngtcp2_conn_get_conn_info(qc->conn, &info);
+		sni = qc->tls.sni;
+		if (json) {
+			strbuf_printf(out, "%s{\"peer\":", first ? "" : ",");
+			strbuf_json_string(out, rbuf);
+			strbuf_printf(out, ",\"local\":");
+			strbuf_json_string(out, lbuf);
+			strbuf_printf(out, ",\"sni\":");
+			strbuf_json_string(out, sni);
+			strbuf_printf(out, ",\"age\":%.3f,\"idle\":%.3f,"
+			    "\"quic_version\":\"0x%x\",\"state\":\"%s\","
+			    "\"streams_open\":%zu,\"streams_total\":%llu,"
+			    "\"smoothed_rtt_ms\":%.3f,\"cwnd\":%llu,"
+			    "\"bytes_in\":%llu,\"bytes_out\":%llu}",
+			    now - qc->created, now - qc->last_rx,
+			    ngtcp2_conn_get_negotiated_version(qc->conn),
+			    qc->state == QC_ACTIVE ? (qc->handshake_done ?
+			    "open" : "handshake") : qc->state == QC_CLOSING ?
+			    "closing" : "draining", qc->nexchanges,
+			    (unsigned long long)qc->streams_total,
+			    (double)info.smoothed_rtt / NGTCP2_MILLISECONDS,
+			    (unsigned long long)info.cwnd,
+			    (unsigned long long)qc->bytes_in,
+			    (unsigned long long)qc->bytes_out);
+		} else
+			strbuf_printf(out, "%-22s %-22s %7.1f %6.1f %-20s "
+			    "0x%-8x %5zu %7llu %8.2f %9llu %12llu %12llu\n",
+			    rbuf, lbuf, now - qc->created, now - qc->last_rx,
+			    sni[0] ? sni : "-",
+			    ngtcp2_conn_get_negotiated_version(qc->conn),
+			    qc->nexchanges,
+			    (unsigned long long)qc->streams_total,
+			    (double)info.smoothed_rtt / NGTCP2_MILLISECONDS,
+			    (unsigned long long)info.cwnd,
+			    (unsigned long long)qc->bytes_in,
+			    (unsigned long long)qc->bytes_out);
+		first = false;
+	}
+	if (json)
+		strbuf_printf(out, "]}\n");
 }

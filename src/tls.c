@@ -36,6 +36,27 @@ alpn_select(WOLFSSL *ssl, const unsigned char **out, unsigned char *outlen,
 	return SSL_TLSEXT_ERR_ALERT_FATAL;
 }
 
+/* Called while the ClientHello's extensions still exist: keep the name. */
+static int
+sni_cb(WOLFSSL *ssl, int *alert, void *arg)
+{
+	struct tls_conn *tc = wolfSSL_get_app_data(ssl);
+	void *name = NULL;
+	unsigned short n;
+
+	if (tc == NULL || wolfSSL_SNI_Status(ssl, WOLFSSL_SNI_HOST_NAME) ==
+	    WOLFSSL_SNI_NO_MATCH)
+		return 0;
+	n = wolfSSL_SNI_GetRequest(ssl, WOLFSSL_SNI_HOST_NAME, &name);
+	if (name == NULL)
+		return 0;
+	if (n >= sizeof(tc->sni))
+		n = sizeof(tc->sni) - 1;
+	memcpy(tc->sni, name, n);
+	tc->sni[n] = '\0';
+	return 0;
+}
+
 static void
 tls_error(char *err, size_t errlen, const char *what, const char *file)
 {
@@ -60,6 +81,18 @@ tls_ctx_new(const char *certificate, const char *private_key, char *err,
 		goto fail;
 	}
 	wolfSSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
+	/*
+	 * wolfSSL keeps the client's server name only when the context has
+	 * one of its own: a placeholder that any name may mismatch.
+	 */
+	if (wolfSSL_CTX_UseSNI(ctx, WOLFSSL_SNI_HOST_NAME, "qproxy.invalid",
+	    14) != WOLFSSL_SUCCESS) {
+		snprintf(err, errlen, "cannot enable SNI in wolfSSL");
+		goto fail;
+	}
+	wolfSSL_CTX_SNI_SetOptions(ctx, WOLFSSL_SNI_HOST_NAME,
+	    WOLFSSL_SNI_CONTINUE_ON_MISMATCH | WOLFSSL_SNI_ANSWER_ON_MISMATCH);
+	wolfSSL_CTX_set_servername_callback(ctx, sni_cb);
 	if (wolfSSL_CTX_use_certificate_chain_file(ctx, certificate) !=
 	    WOLFSSL_SUCCESS) {
 		tls_error(err, errlen, "certificate", certificate);
@@ -89,13 +122,14 @@ tls_ctx_free(WOLFSSL_CTX *ctx)
 }
 
 WOLFSSL *
-tls_session_new(WOLFSSL_CTX *ctx, ngtcp2_crypto_conn_ref *ref)
+tls_session_new(WOLFSSL_CTX *ctx, struct tls_conn *tc)
 {
 	WOLFSSL *ssl;
 
 	if ((ssl = wolfSSL_new(ctx)) == NULL)
 		return NULL;
-	wolfSSL_set_app_data(ssl, ref);
+	tc->sni[0] = '\0';
+	wolfSSL_set_app_data(ssl, tc);
 	wolfSSL_set_accept_state(ssl);
 	return ssl;
 }

@@ -9,6 +9,7 @@
 
 #include "log.h"
 #include "stats.h"
+#include "strbuf.h"
 #include "upstream.h"
 
 /* An idle keep-alive connection, watched so a close by the server is seen. */
@@ -177,6 +178,96 @@ upstream_release(struct upstream_server *s, int fd)
 	ev_io_init(&i->w, idle_cb, fd, EV_READ);
 	i->w.data = i;
 	ev_io_start(s->pool->loop, &i->w);
+}
+
+static const char *
+state_name(enum upstream_state st)
+{
+	switch (st) {
+	case UPSTREAM_UP:
+		return "up";
+	case UPSTREAM_DOWN:
+		return "down";
+	default:
+		return "unknown";
+	}
+}
+
+void
+upstream_report(struct upstream_pool *pools, struct strbuf *out, bool json)
+{
+	if (json)
+		strbuf_printf(out, "\"backends\":[");
+	else
+		strbuf_printf(out, "%-16s %-32s %-8s %6s %9s %8s %5s %8s\n",
+		    "BACKEND", "SERVER", "STATE", "ACTIVE", "REQUESTS",
+		    "FAILURES", "IDLE", "TTFB_MS");
+	for (size_t b = 0; b < pools[0].npools; b++) {
+		struct upstream_pool *p = &pools[b];
+
+		if (json) {
+			strbuf_printf(out, "%s{\"name\":", b ? "," : "");
+			strbuf_json_string(out, p->cfg->name);
+			strbuf_printf(out, ",\"servers\":[");
+		}
+		for (size_t i = 0; i < p->nservers; i++) {
+			struct upstream_server *s = &p->servers[i];
+			double ttfb = s->ttfb_count ?
+			    1000. * s->ttfb_sum / (double)s->ttfb_count : 0.;
+
+			if (!json) {
+				strbuf_printf(out, "%-16s %-32s %-8s %6llu %9llu "
+				    "%8llu %5zu %8.2f\n", p->cfg->name,
+				    s->cfg->text, state_name(s->state),
+				    (unsigned long long)s->active,
+				    (unsigned long long)s->requests,
+				    (unsigned long long)s->failures, s->nidle,
+				    ttfb);
+				continue;
+			}
+			strbuf_printf(out, "%s{\"address\":", i ? "," : "");
+			strbuf_json_string(out, s->cfg->text);
+			strbuf_printf(out, ",\"state\":\"%s\",\"active\":%llu,"
+			    "\"requests\":%llu,\"failures\":%llu,\"idle\":%zu,"
+			    "\"ttfb_avg_ms\":%.3f}", state_name(s->state),
+			    (unsigned long long)s->active,
+			    (unsigned long long)s->requests,
+			    (unsigned long long)s->failures, s->nidle, ttfb);
+		}
+		if (json)
+			strbuf_printf(out, "]}");
+	}
+	if (json)
+		strbuf_printf(out, "]");
+}
+
+void
+upstream_pools_inherit(struct upstream_pool *to,
+    const struct upstream_pool *from)
+{
+	for (size_t b = 0; b < to[0].npools; b++) {
+		for (size_t c = 0; c < from[0].npools; c++) {
+			if (strcmp(to[b].cfg->name, from[c].cfg->name) != 0)
+				continue;
+			for (size_t i = 0; i < to[b].nservers; i++) {
+				struct upstream_server *t = &to[b].servers[i];
+
+				for (size_t j = 0; j < from[c].nservers; j++) {
+					const struct upstream_server *f =
+					    &from[c].servers[j];
+
+					if (strcmp(t->cfg->text,
+					    f->cfg->text) != 0)
+						continue;
+					t->state = f->state;
+					t->requests = f->requests;
+					t->failures = f->failures;
+					t->ttfb_sum = f->ttfb_sum;
+					t->ttfb_count = f->ttfb_count;
+				}
+			}
+		}
+	}
 }
 
 bool

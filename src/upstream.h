@@ -15,12 +15,21 @@
 
 struct upstream_pool;
 
+enum upstream_state {
+	UPSTREAM_UNKNOWN,	/* not tried yet */
+	UPSTREAM_UP,		/* the last attempt worked */
+	UPSTREAM_DOWN,		/* the last connect failed */
+};
+
 struct upstream_server {
 	struct upstream_pool		*pool;
 	const struct config_server	*cfg;
 	size_t				 nidle;
 	struct upstream_idle		*idle;		/* most recent first */
+	enum upstream_state		 state;
 	uint64_t			 requests, failures, active;
+	double				 ttfb_sum;	/* seconds */
+	uint64_t			 ttfb_count;
 };
 
 /* One pool per configured backend, in config order. */
@@ -45,5 +54,13 @@ int			 upstream_connect(struct upstream_server *);
 void			 upstream_release(struct upstream_server *, int fd);
 /* Whether a failed connect may be retried on another server. */
 bool			 upstream_refused(int err);
+
+struct strbuf;
+/* Text table, or "\"backends\":[...]" to go inside a JSON object. */
+void			 upstream_report(struct upstream_pool *,
+			    struct strbuf *, bool json);
+/* Carries counters over a reload, for servers of the same name. */
+void			 upstream_pools_inherit(struct upstream_pool *to,
+			    const struct upstream_pool *from);
 
 #endif

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -543,6 +544,21 @@ class QProxy:
         self.conf = os.path.join(workdir, "%s.conf" % name)
         self.log = os.path.join(workdir, "%s.stderr" % name)
         self.extra_args = list(extra_args)
+        # Every instance gets its own control socket, on a short path
+        # (sun_path holds 108 bytes), unless the test set one itself.
+        sections = [(n, list(items)) for n, items in sections]
+        glob = [items for n, items in sections if n == "global"]
+        if not glob:
+            sections.insert(0, ("global", []))
+            glob = [sections[0][1]]
+        given = [v for k, v in glob[0] if k == "control_socket"]
+        if given:
+            self.control_socket = given[0]
+        else:
+            self.control_socket = os.path.join(
+                tempfile.mkdtemp(prefix="qpctl-"), "control.sock")
+            glob[0].append(("control_socket", self.control_socket))
+        self.sections = sections
         with open(self.conf, "w") as f:
             f.write(render_config(sections))
         self.proc = None

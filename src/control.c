@@ -1,0 +1,575 @@
+/*
+ * control.c: the control socket. Each client sends one request line and
+ * gets one reply; the daemon then closes the connection. Nothing a client
+ * sends can make the daemon block, grow without bound or fail: lines are
+ * read into a fixed buffer, requests and replies have deadlines, and the
+ * number of clients is bounded.
+ */
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "control.h"
+#include "log.h"
+
+#define CONTROL_TIMEOUT		5.	/* to send a request; to take a reply */
+#define CONTROL_ACCEPT_PAUSE	1.	/* after running out of descriptors */
+#define CONTROL_BACKLOG		32
+#define CONTROL_ACCEPT_BATCH	32
+#define CONTROL_HEAD_MAX	160	/* "OK\n", "ERR message\n" */
+
+struct control_client {
+	LIST_ENTRY(control_client) entry;
+	struct control		*ctl;
+	int			 fd;
+	ev_io			 rio, wio;
+	ev_timer		 timer;
+	char			 line[CONTROL_MAX_LINE];
+	size_t			 len;		/* bytes in line */
+	char			 head[CONTROL_HEAD_MAX];
+	size_t			 headlen;
+	struct strbuf		 text;		/* the reply after head */
+	size_t			 sent;		/* of head, then text */
+};
+
+struct control {
+	struct ev_loop		*loop;
+	int			 fd;
+	char			*path;
+	ev_io			 accept_io;
+	ev_timer		 pause;		/* accept paused (EMFILE) */
+	const struct control_ops *ops;
+	void			*arg;
+	LIST_HEAD(, control_client) clients;
+	unsigned		 nclients;
+};
+
+static const char *const control_commands[] = {
+	"stats", "conns", "backends", "reload", "version",
+};
+
+/* Best effort, for short messages to a client about to be closed. */
+static void
+control_send_now(int fd, const char *msg)
+{
+	ssize_t n;
+
+	n = send(fd, msg, strlen(msg), MSG_DONTWAIT | MSG_NOSIGNAL);
+	(void)n;
+}
+
+static void
+control_client_free(struct control_client *c)
+{
+	struct control *ctl = c->ctl;
+
+	ev_io_stop(ctl->loop, &c->rio);
+	ev_io_stop(ctl->loop, &c->wio);
+	ev_timer_stop(ctl->loop, &c->timer);
+	LIST_REMOVE(c, entry);
+	ctl->nclients--;
+	close(c->fd);
+	strbuf_free(&c->text);
+	free(c);
+}
+
+/* Writes what it can of the reply; closes the client when all is sent. */
+static void
+control_client_write(struct control_client *c)
+{
+	struct control *ctl = c->ctl;
+	struct iovec iov[2];
+	struct msghdr msg;
+	size_t total, progress = 0;
+	ssize_t n;
+	int niov;
+
+	total = c->headlen + c->text.len;
+	while (c->sent < total) {
+		niov = 0;
+		if (c->sent < c->headlen) {
+			iov[niov].iov_base = c->head + c->sent;
+			iov[niov].iov_len = c->headlen - c->sent;
+			niov++;
+			if (c->text.len > 0) {
+				iov[niov].iov_base = c->text.s;
+				iov[niov].iov_len = c->text.len;
+				niov++;
+			}
+		} else {
+			iov[niov].iov_base = c->text.s + (c->sent - c->headlen);
+			iov[niov].iov_len = total - c->sent;
+			niov++;
+		}
+		memset(&msg, 0, sizeof(msg));
+		msg.msg_iov = iov;
+		msg.msg_iovlen = niov;
+		n = sendmsg(c->fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				break;
+			log_debug("control: client went away: %s",
+			    strerror(errno));
+			control_client_free(c);
+			return;
+		}
+		c->sent += (size_t)n;
+		progress += (size_t)n;
+	}
+	if (c->sent == total) {
+		control_client_free(c);
+		return;
+	}
+	if (progress > 0) {
+		ev_timer_stop(ctl->loop, &c->timer);
+		ev_timer_set(&c->timer, CONTROL_TIMEOUT, 0.);
+		ev_timer_start(ctl->loop, &c->timer);
+	}
+	ev_io_start(ctl->loop, &c->wio);
+}
+
+static void
+control_client_wcb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	control_client_write(w->data);
+}
+
+/* The reply's first line: "OK" or "ERR message". */
+static void
+control_head(struct control_client *c, const char *status, const char *msg)
+{
+	int n;
+
+	n = snprintf(c->head, sizeof(c->head), "%s%s%s\n", status,
+	    *msg != '\0' ? " " : "", msg);
+	if (n < 0 || (size_t)n >= sizeof(c->head)) {
+		/* the messages are ours and short; never happens */
+		memcpy(c->head, "ERR internal error\n", 19);
+		n = 19;
+	}
+	c->headlen = (size_t)n;
+}
+
+static void
+control_error(struct control_client *c, const char *msg)
+{
+	strbuf_free(&c->text);
+	control_head(c, "ERR", msg);
+}
+
+static void
+control_dispatch(struct control_client *c)
+{
+	struct control *ctl = c->ctl;
+	const struct control_ops *ops = ctl->ops;
+	void (*show)(struct strbuf *, bool, void *) = NULL;
+	const char *cmd, *err;
+	struct ucred cred;
+	socklen_t credlen = sizeof(cred);
+	bool json;
+	int rc = 0;
+
+	if (memchr(c->line, '\0', c->len) != NULL) {
+		control_error(c, "malformed request");
+		return;
+	}
+	c->line[c->len] = '\0';
+	if (c->len > 0 && c->line[c->len - 1] == '\r')
+		c->line[--c->len] = '\0';
+	if (control_parse(c->line, &cmd, &json, &err) == -1) {
+		log_debug("control: bad request: %s", err);
+		control_error(c, err);
+		return;
+	}
+	log_debug("control: %s%s", cmd, json ? " json" : "");
+
+	if (strcmp(cmd, "stats") == 0)
+		show = ops->stats;
+	else if (strcmp(cmd, "conns") == 0)
+		show = ops->conns;
+	else if (strcmp(cmd, "backends") == 0)
+		show = ops->backends;
+	else if (strcmp(cmd, "version") == 0)
+		show = ops->version;
+
+	if (strcmp(cmd, "reload") == 0) {
+		if (ops->reload == NULL) {
+			control_error(c, "command not supported");
+			return;
+		}
+		if (getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred,
+		    &credlen) == 0)
+			log_info("control: reload requested by pid %ld uid %ld",
+			    (long)cred.pid, (long)cred.uid);
+		else
+			log_info("control: reload requested");
+		rc = ops->reload(&c->text, ctl->arg);
+	} else if (show != NULL)
+		show(&c->text, json, ctl->arg);
+	else {
+		control_error(c, "command not supported");
+		return;
+	}
+
+	/* the text ends with a newline when there is any */
+	if (!c->text.truncated && c->text.len > 0 &&
+	    c->text.s[c->text.len - 1] != '\n') {
+		c->text.max++;
+		strbuf_append(&c->text, "\n", 1);
+	}
+	if (c->text.truncated) {
+		log_warnx("control: %s: reply longer than %u bytes", cmd,
+		    CONTROL_MAX_REPLY);
+		control_error(c, "reply too long");
+		return;
+	}
+	if (rc != 0)
+		control_head(c, "ERR", "reload refused");
+	else
+		control_head(c, "OK", "");
+}
+
+static void
+control_client_rcb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct control_client *c = w->data;
+	char *nl;
+	ssize_t n;
+
+	for (;;) {
+		/* room for the NUL that replaces the newline */
+		n = recv(c->fd, c->line + c->len, sizeof(c->line) - c->len,
+		    MSG_DONTWAIT);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return;
+			log_debug("control: read: %s", strerror(errno));
+			control_client_free(c);
+			return;
+		}
+		if (n == 0) {
+			/* EOF before a whole line: nothing to answer */
+			control_client_free(c);
+			return;
+		}
+		nl = memchr(c->line + c->len, '\n', (size_t)n);
+		c->len += (size_t)n;
+		if (nl != NULL) {
+			c->len = (size_t)(nl - c->line);
+			break;
+		}
+		if (c->len == sizeof(c->line)) {
+			log_debug("control: request longer than %d bytes",
+			    CONTROL_MAX_LINE);
+			control_error(c, "request too long");
+			goto reply;
+		}
+	}
+	control_dispatch(c);
+reply:
+	/* one request per connection: whatever follows is ignored */
+	ev_io_stop(loop, &c->rio);
+	ev_timer_stop(loop, &c->timer);
+	ev_timer_set(&c->timer, CONTROL_TIMEOUT, 0.);
+	ev_timer_start(loop, &c->timer);
+	control_client_write(c);
+}
+
+static void
+control_client_tcb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct control_client *c = w->data;
+
+	if (c->headlen == 0) {
+		log_debug("control: client sent no request in time");
+		control_send_now(c->fd, "ERR timeout\n");
+	} else
+		log_debug("control: client did not take its reply in time");
+	control_client_free(c);
+}
+
+static void
+control_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct control *ctl = w->data;
+	struct control_client *c;
+	int fd, i;
+
+	for (i = 0; i < CONTROL_ACCEPT_BATCH; i++) {
+		fd = accept4(ctl->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd == -1) {
+			switch (errno) {
+			case EINTR:
+			case ECONNABORTED:
+				continue;
+			case EMFILE:
+			case ENFILE:
+			case ENOBUFS:
+			case ENOMEM:
+				log_warn("control: accept");
+				/* level triggered: pause rather than spin */
+				ev_io_stop(loop, &ctl->accept_io);
+				ev_timer_set(&ctl->pause, CONTROL_ACCEPT_PAUSE,
+				    0.);
+				ev_timer_start(loop, &ctl->pause);
+				return;
+			default:
+				if (errno != EAGAIN && errno != EWOULDBLOCK)
+					log_warn("control: accept");
+				return;
+			}
+		}
+		if (ctl->nclients >= CONTROL_MAX_CLIENTS) {
+			log_debug("control: too many clients");
+			control_send_now(fd, "ERR busy\n");
+			close(fd);
+			continue;
+		}
+		if ((c = calloc(1, sizeof(*c))) == NULL) {
+			log_warn("control: calloc");
+			close(fd);
+			continue;
+		}
+		c->ctl = ctl;
+		c->fd = fd;
+		strbuf_init(&c->text, CONTROL_MAX_REPLY - CONTROL_HEAD_MAX - 1);
+		ev_io_init(&c->rio, control_client_rcb, fd, EV_READ);
+		ev_io_init(&c->wio, control_client_wcb, fd, EV_WRITE);
+		ev_timer_init(&c->timer, control_client_tcb, CONTROL_TIMEOUT,
+		    0.);
+		c->rio.data = c->wio.data = c->timer.data = c;
+		LIST_INSERT_HEAD(&ctl->clients, c, entry);
+		ctl->nclients++;
+		ev_io_start(loop, &c->rio);
+		ev_timer_start(loop, &c->timer);
+	}
+}
+
+static void
+control_pause_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct control *ctl = w->data;
+
+	ev_io_start(loop, &ctl->accept_io);
+}
+
+/*
+ * Removes a stale socket file at path. 0 when path is free now; -1 when it
+ * is not a socket, or a daemon still listens on it (logged).
+ */
+static int
+control_unlink_stale(const char *path, const struct sockaddr_un *sun)
+{
+	struct stat st;
+	int fd, live;
+
+	if (lstat(path, &st) == -1) {
+		if (errno == ENOENT)
+			return 0;
+		log_warn("control socket %s", path);
+		return -1;
+	}
+	if (!S_ISSOCK(st.st_mode)) {
+		log_warnx("control socket %s: exists and is not a socket",
+		    path);
+		return -1;
+	}
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+	    0)) == -1) {
+		log_warn("control socket %s: socket", path);
+		return -1;
+	}
+	live = connect(fd, (const struct sockaddr *)sun, sizeof(*sun));
+	if (live == -1 && (errno == EAGAIN || errno == EINPROGRESS))
+		live = 0;	/* a listener with a full backlog */
+	else if (live == -1 && errno != ECONNREFUSED && errno != ENOENT) {
+		log_warn("control socket %s: connect", path);
+		close(fd);
+		return -1;
+	}
+	close(fd);
+	if (live == 0) {
+		log_warnx("control socket %s: in use by another running "
+		    "daemon", path);
+		return -1;
+	}
+	if (unlink(path) == -1 && errno != ENOENT) {
+		log_warn("control socket %s: unlink stale socket", path);
+		return -1;
+	}
+	log_debug("control socket %s: removed a stale socket", path);
+	return 0;
+}
+
+struct control *
+control_open(struct ev_loop *loop, const char *path,
+    const struct control_ops *ops, void *arg)
+{
+	struct control *ctl;
+	struct sockaddr_un sun;
+	mode_t old;
+	int fd, rc;
+
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	if (path == NULL || *path == '\0' ||
+	    strlen(path) >= sizeof(sun.sun_path)) {
+		log_warnx("control socket %s: path empty or longer than %zu "
+		    "bytes", path ? path : "", sizeof(sun.sun_path) - 1);
+		return NULL;
+	}
+	memcpy(sun.sun_path, path, strlen(path));
+
+	if (control_unlink_stale(path, &sun) == -1)
+		return NULL;
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+	    0)) == -1) {
+		log_warn("control socket %s: socket", path);
+		return NULL;
+	}
+	old = umask(0117);
+	rc = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
+	umask(old);
+	if (rc == -1) {
+		if (errno == ENOENT)
+			log_warnx("control socket %s: bind: its directory does "
+			    "not exist", path);
+		else
+			log_warn("control socket %s: bind", path);
+		close(fd);
+		return NULL;
+	}
+	if (chmod(path, 0660) == -1) {
+		log_warn("control socket %s: chmod", path);
+		goto fail;
+	}
+	if (listen(fd, CONTROL_BACKLOG) == -1) {
+		log_warn("control socket %s: listen", path);
+		goto fail;
+	}
+	if ((ctl = calloc(1, sizeof(*ctl))) == NULL ||
+	    (ctl->path = strdup(path)) == NULL) {
+		log_warn("control socket %s", path);
+		free(ctl);
+		goto fail;
+	}
+	ctl->loop = loop;
+	ctl->fd = fd;
+	ctl->ops = ops;
+	ctl->arg = arg;
+	LIST_INIT(&ctl->clients);
+	ev_io_init(&ctl->accept_io, control_accept_cb, fd, EV_READ);
+	ctl->accept_io.data = ctl;
+	ev_timer_init(&ctl->pause, control_pause_cb, CONTROL_ACCEPT_PAUSE, 0.);
+	ctl->pause.data = ctl;
+	ev_io_start(loop, &ctl->accept_io);
+	log_debug("control socket %s: listening", path);
+	return ctl;
+
+fail:
+	unlink(path);
+	close(fd);
+	return NULL;
+}
+
+void
+control_close(struct control *ctl)
+{
+	struct control_client *c;
+
+	if (ctl == NULL)
+		return;
+	while ((c = LIST_FIRST(&ctl->clients)) != NULL)
+		control_client_free(c);
+	ev_io_stop(ctl->loop, &ctl->accept_io);
+	ev_timer_stop(ctl->loop, &ctl->pause);
+	close(ctl->fd);
+	if (unlink(ctl->path) == -1 && errno != ENOENT)
+		log_warn("control socket %s: unlink", ctl->path);
+	free(ctl->path);
+	free(ctl);
+}
+
+/* Quotes a word from a request for an error message, printable only. */
+static const char *
+control_quote(const char *what, const char *word, size_t len)
+{
+	static char msg[96];
+	char w[33];
+	size_t i, n;
+
+	n = len < sizeof(w) - 1 ? len : sizeof(w) - 1;
+	for (i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)word[i];
+
+		w[i] = (ch >= 0x20 && ch < 0x7f && ch != '"') ? (char)ch : '?';
+	}
+	w[n] = '\0';
+	snprintf(msg, sizeof(msg), "%s \"%s%s\"", what, w,
+	    len > n ? "..." : "");
+	return msg;
+}
+
+int
+control_parse(const char *line, const char **cmd, bool *json,
+    const char **err)
+{
+	const char *p, *word, *arg;
+	size_t magiclen = strlen(CONTROL_MAGIC), len, i;
+
+	*cmd = NULL;
+	*json = false;
+	if (*line == '\0') {
+		*err = "empty request";
+		return -1;
+	}
+	if (strncmp(line, CONTROL_MAGIC, magiclen) != 0 ||
+	    (line[magiclen] != ' ' && line[magiclen] != '\0')) {
+		*err = "bad protocol version";
+		return -1;
+	}
+	p = line + magiclen;
+	if (*p == '\0' || p[1] == '\0') {
+		*err = "missing command";
+		return -1;
+	}
+	word = ++p;
+	len = strcspn(word, " ");
+	if (len == 0) {
+		*err = "malformed request";
+		return -1;
+	}
+	for (i = 0; i < sizeof(control_commands) / sizeof(control_commands[0]);
+	    i++)
+		if (strlen(control_commands[i]) == len &&
+		    strncmp(word, control_commands[i], len) == 0)
+			break;
+	if (i == sizeof(control_commands) / sizeof(control_commands[0])) {
+		*err = control_quote("unknown command", word, len);
+		return -1;
+	}
+	p = word + len;
+	if (*p == ' ') {
+		arg = p + 1;
+		if (strcmp(arg, "json") != 0 ||
+		    strcmp(control_commands[i], "reload") == 0) {
+			*err = "unexpected argument";
+			return -1;
+		}
+		*json = true;
+	}
+	*cmd = control_commands[i];
+	return 0;
+}

@@ -1,0 +1,49 @@
+/*
+ * control.h: the control socket. A Unix stream socket; one request line per
+ * connection, "QPROXY/1 COMMAND [ARG]\n"; the reply is "OK\n" followed by
+ * the command's text, or "ERR message\n"; then the daemon closes.
+ */
+#ifndef QPROXY_CONTROL_H
+#define QPROXY_CONTROL_H
+
+#include <stdbool.h>
+
+#include <ev.h>
+
+#include "strbuf.h"
+
+#define CONTROL_MAGIC		"QPROXY/1"
+#define CONTROL_MAX_LINE	1024	/* a request line, newline included */
+#define CONTROL_MAX_REPLY	(16u << 20)
+#define CONTROL_MAX_CLIENTS	16
+
+/* What the commands do; each writes its reply text into out. */
+struct control_ops {
+	void	(*stats)(struct strbuf *out, bool json, void *arg);
+	void	(*conns)(struct strbuf *out, bool json, void *arg);
+	void	(*backends)(struct strbuf *out, bool json, void *arg);
+	/* 0 when the new configuration took; -1 with its errors in out */
+	int	(*reload)(struct strbuf *out, void *arg);
+	void	(*version)(struct strbuf *out, bool json, void *arg);
+};
+
+struct control;
+
+/*
+ * Listens on path: a stale socket file is removed first, the socket is
+ * created with mode 0660. NULL on failure (logged).
+ */
+struct control	*control_open(struct ev_loop *, const char *path,
+		    const struct control_ops *, void *arg);
+/* Stops listening, closes every client, removes the socket file. */
+void		 control_close(struct control *);
+
+/*
+ * Parses one request line (without its newline). On success sets *cmd to
+ * the command word and *json to whether "json" followed, and returns 0;
+ * otherwise returns -1 with a message for the "ERR" reply in *err.
+ */
+int		 control_parse(const char *line, const char **cmd, bool *json,
+		    const char **err);
+
+#endif

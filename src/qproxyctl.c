@@ -1,0 +1,304 @@
+/*
+ * qproxyctl.c: asks a running qproxy for its statistics, connections and
+ * backends, or to reload its configuration, over the control socket.
+ */
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "control.h"
+#include "strbuf.h"
+
+#define CTL_DEFAULT_SOCKET	"/run/qproxy/control.sock"
+#define CTL_TIMEOUT_MS		10000
+#define CTL_MAX_READ		(CONTROL_MAX_REPLY + 4096)
+
+static const char *const ctl_commands[] = {
+	"stats", "conns", "backends", "reload", "version",
+};
+#define CTL_NCOMMANDS	(sizeof(ctl_commands) / sizeof(ctl_commands[0]))
+
+static const char *ctl_socket = CTL_DEFAULT_SOCKET;
+
+static void
+ctl_usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: qproxyctl [-s socket] command [--json]\n"
+	    "commands:\n"
+	    "  stats      counters: connections, requests, traffic, "
+	    "listeners, backends\n"
+	    "  conns      one line per live QUIC connection\n"
+	    "  backends   backend servers: state, requests, failures\n"
+	    "  reload     reload the configuration (like SIGHUP)\n"
+	    "  version    client and daemon versions\n"
+	    "Commands may be abbreviated to a unique prefix.\n"
+	    "The default socket is " CTL_DEFAULT_SOCKET ".\n");
+}
+
+static __attribute__((noreturn)) void
+ctl_usage_error(void)
+{
+	ctl_usage(stderr);
+	exit(2);
+}
+
+/* The command word abbreviated by s, or NULL (reported). */
+static const char *
+ctl_match(const char *s)
+{
+	const char *found = NULL;
+	size_t i, n = strlen(s), nfound = 0;
+
+	for (i = 0; i < CTL_NCOMMANDS; i++) {
+		if (strcmp(s, ctl_commands[i]) == 0)
+			return ctl_commands[i];
+		if (n > 0 && strncmp(s, ctl_commands[i], n) == 0) {
+			found = ctl_commands[i];
+			nfound++;
+		}
+	}
+	if (nfound == 1)
+		return found;
+	fprintf(stderr, "qproxyctl: %s command \"%s\"\n",
+	    nfound == 0 && n > 0 ? "unknown" : "ambiguous", s);
+	return NULL;
+}
+
+static long
+ctl_remaining(const struct timespec *deadline)
+{
+	struct timespec now;
+	long ms;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	ms = (deadline->tv_sec - now.tv_sec) * 1000 +
+	    (deadline->tv_nsec - now.tv_nsec) / 1000000;
+	return ms > 0 ? ms : 0;
+}
+
+/* Waits for events on fd until the deadline: 0, or -1 on timeout. */
+static int
+ctl_wait(int fd, short events, const struct timespec *deadline)
+{
+	struct pollfd pfd;
+	int n;
+
+	for (;;) {
+		pfd.fd = fd;
+		pfd.events = events;
+		pfd.revents = 0;
+		n = poll(&pfd, 1, (int)ctl_remaining(deadline));
+		if (n > 0)
+			return 0;
+		if (n == 0)
+			return -1;
+		if (errno != EINTR) {
+			fprintf(stderr, "qproxyctl: poll: %s\n",
+			    strerror(errno));
+			exit(1);
+		}
+	}
+}
+
+static int
+ctl_connect(const struct timespec *deadline)
+{
+	struct sockaddr_un sun;
+	struct timeval tv;
+	long ms;
+	int fd, flags;
+
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	if (strlen(ctl_socket) >= sizeof(sun.sun_path)) {
+		fprintf(stderr, "qproxyctl: %s: socket path too long\n",
+		    ctl_socket);
+		exit(1);
+	}
+	memcpy(sun.sun_path, ctl_socket, strlen(ctl_socket));
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1) {
+		fprintf(stderr, "qproxyctl: socket: %s\n", strerror(errno));
+		exit(1);
+	}
+	/* a blocking connect waits while the backlog is full: bound it */
+	ms = ctl_remaining(deadline);
+	tv.tv_sec = ms / 1000;
+	tv.tv_usec = (ms % 1000) * 1000;
+	(void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	while (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
+		if (errno == EINTR)
+			continue;
+		if (errno == ENOENT || errno == ECONNREFUSED)
+			fprintf(stderr, "qproxyctl: cannot connect to %s: %s "
+			    "(is qproxy running?)\n", ctl_socket,
+			    strerror(errno));
+		else if (errno == EAGAIN || errno == EINPROGRESS)
+			fprintf(stderr, "qproxyctl: cannot connect to %s: "
+			    "timed out\n", ctl_socket);
+		else
+			fprintf(stderr, "qproxyctl: cannot connect to %s: %s\n",
+			    ctl_socket, strerror(errno));
+		exit(1);
+	}
+	if ((flags = fcntl(fd, F_GETFL)) == -1 ||
+	    fcntl(fd, F_SETFL, flags | O_NONBLOCK) == -1) {
+		fprintf(stderr, "qproxyctl: fcntl: %s\n", strerror(errno));
+		exit(1);
+	}
+	return fd;
+}
+
+static __attribute__((noreturn)) void
+ctl_timeout(void)
+{
+	fprintf(stderr, "qproxyctl: %s: no reply within %d seconds\n",
+	    ctl_socket, CTL_TIMEOUT_MS / 1000);
+	exit(1);
+}
+
+/* Sends the request and reads the whole reply into reply. */
+static void
+ctl_exchange(const char *cmd, int json, struct strbuf *reply)
+{
+	struct timespec deadline;
+	char req[64], buf[65536];
+	size_t len, off = 0;
+	ssize_t n;
+	int fd;
+
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	deadline.tv_sec += CTL_TIMEOUT_MS / 1000;
+	fd = ctl_connect(&deadline);
+
+	len = (size_t)snprintf(req, sizeof(req), "%s %s%s\n", CONTROL_MAGIC,
+	    cmd, json ? " json" : "");
+	while (off < len) {
+		n = send(fd, req + off, len - off, MSG_NOSIGNAL);
+		if (n == -1) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				if (ctl_wait(fd, POLLOUT, &deadline) == -1)
+					ctl_timeout();
+				continue;
+			}
+			fprintf(stderr, "qproxyctl: %s: send: %s\n",
+			    ctl_socket, strerror(errno));
+			exit(1);
+		}
+		off += (size_t)n;
+	}
+
+	for (;;) {
+		n = recv(fd, buf, sizeof(buf), 0);
+		if (n == -1) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				if (ctl_wait(fd, POLLIN, &deadline) == -1)
+					ctl_timeout();
+				continue;
+			}
+			fprintf(stderr, "qproxyctl: %s: recv: %s\n",
+			    ctl_socket, strerror(errno));
+			exit(1);
+		}
+		if (n == 0)
+			break;
+		strbuf_append(reply, buf, (size_t)n);
+		if (reply->truncated) {
+			fprintf(stderr, "qproxyctl: %s: reply longer than %d "
+			    "bytes\n", ctl_socket, CTL_MAX_READ);
+			exit(1);
+		}
+	}
+	close(fd);
+}
+
+int
+main(int argc, char *argv[])
+{
+	static const struct option longopts[] = {
+		{ "json",	no_argument,		NULL,	'j' },
+		{ "socket",	required_argument,	NULL,	's' },
+		{ "help",	no_argument,		NULL,	'h' },
+		{ NULL,		0,			NULL,	0 },
+	};
+	struct strbuf reply;
+	const char *cmd, *p, *nl;
+	int ch, json = 0;
+
+	while ((ch = getopt_long(argc, argv, "hjs:", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'h':
+			ctl_usage(stdout);
+			return 0;
+		case 'j':
+			json = 1;
+			break;
+		case 's':
+			ctl_socket = optarg;
+			break;
+		default:
+			ctl_usage_error();
+		}
+	}
+	argc -= optind;
+	argv += optind;
+	if (argc != 1) {
+		fprintf(stderr, "qproxyctl: %s\n", argc == 0 ?
+		    "missing command" : "too many arguments");
+		ctl_usage_error();
+	}
+	if ((cmd = ctl_match(argv[0])) == NULL)
+		ctl_usage_error();
+	if (json && strcmp(cmd, "reload") == 0) {
+		fprintf(stderr, "qproxyctl: reload has no JSON output\n");
+		ctl_usage_error();
+	}
+
+	if (strcmp(cmd, "version") == 0 && !json) {
+		printf("qproxyctl %s\n", QPROXY_VERSION);
+		fflush(stdout);
+	}
+
+	strbuf_init(&reply, CTL_MAX_READ);
+	ctl_exchange(cmd, json, &reply);
+
+	p = strbuf_str(&reply);
+	if (reply.len >= 3 && memcmp(p, "OK\n", 3) == 0) {
+		fwrite(p + 3, 1, reply.len - 3, stdout);
+		strbuf_free(&reply);
+		if (fflush(stdout) == EOF || ferror(stdout)) {
+			fprintf(stderr, "qproxyctl: stdout: %s\n",
+			    strerror(errno));
+			return 1;
+		}
+		return 0;
+	}
+	if (reply.len >= 4 && memcmp(p, "ERR ", 4) == 0 &&
+	    (nl = memchr(p, '\n', reply.len)) != NULL) {
+		fprintf(stderr, "qproxyctl: %.*s\n", (int)(nl - p - 4), p + 4);
+		fwrite(nl + 1, 1, reply.len - (size_t)(nl + 1 - p), stderr);
+		strbuf_free(&reply);
+		return 1;
+	}
+	if (reply.len == 0)
+		fprintf(stderr, "qproxyctl: %s: the daemon closed the "
+		    "connection without a reply\n", ctl_socket);
+	else
+		fprintf(stderr, "qproxyctl: %s: malformed reply\n",
+		    ctl_socket);
+	strbuf_free(&reply);
+	return 1;
+}

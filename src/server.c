@@ -1,0 +1,430 @@
+/*
+ * server.c: the server's life: configurations applied (at start and on
+ * reload) as generations, the UDP sockets they need, graceful shutdown,
+ * and the statistics report.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "log.h"
+#include "stats.h"
+#include "strbuf.h"
+#include "udp.h"
+#include "upstream.h"
+
+struct quic_server *
+server_new(struct ev_loop *loop)
+{
+	struct quic_server *srv;
+
+	if ((srv = calloc(1, sizeof(*srv))) == NULL)
+		return NULL;
+	srv->loop = loop;
+	srv->started = ev_now(loop);
+	LIST_INIT(&srv->socks);
+	quic_init(srv);
+	return srv;
+}
+
+const struct config *
+server_config(const struct quic_server *srv)
+{
+	return srv->gen->cfg;
+}
+
+struct generation *
+generation_ref(struct generation *gen)
+{
+	gen->refs++;
+	return gen;
+}
+
+void
+generation_unref(struct generation *gen)
+{
+	if (gen == NULL || --gen->refs > 0)
+		return;
+	for (size_t i = 0; i < gen->nlisteners; i++)
+		tls_ctx_free(gen->listeners[i].tls);
+	free(gen->listeners);
+	upstream_pools_free(gen->upstreams);
+	log_debug("configuration generation %llu released",
+	    (unsigned long long)gen->id);
+	config_free(gen->cfg);
+	free(gen);
+}
+
+static struct generation *
+generation_new(struct quic_server *srv, struct config *cfg,
+    struct strbuf *errs)
+{
+	static uint64_t ids;
+	struct generation *gen;
+	char err[256];
+
+	if ((gen = calloc(1, sizeof(*gen))) == NULL)
+		goto oom;
+	gen->refs = 1;
+	gen->id = ++ids;
+	gen->cfg = cfg;
+	if ((gen->upstreams = upstream_pools_new(srv->loop, cfg)) == NULL)
+		goto oom;
+	gen->listeners = calloc(cfg->nlisteners, sizeof(*gen->listeners));
+	if (gen->listeners == NULL)
+		goto oom;
+	gen->nlisteners = cfg->nlisteners;
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		struct listener *l = &gen->listeners[i];
+
+		l->gen = gen;
+		l->cfg = &cfg->listeners[i];
+		if ((l->tls = tls_ctx_new(l->cfg->certificate,
+		    l->cfg->private_key, err, sizeof(err))) == NULL) {
+			strbuf_printf(errs, "%s:%d: listener %s: %s\n",
+			    cfg->path, l->cfg->line, l->cfg->name, err);
+			gen->cfg = NULL;	/* the caller still owns it */
+			generation_unref(gen);
+			return NULL;
+		}
+	}
+	return gen;
+oom:
+	strbuf_printf(errs, "out of memory\n");
+	if (gen != NULL) {
+		gen->cfg = NULL;
+		generation_unref(gen);
+	}
+	return NULL;
+}
+
+static void
+sock_close(struct udp_sock *s)
+{
+	char text[ADDR_STRLEN];
+
+	log_info("closed udp %s", addr_format(&s->local, text, sizeof(text)));
+	ev_io_stop(s->srv->loop, &s->rev);
+	ev_io_stop(s->srv->loop, &s->wev);
+	close(s->fd);
+	LIST_REMOVE(s, entry);
+	free(s);
+}
+
+void
+server_sock_release(struct udp_sock *s)
+{
+	if (s->listener == NULL && s->nconns == 0)
+		sock_close(s);
+}
+
+static struct udp_sock *
+sock_open(struct quic_server *srv, const struct addr *a)
+{
+	struct udp_sock *s;
+
+	if ((s = calloc(1, sizeof(*s))) == NULL)
+		return NULL;
+	s->srv = srv;
+	s->local = *a;
+	TAILQ_INIT(&s->blocked);
+	if ((s->fd = udp_open(a)) == -1) {
+		free(s);
+		return NULL;
+	}
+	ev_io_init(&s->rev, quic_sock_read_cb, s->fd, EV_READ);
+	ev_io_init(&s->wev, quic_sock_write_cb, s->fd, EV_WRITE);
+	s->rev.data = s->wev.data = s;
+	return s;
+}
+
+int
+server_apply(struct quic_server *srv, struct config *cfg, struct strbuf *errs)
+{
+	struct generation *gen, *old = srv->gen;
+	struct udp_sock **socks, *s, *next;
+	char text[ADDR_STRLEN];
+	size_t n = 0, k = 0;
+	bool *fresh;
+
+	if ((gen = generation_new(srv, cfg, errs)) == NULL)
+		return -1;
+	for (size_t i = 0; i < cfg->nlisteners; i++)
+		n += cfg->listeners[i].naddrs;
+	socks = calloc(n, sizeof(*socks));
+	fresh = calloc(n, sizeof(*fresh));
+	if (socks == NULL || fresh == NULL) {
+		free(socks);
+		free(fresh);
+		strbuf_printf(errs, "out of memory\n");
+		gen->cfg = NULL;
+		generation_unref(gen);
+		return -1;
+	}
+
+	/* Every address: the running socket for it, or a new one. */
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		struct config_listener *lc = &cfg->listeners[i];
+
+		for (size_t j = 0; j < lc->naddrs; j++, k++) {
+			LIST_FOREACH(s, &srv->socks, entry)
+				if (addr_equal(&s->local, &lc->addrs[j]))
+					break;
+			if (s == NULL) {
+				if ((s = sock_open(srv, &lc->addrs[j])) ==
+				    NULL) {
+					strbuf_printf(errs, "%s:%d: listener %s: "
+					    "cannot listen on udp %s: %s\n",
+					    cfg->path, lc->line, lc->name,
+					    addr_format(&lc->addrs[j], text,
+					    sizeof(text)), strerror(errno));
+					goto fail;
+				}
+				fresh[k] = true;
+			}
+			socks[k] = s;
+		}
+	}
+
+	/* Commit: nothing can fail from here on. */
+	LIST_FOREACH(s, &srv->socks, entry)
+		s->listener = NULL;
+	k = 0;
+	for (size_t i = 0; i < gen->nlisteners; i++) {
+		struct listener *l = &gen->listeners[i];
+
+		for (size_t j = 0; j < l->cfg->naddrs; j++, k++) {
+			s = socks[k];
+			if (fresh[k]) {
+				LIST_INSERT_HEAD(&srv->socks, s, entry);
+				ev_io_start(srv->loop, &s->rev);
+			}
+			s->listener = l;
+			log_info("listener %s on udp %s", l->cfg->name,
+			    addr_format(&s->local, text, sizeof(text)));
+		}
+	}
+	free(socks);
+	free(fresh);
+	for (s = LIST_FIRST(&srv->socks); s != NULL; s = next) {
+		next = LIST_NEXT(s, entry);
+		if (s->listener == NULL) {
+			log_info("udp %s: no longer configured; draining %zu "
+			    "connection(s)", addr_format(&s->local, text,
+			    sizeof(text)), s->nconns);
+			server_sock_release(s);
+		}
+	}
+	if (old != NULL) {
+		/* counters go on across reloads, matched by name */
+		upstream_pools_inherit(gen->upstreams, old->upstreams);
+		for (size_t i = 0; i < gen->nlisteners; i++)
+			for (size_t j = 0; j < old->nlisteners; j++)
+				if (strcmp(gen->listeners[i].cfg->name,
+				    old->listeners[j].cfg->name) == 0)
+					gen->listeners[i].conns_total =
+					    old->listeners[j].conns_total;
+	}
+	srv->gen = gen;
+	generation_unref(old);
+	return 0;
+fail:
+	/* close the sockets this attempt opened; the running ones stay */
+	for (size_t i = 0; i < k; i++) {
+		if (fresh[i]) {
+			close(socks[i]->fd);
+			free(socks[i]);
+		}
+	}
+	free(socks);
+	free(fresh);
+	gen->cfg = NULL;
+	generation_unref(gen);
+	return -1;
+}
+
+void
+server_shutdown(struct quic_server *srv)
+{
+	struct qconn *qc, *next;
+
+	/*
+	 * New connections are refused from now on (handle_datagram); the
+	 * sockets keep reading for the established ones.
+	 */
+	srv->shutting_down = true;
+	for (qc = LIST_FIRST(&srv->conns); qc != NULL; qc = next) {
+		next = LIST_NEXT(qc, entry);
+		if (qc->state != QC_ACTIVE)
+			continue;
+		if (qc->h3 == NULL || qc->nexchanges == 0) {
+			qconn_close(qc);
+			continue;
+		}
+		h3_goaway(qc);
+		qconn_want_write(qc);
+	}
+	if (LIST_EMPTY(&srv->conns))
+		ev_break(srv->loop, EVBREAK_ALL);
+}
+
+bool
+server_stopping(const struct quic_server *srv)
+{
+	return srv->shutting_down;
+}
+
+void
+server_close_all(struct quic_server *srv)
+{
+	struct qconn *qc, *next;
+
+	for (qc = LIST_FIRST(&srv->conns); qc != NULL; qc = next) {
+		next = LIST_NEXT(qc, entry);
+		if (qc->state != QC_ACTIVE)
+			continue;
+		if (qc->last_error.error_code == 0)
+			ngtcp2_ccerr_set_application_error(&qc->last_error,
+			    NGHTTP3_H3_NO_ERROR, NULL, 0);
+		qconn_close(qc);
+	}
+}
+
+void
+server_free(struct quic_server *srv)
+{
+	struct udp_sock *s;
+
+	if (srv == NULL)
+		return;
+	quic_fini(srv);
+	while ((s = LIST_FIRST(&srv->socks)) != NULL)
+		sock_close(s);
+	generation_unref(srv->gen);
+	free(srv);
+}
+
+void
+server_report_backends(struct quic_server *srv, struct strbuf *out,
+    bool json)
+{
+	upstream_report(srv->gen->upstreams, out, json);
+}
+
+void
+server_report_stats(struct quic_server *srv, struct strbuf *out, bool json)
+{
+	const struct stats *st = &stats;
+	struct generation *gen = srv->gen;
+	double uptime = ev_now(srv->loop) - srv->started;
+	char text[ADDR_STRLEN];
+	struct udp_sock *s;
+
+	if (!json) {
+		strbuf_printf(out, "uptime              %.0f s\n", uptime);
+		strbuf_printf(out, "connections         %llu current, %llu "
+		    "total\n", (unsigned long long)st->conns_current,
+		    (unsigned long long)st->conns_total);
+		strbuf_printf(out, "handshakes          %llu completed, %llu "
+		    "failed\n", (unsigned long long)st->handshakes_completed,
+		    (unsigned long long)st->handshakes_failed);
+		strbuf_printf(out, "streams             %llu current, %llu "
+		    "total\n", (unsigned long long)st->streams_current,
+		    (unsigned long long)st->streams_total);
+		strbuf_printf(out, "requests            %llu total: %llu 1xx, "
+		    "%llu 2xx, %llu 3xx, %llu 4xx, %llu 5xx; %llu malformed, "
+		    "%llu reset\n", (unsigned long long)st->requests_total,
+		    (unsigned long long)st->responses[1],
+		    (unsigned long long)st->responses[2],
+		    (unsigned long long)st->responses[3],
+		    (unsigned long long)st->responses[4],
+		    (unsigned long long)st->responses[5],
+		    (unsigned long long)st->requests_malformed,
+		    (unsigned long long)st->requests_reset);
+		strbuf_printf(out, "udp received        %llu datagrams, %llu "
+		    "bytes\n", (unsigned long long)st->datagrams_received,
+		    (unsigned long long)st->bytes_received);
+		strbuf_printf(out, "udp sent            %llu datagrams, %llu "
+		    "bytes\n", (unsigned long long)st->datagrams_sent,
+		    (unsigned long long)st->bytes_sent);
+		strbuf_printf(out, "udp dropped         %llu (unparsable or "
+		    "unknown), %llu send blocked, %llu version negotiations\n",
+		    (unsigned long long)st->datagrams_dropped,
+		    (unsigned long long)st->send_blocked,
+		    (unsigned long long)st->version_negotiations);
+		strbuf_printf(out, "upstream            %llu connects, %llu "
+		    "failed, %llu reused\n",
+		    (unsigned long long)st->upstream_connects,
+		    (unsigned long long)st->upstream_connect_failures,
+		    (unsigned long long)st->upstream_reused);
+		strbuf_printf(out, "\nLISTENER             ADDRESS"
+		    "                  CONNECTIONS\n");
+		LIST_FOREACH(s, &srv->socks, entry)
+			strbuf_printf(out, "%-20s %-24s %llu\n",
+			    s->listener ? s->listener->cfg->name : "(draining)",
+			    addr_format(&s->local, text, sizeof(text)),
+			    s->listener ? (unsigned long long)
+			    s->listener->conns_total : 0ULL);
+		strbuf_printf(out, "\n");
+		upstream_report(gen->upstreams, out, false);
+		return;
+	}
+	strbuf_printf(out, "{\"version\":\"%s\",\"uptime\":%.3f,"
+	    "\"generation\":%llu,", QPROXY_VERSION, uptime,
+	    (unsigned long long)gen->id);
+	strbuf_printf(out, "\"connections\":{\"current\":%llu,\"total\":%llu,"
+	    "\"handshakes_completed\":%llu,\"handshakes_failed\":%llu},",
+	    (unsigned long long)st->conns_current,
+	    (unsigned long long)st->conns_total,
+	    (unsigned long long)st->handshakes_completed,
+	    (unsigned long long)st->handshakes_failed);
+	strbuf_printf(out, "\"streams\":{\"current\":%llu,\"total\":%llu},",
+	    (unsigned long long)st->streams_current,
+	    (unsigned long long)st->streams_total);
+	strbuf_printf(out, "\"requests\":{\"total\":%llu,\"1xx\":%llu,"
+	    "\"2xx\":%llu,\"3xx\":%llu,\"4xx\":%llu,\"5xx\":%llu,"
+	    "\"malformed\":%llu,\"reset\":%llu},",
+	    (unsigned long long)st->requests_total,
+	    (unsigned long long)st->responses[1],
+	    (unsigned long long)st->responses[2],
+	    (unsigned long long)st->responses[3],
+	    (unsigned long long)st->responses[4],
+	    (unsigned long long)st->responses[5],
+	    (unsigned long long)st->requests_malformed,
+	    (unsigned long long)st->requests_reset);
+	strbuf_printf(out, "\"udp\":{\"datagrams_received\":%llu,"
+	    "\"bytes_received\":%llu,\"datagrams_sent\":%llu,"
+	    "\"bytes_sent\":%llu,\"datagrams_dropped\":%llu,"
+	    "\"send_blocked\":%llu,\"version_negotiations\":%llu},",
+	    (unsigned long long)st->datagrams_received,
+	    (unsigned long long)st->bytes_received,
+	    (unsigned long long)st->datagrams_sent,
+	    (unsigned long long)st->bytes_sent,
+	    (unsigned long long)st->datagrams_dropped,
+	    (unsigned long long)st->send_blocked,
+	    (unsigned long long)st->version_negotiations);
+	strbuf_printf(out, "\"upstream\":{\"connects\":%llu,"
+	    "\"connect_failures\":%llu,\"reused\":%llu},",
+	    (unsigned long long)st->upstream_connects,
+	    (unsigned long long)st->upstream_connect_failures,
+	    (unsigned long long)st->upstream_reused);
+	strbuf_printf(out, "\"listeners\":[");
+	LIST_FOREACH(s, &srv->socks, entry) {
+		strbuf_printf(out, "%s{\"name\":", s == LIST_FIRST(&srv->socks)
+		    ? "" : ",");
+		strbuf_json_string(out, s->listener ? s->listener->cfg->name :
+		    "");
+		strbuf_printf(out, ",\"address\":");
+		strbuf_json_string(out, addr_format(&s->local, text,
+		    sizeof(text)));
+		strbuf_printf(out, ",\"draining\":%s,\"connections_current\":%zu,"
+		    "\"connections_total\":%llu}", s->listener ? "false" :
+		    "true", s->nconns, s->listener ? (unsigned long long)
+		    s->listener->conns_total : 0ULL);
+	}
+	strbuf_printf(out, "],");
+	upstream_report(gen->upstreams, out, true);
+	strbuf_printf(out, "}\n");
+}

@@ -1,0 +1,107 @@
+/* strbuf.c: bounded growable text. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "strbuf.h"
+
+void
+strbuf_init(struct strbuf *b, size_t max)
+{
+	memset(b, 0, sizeof(*b));
+	b->max = max;
+}
+
+void
+strbuf_free(struct strbuf *b)
+{
+	free(b->s);
+	strbuf_init(b, b->max);
+}
+
+static bool
+strbuf_reserve(struct strbuf *b, size_t n)
+{
+	size_t cap;
+	char *s;
+
+	if (b->len + n + 1 <= b->cap)
+		return true;
+	cap = b->cap ? b->cap : 256;
+	while (cap < b->len + n + 1)
+		cap *= 2;
+	if (cap > b->max + 1)
+		cap = b->max + 1;
+	if ((s = realloc(b->s, cap)) == NULL)
+		return false;
+	b->s = s;
+	b->cap = cap;
+	return true;
+}
+
+void
+strbuf_append(struct strbuf *b, const char *p, size_t n)
+{
+	if (b->len + n > b->max) {
+		b->truncated = true;
+		n = b->max - b->len;
+	}
+	if (n == 0 || !strbuf_reserve(b, n)) {
+		if (n != 0)
+			b->truncated = true;
+		return;
+	}
+	memcpy(b->s + b->len, p, n);
+	b->len += n;
+	b->s[b->len] = '\0';
+}
+
+void
+strbuf_printf(struct strbuf *b, const char *fmt, ...)
+{
+	char small[512], *big = NULL;
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(small, sizeof(small), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if ((size_t)n < sizeof(small)) {
+		strbuf_append(b, small, (size_t)n);
+		return;
+	}
+	va_start(ap, fmt);
+	n = vasprintf(&big, fmt, ap);
+	va_end(ap);
+	if (n >= 0)
+		strbuf_append(b, big, (size_t)n);
+	free(big);
+}
+
+void
+strbuf_json_string(struct strbuf *b, const char *s)
+{
+	const unsigned char *p;
+
+	strbuf_append(b, "\"", 1);
+	for (p = (const unsigned char *)s; *p != '\0'; p++) {
+		if (*p == '"' || *p == '\\') {
+			char esc[2] = { '\\', (char)*p };
+
+			strbuf_append(b, esc, 2);
+		} else if (*p < 0x20 || *p == 0x7f)
+			strbuf_printf(b, "\\u%04x", *p);
+		else
+			strbuf_append(b, (const char *)p, 1);
+	}
+	strbuf_append(b, "\"", 1);
+}
+
+const char *
+strbuf_str(const struct strbuf *b)
+{
+	return b->s != NULL ? b->s : "";
+}

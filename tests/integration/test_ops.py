@@ -1,0 +1,371 @@
+"""Operating qproxy: counters in qproxyctl, reload without dropping work,
+systemd notifications, the privilege drop, and log files."""
+
+import json
+import os
+import pwd
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pycurl
+import pytest
+
+from helpers import SLOW, expected_sha256, h3_get, h3raw, render_config
+
+KiB = 1024
+MiB = 1024 * 1024
+
+
+def qproxyctl(q, *args):
+    binary = os.environ.get("QPROXYCTL")
+    if not binary or not os.access(binary, os.X_OK):
+        pytest.fail("QPROXYCTL must name the qproxyctl binary")
+    return subprocess.run([binary, "-s", q.control_socket] + list(args),
+                          capture_output=True, text=True, timeout=30)
+
+
+def stats(q):
+    p = qproxyctl(q, "stats", "--json")
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
+def _sections(cert, key, port, backend_server, extra_global=(), route_to="app",
+              other_server=None, listen=None):
+    listen = listen or ["127.0.0.1:%d" % port]
+    backends = [("backend app", [("server", backend_server)])]
+    if other_server:
+        backends.append(("backend other", [("server", other_server)]))
+    return ([("global", [("log_level", "debug")] + list(extra_global)),
+             ("listener main", [("address", a) for a in listen] +
+              [("certificate", cert), ("private_key", key)])] + backends +
+            [("route app", [("path_prefix", "/app/"), ("backend", route_to)])])
+
+
+def _rewrite(q, sections):
+    # keep the instance's control socket line
+    for name, items in sections:
+        if name == "global":
+            items.append(("control_socket", q.control_socket))
+    with open(q.conf, "w") as f:
+        f.write(render_config(sections))
+
+
+def test_stats_count_exactly_the_requests_made(qp):
+    before = stats(qp)
+    for _ in range(5):
+        assert h3_get(qp.url("/app/bytes/10")).status == 200
+    for _ in range(2):
+        assert h3_get(qp.url("/nothing/here")).status == 404
+    res = h3raw(qp.port, [":method: GET", ":scheme: https",
+                          ":authority: localhost", ":path: /app/bytes/1",
+                          "X-Upper: 1"])
+    assert res.outcomes == ["reset 0x10e"], res
+    after = stats(qp)
+
+    def delta(*path):
+        a, b = after, before
+        for k in path:
+            a, b = a[k], b[k]
+        return a - b
+    # every h3_get is a connection of its own; h3raw is one more
+    assert delta("connections", "total") == 8
+    assert delta("connections", "handshakes_completed") == 8
+    assert delta("requests", "2xx") == 5
+    assert delta("requests", "4xx") == 2
+    assert delta("requests", "malformed") == 1
+    assert delta("requests", "total") == 7
+    assert delta("streams", "total") == 8
+    assert after["udp"]["datagrams_received"] > before["udp"]["datagrams_received"]
+    app = [b for b in after["backends"] if b["name"] == "app"][0]
+    app0 = [b for b in before["backends"] if b["name"] == "app"][0]
+    assert app["servers"][0]["requests"] - app0["servers"][0]["requests"] == 5
+    assert app["servers"][0]["state"] == "up"
+    assert app["servers"][0]["ttfb_avg_ms"] > 0
+
+    table = qproxyctl(qp, "stats")
+    assert table.returncode == 0
+    assert "requests" in table.stdout and "app" in table.stdout
+
+
+def _my_udp_ports():
+    """Local ports of this process's UDP sockets (curl's among them)."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink("/proc/self/fd/" + fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        with open(table) as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if fields[9] in inodes:
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def test_conns_shows_the_live_connection_by_its_port(qp):
+    # A slow download keeps the connection open while qproxyctl looks.
+    result = {}
+
+    def download():
+        result["r"] = h3_get(qp.url("/app/slow/%d?ms=%d" % (64 * KiB, 3000)),
+                             timeout=30)
+    t = threading.Thread(target=download)
+    t.start()
+    try:
+        deadline = time.monotonic() + 10 * SLOW
+        found = None
+        while time.monotonic() < deadline and found is None:
+            ports = _my_udp_ports()
+            p = qproxyctl(qp, "conns", "--json")
+            assert p.returncode == 0, p.stderr
+            for conn in json.loads(p.stdout)["connections"]:
+                host, port = conn["peer"].rsplit(":", 1)
+                if host == "127.0.0.1" and int(port) in ports:
+                    found = conn
+            time.sleep(0.05)
+        assert found is not None, "no row for a port of this client"
+        assert found["local"] == "127.0.0.1:%d" % qp.port
+        assert found["quic_version"] == "0x1"
+        assert found["streams_open"] >= 1
+        assert found["smoothed_rtt_ms"] >= 0 and found["cwnd"] > 0
+        assert found["bytes_in"] > 0 and found["bytes_out"] > 0
+        text = qproxyctl(qp, "conns")
+        assert found["peer"] in text.stdout
+    finally:
+        t.join(30)
+    assert result["r"].status == 200
+
+
+def test_backends_command(qp):
+    p = qproxyctl(qp, "backends", "--json")
+    assert p.returncode == 0, p.stderr
+    names = [b["name"] for b in json.loads(p.stdout)["backends"]]
+    assert "app" in names
+    assert "app" in qproxyctl(qp, "backends").stdout
+
+
+@pytest.mark.parametrize("how", ["sighup", "qproxyctl"])
+def test_reload_changes_routes_without_dropping_a_download(
+        qproxy_factory, certificate, backend_app, backend_other, how):
+    cert, key = certificate
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server, other_server=backend_other.tcp_server))
+    n = 10 * MiB
+    result = {}
+
+    def download():
+        try:
+            result["r"] = h3_get(q.url("/app/slow/%d?ms=3000" % n), timeout=60)
+        except pycurl.error as e:
+            result["e"] = e
+    t = threading.Thread(target=download)
+    before = backend_app.count
+    t.start()
+    assert backend_app.wait_for_request(
+        lambda r: r["path"].startswith("/app/slow/"), start=before, timeout=10 * SLOW)
+
+    _rewrite(q, _sections(cert, key, q.port, backend_app.tcp_server,
+                          route_to="other", other_server=backend_other.tcp_server))
+    if how == "sighup":
+        q.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10 * SLOW
+        while "configuration reloaded" not in q.log_text():
+            assert time.monotonic() < deadline, q.log_tail()
+            time.sleep(0.05)
+    else:
+        p = qproxyctl(q, "reload")
+        assert p.returncode == 0, p.stderr
+
+    r = h3_get(q.url("/app/echo-headers"))
+    assert r.status == 200 and r.header("x-backend") == "other"
+    t.join(60)
+    assert "e" not in result, result.get("e")
+    assert result["r"].status == 200
+    assert len(result["r"].body) == n
+    assert result["r"].sha256 == expected_sha256(n)
+    assert stats(q)["generation"] == 2
+
+
+def test_reload_with_a_broken_config_keeps_the_old_one(qproxy_factory, certificate,
+                                                       backend_app):
+    cert, key = certificate
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server))
+    good = open(q.conf).read()
+    with open(q.conf, "a") as f:
+        f.write("[route broken]\nbackend = nowhere\nbogus_key = 1\n")
+    nlines = good.count("\n")
+    p = qproxyctl(q, "reload")
+    assert p.returncode == 1
+    assert "%s:%d:" % (q.conf, nlines + 2) in p.stderr, p.stderr
+    assert "%s:%d:" % (q.conf, nlines + 3) in p.stderr, p.stderr
+    # SIGHUP with the same file: refused too, the daemon lives on
+    q.signal(signal.SIGHUP)
+    time.sleep(0.3)
+    assert q.running()
+    r = h3_get(q.url("/app/bytes/%d" % KiB))
+    assert r.status == 200 and r.sha256 == expected_sha256(KiB)
+    assert stats(q)["generation"] == 1
+
+
+def test_reload_adds_and_removes_listeners(qproxy_factory, certificate, backend_app):
+    from helpers import free_udp_port
+    cert, key = certificate
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server))
+    extra = free_udp_port()
+    _rewrite(q, _sections(cert, key, q.port, backend_app.tcp_server,
+                          listen=["127.0.0.1:%d" % q.port, "127.0.0.1:%d" % extra]))
+    assert qproxyctl(q, "reload").returncode == 0
+    r = h3_get("https://127.0.0.1:%d/app/bytes/10" % extra)
+    assert r.status == 200
+    # and back: the extra port no longer takes connections
+    _rewrite(q, _sections(cert, key, q.port, backend_app.tcp_server))
+    assert qproxyctl(q, "reload").returncode == 0
+    with pytest.raises(pycurl.error):
+        h3_get("https://127.0.0.1:%d/app/bytes/10" % extra, timeout=2,
+               connect_timeout=1)
+    assert h3_get(q.url("/app/bytes/10")).status == 200
+
+
+def test_sd_notify(qproxy_factory, backend_app, tmp_path, monkeypatch):
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(10 * SLOW)
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    monkeypatch.setenv("WATCHDOG_USEC", "200000")
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    q = qproxy_factory(backend_server=backend_app.tcp_server)
+
+    def wait_for(pred, what):
+        deadline = time.monotonic() + 10 * SLOW
+        while time.monotonic() < deadline:
+            msg = sock.recv(4096).decode()
+            if pred(msg):
+                return msg
+        pytest.fail("no %s notification" % what)
+
+    wait_for(lambda m: "READY=1" in m.split("\n"), "READY=1")
+    wait_for(lambda m: m == "WATCHDOG=1", "WATCHDOG=1")
+    q.signal(signal.SIGHUP)
+    m = wait_for(lambda m: "RELOADING=1" in m.split("\n"), "RELOADING=1")
+    usec = [f for f in m.split("\n") if f.startswith("MONOTONIC_USEC=")]
+    assert usec, m
+    now = time.clock_gettime(time.CLOCK_MONOTONIC) * 1e6
+    assert abs(now - int(usec[0].split("=")[1])) < 10e6 * SLOW
+    wait_for(lambda m: "READY=1" in m.split("\n"), "READY=1 after reload")
+    q.signal(signal.SIGTERM)
+    wait_for(lambda m: "STOPPING=1" in m.split("\n"), "STOPPING=1")
+    assert q.wait(10 * SLOW) == 0
+    sock.close()
+
+
+def _status_ids(pid, field):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return [int(x) for x in line.split()[1:]]
+    return None
+
+
+def test_privilege_drop(qproxy_factory, backend_app, tmp_path):
+    if os.geteuid() != 0:
+        pytest.fail("the privilege drop test needs to start qproxy as root")
+    nobody = pwd.getpwnam("nobody")
+    log = tmp_path / "access.log"
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server,
+        extra_global=[("user", "nobody"), ("access_log", str(log))]))
+    assert _status_ids(q.proc.pid, "Uid") == [nobody.pw_uid] * 4
+    assert _status_ids(q.proc.pid, "Gid") == [nobody.pw_gid] * 4
+    with open("/proc/%d/status" % q.proc.pid) as f:
+        caps = dict(line.split(":", 1) for line in f if line.startswith("Cap"))
+    assert int(caps["CapEff"], 16) == 0 and int(caps["CapPrm"], 16) == 0
+    assert h3_get(q.url("/app/bytes/10")).status == 200
+    # files it made as root were handed over, so it can reopen them
+    assert os.stat(log).st_uid == nobody.pw_uid
+    st = os.stat(q.control_socket)
+    assert st.st_uid == nobody.pw_uid and st.st_mode & 0o777 == 0o660
+    assert qproxyctl(q, "version").returncode == 0
+
+
+def test_access_log_and_sigusr1_reopen(qproxy_factory, backend_app, tmp_path):
+    log = tmp_path / "access.log"
+    err = tmp_path / "error.log"
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server,
+        extra_global=[("access_log", str(log)), ("error_log", str(err))]))
+    assert h3_get(q.url("/app/bytes/123")).status == 200
+    deadline = time.monotonic() + 5 * SLOW
+    while "/app/bytes/123" not in (log.read_text() if log.exists() else ""):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    line = [l for l in log.read_text().splitlines() if "/app/bytes/123" in l][0]
+    assert '"GET /app/bytes/123" 200 0 123 ' in line, line
+    assert "127.0.0.1" in line and "0x1" in line
+    assert "qproxy[info]: qproxy" in err.read_text()
+
+    os.rename(log, str(log) + ".1")
+    os.rename(err, str(err) + ".1")
+    q.signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 5 * SLOW
+    while not (log.exists() and err.exists()):
+        assert time.monotonic() < deadline, "SIGUSR1 made no new log files"
+        time.sleep(0.05)
+    assert h3_get(q.url("/app/bytes/7")).status == 200
+    deadline = time.monotonic() + 5 * SLOW
+    while "/app/bytes/7" not in log.read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert "/app/bytes/7" not in open(str(log) + ".1").read()
+    assert "log files reopened" in err.read_text()
+
+
+def test_access_log_json(qproxy_factory, backend_app, tmp_path):
+    log = tmp_path / "access.json"
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server,
+        extra_global=[("access_log", str(log)), ("access_log_format", "json")]))
+    assert h3_get(q.url("/app/bytes/5?q=%22x")).status == 200
+    assert h3_get(q.url("/missing")).status == 404
+    deadline = time.monotonic() + 5 * SLOW
+    while not log.exists() or '"/missing"' not in log.read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    entries = [json.loads(l) for l in log.read_text().splitlines()]
+    e = [x for x in entries if x["path"].startswith("/app/bytes/5")][0]
+    assert e["method"] == "GET" and e["status"] == 200
+    assert e["response_bytes"] == 5 and e["quic_version"] == "0x1"
+    assert e["backend"] == backend_app.tcp_server
+    m = [x for x in entries if x["path"] == "/missing"][0]
+    assert m["status"] == 404 and m["backend"] == "-"
+
+
+def test_conns_shows_the_sni(qp):
+    h3r = os.environ["H3RAW"]
+    p = subprocess.Popen([h3r, "-t", "4", "--sni", "sni-check.example",
+                          "-H", ":method: GET", "-H", ":scheme: https",
+                          "-H", ":authority: localhost", "-H",
+                          ":path: /app/slow/1000?ms=2000", "127.0.0.1",
+                          str(qp.port)], stdout=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10 * SLOW
+        snis = []
+        while time.monotonic() < deadline and "sni-check.example" not in snis:
+            out = qproxyctl(qp, "conns", "--json").stdout
+            snis = [c["sni"] for c in json.loads(out)["connections"]]
+            time.sleep(0.05)
+        assert "sni-check.example" in snis
+    finally:
+        assert p.wait(20) == 0

@@ -1,0 +1,344 @@
+"""qproxyctl and the control socket, as a user sees them: commands and their
+abbreviations, JSON output, exit statuses, the socket's mode, reload, and a
+daemon that shrugs off hostile clients on its control socket.
+
+Environment: QPROXYCTL, the path of the qproxyctl binary (make integration
+sets it)."""
+
+import json
+import os
+import re
+import socket
+import stat
+import subprocess
+import time
+
+import pytest
+
+from helpers import SLOW, h3_get, qproxy_binary
+
+COMMANDS = ("stats", "conns", "backends", "reload", "version")
+
+
+def qproxyctl_binary():
+    path = os.environ.get("QPROXYCTL")
+    if not path:
+        pytest.fail("QPROXYCTL is not set: point it at the qproxyctl binary "
+                    "(make integration does: QPROXYCTL=build/qproxyctl)", pytrace=False)
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        pytest.fail("QPROXYCTL=%s is not an executable file (build it first: make)" % path,
+                    pytrace=False)
+    return os.path.abspath(path)
+
+
+def qproxyctl(args, socket_path):
+    """Run qproxyctl -s socket_path args...; returns the CompletedProcess."""
+    cmd = [qproxyctl_binary()]
+    if socket_path is not None:
+        cmd += ["-s", socket_path]
+    cmd += list(args)
+    proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace",
+                          timeout=20 * SLOW)
+    proc.cmd = cmd
+    return proc
+
+
+def show(proc):
+    return "%r -> exit %s\nstdout:\n%s\nstderr:\n%s" % (
+        proc.cmd, proc.returncode, proc.stdout[-3000:], proc.stderr[-3000:])
+
+
+def raw_exchange(socket_path, data, timeout=10):
+    """Send data on a fresh connection to the control socket and read until
+    the daemon closes; returns (reply bytes, closed by the daemon)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout * SLOW)
+    try:
+        s.connect(socket_path)
+        try:
+            s.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass            # the daemon stopped reading and closed: fine
+        chunks, closed = [], False
+        while True:
+            try:
+                b = s.recv(65536)
+            except ConnectionResetError:
+                closed = True
+                break
+            except socket.timeout:
+                break
+            if not b:
+                closed = True
+                break
+            chunks.append(b)
+        return b"".join(chunks), closed
+    finally:
+        s.close()
+
+
+def daemon_version():
+    out = subprocess.run([qproxy_binary(), "-v"], capture_output=True, text=True,
+                         timeout=10).stdout.strip()
+    assert out.startswith("qproxy "), out
+    return out.split(None, 1)[1]
+
+
+def assert_serving(qp):
+    r = h3_get(qp.url("/app/bytes/100"), timeout=10)
+    assert r.status == 200 and len(r.body) == 100
+    p = qproxyctl(["version"], qp.control_socket)
+    assert p.returncode == 0, show(p)
+
+
+# --------------------------------------------------------------------------
+
+
+def test_version_prints_both(qp):
+    v = daemon_version()
+    p = qproxyctl(["version"], qp.control_socket)
+    assert p.returncode == 0, show(p)
+    lines = p.stdout.splitlines()
+    assert lines[0] == "qproxyctl %s" % v, show(p)
+    assert "qproxy %s" % v in lines[1:], show(p)
+    assert p.stderr == "", show(p)
+
+
+def test_version_json(qp):
+    p = qproxyctl(["version", "--json"], qp.control_socket)
+    assert p.returncode == 0, show(p)
+    obj = json.loads(p.stdout)
+    assert isinstance(obj, dict) and obj.get("version") == daemon_version(), show(p)
+
+
+def test_stats_text(qp):
+    h3_get(qp.url("/app/bytes/10"))
+    p = qproxyctl(["stats"], qp.control_socket)
+    assert p.returncode == 0, show(p)
+    assert p.stdout.strip(), show(p)
+    assert p.stdout.endswith("\n"), show(p)
+    assert "uptime" in p.stdout.lower(), show(p)
+    assert not p.stdout.startswith(("OK", "ERR")), show(p)
+    assert p.stderr == "", show(p)
+
+
+def test_stats_json(qp):
+    h3_get(qp.url("/app/bytes/10"))
+    p = qproxyctl(["stats", "--json"], qp.control_socket)
+    assert p.returncode == 0, show(p)
+    obj = json.loads(p.stdout)
+    assert isinstance(obj, dict), show(p)
+    for key in ("uptime", "connections", "requests"):
+        assert key in obj, "%s missing:\n%s" % (key, show(p))
+
+
+def test_json_option_before_the_command(qp):
+    p = qproxyctl(["--json", "stats"], qp.control_socket)
+    assert p.returncode == 0, show(p)
+    assert "requests" in json.loads(p.stdout)
+
+
+@pytest.mark.parametrize("word", ["st", "stat", "s"])
+def test_prefix_stats(qp, word):
+    p = qproxyctl([word, "--json"], qp.control_socket)
+    assert p.returncode == 0, show(p)
+    assert "uptime" in json.loads(p.stdout), show(p)
+
+
+@pytest.mark.parametrize("word", ["ver", "v", "version"])
+def test_prefix_version(qp, word):
+    p = qproxyctl([word], qp.control_socket)
+    assert p.returncode == 0, show(p)
+    assert p.stdout.startswith("qproxyctl "), show(p)
+    assert "\nqproxy " in p.stdout, show(p)
+
+
+def test_conns_and_backends(qp):
+    h3_get(qp.url("/app/bytes/10"))
+    for word in ("conns", "c", "backends", "b"):
+        p = qproxyctl([word], qp.control_socket)
+        assert p.returncode == 0, show(p)
+        assert p.stderr == "", show(p)
+    for word in ("conns", "backends"):
+        p = qproxyctl([word, "--json"], qp.control_socket)
+        assert p.returncode == 0, show(p)
+        assert isinstance(json.loads(p.stdout), dict), show(p)
+    p = qproxyctl(["backends"], qp.control_socket)
+    assert "app" in p.stdout, show(p)
+
+
+@pytest.mark.parametrize("args", [[""], ["frobnicate"], ["x"], ["statsx"], [],
+                                  ["stats", "conns"], ["reload", "--json"],
+                                  ["--no-such-option", "stats"]])
+def test_usage_errors_exit_2(qp, args):
+    p = qproxyctl(args, qp.control_socket)
+    assert p.returncode == 2, show(p)
+    assert p.stdout == "", show(p)
+    assert "usage" in p.stderr.lower(), show(p)
+
+
+@pytest.mark.parametrize("word", ["", "frobnicate"])
+def test_usage_error_lists_the_commands(qp, word):
+    p = qproxyctl([word], qp.control_socket)
+    assert p.returncode == 2, show(p)
+    assert word == "" or word in p.stderr, show(p)
+    for c in COMMANDS:
+        assert c in p.stderr, show(p)
+
+
+def test_help(qp):
+    p = qproxyctl(["-h"], None)
+    assert p.returncode == 0, show(p)
+    for c in COMMANDS:
+        assert c in p.stdout, show(p)
+
+
+def test_no_daemon(tmp_path):
+    missing = str(tmp_path / "nothing-here.sock")
+    p = qproxyctl(["stats"], missing)
+    assert p.returncode == 1, show(p)
+    assert "qproxyctl: cannot connect to %s" % missing in p.stderr, show(p)
+    assert "is qproxy running?" in p.stderr, show(p)
+    assert p.stdout == "", show(p)
+
+    # a socket file nobody listens on (a daemon that died)
+    stale = str(tmp_path / "stale.sock")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(stale)
+    s.close()
+    p = qproxyctl(["version"], stale)
+    assert p.returncode == 1, show(p)
+    assert "is qproxy running?" in p.stderr, show(p)
+
+
+def test_control_socket_mode(qp):
+    st = os.stat(qp.control_socket)
+    assert stat.S_ISSOCK(st.st_mode)
+    assert stat.S_IMODE(st.st_mode) == 0o660, oct(stat.S_IMODE(st.st_mode))
+    assert st.st_uid == os.geteuid()
+
+
+def test_raw_protocol(qp):
+    reply, closed = raw_exchange(qp.control_socket, b"QPROXY/1 version\n")
+    assert closed
+    assert reply == b"OK\nqproxy %s\n" % daemon_version().encode(), reply
+    reply, closed = raw_exchange(qp.control_socket, b"QPROXY/1 stats json\n")
+    assert closed and reply.startswith(b"OK\n"), reply[:200]
+    assert "uptime" in json.loads(reply[3:])
+    # exact words only on the wire; abbreviations are the client's
+    reply, closed = raw_exchange(qp.control_socket, b"QPROXY/1 st\n")
+    assert closed and reply.startswith(b"ERR ") and reply.endswith(b"\n"), reply
+    reply, closed = raw_exchange(qp.control_socket, b"QPROXY/2 stats\n")
+    assert closed and reply.startswith(b"ERR "), reply
+
+
+@pytest.mark.parametrize("data", [
+    b"\x00\xff\xfe\x01 garbage\n",
+    b"hello\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"QPROXY/1 \x1b[2Jstats\n",
+    b"QPROXY/1 reload json\n",
+    bytes(range(256)).replace(b"\n", b"") + b"\n",
+], ids=["binary", "hello", "http", "escape", "reload-json", "all-bytes"])
+def test_garbage_gets_err(qp, data):
+    reply, closed = raw_exchange(qp.control_socket, data)
+    assert closed
+    assert reply.startswith(b"ERR "), reply
+    # one line, printable: nothing of the garbage comes back raw
+    assert reply.endswith(b"\n") and reply.count(b"\n") == 1, reply
+    assert all(0x20 <= c < 0x7f for c in reply[:-1]), reply
+    assert_serving(qp)
+
+
+def test_long_line_refused(qp):
+    t0 = time.monotonic()
+    reply, closed = raw_exchange(qp.control_socket, b"x" * (1 << 20))
+    assert reply == b"ERR request too long\n", reply[:200]
+    assert closed
+    assert time.monotonic() - t0 < 4 * SLOW, "the daemon should not wait for the rest"
+    reply, closed = raw_exchange(qp.control_socket, b"QPROXY/1 " + b"s" * (1 << 20) + b"\n")
+    assert reply == b"ERR request too long\n", reply[:200]
+    assert_serving(qp)
+
+
+def test_random_bytes_do_not_disturb(qp):
+    for i in range(20):
+        raw_exchange(qp.control_socket, os.urandom(1 + i * 97) + b"\n", timeout=8)
+    assert_serving(qp)
+
+
+def test_idle_and_vanishing_clients(qp):
+    idle = []
+    for _ in range(20):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(qp.control_socket)
+        idle.append(s)
+    # a client that goes away before the reply, one that half-sends
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(qp.control_socket)
+    s.sendall(b"QPROXY/1 stats")
+    s.close()
+    for s in idle:
+        s.close()
+    # the daemon frees their places: a request goes through soon
+    deadline = time.monotonic() + 8 * SLOW
+    while True:
+        p = qproxyctl(["version"], qp.control_socket)
+        if p.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert p.returncode == 0, show(p)
+    assert_serving(qp)
+
+
+def test_reload(qproxy_factory, backend_app):
+    q = qproxy_factory(backend_server=backend_app.tcp_server)
+    p = qproxyctl(["reload"], q.control_socket)
+    assert p.returncode == 0, show(p)
+    assert p.stderr == "", show(p)
+    assert h3_get(q.url("/app/bytes/10")).status == 200
+
+    # a broken configuration is refused, with its errors, and the old one
+    # keeps serving
+    with open(q.conf) as f:
+        good = f.read()
+    bad, n = re.subn(r"(?m)^log_level = .*$", "log_level = loudest", good)
+    if n == 0:
+        bad = good.replace("[global]\n", "[global]\nlog_level = loudest\n", 1)
+    assert "loudest" in bad
+    with open(q.conf, "w") as f:
+        f.write(bad)
+    check = subprocess.run([qproxy_binary(), "-t", "-c", q.conf], capture_output=True,
+                           text=True, timeout=10)
+    assert check.returncode == 1, check
+    p = qproxyctl(["r"], q.control_socket)
+    assert p.returncode == 1, show(p)
+    assert p.stderr.startswith("qproxyctl: reload refused\n"), show(p)
+    assert "%s:" % q.conf in p.stderr and "loudest" in p.stderr, show(p)
+    assert p.stdout == "", show(p)
+    assert h3_get(q.url("/app/bytes/10")).status == 200
+
+    with open(q.conf, "w") as f:
+        f.write(good)
+    p = qproxyctl(["reload"], q.control_socket)
+    assert p.returncode == 0, show(p)
+    assert h3_get(q.url("/app/bytes/10")).status == 200
+
+
+def test_socket_removed_at_exit(qproxy_factory, backend_app):
+    q = qproxy_factory(backend_server=backend_app.tcp_server)
+    assert stat.S_ISSOCK(os.stat(q.control_socket).st_mode)
+    q.stop(check=True)
+    assert not os.path.exists(q.control_socket)
+    p = qproxyctl(["stats"], q.control_socket)
+    assert p.returncode == 1 and "is qproxy running?" in p.stderr, show(p)
+
+
+def test_stale_socket_replaced(qproxy_factory, backend_app):
+    q = qproxy_factory(backend_server=backend_app.tcp_server)
+    path = q.control_socket
+    q.kill()                       # SIGKILL: the socket file stays behind
+    assert stat.S_ISSOCK(os.stat(path).st_mode)
+    q.start()
+    p = qproxyctl(["version"], path)
+    assert p.returncode == 0, show(p)

@@ -1,0 +1,695 @@
+/*
+ * test_control.c: the control protocol's parser, strbuf, and a scenario: a
+ * daemon (a forked child running an ev loop with fake commands) serving
+ * well-behaved, hostile and idle clients on a real Unix socket.
+ */
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <ev.h>
+
+#include "control.h"
+#include "log.h"
+#include "strbuf.h"
+#include "unit.h"
+
+/* ---- control_parse ---- */
+
+static void
+parse_ok(const char *line, const char *want, bool want_json)
+{
+	const char *cmd = NULL, *err = NULL;
+	bool json = !want_json;
+
+	CHECK_EQ_INT(control_parse(line, &cmd, &json, &err), 0);
+	CHECK_EQ_STR(cmd, want);
+	CHECK_EQ_INT(json, want_json);
+}
+
+static void
+parse_bad(const char *line, const char *want_err)
+{
+	const char *cmd = "x", *err = NULL;
+	bool json = false;
+
+	CHECK_EQ_INT(control_parse(line, &cmd, &json, &err), -1);
+	CHECK(cmd == NULL);
+	CHECK_EQ_STR(err, want_err);
+}
+
+static void
+test_parse(void)
+{
+	static const char *const cmds[] = {
+		"stats", "conns", "backends", "reload", "version",
+	};
+	char line[2048];
+	const char *cmd, *err;
+	bool json;
+
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		snprintf(line, sizeof(line), "QPROXY/1 %s", cmds[i]);
+		parse_ok(line, cmds[i], false);
+		snprintf(line, sizeof(line), "QPROXY/1 %s json", cmds[i]);
+		if (strcmp(cmds[i], "reload") == 0)
+			parse_bad(line, "unexpected argument");
+		else
+			parse_ok(line, cmds[i], true);
+	}
+
+	parse_bad("", "empty request");
+	parse_bad("QPROXY/2 stats", "bad protocol version");
+	parse_bad("qproxy/1 stats", "bad protocol version");
+	parse_bad("QPROXY/1stats", "bad protocol version");
+	parse_bad("QPROXY/ stats", "bad protocol version");
+	parse_bad("stats", "bad protocol version");
+	parse_bad(" QPROXY/1 stats", "bad protocol version");
+	parse_bad("\x01\x02\xff\xfe garbage", "bad protocol version");
+	parse_bad("QPROXY/1", "missing command");
+	parse_bad("QPROXY/1 ", "missing command");
+	parse_bad("QPROXY/1  stats", "malformed request");
+	parse_bad("QPROXY/1 frobnicate", "unknown command \"frobnicate\"");
+	/* exact words only: prefixes are the client's business */
+	parse_bad("QPROXY/1 st", "unknown command \"st\"");
+	parse_bad("QPROXY/1 statsx", "unknown command \"statsx\"");
+	parse_bad("QPROXY/1 STATS", "unknown command \"STATS\"");
+	parse_bad("QPROXY/1 stats json json", "unexpected argument");
+	parse_bad("QPROXY/1 stats  json", "unexpected argument");
+	parse_bad("QPROXY/1 stats JSON", "unexpected argument");
+	parse_bad("QPROXY/1 stats ", "unexpected argument");
+	parse_bad("QPROXY/1 stats yaml", "unexpected argument");
+	parse_bad("QPROXY/1 version --json", "unexpected argument");
+	parse_bad("QPROXY/1 reload now", "unexpected argument");
+
+	/* a hostile word comes back printable, quoted once, and short */
+	parse_bad("QPROXY/1 \x01\xff\"x\x1b[2J", "unknown command \"???x?[2J\"");
+	memset(line, 0, sizeof(line));
+	memcpy(line, "QPROXY/1 ", 9);
+	memset(line + 9, 'a', 1000);
+	CHECK_EQ_INT(control_parse(line, &cmd, &json, &err), -1);
+	CHECK(strlen(err) < 64);
+	CHECK(strncmp(err, "unknown command \"aaaa", 21) == 0);
+	CHECK(strcmp(err + strlen(err) - 4, "...\"") == 0);
+}
+
+/* ---- strbuf ---- */
+
+static void
+test_strbuf(void)
+{
+	struct strbuf b;
+	char big[5000];
+
+	strbuf_init(&b, 1 << 20);
+	CHECK_EQ_STR(strbuf_str(&b), "");
+	CHECK_EQ_INT(b.len, 0);
+	for (int i = 0; i < 1000; i++)
+		strbuf_printf(&b, "%d,", i % 10);
+	CHECK_EQ_INT(b.len, 2000);
+	CHECK(!b.truncated);
+	CHECK(strncmp(strbuf_str(&b), "0,1,2,3,", 8) == 0);
+	CHECK(strcmp(strbuf_str(&b) + 1996, "8,9,") == 0);
+	/* one printf longer than strbuf_printf's stack buffer */
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	strbuf_printf(&b, "[%s]", big);
+	CHECK_EQ_INT(b.len, 2000 + 2 + sizeof(big) - 1);
+	CHECK_EQ_INT(strlen(strbuf_str(&b)), b.len);
+	CHECK(b.s[2000] == '[' && b.s[b.len - 1] == ']');
+	strbuf_free(&b);
+	CHECK_EQ_STR(strbuf_str(&b), "");
+	CHECK_EQ_INT(b.len, 0);
+	CHECK_EQ_INT(b.max, 1 << 20);
+
+	/* the limit: cut, flagged, and never past it */
+	strbuf_init(&b, 10);
+	strbuf_append(&b, "hello", 5);
+	CHECK(!b.truncated);
+	strbuf_printf(&b, " %s!", "world");
+	CHECK(b.truncated);
+	CHECK_EQ_STR(strbuf_str(&b), "hello worl");
+	strbuf_append(&b, "more", 4);
+	CHECK_EQ_STR(strbuf_str(&b), "hello worl");
+	CHECK_EQ_INT(b.len, 10);
+	CHECK(b.cap <= 11);
+	strbuf_free(&b);
+
+	strbuf_init(&b, 100);
+	strbuf_printf(&b, "%s", big);
+	CHECK(b.truncated);
+	CHECK_EQ_INT(b.len, 100);
+	CHECK_EQ_INT(strlen(strbuf_str(&b)), 100);
+	strbuf_free(&b);
+
+	/* JSON strings */
+	strbuf_init(&b, 1024);
+	strbuf_json_string(&b, "plain");
+	CHECK_EQ_STR(strbuf_str(&b), "\"plain\"");
+	strbuf_free(&b);
+	strbuf_json_string(&b, "");
+	CHECK_EQ_STR(strbuf_str(&b), "\"\"");
+	strbuf_free(&b);
+	strbuf_json_string(&b, "a\"b\\c\nd\te\x01\x1f\x7f/\xc3\xa9");
+	CHECK_EQ_STR(strbuf_str(&b),
+	    "\"a\\\"b\\\\c\\u000ad\\u0009e\\u0001\\u001f\\u007f/\xc3\xa9\"");
+	strbuf_free(&b);
+}
+
+/* ---- the scenario: a fake daemon and real clients ---- */
+
+#define BIG_REPLY	(3u << 20)
+
+static int reloads;
+
+static void
+fake_stats(struct strbuf *out, bool json, void *arg)
+{
+	strbuf_printf(out, "fake stats json=%d", json);	/* no newline */
+}
+
+static void
+fake_conns(struct strbuf *out, bool json, void *arg)
+{
+	if (!json) {
+		strbuf_printf(out, "conn line 1\nconn line 2\n");
+		return;
+	}
+	/* big enough that the reply cannot go out in one write */
+	for (unsigned i = 0; i < BIG_REPLY / 64; i++)
+		strbuf_printf(out, "%063u\n", i);
+}
+
+static void
+fake_backends(struct strbuf *out, bool json, void *arg)
+{
+	if (!json)
+		return;		/* empty text */
+	/* past CONTROL_MAX_REPLY */
+	for (unsigned i = 0; i < CONTROL_MAX_REPLY / 1000 + 100; i++)
+		strbuf_printf(out, "%0999u\n", i);
+}
+
+static int
+fake_reload(struct strbuf *out, void *arg)
+{
+	if (reloads++ % 2 == 0) {
+		strbuf_printf(out, "x.conf:3: bad\nx.conf:7: worse\n");
+		return -1;
+	}
+	strbuf_printf(out, "configuration reloaded\n");
+	return 0;
+}
+
+static void
+fake_version(struct strbuf *out, bool json, void *arg)
+{
+	if (json)
+		strbuf_printf(out, "{\"version\": \"test\"}\n");
+	else
+		strbuf_printf(out, "qproxy test\n");
+}
+
+static const struct control_ops fake_ops = {
+	.stats = fake_stats,
+	.conns = fake_conns,
+	.backends = fake_backends,
+	.reload = fake_reload,
+	.version = fake_version,
+};
+
+static void
+daemon_sigterm(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	ev_break(loop, EVBREAK_ALL);
+}
+
+/*
+ * Forks a daemon serving path. Returns its pid once it listens, or -1 when
+ * control_open failed in it (the child has exited then).
+ */
+static pid_t
+daemon_start(const char *path)
+{
+	struct ev_loop *loop;
+	struct control *ctl;
+	ev_signal sig;
+	mode_t mask;
+	int p[2];
+	char ok;
+	pid_t pid;
+
+	if (pipe(p) == -1 || (pid = fork()) == -1) {
+		perror("pipe/fork");
+		exit(1);
+	}
+	if (pid == 0) {
+		close(p[0]);
+		loop = ev_default_loop(0);
+		ev_signal_init(&sig, daemon_sigterm, SIGTERM);
+		ev_signal_start(loop, &sig);
+		mask = umask(0);
+		umask(mask);
+		ctl = control_open(loop, path, &fake_ops, NULL);
+		/* control_open puts the umask back */
+		ok = ctl == NULL ? 'n' : umask(mask) != mask ? 'u' : 'y';
+		if (write(p[1], &ok, 1) != 1)
+			_exit(3);
+		close(p[1]);
+		if (ctl == NULL)
+			exit(0);
+		ev_run(loop, 0);
+		control_close(ctl);
+		ev_loop_destroy(loop);
+		exit(0);	/* exit, not _exit: the leak checker runs */
+	}
+	close(p[1]);
+	if (read(p[0], &ok, 1) != 1)
+		ok = '?';
+	close(p[0]);
+	CHECK(ok == 'y' || ok == 'n');
+	if (ok != 'y') {
+		waitpid(pid, NULL, 0);
+		return -1;
+	}
+	return pid;
+}
+
+/* SIGTERM, then the daemon must exit 0 (and leak-free under ASan). */
+static void
+daemon_stop(pid_t pid)
+{
+	int status;
+
+	kill(pid, SIGTERM);
+	CHECK(waitpid(pid, &status, 0) == pid);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+static int
+client_connect(const char *path)
+{
+	struct sockaddr_un sun;
+	struct timeval tv = { 10, 0 };
+	int fd;
+
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+	if ((fd = socket(AF_UNIX, SOCK_STREAM, 0)) == -1) {
+		perror("socket");
+		exit(1);
+	}
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* Sends what it can of data (the daemon may close early). */
+static void
+client_send(int fd, const char *data, size_t len)
+{
+	ssize_t n;
+
+	while (len > 0) {
+		n = send(fd, data, len, MSG_NOSIGNAL);
+		if (n <= 0)
+			return;
+		data += n;
+		len -= (size_t)n;
+	}
+}
+
+/*
+ * Reads until the daemon closes; *closed tells whether it did (EOF or
+ * reset) rather than time out. The reply is NUL-terminated; free it.
+ */
+static char *
+client_read(int fd, size_t *lenp, bool *closed)
+{
+	size_t len = 0, cap = 4096;
+	char *buf = malloc(cap + 1);
+	ssize_t n;
+
+	*closed = false;
+	for (;;) {
+		if (len == cap) {
+			cap *= 2;
+			buf = realloc(buf, cap + 1);
+		}
+		n = recv(fd, buf + len, cap - len, 0);
+		if (n == 0 || (n < 0 && errno == ECONNRESET)) {
+			*closed = true;
+			break;
+		}
+		if (n < 0)
+			break;
+		len += (size_t)n;
+	}
+	buf[len] = '\0';
+	if (lenp != NULL)
+		*lenp = len;
+	return buf;
+}
+
+/* One exchange; the reply (free it), or NULL when connect failed. */
+static char *
+request_raw(const char *path, const char *data, size_t len, size_t *replylen)
+{
+	bool closed;
+	char *reply;
+	int fd;
+
+	if ((fd = client_connect(path)) == -1)
+		return NULL;
+	client_send(fd, data, len);
+	reply = client_read(fd, replylen, &closed);
+	CHECK(closed);
+	close(fd);
+	return reply;
+}
+
+static void
+expect(const char *path, const char *req, const char *want)
+{
+	char *reply = request_raw(path, req, strlen(req), NULL);
+
+	CHECK_EQ_STR(reply, want);
+	free(reply);
+}
+
+static double
+now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Whether fd gets exactly want and then EOF within seconds. */
+static bool
+gets_then_eof(int fd, const char *want, double seconds)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	char buf[256];
+	size_t len = 0;
+	ssize_t n;
+	double end = now() + seconds;
+
+	for (;;) {
+		int ms = (int)((end - now()) * 1000);
+
+		if (ms <= 0 || poll(&pfd, 1, ms) <= 0)
+			return false;
+		n = recv(fd, buf + len, sizeof(buf) - 1 - len, MSG_DONTWAIT);
+		if (n < 0 && errno == EAGAIN)
+			continue;
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+		if (len == sizeof(buf) - 1)
+			return false;
+	}
+	buf[len] = '\0';
+	if (strcmp(buf, want) != 0)
+		fprintf(stderr, "got \"%s\", expected \"%s\"\n", buf, want);
+	return strcmp(buf, want) == 0;
+}
+
+static void
+test_commands(const char *path)
+{
+	expect(path, "QPROXY/1 stats\n", "OK\nfake stats json=0\n");
+	expect(path, "QPROXY/1 stats json\n", "OK\nfake stats json=1\n");
+	expect(path, "QPROXY/1 stats\r\n", "OK\nfake stats json=0\n");
+	expect(path, "QPROXY/1 conns\n", "OK\nconn line 1\nconn line 2\n");
+	expect(path, "QPROXY/1 backends\n", "OK\n");
+	expect(path, "QPROXY/1 version\n", "OK\nqproxy test\n");
+	expect(path, "QPROXY/1 version json\n",
+	    "OK\n{\"version\": \"test\"}\n");
+	expect(path, "QPROXY/1 reload\n",
+	    "ERR reload refused\nx.conf:3: bad\nx.conf:7: worse\n");
+	expect(path, "QPROXY/1 reload\n", "OK\nconfiguration reloaded\n");
+	/* what follows the first line is ignored */
+	expect(path, "QPROXY/1 version\nQPROXY/1 reload\n", "OK\nqproxy test\n");
+	expect(path, "QPROXY/1 stats\n", "OK\nfake stats json=0\n");
+}
+
+static void
+test_errors(const char *path)
+{
+	static const char nul[] = "QPROXY/1 stats\0 json\n";
+	char line[CONTROL_MAX_LINE + 2], *reply, *bin;
+	size_t len;
+	bool closed;
+	int fd, bad = 0;
+
+	expect(path, "\n", "ERR empty request\n");
+	expect(path, "hello\n", "ERR bad protocol version\n");
+	expect(path, "QPROXY/9 stats\n", "ERR bad protocol version\n");
+	expect(path, "QPROXY/1 frobnicate\n",
+	    "ERR unknown command \"frobnicate\"\n");
+	expect(path, "QPROXY/1 reload json\n", "ERR unexpected argument\n");
+	expect(path, "QPROXY/1 st\n", "ERR unknown command \"st\"\n");
+
+	/* a NUL inside the line */
+	reply = request_raw(path, nul, sizeof(nul) - 1, NULL);
+	CHECK_EQ_STR(reply, "ERR malformed request\n");
+	free(reply);
+
+	/* binary garbage: every byte value but newline, then without NUL */
+	bin = malloc(600);
+	for (int pass = 0; pass < 2; pass++) {
+		for (int i = 0; i < 599; i++) {
+			int v = (i * 37 + 11) % 256;
+
+			if (v == '\n' || (pass == 1 && v == 0))
+				v = 0xff;
+			bin[i] = (char)v;
+		}
+		bin[599] = '\n';
+		reply = request_raw(path, bin, 600, &len);
+		CHECK(strncmp(reply, "ERR ", 4) == 0);
+		CHECK(len > 4 && reply[len - 1] == '\n' &&
+		    memchr(reply, '\n', len) == reply + len - 1);
+		for (size_t i = 0; i < len - 1; i++)
+			if ((unsigned char)reply[i] < 0x20 ||
+			    (unsigned char)reply[i] >= 0x7f)
+				bad++;
+		free(reply);
+	}
+	CHECK_EQ_INT(bad, 0);
+	free(bin);
+
+	/* the longest line taken: CONTROL_MAX_LINE bytes with its newline */
+	memset(line, 'a', sizeof(line));
+	memcpy(line, "QPROXY/1 ", 9);
+	line[CONTROL_MAX_LINE - 1] = '\n';
+	reply = request_raw(path, line, CONTROL_MAX_LINE, NULL);
+	CHECK(strncmp(reply, "ERR unknown command \"aaa", 24) == 0);
+	free(reply);
+	/* one byte more is too long */
+	line[CONTROL_MAX_LINE - 1] = 'a';
+	line[CONTROL_MAX_LINE] = '\n';
+	reply = request_raw(path, line, CONTROL_MAX_LINE + 1, NULL);
+	CHECK_EQ_STR(reply, "ERR request too long\n");
+	free(reply);
+
+	/* 1 MiB without a newline: refused after CONTROL_MAX_LINE bytes */
+	bin = malloc(1 << 20);
+	memset(bin, 'x', 1 << 20);
+	reply = request_raw(path, bin, 1 << 20, NULL);
+	CHECK_EQ_STR(reply, "ERR request too long\n");
+	free(reply);
+	free(bin);
+
+	/* EOF before a newline: closed without a word */
+	fd = client_connect(path);
+	CHECK(fd != -1);
+	client_send(fd, "QPROXY/1 stats", 14);
+	shutdown(fd, SHUT_WR);
+	reply = client_read(fd, &len, &closed);
+	CHECK(closed);
+	CHECK_EQ_INT(len, 0);
+	free(reply);
+	close(fd);
+
+}
+
+static void
+test_replies(const char *path)
+{
+	char *reply;
+	size_t len;
+	bool closed;
+	int fd, bad = 0;
+
+	/* a big reply to a slow reader: written as the client takes it */
+	fd = client_connect(path);
+	CHECK(fd != -1);
+	client_send(fd, "QPROXY/1 conns json\n", 20);
+	usleep(300 * 1000);
+	reply = client_read(fd, &len, &closed);
+	close(fd);
+	CHECK(closed);
+	CHECK_EQ_INT(len, 3 + BIG_REPLY);
+	CHECK(strncmp(reply, "OK\n", 3) == 0);
+	for (unsigned i = 0; i < BIG_REPLY / 64 && len == 3 + BIG_REPLY;
+	    i++) {
+		char want[65];
+
+		snprintf(want, sizeof(want), "%063u\n", i);
+		if (memcmp(reply + 3 + i * 64, want, 64) != 0)
+			bad++;
+	}
+	CHECK_EQ_INT(bad, 0);
+	free(reply);
+
+	/* a reader that goes away in the middle */
+	fd = client_connect(path);
+	CHECK(fd != -1);
+	client_send(fd, "QPROXY/1 conns json\n", 20);
+	usleep(100 * 1000);
+	close(fd);
+
+	/* a reply past CONTROL_MAX_REPLY is refused, not cut */
+	expect(path, "QPROXY/1 backends json\n", "ERR reply too long\n");
+	expect(path, "QPROXY/1 backends\n", "OK\n");
+}
+
+static void
+test_busy(const char *path)
+{
+	int idle[20], nbusy = 0, ntimeout = 0;
+	char *reply;
+	double t0;
+
+	/* 20 idle clients: CONTROL_MAX_CLIENTS are kept, the rest refused */
+	for (int i = 0; i < 20; i++)
+		CHECK((idle[i] = client_connect(path)) != -1);
+	/* half a line is as good as nothing */
+	client_send(idle[0], "QPROXY/1 st", 11);
+	for (int i = 0; i < 20; i++)
+		if (i >= CONTROL_MAX_CLIENTS)
+			nbusy += gets_then_eof(idle[i], "ERR busy\n", 3);
+	CHECK_EQ_INT(nbusy, 20 - CONTROL_MAX_CLIENTS);
+	for (int i = CONTROL_MAX_CLIENTS; i < 20; i++)
+		close(idle[i]);
+	/* while they are all taken, a request is refused */
+	expect(path, "QPROXY/1 version\n", "ERR busy\n");
+	/* the idle ones are dropped after 5 s; then requests go through */
+	t0 = now();
+	for (int i = 0; i < CONTROL_MAX_CLIENTS; i++) {
+		ntimeout += gets_then_eof(idle[i], "ERR timeout\n", 8);
+		close(idle[i]);
+	}
+	CHECK_EQ_INT(ntimeout, CONTROL_MAX_CLIENTS);
+	CHECK(now() - t0 > 3.5 && now() - t0 < 7.5);
+	expect(path, "QPROXY/1 version\n", "OK\nqproxy test\n");
+
+	/* clients that close free their places at once */
+	for (int i = 0; i < CONTROL_MAX_CLIENTS; i++)
+		CHECK((idle[i] = client_connect(path)) != -1);
+	usleep(100 * 1000);
+	for (int i = 0; i < CONTROL_MAX_CLIENTS; i++)
+		close(idle[i]);
+	usleep(100 * 1000);
+	reply = request_raw(path, "QPROXY/1 version\n", 17, NULL);
+	CHECK_EQ_STR(reply, "OK\nqproxy test\n");
+	free(reply);
+}
+
+static void
+test_scenario(void)
+{
+	char dir[] = "/tmp/qproxy-test-control.XXXXXX";
+	char path[256], sub[256], file[256];
+	struct ev_loop *loop;
+	struct stat st;
+	pid_t pid, pid2;
+	int fd;
+
+	if (mkdtemp(dir) == NULL) {
+		perror("mkdtemp");
+		exit(1);
+	}
+	snprintf(path, sizeof(path), "%s/control.sock", dir);
+	snprintf(sub, sizeof(sub), "%s/missing/control.sock", dir);
+	snprintf(file, sizeof(file), "%s/not-a-socket", dir);
+
+	/* the umask must not decide the mode */
+	umask(0);
+	CHECK((pid = daemon_start(path)) > 0);
+	CHECK(stat(path, &st) == 0);
+	CHECK(S_ISSOCK(st.st_mode));
+	CHECK_EQ_INT(st.st_mode & 07777, 0660);
+	umask(022);
+
+	test_commands(path);
+	test_errors(path);
+	test_replies(path);
+	test_busy(path);
+	/* after all that, it still serves */
+	expect(path, "QPROXY/1 stats json\n", "OK\nfake stats json=1\n");
+
+	/* a second daemon on a live socket is refused; the first lives on */
+	loop = ev_loop_new(0);
+	CHECK(control_open(loop, path, &fake_ops, NULL) == NULL);
+	ev_loop_destroy(loop);
+	CHECK(daemon_start(path) == -1);
+	expect(path, "QPROXY/1 version\n", "OK\nqproxy test\n");
+
+	/* a daemon that dies leaves its socket; the next one replaces it */
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	CHECK(stat(path, &st) == 0 && S_ISSOCK(st.st_mode));
+	CHECK(request_raw(path, "QPROXY/1 version\n", 17, NULL) == NULL);
+	CHECK((pid2 = daemon_start(path)) > 0);
+	expect(path, "QPROXY/1 version\n", "OK\nqproxy test\n");
+	CHECK(stat(path, &st) == 0);
+	CHECK_EQ_INT(st.st_mode & 07777, 0660);
+
+	/* control_close removes the socket file */
+	daemon_stop(pid2);
+	CHECK(stat(path, &st) == -1 && errno == ENOENT);
+
+	/* nothing but a stale socket is ever removed */
+	CHECK((fd = open(file, O_CREAT | O_WRONLY, 0644)) != -1);
+	close(fd);
+	loop = ev_loop_new(0);
+	CHECK(control_open(loop, file, &fake_ops, NULL) == NULL);
+	CHECK(stat(file, &st) == 0 && S_ISREG(st.st_mode));
+	/* no directory: a clear failure */
+	CHECK(control_open(loop, sub, &fake_ops, NULL) == NULL);
+	ev_loop_destroy(loop);
+
+	unlink(file);
+	CHECK(rmdir(dir) == 0);
+}
+
+int
+main(void)
+{
+	log_init(LOG_LEVEL_ERROR);
+	signal(SIGPIPE, SIG_IGN);
+	test_parse();
+	test_strbuf();
+	test_scenario();
+	UNIT_DONE();
+}
