@@ -40,3 +40,49 @@ def test_install_keeps_an_existing_config(tmp_path):
     p = _install(tmp_path)
     assert p.returncode == 0, p.stderr
     assert conf.read_text() == "# the operator's own\n"
+
+
+def test_systemd_unit_verifies_and_is_sandboxed(tmp_path):
+    p = _install(tmp_path)
+    assert p.returncode == 0, p.stderr
+    unit = (tmp_path / "usr/lib/systemd/system/qproxy.service").read_text()
+    for line in ("Type=notify", "ExecReload=", "RuntimeDirectory=qproxy",
+                 "StateDirectory=qproxy", "LimitNOFILE=", "WatchdogSec=",
+                 "CapabilityBoundingSet=CAP_NET_BIND_SERVICE\n"):
+        assert line in unit, line
+    # verify wants the programs and the manuals the unit names to exist
+    test_unit = tmp_path / "qproxy.service"
+    test_unit.write_text(unit.replace("/usr/sbin/", "%s/usr/sbin/" % tmp_path))
+    env = dict(os.environ, MANPATH=str(tmp_path / "usr/share/man"))
+    v = subprocess.run(["systemd-analyze", "verify", str(test_unit)],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert v.returncode == 0 and v.stdout + v.stderr == "", v.stdout + v.stderr
+    s = subprocess.run(["systemd-analyze", "security", "--offline=true",
+                        str(test_unit)], capture_output=True, text=True,
+                       timeout=60)
+    level = [l for l in (s.stdout + s.stderr).splitlines()
+             if "Overall exposure level" in l]
+    assert level, s.stdout + s.stderr
+    assert float(level[0].split(":")[1].split()[0]) <= 2.0, level[0]
+
+
+def test_manuals_are_clean():
+    pages = [os.path.join(TOP, "man", p) for p in
+             ("qproxy.8", "qproxy.conf.5", "qproxyctl.8")]
+    m = subprocess.run(["mandoc", "-T", "lint", "-W", "warning"] + pages,
+                       capture_output=True, text=True)
+    assert m.returncode == 0 and m.stdout == "", m.stdout + m.stderr
+
+
+def test_every_config_key_is_documented():
+    import re
+    src = open(os.path.join(TOP, "src/config.c")).read()
+    table = src[src.index("config_keys[] = {"):]
+    table = table[:table.index("};")]
+    keys = set(re.findall(r'SECT_[A-Z]+, "([a-z_]+)"', table))
+    assert len(keys) >= 20, keys
+    man = open(os.path.join(TOP, "man/qproxy.conf.5")).read()
+    conf = open(os.path.join(TOP, "conf/qproxy.conf")).read()
+    for k in sorted(keys):
+        assert re.search(r"\.It Ic %s\b|\b%s\b" % (k, k), man), "%s not in qproxy.conf(5)" % k
+        assert re.search(r"^[#; ]*%s\s*=" % k, conf, re.M), "%s not in conf/qproxy.conf" % k
