@@ -785,18 +785,18 @@ handle_datagram(struct udp_sock *sock, const uint8_t *data, size_t len,
 		return;
 	}
 	if (rv != 0) {
-		stats.datagrams_dropped++;
+		stats.dropped_invalid++;
 		return;
 	}
 	if ((qc = cid_find(srv, vc.dcid, vc.dcidlen)) == NULL) {
-		/* a draining socket (listener removed) takes none */
-		if (srv->shutting_down || sock->listener == NULL ||
-		    ngtcp2_accept(&hd, data, len) != 0) {
-			stats.datagrams_dropped++;
+		if (ngtcp2_accept(&hd, data, len) != 0) {
+			stats.dropped_unknown++;
 			return;
 		}
-		if ((qc = qconn_new(sock, &hd, remote, local)) == NULL) {
-			stats.datagrams_dropped++;
+		/* a draining socket (listener removed) takes none */
+		if (srv->shutting_down || sock->listener == NULL ||
+		    (qc = qconn_new(sock, &hd, remote, local)) == NULL) {
+			stats.dropped_refused++;
 			return;
 		}
 	}

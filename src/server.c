@@ -349,9 +349,12 @@ server_report_stats(struct quic_server *srv, struct strbuf *out, bool json)
 		strbuf_printf(out, "udp sent            %llu datagrams, %llu "
 		    "bytes\n", (unsigned long long)st->datagrams_sent,
 		    (unsigned long long)st->bytes_sent);
-		strbuf_printf(out, "udp dropped         %llu (unparsable or "
-		    "unknown), %llu send blocked, %llu version negotiations\n",
-		    (unsigned long long)st->datagrams_dropped,
+		strbuf_printf(out, "udp dropped         %llu invalid, %llu for "
+		    "no connection, %llu refused; %llu send blocked, %llu "
+		    "version negotiations\n",
+		    (unsigned long long)st->dropped_invalid,
+		    (unsigned long long)st->dropped_unknown,
+		    (unsigned long long)st->dropped_refused,
 		    (unsigned long long)st->send_blocked,
 		    (unsigned long long)st->version_negotiations);
 		strbuf_printf(out, "upstream            %llu connects, %llu "
@@ -396,13 +399,16 @@ server_report_stats(struct quic_server *srv, struct strbuf *out, bool json)
 	    (unsigned long long)st->requests_reset);
 	strbuf_printf(out, "\"udp\":{\"datagrams_received\":%llu,"
 	    "\"bytes_received\":%llu,\"datagrams_sent\":%llu,"
-	    "\"bytes_sent\":%llu,\"datagrams_dropped\":%llu,"
+	    "\"bytes_sent\":%llu,\"dropped\":{\"invalid\":%llu,"
+	    "\"no_connection\":%llu,\"refused\":%llu},"
 	    "\"send_blocked\":%llu,\"version_negotiations\":%llu},",
 	    (unsigned long long)st->datagrams_received,
 	    (unsigned long long)st->bytes_received,
 	    (unsigned long long)st->datagrams_sent,
 	    (unsigned long long)st->bytes_sent,
-	    (unsigned long long)st->datagrams_dropped,
+	    (unsigned long long)st->dropped_invalid,
+	    (unsigned long long)st->dropped_unknown,
+	    (unsigned long long)st->dropped_refused,
 	    (unsigned long long)st->send_blocked,
 	    (unsigned long long)st->version_negotiations);
 	strbuf_printf(out, "\"upstream\":{\"connects\":%llu,"

@@ -14,7 +14,10 @@ struct stats {
 	uint64_t	requests_reset;		/* reset after forwarding began */
 	uint64_t	bytes_received, bytes_sent;	/* UDP payload */
 	uint64_t	datagrams_received, datagrams_sent;
-	uint64_t	datagrams_dropped;	/* unparsable or unknown */
+	/* datagrams dropped, by reason */
+	uint64_t	dropped_invalid;	/* not a QUIC packet we parse */
+	uint64_t	dropped_unknown;	/* no connection, not an Initial */
+	uint64_t	dropped_refused;	/* new connection not taken */
 	uint64_t	send_blocked;		/* sendmsg would block */
 	uint64_t	version_negotiations;
 	uint64_t	upstream_connects, upstream_connect_failures;

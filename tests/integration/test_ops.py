@@ -369,3 +369,22 @@ def test_conns_shows_the_sni(qp):
         assert "sni-check.example" in snis
     finally:
         assert p.wait(20) == 0
+
+
+def test_dropped_datagrams_are_counted_by_reason(qp):
+    before = stats(qp)["udp"]["dropped"]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("127.0.0.1", qp.port))
+        s.send(b"\x00")                                  # not QUIC at all
+        for _ in range(3):                               # 1-RTT, unknown CID
+            s.send(bytes([0x40]) + os.urandom(16) + os.urandom(40))
+    deadline = time.monotonic() + 5 * SLOW
+    while True:
+        after = stats(qp)["udp"]["dropped"]
+        if (after["invalid"] - before["invalid"] >= 1 and
+                after["no_connection"] - before["no_connection"] >= 3):
+            break
+        assert time.monotonic() < deadline, (before, after)
+        time.sleep(0.05)
+    assert after["invalid"] - before["invalid"] == 1
+    assert after["no_connection"] - before["no_connection"] == 3
