@@ -4,6 +4,7 @@ See conftest.py for the environment variables.  Nothing here starts
 anything at import time.
 """
 
+import atexit
 import hashlib
 import json
 import os
@@ -552,11 +553,13 @@ class QProxy:
             sections.insert(0, ("global", []))
             glob = [sections[0][1]]
         given = [v for k, v in glob[0] if k == "control_socket"]
+        self._ctl_dir = None
         if given:
             self.control_socket = given[0]
         else:
-            self.control_socket = os.path.join(
-                tempfile.mkdtemp(prefix="qpctl-"), "control.sock")
+            self._ctl_dir = tempfile.mkdtemp(prefix="qpctl-")
+            atexit.register(shutil.rmtree, self._ctl_dir, True)
+            self.control_socket = os.path.join(self._ctl_dir, "control.sock")
             glob[0].append(("control_socket", self.control_socket))
         self.sections = sections
         with open(self.conf, "w") as f:

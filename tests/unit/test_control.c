@@ -652,7 +652,10 @@ test_scenario(void)
 	loop = ev_loop_new(0);
 	CHECK(control_open(loop, path, &fake_ops, NULL) == NULL);
 	ev_loop_destroy(loop);
-	CHECK(daemon_start(path) == -1);
+	pid2 = daemon_start(path);
+	CHECK(pid2 == -1);
+	if (pid2 > 0)
+		daemon_stop(pid2);
 	expect(path, "QPROXY/1 version\n", "OK\nqproxy test\n");
 
 	/* a daemon that dies leaves its socket; the next one replaces it */
