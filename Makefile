@@ -30,7 +30,7 @@ ALL_LDFLAGS = $(SAN_CFLAGS) $(LDFLAGS)
 LIB_SRCS = src/log.c src/addr.c src/config.c src/route.c src/http1.c \
 	src/request.c src/bufq.c src/udp.c src/tls.c src/quic.c src/h3.c \
 	src/exchange.c src/upstream.c src/stats.c src/strbuf.c src/control.c \
-	src/server.c
+	src/server.c src/secret.c
 LIB_OBJS = $(LIB_SRCS:src/%.c=$(B)/%.o)
 
 UNIT_TESTS = test_config test_route test_http1 test_request test_bufq \

@@ -23,6 +23,7 @@ cat >"$run/qproxy.conf" <<CONF
 [global]
 log_level = info
 control_socket = $run/control.sock
+secret_file = $run/secret
 access_log = stderr
 
 [listener demo]

@@ -150,6 +150,9 @@ static int	config_set_path(struct config_parser *,
 static int	config_set_format(struct config_parser *,
 		    const struct config_key *, struct config_section *, void *,
 		    const char *);
+static int	config_set_choice(struct config_parser *,
+		    const struct config_key *, struct config_section *, void *,
+		    const char *);
 
 #define F(type, field)	offsetof(struct type, field), \
 			sizeof(((struct type *)0)->field)
@@ -184,6 +187,12 @@ static const struct config_key config_keys[] = {
 	    0, 0, "off", KEY_STDERR | KEY_OFF, F(config, access_log) },
 	{ SECT_GLOBAL, "access_log_format", config_set_format,
 	    0, 0, "text", 0, F(config, access_log_json) },
+	{ SECT_GLOBAL, "secret_file", config_set_path,
+	    0, 0, "/var/lib/qproxy/secret", 0, F(config, secret_file) },
+	{ SECT_GLOBAL, "retry_threshold", config_set_count,
+	    0, 1000000, "100", 0, F(config, retry_threshold) },
+	{ SECT_GLOBAL, "congestion_control", config_set_choice,
+	    0, 0, "cubic", 0, F(config, congestion_control) },
 
 	{ SECT_LISTENER, "address", config_set_listen,
 	    0, 0, NULL, KEY_REPEAT | KEY_REQUIRED, NOF },
@@ -191,6 +200,8 @@ static const struct config_key config_keys[] = {
 	    0, 0, NULL, KEY_REQUIRED, F(config_listener, certificate) },
 	{ SECT_LISTENER, "private_key", config_set_file,
 	    0, 0, NULL, KEY_REQUIRED, F(config_listener, private_key) },
+	{ SECT_LISTENER, "retry", config_set_choice,
+	    0, 0, "auto", 0, F(config_listener, retry) },
 
 	{ SECT_BACKEND, "server", config_set_server,
 	    0, 0, NULL, KEY_REPEAT | KEY_REQUIRED, NOF },
@@ -594,6 +605,40 @@ config_set_format(struct config_parser *p, const struct config_key *k,
 		return -1;
 	}
 	return 0;
+}
+
+/* Words for enumerated keys, in the order of their enum values. */
+static const struct {
+	const char	*key;
+	const char	*words[4];
+	const char	*expected;
+} config_choices[] = {
+	{ "retry", { "auto", "always", "never" }, "auto, always or never" },
+	{ "congestion_control", { "cubic", "bbr", "reno" },
+	    "cubic, bbr or reno" },
+};
+
+static int
+config_set_choice(struct config_parser *p, const struct config_key *k,
+    struct config_section *s, void *obj, const char *value)
+{
+	int	*field = (int *)(void *)((char *)obj + k->offset);
+
+	for (size_t i = 0; i < nitems(config_choices); i++) {
+		if (strcmp(config_choices[i].key, k->name) != 0)
+			continue;
+		for (int w = 0; config_choices[i].words[w] != NULL; w++) {
+			if (strcmp(config_choices[i].words[w], value) == 0) {
+				*field = w;
+				return 0;
+			}
+		}
+		config_error(p, p->line, "%s: invalid value \"%s\": expected "
+		    "%s", k->name, value, config_choices[i].expected);
+		return -1;
+	}
+	config_error(p, p->line, "%s: no choices known", k->name);
+	return -1;
 }
 
 static int
@@ -1279,6 +1324,7 @@ config_free(struct config *cfg)
 	free(cfg->control_socket);
 	free(cfg->error_log);
 	free(cfg->access_log);
+	free(cfg->secret_file);
 	free(cfg->path);
 	free(cfg);
 }

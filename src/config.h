@@ -18,6 +18,19 @@ struct config_listener {
 	size_t		 naddrs;
 	char		*certificate;	/* PEM chain, leaf first */
 	char		*private_key;
+	int		 retry;		/* enum config_retry */
+};
+
+enum config_retry {
+	CONFIG_RETRY_AUTO,	/* while unvalidated handshakes pass the bar */
+	CONFIG_RETRY_ALWAYS,
+	CONFIG_RETRY_NEVER,
+};
+
+enum config_cc {
+	CONFIG_CC_CUBIC,
+	CONFIG_CC_BBR,
+	CONFIG_CC_RENO,
 };
 
 struct config_server {
@@ -63,6 +76,9 @@ struct config {
 	char			*error_log;	/* "stderr" or a path */
 	char			*access_log;	/* NULL (off), "stderr" or a path */
 	int			 access_log_json;
+	char			*secret_file;
+	uint64_t		 retry_threshold;	/* unvalidated handshakes */
+	int			 congestion_control;	/* enum config_cc */
 
 	struct config_listener	*listeners;
 	size_t			 nlisteners;

@@ -80,7 +80,10 @@ struct quic_server {
 	ev_prepare		 flush;		/* writes, once per iteration */
 	ev_idle			 kick;		/* keeps the loop from sleeping */
 
-	uint8_t			 reset_secret[32];
+	uint8_t			 secret[32];	/* from secret_file */
+	uint64_t		 unvalidated;	/* handshakes, address unproven */
+	double			 reset_budget;	/* stateless resets, refilled */
+	ev_tstamp		 reset_refill;
 	bool			 shutting_down;
 	ev_timer		 shutdown_timer;
 	uint8_t			 rxbuf[65536];
@@ -129,6 +132,7 @@ struct qconn {
 	uint64_t		 bytes_in, bytes_out;
 	ev_tstamp		 created, last_rx;
 	bool			 handshake_done;
+	bool			 unvalidated;	/* counted in srv->unvalidated */
 	bool			 goaway_sent;
 };
 
@@ -144,6 +148,8 @@ struct quic_server *server_new(struct ev_loop *);
 int		 server_apply(struct quic_server *, struct config *,
 		    struct strbuf *errs);
 const struct config *server_config(const struct quic_server *);
+void		 server_set_secret(struct quic_server *, const uint8_t *,
+		    size_t);
 struct generation *generation_ref(struct generation *);
 void		 generation_unref(struct generation *);
 /* A connection on the socket is gone: a draining one may close. */

@@ -19,6 +19,7 @@
 #include "conn.h"
 #include "control.h"
 #include "log.h"
+#include "secret.h"
 #include "strbuf.h"
 #include "tls.h"
 
@@ -294,6 +295,17 @@ main(int argc, char *argv[])
 	loop = ev_default_loop(EVFLAG_AUTO);
 	if ((server = server_new(loop)) == NULL)
 		fatalx("out of memory");
+	{
+		uint8_t secret[SECRET_LEN];
+		char err[512];
+
+		/* read once, as root: reloads keep it, so tokens stay valid */
+		if (secret_load(cfg->secret_file, secret, err,
+		    sizeof(err)) == -1)
+			fatalx("secret_file: %s", err);
+		server_set_secret(server, secret, sizeof(secret));
+		explicit_bzero(secret, sizeof(secret));
+	}
 	if (server_apply(server, cfg, &errs) == -1) {
 		fprintf(stderr, "%s", strbuf_str(&errs));
 		config_free(cfg);

@@ -21,6 +21,17 @@
 #include "udp.h"
 #include "upstream.h"
 
+/* Preference order: v2 for clients that offer it (RFC 9368), else v1. */
+static const uint32_t quic_versions[] = {
+	NGTCP2_PROTO_VER_V2,
+	NGTCP2_PROTO_VER_V1,
+};
+
+#define NVERSIONS	(sizeof(quic_versions) / sizeof(quic_versions[0]))
+#define RETRY_TOKEN_TIMEOUT	(10 * NGTCP2_SECONDS)
+#define REGULAR_TOKEN_TIMEOUT	(24 * 3600 * NGTCP2_SECONDS)
+#define STATELESS_RESET_RATE	100.	/* per second, burst as much */
+
 struct cid_entry {
 	struct cid_entry	*next;		/* in the hash bucket */
 	struct cid_entry	*conn_next;	/* in the connection's list */
@@ -215,7 +226,7 @@ get_new_connection_id(ngtcp2_conn *conn, ngtcp2_cid *cid, uint8_t *token,
 		cid->datalen = cidlen;
 	} while (cid_find(qc->srv, cid->data, cidlen) != NULL);
 	if (ngtcp2_crypto_generate_stateless_reset_token(token,
-	    qc->srv->reset_secret, sizeof(qc->srv->reset_secret), cid) != 0)
+	    qc->srv->secret, sizeof(qc->srv->secret), cid) != 0)
 		return NGTCP2_ERR_CALLBACK_FAILURE;
 	if (cid_add(qc, cid) == -1)
 		return NGTCP2_ERR_CALLBACK_FAILURE;
@@ -235,9 +246,23 @@ handshake_completed(ngtcp2_conn *conn, void *user_data)
 {
 	struct qconn *qc = user_data;
 
+	uint8_t token[NGTCP2_CRYPTO_MAX_REGULAR_TOKENLEN];
+	const ngtcp2_path *path = ngtcp2_conn_get_path(conn);
+	ngtcp2_ssize n;
+
 	qc->handshake_done = true;
 	stats.handshakes_completed++;
+	if (qc->unvalidated) {
+		qc->unvalidated = false;
+		qc->srv->unvalidated--;
+	}
 	log_debug("%s: handshake completed", qc->peer);
+	/* a token for the next connection from this address (RFC 9000 8.1.3) */
+	n = ngtcp2_crypto_generate_regular_token(token, qc->srv->secret,
+	    sizeof(qc->srv->secret), path->remote.addr, path->remote.addrlen,
+	    quic_now());
+	if (n > 0 && ngtcp2_conn_submit_new_token(conn, token, (size_t)n) == 0)
+		stats.new_tokens_sent++;
 	return 0;
 }
 
@@ -411,9 +436,15 @@ timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	qconn_write(qc);
 }
 
+/*
+ * A new connection for a client Initial. odcid: the original DCID when the
+ * client came back with a Retry token; validated: its address is proven
+ * (a Retry or NEW_TOKEN token checked out).
+ */
 static struct qconn *
 qconn_new(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
-    const struct addr *remote, const struct addr *local)
+    const struct addr *remote, const struct addr *local,
+    const ngtcp2_cid *odcid, bool validated)
 {
 	struct quic_server *srv = sock->srv;
 	struct config *cfg = sock->listener->gen->cfg;
@@ -440,7 +471,28 @@ qconn_new(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 
 	ngtcp2_settings_default(&settings);
 	settings.initial_ts = quic_now();
-	settings.cc_algo = NGTCP2_CC_ALGO_CUBIC;
+	switch (cfg->congestion_control) {
+	case CONFIG_CC_BBR:
+		settings.cc_algo = NGTCP2_CC_ALGO_BBR;
+		break;
+	case CONFIG_CC_RENO:
+		settings.cc_algo = NGTCP2_CC_ALGO_RENO;
+		break;
+	default:
+		settings.cc_algo = NGTCP2_CC_ALGO_CUBIC;
+		break;
+	}
+	settings.preferred_versions = quic_versions;
+	settings.preferred_versionslen = NVERSIONS;
+	settings.available_versions = quic_versions;
+	settings.available_versionslen = NVERSIONS;
+	if (validated) {
+		/* ngtcp2 lifts the anti-amplification limit for this path */
+		settings.token = hd->token;
+		settings.tokenlen = hd->tokenlen;
+		settings.token_type = odcid != NULL ? NGTCP2_TOKEN_TYPE_RETRY :
+		    NGTCP2_TOKEN_TYPE_NEW_TOKEN;
+	}
 	settings.max_tx_udp_payload_size = QUIC_MAX_PKTLEN;
 	if (log_debug_enabled())
 		settings.log_printf = debug_printf;
@@ -464,12 +516,17 @@ qconn_new(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 	params.max_idle_timeout = (ngtcp2_duration)(cfg->idle_timeout *
 	    NGTCP2_SECONDS);
 	params.active_connection_id_limit = 7;
-	params.original_dcid = hd->dcid;
+	if (odcid != NULL) {
+		params.original_dcid = *odcid;
+		params.retry_scid = hd->dcid;
+		params.retry_scid_present = 1;
+	} else
+		params.original_dcid = hd->dcid;
 	params.original_dcid_present = 1;
 	params.stateless_reset_token_present = 1;
 	if (ngtcp2_crypto_generate_stateless_reset_token(
-	    params.stateless_reset_token, srv->reset_secret,
-	    sizeof(srv->reset_secret), &scid) != 0)
+	    params.stateless_reset_token, srv->secret,
+	    sizeof(srv->secret), &scid) != 0)
 		goto fail;
 
 	path.local.addr = (ngtcp2_sockaddr *)(uintptr_t)&local->u.sa;
@@ -499,6 +556,10 @@ qconn_new(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 	qc->created = qc->last_rx = ev_now(srv->loop);
 	sock->nconns++;
 	sock->listener->conns_total++;
+	if (!validated) {
+		qc->unvalidated = true;
+		srv->unvalidated++;
+	}
 	LIST_INSERT_HEAD(&srv->conns, qc, entry);
 	stats.conns_current++;
 	stats.conns_total++;
@@ -530,6 +591,8 @@ qconn_free(struct qconn *qc)
 	LIST_REMOVE(qc, entry);
 	if (!qc->handshake_done)
 		stats.handshakes_failed++;
+	if (qc->unvalidated)
+		srv->unvalidated--;
 	stats.conns_current--;
 	nghttp3_conn_del(qc->h3);
 	ngtcp2_conn_del(qc->conn);
@@ -750,14 +813,13 @@ send_version_negotiation(struct udp_sock *sock, const ngtcp2_version_cid *vc,
     const struct addr *remote, const struct addr *local)
 {
 	struct quic_server *srv = sock->srv;
-	uint32_t versions[] = { NGTCP2_PROTO_VER_V1 };
 	uint8_t unused;
 	ngtcp2_ssize n;
 
 	fill_random(&unused, 1);
 	n = ngtcp2_pkt_write_version_negotiation(srv->txbuf,
 	    sizeof(srv->txbuf), unused, vc->scid, vc->scidlen, vc->dcid,
-	    vc->dcidlen, versions, sizeof(versions) / sizeof(versions[0]));
+	    vc->dcidlen, quic_versions, NVERSIONS);
 	if (n <= 0)
 		return;
 	stats.version_negotiations++;
@@ -765,6 +827,145 @@ send_version_negotiation(struct udp_sock *sock, const ngtcp2_version_cid *vc,
 		stats.datagrams_sent++;
 		stats.bytes_sent += (uint64_t)n;
 	}
+}
+
+/* RFC 9000 10.3: for a short-header packet of an unknown connection. */
+static void
+send_stateless_reset(struct udp_sock *sock, size_t len, const uint8_t *dcid,
+    size_t dcidlen, const struct addr *remote, const struct addr *local)
+{
+	struct quic_server *srv = sock->srv;
+	uint8_t token[NGTCP2_STATELESS_RESET_TOKENLEN], rnd[64];
+	ngtcp2_cid cid;
+	ngtcp2_ssize n;
+	size_t size;
+	ev_tstamp now = ev_now(srv->loop);
+
+	/* smaller than what triggered it, so two endpoints cannot loop */
+	if (dcidlen != QUIC_SCID_LEN || len <= 1 +
+	    NGTCP2_MIN_STATELESS_RESET_RANDLEN + NGTCP2_STATELESS_RESET_TOKENLEN)
+		return;
+	srv->reset_budget += (now - srv->reset_refill) * STATELESS_RESET_RATE;
+	srv->reset_refill = now;
+	if (srv->reset_budget > STATELESS_RESET_RATE)
+		srv->reset_budget = STATELESS_RESET_RATE;
+	if (srv->reset_budget < 1.) {
+		stats.stateless_resets_limited++;
+		return;
+	}
+	srv->reset_budget -= 1.;
+	size = len - 1 < 43 ? len - 1 : 43;
+	ngtcp2_cid_init(&cid, dcid, dcidlen);
+	if (ngtcp2_crypto_generate_stateless_reset_token(token, srv->secret,
+	    sizeof(srv->secret), &cid) != 0)
+		return;
+	fill_random(rnd, sizeof(rnd));
+	n = ngtcp2_pkt_write_stateless_reset(srv->txbuf, size, token, rnd,
+	    size - NGTCP2_STATELESS_RESET_TOKENLEN);
+	if (n <= 0)
+		return;
+	if (udp_send(sock->fd, srv->txbuf, (size_t)n, remote, local, 0) == 0) {
+		stats.stateless_resets_sent++;
+		stats.datagrams_sent++;
+		stats.bytes_sent += (uint64_t)n;
+	}
+}
+
+static void
+send_retry(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
+    const struct addr *remote, const struct addr *local)
+{
+	struct quic_server *srv = sock->srv;
+	uint8_t token[NGTCP2_CRYPTO_MAX_RETRY_TOKENLEN2];
+	ngtcp2_cid scid;
+	ngtcp2_ssize tokenlen, n;
+
+	scid.datalen = QUIC_SCID_LEN;
+	fill_random(scid.data, scid.datalen);
+	tokenlen = ngtcp2_crypto_generate_retry_token2(token, srv->secret,
+	    sizeof(srv->secret), hd->version, &remote->u.sa, remote->len,
+	    &scid, &hd->dcid, quic_now());
+	if (tokenlen < 0)
+		return;
+	n = ngtcp2_crypto_write_retry(srv->txbuf, sizeof(srv->txbuf),
+	    hd->version, &hd->scid, &scid, &hd->dcid, token,
+	    (size_t)tokenlen);
+	if (n <= 0)
+		return;
+	if (udp_send(sock->fd, srv->txbuf, (size_t)n, remote, local, 0) == 0) {
+		stats.retries_sent++;
+		stats.datagrams_sent++;
+		stats.bytes_sent += (uint64_t)n;
+	}
+}
+
+/* RFC 9000 8.1.2: a bad Retry token closes with INVALID_TOKEN. */
+static void
+send_invalid_token(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
+    const struct addr *remote, const struct addr *local)
+{
+	struct quic_server *srv = sock->srv;
+	ngtcp2_ssize n;
+
+	n = ngtcp2_crypto_write_connection_close(srv->txbuf,
+	    sizeof(srv->txbuf), hd->version, &hd->scid, &hd->dcid,
+	    NGTCP2_INVALID_TOKEN, NULL, 0);
+	if (n > 0)
+		(void)udp_send(sock->fd, srv->txbuf, (size_t)n, remote, local,
+		    0);
+}
+
+/*
+ * A client Initial for no known connection: check its token, answer with
+ * Retry when the listener wants the address proven first, or start a
+ * connection.
+ */
+static struct qconn *
+accept_initial(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
+    const struct addr *remote, const struct addr *local)
+{
+	struct quic_server *srv = sock->srv;
+	const struct config_listener *lc = sock->listener->cfg;
+	const struct config *cfg = sock->listener->gen->cfg;
+	ngtcp2_cid odcid;
+	bool validated = false, retried = false;
+	struct qconn *qc;
+
+	if (hd->tokenlen > 0) {
+		switch (hd->token[0]) {
+		case NGTCP2_CRYPTO_TOKEN_MAGIC_RETRY2:
+			if (ngtcp2_crypto_verify_retry_token2(&odcid, hd->token,
+			    hd->tokenlen, srv->secret, sizeof(srv->secret),
+			    hd->version, &remote->u.sa, remote->len, &hd->dcid,
+			    RETRY_TOKEN_TIMEOUT, quic_now()) != 0) {
+				stats.tokens_invalid++;
+				send_invalid_token(sock, hd, remote, local);
+				return NULL;
+			}
+			validated = retried = true;
+			break;
+		case NGTCP2_CRYPTO_TOKEN_MAGIC_REGULAR:
+			/* a stale NEW_TOKEN token is no reason to refuse */
+			if (ngtcp2_crypto_verify_regular_token(hd->token,
+			    hd->tokenlen, srv->secret, sizeof(srv->secret),
+			    &remote->u.sa, remote->len, REGULAR_TOKEN_TIMEOUT,
+			    quic_now()) == 0)
+				validated = true;
+			else
+				stats.tokens_invalid++;
+			break;
+		}
+	}
+	if (!validated && (lc->retry == CONFIG_RETRY_ALWAYS ||
+	    (lc->retry == CONFIG_RETRY_AUTO &&
+	    srv->unvalidated >= cfg->retry_threshold))) {
+		send_retry(sock, hd, remote, local);
+		return NULL;
+	}
+	if ((qc = qconn_new(sock, hd, remote, local, retried ? &odcid : NULL,
+	    validated)) == NULL)
+		stats.dropped_refused++;
+	return qc;
 }
 
 static void
@@ -791,14 +992,20 @@ handle_datagram(struct udp_sock *sock, const uint8_t *data, size_t len,
 	if ((qc = cid_find(srv, vc.dcid, vc.dcidlen)) == NULL) {
 		if (ngtcp2_accept(&hd, data, len) != 0) {
 			stats.dropped_unknown++;
+			/* a 1-RTT packet for a connection we no longer have */
+			if (!(data[0] & 0x80))
+				send_stateless_reset(sock, len, vc.dcid,
+				    vc.dcidlen, remote, local);
 			return;
 		}
 		/* a draining socket (listener removed) takes none */
-		if (srv->shutting_down || sock->listener == NULL ||
-		    (qc = qconn_new(sock, &hd, remote, local)) == NULL) {
+		if (srv->shutting_down || sock->listener == NULL) {
 			stats.dropped_refused++;
 			return;
 		}
+		qc = accept_initial(sock, &hd, remote, local);
+		if (qc == NULL)
+			return;
 	}
 	if (qc->state == QC_CLOSING) {
 		/* RFC 9000 10.2.1: answer with the close again, less often */
@@ -932,7 +1139,10 @@ quic_init(struct quic_server *srv)
 	    sizeof(*srv->buckets))) == NULL)
 		fatal("%s: calloc", __func__);
 	fill_random(srv->hashkey, sizeof(srv->hashkey));
-	fill_random(srv->reset_secret, sizeof(srv->reset_secret));
+	/* until server_set_secret: a random one, good for this run only */
+	fill_random(srv->secret, sizeof(srv->secret));
+	srv->reset_budget = STATELESS_RESET_RATE;
+	srv->reset_refill = ev_now(srv->loop);
 	ev_prepare_init(&srv->flush, flush_cb);
 	srv->flush.data = srv;
 	ev_prepare_start(srv->loop, &srv->flush);
@@ -950,7 +1160,7 @@ quic_fini(struct quic_server *srv)
 	ev_prepare_stop(srv->loop, &srv->flush);
 	ev_idle_stop(srv->loop, &srv->kick);
 	free(srv->buckets);
-	explicit_bzero(srv->reset_secret, sizeof(srv->reset_secret));
+	explicit_bzero(srv->secret, sizeof(srv->secret));
 }
 
 void

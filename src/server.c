@@ -29,6 +29,14 @@ server_new(struct ev_loop *loop)
 	return srv;
 }
 
+void
+server_set_secret(struct quic_server *srv, const uint8_t *secret, size_t len)
+{
+	if (len > sizeof(srv->secret))
+		len = sizeof(srv->secret);
+	memcpy(srv->secret, secret, len);
+}
+
 const struct config *
 server_config(const struct quic_server *srv)
 {
@@ -357,6 +365,15 @@ server_report_stats(struct quic_server *srv, struct strbuf *out, bool json)
 		    (unsigned long long)st->dropped_refused,
 		    (unsigned long long)st->send_blocked,
 		    (unsigned long long)st->version_negotiations);
+		strbuf_printf(out, "quic                %llu retries, %llu bad "
+		    "tokens, %llu new tokens, %llu stateless resets (%llu over "
+		    "the rate), %llu unvalidated handshakes\n",
+		    (unsigned long long)st->retries_sent,
+		    (unsigned long long)st->tokens_invalid,
+		    (unsigned long long)st->new_tokens_sent,
+		    (unsigned long long)st->stateless_resets_sent,
+		    (unsigned long long)st->stateless_resets_limited,
+		    (unsigned long long)srv->unvalidated);
 		strbuf_printf(out, "upstream            %llu connects, %llu "
 		    "failed, %llu reused\n",
 		    (unsigned long long)st->upstream_connects,
@@ -411,6 +428,16 @@ server_report_stats(struct quic_server *srv, struct strbuf *out, bool json)
 	    (unsigned long long)st->dropped_refused,
 	    (unsigned long long)st->send_blocked,
 	    (unsigned long long)st->version_negotiations);
+	strbuf_printf(out, "\"quic\":{\"retries_sent\":%llu,"
+	    "\"tokens_invalid\":%llu,\"new_tokens_sent\":%llu,"
+	    "\"stateless_resets_sent\":%llu,\"stateless_resets_limited\":%llu,"
+	    "\"unvalidated_handshakes\":%llu},",
+	    (unsigned long long)st->retries_sent,
+	    (unsigned long long)st->tokens_invalid,
+	    (unsigned long long)st->new_tokens_sent,
+	    (unsigned long long)st->stateless_resets_sent,
+	    (unsigned long long)st->stateless_resets_limited,
+	    (unsigned long long)srv->unvalidated);
 	strbuf_printf(out, "\"upstream\":{\"connects\":%llu,"
 	    "\"connect_failures\":%llu,\"reused\":%llu},",
 	    (unsigned long long)st->upstream_connects,

@@ -20,6 +20,11 @@ struct stats {
 	uint64_t	dropped_refused;	/* new connection not taken */
 	uint64_t	send_blocked;		/* sendmsg would block */
 	uint64_t	version_negotiations;
+	uint64_t	retries_sent;
+	uint64_t	tokens_invalid;		/* bad or expired, refused */
+	uint64_t	new_tokens_sent;
+	uint64_t	stateless_resets_sent;
+	uint64_t	stateless_resets_limited;	/* over the rate */
 	uint64_t	upstream_connects, upstream_connect_failures;
 	uint64_t	upstream_reused;
 };

@@ -561,6 +561,12 @@ class QProxy:
             atexit.register(shutil.rmtree, self._ctl_dir, True)
             self.control_socket = os.path.join(self._ctl_dir, "control.sock")
             glob[0].append(("control_socket", self.control_socket))
+        # and its own secret file, unless the test names one
+        if not [v for k, v in glob[0] if k == "secret_file"]:
+            if self._ctl_dir is None:
+                self._ctl_dir = tempfile.mkdtemp(prefix="qpctl-")
+                atexit.register(shutil.rmtree, self._ctl_dir, True)
+            glob[0].append(("secret_file", os.path.join(self._ctl_dir, "secret")))
         self.sections = sections
         with open(self.conf, "w") as f:
             f.write(render_config(sections))

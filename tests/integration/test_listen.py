@@ -80,6 +80,7 @@ def test_version_negotiation(qp):
     rest = reply[7 + n + m:]
     versions = [struct.unpack("!I", rest[i:i + 4])[0] for i in range(0, len(rest), 4)]
     assert 0x00000001 in versions, versions
+    assert 0x6b3343cf in versions, versions     # QUIC v2
 
 
 def test_no_version_negotiation_for_small_datagrams(qp):

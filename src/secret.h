@@ -1,0 +1,21 @@
+/*
+ * secret.h: the key material behind Retry and NEW_TOKEN tokens and
+ * stateless reset tokens, kept in a file so restarts keep them valid.
+ */
+#ifndef QPROXY_SECRET_H
+#define QPROXY_SECRET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SECRET_LEN	32
+
+/*
+ * Reads the secret from path, creating the file (mode 0600, random bytes)
+ * when it does not exist. A file that group or others may read is
+ * refused. 0, or -1 with a message in err.
+ */
+int	secret_load(const char *path, uint8_t out[SECRET_LEN], char *err,
+	    size_t errlen);
+
+#endif

@@ -1,0 +1,196 @@
+"""QUIC transport: the secret file, stateless reset, Retry and tokens,
+QUIC v2 with compatible version negotiation."""
+
+import json
+import os
+import socket
+import struct
+import subprocess
+import time
+
+import pytest
+
+from helpers import SLOW, expected_sha256, gtlsclient_binary, h3_get
+from test_ops import qproxyctl, stats
+
+KiB = 1024
+
+
+def _sections(cert, key, port, backend, secret, retry="auto", extra=()):
+    return [("global", [("log_level", "debug"), ("secret_file", secret)] +
+             list(extra)),
+            ("listener main", [("address", "127.0.0.1:%d" % port),
+                               ("certificate", cert), ("private_key", key),
+                               ("retry", retry)]),
+            ("backend app", [("server", backend)]),
+            ("route app", [("path_prefix", "/app/"), ("backend", "app")])]
+
+
+def _varint(n):
+    if n < 64:
+        return bytes([n])
+    if n < 16384:
+        return struct.pack("!H", 0x4000 | n)
+    return struct.pack("!I", 0x80000000 | n)
+
+
+def _initial(dcid, scid, token=b"", version=1, size=1200):
+    """A client Initial's header with a token and junk as payload: enough
+    for qproxy to decide on the token, which is in the clear."""
+    head = bytes([0xc3]) + struct.pack("!I", version)
+    head += bytes([len(dcid)]) + dcid + bytes([len(scid)]) + scid
+    head += _varint(len(token)) + token
+    rest = size - len(head) - 2
+    return head + _varint(rest) + os.urandom(rest)
+
+
+def _exchange(port, pkt, timeout=2.0):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.connect(("127.0.0.1", port))
+        s.send(pkt)
+        try:
+            return s.recv(4096)
+        except socket.timeout:
+            return None
+
+
+def _long_type(pkt):
+    return (pkt[0] & 0x30) >> 4     # v1: 0 Initial, 3 Retry
+
+
+def test_secret_file_is_created_private_and_refused_when_readable(
+        qproxy_factory, certificate, backend_app, tmp_path):
+    secret = tmp_path / "secret"
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server, str(secret)))
+    assert secret.stat().st_mode & 0o777 == 0o600
+    assert len(secret.read_bytes()) == 32
+    q.stop()
+    os.chmod(secret, 0o640)
+    p = subprocess.run([q.binary, "-c", q.conf], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 1
+    assert "secret_file" in p.stderr and "0600" in p.stderr, p.stderr
+
+
+def test_stateless_reset_for_unknown_connections(qproxy_factory, certificate,
+                                                 backend_app, tmp_path):
+    secret = str(tmp_path / "secret")
+    make = lambda port, c, k: _sections(c, k, port, backend_app.tcp_server,
+                                        secret)
+    q = qproxy_factory(sections=make)
+    cid = os.urandom(16)
+    pkt = bytes([0x40]) + cid + os.urandom(60)
+    reply = _exchange(q.port, pkt)
+    assert reply is not None, "no stateless reset"
+    assert reply[0] & 0xc0 == 0x40, "a reset looks like a short header packet"
+    assert 21 <= len(reply) < len(pkt)
+    token = reply[-16:]
+    assert stats(q)["quic"]["stateless_resets_sent"] == 1
+    # too small to answer without risking a loop of resets
+    assert _exchange(q.port, bytes([0x40]) + cid + b"\x00" * 4, 0.5) is None
+    # the token comes from the secret file: a restart keeps it
+    port = q.port
+    q.stop()
+    q2 = qproxy_factory(sections=make, port=port)
+    reply2 = _exchange(q2.port, pkt)
+    assert reply2 is not None and reply2[-16:] == token
+
+
+def test_retry_forced_and_token_round_trip(qproxy_factory, certificate,
+                                          backend_app, tmp_path):
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server, str(tmp_path / "s"),
+        retry="always"))
+    before = stats(q)["quic"]["retries_sent"]
+    r = h3_get(q.url("/app/bytes/%d" % KiB))
+    assert r.status == 200 and r.sha256 == expected_sha256(KiB)
+    after = stats(q)["quic"]
+    assert after["retries_sent"] - before == 1
+    # a raw Initial without a token gets a Retry packet
+    reply = _exchange(q.port, _initial(os.urandom(8), os.urandom(8)))
+    assert reply is not None and _long_type(reply) == 3, "no Retry"
+
+
+def test_forged_and_expired_retry_tokens_are_refused(qproxy_factory, certificate,
+                                                      backend_app, tmp_path):
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server, str(tmp_path / "s"),
+        retry="always"))
+    dcid, scid = os.urandom(8), os.urandom(8)
+    forged = bytes([0xb7]) + os.urandom(80)
+    reply = _exchange(q.port, _initial(dcid, scid, forged))
+    assert reply is not None and _long_type(reply) == 0, \
+        "a forged Retry token must get CONNECTION_CLOSE(INVALID_TOKEN)"
+    assert stats(q)["quic"]["tokens_invalid"] == 1
+
+    # a real token, used after it expired (10 s)
+    retry = _exchange(q.port, _initial(dcid, scid))
+    assert retry is not None and _long_type(retry) == 3
+    n = retry[5]
+    rdcid = retry[6:6 + n]
+    m = retry[6 + n]
+    rscid = retry[7 + n:7 + n + m]
+    assert rdcid == scid
+    token = retry[7 + n + m:-16]            # the integrity tag ends it
+    time.sleep(10.5)
+    reply = _exchange(q.port, _initial(rscid, scid, token))
+    assert reply is not None and _long_type(reply) == 0
+    assert stats(q)["quic"]["tokens_invalid"] == 2
+
+
+def _gtls(port, path, outdir, *extra):
+    p = subprocess.run([gtlsclient_binary(), "-q", "--exit-on-all-streams-close",
+                        "--download=%s" % outdir, "--timeout=10s"] + list(extra) +
+                       ["127.0.0.1", str(port),
+                        "https://127.0.0.1:%d%s" % (port, path)],
+                       capture_output=True, timeout=60)
+    return p
+
+
+def test_new_token_spares_the_next_retry(qproxy_factory, certificate, backend_app,
+                                         tmp_path):
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server, str(tmp_path / "s"),
+        retry="always"))
+    tokfile = tmp_path / "token"
+    s0 = stats(q)["quic"]
+    _gtls(q.port, "/app/bytes/100", tmp_path, "--token-file=%s" % tokfile)
+    assert (tmp_path / "100").read_bytes() == __import__("helpers").expected_body(100)
+    s1 = stats(q)["quic"]
+    assert s1["retries_sent"] - s0["retries_sent"] == 1
+    assert s1["new_tokens_sent"] - s0["new_tokens_sent"] == 1
+    assert tokfile.exists() and tokfile.stat().st_size > 0
+    (tmp_path / "100").unlink()
+    _gtls(q.port, "/app/bytes/100", tmp_path, "--token-file=%s" % tokfile)
+    assert (tmp_path / "100").exists()
+    s2 = stats(q)["quic"]
+    assert s2["retries_sent"] == s1["retries_sent"], \
+        "a client with a NEW_TOKEN token must not need a Retry"
+
+
+def test_quic_v2_for_a_client_that_prefers_it(qproxy_factory, certificate,
+                                             backend_app, tmp_path):
+    log = tmp_path / "access.log"
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server, str(tmp_path / "s"),
+        extra=[("access_log", str(log)), ("access_log_format", "json")]))
+    # v1 Initial, v2 preferred: compatible version negotiation (RFC 9368)
+    _gtls(q.port, "/app/bytes/10", tmp_path, "--preferred-versions=v2,v1",
+          "--available-versions=v2,v1")
+    # v1 only: stays v1
+    _gtls(q.port, "/app/bytes/11", tmp_path, "--preferred-versions=v1",
+          "--available-versions=v1")
+    deadline = time.monotonic() + 5 * SLOW
+    while True:
+        lines = [json.loads(l) for l in log.read_text().splitlines()] \
+            if log.exists() else []
+        by_path = {e["path"]: e for e in lines}
+        if "/app/bytes/10" in by_path and "/app/bytes/11" in by_path:
+            break
+        assert time.monotonic() < deadline, lines
+        time.sleep(0.05)
+    assert by_path["/app/bytes/10"]["quic_version"] == "0x6b3343cf"
+    assert by_path["/app/bytes/11"]["quic_version"] == "0x1"
+    assert (tmp_path / "10").read_bytes() == __import__("helpers").expected_body(10)
