@@ -21,6 +21,7 @@
 
 #define QUIC_SCID_LEN		16
 #define QUIC_MAX_PKTLEN		1452	/* UDP payload we send at most */
+#define QUIC_GSO_MAX		64	/* datagrams in one sendmsg */
 
 struct qconn;
 struct exchange;
@@ -86,8 +87,9 @@ struct quic_server {
 	ev_tstamp		 reset_refill;
 	bool			 shutting_down;
 	ev_timer		 shutdown_timer;
+	bool			 no_gso;	/* the kernel refused it */
 	uint8_t			 rxbuf[65536];
-	uint8_t			 txbuf[QUIC_MAX_PKTLEN];
+	uint8_t			 txbuf[QUIC_MAX_PKTLEN * QUIC_GSO_MAX];
 };
 
 enum qconn_state {
@@ -114,9 +116,9 @@ struct qconn {
 	size_t			 close_pktlen;
 	uint64_t		 close_resends;
 
-	/* A packet the socket refused (EAGAIN), sent when it is writable. */
-	uint8_t			 pending[QUIC_MAX_PKTLEN];
-	size_t			 pending_len;
+	/* Datagrams the socket refused (EAGAIN), sent when it is writable. */
+	uint8_t			*pending;
+	size_t			 pending_len, pending_off, pending_seg;
 	struct addr		 pending_remote, pending_local;
 	uint8_t			 pending_ecn;
 	bool			 blocked;

@@ -601,6 +601,7 @@ qconn_free(struct qconn *qc)
 	server_sock_release(qc->sock);
 	generation_unref(qc->gen);
 	free(qc->close_pkt);
+	free(qc->pending);
 	free(qc);
 	if (srv->shutting_down && LIST_EMPTY(&srv->conns))
 		ev_break(srv->loop, EVBREAK_ALL);
@@ -615,38 +616,72 @@ qconn_want_write(struct qconn *qc)
 	TAILQ_INSERT_TAIL(&qc->srv->want_write, qc, write_entry);
 }
 
-/* Sends one packet; a refused one is kept and sent when the socket allows. */
+/*
+ * Sends a train of datagrams of seg bytes (the last may be shorter) on one
+ * path, with GSO when the kernel has it. A train the socket refuses is
+ * kept whole and sent when the socket is writable; returns -1 then.
+ */
 static int
-send_packet(struct qconn *qc, const uint8_t *pkt, size_t len,
+send_train(struct qconn *qc, const uint8_t *buf, size_t len, size_t seg,
     const ngtcp2_path *path, uint8_t ecn)
 {
+	struct quic_server *srv = qc->srv;
 	struct udp_sock *sock = qc->sock;
 	struct addr remote, local;
+	size_t off, n = (len + seg - 1) / seg;
+	int rv;
 
 	addr_set(&remote, (const struct sockaddr *)path->remote.addr,
 	    path->remote.addrlen);
 	addr_set(&local, (const struct sockaddr *)path->local.addr,
 	    path->local.addrlen);
-	if (udp_send(sock->fd, pkt, len, &remote, &local, ecn) == 0) {
-		stats.datagrams_sent++;
-		stats.bytes_sent += len;
-		qc->bytes_out += len;
-		return 0;
+	if (n > 1 && !srv->no_gso) {
+		rv = udp_send_gso(sock->fd, buf, len, seg, &remote, &local, ecn);
+		if (rv == -1 && (errno == EIO || errno == EINVAL ||
+		    errno == ENOPROTOOPT || errno == EOPNOTSUPP)) {
+			log_info("UDP GSO refused (%s); sending datagrams one "
+			    "by one", strerror(errno));
+			srv->no_gso = true;
+		} else if (rv == 0) {
+			stats.gso_batches++;
+			stats.gso_datagrams += n;
+			off = len;
+			goto sent;
+		} else {
+			off = 0;
+			goto failed;
+		}
 	}
+	for (off = 0; off < len; off += seg) {
+		size_t k = len - off < seg ? len - off : seg;
+
+		if (udp_send(sock->fd, buf + off, k, &remote, &local, ecn) == -1)
+			goto failed;
+	}
+sent:
+	stats.datagrams_sent += n;
+	stats.bytes_sent += len;
+	qc->bytes_out += len;
+	return 0;
+failed:
 	if (errno != EAGAIN && errno != EWOULDBLOCK) {
-		/* ICMP errors and the like: the packet counts as lost */
+		/* ICMP errors and the like: the packets count as lost */
 		log_debug("%s: sendmsg: %s", qc->peer, strerror(errno));
 		return 0;
 	}
 	stats.send_blocked++;
-	memcpy(qc->pending, pkt, len);
-	qc->pending_len = len;
+	if ((qc->pending = malloc(len - off)) == NULL)
+		return 0;	/* lost; ngtcp2 will retransmit */
+	memcpy(qc->pending, buf + off, len - off);
+	qc->pending_len = len - off;
+	qc->pending_off = 0;
+	qc->pending_seg = seg;
 	qc->pending_remote = remote;
 	qc->pending_local = local;
 	qc->pending_ecn = ecn;
 	qc->blocked = true;
 	TAILQ_INSERT_TAIL(&sock->blocked, qc, blocked_entry);
-	ev_io_start(qc->srv->loop, &sock->wev);
+	ev_io_start(srv->loop, &sock->wev);
 	return -1;
 }
 
@@ -654,7 +689,7 @@ static void
 qconn_write(struct qconn *qc)
 {
 	struct quic_server *srv = qc->srv;
-	ngtcp2_path_storage ps;
+	ngtcp2_path_storage ps, train_ps;
 	ngtcp2_pkt_info pi;
 	nghttp3_vec vec[16];
 	ngtcp2_ssize nwrite, ndatalen;
@@ -663,7 +698,8 @@ qconn_write(struct qconn *qc)
 	nghttp3_ssize sveccnt;
 	uint32_t flags;
 	int fin, rv;
-	size_t npkts = 0, max_pkts;
+	size_t npkts = 0, max_pkts, off = 0, seg = 0;
+	uint8_t train_ecn = 0;
 
 	if (qc->state != QC_ACTIVE || qc->blocked)
 		return;
@@ -673,10 +709,11 @@ qconn_write(struct qconn *qc)
 		return;
 	}
 	ngtcp2_path_storage_zero(&ps);
+	ngtcp2_path_storage_zero(&train_ps);
 	/* Bounded per call; the rest waits for the next loop iteration. */
 	max_pkts = ngtcp2_conn_get_send_quantum(qc->conn) / QUIC_MAX_PKTLEN + 1;
-	if (max_pkts > 64)
-		max_pkts = 64;
+	if (max_pkts > QUIC_GSO_MAX)
+		max_pkts = QUIC_GSO_MAX;
 
 	for (;;) {
 		stream_id = -1;
@@ -698,8 +735,8 @@ qconn_write(struct qconn *qc)
 		if (fin)
 			flags |= NGTCP2_WRITE_STREAM_FLAG_FIN;
 		nwrite = ngtcp2_conn_writev_stream(qc->conn, &ps.path, &pi,
-		    srv->txbuf, sizeof(srv->txbuf), &ndatalen, flags, stream_id,
-		    (const ngtcp2_vec *)vec, (size_t)sveccnt, ts);
+		    srv->txbuf + off, QUIC_MAX_PKTLEN, &ndatalen, flags,
+		    stream_id, (const ngtcp2_vec *)vec, (size_t)sveccnt, ts);
 		if (nwrite < 0) {
 			switch (nwrite) {
 			case NGTCP2_ERR_STREAM_DATA_BLOCKED:
@@ -729,15 +766,45 @@ qconn_write(struct qconn *qc)
 		}
 		if (nwrite == 0)
 			break;
-		if (send_packet(qc, srv->txbuf, (size_t)nwrite, &ps.path,
-		    pi.ecn) == -1)
-			break;
-		if (++npkts >= max_pkts) {
-			/* more may be ready: come back after other work */
-			qconn_want_write(qc);
-			break;
+		npkts++;
+		/*
+		 * A train carries datagrams of one size on one path with one
+		 * ECN marking; a shorter one ends it. One that does not fit is
+		 * sent after the train, as the start of the next.
+		 */
+		if (off > 0 && ((size_t)nwrite > seg ||
+		    !ngtcp2_path_eq(&train_ps.path, &ps.path) ||
+		    pi.ecn != train_ecn)) {
+			if (send_train(qc, srv->txbuf, off, seg, &train_ps.path,
+			    train_ecn) == -1)
+				goto out;	/* the new packet counts as lost */
+			memmove(srv->txbuf, srv->txbuf + off, (size_t)nwrite);
+			off = 0;
+		}
+		if (off == 0) {
+			seg = (size_t)nwrite;
+			ngtcp2_path_copy(&train_ps.path, &ps.path);
+			train_ecn = pi.ecn;
+		}
+		off += (size_t)nwrite;
+		if ((size_t)nwrite < seg || npkts >= max_pkts ||
+		    off + QUIC_MAX_PKTLEN > sizeof(srv->txbuf)) {
+			rv = send_train(qc, srv->txbuf, off, seg,
+			    &train_ps.path, train_ecn);
+			off = 0;
+			if (rv == -1)
+				goto out;
+			if (npkts >= max_pkts) {
+				/* more may be ready: after other work */
+				qconn_want_write(qc);
+				goto out;
+			}
 		}
 	}
+	if (off > 0)
+		(void)send_train(qc, srv->txbuf, off, seg, &train_ps.path,
+		    train_ecn);
+out:
 	ngtcp2_conn_update_pkt_tx_time(qc->conn, ts);
 	qconn_arm_timer(qc);
 	return;
@@ -804,8 +871,8 @@ qconn_close(struct qconn *qc)
 	    (unsigned long long)qc->last_error.error_code);
 	start_period(qc, QC_CLOSING);
 	if (!qc->blocked)
-		(void)send_packet(qc, qc->close_pkt, qc->close_pktlen,
-		    &ps.path, pi.ecn);
+		(void)send_train(qc, qc->close_pkt, qc->close_pktlen,
+		    qc->close_pktlen, &ps.path, pi.ecn);
 }
 
 static void
@@ -1087,15 +1154,29 @@ quic_sock_write_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct udp_sock *sock = w->data;
 	struct qconn *qc;
+	size_t len, seg;
 
 	while ((qc = TAILQ_FIRST(&sock->blocked)) != NULL) {
-		if (udp_send(sock->fd, qc->pending, qc->pending_len,
-		    &qc->pending_remote, &qc->pending_local,
-		    qc->pending_ecn) == 0) {
-			stats.datagrams_sent++;
-			stats.bytes_sent += qc->pending_len;
-		} else if (errno == EAGAIN || errno == EWOULDBLOCK)
-			return;
+		seg = qc->pending_seg;
+		while (qc->pending_off < qc->pending_len) {
+			len = qc->pending_len - qc->pending_off;
+			if (qc->srv->no_gso && len > seg)
+				len = seg;
+			if (udp_send_gso(sock->fd, qc->pending + qc->pending_off,
+			    len, seg, &qc->pending_remote, &qc->pending_local,
+			    qc->pending_ecn) == -1) {
+				if (errno == EAGAIN || errno == EWOULDBLOCK)
+					return;
+				break;	/* the rest counts as lost */
+			}
+			stats.datagrams_sent += (len + seg - 1) / seg;
+			stats.bytes_sent += len;
+			qc->bytes_out += len;
+			qc->pending_off += len;
+		}
+		free(qc->pending);
+		qc->pending = NULL;
+		qc->pending_len = qc->pending_off = 0;
 		TAILQ_REMOVE(&sock->blocked, qc, blocked_entry);
 		qc->blocked = false;
 		qconn_want_write(qc);

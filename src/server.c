@@ -418,7 +418,8 @@ server_report_stats(struct quic_server *srv, struct strbuf *out, bool json)
 	    "\"bytes_received\":%llu,\"datagrams_sent\":%llu,"
 	    "\"bytes_sent\":%llu,\"dropped\":{\"invalid\":%llu,"
 	    "\"no_connection\":%llu,\"refused\":%llu},"
-	    "\"send_blocked\":%llu,\"version_negotiations\":%llu},",
+	    "\"send_blocked\":%llu,\"version_negotiations\":%llu,"
+	    "\"gso_batches\":%llu,\"gso_datagrams\":%llu},",
 	    (unsigned long long)st->datagrams_received,
 	    (unsigned long long)st->bytes_received,
 	    (unsigned long long)st->datagrams_sent,
@@ -427,7 +428,9 @@ server_report_stats(struct quic_server *srv, struct strbuf *out, bool json)
 	    (unsigned long long)st->dropped_unknown,
 	    (unsigned long long)st->dropped_refused,
 	    (unsigned long long)st->send_blocked,
-	    (unsigned long long)st->version_negotiations);
+	    (unsigned long long)st->version_negotiations,
+	    (unsigned long long)st->gso_batches,
+	    (unsigned long long)st->gso_datagrams);
 	strbuf_printf(out, "\"quic\":{\"retries_sent\":%llu,"
 	    "\"tokens_invalid\":%llu,\"new_tokens_sent\":%llu,"
 	    "\"stateless_resets_sent\":%llu,\"stateless_resets_limited\":%llu,"

@@ -19,6 +19,8 @@ struct stats {
 	uint64_t	dropped_unknown;	/* no connection, not an Initial */
 	uint64_t	dropped_refused;	/* new connection not taken */
 	uint64_t	send_blocked;		/* sendmsg would block */
+	uint64_t	gso_batches;		/* sendmsg calls of >1 datagram */
+	uint64_t	gso_datagrams;		/* datagrams sent in them */
 	uint64_t	version_negotiations;
 	uint64_t	retries_sent;
 	uint64_t	tokens_invalid;		/* bad or expired, refused */

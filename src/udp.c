@@ -5,6 +5,7 @@
 #include <unistd.h>
 #include <netinet/in.h>
 #include <netinet/ip.h>
+#include <netinet/udp.h>
 #include <sys/socket.h>
 
 #include "log.h"
@@ -120,10 +121,18 @@ int
 udp_send(int fd, const uint8_t *buf, size_t len, const struct addr *remote,
     const struct addr *local, uint8_t ecn)
 {
+	return udp_send_gso(fd, buf, len, len, remote, local, ecn);
+}
+
+int
+udp_send_gso(int fd, const uint8_t *buf, size_t len, size_t segsize,
+    const struct addr *remote, const struct addr *local, uint8_t ecn)
+{
 	union {
 		struct cmsghdr	hdr;
 		uint8_t		buf[CMSG_SPACE(sizeof(struct in6_pktinfo)) +
-				    CMSG_SPACE(sizeof(int))];
+				    CMSG_SPACE(sizeof(int)) +
+				    CMSG_SPACE(sizeof(uint16_t))];
 	} cbuf;
 	struct iovec iov = { (void *)(uintptr_t)buf, len };
 	struct msghdr msg;
@@ -168,6 +177,16 @@ udp_send(int fd, const uint8_t *buf, size_t len, const struct addr *remote,
 	c->cmsg_len = CMSG_LEN(sizeof(tos));
 	memcpy(CMSG_DATA(c), &tos, sizeof(tos));
 	msg.msg_controllen += CMSG_SPACE(sizeof(tos));
+	if (len > segsize) {
+		uint16_t seg = (uint16_t)segsize;
+
+		c = (struct cmsghdr *)(cbuf.buf + msg.msg_controllen);
+		c->cmsg_level = SOL_UDP;
+		c->cmsg_type = UDP_SEGMENT;
+		c->cmsg_len = CMSG_LEN(sizeof(seg));
+		memcpy(CMSG_DATA(c), &seg, sizeof(seg));
+		msg.msg_controllen += CMSG_SPACE(sizeof(seg));
+	}
 
 	for (;;) {
 		if (sendmsg(fd, &msg, 0) != -1)

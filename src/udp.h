@@ -19,5 +19,11 @@ ssize_t	udp_recv(int fd, uint8_t *buf, size_t len, struct addr *remote,
 /* Sends one datagram from local to remote. 0, or -1 with errno. */
 int	udp_send(int fd, const uint8_t *buf, size_t len,
 	    const struct addr *remote, const struct addr *local, uint8_t ecn);
+/*
+ * Sends len bytes as datagrams of segsize bytes (the last may be shorter)
+ * in one call, with UDP_SEGMENT (GSO). 0, or -1 with errno.
+ */
+int	udp_send_gso(int fd, const uint8_t *buf, size_t len, size_t segsize,
+	    const struct addr *remote, const struct addr *local, uint8_t ecn);
 
 #endif

@@ -130,7 +130,9 @@ def test_conns_shows_the_live_connection_by_its_port(qp):
             assert p.returncode == 0, p.stderr
             for conn in json.loads(p.stdout)["connections"]:
                 host, port = conn["peer"].rsplit(":", 1)
-                if host == "127.0.0.1" and int(port) in ports:
+                # the download's connection: a port of ours, a stream open
+                if (host == "127.0.0.1" and int(port) in ports and
+                        conn["streams_open"] >= 1):
                     found = conn
             time.sleep(0.05)
         assert found is not None, "no row for a port of this client"

@@ -194,3 +194,18 @@ def test_quic_v2_for_a_client_that_prefers_it(qproxy_factory, certificate,
     assert by_path["/app/bytes/10"]["quic_version"] == "0x6b3343cf"
     assert by_path["/app/bytes/11"]["quic_version"] == "0x1"
     assert (tmp_path / "10").read_bytes() == __import__("helpers").expected_body(10)
+
+
+def test_gso_batches_during_a_large_transfer(qp):
+    before = stats(qp)["udp"]
+    n = 10 * 1024 * 1024
+    r = h3_get(qp.url("/app/bytes/%d" % n), timeout=60)
+    assert r.status == 200 and r.sha256 == expected_sha256(n)
+    after = stats(qp)["udp"]
+    batches = after["gso_batches"] - before["gso_batches"]
+    datagrams = after["gso_datagrams"] - before["gso_datagrams"]
+    assert batches > 0, "no datagram left in a GSO batch"
+    assert datagrams >= 2 * batches
+    # most of the transfer's datagrams went out in batches
+    sent = after["datagrams_sent"] - before["datagrams_sent"]
+    assert datagrams > sent // 2, (datagrams, sent)
