@@ -266,6 +266,39 @@ handshake_completed(ngtcp2_conn *conn, void *user_data)
 	return 0;
 }
 
+/* A client's new path (migration, NAT rebinding) was checked. */
+static int
+path_validation(ngtcp2_conn *conn, uint32_t flags, const ngtcp2_path *path,
+    const ngtcp2_path *old_path, ngtcp2_path_validation_result res,
+    void *user_data)
+{
+	struct qconn *qc = user_data;
+	uint8_t token[NGTCP2_CRYPTO_MAX_REGULAR_TOKENLEN];
+	struct addr remote;
+	ngtcp2_ssize n;
+
+	if (res != NGTCP2_PATH_VALIDATION_RESULT_SUCCESS) {
+		stats.path_validations_failed++;
+		return 0;
+	}
+	stats.path_validations_ok++;
+	if (old_path != NULL)
+		stats.migrations++;
+	addr_set(&remote, (const struct sockaddr *)path->remote.addr,
+	    path->remote.addrlen);
+	addr_format_host(&remote, qc->peer, sizeof(qc->peer));
+	log_debug("%s: path validated", qc->peer);
+	if (flags & NGTCP2_PATH_VALIDATION_FLAG_NEW_TOKEN) {
+		n = ngtcp2_crypto_generate_regular_token(token, qc->srv->secret,
+		    sizeof(qc->srv->secret), path->remote.addr,
+		    path->remote.addrlen, quic_now());
+		if (n > 0 && ngtcp2_conn_submit_new_token(conn, token,
+		    (size_t)n) == 0)
+			stats.new_tokens_sent++;
+	}
+	return 0;
+}
+
 static int
 recv_tx_key(ngtcp2_conn *conn, ngtcp2_encryption_level level,
     void *user_data)
@@ -394,6 +427,7 @@ static const ngtcp2_callbacks quic_callbacks = {
 	.get_new_connection_id = get_new_connection_id,
 	.remove_connection_id = remove_connection_id,
 	.update_key = ngtcp2_crypto_update_key_cb,
+	.path_validation = path_validation,
 	.stream_reset = stream_reset,
 	.extend_max_remote_streams_bidi = extend_max_remote_streams_bidi,
 	.extend_max_stream_data = extend_max_stream_data,

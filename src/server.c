@@ -374,6 +374,11 @@ server_report_stats(struct quic_server *srv, struct strbuf *out, bool json)
 		    (unsigned long long)st->stateless_resets_sent,
 		    (unsigned long long)st->stateless_resets_limited,
 		    (unsigned long long)srv->unvalidated);
+		strbuf_printf(out, "paths               %llu validated, %llu "
+		    "failed, %llu migrations\n",
+		    (unsigned long long)st->path_validations_ok,
+		    (unsigned long long)st->path_validations_failed,
+		    (unsigned long long)st->migrations);
 		strbuf_printf(out, "upstream            %llu connects, %llu "
 		    "failed, %llu reused\n",
 		    (unsigned long long)st->upstream_connects,
@@ -434,13 +439,17 @@ server_report_stats(struct quic_server *srv, struct strbuf *out, bool json)
 	strbuf_printf(out, "\"quic\":{\"retries_sent\":%llu,"
 	    "\"tokens_invalid\":%llu,\"new_tokens_sent\":%llu,"
 	    "\"stateless_resets_sent\":%llu,\"stateless_resets_limited\":%llu,"
-	    "\"unvalidated_handshakes\":%llu},",
+	    "\"unvalidated_handshakes\":%llu,\"path_validations_ok\":%llu,"
+	    "\"path_validations_failed\":%llu,\"migrations\":%llu},",
 	    (unsigned long long)st->retries_sent,
 	    (unsigned long long)st->tokens_invalid,
 	    (unsigned long long)st->new_tokens_sent,
 	    (unsigned long long)st->stateless_resets_sent,
 	    (unsigned long long)st->stateless_resets_limited,
-	    (unsigned long long)srv->unvalidated);
+	    (unsigned long long)srv->unvalidated,
+	    (unsigned long long)st->path_validations_ok,
+	    (unsigned long long)st->path_validations_failed,
+	    (unsigned long long)st->migrations);
 	strbuf_printf(out, "\"upstream\":{\"connects\":%llu,"
 	    "\"connect_failures\":%llu,\"reused\":%llu},",
 	    (unsigned long long)st->upstream_connects,
