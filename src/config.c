@@ -153,6 +153,9 @@ static int	config_set_format(struct config_parser *,
 static int	config_set_choice(struct config_parser *,
 		    const struct config_key *, struct config_section *, void *,
 		    const char *);
+static int	config_set_methods(struct config_parser *,
+		    const struct config_key *, struct config_section *, void *,
+		    const char *);
 
 #define F(type, field)	offsetof(struct type, field), \
 			sizeof(((struct type *)0)->field)
@@ -202,6 +205,11 @@ static const struct config_key config_keys[] = {
 	    0, 0, NULL, KEY_REQUIRED, F(config_listener, private_key) },
 	{ SECT_LISTENER, "retry", config_set_choice,
 	    0, 0, "auto", 0, F(config_listener, retry) },
+	{ SECT_LISTENER, "early_data", config_set_choice,
+	    0, 0, "off", 0, F(config_listener, early_data) },
+	{ SECT_LISTENER, "early_data_methods", config_set_methods,
+	    0, 0, "GET HEAD OPTIONS", 0,
+	    F(config_listener, early_data_methods) },
 
 	{ SECT_BACKEND, "server", config_set_server,
 	    0, 0, NULL, KEY_REPEAT | KEY_REQUIRED, NOF },
@@ -614,6 +622,7 @@ static const struct {
 	const char	*expected;
 } config_choices[] = {
 	{ "retry", { "auto", "always", "never" }, "auto, always or never" },
+	{ "early_data", { "off", "on" }, "on or off" },
 	{ "congestion_control", { "cubic", "bbr", "reno" },
 	    "cubic, bbr or reno" },
 };
@@ -639,6 +648,34 @@ config_set_choice(struct config_parser *p, const struct config_key *k,
 	}
 	config_error(p, p->line, "%s: no choices known", k->name);
 	return -1;
+}
+
+/* Method names separated by spaces; kept as " A B C " for lookups. */
+static int
+config_set_methods(struct config_parser *p, const struct config_key *k,
+    struct config_section *s, void *obj, const char *value)
+{
+	char	**field = (char **)((char *)obj + k->offset);
+	char	 *v;
+	size_t	  len = strlen(value);
+
+	for (size_t i = 0; i < len; i++) {
+		if (value[i] != ' ' && (value[i] < 'A' || value[i] > 'Z') &&
+		    value[i] != '-' && value[i] != '_') {
+			config_error(p, p->line, "%s: invalid value \"%s\": "
+			    "expected method names in capitals, separated by "
+			    "spaces", k->name, value);
+			return -1;
+		}
+	}
+	if ((v = malloc(len + 3)) == NULL) {
+		p->oom = true;
+		return -1;
+	}
+	snprintf(v, len + 3, " %s ", value);
+	free(*field);
+	*field = v;
+	return 0;
 }
 
 static int
@@ -1305,6 +1342,7 @@ config_free(struct config *cfg)
 		free(cfg->listeners[i].addrs);
 		free(cfg->listeners[i].certificate);
 		free(cfg->listeners[i].private_key);
+		free(cfg->listeners[i].early_data_methods);
 	}
 	free(cfg->listeners);
 	for (i = 0; i < cfg->nbackends; i++) {

@@ -19,6 +19,8 @@ struct config_listener {
 	char		*certificate;	/* PEM chain, leaf first */
 	char		*private_key;
 	int		 retry;		/* enum config_retry */
+	int		 early_data;	/* accept 0-RTT */
+	char		*early_data_methods;	/* " GET HEAD OPTIONS " */
 };
 
 enum config_retry {

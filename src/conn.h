@@ -135,6 +135,7 @@ struct qconn {
 	ev_tstamp		 created, last_rx;
 	bool			 handshake_done;
 	bool			 unvalidated;	/* counted in srv->unvalidated */
+	bool			 rx_0rtt;	/* stream data being read is 0-RTT */
 	bool			 goaway_sent;
 };
 

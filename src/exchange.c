@@ -53,6 +53,7 @@ struct exchange {
 	ev_tstamp		 started;	/* loop time */
 	double			 wall_start;	/* for the access log */
 	bool			 head_seen;	/* worth an access log line */
+	bool			 early;		/* begun in 0-RTT */
 	int			 status;	/* final status sent, or 0 */
 	uint64_t		 resp_bytes;	/* body bytes from the backend */
 	ev_tstamp		 forwarded;	/* backend connection ready */
@@ -117,6 +118,7 @@ status_text(int status)
 	switch (status) {
 	case 400: return "Bad Request";
 	case 404: return "Not Found";
+	case 425: return "Too Early";
 	case 431: return "Request Header Fields Too Large";
 	case 501: return "Not Implemented";
 	case 502: return "Bad Gateway";
@@ -230,6 +232,7 @@ exchange_new(struct qconn *qc, int64_t stream_id)
 	ex->fd = -1;
 	ex->started = ev_now(qc->srv->loop);
 	ex->wall_start = ev_time();
+	ex->early = qc->rx_0rtt;
 	qc->streams_total++;
 	request_init(&ex->req, ex_cfg(ex)->max_header_size);
 	bufq_init(&ex->hold);
@@ -249,6 +252,23 @@ exchange_field(struct exchange *ex, const uint8_t *name, size_t namelen,
 {
 	if (ex->state == EX_HEADERS)
 		(void)request_add(&ex->req, name, namelen, value, valuelen);
+}
+
+/* Whether this request's method may be served from early data. */
+static bool
+early_method_allowed(const struct exchange *ex)
+{
+	const struct config_listener *lc = ex->qc->sock->listener != NULL ?
+	    ex->qc->sock->listener->cfg : NULL;
+	const char *allowed = lc != NULL && lc->early_data_methods != NULL ?
+	    lc->early_data_methods : " GET HEAD OPTIONS ";
+	const char *m = request_method(&ex->req), *p;
+	size_t n = strlen(m);
+
+	for (p = strstr(allowed, m); p != NULL; p = strstr(p + 1, m))
+		if (p[-1] == ' ' && p[n] == ' ')
+			return true;
+	return false;
 }
 
 void
@@ -287,6 +307,15 @@ exchange_headers_end(struct exchange *ex, bool fin)
 		ex_respond(ex, 404);
 		return;
 	}
+	if (ex->early && !early_method_allowed(ex)) {
+		/* RFC 8470 5.2: replayable; the client retries after the
+		 * handshake */
+		stats.early_data_refused++;
+		ex_respond(ex, 425);
+		return;
+	}
+	if (ex->early)
+		stats.early_data_requests++;
 	ex->backend = route->backend;
 	ex->state = EX_HOLD;
 	if (ex->req.flags & REQ_F_EXPECT_CONTINUE && !fin) {
@@ -410,6 +439,7 @@ ex_start(struct exchange *ex)
 	struct request_forward fw;
 
 	fw.client_addr = ex->qc->peer;
+	fw.early_data = ex->early;
 	if (ex->req_fin) {
 		/* the whole body is here: its length is known */
 		fw.body_length = ex->body_received;

@@ -304,6 +304,7 @@ main(int argc, char *argv[])
 		    sizeof(err)) == -1)
 			fatalx("secret_file: %s", err);
 		server_set_secret(server, secret, sizeof(secret));
+		tls_set_ticket_secret(secret, sizeof(secret));
 		explicit_bzero(secret, sizeof(secret));
 	}
 	if (server_apply(server, cfg, &errs) == -1) {

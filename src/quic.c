@@ -314,11 +314,14 @@ recv_stream_data(ngtcp2_conn *conn, uint32_t flags, int64_t stream_id,
     void *stream_user_data)
 {
 	struct qconn *qc = user_data;
+	int rv;
 
-	if (h3_recv_stream_data(qc, stream_id, data, len,
-	    (flags & NGTCP2_STREAM_DATA_FLAG_FIN) != 0) != 0)
-		return NGTCP2_ERR_CALLBACK_FAILURE;
-	return 0;
+	/* exchange_new looks: a request begun in 0-RTT is early data */
+	qc->rx_0rtt = (flags & NGTCP2_STREAM_DATA_FLAG_0RTT) != 0;
+	rv = h3_recv_stream_data(qc, stream_id, data, len,
+	    (flags & NGTCP2_STREAM_DATA_FLAG_FIN) != 0);
+	qc->rx_0rtt = false;
+	return rv == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE;
 }
 
 static int
@@ -578,7 +581,8 @@ qconn_new(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 	}
 	qc->tls.ref.get_conn = get_conn;
 	qc->tls.ref.user_data = qc;
-	if ((qc->ssl = tls_session_new(sock->listener->tls, &qc->tls)) == NULL)
+	if ((qc->ssl = tls_session_new(sock->listener->tls, &qc->tls,
+	    sock->listener->cfg->early_data)) == NULL)
 		goto fail;
 	ngtcp2_conn_set_tls_native_handle(qc->conn, qc->ssl);
 

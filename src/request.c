@@ -387,7 +387,7 @@ skip_field(const char *n)
 	static const char *const names[] = {
 		"host", "content-length", "cookie", "te", "expect",
 		"x-forwarded-for", "x-forwarded-proto", "forwarded", "via",
-		"http2-settings",
+		"http2-settings", "early-data",
 	};
 
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
@@ -444,6 +444,8 @@ request_write_http1(const struct request *r, const struct request_forward *fw,
 	free(fwd);
 	if (n == -1 ||
 	    bufq_append(out, "x-forwarded-proto: https\r\n", 26) == -1)
+		return -1;
+	if (fw->early_data && bufq_append(out, "early-data: 1\r\n", 15) == -1)
 		return -1;
 
 	switch (fw->framing) {

@@ -70,6 +70,7 @@ struct request_forward {
 	const char		*client_addr;	/* "192.0.2.1" or "2001:db8::1" */
 	enum request_framing	 framing;
 	uint64_t		 body_length;
+	bool			 early_data;	/* RFC 8470: Early-Data: 1 */
 };
 
 /* Appends the HTTP/1.1 request head. 0, or -1 when out of memory. */

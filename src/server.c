@@ -90,7 +90,8 @@ generation_new(struct quic_server *srv, struct config *cfg,
 		l->gen = gen;
 		l->cfg = &cfg->listeners[i];
 		if ((l->tls = tls_ctx_new(l->cfg->certificate,
-		    l->cfg->private_key, err, sizeof(err))) == NULL) {
+		    l->cfg->private_key, l->cfg->early_data, err,
+		    sizeof(err))) == NULL) {
 			strbuf_printf(errs, "%s:%d: listener %s: %s\n",
 			    cfg->path, l->cfg->line, l->cfg->name, err);
 			gen->cfg = NULL;	/* the caller still owns it */
@@ -440,7 +441,8 @@ server_report_stats(struct quic_server *srv, struct strbuf *out, bool json)
 	    "\"tokens_invalid\":%llu,\"new_tokens_sent\":%llu,"
 	    "\"stateless_resets_sent\":%llu,\"stateless_resets_limited\":%llu,"
 	    "\"unvalidated_handshakes\":%llu,\"path_validations_ok\":%llu,"
-	    "\"path_validations_failed\":%llu,\"migrations\":%llu},",
+	    "\"path_validations_failed\":%llu,\"migrations\":%llu,"
+	    "\"early_data_requests\":%llu,\"early_data_refused\":%llu},",
 	    (unsigned long long)st->retries_sent,
 	    (unsigned long long)st->tokens_invalid,
 	    (unsigned long long)st->new_tokens_sent,
@@ -449,7 +451,9 @@ server_report_stats(struct quic_server *srv, struct strbuf *out, bool json)
 	    (unsigned long long)srv->unvalidated,
 	    (unsigned long long)st->path_validations_ok,
 	    (unsigned long long)st->path_validations_failed,
-	    (unsigned long long)st->migrations);
+	    (unsigned long long)st->migrations,
+	    (unsigned long long)st->early_data_requests,
+	    (unsigned long long)st->early_data_refused);
 	strbuf_printf(out, "\"upstream\":{\"connects\":%llu,"
 	    "\"connect_failures\":%llu,\"reused\":%llu},",
 	    (unsigned long long)st->upstream_connects,

@@ -29,6 +29,8 @@ struct stats {
 	uint64_t	stateless_resets_limited;	/* over the rate */
 	uint64_t	path_validations_ok, path_validations_failed;
 	uint64_t	migrations;		/* a client moved to a new path */
+	uint64_t	early_data_requests;	/* forwarded from 0-RTT */
+	uint64_t	early_data_refused;	/* answered 425 */
 	uint64_t	upstream_connects, upstream_connect_failures;
 	uint64_t	upstream_reused;
 };

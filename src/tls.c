@@ -1,16 +1,110 @@
 /* tls.c: wolfSSL for QUIC: contexts per listener, a session per connection. */
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
+#include <sys/random.h>
 
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
 #include <wolfssl/quic.h>
+#include <wolfssl/wolfcrypt/aes.h>
+#include <wolfssl/wolfcrypt/hmac.h>
 #include <ngtcp2/ngtcp2_crypto_wolfssl.h>
 
 #include "log.h"
 #include "tls.h"
 
 static const unsigned char alpn_h3[] = { 2, 'h', '3' };
+
+#define TICKET_EPOCH	(12 * 3600)	/* seconds a ticket key is current */
+#define TICKET_IVLEN	12
+
+static uint8_t ticket_secret[32];
+
+void
+tls_set_ticket_secret(const uint8_t *secret, size_t len)
+{
+	if (len > sizeof(ticket_secret))
+		len = sizeof(ticket_secret);
+	memcpy(ticket_secret, secret, len);
+}
+
+/* HMAC-SHA256(secret, label || epoch): the epoch's key name or key. */
+static int
+ticket_derive(const char *label, uint64_t epoch, uint8_t out[32])
+{
+	Hmac hmac;
+	uint8_t e[8];
+	int rv;
+
+	for (int i = 0; i < 8; i++)
+		e[i] = (uint8_t)(epoch >> (56 - 8 * i));
+	if (wc_HmacInit(&hmac, NULL, INVALID_DEVID) != 0)
+		return -1;
+	rv = wc_HmacSetKey(&hmac, WC_SHA256, ticket_secret,
+	    sizeof(ticket_secret));
+	if (rv == 0)
+		rv = wc_HmacUpdate(&hmac, (const uint8_t *)label,
+		    (word32)strlen(label));
+	if (rv == 0)
+		rv = wc_HmacUpdate(&hmac, e, sizeof(e));
+	if (rv == 0)
+		rv = wc_HmacFinal(&hmac, out);
+	wc_HmacFree(&hmac);
+	return rv == 0 ? 0 : -1;
+}
+
+/* AES-256-GCM over the ticket; the key name is authenticated too. */
+static int
+ticket_cb(WOLFSSL *ssl, unsigned char name[WOLFSSL_TICKET_NAME_SZ],
+    unsigned char iv[WOLFSSL_TICKET_IV_SZ],
+    unsigned char mac[WOLFSSL_TICKET_MAC_SZ], int enc, unsigned char *ticket,
+    int len, int *outlen, void *arg)
+{
+	uint64_t now = (uint64_t)time(NULL) / TICKET_EPOCH;
+	uint8_t kname[32], key[32];
+	Aes aes;
+	int rv = WOLFSSL_TICKET_RET_REJECT;
+
+	if (wc_AesInit(&aes, NULL, INVALID_DEVID) != 0)
+		return WOLFSSL_TICKET_RET_FATAL;
+	for (uint64_t epoch = now; epoch + 1 >= now && epoch <= now; epoch--) {
+		if (ticket_derive("qproxy ticket name", epoch, kname) == -1 ||
+		    ticket_derive("qproxy ticket key", epoch, key) == -1) {
+			rv = WOLFSSL_TICKET_RET_FATAL;
+			break;
+		}
+		if (enc) {
+			memcpy(name, kname, WOLFSSL_TICKET_NAME_SZ);
+			if (getrandom(iv, TICKET_IVLEN, 0) != TICKET_IVLEN ||
+			    wc_AesGcmSetKey(&aes, key, sizeof(key)) != 0 ||
+			    wc_AesGcmEncrypt(&aes, ticket, ticket, (word32)len,
+			    iv, TICKET_IVLEN, mac, 16, name,
+			    WOLFSSL_TICKET_NAME_SZ) != 0) {
+				rv = WOLFSSL_TICKET_RET_FATAL;
+				break;
+			}
+			*outlen = len;
+			rv = WOLFSSL_TICKET_RET_OK;
+			break;
+		}
+		if (memcmp(name, kname, WOLFSSL_TICKET_NAME_SZ) != 0)
+			continue;
+		if (wc_AesGcmSetKey(&aes, key, sizeof(key)) != 0 ||
+		    wc_AesGcmDecrypt(&aes, ticket, ticket, (word32)len, iv,
+		    TICKET_IVLEN, mac, 16, name, WOLFSSL_TICKET_NAME_SZ) != 0)
+			break;
+		*outlen = len;
+		/* an older key's ticket is good; the client gets a new one */
+		rv = epoch == now ? WOLFSSL_TICKET_RET_OK :
+		    WOLFSSL_TICKET_RET_CREATE;
+		break;
+	}
+	explicit_bzero(key, sizeof(key));
+	wc_AesFree(&aes);
+	return rv;
+}
 
 int
 tls_init(void)
@@ -67,8 +161,8 @@ tls_error(char *err, size_t errlen, const char *what, const char *file)
 }
 
 WOLFSSL_CTX *
-tls_ctx_new(const char *certificate, const char *private_key, char *err,
-    size_t errlen)
+tls_ctx_new(const char *certificate, const char *private_key, bool early_data,
+    char *err, size_t errlen)
 {
 	WOLFSSL_CTX *ctx;
 
@@ -93,6 +187,19 @@ tls_ctx_new(const char *certificate, const char *private_key, char *err,
 	wolfSSL_CTX_SNI_SetOptions(ctx, WOLFSSL_SNI_HOST_NAME,
 	    WOLFSSL_SNI_CONTINUE_ON_MISMATCH | WOLFSSL_SNI_ANSWER_ON_MISMATCH);
 	wolfSSL_CTX_set_servername_callback(ctx, sni_cb);
+	if (wolfSSL_CTX_set_TicketEncCb(ctx, ticket_cb) != WOLFSSL_SUCCESS) {
+		snprintf(err, errlen, "cannot set the session ticket keys");
+		goto fail;
+	}
+	/*
+	 * RFC 9001 4.6.1: QUIC announces 0-RTT with 0xffffffff, or not at
+	 * all; wolfSSL must be told either way.
+	 */
+	if (wolfSSL_CTX_set_max_early_data(ctx, early_data ? UINT32_MAX : 0) !=
+	    WOLFSSL_SUCCESS) {
+		snprintf(err, errlen, "cannot enable early data in wolfSSL");
+		goto fail;
+	}
 	if (wolfSSL_CTX_use_certificate_chain_file(ctx, certificate) !=
 	    WOLFSSL_SUCCESS) {
 		tls_error(err, errlen, "certificate", certificate);
@@ -122,12 +229,13 @@ tls_ctx_free(WOLFSSL_CTX *ctx)
 }
 
 WOLFSSL *
-tls_session_new(WOLFSSL_CTX *ctx, struct tls_conn *tc)
+tls_session_new(WOLFSSL_CTX *ctx, struct tls_conn *tc, bool early_data)
 {
 	WOLFSSL *ssl;
 
 	if ((ssl = wolfSSL_new(ctx)) == NULL)
 		return NULL;
+	wolfSSL_set_quic_early_data_enabled(ssl, early_data ? 1 : 0);
 	tc->sni[0] = '\0';
 	wolfSSL_set_app_data(ssl, tc);
 	wolfSSL_set_accept_state(ssl);

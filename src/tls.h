@@ -2,6 +2,7 @@
 #ifndef QPROXY_TLS_H
 #define QPROXY_TLS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <wolfssl/options.h>
@@ -18,12 +19,20 @@ struct tls_conn {
 };
 
 int		 tls_init(void);
+/*
+ * Session tickets are encrypted with keys derived from this secret (the
+ * secret_file), rotating every 12 hours with the previous key still
+ * accepted, so restarts and reloads keep tickets, and 0-RTT, working.
+ */
+void		 tls_set_ticket_secret(const uint8_t *, size_t);
 /* A server context for one listener; NULL with a message in err. */
+/* early_data: accept 0-RTT on resumed sessions. */
 WOLFSSL_CTX	*tls_ctx_new(const char *certificate, const char *private_key,
-		    char *err, size_t errlen);
+		    bool early_data, char *err, size_t errlen);
 void		 tls_ctx_free(WOLFSSL_CTX *);
 /* A session bound to a connection through tc (ngtcp2's convention). */
-WOLFSSL		*tls_session_new(WOLFSSL_CTX *, struct tls_conn *tc);
+WOLFSSL		*tls_session_new(WOLFSSL_CTX *, struct tls_conn *tc,
+		    bool early_data);
 void		 tls_session_free(WOLFSSL *);
 
 #endif

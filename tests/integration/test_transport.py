@@ -209,3 +209,77 @@ def test_gso_batches_during_a_large_transfer(qp):
     # most of the transfer's datagrams went out in batches
     sent = after["datagrams_sent"] - before["datagrams_sent"]
     assert datagrams > sent // 2, (datagrams, sent)
+
+
+def _resumable(q, tmp_path, path="/app/bytes/1"):
+    """A first connection that leaves a session ticket and transport
+    parameters behind for the next one."""
+    sess, tp = tmp_path / "session", tmp_path / "tp"
+    _gtls(q.port, path, tmp_path, "--session-file=%s" % sess,
+          "--tp-file=%s" % tp, "--wait-for-ticket")
+    assert sess.exists() and tp.exists(), "no session ticket came"
+    return ["--session-file=%s" % sess, "--tp-file=%s" % tp]
+
+
+def _early_sections(backend, secret, early="on", log=None):
+    def make(port, c, k):
+        s = _sections(c, k, port, backend, secret,
+                      extra=[("access_log", log)] if log else ())
+        s[1][1].append(("early_data", early))
+        return s
+    return make
+
+
+def test_zero_rtt_request_reaches_the_backend_marked(qproxy_factory, backend_app,
+                                                     tmp_path):
+    log = str(tmp_path / "access.log")
+    q = qproxy_factory(sections=_early_sections(backend_app.tcp_server,
+                                                str(tmp_path / "s"), log=log))
+    resume = _resumable(q, tmp_path)
+    before = backend_app.count
+    _gtls(q.port, "/app/early1/echo-headers", tmp_path, *resume)
+    rec = backend_app.wait_for_request(lambda r: r["path"] == "/app/early1/echo-headers",
+                                       start=before, timeout=5 * SLOW)
+    assert rec, "the early request never reached the backend"
+    from helpers import header_values
+    assert header_values(rec, "early-data") == ["1"]
+    assert stats(q)["quic"]["early_data_requests"] == 1
+
+    # a POST in early data: 425, and the backend never sees it
+    body = tmp_path / "body"
+    body.write_bytes(b"hello")
+    before = backend_app.count
+    _gtls(q.port, "/app/upload", tmp_path, "-m", "POST", "-d", str(body), *resume)
+    deadline = time.monotonic() + 5 * SLOW
+    while '"POST /app/upload" 425' not in open(log).read():
+        assert time.monotonic() < deadline, open(log).read()
+        time.sleep(0.05)
+    assert stats(q)["quic"]["early_data_refused"] == 1
+    time.sleep(0.2)
+    assert not [r for r in backend_app.requests_since(before)
+                if r["path"] == "/app/upload"]
+
+
+def test_zero_rtt_survives_a_restart(qproxy_factory, backend_app, tmp_path):
+    make = _early_sections(backend_app.tcp_server, str(tmp_path / "s"))
+    q = qproxy_factory(sections=make)
+    resume = _resumable(q, tmp_path)
+    port = q.port
+    q.stop()
+    q2 = qproxy_factory(sections=make, port=port)
+    _gtls(q2.port, "/app/bytes/2", tmp_path, *resume)
+    assert stats(q2)["quic"]["early_data_requests"] == 1, \
+        "tickets from the secret file must survive a restart"
+
+
+def test_early_data_off_refuses_zero_rtt(qproxy_factory, backend_app, tmp_path):
+    q = qproxy_factory(sections=_early_sections(backend_app.tcp_server,
+                                                str(tmp_path / "s"), early="off"))
+    resume = _resumable(q, tmp_path)
+    before = backend_app.count
+    _gtls(q.port, "/app/late1/echo-headers", tmp_path, *resume)
+    rec = backend_app.wait_for_request(lambda r: r["path"] == "/app/late1/echo-headers",
+                                       start=before, timeout=5 * SLOW)
+    from helpers import header_values
+    assert rec and header_values(rec, "early-data") == []
+    assert stats(q)["quic"]["early_data_requests"] == 0
