@@ -196,6 +196,8 @@ static const struct config_key config_keys[] = {
 	    0, 1000000, "100", 0, F(config, retry_threshold) },
 	{ SECT_GLOBAL, "congestion_control", config_set_choice,
 	    0, 0, "cubic", 0, F(config, congestion_control) },
+	{ SECT_GLOBAL, "qlog_dir", config_set_path,
+	    0, 0, "off", KEY_OFF, F(config, qlog_dir) },
 
 	{ SECT_LISTENER, "address", config_set_listen,
 	    0, 0, NULL, KEY_REPEAT | KEY_REQUIRED, NOF },
@@ -1363,6 +1365,7 @@ config_free(struct config *cfg)
 	free(cfg->error_log);
 	free(cfg->access_log);
 	free(cfg->secret_file);
+	free(cfg->qlog_dir);
 	free(cfg->path);
 	free(cfg);
 }

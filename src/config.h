@@ -81,6 +81,7 @@ struct config {
 	char			*secret_file;
 	uint64_t		 retry_threshold;	/* unvalidated handshakes */
 	int			 congestion_control;	/* enum config_cc */
+	char			*qlog_dir;	/* NULL: off */
 
 	struct config_listener	*listeners;
 	size_t			 nlisteners;

@@ -136,6 +136,7 @@ struct qconn {
 	bool			 handshake_done;
 	bool			 unvalidated;	/* counted in srv->unvalidated */
 	bool			 rx_0rtt;	/* stream data being read is 0-RTT */
+	FILE			*qlog;		/* qlog_dir's file, or NULL */
 	bool			 goaway_sent;
 };
 

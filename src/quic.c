@@ -3,6 +3,9 @@
  * ngtcp2 driven through its callbacks, timers and packets out.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -443,6 +446,48 @@ static const ngtcp2_callbacks quic_callbacks = {
 };
 
 static void
+qlog_write(void *user_data, uint32_t flags, const void *data, size_t len)
+{
+	struct qconn *qc = user_data;
+
+	if (qc->qlog == NULL)
+		return;
+	if (len > 0 && fwrite(data, 1, len, qc->qlog) != len) {
+		log_warn("%s: qlog", qc->peer);
+		fclose(qc->qlog);
+		qc->qlog = NULL;
+		return;
+	}
+	if (flags & NGTCP2_QLOG_WRITE_FLAG_FIN) {
+		fclose(qc->qlog);
+		qc->qlog = NULL;
+	}
+}
+
+/* qlog_dir/ODCID.sqlog, private to the service: it reveals traffic. */
+static FILE *
+qlog_open(const char *dir, const ngtcp2_cid *odcid)
+{
+	char path[PATH_MAX], hex[2 * NGTCP2_MAX_CIDLEN + 1];
+	FILE *f;
+	int fd;
+
+	for (size_t i = 0; i < odcid->datalen; i++)
+		snprintf(hex + 2 * i, 3, "%02x", odcid->data[i]);
+	hex[2 * odcid->datalen] = '\0';
+	snprintf(path, sizeof(path), "%s/%s.sqlog", dir, hex);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+	    0600);
+	if (fd == -1 || (f = fdopen(fd, "w")) == NULL) {
+		log_warn("qlog %s", path);
+		if (fd != -1)
+			close(fd);
+		return NULL;
+	}
+	return f;
+}
+
+static void
 debug_printf(void *user_data, const char *fmt, ...)
 {
 	/* ngtcp2's own trace is too verbose even for debug; keep it off. */
@@ -533,6 +578,10 @@ qconn_new(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 	settings.max_tx_udp_payload_size = QUIC_MAX_PKTLEN;
 	if (log_debug_enabled())
 		settings.log_printf = debug_printf;
+	if (cfg->qlog_dir != NULL &&
+	    (qc->qlog = qlog_open(cfg->qlog_dir, &hd->dcid)) != NULL) {
+		settings.qlog_write = qlog_write;
+	}
 	/*
 	 * A stream's receive window is its request buffer: credit returns only
 	 * when the backend took the bytes, so the buffer cannot overflow.
@@ -606,6 +655,8 @@ qconn_new(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 fail:
 	while (qc->cids != NULL)
 		cid_remove(qc, &qc->cids->cid);
+	if (qc->qlog != NULL)
+		fclose(qc->qlog);
 	tls_session_free(qc->ssl);
 	ngtcp2_conn_del(qc->conn);
 	free(qc);
@@ -640,6 +691,8 @@ qconn_free(struct qconn *qc)
 	generation_unref(qc->gen);
 	free(qc->close_pkt);
 	free(qc->pending);
+	if (qc->qlog != NULL)
+		fclose(qc->qlog);
 	free(qc);
 	if (srv->shutting_down && LIST_EMPTY(&srv->conns))
 		ev_break(srv->loop, EVBREAK_ALL);

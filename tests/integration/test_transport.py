@@ -283,3 +283,27 @@ def test_early_data_off_refuses_zero_rtt(qproxy_factory, backend_app, tmp_path):
     from helpers import header_values
     assert rec and header_values(rec, "early-data") == []
     assert stats(q)["quic"]["early_data_requests"] == 0
+
+
+def test_qlog_dir_writes_one_qlog_per_connection(qproxy_factory, backend_app,
+                                                 tmp_path):
+    qdir = tmp_path / "qlog"
+    qdir.mkdir()
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server, str(tmp_path / "s"),
+        extra=[("qlog_dir", str(qdir))]))
+    start = set(os.listdir(qdir))       # the harness's readiness probe
+    for _ in range(2):
+        assert h3_get(q.url("/app/bytes/10")).status == 200
+    deadline = time.monotonic() + 5 * SLOW
+    while len(set(os.listdir(qdir)) - start) < 2:
+        assert time.monotonic() < deadline, os.listdir(qdir)
+        time.sleep(0.05)
+    for name in set(os.listdir(qdir)) - start:
+        f = qdir / name
+        assert name.endswith(".sqlog") and f.stat().st_mode & 0o777 == 0o600
+        # JSON text sequences (RFC 7464): records start with RS
+        records = [r for r in f.read_bytes().split(b"\x1e") if r.strip()]
+        assert records, name
+        head = json.loads(records[0])
+        assert "qlog_version" in head or "qlog_format" in head, head
