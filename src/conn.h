@@ -18,6 +18,7 @@
 #include "addr.h"
 #include "config.h"
 #include "tls.h"
+#include "udp.h"
 
 #define QUIC_SCID_LEN		16
 #define QUIC_MAX_PKTLEN		1452	/* UDP payload we send at most */
@@ -88,7 +89,7 @@ struct quic_server {
 	bool			 shutting_down;
 	ev_timer		 shutdown_timer;
 	bool			 no_gso;	/* the kernel refused it */
-	uint8_t			 rxbuf[65536];
+	struct udp_rx		 rx[UDP_RX_BATCH];	/* 64 KiB buffers */
 	uint8_t			 txbuf[QUIC_MAX_PKTLEN * QUIC_GSO_MAX];
 };
 

@@ -1218,25 +1218,37 @@ quic_sock_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct udp_sock *sock = w->data;
 	struct quic_server *srv = sock->srv;
-	struct addr remote, local;
-	uint8_t ecn;
-	ssize_t n;
+	struct udp_rx *rx;
+	size_t off, len;
+	int n;
 
 	/* Bounded, so that one busy socket cannot starve the rest. */
-	for (int i = 0; i < 64; i++) {
-		local = sock->local;
-		n = udp_recv(sock->fd, srv->rxbuf, sizeof(srv->rxbuf), &remote,
-		    &local, &ecn);
+	for (int round = 0; round < 4; round++) {
+		n = udp_recv_batch(sock->fd, srv->rx, UDP_RX_BATCH,
+		    &sock->local);
 		if (n == -1) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK &&
-			    errno != EINTR)
-				log_warn("%s: recvmsg", __func__);
+			if (errno != EAGAIN && errno != EWOULDBLOCK)
+				log_warn("%s: recvmmsg", __func__);
 			return;
 		}
-		stats.datagrams_received++;
-		stats.bytes_received += (uint64_t)n;
-		handle_datagram(sock, srv->rxbuf, (size_t)n, &remote, &local,
-		    ecn);
+		stats.recv_batches++;
+		for (int i = 0; i < n; i++) {
+			rx = &srv->rx[i];
+			if (rx->seg < rx->len)
+				stats.gro_datagrams += (rx->len + rx->seg - 1) /
+				    rx->seg;
+			/* GRO: datagrams of seg bytes, back to back */
+			for (off = 0; off < rx->len; off += len) {
+				len = rx->len - off < rx->seg ?
+				    rx->len - off : rx->seg;
+				stats.datagrams_received++;
+				stats.bytes_received += len;
+				handle_datagram(sock, rx->buf + off, len,
+				    &rx->remote, &rx->local, rx->ecn);
+			}
+		}
+		if (n < UDP_RX_BATCH)
+			return;
 	}
 }
 
@@ -1310,6 +1322,11 @@ quic_init(struct quic_server *srv)
 	if ((srv->buckets = calloc(srv->nbuckets,
 	    sizeof(*srv->buckets))) == NULL)
 		fatal("%s: calloc", __func__);
+	for (size_t i = 0; i < UDP_RX_BATCH; i++) {
+		srv->rx[i].cap = 65536;
+		if ((srv->rx[i].buf = malloc(srv->rx[i].cap)) == NULL)
+			fatal("%s: malloc", __func__);
+	}
 	fill_random(srv->hashkey, sizeof(srv->hashkey));
 	/* until server_set_secret: a random one, good for this run only */
 	fill_random(srv->secret, sizeof(srv->secret));
@@ -1331,6 +1348,8 @@ quic_fini(struct quic_server *srv)
 		qconn_free(qc);
 	ev_prepare_stop(srv->loop, &srv->flush);
 	ev_idle_stop(srv->loop, &srv->kick);
+	for (size_t i = 0; i < UDP_RX_BATCH; i++)
+		free(srv->rx[i].buf);
 	free(srv->buckets);
 	explicit_bzero(srv->secret, sizeof(srv->secret));
 }

@@ -425,7 +425,8 @@ server_report_stats(struct quic_server *srv, struct strbuf *out, bool json)
 	    "\"bytes_sent\":%llu,\"dropped\":{\"invalid\":%llu,"
 	    "\"no_connection\":%llu,\"refused\":%llu},"
 	    "\"send_blocked\":%llu,\"version_negotiations\":%llu,"
-	    "\"gso_batches\":%llu,\"gso_datagrams\":%llu},",
+	    "\"gso_batches\":%llu,\"gso_datagrams\":%llu,"
+	    "\"recv_batches\":%llu,\"gro_datagrams\":%llu},",
 	    (unsigned long long)st->datagrams_received,
 	    (unsigned long long)st->bytes_received,
 	    (unsigned long long)st->datagrams_sent,
@@ -436,7 +437,9 @@ server_report_stats(struct quic_server *srv, struct strbuf *out, bool json)
 	    (unsigned long long)st->send_blocked,
 	    (unsigned long long)st->version_negotiations,
 	    (unsigned long long)st->gso_batches,
-	    (unsigned long long)st->gso_datagrams);
+	    (unsigned long long)st->gso_datagrams,
+	    (unsigned long long)st->recv_batches,
+	    (unsigned long long)st->gro_datagrams);
 	strbuf_printf(out, "\"quic\":{\"retries_sent\":%llu,"
 	    "\"tokens_invalid\":%llu,\"new_tokens_sent\":%llu,"
 	    "\"stateless_resets_sent\":%llu,\"stateless_resets_limited\":%llu,"

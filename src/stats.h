@@ -21,6 +21,8 @@ struct stats {
 	uint64_t	send_blocked;		/* sendmsg would block */
 	uint64_t	gso_batches;		/* sendmsg calls of >1 datagram */
 	uint64_t	gso_datagrams;		/* datagrams sent in them */
+	uint64_t	recv_batches;		/* recvmmsg calls */
+	uint64_t	gro_datagrams;		/* received coalesced (GRO) */
 	uint64_t	version_negotiations;
 	uint64_t	retries_sent;
 	uint64_t	tokens_invalid;		/* bad or expired, refused */

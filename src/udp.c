@@ -42,6 +42,8 @@ udp_open(const struct addr *a)
 		    IP_PMTUDISC_PROBE) == -1)
 			goto fail;
 	}
+	/* Coalesced receive where the kernel has it; fine without. */
+	(void)setopt(fd, SOL_UDP, UDP_GRO, 1);
 	/* Room for bursts of a few hundred datagrams. */
 	(void)setopt(fd, SOL_SOCKET, SO_RCVBUF, 4 << 20);
 	(void)setopt(fd, SOL_SOCKET, SO_SNDBUF, 4 << 20);
@@ -57,64 +59,88 @@ fail:
 	return -1;
 }
 
-ssize_t
-udp_recv(int fd, uint8_t *buf, size_t len, struct addr *remote,
-    struct addr *local, uint8_t *ecn)
+/* Reads destination address, ECN bits and GRO segment size from cmsgs. */
+static void
+rx_cmsgs(struct msghdr *msg, struct udp_rx *rx)
 {
-	union {
-		struct cmsghdr	hdr;
-		uint8_t		buf[CMSG_SPACE(sizeof(struct in6_pktinfo)) +
-				    CMSG_SPACE(sizeof(int))];
-	} cbuf;
-	struct iovec iov = { buf, len };
-	struct msghdr msg;
 	struct cmsghdr *c;
-	ssize_t n;
-	socklen_t llen;
 
-	memset(&msg, 0, sizeof(msg));
-	msg.msg_name = &remote->u.ss;
-	msg.msg_namelen = sizeof(remote->u.ss);
-	msg.msg_iov = &iov;
-	msg.msg_iovlen = 1;
-	msg.msg_control = cbuf.buf;
-	msg.msg_controllen = sizeof(cbuf.buf);
-
-	if ((n = recvmsg(fd, &msg, 0)) == -1)
-		return -1;
-	remote->len = msg.msg_namelen;
-	*ecn = 0;
-	/* The port of local stays what the caller set: the socket's. */
-	for (c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+	rx->ecn = 0;
+	rx->seg = 0;
+	for (c = CMSG_FIRSTHDR(msg); c != NULL; c = CMSG_NXTHDR(msg, c)) {
 		if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
 			struct in_pktinfo pi;
 
 			memcpy(&pi, CMSG_DATA(c), sizeof(pi));
-			local->u.in.sin_addr = pi.ipi_addr;
+			rx->local.u.in.sin_addr = pi.ipi_addr;
 		} else if (c->cmsg_level == IPPROTO_IPV6 &&
 		    c->cmsg_type == IPV6_PKTINFO) {
 			struct in6_pktinfo pi;
 
 			memcpy(&pi, CMSG_DATA(c), sizeof(pi));
-			local->u.in6.sin6_addr = pi.ipi6_addr;
+			rx->local.u.in6.sin6_addr = pi.ipi6_addr;
 		} else if ((c->cmsg_level == IPPROTO_IP &&
 		    c->cmsg_type == IP_TOS) ||
 		    (c->cmsg_level == IPPROTO_IPV6 &&
 		    c->cmsg_type == IPV6_TCLASS)) {
 			uint8_t tos;
 
-			llen = c->cmsg_len - CMSG_LEN(0);
-			if (llen == sizeof(int)) {
+			if (c->cmsg_len - CMSG_LEN(0) == sizeof(int)) {
 				int v;
 
 				memcpy(&v, CMSG_DATA(c), sizeof(v));
 				tos = (uint8_t)v;
 			} else
 				memcpy(&tos, CMSG_DATA(c), 1);
-			*ecn = tos & 0x3;
+			rx->ecn = tos & 0x3;
+		} else if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+			int seg;
+
+			memcpy(&seg, CMSG_DATA(c), sizeof(seg));
+			if (seg > 0)
+				rx->seg = (size_t)seg;
 		}
 	}
-	return n;
+	if (rx->seg == 0 || rx->seg > rx->len)
+		rx->seg = rx->len;
+}
+
+int
+udp_recv_batch(int fd, struct udp_rx *rx, size_t n, const struct addr *bound)
+{
+	union {
+		struct cmsghdr	hdr;
+		uint8_t		buf[CMSG_SPACE(sizeof(struct in6_pktinfo)) +
+				    CMSG_SPACE(sizeof(int)) +
+				    CMSG_SPACE(sizeof(int))];
+	} cbuf[UDP_RX_BATCH];
+	struct mmsghdr mm[UDP_RX_BATCH];
+	struct iovec iov[UDP_RX_BATCH];
+	int got;
+
+	if (n > UDP_RX_BATCH)
+		n = UDP_RX_BATCH;
+	memset(mm, 0, sizeof(mm[0]) * n);
+	for (size_t i = 0; i < n; i++) {
+		iov[i].iov_base = rx[i].buf;
+		iov[i].iov_len = rx[i].cap;
+		mm[i].msg_hdr.msg_name = &rx[i].remote.u.ss;
+		mm[i].msg_hdr.msg_namelen = sizeof(rx[i].remote.u.ss);
+		mm[i].msg_hdr.msg_iov = &iov[i];
+		mm[i].msg_hdr.msg_iovlen = 1;
+		mm[i].msg_hdr.msg_control = cbuf[i].buf;
+		mm[i].msg_hdr.msg_controllen = sizeof(cbuf[i].buf);
+	}
+	do
+		got = recvmmsg(fd, mm, (unsigned)n, 0, NULL);
+	while (got == -1 && errno == EINTR);
+	for (int i = 0; i < got; i++) {
+		rx[i].len = mm[i].msg_len;
+		rx[i].remote.len = mm[i].msg_hdr.msg_namelen;
+		rx[i].local = *bound;
+		rx_cmsgs(&mm[i].msg_hdr, &rx[i]);
+	}
+	return got;
 }
 
 int

@@ -10,12 +10,26 @@
 
 /* A bound, non-blocking socket that reports destination addresses and ECN. */
 int	udp_open(const struct addr *);
+/* One received message: a datagram, or with GRO several of seg bytes. */
+struct udp_rx {
+	uint8_t		*buf;
+	size_t		 cap;		/* of buf */
+	size_t		 len;		/* received */
+	size_t		 seg;		/* datagram size (len without GRO) */
+	struct addr	 remote, local;
+	uint8_t		 ecn;
+};
+
+#define UDP_RX_BATCH	16
+
 /*
- * Receives one datagram. Sets remote, local (the address the peer sent to)
- * and ecn (the two ECN bits). Returns its length, or -1 with errno.
+ * Receives up to n messages with one recvmmsg. local starts as bound (the
+ * socket's address) and gets the destination address of each. Returns
+ * how many, or -1 with errno.
  */
-ssize_t	udp_recv(int fd, uint8_t *buf, size_t len, struct addr *remote,
-	    struct addr *local, uint8_t *ecn);
+int	udp_recv_batch(int fd, struct udp_rx *, size_t n,
+	    const struct addr *bound);
+
 /* Sends one datagram from local to remote. 0, or -1 with errno. */
 int	udp_send(int fd, const uint8_t *buf, size_t len,
 	    const struct addr *remote, const struct addr *local, uint8_t ecn);
