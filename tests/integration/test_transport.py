@@ -307,3 +307,20 @@ def test_qlog_dir_writes_one_qlog_per_connection(qproxy_factory, backend_app,
         assert records, name
         head = json.loads(records[0])
         assert "qlog_version" in head or "qlog_format" in head, head
+
+
+def test_key_update_from_the_client(qp, tmp_path):
+    n = 300000
+    p = subprocess.run([gtlsclient_binary(), "--exit-on-all-streams-close",
+                        "--key-update=300ms", "--download=%s" % tmp_path,
+                        "--timeout=15s", "127.0.0.1", str(qp.port),
+                        "https://127.0.0.1:%d/app/slow/%d?ms=1500" % (qp.port, n)],
+                       capture_output=True, timeout=60)
+    out = (p.stdout + p.stderr).decode("latin-1")
+    assert "Initiate key update" in out
+    # qproxy answered in the new key phase
+    assert [l for l in out.splitlines() if " pkt rx " in l and "type=1RTT k=1" in l]
+    from helpers import expected_body
+    saved = [f for f in os.listdir(tmp_path) if f.startswith(str(n))]
+    assert saved, os.listdir(tmp_path)
+    assert (tmp_path / saved[0]).read_bytes() == expected_body(n)
