@@ -64,12 +64,13 @@ struct config {
 	int			 log_level;		/* enum log_level */
 	double			 shutdown_timeout;	/* seconds */
 	double			 idle_timeout;		/* seconds */
-	size_t			 request_buffer_size;	/* bytes per stream */
+	size_t			 stream_window;	/* bytes per stream */
+	size_t			 connection_window;	/* bytes per connection */
 	size_t			 response_buffer_size;	/* bytes per stream */
 	size_t			 max_header_size;	/* request or response head */
 	size_t			 qpack_table_size;	/* bytes */
 	size_t			 qpack_blocked_streams;
-	uint64_t		 max_streams;	/* concurrent per connection */
+	uint64_t		 max_streams_bidi;	/* concurrent per connection */
 
 	char			*user;		/* NULL: keep the starting user */
 	uid_t			 uid;		/* of user, when set */

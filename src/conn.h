@@ -23,6 +23,8 @@
 #define QUIC_SCID_LEN		16
 #define QUIC_MAX_PKTLEN		1452	/* UDP payload we send at most */
 #define QUIC_GSO_MAX		64	/* datagrams in one sendmsg */
+/* and bytes: one UDP send carries at most 65507 (IPv4) */
+#define QUIC_GSO_MAX_BYTES	65000
 
 struct qconn;
 struct exchange;
@@ -90,7 +92,7 @@ struct quic_server {
 	ev_timer		 shutdown_timer;
 	bool			 no_gso;	/* the kernel refused it */
 	struct udp_rx		 rx[UDP_RX_BATCH];	/* 64 KiB buffers */
-	uint8_t			 txbuf[QUIC_MAX_PKTLEN * QUIC_GSO_MAX];
+	uint8_t			 txbuf[QUIC_GSO_MAX_BYTES + QUIC_MAX_PKTLEN];
 };
 
 enum qconn_state {

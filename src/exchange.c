@@ -10,7 +10,7 @@
  *    buffer is under response_buffer_size; bytes leave it when acknowledged.
  *
  * Nothing reaches a backend before the request head was validated, and a
- * request whose body fits in half of request_buffer_size is held until it is
+ * request whose body fits in half of stream_window is held until it is
  * complete, so such a body that contradicts its Content-Length never reaches
  * one either.
  */
@@ -373,7 +373,7 @@ exchange_body(struct exchange *ex, const uint8_t *data, size_t len)
 		 * credit (frame headers use the window too, and ngtcp2 grants
 		 * credit in steps): forward now, or both sides would wait.
 		 */
-		if (ex->hold.len >= ex_cfg(ex)->request_buffer_size / 2)
+		if (ex->hold.len >= ex_cfg(ex)->stream_window / 2)
 			ex_start(ex);
 		return;
 	}

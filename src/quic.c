@@ -586,18 +586,19 @@ qconn_new(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 	 * A stream's receive window is its request buffer: credit returns only
 	 * when the backend took the bytes, so the buffer cannot overflow.
 	 */
-	window = (uint64_t)cfg->request_buffer_size;
-	settings.max_stream_window = window;
-	settings.max_window = window * cfg->max_streams > 16u << 20 ?
-	    16u << 20 : window * cfg->max_streams;
-	if (settings.max_window < window)
-		settings.max_window = window;
+	window = (uint64_t)cfg->stream_window;
+	/*
+	 * ngtcp2 widens a busy window (autotuning) up to four times; what
+	 * qproxy holds stays bounded by it, as credit follows the backend.
+	 */
+	settings.max_stream_window = 4 * window;
+	settings.max_window = 4 * (uint64_t)cfg->connection_window;
 
 	ngtcp2_transport_params_default(&params);
 	params.initial_max_stream_data_bidi_remote = window;
 	params.initial_max_stream_data_uni = 256 * 1024;
-	params.initial_max_data = settings.max_window;
-	params.initial_max_streams_bidi = cfg->max_streams;
+	params.initial_max_data = cfg->connection_window;
+	params.initial_max_streams_bidi = cfg->max_streams_bidi;
 	params.initial_max_streams_uni = 3;
 	params.max_idle_timeout = (ngtcp2_duration)(cfg->idle_timeout *
 	    NGTCP2_SECONDS);
@@ -757,6 +758,7 @@ sent:
 failed:
 	if (errno != EAGAIN && errno != EWOULDBLOCK) {
 		/* ICMP errors and the like: the packets count as lost */
+		stats.send_errors++;
 		log_debug("%s: sendmsg: %s", qc->peer, strerror(errno));
 		return 0;
 	}
@@ -879,7 +881,7 @@ qconn_write(struct qconn *qc)
 		}
 		off += (size_t)nwrite;
 		if ((size_t)nwrite < seg || npkts >= max_pkts ||
-		    off + QUIC_MAX_PKTLEN > sizeof(srv->txbuf)) {
+		    off + seg > QUIC_GSO_MAX_BYTES) {
 			rv = send_train(qc, srv->txbuf, off, seg,
 			    &train_ps.path, train_ecn);
 			off = 0;

@@ -424,7 +424,8 @@ server_report_stats(struct quic_server *srv, struct strbuf *out, bool json)
 	    "\"bytes_received\":%llu,\"datagrams_sent\":%llu,"
 	    "\"bytes_sent\":%llu,\"dropped\":{\"invalid\":%llu,"
 	    "\"no_connection\":%llu,\"refused\":%llu},"
-	    "\"send_blocked\":%llu,\"version_negotiations\":%llu,"
+	    "\"send_blocked\":%llu,\"send_errors\":%llu,"
+	    "\"version_negotiations\":%llu,"
 	    "\"gso_batches\":%llu,\"gso_datagrams\":%llu,"
 	    "\"recv_batches\":%llu,\"gro_datagrams\":%llu},",
 	    (unsigned long long)st->datagrams_received,
@@ -435,6 +436,7 @@ server_report_stats(struct quic_server *srv, struct strbuf *out, bool json)
 	    (unsigned long long)st->dropped_unknown,
 	    (unsigned long long)st->dropped_refused,
 	    (unsigned long long)st->send_blocked,
+	    (unsigned long long)st->send_errors,
 	    (unsigned long long)st->version_negotiations,
 	    (unsigned long long)st->gso_batches,
 	    (unsigned long long)st->gso_datagrams,

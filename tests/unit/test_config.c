@@ -137,7 +137,7 @@ test_full(void)
 	    "log_level = debug\n"
 	    "shutdown_timeout = 2m\n"
 	    "idle_timeout = 500ms ; inline comment\n"
-	    "request_buffer_size = 128k\n"
+	    "stream_window = 128k\n"
 	    "response_buffer_size = 1m\n"
 	    "\n"
 	    "[listener public]\n"
@@ -149,7 +149,7 @@ test_full(void)
 	    "max_header_size = 16k\n"
 	    "qpack_table_size = 0\n"
 	    "qpack_blocked_streams = 0\n"
-	    "max_streams = 10000\n"
+	    "max_streams_bidi = 10000\n"
 	    "[listener other]\n"
 	    "address = 127.0.0.1:4433\n"
 	    "certificate = cert.pem\n"
@@ -180,12 +180,12 @@ test_full(void)
 	CHECK_EQ_INT(cfg->log_level, LOG_LEVEL_DEBUG);
 	CHECK(cfg->shutdown_timeout == 120);
 	CHECK(cfg->idle_timeout == 0.5);
-	CHECK_EQ_INT(cfg->request_buffer_size, 128 * 1024);
+	CHECK_EQ_INT(cfg->stream_window, 128 * 1024);
 	CHECK_EQ_INT(cfg->response_buffer_size, 1024 * 1024);
 	CHECK_EQ_INT(cfg->max_header_size, 16 * 1024);
 	CHECK_EQ_INT(cfg->qpack_table_size, 0);
 	CHECK_EQ_INT(cfg->qpack_blocked_streams, 0);
-	CHECK_EQ_INT(cfg->max_streams, 10000);
+	CHECK_EQ_INT(cfg->max_streams_bidi, 10000);
 	CHECK(strstr(cfg->path, "test.conf") != NULL);
 
 	CHECK_EQ_INT(cfg->nlisteners, 2);
@@ -259,12 +259,12 @@ test_defaults(void)
 	CHECK_EQ_INT(cfg->log_level, LOG_LEVEL_INFO);
 	CHECK(cfg->shutdown_timeout == 30);
 	CHECK(cfg->idle_timeout == 30);
-	CHECK_EQ_INT(cfg->request_buffer_size, 64 * 1024);
+	CHECK_EQ_INT(cfg->stream_window, 64 * 1024);
 	CHECK_EQ_INT(cfg->response_buffer_size, 256 * 1024);
 	CHECK_EQ_INT(cfg->max_header_size, 64 * 1024);
 	CHECK_EQ_INT(cfg->qpack_table_size, 4096);
 	CHECK_EQ_INT(cfg->qpack_blocked_streams, 100);
-	CHECK_EQ_INT(cfg->max_streams, 100);
+	CHECK_EQ_INT(cfg->max_streams_bidi, 100);
 	CHECK_EQ_INT(cfg->nlisteners, 1);
 	CHECK_EQ_INT(cfg->nbackends, 0);
 	CHECK_EQ_INT(cfg->nroutes, 0);
@@ -354,7 +354,7 @@ test_keys(void)
 	    "certificate = cert.pem\n"
 	    "address = 127.0.0.2:4433\n"
 	    "[global]\n"
-	    "max_streams = 5\n"
+	    "max_streams_bidi = 5\n"
 	    "log_level = debug\n"
 	    BACKEND
 	    "backend = app\n"
@@ -376,8 +376,8 @@ test_keys(void)
 	CHECK_ERRS("[global]\n"
 	    "log_level = loud\n"
 	    "shutdown_timeout = soon\n"
-	    "request_buffer_size = 1k\n"
-	    "max_streams = 0\n"
+	    "stream_window = 1k\n"
+	    "max_streams_bidi = 0\n"
 	    "qpack_blocked_streams =\n"
 	    LISTENER
 	    "address = 127.0.0.1\n"
@@ -395,9 +395,9 @@ test_keys(void)
 	    "info or debug\n"
 	    "FILE:3: shutdown_timeout: invalid value \"soon\": expected a "
 	    "duration from 0s to 24h, such as 500ms, 5s, 2m or 1h\n"
-	    "FILE:4: request_buffer_size: invalid value \"1k\": expected a "
+	    "FILE:4: stream_window: invalid value \"1k\": expected a "
 	    "size from 4k to 16m, in bytes or with k, m or g\n"
-	    "FILE:5: max_streams: invalid value \"0\": expected an integer "
+	    "FILE:5: max_streams_bidi: invalid value \"0\": expected an integer "
 	    "from 1 to 10000\n"
 	    "FILE:6: qpack_blocked_streams: missing value\n"
 	    "FILE:11: address: invalid address \"127.0.0.1\": missing port\n"
@@ -506,11 +506,11 @@ test_files(void)
 	memset(big, 'a', sizeof(big) - 1);
 	big[sizeof(big) - 1] = '\0';
 	snprintf(text, sizeof(text), LISTENER "[global]\n"
-	    "log_level = %s\n" "max_streams = x\n", big);
+	    "log_level = %s\n" "max_streams_bidi = x\n", big);
 	cfg = test_load(text, &errs);
 	CHECK(cfg == NULL);
 	CHECK(strncmp(errs, "FILE:6: line too long: at most ", 31) == 0);
-	CHECK(strstr(errs, "\nFILE:7: max_streams: invalid value") != NULL);
+	CHECK(strstr(errs, "\nFILE:7: max_streams_bidi: invalid value") != NULL);
 	config_free(cfg);
 	free(errs);
 }
@@ -615,19 +615,19 @@ test_sizes(void)
 		const char	*text;
 		long long	 bytes;	/* -1: rejected */
 	} t[] = {
-		{ "request_buffer_size", "4k", 4096 },
-		{ "request_buffer_size", "4096", 4096 },
-		{ "request_buffer_size", "4095", -1 },
-		{ "request_buffer_size", "16m", 16 << 20 },
-		{ "request_buffer_size", "16M", 16 << 20 },
-		{ "request_buffer_size", "16777217", -1 },
-		{ "request_buffer_size", "1g", -1 },
-		{ "request_buffer_size", "64K", 64 << 10 },
-		{ "request_buffer_size", "64kb", -1 },
-		{ "request_buffer_size", "-64k", -1 },
-		{ "request_buffer_size", "k", -1 },
-		{ "request_buffer_size", "1.5m", -1 },
-		{ "request_buffer_size", "99999999999999999g", -1 },
+		{ "stream_window", "4k", 4096 },
+		{ "stream_window", "4096", 4096 },
+		{ "stream_window", "4095", -1 },
+		{ "stream_window", "16m", 16 << 20 },
+		{ "stream_window", "16M", 16 << 20 },
+		{ "stream_window", "16777217", -1 },
+		{ "stream_window", "1g", -1 },
+		{ "stream_window", "64K", 64 << 10 },
+		{ "stream_window", "64kb", -1 },
+		{ "stream_window", "-64k", -1 },
+		{ "stream_window", "k", -1 },
+		{ "stream_window", "1.5m", -1 },
+		{ "stream_window", "99999999999999999g", -1 },
 		{ "response_buffer_size", "16k", 16 << 10 },
 		{ "response_buffer_size", "15k", -1 },
 		{ "response_buffer_size", "64m", 64 << 20 },
@@ -643,11 +643,11 @@ test_sizes(void)
 		{ "qpack_blocked_streams", "1000", 1000 },
 		{ "qpack_blocked_streams", "1001", -1 },
 		{ "qpack_blocked_streams", "1k", -1 },
-		{ "max_streams", "1", 1 },
-		{ "max_streams", "10000", 10000 },
-		{ "max_streams", "10001", -1 },
-		{ "max_streams", "+5", -1 },
-		{ "max_streams", "5 5", -1 },
+		{ "max_streams_bidi", "1", 1 },
+		{ "max_streams_bidi", "10000", 10000 },
+		{ "max_streams_bidi", "10001", -1 },
+		{ "max_streams_bidi", "+5", -1 },
+		{ "max_streams_bidi", "5 5", -1 },
 	};
 	struct config	*cfg;
 	long long	 got;
@@ -669,8 +669,8 @@ test_sizes(void)
 			    t[i].text);
 			continue;
 		}
-		if (strcmp(t[i].key, "request_buffer_size") == 0)
-			got = (long long)cfg->request_buffer_size;
+		if (strcmp(t[i].key, "stream_window") == 0)
+			got = (long long)cfg->stream_window;
 		else if (strcmp(t[i].key, "response_buffer_size") == 0)
 			got = (long long)cfg->response_buffer_size;
 		else if (strcmp(t[i].key, "max_header_size") == 0)
@@ -680,7 +680,7 @@ test_sizes(void)
 		else if (strcmp(t[i].key, "qpack_blocked_streams") == 0)
 			got = (long long)cfg->qpack_blocked_streams;
 		else
-			got = (long long)cfg->max_streams;
+			got = (long long)cfg->max_streams_bidi;
 		CHECK_EQ_INT(got, t[i].bytes);
 		config_free(cfg);
 	}

@@ -196,7 +196,7 @@ test_http1(void)
 	    "cookie: a=1", "accept: */*", "cookie: b=2",
 	    "x-forwarded-for: 192.0.2.9", "via: 1.1 edge", "te: trailers",
 	    "content-length: 3", NULL };
-	struct request_forward fw = { "198.51.100.7", REQ_BODY_LENGTH, 3 };
+	struct request_forward fw = { "198.51.100.7", REQ_BODY_LENGTH, 3, false };
 	struct request *r;
 	struct bufq q;
 	char *s;
@@ -225,7 +225,7 @@ test_http1(void)
 	{
 		const char *g[] = { BASE, NULL };
 		struct request_forward fw6 = { "2001:db8::1",
-		    REQ_BODY_CHUNKED, 0 };
+		    REQ_BODY_CHUNKED, 0, true };
 
 		r = build(g, false, &rv);
 		CHECK_EQ_INT(request_write_http1(r, &fw6, &q), 0);
@@ -233,6 +233,7 @@ test_http1(void)
 		CHECK(strstr(s, "forwarded: for=\"[2001:db8::1]\";proto=https;"
 		    "host=\"example.com\"\r\n") != NULL);
 		CHECK(strstr(s, "transfer-encoding: chunked\r\n\r\n") != NULL);
+		CHECK(strstr(s, "early-data: 1\r\n") != NULL);
 		CHECK(strstr(s, "content-length") == NULL);
 		free(s);
 		bufq_free(&q);

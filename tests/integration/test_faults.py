@@ -1,0 +1,373 @@
+"""Network faults between client and qproxy, interop-runner style.
+
+Every test puts a fresh, seeded UDP relay (tests/tools/relay.py) on loopback
+in front of qproxy and points a real HTTP/3 client (libcurl through pycurl,
+or ngtcp2's gtlsclient) at the relay's port: loss, corruption, a long RTT, a
+blackhole, NAT rebinding (port and address) and ECN.  The kernel has no netem,
+so the relay does all of it in user space.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pycurl
+import pytest
+
+from helpers import SLOW, KiB, MiB, expected_sha256, file_sha256, gtls_fetch, h3_get
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOOLS = os.path.join(os.path.dirname(HERE), "tools")
+if TOOLS not in sys.path:
+    sys.path.insert(0, TOOLS)
+
+from relay import C2S, S2C, Faults, Relay  # noqa: E402
+
+# The same sizes under ASan (SLOW > 1): they take about as long there, as the
+# relay's pacing and the clients' timers, not qproxy's CPU, set the time.
+# Only the time limits grow with SLOW.
+BIG = 10 * MiB
+MEDIUM = 2 * MiB
+
+# gtlsclient for the handshake tests: its first PTO is 3x the initial RTT
+# guess (default 333 ms, so 1 s, then 2, 4, 8, 16, 32 s).  At 30% loss a
+# client's Initial is lost six times in a row in one run out of thirty (50
+# clients), and the 63 s that takes run into the idle timeout.  100 ms (the
+# RTT is well under 1 ms here) gives retransmissions at 0.3, 0.9, 2.1, 4.5,
+# 9.3, 18.9 s.
+HANDSHAKE_CLIENT_ARGS = ("--initial-rtt=100ms",)
+
+
+# --------------------------------------------------------------------------
+# helpers
+
+
+def qproxyctl(q, *args):
+    binary = os.environ.get("QPROXYCTL")
+    if not binary or not os.access(binary, os.X_OK):
+        pytest.fail("QPROXYCTL must name the qproxyctl binary", pytrace=False)
+    return subprocess.run([binary, "-s", q.control_socket] + list(args),
+                          capture_output=True, text=True, timeout=30)
+
+
+def stats(q):
+    p = qproxyctl(q, "stats", "--json")
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
+def conn_counts(q):
+    c = stats(q)["connections"]
+    return c["total"], c["handshakes_completed"]
+
+
+def settle(q, expect_total, expect_hs, timeout=5):
+    """The connection counters once qproxy processed what is in flight:
+    wait (briefly) until they reach the expected values, then return them."""
+    deadline = time.monotonic() + timeout * SLOW
+    while True:
+        total, hs = conn_counts(q)
+        if (total >= expect_total and hs >= expect_hs) or time.monotonic() > deadline:
+            return total, hs
+        time.sleep(0.1)
+
+
+def get(relay, path, **kw):
+    kw.setdefault("timeout", 30 * SLOW)
+    kw.setdefault("connect_timeout", 20 * SLOW)
+    return h3_get(relay.url(path), **kw)
+
+
+def assert_body(resp, n):
+    assert resp.status == 200, resp
+    assert len(resp.body) == n, "got %d of %d bytes" % (len(resp.body), n)
+    assert resp.sha256 == expected_sha256(n), "body differs from the pattern"
+
+
+def gtls_get(relay, path, n, directory, timeout=60, extra_args=()):
+    """GET path through the relay with gtlsclient (one connection); returns
+    None if the right n bytes arrived, else a description of what went wrong."""
+    p = gtls_fetch(relay.port, [path], str(directory), quiet=True, timeout=timeout * SLOW,
+                   extra_args=extra_args)
+    f = os.path.join(str(directory), path.rsplit("/", 1)[1])
+    if not os.path.exists(f):
+        return "nothing downloaded; gtlsclient stderr:\n%s" % p.stderr[-1500:]
+    size = os.path.getsize(f)
+    if size != n:
+        return "%d of %d bytes; gtlsclient stderr:\n%s" % (size, n, p.stderr[-1500:])
+    if file_sha256(f) != expected_sha256(n):
+        return "body differs from the pattern"
+    return None
+
+
+def gtls_get_many(relay, path, n, count, parallel, directory, timeout=60, extra_args=()):
+    """`count` gtlsclient runs (one connection each), `parallel` at a time;
+    returns the list of their gtls_get() results."""
+    def one(i):
+        return gtls_get(relay, path, n, os.path.join(str(directory), str(i)), timeout,
+                        extra_args)
+    with ThreadPoolExecutor(max_workers=parallel) as ex:
+        return list(ex.map(one, range(count)))
+
+
+# --------------------------------------------------------------------------
+# the relay itself
+
+
+def test_relay_passes_traffic_and_total_loss_fails_the_fetch(qp):
+    """The baseline: through a clean relay a fetch works and the counters
+    see it; with 100% loss it fails and qproxy never saw the client."""
+    with Relay(qp.port, seed=1) as r:
+        resp = get(r, "/app/bytes/1024")
+        assert_body(resp, 1024)
+        st = r.stats()
+        assert st[C2S]["forwarded"] >= 2 and st[S2C]["forwarded"] >= 2, st
+        assert st[C2S]["dropped"] == st[S2C]["dropped"] == 0, st
+        assert st["clients"] == 1
+    total0, hs0 = conn_counts(qp)
+    with Relay(qp.port, seed=1, c2s=Faults(drop=1.0)) as r:
+        with pytest.raises(pycurl.error):
+            get(r, "/app/bytes/1024", timeout=3, connect_timeout=2)
+        st = r.stats()
+        assert st[C2S]["dropped"] == st[C2S]["datagrams"] >= 1, st
+        assert st[C2S]["forwarded"] == 0
+    assert conn_counts(qp) == (total0, hs0)
+
+
+# --------------------------------------------------------------------------
+# loss
+
+
+def test_handshake_loss(qp, tmp_path):
+    """30% loss each way: 50 connections, each fetching 1 KiB, all succeed,
+    and qproxy made exactly one connection per client connection.
+
+    The client is gtlsclient, 10 at a time: libcurl gives up on a QUIC
+    handshake after a fixed 10 s (ERR_HANDSHAKE_TIMEOUT, whatever
+    CURLOPT_CONNECTTIMEOUT says), and at 30% loss each way about one
+    handshake in 50 needs longer than that (four lost exchanges in a row,
+    with PTOs backing off 1, 2, 4, 8 s), so with libcurl the test would fail
+    for the client's sake about every other run.  HANDSHAKE_CLIENT_ARGS
+    keep gtlsclient's own backoff short for the same reason."""
+    n = 50
+    total0, hs0 = conn_counts(qp)
+    with Relay(qp.port, seed=30, c2s=Faults(drop=0.3), s2c=Faults(drop=0.3)) as r:
+        results = gtls_get_many(r, "/app/bytes/1024", 1024, n, 10, tmp_path,
+                                extra_args=HANDSHAKE_CLIENT_ARGS)
+        st = r.stats()
+    failed = [x for x in results if x is not None]
+    assert not failed, "%d of %d fetches failed; first: %s" % (len(failed), n, failed[0])
+    # the loss really happened, in both directions
+    for d in (C2S, S2C):
+        assert 0.2 < st[d]["dropped"] / st[d]["datagrams"] < 0.4, st
+    total, hs = settle(qp, total0 + n, hs0 + n)
+    assert total - total0 == n, "qproxy made %d connections for %d clients" % (total - total0, n)
+    assert hs - hs0 == n, "%d handshakes completed for %d clients" % (hs - hs0, n)
+
+
+def test_transfer_loss(qp):
+    """2% loss each way on a big GET."""
+    with Relay(qp.port, seed=2, c2s=Faults(drop=0.02), s2c=Faults(drop=0.02)) as r:
+        resp = get(r, "/app/bytes/%d" % MEDIUM, timeout=60 * SLOW)
+        st = r.stats()
+    assert_body(resp, MEDIUM)
+    assert st[S2C]["dropped"] >= 10 and st[C2S]["dropped"] >= 1, st
+
+
+# --------------------------------------------------------------------------
+# corruption
+
+
+def test_corruption_during_handshake(qp, tmp_path):
+    """One of the first 50 bytes replaced in 30% of the datagrams, both ways:
+    small fetches still succeed (AEAD discards the damaged packets).
+    gtlsclient, for the reason given in test_handshake_loss."""
+    n = 10
+    with Relay(qp.port, seed=3, c2s=Faults(corrupt=0.3), s2c=Faults(corrupt=0.3)) as r:
+        results = gtls_get_many(r, "/app/bytes/1024", 1024, n, 5, tmp_path,
+                                extra_args=HANDSHAKE_CLIENT_ARGS)
+        st = r.stats()
+    failed = [x for x in results if x is not None]
+    assert not failed, "%d of %d fetches failed; first: %s" % (len(failed), n, failed[0])
+    assert st[C2S]["corrupted"] >= 10 and st[S2C]["corrupted"] >= 10, st
+    assert st[C2S]["dropped"] == st[S2C]["dropped"] == 0, st
+
+
+def test_corruption_during_transfer(qp):
+    with Relay(qp.port, seed=4, c2s=Faults(corrupt=0.02), s2c=Faults(corrupt=0.02)) as r:
+        resp = get(r, "/app/bytes/%d" % MEDIUM, timeout=60 * SLOW)
+        st = r.stats()
+    assert_body(resp, MEDIUM)
+    assert st[S2C]["corrupted"] >= 10, st
+
+
+# --------------------------------------------------------------------------
+# long RTT
+
+
+def test_long_rtt(qp):
+    """750 ms each way: the client's Initial is retransmitted before any
+    answer can come back, yet qproxy makes exactly one connection."""
+    total0, hs0 = conn_counts(qp)
+    with Relay(qp.port, seed=5, c2s=Faults(delay_ms=750), s2c=Faults(delay_ms=750)) as r:
+        resp = get(r, "/app/bytes/1024", timeout=40 * SLOW, connect_timeout=30 * SLOW)
+        recs = r.records_of()
+    assert_body(resp, 1024)
+    assert resp.elapsed >= 3.0, "the relay did not delay (%.2fs)" % resp.elapsed
+    # when qproxy's first datagram reached the client (one RTT after its
+    # first Initial at the earliest)
+    first_answer = min(x.due for x in recs if x.direction == S2C and x.due is not None)
+    assert first_answer >= 1.5, first_answer
+    early = [x for x in recs if x.direction == C2S and x.time < first_answer]
+    # long-header packets the client sent before any answer arrived: with no
+    # session to resume they can only be Initials (the first one and at least
+    # one retransmission)
+    initials = [x for x in early if x.first_byte & 0x80]
+    assert len(initials) >= 2, "no Initial retransmission seen: %r" % early
+    total, hs = settle(qp, total0 + 1, hs0 + 1)
+    assert total - total0 == 1, "qproxy made %d connections for one client" % (total - total0)
+    assert hs - hs0 == 1
+
+
+# --------------------------------------------------------------------------
+# blackhole
+
+
+def test_blackhole_in_the_middle_of_a_transfer(qp):
+    """Everything dropped for 5 s once a third of a big GET arrived; the
+    transfer then resumes and completes."""
+    n = BIG
+    with Relay(qp.port, seed=6) as r:
+        hole = {}
+
+        def on_data(received):
+            if not hole and received >= n // 3:
+                hole["at"] = received
+                hole["t"] = time.monotonic()
+                r.blackhole_for(5.0)
+        resp = get(r, "/app/bytes/%d" % n, timeout=60 * SLOW, on_data=on_data)
+        done = time.monotonic()
+        st = r.stats()
+    assert_body(resp, n)
+    assert hole, "the blackhole never started"
+    assert hole["at"] < n, "the whole body had arrived before the blackhole"
+    assert done - hole["t"] >= 5.0, "finished %.2fs after the blackhole began" % (done - hole["t"])
+    assert st[C2S]["blackholed"] >= 1 and st[S2C]["blackholed"] >= 1, st
+
+
+# --------------------------------------------------------------------------
+# NAT rebinding: the client's address changes mid-connection
+#
+# Like the interop runner's rebinding NAT, the relay keeps delivering what
+# qproxy still sends to an old address (rebind_keep_old=None), so the tests
+# check on their own that qproxy followed the client: it must answer on every
+# new address the client used and stop sending to the old one soon after the
+# client's first datagram from the new one.
+
+
+def _fetch_with(client, relay, n, path, tmp_path):
+    """GET n bytes through the relay with pycurl or gtlsclient; fails the
+    test unless the right body arrived."""
+    if client == "pycurl":
+        assert_body(get(relay, path, timeout=60 * SLOW), n)
+    else:
+        err = gtls_get(relay, path, n, tmp_path / "dl")
+        assert err is None, err
+
+
+def _rebind_transfer(qp, tmp_path, client, mode, seed):
+    n = BIG
+    path = "/app/slow/%d?ms=5000" % n
+    total0, _ = conn_counts(qp)
+    with Relay(qp.port, seed=seed, rebind_every=(1.0, 2.0), rebind_mode=mode) as r:
+        _fetch_with(client, r, n, path, tmp_path)
+        s2c = r.records_of(S2C)
+        c2s = r.records_of(C2S)
+        rebinds = r.rebinds
+        history = list(r.clients().values())
+    assert rebinds >= 2, "only %d rebinds during the transfer" % rebinds
+    assert len(history) == 1, history
+    history = history[0]
+    # the client's addresses that carried its datagrams, in order
+    used = []
+    for x in c2s:
+        if x.upstream not in used:
+            used.append(x.upstream)
+    assert len(used) >= 3, "the client used only %r" % used
+    answered = {x.upstream for x in s2c}
+    missing = [a for a in used if a not in answered]
+    assert not missing, ("qproxy never answered the client on %r (client used %r)"
+                         % (missing, used))
+    # after the client's first datagram from a new address, qproxy moves to it
+    grace = 1.0 * SLOW
+    for old, new in zip(used, used[1:]):
+        switch = min(x.time for x in c2s if x.upstream == new)
+        late = [x for x in s2c if x.upstream == old and x.time > switch + grace]
+        assert not late, ("qproxy still sent %d datagrams to the old address %s:%d more than "
+                          "%.1fs after the client moved to %s:%d"
+                          % ((len(late),) + old + (grace,) + new))
+    total, _ = conn_counts(qp)
+    assert total - total0 == 1, "the migration made %d connections" % (total - total0)
+    return used
+
+
+@pytest.mark.parametrize("client", ["pycurl", "gtlsclient"])
+def test_rebind_port(qp, tmp_path, client):
+    used = _rebind_transfer(qp, tmp_path, client, "port", seed=7)
+    assert len({a[0] for a in used}) == 1, used          # one address, new ports
+    assert len({a[1] for a in used}) == len(used), used
+
+
+@pytest.mark.parametrize("client", ["pycurl", "gtlsclient"])
+def test_rebind_address(qp, tmp_path, client):
+    used = _rebind_transfer(qp, tmp_path, client, "address", seed=8)
+    assert len({a[0] for a in used}) == len(used), used   # a new address each time
+
+
+# --------------------------------------------------------------------------
+# ECN
+
+
+def test_ecn_ect0_on_qproxys_datagrams(qp):
+    """qproxy's datagrams carry ECT(0) (IP TOS & 3 == 2).  libcurl does not
+    report ECN counts, so ngtcp2's ECN validation ends the marking early:
+    only the first datagrams are marked; at least one must be."""
+    with Relay(qp.port, seed=9) as r:
+        assert_body(get(r, "/app/bytes/%d" % (256 * KiB)), 256 * KiB)
+        ecn = r.ecn_counts(S2C)
+    assert ecn.get(2, 0) >= 1, "no datagram from qproxy carried ECT(0): %r" % ecn
+    assert ecn.get(1, 0) == ecn.get(3, 0) == 0, ecn
+
+
+def _gtls_ecn(qp, tmp_path, pass_ecn):
+    n = MEDIUM
+    with Relay(qp.port, seed=10, pass_ecn=pass_ecn) as r:
+        _fetch_with("gtlsclient", r, n, "/app/bytes/%d" % n, tmp_path)
+        s2c = [x.tos & 3 for x in r.records_of(S2C)]
+        c2s = [x.tos & 3 for x in r.records_of(C2S)]
+    return s2c, c2s
+
+
+def test_ecn_validated_end_to_end_with_gtlsclient(qp, tmp_path):
+    """gtlsclient reads the TOS byte and reports ECN counts; with the relay
+    passing the TOS byte through, ECN validation succeeds both ways: qproxy
+    keeps marking ECT(0), and so does the client, which needs qproxy's ACKs
+    to count the ECT(0) it received."""
+    s2c, c2s = _gtls_ecn(qp, tmp_path, True)
+    assert s2c and s2c.count(2) >= 0.98 * len(s2c), ("qproxy stopped marking ECT(0): %r"
+                                                     % {v: s2c.count(v) for v in set(s2c)})
+    assert c2s.count(2) >= 0.95 * len(c2s), ("the client stopped marking (qproxy's ECN "
+                                              "counts wrong?): %r"
+                                              % {v: c2s.count(v) for v in set(c2s)})
+
+
+def test_ecn_marking_stops_when_the_path_clears_it(qp, tmp_path):
+    """RFC 9000 13.4.2: when the marks do not arrive (the relay forwards
+    without them, the client's ACKs count none), qproxy stops marking."""
+    s2c, _ = _gtls_ecn(qp, tmp_path, False)
+    assert 2 in s2c[:10], "qproxy did not even try ECN: %r" % s2c[:10]
+    tail = s2c[len(s2c) // 2:]
+    assert tail and 2 not in tail, "qproxy kept marking ECT(0) on a path that clears it"
