@@ -17,7 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pycurl
 import pytest
 
-from helpers import SLOW, KiB, MiB, expected_sha256, file_sha256, gtls_fetch, h3_get
+from helpers import (SLOW, KiB, MiB, expected_sha256, file_sha256, gtls_fetch,
+                     gtlsclient_binary, h3_get)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOOLS = os.path.join(os.path.dirname(HERE), "tools")
@@ -371,3 +372,60 @@ def test_ecn_marking_stops_when_the_path_clears_it(qp, tmp_path):
     assert 2 in s2c[:10], "qproxy did not even try ECN: %r" % s2c[:10]
     tail = s2c[len(s2c) // 2:]
     assert tail and 2 not in tail, "qproxy kept marking ECT(0) on a path that clears it"
+
+
+def _big_chain(directory):
+    """A CA, an intermediate and a leaf, with 4096-bit RSA keys: a server
+    flight of several kilobytes, more than 3x one client Initial."""
+    d = str(directory)
+
+    def run(*args):
+        subprocess.run(["openssl"] + list(args), check=True, capture_output=True,
+                       cwd=d)
+    run("req", "-x509", "-newkey", "rsa:4096", "-nodes", "-keyout", "ca.key",
+        "-out", "ca.pem", "-days", "2", "-subj", "/CN=qproxy test CA")
+    run("req", "-newkey", "rsa:4096", "-nodes", "-keyout", "int.key", "-out",
+        "int.csr", "-subj", "/CN=qproxy test intermediate")
+    with open(os.path.join(d, "ext"), "w") as f:
+        f.write("basicConstraints=CA:TRUE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "int.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "int.pem", "-days", "2", "-extfile", "ext")
+    run("req", "-newkey", "rsa:4096", "-nodes", "-keyout", "leaf.key", "-out",
+        "leaf.csr", "-subj", "/CN=localhost")
+    with open(os.path.join(d, "ext2"), "w") as f:
+        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "leaf.csr", "-CA", "int.pem", "-CAkey", "int.key",
+        "-CAcreateserial", "-out", "leaf.pem", "-days", "2", "-extfile", "ext2")
+    with open(os.path.join(d, "chain.pem"), "w") as out:
+        for name in ("leaf.pem", "int.pem", "ca.pem"):
+            out.write(open(os.path.join(d, name)).read())
+    return os.path.join(d, "chain.pem"), os.path.join(d, "leaf.key")
+
+
+def test_anti_amplification_limit(qproxy_factory, backend_app, tmp_path):
+    chain, key = _big_chain(tmp_path)
+    q = qproxy_factory(sections=lambda port, c, k: [
+        ("global", [("log_level", "debug")]),
+        ("listener main", [("address", "127.0.0.1:%d" % port),
+                           ("certificate", chain), ("private_key", key),
+                           ("retry", "never")]),
+        ("backend app", [("server", backend_app.tcp_server)]),
+        ("route app", [("path_prefix", "/app/"), ("backend", "app")])])
+    # the client's datagrams 2 to 7 never arrive: qproxy, its address
+    # unvalidated, must stop at three times what it received
+    with Relay(q.port, seed=8, c2s=Faults(drop_indices="2-7")) as r:
+        p = subprocess.run([gtlsclient_binary(), "-q", "--exit-on-all-streams-close",
+                            "--timeout=15s", "127.0.0.1", str(r.port),
+                            "https://localhost:%d/app/bytes/10" % r.port],
+                           capture_output=True, timeout=60)
+        c2s = [x for x in r.records_of(C2S)]
+        later = [x.time for x in c2s if x.index >= 8]
+        assert later, "the client gave up before datagram 8"
+        amp = r.amplification(before=min(later))
+    assert amp["received_from_client"] > 0
+    assert amp["sent_by_qproxy"] > 0
+    assert amp["sent_by_qproxy"] <= 3 * amp["received_from_client"], amp
+    # the limit, not a lack of data, is what stopped qproxy: its flight
+    # (a certificate chain of several kilobytes) was larger than 3x
+    assert os.path.getsize(chain) > 3 * 1200
+    assert amp["sent_by_qproxy"] >= 2 * amp["received_from_client"], amp
