@@ -85,7 +85,6 @@ struct quic_server {
 	ev_idle			 kick;		/* keeps the loop from sleeping */
 
 	uint8_t			 secret[32];	/* from secret_file */
-	uint64_t		 unvalidated;	/* handshakes, address unproven */
 	double			 reset_budget;	/* stateless resets, refilled */
 	ev_tstamp		 reset_refill;
 	bool			 shutting_down;
@@ -137,7 +136,7 @@ struct qconn {
 	uint64_t		 bytes_in, bytes_out;
 	ev_tstamp		 created, last_rx;
 	bool			 handshake_done;
-	bool			 unvalidated;	/* counted in srv->unvalidated */
+	bool			 unvalidated;	/* counted in stats */
 	bool			 rx_0rtt;	/* stream data being read is 0-RTT */
 	FILE			*qlog;		/* qlog_dir's file, or NULL */
 	bool			 goaway_sent;

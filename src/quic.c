@@ -257,7 +257,7 @@ handshake_completed(ngtcp2_conn *conn, void *user_data)
 	stats.handshakes_completed++;
 	if (qc->unvalidated) {
 		qc->unvalidated = false;
-		qc->srv->unvalidated--;
+		stats.handshakes_unvalidated--;
 	}
 	log_debug("%s: handshake completed", qc->peer);
 	/* a token for the next connection from this address (RFC 9000 8.1.3) */
@@ -646,7 +646,7 @@ qconn_new(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 	sock->listener->conns_total++;
 	if (!validated) {
 		qc->unvalidated = true;
-		srv->unvalidated++;
+		stats.handshakes_unvalidated++;
 	}
 	LIST_INSERT_HEAD(&srv->conns, qc, entry);
 	stats.conns_current++;
@@ -682,7 +682,7 @@ qconn_free(struct qconn *qc)
 	if (!qc->handshake_done)
 		stats.handshakes_failed++;
 	if (qc->unvalidated)
-		srv->unvalidated--;
+		stats.handshakes_unvalidated--;
 	stats.conns_current--;
 	nghttp3_conn_del(qc->h3);
 	ngtcp2_conn_del(qc->conn);
@@ -1118,7 +1118,7 @@ accept_initial(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 	}
 	if (!validated && (lc->retry == CONFIG_RETRY_ALWAYS ||
 	    (lc->retry == CONFIG_RETRY_AUTO &&
-	    srv->unvalidated >= cfg->retry_threshold))) {
+	    stats.handshakes_unvalidated >= cfg->retry_threshold))) {
 		send_retry(sock, hd, remote, local);
 		return NULL;
 	}

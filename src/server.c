@@ -4,6 +4,7 @@
  * and the statistics report.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -322,71 +323,98 @@ server_report_backends(struct quic_server *srv, struct strbuf *out,
 	upstream_report(srv->gen->upstreams, out, json);
 }
 
+/* Every counter of struct stats, by group, for both report formats. */
+#define ROW(g, n, f)	{ g, n, offsetof(struct stats, f) }
+static const struct stats_row {
+	const char	*group;
+	const char	*name;
+	size_t		 off;
+} stats_rows[] = {
+	ROW("connections", "current", conns_current),
+	ROW("connections", "total", conns_total),
+	ROW("connections", "handshakes_completed", handshakes_completed),
+	ROW("connections", "handshakes_failed", handshakes_failed),
+	ROW("streams", "current", streams_current),
+	ROW("streams", "total", streams_total),
+	ROW("requests", "total", requests_total),
+	ROW("requests", "1xx", responses[1]),
+	ROW("requests", "2xx", responses[2]),
+	ROW("requests", "3xx", responses[3]),
+	ROW("requests", "4xx", responses[4]),
+	ROW("requests", "5xx", responses[5]),
+	ROW("requests", "malformed", requests_malformed),
+	ROW("requests", "reset", requests_reset),
+	ROW("udp", "datagrams_received", datagrams_received),
+	ROW("udp", "bytes_received", bytes_received),
+	ROW("udp", "datagrams_sent", datagrams_sent),
+	ROW("udp", "bytes_sent", bytes_sent),
+	ROW("udp", "send_blocked", send_blocked),
+	ROW("udp", "send_errors", send_errors),
+	ROW("udp", "version_negotiations", version_negotiations),
+	ROW("udp", "gso_batches", gso_batches),
+	ROW("udp", "gso_datagrams", gso_datagrams),
+	ROW("udp", "recv_batches", recv_batches),
+	ROW("udp", "gro_datagrams", gro_datagrams),
+	ROW("udp_dropped", "invalid", dropped_invalid),
+	ROW("udp_dropped", "no_connection", dropped_unknown),
+	ROW("udp_dropped", "refused", dropped_refused),
+	ROW("quic", "retries_sent", retries_sent),
+	ROW("quic", "tokens_invalid", tokens_invalid),
+	ROW("quic", "new_tokens_sent", new_tokens_sent),
+	ROW("quic", "stateless_resets_sent", stateless_resets_sent),
+	ROW("quic", "stateless_resets_limited", stateless_resets_limited),
+	ROW("quic", "unvalidated_handshakes", handshakes_unvalidated),
+	ROW("quic", "path_validations_ok", path_validations_ok),
+	ROW("quic", "path_validations_failed", path_validations_failed),
+	ROW("quic", "migrations", migrations),
+	ROW("quic", "early_data_requests", early_data_requests),
+	ROW("quic", "early_data_refused", early_data_refused),
+	ROW("upstream", "connects", upstream_connects),
+	ROW("upstream", "connect_failures", upstream_connect_failures),
+	ROW("upstream", "reused", upstream_reused),
+};
+#undef ROW
+
 void
 server_report_stats(struct quic_server *srv, struct strbuf *out, bool json)
 {
-	const struct stats *st = &stats;
 	struct generation *gen = srv->gen;
 	double uptime = ev_now(srv->loop) - srv->started;
+	const size_t nrows = sizeof(stats_rows) / sizeof(stats_rows[0]);
 	char text[ADDR_STRLEN];
 	struct udp_sock *s;
 
+	if (json)
+		strbuf_printf(out, "{\"version\":\"%s\",\"uptime\":%.3f,"
+		    "\"generation\":%llu", QPROXY_VERSION, uptime,
+		    (unsigned long long)gen->id);
+	else
+		strbuf_printf(out, "%-12s %.0f s (configuration generation "
+		    "%llu)\n", "uptime", uptime, (unsigned long long)gen->id);
+	for (size_t i = 0; i < nrows; i++) {
+		const struct stats_row *r = &stats_rows[i];
+		bool first = i == 0 ||
+		    strcmp(stats_rows[i - 1].group, r->group) != 0;
+		bool last = i + 1 == nrows ||
+		    strcmp(stats_rows[i + 1].group, r->group) != 0;
+		uint64_t v;
+
+		memcpy(&v, (const char *)&stats + r->off, sizeof(v));
+		if (json) {
+			if (first)
+				strbuf_printf(out, ",\"%s\":{", r->group);
+			strbuf_printf(out, "%s\"%s\":%llu%s", first ? "" : ",",
+			    r->name, (unsigned long long)v, last ? "}" : "");
+		} else {
+			if (first)
+				strbuf_printf(out, "%-12s ", r->group);
+			strbuf_printf(out, "%s%s %llu%s", first ? "" : ", ",
+			    r->name, (unsigned long long)v, last ? "\n" : "");
+		}
+	}
 	if (!json) {
-		strbuf_printf(out, "uptime              %.0f s\n", uptime);
-		strbuf_printf(out, "connections         %llu current, %llu "
-		    "total\n", (unsigned long long)st->conns_current,
-		    (unsigned long long)st->conns_total);
-		strbuf_printf(out, "handshakes          %llu completed, %llu "
-		    "failed\n", (unsigned long long)st->handshakes_completed,
-		    (unsigned long long)st->handshakes_failed);
-		strbuf_printf(out, "streams             %llu current, %llu "
-		    "total\n", (unsigned long long)st->streams_current,
-		    (unsigned long long)st->streams_total);
-		strbuf_printf(out, "requests            %llu total: %llu 1xx, "
-		    "%llu 2xx, %llu 3xx, %llu 4xx, %llu 5xx; %llu malformed, "
-		    "%llu reset\n", (unsigned long long)st->requests_total,
-		    (unsigned long long)st->responses[1],
-		    (unsigned long long)st->responses[2],
-		    (unsigned long long)st->responses[3],
-		    (unsigned long long)st->responses[4],
-		    (unsigned long long)st->responses[5],
-		    (unsigned long long)st->requests_malformed,
-		    (unsigned long long)st->requests_reset);
-		strbuf_printf(out, "udp received        %llu datagrams, %llu "
-		    "bytes\n", (unsigned long long)st->datagrams_received,
-		    (unsigned long long)st->bytes_received);
-		strbuf_printf(out, "udp sent            %llu datagrams, %llu "
-		    "bytes\n", (unsigned long long)st->datagrams_sent,
-		    (unsigned long long)st->bytes_sent);
-		strbuf_printf(out, "udp dropped         %llu invalid, %llu for "
-		    "no connection, %llu refused; %llu send blocked, %llu "
-		    "version negotiations\n",
-		    (unsigned long long)st->dropped_invalid,
-		    (unsigned long long)st->dropped_unknown,
-		    (unsigned long long)st->dropped_refused,
-		    (unsigned long long)st->send_blocked,
-		    (unsigned long long)st->version_negotiations);
-		strbuf_printf(out, "quic                %llu retries, %llu bad "
-		    "tokens, %llu new tokens, %llu stateless resets (%llu over "
-		    "the rate), %llu unvalidated handshakes\n",
-		    (unsigned long long)st->retries_sent,
-		    (unsigned long long)st->tokens_invalid,
-		    (unsigned long long)st->new_tokens_sent,
-		    (unsigned long long)st->stateless_resets_sent,
-		    (unsigned long long)st->stateless_resets_limited,
-		    (unsigned long long)srv->unvalidated);
-		strbuf_printf(out, "paths               %llu validated, %llu "
-		    "failed, %llu migrations\n",
-		    (unsigned long long)st->path_validations_ok,
-		    (unsigned long long)st->path_validations_failed,
-		    (unsigned long long)st->migrations);
-		strbuf_printf(out, "upstream            %llu connects, %llu "
-		    "failed, %llu reused\n",
-		    (unsigned long long)st->upstream_connects,
-		    (unsigned long long)st->upstream_connect_failures,
-		    (unsigned long long)st->upstream_reused);
-		strbuf_printf(out, "\nLISTENER             ADDRESS"
-		    "                  CONNECTIONS\n");
+		strbuf_printf(out, "\n%-20s %-24s %s\n", "LISTENER", "ADDRESS",
+		    "CONNECTIONS");
 		LIST_FOREACH(s, &srv->socks, entry)
 			strbuf_printf(out, "%-20s %-24s %llu\n",
 			    s->listener ? s->listener->cfg->name : "(draining)",
@@ -397,74 +425,7 @@ server_report_stats(struct quic_server *srv, struct strbuf *out, bool json)
 		upstream_report(gen->upstreams, out, false);
 		return;
 	}
-	strbuf_printf(out, "{\"version\":\"%s\",\"uptime\":%.3f,"
-	    "\"generation\":%llu,", QPROXY_VERSION, uptime,
-	    (unsigned long long)gen->id);
-	strbuf_printf(out, "\"connections\":{\"current\":%llu,\"total\":%llu,"
-	    "\"handshakes_completed\":%llu,\"handshakes_failed\":%llu},",
-	    (unsigned long long)st->conns_current,
-	    (unsigned long long)st->conns_total,
-	    (unsigned long long)st->handshakes_completed,
-	    (unsigned long long)st->handshakes_failed);
-	strbuf_printf(out, "\"streams\":{\"current\":%llu,\"total\":%llu},",
-	    (unsigned long long)st->streams_current,
-	    (unsigned long long)st->streams_total);
-	strbuf_printf(out, "\"requests\":{\"total\":%llu,\"1xx\":%llu,"
-	    "\"2xx\":%llu,\"3xx\":%llu,\"4xx\":%llu,\"5xx\":%llu,"
-	    "\"malformed\":%llu,\"reset\":%llu},",
-	    (unsigned long long)st->requests_total,
-	    (unsigned long long)st->responses[1],
-	    (unsigned long long)st->responses[2],
-	    (unsigned long long)st->responses[3],
-	    (unsigned long long)st->responses[4],
-	    (unsigned long long)st->responses[5],
-	    (unsigned long long)st->requests_malformed,
-	    (unsigned long long)st->requests_reset);
-	strbuf_printf(out, "\"udp\":{\"datagrams_received\":%llu,"
-	    "\"bytes_received\":%llu,\"datagrams_sent\":%llu,"
-	    "\"bytes_sent\":%llu,\"dropped\":{\"invalid\":%llu,"
-	    "\"no_connection\":%llu,\"refused\":%llu},"
-	    "\"send_blocked\":%llu,\"send_errors\":%llu,"
-	    "\"version_negotiations\":%llu,"
-	    "\"gso_batches\":%llu,\"gso_datagrams\":%llu,"
-	    "\"recv_batches\":%llu,\"gro_datagrams\":%llu},",
-	    (unsigned long long)st->datagrams_received,
-	    (unsigned long long)st->bytes_received,
-	    (unsigned long long)st->datagrams_sent,
-	    (unsigned long long)st->bytes_sent,
-	    (unsigned long long)st->dropped_invalid,
-	    (unsigned long long)st->dropped_unknown,
-	    (unsigned long long)st->dropped_refused,
-	    (unsigned long long)st->send_blocked,
-	    (unsigned long long)st->send_errors,
-	    (unsigned long long)st->version_negotiations,
-	    (unsigned long long)st->gso_batches,
-	    (unsigned long long)st->gso_datagrams,
-	    (unsigned long long)st->recv_batches,
-	    (unsigned long long)st->gro_datagrams);
-	strbuf_printf(out, "\"quic\":{\"retries_sent\":%llu,"
-	    "\"tokens_invalid\":%llu,\"new_tokens_sent\":%llu,"
-	    "\"stateless_resets_sent\":%llu,\"stateless_resets_limited\":%llu,"
-	    "\"unvalidated_handshakes\":%llu,\"path_validations_ok\":%llu,"
-	    "\"path_validations_failed\":%llu,\"migrations\":%llu,"
-	    "\"early_data_requests\":%llu,\"early_data_refused\":%llu},",
-	    (unsigned long long)st->retries_sent,
-	    (unsigned long long)st->tokens_invalid,
-	    (unsigned long long)st->new_tokens_sent,
-	    (unsigned long long)st->stateless_resets_sent,
-	    (unsigned long long)st->stateless_resets_limited,
-	    (unsigned long long)srv->unvalidated,
-	    (unsigned long long)st->path_validations_ok,
-	    (unsigned long long)st->path_validations_failed,
-	    (unsigned long long)st->migrations,
-	    (unsigned long long)st->early_data_requests,
-	    (unsigned long long)st->early_data_refused);
-	strbuf_printf(out, "\"upstream\":{\"connects\":%llu,"
-	    "\"connect_failures\":%llu,\"reused\":%llu},",
-	    (unsigned long long)st->upstream_connects,
-	    (unsigned long long)st->upstream_connect_failures,
-	    (unsigned long long)st->upstream_reused);
-	strbuf_printf(out, "\"listeners\":[");
+	strbuf_printf(out, ",\"listeners\":[");
 	LIST_FOREACH(s, &srv->socks, entry) {
 		strbuf_printf(out, "%s{\"name\":", s == LIST_FIRST(&srv->socks)
 		    ? "" : ",");

@@ -374,7 +374,7 @@ def test_conns_shows_the_sni(qp):
 
 
 def test_dropped_datagrams_are_counted_by_reason(qp):
-    before = stats(qp)["udp"]["dropped"]
+    before = stats(qp)["udp_dropped"]
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.connect(("127.0.0.1", qp.port))
         s.send(b"\x00")                                  # not QUIC at all
@@ -382,7 +382,7 @@ def test_dropped_datagrams_are_counted_by_reason(qp):
             s.send(bytes([0x40]) + os.urandom(16) + os.urandom(40))
     deadline = time.monotonic() + 5 * SLOW
     while True:
-        after = stats(qp)["udp"]["dropped"]
+        after = stats(qp)["udp_dropped"]
         if (after["invalid"] - before["invalid"] >= 1 and
                 after["no_connection"] - before["no_connection"] >= 3):
             break
