@@ -40,7 +40,9 @@ CONF
 
 /usr/bin/python3 "$top/scripts/demo-backend.py" --listen "$app" &
 app_pid=$!
-trap 'kill $app_pid 2>/dev/null' EXIT INT TERM
+# Ctrl-C reaches qproxy too (same process group): it stops gracefully.
+trap 'kill $app_pid 2>/dev/null || true' EXIT
+trap ':' INT TERM
 # The app must be up before qproxy sends it anything.
 tries=0
 until /usr/bin/python3 -c "import socket; socket.create_connection(('${app%:*}', ${app#*:}), 1)" 2>/dev/null; do
@@ -51,6 +53,10 @@ until /usr/bin/python3 -c "import socket; socket.create_connection(('${app%:*}',
 	tries=$((tries + 1))
 	sleep 0.1
 done
+if ! kill -0 $app_pid 2>/dev/null; then
+	echo "demo: the demo app exited; is $app used by another program?" >&2
+	exit 1
+fi
 
 cat <<MSG
 
@@ -68,4 +74,6 @@ Stop it with Ctrl-C (a graceful shutdown). Its configuration is
 $run/qproxy.conf.
 
 MSG
-"$top/build/qproxy" -c "$run/qproxy.conf"
+status=0
+"$top/build/qproxy" -c "$run/qproxy.conf" || status=$?
+exit $status
