@@ -968,6 +968,18 @@ qconn_close(struct qconn *qc)
 		    qc->close_pktlen, &ps.path, pi.ecn);
 }
 
+/* A datagram outside any connection's flow (VN, Retry, resets): counted. */
+static int
+send_connless(struct udp_sock *sock, const uint8_t *buf, size_t len,
+    const struct addr *remote, const struct addr *local)
+{
+	if (udp_send(sock->fd, buf, len, remote, local, 0) == -1)
+		return -1;
+	stats.datagrams_sent++;
+	stats.bytes_sent += len;
+	return 0;
+}
+
 static void
 send_version_negotiation(struct udp_sock *sock, const ngtcp2_version_cid *vc,
     const struct addr *remote, const struct addr *local)
@@ -983,10 +995,7 @@ send_version_negotiation(struct udp_sock *sock, const ngtcp2_version_cid *vc,
 	if (n <= 0)
 		return;
 	stats.version_negotiations++;
-	if (udp_send(sock->fd, srv->txbuf, (size_t)n, remote, local, 0) == 0) {
-		stats.datagrams_sent++;
-		stats.bytes_sent += (uint64_t)n;
-	}
+	(void)send_connless(sock, srv->txbuf, (size_t)n, remote, local);
 }
 
 /* RFC 9000 10.3: for a short-header packet of an unknown connection. */
@@ -1024,11 +1033,8 @@ send_stateless_reset(struct udp_sock *sock, size_t len, const uint8_t *dcid,
 	    size - NGTCP2_STATELESS_RESET_TOKENLEN);
 	if (n <= 0)
 		return;
-	if (udp_send(sock->fd, srv->txbuf, (size_t)n, remote, local, 0) == 0) {
+	if (send_connless(sock, srv->txbuf, (size_t)n, remote, local) == 0)
 		stats.stateless_resets_sent++;
-		stats.datagrams_sent++;
-		stats.bytes_sent += (uint64_t)n;
-	}
 }
 
 static void
@@ -1052,11 +1058,8 @@ send_retry(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 	    (size_t)tokenlen);
 	if (n <= 0)
 		return;
-	if (udp_send(sock->fd, srv->txbuf, (size_t)n, remote, local, 0) == 0) {
+	if (send_connless(sock, srv->txbuf, (size_t)n, remote, local) == 0)
 		stats.retries_sent++;
-		stats.datagrams_sent++;
-		stats.bytes_sent += (uint64_t)n;
-	}
 }
 
 /* RFC 9000 8.1.2: a bad Retry token closes with INVALID_TOKEN. */
@@ -1071,8 +1074,7 @@ send_invalid_token(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 	    sizeof(srv->txbuf), hd->version, &hd->scid, &hd->dcid,
 	    NGTCP2_INVALID_TOKEN, NULL, 0);
 	if (n > 0)
-		(void)udp_send(sock->fd, srv->txbuf, (size_t)n, remote, local,
-		    0);
+		(void)send_connless(sock, srv->txbuf, (size_t)n, remote, local);
 }
 
 /*
@@ -1172,8 +1174,8 @@ handle_datagram(struct udp_sock *sock, const uint8_t *data, size_t len,
 		qc->close_resends++;
 		if (!qc->blocked &&
 		    (qc->close_resends & (qc->close_resends - 1)) == 0)
-			(void)udp_send(sock->fd, qc->close_pkt,
-			    qc->close_pktlen, remote, local, 0);
+			(void)send_connless(sock, qc->close_pkt,
+			    qc->close_pktlen, remote, local);
 		return;
 	}
 	if (qc->state == QC_DRAINING)
