@@ -87,27 +87,31 @@ SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error",
                      "UndefinedBehaviorSanitizer", "ThreadSanitizer")
 
 
-def qproxy_binary():
-    """$QPROXY, or pytest.fail (never skip) with a clear message."""
-    path = os.environ.get("QPROXY")
+def _env_binary(var, what, default, build_hint):
+    """The program named by $var, or pytest.fail (never skip) saying how."""
+    path = os.environ.get(var)
     if not path:
-        pytest.fail("QPROXY is not set: point it at the qproxy binary "
-                    "(make integration does: QPROXY=build/qproxy)", pytrace=False)
+        pytest.fail("%s is not set: point it at %s (make integration does: %s=%s)"
+                    % (var, what, var, default), pytrace=False)
     if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-        pytest.fail("QPROXY=%s is not an executable file (build it first: make)" % path,
+        pytest.fail("%s=%s is not an executable file (%s)" % (var, path, build_hint),
                     pytrace=False)
     return os.path.abspath(path)
+
+
+def qproxy_binary():
+    return _env_binary("QPROXY", "the qproxy binary", "build/qproxy",
+                       "build it first: make")
 
 
 def h3raw_binary():
-    path = os.environ.get("H3RAW")
-    if not path:
-        pytest.fail("H3RAW is not set: point it at the h3raw test client "
-                    "(make integration does: H3RAW=build/tests/h3raw)", pytrace=False)
-    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-        pytest.fail("H3RAW=%s is not an executable file (make tests builds it)" % path,
-                    pytrace=False)
-    return os.path.abspath(path)
+    return _env_binary("H3RAW", "the h3raw test client", "build/tests/h3raw",
+                       "make tests builds it")
+
+
+def qproxyctl_binary():
+    return _env_binary("QPROXYCTL", "the qproxyctl binary", "build/qproxyctl",
+                       "build it first: make")
 
 
 def gtlsclient_binary():

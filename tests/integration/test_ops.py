@@ -13,17 +13,15 @@ import time
 import pycurl
 import pytest
 
-from helpers import SLOW, expected_sha256, h3_get, h3raw, render_config
+from helpers import (SLOW, expected_sha256, h3_get, h3raw, qproxyctl_binary,
+                     render_config)
 
 KiB = 1024
 MiB = 1024 * 1024
 
 
 def qproxyctl(q, *args):
-    binary = os.environ.get("QPROXYCTL")
-    if not binary or not os.access(binary, os.X_OK):
-        pytest.fail("QPROXYCTL must name the qproxyctl binary")
-    return subprocess.run([binary, "-s", q.control_socket] + list(args),
+    return subprocess.run([qproxyctl_binary(), "-s", q.control_socket] + list(args),
                           capture_output=True, text=True, timeout=30)
 
 

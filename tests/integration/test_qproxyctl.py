@@ -15,20 +15,9 @@ import time
 
 import pytest
 
-from helpers import SLOW, h3_get, qproxy_binary
+from helpers import SLOW, h3_get, qproxy_binary, qproxyctl_binary
 
 COMMANDS = ("stats", "conns", "backends", "reload", "version")
-
-
-def qproxyctl_binary():
-    path = os.environ.get("QPROXYCTL")
-    if not path:
-        pytest.fail("QPROXYCTL is not set: point it at the qproxyctl binary "
-                    "(make integration does: QPROXYCTL=build/qproxyctl)", pytrace=False)
-    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-        pytest.fail("QPROXYCTL=%s is not an executable file (build it first: make)" % path,
-                    pytrace=False)
-    return os.path.abspath(path)
 
 
 def qproxyctl(args, socket_path):
