@@ -16,10 +16,9 @@ WOLFSSL_VERSION=5.7.2
 NGTCP2_VERSION=1.11.0
 JOBS=$(nproc 2>/dev/null || echo 2)
 
-say() { printf 'setup-deps: %s\n' "$*"; }
-die() { printf 'setup-deps: error: %s\n' "$*" >&2; exit 1; }
-
+TAG=setup-deps
 SUDO=
+. "$(dirname "$0")/lib-build.sh"
 if [ "$(id -u)" -ne 0 ]; then
 	command -v sudo >/dev/null 2>&1 || die "run as root (or install sudo)"
 	SUDO=sudo
@@ -31,13 +30,6 @@ xz-utils ca-certificates openssl libev-dev libinih-dev python3 python3-pytest
 python3-pycurl mandoc libsystemd-dev man-db systemd"
 # Debian packages that must come from bookworm-backports.
 BPO_PKGS="libnghttp3-dev libcurl3-gnutls ngtcp2-client"
-
-have_pkgs() {
-	for p in "$@"; do
-		dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null |
-		    grep -q '^install ok installed$' || return 1
-	done
-}
 
 # The URI of the main Debian archive as this machine's apt knows it.
 archive_uri() {
@@ -115,54 +107,42 @@ install_packages() {
 	    die "apt-get install from bookworm-backports failed"
 }
 
-# Download a trixie source package's files and unpack them into $2, applying
-# Debian's patches. The .dsc is optional: only the tarballs are needed.
-fetch_source() {
-	pkg=$1 dir=$2
-	work=$(mktemp -d)
-	chmod 755 "$work"	# apt's download user writes here
-	(
-		cd "$work"
-		apt-get source -q --print-uris "$pkg/trixie" 2>/dev/null |
-		    awk -F"'" '/^'"'"'/ { print $2, $0 }' |
-		    while read -r url rest; do
-			    name=$(printf '%s\n' "$rest" | awk '{ print $2 }')
-			    case "$name" in
-			    *.dsc) /usr/lib/apt/apt-helper download-file \
-				"$url" "$name" >/dev/null 2>&1 || true ;;
-			    *) /usr/lib/apt/apt-helper download-file \
-				"$url" "$name" >/dev/null 2>&1 ||
-				    { echo "download of $name failed" >&2;
-				      exit 1; } ;;
-			    esac
-		    done
-	) || die "cannot download the $pkg source package"
-	orig=$(ls "$work"/*.orig.tar.* 2>/dev/null | head -n 1)
-	deb=$(ls "$work"/*.debian.tar.* 2>/dev/null | head -n 1)
-	[ -n "$orig" ] || die "no upstream tarball for $pkg"
-	rm -rf "$dir"
-	mkdir -p "$dir"
-	tar -xf "$orig" -C "$dir" --strip-components=1
-	if [ -n "$deb" ]; then
-		tar -xf "$deb" -C "$dir"
-		if [ -f "$dir/debian/patches/series" ]; then
-			grep -v '^[[:space:]]*\(#\|$\)' "$dir/debian/patches/series" |
-			    while read -r p _; do
-				    patch -d "$dir" -p1 -s -N <"$dir/debian/patches/$p" ||
-					die "patch $p of $pkg does not apply"
-			    done
-		fi
-	fi
-	rm -rf "$work"
-}
-
 pc() {
 	PKG_CONFIG_PATH="$PREFIX/lib/pkgconfig" pkg-config "$@"
 }
 
+# Each build records what it was built from; a change to a version or a flag
+# below rebuilds it (and ngtcp2 after wolfSSL) on the next run.
+STAMPS=$PREFIX/share/qproxy-deps
+# HAVE_SECRET_CALLBACK gives wolfSSL_set_tls13_secret_cb for keylog_file.
+WOLFSSL_CPPFLAGS="-DHAVE_SECRET_CALLBACK"
+WOLFSSL_FLAGS="--enable-static --disable-shared --with-pic --enable-quic
+--enable-session-ticket --enable-earlydata --enable-psk --enable-harden
+--enable-altcertchains --enable-aesni --enable-intelasm --disable-examples
+--disable-crypttests --disable-benchmark"
+NGTCP2_FLAGS="--enable-static --disable-shared --with-pic --with-wolfssl
+--without-gnutls --without-openssl --without-boringssl --without-picotls
+--enable-lib-only"
+
+wolfssl_stamp() {
+	printf 'wolfssl %s %s %s\n' "$WOLFSSL_VERSION" "$WOLFSSL_CPPFLAGS" \
+	    "$(echo $WOLFSSL_FLAGS)"
+}
+ngtcp2_stamp() {
+	printf 'ngtcp2 %s %s\n' "$NGTCP2_VERSION" "$(echo $NGTCP2_FLAGS)"
+	wolfssl_stamp
+}
+stamp_is() {
+	[ -f "$STAMPS/$1" ] && [ "$(cat "$STAMPS/$1")" = "$2" ]
+}
+stamp_write() {
+	$SUDO mkdir -p "$STAMPS"
+	printf '%s\n' "$2" | $SUDO tee "$STAMPS/$1" >/dev/null
+}
+
 build_wolfssl() {
-	if pc --exists wolfssl && [ -f "$PREFIX/lib/libwolfssl.a" ] &&
-	    grep -q wolfSSL_set_quic_method "$PREFIX/include/wolfssl/quic.h"; then
+	if stamp_is wolfssl "$(wolfssl_stamp)" && pc --exists wolfssl &&
+	    [ -f "$PREFIX/lib/libwolfssl.a" ]; then
 		return 0
 	fi
 	add_sources
@@ -173,20 +153,19 @@ build_wolfssl() {
 	(
 		cd "$src"
 		[ -x configure ] || autoreconf -fi >/dev/null 2>&1
-		./configure -q --prefix="$PREFIX" --enable-static --disable-shared \
-		    --with-pic --enable-quic --enable-session-ticket \
-		    --enable-earlydata --enable-psk --enable-harden \
-		    --enable-altcertchains --enable-aesni --enable-intelasm \
-		    --disable-examples --disable-crypttests --disable-benchmark \
-		    >/dev/null
+		# shellcheck disable=SC2086
+		./configure -q --prefix="$PREFIX" CPPFLAGS="$WOLFSSL_CPPFLAGS" \
+		    $WOLFSSL_FLAGS >/dev/null
 		make -s -j"$JOBS" >/dev/null 2>&1 || make -j"$JOBS"
 		$SUDO make -s install >/dev/null
 	) || die "wolfSSL build failed"
 	rm -rf "$(dirname "$src")"
+	stamp_write wolfssl "$(wolfssl_stamp)"
 }
 
 build_ngtcp2() {
-	if pc --exists libngtcp2_crypto_wolfssl &&
+	if stamp_is ngtcp2 "$(ngtcp2_stamp)" &&
+	    pc --exists libngtcp2_crypto_wolfssl &&
 	    [ -f "$PREFIX/lib/libngtcp2_crypto_wolfssl.a" ]; then
 		return 0
 	fi
@@ -199,16 +178,14 @@ build_ngtcp2() {
 		cd "$src"
 		[ -x configure ] || autoreconf -fi >/dev/null 2>&1
 		# libwolfssl.a needs libm at link time (its Libs.private).
+		# shellcheck disable=SC2086
 		PKG_CONFIG_PATH="$PREFIX/lib/pkgconfig" LIBS="-lm -lpthread" \
-		    ./configure -q \
-		    --prefix="$PREFIX" --enable-static --disable-shared \
-		    --with-pic --with-wolfssl --without-gnutls --without-openssl \
-		    --without-boringssl --without-picotls --enable-lib-only \
-		    >/dev/null
+		    ./configure -q --prefix="$PREFIX" $NGTCP2_FLAGS >/dev/null
 		make -s -j"$JOBS" >/dev/null 2>&1 || make -j"$JOBS"
 		$SUDO make -s install >/dev/null
 	) || die "ngtcp2 build failed"
 	rm -rf "$(dirname "$src")"
+	stamp_write ngtcp2 "$(ngtcp2_stamp)"
 }
 
 install_packages

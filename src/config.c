@@ -38,7 +38,7 @@
 #define MS_PER_H	(MS_PER_M * 60)
 #define DURATION_MAX	(24 * MS_PER_H)
 
-#define CONFIG_MAX_KEYS	32
+#define CONFIG_MAX_KEYS	64
 #define CONFIG_NAME_MAX	64
 
 enum config_sect {
@@ -200,6 +200,8 @@ static const struct config_key config_keys[] = {
 	    0, 0, "cubic", 0, F(config, congestion_control) },
 	{ SECT_GLOBAL, "qlog_dir", config_set_path,
 	    0, 0, "off", KEY_OFF, F(config, qlog_dir) },
+	{ SECT_GLOBAL, "keylog_file", config_set_path,
+	    0, 0, "off", KEY_OFF, F(config, keylog_file) },
 
 	{ SECT_LISTENER, "address", config_set_listen,
 	    0, 0, NULL, KEY_REPEAT | KEY_REQUIRED, NOF },
@@ -1368,6 +1370,7 @@ config_free(struct config *cfg)
 	free(cfg->access_log);
 	free(cfg->secret_file);
 	free(cfg->qlog_dir);
+	free(cfg->keylog_file);
 	free(cfg->path);
 	free(cfg);
 }

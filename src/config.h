@@ -83,6 +83,7 @@ struct config {
 	uint64_t		 retry_threshold;	/* unvalidated handshakes */
 	int			 congestion_control;	/* enum config_cc */
 	char			*qlog_dir;	/* NULL: off */
+	char			*keylog_file;	/* NULL: off */
 
 	struct config_listener	*listeners;
 	size_t			 nlisteners;

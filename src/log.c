@@ -1,22 +1,29 @@
-/* log.c: the error log and the access log.
+/* log.c: the error log, the access log and the TLS key log.
  *
  * The error log goes to stderr, which systemd sends to journald, or to a
  * file, where each line starts with an ISO 8601 UTC timestamp. The access
  * log takes one line per request, as text or JSON, to stderr or a file.
+ * The key log (keylog_file, for debugging) takes TLS secrets in the NSS
+ * key log format, in a file only the service can read.
  * Every line is built in a buffer and written with a single write(2), so
  * lines from several writers never interleave. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include "log.h"
 
 #define LOG_FILE_MODE	0640
 #define LOG_FILE_FLAGS	(O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC)
+#define KEYLOG_MODE	0600
+/* A label, a 32-byte client random and a secret of up to 64 bytes, in hex. */
+#define KEYLOG_LINE_MAX	256
 /* Room for a timestamp (24 characters; gcc wants room for any int). */
 #define LOG_TIME_SIZE	96
 
@@ -45,6 +52,9 @@ static char	*err_path;
 static int	 acc_fd = -1;
 static char	*acc_path;
 static int	 acc_json;
+/* The TLS key log: -1 when off, else a file from key_path. */
+static int	 key_fd = -1;
+static char	*key_path;
 static unsigned long long acc_errors;
 static int	 acc_warned;
 static time_t	 acc_warn_time;
@@ -198,25 +208,35 @@ fatalx(const char *fmt, ...)
 	exit(1);
 }
 
-/* Opens path for appending and copies it; 0 with *fdp and *copyp set, or
- * -1 with errno. */
+/* Opens path for appending with the given mode and copies it; 0 with *fdp
+ * and *copyp set, or -1 with errno. */
 static int
-log_file_open(const char *path, int *fdp, char **copyp)
+log_file_open_mode(const char *path, mode_t mode, int *fdp, char **copyp)
 {
 	char	*copy;
 	int	 fd, saved;
 
-	if ((fd = open(path, LOG_FILE_FLAGS, LOG_FILE_MODE)) == -1)
+	if ((fd = open(path, LOG_FILE_FLAGS, mode)) == -1)
 		return -1;
-	if ((copy = strdup(path)) == NULL) {
-		saved = errno;
-		close(fd);
-		errno = saved;
-		return -1;
-	}
+	/* an existing file keeps its mode: make it no wider than asked */
+	if (mode == KEYLOG_MODE && fchmod(fd, mode) == -1)
+		goto fail;
+	if ((copy = strdup(path)) == NULL)
+		goto fail;
 	*fdp = fd;
 	*copyp = copy;
 	return 0;
+fail:
+	saved = errno;
+	close(fd);
+	errno = saved;
+	return -1;
+}
+
+static int
+log_file_open(const char *path, int *fdp, char **copyp)
+{
+	return log_file_open_mode(path, LOG_FILE_MODE, fdp, copyp);
 }
 
 int
@@ -265,13 +285,71 @@ access_log_close(void)
 	acc_fd = -1;
 }
 
+int
+keylog_open(const char *path)
+{
+	char	*copy = NULL;
+	int	 fd = -1;
+
+	if (path != NULL &&
+	    log_file_open_mode(path, KEYLOG_MODE, &fd, &copy) == -1)
+		return -1;
+	keylog_close();
+	key_fd = fd;
+	key_path = copy;
+	return 0;
+}
+
+void
+keylog_close(void)
+{
+	if (key_fd != -1)
+		close(key_fd);
+	free(key_path);
+	key_path = NULL;
+	key_fd = -1;
+}
+
+int
+keylog_enabled(void)
+{
+	return key_fd != -1;
+}
+
+void
+keylog_write(const char *label, const uint8_t *client_random, size_t rlen,
+    const uint8_t *secret, size_t slen)
+{
+	static const char hex[] = "0123456789abcdef";
+	char	 line[KEYLOG_LINE_MAX];
+	size_t	 n, i;
+
+	if (key_fd == -1 || strlen(label) + 2 * (rlen + slen) + 3 > sizeof(line))
+		return;
+	n = strlen(label);
+	memcpy(line, label, n);
+	line[n++] = ' ';
+	for (i = 0; i < rlen; i++) {
+		line[n++] = hex[client_random[i] >> 4];
+		line[n++] = hex[client_random[i] & 15];
+	}
+	line[n++] = ' ';
+	for (i = 0; i < slen; i++) {
+		line[n++] = hex[secret[i] >> 4];
+		line[n++] = hex[secret[i] & 15];
+	}
+	line[n++] = '\n';
+	if (write(key_fd, line, n) != (ssize_t)n)
+		log_warn("key log %s", key_path);
+}
+
 /* Reopens one file by its path; the old descriptor stays on failure. */
 static int
-log_file_reopen(int *fdp, const char *path)
+log_file_reopen(int *fdp, const char *path, mode_t mode)
 {
 	int	fd;
 
-	if ((fd = open(path, LOG_FILE_FLAGS, LOG_FILE_MODE)) == -1)
+	if ((fd = open(path, LOG_FILE_FLAGS, mode)) == -1)
 		return -1;
 	close(*fdp);
 	*fdp = fd;
@@ -283,15 +361,23 @@ log_reopen(void)
 {
 	int	rv = 0, saved = 0;
 
-	if (err_path != NULL && log_file_reopen(&err_fd, err_path) == -1) {
+	if (err_path != NULL &&
+	    log_file_reopen(&err_fd, err_path, LOG_FILE_MODE) == -1) {
 		saved = errno;
 		rv = -1;
 		log_warn("%s: error log %s", __func__, err_path);
 	}
-	if (acc_path != NULL && log_file_reopen(&acc_fd, acc_path) == -1) {
+	if (acc_path != NULL &&
+	    log_file_reopen(&acc_fd, acc_path, LOG_FILE_MODE) == -1) {
 		saved = errno;
 		rv = -1;
 		log_warn("%s: access log %s", __func__, acc_path);
+	}
+	if (key_path != NULL &&
+	    log_file_reopen(&key_fd, key_path, KEYLOG_MODE) == -1) {
+		saved = errno;
+		rv = -1;
+		log_warn("%s: key log %s", __func__, key_path);
 	}
 	if (rv == -1)
 		errno = saved;

@@ -3,6 +3,8 @@
 #define QPROXY_LOG_H
 
 #include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
 
 enum log_level {
 	LOG_LEVEL_ERROR = 0,
@@ -56,5 +58,16 @@ struct access_entry {
 int	access_log_open(const char *path, int json);
 void	access_log_write(const struct access_entry *);
 void	access_log_close(void);
+
+/*
+ * keylog_file: TLS secrets in the NSS key log format, so that captures can
+ * be decrypted while debugging. path NULL: off. The file is made mode 0600.
+ * 0, or -1 with errno.
+ */
+int	keylog_open(const char *path);
+void	keylog_close(void);
+int	keylog_enabled(void);
+void	keylog_write(const char *label, const uint8_t *client_random,
+	    size_t rlen, const uint8_t *secret, size_t slen);
 
 #endif

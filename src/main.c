@@ -56,6 +56,14 @@ logs_apply(const struct config *cfg, struct strbuf *errs)
 		    strerror(errno));
 		rv = -1;
 	}
+	if (keylog_open(cfg->keylog_file) == -1) {
+		strbuf_printf(errs, "keylog_file %s: %s\n", cfg->keylog_file,
+		    strerror(errno));
+		rv = -1;
+	} else if (cfg->keylog_file != NULL)
+		log_warnx("keylog_file is on: the TLS secrets of new connections "
+		    "are written to %s; turn it off when done debugging",
+		    cfg->keylog_file);
 	return rv;
 }
 
@@ -228,7 +236,7 @@ static void
 drop_privileges(const struct config *cfg)
 {
 	const char *files[] = { cfg->control_socket, cfg->error_log,
-	    cfg->access_log };
+	    cfg->access_log, cfg->keylog_file };
 
 	if (cfg->user == NULL || geteuid() != 0)
 		return;
@@ -344,6 +352,7 @@ main(int argc, char *argv[])
 	server_free(server);
 	strbuf_free(&errs);
 	access_log_close();
+	keylog_close();
 	ev_loop_destroy(loop);
 	wolfSSL_Cleanup();
 	return 0;

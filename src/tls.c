@@ -228,6 +228,36 @@ tls_ctx_free(WOLFSSL_CTX *ctx)
 		wolfSSL_CTX_free(ctx);
 }
 
+/* keylog_file: each TLS 1.3 secret as wolfSSL derives it, NSS's labels. */
+static int
+keylog_cb(WOLFSSL *ssl, int id, const unsigned char *secret, int len,
+    void *arg)
+{
+	static const char *const labels[] = {
+		[CLIENT_EARLY_TRAFFIC_SECRET] = "CLIENT_EARLY_TRAFFIC_SECRET",
+		[CLIENT_HANDSHAKE_TRAFFIC_SECRET] =
+		    "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
+		[SERVER_HANDSHAKE_TRAFFIC_SECRET] =
+		    "SERVER_HANDSHAKE_TRAFFIC_SECRET",
+		[CLIENT_TRAFFIC_SECRET] = "CLIENT_TRAFFIC_SECRET_0",
+		[SERVER_TRAFFIC_SECRET] = "SERVER_TRAFFIC_SECRET_0",
+		[EARLY_EXPORTER_SECRET] = "EARLY_EXPORTER_SECRET",
+		[EXPORTER_SECRET] = "EXPORTER_SECRET",
+	};
+	uint8_t random[32];
+	size_t rlen;
+
+	(void)arg;
+	if (id < 0 || (size_t)id >= sizeof(labels) / sizeof(labels[0]) ||
+	    labels[id] == NULL || len <= 0)
+		return 0;
+	rlen = wolfSSL_get_client_random(ssl, random, sizeof(random));
+	if (rlen != sizeof(random))
+		return 0;
+	keylog_write(labels[id], random, rlen, secret, (size_t)len);
+	return 0;
+}
+
 WOLFSSL *
 tls_session_new(WOLFSSL_CTX *ctx, struct tls_conn *tc, bool early_data)
 {
@@ -239,6 +269,8 @@ tls_session_new(WOLFSSL_CTX *ctx, struct tls_conn *tc, bool early_data)
 	tc->sni[0] = '\0';
 	wolfSSL_set_app_data(ssl, tc);
 	wolfSSL_set_accept_state(ssl);
+	if (keylog_enabled())
+		wolfSSL_set_tls13_secret_cb(ssl, keylog_cb, NULL);
 	return ssl;
 }
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from helpers import SLOW, expected_sha256, gtlsclient_binary, h3_get
+from helpers import SLOW, expected_body, expected_sha256, gtlsclient_binary, h3_get
 from test_ops import qproxyctl, stats
 
 KiB = 1024
@@ -157,7 +157,7 @@ def test_new_token_spares_the_next_retry(qproxy_factory, certificate, backend_ap
     tokfile = tmp_path / "token"
     s0 = stats(q)["quic"]
     _gtls(q.port, "/app/bytes/100", tmp_path, "--token-file=%s" % tokfile)
-    assert (tmp_path / "100").read_bytes() == __import__("helpers").expected_body(100)
+    assert (tmp_path / "100").read_bytes() == expected_body(100)
     s1 = stats(q)["quic"]
     assert s1["retries_sent"] - s0["retries_sent"] == 1
     assert s1["new_tokens_sent"] - s0["new_tokens_sent"] == 1
@@ -322,7 +322,48 @@ def test_key_update_from_the_client(qp, tmp_path):
     assert "Initiate key update" in out
     # qproxy answered in the new key phase
     assert [l for l in out.splitlines() if " pkt rx " in l and "type=1RTT k=1" in l]
-    from helpers import expected_body
     saved = [f for f in os.listdir(tmp_path) if f.startswith(str(n))]
     assert saved, os.listdir(tmp_path)
     assert (tmp_path / saved[0]).read_bytes() == expected_body(n)
+
+
+def test_keylog_file_matches_the_clients_secrets(qproxy_factory, backend_app,
+                                                tmp_path):
+    """keylog_file writes the secrets in NSS's format: the very lines that
+    GnuTLS writes on gtlsclient's side (SSLKEYLOGFILE) for the same
+    connection, so a capture can be decrypted with either; mode 0600 and a
+    warning while it is on."""
+    keylog = tmp_path / "keys.log"
+    keylog.write_text("")
+    keylog.chmod(0o644)                 # an existing file is narrowed
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server, str(tmp_path / "s"),
+        extra=[("keylog_file", str(keylog))]))
+    assert "keylog_file is on" in q.log_text()
+    assert keylog.stat().st_mode & 0o777 == 0o600
+    client_log = tmp_path / "client-keys.log"
+    env = dict(os.environ, SSLKEYLOGFILE=str(client_log))
+    p = subprocess.run([gtlsclient_binary(), "--exit-on-all-streams-close",
+                        "--download=%s" % tmp_path, "--timeout=15s", "-q",
+                        "127.0.0.1", str(q.port),
+                        "https://127.0.0.1:%d/app/bytes/100" % q.port],
+                       capture_output=True, timeout=60, env=env)
+    assert (tmp_path / "100").read_bytes() == expected_body(100), p
+    theirs = [l.split() for l in client_log.read_text().splitlines()]
+    randoms = {r for _, r, _ in theirs}
+    assert len(randoms) == 1, theirs
+    labels = {"CLIENT_HANDSHAKE_TRAFFIC_SECRET", "SERVER_HANDSHAKE_TRAFFIC_SECRET",
+              "CLIENT_TRAFFIC_SECRET_0", "SERVER_TRAFFIC_SECRET_0"}
+    assert labels <= {l for l, _, _ in theirs}, theirs
+    deadline = time.monotonic() + 5 * SLOW
+    while True:
+        ours = [l.split() for l in keylog.read_text().splitlines()]
+        mine = {(l, s) for l, r, s in ours if r in randoms}
+        if {l for l, _ in mine} >= labels or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    # every secret both sides logged for this connection is the same
+    for label, _, secret in theirs:
+        if label in labels:
+            assert (label, secret) in mine, (label, ours)
+    assert all(len(x) == 3 and len(x[1]) == 64 for x in ours), ours
