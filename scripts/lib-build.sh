@@ -14,10 +14,12 @@ have_pkgs() {
 }
 
 # Download a trixie source package's files and unpack them into $2, applying
-# Debian's patches. The .dsc is optional: only the tarballs are needed.
+# Debian's patches. The .dsc is optional: only the tarballs are needed. With
+# a third argument "patches-optional", a Debian tarball that cannot be
+# downloaded is only warned about, and the upstream source is built as is.
 # Needs the trixie deb-src entry scripts/setup-deps.sh adds.
 fetch_source() {
-	pkg=$1 dir=$2
+	pkg=$1 dir=$2 optional=${3:-}
 	work=$(mktemp -d)
 	chmod 755 "$work"	# apt's download user writes here
 	(
@@ -29,6 +31,16 @@ fetch_source() {
 			    case "$name" in
 			    *.dsc) /usr/lib/apt/apt-helper download-file \
 				"$url" "$name" >/dev/null 2>&1 || true ;;
+			    *.debian.tar.*) /usr/lib/apt/apt-helper download-file \
+				"$url" "$name" >/dev/null 2>&1 ||
+				    if [ "$optional" = patches-optional ]; then
+					    echo "$TAG: warning: download of" \
+						"$name failed; building $pkg" \
+						"without Debian's patches" >&2
+				    else
+					    echo "download of $name failed" >&2
+					    exit 1
+				    fi ;;
 			    *) /usr/lib/apt/apt-helper download-file \
 				"$url" "$name" >/dev/null 2>&1 ||
 				    { echo "download of $name failed" >&2;

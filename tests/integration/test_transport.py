@@ -213,6 +213,33 @@ def test_gso_batches_during_a_large_transfer(qp):
     assert datagrams > sent // 2, (datagrams, sent)
 
 
+def test_gro_splits_a_coalesced_train(qp):
+    """A train sent with UDP_SEGMENT crosses loopback as one buffer, and
+    qproxy's UDP_GRO socket receives it whole: each of its datagrams, here
+    Initials of an unknown version, must still be handled on its own (one
+    Version Negotiation each, from distinct connection IDs)."""
+    udp_segment = 103                   # from linux/udp.h
+    n, size = 4, 1200
+    before = stats(qp)["udp"]
+    train = b"".join(_initial(os.urandom(8), os.urandom(8),
+                              version=0x1a2a3a4a, size=size) for _ in range(n))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(2.0 * SLOW)
+        s.sendmsg([train], [(socket.IPPROTO_UDP, udp_segment,
+                             struct.pack("H", size))], 0, ("127.0.0.1", qp.port))
+        replies = []
+        try:
+            while len(replies) < n:
+                replies.append(s.recv(4096))
+        except socket.timeout:
+            pass
+    after = stats(qp)["udp"]
+    assert len(replies) == n, replies
+    assert all(r[1:5] == b"\0\0\0\0" for r in replies)   # Version Negotiation
+    assert after["gro_datagrams"] - before["gro_datagrams"] == n
+    assert after["version_negotiations"] - before["version_negotiations"] == n
+
+
 def _resumable(q, tmp_path, path="/app/bytes/1"):
     """A first connection that leaves a session ticket and transport
     parameters behind for the next one."""
