@@ -123,15 +123,25 @@ int
 upstream_take_idle(struct upstream_server *s)
 {
 	struct upstream_idle *i;
+	char c;
 	int fd;
 
-	if ((i = s->idle) == NULL)
-		return -1;
-	idle_unlink(i);
-	fd = i->fd;
-	free(i);
-	stats.upstream_reused++;
-	return fd;
+	while ((i = s->idle) != NULL) {
+		idle_unlink(i);
+		fd = i->fd;
+		free(i);
+		/*
+		 * The idle watcher may not have run yet: a connection with
+		 * bytes nobody asked for, or closed, is not reused.
+		 */
+		if (recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == -1 &&
+		    (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			stats.upstream_reused++;
+			return fd;
+		}
+		close(fd);
+	}
+	return -1;
 }
 
 int

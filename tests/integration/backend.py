@@ -29,6 +29,9 @@ Endpoints (the first path segment that names an endpoint selects it, so
   GET      /die-chunked/N  chunked, about half the body, closes without the last chunk
   GET      /garbage[/KIND] a malformed response head, then keeps the connection open
                            KIND: status (default), noheader, cl, binary
+  GET      /extra/N?ms=T   N bytes with Content-Length, then (after T ms, default 0)
+                           a second, unasked-for response on the same connection,
+                           which stays open: a proxy must not pass those bytes on
   GET      /early-hints    103 Early Hints, then 200 with a small body
   GET      /hop            a response carrying hop-by-hop fields (chunked body)
   GET      /cookies        a response with two Set-Cookie fields
@@ -51,6 +54,10 @@ SEED = b"qproxy integration test body, v1"
 
 _pattern = b""
 _pattern_lock = threading.Lock()
+
+
+# What /extra sends after its response: a second response nobody asked for.
+SMUGGLED = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nSMUGGLED!"
 
 
 def body_bytes(n):
@@ -506,7 +513,8 @@ class Backend:
         return int(args[0])
 
     ENDPOINTS = ("bytes", "chunked", "close", "slow", "status", "upload", "echo-headers",
-                 "hang", "die", "die-chunked", "garbage", "early-hints", "hop", "cookies")
+                 "hang", "die", "die-chunked", "garbage", "extra", "early-hints", "hop",
+                 "cookies")
 
     def _handle(self, sock, rf, req, rec):
         """Serve one request; returns whether the connection stays open."""
@@ -668,6 +676,19 @@ class Backend:
             except OSError:
                 pass
             return False
+
+        if name == "extra":
+            n = self._int_arg(args)
+            resp = self._head(200, [("Content-Type", "application/octet-stream"),
+                                    ("Content-Length", str(n))]) + body_bytes(n)
+            ms = float(q.get("ms", ["0"])[0])
+            if ms > 0:
+                sock.sendall(resp)
+                time.sleep(ms / 1000.0)
+                sock.sendall(SMUGGLED)
+            else:
+                sock.sendall(resp + SMUGGLED)   # in one segment
+            return True
 
         if name == "early-hints":
             sock.sendall(self._head(103, [("Link", "</style.css>; rel=preload; as=style")]))

@@ -392,3 +392,24 @@ def test_failures_do_not_break_later_requests(qp):
             pass
     r = h3_get(qp.url("/app/bytes/%d" % (64 * KiB)))
     assert r.status == 200 and r.sha256 == expected_sha256(64 * KiB)
+
+
+@pytest.mark.parametrize("ms", [0, 300], ids=["at-once", "later"])
+def test_backend_bytes_after_the_response_never_reach_a_client(qp, backend_app, ms):
+    """The backend sends more than its Content-Length: a second response
+    nobody asked for, with the first or while its connection would idle in
+    the pool.  The client gets exactly the body the Content-Length framed;
+    that connection is never used again, so the next requests get their own
+    responses, never the smuggled one."""
+    n = 1000
+    start = backend_app.count
+    r = h3_get(qp.url("/app/extra/%d?ms=%d" % (n, ms)))
+    assert r.status == 200 and r.body == expected_body(n)
+    bad_conn = backend_app.requests_since(start)[0]["conn"]
+    time.sleep(2 * ms / 1000.0)
+    later = backend_app.count
+    for i in range(5):
+        r = h3_get(qp.url("/app/bytes/%d" % (100 + i)))
+        assert r.status == 200 and r.body == expected_body(100 + i), r.body[:40]
+    conns = {x["conn"] for x in backend_app.requests_since(later)}
+    assert bad_conn not in conns
