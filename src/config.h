@@ -21,6 +21,7 @@ struct config_listener {
 	int		 retry;		/* enum config_retry */
 	int		 early_data;	/* accept 0-RTT */
 	char		*early_data_methods;	/* " GET HEAD OPTIONS " */
+	uint64_t	 max_connections;	/* per address; 0: no own limit */
 };
 
 enum config_retry {
@@ -71,6 +72,11 @@ struct config {
 	size_t			 qpack_table_size;	/* bytes */
 	size_t			 qpack_blocked_streams;
 	uint64_t		 max_streams_bidi;	/* concurrent per connection */
+	uint64_t		 max_connections;	/* in all */
+	uint64_t		 max_handshakes;	/* in progress */
+	uint64_t		 max_requests_per_conn;	/* then GOAWAY */
+	uint64_t		 max_stream_resets;	/* per 10 s, per connection */
+	double			 send_timeout;	/* seconds without progress */
 
 	char			*user;		/* NULL: keep the starting user */
 	uid_t			 uid;		/* of user, when set */

@@ -82,6 +82,7 @@ struct quic_server {
 	LIST_HEAD(, qconn)	 conns;
 	TAILQ_HEAD(, qconn)	 want_write;
 	ev_prepare		 flush;		/* writes, once per iteration */
+	ev_timer		 sweep;		/* send_timeout, each second */
 	ev_idle			 kick;		/* keeps the loop from sleeping */
 
 	uint8_t			 secret[32];	/* from secret_file */
@@ -140,6 +141,11 @@ struct qconn {
 	bool			 rx_0rtt;	/* stream data being read is 0-RTT */
 	FILE			*qlog;		/* qlog_dir's file, or NULL */
 	bool			 goaway_sent;
+	/* max_stream_resets: a budget refilled over RESET_WINDOW seconds */
+	double			 reset_budget;
+	ev_tstamp		 reset_refill;
+	/* send_timeout: since when response data waits without progress */
+	ev_tstamp		 send_mark;	/* 0: nothing waits */
 };
 
 struct strbuf;

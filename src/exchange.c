@@ -1037,6 +1037,17 @@ exchange_stream_closed(struct exchange *ex)
 	ex_free(ex);
 }
 
+bool
+exchange_conn_sending(const struct qconn *qc)
+{
+	const struct exchange *ex;
+
+	LIST_FOREACH(ex, &qc->exchanges, entry)
+		if (ex->resp_body.len > 0)
+			return true;
+	return false;
+}
+
 void
 exchange_abort_all(struct qconn *qc)
 {

@@ -118,6 +118,11 @@ static int
 acked_stream_data(nghttp3_conn *h3, int64_t stream_id, uint64_t len,
     void *user_data, void *stream_user_data)
 {
+	struct qconn *qc = user_data;
+
+	/* the client is reading: send_timeout counts from here */
+	if (qc->send_mark != 0)
+		qc->send_mark = ev_now(qc->srv->loop);
 	if (stream_user_data != NULL)
 		exchange_acked(stream_user_data, len);
 	return 0;
@@ -169,6 +174,12 @@ begin_headers(nghttp3_conn *h3, int64_t stream_id, void *user_data,
 	}
 	nghttp3_conn_set_stream_user_data(h3, stream_id, ex);
 	ngtcp2_conn_set_stream_user_data(qc->conn, stream_id, ex);
+	/* this one is served; GOAWAY sends the client elsewhere for more */
+	if (qc->streams_total >= qc->gen->cfg->max_requests_per_conn &&
+	    !qc->goaway_sent) {
+		h3_goaway(qc);
+		stats.goaway_max_requests++;
+	}
 	return 0;
 }
 

@@ -34,6 +34,7 @@ static const uint32_t quic_versions[] = {
 #define RETRY_TOKEN_TIMEOUT	(10 * NGTCP2_SECONDS)
 #define REGULAR_TOKEN_TIMEOUT	(24 * 3600 * NGTCP2_SECONDS)
 #define STATELESS_RESET_RATE	100.	/* per second, burst as much */
+#define RESET_WINDOW		10	/* seconds: max_stream_resets per this */
 
 struct cid_entry {
 	struct cid_entry	*next;		/* in the hash bucket */
@@ -169,6 +170,7 @@ cid_add(struct qconn *qc, const ngtcp2_cid *cid)
 	*b = e;
 	e->conn_next = qc->cids;
 	qc->cids = e;
+	stats.cids_current++;
 	if (++srv->ncids > srv->nbuckets)
 		cid_grow(srv);
 	return 0;
@@ -184,6 +186,7 @@ cid_unlink(struct quic_server *srv, struct cid_entry *e)
 		if (*p == e) {
 			*p = e->next;
 			srv->ncids--;
+			stats.cids_current--;
 			return;
 		}
 	}
@@ -255,6 +258,7 @@ handshake_completed(ngtcp2_conn *conn, void *user_data)
 
 	qc->handshake_done = true;
 	stats.handshakes_completed++;
+	stats.handshakes_current--;
 	if (qc->unvalidated) {
 		qc->unvalidated = false;
 		stats.handshakes_unvalidated--;
@@ -380,12 +384,44 @@ stream_shut_read(ngtcp2_conn *conn, int64_t stream_id, struct qconn *qc)
 	return 0;
 }
 
+/*
+ * A client that resets streams faster than max_stream_resets per
+ * RESET_WINDOW ("rapid reset") makes work for nothing: it is closed with
+ * H3_EXCESSIVE_LOAD. The budget refills continuously.
+ */
+static bool
+reset_over_budget(struct qconn *qc)
+{
+	double limit = (double)qc->gen->cfg->max_stream_resets;
+	ev_tstamp now = ev_now(qc->srv->loop);
+
+	qc->reset_budget += (now - qc->reset_refill) * limit / RESET_WINDOW;
+	if (qc->reset_budget > limit)
+		qc->reset_budget = limit;
+	qc->reset_refill = now;
+	if (qc->reset_budget < 1.0)
+		return true;
+	qc->reset_budget -= 1.0;
+	return false;
+}
+
 static int
 stream_reset(ngtcp2_conn *conn, int64_t stream_id, uint64_t final_size,
     uint64_t app_error_code, void *user_data, void *stream_user_data)
 {
+	struct qconn *qc = user_data;
+
 	if (stream_user_data != NULL)
 		exchange_client_reset(stream_user_data);
+	if (ngtcp2_is_bidi_stream(stream_id) && reset_over_budget(qc)) {
+		log_info("%s: more than %llu stream resets in %ds, closing",
+		    qc->peer, (unsigned long long)qc->gen->cfg->max_stream_resets,
+		    RESET_WINDOW);
+		stats.closed_stream_resets++;
+		ngtcp2_ccerr_set_application_error(&qc->last_error,
+		    NGHTTP3_H3_EXCESSIVE_LOAD, NULL, 0);
+		return NGTCP2_ERR_CALLBACK_FAILURE;
+	}
 	return stream_shut_read(conn, stream_id, user_data);
 }
 
@@ -642,6 +678,8 @@ qconn_new(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 	qc->timer.data = qc;
 	qc->gen = generation_ref(sock->listener->gen);
 	qc->created = qc->last_rx = ev_now(srv->loop);
+	qc->reset_budget = (double)sock->listener->gen->cfg->max_stream_resets;
+	qc->reset_refill = qc->created;
 	sock->nconns++;
 	sock->listener->conns_total++;
 	if (!validated) {
@@ -649,6 +687,7 @@ qconn_new(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 		stats.handshakes_unvalidated++;
 	}
 	LIST_INSERT_HEAD(&srv->conns, qc, entry);
+	stats.handshakes_current++;
 	stats.conns_current++;
 	stats.conns_total++;
 	log_debug("%s: new connection", qc->peer);
@@ -679,8 +718,10 @@ qconn_free(struct qconn *qc)
 		TAILQ_REMOVE(&qc->sock->blocked, qc, blocked_entry);
 	ev_timer_stop(srv->loop, &qc->timer);
 	LIST_REMOVE(qc, entry);
-	if (!qc->handshake_done)
+	if (!qc->handshake_done) {
 		stats.handshakes_failed++;
+		stats.handshakes_current--;
+	}
 	if (qc->unvalidated)
 		stats.handshakes_unvalidated--;
 	stats.conns_current--;
@@ -1062,17 +1103,20 @@ send_retry(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 		stats.retries_sent++;
 }
 
-/* RFC 9000 8.1.2: a bad Retry token closes with INVALID_TOKEN. */
+/*
+ * An Initial answered with CONNECTION_CLOSE and no state kept: INVALID_TOKEN
+ * for a bad Retry token (RFC 9000 8.1.2), CONNECTION_REFUSED over a limit.
+ */
 static void
-send_invalid_token(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
-    const struct addr *remote, const struct addr *local)
+send_stateless_close(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
+    const struct addr *remote, const struct addr *local, uint64_t code)
 {
 	struct quic_server *srv = sock->srv;
 	ngtcp2_ssize n;
 
 	n = ngtcp2_crypto_write_connection_close(srv->txbuf,
-	    sizeof(srv->txbuf), hd->version, &hd->scid, &hd->dcid,
-	    NGTCP2_INVALID_TOKEN, NULL, 0);
+	    sizeof(srv->txbuf), hd->version, &hd->scid, &hd->dcid, code,
+	    NULL, 0);
 	if (n > 0)
 		(void)send_connless(sock, srv->txbuf, (size_t)n, remote, local);
 }
@@ -1101,7 +1145,8 @@ accept_initial(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 			    hd->version, &remote->u.sa, remote->len, &hd->dcid,
 			    RETRY_TOKEN_TIMEOUT, quic_now()) != 0) {
 				stats.tokens_invalid++;
-				send_invalid_token(sock, hd, remote, local);
+				send_stateless_close(sock, hd, remote, local,
+				    NGTCP2_INVALID_TOKEN);
 				return NULL;
 			}
 			validated = retried = true;
@@ -1122,6 +1167,20 @@ accept_initial(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 	    (lc->retry == CONFIG_RETRY_AUTO &&
 	    stats.handshakes_unvalidated >= cfg->retry_threshold))) {
 		send_retry(sock, hd, remote, local);
+		return NULL;
+	}
+	/* Past Retry, what no client may push beyond: refused, no state. */
+	if (stats.conns_current >= cfg->max_connections ||
+	    (lc->max_connections > 0 && sock->nconns >= lc->max_connections)) {
+		stats.refused_max_connections++;
+		send_stateless_close(sock, hd, remote, local,
+		    NGTCP2_CONNECTION_REFUSED);
+		return NULL;
+	}
+	if (stats.handshakes_current >= cfg->max_handshakes) {
+		stats.refused_max_handshakes++;
+		send_stateless_close(sock, hd, remote, local,
+		    NGTCP2_CONNECTION_REFUSED);
 		return NULL;
 	}
 	if ((qc = qconn_new(sock, hd, remote, local, retried ? &odcid : NULL,
@@ -1317,6 +1376,39 @@ kick_cb(struct ev_loop *loop, ev_idle *w, int revents)
 	ev_idle_stop(loop, w);
 }
 
+/*
+ * Once a second: connections whose response data has waited send_timeout
+ * for the client to take any of it are closed (a client that reads nothing
+ * must not hold buffers and backend connections for ever).
+ */
+static void
+sweep_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct quic_server *srv = w->data;
+	struct qconn *qc, *next;
+	ev_tstamp now = ev_now(loop);
+
+	for (qc = LIST_FIRST(&srv->conns); qc != NULL; qc = next) {
+		next = LIST_NEXT(qc, entry);
+		if (qc->state != QC_ACTIVE || !exchange_conn_sending(qc)) {
+			qc->send_mark = 0;
+			continue;
+		}
+		if (qc->send_mark == 0) {
+			qc->send_mark = now;
+			continue;
+		}
+		if (now - qc->send_mark < qc->gen->cfg->send_timeout)
+			continue;
+		log_info("%s: no progress sending for %.0fs, closing",
+		    qc->peer, now - qc->send_mark);
+		stats.closed_send_timeout++;
+		ngtcp2_ccerr_set_application_error(&qc->last_error,
+		    NGHTTP3_H3_EXCESSIVE_LOAD, NULL, 0);
+		qconn_close(qc);
+	}
+}
+
 void
 quic_init(struct quic_server *srv)
 {
@@ -1340,6 +1432,10 @@ quic_init(struct quic_server *srv)
 	srv->flush.data = srv;
 	ev_prepare_start(srv->loop, &srv->flush);
 	ev_idle_init(&srv->kick, kick_cb);
+	ev_timer_init(&srv->sweep, sweep_cb, 1., 1.);
+	srv->sweep.data = srv;
+	ev_timer_start(srv->loop, &srv->sweep);
+	ev_unref(srv->loop);	/* the sweep alone keeps no loop running */
 }
 
 void
@@ -1352,6 +1448,8 @@ quic_fini(struct quic_server *srv)
 		qconn_free(qc);
 	ev_prepare_stop(srv->loop, &srv->flush);
 	ev_idle_stop(srv->loop, &srv->kick);
+	ev_ref(srv->loop);
+	ev_timer_stop(srv->loop, &srv->sweep);
 	for (size_t i = 0; i < UDP_RX_BATCH; i++)
 		free(srv->rx[i].buf);
 	free(srv->buckets);

@@ -7,6 +7,14 @@
 struct stats {
 	uint64_t	conns_current, conns_total;
 	uint64_t	handshakes_completed, handshakes_failed;
+	uint64_t	handshakes_current;	/* in progress */
+	uint64_t	cids_current;		/* in the CID table */
+	/* limits that held: what each turned away or closed */
+	uint64_t	refused_max_connections;
+	uint64_t	refused_max_handshakes;
+	uint64_t	goaway_max_requests;
+	uint64_t	closed_stream_resets;	/* over max_stream_resets */
+	uint64_t	closed_send_timeout;
 	uint64_t	streams_current, streams_total;
 	uint64_t	requests_total;
 	uint64_t	responses[6];		/* by status class, 1xx..5xx */

@@ -17,8 +17,10 @@ import sys
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
+TOOLS = os.path.join(os.path.dirname(HERE), "tools")     # relay.py
+for d in (HERE, TOOLS):
+    if d not in sys.path:
+        sys.path.insert(0, d)
 
 import backend as backend_mod  # noqa: E402
 from helpers import (CONNECT_TIMEOUT, SHORT_READ_TIMEOUT, SLOW, QProxy,  # noqa: E402

@@ -476,7 +476,7 @@ def gtls_fetch(port, paths, download_dir, host="127.0.0.1", authority=None, time
 
 H3RAW_OUTCOME = re.compile(r"^(status (\d+) body (\d+)|reset 0x[0-9a-fA-F]+|closed 0x[0-9a-fA-F]+"
                            r"|local-reset 0x[0-9a-fA-F]+|local-close 0x[0-9a-fA-F]+|goaway"
-                           r"|timeout)\s*$")
+                           r"|cancelled|timeout)\s*$")
 
 
 class RawResult:
@@ -496,7 +496,7 @@ class RawResult:
 
 
 def h3raw(port, headers, *, data=None, fin_separate=False, trailers=(), count=None,
-          sni=None, timeout=5, print_headers=False, host="127.0.0.1"):
+          sni=None, timeout=5, print_headers=False, host="127.0.0.1", extra=()):
     """Run $H3RAW; headers are "name: value" strings sent exactly as given."""
     cmd = [h3raw_binary()]
     for h in headers:
@@ -514,7 +514,7 @@ def h3raw(port, headers, *, data=None, fin_separate=False, trailers=(), count=No
     cmd += ["-t", str(timeout)]
     if print_headers:
         cmd.append("--print-headers")
-    cmd += [host, str(port)]
+    cmd += list(extra) + [host, str(port)]
     proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace",
                           timeout=timeout * SLOW + 10)
     return RawResult(proc, cmd)

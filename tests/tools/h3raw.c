@@ -13,6 +13,12 @@
  *                             an empty STREAM frame carrying FIN
  *   --trailer 'name: value'   add a trailer field line (repeatable)
  *   -n COUNT                  send the request COUNT times in parallel
+ *   --cancel                  reset each request stream (H3_REQUEST_CANCELLED)
+ *                             as soon as its request went out, as a "rapid
+ *                             reset" client does; outcome "cancelled"
+ *   --no-read                 never give the server flow-control credit
+ *                             beyond small initial windows: a client that
+ *                             reads nothing
  *   --sni NAME                TLS SNI (default: HOST)
  *   -t SECONDS                overall timeout (default 10)
  *   --print-headers           print response fields as "< name: value"
@@ -31,6 +37,7 @@
  *   local-close 0xCODE  this client closed the connection because of an
  *                       error (for instance a protocol violation by the peer)
  *   goaway              the request was refused by a GOAWAY
+ *   cancelled           this client reset the stream (--cancel)
  *   timeout             no outcome before the timeout
  * A complete response (final status, FIN received) wins over a later
  * RESET_STREAM/STOP_SENDING; a RESET_STREAM code wins over a STOP_SENDING
@@ -126,6 +133,8 @@ typedef struct {
   int closed;
   uint64_t close_code;
   int goaway;
+  int cancel_due; /* --cancel: the request is out, reset it */
+  int cancelled;
 
   int done;
 } req_t;
@@ -144,6 +153,8 @@ static struct {
   int print_headers;
   int print_body;
   int verbose;
+  int cancel;
+  int no_read;
 } opt;
 
 static struct {
@@ -189,7 +200,8 @@ static void die_usage(const char *fmt, ...) {
   vfprintf(stderr, fmt, ap);
   va_end(ap);
   fputs("\nusage: h3raw [-H 'name: value']... [-d N] [--fin-separate] "
-        "[--trailer 'name: value']... [-n COUNT] [--sni NAME] [-t SECONDS] "
+        "[--trailer 'name: value']... [-n COUNT] [--cancel] [--no-read] "
+        "[--sni NAME] [-t SECONDS] "
         "[--print-headers] [--print-body] [-v] HOST PORT\n",
         stderr);
   exit(EXIT_USAGE);
@@ -436,6 +448,10 @@ static void parse_args(int argc, char **argv) {
       if (opt.count == 0 || opt.count > 100000) {
         die_usage("bad count: %s", next);
       }
+    } else if (strcmp(a, "--cancel") == 0) {
+      opt.cancel = 1;
+    } else if (strcmp(a, "--no-read") == 0) {
+      opt.no_read = 1;
     } else if (strcmp(a, "--sni") == 0) {
       NEED_ARG();
       opt.sni = next;
@@ -516,7 +532,7 @@ static void req_update(req_t *r, ngtcp2_tstamp now) {
     return;
   }
   if (r->submit_failed || r->goaway || r->reset_recv || r->local_err ||
-      r->closed) {
+      r->closed || r->cancelled) {
     r->done = 1;
   } else if (r->resp_complete && (!opt.fin_separate || r->fin_sent)) {
     r->done = 1;
@@ -616,6 +632,9 @@ static void open_streams(void) {
 /* nghttp3 callbacks                                                   */
 
 static void h3_consume(int64_t stream_id, size_t n) {
+  if (opt.no_read) {
+    return;
+  }
   ngtcp2_conn_extend_max_stream_offset(c.conn, stream_id, n);
   ngtcp2_conn_extend_max_offset(c.conn, n);
 }
@@ -1190,6 +1209,12 @@ static int setup_quic(void) {
   params.initial_max_stream_data_bidi_remote = 1024 * 1024;
   params.initial_max_stream_data_uni = 1024 * 1024;
   params.initial_max_data = 16 * 1024 * 1024;
+  if (opt.no_read) {
+    params.initial_max_stream_data_bidi_local = 16 * 1024;
+    params.initial_max_data = 64 * 1024;
+    settings.max_window = params.initial_max_data;
+    settings.max_stream_window = params.initial_max_stream_data_bidi_local;
+  }
   params.initial_max_streams_bidi = 0;
   params.initial_max_streams_uni = 100;
   params.max_idle_timeout =
@@ -1228,6 +1253,7 @@ static void local_close(void) {
 }
 
 static int write_fins(ngtcp2_tstamp ts);
+static int cancel_streams(void);
 
 static int write_streams(void) {
   static uint8_t buf[65536];
@@ -1316,6 +1342,10 @@ static int write_streams(void) {
         }
         continue;
       case NGTCP2_ERR_WRITE_MORE:
+        if (opt.cancel && fin && (size_t)ndatalen == total &&
+            (r = req_by_stream(stream_id)) != NULL) {
+          r->cancel_due = 1;
+        }
         rv = nghttp3_conn_add_write_offset(c.h3, stream_id, (size_t)ndatalen);
         if (rv != 0) {
           warnx_("nghttp3_conn_add_write_offset: %s", nghttp3_strerror(rv));
@@ -1337,8 +1367,12 @@ static int write_streams(void) {
     }
 
     if (ndatalen >= 0 && stream_id >= 0) {
-      int rv =
-        nghttp3_conn_add_write_offset(c.h3, stream_id, (size_t)ndatalen);
+      int rv;
+      if (opt.cancel && fin && (size_t)ndatalen == total &&
+          (r = req_by_stream(stream_id)) != NULL) {
+        r->cancel_due = 1;
+      }
+      rv = nghttp3_conn_add_write_offset(c.h3, stream_id, (size_t)ndatalen);
       if (rv != 0) {
         warnx_("nghttp3_conn_add_write_offset: %s", nghttp3_strerror(rv));
         ngtcp2_ccerr_set_application_error(
@@ -1365,7 +1399,30 @@ static int write_streams(void) {
 
   ngtcp2_conn_update_pkt_tx_time(c.conn, ts);
 
+  if (cancel_streams()) {
+    return write_streams();
+  }
   return write_fins(ts);
+}
+
+/* --cancel: every request that went out is reset at once; 1 if any was. */
+static int cancel_streams(void) {
+  int any = 0;
+  for (size_t i = 0; i < c.next_req; ++i) {
+    req_t *r = &c.reqs[i];
+    if (!r->cancel_due || r->cancelled) {
+      continue;
+    }
+    r->cancelled = 1;
+    any = 1;
+    ngtcp2_conn_shutdown_stream(c.conn, 0, r->stream_id,
+                                NGHTTP3_H3_REQUEST_CANCELLED);
+    if (c.h3) {
+      nghttp3_conn_shutdown_stream_write(c.h3, r->stream_id);
+      (void)nghttp3_conn_shutdown_stream_read(c.h3, r->stream_id);
+    }
+  }
+  return any;
 }
 
 /* Sends the held-back FINs of --fin-separate streams as empty STREAM
@@ -1549,6 +1606,8 @@ static int print_results(void) {
 
     if (r->resp_complete && r->have_final) {
       printf("status %d body %" PRIu64 "\n", r->status, r->body_len);
+    } else if (r->cancelled) {
+      printf("cancelled\n");
     } else if (r->reset_recv) {
       printf("reset 0x%" PRIx64 "\n", r->reset_code);
     } else if (r->stop_recv) {
@@ -1557,6 +1616,7 @@ static int print_results(void) {
       printf("local-reset 0x%" PRIx64 "\n", r->local_code);
     } else if (r->goaway) {
       printf("goaway\n");
+
     } else if (c.peer_closed) {
       printf("closed 0x%" PRIx64 "\n", c.peer_close_code);
     } else if (c.local_closed) {

@@ -1,0 +1,228 @@
+"""Limits that must hold against hostile clients, each attacked over real
+QUIC: connections, handshakes in progress, requests per connection, stream
+resets ("rapid reset"), clients that read nothing, and the CID table."""
+
+import os
+import socket
+import subprocess
+import time
+
+import pycurl
+
+from helpers import (SLOW, expected_body, gtlsclient_binary, h3_get, h3raw, h3raw_binary,
+                     make_easy)
+from test_ops import stats
+from test_transport import _initial, _sections
+
+from relay import Faults, Relay  # tests/tools, on sys.path by conftest.py
+
+
+def _limits(q):
+    return stats(q)["limits"]
+
+
+def _wait(predicate, what, timeout=5.0):
+    deadline = time.monotonic() + timeout * SLOW
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def _private(qproxy_factory, backend_app, tmp_path, *extra, listener=()):
+    def make(port, c, k):
+        s = _sections(c, k, port, backend_app.tcp_server, str(tmp_path / "s"),
+                      retry="never", extra=list(extra))
+        s[1][1].extend(listener)
+        return s
+    return qproxy_factory(sections=make)
+
+
+def _hold(q, n):
+    """n QUIC connections that stay open for 4 s (h3raw waiting on a backend
+    that never answers, then closing), once the harness's probe is gone."""
+    _wait(lambda: stats(q)["connections"]["current"] == 0, "no connection", 10)
+    procs = []
+    for _ in range(n):
+        procs.append(subprocess.Popen(
+            [h3raw_binary(), "-t", str(4 * SLOW), "-H", ":method: GET", "-H", ":scheme: https",
+             "-H", ":authority: 127.0.0.1:%d" % q.port, "-H", ":path: /app/hang",
+             "127.0.0.1", str(q.port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return procs
+
+
+def _release(procs):
+    for p in procs:
+        p.wait(timeout=30)
+
+
+def _refused(q):
+    """One Initial that needs a new connection: CONNECTION_CLOSE back?"""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(2.0 * SLOW)
+        s.sendto(_initial(os.urandom(8), os.urandom(8)), ("127.0.0.1", q.port))
+        try:
+            return s.recv(2048)
+        except socket.timeout:
+            return None
+
+
+def _assert_refused(q):
+    """A new client is turned away with CONNECTION_REFUSED (0x2)."""
+    r = h3raw(q.port, [":method: GET", ":scheme: https",
+                       ":authority: 127.0.0.1:%d" % q.port, ":path: /app/bytes/10"],
+              timeout=3)
+    assert "connection closed by peer (0x2)" in r.stderr, r
+
+
+def test_max_connections_refuses_beyond_the_limit(qproxy_factory, backend_app, tmp_path):
+    q = _private(qproxy_factory, backend_app, tmp_path, ("max_connections", "3"))
+    procs = _hold(q, 3)
+    try:
+        _wait(lambda: stats(q)["connections"]["current"] == 3, "3 connections")
+        before = _limits(q)["refused_max_connections"]
+        _assert_refused(q)
+        assert _limits(q)["refused_max_connections"] > before
+        assert stats(q)["connections"]["current"] == 3
+    finally:
+        _release(procs)
+    # room again once they are gone
+    _wait(lambda: stats(q)["connections"]["current"] == 0, "connections gone", 10)
+    assert h3_get(q.url("/app/bytes/10")).body == expected_body(10)
+
+
+def test_listener_max_connections(qproxy_factory, backend_app, tmp_path):
+    q = _private(qproxy_factory, backend_app, tmp_path, listener=[("max_connections", "2")])
+    procs = _hold(q, 2)
+    try:
+        _wait(lambda: stats(q)["connections"]["current"] == 2, "2 connections")
+        before = _limits(q)["refused_max_connections"]
+        _assert_refused(q)
+        assert _limits(q)["refused_max_connections"] > before
+    finally:
+        _release(procs)
+
+
+def test_max_handshakes_refuses_while_handshakes_are_pending(qproxy_factory, backend_app,
+                                                             tmp_path):
+    """Clients whose Initial arrives but nothing after it (the relay drops
+    the rest) leave handshakes pending; beyond max_handshakes a new client is
+    refused with CONNECTION_CLOSE and no state, until they time out."""
+    q = _private(qproxy_factory, backend_app, tmp_path, ("max_handshakes", "3"),
+                 ("idle_timeout", "3s"))
+    with Relay(q.port, seed=21, c2s=Faults(drop_indices="2-1000000")) as r:
+        procs = []
+        for _ in range(3):
+            procs.append(subprocess.Popen(
+                [gtlsclient_binary(), "-q", "--timeout=3s", "127.0.0.1", str(r.port),
+                 "https://127.0.0.1:%d/app/bytes/10" % r.port],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        try:
+            _wait(lambda: stats(q)["connections"]["handshakes_current"] == 3,
+                  "3 pending handshakes")
+            reply = _refused(q)
+            assert reply is not None and reply[0] & 0x80, reply  # a long header
+            assert _limits(q)["refused_max_handshakes"] == 1
+            assert stats(q)["connections"]["handshakes_current"] == 3
+        finally:
+            _release(procs)
+    _wait(lambda: stats(q)["connections"]["handshakes_current"] == 0,
+          "pending handshakes timed out", 15)
+    assert h3_get(q.url("/app/bytes/10")).body == expected_body(10)
+
+
+def test_rapid_reset_closes_the_connection(qproxy_factory, backend_app, tmp_path):
+    """A client opens and resets streams in a loop: past max_stream_resets it
+    is closed with H3_EXCESSIVE_LOAD (0x107), and the backend never sees
+    anything near the flood."""
+    q = _private(qproxy_factory, backend_app, tmp_path, ("max_stream_resets", "50"))
+    start = backend_app.count
+    r = h3raw(q.port, [":method: GET", ":scheme: https",
+                       ":authority: 127.0.0.1:%d" % q.port, ":path: /app/bytes/1000"],
+              count=2000, timeout=20, extra=["--cancel"])
+    assert "closed 0x107" in r.outcomes, r
+    cancelled = r.outcomes.count("cancelled")
+    assert 50 <= cancelled < 400, r.outcomes
+    assert _limits(q)["closed_stream_resets"] == 1
+    time.sleep(0.3)
+    assert backend_app.count - start <= cancelled
+    # others are served as before
+    assert h3_get(q.url("/app/bytes/10")).body == expected_body(10)
+
+
+def test_resets_under_the_budget_keep_the_connection(qproxy_factory, backend_app, tmp_path):
+    q = _private(qproxy_factory, backend_app, tmp_path, ("max_stream_resets", "50"))
+    r = h3raw(q.port, [":method: GET", ":scheme: https",
+                       ":authority: 127.0.0.1:%d" % q.port, ":path: /app/bytes/1000"],
+              count=40, timeout=10, extra=["--cancel"])
+    assert r.outcomes == ["cancelled"] * 40, r
+    assert _limits(q)["closed_stream_resets"] == 0
+
+
+def test_max_requests_per_connection_sends_goaway(qproxy_factory, backend_app, tmp_path):
+    """After max_requests_per_connection requests the connection gets GOAWAY;
+    libcurl goes on with the next requests on a new connection."""
+    q = _private(qproxy_factory, backend_app, tmp_path, ("max_requests_per_connection", "5"))
+    total0 = stats(q)["connections"]["total"]
+    c, col = make_easy(q.url("/app/bytes/10"))
+    try:
+        for i in range(12):
+            col.resp.body = b""
+            c.setopt(pycurl.URL, q.url("/app/bytes/%d" % (10 + i)))
+            c.perform()
+            assert c.getinfo(pycurl.RESPONSE_CODE) == 200
+    finally:
+        c.close()
+    assert stats(q)["connections"]["total"] - total0 == 3       # 5 + 5 + 2
+    assert _limits(q)["goaway_max_requests"] == 2    # the third one ends early
+
+
+def test_client_that_reads_nothing_is_closed_after_send_timeout(qproxy_factory,
+                                                                backend_app, tmp_path):
+    """A client with small windows that never extends them: qproxy holds at
+    most its response buffer per stream, and closes it after send_timeout."""
+    q = _private(qproxy_factory, backend_app, tmp_path, ("send_timeout", "2s"),
+                 ("response_buffer_size", "64k"))
+    t = time.monotonic()
+    r = h3raw(q.port, [":method: GET", ":scheme: https",
+                       ":authority: 127.0.0.1:%d" % q.port, ":path: /app/bytes/20000000"],
+              count=4, timeout=20, extra=["--no-read"])
+    elapsed = time.monotonic() - t
+    assert r.outcomes == ["closed 0x107"] * 4, r
+    assert 2.0 <= elapsed < 10 * SLOW, elapsed
+    assert _limits(q)["closed_send_timeout"] == 1
+    # while it was stuck, the backend's 20 MB did not pile up in qproxy
+    assert stats(q)["streams"]["current"] == 0
+
+
+def test_slow_reader_that_keeps_reading_is_not_closed(qproxy_factory, backend_app, tmp_path):
+    """send_timeout counts from the last progress, not from the start."""
+    q = _private(qproxy_factory, backend_app, tmp_path, ("send_timeout", "1s"))
+    n = 3 * 1000 * 1000
+    r = h3_get(q.url("/app/slow/%d?ms=4000" % n), timeout=30)
+    assert r.status == 200 and r.body == expected_body(n)
+    assert _limits(q)["closed_send_timeout"] == 0
+
+
+def test_cid_table_stays_bounded_and_empties(qproxy_factory, backend_app, tmp_path):
+    """Clients that migrate (new CIDs on each path) leave the CID table at a
+    few entries per connection, and nothing once they are gone."""
+    q = _private(qproxy_factory, backend_app, tmp_path)
+    procs = []
+    for _ in range(4):
+        procs.append(subprocess.Popen(
+            [gtlsclient_binary(), "-q", "--exit-on-all-streams-close", "--timeout=20s",
+             "--change-local-addr=300ms", "--download=%s" % tmp_path,
+             "127.0.0.1", str(q.port),
+             "https://127.0.0.1:%d/app/slow/300000?ms=2500" % q.port],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    peak = 0
+    while any(p.poll() is None for p in procs):
+        s = stats(q)
+        conns = max(1, s["connections"]["current"])
+        peak = max(peak, s["quic"]["cids_current"])
+        assert s["quic"]["cids_current"] <= 10 * conns, s["quic"]
+        time.sleep(0.1)
+    assert peak > 0
+    _wait(lambda: stats(q)["connections"]["current"] == 0, "connections gone", 40)
+    assert stats(q)["quic"]["cids_current"] == 0
