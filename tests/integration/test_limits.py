@@ -226,3 +226,32 @@ def test_cid_table_stays_bounded_and_empties(qproxy_factory, backend_app, tmp_pa
     assert peak > 0
     _wait(lambda: stats(q)["connections"]["current"] == 0, "connections gone", 40)
     assert stats(q)["quic"]["cids_current"] == 0
+
+
+def test_initial_flood_gets_retry_and_real_clients_still_connect(qproxy_factory, backend_app,
+                                                                  tmp_path):
+    """Real client Initials from many source ports, whose senders never
+    answer (the relay drops all but each client's first datagram): past
+    retry_threshold they get Retry and leave no state, pending handshakes
+    stay at the threshold, and a real client still gets its response."""
+    def make(port, c, k):
+        return _sections(c, k, port, backend_app.tcp_server, str(tmp_path / "s"),
+                         retry="auto", extra=[("retry_threshold", "5")])
+    q = qproxy_factory(sections=make)
+    n = 30
+    with Relay(q.port, seed=22, c2s=Faults(drop_indices="2-1000000")) as r:
+        procs = [subprocess.Popen(
+            [gtlsclient_binary(), "-q", "--timeout=5s", "127.0.0.1", str(r.port),
+             "https://127.0.0.1:%d/app/bytes/10" % r.port],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(n)]
+        try:
+            _wait(lambda: stats(q)["quic"]["retries_sent"] >= n - 5, "Retry for the flood", 10)
+            s = stats(q)
+            assert s["connections"]["handshakes_current"] <= 5, s["connections"]
+            assert s["quic"]["unvalidated_handshakes"] <= 5, s["quic"]
+            # a client that can hear the Retry gets through meanwhile
+            assert h3_get(q.url("/app/bytes/10")).body == expected_body(10)
+        finally:
+            for p in procs:
+                p.kill()
+                p.wait()
