@@ -286,6 +286,7 @@ exchange_headers_end(struct exchange *ex, bool fin)
 	if (request_finish(&ex->req, fin) == -1) {
 		switch (ex->req.error) {
 		case REQ_TOO_LARGE:
+			stats.headers_too_large++;
 			ex_respond(ex, 431);
 			break;
 		case REQ_BAD:

@@ -255,3 +255,20 @@ def test_initial_flood_gets_retry_and_real_clients_still_connect(qproxy_factory,
             for p in procs:
                 p.kill()
                 p.wait()
+
+
+def test_header_block_over_max_header_size_gets_431(qproxy_factory, backend_app, tmp_path):
+    """Size is counted after QPACK decoding: 40 fields of 1000 bytes (which
+    QPACK could send as references to one table entry) are 40 KB; with
+    max_header_size = 16k the request gets 431 and never reaches the
+    backend; a request just under the limit passes."""
+    q = _private(qproxy_factory, backend_app, tmp_path, ("max_header_size", "16k"))
+    base = [":method: GET", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port,
+            ":path: /app/echo-headers"]
+    start = backend_app.count
+    big = h3raw(q.port, base + ["x-fill: %s" % ("a" * 1000)] * 40, timeout=5)
+    assert len(big.outcomes) == 1 and big.outcomes[0].startswith("status 431"), big
+    assert _limits(q)["headers_too_large"] == 1
+    assert backend_app.count == start
+    ok = h3raw(q.port, base + ["x-fill: %s" % ("a" * 1000)] * 10, timeout=5)
+    assert ok.outcomes[0].startswith("status 200"), ok
