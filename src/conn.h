@@ -83,6 +83,7 @@ struct quic_server {
 	TAILQ_HEAD(, qconn)	 want_write;
 	ev_prepare		 flush;		/* writes, once per iteration */
 	ev_timer		 sweep;		/* send_timeout, each second */
+	bool			 trim_due;	/* malloc_trim once idle */
 	ev_idle			 kick;		/* keeps the loop from sleeping */
 
 	uint8_t			 secret[32];	/* from secret_file */

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -1387,6 +1388,16 @@ sweep_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	struct quic_server *srv = w->data;
 	struct qconn *qc, *next;
 	ev_tstamp now = ev_now(loop);
+
+	/* idle after traffic: give what the allocator kept back to the system */
+	if (LIST_EMPTY(&srv->conns)) {
+		if (srv->trim_due) {
+			srv->trim_due = false;
+			(void)malloc_trim(0);
+		}
+		return;
+	}
+	srv->trim_due = true;
 
 	for (qc = LIST_FIRST(&srv->conns); qc != NULL; qc = next) {
 		next = LIST_NEXT(qc, entry);
