@@ -435,3 +435,15 @@ def test_anti_amplification_limit(qproxy_factory, backend_app, tmp_path):
     # (a certificate chain of several kilobytes) was larger than 3x
     assert os.path.getsize(chain) > 3 * 1200
     assert amp["sent_by_qproxy"] >= 2 * amp["received_from_client"], amp
+
+
+def test_path_mtu_discovery_raises_the_datagram_size(qp, tmp_path):
+    """QUIC starts at 1200-byte datagrams; with PMTUD qproxy probes and then
+    sends larger ones (up to its 1452-byte maximum) on a path that carries
+    them, as loopback through the relay does."""
+    n = MEDIUM
+    with Relay(qp.port, seed=23) as r:
+        _fetch_with("gtlsclient", r, n, "/app/bytes/%d" % n, tmp_path)
+        sizes = [x.length for x in r.records_of(S2C)]
+    assert max(sizes) > 1200, "no datagram over 1200 bytes: %r" % sorted(set(sizes))[-5:]
+    assert max(sizes) <= 1452, max(sizes)
