@@ -108,6 +108,21 @@ name_is(const uint8_t *name, size_t len, const char *s)
 	return strlen(s) == len && memcmp(name, s, len) == 0;
 }
 
+/*
+ * An authority (RFC 3986 3.2) as :authority or Host may carry it: no
+ * controls, spaces or characters outside its grammar. What passes is safe
+ * inside the quoted-string of the Forwarded field sent to backends.
+ */
+static bool
+authority_ok(const uint8_t *value, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (value[i] <= ' ' || value[i] >= 0x7f ||
+		    strchr("\"\\/?#<>{}|^`", value[i]) != NULL)
+			return false;
+	return true;
+}
+
 static int
 pseudo_set(struct request *r, int *slot, int idx)
 {
@@ -197,11 +212,9 @@ request_add(struct request *r, const uint8_t *name, size_t namelen,
 			if (memchr(value, '@', valuelen) != NULL)
 				return fail(r, REQ_MALFORMED,
 				    "userinfo in :authority");
-			for (size_t i = 0; i < valuelen; i++)
-				if (value[i] <= ' ' || value[i] >= 0x7f ||
-				    strchr("\"\\/?#<>{}|^`", value[i]))
-					return fail(r, REQ_MALFORMED,
-					    "invalid :authority");
+			if (!authority_ok(value, valuelen))
+				return fail(r, REQ_MALFORMED,
+				    "invalid :authority");
 			return pseudo_set(r, &r->authority, idx);
 		}
 		return fail(r, REQ_MALFORMED, "unknown pseudo-header");
@@ -222,6 +235,8 @@ request_add(struct request *r, const uint8_t *name, size_t namelen,
 			if (memchr(value, '@', valuelen) != NULL)
 				return fail(r, REQ_MALFORMED,
 				    "userinfo in host");
+			if (!authority_ok(value, valuelen))
+				return fail(r, REQ_MALFORMED, "invalid host");
 			r->host = idx;
 		}
 		break;

@@ -95,6 +95,13 @@ test_malformed(void)
 		    ":path: /", NULL },
 		{ ":method: GET", ":scheme: https", ":path: /",
 		    "host: u@a", NULL },
+		/* found by fuzz_request: it reached Forwarded's host="..." */
+		{ ":method: GET", ":scheme: https", ":path: /",
+		    "host: a\";for=evil", NULL },
+		{ ":method: GET", ":scheme: https", ":path: /",
+		    "host: a\\b", NULL },
+		{ ":method: GET", ":scheme: https", ":path: /",
+		    "host: a b", NULL },
 		{ BASE, "host: other.example", NULL },
 		{ ":method: GET", ":scheme: https", ":path: /", NULL },
 		/* content-length */
