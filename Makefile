@@ -7,7 +7,7 @@
 #   make install    PREFIX=/usr/local DESTDIR= by default
 
 # Goals that must work before configure can (they install its inputs).
-SELF_GOALS := check check-asan demo deps clean distclean
+SELF_GOALS := check check-asan soak demo deps clean distclean
 ifeq ($(filter $(SELF_GOALS),$(MAKECMDGOALS)),)
 include config.mk
 endif
@@ -31,6 +31,8 @@ LIB_SRCS = src/log.c src/addr.c src/config.c src/route.c src/http1.c \
 	src/request.c src/bufq.c src/udp.c src/tls.c src/quic.c src/h3.c \
 	src/exchange.c src/upstream.c src/stats.c src/strbuf.c src/control.c \
 	src/server.c src/secret.c
+# wolfSSL's random source (scripts/setup-deps.sh): linked into every program.
+RNG_OBJ = $(B)/rng.o
 LIB_OBJS = $(LIB_SRCS:src/%.c=$(B)/%.o)
 
 UNIT_TESTS = test_config test_route test_http1 test_request test_bufq \
@@ -41,11 +43,11 @@ TOOLS = $(B)/tests/h3raw
 
 all: $(B)/qproxy $(B)/qproxyctl
 
-$(B)/qproxy: $(B)/main.o $(B)/libqproxy.a
+$(B)/qproxy: $(B)/main.o $(B)/libqproxy.a $(RNG_OBJ)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
 
-$(B)/qproxyctl: $(B)/qproxyctl.o $(B)/libqproxy.a
+$(B)/qproxyctl: $(B)/qproxyctl.o $(B)/libqproxy.a $(RNG_OBJ)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
 
@@ -63,7 +65,7 @@ $(B)/tests/%.o: tests/unit/%.c config.mk
 	@echo "  CC      $<"
 	$(Q)$(CC) $(ALL_CFLAGS) -Isrc -MMD -MP -c -o $@ $<
 
-$(B)/tests/test_%: $(B)/tests/test_%.o $(B)/libqproxy.a
+$(B)/tests/test_%: $(B)/tests/test_%.o $(B)/libqproxy.a $(RNG_OBJ)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
 
@@ -72,7 +74,7 @@ $(B)/tests/h3raw.o: tests/tools/h3raw.c config.mk
 	@echo "  CC      $<"
 	$(Q)$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
 
-$(B)/tests/h3raw: $(B)/tests/h3raw.o
+$(B)/tests/h3raw: $(B)/tests/h3raw.o $(RNG_OBJ)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
 
@@ -117,6 +119,17 @@ check-asan: deps
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    $(MAKE) B=build-asan SAN_CFLAGS='$(ASAN_CFLAGS)' tests unit integration
 
+# Ten minutes of mixed load with loss, backend restarts and reloads, on the
+# sanitizer build (tests/soak/soak.py); not part of check. SOAK_ARGS passes
+# options, such as --duration 60.
+soak: deps
+	$(MAKE) B=build-asan SAN_CFLAGS='$(ASAN_CFLAGS)' tests
+	ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	QPROXY=$(abspath build-asan/qproxy) \
+	QPROXYCTL=$(abspath build-asan/qproxyctl) \
+	    $(PYTHON) tests/soak/soak.py $(SOAK_ARGS)
+
 demo: deps
 	$(MAKE) all
 	sh scripts/demo.sh
@@ -141,5 +154,5 @@ distclean: clean
 	rm -rf config.mk config.log config.status configure autom4te.cache \
 	    aclocal.m4 install-sh missing compile
 
-.PHONY: all tests unit integration deps check check-asan demo \
+.PHONY: all tests unit integration deps check check-asan soak demo \
 	install clean distclean
