@@ -76,7 +76,6 @@ struct exchange {
 	ev_timer		 timer;
 	uint8_t			*rbuf;		/* backend bytes not yet parsed */
 	size_t			 rlen, rcap;
-	struct http1_response	 resp;
 	struct http1_body	 body;
 	bool			 head_done;
 	bool			 reusable;	/* keep-alive after this response */
@@ -636,15 +635,20 @@ ex_response_done(struct exchange *ex, bool clean)
 static bool
 hop_by_hop(const struct http1_response *r, const char *name, size_t len)
 {
-	static const char *const names[] = {
-		"connection", "keep-alive", "proxy-connection",
-		"transfer-encoding", "upgrade", "te", "trailer",
-		"proxy-authenticate",
+	static const struct {
+		const char	*name;
+		size_t		 len;
+	} names[] = {
+#define HOP(s)	{ s, sizeof(s) - 1 }
+		HOP("connection"), HOP("keep-alive"), HOP("proxy-connection"),
+		HOP("transfer-encoding"), HOP("upgrade"), HOP("te"),
+		HOP("trailer"), HOP("proxy-authenticate"),
+#undef HOP
 	};
 
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-		if (strlen(names[i]) == len &&
-		    strncasecmp(names[i], name, len) == 0)
+		if (names[i].len == len &&
+		    strncasecmp(names[i].name, name, len) == 0)
 			return true;
 	/* RFC 9110 7.6.1: and whatever Connection names */
 	for (size_t i = 0; i < r->nheaders; i++) {
@@ -670,24 +674,30 @@ hop_by_hop(const struct http1_response *r, const char *name, size_t len)
 
 /* Sends the response head (or an informational one) to the client. */
 static int
-ex_submit_head(struct exchange *ex, bool informational)
+ex_submit_head(struct exchange *ex, const struct http1_response *r,
+    bool informational)
 {
-	const struct http1_response *r = &ex->resp;
-	nghttp3_nv *nva;
-	char st[4], *names, *np;
+	/* most heads fit on the stack; larger ones get the heap */
+	nghttp3_nv nva_small[32], *nva = nva_small;
+	char names_small[1024], *names = names_small, *np;
+	char st[3];
 	size_t n = 0, total = 0;
 	int rv;
 
 	for (size_t i = 0; i < r->nheaders; i++)
 		total += r->headers[i].namelen;
-	nva = calloc(r->nheaders + 1, sizeof(*nva));
-	names = malloc(total + 1);
+	if (r->nheaders + 1 > sizeof(nva_small) / sizeof(nva_small[0]))
+		nva = calloc(r->nheaders + 1, sizeof(*nva));
+	if (total > sizeof(names_small))
+		names = malloc(total);
 	if (nva == NULL || names == NULL) {
-		free(nva);
-		free(names);
-		return -1;
+		rv = -1;
+		goto done;
 	}
-	snprintf(st, sizeof(st), "%d", r->status);
+	/* 100 to 999: http1.c took three digits */
+	st[0] = (char)('0' + r->status / 100);
+	st[1] = (char)('0' + r->status / 10 % 10);
+	st[2] = (char)('0' + r->status % 10);
 	nva[n++] = (nghttp3_nv){ (uint8_t *)":status", (uint8_t *)st, 7, 3,
 	    NGHTTP3_NV_FLAG_NONE };
 	np = names;
@@ -712,8 +722,11 @@ ex_submit_head(struct exchange *ex, bool informational)
 	else
 		rv = h3_submit_response(ex->qc, ex->stream_id, nva, n,
 		    r->framing != HTTP1_BODY_NONE);
-	free(nva);
-	free(names);
+done:
+	if (nva != nva_small)
+		free(nva);
+	if (names != names_small)
+		free(names);
 	return rv;
 }
 
@@ -726,24 +739,26 @@ ex_parse(struct exchange *ex)
 	const uint8_t *data;
 	size_t consumed, datalen;
 	enum http1_body_status st;
+	/* the head's fields point into rbuf: used at once, never kept */
+	struct http1_response resp;
 	long n;
 
 	while (!ex->head_done) {
 		n = http1_parse_response(ex->rbuf, ex->rlen,
-		    (ex->req.flags & REQ_F_HEAD) != 0, &ex->resp);
+		    (ex->req.flags & REQ_F_HEAD) != 0, &resp);
 		if (n == 0)
 			return;
-		if (n < 0 || ex->resp.status == 101) {
+		if (n < 0 || resp.status == 101) {
 			log_warnx("backend %s: malformed response head",
 			    ex->server->cfg->text);
 			ex->server->failures++;
 			ex_respond(ex, 502);
 			return;
 		}
-		if (ex->resp.status < 200) {
+		if (resp.status < 200) {
 			/* 100 was sent already if the client asked for it */
-			if (!(ex->resp.status == 100 && ex->continue_sent) &&
-			    ex_submit_head(ex, true) == -1) {
+			if (!(resp.status == 100 && ex->continue_sent) &&
+			    ex_submit_head(ex, &resp, true) == -1) {
 				ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
 				return;
 			}
@@ -752,17 +767,17 @@ ex_parse(struct exchange *ex)
 			continue;
 		}
 		ex->head_done = true;
-		ex->reusable = ex->resp.keep_alive;
-		ex->status = ex->resp.status;
+		ex->reusable = resp.keep_alive;
+		ex->status = resp.status;
 		ex->server->ttfb_sum += ev_now(ex_loop(ex)) - ex->forwarded;
 		ex->server->ttfb_count++;
-		count_response(ex->resp.status);
-		if (ex_submit_head(ex, false) == -1) {
+		count_response(resp.status);
+		if (ex_submit_head(ex, &resp, false) == -1) {
 			ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
 			return;
 		}
 		ex->resp_submitted = true;
-		http1_body_init(&ex->body, &ex->resp);
+		http1_body_init(&ex->body, &resp);
 		memmove(ex->rbuf, ex->rbuf + n, ex->rlen - (size_t)n);
 		ex->rlen -= (size_t)n;
 		/* from now on read_timeout bounds silence mid-body */

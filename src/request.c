@@ -415,7 +415,7 @@ int
 request_write_http1(const struct request *r, const struct request_forward *fw,
     struct bufq *out)
 {
-	char tmp[512];
+	char tmp[512], fwdbuf[512];
 	const char *authority;
 	char *fwd;
 	size_t alen;
@@ -451,12 +451,20 @@ request_write_http1(const struct request *r, const struct request_forward *fw,
 	    put_joined(out, r, "via", "via: ", ", ", "3 qproxy") == -1)
 		return -1;
 	/* RFC 7239: an IPv6 address is bracketed and quoted. */
-	if (asprintf(&fwd, strchr(fw->client_addr, ':') != NULL ?
-	    "for=\"[%s]\";proto=https;host=\"%s\"" :
-	    "for=%s;proto=https;host=\"%s\"", fw->client_addr, authority) == -1)
+	n = snprintf(fwdbuf, sizeof(fwdbuf), strchr(fw->client_addr, ':') ?
+	    "for=\"[%s]\";proto=https;host=\"%.*s\"" :
+	    "for=%s;proto=https;host=\"%.*s\"", fw->client_addr, (int)alen,
+	    authority);
+	fwd = fwdbuf;
+	if ((n < 0 || (size_t)n >= sizeof(fwdbuf)) &&
+	    asprintf(&fwd, strchr(fw->client_addr, ':') != NULL ?
+	    "for=\"[%s]\";proto=https;host=\"%.*s\"" :
+	    "for=%s;proto=https;host=\"%.*s\"", fw->client_addr, (int)alen,
+	    authority) == -1)
 		return -1;
 	n = put_joined(out, r, "forwarded", "forwarded: ", ", ", fwd);
-	free(fwd);
+	if (fwd != fwdbuf)
+		free(fwd);
 	if (n == -1 ||
 	    bufq_append(out, "x-forwarded-proto: https\r\n", 26) == -1)
 		return -1;
