@@ -61,6 +61,8 @@ struct exchange {
 	/* client -> backend */
 	struct bufq		 hold;		/* raw body, before forwarding */
 	struct bufq		 out;		/* bytes for the backend */
+	bool			 write_queued;	/* on the flush list */
+	TAILQ_ENTRY(exchange)	 write_entry;
 	uint64_t		 body_received;
 	uint64_t		 uncredited;	/* body bytes not yet credited */
 	bool			 req_fin;	/* the client's request ended */
@@ -86,6 +88,13 @@ struct exchange {
 	bool			 resp_eof;	/* every body byte is queued */
 	bool			 continue_sent;	/* 100 Continue went out */
 };
+
+/*
+ * Exchanges with request body bytes for their backend: written once per
+ * loop iteration (exchange_flush), so the body of a whole batch of
+ * datagrams goes out in one writev rather than one per QUIC packet.
+ */
+static TAILQ_HEAD(, exchange) write_queue = TAILQ_HEAD_INITIALIZER(write_queue);
 
 static void	ex_start(struct exchange *);
 static void	ex_try_server(struct exchange *);
@@ -381,8 +390,23 @@ exchange_body(struct exchange *ex, const uint8_t *data, size_t len)
 		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
 		return;
 	}
-	if (ex->state == EX_FORWARD)
-		ex_write(ex);
+	if (ex->state == EX_FORWARD && !ex->write_queued) {
+		ex->write_queued = true;
+		TAILQ_INSERT_TAIL(&write_queue, ex, write_entry);
+	}
+}
+
+void
+exchange_flush(void)
+{
+	struct exchange *ex;
+
+	while ((ex = TAILQ_FIRST(&write_queue)) != NULL) {
+		TAILQ_REMOVE(&write_queue, ex, write_entry);
+		ex->write_queued = false;
+		if (ex->state == EX_FORWARD && ex->fd != -1)
+			ex_write(ex);
+	}
 }
 
 void
@@ -1022,6 +1046,8 @@ ex_free(struct exchange *ex)
 		ex_log(ex);
 	ex_upstream_close(ex, false);
 	ev_timer_stop(ex_loop(ex), &ex->timer);
+	if (ex->write_queued)
+		TAILQ_REMOVE(&write_queue, ex, write_entry);
 	request_free(&ex->req);
 	bufq_free(&ex->hold);
 	bufq_free(&ex->out);

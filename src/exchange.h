@@ -32,6 +32,8 @@ void		 exchange_acked(struct exchange *, uint64_t n);
 struct exchange	*exchange_find(struct qconn *, int64_t stream_id);
 /* The stream is gone: frees the exchange. */
 void		 exchange_stream_closed(struct exchange *);
+/* Writes the request bodies received in this loop iteration (flush_cb). */
+void		 exchange_flush(void);
 /* Whether response bytes on the connection wait for the client. */
 bool		 exchange_conn_sending(const struct qconn *);
 /* The connection is going away: frees every exchange on it. */

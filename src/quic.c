@@ -1358,6 +1358,8 @@ flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 	TAILQ_HEAD(, qconn) now;
 	struct qconn *qc;
 
+	/* request bodies first: the backend taking them frees client credit */
+	exchange_flush();
 	/* Connections queued while writing go to the next iteration. */
 	TAILQ_INIT(&now);
 	TAILQ_CONCAT(&now, &srv->want_write, write_entry);
