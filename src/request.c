@@ -422,8 +422,9 @@ request_write_http1(const struct request *r, const struct request_forward *fw,
 	int n;
 
 	authority = request_authority(r, &alen);
-	n = snprintf(tmp, sizeof(tmp), "%s ", request_method(r));
-	if (bufq_append(out, tmp, (size_t)n) == -1 ||
+	if (bufq_append(out, request_method(r), strlen(request_method(r)))
+	    == -1 ||
+	    bufq_append(out, " ", 1) == -1 ||
 	    bufq_append(out, fvalue(r, r->path), r->fields[r->path].valuelen)
 	    == -1 ||
 	    bufq_append(out, " HTTP/1.1\r\nhost: ", 17) == -1 ||
