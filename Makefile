@@ -108,6 +108,7 @@ deps:
 check: deps
 	$(MAKE) tests
 	$(MAKE) unit
+	$(MAKE) fuzz-replay
 	$(MAKE) integration
 	$(MAKE) check-asan
 
@@ -130,6 +131,71 @@ soak: deps
 	QPROXYCTL=$(abspath build-asan/qproxyctl) \
 	    $(PYTHON) tests/soak/soak.py $(SOAK_ARGS)
 
+# libFuzzer targets, built with clang into build-fuzz/ (tests/fuzz/README.md).
+# "make fuzz" runs each for FUZZ_TIME seconds, adding what it finds to
+# build-fuzz/corpus/; "make fuzz-replay" runs every committed corpus file once.
+FUZZ_B = build-fuzz
+FUZZ_CC ?= clang
+FUZZ_TIME ?= 60
+FUZZ_TARGETS = fuzz_config fuzz_http1 fuzz_request fuzz_control fuzz_udp
+FUZZ_BINS = $(FUZZ_TARGETS:%=$(FUZZ_B)/%)
+FUZZ_SAN = -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+	-fno-omit-frame-pointer
+# (clang, unlike gcc, warns about vprintf-style calls in log.c)
+FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -O1 -g $(WARN_CFLAGS) \
+	-Wno-format-nonliteral $(FUZZ_SAN) -fsanitize=fuzzer-no-link \
+	$(DEP_CFLAGS) -DQPROXY_VERSION='"fuzz"'
+FUZZ_OBJS = $(LIB_SRCS:src/%.c=$(FUZZ_B)/%.o)
+
+$(FUZZ_B)/%.o: src/%.c config.mk
+	@mkdir -p $(@D)
+	@echo "  CC      $< (fuzz)"
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(FUZZ_B)/tests/%.o: tests/fuzz/%.c config.mk
+	@mkdir -p $(@D)
+	@echo "  CC      $<"
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -Isrc -MMD -MP -c -o $@ $<
+
+$(FUZZ_B)/libqproxy.a: $(FUZZ_OBJS)
+	$(Q)rm -f $@
+	$(Q)ar rcs $@ $^
+
+$(FUZZ_B)/fuzz_%: $(FUZZ_B)/tests/fuzz_%.o $(FUZZ_B)/libqproxy.a $(FUZZ_B)/rng.o
+	@echo "  LD      $@"
+	$(Q)$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(DEP_LIBS)
+
+# fuzz_udp's listener: a throwaway key and certificate, made here, never kept.
+$(FUZZ_B)/fuzz_udp.pem:
+	@mkdir -p $(@D)
+	$(Q)openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+	    -nodes -days 3650 -subj /CN=localhost -keyout $(FUZZ_B)/fuzz_udp.key \
+	    -out $@ 2>/dev/null
+
+-include $(wildcard $(FUZZ_B)/*.d $(FUZZ_B)/tests/*.d)
+
+fuzz-build: $(FUZZ_BINS) $(FUZZ_B)/fuzz_udp.pem
+# kept, so that a rebuild after a change compiles only what changed
+.SECONDARY: $(FUZZ_TARGETS:%=$(FUZZ_B)/tests/%.o) $(FUZZ_B)/rng.o
+
+fuzz: fuzz-build
+	@failed=; for t in $(FUZZ_TARGETS); do \
+	    echo "== $$t: $(FUZZ_TIME) s"; \
+	    mkdir -p $(FUZZ_B)/corpus/$$t $(FUZZ_B)/crashes; \
+	    dict=; test -f tests/fuzz/$$t.dict && dict=-dict=tests/fuzz/$$t.dict; \
+	    $(FUZZ_B)/$$t -max_total_time=$(FUZZ_TIME) -print_final_stats=1 \
+	        -artifact_prefix=$(FUZZ_B)/crashes/$$t- $$dict \
+	        $(FUZZ_B)/corpus/$$t tests/fuzz/corpus/$$t || failed="$$failed $$t"; \
+	done; \
+	test -z "$$failed" || { echo "fuzz: crashed:$$failed"; exit 1; }
+
+fuzz-replay: fuzz-build
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	    printf '== %s: ' $$t; ls tests/fuzz/corpus/$$t | wc -l; \
+	    $(FUZZ_B)/$$t tests/fuzz/corpus/$$t/* >$(FUZZ_B)/$$t.replay.log 2>&1 || \
+	        { tail -n 60 $(FUZZ_B)/$$t.replay.log; exit 1; }; \
+	done
+
 demo: deps
 	$(MAKE) all
 	sh scripts/demo.sh
@@ -148,11 +214,11 @@ install: $(B)/qproxy $(B)/qproxyctl $(B)/qproxy.service
 	    install -m 640 conf/qproxy.conf $(DESTDIR)$(SYSCONFDIR)/qproxy.conf
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
 distclean: clean
 	rm -rf config.mk config.log config.status configure autom4te.cache \
 	    aclocal.m4 install-sh missing compile
 
 .PHONY: all tests unit integration deps check check-asan soak demo \
-	install clean distclean
+	install clean distclean fuzz fuzz-build fuzz-replay

@@ -1,0 +1,245 @@
+/*
+ * fuzz_control.c: the control socket's request parser, alone and behind a
+ * real socket. The input is what a client sends: its first line goes to
+ * control_parse, then all of it, followed by EOF, to a control socket
+ * served in this process by an ev loop with fake commands. The reply must
+ * be the one the parser's verdict calls for.
+ */
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <errno.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <ev.h>
+
+#include "control.h"
+#include "log.h"
+#include "strbuf.h"
+#include "fuzz.h"
+
+static const char *const commands[] = {
+	"stats", "conns", "backends", "reload", "version",
+};
+
+static struct ev_loop	*loop;
+static struct control	*ctl;
+static char		 dir[] = "/tmp/fuzz_control.XXXXXX";
+static struct sockaddr_un sun;
+
+static void
+fake_show(struct strbuf *out, bool json, void *arg)
+{
+	strbuf_printf(out, json ? "{\"ok\":true}" : "ok");
+}
+
+/* a long reply, so that writes take several rounds */
+static void
+fake_conns(struct strbuf *out, bool json, void *arg)
+{
+	for (int i = 0; i < 4000; i++)
+		strbuf_printf(out, "%-60d\n", i);
+}
+
+static int
+fake_reload(struct strbuf *out, void *arg)
+{
+	strbuf_printf(out, "test.conf:1: refused\n");
+	return -1;
+}
+
+static const struct control_ops ops = {
+	.stats = fake_show,
+	.conns = fake_conns,
+	.backends = fake_show,
+	.reload = fake_reload,
+	.version = fake_show,
+};
+
+static void
+cleanup(void)
+{
+	control_close(ctl);
+	rmdir(dir);
+}
+
+int
+LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	log_init(LOG_LEVEL_ERROR);
+	if (mkdtemp(dir) == NULL) {
+		perror("mkdtemp");
+		exit(1);
+	}
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/control.sock", dir);
+	loop = ev_loop_new(EVFLAG_AUTO);
+	if ((ctl = control_open(loop, sun.sun_path, &ops, NULL)) == NULL) {
+		fprintf(stderr, "control_open failed\n");
+		exit(1);
+	}
+	atexit(cleanup);
+	return 0;
+}
+
+/* The parser alone, on the first line as control.c cuts it. */
+static void
+check_parse(const char *line)
+{
+	const char *cmd, *err = NULL;
+	bool json, ok = false;
+	size_t len = strlen(line);
+
+	if (control_parse(line, &cmd, &json, &err) == 0) {
+		FUZZ_CHECK(cmd != NULL);
+		for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]);
+		    i++)
+			if (strcmp(cmd, commands[i]) == 0)
+				ok = true;
+		FUZZ_CHECK(ok);
+		FUZZ_CHECK(strncmp(line, "QPROXY/1 ", 9) == 0);
+		FUZZ_CHECK(json == (len > 5 &&
+		    strcmp(line + len - 5, " json") == 0));
+		FUZZ_CHECK(strcmp(line + 9, cmd) == 0 ||
+		    (json && strncmp(line + 9, cmd, len - 14) == 0 &&
+		    strlen(cmd) == len - 14));
+		FUZZ_CHECK(!(json && strcmp(cmd, "reload") == 0));
+	} else {
+		FUZZ_CHECK(cmd == NULL && err != NULL);
+		FUZZ_CHECK(strlen(err) < 100);
+		for (const char *c = err; *c != '\0'; c++)
+			FUZZ_CHECK(*c >= 0x20 && *c < 0x7f);
+	}
+}
+
+static double
+now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/*
+ * Sends data then EOF, runs the loop until the daemon closes; returns the
+ * reply (NUL-terminated, *len bytes).
+ */
+static char *
+exchange(const uint8_t *data, size_t size, size_t *len)
+{
+	struct pollfd pfd;
+	size_t sent = 0, cap = 1 << 16;
+	char *reply;
+	double deadline = now() + 20;
+	bool shut = false;
+	ssize_t n;
+	int fd;
+
+	if ((reply = malloc(cap)) == NULL)
+		abort();
+	*len = 0;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1 || connect(fd, (struct sockaddr *)&sun,
+	    sizeof(sun)) == -1) {
+		perror("connect");
+		abort();
+	}
+	for (;;) {
+		FUZZ_CHECK(now() < deadline);	/* the daemon answers */
+		if (sent < size) {
+			n = send(fd, data + sent, size - sent, MSG_NOSIGNAL);
+			if (n > 0)
+				sent += (size_t)n;
+			else if (n == -1 && errno != EAGAIN)
+				sent = size;	/* closed early: fine */
+		}
+		if (sent == size && !shut) {
+			(void)shutdown(fd, SHUT_WR);
+			shut = true;
+		}
+		ev_run(loop, EVRUN_NOWAIT);
+		n = recv(fd, reply + *len, cap - *len - 1, 0);
+		if (n > 0) {
+			*len += (size_t)n;
+			if (cap - *len < 4096) {
+				cap *= 2;
+				if ((reply = realloc(reply, cap)) == NULL)
+					abort();
+			}
+			continue;
+		}
+		if (n == 0 || (n == -1 && errno != EAGAIN))
+			break;
+		pfd.fd = fd;
+		pfd.events = POLLIN;
+		(void)poll(&pfd, 1, 0);
+	}
+	close(fd);
+	reply[*len] = '\0';
+	return reply;
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	const uint8_t *nl;
+	char *line, *reply, *err_line;
+	const char *cmd, *err;
+	size_t len, linelen;
+	bool json;
+	int rc;
+
+	if (size > 4 * CONTROL_MAX_LINE)
+		return 0;
+	nl = memchr(data, '\n', size);
+	linelen = nl != NULL ? (size_t)(nl - data) : size;
+	if ((line = malloc(linelen + 1)) == NULL)
+		abort();
+	memcpy(line, data, linelen);
+	line[linelen] = '\0';
+	if (linelen > 0 && line[linelen - 1] == '\r')
+		line[linelen - 1] = '\0';
+	check_parse(line);
+
+	reply = exchange(data, size, &len);
+	FUZZ_CHECK(strlen(reply) == len);
+	if (nl == NULL && size < CONTROL_MAX_LINE) {
+		/* EOF before a whole line: no answer */
+		FUZZ_CHECK(len == 0);
+		goto out;
+	}
+	FUZZ_CHECK(len > 0 && reply[len - 1] == '\n');
+	if (nl == NULL || linelen >= CONTROL_MAX_LINE) {
+		FUZZ_CHECK(strcmp(reply, "ERR request too long\n") == 0);
+		goto out;
+	}
+	if (memchr(data, '\0', linelen) != NULL) {
+		FUZZ_CHECK(strcmp(reply, "ERR malformed request\n") == 0);
+		goto out;
+	}
+	rc = control_parse(line, &cmd, &json, &err);
+	if (rc == -1) {
+		if (asprintf(&err_line, "ERR %s\n", err) == -1)
+			abort();
+		FUZZ_CHECK(strcmp(reply, err_line) == 0);
+		free(err_line);
+	} else if (strcmp(cmd, "reload") == 0)
+		FUZZ_CHECK(strcmp(reply,
+		    "ERR reload refused\ntest.conf:1: refused\n") == 0);
+	else if (strcmp(cmd, "conns") == 0)
+		FUZZ_CHECK(strncmp(reply, "OK\n", 3) == 0 &&
+		    len == 3 + 4000 * 61);
+	else
+		FUZZ_CHECK(strcmp(reply, json ? "OK\n{\"ok\":true}\n" :
+		    "OK\nok\n") == 0);
+out:
+	free(reply);
+	free(line);
+	return 0;
+}
