@@ -15,7 +15,12 @@
 #include "log.h"
 #include "tls.h"
 
-static const unsigned char alpn_h3[] = { 2, 'h', '3' };
+/*
+ * ALPN: h3 only. wolfSSL's select callback runs only in its OpenSSL-ALL,
+ * nginx or HAProxy builds, so each session names the protocol itself; a
+ * client offering no h3 gets no_application_protocol (RFC 9001 8.1).
+ */
+static char alpn_h3[] = "h3";
 
 #define TICKET_EPOCH	(12 * 3600)	/* seconds a ticket key is current */
 #define TICKET_IVLEN	12
@@ -112,24 +117,6 @@ tls_init(void)
 	return wolfSSL_Init() == WOLFSSL_SUCCESS ? 0 : -1;
 }
 
-static int
-alpn_select(WOLFSSL *ssl, const unsigned char **out, unsigned char *outlen,
-    const unsigned char *in, unsigned int inlen, void *arg)
-{
-	const unsigned char *p = in, *end = in + inlen;
-
-	while (p < end && p + 1 + *p <= end) {
-		if (*p == alpn_h3[0] && memcmp(p + 1, alpn_h3 + 1, *p) == 0) {
-			*out = p + 1;
-			*outlen = *p;
-			return SSL_TLSEXT_ERR_OK;
-		}
-		p += 1 + *p;
-	}
-	/* RFC 9001 8.1: no common protocol is a fatal no_application_protocol. */
-	return SSL_TLSEXT_ERR_ALERT_FATAL;
-}
-
 /* Called while the ClientHello's extensions still exist: keep the name. */
 static int
 sni_cb(WOLFSSL *ssl, int *alert, void *arg)
@@ -174,7 +161,6 @@ tls_ctx_new(const char *certificate, const char *private_key, bool early_data,
 		snprintf(err, errlen, "cannot configure QUIC in wolfSSL");
 		goto fail;
 	}
-	wolfSSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
 	/*
 	 * wolfSSL keeps the client's server name only when the context has
 	 * one of its own: a placeholder that any name may mismatch.
@@ -265,6 +251,11 @@ tls_session_new(WOLFSSL_CTX *ctx, struct tls_conn *tc, bool early_data)
 
 	if ((ssl = wolfSSL_new(ctx)) == NULL)
 		return NULL;
+	if (wolfSSL_UseALPN(ssl, alpn_h3, sizeof(alpn_h3) - 1,
+	    WOLFSSL_ALPN_FAILED_ON_MISMATCH) != WOLFSSL_SUCCESS) {
+		wolfSSL_free(ssl);
+		return NULL;
+	}
 	wolfSSL_set_quic_early_data_enabled(ssl, early_data ? 1 : 0);
 	tc->sni[0] = '\0';
 	wolfSSL_set_app_data(ssl, tc);

@@ -394,3 +394,15 @@ def test_keylog_file_matches_the_clients_secrets(qproxy_factory, backend_app,
         if label in labels:
             assert (label, secret) in mine, (label, ours)
     assert all(len(x) == 3 and len(x[1]) == 64 for x in ours), ours
+
+
+def test_alpn_h3_is_negotiated(qp, tmp_path):
+    """RFC 9001 8.1: the server must select an application protocol.  A
+    client that checks (h2load refuses a QUIC connection without one) sees
+    h3; gtlsclient reports what was negotiated."""
+    p = subprocess.run([gtlsclient_binary(), "--exit-on-all-streams-close",
+                        "--timeout=10s", "--download=%s" % tmp_path, "127.0.0.1",
+                        str(qp.port), "https://127.0.0.1:%d/app/bytes/10" % qp.port],
+                       capture_output=True, timeout=60)
+    out = (p.stdout + p.stderr).decode("latin-1")
+    assert "Negotiated ALPN is h3" in out, out[-2000:]
