@@ -4,10 +4,11 @@
 #   make check      install what the tests need, build, run every test
 #                   (then again under AddressSanitizer + UBSan)
 #   make demo       install, build and run qproxy on a demo configuration
+#   make bench      qproxy against nghttpx, side by side (bench/RESULTS.md)
 #   make install    PREFIX=/usr/local DESTDIR= by default
 
 # Goals that must work before configure can (they install its inputs).
-SELF_GOALS := check check-asan soak demo deps clean distclean
+SELF_GOALS := check check-asan soak demo deps clean distclean bench bench-smoke
 ifeq ($(filter $(SELF_GOALS),$(MAKECMDGOALS)),)
 include config.mk
 endif
@@ -110,7 +111,22 @@ check: deps
 	$(MAKE) unit
 	$(MAKE) fuzz-replay
 	$(MAKE) integration
+	$(MAKE) bench-smoke
 	$(MAKE) check-asan
+
+# qproxy against nghttpx, side by side (bench/RESULTS.md). bench/setup.sh
+# builds nghttpx and h2load into /opt/qproxy-bench the first time.
+# BENCH_ARGS passes options to bench/run.py (--workloads, --repeat, ...).
+bench:
+	sh bench/setup.sh
+	$(MAKE) all
+	$(PYTHON) bench/run.py --out bench/out/latest.md $(BENCH_ARGS)
+
+# A few hundred requests against each server: the harness still works.
+bench-smoke:
+	sh bench/setup.sh
+	$(MAKE) all
+	$(PYTHON) bench/run.py --smoke
 
 # The same suite, built with AddressSanitizer and UBSan into build-asan/.
 ASAN_CFLAGS = -fsanitize=address,undefined -fno-sanitize-recover=undefined \
@@ -221,4 +237,4 @@ distclean: clean
 	    aclocal.m4 install-sh missing compile
 
 .PHONY: all tests unit integration deps check check-asan soak demo \
-	install clean distclean fuzz fuzz-build fuzz-replay
+	bench bench-smoke install clean distclean fuzz fuzz-build fuzz-replay

@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # Shell functions shared by scripts/setup-deps.sh and bench/setup.sh, which
 # source this file. Before sourcing, the caller sets TAG (the prefix of its
 # messages) and SUDO (empty when already root).
