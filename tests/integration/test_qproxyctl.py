@@ -265,7 +265,10 @@ def test_idle_and_vanishing_clients(qp):
     # a client that goes away before the reply, one that half-sends
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.connect(qp.control_socket)
-    s.sendall(b"QPROXY/1 stats")
+    try:
+        s.sendall(b"QPROXY/1 stats")
+    except (BrokenPipeError, ConnectionResetError):
+        pass    # past CONTROL_MAX_CLIENTS (16) the daemon answers busy, closes
     s.close()
     for s in idle:
         s.close()
