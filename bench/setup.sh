@@ -69,13 +69,6 @@ nghttp2_stamp() {
 	    "$(echo $NGHTTP2_FLAGS)"
 	ngtcp2_stamp
 }
-stamp_is() {
-	[ -f "$STAMPS/$1" ] && [ "$(cat "$STAMPS/$1")" = "$2" ]
-}
-stamp_write() {
-	$SUDO mkdir -p "$STAMPS"
-	printf '%s\n' "$2" | $SUDO tee "$STAMPS/$1" >/dev/null
-}
 
 install_packages() {
 	# shellcheck disable=SC2086

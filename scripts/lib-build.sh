@@ -67,3 +67,14 @@ fetch_source() {
 	fi
 	rm -rf "$work"
 }
+
+# What a build was made from, kept as a stamp in $STAMPS (set by the caller):
+# stamp_is NAME TEXT is true when NAME's stamp says TEXT; stamp_write
+# records it after a build.
+stamp_is() {
+	[ -f "$STAMPS/$1" ] && [ "$(cat "$STAMPS/$1")" = "$2" ]
+}
+stamp_write() {
+	$SUDO mkdir -p "$STAMPS"
+	printf '%s\n' "$2" | $SUDO tee "$STAMPS/$1" >/dev/null
+}

@@ -141,13 +141,6 @@ ngtcp2_stamp() {
 	printf 'ngtcp2 %s %s\n' "$NGTCP2_VERSION" "$(echo $NGTCP2_FLAGS)"
 	wolfssl_stamp
 }
-stamp_is() {
-	[ -f "$STAMPS/$1" ] && [ "$(cat "$STAMPS/$1")" = "$2" ]
-}
-stamp_write() {
-	$SUDO mkdir -p "$STAMPS"
-	printf '%s\n' "$2" | $SUDO tee "$STAMPS/$1" >/dev/null
-}
 
 build_wolfssl() {
 	if stamp_is wolfssl "$(wolfssl_stamp)" && pc --exists wolfssl &&

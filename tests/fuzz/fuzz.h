@@ -6,6 +6,7 @@
 #ifndef QPROXY_FUZZ_H
 #define QPROXY_FUZZ_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -21,5 +22,31 @@ int	LLVMFuzzerInitialize(int *, char ***);
 		abort();						\
 	}								\
 } while (0)
+
+/*
+ * The next length-prefixed string of an input: one length byte, or 0xff
+ * and two bytes (big-endian) for longer ones. false at the end.
+ */
+static inline bool
+take(const uint8_t **p, const uint8_t *end, const uint8_t **s, size_t *len)
+{
+	size_t n;
+
+	if (*p >= end)
+		return false;
+	n = *(*p)++;
+	if (n == 0xff) {
+		if (end - *p < 2)
+			return false;
+		n = (size_t)(*p)[0] << 8 | (*p)[1];
+		*p += 2;
+	}
+	if ((size_t)(end - *p) < n)
+		return false;
+	*s = *p;
+	*len = n;
+	*p += n;
+	return true;
+}
 
 #endif

@@ -27,28 +27,6 @@
 #include "fuzz.h"
 
 static bool
-take(const uint8_t **p, const uint8_t *end, const uint8_t **s, size_t *len)
-{
-	size_t n;
-
-	if (*p >= end)
-		return false;
-	n = *(*p)++;
-	if (n == 0xff) {
-		if (end - *p < 2)
-			return false;
-		n = (size_t)(*p)[0] << 8 | (*p)[1];
-		*p += 2;
-	}
-	if ((size_t)(end - *p) < n)
-		return false;
-	*s = *p;
-	*len = n;
-	*p += n;
-	return true;
-}
-
-static bool
 is_tchar(uint8_t c)
 {
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||

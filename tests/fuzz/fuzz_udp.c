@@ -831,28 +831,6 @@ put_qint(uint8_t *p, uint8_t first, int prefix, uint64_t v)
 	return n;
 }
 
-static bool
-take(const uint8_t **p, const uint8_t *end, const uint8_t **s, size_t *len)
-{
-	size_t n;
-
-	if (*p >= end)
-		return false;
-	n = *(*p)++;
-	if (n == 0xff) {
-		if (end - *p < 2)
-			return false;
-		n = (size_t)(*p)[0] << 8 | (*p)[1];
-		*p += 2;
-	}
-	if ((size_t)(end - *p) < n)
-		return false;
-	*s = *p;
-	*len = n;
-	*p += n;
-	return true;
-}
-
 /*
  * A HEADERS frame from length-prefixed names and values (fuzz_request's
  * format), each a literal field line with a literal name.

@@ -75,17 +75,22 @@ def _assert_refused(q):
     assert "connection closed by peer (0x2)" in r.stderr, r
 
 
-def test_max_connections_refuses_beyond_the_limit(qproxy_factory, backend_app, tmp_path):
-    q = _private(qproxy_factory, backend_app, tmp_path, ("max_connections", "3"))
-    procs = _hold(q, 3)
+def _refused_past(q, n):
+    """With n connections held, a new client is refused and counted."""
+    procs = _hold(q, n)
     try:
-        _wait(lambda: stats(q)["connections"]["current"] == 3, "3 connections")
+        _wait(lambda: stats(q)["connections"]["current"] == n, "%d connections" % n)
         before = _limits(q)["refused_max_connections"]
         _assert_refused(q)
         assert _limits(q)["refused_max_connections"] > before
-        assert stats(q)["connections"]["current"] == 3
+        assert stats(q)["connections"]["current"] == n
     finally:
         _release(procs)
+
+
+def test_max_connections_refuses_beyond_the_limit(qproxy_factory, backend_app, tmp_path):
+    q = _private(qproxy_factory, backend_app, tmp_path, ("max_connections", "3"))
+    _refused_past(q, 3)
     # room again once they are gone
     _wait(lambda: stats(q)["connections"]["current"] == 0, "connections gone", 10)
     assert h3_get(q.url("/app/bytes/10")).body == expected_body(10)
@@ -93,14 +98,7 @@ def test_max_connections_refuses_beyond_the_limit(qproxy_factory, backend_app, t
 
 def test_listener_max_connections(qproxy_factory, backend_app, tmp_path):
     q = _private(qproxy_factory, backend_app, tmp_path, listener=[("max_connections", "2")])
-    procs = _hold(q, 2)
-    try:
-        _wait(lambda: stats(q)["connections"]["current"] == 2, "2 connections")
-        before = _limits(q)["refused_max_connections"]
-        _assert_refused(q)
-        assert _limits(q)["refused_max_connections"] > before
-    finally:
-        _release(procs)
+    _refused_past(q, 2)
 
 
 def test_max_handshakes_refuses_while_handshakes_are_pending(qproxy_factory, backend_app,
