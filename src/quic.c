@@ -501,17 +501,26 @@ qlog_write(void *user_data, uint32_t flags, const void *data, size_t len)
 	}
 }
 
+#define CID_HEXLEN	(2 * NGTCP2_MAX_CIDLEN + 1)
+
+static char *
+cid_hex(const ngtcp2_cid *cid, char *hex)
+{
+	for (size_t i = 0; i < cid->datalen; i++)
+		snprintf(hex + 2 * i, 3, "%02x", cid->data[i]);
+	hex[2 * cid->datalen] = '\0';
+	return hex;
+}
+
 /* qlog_dir/ODCID.sqlog, private to the service: it reveals traffic. */
 static FILE *
 qlog_open(const char *dir, const ngtcp2_cid *odcid)
 {
-	char path[PATH_MAX], hex[2 * NGTCP2_MAX_CIDLEN + 1];
+	char path[PATH_MAX], hex[CID_HEXLEN];
 	FILE *f;
 	int fd;
 
-	for (size_t i = 0; i < odcid->datalen; i++)
-		snprintf(hex + 2 * i, 3, "%02x", odcid->data[i]);
-	hex[2 * odcid->datalen] = '\0';
+	cid_hex(odcid, hex);
 	snprintf(path, sizeof(path), "%s/%s.sqlog", dir, hex);
 	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
 	    0600);
@@ -691,7 +700,13 @@ qconn_new(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 	stats.handshakes_current++;
 	stats.conns_current++;
 	stats.conns_total++;
-	log_debug("%s: new connection", qc->peer);
+	if (log_debug_enabled()) {
+		char from[ADDR_STRLEN], dcid[CID_HEXLEN];
+
+		log_debug("%s: new connection from %s for dcid %s", qc->peer,
+		    addr_format(remote, from, sizeof(from)),
+		    cid_hex(&hd->dcid, dcid));
+	}
 	return qc;
 fail:
 	while (qc->cids != NULL)
@@ -720,6 +735,8 @@ qconn_free(struct qconn *qc)
 	ev_timer_stop(srv->loop, &qc->timer);
 	LIST_REMOVE(qc, entry);
 	if (!qc->handshake_done) {
+		log_debug("%s: connection freed before its handshake completed",
+		    qc->peer);
 		stats.handshakes_failed++;
 		stats.handshakes_current--;
 	}

