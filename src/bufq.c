@@ -57,16 +57,41 @@ bufq_init(struct bufq *q)
 	memset(q, 0, sizeof(*q));
 }
 
-void
-bufq_free(struct bufq *q)
+static void
+chunks_free(struct bufq_chunk *c)
 {
-	struct bufq_chunk *c, *next;
+	struct bufq_chunk *next;
 
-	for (c = q->head; c != NULL; c = next) {
+	for (; c != NULL; c = next) {
 		next = c->next;
 		chunk_free(c);
 	}
+}
+
+void
+bufq_free(struct bufq *q)
+{
+	chunks_free(q->head);
+	chunks_free(q->reserved);
 	bufq_init(q);
+}
+
+/* Links an empty chunk at the tail. */
+static void
+link_tail(struct bufq *q, struct bufq_chunk *c)
+{
+	c->next = NULL;
+	if (q->tail != NULL)
+		q->tail->next = c;
+	else {
+		q->head = c;
+		q->head_off = 0;
+	}
+	q->tail = c;
+	if (q->send == NULL) {
+		q->send = c;
+		q->send_off = 0;
+	}
 }
 
 int
@@ -81,17 +106,7 @@ bufq_append(struct bufq *q, const void *data, size_t len)
 		if (c == NULL || c->len == BUFQ_CHUNK_SIZE) {
 			if ((c = chunk_new()) == NULL)
 				return -1;
-			if (q->tail != NULL)
-				q->tail->next = c;
-			else {
-				q->head = c;
-				q->head_off = 0;
-			}
-			q->tail = c;
-			if (q->send == NULL) {
-				q->send = c;
-				q->send_off = 0;
-			}
+			link_tail(q, c);
 		}
 		n = BUFQ_CHUNK_SIZE - c->len;
 		if (n > len)
@@ -104,6 +119,57 @@ bufq_append(struct bufq *q, const void *data, size_t len)
 		q->unsent += n;
 	}
 	return 0;
+}
+
+size_t
+bufq_reserve(struct bufq *q, struct iovec *iov, size_t iovcnt)
+{
+	struct bufq_chunk *c = q->tail, **link = &q->reserved;
+	size_t i = 0;
+
+	if (c != NULL && c->len < BUFQ_CHUNK_SIZE && iovcnt > 0) {
+		iov[i].iov_base = c->data + c->len;
+		iov[i].iov_len = BUFQ_CHUNK_SIZE - c->len;
+		i++;
+	}
+	for (; i < iovcnt; i++) {
+		if ((c = chunk_new()) == NULL)
+			break;
+		*link = c;
+		link = &c->next;
+		iov[i].iov_base = c->data;
+		iov[i].iov_len = BUFQ_CHUNK_SIZE;
+	}
+	return i;
+}
+
+void
+bufq_commit(struct bufq *q, size_t n)
+{
+	struct bufq_chunk *c = q->tail, *next;
+	size_t k;
+
+	q->len += n;
+	q->unsent += n;
+	if (c != NULL && c->len < BUFQ_CHUNK_SIZE) {
+		k = BUFQ_CHUNK_SIZE - c->len;
+		if (k > n)
+			k = n;
+		c->len += k;
+		n -= k;
+	}
+	for (c = q->reserved; c != NULL; c = next) {
+		next = c->next;
+		if (n == 0) {
+			chunk_free(c);
+			continue;
+		}
+		k = n < BUFQ_CHUNK_SIZE ? n : BUFQ_CHUNK_SIZE;
+		link_tail(q, c);
+		c->len = k;
+		n -= k;
+	}
+	q->reserved = NULL;
 }
 
 size_t

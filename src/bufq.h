@@ -16,6 +16,7 @@ struct bufq_chunk;
 
 struct bufq {
 	struct bufq_chunk	*head, *tail;
+	struct bufq_chunk	*reserved;	/* bufq_reserve's fresh chunks */
 	size_t			 head_off;	/* consumed bytes in head */
 	struct bufq_chunk	*send;		/* chunk holding the send position */
 	size_t			 send_off;
@@ -28,6 +29,15 @@ void	bufq_init(struct bufq *);
 void	bufq_free(struct bufq *);
 /* Appends all of data (memory grows by chunks); 0, or -1 when out of memory. */
 int	bufq_append(struct bufq *, const void *data, size_t len);
+/*
+ * Room to write into at the tail, for readv(2) straight into the queue: up
+ * to iovcnt vectors, the free end of the last chunk and fresh chunks after
+ * it; returns how many (0 when out of memory). bufq_commit must follow
+ * before any other call on the queue.
+ */
+size_t	bufq_reserve(struct bufq *, struct iovec *, size_t iovcnt);
+/* Queues the first n bytes written into the reserved room, frees the rest. */
+void	bufq_commit(struct bufq *, size_t n);
 /* Fills at most iovcnt vectors with unsent bytes; returns how many. */
 size_t	bufq_peek_unsent(const struct bufq *, struct iovec *, size_t iovcnt);
 /* Marks n unsent bytes as sent. */

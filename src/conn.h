@@ -77,6 +77,7 @@ struct quic_server {
 
 	struct cid_entry	**buckets;	/* CID -> connection */
 	size_t			 nbuckets, ncids;
+	struct cid_entry	*last_cid;	/* the last one found */
 	uint64_t		 hashkey[2];
 
 	LIST_HEAD(, qconn)	 conns;

@@ -34,6 +34,7 @@
 #include "upstream.h"
 
 #define EX_READ_CHUNK	16384
+#define EX_READ_IOV	4	/* chunks a body read fills at most */
 
 enum ex_state {
 	EX_HEADERS,	/* receiving the request head */
@@ -342,13 +343,19 @@ exchange_headers_end(struct exchange *ex, bool fin)
 static int
 ex_append_body(struct exchange *ex, const uint8_t *data, size_t len)
 {
-	char line[24];
-	int n;
+	static const char hex[] = "0123456789abcdef";
+	char line[2 * sizeof(size_t) + 2], *p = line + sizeof(line);
+	size_t v = len;
 
 	if (ex->framing != REQ_BODY_CHUNKED)
 		return bufq_append(&ex->out, data, len);
-	n = snprintf(line, sizeof(line), "%zx\r\n", len);
-	if (bufq_append(&ex->out, line, (size_t)n) == -1 ||
+	/* the chunk-size line, once per packet's worth: no printf */
+	*--p = '\n';
+	*--p = '\r';
+	do
+		*--p = hex[v & 0xf];
+	while ((v >>= 4) != 0);
+	if (bufq_append(&ex->out, p, (size_t)(line + sizeof(line) - p)) == -1 ||
 	    bufq_append(&ex->out, data, len) == -1 ||
 	    bufq_append(&ex->out, "\r\n", 2) == -1)
 		return -1;
@@ -870,31 +877,106 @@ ex_eof(struct exchange *ex)
 	ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
 }
 
+/*
+ * Reads what the backend sent next into rbuf and parses it. Returns as
+ * read(2), or -2 when the exchange was answered already.
+ */
+static ssize_t
+ex_read_buffered(struct exchange *ex)
+{
+	size_t want = ex->head_done ? EX_READ_CHUNK :
+	    ex_cfg(ex)->max_header_size;
+	ssize_t n;
+
+	if (ex->rcap < want) {
+		uint8_t *nb = realloc(ex->rbuf, want);
+
+		if (nb == NULL) {
+			ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
+			return -2;
+		}
+		ex->rbuf = nb;
+		ex->rcap = want;
+	}
+	if (ex->rlen == ex->rcap) {
+		/* a head larger than max_header_size */
+		ex_respond(ex, 502);
+		return -2;
+	}
+	n = read(ex->fd, ex->rbuf + ex->rlen, ex->rcap - ex->rlen);
+	if (n <= 0)
+		return n;
+	ex->rlen += (size_t)n;
+	if (ex->head_done)
+		ev_timer_again(ex_loop(ex), &ex->timer);
+	ex_parse(ex);
+	return n;
+}
+
+/*
+ * Past the head, a body of known length or one that ends at EOF needs no
+ * parsing: it is read straight into the response queue (no copy on the way
+ * to nghttp3), at most what the length leaves, so nothing after it is ever
+ * read. Returns as read(2), or -2 when the exchange was reset.
+ */
+static ssize_t
+ex_read_body(struct exchange *ex, size_t room)
+{
+	struct iovec iov[EX_READ_IOV];
+	enum http1_body_status st = HTTP1_BODY_AGAIN;
+	const uint8_t *data;
+	size_t cnt, max, total = 0, consumed, datalen;
+	ssize_t n;
+
+	max = room < BUFQ_CHUNK_SIZE ? BUFQ_CHUNK_SIZE : room;
+	if (ex->body.framing == HTTP1_BODY_LENGTH && ex->body.remaining < max)
+		max = (size_t)ex->body.remaining;
+	if ((cnt = bufq_reserve(&ex->resp_body, iov, EX_READ_IOV)) == 0) {
+		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
+		return -2;
+	}
+	for (size_t i = 0; i < cnt; i++) {
+		if (iov[i].iov_len >= max - total) {
+			iov[i].iov_len = max - total;
+			cnt = i + 1;
+		}
+		total += iov[i].iov_len;
+	}
+	n = readv(ex->fd, iov, (int)cnt);
+	bufq_commit(&ex->resp_body, n > 0 ? (size_t)n : 0);
+	if (n <= 0)
+		return n;
+	/* the framing's count, over the bytes already in place */
+	for (size_t i = 0, left = (size_t)n; left > 0; i++) {
+		total = iov[i].iov_len < left ? iov[i].iov_len : left;
+		st = http1_body_parse(&ex->body, iov[i].iov_base, total,
+		    &consumed, &data, &datalen);
+		left -= total;
+	}
+	ex->resp_bytes += (size_t)n;
+	ev_timer_again(ex_loop(ex), &ex->timer);
+	h3_resume(ex->qc, ex->stream_id);
+	if (st == HTTP1_BODY_DONE)
+		ex_response_done(ex, true);
+	return n;
+}
+
 static void
 ex_read(struct exchange *ex)
 {
-	size_t limit = ex_cfg(ex)->response_buffer_size, want;
+	size_t limit = ex_cfg(ex)->response_buffer_size;
 	ssize_t n;
 
 	while (ex->state == EX_FORWARD && ex->resp_body.len < limit) {
-		want = ex->head_done ? EX_READ_CHUNK :
-		    ex_cfg(ex)->max_header_size;
-		if (ex->rcap < want) {
-			uint8_t *nb = realloc(ex->rbuf, want);
-
-			if (nb == NULL) {
-				ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
-				return;
-			}
-			ex->rbuf = nb;
-			ex->rcap = want;
-		}
-		if (ex->rlen == ex->rcap) {
-			/* a head larger than max_header_size */
-			ex_respond(ex, 502);
+		if (ex->head_done && ex->rlen == 0 &&
+		    ((ex->body.framing == HTTP1_BODY_LENGTH &&
+		    ex->body.remaining > 0) ||
+		    ex->body.framing == HTTP1_BODY_CLOSE))
+			n = ex_read_body(ex, limit - ex->resp_body.len);
+		else
+			n = ex_read_buffered(ex);
+		if (n == -2)
 			return;
-		}
-		n = read(ex->fd, ex->rbuf + ex->rlen, ex->rcap - ex->rlen);
 		if (n == -1) {
 			if (errno == EINTR)
 				continue;
@@ -909,10 +991,6 @@ ex_read(struct exchange *ex)
 			ex_eof(ex);
 			return;
 		}
-		ex->rlen += (size_t)n;
-		if (ex->head_done)
-			ev_timer_again(ex_loop(ex), &ex->timer);
-		ex_parse(ex);
 	}
 	/* the client is slower than the backend: stop reading for now */
 	if (ex->state == EX_FORWARD)

@@ -120,14 +120,23 @@ cid_bucket(struct quic_server *srv, const uint8_t *cid, size_t len)
 	    (srv->nbuckets - 1)];
 }
 
+/*
+ * A bulk transfer brings datagram after datagram for one connection: the
+ * last CID found is tried before the hash.
+ */
 static struct qconn *
 cid_find(struct quic_server *srv, const uint8_t *cid, size_t len)
 {
-	struct cid_entry *e;
+	struct cid_entry *e = srv->last_cid;
 
+	if (e != NULL && e->cid.datalen == len &&
+	    memcmp(e->cid.data, cid, len) == 0)
+		return e->qc;
 	for (e = *cid_bucket(srv, cid, len); e != NULL; e = e->next)
-		if (e->cid.datalen == len && memcmp(e->cid.data, cid, len) == 0)
+		if (e->cid.datalen == len && memcmp(e->cid.data, cid, len) == 0) {
+			srv->last_cid = e;
 			return e->qc;
+		}
 	return NULL;
 }
 
@@ -182,6 +191,8 @@ cid_unlink(struct quic_server *srv, struct cid_entry *e)
 {
 	struct cid_entry **p;
 
+	if (srv->last_cid == e)
+		srv->last_cid = NULL;
 	for (p = cid_bucket(srv, e->cid.data, e->cid.datalen); *p != NULL;
 	    p = &(*p)->next) {
 		if (*p == e) {
@@ -460,9 +471,9 @@ static const ngtcp2_callbacks quic_callbacks = {
 	.recv_client_initial = ngtcp2_crypto_recv_client_initial_cb,
 	.recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb,
 	.handshake_completed = handshake_completed,
-	.encrypt = ngtcp2_crypto_encrypt_cb,
-	.decrypt = ngtcp2_crypto_decrypt_cb,
-	.hp_mask = ngtcp2_crypto_hp_mask_cb,
+	.encrypt = tls_aead_encrypt,
+	.decrypt = tls_aead_decrypt,
+	.hp_mask = tls_hp_mask,
 	.recv_stream_data = recv_stream_data,
 	.acked_stream_data_offset = acked_stream_data_offset,
 	.stream_close = stream_close,

@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
@@ -34,5 +35,14 @@ void		 tls_ctx_free(WOLFSSL_CTX *);
 WOLFSSL		*tls_session_new(WOLFSSL_CTX *, struct tls_conn *tc,
 		    bool early_data);
 void		 tls_session_free(WOLFSSL *);
+/* ngtcp2's packet protection callbacks, AES without the EVP layer. */
+int		 tls_aead_encrypt(uint8_t *, const ngtcp2_crypto_aead *,
+		    const ngtcp2_crypto_aead_ctx *, const uint8_t *, size_t,
+		    const uint8_t *, size_t, const uint8_t *, size_t);
+int		 tls_aead_decrypt(uint8_t *, const ngtcp2_crypto_aead *,
+		    const ngtcp2_crypto_aead_ctx *, const uint8_t *, size_t,
+		    const uint8_t *, size_t, const uint8_t *, size_t);
+int		 tls_hp_mask(uint8_t *, const ngtcp2_crypto_cipher *,
+		    const ngtcp2_crypto_cipher_ctx *, const uint8_t *);
 
 #endif

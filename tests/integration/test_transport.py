@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from helpers import SLOW, expected_body, expected_sha256, gtlsclient_binary, h3_get
+from helpers import (SLOW, expected_body, expected_sha256, file_sha256, gtls_fetch,
+                     gtlsclient_binary, h3_get)
 from test_ops import qproxyctl, stats
 
 KiB = 1024
@@ -406,3 +407,25 @@ def test_alpn_h3_is_negotiated(qp, tmp_path):
                        capture_output=True, timeout=60)
     out = (p.stdout + p.stderr).decode("latin-1")
     assert "Negotiated ALPN is h3" in out, out[-2000:]
+
+
+@pytest.mark.parametrize("suite", ["AES-128-GCM", "AES-256-GCM", "CHACHA20-POLY1305"])
+def test_cipher_suites_protect_both_directions(qp, tmp_path, suite):
+    """Each TLS 1.3 cipher suite a QUIC client may pick carries a 1 MiB
+    download and a 1 MiB upload intact.  qproxy protects AES-GCM packets and
+    headers with wolfCrypt directly and ChaCha20-Poly1305 through ngtcp2's
+    own path: a wrong key, nonce, tag or mask fails the transfer."""
+    n = 1024 * KiB + 5
+    ciphers = "--ciphers=NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:+" + suite
+    p = gtls_fetch(qp.port, ["/app/bytes/%d" % n], tmp_path / "get", timeout=60,
+                   extra_args=[ciphers])
+    assert "Negotiated cipher suite is %s" % suite in p.stderr + p.stdout, p.stderr[-2000:]
+    assert p.statuses == [200], p.stderr[-2000:]
+    assert file_sha256(tmp_path / "get" / str(n)) == expected_sha256(n)
+    src = tmp_path / "body.bin"
+    src.write_bytes(expected_body(n))
+    p = gtls_fetch(qp.port, ["/app/upload"], tmp_path / "post", timeout=60,
+                   extra_args=[ciphers, "-m", "POST", "-d", str(src)])
+    assert p.statuses == [200], p.stderr[-2000:]
+    j = json.loads((tmp_path / "post" / "upload").read_bytes())
+    assert j["length"] == n and j["sha256"] == expected_sha256(n), j
