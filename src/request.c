@@ -7,6 +7,7 @@
  */
 #include <ctype.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -37,7 +38,11 @@ fail(struct request *r, enum request_error e, const char *why)
 void
 request_init(struct request *r, size_t max_size)
 {
-	memset(r, 0, sizeof(*r));
+	memset(r, 0, offsetof(struct request, inline_buf));
+	r->buf = r->inline_buf;
+	r->bufcap = sizeof(r->inline_buf);
+	r->fields = r->inline_fields;
+	r->fieldcap = REQUEST_INLINE_FIELDS;
 	r->max_size = max_size;
 	r->method = r->scheme = r->authority = r->path = r->host = -1;
 	r->content_length = -1;
@@ -46,10 +51,14 @@ request_init(struct request *r, size_t max_size)
 void
 request_free(struct request *r)
 {
-	free(r->buf);
-	free(r->fields);
-	r->buf = NULL;
-	r->fields = NULL;
+	if (r->buf != r->inline_buf)
+		free(r->buf);
+	if (r->fields != r->inline_fields)
+		free(r->fields);
+	r->buf = r->inline_buf;
+	r->bufcap = sizeof(r->inline_buf);
+	r->fields = r->inline_fields;
+	r->fieldcap = REQUEST_INLINE_FIELDS;
 }
 
 static const char *
@@ -71,10 +80,14 @@ store(struct request *r, const uint8_t *p, size_t len, uint32_t *off)
 	char *nb;
 
 	if (need > r->bufcap) {
-		cap = r->bufcap ? r->bufcap * 2 : 512;
+		cap = r->bufcap * 2;
 		while (cap < need)
 			cap *= 2;
-		if ((nb = realloc(r->buf, cap)) == NULL)
+		if (r->buf == r->inline_buf) {
+			if ((nb = malloc(cap)) == NULL)
+				return -1;
+			memcpy(nb, r->buf, r->buflen);
+		} else if ((nb = realloc(r->buf, cap)) == NULL)
 			return -1;
 		r->buf = nb;
 		r->bufcap = cap;
@@ -160,10 +173,15 @@ request_add(struct request *r, const uint8_t *name, size_t namelen,
 	}
 
 	if (r->nfields == r->fieldcap) {
-		size_t cap = r->fieldcap ? r->fieldcap * 2 : 16;
+		size_t cap = r->fieldcap * 2;
 		struct request_field *nf;
 
-		if ((nf = reallocarray(r->fields, cap, sizeof(*nf))) == NULL)
+		if (r->fields == r->inline_fields) {
+			if ((nf = reallocarray(NULL, cap, sizeof(*nf))) == NULL)
+				return fail(r, REQ_TOO_LARGE, "out of memory");
+			memcpy(nf, r->fields, r->nfields * sizeof(*nf));
+		} else if ((nf = reallocarray(r->fields, cap,
+		    sizeof(*nf))) == NULL)
 			return fail(r, REQ_TOO_LARGE, "out of memory");
 		r->fields = nf;
 		r->fieldcap = cap;

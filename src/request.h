@@ -24,6 +24,11 @@ struct request_field {
 	uint32_t	value, valuelen;
 };
 
+/* Most requests fit in the inline space: no allocation for them. */
+#define REQUEST_INLINE_BUF	512
+#define REQUEST_INLINE_FIELDS	16
+
+/* Holds pointers into itself: never copied once initialized. */
 struct request {
 	char			*buf;		/* names and values, NUL-ended */
 	size_t			 buflen, bufcap;
@@ -35,6 +40,8 @@ struct request {
 	unsigned		 flags;
 	enum request_error	 error;
 	const char		*why;		/* static text for the log */
+	char			 inline_buf[REQUEST_INLINE_BUF];
+	struct request_field	 inline_fields[REQUEST_INLINE_FIELDS];
 };
 
 #define REQ_F_REGULAR_SEEN	0x01	/* a regular field was received */

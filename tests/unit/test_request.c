@@ -1,4 +1,5 @@
 /* test_request.c: request validation (RFC 9114 4.1.2-4.3) and HTTP/1.1 out. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -195,6 +196,50 @@ flatten(struct bufq *q)
 	return s;
 }
 
+/* Past the inline space (fields and bytes), every field still goes out. */
+static void
+test_large_request(void)
+{
+	struct request_forward fw = { "198.51.100.7", REQ_BODY_NONE, 0, false };
+	struct request r;
+	struct bufq q;
+	char name[32], value[128], line[200], *s, *at;
+	int n = 3 * REQUEST_INLINE_FIELDS;
+
+	request_init(&r, 65536);
+	(void)request_add(&r, (const uint8_t *)":method", 7,
+	    (const uint8_t *)"GET", 3);
+	(void)request_add(&r, (const uint8_t *)":scheme", 7,
+	    (const uint8_t *)"https", 5);
+	(void)request_add(&r, (const uint8_t *)":authority", 10,
+	    (const uint8_t *)"example.com", 11);
+	(void)request_add(&r, (const uint8_t *)":path", 5,
+	    (const uint8_t *)"/", 1);
+	for (int i = 0; i < n; i++) {
+		snprintf(name, sizeof(name), "x-field-%02d", i);
+		memset(value, 'a' + i % 26, 100);
+		snprintf(value + 100, sizeof(value) - 100, "%02d", i);
+		CHECK_EQ_INT(request_add(&r, (const uint8_t *)name,
+		    strlen(name), (const uint8_t *)value, strlen(value)), 0);
+	}
+	CHECK_EQ_INT(request_finish(&r, true), 0);
+	CHECK(r.buf != r.inline_buf && r.fields != r.inline_fields);
+	bufq_init(&q);
+	CHECK_EQ_INT(request_write_http1(&r, &fw, &q), 0);
+	s = flatten(&q);
+	at = s;
+	for (int i = 0; i < n && at != NULL; i++) {
+		memset(value, 'a' + i % 26, 100);
+		value[100] = '\0';
+		snprintf(line, sizeof(line), "\r\nx-field-%02d: %s%02d\r\n",
+		    i, value, i);
+		CHECK((at = strstr(at, line)) != NULL);
+	}
+	free(s);
+	bufq_free(&q);
+	request_free(&r);
+}
+
 static void
 test_http1(void)
 {
@@ -259,6 +304,7 @@ main(void)
 	test_body_length();
 	test_other_errors();
 	test_http1();
+	test_large_request();
 	request_free(build(end, true, &rv));	/* the static one */
 	UNIT_DONE();
 }
