@@ -102,6 +102,9 @@ h3_recv_stream_data(struct qconn *qc, int64_t stream_id, const uint8_t *data,
 		return 0;
 	}
 	if (n < 0) {
+		/* QPACK abuse lands here too: a table or blocked-stream limit */
+		if (n != NGHTTP3_ERR_NOMEM && n != NGHTTP3_ERR_CALLBACK_FAILURE)
+			stats.closed_protocol_errors++;
 		log_debug("%s: nghttp3_conn_read_stream: %s", qc->peer,
 		    nghttp3_strerror((int)n));
 		ngtcp2_ccerr_set_application_error(&qc->last_error,

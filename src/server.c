@@ -377,6 +377,7 @@ static const struct stats_row {
 	ROW("limits", "closed_stream_resets", closed_stream_resets),
 	ROW("limits", "closed_send_timeout", closed_send_timeout),
 	ROW("limits", "headers_too_large", headers_too_large),
+	ROW("limits", "closed_protocol_errors", closed_protocol_errors),
 	ROW("upstream", "connects", upstream_connects),
 	ROW("upstream", "connect_failures", upstream_connect_failures),
 	ROW("upstream", "reused", upstream_reused),

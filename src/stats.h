@@ -16,6 +16,7 @@ struct stats {
 	uint64_t	closed_stream_resets;	/* over max_stream_resets */
 	uint64_t	closed_send_timeout;
 	uint64_t	headers_too_large;	/* over max_header_size: 431 */
+	uint64_t	closed_protocol_errors;	/* HTTP/3 or QPACK broken */
 	uint64_t	streams_current, streams_total;
 	uint64_t	requests_total;
 	uint64_t	responses[6];		/* by status class, 1xx..5xx */

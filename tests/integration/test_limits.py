@@ -270,3 +270,42 @@ def test_header_block_over_max_header_size_gets_431(qproxy_factory, backend_app,
     assert backend_app.count == start
     ok = h3raw(q.port, base + ["x-fill: %s" % ("a" * 1000)] * 10, timeout=5)
     assert ok.outcomes[0].startswith("status 200"), ok
+
+
+# QPACK field sections written byte for byte (h3raw --raw), each in a
+# HEADERS frame (type 0x01, then its length).  BLOCKED's section prefix asks
+# for Required Insert Count 1 (encoded as 2 for a 4096-byte table, RFC 9204
+# 4.5.1.1) and its one field line is dynamic-table entry 0 (0x80): an entry
+# this client never inserts, so the stream waits on the table for good.
+# IMPOSSIBLE asks for Required Insert Count 255, more than any 4096-byte
+# table can hold (RFC 9204 4.5.1.1: a decoding error).
+QPACK_BLOCKED = "01 03 02 00 80"
+QPACK_IMPOSSIBLE = "01 02 ff 00"
+
+
+def test_qpack_blocked_streams_past_the_limit_close_the_connection(qproxy_factory,
+                                                                   backend_app, tmp_path):
+    """Each stream waiting on QPACK dynamic-table entries holds decoder state:
+    up to qpack_blocked_streams of them wait (and reach no backend); one more
+    and the connection is closed with QPACK_DECOMPRESSION_FAILED (0x200)
+    (RFC 9204 2.1.2).  The server goes on serving others."""
+    q = _private(qproxy_factory, backend_app, tmp_path, ("qpack_blocked_streams", "2"))
+    start = backend_app.count
+    r = h3raw(q.port, [], count=2, timeout=2, extra=["--raw", QPACK_BLOCKED])
+    assert r.outcomes == ["timeout"] * 2, r
+    assert _limits(q)["closed_protocol_errors"] == 0
+    r = h3raw(q.port, [], count=3, timeout=5, extra=["--raw", QPACK_BLOCKED])
+    assert r.outcomes == ["closed 0x200"] * 3, r
+    assert _limits(q)["closed_protocol_errors"] == 1
+    assert backend_app.count == start
+    assert h3_get(q.url("/app/bytes/10")).body == expected_body(10)
+
+
+def test_qpack_reference_beyond_the_table_closes_the_connection(qproxy_factory, backend_app,
+                                                                tmp_path):
+    q = _private(qproxy_factory, backend_app, tmp_path)
+    start = backend_app.count
+    r = h3raw(q.port, [], timeout=5, extra=["--raw", QPACK_IMPOSSIBLE])
+    assert r.outcomes == ["closed 0x200"], r
+    assert _limits(q)["closed_protocol_errors"] == 1
+    assert backend_app.count == start

@@ -19,6 +19,11 @@
  *   --no-read                 never give the server flow-control credit
  *                             beyond small initial windows: a client that
  *                             reads nothing
+ *   --raw HEX                 write these bytes (hex digits, spaces allowed)
+ *                             on each request stream, with FIN, instead of
+ *                             what nghttp3 would encode from -H: any HEADERS
+ *                             frame or QPACK field section; the server's
+ *                             answer on the stream is read and dropped
  *   --sni NAME                TLS SNI (default: HOST)
  *   -t SECONDS                overall timeout (default 10)
  *   --print-headers           print response fields as "< name: value"
@@ -135,6 +140,8 @@ typedef struct {
   int goaway;
   int cancel_due; /* --cancel: the request is out, reset it */
   int cancelled;
+  int raw;        /* --raw: not nghttp3's stream */
+  size_t raw_off; /* bytes of opt.raw written */
 
   int done;
 } req_t;
@@ -155,6 +162,7 @@ static struct {
   int verbose;
   int cancel;
   int no_read;
+  buf_t raw;
 } opt;
 
 static struct {
@@ -201,7 +209,7 @@ static void die_usage(const char *fmt, ...) {
   va_end(ap);
   fputs("\nusage: h3raw [-H 'name: value']... [-d N] [--fin-separate] "
         "[--trailer 'name: value']... [-n COUNT] [--cancel] [--no-read] "
-        "[--sni NAME] [-t SECONDS] "
+        "[--raw HEX] [--sni NAME] [-t SECONDS] "
         "[--print-headers] [--print-body] [-v] HOST PORT\n",
         stderr);
   exit(EXIT_USAGE);
@@ -402,6 +410,35 @@ static unsigned long long parse_ull(const char *s, const char *what) {
   return v;
 }
 
+/* Hex digits, white space ignored, into b. */
+static void parse_hex(const char *s, buf_t *b) {
+  int hi = -1;
+
+  for (; *s; ++s) {
+    int d;
+    if (*s == ' ' || *s == '\t') {
+      continue;
+    }
+    if (*s >= '0' && *s <= '9') {
+      d = *s - '0';
+    } else if ((*s | 0x20) >= 'a' && (*s | 0x20) <= 'f') {
+      d = (*s | 0x20) - 'a' + 10;
+    } else {
+      die_usage("--raw: not a hex digit: '%c'", *s);
+    }
+    if (hi < 0) {
+      hi = d;
+    } else {
+      uint8_t v = (uint8_t)(hi << 4 | d);
+      buf_append(b, &v, 1);
+      hi = -1;
+    }
+  }
+  if (hi >= 0 || b->len == 0) {
+    die_usage("--raw wants whole bytes of hex digits");
+  }
+}
+
 static void parse_args(int argc, char **argv) {
   const char *pos[2];
   size_t npos = 0;
@@ -452,6 +489,9 @@ static void parse_args(int argc, char **argv) {
       opt.cancel = 1;
     } else if (strcmp(a, "--no-read") == 0) {
       opt.no_read = 1;
+    } else if (strcmp(a, "--raw") == 0) {
+      NEED_ARG();
+      parse_hex(next, &opt.raw);
     } else if (strcmp(a, "--sni") == 0) {
       NEED_ARG();
       opt.sni = next;
@@ -609,6 +649,10 @@ static void open_streams(void) {
 
     note("request %zu on stream %" PRId64, r->idx, stream_id);
 
+    if (opt.raw.len > 0) {
+      r->raw = 1; /* write_raw() sends it */
+      continue;
+    }
     rv = nghttp3_conn_submit_request(c.h3, stream_id, c.nva, c.nvlen,
                                      need_dr ? &dr : NULL, r);
     if (rv == 0 && opt.trailers.len) {
@@ -905,7 +949,12 @@ static int cb_recv_stream_data(ngtcp2_conn *conn, uint32_t flags,
                                const uint8_t *data, size_t datalen,
                                void *user_data, void *stream_user_data) {
   nghttp3_ssize nconsumed;
+  req_t *r = req_by_stream(stream_id);
 
+  if (r != NULL && r->raw) {
+    h3_consume(stream_id, datalen);
+    return 0;
+  }
   if (!c.h3) {
     return 0;
   }
@@ -987,7 +1036,7 @@ static int cb_stream_reset(ngtcp2_conn *conn, int64_t stream_id,
     r->reset_recv = 1;
     r->reset_code = app_error_code;
   }
-  if (c.h3) {
+  if (c.h3 && !(r && r->raw)) {
     int rv = nghttp3_conn_shutdown_stream_read(c.h3, stream_id);
     if (rv != 0) {
       warnx_("nghttp3_conn_shutdown_stream_read: %s", nghttp3_strerror(rv));
@@ -1253,6 +1302,7 @@ static void local_close(void) {
 }
 
 static int write_fins(ngtcp2_tstamp ts);
+static int write_raw(ngtcp2_tstamp ts);
 static int cancel_streams(void);
 
 static int write_streams(void) {
@@ -1402,6 +1452,9 @@ static int write_streams(void) {
   if (cancel_streams()) {
     return write_streams();
   }
+  if (write_raw(ts) != 0) {
+    return -1;
+  }
   return write_fins(ts);
 }
 
@@ -1466,6 +1519,59 @@ static int write_fins(ngtcp2_tstamp ts) {
       if (ndatalen >= 0) {
         r->fin_sent = 1;
         note("stream %" PRId64 ": separate FIN sent", r->stream_id);
+      }
+      if (nwrite == 0) {
+        return 0; /* congestion limited; retry on the next round */
+      }
+      send_packet(buf, (size_t)nwrite);
+    }
+  }
+  return 0;
+}
+
+/* --raw: each request stream's bytes, as given, then FIN. */
+static int write_raw(ngtcp2_tstamp ts) {
+  static uint8_t buf[65536];
+  size_t max_payload = ngtcp2_conn_get_path_max_tx_udp_payload_size(c.conn);
+
+  if (max_payload > sizeof(buf)) {
+    max_payload = sizeof(buf);
+  }
+  for (size_t i = 0; i < c.next_req; ++i) {
+    req_t *r = &c.reqs[i];
+
+    while (r->raw && !r->fin_sent) {
+      ngtcp2_path_storage ps;
+      ngtcp2_pkt_info pi;
+      ngtcp2_ssize ndatalen = -1;
+      ngtcp2_ssize nwrite;
+      ngtcp2_vec v = {opt.raw.data + r->raw_off, opt.raw.len - r->raw_off};
+
+      ngtcp2_path_storage_zero(&ps);
+      nwrite = ngtcp2_conn_writev_stream(c.conn, &ps.path, &pi, buf,
+                                         max_payload, &ndatalen,
+                                         NGTCP2_WRITE_STREAM_FLAG_FIN,
+                                         r->stream_id, &v, 1, ts);
+      if (nwrite < 0) {
+        if (nwrite == NGTCP2_ERR_STREAM_SHUT_WR ||
+            nwrite == NGTCP2_ERR_STREAM_NOT_FOUND) {
+          r->fin_sent = 1;
+          break;
+        }
+        if (nwrite == NGTCP2_ERR_STREAM_DATA_BLOCKED) {
+          break;
+        }
+        warnx_("ngtcp2_conn_writev_stream(raw): %s",
+               ngtcp2_strerror((int)nwrite));
+        ngtcp2_ccerr_set_liberr(&c.last_error, (int)nwrite, NULL, 0);
+        return -1;
+      }
+      if (ndatalen >= 0) {
+        r->raw_off += (size_t)ndatalen;
+        if (r->raw_off == opt.raw.len) {
+          r->fin_sent = 1;
+          note("stream %" PRId64 ": raw bytes sent", r->stream_id);
+        }
       }
       if (nwrite == 0) {
         return 0; /* congestion limited; retry on the next round */
