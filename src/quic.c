@@ -318,13 +318,26 @@ path_validation(ngtcp2_conn *conn, uint32_t flags, const ngtcp2_path *path,
 	return 0;
 }
 
+/*
+ * The client's Hello is processed: HTTP/3 starts, if it was agreed. A
+ * client that offered no ALPN at all got through wolfSSL (which refuses
+ * only a mismatch) and is refused here, as RFC 9001 8.1 requires.
+ */
 static int
 recv_tx_key(ngtcp2_conn *conn, ngtcp2_encryption_level level,
     void *user_data)
 {
+	struct qconn *qc = user_data;
+
 	if (level != NGTCP2_ENCRYPTION_LEVEL_1RTT)
 		return 0;
-	return h3_conn_setup(user_data) == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE;
+	if (!tls_alpn_is_h3(qc->ssl)) {
+		log_debug("%s: no ALPN from the client", qc->peer);
+		ngtcp2_ccerr_set_tls_alert(&qc->last_error,
+		    TLS_ALERT_NO_APPLICATION_PROTOCOL, NULL, 0);
+		return NGTCP2_ERR_CALLBACK_FAILURE;
+	}
+	return h3_conn_setup(qc) == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE;
 }
 
 static int

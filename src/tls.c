@@ -351,3 +351,13 @@ tls_hp_mask(uint8_t *dest, const ngtcp2_crypto_cipher *hp,
 	memcpy(dest, block, NGTCP2_HP_MASKLEN);
 	return 0;
 }
+
+bool
+tls_alpn_is_h3(WOLFSSL *ssl)
+{
+	char *name;
+	unsigned short len;
+
+	return wolfSSL_ALPN_GetProtocol(ssl, &name, &len) == WOLFSSL_SUCCESS &&
+	    len == sizeof(alpn_h3) - 1 && memcmp(name, alpn_h3, len) == 0;
+}

@@ -35,6 +35,10 @@ void		 tls_ctx_free(WOLFSSL_CTX *);
 WOLFSSL		*tls_session_new(WOLFSSL_CTX *, struct tls_conn *tc,
 		    bool early_data);
 void		 tls_session_free(WOLFSSL *);
+/* RFC 8446 6.2: what a client that offered no usable ALPN gets. */
+#define TLS_ALERT_NO_APPLICATION_PROTOCOL	120
+/* Whether the session agreed on "h3". */
+bool		 tls_alpn_is_h3(WOLFSSL *);
 /* ngtcp2's packet protection callbacks, AES without the EVP layer. */
 int		 tls_aead_encrypt(uint8_t *, const ngtcp2_crypto_aead *,
 		    const ngtcp2_crypto_aead_ctx *, const uint8_t *, size_t,

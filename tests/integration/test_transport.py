@@ -11,7 +11,7 @@ import time
 import pytest
 
 from helpers import (SLOW, expected_body, expected_sha256, file_sha256, gtls_fetch,
-                     gtlsclient_binary, h3_get)
+                     gtlsclient_binary, h3_get, h3raw)
 from test_ops import qproxyctl, stats
 
 KiB = 1024
@@ -407,6 +407,22 @@ def test_alpn_h3_is_negotiated(qp, tmp_path):
                        capture_output=True, timeout=60)
     out = (p.stdout + p.stderr).decode("latin-1")
     assert "Negotiated ALPN is h3" in out, out[-2000:]
+
+
+
+@pytest.mark.parametrize("alpn", ["", "h3-29", "h2"])
+def test_client_without_h3_alpn_is_refused(qp, backend_app, alpn):
+    """RFC 9001 8.1: a client that offers no ALPN at all, or none qproxy
+    speaks, gets the TLS alert no_application_protocol (CRYPTO_ERROR 0x178)
+    and its request reaches no backend."""
+    start = backend_app.count
+    r = h3raw(qp.port, [":method: GET", ":scheme: https", ":authority: 127.0.0.1:%d" % qp.port,
+                        ":path: /app/bytes/10"], timeout=5, extra=["--alpn", alpn])
+    assert "connection closed by peer (0x178)" in r.stderr, r
+    assert backend_app.count == start
+    ok = h3raw(qp.port, [":method: GET", ":scheme: https", ":authority: 127.0.0.1:%d" % qp.port,
+                         ":path: /app/bytes/10"], timeout=5)
+    assert ok.outcomes == ["status 200 body 10"], ok
 
 
 @pytest.mark.parametrize("suite", ["AES-128-GCM", "AES-256-GCM", "CHACHA20-POLY1305"])

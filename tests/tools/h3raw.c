@@ -25,6 +25,8 @@
  *                             frame or QPACK field section; the server's
  *                             answer on the stream is read and dropped
  *   --sni NAME                TLS SNI (default: HOST)
+ *   --alpn PROTO              the one ALPN protocol offered (default h3);
+ *                             an empty PROTO offers no ALPN at all
  *   -t SECONDS                overall timeout (default 10)
  *   --print-headers           print response fields as "< name: value"
  *   --print-body              print the response body after the status line
@@ -150,6 +152,7 @@ static struct {
   const char *host;
   const char *port;
   const char *sni;
+  const char *alpn;
   fields_t fields;
   fields_t trailers;
   int has_body;
@@ -209,7 +212,7 @@ static void die_usage(const char *fmt, ...) {
   va_end(ap);
   fputs("\nusage: h3raw [-H 'name: value']... [-d N] [--fin-separate] "
         "[--trailer 'name: value']... [-n COUNT] [--cancel] [--no-read] "
-        "[--raw HEX] [--sni NAME] [-t SECONDS] "
+        "[--raw HEX] [--sni NAME] [--alpn PROTO] [-t SECONDS] "
         "[--print-headers] [--print-body] [-v] HOST PORT\n",
         stderr);
   exit(EXIT_USAGE);
@@ -446,6 +449,7 @@ static void parse_args(int argc, char **argv) {
 
   opt.count = 1;
   opt.timeout = 10;
+  opt.alpn = "h3";
 
   for (int i = 1; i < argc; ++i) {
     const char *a = argv[i];
@@ -495,6 +499,12 @@ static void parse_args(int argc, char **argv) {
     } else if (strcmp(a, "--sni") == 0) {
       NEED_ARG();
       opt.sni = next;
+    } else if (strcmp(a, "--alpn") == 0) {
+      NEED_ARG();
+      if (strlen(next) > 255) {
+        die_usage("--alpn: too long");
+      }
+      opt.alpn = next;
     } else if (strcmp(a, "-t") == 0) {
       char *end;
       NEED_ARG();
@@ -1167,7 +1177,8 @@ static int setup_socket(void) {
 }
 
 static int setup_tls(void) {
-  static const unsigned char alpn[] = "\x02h3";
+  unsigned char alpn[256];
+  size_t alpnlen = strlen(opt.alpn);
 
   wolfSSL_Init();
 
@@ -1192,7 +1203,11 @@ static int setup_tls(void) {
   c.conn_ref.user_data = NULL;
   wolfSSL_set_app_data(c.ssl, &c.conn_ref);
   wolfSSL_set_connect_state(c.ssl);
-  wolfSSL_set_alpn_protos(c.ssl, alpn, sizeof(alpn) - 1);
+  if (alpnlen > 0) {
+    alpn[0] = (unsigned char)alpnlen;
+    memcpy(alpn + 1, opt.alpn, alpnlen);
+    wolfSSL_set_alpn_protos(c.ssl, alpn, (unsigned int)alpnlen + 1);
+  }
   if (opt.sni[0] != '\0' &&
       wolfSSL_UseSNI(c.ssl, WOLFSSL_SNI_HOST_NAME, opt.sni,
                      (unsigned short)strlen(opt.sni)) != WOLFSSL_SUCCESS) {
