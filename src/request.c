@@ -437,6 +437,7 @@ request_write_http1(const struct request *r, const struct request_forward *fw,
 	const char *authority;
 	char *fwd;
 	size_t alen;
+	bool v6;
 	int n;
 
 	authority = request_authority(r, &alen);
@@ -470,17 +471,17 @@ request_write_http1(const struct request *r, const struct request_forward *fw,
 	    put_joined(out, r, "via", "via: ", ", ", "3 qproxy") == -1)
 		return -1;
 	/* RFC 7239: an IPv6 address is bracketed and quoted. */
-	n = snprintf(fwdbuf, sizeof(fwdbuf), strchr(fw->client_addr, ':') ?
-	    "for=\"[%s]\";proto=https;host=\"%.*s\"" :
-	    "for=%s;proto=https;host=\"%.*s\"", fw->client_addr, (int)alen,
-	    authority);
+	v6 = strchr(fw->client_addr, ':') != NULL;
+#define FORWARDED_ELEMENT "for=%s%s%s;proto=https;host=\"%.*s\""
+#define FORWARDED_ARGS v6 ? "\"[" : "", fw->client_addr, v6 ? "]\"" : "", \
+	(int)alen, authority
+	n = snprintf(fwdbuf, sizeof(fwdbuf), FORWARDED_ELEMENT, FORWARDED_ARGS);
 	fwd = fwdbuf;
 	if ((n < 0 || (size_t)n >= sizeof(fwdbuf)) &&
-	    asprintf(&fwd, strchr(fw->client_addr, ':') != NULL ?
-	    "for=\"[%s]\";proto=https;host=\"%.*s\"" :
-	    "for=%s;proto=https;host=\"%.*s\"", fw->client_addr, (int)alen,
-	    authority) == -1)
+	    asprintf(&fwd, FORWARDED_ELEMENT, FORWARDED_ARGS) == -1)
 		return -1;
+#undef FORWARDED_ELEMENT
+#undef FORWARDED_ARGS
 	n = put_joined(out, r, "forwarded", "forwarded: ", ", ", fwd);
 	if (fwd != fwdbuf)
 		free(fwd);

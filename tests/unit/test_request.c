@@ -240,6 +240,38 @@ test_large_request(void)
 	request_free(&r);
 }
 
+/* A Forwarded element longer than the stack buffer is built on the heap. */
+static void
+test_long_forwarded(void)
+{
+	struct request_forward fw = { "2001:db8::1", REQ_BODY_NONE, 0, false };
+	struct request r;
+	struct bufq q;
+	char host[701], want[800], *s;
+
+	memset(host, 'h', sizeof(host) - 1);
+	host[sizeof(host) - 1] = '\0';
+	request_init(&r, 65536);
+	(void)request_add(&r, (const uint8_t *)":method", 7,
+	    (const uint8_t *)"GET", 3);
+	(void)request_add(&r, (const uint8_t *)":scheme", 7,
+	    (const uint8_t *)"https", 5);
+	(void)request_add(&r, (const uint8_t *)":authority", 10,
+	    (const uint8_t *)host, strlen(host));
+	(void)request_add(&r, (const uint8_t *)":path", 5,
+	    (const uint8_t *)"/", 1);
+	CHECK_EQ_INT(request_finish(&r, true), 0);
+	bufq_init(&q);
+	CHECK_EQ_INT(request_write_http1(&r, &fw, &q), 0);
+	s = flatten(&q);
+	snprintf(want, sizeof(want), "\r\nforwarded: for=\"[2001:db8::1]\";"
+	    "proto=https;host=\"%s\"\r\n", host);
+	CHECK(strstr(s, want) != NULL);
+	free(s);
+	bufq_free(&q);
+	request_free(&r);
+}
+
 static void
 test_http1(void)
 {
@@ -305,6 +337,7 @@ main(void)
 	test_other_errors();
 	test_http1();
 	test_large_request();
+	test_long_forwarded();
 	request_free(build(end, true, &rv));	/* the static one */
 	UNIT_DONE();
 }
