@@ -155,6 +155,21 @@ def pinned(cpu):
     return fn
 
 
+def signal_and_wait(proc, sig, timeout):
+    """Sends sig to a running proc and waits; kills it after timeout
+    seconds.  False when it had to be killed."""
+    if proc.poll() is not None:
+        return True
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return False
+
+
 def children(pid):
     """Direct children of pid, from /proc (no CONFIG_PROC_CHILDREN needed)."""
     out = []
@@ -391,13 +406,8 @@ http {
         return self.nginx is not None and self.nginx.poll() is None
 
     def cleanup(self):
-        if self.nginx and self.nginx.poll() is None:
-            self.nginx.send_signal(signal.SIGQUIT)
-            try:
-                self.nginx.wait(10)
-            except subprocess.TimeoutExpired:
-                self.nginx.kill()
-                self.nginx.wait()
+        if self.nginx:
+            signal_and_wait(self.nginx, signal.SIGQUIT, 10)
         if self.args.keep:
             note("kept %s" % self.dir)
         else:
@@ -563,15 +573,9 @@ backend = nginx
         if self.proc is None:
             return
         workers = children(self.proc.pid) if self.proc.poll() is None else []
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise BenchError("%s did not exit within 15 s of SIGTERM"
-                                 % self.kind)
+        if not signal_and_wait(self.proc, signal.SIGTERM, 15):
+            raise BenchError("%s did not exit within 15 s of SIGTERM"
+                             % self.kind)
         self.errf.close()
         deadline = time.monotonic() + 15
         while any(running(w) for w in workers):
