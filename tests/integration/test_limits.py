@@ -309,3 +309,49 @@ def test_qpack_reference_beyond_the_table_closes_the_connection(qproxy_factory, 
     assert r.outcomes == ["closed 0x200"], r
     assert _limits(q)["closed_protocol_errors"] == 1
     assert backend_app.count == start
+
+
+def _qpack_int(prefix_bits, first, n):
+    """RFC 9204 4.1.1 (RFC 7541 5.1): n as a prefix integer of prefix_bits
+    bits, with first's other bits set."""
+    top = (1 << prefix_bits) - 1
+    if n < top:
+        return bytes([first | n])
+    out = [first | top]
+    n -= top
+    while n >= 128:
+        out.append(0x80 | (n & 0x7f))
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _set_capacity(n):
+    return _qpack_int(5, 0x20, n)           # Set Dynamic Table Capacity
+
+
+def _insert_literal(name, value):
+    """Insert with Literal Name, no Huffman."""
+    return (_qpack_int(5, 0x40, len(name)) + name +
+            _qpack_int(7, 0x00, len(value)) + value)
+
+
+def test_qpack_dynamic_table_cannot_grow_past_qpack_table_size(qproxy_factory, backend_app,
+                                                              tmp_path):
+    """The client's encoder may set the dynamic table's capacity up to the
+    qpack_table_size qproxy announced, not one byte more, and may not insert
+    an entry larger than the capacity: either is QPACK_ENCODER_STREAM_ERROR
+    (0x201, RFC 9204 4.3.1 and 3.2.2).  (The request beside it is valid, so
+    it may reach the backend before the encoder stream is read.)"""
+    q = _private(qproxy_factory, backend_app, tmp_path, ("qpack_table_size", "1024"))
+    get = [":method: GET", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port,
+           ":path: /app/bytes/10"]
+    ok = h3raw(q.port, get, timeout=5, extra=["--raw-encoder", _set_capacity(1024).hex()])
+    assert ok.outcomes == ["status 200 body 10"], ok
+    big = h3raw(q.port, get, timeout=5, extra=["--raw-encoder", _set_capacity(1025).hex()])
+    assert big.outcomes == ["closed 0x201"], big
+    assert _limits(q)["closed_protocol_errors"] == 1
+    entry = _set_capacity(64) + _insert_literal(b"a" * 40, b"b" * 40)
+    big = h3raw(q.port, get, timeout=5, extra=["--raw-encoder", entry.hex()])
+    assert big.outcomes == ["closed 0x201"], big
+    assert _limits(q)["closed_protocol_errors"] == 2

@@ -24,6 +24,11 @@
  *                             what nghttp3 would encode from -H: any HEADERS
  *                             frame or QPACK field section; the server's
  *                             answer on the stream is read and dropped
+ *   --raw-encoder HEX         write these bytes on the QPACK encoder stream
+ *                             (after its stream type; nghttp3's own encoder
+ *                             then uses no dynamic table): any encoder
+ *                             instructions, such as a capacity the server
+ *                             did not allow
  *   --sni NAME                TLS SNI (default: HOST)
  *   --alpn PROTO              the one ALPN protocol offered (default h3);
  *                             an empty PROTO offers no ALPN at all
@@ -166,6 +171,7 @@ static struct {
   int cancel;
   int no_read;
   buf_t raw;
+  buf_t raw_encoder;
 } opt;
 
 static struct {
@@ -197,6 +203,10 @@ static struct {
   int local_closed;
   uint64_t local_close_code;
   int idle_closed;
+
+  int64_t qenc;          /* the QPACK encoder stream */
+  uint64_t qenc_h3_len;  /* bytes nghttp3 wrote on it */
+  size_t qenc_raw_off;   /* --raw-encoder bytes written after them */
 } c;
 
 static uint8_t abody[16384];
@@ -212,7 +222,8 @@ static void die_usage(const char *fmt, ...) {
   va_end(ap);
   fputs("\nusage: h3raw [-H 'name: value']... [-d N] [--fin-separate] "
         "[--trailer 'name: value']... [-n COUNT] [--cancel] [--no-read] "
-        "[--raw HEX] [--sni NAME] [--alpn PROTO] [-t SECONDS] "
+        "[--raw HEX] [--raw-encoder HEX] [--sni NAME] [--alpn PROTO] "
+        "[-t SECONDS] "
         "[--print-headers] [--print-body] [-v] HOST PORT\n",
         stderr);
   exit(EXIT_USAGE);
@@ -450,6 +461,7 @@ static void parse_args(int argc, char **argv) {
   opt.count = 1;
   opt.timeout = 10;
   opt.alpn = "h3";
+  c.qenc = -1;
 
   for (int i = 1; i < argc; ++i) {
     const char *a = argv[i];
@@ -496,6 +508,9 @@ static void parse_args(int argc, char **argv) {
     } else if (strcmp(a, "--raw") == 0) {
       NEED_ARG();
       parse_hex(next, &opt.raw);
+    } else if (strcmp(a, "--raw-encoder") == 0) {
+      NEED_ARG();
+      parse_hex(next, &opt.raw_encoder);
     } else if (strcmp(a, "--sni") == 0) {
       NEED_ARG();
       opt.sni = next;
@@ -906,6 +921,9 @@ static int setup_h3(void) {
   nghttp3_settings_default(&settings);
   settings.qpack_max_dtable_capacity = 4096;
   settings.qpack_blocked_streams = 100;
+  if (opt.raw_encoder.len > 0) {
+    settings.qpack_encoder_max_dtable_capacity = 0;
+  }
 
   rv = nghttp3_conn_client_new(&c.h3, &callbacks, &settings,
                                nghttp3_mem_default(), NULL);
@@ -925,6 +943,7 @@ static int setup_h3(void) {
     warnx_("nghttp3 bind streams: %s", nghttp3_strerror(rv));
     return -1;
   }
+  c.qenc = qenc;
   note("control stream %" PRId64 ", QPACK encoder %" PRId64
        ", decoder %" PRId64,
        ctrl, qenc, qdec);
@@ -989,6 +1008,15 @@ static int cb_acked_stream_data_offset(ngtcp2_conn *conn, int64_t stream_id,
   int rv;
   if (!c.h3) {
     return 0;
+  }
+  if (opt.raw_encoder.len > 0 && stream_id == c.qenc) {
+    /* nghttp3 hears only of its own bytes, the first ones */
+    if (offset >= c.qenc_h3_len) {
+      return 0;
+    }
+    if (offset + datalen > c.qenc_h3_len) {
+      datalen = c.qenc_h3_len - offset;
+    }
   }
   rv = nghttp3_conn_add_ack_offset(c.h3, stream_id, datalen);
   if (rv != 0) {
@@ -1318,6 +1346,7 @@ static void local_close(void) {
 
 static int write_fins(ngtcp2_tstamp ts);
 static int write_raw(ngtcp2_tstamp ts);
+static int write_raw_encoder(ngtcp2_tstamp ts);
 static int cancel_streams(void);
 
 static int write_streams(void) {
@@ -1407,6 +1436,9 @@ static int write_streams(void) {
         }
         continue;
       case NGTCP2_ERR_WRITE_MORE:
+        if (stream_id == c.qenc) {
+          c.qenc_h3_len += (uint64_t)ndatalen;
+        }
         if (opt.cancel && fin && (size_t)ndatalen == total &&
             (r = req_by_stream(stream_id)) != NULL) {
           r->cancel_due = 1;
@@ -1431,6 +1463,9 @@ static int write_streams(void) {
       }
     }
 
+    if (ndatalen >= 0 && stream_id >= 0 && stream_id == c.qenc) {
+      c.qenc_h3_len += (uint64_t)ndatalen;
+    }
     if (ndatalen >= 0 && stream_id >= 0) {
       int rv;
       if (opt.cancel && fin && (size_t)ndatalen == total &&
@@ -1467,7 +1502,7 @@ static int write_streams(void) {
   if (cancel_streams()) {
     return write_streams();
   }
-  if (write_raw(ts) != 0) {
+  if (write_raw(ts) != 0 || write_raw_encoder(ts) != 0) {
     return -1;
   }
   return write_fins(ts);
@@ -1593,6 +1628,48 @@ static int write_raw(ngtcp2_tstamp ts) {
       }
       send_packet(buf, (size_t)nwrite);
     }
+  }
+  return 0;
+}
+
+/* --raw-encoder: the bytes on the QPACK encoder stream, after nghttp3's. */
+static int write_raw_encoder(ngtcp2_tstamp ts) {
+  static uint8_t buf[65536];
+  size_t max_payload = ngtcp2_conn_get_path_max_tx_udp_payload_size(c.conn);
+
+  if (max_payload > sizeof(buf)) {
+    max_payload = sizeof(buf);
+  }
+  /* the stream type goes first, from nghttp3 */
+  while (c.qenc >= 0 && c.qenc_h3_len > 0 &&
+         c.qenc_raw_off < opt.raw_encoder.len) {
+    ngtcp2_path_storage ps;
+    ngtcp2_pkt_info pi;
+    ngtcp2_ssize ndatalen = -1;
+    ngtcp2_ssize nwrite;
+    ngtcp2_vec v = {opt.raw_encoder.data + c.qenc_raw_off,
+                    opt.raw_encoder.len - c.qenc_raw_off};
+
+    ngtcp2_path_storage_zero(&ps);
+    nwrite = ngtcp2_conn_writev_stream(c.conn, &ps.path, &pi, buf, max_payload,
+                                       &ndatalen, NGTCP2_WRITE_STREAM_FLAG_NONE,
+                                       c.qenc, &v, 1, ts);
+    if (nwrite < 0) {
+      if (nwrite == NGTCP2_ERR_STREAM_DATA_BLOCKED) {
+        return 0;
+      }
+      warnx_("ngtcp2_conn_writev_stream(raw encoder): %s",
+             ngtcp2_strerror((int)nwrite));
+      ngtcp2_ccerr_set_liberr(&c.last_error, (int)nwrite, NULL, 0);
+      return -1;
+    }
+    if (ndatalen > 0) {
+      c.qenc_raw_off += (size_t)ndatalen;
+    }
+    if (nwrite == 0) {
+      return 0;
+    }
+    send_packet(buf, (size_t)nwrite);
   }
   return 0;
 }
