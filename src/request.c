@@ -73,6 +73,42 @@ fvalue(const struct request *r, int i)
 	return r->buf + r->fields[i].value;
 }
 
+/* What request_write_http1 does with a field, decided once per field. */
+enum field_kind {
+	FK_PLAIN,	/* copied as it is */
+	FK_SKIP,	/* pseudo-headers and what qproxy writes or never sends */
+	FK_COOKIE,	/* joined, then the rest after qproxy's own values */
+	FK_XFF,
+	FK_VIA,
+	FK_FORWARDED,
+};
+
+static uint32_t
+field_kind(const uint8_t *name, size_t len)
+{
+	static const struct {
+		const char	*name;
+		size_t		 len;
+		uint32_t	 kind;
+	} kinds[] = {
+#define K(s, k)	{ s, sizeof(s) - 1, k }
+		K("host", FK_SKIP), K("content-length", FK_SKIP),
+		K("te", FK_SKIP), K("expect", FK_SKIP),
+		K("x-forwarded-proto", FK_SKIP), K("http2-settings", FK_SKIP),
+		K("early-data", FK_SKIP), K("cookie", FK_COOKIE),
+		K("x-forwarded-for", FK_XFF), K("via", FK_VIA),
+		K("forwarded", FK_FORWARDED),
+#undef K
+	};
+
+	if (name[0] == ':')
+		return FK_SKIP;
+	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
+		if (kinds[i].len == len && memcmp(kinds[i].name, name, len) == 0)
+			return kinds[i].kind;
+	return FK_PLAIN;
+}
+
 static int
 store(struct request *r, const uint8_t *p, size_t len, uint32_t *off)
 {
@@ -188,6 +224,7 @@ request_add(struct request *r, const uint8_t *name, size_t namelen,
 	}
 	f.namelen = (uint32_t)namelen;
 	f.valuelen = (uint32_t)valuelen;
+	f.kind = field_kind(name, namelen);
 	if (store(r, name, namelen, &f.name) == -1 ||
 	    store(r, value, valuelen, &f.value) == -1)
 		return fail(r, REQ_TOO_LARGE, "out of memory");
@@ -384,15 +421,15 @@ request_field(const struct request *r, const char *name)
 	return NULL;
 }
 
-/* Writes "name: v1SEPv2..." for every field called name, plus extra. */
+/* Writes "name: v1SEPv2..." for every field of this kind, plus extra. */
 static int
-put_joined(struct bufq *out, const struct request *r, const char *name,
+put_joined(struct bufq *out, const struct request *r, uint32_t kind,
     const char *hname, const char *sep, const char *extra)
 {
 	int any = 0;
 
 	for (size_t i = 0; i < r->nfields; i++) {
-		if (strcmp(fname(r, (int)i), name) != 0)
+		if (r->fields[i].kind != kind)
 			continue;
 		if (bufq_append(out, any ? sep : hname,
 		    strlen(any ? sep : hname)) == -1 ||
@@ -413,20 +450,44 @@ put_joined(struct bufq *out, const struct request *r, const char *name,
 	return 0;
 }
 
-/* Fields qproxy writes itself or never forwards. */
-static int
-skip_field(const char *n)
+/*
+ * This hop's Forwarded element, into buf when it fits, else into memory
+ * of its own; NULL when there is none. RFC 7239: an IPv6 address is
+ * bracketed and quoted. Built by hand: printf cost more than the rest of
+ * the request head.
+ */
+static char *
+forwarded_element(char *buf, size_t size, const char *addr,
+    const char *authority, size_t alen)
 {
-	static const char *const names[] = {
-		"host", "content-length", "cookie", "te", "expect",
-		"x-forwarded-for", "x-forwarded-proto", "forwarded", "via",
-		"http2-settings", "early-data",
-	};
+	static const char mid[] = ";proto=https;host=\"";
+	size_t addrlen = strlen(addr), need;
+	bool v6 = strchr(addr, ':') != NULL;
+	char *out, *p;
 
-	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-		if (strcmp(n, names[i]) == 0)
-			return 1;
-	return 0;
+	need = 4 + (v6 ? 4 : 0) + addrlen + sizeof(mid) - 1 + alen + 2;
+	if ((out = need <= size ? buf : malloc(need)) == NULL)
+		return NULL;
+	p = out;
+	memcpy(p, "for=", 4);
+	p += 4;
+	if (v6) {
+		memcpy(p, "\"[", 2);
+		p += 2;
+	}
+	memcpy(p, addr, addrlen);
+	p += addrlen;
+	if (v6) {
+		memcpy(p, "]\"", 2);
+		p += 2;
+	}
+	memcpy(p, mid, sizeof(mid) - 1);
+	p += sizeof(mid) - 1;
+	memcpy(p, authority, alen);
+	p += alen;
+	*p++ = '"';
+	*p = '\0';
+	return out;
 }
 
 int
@@ -437,7 +498,6 @@ request_write_http1(const struct request *r, const struct request_forward *fw,
 	const char *authority;
 	char *fwd;
 	size_t alen;
-	bool v6;
 	int n;
 
 	authority = request_authority(r, &alen);
@@ -452,11 +512,10 @@ request_write_http1(const struct request *r, const struct request_forward *fw,
 		return -1;
 
 	for (size_t i = 0; i < r->nfields; i++) {
-		const char *name = fname(r, (int)i);
-
-		if (name[0] == ':' || skip_field(name))
+		if (r->fields[i].kind != FK_PLAIN)
 			continue;
-		if (bufq_append(out, name, r->fields[i].namelen) == -1 ||
+		if (bufq_append(out, fname(r, (int)i),
+		    r->fields[i].namelen) == -1 ||
 		    bufq_append(out, ": ", 2) == -1 ||
 		    bufq_append(out, fvalue(r, (int)i),
 		    r->fields[i].valuelen) == -1 ||
@@ -465,24 +524,15 @@ request_write_http1(const struct request *r, const struct request_forward *fw,
 	}
 
 	/* RFC 9114 4.2.1: cookie fields are joined with "; " for HTTP/1.1. */
-	if (put_joined(out, r, "cookie", "cookie: ", "; ", NULL) == -1 ||
-	    put_joined(out, r, "x-forwarded-for", "x-forwarded-for: ", ", ",
+	if (put_joined(out, r, FK_COOKIE, "cookie: ", "; ", NULL) == -1 ||
+	    put_joined(out, r, FK_XFF, "x-forwarded-for: ", ", ",
 	    fw->client_addr) == -1 ||
-	    put_joined(out, r, "via", "via: ", ", ", "3 qproxy") == -1)
+	    put_joined(out, r, FK_VIA, "via: ", ", ", "3 qproxy") == -1)
 		return -1;
-	/* RFC 7239: an IPv6 address is bracketed and quoted. */
-	v6 = strchr(fw->client_addr, ':') != NULL;
-#define FORWARDED_ELEMENT "for=%s%s%s;proto=https;host=\"%.*s\""
-#define FORWARDED_ARGS v6 ? "\"[" : "", fw->client_addr, v6 ? "]\"" : "", \
-	(int)alen, authority
-	n = snprintf(fwdbuf, sizeof(fwdbuf), FORWARDED_ELEMENT, FORWARDED_ARGS);
-	fwd = fwdbuf;
-	if ((n < 0 || (size_t)n >= sizeof(fwdbuf)) &&
-	    asprintf(&fwd, FORWARDED_ELEMENT, FORWARDED_ARGS) == -1)
+	if ((fwd = forwarded_element(fwdbuf, sizeof(fwdbuf), fw->client_addr,
+	    authority, alen)) == NULL)
 		return -1;
-#undef FORWARDED_ELEMENT
-#undef FORWARDED_ARGS
-	n = put_joined(out, r, "forwarded", "forwarded: ", ", ", fwd);
+	n = put_joined(out, r, FK_FORWARDED, "forwarded: ", ", ", fwd);
 	if (fwd != fwdbuf)
 		free(fwd);
 	if (n == -1 ||

@@ -22,6 +22,7 @@ enum request_error {
 struct request_field {
 	uint32_t	name, namelen;		/* offsets into request.buf */
 	uint32_t	value, valuelen;
+	uint32_t	kind;			/* how it goes to HTTP/1.1 */
 };
 
 /* Most requests fit in the inline space: no allocation for them. */
