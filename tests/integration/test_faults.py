@@ -217,6 +217,16 @@ def test_corruption_during_handshake(qp, tmp_path):
     with Relay(qp.port, seed=3, c2s=Faults(corrupt=0.3), s2c=Faults(corrupt=0.3)) as r:
         results = gtls_get_many(r, "/app/bytes/1024", 1024, n, 5, tmp_path,
                                 extra_args=HANDSHAKE_CLIENT_ARGS)
+        # Version Negotiation is not authenticated: when the relay damages
+        # the version a client offered, qproxy rightly answers with one, and
+        # when it damages that answer's list (or turns a version field into
+        # 0, which makes any long-header packet read as one), the client
+        # rightly gives up (RFC 9000 6.2).  That attempt starts over, once.
+        for i, res in enumerate(results):
+            if res is not None and "ERR_RECV_VERSION_NEGOTIATION" in res:
+                results[i] = gtls_get(r, "/app/bytes/1024", 1024,
+                                      os.path.join(str(tmp_path), "again-%d" % i),
+                                      extra_args=HANDSHAKE_CLIENT_ARGS)
         st = r.stats()
     failed = [x for x in results if x is not None]
     assert not failed, "%d of %d fetches failed; first: %s" % (len(failed), n, failed[0])
