@@ -136,13 +136,15 @@ check-asan: deps
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    $(MAKE) B=build-asan SAN_CFLAGS='$(ASAN_CFLAGS)' tests unit integration
 
-# Ten minutes of mixed load with loss, backend restarts and reloads
+# Ten minutes of mixed load (libcurl, gtlsclient and h2load, which
+# bench/setup.sh builds) with loss, backend restarts and reloads
 # (tests/soak/soak.py); not part of check. First on the plain build, where
 # RSS means what it says and must come back within 10 %; then five minutes
 # on the sanitizer build, where ASan's quarantine holds freed memory, so
 # only its reports and the bodies and counters are checked. SOAK_ARGS
 # passes options to the first, such as --duration 60.
 soak: deps
+	sh bench/setup.sh
 	$(MAKE) tests
 	$(MAKE) B=build-asan SAN_CFLAGS='$(ASAN_CFLAGS)' tests
 	QPROXY=$(abspath build/qproxy) QPROXYCTL=$(abspath build/qproxyctl) \

@@ -10,6 +10,9 @@ What runs (all at once, for --duration seconds):
     random sizes (Content-Length, chunked, close-delimited) and uploads,
     through the fault relay (--loss each way);
   - gtlsclient (ngtcp2's client) fetching several streams every few seconds;
+  - h2load (built by bench/setup.sh; $QPROXY_BENCH_PREFIX, /opt/qproxy-bench)
+    in bursts of 200 requests on 4 connections x 10 streams, as its own
+    client mix (it checks no bodies: its requests count in the counters);
   - the backend stopped for a second and restarted at random (~every 20 s);
   - a reload (SIGHUP) every 30 s.
 At the end, after the load stops: qproxy is still running; its stderr has no
@@ -68,10 +71,16 @@ def stats(q):
     return json.loads(p.stdout)
 
 
+H2LOAD = os.path.join(os.environ.get("QPROXY_BENCH_PREFIX", "/opt/qproxy-bench"),
+                      "bin", "h2load")
+H2LOAD_DONE = re.compile(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded")
+
+
 class Tally:
     def __init__(self):
         self.lock = threading.Lock()
-        self.n = {"ok": 0, "error": 0, "wrong_body": 0, "5xx": 0}
+        self.n = {"ok": 0, "error": 0, "wrong_body": 0, "5xx": 0,
+                  "h2load_ok": 0, "h2load_other": 0}
         self.wrong = []
 
     def add(self, key, detail=None):
@@ -140,10 +149,28 @@ def gtls_worker(relay, stop, tally, workdir):
         stop.wait(2)
 
 
+def h2load_worker(relay, stop, tally):
+    """Bursts of h2load over HTTP/3: 200 requests, 4 connections x 10
+    streams; its counts go to the tally (h2load_ok, h2load_other)."""
+    while not stop.is_set():
+        p = subprocess.run([H2LOAD, "--alpn-list=h3", "-n", "200", "-c", "4", "-m", "10",
+                            "https://127.0.0.1:%d/app/bytes/2000" % relay.port],
+                           capture_output=True, text=True, timeout=120)
+        m = H2LOAD_DONE.search(p.stdout)
+        with tally.lock:
+            if m:
+                tally.n["h2load_ok"] += int(m.group(3))
+                tally.n["h2load_other"] += int(m.group(1)) - int(m.group(3))
+            else:
+                tally.n["h2load_other"] += 200
+        stop.wait(3)
+
+
 def start_load(relay, stop, tally, workers, workdir, seed=0):
     threads = [threading.Thread(target=curl_worker, args=(relay, stop, tally, seed + s))
                for s in range(workers)]
     threads.append(threading.Thread(target=gtls_worker, args=(relay, stop, tally, workdir)))
+    threads.append(threading.Thread(target=h2load_worker, args=(relay, stop, tally)))
     for t in threads:
         t.start()
     return threads
@@ -160,6 +187,8 @@ def wait_idle(q):
 
 
 def main():
+    if not os.access(H2LOAD, os.X_OK):
+        sys.exit("soak: %s is missing: sh bench/setup.sh builds it" % H2LOAD)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--duration", type=float, default=600)
     ap.add_argument("--workers", type=int, default=6)
@@ -256,6 +285,8 @@ def main():
         problems.append("%d wrong bodies: %r" % (tally.n["wrong_body"], tally.wrong))
     if tally.n["ok"] == 0:
         problems.append("no request succeeded")
+    if tally.n["h2load_ok"] == 0:
+        problems.append("no h2load request succeeded")
     relay.stop()
     try:
         q.stop(check=not problems)
