@@ -663,8 +663,70 @@ ex_response_done(struct exchange *ex, bool clean)
 	ex_finish(ex);
 }
 
+/* What the Connection fields of a response name, gathered once per head. */
+#define EX_CONN_TOKENS	16
+
+struct conn_tokens {
+	size_t		 n;
+	bool		 overflow;	/* more than fit: scan the fields */
+	struct {
+		const char	*p;
+		size_t		 len;
+	}		 t[EX_CONN_TOKENS];
+};
+
+/* The next element of a comma-separated list in [*p, end), if any. */
 static bool
-hop_by_hop(const struct http1_response *r, const char *name, size_t len)
+list_next(const char **p, const char *end, const char **tok, size_t *len)
+{
+	const char *t;
+
+	while (*p < end && (**p == ',' || **p == ' ' || **p == '\t'))
+		(*p)++;
+	if (*p == end)
+		return false;
+	for (t = *p; t < end && *t != ',' && *t != ' ' && *t != '\t'; t++)
+		;
+	*tok = *p;
+	*len = (size_t)(t - *p);
+	*p = t;
+	return true;
+}
+
+static bool
+is_connection(const struct http1_header *h)
+{
+	return h->namelen == 10 && strncasecmp(h->name, "connection", 10) == 0;
+}
+
+static void
+conn_tokens_collect(const struct http1_response *r, struct conn_tokens *ct)
+{
+	const char *p, *end, *tok;
+	size_t len;
+
+	ct->n = 0;
+	ct->overflow = false;
+	for (size_t i = 0; i < r->nheaders; i++) {
+		if (!is_connection(&r->headers[i]))
+			continue;
+		p = r->headers[i].value;
+		end = p + r->headers[i].valuelen;
+		while (list_next(&p, end, &tok, &len)) {
+			if (ct->n == EX_CONN_TOKENS) {
+				ct->overflow = true;
+				return;
+			}
+			ct->t[ct->n].p = tok;
+			ct->t[ct->n].len = len;
+			ct->n++;
+		}
+	}
+}
+
+static bool
+hop_by_hop(const struct http1_response *r, const struct conn_tokens *ct,
+    const char *name, size_t len)
 {
 	static const struct {
 		const char	*name;
@@ -676,29 +738,29 @@ hop_by_hop(const struct http1_response *r, const char *name, size_t len)
 		HOP("trailer"), HOP("proxy-authenticate"),
 #undef HOP
 	};
+	const char *p, *end, *tok;
+	size_t toklen;
 
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
 		if (names[i].len == len &&
 		    strncasecmp(names[i].name, name, len) == 0)
 			return true;
 	/* RFC 9110 7.6.1: and whatever Connection names */
-	for (size_t i = 0; i < r->nheaders; i++) {
-		const struct http1_header *h = &r->headers[i];
-		const char *p = h->value, *end = h->value + h->valuelen, *t;
-
-		if (h->namelen != 10 || strncasecmp(h->name, "connection", 10))
-			continue;
-		while (p < end) {
-			while (p < end && (*p == ',' || *p == ' ' || *p == '\t'))
-				p++;
-			for (t = p; t < end && *t != ',' && *t != ' ' &&
-			    *t != '\t'; t++)
-				;
-			if ((size_t)(t - p) == len &&
-			    strncasecmp(p, name, len) == 0)
+	if (!ct->overflow) {
+		for (size_t i = 0; i < ct->n; i++)
+			if (ct->t[i].len == len &&
+			    strncasecmp(ct->t[i].p, name, len) == 0)
 				return true;
-			p = t;
-		}
+		return false;
+	}
+	for (size_t i = 0; i < r->nheaders; i++) {
+		if (!is_connection(&r->headers[i]))
+			continue;
+		p = r->headers[i].value;
+		end = p + r->headers[i].valuelen;
+		while (list_next(&p, end, &tok, &toklen))
+			if (toklen == len && strncasecmp(tok, name, len) == 0)
+				return true;
 	}
 	return false;
 }
@@ -712,6 +774,7 @@ ex_submit_head(struct exchange *ex, const struct http1_response *r,
 	nghttp3_nv nva_small[32], *nva = nva_small;
 	char names_small[1024], *names = names_small, *np;
 	char st[3];
+	struct conn_tokens ct;
 	size_t n = 0, total = 0;
 	int rv;
 
@@ -732,10 +795,11 @@ ex_submit_head(struct exchange *ex, const struct http1_response *r,
 	nva[n++] = (nghttp3_nv){ (uint8_t *)":status", (uint8_t *)st, 7, 3,
 	    NGHTTP3_NV_FLAG_NONE };
 	np = names;
+	conn_tokens_collect(r, &ct);
 	for (size_t i = 0; i < r->nheaders; i++) {
 		const struct http1_header *h = &r->headers[i];
 
-		if (hop_by_hop(r, h->name, h->namelen))
+		if (hop_by_hop(r, &ct, h->name, h->namelen))
 			continue;
 		/* with chunked framing a Content-Length is not to be trusted */
 		if (r->framing == HTTP1_BODY_CHUNKED && h->namelen == 14 &&

@@ -33,7 +33,8 @@ Endpoints (the first path segment that names an endpoint selects it, so
                            a second, unasked-for response on the same connection,
                            which stays open: a proxy must not pass those bytes on
   GET      /early-hints    103 Early Hints, then 200 with a small body
-  GET      /hop            a response carrying hop-by-hop fields (chunked body)
+  GET      /hop            a response carrying hop-by-hop fields (chunked body);
+                           ?many=N puts N more tokens in Connection fields
   GET      /cookies        a response with two Set-Cookie fields
 """
 
@@ -696,7 +697,12 @@ class Backend:
                                      close=close, head_only=head_only)
 
         if name == "hop":
-            hdrs = [("Content-Type", "text/plain"),
+            # ?many=N: N more tokens in Connection fields before the one
+            # naming X-Private-Hop, spread over two fields
+            many = int(q.get("many", ["0"])[0])
+            extra = [("Connection", ", ".join("x-t%d" % i for i in range(many // 2))),
+                     ("Connection", ", ".join("x-u%d" % i for i in range(many - many // 2)))]
+            hdrs = [("Content-Type", "text/plain")] + (extra if many else []) + [
                     ("Connection", "keep-alive, X-Private-Hop"),
                     ("Keep-Alive", "timeout=30, max=100"),
                     ("X-Private-Hop", "must not be forwarded"),
