@@ -1528,52 +1528,85 @@ static int cancel_streams(void) {
   return any;
 }
 
-/* Sends the held-back FINs of --fin-separate streams as empty STREAM
-   frames, each after the data of its stream went out in earlier packets. */
-static int write_fins(ngtcp2_tstamp ts) {
+/* What write_stream_packet did. */
+enum stream_write {
+  SW_SENT,      /* a packet went out */
+  SW_CONGESTED, /* nothing may go now, on any stream */
+  SW_BLOCKED,   /* this stream is out of flow-control credit */
+  SW_GONE,      /* this stream takes nothing more */
+  SW_FATAL,     /* the connection is over (logged, c.last_error set) */
+};
+
+/*
+ * One packet with (the start of) data on stream_id, outside nghttp3; FIN in
+ * flags applies once all of data fits. *ndatalen: the stream bytes the
+ * packet took, -1 when none (not even the FIN).
+ */
+static enum stream_write write_stream_packet(int64_t stream_id,
+                                             const uint8_t *data, size_t len,
+                                             uint32_t flags, ngtcp2_tstamp ts,
+                                             ngtcp2_ssize *ndatalen) {
   static uint8_t buf[65536];
   size_t max_payload = ngtcp2_conn_get_path_max_tx_udp_payload_size(c.conn);
+  ngtcp2_path_storage ps;
+  ngtcp2_pkt_info pi;
+  ngtcp2_vec v = {(uint8_t *)(uintptr_t)data, len};
+  ngtcp2_ssize nwrite;
 
-  if (!opt.fin_separate) {
-    return 0;
-  }
   if (max_payload > sizeof(buf)) {
     max_payload = sizeof(buf);
   }
+  *ndatalen = -1;
+  ngtcp2_path_storage_zero(&ps);
+  nwrite = ngtcp2_conn_writev_stream(c.conn, &ps.path, &pi, buf, max_payload,
+                                     ndatalen, flags, stream_id,
+                                     len > 0 ? &v : NULL, len > 0 ? 1 : 0, ts);
+  switch (nwrite) {
+  case 0:
+    return SW_CONGESTED;
+  case NGTCP2_ERR_STREAM_DATA_BLOCKED:
+    return SW_BLOCKED;
+  case NGTCP2_ERR_STREAM_SHUT_WR:
+  case NGTCP2_ERR_STREAM_NOT_FOUND:
+    return SW_GONE;
+  default:
+    break;
+  }
+  if (nwrite < 0) {
+    warnx_("ngtcp2_conn_writev_stream(stream %" PRId64 "): %s", stream_id,
+           ngtcp2_strerror((int)nwrite));
+    ngtcp2_ccerr_set_liberr(&c.last_error, (int)nwrite, NULL, 0);
+    return SW_FATAL;
+  }
+  send_packet(buf, (size_t)nwrite);
+  return SW_SENT;
+}
 
+/* Sends the held-back FINs of --fin-separate streams as empty STREAM
+   frames, each after the data of its stream went out in earlier packets. */
+static int write_fins(ngtcp2_tstamp ts) {
+  if (!opt.fin_separate) {
+    return 0;
+  }
   for (size_t i = 0; i < c.next_req; ++i) {
     req_t *r = &c.reqs[i];
 
     while (r->fin_pending && !r->fin_sent && ts >= r->fin_due) {
-      ngtcp2_path_storage ps;
-      ngtcp2_pkt_info pi;
-      ngtcp2_ssize ndatalen = -1;
-      ngtcp2_ssize nwrite;
+      ngtcp2_ssize ndatalen;
+      enum stream_write w = write_stream_packet(
+        r->stream_id, NULL, 0, NGTCP2_WRITE_STREAM_FLAG_FIN, ts, &ndatalen);
 
-      ngtcp2_path_storage_zero(&ps);
-      nwrite = ngtcp2_conn_writev_stream(c.conn, &ps.path, &pi, buf,
-                                         max_payload, &ndatalen,
-                                         NGTCP2_WRITE_STREAM_FLAG_FIN,
-                                         r->stream_id, NULL, 0, ts);
-      if (nwrite < 0) {
-        if (nwrite == NGTCP2_ERR_STREAM_SHUT_WR ||
-            nwrite == NGTCP2_ERR_STREAM_NOT_FOUND) {
-          r->fin_sent = 1;
-          break;
-        }
-        warnx_("ngtcp2_conn_writev_stream(FIN): %s",
-               ngtcp2_strerror((int)nwrite));
-        ngtcp2_ccerr_set_liberr(&c.last_error, (int)nwrite, NULL, 0);
-        return -1;
-      }
       if (ndatalen >= 0) {
         r->fin_sent = 1;
         note("stream %" PRId64 ": separate FIN sent", r->stream_id);
       }
-      if (nwrite == 0) {
-        return 0; /* congestion limited; retry on the next round */
+      if (w == SW_GONE) {
+        r->fin_sent = 1;
+      } else if (w == SW_FATAL) {
+        return -1;
+      } else if (w != SW_SENT) {
+        return 0; /* retry on the next round */
       }
-      send_packet(buf, (size_t)nwrite);
     }
   }
   return 0;
@@ -1581,41 +1614,15 @@ static int write_fins(ngtcp2_tstamp ts) {
 
 /* --raw: each request stream's bytes, as given, then FIN. */
 static int write_raw(ngtcp2_tstamp ts) {
-  static uint8_t buf[65536];
-  size_t max_payload = ngtcp2_conn_get_path_max_tx_udp_payload_size(c.conn);
-
-  if (max_payload > sizeof(buf)) {
-    max_payload = sizeof(buf);
-  }
   for (size_t i = 0; i < c.next_req; ++i) {
     req_t *r = &c.reqs[i];
 
     while (r->raw && !r->fin_sent) {
-      ngtcp2_path_storage ps;
-      ngtcp2_pkt_info pi;
-      ngtcp2_ssize ndatalen = -1;
-      ngtcp2_ssize nwrite;
-      ngtcp2_vec v = {opt.raw.data + r->raw_off, opt.raw.len - r->raw_off};
+      ngtcp2_ssize ndatalen;
+      enum stream_write w = write_stream_packet(
+        r->stream_id, opt.raw.data + r->raw_off, opt.raw.len - r->raw_off,
+        NGTCP2_WRITE_STREAM_FLAG_FIN, ts, &ndatalen);
 
-      ngtcp2_path_storage_zero(&ps);
-      nwrite = ngtcp2_conn_writev_stream(c.conn, &ps.path, &pi, buf,
-                                         max_payload, &ndatalen,
-                                         NGTCP2_WRITE_STREAM_FLAG_FIN,
-                                         r->stream_id, &v, 1, ts);
-      if (nwrite < 0) {
-        if (nwrite == NGTCP2_ERR_STREAM_SHUT_WR ||
-            nwrite == NGTCP2_ERR_STREAM_NOT_FOUND) {
-          r->fin_sent = 1;
-          break;
-        }
-        if (nwrite == NGTCP2_ERR_STREAM_DATA_BLOCKED) {
-          break;
-        }
-        warnx_("ngtcp2_conn_writev_stream(raw): %s",
-               ngtcp2_strerror((int)nwrite));
-        ngtcp2_ccerr_set_liberr(&c.last_error, (int)nwrite, NULL, 0);
-        return -1;
-      }
       if (ndatalen >= 0) {
         r->raw_off += (size_t)ndatalen;
         if (r->raw_off == opt.raw.len) {
@@ -1623,10 +1630,15 @@ static int write_raw(ngtcp2_tstamp ts) {
           note("stream %" PRId64 ": raw bytes sent", r->stream_id);
         }
       }
-      if (nwrite == 0) {
-        return 0; /* congestion limited; retry on the next round */
+      if (w == SW_GONE) {
+        r->fin_sent = 1;
+      } else if (w == SW_FATAL) {
+        return -1;
+      } else if (w == SW_BLOCKED) {
+        break; /* the next stream may have credit */
+      } else if (w == SW_CONGESTED) {
+        return 0; /* retry on the next round */
       }
-      send_packet(buf, (size_t)nwrite);
     }
   }
   return 0;
@@ -1634,42 +1646,28 @@ static int write_raw(ngtcp2_tstamp ts) {
 
 /* --raw-encoder: the bytes on the QPACK encoder stream, after nghttp3's. */
 static int write_raw_encoder(ngtcp2_tstamp ts) {
-  static uint8_t buf[65536];
-  size_t max_payload = ngtcp2_conn_get_path_max_tx_udp_payload_size(c.conn);
-
-  if (max_payload > sizeof(buf)) {
-    max_payload = sizeof(buf);
-  }
   /* the stream type goes first, from nghttp3 */
   while (c.qenc >= 0 && c.qenc_h3_len > 0 &&
          c.qenc_raw_off < opt.raw_encoder.len) {
-    ngtcp2_path_storage ps;
-    ngtcp2_pkt_info pi;
-    ngtcp2_ssize ndatalen = -1;
-    ngtcp2_ssize nwrite;
-    ngtcp2_vec v = {opt.raw_encoder.data + c.qenc_raw_off,
-                    opt.raw_encoder.len - c.qenc_raw_off};
+    ngtcp2_ssize ndatalen;
+    enum stream_write w = write_stream_packet(
+      c.qenc, opt.raw_encoder.data + c.qenc_raw_off,
+      opt.raw_encoder.len - c.qenc_raw_off, NGTCP2_WRITE_STREAM_FLAG_NONE, ts,
+      &ndatalen);
 
-    ngtcp2_path_storage_zero(&ps);
-    nwrite = ngtcp2_conn_writev_stream(c.conn, &ps.path, &pi, buf, max_payload,
-                                       &ndatalen, NGTCP2_WRITE_STREAM_FLAG_NONE,
-                                       c.qenc, &v, 1, ts);
-    if (nwrite < 0) {
-      if (nwrite == NGTCP2_ERR_STREAM_DATA_BLOCKED) {
-        return 0;
-      }
-      warnx_("ngtcp2_conn_writev_stream(raw encoder): %s",
-             ngtcp2_strerror((int)nwrite));
-      ngtcp2_ccerr_set_liberr(&c.last_error, (int)nwrite, NULL, 0);
-      return -1;
-    }
     if (ndatalen > 0) {
       c.qenc_raw_off += (size_t)ndatalen;
     }
-    if (nwrite == 0) {
+    if (w == SW_GONE) {
+      warnx_("the QPACK encoder stream was closed");
+      return -1;
+    }
+    if (w == SW_FATAL) {
+      return -1;
+    }
+    if (w != SW_SENT) {
       return 0;
     }
-    send_packet(buf, (size_t)nwrite);
   }
   return 0;
 }
