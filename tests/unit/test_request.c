@@ -196,6 +196,21 @@ flatten(struct bufq *q)
 	return s;
 }
 
+/* A new request with the pseudo-header fields of a GET of "/". */
+static void
+start_get(struct request *r, const char *authority)
+{
+	request_init(r, 65536);
+	(void)request_add(r, (const uint8_t *)":method", 7,
+	    (const uint8_t *)"GET", 3);
+	(void)request_add(r, (const uint8_t *)":scheme", 7,
+	    (const uint8_t *)"https", 5);
+	(void)request_add(r, (const uint8_t *)":authority", 10,
+	    (const uint8_t *)authority, strlen(authority));
+	(void)request_add(r, (const uint8_t *)":path", 5,
+	    (const uint8_t *)"/", 1);
+}
+
 /* Past the inline space (fields and bytes), every field still goes out. */
 static void
 test_large_request(void)
@@ -206,15 +221,7 @@ test_large_request(void)
 	char name[32], value[128], line[200], *s, *at;
 	int n = 3 * REQUEST_INLINE_FIELDS;
 
-	request_init(&r, 65536);
-	(void)request_add(&r, (const uint8_t *)":method", 7,
-	    (const uint8_t *)"GET", 3);
-	(void)request_add(&r, (const uint8_t *)":scheme", 7,
-	    (const uint8_t *)"https", 5);
-	(void)request_add(&r, (const uint8_t *)":authority", 10,
-	    (const uint8_t *)"example.com", 11);
-	(void)request_add(&r, (const uint8_t *)":path", 5,
-	    (const uint8_t *)"/", 1);
+	start_get(&r, "example.com");
 	for (int i = 0; i < n; i++) {
 		snprintf(name, sizeof(name), "x-field-%02d", i);
 		memset(value, 'a' + i % 26, 100);
@@ -251,15 +258,7 @@ test_long_forwarded(void)
 
 	memset(host, 'h', sizeof(host) - 1);
 	host[sizeof(host) - 1] = '\0';
-	request_init(&r, 65536);
-	(void)request_add(&r, (const uint8_t *)":method", 7,
-	    (const uint8_t *)"GET", 3);
-	(void)request_add(&r, (const uint8_t *)":scheme", 7,
-	    (const uint8_t *)"https", 5);
-	(void)request_add(&r, (const uint8_t *)":authority", 10,
-	    (const uint8_t *)host, strlen(host));
-	(void)request_add(&r, (const uint8_t *)":path", 5,
-	    (const uint8_t *)"/", 1);
+	start_get(&r, host);
 	CHECK_EQ_INT(request_finish(&r, true), 0);
 	bufq_init(&q);
 	CHECK_EQ_INT(request_write_http1(&r, &fw, &q), 0);
