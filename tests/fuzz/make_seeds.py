@@ -13,6 +13,9 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "tests", "tools"))
+
+from qpack import prefix_int  # noqa: E402
 
 
 def write(target, name, data):
@@ -413,21 +416,8 @@ def qpack_literal(pairs):
     out = b"\0\0"
     for n, v in pairs:
         n, v = n.encode(), v.encode()
-        out += qint(0x20, 3, len(n)) + n + qint(0, 7, len(v)) + v
+        out += prefix_int(0x20, 3, len(n)) + n + prefix_int(0, 7, len(v)) + v
     return out
-
-
-def qint(first, prefix, v):
-    mx = (1 << prefix) - 1
-    if v < mx:
-        return bytes([first | v])
-    out = [first | mx]
-    v -= mx
-    while v >= 128:
-        out.append(0x80 | (v & 0x7f))
-        v >>= 7
-    out.append(v)
-    return bytes(out)
 
 
 def udp(name, *ops):

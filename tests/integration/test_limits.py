@@ -14,7 +14,8 @@ from helpers import (SLOW, expected_body, gtlsclient_binary, h3_get, h3raw, h3ra
 from test_ops import stats
 from test_transport import _initial, _sections
 
-from relay import Faults, Relay  # tests/tools, on sys.path by conftest.py
+from qpack import prefix_int  # tests/tools, on sys.path by conftest.py
+from relay import Faults, Relay
 
 
 def _limits(q):
@@ -311,29 +312,14 @@ def test_qpack_reference_beyond_the_table_closes_the_connection(qproxy_factory, 
     assert backend_app.count == start
 
 
-def _qpack_int(prefix_bits, first, n):
-    """RFC 9204 4.1.1 (RFC 7541 5.1): n as a prefix integer of prefix_bits
-    bits, with first's other bits set."""
-    top = (1 << prefix_bits) - 1
-    if n < top:
-        return bytes([first | n])
-    out = [first | top]
-    n -= top
-    while n >= 128:
-        out.append(0x80 | (n & 0x7f))
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def _set_capacity(n):
-    return _qpack_int(5, 0x20, n)           # Set Dynamic Table Capacity
+    return prefix_int(0x20, 5, n)           # Set Dynamic Table Capacity
 
 
 def _insert_literal(name, value):
     """Insert with Literal Name, no Huffman."""
-    return (_qpack_int(5, 0x40, len(name)) + name +
-            _qpack_int(7, 0x00, len(value)) + value)
+    return (prefix_int(0x40, 5, len(name)) + name +
+            prefix_int(0x00, 7, len(value)) + value)
 
 
 def test_qpack_dynamic_table_cannot_grow_past_qpack_table_size(qproxy_factory, backend_app,
