@@ -74,8 +74,10 @@ struct exchange {
 	size_t			 backend;
 	struct upstream_server	*server;
 	size_t			 attempt;
-	int			 fd;
-	ev_io			 rio, wio;
+	struct upstream_conn	*uc;		/* or NULL */
+	bool			 reused;	/* uc came from the pool */
+	bool			 retried;	/* once, on a new connection */
+	bool			 resp_any;	/* uc gave a response byte */
 	ev_timer		 timer;
 	uint8_t			*rbuf;		/* backend bytes not yet parsed */
 	size_t			 rlen, rcap;
@@ -238,7 +240,6 @@ exchange_new(struct qconn *qc, int64_t stream_id)
 	ex->qc = qc;
 	ex->gen = generation_ref(qc->srv->gen);
 	ex->stream_id = stream_id;
-	ex->fd = -1;
 	ex->started = ev_now(qc->srv->loop);
 	ex->wall_start = ev_time();
 	ex->early = qc->rx_0rtt;
@@ -411,7 +412,7 @@ exchange_flush(void)
 	while ((ex = TAILQ_FIRST(&write_queue)) != NULL) {
 		TAILQ_REMOVE(&write_queue, ex, write_entry);
 		ex->write_queued = false;
-		if (ex->state == EX_FORWARD && ex->fd != -1)
+		if (ex->state == EX_FORWARD && ex->uc != NULL)
 			ex_write(ex);
 	}
 }
@@ -463,9 +464,12 @@ exchange_client_reset(struct exchange *ex)
 	}
 }
 
-/* Builds the backend request head and picks the body's framing. */
-static void
-ex_start(struct exchange *ex)
+/*
+ * Builds the backend request head and picks the body's framing. Returns -1
+ * when out of memory, with the stream reset.
+ */
+static int
+ex_write_head(struct exchange *ex)
 {
 	struct request_forward fw;
 
@@ -488,8 +492,16 @@ ex_start(struct exchange *ex)
 	ex->framing = fw.framing;
 	if (request_write_http1(&ex->req, &fw, &ex->out) == -1) {
 		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
-		return;
+		return -1;
 	}
+	return 0;
+}
+
+static void
+ex_start(struct exchange *ex)
+{
+	if (ex_write_head(ex) == -1)
+		return;
 	if (ex->hold.len > 0) {
 		struct iovec iov[16];
 		size_t n;
@@ -528,12 +540,11 @@ ex_arm_timer(struct exchange *ex, double seconds)
 }
 
 static void
-ex_attach(struct exchange *ex, int fd)
+ex_attach(struct exchange *ex, struct upstream_conn *uc, bool reused)
 {
-	ex->fd = fd;
-	ev_io_init(&ex->rio, ex_io_cb, fd, EV_READ);
-	ev_io_init(&ex->wio, ex_io_cb, fd, EV_WRITE);
-	ex->rio.data = ex->wio.data = ex;
+	ex->uc = uc;
+	ex->reused = reused;
+	ex->resp_any = false;
 	ex->server->active++;
 }
 
@@ -548,7 +559,7 @@ ex_connected(struct exchange *ex)
 	ex->server->state = UPSTREAM_UP;
 	ex->forwarded = ev_now(ex_loop(ex));
 	ex_arm_timer(ex, b->read_timeout);
-	ev_io_start(ex_loop(ex), &ex->rio);
+	ev_io_start(ex_loop(ex), &ex->uc->rio);
 	ex_write(ex);
 }
 
@@ -558,8 +569,8 @@ ex_try_server(struct exchange *ex)
 {
 	struct upstream_pool *pools = ex_pools(ex);
 	const struct config_backend *b = upstream_backend(pools, ex->backend);
+	struct upstream_conn *uc;
 	size_t nservers;
-	int fd;
 
 	for (; ; ex->attempt++) {
 		ex->server = upstream_pick(pools, ex->backend, ex->attempt,
@@ -568,12 +579,14 @@ ex_try_server(struct exchange *ex)
 			ex_respond(ex, 502);
 			return;
 		}
-		if ((fd = upstream_take_idle(ex->server)) != -1) {
-			ex_attach(ex, fd);
+		/* a retry takes a new connection: the pool's may be stale */
+		if (!ex->retried && (uc = upstream_take_idle(ex->server,
+		    ex_io_cb, ex)) != NULL) {
+			ex_attach(ex, uc, true);
 			ex_connected(ex);
 			return;
 		}
-		if ((fd = upstream_connect(ex->server)) != -1)
+		if ((uc = upstream_connect(ex->server, ex_io_cb, ex)) != NULL)
 			break;
 		stats.upstream_connect_failures++;
 		ex->server->failures++;
@@ -585,28 +598,54 @@ ex_try_server(struct exchange *ex)
 			return;
 		}
 	}
-	ex_attach(ex, fd);
+	ex_attach(ex, uc, false);
 	ex->state = EX_CONNECTING;
-	ev_io_start(ex_loop(ex), &ex->wio);
+	ev_io_start(ex_loop(ex), &uc->wio);
 	ex_arm_timer(ex, b->connect_timeout);
 }
 
 static void
 ex_upstream_close(struct exchange *ex, bool reuse)
 {
-	if (ex->fd == -1)
+	if (ex->uc == NULL)
 		return;
-	ev_io_stop(ex_loop(ex), &ex->rio);
-	ev_io_stop(ex_loop(ex), &ex->wio);
+	ev_io_stop(ex_loop(ex), &ex->uc->rio);
+	ev_io_stop(ex_loop(ex), &ex->uc->wio);
 	ex->server->active--;
 	if (reuse)
-		upstream_release(ex->server, ex->fd);
+		upstream_release(ex->uc);
 	else
-		close(ex->fd);
-	ex->fd = -1;
+		upstream_close(ex->uc);
+	ex->uc = NULL;
 	free(ex->rbuf);
 	ex->rbuf = NULL;
 	ex->rlen = ex->rcap = 0;
+}
+
+/*
+ * A pooled connection the backend closed before it answered: a keep-alive
+ * connection may be closed at any moment, and the close can cross the
+ * request (RFC 9112 9.3.1). The request goes again, once, on a new
+ * connection when doing it twice cannot matter: an idempotent method and
+ * no body (RFC 9110 9.2.2). Returns whether it did.
+ */
+static bool
+ex_retry(struct exchange *ex)
+{
+	if (!ex->reused || ex->resp_any || ex->retried ||
+	    ex->framing != REQ_BODY_NONE ||
+	    !(ex->req.flags & REQ_F_IDEMPOTENT))
+		return false;
+	log_debug("backend %s: pooled connection closed before a response; "
+	    "sending the request again", ex->server->cfg->text);
+	stats.upstream_retried++;
+	ex->retried = true;
+	ex_upstream_close(ex, false);
+	bufq_free(&ex->out);
+	ex->req_written = false;
+	if (ex_write_head(ex) == 0)
+		ex_try_server(ex);
+	return true;
 }
 
 static void
@@ -617,22 +656,24 @@ ex_write(struct exchange *ex)
 	ssize_t n;
 
 	while ((cnt = bufq_peek_unsent(&ex->out, iov, 16)) > 0) {
-		n = writev(ex->fd, iov, (int)cnt);
+		n = writev(ex->uc->fd, iov, (int)cnt);
 		if (n == -1) {
 			if (errno == EINTR)
 				continue;
 			if (errno == EAGAIN || errno == EWOULDBLOCK) {
-				ev_io_start(ex_loop(ex), &ex->wio);
+				ev_io_start(ex_loop(ex), &ex->uc->wio);
 				return;
 			}
 			log_debug("backend %s: write: %s",
 			    ex->server->cfg->text, strerror(errno));
+			if (ex_retry(ex))
+				return;
 			ex->server->failures++;
 			/* the response, if one comes, is still read */
-			ev_io_stop(ex_loop(ex), &ex->wio);
+			ev_io_stop(ex_loop(ex), &ex->uc->wio);
 			ex->reusable = false;
 			bufq_free(&ex->out);
-			shutdown(ex->fd, SHUT_WR);
+			shutdown(ex->uc->fd, SHUT_WR);
 			if (!ex->head_done && !ex->resp_submitted)
 				ex_respond(ex, 502);
 			return;
@@ -644,7 +685,7 @@ ex_write(struct exchange *ex)
 			ex_arm_timer(ex, upstream_backend(
 			    ex_pools(ex), ex->backend)->read_timeout);
 	}
-	ev_io_stop(ex_loop(ex), &ex->wio);
+	ev_io_stop(ex_loop(ex), &ex->uc->wio);
 	if (ex->req_fin)
 		ex->req_written = true;
 }
@@ -922,6 +963,8 @@ static void
 ex_eof(struct exchange *ex)
 {
 	if (!ex->head_done) {
+		if (ex_retry(ex))
+			return;
 		log_warnx("backend %s: closed before a complete response head",
 		    ex->server->cfg->text);
 		ex->server->failures++;
@@ -967,9 +1010,10 @@ ex_read_buffered(struct exchange *ex)
 		ex_respond(ex, 502);
 		return -2;
 	}
-	n = read(ex->fd, ex->rbuf + ex->rlen, ex->rcap - ex->rlen);
+	n = read(ex->uc->fd, ex->rbuf + ex->rlen, ex->rcap - ex->rlen);
 	if (n <= 0)
 		return n;
+	ex->resp_any = true;
 	ex->rlen += (size_t)n;
 	if (ex->head_done)
 		ev_timer_again(ex_loop(ex), &ex->timer);
@@ -1006,7 +1050,7 @@ ex_read_body(struct exchange *ex, size_t room)
 		}
 		total += iov[i].iov_len;
 	}
-	n = readv(ex->fd, iov, (int)cnt);
+	n = readv(ex->uc->fd, iov, (int)cnt);
 	bufq_commit(&ex->resp_body, n > 0 ? (size_t)n : 0);
 	if (n <= 0)
 		return n;
@@ -1058,7 +1102,7 @@ ex_read(struct exchange *ex)
 	}
 	/* the client is slower than the backend: stop reading for now */
 	if (ex->state == EX_FORWARD)
-		ev_io_stop(ex_loop(ex), &ex->rio);
+		ev_io_stop(ex_loop(ex), &ex->uc->rio);
 }
 
 static void
@@ -1069,7 +1113,7 @@ ex_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 	socklen_t len = sizeof(err);
 
 	if (ex->state == EX_CONNECTING) {
-		if (getsockopt(ex->fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+		if (getsockopt(ex->uc->fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
 			err = errno;
 		if (err != 0) {
 			log_debug("backend %s: connect: %s",
@@ -1086,11 +1130,11 @@ ex_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 			ex_try_server(ex);
 			return;
 		}
-		ev_io_stop(loop, &ex->wio);
+		ev_io_stop(loop, &ex->uc->wio);
 		ex_connected(ex);
 		return;
 	}
-	if (w == &ex->wio)
+	if (w == &ex->uc->wio)
 		ex_write(ex);
 	else
 		ex_read(ex);
@@ -1141,10 +1185,10 @@ void
 exchange_acked(struct exchange *ex, uint64_t n)
 {
 	bufq_consume(&ex->resp_body, (size_t)n);
-	if (ex->state == EX_FORWARD && ex->fd != -1 && ex->head_done &&
-	    !ev_is_active(&ex->rio) &&
+	if (ex->state == EX_FORWARD && ex->uc != NULL && ex->head_done &&
+	    !ev_is_active(&ex->uc->rio) &&
 	    ex->resp_body.len < ex_cfg(ex)->response_buffer_size) {
-		ev_io_start(ex_loop(ex), &ex->rio);
+		ev_io_start(ex_loop(ex), &ex->uc->rio);
 		/* bytes may already wait in rbuf: parse them now */
 		if (ex->rlen > 0)
 			ex_parse(ex);

@@ -242,14 +242,22 @@ request_add(struct request *r, const uint8_t *name, size_t namelen,
 				if (!is_name_char(tolower(value[i])))
 					return fail(r, REQ_MALFORMED,
 					    "invalid :method");
-			if (name_is(value, valuelen, "HEAD"))
-				r->flags |= REQ_F_HEAD;
+			if (name_is(value, valuelen, "GET"))
+				r->flags |= REQ_F_IDEMPOTENT;
+			else if (name_is(value, valuelen, "HEAD"))
+				r->flags |= REQ_F_HEAD | REQ_F_IDEMPOTENT;
 			else if (name_is(value, valuelen, "CONNECT"))
 				r->flags |= REQ_F_CONNECT;
 			else if (name_is(value, valuelen, "POST") ||
-			    name_is(value, valuelen, "PUT") ||
 			    name_is(value, valuelen, "PATCH"))
 				r->flags |= REQ_F_BODY_METHOD;
+			else if (name_is(value, valuelen, "PUT"))
+				r->flags |= REQ_F_BODY_METHOD |
+				    REQ_F_IDEMPOTENT;
+			else if (name_is(value, valuelen, "OPTIONS") ||
+			    name_is(value, valuelen, "DELETE") ||
+			    name_is(value, valuelen, "TRACE"))
+				r->flags |= REQ_F_IDEMPOTENT;
 			return pseudo_set(r, &r->method, idx);
 		}
 		if (name_is(name, namelen, ":scheme"))

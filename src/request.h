@@ -50,6 +50,7 @@ struct request {
 #define REQ_F_CONNECT		0x04
 #define REQ_F_EXPECT_CONTINUE	0x08
 #define REQ_F_BODY_METHOD	0x10	/* POST, PUT, PATCH: send a length */
+#define REQ_F_IDEMPOTENT	0x20	/* RFC 9110 9.2.2 */
 
 void	request_init(struct request *, size_t max_size);
 void	request_free(struct request *);

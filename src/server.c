@@ -381,6 +381,7 @@ static const struct stats_row {
 	ROW("upstream", "connects", upstream_connects),
 	ROW("upstream", "connect_failures", upstream_connect_failures),
 	ROW("upstream", "reused", upstream_reused),
+	ROW("upstream", "retried", upstream_retried),
 };
 #undef ROW
 

@@ -12,14 +12,6 @@
 #include "strbuf.h"
 #include "upstream.h"
 
-/* An idle keep-alive connection, watched so a close by the server is seen. */
-struct upstream_idle {
-	struct upstream_idle	*next, **prevp;
-	struct upstream_server	*server;
-	int			 fd;
-	ev_io			 w;
-};
-
 struct upstream_pool {
 	struct ev_loop			*loop;
 	const struct config_backend	*cfg;
@@ -30,26 +22,34 @@ struct upstream_pool {
 };
 
 static void
-idle_unlink(struct upstream_idle *i)
+idle_unlink(struct upstream_conn *c)
 {
-	struct upstream_server *s = i->server;
+	struct upstream_server *s = c->server;
 
-	ev_io_stop(s->pool->loop, &i->w);
-	if (i->next != NULL)
-		i->next->prevp = i->prevp;
-	*i->prevp = i->next;
+	ev_io_stop(s->pool->loop, &c->rio);
+	if (c->next != NULL)
+		c->next->prevp = c->prevp;
+	*c->prevp = c->next;
 	s->nidle--;
 }
 
+/* An idle connection is watched so that a close by the server is seen. */
 static void
 idle_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
-	struct upstream_idle *i = w->data;
+	struct upstream_conn *c = w->data;
 
 	/* EOF or unasked-for bytes: either way the connection is done. */
-	idle_unlink(i);
-	close(i->fd);
-	free(i);
+	idle_unlink(c);
+	upstream_close(c);
+}
+
+static void
+conn_give(struct upstream_conn *c, upstream_cb *cb, void *data)
+{
+	ev_set_cb(&c->rio, cb);
+	ev_set_cb(&c->wio, cb);
+	c->rio.data = c->wio.data = data;
 }
 
 struct upstream_pool *
@@ -82,16 +82,15 @@ upstream_pools_new(struct ev_loop *loop, struct config *cfg)
 void
 upstream_pools_free(struct upstream_pool *pools)
 {
-	struct upstream_idle *i;
+	struct upstream_conn *c;
 
 	if (pools == NULL)
 		return;
 	for (size_t b = 0; b < pools[0].npools; b++) {
 		for (size_t s = 0; s < pools[b].nservers; s++) {
-			while ((i = pools[b].servers[s].idle) != NULL) {
-				idle_unlink(i);
-				close(i->fd);
-				free(i);
+			while ((c = pools[b].servers[s].idle) != NULL) {
+				idle_unlink(c);
+				upstream_close(c);
 			}
 		}
 		free(pools[b].servers);
@@ -119,75 +118,91 @@ upstream_pick(struct upstream_pool *pools, size_t backend, size_t attempt,
 	return &p->servers[i];
 }
 
-int
-upstream_take_idle(struct upstream_server *s)
+struct upstream_conn *
+upstream_take_idle(struct upstream_server *s, upstream_cb *cb, void *data)
 {
-	struct upstream_idle *i;
-	char c;
-	int fd;
+	struct upstream_conn *c;
+	bool closed;
 
-	while ((i = s->idle) != NULL) {
-		idle_unlink(i);
-		fd = i->fd;
-		free(i);
+	while ((c = s->idle) != NULL) {
 		/*
-		 * The idle watcher may not have run yet: a connection with
-		 * bytes nobody asked for, or closed, is not reused.
+		 * A close or unasked-for bytes that the last poll saw but
+		 * whose callback has not run yet: not reused. What comes
+		 * later races with the request as it would after any check;
+		 * exchange.c retries the requests it may (RFC 9110 9.2.2).
 		 */
-		if (recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == -1 &&
-		    (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			stats.upstream_reused++;
-			return fd;
+		closed = ev_is_pending(&c->rio);
+		idle_unlink(c);
+		if (closed) {
+			upstream_close(c);
+			continue;
 		}
-		close(fd);
+		stats.upstream_reused++;
+		conn_give(c, cb, data);
+		return c;
 	}
-	return -1;
+	return NULL;
 }
 
-int
-upstream_connect(struct upstream_server *s)
+struct upstream_conn *
+upstream_connect(struct upstream_server *s, upstream_cb *cb, void *data)
 {
 	const struct addr *a = &s->cfg->addr;
+	struct upstream_conn *c;
 	int fd, one = 1, saved;
 
 	stats.upstream_connects++;
 	fd = socket(a->u.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK |
 	    SOCK_CLOEXEC, 0);
 	if (fd == -1)
-		return -1;
+		return NULL;
 	if (a->u.sa.sa_family != AF_UNIX)
 		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one,
 		    sizeof(one));
-	if (connect(fd, &a->u.sa, a->len) == -1 && errno != EINPROGRESS) {
+	if ((connect(fd, &a->u.sa, a->len) == -1 && errno != EINPROGRESS) ||
+	    (c = calloc(1, sizeof(*c))) == NULL) {
 		saved = errno;
 		close(fd);
 		errno = saved;
-		return -1;
+		return NULL;
 	}
-	return fd;
+	c->server = s;
+	c->fd = fd;
+	ev_io_init(&c->rio, cb, fd, EV_READ);
+	ev_io_init(&c->wio, cb, fd, EV_WRITE);
+	c->rio.data = c->wio.data = data;
+	return c;
 }
 
 void
-upstream_release(struct upstream_server *s, int fd)
+upstream_release(struct upstream_conn *c)
 {
-	struct upstream_idle *i;
+	struct upstream_server *s = c->server;
 
-	if (s->nidle >= s->pool->cfg->max_idle ||
-	    (i = calloc(1, sizeof(*i))) == NULL) {
-		close(fd);
+	if (s->nidle >= s->pool->cfg->max_idle) {
+		upstream_close(c);
 		return;
 	}
-	i->server = s;
-	i->fd = fd;
-	i->next = s->idle;
-	if (i->next != NULL)
-		i->next->prevp = &i->next;
-	i->prevp = &s->idle;
-	s->idle = i;
+	ev_io_stop(s->pool->loop, &c->wio);
+	c->next = s->idle;
+	if (c->next != NULL)
+		c->next->prevp = &c->next;
+	c->prevp = &s->idle;
+	s->idle = c;
 	s->nidle++;
-	ev_io_init(&i->w, idle_cb, fd, EV_READ);
-	i->w.data = i;
-	ev_io_start(s->pool->loop, &i->w);
+	conn_give(c, idle_cb, c);
+	ev_io_start(s->pool->loop, &c->rio);
+}
+
+void
+upstream_close(struct upstream_conn *c)
+{
+	struct ev_loop *loop = c->server->pool->loop;
+
+	ev_io_stop(loop, &c->rio);
+	ev_io_stop(loop, &c->wio);
+	close(c->fd);
+	free(c);
 }
 
 static const char *

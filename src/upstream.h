@@ -25,11 +25,27 @@ struct upstream_server {
 	struct upstream_pool		*pool;
 	const struct config_server	*cfg;
 	size_t				 nidle;
-	struct upstream_idle		*idle;		/* most recent first */
+	struct upstream_conn		*idle;		/* most recent first */
 	enum upstream_state		 state;
 	uint64_t			 requests, failures, active;
 	double				 ttfb_sum;	/* seconds */
 	uint64_t			 ttfb_count;
+};
+
+/*
+ * A connection to a backend server, owned by an exchange or idle in its
+ * server's pool. Its watchers live as long as its descriptor: libev
+ * registers a descriptor with epoll again whenever a watcher is set up
+ * afresh on it, so handing the connection between the pool and an
+ * exchange with the same watchers costs no system call.
+ */
+typedef void upstream_cb(struct ev_loop *, ev_io *, int);
+
+struct upstream_conn {
+	struct upstream_conn		*next, **prevp;	/* when idle */
+	struct upstream_server		*server;
+	int				 fd;
+	ev_io				 rio, wio;
 };
 
 /* One pool per configured backend, in config order. */
@@ -43,15 +59,25 @@ struct upstream_server	*upstream_pick(struct upstream_pool *, size_t backend,
 			    size_t attempt, size_t *nservers);
 const struct config_backend *upstream_backend(struct upstream_pool *,
 			    size_t backend);
-/* A pooled idle connection's descriptor, or -1. */
-int			 upstream_take_idle(struct upstream_server *);
 /*
- * Starts a non-blocking connect. Returns the descriptor (connected or in
- * progress), or -1 with errno set.
+ * A pooled idle connection, its watchers (stopped) now calling cb with
+ * data, or NULL.
  */
-int			 upstream_connect(struct upstream_server *);
-/* Gives a connection whose last response ended cleanly back to the pool. */
-void			 upstream_release(struct upstream_server *, int fd);
+struct upstream_conn	*upstream_take_idle(struct upstream_server *,
+			    upstream_cb *cb, void *data);
+/*
+ * Starts a non-blocking connect, with watchers (stopped) calling cb with
+ * data. Returns the connection (connected or in progress), or NULL with
+ * errno set.
+ */
+struct upstream_conn	*upstream_connect(struct upstream_server *,
+			    upstream_cb *cb, void *data);
+/*
+ * Gives a connection whose last response ended cleanly back to its pool,
+ * or closes it when the pool is full.
+ */
+void			 upstream_release(struct upstream_conn *);
+void			 upstream_close(struct upstream_conn *);
 /* Whether a failed connect may be retried on another server. */
 bool			 upstream_refused(int err);
 

@@ -515,7 +515,7 @@ class Backend:
 
     ENDPOINTS = ("bytes", "chunked", "close", "slow", "status", "upload", "echo-headers",
                  "hang", "die", "die-chunked", "garbage", "extra", "early-hints", "hop",
-                 "cookies")
+                 "cookies", "drop-reused")
 
     def _handle(self, sock, rf, req, rec):
         """Serve one request; returns whether the connection stays open."""
@@ -677,6 +677,21 @@ class Backend:
             except OSError:
                 pass
             return False
+
+        if name == "drop-reused":
+            # A keep-alive connection closed just as a request came on it
+            # (as when a keep-alive timeout fires): on a connection that
+            # served a request before, close without answering (?rst=1:
+            # with an RST); on a new one, answer.
+            if rec["seq_on_conn"] > 1:
+                if q.get("rst"):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    sock.close()
+                else:
+                    sock.shutdown(socket.SHUT_RDWR)
+                return False
+            return self._send_simple(sock, 200, b"answered on a new connection\n",
+                                     close=close, head_only=head_only)
 
         if name == "extra":
             n = self._int_arg(args)

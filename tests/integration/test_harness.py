@@ -190,6 +190,22 @@ def test_hang_die_garbage_early_hints(be):
     assert out.startswith(b"HTTP/1.1 103 ") and b"\r\n\r\nHTTP/1.1 200 OK" in out
 
 
+def test_drop_reused(be):
+    """/drop-reused answers on a new connection and closes a used one."""
+    s = socket.create_connection(be.tcp_address, timeout=2)
+    s.sendall(b"GET /drop-reused HTTP/1.1\r\nHost: x\r\n\r\n")
+    got = b""
+    while not got.endswith(b"answered on a new connection\n"):
+        d = s.recv(65536)
+        assert d, got
+        got += d
+    assert got.startswith(b"HTTP/1.1 200 ")
+    s.sendall(b"GET /drop-reused HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert s.recv(65536) == b""
+    s.close()
+    assert [r["seq_on_conn"] for r in be.requests[-2:]] == [1, 2]
+
+
 def test_slow(be):
     c = conn(be)
     t = time.monotonic()

@@ -13,6 +13,7 @@ from helpers import (BIG_TIMEOUT, CONNECT_TIMEOUT, SHORT_READ_TIMEOUT, SLOW, KiB
                      assert_backends_untouched, backend_counts, expected_body, expected_sha256,
                      generated_body, h3_get, h3_head, h3_post, h3_put, h3_request,
                      header_values, qproxy_binary, sha256)
+from test_ops import stats
 
 CURL_HTTP_VERSION_3 = 30
 
@@ -395,6 +396,42 @@ def test_failures_do_not_break_later_requests(qp):
             pass
     r = h3_get(qp.url("/app/bytes/%d" % (64 * KiB)))
     assert r.status == 200 and r.sha256 == expected_sha256(64 * KiB)
+
+
+def _drop_reused(qp, backend_app, send):
+    """Leaves a used connection in the pool, then sends a request that the
+    backend answers only on a new connection. Returns the response, the
+    backend's seq_on_conn of each try, and how many upstream.retried grew."""
+    assert h3_get(qp.url("/app/bytes/10")).status == 200
+    before = backend_app.count
+    retried = stats(qp)["upstream"]["retried"]
+    r = send()
+    tries = [x["seq_on_conn"] for x in backend_app.requests_since(before)
+             if x["path"] == "/app/drop-reused"]
+    return r, tries, stats(qp)["upstream"]["retried"] - retried
+
+
+@pytest.mark.parametrize("rst", [False, True], ids=["fin", "rst"])
+def test_get_sent_again_when_a_pooled_connection_closes(qp, backend_app, rst):
+    """The backend closes a pooled keep-alive connection as a GET goes out
+    on it (a keep-alive timeout firing at that moment): qproxy sends the GET
+    again, once, on a new connection, and the client gets the answer."""
+    r, tries, retried = _drop_reused(qp, backend_app, lambda: h3_get(
+        qp.url("/app/drop-reused" + ("?rst=1" if rst else ""))))
+    assert r.status == 200 and r.body == b"answered on a new connection\n"
+    assert len(tries) == 2 and tries[0] > 1 and tries[1] == 1, tries
+    assert retried == 1
+
+
+def test_post_not_sent_again_when_a_pooled_connection_closes(qp, backend_app):
+    """A POST is not idempotent (RFC 9110 9.2.2): the backend may have acted
+    on it before it closed, so the client gets 502 and the backend saw it
+    once."""
+    r, tries, retried = _drop_reused(qp, backend_app, lambda: h3_post(
+        qp.url("/app/drop-reused"), b"x" * 100))
+    assert r.status == 502
+    assert len(tries) == 1 and tries[0] > 1, tries
+    assert retried == 0
 
 
 @pytest.mark.parametrize("ms", [0, 300], ids=["at-once", "later"])

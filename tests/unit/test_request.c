@@ -55,6 +55,43 @@ test_valid(void)
 	CHECK_EQ_INT(verdict(cl0, true), REQ_OK);
 }
 
+/* Which methods may be sent twice (RFC 9110 9.2.2), and which need a length. */
+static void
+test_method_flags(void)
+{
+	static const struct {
+		const char	*method;
+		unsigned	 flags;
+	} cases[] = {
+		{ "GET", REQ_F_IDEMPOTENT },
+		{ "HEAD", REQ_F_IDEMPOTENT | REQ_F_HEAD },
+		{ "OPTIONS", REQ_F_IDEMPOTENT },
+		{ "TRACE", REQ_F_IDEMPOTENT },
+		{ "DELETE", REQ_F_IDEMPOTENT },
+		{ "PUT", REQ_F_IDEMPOTENT | REQ_F_BODY_METHOD },
+		{ "POST", REQ_F_BODY_METHOD },
+		{ "PATCH", REQ_F_BODY_METHOD },
+		{ "get", 0 },		/* methods are case-sensitive */
+		{ "GETS", 0 },
+		{ "PROPFIND", 0 },
+	};
+	const unsigned mask = REQ_F_IDEMPOTENT | REQ_F_HEAD |
+	    REQ_F_BODY_METHOD | REQ_F_CONNECT;
+	char method[32];
+	const char *fields[] = { method, ":scheme: https",
+	    ":authority: a", ":path: /", NULL };
+	struct request *r;
+	int rv;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		snprintf(method, sizeof(method), ":method: %s",
+		    cases[i].method);
+		r = build(fields, true, &rv);
+		CHECK_EQ_INT(rv, 0);
+		CHECK_EQ_INT((int)(r->flags & mask), (int)cases[i].flags);
+	}
+}
+
 static void
 test_malformed(void)
 {
@@ -330,6 +367,7 @@ main(void)
 	const char *end[] = { NULL };
 
 	test_valid();
+	test_method_flags();
 	test_malformed();
 	test_nul_in_value();
 	test_body_length();
