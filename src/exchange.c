@@ -100,6 +100,11 @@ struct exchange {
 static TAILQ_HEAD(, exchange) write_queue = TAILQ_HEAD_INITIALIZER(write_queue);
 
 static void	ex_start(struct exchange *);
+
+/* Where backend bytes are read (ex_read_buffered); grows to the largest read. */
+static uint8_t	*ex_shared;
+static size_t	 ex_shared_cap;
+
 static void	ex_try_server(struct exchange *);
 static void	ex_write(struct exchange *);
 static void	ex_read(struct exchange *);
@@ -617,7 +622,8 @@ ex_upstream_close(struct exchange *ex, bool reuse)
 	else
 		upstream_close(ex->uc);
 	ex->uc = NULL;
-	free(ex->rbuf);
+	if (ex->rbuf != ex_shared)
+		free(ex->rbuf);
 	ex->rbuf = NULL;
 	ex->rlen = ex->rcap = 0;
 }
@@ -985,20 +991,63 @@ ex_eof(struct exchange *ex)
 }
 
 /*
+ * Gives back the shared read buffer, copying what is left in it into a
+ * buffer of the exchange's own. Returns -1 when out of memory, with the
+ * stream reset.
+ */
+static int
+ex_keep_rest(struct exchange *ex)
+{
+	uint8_t *own;
+
+	ex->rbuf = NULL;
+	if (ex->rlen == 0) {
+		ex->rcap = 0;
+		return 0;
+	}
+	if ((own = malloc(ex->rcap)) == NULL) {
+		ex->rlen = ex->rcap = 0;
+		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
+		return -1;
+	}
+	memcpy(own, ex_shared, ex->rlen);
+	ex->rbuf = own;
+	return 0;
+}
+
+/*
  * Reads what the backend sent next into rbuf and parses it. Returns as
  * read(2), or -2 when the exchange was answered already.
+ *
+ * A read with nothing left over from the last one goes into a buffer that
+ * all exchanges share (the loop runs one at a time); an exchange copies
+ * into a buffer of its own only what it could not parse yet, such as a
+ * head cut short. So an exchange waiting for its backend holds no buffer,
+ * and a response that comes in one read is parsed without an allocation.
  */
 static ssize_t
 ex_read_buffered(struct exchange *ex)
 {
 	size_t want = ex->head_done ? EX_READ_CHUNK :
 	    ex_cfg(ex)->max_header_size;
+	bool shared = ex->rlen == 0;
+	uint8_t *nb;
 	ssize_t n;
 
-	if (ex->rcap < want) {
-		uint8_t *nb = realloc(ex->rbuf, want);
-
-		if (nb == NULL) {
+	if (shared) {
+		if (ex_shared_cap < want) {
+			if ((nb = realloc(ex_shared, want)) == NULL) {
+				ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
+				return -2;
+			}
+			ex_shared = nb;
+			ex_shared_cap = want;
+		}
+		free(ex->rbuf);		/* its own, emptied */
+		ex->rbuf = ex_shared;
+		ex->rcap = want;
+	} else if (ex->rcap < want) {
+		if ((nb = realloc(ex->rbuf, want)) == NULL) {
 			ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
 			return -2;
 		}
@@ -1011,13 +1060,16 @@ ex_read_buffered(struct exchange *ex)
 		return -2;
 	}
 	n = read(ex->uc->fd, ex->rbuf + ex->rlen, ex->rcap - ex->rlen);
-	if (n <= 0)
-		return n;
-	ex->resp_any = true;
-	ex->rlen += (size_t)n;
-	if (ex->head_done)
-		ev_timer_again(ex_loop(ex), &ex->timer);
-	ex_parse(ex);
+	if (n > 0) {
+		ex->resp_any = true;
+		ex->rlen += (size_t)n;
+		if (ex->head_done)
+			ev_timer_again(ex_loop(ex), &ex->timer);
+		ex_parse(ex);
+	}
+	/* (ex_upstream_close, in ex_parse, may have let go of it already) */
+	if (ex->rbuf == ex_shared && ex_keep_rest(ex) == -1)
+		return -2;
 	return n;
 }
 

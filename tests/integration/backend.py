@@ -515,7 +515,7 @@ class Backend:
 
     ENDPOINTS = ("bytes", "chunked", "close", "slow", "status", "upload", "echo-headers",
                  "hang", "die", "die-chunked", "garbage", "extra", "early-hints", "hop",
-                 "cookies", "drop-reused")
+                 "cookies", "drop-reused", "trickle")
 
     def _handle(self, sock, rf, req, rec):
         """Serve one request; returns whether the connection stays open."""
@@ -585,6 +585,29 @@ class Backend:
                 i += 1
             sock.sendall(b"0\r\n\r\n")
             return not close
+
+        if name == "trickle":
+            # The whole response, head included, in pieces of ?step=K
+            # bytes (7) 10 ms apart, so that reads end anywhere: in the
+            # status line, a field, a CRLF, a chunk-size line. Chunked,
+            # or with ?cl=1 a Content-Length.
+            n = self._int_arg(args)
+            step = self._int_arg(q.get("step", []), 7) or 1
+            data = body_bytes(n)
+            if q.get("cl"):
+                msg = self._head(200, [("Content-Length", str(n))]) + data
+            else:
+                msg = self._head(200, [("Transfer-Encoding", "chunked")])
+                for off in range(0, n, 40):
+                    piece = data[off:off + 40]
+                    msg += b"%x\r\n" % len(piece) + piece + b"\r\n"
+                msg += b"0\r\n\r\n"
+            if sock.family != socket.AF_UNIX:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for off in range(0, len(msg), step):
+                sock.sendall(msg[off:off + step])
+                time.sleep(0.01)
+            return True
 
         if name == "close":
             n = self._int_arg(args)

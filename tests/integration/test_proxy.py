@@ -398,6 +398,22 @@ def test_failures_do_not_break_later_requests(qp):
     assert r.status == 200 and r.sha256 == expected_sha256(64 * KiB)
 
 
+@pytest.mark.parametrize("framing", ["chunked", "cl"])
+def test_response_in_small_pieces(qp, backend_app, framing):
+    """The backend's response comes 7 bytes at a time, so reads end inside
+    the status line, field lines, CRLFs and chunk-size lines. The client
+    gets the body whole, and the connection is reused cleanly after."""
+    n = 300
+    before = backend_app.count
+    q = "?cl=1" if framing == "cl" else ""
+    r = h3_get(qp.url("/app/trickle/%d%s" % (n, q)), timeout=30)
+    assert r.status == 200 and r.body == expected_body(n)
+    conn = backend_app.requests_since(before)[0]["conn"]
+    r = h3_get(qp.url("/app/bytes/%d" % n))
+    assert r.status == 200 and r.body == expected_body(n)
+    assert backend_app.requests_since(before)[1]["conn"] == conn
+
+
 def _drop_reused(qp, backend_app, send):
     """Leaves a used connection in the pool, then sends a request that the
     backend answers only on a new connection. Returns the response, the
