@@ -71,6 +71,34 @@ http1_isbadctl(uint8_t c)
 	return (c < 0x20 && c != '\t') || c == 0x7f;
 }
 
+/*
+ * Whether s[0, len) holds a control character other than HT. Eight bytes
+ * at a time: a word with a byte below 0x20 or equal to 0x7f (HT included)
+ * is then looked at byte by byte.
+ */
+static bool
+http1_has_badctl(const uint8_t *s, size_t len)
+{
+	const uint64_t ones = 0x0101010101010101ULL;
+	const uint64_t high = 0x8080808080808080ULL;
+	uint64_t w, del;
+	size_t i = 0, j;
+
+	for (; i + 8 <= len; i += 8) {
+		memcpy(&w, s + i, 8);
+		del = w ^ (ones * 0x7f);
+		if ((((w - ones * 0x20) & ~w) | ((del - ones) & ~del)) & high) {
+			for (j = i; j < i + 8; j++)
+				if (http1_isbadctl(s[j]))
+					return true;
+		}
+	}
+	for (; i < len; i++)
+		if (http1_isbadctl(s[i]))
+			return true;
+	return false;
+}
+
 static bool
 http1_isows(uint8_t c)
 {
@@ -152,8 +180,6 @@ http1_token_is(const char *s, size_t len, const char *token)
 static int
 http1_status_line(const uint8_t *s, size_t len, struct http1_response *resp)
 {
-	size_t i;
-
 	if (len < 12 || memcmp(s, "HTTP/1.", 7) != 0)
 		return -1;
 	if (s[7] != '0' && s[7] != '1')
@@ -167,29 +193,28 @@ http1_status_line(const uint8_t *s, size_t len, struct http1_response *resp)
 	resp->status = (s[9] - '0') * 100 + (s[10] - '0') * 10 + (s[11] - '0');
 	if (len == 12)
 		return 0;
-	if (s[12] != ' ')
+	if (s[12] != ' ' || http1_has_badctl(s + 13, len - 13))
 		return -1;
-	for (i = 13; i < len; i++)
-		if (http1_isbadctl(s[i]))
-			return -1;
 	return 0;
 }
 
-/* A field line, without its CRLF: token ":" OWS value OWS. */
+/*
+ * A field line, without its CRLF: token ":" OWS value OWS. s[len] is the
+ * line's CR, which ends the name's scan as any byte that is not a tchar.
+ */
 static int
 http1_field_line(const uint8_t *s, size_t len, struct http1_response *resp)
 {
 	struct http1_header *h;
 	size_t i, vs, ve;
 
-	for (i = 0; i < len && s[i] != ':'; i++)
-		if (!http1_istchar(s[i]))
-			return -1;	/* also obs-fold and SP before ':' */
-	if (i == 0 || i == len)
+	for (i = 0; http1_istchar(s[i]); i++)
+		;
+	/* a name ends at ':': not at SP, obs-fold or anything else */
+	if (i == 0 || i >= len || s[i] != ':')
 		return -1;
-	for (vs = i + 1; vs < len; vs++)
-		if (http1_isbadctl(s[vs]))
-			return -1;
+	if (http1_has_badctl(s + i + 1, len - i - 1))
+		return -1;
 	for (vs = i + 1; vs < len && http1_isows(s[vs]); vs++)
 		;
 	for (ve = len; ve > vs && http1_isows(s[ve - 1]); ve--)

@@ -261,6 +261,39 @@ test_incomplete(void)
 	CHECK_EQ_INT(PARSE("HTTP/1.1 200 OK\r\nA: b\r\n\r", false, &resp), 0);
 }
 
+/*
+ * Every byte value at every place of a 19-byte field value and reason
+ * phrase (the parser looks at eight bytes at a time, then the rest): only
+ * controls other than HT are refused (CR and LF end the line earlier).
+ */
+static void
+test_value_bytes(void)
+{
+	char buf[128];
+	const char *val = "abcdefghijklmnopqrs";
+	size_t n, vlen = strlen(val);
+	bool bad;
+	long rc;
+
+	for (size_t pos = 0; pos < vlen; pos++) {
+		for (int c = 0; c < 256; c++) {
+			if (c == '\r' || c == '\n')
+				continue;
+			bad = (c < 0x20 && c != '\t') || c == 0x7f;
+			n = (size_t)snprintf(buf, sizeof(buf),
+			    "HTTP/1.1 200 OK\r\nX: a%s\r\n\r\n", val);
+			buf[17 + 4 + pos] = (char)c;
+			rc = parse_head(buf, n, false, &resp);
+			CHECK_EQ_INT(rc == -1, bad);
+			n = (size_t)snprintf(buf, sizeof(buf),
+			    "HTTP/1.1 200 %s\r\n\r\n", val);
+			buf[13 + pos] = (char)c;
+			rc = parse_head(buf, n, false, &resp);
+			CHECK_EQ_INT(rc == -1, bad);
+		}
+	}
+}
+
 static void
 test_headers(void)
 {
@@ -1053,6 +1086,7 @@ main(void)
 	test_status_lines();
 	test_incomplete();
 	test_headers();
+	test_value_bytes();
 	test_content_length();
 	test_transfer_encoding();
 	test_keep_alive();
