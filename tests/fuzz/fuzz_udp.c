@@ -124,6 +124,9 @@ struct backend_conn {
 	ev_io		 io;
 	uint8_t		 buf[8192];
 	size_t		 len;
+	uint8_t		 rest[4096];	/* BF_SPLIT: to send later */
+	size_t		 restlen;
+	unsigned	 rest_turn;	/* of the loop, when cut */
 	struct backend_conn *next;
 };
 
@@ -158,6 +161,13 @@ static bool		 debug;
 #define BF_CLOSE	0x01	/* close after answering */
 #define BF_EARLY	0x02	/* answer at once, before the request */
 #define BF_SILENT	0x04	/* never answer */
+/*
+ * Answer in two pieces, cut at (flags >> 4) + 1 seventeenths; the second
+ * goes two turns of the loop later, once qproxy has read the first: so
+ * heads, chunk-size lines and bodies arrive cut at any place.
+ */
+#define BF_SPLIT	0x08
+static unsigned		 loop_turns;	/* ev_run calls of pump() */
 
 static const char default_response[] =
     "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/plain\r\n"
@@ -237,17 +247,46 @@ backend_close(struct backend_conn *b)
 	free(b);
 }
 
+/* Sends the second pieces that qproxy has had a turn to read before. */
 static void
+backend_send_rests(void)
+{
+	struct backend_conn *b, *next;
+	ssize_t n;
+
+	for (b = backends; b != NULL; b = next) {
+		next = b->next;
+		if (b->restlen == 0 || b->rest_turn >= loop_turns)
+			continue;
+		n = send(b->fd, b->rest, b->restlen,
+		    MSG_DONTWAIT | MSG_NOSIGNAL);
+		(void)n;
+		b->restlen = 0;
+		if (backend_flags & BF_CLOSE)
+			backend_close(b);
+	}
+}
+
+/* Returns whether the connection is to be closed now. */
+static bool
 backend_answer(struct backend_conn *b)
 {
+	size_t cut = backend_resplen;
 	ssize_t n;
 
 	if (backend_flags & BF_SILENT)
-		return;
+		return false;
+	if ((backend_flags & BF_SPLIT) && b->restlen == 0)
+		cut = backend_resplen * (size_t)((backend_flags >> 4) + 1) / 17;
 	/* best effort: whatever does not fit is not sent */
-	n = send(b->fd, backend_resp, backend_resplen,
-	    MSG_DONTWAIT | MSG_NOSIGNAL);
+	n = send(b->fd, backend_resp, cut, MSG_DONTWAIT | MSG_NOSIGNAL);
 	(void)n;
+	if (cut == backend_resplen)
+		return (backend_flags & BF_CLOSE) != 0;
+	b->restlen = backend_resplen - cut;
+	b->rest_turn = loop_turns;
+	memcpy(b->rest, backend_resp + cut, b->restlen);
+	return false;	/* closed after the rest */
 }
 
 static void
@@ -273,8 +312,7 @@ backend_read_cb(struct ev_loop *l, ev_io *w, int revents)
 		if (end == NULL)
 			continue;
 		seen.backend_requests++;
-		backend_answer(b);
-		if (backend_flags & BF_CLOSE) {
+		if (backend_answer(b)) {
 			backend_close(b);
 			return;
 		}
@@ -300,11 +338,8 @@ backend_accept_cb(struct ev_loop *l, ev_io *w, int revents)
 		ev_io_init(&b->io, backend_read_cb, fd, EV_READ);
 		b->io.data = b;
 		ev_io_start(loop, &b->io);
-		if (backend_flags & BF_EARLY) {
-			backend_answer(b);
-			if (backend_flags & BF_CLOSE)
-				backend_close(b);
-		}
+		if ((backend_flags & BF_EARLY) && backend_answer(b))
+			backend_close(b);
 	}
 }
 
@@ -770,8 +805,11 @@ pump(struct client *c, int rounds)
 		    ngtcp2_conn_handle_expiry(c->conn, now_ts()) != 0)
 			c->dead = true;
 		client_write(c, NULL, 0);
-		ev_run(loop, EVRUN_NOWAIT);
-		ev_run(loop, EVRUN_NOWAIT);
+		for (int k = 0; k < 2; k++) {
+			backend_send_rests();
+			loop_turns++;
+			ev_run(loop, EVRUN_NOWAIT);
+		}
 		client_read(c);
 	}
 }

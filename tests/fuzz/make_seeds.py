@@ -516,6 +516,16 @@ def udp_seeds():
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
         b"5;x=y\r\nhello\r\n0\r\nTrailer: t\r\n\r\n"),
         op(OP_CONNECT), op(OP_REQUEST, b"\x04" + get), op(OP_PUMP, b"\x07"))
+    # BF_SPLIT (0x08): the answer in two reads, cut at (flags >> 4) + 1
+    # seventeenths: here inside the head, and inside a chunk-size line.
+    udp("backend-split-head", op(OP_BACKEND, bytes([0x08 | 3 << 4]) +
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello"),
+        op(OP_CONNECT), op(OP_REQUEST, b"\x04" + get), op(OP_PUMP, b"\x07"),
+        op(OP_REQUEST, b"\x05" + get), op(OP_PUMP, b"\x07"))
+    udp("backend-split-chunked", op(OP_BACKEND, bytes([0x08 | 11 << 4]) +
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n1a\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\n\r\n"),
+        op(OP_CONNECT), op(OP_REQUEST, b"\x04" + get), op(OP_PUMP, b"\x07"))
     udp("backend-close-delimited", op(OP_BACKEND, b"\x01" +
         b"HTTP/1.0 200 OK\r\n\r\nuntil close"),
         op(OP_CONNECT), op(OP_REQUEST, b"\x04" + get), op(OP_PUMP, b"\x07"))
