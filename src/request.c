@@ -165,10 +165,15 @@ name_is(const uint8_t *name, size_t len, const char *s)
 static bool
 authority_ok(const uint8_t *value, size_t len)
 {
-	for (size_t i = 0; i < len; i++)
-		if (value[i] <= ' ' || value[i] >= 0x7f ||
-		    strchr("\"\\/?#<>{}|^`", value[i]) != NULL)
+	for (size_t i = 0; i < len; i++) {
+		if (value[i] <= ' ' || value[i] >= 0x7f)
 			return false;
+		switch (value[i]) {
+		case '"': case '\\': case '/': case '?': case '#': case '<':
+		case '>': case '{': case '}': case '|': case '^': case '`':
+			return false;
+		}
+	}
 	return true;
 }
 

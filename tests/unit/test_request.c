@@ -248,6 +248,28 @@ start_get(struct request *r, const char *authority)
 	    (const uint8_t *)"/", 1);
 }
 
+/*
+ * Every byte value inside :authority: what may stand in the quoted-string
+ * of the Forwarded field passes, nothing else (RFC 3986 3.2, RFC 7239 4).
+ */
+static void
+test_authority_bytes(void)
+{
+	struct request r;
+	char authority[4] = { 'a', 0, 'b', '\0' };
+	bool ok;
+
+	for (int c = 1; c < 256; c++) {
+		if (c == ':' || c == '@')
+			continue;	/* port and userinfo: checked apart */
+		authority[1] = (char)c;
+		start_get(&r, authority);
+		ok = c > ' ' && c < 0x7f && strchr("\"\\/?#<>{}|^`", c) == NULL;
+		CHECK_EQ_INT(request_finish(&r, true) == 0, ok);
+		request_free(&r);
+	}
+}
+
 /* Past the inline space (fields and bytes), every field still goes out. */
 static void
 test_large_request(void)
@@ -374,6 +396,7 @@ main(void)
 	test_other_errors();
 	test_http1();
 	test_large_request();
+	test_authority_bytes();
 	test_long_forwarded();
 	request_free(build(end, true, &rv));	/* the static one */
 	UNIT_DONE();
