@@ -872,6 +872,15 @@ done:
 	return rv;
 }
 
+/* The backend sent bytes after its response: a second one, or garbage. */
+static void
+ex_after_body(struct exchange *ex)
+{
+	log_warnx("backend %s: bytes after the response body; connection "
+	    "not reused", ex->server->cfg->text);
+	ex->reusable = false;
+}
+
 /* Parses what the backend sent so far. */
 static void
 ex_parse(struct exchange *ex)
@@ -950,7 +959,8 @@ ex_parse(struct exchange *ex)
 		    &data, &datalen);
 	switch (st) {
 	case HTTP1_BODY_DONE:
-		/* bytes after the body: a second response or garbage */
+		if (ex->rlen > 0)
+			ex_after_body(ex);
 		ex_response_done(ex, true);
 		break;
 	case HTTP1_BODY_ERROR:
@@ -1082,10 +1092,12 @@ ex_read_buffered(struct exchange *ex)
 static ssize_t
 ex_read_body(struct exchange *ex, size_t room)
 {
-	struct iovec iov[EX_READ_IOV];
+	struct iovec iov[EX_READ_IOV + 1];
 	enum http1_body_status st = HTTP1_BODY_AGAIN;
 	const uint8_t *data;
 	size_t cnt, max, total = 0, consumed, datalen;
+	uint8_t after;
+	bool probe;
 	ssize_t n;
 
 	max = room < BUFQ_CHUNK_SIZE ? BUFQ_CHUNK_SIZE : room;
@@ -1102,7 +1114,22 @@ ex_read_body(struct exchange *ex, size_t room)
 		}
 		total += iov[i].iov_len;
 	}
+	/*
+	 * A read that can end the body asks for one byte more: a backend
+	 * that sends anything after its body (a second response, garbage)
+	 * is found here, before its connection could go back to the pool.
+	 */
+	probe = ex->body.framing == HTTP1_BODY_LENGTH &&
+	    total == ex->body.remaining;
+	if (probe) {
+		iov[cnt].iov_base = &after;
+		iov[cnt++].iov_len = 1;
+	}
 	n = readv(ex->uc->fd, iov, (int)cnt);
+	if (probe && n > (ssize_t)total) {
+		ex_after_body(ex);
+		n = (ssize_t)total;
+	}
 	bufq_commit(&ex->resp_body, n > 0 ? (size_t)n : 0);
 	if (n <= 0)
 		return n;

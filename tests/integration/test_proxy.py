@@ -450,17 +450,22 @@ def test_post_not_sent_again_when_a_pooled_connection_closes(qp, backend_app):
     assert retried == 0
 
 
-@pytest.mark.parametrize("ms", [0, 300], ids=["at-once", "later"])
-def test_backend_bytes_after_the_response_never_reach_a_client(qp, backend_app, ms):
+@pytest.mark.parametrize("n,ms", [(1000, 0), (300 * KiB, 0), (1000, 300)],
+                         ids=["at-once", "at-once-large", "later"])
+def test_backend_bytes_after_the_response_never_reach_a_client(qp, backend_app, n, ms):
     """The backend sends more than its Content-Length: a second response
     nobody asked for, with the first or while its connection would idle in
     the pool.  The client gets exactly the body the Content-Length framed;
     that connection is never used again, so the next requests get their own
-    responses, never the smuggled one."""
-    n = 1000
+    responses, never the smuggled one.  Bytes that come with the response
+    are seen as it is read, before the connection could go back to the
+    pool (with a large body, by the read that ends the body)."""
     start = backend_app.count
+    log_at = len(qp.log_text())
     r = h3_get(qp.url("/app/extra/%d?ms=%d" % (n, ms)))
     assert r.status == 200 and r.body == expected_body(n)
+    if ms == 0:
+        assert "bytes after the response body" in qp.log_text()[log_at:]
     bad_conn = backend_app.requests_since(start)[0]["conn"]
     time.sleep(2 * ms / 1000.0)
     later = backend_app.count
