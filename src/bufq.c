@@ -51,6 +51,12 @@ bufq_chunks_in_use(void)
 	return nused;
 }
 
+size_t
+bufq_chunks_free(void)
+{
+	return nfree;
+}
+
 void
 bufq_init(struct bufq *q)
 {

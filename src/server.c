@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bufq.h"
 #include "conn.h"
 #include "log.h"
 #include "stats.h"
@@ -382,6 +383,8 @@ static const struct stats_row {
 	ROW("upstream", "connect_failures", upstream_connect_failures),
 	ROW("upstream", "reused", upstream_reused),
 	ROW("upstream", "retried", upstream_retried),
+	ROW("buffers", "chunks", buffer_chunks),
+	ROW("buffers", "chunks_free", buffer_chunks_free),
 };
 #undef ROW
 
@@ -394,6 +397,8 @@ server_report_stats(struct quic_server *srv, struct strbuf *out, bool json)
 	char text[ADDR_STRLEN];
 	struct udp_sock *s;
 
+	stats.buffer_chunks = bufq_chunks_in_use();
+	stats.buffer_chunks_free = bufq_chunks_free();
 	if (json)
 		strbuf_printf(out, "{\"version\":\"%s\",\"uptime\":%.3f,"
 		    "\"generation\":%llu", QPROXY_VERSION, uptime,

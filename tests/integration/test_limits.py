@@ -5,6 +5,7 @@ resets ("rapid reset"), clients that read nothing, and the CID table."""
 import os
 import socket
 import subprocess
+import threading
 import time
 
 import pycurl
@@ -182,16 +183,35 @@ def test_client_that_reads_nothing_is_closed_after_send_timeout(qproxy_factory,
     most its response buffer per stream, and closes it after send_timeout."""
     q = _private(qproxy_factory, backend_app, tmp_path, ("send_timeout", "2s"),
                  ("response_buffer_size", "64k"))
+    got, stuck = [], []
+
+    def run():
+        got.append(h3raw(q.port, [":method: GET", ":scheme: https",
+                                  ":authority: 127.0.0.1:%d" % q.port,
+                                  ":path: /app/bytes/20000000"],
+                         count=4, timeout=20, extra=["--no-read"]))
     t = time.monotonic()
-    r = h3raw(q.port, [":method: GET", ":scheme: https",
-                       ":authority: 127.0.0.1:%d" % q.port, ":path: /app/bytes/20000000"],
-              count=4, timeout=20, extra=["--no-read"])
+    client = threading.Thread(target=run)
+    client.start()
+    time.sleep(1.0)
+    stuck.append(stats(q))
+    client.join()
     elapsed = time.monotonic() - t
+    r = got[0]
     assert r.outcomes == ["closed 0x107"] * 4, r
     assert 2.0 <= elapsed < 10 * SLOW, elapsed
     assert _limits(q)["closed_send_timeout"] == 1
-    # while it was stuck, the backend's 20 MB did not pile up in qproxy
-    assert stats(q)["streams"]["current"] == 0
+    # While it was stuck, the backend's 20 MB did not pile up in qproxy. Per
+    # stream: response_buffer_size (four 16 KiB chunks), the one read of at
+    # most a chunk that may start just under it, and a chunk that the oldest
+    # bytes fill only in part.
+    assert stuck[0]["streams"]["current"] == 4, stuck[0]["streams"]
+    assert 4 * 4 <= stuck[0]["buffers"]["chunks"] <= 4 * 6, stuck[0]["buffers"]
+    # and all of it is given back
+    after = stats(q)
+    assert after["streams"]["current"] == 0
+    assert after["buffers"]["chunks"] == 0, after["buffers"]
+    assert after["buffers"]["chunks_free"] <= 64
 
 
 def test_slow_reader_that_keeps_reading_is_not_closed(qproxy_factory, backend_app, tmp_path):

@@ -272,6 +272,8 @@ def main():
         answered = sum(req[k] for k in ("1xx", "2xx", "3xx", "4xx", "5xx"))
         if s["streams"]["current"] != 0:
             problems.append("streams still open after the load: %r" % s["streams"])
+        if s["buffers"]["chunks"] != 0:
+            problems.append("body buffers still held after the load: %r" % s["buffers"])
         if req["total"] > answered + req["reset"] + req["malformed"]:
             problems.append("requests unaccounted for: %r" % req)
         if args.rss_slack >= 0 and rss1 > rss0 * (1 + args.rss_slack):
