@@ -614,9 +614,8 @@ ex_upstream_close(struct exchange *ex, bool reuse)
 {
 	if (ex->uc == NULL)
 		return;
-	ev_io_stop(ex_loop(ex), &ex->uc->rio);
-	ev_io_stop(ex_loop(ex), &ex->uc->wio);
 	ex->server->active--;
+	/* both stop or hand over the connection's watchers */
 	if (reuse)
 		upstream_release(ex->uc);
 	else

@@ -196,6 +196,7 @@ upstream_release(struct upstream_conn *c)
 		upstream_close(c);
 		return;
 	}
+	/* rio may still be active for the exchange: it only changes hands */
 	ev_io_stop(s->pool->loop, &c->wio);
 	c->next = s->idle;
 	if (c->next != NULL)
