@@ -1281,6 +1281,8 @@ ex_log(struct exchange *ex)
 	char *authority = NULL, *path = NULL;
 	const char *a, *p;
 
+	if (!access_log_enabled())
+		return;
 	a = request_authority(&ex->req, &len);
 	authority = strndup(a, len);
 	p = request_path(&ex->req, &len);

@@ -275,6 +275,12 @@ access_log_open(const char *path, int json)
 	return 0;
 }
 
+int
+access_log_enabled(void)
+{
+	return acc_fd != -1;
+}
+
 void
 access_log_close(void)
 {

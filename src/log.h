@@ -56,6 +56,8 @@ struct access_entry {
 
 /* path NULL: off; "stderr"; or a file. 0, or -1 with errno. */
 int	access_log_open(const char *path, int json);
+/* Whether access_log_write writes anything: callers skip gathering it. */
+int	access_log_enabled(void);
 void	access_log_write(const struct access_entry *);
 void	access_log_close(void);
 

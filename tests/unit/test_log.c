@@ -366,7 +366,9 @@ test_access_stderr_off(void)
 
 	/* Off: nothing anywhere. */
 	CHECK_EQ_INT(access_log_open(path, 0), 0);
+	CHECK(access_log_enabled());
 	CHECK_EQ_INT(access_log_open(NULL, 0), 0);
+	CHECK(!access_log_enabled());
 	s = capture_stderr(write_sample);
 	CHECK_EQ_STR(s, "");
 	free(s);
