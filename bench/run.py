@@ -220,6 +220,23 @@ def cpu_ns(pids):
     return total
 
 
+def cpu_ticks(pids):
+    """(user, kernel) clock ticks of every thread of these processes: too
+    coarse to time a run, fine to split one in two."""
+    user = kernel = 0
+    for pid in pids:
+        try:
+            for tid in os.listdir("/proc/%d/task" % pid):
+                with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                    st = f.read()
+                fields = st[st.rindex(")") + 2:].split()
+                user += int(fields[11])
+                kernel += int(fields[12])
+        except (OSError, ValueError, IndexError):
+            pass
+    return user, kernel
+
+
 def status_kib(pid, key):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
@@ -554,6 +571,9 @@ backend = nginx
     def cpu_ns(self):
         return cpu_ns(tree(self.proc.pid))
 
+    def cpu_ticks(self):
+        return cpu_ticks(tree(self.proc.pid))
+
     def logged_error(self):
         """The first error the server logged, if any, shortened."""
         for path in (self.stderr_path, self.stderr_path + ".log"):
@@ -718,6 +738,7 @@ def run_h2load(env, server, wl):
     uploads_before = count_lines(env.upload_log)
     out = open(os.path.join(env.dir, server.name + ".h2load"), "w+")
     cpu0 = server.cpu_ns()
+    ticks0 = server.cpu_ticks()
     client = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
                               preexec_fn=pinned(env.cpu("client")))
     deadline = time.monotonic() + env.args.timeout
@@ -738,6 +759,7 @@ def run_h2load(env, server, wl):
             client.kill()
             client.wait()
     cpu1 = server.cpu_ns()
+    ticks1 = server.cpu_ticks()
     server.check_alive("during the run")
     out.seek(0)
     text = out.read()
@@ -762,6 +784,9 @@ def run_h2load(env, server, wl):
                          % (server.kind, wl.name))
     res = {"secs": secs, "cpu_s": cpu_s, "p50": percentile(lat, 50),
            "p99": percentile(lat, 99)}
+    user, kernel = ticks1[0] - ticks0[0], ticks1[1] - ticks0[1]
+    # the kernel's part of the server's CPU time, in per cent
+    res["kernel"] = 100.0 * kernel / (user + kernel) if user + kernel else None
     mib = wl.requests * wl.size / MIB
     if wl.kind == "requests":
         res["rate"] = wl.requests / secs
@@ -884,15 +909,17 @@ def ratio(a, b):
 
 def table(wls, results, failed):
     rows = ["| workload | headline (better) | qproxy | nghttpx | ratio q/n "
+            "| CPU % in kernel q / n "
             "| throughput q / n | p50 ms q / n | p99 ms q / n "
             "| peak RSS MiB q / n | RSS ratio |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
 
     def med(wl, kind):
         if not results.get((wl.name, kind)):
             return None
         return {k: median(results[(wl.name, kind)], k)
-                for k in ("work", "rate", "p50", "p99", "rss_kib")}
+                for k in ("work", "rate", "p50", "p99", "rss_kib",
+                          "kernel")}
 
     def cell(m, key, digits=None):
         return fmt(m[key], digits) if m else "FAIL"
@@ -903,11 +930,13 @@ def table(wls, results, failed):
         rn = n["rss_kib"] / KIB if n and n["rss_kib"] else None
         thr = "-" if wl.kind == "idle" else "%s / %s %s" % (
             cell(q, "rate"), cell(n, "rate"), rate_u)
-        rows.append("| %s | %s (%s) | %s | %s | %s | %s | %s / %s | %s / %s "
-                    "| %s / %s | %s |" % (
+        kern = "-" if wl.kind == "idle" else "%s / %s" % (
+            cell(q, "kernel", 0), cell(n, "kernel", 0))
+        rows.append("| %s | %s (%s) | %s | %s | %s | %s | %s | %s / %s "
+                    "| %s / %s | %s / %s | %s |" % (
                         name, work_u, better, cell(q, "work"),
                         cell(n, "work"),
-                        ratio(q and q["work"], n and n["work"]), thr,
+                        ratio(q and q["work"], n and n["work"]), kern, thr,
                         cell(q, "p50"), cell(n, "p50"), cell(q, "p99"),
                         cell(n, "p99"), fmt(rq, 1) if q else "FAIL",
                         fmt(rn, 1) if n else "FAIL", ratio(rq, rn)))
