@@ -220,6 +220,9 @@ def cpu_ns(pids):
     return total
 
 
+MIN_TICKS = 20
+
+
 def cpu_ticks(pids):
     """(user, kernel) clock ticks of every thread of these processes: too
     coarse to time a run, fine to split one in two."""
@@ -785,8 +788,10 @@ def run_h2load(env, server, wl):
     res = {"secs": secs, "cpu_s": cpu_s, "p50": percentile(lat, 50),
            "p99": percentile(lat, 99)}
     user, kernel = ticks1[0] - ticks0[0], ticks1[1] - ticks0[1]
-    # the kernel's part of the server's CPU time, in per cent
-    res["kernel"] = 100.0 * kernel / (user + kernel) if user + kernel else None
+    # the kernel's part of the server's CPU time, in per cent; a run of
+    # fewer than MIN_TICKS clock ticks is too short to split
+    res["kernel"] = (100.0 * kernel / (user + kernel)
+                     if user + kernel >= MIN_TICKS else None)
     mib = wl.requests * wl.size / MIB
     if wl.kind == "requests":
         res["rate"] = wl.requests / secs
