@@ -341,12 +341,18 @@ tls_hp_mask(uint8_t *dest, const ngtcp2_crypto_cipher *hp,
     const ngtcp2_crypto_cipher_ctx *hp_ctx, const uint8_t *sample)
 {
 	WOLFSSL_EVP_CIPHER_CTX *ctx = hp_ctx->native_handle;
-	uint8_t block[AES_BLOCK_SIZE];
+	/*
+	 * wolfSSL's AES-NI path copies an input block that is not 16-byte
+	 * aligned into a buffer it allocates and frees on each call; a sample
+	 * sits anywhere in a packet.
+	 */
+	_Alignas(16) uint8_t in[AES_BLOCK_SIZE], block[AES_BLOCK_SIZE];
 
 	if (ctx->cipherType != AES_128_CTR_TYPE &&
 	    ctx->cipherType != AES_256_CTR_TYPE)
 		return ngtcp2_crypto_hp_mask_cb(dest, hp, hp_ctx, sample);
-	if (wc_AesEncryptDirect(&ctx->cipher.aes, block, sample) != 0)
+	memcpy(in, sample, sizeof(in));
+	if (wc_AesEncryptDirect(&ctx->cipher.aes, block, in) != 0)
 		return NGTCP2_ERR_CALLBACK_FAILURE;
 	memcpy(dest, block, NGTCP2_HP_MASKLEN);
 	return 0;

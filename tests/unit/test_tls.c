@@ -1,0 +1,137 @@
+/*
+ * test_tls.c: the packet protection callbacks that bypass wolfSSL's EVP
+ * layer, against the test vectors of RFC 9001 appendix A, and without a
+ * heap allocation per packet.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <wolfssl/options.h>
+#include <wolfssl/ssl.h>
+#include <wolfssl/wolfcrypt/memory.h>
+#include <wolfssl/openssl/evp.h>
+#include <ngtcp2/ngtcp2_crypto.h>
+
+#include "tls.h"
+#include "unit.h"
+
+static size_t nallocs;
+
+static void *
+count_malloc(size_t n)
+{
+	nallocs++;
+	return malloc(n);
+}
+
+static void
+count_free(void *p)
+{
+	free(p);
+}
+
+static void *
+count_realloc(void *p, size_t n)
+{
+	nallocs++;
+	return realloc(p, n);
+}
+
+static void
+hex(uint8_t *out, const char *s)
+{
+	for (size_t i = 0; s[2 * i] != '\0'; i++) {
+		unsigned v;
+
+		(void)sscanf(s + 2 * i, "%2x", &v);
+		out[i] = (uint8_t)v;
+	}
+}
+
+/* The contexts as ngtcp2's wolfSSL backend makes them. */
+static ngtcp2_crypto_cipher hp = { (void *)(uintptr_t)0 };
+static ngtcp2_crypto_aead aead = { NULL, 16 };
+
+/* A.2: the client Initial's header protection mask. */
+static void
+test_hp_mask(void)
+{
+	ngtcp2_crypto_cipher_ctx hp_ctx;
+	WOLFSSL_EVP_CIPHER_CTX *ctx;
+	uint8_t key[16], sample[16], want[5], mask[NGTCP2_HP_MASKLEN];
+	uint8_t packet[64];
+	wolfSSL_Malloc_cb mf;
+	wolfSSL_Free_cb ff;
+	wolfSSL_Realloc_cb rf;
+
+	hex(key, "9f50449e04a0e810283a1e9933adedd2");
+	hex(sample, "d1b1c98dd7689fb8ec11d242b123dc9b");
+	hex(want, "437b9aec36");
+	hp.native_handle = (void *)(uintptr_t)wolfSSL_EVP_aes_128_ctr();
+	ctx = wolfSSL_EVP_CIPHER_CTX_new();
+	CHECK(ctx != NULL);
+	CHECK_EQ_INT(wolfSSL_EVP_EncryptInit_ex(ctx, wolfSSL_EVP_aes_128_ctr(),
+	    NULL, key, NULL), WOLFSSL_SUCCESS);
+	hp_ctx.native_handle = ctx;
+	CHECK_EQ_INT(wolfSSL_GetAllocators(&mf, &ff, &rf), 0);
+	CHECK_EQ_INT(wolfSSL_SetAllocators(count_malloc, count_free,
+	    count_realloc), 0);
+	/* a sample at every alignment a packet can put it */
+	for (size_t off = 0; off < 16; off++) {
+		memcpy(packet + off, sample, sizeof(sample));
+		memset(mask, 0, sizeof(mask));
+		CHECK_EQ_INT(tls_hp_mask(mask, &hp, &hp_ctx, packet + off), 0);
+		CHECK(memcmp(mask, want, sizeof(want)) == 0);
+	}
+	CHECK_EQ_INT(nallocs, 0);
+	CHECK_EQ_INT(wolfSSL_SetAllocators(mf, ff, rf), 0);
+	wolfSSL_EVP_CIPHER_CTX_free(ctx);
+}
+
+/* A.4: the Retry integrity tag is AES-128-GCM over an empty plaintext. */
+static void
+test_aead(void)
+{
+	ngtcp2_crypto_aead_ctx actx;
+	uint8_t key[16], nonce[12], aad[64], tag[16], out[16], plain[1];
+	size_t aadlen;
+	const char *aadhex = "088394c8f03e515708"
+	    "ff000000010008f067a5502a4262b5746f6b656e";
+
+	hex(key, "be0c690b9f66575a1d766b54e368c84e");
+	hex(nonce, "461599d35d632bf2239825bb");
+	hex(tag, "04a265ba2eff4d829058fb3f0f2496ba");
+	aadlen = strlen(aadhex) / 2;
+	hex(aad, aadhex);
+	aead.native_handle = (void *)(uintptr_t)wolfSSL_EVP_aes_128_gcm();
+	CHECK_EQ_INT(ngtcp2_crypto_aead_ctx_encrypt_init(&actx, &aead, key,
+	    sizeof(nonce)), 0);
+	CHECK_EQ_INT(tls_aead_encrypt(out, &aead, &actx, (const uint8_t *)"",
+	    0, nonce, sizeof(nonce), aad, aadlen), 0);
+	CHECK(memcmp(out, tag, sizeof(tag)) == 0);
+	ngtcp2_crypto_aead_ctx_free(&actx);
+
+	CHECK_EQ_INT(ngtcp2_crypto_aead_ctx_decrypt_init(&actx, &aead, key,
+	    sizeof(nonce)), 0);
+	CHECK_EQ_INT(tls_aead_decrypt(plain, &aead, &actx, tag, sizeof(tag),
+	    nonce, sizeof(nonce), aad, aadlen), 0);
+	/* one bit off in the associated data: the packet is dropped */
+	aad[aadlen - 1] ^= 1;
+	CHECK_EQ_INT(tls_aead_decrypt(plain, &aead, &actx, tag, sizeof(tag),
+	    nonce, sizeof(nonce), aad, aadlen), NGTCP2_ERR_DECRYPT);
+	/* shorter than a tag */
+	CHECK_EQ_INT(tls_aead_decrypt(plain, &aead, &actx, tag, 15, nonce,
+	    sizeof(nonce), aad, aadlen), NGTCP2_ERR_DECRYPT);
+	ngtcp2_crypto_aead_ctx_free(&actx);
+}
+
+int
+main(void)
+{
+	wolfSSL_Init();
+	test_hp_mask();
+	test_aead();
+	wolfSSL_Cleanup();
+	UNIT_DONE();
+}
