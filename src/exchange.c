@@ -568,45 +568,59 @@ ex_connected(struct exchange *ex)
 	ex_write(ex);
 }
 
-/* Connects to the next server, failing over while servers refuse. */
-static void
-ex_try_server(struct exchange *ex)
+/*
+ * Sends the request to ex->server, on a pooled connection or a new one.
+ * Returns -1 when the server refused the connection (the caller tries the
+ * next one), else 0: connecting, connected, or answered with 502.
+ */
+static int
+ex_use_server(struct exchange *ex)
 {
-	struct upstream_pool *pools = ex_pools(ex);
-	const struct config_backend *b = upstream_backend(pools, ex->backend);
+	const struct config_backend *b =
+	    upstream_backend(ex_pools(ex), ex->backend);
 	struct upstream_conn *uc;
-	size_t nservers;
 
-	for (; ; ex->attempt++) {
-		ex->server = upstream_pick(pools, ex->backend, ex->attempt,
-		    &nservers);
-		if (ex->attempt >= nservers) {
-			ex_respond(ex, 502);
-			return;
-		}
-		/* a retry takes a new connection: the pool's may be stale */
-		if (!ex->retried && (uc = upstream_take_idle(ex->server,
-		    ex_io_cb, ex)) != NULL) {
-			ex_attach(ex, uc, true);
-			ex_connected(ex);
-			return;
-		}
-		if ((uc = upstream_connect(ex->server, ex_io_cb, ex)) != NULL)
-			break;
+	/* a retry takes a new connection: the pool's may be stale */
+	if (!ex->retried && (uc = upstream_take_idle(ex->server,
+	    ex_io_cb, ex)) != NULL) {
+		ex_attach(ex, uc, true);
+		ex_connected(ex);
+		return 0;
+	}
+	if ((uc = upstream_connect(ex->server, ex_io_cb, ex)) == NULL) {
 		stats.upstream_connect_failures++;
 		ex->server->failures++;
 		ex->server->state = UPSTREAM_DOWN;
 		log_debug("backend %s: connect: %s", ex->server->cfg->text,
 		    strerror(errno));
-		if (!upstream_refused(errno)) {
-			ex_respond(ex, 502);
-			return;
-		}
+		if (upstream_refused(errno))
+			return -1;
+		ex_respond(ex, 502);
+		return 0;
 	}
 	ex_attach(ex, uc, false);
 	ex->state = EX_CONNECTING;
 	ev_io_start(ex_loop(ex), &uc->wio);
 	ex_arm_timer(ex, b->connect_timeout);
+	return 0;
+}
+
+/* Connects to the next server, failing over while servers refuse. */
+static void
+ex_try_server(struct exchange *ex)
+{
+	size_t nservers;
+
+	for (; ; ex->attempt++) {
+		ex->server = upstream_pick(ex_pools(ex), ex->backend,
+		    ex->attempt, &nservers);
+		if (ex->attempt >= nservers) {
+			ex_respond(ex, 502);
+			return;
+		}
+		if (ex_use_server(ex) == 0)
+			return;
+	}
 }
 
 static void
@@ -648,8 +662,11 @@ ex_retry(struct exchange *ex)
 	ex_upstream_close(ex, false);
 	bufq_free(&ex->out);
 	ex->req_written = false;
-	if (ex_write_head(ex) == 0)
+	/* the same server: its stale connection says nothing of its health */
+	if (ex_write_head(ex) == 0 && ex_use_server(ex) == -1) {
+		ex->attempt++;
 		ex_try_server(ex);
+	}
 	return true;
 }
 

@@ -450,6 +450,34 @@ def test_post_not_sent_again_when_a_pooled_connection_closes(qp, backend_app):
     assert retried == 0
 
 
+def test_get_sent_again_goes_to_the_same_server(qproxy_factory, backend_app,
+                                                backend_other):
+    """Two servers in round robin: the GET sent again after a pooled
+    connection closed goes to the server that closed it, on a new connection.
+    A keep-alive connection closing says nothing about its server, and the
+    retry must not move the request (or the round robin) elsewhere."""
+    q = qproxy_factory(sections=lambda port, c, k: [
+        ("global", [("log_level", "debug")]),
+        ("listener main", [("address", "127.0.0.1:%d" % port),
+                           ("certificate", c), ("private_key", k)]),
+        ("backend app", [("server", backend_app.tcp_server),
+                         ("server", backend_other.tcp_server)]),
+        ("route app", [("path_prefix", "/app/"), ("backend", "app")])])
+    # one used connection in each server's pool
+    for _ in range(2):
+        assert h3_get(q.url("/app/bytes/10")).status == 200
+    before = {b: b.count for b in (backend_app, backend_other)}
+    r = h3_get(q.url("/app/drop-reused"))
+    assert r.status == 200 and r.body == b"answered on a new connection\n"
+    tries = {b.name: [x["seq_on_conn"] for x in b.requests_since(before[b])
+                      if x["path"] == "/app/drop-reused"]
+             for b in before}
+    assert sorted(len(t) for t in tries.values()) == [0, 2], tries
+    seqs = [t for t in tries.values() if t][0]
+    assert seqs[0] > 1 and seqs[1] == 1, tries
+    assert stats(q)["upstream"]["retried"] == 1
+
+
 @pytest.mark.parametrize("n,ms", [(1000, 0), (300 * KiB, 0), (1000, 300)],
                          ids=["at-once", "at-once-large", "later"])
 def test_backend_bytes_after_the_response_never_reach_a_client(qp, backend_app, n, ms):
