@@ -206,18 +206,26 @@ def tree(pid):
     return pids
 
 
+def thread_files(pids, name):
+    """The text of /proc/PID/task/TID/name of every thread of these
+    processes; a thread or process that ended meanwhile is left out."""
+    for pid in pids:
+        try:
+            tids = os.listdir("/proc/%d/task" % pid)
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open("/proc/%d/task/%s/%s" % (pid, tid, name)) as f:
+                    yield f.read()
+            except OSError:
+                pass
+
+
 def cpu_ns(pids):
     """CPU time of every thread of these processes, in ns (schedstat is
     exact where utime+stime count 10 ms ticks)."""
-    total = 0
-    for pid in pids:
-        try:
-            for tid in os.listdir("/proc/%d/task" % pid):
-                with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
-                    total += int(f.read().split()[0])
-        except OSError:
-            pass
-    return total
+    return sum(int(t.split()[0]) for t in thread_files(pids, "schedstat"))
 
 
 MIN_TICKS = 20
@@ -227,16 +235,10 @@ def cpu_ticks(pids):
     """(user, kernel) clock ticks of every thread of these processes: too
     coarse to time a run, fine to split one in two."""
     user = kernel = 0
-    for pid in pids:
-        try:
-            for tid in os.listdir("/proc/%d/task" % pid):
-                with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
-                    st = f.read()
-                fields = st[st.rindex(")") + 2:].split()
-                user += int(fields[11])
-                kernel += int(fields[12])
-        except (OSError, ValueError, IndexError):
-            pass
+    for st in thread_files(pids, "stat"):
+        fields = st[st.rindex(")") + 2:].split()
+        user += int(fields[11])
+        kernel += int(fields[12])
     return user, kernel
 
 
@@ -574,8 +576,10 @@ backend = nginx
     def cpu_ns(self):
         return cpu_ns(tree(self.proc.pid))
 
-    def cpu_ticks(self):
-        return cpu_ticks(tree(self.proc.pid))
+    def cpu(self):
+        """cpu_ns() and cpu_ticks() of the server, read together."""
+        pids = tree(self.proc.pid)
+        return cpu_ns(pids), cpu_ticks(pids)
 
     def logged_error(self):
         """The first error the server logged, if any, shortened."""
@@ -740,8 +744,7 @@ def run_h2load(env, server, wl):
     cmd = h2load_cmd(env, server, wl, log_file)
     uploads_before = count_lines(env.upload_log)
     out = open(os.path.join(env.dir, server.name + ".h2load"), "w+")
-    cpu0 = server.cpu_ns()
-    ticks0 = server.cpu_ticks()
+    cpu0, ticks0 = server.cpu()
     client = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
                               preexec_fn=pinned(env.cpu("client")))
     deadline = time.monotonic() + env.args.timeout
@@ -761,8 +764,7 @@ def run_h2load(env, server, wl):
         if client.poll() is None:
             client.kill()
             client.wait()
-    cpu1 = server.cpu_ns()
-    ticks1 = server.cpu_ticks()
+    cpu1, ticks1 = server.cpu()
     server.check_alive("during the run")
     out.seek(0)
     text = out.read()
