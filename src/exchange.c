@@ -24,6 +24,7 @@
 #include <sys/uio.h>
 
 #include "bufq.h"
+#include "bytes.h"
 #include "conn.h"
 #include "exchange.h"
 #include "http1.h"
@@ -868,9 +869,8 @@ ex_submit_head(struct exchange *ex, const struct http1_response *r,
 		if (r->framing == HTTP1_BODY_CHUNKED && h->namelen == 14 &&
 		    strncasecmp(h->name, "content-length", 14) == 0)
 			continue;
-		for (size_t k = 0; k < h->namelen; k++)
-			np[k] = (char)((h->name[k] >= 'A' && h->name[k] <= 'Z') ?
-			    h->name[k] + 32 : h->name[k]);
+		bytes_lower((uint8_t *)np, (const uint8_t *)h->name,
+		    h->namelen);
 		nva[n++] = (nghttp3_nv){ (uint8_t *)np, (uint8_t *)(uintptr_t)
 		    h->value, h->namelen, h->valuelen, NGHTTP3_NV_FLAG_NONE };
 		np += h->namelen;

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "bytes.h"
 #include "http1.h"
 
 #define HTTP1_MAX_SIZE		((uint64_t)1 << 62)	/* a body or chunk */
@@ -36,68 +37,6 @@ enum {
 	BODY_DONE,
 	BODY_ERROR,
 };
-
-/* RFC 9110 5.6.2 tchar, as a table: the parser asks for every name byte. */
-static const bool http1_tchar[256] = {
-	['!'] = true, ['#'] = true, ['$'] = true, ['%'] = true, ['&'] = true,
-	['\''] = true, ['*'] = true, ['+'] = true, ['-'] = true, ['.'] = true,
-	['^'] = true, ['_'] = true, ['`'] = true, ['|'] = true, ['~'] = true,
-	['0'] = true, ['1'] = true, ['2'] = true, ['3'] = true, ['4'] = true,
-	['5'] = true, ['6'] = true, ['7'] = true, ['8'] = true, ['9'] = true,
-	['A'] = true, ['B'] = true, ['C'] = true, ['D'] = true, ['E'] = true,
-	['F'] = true, ['G'] = true, ['H'] = true, ['I'] = true, ['J'] = true,
-	['K'] = true, ['L'] = true, ['M'] = true, ['N'] = true, ['O'] = true,
-	['P'] = true, ['Q'] = true, ['R'] = true, ['S'] = true, ['T'] = true,
-	['U'] = true, ['V'] = true, ['W'] = true, ['X'] = true, ['Y'] = true,
-	['Z'] = true,
-	['a'] = true, ['b'] = true, ['c'] = true, ['d'] = true, ['e'] = true,
-	['f'] = true, ['g'] = true, ['h'] = true, ['i'] = true, ['j'] = true,
-	['k'] = true, ['l'] = true, ['m'] = true, ['n'] = true, ['o'] = true,
-	['p'] = true, ['q'] = true, ['r'] = true, ['s'] = true, ['t'] = true,
-	['u'] = true, ['v'] = true, ['w'] = true, ['x'] = true, ['y'] = true,
-	['z'] = true,
-};
-
-static inline bool
-http1_istchar(uint8_t c)
-{
-	return http1_tchar[c];
-}
-
-/* A control character other than HT: never allowed in a field value. */
-static bool
-http1_isbadctl(uint8_t c)
-{
-	return (c < 0x20 && c != '\t') || c == 0x7f;
-}
-
-/*
- * Whether s[0, len) holds a control character other than HT. Eight bytes
- * at a time: a word with a byte below 0x20 or equal to 0x7f (HT included)
- * is then looked at byte by byte.
- */
-static bool
-http1_has_badctl(const uint8_t *s, size_t len)
-{
-	const uint64_t ones = 0x0101010101010101ULL;
-	const uint64_t high = 0x8080808080808080ULL;
-	uint64_t w, del;
-	size_t i = 0, j;
-
-	for (; i + 8 <= len; i += 8) {
-		memcpy(&w, s + i, 8);
-		del = w ^ (ones * 0x7f);
-		if ((((w - ones * 0x20) & ~w) | ((del - ones) & ~del)) & high) {
-			for (j = i; j < i + 8; j++)
-				if (http1_isbadctl(s[j]))
-					return true;
-		}
-	}
-	for (; i < len; i++)
-		if (http1_isbadctl(s[i]))
-			return true;
-	return false;
-}
 
 static bool
 http1_isows(uint8_t c)
@@ -193,7 +132,7 @@ http1_status_line(const uint8_t *s, size_t len, struct http1_response *resp)
 	resp->status = (s[9] - '0') * 100 + (s[10] - '0') * 10 + (s[11] - '0');
 	if (len == 12)
 		return 0;
-	if (s[12] != ' ' || http1_has_badctl(s + 13, len - 13))
+	if (s[12] != ' ' || bytes_has_ctl(s + 13, len - 13))
 		return -1;
 	return 0;
 }
@@ -208,12 +147,12 @@ http1_field_line(const uint8_t *s, size_t len, struct http1_response *resp)
 	struct http1_header *h;
 	size_t i, vs, ve;
 
-	for (i = 0; http1_istchar(s[i]); i++)
+	for (i = 0; bytes_istchar(s[i]); i++)
 		;
 	/* a name ends at ':': not at SP, obs-fold or anything else */
 	if (i == 0 || i >= len || s[i] != ':')
 		return -1;
-	if (http1_has_badctl(s + i + 1, len - i - 1))
+	if (bytes_has_ctl(s + i + 1, len - i - 1))
 		return -1;
 	for (vs = i + 1; vs < len && http1_isows(s[vs]); vs++)
 		;
@@ -295,7 +234,7 @@ http1_transfer_encoding(const struct http1_response *resp, bool *found,
 			if (elen == 0)
 				return -1;
 			for (j = 0; j < elen; j++)
-				if (!http1_istchar((uint8_t)e[j]))
+				if (!bytes_istchar((uint8_t)e[j]))
 					return -1;
 			*chunked = http1_token_is(e, elen, "chunked");
 			if (*chunked) {
@@ -492,7 +431,7 @@ http1_chunked_byte(struct http1_body *b, uint8_t c)
 	case BODY_EXT:
 		if (c == '\r')
 			b->state = BODY_SIZE_LF;
-		else if (http1_isbadctl(c))
+		else if (bytes_isctl(c))
 			return false;
 		return true;
 	case BODY_SIZE_LF:
@@ -516,7 +455,7 @@ http1_chunked_byte(struct http1_body *b, uint8_t c)
 	case BODY_TRAILER:
 		if (c == '\r')
 			b->state = BODY_END_LF;
-		else if (http1_istchar(c))
+		else if (bytes_istchar(c))
 			b->state = BODY_TR_NAME;
 		else
 			return false;	/* obs-fold, empty name, ... */
@@ -524,13 +463,13 @@ http1_chunked_byte(struct http1_body *b, uint8_t c)
 	case BODY_TR_NAME:
 		if (c == ':')
 			b->state = BODY_TR_VALUE;
-		else if (!http1_istchar(c))
+		else if (!bytes_istchar(c))
 			return false;
 		return true;
 	case BODY_TR_VALUE:
 		if (c == '\r')
 			b->state = BODY_TR_LF;
-		else if (http1_isbadctl(c))
+		else if (bytes_isctl(c))
 			return false;
 		return true;
 	case BODY_TR_LF:

@@ -12,18 +12,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "bytes.h"
 #include "request.h"
-
-/* RFC 9110 tchar, lowercase only (RFC 9114 4.2 forbids uppercase). */
-static int
-is_name_char(unsigned char c)
-{
-	if (c >= 'a' && c <= 'z')
-		return 1;
-	if (c >= '0' && c <= '9')
-		return 1;
-	return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
 
 static int
 fail(struct request *r, enum request_error e, const char *why)
@@ -202,16 +192,13 @@ request_add(struct request *r, const uint8_t *name, size_t namelen,
 	if (namelen == 0)
 		return fail(r, REQ_MALFORMED, "empty field name");
 	for (size_t i = name[0] == ':' ? 1 : 0; i < namelen; i++) {
-		if (!is_name_char(name[i]))
+		if (!bytes_islowtchar(name[i]))
 			return fail(r, REQ_MALFORMED,
 			    isupper(name[i]) ? "uppercase field name" :
 			    "invalid character in field name");
 	}
-	for (size_t i = 0; i < valuelen; i++) {
-		if (value[i] == '\0' || value[i] == '\r' || value[i] == '\n')
-			return fail(r, REQ_MALFORMED,
-			    "CR, LF or NUL in field value");
-	}
+	if (bytes_has_nul_cr_lf(value, valuelen))
+		return fail(r, REQ_MALFORMED, "CR, LF or NUL in field value");
 
 	if (r->nfields == r->fieldcap) {
 		size_t cap = r->fieldcap * 2;
@@ -244,7 +231,7 @@ request_add(struct request *r, const uint8_t *name, size_t namelen,
 			if (valuelen == 0)
 				return fail(r, REQ_MALFORMED, "empty :method");
 			for (size_t i = 0; i < valuelen; i++)
-				if (!is_name_char(tolower(value[i])))
+				if (!bytes_istchar(value[i]))
 					return fail(r, REQ_MALFORMED,
 					    "invalid :method");
 			if (name_is(value, valuelen, "GET"))
@@ -434,141 +421,150 @@ request_field(const struct request *r, const char *name)
 	return NULL;
 }
 
-/* Writes "name: v1SEPv2..." for every field of this kind, plus extra. */
-static int
-put_joined(struct bufq *out, const struct request *r, uint32_t kind,
-    const char *hname, const char *sep, const char *extra)
+/*
+ * The HTTP/1.1 head is gathered here and handed to the queue in a few
+ * large appends: one per field would cost more than the fields' bytes.
+ */
+struct head_out {
+	struct bufq	*q;
+	size_t		 len;
+	bool		 failed;
+	char		 buf[2048];
+};
+
+static void
+ho_flush(struct head_out *o)
 {
-	int any = 0;
+	if (o->len > 0 && bufq_append(o->q, o->buf, o->len) == -1)
+		o->failed = true;
+	o->len = 0;
+}
+
+static void
+ho_put(struct head_out *o, const void *p, size_t n)
+{
+	if (n > sizeof(o->buf) - o->len) {
+		ho_flush(o);
+		if (n > sizeof(o->buf)) {
+			if (bufq_append(o->q, p, n) == -1)
+				o->failed = true;
+			return;
+		}
+	}
+	memcpy(o->buf + o->len, p, n);
+	o->len += n;
+}
+
+static void
+ho_str(struct head_out *o, const char *s)
+{
+	ho_put(o, s, strlen(s));
+}
+
+#define HO_LIT(o, s)	ho_put((o), (s), sizeof(s) - 1)
+
+/* Writes "name: v1SEPv2..." for the fields of this kind; false if none. */
+static bool
+put_values(struct head_out *o, const struct request *r, uint32_t kind,
+    const char *hname, const char *sep)
+{
+	bool any = false;
 
 	for (size_t i = 0; i < r->nfields; i++) {
 		if (r->fields[i].kind != kind)
 			continue;
-		if (bufq_append(out, any ? sep : hname,
-		    strlen(any ? sep : hname)) == -1 ||
-		    bufq_append(out, fvalue(r, (int)i),
-		    r->fields[i].valuelen) == -1)
-			return -1;
-		any = 1;
+		ho_str(o, any ? sep : hname);
+		ho_put(o, fvalue(r, (int)i), r->fields[i].valuelen);
+		any = true;
 	}
-	if (extra != NULL) {
-		if (bufq_append(out, any ? sep : hname,
-		    strlen(any ? sep : hname)) == -1 ||
-		    bufq_append(out, extra, strlen(extra)) == -1)
-			return -1;
-		any = 1;
-	}
-	if (any && bufq_append(out, "\r\n", 2) == -1)
-		return -1;
-	return 0;
+	return any;
+}
+
+/* The received fields of this kind, ready for the element this hop adds. */
+static void
+open_list(struct head_out *o, const struct request *r, uint32_t kind,
+    const char *hname, const char *sep)
+{
+	ho_str(o, put_values(o, r, kind, hname, sep) ? sep : hname);
 }
 
 /*
- * This hop's Forwarded element, into buf when it fits, else into memory
- * of its own; NULL when there is none. RFC 7239: an IPv6 address is
- * bracketed and quoted. Built by hand: printf cost more than the rest of
- * the request head.
+ * This hop's Forwarded element. RFC 7239: an IPv6 address is bracketed
+ * and quoted. Built by hand: printf cost more than the rest of the head.
  */
-static char *
-forwarded_element(char *buf, size_t size, const char *addr,
-    const char *authority, size_t alen)
+static void
+put_forwarded(struct head_out *o, const char *addr, const char *authority,
+    size_t alen)
 {
-	static const char mid[] = ";proto=https;host=\"";
-	size_t addrlen = strlen(addr), need;
 	bool v6 = strchr(addr, ':') != NULL;
-	char *out, *p;
 
-	need = 4 + (v6 ? 4 : 0) + addrlen + sizeof(mid) - 1 + alen + 2;
-	if ((out = need <= size ? buf : malloc(need)) == NULL)
-		return NULL;
-	p = out;
-	memcpy(p, "for=", 4);
-	p += 4;
-	if (v6) {
-		memcpy(p, "\"[", 2);
-		p += 2;
-	}
-	memcpy(p, addr, addrlen);
-	p += addrlen;
-	if (v6) {
-		memcpy(p, "]\"", 2);
-		p += 2;
-	}
-	memcpy(p, mid, sizeof(mid) - 1);
-	p += sizeof(mid) - 1;
-	memcpy(p, authority, alen);
-	p += alen;
-	*p++ = '"';
-	*p = '\0';
-	return out;
+	HO_LIT(o, "for=");
+	if (v6)
+		HO_LIT(o, "\"[");
+	ho_str(o, addr);
+	if (v6)
+		HO_LIT(o, "]\"");
+	HO_LIT(o, ";proto=https;host=\"");
+	ho_put(o, authority, alen);
+	HO_LIT(o, "\"");
 }
 
 int
 request_write_http1(const struct request *r, const struct request_forward *fw,
     struct bufq *out)
 {
-	char tmp[512], fwdbuf[512];
+	struct head_out o;
+	char tmp[64];
 	const char *authority;
-	char *fwd;
 	size_t alen;
-	int n;
 
+	o.q = out;
+	o.len = 0;
+	o.failed = false;
 	authority = request_authority(r, &alen);
-	if (bufq_append(out, request_method(r), strlen(request_method(r)))
-	    == -1 ||
-	    bufq_append(out, " ", 1) == -1 ||
-	    bufq_append(out, fvalue(r, r->path), r->fields[r->path].valuelen)
-	    == -1 ||
-	    bufq_append(out, " HTTP/1.1\r\nhost: ", 17) == -1 ||
-	    bufq_append(out, authority, alen) == -1 ||
-	    bufq_append(out, "\r\n", 2) == -1)
-		return -1;
+	ho_str(&o, request_method(r));
+	HO_LIT(&o, " ");
+	ho_put(&o, fvalue(r, r->path), r->fields[r->path].valuelen);
+	HO_LIT(&o, " HTTP/1.1\r\nhost: ");
+	ho_put(&o, authority, alen);
+	HO_LIT(&o, "\r\n");
 
 	for (size_t i = 0; i < r->nfields; i++) {
 		if (r->fields[i].kind != FK_PLAIN)
 			continue;
-		if (bufq_append(out, fname(r, (int)i),
-		    r->fields[i].namelen) == -1 ||
-		    bufq_append(out, ": ", 2) == -1 ||
-		    bufq_append(out, fvalue(r, (int)i),
-		    r->fields[i].valuelen) == -1 ||
-		    bufq_append(out, "\r\n", 2) == -1)
-			return -1;
+		ho_put(&o, fname(r, (int)i), r->fields[i].namelen);
+		HO_LIT(&o, ": ");
+		ho_put(&o, fvalue(r, (int)i), r->fields[i].valuelen);
+		HO_LIT(&o, "\r\n");
 	}
 
 	/* RFC 9114 4.2.1: cookie fields are joined with "; " for HTTP/1.1. */
-	if (put_joined(out, r, FK_COOKIE, "cookie: ", "; ", NULL) == -1 ||
-	    put_joined(out, r, FK_XFF, "x-forwarded-for: ", ", ",
-	    fw->client_addr) == -1 ||
-	    put_joined(out, r, FK_VIA, "via: ", ", ", "3 qproxy") == -1)
-		return -1;
-	if ((fwd = forwarded_element(fwdbuf, sizeof(fwdbuf), fw->client_addr,
-	    authority, alen)) == NULL)
-		return -1;
-	n = put_joined(out, r, FK_FORWARDED, "forwarded: ", ", ", fwd);
-	if (fwd != fwdbuf)
-		free(fwd);
-	if (n == -1 ||
-	    bufq_append(out, "x-forwarded-proto: https\r\n", 26) == -1)
-		return -1;
-	if (fw->early_data && bufq_append(out, "early-data: 1\r\n", 15) == -1)
-		return -1;
+	if (put_values(&o, r, FK_COOKIE, "cookie: ", "; "))
+		HO_LIT(&o, "\r\n");
+	open_list(&o, r, FK_XFF, "x-forwarded-for: ", ", ");
+	ho_str(&o, fw->client_addr);
+	HO_LIT(&o, "\r\n");
+	open_list(&o, r, FK_VIA, "via: ", ", ");
+	HO_LIT(&o, "3 qproxy\r\n");
+	open_list(&o, r, FK_FORWARDED, "forwarded: ", ", ");
+	put_forwarded(&o, fw->client_addr, authority, alen);
+	HO_LIT(&o, "\r\nx-forwarded-proto: https\r\n");
+	if (fw->early_data)
+		HO_LIT(&o, "early-data: 1\r\n");
 
 	switch (fw->framing) {
 	case REQ_BODY_NONE:
-		n = 0;
 		break;
 	case REQ_BODY_LENGTH:
-		n = snprintf(tmp, sizeof(tmp), "content-length: %llu\r\n",
-		    (unsigned long long)fw->body_length);
+		ho_put(&o, tmp, (size_t)snprintf(tmp, sizeof(tmp),
+		    "content-length: %llu\r\n",
+		    (unsigned long long)fw->body_length));
 		break;
 	case REQ_BODY_CHUNKED:
-		n = snprintf(tmp, sizeof(tmp),
-		    "transfer-encoding: chunked\r\n");
+		HO_LIT(&o, "transfer-encoding: chunked\r\n");
 		break;
 	}
-	if (bufq_append(out, tmp, (size_t)n) == -1 ||
-	    bufq_append(out, "\r\n", 2) == -1)
-		return -1;
-	return 0;
+	HO_LIT(&o, "\r\n");
+	ho_flush(&o);
+	return o.failed ? -1 : 0;
 }

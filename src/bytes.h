@@ -1,0 +1,156 @@
+/*
+ * bytes.h: byte scans of header names and values, eight bytes at a time.
+ *
+ * Every request and response head goes through these, byte by byte
+ * otherwise. The word tricks are the usual ones: for a 64-bit word w,
+ * (w - 0x01..01 * n) & ~w & 0x80..80 is non-zero exactly when some byte of
+ * w is below n (n <= 0x80); which bytes it marks is not exact, so a word
+ * found to hold one is looked at again byte by byte where that matters.
+ * Words are loaded with memcpy: no alignment or aliasing assumptions.
+ */
+#ifndef QPROXY_BYTES_H
+#define QPROXY_BYTES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define BYTES_ONES	0x0101010101010101ULL
+#define BYTES_HIGH	0x8080808080808080ULL
+
+extern const bool bytes_tchar[256];
+
+/* RFC 9110 5.6.2 tchar: may be in a field name (uppercase included). */
+static inline bool
+bytes_istchar(uint8_t c)
+{
+	return bytes_tchar[c];
+}
+
+/* A name byte HTTP/2 and HTTP/3 allow: tchar, but not uppercase. */
+static inline bool
+bytes_islowtchar(uint8_t c)
+{
+	return bytes_tchar[c] && !(c >= 'A' && c <= 'Z');
+}
+
+static inline uint64_t
+bytes_load(const uint8_t *s)
+{
+	uint64_t w;
+
+	memcpy(&w, s, sizeof(w));
+	return w;
+}
+
+/* Non-zero when some byte of w is below n (n at most 0x80). */
+static inline uint64_t
+bytes_below(uint64_t w, uint8_t n)
+{
+	return (w - BYTES_ONES * n) & ~w & BYTES_HIGH;
+}
+
+/* Non-zero when some byte of w equals c. */
+static inline uint64_t
+bytes_has(uint64_t w, uint8_t c)
+{
+	return bytes_below(w ^ (BYTES_ONES * c), 1);
+}
+
+/* A control character other than HT, or DEL (RFC 9110 5.5 field-value). */
+static inline bool
+bytes_isctl(uint8_t c)
+{
+	return (c < 0x20 && c != '\t') || c == 0x7f;
+}
+
+/* Whether s[0, len) holds a control character other than HT, or DEL. */
+static inline bool
+bytes_has_ctl(const uint8_t *s, size_t len)
+{
+	uint64_t w;
+	size_t i = 0;
+
+	if (len >= 8) {
+		/* the last word overlaps the one before it: no byte tail */
+		for (;; i += 8) {
+			if (i + 8 > len)
+				i = len - 8;
+			w = bytes_load(s + i);
+			/* HT is below 0x20 too: such words are looked at again */
+			if (bytes_below(w, 0x20) | bytes_has(w, 0x7f)) {
+				for (size_t j = i; j < i + 8; j++)
+					if (bytes_isctl(s[j]))
+						return true;
+			}
+			if (i + 8 == len)
+				return false;
+		}
+	}
+	for (; i < len; i++)
+		if (bytes_isctl(s[i]))
+			return true;
+	return false;
+}
+
+/* Whether s[0, len) holds NUL, CR or LF (RFC 9114 4.2: malformed). */
+static inline bool
+bytes_has_nul_cr_lf(const uint8_t *s, size_t len)
+{
+	uint64_t w;
+	size_t i = 0;
+
+	if (len >= 8) {
+		for (;; i += 8) {
+			if (i + 8 > len)
+				i = len - 8;
+			w = bytes_load(s + i);
+			if (bytes_has(w, 0) | bytes_has(w, '\r') | bytes_has(w, '\n'))
+				return true;
+			if (i + 8 == len)
+				return false;
+		}
+	}
+	for (; i < len; i++)
+		if (s[i] == '\0' || s[i] == '\r' || s[i] == '\n')
+			return true;
+	return false;
+}
+
+/* w with A-Z made a-z; other bytes, non-ASCII ones too, unchanged. */
+static inline uint64_t
+bytes_lower_word(uint64_t w)
+{
+	uint64_t low7 = w & ~BYTES_HIGH;
+	/* per byte, the high bit: above 'Z', and at least 'A' */
+	uint64_t above_z = low7 + BYTES_ONES * (0x7f - 'Z');
+	uint64_t from_a = low7 + BYTES_ONES * (0x80 - 'A');
+	uint64_t upper = (from_a ^ above_z) & ~w & BYTES_HIGH;
+
+	return w | (upper >> 2);
+}
+
+/* Copies len bytes of src to dst, A-Z as a-z. dst and src do not overlap. */
+static inline void
+bytes_lower(uint8_t *dst, const uint8_t *src, size_t len)
+{
+	size_t i = 0;
+	uint64_t w;
+
+	if (len >= 8) {
+		for (;; i += 8) {
+			if (i + 8 > len)
+				i = len - 8;
+			w = bytes_lower_word(bytes_load(src + i));
+			memcpy(dst + i, &w, sizeof(w));
+			if (i + 8 == len)
+				return;
+		}
+	}
+	for (; i < len; i++)
+		dst[i] = (uint8_t)(src[i] >= 'A' && src[i] <= 'Z' ?
+		    src[i] + 32 : src[i]);
+}
+
+#endif
