@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "asan.h"
 #include "bufq.h"
 
 struct bufq_chunk {
@@ -23,6 +24,7 @@ chunk_new(void)
 	struct bufq_chunk *c;
 
 	if ((c = freelist) != NULL) {
+		asan_unpoison(c, sizeof(*c));
 		freelist = c->next;
 		nfree--;
 	} else if ((c = malloc(sizeof(*c))) == NULL)
@@ -41,8 +43,22 @@ chunk_free(struct bufq_chunk *c)
 		c->next = freelist;
 		freelist = c;
 		nfree++;
+		asan_poison(c, sizeof(*c));
 	} else
 		free(c);
+}
+
+void
+bufq_cache_free(void)
+{
+	struct bufq_chunk *c;
+
+	while ((c = freelist) != NULL) {
+		asan_unpoison(c, sizeof(*c));
+		freelist = c->next;
+		free(c);
+	}
+	nfree = 0;
 }
 
 size_t

@@ -49,6 +49,8 @@ void	bufq_drain(struct bufq *, size_t n);
 /* Moves every unsent byte of src to the end of dst; src is left empty. */
 int	bufq_move(struct bufq *dst, struct bufq *src);
 
+/* Frees the chunks kept for reuse (at exit). */
+void	bufq_cache_free(void);
 /* For the statistics: chunks holding bytes now, and kept for reuse. */
 size_t	bufq_chunks_in_use(void);
 size_t	bufq_chunks_free(void);

@@ -34,6 +34,10 @@ struct exchange	*exchange_find(struct qconn *, int64_t stream_id);
 void		 exchange_stream_closed(struct exchange *);
 /* Writes the request bodies received in this loop iteration (flush_cb). */
 void		 exchange_flush(void);
+/* Frees the exchanges kept for reuse (at exit). */
+void		 exchange_cache_free(void);
+/* For the statistics: freed exchanges kept for reuse (at most 64). */
+size_t		 exchange_cached(void);
 /* Whether response bytes on the connection wait for the client. */
 bool		 exchange_conn_sending(const struct qconn *);
 /* The connection is going away: frees every exchange on it. */

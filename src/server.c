@@ -11,6 +11,7 @@
 
 #include "bufq.h"
 #include "conn.h"
+#include "exchange.h"
 #include "log.h"
 #include "stats.h"
 #include "strbuf.h"
@@ -315,6 +316,8 @@ server_free(struct quic_server *srv)
 		sock_close(s);
 	generation_unref(srv->gen);
 	free(srv);
+	exchange_cache_free();
+	bufq_cache_free();
 }
 
 void
@@ -385,6 +388,7 @@ static const struct stats_row {
 	ROW("upstream", "retried", upstream_retried),
 	ROW("buffers", "chunks", buffer_chunks),
 	ROW("buffers", "chunks_free", buffer_chunks_free),
+	ROW("buffers", "exchanges_free", exchanges_free),
 };
 #undef ROW
 
@@ -399,6 +403,7 @@ server_report_stats(struct quic_server *srv, struct strbuf *out, bool json)
 
 	stats.buffer_chunks = bufq_chunks_in_use();
 	stats.buffer_chunks_free = bufq_chunks_free();
+	stats.exchanges_free = exchange_cached();
 	if (json)
 		strbuf_printf(out, "{\"version\":\"%s\",\"uptime\":%.3f,"
 		    "\"generation\":%llu", QPROXY_VERSION, uptime,

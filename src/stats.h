@@ -50,6 +50,7 @@ struct stats {
 	uint64_t	upstream_retried;	/* pooled connection was closed */
 	uint64_t	buffer_chunks;		/* now: bufq chunks holding bytes */
 	uint64_t	buffer_chunks_free;	/* now: kept for reuse */
+	uint64_t	exchanges_free;		/* now: kept for reuse */
 };
 
 extern struct stats stats;

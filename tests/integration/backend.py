@@ -746,7 +746,14 @@ class Backend:
                     ("X-Private-Hop", "must not be forwarded"),
                     ("Proxy-Connection", "keep-alive"),
                     ("Upgrade", "h2c"),
+                    ("TE", "trailers"),
+                    ("Trailer", "X-Checksum"),
+                    ("Proxy-Authenticate", "Basic realm=\"hop\""),
                     ("X-End-To-End", "kept"),
+                    # end-to-end, with the lengths of hop-by-hop names
+                    ("Tk", "N"),
+                    ("Warning", "199 - \"kept\""),
+                    ("Set-Cookie", "c=3"),
                     ("Transfer-Encoding", "chunked")]
             sock.sendall(self._head(200, hdrs))
             if not head_only:

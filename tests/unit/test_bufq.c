@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "asan.h"
 #include "bufq.h"
 #include "unit.h"
 
@@ -155,10 +156,38 @@ test_move(void)
 	bufq_free(&b);
 }
 
+/*
+ * A chunk kept on the free list is still off limits to AddressSanitizer:
+ * a pointer into a freed queue must not read what the next stream wrote.
+ */
+static void
+test_freed_chunks_poisoned(void)
+{
+	struct bufq q;
+	struct iovec iov[1];
+
+	bufq_init(&q);
+	CHECK_EQ_INT(bufq_append(&q, "bytes", 5), 0);
+	CHECK_EQ_INT(bufq_peek_unsent(&q, iov, 1), 1);
+	bufq_free(&q);
+	CHECK(bufq_chunks_free() > 0);
+#ifdef QPROXY_ASAN
+	CHECK(__asan_address_is_poisoned(iov[0].iov_base));
+	/* and usable again once handed out */
+	CHECK_EQ_INT(bufq_append(&q, "again", 5), 0);
+	CHECK_EQ_INT(bufq_peek_unsent(&q, iov, 1), 1);
+	CHECK(!__asan_address_is_poisoned(iov[0].iov_base));
+	bufq_free(&q);
+#endif
+}
+
 int
 main(void)
 {
 	test_random();
 	test_move();
+	test_freed_chunks_poisoned();
+	bufq_cache_free();
+	CHECK_EQ_INT(bufq_chunks_free(), 0);
 	UNIT_DONE();
 }
