@@ -168,6 +168,10 @@ static const struct config_key config_keys[] = {
 	    0, DURATION_MAX, "30s", 0, F(config, shutdown_timeout) },
 	{ SECT_GLOBAL, "idle_timeout", config_set_duration,
 	    1, DURATION_MAX, "30s", 0, F(config, idle_timeout) },
+	{ SECT_GLOBAL, "batch_delay", config_set_duration,
+	    0, 1, "50us", 0, F(config, batch_delay) },
+	{ SECT_GLOBAL, "batch_busy", config_set_count,
+	    0, 100, "70", 0, F(config, batch_busy) },
 	{ SECT_GLOBAL, "stream_window", config_set_size,
 	    4 * KB, 16 * MB, "64k", 0, F(config, stream_window) },
 	{ SECT_GLOBAL, "connection_window", config_set_size,
@@ -388,7 +392,7 @@ config_parse_size(const char *s, uint64_t *v)
 	return 0;
 }
 
-/* "500ms", "1.5s", "2m", "1h", "30" (seconds); into milliseconds */
+/* "50us", "500ms", "1.5s", "2m", "1h", "30" (seconds); into milliseconds */
 static int
 config_parse_duration(const char *s, double *ms)
 {
@@ -417,6 +421,8 @@ config_parse_duration(const char *s, double *ms)
 		unit = MS_PER_S;
 	else if (strcmp(end, "ms") == 0)
 		unit = 1;
+	else if (strcmp(end, "us") == 0)
+		unit = 0.001;
 	else if (strcmp(end, "m") == 0)
 		unit = MS_PER_M;
 	else if (strcmp(end, "h") == 0)

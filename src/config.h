@@ -65,6 +65,8 @@ struct config {
 	int			 log_level;		/* enum log_level */
 	double			 shutdown_timeout;	/* seconds */
 	double			 idle_timeout;		/* seconds */
+	double			 batch_delay;		/* seconds; 0: never */
+	unsigned int		 batch_busy;		/* percent of CPU */
 	size_t			 stream_window;	/* bytes per stream */
 	size_t			 connection_window;	/* bytes per connection */
 	size_t			 response_buffer_size;	/* bytes per stream */

@@ -86,6 +86,10 @@ struct quic_server {
 	ev_timer		 sweep;		/* send_timeout, each second */
 	bool			 trim_due;	/* malloc_trim once idle */
 	ev_idle			 kick;		/* keeps the loop from sleeping */
+	ev_check		 batch;		/* batch_delay, when busy */
+	ev_tstamp		 batch_mark;	/* ev_now at the window's start */
+	double			 batch_start;	/* CLOCK_MONOTONIC then */
+	double			 batch_cpu;	/* the thread's CPU time then */
 
 	uint8_t			 secret[32];	/* from secret_file */
 	double			 reset_budget;	/* stateless resets, refilled */

@@ -1392,6 +1392,55 @@ quic_sock_write_cb(struct ev_loop *loop, ev_io *w, int revents)
 	ev_io_stop(loop, w);
 }
 
+/*
+ * Batching under load. A busy loop polls again as soon as it has handled
+ * what the last poll returned and finds only a datagram or two there: a
+ * system call, a wake-up and a small send for little work. When the loop
+ * has been on the CPU for batch_busy percent of the last window or more,
+ * it lets batch_delay pass between two polls (libev's I/O collect
+ * interval), so that each poll returns more; below that it polls at once,
+ * and an idle or lightly loaded server adds no latency.
+ */
+#define BATCH_WINDOW	0.01	/* seconds */
+
+static double
+clock_seconds(clockid_t id)
+{
+	struct timespec ts;
+
+	if (clock_gettime(id, &ts) == -1)
+		return 0;
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void
+batch_cb(struct ev_loop *loop, ev_check *w, int revents)
+{
+	struct quic_server *srv = w->data;
+	const struct config *cfg = server_config(srv);
+	double now, cpu, span, delay = 0;
+
+	(void)revents;
+	/* ev_now, already read, says whether a window may have passed */
+	if (ev_now(loop) - srv->batch_mark < BATCH_WINDOW)
+		return;
+	/* both read here: the thread cannot have used more than the span */
+	now = clock_seconds(CLOCK_MONOTONIC);
+	cpu = clock_seconds(CLOCK_THREAD_CPUTIME_ID);
+	span = now - srv->batch_start;
+	if (span < BATCH_WINDOW)
+		return;
+	if ((cpu - srv->batch_cpu) * 100 >= cfg->batch_busy * span) {
+		stats.loop_busy_windows++;
+		if ((delay = cfg->batch_delay) > 0)
+			stats.loop_batched_windows++;
+	}
+	ev_set_io_collect_interval(loop, delay);
+	srv->batch_mark = ev_now(loop);
+	srv->batch_start = now;
+	srv->batch_cpu = cpu;
+}
+
 static void
 flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 {
@@ -1486,6 +1535,13 @@ quic_init(struct quic_server *srv)
 	srv->flush.data = srv;
 	ev_prepare_start(srv->loop, &srv->flush);
 	ev_idle_init(&srv->kick, kick_cb);
+	ev_check_init(&srv->batch, batch_cb);
+	srv->batch.data = srv;
+	srv->batch_mark = ev_now(srv->loop);
+	srv->batch_start = clock_seconds(CLOCK_MONOTONIC);
+	srv->batch_cpu = clock_seconds(CLOCK_THREAD_CPUTIME_ID);
+	ev_check_start(srv->loop, &srv->batch);
+	ev_unref(srv->loop);	/* nor does this check */
 	ev_timer_init(&srv->sweep, sweep_cb, 1., 1.);
 	srv->sweep.data = srv;
 	ev_timer_start(srv->loop, &srv->sweep);
@@ -1504,6 +1560,9 @@ quic_fini(struct quic_server *srv)
 	ev_idle_stop(srv->loop, &srv->kick);
 	ev_ref(srv->loop);
 	ev_timer_stop(srv->loop, &srv->sweep);
+	ev_ref(srv->loop);
+	ev_check_stop(srv->loop, &srv->batch);
+	ev_set_io_collect_interval(srv->loop, 0.);
 	for (size_t i = 0; i < UDP_RX_BATCH; i++)
 		free(srv->rx[i].buf);
 	free(srv->buckets);

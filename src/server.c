@@ -389,6 +389,8 @@ static const struct stats_row {
 	ROW("buffers", "chunks", buffer_chunks),
 	ROW("buffers", "chunks_free", buffer_chunks_free),
 	ROW("buffers", "exchanges_free", exchanges_free),
+	ROW("loop", "busy_windows", loop_busy_windows),
+	ROW("loop", "batched_windows", loop_batched_windows),
 };
 #undef ROW
 

@@ -13,7 +13,7 @@ import time
 import pycurl
 import pytest
 
-from helpers import (SLOW, expected_sha256, h3_get, h3raw, qproxyctl_binary,
+from helpers import (SLOW, expected_sha256, h3_get, h3raw, qproxyctl_binary, sha256,
                      render_config)
 
 KiB = 1024
@@ -388,3 +388,36 @@ def test_dropped_datagrams_are_counted_by_reason(qp):
         time.sleep(0.05)
     assert after["invalid"] - before["invalid"] == 1
     assert after["no_connection"] - before["no_connection"] == 3
+
+
+@pytest.mark.parametrize("delay", ["0", "1ms"])
+def test_busy_loop_waits_batch_delay_between_polls(qproxy_factory, backend_app, delay):
+    """With batch_busy = 0 every 10 ms window of a 64 MiB download counts as
+    busy, and each is followed by batch_delay between polls, unless
+    batch_delay is 0. The download comes through whole either way."""
+    n = 64 * MiB
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server,
+        [("batch_delay", delay), ("batch_busy", "0")]))
+    r = h3_get(q.url("/app/bytes/%d" % n), timeout=60 * SLOW)
+    assert r.status == 200
+    assert len(r.body) == n and sha256(r.body) == expected_sha256(n)
+    loop = stats(q)["loop"]
+    assert loop["busy_windows"] > 0, loop
+    if delay == "0":
+        assert loop["batched_windows"] == 0, loop
+    else:
+        assert loop["batched_windows"] == loop["busy_windows"], loop
+
+
+def test_lightly_loaded_loop_polls_at_once(qproxy_factory, backend_app):
+    """At batch_busy = 100 no window counts as busy (the loop would have to
+    be on the CPU all the time), so nothing waits batch_delay."""
+    n = 16 * MiB
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server,
+        [("batch_delay", "1ms"), ("batch_busy", "100")]))
+    r = h3_get(q.url("/app/bytes/%d" % n), timeout=60 * SLOW)
+    assert r.status == 200 and len(r.body) == n
+    loop = stats(q)["loop"]
+    assert loop == {"busy_windows": 0, "batched_windows": 0}, loop

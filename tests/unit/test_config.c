@@ -576,6 +576,7 @@ test_durations(void)
 		{ "0", 0 }, { "30", 30 }, { "5s", 5 }, { "500ms", 0.5 },
 		{ "2m", 120 }, { "1h", 3600 }, { "1.5s", 1.5 },
 		{ "0.25", 0.25 }, { "24h", 86400 }, { "1440m", 86400 },
+		{ "2000000us", 2 }, { "1.5us", 0.0000015 }, { "5uS", -1 },
 		{ "25h", -1 }, { "86401", -1 }, { "5x", -1 }, { "s", -1 },
 		{ "-1s", -1 }, { "1.s", -1 }, { ".5s", -1 }, { "5 s", -1 },
 		{ "5S", -1 }, { "1e3", -1 }, { "5sec", -1 }, { "0x10", -1 },
@@ -605,6 +606,22 @@ test_durations(void)
 	cfg = test_global("idle_timeout", "1ms");
 	CHECK(cfg != NULL && cfg->idle_timeout == 0.001);
 	config_free(cfg);
+
+	/* batch_delay: 0 to 1ms, 50us unless set */
+	cfg = test_global("log_level", "info");
+	CHECK(cfg != NULL && cfg->batch_delay == 0.00005);
+	config_free(cfg);
+	cfg = test_global("batch_delay", "0");
+	CHECK(cfg != NULL && cfg->batch_delay == 0);
+	config_free(cfg);
+	cfg = test_global("batch_delay", "250us");
+	CHECK(cfg != NULL && cfg->batch_delay == 0.00025);
+	config_free(cfg);
+	cfg = test_global("batch_delay", "1ms");
+	CHECK(cfg != NULL && cfg->batch_delay == 0.001);
+	config_free(cfg);
+	CHECK(test_global("batch_delay", "1001us") == NULL);
+	CHECK(test_global("batch_delay", "1s") == NULL);
 }
 
 static void
