@@ -519,9 +519,10 @@ config_set_duration(struct config_parser *p, const struct config_key *k,
 	if (config_parse_duration(value, &ms) == -1 ||
 	    ms < (double)k->min || ms > (double)k->max) {
 		snprintf(expect, sizeof(expect), "a duration from %s to %s, "
-		    "such as 500ms, 5s, 2m or 1h",
+		    "such as %s",
 		    config_fmt_duration(k->min, lo, sizeof(lo)),
-		    config_fmt_duration(k->max, hi, sizeof(hi)));
+		    config_fmt_duration(k->max, hi, sizeof(hi)),
+		    k->max <= 1 ? "0, 50us or 1ms" : "500ms, 5s, 2m or 1h");
 		config_bad_value(p, k, value, expect);
 		return -1;
 	}

@@ -90,6 +90,7 @@ struct quic_server {
 	ev_tstamp		 batch_mark;	/* ev_now at the window's start */
 	double			 batch_start;	/* CLOCK_MONOTONIC then */
 	double			 batch_cpu;	/* the thread's CPU time then */
+	bool			 batching;	/* waiting batch_delay now */
 
 	uint8_t			 secret[32];	/* from secret_file */
 	double			 reset_budget;	/* stateless resets, refilled */

@@ -1399,9 +1399,13 @@ quic_sock_write_cb(struct ev_loop *loop, ev_io *w, int revents)
  * has been on the CPU for batch_busy percent of the last window or more,
  * it lets batch_delay pass between two polls (libev's I/O collect
  * interval), so that each poll returns more; below that it polls at once,
- * and an idle or lightly loaded server adds no latency.
+ * and an idle or lightly loaded server adds no latency. Waiting lowers the
+ * share it measures (the waits are off the CPU, and the work gets
+ * cheaper), so once waiting it goes on until the share falls
+ * BATCH_HYSTERESIS points below batch_busy.
  */
-#define BATCH_WINDOW	0.01	/* seconds */
+#define BATCH_WINDOW		0.01	/* seconds */
+#define BATCH_HYSTERESIS	20	/* percentage points */
 
 static double
 clock_seconds(clockid_t id)
@@ -1418,23 +1422,26 @@ batch_cb(struct ev_loop *loop, ev_check *w, int revents)
 {
 	struct quic_server *srv = w->data;
 	const struct config *cfg = server_config(srv);
-	double now, cpu, span, delay = 0;
+	double now, cpu, span, busy, delay = 0;
 
 	(void)revents;
 	/* ev_now, already read, says whether a window may have passed */
 	if (ev_now(loop) - srv->batch_mark < BATCH_WINDOW)
 		return;
-	/* both read here: the thread cannot have used more than the span */
 	now = clock_seconds(CLOCK_MONOTONIC);
 	cpu = clock_seconds(CLOCK_THREAD_CPUTIME_ID);
 	span = now - srv->batch_start;
 	if (span < BATCH_WINDOW)
 		return;
-	if ((cpu - srv->batch_cpu) * 100 >= cfg->batch_busy * span) {
+	busy = cfg->batch_busy;
+	if (srv->batching)
+		busy = busy > BATCH_HYSTERESIS ? busy - BATCH_HYSTERESIS : 0;
+	if ((cpu - srv->batch_cpu) * 100 >= busy * span) {
 		stats.loop_busy_windows++;
 		if ((delay = cfg->batch_delay) > 0)
 			stats.loop_batched_windows++;
 	}
+	srv->batching = delay > 0;
 	ev_set_io_collect_interval(loop, delay);
 	srv->batch_mark = ev_now(loop);
 	srv->batch_start = now;

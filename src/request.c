@@ -432,10 +432,12 @@ struct head_out {
 	char		 buf[2048];
 };
 
+/* After a failed append nothing more goes out: no head with a gap. */
 static void
 ho_flush(struct head_out *o)
 {
-	if (o->len > 0 && bufq_append(o->q, o->buf, o->len) == -1)
+	if (!o->failed && o->len > 0 &&
+	    bufq_append(o->q, o->buf, o->len) == -1)
 		o->failed = true;
 	o->len = 0;
 }
@@ -443,8 +445,12 @@ ho_flush(struct head_out *o)
 static void
 ho_put(struct head_out *o, const void *p, size_t n)
 {
+	if (o->failed)
+		return;
 	if (n > sizeof(o->buf) - o->len) {
 		ho_flush(o);
+		if (o->failed)
+			return;
 		if (n > sizeof(o->buf)) {
 			if (bufq_append(o->q, p, n) == -1)
 				o->failed = true;

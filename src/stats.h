@@ -51,8 +51,8 @@ struct stats {
 	uint64_t	buffer_chunks;		/* now: bufq chunks holding bytes */
 	uint64_t	buffer_chunks_free;	/* now: kept for reuse */
 	uint64_t	exchanges_free;		/* now: kept for reuse */
-	uint64_t	loop_busy_windows;	/* 10 ms on the CPU 70 % or more */
-	uint64_t	loop_batched_windows;	/* then waited batch_delay */
+	uint64_t	loop_busy_windows;	/* 10 ms at batch_busy or more */
+	uint64_t	loop_batched_windows;	/* then set to wait batch_delay */
 };
 
 extern struct stats stats;

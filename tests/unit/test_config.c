@@ -417,6 +417,15 @@ test_keys(void)
 	    "integer from 0 to 10000\n"
 	    "FILE:24: read_timeout: invalid value \"0\": expected a duration "
 	    "from 1ms to 24h, such as 500ms, 5s, 2m or 1h\n");
+
+	/* short durations get short examples */
+	CHECK_ERRS(LISTENER "[global]\n"
+	    "batch_delay = 2ms\n"
+	    "batch_busy = 101\n",
+	    "FILE:6: batch_delay: invalid value \"2ms\": expected a duration "
+	    "from 0s to 1ms, such as 0, 50us or 1ms\n"
+	    "FILE:7: batch_busy: invalid value \"101\": expected an integer "
+	    "from 0 to 100\n");
 }
 
 static void
