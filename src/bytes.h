@@ -58,6 +58,20 @@ bytes_has(uint64_t w, uint8_t c)
 	return bytes_below(w ^ (BYTES_ONES * c), 1);
 }
 
+/*
+ * The scans below walk s[0, len), len >= 8, in words at 0, 8, 16, ...;
+ * the last word ends at len and may overlap the one before it, so that no
+ * byte tail is left. This gives the offset after i, or len when i's word
+ * was the last.
+ */
+static inline size_t
+bytes_next(size_t i, size_t len)
+{
+	if (i + 8 == len)
+		return len;
+	return i + 16 > len ? len - 8 : i + 8;
+}
+
 /* A control character other than HT, or DEL (RFC 9110 5.5 field-value). */
 static inline bool
 bytes_isctl(uint8_t c)
@@ -70,27 +84,23 @@ static inline bool
 bytes_has_ctl(const uint8_t *s, size_t len)
 {
 	uint64_t w;
-	size_t i = 0;
+	size_t i;
 
-	if (len >= 8) {
-		/* the last word overlaps the one before it: no byte tail */
-		for (;; i += 8) {
-			if (i + 8 > len)
-				i = len - 8;
-			w = bytes_load(s + i);
-			/* HT is below 0x20 too: such words are looked at again */
-			if (bytes_below(w, 0x20) | bytes_has(w, 0x7f)) {
-				for (size_t j = i; j < i + 8; j++)
-					if (bytes_isctl(s[j]))
-						return true;
-			}
-			if (i + 8 == len)
-				return false;
+	if (len < 8) {
+		for (i = 0; i < len; i++)
+			if (bytes_isctl(s[i]))
+				return true;
+		return false;
+	}
+	for (i = 0; i < len; i = bytes_next(i, len)) {
+		w = bytes_load(s + i);
+		/* HT is below 0x20 too: such words are looked at again */
+		if (bytes_below(w, 0x20) | bytes_has(w, 0x7f)) {
+			for (size_t j = i; j < i + 8; j++)
+				if (bytes_isctl(s[j]))
+					return true;
 		}
 	}
-	for (; i < len; i++)
-		if (bytes_isctl(s[i]))
-			return true;
 	return false;
 }
 
@@ -99,22 +109,19 @@ static inline bool
 bytes_has_nul_cr_lf(const uint8_t *s, size_t len)
 {
 	uint64_t w;
-	size_t i = 0;
+	size_t i;
 
-	if (len >= 8) {
-		for (;; i += 8) {
-			if (i + 8 > len)
-				i = len - 8;
-			w = bytes_load(s + i);
-			if (bytes_has(w, 0) | bytes_has(w, '\r') | bytes_has(w, '\n'))
+	if (len < 8) {
+		for (i = 0; i < len; i++)
+			if (s[i] == '\0' || s[i] == '\r' || s[i] == '\n')
 				return true;
-			if (i + 8 == len)
-				return false;
-		}
+		return false;
 	}
-	for (; i < len; i++)
-		if (s[i] == '\0' || s[i] == '\r' || s[i] == '\n')
+	for (i = 0; i < len; i = bytes_next(i, len)) {
+		w = bytes_load(s + i);
+		if (bytes_has(w, 0) | bytes_has(w, '\r') | bytes_has(w, '\n'))
 			return true;
+	}
 	return false;
 }
 
@@ -135,22 +142,19 @@ bytes_lower_word(uint64_t w)
 static inline void
 bytes_lower(uint8_t *dst, const uint8_t *src, size_t len)
 {
-	size_t i = 0;
+	size_t i;
 	uint64_t w;
 
-	if (len >= 8) {
-		for (;; i += 8) {
-			if (i + 8 > len)
-				i = len - 8;
-			w = bytes_lower_word(bytes_load(src + i));
-			memcpy(dst + i, &w, sizeof(w));
-			if (i + 8 == len)
-				return;
-		}
+	if (len < 8) {
+		for (i = 0; i < len; i++)
+			dst[i] = (uint8_t)(src[i] >= 'A' && src[i] <= 'Z' ?
+			    src[i] + 32 : src[i]);
+		return;
 	}
-	for (; i < len; i++)
-		dst[i] = (uint8_t)(src[i] >= 'A' && src[i] <= 'Z' ?
-		    src[i] + 32 : src[i]);
+	for (i = 0; i < len; i = bytes_next(i, len)) {
+		w = bytes_lower_word(bytes_load(src + i));
+		memcpy(dst + i, &w, sizeof(w));
+	}
 }
 
 #endif
