@@ -2,8 +2,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "asan.h"
 #include "bufq.h"
+#include "freelist.h"
 
 struct bufq_chunk {
 	struct bufq_chunk	*next;
@@ -12,10 +12,7 @@ struct bufq_chunk {
 };
 
 /* A few free chunks are kept to spare malloc on busy streams. */
-#define BUFQ_FREELIST_MAX	64
-
-static struct bufq_chunk *freelist;
-static size_t nfree;
+static struct freelist chunk_cache = FREELIST_INIT(64);
 static size_t nused;
 
 static struct bufq_chunk *
@@ -23,11 +20,8 @@ chunk_new(void)
 {
 	struct bufq_chunk *c;
 
-	if ((c = freelist) != NULL) {
-		asan_unpoison(c, sizeof(*c));
-		freelist = c->next;
-		nfree--;
-	} else if ((c = malloc(sizeof(*c))) == NULL)
+	if ((c = freelist_get(&chunk_cache, sizeof(*c))) == NULL &&
+	    (c = malloc(sizeof(*c))) == NULL)
 		return NULL;
 	c->next = NULL;
 	c->len = 0;
@@ -39,26 +33,13 @@ static void
 chunk_free(struct bufq_chunk *c)
 {
 	nused--;
-	if (nfree < BUFQ_FREELIST_MAX) {
-		c->next = freelist;
-		freelist = c;
-		nfree++;
-		asan_poison(c, sizeof(*c));
-	} else
-		free(c);
+	freelist_put(&chunk_cache, c, sizeof(*c));
 }
 
 void
 bufq_cache_free(void)
 {
-	struct bufq_chunk *c;
-
-	while ((c = freelist) != NULL) {
-		asan_unpoison(c, sizeof(*c));
-		freelist = c->next;
-		free(c);
-	}
-	nfree = 0;
+	freelist_drain(&chunk_cache, sizeof(struct bufq_chunk));
 }
 
 size_t
@@ -70,7 +51,7 @@ bufq_chunks_in_use(void)
 size_t
 bufq_chunks_free(void)
 {
-	return nfree;
+	return chunk_cache.n;
 }
 
 void

@@ -23,11 +23,11 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
-#include "asan.h"
 #include "bufq.h"
 #include "bytes.h"
 #include "conn.h"
 #include "exchange.h"
+#include "freelist.h"
 #include "http1.h"
 #include "log.h"
 #include "request.h"
@@ -242,28 +242,18 @@ ex_malformed(struct exchange *ex)
  * glibc's per-thread cache, and taking one from the main heap and giving it
  * back cost about 2 % of a small request's instructions.
  */
-#define EX_FREELIST_MAX	64
-
-static struct exchange *ex_freelist;	/* linked through entry.le_next */
-static size_t ex_nfree;
+static struct freelist ex_cache = FREELIST_INIT(64);
 
 void
 exchange_cache_free(void)
 {
-	struct exchange *ex;
-
-	while ((ex = ex_freelist) != NULL) {
-		asan_unpoison(ex, sizeof(*ex));
-		ex_freelist = LIST_NEXT(ex, entry);
-		free(ex);
-	}
-	ex_nfree = 0;
+	freelist_drain(&ex_cache, sizeof(struct exchange));
 }
 
 size_t
 exchange_cached(void)
 {
-	return ex_nfree;
+	return ex_cache.n;
 }
 
 struct exchange *
@@ -271,12 +261,9 @@ exchange_new(struct qconn *qc, int64_t stream_id)
 {
 	struct exchange *ex;
 
-	if ((ex = ex_freelist) != NULL) {
-		asan_unpoison(ex, sizeof(*ex));
-		ex_freelist = LIST_NEXT(ex, entry);
-		ex_nfree--;
+	if ((ex = freelist_get(&ex_cache, sizeof(*ex))) != NULL)
 		memset(ex, 0, sizeof(*ex));
-	} else if ((ex = calloc(1, sizeof(*ex))) == NULL)
+	else if ((ex = calloc(1, sizeof(*ex))) == NULL)
 		return NULL;
 	ex->qc = qc;
 	ex->gen = generation_ref(qc->srv->gen);
@@ -1386,13 +1373,7 @@ ex_free(struct exchange *ex)
 	qc->nexchanges--;
 	stats.streams_current--;
 	generation_unref(ex->gen);
-	if (ex_nfree < EX_FREELIST_MAX) {
-		LIST_NEXT(ex, entry) = ex_freelist;
-		ex_freelist = ex;
-		ex_nfree++;
-		asan_poison(ex, sizeof(*ex));
-	} else
-		free(ex);
+	freelist_put(&ex_cache, ex, sizeof(*ex));
 	if (qc->srv->shutting_down && qc->nexchanges == 0)
 		qconn_want_write(qc);	/* qconn_write will close it */
 }
