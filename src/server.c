@@ -318,6 +318,7 @@ server_free(struct quic_server *srv)
 	free(srv);
 	exchange_cache_free();
 	bufq_cache_free();
+	h3_mem_drain();
 }
 
 void
@@ -389,6 +390,7 @@ static const struct stats_row {
 	ROW("buffers", "chunks", buffer_chunks),
 	ROW("buffers", "chunks_free", buffer_chunks_free),
 	ROW("buffers", "exchanges_free", exchanges_free),
+	ROW("buffers", "h3_free_bytes", h3_free_bytes),
 	ROW("loop", "busy_windows", loop_busy_windows),
 	ROW("loop", "batched_windows", loop_batched_windows),
 };
@@ -406,6 +408,7 @@ server_report_stats(struct quic_server *srv, struct strbuf *out, bool json)
 	stats.buffer_chunks = bufq_chunks_in_use();
 	stats.buffer_chunks_free = bufq_chunks_free();
 	stats.exchanges_free = exchange_cached();
+	stats.h3_free_bytes = h3_mem_kept();
 	if (json)
 		strbuf_printf(out, "{\"version\":\"%s\",\"uptime\":%.3f,"
 		    "\"generation\":%llu", QPROXY_VERSION, uptime,

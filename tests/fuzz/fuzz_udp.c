@@ -1113,6 +1113,7 @@ teardown(void)
 	 */
 	exchange_cache_free();
 	bufq_cache_free();
+	h3_mem_drain();
 }
 
 int

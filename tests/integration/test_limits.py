@@ -213,6 +213,7 @@ def test_client_that_reads_nothing_is_closed_after_send_timeout(qproxy_factory,
     assert after["buffers"]["chunks"] == 0, after["buffers"]
     assert after["buffers"]["chunks_free"] <= 64
     assert 1 <= after["buffers"]["exchanges_free"] <= 64
+    assert 0 < after["buffers"]["h3_free_bytes"] <= 256 * 1024
 
 
 def test_slow_reader_that_keeps_reading_is_not_closed(qproxy_factory, backend_app, tmp_path):
