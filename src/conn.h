@@ -206,6 +206,7 @@ int		 h3_recv_stream_data(struct qconn *, int64_t stream_id,
 void		 h3_goaway(struct qconn *);
 /* Gives the peer credit for n request body bytes qproxy consumed. */
 void		 h3_consumed(struct qconn *, int64_t stream_id, size_t n);
+/* Bytes of nghttp3's freed blocks kept for reuse; drain frees them. */
 size_t		 h3_mem_kept(void);
 void		 h3_mem_drain(void);
 /* Resets both directions of a stream with an HTTP/3 error code. */

@@ -27,7 +27,10 @@
 #define H3MEM_CLASSES		(H3MEM_MAX >> H3MEM_SHIFT)
 #define H3MEM_KEEP_BYTES	(256 * 1024)
 
-static struct freelist	h3mem_class[H3MEM_CLASSES + 1];
+/* Indexed by class, 1 to H3MEM_CLASSES; the byte bound is their limit. */
+static struct freelist	h3mem_class[H3MEM_CLASSES + 1] = {
+	[0 ... H3MEM_CLASSES] = FREELIST_INIT(SIZE_MAX)
+};
 static size_t		h3mem_bytes;	/* kept now */
 
 static void *
@@ -49,7 +52,6 @@ h3mem_malloc(size_t size, void *user_data)
 static void
 h3mem_free(void *p, void *user_data)
 {
-	struct freelist *fl;
 	size_t c;
 
 	(void)user_data;
@@ -62,10 +64,7 @@ h3mem_free(void *p, void *user_data)
 		free(p);
 		return;
 	}
-	fl = &h3mem_class[c];
-	if (fl->max == 0)
-		fl->max = SIZE_MAX;	/* the byte bound is the limit */
-	freelist_put(fl, p, c << H3MEM_SHIFT);
+	freelist_put(&h3mem_class[c], p, c << H3MEM_SHIFT);
 	h3mem_bytes += c << H3MEM_SHIFT;
 }
 

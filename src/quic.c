@@ -894,6 +894,7 @@ qconn_write(struct qconn *qc)
 	uint32_t flags;
 	int fin = 0, rv;
 	size_t npkts = 0, max_pkts, off = 0, seg = 0;
+	uint64_t data_left;
 	uint8_t train_ecn = 0;
 
 	if (qc->state != QC_ACTIVE || qc->blocked)
@@ -918,16 +919,16 @@ qconn_write(struct qconn *qc)
 		 * nghttp3 again, which would walk its control and QPACK
 		 * streams each time.
 		 */
-		if (sveccnt == 0 || !ngtcp2_conn_get_max_data_left(qc->conn)) {
+		data_left = ngtcp2_conn_get_max_data_left(qc->conn);
+		if (sveccnt == 0 || data_left == 0) {
 			stream_id = -1;
 			fin = 0;
 			sveccnt = 0;
 			vec = vecbuf;
-		}
-		if (sveccnt == 0 && qc->h3 != NULL &&
-		    ngtcp2_conn_get_max_data_left(qc->conn)) {
-			sveccnt = nghttp3_conn_writev_stream(qc->h3, &stream_id,
-			    &fin, vec, sizeof(vecbuf) / sizeof(vecbuf[0]));
+			if (qc->h3 != NULL && data_left > 0)
+				sveccnt = nghttp3_conn_writev_stream(qc->h3,
+				    &stream_id, &fin, vec,
+				    sizeof(vecbuf) / sizeof(vecbuf[0]));
 			if (sveccnt < 0) {
 				ngtcp2_ccerr_set_application_error(
 				    &qc->last_error,
