@@ -45,7 +45,7 @@ struct cid_entry {
 };
 
 static void	qconn_write(struct qconn *);
-static void	qconn_arm_timer(struct qconn *);
+static void	qconn_arm_timer(struct qconn *, ngtcp2_tstamp);
 
 uint64_t
 quic_now(void)
@@ -895,7 +895,9 @@ qconn_write(struct qconn *qc)
 	int fin = 0, rv;
 	size_t npkts = 0, max_pkts, off = 0, seg = 0;
 	uint64_t data_left;
+	ngtcp2_tstamp expiry;
 	uint8_t train_ecn = 0;
+	bool drained = false;
 
 	if (qc->state != QC_ACTIVE || qc->blocked)
 		return;
@@ -975,8 +977,10 @@ qconn_write(struct qconn *qc)
 				goto h3_error;
 			sveccnt = vec_advance(&vec, sveccnt, (size_t)ndatalen);
 		}
-		if (nwrite == 0)
+		if (nwrite == 0) {
+			drained = npkts > 0;
 			break;
+		}
 		npkts++;
 		/*
 		 * A train carries datagrams of one size on one path with one
@@ -1016,8 +1020,21 @@ qconn_write(struct qconn *qc)
 		(void)send_train(qc, srv->txbuf, off, seg, &train_ps.path,
 		    train_ecn);
 out:
+	/*
+	 * Pacing: the bytes just sent hold the next packet back for a
+	 * while (ngtcp2 sets that time only here, so it held back none of
+	 * this call's packets). When this call sent packets and stopped
+	 * for want of anything more to send, nothing is waiting for that
+	 * time, and a timer for it would only wake the loop to find
+	 * nothing to do (about once per request under load): the timer is
+	 * armed for ngtcp2's other deadlines, read before the pacing one
+	 * is set. Data that comes before the pacing time gets no packet
+	 * from ngtcp2; that call sends none and arms the timer for it.
+	 */
+	expiry = drained ? ngtcp2_conn_get_expiry(qc->conn) : 0;
 	ngtcp2_conn_update_pkt_tx_time(qc->conn, ts);
-	qconn_arm_timer(qc);
+	qconn_arm_timer(qc, drained ? expiry :
+	    ngtcp2_conn_get_expiry(qc->conn));
 	return;
 h3_error:
 	ngtcp2_ccerr_set_application_error(&qc->last_error,
@@ -1026,9 +1043,8 @@ h3_error:
 }
 
 static void
-qconn_arm_timer(struct qconn *qc)
+qconn_arm_timer(struct qconn *qc, ngtcp2_tstamp expiry)
 {
-	ngtcp2_tstamp expiry = ngtcp2_conn_get_expiry(qc->conn);
 	uint64_t now = quic_now();
 	double t;
 
