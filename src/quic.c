@@ -285,6 +285,43 @@ handshake_completed(ngtcp2_conn *conn, void *user_data)
 	return 0;
 }
 
+/*
+ * TLS messages from the client. In 1-RTT packets a client has none to send
+ * (RFC 9001 6: no KeyUpdate; in QUIC no post-handshake authentication, and
+ * tickets go only to it), so they are refused there, as TLS refuses an
+ * unexpected message (RFC 9001 4.8: CRYPTO_ERROR 0x10a). Given to wolfSSL,
+ * a ticket from the client made it derive keys anew, and ngtcp2 aborted
+ * the process on an assertion. After the handshake the TLS session is
+ * gone anyway (qconn_shed_tls).
+ */
+static int
+recv_crypto_data(ngtcp2_conn *conn, ngtcp2_encryption_level level,
+    uint64_t offset, const uint8_t *data, size_t datalen, void *user_data)
+{
+	struct qconn *qc = user_data;
+
+	if (level == NGTCP2_ENCRYPTION_LEVEL_1RTT || qc->ssl == NULL) {
+		ngtcp2_conn_set_tls_alert(conn, TLS_ALERT_UNEXPECTED_MESSAGE);
+		return NGTCP2_ERR_CRYPTO;
+	}
+	return ngtcp2_crypto_recv_crypto_data_cb(conn, level, offset, data,
+	    datalen, user_data);
+}
+
+/*
+ * After the handshake, packet protection and key updates need only the
+ * keys ngtcp2 holds: the TLS session (about 7 KiB with its record-layer
+ * keys, which QUIC never uses) is freed. Not from within ngtcp2's
+ * handshake callback: the packet that finished it is still being read.
+ */
+static void
+qconn_shed_tls(struct qconn *qc)
+{
+	ngtcp2_conn_set_tls_native_handle(qc->conn, NULL);
+	tls_session_free(qc->ssl);
+	qc->ssl = NULL;
+}
+
 /* A client's new path (migration, NAT rebinding) was checked. */
 static int
 path_validation(ngtcp2_conn *conn, uint32_t flags, const ngtcp2_path *path,
@@ -482,7 +519,7 @@ extend_max_remote_streams_bidi(ngtcp2_conn *conn, uint64_t max_streams,
 
 static const ngtcp2_callbacks quic_callbacks = {
 	.recv_client_initial = ngtcp2_crypto_recv_client_initial_cb,
-	.recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb,
+	.recv_crypto_data = recv_crypto_data,
 	.handshake_completed = handshake_completed,
 	.encrypt = tls_aead_encrypt,
 	.decrypt = tls_aead_decrypt,
@@ -1367,6 +1404,8 @@ handle_datagram(struct udp_sock *sock, const uint8_t *data, size_t len,
 		qconn_close(qc);
 		return;
 	}
+	if (qc->handshake_done && qc->ssl != NULL)
+		qconn_shed_tls(qc);
 	qconn_want_write(qc);
 }
 

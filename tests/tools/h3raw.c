@@ -29,6 +29,14 @@
  *                             then uses no dynamic table): any encoder
  *                             instructions, such as a capacity the server
  *                             did not allow
+ *   --tls-after HEX           once every request has its outcome, send these
+ *                             bytes as TLS data (CRYPTO frames) in 1-RTT
+ *                             packets, and wait for the server to close
+ *                             the connection; a last line reports it:
+ *                             "tls-after closed 0xCODE" or "tls-after open"
+ *   --tls-at-handshake        send the --tls-after bytes as soon as the
+ *                             handshake completes instead, in the first
+ *                             1-RTT packet (with the client's Finished)
  *   --sni NAME                TLS SNI (default: HOST)
  *   --alpn PROTO              the one ALPN protocol offered (default h3);
  *                             an empty PROTO offers no ALPN at all
@@ -172,6 +180,8 @@ static struct {
   int no_read;
   buf_t raw;
   buf_t raw_encoder;
+  buf_t tls_after;
+  int tls_at_handshake;
 } opt;
 
 static struct {
@@ -196,6 +206,7 @@ static struct {
   size_t next_req;
 
   int hs_done;
+  int tls_after_sent;
   ngtcp2_ccerr last_error;
   int conn_dead; /* no more I/O on the connection */
   int peer_closed;
@@ -511,6 +522,11 @@ static void parse_args(int argc, char **argv) {
     } else if (strcmp(a, "--raw-encoder") == 0) {
       NEED_ARG();
       parse_hex(next, &opt.raw_encoder);
+    } else if (strcmp(a, "--tls-after") == 0) {
+      NEED_ARG();
+      parse_hex(next, &opt.tls_after);
+    } else if (strcmp(a, "--tls-at-handshake") == 0) {
+      opt.tls_at_handshake = 1;
     } else if (strcmp(a, "--sni") == 0) {
       NEED_ARG();
       opt.sni = next;
@@ -953,9 +969,28 @@ static int setup_h3(void) {
 /* ------------------------------------------------------------------ */
 /* ngtcp2 callbacks                                                    */
 
+/* The --tls-after bytes, as TLS data in 1-RTT packets. */
+static int send_tls_after(void) {
+  int rv = ngtcp2_conn_submit_crypto_data(
+    c.conn, NGTCP2_ENCRYPTION_LEVEL_1RTT, opt.tls_after.data,
+    opt.tls_after.len);
+
+  if (rv != 0) {
+    warnx_("ngtcp2_conn_submit_crypto_data: %s", ngtcp2_strerror(rv));
+    return rv;
+  }
+  c.tls_after_sent = 1;
+  note("TLS data queued after the handshake");
+  return 0;
+}
+
 static int cb_handshake_completed(ngtcp2_conn *conn, void *user_data) {
   c.hs_done = 1;
   note("handshake completed");
+  if (opt.tls_after.len > 0 && opt.tls_at_handshake &&
+      send_tls_after() != 0) {
+    return NGTCP2_ERR_CALLBACK_FAILURE;
+  }
   if (setup_h3() != 0) {
     return NGTCP2_ERR_CALLBACK_FAILURE;
   }
@@ -1838,6 +1873,13 @@ static int print_results(void) {
     }
   }
   fflush(stdout);
+  if (opt.tls_after.len > 0) {
+    if (c.peer_closed) {
+      printf("tls-after closed 0x%" PRIx64 "\n", c.peer_close_code);
+    } else {
+      printf("tls-after open\n");
+    }
+  }
   return all;
 }
 
@@ -1883,7 +1925,21 @@ int main(int argc, char **argv) {
 
     open_streams();
     if (c.hs_done && all_done()) {
-      break;
+      if (opt.tls_after.len == 0) {
+        break;
+      }
+      if (!c.tls_after_sent) {
+        rv = send_tls_after();
+        if (rv != 0) {
+          ngtcp2_ccerr_set_liberr(&c.last_error, rv, NULL, 0);
+          local_close();
+          break;
+        }
+        if (write_streams() != 0) {
+          local_close();
+          break;
+        }
+      }
     }
 
     now = timestamp();
