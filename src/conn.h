@@ -25,6 +25,10 @@
 #define QUIC_GSO_MAX		64	/* datagrams in one sendmsg */
 /* and bytes: one UDP send carries at most 65507 (IPv4) */
 #define QUIC_GSO_MAX_BYTES	65000
+/* full-sized datagrams that always fit in one send */
+#define QUIC_TRAIN_PKTS		(QUIC_GSO_MAX_BYTES / QUIC_MAX_PKTLEN < \
+				    QUIC_GSO_MAX ? QUIC_GSO_MAX_BYTES / \
+				    QUIC_MAX_PKTLEN : QUIC_GSO_MAX)
 
 struct qconn;
 struct exchange;

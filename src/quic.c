@@ -947,8 +947,13 @@ qconn_write(struct qconn *qc)
 	ngtcp2_path_storage_zero(&train_ps);
 	/* Bounded per call; the rest waits for the next loop iteration. */
 	max_pkts = ngtcp2_conn_get_send_quantum(qc->conn) / QUIC_MAX_PKTLEN + 1;
-	if (max_pkts > QUIC_GSO_MAX)
-		max_pkts = QUIC_GSO_MAX;
+	/*
+	 * No more than one train holds: a 64 KiB quantum is 46 packets of
+	 * 1444 bytes, of which a train takes 45, and the 46th went out in
+	 * a sendmsg of its own (on a download, every other one).
+	 */
+	if (max_pkts > QUIC_TRAIN_PKTS)
+		max_pkts = QUIC_TRAIN_PKTS;
 
 	for (;;) {
 		/*
