@@ -5,7 +5,9 @@ Both proxies get the same certificate, the same nginx backend, the same
 flow-control windows and stream limits, one worker and one thread. For each
 workload, each server is started afresh, measured with h2load, and stopped;
 servers alternate within a workload and each workload is repeated (median
-reported). The headline figure is the server's CPU time per unit of work,
+reported, and the median of the ratios of runs made one after the other,
+which a host whose speed drifts from minute to minute moves less). The
+headline figure is the server's CPU time per unit of work,
 read from /proc before and after the load: on a small machine the client
 competes with the server, so requests/s alone misleads.
 
@@ -914,12 +916,26 @@ def ratio(a, b):
     return "%.2f" % (a / b)
 
 
+def paired(qs, ns):
+    """q/n of each repetition's two runs, made one after the other (a
+    noisy host's speed drifts less between them than across a workload):
+    their median, and lowest and highest."""
+    other = {r["rep"]: r["work"] for r in ns if r.get("work")}
+    rs = sorted(q["work"] / other[q["rep"]] for q in qs
+                if q.get("work") is not None and q["rep"] in other)
+    if not rs:
+        return "-"
+    if len(rs) == 1:
+        return "%.2f" % rs[0]
+    return "%.2f (%.2f-%.2f)" % (statistics.median(rs), rs[0], rs[-1])
+
+
 def table(wls, results, failed):
     rows = ["| workload | headline (better) | qproxy | nghttpx | ratio q/n "
-            "| CPU % in kernel q / n "
+            "| paired q/n (range) | CPU % in kernel q / n "
             "| throughput q / n | p50 ms q / n | p99 ms q / n "
             "| peak RSS MiB q / n | RSS ratio |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
 
     def med(wl, kind):
         if not results.get((wl.name, kind)):
@@ -931,7 +947,7 @@ def table(wls, results, failed):
     def cell(m, key, digits=None):
         return fmt(m[key], digits) if m else "FAIL"
 
-    def row(name, wl, q, n):
+    def row(name, wl, q, n, pair):
         rate_u, work_u, better = UNITS[wl.kind]
         rq = q["rss_kib"] / KIB if q and q["rss_kib"] else None
         rn = n["rss_kib"] / KIB if n and n["rss_kib"] else None
@@ -939,21 +955,27 @@ def table(wls, results, failed):
             cell(q, "rate"), cell(n, "rate"), rate_u)
         kern = "-" if wl.kind == "idle" else "%s / %s" % (
             cell(q, "kernel", 0), cell(n, "kernel", 0))
-        rows.append("| %s | %s (%s) | %s | %s | %s | %s | %s | %s / %s "
+        rows.append("| %s | %s (%s) | %s | %s | %s | %s | %s | %s | %s / %s "
                     "| %s / %s | %s / %s | %s |" % (
                         name, work_u, better, cell(q, "work"),
                         cell(n, "work"),
-                        ratio(q and q["work"], n and n["work"]), kern, thr,
+                        ratio(q and q["work"], n and n["work"]), pair, kern,
+                        thr,
                         cell(q, "p50"), cell(n, "p50"), cell(q, "p99"),
                         cell(n, "p99"), fmt(rq, 1) if q else "FAIL",
                         fmt(rn, 1) if n else "FAIL", ratio(rq, rn)))
 
+    def pair(wl, kind):
+        return paired(results.get((wl.name, QPROXY), []),
+                      results.get((wl.name, kind), []))
+
     for wl in wls:
-        row(wl.name, wl, med(wl, QPROXY), med(wl, NGHTTPX))
+        row(wl.name, wl, med(wl, QPROXY), med(wl, NGHTTPX),
+            pair(wl, NGHTTPX))
     for wl in wls:
         if wl.h2:
             row(wl.name + ", nghttpx over h2+TLS", wl, med(wl, QPROXY),
-                med(wl, NGHTTPX_H2))
+                med(wl, NGHTTPX_H2), pair(wl, NGHTTPX_H2))
     return "\n".join(rows)
 
 
@@ -1104,6 +1126,7 @@ def main():
                         break
                     else:
                         continue
+                    res["rep"] = rep
                     results.setdefault((wl.name, kind), []).append(res)
                     lat = "" if res["p50"] is None else \
                         ", p50 %s ms, p99 %s ms" % (fmt(res["p50"]),
