@@ -917,6 +917,23 @@ vec_advance(nghttp3_vec **vp, nghttp3_ssize cnt, size_t n)
 	return cnt;
 }
 
+/*
+ * Tells nghttp3 how much of a stream ngtcp2 took. Once per set of vectors
+ * rather than once per packet: nghttp3 runs nothing in between, and each
+ * call looks the stream up and may reschedule it.
+ */
+static int
+h3_written(struct qconn *qc, int64_t stream_id, size_t *written, bool *wrote)
+{
+	size_t n = *written;
+
+	if (!*wrote)
+		return 0;
+	*written = 0;
+	*wrote = false;
+	return nghttp3_conn_add_write_offset(qc->h3, stream_id, n);
+}
+
 static void
 qconn_write(struct qconn *qc)
 {
@@ -934,7 +951,8 @@ qconn_write(struct qconn *qc)
 	uint64_t data_left;
 	ngtcp2_tstamp expiry;
 	uint8_t train_ecn = 0;
-	bool drained = false;
+	bool drained = false, wrote = false;
+	size_t written = 0;
 
 	if (qc->state != QC_ACTIVE || qc->blocked)
 		return;
@@ -965,6 +983,9 @@ qconn_write(struct qconn *qc)
 		 */
 		data_left = ngtcp2_conn_get_max_data_left(qc->conn);
 		if (sveccnt == 0 || data_left == 0) {
+			rv = h3_written(qc, stream_id, &written, &wrote);
+			if (rv != 0)
+				goto h3_error;
 			stream_id = -1;
 			fin = 0;
 			sveccnt = 0;
@@ -991,19 +1012,25 @@ qconn_write(struct qconn *qc)
 		if (nwrite < 0) {
 			switch (nwrite) {
 			case NGTCP2_ERR_STREAM_DATA_BLOCKED:
+				rv = h3_written(qc, stream_id, &written,
+				    &wrote);
+				if (rv != 0)
+					goto h3_error;
 				nghttp3_conn_block_stream(qc->h3, stream_id);
 				sveccnt = 0;
 				continue;
 			case NGTCP2_ERR_STREAM_SHUT_WR:
+				rv = h3_written(qc, stream_id, &written,
+				    &wrote);
+				if (rv != 0)
+					goto h3_error;
 				nghttp3_conn_shutdown_stream_write(qc->h3,
 				    stream_id);
 				sveccnt = 0;
 				continue;
 			case NGTCP2_ERR_WRITE_MORE:
-				rv = nghttp3_conn_add_write_offset(qc->h3,
-				    stream_id, (size_t)ndatalen);
-				if (rv != 0)
-					goto h3_error;
+				written += (size_t)ndatalen;
+				wrote = true;
 				sveccnt = 0;	/* all of it went */
 				continue;
 			}
@@ -1013,10 +1040,8 @@ qconn_write(struct qconn *qc)
 			return;
 		}
 		if (ndatalen >= 0) {
-			rv = nghttp3_conn_add_write_offset(qc->h3, stream_id,
-			    (size_t)ndatalen);
-			if (rv != 0)
-				goto h3_error;
+			written += (size_t)ndatalen;
+			wrote = true;
 			sveccnt = vec_advance(&vec, sveccnt, (size_t)ndatalen);
 		}
 		if (nwrite == 0) {
@@ -1062,6 +1087,8 @@ qconn_write(struct qconn *qc)
 		(void)send_train(qc, srv->txbuf, off, seg, &train_ps.path,
 		    train_ecn);
 out:
+	if ((rv = h3_written(qc, stream_id, &written, &wrote)) != 0)
+		goto h3_error;
 	/*
 	 * Pacing: the bytes just sent hold the next packet back for a
 	 * while (ngtcp2 sets that time only here, so it held back none of
