@@ -1872,7 +1872,6 @@ static int print_results(void) {
       }
     }
   }
-  fflush(stdout);
   if (opt.tls_after.len > 0) {
     if (c.peer_closed) {
       printf("tls-after closed 0x%" PRIx64 "\n", c.peer_close_code);
@@ -1880,6 +1879,7 @@ static int print_results(void) {
       printf("tls-after open\n");
     }
   }
+  fflush(stdout);
   return all;
 }
 
