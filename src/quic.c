@@ -1100,10 +1100,12 @@ out:
 	 * is set. Data that comes before the pacing time gets no packet
 	 * from ngtcp2; that call sends none and arms the timer for it.
 	 */
-	expiry = drained ? ngtcp2_conn_get_expiry(qc->conn) : 0;
+	if (drained)
+		expiry = ngtcp2_conn_get_expiry(qc->conn);
 	ngtcp2_conn_update_pkt_tx_time(qc->conn, ts);
-	qconn_arm_timer(qc, drained ? expiry :
-	    ngtcp2_conn_get_expiry(qc->conn));
+	if (!drained)
+		expiry = ngtcp2_conn_get_expiry(qc->conn);
+	qconn_arm_timer(qc, expiry);
 	return;
 h3_error:
 	ngtcp2_ccerr_set_application_error(&qc->last_error,
