@@ -157,6 +157,9 @@ struct qconn {
 	ev_tstamp		 reset_refill;
 	/* send_timeout: since when response data waits without progress */
 	ev_tstamp		 send_mark;	/* 0: nothing waits */
+	/* bytes ngtcp2 saw ACKed, not yet passed to nghttp3 in one call */
+	int64_t			 acked_stream;
+	uint64_t		 acked_len;
 };
 
 struct strbuf;

@@ -393,20 +393,44 @@ recv_stream_data(ngtcp2_conn *conn, uint32_t flags, int64_t stream_id,
 	return rv == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE;
 }
 
+/*
+ * ngtcp2 reports ACKed stream data once per packet: for a download, some
+ * 40 calls per ACK frame for the same stream. Each call into nghttp3 looks
+ * the stream up and walks its buffers, so the bytes are summed here and
+ * passed on once: when another stream's bytes come, when the stream
+ * closes, and after each datagram (acked_flush in handle_datagram).
+ */
+static int
+acked_flush(struct qconn *qc)
+{
+	uint64_t len = qc->acked_len;
+	int rv;
+
+	if (len == 0 || qc->h3 == NULL)
+		return 0;
+	qc->acked_len = 0;
+	if ((rv = nghttp3_conn_add_ack_offset(qc->h3, qc->acked_stream,
+	    len)) != 0) {
+		log_warnx("%s: nghttp3_conn_add_ack_offset: %s", qc->peer,
+		    nghttp3_strerror(rv));
+		return -1;
+	}
+	return 0;
+}
+
 static int
 acked_stream_data_offset(ngtcp2_conn *conn, int64_t stream_id,
     uint64_t offset, uint64_t len, void *user_data, void *stream_user_data)
 {
 	struct qconn *qc = user_data;
-	int rv;
 
-	if (qc->h3 == NULL)
+	if (qc->h3 == NULL || len == 0)
 		return 0;
-	if ((rv = nghttp3_conn_add_ack_offset(qc->h3, stream_id, len)) != 0) {
-		log_warnx("%s: nghttp3_conn_add_ack_offset: %s", qc->peer,
-		    nghttp3_strerror(rv));
+	if (qc->acked_len != 0 && qc->acked_stream != stream_id &&
+	    acked_flush(qc) != 0)
 		return NGTCP2_ERR_CALLBACK_FAILURE;
-	}
+	qc->acked_stream = stream_id;
+	qc->acked_len += len;
 	return 0;
 }
 
@@ -419,6 +443,8 @@ stream_close(ngtcp2_conn *conn, uint32_t flags, int64_t stream_id,
 
 	if (qc->h3 == NULL)
 		return 0;
+	if (acked_flush(qc) != 0)
+		return NGTCP2_ERR_CALLBACK_FAILURE;
 	if (!(flags & NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET))
 		app_error_code = NGHTTP3_H3_NO_ERROR;
 	rv = nghttp3_conn_close_stream(qc->h3, stream_id, app_error_code);
@@ -1413,6 +1439,8 @@ handle_datagram(struct udp_sock *sock, const uint8_t *data, size_t len,
 	path.remote.addrlen = remote->len;
 	path.user_data = NULL;
 	rv = ngtcp2_conn_read_pkt(qc->conn, &path, &pi, data, len, ts);
+	if (rv == 0 && acked_flush(qc) != 0)
+		rv = NGTCP2_ERR_CALLBACK_FAILURE;
 	if (rv != 0) {
 		switch (rv) {
 		case NGTCP2_ERR_DRAINING:
