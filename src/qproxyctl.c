@@ -217,7 +217,7 @@ ctl_exchange(const char *cmd, int json, struct strbuf *reply)
 			break;
 		strbuf_append(reply, buf, (size_t)n);
 		if (reply->truncated) {
-			fprintf(stderr, "qproxyctl: %s: reply longer than %d "
+			fprintf(stderr, "qproxyctl: %s: reply longer than %u "
 			    "bytes\n", ctl_socket, CTL_MAX_READ);
 			exit(1);
 		}
