@@ -157,6 +157,10 @@ struct qconn {
 	ev_tstamp		 reset_refill;
 	/* send_timeout: since when response data waits without progress */
 	ev_tstamp		 send_mark;	/* 0: nothing waits */
+	/* the client's Finished, read as it comes (recv_crypto_data) */
+	uint8_t			 fin_hdr[4];
+	uint8_t			 fin_hdrlen;
+	uint32_t		 fin_left;	/* its body bytes still to come */
 	/* bytes ngtcp2 saw ACKed, not yet passed to nghttp3 in one call */
 	int64_t			 acked_stream;
 	uint64_t		 acked_len;

@@ -286,13 +286,50 @@ handshake_completed(ngtcp2_conn *conn, void *user_data)
 }
 
 /*
- * TLS messages from the client. In 1-RTT packets a client has none to send
- * (RFC 9001 6: no KeyUpdate; in QUIC no post-handshake authentication, and
- * tickets go only to it), so they are refused there, as TLS refuses an
- * unexpected message (RFC 9001 4.8: CRYPTO_ERROR 0x10a). Given to wolfSSL,
- * a ticket from the client made it derive keys anew, and ngtcp2 aborted
- * the process on an assertion. After the handshake the TLS session is
- * gone anyway (qconn_shed_tls).
+ * Whether data, the next bytes of the client's Handshake-level CRYPTO
+ * stream (ngtcp2 delivers them in order), are its Finished and nothing
+ * more: qproxy asks for no client certificate, so that is the one message
+ * the client sends at that level (RFC 8446 4.4). The message header may
+ * come split across calls.
+ */
+static bool
+client_finished_only(struct qconn *qc, const uint8_t *data, size_t len)
+{
+	size_t take;
+
+	while (len > 0) {
+		if (qc->fin_hdrlen < sizeof(qc->fin_hdr)) {
+			qc->fin_hdr[qc->fin_hdrlen++] = *data++;
+			len--;
+			if (qc->fin_hdrlen < sizeof(qc->fin_hdr))
+				continue;
+			if (qc->fin_hdr[0] != TLS_HS_FINISHED)
+				return false;
+			qc->fin_left = (uint32_t)qc->fin_hdr[1] << 16 |
+			    (uint32_t)qc->fin_hdr[2] << 8 | qc->fin_hdr[3];
+			if (qc->fin_left == 0)
+				return false;
+			continue;
+		}
+		if (qc->fin_left == 0)
+			return false;	/* bytes after the Finished */
+		take = len < qc->fin_left ? len : qc->fin_left;
+		qc->fin_left -= (uint32_t)take;
+		data += take;
+		len -= take;
+	}
+	return true;
+}
+
+/*
+ * TLS messages from the client. It has none to send once its Finished is
+ * sent (RFC 9001 6: no KeyUpdate; in QUIC no post-handshake
+ * authentication, and tickets go only to it), so anything after the
+ * Finished, in the same CRYPTO frame or in a 1-RTT packet, is refused as
+ * TLS refuses an unexpected message (RFC 9001 4.8: CRYPTO_ERROR 0x10a).
+ * Given to wolfSSL, a KeyUpdate or a ticket from the client made it derive
+ * keys anew, and ngtcp2 aborted the process on an assertion. After the
+ * handshake the TLS session is gone anyway (qconn_shed_tls).
  */
 static int
 recv_crypto_data(ngtcp2_conn *conn, ngtcp2_encryption_level level,
@@ -300,7 +337,10 @@ recv_crypto_data(ngtcp2_conn *conn, ngtcp2_encryption_level level,
 {
 	struct qconn *qc = user_data;
 
-	if (level == NGTCP2_ENCRYPTION_LEVEL_1RTT || qc->ssl == NULL) {
+	if (level == NGTCP2_ENCRYPTION_LEVEL_1RTT || qc->ssl == NULL ||
+	    ngtcp2_conn_get_handshake_completed(conn) ||
+	    (level == NGTCP2_ENCRYPTION_LEVEL_HANDSHAKE &&
+	    !client_finished_only(qc, data, datalen))) {
 		ngtcp2_conn_set_tls_alert(conn, TLS_ALERT_UNEXPECTED_MESSAGE);
 		return NGTCP2_ERR_CRYPTO;
 	}

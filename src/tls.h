@@ -38,6 +38,8 @@ void		 tls_session_free(WOLFSSL *);
 /* RFC 8446 6.2: what a client that offered no usable ALPN gets. */
 #define TLS_ALERT_NO_APPLICATION_PROTOCOL	120
 #define TLS_ALERT_UNEXPECTED_MESSAGE		10
+/* RFC 8446 4: a handshake message's type */
+#define TLS_HS_FINISHED				20
 /* Whether the session agreed on "h3". */
 bool		 tls_alpn_is_h3(WOLFSSL *);
 /* ngtcp2's packet protection callbacks, AES without the EVP layer. */

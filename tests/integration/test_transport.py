@@ -451,21 +451,23 @@ def test_cipher_suites_protect_both_directions(qp, tmp_path, suite):
     assert j["length"] == n and j["sha256"] == expected_sha256(n), j
 
 
-@pytest.mark.parametrize("when", ["at-handshake", "after-request"])
+@pytest.mark.parametrize("when", ["in-handshake", "at-handshake", "after-request"])
 @pytest.mark.parametrize("message", ["04 00 00 01 00", "18 00 00 01 00"],
                          ids=["new_session_ticket", "key_update"])
 def test_tls_messages_after_the_handshake_are_refused(qp, message, when):
-    """A client has no TLS message to send in 1-RTT packets (RFC 9001 6: no
-    KeyUpdate; tickets go only from server to client): one that sends a
-    NewSessionTicket or a KeyUpdate there, together with its Finished or
-    after a request, gets CRYPTO_ERROR unexpected_message (0x10a), and
-    qproxy goes on serving. A ticket from the client once made wolfSSL
-    install keys again and the daemon abort on an ngtcp2 assertion."""
+    """A client has no TLS message to send after its Finished (RFC 9001 6:
+    no KeyUpdate; tickets go only from server to client): one that sends a
+    NewSessionTicket or a KeyUpdate right after the Finished in the same
+    Handshake-level CRYPTO stream, in 1-RTT packets together with the
+    Finished, or after a request, gets CRYPTO_ERROR unexpected_message
+    (0x10a), and qproxy goes on serving. A ticket in a 1-RTT packet, and a
+    KeyUpdate after the Finished, once made wolfSSL install keys again and
+    the daemon abort on an ngtcp2 assertion."""
     req = [":method: GET", ":scheme: https", ":authority: 127.0.0.1:%d" % qp.port,
            ":path: /app/bytes/10"]
     extra = ["--tls-after", message]
-    if when == "at-handshake":
-        extra.append("--tls-at-handshake")
+    if when != "after-request":
+        extra.append("--tls-" + when)
     r = h3raw(qp.port, req, timeout=5, extra=extra)
     assert "tls-after closed 0x10a" in r.stdout.splitlines(), r
     if when == "after-request":

@@ -37,6 +37,9 @@
  *   --tls-at-handshake        send the --tls-after bytes as soon as the
  *                             handshake completes instead, in the first
  *                             1-RTT packet (with the client's Finished)
+ *   --tls-in-handshake        as --tls-at-handshake, but in Handshake
+ *                             packets: right after the client's Finished,
+ *                             in the same CRYPTO stream
  *   --sni NAME                TLS SNI (default: HOST)
  *   --alpn PROTO              the one ALPN protocol offered (default h3);
  *                             an empty PROTO offers no ALPN at all
@@ -182,6 +185,7 @@ static struct {
   buf_t raw_encoder;
   buf_t tls_after;
   int tls_at_handshake;
+  ngtcp2_encryption_level tls_level;
 } opt;
 
 static struct {
@@ -472,6 +476,7 @@ static void parse_args(int argc, char **argv) {
   opt.count = 1;
   opt.timeout = 10;
   opt.alpn = "h3";
+  opt.tls_level = NGTCP2_ENCRYPTION_LEVEL_1RTT;
   c.qenc = -1;
 
   for (int i = 1; i < argc; ++i) {
@@ -527,6 +532,9 @@ static void parse_args(int argc, char **argv) {
       parse_hex(next, &opt.tls_after);
     } else if (strcmp(a, "--tls-at-handshake") == 0) {
       opt.tls_at_handshake = 1;
+    } else if (strcmp(a, "--tls-in-handshake") == 0) {
+      opt.tls_at_handshake = 1;
+      opt.tls_level = NGTCP2_ENCRYPTION_LEVEL_HANDSHAKE;
     } else if (strcmp(a, "--sni") == 0) {
       NEED_ARG();
       opt.sni = next;
@@ -969,11 +977,10 @@ static int setup_h3(void) {
 /* ------------------------------------------------------------------ */
 /* ngtcp2 callbacks                                                    */
 
-/* The --tls-after bytes, as TLS data in 1-RTT packets. */
+/* The --tls-after bytes, as TLS data at opt.tls_level. */
 static int send_tls_after(void) {
   int rv = ngtcp2_conn_submit_crypto_data(
-    c.conn, NGTCP2_ENCRYPTION_LEVEL_1RTT, opt.tls_after.data,
-    opt.tls_after.len);
+    c.conn, opt.tls_level, opt.tls_after.data, opt.tls_after.len);
 
   if (rv != 0) {
     warnx_("ngtcp2_conn_submit_crypto_data: %s", ngtcp2_strerror(rv));
