@@ -201,11 +201,16 @@ h3_recv_stream_data(struct qconn *qc, int64_t stream_id, const uint8_t *data,
 	if (qc->h3 == NULL)
 		return -1;
 	n = nghttp3_conn_read_stream(qc->h3, stream_id, data, len, fin);
-	if (n == NGHTTP3_ERR_MALFORMED_HTTP_MESSAGING) {
+	if (n == NGHTTP3_ERR_MALFORMED_HTTP_MESSAGING &&
+	    ngtcp2_is_bidi_stream(stream_id)) {
 		/*
 		 * A body that disagrees with its Content-Length. nghttp3 calls
 		 * it a connection error; RFC 9114 4.1.2 lets it be a stream
-		 * error, which spares the connection's other requests.
+		 * error, which spares the connection's other requests. Not so
+		 * when it comes from reading the QPACK encoder stream: the
+		 * request was blocked on it, and its fault is not the encoder
+		 * stream's, which must never be stopped (RFC 9204 4.2). The
+		 * connection is closed then, with H3_MESSAGE_ERROR.
 		 */
 		if ((ex = exchange_find(qc, stream_id)) != NULL)
 			exchange_malformed(ex);

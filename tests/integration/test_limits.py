@@ -334,6 +334,33 @@ def test_qpack_reference_beyond_the_table_closes_the_connection(qproxy_factory, 
     assert backend_app.count == start
 
 
+# A POST whose Content-Length (5) is dynamic-table entry 0, which the
+# encoder stream inserts only after the request arrived (Required Insert
+# Count 1, field 0x80), and whose DATA holds 10 bytes: malformed once it
+# can be read, and it is read while qproxy reads the encoder stream.
+QPACK_BLOCKED_MALFORMED = "01 09 02 00 d4 d7 c1 50 01 61 80 00 0a" + " 61" * 10
+INSERT_CONTENT_LENGTH_5 = "3f e1 1f c4 01 35"
+
+
+def test_malformed_request_unblocked_by_the_encoder_stream(qproxy_factory, backend_app,
+                                                           tmp_path):
+    """A QPACK-blocked request found malformed (a body longer than its
+    Content-Length) only when the encoder stream's insert unblocks it: the
+    fault is the request's, not the encoder stream's, which must never be
+    stopped (RFC 9204 4.2). qproxy once answered with STOP_SENDING on the
+    client's encoder stream and left the request hanging; the connection is
+    closed with H3_MESSAGE_ERROR (0x10e), and the request reaches no
+    backend."""
+    q = _private(qproxy_factory, backend_app, tmp_path)
+    start = backend_app.count
+    r = h3raw(q.port, [], timeout=5,
+              extra=["--raw", QPACK_BLOCKED_MALFORMED, "--raw-encoder", INSERT_CONTENT_LENGTH_5])
+    assert r.outcomes == ["closed 0x10e"], r
+    assert _limits(q)["closed_protocol_errors"] == 1
+    assert backend_app.count == start
+    assert h3_get(q.url("/app/bytes/10")).body == expected_body(10)
+
+
 def _set_capacity(n):
     return prefix_int(0x20, 5, n)           # Set Dynamic Table Capacity
 
