@@ -37,6 +37,14 @@
 
 #define EX_READ_CHUNK	16384
 #define EX_READ_IOV	4	/* chunks a body read fills at most */
+/*
+ * Informational (1xx) heads passed on per request. Each waits in nghttp3
+ * until the client takes it, and they do not count against the response
+ * buffer: a backend sending them without end would grow qproxy as long
+ * as the client did not read. Later ones are read and dropped, which HTTP
+ * allows (RFC 9110 15.2: a client may ignore them).
+ */
+#define EX_MAX_INFO	16
 
 enum ex_state {
 	EX_HEADERS,	/* receiving the request head */
@@ -92,6 +100,7 @@ struct exchange {
 	bool			 resp_submitted;
 	bool			 resp_eof;	/* every body byte is queued */
 	bool			 continue_sent;	/* 100 Continue went out */
+	unsigned int		 ninfo;		/* 1xx heads passed on */
 };
 
 /*
@@ -931,6 +940,21 @@ ex_after_body(struct exchange *ex)
 	ex->reusable = false;
 }
 
+/* An informational head from the backend: passed on, or dropped. */
+static int
+ex_info(struct exchange *ex, const struct http1_response *r)
+{
+	/* 100 was sent already if the client asked for it */
+	if (r->status == 100 && ex->continue_sent)
+		return 0;
+	if (ex->ninfo >= EX_MAX_INFO) {
+		stats.informational_dropped++;
+		return 0;
+	}
+	ex->ninfo++;
+	return ex_submit_head(ex, r, true);
+}
+
 /* Parses what the backend sent so far. */
 static void
 ex_parse(struct exchange *ex)
@@ -957,9 +981,7 @@ ex_parse(struct exchange *ex)
 			return;
 		}
 		if (resp.status < 200) {
-			/* 100 was sent already if the client asked for it */
-			if (!(resp.status == 100 && ex->continue_sent) &&
-			    ex_submit_head(ex, &resp, true) == -1) {
+			if (ex_info(ex, &resp) == -1) {
 				ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
 				return;
 			}

@@ -387,6 +387,7 @@ static const struct stats_row {
 	ROW("upstream", "connect_failures", upstream_connect_failures),
 	ROW("upstream", "reused", upstream_reused),
 	ROW("upstream", "retried", upstream_retried),
+	ROW("upstream", "informational_dropped", informational_dropped),
 	ROW("buffers", "chunks", buffer_chunks),
 	ROW("buffers", "chunks_free", buffer_chunks_free),
 	ROW("buffers", "exchanges_free", exchanges_free),

@@ -48,6 +48,7 @@ struct stats {
 	uint64_t	upstream_connects, upstream_connect_failures;
 	uint64_t	upstream_reused;
 	uint64_t	upstream_retried;	/* pooled connection was closed */
+	uint64_t	informational_dropped;	/* 1xx over EX_MAX_INFO */
 	uint64_t	buffer_chunks;		/* now: bufq chunks holding bytes */
 	uint64_t	buffer_chunks_free;	/* now: kept for reuse */
 	uint64_t	exchanges_free;		/* now: kept for reuse */

@@ -32,7 +32,8 @@ Endpoints (the first path segment that names an endpoint selects it, so
   GET      /extra/N?ms=T   N bytes with Content-Length, then (after T ms, default 0)
                            a second, unasked-for response on the same connection,
                            which stays open: a proxy must not pass those bytes on
-  GET      /early-hints    103 Early Hints, then 200 with a small body
+  GET      /early-hints    103 Early Hints, then 200 with a small body;
+                           ?n=N sends N of them
   GET      /hop            a response carrying hop-by-hop fields (chunked body);
                            ?many=N puts N more tokens in Connection fields
   GET      /cookies        a response with two Set-Cookie fields
@@ -730,7 +731,8 @@ class Backend:
             return True
 
         if name == "early-hints":
-            sock.sendall(self._head(103, [("Link", "</style.css>; rel=preload; as=style")]))
+            hint = self._head(103, [("Link", "</style.css>; rel=preload; as=style")])
+            sock.sendall(hint * int(q.get("n", ["1"])[0]))
             return self._send_simple(sock, 200, b"final response after early hints\n",
                                      close=close, head_only=head_only)
 

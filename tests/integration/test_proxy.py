@@ -100,8 +100,23 @@ def test_close_delimited_download(qp, n):
 
 def test_early_hints_then_final_response(qp):
     r = h3_get(qp.url("/app/early-hints"))
+    assert [s for s, _ in r.interim] == [103]
+    assert ("link", "</style.css>; rel=preload; as=style") in r.interim[0][1]
     assert r.status == 200
     assert r.body == b"final response after early hints\n"
+
+
+def test_informational_responses_past_16_are_dropped(qp):
+    """Each informational response waits in qproxy until the client takes
+    it, outside the response buffer's limit: a backend that sent them
+    without end grew qproxy without bound. The first 16 of a request are
+    passed on; the rest are dropped, and counted."""
+    before = stats(qp)["upstream"]["informational_dropped"]
+    r = h3_get(qp.url("/app/early-hints?n=40"))
+    assert [s for s, _ in r.interim] == [103] * 16
+    assert r.status == 200
+    assert r.body == b"final response after early hints\n"
+    assert stats(qp)["upstream"]["informational_dropped"] - before == 24
 
 
 def test_multiple_set_cookie_fields(qp):
