@@ -567,11 +567,16 @@ ex_start(struct exchange *ex)
 static void ex_io_cb(struct ev_loop *, ev_io *, int);
 static void ex_timer_cb(struct ev_loop *, ev_timer *, int);
 
+/*
+ * The timer repeats: each read of the body restarts it (ev_timer_again,
+ * which stops a timer without a repeat value), so that read_timeout
+ * bounds the backend's silence mid-body as well.
+ */
 static void
 ex_arm_timer(struct exchange *ex, double seconds)
 {
 	ev_timer_stop(ex_loop(ex), &ex->timer);
-	ev_timer_init(&ex->timer, ex_timer_cb, seconds, 0.);
+	ev_timer_init(&ex->timer, ex_timer_cb, seconds, seconds);
 	ex->timer.data = ex;
 	ev_timer_start(ex_loop(ex), &ex->timer);
 }
@@ -1251,9 +1256,15 @@ ex_read(struct exchange *ex)
 			return;
 		}
 	}
-	/* the client is slower than the backend: stop reading for now */
-	if (ex->state == EX_FORWARD)
+	/*
+	 * The client is slower than the backend: stop reading for now, and
+	 * stop the clock on the backend, which is not the one waiting.
+	 */
+	if (ex->state == EX_FORWARD) {
 		ev_io_stop(ex_loop(ex), &ex->uc->rio);
+		if (ex->head_done)
+			ev_timer_stop(ex_loop(ex), &ex->timer);
+	}
 }
 
 static void
@@ -1340,6 +1351,7 @@ exchange_acked(struct exchange *ex, uint64_t n)
 	    !ev_is_active(&ex->uc->rio) &&
 	    ex->resp_body.len < ex_cfg(ex)->response_buffer_size) {
 		ev_io_start(ex_loop(ex), &ex->uc->rio);
+		ev_timer_again(ex_loop(ex), &ex->timer);
 		/* bytes may already wait in rbuf: parse them now */
 		if (ex->rlen > 0)
 			ex_parse(ex);

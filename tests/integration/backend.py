@@ -25,7 +25,8 @@ Endpoints (the first path segment that names an endpoint selects it, so
   *        /echo-headers   JSON: method, target, version and all headers in order
   *        /hang           reads the request, never answers (until the peer closes)
   GET      /die/N          Content-Length: N, half the body, then closes
-                           (/die/N?rst=1 resets the connection instead)
+                           (/die/N?rst=1 resets the connection instead;
+                           /die/N?stall=1 stays silent until the peer goes)
   GET      /die-chunked/N  chunked, about half the body, closes without the last chunk
   GET      /garbage[/KIND] a malformed response head, then keeps the connection open
                            KIND: status (default), noheader, cl, binary
@@ -661,6 +662,14 @@ class Backend:
             sock.sendall(self._head(200, [("Content-Type", "application/octet-stream"),
                                           ("Content-Length", str(n))]))
             sock.sendall(memoryview(body_bytes(n))[:n // 2])
+            if q.get("stall"):
+                while True:
+                    try:
+                        if not sock.recv(65536):
+                            break
+                    except OSError:
+                        break
+                return False
             time.sleep(0.05)
             if q.get("rst"):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

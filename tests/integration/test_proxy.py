@@ -384,6 +384,37 @@ def test_black_hole_504(qp, blackhole):
     assert SHORT_READ_TIMEOUT - 0.15 <= elapsed < SHORT_READ_TIMEOUT + 3 * SLOW, elapsed
 
 
+def test_backend_silent_mid_body_is_reset_after_read_timeout(qp):
+    """A backend that sends half its body and then nothing, keeping its
+    connection open: read_timeout (2s on /short/) bounds that silence too,
+    and the client gets an error, not a stream left open for good (the
+    timer once stopped at the first body read)."""
+    t = time.monotonic()
+    with pytest.raises(pycurl.error) as ei:
+        h3_get(qp.url("/short/die/200000?stall=1"), timeout=15)
+    elapsed = time.monotonic() - t
+    assert ei.value.args[0] != pycurl.E_OPERATION_TIMEDOUT, ei.value
+    assert SHORT_READ_TIMEOUT - 0.15 <= elapsed < SHORT_READ_TIMEOUT + 3 * SLOW, elapsed
+
+
+def test_client_pausing_longer_than_read_timeout_is_not_a_silent_backend(qp):
+    """While the client does not read, the response buffer fills and qproxy
+    stops reading the backend: the backend is not the one silent then, and
+    a pause longer than read_timeout (2s on /short/) does not cut the
+    response."""
+    n = 8 * MiB
+    paused = []
+
+    def on_data(received):
+        if not paused:
+            paused.append(received)
+            time.sleep(SHORT_READ_TIMEOUT + 1)
+
+    r = h3_get(qp.url("/short/bytes/%d" % n), timeout=60 * SLOW, on_data=on_data)
+    assert paused and r.status == 200
+    assert len(r.body) == n and r.sha256 == expected_sha256(n)
+
+
 @pytest.mark.parametrize("path", ["/app/die/200000", "/app/die/200000?rst=1",
                                   "/app/die-chunked/200000"],
                          ids=["content-length", "content-length-rst", "chunked"])
