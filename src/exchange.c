@@ -885,22 +885,23 @@ ex_submit_head(struct exchange *ex, const struct http1_response *r,
 	/* most heads fit on the stack; larger ones get the heap */
 	nghttp3_nv nva_small[32], *nva = nva_small;
 	char names_small[1024], *names = names_small, *np;
-	char st[3];
+	char st[3], cl[24];
 	struct conn_tokens ct;
 	size_t n = 0, total = 0;
 	int rv;
 
 	for (size_t i = 0; i < r->nheaders; i++)
 		total += r->headers[i].namelen;
-	if (r->nheaders + 1 > sizeof(nva_small) / sizeof(nva_small[0]))
-		nva = calloc(r->nheaders + 1, sizeof(*nva));
+	/* :status, the fields, and at most one content-length */
+	if (r->nheaders + 2 > sizeof(nva_small) / sizeof(nva_small[0]))
+		nva = calloc(r->nheaders + 2, sizeof(*nva));
 	if (total > sizeof(names_small))
 		names = malloc(total);
 	if (nva == NULL || names == NULL) {
 		rv = -1;
 		goto done;
 	}
-	/* 100 to 999: http1.c took three digits */
+	/* 100 to 599: http1.c took three digits */
 	st[0] = (char)('0' + r->status / 100);
 	st[1] = (char)('0' + r->status / 10 % 10);
 	st[2] = (char)('0' + r->status % 10);
@@ -913,8 +914,8 @@ ex_submit_head(struct exchange *ex, const struct http1_response *r,
 
 		if (hop_by_hop(r, &ct, h->name, h->namelen))
 			continue;
-		/* with chunked framing a Content-Length is not to be trusted */
-		if (r->framing == HTTP1_BODY_CHUNKED && h->namelen == 14 &&
+		/* passed on once, below, as one plain number */
+		if (h->namelen == 14 &&
 		    strncasecmp(h->name, "content-length", 14) == 0)
 			continue;
 		bytes_lower((uint8_t *)np, (const uint8_t *)h->name,
@@ -922,6 +923,19 @@ ex_submit_head(struct exchange *ex, const struct http1_response *r,
 		nva[n++] = (nghttp3_nv){ (uint8_t *)np, (uint8_t *)(uintptr_t)
 		    h->value, h->namelen, h->valuelen, NGHTTP3_NV_FLAG_NONE };
 		np += h->namelen;
+	}
+	/*
+	 * Content-Length, repeats and lists ("5, 5") made one value (RFC 9110
+	 * 8.6); none with chunked framing, where it is not to be trusted, nor
+	 * on a 1xx or 204, which may not have one.
+	 */
+	if (r->has_content_length && r->framing != HTTP1_BODY_CHUNKED &&
+	    r->status >= 200 && r->status != 204) {
+		int len = snprintf(cl, sizeof(cl), "%llu",
+		    (unsigned long long)r->content_length);
+
+		nva[n++] = (nghttp3_nv){ (uint8_t *)"content-length",
+		    (uint8_t *)cl, 14, (size_t)len, NGHTTP3_NV_FLAG_NONE };
 	}
 	if (informational)
 		rv = h3_submit_info(ex->qc, ex->stream_id, nva, n);

@@ -114,7 +114,8 @@ http1_token_is(const char *s, size_t len, const char *token)
 /*
  * The status line, without its CRLF:
  * "HTTP/1." ("0" / "1") SP 3DIGIT [ SP reason-phrase ].
- * A missing SP before an empty reason is tolerated.
+ * A missing SP before an empty reason is tolerated. The code is 100 to 599
+ * (RFC 9110 15: other values are invalid).
  */
 static int
 http1_status_line(const uint8_t *s, size_t len, struct http1_response *resp)
@@ -126,7 +127,7 @@ http1_status_line(const uint8_t *s, size_t len, struct http1_response *resp)
 	resp->minor_version = s[7] - '0';
 	if (s[8] != ' ')
 		return -1;
-	if (s[9] < '1' || s[9] > '9' || s[10] < '0' || s[10] > '9' ||
+	if (s[9] < '1' || s[9] > '5' || s[10] < '0' || s[10] > '9' ||
 	    s[11] < '0' || s[11] > '9')
 		return -1;
 	resp->status = (s[9] - '0') * 100 + (s[10] - '0') * 10 + (s[11] - '0');
@@ -209,12 +210,13 @@ http1_content_length(const struct http1_response *resp, bool *found,
 
 /*
  * Transfer-Encoding: a list of codings, possibly over several fields.
- * Sets *chunked when the final coding is chunked. Empty elements, coding
- * parameters and chunked applied more than once are errors.
+ * Sets *chunked when the final coding is chunked, *other when some coding
+ * is not chunked. Empty elements, coding parameters and chunked applied
+ * more than once are errors.
  */
 static int
 http1_transfer_encoding(const struct http1_response *resp, bool *found,
-    bool *chunked)
+    bool *chunked, bool *other)
 {
 	const struct http1_header *h;
 	struct http1_list l;
@@ -224,6 +226,7 @@ http1_transfer_encoding(const struct http1_response *resp, bool *found,
 
 	*found = false;
 	*chunked = false;
+	*other = false;
 	for (i = 0; i < resp->nheaders; i++) {
 		h = &resp->headers[i];
 		if (!http1_name_is(h, "Transfer-Encoding"))
@@ -241,7 +244,8 @@ http1_transfer_encoding(const struct http1_response *resp, bool *found,
 				if (seen_chunked)
 					return -1;
 				seen_chunked = true;
-			}
+			} else
+				*other = true;
 		}
 	}
 	return 0;
@@ -268,17 +272,25 @@ http1_connection_has(const struct http1_response *resp, const char *token)
 	return false;
 }
 
-/* RFC 9112 section 6.3, for a response. */
+/*
+ * RFC 9112 section 6.3, for a response. One rule is a proxy's own: a body
+ * in a transfer coding other than chunked is refused, where RFC 9112 would
+ * read it until the connection closes. It could be passed on only still
+ * coded, with nothing to say so: HTTP/3 has no transfer codings, and
+ * Transfer-Encoding is a hop-by-hop field (nginx answers 502 as well).
+ */
 static int
 http1_framing(struct http1_response *resp, bool head_request)
 {
 	uint64_t length;
-	bool has_cl, has_te, chunked, keep_alive;
+	bool has_cl, has_te, chunked, other, keep_alive;
 
 	if (http1_content_length(resp, &has_cl, &length) == -1)
 		return -1;
-	if (http1_transfer_encoding(resp, &has_te, &chunked) == -1)
+	if (http1_transfer_encoding(resp, &has_te, &chunked, &other) == -1)
 		return -1;
+	resp->has_content_length = has_cl;
+	resp->content_length = length;
 
 	if (resp->minor_version >= 1)
 		keep_alive = !http1_connection_has(resp, "close");
@@ -286,19 +298,19 @@ http1_framing(struct http1_response *resp, bool head_request)
 		keep_alive = http1_connection_has(resp, "keep-alive") &&
 		    !http1_connection_has(resp, "close");
 
-	resp->content_length = 0;
 	if (head_request || resp->status < 200 || resp->status == 204 ||
 	    resp->status == 304)
 		resp->framing = HTTP1_BODY_NONE;
 	else if (has_te) {
-		resp->framing = chunked ? HTTP1_BODY_CHUNKED : HTTP1_BODY_CLOSE;
+		if (other || !chunked)
+			return -1;
+		resp->framing = HTTP1_BODY_CHUNKED;
 		/* TE with CL, or TE in HTTP/1.0: faulty framing, close after */
 		if (has_cl || resp->minor_version == 0)
 			keep_alive = false;
 	} else if (has_cl) {
 		resp->framing = length == 0 ? HTTP1_BODY_NONE :
 		    HTTP1_BODY_LENGTH;
-		resp->content_length = length;
 	} else
 		resp->framing = HTTP1_BODY_CLOSE;
 
@@ -319,6 +331,7 @@ http1_parse_response(const uint8_t *buf, size_t len, bool head_request,
 	resp->minor_version = 0;
 	resp->nheaders = 0;
 	resp->framing = HTTP1_BODY_CLOSE;
+	resp->has_content_length = false;
 	resp->content_length = 0;
 	resp->keep_alive = false;
 

@@ -23,12 +23,14 @@ enum http1_framing {
 };
 
 struct http1_response {
-	int			status;		/* 100..999 */
+	int			status;		/* 100..599 */
 	int			minor_version;	/* HTTP/1.x */
 	struct http1_header	headers[HTTP1_MAX_HEADERS];
 	size_t			nheaders;
 	enum http1_framing	framing;
-	uint64_t		content_length;	/* when HTTP1_BODY_LENGTH */
+	/* its value, whether it frames the body or not (HEAD, 304) */
+	bool			has_content_length;
+	uint64_t		content_length;
 	bool			keep_alive;	/* reusable after this response */
 };
 

@@ -105,7 +105,7 @@ check_head(const uint8_t *buf, long n, bool head_req,
 	FUZZ_CHECK(memcmp(buf + n - 2, "\r\n", 2) == 0);
 	FUZZ_CHECK(memcmp(buf + n - 4, "\r\n\r\n", 4) == 0 ||
 	    r->nheaders == 0);
-	FUZZ_CHECK(r->status >= 100 && r->status <= 999);
+	FUZZ_CHECK(r->status >= 100 && r->status <= 599);
 	FUZZ_CHECK(r->minor_version == 0 || r->minor_version == 1);
 	FUZZ_CHECK(r->nheaders <= HTTP1_MAX_HEADERS);
 	for (size_t i = 0; i < r->nheaders; i++) {
@@ -131,8 +131,8 @@ check_head(const uint8_t *buf, long n, bool head_req,
 	    r->status == 304)
 		FUZZ_CHECK(r->framing == HTTP1_BODY_NONE);
 	if (r->framing == HTTP1_BODY_LENGTH)
-		FUZZ_CHECK(r->content_length > 0);
-	else
+		FUZZ_CHECK(r->has_content_length && r->content_length > 0);
+	if (!r->has_content_length)
 		FUZZ_CHECK(r->content_length == 0);
 	if (r->framing == HTTP1_BODY_CLOSE)
 		FUZZ_CHECK(!r->keep_alive);

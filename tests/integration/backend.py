@@ -33,6 +33,7 @@ Endpoints (the first path segment that names an endpoint selects it, so
   GET      /extra/N?ms=T   N bytes with Content-Length, then (after T ms, default 0)
                            a second, unasked-for response on the same connection,
                            which stays open: a proxy must not pass those bytes on
+  GET      /head/KIND      a fixed response (see HEADS), then closes
   GET      /early-hints    103 Early Hints, then 200 with a small body;
                            ?n=N sends N of them
   GET      /hop            a response carrying hop-by-hop fields (chunked body);
@@ -58,6 +59,20 @@ SEED = b"qproxy integration test body, v1"
 _pattern = b""
 _pattern_lock = threading.Lock()
 
+
+# What /head/KIND sends: responses whose framing fields a proxy must not
+# pass on as they are.
+HEADS = {
+    "cl-twice": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+    "cl-list": b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello",
+    "cl-zeros": b"HTTP/1.1 200 OK\r\nContent-Length: 005\r\n\r\nhello",
+    "204-cl": b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
+    "te-gzip": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 3\r\n\r\n"
+               b"hello world",
+    "te-gzip-chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+                       b"5\r\nhello\r\n0\r\n\r\n",
+    "status-600": b"HTTP/1.1 600 Beyond\r\nContent-Length: 2\r\n\r\nok",
+}
 
 # What /extra sends after its response: a second response nobody asked for.
 SMUGGLED = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nSMUGGLED!"
@@ -517,7 +532,7 @@ class Backend:
 
     ENDPOINTS = ("bytes", "chunked", "close", "slow", "status", "upload", "echo-headers",
                  "hang", "die", "die-chunked", "garbage", "extra", "early-hints", "hop",
-                 "cookies", "drop-reused", "trickle")
+                 "cookies", "drop-reused", "trickle", "head")
 
     def _handle(self, sock, rf, req, rec):
         """Serve one request; returns whether the connection stays open."""
@@ -688,6 +703,12 @@ class Backend:
                 sock.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
             time.sleep(0.05)
             sock.shutdown(socket.SHUT_RDWR)
+            return False
+
+        if name == "head":
+            if not args or args[0] not in HEADS:
+                raise BadRequest("unknown head kind")
+            sock.sendall(HEADS[args[0]])
             return False
 
         if name == "garbage":

@@ -439,6 +439,32 @@ def test_malformed_response_head_502(qp, kind):
     assert time.monotonic() - t < 5 * SLOW
 
 
+@pytest.mark.parametrize("kind", ["cl-twice", "cl-list", "cl-zeros"])
+def test_content_length_passed_on_as_one_number(qp, kind):
+    """A Content-Length repeated, in a list or with leading zeros is one
+    valid length, and the client gets it as one plain number (RFC 9110
+    8.6): an HTTP/3 client refuses "5, 5" or two fields."""
+    r = h3_get(qp.url("/app/head/%s" % kind))
+    assert r.status == 200 and r.body == b"hello"
+    assert r.header_all("content-length") == ["5"]
+
+
+def test_no_content_length_on_204(qp):
+    r = h3_get(qp.url("/app/head/204-cl"))
+    assert r.status == 204 and r.body == b""
+    assert r.header_all("content-length") == []
+
+
+@pytest.mark.parametrize("kind", ["te-gzip", "te-gzip-chunked", "status-600"])
+def test_response_that_cannot_be_passed_on_502(qp, kind):
+    """A body in a transfer coding other than chunked could reach the client
+    only still coded, with nothing to say so (HTTP/3 has no transfer
+    codings); a status beyond 599 is invalid (RFC 9110 15). Both were
+    passed on; they get 502."""
+    r = h3_get(qp.url("/app/head/%s" % kind))
+    assert r.status == 502
+
+
 def test_failures_do_not_break_later_requests(qp):
     for path in ("/down/x", "/app/garbage", "/app/die/1000"):
         try:
