@@ -254,6 +254,41 @@ drop_privileges(const struct config *cfg)
 	log_info("running as user %s", cfg->user);
 }
 
+/*
+ * qproxy -t, past the parse: the files the configuration names are read as
+ * the daemon would read them, so that a certificate, key or secret it
+ * would refuse at start fails the check too. A secret_file that does not
+ * exist yet is fine: qproxy creates it.
+ */
+static int
+check_files(const struct config *cfg)
+{
+	char err[512];
+	WOLFSSL_CTX *ctx;
+	int rv = 0;
+
+	if (tls_init() == -1) {
+		fprintf(stderr, "qproxy: cannot initialise wolfSSL\n");
+		return -1;
+	}
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		const struct config_listener *l = &cfg->listeners[i];
+
+		if ((ctx = tls_ctx_new(l->certificate, l->private_key,
+		    l->early_data, err, sizeof(err))) == NULL) {
+			fprintf(stderr, "%s:%d: listener %s: %s\n", cfg->path,
+			    l->line, l->name, err);
+			rv = -1;
+		} else
+			tls_ctx_free(ctx);
+	}
+	if (secret_check(cfg->secret_file, err, sizeof(err)) == -1) {
+		fprintf(stderr, "%s: secret_file: %s\n", cfg->path, err);
+		rv = -1;
+	}
+	return rv;
+}
+
 int
 main(int argc, char *argv[])
 {
@@ -262,7 +297,7 @@ main(int argc, char *argv[])
 	struct strbuf errs;
 	ev_signal sigterm, sigint, sighup, sigusr1;
 	uint64_t usec;
-	int ch, check = 0;
+	int ch, check = 0, rv;
 
 	while ((ch = getopt(argc, argv, "c:ftv")) != -1) {
 		switch (ch) {
@@ -289,8 +324,11 @@ main(int argc, char *argv[])
 	if ((cfg = config_load(config_path, stderr)) == NULL)
 		return 1;
 	if (check) {
-		printf("configuration OK\n");
+		rv = check_files(cfg);
 		config_free(cfg);
+		if (rv == -1)
+			return 1;
+		printf("configuration OK\n");
 		return 0;
 	}
 	strbuf_init(&errs, 1 << 20);
@@ -317,6 +355,7 @@ main(int argc, char *argv[])
 	}
 	if (server_apply(server, cfg, &errs) == -1) {
 		fprintf(stderr, "%s", strbuf_str(&errs));
+		strbuf_free(&errs);
 		config_free(cfg);
 		server_free(server);
 		return 1;

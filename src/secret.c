@@ -1,6 +1,7 @@
 /* secret.c: the secret file. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -39,9 +40,9 @@ secret_create(const char *path, uint8_t out[SECRET_LEN], char *err,
 	return 0;
 }
 
-int
-secret_load(const char *path, uint8_t out[SECRET_LEN], char *err,
-    size_t errlen)
+static int
+secret_read(const char *path, uint8_t out[SECRET_LEN], bool create,
+    char *err, size_t errlen)
 {
 	struct stat st;
 	ssize_t n;
@@ -49,7 +50,7 @@ secret_load(const char *path, uint8_t out[SECRET_LEN], char *err,
 
 	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd == -1 && errno == ENOENT)
-		return secret_create(path, out, err, errlen);
+		return create ? secret_create(path, out, err, errlen) : 0;
 	if (fd == -1) {
 		snprintf(err, errlen, "cannot open %s: %s", path,
 		    strerror(errno));
@@ -77,4 +78,22 @@ fail:
 	close(fd);
 	explicit_bzero(out, SECRET_LEN);
 	return -1;
+}
+
+int
+secret_load(const char *path, uint8_t out[SECRET_LEN], char *err,
+    size_t errlen)
+{
+	return secret_read(path, out, true, err, errlen);
+}
+
+int
+secret_check(const char *path, char *err, size_t errlen)
+{
+	uint8_t secret[SECRET_LEN];
+	int rv;
+
+	rv = secret_read(path, secret, false, err, errlen);
+	explicit_bzero(secret, sizeof(secret));
+	return rv;
 }

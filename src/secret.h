@@ -17,5 +17,7 @@
  */
 int	secret_load(const char *path, uint8_t out[SECRET_LEN], char *err,
 	    size_t errlen);
+/* As secret_load would, without creating it: for qproxy -t. */
+int	secret_check(const char *path, char *err, size_t errlen);
 
 #endif

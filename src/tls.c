@@ -154,6 +154,8 @@ tls_ctx_new(const char *certificate, const char *private_key, bool early_data,
 {
 	WOLFSSL_CTX *ctx;
 
+	/* errors left by connections would be reported as this load's */
+	wolfSSL_ERR_clear_error();
 	if ((ctx = wolfSSL_CTX_new(wolfTLSv1_3_server_method())) == NULL) {
 		snprintf(err, errlen, "wolfSSL_CTX_new failed");
 		return NULL;

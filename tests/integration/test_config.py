@@ -1,5 +1,6 @@
 """`qproxy -c FILE -t`: configuration checking with FILE:LINE: diagnostics."""
 
+import os
 import re
 import subprocess
 
@@ -9,12 +10,14 @@ from helpers import SLOW, qproxy_binary
 
 
 def valid_lines(cert, key):
+    # a secret_file of its own, which -t does not create
+    secret = os.path.join(os.path.dirname(cert), "qproxy-test.secret")
     return [
         "# qproxy integration test configuration",     # 1
         "[global]",                                     # 2
         "log_level = debug",                            # 3
         "shutdown_timeout = 10s",                       # 4
-        "",                                             # 5
+        "secret_file = %s" % secret,                    # 5
         "[listener main]",                              # 6
         "address = 127.0.0.1:8443",                     # 7
         "certificate = %s" % cert,                      # 8
@@ -117,6 +120,38 @@ def test_broken_config_refuses_to_start(tmp_path, certificate):
     out = p.stdout + p.stderr
     assert p.returncode != 0, out
     assert "%s:%d:" % (path, lineno) in out, out
+
+
+def test_check_reads_the_certificate_and_key(tmp_path, certificate):
+    """-t loads each listener's certificate and key as a start would: a
+    certificate and key given the wrong way round fail the check, on the
+    listener's line, where they used to pass it and fail only the start."""
+    cert, key = certificate
+    lines = valid_lines(key, cert)
+    path = write(tmp_path, lines)
+    p = check(path)
+    out = p.stdout + p.stderr
+    assert p.returncode == 1, out
+    assert "configuration OK" not in out
+    assert re.search(r"(?m)^%s:6: listener main: certificate " % re.escape(path), out), out
+    assert not os.path.exists(os.path.join(os.path.dirname(key), "qproxy-test.secret"))
+
+
+def test_check_refuses_a_secret_others_may_read(tmp_path, certificate):
+    lines = valid_lines(*certificate)
+    secret = str(tmp_path / "secret")
+    lines[4] = "secret_file = %s" % secret
+    with open(secret, "wb") as f:
+        f.write(os.urandom(32))
+    os.chmod(secret, 0o644)
+    path = write(tmp_path, lines)
+    p = check(path)
+    out = p.stdout + p.stderr
+    assert p.returncode == 1, out
+    assert "%s: secret_file: " % path in out and "0600" in out, out
+    os.chmod(secret, 0o600)
+    p = check(path)
+    assert p.returncode == 0, p.stdout + p.stderr
 
 
 def test_missing_config_file(tmp_path):

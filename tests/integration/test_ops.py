@@ -218,6 +218,29 @@ def test_reload_with_a_broken_config_keeps_the_old_one(qproxy_factory, certifica
     assert stats(q)["generation"] == 1
 
 
+def test_reload_with_a_bad_certificate_names_the_error(qproxy_factory, certificate,
+                                                       backend_app):
+    """A reload whose certificate wolfSSL cannot load is refused with that
+    load's error. An error that a client's failed handshake had left in
+    wolfSSL's error queue was reported instead (here "Unrecognized protocol
+    name", from a client offering only h2)."""
+    cert, key = certificate
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server))
+    get = [":method: GET", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port,
+           ":path: /app/bytes/10"]
+    h3raw(q.port, get, extra=["--alpn", "h2"])
+    good = open(q.conf).read()
+    assert "certificate = %s\n" % cert in good
+    with open(q.conf, "w") as f:
+        f.write(good.replace("certificate = %s\n" % cert, "certificate = %s\n" % key))
+    p = qproxyctl(q, "reload")
+    assert p.returncode == 1
+    assert "certificate %s: " % key in p.stderr, p.stderr
+    assert "PEM" in p.stderr and "protocol name" not in p.stderr, p.stderr
+    assert h3_get(q.url("/app/bytes/10")).status == 200
+
+
 def test_reload_adds_and_removes_listeners(qproxy_factory, certificate, backend_app):
     from helpers import free_udp_port
     cert, key = certificate
