@@ -21,6 +21,9 @@
 #include "udp.h"
 
 #define QUIC_SCID_LEN		16
+#define QUIC_UNI_STREAMS	3	/* the client's: control, QPACK x 2 */
+#define QUIC_UNI_WINDOW		(256u * 1024)	/* bytes per uni stream */
+#define QUIC_CID_LIMIT		7	/* active_connection_id_limit */
 #define QUIC_MAX_PKTLEN		1452	/* UDP payload we send at most */
 #define QUIC_GSO_MAX		64	/* datagrams in one sendmsg */
 /* and bytes: one UDP send carries at most 65507 (IPv4) */
@@ -196,6 +199,8 @@ void		 server_report_backends(struct quic_server *, struct strbuf *,
 		    bool json);
 
 /* quic.c */
+/* The limits 0-RTT holds a server to, as text; tickets are bound to it. */
+size_t		 quic_0rtt_context(const struct config *, char *, size_t);
 void		 quic_init(struct quic_server *);
 void		 quic_fini(struct quic_server *);
 void		 quic_sock_read_cb(struct ev_loop *, ev_io *, int);

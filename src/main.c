@@ -263,7 +263,8 @@ drop_privileges(const struct config *cfg)
 static int
 check_files(const struct config *cfg)
 {
-	char err[512];
+	char err[512], zrtt[512];
+	size_t zrttlen = quic_0rtt_context(cfg, zrtt, sizeof(zrtt));
 	WOLFSSL_CTX *ctx;
 	int rv = 0;
 
@@ -275,7 +276,7 @@ check_files(const struct config *cfg)
 		const struct config_listener *l = &cfg->listeners[i];
 
 		if ((ctx = tls_ctx_new(l->certificate, l->private_key,
-		    l->early_data, err, sizeof(err))) == NULL) {
+		    l->early_data, zrtt, zrttlen, err, sizeof(err))) == NULL) {
 			fprintf(stderr, "%s:%d: listener %s: %s\n", cfg->path,
 			    l->line, l->name, err);
 			rv = -1;

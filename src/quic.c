@@ -692,6 +692,28 @@ timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 }
 
 /*
+ * The limits a client remembers from a connection and keeps to when it
+ * sends 0-RTT on the next one: transport parameters (RFC 9000 7.4.1) and
+ * HTTP/3 settings (RFC 9114 7.2.4.2, h3.c). The server may not lower them
+ * for that data; after a reload that changes one, a ticket issued before
+ * must resume nothing, so tickets are bound to this text (tls_ctx_new).
+ */
+size_t
+quic_0rtt_context(const struct config *cfg, char *buf, size_t len)
+{
+	int n;
+
+	n = snprintf(buf, len, "max_data %zu stream_data_bidi_remote %zu "
+	    "stream_data_uni %u streams_bidi %llu streams_uni %u cid_limit %u "
+	    "field_section %zu qpack_table %zu qpack_blocked %zu",
+	    cfg->connection_window, cfg->stream_window, QUIC_UNI_WINDOW,
+	    (unsigned long long)cfg->max_streams_bidi, QUIC_UNI_STREAMS,
+	    QUIC_CID_LIMIT, cfg->max_header_size, cfg->qpack_table_size,
+	    cfg->qpack_blocked_streams);
+	return n < 0 ? 0 : (size_t)n < len ? (size_t)n : len - 1;
+}
+
+/*
  * A new connection for a client Initial. odcid: the original DCID when the
  * client came back with a Retry token; validated: its address is proven
  * (a Retry or NEW_TOKEN token checked out).
@@ -767,15 +789,16 @@ qconn_new(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 	settings.max_stream_window = 4 * window;
 	settings.max_window = 4 * (uint64_t)cfg->connection_window;
 
+	/* what a client may remember for 0-RTT: see quic_0rtt_context */
 	ngtcp2_transport_params_default(&params);
 	params.initial_max_stream_data_bidi_remote = window;
-	params.initial_max_stream_data_uni = 256 * 1024;
+	params.initial_max_stream_data_uni = QUIC_UNI_WINDOW;
 	params.initial_max_data = cfg->connection_window;
 	params.initial_max_streams_bidi = cfg->max_streams_bidi;
-	params.initial_max_streams_uni = 3;
+	params.initial_max_streams_uni = QUIC_UNI_STREAMS;
 	params.max_idle_timeout = (ngtcp2_duration)(cfg->idle_timeout *
 	    NGTCP2_SECONDS);
-	params.active_connection_id_limit = 7;
+	params.active_connection_id_limit = QUIC_CID_LIMIT;
 	if (odcid != NULL) {
 		params.original_dcid = *odcid;
 		params.retry_scid = hd->dcid;

@@ -74,7 +74,8 @@ generation_new(struct quic_server *srv, struct config *cfg,
 {
 	static uint64_t ids;
 	struct generation *gen;
-	char err[256];
+	char err[256], zrtt[512];
+	size_t zrttlen;
 
 	if ((gen = calloc(1, sizeof(*gen))) == NULL)
 		goto oom;
@@ -87,14 +88,15 @@ generation_new(struct quic_server *srv, struct config *cfg,
 	if (gen->listeners == NULL)
 		goto oom;
 	gen->nlisteners = cfg->nlisteners;
+	zrttlen = quic_0rtt_context(cfg, zrtt, sizeof(zrtt));
 	for (size_t i = 0; i < cfg->nlisteners; i++) {
 		struct listener *l = &gen->listeners[i];
 
 		l->gen = gen;
 		l->cfg = &cfg->listeners[i];
 		if ((l->tls = tls_ctx_new(l->cfg->certificate,
-		    l->cfg->private_key, l->cfg->early_data, err,
-		    sizeof(err))) == NULL) {
+		    l->cfg->private_key, l->cfg->early_data, zrtt, zrttlen,
+		    err, sizeof(err))) == NULL) {
 			strbuf_printf(errs, "%s:%d: listener %s: %s\n",
 			    cfg->path, l->cfg->line, l->cfg->name, err);
 			gen->cfg = NULL;	/* the caller still owns it */

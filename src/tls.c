@@ -36,9 +36,19 @@ tls_set_ticket_secret(const uint8_t *secret, size_t len)
 	memcpy(ticket_secret, secret, len);
 }
 
-/* HMAC-SHA256(secret, label || epoch): the epoch's key name or key. */
+/* What a context's tickets are bound to (tls_ctx_new's zrtt). */
+struct ticket_ctx {
+	size_t		len;
+	uint8_t		data[];
+};
+
+/*
+ * HMAC-SHA256(secret, label || epoch || context): the epoch's key name or
+ * key, for tickets of that context.
+ */
 static int
-ticket_derive(const char *label, uint64_t epoch, uint8_t out[32])
+ticket_derive(const char *label, uint64_t epoch, const struct ticket_ctx *tc,
+    uint8_t out[32])
 {
 	Hmac hmac;
 	uint8_t e[8];
@@ -55,6 +65,8 @@ ticket_derive(const char *label, uint64_t epoch, uint8_t out[32])
 		    (word32)strlen(label));
 	if (rv == 0)
 		rv = wc_HmacUpdate(&hmac, e, sizeof(e));
+	if (rv == 0 && tc != NULL && tc->len > 0)
+		rv = wc_HmacUpdate(&hmac, tc->data, (word32)tc->len);
 	if (rv == 0)
 		rv = wc_HmacFinal(&hmac, out);
 	wc_HmacFree(&hmac);
@@ -76,8 +88,9 @@ ticket_cb(WOLFSSL *ssl, unsigned char name[WOLFSSL_TICKET_NAME_SZ],
 	if (wc_AesInit(&aes, NULL, INVALID_DEVID) != 0)
 		return WOLFSSL_TICKET_RET_FATAL;
 	for (uint64_t epoch = now; epoch + 1 >= now && epoch <= now; epoch--) {
-		if (ticket_derive("qproxy ticket name", epoch, kname) == -1 ||
-		    ticket_derive("qproxy ticket key", epoch, key) == -1) {
+		if (ticket_derive("qproxy ticket name", epoch, arg,
+		    kname) == -1 ||
+		    ticket_derive("qproxy ticket key", epoch, arg, key) == -1) {
 			rv = WOLFSSL_TICKET_RET_FATAL;
 			break;
 		}
@@ -150,9 +163,10 @@ tls_error(char *err, size_t errlen, const char *what, const char *file)
 
 WOLFSSL_CTX *
 tls_ctx_new(const char *certificate, const char *private_key, bool early_data,
-    char *err, size_t errlen)
+    const void *zrtt, size_t zrttlen, char *err, size_t errlen)
 {
 	WOLFSSL_CTX *ctx;
+	struct ticket_ctx *tc;
 
 	/* errors left by connections would be reported as this load's */
 	wolfSSL_ERR_clear_error();
@@ -176,6 +190,18 @@ tls_ctx_new(const char *certificate, const char *private_key, bool early_data,
 	wolfSSL_CTX_SNI_SetOptions(ctx, WOLFSSL_SNI_HOST_NAME,
 	    WOLFSSL_SNI_CONTINUE_ON_MISMATCH | WOLFSSL_SNI_ANSWER_ON_MISMATCH);
 	wolfSSL_CTX_set_servername_callback(ctx, sni_cb);
+	if ((tc = malloc(sizeof(*tc) + zrttlen)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	tc->len = zrttlen;
+	if (zrttlen > 0)
+		memcpy(tc->data, zrtt, zrttlen);
+	if (wolfSSL_CTX_set_TicketEncCtx(ctx, tc) != WOLFSSL_SUCCESS) {
+		free(tc);
+		snprintf(err, errlen, "cannot set the session ticket keys");
+		goto fail;
+	}
 	if (wolfSSL_CTX_set_TicketEncCb(ctx, ticket_cb) != WOLFSSL_SUCCESS) {
 		snprintf(err, errlen, "cannot set the session ticket keys");
 		goto fail;
@@ -206,15 +232,17 @@ tls_ctx_new(const char *certificate, const char *private_key, bool early_data,
 	}
 	return ctx;
 fail:
-	wolfSSL_CTX_free(ctx);
+	tls_ctx_free(ctx);
 	return NULL;
 }
 
 void
 tls_ctx_free(WOLFSSL_CTX *ctx)
 {
-	if (ctx != NULL)
-		wolfSSL_CTX_free(ctx);
+	if (ctx == NULL)
+		return;
+	free(wolfSSL_CTX_get_TicketEncCtx(ctx));
+	wolfSSL_CTX_free(ctx);
 }
 
 /* keylog_file: each TLS 1.3 secret as wolfSSL derives it, NSS's labels. */

@@ -27,9 +27,14 @@ int		 tls_init(void);
  */
 void		 tls_set_ticket_secret(const uint8_t *, size_t);
 /* A server context for one listener; NULL with a message in err. */
-/* early_data: accept 0-RTT on resumed sessions. */
+/*
+ * early_data: accept 0-RTT on resumed sessions. Its session tickets are
+ * bound to zrtt (zrttlen bytes): one issued under other bytes resumes
+ * nothing (see quic_0rtt_context).
+ */
 WOLFSSL_CTX	*tls_ctx_new(const char *certificate, const char *private_key,
-		    bool early_data, char *err, size_t errlen);
+		    bool early_data, const void *zrtt, size_t zrttlen,
+		    char *err, size_t errlen);
 void		 tls_ctx_free(WOLFSSL_CTX *);
 /* A session bound to a connection through tc (ngtcp2's convention). */
 WOLFSSL		*tls_session_new(WOLFSSL_CTX *, struct tls_conn *tc,

@@ -142,10 +142,12 @@ def test_forged_and_expired_retry_tokens_are_refused(qproxy_factory, certificate
 
 
 def _gtls(port, path, outdir, *extra):
+    """gtlsclient fetching path, or each path of a list, over one connection."""
+    paths = [path] if isinstance(path, str) else path
     p = subprocess.run([gtlsclient_binary(), "-q", "--exit-on-all-streams-close",
                         "--download=%s" % outdir, "--timeout=10s"] + list(extra) +
-                       ["127.0.0.1", str(port),
-                        "https://127.0.0.1:%d%s" % (port, path)],
+                       ["127.0.0.1", str(port)] +
+                       ["https://127.0.0.1:%d%s" % (port, x) for x in paths],
                        capture_output=True, timeout=60)
     return p
 
@@ -304,6 +306,37 @@ def test_zero_rtt_survives_a_restart(qproxy_factory, backend_app, tmp_path):
     _gtls(q2.port, "/app/bytes/2", tmp_path, *resume)
     assert stats(q2)["quic"]["early_data_requests"] == 1, \
         "tickets from the secret file must survive a restart"
+
+
+def test_zero_rtt_is_not_taken_after_a_reload_lowers_a_limit(qproxy_factory, backend_app,
+                                                             tmp_path):
+    """A client sends 0-RTT within the limits it remembers from the ticket's
+    connection (RFC 9000 7.4.1, RFC 9114 7.2.4.2). After a reload that
+    lowered max_streams_bidi to 1, early data on such a ticket was taken,
+    and a client that opened two streams in it was closed with
+    STREAM_LIMIT_ERROR. Tickets are bound to those limits: this one
+    resumes nothing, and the requests go in a full handshake. A reload that
+    changes none of them keeps 0-RTT."""
+    q = qproxy_factory(sections=_early_sections(backend_app.tcp_server,
+                                                str(tmp_path / "s")))
+    resume = _resumable(q, tmp_path)
+    conf = open(q.conf).read()
+    with open(q.conf, "w") as f:
+        f.write(conf.replace("[global]\n", "[global]\nshutdown_timeout = 9s\n", 1))
+    assert qproxyctl(q, "reload").returncode == 0
+    _gtls(q.port, "/app/bytes/3", tmp_path, *resume)
+    assert (tmp_path / "3").read_bytes() == expected_body(3)
+    assert stats(q)["quic"]["early_data_requests"] == 1
+
+    resume = _resumable(q, tmp_path)      # (itself in 0-RTT, on the last ticket)
+    with open(q.conf, "w") as f:
+        f.write(conf.replace("[global]\n", "[global]\nmax_streams_bidi = 1\n", 1))
+    assert qproxyctl(q, "reload").returncode == 0
+    before = stats(q)["quic"]["early_data_requests"]
+    _gtls(q.port, ["/app/bytes/4", "/app/bytes/5"], tmp_path, *resume)
+    assert (tmp_path / "4").read_bytes() == expected_body(4)
+    assert (tmp_path / "5").read_bytes() == expected_body(5)
+    assert stats(q)["quic"]["early_data_requests"] == before
 
 
 def test_early_data_off_refuses_zero_rtt(qproxy_factory, backend_app, tmp_path):
