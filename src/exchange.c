@@ -877,6 +877,21 @@ hop_by_hop(const struct http1_response *r, const struct conn_tokens *ct,
 	return false;
 }
 
+/* v in decimal at buf, without a NUL; its length (at most 20). */
+static size_t
+u64_decimal(char buf[20], uint64_t v)
+{
+	char tmp[20];
+	size_t n = 0;
+
+	do
+		tmp[n++] = (char)('0' + v % 10);
+	while ((v /= 10) != 0);
+	for (size_t i = 0; i < n; i++)
+		buf[i] = tmp[n - 1 - i];
+	return n;
+}
+
 /* Sends the response head (or an informational one) to the client. */
 static int
 ex_submit_head(struct exchange *ex, const struct http1_response *r,
@@ -885,7 +900,7 @@ ex_submit_head(struct exchange *ex, const struct http1_response *r,
 	/* most heads fit on the stack; larger ones get the heap */
 	nghttp3_nv nva_small[32], *nva = nva_small;
 	char names_small[1024], *names = names_small, *np;
-	char st[3], cl[24];
+	char st[3], cl[20];
 	struct conn_tokens ct;
 	size_t n = 0, total = 0;
 	int rv;
@@ -931,11 +946,9 @@ ex_submit_head(struct exchange *ex, const struct http1_response *r,
 	 */
 	if (r->has_content_length && r->framing != HTTP1_BODY_CHUNKED &&
 	    r->status >= 200 && r->status != 204) {
-		int len = snprintf(cl, sizeof(cl), "%llu",
-		    (unsigned long long)r->content_length);
-
 		nva[n++] = (nghttp3_nv){ (uint8_t *)"content-length",
-		    (uint8_t *)cl, 14, (size_t)len, NGHTTP3_NV_FLAG_NONE };
+		    (uint8_t *)cl, 14, u64_decimal(cl, r->content_length),
+		    NGHTTP3_NV_FLAG_NONE };
 	}
 	if (informational)
 		rv = h3_submit_info(ex->qc, ex->stream_id, nva, n);
