@@ -20,7 +20,13 @@
 #include "log.h"
 
 #define LOG_FILE_MODE	0640
-#define LOG_FILE_FLAGS	(O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC)
+/*
+ * No symbolic link as the last component: qproxy opens its logs as root
+ * and hands them to [global] user, who may write to their directory; a
+ * link put there could have made root append to, and give away, any file.
+ */
+#define LOG_FILE_FLAGS	(O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | \
+			    O_NOFOLLOW | O_NOCTTY)
 #define KEYLOG_MODE	0600
 /* A label, a 32-byte client random and a secret of up to 64 bytes, in hex. */
 #define KEYLOG_LINE_MAX	256
@@ -208,29 +214,53 @@ fatalx(const char *fmt, ...)
 	exit(1);
 }
 
-/* Opens path for appending with the given mode and copies it; 0 with *fdp
- * and *copyp set, or -1 with errno. */
+/*
+ * Opens path for appending with the given mode: a regular file, not through
+ * a symbolic link (ELOOP). The descriptor, or -1 with errno.
+ */
 static int
-log_file_open_mode(const char *path, mode_t mode, int *fdp, char **copyp)
+log_file_fd(const char *path, mode_t mode)
 {
-	char	*copy;
+	struct stat st;
 	int	 fd, saved;
 
 	if ((fd = open(path, LOG_FILE_FLAGS, mode)) == -1)
 		return -1;
+	if (fstat(fd, &st) == -1)
+		goto fail;
+	if (!S_ISREG(st.st_mode)) {
+		errno = EINVAL;
+		goto fail;
+	}
 	/* an existing file keeps its mode: make it no wider than asked */
 	if (mode == KEYLOG_MODE && fchmod(fd, mode) == -1)
 		goto fail;
-	if ((copy = strdup(path)) == NULL)
-		goto fail;
-	*fdp = fd;
-	*copyp = copy;
-	return 0;
+	return fd;
 fail:
 	saved = errno;
 	close(fd);
 	errno = saved;
 	return -1;
+}
+
+/* Opens path (log_file_fd) and copies it; 0 with *fdp and *copyp set, or
+ * -1 with errno. */
+static int
+log_file_open_mode(const char *path, mode_t mode, int *fdp, char **copyp)
+{
+	char	*copy;
+	int	 fd;
+
+	if ((fd = log_file_fd(path, mode)) == -1)
+		return -1;
+	if ((copy = strdup(path)) == NULL) {
+		close(fd);
+		errno = ENOMEM;
+		return -1;
+	}
+	*fdp = fd;
+	*copyp = copy;
+	return 0;
 }
 
 static int
@@ -355,10 +385,22 @@ log_file_reopen(int *fdp, const char *path, mode_t mode)
 {
 	int	fd;
 
-	if ((fd = open(path, LOG_FILE_FLAGS, mode)) == -1)
+	if ((fd = log_file_fd(path, mode)) == -1)
 		return -1;
 	close(*fdp);
 	*fdp = fd;
+	return 0;
+}
+
+int
+log_files_chown(uid_t uid, gid_t gid)
+{
+	const int fds[] = { err_path != NULL ? err_fd : -1,
+	    acc_path != NULL ? acc_fd : -1, key_path != NULL ? key_fd : -1 };
+
+	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
+		if (fds[i] != -1 && fchown(fds[i], uid, gid) == -1)
+			return -1;
 	return 0;
 }
 

@@ -235,16 +235,18 @@ static const struct control_ops ops = {
 static void
 drop_privileges(const struct config *cfg)
 {
-	const char *files[] = { cfg->control_socket, cfg->error_log,
-	    cfg->access_log, cfg->keylog_file };
-
 	if (cfg->user == NULL || geteuid() != 0)
 		return;
-	/* what qproxy made as root and must reopen or remove later */
-	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
-		if (files[i] != NULL && files[i][0] == '/' &&
-		    chown(files[i], cfg->uid, cfg->gid) == -1)
-			log_warn("chown %s", files[i]);
+	/*
+	 * What qproxy made as root and must reopen or remove later: the log
+	 * files through their descriptors, and the socket without following
+	 * a link, so that nothing put in their place is given away.
+	 */
+	if (log_files_chown(cfg->uid, cfg->gid) == -1)
+		log_warn("chown of the log files");
+	if (cfg->control_socket != NULL &&
+	    lchown(cfg->control_socket, cfg->uid, cfg->gid) == -1)
+		log_warn("chown %s", cfg->control_socket);
 	if (setgroups(1, &cfg->gid) == -1 ||
 	    setresgid(cfg->gid, cfg->gid, cfg->gid) == -1 ||
 	    setresuid(cfg->uid, cfg->uid, cfg->uid) == -1)

@@ -3,10 +3,14 @@ systemd notifications, the privilege drop, and log files."""
 
 import json
 import os
+import pathlib
 import pwd
+import re
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -239,6 +243,73 @@ def test_reload_with_a_bad_certificate_names_the_error(qproxy_factory, certifica
     assert "certificate %s: " % key in p.stderr, p.stderr
     assert "PEM" in p.stderr and "protocol name" not in p.stderr, p.stderr
     assert h3_get(q.url("/app/bytes/10")).status == 200
+
+
+def _as_root():
+    if os.geteuid() != 0:
+        pytest.skip("starts qproxy as root to drop to a user (CI runs as root)")
+    return pwd.getpwnam("nobody")
+
+
+def test_log_file_through_a_symlink_is_refused(qproxy_factory, backend_app, tmp_path):
+    """qproxy opens its logs as root and hands them to [global] user, who
+    may write to their directory. A link put there in a log's place once
+    made root append to, and give away, any file (here a stand-in for
+    /etc/shadow); such a log is now refused, and the start fails."""
+    nobody = _as_root()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    os.chown(logs, nobody.pw_uid, nobody.pw_gid)
+    precious = tmp_path / "precious"
+    precious.write_text("root's secret\n")
+    precious.chmod(0o600)
+    os.symlink(precious, logs / "access.log")
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server,
+        extra_global=[("user", "nobody"), ("access_log", str(logs / "access.log"))]),
+        start=False)
+    p = subprocess.run([q.binary, "-c", q.conf], capture_output=True, text=True,
+                       timeout=10 * SLOW)
+    assert p.returncode != 0, p.stderr
+    assert "access_log %s" % (logs / "access.log") in p.stderr, p.stderr
+    st = precious.stat()
+    assert (st.st_uid, st.st_mode & 0o777) == (0, 0o600)
+    assert precious.read_text() == "root's secret\n"
+
+
+def test_dropped_privileges_keep_the_log_files(qproxy_factory, backend_app, request):
+    """Started as root with user = nobody: the process runs as nobody, and
+    the log files it opened as root are nobody's, so that SIGUSR1 can
+    reopen them."""
+    nobody = _as_root()
+    # where nobody can reach it: pytest's directories are root's, 0700
+    top = tempfile.mkdtemp(prefix="qproxy-logs-")
+    request.addfinalizer(lambda: shutil.rmtree(top, ignore_errors=True))
+    os.chmod(top, 0o711)
+    logs = pathlib.Path(top) / "logs"
+    logs.mkdir()
+    os.chown(logs, nobody.pw_uid, nobody.pw_gid)
+    acc, err = logs / "access.log", logs / "error.log"
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server,
+        extra_global=[("user", "nobody"), ("access_log", str(acc)),
+                      ("error_log", str(err))]))
+    status = open("/proc/%d/status" % q.proc.pid).read()
+    assert re.search(r"(?m)^Uid:\s+%d\s+%d\s+%d" % ((nobody.pw_uid,) * 3), status), status
+    for f in (acc, err):
+        assert f.stat().st_uid == nobody.pw_uid, f
+    os.rename(acc, logs / "access.log.1")
+    q.signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 5 * SLOW
+    while not acc.exists():
+        assert time.monotonic() < deadline, "access log not reopened"
+        time.sleep(0.05)
+    assert h3_get(q.url("/app/bytes/10")).status == 200
+    deadline = time.monotonic() + 5 * SLOW
+    while "/app/bytes/10" not in acc.read_text():
+        assert time.monotonic() < deadline, acc.read_text()
+        time.sleep(0.05)
+    assert acc.stat().st_uid == nobody.pw_uid
 
 
 def test_reload_adds_and_removes_listeners(qproxy_factory, certificate, backend_app):

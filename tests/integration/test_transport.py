@@ -3,6 +3,7 @@ QUIC v2 with compatible version negotiation."""
 
 import json
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -432,6 +433,17 @@ def test_keylog_file_matches_the_clients_secrets(qproxy_factory, backend_app,
         if label in labels:
             assert (label, secret) in mine, (label, ours)
     assert all(len(x) == 3 and len(x[1]) == 64 for x in ours), ours
+
+    # reopened on SIGUSR1 (log rotation): a file put in its place that
+    # others may read is narrowed too, as it was not before
+    keylog.rename(tmp_path / "keys.log.1")
+    keylog.write_text("")
+    keylog.chmod(0o644)
+    q.signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 5 * SLOW
+    while keylog.stat().st_mode & 0o777 != 0o600:
+        assert time.monotonic() < deadline, oct(keylog.stat().st_mode)
+        time.sleep(0.05)
 
 
 def test_alpn_h3_is_negotiated(qp, tmp_path):
