@@ -209,6 +209,8 @@ void		 quic_report_conns(struct quic_server *, struct strbuf *,
 		    bool json);
 /* Asks for this connection's output to be written before the loop sleeps. */
 void		 qconn_want_write(struct qconn *);
+/* Keep the connection alive with PINGs while requests wait (on). */
+void		 qconn_keep_alive(struct qconn *, bool on);
 /* Closes the connection with last_error (or NO_ERROR). */
 void		 qconn_close(struct qconn *);
 void		 qconn_free(struct qconn *);

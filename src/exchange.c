@@ -287,7 +287,8 @@ exchange_new(struct qconn *qc, int64_t stream_id)
 	bufq_init(&ex->resp_body);
 	ev_timer_init(&ex->timer, NULL, 0., 0.);
 	LIST_INSERT_HEAD(&qc->exchanges, ex, entry);
-	qc->nexchanges++;
+	if (qc->nexchanges++ == 0)
+		qconn_keep_alive(qc, true);
 	stats.streams_current++;
 	stats.streams_total++;
 	return ex;
@@ -1431,7 +1432,8 @@ ex_free(struct exchange *ex)
 	bufq_free(&ex->out);
 	bufq_free(&ex->resp_body);
 	LIST_REMOVE(ex, entry);
-	qc->nexchanges--;
+	if (--qc->nexchanges == 0)
+		qconn_keep_alive(qc, false);
 	stats.streams_current--;
 	generation_unref(ex->gen);
 	freelist_put(&ex_cache, ex, sizeof(*ex));

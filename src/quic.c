@@ -908,6 +908,32 @@ qconn_free(struct qconn *qc)
 		ev_break(srv->loop, EVBREAK_ALL);
 }
 
+/*
+ * While a request waits on its backend, nothing may cross the connection
+ * for longer than the idle timeout (read_timeout is 60s by default, the
+ * idle timeout 30s), and most clients send no PING of their own: with on,
+ * ngtcp2 sends one once the connection has been quiet for half the idle
+ * timeout both ends agreed on.
+ */
+void
+qconn_keep_alive(struct qconn *qc, bool on)
+{
+	const ngtcp2_transport_params *rp;
+	ngtcp2_duration idle;
+
+	if (!on) {
+		ngtcp2_conn_set_keep_alive_timeout(qc->conn, UINT64_MAX);
+		return;
+	}
+	idle = (ngtcp2_duration)(qc->gen->cfg->idle_timeout * NGTCP2_SECONDS);
+	rp = ngtcp2_conn_get_remote_transport_params(qc->conn);
+	if (rp != NULL && rp->max_idle_timeout != 0 &&
+	    (idle == 0 || rp->max_idle_timeout < idle))
+		idle = rp->max_idle_timeout;
+	if (idle != 0)
+		ngtcp2_conn_set_keep_alive_timeout(qc->conn, idle / 2);
+}
+
 void
 qconn_want_write(struct qconn *qc)
 {

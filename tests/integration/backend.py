@@ -14,7 +14,8 @@ or that it sent nothing at all.
 Endpoints (the first path segment that names an endpoint selects it, so
 ``/app/bytes/10`` and ``/bytes/10`` are the same; a route prefix is ignored):
 
-  GET|HEAD /bytes/N        N bytes of the deterministic pattern, Content-Length
+  GET|HEAD /bytes/N        N bytes of the deterministic pattern, Content-Length;
+                           ?wait=MS answers after MS milliseconds
   GET|HEAD /chunked/N      the same bytes, Transfer-Encoding: chunked, odd sizes
   GET      /close/N        the same bytes, no Content-Length, closes at the end
   GET      /slow/N?ms=T    N bytes with Content-Length, spread over about T ms
@@ -563,6 +564,9 @@ class Backend:
 
         if name in ("bytes", "slow"):
             n = self._int_arg(args)
+            wait = float(q.get("wait", ["0"])[0])
+            if wait > 0:
+                time.sleep(wait / 1000.0)
             hdrs = [("Content-Type", "application/octet-stream"), ("Content-Length", str(n)),
                     ("X-Body-Sha256", body_sha256(n))]
             if close:

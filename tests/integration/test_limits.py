@@ -131,6 +131,20 @@ def test_max_handshakes_refuses_while_handshakes_are_pending(qproxy_factory, bac
     assert h3_get(q.url("/app/bytes/10")).body == expected_body(10)
 
 
+def test_connection_waiting_on_a_backend_outlives_idle_timeout(qproxy_factory, backend_app,
+                                                                tmp_path):
+    """A request whose backend takes longer than idle_timeout to answer (but
+    less than read_timeout, 60s by default against 30s): nothing crosses
+    the connection meanwhile, and clients rarely send PINGs of their own,
+    so qproxy's idle timer closed it and the answer was lost. While a
+    request is open qproxy now sends a PING after half the idle timeout."""
+    q = _private(qproxy_factory, backend_app, tmp_path, ("idle_timeout", "2s"))
+    get = [":method: GET", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port,
+           ":path: /app/bytes/10?wait=%d" % int(4500 * SLOW)]
+    r = h3raw(q.port, get, timeout=10 * SLOW)
+    assert r.outcomes == ["status 200 body 10"], r
+
+
 def test_rapid_reset_closes_the_connection(qproxy_factory, backend_app, tmp_path):
     """A client opens and resets streams in a loop: past max_stream_resets it
     is closed with H3_EXCESSIVE_LOAD (0x107), and the backend never sees
