@@ -17,6 +17,7 @@
 #include <unistd.h>
 #include <sys/stat.h>
 
+#include "bytes.h"
 #include "log.h"
 
 #define LOG_FILE_MODE	0640
@@ -215,8 +216,8 @@ fatalx(const char *fmt, ...)
 }
 
 /*
- * Opens path for appending with the given mode: a regular file, not through
- * a symbolic link (ELOOP). The descriptor, or -1 with errno.
+ * Opens path for appending with the given mode, not through a symbolic link
+ * (ELOOP). The descriptor, or -1 with errno.
  */
 static int
 log_file_fd(const char *path, mode_t mode)
@@ -228,12 +229,12 @@ log_file_fd(const char *path, mode_t mode)
 		return -1;
 	if (fstat(fd, &st) == -1)
 		goto fail;
-	if (!S_ISREG(st.st_mode)) {
-		errno = EINVAL;
-		goto fail;
-	}
-	/* an existing file keeps its mode: make it no wider than asked */
-	if (mode == KEYLOG_MODE && fchmod(fd, mode) == -1)
+	/*
+	 * An existing file keeps its mode: make it no wider than asked (a
+	 * device such as /dev/null is left alone).
+	 */
+	if (mode == KEYLOG_MODE && S_ISREG(st.st_mode) &&
+	    fchmod(fd, mode) == -1)
 		goto fail;
 	return fd;
 fail:
@@ -398,8 +399,12 @@ log_files_chown(uid_t uid, gid_t gid)
 	const int fds[] = { err_path != NULL ? err_fd : -1,
 	    acc_path != NULL ? acc_fd : -1, key_path != NULL ? key_fd : -1 };
 
+	struct stat st;
+
+	/* files only: not /dev/null, should a log go there */
 	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
-		if (fds[i] != -1 && fchown(fds[i], uid, gid) == -1)
+		if (fds[i] != -1 && (fstat(fds[i], &st) == -1 ||
+		    (S_ISREG(st.st_mode) && fchown(fds[i], uid, gid) == -1)))
 			return -1;
 	return 0;
 }
@@ -465,37 +470,6 @@ access_esc_text(char *dst, size_t cap, const char *s, int esc_space)
 	return n;
 }
 
-/* The length of the valid UTF-8 sequence at p (2 to 4), or 0. */
-static size_t
-access_utf8_len(const unsigned char *p)
-{
-	unsigned char	c = p[0], lo = 0x80, hi = 0xbf;
-	size_t		len;
-
-	if (c >= 0xc2 && c <= 0xdf)
-		len = 2;
-	else if (c >= 0xe0 && c <= 0xef) {
-		len = 3;
-		if (c == 0xe0)
-			lo = 0xa0;		/* no overlong forms */
-		else if (c == 0xed)
-			hi = 0x9f;		/* no surrogates */
-	} else if (c >= 0xf0 && c <= 0xf4) {
-		len = 4;
-		if (c == 0xf0)
-			lo = 0x90;		/* no overlong forms */
-		else if (c == 0xf4)
-			hi = 0x8f;		/* nothing above U+10FFFF */
-	} else
-		return 0;
-	if (p[1] < lo || p[1] > hi)
-		return 0;
-	for (size_t i = 2; i < len; i++)
-		if (p[i] < 0x80 || p[i] > 0xbf)
-			return 0;
-	return len;
-}
-
 /* Escapes s as the inside of a JSON string into dst, at most cap bytes,
  * whole escapes and whole UTF-8 sequences only: '"' and '\\' get a
  * backslash, control characters and DEL become \u00XX, and so does each
@@ -520,7 +494,7 @@ access_esc_json(char *dst, size_t cap, const char *s)
 			if (cap - n < 1)
 				break;
 			dst[n++] = (char)*p++;
-		} else if (*p >= 0x80 && (len = access_utf8_len(p)) != 0) {
+		} else if (*p >= 0x80 && (len = bytes_utf8_len(p)) != 0) {
 			if (cap - n < len)
 				break;
 			memcpy(dst + n, p, len);

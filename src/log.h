@@ -40,7 +40,8 @@ void	fatalx(const char *, ...) QP_PRINTF(1, 2) __attribute__((noreturn));
 int	log_open(const char *path);
 /* SIGUSR1: reopen the error and access log files (logrotate moved them). */
 int	log_reopen(void);
-/* Gives the open log files (not stderr) to uid:gid; 0, or -1 with errno. */
+/* Gives the log files (regular files: not stderr, not a device) to uid:gid;
+ * 0, or -1 with errno. */
 int	log_files_chown(uid_t uid, gid_t gid);
 
 /* One line per request. */
