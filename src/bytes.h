@@ -157,4 +157,35 @@ bytes_lower(uint8_t *dst, const uint8_t *src, size_t len)
 	}
 }
 
+/* The length of the valid UTF-8 sequence at p (2 to 4), or 0. */
+static inline size_t
+bytes_utf8_len(const unsigned char *p)
+{
+	unsigned char	c = p[0], lo = 0x80, hi = 0xbf;
+	size_t		len;
+
+	if (c >= 0xc2 && c <= 0xdf)
+		len = 2;
+	else if (c >= 0xe0 && c <= 0xef) {
+		len = 3;
+		if (c == 0xe0)
+			lo = 0xa0;		/* no overlong forms */
+		else if (c == 0xed)
+			hi = 0x9f;		/* no surrogates */
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		len = 4;
+		if (c == 0xf0)
+			lo = 0x90;		/* no overlong forms */
+		else if (c == 0xf4)
+			hi = 0x8f;		/* nothing above U+10FFFF */
+	} else
+		return 0;
+	if (p[1] < lo || p[1] > hi)
+		return 0;
+	for (size_t i = 2; i < len; i++)
+		if (p[i] < 0x80 || p[i] > 0xbf)
+			return 0;
+	return len;
+}
+
 #endif

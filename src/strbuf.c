@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bytes.h"
 #include "strbuf.h"
 
 void
@@ -81,10 +82,15 @@ strbuf_printf(struct strbuf *b, const char *fmt, ...)
 	free(big);
 }
 
+/*
+ * s as a JSON string: '"' and '\\' escaped, controls and bytes that are not
+ * valid UTF-8 as \u00XX, so that any input gives text a JSON parser takes.
+ */
 void
 strbuf_json_string(struct strbuf *b, const char *s)
 {
 	const unsigned char *p;
+	size_t len;
 
 	strbuf_append(b, "\"", 1);
 	for (p = (const unsigned char *)s; *p != '\0'; p++) {
@@ -92,7 +98,10 @@ strbuf_json_string(struct strbuf *b, const char *s)
 			char esc[2] = { '\\', (char)*p };
 
 			strbuf_append(b, esc, 2);
-		} else if (*p < 0x20 || *p == 0x7f)
+		} else if (*p >= 0x80 && (len = bytes_utf8_len(p)) != 0) {
+			strbuf_append(b, (const char *)p, len);
+			p += len - 1;
+		} else if (*p < 0x20 || *p >= 0x7f)
 			strbuf_printf(b, "\\u%04x", *p);
 		else
 			strbuf_append(b, (const char *)p, 1);

@@ -1,4 +1,5 @@
 /* tls.c: wolfSSL for QUIC: contexts per listener, a session per connection. */
+#include <ctype.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -131,6 +132,26 @@ tls_init(void)
 	return wolfSSL_Init() == WOLFSSL_SUCCESS ? 0 : -1;
 }
 
+/*
+ * Whether a client's server name is a host name (RFC 6066 3: letters,
+ * digits, '-' and '.'; '_' too, as some use it). Anything else (wolfSSL
+ * passes any bytes on) is not kept: it would reach qproxyctl's output and
+ * an operator's terminal as it came.
+ */
+static bool
+sni_is_hostname(const void *name, size_t n)
+{
+	const unsigned char *p = name;
+
+	if (n == 0 || n > 253)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!isalnum(p[i]) && p[i] != '-' && p[i] != '.' &&
+		    p[i] != '_')
+			return false;
+	return true;
+}
+
 /* Called while the ClientHello's extensions still exist: keep the name. */
 static int
 sni_cb(WOLFSSL *ssl, int *alert, void *arg)
@@ -143,7 +164,7 @@ sni_cb(WOLFSSL *ssl, int *alert, void *arg)
 	    WOLFSSL_SNI_NO_MATCH)
 		return 0;
 	n = wolfSSL_SNI_GetRequest(ssl, WOLFSSL_SNI_HOST_NAME, &name);
-	if (name == NULL)
+	if (name == NULL || !sni_is_hostname(name, n))
 		return 0;
 	if (n >= sizeof(tc->sni))
 		n = sizeof(tc->sni) - 1;

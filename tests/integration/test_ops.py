@@ -465,6 +465,34 @@ def test_conns_shows_the_sni(qp):
         assert p.wait(20) == 0
 
 
+def test_conns_keeps_no_sni_that_is_not_a_host_name(qp):
+    """wolfSSL hands on any bytes as the server name: a client's newline,
+    escape sequence and invalid UTF-8 reached `qproxyctl conns` as they
+    came (a forged row, colours in the operator's terminal) and made
+    `conns --json` unparseable. Only a host name is kept."""
+    h3r = os.environ["H3RAW"]
+    sni = os.fsencode("x\nFAKE-PEER 6.6.6.6:1 \x1b[31mred\udcff")
+    p = subprocess.Popen([h3r, "-t", "4", "--sni", sni,
+                          "-H", ":method: GET", "-H", ":scheme: https",
+                          "-H", ":authority: localhost", "-H",
+                          ":path: /app/slow/1000?ms=2000", "127.0.0.1",
+                          str(qp.port)], stdout=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10 * SLOW
+        conns = []
+        while time.monotonic() < deadline and not conns:
+            out = subprocess.run([qproxyctl_binary(), "-s", qp.control_socket, "conns",
+                                  "--json"], capture_output=True, timeout=30).stdout
+            conns = [c for c in json.loads(out)["connections"] if c["streams_open"] > 0]
+            time.sleep(0.05)
+        assert conns and all(c["sni"] == "" for c in conns), conns
+        text = subprocess.run([qproxyctl_binary(), "-s", qp.control_socket, "conns"],
+                              capture_output=True, timeout=30).stdout
+        assert b"FAKE-PEER" not in text and b"\x1b" not in text, text
+    finally:
+        assert p.wait(20) == 0
+
+
 def test_dropped_datagrams_are_counted_by_reason(qp):
     before = stats(qp)["udp_dropped"]
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:

@@ -165,6 +165,11 @@ test_strbuf(void)
 	CHECK_EQ_STR(strbuf_str(&b),
 	    "\"a\\\"b\\\\c\\u000ad\\u0009e\\u0001\\u001f\\u007f/\xc3\xa9\"");
 	strbuf_free(&b);
+	/* bytes that are not UTF-8 (a lone, a cut, an overlong, a surrogate) */
+	strbuf_json_string(&b, "\xff|\xc3|\xc0\xaf|\xed\xa0\x80|\xf0\x9f\x98\x80");
+	CHECK_EQ_STR(strbuf_str(&b), "\"\\u00ff|\\u00c3|\\u00c0\\u00af|"
+	    "\\u00ed\\u00a0\\u0080|\xf0\x9f\x98\x80\"");
+	strbuf_free(&b);
 }
 
 /* ---- the scenario: a fake daemon and real clients ---- */
