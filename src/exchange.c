@@ -100,6 +100,7 @@ struct exchange {
 	bool			 resp_submitted;
 	bool			 resp_eof;	/* every body byte is queued */
 	bool			 continue_sent;	/* 100 Continue went out */
+	bool			 req_dropped;	/* writing failed: no more body */
 	unsigned int		 ninfo;		/* 1xx heads passed on */
 };
 
@@ -120,6 +121,7 @@ static void	ex_try_server(struct exchange *);
 static void	ex_write(struct exchange *);
 static void	ex_read(struct exchange *);
 static void	ex_upstream_close(struct exchange *, bool reuse);
+static void	ex_arm_timer(struct exchange *, double);
 
 static struct config *
 ex_cfg(const struct exchange *ex)
@@ -145,6 +147,7 @@ status_text(int status)
 	switch (status) {
 	case 400: return "Bad Request";
 	case 404: return "Not Found";
+	case 408: return "Request Timeout";
 	case 425: return "Too Early";
 	case 431: return "Request Header Fields Too Large";
 	case 501: return "Not Implemented";
@@ -285,7 +288,13 @@ exchange_new(struct qconn *qc, int64_t stream_id)
 	bufq_init(&ex->hold);
 	bufq_init(&ex->out);
 	bufq_init(&ex->resp_body);
-	ev_timer_init(&ex->timer, NULL, 0., 0.);
+	/*
+	 * The client has idle_timeout to send the rest of the head, and as
+	 * long between parts of a body held here (EX_HOLD): the connection
+	 * is kept alive while requests are open (qconn_keep_alive), so
+	 * nothing else would end a request the client stopped sending.
+	 */
+	ex_arm_timer(ex, ex_cfg(ex)->idle_timeout);
 	LIST_INSERT_HEAD(&qc->exchanges, ex, entry);
 	if (qc->nexchanges++ == 0)
 		qconn_keep_alive(qc, true);
@@ -423,6 +432,7 @@ exchange_body(struct exchange *ex, const uint8_t *data, size_t len)
 			ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
 			return;
 		}
+		ev_timer_again(ex_loop(ex), &ex->timer);
 		/*
 		 * Past half the stream window the client may be waiting for
 		 * credit (frame headers use the window too, and ngtcp2 grants
@@ -430,6 +440,11 @@ exchange_body(struct exchange *ex, const uint8_t *data, size_t len)
 		 */
 		if (ex->hold.len >= ex_cfg(ex)->stream_window / 2)
 			ex_start(ex);
+		return;
+	}
+	if (ex->req_dropped) {
+		/* the backend's side is shut: the rest is read and dropped */
+		ex_credit(ex, 0);
 		return;
 	}
 	if (ex_append_body(ex, data, len) == -1) {
@@ -732,6 +747,7 @@ ex_write(struct exchange *ex)
 			/* the response, if one comes, is still read */
 			ev_io_stop(ex_loop(ex), &ex->uc->wio);
 			ex->reusable = false;
+			ex->req_dropped = true;
 			bufq_free(&ex->out);
 			shutdown(ex->uc->fd, SHUT_WR);
 			if (!ex->head_done && !ex->resp_submitted)
@@ -740,9 +756,14 @@ ex_write(struct exchange *ex)
 		}
 		bufq_drain(&ex->out, (size_t)n);
 		ex_credit(ex, ex->out.len);
-		/* read_timeout counts from the last byte the backend took */
+		/*
+		 * read_timeout counts from the last byte the backend took;
+		 * when that was all the client sent of an unfinished body,
+		 * the client has idle_timeout to send more (ex_timer_cb).
+		 */
 		if (!ex->head_done)
-			ex_arm_timer(ex, upstream_backend(
+			ex_arm_timer(ex, !ex->req_fin && ex->out.len == 0 ?
+			    ex_cfg(ex)->idle_timeout : upstream_backend(
 			    ex_pools(ex), ex->backend)->read_timeout);
 	}
 	ev_io_stop(ex_loop(ex), &ex->uc->wio);
@@ -1330,11 +1351,40 @@ ex_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 		ex_read(ex);
 }
 
+/*
+ * Whether the request waits on the client: its head or body is incomplete,
+ * and whatever came of it is with the backend already.
+ */
+static bool
+ex_client_stalled(const struct exchange *ex)
+{
+	switch (ex->state) {
+	case EX_HEADERS:
+	case EX_HOLD:
+		return true;
+	case EX_FORWARD:
+		return !ex->req_fin && !ex->head_done && ex->out.len == 0;
+	default:
+		return false;
+	}
+}
+
 static void
 ex_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct exchange *ex = w->data;
 
+	if (ex_client_stalled(ex)) {
+		log_info("%s: stream %lld: the client stopped sending its "
+		    "request", ex->qc->peer, (long long)ex->stream_id);
+		stats.requests_client_timeout++;
+		/* no head yet, no response: the stream ends incomplete */
+		if (ex->state == EX_HEADERS)
+			ex_reset(ex, NGHTTP3_H3_REQUEST_INCOMPLETE);
+		else
+			ex_respond(ex, 408);
+		return;
+	}
 	if (ex->state == EX_CONNECTING || !ex->head_done) {
 		log_info("backend %s: %s timed out", ex->server->cfg->text,
 		    ex->state == EX_CONNECTING ? "connect" : "response");

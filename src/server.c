@@ -352,6 +352,7 @@ static const struct stats_row {
 	ROW("requests", "5xx", responses[5]),
 	ROW("requests", "malformed", requests_malformed),
 	ROW("requests", "reset", requests_reset),
+	ROW("requests", "client_timeout", requests_client_timeout),
 	ROW("udp", "datagrams_received", datagrams_received),
 	ROW("udp", "bytes_received", bytes_received),
 	ROW("udp", "datagrams_sent", datagrams_sent),

@@ -145,6 +145,32 @@ def test_connection_waiting_on_a_backend_outlives_idle_timeout(qproxy_factory, b
     assert r.outcomes == ["status 200 body 10"], r
 
 
+def test_client_that_stops_sending_its_request_gets_408(qproxy_factory, backend_app,
+                                                        tmp_path):
+    """A client that stops in the middle of its request (no FIN) while the
+    connection lives on: it once held the request for good (a small body
+    waits in qproxy with no timer, and PINGs keep the connection alive),
+    or got 504 with the backend blamed. After idle_timeout of silence it
+    gets 408, counted as requests.client_timeout, and the backend's
+    failures do not move. A head that never ends resets the stream with
+    H3_REQUEST_INCOMPLETE (0x10d)."""
+    q = _private(qproxy_factory, backend_app, tmp_path, ("idle_timeout", "2s"))
+    post = [":method: POST", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port,
+            ":path: /app/upload", "content-length: 1000000"]
+    before = stats(q)
+    # held in qproxy (less than half the stream window), then forwarded
+    for size in (1000, 200000):
+        r = h3raw(q.port, post, data=size, timeout=10 * SLOW, extra=["--no-fin"])
+        assert r.outcomes == ["status 408 body 20"], r
+    # a HEADERS frame of 40 bytes, of which 3 come
+    r = h3raw(q.port, [], timeout=10 * SLOW, extra=["--raw", "01 28 00 00 d1", "--no-fin"])
+    assert r.outcomes == ["reset 0x10d"], r
+    after = stats(q)
+    assert after["requests"]["client_timeout"] - before["requests"]["client_timeout"] == 3
+    failures = [s["failures"] for b in after["backends"] for s in b["servers"]]
+    assert failures == [0], after["backends"]
+
+
 def test_rapid_reset_closes_the_connection(qproxy_factory, backend_app, tmp_path):
     """A client opens and resets streams in a loop: past max_stream_resets it
     is closed with H3_EXCESSIVE_LOAD (0x107), and the backend never sees

@@ -11,6 +11,8 @@
  *   -d N                      send a body of N bytes ('a'); default: no DATA
  *   --fin-separate            HEADERS (and body/trailers) without FIN, then
  *                             an empty STREAM frame carrying FIN
+ *   --no-fin                  as --fin-separate, but the FIN never goes: a
+ *                             client that stops in the middle of its request
  *   --trailer 'name: value'   add a trailer field line (repeatable)
  *   -n COUNT                  send the request COUNT times in parallel
  *   --cancel                  reset each request stream (H3_REQUEST_CANCELLED)
@@ -174,6 +176,7 @@ static struct {
   int has_body;
   uint64_t body_size;
   int fin_separate;
+  int no_fin;
   size_t count;
   double timeout;
   int print_headers;
@@ -235,7 +238,7 @@ static void die_usage(const char *fmt, ...) {
   fputs("h3raw: ", stderr);
   vfprintf(stderr, fmt, ap);
   va_end(ap);
-  fputs("\nusage: h3raw [-H 'name: value']... [-d N] [--fin-separate] "
+  fputs("\nusage: h3raw [-H 'name: value']... [-d N] [--fin-separate | --no-fin] "
         "[--trailer 'name: value']... [-n COUNT] [--cancel] [--no-read] "
         "[--raw HEX] [--raw-encoder HEX] [--sni NAME] [--alpn PROTO] "
         "[-t SECONDS] "
@@ -511,6 +514,9 @@ static void parse_args(int argc, char **argv) {
       opt.body_size = parse_ull(next, "body size");
     } else if (strcmp(a, "--fin-separate") == 0) {
       opt.fin_separate = 1;
+    } else if (strcmp(a, "--no-fin") == 0) {
+      opt.fin_separate = 1;
+      opt.no_fin = 1;
     } else if (strcmp(a, "-n") == 0) {
       NEED_ARG();
       opt.count = (size_t)parse_ull(next, "count");
@@ -623,7 +629,8 @@ static void req_update(req_t *r, ngtcp2_tstamp now) {
   if (r->submit_failed || r->goaway || r->reset_recv || r->local_err ||
       r->closed || r->cancelled) {
     r->done = 1;
-  } else if (r->resp_complete && (!opt.fin_separate || r->fin_sent)) {
+  } else if (r->resp_complete &&
+             (!opt.fin_separate || r->fin_sent || opt.no_fin)) {
     r->done = 1;
   } else if (r->stop_recv && now >= r->stop_deadline) {
     r->done = 1;
@@ -1627,7 +1634,7 @@ static enum stream_write write_stream_packet(int64_t stream_id,
 /* Sends the held-back FINs of --fin-separate streams as empty STREAM
    frames, each after the data of its stream went out in earlier packets. */
 static int write_fins(ngtcp2_tstamp ts) {
-  if (!opt.fin_separate) {
+  if (!opt.fin_separate || opt.no_fin) {
     return 0;
   }
   for (size_t i = 0; i < c.next_req; ++i) {
@@ -1654,7 +1661,8 @@ static int write_fins(ngtcp2_tstamp ts) {
   return 0;
 }
 
-/* --raw: each request stream's bytes, as given, then FIN. */
+/* --raw: each request stream's bytes, as given, then FIN (not with
+   --no-fin, where fin_sent only marks the end of the bytes). */
 static int write_raw(ngtcp2_tstamp ts) {
   for (size_t i = 0; i < c.next_req; ++i) {
     req_t *r = &c.reqs[i];
@@ -1663,7 +1671,9 @@ static int write_raw(ngtcp2_tstamp ts) {
       ngtcp2_ssize ndatalen;
       enum stream_write w = write_stream_packet(
         r->stream_id, opt.raw.data + r->raw_off, opt.raw.len - r->raw_off,
-        NGTCP2_WRITE_STREAM_FLAG_FIN, ts, &ndatalen);
+        opt.no_fin ? NGTCP2_WRITE_STREAM_FLAG_NONE :
+                     NGTCP2_WRITE_STREAM_FLAG_FIN,
+        ts, &ndatalen);
 
       if (ndatalen >= 0) {
         r->raw_off += (size_t)ndatalen;
