@@ -1499,9 +1499,15 @@ handle_datagram(struct udp_sock *sock, const uint8_t *data, size_t len,
 				    vc.dcidlen, remote, local);
 			return;
 		}
-		/* a draining socket (listener removed) takes none */
+		/*
+		 * Shutting down, or a draining socket (its listener removed):
+		 * no new connection, and the client is told at once rather
+		 * than left to time out.
+		 */
 		if (srv->shutting_down || sock->listener == NULL) {
 			stats.dropped_refused++;
+			send_stateless_close(sock, &hd, remote, local,
+			    NGTCP2_CONNECTION_REFUSED);
 			return;
 		}
 		qc = accept_initial(sock, &hd, remote, local, ts);

@@ -6,7 +6,7 @@ import time
 
 import pycurl
 
-from helpers import SLOW, KiB, MiB, expected_sha256, h3_get
+from helpers import SLOW, KiB, MiB, expected_sha256, h3_get, h3raw
 
 
 def _background_get(url, threshold, timeout=60):
@@ -43,6 +43,14 @@ def test_sigterm_lets_in_flight_download_finish(qproxy_factory, backend_app):
     at_signal = progress["bytes"]
     assert at_signal < n, "the download finished before SIGTERM; nothing was tested"
     q.signal(signal.SIGTERM)
+    # a new client is refused at once (CONNECTION_REFUSED), not left to
+    # time out while the download finishes
+    late = time.monotonic()
+    r = h3raw(q.port, [":method: GET", ":scheme: https",
+                       ":authority: 127.0.0.1:%d" % q.port, ":path: /app/bytes/1"],
+              timeout=5 * SLOW)
+    assert "handshake failed: connection closed by peer (0x2)" in r.stderr, r
+    assert time.monotonic() - late < 2 * SLOW
     t.join(60 * SLOW)
     assert not t.is_alive()
     assert "e" not in out, "the in-flight download failed after SIGTERM: %s" % (out.get("e"),)
