@@ -120,33 +120,29 @@ upstream_pick(struct upstream_pool *pools, size_t backend, size_t attempt,
 
 /*
  * Whether an idle connection may carry a request: not after a close or
- * unasked-for bytes. Those that came before the loop's last poll left the
- * idle watcher pending (or it has run already); a connection released
- * since that poll has to ask its socket. What comes later races with the
- * request as it would after any check; exchange.c retries the requests it
- * may (RFC 9110 9.2.2).
+ * unasked-for bytes, which its socket is asked about (a pending event of
+ * the idle watcher is not enough: the close may have come in the same
+ * poll as the request, and the watcher run after it, or not at all). What
+ * comes later races with the request as it would after any check;
+ * exchange.c retries the requests it may (RFC 9110 9.2.2).
  */
 static bool
-idle_usable(struct upstream_conn *c, unsigned int now)
+idle_usable(struct upstream_conn *c)
 {
 	char byte;
 
-	if (ev_is_pending(&c->rio))
-		return false;
-	return c->released != now ||
-	    (recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) == -1 &&
-	    (errno == EAGAIN || errno == EWOULDBLOCK));
+	return recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) == -1 &&
+	    (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
 struct upstream_conn *
 upstream_take_idle(struct upstream_server *s, upstream_cb *cb, void *data)
 {
-	unsigned int now = ev_iteration(s->pool->loop);
 	struct upstream_conn *c;
 
 	while ((c = s->idle) != NULL) {
 		idle_unlink(c);
-		if (!idle_usable(c, now)) {
+		if (!idle_usable(c)) {
 			upstream_close(c);
 			continue;
 		}
@@ -204,7 +200,6 @@ upstream_release(struct upstream_conn *c)
 	c->prevp = &s->idle;
 	s->idle = c;
 	s->nidle++;
-	c->released = ev_iteration(s->pool->loop);
 	conn_give(c, idle_cb, c);
 	ev_io_start(s->pool->loop, &c->rio);
 }

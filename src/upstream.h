@@ -46,7 +46,6 @@ struct upstream_conn {
 	struct upstream_server		*server;
 	int				 fd;
 	ev_io				 rio, wio;
-	unsigned int			 released;	/* ev_iteration */
 };
 
 /* One pool per configured backend, in config order. */

@@ -15,7 +15,8 @@ Endpoints (the first path segment that names an endpoint selects it, so
 ``/app/bytes/10`` and ``/bytes/10`` are the same; a route prefix is ignored):
 
   GET|HEAD /bytes/N        N bytes of the deterministic pattern, Content-Length;
-                           ?wait=MS answers after MS milliseconds
+                           ?wait=MS answers after MS milliseconds; ?drop=MS
+                           closes the (keep-alive) connection MS ms after
   GET|HEAD /chunked/N      the same bytes, Transfer-Encoding: chunked, odd sizes
   GET      /close/N        the same bytes, no Content-Length, closes at the end
   GET      /slow/N?ms=T    N bytes with Content-Length, spread over about T ms
@@ -59,6 +60,13 @@ SEED = b"qproxy integration test body, v1"
 
 _pattern = b""
 _pattern_lock = threading.Lock()
+
+
+def _shutdown_quietly(sock):
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 # What /head/KIND sends: responses whose framing fields a proxy must not
@@ -577,6 +585,10 @@ class Backend:
             data = memoryview(body_bytes(n))
             if name == "bytes":
                 sock.sendall(data)
+                if q.get("drop"):
+                    # a keep-alive timeout of the backend's, in effect
+                    threading.Timer(float(q["drop"][0]) / 1000.0,
+                                    lambda: _shutdown_quietly(sock)).start()
             else:
                 total_ms = float(q.get("ms", ["2000"])[0])
                 pieces = 40

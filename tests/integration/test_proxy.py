@@ -4,6 +4,8 @@ Most tests share one qproxy instance (fixture `qp`, see conftest.py for its
 routes) in front of the test backends of backend.py."""
 
 import re
+import signal
+import threading
 import time
 
 import pycurl
@@ -12,7 +14,7 @@ import pytest
 from helpers import (BIG_TIMEOUT, CONNECT_TIMEOUT, SHORT_READ_TIMEOUT, SLOW, KiB, MiB,
                      assert_backends_untouched, backend_counts, expected_body, expected_sha256,
                      generated_body, h3_get, h3_head, h3_post, h3_put, h3_request,
-                     header_values, qproxy_binary, sha256)
+                     header_values, make_easy, qproxy_binary, sha256)
 from test_ops import stats
 
 CURL_HTTP_VERSION_3 = 30
@@ -463,6 +465,45 @@ def test_response_that_cannot_be_passed_on_502(qp, kind):
     passed on; they get 502."""
     r = h3_get(qp.url("/app/head/%s" % kind))
     assert r.status == 502
+
+
+def test_pooled_connection_closed_in_the_same_poll_is_not_taken(qproxy_factory,
+                                                                 backend_app):
+    """The backend closes a pooled connection, and a POST arrives in the same
+    turn of the event loop (qproxy is stopped meanwhile, so one poll returns
+    both). The close was not seen (the check of the connection's pending
+    event came after stopping its watcher, which clears it), the POST went
+    out on the dead connection, and, as it may not be sent twice, got 502.
+    It now takes a new connection."""
+    q = qproxy_factory(backend_server=backend_app.tcp_server)
+    c, col = make_easy(q.url("/app/bytes/10?drop=300"))
+    try:
+        c.perform()
+        col.finish(c)
+        assert col.resp.status == 200
+        q.signal(signal.SIGSTOP)
+        try:
+            time.sleep(0.6)                 # the backend closes meanwhile
+            out = {}
+
+            def post():
+                c.setopt(pycurl.URL, q.url("/app/upload"))
+                c.setopt(pycurl.POSTFIELDS, b"hello")
+                try:
+                    c.perform()
+                    out["status"] = c.getinfo(pycurl.RESPONSE_CODE)
+                except pycurl.error as e:
+                    out["error"] = e
+            t = threading.Thread(target=post)
+            t.start()
+            time.sleep(0.3)                 # the POST waits in qproxy's socket
+        finally:
+            q.signal(signal.SIGCONT)
+        t.join(30)
+        assert out.get("status") == 200, out
+        assert c.getinfo(pycurl.NUM_CONNECTS) == 0      # the same QUIC connection
+    finally:
+        c.close()
 
 
 def test_failures_do_not_break_later_requests(qp):
