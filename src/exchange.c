@@ -84,6 +84,7 @@ struct exchange {
 	size_t			 backend;
 	struct upstream_server	*server;
 	size_t			 attempt;
+	size_t			 first_server;	/* of attempt 0 */
 	struct upstream_conn	*uc;		/* or NULL */
 	bool			 reused;	/* uc came from the pool */
 	bool			 retried;	/* once, on a new connection */
@@ -666,7 +667,7 @@ ex_try_server(struct exchange *ex)
 
 	for (; ; ex->attempt++) {
 		ex->server = upstream_pick(ex_pools(ex), ex->backend,
-		    ex->attempt, &nservers);
+		    &ex->first_server, ex->attempt, &nservers);
 		if (ex->attempt >= nservers) {
 			ex_respond(ex, 502);
 			return;

@@ -105,17 +105,17 @@ upstream_backend(struct upstream_pool *pools, size_t backend)
 }
 
 struct upstream_server *
-upstream_pick(struct upstream_pool *pools, size_t backend, size_t attempt,
-    size_t *nservers)
+upstream_pick(struct upstream_pool *pools, size_t backend, size_t *first,
+    size_t attempt, size_t *nservers)
 {
 	struct upstream_pool *p = &pools[backend];
-	size_t i;
 
 	*nservers = p->nservers;
-	if (attempt == 0)
+	if (attempt == 0) {
 		p->rr = (p->rr + 1) % p->nservers;
-	i = (p->rr + attempt) % p->nservers;
-	return &p->servers[i];
+		*first = p->rr;
+	}
+	return &p->servers[(*first + attempt) % p->nservers];
 }
 
 /*
@@ -311,6 +311,7 @@ upstream_refused(int err)
 	switch (err) {
 	case ECONNREFUSED:
 	case ENOENT:		/* a Unix socket that is not there */
+	case EAGAIN:		/* one whose listen queue is full */
 	case ECONNRESET:
 	case EHOSTUNREACH:
 	case ENETUNREACH:

@@ -53,10 +53,11 @@ struct upstream_pool	*upstream_pools_new(struct ev_loop *, struct config *);
 void			 upstream_pools_free(struct upstream_pool *);
 /*
  * The server for a request's attempt-th try: attempt 0 advances the round
- * robin, later attempts walk on from there (failover).
+ * robin and notes in *first where it stands; later attempts walk on from
+ * there (failover), whatever other requests did to the round robin since.
  */
 struct upstream_server	*upstream_pick(struct upstream_pool *, size_t backend,
-			    size_t attempt, size_t *nservers);
+			    size_t *first, size_t attempt, size_t *nservers);
 const struct config_backend *upstream_backend(struct upstream_pool *,
 			    size_t backend);
 /*

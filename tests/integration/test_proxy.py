@@ -5,6 +5,7 @@ routes) in front of the test backends of backend.py."""
 
 import re
 import signal
+import socket
 import threading
 import time
 
@@ -14,7 +15,7 @@ import pytest
 from helpers import (BIG_TIMEOUT, CONNECT_TIMEOUT, SHORT_READ_TIMEOUT, SLOW, KiB, MiB,
                      assert_backends_untouched, backend_counts, expected_body, expected_sha256,
                      generated_body, h3_get, h3_head, h3_post, h3_put, h3_request,
-                     header_values, make_easy, qproxy_binary, sha256)
+                     h3raw, header_values, make_easy, qproxy_binary, sha256)
 from test_ops import stats
 
 CURL_HTTP_VERSION_3 = 30
@@ -594,6 +595,39 @@ def test_get_sent_again_goes_to_the_same_server(qproxy_factory, backend_app,
     seqs = [t for t in tries.values() if t][0]
     assert seqs[0] > 1 and seqs[1] == 1, tries
     assert stats(q)["upstream"]["retried"] == 1
+
+
+def test_failover_skips_refusing_servers_under_concurrency(qproxy_factory, backend_app,
+                                                          refusing, tmp_path):
+    """Servers that refuse (a closed TCP port; a Unix socket whose listen
+    queue is full, EAGAIN) are skipped for the next one, also while other
+    requests move the round robin: a failover attempt once walked on from
+    where the round robin stood now, not from where this request began,
+    and could land on a refusing server again (502 with a healthy one up);
+    and EAGAIN was not counted as a refusal (502, no failover)."""
+    full = str(tmp_path / "full.sock")
+    lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    lsock.bind(full)
+    lsock.listen(0)
+    filler = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    filler.connect(full)                    # the queue holds it; now full
+    try:
+        q = qproxy_factory(sections=lambda port, c, k: [
+            ("global", [("log_level", "debug")]),
+            ("listener main", [("address", "127.0.0.1:%d" % port),
+                               ("certificate", c), ("private_key", k)]),
+            ("backend app", [("server", "127.0.0.1:%d" % refusing.port),
+                             ("server", "unix:%s" % full),
+                             ("server", backend_app.tcp_server)]),
+            ("route app", [("path_prefix", "/app/"), ("backend", "app")])])
+        get = [":method: GET", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port,
+               ":path: /app/bytes/10"]
+        for n in (2, 3, 4, 5, 6):
+            r = h3raw(q.port, get, count=n, timeout=10 * SLOW)
+            assert r.outcomes == ["status 200 body 10"] * n, r
+    finally:
+        filler.close()
+        lsock.close()
 
 
 @pytest.mark.parametrize("n,ms", [(1000, 0), (300 * KiB, 0), (1000, 300)],
