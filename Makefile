@@ -79,10 +79,6 @@ $(B)/tests/h3raw: $(B)/tests/h3raw.o $(RNG_OBJ)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
 
-$(B)/qproxy.service: systemd/qproxy.service.in
-	@mkdir -p $(@D)
-	$(Q)sed 's|@SBINDIR@|$(SBINDIR)|g' $< >$@
-
 -include $(wildcard $(B)/*.d $(B)/tests/*.d)
 
 config.mk: configure config.mk.in
@@ -228,18 +224,25 @@ demo: deps
 	$(MAKE) all
 	sh scripts/demo.sh
 
-install: $(B)/qproxy $(B)/qproxyctl $(B)/qproxy.service
+# The unit is filled in from the SBINDIR of this very install. The
+# configuration is made readable by the unit's group, qproxy, when it
+# exists already (and the install runs as root).
+install: $(B)/qproxy $(B)/qproxyctl
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 \
 	    $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(SYSCONFDIR) \
 	    $(DESTDIR)$(UNITDIR)
 	install -m 755 $(B)/qproxy $(DESTDIR)$(SBINDIR)/qproxy
 	install -m 755 $(B)/qproxyctl $(DESTDIR)$(SBINDIR)/qproxyctl
 	install -m 644 man/qproxyctl.8 $(DESTDIR)$(MANDIR)/man8/qproxyctl.8
-	install -m 644 $(B)/qproxy.service $(DESTDIR)$(UNITDIR)/qproxy.service
+	sed 's|@SBINDIR@|$(SBINDIR)|g' systemd/qproxy.service.in \
+	    >$(DESTDIR)$(UNITDIR)/qproxy.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/qproxy.service
 	install -m 644 man/qproxy.8 $(DESTDIR)$(MANDIR)/man8/qproxy.8
 	install -m 644 man/qproxy.conf.5 $(DESTDIR)$(MANDIR)/man5/qproxy.conf.5
 	test -e $(DESTDIR)$(SYSCONFDIR)/qproxy.conf || \
-	    install -m 640 conf/qproxy.conf $(DESTDIR)$(SYSCONFDIR)/qproxy.conf
+	    install -m 640 $$(getent group qproxy >/dev/null && \
+	    [ "$$(id -u)" = 0 ] && echo -g qproxy) conf/qproxy.conf \
+	    $(DESTDIR)$(SYSCONFDIR)/qproxy.conf
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -8,10 +8,10 @@ from helpers import qproxy_binary
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
-def _install(destdir):
+def _install(destdir, prefix="/usr"):
     build = os.path.dirname(qproxy_binary())
     return subprocess.run(["make", "-s", "-C", TOP, "install", "B=%s" % build,
-                           "PREFIX=/usr", "DESTDIR=%s" % destdir],
+                           "PREFIX=%s" % prefix, "DESTDIR=%s" % destdir],
                           capture_output=True, text=True, timeout=300)
 
 
@@ -33,6 +33,18 @@ def test_install_into_destdir(tmp_path):
     assert v.returncode == 0 and v.stdout.startswith("qproxy ")
 
 
+def test_install_fills_the_unit_with_this_prefix(tmp_path):
+    """The unit's paths come from the PREFIX of this install, not from an
+    earlier one's: the unit was made once and kept, and an install with
+    another PREFIX shipped a unit that named the first one's binaries."""
+    assert _install(tmp_path / "a", prefix="/usr/local").returncode == 0
+    p = _install(tmp_path / "b", prefix="/usr")
+    assert p.returncode == 0, p.stderr
+    unit = (tmp_path / "b/usr/lib/systemd/system/qproxy.service").read_text()
+    assert "ExecStart=/usr/sbin/qproxy -f -c /etc/qproxy.conf\n" in unit, unit
+    assert "/usr/local" not in unit, unit
+
+
 def test_install_keeps_an_existing_config(tmp_path):
     (tmp_path / "etc").mkdir()
     conf = tmp_path / "etc/qproxy.conf"
@@ -47,7 +59,8 @@ def test_systemd_unit_verifies_and_is_sandboxed(tmp_path):
     assert p.returncode == 0, p.stderr
     unit = (tmp_path / "usr/lib/systemd/system/qproxy.service").read_text()
     for line in ("Type=notify", "ExecReload=", "RuntimeDirectory=qproxy",
-                 "StateDirectory=qproxy", "LimitNOFILE=", "WatchdogSec=",
+                 "StateDirectory=qproxy", "LogsDirectory=qproxy\n", "LimitNOFILE=",
+                 "WatchdogSec=",
                  "CapabilityBoundingSet=CAP_NET_BIND_SERVICE\n"):
         assert line in unit, line
     # verify wants the programs and the manuals the unit names to exist
@@ -79,10 +92,23 @@ def test_every_config_key_is_documented():
     src = open(os.path.join(TOP, "src/config.c")).read()
     table = src[src.index("config_keys[] = {"):]
     table = table[:table.index("};")]
-    keys = set(re.findall(r'SECT_[A-Z]+, "([a-z_]+)"', table))
+    pairs = set(re.findall(r'SECT_([A-Z]+), "([a-z_]+)"', table))
+    keys = {k for _, k in pairs}
     assert len(keys) >= 20, keys
     man = open(os.path.join(TOP, "man/qproxy.conf.5")).read()
     conf = open(os.path.join(TOP, "conf/qproxy.conf")).read()
+    # each key has an entry of its own (".It Ic key" at a line's start) in
+    # its section's part of the manual: the access log's keys are global
+    parts = {"GLOBAL": ("The global section", "Listener sections"),
+             "LISTENER": ("Listener sections", "Backend sections"),
+             "BACKEND": ("Backend sections", "Route sections"),
+             "ROUTE": ("Route sections", ".Sh FILES")}
+    for sect, k in sorted(pairs):
+        if sect not in parts:
+            continue
+        start, end = parts[sect]
+        part = man[man.index(start):man.index(end)]
+        assert re.search(r"(?m)^\.It Ic %s Ns =" % k, part), \
+            "%s (%s) has no entry in qproxy.conf(5)" % (k, sect.lower())
     for k in sorted(keys):
-        assert re.search(r"\.It Ic %s\b|\b%s\b" % (k, k), man), "%s not in qproxy.conf(5)" % k
         assert re.search(r"^[#; ]*%s\s*=" % k, conf, re.M), "%s not in conf/qproxy.conf" % k
