@@ -234,6 +234,7 @@ server_apply(struct quic_server *srv, struct config *cfg, struct strbuf *errs)
 	if (old != NULL) {
 		/* counters go on across reloads, matched by name */
 		upstream_pools_inherit(gen->upstreams, old->upstreams);
+		upstream_pools_retire(old->upstreams);
 		for (size_t i = 0; i < gen->nlisteners; i++)
 			for (size_t j = 0; j < old->nlisteners; j++)
 				if (strcmp(gen->listeners[i].cfg->name,

@@ -19,6 +19,7 @@ struct upstream_pool {
 	size_t				 nservers;
 	size_t				 rr;		/* next server */
 	size_t				 npools;	/* in the array's first */
+	bool				 retired;	/* a reload replaced it */
 };
 
 static void
@@ -77,6 +78,22 @@ upstream_pools_new(struct ev_loop *loop, struct config *cfg)
 		}
 	}
 	return pools;
+}
+
+void
+upstream_pools_retire(struct upstream_pool *pools)
+{
+	struct upstream_conn *c;
+
+	for (size_t b = 0; b < pools[0].npools; b++) {
+		pools[b].retired = true;
+		for (size_t s = 0; s < pools[b].nservers; s++) {
+			while ((c = pools[b].servers[s].idle) != NULL) {
+				idle_unlink(c);
+				upstream_close(c);
+			}
+		}
+	}
 }
 
 void
@@ -188,7 +205,8 @@ upstream_release(struct upstream_conn *c)
 {
 	struct upstream_server *s = c->server;
 
-	if (s->nidle >= s->pool->cfg->max_idle) {
+	/* a retired pool's connections would never be taken again */
+	if (s->nidle >= s->pool->cfg->max_idle || s->pool->retired) {
 		upstream_close(c);
 		return;
 	}

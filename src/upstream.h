@@ -52,6 +52,12 @@ struct upstream_conn {
 struct upstream_pool	*upstream_pools_new(struct ev_loop *, struct config *);
 void			 upstream_pools_free(struct upstream_pool *);
 /*
+ * A reload replaced these pools: their idle connections are closed, and
+ * those their requests still hold close when released, not pooled (new
+ * requests take the new pools only).
+ */
+void			 upstream_pools_retire(struct upstream_pool *);
+/*
  * The server for a request's attempt-th try: attempt 0 advances the round
  * robin and notes in *first where it stands; later attempts walk on from
  * there (failover), whatever other requests did to the round robin since.

@@ -200,6 +200,58 @@ def test_reload_changes_routes_without_dropping_a_download(
     assert stats(q)["generation"] == 2
 
 
+def _backend_conns(q, port):
+    """qproxy's TCP connections to 127.0.0.1:port, from /proc."""
+    inodes = set()
+    for fd in os.listdir("/proc/%d/fd" % q.proc.pid):
+        try:
+            link = os.readlink("/proc/%d/fd/%s" % (q.proc.pid, fd))
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    n = 0
+    with open("/proc/%d/net/tcp" % q.proc.pid) as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[2].endswith(":%04X" % port) and fields[9] in inodes:
+                n += 1
+    return n
+
+
+def test_reload_closes_the_old_configurations_idle_backend_connections(
+        qproxy_factory, certificate, backend_app):
+    """A client connection from before a reload keeps the old configuration
+    (its generation) alive, and with it that generation's pools; new
+    requests use the new pools only. The old pools' idle backend
+    connections stayed open, unused and uncounted, for as long as such a
+    client stayed: a few reloads under load held dozens. They are now
+    closed at the reload."""
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server))
+    port = int(backend_app.tcp_server.rsplit(":", 1)[1])
+    get = [":method: GET", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port,
+           ":path: /app/bytes/10"]
+    assert h3raw(q.port, get, count=8).outcomes == ["status 200 body 10"] * 8
+    # a client that stays through the reload
+    slow = subprocess.Popen([os.environ["H3RAW"], "-t", "10", "-H", ":method: GET", "-H",
+                             ":scheme: https", "-H", ":authority: localhost", "-H",
+                             ":path: /app/slow/1000?ms=%d" % int(3000 * SLOW),
+                             "127.0.0.1", str(q.port)], stdout=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 5 * SLOW
+        while stats(q)["connections"]["current"] < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        idle = _backend_conns(q, port)
+        assert idle >= 4, idle
+        assert qproxyctl(q, "reload").returncode == 0
+        # only the slow request's own connection is left
+        assert _backend_conns(q, port) <= 1
+    finally:
+        assert slow.wait(30) == 0
+
+
 def test_reload_with_a_broken_config_keeps_the_old_one(qproxy_factory, certificate,
                                                        backend_app):
     cert, key = certificate
