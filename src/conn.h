@@ -50,6 +50,7 @@ struct udp_sock {
 	ev_io			 rev, wev;
 	TAILQ_HEAD(, qconn)	 blocked;	/* connections with a packet */
 	size_t			 nconns;
+	bool			 reading;	/* in its read callback */
 	LIST_ENTRY(udp_sock)	 entry;
 };
 

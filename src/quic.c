@@ -45,6 +45,7 @@ struct cid_entry {
 };
 
 static void	qconn_write(struct qconn *);
+static void	sock_read(struct udp_sock *);
 static void	qconn_arm_timer(struct qconn *, ngtcp2_tstamp);
 
 uint64_t
@@ -1570,6 +1571,21 @@ void
 quic_sock_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct udp_sock *sock = w->data;
+
+	/*
+	 * A draining socket (its listener removed by a reload) is freed
+	 * with its last connection, which a datagram may end: not while
+	 * the rest of the batch still reads from it.
+	 */
+	sock->reading = true;
+	sock_read(sock);
+	sock->reading = false;
+	server_sock_release(sock);
+}
+
+static void
+sock_read(struct udp_sock *sock)
+{
 	struct quic_server *srv = sock->srv;
 	struct udp_rx *rx;
 	size_t off, len;

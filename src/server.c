@@ -130,7 +130,7 @@ sock_close(struct udp_sock *s)
 void
 server_sock_release(struct udp_sock *s)
 {
-	if (s->listener == NULL && s->nconns == 0)
+	if (s->listener == NULL && s->nconns == 0 && !s->reading)
 		sock_close(s);
 }
 
