@@ -85,6 +85,7 @@ struct exchange {
 	struct upstream_server	*server;
 	size_t			 attempt;
 	size_t			 first_server;	/* of attempt 0 */
+	struct upstream_server	*counted;	/* in its requests already */
 	struct upstream_conn	*uc;		/* or NULL */
 	bool			 reused;	/* uc came from the pool */
 	bool			 retried;	/* once, on a new connection */
@@ -614,7 +615,11 @@ ex_connected(struct exchange *ex)
 	    upstream_backend(ex_pools(ex), ex->backend);
 
 	ex->state = EX_FORWARD;
-	ex->server->requests++;
+	/* sent again to the same server (ex_retry), it is still one */
+	if (ex->counted != ex->server) {
+		ex->server->requests++;
+		ex->counted = ex->server;
+	}
 	ex->server->state = UPSTREAM_UP;
 	ex->forwarded = ev_now(ex_loop(ex));
 	ex_arm_timer(ex, b->read_timeout);

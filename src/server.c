@@ -389,6 +389,7 @@ static const struct stats_row {
 	ROW("limits", "closed_protocol_errors", closed_protocol_errors),
 	ROW("upstream", "connects", upstream_connects),
 	ROW("upstream", "connect_failures", upstream_connect_failures),
+	ROW("upstream", "connections_current", upstream_conns_current),
 	ROW("upstream", "reused", upstream_reused),
 	ROW("upstream", "retried", upstream_retried),
 	ROW("upstream", "informational_dropped", informational_dropped),

@@ -194,6 +194,7 @@ upstream_connect(struct upstream_server *s, upstream_cb *cb, void *data)
 	}
 	c->server = s;
 	c->fd = fd;
+	stats.upstream_conns_current++;
 	ev_io_init(&c->rio, cb, fd, EV_READ);
 	ev_io_init(&c->wio, cb, fd, EV_WRITE);
 	c->rio.data = c->wio.data = data;
@@ -231,6 +232,7 @@ upstream_close(struct upstream_conn *c)
 	ev_io_stop(loop, &c->wio);
 	close(c->fd);
 	free(c);
+	stats.upstream_conns_current--;
 }
 
 static const char *

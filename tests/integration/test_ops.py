@@ -245,9 +245,12 @@ def test_reload_closes_the_old_configurations_idle_backend_connections(
             time.sleep(0.05)
         idle = _backend_conns(q, port)
         assert idle >= 4, idle
+        assert stats(q)["upstream"]["connections_current"] == idle
         assert qproxyctl(q, "reload").returncode == 0
         # only the slow request's own connection is left
-        assert _backend_conns(q, port) <= 1
+        left = _backend_conns(q, port)
+        assert left <= 1
+        assert stats(q)["upstream"]["connections_current"] == left
     finally:
         assert slow.wait(30) == 0
 

@@ -594,7 +594,11 @@ def test_get_sent_again_goes_to_the_same_server(qproxy_factory, backend_app,
     assert sorted(len(t) for t in tries.values()) == [0, 2], tries
     seqs = [t for t in tries.values() if t][0]
     assert seqs[0] > 1 and seqs[1] == 1, tries
-    assert stats(q)["upstream"]["retried"] == 1
+    st = stats(q)
+    assert st["upstream"]["retried"] == 1
+    # three requests, the retried one counted once (it was twice)
+    assert sum(x["requests"] for b in st["backends"] for x in b["servers"]) == 3, \
+        st["backends"]
 
 
 def test_failover_skips_refusing_servers_under_concurrency(qproxy_factory, backend_app,
