@@ -228,6 +228,8 @@ void		 h3_consumed(struct qconn *, int64_t stream_id, size_t n);
 /* Bytes of nghttp3's freed blocks kept for reuse; drain frees them. */
 size_t		 h3_mem_kept(void);
 void		 h3_mem_drain(void);
+/* The client is asked to stop sending on the stream (H3_NO_ERROR). */
+void		 h3_stop_reading(struct qconn *, int64_t stream_id);
 /* Resets both directions of a stream with an HTTP/3 error code. */
 void		 h3_reset_stream(struct qconn *, int64_t stream_id,
 		    uint64_t code);

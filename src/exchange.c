@@ -189,6 +189,15 @@ ex_finish(struct exchange *ex)
 	bufq_free(&ex->out);
 	/* whatever the client still sends is read and dropped */
 	ex_credit(ex, 0);
+	/*
+	 * An unfinished request will not be read: the client is asked to
+	 * stop sending, with H3_NO_ERROR (RFC 9114 4.1), so that the stream
+	 * ends once the response is taken. A client that just stopped would
+	 * otherwise hold it, and its connection (kept alive while streams
+	 * are open), for good.
+	 */
+	if (!ex->req_fin)
+		h3_stop_reading(ex->qc, ex->stream_id);
 }
 
 static void
@@ -488,13 +497,24 @@ exchange_body_end(struct exchange *ex)
 		ex_start(ex);
 		return;
 	}
+	if (ex->req_dropped)
+		return;		/* the backend's side is shut already */
 	if (ex->framing == REQ_BODY_CHUNKED &&
 	    bufq_append(&ex->out, "0\r\n\r\n", 5) == -1) {
 		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
 		return;
 	}
-	if (ex->state == EX_FORWARD)
+	if (ex->state == EX_FORWARD) {
+		/*
+		 * The request is whole: the backend's read_timeout runs now,
+		 * not the client's idle_timeout that ex_write may have set
+		 * when the backend had taken all but the FIN.
+		 */
+		if (!ex->head_done)
+			ex_arm_timer(ex, upstream_backend(ex_pools(ex),
+			    ex->backend)->read_timeout);
 		ex_write(ex);
+	}
 }
 
 void

@@ -144,6 +144,16 @@ h3_reset_stream(struct qconn *qc, int64_t stream_id, uint64_t code)
 	qconn_want_write(qc);
 }
 
+void
+h3_stop_reading(struct qconn *qc, int64_t stream_id)
+{
+	ngtcp2_conn_shutdown_stream_read(qc->conn, 0, stream_id,
+	    NGHTTP3_H3_NO_ERROR);
+	if (qc->h3 != NULL)
+		(void)nghttp3_conn_shutdown_stream_read(qc->h3, stream_id);
+	qconn_want_write(qc);
+}
+
 static const nghttp3_data_reader *
 body_reader(void);
 

@@ -195,6 +195,24 @@ tls_ctx_new(const char *certificate, const char *private_key, bool early_data,
 		snprintf(err, errlen, "wolfSSL_CTX_new failed");
 		return NULL;
 	}
+	/*
+	 * First, so that tls_ctx_free always frees what it finds there
+	 * (wolfSSL points it into the context itself until then).
+	 */
+	if ((tc = malloc(sizeof(*tc) + zrttlen)) == NULL) {
+		wolfSSL_CTX_free(ctx);
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	tc->len = zrttlen;
+	if (zrttlen > 0)
+		memcpy(tc->data, zrtt, zrttlen);
+	if (wolfSSL_CTX_set_TicketEncCtx(ctx, tc) != WOLFSSL_SUCCESS) {
+		free(tc);
+		wolfSSL_CTX_free(ctx);
+		snprintf(err, errlen, "cannot set the session ticket keys");
+		return NULL;
+	}
 	if (ngtcp2_crypto_wolfssl_configure_server_context(ctx) != 0) {
 		snprintf(err, errlen, "cannot configure QUIC in wolfSSL");
 		goto fail;
@@ -211,18 +229,6 @@ tls_ctx_new(const char *certificate, const char *private_key, bool early_data,
 	wolfSSL_CTX_SNI_SetOptions(ctx, WOLFSSL_SNI_HOST_NAME,
 	    WOLFSSL_SNI_CONTINUE_ON_MISMATCH | WOLFSSL_SNI_ANSWER_ON_MISMATCH);
 	wolfSSL_CTX_set_servername_callback(ctx, sni_cb);
-	if ((tc = malloc(sizeof(*tc) + zrttlen)) == NULL) {
-		snprintf(err, errlen, "out of memory");
-		goto fail;
-	}
-	tc->len = zrttlen;
-	if (zrttlen > 0)
-		memcpy(tc->data, zrtt, zrttlen);
-	if (wolfSSL_CTX_set_TicketEncCtx(ctx, tc) != WOLFSSL_SUCCESS) {
-		free(tc);
-		snprintf(err, errlen, "cannot set the session ticket keys");
-		goto fail;
-	}
 	if (wolfSSL_CTX_set_TicketEncCb(ctx, ticket_cb) != WOLFSSL_SUCCESS) {
 		snprintf(err, errlen, "cannot set the session ticket keys");
 		goto fail;

@@ -171,6 +171,54 @@ def test_client_that_stops_sending_its_request_gets_408(qproxy_factory, backend_
     assert failures == [0], after["backends"]
 
 
+def test_request_cut_short_by_a_response_lets_its_stream_end(qproxy_factory, backend_app,
+                                                             tmp_path):
+    """After qproxy answers a request the client has not finished (here 408
+    when it stopped sending), it asks the client to stop sending with
+    H3_NO_ERROR (RFC 9114 4.1), so the stream ends and, with no request
+    open, the connection is no longer kept alive. Before, the stream stayed
+    open for as long as the client stayed, and qproxy's PINGs kept the
+    connection alive."""
+    q = _private(qproxy_factory, backend_app, tmp_path, ("idle_timeout", "2s"))
+    post = [":method: POST", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port,
+            ":path: /app/upload", "content-length: 1000000"]
+    p = subprocess.Popen([h3raw_binary(), "-t", str(20 * SLOW), "--linger", str(12 * SLOW),
+                          "-d", "1000", "--no-fin"] +
+                         [a for h in post for a in ("-H", h)] + ["127.0.0.1", str(q.port)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait(lambda: stats(q)["requests"]["client_timeout"] == 1, "a 408", 10)
+        _wait(lambda: stats(q)["streams"]["current"] == 0, "the stream ended", 5)
+        # nothing keeps the lingering client's connection alive now
+        _wait(lambda: stats(q)["connections"]["current"] == 0, "an idle close", 8)
+    finally:
+        p.kill()
+        out, _ = p.communicate()
+    assert out.decode().splitlines()[:1] == ["status 408 body 20"], out
+
+
+def test_fin_after_the_body_hands_the_clock_to_the_backend(qproxy_factory, backend_app,
+                                                           tmp_path):
+    """An upload forwarded before its end, whose FIN comes on its own once
+    the backend took every byte: the request is whole, and the backend has
+    its read_timeout (4s here) to answer, not the idle_timeout (2s) the
+    client had while the body was unfinished, which answered 504 after 2s
+    and counted it against the backend."""
+    def make(port, c, k):
+        s = _sections(c, k, port, backend_app.tcp_server, str(tmp_path / "s"),
+                      retry="never", extra=[("idle_timeout", "2s")])
+        s[2][1].append(("read_timeout", "4s"))
+        return s
+    q = qproxy_factory(sections=make)
+    post = [":method: POST", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port,
+            ":path: /app/hang", "content-length: 200000"]
+    t = time.monotonic()
+    r = h3raw(q.port, post, data=200000, fin_separate=True, timeout=15 * SLOW)
+    elapsed = time.monotonic() - t
+    assert r.outcomes == ["status 504 body 20"], r
+    assert 3.8 <= elapsed < 4 + 3 * SLOW, elapsed
+
+
 def test_rapid_reset_closes_the_connection(qproxy_factory, backend_app, tmp_path):
     """A client opens and resets streams in a loop: past max_stream_resets it
     is closed with H3_EXCESSIVE_LOAD (0x107), and the backend never sees

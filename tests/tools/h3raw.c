@@ -46,6 +46,9 @@
  *   --alpn PROTO              the one ALPN protocol offered (default h3);
  *                             an empty PROTO offers no ALPN at all
  *   -t SECONDS                overall timeout (default 10)
+ *   --linger SECONDS          once every request has its outcome, stay
+ *                             connected (answering the server) this long
+ *                             before closing, within the -t timeout
  *   --print-headers           print response fields as "< name: value"
  *   --print-body              print the response body after the status line
  *   -v                        ngtcp2 debug log and event notes on stderr
@@ -179,6 +182,7 @@ static struct {
   int no_fin;
   size_t count;
   double timeout;
+  double linger;
   int print_headers;
   int print_body;
   int verbose;
@@ -214,6 +218,7 @@ static struct {
 
   int hs_done;
   int tls_after_sent;
+  ngtcp2_tstamp linger_until; /* 0: not lingering (yet) */
   ngtcp2_ccerr last_error;
   int conn_dead; /* no more I/O on the connection */
   int peer_closed;
@@ -241,7 +246,7 @@ static void die_usage(const char *fmt, ...) {
   fputs("\nusage: h3raw [-H 'name: value']... [-d N] [--fin-separate | --no-fin] "
         "[--trailer 'name: value']... [-n COUNT] [--cancel] [--no-read] "
         "[--raw HEX] [--raw-encoder HEX] [--sni NAME] [--alpn PROTO] "
-        "[-t SECONDS] "
+        "[-t SECONDS] [--linger SECONDS] "
         "[--print-headers] [--print-body] [-v] HOST PORT\n",
         stderr);
   exit(EXIT_USAGE);
@@ -514,6 +519,13 @@ static void parse_args(int argc, char **argv) {
       opt.body_size = parse_ull(next, "body size");
     } else if (strcmp(a, "--fin-separate") == 0) {
       opt.fin_separate = 1;
+    } else if (strcmp(a, "--linger") == 0) {
+      char *end;
+      NEED_ARG();
+      opt.linger = strtod(next, &end);
+      if (*end || !(opt.linger > 0)) {
+        die_usage("bad linger: %s", next);
+      }
     } else if (strcmp(a, "--no-fin") == 0) {
       opt.fin_separate = 1;
       opt.no_fin = 1;
@@ -1943,7 +1955,16 @@ int main(int argc, char **argv) {
     open_streams();
     if (c.hs_done && all_done()) {
       if (opt.tls_after.len == 0) {
-        break;
+        if (opt.linger <= 0) {
+          break;
+        }
+        if (c.linger_until == 0) {
+          c.linger_until =
+            timestamp() + (ngtcp2_tstamp)(opt.linger * NGTCP2_SECONDS);
+          note("every request has an outcome; lingering");
+        } else if (timestamp() >= c.linger_until) {
+          break;
+        }
       }
       if (!c.tls_after_sent) {
         rv = send_tls_after();
@@ -1966,6 +1987,9 @@ int main(int argc, char **argv) {
     }
 
     wake = next_wakeup(now, deadline);
+    if (c.linger_until != 0 && wake > c.linger_until) {
+      wake = c.linger_until;
+    }
     if (wake < now) {
       wake = now;
     }
