@@ -43,8 +43,12 @@ def test_sigterm_lets_in_flight_download_finish(qproxy_factory, backend_app):
     at_signal = progress["bytes"]
     assert at_signal < n, "the download finished before SIGTERM; nothing was tested"
     q.signal(signal.SIGTERM)
-    # a new client is refused at once (CONNECTION_REFUSED), not left to
-    # time out while the download finishes
+    # once qproxy is shutting down, a new client is refused at once
+    # (CONNECTION_REFUSED), not left to time out while the download ends
+    deadline = time.monotonic() + 5 * SLOW
+    while "shutting down gracefully" not in q.log_text():
+        assert time.monotonic() < deadline, q.log_text()[-2000:]
+        time.sleep(0.01)
     late = time.monotonic()
     r = h3raw(q.port, [":method: GET", ":scheme: https",
                        ":authority: 127.0.0.1:%d" % q.port, ":path: /app/bytes/1"],
