@@ -62,6 +62,16 @@ _pattern = b""
 _pattern_lock = threading.Lock()
 
 
+def _wait_for_close(sock):
+    """Reads and drops what the peer sends until it closes or resets."""
+    while True:
+        try:
+            if not sock.recv(65536):
+                return
+        except OSError:
+            return
+
+
 def _shutdown_quietly(sock):
     try:
         sock.shutdown(socket.SHUT_RDWR)
@@ -554,12 +564,7 @@ class Backend:
         if name == "hang":
             # Read the request, then never answer: wait for the peer to go.
             self._update(rec, body_done=True, body_length=0)
-            while True:
-                try:
-                    if not sock.recv(65536):
-                        break
-                except OSError:
-                    break
+            _wait_for_close(sock)
             return False
         body = self._read_body(sock, rf, req, rec)
         close = self._client_wants_close(req)
@@ -694,12 +699,7 @@ class Backend:
                                           ("Content-Length", str(n))]))
             sock.sendall(memoryview(body_bytes(n))[:n // 2])
             if q.get("stall"):
-                while True:
-                    try:
-                        if not sock.recv(65536):
-                            break
-                    except OSError:
-                        break
+                _wait_for_close(sock)
                 return False
             time.sleep(0.05)
             if q.get("rst"):

@@ -501,13 +501,17 @@ def test_access_log_json(qproxy_factory, backend_app, tmp_path):
     assert m["status"] == 404 and m["backend"] == "-"
 
 
+def _slow_request_with_sni(qp, sni):
+    """h3raw in the background, naming sni, on a request that takes 2s."""
+    return subprocess.Popen([os.environ["H3RAW"], "-t", "4", "--sni", sni,
+                             "-H", ":method: GET", "-H", ":scheme: https",
+                             "-H", ":authority: localhost", "-H",
+                             ":path: /app/slow/1000?ms=2000", "127.0.0.1",
+                             str(qp.port)], stdout=subprocess.PIPE)
+
+
 def test_conns_shows_the_sni(qp):
-    h3r = os.environ["H3RAW"]
-    p = subprocess.Popen([h3r, "-t", "4", "--sni", "sni-check.example",
-                          "-H", ":method: GET", "-H", ":scheme: https",
-                          "-H", ":authority: localhost", "-H",
-                          ":path: /app/slow/1000?ms=2000", "127.0.0.1",
-                          str(qp.port)], stdout=subprocess.PIPE)
+    p = _slow_request_with_sni(qp, "sni-check.example")
     try:
         deadline = time.monotonic() + 10 * SLOW
         snis = []
@@ -525,13 +529,7 @@ def test_conns_keeps_no_sni_that_is_not_a_host_name(qp):
     escape sequence and invalid UTF-8 reached `qproxyctl conns` as they
     came (a forged row, colours in the operator's terminal) and made
     `conns --json` unparseable. Only a host name is kept."""
-    h3r = os.environ["H3RAW"]
-    sni = os.fsencode("x\nFAKE-PEER 6.6.6.6:1 \x1b[31mred\udcff")
-    p = subprocess.Popen([h3r, "-t", "4", "--sni", sni,
-                          "-H", ":method: GET", "-H", ":scheme: https",
-                          "-H", ":authority: localhost", "-H",
-                          ":path: /app/slow/1000?ms=2000", "127.0.0.1",
-                          str(qp.port)], stdout=subprocess.PIPE)
+    p = _slow_request_with_sni(qp, os.fsencode("x\nFAKE-PEER 6.6.6.6:1 \x1b[31mred\udcff"))
     try:
         deadline = time.monotonic() + 10 * SLOW
         conns = []
