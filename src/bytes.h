@@ -72,6 +72,19 @@ bytes_next(size_t i, size_t len)
 	return i + 16 > len ? len - 8 : i + 8;
 }
 
+/* The value of a hexadecimal digit, or -1. */
+static inline int
+bytes_hexval(uint8_t c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
 /* A control character other than HT, or DEL (RFC 9110 5.5 field-value). */
 static inline bool
 bytes_isctl(uint8_t c)

@@ -44,18 +44,6 @@ http1_isows(uint8_t c)
 	return c == ' ' || c == '\t';
 }
 
-static int
-http1_hexval(uint8_t c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 static bool
 http1_name_is(const struct http1_header *h, const char *name)
 {
@@ -421,7 +409,7 @@ http1_chunked_byte(struct http1_body *b, uint8_t c)
 	switch (b->state) {
 	case BODY_SIZE_FIRST:
 	case BODY_SIZE:
-		if ((d = http1_hexval(c)) != -1) {
+		if ((d = bytes_hexval(c)) != -1) {
 			if (b->remaining > (HTTP1_MAX_SIZE - (uint64_t)d) / 16)
 				return false;
 			b->remaining = b->remaining * 16 + (uint64_t)d;

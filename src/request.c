@@ -335,6 +335,89 @@ request_add(struct request *r, const uint8_t *name, size_t namelen,
 	return 0;
 }
 
+/* RFC 3986 2.3: what a percent-encoding may stand for and mean the same. */
+static bool
+path_unreserved(int c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	    (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' ||
+	    c == '~';
+}
+
+/*
+ * Normalizes p[0, len), an absolute path without its query, in place and
+ * gives its new length: percent-encoded unreserved characters decoded
+ * (RFC 3986 6.2.2.2), then "." and ".." segments removed (5.2.4). Routes
+ * match, and backends receive, this path: "/img/../admin" is "/admin" to
+ * both, whatever either would have made of it. A '%' without two hex
+ * digits is refused (-1): decoding around it could make a new encoding,
+ * "%%32e" a "%2e" that the backend would decode again.
+ */
+static int
+path_normalize(char *p, size_t len, size_t *outlen)
+{
+	size_t i, j, w, seglen;
+	int c;
+
+	/* checked before any byte moves: a refused path is logged as sent */
+	for (i = 0; i < len; i++)
+		if (p[i] == '%' && (i + 2 >= len ||
+		    bytes_hexval((uint8_t)p[i + 1]) == -1 ||
+		    bytes_hexval((uint8_t)p[i + 2]) == -1))
+			return -1;
+	for (i = w = 0; i < len; i++, w++) {
+		c = p[i] != '%' ? -1 : bytes_hexval((uint8_t)p[i + 1]) << 4 |
+		    bytes_hexval((uint8_t)p[i + 2]);
+		if (c != -1 && path_unreserved(c)) {
+			p[w] = (char)c;
+			i += 2;
+		} else
+			p[w] = p[i];
+	}
+	len = w;
+
+	/* Segment by segment, each one starting at its '/'. */
+	for (i = w = 0; i < len; i = j) {
+		for (j = i + 1; j < len && p[j] != '/'; j++)
+			;
+		seglen = j - i - 1;
+		if (seglen == 2 && p[i + 1] == '.' && p[i + 2] == '.') {
+			while (w > 0 && p[--w] != '/')
+				;
+		} else if (!(seglen == 1 && p[i + 1] == '.')) {
+			memmove(p + w, p + i, j - i);
+			w += j - i;
+			continue;
+		}
+		/* a last "." or ".." leaves the directory: "/a/.." is "/" */
+		if (j == len)
+			p[w++] = '/';
+	}
+	*outlen = w;
+	return 0;
+}
+
+/* The :path normalized in place, its query kept as it came. 0 or -1. */
+static int
+request_normalize_path(struct request *r)
+{
+	struct request_field *f = &r->fields[r->path];
+	char *p = r->buf + f->value;
+	size_t len = f->valuelen, plen, n;
+	const char *q;
+
+	q = memchr(p, '?', len);
+	plen = q != NULL ? (size_t)(q - p) : len;
+	if (memchr(p, '.', plen) == NULL && memchr(p, '%', plen) == NULL)
+		return 0;
+	if (path_normalize(p, plen, &n) == -1)
+		return -1;
+	memmove(p + n, p + plen, len - plen);
+	f->valuelen = (uint32_t)(n + len - plen);
+	p[f->valuelen] = '\0';
+	return 0;
+}
+
 int
 request_finish(struct request *r, bool fin)
 {
@@ -366,6 +449,11 @@ request_finish(struct request *r, bool fin)
 	if (strcasecmp(fvalue(r, r->scheme), "https") != 0 &&
 	    strcasecmp(fvalue(r, r->scheme), "http") != 0)
 		return fail(r, REQ_BAD, "unsupported :scheme");
+	/* RFC 9110 7.1: a fragment is never part of a request's target */
+	if (memchr(fvalue(r, r->path), '#', r->fields[r->path].valuelen))
+		return fail(r, REQ_BAD, "fragment in :path");
+	if (fvalue(r, r->path)[0] == '/' && request_normalize_path(r) == -1)
+		return fail(r, REQ_BAD, "invalid percent-encoding in :path");
 	return 0;
 }
 

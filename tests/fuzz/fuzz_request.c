@@ -18,7 +18,9 @@
  * then fields, each a name and a value, each a length and the bytes: the
  * length is one byte, or 0xff and two bytes big-endian.
  */
+#include <ctype.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -88,6 +90,44 @@ check_forwarded(const struct request_forward *fw, const char *authority,
 	    (size_t)n) == 0);
 	for (size_t i = 0; i < alen; i++)
 		FUZZ_CHECK(authority[i] != '"' && authority[i] != '\\');
+}
+
+/*
+ * The path routes match and the backend gets: no fragment, and in the part
+ * before any query no "." or ".." segment and no percent-encoding of a
+ * character that stands for itself (RFC 3986 6.2.2).
+ */
+static void
+check_path(const struct request *r)
+{
+	const char *p, *q, *seg, *next;
+	size_t len, plen, seglen;
+
+	p = request_path(r, &len);
+	FUZZ_CHECK(strlen(p) == len && memchr(p, '#', len) == NULL);
+	if (len == 1 && p[0] == '*')
+		return;
+	FUZZ_CHECK(p[0] == '/');
+	q = memchr(p, '?', len);
+	plen = q != NULL ? (size_t)(q - p) : len;
+	for (seg = p + 1; seg <= p + plen; seg = next + 1) {
+		next = memchr(seg, '/', plen - (size_t)(seg - p));
+		if (next == NULL)
+			next = p + plen;
+		seglen = (size_t)(next - seg);
+		FUZZ_CHECK(!(seglen == 1 && seg[0] == '.'));
+		FUZZ_CHECK(!(seglen == 2 && seg[0] == '.' && seg[1] == '.'));
+	}
+	for (size_t i = 0; i + 2 < plen; i++) {
+		char hex[3] = { p[i + 1], p[i + 2], '\0' }, *e;
+		long c;
+
+		if (p[i] != '%' || !isxdigit((unsigned char)hex[0]) ||
+		    !isxdigit((unsigned char)hex[1]))
+			continue;
+		c = strtol(hex, &e, 16);
+		FUZZ_CHECK(!isalnum((int)c) && (c == 0 || strchr("-._~", (int)c) == NULL));
+	}
 }
 
 static void
@@ -228,6 +268,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	FUZZ_CHECK(r.error == REQ_OK);
 	FUZZ_CHECK(r.method != -1 && r.path != -1);
+	check_path(&r);
 	FUZZ_CHECK(r.authority != -1 || r.host != -1);
 	FUZZ_CHECK(!fin || r.content_length <= 0);
 

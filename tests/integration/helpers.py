@@ -290,8 +290,9 @@ def generated_body(n, piece=100003):
 
 def make_easy(url, *, method=None, headers=(), body=None, content_length=True,
               timeout=30, connect_timeout=10, connect_to=None, resolve=None,
-              verify=False, cainfo=None, on_data=None, head=False):
-    """A configured pycurl.Curl (HTTP/3 only) and its collector."""
+              verify=False, cainfo=None, on_data=None, head=False, path_as_is=False):
+    """A configured pycurl.Curl (HTTP/3 only) and its collector; path_as_is:
+    the URL's path is sent without curl removing its dot segments."""
     require_pycurl_h3()
     c = pycurl.Curl()
     resp = Response()
@@ -299,6 +300,8 @@ def make_easy(url, *, method=None, headers=(), body=None, content_length=True,
     c.setopt(pycurl.URL, url)
     c.setopt(pycurl.HTTP_VERSION, 31)          # CURL_HTTP_VERSION_3ONLY
     c.setopt(pycurl.NOSIGNAL, 1)
+    if path_as_is:
+        c.setopt(pycurl.PATH_AS_IS, 1)
     c.setopt(pycurl.TIMEOUT_MS, int(timeout * 1000))
     c.setopt(pycurl.CONNECTTIMEOUT_MS, int(connect_timeout * 1000))
     if verify:

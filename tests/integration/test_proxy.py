@@ -267,6 +267,37 @@ def test_no_route_is_404(qp, all_backends, path):
     assert_backends_untouched(qp, all_backends, before, "a request without a route")
 
 
+@pytest.mark.parametrize("sent, backend, target", [
+    ("/unix/../app/echo-headers", "app", "/app/echo-headers"),
+    ("/app/%2e%2E/unix/echo-headers?q=/../x", "unixapp", "/unix/echo-headers?q=/../x"),
+    ("/app/./%65cho-headers", "app", "/app/echo-headers"),
+    ("/down/x/../../app/echo-headers", "app", "/app/echo-headers"),
+])
+def test_route_sees_normalized_path(qp, all_backends, sent, backend, target):
+    """Dot segments and encoded unreserved characters (RFC 3986 6.2.2) are
+    resolved before routing, and the backend gets the path that was routed:
+    "/unix/../app/x" is "/app/x" to the route and to the app."""
+    before = backend_counts(all_backends)
+    r = h3_get(qp.url(sent), path_as_is=True)
+    assert r.status == 200 and r.header("x-backend") == backend, (sent, r.status)
+    j = r.json()
+    assert j["target"] == target
+    for b, n in zip(all_backends, before):
+        assert b.count == n + (1 if b.name == backend else 0), b.name
+
+
+def test_fragment_in_path_is_400(qp, all_backends):
+    """RFC 9110 7.1: a target never has a fragment; curl strips it, h3raw
+    does not."""
+    before = backend_counts(all_backends)
+    res = h3raw(qp.port, [":method: GET", ":scheme: https",
+                          ":authority: 127.0.0.1:%d" % qp.port,
+                          ":path: /app/echo-headers#frag"])
+    assert res.returncode == 0, res
+    assert res.outcomes and res.outcomes[0].startswith("status 400 "), res
+    assert_backends_untouched(qp, all_backends, before, "a :path with a fragment")
+
+
 # ---------------------------------------------------------------- headers
 
 def _forwarded_record(backend, before, marker):

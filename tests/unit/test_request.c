@@ -218,6 +218,76 @@ test_other_errors(void)
 	request_free(&r);
 }
 
+/* The :path a backend gets, and routes see, for the :path a client sent. */
+static void
+test_path_normalized(void)
+{
+	static const struct {
+		const char	*in, *out;
+	} cases[] = {
+		{ "/", "/" },
+		{ "/a/b/c", "/a/b/c" },
+		{ "/a/./b", "/a/b" },
+		{ "/a/../b", "/b" },
+		{ "/img/../admin/x", "/admin/x" },
+		{ "/a/b/..", "/a/" },
+		{ "/a/b/.", "/a/b/" },
+		{ "/a/./", "/a/" },
+		{ "/..", "/" },
+		{ "/.", "/" },
+		{ "/../../a", "/a" },
+		{ "//..", "/" },
+		{ "/a//../b", "/a/b" },
+		{ "/a/.../b", "/a/.../b" },
+		{ "/a/..b/.c", "/a/..b/.c" },
+		{ "/a/%2e%2E/b", "/b" },
+		{ "/a/.%2e", "/" },
+		{ "/%7euser/%41%2d%5f", "/~user/A-_" },
+		{ "/a%2fb/%2F..", "/a%2fb/%2F.." },
+		{ "/%25%32%65", "/%252e" },	/* decoded once only */
+		{ "/a/../b?x=/../y&z=%2e", "/b?x=/../y&z=%2e" },
+		{ "/a/b?", "/a/b?" },
+		{ "/x/..?", "/?" },
+	};
+	const char *ok[] = { ":method: GET", ":scheme: https",
+	    ":authority: a", NULL, NULL };
+	const char *fragment[] = { ":method: GET", ":scheme: https",
+	    ":authority: a", ":path: /a#b", NULL };
+	/* "%%32e" must not become a "%2e" for the backend to decode */
+	static const char *bad_pct[] = { "/%zz", "/a%4", "/a%", "/%%32e",
+	    "/a/./%g1" };
+	char field[128];
+	const char *p;
+	size_t len;
+	int rv;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct request *r;
+
+		snprintf(field, sizeof(field), ":path: %s", cases[i].in);
+		ok[3] = field;
+		r = build(ok, true, &rv);
+		CHECK_EQ_INT(rv, 0);
+		p = request_path(r, &len);
+		CHECK_EQ_STR(p, cases[i].out);
+		CHECK_EQ_INT(len, strlen(cases[i].out));
+	}
+	CHECK_EQ_INT(verdict(fragment, true), REQ_BAD);
+	for (size_t i = 0; i < sizeof(bad_pct) / sizeof(bad_pct[0]); i++) {
+		snprintf(field, sizeof(field), ":path: %s", bad_pct[i]);
+		ok[3] = field;
+		CHECK_EQ_INT(verdict(ok, true), REQ_BAD);
+		/* refused as it came, for the log */
+		CHECK_EQ_STR(request_path(build(ok, true, &rv), &len),
+		    bad_pct[i]);
+	}
+	/* a '%' in the query is not the path's */
+	ok[3] = ":path: /a/%2e/b?%zz";
+	p = request_path(build(ok, true, &rv), &len);
+	CHECK_EQ_INT(rv, 0);
+	CHECK_EQ_STR(p, "/a/b?%zz");
+}
+
 static char *
 flatten(struct bufq *q)
 {
@@ -403,6 +473,7 @@ main(void)
 	test_large_request();
 	test_authority_bytes();
 	test_long_authority();
+	test_path_normalized();
 	request_free(build(end, true, &rv));	/* the static one */
 	UNIT_DONE();
 }
