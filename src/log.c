@@ -264,46 +264,80 @@ log_file_open_mode(const char *path, mode_t mode, int *fdp, char **copyp)
 	return 0;
 }
 
-static int
-log_file_open(const char *path, int *fdp, char **copyp)
+int
+log_file_prepare(struct log_file *lf, enum log_kind kind, const char *path)
 {
-	return log_file_open_mode(path, LOG_FILE_MODE, fdp, copyp);
+	lf->fd = -1;
+	lf->path = NULL;
+	if (path == NULL)
+		return 0;
+	if (strcmp(path, "stderr") == 0 && kind != LOG_KEYS) {
+		if (kind == LOG_ACCESS)
+			lf->fd = STDERR_FILENO;	/* the error log's -1 is stderr */
+		return 0;
+	}
+	return log_file_open_mode(path, kind == LOG_KEYS ? KEYLOG_MODE :
+	    LOG_FILE_MODE, &lf->fd, &lf->path);
+}
+
+void
+log_file_install(struct log_file *lf, enum log_kind kind, int json)
+{
+	switch (kind) {
+	case LOG_ERROR:
+		if (err_fd != -1)
+			close(err_fd);
+		free(err_path);
+		err_fd = lf->fd;
+		err_path = lf->path;
+		break;
+	case LOG_ACCESS:
+		access_log_close();
+		acc_fd = lf->fd;
+		acc_path = lf->path;
+		acc_json = json;
+		break;
+	case LOG_KEYS:
+		keylog_close();
+		key_fd = lf->fd;
+		key_path = lf->path;
+		break;
+	}
+	lf->fd = -1;
+	lf->path = NULL;
+}
+
+void
+log_file_discard(struct log_file *lf)
+{
+	if (lf->path != NULL)
+		close(lf->fd);
+	free(lf->path);
+	lf->fd = -1;
+	lf->path = NULL;
+}
+
+static int
+log_file_set(enum log_kind kind, const char *path, int json)
+{
+	struct log_file lf;
+
+	if (log_file_prepare(&lf, kind, path) == -1)
+		return -1;
+	log_file_install(&lf, kind, json);
+	return 0;
 }
 
 int
 log_open(const char *path)
 {
-	char	*copy = NULL;
-	int	 fd = -1;
-
-	if (path != NULL && strcmp(path, "stderr") != 0 &&
-	    log_file_open(path, &fd, &copy) == -1)
-		return -1;
-	if (err_fd != -1)
-		close(err_fd);
-	free(err_path);
-	err_fd = fd;
-	err_path = copy;
-	return 0;
+	return log_file_set(LOG_ERROR, path, 0);
 }
 
 int
 access_log_open(const char *path, int json)
 {
-	char	*copy = NULL;
-	int	 fd = -1;
-
-	if (path != NULL) {
-		if (strcmp(path, "stderr") == 0)
-			fd = STDERR_FILENO;
-		else if (log_file_open(path, &fd, &copy) == -1)
-			return -1;
-	}
-	access_log_close();
-	acc_fd = fd;
-	acc_path = copy;
-	acc_json = json;
-	return 0;
+	return log_file_set(LOG_ACCESS, path, json);
 }
 
 int
@@ -325,16 +359,7 @@ access_log_close(void)
 int
 keylog_open(const char *path)
 {
-	char	*copy = NULL;
-	int	 fd = -1;
-
-	if (path != NULL &&
-	    log_file_open_mode(path, KEYLOG_MODE, &fd, &copy) == -1)
-		return -1;
-	keylog_close();
-	key_fd = fd;
-	key_path = copy;
-	return 0;
+	return log_file_set(LOG_KEYS, path, 0);
 }
 
 void

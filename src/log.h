@@ -38,6 +38,23 @@ void	fatalx(const char *, ...) QP_PRINTF(1, 2) __attribute__((noreturn));
 
 /* The error log goes to stderr, or to path; 0, or -1 with errno. */
 int	log_open(const char *path);
+
+/*
+ * A reload opens its log files first and installs them only once the new
+ * configuration stands: a file that cannot be opened refuses the reload
+ * and leaves every log as it was.
+ */
+enum log_kind { LOG_ERROR, LOG_ACCESS, LOG_KEYS };
+struct log_file {
+	int	 fd;		/* -1: stderr (error log) or off */
+	char	*path;		/* NULL: not a file of ours */
+};
+/* Opens path for kind (NULL: off, or stderr for the error log); 0, or -1
+ * with errno. */
+int	log_file_prepare(struct log_file *, enum log_kind, const char *path);
+/* Makes it the log of its kind, closing the one before; json: access log. */
+void	log_file_install(struct log_file *, enum log_kind, int json);
+void	log_file_discard(struct log_file *);
 /* SIGUSR1: reopen the error and access log files (logrotate moved them). */
 int	log_reopen(void);
 /* Gives the log files (regular files: not stderr, not a device) to uid:gid;

@@ -39,32 +39,62 @@ usage(void)
 	exit(1);
 }
 
-/* Sets the logs up as cfg says; errors go to errs (reload) or stderr. */
+/*
+ * The log files cfg names, opened but not in use yet: all of them, or none
+ * with every reason in errs.
+ */
 static int
-logs_apply(const struct config *cfg, struct strbuf *errs)
+logs_prepare(const struct config *cfg, struct log_file lf[3],
+    struct strbuf *errs)
 {
-	int rv = 0;
+	static const char *const key[] = { "error_log", "access_log",
+	    "keylog_file" };
+	const char *path[] = { cfg->error_log, cfg->access_log,
+	    cfg->keylog_file };
+	int i, rv = 0;
 
+	for (i = 0; i < 3; i++) {
+		if (log_file_prepare(&lf[i], (enum log_kind)i, path[i]) == -1) {
+			strbuf_printf(errs, "%s %s: %s\n", key[i], path[i],
+			    strerror(errno));
+			rv = -1;
+		}
+	}
+	if (rv == -1)
+		for (i = 0; i < 3; i++)
+			log_file_discard(&lf[i]);
+	return rv;
+}
+
+static void
+logs_install(const struct config *cfg, struct log_file lf[3])
+{
 	log_setlevel(cfg->log_level);
-	if (log_open(cfg->error_log) == -1) {
-		strbuf_printf(errs, "error_log %s: %s\n", cfg->error_log,
-		    strerror(errno));
-		rv = -1;
-	}
-	if (access_log_open(cfg->access_log, cfg->access_log_json) == -1) {
-		strbuf_printf(errs, "access_log %s: %s\n", cfg->access_log,
-		    strerror(errno));
-		rv = -1;
-	}
-	if (keylog_open(cfg->keylog_file) == -1) {
-		strbuf_printf(errs, "keylog_file %s: %s\n", cfg->keylog_file,
-		    strerror(errno));
-		rv = -1;
-	} else if (cfg->keylog_file != NULL)
+	for (int i = 0; i < 3; i++)
+		log_file_install(&lf[i], (enum log_kind)i,
+		    cfg->access_log_json);
+	if (cfg->keylog_file != NULL)
 		log_warnx("keylog_file is on: the TLS secrets of new connections "
 		    "are written to %s; turn it off when done debugging",
 		    cfg->keylog_file);
-	return rv;
+}
+
+/* Each line of text as a log line of its own, after prefix. */
+static void
+log_lines(int level, const char *prefix, const char *text)
+{
+	const char *nl;
+	int len;
+
+	for (; *text != '\0'; text = *nl == '\0' ? nl : nl + 1) {
+		if ((nl = strchr(text, '\n')) == NULL)
+			nl = text + strlen(text);
+		len = (int)(nl - text);
+		if (level == LOG_LEVEL_ERROR)
+			log_errx("%s%.*s", prefix, len, text);
+		else
+			log_warnx("%s%.*s", prefix, len, text);
+	}
 }
 
 static void
@@ -87,6 +117,7 @@ reload(struct strbuf *errs)
 {
 	const struct config *old = server_config(server);
 	struct config *cfg;
+	struct log_file lf[3];
 	char *text = NULL;
 	size_t len = 0;
 	FILE *f;
@@ -111,24 +142,23 @@ reload(struct strbuf *errs)
 	if ((old->user == NULL) != (cfg->user == NULL) ||
 	    (old->user != NULL && strcmp(old->user, cfg->user) != 0))
 		log_warnx("user changes take effect at restart");
-	if (server_apply(server, cfg, errs) == -1) {
+	if (logs_prepare(cfg, lf, errs) == -1) {
 		config_free(cfg);
 		goto done;
 	}
-	(void)logs_apply(cfg, errs);	/* the new config stands regardless */
+	if (server_apply(server, cfg, errs) == -1) {
+		for (int i = 0; i < 3; i++)
+			log_file_discard(&lf[i]);
+		config_free(cfg);
+		goto done;
+	}
+	logs_install(cfg, lf);
 	rv = 0;
 done:
 	if (rv == 0)
 		log_info("configuration reloaded");
-	else {
-		char *line, *save = NULL;
-		char *copy = strdup(strbuf_str(errs));
-
-		for (line = copy ? strtok_r(copy, "\n", &save) : NULL;
-		    line != NULL; line = strtok_r(NULL, "\n", &save))
-			log_warnx("reload refused: %s", line);
-		free(copy);
-	}
+	else
+		log_lines(LOG_LEVEL_WARN, "reload refused: ", strbuf_str(errs));
 	free(text);
 	sd_notify(0, "READY=1");
 	return rv;
@@ -298,6 +328,7 @@ main(int argc, char *argv[])
 	struct config *cfg;
 	struct ev_loop *loop;
 	struct strbuf errs;
+	struct log_file lf[3];
 	ev_signal sigterm, sigint, sighup, sigusr1;
 	uint64_t usec;
 	int ch, check = 0, rv;
@@ -335,8 +366,11 @@ main(int argc, char *argv[])
 		return 0;
 	}
 	strbuf_init(&errs, 1 << 20);
-	if (logs_apply(cfg, &errs) == -1)
-		fatalx("%s", strbuf_str(&errs));
+	if (logs_prepare(cfg, lf, &errs) == -1) {
+		log_lines(LOG_LEVEL_ERROR, "", strbuf_str(&errs));
+		exit(1);
+	}
+	logs_install(cfg, lf);
 	signal(SIGPIPE, SIG_IGN);
 	if (tls_init() == -1)
 		fatalx("cannot initialise wolfSSL");

@@ -481,6 +481,46 @@ def test_access_log_and_sigusr1_reopen(qproxy_factory, backend_app, tmp_path):
     assert "log files reopened" in err.read_text()
 
 
+def _wait_for_line(path, text):
+    deadline = time.monotonic() + 5 * SLOW
+    while text not in (path.read_text() if path.exists() else ""):
+        assert time.monotonic() < deadline, "%s never came to %s" % (text, path)
+        time.sleep(0.05)
+    return [l for l in path.read_text().splitlines() if text in l][0]
+
+
+@pytest.mark.parametrize("how", ["qproxyctl", "SIGHUP"])
+def test_reload_whose_log_cannot_be_opened_is_refused(qproxy_factory, certificate,
+                                                      backend_app, backend_other, tmp_path,
+                                                      how):
+    """A new access_log that cannot be opened refuses the whole reload:
+    before, the rest of the file was applied, the old log stayed open in
+    its old format, qproxyctl said OK and SIGHUP logged nothing."""
+    log = tmp_path / "access.log"
+    err = tmp_path / "error.log"
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server,
+        extra_global=[("access_log", str(log)), ("error_log", str(err))]))
+    bad = "/nonexistent/dir/access.log"
+    cert, key = certificate
+    _rewrite(q, _sections(cert, key, q.port, backend_app.tcp_server,
+                          route_to="other", other_server=backend_other.tcp_server,
+                          extra_global=[("access_log", bad), ("error_log", str(err)),
+                                        ("access_log_format", "json")]))
+    if how == "qproxyctl":
+        p = qproxyctl(q, "reload")
+        assert p.returncode == 1, (p.stdout, p.stderr)
+        assert "access_log %s: No such file or directory" % bad in p.stderr, p.stderr
+    else:
+        q.signal(signal.SIGHUP)
+    _wait_for_line(err, "reload refused: access_log %s: No such file" % bad)
+    assert stats(q)["generation"] == 1
+    r = h3_get(q.url("/app/echo-headers"))
+    assert r.status == 200 and r.json()["backend"] == "app"
+    line = _wait_for_line(log, "/app/echo-headers")
+    assert not line.startswith("{") and '"GET /app/echo-headers" 200 ' in line, line
+
+
 def test_access_log_json(qproxy_factory, backend_app, tmp_path):
     log = tmp_path / "access.json"
     q = qproxy_factory(sections=lambda port, c, k: _sections(
