@@ -392,8 +392,10 @@ exchange_headers_end(struct exchange *ex, bool fin)
 		    NGHTTP3_NV_FLAG_NONE };
 
 		/* qproxy buffers the body itself: invite it at once */
-		if (h3_submit_info(ex->qc, ex->stream_id, &nv, 1) == 0)
+		if (h3_submit_info(ex->qc, ex->stream_id, &nv, 1) == 0) {
 			ex->continue_sent = true;
+			count_response(100);
+		}
 	}
 	if (fin)
 		ex_start(ex);
@@ -652,6 +654,16 @@ ex_connected(struct exchange *ex)
  * Returns -1 when the server refused the connection (the caller tries the
  * next one), else 0: connecting, connected, or answered with 502.
  */
+/* A connection to ex->server failed or timed out: closed and counted. */
+static void
+ex_connect_failed(struct exchange *ex)
+{
+	stats.upstream_connect_failures++;
+	ex->server->failures++;
+	ex->server->state = UPSTREAM_DOWN;
+	ex_upstream_close(ex, false);
+}
+
 static int
 ex_use_server(struct exchange *ex)
 {
@@ -667,9 +679,7 @@ ex_use_server(struct exchange *ex)
 		return 0;
 	}
 	if ((uc = upstream_connect(ex->server, ex_io_cb, ex)) == NULL) {
-		stats.upstream_connect_failures++;
-		ex->server->failures++;
-		ex->server->state = UPSTREAM_DOWN;
+		ex_connect_failed(ex);
 		log_debug("backend %s: connect: %s", ex->server->cfg->text,
 		    strerror(errno));
 		if (upstream_refused(errno))
@@ -1032,7 +1042,10 @@ ex_info(struct exchange *ex, const struct http1_response *r)
 		return 0;
 	}
 	ex->ninfo++;
-	return ex_submit_head(ex, r, true);
+	if (ex_submit_head(ex, r, true) == -1)
+		return -1;
+	count_response(r->status);
+	return 0;
 }
 
 /* Parses what the backend sent so far. */
@@ -1355,10 +1368,7 @@ ex_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 		if (err != 0) {
 			log_debug("backend %s: connect: %s",
 			    ex->server->cfg->text, strerror(err));
-			stats.upstream_connect_failures++;
-			ex->server->failures++;
-			ex->server->state = UPSTREAM_DOWN;
-			ex_upstream_close(ex, false);
+			ex_connect_failed(ex);
 			if (!upstream_refused(err)) {
 				ex_respond(ex, 502);
 				return;
@@ -1411,9 +1421,21 @@ ex_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 			ex_respond(ex, 408);
 		return;
 	}
-	if (ex->state == EX_CONNECTING || !ex->head_done) {
-		log_info("backend %s: %s timed out", ex->server->cfg->text,
-		    ex->state == EX_CONNECTING ? "connect" : "response");
+	if (ex->state == EX_CONNECTING) {
+		log_info("backend %s: connect timed out", ex->server->cfg->text);
+		ex_connect_failed(ex);
+		/* nothing was sent: the next server may take it (as a refusal) */
+		if (ex->attempt + 1 < upstream_nservers(ex_pools(ex),
+		    ex->backend)) {
+			ex->attempt++;
+			ex_try_server(ex);
+		} else
+			ex_respond(ex, 504);
+		return;
+	}
+	if (!ex->head_done) {
+		log_info("backend %s: response timed out",
+		    ex->server->cfg->text);
 		ex->server->failures++;
 		ex_respond(ex, 504);
 		return;

@@ -135,6 +135,12 @@ upstream_pick(struct upstream_pool *pools, size_t backend, size_t *first,
 	return &p->servers[(*first + attempt) % p->nservers];
 }
 
+size_t
+upstream_nservers(struct upstream_pool *pools, size_t backend)
+{
+	return pools[backend].nservers;
+}
+
 /*
  * Whether an idle connection may carry a request: not after a close or
  * unasked-for bytes, which its socket is asked about (a pending event of

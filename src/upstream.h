@@ -66,6 +66,8 @@ struct upstream_server	*upstream_pick(struct upstream_pool *, size_t backend,
 			    size_t *first, size_t attempt, size_t *nservers);
 const struct config_backend *upstream_backend(struct upstream_pool *,
 			    size_t backend);
+size_t			 upstream_nservers(struct upstream_pool *,
+			    size_t backend);
 /*
  * A pooled idle connection, its watchers (stopped) now calling cb with
  * data, or NULL.

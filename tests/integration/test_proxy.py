@@ -114,12 +114,17 @@ def test_informational_responses_past_16_are_dropped(qp):
     it, outside the response buffer's limit: a backend that sent them
     without end grew qproxy without bound. The first 16 of a request are
     passed on; the rest are dropped, and counted."""
-    before = stats(qp)["upstream"]["informational_dropped"]
+    before = stats(qp)
     r = h3_get(qp.url("/app/early-hints?n=40"))
     assert [s for s, _ in r.interim] == [103] * 16
     assert r.status == 200
     assert r.body == b"final response after early hints\n"
-    assert stats(qp)["upstream"]["informational_dropped"] - before == 24
+    after = stats(qp)
+    assert after["upstream"]["informational_dropped"] - \
+        before["upstream"]["informational_dropped"] == 24
+    # the 1xx class counts the interim responses sent (it stayed 0)
+    assert after["requests"]["1xx"] - before["requests"]["1xx"] == 16
+    assert after["requests"]["2xx"] - before["requests"]["2xx"] == 1
 
 
 def test_multiple_set_cookie_fields(qp):
@@ -630,6 +635,35 @@ def test_get_sent_again_goes_to_the_same_server(qproxy_factory, backend_app,
     # three requests, the retried one counted once (it was twice)
     assert sum(x["requests"] for b in st["backends"] for x in b["servers"]) == 3, \
         st["backends"]
+
+
+def test_connect_timeout_fails_over_and_marks_the_server_down(qproxy_factory, backend_app,
+                                                               syndrop):
+    """A server that lets connects time out (SYNs dropped) is counted as a
+    connect failure and shown down, and the request goes to the next server,
+    as after a refusal: nothing was sent yet. Before, the client got 504,
+    connect_failures stayed 0 and the server "unknown"."""
+    q = qproxy_factory(sections=lambda port, c, k: [
+        ("global", [("log_level", "debug")]),
+        ("listener main", [("address", "127.0.0.1:%d" % port),
+                           ("certificate", c), ("private_key", k)]),
+        ("backend app", [("server", "127.0.0.1:%d" % syndrop.port),
+                         ("server", backend_app.tcp_server),
+                         ("connect_timeout", "%gs" % CONNECT_TIMEOUT)]),
+        ("backend lone", [("server", "127.0.0.1:%d" % syndrop.port),
+                          ("connect_timeout", "%gs" % CONNECT_TIMEOUT)]),
+        ("route lone", [("path_prefix", "/lone/"), ("backend", "lone")]),
+        ("route app", [("path_prefix", "/app/"), ("backend", "app")])])
+    for _ in range(2):      # one of the two starts at the silent server
+        r = h3_get(q.url("/app/bytes/10"), timeout=10 * SLOW)
+        assert r.status == 200 and r.body == expected_body(10)
+    st = stats(q)
+    assert st["upstream"]["connect_failures"] == 1
+    servers = [b for b in st["backends"] if b["name"] == "app"][0]["servers"]
+    assert [s["state"] for s in servers] == ["down", "up"], servers
+    # no other server: 504, as before
+    assert h3_get(q.url("/lone/x"), timeout=10 * SLOW).status == 504
+    assert stats(q)["upstream"]["connect_failures"] == 2
 
 
 def test_failover_skips_refusing_servers_under_concurrency(qproxy_factory, backend_app,
