@@ -174,7 +174,7 @@ ctl_exchange(const char *cmd, int json, struct strbuf *reply)
 	char req[64], buf[65536];
 	size_t len, off = 0;
 	ssize_t n;
-	int fd;
+	int fd, send_err = 0;
 
 	clock_gettime(CLOCK_MONOTONIC, &deadline);
 	deadline.tv_sec += CTL_TIMEOUT_MS / 1000;
@@ -191,6 +191,11 @@ ctl_exchange(const char *cmd, int json, struct strbuf *reply)
 				if (ctl_wait(fd, POLLOUT, &deadline) == -1)
 					ctl_timeout();
 				continue;
+			}
+			/* a daemon that refuses us ("ERR busy") closes at once */
+			if (errno == EPIPE || errno == ECONNRESET) {
+				send_err = errno;
+				break;
 			}
 			fprintf(stderr, "qproxyctl: %s: send: %s\n",
 			    ctl_socket, strerror(errno));
@@ -209,18 +214,27 @@ ctl_exchange(const char *cmd, int json, struct strbuf *reply)
 					ctl_timeout();
 				continue;
 			}
+			/* the answer came, then the reset of a refusal */
+			if (errno == ECONNRESET && reply->len > 0)
+				break;
 			fprintf(stderr, "qproxyctl: %s: recv: %s\n",
 			    ctl_socket, strerror(errno));
 			exit(1);
 		}
 		if (n == 0)
 			break;
+		send_err = 0;	/* there is an answer to show */
 		strbuf_append(reply, buf, (size_t)n);
 		if (reply->truncated) {
 			fprintf(stderr, "qproxyctl: %s: reply longer than %u "
 			    "bytes\n", ctl_socket, CTL_MAX_READ);
 			exit(1);
 		}
+	}
+	if (send_err != 0) {
+		fprintf(stderr, "qproxyctl: %s: send: %s\n", ctl_socket,
+		    strerror(send_err));
+		exit(1);
 	}
 	close(fd);
 }

@@ -283,6 +283,27 @@ def test_idle_and_vanishing_clients(qp):
     assert_serving(qp)
 
 
+def test_busy_daemon_is_reported_as_busy(qp):
+    """With every control place taken the daemon answers "ERR busy" and
+    closes, unread request and all; qproxyctl said "send: Broken pipe" or,
+    after reading the answer, "recv: Connection reset by peer", instead of
+    showing the answer."""
+    idle = []
+    try:
+        for _ in range(16):         # CONTROL_MAX_CLIENTS
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(qp.control_socket)
+            idle.append(s)
+        time.sleep(0.2)             # the daemon has accepted them all
+        for _ in range(5):
+            p = qproxyctl(["version"], qp.control_socket)
+            assert p.returncode == 1, show(p)
+            assert p.stderr == "qproxyctl: busy\n", show(p)
+    finally:
+        for s in idle:
+            s.close()
+
+
 def test_reload(qproxy_factory, backend_app):
     q = qproxy_factory(backend_server=backend_app.tcp_server)
     p = qproxyctl(["reload"], q.control_socket)
