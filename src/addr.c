@@ -102,12 +102,30 @@ addr_resolve(const char *host, int family, int flags, struct addr *a,
 	return 0;
 }
 
+/*
+ * Whether host is meant as an IPv4 address: its last label is a number (no
+ * top-level domain is). getaddrinfo takes such hosts in inet_aton's forms,
+ * where "127.1" is 127.0.0.1 and "10.0.0.010" is 10.0.0.8; only the dotted
+ * decimal form of inet_pton is accepted here, the one every log shows.
+ */
+static bool
+addr_ipv4_like(const char *host)
+{
+	const char *label = strrchr(host, '.');
+
+	label = label != NULL ? label + 1 : host;
+	if (label[0] == '0' && (label[1] == 'x' || label[1] == 'X'))
+		return true;			/* "0x7f000001" */
+	return *label != '\0' && strspn(label, "0123456789") == strlen(label);
+}
+
 int
 addr_parse(const char *s, bool allow_unix, struct addr *a, const char **err)
 {
 	char		 host[NI_MAXHOST];
 	const char	*colon, *end;
 	in_port_t	 port;
+	struct in_addr	 in4;
 	size_t		 hostlen;
 	int		 family, flags;
 
@@ -170,6 +188,14 @@ addr_parse(const char *s, bool allow_unix, struct addr *a, const char **err)
 	}
 	memcpy(host, s, hostlen);
 	host[hostlen] = '\0';
+	if (family == AF_UNSPEC && addr_ipv4_like(host)) {
+		if (inet_pton(AF_INET, host, &in4) != 1) {
+			*err = "invalid IPv4 address: expected four decimal "
+			    "numbers, as in 192.0.2.1";
+			return -1;
+		}
+		flags = AI_NUMERICHOST;
+	}
 	if (addr_resolve(host, family, flags, a, err) == -1)
 		return -1;
 	if (a->u.sa.sa_family == AF_INET)

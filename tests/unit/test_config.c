@@ -785,7 +785,20 @@ test_addr(void)
 	BAD("unix:/run/x.sock", false, "unix sockets are not allowed here");
 	BAD("unix:", true, "missing unix socket path");
 	BAD("unix:x.sock", true, "unix socket path must be absolute");
+	/* inet_aton's forms: each was taken as another address */
+#define BAD4(s) BAD(s, true, "invalid IPv4 address: expected four decimal " \
+	    "numbers, as in 192.0.2.1")
+	BAD4("127.0.0.010:80");		/* was 127.0.0.8 */
+	BAD4("127.1:80");
+	BAD4("0x7f.0.0.1:80");
+	BAD4("2130706433:80");
+	BAD4("0x7f000001:80");
+	BAD4("1.2.3.4.5:80");
+	BAD4("256.0.0.1:80");
+#undef BAD4
 #undef BAD
+	CHECK_EQ_INT(addr_parse("10.0.0.10:8080", false, &a, &err), 0);
+	CHECK_EQ_STR(addr_format(&a, buf, sizeof(buf)), "10.0.0.10:8080");
 	{
 		char	long_path[200];
 
