@@ -293,6 +293,29 @@ addr_format_host(const struct addr *a, char *buf, size_t len)
 	return buf;
 }
 
+/* The wildcard address of its family: 0.0.0.0 or ::. */
+static bool
+addr_is_any(const struct addr *a)
+{
+	if (a->u.sa.sa_family == AF_INET)
+		return a->u.in.sin_addr.s_addr == htonl(INADDR_ANY);
+	return a->u.sa.sa_family == AF_INET6 &&
+	    IN6_IS_ADDR_UNSPECIFIED(&a->u.in6.sin6_addr);
+}
+
+bool
+addr_overlaps(const struct addr *a, const struct addr *b)
+{
+	if (addr_equal(a, b))
+		return true;
+	if (a->u.sa.sa_family != b->u.sa.sa_family ||
+	    (!addr_is_any(a) && !addr_is_any(b)))
+		return false;
+	if (a->u.sa.sa_family == AF_INET)
+		return a->u.in.sin_port == b->u.in.sin_port;
+	return a->u.in6.sin6_port == b->u.in6.sin6_port;
+}
+
 bool
 addr_equal(const struct addr *a, const struct addr *b)
 {

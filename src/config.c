@@ -38,7 +38,6 @@
 #define MS_PER_H	(MS_PER_M * 60)
 #define DURATION_MAX	(24 * MS_PER_H)
 
-#define CONFIG_MAX_KEYS	64
 #define CONFIG_NAME_MAX	64
 
 enum config_sect {
@@ -743,6 +742,7 @@ config_set_listen(struct config_parser *p, const struct config_key *k,
 	struct config_listener	*l = obj, *o;
 	struct addr		 a, *addrs;
 	const char		*err;
+	char			 buf[ADDR_STRLEN];
 	size_t			 i, j;
 
 	if (addr_parse(value, false, &a, &err) == -1) {
@@ -753,11 +753,20 @@ config_set_listen(struct config_parser *p, const struct config_key *k,
 	for (i = 0; i < p->cfg->nlisteners; i++) {
 		o = &p->cfg->listeners[i];
 		for (j = 0; j < o->naddrs; j++) {
-			if (!addr_equal(&o->addrs[j], &a))
-				continue;
-			config_error(p, p->line, "%s: \"%s\" is already used "
-			    "by [listener %s]", k->name, value, o->name);
-			return -1;
+			if (addr_equal(&o->addrs[j], &a)) {
+				config_error(p, p->line, "%s: \"%s\" is already "
+				    "used by [listener %s]", k->name, value,
+				    o->name);
+				return -1;
+			}
+			if (addr_overlaps(&o->addrs[j], &a)) {
+				config_error(p, p->line, "%s: \"%s\" overlaps "
+				    "%s of [listener %s] (a wildcard address "
+				    "takes its port on every address)", k->name,
+				    value, addr_format(&o->addrs[j], buf,
+				    sizeof(buf)), o->name);
+				return -1;
+			}
 		}
 	}
 	if ((addrs = config_grow(p, l->addrs, l->naddrs,
@@ -1242,6 +1251,8 @@ config_finish(struct config_parser *p)
 		else
 			cfg->routes[s->index].backend = j;
 	}
+	memcpy(cfg->global_keyline, p->global.keyline,
+	    sizeof(cfg->global_keyline));
 	/* a bad [listener] header has had its error already */
 	if (cfg->nlisteners == 0 && !p->listener_seen)
 		config_error(p, p->line > 0 ? p->line : 1,
@@ -1392,4 +1403,14 @@ config_free(struct config *cfg)
 	free(cfg->keylog_file);
 	free(cfg->path);
 	free(cfg);
+}
+
+int
+config_global_line(const struct config *cfg, const char *key)
+{
+	for (size_t i = 0; i < nitems(config_keys); i++)
+		if (config_keys[i].sect == SECT_GLOBAL &&
+		    strcmp(config_keys[i].name, key) == 0)
+			return cfg->global_keyline[i];
+	return 0;
 }

@@ -59,6 +59,8 @@ struct config_route {
 	size_t		 backend;	/* index into config.backends */
 };
 
+#define CONFIG_MAX_KEYS	64	/* keys of all kinds of section */
+
 /* All of it is owned by the struct config and freed by config_free. */
 struct config {
 	char			*path;
@@ -99,6 +101,7 @@ struct config {
 	size_t			 nbackends;
 	struct config_route	*routes;	/* in file order */
 	size_t			 nroutes;
+	int			 global_keyline[CONFIG_MAX_KEYS];	/* 0: unset */
 };
 
 /*
@@ -108,5 +111,7 @@ struct config {
  */
 struct config	*config_load(const char *path, FILE *errs);
 void		 config_free(struct config *);
+/* The line of the file where [global] set key; 0 when the default holds. */
+int		 config_global_line(const struct config *, const char *key);
 
 #endif

@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <grp.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -292,6 +293,39 @@ drop_privileges(const struct config *cfg)
  * would refuse at start fails the check too. A secret_file that does not
  * exist yet is fine: qproxy creates it.
  */
+static void
+check_error(const struct config *cfg, const char *key, const char *msg)
+{
+	int line = config_global_line(cfg, key);
+
+	if (line > 0)
+		fprintf(stderr, "%s:%d: %s: %s\n", cfg->path, line, key, msg);
+	else
+		fprintf(stderr, "%s: %s (by default): %s\n", cfg->path, key,
+		    msg);
+}
+
+/*
+ * A log that exists must be a file qproxy would open: not a symbolic link
+ * (refused, see log.c) or a directory. A missing directory is not checked:
+ * systemd makes /var/log/qproxy (LogsDirectory) only as the unit starts.
+ */
+static int
+check_log_file(const struct config *cfg, const char *key, const char *path)
+{
+	char msg[PATH_MAX + 64];
+	struct stat st;
+
+	if (path == NULL || strcmp(path, "stderr") == 0 ||
+	    lstat(path, &st) == -1 ||
+	    !(S_ISLNK(st.st_mode) || S_ISDIR(st.st_mode)))
+		return 0;
+	snprintf(msg, sizeof(msg), "%s is %s", path, S_ISLNK(st.st_mode) ?
+	    "a symbolic link, which is refused" : "a directory");
+	check_error(cfg, key, msg);
+	return -1;
+}
+
 static int
 check_files(const struct config *cfg)
 {
@@ -316,9 +350,15 @@ check_files(const struct config *cfg)
 			tls_ctx_free(ctx);
 	}
 	if (secret_check(cfg->secret_file, err, sizeof(err)) == -1) {
-		fprintf(stderr, "%s: secret_file: %s\n", cfg->path, err);
+		check_error(cfg, "secret_file", err);
 		rv = -1;
 	}
+	if (check_log_file(cfg, "error_log", cfg->error_log) == -1)
+		rv = -1;
+	if (check_log_file(cfg, "access_log", cfg->access_log) == -1)
+		rv = -1;
+	if (check_log_file(cfg, "keylog_file", cfg->keylog_file) == -1)
+		rv = -1;
 	return rv;
 }
 

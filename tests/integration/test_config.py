@@ -148,10 +148,44 @@ def test_check_refuses_a_secret_others_may_read(tmp_path, certificate):
     p = check(path)
     out = p.stdout + p.stderr
     assert p.returncode == 1, out
-    assert "%s: secret_file: " % path in out and "0600" in out, out
+    assert "%s:5: secret_file: " % path in out and "0600" in out, out
     os.chmod(secret, 0o600)
     p = check(path)
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+@pytest.mark.parametrize("key", ["error_log", "access_log", "keylog_file"])
+@pytest.mark.parametrize("what", ["symlink", "directory"])
+def test_check_refuses_a_log_the_start_would_refuse(tmp_path, certificate, key, what):
+    """-t said "configuration OK" for a log the daemon then refused to
+    open at start (a link in its place, or a directory), on that key's
+    line."""
+    lines = valid_lines(*certificate)
+    log = tmp_path / "the.log"
+    if what == "symlink":
+        os.symlink(tmp_path / "elsewhere.log", log)
+    else:
+        log.mkdir()
+    lines.insert(3, "%s = %s" % (key, log))
+    path = write(tmp_path, lines)
+    p = check(path)
+    out = p.stdout + p.stderr
+    assert p.returncode == 1, out
+    assert "configuration OK" not in out
+    assert re.search(r"(?m)^%s:4: %s: %s is " % (re.escape(path), key, re.escape(str(log))),
+                     out), out
+
+
+def test_check_refuses_a_wildcard_beside_an_address_of_its_port(tmp_path, certificate):
+    """0.0.0.0:P and 127.0.0.1:P cannot both be bound: -t passed such a
+    file, and the start failed with "Address already in use"."""
+    lines = valid_lines(*certificate)
+    lines.insert(7, "address = 0.0.0.0:8443")
+    path = write(tmp_path, lines)
+    p = check(path)
+    out = p.stdout + p.stderr
+    assert p.returncode == 1, out
+    assert "%s:8: address: \"0.0.0.0:8443\" overlaps 127.0.0.1:8443" % path in out, out
 
 
 def test_missing_config_file(tmp_path):

@@ -347,6 +347,27 @@ test_keys(void)
 	    "FILE:12: unknown key \"address\" in [route all]\n"
 	    "FILE:13: unknown key \"max_idle\" in [route all]\n");
 
+	/* a wildcard takes its port on every address of its family */
+	CHECK_ERRS(LISTENER
+	    "address = 0.0.0.0:4433\n"
+	    "address = [::1]:4433\n"
+	    "address = 0.0.0.0:4434\n"
+	    "[listener two]\n"
+	    "address = [::]:4433\n"
+	    "address = 127.0.0.2:4434\n"
+	    "certificate = cert.pem\n"
+	    "private_key = key.pem\n"
+	    BACKEND,
+	    "FILE:5: address: \"0.0.0.0:4433\" overlaps 127.0.0.1:4433 of "
+	    "[listener main] (a wildcard address takes its port on every "
+	    "address)\n"
+	    "FILE:9: address: \"[::]:4433\" overlaps [::1]:4433 of "
+	    "[listener main] (a wildcard address takes its port on every "
+	    "address)\n"
+	    "FILE:10: address: \"127.0.0.2:4434\" overlaps 0.0.0.0:4434 of "
+	    "[listener main] (a wildcard address takes its port on every "
+	    "address)\n");
+
 	/* [global] twice merges, but a key may not come back */
 	CHECK_ERRS("[global]\n"
 	    "log_level = warn\n"
