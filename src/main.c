@@ -278,7 +278,8 @@ drop_privileges(const struct config *cfg)
 	if (cfg->control_socket != NULL &&
 	    lchown(cfg->control_socket, cfg->uid, cfg->gid) == -1)
 		log_warn("chown %s", cfg->control_socket);
-	if (setgroups(1, &cfg->gid) == -1 ||
+	/* its groups from the group database: a key may be readable to one */
+	if (initgroups(cfg->user, cfg->gid) == -1 ||
 	    setresgid(cfg->gid, cfg->gid, cfg->gid) == -1 ||
 	    setresuid(cfg->uid, cfg->uid, cfg->uid) == -1)
 		fatal("cannot switch to user %s", cfg->user);

@@ -1,6 +1,7 @@
 """Operating qproxy: counters in qproxyctl, reload without dropping work,
 systemd notifications, the privilege drop, and log files."""
 
+import grp
 import json
 import os
 import pathlib
@@ -17,8 +18,8 @@ import time
 import pycurl
 import pytest
 
-from helpers import (SLOW, expected_sha256, h3_get, h3raw, make_easy, qproxyctl_binary,
-                     render_config, sha256)
+from helpers import (SLOW, QProxy, expected_sha256, free_udp_port, h3_get, h3raw, make_easy,
+                     qproxy_binary, qproxyctl_binary, render_config, sha256)
 
 KiB = 1024
 MiB = 1024 * 1024
@@ -447,6 +448,60 @@ def test_privilege_drop(qproxy_factory, backend_app, tmp_path):
     st = os.stat(q.control_socket)
     assert st.st_uid == nobody.pw_uid and st.st_mode & 0o777 == 0o660
     assert qproxyctl(q, "version").returncode == 0
+
+
+@pytest.fixture
+def user_in_a_key_group():
+    """A user made for the test, a member of a group of its own besides its
+    primary one (as the ssl-cert group of Debian); removed afterwards."""
+    if os.geteuid() != 0 or shutil.which("useradd") is None:
+        pytest.skip("needs root and useradd (CI runs as root)")
+    user, group = "qpt-u%d" % os.getpid(), "qpt-keys%d" % os.getpid()
+    subprocess.run(["groupadd", group], check=True)
+    try:
+        subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                        "-G", group, user], check=True)
+        try:
+            yield user, grp.getgrnam(group).gr_gid
+        finally:
+            subprocess.run(["userdel", user], check=False)
+    finally:
+        subprocess.run(["groupdel", group], check=False)
+
+
+def test_privilege_drop_keeps_the_users_groups(certificate, backend_app,
+                                              user_in_a_key_group):
+    """[global] user gets the groups it is a member of: a private key
+    readable through one of them (root:ssl-cert 0640) is read again on
+    reload. Only the primary group was kept, and every reload was refused
+    with "Permission denied"."""
+    user, gid = user_in_a_key_group
+    cert, key = certificate
+    d = tempfile.mkdtemp(prefix="qpt-keys-")
+    try:
+        os.chmod(d, 0o755)
+        mycert, mykey = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+        shutil.copy(cert, mycert)
+        os.chmod(mycert, 0o644)
+        shutil.copy(key, mykey)
+        os.chown(mykey, 0, gid)
+        os.chmod(mykey, 0o640)
+        # the configuration where the user may read it again
+        port = free_udp_port()
+        q = QProxy(qproxy_binary(), d, "groups", _sections(
+            mycert, mykey, port, backend_app.tcp_server, extra_global=[("user", user)]),
+            port)
+        q.start()
+        try:
+            assert gid in _status_ids(q.proc.pid, "Groups")
+            p = qproxyctl(q, "reload")
+            assert p.returncode == 0, (p.stdout, p.stderr)
+            assert stats(q)["generation"] == 2
+            assert h3_get(q.url("/app/bytes/10")).status == 200
+        finally:
+            q.stop(check=True)      # before the user goes
+    finally:
+        shutil.rmtree(d)
 
 
 def test_access_log_and_sigusr1_reopen(qproxy_factory, backend_app, tmp_path):
