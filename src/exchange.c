@@ -627,7 +627,7 @@ ex_attach(struct exchange *ex, struct upstream_conn *uc, bool reused)
 	ex->uc = uc;
 	ex->reused = reused;
 	ex->resp_any = false;
-	ex->server->active++;
+	ex->server->ctr->active++;
 }
 
 static void
@@ -639,10 +639,10 @@ ex_connected(struct exchange *ex)
 	ex->state = EX_FORWARD;
 	/* sent again to the same server (ex_retry), it is still one */
 	if (ex->counted != ex->server) {
-		ex->server->requests++;
+		ex->server->ctr->requests++;
 		ex->counted = ex->server;
 	}
-	ex->server->state = UPSTREAM_UP;
+	ex->server->ctr->state = UPSTREAM_UP;
 	ex->forwarded = ev_now(ex_loop(ex));
 	ex_arm_timer(ex, b->read_timeout);
 	ev_io_start(ex_loop(ex), &ex->uc->rio);
@@ -659,8 +659,8 @@ static void
 ex_connect_failed(struct exchange *ex)
 {
 	stats.upstream_connect_failures++;
-	ex->server->failures++;
-	ex->server->state = UPSTREAM_DOWN;
+	ex->server->ctr->failures++;
+	ex->server->ctr->state = UPSTREAM_DOWN;
 	ex_upstream_close(ex, false);
 }
 
@@ -717,7 +717,7 @@ ex_upstream_close(struct exchange *ex, bool reuse)
 {
 	if (ex->uc == NULL)
 		return;
-	ex->server->active--;
+	ex->server->ctr->active--;
 	/* both stop or hand over the connection's watchers */
 	if (reuse)
 		upstream_release(ex->uc);
@@ -779,7 +779,7 @@ ex_write(struct exchange *ex)
 			    ex->server->cfg->text, strerror(errno));
 			if (ex_retry(ex))
 				return;
-			ex->server->failures++;
+			ex->server->ctr->failures++;
 			/* the response, if one comes, is still read */
 			ev_io_stop(ex_loop(ex), &ex->uc->wio);
 			ex->reusable = false;
@@ -1069,7 +1069,7 @@ ex_parse(struct exchange *ex)
 		if (n < 0 || resp.status == 101) {
 			log_warnx("backend %s: malformed response head",
 			    ex->server->cfg->text);
-			ex->server->failures++;
+			ex->server->ctr->failures++;
 			ex_respond(ex, 502);
 			return;
 		}
@@ -1085,8 +1085,8 @@ ex_parse(struct exchange *ex)
 		ex->head_done = true;
 		ex->reusable = resp.keep_alive;
 		ex->status = resp.status;
-		ex->server->ttfb_sum += ev_now(ex_loop(ex)) - ex->forwarded;
-		ex->server->ttfb_count++;
+		ex->server->ctr->ttfb_sum += ev_now(ex_loop(ex)) - ex->forwarded;
+		ex->server->ctr->ttfb_count++;
 		count_response(resp.status);
 		if (ex_submit_head(ex, &resp, false) == -1) {
 			ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
@@ -1131,7 +1131,7 @@ ex_parse(struct exchange *ex)
 	case HTTP1_BODY_ERROR:
 		log_warnx("backend %s: bad response body framing",
 		    ex->server->cfg->text);
-		ex->server->failures++;
+		ex->server->ctr->failures++;
 		stats.requests_reset++;
 		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
 		break;
@@ -1148,7 +1148,7 @@ ex_eof(struct exchange *ex)
 			return;
 		log_warnx("backend %s: closed before a complete response head",
 		    ex->server->cfg->text);
-		ex->server->failures++;
+		ex->server->ctr->failures++;
 		ex_respond(ex, 502);
 		return;
 	}
@@ -1160,7 +1160,7 @@ ex_eof(struct exchange *ex)
 	/* never a truncated body that looks complete */
 	log_warnx("backend %s: closed in the middle of a response body",
 	    ex->server->cfg->text);
-	ex->server->failures++;
+	ex->server->ctr->failures++;
 	stats.requests_reset++;
 	ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
 }
@@ -1436,12 +1436,12 @@ ex_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	if (!ex->head_done) {
 		log_info("backend %s: response timed out",
 		    ex->server->cfg->text);
-		ex->server->failures++;
+		ex->server->ctr->failures++;
 		ex_respond(ex, 504);
 		return;
 	}
 	log_info("backend %s: response body stalled", ex->server->cfg->text);
-	ex->server->failures++;
+	ex->server->ctr->failures++;
 	stats.requests_reset++;
 	ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
 }

@@ -53,6 +53,13 @@ conn_give(struct upstream_conn *c, upstream_cb *cb, void *data)
 	c->rio.data = c->wio.data = data;
 }
 
+static void
+counters_release(struct upstream_counters *ctr)
+{
+	if (ctr != NULL && --ctr->refs == 0)
+		free(ctr);
+}
+
 struct upstream_pool *
 upstream_pools_new(struct ev_loop *loop, struct config *cfg)
 {
@@ -75,6 +82,12 @@ upstream_pools_new(struct ev_loop *loop, struct config *cfg)
 		for (size_t s = 0; s < p->nservers; s++) {
 			p->servers[s].pool = p;
 			p->servers[s].cfg = &p->cfg->servers[s];
+			if ((p->servers[s].ctr = calloc(1,
+			    sizeof(*p->servers[s].ctr))) == NULL) {
+				upstream_pools_free(pools);
+				return NULL;
+			}
+			p->servers[s].ctr->refs = 1;
 		}
 	}
 	return pools;
@@ -109,6 +122,7 @@ upstream_pools_free(struct upstream_pool *pools)
 				idle_unlink(c);
 				upstream_close(c);
 			}
+			counters_release(pools[b].servers[s].ctr);
 		}
 		free(pools[b].servers);
 	}
@@ -273,16 +287,17 @@ upstream_report(struct upstream_pool *pools, struct strbuf *out, bool json)
 		}
 		for (size_t i = 0; i < p->nservers; i++) {
 			struct upstream_server *s = &p->servers[i];
-			double ttfb = s->ttfb_count ?
-			    1000. * s->ttfb_sum / (double)s->ttfb_count : 0.;
+			const struct upstream_counters *k = s->ctr;
+			double ttfb = k->ttfb_count ?
+			    1000. * k->ttfb_sum / (double)k->ttfb_count : 0.;
 
 			if (!json) {
 				strbuf_printf(out, "%-16s %-32s %-8s %6llu %9llu "
 				    "%8llu %5zu %8.2f\n", p->cfg->name,
-				    s->cfg->text, state_name(s->state),
-				    (unsigned long long)s->active,
-				    (unsigned long long)s->requests,
-				    (unsigned long long)s->failures, s->nidle,
+				    s->cfg->text, state_name(k->state),
+				    (unsigned long long)k->active,
+				    (unsigned long long)k->requests,
+				    (unsigned long long)k->failures, s->nidle,
 				    ttfb);
 				continue;
 			}
@@ -290,10 +305,10 @@ upstream_report(struct upstream_pool *pools, struct strbuf *out, bool json)
 			strbuf_json_string(out, s->cfg->text);
 			strbuf_printf(out, ",\"state\":\"%s\",\"active\":%llu,"
 			    "\"requests\":%llu,\"failures\":%llu,\"idle\":%zu,"
-			    "\"ttfb_avg_ms\":%.3f}", state_name(s->state),
-			    (unsigned long long)s->active,
-			    (unsigned long long)s->requests,
-			    (unsigned long long)s->failures, s->nidle, ttfb);
+			    "\"ttfb_avg_ms\":%.3f}", state_name(k->state),
+			    (unsigned long long)k->active,
+			    (unsigned long long)k->requests,
+			    (unsigned long long)k->failures, s->nidle, ttfb);
 		}
 		if (json)
 			strbuf_printf(out, "]}");
@@ -320,11 +335,10 @@ upstream_pools_inherit(struct upstream_pool *to,
 					if (strcmp(t->cfg->text,
 					    f->cfg->text) != 0)
 						continue;
-					t->state = f->state;
-					t->requests = f->requests;
-					t->failures = f->failures;
-					t->ttfb_sum = f->ttfb_sum;
-					t->ttfb_count = f->ttfb_count;
+					counters_release(t->ctr);
+					t->ctr = f->ctr;
+					t->ctr->refs++;
+					break;
 				}
 			}
 		}

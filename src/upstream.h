@@ -21,15 +21,25 @@ enum upstream_state {
 	UPSTREAM_DOWN,		/* the last connect failed */
 };
 
+/*
+ * What qproxyctl shows of a server. A reload's new pools share it with the
+ * old ones for the servers both have (same backend name, same address), so
+ * that requests under way across a reload count where they are shown.
+ */
+struct upstream_counters {
+	unsigned			 refs;
+	enum upstream_state		 state;
+	uint64_t			 requests, failures, active;
+	double				 ttfb_sum;	/* seconds */
+	uint64_t			 ttfb_count;
+};
+
 struct upstream_server {
 	struct upstream_pool		*pool;
 	const struct config_server	*cfg;
 	size_t				 nidle;
 	struct upstream_conn		*idle;		/* most recent first */
-	enum upstream_state		 state;
-	uint64_t			 requests, failures, active;
-	double				 ttfb_sum;	/* seconds */
-	uint64_t			 ttfb_count;
+	struct upstream_counters	*ctr;
 };
 
 /*

@@ -256,6 +256,48 @@ def test_reload_closes_the_old_configurations_idle_backend_connections(
         assert slow.wait(30) == 0
 
 
+def _server_row(q, backend="app"):
+    return [b for b in stats(q)["backends"] if b["name"] == backend][0]["servers"][0]
+
+
+def test_reload_keeps_counting_requests_under_way(qproxy_factory, backend_app):
+    """A request that outlives a reload counts in the server's row that
+    qproxyctl shows: its counters were copied into the new pools at the
+    reload, and what the request did afterwards (ACTIVE, a 504 counted in
+    FAILURES) went into the old pools, which nothing shows."""
+    def sections(port, c, k, read):
+        return [("global", [("log_level", "debug")]),
+                ("listener main", [("address", "127.0.0.1:%d" % port),
+                                   ("certificate", c), ("private_key", k)]),
+                ("backend app", [("server", backend_app.tcp_server),
+                                 ("read_timeout", read)]),
+                ("route app", [("path_prefix", "/app/"), ("backend", "app")])]
+    q = qproxy_factory(sections=lambda port, c, k: sections(port, c, k, "2s"))
+    result = {}
+    t = threading.Thread(target=lambda: result.update(
+        r=h3_get(q.url("/app/hang"), timeout=20 * SLOW)))
+    t.start()
+    try:
+        deadline = time.monotonic() + 5 * SLOW
+        while _server_row(q)["active"] != 1:
+            assert time.monotonic() < deadline, _server_row(q)
+            time.sleep(0.05)
+        with open(q.conf) as f:
+            text = f.read()
+        with open(q.conf, "w") as f:       # a change, and the same server
+            f.write(text.replace("read_timeout = 2s", "read_timeout = 3s"))
+        p = qproxyctl(q, "reload")
+        assert p.returncode == 0, p.stderr
+        assert stats(q)["generation"] == 2
+        row = _server_row(q)
+        assert row["active"] == 1 and row["requests"] == 1, row
+    finally:
+        t.join()
+    assert result["r"].status == 504      # the old read_timeout, 2 s
+    row = _server_row(q)
+    assert row["active"] == 0 and row["failures"] == 1, row
+
+
 def test_reload_with_a_broken_config_keeps_the_old_one(qproxy_factory, certificate,
                                                        backend_app):
     cert, key = certificate
