@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/param.h>
 #include <sys/random.h>
 
 #include <wolfssl/options.h>
@@ -1848,33 +1849,49 @@ quic_fini(struct quic_server *srv)
 	explicit_bzero(srv->secret, sizeof(srv->secret));
 }
 
+/* The connection's local and peer addresses as text, ADDR_STRLEN each. */
+static void
+conn_addrs(struct qconn *qc, char *lbuf, char *rbuf)
+{
+	const ngtcp2_path *path = ngtcp2_conn_get_path(qc->conn);
+	struct addr local, remote;
+
+	addr_set(&local, (const struct sockaddr *)path->local.addr,
+	    path->local.addrlen);
+	addr_set(&remote, (const struct sockaddr *)path->remote.addr,
+	    path->remote.addrlen);
+	addr_format(&local, lbuf, ADDR_STRLEN);
+	addr_format(&remote, rbuf, ADDR_STRLEN);
+}
+
 void
 quic_report_conns(struct quic_server *srv, struct strbuf *out, bool json)
 {
 	ngtcp2_conn_info info;
 	struct qconn *qc;
-	const ngtcp2_path *path;
-	struct addr local, remote;
 	char lbuf[ADDR_STRLEN], rbuf[ADDR_STRLEN];
 	const char *sni;
 	ev_tstamp now = ev_now(srv->loop);
 	bool first = true;
+	int wpeer = 22, wlocal = 22, wsni = 20;
 
 	if (json)
 		strbuf_printf(out, "{\"connections\":[");
-	else
-		strbuf_printf(out, "%-22s %-22s %7s %6s %-20s %-10s %5s %7s "
-		    "%8s %9s %12s %12s\n", "PEER", "LOCAL", "AGE", "IDLE", "SNI",
-		    "VERSION", "OPEN", "STREAMS", "RTT_MS", "CWND", "BYTES_IN",
-		    "BYTES_OUT");
+	else {
+		/* the columns as wide as their longest value: a first pass */
+		LIST_FOREACH(qc, &srv->conns, entry) {
+			conn_addrs(qc, lbuf, rbuf);
+			wpeer = MAX(wpeer, (int)strlen(rbuf));
+			wlocal = MAX(wlocal, (int)strlen(lbuf));
+			wsni = MAX(wsni, (int)strlen(qc->tls.sni));
+		}
+		strbuf_printf(out, "%-*s %-*s %7s %6s %-*s %-10s %5s %7s "
+		    "%8s %9s %12s %12s\n", wpeer, "PEER", wlocal, "LOCAL", "AGE",
+		    "IDLE", wsni, "SNI", "VERSION", "OPEN", "STREAMS", "RTT_MS",
+		    "CWND", "BYTES_IN", "BYTES_OUT");
+	}
 	LIST_FOREACH(qc, &srv->conns, entry) {
-		path = ngtcp2_conn_get_path(qc->conn);
-		addr_set(&local, (const struct sockaddr *)path->local.addr,
-		    path->local.addrlen);
-		addr_set(&remote, (const struct sockaddr *)path->remote.addr,
-		    path->remote.addrlen);
-		addr_format(&local, lbuf, sizeof(lbuf));
-		addr_format(&remote, rbuf, sizeof(rbuf));
+		conn_addrs(qc, lbuf, rbuf);
 		ngtcp2_conn_get_conn_info(qc->conn, &info);
 		sni = qc->tls.sni;
 		if (json) {
@@ -1900,10 +1917,10 @@ quic_report_conns(struct quic_server *srv, struct strbuf *out, bool json)
 			    (unsigned long long)qc->bytes_in,
 			    (unsigned long long)qc->bytes_out);
 		} else
-			strbuf_printf(out, "%-22s %-22s %7.1f %6.1f %-20s "
+			strbuf_printf(out, "%-*s %-*s %7.1f %6.1f %-*s "
 			    "0x%-8x %5zu %7llu %8.2f %9llu %12llu %12llu\n",
-			    rbuf, lbuf, now - qc->created, now - qc->last_rx,
-			    sni[0] ? sni : "-",
+			    wpeer, rbuf, wlocal, lbuf, now - qc->created,
+			    now - qc->last_rx, wsni, sni[0] ? sni : "-",
 			    ngtcp2_conn_get_negotiated_version(qc->conn),
 			    qc->nexchanges,
 			    (unsigned long long)qc->streams_total,

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/param.h>
 
 #include "bufq.h"
 #include "conn.h"
@@ -410,6 +411,7 @@ server_report_stats(struct quic_server *srv, struct strbuf *out, bool json)
 	const size_t nrows = sizeof(stats_rows) / sizeof(stats_rows[0]);
 	char text[ADDR_STRLEN];
 	struct udp_sock *s;
+	int wname = 20, waddr = 24;
 
 	stats.buffer_chunks = bufq_chunks_in_use();
 	stats.buffer_chunks_free = bufq_chunks_free();
@@ -444,12 +446,18 @@ server_report_stats(struct quic_server *srv, struct strbuf *out, bool json)
 		}
 	}
 	if (!json) {
-		strbuf_printf(out, "\n%-20s %-24s %s\n", "LISTENER", "ADDRESS",
-		    "CONNECTIONS");
+		LIST_FOREACH(s, &srv->socks, entry) {
+			wname = MAX(wname, (int)strlen(s->listener ?
+			    s->listener->cfg->name : "(draining)"));
+			waddr = MAX(waddr, (int)strlen(addr_format(&s->local,
+			    text, sizeof(text))));
+		}
+		strbuf_printf(out, "\n%-*s %-*s %s\n", wname, "LISTENER",
+		    waddr, "ADDRESS", "CONNECTIONS");
 		LIST_FOREACH(s, &srv->socks, entry)
-			strbuf_printf(out, "%-20s %-24s %llu\n",
+			strbuf_printf(out, "%-*s %-*s %llu\n", wname,
 			    s->listener ? s->listener->cfg->name : "(draining)",
-			    addr_format(&s->local, text, sizeof(text)),
+			    waddr, addr_format(&s->local, text, sizeof(text)),
 			    s->listener ? (unsigned long long)
 			    s->listener->conns_total : 0ULL);
 		strbuf_printf(out, "\n");

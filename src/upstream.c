@@ -5,6 +5,7 @@
 #include <unistd.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/param.h>
 #include <sys/socket.h>
 
 #include "log.h"
@@ -271,12 +272,22 @@ state_name(enum upstream_state st)
 void
 upstream_report(struct upstream_pool *pools, struct strbuf *out, bool json)
 {
+	int wname = 16, wserver = 32;
+
 	if (json)
 		strbuf_printf(out, "\"backends\":[");
-	else
-		strbuf_printf(out, "%-16s %-32s %-8s %6s %9s %8s %5s %8s\n",
-		    "BACKEND", "SERVER", "STATE", "ACTIVE", "REQUESTS",
-		    "FAILURES", "IDLE", "TTFB_MS");
+	else {
+		/* the columns as wide as their longest value */
+		for (size_t b = 0; b < pools[0].npools; b++) {
+			wname = MAX(wname, (int)strlen(pools[b].cfg->name));
+			for (size_t i = 0; i < pools[b].nservers; i++)
+				wserver = MAX(wserver, (int)strlen(
+				    pools[b].servers[i].cfg->text));
+		}
+		strbuf_printf(out, "%-*s %-*s %-8s %6s %9s %8s %5s %8s\n",
+		    wname, "BACKEND", wserver, "SERVER", "STATE", "ACTIVE",
+		    "REQUESTS", "FAILURES", "IDLE", "TTFB_MS");
+	}
 	for (size_t b = 0; b < pools[0].npools; b++) {
 		struct upstream_pool *p = &pools[b];
 
@@ -292,9 +303,9 @@ upstream_report(struct upstream_pool *pools, struct strbuf *out, bool json)
 			    1000. * k->ttfb_sum / (double)k->ttfb_count : 0.;
 
 			if (!json) {
-				strbuf_printf(out, "%-16s %-32s %-8s %6llu %9llu "
-				    "%8llu %5zu %8.2f\n", p->cfg->name,
-				    s->cfg->text, state_name(k->state),
+				strbuf_printf(out, "%-*s %-*s %-8s %6llu %9llu "
+				    "%8llu %5zu %8.2f\n", wname, p->cfg->name,
+				    wserver, s->cfg->text, state_name(k->state),
 				    (unsigned long long)k->active,
 				    (unsigned long long)k->requests,
 				    (unsigned long long)k->failures, s->nidle,

@@ -647,18 +647,54 @@ def _slow_request_with_sni(qp, sni):
                              str(qp.port)], stdout=subprocess.PIPE)
 
 
+def assert_table_aligned(text):
+    """Each row's k-th value starts where the k-th heading starts (left
+    aligned) or ends where it ends (right aligned)."""
+    lines = [l for l in text.splitlines() if l.strip()]
+    heads = [m.span() for m in re.finditer(r"\S+", lines[0])]
+    for line in lines[1:]:
+        vals = [m.span() for m in re.finditer(r"\S+", line)]
+        assert len(vals) == len(heads), "\n".join(lines)
+        for (hs, he), (vs, ve) in zip(heads, vals):
+            assert vs == hs or ve == he, "\n".join(lines)
+
+
 def test_conns_shows_the_sni(qp):
-    p = _slow_request_with_sni(qp, "sni-check.example")
+    """A name longer than its column's width widens the column: the rows
+    stay aligned."""
+    sni = "a-very-long-virtual-host-name.sni-check.example"
+    p = _slow_request_with_sni(qp, sni)
     try:
         deadline = time.monotonic() + 10 * SLOW
         snis = []
-        while time.monotonic() < deadline and "sni-check.example" not in snis:
+        while time.monotonic() < deadline and sni not in snis:
             out = qproxyctl(qp, "conns", "--json").stdout
             snis = [c["sni"] for c in json.loads(out)["connections"]]
             time.sleep(0.05)
-        assert "sni-check.example" in snis
+        assert sni in snis
+        table = qproxyctl(qp, "conns").stdout
+        assert sni in table
+        assert_table_aligned(table)
     finally:
         assert p.wait(20) == 0
+
+
+def test_backends_table_stays_aligned(qproxy_factory, backend_app, tmp_path):
+    name = "a_rather_long_backend_name"
+    sock = "unix:%s/some/deeper/directory/backend-socket.sock" % tmp_path
+    q = qproxy_factory(sections=lambda port, c, k: [
+        ("global", [("log_level", "debug")]),
+        ("listener a_long_listener_name_too", [("address", "127.0.0.1:%d" % port),
+                                               ("certificate", c), ("private_key", k)]),
+        ("backend %s" % name, [("server", backend_app.tcp_server), ("server", sock)]),
+        ("route app", [("path_prefix", "/app/"), ("backend", name)])])
+    table = qproxyctl(q, "backends").stdout
+    assert name in table and sock in table
+    assert_table_aligned(table)
+    text = qproxyctl(q, "stats").stdout
+    listeners = text[text.index("\nLISTENER"):text.index("\nBACKEND")]
+    assert "a_long_listener_name_too" in listeners
+    assert_table_aligned(listeners)
 
 
 def test_conns_keeps_no_sni_that_is_not_a_host_name(qp):
