@@ -6,6 +6,7 @@
 #include <grp.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,6 +99,13 @@ log_lines(int level, const char *prefix, const char *text)
 	}
 }
 
+/* Both NULL, or the same text. */
+static bool
+same_string(const char *a, const char *b)
+{
+	return a == NULL ? b == NULL : b != NULL && strcmp(a, b) == 0;
+}
+
 static void
 notify_reloading(void)
 {
@@ -136,13 +144,12 @@ reload(struct strbuf *errs)
 		strbuf_append(errs, text, len);
 		goto done;
 	}
-	if ((old->control_socket == NULL) != (cfg->control_socket == NULL) ||
-	    (old->control_socket != NULL &&
-	    strcmp(old->control_socket, cfg->control_socket) != 0))
+	if (!same_string(old->control_socket, cfg->control_socket))
 		log_warnx("control_socket changes take effect at restart");
-	if ((old->user == NULL) != (cfg->user == NULL) ||
-	    (old->user != NULL && strcmp(old->user, cfg->user) != 0))
+	if (!same_string(old->user, cfg->user))
 		log_warnx("user changes take effect at restart");
+	if (!same_string(old->secret_file, cfg->secret_file))
+		log_warnx("secret_file changes take effect at restart");
 	if (logs_prepare(cfg, lf, errs) == -1) {
 		config_free(cfg);
 		goto done;

@@ -70,7 +70,7 @@ ctl_match(const char *s)
 	if (nfound == 1)
 		return found;
 	fprintf(stderr, "qproxyctl: %s command \"%s\"\n",
-	    nfound == 0 && n > 0 ? "unknown" : "ambiguous", s);
+	    nfound == 0 ? "unknown" : "ambiguous", s);
 	return NULL;
 }
 

@@ -298,6 +298,29 @@ def test_reload_keeps_counting_requests_under_way(qproxy_factory, backend_app):
     assert row["active"] == 0 and row["failures"] == 1, row
 
 
+@pytest.mark.parametrize("key", ["secret_file", "user", "control_socket"])
+def test_reload_warns_of_what_takes_a_restart(qproxy_factory, certificate, backend_app,
+                                              tmp_path, key):
+    """Keys a reload cannot apply are named in the log; a changed
+    secret_file was ignored without a word."""
+    cert, key_file = certificate
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server))
+    value = {"secret_file": str(tmp_path / "other.secret"), "user": "nobody",
+             "control_socket": str(tmp_path / "other.sock")}[key]
+    sections = _sections(cert, key_file, q.port, backend_app.tcp_server,
+                         extra_global=[(key, value)])
+    if key == "control_socket":     # _rewrite would add the old one
+        with open(q.conf, "w") as f:
+            f.write(render_config(sections))
+    else:
+        _rewrite(q, sections)
+    p = qproxyctl(q, "reload")
+    assert p.returncode == 0, p.stderr
+    assert "%s changes take effect at restart" % key in q.log_text()
+    assert h3_get(q.url("/app/bytes/10")).status == 200
+
+
 def test_reload_with_a_broken_config_keeps_the_old_one(qproxy_factory, certificate,
                                                        backend_app):
     cert, key = certificate
