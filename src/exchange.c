@@ -536,7 +536,9 @@ exchange_client_reset(struct exchange *ex)
 {
 	/* The request will never be complete: the backend must not wait. */
 	if (ex->state != EX_DONE && !ex->req_fin) {
-		stats.requests_reset++;
+		/* one whose head never came is no request in the counters */
+		if (ex->head_seen)
+			stats.requests_reset++;
 		ex_reset(ex, NGHTTP3_H3_REQUEST_CANCELLED);
 	}
 }

@@ -182,3 +182,20 @@ def test_cookie_fields_joined_raw(qp, backend_app):
     rec = backend_app.wait_for_request(lambda x: "rawcookies" in x["target"], start=before)
     assert header_values(rec, "cookie") == ["a=1; b=2; c=3"]
     assert header_values(rec, "x-between") == ["y"]
+
+
+def test_stream_reset_before_its_head_is_no_request(qp):
+    """A client that resets a stream in the middle of its HEADERS frame
+    sent no request: requests.reset counted it, and could pass
+    requests.total."""
+    from test_ops import stats
+    before = stats(qp)["requests"]
+    # a HEADERS frame of 16 bytes, of which only the QPACK prefix comes
+    res = h3raw(qp.port, req(qp.port), extra=["--raw", "01 10 00 00", "--no-fin",
+                                              "--cancel"])
+    assert res.returncode == 0, res
+    assert res.outcomes == ["cancelled"], res
+    after = stats(qp)["requests"]
+    assert after["reset"] == before["reset"], (before, after)
+    assert after["total"] == before["total"], (before, after)
+

@@ -16,8 +16,9 @@
  *   --trailer 'name: value'   add a trailer field line (repeatable)
  *   -n COUNT                  send the request COUNT times in parallel
  *   --cancel                  reset each request stream (H3_REQUEST_CANCELLED)
- *                             as soon as its request went out, as a "rapid
- *                             reset" client does; outcome "cancelled"
+ *                             as soon as its request (or its --raw bytes)
+ *                             went out, as a "rapid reset" client does;
+ *                             outcome "cancelled"
  *   --no-read                 never give the server flow-control credit
  *                             beyond small initial windows: a client that
  *                             reads nothing
@@ -1691,6 +1692,7 @@ static int write_raw(ngtcp2_tstamp ts) {
         r->raw_off += (size_t)ndatalen;
         if (r->raw_off == opt.raw.len) {
           r->fin_sent = 1;
+          r->cancel_due = opt.cancel;
           note("stream %" PRId64 ": raw bytes sent", r->stream_id);
         }
       }
