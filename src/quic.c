@@ -993,6 +993,10 @@ sent:
 	qc->bytes_out += len;
 	return 0;
 failed:
+	/* the datagrams that went one by one before the error */
+	stats.datagrams_sent += off / seg;
+	stats.bytes_sent += off;
+	qc->bytes_out += off;
 	if (errno != EAGAIN && errno != EWOULDBLOCK) {
 		/* ICMP errors and the like: the packets count as lost */
 		stats.send_errors++;
