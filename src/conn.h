@@ -50,6 +50,7 @@ struct udp_sock {
 	ev_io			 rev, wev;
 	TAILQ_HEAD(, qconn)	 blocked;	/* connections with a packet */
 	size_t			 nconns;
+	uint64_t		 conns_total;	/* accepted on this address */
 	bool			 reading;	/* in its read callback */
 	LIST_ENTRY(udp_sock)	 entry;
 };
@@ -58,7 +59,6 @@ struct listener {
 	struct generation	*gen;
 	struct config_listener	*cfg;
 	WOLFSSL_CTX		*tls;
-	uint64_t		 conns_total;
 };
 
 /*

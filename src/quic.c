@@ -843,7 +843,7 @@ qconn_new(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 	qc->reset_budget = (double)sock->listener->gen->cfg->max_stream_resets;
 	qc->reset_refill = qc->created;
 	sock->nconns++;
-	sock->listener->conns_total++;
+	sock->conns_total++;
 	if (!validated) {
 		qc->unvalidated = true;
 		stats.handshakes_unvalidated++;

@@ -236,12 +236,6 @@ server_apply(struct quic_server *srv, struct config *cfg, struct strbuf *errs)
 		/* counters go on across reloads, matched by name */
 		upstream_pools_inherit(gen->upstreams, old->upstreams);
 		upstream_pools_retire(old->upstreams);
-		for (size_t i = 0; i < gen->nlisteners; i++)
-			for (size_t j = 0; j < old->nlisteners; j++)
-				if (strcmp(gen->listeners[i].cfg->name,
-				    old->listeners[j].cfg->name) == 0)
-					gen->listeners[i].conns_total =
-					    old->listeners[j].conns_total;
 	}
 	srv->gen = gen;
 	generation_unref(old);
@@ -458,8 +452,7 @@ server_report_stats(struct quic_server *srv, struct strbuf *out, bool json)
 			strbuf_printf(out, "%-*s %-*s %llu\n", wname,
 			    s->listener ? s->listener->cfg->name : "(draining)",
 			    waddr, addr_format(&s->local, text, sizeof(text)),
-			    s->listener ? (unsigned long long)
-			    s->listener->conns_total : 0ULL);
+			    (unsigned long long)s->conns_total);
 		strbuf_printf(out, "\n");
 		upstream_report(gen->upstreams, out, false);
 		return;
@@ -475,8 +468,7 @@ server_report_stats(struct quic_server *srv, struct strbuf *out, bool json)
 		    sizeof(text)));
 		strbuf_printf(out, ",\"draining\":%s,\"connections_current\":%zu,"
 		    "\"connections_total\":%llu}", s->listener ? "false" :
-		    "true", s->nconns, s->listener ? (unsigned long long)
-		    s->listener->conns_total : 0ULL);
+		    "true", s->nconns, (unsigned long long)s->conns_total);
 	}
 	strbuf_printf(out, "],");
 	upstream_report(gen->upstreams, out, true);

@@ -321,6 +321,30 @@ def test_reload_warns_of_what_takes_a_restart(qproxy_factory, certificate, backe
     assert h3_get(q.url("/app/bytes/10")).status == 200
 
 
+def test_listener_rows_count_each_address(qproxy_factory, backend_app):
+    """A listener of two addresses has a row per address, each with the
+    connections made to it; both rows showed the listener's total. The
+    counts go on across a reload that keeps the addresses."""
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server,
+        listen=["127.0.0.1:%d" % port, "127.0.0.2:%d" % port]))
+
+    def totals():
+        return {r["address"]: r["connections_total"] for r in stats(q)["listeners"]}
+    a, b = "127.0.0.1:%d" % q.port, "127.0.0.2:%d" % q.port
+    before = totals()
+    assert set(before) == {a, b}
+    for host in ("127.0.0.1", "127.0.0.1", "127.0.0.2"):
+        url = "https://%s:%d/app/bytes/10" % (host, q.port)
+        assert h3_get(url).status == 200
+    after = totals()
+    assert after[a] - before[a] == 2 and after[b] - before[b] == 1, (before, after)
+    assert qproxyctl(q, "reload").returncode == 0
+    assert h3_get("https://127.0.0.2:%d/app/bytes/10" % q.port).status == 200
+    again = totals()
+    assert again[a] == after[a] and again[b] == after[b] + 1, (after, again)
+
+
 def test_reload_with_a_broken_config_keeps_the_old_one(qproxy_factory, certificate,
                                                        backend_app):
     cert, key = certificate
