@@ -741,6 +741,7 @@ config_set_listen(struct config_parser *p, const struct config_key *k,
 {
 	struct config_listener	*l = obj, *o;
 	struct addr		 a, *addrs;
+	int			*lines;
 	const char		*err;
 	char			 buf[ADDR_STRLEN];
 	size_t			 i, j;
@@ -773,7 +774,12 @@ config_set_listen(struct config_parser *p, const struct config_key *k,
 	    sizeof(*addrs))) == NULL)
 		return -1;
 	l->addrs = addrs;
-	l->addrs[l->naddrs++] = a;
+	if ((lines = config_grow(p, l->addr_lines, l->naddrs,
+	    sizeof(*lines))) == NULL)
+		return -1;
+	l->addr_lines = lines;
+	l->addrs[l->naddrs] = a;
+	l->addr_lines[l->naddrs++] = p->line;
 	return 0;
 }
 
@@ -1376,6 +1382,7 @@ config_free(struct config *cfg)
 	for (i = 0; i < cfg->nlisteners; i++) {
 		free(cfg->listeners[i].name);
 		free(cfg->listeners[i].addrs);
+		free(cfg->listeners[i].addr_lines);
 		free(cfg->listeners[i].certificate);
 		free(cfg->listeners[i].private_key);
 		free(cfg->listeners[i].early_data_methods);

@@ -15,6 +15,7 @@ struct config_listener {
 	char		*name;
 	int		 line;		/* of the section header */
 	struct addr	*addrs;
+	int		*addr_lines;	/* of each address key */
 	size_t		 naddrs;
 	char		*certificate;	/* PEM chain, leaf first */
 	char		*private_key;

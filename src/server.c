@@ -192,7 +192,7 @@ server_apply(struct quic_server *srv, struct config *cfg, struct strbuf *errs)
 				    NULL) {
 					strbuf_printf(errs, "%s:%d: listener %s: "
 					    "cannot listen on udp %s: %s\n",
-					    cfg->path, lc->line, lc->name,
+					    cfg->path, lc->addr_lines[j], lc->name,
 					    addr_format(&lc->addrs[j], text,
 					    sizeof(text)), strerror(errno));
 					goto fail;

@@ -4,6 +4,7 @@ version negotiation for versions qproxy does not speak."""
 import os
 import socket
 import struct
+import subprocess
 
 import pytest
 
@@ -32,6 +33,22 @@ def _have_ipv6_loopback():
         return True
     except OSError:
         return False
+
+
+def test_address_in_use_names_its_line(qproxy_factory, backend_app):
+    """A start that cannot bind names the address's own line; it named the
+    [listener] header, a line away from any address of several."""
+    q = qproxy_factory(sections=_sections(["127.0.0.1:%d", "127.0.0.2:%d"],
+                                          backend_app.tcp_server), start=False)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.2", q.port))
+        p = subprocess.run([q.binary, "-c", q.conf], capture_output=True, text=True,
+                           timeout=30)
+    lines = open(q.conf).read().splitlines()
+    lineno = lines.index("address = 127.0.0.2:%d" % q.port) + 1
+    assert p.returncode != 0
+    assert "%s:%d: listener main: cannot listen on udp 127.0.0.2:%d: Address already " \
+        "in use" % (q.conf, lineno, q.port) in p.stderr, p.stderr
 
 
 def test_ipv6_listener(qproxy_factory, backend_app):
