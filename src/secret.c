@@ -61,7 +61,7 @@ secret_read(const char *path, uint8_t out[SECRET_LEN], bool create,
 		goto fail;
 	}
 	if (st.st_mode & (S_IRWXG | S_IRWXO)) {
-		snprintf(err, errlen, "%s may be read by group or others "
+		snprintf(err, errlen, "%s is open to group or others "
 		    "(mode %03o); it must be 0600", path,
 		    (unsigned)(st.st_mode & 0777));
 		goto fail;
