@@ -651,11 +651,6 @@ ex_connected(struct exchange *ex)
 	ex_write(ex);
 }
 
-/*
- * Sends the request to ex->server, on a pooled connection or a new one.
- * Returns -1 when the server refused the connection (the caller tries the
- * next one), else 0: connecting, connected, or answered with 502.
- */
 /* A connection to ex->server failed or timed out: closed and counted. */
 static void
 ex_connect_failed(struct exchange *ex)
@@ -666,6 +661,11 @@ ex_connect_failed(struct exchange *ex)
 	ex_upstream_close(ex, false);
 }
 
+/*
+ * Sends the request to ex->server, on a pooled connection or a new one.
+ * Returns -1 when the server refused the connection (the caller tries the
+ * next one), else 0: connecting, connected, or answered with 502.
+ */
 static int
 ex_use_server(struct exchange *ex)
 {
