@@ -240,6 +240,8 @@ static const struct config_key config_keys[] = {
 	    1, DURATION_MAX, "60s", 0, F(config_backend, read_timeout) },
 	{ SECT_BACKEND, "max_idle_connections", config_set_count,
 	    0, 10000, "32", 0, F(config_backend, max_idle) },
+	{ SECT_BACKEND, "max_connections", config_set_count,
+	    0, 1000000, "0", 0, F(config_backend, max_conns) },
 
 	{ SECT_ROUTE, "host", config_set_host,
 	    0, 0, NULL, 0, F(config_route, host) },

@@ -50,6 +50,7 @@ struct config_backend {
 	double			 connect_timeout;	/* seconds */
 	double			 read_timeout;		/* seconds */
 	size_t			 max_idle;	/* pooled idle connections per server */
+	size_t			 max_conns;	/* open per server; 0: no limit */
 };
 
 struct config_route {

@@ -87,6 +87,11 @@ struct exchange {
 	size_t			 first_server;	/* of attempt 0 */
 	struct upstream_server	*counted;	/* in its requests already */
 	struct upstream_conn	*uc;		/* or NULL */
+	struct upstream_waiter	 waiter;	/* for room: max_connections */
+	bool			 ready;		/* on ready_queue */
+	bool			 woken;		/* first in line, trying again */
+	bool			 waited;	/* has been in line */
+	TAILQ_ENTRY(exchange)	 ready_entry;
 	bool			 reused;	/* uc came from the pool */
 	bool			 retried;	/* once, on a new connection */
 	bool			 resp_any;	/* uc gave a response byte */
@@ -113,6 +118,13 @@ struct exchange {
  */
 static TAILQ_HEAD(, exchange) write_queue = TAILQ_HEAD_INITIALIZER(write_queue);
 
+/*
+ * Exchanges that waited for room at their backend and may go on: tried
+ * again once per loop iteration too (exchange_flush), out of the call that
+ * freed the room.
+ */
+static TAILQ_HEAD(, exchange) ready_queue = TAILQ_HEAD_INITIALIZER(ready_queue);
+
 static void	ex_start(struct exchange *);
 
 /* Where backend bytes are read (ex_read_buffered); grows to the largest read. */
@@ -120,6 +132,7 @@ static uint8_t	*ex_shared;
 static size_t	 ex_shared_cap;
 
 static void	ex_try_server(struct exchange *);
+static void	ex_woken(struct upstream_waiter *);
 static void	ex_write(struct exchange *);
 static void	ex_read(struct exchange *);
 static void	ex_upstream_close(struct exchange *, bool reuse);
@@ -154,6 +167,7 @@ status_text(int status)
 	case 431: return "Request Header Fields Too Large";
 	case 501: return "Not Implemented";
 	case 502: return "Bad Gateway";
+	case 503: return "Service Unavailable";
 	case 504: return "Gateway Timeout";
 	default: return "Error";
 	}
@@ -179,11 +193,25 @@ ex_credit(struct exchange *ex, size_t queued)
 	h3_consumed(ex->qc, ex->stream_id, (size_t)n);
 }
 
+/* Out of the line for room at the backend, wherever it stands in it. */
+static void
+ex_unqueue(struct exchange *ex)
+{
+	upstream_unwait(ex_pools(ex), ex->backend, &ex->waiter);
+	if (ex->ready) {
+		TAILQ_REMOVE(&ready_queue, ex, ready_entry);
+		ex->ready = false;
+		/* the room it was woken for is the next one's */
+		upstream_wake(ex_pools(ex), ex->backend);
+	}
+}
+
 /* Ends the exchange's work; the stream itself closes later. */
 static void
 ex_finish(struct exchange *ex)
 {
 	ex->state = EX_DONE;
+	ex_unqueue(ex);
 	ev_timer_stop(ex_loop(ex), &ex->timer);
 	bufq_free(&ex->hold);
 	bufq_free(&ex->out);
@@ -291,6 +319,7 @@ exchange_new(struct qconn *qc, int64_t stream_id)
 	ex->qc = qc;
 	ex->gen = generation_ref(qc->srv->gen);
 	ex->stream_id = stream_id;
+	ex->waiter.wake = ex_woken;
 	ex->started = ev_now(qc->srv->loop);
 	ex->wall_start = ev_time();
 	ex->early = qc->rx_0rtt;
@@ -475,6 +504,14 @@ exchange_flush(void)
 {
 	struct exchange *ex;
 
+	while ((ex = TAILQ_FIRST(&ready_queue)) != NULL) {
+		TAILQ_REMOVE(&ready_queue, ex, ready_entry);
+		ex->ready = false;
+		ex->woken = true;
+		ex->attempt = 0;
+		ex_try_server(ex);
+		ex->woken = false;
+	}
 	while ((ex = TAILQ_FIRST(&write_queue)) != NULL) {
 		TAILQ_REMOVE(&write_queue, ex, write_entry);
 		ex->write_queued = false;
@@ -663,8 +700,9 @@ ex_connect_failed(struct exchange *ex)
 
 /*
  * Sends the request to ex->server, on a pooled connection or a new one.
- * Returns -1 when the server refused the connection (the caller tries the
- * next one), else 0: connecting, connected, or answered with 502.
+ * Returns -1 when the server refused the connection and 1 when it has
+ * max_connections open (either way the caller tries the next one), else 0:
+ * connecting, connected, or answered (502, 503).
  */
 static int
 ex_use_server(struct exchange *ex)
@@ -680,7 +718,17 @@ ex_use_server(struct exchange *ex)
 		ex_connected(ex);
 		return 0;
 	}
+	if (upstream_full(ex->server))
+		return 1;
 	if ((uc = upstream_connect(ex->server, ex_io_cb, ex)) == NULL) {
+		if (errno == EMFILE || errno == ENFILE) {
+			/* qproxy's own limit: no fault of the server's */
+			log_warnx("backend %s: no file descriptor for a "
+			    "connection", ex->server->cfg->text);
+			stats.upstream_no_fd++;
+			ex_respond(ex, 503);
+			return 0;
+		}
 		ex_connect_failed(ex);
 		log_debug("backend %s: connect: %s", ex->server->cfg->text,
 		    strerror(errno));
@@ -696,21 +744,64 @@ ex_use_server(struct exchange *ex)
 	return 0;
 }
 
-/* Connects to the next server, failing over while servers refuse. */
+/*
+ * Waits for room at the backend: each server has max_connections open. The
+ * request body gathers as for a connect; connect_timeout bounds the wait,
+ * from the first time in line.
+ */
+static void
+ex_queue(struct exchange *ex, bool front)
+{
+	if (!ex->waited) {
+		ex->waited = true;
+		stats.upstream_queued_total++;
+		ex_arm_timer(ex, upstream_backend(ex_pools(ex),
+		    ex->backend)->connect_timeout);
+	}
+	ex->state = EX_CONNECTING;	/* with no connection: in line */
+	upstream_wait(ex_pools(ex), ex->backend, &ex->waiter, front);
+}
+
+static void
+ex_woken(struct upstream_waiter *w)
+{
+	struct exchange *ex = (struct exchange *)(void *)
+	    ((char *)w - offsetof(struct exchange, waiter));
+
+	ex->ready = true;
+	TAILQ_INSERT_TAIL(&ready_queue, ex, ready_entry);
+}
+
+/*
+ * Connects to the next server, failing over while servers refuse or are
+ * full; when all were full, the request waits in line for room.
+ */
 static void
 ex_try_server(struct exchange *ex)
 {
 	size_t nservers;
+	bool full = false;
+	int rv;
 
+	/* new requests go behind those already waiting */
+	if (ex->attempt == 0 && !ex->woken &&
+	    upstream_has_waiters(ex_pools(ex), ex->backend)) {
+		ex_queue(ex, false);
+		return;
+	}
 	for (; ; ex->attempt++) {
 		ex->server = upstream_pick(ex_pools(ex), ex->backend,
 		    &ex->first_server, ex->attempt, &nservers);
 		if (ex->attempt >= nservers) {
-			ex_respond(ex, 502);
+			if (full)	/* the first in line stays first */
+				ex_queue(ex, ex->woken);
+			else
+				ex_respond(ex, 502);
 			return;
 		}
-		if (ex_use_server(ex) == 0)
+		if ((rv = ex_use_server(ex)) == 0)
 			return;
+		full |= rv == 1;
 	}
 }
 
@@ -754,7 +845,7 @@ ex_retry(struct exchange *ex)
 	bufq_free(&ex->out);
 	ex->req_written = false;
 	/* the same server: its stale connection says nothing of its health */
-	if (ex_write_head(ex) == 0 && ex_use_server(ex) == -1) {
+	if (ex_write_head(ex) == 0 && ex_use_server(ex) != 0) {
 		ex->attempt++;
 		ex_try_server(ex);
 	}
@@ -1423,6 +1514,15 @@ ex_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 			ex_respond(ex, 408);
 		return;
 	}
+	if (ex->state == EX_CONNECTING && ex->uc == NULL) {
+		log_info("backend %s: no room within connect_timeout (each "
+		    "server has max_connections open)",
+		    upstream_backend(ex_pools(ex), ex->backend)->name);
+		ex_unqueue(ex);
+		stats.upstream_queue_timeouts++;
+		ex_respond(ex, 503);
+		return;
+	}
 	if (ex->state == EX_CONNECTING) {
 		log_info("backend %s: connect timed out", ex->server->cfg->text);
 		ex_connect_failed(ex);
@@ -1527,6 +1627,7 @@ ex_free(struct exchange *ex)
 	ev_timer_stop(ex_loop(ex), &ex->timer);
 	if (ex->write_queued)
 		TAILQ_REMOVE(&write_queue, ex, write_entry);
+	ex_unqueue(ex);
 	request_free(&ex->req);
 	bufq_free(&ex->hold);
 	bufq_free(&ex->out);

@@ -51,6 +51,10 @@ struct stats {
 	uint64_t	upstream_reused;
 	uint64_t	upstream_retried;	/* pooled connection was closed */
 	uint64_t	informational_dropped;	/* 1xx over EX_MAX_INFO */
+	uint64_t	upstream_queued;	/* now: waiting for max_connections */
+	uint64_t	upstream_queued_total;
+	uint64_t	upstream_queue_timeouts;	/* 503 after connect_timeout */
+	uint64_t	upstream_no_fd;		/* 503: qproxy out of descriptors */
 	uint64_t	buffer_chunks;		/* now: bufq chunks holding bytes */
 	uint64_t	buffer_chunks_free;	/* now: kept for reuse */
 	uint64_t	exchanges_free;		/* now: kept for reuse */

@@ -21,6 +21,7 @@ struct upstream_pool {
 	size_t				 rr;		/* next server */
 	size_t				 npools;	/* in the array's first */
 	bool				 retired;	/* a reload replaced it */
+	TAILQ_HEAD(, upstream_waiter)	 waiters;	/* max_connections */
 };
 
 static void
@@ -74,6 +75,7 @@ upstream_pools_new(struct ev_loop *loop, struct config *cfg)
 
 		p->loop = loop;
 		p->cfg = &cfg->backends[b];
+		TAILQ_INIT(&p->waiters);
 		p->nservers = p->cfg->nservers;
 		p->servers = calloc(p->nservers, sizeof(*p->servers));
 		if (p->servers == NULL) {
@@ -154,6 +156,67 @@ size_t
 upstream_nservers(struct upstream_pool *pools, size_t backend)
 {
 	return pools[backend].nservers;
+}
+
+bool
+upstream_full(const struct upstream_server *s)
+{
+	size_t max = s->pool->cfg->max_conns;
+
+	/* the open ones: those requests hold (in any generation), and idle */
+	return max > 0 && s->ctr->active + s->nidle >= max;
+}
+
+void
+upstream_wait(struct upstream_pool *pools, size_t backend,
+    struct upstream_waiter *w, bool front)
+{
+	struct upstream_pool *p = &pools[backend];
+
+	if (front)
+		TAILQ_INSERT_HEAD(&p->waiters, w, entry);
+	else
+		TAILQ_INSERT_TAIL(&p->waiters, w, entry);
+	w->queued = true;
+	stats.upstream_queued++;
+}
+
+void
+upstream_unwait(struct upstream_pool *pools, size_t backend,
+    struct upstream_waiter *w)
+{
+	if (!w->queued)
+		return;
+	TAILQ_REMOVE(&pools[backend].waiters, w, entry);
+	w->queued = false;
+	stats.upstream_queued--;
+}
+
+
+/* A server of p has room, or an idle connection: the first waiter goes on. */
+static void
+pool_wake(struct upstream_pool *p)
+{
+	struct upstream_waiter *w;
+
+	if ((w = TAILQ_FIRST(&p->waiters)) == NULL)
+		return;
+	TAILQ_REMOVE(&p->waiters, w, entry);
+	w->queued = false;
+	stats.upstream_queued--;
+	w->wake(w);
+}
+
+bool
+upstream_has_waiters(struct upstream_pool *pools, size_t backend)
+{
+	return !TAILQ_EMPTY(&pools[backend].waiters);
+}
+
+void
+upstream_wake(struct upstream_pool *pools, size_t backend)
+{
+	pool_wake(&pools[backend]);
 }
 
 /*
@@ -242,18 +305,20 @@ upstream_release(struct upstream_conn *c)
 	s->nidle++;
 	conn_give(c, idle_cb, c);
 	ev_io_start(s->pool->loop, &c->rio);
+	pool_wake(s->pool);
 }
 
 void
 upstream_close(struct upstream_conn *c)
 {
-	struct ev_loop *loop = c->server->pool->loop;
+	struct upstream_pool *p = c->server->pool;
 
-	ev_io_stop(loop, &c->rio);
-	ev_io_stop(loop, &c->wio);
+	ev_io_stop(p->loop, &c->rio);
+	ev_io_stop(p->loop, &c->wio);
 	close(c->fd);
 	free(c);
 	stats.upstream_conns_current--;
+	pool_wake(p);
 }
 
 static const char *

@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <sys/queue.h>
+
 #include <ev.h>
 
 #include "config.h"
@@ -58,6 +60,18 @@ struct upstream_conn {
 	ev_io				 rio, wio;
 };
 
+/*
+ * A request waiting for room at its backend: every server has
+ * max_connections open. wake is called when a server of that backend has
+ * room (a connection closed, or one went back to the pool), from the middle
+ * of whatever freed it: it should only note that the waiter may go on.
+ */
+struct upstream_waiter {
+	TAILQ_ENTRY(upstream_waiter)	 entry;
+	void				(*wake)(struct upstream_waiter *);
+	bool				 queued;
+};
+
 /* One pool per configured backend, in config order. */
 struct upstream_pool	*upstream_pools_new(struct ev_loop *, struct config *);
 void			 upstream_pools_free(struct upstream_pool *);
@@ -78,6 +92,17 @@ const struct config_backend *upstream_backend(struct upstream_pool *,
 			    size_t backend);
 size_t			 upstream_nservers(struct upstream_pool *,
 			    size_t backend);
+/* Whether a new connection to s would pass its backend's max_connections. */
+bool			 upstream_full(const struct upstream_server *s);
+/* Queues w at its backend, at the front or the back, or takes it out. */
+void			 upstream_wait(struct upstream_pool *, size_t backend,
+			    struct upstream_waiter *w, bool front);
+void			 upstream_unwait(struct upstream_pool *, size_t backend,
+			    struct upstream_waiter *w);
+bool			 upstream_has_waiters(struct upstream_pool *,
+			    size_t backend);
+/* Passes a wake on to the next waiter: the one woken went away. */
+void			 upstream_wake(struct upstream_pool *, size_t backend);
 /*
  * A pooled idle connection, its watchers (stopped) now calling cb with
  * data, or NULL.

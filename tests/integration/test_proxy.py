@@ -666,6 +666,82 @@ def test_connect_timeout_fails_over_and_marks_the_server_down(qproxy_factory, ba
     assert stats(q)["upstream"]["connect_failures"] == 2
 
 
+def _limited(qproxy_factory, backend_app, max_conns, connect_timeout):
+    return qproxy_factory(sections=lambda port, c, k: [
+        ("global", [("log_level", "debug")]),
+        ("listener main", [("address", "127.0.0.1:%d" % port),
+                           ("certificate", c), ("private_key", k)]),
+        ("backend app", [("server", backend_app.tcp_server),
+                         ("max_connections", str(max_conns)),
+                         ("connect_timeout", connect_timeout)]),
+        ("route app", [("path_prefix", "/app/"), ("backend", "app")])])
+
+
+def _in_parallel(*calls):
+    out = [None] * len(calls)
+
+    def run(i, f):
+        try:
+            out[i] = f()
+        except Exception as e:      # noqa: BLE001 - reported by the caller
+            out[i] = e
+    threads = [threading.Thread(target=run, args=(i, f)) for i, f in enumerate(calls)]
+    for t in threads:
+        t.start()
+        time.sleep(0.05)            # in this order
+    for t in threads:
+        t.join()
+    return out
+
+
+def test_max_connections_queues_requests_for_a_connection(qproxy_factory, backend_app):
+    """max_connections = 1: three requests at once go to the server one
+    after the other on its one connection, the later two waiting in line."""
+    q = _limited(qproxy_factory, backend_app, 1, "%gs" % (10 * SLOW))
+    before = backend_app.count
+    rs = _in_parallel(*[lambda i=i: h3_get(q.url("/app/bytes/%d?wait=300" % (10 + i)),
+                                           timeout=30 * SLOW) for i in range(3)])
+    for i, r in enumerate(rs):
+        assert not isinstance(r, Exception) and r.status == 200, rs
+        assert r.body == expected_body(10 + i)
+    conns = {x["conn"] for x in backend_app.requests_since(before)}
+    assert len(conns) == 1, backend_app.requests_since(before)
+    st = stats(q)["upstream"]
+    assert st["queued_total"] == 2 and st["queued"] == 0, st
+    assert st["connections_current"] <= 1, st
+
+
+def test_max_connections_wait_is_bounded_by_connect_timeout(qproxy_factory, backend_app):
+    """A request that waits in line longer than connect_timeout gets 503."""
+    q = _limited(qproxy_factory, backend_app, 1, "1s")
+    t0 = time.monotonic()
+    slow, waiting = _in_parallel(
+        lambda: h3_get(q.url("/app/bytes/10?wait=%d" % (4000 * SLOW)), timeout=30 * SLOW),
+        lambda: h3_get(q.url("/app/bytes/20"), timeout=30 * SLOW))
+    assert waiting.status == 503, waiting
+    assert waiting.elapsed < 3 * SLOW, waiting.elapsed
+    assert slow.status == 200 and slow.body == expected_body(10)
+    assert time.monotonic() - t0 >= 4 * SLOW
+    st = stats(q)["upstream"]
+    assert st["queue_timeouts"] == 1 and st["queued"] == 0, st
+
+
+def test_max_connections_client_gone_while_waiting(qproxy_factory, backend_app):
+    """A client that goes away while its request waits leaves the line; the
+    next request gets the connection."""
+    q = _limited(qproxy_factory, backend_app, 1, "%gs" % (10 * SLOW))
+    slow, gone, behind = _in_parallel(
+        lambda: h3_get(q.url("/app/bytes/10?wait=%d" % (1500 * SLOW)), timeout=30 * SLOW),
+        lambda: h3_get(q.url("/app/bytes/20"), timeout=0.5),
+        lambda: h3_get(q.url("/app/bytes/30"), timeout=30 * SLOW))
+    assert isinstance(gone, pycurl.error), gone
+    assert slow.status == 200
+    # the one behind it moved up, and got the connection
+    assert behind.status == 200 and behind.body == expected_body(30)
+    st = stats(q)["upstream"]
+    assert st["queued"] == 0 and st["queued_total"] == 2, st
+
+
 def test_failover_skips_refusing_servers_under_concurrency(qproxy_factory, backend_app,
                                                           refusing, tmp_path):
     """Servers that refuse (a closed TCP port; a Unix socket whose listen
