@@ -957,7 +957,7 @@ send_train(struct qconn *qc, const uint8_t *buf, size_t len, size_t seg,
 	struct quic_server *srv = qc->srv;
 	struct udp_sock *sock = qc->sock;
 	struct addr remote, local;
-	size_t off, n = (len + seg - 1) / seg;
+	size_t off, first = 0, n = (len + seg - 1) / seg;
 	int rv;
 
 	addr_set(&remote, (const struct sockaddr *)path->remote.addr,
@@ -966,11 +966,25 @@ send_train(struct qconn *qc, const uint8_t *buf, size_t len, size_t seg,
 	    path->local.addrlen);
 	if (n > 1 && !srv->no_gso) {
 		rv = udp_send_gso(sock->fd, buf, len, seg, &remote, &local, ecn);
+		/*
+		 * An error that may be GSO's: it is, and off for good, only
+		 * if the first datagram then goes alone. A path that refuses
+		 * every datagram (EINVAL from a bad source address, say) must
+		 * not cost every other connection its GSO.
+		 */
 		if (rv == -1 && (errno == EIO || errno == EINVAL ||
 		    errno == ENOPROTOOPT || errno == EOPNOTSUPP)) {
+			int gso_errno = errno;
+
+			if (udp_send(sock->fd, buf, seg, &remote, &local,
+			    ecn) == -1) {
+				off = 0;
+				goto failed;
+			}
 			log_info("UDP GSO refused (%s); sending datagrams one "
-			    "by one", strerror(errno));
+			    "by one", strerror(gso_errno));
 			srv->no_gso = true;
+			first = seg;
 		} else if (rv == 0) {
 			stats.gso_batches++;
 			stats.gso_datagrams += n;
@@ -981,7 +995,7 @@ send_train(struct qconn *qc, const uint8_t *buf, size_t len, size_t seg,
 			goto failed;
 		}
 	}
-	for (off = 0; off < len; off += seg) {
+	for (off = first; off < len; off += seg) {
 		size_t k = len - off < seg ? len - off : seg;
 
 		if (udp_send(sock->fd, buf + off, k, &remote, &local, ecn) == -1)
@@ -1616,6 +1630,12 @@ sock_read(struct udp_sock *sock)
 		ts = quic_now();
 		for (int i = 0; i < n; i++) {
 			rx = &srv->rx[i];
+			if (rx->not_unicast) {
+				stats.datagrams_received++;
+				stats.bytes_received += rx->len;
+				stats.dropped_not_unicast++;
+				continue;
+			}
 			if (rx->seg < rx->len)
 				stats.gro_datagrams += (rx->len + rx->seg - 1) /
 				    rx->seg;
@@ -1652,6 +1672,7 @@ quic_sock_write_cb(struct ev_loop *loop, ev_io *w, int revents)
 			    qc->pending_ecn) == -1) {
 				if (errno == EAGAIN || errno == EWOULDBLOCK)
 					return;
+				stats.send_errors++;
 				break;	/* the rest counts as lost */
 			}
 			stats.datagrams_sent += (len + seg - 1) / seg;

@@ -363,6 +363,7 @@ static const struct stats_row {
 	ROW("udp_dropped", "invalid", dropped_invalid),
 	ROW("udp_dropped", "no_connection", dropped_unknown),
 	ROW("udp_dropped", "refused", dropped_refused),
+	ROW("udp_dropped", "not_unicast", dropped_not_unicast),
 	ROW("quic", "retries_sent", retries_sent),
 	ROW("quic", "tokens_invalid", tokens_invalid),
 	ROW("quic", "new_tokens_sent", new_tokens_sent),

@@ -29,6 +29,7 @@ struct stats {
 	uint64_t	dropped_invalid;	/* not a QUIC packet we parse */
 	uint64_t	dropped_unknown;	/* no connection, not an Initial */
 	uint64_t	dropped_refused;	/* new connection not taken */
+	uint64_t	dropped_not_unicast;	/* to broadcast or multicast */
 	uint64_t	send_blocked;		/* sendmsg would block */
 	uint64_t	send_errors;		/* sendmsg failed: lost */
 	uint64_t	gso_batches;		/* sendmsg calls of >1 datagram */

@@ -67,18 +67,29 @@ rx_cmsgs(struct msghdr *msg, struct udp_rx *rx)
 
 	rx->ecn = 0;
 	rx->seg = 0;
+	rx->not_unicast = false;
 	for (c = CMSG_FIRSTHDR(msg); c != NULL; c = CMSG_NXTHDR(msg, c)) {
 		if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
 			struct in_pktinfo pi;
 
 			memcpy(&pi, CMSG_DATA(c), sizeof(pi));
 			rx->local.u.in.sin_addr = pi.ipi_addr;
+			/*
+			 * Only to a unicast address is there an answer: for a
+			 * broadcast (the kernel's reply address differs then)
+			 * or multicast one it would go out from that address.
+			 */
+			rx->not_unicast =
+			    IN_MULTICAST(ntohl(pi.ipi_addr.s_addr)) ||
+			    pi.ipi_addr.s_addr == htonl(INADDR_BROADCAST) ||
+			    pi.ipi_addr.s_addr != pi.ipi_spec_dst.s_addr;
 		} else if (c->cmsg_level == IPPROTO_IPV6 &&
 		    c->cmsg_type == IPV6_PKTINFO) {
 			struct in6_pktinfo pi;
 
 			memcpy(&pi, CMSG_DATA(c), sizeof(pi));
 			rx->local.u.in6.sin6_addr = pi.ipi6_addr;
+			rx->not_unicast = IN6_IS_ADDR_MULTICAST(&pi.ipi6_addr);
 		} else if ((c->cmsg_level == IPPROTO_IP &&
 		    c->cmsg_type == IP_TOS) ||
 		    (c->cmsg_level == IPPROTO_IPV6 &&

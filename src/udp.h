@@ -2,6 +2,7 @@
 #ifndef QPROXY_UDP_H
 #define QPROXY_UDP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -18,6 +19,7 @@ struct udp_rx {
 	size_t		 seg;		/* datagram size (len without GRO) */
 	struct addr	 remote, local;
 	uint8_t		 ecn;
+	bool		 not_unicast;	/* to a broadcast or multicast address */
 };
 
 #define UDP_RX_BATCH	16

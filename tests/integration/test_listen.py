@@ -2,13 +2,16 @@
 version negotiation for versions qproxy does not speak."""
 
 import os
+import select
 import socket
 import struct
 import subprocess
+import threading
 
 import pytest
 
-from helpers import expected_sha256, h3_get, header_values
+from helpers import expected_sha256, h3_get, h3raw, header_values
+from test_ops import stats
 
 KiB = 1024
 
@@ -49,6 +52,75 @@ def test_address_in_use_names_its_line(qproxy_factory, backend_app):
     assert p.returncode != 0
     assert "%s:%d: listener main: cannot listen on udp 127.0.0.2:%d: Address already " \
         "in use" % (q.conf, lineno, q.port) in p.stderr, p.stderr
+
+
+class _Relay:
+    """Datagrams from a client on 127.0.0.1 go on to a broadcast or
+    multicast address; whatever comes back goes to the client."""
+
+    def __init__(self, target):
+        self.target = target
+        self.front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.front.bind(("127.0.0.1", 0))
+        self.back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.back.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        self.back.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF,
+                             socket.inet_aton("127.0.0.1"))
+        self.back.bind(("127.0.0.1", 0))
+        self.client = None
+        self.stop = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stop:
+            ready, _, _ = select.select([self.front, self.back], [], [], 0.1)
+            for s in ready:
+                data, addr = s.recvfrom(65536)
+                if s is self.front:
+                    self.client = addr
+                    self.back.sendto(data, self.target)
+                elif self.client:
+                    self.front.sendto(data, self.client)
+
+    def close(self):
+        self.stop = True
+        self.thread.join()
+        self.front.close()
+        self.back.close()
+
+
+@pytest.mark.parametrize("kind", ["broadcast", "multicast"])
+def test_datagrams_to_broadcast_or_multicast_are_dropped(qproxy_factory, backend_app, kind):
+    """A wildcard listener also receives datagrams sent to a broadcast
+    address, or to a multicast group the host joined. There is no answer
+    from such an address: a connection was made for them, its packets went
+    out from it (EINVAL), and one such handshake turned GSO off for every
+    connection."""
+    q = qproxy_factory(sections=_sections(["0.0.0.0:%d"], backend_app.tcp_server))
+    group = "239.255.77.%d" % (q.port % 200 + 1)
+    member = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    member.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+                      socket.inet_aton(group) + socket.inet_aton("127.0.0.1"))
+    relay = _Relay(("255.255.255.255" if kind == "broadcast" else group, q.port))
+    before = stats(q)
+    try:
+        res = h3raw(relay.front.getsockname()[1],
+                    [":method: GET", ":scheme: https", ":authority: localhost",
+                     ":path: /app/bytes/10"], timeout=2)
+    finally:
+        relay.close()
+        member.close()
+    after = stats(q)
+    assert res.outcomes != ["status 200 body 10"], res
+    assert after["connections"]["total"] == before["connections"]["total"]
+    assert after["udp_dropped"]["not_unicast"] > before["udp_dropped"]["not_unicast"], \
+        "the %s datagrams never reached qproxy here" % kind
+    # GSO is still on for everyone else
+    n = 1024 * 1024
+    r = h3_get("https://127.0.0.1:%d/app/bytes/%d" % (q.port, n), timeout=60)
+    assert r.status == 200 and r.sha256 == expected_sha256(n)
+    assert stats(q)["udp"]["gso_batches"] > after["udp"]["gso_batches"]
 
 
 def test_ipv6_listener(qproxy_factory, backend_app):
