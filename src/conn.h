@@ -155,6 +155,8 @@ struct qconn {
 	bool			 unvalidated;	/* counted in stats */
 	bool			 rx_0rtt;	/* stream data being read is 0-RTT */
 	FILE			*qlog;		/* qlog_dir's file, or NULL */
+	char			*qlog_path;	/* removed if the first packet is */
+	bool			 accepted;	/* ngtcp2 took its first packet */
 	bool			 goaway_sent;
 	/* max_stream_resets: a budget refilled over RESET_WINDOW seconds */
 	double			 reset_budget;

@@ -643,7 +643,7 @@ cid_hex(const ngtcp2_cid *cid, char *hex)
 
 /* qlog_dir/ODCID.sqlog, private to the service: it reveals traffic. */
 static FILE *
-qlog_open(const char *dir, const ngtcp2_cid *odcid)
+qlog_open(const char *dir, const ngtcp2_cid *odcid, char **pathp)
 {
 	char path[PATH_MAX], hex[CID_HEXLEN];
 	FILE *f;
@@ -651,15 +651,33 @@ qlog_open(const char *dir, const ngtcp2_cid *odcid)
 
 	cid_hex(odcid, hex);
 	snprintf(path, sizeof(path), "%s/%s.sqlog", dir, hex);
+	if ((*pathp = strdup(path)) == NULL)
+		return NULL;
 	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
 	    0600);
 	if (fd == -1 || (f = fdopen(fd, "w")) == NULL) {
 		log_warn("qlog %s", path);
 		if (fd != -1)
 			close(fd);
+		free(*pathp);
+		*pathp = NULL;
 		return NULL;
 	}
 	return f;
+}
+
+/* The qlog of a connection that never was: closed and removed. */
+static void
+qlog_discard(struct qconn *qc)
+{
+	if (qc->qlog == NULL)
+		return;
+	fclose(qc->qlog);
+	qc->qlog = NULL;
+	if (qc->qlog_path != NULL && unlink(qc->qlog_path) == -1)
+		log_warn("qlog %s", qc->qlog_path);
+	free(qc->qlog_path);
+	qc->qlog_path = NULL;
 }
 
 static void
@@ -776,7 +794,8 @@ qconn_new(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 	if (log_debug_enabled())
 		settings.log_printf = debug_printf;
 	if (cfg->qlog_dir != NULL &&
-	    (qc->qlog = qlog_open(cfg->qlog_dir, &hd->dcid)) != NULL) {
+	    (qc->qlog = qlog_open(cfg->qlog_dir, &hd->dcid,
+	    &qc->qlog_path)) != NULL) {
 		settings.qlog_write = qlog_write;
 	}
 	/*
@@ -843,7 +862,6 @@ qconn_new(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 	qc->reset_budget = (double)sock->listener->gen->cfg->max_stream_resets;
 	qc->reset_refill = qc->created;
 	sock->nconns++;
-	sock->conns_total++;
 	if (!validated) {
 		qc->unvalidated = true;
 		stats.handshakes_unvalidated++;
@@ -851,7 +869,6 @@ qconn_new(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 	LIST_INSERT_HEAD(&srv->conns, qc, entry);
 	stats.handshakes_current++;
 	stats.conns_current++;
-	stats.conns_total++;
 	if (log_debug_enabled()) {
 		char from[ADDR_STRLEN], dcid[CID_HEXLEN];
 
@@ -863,8 +880,7 @@ qconn_new(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 fail:
 	while (qc->cids != NULL)
 		cid_remove(qc, &qc->cids->cid);
-	if (qc->qlog != NULL)
-		fclose(qc->qlog);
+	qlog_discard(qc);
 	tls_session_free(qc->ssl);
 	ngtcp2_conn_del(qc->conn);
 	free(qc);
@@ -886,7 +902,12 @@ qconn_free(struct qconn *qc)
 		TAILQ_REMOVE(&qc->sock->blocked, qc, blocked_entry);
 	ev_timer_stop(srv->loop, &qc->timer);
 	LIST_REMOVE(qc, entry);
-	if (!qc->handshake_done) {
+	if (!qc->accepted) {
+		/* a first packet ngtcp2 dropped: no connection, nor its trace */
+		stats.dropped_invalid++;
+		stats.handshakes_current--;
+		qlog_discard(qc);
+	} else if (!qc->handshake_done) {
 		log_debug("%s: connection freed before its handshake completed",
 		    qc->peer);
 		stats.handshakes_failed++;
@@ -905,6 +926,7 @@ qconn_free(struct qconn *qc)
 	free(qc->pending);
 	if (qc->qlog != NULL)
 		fclose(qc->qlog);
+	free(qc->qlog_path);
 	free(qc);
 	if (srv->shutting_down && LIST_EMPTY(&srv->conns))
 		ev_break(srv->loop, EVBREAK_ALL);
@@ -1554,6 +1576,11 @@ handle_datagram(struct udp_sock *sock, const uint8_t *data, size_t len,
 	path.remote.addrlen = remote->len;
 	path.user_data = NULL;
 	rv = ngtcp2_conn_read_pkt(qc->conn, &path, &pi, data, len, ts);
+	if (!qc->accepted && rv != NGTCP2_ERR_DROP_CONN) {
+		qc->accepted = true;	/* counted from its first packet */
+		qc->sock->conns_total++;
+		stats.conns_total++;
+	}
 	if (rv == 0 && acked_flush(qc) != 0)
 		rv = NGTCP2_ERR_CALLBACK_FAILURE;
 	if (rv != 0) {

@@ -379,6 +379,36 @@ def test_qlog_dir_writes_one_qlog_per_connection(qproxy_factory, backend_app,
         assert "qlog_version" in head or "qlog_format" in head, head
 
 
+def test_junk_initials_leave_no_connection_or_qlog(qproxy_factory, backend_app, tmp_path):
+    """An Initial whose payload does not decrypt made a connection object,
+    counted as a connection and a failed handshake, and a qlog file named
+    by the sender's DCID that stayed: files without end, one per datagram.
+    Such a datagram is now counted as dropped, and leaves nothing."""
+    qdir = tmp_path / "qlog"
+    qdir.mkdir()
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server, str(tmp_path / "s"),
+        extra=[("qlog_dir", str(qdir))]))
+    start = set(os.listdir(qdir))
+    before = stats(q)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _ in range(50):
+            # long header, Initial, v1; DCID and SCID of 8; no token
+            pkt = (bytes([0xc3]) + b"\x00\x00\x00\x01" + b"\x08" + os.urandom(8) +
+                   b"\x08" + os.urandom(8) + b"\x00" + b"\x44\x00")
+            s.sendto(pkt + os.urandom(1200 - len(pkt)), ("127.0.0.1", q.port))
+    deadline = time.monotonic() + 5 * SLOW
+    while stats(q)["udp_dropped"]["invalid"] - before["udp_dropped"]["invalid"] < 50:
+        assert time.monotonic() < deadline, stats(q)["udp_dropped"]
+        time.sleep(0.05)
+    after = stats(q)
+    assert set(os.listdir(qdir)) == start
+    assert after["connections"]["total"] == before["connections"]["total"]
+    assert after["connections"]["handshakes_failed"] == \
+        before["connections"]["handshakes_failed"]
+    assert h3_get(q.url("/app/bytes/10")).status == 200
+
+
 def test_key_update_from_the_client(qp, tmp_path):
     n = 300000
     p = subprocess.run([gtlsclient_binary(), "--exit-on-all-streams-close",
