@@ -108,6 +108,7 @@ struct exchange {
 	bool			 resp_eof;	/* every body byte is queued */
 	bool			 continue_sent;	/* 100 Continue went out */
 	bool			 req_dropped;	/* writing failed: no more body */
+	bool			 flow_blocked;	/* the client's stream window is full */
 	unsigned int		 ninfo;		/* 1xx heads passed on */
 };
 
@@ -1665,10 +1666,17 @@ exchange_conn_sending(const struct qconn *qc)
 {
 	const struct exchange *ex;
 
+	/* a head waits in nghttp3, outside resp_body, when flow-blocked */
 	LIST_FOREACH(ex, &qc->exchanges, entry)
-		if (ex->resp_body.len > 0)
+		if (ex->resp_body.len > 0 || ex->flow_blocked)
 			return true;
 	return false;
+}
+
+void
+exchange_flow_blocked(struct exchange *ex, bool blocked)
+{
+	ex->flow_blocked = blocked;
 }
 
 void

@@ -40,6 +40,8 @@ void		 exchange_cache_free(void);
 size_t		 exchange_cached(void);
 /* Whether response bytes on the connection wait for the client. */
 bool		 exchange_conn_sending(const struct qconn *);
+/* The client's window for the stream is full (true) or was opened again. */
+void		 exchange_flow_blocked(struct exchange *, bool);
 /* The connection is going away: frees every exchange on it. */
 void		 exchange_abort_all(struct qconn *);
 

@@ -571,6 +571,12 @@ extend_max_stream_data(ngtcp2_conn *conn, int64_t stream_id,
 	if (qc->h3 != NULL &&
 	    nghttp3_conn_unblock_stream(qc->h3, stream_id) != 0)
 		return NGTCP2_ERR_CALLBACK_FAILURE;
+	if (stream_user_data != NULL) {
+		exchange_flow_blocked(stream_user_data, false);
+		/* credit is the client reading: send_timeout counts anew */
+		if (qc->send_mark != 0)
+			qc->send_mark = ev_now(qc->srv->loop);
+	}
 	return 0;
 }
 
@@ -1110,6 +1116,7 @@ qconn_write(struct qconn *qc)
 	uint8_t train_ecn = 0;
 	bool drained = false, wrote = false;
 	size_t written = 0;
+	struct exchange *ex;
 
 	if (qc->state != QC_ACTIVE || qc->blocked)
 		return;
@@ -1174,6 +1181,8 @@ qconn_write(struct qconn *qc)
 				if (rv != 0)
 					goto h3_error;
 				nghttp3_conn_block_stream(qc->h3, stream_id);
+				if ((ex = exchange_find(qc, stream_id)) != NULL)
+					exchange_flow_blocked(ex, true);
 				sveccnt = 0;
 				continue;
 			case NGTCP2_ERR_STREAM_SHUT_WR:
@@ -1825,7 +1834,10 @@ sweep_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 	for (qc = LIST_FIRST(&srv->conns); qc != NULL; qc = next) {
 		next = LIST_NEXT(qc, entry);
-		if (qc->state != QC_ACTIVE || !exchange_conn_sending(qc)) {
+		/* no credit left for the connection: nothing can move */
+		if (qc->state != QC_ACTIVE || (!exchange_conn_sending(qc) &&
+		    !(qc->nexchanges > 0 &&
+		    ngtcp2_conn_get_max_data_left(qc->conn) == 0))) {
 			qc->send_mark = 0;
 			continue;
 		}

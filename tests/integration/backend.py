@@ -777,9 +777,15 @@ class Backend:
             return True
 
         if name == "early-hints":
-            hint = self._head(103, [("Link", "</style.css>; rel=preload; as=style")])
+            # ?pad=N: each hint also carries a field of N bytes
+            fields = [("Link", "</style.css>; rel=preload; as=style")]
+            if "pad" in q:
+                fields.append(("X-Pad", "p" * int(q["pad"][0])))
+            hint = self._head(103, fields)
             sock.sendall(hint * int(q.get("n", ["1"])[0]))
-            return self._send_simple(sock, 200, b"final response after early hints\n",
+            # ?empty=1: the final response has no body
+            final = b"" if "empty" in q else b"final response after early hints\n"
+            return self._send_simple(sock, 200, final,
                                      close=close, head_only=head_only)
 
         if name == "hop":

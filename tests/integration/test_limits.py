@@ -304,6 +304,24 @@ def test_client_that_reads_nothing_is_closed_after_send_timeout(qproxy_factory,
     assert 0 < after["buffers"]["h3_free_bytes"] <= 256 * 1024
 
 
+def test_client_that_takes_no_head_is_closed_after_send_timeout(qproxy_factory,
+                                                                backend_app, tmp_path):
+    """Response heads wait in nghttp3, outside the response buffer: a
+    client that gave no window for them held them, its streams and its
+    connection (kept alive while requests are open) for as long as it
+    liked, as send_timeout looked at body bytes only."""
+    q = _private(qproxy_factory, backend_app, tmp_path, ("send_timeout", "2s"))
+    t = time.monotonic()
+    r = h3raw(q.port, [":method: GET", ":scheme: https",
+                       ":authority: 127.0.0.1:%d" % q.port,
+                       ":path: /app/early-hints?n=16&pad=30000&empty=1"],
+              count=4, timeout=15, extra=["--no-read"])
+    elapsed = time.monotonic() - t
+    assert r.outcomes == ["closed 0x107"] * 4, r
+    assert 2.0 <= elapsed < 10 * SLOW, elapsed
+    assert _limits(q)["closed_send_timeout"] == 1
+
+
 def test_slow_reader_that_keeps_reading_is_not_closed(qproxy_factory, backend_app, tmp_path):
     """send_timeout counts from the last progress, not from the start."""
     q = _private(qproxy_factory, backend_app, tmp_path, ("send_timeout", "1s"))
