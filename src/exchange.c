@@ -109,6 +109,7 @@ struct exchange {
 	bool			 continue_sent;	/* 100 Continue went out */
 	bool			 req_dropped;	/* writing failed: no more body */
 	bool			 flow_blocked;	/* the client's stream window is full */
+	bool			 cancel_charged;	/* on max_stream_resets */
 	unsigned int		 ninfo;		/* 1xx heads passed on */
 };
 
@@ -567,6 +568,26 @@ exchange_malformed(struct exchange *ex)
 	}
 	ex->req.why = "body does not match content-length";
 	ex_malformed(ex);
+}
+
+bool
+exchange_cut_short(struct exchange *ex)
+{
+	if (ex->state == EX_DONE || (ex->resp_eof && ex->resp_body.len == 0))
+		return false;
+	/* counted only: the stream and the exchange go right after */
+	if (ex->head_seen)
+		stats.requests_reset++;
+	return true;
+}
+
+bool
+exchange_charge_cancel(struct exchange *ex)
+{
+	if (ex->cancel_charged)
+		return false;
+	ex->cancel_charged = true;
+	return true;
 }
 
 void

@@ -40,6 +40,14 @@ void		 exchange_cache_free(void);
 size_t		 exchange_cached(void);
 /* Whether response bytes on the connection wait for the client. */
 bool		 exchange_conn_sending(const struct qconn *);
+/*
+ * The stream closes: if the exchange was still at work (true), the client
+ * cut it short (STOP_SENDING); it is counted as reset, and freed with the
+ * stream. exchange_charge_cancel:
+ * whether this is the stream's first cancel to count on max_stream_resets.
+ */
+bool		 exchange_cut_short(struct exchange *);
+bool		 exchange_charge_cancel(struct exchange *);
 /* The client's window for the stream is full (true) or was opened again. */
 void		 exchange_flow_blocked(struct exchange *, bool);
 /* The connection is going away: frees every exchange on it. */

@@ -476,6 +476,44 @@ acked_stream_data_offset(ngtcp2_conn *conn, int64_t stream_id,
 	return 0;
 }
 
+/*
+ * A client that resets streams faster than max_stream_resets per
+ * RESET_WINDOW ("rapid reset") makes work for nothing: it is closed with
+ * H3_EXCESSIVE_LOAD. The budget refills continuously.
+ */
+static bool
+reset_over_budget(struct qconn *qc)
+{
+	double limit = (double)qc->gen->cfg->max_stream_resets;
+	ev_tstamp now = ev_now(qc->srv->loop);
+
+	qc->reset_budget += (now - qc->reset_refill) * limit / RESET_WINDOW;
+	if (qc->reset_budget > limit)
+		qc->reset_budget = limit;
+	qc->reset_refill = now;
+	if (qc->reset_budget < 1.0)
+		return true;
+	qc->reset_budget -= 1.0;
+	return false;
+}
+
+/* A request stream the client cancelled: once per stream, on the budget. */
+static int
+charge_cancel(struct qconn *qc, struct exchange *ex)
+{
+	if (ex != NULL && !exchange_charge_cancel(ex))
+		return 0;
+	if (!reset_over_budget(qc))
+		return 0;
+	log_info("%s: more than %llu stream resets in %ds, closing",
+	    qc->peer, (unsigned long long)qc->gen->cfg->max_stream_resets,
+	    RESET_WINDOW);
+	stats.closed_stream_resets++;
+	ngtcp2_ccerr_set_application_error(&qc->last_error,
+	    NGHTTP3_H3_EXCESSIVE_LOAD, NULL, 0);
+	return NGTCP2_ERR_CALLBACK_FAILURE;
+}
+
 static int
 stream_close(ngtcp2_conn *conn, uint32_t flags, int64_t stream_id,
     uint64_t app_error_code, void *user_data, void *stream_user_data)
@@ -486,6 +524,17 @@ stream_close(ngtcp2_conn *conn, uint32_t flags, int64_t stream_id,
 	if (qc->h3 == NULL)
 		return 0;
 	if (acked_flush(qc) != 0)
+		return NGTCP2_ERR_CALLBACK_FAILURE;
+	/*
+	 * A request stream that ends with its exchange still at work: the
+	 * client's STOP_SENDING made ngtcp2 reset it (no callback says so).
+	 * It counts as a reset, on the same budget: a request then
+	 * STOP_SENDING at once, again and again, cost a backend request
+	 * and connection each.
+	 */
+	if (stream_user_data != NULL &&
+	    exchange_cut_short(stream_user_data) &&
+	    charge_cancel(qc, stream_user_data) != 0)
 		return NGTCP2_ERR_CALLBACK_FAILURE;
 	if (!(flags & NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET))
 		app_error_code = NGHTTP3_H3_NO_ERROR;
@@ -514,27 +563,6 @@ stream_shut_read(ngtcp2_conn *conn, int64_t stream_id, struct qconn *qc)
 	return 0;
 }
 
-/*
- * A client that resets streams faster than max_stream_resets per
- * RESET_WINDOW ("rapid reset") makes work for nothing: it is closed with
- * H3_EXCESSIVE_LOAD. The budget refills continuously.
- */
-static bool
-reset_over_budget(struct qconn *qc)
-{
-	double limit = (double)qc->gen->cfg->max_stream_resets;
-	ev_tstamp now = ev_now(qc->srv->loop);
-
-	qc->reset_budget += (now - qc->reset_refill) * limit / RESET_WINDOW;
-	if (qc->reset_budget > limit)
-		qc->reset_budget = limit;
-	qc->reset_refill = now;
-	if (qc->reset_budget < 1.0)
-		return true;
-	qc->reset_budget -= 1.0;
-	return false;
-}
-
 static int
 stream_reset(ngtcp2_conn *conn, int64_t stream_id, uint64_t final_size,
     uint64_t app_error_code, void *user_data, void *stream_user_data)
@@ -543,15 +571,9 @@ stream_reset(ngtcp2_conn *conn, int64_t stream_id, uint64_t final_size,
 
 	if (stream_user_data != NULL)
 		exchange_client_reset(stream_user_data);
-	if (ngtcp2_is_bidi_stream(stream_id) && reset_over_budget(qc)) {
-		log_info("%s: more than %llu stream resets in %ds, closing",
-		    qc->peer, (unsigned long long)qc->gen->cfg->max_stream_resets,
-		    RESET_WINDOW);
-		stats.closed_stream_resets++;
-		ngtcp2_ccerr_set_application_error(&qc->last_error,
-		    NGHTTP3_H3_EXCESSIVE_LOAD, NULL, 0);
+	if (ngtcp2_is_bidi_stream(stream_id) &&
+	    charge_cancel(qc, stream_user_data) != 0)
 		return NGTCP2_ERR_CALLBACK_FAILURE;
-	}
 	return stream_shut_read(conn, stream_id, user_data);
 }
 

@@ -238,6 +238,24 @@ def test_rapid_reset_closes_the_connection(qproxy_factory, backend_app, tmp_path
     assert h3_get(q.url("/app/bytes/10")).body == expected_body(10)
 
 
+def test_rapid_stop_sending_closes_the_connection(qproxy_factory, backend_app, tmp_path):
+    """The same flood with STOP_SENDING alone (each request whole, its
+    response refused at once): each stream still cost a backend request and
+    connection, and nothing counted it."""
+    q = _private(qproxy_factory, backend_app, tmp_path, ("max_stream_resets", "50"))
+    before = stats(q)
+    r = h3raw(q.port, [":method: GET", ":scheme: https",
+                       ":authority: 127.0.0.1:%d" % q.port, ":path: /app/bytes/100000"],
+              count=2000, timeout=20, extra=["--stop-sending"])
+    assert "closed 0x107" in r.outcomes, r
+    assert 50 <= r.outcomes.count("cancelled") < 400, r.outcomes
+    assert _limits(q)["closed_stream_resets"] == 1
+    after = stats(q)
+    assert after["requests"]["reset"] - before["requests"]["reset"] >= 50
+    assert after["upstream"]["connects"] - before["upstream"]["connects"] < 400
+    assert h3_get(q.url("/app/bytes/10")).body == expected_body(10)
+
+
 def test_resets_under_the_budget_keep_the_connection(qproxy_factory, backend_app, tmp_path):
     q = _private(qproxy_factory, backend_app, tmp_path, ("max_stream_resets", "50"))
     r = h3raw(q.port, [":method: GET", ":scheme: https",

@@ -19,6 +19,8 @@
  *                             as soon as its request (or its --raw bytes)
  *                             went out, as a "rapid reset" client does;
  *                             outcome "cancelled"
+ *   --stop-sending            as --cancel, but with STOP_SENDING alone: the
+ *                             request stands, its response is refused
  *   --no-read                 never give the server flow-control credit
  *                             beyond small initial windows: a client that
  *                             reads nothing
@@ -170,6 +172,8 @@ typedef struct {
   int done;
 } req_t;
 
+enum { CANCEL_RESET = 1, CANCEL_STOP_SENDING = 2 };
+
 static struct {
   const char *host;
   const char *port;
@@ -187,7 +191,7 @@ static struct {
   int print_headers;
   int print_body;
   int verbose;
-  int cancel;
+  int cancel; /* CANCEL_RESET or CANCEL_STOP_SENDING, or 0 */
   int no_read;
   buf_t raw;
   buf_t raw_encoder;
@@ -245,7 +249,8 @@ static void die_usage(const char *fmt, ...) {
   vfprintf(stderr, fmt, ap);
   va_end(ap);
   fputs("\nusage: h3raw [-H 'name: value']... [-d N] [--fin-separate | --no-fin] "
-        "[--trailer 'name: value']... [-n COUNT] [--cancel] [--no-read] "
+        "[--trailer 'name: value']... [-n COUNT] [--cancel] [--stop-sending] "
+        "[--no-read] "
         "[--raw HEX] [--raw-encoder HEX] [--sni NAME] [--alpn PROTO] "
         "[-t SECONDS] [--linger SECONDS] "
         "[--print-headers] [--print-body] [-v] HOST PORT\n",
@@ -537,7 +542,9 @@ static void parse_args(int argc, char **argv) {
         die_usage("bad count: %s", next);
       }
     } else if (strcmp(a, "--cancel") == 0) {
-      opt.cancel = 1;
+      opt.cancel = CANCEL_RESET;
+    } else if (strcmp(a, "--stop-sending") == 0) {
+      opt.cancel = CANCEL_STOP_SENDING;
     } else if (strcmp(a, "--no-read") == 0) {
       opt.no_read = 1;
     } else if (strcmp(a, "--raw") == 0) {
@@ -1580,6 +1587,15 @@ static int cancel_streams(void) {
     }
     r->cancelled = 1;
     any = 1;
+    if (opt.cancel == CANCEL_STOP_SENDING) {
+      /* only the response is refused: STOP_SENDING, no RESET_STREAM */
+      ngtcp2_conn_shutdown_stream_read(c.conn, 0, r->stream_id,
+                                       NGHTTP3_H3_REQUEST_CANCELLED);
+      if (c.h3) {
+        (void)nghttp3_conn_shutdown_stream_read(c.h3, r->stream_id);
+      }
+      continue;
+    }
     ngtcp2_conn_shutdown_stream(c.conn, 0, r->stream_id,
                                 NGHTTP3_H3_REQUEST_CANCELLED);
     if (c.h3) {
