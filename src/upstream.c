@@ -22,6 +22,7 @@ struct upstream_pool {
 	size_t				 npools;	/* in the array's first */
 	bool				 retired;	/* a reload replaced it */
 	TAILQ_HEAD(, upstream_waiter)	 waiters;	/* max_connections */
+	int				 notsent;	/* stream_window */
 };
 
 static void
@@ -75,6 +76,7 @@ upstream_pools_new(struct ev_loop *loop, struct config *cfg)
 
 		p->loop = loop;
 		p->cfg = &cfg->backends[b];
+		p->notsent = (int)cfg->stream_window;
 		TAILQ_INIT(&p->waiters);
 		p->nservers = p->cfg->nservers;
 		p->servers = calloc(p->nservers, sizeof(*p->servers));
@@ -266,9 +268,17 @@ upstream_connect(struct upstream_server *s, upstream_cb *cb, void *data)
 	    SOCK_CLOEXEC, 0);
 	if (fd == -1)
 		return NULL;
-	if (a->u.sa.sa_family != AF_UNIX)
+	if (a->u.sa.sa_family != AF_UNIX) {
 		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one,
 		    sizeof(one));
+		/*
+		 * Request bytes the kernel takes are credited to the client:
+		 * unsent, they would wait in a send buffer that grows to
+		 * tcp_wmem's maximum (4 MB), outside every bound of qproxy's.
+		 */
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT,
+		    &s->pool->notsent, sizeof(s->pool->notsent));
+	}
 	if ((connect(fd, &a->u.sa, a->len) == -1 && errno != EINPROGRESS) ||
 	    (c = calloc(1, sizeof(*c))) == NULL) {
 		saved = errno;

@@ -3,6 +3,8 @@ QUIC: connections, handshakes in progress, requests per connection, stream
 resets ("rapid reset"), clients that read nothing, and the CID table."""
 
 import os
+import re
+import shutil
 import socket
 import subprocess
 import threading
@@ -338,6 +340,49 @@ def test_client_that_takes_no_head_is_closed_after_send_timeout(qproxy_factory,
     assert r.outcomes == ["closed 0x107"] * 4, r
     assert 2.0 <= elapsed < 10 * SLOW, elapsed
     assert _limits(q)["closed_send_timeout"] == 1
+
+
+def test_request_body_in_the_kernel_is_bounded(qproxy_factory, tmp_path):
+    """A backend that reads nothing: qproxy credits the client for request
+    bytes the kernel takes, and the kernel's send buffer grew to tcp_wmem's
+    maximum (MBs per connection: notsent 2988032 in one run). With
+    TCP_NOTSENT_LOWAT at stream_window, about that much waits unsent."""
+    if shutil.which("ss") is None:
+        pytest.skip("needs ss (iproute2)")
+    sink = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sink.bind(("127.0.0.1", 0))
+    sink.listen(8)
+    port = sink.getsockname()[1]
+    q = qproxy_factory(sections=lambda p, c, k: [
+        ("global", [("log_level", "info"), ("stream_window", "64k")]),
+        ("listener main", [("address", "127.0.0.1:%d" % p),
+                           ("certificate", c), ("private_key", k)]),
+        ("backend sink", [("server", "127.0.0.1:%d" % port),
+                          ("read_timeout", "%gs" % (20 * SLOW))]),
+        ("route up", [("path_prefix", "/up"), ("backend", "sink")])])
+    result = []
+    t = threading.Thread(target=lambda: result.append(h3raw(
+        q.port, [":method: POST", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port,
+                 ":path: /up"], data=8 * 1000 * 1000, timeout=6 * SLOW)))
+    t.start()
+    conn = None
+    try:
+        conn, _ = sink.accept()
+        notsent = []
+        deadline = time.monotonic() + 3 * SLOW
+        while time.monotonic() < deadline:
+            out = subprocess.run(["ss", "-tniH", "state", "established",
+                                  "( dport = :%d )" % port],
+                                 capture_output=True, text=True).stdout
+            notsent += [int(m) for m in re.findall(r"notsent:(\d+)", out)]
+            time.sleep(0.2)
+        # the most that waited, beside what the backend's own buffer took
+        assert max(notsent or [0]) <= 2 * 64 * 1024, notsent
+    finally:
+        t.join()
+        if conn:
+            conn.close()
+        sink.close()
 
 
 def test_slow_reader_that_keeps_reading_is_not_closed(qproxy_factory, backend_app, tmp_path):
