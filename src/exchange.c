@@ -45,6 +45,7 @@
  * allows (RFC 9110 15.2: a client may ignore them).
  */
 #define EX_MAX_INFO	16
+#define EX_CHUNK_MIN	1024	/* smaller body pieces wait to be one chunk */
 
 enum ex_state {
 	EX_HEADERS,	/* receiving the request head */
@@ -72,6 +73,7 @@ struct exchange {
 	/* client -> backend */
 	struct bufq		 hold;		/* raw body, before forwarding */
 	struct bufq		 out;		/* bytes for the backend */
+	struct bufq		 stage;		/* small body pieces, one chunk */
 	bool			 write_queued;	/* on the flush list */
 	TAILQ_ENTRY(exchange)	 write_entry;
 	uint64_t		 body_received;
@@ -217,6 +219,7 @@ ex_finish(struct exchange *ex)
 	ev_timer_stop(ex_loop(ex), &ex->timer);
 	bufq_free(&ex->hold);
 	bufq_free(&ex->out);
+	bufq_free(&ex->stage);
 	/* whatever the client still sends is read and dropped */
 	ex_credit(ex, 0);
 	/*
@@ -329,6 +332,7 @@ exchange_new(struct qconn *qc, int64_t stream_id)
 	request_init(&ex->req, ex_cfg(ex)->max_header_size);
 	bufq_init(&ex->hold);
 	bufq_init(&ex->out);
+	bufq_init(&ex->stage);
 	bufq_init(&ex->resp_body);
 	/*
 	 * The client has idle_timeout to send the rest of the head, and as
@@ -432,26 +436,57 @@ exchange_headers_end(struct exchange *ex, bool fin)
 		ex_start(ex);
 }
 
+/* Appends one chunk to out: its size line, the bytes, CRLF. */
 static int
-ex_append_body(struct exchange *ex, const uint8_t *data, size_t len)
+ex_put_chunk(struct exchange *ex, const uint8_t *data, size_t len,
+    struct bufq *from)
 {
 	static const char hex[] = "0123456789abcdef";
 	char line[2 * sizeof(size_t) + 2], *p = line + sizeof(line);
 	size_t v = len;
 
-	if (ex->framing != REQ_BODY_CHUNKED)
-		return bufq_append(&ex->out, data, len);
-	/* the chunk-size line, once per packet's worth: no printf */
+	/* the chunk-size line: no printf */
 	*--p = '\n';
 	*--p = '\r';
 	do
 		*--p = hex[v & 0xf];
 	while ((v >>= 4) != 0);
 	if (bufq_append(&ex->out, p, (size_t)(line + sizeof(line) - p)) == -1 ||
-	    bufq_append(&ex->out, data, len) == -1 ||
+	    (from != NULL ? bufq_move(&ex->out, from) :
+	    bufq_append(&ex->out, data, len)) == -1 ||
 	    bufq_append(&ex->out, "\r\n", 2) == -1)
 		return -1;
 	return 0;
+}
+
+/* The staged pieces go out as one chunk. 0, or -1 when out of memory. */
+static int
+ex_stage_flush(struct exchange *ex)
+{
+	if (ex->stage.len == 0)
+		return 0;
+	return ex_put_chunk(ex, NULL, ex->stage.len, &ex->stage);
+}
+
+/*
+ * Request body bytes for the backend. Chunked, a piece smaller than
+ * EX_CHUNK_MIN waits in stage for more, up to the next write: a chunk per
+ * DATA frame of one byte cost six bytes in out for each byte of the
+ * client's window.
+ */
+static int
+ex_append_body(struct exchange *ex, const uint8_t *data, size_t len)
+{
+	if (ex->framing != REQ_BODY_CHUNKED)
+		return bufq_append(&ex->out, data, len);
+	if (len < EX_CHUNK_MIN) {
+		if (bufq_append(&ex->stage, data, len) == -1)
+			return -1;
+		return ex->stage.len < EX_CHUNK_MIN ? 0 : ex_stage_flush(ex);
+	}
+	if (ex_stage_flush(ex) == -1)
+		return -1;
+	return ex_put_chunk(ex, data, len, NULL);
 }
 
 void
@@ -540,8 +575,8 @@ exchange_body_end(struct exchange *ex)
 	}
 	if (ex->req_dropped)
 		return;		/* the backend's side is shut already */
-	if (ex->framing == REQ_BODY_CHUNKED &&
-	    bufq_append(&ex->out, "0\r\n\r\n", 5) == -1) {
+	if (ex->framing == REQ_BODY_CHUNKED && (ex_stage_flush(ex) == -1 ||
+	    bufq_append(&ex->out, "0\r\n\r\n", 5) == -1)) {
 		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
 		return;
 	}
@@ -657,7 +692,8 @@ ex_start(struct exchange *ex)
 	}
 	bufq_free(&ex->hold);
 	if (ex->req_fin && ex->framing == REQ_BODY_CHUNKED &&
-	    bufq_append(&ex->out, "0\r\n\r\n", 5) == -1) {
+	    (ex_stage_flush(ex) == -1 ||
+	    bufq_append(&ex->out, "0\r\n\r\n", 5) == -1)) {
 		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
 		return;
 	}
@@ -865,6 +901,7 @@ ex_retry(struct exchange *ex)
 	ex->retried = true;
 	ex_upstream_close(ex, false);
 	bufq_free(&ex->out);
+	bufq_free(&ex->stage);
 	ex->req_written = false;
 	/* the same server: its stale connection says nothing of its health */
 	if (ex_write_head(ex) == 0 && ex_use_server(ex) != 0) {
@@ -880,6 +917,11 @@ ex_write(struct exchange *ex)
 	struct iovec iov[16];
 	size_t cnt;
 	ssize_t n;
+
+	if (ex_stage_flush(ex) == -1) {
+		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
+		return;
+	}
 
 	while ((cnt = bufq_peek_unsent(&ex->out, iov, 16)) > 0) {
 		n = writev(ex->uc->fd, iov, (int)cnt);
@@ -900,13 +942,14 @@ ex_write(struct exchange *ex)
 			ex->reusable = false;
 			ex->req_dropped = true;
 			bufq_free(&ex->out);
+			bufq_free(&ex->stage);
 			shutdown(ex->uc->fd, SHUT_WR);
 			if (!ex->head_done && !ex->resp_submitted)
 				ex_respond(ex, 502);
 			return;
 		}
 		bufq_drain(&ex->out, (size_t)n);
-		ex_credit(ex, ex->out.len);
+		ex_credit(ex, ex->out.len + ex->stage.len);
 		/*
 		 * read_timeout counts from the last byte the backend took;
 		 * when that was all the client sent of an unfinished body,
@@ -1514,7 +1557,8 @@ ex_client_stalled(const struct exchange *ex)
 	case EX_HOLD:
 		return true;
 	case EX_FORWARD:
-		return !ex->req_fin && !ex->head_done && ex->out.len == 0;
+		return !ex->req_fin && !ex->head_done &&
+		    ex->out.len + ex->stage.len == 0;
 	default:
 		return false;
 	}
@@ -1653,6 +1697,7 @@ ex_free(struct exchange *ex)
 	request_free(&ex->req);
 	bufq_free(&ex->hold);
 	bufq_free(&ex->out);
+	bufq_free(&ex->stage);
 	bufq_free(&ex->resp_body);
 	LIST_REMOVE(ex, entry);
 	if (--qc->nexchanges == 0)

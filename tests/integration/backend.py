@@ -481,6 +481,7 @@ class Backend:
         if expect_body and (req.get("expect", "").lower() == "100-continue"):
             sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
         trailers = []
+        nchunks = 0
         if chunked:
             while True:
                 line = _readline(rf)
@@ -492,6 +493,7 @@ class Backend:
                 size = int(size_s, 16)
                 if size == 0:
                     break
+                nchunks += 1
                 _read_exact(rf, size, sink)
                 if rf.read(2) not in (b"\r\n",):
                     raise BadRequest("chunk not followed by CRLF")
@@ -506,7 +508,8 @@ class Backend:
         elif cls:
             _read_exact(rf, int(next(iter(vals))), sink)
         self._update(rec, body_length=length, body_sha256=h.hexdigest(), chunked=chunked,
-                     content_length=cl_value, trailers=trailers, body_done=True)
+                     chunks=nchunks, content_length=cl_value, trailers=trailers,
+                     body_done=True)
         return {"sha256": h.hexdigest(), "length": length, "chunked": chunked,
                 "content_length": cl_value, "trailers": trailers}
 

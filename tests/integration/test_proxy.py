@@ -197,6 +197,34 @@ def test_empty_post_with_content_length(qp):
     assert r.status == 200 and j["length"] == 0 and j["sha256"] == sha256(b"")
 
 
+def test_tiny_data_frames_go_out_in_few_chunks(qproxy_factory, backend_app):
+    """A body of 12,000 DATA frames of one byte, with no content-length,
+    larger than qproxy holds to learn its length (half of stream_window,
+    8k here), so chunked to the backend: it was one chunk per frame, six
+    bytes held for each byte of the client's window. Small pieces are now
+    gathered."""
+    from qpack import prefix_int
+    q = qproxy_factory(sections=lambda port, c, k: [
+        ("global", [("log_level", "info"), ("stream_window", "8k")]),
+        ("listener main", [("address", "127.0.0.1:%d" % port),
+                           ("certificate", c), ("private_key", k)]),
+        ("backend app", [("server", backend_app.tcp_server)]),
+        ("route app", [("path_prefix", "/app/"), ("backend", "app")])])
+    marker = "/app/upload?tiny=%d" % time.monotonic_ns()
+    fields = (b"\x00\x00" + bytes([0xd4, 0xd7]) +             # POST, https
+              b"\x50" + prefix_int(0, 7, 9) + b"localhost" +  # :authority
+              b"\x51" + prefix_int(0, 7, len(marker)) + marker.encode())
+    assert len(fields) < 64                 # a one-byte varint length
+    n = 12000
+    raw = b"\x01" + bytes([len(fields)]) + fields + b"\x00\x01x" * n
+    before = backend_app.count
+    res = h3raw(q.port, [], timeout=10 * SLOW, extra=["--raw", raw.hex()])
+    assert res.returncode == 0, res
+    rec = backend_app.wait_for_request(lambda x: x["target"] == marker, start=before)
+    assert rec is not None and rec["body_length"] == n, rec
+    assert rec["chunked"] and rec["chunks"] <= n // 1024 + 8, rec["chunks"]
+
+
 @pytest.mark.parametrize("method", ["DELETE", "OPTIONS"])
 def test_method_passes_through(qp, method):
     r = h3_request(qp.url("/app/echo-headers"), method=method)
