@@ -1140,8 +1140,17 @@ qconn_write(struct qconn *qc)
 	size_t written = 0;
 	struct exchange *ex;
 
-	if (qc->state != QC_ACTIVE || qc->blocked)
+	if (qc->state != QC_ACTIVE)
 		return;
+	if (qc->blocked) {
+		/*
+		 * Nothing goes out until the socket takes the held packets
+		 * (quic_sock_write_cb, which asks for a write then): a timer
+		 * due now would fire on every loop iteration meanwhile.
+		 */
+		ev_timer_stop(srv->loop, &qc->timer);
+		return;
+	}
 	if (srv->shutting_down && qc->nexchanges == 0) {
 		/* graceful shutdown: its last request is done */
 		qconn_close(qc);
@@ -1489,6 +1498,15 @@ accept_initial(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 	bool validated = false, retried = false;
 	struct qconn *qc;
 
+	/*
+	 * RFC 9000 7.2: a client's first DCID has at least 8 bytes, and after
+	 * a Retry it is the SCID qproxy chose. A shorter one would go into
+	 * the connection ID table as it came.
+	 */
+	if (hd->dcid.datalen < NGTCP2_MIN_INITIAL_DCIDLEN) {
+		stats.dropped_invalid++;
+		return NULL;
+	}
 	if (hd->tokenlen > 0) {
 		switch (hd->token[0]) {
 		case NGTCP2_CRYPTO_TOKEN_MAGIC_RETRY2:
@@ -1586,6 +1604,14 @@ handle_datagram(struct udp_sock *sock, const uint8_t *data, size_t len,
 		qc = accept_initial(sock, &hd, remote, local, ts);
 		if (qc == NULL)
 			return;
+	} else if (qc->sock != sock) {
+		/*
+		 * A connection's packets come to the socket it began on: its
+		 * answers leave from that one (a client cannot move to another
+		 * address of ours).
+		 */
+		stats.dropped_unknown++;
+		return;
 	}
 	if (qc->state == QC_CLOSING) {
 		/* RFC 9000 10.2.1: answer with the close again, less often */

@@ -115,6 +115,24 @@ def test_retry_forced_and_token_round_trip(qproxy_factory, certificate,
     assert reply is not None and _long_type(reply) == 3, "no Retry"
 
 
+def test_initial_with_a_short_dcid_is_dropped(qproxy_factory, backend_app, tmp_path):
+    """RFC 9000 7.2: a client's first DCID has at least 8 bytes. With a
+    token (any bytes), ngtcp2 lets shorter ones through: here, qproxy's
+    Retry for them failed and they went uncounted; without Retry, the short
+    ID went into the connection ID table. They are dropped, as invalid."""
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server, str(tmp_path / "s"),
+        retry="always"))
+    before = stats(q)["udp_dropped"]["invalid"]
+    for n in (0, 4, 7):
+        assert _exchange(q.port, _initial(os.urandom(n), os.urandom(8), b"\x00junk"),
+                         0.5) is None, n
+    assert stats(q)["udp_dropped"]["invalid"] - before == 3, stats(q)
+    # 8 bytes is the least, and answered
+    reply = _exchange(q.port, _initial(os.urandom(8), os.urandom(8), b"\x00junk"))
+    assert reply is not None and _long_type(reply) == 3
+
+
 def test_forged_and_expired_retry_tokens_are_refused(qproxy_factory, certificate,
                                                       backend_app, tmp_path):
     q = qproxy_factory(sections=lambda port, c, k: _sections(
