@@ -148,6 +148,7 @@ struct qconn {
 
 	LIST_HEAD(, exchange)	 exchanges;
 	size_t			 nexchanges;
+	size_t			 nworking;	/* of those: not yet EX_DONE */
 	uint64_t		 streams_total;
 	uint64_t		 bytes_in, bytes_out;
 	ev_tstamp		 created, last_rx;

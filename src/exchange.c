@@ -211,10 +211,25 @@ ex_unqueue(struct exchange *ex)
 }
 
 /* Ends the exchange's work; the stream itself closes later. */
+/*
+ * The connection is kept alive (PINGs) while some exchange waits on
+ * qproxy or its backend: not for one that waits only on the client, as a
+ * client ignoring STOP_SENDING would hold the connection for good.
+ */
+static void
+ex_set_done(struct exchange *ex)
+{
+	if (ex->state == EX_DONE)
+		return;
+	ex->state = EX_DONE;
+	if (--ex->qc->nworking == 0)
+		qconn_keep_alive(ex->qc, false);
+}
+
 static void
 ex_finish(struct exchange *ex)
 {
-	ex->state = EX_DONE;
+	ex_set_done(ex);
 	ex_unqueue(ex);
 	ev_timer_stop(ex_loop(ex), &ex->timer);
 	bufq_free(&ex->hold);
@@ -342,7 +357,8 @@ exchange_new(struct qconn *qc, int64_t stream_id)
 	 */
 	ex_arm_timer(ex, ex_cfg(ex)->idle_timeout);
 	LIST_INSERT_HEAD(&qc->exchanges, ex, entry);
-	if (qc->nexchanges++ == 0)
+	qc->nexchanges++;
+	if (qc->nworking++ == 0)
 		qconn_keep_alive(qc, true);
 	stats.streams_current++;
 	stats.streams_total++;
@@ -1699,9 +1715,9 @@ ex_free(struct exchange *ex)
 	bufq_free(&ex->out);
 	bufq_free(&ex->stage);
 	bufq_free(&ex->resp_body);
+	ex_set_done(ex);
 	LIST_REMOVE(ex, entry);
-	if (--qc->nexchanges == 0)
-		qconn_keep_alive(qc, false);
+	qc->nexchanges--;
 	stats.streams_current--;
 	generation_unref(ex->gen);
 	freelist_put(&ex_cache, ex, sizeof(*ex));
