@@ -564,6 +564,12 @@ exchange_flush(void)
 		ex->attempt = 0;
 		ex_try_server(ex);
 		ex->woken = false;
+		/*
+		 * Answered without taking the room it was woken for (a 502
+		 * from a refusing Unix socket, say): the next one gets it.
+		 */
+		if (ex->uc == NULL && !ex->waiter.queued)
+			upstream_wake(ex_pools(ex), ex->backend);
 	}
 	while ((ex = TAILQ_FIRST(&write_queue)) != NULL) {
 		TAILQ_REMOVE(&write_queue, ex, write_entry);
@@ -857,10 +863,16 @@ ex_try_server(struct exchange *ex)
 	bool full = false;
 	int rv;
 
-	/* new requests go behind those already waiting */
+	/*
+	 * New requests go behind those already waiting; room there is now
+	 * goes to the first in line (a wake lost on the way cannot leave
+	 * the line stuck while requests come).
+	 */
 	if (ex->attempt == 0 && !ex->woken &&
 	    upstream_has_waiters(ex_pools(ex), ex->backend)) {
 		ex_queue(ex, false);
+		if (upstream_has_room(ex_pools(ex), ex->backend))
+			upstream_wake(ex_pools(ex), ex->backend);
 		return;
 	}
 	for (; ; ex->attempt++) {

@@ -593,12 +593,9 @@ extend_max_stream_data(ngtcp2_conn *conn, int64_t stream_id,
 	if (qc->h3 != NULL &&
 	    nghttp3_conn_unblock_stream(qc->h3, stream_id) != 0)
 		return NGTCP2_ERR_CALLBACK_FAILURE;
-	if (stream_user_data != NULL) {
+	/* not progress for send_timeout: stream credit alone moves no byte */
+	if (stream_user_data != NULL)
 		exchange_flow_blocked(stream_user_data, false);
-		/* credit is the client reading: send_timeout counts anew */
-		if (qc->send_mark != 0)
-			qc->send_mark = ev_now(qc->srv->loop);
-	}
 	return 0;
 }
 

@@ -21,8 +21,19 @@ struct upstream_pool {
 	size_t				 rr;		/* next server */
 	size_t				 npools;	/* in the array's first */
 	bool				 retired;	/* a reload replaced it */
-	TAILQ_HEAD(, upstream_waiter)	 waiters;	/* max_connections */
+	struct upstream_line		*line;		/* max_connections */
 	int				 notsent;	/* stream_window */
+};
+
+/*
+ * The requests waiting for room at a backend. Like a server's counters,
+ * shared by the generations of pools that have the backend (by name): a
+ * connection closed by a request of one makes room for a waiter of the
+ * other, as the servers' open connections are counted across both.
+ */
+struct upstream_line {
+	unsigned			 refs;
+	TAILQ_HEAD(, upstream_waiter)	 waiters;
 };
 
 static void
@@ -63,6 +74,13 @@ counters_release(struct upstream_counters *ctr)
 		free(ctr);
 }
 
+static void
+line_release(struct upstream_line *line)
+{
+	if (line != NULL && --line->refs == 0)
+		free(line);
+}
+
 struct upstream_pool *
 upstream_pools_new(struct ev_loop *loop, struct config *cfg)
 {
@@ -77,7 +95,12 @@ upstream_pools_new(struct ev_loop *loop, struct config *cfg)
 		p->loop = loop;
 		p->cfg = &cfg->backends[b];
 		p->notsent = (int)cfg->stream_window;
-		TAILQ_INIT(&p->waiters);
+		if ((p->line = calloc(1, sizeof(*p->line))) == NULL) {
+			upstream_pools_free(pools);
+			return NULL;
+		}
+		p->line->refs = 1;
+		TAILQ_INIT(&p->line->waiters);
 		p->nservers = p->cfg->nservers;
 		p->servers = calloc(p->nservers, sizeof(*p->servers));
 		if (p->servers == NULL) {
@@ -130,6 +153,7 @@ upstream_pools_free(struct upstream_pool *pools)
 			counters_release(pools[b].servers[s].ctr);
 		}
 		free(pools[b].servers);
+		line_release(pools[b].line);
 	}
 	free(pools);
 }
@@ -173,12 +197,12 @@ void
 upstream_wait(struct upstream_pool *pools, size_t backend,
     struct upstream_waiter *w, bool front)
 {
-	struct upstream_pool *p = &pools[backend];
+	struct upstream_line *l = pools[backend].line;
 
 	if (front)
-		TAILQ_INSERT_HEAD(&p->waiters, w, entry);
+		TAILQ_INSERT_HEAD(&l->waiters, w, entry);
 	else
-		TAILQ_INSERT_TAIL(&p->waiters, w, entry);
+		TAILQ_INSERT_TAIL(&l->waiters, w, entry);
 	w->queued = true;
 	stats.upstream_queued++;
 }
@@ -189,7 +213,7 @@ upstream_unwait(struct upstream_pool *pools, size_t backend,
 {
 	if (!w->queued)
 		return;
-	TAILQ_REMOVE(&pools[backend].waiters, w, entry);
+	TAILQ_REMOVE(&pools[backend].line->waiters, w, entry);
 	w->queued = false;
 	stats.upstream_queued--;
 }
@@ -201,18 +225,29 @@ pool_wake(struct upstream_pool *p)
 {
 	struct upstream_waiter *w;
 
-	if ((w = TAILQ_FIRST(&p->waiters)) == NULL)
+	if ((w = TAILQ_FIRST(&p->line->waiters)) == NULL)
 		return;
-	TAILQ_REMOVE(&p->waiters, w, entry);
+	TAILQ_REMOVE(&p->line->waiters, w, entry);
 	w->queued = false;
 	stats.upstream_queued--;
 	w->wake(w);
 }
 
 bool
+upstream_has_room(struct upstream_pool *pools, size_t backend)
+{
+	const struct upstream_pool *p = &pools[backend];
+
+	for (size_t i = 0; i < p->nservers; i++)
+		if (p->servers[i].nidle > 0 || !upstream_full(&p->servers[i]))
+			return true;
+	return false;
+}
+
+bool
 upstream_has_waiters(struct upstream_pool *pools, size_t backend)
 {
-	return !TAILQ_EMPTY(&pools[backend].waiters);
+	return !TAILQ_EMPTY(&pools[backend].line->waiters);
 }
 
 void
@@ -411,6 +446,9 @@ upstream_pools_inherit(struct upstream_pool *to,
 		for (size_t c = 0; c < from[0].npools; c++) {
 			if (strcmp(to[b].cfg->name, from[c].cfg->name) != 0)
 				continue;
+			line_release(to[b].line);
+			to[b].line = from[c].line;
+			to[b].line->refs++;
 			for (size_t i = 0; i < to[b].nservers; i++) {
 				struct upstream_server *t = &to[b].servers[i];
 

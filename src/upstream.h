@@ -101,6 +101,9 @@ void			 upstream_unwait(struct upstream_pool *, size_t backend,
 			    struct upstream_waiter *w);
 bool			 upstream_has_waiters(struct upstream_pool *,
 			    size_t backend);
+/* Whether some server of the backend has an idle connection or room. */
+bool			 upstream_has_room(struct upstream_pool *,
+			    size_t backend);
 /* Passes a wake on to the next waiter: the one woken went away. */
 void			 upstream_wake(struct upstream_pool *, size_t backend);
 /*

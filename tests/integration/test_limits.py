@@ -385,6 +385,23 @@ def test_request_body_in_the_kernel_is_bounded(qproxy_factory, tmp_path):
         sink.close()
 
 
+def test_stream_credit_alone_is_no_progress(qproxy_factory, backend_app, tmp_path):
+    """A client that keeps its connection credit at nothing but raises its
+    streams' credit now and then moves no byte: send_timeout still closes
+    it (a change of this session had let such credit restart the clock)."""
+    q = _private(qproxy_factory, backend_app, tmp_path, ("send_timeout", "2s"),
+                 ("response_buffer_size", "64k"))
+    t = time.monotonic()
+    r = h3raw(q.port, [":method: GET", ":scheme: https",
+                       ":authority: 127.0.0.1:%d" % q.port,
+                       ":path: /app/bytes/20000000"],
+              count=4, timeout=15, extra=["--no-read", "--drip", "10000"])
+    elapsed = time.monotonic() - t
+    assert r.outcomes == ["closed 0x107"] * 4, r
+    assert elapsed < 10 * SLOW, elapsed
+    assert _limits(q)["closed_send_timeout"] == 1
+
+
 def test_slow_reader_that_keeps_reading_is_not_closed(qproxy_factory, backend_app, tmp_path):
     """send_timeout counts from the last progress, not from the start."""
     q = _private(qproxy_factory, backend_app, tmp_path, ("send_timeout", "1s"))

@@ -3,9 +3,11 @@
 Most tests share one qproxy instance (fixture `qp`, see conftest.py for its
 routes) in front of the test backends of backend.py."""
 
+import os
 import re
 import signal
 import socket
+import subprocess
 import threading
 import time
 
@@ -15,7 +17,8 @@ import pytest
 from helpers import (BIG_TIMEOUT, CONNECT_TIMEOUT, SHORT_READ_TIMEOUT, SLOW, KiB, MiB,
                      assert_backends_untouched, backend_counts, expected_body, expected_sha256,
                      generated_body, h3_get, h3_head, h3_post, h3_put, h3_request,
-                     h3raw, header_values, make_easy, qproxy_binary, sha256)
+                     h3raw, header_values, make_easy, qproxy_binary, qproxyctl_binary,
+                     sha256)
 from test_ops import stats
 
 CURL_HTTP_VERSION_3 = 30
@@ -768,6 +771,118 @@ def test_max_connections_client_gone_while_waiting(qproxy_factory, backend_app):
     assert behind.status == 200 and behind.body == expected_body(30)
     st = stats(q)["upstream"]
     assert st["queued"] == 0 and st["queued_total"] == 2, st
+
+
+def test_max_connections_room_made_before_a_reload_is_taken_after(qproxy_factory,
+                                                                  backend_app):
+    """The line and the count of open connections span a reload: a request
+    of the new configuration waits for the old one's connection, and gets
+    it when that one ends. The old request's close woke only the old
+    configuration's line, and the new request got 503 at connect_timeout."""
+    q = _limited(qproxy_factory, backend_app, 1, "%gs" % (8 * SLOW))
+    res = {}
+    t = threading.Thread(target=lambda: res.update(slow=h3_get(
+        q.url("/app/bytes/10?wait=%d" % (1500 * SLOW)), timeout=30 * SLOW)))
+    t.start()
+    try:
+        deadline = time.monotonic() + 5 * SLOW
+        while stats(q)["upstream"]["connections_current"] != 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        p = subprocess.run([qproxyctl_binary(), "-s", q.control_socket, "reload"],
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, p.stderr
+        r = h3_get(q.url("/app/bytes/20"), timeout=30 * SLOW)
+    finally:
+        t.join()
+    assert res["slow"].status == 200
+    assert r.status == 200 and r.body == expected_body(20)
+    assert r.elapsed < 5 * SLOW, r.elapsed
+
+
+class _UnixBackend:
+    """A Unix-socket HTTP/1.1 server that can go away and come back: it
+    answers "ok", after 1.5 s for a target holding "slow"."""
+
+    def __init__(self, path):
+        self.path = path
+        self.start()
+
+    def start(self):
+        self.ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.ls.bind(self.path)
+        self.ls.listen(16)
+        threading.Thread(target=self._accept, args=(self.ls,), daemon=True).start()
+
+    def stop(self):
+        try:
+            self.ls.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.ls.close()
+        os.unlink(self.path)
+
+    def _accept(self, ls):
+        while True:
+            try:
+                c, _ = ls.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    @staticmethod
+    def _serve(c):
+        with c:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                d = c.recv(4096)
+                if not d:
+                    return
+                data += d
+            if b"slow" in data.split(b"\r\n")[0]:
+                time.sleep(1.5)
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+                      b"Connection: close\r\n\r\nok")
+
+
+def test_max_connections_line_moves_on_after_a_refusal(qproxy_factory, tmp_path):
+    """The first in line, woken for a closed connection, is refused (the
+    Unix socket is gone: 502): the room passes to the next in line. It was
+    lost, and every later request waited behind a line that never moved
+    and got 503, though the server was back."""
+    path = str(tmp_path / "b.sock")
+    srv = _UnixBackend(path)
+    q = qproxy_factory(sections=lambda port, c, k: [
+        ("global", [("log_level", "debug")]),
+        ("listener main", [("address", "127.0.0.1:%d" % port),
+                           ("certificate", c), ("private_key", k)]),
+        ("backend app", [("server", "unix:" + path), ("max_connections", "1"),
+                         ("connect_timeout", "%gs" % (3 * SLOW))]),
+        ("route app", [("path_prefix", "/app/"), ("backend", "app")])])
+    got = {}
+
+    def get(name, target):
+        try:
+            got[name] = h3_get(q.url(target), timeout=30 * SLOW).status
+        except pycurl.error as e:
+            got[name] = e
+    threads = [threading.Thread(target=get, args=("holder", "/app/slow"))]
+    threads[0].start()
+    time.sleep(0.3)
+    for name in ("w1", "w2"):
+        threads.append(threading.Thread(target=get, args=(name, "/app/x")))
+        threads[-1].start()
+        time.sleep(0.2)
+    srv.stop()              # gone while the holder's answer is made
+    time.sleep(1.6)         # the holder is answered; w1 and w2 are refused
+    srv.start()             # and back
+    for t in threads:
+        t.join()
+    assert got["holder"] == 200, got
+    assert got["w1"] == 502 and got["w2"] == 502, got
+    for i in range(3):
+        assert h3_get(q.url("/app/x%d" % i), timeout=30 * SLOW).status == 200
+    assert stats(q)["upstream"]["queued"] == 0
 
 
 def test_failover_skips_refusing_servers_under_concurrency(qproxy_factory, backend_app,

@@ -21,6 +21,9 @@
  *                             outcome "cancelled"
  *   --stop-sending            as --cancel, but with STOP_SENDING alone: the
  *                             request stands, its response is refused
+ *   --drip BYTES              with --no-read: every half second, BYTES more
+ *                             credit on each request stream, none on the
+ *                             connection (nothing can move)
  *   --no-read                 never give the server flow-control credit
  *                             beyond small initial windows: a client that
  *                             reads nothing
@@ -193,6 +196,7 @@ static struct {
   int verbose;
   int cancel; /* CANCEL_RESET or CANCEL_STOP_SENDING, or 0 */
   int no_read;
+  uint64_t drip; /* --drip: stream credit added every 0.5 s */
   buf_t raw;
   buf_t raw_encoder;
   buf_t tls_after;
@@ -224,6 +228,7 @@ static struct {
   int hs_done;
   int tls_after_sent;
   ngtcp2_tstamp linger_until; /* 0: not lingering (yet) */
+  ngtcp2_tstamp drip_next;    /* --drip: when credit is added next */
   ngtcp2_ccerr last_error;
   int conn_dead; /* no more I/O on the connection */
   int peer_closed;
@@ -250,7 +255,7 @@ static void die_usage(const char *fmt, ...) {
   va_end(ap);
   fputs("\nusage: h3raw [-H 'name: value']... [-d N] [--fin-separate | --no-fin] "
         "[--trailer 'name: value']... [-n COUNT] [--cancel] [--stop-sending] "
-        "[--no-read] "
+        "[--no-read] [--drip BYTES] "
         "[--raw HEX] [--raw-encoder HEX] [--sni NAME] [--alpn PROTO] "
         "[-t SECONDS] [--linger SECONDS] "
         "[--print-headers] [--print-body] [-v] HOST PORT\n",
@@ -547,6 +552,9 @@ static void parse_args(int argc, char **argv) {
       opt.cancel = CANCEL_STOP_SENDING;
     } else if (strcmp(a, "--no-read") == 0) {
       opt.no_read = 1;
+    } else if (strcmp(a, "--drip") == 0) {
+      NEED_ARG();
+      opt.drip = parse_ull(next, "drip");
     } else if (strcmp(a, "--raw") == 0) {
       NEED_ARG();
       parse_hex(next, &opt.raw);
@@ -2003,10 +2011,24 @@ int main(int argc, char **argv) {
       timed_out = 1;
       break;
     }
+    if (opt.drip > 0 && now >= c.drip_next) {
+      /* --drip: stream credit alone, every half second */
+      c.drip_next = now + NGTCP2_SECONDS / 2;
+      for (size_t i = 0; i < c.next_req; ++i) {
+        if (!c.reqs[i].done && c.reqs[i].stream_id >= 0) {
+          ngtcp2_conn_extend_max_stream_offset(c.conn, c.reqs[i].stream_id,
+                                               opt.drip);
+        }
+      }
+      (void)write_streams();
+    }
 
     wake = next_wakeup(now, deadline);
     if (c.linger_until != 0 && wake > c.linger_until) {
       wake = c.linger_until;
+    }
+    if (opt.drip > 0 && wake > c.drip_next) {
+      wake = c.drip_next;
     }
     if (wake < now) {
       wake = now;
