@@ -17,6 +17,13 @@
 #define HTTP1_MAX_SIZE		((uint64_t)1 << 62)	/* a body or chunk */
 #define HTTP1_MAX_CHUNK_LINE	4096	/* a chunk-size line, CRLF included */
 #define HTTP1_MAX_TRAILERS	65536	/* all trailer lines, final CRLF too */
+/*
+ * The longest name and value passed on. QPACK decoders set limits of their
+ * own, and nghttp3's (256 and 65536 bytes, encoded) close the connection of
+ * a client that gets more: all of its requests would fail for one field.
+ */
+#define HTTP1_MAX_NAME		256
+#define HTTP1_MAX_VALUE		65536
 
 /* struct http1_body state */
 enum {
@@ -147,7 +154,8 @@ http1_field_line(const uint8_t *s, size_t len, struct http1_response *resp)
 		;
 	for (ve = len; ve > vs && http1_isows(s[ve - 1]); ve--)
 		;
-	if (resp->nheaders >= HTTP1_MAX_HEADERS)
+	if (resp->nheaders >= HTTP1_MAX_HEADERS || i > HTTP1_MAX_NAME ||
+	    ve - vs > HTTP1_MAX_VALUE)
 		return -1;
 	h = &resp->headers[resp->nheaders++];
 	h->name = (const char *)s;

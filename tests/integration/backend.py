@@ -674,8 +674,10 @@ class Backend:
                         hdrs.append(("Content-Length", str(int(q["cl"][0]))))
                 sock.sendall(self._head(code, hdrs))
                 return not close
+            # ?name=N: one more field, its name N bytes long
+            extra = [("n" * int(q["name"][0]), "1")] if "name" in q else []
             return self._send_simple(sock, code, b"status %d\n" % code, close=close,
-                                     head_only=head_only)
+                                     head_only=head_only, extra=extra)
 
         if name == "upload":
             reply = dict(body)

@@ -130,6 +130,26 @@ def test_informational_responses_past_16_are_dropped(qp):
     assert after["requests"]["2xx"] - before["requests"]["2xx"] == 1
 
 
+def test_response_field_name_too_long_for_qpack_decoders_is_502(qp):
+    """A backend field name of 1,000 bytes: nghttp3's decoder (libcurl's
+    here) refuses a name whose encoded length passes 256 bytes and closes
+    the whole connection, so qproxy passing it on broke every request of
+    that client. Names past 256 bytes get 502 now; 256 bytes pass."""
+    c, col = make_easy(qp.url("/app/status/200?name=256"))
+    try:
+        c.perform()
+        col.finish(c)
+        assert col.resp.status == 200 and col.resp.header("n" * 256) == "1"
+        # on the same connection: it is still there
+        for n, status in ((257, 502), (1000, 502), (10, 200)):
+            col.resp.headers = []
+            c.setopt(pycurl.URL, qp.url("/app/status/200?name=%d" % n))
+            c.perform()
+            assert c.getinfo(pycurl.RESPONSE_CODE) == status, n
+    finally:
+        c.close()
+
+
 def test_multiple_set_cookie_fields(qp):
     r = h3_get(qp.url("/app/cookies"))
     assert r.status == 200

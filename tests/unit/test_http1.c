@@ -383,6 +383,33 @@ test_headers(void)
 	off += (size_t)snprintf(buf + off, sizeof(buf) - off, "One: more\r\n");
 	memcpy(buf + off, "\r\n", 2);
 	CHECK_EQ_INT(parse_head(buf, off + 2, false, &resp), -1);
+
+	/* names up to 256 bytes and values up to 65536 pass; no more */
+	{
+		static char big[65536 + 512];
+		size_t n;
+
+		for (n = 256; n <= 257; n++) {
+			off = (size_t)snprintf(big, sizeof(big),
+			    "HTTP/1.1 200 OK\r\n");
+			memset(big + off, 'n', n);
+			off += n;
+			off += (size_t)snprintf(big + off, sizeof(big) - off,
+			    ": v\r\n\r\n");
+			CHECK_EQ_INT(parse_head(big, off, false, &resp),
+			    n == 256 ? (long)off : -1);
+		}
+		for (n = 65536; n <= 65537; n++) {
+			off = (size_t)snprintf(big, sizeof(big),
+			    "HTTP/1.1 200 OK\r\nv: ");
+			memset(big + off, 'v', n);
+			off += n;
+			off += (size_t)snprintf(big + off, sizeof(big) - off,
+			    "\r\n\r\n");
+			CHECK_EQ_INT(parse_head(big, off, false, &resp),
+			    n == 65536 ? (long)off : -1);
+		}
+	}
 }
 
 static void
