@@ -158,6 +158,7 @@ struct qconn {
 	FILE			*qlog;		/* qlog_dir's file, or NULL */
 	char			*qlog_path;	/* removed if the first packet is */
 	bool			 accepted;	/* ngtcp2 took its first packet */
+	bool			 retry_sent;	/* its first packet got a Retry */
 	bool			 goaway_sent;
 	/* max_stream_resets: a budget refilled over RESET_WINDOW seconds */
 	double			 reset_budget;

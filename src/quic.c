@@ -929,7 +929,8 @@ qconn_free(struct qconn *qc)
 	LIST_REMOVE(qc, entry);
 	if (!qc->accepted) {
 		/* a first packet ngtcp2 dropped: no connection, nor its trace */
-		stats.dropped_invalid++;
+		if (!qc->retry_sent)
+			stats.dropped_invalid++;
 		stats.handshakes_current--;
 		qlog_discard(qc);
 	} else if (!qc->handshake_done) {
@@ -1630,7 +1631,8 @@ handle_datagram(struct udp_sock *sock, const uint8_t *data, size_t len,
 	path.remote.addrlen = remote->len;
 	path.user_data = NULL;
 	rv = ngtcp2_conn_read_pkt(qc->conn, &path, &pi, data, len, ts);
-	if (!qc->accepted && rv != NGTCP2_ERR_DROP_CONN) {
+	if (!qc->accepted && rv != NGTCP2_ERR_DROP_CONN &&
+	    rv != NGTCP2_ERR_RETRY) {
 		qc->accepted = true;	/* counted from its first packet */
 		qc->sock->conns_total++;
 		stats.conns_total++;
@@ -1643,6 +1645,21 @@ handle_datagram(struct udp_sock *sock, const uint8_t *data, size_t len,
 			start_period(qc, QC_DRAINING);
 			return;
 		case NGTCP2_ERR_DROP_CONN:
+			qconn_free(qc);
+			return;
+		case NGTCP2_ERR_RETRY:
+			/*
+			 * The first Initial came without the start of the
+			 * ClientHello (a ClientHello of two packets, the
+			 * second first): ngtcp2 asks for a Retry, after which
+			 * the client sends it all again. Closing, as for an
+			 * error, failed the client's connection.
+			 */
+			if (!qc->accepted &&
+			    ngtcp2_accept(&hd, data, len) == 0) {
+				send_retry(sock, &hd, remote, local);
+				qc->retry_sent = true;
+			}
 			qconn_free(qc);
 			return;
 		case NGTCP2_ERR_CRYPTO:

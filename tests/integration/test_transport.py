@@ -133,6 +133,67 @@ def test_initial_with_a_short_dcid_is_dropped(qproxy_factory, backend_app, tmp_p
     assert reply is not None and _long_type(reply) == 3
 
 
+def _protected_initial(dcid, scid, frames, size=1200):
+    """A client Initial of QUIC v1, protected as RFC 9001 5 says (keys from
+    dcid), with frames and PADDING up to size bytes, packet number 0."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+    import hmac
+
+    def expand_label(secret, label, n):
+        full = b"tls13 " + label
+        info = struct.pack("!HB", n, len(full)) + full + b"\x00"
+        return HKDFExpand(hashes.SHA256(), n, info).derive(secret)
+    salt = bytes.fromhex("38762cf7f55934b34d179ae6a4c80cadccbb7f0a")
+    initial = hmac.new(salt, dcid, "sha256").digest()
+    client = expand_label(initial, b"client in", 32)
+    key = expand_label(client, b"quic key", 16)
+    iv = expand_label(client, b"quic iv", 12)
+    hp = expand_label(client, b"quic hp", 16)
+    head = (bytes([0xc0]) + struct.pack("!I", 1) + bytes([len(dcid)]) + dcid +
+            bytes([len(scid)]) + scid + b"\x00")
+    payload_len = size - len(head) - 2 - 1 - 16
+    payload = frames + b"\x00" * (payload_len - len(frames))
+    head += struct.pack("!H", 0x4000 | (1 + len(payload) + 16))
+    pn_off = len(head)
+    head += b"\x00"                                   # packet number 0
+    sealed = AESGCM(key).encrypt(iv, payload, head)
+    sample = sealed[4 - 1:4 - 1 + 16]
+    mask = Cipher(algorithms.AES(hp), modes.ECB()).encryptor().update(sample)
+    head = bytearray(head)
+    head[0] ^= mask[0] & 0x0f
+    head[pn_off] ^= mask[1]
+    return bytes(head) + sealed
+
+
+def test_initial_without_the_start_of_the_client_hello_gets_a_retry(qproxy_factory,
+                                                                     backend_app, tmp_path):
+    """A ClientHello of two packets (a large key share, say) whose second
+    packet comes first: ngtcp2 asks for a Retry, after which the client
+    sends all of it again at once. qproxy dropped the packet instead,
+    counted as a failed handshake, and the client waited for its
+    retransmission timer."""
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server, str(tmp_path / "s"), retry="never"))
+    dcid, scid = os.urandom(8), os.urandom(8)
+    data = os.urandom(300)
+    crypto = b"\x06" + _varint(1100) + _varint(len(data)) + data  # at offset 1100
+    before = stats(q)
+    reply = _exchange(q.port, _protected_initial(dcid, scid, crypto))
+    assert reply is not None, "no answer"
+    assert _long_type(reply) == 3, "not a Retry: %r" % reply[:8]
+    after = stats(q)
+    assert after["quic"]["retries_sent"] - before["quic"]["retries_sent"] == 1
+    assert after["connections"]["total"] == before["connections"]["total"]
+    # the same packet protection, from the start: a real Initial is taken
+    # (its ClientHello is garbage, so the handshake fails, with a close)
+    crypto0 = b"\x06" + _varint(0) + _varint(len(data)) + data
+    reply = _exchange(q.port, _protected_initial(os.urandom(8), scid, crypto0))
+    assert reply is not None and _long_type(reply) == 0
+
+
 def test_forged_and_expired_retry_tokens_are_refused(qproxy_factory, certificate,
                                                       backend_app, tmp_path):
     q = qproxy_factory(sections=lambda port, c, k: _sections(
