@@ -1652,8 +1652,8 @@ handle_datagram(struct udp_sock *sock, const uint8_t *data, size_t len,
 			 * The first Initial came without the start of the
 			 * ClientHello (a ClientHello of two packets, the
 			 * second first): ngtcp2 asks for a Retry, after which
-			 * the client sends it all again. Closing, as for an
-			 * error, failed the client's connection.
+			 * the client sends it all again at once, rather than
+			 * when its retransmission timer runs out.
 			 */
 			if (!qc->accepted &&
 			    ngtcp2_accept(&hd, data, len) == 0) {
