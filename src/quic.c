@@ -793,6 +793,14 @@ qconn_new(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 
 	ngtcp2_settings_default(&settings);
 	settings.initial_ts = ts;	/* ngtcp2 wants no earlier time after */
+	/*
+	 * A handshake has idle_timeout from its start: traffic restarts the
+	 * idle timer, and a client sending a packet now and then would hold
+	 * one of max_handshakes for good.
+	 */
+	if (cfg->idle_timeout > 0)
+		settings.handshake_timeout = (ngtcp2_duration)(cfg->idle_timeout *
+		    NGTCP2_SECONDS);
 	switch (cfg->congestion_control) {
 	case CONFIG_CC_BBR:
 		settings.cc_algo = NGTCP2_CC_ALGO_BBR;

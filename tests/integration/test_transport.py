@@ -133,9 +133,10 @@ def test_initial_with_a_short_dcid_is_dropped(qproxy_factory, backend_app, tmp_p
     assert reply is not None and _long_type(reply) == 3
 
 
-def _protected_initial(dcid, scid, frames, size=1200):
+def _protected_initial(dcid, scid, frames, size=1200, pn=0):
     """A client Initial of QUIC v1, protected as RFC 9001 5 says (keys from
-    dcid), with frames and PADDING up to size bytes, packet number 0."""
+    dcid), with frames and PADDING up to size bytes, packet number pn (one
+    byte)."""
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -158,8 +159,9 @@ def _protected_initial(dcid, scid, frames, size=1200):
     payload = frames + b"\x00" * (payload_len - len(frames))
     head += struct.pack("!H", 0x4000 | (1 + len(payload) + 16))
     pn_off = len(head)
-    head += b"\x00"                                   # packet number 0
-    sealed = AESGCM(key).encrypt(iv, payload, head)
+    head += bytes([pn])
+    nonce = iv[:-1] + bytes([iv[-1] ^ pn])
+    sealed = AESGCM(key).encrypt(nonce, payload, head)
     sample = sealed[4 - 1:4 - 1 + 16]
     mask = Cipher(algorithms.AES(hp), modes.ECB()).encryptor().update(sample)
     head = bytearray(head)
@@ -192,6 +194,39 @@ def test_initial_without_the_start_of_the_client_hello_gets_a_retry(qproxy_facto
     crypto0 = b"\x06" + _varint(0) + _varint(len(data)) + data
     reply = _exchange(q.port, _protected_initial(os.urandom(8), scid, crypto0))
     assert reply is not None and _long_type(reply) == 0
+
+
+def test_handshake_that_never_ends_is_closed_at_idle_timeout(qproxy_factory, backend_app,
+                                                             tmp_path):
+    """A client that starts a ClientHello and never finishes it, but sends
+    a PING now and then, kept one of max_handshakes for as long as it
+    liked: its packets restarted the idle timer. A handshake now has
+    idle_timeout from its start."""
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server, str(tmp_path / "s"), retry="never",
+        extra=[("idle_timeout", "2s")]))
+    dcid, scid = os.urandom(8), os.urandom(8)
+    # a ClientHello message that says it has 2,000 bytes, of which 300 come
+    hello = b"\x01" + (2000).to_bytes(3, "big") + os.urandom(296)
+    crypto = b"\x06" + _varint(0) + _varint(len(hello)) + hello
+    before = stats(q)["connections"]
+    t0 = time.monotonic()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("127.0.0.1", q.port))
+        s.send(_protected_initial(dcid, scid, crypto))
+        pn = 1
+        # idle_timeout, then the closing period (three PTOs of about 1 s)
+        while time.monotonic() - t0 < 8 * SLOW:
+            time.sleep(0.5)
+            s.send(_protected_initial(dcid, scid, b"\x01", pn=pn))    # PING
+            pn += 1
+            if stats(q)["connections"]["handshakes_current"] == \
+                    before["handshakes_current"]:
+                break
+    after = stats(q)["connections"]
+    assert after["handshakes_current"] == before["handshakes_current"], after
+    assert after["handshakes_failed"] - before["handshakes_failed"] == 1
+    assert 1.5 <= time.monotonic() - t0 < 8 * SLOW
 
 
 def test_forged_and_expired_retry_tokens_are_refused(qproxy_factory, certificate,
