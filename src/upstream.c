@@ -438,6 +438,18 @@ upstream_report(struct upstream_pool *pools, struct strbuf *out, bool json)
 		strbuf_printf(out, "]");
 }
 
+/* The same servers, in the same order, under the same max_connections. */
+static bool
+same_shape(const struct config_backend *a, const struct config_backend *b)
+{
+	if (a->nservers != b->nservers || a->max_conns != b->max_conns)
+		return false;
+	for (size_t i = 0; i < a->nservers; i++)
+		if (strcmp(a->servers[i].text, b->servers[i].text) != 0)
+			return false;
+	return true;
+}
+
 void
 upstream_pools_inherit(struct upstream_pool *to,
     const struct upstream_pool *from)
@@ -446,9 +458,17 @@ upstream_pools_inherit(struct upstream_pool *to,
 		for (size_t c = 0; c < from[0].npools; c++) {
 			if (strcmp(to[b].cfg->name, from[c].cfg->name) != 0)
 				continue;
-			line_release(to[b].line);
-			to[b].line = from[c].line;
-			to[b].line->refs++;
+			/*
+			 * One line only for the same servers and limit: a
+			 * waiter tries its own configuration's servers, and
+			 * one woken for room it cannot take would go back to
+			 * the front, ahead of those who could.
+			 */
+			if (same_shape(to[b].cfg, from[c].cfg)) {
+				line_release(to[b].line);
+				to[b].line = from[c].line;
+				to[b].line->refs++;
+			}
 			for (size_t i = 0; i < to[b].nservers; i++) {
 				struct upstream_server *t = &to[b].servers[i];
 

@@ -820,6 +820,55 @@ def test_max_connections_room_made_before_a_reload_is_taken_after(qproxy_factory
     assert r.elapsed < 5 * SLOW, r.elapsed
 
 
+@pytest.mark.parametrize("change", ["max_connections", "server"])
+def test_max_connections_reload_that_changes_the_backend_keeps_lines_apart(
+        qproxy_factory, certificate, backend_app, backend_other, change):
+    """A reload that raises max_connections, or moves the backend to another
+    server: the new requests have room at once. With one line for both
+    configurations, the old waiter, woken for the new room it could not
+    take, went back to the front, and a new request got 503 at
+    connect_timeout."""
+    from test_ops import _rewrite
+    cert, key = certificate
+
+    def sections(server, limit):
+        return [("global", [("log_level", "debug")]),
+                ("listener main", [("address", "127.0.0.1:%d" % q.port),
+                                   ("certificate", cert), ("private_key", key)]),
+                ("backend app", [("server", server), ("max_connections", str(limit)),
+                                 ("connect_timeout", "%gs" % (3 * SLOW))]),
+                ("route app", [("path_prefix", "/app/"), ("backend", "app")])]
+    q = _limited(qproxy_factory, backend_app, 1, "%gs" % (3 * SLOW))
+    got = {}
+
+    def get(name, target):
+        got[name] = h3_get(q.url(target), timeout=30 * SLOW).status
+    holder = threading.Thread(target=get, args=("holder", "/app/bytes/10?wait=%d" %
+                                                (5000 * SLOW)))
+    holder.start()
+    time.sleep(0.5)
+    waiter = threading.Thread(target=get, args=("waiter", "/app/bytes/11"))
+    waiter.start()
+    try:
+        deadline = time.monotonic() + 5 * SLOW
+        while stats(q)["upstream"]["queued"] != 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        if change == "max_connections":
+            _rewrite(q, sections(backend_app.tcp_server, 3))
+        else:
+            _rewrite(q, sections(backend_other.tcp_server, 1))
+        p = subprocess.run([qproxyctl_binary(), "-s", q.control_socket, "reload"],
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, p.stderr
+        r = h3_get(q.url("/app/bytes/12"), timeout=30 * SLOW)
+        assert r.status == 200 and r.elapsed < 2 * SLOW, (r.status, r.elapsed)
+    finally:
+        holder.join()
+        waiter.join()
+    assert got["holder"] == 200
+
+
 class _UnixBackend:
     """A Unix-socket HTTP/1.1 server that can go away and come back: it
     answers "ok", after 1.5 s for a target holding "slow"."""
