@@ -358,6 +358,14 @@ def h3_request(url, **kw):
     return col.resp
 
 
+def wait_until(predicate, what, timeout=5.0):
+    """Polls predicate until true; fails with what after timeout (x SLOW)."""
+    deadline = time.monotonic() + timeout * SLOW
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
 def h3_get(url, **kw):
     return h3_request(url, **kw)
 

@@ -13,7 +13,7 @@ import time
 import pycurl
 
 from helpers import (SLOW, expected_body, gtlsclient_binary, h3_get, h3raw, h3raw_binary,
-                     make_easy)
+                     make_easy, wait_until)
 from test_ops import stats
 from test_transport import _initial, _sections
 
@@ -23,13 +23,6 @@ from relay import Faults, Relay
 
 def _limits(q):
     return stats(q)["limits"]
-
-
-def _wait(predicate, what, timeout=5.0):
-    deadline = time.monotonic() + timeout * SLOW
-    while not predicate():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
 
 
 def _private(qproxy_factory, backend_app, tmp_path, *extra, listener=()):
@@ -44,7 +37,7 @@ def _private(qproxy_factory, backend_app, tmp_path, *extra, listener=()):
 def _hold(q, n):
     """n QUIC connections that stay open for 4 s (h3raw waiting on a backend
     that never answers, then closing), once the harness's probe is gone."""
-    _wait(lambda: stats(q)["connections"]["current"] == 0, "no connection", 10)
+    wait_until(lambda: stats(q)["connections"]["current"] == 0, "no connection", 10)
     procs = []
     for _ in range(n):
         procs.append(subprocess.Popen(
@@ -83,7 +76,7 @@ def _refused_past(q, n):
     """With n connections held, a new client is refused and counted."""
     procs = _hold(q, n)
     try:
-        _wait(lambda: stats(q)["connections"]["current"] == n, "%d connections" % n)
+        wait_until(lambda: stats(q)["connections"]["current"] == n, "%d connections" % n)
         before = _limits(q)["refused_max_connections"]
         _assert_refused(q)
         assert _limits(q)["refused_max_connections"] > before
@@ -96,7 +89,7 @@ def test_max_connections_refuses_beyond_the_limit(qproxy_factory, backend_app, t
     q = _private(qproxy_factory, backend_app, tmp_path, ("max_connections", "3"))
     _refused_past(q, 3)
     # room again once they are gone
-    _wait(lambda: stats(q)["connections"]["current"] == 0, "connections gone", 10)
+    wait_until(lambda: stats(q)["connections"]["current"] == 0, "connections gone", 10)
     assert h3_get(q.url("/app/bytes/10")).body == expected_body(10)
 
 
@@ -120,7 +113,7 @@ def test_max_handshakes_refuses_while_handshakes_are_pending(qproxy_factory, bac
                  "https://127.0.0.1:%d/app/bytes/10" % r.port],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         try:
-            _wait(lambda: stats(q)["connections"]["handshakes_current"] == 3,
+            wait_until(lambda: stats(q)["connections"]["handshakes_current"] == 3,
                   "3 pending handshakes")
             reply = _refused(q)
             assert reply is not None and reply[0] & 0x80, reply  # a long header
@@ -128,7 +121,7 @@ def test_max_handshakes_refuses_while_handshakes_are_pending(qproxy_factory, bac
             assert stats(q)["connections"]["handshakes_current"] == 3
         finally:
             _release(procs)
-    _wait(lambda: stats(q)["connections"]["handshakes_current"] == 0,
+    wait_until(lambda: stats(q)["connections"]["handshakes_current"] == 0,
           "pending handshakes timed out", 15)
     assert h3_get(q.url("/app/bytes/10")).body == expected_body(10)
 
@@ -189,10 +182,10 @@ def test_request_cut_short_by_a_response_lets_its_stream_end(qproxy_factory, bac
                          [a for h in post for a in ("-H", h)] + ["127.0.0.1", str(q.port)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        _wait(lambda: stats(q)["requests"]["client_timeout"] == 1, "a 408", 10)
-        _wait(lambda: stats(q)["streams"]["current"] == 0, "the stream ended", 5)
+        wait_until(lambda: stats(q)["requests"]["client_timeout"] == 1, "a 408", 10)
+        wait_until(lambda: stats(q)["streams"]["current"] == 0, "the stream ended", 5)
         # nothing keeps the lingering client's connection alive now
-        _wait(lambda: stats(q)["connections"]["current"] == 0, "an idle close", 8)
+        wait_until(lambda: stats(q)["connections"]["current"] == 0, "an idle close", 8)
     finally:
         p.kill()
         out, _ = p.communicate()
@@ -431,7 +424,7 @@ def test_cid_table_stays_bounded_and_empties(qproxy_factory, backend_app, tmp_pa
         assert s["quic"]["cids_current"] <= 10 * conns, s["quic"]
         time.sleep(0.1)
     assert peak > 0
-    _wait(lambda: stats(q)["connections"]["current"] == 0, "connections gone", 40)
+    wait_until(lambda: stats(q)["connections"]["current"] == 0, "connections gone", 40)
     assert stats(q)["quic"]["cids_current"] == 0
 
 
@@ -452,7 +445,7 @@ def test_initial_flood_gets_retry_and_real_clients_still_connect(qproxy_factory,
              "https://127.0.0.1:%d/app/bytes/10" % r.port],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(n)]
         try:
-            _wait(lambda: stats(q)["quic"]["retries_sent"] >= n - 5, "Retry for the flood", 10)
+            wait_until(lambda: stats(q)["quic"]["retries_sent"] >= n - 5, "Retry for the flood", 10)
             s = stats(q)
             assert s["connections"]["handshakes_current"] <= 5, s["connections"]
             assert s["quic"]["unvalidated_handshakes"] <= 5, s["quic"]

@@ -19,7 +19,7 @@ import pycurl
 import pytest
 
 from helpers import (SLOW, QProxy, expected_sha256, free_udp_port, h3_get, h3raw, make_easy,
-                     qproxy_binary, qproxyctl_binary, render_config, sha256)
+                     qproxy_binary, qproxyctl_binary, render_config, sha256, wait_until)
 
 KiB = 1024
 MiB = 1024 * 1024
@@ -600,11 +600,7 @@ def test_access_log_and_sigusr1_reopen(qproxy_factory, backend_app, tmp_path):
         c, k, port, backend_app.tcp_server,
         extra_global=[("access_log", str(log)), ("error_log", str(err))]))
     assert h3_get(q.url("/app/bytes/123")).status == 200
-    deadline = time.monotonic() + 5 * SLOW
-    while "/app/bytes/123" not in (log.read_text() if log.exists() else ""):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    line = [l for l in log.read_text().splitlines() if "/app/bytes/123" in l][0]
+    line = _wait_for_line(log, "/app/bytes/123")
     assert '"GET /app/bytes/123" 200 0 123 ' in line, line
     assert "127.0.0.1" in line and "0x1" in line
     assert "qproxy[info]: qproxy" in err.read_text()
@@ -617,19 +613,15 @@ def test_access_log_and_sigusr1_reopen(qproxy_factory, backend_app, tmp_path):
         assert time.monotonic() < deadline, "SIGUSR1 made no new log files"
         time.sleep(0.05)
     assert h3_get(q.url("/app/bytes/7")).status == 200
-    deadline = time.monotonic() + 5 * SLOW
-    while "/app/bytes/7" not in log.read_text():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    _wait_for_line(log, "/app/bytes/7")
     assert "/app/bytes/7" not in open(str(log) + ".1").read()
     assert "log files reopened" in err.read_text()
 
 
 def _wait_for_line(path, text):
-    deadline = time.monotonic() + 5 * SLOW
-    while text not in (path.read_text() if path.exists() else ""):
-        assert time.monotonic() < deadline, "%s never came to %s" % (text, path)
-        time.sleep(0.05)
+    """The first line of path holding text, once it comes."""
+    wait_until(lambda: text in (path.read_text() if path.exists() else ""),
+               "%s never came to %s" % (text, path))
     return [l for l in path.read_text().splitlines() if text in l][0]
 
 

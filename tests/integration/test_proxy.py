@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import socket
-import subprocess
 import threading
 import time
 
@@ -17,9 +16,9 @@ import pytest
 from helpers import (BIG_TIMEOUT, CONNECT_TIMEOUT, SHORT_READ_TIMEOUT, SLOW, KiB, MiB,
                      assert_backends_untouched, backend_counts, expected_body, expected_sha256,
                      generated_body, h3_get, h3_head, h3_post, h3_put, h3_request,
-                     h3raw, header_values, make_easy, qproxy_binary, qproxyctl_binary,
-                     sha256)
-from test_ops import stats
+                     h3raw, header_values, make_easy, qproxy_binary, sha256,
+                     wait_until)
+from test_ops import qproxyctl, stats
 
 CURL_HTTP_VERSION_3 = 30
 
@@ -717,15 +716,19 @@ def test_connect_timeout_fails_over_and_marks_the_server_down(qproxy_factory, ba
     assert stats(q)["upstream"]["connect_failures"] == 2
 
 
+def _limited_sections(port, cert, key, server, max_conns, connect_timeout):
+    """Route /app/ to one server with max_connections."""
+    return [("global", [("log_level", "debug")]),
+            ("listener main", [("address", "127.0.0.1:%d" % port),
+                               ("certificate", cert), ("private_key", key)]),
+            ("backend app", [("server", server), ("max_connections", str(max_conns)),
+                             ("connect_timeout", connect_timeout)]),
+            ("route app", [("path_prefix", "/app/"), ("backend", "app")])]
+
+
 def _limited(qproxy_factory, backend_app, max_conns, connect_timeout):
-    return qproxy_factory(sections=lambda port, c, k: [
-        ("global", [("log_level", "debug")]),
-        ("listener main", [("address", "127.0.0.1:%d" % port),
-                           ("certificate", c), ("private_key", k)]),
-        ("backend app", [("server", backend_app.tcp_server),
-                         ("max_connections", str(max_conns)),
-                         ("connect_timeout", connect_timeout)]),
-        ("route app", [("path_prefix", "/app/"), ("backend", "app")])])
+    return qproxy_factory(sections=lambda port, c, k: _limited_sections(
+        port, c, k, backend_app.tcp_server, max_conns, connect_timeout))
 
 
 def _in_parallel(*calls):
@@ -805,12 +808,9 @@ def test_max_connections_room_made_before_a_reload_is_taken_after(qproxy_factory
         q.url("/app/bytes/10?wait=%d" % (1500 * SLOW)), timeout=30 * SLOW)))
     t.start()
     try:
-        deadline = time.monotonic() + 5 * SLOW
-        while stats(q)["upstream"]["connections_current"] != 1:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        p = subprocess.run([qproxyctl_binary(), "-s", q.control_socket, "reload"],
-                           capture_output=True, text=True, timeout=30)
+        wait_until(lambda: stats(q)["upstream"]["connections_current"] == 1,
+                   "the slow request's connection")
+        p = qproxyctl(q, "reload")
         assert p.returncode == 0, p.stderr
         r = h3_get(q.url("/app/bytes/20"), timeout=30 * SLOW)
     finally:
@@ -832,12 +832,7 @@ def test_max_connections_reload_that_changes_the_backend_keeps_lines_apart(
     cert, key = certificate
 
     def sections(server, limit):
-        return [("global", [("log_level", "debug")]),
-                ("listener main", [("address", "127.0.0.1:%d" % q.port),
-                                   ("certificate", cert), ("private_key", key)]),
-                ("backend app", [("server", server), ("max_connections", str(limit)),
-                                 ("connect_timeout", "%gs" % (3 * SLOW))]),
-                ("route app", [("path_prefix", "/app/"), ("backend", "app")])]
+        return _limited_sections(q.port, cert, key, server, limit, "%gs" % (3 * SLOW))
     q = _limited(qproxy_factory, backend_app, 1, "%gs" % (3 * SLOW))
     got = {}
 
@@ -850,16 +845,12 @@ def test_max_connections_reload_that_changes_the_backend_keeps_lines_apart(
     waiter = threading.Thread(target=get, args=("waiter", "/app/bytes/11"))
     waiter.start()
     try:
-        deadline = time.monotonic() + 5 * SLOW
-        while stats(q)["upstream"]["queued"] != 1:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_until(lambda: stats(q)["upstream"]["queued"] == 1, "a request in line")
         if change == "max_connections":
             _rewrite(q, sections(backend_app.tcp_server, 3))
         else:
             _rewrite(q, sections(backend_other.tcp_server, 1))
-        p = subprocess.run([qproxyctl_binary(), "-s", q.control_socket, "reload"],
-                           capture_output=True, text=True, timeout=30)
+        p = qproxyctl(q, "reload")
         assert p.returncode == 0, p.stderr
         r = h3_get(q.url("/app/bytes/12"), timeout=30 * SLOW)
         assert r.status == 200 and r.elapsed < 2 * SLOW, (r.status, r.elapsed)

@@ -386,28 +386,29 @@ test_headers(void)
 
 	/* names up to 256 bytes and values up to 65536 pass; no more */
 	{
+		static const struct {
+			const char	*before, *after;
+			char		 fill;
+			size_t		 max;
+		} field[] = {
+			{ "", ": v", 'n', 256 },		/* the name */
+			{ "v: ", "", 'v', 65536 },		/* the value */
+		};
 		static char big[65536 + 512];
-		size_t n;
+		size_t f, n;
 
-		for (n = 256; n <= 257; n++) {
-			off = (size_t)snprintf(big, sizeof(big),
-			    "HTTP/1.1 200 OK\r\n");
-			memset(big + off, 'n', n);
-			off += n;
-			off += (size_t)snprintf(big + off, sizeof(big) - off,
-			    ": v\r\n\r\n");
-			CHECK_EQ_INT(parse_head(big, off, false, &resp),
-			    n == 256 ? (long)off : -1);
-		}
-		for (n = 65536; n <= 65537; n++) {
-			off = (size_t)snprintf(big, sizeof(big),
-			    "HTTP/1.1 200 OK\r\nv: ");
-			memset(big + off, 'v', n);
-			off += n;
-			off += (size_t)snprintf(big + off, sizeof(big) - off,
-			    "\r\n\r\n");
-			CHECK_EQ_INT(parse_head(big, off, false, &resp),
-			    n == 65536 ? (long)off : -1);
+		for (f = 0; f < sizeof(field) / sizeof(field[0]); f++) {
+			for (n = field[f].max; n <= field[f].max + 1; n++) {
+				off = (size_t)snprintf(big, sizeof(big),
+				    "HTTP/1.1 200 OK\r\n%s", field[f].before);
+				memset(big + off, field[f].fill, n);
+				off += n;
+				off += (size_t)snprintf(big + off,
+				    sizeof(big) - off, "%s\r\n\r\n",
+				    field[f].after);
+				CHECK_EQ_INT(parse_head(big, off, false,
+				    &resp), n == field[f].max ? (long)off : -1);
+			}
 		}
 	}
 }
