@@ -20,7 +20,7 @@
 #include "control.h"
 #include "log.h"
 
-#define CONTROL_TIMEOUT		5.	/* to send a request; to take a reply */
+#define CONTROL_TIMEOUT		5.	/* to send a request; to take all the reply */
 #define CONTROL_ACCEPT_PAUSE	1.	/* after running out of descriptors */
 #define CONTROL_BACKLOG		32
 #define CONTROL_ACCEPT_BATCH	32
@@ -88,7 +88,7 @@ control_client_write(struct control_client *c)
 	struct control *ctl = c->ctl;
 	struct iovec iov[2];
 	struct msghdr msg;
-	size_t total, progress = 0;
+	size_t total;
 	ssize_t n;
 	int niov;
 
@@ -124,17 +124,15 @@ control_client_write(struct control_client *c)
 			return;
 		}
 		c->sent += (size_t)n;
-		progress += (size_t)n;
 	}
 	if (c->sent == total) {
 		control_client_free(c);
 		return;
 	}
-	if (progress > 0) {
-		ev_timer_stop(ctl->loop, &c->timer);
-		ev_timer_set(&c->timer, CONTROL_TIMEOUT, 0.);
-		ev_timer_start(ctl->loop, &c->timer);
-	}
+	/*
+	 * No new time for progress: a client that took a byte now and then
+	 * could hold one of the CONTROL_MAX_CLIENTS places without end.
+	 */
 	ev_io_start(ctl->loop, &c->wio);
 }
 

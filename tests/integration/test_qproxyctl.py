@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from helpers import SLOW, h3_get, qproxy_binary, qproxyctl_binary
+from helpers import (SLOW, _global_section, _listener_section, h3_get, qproxy_binary,
+                     qproxyctl_binary)
 
 COMMANDS = ("stats", "conns", "backends", "reload", "version")
 
@@ -303,6 +304,50 @@ def test_busy_daemon_is_reported_as_busy(qp):
     finally:
         for s in idle:
             s.close()
+
+
+def test_slow_reader_gets_five_seconds_for_the_whole_reply(qproxy_factory):
+    """A reply is given five seconds in all. The timer restarted on each
+    write, so clients that drained a large reply every few seconds could
+    hold the 16 places without end."""
+    def sections(port, cert, key):
+        servers = [("server", "127.0.0.1:%d" % (20000 + i)) for i in range(8000)]
+        return [_global_section(), _listener_section(port, cert, key),
+                ("backend app", servers),
+                ("route app", [("path_prefix", "/app/"), ("backend", "app")])]
+    q = qproxy_factory(sections=sections)
+    full = qproxyctl(["backends"], q.control_socket)
+    assert full.returncode == 0, show(full)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(q.control_socket)
+        start = time.monotonic()
+        s.sendall(b"QPROXY/1 backends\n")
+        got, closed = 0, False
+        while time.monotonic() - start < 15:
+            time.sleep(3)
+            s.setblocking(False)
+            try:
+                while True:
+                    b = s.recv(1 << 20)
+                    if not b:
+                        closed = True
+                        break
+                    got += len(b)
+            except BlockingIOError:
+                pass
+            if closed:
+                break
+        elapsed = time.monotonic() - start
+    finally:
+        s.close()
+    # the reply, about 700 KB, is more than three times what the socket holds
+    assert len(full.stdout) > 600000, len(full.stdout)
+    assert closed, "the daemon still held the slow reader after %.1f s" % elapsed
+    assert got < len(full.stdout), (got, elapsed)
+    assert elapsed < 9, elapsed
+    p = qproxyctl(["version"], q.control_socket)
+    assert p.returncode == 0, show(p)
 
 
 def test_reload(qproxy_factory, backend_app):
