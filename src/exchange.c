@@ -93,6 +93,7 @@ struct exchange {
 	bool			 ready;		/* on ready_queue */
 	bool			 woken;		/* first in line, trying again */
 	bool			 waited;	/* has been in line */
+	bool			 no_fd;		/* 503: no descriptor for uc */
 	TAILQ_ENTRY(exchange)	 ready_entry;
 	bool			 reused;	/* uc came from the pool */
 	bool			 retried;	/* once, on a new connection */
@@ -566,9 +567,11 @@ exchange_flush(void)
 		ex->woken = false;
 		/*
 		 * Answered without taking the room it was woken for (a 502
-		 * from a refusing Unix socket, say): the next one gets it.
+		 * from a refusing Unix socket, say): the next one gets it;
+		 * but not when descriptors ran out, which would answer the
+		 * whole line 503 at once. A connection that closes wakes it.
 		 */
-		if (ex->uc == NULL && !ex->waiter.queued)
+		if (ex->uc == NULL && !ex->waiter.queued && !ex->no_fd)
 			upstream_wake(ex_pools(ex), ex->backend);
 	}
 	while ((ex = TAILQ_FIRST(&write_queue)) != NULL) {
@@ -806,6 +809,7 @@ ex_use_server(struct exchange *ex)
 			log_warnx("backend %s: no file descriptor for a "
 			    "connection", ex->server->cfg->text);
 			stats.upstream_no_fd++;
+			ex->no_fd = true;
 			ex_respond(ex, 503);
 			return 0;
 		}
@@ -827,19 +831,21 @@ ex_use_server(struct exchange *ex)
 /*
  * Waits for room at the backend: each server has max_connections open. The
  * request body gathers as for a connect; connect_timeout bounds the wait,
- * from the first time in line.
+ * from the coming into line. One woken that finds no room goes back to its
+ * place (again) under the same deadline.
  */
 static void
-ex_queue(struct exchange *ex, bool front)
+ex_queue(struct exchange *ex, bool again)
 {
 	if (!ex->waited) {
 		ex->waited = true;
 		stats.upstream_queued_total++;
+	}
+	if (!again)
 		ex_arm_timer(ex, upstream_backend(ex_pools(ex),
 		    ex->backend)->connect_timeout);
-	}
 	ex->state = EX_CONNECTING;	/* with no connection: in line */
-	upstream_wait(ex_pools(ex), ex->backend, &ex->waiter, front);
+	upstream_wait(ex_pools(ex), ex->backend, &ex->waiter, again);
 }
 
 static void
@@ -879,7 +885,7 @@ ex_try_server(struct exchange *ex)
 		ex->server = upstream_pick(ex_pools(ex), ex->backend,
 		    &ex->first_server, ex->attempt, &nservers);
 		if (ex->attempt >= nservers) {
-			if (full)	/* the first in line stays first */
+			if (full)	/* one woken keeps its place */
 				ex_queue(ex, ex->woken);
 			else
 				ex_respond(ex, 502);

@@ -1445,7 +1445,8 @@ send_stateless_reset(struct udp_sock *sock, size_t len, const uint8_t *dcid,
 		stats.stateless_resets_sent++;
 }
 
-static void
+/* Returns whether the Retry went out. */
+static bool
 send_retry(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
     const struct addr *remote, const struct addr *local)
 {
@@ -1460,14 +1461,15 @@ send_retry(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 	    sizeof(srv->secret), hd->version, &remote->u.sa, remote->len,
 	    &scid, &hd->dcid, quic_now());
 	if (tokenlen < 0)
-		return;
+		return false;
 	n = ngtcp2_crypto_write_retry(srv->txbuf, sizeof(srv->txbuf),
 	    hd->version, &hd->scid, &scid, &hd->dcid, token,
 	    (size_t)tokenlen);
-	if (n <= 0)
-		return;
-	if (send_connless(sock, srv->txbuf, (size_t)n, remote, local) == 0)
-		stats.retries_sent++;
+	if (n <= 0 ||
+	    send_connless(sock, srv->txbuf, (size_t)n, remote, local) == -1)
+		return false;
+	stats.retries_sent++;
+	return true;
 }
 
 /*
@@ -1542,7 +1544,7 @@ accept_initial(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 	if (!validated && (lc->retry == CONFIG_RETRY_ALWAYS ||
 	    (lc->retry == CONFIG_RETRY_AUTO &&
 	    stats.handshakes_unvalidated >= cfg->retry_threshold))) {
-		send_retry(sock, hd, remote, local);
+		(void)send_retry(sock, hd, remote, local);
 		return NULL;
 	}
 	/* Past Retry, what no client may push beyond: refused, no state. */
@@ -1664,10 +1666,9 @@ handle_datagram(struct udp_sock *sock, const uint8_t *data, size_t len,
 			 * when its retransmission timer runs out.
 			 */
 			if (!qc->accepted &&
-			    ngtcp2_accept(&hd, data, len) == 0) {
-				send_retry(sock, &hd, remote, local);
-				qc->retry_sent = true;
-			}
+			    ngtcp2_accept(&hd, data, len) == 0)
+				qc->retry_sent = send_retry(sock, &hd, remote,
+				    local);
 			qconn_free(qc);
 			return;
 		case NGTCP2_ERR_CRYPTO:

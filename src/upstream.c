@@ -33,7 +33,8 @@ struct upstream_pool {
  */
 struct upstream_line {
 	unsigned			 refs;
-	TAILQ_HEAD(, upstream_waiter)	 waiters;
+	TAILQ_HEAD(, upstream_waiter)	 waiters;	/* by seq */
+	uint64_t			 seq;		/* the last given */
 };
 
 static void
@@ -195,14 +196,27 @@ upstream_full(const struct upstream_server *s)
 
 void
 upstream_wait(struct upstream_pool *pools, size_t backend,
-    struct upstream_waiter *w, bool front)
+    struct upstream_waiter *w, bool again)
 {
 	struct upstream_line *l = pools[backend].line;
+	struct upstream_waiter *x;
 
-	if (front)
-		TAILQ_INSERT_HEAD(&l->waiters, w, entry);
-	else
+	if (again) {
+		/*
+		 * Back to its place: before those who came after it (woken
+		 * together, they come back in the order they were woken).
+		 */
+		TAILQ_FOREACH(x, &l->waiters, entry)
+			if (x->seq > w->seq)
+				break;
+		if (x != NULL)
+			TAILQ_INSERT_BEFORE(x, w, entry);
+		else
+			TAILQ_INSERT_TAIL(&l->waiters, w, entry);
+	} else {
+		w->seq = ++l->seq;
 		TAILQ_INSERT_TAIL(&l->waiters, w, entry);
+	}
 	w->queued = true;
 	stats.upstream_queued++;
 }

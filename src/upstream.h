@@ -69,6 +69,7 @@ struct upstream_conn {
 struct upstream_waiter {
 	TAILQ_ENTRY(upstream_waiter)	 entry;
 	void				(*wake)(struct upstream_waiter *);
+	uint64_t			 seq;	/* its place: order of coming */
 	bool				 queued;
 };
 
@@ -94,9 +95,12 @@ size_t			 upstream_nservers(struct upstream_pool *,
 			    size_t backend);
 /* Whether a new connection to s would pass its backend's max_connections. */
 bool			 upstream_full(const struct upstream_server *s);
-/* Queues w at its backend, at the front or the back, or takes it out. */
+/*
+ * Queues w at its backend: at the back, or, again, back at the place it had
+ * before it was woken; or takes it out.
+ */
 void			 upstream_wait(struct upstream_pool *, size_t backend,
-			    struct upstream_waiter *w, bool front);
+			    struct upstream_waiter *w, bool again);
 void			 upstream_unwait(struct upstream_pool *, size_t backend,
 			    struct upstream_waiter *w);
 bool			 upstream_has_waiters(struct upstream_pool *,
