@@ -408,11 +408,11 @@ config_parse_duration(const char *s, double *ms)
 	if (*end == '.') {
 		frac = end + 1;
 		for (end = frac; *end >= '0' && *end <= '9'; end++) {
-			if (nfrac < 9) {
-				f = f * 10 + (uint64_t)(*end - '0');
-				scale *= 10;
-				nfrac++;
-			}
+			/* to the nanosecond of a second: no finer */
+			if (++nfrac > 9)
+				return -1;
+			f = f * 10 + (uint64_t)(*end - '0');
+			scale *= 10;
 		}
 		if (end == frac)
 			return -1;
@@ -1325,24 +1325,31 @@ config_load(const char *path, FILE *errs)
 	struct config_parser	 p;
 	struct stat		 st;
 	struct config		*cfg;
-	int			 rc;
+	int			 fd, rc;
 
 	memset(&p, 0, sizeof(p));
 	p.path = path;
 	p.global.kind = SECT_GLOBAL;
 	p.ignored.kind = SECT_IGNORED;
 
-	if ((p.fp = fopen(path, "re")) == NULL) {
+	/*
+	 * Not blocking on a FIFO without a writer, which would hold a reload
+	 * and the whole daemon; only a regular file is read.
+	 */
+	if ((fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) == -1) {
 		if (errs != NULL)
 			fprintf(errs, "%s:0: cannot open: %s\n", path,
 			    strerror(errno));
 		return NULL;
 	}
-	if (fstat(fileno(p.fp), &st) == 0 && S_ISDIR(st.st_mode)) {
+	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode) ||
+	    fcntl(fd, F_SETFL, O_RDONLY) == -1 ||
+	    (p.fp = fdopen(fd, "r")) == NULL) {
 		if (errs != NULL)
 			fprintf(errs, "%s:0: cannot open: %s\n", path,
-			    strerror(EISDIR));
-		fclose(p.fp);
+			    S_ISDIR(st.st_mode) ? strerror(EISDIR) :
+			    "not a regular file");
+		close(fd);
 		return NULL;
 	}
 	if ((cfg = calloc(1, sizeof(*cfg))) == NULL ||
@@ -1412,6 +1419,37 @@ config_free(struct config *cfg)
 	free(cfg->keylog_file);
 	free(cfg->path);
 	free(cfg);
+}
+
+/* The line of whichever of two global keys was written later. */
+static int
+config_later_line(const struct config *cfg, const char *k1, const char *k2)
+{
+	int a = config_global_line(cfg, k1), b = config_global_line(cfg, k2);
+
+	return a > b ? a : b;
+}
+
+void
+config_warnings(const struct config *cfg,
+    void (*warn)(const char *, ...))
+{
+	bool auto_retry = false;
+
+	for (size_t i = 0; i < cfg->nlisteners; i++)
+		auto_retry |= cfg->listeners[i].retry == CONFIG_RETRY_AUTO;
+	if (auto_retry && cfg->retry_threshold >= cfg->max_handshakes)
+		warn("%s:%d: retry_threshold %llu is not below "
+		    "max_handshakes %llu: handshakes are refused before any "
+		    "Retry is sent", cfg->path, config_later_line(cfg,
+		    "retry_threshold", "max_handshakes"),
+		    (unsigned long long)cfg->retry_threshold,
+		    (unsigned long long)cfg->max_handshakes);
+	if (cfg->stream_window > cfg->connection_window)
+		warn("%s:%d: stream_window is larger than connection_window: "
+		    "a stream can use no more than the connection's",
+		    cfg->path, config_later_line(cfg, "stream_window",
+		    "connection_window"));
 }
 
 int

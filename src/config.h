@@ -115,5 +115,8 @@ struct config	*config_load(const char *path, FILE *errs);
 void		 config_free(struct config *);
 /* The line of the file where [global] set key; 0 when the default holds. */
 int		 config_global_line(const struct config *, const char *key);
+/* What is allowed but likely not meant, each as one line to warn. */
+void		 config_warnings(const struct config *,
+		    void (*)(const char *, ...));
 
 #endif

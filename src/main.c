@@ -144,6 +144,7 @@ reload(struct strbuf *errs)
 		strbuf_append(errs, text, len);
 		goto done;
 	}
+	config_warnings(cfg, log_warnx);
 	if (!same_string(old->control_socket, cfg->control_socket))
 		log_warnx("control_socket changes take effect at restart");
 	if (!same_string(old->user, cfg->user))
@@ -405,6 +406,7 @@ main(int argc, char *argv[])
 	log_init(LOG_LEVEL_INFO);
 	if ((cfg = config_load(config_path, stderr)) == NULL)
 		return 1;
+	config_warnings(cfg, log_warnx);
 	if (check) {
 		rv = check_files(cfg);
 		config_free(cfg);

@@ -195,3 +195,34 @@ def test_missing_config_file(tmp_path):
     assert p.returncode != 0
     assert "configuration OK" not in out
     assert path in out, out
+
+
+def test_a_fifo_is_refused_not_waited_on(tmp_path):
+    """-c naming a FIFO with no writer blocked the check (and a reload, and
+    with it the daemon) in open(2)."""
+    path = tmp_path / "qproxy.conf"
+    os.mkfifo(path)
+    p = check(str(path))
+    assert p.returncode == 1, p
+    assert p.stderr == "%s:0: cannot open: not a regular file\n" % path, p.stderr
+
+
+@pytest.mark.parametrize("extra,key,lineno", [
+    (["retry_threshold = 500", "max_handshakes = 500"], "retry_threshold", 7),
+    (["max_handshakes = 50"], "retry_threshold", 6),
+    (["stream_window = 8m", "connection_window = 4m"], "stream_window", 7),
+])
+def test_likely_mistakes_are_warned_about(tmp_path, certificate, extra, key, lineno):
+    """Allowed, but not what anyone means: a retry_threshold that
+    max_handshakes never lets handshakes reach, a stream window larger than
+    its connection's. The check passes with a warning on the later line."""
+    lines = valid_lines(*certificate)
+    lines[5:5] = extra                  # after line 5, in [global]
+    path = write(tmp_path, lines)
+    p = check(path)
+    assert p.returncode == 0, p
+    assert "configuration OK" in p.stdout
+    assert re.search(r"(?m)%s:%d: %s " % (re.escape(path), lineno, key), p.stderr), p.stderr
+    # and nothing for the valid file as it is
+    p = check(write(tmp_path, valid_lines(*certificate), name="plain.conf"))
+    assert p.returncode == 0 and p.stderr == "", p
