@@ -231,6 +231,8 @@ void		 h3_goaway(struct qconn *);
 void		 h3_consumed(struct qconn *, int64_t stream_id, size_t n);
 /* Bytes of nghttp3's freed blocks kept for reuse; drain frees them. */
 size_t		 h3_mem_kept(void);
+/* Bytes nghttp3 holds now (live blocks), counted by block size. */
+size_t		 h3_mem_live(void);
 void		 h3_mem_drain(void);
 /* The client is asked to stop sending on the stream (H3_NO_ERROR). */
 void		 h3_stop_reading(struct qconn *, int64_t stream_id);

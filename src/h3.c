@@ -32,6 +32,19 @@ static struct freelist	h3mem_class[H3MEM_CLASSES + 1] = {
 	[0 ... H3MEM_CLASSES] = FREELIST_INIT(SIZE_MAX)
 };
 static size_t		h3mem_bytes;	/* kept now */
+static size_t		h3mem_live;	/* in nghttp3's hands now */
+
+/*
+ * What a block counts in h3mem_live, from its usable size: its class's
+ * size, or all of it. The same at its malloc and its free.
+ */
+static size_t
+h3mem_weight(size_t usable)
+{
+	size_t c = usable >> H3MEM_SHIFT;
+
+	return c == 0 || c > H3MEM_CLASSES ? usable : c << H3MEM_SHIFT;
+}
 
 static void *
 h3mem_malloc(size_t size, void *user_data)
@@ -40,25 +53,32 @@ h3mem_malloc(size_t size, void *user_data)
 	void *p;
 
 	(void)user_data;
-	if (c == 0 || c > H3MEM_CLASSES)
-		return malloc(size);
-	if ((p = freelist_get(&h3mem_class[c], c << H3MEM_SHIFT)) != NULL) {
-		h3mem_bytes -= c << H3MEM_SHIFT;
+	if (c == 0 || c > H3MEM_CLASSES) {
+		if ((p = malloc(size)) != NULL)
+			h3mem_live += h3mem_weight(malloc_usable_size(p));
 		return p;
 	}
-	return malloc(c << H3MEM_SHIFT);
+	if ((p = freelist_get(&h3mem_class[c], c << H3MEM_SHIFT)) != NULL)
+		h3mem_bytes -= c << H3MEM_SHIFT;
+	else if ((p = malloc(c << H3MEM_SHIFT)) == NULL)
+		return NULL;
+	/* malloc(c << H3MEM_SHIFT) has a usable size of class c */
+	h3mem_live += c << H3MEM_SHIFT;
+	return p;
 }
 
 static void
 h3mem_free(void *p, void *user_data)
 {
-	size_t c;
+	size_t c, usable;
 
 	(void)user_data;
 	if (p == NULL)
 		return;
+	usable = malloc_usable_size(p);
+	h3mem_live -= h3mem_weight(usable);
 	/* a class whose every request fits in the block */
-	c = malloc_usable_size(p) >> H3MEM_SHIFT;
+	c = usable >> H3MEM_SHIFT;
 	if (c == 0 || c > H3MEM_CLASSES ||
 	    h3mem_bytes + (c << H3MEM_SHIFT) > H3MEM_KEEP_BYTES) {
 		free(p);
@@ -89,8 +109,10 @@ h3mem_realloc(void *p, size_t size, void *user_data)
 
 	if (p == NULL)
 		return h3mem_malloc(size, user_data);
-	if (size == 0)
-		return realloc(p, 0);
+	if (size == 0) {
+		h3mem_free(p, user_data);
+		return NULL;
+	}
 	if (size <= (have = malloc_usable_size(p)))
 		return p;
 	if ((np = h3mem_malloc(size, user_data)) == NULL)
@@ -112,6 +134,13 @@ size_t
 h3_mem_kept(void)
 {
 	return h3mem_bytes;
+}
+
+/* Bytes nghttp3 holds now, in all its connections, by block size. */
+size_t
+h3_mem_live(void)
+{
+	return h3mem_live;
 }
 
 /* Frees the kept blocks (at exit: LeakSanitizer cannot follow them). */

@@ -396,6 +396,7 @@ static const struct stats_row {
 	ROW("buffers", "chunks", buffer_chunks),
 	ROW("buffers", "chunks_free", buffer_chunks_free),
 	ROW("buffers", "exchanges_free", exchanges_free),
+	ROW("buffers", "h3_bytes", h3_bytes),
 	ROW("buffers", "h3_free_bytes", h3_free_bytes),
 	ROW("loop", "busy_windows", loop_busy_windows),
 	ROW("loop", "batched_windows", loop_batched_windows),
@@ -415,6 +416,7 @@ server_report_stats(struct quic_server *srv, struct strbuf *out, bool json)
 	stats.buffer_chunks = bufq_chunks_in_use();
 	stats.buffer_chunks_free = bufq_chunks_free();
 	stats.exchanges_free = exchange_cached();
+	stats.h3_bytes = h3_mem_live();
 	stats.h3_free_bytes = h3_mem_kept();
 	if (json)
 		strbuf_printf(out, "{\"version\":\"%s\",\"uptime\":%.3f,"

@@ -59,6 +59,7 @@ struct stats {
 	uint64_t	buffer_chunks;		/* now: bufq chunks holding bytes */
 	uint64_t	buffer_chunks_free;	/* now: kept for reuse */
 	uint64_t	exchanges_free;		/* now: kept for reuse */
+	uint64_t	h3_bytes;		/* now: nghttp3's live blocks */
 	uint64_t	h3_free_bytes;		/* now: nghttp3 blocks kept */
 	uint64_t	loop_busy_windows;	/* 10 ms at batch_busy or more */
 	uint64_t	loop_batched_windows;	/* then set to wait batch_delay */

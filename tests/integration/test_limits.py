@@ -25,6 +25,10 @@ def _limits(q):
     return stats(q)["limits"]
 
 
+def _buffers(q):
+    return stats(q)["buffers"]
+
+
 def _private(qproxy_factory, backend_app, tmp_path, *extra, listener=()):
     def make(port, c, k):
         s = _sections(c, k, port, backend_app.tcp_server, str(tmp_path / "s"),
@@ -315,6 +319,31 @@ def test_client_that_reads_nothing_is_closed_after_send_timeout(qproxy_factory,
     assert after["buffers"]["chunks_free"] <= 64
     assert 1 <= after["buffers"]["exchanges_free"] <= 64
     assert 0 < after["buffers"]["h3_free_bytes"] <= 256 * 1024
+
+
+def test_h3_memory_is_counted_and_given_back(qproxy_factory, backend_app, tmp_path):
+    """buffers h3_bytes: what nghttp3 holds now. Above zero while a request
+    is under way, and back to zero, exactly, once the connections are gone:
+    nothing is lost from the count."""
+    q = _private(qproxy_factory, backend_app, tmp_path)
+    # the start's probe request: its connection goes away too
+    wait_until(lambda: stats(q)["connections"]["current"] == 0, "probe gone", timeout=10)
+    assert _buffers(q)["h3_bytes"] == 0, _buffers(q)
+    during = []
+
+    def watch():
+        time.sleep(0.5 * SLOW)
+        during.append(_buffers(q))
+    t = threading.Thread(target=watch)
+    t.start()
+    r = h3_get(q.url("/app/bytes/100000?wait=%d" % (1500 * SLOW)), timeout=30 * SLOW)
+    t.join()
+    assert r.status == 200 and r.body == expected_body(100000)
+    assert during[0]["h3_bytes"] > 0, during
+    # the client closed its connection: after its draining period, nothing
+    wait_until(lambda: _buffers(q)["h3_bytes"] == 0,
+               "h3_bytes back to 0: %r" % _buffers(q), timeout=10)
+    assert _buffers(q)["h3_free_bytes"] > 0
 
 
 def test_client_that_takes_no_head_is_closed_after_send_timeout(qproxy_factory,
