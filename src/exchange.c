@@ -970,16 +970,20 @@ ex_write(struct exchange *ex)
 			    ex->server->cfg->text, strerror(errno));
 			if (ex_retry(ex))
 				return;
-			ex->server->ctr->failures++;
-			/* the response, if one comes, is still read */
+			/*
+			 * A backend may answer early (413, 401) and reset the
+			 * connection on the body it did not read (RFC 9112
+			 * 9.6): its response is still in the socket, and read.
+			 * A read that finds none answers 502 (ex_eof).
+			 */
 			ev_io_stop(ex_loop(ex), &ex->uc->wio);
 			ex->reusable = false;
 			ex->req_dropped = true;
 			bufq_free(&ex->out);
 			bufq_free(&ex->stage);
 			shutdown(ex->uc->fd, SHUT_WR);
-			if (!ex->head_done && !ex->resp_submitted)
-				ex_respond(ex, 502);
+			if (!ex->head_done)
+				ev_io_start(ex_loop(ex), &ex->uc->rio);
 			return;
 		}
 		bufq_drain(&ex->out, (size_t)n);

@@ -285,7 +285,12 @@ http1_framing(struct http1_response *resp, bool head_request)
 		return -1;
 	if (http1_transfer_encoding(resp, &has_te, &chunked, &other) == -1)
 		return -1;
-	resp->has_content_length = has_cl;
+	/*
+	 * Transfer-Encoding with Content-Length: a message that may be an
+	 * attempt at smuggling (RFC 9112 6.3): the length is not passed on,
+	 * whatever the status, and the connection is closed after.
+	 */
+	resp->has_content_length = has_cl && !has_te;
 	resp->content_length = length;
 
 	if (resp->minor_version >= 1)
@@ -294,6 +299,8 @@ http1_framing(struct http1_response *resp, bool head_request)
 		keep_alive = http1_connection_has(resp, "keep-alive") &&
 		    !http1_connection_has(resp, "close");
 
+	if (has_te && has_cl)
+		keep_alive = false;
 	if (head_request || resp->status < 200 || resp->status == 204 ||
 	    resp->status == 304)
 		resp->framing = HTTP1_BODY_NONE;
@@ -301,8 +308,8 @@ http1_framing(struct http1_response *resp, bool head_request)
 		if (other || !chunked)
 			return -1;
 		resp->framing = HTTP1_BODY_CHUNKED;
-		/* TE with CL, or TE in HTTP/1.0: faulty framing, close after */
-		if (has_cl || resp->minor_version == 0)
+		/* TE in HTTP/1.0: faulty framing, close after */
+		if (resp->minor_version == 0)
 			keep_alive = false;
 	} else if (has_cl) {
 		resp->framing = length == 0 ? HTTP1_BODY_NONE :

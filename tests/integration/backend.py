@@ -554,7 +554,7 @@ class Backend:
 
     ENDPOINTS = ("bytes", "chunked", "close", "slow", "status", "upload", "echo-headers",
                  "hang", "die", "die-chunked", "garbage", "extra", "early-hints", "hop",
-                 "cookies", "drop-reused", "trickle", "head")
+                 "cookies", "drop-reused", "trickle", "head", "reject")
 
     def _handle(self, sock, rf, req, rec):
         """Serve one request; returns whether the connection stays open."""
@@ -568,6 +568,17 @@ class Backend:
             # Read the request, then never answer: wait for the peer to go.
             self._update(rec, body_done=True, body_length=0)
             _wait_for_close(sock)
+            return False
+        if name == "reject":
+            # An early 413: read ?after=N bytes of the body (65536), answer,
+            # and close with a reset on the rest, as servers that refuse an
+            # upload do (RFC 9112 9.6).
+            want = self._int_arg(req.query.get("after", []), 65536)
+            got = len(rf.read(want)) if want else 0
+            self._update(rec, body_done=False, body_length=got)
+            sock.sendall(self._head(413, [("Content-Length", "9"), ("Connection", "close")])
+                         + b"too large")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             return False
         body = self._read_body(sock, rf, req, rec)
         close = self._client_wants_close(req)

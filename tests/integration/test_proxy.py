@@ -716,6 +716,24 @@ def test_connect_timeout_fails_over_and_marks_the_server_down(qproxy_factory, ba
     assert stats(q)["upstream"]["connect_failures"] == 2
 
 
+def test_early_response_to_an_upload_is_relayed_not_502(qproxy_factory, backend_app):
+    """A backend that answers 413 after 64 KiB of an upload and resets the
+    connection on the rest: a write of the body that failed on the reset
+    before the 413 was read made a 502, about one upload in four."""
+    q = qproxy_factory(backend_server=backend_app.tcp_server)
+    body = b"x" * (4 << 20)
+    statuses = []
+    for _ in range(50):
+        r = h3_post(q.url("/app/reject"), body, timeout=30 * SLOW)
+        statuses.append(r.status)
+        if r.status == 413:
+            assert r.body == b"too large"
+    assert statuses == [413] * 50, statuses
+    st = stats(q)
+    servers = st["backends"][0]["servers"]
+    assert servers[0]["failures"] == 0, servers
+
+
 def _limited_sections(port, cert, key, server, max_conns, connect_timeout):
     """Route /app/ to one server with max_connections."""
     return [("global", [("log_level", "debug")]),

@@ -557,6 +557,17 @@ test_transfer_encoding(void)
 	CHECK(!resp.keep_alive);
 	CHECK_EQ_INT(PARSE("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n"
 	    "Content-Length: 10\r\n\r\n", false, &resp), -1);
+	/* where there is no body, the length is not passed on either */
+	CHECK(PARSE("HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked"
+	    "\r\nContent-Length: 7\r\n\r\n", false, &resp) > 0);
+	CHECK_EQ_INT(resp.framing, HTTP1_BODY_NONE);
+	CHECK(!resp.has_content_length);
+	CHECK(!resp.keep_alive);
+	CHECK(PARSE("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+	    "Content-Length: 7\r\n\r\n", true, &resp) > 0);
+	CHECK_EQ_INT(resp.framing, HTTP1_BODY_NONE);
+	CHECK(!resp.has_content_length);
+	CHECK(!resp.keep_alive);
 
 	/* TE in HTTP/1.0 is faulty framing: decode it, then close */
 	CHECK(PARSE("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n"
