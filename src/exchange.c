@@ -73,10 +73,13 @@ struct exchange {
 	/* client -> backend */
 	struct bufq		 hold;		/* raw body, before forwarding */
 	struct bufq		 out;		/* bytes for the backend */
-	struct bufq		 stage;		/* small body pieces, one chunk */
+	struct bufq		 stage;		/* chunked: small body pieces,
+						   one chunk; by length: the
+						   last byte, until the FIN */
 	bool			 write_queued;	/* on the flush list */
 	TAILQ_ENTRY(exchange)	 write_entry;
 	uint64_t		 body_received;
+	uint64_t		 body_queued;	/* to out or stage */
 	uint64_t		 uncredited;	/* body bytes not yet credited */
 	bool			 req_fin;	/* the client's request ended */
 	bool			 req_written;	/* all of it reached the backend */
@@ -480,7 +483,7 @@ ex_put_chunk(struct exchange *ex, const uint8_t *data, size_t len,
 static int
 ex_stage_flush(struct exchange *ex)
 {
-	if (ex->stage.len == 0)
+	if (ex->stage.len == 0 || ex->framing != REQ_BODY_CHUNKED)
 		return 0;
 	return ex_put_chunk(ex, NULL, ex->stage.len, &ex->stage);
 }
@@ -490,12 +493,26 @@ ex_stage_flush(struct exchange *ex)
  * EX_CHUNK_MIN waits in stage for more, up to the next write: a chunk per
  * DATA frame of one byte cost six bytes in out for each byte of the
  * client's window.
+ *
+ * By the client's Content-Length, the body's last byte waits in stage for
+ * the end of the stream: a body that runs past its length is malformed
+ * (RFC 9114 4.1.2), and, had its first Content-Length bytes gone, the
+ * backend would have had a whole request that must not reach it.
  */
 static int
 ex_append_body(struct exchange *ex, const uint8_t *data, size_t len)
 {
-	if (ex->framing != REQ_BODY_CHUNKED)
+	uint64_t end = ex->body_queued + len;
+
+	ex->body_queued = end;
+	if (ex->framing != REQ_BODY_CHUNKED) {
+		if (len > 0 && !ex->req_fin && ex->req.content_length >= 0 &&
+		    end == (uint64_t)ex->req.content_length)
+			return bufq_append(&ex->out, data, len - 1) == -1 ||
+			    bufq_append(&ex->stage, data + len - 1, 1) == -1 ?
+			    -1 : 0;
 		return bufq_append(&ex->out, data, len);
+	}
 	if (len < EX_CHUNK_MIN) {
 		if (bufq_append(&ex->stage, data, len) == -1)
 			return -1;
@@ -600,8 +617,9 @@ exchange_body_end(struct exchange *ex)
 	}
 	if (ex->req_dropped)
 		return;		/* the backend's side is shut already */
-	if (ex->framing == REQ_BODY_CHUNKED && (ex_stage_flush(ex) == -1 ||
-	    bufq_append(&ex->out, "0\r\n\r\n", 5) == -1)) {
+	if (ex->framing == REQ_BODY_CHUNKED ? (ex_stage_flush(ex) == -1 ||
+	    bufq_append(&ex->out, "0\r\n\r\n", 5) == -1) :
+	    bufq_move(&ex->out, &ex->stage) == -1) {
 		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
 		return;
 	}
@@ -1595,8 +1613,9 @@ ex_client_stalled(const struct exchange *ex)
 	case EX_HOLD:
 		return true;
 	case EX_FORWARD:
-		return !ex->req_fin && !ex->head_done &&
-		    ex->out.len + ex->stage.len == 0;
+		/* all sent but what waits for more: a length's last byte */
+		return !ex->req_fin && !ex->head_done && ex->out.len +
+		    (ex->framing == REQ_BODY_CHUNKED ? ex->stage.len : 0) == 0;
 	default:
 		return false;
 	}

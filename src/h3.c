@@ -243,8 +243,9 @@ h3_recv_stream_data(struct qconn *qc, int64_t stream_id, const uint8_t *data,
 	if (n == NGHTTP3_ERR_MALFORMED_HTTP_MESSAGING &&
 	    ngtcp2_is_bidi_stream(stream_id)) {
 		/*
-		 * A body that disagrees with its Content-Length. nghttp3 calls
-		 * it a connection error; RFC 9114 4.1.2 lets it be a stream
+		 * A body that disagrees with its Content-Length, or a HEADERS
+		 * frame with no field section at all. nghttp3 calls it a
+		 * connection error; RFC 9114 4.1.2 lets it be a stream
 		 * error, which spares the connection's other requests. Not so
 		 * when it comes from reading the QPACK encoder stream: the
 		 * request was blocked on it, and its fault is not the encoder
@@ -253,8 +254,11 @@ h3_recv_stream_data(struct qconn *qc, int64_t stream_id, const uint8_t *data,
 		 */
 		if ((ex = exchange_find(qc, stream_id)) != NULL)
 			exchange_malformed(ex);
-		else
+		else {
+			/* the empty HEADERS: no request began */
+			stats.requests_malformed++;
 			h3_reset_stream(qc, stream_id, NGHTTP3_H3_MESSAGE_ERROR);
+		}
 		h3_consumed(qc, stream_id, len);
 		return 0;
 	}
@@ -264,7 +268,15 @@ h3_recv_stream_data(struct qconn *qc, int64_t stream_id, const uint8_t *data,
 			stats.closed_protocol_errors++;
 		log_debug("%s: nghttp3_conn_read_stream: %s", qc->peer,
 		    nghttp3_strerror((int)n));
+		/*
+		 * A field past nghttp3's bounds (a name over 256 bytes or a
+		 * value over 64 KiB, as encoded) leaves its QPACK decoder
+		 * unable to go on: the connection ends, but it is the client's
+		 * load, not a fault of qproxy's (H3_INTERNAL_ERROR).
+		 */
 		ngtcp2_ccerr_set_application_error(&qc->last_error,
+		    n == NGHTTP3_ERR_QPACK_HEADER_TOO_LARGE ?
+		    NGHTTP3_H3_EXCESSIVE_LOAD :
 		    nghttp3_err_infer_quic_app_error_code((int)n), NULL, 0);
 		return -1;
 	}

@@ -185,9 +185,12 @@ request_add(struct request *r, const uint8_t *name, size_t namelen,
 
 	if (r->error != REQ_OK)
 		return -1;
-	/* RFC 9114 4.2.2: the size counts 32 bytes of overhead per field. */
-	if (r->buflen + namelen + valuelen + 32 * (r->nfields + 1) >
-	    r->max_size)
+	/*
+	 * RFC 9114 4.2.2: name, value and 32 bytes of overhead per field, as
+	 * SETTINGS_MAX_FIELD_SECTION_SIZE tells the client.
+	 */
+	r->size += namelen + valuelen + 32;
+	if (r->size > r->max_size)
 		return fail(r, REQ_TOO_LARGE, "header section too large");
 	if (namelen == 0)
 		return fail(r, REQ_MALFORMED, "empty field name");

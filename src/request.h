@@ -34,6 +34,7 @@ struct request {
 	char			*buf;		/* names and values, NUL-ended */
 	size_t			 buflen, bufcap;
 	size_t			 max_size;	/* of the whole head */
+	size_t			 size;		/* so far: RFC 9114 4.2.2 */
 	struct request_field	*fields;
 	size_t			 nfields, fieldcap;
 	int			 method, scheme, authority, path, host;	/* or -1 */

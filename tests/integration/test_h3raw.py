@@ -156,6 +156,23 @@ def test_valid_post_with_content_length(qp, backend_app, fin_separate):
     assert rec["body_length"] == 10 and rec["content_length"] == "10"
 
 
+def test_body_of_its_length_without_fin_is_not_yet_a_request(qp, backend_app):
+    """All of a body's Content-Length, and no end of stream yet: more may
+    come, which would make the request malformed (RFC 9114 4.1.2). The
+    backend got every byte, a whole request it would act on; its last byte
+    now waits for the FIN."""
+    import time
+    before = backend_app.count
+    marker = "/app/upload?no-fin"
+    res = h3raw(qp.port, req(qp.port, "POST", marker, extra=["content-length: 100000"]),
+                data=100000, timeout=2, extra=["--no-fin"])
+    assert not any(o.startswith("status ") for o in res.outcomes), res
+    rec = backend_app.wait_for_request(lambda x: x["target"] == marker, start=before)
+    time.sleep(0.3)
+    rec = [x for x in backend_app.requests_since(before) if x["id"] == rec["id"]][0]
+    assert not rec.get("body_done"), rec
+
+
 def test_valid_post_without_content_length(qp, backend_app):
     before = backend_app.count
     res = h3raw(qp.port, post(qp.port), data=100000)
@@ -199,3 +216,48 @@ def test_stream_reset_before_its_head_is_no_request(qp):
     assert after["reset"] == before["reset"], (before, after)
     assert after["total"] == before["total"], (before, after)
 
+
+def test_empty_headers_frame_is_counted_malformed(qp, all_backends):
+    """A HEADERS frame with no field section (01 00): reset with
+    H3_MESSAGE_ERROR, and counted in requests malformed as the other
+    malformed requests are; it was counted nowhere."""
+    from test_ops import stats
+    before_backends = backend_counts(all_backends)
+    before = stats(qp)["requests"]["malformed"]
+    res = h3raw(qp.port, [], count=2, extra=["--raw", "01 00"])
+    assert res.outcomes == [H3_MESSAGE_ERROR] * 2, res
+    assert stats(qp)["requests"]["malformed"] == before + 2
+    assert_backends_untouched(qp, all_backends, before_backends, "an empty HEADERS frame")
+
+
+# ---------------------------------------------------------------- head size
+
+@pytest.mark.parametrize("field", [
+    "x-big: " + "~" * 70000,                # a value over nghttp3's 64 KiB
+    "z" * 400 + ": 1",                      # a name over its 256 bytes
+], ids=["value-70000", "name-400"])
+def test_field_too_large_for_nghttp3_is_excessive_load(qp, all_backends, field):
+    """nghttp3's QPACK decoder refuses a field past its bounds and cannot go
+    on: the connection ends (a library limit; a 431 for the one request
+    would be better). It ended with H3_INTERNAL_ERROR (0x102), which blamed
+    qproxy; it is the client's load: H3_EXCESSIVE_LOAD (0x107)."""
+    before = backend_counts(all_backends)
+    res = h3raw(qp.port, req(qp.port, extra=[field]), count=2)
+    assert res.outcomes == ["closed 0x107"] * 2, res
+    assert_backends_untouched(qp, all_backends, before, "a field too large")
+
+
+def test_head_of_the_advertised_size_is_taken(qp, backend_app):
+    """The size of a head is name + value + 32 per field (RFC 9114 4.2.2),
+    as SETTINGS_MAX_FIELD_SECTION_SIZE (max_header_size, 64k here) says; two
+    NUL bytes per field were counted too, so a head of the advertised size
+    got 431."""
+    fields = req(qp.port, path="/app/bytes/10")
+    size = sum(len(f.split(": ", 1)[0]) + len(f.split(": ", 1)[1]) + 32
+               for f in fields) + len("x-big") + 32
+    for extra, status in ((0, 200), (1, 431)):
+        big = "x-big: " + "a" * (65536 - size + extra)
+        res = h3raw(qp.port, fields + [big])
+        assert res.returncode == 0, res
+        assert len(res.outcomes) == 1 and res.outcomes[0].startswith("status %d " % status), \
+            (extra, res)

@@ -216,6 +216,18 @@ test_other_errors(void)
 	    (const uint8_t *)big, sizeof(big)), -1);
 	CHECK_EQ_INT(r.error, REQ_TOO_LARGE);
 	request_free(&r);
+
+	/* the limit is the size the client was told: name + value + 32 each */
+	request_init(&r, 1024);
+	CHECK_EQ_INT(request_add(&r, (const uint8_t *)":method", 7,
+	    (const uint8_t *)"GET", 3), 0);
+	CHECK_EQ_INT(request_add(&r, (const uint8_t *)"x", 1,
+	    (const uint8_t *)big, 1024 - 42 - 33), 0);	/* 1024 in all */
+	CHECK_EQ_INT(r.error, REQ_OK);
+	CHECK_EQ_INT(request_add(&r, (const uint8_t *)"y", 1,
+	    (const uint8_t *)"", 0), -1);			/* 1057 */
+	CHECK_EQ_INT(r.error, REQ_TOO_LARGE);
+	request_free(&r);
 }
 
 /* The :path a backend gets, and routes see, for the :path a client sent. */
