@@ -234,7 +234,8 @@ install: $(B)/qproxy $(B)/qproxyctl
 	install -m 755 $(B)/qproxy $(DESTDIR)$(SBINDIR)/qproxy
 	install -m 755 $(B)/qproxyctl $(DESTDIR)$(SBINDIR)/qproxyctl
 	install -m 644 man/qproxyctl.8 $(DESTDIR)$(MANDIR)/man8/qproxyctl.8
-	sed 's|@SBINDIR@|$(SBINDIR)|g' systemd/qproxy.service.in \
+	sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+	    systemd/qproxy.service.in \
 	    >$(DESTDIR)$(UNITDIR)/qproxy.service
 	chmod 644 $(DESTDIR)$(UNITDIR)/qproxy.service
 	install -m 644 man/qproxy.8 $(DESTDIR)$(MANDIR)/man8/qproxy.8

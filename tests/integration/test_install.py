@@ -8,10 +8,10 @@ from helpers import qproxy_binary
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
-def _install(destdir, prefix="/usr"):
+def _install(destdir, prefix="/usr", extra=()):
     build = os.path.dirname(qproxy_binary())
     return subprocess.run(["make", "-s", "-C", TOP, "install", "B=%s" % build,
-                           "PREFIX=%s" % prefix, "DESTDIR=%s" % destdir],
+                           "PREFIX=%s" % prefix, "DESTDIR=%s" % destdir] + list(extra),
                           capture_output=True, text=True, timeout=300)
 
 
@@ -28,7 +28,7 @@ def test_install_into_destdir(tmp_path):
     assert conf.stat().st_mode & 0o077 == 0o040   # group-readable, no more
     unit = (tmp_path / "usr/lib/systemd/system/qproxy.service").read_text()
     assert "ExecStart=/usr/sbin/qproxy -f -c /etc/qproxy.conf\n" in unit
-    assert "@SBINDIR@" not in unit
+    assert "@SBINDIR@" not in unit and "@SYSCONFDIR@" not in unit, unit
     v = subprocess.run([str(daemon), "-v"], capture_output=True, text=True)
     assert v.returncode == 0 and v.stdout.startswith("qproxy ")
 
@@ -43,6 +43,18 @@ def test_install_fills_the_unit_with_this_prefix(tmp_path):
     unit = (tmp_path / "b/usr/lib/systemd/system/qproxy.service").read_text()
     assert "ExecStart=/usr/sbin/qproxy -f -c /etc/qproxy.conf\n" in unit, unit
     assert "/usr/local" not in unit, unit
+
+
+def test_install_fills_the_unit_with_this_sysconfdir(tmp_path):
+    """SYSCONFDIR moved the configuration, but the unit still read
+    /etc/qproxy.conf: the service would not start."""
+    p = _install(tmp_path, extra=["SYSCONFDIR=/etc/qproxy-alt"])
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "etc/qproxy-alt/qproxy.conf").is_file()
+    unit = (tmp_path / "usr/lib/systemd/system/qproxy.service").read_text()
+    assert "ExecStart=/usr/sbin/qproxy -f -c /etc/qproxy-alt/qproxy.conf\n" in unit, unit
+    assert "ExecStartPre=/usr/sbin/qproxy -t -c /etc/qproxy-alt/qproxy.conf\n" in unit, unit
+    assert "@SBINDIR@" not in unit and "@SYSCONFDIR@" not in unit, unit
 
 
 def test_install_keeps_an_existing_config(tmp_path):
