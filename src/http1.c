@@ -291,7 +291,7 @@ http1_framing(struct http1_response *resp, bool head_request)
 	 * whatever the status, and the connection is closed after.
 	 */
 	resp->has_content_length = has_cl && !has_te;
-	resp->content_length = length;
+	resp->content_length = resp->has_content_length ? length : 0;
 
 	if (resp->minor_version >= 1)
 		keep_alive = !http1_connection_has(resp, "close");
