@@ -37,7 +37,7 @@ RNG_OBJ = $(B)/rng.o
 LIB_OBJS = $(LIB_SRCS:src/%.c=$(B)/%.o)
 
 UNIT_TESTS = test_config test_route test_http1 test_request test_bufq \
-	test_control test_log test_tls test_bytes test_upstream
+	test_control test_log test_tls test_bytes test_upstream test_h3mem
 UNIT_BINS = $(UNIT_TESTS:%=$(B)/tests/%)
 
 TOOLS = $(B)/tests/h3raw

@@ -233,6 +233,8 @@ void		 h3_consumed(struct qconn *, int64_t stream_id, size_t n);
 size_t		 h3_mem_kept(void);
 /* Bytes nghttp3 holds now (live blocks), counted by block size. */
 size_t		 h3_mem_live(void);
+/* The allocator given to nghttp3 (for the unit tests). */
+const nghttp3_mem *h3_mem(void);
 void		 h3_mem_drain(void);
 /* The client is asked to stop sending on the stream (H3_NO_ERROR). */
 void		 h3_stop_reading(struct qconn *, int64_t stream_id);

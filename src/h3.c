@@ -58,12 +58,19 @@ h3mem_malloc(size_t size, void *user_data)
 			h3mem_live += h3mem_weight(malloc_usable_size(p));
 		return p;
 	}
-	if ((p = freelist_get(&h3mem_class[c], c << H3MEM_SHIFT)) != NULL)
+	if ((p = freelist_get(&h3mem_class[c], c << H3MEM_SHIFT)) != NULL) {
+		/* kept in class c: its usable size is of class c */
 		h3mem_bytes -= c << H3MEM_SHIFT;
-	else if ((p = malloc(c << H3MEM_SHIFT)) == NULL)
-		return NULL;
-	/* malloc(c << H3MEM_SHIFT) has a usable size of class c */
-	h3mem_live += c << H3MEM_SHIFT;
+		h3mem_live += c << H3MEM_SHIFT;
+		return p;
+	}
+	/*
+	 * A new block may be larger than asked for (malloc hands out a whole
+	 * free chunk up to 16 bytes over), so of a higher class: weighed by
+	 * what it is, as its free will.
+	 */
+	if ((p = malloc(c << H3MEM_SHIFT)) != NULL)
+		h3mem_live += h3mem_weight(malloc_usable_size(p));
 	return p;
 }
 
@@ -141,6 +148,12 @@ size_t
 h3_mem_live(void)
 {
 	return h3mem_live;
+}
+
+const nghttp3_mem *
+h3_mem(void)
+{
+	return &h3mem;
 }
 
 /* Frees the kept blocks (at exit: LeakSanitizer cannot follow them). */
