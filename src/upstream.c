@@ -33,6 +33,7 @@ struct upstream_pool {
  */
 struct upstream_line {
 	unsigned			 refs;
+	unsigned			 npools;	/* of the refs */
 	TAILQ_HEAD(, upstream_waiter)	 waiters;	/* by seq */
 	uint64_t			 seq;		/* the last given */
 };
@@ -69,17 +70,52 @@ conn_give(struct upstream_conn *c, upstream_cb *cb, void *data)
 }
 
 static void
-counters_release(struct upstream_counters *ctr)
-{
-	if (ctr != NULL && --ctr->refs == 0)
-		free(ctr);
-}
-
-static void
 line_release(struct upstream_line *line)
 {
 	if (line != NULL && --line->refs == 0)
 		free(line);
+}
+
+static void
+counters_release(struct upstream_counters *ctr)
+{
+	if (ctr == NULL || --ctr->refs > 0)
+		return;
+	for (size_t i = 0; i < ctr->nlines; i++)
+		line_release(ctr->lines[i]);
+	free(ctr->lines);
+	free(ctr);
+}
+
+/*
+ * Notes that the waiters of l may use ctr's server. Without memory, they
+ * are woken by their own generation's connections only.
+ */
+static void
+counters_add_line(struct upstream_counters *ctr, struct upstream_line *l)
+{
+	struct upstream_line **nl;
+
+	for (size_t i = 0; i < ctr->nlines; i++)
+		if (ctr->lines[i] == l)
+			return;
+	if ((nl = reallocarray(ctr->lines, ctr->nlines + 1,
+	    sizeof(*nl))) == NULL)
+		return;
+	ctr->lines = nl;
+	ctr->lines[ctr->nlines++] = l;
+	l->refs++;
+}
+
+static void
+counters_drop_line(struct upstream_counters *ctr, struct upstream_line *l)
+{
+	for (size_t i = 0; i < ctr->nlines; i++)
+		if (ctr->lines[i] == l) {
+			ctr->lines[i] = ctr->lines[--ctr->nlines];
+			line_release(l);
+			return;
+		}
 }
 
 struct upstream_pool *
@@ -100,7 +136,7 @@ upstream_pools_new(struct ev_loop *loop, struct config *cfg)
 			upstream_pools_free(pools);
 			return NULL;
 		}
-		p->line->refs = 1;
+		p->line->refs = p->line->npools = 1;
 		TAILQ_INIT(&p->line->waiters);
 		p->nservers = p->cfg->nservers;
 		p->servers = calloc(p->nservers, sizeof(*p->servers));
@@ -117,6 +153,7 @@ upstream_pools_new(struct ev_loop *loop, struct config *cfg)
 				return NULL;
 			}
 			p->servers[s].ctr->refs = 1;
+			counters_add_line(p->servers[s].ctr, p->line);
 		}
 	}
 	return pools;
@@ -146,15 +183,22 @@ upstream_pools_free(struct upstream_pool *pools)
 	if (pools == NULL)
 		return;
 	for (size_t b = 0; b < pools[0].npools; b++) {
-		for (size_t s = 0; s < pools[b].nservers; s++) {
+		struct upstream_line *l = pools[b].line;
+		/* no pool waits in it any more: the servers forget it */
+		bool last = l != NULL && --l->npools == 0;
+
+		for (size_t s = 0; pools[b].servers != NULL &&
+		    s < pools[b].nservers; s++) {
 			while ((c = pools[b].servers[s].idle) != NULL) {
 				idle_unlink(c);
 				upstream_close(c);
 			}
+			if (last && pools[b].servers[s].ctr != NULL)
+				counters_drop_line(pools[b].servers[s].ctr, l);
 			counters_release(pools[b].servers[s].ctr);
 		}
 		free(pools[b].servers);
-		line_release(pools[b].line);
+		line_release(l);
 	}
 	free(pools);
 }
@@ -233,18 +277,24 @@ upstream_unwait(struct upstream_pool *pools, size_t backend,
 }
 
 
-/* A server of p has room, or an idle connection: the first waiter goes on. */
+/* A server of the line's has room, or an idle connection: its first goes on. */
 static void
-pool_wake(struct upstream_pool *p)
+line_wake(struct upstream_line *l)
 {
 	struct upstream_waiter *w;
 
-	if ((w = TAILQ_FIRST(&p->line->waiters)) == NULL)
+	if ((w = TAILQ_FIRST(&l->waiters)) == NULL)
 		return;
-	TAILQ_REMOVE(&p->line->waiters, w, entry);
+	TAILQ_REMOVE(&l->waiters, w, entry);
 	w->queued = false;
 	stats.upstream_queued--;
 	w->wake(w);
+}
+
+static void
+pool_wake(struct upstream_pool *p)
+{
+	line_wake(p->line);
 }
 
 bool
@@ -370,14 +420,24 @@ upstream_release(struct upstream_conn *c)
 void
 upstream_close(struct upstream_conn *c)
 {
-	struct upstream_pool *p = c->server->pool;
+	struct upstream_server *s = c->server;
 
-	ev_io_stop(p->loop, &c->rio);
-	ev_io_stop(p->loop, &c->wio);
+	ev_io_stop(s->pool->loop, &c->rio);
+	ev_io_stop(s->pool->loop, &c->wio);
 	close(c->fd);
 	free(c);
 	stats.upstream_conns_current--;
-	pool_wake(p);
+	/*
+	 * Room at the server for every generation that has it: across a
+	 * reload that changed the backend's servers or max_connections, the
+	 * new requests wait in a line of their own for the room the old ones
+	 * make (and the reverse). Waking its own first keeps the old order
+	 * when one line is shared.
+	 */
+	pool_wake(s->pool);
+	for (size_t i = 0; i < s->ctr->nlines; i++)
+		if (s->ctr->lines[i] != s->pool->line)
+			line_wake(s->ctr->lines[i]);
 }
 
 static const char *
@@ -479,9 +539,19 @@ upstream_pools_inherit(struct upstream_pool *to,
 			 * the front, ahead of those who could.
 			 */
 			if (same_shape(to[b].cfg, from[c].cfg)) {
-				line_release(to[b].line);
+				struct upstream_line *old = to[b].line;
+
 				to[b].line = from[c].line;
 				to[b].line->refs++;
+				to[b].line->npools++;
+				old->npools--;
+				for (size_t i = 0; i < to[b].nservers; i++) {
+					counters_drop_line(to[b].servers[i].ctr,
+					    old);
+					counters_add_line(to[b].servers[i].ctr,
+					    to[b].line);
+				}
+				line_release(old);
 			}
 			for (size_t i = 0; i < to[b].nservers; i++) {
 				struct upstream_server *t = &to[b].servers[i];
@@ -496,6 +566,7 @@ upstream_pools_inherit(struct upstream_pool *to,
 					counters_release(t->ctr);
 					t->ctr = f->ctr;
 					t->ctr->refs++;
+					counters_add_line(t->ctr, to[b].line);
 					break;
 				}
 			}

@@ -34,6 +34,13 @@ struct upstream_counters {
 	uint64_t			 requests, failures, active;
 	double				 ttfb_sum;	/* seconds */
 	uint64_t			 ttfb_count;
+	/*
+	 * The lines of the generations that have this server: a connection
+	 * of one that closes makes room for the waiters of each (a
+	 * reference each).
+	 */
+	struct upstream_line		**lines;
+	size_t				 nlines;
 };
 
 struct upstream_server {

@@ -838,6 +838,54 @@ def test_max_connections_room_made_before_a_reload_is_taken_after(qproxy_factory
     assert r.elapsed < 5 * SLOW, r.elapsed
 
 
+def test_max_connections_room_made_by_the_old_configuration_wakes_the_new_line(
+        qproxy_factory, certificate, backend_app, backend_other):
+    """A reload that drops one of two servers: the new configuration's
+    requests wait in a line of their own for the server both have, whose one
+    connection an old request holds. Its close woke only the old line: the
+    new requests got 503 at connect_timeout with the server idle."""
+    from test_ops import _rewrite
+    cert, key = certificate
+    a, b = backend_app.tcp_server, backend_other.tcp_server
+
+    def sections(servers):
+        return [("global", [("log_level", "debug")]),
+                ("listener main", [("address", "127.0.0.1:%d" % q.port),
+                                   ("certificate", cert), ("private_key", key)]),
+                ("backend app", [("server", x) for x in servers] +
+                 [("max_connections", "1"), ("connect_timeout", "%gs" % (8 * SLOW))]),
+                ("route app", [("path_prefix", "/app/"), ("backend", "app")])]
+    q = qproxy_factory(sections=lambda port, c, k: [
+        ("global", [("log_level", "debug")]),
+        ("listener main", [("address", "127.0.0.1:%d" % port),
+                           ("certificate", c), ("private_key", k)]),
+        ("backend app", [("server", a), ("server", b), ("max_connections", "1"),
+                         ("connect_timeout", "%gs" % (8 * SLOW))]),
+        ("route app", [("path_prefix", "/app/"), ("backend", "app")])])
+    got = {}
+
+    def get(name):
+        got[name] = h3_get(q.url("/app/bytes/10?wait=%d" % (1500 * SLOW)),
+                           timeout=30 * SLOW).status
+    holders = [threading.Thread(target=get, args=("h%d" % i,)) for i in range(2)]
+    for t in holders:
+        t.start()
+    try:
+        wait_until(lambda: stats(q)["upstream"]["connections_current"] == 2,
+                   "both servers' one connection taken")
+        _rewrite(q, sections([a]))
+        p = qproxyctl(q, "reload")
+        assert p.returncode == 0, p.stderr
+        r = h3_get(q.url("/app/bytes/20"), timeout=30 * SLOW)
+        assert r.status == 200 and r.body == expected_body(20), r.status
+        assert r.elapsed < 5 * SLOW, r.elapsed
+    finally:
+        for t in holders:
+            t.join()
+    assert got == {"h0": 200, "h1": 200}, got
+    assert stats(q)["upstream"]["queue_timeouts"] == 0
+
+
 @pytest.mark.parametrize("change", ["max_connections", "server"])
 def test_max_connections_reload_that_changes_the_backend_keeps_lines_apart(
         qproxy_factory, certificate, backend_app, backend_other, change):
