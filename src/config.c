@@ -1342,13 +1342,19 @@ config_load(const char *path, FILE *errs)
 			    strerror(errno));
 		return NULL;
 	}
-	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode) ||
-	    fcntl(fd, F_SETFL, O_RDONLY) == -1 ||
-	    (p.fp = fdopen(fd, "r")) == NULL) {
+	if (fstat(fd, &st) == 0 && !S_ISREG(st.st_mode)) {
 		if (errs != NULL)
 			fprintf(errs, "%s:0: cannot open: %s\n", path,
 			    S_ISDIR(st.st_mode) ? strerror(EISDIR) :
 			    "not a regular file");
+		close(fd);
+		return NULL;
+	}
+	if (fcntl(fd, F_SETFL, O_RDONLY) == -1 ||
+	    (p.fp = fdopen(fd, "r")) == NULL) {
+		if (errs != NULL)
+			fprintf(errs, "%s:0: cannot open: %s\n", path,
+			    strerror(errno));
 		close(fd);
 		return NULL;
 	}

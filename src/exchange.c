@@ -970,6 +970,8 @@ ex_write(struct exchange *ex)
 	size_t cnt;
 	ssize_t n;
 
+	if (ex->req_dropped)
+		return;		/* a write failed: the backend takes no more */
 	if (ex_stage_flush(ex) == -1) {
 		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
 		return;
@@ -1297,7 +1299,8 @@ ex_parse(struct exchange *ex)
 			continue;
 		}
 		ex->head_done = true;
-		ex->reusable = resp.keep_alive;
+		/* a connection whose request was cut short is never pooled */
+		ex->reusable = resp.keep_alive && !ex->req_dropped;
 		ex->status = resp.status;
 		ex->server->ctr->ttfb_sum += ev_now(ex_loop(ex)) - ex->forwarded;
 		ex->server->ctr->ttfb_count++;
