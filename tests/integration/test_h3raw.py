@@ -173,6 +173,27 @@ def test_body_of_its_length_without_fin_is_not_yet_a_request(qp, backend_app):
     assert not rec.get("body_done"), rec
 
 
+def test_head_answered_by_qproxy_has_no_body(qp):
+    """qproxy's own answers (here a 404: no route) to HEAD carry no body:
+    a body would be malformed (RFC 9110 9.3.2), and clients close the whole
+    connection for it."""
+    res = h3raw(qp.port, req(qp.port, "HEAD", "/no-route-here"), count=2)
+    assert res.outcomes == ["status 404 body 0"] * 2, res
+
+
+def test_expect_100_continue_is_answered_by_qproxy(qp, backend_app):
+    """Expect: 100-continue gets qproxy's own 100 at once, and the field is
+    not passed on: the body comes whatever the backend would say."""
+    before = backend_app.count
+    res = h3raw(qp.port, post(qp.port, "content-length: 10", "expect: 100-continue"),
+                data=10, fin_separate=True, print_headers=True)
+    assert res.returncode == 0, res
+    assert "< :status: 100" in res.stdout, res
+    assert any(o.startswith("status 200 ") for o in res.outcomes), res
+    rec = backend_app.wait_for_request(lambda x: x["path"] == "/app/upload", start=before)
+    assert not [n for n, _ in rec["headers"] if n.lower() == "expect"], rec
+
+
 def test_valid_post_without_content_length(qp, backend_app):
     before = backend_app.count
     res = h3raw(qp.port, post(qp.port), data=100000)

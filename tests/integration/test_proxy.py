@@ -508,24 +508,38 @@ def test_client_pausing_longer_than_read_timeout_is_not_a_silent_backend(qp):
                                   "/app/die-chunked/200000"],
                          ids=["content-length", "content-length-rst", "chunked"])
 def test_backend_dies_mid_body(qp, path):
-    """The client must see an error, never a complete-looking response."""
+    """The client must see an error, never a complete-looking response;
+    requests reset and the server's failures count it."""
+    before = stats(qp)
     with pytest.raises(pycurl.error) as ei:
         h3_get(qp.url(path), timeout=15)
     assert ei.value.args[0] != pycurl.E_OPERATION_TIMEDOUT, \
         "qproxy left the stream open instead of resetting it: %s" % (ei.value,)
+    after = stats(qp)
+    assert after["requests"]["reset"] == before["requests"]["reset"] + 1
+    assert _failures(after) == _failures(before) + 1
     # qproxy is fine afterwards.
     r = h3_get(qp.url("/app/bytes/1000"))
     assert r.status == 200 and r.body == expected_body(1000)
 
 
+def _failures(st):
+    """The failures of the app backend's servers, all together."""
+    return sum(s["failures"] for b in st["backends"] if b["name"] == "app"
+               for s in b["servers"])
+
+
 @pytest.mark.parametrize("kind", ["status", "noheader", "cl", "binary"])
 def test_malformed_response_head_502(qp, kind):
     """The backend keeps the connection open after its bad head, so only
-    parsing it can produce the 502 (a 504 would mean qproxy just waited)."""
+    parsing it can produce the 502 (a 504 would mean qproxy just waited).
+    It counts as a failure of the server."""
+    before = _failures(stats(qp))
     t = time.monotonic()
     r = h3_get(qp.url("/app/garbage/%s" % kind), timeout=20)
     assert r.status == 502
     assert time.monotonic() - t < 5 * SLOW
+    assert _failures(stats(qp)) == before + 1
 
 
 @pytest.mark.parametrize("kind", ["cl-twice", "cl-list", "cl-zeros"])
@@ -651,6 +665,22 @@ def test_post_not_sent_again_when_a_pooled_connection_closes(qp, backend_app):
     r, tries, retried = _drop_reused(qp, backend_app, lambda: h3_post(
         qp.url("/app/drop-reused"), b"x" * 100))
     assert r.status == 502
+    assert len(tries) == 1 and tries[0] > 1, tries
+    assert retried == 0
+
+
+@pytest.mark.parametrize("how", ["put-with-body", "purge-no-body"])
+def test_only_idempotent_bodyless_requests_are_sent_again(qp, backend_app, how):
+    """Only an idempotent request without a body is sent again: a PUT's body
+    is not kept once sent (sending its head again, with no body, would leave
+    the backend waiting for it), and PURGE, not idempotent, may have been
+    acted on. Both get 502, and the backend saw each once."""
+    if how == "put-with-body":
+        send = lambda: h3_put(qp.url("/app/drop-reused"), b"x" * 100)   # noqa: E731
+    else:
+        send = lambda: h3_request(qp.url("/app/drop-reused"), method="PURGE")  # noqa: E731
+    r, tries, retried = _drop_reused(qp, backend_app, send)
+    assert r.status == 502, r.status
     assert len(tries) == 1 and tries[0] > 1, tries
     assert retried == 0
 
