@@ -1447,7 +1447,10 @@ ex_read_buffered(struct exchange *ex)
 		ex->rcap = want;
 	}
 	if (ex->rlen == ex->rcap) {
-		/* a head larger than max_header_size */
+		/* a head larger than max_header_size: a bad response */
+		log_warnx("backend %s: response head larger than "
+		    "max_header_size", ex->server->cfg->text);
+		ex->server->ctr->failures++;
 		ex_respond(ex, 502);
 		return -2;
 	}

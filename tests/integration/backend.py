@@ -751,6 +751,10 @@ class Backend:
                             b"this line has no colon\r\n\r\nok",
                 "cl": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
                 "binary": b"\x00\x01\x02\xff garbage \x7f\r\n\r\n",
+                # a valid head of 60 fields, 120 KB: over max_header_size
+                "bighead": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n" +
+                           b"".join(b"X-Field-%02d: %s\r\n" % (i, b"v" * 2000)
+                                    for i in range(60)) + b"\r\nok",
             }
             if kind not in heads:
                 raise BadRequest("unknown garbage kind")

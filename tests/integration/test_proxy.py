@@ -529,7 +529,7 @@ def _failures(st):
                for s in b["servers"])
 
 
-@pytest.mark.parametrize("kind", ["status", "noheader", "cl", "binary"])
+@pytest.mark.parametrize("kind", ["status", "noheader", "cl", "binary", "bighead"])
 def test_malformed_response_head_502(qp, kind):
     """The backend keeps the connection open after its bad head, so only
     parsing it can produce the 502 (a 504 would mean qproxy just waited).
