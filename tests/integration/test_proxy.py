@@ -764,6 +764,45 @@ def test_early_response_to_an_upload_is_relayed_not_502(qproxy_factory, backend_
     assert servers[0]["failures"] == 0, servers
 
 
+def test_max_idle_connections_bounds_the_pool(qproxy_factory, backend_app):
+    """max_idle_connections = 1: of four connections that four requests at
+    once opened, one is kept for later requests, the others are closed."""
+    q = qproxy_factory(sections=lambda port, c, k: [
+        ("global", [("log_level", "debug")]),
+        ("listener main", [("address", "127.0.0.1:%d" % port),
+                           ("certificate", c), ("private_key", k)]),
+        ("backend app", [("server", backend_app.tcp_server),
+                         ("max_idle_connections", "1")]),
+        ("route app", [("path_prefix", "/app/"), ("backend", "app")])])
+    before = backend_app.count
+    rs = _in_parallel(*[lambda: h3_get(q.url("/app/bytes/10?wait=%d" % (500 * SLOW)),
+                                       timeout=30 * SLOW) for _ in range(4)])
+    assert all(not isinstance(r, Exception) and r.status == 200 for r in rs), rs
+    conns = {x["conn"] for x in backend_app.requests_since(before)}
+    assert len(conns) == 4, conns
+    st = stats(q)
+    assert st["upstream"]["connections_current"] == 1, st["upstream"]
+    assert st["backends"][0]["servers"][0]["idle"] == 1, st["backends"]
+
+
+def test_server_marked_down_comes_back_up(qproxy_factory):
+    """A server that refused is shown down; once it answers, up again:
+    what an operator watches in qproxyctl backends."""
+    import backend as backend_mod
+    from backend import free_tcp_port
+    port = free_tcp_port()
+    q = qproxy_factory(backend_server="127.0.0.1:%d" % port)
+
+    def state():
+        return stats(q)["backends"][0]["servers"][0]["state"]
+    assert h3_get(q.url("/app/bytes/10")).status == 502
+    assert state() == "down"
+    with backend_mod.Backend(tcp=("127.0.0.1", port), name="late"):
+        r = h3_get(q.url("/app/bytes/10"))
+        assert r.status == 200 and r.body == expected_body(10)
+        assert state() == "up"
+
+
 def _limited_sections(port, cert, key, server, max_conns, connect_timeout):
     """Route /app/ to one server with max_connections."""
     return [("global", [("log_level", "debug")]),
