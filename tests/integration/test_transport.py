@@ -12,7 +12,7 @@ import time
 import pytest
 
 from helpers import (SLOW, expected_body, expected_sha256, file_sha256, gtls_fetch,
-                     gtlsclient_binary, h3_get, h3raw)
+                     gtlsclient_binary, h3_get, h3raw, wait_until)
 from test_ops import qproxyctl, stats
 
 KiB = 1024
@@ -74,6 +74,31 @@ def test_secret_file_is_created_private_and_refused_when_readable(
                        text=True, timeout=30)
     assert p.returncode == 1
     assert "secret_file" in p.stderr and "0600" in p.stderr, p.stderr
+
+
+def test_stateless_resets_are_rate_limited(qproxy_factory, certificate, backend_app,
+                                          tmp_path):
+    """Stateless resets go out at most 100 a second (a burst of as many):
+    400 packets for unknown connections at once get about 100 answers, and
+    the rest count in stateless_resets_limited. An unlimited reset is a
+    reflector for anyone who can spoof a source address."""
+    secret = str(tmp_path / "secret")
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server, secret))
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for _ in range(400):
+            s.sendto(bytes([0x40]) + os.urandom(16) + os.urandom(60), ("127.0.0.1", q.port))
+    finally:
+        s.close()
+
+    def answered():
+        quic = stats(q)["quic"]
+        return quic["stateless_resets_sent"] + quic["stateless_resets_limited"]
+    wait_until(lambda: answered() >= 380, "the 400 packets read", timeout=10)
+    quic = stats(q)["quic"]
+    assert 90 <= quic["stateless_resets_sent"] <= 150, quic
+    assert quic["stateless_resets_limited"] >= 250, quic
 
 
 def test_stateless_reset_for_unknown_connections(qproxy_factory, certificate,
