@@ -803,6 +803,31 @@ def test_server_marked_down_comes_back_up(qproxy_factory):
         assert state() == "up"
 
 
+def test_out_of_descriptors_is_503_not_a_server_fault(qproxy_factory, backend_app):
+    """With its descriptors used up, qproxy answers 503 (its own limit),
+    counts out_of_descriptors, and does not mark the server down."""
+    first = qproxy_factory(backend_server=backend_app.tcp_server)
+    used = len(os.listdir("/proc/%d/fd" % first.proc.pid))
+    first.stop()
+    # the same start with room for two more descriptors
+    q = qproxy_factory(backend_server=backend_app.tcp_server,
+                       read_timeout="%gs" % (3 * SLOW), start=False)
+    wrapper = os.path.join(os.path.dirname(q.conf), "qproxy-nofile.sh")
+    with open(wrapper, "w") as f:
+        f.write('#!/bin/sh\nulimit -n %d\nexec "%s" "$@"\n' % (used + 2, q.binary))
+    os.chmod(wrapper, 0o755)
+    q.binary = wrapper
+    q.start()
+    rs = _in_parallel(*[lambda: h3_get(q.url("/app/hang"), timeout=30 * SLOW)
+                        for _ in range(5)])
+    statuses = sorted(r.status for r in rs if not isinstance(r, Exception))
+    assert len(statuses) == 5 and 503 in statuses, rs
+    assert set(statuses) <= {503, 504}, statuses
+    st = stats(q)
+    assert st["upstream"]["out_of_descriptors"] == statuses.count(503), st["upstream"]
+    assert st["backends"][0]["servers"][0]["state"] != "down", st["backends"]
+
+
 def _limited_sections(port, cert, key, server, max_conns, connect_timeout):
     """Route /app/ to one server with max_connections."""
     return [("global", [("log_level", "debug")]),
