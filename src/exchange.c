@@ -214,7 +214,6 @@ ex_unqueue(struct exchange *ex)
 	}
 }
 
-/* Ends the exchange's work; the stream itself closes later. */
 /*
  * The connection is kept alive (PINGs) while some exchange waits on
  * qproxy or its backend: not for one that waits only on the client, as a
@@ -230,6 +229,7 @@ ex_set_done(struct exchange *ex)
 		qconn_keep_alive(ex->qc, false);
 }
 
+/* Ends the exchange's work; the stream itself closes later. */
 static void
 ex_finish(struct exchange *ex)
 {
@@ -301,6 +301,15 @@ ex_respond(struct exchange *ex, int status)
 		return;
 	}
 	ex_finish(ex);
+}
+
+/* A response the backend got wrong: 502, a failure of the server's. */
+static void
+ex_bad_response(struct exchange *ex, const char *what)
+{
+	log_warnx("backend %s: %s", ex->server->cfg->text, what);
+	ex->server->ctr->failures++;
+	ex_respond(ex, 502);
 }
 
 static void
@@ -1283,10 +1292,7 @@ ex_parse(struct exchange *ex)
 		if (n == 0)
 			return;
 		if (n < 0 || resp.status == 101) {
-			log_warnx("backend %s: malformed response head",
-			    ex->server->cfg->text);
-			ex->server->ctr->failures++;
-			ex_respond(ex, 502);
+			ex_bad_response(ex, "malformed response head");
 			return;
 		}
 		if (resp.status < 200) {
@@ -1363,10 +1369,7 @@ ex_eof(struct exchange *ex)
 	if (!ex->head_done) {
 		if (ex_retry(ex))
 			return;
-		log_warnx("backend %s: closed before a complete response head",
-		    ex->server->cfg->text);
-		ex->server->ctr->failures++;
-		ex_respond(ex, 502);
+		ex_bad_response(ex, "closed before a complete response head");
 		return;
 	}
 	if (http1_body_eof(&ex->body) == HTTP1_BODY_DONE) {
@@ -1447,11 +1450,7 @@ ex_read_buffered(struct exchange *ex)
 		ex->rcap = want;
 	}
 	if (ex->rlen == ex->rcap) {
-		/* a head larger than max_header_size: a bad response */
-		log_warnx("backend %s: response head larger than "
-		    "max_header_size", ex->server->cfg->text);
-		ex->server->ctr->failures++;
-		ex_respond(ex, 502);
+		ex_bad_response(ex, "response head larger than max_header_size");
 		return -2;
 	}
 	n = read(ex->uc->fd, ex->rbuf + ex->rlen, ex->rcap - ex->rlen);

@@ -53,23 +53,22 @@ h3mem_malloc(size_t size, void *user_data)
 	void *p;
 
 	(void)user_data;
-	if (c == 0 || c > H3MEM_CLASSES) {
-		if ((p = malloc(size)) != NULL)
-			h3mem_live += h3mem_weight(malloc_usable_size(p));
-		return p;
-	}
-	if ((p = freelist_get(&h3mem_class[c], c << H3MEM_SHIFT)) != NULL) {
-		/* kept in class c: its usable size is of class c */
-		h3mem_bytes -= c << H3MEM_SHIFT;
-		h3mem_live += c << H3MEM_SHIFT;
-		return p;
+	if (c > 0 && c <= H3MEM_CLASSES) {
+		if ((p = freelist_get(&h3mem_class[c],
+		    c << H3MEM_SHIFT)) != NULL) {
+			/* kept in class c: its usable size is of class c */
+			h3mem_bytes -= c << H3MEM_SHIFT;
+			h3mem_live += c << H3MEM_SHIFT;
+			return p;
+		}
+		size = c << H3MEM_SHIFT;
 	}
 	/*
 	 * A new block may be larger than asked for (malloc hands out a whole
 	 * free chunk up to 16 bytes over), so of a higher class: weighed by
 	 * what it is, as its free will.
 	 */
-	if ((p = malloc(c << H3MEM_SHIFT)) != NULL)
+	if ((p = malloc(size)) != NULL)
 		h3mem_live += h3mem_weight(malloc_usable_size(p));
 	return p;
 }

@@ -26,10 +26,11 @@ struct upstream_pool {
 };
 
 /*
- * The requests waiting for room at a backend. Like a server's counters,
- * shared by the generations of pools that have the backend (by name): a
- * connection closed by a request of one makes room for a waiter of the
- * other, as the servers' open connections are counted across both.
+ * The requests waiting for room at a backend, first come first served.
+ * Generations of pools whose backend has the same servers and limit share
+ * one line (upstream_pools_inherit); other lines of a server are woken
+ * through its counters (upstream_counters.lines) when one of its
+ * connections closes, as its open connections are counted across them.
  */
 struct upstream_line {
 	unsigned			 refs;
