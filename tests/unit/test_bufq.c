@@ -7,15 +7,6 @@
 #include "bufq.h"
 #include "unit.h"
 
-static uint32_t seed = 12345;
-
-static uint32_t
-next(void)
-{
-	seed = seed * 1103515245u + 12345u;
-	return seed >> 8;
-}
-
 /*
  * Appends (by copy or by writing into reserved room), sends and consumes in
  * random steps; the bytes must come out in order and pointers handed out
@@ -38,12 +29,12 @@ test_random(void)
 		in[i] = (uint8_t)(i * 7 + i / 251);
 	bufq_init(&q);
 	while (cpos < sizeof(in)) {
-		switch (next() % 4) {
+		switch (unit_rand() % 4) {
 		case 3: {
 			/* readv(2) into the queue, as exchange.c does */
 			struct iovec iov[4];
-			size_t n = bufq_reserve(&q, iov, 1 + next() % 4);
-			size_t room = 0, want = next() % 40000, k;
+			size_t n = bufq_reserve(&q, iov, 1 + unit_rand() % 4);
+			size_t room = 0, want = unit_rand() % 40000, k;
 
 			CHECK(n > 0);
 			for (size_t i = 0; i < n; i++)
@@ -63,7 +54,7 @@ test_random(void)
 			break;
 		}
 		case 0: {
-			size_t n = next() % 5000;
+			size_t n = unit_rand() % 5000;
 
 			if (n > sizeof(in) - wpos)
 				n = sizeof(in) - wpos;
@@ -73,7 +64,7 @@ test_random(void)
 		}
 		case 1: {
 			struct iovec iov[4];
-			size_t n = bufq_peek_unsent(&q, iov, 1 + next() % 4);
+			size_t n = bufq_peek_unsent(&q, iov, 1 + unit_rand() % 4);
 			size_t total = 0;
 
 			for (size_t i = 0; i < n && nsent < 65536; i++) {
@@ -91,7 +82,7 @@ test_random(void)
 			break;
 		}
 		case 2: {
-			size_t n = next() % 7000;
+			size_t n = unit_rand() % 7000;
 
 			if (n > spos - cpos)
 				n = spos - cpos;

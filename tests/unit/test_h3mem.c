@@ -11,15 +11,6 @@
 
 #define NBLOCKS	512
 
-static unsigned	seed = 1;
-
-static unsigned
-next(void)
-{
-	seed = seed * 1103515245u + 12345u;
-	return seed >> 8;
-}
-
 /*
  * nghttp3's blocks among plain ones of near sizes, freed out of order, so
  * that malloc reuses chunks a little larger than asked for: a block asked
@@ -33,30 +24,32 @@ test_count_returns_to_start(void)
 	size_t start = h3_mem_live();
 	int i, k, round;
 
+	unit_seed = 1;
+
 	for (round = 0; round < 200; round++) {
 		for (k = 0; k < 64; k++) {
-			i = (int)(next() % NBLOCKS);
-			switch (next() % 6) {
+			i = (int)(unit_rand() % NBLOCKS);
+			switch (unit_rand() % 6) {
 			case 0:
 				free(plain[i]);
-				plain[i] = malloc(8 + next() % 1100);
+				plain[i] = malloc(8 + unit_rand() % 1100);
 				break;
 			case 1:
 				mem->free(h3[i], NULL);
 				h3[i] = NULL;
 				break;
 			case 2:
-				h3[i] = mem->realloc(h3[i], 1 + next() % 1500,
+				h3[i] = mem->realloc(h3[i], 1 + unit_rand() % 1500,
 				    NULL);
 				break;
 			case 3:
 				mem->free(h3[i], NULL);
-				h3[i] = mem->calloc(1, 1 + next() % 1100,
+				h3[i] = mem->calloc(1, 1 + unit_rand() % 1100,
 				    NULL);
 				break;
 			default:
 				mem->free(h3[i], NULL);
-				h3[i] = mem->malloc(1 + next() % 1100, NULL);
+				h3[i] = mem->malloc(1 + unit_rand() % 1100, NULL);
 				break;
 			}
 		}

@@ -3,10 +3,21 @@
 #ifndef QPROXY_UNIT_H
 #define QPROXY_UNIT_H
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
 static int unit_passed, unit_failed;
+
+/* A repeatable sequence for randomized tests; set unit_seed to pick one. */
+static uint32_t unit_seed = 12345;
+
+static inline uint32_t
+unit_rand(void)
+{
+	unit_seed = unit_seed * 1103515245u + 12345u;
+	return unit_seed >> 8;
+}
 
 #define CHECK(cond) do {						\
 	if (cond)							\
