@@ -669,6 +669,20 @@ def test_post_not_sent_again_when_a_pooled_connection_closes(qp, backend_app):
     assert retried == 0
 
 
+def test_get_not_sent_again_when_a_new_connection_closes(qproxy_factory, backend_app):
+    """Only a pooled connection's close may be a keep-alive timeout crossing
+    the request: a new connection closed without an answer is the server's
+    failure, and the GET gets 502 after one try."""
+    q = qproxy_factory(backend_app.tcp_server)
+    before = backend_app.count
+    r = h3_get(q.url("/app/drop-reused?always=1"))
+    assert r.status == 502, r.status
+    tries = [x["seq_on_conn"] for x in backend_app.requests_since(before)
+             if x["path"] == "/app/drop-reused"]
+    assert tries == [1], tries
+    assert stats(q)["upstream"]["retried"] == 0
+
+
 @pytest.mark.parametrize("how", ["put-with-body", "purge-no-body"])
 def test_only_idempotent_bodyless_requests_are_sent_again(qp, backend_app, how):
     """Only an idempotent request without a body is sent again: a PUT's body
