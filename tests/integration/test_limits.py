@@ -11,6 +11,7 @@ import threading
 import time
 
 import pycurl
+import pytest
 
 from helpers import (SLOW, expected_body, gtlsclient_binary, h3_get, h3raw, h3raw_binary,
                      make_easy, wait_until)
@@ -262,6 +263,24 @@ def test_resets_under_the_budget_keep_the_connection(qproxy_factory, backend_app
               count=40, timeout=10, extra=["--cancel"])
     assert r.outcomes == ["cancelled"] * 40, r
     assert _limits(q)["closed_stream_resets"] == 0
+
+
+@pytest.mark.parametrize("second", [17, 40])
+def test_reset_budget_refills_at_max_stream_resets_per_10s(qproxy_factory, backend_app,
+                                                           tmp_path, second):
+    """max_stream_resets = 50 refills at 5 a second. 45 resets leave 5;
+    3 s later the budget is about 20, so a second burst of 17 passes, and
+    one of 40 closes the connection. A budget that never refilled would
+    close on the first, one that refilled at the whole limit per second
+    would let the second through."""
+    q = _private(qproxy_factory, backend_app, tmp_path, ("max_stream_resets", "50"))
+    r = h3raw(q.port, [":method: GET", ":scheme: https",
+                       ":authority: 127.0.0.1:%d" % q.port, ":path: /app/bytes/1000"],
+              count=45 + second, timeout=20,
+              extra=["--cancel", "--pause-after", "45", "--pause", "3", "--linger", "1"])
+    # every stream is out and cancelled before the close can come back
+    assert r.outcomes == ["cancelled"] * (45 + second), r
+    assert _limits(q)["closed_stream_resets"] == (0 if second == 17 else 1)
 
 
 def test_max_requests_per_connection_sends_goaway(qproxy_factory, backend_app, tmp_path):

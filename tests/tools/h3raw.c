@@ -21,6 +21,10 @@
  *                             outcome "cancelled"
  *   --stop-sending            as --cancel, but with STOP_SENDING alone: the
  *                             request stands, its response is refused
+ *   --pause-after N           open N request streams, then wait --pause
+ *                             seconds (default 1) before opening the rest:
+ *                             with --cancel, two bursts of resets
+ *   --pause SECONDS           the wait of --pause-after
  *   --drip BYTES              with --no-read: every half second, BYTES more
  *                             credit on each request stream, none on the
  *                             connection (nothing can move)
@@ -197,6 +201,8 @@ static struct {
   int cancel; /* CANCEL_RESET or CANCEL_STOP_SENDING, or 0 */
   int no_read;
   uint64_t drip; /* --drip: stream credit added every 0.5 s */
+  size_t pause_after; /* --pause-after: streams opened before the pause */
+  double pause;       /* --pause: its length, seconds */
   buf_t raw;
   buf_t raw_encoder;
   buf_t tls_after;
@@ -229,6 +235,7 @@ static struct {
   int tls_after_sent;
   ngtcp2_tstamp linger_until; /* 0: not lingering (yet) */
   ngtcp2_tstamp drip_next;    /* --drip: when credit is added next */
+  ngtcp2_tstamp resume_at;    /* --pause-after: when opening goes on */
   ngtcp2_ccerr last_error;
   int conn_dead; /* no more I/O on the connection */
   int peer_closed;
@@ -255,7 +262,7 @@ static void die_usage(const char *fmt, ...) {
   va_end(ap);
   fputs("\nusage: h3raw [-H 'name: value']... [-d N] [--fin-separate | --no-fin] "
         "[--trailer 'name: value']... [-n COUNT] [--cancel] [--stop-sending] "
-        "[--no-read] [--drip BYTES] "
+        "[--no-read] [--drip BYTES] [--pause-after N [--pause SECONDS]] "
         "[--raw HEX] [--raw-encoder HEX] [--sni NAME] [--alpn PROTO] "
         "[-t SECONDS] [--linger SECONDS] "
         "[--print-headers] [--print-body] [-v] HOST PORT\n",
@@ -494,6 +501,7 @@ static void parse_args(int argc, char **argv) {
 
   opt.count = 1;
   opt.timeout = 10;
+  opt.pause = 1;
   opt.alpn = "h3";
   opt.tls_level = NGTCP2_ENCRYPTION_LEVEL_1RTT;
   c.qenc = -1;
@@ -552,6 +560,16 @@ static void parse_args(int argc, char **argv) {
       opt.cancel = CANCEL_STOP_SENDING;
     } else if (strcmp(a, "--no-read") == 0) {
       opt.no_read = 1;
+    } else if (strcmp(a, "--pause-after") == 0) {
+      NEED_ARG();
+      opt.pause_after = (size_t)parse_ull(next, "pause-after");
+    } else if (strcmp(a, "--pause") == 0) {
+      char *end;
+      NEED_ARG();
+      opt.pause = strtod(next, &end);
+      if (*end || !(opt.pause > 0)) {
+        die_usage("bad pause: %s", next);
+      }
     } else if (strcmp(a, "--drip") == 0) {
       NEED_ARG();
       opt.drip = parse_ull(next, "drip");
@@ -716,6 +734,17 @@ static void open_streams(void) {
 
   while (c.next_req < opt.count) {
     req_t *r = &c.reqs[c.next_req];
+
+    if (opt.pause_after > 0 && c.next_req == opt.pause_after) {
+      if (c.resume_at == 0) {
+        c.resume_at =
+          timestamp() + (ngtcp2_tstamp)(opt.pause * NGTCP2_SECONDS);
+        note("%zu streams opened; pausing", c.next_req);
+      }
+      if (timestamp() < c.resume_at) {
+        return;
+      }
+    }
     int64_t stream_id;
     int rv;
     nghttp3_data_reader dr = {.read_data = read_data};
@@ -2030,6 +2059,10 @@ int main(int argc, char **argv) {
     if (opt.drip > 0 && wake > c.drip_next) {
       wake = c.drip_next;
     }
+    if (c.resume_at != 0 && c.next_req == opt.pause_after &&
+        wake > c.resume_at) {
+      wake = c.resume_at;
+    }
     if (wake < now) {
       wake = now;
     }
@@ -2070,6 +2103,7 @@ int main(int argc, char **argv) {
       }
     }
 
+    open_streams(); /* those a --pause held back, when it is over */
     if (write_streams() != 0) {
       local_close();
       break;
