@@ -169,6 +169,9 @@ struct qconn {
 	uint8_t			 fin_hdr[4];
 	uint8_t			 fin_hdrlen;
 	uint32_t		 fin_left;	/* its body bytes still to come */
+	/* the request stream being read, and its body bytes handed on */
+	int64_t			 rd_stream;
+	uint64_t		 rd_delivered;
 	/* bytes ngtcp2 saw ACKed, not yet passed to nghttp3 in one call */
 	int64_t			 acked_stream;
 	uint64_t		 acked_len;

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/param.h>
 
 #include "conn.h"
 #include "exchange.h"
@@ -251,7 +252,10 @@ h3_recv_stream_data(struct qconn *qc, int64_t stream_id, const uint8_t *data,
 
 	if (qc->h3 == NULL)
 		return -1;
+	qc->rd_stream = stream_id;
+	qc->rd_delivered = 0;
 	n = nghttp3_conn_read_stream(qc->h3, stream_id, data, len, fin);
+	qc->rd_stream = -1;
 	if (n == NGHTTP3_ERR_MALFORMED_HTTP_MESSAGING &&
 	    ngtcp2_is_bidi_stream(stream_id)) {
 		/*
@@ -271,7 +275,12 @@ h3_recv_stream_data(struct qconn *qc, int64_t stream_id, const uint8_t *data,
 			stats.requests_malformed++;
 			h3_reset_stream(qc, stream_id, NGHTTP3_H3_MESSAGE_ERROR);
 		}
-		h3_consumed(qc, stream_id, len);
+		/*
+		 * The body bytes handed on before the error are credited by
+		 * whoever took them (the exchange, as it ends): the rest of
+		 * the datagram's bytes here, once.
+		 */
+		h3_consumed(qc, stream_id, len - MIN(len, qc->rd_delivered));
 		return 0;
 	}
 	if (n < 0) {
@@ -330,10 +339,14 @@ static int
 recv_data(nghttp3_conn *h3, int64_t stream_id, const uint8_t *data,
     size_t len, void *user_data, void *stream_user_data)
 {
+	struct qconn *qc = user_data;
+
+	if (stream_id == qc->rd_stream)
+		qc->rd_delivered += len;
 	if (stream_user_data != NULL)
 		exchange_body(stream_user_data, data, len);
 	else
-		h3_consumed(user_data, stream_id, len);
+		h3_consumed(qc, stream_id, len);
 	return 0;
 }
 

@@ -893,6 +893,7 @@ qconn_new(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 	qc->gen = generation_ref(sock->listener->gen);
 	qc->created = qc->last_rx = ev_now(srv->loop);
 	qc->reset_budget = (double)sock->listener->gen->cfg->max_stream_resets;
+	qc->rd_stream = -1;
 	qc->reset_refill = qc->created;
 	sock->nconns++;
 	if (!validated) {

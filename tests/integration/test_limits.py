@@ -283,6 +283,24 @@ def test_reset_budget_refills_at_max_stream_resets_per_10s(qproxy_factory, backe
     assert _limits(q)["closed_stream_resets"] == (0 if second == 17 else 1)
 
 
+def test_malformed_bodies_earn_no_extra_credit(qproxy_factory, backend_app, tmp_path):
+    """Each body shorter than its Content-Length was credited twice on the
+    connection: once by its exchange for the bytes handed on, once more with
+    the whole datagram that ended it. A client could so grow its credit past
+    every window (about 414,000 bytes ahead after 300, against 262,144). The
+    credit ahead of what the client sent stays within the largest window
+    qproxy may tune the connection to, 4 x connection_window."""
+    q = _private(qproxy_factory, backend_app, tmp_path, ("connection_window", "64k"),
+                 ("stream_window", "16k"))
+    r = h3raw(q.port, [":method: POST", ":scheme: https",
+                       ":authority: 127.0.0.1:%d" % q.port, ":path: /app/upload",
+                       "content-length: 10000"],
+              data=5000, count=300, timeout=20, extra=["--print-credit"])
+    assert r.outcomes == ["reset 0x10e"] * 300, r
+    left = [int(x.split()[2]) for x in r.stdout.splitlines() if x.startswith("credit left ")]
+    assert len(left) == 1 and left[0] <= 4 * 64 * 1024, r.stdout[-200:]
+
+
 def test_max_requests_per_connection_sends_goaway(qproxy_factory, backend_app, tmp_path):
     """After max_requests_per_connection requests the connection gets GOAWAY;
     libcurl goes on with the next requests on a new connection."""

@@ -61,6 +61,10 @@
  *                             before closing, within the -t timeout
  *   --print-headers           print response fields as "< name: value"
  *   --print-body              print the response body after the status line
+ *   --print-credit            a last line "credit left N": the connection
+ *                             flow-control credit the server gave beyond
+ *                             what this client sent (its MAX_DATA less the
+ *                             stream bytes sent)
  *   -v                        ngtcp2 debug log and event notes on stderr
  *
  * In -H/--trailer arguments the name is the text before the first ": ",
@@ -197,6 +201,7 @@ static struct {
   double linger;
   int print_headers;
   int print_body;
+  int print_credit;
   int verbose;
   int cancel; /* CANCEL_RESET or CANCEL_STOP_SENDING, or 0 */
   int no_read;
@@ -265,7 +270,7 @@ static void die_usage(const char *fmt, ...) {
         "[--no-read] [--drip BYTES] [--pause-after N [--pause SECONDS]] "
         "[--raw HEX] [--raw-encoder HEX] [--sni NAME] [--alpn PROTO] "
         "[-t SECONDS] [--linger SECONDS] "
-        "[--print-headers] [--print-body] [-v] HOST PORT\n",
+        "[--print-headers] [--print-body] [--print-credit] [-v] HOST PORT\n",
         stderr);
   exit(EXIT_USAGE);
 }
@@ -605,6 +610,8 @@ static void parse_args(int argc, char **argv) {
       }
     } else if (strcmp(a, "--print-headers") == 0) {
       opt.print_headers = 1;
+    } else if (strcmp(a, "--print-credit") == 0) {
+      opt.print_credit = 1;
     } else if (strcmp(a, "--print-body") == 0) {
       opt.print_body = 1;
     } else if (strcmp(a, "-v") == 0) {
@@ -1955,6 +1962,9 @@ static int print_results(void) {
         fputc('\n', stdout);
       }
     }
+  }
+  if (opt.print_credit && c.conn != NULL) {
+    printf("credit left %" PRIu64 "\n", ngtcp2_conn_get_max_data_left(c.conn));
   }
   if (opt.tls_after.len > 0) {
     if (c.peer_closed) {
