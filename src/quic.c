@@ -58,6 +58,21 @@ quic_now(void)
 	return (uint64_t)ts.tv_sec * NGTCP2_SECONDS + (uint64_t)ts.tv_nsec;
 }
 
+/*
+ * Tokens are stamped with the time of day: they outlive a restart (the
+ * secret does) and are shared by servers with one secret, where a time
+ * since boot would make a token from a host up longer valid for as long
+ * as the difference, and one from a host up less void.
+ */
+static uint64_t
+token_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * NGTCP2_SECONDS + (uint64_t)ts.tv_nsec;
+}
+
 static void
 fill_random(void *buf, size_t len)
 {
@@ -281,7 +296,7 @@ handshake_completed(ngtcp2_conn *conn, void *user_data)
 	/* a token for the next connection from this address (RFC 9000 8.1.3) */
 	n = ngtcp2_crypto_generate_regular_token(token, qc->srv->secret,
 	    sizeof(qc->srv->secret), path->remote.addr, path->remote.addrlen,
-	    quic_now());
+	    token_now());
 	if (n > 0 && ngtcp2_conn_submit_new_token(conn, token, (size_t)n) == 0)
 		stats.new_tokens_sent++;
 	return 0;
@@ -389,7 +404,7 @@ path_validation(ngtcp2_conn *conn, uint32_t flags, const ngtcp2_path *path,
 	if (flags & NGTCP2_PATH_VALIDATION_FLAG_NEW_TOKEN) {
 		n = ngtcp2_crypto_generate_regular_token(token, qc->srv->secret,
 		    sizeof(qc->srv->secret), path->remote.addr,
-		    path->remote.addrlen, quic_now());
+		    path->remote.addrlen, token_now());
 		if (n > 0 && ngtcp2_conn_submit_new_token(conn, token,
 		    (size_t)n) == 0)
 			stats.new_tokens_sent++;
@@ -1460,7 +1475,7 @@ send_retry(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 	fill_random(scid.data, scid.datalen);
 	tokenlen = ngtcp2_crypto_generate_retry_token2(token, srv->secret,
 	    sizeof(srv->secret), hd->version, &remote->u.sa, remote->len,
-	    &scid, &hd->dcid, quic_now());
+	    &scid, &hd->dcid, token_now());
 	if (tokenlen < 0)
 		return false;
 	n = ngtcp2_crypto_write_retry(srv->txbuf, sizeof(srv->txbuf),
@@ -1522,7 +1537,7 @@ accept_initial(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 			if (ngtcp2_crypto_verify_retry_token2(&odcid, hd->token,
 			    hd->tokenlen, srv->secret, sizeof(srv->secret),
 			    hd->version, &remote->u.sa, remote->len, &hd->dcid,
-			    RETRY_TOKEN_TIMEOUT, quic_now()) != 0) {
+			    RETRY_TOKEN_TIMEOUT, token_now()) != 0) {
 				stats.tokens_invalid++;
 				send_stateless_close(sock, hd, remote, local,
 				    NGTCP2_INVALID_TOKEN);
@@ -1535,7 +1550,7 @@ accept_initial(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 			if (ngtcp2_crypto_verify_regular_token(hd->token,
 			    hd->tokenlen, srv->secret, sizeof(srv->secret),
 			    &remote->u.sa, remote->len, REGULAR_TOKEN_TIMEOUT,
-			    quic_now()) == 0)
+			    token_now()) == 0)
 				validated = true;
 			else
 				stats.tokens_invalid++;

@@ -313,6 +313,55 @@ def test_new_token_spares_the_next_retry(qproxy_factory, certificate, backend_ap
         "a client with a NEW_TOKEN token must not need a Retry"
 
 
+def _unshare_time_works():
+    try:
+        return subprocess.run(["unshare", "-T", "--monotonic", "1", "--fork", "true"],
+                              capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def test_new_token_holds_on_a_host_up_for_longer(qproxy_factory, certificate,
+                                                 backend_app, tmp_path):
+    """Tokens are stamped with the time of day: the secret makes them good
+    on a restarted server and on others that share it, whose time since
+    boot differs. Stamped with that, a token fresh from one server was
+    void on one up two days longer (and one from a host up longer stayed
+    good on the others for as long as the difference)."""
+    if not _unshare_time_works():
+        pytest.skip("needs time namespaces (unshare -T, as root)")
+    secret = str(tmp_path / "s")
+    a = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server, secret, retry="always"))
+    tokfile = tmp_path / "token"
+    _gtls(a.port, "/app/bytes/100", tmp_path, "--token-file=%s" % tokfile)
+    assert tokfile.exists() and tokfile.stat().st_size > 0
+    a.stop()
+    # the same secret, on a host whose clock since boot is two days ahead
+    b = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server, secret, retry="always"), start=False)
+    wrapper = os.path.join(os.path.dirname(b.conf), "qproxy-uptime.sh")
+    with open(wrapper, "w") as f:
+        f.write('#!/bin/sh\nexec unshare -T --monotonic 172800 --fork "%s" "$@"\n'
+                % b.binary)
+    os.chmod(wrapper, 0o755)
+    b.binary = wrapper
+    b.start()
+    try:
+        (tmp_path / "100").unlink()
+        before = stats(b)["quic"]
+        _gtls(b.port, "/app/bytes/100", tmp_path, "--token-file=%s" % tokfile)
+        assert (tmp_path / "100").read_bytes() == expected_body(100)
+        after = stats(b)["quic"]
+        assert after["tokens_invalid"] == before["tokens_invalid"], after
+        assert after["retries_sent"] == before["retries_sent"], after
+    finally:
+        # unshare passes no signal on: qproxy, its child, is stopped directly
+        with open("/proc/%d/task/%d/children" % (b.proc.pid, b.proc.pid)) as f:
+            os.kill(int(f.read().split()[0]), signal.SIGTERM)
+    b.stop()
+
+
 def test_quic_v2_for_a_client_that_prefers_it(qproxy_factory, certificate,
                                              backend_app, tmp_path):
     log = tmp_path / "access.log"
