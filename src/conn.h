@@ -25,6 +25,7 @@
 #define QUIC_UNI_WINDOW		(256u * 1024)	/* bytes per uni stream */
 #define QUIC_CID_LIMIT		7	/* active_connection_id_limit */
 #define QUIC_MAX_PKTLEN		1452	/* UDP payload we send at most */
+#define QUIC_MAX_CLIENT_HELLO	16384	/* Initial CRYPTO bytes taken */
 #define QUIC_GSO_MAX		64	/* datagrams in one sendmsg */
 /* and bytes: one UDP send carries at most 65507 (IPv4) */
 #define QUIC_GSO_MAX_BYTES	65000

@@ -324,7 +324,8 @@ client_finished_only(struct qconn *qc, const uint8_t *data, size_t len)
 				return false;
 			qc->fin_left = (uint32_t)qc->fin_hdr[1] << 16 |
 			    (uint32_t)qc->fin_hdr[2] << 8 | qc->fin_hdr[3];
-			if (qc->fin_left == 0)
+			/* a hash's length: 48 bytes at most (SHA-384) */
+			if (qc->fin_left == 0 || qc->fin_left > TLS_FINISHED_MAX)
 				return false;
 			continue;
 		}
@@ -353,7 +354,36 @@ recv_crypto_data(ngtcp2_conn *conn, ngtcp2_encryption_level level,
     uint64_t offset, const uint8_t *data, size_t datalen, void *user_data)
 {
 	struct qconn *qc = user_data;
+	int rv;
 
+	/*
+	 * wolfSSL would gather a ClientHello of any declared length up to
+	 * 1 MiB, for as long as the handshake may last: times max_handshakes,
+	 * a GiB. Real ones take a few KiB, post-quantum key shares included.
+	 * (An error of the first Initial's must be fatal to ngtcp2, or it
+	 * drops the connection without a word: hence CALLBACK_FAILURE with
+	 * the error to send, here and below.)
+	 */
+	if (level == NGTCP2_ENCRYPTION_LEVEL_INITIAL &&
+	    offset + datalen > QUIC_MAX_CLIENT_HELLO) {
+		ngtcp2_ccerr_set_transport_error(&qc->last_error,
+		    NGTCP2_CRYPTO_BUFFER_EXCEEDED, NULL, 0);
+		return NGTCP2_ERR_CALLBACK_FAILURE;
+	}
+	/*
+	 * RFC 9001 8.4: a QUIC client has no use for TLS's middlebox
+	 * compatibility mode, and a ClientHello with a legacy_session_id
+	 * (its length after the message header, version and random) is a
+	 * PROTOCOL_VIOLATION.
+	 */
+	if (level == NGTCP2_ENCRYPTION_LEVEL_INITIAL &&
+	    offset <= TLS_CH_SESSION_ID_OFF &&
+	    offset + datalen > TLS_CH_SESSION_ID_OFF &&
+	    data[TLS_CH_SESSION_ID_OFF - offset] != 0) {
+		ngtcp2_ccerr_set_transport_error(&qc->last_error,
+		    NGTCP2_PROTOCOL_VIOLATION, NULL, 0);
+		return NGTCP2_ERR_CALLBACK_FAILURE;
+	}
 	if (level == NGTCP2_ENCRYPTION_LEVEL_1RTT || qc->ssl == NULL ||
 	    ngtcp2_conn_get_handshake_completed(conn) ||
 	    (level == NGTCP2_ENCRYPTION_LEVEL_HANDSHAKE &&
@@ -361,8 +391,22 @@ recv_crypto_data(ngtcp2_conn *conn, ngtcp2_encryption_level level,
 		ngtcp2_conn_set_tls_alert(conn, TLS_ALERT_UNEXPECTED_MESSAGE);
 		return NGTCP2_ERR_CRYPTO;
 	}
-	return ngtcp2_crypto_recv_crypto_data_cb(conn, level, offset, data,
+	rv = ngtcp2_crypto_recv_crypto_data_cb(conn, level, offset, data,
 	    datalen, user_data);
+	if (rv == NGTCP2_ERR_REQUIRED_TRANSPORT_PARAM ||
+	    rv == NGTCP2_ERR_MALFORMED_TRANSPORT_PARAM) {
+		const uint8_t *tp;
+		size_t tplen = 0;
+
+		/* RFC 9001 8.2: without the extension at all, missing_extension */
+		wolfSSL_get_peer_quic_transport_params(qc->ssl, &tp, &tplen);
+		if (tplen == 0) {
+			ngtcp2_conn_set_tls_alert(conn,
+			    TLS_ALERT_MISSING_EXTENSION);
+			return NGTCP2_ERR_CRYPTO;
+		}
+	}
+	return rv;
 }
 
 /*

@@ -43,8 +43,13 @@ void		 tls_session_free(WOLFSSL *);
 /* RFC 8446 6.2: what a client that offered no usable ALPN gets. */
 #define TLS_ALERT_NO_APPLICATION_PROTOCOL	120
 #define TLS_ALERT_UNEXPECTED_MESSAGE		10
+#define TLS_ALERT_MISSING_EXTENSION		109
 /* RFC 8446 4: a handshake message's type */
 #define TLS_HS_FINISHED				20
+/* RFC 8446 4.1.2: a ClientHello's legacy_session_id length, at this offset */
+#define TLS_CH_SESSION_ID_OFF			(4 + 2 + 32)
+/* RFC 8446 4.4.4: its verify_data, as long as the hash (SHA-384's) */
+#define TLS_FINISHED_MAX			48
 /* Whether the session agreed on "h3". */
 bool		 tls_alpn_is_h3(WOLFSSL *);
 /* ngtcp2's packet protection callbacks, AES without the EVP layer. */

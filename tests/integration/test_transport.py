@@ -15,6 +15,8 @@ from helpers import (SLOW, expected_body, expected_sha256, file_sha256, gtls_fet
                      gtlsclient_binary, h3_get, h3raw, wait_until)
 from test_ops import qproxyctl, stats
 
+import quicinitial  # tests/tools, on sys.path by conftest.py
+
 KiB = 1024
 
 
@@ -311,6 +313,47 @@ def test_new_token_spares_the_next_retry(qproxy_factory, certificate, backend_ap
     s2 = stats(q)["quic"]
     assert s2["retries_sent"] == s1["retries_sent"], \
         "a client with a NEW_TOKEN token must not need a Retry"
+
+
+def _closes_with(port, extra=b"", **hello):
+    """The code of the CONNECTION_CLOSE that a ClientHello (and extra bytes
+    after it on the CRYPTO stream) gets, or None; and the frames seen."""
+    c = quicinitial.Client(port)
+    try:
+        c.send_crypto(quicinitial.client_hello(c.scid, **hello) + extra)
+        frames = c.receive(1.0 * SLOW)
+    finally:
+        c.close()
+    codes = [f[1] for f in frames if f[0] == "CONNECTION_CLOSE"]
+    return (codes[0] if codes else None), frames
+
+
+def test_client_hello_by_hand_gets_a_server_hello(qp):
+    """The hand-made ClientHello of the tests below is one qproxy takes."""
+    code, frames = _closes_with(qp.port)
+    assert code is None and any(f[0] == "CRYPTO" and f[2][:1] == b"\x02" for f in frames), \
+        frames
+
+
+def test_client_hello_past_16_kib_is_refused(qp):
+    """A ClientHello that declares 1 MiB less a little: wolfSSL would gather
+    all of it for as long as the handshake may last (1 MiB per handshake,
+    1 GiB at max_handshakes). Past 16 KiB of the Initial CRYPTO stream the
+    connection is closed with CRYPTO_BUFFER_EXCEEDED."""
+    code, frames = _closes_with(qp.port, os.urandom(20000), declared=0x0ff000)
+    assert code == 0xd, frames
+
+
+def test_client_hello_with_a_legacy_session_id_is_refused(qp):
+    """RFC 9001 8.4: no middlebox compatibility mode in QUIC."""
+    code, frames = _closes_with(qp.port, session_id=os.urandom(32))
+    assert code == 0xa, frames                  # PROTOCOL_VIOLATION
+
+
+def test_client_hello_without_transport_parameters_is_refused(qp):
+    """RFC 9001 8.2: missing_extension, as CRYPTO_ERROR 0x16d."""
+    code, frames = _closes_with(qp.port, transport_params=False)
+    assert code == 0x16d, frames
 
 
 def _unshare_time_works():

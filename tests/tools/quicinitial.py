@@ -1,0 +1,209 @@
+"""QUIC v1 Initial packets written by hand (RFC 9000 17.2.2, RFC 9001 5),
+for tests that send a server what no real client would: a ClientHello of
+any declared length, with any legacy_session_id or extensions. Only the
+client's side of the Initial level: packets out, and the server's
+Initial packets read back for their frames."""
+
+import hashlib
+import hmac
+import os
+import socket
+import struct
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+INITIAL_SALT_V1 = bytes.fromhex("38762cf7f55934b34d179ae6a4c80cadccbb7f0a")
+
+
+def varint(n):
+    if n < 1 << 6:
+        return bytes([n])
+    if n < 1 << 14:
+        return struct.pack("!H", 0x4000 | n)
+    if n < 1 << 30:
+        return struct.pack("!I", 0x80000000 | n)
+    return struct.pack("!Q", 0xc000000000000000 | n)
+
+
+def read_varint(b, i):
+    n = 1 << (b[i] >> 6)
+    v = b[i] & 0x3f
+    for k in range(1, n):
+        v = v << 8 | b[i + k]
+    return v, i + n
+
+
+def _expand_label(secret, label, length):
+    """HKDF-Expand-Label with an empty context (RFC 8446 7.1), SHA-256."""
+    full = b"tls13 " + label
+    info = struct.pack("!H", length) + bytes([len(full)]) + full + b"\x00"
+    out, t, i = b"", b"", 1
+    while len(out) < length:
+        t = hmac.new(secret, t + info + bytes([i]), hashlib.sha256).digest()
+        out += t
+        i += 1
+    return out[:length]
+
+
+class Keys:
+    """One direction's Initial keys, from the client's first DCID."""
+
+    def __init__(self, dcid, server):
+        initial = hmac.new(INITIAL_SALT_V1, dcid, hashlib.sha256).digest()
+        secret = _expand_label(initial, b"server in" if server else b"client in", 32)
+        self.aead = AESGCM(_expand_label(secret, b"quic key", 16))
+        self.iv = _expand_label(secret, b"quic iv", 12)
+        self.hp = _expand_label(secret, b"quic hp", 16)
+
+    def nonce(self, pn):
+        return bytes(a ^ b for a, b in zip(self.iv, pn.to_bytes(12, "big")))
+
+    def mask(self, sample):
+        enc = Cipher(algorithms.AES(self.hp), modes.ECB()).encryptor()
+        return enc.update(sample) + enc.finalize()
+
+
+def client_hello(scid, server_name=b"localhost", session_id=b"", transport_params=True,
+                 declared=None):
+    """A TLS 1.3 ClientHello as QUIC clients send it (x25519, AES-128-GCM,
+    ALPN h3); declared: the length its header announces instead of its
+    own."""
+    def ext(kind, body):
+        return struct.pack("!HH", kind, len(body)) + body
+
+    def param(kind, value):
+        return varint(kind) + varint(len(value)) + value
+
+    share = X25519PrivateKey.generate().public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    name = b"\x00" + struct.pack("!H", len(server_name)) + server_name
+    exts = ext(0, struct.pack("!H", len(name)) + name)
+    exts += ext(10, b"\x00\x02\x00\x1d")                   # groups: x25519
+    exts += ext(13, b"\x00\x04\x04\x03\x08\x04")           # signature schemes
+    exts += ext(43, b"\x02\x03\x04")                       # TLS 1.3
+    exts += ext(51, struct.pack("!H", 36) + b"\x00\x1d\x00\x20" + share)
+    exts += ext(16, b"\x00\x03\x02h3")
+    if transport_params:
+        exts += ext(0x39, param(0x0f, scid) + param(0x04, varint(1 << 20)) +
+                    param(0x08, varint(100)) + param(0x09, varint(100)) +
+                    param(0x05, varint(1 << 18)) + param(0x06, varint(1 << 18)) +
+                    param(0x07, varint(1 << 18)))
+    body = (b"\x03\x03" + os.urandom(32) + bytes([len(session_id)]) + session_id +
+            b"\x00\x02\x13\x01\x01\x00" + struct.pack("!H", len(exts)) + exts)
+    n = len(body) if declared is None else declared
+    return b"\x01" + n.to_bytes(3, "big") + body
+
+
+def crypto_frame(offset, data):
+    return b"\x06" + varint(offset) + varint(len(data)) + data
+
+
+class Client:
+    """A client's Initial packets to host:port over one UDP socket."""
+
+    def __init__(self, port, host="127.0.0.1"):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.connect((host, port))
+        self.dcid = os.urandom(8)
+        self.scid = os.urandom(8)
+        self.tx = Keys(self.dcid, server=False)
+        self.rx = Keys(self.dcid, server=True)
+        self.pn = 0
+
+    def close(self):
+        self.sock.close()
+
+    def send_initial(self, payload):
+        """One Initial packet in a datagram padded to 1200 bytes."""
+        head = (bytes([0xc3]) + struct.pack("!I", 1) + bytes([len(self.dcid)]) + self.dcid +
+                bytes([len(self.scid)]) + self.scid + b"\x00")
+        pad = 1200 - (len(head) + 2 + 4 + len(payload) + 16)
+        if pad > 0:
+            payload += b"\x00" * pad
+        head += struct.pack("!H", 0x4000 | (4 + len(payload) + 16))
+        pnb = struct.pack("!I", self.pn)
+        sealed = self.tx.aead.encrypt(self.tx.nonce(self.pn), payload, head + pnb)
+        pkt = bytearray(head + pnb + sealed)
+        mask = self.tx.mask(bytes(pkt[len(head) + 4:len(head) + 20]))
+        pkt[0] ^= mask[0] & 0x0f
+        for k in range(4):
+            pkt[len(head) + k] ^= mask[1 + k]
+        self.sock.send(bytes(pkt))
+        self.pn += 1
+
+    def send_crypto(self, data, offset=0, chunk=1100):
+        """data as the Initial CRYPTO stream from offset, chunk bytes a packet."""
+        for off in range(0, len(data), chunk):
+            self.send_initial(crypto_frame(offset + off, data[off:off + chunk]))
+
+    def receive(self, timeout):
+        """The frames of the server's Initial packets until it is quiet for
+        timeout seconds: a list of tuples, ("CONNECTION_CLOSE", code)
+        among them."""
+        out = []
+        self.sock.settimeout(timeout)
+        while True:
+            try:
+                d = self.sock.recv(65535)
+            except (socket.timeout, ConnectionRefusedError):
+                return out
+            out += self._initial_frames(d)
+
+    def _initial_frames(self, d):
+        if not d or not d[0] & 0x80 or (d[0] >> 4) & 3 != 0:
+            return []                       # not an Initial first
+        i = 5
+        i += 1 + d[i]
+        i += 1 + d[i]
+        tlen, i = read_varint(d, i)
+        i += tlen
+        length, i = read_varint(d, i)
+        pkt = bytearray(d[:i + length])
+        mask = self.rx.mask(bytes(pkt[i + 4:i + 20]))
+        pkt[0] ^= mask[0] & 0x0f
+        pnlen = (pkt[0] & 3) + 1
+        for k in range(pnlen):
+            pkt[i + k] ^= mask[1 + k]
+        pn = int.from_bytes(pkt[i:i + pnlen], "big")
+        plain = self.rx.aead.decrypt(self.rx.nonce(pn), bytes(pkt[i + pnlen:]),
+                                     bytes(pkt[:i + pnlen]))
+        return _frames(plain)
+
+
+def _frames(p):
+    out, i = [], 0
+    while i < len(p):
+        kind = p[i]
+        i += 1
+        if kind == 0:
+            continue
+        if kind == 1:
+            out.append(("PING",))
+        elif kind in (2, 3):
+            largest, i = read_varint(p, i)
+            _, i = read_varint(p, i)                # ACK Delay
+            ranges, i = read_varint(p, i)
+            _, i = read_varint(p, i)                # First ACK Range
+            for _ in range(2 * ranges + (3 if kind == 3 else 0)):
+                _, i = read_varint(p, i)
+            out.append(("ACK", largest))
+        elif kind == 6:
+            off, i = read_varint(p, i)
+            n, i = read_varint(p, i)
+            out.append(("CRYPTO", off, bytes(p[i:i + n])))
+            i += n
+        elif kind in (0x1c, 0x1d):
+            code, i = read_varint(p, i)
+            if kind == 0x1c:
+                _, i = read_varint(p, i)
+            n, i = read_varint(p, i)
+            out.append(("CONNECTION_CLOSE", code))
+            i += n
+        else:
+            out.append(("?", kind))
+            break
+    return out
