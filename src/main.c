@@ -358,7 +358,8 @@ check_files(const struct config *cfg)
 		} else
 			tls_ctx_free(ctx);
 	}
-	if (secret_check(cfg->secret_file, err, sizeof(err)) == -1) {
+	if (secret_check(cfg->secret_file, cfg->user != NULL ? cfg->uid : 0,
+	    err, sizeof(err)) == -1) {
 		check_error(cfg, "secret_file", err);
 		rv = -1;
 	}
@@ -433,8 +434,8 @@ main(int argc, char *argv[])
 		char err[512];
 
 		/* read once, as root: reloads keep it, so tokens stay valid */
-		if (secret_load(cfg->secret_file, secret, err,
-		    sizeof(err)) == -1)
+		if (secret_load(cfg->secret_file, cfg->user != NULL ?
+		    cfg->uid : 0, secret, err, sizeof(err)) == -1)
 			fatalx("secret_file: %s", err);
 		server_set_secret(server, secret, sizeof(secret));
 		tls_set_ticket_secret(secret, sizeof(secret));

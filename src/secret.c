@@ -40,15 +40,27 @@ secret_create(const char *path, uint8_t out[SECRET_LEN], char *err,
 	return 0;
 }
 
+/*
+ * Who may own it: whoever may write it chooses the keys of tokens, of
+ * stateless resets and of session tickets. Root, qproxy's own user, or
+ * the user it becomes (who holds the keys then anyway).
+ */
+static bool
+owner_ok(uid_t owner, uid_t user)
+{
+	return owner == 0 || owner == geteuid() || owner == user;
+}
+
 static int
-secret_read(const char *path, uint8_t out[SECRET_LEN], bool create,
-    char *err, size_t errlen)
+secret_read(const char *path, uid_t user, uint8_t out[SECRET_LEN],
+    bool create, char *err, size_t errlen)
 {
 	struct stat st;
 	ssize_t n;
 	int fd;
 
-	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	/* not to wait on a FIFO's writer: it is refused below */
+	fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	if (fd == -1 && errno == ENOENT)
 		return create ? secret_create(path, out, err, errlen) : 0;
 	if (fd == -1) {
@@ -58,6 +70,11 @@ secret_read(const char *path, uint8_t out[SECRET_LEN], bool create,
 	}
 	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
 		snprintf(err, errlen, "%s is not a regular file", path);
+		goto fail;
+	}
+	if (!owner_ok(st.st_uid, user)) {
+		snprintf(err, errlen, "%s belongs to user %u; it must be "
+		    "root's or qproxy's", path, (unsigned)st.st_uid);
 		goto fail;
 	}
 	if (st.st_mode & (S_IRWXG | S_IRWXO)) {
@@ -81,19 +98,19 @@ fail:
 }
 
 int
-secret_load(const char *path, uint8_t out[SECRET_LEN], char *err,
-    size_t errlen)
+secret_load(const char *path, uid_t user, uint8_t out[SECRET_LEN],
+    char *err, size_t errlen)
 {
-	return secret_read(path, out, true, err, errlen);
+	return secret_read(path, user, out, true, err, errlen);
 }
 
 int
-secret_check(const char *path, char *err, size_t errlen)
+secret_check(const char *path, uid_t user, char *err, size_t errlen)
 {
 	uint8_t secret[SECRET_LEN];
 	int rv;
 
-	rv = secret_read(path, secret, false, err, errlen);
+	rv = secret_read(path, user, secret, false, err, errlen);
 	explicit_bzero(secret, sizeof(secret));
 	return rv;
 }

@@ -7,17 +7,19 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #define SECRET_LEN	32
 
 /*
  * Reads the secret from path, creating the file (mode 0600, random bytes)
- * when it does not exist. A file that group or others may read is
- * refused. 0, or -1 with a message in err.
+ * when it does not exist. A file that group or others may read, or that
+ * belongs to someone other than root, the effective user or user (the one
+ * qproxy becomes), is refused. 0, or -1 with a message in err.
  */
-int	secret_load(const char *path, uint8_t out[SECRET_LEN], char *err,
-	    size_t errlen);
+int	secret_load(const char *path, uid_t user, uint8_t out[SECRET_LEN],
+	    char *err, size_t errlen);
 /* As secret_load would, without creating it: for qproxy -t. */
-int	secret_check(const char *path, char *err, size_t errlen);
+int	secret_check(const char *path, uid_t user, char *err, size_t errlen);
 
 #endif

@@ -154,6 +154,42 @@ def test_check_refuses_a_secret_others_may_read(tmp_path, certificate):
     assert p.returncode == 0, p.stdout + p.stderr
 
 
+def test_check_refuses_a_secret_another_user_owns(tmp_path, certificate):
+    """Whoever may write the secret chooses the keys of tokens, stateless
+    resets and session tickets: a 0600 file of another user's passed."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give the file away")
+    lines = valid_lines(*certificate)
+    secret = str(tmp_path / "secret")
+    lines[4] = "secret_file = %s" % secret
+    with open(secret, "wb") as f:
+        f.write(os.urandom(32))
+    os.chmod(secret, 0o600)
+    os.chown(secret, 65534, 65534)
+    path = write(tmp_path, lines)
+    p = check(path)
+    out = p.stdout + p.stderr
+    assert p.returncode == 1, out
+    assert "%s:5: secret_file: " % path in out and "belongs to user 65534" in out, out
+    os.chown(secret, 0, 0)
+    p = check(path)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_check_refuses_a_fifo_as_secret_without_waiting(tmp_path, certificate):
+    """A FIFO as secret_file: the open waited for a writer, before the
+    check that it is a regular file could refuse it."""
+    lines = valid_lines(*certificate)
+    secret = str(tmp_path / "secret")
+    lines[4] = "secret_file = %s" % secret
+    os.mkfifo(secret, 0o600)
+    path = write(tmp_path, lines)
+    p = check(path)                     # the old code timed out here
+    out = p.stdout + p.stderr
+    assert p.returncode == 1, out
+    assert "%s:5: secret_file: " % path in out and "not a regular file" in out, out
+
+
 @pytest.mark.parametrize("key", ["error_log", "access_log", "keylog_file"])
 @pytest.mark.parametrize("what", ["symlink", "directory"])
 def test_check_refuses_a_log_the_start_would_refuse(tmp_path, certificate, key, what):
