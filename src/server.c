@@ -75,8 +75,9 @@ generation_new(struct quic_server *srv, struct config *cfg,
 {
 	static uint64_t ids;
 	struct generation *gen;
-	char err[256], zrtt[512];
+	char err[256], zrtt[512], tctx[1024];
 	size_t zrttlen;
+	int n;
 
 	if ((gen = calloc(1, sizeof(*gen))) == NULL)
 		goto oom;
@@ -95,8 +96,15 @@ generation_new(struct quic_server *srv, struct config *cfg,
 
 		l->gen = gen;
 		l->cfg = &cfg->listeners[i];
+		/*
+		 * Tickets are the listener's: one of another would resume
+		 * there without its certificate.
+		 */
+		n = snprintf(tctx, sizeof(tctx), "%.*s listener %s",
+		    (int)zrttlen, zrtt, l->cfg->name);
 		if ((l->tls = tls_ctx_new(l->cfg->certificate,
-		    l->cfg->private_key, l->cfg->early_data, zrtt, zrttlen,
+		    l->cfg->private_key, l->cfg->early_data, tctx,
+		    n < 0 ? 0 : MIN((size_t)n, sizeof(tctx) - 1),
 		    err, sizeof(err))) == NULL) {
 			strbuf_printf(errs, "%s:%d: listener %s: %s\n",
 			    cfg->path, l->cfg->line, l->cfg->name, err);

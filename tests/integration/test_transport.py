@@ -3,6 +3,7 @@ QUIC v2 with compatible version negotiation."""
 
 import json
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -14,6 +15,7 @@ import pytest
 from helpers import (SLOW, expected_body, expected_sha256, file_sha256, gtls_fetch,
                      gtlsclient_binary, h3_get, h3raw, wait_until)
 from test_ops import qproxyctl, stats
+from backend import free_udp_port
 
 import quicinitial  # tests/tools, on sys.path by conftest.py
 
@@ -571,6 +573,36 @@ def test_zero_rtt_is_not_taken_after_a_reload_lowers_a_limit(qproxy_factory, bac
     assert (tmp_path / "4").read_bytes() == expected_body(4)
     assert (tmp_path / "5").read_bytes() == expected_body(5)
     assert stats(q)["quic"]["early_data_requests"] == before
+
+
+def test_a_ticket_resumes_only_on_its_own_listener(qproxy_factory, backend_app,
+                                                   tmp_path):
+    """Ticket keys came from the secret and the 0-RTT limits alone: a
+    session from one listener resumed, with early data and no certificate,
+    on another with a certificate of its own. They are the listener's."""
+    other = free_udp_port()
+
+    def make(port, c, k):
+        s = _early_sections(backend_app.tcp_server, str(tmp_path / "s"))(port, c, k)
+        s.insert(2, ("listener other", [("address", "127.0.0.1:%d" % other),
+                                        ("certificate", c), ("private_key", k),
+                                        ("early_data", "on")]))
+        return s
+    q = qproxy_factory(sections=make)
+    resume = _resumable(q, tmp_path)
+    # a copy: the client keeps the ticket the other listener gives it
+    for name in ("session", "tp"):
+        shutil.copy(tmp_path / name, tmp_path / ("other-" + name))
+    p = subprocess.run([gtlsclient_binary(), "-q", "--exit-on-all-streams-close",
+                        "--download=%s" % tmp_path, "--timeout=10s",
+                        "--session-file=%s" % (tmp_path / "other-session"),
+                        "--tp-file=%s" % (tmp_path / "other-tp")] +
+                       ["127.0.0.1", str(other), "https://127.0.0.1:%d/app/bytes/6" % other],
+                       capture_output=True, timeout=60)
+    assert (tmp_path / "6").read_bytes() == expected_body(6), p
+    assert stats(q)["quic"]["early_data_requests"] == 0
+    _gtls(q.port, "/app/bytes/7", tmp_path, *resume)          # its own: resumed
+    assert stats(q)["quic"]["early_data_requests"] == 1
 
 
 def test_early_data_off_refuses_zero_rtt(qproxy_factory, backend_app, tmp_path):
