@@ -40,7 +40,7 @@ UNIT_TESTS = test_config test_route test_http1 test_request test_bufq \
 	test_control test_log test_tls test_bytes test_upstream test_h3mem
 UNIT_BINS = $(UNIT_TESTS:%=$(B)/tests/%)
 
-TOOLS = $(B)/tests/h3raw
+TOOLS = $(B)/tests/h3raw $(B)/tests/sendshim.so
 
 all: $(B)/qproxy $(B)/qproxyctl
 
@@ -79,6 +79,12 @@ $(B)/tests/h3raw: $(B)/tests/h3raw.o $(RNG_OBJ)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
 
+# Preloaded into qproxy: built without the sanitizers, which must come first.
+$(B)/tests/sendshim.so: tests/tools/sendshim.c config.mk
+	@mkdir -p $(@D)
+	@echo "  CC      $<"
+	$(Q)$(CC) $(CFLAGS) $(WARN_CFLAGS) -fPIC -shared -o $@ $< -ldl
+
 -include $(wildcard $(B)/*.d $(B)/tests/*.d)
 
 config.mk: configure config.mk.in
@@ -96,6 +102,7 @@ unit: $(UNIT_BINS)
 integration: $(B)/qproxy $(B)/qproxyctl $(TOOLS)
 	QPROXY=$(abspath $(B)/qproxy) QPROXYCTL=$(abspath $(B)/qproxyctl) \
 	    H3RAW=$(abspath $(B)/tests/h3raw) \
+	    SENDSHIM=$(abspath $(B)/tests/sendshim.so) \
 	    $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
 
 deps:

@@ -1062,6 +1062,31 @@ qconn_want_write(struct qconn *qc)
 }
 
 /*
+ * A train's send failed (errno): whether the error is GSO's, which is then
+ * off for good. It may be: the train's first datagram is sent alone, and
+ * only if that goes is GSO to blame. A path that refuses every datagram
+ * (EINVAL from a bad source address, say) must not cost every other
+ * connection its GSO. false, with errno set, when the datagram did not go.
+ */
+static bool
+gso_refused(struct quic_server *srv, struct udp_sock *sock,
+    const uint8_t *buf, size_t seg, const struct addr *remote,
+    const struct addr *local, uint8_t ecn)
+{
+	int gso_errno = errno;
+
+	if (gso_errno != EIO && gso_errno != EINVAL &&
+	    gso_errno != ENOPROTOOPT && gso_errno != EOPNOTSUPP)
+		return false;
+	if (udp_send(sock->fd, buf, seg, remote, local, ecn) == -1)
+		return false;
+	log_info("UDP GSO refused (%s); sending datagrams one by one",
+	    strerror(gso_errno));
+	srv->no_gso = true;
+	return true;
+}
+
+/*
  * Sends a train of datagrams of seg bytes (the last may be shorter) on one
  * path, with GSO when the kernel has it. A train the socket refuses is
  * kept whole and sent when the socket is writable; returns -1 then.
@@ -1082,34 +1107,17 @@ send_train(struct qconn *qc, const uint8_t *buf, size_t len, size_t seg,
 	    path->local.addrlen);
 	if (n > 1 && !srv->no_gso) {
 		rv = udp_send_gso(sock->fd, buf, len, seg, &remote, &local, ecn);
-		/*
-		 * An error that may be GSO's: it is, and off for good, only
-		 * if the first datagram then goes alone. A path that refuses
-		 * every datagram (EINVAL from a bad source address, say) must
-		 * not cost every other connection its GSO.
-		 */
-		if (rv == -1 && (errno == EIO || errno == EINVAL ||
-		    errno == ENOPROTOOPT || errno == EOPNOTSUPP)) {
-			int gso_errno = errno;
-
-			if (udp_send(sock->fd, buf, seg, &remote, &local,
-			    ecn) == -1) {
-				off = 0;
-				goto failed;
-			}
-			log_info("UDP GSO refused (%s); sending datagrams one "
-			    "by one", strerror(gso_errno));
-			srv->no_gso = true;
-			first = seg;
-		} else if (rv == 0) {
+		if (rv == 0) {
 			stats.gso_batches++;
 			stats.gso_datagrams += n;
 			off = len;
 			goto sent;
-		} else {
+		}
+		if (!gso_refused(srv, sock, buf, seg, &remote, &local, ecn)) {
 			off = 0;
 			goto failed;
 		}
+		first = seg;	/* the rest one by one */
 	}
 	for (off = first; off < len; off += seg) {
 		size_t k = len - off < seg ? len - off : seg;
@@ -1837,10 +1845,18 @@ quic_sock_write_cb(struct ev_loop *loop, ev_io *w, int revents)
 			if (udp_send_gso(sock->fd, qc->pending + qc->pending_off,
 			    len, seg, &qc->pending_remote, &qc->pending_local,
 			    qc->pending_ecn) == -1) {
-				if (errno == EAGAIN || errno == EWOULDBLOCK)
+				if (len > seg && gso_refused(qc->srv, sock,
+				    qc->pending + qc->pending_off, seg,
+				    &qc->pending_remote, &qc->pending_local,
+				    qc->pending_ecn))
+					len = seg;	/* that one went */
+				else if (errno == EAGAIN ||
+				    errno == EWOULDBLOCK)
 					return;
-				stats.send_errors++;
-				break;	/* the rest counts as lost */
+				else {
+					stats.send_errors++;
+					break;	/* the rest counts as lost */
+				}
 			}
 			stats.datagrams_sent += (len + seg - 1) / seg;
 			stats.bytes_sent += len;

@@ -109,6 +109,25 @@ def h3raw_binary():
                        "make tests builds it")
 
 
+def sendshim_library():
+    return _env_binary("SENDSHIM", "tests/tools/sendshim.c's library",
+                       "build/tests/sendshim.so", "make tests builds it")
+
+
+def preload_sendshim(q, flags_dir):
+    """Makes the not yet started q run with sendshim.so preloaded: its UDP
+    sends fail while files of flags_dir say so (see sendshim.c)."""
+    wrapper = os.path.join(os.path.dirname(q.conf), "qproxy-sendshim.sh")
+    with open(wrapper, "w") as f:
+        f.write('#!/bin/sh\n'
+                '# ASan wants to come first; the shim only passes calls on\n'
+                'ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0" '
+                'LD_PRELOAD="%s" SENDSHIM_DIR="%s" exec "%s" "$@"\n'
+                % (sendshim_library(), flags_dir, q.binary))
+    os.chmod(wrapper, 0o755)
+    q.binary = wrapper
+
+
 def qproxyctl_binary():
     return _env_binary("QPROXYCTL", "the qproxyctl binary", "build/qproxyctl",
                        "build it first: make")

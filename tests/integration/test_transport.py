@@ -8,12 +8,13 @@ import signal
 import socket
 import struct
 import subprocess
+import threading
 import time
 
 import pytest
 
 from helpers import (SLOW, expected_body, expected_sha256, file_sha256, gtls_fetch,
-                     gtlsclient_binary, h3_get, h3raw, wait_until)
+                     gtlsclient_binary, h3_get, h3raw, preload_sendshim, wait_until)
 from test_ops import qproxyctl, stats
 from backend import free_udp_port
 
@@ -431,6 +432,57 @@ def test_quic_v2_for_a_client_that_prefers_it(qproxy_factory, certificate,
     assert by_path["/app/bytes/10"]["quic_version"] == "0x6b3343cf"
     assert by_path["/app/bytes/11"]["quic_version"] == "0x1"
     assert (tmp_path / "10").read_bytes() == __import__("helpers").expected_body(10)
+
+
+def _shimmed(qproxy_factory, backend_app, tmp_path, *flags):
+    """A private qproxy whose UDP sends fail while files in tmp_path/flags
+    say so (tests/tools/sendshim.c), flags set from the start."""
+    flags_dir = tmp_path / "flags"
+    flags_dir.mkdir()
+    for f in flags:
+        (flags_dir / f).touch()
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server, str(tmp_path / "s"), retry="never"),
+        start=False)
+    preload_sendshim(q, str(flags_dir))
+    q.start()
+    return q, flags_dir
+
+
+def test_gso_refused_sends_one_by_one(qproxy_factory, backend_app, tmp_path):
+    """A device that cannot segment (EIO for UDP_SEGMENT): the first train
+    goes out one datagram at a time, and every later one too."""
+    q, _ = _shimmed(qproxy_factory, backend_app, tmp_path, "gso-eio")
+    n = 2 * 1024 * 1024
+    r = h3_get(q.url("/app/bytes/%d" % n), timeout=60)
+    assert r.status == 200 and r.sha256 == expected_sha256(n)
+    udp = stats(q)["udp"]
+    assert udp["gso_batches"] == 0 and udp["send_errors"] == 0, udp
+    assert q.log_text().count("UDP GSO refused") == 1, q.log_tail()
+
+
+def test_gso_refused_for_a_train_held_back(qproxy_factory, backend_app, tmp_path):
+    """A train the socket refused (EAGAIN) is held and sent when it is
+    writable; if GSO fails then, it goes one by one as any other. Its
+    datagrams were dropped instead, and the client waited for their loss
+    to be seen."""
+    q, flags = _shimmed(qproxy_factory, backend_app, tmp_path)
+    n = 8 * 1024 * 1024
+    out = []
+    # over 3 s, in 40 pieces of trains: time to step in
+    t = threading.Thread(target=lambda: out.append(
+        h3_get(q.url("/app/slow/%d?ms=3000" % n), timeout=60)))
+    t.start()
+    wait_until(lambda: stats(q)["udp"]["gso_batches"] > 10, "a transfer in trains", 20)
+    (flags / "eagain").touch()
+    wait_until(lambda: stats(q)["udp"]["send_blocked"] > 0, "a train held back", 10)
+    (flags / "gso-eio").touch()
+    (flags / "eagain").unlink()
+    t.join(90)
+    assert out and out[0].status == 200 and out[0].sha256 == expected_sha256(n)
+    udp = stats(q)["udp"]
+    assert udp["send_errors"] == 0, udp
+    assert q.log_text().count("UDP GSO refused") == 1, q.log_tail()
 
 
 def test_gso_batches_during_a_large_transfer(qp):
