@@ -753,6 +753,13 @@ config_set_listen(struct config_parser *p, const struct config_key *k,
 		    k->name, value, err);
 		return -1;
 	}
+	/* IPv6 sockets are IPv6 only: the bind would fail at start */
+	if (a.u.sa.sa_family == AF_INET6 &&
+	    IN6_IS_ADDR_V4MAPPED(&a.u.in6.sin6_addr)) {
+		config_error(p, p->line, "%s: \"%s\" is an IPv4 address in "
+		    "IPv6 form; write it as IPv4", k->name, value);
+		return -1;
+	}
 	for (i = 0; i < p->cfg->nlisteners; i++) {
 		o = &p->cfg->listeners[i];
 		for (j = 0; j < o->naddrs; j++) {

@@ -224,6 +224,19 @@ def test_check_refuses_a_wildcard_beside_an_address_of_its_port(tmp_path, certif
     assert "%s:8: address: \"0.0.0.0:8443\" overlaps 127.0.0.1:8443" % path in out, out
 
 
+def test_check_refuses_an_ipv4_mapped_listener_address(tmp_path, certificate):
+    """[::ffff:127.0.0.1]:P passed -t, and the start failed: qproxy's IPv6
+    sockets take IPv6 only."""
+    lines = valid_lines(*certificate)
+    lines.insert(7, "address = [::ffff:127.0.0.1]:8444")
+    path = write(tmp_path, lines)
+    p = check(path)
+    out = p.stdout + p.stderr
+    assert p.returncode == 1, out
+    assert ("%s:8: address: \"[::ffff:127.0.0.1]:8444\" is an IPv4 address in IPv6 form"
+            % path) in out, out
+
+
 def test_missing_config_file(tmp_path):
     path = str(tmp_path / "does-not-exist.conf")
     p = check(path)
