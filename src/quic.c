@@ -725,19 +725,25 @@ cid_hex(const ngtcp2_cid *cid, char *hex)
 	return hex;
 }
 
-/* qlog_dir/ODCID.sqlog, private to the service: it reveals traffic. */
+/*
+ * qlog_dir/ODCID-SCID.sqlog, private to the service: it reveals traffic.
+ * The client chooses the first; qproxy's own makes the name one no client
+ * can choose, so that no Initial truncates or removes another's file.
+ */
 static FILE *
-qlog_open(const char *dir, const ngtcp2_cid *odcid, char **pathp)
+qlog_open(const char *dir, const ngtcp2_cid *odcid, const ngtcp2_cid *scid,
+    char **pathp)
 {
-	char path[PATH_MAX], hex[CID_HEXLEN];
+	char path[PATH_MAX], hex[CID_HEXLEN], shex[CID_HEXLEN];
 	FILE *f;
 	int fd;
 
 	cid_hex(odcid, hex);
-	snprintf(path, sizeof(path), "%s/%s.sqlog", dir, hex);
+	cid_hex(scid, shex);
+	snprintf(path, sizeof(path), "%s/%s-%s.sqlog", dir, hex, shex);
 	if ((*pathp = strdup(path)) == NULL)
 		return NULL;
-	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
 	    0600);
 	if (fd == -1 || (f = fdopen(fd, "w")) == NULL) {
 		log_warn("qlog %s", path);
@@ -886,7 +892,7 @@ qconn_new(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 	if (log_debug_enabled())
 		settings.log_printf = debug_printf;
 	if (cfg->qlog_dir != NULL &&
-	    (qc->qlog = qlog_open(cfg->qlog_dir, &hd->dcid,
+	    (qc->qlog = qlog_open(cfg->qlog_dir, &hd->dcid, &scid,
 	    &qc->qlog_path)) != NULL) {
 		settings.qlog_write = qlog_write;
 	}

@@ -3,6 +3,7 @@ QUIC v2 with compatible version negotiation."""
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -692,6 +693,34 @@ def test_qlog_dir_writes_one_qlog_per_connection(qproxy_factory, backend_app,
         assert records, name
         head = json.loads(records[0])
         assert "qlog_version" in head or "qlog_format" in head, head
+
+
+def test_an_initial_cannot_take_another_connections_qlog(qproxy_factory, backend_app,
+                                                         tmp_path):
+    """qlog files were named by the client's first DCID alone and opened
+    with O_TRUNC, and one whose packet ngtcp2 then dropped was removed: an
+    Initial with a connection's DCID emptied and removed its qlog. qproxy's
+    own connection ID is in the name now."""
+    qdir = tmp_path / "qlog"
+    qdir.mkdir()
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server, str(tmp_path / "s"),
+        extra=[("qlog_dir", str(qdir))]))
+    start = set(os.listdir(qdir))
+    assert h3_get(q.url("/app/bytes/10")).status == 200
+    wait_until(lambda: set(os.listdir(qdir)) - start, "a qlog file", 5)
+    name = (set(os.listdir(qdir)) - start).pop()
+    odcid = bytes.fromhex(re.match(r"[0-9a-f]+", name).group(0))
+    # its DCID free for a new connection's
+    wait_until(lambda: stats(q)["connections"]["current"] == 0, "the connection gone", 10)
+    before = stats(q)["udp_dropped"]["invalid"]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _ in range(3):
+            pkt = (bytes([0xc3]) + b"\x00\x00\x00\x01" + bytes([len(odcid)]) + odcid +
+                   b"\x08" + os.urandom(8) + b"\x00" + b"\x44\x00")
+            s.sendto(pkt + os.urandom(1200 - len(pkt)), ("127.0.0.1", q.port))
+    wait_until(lambda: stats(q)["udp_dropped"]["invalid"] - before >= 3, "junk dropped", 5)
+    assert (qdir / name).exists() and (qdir / name).stat().st_size > 0, os.listdir(qdir)
 
 
 def test_junk_initials_leave_no_connection_or_qlog(qproxy_factory, backend_app, tmp_path):
