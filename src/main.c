@@ -3,6 +3,7 @@
  * socket's commands, and the loop.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
 #include <signal.h>
@@ -372,6 +373,25 @@ check_files(const struct config *cfg)
 	return rv;
 }
 
+/*
+ * Descriptors 0, 1 and 2 left closed by whoever started qproxy would go to
+ * the first files it opens: an access log file would take fd 2 and the
+ * error log lines meant for stderr, and after a reload closed that file, a
+ * backend connection would. /dev/null takes each such place first. Nothing
+ * can be said when it cannot be opened: stderr may be the closed one.
+ */
+static void
+stdio_fill(void)
+{
+	for (int fd = STDIN_FILENO; fd <= STDERR_FILENO; fd++) {
+		if (fcntl(fd, F_GETFD) != -1 || errno != EBADF)
+			continue;
+		/* the lowest free descriptor: this one */
+		if (open("/dev/null", O_RDWR) != fd)
+			exit(1);
+	}
+}
+
 int
 main(int argc, char *argv[])
 {
@@ -383,6 +403,7 @@ main(int argc, char *argv[])
 	uint64_t usec;
 	int ch, check = 0, rv;
 
+	stdio_fill();
 	while ((ch = getopt(argc, argv, "c:ftv")) != -1) {
 		switch (ch) {
 		case 'c':

@@ -7,6 +7,7 @@ import os
 import pathlib
 import pwd
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -675,6 +676,33 @@ def test_access_log_json(qproxy_factory, backend_app, tmp_path):
     assert e["backend"] == backend_app.tcp_server
     m = [x for x in entries if x["path"] == "/missing"][0]
     assert m["status"] == 404 and m["backend"] == "-"
+
+
+ACCESS_TEXT_LINE = re.compile(r'\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \S+ \S+ "')
+
+
+def test_closed_stderr_is_not_taken_by_a_log_file(qproxy_factory, backend_app, tmp_path):
+    """Started with its stderr closed (a supervisor's "2>&-"), qproxy opened
+    its access log on fd 2, and the error log, which goes to stderr, wrote
+    into it; after a reload closed that file, a backend connection got fd 2
+    and the error log's lines went into a live HTTP/1.1 request. /dev/null
+    now takes a closed fd 0, 1 or 2 first. Found by a review."""
+    acc = tmp_path / "access.log"
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server, extra_global=[("access_log", str(acc))]),
+        start=False)
+    wrapper = tmp_path / "no-stderr.sh"
+    wrapper.write_text('#!/bin/sh\nexec %s "$@" 2>&-\n' % shlex.quote(q.binary))
+    wrapper.chmod(0o755)
+    q.binary = str(wrapper)
+    q.start()
+    assert os.readlink("/proc/%d/fd/2" % q.proc.pid) == "/dev/null"
+    assert qproxyctl(q, "reload").returncode == 0
+    assert os.readlink("/proc/%d/fd/2" % q.proc.pid) == "/dev/null"
+    assert h3_get(q.url("/app/bytes/10")).status == 200
+    _wait_for_line(acc, "/app/bytes/10")
+    lines = acc.read_text().splitlines()
+    assert all(ACCESS_TEXT_LINE.match(l) for l in lines), "\n".join(lines)
 
 
 def _slow_request_with_sni(qp, sni):
