@@ -217,7 +217,8 @@ fatalx(const char *fmt, ...)
 
 /*
  * Opens path for appending with the given mode, not through a symbolic link
- * (ELOOP). The descriptor, or -1 with errno.
+ * (ELOOP) and not a file with other hard links (EMLINK). The descriptor,
+ * or -1 with errno.
  */
 static int
 log_file_fd(const char *path, mode_t mode)
@@ -229,6 +230,15 @@ log_file_fd(const char *path, mode_t mode)
 		return -1;
 	if (fstat(fd, &st) == -1)
 		goto fail;
+	/*
+	 * Nor a file with other names: for the same reason as a symbolic
+	 * link, a hard link to a file of root's put in the log's place
+	 * would have been appended to and given away.
+	 */
+	if (S_ISREG(st.st_mode) && st.st_nlink > 1) {
+		errno = EMLINK;
+		goto fail;
+	}
 	/*
 	 * An existing file keeps its mode: make it no wider than asked (a
 	 * device such as /dev/null is left alone).
@@ -418,19 +428,47 @@ log_file_reopen(int *fdp, const char *path, mode_t mode)
 	return 0;
 }
 
+const char *
+log_file_strerror(int errnum)
+{
+	if (errnum == EMLINK)
+		return "the file has other hard links, which is refused";
+	return strerror(errnum);
+}
+
 int
 log_files_chown(uid_t uid, gid_t gid)
 {
 	const int fds[] = { err_path != NULL ? err_fd : -1,
 	    acc_path != NULL ? acc_fd : -1, key_path != NULL ? key_fd : -1 };
-
+	const char *paths[] = { err_path, acc_path, key_path };
 	struct stat st;
 
-	/* files only: not /dev/null, should a log go there */
-	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
-		if (fds[i] != -1 && (fstat(fds[i], &st) == -1 ||
-		    (S_ISREG(st.st_mode) && fchown(fds[i], uid, gid) == -1)))
+	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++) {
+		if (fds[i] == -1)
+			continue;
+		if (fstat(fds[i], &st) == -1)
 			return -1;
+		/* files only: not /dev/null, should a log go there */
+		if (!S_ISREG(st.st_mode))
+			continue;
+		/*
+		 * Only what is ours to give: a link made since the open
+		 * (log_file_fd), or a file of another user's, stays as it is.
+		 */
+		if (st.st_nlink > 1) {
+			log_warnx("%s: %s; not given to uid %ld", paths[i],
+			    log_file_strerror(EMLINK), (long)uid);
+			continue;
+		}
+		if (st.st_uid != geteuid() && st.st_uid != uid) {
+			log_warnx("%s: owned by uid %ld; not given to uid %ld",
+			    paths[i], (long)st.st_uid, (long)uid);
+			continue;
+		}
+		if (fchown(fds[i], uid, gid) == -1)
+			return -1;
+	}
 	return 0;
 }
 
@@ -443,19 +481,22 @@ log_reopen(void)
 	    log_file_reopen(&err_fd, err_path, LOG_FILE_MODE) == -1) {
 		saved = errno;
 		rv = -1;
-		log_warn("%s: error log %s", __func__, err_path);
+		log_warnx("%s: error log %s: %s", __func__, err_path,
+		    log_file_strerror(saved));
 	}
 	if (acc_path != NULL &&
 	    log_file_reopen(&acc_fd, acc_path, LOG_FILE_MODE) == -1) {
 		saved = errno;
 		rv = -1;
-		log_warn("%s: access log %s", __func__, acc_path);
+		log_warnx("%s: access log %s: %s", __func__, acc_path,
+		    log_file_strerror(saved));
 	}
 	if (key_path != NULL &&
 	    log_file_reopen(&key_fd, key_path, KEYLOG_MODE) == -1) {
 		saved = errno;
 		rv = -1;
-		log_warn("%s: key log %s", __func__, key_path);
+		log_warnx("%s: key log %s: %s", __func__, key_path,
+		    log_file_strerror(saved));
 	}
 	if (rv == -1)
 		errno = saved;

@@ -57,9 +57,12 @@ void	log_file_install(struct log_file *, enum log_kind, int json);
 void	log_file_discard(struct log_file *);
 /* SIGUSR1: reopen the error and access log files (logrotate moved them). */
 int	log_reopen(void);
-/* Gives the log files (regular files: not stderr, not a device) to uid:gid;
+/* Gives the log files (regular files: not stderr, not a device) to uid:gid,
+ * but for one with other hard links or of another user's (warned about);
  * 0, or -1 with errno. */
 int	log_files_chown(uid_t uid, gid_t gid);
+/* strerror, but for the errno of a log file refused for its hard links. */
+const char *log_file_strerror(int errnum);
 
 /* One line per request. */
 struct access_entry {

@@ -59,7 +59,7 @@ logs_prepare(const struct config *cfg, struct log_file lf[3],
 	for (i = 0; i < 3; i++) {
 		if (log_file_prepare(&lf[i], (enum log_kind)i, path[i]) == -1) {
 			strbuf_printf(errs, "%s %s: %s\n", key[i], path[i],
-			    strerror(errno));
+			    log_file_strerror(errno));
 			rv = -1;
 		}
 	}
@@ -317,21 +317,29 @@ check_error(const struct config *cfg, const char *key, const char *msg)
 
 /*
  * A log that exists must be a file qproxy would open: not a symbolic link
- * (refused, see log.c) or a directory. A missing directory is not checked:
- * systemd makes /var/log/qproxy (LogsDirectory) only as the unit starts.
+ * or a file with other hard links (refused, see log.c), or a directory. A
+ * missing directory is not checked: systemd makes /var/log/qproxy
+ * (LogsDirectory) only as the unit starts.
  */
 static int
 check_log_file(const struct config *cfg, const char *key, const char *path)
 {
 	char msg[PATH_MAX + 64];
+	const char *what;
 	struct stat st;
 
 	if (path == NULL || strcmp(path, "stderr") == 0 ||
-	    lstat(path, &st) == -1 ||
-	    !(S_ISLNK(st.st_mode) || S_ISDIR(st.st_mode)))
+	    lstat(path, &st) == -1)
 		return 0;
-	snprintf(msg, sizeof(msg), "%s is %s", path, S_ISLNK(st.st_mode) ?
-	    "a symbolic link, which is refused" : "a directory");
+	if (S_ISLNK(st.st_mode))
+		what = "is a symbolic link, which is refused";
+	else if (S_ISDIR(st.st_mode))
+		what = "is a directory";
+	else if (S_ISREG(st.st_mode) && st.st_nlink > 1)
+		what = "has other hard links, which is refused";
+	else
+		return 0;
+	snprintf(msg, sizeof(msg), "%s %s", path, what);
 	check_error(cfg, key, msg);
 	return -1;
 }

@@ -423,6 +423,77 @@ def test_log_file_through_a_symlink_is_refused(qproxy_factory, backend_app, tmp_
     assert precious.read_text() == "root's secret\n"
 
 
+@pytest.mark.parametrize("when", ["check", "start", "reload"])
+def test_log_file_with_other_hard_links_is_refused(qproxy_factory, certificate, backend_app,
+                                                   tmp_path, when):
+    """A hard link to a file of root's put in a log's place, where [global]
+    user may write, made qproxy append to that file and hand it to the user
+    (root's 0600 file became nobody's). A log file with other links is now
+    refused: by -t, at start and at a reload. Found by a review."""
+    nobody = _as_root()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    os.chown(logs, nobody.pw_uid, nobody.pw_gid)
+    precious = tmp_path / "precious"
+    precious.write_text("root's secret\n")
+    precious.chmod(0o600)
+    linked = logs / "error.log"
+    os.link(precious, linked)
+    # a reload re-opens as the user it runs as: root here, or it could not
+    extra = [] if when == "reload" else [("user", "nobody")]
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server, extra_global=extra + [
+            ("error_log", str(linked) if when != "reload" else "stderr")]),
+        start=when == "reload")
+    if when == "check":
+        p = subprocess.run([q.binary, "-t", "-c", q.conf], capture_output=True, text=True,
+                           timeout=10 * SLOW)
+        assert p.returncode == 1, (p.stdout, p.stderr)
+        assert "%s has other hard links, which is refused" % linked in p.stderr, p.stderr
+    elif when == "start":
+        p = subprocess.Popen([q.binary, "-c", q.conf], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        try:
+            out, err = p.communicate(timeout=10 * SLOW)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+            pytest.fail("qproxy started with a hard-linked error log:\n" + err)
+        assert p.returncode == 1, err
+        assert ("error_log %s: the file has other hard links, which is refused" % linked
+                in err), err
+    else:
+        cert, key = certificate
+        _rewrite(q, _sections(cert, key, q.port, backend_app.tcp_server,
+                              extra_global=[("access_log", str(linked))]))
+        p = qproxyctl(q, "reload")
+        assert p.returncode == 1, (p.stdout, p.stderr)
+        assert ("access_log %s: the file has other hard links, which is refused" % linked
+                in p.stderr), p.stderr
+        assert stats(q)["generation"] == 1
+        assert h3_get(q.url("/app/bytes/10")).status == 200
+    st = precious.stat()
+    assert (st.st_uid, st.st_mode & 0o777, st.st_nlink) == (0, 0o600, 2)
+    assert precious.read_text() == "root's secret\n"
+
+
+def test_log_file_of_another_user_is_not_given_away(qproxy_factory, backend_app, tmp_path):
+    """A log file that root did not make, owned by a third user, was handed
+    to [global] user as if it were qproxy's. It now stays as it is, with a
+    warning, and is still written to."""
+    nobody = _as_root()
+    acc = tmp_path / "access.log"
+    acc.write_text("")
+    os.chown(acc, 4242, 4242)
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server,
+        extra_global=[("user", "nobody"), ("access_log", str(acc))]))
+    assert "%s: owned by uid 4242; not given to uid %d" % (acc, nobody.pw_uid) in q.log_text()
+    assert (acc.stat().st_uid, acc.stat().st_gid) == (4242, 4242)
+    assert h3_get(q.url("/app/bytes/10")).status == 200
+    _wait_for_line(acc, "/app/bytes/10")
+
+
 def test_dropped_privileges_keep_the_log_files(qproxy_factory, backend_app, request):
     """Started as root with user = nobody: the process runs as nobody, and
     the log files it opened as root are nobody's, so that SIGUSR1 can

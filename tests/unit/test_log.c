@@ -181,6 +181,15 @@ test_error_log(void)
 	CHECK(s != NULL && count_lines(s) == 3 &&
 	    strstr(s, "qproxy[warn]: still here\n") != NULL);
 	free(s);
+
+	/* A file with another name is refused, and so is that name. */
+	CHECK_EQ_INT(link(path, tpath("linked.log")), 0);
+	errno = 0;
+	CHECK_EQ_INT(log_open(tpath("linked.log")), -1);
+	CHECK_EQ_INT(errno, EMLINK);
+	CHECK_EQ_STR(log_file_strerror(errno),
+	    "the file has other hard links, which is refused");
+	CHECK_EQ_INT(unlink(tpath("linked.log")), 0);
 }
 
 static void
