@@ -201,4 +201,27 @@ bytes_utf8_len(const unsigned char *p)
 	return len;
 }
 
+/* The code point of the valid UTF-8 sequence of len bytes at p. */
+static inline uint32_t
+bytes_utf8_cp(const unsigned char *p, size_t len)
+{
+	uint32_t cp = p[0] & (0xffu >> (len + 1));
+
+	for (size_t i = 1; i < len; i++)
+		cp = cp << 6 | (p[i] & 0x3fu);
+	return cp;
+}
+
+/*
+ * Whether a JSON string gets cp, a code point above DEL, as \uXXXX although
+ * JSON allows it as it is: the C1 controls, which end a line to some
+ * readers (U+0085) or start a terminal's escape sequence (U+009B), and
+ * U+2028 and U+2029, which end a line in JavaScript and in many editors.
+ */
+static inline bool
+bytes_json_escaped(uint32_t cp)
+{
+	return (cp >= 0x80 && cp <= 0x9f) || cp == 0x2028 || cp == 0x2029;
+}
+
 #endif

@@ -539,7 +539,8 @@ access_esc_text(char *dst, size_t cap, const char *s, int esc_space)
 /* Escapes s as the inside of a JSON string into dst, at most cap bytes,
  * whole escapes and whole UTF-8 sequences only: '"' and '\\' get a
  * backslash, control characters and DEL become \u00XX, and so does each
- * byte that is not part of valid UTF-8 (as the code point of its value).
+ * byte that is not part of valid UTF-8 (as the code point of its value);
+ * the C1 controls, U+2028 and U+2029 become \uXXXX (bytes_json_escaped).
  * Returns the length written; NULL gives "". */
 static size_t
 access_esc_json(char *dst, size_t cap, const char *s)
@@ -547,6 +548,7 @@ access_esc_json(char *dst, size_t cap, const char *s)
 	static const char	 hex[] = "0123456789abcdef";
 	const unsigned char	*p = (const unsigned char *)s;
 	size_t			 n = 0, len;
+	uint32_t		 cp;
 
 	if (s == NULL)
 		return 0;
@@ -561,10 +563,22 @@ access_esc_json(char *dst, size_t cap, const char *s)
 				break;
 			dst[n++] = (char)*p++;
 		} else if (*p >= 0x80 && (len = bytes_utf8_len(p)) != 0) {
-			if (cap - n < len)
-				break;
-			memcpy(dst + n, p, len);
-			n += len;
+			cp = bytes_utf8_cp(p, len);
+			if (bytes_json_escaped(cp)) {
+				if (cap - n < 6)
+					break;
+				memcpy(dst + n, "\\u", 2);
+				dst[n + 2] = hex[cp >> 12 & 0xf];
+				dst[n + 3] = hex[cp >> 8 & 0xf];
+				dst[n + 4] = hex[cp >> 4 & 0xf];
+				dst[n + 5] = hex[cp & 0xf];
+				n += 6;
+			} else {
+				if (cap - n < len)
+					break;
+				memcpy(dst + n, p, len);
+				n += len;
+			}
 			p += len;
 		} else {
 			if (cap - n < 6)

@@ -84,13 +84,15 @@ strbuf_printf(struct strbuf *b, const char *fmt, ...)
 
 /*
  * s as a JSON string: '"' and '\\' escaped, controls and bytes that are not
- * valid UTF-8 as \u00XX, so that any input gives text a JSON parser takes.
+ * valid UTF-8 as \u00XX, so that any input gives text a JSON parser takes;
+ * the C1 controls, U+2028 and U+2029 as \uXXXX (bytes_json_escaped).
  */
 void
 strbuf_json_string(struct strbuf *b, const char *s)
 {
 	const unsigned char *p;
 	size_t len;
+	uint32_t cp;
 
 	strbuf_append(b, "\"", 1);
 	for (p = (const unsigned char *)s; *p != '\0'; p++) {
@@ -99,7 +101,11 @@ strbuf_json_string(struct strbuf *b, const char *s)
 
 			strbuf_append(b, esc, 2);
 		} else if (*p >= 0x80 && (len = bytes_utf8_len(p)) != 0) {
-			strbuf_append(b, (const char *)p, len);
+			cp = bytes_utf8_cp(p, len);
+			if (bytes_json_escaped(cp))
+				strbuf_printf(b, "\\u%04x", (unsigned)cp);
+			else
+				strbuf_append(b, (const char *)p, len);
 			p += len - 1;
 		} else if (*p < 0x20 || *p >= 0x7f)
 			strbuf_printf(b, "\\u%04x", *p);

@@ -749,6 +749,33 @@ def test_access_log_json(qproxy_factory, backend_app, tmp_path):
     assert m["status"] == 404 and m["backend"] == "-"
 
 
+def test_access_log_json_escapes_what_ends_lines(qproxy_factory, backend_app, tmp_path):
+    """A :path's C1 controls (U+0085 ends a line to Python and others,
+    U+009B starts a terminal's escape) and U+2028 and U+2029 (which end
+    lines in JavaScript) were written into a JSON line as they came: valid
+    UTF-8, but the line fell apart in readers that split on them. They are
+    written as \\uXXXX now, as qproxy.conf(5) says of control characters.
+    Found by a review."""
+    log = tmp_path / "access.json"
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server,
+        extra_global=[("access_log", str(log)), ("access_log_format", "json")]))
+    raw = "\\xc2\\x85\\xc2\\x9b[31m\\xe2\\x80\\xa8\\xe2\\x80\\xa9\\xc2\\xa0"
+    res = h3raw(q.port, [":method: GET", ":scheme: https", ":authority: localhost",
+                         ":path: /nowhere/%s/end" % raw])
+    assert res.outcomes and res.outcomes[0].startswith("status 404"), res
+    _wait_for_line(log, "/end")
+    text = log.read_bytes()
+    for seq in (b"\xc2\x85", b"\xc2\x9b", b"\xe2\x80\xa8", b"\xe2\x80\xa9"):
+        assert seq not in text, text
+    assert b"\\u0085\\u009b[31m\\u2028\\u2029\xc2\xa0/end" in text, text
+    # Python's splitlines() splits at each of them
+    entries = [json.loads(l) for l in text.decode("utf-8").splitlines()]
+    e = [x for x in entries if x["path"].endswith("/end")][0]
+    assert e["path"] == "/nowhere/\u0085\u009b[31m\u2028\u2029\u00a0/end"
+    assert e["status"] == 404
+
+
 ACCESS_TEXT_LINE = re.compile(r'\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \S+ \S+ "')
 
 

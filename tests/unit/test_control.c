@@ -170,6 +170,12 @@ test_strbuf(void)
 	CHECK_EQ_STR(strbuf_str(&b), "\"\\u00ff|\\u00c3|\\u00c0\\u00af|"
 	    "\\u00ed\\u00a0\\u0080|\xf0\x9f\x98\x80\"");
 	strbuf_free(&b);
+	/* valid UTF-8 that ends lines or starts escapes: C1, U+2028, U+2029 */
+	strbuf_json_string(&b, "\xc2\x80|\xc2\x85|\xc2\x9b|\xc2\x9f|\xc2\xa0|"
+	    "\xe2\x80\xa7|\xe2\x80\xa8|\xe2\x80\xa9|\xe2\x80\xaa");
+	CHECK_EQ_STR(strbuf_str(&b), "\"\\u0080|\\u0085|\\u009b|\\u009f|\xc2\xa0|"
+	    "\xe2\x80\xa7|\\u2028|\\u2029|\xe2\x80\xaa\"");
+	strbuf_free(&b);
 }
 
 /* ---- the scenario: a fake daemon and real clients ---- */

@@ -260,7 +260,8 @@ test_access_json(void)
 	access_log_write(&sample);
 	access_log_write(&reset);
 	e.authority = NULL;
-	e.path = "/\xc3\xa9\xff\xc3(\xed\xa0\x80\xf0\x9f\x98\x80\x7f\t";
+	e.path = "/\xc3\xa9\xff\xc3(\xed\xa0\x80\xf0\x9f\x98\x80\x7f\t"
+	    "\xc2\x85\xc2\x9b\xc2\xa0\xe2\x80\xa9";
 	e.method = "\xe2\x80\xa8";
 	access_log_write(&e);
 	s = slurp(path);
@@ -276,9 +277,10 @@ test_access_json(void)
 	    "\"request_bytes\":7,\"response_bytes\":0,\"duration\":2.000,"
 	    "\"backend\":\"-\",\"quic_version\":\"0x6b3343cf\"}\n"
 	    "{\"time\":\"2025-11-25T14:00:00.500Z\",\"client\":\"192.0.2.1:4433\","
-	    "\"authority\":\"\",\"method\":\"\xe2\x80\xa8\","
+	    "\"authority\":\"\",\"method\":\"\\u2028\","
 	    "\"path\":\"/\xc3\xa9\\u00ff\\u00c3(\\u00ed\\u00a0\\u0080"
-	    "\xf0\x9f\x98\x80\\u007f\\u0009\",\"status\":200,"
+	    "\xf0\x9f\x98\x80\\u007f\\u0009\\u0085\\u009b\xc2\xa0\\u2029\","
+	    "\"status\":200,"
 	    "\"request_bytes\":0,\"response_bytes\":1234,\"duration\":0.250,"
 	    "\"backend\":\"127.0.0.1:8080\",\"quic_version\":\"0x1\"}\n");
 	free(s);
@@ -295,7 +297,7 @@ test_access_cap(void)
 	const char		*path = tpath("cap.log");
 	struct access_entry	 e = sample;
 	static char		 big[20001];
-	char			*s, *nl;
+	char			*s, *nl, *p;
 	size_t			 len;
 	const char		*tail = "\" 200 0 1234 0.250 127.0.0.1:8080 0x1\n";
 
@@ -333,13 +335,27 @@ test_access_cap(void)
 	e.path = "/";
 	e.authority = big;
 	access_log_write(&e);
+	/* U+0085, two bytes written as six: whole escapes too */
+	for (size_t i = 0; i + 1 < sizeof(big) - 1; i += 2) {
+		big[i] = '\xc2';
+		big[i + 1] = '\x85';
+	}
+	e.path = big;
+	e.authority = "example.com";
+	access_log_write(&e);
 	s = slurp(path);
 	CHECK(s != NULL);
 	if (s != NULL) {
-		CHECK_EQ_INT(count_lines(s), 2);
+		CHECK_EQ_INT(count_lines(s), 3);
 		nl = strchr(s, '\n');
 		CHECK(nl != NULL && nl - s + 1 <= 16384 && nl - s > 15000);
-		CHECK(nl != NULL && strlen(nl + 1) <= 16384);
+		p = nl != NULL ? nl + 1 : s;
+		nl = strchr(p, '\n');
+		CHECK(nl != NULL && nl - p + 1 <= 16384);
+		p = nl != NULL ? nl + 1 : s;
+		nl = strchr(p, '\n');
+		CHECK(nl != NULL && nl - p + 1 <= 16384 && nl - p > 15000);
+		CHECK(strstr(p, "\\u0085\",\"status\":200,") != NULL);
 		free(s);
 	}
 	CHECK(json_valid(path));
