@@ -1,7 +1,8 @@
 /* log.c: the error log, the access log and the TLS key log.
  *
  * The error log goes to stderr, which systemd sends to journald, or to a
- * file, where each line starts with an ISO 8601 UTC timestamp. The access
+ * file, where each line starts with an ISO 8601 UTC timestamp. Lines to
+ * the journal start with their priority ("<4>"), which journald takes. The access
  * log takes one line per request, as text or JSON, to stderr or a file.
  * The key log (keylog_file, for debugging) takes TLS secrets in the NSS
  * key log format, in a file only the service can read.
@@ -16,6 +17,8 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/stat.h>
+
+#include <systemd/sd-daemon.h>
 
 #include "bytes.h"
 #include "log.h"
@@ -50,6 +53,11 @@ _Static_assert(ACCESS_CLIENT_MAX + ACCESS_AUTHORITY_MAX + ACCESS_METHOD_MAX +
 static int log_level = LOG_LEVEL_INFO;
 
 static const char *const level_names[] = { "error", "warn", "info", "debug" };
+/* The same levels as syslog priorities, for the journal. */
+static const char *const level_prios[] = { SD_ERR, SD_WARNING, SD_INFO,
+    SD_DEBUG };
+/* Whether stderr is the journal: its lines start with their priority. */
+static int	 err_journal;
 
 /* The error log: -1 for stderr, else a file opened from err_path. */
 static int	 err_fd = -1;
@@ -66,11 +74,40 @@ static unsigned long long acc_errors;
 static int	 acc_warned;
 static time_t	 acc_warn_time;
 
+/*
+ * Whether stderr is the journal: systemd names the stream it gives a
+ * service in JOURNAL_STREAM, as "DEV:INODE" (systemd.exec(5)). Anything
+ * else, a terminal or a file or a pipe to another logger, is left without
+ * "<N>" at the start of its lines.
+ */
+static int
+log_stderr_is_journal(void)
+{
+	const char		*s = getenv("JOURNAL_STREAM");
+	unsigned long long	 dev, ino;
+	struct stat		 st;
+	char			*end;
+
+	if (s == NULL || fstat(STDERR_FILENO, &st) == -1)
+		return 0;
+	errno = 0;
+	dev = strtoull(s, &end, 10);
+	if (end == s || *end != ':' || errno != 0)
+		return 0;
+	s = end + 1;
+	ino = strtoull(s, &end, 10);
+	if (end == s || *end != '\0' || errno != 0)
+		return 0;
+	return dev == (unsigned long long)st.st_dev &&
+	    ino == (unsigned long long)st.st_ino;
+}
+
 void
 log_init(int level)
 {
 	log_level = level;
 	setvbuf(stderr, NULL, _IOLBF, 0);
+	err_journal = log_stderr_is_journal();
 }
 
 void
@@ -138,6 +175,7 @@ static void
 log_vwrite(int level, int errnum, const char *fmt, va_list ap)
 {
 	char		msg[1024], line[1280], ts[LOG_TIME_SIZE];
+	const char	*prio;
 	struct timespec	now;
 	int		n;
 
@@ -145,12 +183,13 @@ log_vwrite(int level, int errnum, const char *fmt, va_list ap)
 		return;
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	if (err_fd == -1) {
+		prio = err_journal ? level_prios[level] : "";
 		if (errnum)
-			fprintf(stderr, "qproxy[%s]: %s: %s\n",
+			fprintf(stderr, "%sqproxy[%s]: %s: %s\n", prio,
 			    level_names[level], msg, strerror(errnum));
 		else
-			fprintf(stderr, "qproxy[%s]: %s\n", level_names[level],
-			    msg);
+			fprintf(stderr, "%sqproxy[%s]: %s\n", prio,
+			    level_names[level], msg);
 		return;
 	}
 

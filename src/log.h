@@ -16,6 +16,7 @@ enum log_level {
 
 #define QP_PRINTF(a, b) __attribute__((format(printf, a, b)))
 
+/* Also looks at whether stderr is the journal (JOURNAL_STREAM). */
 void	log_init(int level);
 void	log_setlevel(int level);
 int	log_getlevel(void);

@@ -776,6 +776,42 @@ def test_access_log_json_escapes_what_ends_lines(qproxy_factory, backend_app, tm
     assert e["status"] == 404
 
 
+@pytest.mark.parametrize("stream", ["journal", "another", "none"])
+def test_error_log_to_the_journal_gives_each_line_its_priority(
+        qproxy_factory, backend_app, monkeypatch, stream):
+    """Under systemd, stderr is the journal, which took every line at the
+    unit's priority, info: "journalctl -p warning" showed no warning. When
+    JOURNAL_STREAM names qproxy's stderr, each line now starts with its
+    priority as sd-daemon(3) has it ("<4>" for a warning), which journald
+    takes off and keeps; elsewhere the lines are as they were. Found by a
+    review."""
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server,   # a warning at start
+        extra_global=[("stream_window", "1m"), ("connection_window", "512k")]),
+        start=False)
+    open(q.log, "ab").close()
+    st = os.stat(q.log)
+    if stream == "journal":
+        monkeypatch.setenv("JOURNAL_STREAM", "%d:%d" % (st.st_dev, st.st_ino))
+    elif stream == "another":
+        monkeypatch.setenv("JOURNAL_STREAM", "%d:%d" % (st.st_dev, st.st_ino + 1))
+    else:
+        monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    q.start()
+    wait_until(lambda: "handshake completed" in q.log_text(), "no debug line")
+    lines = q.log_text().splitlines()
+    prio = {"error": 3, "warn": 4, "info": 6, "debug": 7}
+    want = "<%d>" if stream == "journal" else ""
+    for line in lines:
+        m = re.match(r"(<\d>)?qproxy\[(\w+)\]: ", line)
+        assert m, line
+        assert (m.group(1) or "") == (want and want % prio[m.group(2)]), line
+    assert [l for l in lines if re.match(
+        r"(<4>)?qproxy\[warn\]: .*stream_window is larger than connection_window", l)]
+    assert {re.match(r"(<\d>)?qproxy\[(\w+)\]", l).group(2) for l in lines} >= {
+        "warn", "info", "debug"}
+
+
 ACCESS_TEXT_LINE = re.compile(r'\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \S+ \S+ "')
 
 

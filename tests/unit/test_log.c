@@ -214,6 +214,46 @@ test_error_stderr(void)
 	free(s);
 }
 
+/* As if stderr, now the capture's file, were the journal systemd gave. */
+static void
+say_to_journal(void)
+{
+	char		env[64];
+	struct stat	st;
+
+	if (fstat(STDERR_FILENO, &st) == -1)
+		return;
+	snprintf(env, sizeof(env), "%llu:%llu", (unsigned long long)st.st_dev,
+	    (unsigned long long)st.st_ino);
+	setenv("JOURNAL_STREAM", env, 1);
+	log_init(LOG_LEVEL_DEBUG);
+	say_warn();
+	log_info("then %s", "info");
+	log_debug("and debug");
+	/* another stream: not the journal */
+	snprintf(env, sizeof(env), "%llu:%llu", (unsigned long long)st.st_dev,
+	    (unsigned long long)st.st_ino + 1);
+	setenv("JOURNAL_STREAM", env, 1);
+	log_init(LOG_LEVEL_INFO);
+	log_warnx("plain");
+	unsetenv("JOURNAL_STREAM");
+}
+
+static void
+test_error_journal(void)
+{
+	char	*s;
+
+	CHECK_EQ_INT(log_open("stderr"), 0);
+	s = capture_stderr(say_to_journal);
+	CHECK_EQ_STR(s, "<4>qproxy[warn]: to stderr\n"
+	    "<3>qproxy[error]: and again\n"
+	    "<6>qproxy[info]: then info\n"
+	    "<7>qproxy[debug]: and debug\n"
+	    "qproxy[warn]: plain\n");
+	free(s);
+}
+
 static void
 test_access_text(void)
 {
@@ -505,10 +545,13 @@ main(void)
 		return 1;
 	}
 	snprintf(dir2, sizeof(dir2), "%s.moved", dir);
+	/* the lines to stderr are compared without a journal's priorities */
+	unsetenv("JOURNAL_STREAM");
 	log_init(LOG_LEVEL_INFO);
 
 	test_error_log();
 	test_error_stderr();
+	test_error_journal();
 	test_access_text();
 	test_access_json();
 	test_access_cap();
