@@ -211,7 +211,11 @@ control_dispatch(struct control_client *c)
 			    (long)cred.pid, (long)cred.uid);
 		else
 			log_info("control: reload requested");
-		rc = ops->reload(&c->text, ctl->arg);
+		if ((rc = ops->reload(&c->text, ctl->arg)) ==
+		    CONTROL_RELOAD_STOPPING) {
+			control_error(c, "shutting down");
+			return;
+		}
 	} else if (show != NULL)
 		show(&c->text, json, ctl->arg);
 	else {

@@ -17,12 +17,17 @@
 #define CONTROL_MAX_REPLY	(16u << 20)
 #define CONTROL_MAX_CLIENTS	16
 
+#define CONTROL_RELOAD_STOPPING	(-2)	/* answered "ERR shutting down" */
+
 /* What the commands do; each writes its reply text into out. */
 struct control_ops {
 	void	(*stats)(struct strbuf *out, bool json, void *arg);
 	void	(*conns)(struct strbuf *out, bool json, void *arg);
 	void	(*backends)(struct strbuf *out, bool json, void *arg);
-	/* 0 when the new configuration took; -1 with its errors in out */
+	/*
+	 * 0 when the new configuration took; -1 with its errors in out;
+	 * CONTROL_RELOAD_STOPPING when the daemon, shutting down, takes none
+	 */
 	int	(*reload)(struct strbuf *out, void *arg);
 	void	(*version)(struct strbuf *out, bool json, void *arg);
 };

@@ -121,6 +121,9 @@ notify_reloading(void)
 /*
  * SIGHUP and "qproxyctl reload": a new configuration, or the old one kept
  * with every reason in errs. Connections and requests under way go on.
+ * None once a graceful shutdown began (CONTROL_RELOAD_STOPPING): systemd,
+ * told STOPPING=1, would have been told READY=1 again, and a new listener
+ * could have been bound while the old ones drain.
  */
 static int
 reload(struct strbuf *errs)
@@ -133,6 +136,10 @@ reload(struct strbuf *errs)
 	FILE *f;
 	int rv = -1;
 
+	if (server_stopping(server)) {
+		log_warnx("reload refused: shutting down");
+		return CONTROL_RELOAD_STOPPING;
+	}
 	notify_reloading();
 	log_info("reloading %s", config_path);
 	if ((f = open_memstream(&text, &len)) == NULL) {

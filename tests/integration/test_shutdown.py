@@ -1,12 +1,16 @@
 """Graceful shutdown on SIGTERM: in-flight requests finish, exit code 0."""
 
 import signal
+import socket
+import subprocess
 import threading
 import time
 
 import pycurl
+import pytest
 
-from helpers import SLOW, KiB, MiB, expected_sha256, h3_get, h3raw
+from helpers import (SLOW, KiB, MiB, expected_sha256, free_udp_port, h3_get, h3raw,
+                     qproxyctl_binary, wait_until)
 
 
 def _background_get(url, threshold, timeout=60):
@@ -101,3 +105,55 @@ def test_shutdown_timeout_bounds_in_flight_requests(qproxy_factory, backend_app)
                               "the client still waits %.0fs later" % limit)
     assert "e" in out or out["r"].status != 200
     assert q.sanitizer_report() is None
+
+
+@pytest.mark.parametrize("how", ["qproxyctl", "SIGHUP"])
+def test_no_reload_during_graceful_shutdown(qproxy_factory, backend_app, tmp_path,
+                                            monkeypatch, how):
+    """A reload while requests drain after SIGTERM was carried out: systemd,
+    told STOPPING=1, was told READY=1 again, and a listener the new file
+    added was bound. It is refused now: qproxyctl gets "ERR shutting
+    down" and exits 1, SIGHUP is logged and ignored. Found by a review."""
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    q = qproxy_factory(backend_server=backend_app.tcp_server, shutdown_timeout="30s",
+                       read_timeout="30s")
+    before = backend_app.count
+    _background_get(q.url("/app/hang"), 1, timeout=30)
+    assert backend_app.wait_for_request(lambda x: x["path"] == "/app/hang", start=before,
+                                        timeout=10 * SLOW)
+    extra = free_udp_port()
+    with open(q.conf) as f:
+        text = f.read()
+    with open(q.conf, "w") as f:
+        f.write(text.replace("address = 127.0.0.1:%d\n" % q.port,
+                             "address = 127.0.0.1:%d\naddress = 127.0.0.1:%d\n"
+                             % (q.port, extra)))
+    q.signal(signal.SIGTERM)
+    wait_until(lambda: "shutting down gracefully" in q.log_text(), "no graceful shutdown")
+    if how == "qproxyctl":
+        p = subprocess.run([qproxyctl_binary(), "-s", q.control_socket, "reload"],
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode == 1, (p.stdout, p.stderr)
+        assert p.stderr == "qproxyctl: shutting down\n", p.stderr
+    else:
+        q.signal(signal.SIGHUP)
+    wait_until(lambda: "reload refused: shutting down" in q.log_text(), "no refusal logged")
+    assert q.running()
+    # the new address is free: this binds it
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", extra))
+    sock.setblocking(False)
+    got = []
+    while True:
+        try:
+            got.append(sock.recv(4096).decode())
+        except BlockingIOError:
+            break
+    sock.close()
+    states = [l for m in got for l in m.split("\n") if l in ("READY=1", "RELOADING=1",
+                                                             "STOPPING=1")]
+    assert states == ["READY=1", "STOPPING=1"], got
+    assert "configuration reloaded" not in q.log_text()

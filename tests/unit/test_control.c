@@ -215,12 +215,18 @@ fake_backends(struct strbuf *out, bool json, void *arg)
 static int
 fake_reload(struct strbuf *out, void *arg)
 {
-	if (reloads++ % 2 == 0) {
+	switch (reloads++ % 3) {
+	case 0:
 		strbuf_printf(out, "x.conf:3: bad\nx.conf:7: worse\n");
 		return -1;
+	case 1:
+		strbuf_printf(out, "configuration reloaded\n");
+		return 0;
+	default:
+		/* anything in out is not sent */
+		strbuf_printf(out, "ignored\n");
+		return CONTROL_RELOAD_STOPPING;
 	}
-	strbuf_printf(out, "configuration reloaded\n");
-	return 0;
 }
 
 static void
@@ -457,6 +463,7 @@ test_commands(const char *path)
 	expect(path, "QPROXY/1 reload\n",
 	    "ERR reload refused\nx.conf:3: bad\nx.conf:7: worse\n");
 	expect(path, "QPROXY/1 reload\n", "OK\nconfiguration reloaded\n");
+	expect(path, "QPROXY/1 reload\n", "ERR shutting down\n");
 	/* what follows the first line is ignored */
 	expect(path, "QPROXY/1 version\nQPROXY/1 reload\n", "OK\nqproxy test\n");
 	expect(path, "QPROXY/1 stats\n", "OK\nfake stats json=0\n");
