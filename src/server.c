@@ -63,8 +63,9 @@ generation_unref(struct generation *gen)
 		tls_ctx_free(gen->listeners[i].tls);
 	free(gen->listeners);
 	upstream_pools_free(gen->upstreams);
-	log_debug("configuration generation %llu released",
-	    (unsigned long long)gen->id);
+	if (gen->id != 0)
+		log_debug("configuration generation %llu released",
+		    (unsigned long long)gen->id);
 	config_free(gen->cfg);
 	free(gen);
 }
@@ -73,7 +74,6 @@ static struct generation *
 generation_new(struct quic_server *srv, struct config *cfg,
     struct strbuf *errs)
 {
-	static uint64_t ids;
 	struct generation *gen;
 	char err[256], zrtt[512], tctx[1024];
 	size_t zrttlen;
@@ -82,7 +82,6 @@ generation_new(struct quic_server *srv, struct config *cfg,
 	if ((gen = calloc(1, sizeof(*gen))) == NULL)
 		goto oom;
 	gen->refs = 1;
-	gen->id = ++ids;
 	gen->cfg = cfg;
 	if ((gen->upstreams = upstream_pools_new(srv->loop, cfg)) == NULL)
 		goto oom;
@@ -245,6 +244,8 @@ server_apply(struct quic_server *srv, struct config *cfg, struct strbuf *errs)
 		upstream_pools_inherit(gen->upstreams, old->upstreams);
 		upstream_pools_retire(old->upstreams);
 	}
+	/* numbered here: a refused reload takes no number */
+	gen->id = old != NULL ? old->id + 1 : 1;
 	srv->gen = gen;
 	generation_unref(old);
 	return 0;
