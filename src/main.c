@@ -443,8 +443,8 @@ main(int argc, char *argv[])
 	log_init(LOG_LEVEL_INFO);
 	if ((cfg = config_load(config_path, stderr)) == NULL)
 		return 1;
-	config_warnings(cfg, log_warnx);
 	if (check) {
+		config_warnings(cfg, log_warnx);
 		rv = check_files(cfg);
 		config_free(cfg);
 		if (rv == -1)
@@ -458,6 +458,8 @@ main(int argc, char *argv[])
 		exit(1);
 	}
 	logs_install(cfg, lf);
+	/* where error_log says, as at a reload; not only to a terminal */
+	config_warnings(cfg, log_warnx);
 	signal(SIGPIPE, SIG_IGN);
 	if (tls_init() == -1)
 		fatalx("cannot initialise wolfSSL");

@@ -718,6 +718,26 @@ def test_access_log_and_sigusr1_reopen(qproxy_factory, backend_app, tmp_path):
     assert "log files reopened" in err.read_text()
 
 
+def test_configuration_warnings_at_start_go_to_the_error_log(qproxy_factory, backend_app,
+                                                            tmp_path):
+    """A setting that is allowed but likely a mistake was warned about at
+    start before the logs were in place: on stderr, never in error_log,
+    where a reload's warnings go. qproxy -t still prints them. Found by a
+    review."""
+    err = tmp_path / "error.log"
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server,
+        extra_global=[("error_log", str(err)), ("stream_window", "1m"),
+                      ("connection_window", "512k")]))
+    warning = "stream_window is larger than connection_window"
+    lines = [l for l in err.read_text().splitlines() if warning in l]
+    assert len(lines) == 1 and "qproxy[warn]: %s:" % q.conf in lines[0], err.read_text()
+    assert warning not in q.log_text()
+    p = subprocess.run([q.binary, "-t", "-c", q.conf], capture_output=True, text=True,
+                       timeout=10 * SLOW)
+    assert p.returncode == 0 and warning in p.stderr, (p.stdout, p.stderr)
+
+
 def _wait_for_line(path, text):
     """The first line of path holding text, once it comes."""
     wait_until(lambda: text in (path.read_text() if path.exists() else ""),
