@@ -420,7 +420,7 @@ server_report_stats(struct quic_server *srv, struct strbuf *out, bool json)
 	const size_t nrows = sizeof(stats_rows) / sizeof(stats_rows[0]);
 	char text[ADDR_STRLEN];
 	struct udp_sock *s;
-	int wname = 20, waddr = 24;
+	int wname = 20, waddr = 24, wtotal = 11;
 
 	stats.buffer_chunks = bufq_chunks_in_use();
 	stats.buffer_chunks_free = bufq_chunks_free();
@@ -461,14 +461,18 @@ server_report_stats(struct quic_server *srv, struct strbuf *out, bool json)
 			    s->listener->cfg->name : "(draining)"));
 			waddr = MAX(waddr, (int)strlen(addr_format(&s->local,
 			    text, sizeof(text))));
+			wtotal = MAX(wtotal, snprintf(NULL, 0, "%llu",
+			    (unsigned long long)s->conns_total));
 		}
-		strbuf_printf(out, "\n%-*s %-*s %s\n", wname, "LISTENER",
-		    waddr, "ADDRESS", "CONNECTIONS");
+		/* OPEN last: the columns before it stay where scripts read them */
+		strbuf_printf(out, "\n%-*s %-*s %-*s %s\n", wname, "LISTENER",
+		    waddr, "ADDRESS", wtotal, "CONNECTIONS", "OPEN");
 		LIST_FOREACH(s, &srv->socks, entry)
-			strbuf_printf(out, "%-*s %-*s %llu\n", wname,
+			strbuf_printf(out, "%-*s %-*s %-*llu %zu\n", wname,
 			    s->listener ? s->listener->cfg->name : "(draining)",
 			    waddr, addr_format(&s->local, text, sizeof(text)),
-			    (unsigned long long)s->conns_total);
+			    wtotal, (unsigned long long)s->conns_total,
+			    s->nconns);
 		strbuf_printf(out, "\n");
 		upstream_report(gen->upstreams, out, false);
 		return;

@@ -346,6 +346,33 @@ def test_listener_rows_count_each_address(qproxy_factory, backend_app):
     assert again[a] == after[a] and again[b] == after[b] + 1, (after, again)
 
 
+def test_stats_table_shows_the_connections_open_now(qproxy_factory, backend_app):
+    """qproxyctl(8) promises, for each listener address, the connections
+    open now; the table had only those accepted in all (the JSON had
+    connections_current). It has an OPEN column now, last, so that the
+    columns before it stay where they were. Found by a review."""
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server,
+        listen=["127.0.0.1:%d" % port, "127.0.0.2:%d" % port]))
+    b = "127.0.0.2:%d" % q.port
+    slow = subprocess.Popen([os.environ["H3RAW"], "-t", "20", "-H", ":method: GET", "-H",
+                             ":scheme: https", "-H", ":authority: localhost", "-H",
+                             ":path: /app/slow/1000?ms=%d" % int(3000 * SLOW),
+                             "127.0.0.2", str(q.port)], stdout=subprocess.PIPE)
+    try:
+        wait_until(lambda: [r for r in stats(q)["listeners"] if r["address"] == b and
+                            r["connections_current"] == 1], "no connection open on " + b)
+        text = qproxyctl(q, "stats").stdout
+        table = text[text.index("\nLISTENER") + 1:text.index("\nBACKEND")]
+        lines = [l for l in table.splitlines() if l.strip()]
+        assert lines[0].split() == ["LISTENER", "ADDRESS", "CONNECTIONS", "OPEN"], table
+        assert_table_aligned(table)
+        row = [l.split() for l in lines[1:] if l.split()[1] == b]
+        assert row == [["main", b, "1", "1"]], table
+    finally:
+        assert slow.wait(30) == 0
+
+
 def test_reload_with_a_broken_config_keeps_the_old_one(qproxy_factory, certificate,
                                                        backend_app):
     cert, key = certificate
