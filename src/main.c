@@ -407,6 +407,26 @@ stdio_fill(void)
 	}
 }
 
+/*
+ * The signals the loop takes are held from the start until its watchers
+ * are in place: one that came before, such as a logrotate's SIGUSR1 or a
+ * SIGTERM just after the start, ended the process at once (their default
+ * action). Held, it is taken as the loop starts. SIGUSR2, which qproxy
+ * does not use, is ignored rather than left to end the daemon.
+ */
+static void
+signals_hold(sigset_t *held)
+{
+	sigemptyset(held);
+	sigaddset(held, SIGHUP);
+	sigaddset(held, SIGINT);
+	sigaddset(held, SIGTERM);
+	sigaddset(held, SIGUSR1);
+	if (sigprocmask(SIG_BLOCK, held, NULL) == -1)
+		fatal("sigprocmask");
+	signal(SIGUSR2, SIG_IGN);
+}
+
 int
 main(int argc, char *argv[])
 {
@@ -415,6 +435,7 @@ main(int argc, char *argv[])
 	struct strbuf errs;
 	struct log_file lf[3];
 	ev_signal sigterm, sigint, sighup, sigusr1;
+	sigset_t held;
 	uint64_t usec;
 	int ch, check = 0, rv;
 
@@ -439,6 +460,9 @@ main(int argc, char *argv[])
 	}
 	if (optind != argc)
 		usage();
+	/* -t keeps the default actions: ^C ends a check */
+	if (!check)
+		signals_hold(&held);
 
 	log_init(LOG_LEVEL_INFO);
 	if ((cfg = config_load(config_path, stderr)) == NULL)
@@ -503,6 +527,14 @@ main(int argc, char *argv[])
 	ev_signal_start(loop, &sigint);
 	ev_signal_start(loop, &sighup);
 	ev_signal_start(loop, &sigusr1);
+	/*
+	 * libev takes them with a handler of its own and a pipe (no
+	 * EVFLAG_SIGNALFD, which would want them blocked): the ones held
+	 * since the start come in now, and the loop sees them first thing.
+	 * Unblocked even if they came blocked from the parent.
+	 */
+	if (sigprocmask(SIG_UNBLOCK, &held, NULL) == -1)
+		fatal("sigprocmask");
 	if (sd_watchdog_enabled(0, &usec) > 0) {
 		ev_timer_init(&watchdog, watchdog_cb, 0., usec / 2e6);
 		ev_timer_again(loop, &watchdog);

@@ -720,6 +720,70 @@ def test_privilege_drop_keeps_the_users_groups(certificate, backend_app,
         shutil.rmtree(d)
 
 
+def test_sigusr2_is_ignored(qproxy_factory, backend_app):
+    """SIGUSR2, which qproxy does not use, ended it at once by its default
+    action, without a graceful shutdown. It is ignored now. Found by a
+    review."""
+    q = qproxy_factory(backend_server=backend_app.tcp_server)
+    q.signal(signal.SIGUSR2)
+    assert h3_get(q.url("/app/bytes/10")).status == 200
+    assert q.running()
+
+
+def _blocked_opening_a_fifo(pid):
+    """Whether pid sleeps in open(2) of a FIFO whose other end is not open."""
+    try:
+        with open("/proc/%d/wchan" % pid) as f:
+            if f.read().strip() in ("wait_for_partner", "fifo_open"):
+                return True
+        with open("/proc/%d/stack" % pid) as f:
+            return "fifo_open" in f.read()
+    except OSError:
+        return False
+
+
+def test_signals_during_the_start_wait_for_the_loop(qproxy_factory, backend_app, tmp_path):
+    """A signal that came before the loop's handlers were in place ended
+    the process (a SIGUSR1 1 ms after the launch: exit 138). The signals
+    qproxy takes are now held from the start of main and taken once the
+    loop is ready. qproxy is stopped at a known point of its start here:
+    its access log is a FIFO, whose open waits for the test to open the
+    other end. Found by a review."""
+    fifo = tmp_path / "access.fifo"
+    os.mkfifo(fifo)
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server, extra_global=[("access_log", str(fifo))]),
+        start=False)
+    started = {}
+
+    def start():
+        try:
+            q.start()
+            started["ok"] = True
+        except BaseException as e:      # pytest.fail's too
+            started["error"] = e
+    t = threading.Thread(target=start)
+    t.start()
+    reader = None
+    try:
+        wait_until(lambda: q.proc is not None and _blocked_opening_a_fifo(q.proc.pid),
+                   "qproxy did not come to open its access log")
+        for sig in (signal.SIGUSR1, signal.SIGHUP, signal.SIGUSR2):
+            q.signal(sig)
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        t.join(60 * SLOW)
+        assert "ok" in started, started.get("error")
+        wait_until(lambda: "log files reopened" in q.log_text() and
+                   "configuration reloaded" in q.log_text(), q.log_tail())
+        assert stats(q)["generation"] == 2
+        assert h3_get(q.url("/app/bytes/10")).status == 200
+        assert q.running()
+    finally:
+        t.join(60 * SLOW)
+        if reader is not None:
+            os.close(reader)
+
+
 def test_access_log_and_sigusr1_reopen(qproxy_factory, backend_app, tmp_path):
     log = tmp_path / "access.log"
     err = tmp_path / "error.log"
