@@ -2,8 +2,9 @@
  *
  * The error log goes to stderr, which systemd sends to journald, or to a
  * file, where each line starts with an ISO 8601 UTC timestamp. Lines to
- * the journal start with their priority ("<4>"), which journald takes. The access
- * log takes one line per request, as text or JSON, to stderr or a file.
+ * the journal start with their priority ("<4>"), which journald takes.
+ * The access log takes one line per request, as text or JSON, to stderr
+ * or a file.
  * The key log (keylog_file, for debugging) takes TLS secrets in the NSS
  * key log format, in a file only the service can read.
  * Every line is built in a buffer and written with a single write(2), so
