@@ -88,6 +88,7 @@ struct quic_server {
 	size_t			 nbuckets, ncids;
 	struct cid_entry	*last_cid;	/* the last one found */
 	uint64_t		 hashkey[2];
+	struct replay		*tokens_taken;	/* NEW_TOKEN tokens, once */
 
 	LIST_HEAD(, qconn)	 conns;
 	TAILQ_HEAD(, qconn)	 want_write;
@@ -212,6 +213,8 @@ void		 server_report_backends(struct quic_server *, struct strbuf *,
 size_t		 quic_0rtt_context(const struct config *, char *, size_t);
 void		 quic_init(struct quic_server *);
 void		 quic_fini(struct quic_server *);
+/* The NEW_TOKEN tokens remembered, into stats (for a report). */
+void		 quic_token_stats(struct quic_server *);
 void		 quic_sock_read_cb(struct ev_loop *, ev_io *, int);
 void		 quic_sock_write_cb(struct ev_loop *, ev_io *, int);
 void		 quic_report_conns(struct quic_server *, struct strbuf *,

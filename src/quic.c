@@ -21,6 +21,8 @@
 #include "conn.h"
 #include "exchange.h"
 #include "log.h"
+#include "replay.h"
+#include "siphash.h"
 #include "stats.h"
 #include "strbuf.h"
 #include "udp.h"
@@ -35,6 +37,7 @@ static const uint32_t quic_versions[] = {
 #define NVERSIONS	(sizeof(quic_versions) / sizeof(quic_versions[0]))
 #define RETRY_TOKEN_TIMEOUT	(10 * NGTCP2_SECONDS)
 #define REGULAR_TOKEN_TIMEOUT	(24 * 3600 * NGTCP2_SECONDS)
+#define TOKENS_TAKEN_MAX	65536	/* remembered, see replay.h */
 #define STATELESS_RESET_RATE	100.	/* per second, burst as much */
 #define RESET_WINDOW		10	/* seconds: max_stream_resets per this */
 
@@ -90,50 +93,10 @@ fill_random(void *buf, size_t len)
 	}
 }
 
-/* SipHash-2-4: client-chosen CIDs must not be able to flood one bucket. */
-#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
-#define SIPROUND do {							\
-	v0 += v1; v1 = ROTL(v1, 13); v1 ^= v0; v0 = ROTL(v0, 32);	\
-	v2 += v3; v3 = ROTL(v3, 16); v3 ^= v2;				\
-	v0 += v3; v3 = ROTL(v3, 21); v3 ^= v0;				\
-	v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32);	\
-} while (0)
-
-static uint64_t
-siphash(const uint64_t key[2], const uint8_t *in, size_t len)
-{
-	uint64_t v0 = 0x736f6d6570736575ULL ^ key[0];
-	uint64_t v1 = 0x646f72616e646f6dULL ^ key[1];
-	uint64_t v2 = 0x6c7967656e657261ULL ^ key[0];
-	uint64_t v3 = 0x7465646279746573ULL ^ key[1];
-	uint64_t m, b = (uint64_t)len << 56;
-	size_t i, tail = len & 7;
-
-	for (i = 0; i + 8 <= len; i += 8) {
-		memcpy(&m, in + i, 8);
-		v3 ^= m;
-		SIPROUND;
-		SIPROUND;
-		v0 ^= m;
-	}
-	for (size_t j = 0; j < tail; j++)
-		b |= (uint64_t)in[i + j] << (8 * j);
-	v3 ^= b;
-	SIPROUND;
-	SIPROUND;
-	v0 ^= b;
-	v2 ^= 0xff;
-	SIPROUND;
-	SIPROUND;
-	SIPROUND;
-	SIPROUND;
-	return v0 ^ v1 ^ v2 ^ v3;
-}
-
 static struct cid_entry **
 cid_bucket(struct quic_server *srv, const uint8_t *cid, size_t len)
 {
-	return &srv->buckets[siphash(srv->hashkey, cid, len) &
+	return &srv->buckets[siphash24(srv->hashkey, cid, len) &
 	    (srv->nbuckets - 1)];
 }
 
@@ -1604,14 +1567,21 @@ accept_initial(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 			validated = retried = true;
 			break;
 		case NGTCP2_CRYPTO_TOKEN_MAGIC_REGULAR:
-			/* a stale NEW_TOKEN token is no reason to refuse */
+			/*
+			 * A stale NEW_TOKEN token is no reason to refuse, nor
+			 * one taken before (RFC 9000 8.1.3): the client is
+			 * then only not proven.
+			 */
 			if (ngtcp2_crypto_verify_regular_token(hd->token,
 			    hd->tokenlen, srv->secret, sizeof(srv->secret),
 			    &remote->u.sa, remote->len, REGULAR_TOKEN_TIMEOUT,
-			    token_now()) == 0)
-				validated = true;
-			else
+			    token_now()) != 0)
 				stats.tokens_invalid++;
+			else if (!replay_first(srv->tokens_taken, hd->token,
+			    hd->tokenlen, ev_now(srv->loop)))
+				stats.tokens_reused++;
+			else
+				validated = true;
 			break;
 		}
 	}
@@ -2024,6 +1994,9 @@ quic_init(struct quic_server *srv)
 			fatal("%s: malloc", __func__);
 	}
 	fill_random(srv->hashkey, sizeof(srv->hashkey));
+	if ((srv->tokens_taken = replay_new(TOKENS_TAKEN_MAX,
+	    (double)REGULAR_TOKEN_TIMEOUT / NGTCP2_SECONDS)) == NULL)
+		fatal("%s: replay_new", __func__);
 	/* until server_set_secret: a random one, good for this run only */
 	fill_random(srv->secret, sizeof(srv->secret));
 	srv->reset_budget = STATELESS_RESET_RATE;
@@ -2046,6 +2019,13 @@ quic_init(struct quic_server *srv)
 }
 
 void
+quic_token_stats(struct quic_server *srv)
+{
+	stats.tokens_remembered = replay_count(srv->tokens_taken);
+	stats.tokens_forgotten = replay_evicted(srv->tokens_taken);
+}
+
+void
 quic_fini(struct quic_server *srv)
 {
 	struct qconn *qc;
@@ -2063,6 +2043,7 @@ quic_fini(struct quic_server *srv)
 	for (size_t i = 0; i < UDP_RX_BATCH; i++)
 		free(srv->rx[i].buf);
 	free(srv->buckets);
+	replay_free(srv->tokens_taken);
 	explicit_bzero(srv->secret, sizeof(srv->secret));
 }
 

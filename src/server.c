@@ -375,6 +375,9 @@ static const struct stats_row {
 	ROW("udp_dropped", "not_unicast", dropped_not_unicast),
 	ROW("quic", "retries_sent", retries_sent),
 	ROW("quic", "tokens_invalid", tokens_invalid),
+	ROW("quic", "tokens_reused", tokens_reused),
+	ROW("quic", "tokens_remembered", tokens_remembered),
+	ROW("quic", "tokens_forgotten", tokens_forgotten),
 	ROW("quic", "new_tokens_sent", new_tokens_sent),
 	ROW("quic", "stateless_resets_sent", stateless_resets_sent),
 	ROW("quic", "stateless_resets_limited", stateless_resets_limited),
@@ -427,6 +430,7 @@ server_report_stats(struct quic_server *srv, struct strbuf *out, bool json)
 	stats.exchanges_free = exchange_cached();
 	stats.h3_bytes = h3_mem_live();
 	stats.h3_free_bytes = h3_mem_kept();
+	quic_token_stats(srv);
 	if (json)
 		strbuf_printf(out, "{\"version\":\"%s\",\"uptime\":%.3f,"
 		    "\"generation\":%llu", QPROXY_VERSION, uptime,

@@ -39,6 +39,9 @@ struct stats {
 	uint64_t	version_negotiations;
 	uint64_t	retries_sent;
 	uint64_t	tokens_invalid;		/* bad or expired, refused */
+	uint64_t	tokens_reused;		/* NEW_TOKEN's, taken before */
+	uint64_t	tokens_remembered;	/* now: see replay.h */
+	uint64_t	tokens_forgotten;	/* early, for room */
 	uint64_t	new_tokens_sent;
 	uint64_t	stateless_resets_sent;
 	uint64_t	stateless_resets_limited;	/* over the rate */

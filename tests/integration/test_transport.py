@@ -409,6 +409,32 @@ def test_new_token_holds_on_a_host_up_for_longer(qproxy_factory, certificate,
     b.stop()
 
 
+def test_new_token_is_taken_once(qproxy_factory, certificate, backend_app, tmp_path):
+    """RFC 9000 8.1.3: a NEW_TOKEN token SHOULD NOT be accepted more than
+    once. One seen on the path, sent again from its client's address, got a
+    whole handshake past the anti-amplification limit as often as it came.
+    Taken again, it proves nothing: with retry = always, a Retry."""
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server, str(tmp_path / "s"),
+        retry="always"))
+    tokfile = tmp_path / "token"
+    _gtls(q.port, "/app/bytes/100", tmp_path, "--token-file=%s" % tokfile)
+    saved = tokfile.read_bytes()
+    s0 = stats(q)["quic"]
+    _gtls(q.port, "/app/bytes/100", tmp_path, "--token-file=%s" % tokfile)
+    s1 = stats(q)["quic"]
+    assert s1["retries_sent"] == s0["retries_sent"], "the first use needs no Retry"
+    assert s1["tokens_remembered"] == s0["tokens_remembered"] + 1, s1
+    tokfile.write_bytes(saved)          # the same token again
+    (tmp_path / "100").unlink()
+    _gtls(q.port, "/app/bytes/100", tmp_path, "--token-file=%s" % tokfile)
+    assert (tmp_path / "100").read_bytes() == expected_body(100)
+    s2 = stats(q)["quic"]
+    assert s2["retries_sent"] == s1["retries_sent"] + 1, s2
+    assert s2["tokens_reused"] == s1["tokens_reused"] + 1, s2
+    assert s2["tokens_invalid"] == s1["tokens_invalid"], s2
+
+
 def test_quic_v2_for_a_client_that_prefers_it(qproxy_factory, certificate,
                                              backend_app, tmp_path):
     log = tmp_path / "access.log"
