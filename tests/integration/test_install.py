@@ -99,6 +99,24 @@ def test_manuals_are_clean():
     assert m.returncode == 0 and m.stdout == "", m.stdout + m.stderr
 
 
+def test_every_stats_row_is_documented():
+    """qproxyctl(8) names each row of qproxyctl stats (server.c's table),
+    in its group's entry."""
+    import re
+    src = open(os.path.join(TOP, "src/server.c")).read()
+    rows = re.findall(r'ROW\("([a-z_]+)", "([a-z_0-9]+)"', src)
+    assert len(rows) >= 40, rows
+    man = open(os.path.join(TOP, "man/qproxyctl.8")).read()
+    entries = re.split(r"(?m)^\.It Sy ", man)
+    groups = {e.split("\n", 1)[0].strip(): e for e in entries[1:]}
+    for group, name in rows:
+        assert group in groups, "group %s has no entry in qproxyctl(8)" % group
+        if re.fullmatch(r"[2-4]xx", name):
+            name = "5xx"                # "1xx ... to 5xx"
+        assert re.search(r"(?m)^\.Sy (?:[a-z_0-9]+ , )*%s\b" % name, groups[group]), \
+            "%s %s is not in qproxyctl(8)" % (group, name)
+
+
 def test_every_config_key_is_documented():
     import re
     src = open(os.path.join(TOP, "src/config.c")).read()
