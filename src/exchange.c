@@ -307,7 +307,10 @@ ex_respond(struct exchange *ex, int status)
 static void
 ex_bad_response(struct exchange *ex, const char *what)
 {
-	log_warnx("backend %s: %s", ex->server->cfg->text, what);
+	static struct log_limit lim;
+
+	log_limited(&lim, LOG_LEVEL_WARN, "backend %s: %s",
+	    ex->server->cfg->text, what);
 	ex->server->ctr->failures++;
 	ex_respond(ex, 502);
 }
@@ -832,9 +835,12 @@ ex_use_server(struct exchange *ex)
 		return 1;
 	if ((uc = upstream_connect(ex->server, ex_io_cb, ex)) == NULL) {
 		if (errno == EMFILE || errno == ENFILE) {
+			static struct log_limit lim;
+
 			/* qproxy's own limit: no fault of the server's */
-			log_warnx("backend %s: no file descriptor for a "
-			    "connection", ex->server->cfg->text);
+			log_limited(&lim, LOG_LEVEL_WARN, "backend %s: no file "
+			    "descriptor for a connection",
+			    ex->server->cfg->text);
 			stats.upstream_no_fd++;
 			ex->no_fd = true;
 			ex_respond(ex, 503);
@@ -1250,8 +1256,10 @@ done:
 static void
 ex_after_body(struct exchange *ex)
 {
-	log_warnx("backend %s: bytes after the response body; connection "
-	    "not reused", ex->server->cfg->text);
+	static struct log_limit lim;
+
+	log_limited(&lim, LOG_LEVEL_WARN, "backend %s: bytes after the "
+	    "response body; connection not reused", ex->server->cfg->text);
 	ex->reusable = false;
 }
 
@@ -1277,6 +1285,7 @@ ex_info(struct exchange *ex, const struct http1_response *r)
 static void
 ex_parse(struct exchange *ex)
 {
+	static struct log_limit bad_framing;
 	const struct config_backend *b =
 	    upstream_backend(ex_pools(ex), ex->backend);
 	const uint8_t *data;
@@ -1352,8 +1361,8 @@ ex_parse(struct exchange *ex)
 		ex_response_done(ex, true);
 		break;
 	case HTTP1_BODY_ERROR:
-		log_warnx("backend %s: bad response body framing",
-		    ex->server->cfg->text);
+		log_limited(&bad_framing, LOG_LEVEL_WARN, "backend %s: bad "
+		    "response body framing", ex->server->cfg->text);
 		ex->server->ctr->failures++;
 		stats.requests_reset++;
 		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
@@ -1366,6 +1375,8 @@ ex_parse(struct exchange *ex)
 static void
 ex_eof(struct exchange *ex)
 {
+	static struct log_limit closed_mid_body;
+
 	if (!ex->head_done) {
 		if (ex_retry(ex))
 			return;
@@ -1378,8 +1389,8 @@ ex_eof(struct exchange *ex)
 		return;
 	}
 	/* never a truncated body that looks complete */
-	log_warnx("backend %s: closed in the middle of a response body",
-	    ex->server->cfg->text);
+	log_limited(&closed_mid_body, LOG_LEVEL_WARN, "backend %s: closed in "
+	    "the middle of a response body", ex->server->cfg->text);
 	ex->server->ctr->failures++;
 	stats.requests_reset++;
 	ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
@@ -1629,11 +1640,13 @@ ex_client_stalled(const struct exchange *ex)
 static void
 ex_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
+	static struct log_limit lim[5];
 	struct exchange *ex = w->data;
 
 	if (ex_client_stalled(ex)) {
-		log_info("%s: stream %lld: the client stopped sending its "
-		    "request", ex->qc->peer, (long long)ex->stream_id);
+		log_limited(&lim[0], LOG_LEVEL_INFO, "%s: stream %lld: the "
+		    "client stopped sending its request", ex->qc->peer,
+		    (long long)ex->stream_id);
 		stats.requests_client_timeout++;
 		/* no head yet, no response: the stream ends incomplete */
 		if (ex->state == EX_HEADERS)
@@ -1643,16 +1656,17 @@ ex_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		return;
 	}
 	if (ex->state == EX_CONNECTING && ex->uc == NULL) {
-		log_info("backend %s: no room within connect_timeout (each "
-		    "server has max_connections open)",
-		    upstream_backend(ex_pools(ex), ex->backend)->name);
+		log_limited(&lim[1], LOG_LEVEL_INFO, "backend %s: no room "
+		    "within connect_timeout (each server has max_connections "
+		    "open)", upstream_backend(ex_pools(ex), ex->backend)->name);
 		ex_unqueue(ex);
 		stats.upstream_queue_timeouts++;
 		ex_respond(ex, 503);
 		return;
 	}
 	if (ex->state == EX_CONNECTING) {
-		log_info("backend %s: connect timed out", ex->server->cfg->text);
+		log_limited(&lim[2], LOG_LEVEL_INFO, "backend %s: connect "
+		    "timed out", ex->server->cfg->text);
 		ex_connect_failed(ex);
 		/* nothing was sent: the next server may take it (as a refusal) */
 		if (ex->attempt + 1 < upstream_nservers(ex_pools(ex),
@@ -1664,13 +1678,14 @@ ex_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		return;
 	}
 	if (!ex->head_done) {
-		log_info("backend %s: response timed out",
-		    ex->server->cfg->text);
+		log_limited(&lim[3], LOG_LEVEL_INFO, "backend %s: response "
+		    "timed out", ex->server->cfg->text);
 		ex->server->ctr->failures++;
 		ex_respond(ex, 504);
 		return;
 	}
-	log_info("backend %s: response body stalled", ex->server->cfg->text);
+	log_limited(&lim[4], LOG_LEVEL_INFO, "backend %s: response body "
+	    "stalled", ex->server->cfg->text);
 	ex->server->ctr->failures++;
 	stats.requests_reset++;
 	ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);

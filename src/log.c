@@ -225,6 +225,46 @@ name(const char *fmt, ...)					\
 	errno = saved;						\
 }
 
+static void
+log_put(int level, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vwrite(level, 0, fmt, ap);
+	va_end(ap);
+}
+
+void
+log_limited(struct log_limit *l, int level, const char *fmt, ...)
+{
+	char msg[1024];
+	struct timespec ts;
+	double now;
+	int saved = errno;
+	va_list ap;
+
+	if (level > log_level)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	if (l->last != 0 && now - l->last < 1.0) {
+		l->held++;
+		return;
+	}
+	l->last = now;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (l->held > 0)
+		log_put(level, "%s (and %llu more like it since the last, not "
+		    "shown)", msg, l->held);
+	else
+		log_put(level, "%s", msg);
+	l->held = 0;
+	errno = saved;
+}
+
 LOG_FN(log_err, LOG_LEVEL_ERROR, 1)
 LOG_FN(log_errx, LOG_LEVEL_ERROR, 0)
 LOG_FN(log_warn, LOG_LEVEL_WARN, 1)

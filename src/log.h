@@ -31,6 +31,17 @@ void	log_warn(const char *, ...) QP_PRINTF(1, 2);
 void	log_warnx(const char *, ...) QP_PRINTF(1, 2);
 void	log_info(const char *, ...) QP_PRINTF(1, 2);
 void	log_debug(const char *, ...) QP_PRINTF(1, 2);
+/*
+ * For what a client or a backend can cause once per request or stream: at
+ * most one line a second from each place (its struct log_limit, zeroed);
+ * those held back are counted, and the next line says how many.
+ */
+struct log_limit {
+	double			 last;		/* CLOCK_MONOTONIC seconds */
+	unsigned long long	 held;
+};
+void	log_limited(struct log_limit *, int level, const char *, ...)
+	    QP_PRINTF(3, 4);
 /* Start-up only: log and exit(1). */
 void	fatal(const char *, ...) QP_PRINTF(1, 2) __attribute__((noreturn));
 void	fatalx(const char *, ...) QP_PRINTF(1, 2) __attribute__((noreturn));

@@ -523,13 +523,15 @@ reset_over_budget(struct qconn *qc)
 static int
 charge_cancel(struct qconn *qc, struct exchange *ex)
 {
+	static struct log_limit lim;
+
 	if (ex != NULL && !exchange_charge_cancel(ex))
 		return 0;
 	if (!reset_over_budget(qc))
 		return 0;
-	log_info("%s: more than %llu stream resets in %ds, closing",
-	    qc->peer, (unsigned long long)qc->gen->cfg->max_stream_resets,
-	    RESET_WINDOW);
+	log_limited(&lim, LOG_LEVEL_INFO, "%s: more than %llu stream resets "
+	    "in %ds, closing", qc->peer,
+	    (unsigned long long)qc->gen->cfg->max_stream_resets, RESET_WINDOW);
 	stats.closed_stream_resets++;
 	ngtcp2_ccerr_set_application_error(&qc->last_error,
 	    NGHTTP3_H3_EXCESSIVE_LOAD, NULL, 0);
@@ -1941,6 +1943,7 @@ kick_cb(struct ev_loop *loop, ev_idle *w, int revents)
 static void
 sweep_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
+	static struct log_limit send_timeout_lim;
 	struct quic_server *srv = w->data;
 	struct qconn *qc, *next;
 	ev_tstamp now = ev_now(loop);
@@ -1970,8 +1973,9 @@ sweep_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		}
 		if (now - qc->send_mark < qc->gen->cfg->send_timeout)
 			continue;
-		log_info("%s: no progress sending for %.0fs, closing",
-		    qc->peer, now - qc->send_mark);
+		log_limited(&send_timeout_lim, LOG_LEVEL_INFO, "%s: no "
+		    "progress sending for %.0fs, closing", qc->peer,
+		    now - qc->send_mark);
 		stats.closed_send_timeout++;
 		ngtcp2_ccerr_set_application_error(&qc->last_error,
 		    NGHTTP3_H3_EXCESSIVE_LOAD, NULL, 0);

@@ -171,6 +171,25 @@ def test_client_that_stops_sending_its_request_gets_408(qproxy_factory, backend_
     assert failures == [0], after["backends"]
 
 
+def test_lines_a_client_causes_per_request_are_held_to_one_a_second(
+        qproxy_factory, backend_app, tmp_path):
+    """20 requests that stop at once wrote 20 lines, and a client could
+    write the log as fast as it made requests. One line a second comes
+    from each such place; the next one says how many were held back."""
+    q = _private(qproxy_factory, backend_app, tmp_path, ("idle_timeout", "2s"))
+    post = [":method: POST", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port,
+            ":path: /app/upload", "content-length: 1000000"]
+    r = h3raw(q.port, post, data=1000, count=20, timeout=10 * SLOW, extra=["--no-fin"])
+    assert r.outcomes == ["status 408 body 20"] * 20, r
+    lines = [l for l in q.log_text().splitlines() if "the client stopped sending" in l]
+    assert len(lines) == 1, lines
+    time.sleep(1.1)
+    r = h3raw(q.port, post, data=1000, timeout=10 * SLOW, extra=["--no-fin"])
+    assert r.outcomes == ["status 408 body 20"], r
+    lines = [l for l in q.log_text().splitlines() if "the client stopped sending" in l]
+    assert len(lines) == 2 and "(and 19 more like it" in lines[1], lines
+
+
 def test_request_cut_short_by_a_response_lets_its_stream_end(qproxy_factory, backend_app,
                                                              tmp_path):
     """After qproxy answers a request the client has not finished (here 408
