@@ -171,6 +171,12 @@ struct qconn {
 	uint8_t			 fin_hdr[4];
 	uint8_t			 fin_hdrlen;
 	uint32_t		 fin_left;	/* its body bytes still to come */
+	/*
+	 * qproxy's QPACK encoder stream, and whether the client's credit
+	 * stopped it (h3_submit_response)
+	 */
+	int64_t			 qenc_stream;
+	bool			 qenc_blocked;
 	/* the request stream being read, and its body bytes handed on */
 	int64_t			 rd_stream;
 	uint64_t		 rd_delivered;
@@ -248,10 +254,11 @@ void		 h3_stop_reading(struct qconn *, int64_t stream_id);
 /* Resets both directions of a stream with an HTTP/3 error code. */
 void		 h3_reset_stream(struct qconn *, int64_t stream_id,
 		    uint64_t code);
+/* Each may mark the fields as literals: see h3_fields_literal. */
 int		 h3_submit_response(struct qconn *, int64_t stream_id,
-		    const nghttp3_nv *, size_t, bool with_body);
+		    nghttp3_nv *, size_t, bool with_body);
 int		 h3_submit_info(struct qconn *, int64_t stream_id,
-		    const nghttp3_nv *, size_t);
+		    nghttp3_nv *, size_t);
 /* More response body is ready for a stream that had none. */
 void		 h3_resume(struct qconn *, int64_t stream_id);
 

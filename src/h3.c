@@ -199,12 +199,29 @@ h3_stop_reading(struct qconn *qc, int64_t stream_id)
 static const nghttp3_data_reader *
 body_reader(void);
 
+/*
+ * While the client gives qproxy's QPACK encoder stream no credit, fields
+ * go as literals: nghttp3 would go on adding their values to the dynamic
+ * table, and the instructions that say so would wait, unsent, for as long
+ * as the client liked, one more batch at each response (RFC 9204 2.1.3:
+ * an encoder SHOULD NOT write instructions the peer's credit cannot take).
+ */
+static void
+h3_fields_literal(struct qconn *qc, nghttp3_nv *nva, size_t n)
+{
+	if (!qc->qenc_blocked)
+		return;
+	for (size_t i = 0; i < n; i++)
+		nva[i].flags |= NGHTTP3_NV_FLAG_NEVER_INDEX;
+}
+
 int
-h3_submit_response(struct qconn *qc, int64_t stream_id, const nghttp3_nv *nva,
+h3_submit_response(struct qconn *qc, int64_t stream_id, nghttp3_nv *nva,
     size_t n, bool with_body)
 {
 	int rv;
 
+	h3_fields_literal(qc, nva, n);
 	rv = nghttp3_conn_submit_response(qc->h3, stream_id, nva, n,
 	    with_body ? body_reader() : NULL);
 	if (rv != 0) {
@@ -217,9 +234,10 @@ h3_submit_response(struct qconn *qc, int64_t stream_id, const nghttp3_nv *nva,
 }
 
 int
-h3_submit_info(struct qconn *qc, int64_t stream_id, const nghttp3_nv *nva,
+h3_submit_info(struct qconn *qc, int64_t stream_id, nghttp3_nv *nva,
     size_t n)
 {
+	h3_fields_literal(qc, nva, n);
 	if (nghttp3_conn_submit_info(qc->h3, stream_id, nva, n) != 0)
 		return -1;
 	qconn_want_write(qc);
@@ -502,6 +520,7 @@ h3_conn_setup(struct qconn *qc)
 		log_warnx("%s: cannot open HTTP/3 streams", qc->peer);
 		return -1;
 	}
+	qc->qenc_stream = qenc;
 	if (qc->srv->shutting_down)
 		h3_goaway(qc);
 	return 0;

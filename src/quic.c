@@ -617,6 +617,8 @@ extend_max_stream_data(ngtcp2_conn *conn, int64_t stream_id,
 	if (qc->h3 != NULL &&
 	    nghttp3_conn_unblock_stream(qc->h3, stream_id) != 0)
 		return NGTCP2_ERR_CALLBACK_FAILURE;
+	if (stream_id == qc->qenc_stream)
+		qc->qenc_blocked = false;
 	/* not progress for send_timeout: stream credit alone moves no byte */
 	if (stream_user_data != NULL)
 		exchange_flow_blocked(stream_user_data, false);
@@ -924,6 +926,7 @@ qconn_new(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 	qc->created = qc->last_rx = ev_now(srv->loop);
 	qc->reset_budget = (double)sock->listener->gen->cfg->max_stream_resets;
 	qc->rd_stream = -1;
+	qc->qenc_stream = -1;
 	qc->reset_refill = qc->created;
 	sock->nconns++;
 	if (!validated) {
@@ -1257,6 +1260,8 @@ qconn_write(struct qconn *qc)
 				if (rv != 0)
 					goto h3_error;
 				nghttp3_conn_block_stream(qc->h3, stream_id);
+				if (stream_id == qc->qenc_stream)
+					qc->qenc_blocked = true;
 				if ((ex = exchange_find(qc, stream_id)) != NULL)
 					exchange_flow_blocked(ex, true);
 				sveccnt = 0;

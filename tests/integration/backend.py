@@ -594,7 +594,12 @@ class Backend:
             wait = float(q.get("wait", ["0"])[0])
             if wait > 0:
                 time.sleep(wait / 1000.0)
-            hdrs = [("Content-Type", "application/octet-stream"), ("Content-Length", str(n)),
+            ctype = "application/octet-stream"
+            if q.get("uniq"):
+                # a long Content-Type of this response's own: one more
+                # value for an HTTP/3 server's QPACK dynamic table each time
+                ctype = "application/x-%s-%d" % ("v" * 900, rec["id"])
+            hdrs = [("Content-Type", ctype), ("Content-Length", str(n)),
                     ("X-Body-Sha256", body_sha256(n))]
             if close:
                 hdrs.append(("Connection", "close"))

@@ -302,6 +302,35 @@ def test_reset_budget_refills_at_max_stream_resets_per_10s(qproxy_factory, backe
     assert _limits(q)["closed_stream_resets"] == (0 if second == 17 else 1)
 
 
+def test_a_client_that_holds_the_qpack_encoder_stream_gets_literals(
+        qproxy_factory, backend_app, tmp_path):
+    """A client that gives qproxy's QPACK encoder stream 64 bytes of credit
+    and no more, and lets no stream wait on table entries: nghttp3 went on
+    adding each response's new field values to the dynamic table (named in
+    no response until acknowledged), and the instructions waited unsent,
+    about a KiB more per response here, for as long as the connection
+    lasted (883 MB for three clients in a review). Once the stream is
+    blocked, fields go as literals."""
+    q = _private(qproxy_factory, backend_app, tmp_path)
+    get = [":method: GET", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port,
+           ":path: /app/bytes/10?uniq=1"]
+    peak = []
+    p = subprocess.Popen([h3raw_binary(), "-t", str(30 * SLOW), "--linger", "2",
+                          "-n", "2000", "--uni-credit", "64", "--qpack-blocked", "0"] +
+                         [a for h in get for a in ("-H", h)] + ["127.0.0.1", str(q.port)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        while p.poll() is None:
+            peak.append(stats(q)["buffers"]["h3_bytes"])
+            time.sleep(0.1)
+    finally:
+        out, err = p.communicate(timeout=10)
+    outcomes = out.decode().splitlines()
+    assert outcomes == ["status 200 body 10"] * 2000, (sorted(set(outcomes)), err[-500:])
+    # 2,000 values of 930 bytes held would be 1.9 MB
+    assert max(peak) < 1024 * 1024, max(peak)
+
+
 def test_malformed_bodies_earn_no_extra_credit(qproxy_factory, backend_app, tmp_path):
     """Each body shorter than its Content-Length was credited twice on the
     connection: once by its exchange for the bytes handed on, once more with

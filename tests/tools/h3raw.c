@@ -25,6 +25,15 @@
  *                             seconds (default 1) before opening the rest:
  *                             with --cancel, two bursts of resets
  *   --pause SECONDS           the wait of --pause-after
+ *   --uni-credit BYTES        the credit of each of the server's
+ *                             unidirectional streams (control, QPACK), never
+ *                             raised: a client that holds qproxy's QPACK
+ *                             encoder stream to BYTES (its own encoder
+ *                             then uses no dynamic table)
+ *   --qpack-blocked N         the streams the server may leave blocked on
+ *                             QPACK table entries not yet received (100);
+ *                             0: the server may name only entries this
+ *                             client acknowledged
  *   --drip BYTES              with --no-read: every half second, BYTES more
  *                             credit on each request stream, none on the
  *                             connection (nothing can move)
@@ -206,6 +215,9 @@ static struct {
   int cancel; /* CANCEL_RESET or CANCEL_STOP_SENDING, or 0 */
   int no_read;
   uint64_t drip; /* --drip: stream credit added every 0.5 s */
+  int uni_credit_set;
+  size_t qpack_blocked; /* --qpack-blocked: SETTINGS_QPACK_BLOCKED_STREAMS */
+  uint64_t uni_credit; /* --uni-credit: the server's uni streams, for good */
   size_t pause_after; /* --pause-after: streams opened before the pause */
   double pause;       /* --pause: its length, seconds */
   buf_t raw;
@@ -268,6 +280,7 @@ static void die_usage(const char *fmt, ...) {
   fputs("\nusage: h3raw [-H 'name: value']... [-d N] [--fin-separate | --no-fin] "
         "[--trailer 'name: value']... [-n COUNT] [--cancel] [--stop-sending] "
         "[--no-read] [--drip BYTES] [--pause-after N [--pause SECONDS]] "
+        "[--uni-credit BYTES] [--qpack-blocked N] "
         "[--raw HEX] [--raw-encoder HEX] [--sni NAME] [--alpn PROTO] "
         "[-t SECONDS] [--linger SECONDS] "
         "[--print-headers] [--print-body] [--print-credit] [-v] HOST PORT\n",
@@ -507,6 +520,7 @@ static void parse_args(int argc, char **argv) {
   opt.count = 1;
   opt.timeout = 10;
   opt.pause = 1;
+  opt.qpack_blocked = 100;
   opt.alpn = "h3";
   opt.tls_level = NGTCP2_ENCRYPTION_LEVEL_1RTT;
   c.qenc = -1;
@@ -575,6 +589,13 @@ static void parse_args(int argc, char **argv) {
       if (*end || !(opt.pause > 0)) {
         die_usage("bad pause: %s", next);
       }
+    } else if (strcmp(a, "--qpack-blocked") == 0) {
+      NEED_ARG();
+      opt.qpack_blocked = (size_t)parse_ull(next, "qpack-blocked");
+    } else if (strcmp(a, "--uni-credit") == 0) {
+      NEED_ARG();
+      opt.uni_credit = parse_ull(next, "uni-credit");
+      opt.uni_credit_set = 1;
     } else if (strcmp(a, "--drip") == 0) {
       NEED_ARG();
       opt.drip = parse_ull(next, "drip");
@@ -799,6 +820,10 @@ static void h3_consume(int64_t stream_id, size_t n) {
   if (opt.no_read) {
     return;
   }
+  if (opt.uni_credit_set && !ngtcp2_is_bidi_stream(stream_id)) {
+    ngtcp2_conn_extend_max_offset(c.conn, n); /* the stream's, never */
+    return;
+  }
   ngtcp2_conn_extend_max_stream_offset(c.conn, stream_id, n);
   ngtcp2_conn_extend_max_offset(c.conn, n);
 }
@@ -1015,8 +1040,10 @@ static int setup_h3(void) {
 
   nghttp3_settings_default(&settings);
   settings.qpack_max_dtable_capacity = 4096;
-  settings.qpack_blocked_streams = 100;
-  if (opt.raw_encoder.len > 0) {
+  settings.qpack_blocked_streams = opt.qpack_blocked;
+  /* --uni-credit: the server's decoder stream is held too; give it nothing
+     to say */
+  if (opt.raw_encoder.len > 0 || opt.uni_credit_set) {
     settings.qpack_encoder_max_dtable_capacity = 0;
   }
 
@@ -1413,6 +1440,9 @@ static int setup_quic(void) {
   params.initial_max_stream_data_bidi_local = 1024 * 1024;
   params.initial_max_stream_data_bidi_remote = 1024 * 1024;
   params.initial_max_stream_data_uni = 1024 * 1024;
+  if (opt.uni_credit_set) {
+    params.initial_max_stream_data_uni = opt.uni_credit;
+  }
   params.initial_max_data = 16 * 1024 * 1024;
   if (opt.no_read) {
     params.initial_max_stream_data_bidi_local = 16 * 1024;
