@@ -984,6 +984,8 @@ qconn_free(struct qconn *qc)
 	if (qc->unvalidated)
 		stats.handshakes_unvalidated--;
 	stats.conns_current--;
+	if (qc->state != QC_ACTIVE)
+		stats.conns_closing--;
 	nghttp3_conn_del(qc->h3);
 	ngtcp2_conn_del(qc->conn);
 	tls_session_free(qc->ssl);
@@ -1384,6 +1386,14 @@ start_period(struct qconn *qc, enum qconn_state state)
 	    NGTCP2_SECONDS;
 	ev_timer_again(qc->srv->loop, &qc->timer);
 	exchange_abort_all(qc);
+	/*
+	 * What is left is to answer with the close, or to wait: the HTTP/3
+	 * state (QPACK tables, streams; 180 KB for some) goes now, not
+	 * after three PTOs that a slow path makes minutes.
+	 */
+	nghttp3_conn_del(qc->h3);
+	qc->h3 = NULL;
+	stats.conns_closing++;
 }
 
 void

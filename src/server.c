@@ -344,6 +344,7 @@ static const struct stats_row {
 } stats_rows[] = {
 	ROW("connections", "current", conns_current),
 	ROW("connections", "total", conns_total),
+	ROW("connections", "closing", conns_closing),
 	ROW("connections", "handshakes_completed", handshakes_completed),
 	ROW("connections", "handshakes_failed", handshakes_failed),
 	ROW("connections", "handshakes_current", handshakes_current),

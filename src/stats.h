@@ -6,6 +6,7 @@
 
 struct stats {
 	uint64_t	conns_current, conns_total;
+	uint64_t	conns_closing;		/* now: of current, closing */
 	uint64_t	handshakes_completed, handshakes_failed;
 	uint64_t	handshakes_current;	/* in progress */
 	uint64_t	cids_current;		/* in the CID table */

@@ -349,6 +349,26 @@ def test_malformed_bodies_earn_no_extra_credit(qproxy_factory, backend_app, tmp_
     assert len(left) == 1 and left[0] <= 4 * 64 * 1024, r.stdout[-200:]
 
 
+def test_a_closing_connection_holds_no_http3_state(qproxy_factory, backend_app, tmp_path):
+    """A closed connection waits three PTOs before it goes (RFC 9000 10.2),
+    minutes when a path is slow; it held its nghttp3 state all that time
+    (180 KB each for some, in an audit). It now keeps only its close.
+    A client with a max_ack_delay of 3 s makes the wait about 9 s."""
+    q = _private(qproxy_factory, backend_app, tmp_path, ("max_stream_resets", "50"))
+    wait_until(lambda: stats(q)["connections"]["current"] == 0, "no connection", 10)
+    r = h3raw(q.port, [":method: GET", ":scheme: https",
+                       ":authority: 127.0.0.1:%d" % q.port, ":path: /app/bytes/1000"],
+              count=2000, timeout=20, extra=["--cancel", "--max-ack-delay", "3000"])
+    assert "closed 0x107" in r.outcomes, r
+    st = stats(q)
+    assert st["connections"]["current"] == 1 and st["connections"]["closing"] == 1, \
+        st["connections"]
+    assert st["buffers"]["h3_bytes"] == 0, st["buffers"]
+    wait_until(lambda: stats(q)["connections"]["current"] == 0, "the close waited out",
+               20 * SLOW)
+    assert stats(q)["connections"]["closing"] == 0
+
+
 def test_max_requests_per_connection_sends_goaway(qproxy_factory, backend_app, tmp_path):
     """After max_requests_per_connection requests the connection gets GOAWAY;
     libcurl goes on with the next requests on a new connection."""

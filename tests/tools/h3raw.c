@@ -30,6 +30,9 @@
  *                             raised: a client that holds qproxy's QPACK
  *                             encoder stream to BYTES (its own encoder
  *                             then uses no dynamic table)
+ *   --max-ack-delay MS        the max_ack_delay transport parameter (below
+ *                             16384): the server's PTO, and its closing
+ *                             period (three PTOs), grow by as much
  *   --qpack-blocked N         the streams the server may leave blocked on
  *                             QPACK table entries not yet received (100);
  *                             0: the server may name only entries this
@@ -216,6 +219,7 @@ static struct {
   int no_read;
   uint64_t drip; /* --drip: stream credit added every 0.5 s */
   int uni_credit_set;
+  uint64_t max_ack_delay_ms; /* --max-ack-delay */
   size_t qpack_blocked; /* --qpack-blocked: SETTINGS_QPACK_BLOCKED_STREAMS */
   uint64_t uni_credit; /* --uni-credit: the server's uni streams, for good */
   size_t pause_after; /* --pause-after: streams opened before the pause */
@@ -280,7 +284,7 @@ static void die_usage(const char *fmt, ...) {
   fputs("\nusage: h3raw [-H 'name: value']... [-d N] [--fin-separate | --no-fin] "
         "[--trailer 'name: value']... [-n COUNT] [--cancel] [--stop-sending] "
         "[--no-read] [--drip BYTES] [--pause-after N [--pause SECONDS]] "
-        "[--uni-credit BYTES] [--qpack-blocked N] "
+        "[--uni-credit BYTES] [--qpack-blocked N] [--max-ack-delay MS] "
         "[--raw HEX] [--raw-encoder HEX] [--sni NAME] [--alpn PROTO] "
         "[-t SECONDS] [--linger SECONDS] "
         "[--print-headers] [--print-body] [--print-credit] [-v] HOST PORT\n",
@@ -588,6 +592,12 @@ static void parse_args(int argc, char **argv) {
       opt.pause = strtod(next, &end);
       if (*end || !(opt.pause > 0)) {
         die_usage("bad pause: %s", next);
+      }
+    } else if (strcmp(a, "--max-ack-delay") == 0) {
+      NEED_ARG();
+      opt.max_ack_delay_ms = parse_ull(next, "max-ack-delay");
+      if (opt.max_ack_delay_ms >= 1 << 14) {
+        die_usage("bad max-ack-delay: %s", next);
       }
     } else if (strcmp(a, "--qpack-blocked") == 0) {
       NEED_ARG();
@@ -1452,6 +1462,9 @@ static int setup_quic(void) {
   }
   params.initial_max_streams_bidi = 0;
   params.initial_max_streams_uni = 100;
+  if (opt.max_ack_delay_ms > 0) {
+    params.max_ack_delay = opt.max_ack_delay_ms * NGTCP2_MILLISECONDS;
+  }
   params.max_idle_timeout =
     (ngtcp2_duration)((opt.timeout + 30) * (double)NGTCP2_SECONDS);
 
