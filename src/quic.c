@@ -693,9 +693,11 @@ cid_hex(const ngtcp2_cid *cid, char *hex)
 }
 
 /*
- * qlog_dir/ODCID-SCID.sqlog, private to the service: it reveals traffic.
- * The client chooses the first; qproxy's own makes the name one no client
- * can choose, so that no Initial truncates or removes another's file.
+ * qlog_dir/DCID-SCID.sqlog, private to the service: it reveals traffic.
+ * DCID is the connection's first Initial's (after a Retry, the Retry's
+ * SCID: ngtcp2's group_id in the file). The client chooses it; qproxy's
+ * own SCID makes the name one no client can choose, so that no Initial
+ * truncates or removes another's file.
  */
 static FILE *
 qlog_open(const char *dir, const ngtcp2_cid *odcid, const ngtcp2_cid *scid,
