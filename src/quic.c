@@ -700,14 +700,14 @@ cid_hex(const ngtcp2_cid *cid, char *hex)
  * truncates or removes another's file.
  */
 static FILE *
-qlog_open(const char *dir, const ngtcp2_cid *odcid, const ngtcp2_cid *scid,
+qlog_open(const char *dir, const ngtcp2_cid *dcid, const ngtcp2_cid *scid,
     char **pathp)
 {
 	char path[PATH_MAX], hex[CID_HEXLEN], shex[CID_HEXLEN];
 	FILE *f;
 	int fd;
 
-	cid_hex(odcid, hex);
+	cid_hex(dcid, hex);
 	cid_hex(scid, shex);
 	snprintf(path, sizeof(path), "%s/%s-%s.sqlog", dir, hex, shex);
 	if ((*pathp = strdup(path)) == NULL)
