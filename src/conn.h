@@ -161,6 +161,9 @@ struct qconn {
 	char			*qlog_path;	/* removed if the first packet is */
 	bool			 accepted;	/* ngtcp2 took its first packet */
 	bool			 retry_sent;	/* its first packet got a Retry */
+	/* its NEW_TOKEN token, taken once its first packet is */
+	bool			 token_pending;
+	uint64_t		 token_key;
 	bool			 goaway_sent;
 	/* max_stream_resets: a budget refilled over RESET_WINDOW seconds */
 	double			 reset_budget;

@@ -1559,7 +1559,8 @@ accept_initial(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 	const struct config_listener *lc = sock->listener->cfg;
 	const struct config *cfg = sock->listener->gen->cfg;
 	ngtcp2_cid odcid;
-	bool validated = false, retried = false;
+	bool validated = false, retried = false, token_taken = false;
+	uint64_t token_key = 0;
 	struct qconn *qc;
 
 	/*
@@ -1591,16 +1592,18 @@ accept_initial(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 			 * one taken before (RFC 9000 8.1.3): the client is
 			 * then only not proven.
 			 */
+			token_key = replay_key(srv->tokens_taken, hd->token,
+			    hd->tokenlen);
 			if (ngtcp2_crypto_verify_regular_token(hd->token,
 			    hd->tokenlen, srv->secret, sizeof(srv->secret),
 			    &remote->u.sa, remote->len, REGULAR_TOKEN_TIMEOUT,
 			    token_now()) != 0)
 				stats.tokens_invalid++;
-			else if (!replay_first(srv->tokens_taken, hd->token,
-			    hd->tokenlen, ev_now(srv->loop)))
+			else if (replay_seen(srv->tokens_taken, token_key,
+			    ev_now(srv->loop)))
 				stats.tokens_reused++;
 			else
-				validated = true;
+				validated = token_taken = true;
 			break;
 		}
 	}
@@ -1627,6 +1630,11 @@ accept_initial(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 	if ((qc = qconn_new(sock, hd, remote, local, retried ? &odcid : NULL,
 	    validated, ts)) == NULL)
 		stats.dropped_refused++;
+	else if (token_taken) {
+		/* taken once ngtcp2 takes the packet (qconn_read) */
+		qc->token_key = token_key;
+		qc->token_pending = true;
+	}
 	return qc;
 }
 
@@ -1707,6 +1715,9 @@ handle_datagram(struct udp_sock *sock, const uint8_t *data, size_t len,
 	if (!qc->accepted && rv != NGTCP2_ERR_DROP_CONN &&
 	    rv != NGTCP2_ERR_RETRY) {
 		qc->accepted = true;	/* counted from its first packet */
+		if (qc->token_pending)
+			(void)replay_add(srv->tokens_taken, qc->token_key,
+			    ev_now(srv->loop));
 		qc->sock->conns_total++;
 		stats.conns_total++;
 	}

@@ -111,24 +111,47 @@ replay_grow(struct replay *r)
 	return true;
 }
 
-bool
-replay_first(struct replay *r, const uint8_t *token, size_t len, double now)
+uint64_t
+replay_key(const struct replay *r, const uint8_t *token, size_t len)
 {
-	uint64_t hash = siphash24(r->key, token, len);
+	return siphash24(r->key, token, len);
+}
+
+/* Forgets those expired. */
+static void
+replay_expire(struct replay *r, double now)
+{
+	while (r->n > 0 && r->ring[r->head].expires <= now)
+		replay_drop(r);
+}
+
+bool
+replay_seen(struct replay *r, uint64_t hash, double now)
+{
+	const struct replay_entry *e;
+
+	replay_expire(r, now);
+	if (r->size == 0)
+		return false;
+	for (uint32_t i = *chain_of(r, hash); i != 0; i = e->next) {
+		e = &r->ring[i - 1];
+		if (e->hash == hash)
+			return true;
+	}
+	return false;
+}
+
+bool
+replay_add(struct replay *r, uint64_t hash, double now)
+{
 	struct replay_entry *e;
 	size_t at;
 
-	while (r->n > 0 && r->ring[r->head].expires <= now)
-		replay_drop(r);
-	if (r->size > 0)
-		for (uint32_t i = *chain_of(r, hash); i != 0; i = e->next) {
-			e = &r->ring[i - 1];
-			if (e->hash == hash)
-				return false;
-		}
+	if (replay_seen(r, hash, now))
+		return false;
 	if (r->n == r->size && (r->size == r->max || !replay_grow(r))) {
 		if (r->size == 0)
-			return false;	/* no memory at all: no proof */
+			return false;	/* no memory at all */
 		replay_drop(r);
 		r->evicted++;
 	}

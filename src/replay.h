@@ -7,6 +7,8 @@
  * more than the anti-amplification limit allows to an address not proven.
  * Each token taken is remembered until it expires, as a keyed hash, in a
  * table of at most max; when it is full, the oldest are forgotten first.
+ * The table is the process's: a restart, or another server sharing the
+ * secret, takes a token once more.
  */
 #ifndef QPROXY_REPLAY_H
 #define QPROXY_REPLAY_H
@@ -20,11 +22,19 @@ struct replay;
 struct replay	*replay_new(size_t max, double lifetime);
 void		 replay_free(struct replay *);
 /*
- * Whether the token is seen for the first time (now on, remembered until
- * now + lifetime); false for one seen before, or when memory ran out.
+ * A token is known by its keyed hash. It is looked up when it comes, and
+ * added only once its connection is under way: a client refused for load,
+ * or whose first packet was dropped, may come back with it.
  */
-bool		 replay_first(struct replay *, const uint8_t *token,
-		    size_t len, double now);
+uint64_t	 replay_key(const struct replay *, const uint8_t *token,
+		    size_t len);
+/* Whether the token was taken before (and has not expired since). */
+bool		 replay_seen(struct replay *, uint64_t key, double now);
+/*
+ * Remembers it until now + lifetime; false when it was there already, or
+ * when there is no memory at all for the table.
+ */
+bool		 replay_add(struct replay *, uint64_t key, double now);
 /* How many are remembered now, and how many were forgotten early. */
 size_t		 replay_count(const struct replay *);
 uint64_t	 replay_evicted(const struct replay *);

@@ -15,7 +15,8 @@ import time
 import pytest
 
 from helpers import (SLOW, expected_body, expected_sha256, file_sha256, gtls_fetch,
-                     gtlsclient_binary, h3_get, h3raw, preload_sendshim, wait_until)
+                     gtlsclient_binary, h3_get, h3raw, h3raw_binary, preload_sendshim,
+                     wait_until)
 from test_ops import qproxyctl, stats
 from backend import free_udp_port
 
@@ -433,6 +434,43 @@ def test_new_token_is_taken_once(qproxy_factory, certificate, backend_app, tmp_p
     assert s2["retries_sent"] == s1["retries_sent"] + 1, s2
     assert s2["tokens_reused"] == s1["tokens_reused"] + 1, s2
     assert s2["tokens_invalid"] == s1["tokens_invalid"], s2
+
+
+def test_new_token_of_a_client_refused_for_load_is_not_spent(qproxy_factory, certificate,
+                                                            backend_app, tmp_path):
+    """A token is taken once its connection is under way: one refused at
+    max_connections was counted as taken, and the client, back when there
+    was room, was sent a Retry, an extra round trip when the server was
+    busiest."""
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server, str(tmp_path / "s"), retry="always",
+        extra=[("max_connections", "1"), ("idle_timeout", "2s")]))
+    tokfile = tmp_path / "token"
+    wait_until(lambda: stats(q)["connections"]["current"] == 0, "the probe gone", 10)
+    _gtls(q.port, "/app/bytes/100", tmp_path, "--token-file=%s" % tokfile)
+    saved = tokfile.read_bytes()
+    wait_until(lambda: stats(q)["connections"]["current"] == 0, "no connection", 10)
+    hold = subprocess.Popen([h3raw_binary(), "-t", str(20 * SLOW), "-H", ":method: GET",
+                             "-H", ":scheme: https", "-H", ":authority: 127.0.0.1:%d" % q.port,
+                             "-H", ":path: /app/hang", "127.0.0.1", str(q.port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: stats(q)["connections"]["current"] == 1, "the one connection", 10)
+        before = stats(q)
+        _gtls(q.port, "/app/bytes/100", tmp_path, "--token-file=%s" % tokfile)
+        assert stats(q)["limits"]["refused_max_connections"] == \
+            before["limits"]["refused_max_connections"] + 1
+    finally:
+        hold.kill()
+        hold.wait()
+    wait_until(lambda: stats(q)["connections"]["current"] == 0, "room again", 20 * SLOW)
+    tokfile.write_bytes(saved)
+    (tmp_path / "100").unlink()
+    _gtls(q.port, "/app/bytes/100", tmp_path, "--token-file=%s" % tokfile)
+    assert (tmp_path / "100").read_bytes() == expected_body(100)
+    after = stats(q)["quic"]
+    assert after["tokens_reused"] == before["quic"]["tokens_reused"], after
+    assert after["retries_sent"] == before["quic"]["retries_sent"], after
 
 
 def test_quic_v2_for_a_client_that_prefers_it(qproxy_factory, certificate,

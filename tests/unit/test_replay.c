@@ -16,6 +16,13 @@ token(unsigned i)
 	return t;
 }
 
+/* As the daemon does once a token's connection is under way. */
+static bool
+replay_first(struct replay *r, const uint8_t *t, size_t len, double now)
+{
+	return replay_add(r, replay_key(r, t, len), now);
+}
+
 static struct replay *
 new_or_die(size_t max, double lifetime)
 {
@@ -33,7 +40,11 @@ test_once(void)
 {
 	struct replay *r = new_or_die(4096, 100.);
 
+	/* looked at, not taken: still new */
+	CHECK(!replay_seen(r, replay_key(r, token(1), 40), 0.));
+	CHECK(!replay_seen(r, replay_key(r, token(1), 40), 0.));
 	CHECK(replay_first(r, token(1), 40, 0.));
+	CHECK(replay_seen(r, replay_key(r, token(1), 40), 0.5));
 	CHECK(!replay_first(r, token(1), 40, 1.));
 	CHECK(replay_first(r, token(2), 40, 1.));
 	CHECK(replay_first(r, token(2), 39, 1.));	/* another token */
