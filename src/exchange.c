@@ -305,11 +305,9 @@ ex_respond(struct exchange *ex, int status)
 
 /* A response the backend got wrong: 502, a failure of the server's. */
 static void
-ex_bad_response(struct exchange *ex, const char *what)
+ex_bad_response(struct exchange *ex, struct log_limit *lim, const char *what)
 {
-	static struct log_limit lim;
-
-	log_limited(&lim, LOG_LEVEL_WARN, "backend %s: %s",
+	log_limited(lim, LOG_LEVEL_WARN, "backend %s: %s",
 	    ex->server->cfg->text, what);
 	ex->server->ctr->failures++;
 	ex_respond(ex, 502);
@@ -1260,6 +1258,7 @@ ex_after_body(struct exchange *ex)
 
 	log_limited(&lim, LOG_LEVEL_WARN, "backend %s: bytes after the "
 	    "response body; connection not reused", ex->server->cfg->text);
+	stats.upstream_bytes_after_body++;
 	ex->reusable = false;
 }
 
@@ -1301,7 +1300,9 @@ ex_parse(struct exchange *ex)
 		if (n == 0)
 			return;
 		if (n < 0 || resp.status == 101) {
-			ex_bad_response(ex, "malformed response head");
+			static struct log_limit lim;
+
+			ex_bad_response(ex, &lim, "malformed response head");
 			return;
 		}
 		if (resp.status < 200) {
@@ -1378,9 +1379,12 @@ ex_eof(struct exchange *ex)
 	static struct log_limit closed_mid_body;
 
 	if (!ex->head_done) {
+		static struct log_limit lim;
+
 		if (ex_retry(ex))
 			return;
-		ex_bad_response(ex, "closed before a complete response head");
+		ex_bad_response(ex, &lim,
+		    "closed before a complete response head");
 		return;
 	}
 	if (http1_body_eof(&ex->body) == HTTP1_BODY_DONE) {
@@ -1461,7 +1465,10 @@ ex_read_buffered(struct exchange *ex)
 		ex->rcap = want;
 	}
 	if (ex->rlen == ex->rcap) {
-		ex_bad_response(ex, "response head larger than max_header_size");
+		static struct log_limit lim;
+
+		ex_bad_response(ex, &lim,
+		    "response head larger than max_header_size");
 		return -2;
 	}
 	n = read(ex->uc->fd, ex->rbuf + ex->rlen, ex->rcap - ex->rlen);

@@ -402,6 +402,7 @@ static const struct stats_row {
 	ROW("upstream", "reused", upstream_reused),
 	ROW("upstream", "retried", upstream_retried),
 	ROW("upstream", "informational_dropped", informational_dropped),
+	ROW("upstream", "bytes_after_body", upstream_bytes_after_body),
 	ROW("upstream", "queued", upstream_queued),
 	ROW("upstream", "queued_total", upstream_queued_total),
 	ROW("upstream", "queue_timeouts", upstream_queue_timeouts),

@@ -56,6 +56,7 @@ struct stats {
 	uint64_t	upstream_reused;
 	uint64_t	upstream_retried;	/* pooled connection was closed */
 	uint64_t	informational_dropped;	/* 1xx over EX_MAX_INFO */
+	uint64_t	upstream_bytes_after_body;	/* unasked-for bytes */
 	uint64_t	upstream_queued;	/* now: waiting for max_connections */
 	uint64_t	upstream_queued_total;
 	uint64_t	upstream_queue_timeouts;	/* 503 after connect_timeout */
