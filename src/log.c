@@ -103,6 +103,12 @@ log_stderr_is_journal(void)
 	    ino == (unsigned long long)st.st_ino;
 }
 
+const char *
+log_stderr_prio(int level)
+{
+	return err_journal ? level_prios[level] : "";
+}
+
 void
 log_init(int level)
 {
@@ -184,7 +190,7 @@ log_vwrite(int level, int errnum, const char *fmt, va_list ap)
 		return;
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	if (err_fd == -1) {
-		prio = err_journal ? level_prios[level] : "";
+		prio = log_stderr_prio(level);
 		if (errnum)
 			fprintf(stderr, "%sqproxy[%s]: %s: %s\n", prio,
 			    level_names[level], msg, strerror(errnum));

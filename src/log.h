@@ -18,6 +18,8 @@ enum log_level {
 
 /* Also looks at whether stderr is the journal (JOURNAL_STREAM). */
 void	log_init(int level);
+/* What a line to stderr at that level starts with: "<3>" to the journal. */
+const char *log_stderr_prio(int level);
 void	log_setlevel(int level);
 int	log_getlevel(void);
 /* Parses "error", "warn", "info", "debug"; -1 when unknown. */

@@ -100,6 +100,23 @@ log_lines(int level, const char *prefix, const char *text)
 	}
 }
 
+/*
+ * Errors that stop a start, as they are (file:line: message), to stderr;
+ * to the journal with their priority, or journalctl -p err misses them.
+ */
+static void
+stderr_errors(const char *text)
+{
+	const char *nl;
+
+	for (; *text != '\0'; text = *nl == '\0' ? nl : nl + 1) {
+		if ((nl = strchr(text, '\n')) == NULL)
+			nl = text + strlen(text);
+		fprintf(stderr, "%s%.*s\n", log_stderr_prio(LOG_LEVEL_ERROR),
+		    (int)(nl - text), text);
+	}
+}
+
 /* Both NULL, or the same text. */
 static bool
 same_string(const char *a, const char *b)
@@ -465,7 +482,21 @@ main(int argc, char *argv[])
 		signals_hold(&held);
 
 	log_init(LOG_LEVEL_INFO);
-	if ((cfg = config_load(config_path, stderr)) == NULL)
+	if (check)
+		cfg = config_load(config_path, stderr);
+	else {
+		char *text = NULL;
+		size_t len = 0;
+		FILE *f;
+
+		if ((f = open_memstream(&text, &len)) == NULL)
+			fatal("open_memstream");
+		cfg = config_load(config_path, f);
+		fclose(f);
+		stderr_errors(text);
+		free(text);
+	}
+	if (cfg == NULL)
 		return 1;
 	if (check) {
 		config_warnings(cfg, log_warnx);
@@ -504,7 +535,7 @@ main(int argc, char *argv[])
 		explicit_bzero(secret, sizeof(secret));
 	}
 	if (server_apply(server, cfg, &errs) == -1) {
-		fprintf(stderr, "%s", strbuf_str(&errs));
+		stderr_errors(strbuf_str(&errs));
 		strbuf_free(&errs);
 		config_free(cfg);
 		server_free(server);

@@ -951,6 +951,40 @@ def test_error_log_to_the_journal_gives_each_line_its_priority(
         "warn", "info", "debug"}
 
 
+@pytest.mark.parametrize("why", ["bind", "key"])
+def test_errors_that_stop_a_start_reach_the_journal_as_errors(certificate, backend_app,
+                                                              tmp_path, why):
+    """The errors that stop a start (a listener that cannot bind, a bad
+    key) went to stderr as they were: to the journal, at info. They now
+    start with <3> there, and "file:line: message" follows as before.
+    Found by a review."""
+    held = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    held.bind(("127.0.0.1", 0))
+    port = held.getsockname()[1]
+    cert, key = certificate
+    sections = _sections(cert, key, port, backend_app.tcp_server,
+                         extra_global=[("control_socket", str(tmp_path / "ctl")),
+                                       ("secret_file", str(tmp_path / "secret"))])
+    if why == "key":
+        sections[0][1].append(("no_such_key", "1"))
+    conf = tmp_path / "q.conf"
+    conf.write_text(render_config(sections))
+    err = tmp_path / "stderr"
+    try:
+        with open(err, "wb") as f:
+            st = os.fstat(f.fileno())
+            env = dict(os.environ, JOURNAL_STREAM="%d:%d" % (st.st_dev, st.st_ino))
+            p = subprocess.run([qproxy_binary(), "-c", str(conf)], stdout=subprocess.DEVNULL,
+                               stderr=f, env=env, timeout=30)
+    finally:
+        held.close()
+    text = err.read_text()
+    assert p.returncode == 1, text
+    want = "cannot listen on udp" if why == "bind" else "no_such_key"
+    lines = [l for l in text.splitlines() if want in l]
+    assert lines and all(l.startswith("<3>%s:" % conf) for l in lines), text
+
+
 ACCESS_TEXT_LINE = re.compile(r'\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \S+ \S+ "')
 
 
