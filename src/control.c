@@ -302,6 +302,30 @@ control_client_tcb(struct ev_loop *loop, ev_timer *w, int revents)
 	control_client_free(c);
 }
 
+/*
+ * Every place is taken: the one of the oldest client that has sent no
+ * request yet goes to the new one. Clients that connect and say nothing
+ * (local users with access to the socket) could otherwise keep the
+ * operator out for as long as they kept coming; a real client sends its
+ * request as it connects. false when every client is being answered.
+ */
+static bool
+control_make_room(struct control *ctl)
+{
+	struct control_client *c, *oldest = NULL;
+
+	/* newest first in the list: the last idle one is the oldest */
+	LIST_FOREACH(c, &ctl->clients, entry)
+		if (c->headlen == 0)
+			oldest = c;
+	if (oldest == NULL)
+		return false;
+	log_debug("control: a client that sent nothing makes room");
+	control_send_now(oldest->fd, "ERR busy\n");
+	control_client_free(oldest);
+	return true;
+}
+
 static void
 control_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
@@ -333,7 +357,8 @@ control_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 				return;
 			}
 		}
-		if (ctl->nclients >= CONTROL_MAX_CLIENTS) {
+		if (ctl->nclients >= CONTROL_MAX_CLIENTS &&
+		    !control_make_room(ctl)) {
 			log_debug("control: too many clients");
 			control_send_now(fd, "ERR busy\n");
 			close(fd);

@@ -285,11 +285,42 @@ def test_idle_and_vanishing_clients(qp):
     assert_serving(qp)
 
 
-def test_busy_daemon_is_reported_as_busy(qp):
-    """With every control place taken the daemon answers "ERR busy" and
+def _many_servers(port, cert, key):
+    """8,000 servers: a backends reply of about 700 KB."""
+    servers = [("server", "127.0.0.1:%d" % (20000 + i)) for i in range(8000)]
+    return [_global_section(), _listener_section(port, cert, key),
+            ("backend app", servers),
+            ("route app", [("path_prefix", "/app/"), ("backend", "app")])]
+
+
+def test_busy_daemon_is_reported_as_busy(qproxy_factory):
+    """With every control place taken by a client being answered (here,
+    16 that take none of a 700 KB reply) the daemon answers "ERR busy" and
     closes, unread request and all; qproxyctl said "send: Broken pipe" or,
     after reading the answer, "recv: Connection reset by peer", instead of
     showing the answer."""
+    q = qproxy_factory(sections=_many_servers)
+    held = []
+    try:
+        for _ in range(16):         # CONTROL_MAX_CLIENTS
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(q.control_socket)
+            s.sendall(b"QPROXY/1 backends\n")
+            held.append(s)
+        time.sleep(0.5)             # the daemon has begun every reply
+        for _ in range(3):
+            p = qproxyctl(["version"], q.control_socket)
+            assert p.returncode == 1, show(p)
+            assert p.stderr == "qproxyctl: busy\n", show(p)
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_clients_that_send_nothing_make_room(qp):
+    """16 clients that connect and send nothing took every place, and
+    answered "busy" to the operator for as long as they kept coming. The
+    oldest of them now makes room for a new client (and is told busy)."""
     idle = []
     try:
         for _ in range(16):         # CONTROL_MAX_CLIENTS
@@ -297,10 +328,11 @@ def test_busy_daemon_is_reported_as_busy(qp):
             s.connect(qp.control_socket)
             idle.append(s)
         time.sleep(0.2)             # the daemon has accepted them all
-        for _ in range(5):
+        for _ in range(3):
             p = qproxyctl(["version"], qp.control_socket)
-            assert p.returncode == 1, show(p)
-            assert p.stderr == "qproxyctl: busy\n", show(p)
+            assert p.returncode == 0, show(p)
+        idle[0].settimeout(5)
+        assert idle[0].recv(100) == b"ERR busy\n"
     finally:
         for s in idle:
             s.close()
@@ -310,12 +342,7 @@ def test_slow_reader_gets_five_seconds_for_the_whole_reply(qproxy_factory):
     """A reply is given five seconds in all. The timer restarted on each
     write, so clients that drained a large reply every few seconds could
     hold the 16 places without end."""
-    def sections(port, cert, key):
-        servers = [("server", "127.0.0.1:%d" % (20000 + i)) for i in range(8000)]
-        return [_global_section(), _listener_section(port, cert, key),
-                ("backend app", servers),
-                ("route app", [("path_prefix", "/app/"), ("backend", "app")])]
-    q = qproxy_factory(sections=sections)
+    q = qproxy_factory(sections=_many_servers)
     full = qproxyctl(["backends"], q.control_socket)
     assert full.returncode == 0, show(full)
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
