@@ -598,26 +598,33 @@ test_busy(const char *path)
 	char *reply;
 	double t0;
 
-	/* 20 idle clients: CONTROL_MAX_CLIENTS are kept, the rest refused */
-	for (int i = 0; i < 20; i++)
+	/*
+	 * 20 idle clients: each past CONTROL_MAX_CLIENTS takes the place of
+	 * the oldest, which is told busy
+	 */
+	for (int i = 0; i < 20; i++) {
 		CHECK((idle[i] = client_connect(path)) != -1);
+		usleep(20 * 1000);	/* accepted in this order */
+	}
 	/* half a line is as good as nothing */
-	client_send(idle[0], "QPROXY/1 st", 11);
-	for (int i = 0; i < 20; i++)
-		if (i >= CONTROL_MAX_CLIENTS)
-			nbusy += gets_then_eof(idle[i], "ERR busy\n", 3);
-	CHECK_EQ_INT(nbusy, 20 - CONTROL_MAX_CLIENTS);
-	for (int i = CONTROL_MAX_CLIENTS; i < 20; i++)
+	client_send(idle[5], "QPROXY/1 st", 11);
+	for (int i = 0; i < 20 - CONTROL_MAX_CLIENTS; i++) {
+		nbusy += gets_then_eof(idle[i], "ERR busy\n", 3);
 		close(idle[i]);
-	/* while they are all taken, a request is refused */
-	expect(path, "QPROXY/1 version\n", "ERR busy\n");
-	/* the idle ones are dropped after 5 s; then requests go through */
+	}
+	CHECK_EQ_INT(nbusy, 20 - CONTROL_MAX_CLIENTS);
+	/* a request takes the place of the oldest idle one, too */
+	expect(path, "QPROXY/1 version\n", "OK\nqproxy test\n");
+	nbusy = gets_then_eof(idle[20 - CONTROL_MAX_CLIENTS], "ERR busy\n", 3);
+	CHECK_EQ_INT(nbusy, 1);
+	close(idle[20 - CONTROL_MAX_CLIENTS]);
+	/* the other idle ones are dropped after 5 s */
 	t0 = now();
-	for (int i = 0; i < CONTROL_MAX_CLIENTS; i++) {
+	for (int i = 20 - CONTROL_MAX_CLIENTS + 1; i < 20; i++) {
 		ntimeout += gets_then_eof(idle[i], "ERR timeout\n", 8);
 		close(idle[i]);
 	}
-	CHECK_EQ_INT(ntimeout, CONTROL_MAX_CLIENTS);
+	CHECK_EQ_INT(ntimeout, CONTROL_MAX_CLIENTS - 1);
 	CHECK(now() - t0 > 3.5 && now() - t0 < 7.5);
 	expect(path, "QPROXY/1 version\n", "OK\nqproxy test\n");
 
