@@ -82,21 +82,36 @@ logs_install(const struct config *cfg, struct log_file lf[3])
 		    cfg->keylog_file);
 }
 
+/*
+ * The next line of *text, its length (without the newline) in *len;
+ * *text moves past it. NULL at the end.
+ */
+static const char *
+line_next(const char **text, int *len)
+{
+	const char *line = *text, *nl;
+
+	if (*line == '\0')
+		return NULL;
+	if ((nl = strchr(line, '\n')) == NULL)
+		nl = line + strlen(line);
+	*len = (int)(nl - line);
+	*text = *nl == '\0' ? nl : nl + 1;
+	return line;
+}
+
 /* Each line of text as a log line of its own, after prefix. */
 static void
 log_lines(int level, const char *prefix, const char *text)
 {
-	const char *nl;
+	const char *line;
 	int len;
 
-	for (; *text != '\0'; text = *nl == '\0' ? nl : nl + 1) {
-		if ((nl = strchr(text, '\n')) == NULL)
-			nl = text + strlen(text);
-		len = (int)(nl - text);
+	while ((line = line_next(&text, &len)) != NULL) {
 		if (level == LOG_LEVEL_ERROR)
-			log_errx("%s%.*s", prefix, len, text);
+			log_errx("%s%.*s", prefix, len, line);
 		else
-			log_warnx("%s%.*s", prefix, len, text);
+			log_warnx("%s%.*s", prefix, len, line);
 	}
 }
 
@@ -107,14 +122,12 @@ log_lines(int level, const char *prefix, const char *text)
 static void
 stderr_errors(const char *text)
 {
-	const char *nl;
+	const char *line;
+	int len;
 
-	for (; *text != '\0'; text = *nl == '\0' ? nl : nl + 1) {
-		if ((nl = strchr(text, '\n')) == NULL)
-			nl = text + strlen(text);
+	while ((line = line_next(&text, &len)) != NULL)
 		fprintf(stderr, "%s%.*s\n", log_stderr_prio(LOG_LEVEL_ERROR),
-		    (int)(nl - text), text);
-	}
+		    len, line);
 }
 
 /* Both NULL, or the same text. */
