@@ -487,6 +487,16 @@ static unsigned long long parse_ull(const char *s, const char *what) {
   return v;
 }
 
+/* A number of seconds above 0, such as 1.5. */
+static double parse_seconds(const char *s, const char *what) {
+  char *end;
+  double v = strtod(s, &end);
+  if (*end || !(v > 0)) {
+    die_usage("bad %s: %s", what, s);
+  }
+  return v;
+}
+
 /* Hex digits, white space ignored, into b. */
 static void parse_hex(const char *s, buf_t *b) {
   int hi = -1;
@@ -562,12 +572,8 @@ static void parse_args(int argc, char **argv) {
     } else if (strcmp(a, "--fin-separate") == 0) {
       opt.fin_separate = 1;
     } else if (strcmp(a, "--linger") == 0) {
-      char *end;
       NEED_ARG();
-      opt.linger = strtod(next, &end);
-      if (*end || !(opt.linger > 0)) {
-        die_usage("bad linger: %s", next);
-      }
+      opt.linger = parse_seconds(next, "linger");
     } else if (strcmp(a, "--no-fin") == 0) {
       opt.fin_separate = 1;
       opt.no_fin = 1;
@@ -587,12 +593,8 @@ static void parse_args(int argc, char **argv) {
       NEED_ARG();
       opt.pause_after = (size_t)parse_ull(next, "pause-after");
     } else if (strcmp(a, "--pause") == 0) {
-      char *end;
       NEED_ARG();
-      opt.pause = strtod(next, &end);
-      if (*end || !(opt.pause > 0)) {
-        die_usage("bad pause: %s", next);
-      }
+      opt.pause = parse_seconds(next, "pause");
     } else if (strcmp(a, "--max-ack-delay") == 0) {
       NEED_ARG();
       opt.max_ack_delay_ms = parse_ull(next, "max-ack-delay");
@@ -633,12 +635,8 @@ static void parse_args(int argc, char **argv) {
       }
       opt.alpn = next;
     } else if (strcmp(a, "-t") == 0) {
-      char *end;
       NEED_ARG();
-      opt.timeout = strtod(next, &end);
-      if (*end || !(opt.timeout > 0)) {
-        die_usage("bad timeout: %s", next);
-      }
+      opt.timeout = parse_seconds(next, "timeout");
     } else if (strcmp(a, "--print-headers") == 0) {
       opt.print_headers = 1;
     } else if (strcmp(a, "--print-credit") == 0) {
