@@ -137,18 +137,34 @@ def test_check_reads_the_certificate_and_key(tmp_path, certificate):
     assert not os.path.exists(os.path.join(os.path.dirname(key), "qproxy-test.secret"))
 
 
-def test_check_refuses_a_secret_others_may_read(tmp_path, certificate):
+def _with_secret(tmp_path, certificate, make):
+    """A valid configuration whose secret_file (line 5) make(path) creates;
+    the configuration's path and the secret's."""
     lines = valid_lines(*certificate)
     secret = str(tmp_path / "secret")
     lines[4] = "secret_file = %s" % secret
-    with open(secret, "wb") as f:
-        f.write(os.urandom(32))
-    os.chmod(secret, 0o644)
-    path = write(tmp_path, lines)
+    make(secret)
+    return write(tmp_path, lines), secret
+
+
+def _random_secret(mode):
+    def make(secret):
+        with open(secret, "wb") as f:
+            f.write(os.urandom(32))
+        os.chmod(secret, mode)
+    return make
+
+
+def _refused_secret(path, why):
     p = check(path)
     out = p.stdout + p.stderr
     assert p.returncode == 1, out
-    assert "%s:5: secret_file: " % path in out and "0600" in out, out
+    assert "%s:5: secret_file: " % path in out and why in out, out
+
+
+def test_check_refuses_a_secret_others_may_read(tmp_path, certificate):
+    path, secret = _with_secret(tmp_path, certificate, _random_secret(0o644))
+    _refused_secret(path, "0600")
     os.chmod(secret, 0o600)
     p = check(path)
     assert p.returncode == 0, p.stdout + p.stderr
@@ -159,18 +175,9 @@ def test_check_refuses_a_secret_another_user_owns(tmp_path, certificate):
     resets and session tickets: a 0600 file of another user's passed."""
     if os.geteuid() != 0:
         pytest.skip("needs root to give the file away")
-    lines = valid_lines(*certificate)
-    secret = str(tmp_path / "secret")
-    lines[4] = "secret_file = %s" % secret
-    with open(secret, "wb") as f:
-        f.write(os.urandom(32))
-    os.chmod(secret, 0o600)
+    path, secret = _with_secret(tmp_path, certificate, _random_secret(0o600))
     os.chown(secret, 65534, 65534)
-    path = write(tmp_path, lines)
-    p = check(path)
-    out = p.stdout + p.stderr
-    assert p.returncode == 1, out
-    assert "%s:5: secret_file: " % path in out and "belongs to user 65534" in out, out
+    _refused_secret(path, "belongs to user 65534")
     os.chown(secret, 0, 0)
     p = check(path)
     assert p.returncode == 0, p.stdout + p.stderr
@@ -178,16 +185,9 @@ def test_check_refuses_a_secret_another_user_owns(tmp_path, certificate):
 
 def test_check_refuses_a_fifo_as_secret_without_waiting(tmp_path, certificate):
     """A FIFO as secret_file: the open waited for a writer, before the
-    check that it is a regular file could refuse it."""
-    lines = valid_lines(*certificate)
-    secret = str(tmp_path / "secret")
-    lines[4] = "secret_file = %s" % secret
-    os.mkfifo(secret, 0o600)
-    path = write(tmp_path, lines)
-    p = check(path)                     # the old code timed out here
-    out = p.stdout + p.stderr
-    assert p.returncode == 1, out
-    assert "%s:5: secret_file: " % path in out and "not a regular file" in out, out
+    check that it is a regular file could refuse it (check timed out)."""
+    path, _ = _with_secret(tmp_path, certificate, lambda s: os.mkfifo(s, 0o600))
+    _refused_secret(path, "not a regular file")
 
 
 @pytest.mark.parametrize("key", ["error_log", "access_log", "keylog_file"])

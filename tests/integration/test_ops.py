@@ -452,11 +452,9 @@ def _as_root():
     return pwd.getpwnam("nobody")
 
 
-def test_log_file_through_a_symlink_is_refused(qproxy_factory, backend_app, tmp_path):
-    """qproxy opens its logs as root and hands them to [global] user, who
-    may write to their directory. A link put there in a log's place once
-    made root append to, and give away, any file (here a stand-in for
-    /etc/shadow); such a log is now refused, and the start fails."""
+def _logs_of_nobody(tmp_path):
+    """As root: a logs directory [global] user (nobody) may write to, and a
+    file of root's, 0600, for a log name in it to point at."""
     nobody = _as_root()
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -464,6 +462,15 @@ def test_log_file_through_a_symlink_is_refused(qproxy_factory, backend_app, tmp_
     precious = tmp_path / "precious"
     precious.write_text("root's secret\n")
     precious.chmod(0o600)
+    return logs, precious
+
+
+def test_log_file_through_a_symlink_is_refused(qproxy_factory, backend_app, tmp_path):
+    """qproxy opens its logs as root and hands them to [global] user, who
+    may write to their directory. A link put there in a log's place once
+    made root append to, and give away, any file (here a stand-in for
+    /etc/shadow); such a log is now refused, and the start fails."""
+    logs, precious = _logs_of_nobody(tmp_path)
     os.symlink(precious, logs / "access.log")
     q = qproxy_factory(sections=lambda port, c, k: _sections(
         c, k, port, backend_app.tcp_server,
@@ -485,13 +492,7 @@ def test_log_file_with_other_hard_links_is_refused(qproxy_factory, certificate, 
     user may write, made qproxy append to that file and hand it to the user
     (root's 0600 file became nobody's). A log file with other links is now
     refused: by -t, at start and at a reload. Found by a review."""
-    nobody = _as_root()
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    os.chown(logs, nobody.pw_uid, nobody.pw_gid)
-    precious = tmp_path / "precious"
-    precious.write_text("root's secret\n")
-    precious.chmod(0o600)
+    logs, precious = _logs_of_nobody(tmp_path)
     linked = logs / "error.log"
     os.link(precious, linked)
     # a reload re-opens as the user it runs as: root here, or it could not

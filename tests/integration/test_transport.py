@@ -735,13 +735,19 @@ def test_early_data_off_refuses_zero_rtt(qproxy_factory, backend_app, tmp_path):
     assert stats(q)["quic"]["early_data_requests"] == 0
 
 
-def test_qlog_dir_writes_one_qlog_per_connection(qproxy_factory, backend_app,
-                                                 tmp_path):
+def _with_qlog_dir(qproxy_factory, backend_app, tmp_path):
+    """A private qproxy with qlog_dir on; it and the directory."""
     qdir = tmp_path / "qlog"
     qdir.mkdir()
     q = qproxy_factory(sections=lambda port, c, k: _sections(
         c, k, port, backend_app.tcp_server, str(tmp_path / "s"),
         extra=[("qlog_dir", str(qdir))]))
+    return q, qdir
+
+
+def test_qlog_dir_writes_one_qlog_per_connection(qproxy_factory, backend_app,
+                                                 tmp_path):
+    q, qdir = _with_qlog_dir(qproxy_factory, backend_app, tmp_path)
     start = set(os.listdir(qdir))       # the harness's readiness probe
     for _ in range(2):
         assert h3_get(q.url("/app/bytes/10")).status == 200
@@ -765,11 +771,7 @@ def test_an_initial_cannot_take_another_connections_qlog(qproxy_factory, backend
     with O_TRUNC, and one whose packet ngtcp2 then dropped was removed: an
     Initial with a connection's DCID emptied and removed its qlog. qproxy's
     own connection ID is in the name now."""
-    qdir = tmp_path / "qlog"
-    qdir.mkdir()
-    q = qproxy_factory(sections=lambda port, c, k: _sections(
-        c, k, port, backend_app.tcp_server, str(tmp_path / "s"),
-        extra=[("qlog_dir", str(qdir))]))
+    q, qdir = _with_qlog_dir(qproxy_factory, backend_app, tmp_path)
     start = set(os.listdir(qdir))
     assert h3_get(q.url("/app/bytes/10")).status == 200
     wait_until(lambda: set(os.listdir(qdir)) - start, "a qlog file", 5)
@@ -780,9 +782,7 @@ def test_an_initial_cannot_take_another_connections_qlog(qproxy_factory, backend
     before = stats(q)["udp_dropped"]["invalid"]
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         for _ in range(3):
-            pkt = (bytes([0xc3]) + b"\x00\x00\x00\x01" + bytes([len(odcid)]) + odcid +
-                   b"\x08" + os.urandom(8) + b"\x00" + b"\x44\x00")
-            s.sendto(pkt + os.urandom(1200 - len(pkt)), ("127.0.0.1", q.port))
+            s.sendto(_initial(odcid, os.urandom(8)), ("127.0.0.1", q.port))
     wait_until(lambda: stats(q)["udp_dropped"]["invalid"] - before >= 3, "junk dropped", 5)
     assert (qdir / name).exists() and (qdir / name).stat().st_size > 0, os.listdir(qdir)
 
@@ -792,19 +792,13 @@ def test_junk_initials_leave_no_connection_or_qlog(qproxy_factory, backend_app, 
     counted as a connection and a failed handshake, and a qlog file named
     by the sender's DCID that stayed: files without end, one per datagram.
     Such a datagram is now counted as dropped, and leaves nothing."""
-    qdir = tmp_path / "qlog"
-    qdir.mkdir()
-    q = qproxy_factory(sections=lambda port, c, k: _sections(
-        c, k, port, backend_app.tcp_server, str(tmp_path / "s"),
-        extra=[("qlog_dir", str(qdir))]))
+    q, qdir = _with_qlog_dir(qproxy_factory, backend_app, tmp_path)
     start = set(os.listdir(qdir))
     before = stats(q)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         for _ in range(50):
-            # long header, Initial, v1; DCID and SCID of 8; no token
-            pkt = (bytes([0xc3]) + b"\x00\x00\x00\x01" + b"\x08" + os.urandom(8) +
-                   b"\x08" + os.urandom(8) + b"\x00" + b"\x44\x00")
-            s.sendto(pkt + os.urandom(1200 - len(pkt)), ("127.0.0.1", q.port))
+            # DCID and SCID of 8, no token, a payload that does not decrypt
+            s.sendto(_initial(os.urandom(8), os.urandom(8)), ("127.0.0.1", q.port))
     deadline = time.monotonic() + 5 * SLOW
     while stats(q)["udp_dropped"]["invalid"] - before["udp_dropped"]["invalid"] < 50:
         assert time.monotonic() < deadline, stats(q)["udp_dropped"]
