@@ -1,4 +1,5 @@
 /* bufq.c: a chunked byte queue with stable addresses. */
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -60,13 +61,22 @@ bufq_init(struct bufq *q)
 	memset(q, 0, sizeof(*q));
 }
 
+void
+bufq_count(struct bufq *q, size_t *count)
+{
+	q->count = count;
+}
+
+/* Frees a chain of chunks; linked ones (holding bytes) are counted off. */
 static void
-chunks_free(struct bufq_chunk *c)
+chunks_free(struct bufq *q, struct bufq_chunk *c, bool linked)
 {
 	struct bufq_chunk *next;
 
 	for (; c != NULL; c = next) {
 		next = c->next;
+		if (linked && q->count != NULL)
+			(*q->count)--;
 		chunk_free(c);
 	}
 }
@@ -74,9 +84,12 @@ chunks_free(struct bufq_chunk *c)
 void
 bufq_free(struct bufq *q)
 {
-	chunks_free(q->head);
-	chunks_free(q->reserved);
+	size_t *count = q->count;
+
+	chunks_free(q, q->head, true);
+	chunks_free(q, q->reserved, false);
 	bufq_init(q);
+	q->count = count;
 }
 
 /* Links an empty chunk at the tail. */
@@ -91,6 +104,8 @@ link_tail(struct bufq *q, struct bufq_chunk *c)
 		q->head_off = 0;
 	}
 	q->tail = c;
+	if (q->count != NULL)
+		(*q->count)++;
 	if (q->send == NULL) {
 		q->send = c;
 		q->send_off = 0;
@@ -164,7 +179,7 @@ bufq_commit(struct bufq *q, size_t n)
 	for (c = q->reserved; c != NULL; c = next) {
 		next = c->next;
 		if (n == 0) {
-			chunk_free(c);
+			chunk_free(c);		/* never linked */
 			continue;
 		}
 		k = n < BUFQ_CHUNK_SIZE ? n : BUFQ_CHUNK_SIZE;
@@ -244,9 +259,26 @@ bufq_consume(struct bufq *q, size_t n)
 			q->head_off = 0;
 			if (q->tail == c)
 				q->tail = NULL;
+			if (q->count != NULL)
+				(*q->count)--;
 			chunk_free(c);
 		}
 	}
+}
+
+void
+bufq_drop_unsent(struct bufq *q)
+{
+	struct bufq_chunk *c = q->send;
+
+	if (q->unsent == 0)
+		return;
+	chunks_free(q, c->next, true);
+	c->next = NULL;
+	c->len = q->send_off;
+	q->tail = c;
+	q->len -= q->unsent;
+	q->unsent = 0;
 }
 
 void

@@ -177,6 +177,8 @@ static const struct config_key config_keys[] = {
 	    64 * KB, 256 * MB, "4m", 0, F(config, connection_window) },
 	{ SECT_GLOBAL, "response_buffer_size", config_set_size,
 	    16 * KB, 64 * MB, "256k", 0, F(config, response_buffer_size) },
+	{ SECT_GLOBAL, "response_buffer_total", config_set_size,
+	    1 * MB, 1024 * GB, "256m", 0, F(config, response_buffer_total) },
 	{ SECT_GLOBAL, "max_header_size", config_set_size,
 	    1 * KB, 1 * MB, "64k", 0, F(config, max_header_size) },
 	{ SECT_GLOBAL, "qpack_table_size", config_set_size,

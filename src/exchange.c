@@ -7,7 +7,11 @@
  *    stream (h3_consumed) only once written to the backend socket, so the
  *    stream window bounds what is buffered;
  *  - backend -> client: the backend socket is read only while the response
- *    buffer is under response_buffer_size; bytes leave it when acknowledged.
+ *    buffer is under response_buffer_size, and all response buffers together
+ *    under response_buffer_total; bytes leave it when acknowledged. When
+ *    the total is reached, backends wait for memory (mem_waiters), and the
+ *    streams whose clients have taken nothing of their buffers for longest
+ *    are reset to make room (ex_mem_evict).
  *
  * Nothing reaches a backend before the request head was validated, and a
  * request whose body fits in half of stream_window is held until it is
@@ -46,6 +50,12 @@
  */
 #define EX_MAX_INFO	16
 #define EX_CHUNK_MIN	1024	/* smaller body pieces wait to be one chunk */
+/*
+ * With response_buffer_total reached and backends waiting for memory, a
+ * stream whose client has not taken a whole chunk of its buffer for this
+ * long is reset to make room; one taking its data as it comes never is.
+ */
+#define EX_EVICT_AGE	2.0
 
 enum ex_state {
 	EX_HEADERS,	/* receiving the request head */
@@ -116,7 +126,15 @@ struct exchange {
 	bool			 req_dropped;	/* writing failed: no more body */
 	bool			 flow_blocked;	/* the client's stream window is full */
 	bool			 cancel_charged;	/* on max_stream_resets */
+	bool			 resp_dropped;	/* reset: no more response bytes */
 	unsigned int		 ninfo;		/* 1xx heads passed on */
+
+	/* response_buffer_total */
+	TAILQ_ENTRY(exchange)	 mem_entry;	/* on mem_holders */
+	bool			 mem_held;
+	ev_tstamp		 mem_mark;	/* on it from, or a chunk taken */
+	TAILQ_ENTRY(exchange)	 memwait_entry;	/* on mem_waiters */
+	bool			 mem_waiting;
 };
 
 /*
@@ -133,7 +151,20 @@ static TAILQ_HEAD(, exchange) write_queue = TAILQ_HEAD_INITIALIZER(write_queue);
  */
 static TAILQ_HEAD(, exchange) ready_queue = TAILQ_HEAD_INITIALIZER(ready_queue);
 
+/*
+ * Response memory, all streams together: mem_chunks counts the chunks of
+ * every resp_body (bufq_count). mem_holders lists the exchanges holding
+ * any, the one whose client took a whole chunk longest ago (or that has
+ * held some the longest) first: the first to reset when memory runs
+ * out. mem_waiters lists, first come first, those that stopped reading
+ * their backend for want of memory; exchange_flush wakes them.
+ */
+static size_t mem_chunks;
+static TAILQ_HEAD(, exchange) mem_holders = TAILQ_HEAD_INITIALIZER(mem_holders);
+static TAILQ_HEAD(, exchange) mem_waiters = TAILQ_HEAD_INITIALIZER(mem_waiters);
+
 static void	ex_start(struct exchange *);
+static void	ex_mem_flush(void);
 
 /* Where backend bytes are read (ex_read_buffered); grows to the largest read. */
 static uint8_t	*ex_shared;
@@ -229,12 +260,76 @@ ex_set_done(struct exchange *ex)
 		qconn_keep_alive(ex->qc, false);
 }
 
+/* response_buffer_total in chunks: the current generation's, for all */
+static size_t
+mem_limit(const struct exchange *ex)
+{
+	return ex->qc->srv->gen->cfg->response_buffer_total / BUFQ_CHUNK_SIZE;
+}
+
+/*
+ * After resp_body gained or lost chunks: the exchange's place on
+ * mem_holders; taken: its client took a whole chunk (to the back).
+ */
+static void
+ex_mem_update(struct exchange *ex, bool taken)
+{
+	bool holds = ex->resp_body.head != NULL && !ex->resp_dropped;
+
+	if (mem_chunks > stats.response_peak_chunks)
+		stats.response_peak_chunks = mem_chunks;
+	if (ex->mem_held && (!holds || taken)) {
+		TAILQ_REMOVE(&mem_holders, ex, mem_entry);
+		ex->mem_held = false;
+	}
+	if (!ex->mem_held && holds) {
+		TAILQ_INSERT_TAIL(&mem_holders, ex, mem_entry);
+		ex->mem_held = true;
+		ex->mem_mark = ev_now(ex_loop(ex));
+	}
+}
+
+static void
+ex_mem_wait(struct exchange *ex)
+{
+	if (ex->mem_waiting)
+		return;
+	TAILQ_INSERT_TAIL(&mem_waiters, ex, memwait_entry);
+	ex->mem_waiting = true;
+	stats.response_memory_waits++;
+}
+
+static void
+ex_mem_unwait(struct exchange *ex)
+{
+	if (!ex->mem_waiting)
+		return;
+	TAILQ_REMOVE(&mem_waiters, ex, memwait_entry);
+	ex->mem_waiting = false;
+}
+
+/* Response bytes the backend may be read for now; 0: none. */
+static size_t
+ex_room(const struct exchange *ex)
+{
+	size_t limit = ex_cfg(ex)->response_buffer_size, total = mem_limit(ex);
+	size_t room;
+
+	if (ex->resp_body.len >= limit || mem_chunks >= total)
+		return 0;
+	room = limit - ex->resp_body.len;
+	if ((total - mem_chunks) * BUFQ_CHUNK_SIZE < room)
+		room = (total - mem_chunks) * BUFQ_CHUNK_SIZE;
+	return room;
+}
+
 /* Ends the exchange's work; the stream itself closes later. */
 static void
 ex_finish(struct exchange *ex)
 {
 	ex_set_done(ex);
 	ex_unqueue(ex);
+	ex_mem_unwait(ex);
 	ev_timer_stop(ex_loop(ex), &ex->timer);
 	bufq_free(&ex->hold);
 	bufq_free(&ex->out);
@@ -257,6 +352,10 @@ ex_reset(struct exchange *ex, uint64_t code)
 {
 	ex_upstream_close(ex, false);
 	h3_reset_stream(ex->qc, ex->stream_id, code);
+	/* nghttp3 asks for nothing more: what it was not given can go */
+	ex->resp_dropped = true;
+	bufq_drop_unsent(&ex->resp_body);
+	ex_mem_update(ex, false);
 	ex_finish(ex);
 }
 
@@ -291,6 +390,7 @@ ex_respond(struct exchange *ex, int status)
 		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
 		return;
 	}
+	ex_mem_update(ex, false);
 	ex->resp_eof = true;
 	ex->resp_submitted = true;
 	ex->status = status;
@@ -341,6 +441,12 @@ exchange_cached(void)
 	return ex_cache.n;
 }
 
+size_t
+exchange_response_chunks(void)
+{
+	return mem_chunks;
+}
+
 struct exchange *
 exchange_new(struct qconn *qc, int64_t stream_id)
 {
@@ -363,6 +469,7 @@ exchange_new(struct qconn *qc, int64_t stream_id)
 	bufq_init(&ex->out);
 	bufq_init(&ex->stage);
 	bufq_init(&ex->resp_body);
+	bufq_count(&ex->resp_body, &mem_chunks);
 	/*
 	 * The client has idle_timeout to send the rest of the head, and as
 	 * long between parts of a body held here (EX_HOLD): the connection
@@ -585,6 +692,7 @@ exchange_flush(void)
 {
 	struct exchange *ex;
 
+	ex_mem_flush();
 	while ((ex = TAILQ_FIRST(&ready_queue)) != NULL) {
 		TAILQ_REMOVE(&ready_queue, ex, ready_entry);
 		ex->ready = false;
@@ -931,6 +1039,7 @@ ex_try_server(struct exchange *ex)
 static void
 ex_upstream_close(struct exchange *ex, bool reuse)
 {
+	ex_mem_unwait(ex);
 	if (ex->uc == NULL)
 		return;
 	ex->server->ctr->active--;
@@ -1344,6 +1453,7 @@ ex_parse(struct exchange *ex)
 				ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
 				return;
 			}
+			ex_mem_update(ex, false);
 			h3_resume(ex->qc, ex->stream_id);
 		}
 		memmove(ex->rbuf, ex->rbuf + consumed, ex->rlen - consumed);
@@ -1535,6 +1645,7 @@ ex_read_body(struct exchange *ex, size_t room)
 	bufq_commit(&ex->resp_body, n > 0 ? (size_t)n : 0);
 	if (n <= 0)
 		return n;
+	ex_mem_update(ex, false);
 	/* the framing's count, over the bytes already in place */
 	for (size_t i = 0, left = (size_t)n; left > 0; i++) {
 		total = iov[i].iov_len < left ? iov[i].iov_len : left;
@@ -1553,15 +1664,15 @@ ex_read_body(struct exchange *ex, size_t room)
 static void
 ex_read(struct exchange *ex)
 {
-	size_t limit = ex_cfg(ex)->response_buffer_size;
+	size_t room;
 	ssize_t n;
 
-	while (ex->state == EX_FORWARD && ex->resp_body.len < limit) {
+	while (ex->state == EX_FORWARD && (room = ex_room(ex)) > 0) {
 		if (ex->head_done && ex->rlen == 0 &&
 		    ((ex->body.framing == HTTP1_BODY_LENGTH &&
 		    ex->body.remaining > 0) ||
 		    ex->body.framing == HTTP1_BODY_CLOSE))
-			n = ex_read_body(ex, limit - ex->resp_body.len);
+			n = ex_read_body(ex, room);
 		else
 			n = ex_read_buffered(ex);
 		if (n == -2)
@@ -1582,13 +1693,72 @@ ex_read(struct exchange *ex)
 		}
 	}
 	/*
-	 * The client is slower than the backend: stop reading for now, and
-	 * stop the clock on the backend, which is not the one waiting.
+	 * The client is slower than the backend, or response memory ran out:
+	 * stop reading for now, and stop the clock on the backend, which is
+	 * not the one waiting.
 	 */
 	if (ex->state == EX_FORWARD) {
 		ev_io_stop(ex_loop(ex), &ex->uc->rio);
-		if (ex->head_done)
+		if (ex->resp_body.len < ex_cfg(ex)->response_buffer_size)
+			ex_mem_wait(ex);
+		if (ex->head_done || ex->mem_waiting)
 			ev_timer_stop(ex_loop(ex), &ex->timer);
+	}
+}
+
+/* Reads the backend again, after a stop for the client or for memory. */
+static void
+ex_read_resume(struct exchange *ex)
+{
+	ev_io_start(ex_loop(ex), &ex->uc->rio);
+	ev_timer_again(ex_loop(ex), &ex->timer);
+	/* bytes may already wait in rbuf: parse them now */
+	if (ex->head_done && ex->rlen > 0)
+		ex_parse(ex);
+}
+
+/*
+ * Response memory is full and backends wait for some: the streams whose
+ * clients have taken no whole chunk for EX_EVICT_AGE, oldest first, are
+ * reset (H3_EXCESSIVE_LOAD) until it is not. What of their buffers nghttp3
+ * was not given goes at once; the rest when the client acknowledges the
+ * reset.
+ */
+static void
+ex_mem_evict(struct ev_loop *loop, size_t limit)
+{
+	static struct log_limit lim;
+	struct exchange *ex;
+	ev_tstamp now = ev_now(loop);
+
+	while (mem_chunks >= limit && (ex = TAILQ_FIRST(&mem_holders)) !=
+	    NULL && now - ex->mem_mark >= EX_EVICT_AGE) {
+		log_limited(&lim, LOG_LEVEL_INFO, "%s: response_buffer_total "
+		    "reached: stream %lld reset, its client took no %d KiB "
+		    "of it in %.0fs", ex->qc->peer, (long long)ex->stream_id,
+		    BUFQ_CHUNK_SIZE / 1024, now - ex->mem_mark);
+		stats.streams_reset_memory++;
+		stats.requests_reset++;
+		ex_reset(ex, NGHTTP3_H3_EXCESSIVE_LOAD);
+	}
+}
+
+/* Once per loop iteration: evictions, and backends to read again. */
+static void
+ex_mem_flush(void)
+{
+	struct exchange *ex = TAILQ_FIRST(&mem_waiters);
+	size_t limit, n;
+
+	if (ex == NULL)
+		return;
+	limit = mem_limit(ex);
+	ex_mem_evict(ex_loop(ex), limit);
+	/* as many as there are chunks free: each reads one at least */
+	for (n = mem_chunks < limit ? limit - mem_chunks : 0; n > 0 &&
+	    (ex = TAILQ_FIRST(&mem_waiters)) != NULL; n--) {
+		ex_mem_unwait(ex);
+		ex_read_resume(ex);
 	}
 }
 
@@ -1724,15 +1894,17 @@ exchange_read_data(struct exchange *ex, nghttp3_vec *vec, size_t veccnt,
 void
 exchange_acked(struct exchange *ex, uint64_t n)
 {
+	size_t before = mem_chunks;
+
 	bufq_consume(&ex->resp_body, (size_t)n);
+	ex_mem_update(ex, mem_chunks < before);
 	if (ex->state == EX_FORWARD && ex->uc != NULL && ex->head_done &&
-	    !ev_is_active(&ex->uc->rio) &&
+	    !ev_is_active(&ex->uc->rio) && !ex->mem_waiting &&
 	    ex->resp_body.len < ex_cfg(ex)->response_buffer_size) {
-		ev_io_start(ex_loop(ex), &ex->uc->rio);
-		ev_timer_again(ex_loop(ex), &ex->timer);
-		/* bytes may already wait in rbuf: parse them now */
-		if (ex->rlen > 0)
-			ex_parse(ex);
+		if (mem_chunks >= mem_limit(ex))
+			ex_mem_wait(ex);
+		else
+			ex_read_resume(ex);
 	}
 }
 
@@ -1783,6 +1955,8 @@ ex_free(struct exchange *ex)
 	bufq_free(&ex->out);
 	bufq_free(&ex->stage);
 	bufq_free(&ex->resp_body);
+	ex_mem_update(ex, false);
+	ex_mem_unwait(ex);
 	ex_set_done(ex);
 	LIST_REMOVE(ex, entry);
 	qc->nexchanges--;

@@ -38,6 +38,8 @@ void		 exchange_flush(void);
 void		 exchange_cache_free(void);
 /* For the statistics: freed exchanges kept for reuse (at most 64). */
 size_t		 exchange_cached(void);
+/* For the statistics: chunks of response bytes held (BUFQ_CHUNK_SIZE). */
+size_t		 exchange_response_chunks(void);
 /* Whether response bytes on the connection wait for the client. */
 bool		 exchange_conn_sending(const struct qconn *);
 /*

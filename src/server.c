@@ -396,6 +396,8 @@ static const struct stats_row {
 	ROW("limits", "closed_send_timeout", closed_send_timeout),
 	ROW("limits", "headers_too_large", headers_too_large),
 	ROW("limits", "closed_protocol_errors", closed_protocol_errors),
+	ROW("limits", "response_memory_waits", response_memory_waits),
+	ROW("limits", "reset_response_memory", streams_reset_memory),
 	ROW("upstream", "connects", upstream_connects),
 	ROW("upstream", "connect_failures", upstream_connect_failures),
 	ROW("upstream", "connections_current", upstream_conns_current),
@@ -410,6 +412,8 @@ static const struct stats_row {
 	ROW("buffers", "chunks", buffer_chunks),
 	ROW("buffers", "chunks_free", buffer_chunks_free),
 	ROW("buffers", "exchanges_free", exchanges_free),
+	ROW("buffers", "response_bytes", response_bytes),
+	ROW("buffers", "response_peak_bytes", response_peak_bytes),
 	ROW("buffers", "h3_bytes", h3_bytes),
 	ROW("buffers", "h3_free_bytes", h3_free_bytes),
 	ROW("loop", "busy_windows", loop_busy_windows),
@@ -430,6 +434,9 @@ server_report_stats(struct quic_server *srv, struct strbuf *out, bool json)
 	stats.buffer_chunks = bufq_chunks_in_use();
 	stats.buffer_chunks_free = bufq_chunks_free();
 	stats.exchanges_free = exchange_cached();
+	stats.response_bytes = exchange_response_chunks() * BUFQ_CHUNK_SIZE;
+	stats.response_peak_bytes = stats.response_peak_chunks *
+	    BUFQ_CHUNK_SIZE;
 	stats.h3_bytes = h3_mem_live();
 	stats.h3_free_bytes = h3_mem_kept();
 	quic_token_stats(srv);

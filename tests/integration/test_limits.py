@@ -540,6 +540,70 @@ def test_stream_credit_alone_is_no_progress(qproxy_factory, backend_app, tmp_pat
     assert _limits(q)["closed_send_timeout"] == 1
 
 
+# response_buffer_total = 1m is 64 chunks of 16 KiB; the most it may be
+# passed by: one read begun just under it (a chunk, spread over two), and
+# a response head's read bringing body bytes (max_header_size, 64k).
+_RESPONSE_TOTAL_SLACK = 6 * 16 * 1024
+
+
+def test_response_memory_is_bounded_and_slow_readers_make_room(qproxy_factory,
+                                                               backend_app, tmp_path):
+    """response_buffer_total bounds the response bytes of all streams
+    together. A client that takes a few bytes of each response now and
+    then (which send_timeout counts as progress) fills it with responses
+    it does not read; a new client's request waits for memory, and the
+    slow streams that took no whole chunk for 2 s are reset with
+    H3_EXCESSIVE_LOAD to make room, while the slow client is still there.
+    Before, the response bytes of all streams had no bound but connections
+    x streams x response_buffer_size."""
+    q = _private(qproxy_factory, backend_app, tmp_path, ("response_buffer_total", "1m"),
+                 ("response_buffer_size", "256k"))
+    got = []
+
+    def run():
+        got.append(h3raw(q.port, [":method: GET", ":scheme: https",
+                                  ":authority: 127.0.0.1:%d" % q.port,
+                                  ":path: /app/bytes/20000000"],
+                         count=8, timeout=12 * SLOW, extra=["--no-read", "--drip", "100"]))
+    slow = threading.Thread(target=run)
+    slow.start()
+    try:
+        wait_until(lambda: _buffers(q)["response_bytes"] >= 1024 * 1024,
+                   "response memory full", 5 * SLOW)
+        r = h3_get(q.url("/app/bytes/3000000"), timeout=30 * SLOW)
+        assert r.status == 200 and r.body == expected_body(3000000)
+        # made room for, not outwaited
+        assert slow.is_alive()
+    finally:
+        slow.join()
+    outcomes = got[0].outcomes
+    reset = outcomes.count("reset 0x107")
+    assert reset >= 1 and reset + outcomes.count("timeout") == 8, got[0]
+    lim, buf = _limits(q), _buffers(q)
+    assert lim["reset_response_memory"] == reset, lim
+    assert lim["response_memory_waits"] >= 1, lim
+    assert lim["closed_send_timeout"] == 0, lim
+    assert 1024 * 1024 <= buf["response_peak_bytes"] <= 1024 * 1024 + _RESPONSE_TOTAL_SLACK, buf
+    wait_until(lambda: _buffers(q)["response_bytes"] == 0, "response memory given back", 10)
+
+
+def test_response_memory_limit_slows_readers_that_read(qproxy_factory, backend_app, tmp_path):
+    """Clients that take their data as it comes are never reset for
+    response_buffer_total: their backends wait for memory, and read again
+    as the clients take it."""
+    q = _private(qproxy_factory, backend_app, tmp_path, ("response_buffer_total", "1m"),
+                 ("response_buffer_size", "256k"))
+    n = 2 * 1000 * 1000
+    r = h3raw(q.port, [":method: GET", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port,
+                       ":path: /app/bytes/%d" % n], count=24, timeout=30 * SLOW)
+    assert r.outcomes == ["status 200 body %d" % n] * 24, r
+    lim, buf = _limits(q), _buffers(q)
+    assert lim["response_memory_waits"] >= 1, lim
+    assert lim["reset_response_memory"] == 0, lim
+    assert buf["response_peak_bytes"] <= 1024 * 1024 + _RESPONSE_TOTAL_SLACK, buf
+    wait_until(lambda: _buffers(q)["response_bytes"] == 0, "response memory given back", 10)
+
+
 def test_slow_reader_that_keeps_reading_is_not_closed(qproxy_factory, backend_app, tmp_path):
     """send_timeout counts from the last progress, not from the start."""
     q = _private(qproxy_factory, backend_app, tmp_path, ("send_timeout", "1s"))
