@@ -555,27 +555,31 @@ def test_response_memory_is_bounded_and_slow_readers_make_room(qproxy_factory,
     slow streams that took no whole chunk for 2 s are reset with
     H3_EXCESSIVE_LOAD to make room, while the slow client is still there.
     Before, the response bytes of all streams had no bound but connections
-    x streams x response_buffer_size."""
+    x streams x response_buffer_size. The slow client then falls silent
+    (no ACK, so no reset is ever acknowledged): a reset must free at once
+    what the client was never sent."""
     q = _private(qproxy_factory, backend_app, tmp_path, ("response_buffer_total", "1m"),
-                 ("response_buffer_size", "256k"))
+                 ("response_buffer_size", "256k"), ("idle_timeout", "60s"))
     got = []
-
-    def run():
-        got.append(h3raw(q.port, [":method: GET", ":scheme: https",
-                                  ":authority: 127.0.0.1:%d" % q.port,
-                                  ":path: /app/bytes/20000000"],
-                         count=8, timeout=12 * SLOW, extra=["--no-read", "--drip", "100"]))
-    slow = threading.Thread(target=run)
-    slow.start()
-    try:
-        wait_until(lambda: _buffers(q)["response_bytes"] >= 1024 * 1024,
-                   "response memory full", 5 * SLOW)
-        r = h3_get(q.url("/app/bytes/3000000"), timeout=30 * SLOW)
-        assert r.status == 200 and r.body == expected_body(3000000)
-        # made room for, not outwaited
-        assert slow.is_alive()
-    finally:
-        slow.join()
+    with Relay(q.port, seed=5) as relay:
+        def run():
+            got.append(h3raw(relay.port, [":method: GET", ":scheme: https",
+                                          ":authority: 127.0.0.1:%d" % q.port,
+                                          ":path: /app/bytes/20000000"],
+                             count=8, timeout=12 * SLOW, extra=["--no-read", "--drip", "100"]))
+        slow = threading.Thread(target=run)
+        slow.start()
+        try:
+            wait_until(lambda: _buffers(q)["response_bytes"] >= 1024 * 1024,
+                       "response memory full", 5 * SLOW)
+            relay.blackhole(True, "c2s")
+            r = h3_get(q.url("/app/bytes/3000000"), timeout=10 * SLOW)
+            assert r.status == 200 and r.body == expected_body(3000000)
+            # made room for, not outwaited
+            assert slow.is_alive()
+        finally:
+            relay.blackhole(False, "c2s")
+            slow.join()
     outcomes = got[0].outcomes
     reset = outcomes.count("reset 0x107")
     assert reset >= 1 and reset + outcomes.count("timeout") == 8, got[0]
