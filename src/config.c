@@ -1465,6 +1465,11 @@ config_warnings(const struct config *cfg,
 		    "a stream can use no more than the connection's",
 		    cfg->path, config_later_line(cfg, "stream_window",
 		    "connection_window"));
+	if (cfg->response_buffer_total < cfg->response_buffer_size)
+		warn("%s:%d: response_buffer_total is smaller than "
+		    "response_buffer_size: a stream can hold no more than "
+		    "all streams together", cfg->path, config_later_line(cfg,
+		    "response_buffer_total", "response_buffer_size"));
 }
 
 int
