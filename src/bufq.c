@@ -75,8 +75,11 @@ chunks_free(struct bufq *q, struct bufq_chunk *c, bool linked)
 
 	for (; c != NULL; c = next) {
 		next = c->next;
-		if (linked && q->count != NULL)
-			(*q->count)--;
+		if (linked) {
+			q->nchunks--;
+			if (q->count != NULL)
+				(*q->count)--;
+		}
 		chunk_free(c);
 	}
 }
@@ -104,6 +107,7 @@ link_tail(struct bufq *q, struct bufq_chunk *c)
 		q->head_off = 0;
 	}
 	q->tail = c;
+	q->nchunks++;
 	if (q->count != NULL)
 		(*q->count)++;
 	if (q->send == NULL) {
@@ -259,26 +263,12 @@ bufq_consume(struct bufq *q, size_t n)
 			q->head_off = 0;
 			if (q->tail == c)
 				q->tail = NULL;
+			q->nchunks--;
 			if (q->count != NULL)
 				(*q->count)--;
 			chunk_free(c);
 		}
 	}
-}
-
-void
-bufq_drop_unsent(struct bufq *q)
-{
-	struct bufq_chunk *c = q->send;
-
-	if (q->unsent == 0)
-		return;
-	chunks_free(q, c->next, true);
-	c->next = NULL;
-	c->len = q->send_off;
-	q->tail = c;
-	q->len -= q->unsent;
-	q->unsent = 0;
 }
 
 void

@@ -22,7 +22,8 @@ struct bufq {
 	size_t			 send_off;
 	size_t			 len;		/* queued, not consumed */
 	size_t			 unsent;	/* queued, not yet marked sent */
-	size_t			*count;		/* of chunks holding bytes here
+	size_t			 nchunks;	/* holding bytes (linked) */
+	size_t			*count;		/* of them, also counted there
 						   (bufq_count), or NULL */
 };
 
@@ -51,11 +52,6 @@ size_t	bufq_peek_unsent(const struct bufq *, struct iovec *, size_t iovcnt);
 void	bufq_mark_sent(struct bufq *, size_t n);
 /* Drops the oldest n bytes, which must have been marked sent. */
 void	bufq_consume(struct bufq *, size_t n);
-/*
- * Frees the bytes never marked sent (the chunk holding the send position
- * stays): nothing else outside the queue points at them.
- */
-void	bufq_drop_unsent(struct bufq *);
 /* Marks sent and consumes: for queues whose bytes are done once written. */
 void	bufq_drain(struct bufq *, size_t n);
 /* Moves every unsent byte of src to the end of dst; src is left empty. */

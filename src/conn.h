@@ -186,6 +186,18 @@ struct qconn {
 	/* bytes ngtcp2 saw ACKed, not yet passed to nghttp3 in one call */
 	int64_t			 acked_stream;
 	uint64_t		 acked_len;
+	/*
+	 * response_buffer_total (exchange.c): the response chunks its
+	 * streams hold, and since when the client has been taking as many
+	 * bytes as they held then (a turnover)
+	 */
+	TAILQ_ENTRY(qconn)	 mem_entry;	/* on mem_holders */
+	bool			 mem_held;
+	size_t			 mem_chunks;
+	size_t			 mem_bytes;	/* in those chunks */
+	ev_tstamp		 mem_mark;	/* the last turnover's end */
+	uint64_t		 mem_taken;	/* bytes taken since */
+	uint64_t		 mem_target;	/* held then */
 };
 
 struct strbuf;

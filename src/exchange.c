@@ -9,9 +9,9 @@
  *  - backend -> client: the backend socket is read only while the response
  *    buffer is under response_buffer_size, and all response buffers together
  *    under response_buffer_total; bytes leave it when acknowledged. When
- *    the total is reached, backends wait for memory (mem_waiters), and the
- *    streams whose clients have taken nothing of their buffers for longest
- *    are reset to make room (ex_mem_evict).
+ *    the total is reached, backends wait for memory (mem_waiters), and
+ *    streams of the connections slowest to take what they hold are reset
+ *    to make room (ex_mem_evict).
  *
  * Nothing reaches a backend before the request head was validated, and a
  * request whose body fits in half of stream_window is held until it is
@@ -52,8 +52,9 @@
 #define EX_CHUNK_MIN	1024	/* smaller body pieces wait to be one chunk */
 /*
  * With response_buffer_total reached and backends waiting for memory, a
- * stream whose client has not taken a whole chunk of its buffer for this
- * long is reset to make room; one taking its data as it comes never is.
+ * connection whose client has not taken, for this long, as many response
+ * bytes as its streams held loses streams to make room; one taking its
+ * data as fast as qproxy holds it never does.
  */
 #define EX_EVICT_AGE	2.0
 
@@ -129,10 +130,15 @@ struct exchange {
 	bool			 resp_dropped;	/* reset: no more response bytes */
 	unsigned int		 ninfo;		/* 1xx heads passed on */
 
+	/* qproxy's own answer's body: not in resp_body, to take no chunk */
+	char			 own[48];
+	uint8_t			 own_len;
+	bool			 own_given;	/* to nghttp3 */
+	uint64_t		 own_acked;
+
 	/* response_buffer_total */
-	TAILQ_ENTRY(exchange)	 mem_entry;	/* on mem_holders */
-	bool			 mem_held;
-	ev_tstamp		 mem_mark;	/* on it from, or a chunk taken */
+	size_t			 mem_counted;	/* chunks in qc->mem_chunks */
+	size_t			 mem_len;	/* bytes in qc->mem_bytes */
 	TAILQ_ENTRY(exchange)	 memwait_entry;	/* on mem_waiters */
 	bool			 mem_waiting;
 };
@@ -153,14 +159,18 @@ static TAILQ_HEAD(, exchange) ready_queue = TAILQ_HEAD_INITIALIZER(ready_queue);
 
 /*
  * Response memory, all streams together: mem_chunks counts the chunks of
- * every resp_body (bufq_count). mem_holders lists the exchanges holding
- * any, the one whose client took a whole chunk longest ago (or that has
- * held some the longest) first: the first to reset when memory runs
- * out. mem_waiters lists, first come first, those that stopped reading
- * their backend for want of memory; exchange_flush wakes them.
+ * every resp_body (bufq_count). mem_holders lists the connections whose
+ * streams hold any, the one whose last turnover ended longest ago first
+ * (a turnover: its client took as many response bytes as its streams held
+ * at the start of it): the first to lose streams when memory runs out.
+ * A client reading slowly on purpose takes ever longer over each; one
+ * that takes its data as it comes, however many streams it has and
+ * whichever it is sent first, is quick. mem_waiters lists, first come
+ * first, the exchanges that stopped reading their backend for want of
+ * memory; exchange_flush wakes them.
  */
 static size_t mem_chunks;
-static TAILQ_HEAD(, exchange) mem_holders = TAILQ_HEAD_INITIALIZER(mem_holders);
+static TAILQ_HEAD(, qconn) mem_holders = TAILQ_HEAD_INITIALIZER(mem_holders);
 static TAILQ_HEAD(, exchange) mem_waiters = TAILQ_HEAD_INITIALIZER(mem_waiters);
 
 static void	ex_start(struct exchange *);
@@ -267,26 +277,40 @@ mem_limit(const struct exchange *ex)
 	return ex->qc->srv->gen->cfg->response_buffer_total / BUFQ_CHUNK_SIZE;
 }
 
+/* A turnover of qc begins now: to the back of mem_holders. */
+static void
+qc_mem_turn(struct qconn *qc)
+{
+	if (qc->mem_held)
+		TAILQ_REMOVE(&mem_holders, qc, mem_entry);
+	TAILQ_INSERT_TAIL(&mem_holders, qc, mem_entry);
+	qc->mem_held = true;
+	qc->mem_mark = ev_now(qc->srv->loop);
+	qc->mem_taken = 0;
+	qc->mem_target = qc->mem_bytes;
+}
+
 /*
- * After resp_body gained or lost chunks: the exchange's place on
- * mem_holders; taken: its client took a whole chunk (to the back).
+ * After resp_body gained or lost chunks: what its connection holds, and
+ * the connection's place on mem_holders.
  */
 static void
-ex_mem_update(struct exchange *ex, bool taken)
+ex_mem_update(struct exchange *ex)
 {
-	bool holds = ex->resp_body.head != NULL && !ex->resp_dropped;
+	struct qconn *qc = ex->qc;
+	size_t n = ex->resp_body.nchunks, len = ex->resp_body.len;
 
 	if (mem_chunks > stats.response_peak_chunks)
 		stats.response_peak_chunks = mem_chunks;
-	if (ex->mem_held && (!holds || taken)) {
-		TAILQ_REMOVE(&mem_holders, ex, mem_entry);
-		ex->mem_held = false;
-	}
-	if (!ex->mem_held && holds) {
-		TAILQ_INSERT_TAIL(&mem_holders, ex, mem_entry);
-		ex->mem_held = true;
-		ex->mem_mark = ev_now(ex_loop(ex));
-	}
+	qc->mem_chunks = qc->mem_chunks - ex->mem_counted + n;
+	ex->mem_counted = n;
+	qc->mem_bytes = qc->mem_bytes - ex->mem_len + len;
+	ex->mem_len = len;
+	if (qc->mem_held && qc->mem_chunks == 0) {
+		TAILQ_REMOVE(&mem_holders, qc, mem_entry);
+		qc->mem_held = false;
+	} else if (!qc->mem_held && qc->mem_chunks > 0)
+		qc_mem_turn(qc);
 }
 
 static void
@@ -352,10 +376,15 @@ ex_reset(struct exchange *ex, uint64_t code)
 {
 	ex_upstream_close(ex, false);
 	h3_reset_stream(ex->qc, ex->stream_id, code);
-	/* nghttp3 asks for nothing more: what it was not given can go */
+	/*
+	 * The buffer goes at once, what was sent too: ngtcp2 retransmits no
+	 * data of a reset stream (it skips the lost frames before reading
+	 * them), and refuses what nghttp3 would still offer for it before
+	 * reading that either. Its acknowledgements are ignored.
+	 */
 	ex->resp_dropped = true;
-	bufq_drop_unsent(&ex->resp_body);
-	ex_mem_update(ex, false);
+	bufq_free(&ex->resp_body);
+	ex_mem_update(ex);
 	ex_finish(ex);
 }
 
@@ -363,7 +392,7 @@ ex_reset(struct exchange *ex, uint64_t code)
 static void
 ex_respond(struct exchange *ex, int status)
 {
-	char body[128], clen[24], st[4];
+	char body[sizeof(ex->own)], clen[24], st[4];
 	nghttp3_nv nva[3];
 	int n;
 
@@ -376,6 +405,8 @@ ex_respond(struct exchange *ex, int status)
 	ex_upstream_close(ex, false);
 	n = snprintf(body, sizeof(body), "%d %s\n", status,
 	    status_text(status));
+	if (n >= (int)sizeof(body))
+		n = (int)sizeof(body) - 1;
 	snprintf(clen, sizeof(clen), "%d", n);
 	snprintf(st, sizeof(st), "%d", status);
 	nva[0] = (nghttp3_nv){ (uint8_t *)":status", (uint8_t *)st, 7, 3,
@@ -385,12 +416,11 @@ ex_respond(struct exchange *ex, int status)
 	nva[2] = (nghttp3_nv){ (uint8_t *)"content-length", (uint8_t *)clen,
 	    14, strlen(clen), NGHTTP3_NV_FLAG_NONE };
 	bufq_free(&ex->resp_body);
-	if (!(ex->req.flags & REQ_F_HEAD) &&
-	    bufq_append(&ex->resp_body, body, (size_t)n) == -1) {
-		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
-		return;
+	ex_mem_update(ex);
+	if (!(ex->req.flags & REQ_F_HEAD)) {
+		memcpy(ex->own, body, (size_t)n);
+		ex->own_len = (uint8_t)n;
 	}
-	ex_mem_update(ex, false);
 	ex->resp_eof = true;
 	ex->resp_submitted = true;
 	ex->status = status;
@@ -876,7 +906,9 @@ ex_arm_timer(struct exchange *ex, double seconds)
 	ev_timer_stop(ex_loop(ex), &ex->timer);
 	ev_timer_init(&ex->timer, ex_timer_cb, seconds, seconds);
 	ex->timer.data = ex;
-	ev_timer_start(ex_loop(ex), &ex->timer);
+	/* waiting for memory, the backend is not the one late: on resuming */
+	if (!ex->mem_waiting)
+		ev_timer_start(ex_loop(ex), &ex->timer);
 }
 
 static void
@@ -1453,7 +1485,7 @@ ex_parse(struct exchange *ex)
 				ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
 				return;
 			}
-			ex_mem_update(ex, false);
+			ex_mem_update(ex);
 			h3_resume(ex->qc, ex->stream_id);
 		}
 		memmove(ex->rbuf, ex->rbuf + consumed, ex->rlen - consumed);
@@ -1645,7 +1677,7 @@ ex_read_body(struct exchange *ex, size_t room)
 	bufq_commit(&ex->resp_body, n > 0 ? (size_t)n : 0);
 	if (n <= 0)
 		return n;
-	ex_mem_update(ex, false);
+	ex_mem_update(ex);
 	/* the framing's count, over the bytes already in place */
 	for (size_t i = 0, left = (size_t)n; left > 0; i++) {
 		total = iov[i].iov_len < left ? iov[i].iov_len : left;
@@ -1718,25 +1750,46 @@ ex_read_resume(struct exchange *ex)
 }
 
 /*
- * Response memory is full and backends wait for some: the streams whose
- * clients have taken no whole chunk for EX_EVICT_AGE, oldest first, are
- * reset (H3_EXCESSIVE_LOAD) until it is not. What of their buffers nghttp3
- * was not given goes at once; the rest when the client acknowledges the
- * reset.
+ * The stream of qc to reset for memory: of those holding some, the one
+ * holding the most, the last opened of those (what a client is sent last).
+ */
+static struct exchange *
+qc_mem_victim(struct qconn *qc)
+{
+	struct exchange *ex, *victim = NULL;
+
+	LIST_FOREACH(ex, &qc->exchanges, entry)
+		if (ex->mem_counted > 0 && (victim == NULL ||
+		    ex->mem_counted > victim->mem_counted ||
+		    (ex->mem_counted == victim->mem_counted &&
+		    ex->stream_id > victim->stream_id)))
+			victim = ex;
+	return victim;
+}
+
+/*
+ * Response memory is full and backends wait for some: the connections
+ * whose turnover has lasted EX_EVICT_AGE, the longest first, lose streams
+ * (reset with H3_EXCESSIVE_LOAD, their buffers freed) until it is not.
  */
 static void
 ex_mem_evict(struct ev_loop *loop, size_t limit)
 {
 	static struct log_limit lim;
 	struct exchange *ex;
+	struct qconn *qc;
 	ev_tstamp now = ev_now(loop);
 
-	while (mem_chunks >= limit && (ex = TAILQ_FIRST(&mem_holders)) !=
-	    NULL && now - ex->mem_mark >= EX_EVICT_AGE) {
+	while (mem_chunks >= limit &&
+	    (qc = TAILQ_FIRST(&mem_holders)) != NULL &&
+	    now - qc->mem_mark >= EX_EVICT_AGE &&
+	    (ex = qc_mem_victim(qc)) != NULL) {
 		log_limited(&lim, LOG_LEVEL_INFO, "%s: response_buffer_total "
-		    "reached: stream %lld reset, its client took no %d KiB "
-		    "of it in %.0fs", ex->qc->peer, (long long)ex->stream_id,
-		    BUFQ_CHUNK_SIZE / 1024, now - ex->mem_mark);
+		    "reached: stream %lld reset, its client took %llu of "
+		    "%llu bytes held in %.0fs", qc->peer,
+		    (long long)ex->stream_id,
+		    (unsigned long long)qc->mem_taken,
+		    (unsigned long long)qc->mem_target, now - qc->mem_mark);
 		stats.streams_reset_memory++;
 		stats.requests_reset++;
 		ex_reset(ex, NGHTTP3_H3_EXCESSIVE_LOAD);
@@ -1754,9 +1807,13 @@ ex_mem_flush(void)
 		return;
 	limit = mem_limit(ex);
 	ex_mem_evict(ex_loop(ex), limit);
-	/* as many as there are chunks free: each reads one at least */
+	/*
+	 * As many as there are chunks free (each reads one at least), while
+	 * there are: bytes a resumed one had read already are queued at once.
+	 */
 	for (n = mem_chunks < limit ? limit - mem_chunks : 0; n > 0 &&
-	    (ex = TAILQ_FIRST(&mem_waiters)) != NULL; n--) {
+	    mem_chunks < limit && (ex = TAILQ_FIRST(&mem_waiters)) != NULL;
+	    n--) {
 		ex_mem_unwait(ex);
 		ex_read_resume(ex);
 	}
@@ -1875,6 +1932,17 @@ exchange_read_data(struct exchange *ex, nghttp3_vec *vec, size_t veccnt,
 	struct iovec iov[16];
 	size_t n, total = 0;
 
+	if (ex->own_len > 0) {
+		*pflags |= NGHTTP3_DATA_FLAG_EOF;
+		if (ex->own_given || veccnt == 0)
+			return 0;
+		ex->own_given = true;
+		vec[0].base = (uint8_t *)ex->own;
+		vec[0].len = ex->own_len;
+		return 1;
+	}
+	if (ex->resp_dropped)
+		return NGHTTP3_ERR_WOULDBLOCK;
 	if (veccnt > 16)
 		veccnt = 16;
 	n = bufq_peek_unsent(&ex->resp_body, iov, veccnt);
@@ -1894,10 +1962,18 @@ exchange_read_data(struct exchange *ex, nghttp3_vec *vec, size_t veccnt,
 void
 exchange_acked(struct exchange *ex, uint64_t n)
 {
-	size_t before = mem_chunks;
+	struct qconn *qc = ex->qc;
 
+	if (ex->own_len > 0) {
+		ex->own_acked += n;
+		return;
+	}
+	if (ex->resp_dropped)
+		return;
 	bufq_consume(&ex->resp_body, (size_t)n);
-	ex_mem_update(ex, mem_chunks < before);
+	ex_mem_update(ex);
+	if (qc->mem_held && (qc->mem_taken += n) >= qc->mem_target)
+		qc_mem_turn(qc);
 	if (ex->state == EX_FORWARD && ex->uc != NULL && ex->head_done &&
 	    !ev_is_active(&ex->uc->rio) && !ex->mem_waiting &&
 	    ex->resp_body.len < ex_cfg(ex)->response_buffer_size) {
@@ -1955,7 +2031,7 @@ ex_free(struct exchange *ex)
 	bufq_free(&ex->out);
 	bufq_free(&ex->stage);
 	bufq_free(&ex->resp_body);
-	ex_mem_update(ex, false);
+	ex_mem_update(ex);
 	ex_mem_unwait(ex);
 	ex_set_done(ex);
 	LIST_REMOVE(ex, entry);
@@ -1992,7 +2068,8 @@ exchange_conn_sending(const struct qconn *qc)
 
 	/* a head waits in nghttp3, outside resp_body, when flow-blocked */
 	LIST_FOREACH(ex, &qc->exchanges, entry)
-		if (ex->resp_body.len > 0 || ex->flow_blocked)
+		if (ex->resp_body.len > 0 || ex->flow_blocked ||
+		    ex->own_acked < ex->own_len)
 			return true;
 	return false;
 }

@@ -41,6 +41,8 @@ Endpoints (the first path segment that names an endpoint selects it, so
   GET      /hop            a response carrying hop-by-hop fields (chunked body);
                            ?many=N puts N more tokens in Connection fields
   GET      /cookies        a response with two Set-Cookie fields
+  POST     /answer-first   200 with the body "hello" as soon as the head is in,
+                           then reads the request body, and closes
 """
 
 import argparse
@@ -554,7 +556,8 @@ class Backend:
 
     ENDPOINTS = ("bytes", "chunked", "close", "slow", "status", "upload", "echo-headers",
                  "hang", "die", "die-chunked", "garbage", "extra", "early-hints", "hop",
-                 "cookies", "drop-reused", "trickle", "head", "reject")
+                 "cookies", "drop-reused", "trickle", "head", "reject",
+                 "answer-first")
 
     def _handle(self, sock, rf, req, rec):
         """Serve one request; returns whether the connection stays open."""
@@ -579,6 +582,11 @@ class Backend:
             sock.sendall(self._head(413, [("Content-Length", "9"), ("Connection", "close")])
                          + b"too large")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return False
+        if name == "answer-first":
+            sock.sendall(self._head(200, [("Content-Length", "5"), ("Connection", "close")])
+                         + b"hello")
+            self._read_body(sock, rf, req, rec)
             return False
         body = self._read_body(sock, rf, req, rec)
         close = self._client_wants_close(req)

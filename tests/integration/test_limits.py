@@ -30,11 +30,12 @@ def _buffers(q):
     return stats(q)["buffers"]
 
 
-def _private(qproxy_factory, backend_app, tmp_path, *extra, listener=()):
+def _private(qproxy_factory, backend_app, tmp_path, *extra, listener=(), backend=()):
     def make(port, c, k):
         s = _sections(c, k, port, backend_app.tcp_server, str(tmp_path / "s"),
                       retry="never", extra=list(extra))
         s[1][1].extend(listener)
+        s[2][1].extend(backend)
         return s
     return qproxy_factory(sections=make)
 
@@ -544,6 +545,47 @@ def test_stream_credit_alone_is_no_progress(qproxy_factory, backend_app, tmp_pat
 # passed by: one read begun just under it (a chunk, spread over two), and
 # a response head's read bringing body bytes (max_header_size, 64k).
 _RESPONSE_TOTAL_SLACK = 6 * 16 * 1024
+_MIB = 1024 * 1024
+
+
+def _memory_limited(qproxy_factory, backend_app, tmp_path, *extra, backend=()):
+    """An instance with response_buffer_total = 1m; idle_timeout and
+    send_timeout long enough that they never end a test's clients, and
+    shutdown_timeout short, for the streams of a client that left silently."""
+    return _private(qproxy_factory, backend_app, tmp_path, ("response_buffer_total", "1m"),
+                    ("response_buffer_size", "256k"), ("idle_timeout", "60s"),
+                    ("send_timeout", "60s"), ("shutdown_timeout", "5s"), *extra,
+                    backend=backend)
+
+
+def _get(q, path):
+    return [":method: GET", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port,
+            ":path: " + path]
+
+
+def _fill_response_memory(q, relay, extra, timeout):
+    """Starts 8 requests of 20 MB through the relay by a client with the
+    h3raw options extra, and waits until response memory is full. Returns
+    the client's thread, and the list its result goes to."""
+    got = []
+    t = threading.Thread(target=lambda: got.append(h3raw(
+        relay.port, _get(q, "/app/bytes/20000000"), count=8, timeout=timeout, extra=extra)))
+    t.start()
+    wait_until(lambda: _buffers(q)["response_bytes"] >= _MIB, "response memory full", 5 * SLOW)
+    return t, got
+
+
+def _check_response_memory(q, outcomes, resets):
+    lim, buf = _limits(q), _buffers(q)
+    assert outcomes.count("reset 0x107") == resets, outcomes
+    assert lim["reset_response_memory"] == resets, lim
+    assert lim["response_memory_waits"] >= 1, lim
+    assert lim["closed_send_timeout"] == 0, lim
+    assert _MIB <= buf["response_peak_bytes"] <= _MIB + _RESPONSE_TOTAL_SLACK, buf
+    # nothing lost from the count: back to 0 (a silent client's streams
+    # may take until its connection times out)
+    wait_until(lambda: _buffers(q)["response_bytes"] == 0, "response memory given back",
+               30 * SLOW)
 
 
 def test_response_memory_is_bounded_and_slow_readers_make_room(qproxy_factory,
@@ -552,33 +594,19 @@ def test_response_memory_is_bounded_and_slow_readers_make_room(qproxy_factory,
     together. A client that takes a few bytes of each response now and
     then (which send_timeout counts as progress) fills it with responses
     it does not read; a new client's request waits for memory, and the
-    slow streams that took no whole chunk for 2 s are reset with
-    H3_EXCESSIVE_LOAD to make room, while the slow client is still there.
-    Before, the response bytes of all streams had no bound but connections
-    x streams x response_buffer_size. The slow client then falls silent
-    (no ACK, so no reset is ever acknowledged): a reset must free at once
-    what the client was never sent."""
-    # idle_timeout: what of the slow client is left, if it went away while
-    # silent (every stream reset), goes after it; shutdown_timeout: so does
-    # a stop that waits for its streams
-    q = _private(qproxy_factory, backend_app, tmp_path, ("response_buffer_total", "1m"),
-                 ("response_buffer_size", "256k"), ("idle_timeout", "20s"),
-                 ("shutdown_timeout", "5s"))
-    got, alive = [], []
+    slow client, whose connection took none of what it held for 2 s,
+    loses streams to H3_EXCESSIVE_LOAD to make room, while it is still
+    there. Before, the response bytes of all streams had no bound but
+    connections x streams x response_buffer_size. The slow client falls
+    silent meanwhile (no ACK, so no reset of its is acknowledged): a
+    reset stream's buffer must go at once."""
+    q = _memory_limited(qproxy_factory, backend_app, tmp_path)
     with Relay(q.port, seed=5) as relay:
-        def run():
-            got.append(h3raw(relay.port, [":method: GET", ":scheme: https",
-                                          ":authority: 127.0.0.1:%d" % q.port,
-                                          ":path: /app/bytes/20000000"],
-                             count=8, timeout=12 * SLOW, extra=["--no-read", "--drip", "100"]))
-        slow = threading.Thread(target=run)
-        slow.start()
+        slow, got = _fill_response_memory(q, relay, ["--no-read", "--drip", "100"], 12 * SLOW)
         try:
-            wait_until(lambda: _buffers(q)["response_bytes"] >= 1024 * 1024,
-                       "response memory full", 5 * SLOW)
             relay.blackhole(True, "c2s")
             r = h3_get(q.url("/app/bytes/3000000"), timeout=10 * SLOW)
-            alive.append(slow.is_alive())
+            alive = slow.is_alive()
             assert r.status == 200 and r.body == expected_body(3000000)
         finally:
             relay.blackhole(False, "c2s")
@@ -588,30 +616,106 @@ def test_response_memory_is_bounded_and_slow_readers_make_room(qproxy_factory,
     assert reset >= 1 and reset + outcomes.count("timeout") == 8, got[0]
     # made room for, not outwaited: the slow client was still there, or
     # left because every one of its streams was reset
-    assert alive[0] or reset == 8, got[0]
-    lim, buf = _limits(q), _buffers(q)
-    assert lim["reset_response_memory"] == reset, lim
-    assert lim["response_memory_waits"] >= 1, lim
-    assert lim["closed_send_timeout"] == 0, lim
-    assert 1024 * 1024 <= buf["response_peak_bytes"] <= 1024 * 1024 + _RESPONSE_TOTAL_SLACK, buf
-    wait_until(lambda: _buffers(q)["response_bytes"] == 0, "response memory given back", 30)
+    assert alive or reset == 8, got[0]
+    _check_response_memory(q, outcomes, reset)
+
+
+def test_response_memory_of_a_reset_stream_goes_at_once(qproxy_factory, backend_app,
+                                                        tmp_path):
+    """A client with ordinary windows fills response memory, then falls
+    silent: what qproxy sent it is never acknowledged. Its reset streams'
+    buffers must still go at once, or a new client waits for them until
+    the silent one times out (send_timeout, 60 s here): resets that freed
+    only what nghttp3 had not been given freed almost nothing, as nghttp3
+    takes up to 16 chunks at a time and ngtcp2 had sent most of them."""
+    q = _memory_limited(qproxy_factory, backend_app, tmp_path)
+    with Relay(q.port, seed=6) as relay:
+        silent, got = _fill_response_memory(q, relay, [], 15 * SLOW)
+        try:
+            relay.blackhole(True)
+            r = h3_get(q.url("/app/bytes/300000"), timeout=10 * SLOW)
+            assert r.status == 200 and r.body == expected_body(300000)
+            assert _limits(q)["reset_response_memory"] >= 1
+        finally:
+            relay.blackhole(False)
+            silent.join()
+    outcomes = got[0].outcomes
+    _check_response_memory(q, outcomes, outcomes.count("reset 0x107"))
 
 
 def test_response_memory_limit_slows_readers_that_read(qproxy_factory, backend_app, tmp_path):
     """Clients that take their data as it comes are never reset for
     response_buffer_total: their backends wait for memory, and read again
-    as the clients take it."""
-    q = _private(qproxy_factory, backend_app, tmp_path, ("response_buffer_total", "1m"),
-                 ("response_buffer_size", "256k"))
+    as the clients take it. One connection's 24 streams are sent one after
+    the other, so most of them hold their buffers untouched for a while:
+    what counts is that the connection takes what it holds."""
+    q = _memory_limited(qproxy_factory, backend_app, tmp_path)
     n = 2 * 1000 * 1000
-    r = h3raw(q.port, [":method: GET", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port,
-                       ":path: /app/bytes/%d" % n], count=24, timeout=30 * SLOW)
+    r = h3raw(q.port, _get(q, "/app/bytes/%d" % n), count=24, timeout=30 * SLOW)
     assert r.outcomes == ["status 200 body %d" % n] * 24, r
     lim, buf = _limits(q), _buffers(q)
     assert lim["response_memory_waits"] >= 1, lim
     assert lim["reset_response_memory"] == 0, lim
-    assert buf["response_peak_bytes"] <= 1024 * 1024 + _RESPONSE_TOTAL_SLACK, buf
+    assert buf["response_peak_bytes"] <= _MIB + _RESPONSE_TOTAL_SLACK, buf
     wait_until(lambda: _buffers(q)["response_bytes"] == 0, "response memory given back", 10)
+
+
+def test_response_memory_keeps_a_trickling_response(qproxy_factory, backend_app, tmp_path):
+    """A response the backend sends a little at a time, to a client 400 ms
+    away that takes every byte as it comes: with each piece in flight when
+    the next comes, its buffer is never empty and no 16 KiB of it is ever
+    taken at once. Memory full of other clients' downloads must not reset
+    it (a policy that looked for whole chunks taken did)."""
+    q = _memory_limited(qproxy_factory, backend_app, tmp_path)
+    got = []
+    with Relay(q.port, seed=7, s2c=Faults(delay_ms=200), c2s=Faults(delay_ms=200)) as relay:
+        t = threading.Thread(target=lambda: got.append(h3raw(
+            relay.port, _get(q, "/app/slow/20000?ms=6000"), timeout=30 * SLOW)))
+        t.start()
+        while t.is_alive():
+            r = h3raw(q.port, _get(q, "/app/bytes/10000000"), count=24, timeout=60 * SLOW)
+            assert r.outcomes == ["status 200 body 10000000"] * 24, r
+        t.join()
+    assert got[0].outcomes == ["status 200 body 20000"], got[0]
+    lim = _limits(q)
+    assert lim["response_memory_waits"] >= 1, lim
+    assert lim["reset_response_memory"] == 0, lim
+
+
+def test_qproxys_own_answers_take_no_response_memory(qproxy_factory, backend_app, tmp_path):
+    """qproxy's own answers (404 here) kept their few bytes of body in a
+    16 KiB chunk of response memory each, outside response_buffer_total's
+    reach: 300 of them to clients that read nothing took 4.7 MiB of a 1 MiB
+    total."""
+    q = _memory_limited(qproxy_factory, backend_app, tmp_path)
+    clients = [threading.Thread(target=lambda: h3raw(q.port, _get(q, "/nothere"), count=100,
+                                                     timeout=3 * SLOW, extra=["--no-read"]))
+               for _ in range(3)]
+    for c in clients:
+        c.start()
+    wait_until(lambda: stats(q)["requests"]["4xx"] >= 300, "300 answers", 10 * SLOW)
+    assert _buffers(q)["response_bytes"] == 0, _buffers(q)
+    for c in clients:
+        c.join()
+    assert _buffers(q)["response_peak_bytes"] == 0, _buffers(q)
+
+
+def test_upload_waiting_for_response_memory_is_no_backend_timeout(qproxy_factory,
+                                                                  backend_app, tmp_path):
+    """A backend that answers before it has the body, while response memory
+    is full: qproxy waits for memory to read the answer, and its writes of
+    the body started the backend's read_timeout again, as if the backend
+    were late: 504, and a failure counted against the server."""
+    q = _memory_limited(qproxy_factory, backend_app, tmp_path,
+                        backend=[("read_timeout", "500ms")])
+    with Relay(q.port, seed=8) as relay:
+        slow, _ = _fill_response_memory(q, relay, ["--no-read"], 6 * SLOW)
+        r = h3raw(q.port, [":method: POST", ":scheme: https",
+                           ":authority: 127.0.0.1:%d" % q.port, ":path: /app/answer-first",
+                           "content-length: 200000"], data=200000, timeout=15 * SLOW)
+        slow.join()
+    assert r.outcomes == ["status 200 body 5"], r
+    assert stats(q)["requests"]["5xx"] == 0
 
 
 def test_slow_reader_that_keeps_reading_is_not_closed(qproxy_factory, backend_app, tmp_path):

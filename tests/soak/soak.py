@@ -22,6 +22,8 @@ clients' (requests = responses + resets + malformed, nothing in flight);
 and its RSS, once idle, is within --rss-slack (10 %) of what it was when
 idle after a --warmup of the same load (--rss-slack -1: not checked, for
 sanitizer builds, whose quarantine keeps freed memory).
+--set KEY=VALUE adds a [global] setting (repeatable): --set
+response_buffer_total=1m soaks that limit, which the load then reaches.
 Exit status 0 when all holds.
 """
 
@@ -196,7 +198,16 @@ def main():
     ap.add_argument("--loss", type=float, default=0.01)
     ap.add_argument("--rss-slack", type=float, default=0.10)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a [global] setting for qproxy (repeatable), such as "
+                    "response_buffer_total=1m to soak a limit")
     args = ap.parse_args()
+    settings = []
+    for kv in args.set:
+        k, sep, v = kv.partition("=")
+        if not sep:
+            ap.error("--set wants KEY=VALUE: %r" % kv)
+        settings.append((k.strip(), v.strip()))
     rng = random.Random(args.seed)
 
     workdir = tempfile.mkdtemp(prefix="qproxy-soak-")
@@ -206,7 +217,7 @@ def main():
     port = free_udp_port()
     sections = [
         ("global", [("log_level", "info"), ("secret_file", os.path.join(workdir, "secret")),
-                    ("shutdown_timeout", "10s")]),
+                    ("shutdown_timeout", "10s")] + settings),
         ("listener main", [("address", "127.0.0.1:%d" % port), ("certificate", cert),
                            ("private_key", key)]),
         ("backend app", [("server", "127.0.0.1:%d" % bport), ("connect_timeout", "1s"),
@@ -272,13 +283,15 @@ def main():
         answered = sum(req[k] for k in ("1xx", "2xx", "3xx", "4xx", "5xx"))
         if s["streams"]["current"] != 0:
             problems.append("streams still open after the load: %r" % s["streams"])
-        if s["buffers"]["chunks"] != 0:
+        if s["buffers"]["chunks"] != 0 or s["buffers"]["response_bytes"] != 0:
             problems.append("body buffers still held after the load: %r" % s["buffers"])
         if req["total"] > answered + req["reset"] + req["malformed"]:
             problems.append("requests unaccounted for: %r" % req)
         if args.rss_slack >= 0 and rss1 > rss0 * (1 + args.rss_slack):
             problems.append("RSS %d KiB after the load, %d KiB after warm-up" % (rss1, rss0))
         print("soak: qproxy stats %s" % json.dumps(s["requests"]), flush=True)
+        print("soak: limits %s, response_peak_bytes %d" % (
+            json.dumps(s["limits"]), s["buffers"]["response_peak_bytes"]), flush=True)
         print("soak: RSS warm-up %d KiB, peak %d KiB, after %d KiB" % (rss0, peak, rss1))
     report = q.sanitizer_report()
     if report:

@@ -104,6 +104,7 @@ test_random(void)
 		CHECK_EQ_INT(q.unsent, wpos - spos);
 		/* the only queue: every chunk in use holds its bytes */
 		CHECK_EQ_INT(count, bufq_chunks_in_use());
+		CHECK_EQ_INT(q.nchunks, count);
 		if (q.len != wpos - cpos || q.unsent != wpos - spos)
 			return;		/* lost count: the loop would not end */
 		if (wpos == sizeof(in) && spos == wpos && cpos < spos) {
@@ -119,66 +120,6 @@ test_random(void)
 	CHECK_EQ_INT(bufq_chunks_in_use(), 0);
 	CHECK_EQ_INT(count, 0);
 	CHECK(q.count == &count);	/* bufq_free keeps the link */
-}
-
-/*
- * What was never handed out goes; what was stays where it is, until
- * consumed. Whole chunks past the send position are freed and counted off.
- */
-static void
-test_drop_unsent(void)
-{
-	struct bufq q;
-	struct iovec iov[8];
-	static uint8_t in[50000];
-	size_t n, count = 0, total = 0;
-
-	for (size_t i = 0; i < sizeof(in); i++)
-		in[i] = (uint8_t)(i * 13);
-	for (size_t at = 0; at <= 2 * BUFQ_CHUNK_SIZE; at += BUFQ_CHUNK_SIZE) {
-		/* at 0: nothing sent; at a chunk's end: the next one kept */
-		bufq_init(&q);
-		bufq_count(&q, &count);
-		CHECK_EQ_INT(bufq_append(&q, in, sizeof(in)), 0);
-		CHECK_EQ_INT(count, 4);
-		bufq_mark_sent(&q, at);
-		bufq_drop_unsent(&q);
-		CHECK_EQ_INT(q.len, at);
-		CHECK_EQ_INT(q.unsent, 0);
-		CHECK_EQ_INT(count, at / BUFQ_CHUNK_SIZE + 1);
-		CHECK_EQ_INT(count, bufq_chunks_in_use());
-		CHECK_EQ_INT(bufq_peek_unsent(&q, iov, 8), 0);
-		bufq_consume(&q, at);
-		bufq_free(&q);
-		CHECK_EQ_INT(count, 0);
-	}
-
-	bufq_init(&q);
-	bufq_count(&q, &count);
-	CHECK_EQ_INT(bufq_append(&q, in, sizeof(in)), 0);
-	n = bufq_peek_unsent(&q, iov, 2);
-	CHECK_EQ_INT(n, 2);
-	bufq_mark_sent(&q, BUFQ_CHUNK_SIZE + 3616);
-	bufq_drop_unsent(&q);
-	CHECK_EQ_INT(q.len, BUFQ_CHUNK_SIZE + 3616);
-	CHECK_EQ_INT(count, 2);
-	/* the bytes handed out are intact */
-	for (size_t i = 0; i < n; i++) {
-		size_t k = iov[i].iov_len;
-
-		if (total + k > q.len)
-			k = q.len - total;
-		CHECK(memcmp(iov[i].iov_base, in + total, k) == 0);
-		total += k;
-	}
-	CHECK_EQ_INT(total, q.len);
-	bufq_drop_unsent(&q);		/* nothing unsent: nothing changes */
-	CHECK_EQ_INT(q.len, total);
-	bufq_consume(&q, total);
-	CHECK_EQ_INT(count, 0);
-	CHECK(q.head == NULL);
-	bufq_free(&q);
-	CHECK_EQ_INT(bufq_chunks_in_use(), 0);
 }
 
 static void
@@ -242,7 +183,6 @@ main(void)
 {
 	test_random();
 	test_move();
-	test_drop_unsent();
 	test_freed_chunks_poisoned();
 	bufq_cache_free();
 	CHECK_EQ_INT(bufq_chunks_free(), 0);
