@@ -194,7 +194,9 @@ struct qconn {
 	TAILQ_ENTRY(qconn)	 mem_entry;	/* on mem_holders */
 	bool			 mem_held;
 	size_t			 mem_chunks;
-	size_t			 mem_bytes;	/* in those chunks */
+	size_t			 mem_bytes;	/* in those chunks (see
+					   ex_mem_update: or the chunks') */
+	size_t			 mem_nwaiting;	/* its streams on mem_waiters */
 	ev_tstamp		 mem_mark;	/* the last turnover's end */
 	uint64_t		 mem_taken;	/* bytes taken since */
 	uint64_t		 mem_target;	/* held then */
@@ -266,8 +268,11 @@ const nghttp3_mem *h3_mem(void);
 void		 h3_mem_drain(void);
 /* The client is asked to stop sending on the stream (H3_NO_ERROR). */
 void		 h3_stop_reading(struct qconn *, int64_t stream_id);
-/* Resets both directions of a stream with an HTTP/3 error code. */
-void		 h3_reset_stream(struct qconn *, int64_t stream_id,
+/*
+ * Resets both directions of a stream with an HTTP/3 error code; -1 when
+ * ngtcp2 could not (out of memory): it may still send the stream's data.
+ */
+int		 h3_reset_stream(struct qconn *, int64_t stream_id,
 		    uint64_t code);
 /* Each may mark the fields as literals: see h3_fields_literal. */
 int		 h3_submit_response(struct qconn *, int64_t stream_id,

@@ -51,12 +51,13 @@
 #define EX_MAX_INFO	16
 #define EX_CHUNK_MIN	1024	/* smaller body pieces wait to be one chunk */
 /*
- * With response_buffer_total reached and backends waiting for memory, a
- * connection whose client has not taken, for this long, as many response
- * bytes as its streams held loses streams to make room; one taking its
- * data as fast as qproxy holds it never does.
+ * With response_buffer_total reached and other connections' backends
+ * waiting for memory, a connection whose client has not taken, for this
+ * long, as many response bytes as its streams held loses streams to make
+ * room: a client that takes less than a full response_buffer_size (256
+ * KiB) per stream in that time, about 51 KB/s a stream.
  */
-#define EX_EVICT_AGE	2.0
+#define EX_EVICT_AGE	5.0
 
 enum ex_state {
 	EX_HEADERS,	/* receiving the request head */
@@ -170,6 +171,7 @@ static TAILQ_HEAD(, exchange) ready_queue = TAILQ_HEAD_INITIALIZER(ready_queue);
  * memory; exchange_flush wakes them.
  */
 static size_t mem_chunks;
+static size_t mem_nwaiting;
 static TAILQ_HEAD(, qconn) mem_holders = TAILQ_HEAD_INITIALIZER(mem_holders);
 static TAILQ_HEAD(, exchange) mem_waiters = TAILQ_HEAD_INITIALIZER(mem_waiters);
 
@@ -291,14 +293,20 @@ qc_mem_turn(struct qconn *qc)
 }
 
 /*
- * After resp_body gained or lost chunks: what its connection holds, and
- * the connection's place on mem_holders.
+ * After resp_body gained or lost chunks, or the client's credit for the
+ * stream ran out or came back: what its connection holds, and the
+ * connection's place on mem_holders. What a stream holds counts in bytes,
+ * or in its chunks' size while the client gives it no room to send: a
+ * few bytes it does not take must not hold a chunk each for nothing. A
+ * reset stream's chunks are its connection's no more.
  */
 static void
 ex_mem_update(struct exchange *ex)
 {
 	struct qconn *qc = ex->qc;
-	size_t n = ex->resp_body.nchunks, len = ex->resp_body.len;
+	size_t n = ex->resp_dropped ? 0 : ex->resp_body.nchunks;
+	size_t len = ex->resp_dropped ? 0 : ex->flow_blocked ?
+	    n * BUFQ_CHUNK_SIZE : ex->resp_body.len;
 
 	if (mem_chunks > stats.response_peak_chunks)
 		stats.response_peak_chunks = mem_chunks;
@@ -320,6 +328,8 @@ ex_mem_wait(struct exchange *ex)
 		return;
 	TAILQ_INSERT_TAIL(&mem_waiters, ex, memwait_entry);
 	ex->mem_waiting = true;
+	mem_nwaiting++;
+	ex->qc->mem_nwaiting++;
 	stats.response_memory_waits++;
 }
 
@@ -330,6 +340,8 @@ ex_mem_unwait(struct exchange *ex)
 		return;
 	TAILQ_REMOVE(&mem_waiters, ex, memwait_entry);
 	ex->mem_waiting = false;
+	mem_nwaiting--;
+	ex->qc->mem_nwaiting--;
 }
 
 /* Response bytes the backend may be read for now; 0: none. */
@@ -375,15 +387,16 @@ static void
 ex_reset(struct exchange *ex, uint64_t code)
 {
 	ex_upstream_close(ex, false);
-	h3_reset_stream(ex->qc, ex->stream_id, code);
 	/*
 	 * The buffer goes at once, what was sent too: ngtcp2 retransmits no
 	 * data of a reset stream (it skips the lost frames before reading
 	 * them), and refuses what nghttp3 would still offer for it before
-	 * reading that either. Its acknowledgements are ignored.
+	 * reading that either. Its acknowledgements are ignored. Not when
+	 * ngtcp2 could not reset it: then it goes with the stream.
 	 */
 	ex->resp_dropped = true;
-	bufq_free(&ex->resp_body);
+	if (h3_reset_stream(ex->qc, ex->stream_id, code) == 0)
+		bufq_free(&ex->resp_body);
 	ex_mem_update(ex);
 	ex_finish(ex);
 }
@@ -1770,7 +1783,9 @@ qc_mem_victim(struct qconn *qc)
 /*
  * Response memory is full and backends wait for some: the connections
  * whose turnover has lasted EX_EVICT_AGE, the longest first, lose streams
- * (reset with H3_EXCESSIVE_LOAD, their buffers freed) until it is not.
+ * (reset with H3_EXCESSIVE_LOAD, their buffers freed) until it is not;
+ * not for their own streams' sake, which would only trade one of its
+ * streams for another.
  */
 static void
 ex_mem_evict(struct ev_loop *loop, size_t limit)
@@ -1783,6 +1798,7 @@ ex_mem_evict(struct ev_loop *loop, size_t limit)
 	while (mem_chunks >= limit &&
 	    (qc = TAILQ_FIRST(&mem_holders)) != NULL &&
 	    now - qc->mem_mark >= EX_EVICT_AGE &&
+	    mem_nwaiting > qc->mem_nwaiting &&
 	    (ex = qc_mem_victim(qc)) != NULL) {
 		log_limited(&lim, LOG_LEVEL_INFO, "%s: response_buffer_total "
 		    "reached: stream %lld reset, its client took %llu of "
@@ -1796,27 +1812,43 @@ ex_mem_evict(struct ev_loop *loop, size_t limit)
 	}
 }
 
-/* Once per loop iteration: evictions, and backends to read again. */
+/* Whether qc's turnover has lasted EX_EVICT_AGE: it may lose streams. */
+static bool
+qc_mem_slow(const struct qconn *qc, ev_tstamp now)
+{
+	return qc->mem_held && now - qc->mem_mark >= EX_EVICT_AGE;
+}
+
+/*
+ * Once per loop iteration: evictions, and backends to read again: as many
+ * as there are chunks free (each reads one at least), while there are
+ * (bytes a resumed one had read already are queued at once). Those of
+ * connections that may lose streams come last: the room made by their
+ * resets is not theirs to take back.
+ */
 static void
 ex_mem_flush(void)
 {
-	struct exchange *ex = TAILQ_FIRST(&mem_waiters);
+	struct exchange *ex = TAILQ_FIRST(&mem_waiters), *next;
 	size_t limit, n;
+	ev_tstamp now;
 
 	if (ex == NULL)
 		return;
 	limit = mem_limit(ex);
+	now = ev_now(ex_loop(ex));
 	ex_mem_evict(ex_loop(ex), limit);
-	/*
-	 * As many as there are chunks free (each reads one at least), while
-	 * there are: bytes a resumed one had read already are queued at once.
-	 */
-	for (n = mem_chunks < limit ? limit - mem_chunks : 0; n > 0 &&
-	    mem_chunks < limit && (ex = TAILQ_FIRST(&mem_waiters)) != NULL;
-	    n--) {
-		ex_mem_unwait(ex);
-		ex_read_resume(ex);
-	}
+	n = mem_chunks < limit ? limit - mem_chunks : 0;
+	for (int pass = 0; pass < 2; pass++)
+		for (ex = TAILQ_FIRST(&mem_waiters); ex != NULL && n > 0 &&
+		    mem_chunks < limit; ex = next) {
+			next = TAILQ_NEXT(ex, memwait_entry);
+			if (pass == 0 && qc_mem_slow(ex->qc, now))
+				continue;
+			ex_mem_unwait(ex);
+			ex_read_resume(ex);
+			n--;
+		}
 }
 
 static void
@@ -2078,6 +2110,7 @@ void
 exchange_flow_blocked(struct exchange *ex, bool blocked)
 {
 	ex->flow_blocked = blocked;
+	ex_mem_update(ex);
 }
 
 void

@@ -175,15 +175,18 @@ h3_consumed(struct qconn *qc, int64_t stream_id, size_t n)
 	qconn_want_write(qc);
 }
 
-void
+int
 h3_reset_stream(struct qconn *qc, int64_t stream_id, uint64_t code)
 {
-	ngtcp2_conn_shutdown_stream(qc->conn, 0, stream_id, code);
+	int rv;
+
+	rv = ngtcp2_conn_shutdown_stream(qc->conn, 0, stream_id, code);
 	if (qc->h3 != NULL) {
 		nghttp3_conn_shutdown_stream_write(qc->h3, stream_id);
 		(void)nghttp3_conn_shutdown_stream_read(qc->h3, stream_id);
 	}
 	qconn_want_write(qc);
+	return rv == 0 ? 0 : -1;
 }
 
 void

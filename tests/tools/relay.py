@@ -44,6 +44,9 @@ Faults (class Faults, one per direction):
                 corrupt_span (50) bytes with a different value
   blackhole     [(t0, t1), ...]: drop everything between t0 and t1 seconds
                 after start()
+  rate          a bottleneck link, bytes per second per client (0: none):
+                each datagram leaves once the ones before it have; one that
+                would wait more than queue_ms (100) in its queue is dropped
 
 Relay-wide:
 
@@ -137,7 +140,10 @@ class Faults:
     relay runs (each is read once per datagram)."""
 
     def __init__(self, drop=0.0, drop_indices=None, delay_ms=0.0, jitter_ms=0.0,
-                 reorder=False, corrupt=0.0, corrupt_span=50, blackhole=()):
+                 reorder=False, corrupt=0.0, corrupt_span=50, blackhole=(),
+                 rate=0, queue_ms=100.0):
+        self.rate = float(rate)
+        self.queue_ms = float(queue_ms)
         self.drop = float(drop)
         self.drop_indices = drop_indices
         self.delay_ms = float(delay_ms)
@@ -179,6 +185,7 @@ class _Session:
         self.old = []               # (sock, close_at) kept after a rebind
         self.count = {C2S: 0, S2C: 0}
         self.last_due = {C2S: 0.0, S2C: 0.0}
+        self.link_free = {C2S: 0.0, S2C: 0.0}   # Faults.rate: the link free again
 
 
 class Relay:
@@ -572,6 +579,14 @@ class Relay:
             fate = "blackholed"
         elif f._drop_index(index) or r_drop < f.drop:
             fate = "dropped"
+        queued = 0.0
+        if fate == "forwarded" and f.rate > 0:
+            start = max(t, session.link_free[d])
+            if start - t > f.queue_ms / 1000.0:
+                fate = "dropped"            # the bottleneck's queue is full
+            else:
+                session.link_free[d] = start + len(data) / f.rate
+                queued = session.link_free[d] - t
         if fate != "forwarded":
             c["dropped"] += 1
             if fate == "blackholed":
@@ -585,7 +600,7 @@ class Relay:
                 data = bytes(b)
                 fate = "corrupted"
                 c["corrupted"] += 1
-            delay = f.delay_ms / 1000.0
+            delay = f.delay_ms / 1000.0 + queued
             if f.jitter_ms:
                 delay += r_jitter * f.jitter_ms / 1000.0
             due = t + delay
