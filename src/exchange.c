@@ -165,10 +165,10 @@ static TAILQ_HEAD(, exchange) ready_queue = TAILQ_HEAD_INITIALIZER(ready_queue);
  * (a turnover: its client took as many response bytes as its streams held
  * at the start of it): the first to lose streams when memory runs out.
  * A client reading slowly on purpose takes ever longer over each; one
- * that takes its data as it comes, however many streams it has and
- * whichever it is sent first, is quick. mem_waiters lists, first come
- * first, the exchanges that stopped reading their backend for want of
- * memory; exchange_flush wakes them.
+ * that takes its data as it comes is as quick as its link, whichever of
+ * its streams it is sent first. mem_waiters lists, first come first, the
+ * exchanges that stopped reading their backend for want of memory;
+ * exchange_flush wakes them.
  */
 static size_t mem_chunks;
 static size_t mem_nwaiting;
