@@ -194,10 +194,10 @@ struct qconn {
 	TAILQ_ENTRY(qconn)	 mem_entry;	/* on mem_holders */
 	bool			 mem_held;
 	size_t			 mem_chunks;
-	size_t			 mem_bytes;	/* in those chunks (see
-					   ex_mem_update: or the chunks') */
+	size_t			 mem_bytes;	/* held in them; a flow-blocked
+					   stream's: its chunks' size */
 	size_t			 mem_nwaiting;	/* its streams on mem_waiters */
-	ev_tstamp		 mem_mark;	/* the last turnover's end */
+	ev_tstamp		 mem_mark;	/* this turnover's start */
 	uint64_t		 mem_taken;	/* bytes taken since */
 	uint64_t		 mem_target;	/* held then */
 };
