@@ -563,13 +563,13 @@ def _get(q, path):
             ":path: " + path]
 
 
-def _fill_response_memory(q, relay, extra, timeout):
-    """Starts 8 requests of 20 MB through the relay by a client with the
-    h3raw options extra, and waits until response memory is full. Returns
-    the client's thread, and the list its result goes to."""
+def _fill_response_memory(q, relay, extra, timeout, size=20000000):
+    """Starts 8 requests of size bytes through the relay by a client with
+    the h3raw options extra, and waits until response memory is full.
+    Returns the client's thread, and the list its result goes to."""
     got = []
     t = threading.Thread(target=lambda: got.append(h3raw(
-        relay.port, _get(q, "/app/bytes/20000000"), count=8, timeout=timeout, extra=extra)))
+        relay.port, _get(q, "/app/bytes/%d" % size), count=8, timeout=timeout, extra=extra)))
     t.start()
     wait_until(lambda: _buffers(q)["response_bytes"] >= _MIB, "response memory full", 5 * SLOW)
     return t, got
@@ -602,7 +602,7 @@ def test_response_memory_is_bounded_and_slow_readers_make_room(qproxy_factory,
     reset stream's buffer must go at once."""
     q = _memory_limited(qproxy_factory, backend_app, tmp_path)
     with Relay(q.port, seed=5) as relay:
-        slow, got = _fill_response_memory(q, relay, ["--no-read", "--drip", "100"], 15 * SLOW)
+        slow, got = _fill_response_memory(q, relay, ["--no-read", "--drip", "100"], 9 * SLOW)
         try:
             relay.blackhole(True, "c2s")
             r = h3_get(q.url("/app/bytes/3000000"), timeout=12 * SLOW)
@@ -630,7 +630,7 @@ def test_response_memory_of_a_reset_stream_goes_at_once(qproxy_factory, backend_
     takes up to 16 chunks at a time and ngtcp2 had sent most of them."""
     q = _memory_limited(qproxy_factory, backend_app, tmp_path)
     with Relay(q.port, seed=6) as relay:
-        silent, got = _fill_response_memory(q, relay, [], 20 * SLOW)
+        silent, got = _fill_response_memory(q, relay, [], 20 * SLOW, size=2000000)
         try:
             relay.blackhole(True)
             r = h3_get(q.url("/app/bytes/300000"), timeout=15 * SLOW)
@@ -747,7 +747,7 @@ def test_upload_waiting_for_response_memory_is_no_backend_timeout(qproxy_factory
     q = _memory_limited(qproxy_factory, backend_app, tmp_path,
                         backend=[("read_timeout", "500ms")])
     with Relay(q.port, seed=8) as relay:
-        slow, _ = _fill_response_memory(q, relay, ["--no-read"], 10 * SLOW)
+        slow, _ = _fill_response_memory(q, relay, ["--no-read"], 7 * SLOW)
         r = h3raw(q.port, [":method: POST", ":scheme: https",
                            ":authority: 127.0.0.1:%d" % q.port, ":path: /app/answer-first",
                            "content-length: 200000"], data=200000, timeout=15 * SLOW)
