@@ -321,6 +321,10 @@ ex_mem_update(struct exchange *ex)
 		qc_mem_turn(qc);
 }
 
+/*
+ * Only an exchange reading its backend waits: ex_upstream_close, on every
+ * way out of that (ex_finish and ex_free included), takes it off the list.
+ */
 static void
 ex_mem_wait(struct exchange *ex)
 {
@@ -365,7 +369,6 @@ ex_finish(struct exchange *ex)
 {
 	ex_set_done(ex);
 	ex_unqueue(ex);
-	ex_mem_unwait(ex);
 	ev_timer_stop(ex_loop(ex), &ex->timer);
 	bufq_free(&ex->hold);
 	bufq_free(&ex->out);
@@ -1780,6 +1783,13 @@ qc_mem_victim(struct qconn *qc)
 	return victim;
 }
 
+/* Whether qc's turnover has lasted EX_EVICT_AGE: it may lose streams. */
+static bool
+qc_mem_slow(const struct qconn *qc, ev_tstamp now)
+{
+	return qc->mem_held && now - qc->mem_mark >= EX_EVICT_AGE;
+}
+
 /*
  * Response memory is full and backends wait for some: the connections
  * whose turnover has lasted EX_EVICT_AGE, the longest first, lose streams
@@ -1796,8 +1806,7 @@ ex_mem_evict(struct ev_loop *loop, size_t limit)
 	ev_tstamp now = ev_now(loop);
 
 	while (mem_chunks >= limit &&
-	    (qc = TAILQ_FIRST(&mem_holders)) != NULL &&
-	    now - qc->mem_mark >= EX_EVICT_AGE &&
+	    (qc = TAILQ_FIRST(&mem_holders)) != NULL && qc_mem_slow(qc, now) &&
 	    mem_nwaiting > qc->mem_nwaiting &&
 	    (ex = qc_mem_victim(qc)) != NULL) {
 		log_limited(&lim, LOG_LEVEL_INFO, "%s: response_buffer_total "
@@ -1810,13 +1819,6 @@ ex_mem_evict(struct ev_loop *loop, size_t limit)
 		stats.requests_reset++;
 		ex_reset(ex, NGHTTP3_H3_EXCESSIVE_LOAD);
 	}
-}
-
-/* Whether qc's turnover has lasted EX_EVICT_AGE: it may lose streams. */
-static bool
-qc_mem_slow(const struct qconn *qc, ev_tstamp now)
-{
-	return qc->mem_held && now - qc->mem_mark >= EX_EVICT_AGE;
 }
 
 /*
@@ -2009,8 +2011,8 @@ exchange_acked(struct exchange *ex, uint64_t n)
 	if (ex->state == EX_FORWARD && ex->uc != NULL && ex->head_done &&
 	    !ev_is_active(&ex->uc->rio) && !ex->mem_waiting &&
 	    ex->resp_body.len < ex_cfg(ex)->response_buffer_size) {
-		if (mem_chunks >= mem_limit(ex))
-			ex_mem_wait(ex);
+		if (ex_room(ex) == 0)
+			ex_mem_wait(ex);	/* room in its own, not in all */
 		else
 			ex_read_resume(ex);
 	}
@@ -2064,7 +2066,6 @@ ex_free(struct exchange *ex)
 	bufq_free(&ex->stage);
 	bufq_free(&ex->resp_body);
 	ex_mem_update(ex);
-	ex_mem_unwait(ex);
 	ex_set_done(ex);
 	LIST_REMOVE(ex, entry);
 	qc->nexchanges--;
