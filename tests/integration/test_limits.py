@@ -575,9 +575,8 @@ def _fill_response_memory(q, relay, extra, timeout, size=20000000):
     return t, got
 
 
-def _check_response_memory(q, outcomes, resets):
+def _check_response_memory(q, resets):
     lim, buf = _limits(q), _buffers(q)
-    assert outcomes.count("reset 0x107") == resets, outcomes
     assert lim["reset_response_memory"] == resets, lim
     assert lim["response_memory_waits"] >= 1, lim
     assert lim["closed_send_timeout"] == 0, lim
@@ -617,7 +616,7 @@ def test_response_memory_is_bounded_and_slow_readers_make_room(qproxy_factory,
     # made room for, not outwaited: the slow client was still there, or
     # left because every one of its streams was reset
     assert alive or reset == 8, got[0]
-    _check_response_memory(q, outcomes, reset)
+    _check_response_memory(q, reset)
 
 
 def test_response_memory_of_a_reset_stream_goes_at_once(qproxy_factory, backend_app,
@@ -639,8 +638,7 @@ def test_response_memory_of_a_reset_stream_goes_at_once(qproxy_factory, backend_
         finally:
             relay.blackhole(False)
             silent.join()
-    outcomes = got[0].outcomes
-    _check_response_memory(q, outcomes, outcomes.count("reset 0x107"))
+    _check_response_memory(q, got[0].outcomes.count("reset 0x107"))
 
 
 def test_response_memory_limit_slows_readers_that_read(qproxy_factory, backend_app, tmp_path):
