@@ -179,6 +179,8 @@ static const struct config_key config_keys[] = {
 	    16 * KB, 64 * MB, "256k", 0, F(config, response_buffer_size) },
 	{ SECT_GLOBAL, "response_buffer_total", config_set_size,
 	    1 * MB, 1024 * GB, "256m", 0, F(config, response_buffer_total) },
+	{ SECT_GLOBAL, "request_buffer_total", config_set_size,
+	    1 * MB, 1024 * GB, "256m", 0, F(config, request_buffer_total) },
 	{ SECT_GLOBAL, "max_header_size", config_set_size,
 	    1 * KB, 1 * MB, "64k", 0, F(config, max_header_size) },
 	{ SECT_GLOBAL, "qpack_table_size", config_set_size,
@@ -1470,6 +1472,11 @@ config_warnings(const struct config *cfg,
 		    "response_buffer_size: a stream can hold no more than "
 		    "all streams together", cfg->path, config_later_line(cfg,
 		    "response_buffer_total", "response_buffer_size"));
+	if (cfg->request_buffer_total < cfg->stream_window)
+		warn("%s:%d: request_buffer_total is smaller than "
+		    "stream_window: one upload to a slow backend can fill it",
+		    cfg->path, config_later_line(cfg, "request_buffer_total",
+		    "stream_window"));
 }
 
 int

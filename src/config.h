@@ -75,6 +75,7 @@ struct config {
 	size_t			 connection_window;	/* bytes per connection */
 	size_t			 response_buffer_size;	/* bytes per stream */
 	size_t			 response_buffer_total;	/* all streams */
+	size_t			 request_buffer_total;	/* all streams */
 	size_t			 max_header_size;	/* request or response head */
 	size_t			 qpack_table_size;	/* bytes */
 	size_t			 qpack_blocked_streams;

@@ -12,6 +12,9 @@
  *    the total is reached, backends wait for memory (mem_waiters), and
  *    streams of the connections slowest to take what they hold are reset
  *    to make room (ex_mem_evict).
+ *  - request heads and bodies held for backends count against
+ *    request_buffer_total; past it, the connection holding the most loses
+ *    its largest stream (ex_req_evict).
  *
  * Nothing reaches a backend before the request head was validated, and a
  * request whose body fits in half of stream_window is held until it is
@@ -137,6 +140,11 @@ struct exchange {
 	bool			 own_given;	/* to nghttp3 */
 	uint64_t		 own_acked;
 
+	/* request_buffer_total: hold, out and stage's chunks */
+	size_t			 req_counted;	/* in qc->req_chunks */
+	TAILQ_ENTRY(exchange)	 req_entry;	/* on req_holders */
+	bool			 req_held;
+
 	/* response_buffer_total */
 	size_t			 mem_counted;	/* chunks in qc->mem_chunks */
 	size_t			 mem_len;	/* bytes in qc->mem_bytes */
@@ -175,8 +183,20 @@ static size_t mem_nwaiting;
 static TAILQ_HEAD(, qconn) mem_holders = TAILQ_HEAD_INITIALIZER(mem_holders);
 static TAILQ_HEAD(, exchange) mem_waiters = TAILQ_HEAD_INITIALIZER(mem_waiters);
 
+/*
+ * Request memory, all streams together: req_chunks counts the chunks of
+ * every exchange's hold, out and stage (what waits for a backend: the
+ * request head, and body bytes the client sent within its credit).
+ * req_holders lists the exchanges holding any, in the order they began
+ * to. Flow control cannot take back credit a client was given, so past
+ * request_buffer_total streams are given up (ex_req_evict).
+ */
+static size_t req_chunks;
+static TAILQ_HEAD(, exchange) req_holders = TAILQ_HEAD_INITIALIZER(req_holders);
+
 static void	ex_start(struct exchange *);
 static void	ex_mem_flush(void);
+static void	ex_req_evict(void);
 
 /* Where backend bytes are read (ex_read_buffered); grows to the largest read. */
 static uint8_t	*ex_shared;
@@ -322,6 +342,28 @@ ex_mem_update(struct exchange *ex)
 }
 
 /*
+ * After hold, out or stage gained or lost chunks: what the exchange and
+ * its connection hold for backends, and its place on req_holders.
+ */
+static void
+ex_req_update(struct exchange *ex)
+{
+	size_t n = ex->hold.nchunks + ex->out.nchunks + ex->stage.nchunks;
+
+	if (req_chunks > stats.request_peak_chunks)
+		stats.request_peak_chunks = req_chunks;
+	ex->qc->req_chunks = ex->qc->req_chunks - ex->req_counted + n;
+	ex->req_counted = n;
+	if (ex->req_held && n == 0) {
+		TAILQ_REMOVE(&req_holders, ex, req_entry);
+		ex->req_held = false;
+	} else if (!ex->req_held && n > 0) {
+		TAILQ_INSERT_TAIL(&req_holders, ex, req_entry);
+		ex->req_held = true;
+	}
+}
+
+/*
  * Only an exchange reading its backend waits: ex_upstream_close, on every
  * way out of that (ex_finish and ex_free included), takes it off the list.
  */
@@ -373,6 +415,7 @@ ex_finish(struct exchange *ex)
 	bufq_free(&ex->hold);
 	bufq_free(&ex->out);
 	bufq_free(&ex->stage);
+	ex_req_update(ex);
 	/* whatever the client still sends is read and dropped */
 	ex_credit(ex, 0);
 	/*
@@ -493,6 +536,12 @@ exchange_response_chunks(void)
 	return mem_chunks;
 }
 
+size_t
+exchange_request_chunks(void)
+{
+	return req_chunks;
+}
+
 struct exchange *
 exchange_new(struct qconn *qc, int64_t stream_id)
 {
@@ -516,6 +565,9 @@ exchange_new(struct qconn *qc, int64_t stream_id)
 	bufq_init(&ex->stage);
 	bufq_init(&ex->resp_body);
 	bufq_count(&ex->resp_body, &mem_chunks);
+	bufq_count(&ex->hold, &req_chunks);
+	bufq_count(&ex->out, &req_chunks);
+	bufq_count(&ex->stage, &req_chunks);
 	/*
 	 * The client has idle_timeout to send the rest of the head, and as
 	 * long between parts of a body held here (EX_HOLD): the connection
@@ -686,8 +738,8 @@ ex_append_body(struct exchange *ex, const uint8_t *data, size_t len)
 	return ex_put_chunk(ex, data, len, NULL);
 }
 
-void
-exchange_body(struct exchange *ex, const uint8_t *data, size_t len)
+static void
+ex_body(struct exchange *ex, const uint8_t *data, size_t len)
 {
 	ex->body_received += len;
 	ex->uncredited += len;
@@ -734,6 +786,13 @@ exchange_body(struct exchange *ex, const uint8_t *data, size_t len)
 }
 
 void
+exchange_body(struct exchange *ex, const uint8_t *data, size_t len)
+{
+	ex_body(ex, data, len);
+	ex_req_update(ex);
+}
+
+void
 exchange_flush(void)
 {
 	struct exchange *ex;
@@ -761,10 +820,11 @@ exchange_flush(void)
 		if (ex->state == EX_FORWARD && ex->uc != NULL)
 			ex_write(ex);
 	}
+	ex_req_evict();
 }
 
-void
-exchange_body_end(struct exchange *ex)
+static void
+ex_body_end(struct exchange *ex)
 {
 	if (ex->state == EX_HEADERS || ex->state == EX_DONE) {
 		ex->req_fin = true;
@@ -798,6 +858,13 @@ exchange_body_end(struct exchange *ex)
 			    ex->backend)->read_timeout);
 		ex_write(ex);
 	}
+}
+
+void
+exchange_body_end(struct exchange *ex)
+{
+	ex_body_end(ex);
+	ex_req_update(ex);
 }
 
 void
@@ -906,6 +973,7 @@ ex_start(struct exchange *ex)
 	}
 	ex->attempt = 0;
 	ex_try_server(ex);
+	ex_req_update(ex);
 }
 
 static void ex_io_cb(struct ev_loop *, ev_io *, int);
@@ -1130,11 +1198,12 @@ ex_retry(struct exchange *ex)
 		ex->attempt++;
 		ex_try_server(ex);
 	}
+	ex_req_update(ex);
 	return true;
 }
 
 static void
-ex_write(struct exchange *ex)
+ex_write_out(struct exchange *ex)
 {
 	struct iovec iov[16];
 	size_t cnt;
@@ -1191,6 +1260,13 @@ ex_write(struct exchange *ex)
 	ev_io_stop(ex_loop(ex), &ex->uc->wio);
 	if (ex->req_fin)
 		ex->req_written = true;
+}
+
+static void
+ex_write(struct exchange *ex)
+{
+	ex_write_out(ex);
+	ex_req_update(ex);
 }
 
 /* The response is complete on the backend side. */
@@ -1853,6 +1929,55 @@ ex_mem_flush(void)
 		}
 }
 
+/*
+ * Once per loop iteration, after the writes to backends: while request
+ * memory is past request_buffer_total, the connection holding the most
+ * loses its stream holding the most (the first of them to begin holding,
+ * of equals). A client cannot make honest streams pay for many streams
+ * of its own, and one upload that a backend takes as it comes holds
+ * little here. A stream with no response yet is answered 503 (the
+ * backend, if any, saw only part of it and its connection is closed);
+ * else reset with H3_EXCESSIVE_LOAD. A loop iteration may pass the limit
+ * by what one batch of datagrams brings.
+ */
+static void
+ex_req_evict(void)
+{
+	static struct log_limit lim;
+	struct exchange *ex, *victim;
+	struct qconn *qc;
+	size_t limit;
+
+	if ((ex = TAILQ_FIRST(&req_holders)) == NULL)
+		return;
+	limit = ex->qc->srv->gen->cfg->request_buffer_total / BUFQ_CHUNK_SIZE;
+	while (req_chunks > limit && !TAILQ_EMPTY(&req_holders)) {
+		qc = NULL;
+		TAILQ_FOREACH(ex, &req_holders, req_entry)
+			if (qc == NULL || ex->qc->req_chunks > qc->req_chunks)
+				qc = ex->qc;
+		victim = NULL;
+		TAILQ_FOREACH(ex, &req_holders, req_entry)
+			if (ex->qc == qc && (victim == NULL ||
+			    ex->req_counted > victim->req_counted))
+				victim = ex;
+		log_limited(&lim, LOG_LEVEL_INFO, "%s: request_buffer_total "
+		    "reached: stream %lld given up, %zu of the connection's "
+		    "%zu KiB held for backends", qc->peer,
+		    (long long)victim->stream_id,
+		    victim->req_counted * (BUFQ_CHUNK_SIZE / 1024),
+		    qc->req_chunks * (BUFQ_CHUNK_SIZE / 1024));
+		stats.streams_reset_req_memory++;
+		if (victim->resp_submitted) {
+			stats.requests_reset++;
+			ex_reset(victim, NGHTTP3_H3_EXCESSIVE_LOAD);
+		} else
+			ex_respond(victim, 503);
+		/* ex_finish freed its buffers: off the list */
+		ex_req_update(victim);
+	}
+}
+
 static void
 ex_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
@@ -2066,6 +2191,7 @@ ex_free(struct exchange *ex)
 	bufq_free(&ex->stage);
 	bufq_free(&ex->resp_body);
 	ex_mem_update(ex);
+	ex_req_update(ex);
 	ex_set_done(ex);
 	LIST_REMOVE(ex, entry);
 	qc->nexchanges--;

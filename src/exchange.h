@@ -32,7 +32,10 @@ void		 exchange_acked(struct exchange *, uint64_t n);
 struct exchange	*exchange_find(struct qconn *, int64_t stream_id);
 /* The stream is gone: frees the exchange. */
 void		 exchange_stream_closed(struct exchange *);
-/* Writes the request bodies received in this loop iteration (flush_cb). */
+/*
+ * Writes the request bodies received in this loop iteration (flush_cb),
+ * then gives up streams while request_buffer_total is passed.
+ */
 void		 exchange_flush(void);
 /* Frees the exchanges kept for reuse (at exit). */
 void		 exchange_cache_free(void);
@@ -40,6 +43,8 @@ void		 exchange_cache_free(void);
 size_t		 exchange_cached(void);
 /* For the statistics: chunks of response bytes held (BUFQ_CHUNK_SIZE). */
 size_t		 exchange_response_chunks(void);
+/* For the statistics: chunks of request heads and bodies held for backends. */
+size_t		 exchange_request_chunks(void);
 /* Whether response bytes on the connection wait for the client. */
 bool		 exchange_conn_sending(const struct qconn *);
 /*

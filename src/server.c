@@ -398,6 +398,7 @@ static const struct stats_row {
 	ROW("limits", "closed_protocol_errors", closed_protocol_errors),
 	ROW("limits", "response_memory_waits", response_memory_waits),
 	ROW("limits", "reset_response_memory", streams_reset_memory),
+	ROW("limits", "reset_request_memory", streams_reset_req_memory),
 	ROW("upstream", "connects", upstream_connects),
 	ROW("upstream", "connect_failures", upstream_connect_failures),
 	ROW("upstream", "connections_current", upstream_conns_current),
@@ -414,6 +415,8 @@ static const struct stats_row {
 	ROW("buffers", "exchanges_free", exchanges_free),
 	ROW("buffers", "response_bytes", response_bytes),
 	ROW("buffers", "response_peak_bytes", response_peak_bytes),
+	ROW("buffers", "request_bytes", request_bytes),
+	ROW("buffers", "request_peak_bytes", request_peak_bytes),
 	ROW("buffers", "h3_bytes", h3_bytes),
 	ROW("buffers", "h3_free_bytes", h3_free_bytes),
 	ROW("loop", "busy_windows", loop_busy_windows),
@@ -437,6 +440,8 @@ server_report_stats(struct quic_server *srv, struct strbuf *out, bool json)
 	stats.response_bytes = exchange_response_chunks() * BUFQ_CHUNK_SIZE;
 	stats.response_peak_bytes = stats.response_peak_chunks *
 	    BUFQ_CHUNK_SIZE;
+	stats.request_bytes = exchange_request_chunks() * BUFQ_CHUNK_SIZE;
+	stats.request_peak_bytes = stats.request_peak_chunks * BUFQ_CHUNK_SIZE;
 	stats.h3_bytes = h3_mem_live();
 	stats.h3_free_bytes = h3_mem_kept();
 	quic_token_stats(srv);

@@ -20,6 +20,7 @@ struct stats {
 	uint64_t	closed_protocol_errors;	/* HTTP/3 or QPACK broken */
 	uint64_t	response_memory_waits;	/* a backend read waited for it */
 	uint64_t	streams_reset_memory;	/* reset to free response memory */
+	uint64_t	streams_reset_req_memory;	/* 503 or reset: request memory */
 	uint64_t	streams_current, streams_total;
 	uint64_t	requests_total;
 	uint64_t	responses[6];		/* by status class, 1xx..5xx */
@@ -69,6 +70,9 @@ struct stats {
 	uint64_t	response_bytes;		/* now: response_buffer_total's */
 	uint64_t	response_peak_bytes;	/* the most since the start */
 	uint64_t	response_peak_chunks;
+	uint64_t	request_bytes;		/* now: request_buffer_total's */
+	uint64_t	request_peak_bytes;	/* the most since the start */
+	uint64_t	request_peak_chunks;
 	uint64_t	h3_bytes;		/* now: nghttp3's live blocks */
 	uint64_t	h3_free_bytes;		/* now: nghttp3 blocks kept */
 	uint64_t	loop_busy_windows;	/* 10 ms at batch_busy or more */

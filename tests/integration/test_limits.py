@@ -13,8 +13,8 @@ import time
 import pycurl
 import pytest
 
-from helpers import (SLOW, expected_body, gtlsclient_binary, h3_get, h3raw, h3raw_binary,
-                     make_easy, wait_until)
+from helpers import (SLOW, expected_body, expected_sha256, gtlsclient_binary, h3_get,
+                     h3_post, h3raw, h3raw_binary, make_easy, wait_until)
 from test_ops import stats
 from test_transport import _initial, _sections
 
@@ -752,6 +752,51 @@ def test_upload_waiting_for_response_memory_is_no_backend_timeout(qproxy_factory
         slow.join()
     assert r.outcomes == ["status 200 body 5"], r
     assert stats(q)["requests"]["5xx"] == 0
+
+
+def test_request_memory_is_bounded_per_connection_first(qproxy_factory, backend_app,
+                                                       tmp_path):
+    """request_buffer_total bounds what qproxy holds for backends: request
+    heads, and the body a client sent within the credit it was given,
+    which flow control cannot take back (before, only connections x
+    connection_window bounded it: 40 GB by default). With the backend's
+    one connection taken, one client's 8 uploads of 100 kB wait in the
+    queue, whole, 7 chunks each; a second client's 200 kB upload passes
+    the 1 MiB total: the first client, holding the most, loses one stream
+    (503), though the second client's stream is the largest. Then uploads
+    larger than the total pass, as the backend takes them."""
+    q = _private(qproxy_factory, backend_app, tmp_path, ("request_buffer_total", "1m"),
+                 ("stream_window", "256k"), backend=[("max_connections", "1"),
+                                                     ("connect_timeout", "30s")])
+    hang = _hold(q, 1)
+    try:
+        wait_until(lambda: stats(q)["upstream"]["connections_current"] == 1, "backend taken")
+        n = 100000
+        got = []
+        a = threading.Thread(target=lambda: got.append(h3raw(
+            q.port, [":method: POST", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port,
+                     ":path: /app/upload", "content-length: %d" % n],
+            data=n, count=8, timeout=30 * SLOW)))
+        a.start()
+        wait_until(lambda: _buffers(q)["request_bytes"] >= 8 * 7 * 16384, "8 uploads held")
+        assert _limits(q)["reset_request_memory"] == 0
+        r = h3_post(q.url("/app/upload"), expected_body(2 * n), timeout=30 * SLOW)
+        a.join()
+    finally:
+        _release(hang)
+    assert r.status == 200 and r.json()["sha256"] == expected_sha256(2 * n), r
+    codes = [o.split()[1] for o in got[0].outcomes]
+    assert codes.count("503") == 1 and codes.count("200") == 7, got[0]
+    assert _limits(q)["reset_request_memory"] == 1
+    buf = _buffers(q)
+    # past the total by what came in one loop iteration: at most the
+    # second client's window and head
+    assert _MIB < buf["request_peak_bytes"] <= _MIB + 272 * 1024, buf
+    big = 3 * _MIB
+    r = h3_post(q.url("/app/upload"), expected_body(big), timeout=30 * SLOW)
+    assert r.status == 200 and r.json()["sha256"] == expected_sha256(big), r
+    assert _limits(q)["reset_request_memory"] == 1
+    wait_until(lambda: _buffers(q)["request_bytes"] == 0, "request memory given back")
 
 
 def test_slow_reader_that_keeps_reading_is_not_closed(qproxy_factory, backend_app, tmp_path):
