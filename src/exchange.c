@@ -1975,6 +1975,8 @@ ex_req_evict(void)
 			ex_respond(victim, 503);
 		/* ex_finish freed its buffers: off the list */
 		ex_req_update(victim);
+		if (victim->req_held)
+			break;		/* cannot happen; never spin */
 	}
 }
 

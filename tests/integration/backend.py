@@ -43,6 +43,9 @@ Endpoints (the first path segment that names an endpoint selects it, so
   GET      /cookies        a response with two Set-Cookie fields
   POST     /answer-first   200 with the body "hello" as soon as the head is in,
                            then reads the request body, and closes
+  POST     /answer-hold    as soon as the head is in, the head of a 200 with
+                           Content-Length: 10 and the first 5 bytes of its
+                           body; then reads nothing more until the peer goes
 """
 
 import argparse
@@ -51,6 +54,7 @@ import json
 import os
 import signal
 import socket
+import select
 import socketserver
 import struct
 import sys
@@ -72,6 +76,14 @@ def _wait_for_close(sock):
                 return
         except OSError:
             return
+
+
+def _wait_for_hangup(sock, timeout=120):
+    """Reads nothing, so that what the peer sends stays in the kernel,
+    until the peer closes or resets (POLLRDHUP), or timeout seconds."""
+    p = select.poll()
+    p.register(sock, select.POLLRDHUP)
+    p.poll(timeout * 1000)
 
 
 def _shutdown_quietly(sock):
@@ -557,7 +569,7 @@ class Backend:
     ENDPOINTS = ("bytes", "chunked", "close", "slow", "status", "upload", "echo-headers",
                  "hang", "die", "die-chunked", "garbage", "extra", "early-hints", "hop",
                  "cookies", "drop-reused", "trickle", "head", "reject",
-                 "answer-first")
+                 "answer-first", "answer-hold")
 
     def _handle(self, sock, rf, req, rec):
         """Serve one request; returns whether the connection stays open."""
@@ -582,6 +594,11 @@ class Backend:
             sock.sendall(self._head(413, [("Content-Length", "9"), ("Connection", "close")])
                          + b"too large")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return False
+        if name == "answer-hold":
+            sock.sendall(self._head(200, [("Content-Length", "10")]) + b"hello")
+            self._update(rec, body_done=False, body_length=0)
+            _wait_for_hangup(sock)
             return False
         if name == "answer-first":
             sock.sendall(self._head(200, [("Content-Length", "5"), ("Connection", "close")])

@@ -799,6 +799,28 @@ def test_request_memory_is_bounded_per_connection_first(qproxy_factory, backend_
     wait_until(lambda: _buffers(q)["request_bytes"] == 0, "request memory given back")
 
 
+def test_request_memory_resets_a_stream_whose_response_began(qproxy_factory,
+                                                             backend_app, tmp_path):
+    """A backend that sent part of its answer and reads no more of the
+    request: once the kernel's buffers are full, the bodies of its streams
+    pile up in qproxy, as far as the client's credit goes. Past
+    request_buffer_total they are reset with H3_EXCESSIVE_LOAD (too late
+    for a 503), and what they held is given back at once."""
+    q = _private(qproxy_factory, backend_app, tmp_path, ("request_buffer_total", "1m"),
+                 ("stream_window", "256k"))
+    n = 4 * 1000 * 1000
+    r = h3raw(q.port, [":method: POST", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port,
+                       ":path: /app/answer-hold", "content-length: %d" % n],
+              data=n, count=8, timeout=4 * SLOW)
+    resets = r.outcomes.count("reset 0x107")
+    assert resets >= 1 and resets + r.outcomes.count("timeout") == 8, r
+    lim = _limits(q)
+    assert lim["reset_request_memory"] == resets, lim
+    assert lim["closed_send_timeout"] == 0, lim
+    wait_until(lambda: _buffers(q)["request_bytes"] == 0, "request memory given back",
+               10 * SLOW)
+
+
 def test_slow_reader_that_keeps_reading_is_not_closed(qproxy_factory, backend_app, tmp_path):
     """send_timeout counts from the last progress, not from the start."""
     q = _private(qproxy_factory, backend_app, tmp_path, ("send_timeout", "1s"))

@@ -283,15 +283,17 @@ def main():
         answered = sum(req[k] for k in ("1xx", "2xx", "3xx", "4xx", "5xx"))
         if s["streams"]["current"] != 0:
             problems.append("streams still open after the load: %r" % s["streams"])
-        if s["buffers"]["chunks"] != 0 or s["buffers"]["response_bytes"] != 0:
+        if s["buffers"]["chunks"] != 0 or s["buffers"]["response_bytes"] != 0 or \
+                s["buffers"]["request_bytes"] != 0:
             problems.append("body buffers still held after the load: %r" % s["buffers"])
         if req["total"] > answered + req["reset"] + req["malformed"]:
             problems.append("requests unaccounted for: %r" % req)
         if args.rss_slack >= 0 and rss1 > rss0 * (1 + args.rss_slack):
             problems.append("RSS %d KiB after the load, %d KiB after warm-up" % (rss1, rss0))
         print("soak: qproxy stats %s" % json.dumps(s["requests"]), flush=True)
-        print("soak: limits %s, response_peak_bytes %d" % (
-            json.dumps(s["limits"]), s["buffers"]["response_peak_bytes"]), flush=True)
+        print("soak: limits %s, response_peak_bytes %d, request_peak_bytes %d" % (
+            json.dumps(s["limits"]), s["buffers"]["response_peak_bytes"],
+            s["buffers"]["request_peak_bytes"]), flush=True)
         print("soak: RSS warm-up %d KiB, peak %d KiB, after %d KiB" % (rss0, peak, rss1))
     report = q.sanitizer_report()
     if report:
