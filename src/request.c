@@ -260,8 +260,10 @@ request_add(struct request *r, const uint8_t *name, size_t namelen,
 		if (name_is(name, namelen, ":path")) {
 			if (valuelen == 0)
 				return fail(r, REQ_MALFORMED, "empty :path");
+			/* a URI is ASCII, spaces and controls excluded
+			   (RFC 3986 2): no byte of 0x7f and above */
 			for (size_t i = 0; i < valuelen; i++)
-				if (value[i] <= ' ' || value[i] == 0x7f)
+				if (value[i] <= ' ' || value[i] >= 0x7f)
 					return fail(r, REQ_MALFORMED,
 					    "invalid character in :path");
 			return pseudo_set(r, &r->path, idx);

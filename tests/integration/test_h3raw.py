@@ -27,6 +27,9 @@ MALFORMED = {
     "duplicate-method": lambda p: dict(headers=[":method: GET"] + req(p)),
     "missing-path": lambda p: dict(headers=[h for h in req(p) if not h.startswith(":path")]),
     "empty-path": lambda p: dict(headers=req(p, path="")),
+    # a URI is ASCII (RFC 3986 2): raw UTF-8 was forwarded as it came
+    "path-not-ascii": lambda p: dict(headers=req(p, path="/app/caf\\xc3\\xa9")),
+    "path-with-space": lambda p: dict(headers=req(p, path="/app/a b")),
     "missing-method": lambda p: dict(headers=req(p)[1:]),
     "missing-scheme": lambda p: dict(headers=[h for h in req(p) if not h.startswith(":scheme")]),
     "no-authority-no-host": lambda p: dict(

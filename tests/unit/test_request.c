@@ -110,6 +110,13 @@ test_malformed(void)
 		    ":path: ", NULL },
 		{ ":method: GET", ":scheme: https", ":authority: a",
 		    ":path: noslash", NULL },
+		/* a URI is ASCII without spaces or controls */
+		{ ":method: GET", ":scheme: https", ":authority: a",
+		    ":path: /a b", NULL },
+		{ ":method: GET", ":scheme: https", ":authority: a",
+		    ":path: /a\x7f", NULL },
+		{ ":method: GET", ":scheme: https", ":authority: a",
+		    ":path: /caf\xc3\xa9", NULL },
 		/* pseudo-header after a regular field, unknown pseudo */
 		{ ":method: GET", ":scheme: https", "accept: x",
 		    ":authority: a", ":path: /", NULL },
