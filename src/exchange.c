@@ -196,7 +196,8 @@ static TAILQ_HEAD(, exchange) req_holders = TAILQ_HEAD_INITIALIZER(req_holders);
 
 static void	ex_start(struct exchange *);
 static void	ex_mem_flush(void);
-static void	ex_req_evict(void);
+static bool	ex_req_evict(void);
+static bool	ex_client_stalled(const struct exchange *);
 
 /* Where backend bytes are read (ex_read_buffered); grows to the largest read. */
 static uint8_t	*ex_shared;
@@ -798,6 +799,7 @@ exchange_flush(void)
 	struct exchange *ex;
 
 	ex_mem_flush();
+again:
 	while ((ex = TAILQ_FIRST(&ready_queue)) != NULL) {
 		TAILQ_REMOVE(&ready_queue, ex, ready_entry);
 		ex->ready = false;
@@ -820,7 +822,9 @@ exchange_flush(void)
 		if (ex->state == EX_FORWARD && ex->uc != NULL)
 			ex_write(ex);
 	}
-	ex_req_evict();
+	/* a stream given up may leave room at its backend for the next */
+	if (ex_req_evict() && !TAILQ_EMPTY(&ready_queue))
+		goto again;
 }
 
 static void
@@ -1930,54 +1934,72 @@ ex_mem_flush(void)
 }
 
 /*
- * Once per loop iteration, after the writes to backends: while request
- * memory is past request_buffer_total, the connection holding the most
- * loses its stream holding the most (the first of them to begin holding,
- * of equals). A client cannot make honest streams pay for many streams
- * of its own, and one upload that a backend takes as it comes holds
- * little here. A stream with no response yet is answered 503 (the
- * backend, if any, saw only part of it and its connection is closed);
- * else reset with H3_EXCESSIVE_LOAD. A loop iteration may pass the limit
- * by what one batch of datagrams brings.
+ * The stream to give up for request memory: of the connection holding
+ * the most, the stream holding the most (the oldest, of equals). A client
+ * cannot make others' streams pay for many streams of its own; an upload
+ * that its backend takes as it comes holds little here.
  */
-static void
+static struct exchange *
+ex_req_victim(void)
+{
+	struct exchange *ex, *victim = NULL;
+	struct qconn *qc = NULL;
+
+	TAILQ_FOREACH(ex, &req_holders, req_entry)
+		if (qc == NULL || ex->qc->req_chunks > qc->req_chunks)
+			qc = ex->qc;
+	if (qc == NULL)
+		return NULL;
+	LIST_FOREACH(ex, &qc->exchanges, entry)
+		if (ex->req_held && (victim == NULL ||
+		    ex->req_counted > victim->req_counted ||
+		    (ex->req_counted == victim->req_counted &&
+		    ex->started <= victim->started)))
+			victim = ex;
+	return victim;
+}
+
+/*
+ * Once per loop iteration, after the writes to backends (what a backend
+ * takes at once is not held): while request memory is past
+ * request_buffer_total, streams are given up (ex_req_victim). A stream
+ * with no response yet is answered 503 (a backend that saw part of it has
+ * its connection closed); else it is reset with H3_EXCESSIVE_LOAD. A loop
+ * iteration may pass the limit by what one turn's datagrams bring.
+ * Returns whether it gave any up.
+ */
+static bool
 ex_req_evict(void)
 {
 	static struct log_limit lim;
-	struct exchange *ex, *victim;
-	struct qconn *qc;
+	struct exchange *ex;
 	size_t limit;
+	bool any = false;
 
 	if ((ex = TAILQ_FIRST(&req_holders)) == NULL)
-		return;
+		return false;
 	limit = ex->qc->srv->gen->cfg->request_buffer_total / BUFQ_CHUNK_SIZE;
-	while (req_chunks > limit && !TAILQ_EMPTY(&req_holders)) {
-		qc = NULL;
-		TAILQ_FOREACH(ex, &req_holders, req_entry)
-			if (qc == NULL || ex->qc->req_chunks > qc->req_chunks)
-				qc = ex->qc;
-		victim = NULL;
-		TAILQ_FOREACH(ex, &req_holders, req_entry)
-			if (ex->qc == qc && (victim == NULL ||
-			    ex->req_counted > victim->req_counted))
-				victim = ex;
+	while (req_chunks > limit && (ex = ex_req_victim()) != NULL) {
 		log_limited(&lim, LOG_LEVEL_INFO, "%s: request_buffer_total "
 		    "reached: stream %lld given up, %zu of the connection's "
-		    "%zu KiB held for backends", qc->peer,
-		    (long long)victim->stream_id,
-		    victim->req_counted * (BUFQ_CHUNK_SIZE / 1024),
-		    qc->req_chunks * (BUFQ_CHUNK_SIZE / 1024));
+		    "%zu KiB held for backends%s", ex->qc->peer,
+		    (long long)ex->stream_id,
+		    ex->req_counted * (BUFQ_CHUNK_SIZE / 1024),
+		    ex->qc->req_chunks * (BUFQ_CHUNK_SIZE / 1024),
+		    ex_client_stalled(ex) ? ", waiting on its client" : "");
 		stats.streams_reset_req_memory++;
-		if (victim->resp_submitted) {
+		any = true;
+		if (ex->resp_submitted) {
 			stats.requests_reset++;
-			ex_reset(victim, NGHTTP3_H3_EXCESSIVE_LOAD);
+			ex_reset(ex, NGHTTP3_H3_EXCESSIVE_LOAD);
 		} else
-			ex_respond(victim, 503);
+			ex_respond(ex, 503);
 		/* ex_finish freed its buffers: off the list */
-		ex_req_update(victim);
-		if (victim->req_held)
+		ex_req_update(ex);
+		if (ex->req_held)
 			break;		/* cannot happen; never spin */
 	}
+	return any;
 }
 
 static void

@@ -260,13 +260,19 @@ request_add(struct request *r, const uint8_t *name, size_t namelen,
 		if (name_is(name, namelen, ":path")) {
 			if (valuelen == 0)
 				return fail(r, REQ_MALFORMED, "empty :path");
-			/* a URI is ASCII, spaces and controls excluded
-			   (RFC 3986 2): no byte of 0x7f and above */
+			/* kept when refused too: the access log shows it */
+			if (pseudo_set(r, &r->path, idx) == -1)
+				return -1;
+			/*
+			 * An invalid pseudo-header value makes the request
+			 * malformed (RFC 9114 4.1.2), and a URI is ASCII
+			 * without spaces or controls (RFC 3986 2).
+			 */
 			for (size_t i = 0; i < valuelen; i++)
 				if (value[i] <= ' ' || value[i] >= 0x7f)
 					return fail(r, REQ_MALFORMED,
 					    "invalid character in :path");
-			return pseudo_set(r, &r->path, idx);
+			return 0;
 		}
 		if (name_is(name, namelen, ":authority")) {
 			if (memchr(value, '@', valuelen) != NULL)
