@@ -104,7 +104,8 @@ integration: $(B)/qproxy $(B)/qproxyctl $(TOOLS)
 	QPROXY=$(abspath $(B)/qproxy) QPROXYCTL=$(abspath $(B)/qproxyctl) \
 	    H3RAW=$(abspath $(B)/tests/h3raw) \
 	    SENDSHIM=$(abspath $(B)/tests/sendshim.so) \
-	    $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+	    $(PYTHON) -m pytest -q -p no:cacheprovider --durations=10 \
+	    tests/integration
 
 deps:
 	sh scripts/setup-deps.sh
