@@ -786,7 +786,8 @@ def test_request_memory_is_bounded_per_connection_first(qproxy_factory, backend_
     """request_buffer_total bounds what qproxy holds for backends: request
     heads, and the body a client sent within the credit it was given,
     which flow control cannot take back (before, only connections x
-    connection_window bounded it: 40 GB by default). With the backend's
+    connection_window bounded it: 40 GB by default, four times that once
+    autotuning widened the windows). With the backend's
     one connection taken, one client's 8 uploads of 100 kB wait in the
     queue, whole, 7 chunks each; a second client's 200 kB upload passes
     the 1 MiB total: the first client, holding the most, loses one stream
@@ -823,16 +824,17 @@ def test_request_memory_resets_a_stream_whose_response_began(qproxy_factory,
     """A backend that sent part of its answer and reads no more of the
     request: once the kernel's buffers are full, the bodies of its streams
     pile up in qproxy, as far as the client's credit goes. Past
-    request_buffer_total they are reset with H3_EXCESSIVE_LOAD (too late
-    for a 503), and what they held is given back at once."""
+    request_buffer_total they are given up: reset with H3_EXCESSIVE_LOAD
+    (too late for a 503) once the backend's answer came, and their
+    buffers freed (the count is back to 0 once the client has gone)."""
     q = _private(qproxy_factory, backend_app, tmp_path, ("request_buffer_total", "1m"),
                  ("stream_window", "256k"))
     n = 4 * 1000 * 1000
     r = h3raw(q.port, [":method: POST", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port,
                        ":path: /app/answer-hold", "content-length: %d" % n],
               data=n, count=8, timeout=4 * SLOW)
-    # the largest streams go first: those the backend answered and took
-    # the most of; one still held whole (no response yet) would get a 503
+    # the streams holding the most go first: most have their answer's
+    # head by then; one that has none yet gets a 503
     resets = r.outcomes.count("reset 0x107")
     refused = _codes(r).count("503")
     assert resets >= 1 and resets + refused + r.outcomes.count("timeout") == 8, r
