@@ -197,11 +197,11 @@ struct qconn {
 	size_t			 mem_bytes;	/* held in them; a flow-blocked
 					   stream's: its chunks' size */
 	size_t			 mem_nwaiting;	/* its streams on mem_waiters */
-	/* request_buffer_total: the chunks its streams hold for backends */
-	size_t			 req_chunks;
 	ev_tstamp		 mem_mark;	/* this turnover's start */
 	uint64_t		 mem_taken;	/* bytes taken since */
 	uint64_t		 mem_target;	/* held then */
+	/* request_buffer_total: the chunks its streams hold for backends */
+	size_t			 req_chunks;
 };
 
 struct strbuf;
