@@ -1994,8 +1994,7 @@ ex_req_evict(void)
 			ex_reset(ex, NGHTTP3_H3_EXCESSIVE_LOAD);
 		} else
 			ex_respond(ex, 503);
-		/* ex_finish freed its buffers: off the list */
-		ex_req_update(ex);
+		/* both end in ex_finish, which took it off the list */
 		if (ex->req_held)
 			break;		/* cannot happen; never spin */
 	}

@@ -563,6 +563,12 @@ def _get(q, path):
             ":path: " + path]
 
 
+def _post(q, path, n):
+    """The head of a POST of n bytes, with its Content-Length."""
+    return [":method: POST", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port,
+            ":path: " + path, "content-length: %d" % n]
+
+
 def _fill_response_memory(q, relay, extra, timeout, size=20000000):
     """Starts 8 requests of size bytes through the relay by a client with
     the h3raw options extra, and waits until response memory is full.
@@ -752,9 +758,8 @@ def test_upload_waiting_for_response_memory_is_no_backend_timeout(qproxy_factory
                         backend=[("read_timeout", "500ms")])
     with Relay(q.port, seed=8) as relay:
         slow, _ = _fill_response_memory(q, relay, ["--no-read"], 7 * SLOW)
-        r = h3raw(q.port, [":method: POST", ":scheme: https",
-                           ":authority: 127.0.0.1:%d" % q.port, ":path: /app/answer-first",
-                           "content-length: 200000"], data=200000, timeout=15 * SLOW)
+        r = h3raw(q.port, _post(q, "/app/answer-first", 200000), data=200000,
+                  timeout=15 * SLOW)
         slow.join()
     assert r.outcomes == ["status 200 body 5"], r
     assert stats(q)["requests"]["5xx"] == 0
@@ -775,9 +780,7 @@ def _request_memory_limited(qproxy_factory, backend_app, tmp_path):
 def _uploads(q, n, count, got, timeout=30):
     """A thread of h3raw sending count POSTs of n bytes; its result to got."""
     t = threading.Thread(target=lambda: got.append(h3raw(
-        q.port, [":method: POST", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port,
-                 ":path: /app/upload", "content-length: %d" % n],
-        data=n, count=count, timeout=timeout * SLOW)))
+        q.port, _post(q, "/app/upload", n), data=n, count=count, timeout=timeout * SLOW)))
     t.start()
     return t
 
@@ -836,9 +839,7 @@ def test_request_memory_resets_a_stream_whose_response_began(qproxy_factory,
     q = _private(qproxy_factory, backend_app, tmp_path, ("request_buffer_total", "1m"),
                  ("stream_window", "256k"))
     n = 4 * 1000 * 1000
-    r = h3raw(q.port, [":method: POST", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port,
-                       ":path: /app/answer-hold", "content-length: %d" % n],
-              data=n, count=8, timeout=4 * SLOW)
+    r = h3raw(q.port, _post(q, "/app/answer-hold", n), data=n, count=8, timeout=4 * SLOW)
     # the streams holding the most go first: most have their answer's
     # head by then; one that has none yet gets a 503
     resets = r.outcomes.count("reset 0x107")
