@@ -7,8 +7,10 @@ blackhole, NAT rebinding (port and address) and ECN.  The kernel has no netem,
 so the relay does all of it in user space.
 """
 
+import collections
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -39,8 +41,11 @@ MEDIUM = 2 * MiB
 # client's Initial is lost six times in a row in one run out of thirty (50
 # clients), and the 63 s that takes run into the idle timeout.  100 ms (the
 # RTT is well under 1 ms here) gives retransmissions at 0.3, 0.9, 2.1, 4.5,
-# 9.3, 18.9 s.
+# 9.3, 18.9 s.  A client that has not finished in 36 s never will: qproxy
+# gives a handshake 30 s (the idle_timeout), so the client gives up before
+# its Initial of 38.1 s would start another connection.
 HANDSHAKE_CLIENT_ARGS = ("--initial-rtt=100ms",)
+HANDSHAKE_CLIENT_TIMEOUT = 36
 
 
 # --------------------------------------------------------------------------
@@ -101,9 +106,14 @@ def assert_body(resp, n):
     assert resp.sha256 == expected_sha256(n), "body differs from the pattern"
 
 
-def gtls_get(relay, path, n, directory, timeout=60, extra_args=()):
+def gtls_get(relay, path, n, directory, timeout=60, extra_args=(), qlog=False):
     """GET path through the relay with gtlsclient (one connection); returns
-    None if the right n bytes arrived, else a description of what went wrong."""
+    None if the right n bytes arrived, else a description of what went wrong.
+    With qlog=True the client writes its qlog under directory/qlog."""
+    if qlog:
+        qdir = os.path.join(str(directory), "qlog")
+        os.makedirs(qdir, exist_ok=True)
+        extra_args = tuple(extra_args) + ("--qlog-dir=" + qdir,)
     p = gtls_fetch(relay.port, [path], str(directory), quiet=True, timeout=timeout * SLOW,
                    extra_args=extra_args)
     f = os.path.join(str(directory), path.rsplit("/", 1)[1])
@@ -117,14 +127,99 @@ def gtls_get(relay, path, n, directory, timeout=60, extra_args=()):
     return None
 
 
-def gtls_get_many(relay, path, n, count, parallel, directory, timeout=60, extra_args=()):
+def client_qlog(directory):
+    """(first DCID, [frame types of each packet received]) from the qlog
+    gtls_get(qlog=True) left in directory, or None if there is none."""
+    qdir = os.path.join(str(directory), "qlog")
+    names = os.listdir(qdir) if os.path.isdir(qdir) else []
+    if len(names) != 1:
+        return None
+    dcid, received = None, []
+    with open(os.path.join(qdir, names[0])) as f:
+        for rec in f.read().split("\x1e"):
+            if not rec.strip():
+                continue
+            ev = json.loads(rec)
+            if "trace" in ev:
+                dcid = ev["trace"]["common_fields"]["group_id"]
+            elif ev.get("name") == "transport:packet_received":
+                received.append([fr["frame_type"] for fr in ev["data"].get("frames", ())])
+    return dcid, received
+
+
+def starved_by_the_relay(relay, directory):
+    """Why a failed gtls_get(qlog=True) in directory was the relay's doing
+    alone, or None if it was not.
+
+    At 30% loss a client now and then never hears qproxy's first flight:
+    its retransmitted Initials reach qproxy, but ngtcp2 answers a repeated
+    ClientHello at once only the first time (RFC 9002 6.2.3 leaves that
+    open), and otherwise on its own PTO, which starts at 1 s (the 333 ms
+    initial RTT of RFC 9002 6.2.2) and doubles; within the 30 s a handshake
+    may take that is five or six tries, all lost one time in several
+    hundred.  Or all seven of the client's Initials are lost.  Such a
+    client saw no CRYPTO frame from qproxy, and the relay dropped (or
+    damaged) either every datagram the client sent or some qproxy sent it.
+    Anything else (a client that got part of the handshake, or that qproxy
+    heard and did not answer) is no excuse."""
+    q = client_qlog(directory)
+    if q is None or q[0] is None:
+        return None
+    dcid, received = q
+    if any("crypto" in frames for frames in received):
+        return None
+    client = relay.client_of(dcid)
+    if client is None:
+        return None
+    lost = ("dropped", "corrupted", "blackholed")
+    sent = [r.fate for r in relay.records_of(C2S, client)]
+    answers = [r.fate for r in relay.records_of(S2C, client)]
+    if all(f in lost for f in sent):
+        return ("client %s (first DCID %s): the relay lost all its %d datagrams" %
+                (client, dcid, len(sent)))
+    n = sum(f in lost for f in answers)
+    if n == 0:
+        return None
+    return ("client %s (first DCID %s) received %d packet(s), none with CRYPTO; the relay "
+            "lost %d of qproxy's %d datagrams to it" % (client, dcid, len(received), n,
+                                                         len(answers)))
+
+
+def gtls_get_many(relay, path, n, count, parallel, directory, timeout=60, extra_args=(),
+                  qlog=False):
     """`count` gtlsclient runs (one connection each), `parallel` at a time;
     returns the list of their gtls_get() results."""
     def one(i):
         return gtls_get(relay, path, n, os.path.join(str(directory), str(i)), timeout,
-                        extra_args)
+                        extra_args, qlog)
     with ThreadPoolExecutor(max_workers=parallel) as ex:
         return list(ex.map(one, range(count)))
+
+
+def retry_the_starved(relay, results, path, n, directory, timeout, extra_args, skip=()):
+    """A second gtls_get for each failed client of gtls_get_many(qlog=True)
+    (but those in skip) that starved_by_the_relay() excuses, in place;
+    returns the excuses."""
+    excused = []
+    for i, res in enumerate(results):
+        if res is None or i in skip:
+            continue
+        why = starved_by_the_relay(relay, os.path.join(str(directory), str(i)))
+        if why is None:
+            continue
+        excused.append(why)
+        results[i] = gtls_get(relay, path, n, os.path.join(str(directory), "starved-%d" % i),
+                              timeout, extra_args, qlog=True)
+    return excused
+
+
+def wait_for_handshakes_to_end(q, timeout):
+    """Wait until qproxy has no handshake under way (a starved client's
+    connection lasts until its handshake times out)."""
+    deadline = time.monotonic() + timeout * SLOW
+    while (stats(q)["connections"]["handshakes_current"] > 0 and
+           time.monotonic() < deadline):
+        time.sleep(0.5)
 
 
 # --------------------------------------------------------------------------
@@ -151,6 +246,45 @@ def test_relay_passes_traffic_and_total_loss_fails_the_fetch(qp):
     assert conn_counts(qp) == (total0, hs0)
 
 
+def test_starved_clients_are_told_apart(qproxy_factory, backend_app, tmp_path):
+    """starved_by_the_relay, which lets the handshake tests give a client a
+    second try, excuses a client only when the relay lost all it sent, or
+    qproxy answered it and the relay lost the answers; not when a server
+    heard it and never answered, nor when it got the handshake.  (A qproxy
+    of its own: a starved handshake would otherwise linger in the shared
+    one's counters for 30 s.)"""
+    q = qproxy_factory(sections=lambda port, c, k: [
+        ("global", [("log_level", "debug"), ("idle_timeout", "3s")]),
+        ("listener main", [("address", "127.0.0.1:%d" % port),
+                           ("certificate", c), ("private_key", k), ("retry", "never")]),
+        ("backend app", [("server", backend_app.tcp_server)]),
+        ("route app", [("path_prefix", "/app/"), ("backend", "app")])])
+    path = "/app/bytes/1024"
+    # a server that reads nothing and answers nothing
+    mute = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    mute.bind(("127.0.0.1", 0))
+
+    def attempt(name, port, faults):
+        with Relay(port, seed=5, **faults) as r:
+            d = tmp_path / name
+            err = gtls_get(r, path, 1024, d, timeout=5, qlog=True)
+            return err, starved_by_the_relay(r, d)
+    try:
+        with ThreadPoolExecutor(max_workers=4) as ex:
+            cases = [
+                (ex.submit(attempt, "lost-answers", q.port, {"s2c": Faults(drop=1.0)}), True),
+                (ex.submit(attempt, "lost-requests", q.port, {"c2s": Faults(drop=1.0)}), True),
+                (ex.submit(attempt, "unanswered", mute.getsockname()[1], {}), False),
+                # the first flight arrives, nothing after it
+                (ex.submit(attempt, "lost-later", q.port,
+                           {"s2c": Faults(drop_indices="2-1000")}), False)]
+            for f, excused in cases:
+                err, why = f.result()
+                assert err is not None and (why is not None) == excused, (err, why)
+    finally:
+        mute.close()
+
+
 # --------------------------------------------------------------------------
 # loss
 
@@ -166,20 +300,34 @@ def test_handshake_loss(qp, tmp_path):
     handshake in 50 needs longer than that (four lost exchanges in a row,
     with PTOs backing off 1, 2, 4, 8 s), so with libcurl the test would fail
     for the client's sake about every other run.  HANDSHAKE_CLIENT_ARGS
-    keep gtlsclient's own backoff short for the same reason."""
+    keep gtlsclient's own backoff short for the same reason.
+
+    A client the relay starved, losing all it sent or all qproxy's answers
+    to it (see starved_by_the_relay: seen in about one run in twelve),
+    gets one more connection; more than two such clients would be
+    qproxy's doing."""
     n = 50
+    path = "/app/bytes/1024"
     total0, hs0 = conn_counts(qp)
     failed0 = failed_handshakes(qp)
     log0 = len(qp.log_text())
     with Relay(qp.port, seed=30, c2s=Faults(drop=0.3), s2c=Faults(drop=0.3)) as r:
-        results = gtls_get_many(r, "/app/bytes/1024", 1024, n, 10, tmp_path,
-                                extra_args=HANDSHAKE_CLIENT_ARGS)
+        results = gtls_get_many(r, path, 1024, n, 10, tmp_path, HANDSHAKE_CLIENT_TIMEOUT,
+                                HANDSHAKE_CLIENT_ARGS, qlog=True)
+        excused = retry_the_starved(r, results, path, 1024, tmp_path,
+                                    HANDSHAKE_CLIENT_TIMEOUT, HANDSHAKE_CLIENT_ARGS)
         st = r.stats()
     failed = [x for x in results if x is not None]
     assert not failed, "%d of %d fetches failed; first: %s" % (len(failed), n, failed[0])
+    assert len(excused) <= 2, "\n".join(excused)
     # the loss really happened, in both directions
     for d in (C2S, S2C):
         assert 0.2 < st[d]["dropped"] / st[d]["datagrams"] < 0.4, st
+    # A starved client's connection (it never had all of the ClientHello's
+    # answer, so it cannot complete) lasts until qproxy gives its handshake
+    # up; once it is gone it counts as given up below.
+    if excused:
+        wait_for_handshakes_to_end(qp, 40)
     total, hs = settle(qp, total0 + n, hs0 + n)
     why = "\n".join(["stats: %r" % stats(qp)["connections"]] +
                     new_connection_lines(qp, log0))
@@ -191,9 +339,9 @@ def test_handshake_loss(qp, tmp_path):
     gave_up = failed_handshakes(qp) - failed0
     assert extra <= gave_up, "qproxy made %d connections for %d clients\n%s" % (
         total - total0, n, why)
-    if extra > 0:
+    if extra > 0 or excused:
         warnings.warn("test_handshake_loss: %d connection(s) freed before their "
-                      "handshake:\n%s" % (extra, why))
+                      "handshake:\n%s" % (extra, "\n".join(excused + [why])))
 
 
 def test_transfer_loss(qp):
@@ -212,24 +360,31 @@ def test_transfer_loss(qp):
 def test_corruption_during_handshake(qp, tmp_path):
     """One of the first 50 bytes replaced in 30% of the datagrams, both ways:
     small fetches still succeed (AEAD discards the damaged packets).
-    gtlsclient, for the reason given in test_handshake_loss."""
+    gtlsclient, for the reason given in test_handshake_loss, and as there a
+    client the relay starved gets one more connection, once in a run."""
     n = 10
+    path = "/app/bytes/1024"
     with Relay(qp.port, seed=3, c2s=Faults(corrupt=0.3), s2c=Faults(corrupt=0.3)) as r:
-        results = gtls_get_many(r, "/app/bytes/1024", 1024, n, 5, tmp_path,
-                                extra_args=HANDSHAKE_CLIENT_ARGS)
+        results = gtls_get_many(r, path, 1024, n, 5, tmp_path, HANDSHAKE_CLIENT_TIMEOUT,
+                                HANDSHAKE_CLIENT_ARGS, qlog=True)
         # Version Negotiation is not authenticated: when the relay damages
         # the version a client offered, qproxy rightly answers with one, and
         # when it damages that answer's list (or turns a version field into
         # 0, which makes any long-header packet read as one), the client
         # rightly gives up (RFC 9000 6.2).  That attempt starts over, once.
+        renegotiated = set()
         for i, res in enumerate(results):
             if res is not None and "ERR_RECV_VERSION_NEGOTIATION" in res:
-                results[i] = gtls_get(r, "/app/bytes/1024", 1024,
+                renegotiated.add(i)
+                results[i] = gtls_get(r, path, 1024,
                                       os.path.join(str(tmp_path), "again-%d" % i),
-                                      extra_args=HANDSHAKE_CLIENT_ARGS)
+                                      HANDSHAKE_CLIENT_TIMEOUT, HANDSHAKE_CLIENT_ARGS)
+        excused = retry_the_starved(r, results, path, 1024, tmp_path, HANDSHAKE_CLIENT_TIMEOUT,
+                                    HANDSHAKE_CLIENT_ARGS, skip=renegotiated)
         st = r.stats()
     failed = [x for x in results if x is not None]
     assert not failed, "%d of %d fetches failed; first: %s" % (len(failed), n, failed[0])
+    assert len(excused) <= 1, "\n".join(excused)
     assert st[C2S]["corrupted"] >= 10 and st[S2C]["corrupted"] >= 10, st
     assert st[C2S]["dropped"] == st[S2C]["dropped"] == 0, st
 

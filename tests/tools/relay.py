@@ -82,6 +82,9 @@ Inspection:
               (or will be) sent onwards (None if dropped), fate is
               "forwarded", "corrupted" (forwarded with one byte changed),
               "dropped" or "blackholed"
+  client_of(dcid): the client whose first Initial carried that Destination
+              Connection ID (hex), so a client's datagrams can be found
+              in records by the ID its own qlog names
   amplification(before, client=None): bytes qproxy sent vs bytes of the
               client delivered to qproxy before a moment (anti-amplification)
 """
@@ -111,6 +114,14 @@ ANC_SIZE = socket.CMSG_SPACE(4) * 4
 
 Record = collections.namedtuple(
     "Record", "direction length first_byte tos time due client upstream fate index")
+
+
+def long_header_dcid(data):
+    """The Destination Connection ID of a QUIC long-header packet (RFC 9000
+    17.2: flags, version, DCID length, DCID), hex; None for anything else."""
+    if len(data) < 6 or not data[0] & 0x80 or len(data) < 6 + data[5]:
+        return None
+    return data[6:6 + data[5]].hex()
 
 
 def parse_indices(spec):
@@ -184,6 +195,7 @@ class _Session:
         self.history = []           # every upstream local address, in order
         self.old = []               # (sock, close_at) kept after a rebind
         self.count = {C2S: 0, S2C: 0}
+        self.dcid = None            # of its first long-header datagram, hex
         self.last_due = {C2S: 0.0, S2C: 0.0}
         self.link_free = {C2S: 0.0, S2C: 0.0}   # Faults.rate: the link free again
 
@@ -348,6 +360,16 @@ class Relay:
         """{client address: [upstream local addresses used, in order]}"""
         with self._lock:
             return {c: list(s.history) for c, s in self.sessions.items()}
+
+    def client_of(self, dcid):
+        """The client address whose first long-header datagram (its first
+        Initial) carried the Destination Connection ID `dcid` (hex), or
+        None."""
+        with self._lock:
+            for c, s in self.sessions.items():
+                if s.dcid == dcid.lower():
+                    return c
+        return None
 
     def records_of(self, direction=None, client=None):
         with self._lock:
@@ -564,6 +586,8 @@ class Relay:
         t = self.now()
         session.count[d] += 1
         index = session.count[d]
+        if d == C2S and session.dcid is None:
+            session.dcid = long_header_dcid(data)
         c["datagrams"] += 1
         c["bytes"] += len(data)
         # a fixed number of draws per datagram keeps a direction's pattern
