@@ -611,19 +611,27 @@ def test_response_memory_is_bounded_and_slow_readers_make_room(qproxy_factory,
     silent meanwhile (no ACK, so no reset of its is acknowledged): a
     reset stream's buffer must go at once."""
     q = _memory_limited(qproxy_factory, backend_app, tmp_path)
+    t0 = time.monotonic()
     with Relay(q.port, seed=5) as relay:
-        slow, got = _fill_response_memory(q, relay, ["--no-read", "--drip", "100"], 9 * SLOW)
+        # The slow client's 12 s: its streams are reset once its connection
+        # has taken nothing for 5 s (about 6 s in, here), and the
+        # RESET_STREAM frames may wait for its ACKs, which get through
+        # again once the blackhole is over.  With 9 s, a full run here once
+        # saw no reset reach it (qproxy had reset a stream).
+        slow, got = _fill_response_memory(q, relay, ["--no-read", "--drip", "100"], 12 * SLOW)
         try:
             relay.blackhole(True, "c2s")
             r = h3_get(q.url("/app/bytes/3000000"), timeout=12 * SLOW)
             alive = slow.is_alive()
+            t_room = time.monotonic() - t0
             assert r.status == 200 and r.body == expected_body(3000000)
         finally:
             relay.blackhole(False, "c2s")
             slow.join()
     outcomes = got[0].outcomes
     reset = outcomes.count("reset 0x107")
-    assert reset >= 1 and reset + outcomes.count("timeout") == 8, got[0]
+    assert reset >= 1 and reset + outcomes.count("timeout") == 8, (
+        "room made %.1f s after the slow client started; %r\n%r" % (t_room, _limits(q), got[0]))
     # made room for, not outwaited: the slow client was still there, or
     # left because every one of its streams was reset
     assert alive or reset == 8, got[0]
