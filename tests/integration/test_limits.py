@@ -613,12 +613,13 @@ def test_response_memory_is_bounded_and_slow_readers_make_room(qproxy_factory,
     q = _memory_limited(qproxy_factory, backend_app, tmp_path)
     t0 = time.monotonic()
     with Relay(q.port, seed=5) as relay:
-        # The slow client's 12 s: its streams are reset once its connection
-        # has taken nothing for 5 s (about 6 s in, here), and the
-        # RESET_STREAM frames may wait for its ACKs, which get through
-        # again once the blackhole is over.  With 9 s, a full run here once
-        # saw no reset reach it (qproxy had reset a stream).
-        slow, got = _fill_response_memory(q, relay, ["--no-read", "--drip", "100"], 12 * SLOW)
+        # The slow client's 12 s (more under the sanitizers): its streams
+        # are reset once its connection has taken nothing for 5 s (about
+        # 6 s in, here), and the RESET_STREAM frames may wait for its ACKs,
+        # which get through again once the blackhole is over.  With 9 s, a
+        # full run here once saw no reset reach it (qproxy had reset one).
+        slow, got = _fill_response_memory(q, relay, ["--no-read", "--drip", "100"],
+                                          max(12, 9 * SLOW))
         try:
             relay.blackhole(True, "c2s")
             r = h3_get(q.url("/app/bytes/3000000"), timeout=12 * SLOW)
