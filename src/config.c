@@ -167,6 +167,8 @@ static const struct config_key config_keys[] = {
 	    0, DURATION_MAX, "30s", 0, F(config, shutdown_timeout) },
 	{ SECT_GLOBAL, "idle_timeout", config_set_duration,
 	    1, DURATION_MAX, "30s", 0, F(config, idle_timeout) },
+	{ SECT_GLOBAL, "initial_rtt", config_set_duration,
+	    1, 10 * MS_PER_S, "333ms", 0, F(config, initial_rtt) },
 	{ SECT_GLOBAL, "batch_delay", config_set_duration,
 	    0, 1, "50us", 0, F(config, batch_delay) },
 	{ SECT_GLOBAL, "batch_busy", config_set_count,

@@ -69,6 +69,7 @@ struct config {
 	int			 log_level;		/* enum log_level */
 	double			 shutdown_timeout;	/* seconds */
 	double			 idle_timeout;		/* seconds */
+	double			 initial_rtt;		/* seconds */
 	double			 batch_delay;		/* seconds; 0: never */
 	unsigned int		 batch_busy;		/* percent of CPU */
 	size_t			 stream_window;	/* bytes per stream */

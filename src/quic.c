@@ -835,6 +835,12 @@ qconn_new(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 	if (cfg->idle_timeout > 0)
 		settings.handshake_timeout = (ngtcp2_duration)(cfg->idle_timeout *
 		    NGTCP2_SECONDS);
+	/*
+	 * Until the client's first ACK gives an RTT: a first PTO of three
+	 * times this, doubling, for the handshake's flights.
+	 */
+	settings.initial_rtt = (ngtcp2_duration)(cfg->initial_rtt *
+	    NGTCP2_SECONDS);
 	switch (cfg->congestion_control) {
 	case CONFIG_CC_BBR:
 		settings.cc_algo = NGTCP2_CC_ALGO_BBR;

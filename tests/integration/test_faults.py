@@ -246,6 +246,17 @@ def test_relay_passes_traffic_and_total_loss_fails_the_fetch(qp):
     assert conn_counts(qp) == (total0, hs0)
 
 
+def own_qproxy(qproxy_factory, backend_app, *settings):
+    """A qproxy of the test's own, with these global settings: /app/ to the
+    test backend, no Retry."""
+    return qproxy_factory(sections=lambda port, c, k: [
+        ("global", [("log_level", "debug")] + list(settings)),
+        ("listener main", [("address", "127.0.0.1:%d" % port),
+                           ("certificate", c), ("private_key", k), ("retry", "never")]),
+        ("backend app", [("server", backend_app.tcp_server)]),
+        ("route app", [("path_prefix", "/app/"), ("backend", "app")])])
+
+
 def test_starved_clients_are_told_apart(qproxy_factory, backend_app, tmp_path):
     """starved_by_the_relay, which lets the handshake tests give a client a
     second try, excuses a client only when the relay lost all it sent, or
@@ -253,12 +264,7 @@ def test_starved_clients_are_told_apart(qproxy_factory, backend_app, tmp_path):
     heard it and never answered, nor when it got the handshake.  (A qproxy
     of its own: a starved handshake would otherwise linger in the shared
     one's counters for 30 s.)"""
-    q = qproxy_factory(sections=lambda port, c, k: [
-        ("global", [("log_level", "debug"), ("idle_timeout", "3s")]),
-        ("listener main", [("address", "127.0.0.1:%d" % port),
-                           ("certificate", c), ("private_key", k), ("retry", "never")]),
-        ("backend app", [("server", backend_app.tcp_server)]),
-        ("route app", [("path_prefix", "/app/"), ("backend", "app")])])
+    q = own_qproxy(qproxy_factory, backend_app, ("idle_timeout", "3s"))
     path = "/app/bytes/1024"
     # a server that reads nothing and answers nothing
     mute = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -344,6 +350,27 @@ def test_handshake_loss(qp, tmp_path):
     if extra > 0 or excused:
         warnings.warn("test_handshake_loss: %d connection(s) freed before their "
                       "handshake:\n%s" % (extra, "\n".join(excused + [why])))
+
+
+def test_initial_rtt_sets_when_a_lost_first_flight_goes_again(qp, qproxy_factory, backend_app,
+                                                              tmp_path):
+    """The relay drops qproxy's first datagram (its first flight, all but
+    a small 1-RTT packet or two): with initial_rtt = 50ms the flight goes
+    again after the first PTO, three times that; with the default 333ms,
+    a second later (when gtlsclient, at its own 333 ms, sends its Initial
+    again, as qproxy's PTO runs out)."""
+    fast = own_qproxy(qproxy_factory, backend_app, ("initial_rtt", "50ms"))
+    gaps = {}
+    for name, q in (("50ms", fast), ("default", qp)):
+        with Relay(q.port, seed=9, s2c=Faults(drop_indices="1")) as r:
+            err = gtls_get(r, "/app/bytes/1024", 1024, tmp_path / name)
+            sent = r.records_of(S2C)
+        assert err is None, (name, err)
+        # a flight's Initial comes padded to 1200 bytes; a few small 1-RTT
+        # packets may follow the first at once
+        again = [rec.time for rec in sent if rec.index > 1 and rec.length >= 1200]
+        gaps[name] = again[0] - sent[0].time
+    assert gaps["50ms"] < 0.5 and gaps["default"] > 0.8, gaps
 
 
 def test_transfer_loss(qp):

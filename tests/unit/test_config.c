@@ -259,6 +259,7 @@ test_defaults(void)
 	CHECK_EQ_INT(cfg->log_level, LOG_LEVEL_INFO);
 	CHECK(cfg->shutdown_timeout == 30);
 	CHECK(cfg->idle_timeout == 30);
+	CHECK(cfg->initial_rtt == 0.333);
 	CHECK_EQ_INT(cfg->stream_window, 64 * 1024);
 	CHECK_EQ_INT(cfg->response_buffer_size, 256 * 1024);
 	CHECK_EQ_INT(cfg->max_header_size, 64 * 1024);
@@ -637,6 +638,15 @@ test_durations(void)
 	CHECK(cfg == NULL);
 	cfg = test_global("idle_timeout", "1ms");
 	CHECK(cfg != NULL && cfg->idle_timeout == 0.001);
+	config_free(cfg);
+
+	/* initial_rtt: 1ms to 10s */
+	cfg = test_global("initial_rtt", "0");
+	CHECK(cfg == NULL);
+	cfg = test_global("initial_rtt", "11s");
+	CHECK(cfg == NULL);
+	cfg = test_global("initial_rtt", "20ms");
+	CHECK(cfg != NULL && cfg->initial_rtt == 0.02);
 	config_free(cfg);
 
 	/* batch_delay: 0 to 1ms, 50us unless set */
