@@ -1474,6 +1474,11 @@ config_warnings(const struct config *cfg,
 		    "response_buffer_size: a stream can hold no more than "
 		    "all streams together", cfg->path, config_later_line(cfg,
 		    "response_buffer_total", "response_buffer_size"));
+	if (3 * cfg->initial_rtt >= cfg->idle_timeout)
+		warn("%s:%d: initial_rtt is a third of idle_timeout or more: a "
+		    "lost handshake flight is not sent again before the "
+		    "handshake times out", cfg->path, config_later_line(cfg,
+		    "initial_rtt", "idle_timeout"));
 	if (cfg->request_buffer_total < cfg->stream_window)
 		warn("%s:%d: request_buffer_total is smaller than "
 		    "stream_window: one upload to a slow backend can fill it",

@@ -624,7 +624,7 @@ def test_response_memory_is_bounded_and_slow_readers_make_room(qproxy_factory,
             relay.blackhole(True, "c2s")
             r = h3_get(q.url("/app/bytes/3000000"), timeout=12 * SLOW)
             alive = slow.is_alive()
-            t_room = time.monotonic() - t0
+            t_new = time.monotonic() - t0
             assert r.status == 200 and r.body == expected_body(3000000)
         finally:
             relay.blackhole(False, "c2s")
@@ -632,7 +632,8 @@ def test_response_memory_is_bounded_and_slow_readers_make_room(qproxy_factory,
     outcomes = got[0].outcomes
     reset = outcomes.count("reset 0x107")
     assert reset >= 1 and reset + outcomes.count("timeout") == 8, (
-        "room made %.1f s after the slow client started; %r\n%r" % (t_room, _limits(q), got[0]))
+        "the new client done %.1f s after the slow one started; %r\n%r" % (t_new, _limits(q),
+                                                                       got[0]))
     # made room for, not outwaited: the slow client was still there, or
     # left because every one of its streams was reset
     assert alive or reset == 8, got[0]

@@ -85,6 +85,8 @@ Inspection:
   client_of(dcid): the client whose first Initial carried that Destination
               Connection ID (hex), so a client's datagrams can be found
               in records by the ID its own qlog names
+  connections_from(client): how many connections that address began
+              (Source Connection IDs of its long-header datagrams)
   amplification(before, client=None): bytes qproxy sent vs bytes of the
               client delivered to qproxy before a moment (anti-amplification)
 """
@@ -116,12 +118,16 @@ Record = collections.namedtuple(
     "Record", "direction length first_byte tos time due client upstream fate index")
 
 
-def long_header_dcid(data):
-    """The Destination Connection ID of a QUIC long-header packet (RFC 9000
-    17.2: flags, version, DCID length, DCID), hex; None for anything else."""
-    if len(data) < 6 or not data[0] & 0x80 or len(data) < 6 + data[5]:
+def long_header_ids(data):
+    """(Destination, Source) Connection IDs of a QUIC long-header packet
+    (RFC 9000 17.2: flags, version, DCID length, DCID, SCID length, SCID),
+    hex; None for anything else."""
+    if len(data) < 7 or not data[0] & 0x80:
         return None
-    return data[6:6 + data[5]].hex()
+    n = data[5]
+    if len(data) < 7 + n or len(data) < 7 + n + data[6 + n]:
+        return None
+    return data[6:6 + n].hex(), data[7 + n:7 + n + data[6 + n]].hex()
 
 
 def parse_indices(spec):
@@ -196,6 +202,7 @@ class _Session:
         self.old = []               # (sock, close_at) kept after a rebind
         self.count = {C2S: 0, S2C: 0}
         self.dcid = None            # of its first long-header datagram, hex
+        self.scids = set()          # of its long-header datagrams: connections
         self.last_due = {C2S: 0.0, S2C: 0.0}
         self.link_free = {C2S: 0.0, S2C: 0.0}   # Faults.rate: the link free again
 
@@ -370,6 +377,14 @@ class Relay:
                 if s.dcid == dcid.lower():
                     return c
         return None
+
+    def connections_from(self, client):
+        """How many QUIC connections the client address began: Source
+        Connection IDs of its long-header datagrams (a port the system
+        gave two clients in turn has two)."""
+        with self._lock:
+            s = self.sessions.get(client)
+            return len(s.scids) if s is not None else 0
 
     def records_of(self, direction=None, client=None):
         with self._lock:
@@ -586,8 +601,11 @@ class Relay:
         t = self.now()
         session.count[d] += 1
         index = session.count[d]
-        if d == C2S and session.dcid is None:
-            session.dcid = long_header_dcid(data)
+        ids = long_header_ids(data) if d == C2S else None
+        if ids is not None:
+            if session.dcid is None:
+                session.dcid = ids[0]
+            session.scids.add(ids[1])
         c["datagrams"] += 1
         c["bytes"] += len(data)
         # a fixed number of draws per datagram keeps a direction's pattern
