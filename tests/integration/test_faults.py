@@ -19,8 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pycurl
 import pytest
 
-from helpers import (SLOW, KiB, MiB, _global_section, expected_sha256, file_sha256,
-                     gtls_fetch, gtlsclient_binary, h3_get)
+from helpers import (SLOW, KiB, MiB, expected_sha256, file_sha256, gtls_fetch,
+                     gtlsclient_binary, h3_get, wait_until)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOOLS = os.path.join(os.path.dirname(HERE), "tools")
@@ -28,6 +28,7 @@ if TOOLS not in sys.path:
     sys.path.insert(0, TOOLS)
 
 from relay import C2S, S2C, Faults, Relay  # noqa: E402
+from test_limits import _private  # noqa: E402
 
 # The same sizes under ASan (SLOW > 1): they take about as long there, as the
 # relay's pacing and the clients' timers, not qproxy's CPU, set the time.
@@ -45,8 +46,9 @@ MEDIUM = 2 * MiB
 # handshake up then (--timeout is an idle timeout, which any packet from
 # qproxy restarts), before its Initial of 38.1 s would start another
 # connection.
-HANDSHAKE_CLIENT_ARGS = ("--initial-rtt=100ms", "--handshake-timeout=36s")
 HANDSHAKE_CLIENT_TIMEOUT = 36
+HANDSHAKE_CLIENT_ARGS = ("--initial-rtt=100ms",
+                         "--handshake-timeout=%ds" % HANDSHAKE_CLIENT_TIMEOUT)
 
 
 # --------------------------------------------------------------------------
@@ -237,15 +239,6 @@ def retry_the_starved(relay, results, path, n, directory, timeout, extra_args, m
     return list(excused.values())
 
 
-def wait_for_handshakes_to_end(q, timeout):
-    """Wait until qproxy has no handshake under way (a starved client's
-    connection lasts until its handshake times out)."""
-    deadline = time.monotonic() + timeout * SLOW
-    while (stats(q)["connections"]["handshakes_current"] > 0 and
-           time.monotonic() < deadline):
-        time.sleep(0.5)
-
-
 # --------------------------------------------------------------------------
 # the relay itself
 
@@ -270,18 +263,6 @@ def test_relay_passes_traffic_and_total_loss_fails_the_fetch(qp):
     assert conn_counts(qp) == (total0, hs0)
 
 
-def own_qproxy(qproxy_factory, backend_app, *settings):
-    """A qproxy of the test's own, with these global settings: /app/ to the
-    test backend, no Retry."""
-    name, base = _global_section()
-    return qproxy_factory(sections=lambda port, c, k: [
-        (name, base + list(settings)),
-        ("listener main", [("address", "127.0.0.1:%d" % port),
-                           ("certificate", c), ("private_key", k), ("retry", "never")]),
-        ("backend app", [("server", backend_app.tcp_server)]),
-        ("route app", [("path_prefix", "/app/"), ("backend", "app")])])
-
-
 def test_starved_clients_are_told_apart(qproxy_factory, backend_app, tmp_path):
     """starved_by_the_relay, which lets the handshake tests give a client a
     second try, excuses a client only when the relay lost all it sent, or
@@ -289,7 +270,7 @@ def test_starved_clients_are_told_apart(qproxy_factory, backend_app, tmp_path):
     heard it and never answered, nor when it got the handshake.  (A qproxy
     of its own: a starved handshake would otherwise linger in the shared
     one's counters for 30 s.)"""
-    q = own_qproxy(qproxy_factory, backend_app, ("idle_timeout", "3s"))
+    q = _private(qproxy_factory, backend_app, tmp_path, ("idle_timeout", "3s"))
     path = "/app/bytes/1024"
     # a server that reads nothing and answers nothing
     mute = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -361,7 +342,8 @@ def test_handshake_loss(qp, tmp_path):
     # answer, so it cannot complete) lasts until qproxy gives its handshake
     # up; once it is gone it counts as given up below.
     if excused:
-        wait_for_handshakes_to_end(qp, 40)
+        wait_until(lambda: stats(qp)["connections"]["handshakes_current"] == 0,
+                   "qproxy gave the starved clients' handshakes up", 40)
     total, hs = settle(qp, total0 + n, hs0 + n)
     why = "\n".join(["stats: %r" % stats(qp)["connections"]] +
                     new_connection_lines(qp, log0))
@@ -384,7 +366,7 @@ def test_initial_rtt_sets_when_a_lost_first_flight_goes_again(qp, qproxy_factory
     a small 1-RTT packet or two): with initial_rtt = 50ms the flight goes
     again after the first PTO, three times that; with the default 333ms,
     a second later."""
-    fast = own_qproxy(qproxy_factory, backend_app, ("initial_rtt", "50ms"))
+    fast = _private(qproxy_factory, backend_app, tmp_path, ("initial_rtt", "50ms"))
     gaps = {}
     for name, q in (("50ms", fast), ("default", qp)):
         with Relay(q.port, seed=9, s2c=Faults(drop_indices="1")) as r:
