@@ -351,16 +351,26 @@ def test_slow_reader_gets_five_seconds_for_the_whole_reply(qproxy_factory):
         start = time.monotonic()
         s.sendall(b"QPROXY/1 backends\n")
         got, closed = 0, False
+        WAKE = 256 * 1024
+        s.setblocking(False)
         while time.monotonic() - start < 15:
             time.sleep(3)
-            s.setblocking(False)
+            # A slow reader takes 256 KiB a wake: more than the kernel
+            # holds (about 220 KB here), so the daemon has room to write
+            # again, and a bounded amount, since it writes as fast as a
+            # reader reads. Once the five seconds are over it reads on to
+            # the end: what the kernel held when the daemon gave up, or (if
+            # it never gave up) the whole reply.
+            past = time.monotonic() - start > 5.5
+            taken = 0
             try:
-                while True:
-                    b = s.recv(1 << 20)
+                while past or taken < WAKE:
+                    b = s.recv(WAKE - taken if not past else 1 << 20)
                     if not b:
                         closed = True
                         break
                     got += len(b)
+                    taken += len(b)
             except BlockingIOError:
                 pass
             if closed:
