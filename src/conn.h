@@ -200,8 +200,8 @@ struct qconn {
 	ev_tstamp		 mem_mark;	/* this turnover's start */
 	uint64_t		 mem_taken;	/* bytes taken since */
 	uint64_t		 mem_target;	/* held then */
-	/* request_buffer_total: the chunks its streams hold for backends */
-	size_t			 req_chunks;
+	/* request_buffer_total: the bytes its streams hold for backends */
+	size_t			 req_bytes;
 };
 
 struct strbuf;

@@ -12,9 +12,9 @@
  *    the total is reached, backends wait for memory (mem_waiters), and
  *    streams of the connections slowest to take what they hold are reset
  *    to make room (ex_mem_evict).
- *  - request heads and bodies held for backends count against
- *    request_buffer_total; past it, the connection holding the most loses
- *    its largest stream (ex_req_evict).
+ *  - request heads (as received, and as written for a backend) and bodies
+ *    held for backends count against request_buffer_total; past it, the
+ *    connection holding the most loses its largest stream (ex_req_evict).
  *
  * Nothing reaches a backend before the request head was validated, and a
  * request whose body fits in half of stream_window is held until it is
@@ -140,8 +140,9 @@ struct exchange {
 	bool			 own_given;	/* to nghttp3 */
 	uint64_t		 own_acked;
 
-	/* request_buffer_total: hold, out and stage's chunks */
-	size_t			 req_counted;	/* in qc->req_chunks */
+	/* request_buffer_total: hold, out and stage's chunks, and req's heap */
+	size_t			 req_counted;	/* bytes, in qc->req_bytes */
+	size_t			 head_counted;	/* of them, req's heap */
 	TAILQ_ENTRY(exchange)	 req_entry;	/* on req_holders */
 	bool			 req_held;
 
@@ -186,12 +187,16 @@ static TAILQ_HEAD(, exchange) mem_waiters = TAILQ_HEAD_INITIALIZER(mem_waiters);
 /*
  * Request memory, all streams together: req_chunks counts the chunks of
  * every exchange's hold, out and stage (what waits for a backend: the
- * request head, and body bytes the client sent within its credit).
- * req_holders lists the exchanges holding any, in the order they began
- * to. Flow control cannot take back credit a client was given, so past
- * request_buffer_total streams are given up (ex_req_evict).
+ * request head as written for it, and body bytes the client sent within
+ * its credit); req_head_bytes, the heap of the heads as received, kept
+ * until the exchange is done (QPACK lets a few bytes on the wire name a
+ * field of a thousand). req_holders lists the exchanges holding any, in
+ * the order they began to. Flow control cannot take back credit a client
+ * was given, so past request_buffer_total streams are given up
+ * (ex_req_evict).
  */
 static size_t req_chunks;
+static size_t req_head_bytes;
 static TAILQ_HEAD(, exchange) req_holders = TAILQ_HEAD_INITIALIZER(req_holders);
 
 static void	ex_start(struct exchange *);
@@ -342,18 +347,31 @@ ex_mem_update(struct exchange *ex)
 		qc_mem_turn(qc);
 }
 
+/* Request memory, all streams together, in bytes. */
+static size_t
+req_total(void)
+{
+	return req_chunks * BUFQ_CHUNK_SIZE + req_head_bytes;
+}
+
 /*
- * After hold, out or stage gained or lost chunks: what the exchange and
- * its connection hold for backends, and its place on req_holders.
+ * After hold, out or stage gained or lost chunks, or the head grew: what
+ * the exchange and its connection hold for backends, and its place on
+ * req_holders. A finished exchange's head, cut to what the access log
+ * shows (ex_finish), is not counted: such a stream cannot be given up.
  */
 static void
 ex_req_update(struct exchange *ex)
 {
-	size_t n = ex->hold.nchunks + ex->out.nchunks + ex->stage.nchunks;
+	size_t head = ex->state == EX_DONE ? 0 : request_heap(&ex->req);
+	size_t n = (ex->hold.nchunks + ex->out.nchunks + ex->stage.nchunks) *
+	    BUFQ_CHUNK_SIZE + head;
 
-	if (req_chunks > stats.request_peak_chunks)
-		stats.request_peak_chunks = req_chunks;
-	ex->qc->req_chunks = ex->qc->req_chunks - ex->req_counted + n;
+	req_head_bytes = req_head_bytes - ex->head_counted + head;
+	ex->head_counted = head;
+	if (req_total() > stats.request_peak_bytes)
+		stats.request_peak_bytes = req_total();
+	ex->qc->req_bytes = ex->qc->req_bytes - ex->req_counted + n;
 	ex->req_counted = n;
 	if (ex->req_held && n == 0) {
 		TAILQ_REMOVE(&req_holders, ex, req_entry);
@@ -416,6 +434,8 @@ ex_finish(struct exchange *ex)
 	bufq_free(&ex->hold);
 	bufq_free(&ex->out);
 	bufq_free(&ex->stage);
+	request_compact(&ex->req, ACCESS_METHOD_MAX, ACCESS_AUTHORITY_MAX,
+	    ACCESS_LINE_MAX);
 	ex_req_update(ex);
 	/* whatever the client still sends is read and dropped */
 	ex_credit(ex, 0);
@@ -538,9 +558,9 @@ exchange_response_chunks(void)
 }
 
 size_t
-exchange_request_chunks(void)
+exchange_request_bytes(void)
 {
-	return req_chunks;
+	return req_total();
 }
 
 struct exchange *
@@ -589,8 +609,11 @@ void
 exchange_field(struct exchange *ex, const uint8_t *name, size_t namelen,
     const uint8_t *value, size_t valuelen)
 {
-	if (ex->state == EX_HEADERS)
-		(void)request_add(&ex->req, name, namelen, value, valuelen);
+	if (ex->state != EX_HEADERS)
+		return;
+	(void)request_add(&ex->req, name, namelen, value, valuelen);
+	if (request_heap(&ex->req) != ex->head_counted)
+		ex_req_update(ex);
 }
 
 /* Whether this request's method may be served from early data. */
@@ -1946,7 +1969,7 @@ ex_req_victim(void)
 	struct qconn *qc = NULL;
 
 	TAILQ_FOREACH(ex, &req_holders, req_entry)
-		if (qc == NULL || ex->qc->req_chunks > qc->req_chunks)
+		if (qc == NULL || ex->qc->req_bytes > qc->req_bytes)
 			qc = ex->qc;
 	if (qc == NULL)
 		return NULL;
@@ -1978,14 +2001,13 @@ ex_req_evict(void)
 
 	if ((ex = TAILQ_FIRST(&req_holders)) == NULL)
 		return false;
-	limit = ex->qc->srv->gen->cfg->request_buffer_total / BUFQ_CHUNK_SIZE;
-	while (req_chunks > limit && (ex = ex_req_victim()) != NULL) {
+	limit = ex->qc->srv->gen->cfg->request_buffer_total;
+	while (req_total() > limit && (ex = ex_req_victim()) != NULL) {
 		log_limited(&lim, LOG_LEVEL_INFO, "%s: request_buffer_total "
 		    "reached: stream %lld given up, %zu of the connection's "
 		    "%zu KiB held for backends%s", ex->qc->peer,
 		    (long long)ex->stream_id,
-		    ex->req_counted * (BUFQ_CHUNK_SIZE / 1024),
-		    ex->qc->req_chunks * (BUFQ_CHUNK_SIZE / 1024),
+		    ex->req_counted / 1024, ex->qc->req_bytes / 1024,
 		    ex_client_stalled(ex) ? ", waiting on its client" : "");
 		stats.streams_reset_req_memory++;
 		any = true;

@@ -43,8 +43,8 @@ void		 exchange_cache_free(void);
 size_t		 exchange_cached(void);
 /* For the statistics: chunks of response bytes held (BUFQ_CHUNK_SIZE). */
 size_t		 exchange_response_chunks(void);
-/* For the statistics: chunks of request heads and bodies held for backends. */
-size_t		 exchange_request_chunks(void);
+/* For the statistics: bytes of request heads and bodies held for backends. */
+size_t		 exchange_request_bytes(void);
 /* Whether response bytes on the connection wait for the client. */
 bool		 exchange_conn_sending(const struct qconn *);
 /*

@@ -38,12 +38,7 @@
 /* Room for a timestamp (24 characters; gcc wants room for any int). */
 #define LOG_TIME_SIZE	96
 
-/* The longest access log line, its newline included. */
-#define ACCESS_LINE_MAX		16384
-/* Caps on the escaped fields other than the path, which takes the rest. */
 #define ACCESS_CLIENT_MAX	256
-#define ACCESS_AUTHORITY_MAX	4096
-#define ACCESS_METHOD_MAX	256
 #define ACCESS_BACKEND_MAX	1024
 _Static_assert(ACCESS_CLIENT_MAX + ACCESS_AUTHORITY_MAX + ACCESS_METHOD_MAX +
     2 * ACCESS_BACKEND_MAX + 1024 < ACCESS_LINE_MAX,

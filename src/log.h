@@ -78,7 +78,16 @@ int	log_files_chown(uid_t uid, gid_t gid);
 /* strerror, but for the errno of a log file refused for its hard links. */
 const char *log_file_strerror(int errnum);
 
-/* One line per request. */
+/* One line per request. The longest, its newline included: */
+#define ACCESS_LINE_MAX		16384
+/*
+ * Caps on the escaped fields other than the path, which takes the rest
+ * (client and backend: log.c's). A field never shows more bytes of its
+ * value than its cap.
+ */
+#define ACCESS_AUTHORITY_MAX	4096
+#define ACCESS_METHOD_MAX	256
+
 struct access_entry {
 	double		 time;		/* wall clock, seconds since the epoch */
 	const char	*client;	/* address */

@@ -51,6 +51,91 @@ request_free(struct request *r)
 	r->fieldcap = REQUEST_INLINE_FIELDS;
 }
 
+static size_t
+min_size(size_t a, size_t b)
+{
+	return a < b ? a : b;
+}
+
+size_t
+request_heap(const struct request *r)
+{
+	size_t n = 0;
+
+	if (r->buf != r->inline_buf)
+		n += r->bufcap;
+	if (r->fields != r->inline_fields)
+		n += r->fieldcap * sizeof(*r->fields);
+	return n;
+}
+
+void
+request_compact(struct request *r, size_t method_max, size_t authority_max,
+    size_t path_max)
+{
+	struct {
+		int	*idx;
+		size_t	 max;
+	} keep[] = {
+		{ &r->method, method_max },
+		{ r->authority != -1 ? &r->authority : &r->host, authority_max },
+		{ &r->path, path_max },
+	};
+	struct request_field kept[sizeof(keep) / sizeof(keep[0])], *f;
+	size_t n = 0, need = 0, len;
+	char *nb;
+
+	if (request_heap(r) == 0)
+		return;
+	for (size_t k = 0; k < sizeof(keep) / sizeof(keep[0]); k++)
+		if (*keep[k].idx != -1) {
+			f = &r->fields[*keep[k].idx];
+			need += f->namelen + 1 + min_size(f->valuelen, keep[k].max) + 1;
+		}
+	/* a head that had its buffer inline keeps it: it is no larger */
+	if (r->buf == r->inline_buf)
+		nb = r->buf;
+	else if (need <= sizeof(r->inline_buf))
+		nb = r->inline_buf;
+	else if ((nb = malloc(need)) == NULL)
+		return;
+	len = 0;
+	for (size_t k = 0; k < sizeof(keep) / sizeof(keep[0]); k++) {
+		if (*keep[k].idx == -1)
+			continue;
+		kept[n] = r->fields[*keep[k].idx];
+		kept[n].valuelen = (uint32_t)min_size(kept[n].valuelen, keep[k].max);
+		if (nb != r->buf) {
+			memcpy(nb + len, r->buf + kept[n].name, kept[n].namelen + 1);
+			kept[n].name = (uint32_t)len;
+			len += kept[n].namelen + 1;
+			memcpy(nb + len, r->buf + kept[n].value, kept[n].valuelen);
+			nb[len + kept[n].valuelen] = '\0';
+			kept[n].value = (uint32_t)len;
+			len += kept[n].valuelen + 1;
+		} else
+			r->buf[kept[n].value + kept[n].valuelen] = '\0';
+		*keep[k].idx = (int)n++;
+	}
+	if (nb != r->buf) {
+		free(r->buf);
+		r->buf = nb;
+		r->bufcap = nb == r->inline_buf ? sizeof(r->inline_buf) : need;
+		r->buflen = len;
+	}
+	if (r->fields != r->inline_fields) {
+		free(r->fields);
+		r->fields = r->inline_fields;
+		r->fieldcap = REQUEST_INLINE_FIELDS;
+	}
+	memcpy(r->fields, kept, n * sizeof(kept[0]));
+	r->nfields = n;
+	r->scheme = -1;
+	if (r->authority == -1)
+		r->authority = r->host;		/* the one kept, or none */
+	r->host = -1;
+}
+
 static const char *
 fname(const struct request *r, int i)
 {

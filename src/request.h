@@ -63,6 +63,16 @@ int	request_finish(struct request *, bool fin);
 /* The body so far: received bytes, and whether the stream ended. 0 or -1. */
 int	request_check_body(struct request *, uint64_t received, bool fin);
 
+/* Bytes the head holds on the heap: its field lines past the inline room. */
+size_t	request_heap(const struct request *);
+/*
+ * Keeps of a finished request what is still asked of it (method, target
+ * host and path, at most the given lengths of each: what the access log
+ * shows) and lets the other fields go. When out of memory all stay.
+ */
+void	request_compact(struct request *, size_t method_max,
+	    size_t authority_max, size_t path_max);
+
 /* The target host for routing: :authority, else Host. */
 const char *request_authority(const struct request *, size_t *len);
 const char *request_path(const struct request *, size_t *len);

@@ -440,8 +440,7 @@ server_report_stats(struct quic_server *srv, struct strbuf *out, bool json)
 	stats.response_bytes = exchange_response_chunks() * BUFQ_CHUNK_SIZE;
 	stats.response_peak_bytes = stats.response_peak_chunks *
 	    BUFQ_CHUNK_SIZE;
-	stats.request_bytes = exchange_request_chunks() * BUFQ_CHUNK_SIZE;
-	stats.request_peak_bytes = stats.request_peak_chunks * BUFQ_CHUNK_SIZE;
+	stats.request_bytes = exchange_request_bytes();
 	stats.h3_bytes = h3_mem_live();
 	stats.h3_free_bytes = h3_mem_kept();
 	quic_token_stats(srv);

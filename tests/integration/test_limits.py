@@ -867,6 +867,43 @@ def test_request_memory_resets_a_stream_whose_response_began(qproxy_factory,
                10 * SLOW)
 
 
+def test_request_heads_count_in_request_memory(qproxy_factory, backend_app, tmp_path):
+    """A request's head, as received, counts in request_buffer_total until
+    its exchange is done: before, only the head as written for the backend
+    did, while it waited to be written, and heads of up to max_header_size
+    (QPACK can make one of a few bytes on the wire) were held uncounted
+    for as long as their streams waited. 20 GETs with 40 fields of 1000
+    bytes each (their heads hold about 66 KiB apiece) wait on a backend
+    that never answers: past the 1 MiB, streams are given up (503) until
+    the rest fit, and the rest wait. A stream that is done keeps only what the access log
+    shows, uncounted."""
+    q = _private(qproxy_factory, backend_app, tmp_path, ("request_buffer_total", "1m"))
+    head = [":method: GET", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port,
+            ":path: /app/hang"] + ["x-fill-%02d: %s" % (i, "v" * 1000) for i in range(40)]
+    got = []
+    t = threading.Thread(target=lambda: got.append(
+        h3raw(q.port, head, count=20, timeout=4 * SLOW)))
+    t.start()
+    try:
+        wait_until(lambda: stats(q)["upstream"]["connections_current"] +
+                   _limits(q)["reset_request_memory"] == 20, "20 requests at the backend "
+                   "or given up", 10 * SLOW)
+        held = _buffers(q)["request_bytes"]
+        given_up = _limits(q)["reset_request_memory"]
+    finally:
+        t.join()
+    r = got[0]
+    codes = _codes(r)
+    assert given_up >= 1 and codes.count("503") == given_up, (given_up, r)
+    assert codes.count(None) == 20 - given_up and r.outcomes.count("timeout") == 20 - given_up, r
+    # what is held fits, and is the heads of the streams left (those given
+    # up went while theirs were also written out for the backend: 16 KiB
+    # chunks, 48 KiB more each)
+    assert given_up < 20 and (20 - given_up) * 40 * 1000 <= held <= _MIB, (held, given_up)
+    wait_until(lambda: _buffers(q)["request_bytes"] == 0, "request memory given back",
+               10 * SLOW)
+
+
 def test_slow_reader_that_keeps_reading_is_not_closed(qproxy_factory, backend_app, tmp_path):
     """send_timeout counts from the last progress, not from the start."""
     q = _private(qproxy_factory, backend_app, tmp_path, ("send_timeout", "1s"))

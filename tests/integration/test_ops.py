@@ -889,6 +889,36 @@ def test_access_log_json(qproxy_factory, backend_app, tmp_path):
     assert m["status"] == 404 and m["backend"] == "-"
 
 
+def test_access_log_shows_what_a_finished_request_kept(qproxy_factory, backend_app,
+                                                     tmp_path):
+    """Once its exchange is done, a request keeps only what its access
+    log line shows (its method, host and path, at most as long as the line
+    shows them), for the stream may stay open a long while and the rest
+    of its head no longer counts against request_buffer_total. The line is
+    the same as if it had kept all: here, requests whose fields are on the
+    heap (40 headers of 1000 bytes), with a path of 3000 bytes and one
+    longer than the line."""
+    log = tmp_path / "access.json"
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server,
+        extra_global=[("access_log", str(log)), ("access_log_format", "json")]))
+    fill = ["x-fill-%02d: %s" % (i, "v" * 1000) for i in range(40)]
+    paths = ["/app/bytes/5?q=" + "a" * 3000, "/app/bytes/6?q=" + "b" * 20000]
+    for p in paths:
+        r = h3_get(q.url(p), headers=fill)
+        assert r.status == 200, r
+    _wait_for_line(log, "/app/bytes/6")
+    entries = [json.loads(l) for l in log.read_text().splitlines()]
+    short = [x for x in entries if x["path"].startswith("/app/bytes/5")][0]
+    assert short["path"] == paths[0] and short["method"] == "GET", short
+    assert short["authority"] == "127.0.0.1:%d" % q.port, short
+    assert short["status"] == 200 and short["response_bytes"] == 5, short
+    long = [x for x in entries if x["path"].startswith("/app/bytes/6")][0]
+    assert paths[1].startswith(long["path"]) and len(long["path"]) > 15000, len(long["path"])
+    assert long["status"] == 200 and long["response_bytes"] == 6, long
+    assert long["quic_version"] == "0x1" and long["backend"] == backend_app.tcp_server, long
+
+
 def test_access_log_json_escapes_what_ends_lines(qproxy_factory, backend_app, tmp_path):
     """A :path's C1 controls (U+0085 ends a line to Python and others,
     U+009B starts a terminal's escape) and U+2028 and U+2029 (which end

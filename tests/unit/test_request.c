@@ -424,6 +424,108 @@ test_long_authority(void)
 	request_free(&r);
 }
 
+/* Adds n fields "x-fill-NN" of len bytes each. */
+static void
+fill(struct request *r, int n, size_t len)
+{
+	char name[32], value[2048];
+
+	memset(value, 'v', len);
+	for (int i = 0; i < n; i++) {
+		snprintf(name, sizeof(name), "x-fill-%02d", i);
+		CHECK_EQ_INT(request_add(r, (const uint8_t *)name, strlen(name),
+		    (const uint8_t *)value, len), 0);
+	}
+}
+
+/*
+ * The heap a head holds, and what is left of it once only the access
+ * log's fields are kept: at most the given lengths of each, inline when
+ * they fit.
+ */
+static void
+test_compact(void)
+{
+	struct request r;
+	char *path, *host;
+	const char *p;
+	size_t len, heap;
+
+	/* all inline: nothing on the heap, nothing done */
+	start_get(&r, "example.com");
+	CHECK_EQ_INT(request_finish(&r, true), 0);
+	CHECK_EQ_INT(request_heap(&r), 0);
+	request_compact(&r, 256, 4096, 16384);
+	CHECK_EQ_INT(r.nfields, 4);
+	request_free(&r);
+
+	/* fields past the inline room, bytes within it */
+	start_get(&r, "example.com");
+	fill(&r, 2 * REQUEST_INLINE_FIELDS, 1);
+	CHECK(r.buf == r.inline_buf && r.fields != r.inline_fields);
+	CHECK_EQ_INT(request_heap(&r), r.fieldcap * sizeof(*r.fields));
+	request_compact(&r, 256, 4096, 16384);
+	CHECK_EQ_INT(request_heap(&r), 0);
+	CHECK_EQ_INT(r.nfields, 3);
+	CHECK_EQ_STR(request_method(&r), "GET");
+	p = request_authority(&r, &len);
+	CHECK_EQ_INT(len, 11);
+	CHECK_EQ_STR(p, "example.com");
+	p = request_path(&r, &len);
+	CHECK_EQ_INT(len, 1);
+	CHECK_EQ_STR(request_field(&r, ":path"), "/");
+	CHECK(request_field(&r, "x-fill-00") == NULL);
+	request_free(&r);
+
+	/* both on the heap; what is kept fits inline */
+	start_get(&r, "example.com");
+	fill(&r, 40, 1000);
+	CHECK(r.buf != r.inline_buf && r.fields != r.inline_fields);
+	heap = request_heap(&r);
+	CHECK_EQ_INT(heap, r.bufcap + r.fieldcap * sizeof(*r.fields));
+	CHECK(heap >= 40 * 1000);
+	request_compact(&r, 256, 4096, 16384);
+	CHECK_EQ_INT(request_heap(&r), 0);
+	CHECK(r.buf == r.inline_buf);
+	CHECK_EQ_STR(request_method(&r), "GET");
+	CHECK_EQ_STR(request_authority(&r, &len), "example.com");
+	request_free(&r);
+
+	/* long values are cut to the lengths given; Host stands in */
+	path = malloc(20001);
+	host = malloc(5001);
+	CHECK(path != NULL && host != NULL);
+	memset(path, 'p', 20000);
+	path[0] = '/';
+	path[20000] = '\0';
+	memset(host, 'h', 5000);
+	host[5000] = '\0';
+	request_init(&r, 1 << 20);
+	(void)request_add(&r, (const uint8_t *)":method", 7,
+	    (const uint8_t *)"GET", 3);
+	(void)request_add(&r, (const uint8_t *)":scheme", 7,
+	    (const uint8_t *)"https", 5);
+	(void)request_add(&r, (const uint8_t *)":path", 5,
+	    (const uint8_t *)path, 20000);
+	(void)request_add(&r, (const uint8_t *)"host", 4,
+	    (const uint8_t *)host, 5000);
+	fill(&r, 20, 1000);
+	CHECK_EQ_INT(request_finish(&r, true), 0);
+	request_compact(&r, 2, 4096, 16384);
+	CHECK_EQ_INT(request_heap(&r),
+	    (8 + 3) + (6 + 16385) + (5 + 4097));	/* names, NULs */
+	CHECK_EQ_STR(request_method(&r), "GE");
+	p = request_authority(&r, &len);
+	CHECK_EQ_INT(len, 4096);
+	CHECK(strlen(p) == 4096 && memcmp(p, host, 4096) == 0);
+	p = request_path(&r, &len);
+	CHECK_EQ_INT(len, 16384);
+	CHECK(strlen(p) == 16384 && memcmp(p, path, 16384) == 0);
+	request_free(&r);
+	free(path);
+	free(host);
+}
+
 static void
 test_http1(void)
 {
@@ -492,6 +594,7 @@ main(void)
 	test_large_request();
 	test_authority_bytes();
 	test_long_authority();
+	test_compact();
 	test_path_normalized();
 	request_free(build(end, true, &rv));	/* the static one */
 	UNIT_DONE();
