@@ -71,6 +71,9 @@ $(B)/tests/test_%: $(B)/tests/test_%.o $(B)/libqproxy.a $(RNG_OBJ)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
 
+# test_request makes malloc fail on demand (request_compact's fallback)
+$(B)/tests/test_request: ALL_LDFLAGS += -Wl,--wrap=malloc
+
 $(B)/tests/h3raw.o: tests/tools/h3raw.c config.mk
 	@mkdir -p $(@D)
 	@echo "  CC      $<"

@@ -80,6 +80,9 @@ struct exchange {
 	ev_tstamp		 started;	/* loop time */
 	double			 wall_start;	/* for the access log */
 	bool			 head_seen;	/* worth an access log line */
+	bool			 head_refused;	/* no room for it: see
+						   exchange_field */
+	bool			 head_trimmed;	/* to what the log shows */
 	bool			 early;		/* begun in 0-RTT */
 	int			 status;	/* final status sent, or 0 */
 	uint64_t		 resp_bytes;	/* body bytes from the backend */
@@ -202,6 +205,7 @@ static TAILQ_HEAD(, exchange) req_holders = TAILQ_HEAD_INITIALIZER(req_holders);
 static void	ex_start(struct exchange *);
 static void	ex_mem_flush(void);
 static bool	ex_req_evict(void);
+static struct qconn *ex_req_greediest(void);
 static bool	ex_client_stalled(const struct exchange *);
 
 /* Where backend bytes are read (ex_read_buffered); grows to the largest read. */
@@ -424,6 +428,22 @@ ex_room(const struct exchange *ex)
 	return room;
 }
 
+/*
+ * Once the head will not be written again (ex_retry), it keeps only what
+ * the access log shows: the rest would be held, and counted, for as long
+ * as the response takes.
+ */
+static void
+ex_trim_head(struct exchange *ex)
+{
+	if (!ex->head_trimmed) {
+		ex->head_trimmed = true;
+		request_compact(&ex->req, ACCESS_METHOD_MAX,
+		    ACCESS_AUTHORITY_MAX, ACCESS_LINE_MAX);
+	}
+	ex_req_update(ex);
+}
+
 /* Ends the exchange's work; the stream itself closes later. */
 static void
 ex_finish(struct exchange *ex)
@@ -434,9 +454,7 @@ ex_finish(struct exchange *ex)
 	bufq_free(&ex->hold);
 	bufq_free(&ex->out);
 	bufq_free(&ex->stage);
-	request_compact(&ex->req, ACCESS_METHOD_MAX, ACCESS_AUTHORITY_MAX,
-	    ACCESS_LINE_MAX);
-	ex_req_update(ex);
+	ex_trim_head(ex);
 	/* whatever the client still sends is read and dropped */
 	ex_credit(ex, 0);
 	/*
@@ -605,15 +623,33 @@ exchange_new(struct qconn *qc, int64_t stream_id)
 	return ex;
 }
 
+/*
+ * One field line of the head. Eviction waits for the end of the loop
+ * iteration (ex_req_evict), but QPACK lets a datagram name fields of
+ * kilobytes in a byte each, for as many streams as it holds frames: a
+ * turn's datagrams could take request memory far past its limit. So a
+ * head that grows while the total is past request_buffer_total, on the
+ * connection holding the most, is refused there and then: it keeps only
+ * what its log line would show, takes no more fields, and its stream is
+ * reset with H3_REQUEST_REJECTED on the next iteration (ex_timer_cb),
+ * out of nghttp3's call.
+ */
 void
 exchange_field(struct exchange *ex, const uint8_t *name, size_t namelen,
     const uint8_t *value, size_t valuelen)
 {
-	if (ex->state != EX_HEADERS)
+	if (ex->state != EX_HEADERS || ex->head_refused)
 		return;
 	(void)request_add(&ex->req, name, namelen, value, valuelen);
-	if (request_heap(&ex->req) != ex->head_counted)
-		ex_req_update(ex);
+	if (request_heap(&ex->req) == ex->head_counted)
+		return;
+	ex_req_update(ex);
+	if (req_total() <= ex->qc->srv->gen->cfg->request_buffer_total ||
+	    ex_req_greediest() != ex->qc)
+		return;
+	ex->head_refused = true;
+	ex_trim_head(ex);
+	ex_arm_timer(ex, 0.);
 }
 
 /* Whether this request's method may be served from early data. */
@@ -640,7 +676,7 @@ exchange_headers_end(struct exchange *ex, bool fin)
 	const char *authority, *path;
 	size_t alen, plen;
 
-	if (ex->state != EX_HEADERS)
+	if (ex->state != EX_HEADERS || ex->head_refused)
 		return;	/* trailers are read and dropped */
 	stats.requests_total++;
 	ex->head_seen = true;
@@ -939,6 +975,17 @@ exchange_client_reset(struct exchange *ex)
 }
 
 /*
+ * Whether ex_retry could still send the request again, on a pooled
+ * connection that gave no response byte: not with a body, not twice.
+ */
+static bool
+ex_may_retry(const struct exchange *ex)
+{
+	return !ex->retried && ex->framing == REQ_BODY_NONE &&
+	    (ex->req.flags & REQ_F_IDEMPOTENT);
+}
+
+/*
  * Builds the backend request head and picks the body's framing. Returns -1
  * when out of memory, with the stream reset.
  */
@@ -968,6 +1015,8 @@ ex_write_head(struct exchange *ex)
 		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
 		return -1;
 	}
+	if (!ex_may_retry(ex))
+		ex_trim_head(ex);
 	return 0;
 }
 
@@ -1208,9 +1257,7 @@ ex_upstream_close(struct exchange *ex, bool reuse)
 static bool
 ex_retry(struct exchange *ex)
 {
-	if (!ex->reused || ex->resp_any || ex->retried ||
-	    ex->framing != REQ_BODY_NONE ||
-	    !(ex->req.flags & REQ_F_IDEMPOTENT))
+	if (!ex->reused || ex->resp_any || !ex_may_retry(ex))
 		return false;
 	log_debug("backend %s: pooled connection closed before a response; "
 	    "sending the request again", ex->server->cfg->text);
@@ -1575,6 +1622,7 @@ ex_parse(struct exchange *ex)
 			continue;
 		}
 		ex->head_done = true;
+		ex_trim_head(ex);
 		/* a connection whose request was cut short is never pooled */
 		ex->reusable = resp.keep_alive && !ex->req_dropped;
 		ex->status = resp.status;
@@ -1956,6 +2004,19 @@ ex_mem_flush(void)
 		}
 }
 
+/* The connection holding the most request memory, or NULL. */
+static struct qconn *
+ex_req_greediest(void)
+{
+	struct exchange *ex;
+	struct qconn *qc = NULL;
+
+	TAILQ_FOREACH(ex, &req_holders, req_entry)
+		if (qc == NULL || ex->qc->req_bytes > qc->req_bytes)
+			qc = ex->qc;
+	return qc;
+}
+
 /*
  * The stream to give up for request memory: of the connection holding
  * the most, the stream holding the most (the oldest, of equals). A client
@@ -1966,12 +2027,9 @@ static struct exchange *
 ex_req_victim(void)
 {
 	struct exchange *ex, *victim = NULL;
-	struct qconn *qc = NULL;
+	struct qconn *qc;
 
-	TAILQ_FOREACH(ex, &req_holders, req_entry)
-		if (qc == NULL || ex->qc->req_bytes > qc->req_bytes)
-			qc = ex->qc;
-	if (qc == NULL)
+	if ((qc = ex_req_greediest()) == NULL)
 		return NULL;
 	LIST_FOREACH(ex, &qc->exchanges, entry)
 		if (ex->req_held && (victim == NULL ||
@@ -1983,18 +2041,46 @@ ex_req_victim(void)
 }
 
 /*
+ * A stream given up for request memory. One whose head is not all here
+ * yet is no request: it is reset with H3_REQUEST_REJECTED, which tells
+ * the client that nothing of it was processed (RFC 9114 8.1). One with no
+ * response yet is answered 503 (a backend that saw part of it has its
+ * connection closed); else it is reset with H3_EXCESSIVE_LOAD.
+ */
+static void
+ex_req_give_up(struct exchange *ex)
+{
+	static struct log_limit lim;
+
+	log_limited(&lim, LOG_LEVEL_INFO, "%s: request_buffer_total "
+	    "reached: stream %lld given up, %zu of the connection's %zu KiB "
+	    "held%s", ex->qc->peer, (long long)ex->stream_id,
+	    ex->req_counted / 1024, ex->qc->req_bytes / 1024,
+	    ex_client_stalled(ex) && !ex->head_refused ?
+	    ", waiting on its client" : "");
+	stats.streams_reset_req_memory++;
+	if (ex->state == EX_HEADERS)
+		ex_reset(ex, NGHTTP3_H3_REQUEST_REJECTED);
+	else if (ex->resp_submitted) {
+		stats.requests_reset++;
+		ex_reset(ex, NGHTTP3_H3_EXCESSIVE_LOAD);
+	} else
+		ex_respond(ex, 503);
+	/* all end in ex_finish, which took it off req_holders */
+}
+
+/*
  * Once per loop iteration, after the writes to backends (what a backend
  * takes at once is not held): while request memory is past
- * request_buffer_total, streams are given up (ex_req_victim). A stream
- * with no response yet is answered 503 (a backend that saw part of it has
- * its connection closed); else it is reset with H3_EXCESSIVE_LOAD. A loop
- * iteration may pass the limit by what one turn's datagrams bring.
+ * request_buffer_total, streams are given up (ex_req_victim). Within an
+ * iteration the total may pass the limit by body bytes the client had
+ * credit for, and by heads that grow on connections holding less than
+ * the greediest (exchange_field refuses the greediest's at once).
  * Returns whether it gave any up.
  */
 static bool
 ex_req_evict(void)
 {
-	static struct log_limit lim;
 	struct exchange *ex;
 	size_t limit;
 	bool any = false;
@@ -2003,20 +2089,8 @@ ex_req_evict(void)
 		return false;
 	limit = ex->qc->srv->gen->cfg->request_buffer_total;
 	while (req_total() > limit && (ex = ex_req_victim()) != NULL) {
-		log_limited(&lim, LOG_LEVEL_INFO, "%s: request_buffer_total "
-		    "reached: stream %lld given up, %zu of the connection's "
-		    "%zu KiB held for backends%s", ex->qc->peer,
-		    (long long)ex->stream_id,
-		    ex->req_counted / 1024, ex->qc->req_bytes / 1024,
-		    ex_client_stalled(ex) ? ", waiting on its client" : "");
-		stats.streams_reset_req_memory++;
 		any = true;
-		if (ex->resp_submitted) {
-			stats.requests_reset++;
-			ex_reset(ex, NGHTTP3_H3_EXCESSIVE_LOAD);
-		} else
-			ex_respond(ex, 503);
-		/* both end in ex_finish, which took it off the list */
+		ex_req_give_up(ex);
 		if (ex->req_held)
 			break;		/* cannot happen; never spin */
 	}
@@ -2081,6 +2155,10 @@ ex_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	static struct log_limit lim[5];
 	struct exchange *ex = w->data;
 
+	if (ex->head_refused) {
+		ex_req_give_up(ex);	/* armed by exchange_field */
+		return;
+	}
 	if (ex_client_stalled(ex)) {
 		log_limited(&lim[0], LOG_LEVEL_INFO, "%s: stream %lld: the "
 		    "client stopped sending its request", ex->qc->peer,

@@ -81,26 +81,34 @@ request_compact(struct request *r, size_t method_max, size_t authority_max,
 		{ r->authority != -1 ? &r->authority : &r->host, authority_max },
 		{ &r->path, path_max },
 	};
+	const size_t nkeep = sizeof(keep) / sizeof(keep[0]);
 	struct request_field kept[sizeof(keep) / sizeof(keep[0])], *f;
-	size_t n = 0, need = 0, len;
+	size_t n = 0, need = 0, names = 0, len;
 	char *nb;
 
 	if (request_heap(r) == 0)
 		return;
-	for (size_t k = 0; k < sizeof(keep) / sizeof(keep[0]); k++)
+	for (size_t k = 0; k < nkeep; k++)
 		if (*keep[k].idx != -1) {
 			f = &r->fields[*keep[k].idx];
-			need += f->namelen + 1 + min_size(f->valuelen, keep[k].max) + 1;
+			names += f->namelen + 2;	/* and two NULs */
+			need += min_size(f->valuelen, keep[k].max);
 		}
+	need += names;
 	/* a head that had its buffer inline keeps it: it is no larger */
 	if (r->buf == r->inline_buf)
 		nb = r->buf;
 	else if (need <= sizeof(r->inline_buf))
 		nb = r->inline_buf;
-	else if ((nb = malloc(need)) == NULL)
-		return;
+	else if ((nb = malloc(need)) == NULL) {
+		/* out of memory: what fits inline, each value cut alike */
+		for (size_t k = 0; k < nkeep; k++)
+			keep[k].max = min_size(keep[k].max,
+			    (sizeof(r->inline_buf) - names) / nkeep);
+		nb = r->inline_buf;
+	}
 	len = 0;
-	for (size_t k = 0; k < sizeof(keep) / sizeof(keep[0]); k++) {
+	for (size_t k = 0; k < nkeep; k++) {
 		if (*keep[k].idx == -1)
 			continue;
 		kept[n] = r->fields[*keep[k].idx];

@@ -68,7 +68,8 @@ size_t	request_heap(const struct request *);
 /*
  * Keeps of a finished request what is still asked of it (method, target
  * host and path, at most the given lengths of each: what the access log
- * shows) and lets the other fields go. When out of memory all stay.
+ * shows) and lets the other fields go. When out of memory, they are cut
+ * further, to what fits in the request's inline room.
  */
 void	request_compact(struct request *, size_t method_max,
 	    size_t authority_max, size_t path_max);

@@ -6,6 +6,20 @@
 #include "request.h"
 #include "unit.h"
 
+/*
+ * Linked with -Wl,--wrap=malloc (Makefile): every malloc of the test and
+ * of the modules comes here, and fails while malloc_fails is set.
+ */
+void	*__real_malloc(size_t);
+void	*__wrap_malloc(size_t);
+static bool malloc_fails;
+
+void *
+__wrap_malloc(size_t n)
+{
+	return malloc_fails ? NULL : __real_malloc(n);
+}
+
 /* Fields as "name: value" strings; the first ": " splits. */
 static struct request *
 build(const char *const *fields, bool fin, int *rv)
@@ -489,7 +503,44 @@ test_compact(void)
 	CHECK(r.buf == r.inline_buf);
 	CHECK_EQ_STR(request_method(&r), "GET");
 	CHECK_EQ_STR(request_authority(&r, &len), "example.com");
+	p = request_path(&r, &len);
+	CHECK_EQ_INT(len, 1);
+	CHECK_EQ_STR(p, "/");
+	CHECK_EQ_INT(r.scheme, -1);
+	CHECK_EQ_INT(r.host, -1);
 	request_free(&r);
+
+	/* bytes inline, fields not: a long value is cut where it lies */
+	path = malloc(201);
+	CHECK(path != NULL);
+	memset(path, 'q', 200);
+	path[0] = '/';
+	path[200] = '\0';
+	request_init(&r, 65536);
+	(void)request_add(&r, (const uint8_t *)":method", 7,
+	    (const uint8_t *)"GET", 3);
+	(void)request_add(&r, (const uint8_t *)":path", 5,
+	    (const uint8_t *)path, 200);
+	(void)request_add(&r, (const uint8_t *)":authority", 10,
+	    (const uint8_t *)"example.com", 11);
+	(void)request_add(&r, (const uint8_t *)"host", 4,
+	    (const uint8_t *)"other.example", 13);
+	fill(&r, REQUEST_INLINE_FIELDS, 1);
+	CHECK(r.buf == r.inline_buf && r.fields != r.inline_fields);
+	request_compact(&r, 256, 4096, 100);
+	CHECK_EQ_INT(request_heap(&r), 0);
+	CHECK(r.buf == r.inline_buf);
+	CHECK_EQ_INT(r.nfields, 3);
+	p = request_path(&r, &len);
+	CHECK_EQ_INT(len, 100);
+	CHECK(strlen(p) == 100 && memcmp(p, path, 100) == 0);
+	/* :authority is the one kept, not Host */
+	CHECK_EQ_STR(request_authority(&r, &len), "example.com");
+	CHECK_EQ_INT(r.host, -1);
+	CHECK_EQ_INT(r.scheme, -1);
+	CHECK(request_field(&r, "host") == NULL);
+	request_free(&r);
+	free(path);
 
 	/* long values are cut to the lengths given; Host stands in */
 	path = malloc(20001);
@@ -521,6 +572,31 @@ test_compact(void)
 	p = request_path(&r, &len);
 	CHECK_EQ_INT(len, 16384);
 	CHECK(strlen(p) == 16384 && memcmp(p, path, 16384) == 0);
+	request_free(&r);
+
+	/* no memory for the copy: each value cut to what fits inline */
+	request_init(&r, 1 << 20);
+	(void)request_add(&r, (const uint8_t *)":method", 7,
+	    (const uint8_t *)"GET", 3);
+	(void)request_add(&r, (const uint8_t *)":path", 5,
+	    (const uint8_t *)path, 20000);
+	(void)request_add(&r, (const uint8_t *)"host", 4,
+	    (const uint8_t *)host, 5000);
+	CHECK(r.buf != r.inline_buf);
+	malloc_fails = true;
+	request_compact(&r, 256, 4096, 16384);
+	malloc_fails = false;
+	CHECK_EQ_INT(request_heap(&r), 0);
+	CHECK(r.buf == r.inline_buf);
+	CHECK_EQ_STR(request_method(&r), "GET");
+	/* the names, with two NULs each: ":method", "host", ":path" */
+	len = (REQUEST_INLINE_BUF - (9 + 6 + 7)) / 3;
+	p = request_authority(&r, &heap);
+	CHECK_EQ_INT(heap, len);
+	CHECK(strlen(p) == len && memcmp(p, host, len) == 0);
+	p = request_path(&r, &heap);
+	CHECK_EQ_INT(heap, len);
+	CHECK(strlen(p) == len && memcmp(p, path, len) == 0);
 	request_free(&r);
 	free(path);
 	free(host);
