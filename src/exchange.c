@@ -200,12 +200,12 @@ static TAILQ_HEAD(, exchange) mem_waiters = TAILQ_HEAD_INITIALIZER(mem_waiters);
  */
 static size_t req_chunks;
 static size_t req_head_bytes;
+static size_t req_conns;		/* connections holding any */
 static TAILQ_HEAD(, exchange) req_holders = TAILQ_HEAD_INITIALIZER(req_holders);
 
 static void	ex_start(struct exchange *);
 static void	ex_mem_flush(void);
 static bool	ex_req_evict(void);
-static struct qconn *ex_req_greediest(void);
 static bool	ex_client_stalled(const struct exchange *);
 
 /* Where backend bytes are read (ex_read_buffered); grows to the largest read. */
@@ -369,14 +369,19 @@ ex_req_update(struct exchange *ex)
 {
 	size_t head = ex->state == EX_DONE ? 0 : request_heap(&ex->req);
 	size_t n = (ex->hold.nchunks + ex->out.nchunks + ex->stage.nchunks) *
-	    BUFQ_CHUNK_SIZE + head;
+	    BUFQ_CHUNK_SIZE + head, was;
 
 	req_head_bytes = req_head_bytes - ex->head_counted + head;
 	ex->head_counted = head;
 	if (req_total() > stats.request_peak_bytes)
 		stats.request_peak_bytes = req_total();
-	ex->qc->req_bytes = ex->qc->req_bytes - ex->req_counted + n;
+	was = ex->qc->req_bytes;
+	ex->qc->req_bytes = was - ex->req_counted + n;
 	ex->req_counted = n;
+	if (was == 0 && ex->qc->req_bytes > 0)
+		req_conns++;
+	else if (was > 0 && ex->qc->req_bytes == 0)
+		req_conns--;
 	if (ex->req_held && n == 0) {
 		TAILQ_REMOVE(&req_holders, ex, req_entry);
 		ex->req_held = false;
@@ -628,27 +633,33 @@ exchange_new(struct qconn *qc, int64_t stream_id)
  * iteration (ex_req_evict), but QPACK lets a datagram name fields of
  * kilobytes in a byte each, for as many streams as it holds frames: a
  * turn's datagrams could take request memory far past its limit. So a
- * head that grows while the total is past request_buffer_total, on the
- * connection holding the most, is refused there and then: it keeps only
- * what its log line would show, takes no more fields, and its stream is
- * reset with H3_REQUEST_REJECTED on the next iteration (ex_timer_cb),
- * out of nghttp3's call.
+ * head that grows while the total is past request_buffer_total, on a
+ * connection holding its share of it or more (the limit divided among
+ * the connections holding any), is refused there and then: it keeps
+ * nothing, takes no more fields, and its stream is reset with
+ * H3_REQUEST_REJECTED on the next iteration (ex_timer_cb), out of
+ * nghttp3's call. Connections below their share may still reach it: all
+ * of them together, the limit once more.
  */
 void
 exchange_field(struct exchange *ex, const uint8_t *name, size_t namelen,
     const uint8_t *value, size_t valuelen)
 {
+	size_t limit;
+
 	if (ex->state != EX_HEADERS || ex->head_refused)
 		return;
 	(void)request_add(&ex->req, name, namelen, value, valuelen);
 	if (request_heap(&ex->req) == ex->head_counted)
 		return;
 	ex_req_update(ex);
-	if (req_total() <= ex->qc->srv->gen->cfg->request_buffer_total ||
-	    ex_req_greediest() != ex->qc)
+	limit = ex->qc->srv->gen->cfg->request_buffer_total;
+	if (req_total() <= limit || ex->qc->req_bytes * req_conns < limit)
 		return;
 	ex->head_refused = true;
-	ex_trim_head(ex);
+	ex->head_trimmed = true;	/* to nothing: no log line shows it */
+	request_compact(&ex->req, 0, 0, 0);
+	ex_req_update(ex);
 	ex_arm_timer(ex, 0.);
 }
 
@@ -2074,8 +2085,8 @@ ex_req_give_up(struct exchange *ex)
  * takes at once is not held): while request memory is past
  * request_buffer_total, streams are given up (ex_req_victim). Within an
  * iteration the total may pass the limit by body bytes the client had
- * credit for, and by heads that grow on connections holding less than
- * the greediest (exchange_field refuses the greediest's at once).
+ * credit for, and by heads that grow on connections below their share
+ * (exchange_field refuses the others' at once).
  * Returns whether it gave any up.
  */
 static bool
