@@ -886,12 +886,12 @@ def test_request_heads_count_in_request_memory(qproxy_factory, backend_app, tmp_
     got = []
     # the client outlives the wait: its streams are still open when counted
     t = threading.Thread(target=lambda: got.append(
-        h3raw(q.port, head, count=20, timeout=8 * SLOW)))
+        h3raw(q.port, head, count=20, timeout=4 * SLOW)))
     t.start()
     try:
         wait_until(lambda: stats(q)["upstream"]["connections_current"] +
                    _limits(q)["reset_request_memory"] == 20, "20 requests at the backend "
-                   "or given up", 6 * SLOW)
+                   "or given up", 3 * SLOW)
         held = _buffers(q)["request_bytes"]
         given_up = _limits(q)["reset_request_memory"]
     finally:
@@ -925,14 +925,14 @@ def test_request_heads_are_cut_once_they_cannot_be_sent_again(qproxy_factory, ba
     get = [":method: GET", ":path: /app/slow/100000?ms=%d" % (10000 * SLOW)] + base + fill
     got = {}
     threads = [threading.Thread(target=lambda k=k, h=h, d=d: got.__setitem__(
-        k, h3raw(q.port, h, data=d, count=10, timeout=8 * SLOW)))
+        k, h3raw(q.port, h, data=d, count=10, timeout=4 * SLOW)))
         for k, h, d in (("post", post, 1), ("get", get, None))]
     for t in threads:
         t.start()
     try:
         wait_until(lambda: stats(q)["upstream"]["connections_current"] == 20 and
                    stats(q)["requests"]["2xx"] == 10, "20 requests at the backend, "
-                   "10 responses begun", 6 * SLOW)
+                   "10 responses begun", 3 * SLOW)
         held = _buffers(q)["request_bytes"]
     finally:
         for t in threads:
@@ -962,7 +962,7 @@ def test_qpack_amplified_heads_are_refused_as_they_grow(qproxy_factory, backend_
     before = backend_app.count
     got = []
     threads = [threading.Thread(target=lambda: got.append(
-        h3raw(q.port, head, count=100, timeout=3 * SLOW))) for _ in range(clients)]
+        h3raw(q.port, head, count=100, timeout=2 * SLOW))) for _ in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
