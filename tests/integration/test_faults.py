@@ -519,13 +519,17 @@ def _rebind_transfer(qp, tmp_path, client, mode, seed):
     total0, _ = conn_counts(qp)
     with Relay(qp.port, seed=seed, rebind_every=(1.0, 2.0), rebind_mode=mode) as r:
         _fetch_with(client, r, n, path, tmp_path)
-        s2c = r.records_of(S2C)
-        c2s = r.records_of(C2S)
+        # The client is the source that sent the most. A CI run once saw a
+        # second source address send to the relay's port, and qproxy began
+        # no connection for it: a stray from an earlier test, whose relay
+        # had had that port. More than a few datagrams from one is no stray.
+        sent = {c: len(r.records_of(C2S, c)) for c in r.clients()}
+        who = max(sent, key=sent.get)
+        assert all(k <= 3 for c, k in sent.items() if c != who), sent
+        s2c = r.records_of(S2C, who)
+        c2s = r.records_of(C2S, who)
         rebinds = r.rebinds
-        history = list(r.clients().values())
     assert rebinds >= 2, "only %d rebinds during the transfer" % rebinds
-    assert len(history) == 1, history
-    history = history[0]
     # the client's addresses that carried its datagrams, in order
     used = []
     for x in c2s:
