@@ -2015,19 +2015,6 @@ ex_mem_flush(void)
 		}
 }
 
-/* The connection holding the most request memory, or NULL. */
-static struct qconn *
-ex_req_greediest(void)
-{
-	struct exchange *ex;
-	struct qconn *qc = NULL;
-
-	TAILQ_FOREACH(ex, &req_holders, req_entry)
-		if (qc == NULL || ex->qc->req_bytes > qc->req_bytes)
-			qc = ex->qc;
-	return qc;
-}
-
 /*
  * The stream to give up for request memory: of the connection holding
  * the most, the stream holding the most (the oldest, of equals). A client
@@ -2038,9 +2025,12 @@ static struct exchange *
 ex_req_victim(void)
 {
 	struct exchange *ex, *victim = NULL;
-	struct qconn *qc;
+	struct qconn *qc = NULL;
 
-	if ((qc = ex_req_greediest()) == NULL)
+	TAILQ_FOREACH(ex, &req_holders, req_entry)
+		if (qc == NULL || ex->qc->req_bytes > qc->req_bytes)
+			qc = ex->qc;
+	if (qc == NULL)
 		return NULL;
 	LIST_FOREACH(ex, &qc->exchanges, entry)
 		if (ex->req_held && (victim == NULL ||
