@@ -337,18 +337,22 @@ flatten(struct bufq *q)
 }
 
 /* A new request with the pseudo-header fields of a GET of "/". */
+/* One field line, both parts NUL-ended. */
+static void
+add(struct request *r, const char *name, const char *value)
+{
+	(void)request_add(r, (const uint8_t *)name, strlen(name),
+	    (const uint8_t *)value, strlen(value));
+}
+
 static void
 start_get(struct request *r, const char *authority)
 {
 	request_init(r, 65536);
-	(void)request_add(r, (const uint8_t *)":method", 7,
-	    (const uint8_t *)"GET", 3);
-	(void)request_add(r, (const uint8_t *)":scheme", 7,
-	    (const uint8_t *)"https", 5);
-	(void)request_add(r, (const uint8_t *)":authority", 10,
-	    (const uint8_t *)authority, strlen(authority));
-	(void)request_add(r, (const uint8_t *)":path", 5,
-	    (const uint8_t *)"/", 1);
+	add(r, ":method", "GET");
+	add(r, ":scheme", "https");
+	add(r, ":authority", authority);
+	add(r, ":path", "/");
 }
 
 /*
@@ -517,14 +521,10 @@ test_compact(void)
 	path[0] = '/';
 	path[200] = '\0';
 	request_init(&r, 65536);
-	(void)request_add(&r, (const uint8_t *)":method", 7,
-	    (const uint8_t *)"GET", 3);
-	(void)request_add(&r, (const uint8_t *)":path", 5,
-	    (const uint8_t *)path, 200);
-	(void)request_add(&r, (const uint8_t *)":authority", 10,
-	    (const uint8_t *)"example.com", 11);
-	(void)request_add(&r, (const uint8_t *)"host", 4,
-	    (const uint8_t *)"other.example", 13);
+	add(&r, ":method", "GET");
+	add(&r, ":path", path);
+	add(&r, ":authority", "example.com");
+	add(&r, "host", "other.example");
 	fill(&r, REQUEST_INLINE_FIELDS, 1);
 	CHECK(r.buf == r.inline_buf && r.fields != r.inline_fields);
 	request_compact(&r, 256, 4096, 100);
@@ -552,14 +552,10 @@ test_compact(void)
 	memset(host, 'h', 5000);
 	host[5000] = '\0';
 	request_init(&r, 1 << 20);
-	(void)request_add(&r, (const uint8_t *)":method", 7,
-	    (const uint8_t *)"GET", 3);
-	(void)request_add(&r, (const uint8_t *)":scheme", 7,
-	    (const uint8_t *)"https", 5);
-	(void)request_add(&r, (const uint8_t *)":path", 5,
-	    (const uint8_t *)path, 20000);
-	(void)request_add(&r, (const uint8_t *)"host", 4,
-	    (const uint8_t *)host, 5000);
+	add(&r, ":method", "GET");
+	add(&r, ":scheme", "https");
+	add(&r, ":path", path);
+	add(&r, "host", host);
 	fill(&r, 20, 1000);
 	CHECK_EQ_INT(request_finish(&r, true), 0);
 	request_compact(&r, 2, 4096, 16384);
@@ -576,12 +572,9 @@ test_compact(void)
 
 	/* no memory for the copy: each value cut to what fits inline */
 	request_init(&r, 1 << 20);
-	(void)request_add(&r, (const uint8_t *)":method", 7,
-	    (const uint8_t *)"GET", 3);
-	(void)request_add(&r, (const uint8_t *)":path", 5,
-	    (const uint8_t *)path, 20000);
-	(void)request_add(&r, (const uint8_t *)"host", 4,
-	    (const uint8_t *)host, 5000);
+	add(&r, ":method", "GET");
+	add(&r, ":path", path);
+	add(&r, "host", host);
 	CHECK(r.buf != r.inline_buf);
 	malloc_fails = true;
 	request_compact(&r, 256, 4096, 16384);
