@@ -43,6 +43,7 @@
 #include "upstream.h"
 
 #define EX_READ_CHUNK	16384
+#define EX_OWN_MIN	1024	/* an exchange's own read buffer, at least */
 #define EX_READ_IOV	4	/* chunks a body read fills at most */
 /*
  * Informational (1xx) heads passed on per request. Each waits in nghttp3
@@ -235,6 +236,17 @@ static struct ev_loop *
 ex_loop(const struct exchange *ex)
 {
 	return ex->qc->srv->loop;
+}
+
+/* Frees the exchange's own read buffer (ex_keep_rest), if it has one. */
+static void
+ex_own_free(struct exchange *ex)
+{
+	if (ex->rbuf != NULL && ex->rbuf != ex_shared) {
+		free(ex->rbuf);
+		stats.unparsed_bytes -= ex->rcap;
+	}
+	ex->rbuf = NULL;
 }
 
 static const char *
@@ -1252,9 +1264,7 @@ ex_upstream_close(struct exchange *ex, bool reuse)
 	else
 		upstream_close(ex->uc);
 	ex->uc = NULL;
-	if (ex->rbuf != ex_shared)
-		free(ex->rbuf);
-	ex->rbuf = NULL;
+	ex_own_free(ex);
 	ex->rlen = ex->rcap = 0;
 }
 
@@ -1721,27 +1731,46 @@ ex_eof(struct exchange *ex)
 }
 
 /*
+ * The size of an exchange's own read buffer for len bytes: a power of two
+ * from EX_OWN_MIN, at most max (which len does not pass).
+ */
+static size_t
+ex_own_cap(size_t len, size_t max)
+{
+	size_t cap = EX_OWN_MIN;
+
+	while (cap < len)
+		cap *= 2;
+	return cap < max ? cap : max;
+}
+
+/*
  * Gives back the shared read buffer, copying what is left in it into a
- * buffer of the exchange's own. Returns -1 when out of memory, with the
- * stream reset.
+ * buffer of the exchange's own, as small as it may be (a head cut short
+ * held max_header_size, 64 KiB, whatever its length). Returns -1 when out
+ * of memory, with the stream reset.
  */
 static int
 ex_keep_rest(struct exchange *ex)
 {
 	uint8_t *own;
+	size_t cap;
 
 	ex->rbuf = NULL;
 	if (ex->rlen == 0) {
 		ex->rcap = 0;
 		return 0;
 	}
-	if ((own = malloc(ex->rcap)) == NULL) {
+	cap = ex_own_cap(ex->rlen, ex->rcap);
+	if ((own = malloc(cap)) == NULL) {
 		ex->rlen = ex->rcap = 0;
 		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
 		return -1;
 	}
 	memcpy(own, ex_shared, ex->rlen);
 	ex->rbuf = own;
+	ex->rcap = cap;
+	stats.unparsed_bytes += cap;
 	return 0;
 }
 
@@ -1752,8 +1781,10 @@ ex_keep_rest(struct exchange *ex)
  * A read with nothing left over from the last one goes into a buffer that
  * all exchanges share (the loop runs one at a time); an exchange copies
  * into a buffer of its own only what it could not parse yet, such as a
- * head cut short. So an exchange waiting for its backend holds no buffer,
- * and a response that comes in one read is parsed without an allocation.
+ * head cut short, and reads after it there, the buffer doubling when full
+ * up to what the shared one would take. So an exchange waiting for its
+ * backend holds no buffer, and a response that comes in one read is
+ * parsed without an allocation.
  */
 static ssize_t
 ex_read_buffered(struct exchange *ex)
@@ -1762,6 +1793,7 @@ ex_read_buffered(struct exchange *ex)
 	    ex_cfg(ex)->max_header_size;
 	bool shared = ex->rlen == 0;
 	uint8_t *nb;
+	size_t cap;
 	ssize_t n;
 
 	if (shared) {
@@ -1773,16 +1805,18 @@ ex_read_buffered(struct exchange *ex)
 			ex_shared = nb;
 			ex_shared_cap = want;
 		}
-		free(ex->rbuf);		/* its own, emptied */
+		ex_own_free(ex);	/* its own, emptied */
 		ex->rbuf = ex_shared;
 		ex->rcap = want;
-	} else if (ex->rcap < want) {
-		if ((nb = realloc(ex->rbuf, want)) == NULL) {
+	} else if (ex->rlen == ex->rcap && ex->rcap < want) {
+		cap = ex_own_cap(ex->rcap + 1, want);
+		if ((nb = realloc(ex->rbuf, cap)) == NULL) {
 			ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
 			return -2;
 		}
+		stats.unparsed_bytes += cap - ex->rcap;
 		ex->rbuf = nb;
-		ex->rcap = want;
+		ex->rcap = cap;
 	}
 	if (ex->rlen == ex->rcap) {
 		static struct log_limit lim;

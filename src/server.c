@@ -417,6 +417,7 @@ static const struct stats_row {
 	ROW("buffers", "response_peak_bytes", response_peak_bytes),
 	ROW("buffers", "request_bytes", request_bytes),
 	ROW("buffers", "request_peak_bytes", request_peak_bytes),
+	ROW("buffers", "unparsed_bytes", unparsed_bytes),
 	ROW("buffers", "h3_bytes", h3_bytes),
 	ROW("buffers", "h3_free_bytes", h3_free_bytes),
 	ROW("loop", "busy_windows", loop_busy_windows),

@@ -72,6 +72,7 @@ struct stats {
 	uint64_t	response_peak_chunks;
 	uint64_t	request_bytes;		/* now: request_buffer_total's */
 	uint64_t	request_peak_bytes;	/* the most since the start */
+	uint64_t	unparsed_bytes;		/* now: exchanges' own rbufs */
 	uint64_t	h3_bytes;		/* now: nghttp3's live blocks */
 	uint64_t	h3_free_bytes;		/* now: nghttp3 blocks kept */
 	uint64_t	loop_busy_windows;	/* 10 ms at batch_busy or more */

@@ -30,6 +30,9 @@ Endpoints (the first path segment that names an endpoint selects it, so
                            (/die/N?rst=1 resets the connection instead;
                            /die/N?stall=1 stays silent until the peer goes)
   GET      /die-chunked/N  chunked, about half the body, closes without the last chunk
+  GET      /head-part/N    a response head cut short: its status line and a field
+                           "X-Pad: " with N bytes of value, no line end; then
+                           silent until the peer goes
   GET      /garbage[/KIND] a malformed response head, then keeps the connection open
                            KIND: status (default), noheader, cl, binary
   GET      /extra/N?ms=T   N bytes with Content-Length, then (after T ms, default 0)
@@ -567,7 +570,7 @@ class Backend:
         return int(args[0])
 
     ENDPOINTS = ("bytes", "chunked", "close", "slow", "status", "upload", "echo-headers",
-                 "hang", "die", "die-chunked", "garbage", "extra", "early-hints", "hop",
+                 "hang", "die", "die-chunked", "head-part", "garbage", "extra", "early-hints", "hop",
                  "cookies", "drop-reused", "trickle", "head", "reject",
                  "answer-first", "answer-hold")
 
@@ -672,14 +675,17 @@ class Backend:
             # The whole response, head included, in pieces of ?step=K
             # bytes (7) 10 ms apart, so that reads end anywhere: in the
             # status line, a field, a CRLF, a chunk-size line. Chunked,
-            # or with ?cl=1 a Content-Length.
+            # or with ?cl=1 a Content-Length. ?pad=P adds a field X-Pad
+            # of P bytes to the head.
             n = self._int_arg(args)
             step = self._int_arg(q.get("step", []), 7) or 1
+            pad = self._int_arg(q.get("pad", []), 0)
+            hdrs = [("X-Pad", "p" * pad)] if pad else []
             data = body_bytes(n)
             if q.get("cl"):
-                msg = self._head(200, [("Content-Length", str(n))]) + data
+                msg = self._head(200, hdrs + [("Content-Length", str(n))]) + data
             else:
-                msg = self._head(200, [("Transfer-Encoding", "chunked")])
+                msg = self._head(200, hdrs + [("Transfer-Encoding", "chunked")])
                 for off in range(0, n, 40):
                     piece = data[off:off + 40]
                     msg += b"%x\r\n" % len(piece) + piece + b"\r\n"
@@ -738,6 +744,12 @@ class Backend:
             }
             return self._send_simple(sock, 200, json.dumps(reply).encode() + b"\n",
                                      ctype="application/json", close=close, head_only=head_only)
+
+        if name == "head-part":
+            n = self._int_arg(args)
+            sock.sendall(b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * n)
+            _wait_for_close(sock)
+            return False
 
         if name == "die":
             n = self._int_arg(args)

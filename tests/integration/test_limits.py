@@ -943,6 +943,34 @@ def test_request_heads_are_cut_once_they_cannot_be_sent_again(qproxy_factory, ba
     assert got["post"].outcomes == ["timeout"] * 10, got["post"]
 
 
+def test_response_heads_cut_short_hold_what_came_of_them(qproxy_factory, backend_app,
+                                                        tmp_path):
+    """A response head cut short by its read waits, until the rest comes, in
+    a buffer of its stream's own. That buffer was max_header_size (64 KiB)
+    whatever had come, so 40 backends that sent 3 KB of a head and stopped
+    held 2.6 MB; it is now the power of two from 1 KiB that fits what came
+    (4 KiB each here), shown as buffers.unparsed_bytes, and it goes when
+    read_timeout gives up on the backend (504)."""
+    q = _private(qproxy_factory, backend_app, tmp_path,
+                 backend=[("read_timeout", "%gs" % (2 * SLOW))])
+    head = [":method: GET", ":path: /app/head-part/3000", ":scheme: https",
+            ":authority: 127.0.0.1:%d" % q.port]
+    got = {}
+    t = threading.Thread(target=lambda: got.__setitem__(
+        "r", h3raw(q.port, head, count=40, timeout=4 * SLOW)))
+    t.start()
+    try:
+        wait_until(lambda: _buffers(q)["unparsed_bytes"] >= 40 * 3000,
+                   "40 heads cut short held", 2 * SLOW)
+        held = _buffers(q)["unparsed_bytes"]
+    finally:
+        t.join()
+    assert held == 40 * 4096, _buffers(q)
+    outcomes = got["r"].outcomes
+    assert len(outcomes) == 40 and all(o.startswith("status 504 ") for o in outcomes), got["r"]
+    assert _buffers(q)["unparsed_bytes"] == 0, _buffers(q)
+
+
 @pytest.mark.parametrize("clients", [1, 8])
 def test_qpack_amplified_heads_are_refused_as_they_grow(qproxy_factory, backend_app,
                                                        tmp_path, clients):
