@@ -747,3 +747,10 @@ def header_values(record_or_json, name):
     or an /echo-headers reply."""
     name = name.lower()
     return [v for n, v in record_or_json["headers"] if n.lower() == name]
+
+
+def long_header_cids(pkt):
+    """A QUIC long header packet's (DCID, SCID, what follows them)."""
+    n = pkt[5]
+    m = pkt[6 + n]
+    return pkt[6:6 + n], pkt[7 + n:7 + n + m], pkt[7 + n + m:]

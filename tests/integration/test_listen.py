@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from helpers import expected_sha256, h3_get, h3raw, header_values
+from helpers import expected_sha256, h3_get, h3raw, header_values, long_header_cids
 from test_ops import stats
 
 KiB = 1024
@@ -162,11 +162,9 @@ def test_version_negotiation(qp):
         reply = s.recv(2048)
     assert reply[0] & 0x80, "not a long header packet"
     assert struct.unpack("!I", reply[1:5])[0] == 0, "not Version Negotiation"
-    n = reply[5]
-    assert reply[6:6 + n] == scid, "DCID must echo the client's SCID"
-    m = reply[6 + n]
-    assert reply[7 + n:7 + n + m] == dcid, "SCID must echo the client's DCID"
-    rest = reply[7 + n + m:]
+    rdcid, rscid, rest = long_header_cids(reply)
+    assert rdcid == scid, "DCID must echo the client's SCID"
+    assert rscid == dcid, "SCID must echo the client's DCID"
     versions = [struct.unpack("!I", rest[i:i + 4])[0] for i in range(0, len(rest), 4)]
     assert 0x00000001 in versions, versions
     assert 0x6b3343cf in versions, versions     # QUIC v2

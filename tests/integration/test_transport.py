@@ -15,8 +15,8 @@ import time
 import pytest
 
 from helpers import (SLOW, expected_body, expected_sha256, file_sha256, gtls_fetch,
-                     gtlsclient_binary, h3_get, h3raw, h3raw_binary, preload_sendshim,
-                     wait_until)
+                     gtlsclient_binary, h3_get, h3raw, h3raw_binary, long_header_cids,
+                     preload_sendshim, wait_until)
 from test_ops import qproxyctl, stats
 from backend import free_udp_port
 
@@ -276,12 +276,9 @@ def test_forged_and_expired_retry_tokens_are_refused(qproxy_factory, certificate
     # a real token, used after it expired (10 s)
     retry = _exchange(q.port, _initial(dcid, scid))
     assert retry is not None and _long_type(retry) == 3
-    n = retry[5]
-    rdcid = retry[6:6 + n]
-    m = retry[6 + n]
-    rscid = retry[7 + n:7 + n + m]
+    rdcid, rscid, rest = long_header_cids(retry)
     assert rdcid == scid
-    token = retry[7 + n + m:-16]            # the integrity tag ends it
+    token = rest[:-16]                      # the integrity tag ends it
     time.sleep(10.5)
     reply = _exchange(q.port, _initial(rscid, scid, token))
     assert reply is not None and _long_type(reply) == 0
