@@ -249,6 +249,19 @@ ex_own_free(struct exchange *ex)
 	ex->rbuf = NULL;
 }
 
+/*
+ * After a parse: an own buffer that it emptied goes at once, not when the
+ * response ends (a body read past it, by ex_read_body, never uses it).
+ */
+static void
+ex_own_trim(struct exchange *ex)
+{
+	if (ex->rlen == 0 && ex->rbuf != NULL && ex->rbuf != ex_shared) {
+		ex_own_free(ex);
+		ex->rcap = 0;
+	}
+}
+
 static const char *
 status_text(int status)
 {
@@ -1836,6 +1849,7 @@ ex_read_buffered(struct exchange *ex)
 	/* (ex_upstream_close, in ex_parse, may have let go of it already) */
 	if (ex->rbuf == ex_shared && ex_keep_rest(ex) == -1)
 		return -2;
+	ex_own_trim(ex);
 	return n;
 }
 
@@ -1957,8 +1971,10 @@ ex_read_resume(struct exchange *ex)
 	ev_io_start(ex_loop(ex), &ex->uc->rio);
 	ev_timer_again(ex_loop(ex), &ex->timer);
 	/* bytes may already wait in rbuf: parse them now */
-	if (ex->head_done && ex->rlen > 0)
+	if (ex->head_done && ex->rlen > 0) {
 		ex_parse(ex);
+		ex_own_trim(ex);
+	}
 }
 
 /*

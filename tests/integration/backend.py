@@ -32,7 +32,8 @@ Endpoints (the first path segment that names an endpoint selects it, so
   GET      /die-chunked/N  chunked, about half the body, closes without the last chunk
   GET      /head-part/N    a response head cut short: its status line and a field
                            "X-Pad: " with N bytes of value, no line end; then
-                           silent until the peer goes
+                           silent until the peer goes (?rest=MS: after MS ms, the
+                           rest of the head, Content-Length: 10, and 5 bytes)
   GET      /garbage[/KIND] a malformed response head, then keeps the connection open
                            KIND: status (default), noheader, cl, binary
   GET      /extra/N?ms=T   N bytes with Content-Length, then (after T ms, default 0)
@@ -748,6 +749,9 @@ class Backend:
         if name == "head-part":
             n = self._int_arg(args)
             sock.sendall(b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * n)
+            if q.get("rest"):
+                time.sleep(float(q["rest"][0]) / 1000.0)
+                sock.sendall(b"\r\nContent-Length: 10\r\n\r\nhello")
             _wait_for_close(sock)
             return False
 

@@ -960,14 +960,45 @@ def test_response_heads_cut_short_hold_what_came_of_them(qproxy_factory, backend
         "r", h3raw(q.port, head, count=40, timeout=4 * SLOW)))
     t.start()
     try:
-        wait_until(lambda: _buffers(q)["unparsed_bytes"] >= 40 * 3000,
-                   "40 heads cut short held", 2 * SLOW)
+        wait_until(lambda: _buffers(q)["unparsed_bytes"] == 40 * 4096,
+                   "40 heads cut short held in 4 KiB each", 2 * SLOW)
         held = _buffers(q)["unparsed_bytes"]
     finally:
         t.join()
     assert held == 40 * 4096, _buffers(q)
     outcomes = got["r"].outcomes
     assert len(outcomes) == 40 and all(o.startswith("status 504 ") for o in outcomes), got["r"]
+    assert _buffers(q)["unparsed_bytes"] == 0, _buffers(q)
+
+    # Completed, with a body that is then read past the buffer: it goes
+    # with the head, not when the response ends (here, at read_timeout).
+    head[1] = ":path: /app/head-part/3000?rest=%d" % (300 * SLOW)
+    t = threading.Thread(target=lambda: got.__setitem__(
+        "r", h3raw(q.port, head, count=10, timeout=4 * SLOW)))
+    t.start()
+    try:
+        wait_until(lambda: stats(q)["requests"]["2xx"] == 10, "10 heads complete", 3 * SLOW)
+        held = _buffers(q)["unparsed_bytes"]
+    finally:
+        t.join()
+    assert held == 0, _buffers(q)
+
+
+def test_response_head_over_many_reads_grows_its_buffer(qproxy_factory, backend_app,
+                                                        tmp_path):
+    """A head of 6 KB that comes 700 bytes at a time: the buffer of the
+    stream's own that holds it, made for the first piece (1 KiB), doubles
+    as the rest comes; the client gets the whole field and body, and the
+    buffer goes once the head is parsed. One of 20 KB, 3000 bytes at a
+    time, passes max_header_size (16k here) as its buffer grows: 502."""
+    q = _private(qproxy_factory, backend_app, tmp_path, ("max_header_size", "16k"))
+    r = h3_get(q.url("/app/trickle/300?pad=6000&step=700"), timeout=30)
+    assert r.status == 200 and r.body == expected_body(300)
+    assert r.header("x-pad") == "p" * 6000
+    assert _buffers(q)["unparsed_bytes"] == 0, _buffers(q)
+    r = h3_get(q.url("/app/trickle/300?pad=20000&step=3000"), timeout=30)
+    assert r.status == 502
+    assert "response head larger than max_header_size" in q.log_text()
     assert _buffers(q)["unparsed_bytes"] == 0, _buffers(q)
 
 

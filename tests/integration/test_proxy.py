@@ -636,15 +636,6 @@ def test_response_in_small_pieces(qp, backend_app, framing):
     assert backend_app.requests_since(before)[1]["conn"] == conn
 
 
-def test_response_head_over_many_reads_grows_its_buffer(qp):
-    """A head of 6 KB that comes 700 bytes at a time: the buffer of the
-    stream's own that holds it, made for the first piece (1 KiB), doubles
-    as the rest comes, and the client gets the whole field and body."""
-    r = h3_get(qp.url("/app/trickle/300?pad=6000&step=700"), timeout=30)
-    assert r.status == 200 and r.body == expected_body(300)
-    assert r.header("x-pad") == "p" * 6000
-
-
 def _drop_reused(qp, backend_app, send):
     """Leaves a used connection in the pool, then sends a request that the
     backend answers only on a new connection. Returns the response, the
