@@ -664,7 +664,7 @@ exchange_new(struct qconn *qc, int64_t stream_id)
  * nothing, takes no more fields, and its stream is reset with
  * H3_REQUEST_REJECTED on the next iteration (ex_timer_cb), out of
  * nghttp3's call. Connections below their share may still reach it: all
- * of them together, the limit once more.
+ * of them together, about the limit once more, and a head's buffer each.
  */
 void
 exchange_field(struct exchange *ex, const uint8_t *name, size_t namelen,

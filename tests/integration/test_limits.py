@@ -1036,8 +1036,12 @@ def test_qpack_amplified_heads_are_refused_as_they_grow(qproxy_factory, backend_
     assert rejected + outcomes.count("status 503 body 24") == given_up, got
     assert outcomes.count("timeout") == 100 * clients - given_up, got
     # (refusing only the connection holding the most let 8 clients take
-    # 3.6 MB here)
-    assert buf["request_peak_bytes"] <= 2 * _MIB + 256 * 1024, buf
+    # 3.6 MB here). The limit once more, and for each connection a head's
+    # buffer (64 KiB) and the copy of a whole one written for its backend
+    # (64 KiB more, until the backend takes it): with 8, 1.3 to 1.6 MB run
+    # alone, 2.4 MB once among four test workers, where a turn of the loop
+    # reads more datagrams.
+    assert buf["request_peak_bytes"] <= 2 * _MIB + clients * 128 * 1024, buf
     # none of those refused reached the backend
     assert backend_app.count - before <= 100 * clients - rejected
     wait_until(lambda: _buffers(q)["request_bytes"] == 0, "request memory given back",
