@@ -105,7 +105,7 @@ unit: $(UNIT_BINS)
 
 # The end-to-end tests mostly wait (for timeouts, for clients, for the
 # backend), so they run in TEST_JOBS pytest-xdist workers: on 2 cores, 4
-# workers keep both suites under 5 minutes where one took 16. TEST_JOBS=0
+# workers run both suites in about 5 minutes where one took 16. TEST_JOBS=0
 # runs them one at a time, as does a machine without python3-pytest-xdist.
 TEST_JOBS ?= 4
 integration: $(B)/qproxy $(B)/qproxyctl $(TOOLS)
