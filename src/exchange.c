@@ -249,19 +249,6 @@ ex_own_free(struct exchange *ex)
 	ex->rbuf = NULL;
 }
 
-/*
- * After a parse: an own buffer that it emptied goes at once, not when the
- * response ends (a body read past it, by ex_read_body, never uses it).
- */
-static void
-ex_own_trim(struct exchange *ex)
-{
-	if (ex->rlen == 0 && ex->rbuf != NULL && ex->rbuf != ex_shared) {
-		ex_own_free(ex);
-		ex->rcap = 0;
-	}
-}
-
 static const char *
 status_text(int status)
 {
@@ -1621,9 +1608,9 @@ ex_info(struct exchange *ex, const struct http1_response *r)
 	return 0;
 }
 
-/* Parses what the backend sent so far. */
+/* Parses what the backend sent so far (ex_parse). */
 static void
-ex_parse(struct exchange *ex)
+ex_parse_rbuf(struct exchange *ex)
 {
 	static struct log_limit bad_framing;
 	const struct config_backend *b =
@@ -1713,6 +1700,22 @@ ex_parse(struct exchange *ex)
 		break;
 	case HTTP1_BODY_AGAIN:
 		break;
+	}
+}
+
+/*
+ * Parses what the backend sent so far. An own buffer that this empties
+ * goes at once, not when the response ends (a body read past it, by
+ * ex_read_body, never uses it): an exchange holds one only while it holds
+ * bytes not yet parsed.
+ */
+static void
+ex_parse(struct exchange *ex)
+{
+	ex_parse_rbuf(ex);
+	if (ex->rlen == 0 && ex->rbuf != ex_shared) {
+		ex_own_free(ex);
+		ex->rcap = 0;
 	}
 }
 
@@ -1818,8 +1821,7 @@ ex_read_buffered(struct exchange *ex)
 			ex_shared = nb;
 			ex_shared_cap = want;
 		}
-		ex_own_free(ex);	/* its own, emptied */
-		ex->rbuf = ex_shared;
+		ex->rbuf = ex_shared;	/* none of its own: ex_parse */
 		ex->rcap = want;
 	} else if (ex->rlen == ex->rcap && ex->rcap < want) {
 		cap = ex_own_cap(ex->rcap + 1, want);
@@ -1849,7 +1851,6 @@ ex_read_buffered(struct exchange *ex)
 	/* (ex_upstream_close, in ex_parse, may have let go of it already) */
 	if (ex->rbuf == ex_shared && ex_keep_rest(ex) == -1)
 		return -2;
-	ex_own_trim(ex);
 	return n;
 }
 
@@ -1971,10 +1972,8 @@ ex_read_resume(struct exchange *ex)
 	ev_io_start(ex_loop(ex), &ex->uc->rio);
 	ev_timer_again(ex_loop(ex), &ex->timer);
 	/* bytes may already wait in rbuf: parse them now */
-	if (ex->head_done && ex->rlen > 0) {
+	if (ex->head_done && ex->rlen > 0)
 		ex_parse(ex);
-		ex_own_trim(ex);
-	}
 }
 
 /*

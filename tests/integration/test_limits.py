@@ -953,18 +953,24 @@ def test_response_heads_cut_short_hold_what_came_of_them(qproxy_factory, backend
     read_timeout gives up on the backend (504)."""
     q = _private(qproxy_factory, backend_app, tmp_path,
                  backend=[("read_timeout", "%gs" % (2 * SLOW))])
-    head = [":method: GET", ":path: /app/head-part/3000", ":scheme: https",
-            ":authority: 127.0.0.1:%d" % q.port]
-    got = {}
-    t = threading.Thread(target=lambda: got.__setitem__(
-        "r", h3raw(q.port, head, count=40, timeout=4 * SLOW)))
-    t.start()
-    try:
-        wait_until(lambda: _buffers(q)["unparsed_bytes"] == 40 * 4096,
-                   "40 heads cut short held in 4 KiB each", 2 * SLOW)
-        held = _buffers(q)["unparsed_bytes"]
-    finally:
-        t.join()
+    def held_while(path, count, ready, what, wait):
+        """buffers.unparsed_bytes once ready(), while count requests for
+        path are open; and h3raw's result."""
+        head = [":method: GET", ":path: " + path, ":scheme: https",
+                ":authority: 127.0.0.1:%d" % q.port]
+        got = {}
+        t = threading.Thread(target=lambda: got.__setitem__(
+            "r", h3raw(q.port, head, count=count, timeout=4 * SLOW)))
+        t.start()
+        try:
+            wait_until(ready, what, wait)
+            return _buffers(q)["unparsed_bytes"], got
+        finally:
+            t.join()
+
+    held, got = held_while("/app/head-part/3000", 40,
+                           lambda: _buffers(q)["unparsed_bytes"] == 40 * 4096,
+                           "40 heads cut short held in 4 KiB each", 2 * SLOW)
     assert held == 40 * 4096, _buffers(q)
     outcomes = got["r"].outcomes
     assert len(outcomes) == 40 and all(o.startswith("status 504 ") for o in outcomes), got["r"]
@@ -972,15 +978,9 @@ def test_response_heads_cut_short_hold_what_came_of_them(qproxy_factory, backend
 
     # Completed, with a body that is then read past the buffer: it goes
     # with the head, not when the response ends (here, at read_timeout).
-    head[1] = ":path: /app/head-part/3000?rest=%d" % (300 * SLOW)
-    t = threading.Thread(target=lambda: got.__setitem__(
-        "r", h3raw(q.port, head, count=10, timeout=4 * SLOW)))
-    t.start()
-    try:
-        wait_until(lambda: stats(q)["requests"]["2xx"] == 10, "10 heads complete", 3 * SLOW)
-        held = _buffers(q)["unparsed_bytes"]
-    finally:
-        t.join()
+    held, _ = held_while("/app/head-part/3000?rest=%d" % (300 * SLOW), 10,
+                         lambda: stats(q)["requests"]["2xx"] == 10,
+                         "10 heads complete", 3 * SLOW)
     assert held == 0, _buffers(q)
 
 
