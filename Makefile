@@ -109,13 +109,13 @@ unit: $(UNIT_BINS)
 # runs them one at a time, as does a machine without python3-pytest-xdist.
 TEST_JOBS ?= 4
 integration: $(B)/qproxy $(B)/qproxyctl $(TOOLS)
-	@if [ "$(TEST_JOBS)" != 0 ] && ! $(PYTHON) -c 'import xdist' 2>/dev/null; then \
-	    echo "python3-pytest-xdist is missing (make deps): the tests run one at a time"; fi
-	QPROXY=$(abspath $(B)/qproxy) QPROXYCTL=$(abspath $(B)/qproxyctl) \
+	@jobs=; if $(PYTHON) -c 'import xdist' 2>/dev/null; then \
+	    jobs=--numprocesses=$(TEST_JOBS); elif [ "$(TEST_JOBS)" != 0 ]; then \
+	    echo "python3-pytest-xdist is missing (make deps): the tests run one at a time"; fi; \
+	set -x; QPROXY=$(abspath $(B)/qproxy) QPROXYCTL=$(abspath $(B)/qproxyctl) \
 	    H3RAW=$(abspath $(B)/tests/h3raw) \
 	    SENDSHIM=$(abspath $(B)/tests/sendshim.so) \
-	    $(PYTHON) -m pytest -q -p no:cacheprovider --durations=10 \
-	    $$($(PYTHON) -c 'import xdist' 2>/dev/null && echo --numprocesses=$(TEST_JOBS)) \
+	    $(PYTHON) -m pytest -q -p no:cacheprovider --durations=10 $$jobs \
 	    tests/integration
 
 deps:
