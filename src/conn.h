@@ -118,6 +118,14 @@ enum qconn_state {
 	QC_DRAINING,	/* peer closed; silent until the timer */
 };
 
+/* A client's TLS messages at one level, followed as they come (tls_feed). */
+struct tls_in {
+	uint8_t			 hdr[4];	/* a message header held */
+	uint8_t			 hdrlen;
+	uint32_t		 left;		/* body bytes still to come */
+	uint32_t		 msgs;		/* messages begun */
+};
+
 struct qconn {
 	struct quic_server	*srv;
 	struct generation	*gen;		/* held */
@@ -170,10 +178,8 @@ struct qconn {
 	ev_tstamp		 reset_refill;
 	/* send_timeout: since when response data waits without progress */
 	ev_tstamp		 send_mark;	/* 0: nothing waits */
-	/* the client's Finished, read as it comes (recv_crypto_data) */
-	uint8_t			 fin_hdr[4];
-	uint8_t			 fin_hdrlen;
-	uint32_t		 fin_left;	/* its body bytes still to come */
+	/* at the Initial and Handshake levels */
+	struct tls_in		 tls_in[2];
 	/*
 	 * qproxy's QPACK encoder stream, and whether the client's credit
 	 * stopped it (h3_submit_response)

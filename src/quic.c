@@ -266,40 +266,104 @@ handshake_completed(ngtcp2_conn *conn, void *user_data)
 }
 
 /*
- * Whether data, the next bytes of the client's Handshake-level CRYPTO
- * stream (ngtcp2 delivers them in order), are its Finished and nothing
- * more: qproxy asks for no client certificate, so that is the one message
- * the client sends at that level (RFC 8446 4.4). The message header may
- * come split across calls.
+ * A client's TLS message begins with the header in in->hdr: whether it
+ * may. At the Handshake level qproxy asks for no client certificate, so
+ * the client's Finished is the one message it sends there (RFC 8446 4.4),
+ * a hash long.
  */
 static bool
-client_finished_only(struct qconn *qc, const uint8_t *data, size_t len)
+tls_msg_begin(struct tls_in *in, ngtcp2_encryption_level level)
 {
-	size_t take;
+	in->left = (uint32_t)in->hdr[1] << 16 | (uint32_t)in->hdr[2] << 8 |
+	    in->hdr[3];
+	if (level == NGTCP2_ENCRYPTION_LEVEL_HANDSHAKE &&
+	    (in->msgs > 0 || in->hdr[0] != TLS_HS_FINISHED ||
+	    in->left == 0 || in->left > TLS_FINISHED_MAX))
+		return false;
+	in->msgs++;
+	return true;
+}
+
+/*
+ * The next bytes of the client's CRYPTO stream at an Initial or Handshake
+ * level (ngtcp2 delivers them in order), to wolfSSL, with their message
+ * headers read on the way. A header that a frame cuts short is held here
+ * and handed on whole: wolfSSL 5.7.2 fails the handshake when it gets the
+ * first bytes of a header in one call and exactly the rest in the next
+ * (its issue 8156, fixed in 5.7.6), and Chromium cuts its ClientHello into
+ * CRYPTO frames at random, a few bytes long at times: about one handshake
+ * in forty failed here. Returns 0 or an ngtcp2 error; a message the
+ * client may not send (tls_msg_begin) is an unexpected_message.
+ */
+static int
+tls_feed(struct qconn *qc, ngtcp2_conn *conn, ngtcp2_encryption_level level,
+    uint64_t offset, const uint8_t *data, size_t len)
+{
+	struct tls_in *in = &qc->tls_in[level ==
+	    NGTCP2_ENCRYPTION_LEVEL_HANDSHAKE];
+	size_t n, take;
+	int rv;
 
 	while (len > 0) {
-		if (qc->fin_hdrlen < sizeof(qc->fin_hdr)) {
-			qc->fin_hdr[qc->fin_hdrlen++] = *data++;
-			len--;
-			if (qc->fin_hdrlen < sizeof(qc->fin_hdr))
-				continue;
-			if (qc->fin_hdr[0] != TLS_HS_FINISHED)
-				return false;
-			qc->fin_left = (uint32_t)qc->fin_hdr[1] << 16 |
-			    (uint32_t)qc->fin_hdr[2] << 8 | qc->fin_hdr[3];
-			/* a hash's length: 48 bytes at most (SHA-384) */
-			if (qc->fin_left == 0 || qc->fin_left > TLS_FINISHED_MAX)
-				return false;
+		if (in->hdrlen > 0) {
+			/* the rest of a header an earlier frame began */
+			take = sizeof(in->hdr) - in->hdrlen;
+			if (take > len)
+				take = len;
+			memcpy(in->hdr + in->hdrlen, data, take);
+			in->hdrlen += (uint8_t)take;
+			data += take;
+			len -= take;
+			offset += take;
+			if (in->hdrlen < sizeof(in->hdr))
+				return 0;
+			in->hdrlen = 0;
+			if (!tls_msg_begin(in, level))
+				goto unexpected;
+			rv = ngtcp2_crypto_recv_crypto_data_cb(conn, level,
+			    offset - sizeof(in->hdr), in->hdr, sizeof(in->hdr),
+			    qc);
+			if (rv != 0)
+				return rv;
 			continue;
 		}
-		if (qc->fin_left == 0)
-			return false;	/* bytes after the Finished */
-		take = len < qc->fin_left ? len : qc->fin_left;
-		qc->fin_left -= (uint32_t)take;
-		data += take;
-		len -= take;
+		/* n bytes go on as they are: up to a header cut short */
+		for (n = 0; n < len; ) {
+			if (in->left > 0) {
+				take = len - n < in->left ? len - n : in->left;
+				in->left -= (uint32_t)take;
+				n += take;
+				continue;
+			}
+			if (level == NGTCP2_ENCRYPTION_LEVEL_HANDSHAKE &&
+			    in->msgs > 0)
+				goto unexpected;	/* after the Finished */
+			if (len - n < sizeof(in->hdr))
+				break;
+			memcpy(in->hdr, data + n, sizeof(in->hdr));
+			if (!tls_msg_begin(in, level))
+				goto unexpected;
+			n += sizeof(in->hdr);
+		}
+		if (n > 0) {
+			rv = ngtcp2_crypto_recv_crypto_data_cb(conn, level,
+			    offset, data, n, qc);
+			if (rv != 0)
+				return rv;
+			data += n;
+			len -= n;
+			offset += n;
+		}
+		if (len > 0) {
+			memcpy(in->hdr, data, len);
+			in->hdrlen = (uint8_t)len;
+			return 0;
+		}
 	}
-	return true;
+	return 0;
+unexpected:
+	ngtcp2_conn_set_tls_alert(conn, TLS_ALERT_UNEXPECTED_MESSAGE);
+	return NGTCP2_ERR_CRYPTO;
 }
 
 /*
@@ -348,14 +412,11 @@ recv_crypto_data(ngtcp2_conn *conn, ngtcp2_encryption_level level,
 		return NGTCP2_ERR_CALLBACK_FAILURE;
 	}
 	if (level == NGTCP2_ENCRYPTION_LEVEL_1RTT || qc->ssl == NULL ||
-	    ngtcp2_conn_get_handshake_completed(conn) ||
-	    (level == NGTCP2_ENCRYPTION_LEVEL_HANDSHAKE &&
-	    !client_finished_only(qc, data, datalen))) {
+	    ngtcp2_conn_get_handshake_completed(conn)) {
 		ngtcp2_conn_set_tls_alert(conn, TLS_ALERT_UNEXPECTED_MESSAGE);
 		return NGTCP2_ERR_CRYPTO;
 	}
-	rv = ngtcp2_crypto_recv_crypto_data_cb(conn, level, offset, data,
-	    datalen, user_data);
+	rv = tls_feed(qc, conn, level, offset, data, datalen);
 	if (rv == NGTCP2_ERR_REQUIRED_TRANSPORT_PARAM ||
 	    rv == NGTCP2_ERR_MALFORMED_TRANSPORT_PARAM) {
 		const uint8_t *tp;

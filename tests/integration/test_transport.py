@@ -337,6 +337,32 @@ def test_client_hello_by_hand_gets_a_server_hello(qp):
         frames
 
 
+@pytest.mark.parametrize("cuts,order", [
+    ((1,), None), ((1, 4), None), ((2, 4), None), ((3, 4), None),
+    ((1, 2, 4), None), ((2, 4), (2, 0, 1))],
+    ids=["1", "1-4", "2-4", "3-4", "1-2-4", "2-4-reordered"])
+def test_client_hello_header_cut_into_frames_gets_a_server_hello(qp, cuts, order):
+    """Chromium cuts its ClientHello into CRYPTO frames at random, some a
+    few bytes long. wolfSSL 5.7.2 failed the handshake (CRYPTO_ERROR) when
+    the message's 4-byte header came in two pieces and the second ended
+    with the header: about one Chromium handshake in forty. Here the
+    frames cut the ClientHello at the offsets given, in one Initial
+    packet, in the order given."""
+    c = quicinitial.Client(qp.port)
+    try:
+        ch = quicinitial.client_hello(c.scid)
+        bounds = [0] + list(cuts) + [len(ch)]
+        frames = [quicinitial.crypto_frame(a, ch[a:b]) for a, b in zip(bounds, bounds[1:])]
+        if order:
+            frames = [frames[i] for i in order]
+        c.send_initial(b"".join(frames))
+        got = c.receive(1.0 * SLOW)
+    finally:
+        c.close()
+    assert not [f for f in got if f[0] == "CONNECTION_CLOSE"], got
+    assert any(f[0] == "CRYPTO" and f[2][:1] == b"\x02" for f in got), got
+
+
 def test_client_hello_past_16_kib_is_refused(qp):
     """A ClientHello that declares 1 MiB less a little: wolfSSL would gather
     all of it for as long as the handshake may last (1 MiB per handshake,
