@@ -221,7 +221,8 @@ def pytest_runtest_makereport(item, call):
             rep.sections.append(("qproxy %s stderr (tail)" % q.name, q.log_tail(40)))
 
 
-MISSING_TOOL_PREFIXES = ("QPROXY", "H3RAW", "gtlsclient", "python3-pycurl", "this libcurl")
+MISSING_TOOL_PREFIXES = ("QPROXY", "H3RAW", "gtlsclient", "python3-pycurl", "this libcurl",
+                         "chromium")
 
 
 def pytest_report_teststatus(report, config):
