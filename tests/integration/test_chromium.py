@@ -273,3 +273,28 @@ def test_chromium_downloads_through_loss_and_a_rebinding_nat(proxy, certificate)
     assert after["connections"]["total"] == before["connections"]["total"]
     assert rs["rebinds"] >= 1 and rs["s2c"]["dropped"] > 0 and rs["c2s"]["dropped"] > 0, rs
     assert after["quic"]["migrations"] > before["quic"]["migrations"], after["quic"]
+
+
+def test_chromium_follows_a_retry(qproxy_factory, backend_app, certificate):
+    """With retry = always, Chromium's first Initial gets a Retry, and it
+    comes back with the token and loads the page."""
+    def sections(port, cert, key):
+        return [
+            _global_section(),
+            ("listener main", [("address", "127.0.0.1:%d" % port), ("certificate", cert),
+                               ("private_key", key), ("retry", "always")]),
+            ("backend app", [("server", backend_app.tcp_server)]),
+            ("route app", [("path_prefix", "/app/"), ("backend", "app")]),
+        ]
+    q = qproxy_factory(sections=sections)
+    before = stats(q)
+    with Chromium("127.0.0.1:%d" % q.port, spki_hash(certificate[0]),
+                  timeout=30 * SLOW) as c:
+        r = c.navigate("https://127.0.0.1:%d/app/status/200" % q.port)
+        assert not r.get("errorText"), r
+        assert c.evaluate("document.body.innerText") == "status 200\n"
+        assert c.evaluate(
+            "performance.getEntriesByType('navigation')[0].nextHopProtocol") == "h3"
+    after = stats(q)
+    assert after["quic"]["retries_sent"] - before["quic"]["retries_sent"] >= 1, after["quic"]
+    assert after["quic"]["tokens_invalid"] == before["quic"]["tokens_invalid"], after["quic"]
