@@ -3,7 +3,7 @@
 #
 #  - Debian packages: toolchain, libev, inih, nghttp3 1.x and the HTTP/3 test
 #    clients (libcurl with HTTP/3, ngtcp2's gtlsclient) from bookworm-backports,
-#    and Chromium, the browser the end-to-end tests also fetch with;
+#    and Chromium and Firefox, browsers the end-to-end tests also fetch with;
 #  - wolfSSL with QUIC and ngtcp2 with its wolfSSL crypto helper, built as static
 #    archives from Debian's own source packages (with Debian's patches) into
 #    $QPROXY_DEPS_PREFIX (default /opt/qproxy-deps).
@@ -30,7 +30,7 @@ fi
 BASE_PKGS="build-essential autoconf automake libtool pkg-config dpkg-dev patch
 xz-utils ca-certificates openssl libev-dev libinih-dev python3 python3-pytest
 python3-pytest-xdist python3-pycurl python3-cryptography mandoc libsystemd-dev
-man-db systemd clang libclang-rt-14-dev chromium"
+man-db systemd clang libclang-rt-14-dev chromium firefox-esr"
 # Debian packages that must come from bookworm-backports.
 BPO_PKGS="libnghttp3-dev libcurl3-gnutls ngtcp2-client"
 

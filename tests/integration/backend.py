@@ -50,6 +50,10 @@ Endpoints (the first path segment that names an endpoint selects it, so
   POST     /answer-hold    as soon as the head is in, the head of a 200 with
                            Content-Length: 10 and the first 5 bytes of its
                            body; then reads nothing more until the peer goes
+  GET      /roundtrip/N    an HTML page whose script, before the page's load
+                           event (synchronous XHR), GETs bytes/N next to it
+                           and POSTs what it got to upload: a browser's
+                           download and upload, checked at the backend
 """
 
 import argparse
@@ -573,7 +577,7 @@ class Backend:
     ENDPOINTS = ("bytes", "chunked", "close", "slow", "status", "upload", "echo-headers",
                  "hang", "die", "die-chunked", "head-part", "garbage", "extra", "early-hints", "hop",
                  "cookies", "drop-reused", "trickle", "head", "reject",
-                 "answer-first", "answer-hold")
+                 "answer-first", "answer-hold", "roundtrip")
 
     def _handle(self, sock, rf, req, rec):
         """Serve one request; returns whether the connection stays open."""
@@ -881,12 +885,39 @@ class Backend:
                 sock.sendall(b"5\r\nhop-b\r\n3\r\nody\r\n0\r\n\r\n")
             return not close
 
+        if name == "roundtrip":
+            n = self._int_arg(args)
+            page = ROUNDTRIP_PAGE.replace("@N@", str(n)).encode()
+            return self._send_simple(sock, 200, page, ctype="text/html; charset=utf-8",
+                                     close=close, head_only=head_only)
+
         if name == "cookies":
             return self._send_simple(sock, 200, b"cookies\n", close=close, head_only=head_only,
                                      extra=[("Set-Cookie", "a=1; Path=/"),
                                             ("Set-Cookie", "b=2; Path=/; HttpOnly")])
 
         raise BadRequest("unhandled endpoint %s" % name)
+
+
+# The page of /roundtrip/N: bytes as they came (x-user-defined maps each
+# byte to one char code), sent back as they came.
+ROUNDTRIP_PAGE = """<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>roundtrip</title></head><body>
+<script>
+var get = new XMLHttpRequest();
+get.open("GET", "../bytes/@N@", false);
+get.overrideMimeType("text/plain; charset=x-user-defined");
+get.send();
+var text = get.responseText, body = new Uint8Array(text.length);
+for (var i = 0; i < text.length; i++)
+  body[i] = text.charCodeAt(i) & 0xff;
+var put = new XMLHttpRequest();
+put.open("POST", "../upload", false);
+put.send(body);
+document.title = "roundtrip " + get.status + " " + put.status;
+</script>
+</body></html>
+"""
 
 
 # ---- helpers for failure scenarios ---------------------------------------

@@ -222,7 +222,7 @@ def pytest_runtest_makereport(item, call):
 
 
 MISSING_TOOL_PREFIXES = ("QPROXY", "H3RAW", "gtlsclient", "python3-pycurl", "this libcurl",
-                         "chromium")
+                         "chromium", "firefox-esr")
 
 
 def pytest_report_teststatus(report, config):
