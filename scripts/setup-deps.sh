@@ -5,8 +5,9 @@
 #    clients (libcurl with HTTP/3, ngtcp2's gtlsclient) from bookworm-backports,
 #    and Chromium and Firefox, browsers the end-to-end tests also fetch with;
 #  - wolfSSL with QUIC and ngtcp2 with its wolfSSL crypto helper, built as static
-#    archives from Debian's own source packages (with Debian's patches) into
-#    $QPROXY_DEPS_PREFIX (default /opt/qproxy-deps).
+#    archives from Debian's own source packages (with Debian's patches, and
+#    for wolfSSL qproxy's own in scripts/patches/) into $QPROXY_DEPS_PREFIX
+#    (default /opt/qproxy-deps).
 #
 # Idempotent: every step checks first and does nothing when its result is there.
 # Archive locations are derived from this machine's apt configuration.
@@ -135,9 +136,13 @@ NGTCP2_FLAGS="--enable-static --disable-shared --with-pic --with-wolfssl
 --without-gnutls --without-openssl --without-boringssl --without-picotls
 --enable-lib-only"
 
+# qproxy's own patches to wolfSSL, after Debian's (each file says why).
+WOLFSSL_PATCHES=$(ls "$HERE"/patches/wolfssl-*.patch 2>/dev/null || true)
+
 wolfssl_stamp() {
-	printf 'wolfssl %s %s %s\n' "$WOLFSSL_VERSION" "$WOLFSSL_CPPFLAGS" \
-	    "$(echo $WOLFSSL_FLAGS)"
+	printf 'wolfssl %s %s %s %s\n' "$WOLFSSL_VERSION" "$WOLFSSL_CPPFLAGS" \
+	    "$(echo $WOLFSSL_FLAGS)" \
+	    "$(cat /dev/null $WOLFSSL_PATCHES | cksum | cut -d' ' -f1)"
 }
 ngtcp2_stamp() {
 	printf 'ngtcp2 %s %s\n' "$NGTCP2_VERSION" "$(echo $NGTCP2_FLAGS)"
@@ -154,6 +159,10 @@ build_wolfssl() {
 	src=$(mktemp -d)/wolfssl
 	say "building wolfSSL $WOLFSSL_VERSION with QUIC into $PREFIX"
 	fetch_source wolfssl "$src"
+	for p in $WOLFSSL_PATCHES; do
+		patch -d "$src" -p1 -s -N <"$p" ||
+		    die "$(basename "$p") does not apply to wolfSSL"
+	done
 	(
 		cd "$src"
 		[ -x configure ] || autoreconf -fi >/dev/null 2>&1

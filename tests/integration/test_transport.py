@@ -363,6 +363,17 @@ def test_client_hello_header_cut_into_frames_gets_a_server_hello(qp, cuts, order
     assert any(f[0] == "CRYPTO" and f[2][:1] == b"\x02" for f in got), got
 
 
+@pytest.mark.parametrize("alpn", [b"\x01x\x02h", b"\x03abc\x02h"], ids=["x-then-h", "abc-then-h"])
+def test_client_hello_with_an_alpn_entry_past_its_list_is_refused(qp, alpn):
+    """An ALPN list whose last entry claims more bytes than the list has
+    left: wolfSSL 5.7.2 checked the entries of a list but its last two
+    bytes, and then read past its copy of the list comparing names
+    (CVE-2026-3547). setup-deps builds it with a patch that checks them all:
+    the ClientHello is refused (decode_error) before any name is read."""
+    code, frames = _closes_with(qp.port, alpn=alpn)
+    assert code == 0x132, frames
+
+
 def test_client_hello_past_16_kib_is_refused(qp):
     """A ClientHello that declares 1 MiB less a little: wolfSSL would gather
     all of it for as long as the handshake may last (1 MiB per handshake,

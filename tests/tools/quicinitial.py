@@ -67,10 +67,10 @@ class Keys:
 
 
 def client_hello(scid, server_name=b"localhost", session_id=b"", transport_params=True,
-                 declared=None):
+                 declared=None, alpn=b"\x02h3"):
     """A TLS 1.3 ClientHello as QUIC clients send it (x25519, AES-128-GCM,
     ALPN h3); declared: the length its header announces instead of its
-    own."""
+    own; alpn: the protocol name list (its length-prefixed entries)."""
     def ext(kind, body):
         return struct.pack("!HH", kind, len(body)) + body
 
@@ -85,7 +85,7 @@ def client_hello(scid, server_name=b"localhost", session_id=b"", transport_param
     exts += ext(13, b"\x00\x04\x04\x03\x08\x04")           # signature schemes
     exts += ext(43, b"\x02\x03\x04")                       # TLS 1.3
     exts += ext(51, struct.pack("!H", 36) + b"\x00\x1d\x00\x20" + share)
-    exts += ext(16, b"\x00\x03\x02h3")
+    exts += ext(16, struct.pack("!H", len(alpn)) + alpn)
     if transport_params:
         exts += ext(0x39, param(0x0f, scid) + param(0x04, varint(1 << 20)) +
                     param(0x08, varint(100)) + param(0x09, varint(100)) +
