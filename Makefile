@@ -91,7 +91,12 @@ $(B)/tests/sendshim.so: tests/tools/sendshim.c config.mk
 
 -include $(wildcard $(B)/*.d $(B)/tests/*.d)
 
-config.mk: configure config.mk.in
+# A wolfSSL or ngtcp2 that make deps built anew (it stamps each build)
+# configures again, and with config.mk everything is compiled and linked
+# against it: the libraries are static.
+DEPS_STAMPS = $(wildcard $(DEPS_PREFIX)/share/qproxy-deps/wolfssl \
+	$(DEPS_PREFIX)/share/qproxy-deps/ngtcp2)
+config.mk: configure config.mk.in $(DEPS_STAMPS)
 	./configure $(CONFIGURE_FLAGS)
 
 configure: configure.ac
