@@ -3,8 +3,9 @@
 
 Runs build/qproxy on a throwaway configuration (key, certificate and
 secret made in a temporary directory), puts a recording UDP relay in front
-of it, and runs ngtcp2's gtlsclient and build/tests/h3raw through the
-relay. Each client's datagrams to the server become one input of OP_RAW_A
+of it, and runs ngtcp2's gtlsclient, build/tests/h3raw and a headless
+Chromium (three times: it cuts its ClientHello into CRYPTO frames at
+random) through the relay. Each client's datagrams to the server become one input of OP_RAW_A
 operations (with an OP_PUMP after each), written to corpus/fuzz_udp/ as
 capture-<client>-<n>.
 
@@ -140,9 +141,24 @@ def main():
                            "-H", ":path: /", "-H", "x-a: a\\r\\nb",
                            "127.0.0.1", "PORT"]),
         ]
+        chromium = shutil.which("chromium")
+        if chromium:
+            spki = subprocess.run(
+                "openssl x509 -in %s -pubkey -noout | openssl pkey -pubin -outform der"
+                " | openssl dgst -sha256 -binary | base64" % cert, shell=True,
+                check=True, capture_output=True, text=True).stdout.strip()
+            for i in range(1, 4):
+                runs.append(("chromium-get-%d" % i, [
+                    chromium, "--headless=new", "--no-sandbox", "--disable-gpu",
+                    "--user-data-dir=%s/chromium-%d" % (tmp, i), "--enable-quic",
+                    "--origin-to-force-quic-on=127.0.0.1:PORT",
+                    "--ignore-certificate-errors-spki-list=" + spki,
+                    "--dump-dom", "https://127.0.0.1:PORT/"]))
+        else:
+            print("chromium is not installed: no capture of it")
         for name, cmd in runs:
             rec.reset()
-            cmd = [str(rec.port) if a == "PORT" else a for a in cmd]
+            cmd = [a.replace("PORT", str(rec.port)) for a in cmd]
             subprocess.run(cmd, capture_output=True, timeout=20)
             time.sleep(0.2)
             save(name, list(rec.datagrams))
