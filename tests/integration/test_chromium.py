@@ -298,3 +298,61 @@ def test_chromium_follows_a_retry(qproxy_factory, backend_app, certificate):
     after = stats(q)
     assert after["quic"]["retries_sent"] - before["quic"]["retries_sent"] >= 1, after["quic"]
     assert after["quic"]["tokens_invalid"] == before["quic"]["tokens_invalid"], after["quic"]
+
+
+def _fetch_sizes_js(first, count):
+    """JavaScript: count fetches at once of bytes/(1000 + i), i from first;
+    each gives [status, length] or [0, the error]."""
+    return """Promise.all(Array.from({length: %d}, (_, k) => %d + k).map(i =>
+        fetch('/app/bytes/' + (1000 + i) + '?g=' + i, {cache: 'no-store'})
+            .then(async r => [r.status, (await r.arrayBuffer()).byteLength])
+            .catch(e => [0, String(e)])))""" % (count, first)
+
+
+def test_chromium_moves_on_after_goaway(qproxy_factory, backend_app, certificate):
+    """max_requests_per_connection = 25: with its 25th request a connection
+    gets GOAWAY, and Chromium takes its next fetch to a new connection. 60
+    fetches one after another: every one gets its body, on three
+    connections. (Not at once: a fetch that Chromium is binding to a
+    connection as its GOAWAY arrives fails with ERR_CONNECTION_CLOSED,
+    unsent and not retried, whatever stream ID the GOAWAY allows; streams
+    the server refused, H3_REQUEST_REJECTED, it does retry.)"""
+    def sections(port, cert, key):
+        return [
+            ("global", [("log_level", "debug"), ("max_requests_per_connection", "25")]),
+            _listener_section(port, cert, key),
+            ("backend app", [("server", backend_app.tcp_server)]),
+            ("route app", [("path_prefix", "/app/"), ("backend", "app")]),
+        ]
+    q = qproxy_factory(sections=sections)
+    with Chromium("127.0.0.1:%d" % q.port, spki_hash(certificate[0]),
+                  timeout=60 * SLOW) as c:
+        assert not c.navigate("https://127.0.0.1:%d/app/status/200" % q.port).get("errorText")
+        before = stats(q)
+        got = c.evaluate("""
+            (async () => {
+              const out = [];
+              for (let i = 0; i < 60; i++) {
+                const r = await fetch('/app/bytes/' + (1000 + i), {cache: 'no-store'});
+                out.push([r.status, (await r.arrayBuffer()).byteLength]);
+              }
+              return out;
+            })()""", timeout=60 * SLOW)
+    after = stats(q)
+    assert got == [[200, 1000 + i] for i in range(60)], [g for g in got if g[0] != 200][:5]
+    # the navigation and 60 fetches, 25 a connection: two more connections
+    assert after["connections"]["total"] - before["connections"]["total"] == 2, after
+    assert after["limits"]["goaway_max_requests"] - before["limits"]["goaway_max_requests"] \
+        == 2, after["limits"]
+
+
+def test_chromium_fetches_past_its_stream_credit(proxy, browser):
+    """250 fetches at once, with max_streams_bidi at 100: qproxy gives
+    stream credit back as streams end, and all of them come back whole on
+    the one connection."""
+    before = stats(proxy)
+    got = browser.evaluate(_fetch_sizes_js(0, 250), timeout=60 * SLOW)
+    after = stats(proxy)
+    assert got == [[200, 1000 + i] for i in range(250)], [g for g in got if g[0] != 200][:5]
+    assert after["connections"]["total"] == before["connections"]["total"]
+    assert after["streams"]["total"] - before["streams"]["total"] >= 250
