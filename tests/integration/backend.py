@@ -50,6 +50,8 @@ Endpoints (the first path segment that names an endpoint selects it, so
   POST     /answer-hold    as soon as the head is in, the head of a 200 with
                            Content-Length: 10 and the first 5 bytes of its
                            body; then reads nothing more until the peer goes
+  GET      /images/N       an HTML page of N images, gif/0 to gif/N-1 next to it
+  GET      /gif/K          a 1x1 GIF image (K: any number, to tell them apart)
   GET      /roundtrip/N    an HTML page whose script, before the page's load
                            event (synchronous XHR), GETs bytes/N next to it
                            and POSTs what it got to upload: a browser's
@@ -577,7 +579,7 @@ class Backend:
     ENDPOINTS = ("bytes", "chunked", "close", "slow", "status", "upload", "echo-headers",
                  "hang", "die", "die-chunked", "head-part", "garbage", "extra", "early-hints", "hop",
                  "cookies", "drop-reused", "trickle", "head", "reject",
-                 "answer-first", "answer-hold", "roundtrip")
+                 "answer-first", "answer-hold", "roundtrip", "images", "gif")
 
     def _handle(self, sock, rf, req, rec):
         """Serve one request; returns whether the connection stays open."""
@@ -885,6 +887,20 @@ class Backend:
                 sock.sendall(b"5\r\nhop-b\r\n3\r\nody\r\n0\r\n\r\n")
             return not close
 
+        if name == "images":
+            n = self._int_arg(args)
+            page = ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>images"
+                    "</title></head><body>\n" +
+                    "".join('<img src="../gif/%d" alt="">\n' % i for i in range(n)) +
+                    "</body></html>\n").encode()
+            return self._send_simple(sock, 200, page, ctype="text/html; charset=utf-8",
+                                     close=close, head_only=head_only)
+
+        if name == "gif":
+            self._int_arg(args)
+            return self._send_simple(sock, 200, GIF_1X1, ctype="image/gif",
+                                     close=close, head_only=head_only)
+
         if name == "roundtrip":
             n = self._int_arg(args)
             page = ROUNDTRIP_PAGE.replace("@N@", str(n)).encode()
@@ -897,6 +913,12 @@ class Backend:
                                             ("Set-Cookie", "b=2; Path=/; HttpOnly")])
 
         raise BadRequest("unhandled endpoint %s" % name)
+
+
+# A transparent 1x1 GIF (GIF89a, one colour, one pixel).
+GIF_1X1 = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff"
+           b"!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00"
+           b"\x00\x02\x02D\x01\x00;")
 
 
 # The page of /roundtrip/N: bytes as they came (x-user-defined maps each

@@ -161,6 +161,14 @@ free_udp_port = backend_mod.free_udp_port
 # Certificate
 
 
+def qproxy_stats(q):
+    """qproxyctl stats --json of a running instance, as a dict."""
+    p = subprocess.run([qproxyctl_binary(), "-s", q.control_socket, "stats", "--json"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
 def make_certificate(directory):
     """A self-signed EC P-256 certificate for localhost / 127.0.0.1.
 

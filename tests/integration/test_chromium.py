@@ -8,7 +8,6 @@ all came over QUIC, and each test also asks Chromium which protocol it used.
 """
 
 import json
-import subprocess
 import time
 
 import pytest
@@ -16,17 +15,10 @@ import pytest
 from cdp import CDPError, Chromium, chromium_binary, spki_hash
 from relay import Faults, Relay
 from helpers import (SLOW, _global_section, _listener_section, expected_sha256,
-                     qproxyctl_binary)
+                     qproxy_stats)
 
 KiB = 1024
 MiB = 1024 * 1024
-
-
-def stats(q):
-    p = subprocess.run([qproxyctl_binary(), "-s", q.control_socket, "stats", "--json"],
-                       capture_output=True, text=True, timeout=30)
-    assert p.returncode == 0, p.stderr
-    return json.loads(p.stdout)
 
 
 @pytest.fixture
@@ -74,7 +66,7 @@ def protocol_of(browser, url_part):
 
 
 def test_chromium_loads_a_page_over_http3(proxy, browser, backend_app):
-    before = stats(proxy)
+    before = qproxy_stats(proxy)
     n0 = backend_app.count
     r = browser.navigate(browser.origin + "/app/echo-headers?page=1")
     assert not r.get("errorText"), r
@@ -93,7 +85,7 @@ def test_chromium_loads_a_page_over_http3(proxy, browser, backend_app):
     # what Chromium sends in HTTP/3 reaches the backend as HTTP/1.1 fields,
     # never as pseudo-headers
     assert not [n for n in fields if n.startswith(":")]
-    after = stats(proxy)
+    after = qproxy_stats(proxy)
     assert after["requests"]["2xx"] - before["requests"]["2xx"] >= 1
     assert backend_app.count > n0
 
@@ -108,7 +100,7 @@ def test_chromium_fetches_many_bodies_at_once_on_one_connection(proxy, browser):
         n = sizes[i % len(sizes)]
         kind = ("bytes", "chunked", "close")[i % 3]
         paths.append(("/app/%s/%d?i=%d" % (kind, n, i), n))
-    before = stats(proxy)
+    before = qproxy_stats(proxy)
     got = browser.evaluate("""
         (async () => {
           const hex = b => Array.from(new Uint8Array(b))
@@ -126,7 +118,7 @@ def test_chromium_fetches_many_bodies_at_once_on_one_connection(proxy, browser):
         assert digest == expected_sha256(n), path
     protos = protocol_of(browser, "?i=")
     assert protos and set(protos) == {"h3"}, protos
-    after = stats(proxy)
+    after = qproxy_stats(proxy)
     assert after["connections"]["total"] == before["connections"]["total"], \
         "the fetches opened QUIC connections of their own"
     assert after["requests"]["2xx"] - before["requests"]["2xx"] == len(paths)
@@ -235,12 +227,12 @@ def test_chromium_second_visit_is_zero_rtt(qproxy_factory, backend_app, certific
                      timeout=30 * SLOW, extra_args=["--enable-net-benchmarking"]) as c:
         origin = "https://127.0.0.1:%d" % relay.port
         assert not c.navigate(origin + "/app/status/200").get("errorText")
-        first = stats(q)
+        first = qproxy_stats(q)
         # closes every connection it has; the session ticket stays
         c.evaluate("chrome.benchmarking.closeConnections()")
         seen = c.evaluate("fetch('/app/echo-headers', {cache: 'no-store'})"
                           ".then(r => r.json())")
-        after = stats(q)
+        after = qproxy_stats(q)
     early = [v for n, v in seen["headers"] if n.lower() == "early-data"]
     assert early == ["1"], seen["headers"]
     assert after["connections"]["total"] == first["connections"]["total"] + 1
@@ -258,7 +250,7 @@ def test_chromium_downloads_through_loss_and_a_rebinding_nat(proxy, certificate)
                      timeout=60 * SLOW) as c:
         origin = "https://127.0.0.1:%d" % relay.port
         assert not c.navigate(origin + "/app/status/200").get("errorText")
-        before = stats(proxy)
+        before = qproxy_stats(proxy)
         n = 8 * MiB
         got = c.evaluate("""
             fetch('/app/bytes/%d', {cache: 'no-store'}).then(async r => {
@@ -267,7 +259,7 @@ def test_chromium_downloads_through_loss_and_a_rebinding_nat(proxy, certificate)
               return [r.status, body.byteLength, Array.from(new Uint8Array(d))
                   .map(x => x.toString(16).padStart(2, '0')).join('')];
             })""" % n, timeout=120 * SLOW)
-        after = stats(proxy)
+        after = qproxy_stats(proxy)
         rs = relay.stats()
     assert got == [200, n, expected_sha256(n)], got[:2]
     assert after["connections"]["total"] == before["connections"]["total"]
@@ -287,7 +279,7 @@ def test_chromium_follows_a_retry(qproxy_factory, backend_app, certificate):
             ("route app", [("path_prefix", "/app/"), ("backend", "app")]),
         ]
     q = qproxy_factory(sections=sections)
-    before = stats(q)
+    before = qproxy_stats(q)
     with Chromium("127.0.0.1:%d" % q.port, spki_hash(certificate[0]),
                   timeout=30 * SLOW) as c:
         r = c.navigate("https://127.0.0.1:%d/app/status/200" % q.port)
@@ -295,7 +287,7 @@ def test_chromium_follows_a_retry(qproxy_factory, backend_app, certificate):
         assert c.evaluate("document.body.innerText") == "status 200\n"
         assert c.evaluate(
             "performance.getEntriesByType('navigation')[0].nextHopProtocol") == "h3"
-    after = stats(q)
+    after = qproxy_stats(q)
     assert after["quic"]["retries_sent"] - before["quic"]["retries_sent"] >= 1, after["quic"]
     assert after["quic"]["tokens_invalid"] == before["quic"]["tokens_invalid"], after["quic"]
 
@@ -328,7 +320,7 @@ def test_chromium_moves_on_after_goaway(qproxy_factory, backend_app, certificate
     with Chromium("127.0.0.1:%d" % q.port, spki_hash(certificate[0]),
                   timeout=60 * SLOW) as c:
         assert not c.navigate("https://127.0.0.1:%d/app/status/200" % q.port).get("errorText")
-        before = stats(q)
+        before = qproxy_stats(q)
         got = c.evaluate("""
             (async () => {
               const out = [];
@@ -338,7 +330,7 @@ def test_chromium_moves_on_after_goaway(qproxy_factory, backend_app, certificate
               }
               return out;
             })()""", timeout=60 * SLOW)
-    after = stats(q)
+    after = qproxy_stats(q)
     assert got == [[200, 1000 + i] for i in range(60)], [g for g in got if g[0] != 200][:5]
     # the navigation and 60 fetches, 25 a connection: two more connections
     assert after["connections"]["total"] - before["connections"]["total"] == 2, after
@@ -350,9 +342,9 @@ def test_chromium_fetches_past_its_stream_credit(proxy, browser):
     """250 fetches at once, with max_streams_bidi at 100: qproxy gives
     stream credit back as streams end, and all of them come back whole on
     the one connection."""
-    before = stats(proxy)
+    before = qproxy_stats(proxy)
     got = browser.evaluate(_fetch_sizes_js(0, 250), timeout=60 * SLOW)
-    after = stats(proxy)
+    after = qproxy_stats(proxy)
     assert got == [[200, 1000 + i] for i in range(250)], [g for g in got if g[0] != 200][:5]
     assert after["connections"]["total"] == before["connections"]["total"]
     assert after["streams"]["total"] - before["streams"]["total"] >= 250

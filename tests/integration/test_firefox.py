@@ -15,7 +15,8 @@ import subprocess
 
 import pytest
 
-from helpers import SLOW, _global_section, _listener_section, expected_sha256
+from helpers import (SLOW, _global_section, _listener_section, expected_sha256,
+                     qproxy_stats)
 
 MiB = 1024 * 1024
 
@@ -92,3 +93,22 @@ def test_firefox_downloads_and_uploads_through_qproxy(proxy, backend_app, certif
     assert agents and all("Firefox/" in a for a in agents), agents
     via = {v for r in got for k, v in r["headers"] if k.lower() == "via"}
     assert via and all("qproxy" in v for v in via), via
+
+
+def test_firefox_loads_a_page_of_many_images_on_one_connection(proxy, backend_app,
+                                                               certificate, tmp_path):
+    """A page of 150 images, more than the 100 streams a connection may
+    have open: Firefox asks for every one before the page's load event,
+    all on one QUIC connection."""
+    n = 150
+    before = qproxy_stats(proxy)
+    i0 = backend_app.count
+    rc, out = firefox_load(tmp_path, proxy.port, certificate[0],
+                           "https://127.0.0.1:%d/app/images/%d" % (proxy.port, n))
+    assert rc == 0, out
+    after = qproxy_stats(proxy)
+    gifs = sorted(int(r["path"].rsplit("/", 1)[1]) for r in backend_app.requests_since(i0)
+                  if r["path"].startswith("/app/gif/"))
+    assert gifs == list(range(n)), gifs
+    assert after["connections"]["total"] - before["connections"]["total"] == 1, after
+    assert after["requests"]["2xx"] - before["requests"]["2xx"] >= n + 1
