@@ -118,6 +118,18 @@ enum qconn_state {
 	QC_DRAINING,	/* peer closed; silent until the timer */
 };
 
+/* The client's control stream, followed frame by frame (h3_ctrl_walk). */
+struct h3_ctrl {
+	int64_t			 stream;	/* its ID, or -1 */
+	uint8_t			 st;		/* H3_CTRL_TYPE and on */
+	uint8_t			 vleft;		/* varint bytes to come */
+	uint8_t			 held;		/* a byte kept back */
+	bool			 holding;
+	uint64_t		 v;		/* the varint so far */
+	uint64_t		 type;		/* the frame's */
+	uint64_t		 left;		/* its payload bytes to come */
+};
+
 /* A client's TLS messages at one level, followed as they come (tls_feed). */
 struct tls_in {
 	uint8_t			 hdr[4];	/* a message header held */
@@ -185,6 +197,7 @@ struct qconn {
 	 * stopped it (h3_submit_response)
 	 */
 	int64_t			 qenc_stream;
+	struct h3_ctrl		 ctrl_in;
 	bool			 qenc_blocked;
 	/* the request stream being read, and its body bytes handed on */
 	int64_t			 rd_stream;
@@ -261,9 +274,18 @@ uint64_t	 quic_now(void);
 
 /* h3.c */
 int		 h3_conn_setup(struct qconn *);
+/*
+ * Stream data to a reader (nghttp3), past one place where nghttp3 1.8.0
+ * aborts (h3.c): the client's control stream is followed in c.
+ */
+typedef int	(*h3_reader)(void *arg, int64_t stream_id, const uint8_t *,
+		    size_t, bool fin);
+int		 h3_ctrl_feed(struct h3_ctrl *c, int64_t stream_id,
+		    uint64_t offset, const uint8_t *data, size_t len, bool fin,
+		    h3_reader, void *arg);
 /* Feeds stream data to nghttp3; <0 means close the connection. */
 int		 h3_recv_stream_data(struct qconn *, int64_t stream_id,
-		    const uint8_t *data, size_t len, bool fin);
+		    uint64_t offset, const uint8_t *data, size_t len, bool fin);
 void		 h3_goaway(struct qconn *);
 /* Gives the peer credit for n request body bytes qproxy consumed. */
 void		 h3_consumed(struct qconn *, int64_t stream_id, size_t n);

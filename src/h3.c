@@ -264,10 +264,144 @@ h3_goaway(struct qconn *qc)
 		qc->goaway_sent = true;
 }
 
-int
-h3_recv_stream_data(struct qconn *qc, int64_t stream_id, const uint8_t *data,
-    size_t len, bool fin)
+/*
+ * The client's control stream is followed frame by frame for one place
+ * where nghttp3 1.8.0 aborts the process: a PRIORITY_UPDATE frame read up
+ * to the end of its element ID, its Priority Field Value still to come,
+ * in a call that ends there (an assertion; nghttp3 1.10.0 returns
+ * instead). Chromium sends a PRIORITY_UPDATE for about every request, and
+ * a packet may end anywhere. So a call is never made to end there: the
+ * ID's last byte is kept back and handed on with the next byte.
+ */
+#define H3_STREAM_CONTROL		0x00	/* RFC 9114 6.2.1 */
+#define H3_FRAME_PRIORITY_UPDATE	0xf0700	/* RFC 9218 7.1 */
+#define H3_FRAME_PRIORITY_UPDATE_PUSH	0xf0701
+enum { H3_CTRL_TYPE, H3_CTRL_LEN, H3_CTRL_ELEM, H3_CTRL_BODY, H3_CTRL_OFF };
+
+/* Reads a varint a byte at a time: whether it is whole with b. */
+static bool
+h3_ctrl_varint(struct h3_ctrl *c, uint8_t b)
 {
+	if (c->vleft == 0) {
+		c->vleft = (uint8_t)(1 << (b >> 6));
+		c->v = b & 0x3f;
+	} else
+		c->v = c->v << 8 | b;
+	return --c->vleft == 0;
+}
+
+/*
+ * Follows the control stream through len more bytes; returns whether
+ * they end just after a PRIORITY_UPDATE's element ID, with some of the
+ * frame still to come.
+ */
+static bool
+h3_ctrl_walk(struct h3_ctrl *c, const uint8_t *p, size_t len)
+{
+	bool after_id = false;
+	uint64_t take;
+
+	for (; len > 0; after_id = false) {
+		switch (c->st) {
+		case H3_CTRL_TYPE:
+			if (h3_ctrl_varint(c, *p)) {
+				c->type = c->v;
+				c->st = H3_CTRL_LEN;
+			}
+			p++, len--;
+			break;
+		case H3_CTRL_LEN:
+			if (h3_ctrl_varint(c, *p)) {
+				c->left = c->v;
+				if (c->left == 0)
+					c->st = H3_CTRL_TYPE;
+				else if (c->type == H3_FRAME_PRIORITY_UPDATE ||
+				    c->type == H3_FRAME_PRIORITY_UPDATE_PUSH)
+					c->st = H3_CTRL_ELEM;
+				else
+					c->st = H3_CTRL_BODY;
+			}
+			p++, len--;
+			break;
+		case H3_CTRL_ELEM:
+			c->left--;
+			if (h3_ctrl_varint(c, *p)) {
+				c->st = c->left > 0 ? H3_CTRL_BODY :
+				    H3_CTRL_TYPE;
+				after_id = c->left > 0;
+			} else if (c->left == 0)
+				c->st = H3_CTRL_OFF;	/* nghttp3 refuses it */
+			p++, len--;
+			if (len == 0)
+				return after_id;
+			break;
+		case H3_CTRL_BODY:
+			take = len < c->left ? len : c->left;
+			c->left -= take;
+			p += take;
+			len -= take;
+			if (c->left == 0)
+				c->st = H3_CTRL_TYPE;
+			break;
+		default:
+			return false;
+		}
+	}
+	return false;
+}
+
+int
+h3_ctrl_feed(struct h3_ctrl *c, int64_t stream_id, uint64_t offset,
+    const uint8_t *data, size_t len, bool fin, h3_reader read, void *arg)
+{
+	uint8_t two[2];
+	bool after_id;
+	int rv;
+
+	if (c->stream < 0 && !ngtcp2_is_bidi_stream(stream_id) &&
+	    offset == 0 && len > 0 && data[0] == H3_STREAM_CONTROL) {
+		/* its type is one byte; nghttp3 refuses a second such stream */
+		c->stream = stream_id;
+		after_id = h3_ctrl_walk(c, data + 1, len - 1);
+	} else if (stream_id == c->stream)
+		after_id = h3_ctrl_walk(c, data, len);
+	else
+		return read(arg, stream_id, data, len, fin);
+	if (fin)	/* refused unread: the control stream may not end */
+		return read(arg, stream_id, data, len, fin);
+	if (c->holding && len > 0) {
+		/* the ID's last byte, and the next: the field value's first */
+		two[0] = c->held;
+		two[1] = data[0];
+		c->holding = false;
+		if ((rv = read(arg, stream_id, two, 2, false)) != 0)
+			return rv;
+		data++;
+		len--;
+	}
+	if (after_id && len > 0) {
+		c->held = data[len - 1];
+		c->holding = true;
+		len--;
+	}
+	return len > 0 ? read(arg, stream_id, data, len, false) : 0;
+}
+
+static int	h3_read(void *, int64_t, const uint8_t *, size_t, bool);
+
+int
+h3_recv_stream_data(struct qconn *qc, int64_t stream_id, uint64_t offset,
+    const uint8_t *data, size_t len, bool fin)
+{
+	return h3_ctrl_feed(&qc->ctrl_in, stream_id, offset, data, len, fin,
+	    h3_read, qc);
+}
+
+static int
+h3_read(void *arg, int64_t stream_id, const uint8_t *data, size_t len,
+    bool fin)
+{
+	struct qconn *qc = arg;
 	struct exchange *ex;
 	nghttp3_ssize n;
 

@@ -289,11 +289,14 @@ tls_msg_begin(struct tls_in *in, ngtcp2_encryption_level level)
  * level (ngtcp2 delivers them in order), to wolfSSL, with their message
  * headers read on the way. A header that a frame cuts short is held here
  * and handed on whole: wolfSSL 5.7.2 fails the handshake when it gets the
- * first bytes of a header in one call and exactly the rest in the next
- * (its issue 8156, fixed in 5.7.6), and Chromium cuts its ClientHello into
- * CRYPTO frames at random, a few bytes long at times: about one handshake
- * in forty failed here. Returns 0 or an ngtcp2 error; a message the
- * client may not send (tls_msg_begin) is an unexpected_message.
+ * first bytes of a header in one call and the rest of it, with nothing
+ * after, in later ones (its issue 8156, fixed in 5.8.0), and Chromium cuts
+ * its ClientHello into CRYPTO frames at random, a few bytes long at times:
+ * about one handshake in forty failed here. Returns 0 or an ngtcp2 error;
+ * a message the client may not send (tls_msg_begin), or one that the
+ * Handshake keys cut short at the Initial level (RFC 8446 5.1: a message
+ * may not span a key change; wolfSSL never saw a header held here), is an
+ * unexpected_message.
  */
 static int
 tls_feed(struct qconn *qc, ngtcp2_conn *conn, ngtcp2_encryption_level level,
@@ -304,6 +307,9 @@ tls_feed(struct qconn *qc, ngtcp2_conn *conn, ngtcp2_encryption_level level,
 	size_t n, take;
 	int rv;
 
+	if (level == NGTCP2_ENCRYPTION_LEVEL_HANDSHAKE &&
+	    (qc->tls_in[0].hdrlen > 0 || qc->tls_in[0].left > 0))
+		goto unexpected;
 	while (len > 0) {
 		if (in->hdrlen > 0) {
 			/* the rest of a header an earlier frame began */
@@ -512,7 +518,7 @@ recv_stream_data(ngtcp2_conn *conn, uint32_t flags, int64_t stream_id,
 
 	/* exchange_new looks: a request begun in 0-RTT is early data */
 	qc->rx_0rtt = (flags & NGTCP2_STREAM_DATA_FLAG_0RTT) != 0;
-	rv = h3_recv_stream_data(qc, stream_id, data, len,
+	rv = h3_recv_stream_data(qc, stream_id, offset, data, len,
 	    (flags & NGTCP2_STREAM_DATA_FLAG_FIN) != 0);
 	qc->rx_0rtt = false;
 	return rv == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE;
@@ -996,6 +1002,7 @@ qconn_new(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 	qc->reset_budget = (double)sock->listener->gen->cfg->max_stream_resets;
 	qc->rd_stream = -1;
 	qc->qenc_stream = -1;
+	qc->ctrl_in.stream = -1;
 	qc->reset_refill = qc->created;
 	sock->nconns++;
 	if (!validated) {

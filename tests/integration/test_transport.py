@@ -964,6 +964,22 @@ def test_cipher_suites_protect_both_directions(qp, tmp_path, suite):
     assert j["length"] == n and j["sha256"] == expected_sha256(n), j
 
 
+@pytest.mark.parametrize("stray", ["01", "0100", "010000"])
+def test_initial_message_cut_short_by_the_key_change_is_refused(qp, stray):
+    """A message may not span a key change (RFC 8446 5.1): bytes after the
+    ClientHello at the Initial level that begin another message (1 to 3,
+    less than its header), then the Finished at the Handshake level, get
+    CRYPTO_ERROR unexpected_message (0x10a). qproxy holds such a header
+    back from wolfSSL until it is whole, so wolfSSL never saw them and
+    took the Finished."""
+    req = [":method: GET", ":scheme: https", ":authority: 127.0.0.1:%d" % qp.port,
+           ":path: /app/bytes/10"]
+    r = h3raw(qp.port, req, timeout=5, extra=["--tls-after-hello", stray])
+    assert r.outcomes == ["closed 0x10a"], r
+    ok = h3raw(qp.port, req, timeout=5)
+    assert ok.outcomes == ["status 200 body 10"], ok
+
+
 @pytest.mark.parametrize("when", ["in-handshake", "at-handshake", "after-request"])
 @pytest.mark.parametrize("message", ["04 00 00 01 00", "18 00 00 01 00"],
                          ids=["new_session_ticket", "key_update"])

@@ -64,6 +64,9 @@
  *   --tls-in-handshake        as --tls-at-handshake, but in Handshake
  *                             packets: right after the client's Finished,
  *                             in the same CRYPTO stream
+ *   --tls-after-hello HEX     send these bytes as TLS data in an Initial
+ *                             packet of their own, right after the
+ *                             ClientHello (as if a next message began)
  *   --sni NAME                TLS SNI (default: HOST)
  *   --alpn PROTO              the one ALPN protocol offered (default h3);
  *                             an empty PROTO offers no ALPN at all
@@ -227,6 +230,7 @@ static struct {
   buf_t raw;
   buf_t raw_encoder;
   buf_t tls_after;
+  buf_t tls_after_hello;
   int tls_at_handshake;
   ngtcp2_encryption_level tls_level;
 } opt;
@@ -620,6 +624,9 @@ static void parse_args(int argc, char **argv) {
     } else if (strcmp(a, "--tls-after") == 0) {
       NEED_ARG();
       parse_hex(next, &opt.tls_after);
+    } else if (strcmp(a, "--tls-after-hello") == 0) {
+      NEED_ARG();
+      parse_hex(next, &opt.tls_after_hello);
     } else if (strcmp(a, "--tls-at-handshake") == 0) {
       opt.tls_at_handshake = 1;
     } else if (strcmp(a, "--tls-in-handshake") == 0) {
@@ -2050,6 +2057,21 @@ int main(int argc, char **argv) {
   if (write_streams() != 0) {
     local_close();
     send_connection_close();
+  }
+  if (opt.tls_after_hello.len > 0 && !c.local_closed) {
+    /* the ClientHello went in the first write; these go in the next */
+    int rv = ngtcp2_conn_submit_crypto_data(c.conn,
+      NGTCP2_ENCRYPTION_LEVEL_INITIAL, opt.tls_after_hello.data,
+      opt.tls_after_hello.len);
+
+    if (rv != 0) {
+      warnx_("ngtcp2_conn_submit_crypto_data: %s", ngtcp2_strerror(rv));
+      return EXIT_USAGE;
+    }
+    if (write_streams() != 0) {
+      local_close();
+      send_connection_close();
+    }
   }
 
   while (!c.conn_dead && !c.local_closed) {
