@@ -118,9 +118,13 @@ enum qconn_state {
 	QC_DRAINING,	/* peer closed; silent until the timer */
 };
 
-/* The client's control stream, followed frame by frame (h3_ctrl_walk). */
+/* The client's control stream, followed frame by frame (h3_ctrl_feed). */
 struct h3_ctrl {
 	int64_t			 stream;	/* its ID, or -1 */
+	/* each client stream's type, a varint, as it comes */
+	uint8_t			 tleft[QUIC_UNI_STREAMS];	/* bytes */
+	bool			 typed[QUIC_UNI_STREAMS];
+	bool			 tzero[QUIC_UNI_STREAMS];	/* so far */
 	uint8_t			 st;		/* H3_CTRL_TYPE and on */
 	uint8_t			 vleft;		/* varint bytes to come */
 	uint8_t			 held;		/* a byte kept back */
@@ -197,8 +201,8 @@ struct qconn {
 	 * stopped it (h3_submit_response)
 	 */
 	int64_t			 qenc_stream;
-	struct h3_ctrl		 ctrl_in;
 	bool			 qenc_blocked;
+	struct h3_ctrl		 ctrl_in;
 	/* the request stream being read, and its body bytes handed on */
 	int64_t			 rd_stream;
 	uint64_t		 rd_delivered;
@@ -281,11 +285,11 @@ int		 h3_conn_setup(struct qconn *);
 typedef int	(*h3_reader)(void *arg, int64_t stream_id, const uint8_t *,
 		    size_t, bool fin);
 int		 h3_ctrl_feed(struct h3_ctrl *c, int64_t stream_id,
-		    uint64_t offset, const uint8_t *data, size_t len, bool fin,
-		    h3_reader, void *arg);
+		    const uint8_t *data, size_t len, bool fin, h3_reader,
+		    void *arg);
 /* Feeds stream data to nghttp3; <0 means close the connection. */
 int		 h3_recv_stream_data(struct qconn *, int64_t stream_id,
-		    uint64_t offset, const uint8_t *data, size_t len, bool fin);
+		    const uint8_t *data, size_t len, bool fin);
 void		 h3_goaway(struct qconn *);
 /* Gives the peer credit for n request body bytes qproxy consumed. */
 void		 h3_consumed(struct qconn *, int64_t stream_id, size_t n);

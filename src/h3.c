@@ -271,12 +271,22 @@ h3_goaway(struct qconn *qc)
  * in a call that ends there (an assertion; nghttp3 1.10.0 returns
  * instead). Chromium sends a PRIORITY_UPDATE for about every request, and
  * a packet may end anywhere. So a call is never made to end there: the
- * ID's last byte is kept back and handed on with the next byte.
+ * ID's last byte is kept back and handed on with the next byte. The walk
+ * reads frames as nghttp3 1.8.0 does: GOAWAY and MAX_PUSH_ID as their ID
+ * alone, whatever length they claim; frame types it refuses end the walk
+ * (and the connection).
  */
 #define H3_STREAM_CONTROL		0x00	/* RFC 9114 6.2.1 */
+#define H3_FRAME_GOAWAY			0x07
+#define H3_FRAME_MAX_PUSH_ID		0x0d
 #define H3_FRAME_PRIORITY_UPDATE	0xf0700	/* RFC 9218 7.1 */
-#define H3_FRAME_PRIORITY_UPDATE_PUSH	0xf0701
-enum { H3_CTRL_TYPE, H3_CTRL_LEN, H3_CTRL_ELEM, H3_CTRL_BODY, H3_CTRL_OFF };
+enum {
+	H3_CTRL_TYPE, H3_CTRL_LEN,
+	H3_CTRL_ID,		/* GOAWAY's or MAX_PUSH_ID's, and no more */
+	H3_CTRL_ELEM,		/* PRIORITY_UPDATE's element ID */
+	H3_CTRL_BODY,
+	H3_CTRL_OFF		/* a frame nghttp3 refuses: not followed */
+};
 
 /* Reads a varint a byte at a time: whether it is whole with b. */
 static bool
@@ -308,66 +318,88 @@ h3_ctrl_walk(struct h3_ctrl *c, const uint8_t *p, size_t len)
 				c->type = c->v;
 				c->st = H3_CTRL_LEN;
 			}
-			p++, len--;
 			break;
 		case H3_CTRL_LEN:
-			if (h3_ctrl_varint(c, *p)) {
-				c->left = c->v;
-				if (c->left == 0)
-					c->st = H3_CTRL_TYPE;
-				else if (c->type == H3_FRAME_PRIORITY_UPDATE ||
-				    c->type == H3_FRAME_PRIORITY_UPDATE_PUSH)
-					c->st = H3_CTRL_ELEM;
-				else
-					c->st = H3_CTRL_BODY;
-			}
-			p++, len--;
+			if (!h3_ctrl_varint(c, *p))
+				break;
+			c->left = c->v;
+			if (c->type == H3_FRAME_GOAWAY ||
+			    c->type == H3_FRAME_MAX_PUSH_ID)
+				c->st = c->left > 0 ? H3_CTRL_ID : H3_CTRL_OFF;
+			else if (c->type == H3_FRAME_PRIORITY_UPDATE)
+				c->st = c->left > 0 ? H3_CTRL_ELEM :
+				    H3_CTRL_OFF;
+			else if (c->type == H3_FRAME_PRIORITY_UPDATE + 1 ||
+			    (c->type <= 0x09 && c->type != 0x04 &&
+			    c->type != 0x07))
+				c->st = H3_CTRL_OFF;	/* refused */
+			else
+				c->st = c->left > 0 ? H3_CTRL_BODY :
+				    H3_CTRL_TYPE;
 			break;
+		case H3_CTRL_ID:
 		case H3_CTRL_ELEM:
 			c->left--;
 			if (h3_ctrl_varint(c, *p)) {
-				c->st = c->left > 0 ? H3_CTRL_BODY :
-				    H3_CTRL_TYPE;
-				after_id = c->left > 0;
+				if (c->st == H3_CTRL_ID || c->left == 0)
+					c->st = H3_CTRL_TYPE;
+				else {
+					c->st = H3_CTRL_BODY;
+					after_id = true;
+				}
 			} else if (c->left == 0)
-				c->st = H3_CTRL_OFF;	/* nghttp3 refuses it */
-			p++, len--;
-			if (len == 0)
-				return after_id;
+				c->st = H3_CTRL_OFF;	/* refused */
 			break;
 		case H3_CTRL_BODY:
 			take = len < c->left ? len : c->left;
 			c->left -= take;
-			p += take;
-			len -= take;
 			if (c->left == 0)
 				c->st = H3_CTRL_TYPE;
-			break;
+			p += take;
+			len -= take;
+			continue;
 		default:
 			return false;
 		}
+		p++;
+		len--;
+		if (len == 0)
+			return after_id;
 	}
 	return false;
 }
 
 int
-h3_ctrl_feed(struct h3_ctrl *c, int64_t stream_id, uint64_t offset,
-    const uint8_t *data, size_t len, bool fin, h3_reader read, void *arg)
+h3_ctrl_feed(struct h3_ctrl *c, int64_t stream_id, const uint8_t *data,
+    size_t len, bool fin, h3_reader read, void *arg)
 {
+	uint64_t i = (uint64_t)stream_id >> 2;
 	uint8_t two[2];
+	size_t skip = 0;
 	bool after_id;
 	int rv;
 
-	if (c->stream < 0 && !ngtcp2_is_bidi_stream(stream_id) &&
-	    offset == 0 && len > 0 && data[0] == H3_STREAM_CONTROL) {
-		/* its type is one byte; nghttp3 refuses a second such stream */
+	if (stream_id != c->stream) {
+		/* a client's unidirectional stream whose type is yet unread */
+		if ((stream_id & 3) != 2 || i >= QUIC_UNI_STREAMS ||
+		    c->typed[i])
+			return read(arg, stream_id, data, len, fin);
+		while (skip < len && !c->typed[i]) {
+			if (c->tleft[i] == 0) {
+				c->tleft[i] = (uint8_t)(1 << (data[skip] >> 6));
+				c->tzero[i] = (data[skip] & 0x3f) == 0;
+			} else if (data[skip] != 0)
+				c->tzero[i] = false;
+			c->typed[i] = --c->tleft[i] == 0;
+			skip++;
+		}
+		/* nghttp3 refuses a second control stream itself */
+		if (!c->typed[i] || !c->tzero[i] || c->stream >= 0)
+			return read(arg, stream_id, data, len, fin);
 		c->stream = stream_id;
-		after_id = h3_ctrl_walk(c, data + 1, len - 1);
-	} else if (stream_id == c->stream)
-		after_id = h3_ctrl_walk(c, data, len);
-	else
-		return read(arg, stream_id, data, len, fin);
-	if (fin)	/* refused unread: the control stream may not end */
+	}
+	after_id = h3_ctrl_walk(c, data + skip, len - skip);
+	if (fin)	/* nghttp3 refuses a control stream that ends */
 		return read(arg, stream_id, data, len, fin);
 	if (c->holding && len > 0) {
 		/* the ID's last byte, and the next: the field value's first */
@@ -390,11 +422,11 @@ h3_ctrl_feed(struct h3_ctrl *c, int64_t stream_id, uint64_t offset,
 static int	h3_read(void *, int64_t, const uint8_t *, size_t, bool);
 
 int
-h3_recv_stream_data(struct qconn *qc, int64_t stream_id, uint64_t offset,
-    const uint8_t *data, size_t len, bool fin)
+h3_recv_stream_data(struct qconn *qc, int64_t stream_id, const uint8_t *data,
+    size_t len, bool fin)
 {
-	return h3_ctrl_feed(&qc->ctrl_in, stream_id, offset, data, len, fin,
-	    h3_read, qc);
+	return h3_ctrl_feed(&qc->ctrl_in, stream_id, data, len, fin, h3_read,
+	    qc);
 }
 
 static int

@@ -518,7 +518,7 @@ recv_stream_data(ngtcp2_conn *conn, uint32_t flags, int64_t stream_id,
 
 	/* exchange_new looks: a request begun in 0-RTT is early data */
 	qc->rx_0rtt = (flags & NGTCP2_STREAM_DATA_FLAG_0RTT) != 0;
-	rv = h3_recv_stream_data(qc, stream_id, offset, data, len,
+	rv = h3_recv_stream_data(qc, stream_id, data, len,
 	    (flags & NGTCP2_STREAM_DATA_FLAG_FIN) != 0);
 	qc->rx_0rtt = false;
 	return rv == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE;

@@ -14,7 +14,7 @@
 #define CTRL_STREAM	2	/* the client's first unidirectional stream */
 
 /* Type 0 (control), SETTINGS, then frames as Chromium sends them. */
-static const uint8_t ctrl_bytes[] = {
+static const uint8_t chromium_like[] = {
 	0x00,
 	/* SETTINGS: QPACK table 0, blocked streams 0, a GREASE setting */
 	0x04, 0x07, 0x01, 0x00, 0x07, 0x00, 0x40, 0x21, 0x00,
@@ -29,7 +29,29 @@ static const uint8_t ctrl_bytes[] = {
 	0x80, 0x0f, 0x07, 0x00, 0x01, 0x08,
 	/* PRIORITY_UPDATE: element 12, "i" */
 	0x80, 0x0f, 0x07, 0x00, 0x02, 0x0c, 'i',
+	/* PRIORITY_UPDATE: element 16 as an 8-byte varint, "u=2" */
+	0x80, 0x0f, 0x07, 0x00, 0x0b, 0xc0, 0, 0, 0, 0, 0, 0, 0x10,
+	'u', '=', '2',
 };
+
+/*
+ * What nghttp3 1.8.0 reads as nghttp3 does, not as the frames' lengths
+ * say: a control stream type as a 2-byte varint; a GOAWAY and a MAX_PUSH_ID
+ * that claim more than their ID, the rest read as frames of their own.
+ */
+static const uint8_t unusual[] = {
+	0x40, 0x00,
+	0x04, 0x00,
+	/* GOAWAY of 7 bytes: ID 0, then a PRIORITY_UPDATE of element 0 */
+	0x07, 0x07, 0x00, 0x80, 0x0f, 0x07, 0x00, 0x04, 0x00,
+	'u', '=', '1',
+	/* MAX_PUSH_ID of 9 bytes: ID 0, then a PRIORITY_UPDATE of element 4 */
+	0x0d, 0x09, 0x00, 0x80, 0x0f, 0x07, 0x00, 0x04, 0x04,
+	'u', '=', '3',
+};
+
+static const uint8_t *ctrl_bytes;
+static size_t ctrl_len;
 
 struct reader {
 	nghttp3_conn	*h3;
@@ -76,14 +98,14 @@ feed_cut(const size_t *cuts, int ncuts)
 	memset(&c, 0, sizeof(c));
 	c.stream = -1;
 	for (i = 0; i <= ncuts && rv == 0; i++) {
-		to = i < ncuts ? cuts[i] : sizeof(ctrl_bytes);
-		rv = h3_ctrl_feed(&c, CTRL_STREAM, from, ctrl_bytes + from,
+		to = i < ncuts ? cuts[i] : ctrl_len;
+		rv = h3_ctrl_feed(&c, CTRL_STREAM, ctrl_bytes + from,
 		    to - from, false, read_h3, &r);
 		from = to;
 	}
 	nghttp3_conn_del(r.h3);
 	/* everything handed on, nothing left held */
-	return rv == 0 && r.fed == sizeof(ctrl_bytes) && !c.holding &&
+	return rv == 0 && r.fed == ctrl_len && !c.holding &&
 	    c.stream == CTRL_STREAM;
 }
 
@@ -91,7 +113,7 @@ static void
 test_every_cut(void)
 {
 	size_t cuts[2];
-	size_t n = sizeof(ctrl_bytes);
+	size_t n = ctrl_len;
 
 	for (cuts[0] = 1; cuts[0] < n; cuts[0]++) {
 		CHECK(feed_cut(cuts, 1));
@@ -104,12 +126,12 @@ test_every_cut(void)
 static void
 test_byte_by_byte(void)
 {
-	size_t cuts[sizeof(ctrl_bytes) - 1];
+	size_t cuts[256];
 	size_t i;
 
-	for (i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++)
+	for (i = 0; i + 1 < ctrl_len; i++)
 		cuts[i] = i + 1;
-	CHECK(feed_cut(cuts, (int)(sizeof(cuts) / sizeof(cuts[0]))));
+	CHECK(feed_cut(cuts, (int)(ctrl_len - 1)));
 }
 
 /* Streams other than the control stream go through as they come. */
@@ -128,7 +150,7 @@ test_other_streams_pass(void)
 	CHECK(nghttp3_conn_server_new(&r.h3, &cb, &settings, NULL, NULL) == 0);
 	memset(&c, 0, sizeof(c));
 	c.stream = -1;
-	CHECK(h3_ctrl_feed(&c, 6, 0, enc, sizeof(enc), false, read_h3,
+	CHECK(h3_ctrl_feed(&c, 6, enc, sizeof(enc), false, read_h3,
 	    &r) == 0);
 	CHECK_EQ_INT(r.calls, 1);
 	CHECK_EQ_INT(c.stream, -1);
@@ -138,6 +160,12 @@ test_other_streams_pass(void)
 int
 main(void)
 {
+	ctrl_bytes = chromium_like;
+	ctrl_len = sizeof(chromium_like);
+	test_every_cut();
+	test_byte_by_byte();
+	ctrl_bytes = unusual;
+	ctrl_len = sizeof(unusual);
 	test_every_cut();
 	test_byte_by_byte();
 	test_other_streams_pass();
