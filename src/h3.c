@@ -277,6 +277,7 @@ h3_goaway(struct qconn *qc)
  * (and the connection).
  */
 #define H3_STREAM_CONTROL		0x00	/* RFC 9114 6.2.1 */
+#define H3_FRAME_SETTINGS		0x04
 #define H3_FRAME_GOAWAY			0x07
 #define H3_FRAME_MAX_PUSH_ID		0x0d
 #define H3_FRAME_PRIORITY_UPDATE	0xf0700	/* RFC 9218 7.1 */
@@ -330,9 +331,14 @@ h3_ctrl_walk(struct h3_ctrl *c, const uint8_t *p, size_t len)
 				c->st = c->left > 0 ? H3_CTRL_ELEM :
 				    H3_CTRL_OFF;
 			else if (c->type == H3_FRAME_PRIORITY_UPDATE + 1 ||
-			    (c->type <= 0x09 && c->type != 0x04 &&
-			    c->type != 0x07))
-				c->st = H3_CTRL_OFF;	/* refused */
+			    (c->type <= 0x09 && c->type != H3_FRAME_SETTINGS))
+				/*
+				 * a push's PRIORITY_UPDATE; DATA, HEADERS,
+				 * CANCEL_PUSH, PUSH_PROMISE, and HTTP/2's
+				 * PRIORITY, PING, WINDOW_UPDATE, CONTINUATION:
+				 * refused (GOAWAY, 0x07, is taken above)
+				 */
+				c->st = H3_CTRL_OFF;
 			else
 				c->st = c->left > 0 ? H3_CTRL_BODY :
 				    H3_CTRL_TYPE;
