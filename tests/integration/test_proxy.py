@@ -244,7 +244,9 @@ def test_tiny_data_frames_go_out_in_few_chunks(qproxy_factory, backend_app):
     assert res.returncode == 0, res
     rec = backend_app.wait_for_request(lambda x: x["target"] == marker, start=before)
     assert rec is not None and rec["body_length"] == n, rec
-    assert rec["chunked"] and rec["chunks"] <= n // 1024 + 8, rec["chunks"]
+    # one chunk per frame would be 12,000; how many reads gather them
+    # depends on timing (21 under AddressSanitizer on a busy host)
+    assert rec["chunked"] and rec["chunks"] <= n // 100, rec["chunks"]
 
 
 @pytest.mark.parametrize("method", ["DELETE", "OPTIONS"])
