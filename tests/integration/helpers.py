@@ -721,6 +721,20 @@ def _global_section(shutdown_timeout="10s"):
                        ("shutdown_timeout", shutdown_timeout)])
 
 
+def app_sections(backend_server, glob=(), listener=(), backends=(), routes=()):
+    """A sections function for qproxy_factory: the usual global and listener
+    sections (with glob and listener items added), backend app at
+    backend_server routed from /app/, and any more backends and routes."""
+    def sections(port, cert, key):
+        g, gitems = _global_section()
+        l, litems = _listener_section(port, cert, key)
+        return ([(g, gitems + list(glob)), (l, litems + list(listener)),
+                 ("backend app", [("server", backend_server)])] + list(backends) +
+                [("route app", [("path_prefix", "/app/"), ("backend", "app")])] +
+                list(routes))
+    return sections
+
+
 
 
 # --------------------------------------------------------------------------

@@ -14,8 +14,7 @@ import pytest
 
 from cdp import CDPError, Chromium, chromium_binary, spki_hash
 from relay import Faults, Relay
-from helpers import (SLOW, _global_section, _listener_section, expected_sha256,
-                     qproxy_stats)
+from helpers import SLOW, app_sections, expected_sha256, qproxy_stats
 
 KiB = 1024
 MiB = 1024 * 1024
@@ -25,17 +24,11 @@ MiB = 1024 * 1024
 def proxy(qproxy_factory, backend_app, refusing):
     """A private qproxy: /app/ to the test backend, /down/ to a refused
     port, no route for anything else."""
-    def sections(port, cert, key):
-        return [
-            _global_section(),
-            _listener_section(port, cert, key),
-            ("backend app", [("server", backend_app.tcp_server)]),
-            ("backend down", [("server", "127.0.0.1:%d" % refusing.port),
-                              ("connect_timeout", "1s")]),
-            ("route app", [("path_prefix", "/app/"), ("backend", "app")]),
-            ("route down", [("path_prefix", "/down/"), ("backend", "down")]),
-        ]
-    return qproxy_factory(sections=sections)
+    return qproxy_factory(sections=app_sections(
+        backend_app.tcp_server,
+        backends=[("backend down", [("server", "127.0.0.1:%d" % refusing.port),
+                                    ("connect_timeout", "1s")])],
+        routes=[("route down", [("path_prefix", "/down/"), ("backend", "down")])]))
 
 
 @pytest.fixture
@@ -213,15 +206,8 @@ def test_chromium_second_visit_is_zero_rtt(qproxy_factory, backend_app, certific
     its first and sends its GET in 0-RTT: the backend sees Early-Data: 1.
     Replies reach it 100 ms late through a relay, so the request is ready
     well before its handshake could complete and goes as early data."""
-    def sections(port, cert, key):
-        return [
-            _global_section(),
-            ("listener main", [("address", "127.0.0.1:%d" % port), ("certificate", cert),
-                               ("private_key", key), ("early_data", "on")]),
-            ("backend app", [("server", backend_app.tcp_server)]),
-            ("route app", [("path_prefix", "/app/"), ("backend", "app")]),
-        ]
-    q = qproxy_factory(sections=sections)
+    q = qproxy_factory(sections=app_sections(backend_app.tcp_server,
+                                             listener=[("early_data", "on")]))
     with Relay(q.port, s2c=Faults(delay_ms=100)) as relay, \
             Chromium("127.0.0.1:%d" % relay.port, spki_hash(certificate[0]),
                      timeout=30 * SLOW, extra_args=["--enable-net-benchmarking"]) as c:
@@ -270,15 +256,8 @@ def test_chromium_downloads_through_loss_and_a_rebinding_nat(proxy, certificate)
 def test_chromium_follows_a_retry(qproxy_factory, backend_app, certificate):
     """With retry = always, Chromium's first Initial gets a Retry, and it
     comes back with the token and loads the page."""
-    def sections(port, cert, key):
-        return [
-            _global_section(),
-            ("listener main", [("address", "127.0.0.1:%d" % port), ("certificate", cert),
-                               ("private_key", key), ("retry", "always")]),
-            ("backend app", [("server", backend_app.tcp_server)]),
-            ("route app", [("path_prefix", "/app/"), ("backend", "app")]),
-        ]
-    q = qproxy_factory(sections=sections)
+    q = qproxy_factory(sections=app_sections(backend_app.tcp_server,
+                                             listener=[("retry", "always")]))
     before = qproxy_stats(q)
     with Chromium("127.0.0.1:%d" % q.port, spki_hash(certificate[0]),
                   timeout=30 * SLOW) as c:
@@ -309,14 +288,8 @@ def test_chromium_moves_on_after_goaway(qproxy_factory, backend_app, certificate
     connection as its GOAWAY arrives fails with ERR_CONNECTION_CLOSED,
     unsent and not retried, whatever stream ID the GOAWAY allows; streams
     the server refused, H3_REQUEST_REJECTED, it does retry.)"""
-    def sections(port, cert, key):
-        return [
-            ("global", [("log_level", "debug"), ("max_requests_per_connection", "25")]),
-            _listener_section(port, cert, key),
-            ("backend app", [("server", backend_app.tcp_server)]),
-            ("route app", [("path_prefix", "/app/"), ("backend", "app")]),
-        ]
-    q = qproxy_factory(sections=sections)
+    q = qproxy_factory(sections=app_sections(
+        backend_app.tcp_server, glob=[("max_requests_per_connection", "25")]))
     with Chromium("127.0.0.1:%d" % q.port, spki_hash(certificate[0]),
                   timeout=60 * SLOW) as c:
         assert not c.navigate("https://127.0.0.1:%d/app/status/200" % q.port).get("errorText")

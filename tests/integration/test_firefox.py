@@ -15,8 +15,7 @@ import subprocess
 
 import pytest
 
-from helpers import (SLOW, _global_section, _listener_section, expected_sha256,
-                     qproxy_stats)
+from helpers import SLOW, app_sections, expected_sha256, qproxy_stats
 
 MiB = 1024 * 1024
 
@@ -66,11 +65,7 @@ def firefox_load(tmp_path, port, cert, url):
 
 @pytest.fixture
 def proxy(qproxy_factory, backend_app):
-    def sections(port, cert, key):
-        return [_global_section(), _listener_section(port, cert, key),
-                ("backend app", [("server", backend_app.tcp_server)]),
-                ("route app", [("path_prefix", "/app/"), ("backend", "app")])]
-    return qproxy_factory(sections=sections)
+    return qproxy_factory(sections=app_sections(backend_app.tcp_server))
 
 
 def test_firefox_downloads_and_uploads_through_qproxy(proxy, backend_app, certificate,
