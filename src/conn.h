@@ -118,7 +118,13 @@ enum qconn_state {
 	QC_DRAINING,	/* peer closed; silent until the timer */
 };
 
-/* The client's control stream, followed frame by frame (h3_ctrl_feed). */
+/*
+ * The client's control stream, followed frame by frame (h3_ctrl_feed).
+ * What it may keep back: a PRIORITY_UPDATE's element ID's last byte and
+ * the first 8 bytes of its value (nghttp3 1.8.0's value buffer's size).
+ */
+#define H3_PRI_FIELDBUF		8
+#define H3_CTRL_HOLD		(1 + H3_PRI_FIELDBUF + 1)
 struct h3_ctrl {
 	int64_t			 stream;	/* its ID, or -1 */
 	/* each client stream's type, a varint, as it comes */
@@ -127,11 +133,12 @@ struct h3_ctrl {
 	bool			 tzero[QUIC_UNI_STREAMS];	/* so far */
 	uint8_t			 st;		/* H3_CTRL_TYPE and on */
 	uint8_t			 vleft;		/* varint bytes to come */
-	uint8_t			 held;		/* a byte kept back */
-	bool			 holding;
+	uint8_t			 nheld;
+	uint8_t			 held[H3_CTRL_HOLD];	/* bytes kept back */
 	uint64_t		 v;		/* the varint so far */
 	uint64_t		 type;		/* the frame's */
 	uint64_t		 left;		/* its payload bytes to come */
+	uint64_t		 vlen;		/* a PRIORITY_UPDATE's value's */
 };
 
 /* A client's TLS messages at one level, followed as they come (tls_feed). */

@@ -265,16 +265,24 @@ h3_goaway(struct qconn *qc)
 }
 
 /*
- * The client's control stream is followed frame by frame for one place
- * where nghttp3 1.8.0 aborts the process: a PRIORITY_UPDATE frame read up
- * to the end of its element ID, its Priority Field Value still to come,
- * in a call that ends there (an assertion; nghttp3 1.10.0 returns
- * instead). Chromium sends a PRIORITY_UPDATE for about every request, and
- * a packet may end anywhere. So a call is never made to end there: the
- * ID's last byte is kept back and handed on with the next byte. The walk
- * reads frames as nghttp3 1.8.0 does: GOAWAY and MAX_PUSH_ID as their ID
- * alone, whatever length they claim; frame types it refuses end the walk
- * (and the connection).
+ * The client's control stream is followed frame by frame for two faults
+ * of nghttp3 1.8.0's in reading a PRIORITY_UPDATE, both at where a call
+ * to it ends:
+ * - a call that ends just after the frame's element ID, its Priority
+ *   Field Value still to come, aborts the process (an assertion; nghttp3
+ *   1.10.0 returns instead). Chromium sends a PRIORITY_UPDATE for about
+ *   every request, and a packet may end anywhere.
+ * - a value longer than its 8-byte buffer is ignored, but if a call ended
+ *   within the first 8 bytes, those stay in the buffer (fixed in 1.11.0):
+ *   the connection's next PRIORITY_UPDATE is read after them, and is
+ *   refused (the connection closed) or gets a priority the client did not
+ *   ask for.
+ * So a call is never made to end there: the ID's last byte and the
+ * value's first bytes are kept back until the value's first 9 bytes (or
+ * the whole of a shorter one) can go in one call. The walk reads frames as
+ * nghttp3 1.8.0 does: GOAWAY and MAX_PUSH_ID as their ID alone, whatever
+ * length they claim; frame types it refuses end the walk (and the
+ * connection).
  */
 #define H3_STREAM_CONTROL		0x00	/* RFC 9114 6.2.1 */
 #define H3_FRAME_SETTINGS		0x04
@@ -301,18 +309,13 @@ h3_ctrl_varint(struct h3_ctrl *c, uint8_t b)
 	return --c->vleft == 0;
 }
 
-/*
- * Follows the control stream through len more bytes; returns whether
- * they end just after a PRIORITY_UPDATE's element ID, with some of the
- * frame still to come.
- */
-static bool
+/* Follows the control stream through len more bytes. */
+static void
 h3_ctrl_walk(struct h3_ctrl *c, const uint8_t *p, size_t len)
 {
-	bool after_id = false;
 	uint64_t take;
 
-	for (; len > 0; after_id = false) {
+	while (len > 0) {
 		switch (c->st) {
 		case H3_CTRL_TYPE:
 			if (h3_ctrl_varint(c, *p)) {
@@ -351,7 +354,7 @@ h3_ctrl_walk(struct h3_ctrl *c, const uint8_t *p, size_t len)
 					c->st = H3_CTRL_TYPE;
 				else {
 					c->st = H3_CTRL_BODY;
-					after_id = true;
+					c->vlen = c->left;
 				}
 			} else if (c->left == 0)
 				c->st = H3_CTRL_OFF;	/* refused */
@@ -365,14 +368,27 @@ h3_ctrl_walk(struct h3_ctrl *c, const uint8_t *p, size_t len)
 			len -= take;
 			continue;
 		default:
-			return false;
+			return;
 		}
 		p++;
 		len--;
-		if (len == 0)
-			return after_id;
 	}
-	return false;
+}
+
+/*
+ * Whether a call to nghttp3 may end here: not within a PRIORITY_UPDATE's
+ * value before its first byte, or before its ninth if it has more than 8.
+ */
+static bool
+h3_ctrl_may_end(const struct h3_ctrl *c)
+{
+	uint64_t seen;
+
+	if (c->st != H3_CTRL_BODY || c->type != H3_FRAME_PRIORITY_UPDATE)
+		return true;
+	seen = c->vlen - c->left;
+	return seen > 0 && (c->vlen <= H3_PRI_FIELDBUF ||
+	    seen > H3_PRI_FIELDBUF);
 }
 
 int
@@ -380,9 +396,7 @@ h3_ctrl_feed(struct h3_ctrl *c, int64_t stream_id, const uint8_t *data,
     size_t len, bool fin, h3_reader read, void *arg)
 {
 	uint64_t i = (uint64_t)stream_id >> 2;
-	uint8_t two[2];
-	size_t skip = 0;
-	bool after_id;
+	size_t skip = 0, keep;
 	int rv;
 
 	if (stream_id != c->stream) {
@@ -404,25 +418,31 @@ h3_ctrl_feed(struct h3_ctrl *c, int64_t stream_id, const uint8_t *data,
 			return read(arg, stream_id, data, len, fin);
 		c->stream = stream_id;
 	}
-	after_id = h3_ctrl_walk(c, data + skip, len - skip);
-	if (fin)	/* nghttp3 refuses a control stream that ends */
+	if (fin) {	/* nghttp3 refuses a control stream that ends */
+		c->nheld = 0;
 		return read(arg, stream_id, data, len, fin);
-	if (c->holding && len > 0) {
-		/* the ID's last byte, and the next: the field value's first */
-		two[0] = c->held;
-		two[1] = data[0];
-		c->holding = false;
-		if ((rv = read(arg, stream_id, two, 2, false)) != 0)
-			return rv;
-		data++;
-		len--;
 	}
-	if (after_id && len > 0) {
-		c->held = data[len - 1];
-		c->holding = true;
+	/* bytes kept back go on with the next until a call may end */
+	while (c->nheld > 0 && len > 0) {
+		h3_ctrl_walk(c, data, 1);
+		c->held[c->nheld++] = *data++;
 		len--;
+		if (h3_ctrl_may_end(c)) {
+			keep = c->nheld;
+			c->nheld = 0;
+			if ((rv = read(arg, stream_id, c->held, keep,
+			    false)) != 0)
+				return rv;
+		}
 	}
-	return len > 0 ? read(arg, stream_id, data, len, false) : 0;
+	if (len == 0)
+		return 0;
+	h3_ctrl_walk(c, data + skip, len - skip);
+	/* the element ID's last byte and the value's bytes so far */
+	keep = h3_ctrl_may_end(c) ? 0 : (size_t)(1 + c->vlen - c->left);
+	memcpy(c->held, data + len - keep, keep);
+	c->nheld = (uint8_t)keep;
+	return len > keep ? read(arg, stream_id, data, len - keep, false) : 0;
 }
 
 static int	h3_read(void *, int64_t, const uint8_t *, size_t, bool);

@@ -1,7 +1,9 @@
 /*
  * test_h3ctrl.c: h3_ctrl_feed hands a client's control stream to nghttp3
- * cut anywhere, without the one cut that makes nghttp3 1.8.0 abort the
- * process: a call ending just after a PRIORITY_UPDATE's element ID. A real
+ * cut anywhere, without the cuts nghttp3 1.8.0 reads wrongly: a call
+ * ending just after a PRIORITY_UPDATE's element ID (the process aborts),
+ * or within the first 8 bytes of a longer value (the bytes stay in
+ * nghttp3's buffer, and the next PRIORITY_UPDATE is refused). A real
  * nghttp3 server connection reads the stream here, cut at every place
  * (and at every pair of places): without h3_ctrl_feed this test aborts.
  */
@@ -48,6 +50,29 @@ static const uint8_t unusual[] = {
 	/* MAX_PUSH_ID of 9 bytes: ID 0, then a PRIORITY_UPDATE of element 4 */
 	0x0d, 0x09, 0x00, 0x80, 0x0f, 0x07, 0x00, 0x04, 0x04,
 	'u', '=', '3',
+};
+
+/*
+ * Values longer than nghttp3's 8-byte buffer, which it ignores, each
+ * followed by one it reads: were the first bytes of a long one left in
+ * the buffer, the next would be read after them ("u=1u=1") and refused.
+ */
+static const uint8_t long_values[] = {
+	0x00,
+	0x04, 0x00,
+	/* PRIORITY_UPDATE: element 0, "u=1,i,u=2,x" (11 bytes) */
+	0x80, 0x0f, 0x07, 0x00, 0x0c, 0x00,
+	'u', '=', '1', ',', 'i', ',', 'u', '=', '2', ',', 'x',
+	/* element 4, "u=1" */
+	0x80, 0x0f, 0x07, 0x00, 0x04, 0x04, 'u', '=', '1',
+	/* element 8, "u=1,  i,u" (9 bytes: one more than the buffer) */
+	0x80, 0x0f, 0x07, 0x00, 0x0a, 0x08,
+	'u', '=', '1', ',', ' ', ' ', 'i', ',', 'u',
+	/* element 12, "u=2,   i" (8 bytes: as much as the buffer holds) */
+	0x80, 0x0f, 0x07, 0x00, 0x09, 0x0c,
+	'u', '=', '2', ',', ' ', ' ', ' ', 'i',
+	/* element 16, "u=3" */
+	0x80, 0x0f, 0x07, 0x00, 0x04, 0x10, 'u', '=', '3',
 };
 
 static const uint8_t *ctrl_bytes;
@@ -105,7 +130,7 @@ feed_cut(const size_t *cuts, int ncuts)
 	}
 	nghttp3_conn_del(r.h3);
 	/* everything handed on, nothing left held */
-	return rv == 0 && r.fed == ctrl_len && !c.holding &&
+	return rv == 0 && r.fed == ctrl_len && c.nheld == 0 &&
 	    c.stream == CTRL_STREAM;
 }
 
@@ -166,6 +191,10 @@ main(void)
 	test_byte_by_byte();
 	ctrl_bytes = unusual;
 	ctrl_len = sizeof(unusual);
+	test_every_cut();
+	test_byte_by_byte();
+	ctrl_bytes = long_values;
+	ctrl_len = sizeof(long_values);
 	test_every_cut();
 	test_byte_by_byte();
 	test_other_streams_pass();
