@@ -295,6 +295,13 @@ request_add(struct request *r, const uint8_t *name, size_t namelen,
 	}
 	if (bytes_has_nul_cr_lf(value, valuelen))
 		return fail(r, REQ_MALFORMED, "CR, LF or NUL in field value");
+	/*
+	 * RFC 9114 10.3: other control characters are malformed too.
+	 * nghttp3 removes longer values holding one before they get here,
+	 * but 1.8.0 lets a value of one such byte through (fixed in 1.9.0).
+	 */
+	if (valuelen == 1 && bytes_isctl(value[0]))
+		return fail(r, REQ_MALFORMED, "control character in field value");
 
 	if (r->nfields == r->fieldcap) {
 		size_t cap = r->fieldcap * 2;

@@ -42,6 +42,9 @@ MALFORMED = {
     "transfer-encoding-chunked": lambda p: dict(
         headers=req(p, extra=["transfer-encoding: chunked"])),
     "upgrade": lambda p: dict(headers=req(p, extra=["upgrade: websocket"])),
+    # RFC 9114 10.3; longer values with a control nghttp3 removes (below)
+    "value-one-control-byte": lambda p: dict(headers=req(p, extra=["x-bad: \\x01"])),
+    "value-one-del-byte": lambda p: dict(headers=req(p, extra=["x-bad: \\x7f"])),
     "te-gzip": lambda p: dict(headers=req(p, extra=["te: gzip"])),
     "authority-userinfo": lambda p: dict(headers=req(p, authority="user@127.0.0.1:%d" % p)),
     "host-differs-from-authority": lambda p: dict(headers=req(p, extra=["host: other.example"])),

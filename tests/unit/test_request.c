@@ -61,8 +61,12 @@ test_valid(void)
 	const char *options[] = { ":method: OPTIONS", ":scheme: https",
 	    ":authority: a", ":path: *", NULL };
 	const char *cl0[] = { BASE, "content-length: 0", NULL };
+	/* one-byte values: visible, and obs-text (RFC 9110 5.5) */
+	const char *one[] = { BASE, "x: a", "y: ~", "z: \x80", "w: \xff",
+	    NULL };
 
 	CHECK_EQ_INT(verdict(ok, true), REQ_OK);
+	CHECK_EQ_INT(verdict(one, true), REQ_OK);
 	CHECK_EQ_INT(verdict(host_only, true), REQ_OK);
 	CHECK_EQ_INT(verdict(both, true), REQ_OK);
 	CHECK_EQ_INT(verdict(options, true), REQ_OK);
@@ -142,6 +146,10 @@ test_malformed(void)
 		/* values */
 		{ BASE, "x: a\rb", NULL },
 		{ BASE, "x: a\nb", NULL },
+		/* one byte that nghttp3 1.8.0 passes on: a control */
+		{ BASE, "x: \x01", NULL },
+		{ BASE, "x: \x1f", NULL },
+		{ BASE, "x: \x7f", NULL },
 		/* connection-specific fields */
 		{ BASE, "connection: close", NULL },
 		{ BASE, "keep-alive: 5", NULL },
