@@ -1145,9 +1145,12 @@ ex_use_server(struct exchange *ex)
 	    upstream_backend(ex_pools(ex), ex->backend);
 	struct upstream_conn *uc;
 
-	/* a retry takes a new connection: the pool's may be stale */
+	/*
+	 * A retry takes a new connection: the pool's may be stale. A request
+	 * that may be retried trusts a pooled one more.
+	 */
 	if (!ex->retried && (uc = upstream_take_idle(ex->server,
-	    ex_io_cb, ex)) != NULL) {
+	    !ex_may_retry(ex), ex_io_cb, ex)) != NULL) {
 		ex_attach(ex, uc, true);
 		ex_connected(ex);
 		return 0;

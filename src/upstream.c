@@ -323,29 +323,36 @@ upstream_wake(struct upstream_pool *pools, size_t backend)
 
 /*
  * Whether an idle connection may carry a request: not after a close or
- * unasked-for bytes, which its socket is asked about (a pending event of
- * the idle watcher is not enough: the close may have come in the same
- * poll as the request, and the watcher run after it, or not at all). What
- * comes later races with the request as it would after any check;
- * exchange.c retries the requests it may (RFC 9110 9.2.2).
+ * unasked-for bytes that the loop's last poll saw (the idle watcher's
+ * event, pending until it runs, later in this turn) or, when asked, that
+ * its socket holds now: the close may have come after that poll, while
+ * this turn's requests were read. A request that may go again (exchange.c
+ * retries it once on a new connection, RFC 9110 9.2.2) need not ask,
+ * which spares it a system call; what comes later races with the request
+ * as it would after any check.
  */
 static bool
-idle_usable(struct upstream_conn *c)
+idle_usable(struct upstream_conn *c, bool ask)
 {
 	char byte;
 
-	return recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) == -1 &&
-	    (errno == EAGAIN || errno == EWOULDBLOCK);
+	if (ev_is_pending(&c->rio))
+		return false;
+	return !ask || (recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) == -1 &&
+	    (errno == EAGAIN || errno == EWOULDBLOCK));
 }
 
 struct upstream_conn *
-upstream_take_idle(struct upstream_server *s, upstream_cb *cb, void *data)
+upstream_take_idle(struct upstream_server *s, bool ask, upstream_cb *cb,
+    void *data)
 {
 	struct upstream_conn *c;
+	bool usable;
 
 	while ((c = s->idle) != NULL) {
+		usable = idle_usable(c, ask);
 		idle_unlink(c);
-		if (!idle_usable(c)) {
+		if (!usable) {
 			upstream_close(c);
 			continue;
 		}

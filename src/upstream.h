@@ -119,10 +119,11 @@ bool			 upstream_has_room(struct upstream_pool *,
 void			 upstream_wake(struct upstream_pool *, size_t backend);
 /*
  * A pooled idle connection, its watchers (stopped) now calling cb with
- * data, or NULL.
+ * data, or NULL. ask: its socket is asked whether the server closed it
+ * since the last poll (for a request that cannot be sent again).
  */
 struct upstream_conn	*upstream_take_idle(struct upstream_server *,
-			    upstream_cb *cb, void *data);
+			    bool ask, upstream_cb *cb, void *data);
 /*
  * Starts a non-blocking connect, with watchers (stopped) calling cb with
  * data. Returns the connection (connected or in progress), or NULL with

@@ -1,5 +1,13 @@
-/* test_upstream.c: the line of requests waiting for room at a backend. */
+/*
+ * test_upstream.c: the line of requests waiting for room at a backend, and
+ * which pooled connections a request may take.
+ */
+#include <sys/socket.h>
+
+#include <netinet/in.h>
+
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "upstream.h"
@@ -99,9 +107,195 @@ test_line_order(void)
 	upstream_pools_free(pools);
 }
 
+/* A backend of one server listening on 127.0.0.1, and its pools. */
+struct idle_fixture {
+	struct ev_loop		*loop;
+	int			 lfd;
+	struct config_server	 server;
+	struct config_backend	 backend;
+	struct config		 cfg;
+	struct upstream_pool	*pools;
+	struct upstream_server	*s;
+};
+
+static void
+idle_setup(struct idle_fixture *f)
+{
+	struct sockaddr_in *in = &f->server.addr.u.in;
+	socklen_t len = sizeof(*in);
+	size_t first = 0, n;
+
+	memset(f, 0, sizeof(*f));
+	f->loop = ev_loop_new(EVFLAG_AUTO);
+	in->sin_family = AF_INET;
+	in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (f->loop == NULL ||
+	    (f->lfd = socket(AF_INET, SOCK_STREAM, 0)) == -1 ||
+	    bind(f->lfd, &f->server.addr.u.sa, sizeof(*in)) == -1 ||
+	    listen(f->lfd, 8) == -1 ||
+	    getsockname(f->lfd, &f->server.addr.u.sa, &len) == -1) {
+		perror("idle_setup");
+		exit(1);
+	}
+	f->server.addr.len = len;
+	f->server.text = "127.0.0.1";
+	f->backend.name = "b";
+	f->backend.servers = &f->server;
+	f->backend.nservers = 1;
+	f->backend.max_idle = 8;
+	f->cfg.backends = &f->backend;
+	f->cfg.nbackends = 1;
+	if ((f->pools = upstream_pools_new(f->loop, &f->cfg)) == NULL) {
+		perror("upstream_pools_new");
+		exit(1);
+	}
+	f->s = upstream_pick(f->pools, 0, &first, 0, &n);
+}
+
+static void
+idle_teardown(struct idle_fixture *f)
+{
+	struct upstream_conn *c;
+
+	while ((c = upstream_take_idle(f->s, false, NULL, NULL)) != NULL)
+		upstream_close(c);
+	upstream_pools_free(f->pools);
+	close(f->lfd);
+	ev_loop_destroy(f->loop);
+}
+
+/* A connection to the server, put in the pool; the server's end. */
+static int
+pool_one(struct idle_fixture *f)
+{
+	struct upstream_conn *c;
+	int fd;
+
+	if ((c = upstream_connect(f->s, NULL, NULL)) == NULL ||
+	    (fd = accept(f->lfd, NULL, NULL)) == -1) {
+		perror("pool_one");
+		exit(1);
+	}
+	upstream_release(c);
+	return fd;
+}
+
+struct taker {
+	ev_io			 w;
+	struct idle_fixture	*f;
+	bool			 ask;
+	struct upstream_conn	*got;
+	bool			 ran;
+};
+
+static void
+take_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct taker *t = (struct taker *)(void *)w;
+
+	(void)revents;
+	t->got = upstream_take_idle(t->f->s, t->ask, NULL, NULL);
+	t->ran = true;
+	ev_io_stop(loop, w);
+}
+
+/*
+ * A request read in the same turn of the loop as the server's close of a
+ * pooled connection (its watcher's event pending, to run after): the
+ * connection is not taken, whether the socket is asked or not.
+ */
+static void
+test_idle_close_in_the_same_poll(bool ask)
+{
+	struct idle_fixture f;
+	struct taker t;
+	int sfd, pair[2];
+
+	idle_setup(&f);
+	sfd = pool_one(&f);
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, pair) == -1) {
+		perror("socketpair");
+		exit(1);
+	}
+	memset(&t, 0, sizeof(t));
+	t.f = &f;
+	t.ask = ask;
+	ev_io_init(&t.w, take_cb, pair[0], EV_READ);
+	ev_set_priority(&t.w, EV_MAXPRI);	/* before the pool's watcher */
+	ev_io_start(f.loop, &t.w);
+	close(sfd);			/* the server's keep-alive timeout */
+	CHECK(write(pair[1], "r", 1) == 1);	/* and a request */
+	usleep(10000);
+	ev_run(f.loop, EVRUN_ONCE);
+	CHECK(t.ran);
+	CHECK(t.got == NULL);
+	CHECK_EQ_INT(f.s->nidle, 0);
+	if (t.got != NULL)
+		upstream_close(t.got);
+	close(pair[0]);
+	close(pair[1]);
+	idle_teardown(&f);
+}
+
+/*
+ * A close after the last poll: the socket, when asked, tells; a request
+ * that may go again does not ask, and takes the connection.
+ */
+static void
+test_idle_close_after_the_poll(void)
+{
+	struct idle_fixture f;
+	struct upstream_conn *c;
+	int sfd;
+
+	idle_setup(&f);
+	sfd = pool_one(&f);
+	close(sfd);
+	usleep(10000);
+	CHECK(upstream_take_idle(f.s, true, NULL, NULL) == NULL);
+	CHECK_EQ_INT(f.s->nidle, 0);
+
+	sfd = pool_one(&f);
+	close(sfd);
+	usleep(10000);
+	CHECK((c = upstream_take_idle(f.s, false, NULL, NULL)) != NULL);
+	if (c != NULL)
+		upstream_close(c);
+	idle_teardown(&f);
+}
+
+/* A live pooled connection is taken, asked or not: the last first. */
+static void
+test_idle_live_taken(void)
+{
+	struct idle_fixture f;
+	struct upstream_conn *a, *b;
+	int s1, s2;
+
+	idle_setup(&f);
+	s1 = pool_one(&f);
+	s2 = pool_one(&f);
+	ev_run(f.loop, EVRUN_NOWAIT);
+	CHECK_EQ_INT(f.s->nidle, 2);
+	CHECK((a = upstream_take_idle(f.s, true, NULL, NULL)) != NULL);
+	CHECK((b = upstream_take_idle(f.s, false, NULL, NULL)) != NULL);
+	CHECK(upstream_take_idle(f.s, false, NULL, NULL) == NULL);
+	if (a != NULL)
+		upstream_close(a);
+	if (b != NULL)
+		upstream_close(b);
+	close(s1);
+	close(s2);
+	idle_teardown(&f);
+}
+
 int
 main(void)
 {
 	test_line_order();
+	test_idle_close_in_the_same_poll(false);
+	test_idle_close_in_the_same_poll(true);
+	test_idle_close_after_the_poll();
+	test_idle_live_taken();
 	UNIT_DONE();
 }
