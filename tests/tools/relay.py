@@ -53,7 +53,8 @@ Relay-wide:
   blackhole(on, direction="both"), blackhole_for(seconds): drop everything
       (both directions by default) until switched off / for a while
   rebind_every=N (seconds, or a (lo, hi) tuple for a seeded random interval
-      per rebind) and rebind(mode=None): switch every client's upstream
+      per rebind; or later, rebind_from_now(N)) and rebind(mode=None):
+      switch every client's upstream
       socket to a new one, bound to a new local port (mode "port") or to the
       next loopback address 127.0.0.2, 127.0.0.3, ... (mode "address"), so
       qproxy sees the client's address change mid-connection: from then on
@@ -352,6 +353,18 @@ class Relay:
         """Give every client (or one) a new upstream socket now; returns the
         list of (client, old local address, new local address)."""
         return self._call(lambda: self._rebind(mode or self.rebind_mode, client))
+
+    def rebind_from_now(self, every):
+        """Rebind as rebind_every=every does, the first time `every` from
+        now: for a NAT that rebinds once the handshakes are done (a server
+        may drop what a client sends from a new address before, RFC 9000
+        9, and ngtcp2 does)."""
+        def start():
+            if not self.rebind_every:
+                self._schedule(float(every if not isinstance(every, (tuple, list))
+                                     else every[0]), ("rebind", None))
+            self.rebind_every = every
+        self._call(start)
 
     # ------------------------------------------------------------------
     # Inspection
