@@ -30,13 +30,14 @@ def _buffers(q):
     return stats(q)["buffers"]
 
 
-def _private(qproxy_factory, backend_app, tmp_path, *extra, listener=(), backend=()):
+def _private(qproxy_factory, backend_app, tmp_path, *extra, listener=(), backend=(),
+             more=()):
     def make(port, c, k):
         s = _sections(c, k, port, backend_app.tcp_server, str(tmp_path / "s"),
                       retry="never", extra=list(extra))
         s[1][1].extend(listener)
         s[2][1].extend(backend)
-        return s
+        return s + list(more)
     return qproxy_factory(sections=make)
 
 
@@ -555,14 +556,14 @@ _MIB = 1024 * 1024
 H3_REQUEST_REJECTED = "reset 0x10b"
 
 
-def _memory_limited(qproxy_factory, backend_app, tmp_path, *extra, backend=()):
+def _memory_limited(qproxy_factory, backend_app, tmp_path, *extra, backend=(), more=()):
     """An instance with response_buffer_total = 1m; idle_timeout and
     send_timeout long enough that they never end a test's clients, and
     shutdown_timeout short, for the streams of a client that left silently."""
     return _private(qproxy_factory, backend_app, tmp_path, ("response_buffer_total", "1m"),
                     ("response_buffer_size", "256k"), ("idle_timeout", "60s"),
                     ("send_timeout", "60s"), ("shutdown_timeout", "5s"), *extra,
-                    backend=backend)
+                    backend=backend, more=more)
 
 
 def _get(q, path):
@@ -576,13 +577,14 @@ def _post(q, path, n):
             ":path: " + path, "content-length: %d" % n]
 
 
-def _fill_response_memory(q, relay, extra, timeout, size=20000000):
+def _fill_response_memory(q, relay, extra, timeout, size=20000000, prefix="/app/"):
     """Starts 8 requests of size bytes through the relay by a client with
     the h3raw options extra, and waits until response memory is full.
     Returns the client's thread, and the list its result goes to."""
     got = []
     t = threading.Thread(target=lambda: got.append(h3raw(
-        relay.port, _get(q, "/app/bytes/%d" % size), count=8, timeout=timeout, extra=extra)))
+        relay.port, _get(q, prefix + "bytes/%d" % size), count=8, timeout=timeout,
+        extra=extra)))
     t.start()
     wait_until(lambda: _buffers(q)["response_bytes"] >= _MIB, "response memory full", 5 * SLOW)
     return t, got
@@ -770,11 +772,18 @@ def test_upload_waiting_for_response_memory_is_no_backend_timeout(qproxy_factory
     """A backend that answers before it has the body, while response memory
     is full: qproxy waits for memory to read the answer, and its writes of
     the body started the backend's read_timeout again, as if the backend
-    were late: 504, and a failure counted against the server."""
+    were late: 504, and a failure counted against the server.
+
+    The responses that fill the memory come from the same server by a
+    backend of the default read_timeout: a loaded test machine's backend
+    could be slower than 500 ms to begin one of those 8 (a 504 each)."""
     q = _memory_limited(qproxy_factory, backend_app, tmp_path,
-                        backend=[("read_timeout", "500ms")])
+                        backend=[("read_timeout", "500ms")],
+                        more=[("backend fill", [("server", backend_app.tcp_server)]),
+                              ("route fill", [("path_prefix", "/fill/"),
+                                              ("backend", "fill")])])
     with Relay(q.port, seed=8) as relay:
-        slow, _ = _fill_response_memory(q, relay, ["--no-read"], 7 * SLOW)
+        slow, _ = _fill_response_memory(q, relay, ["--no-read"], 7 * SLOW, prefix="/fill/")
         r = h3raw(q.port, _post(q, "/app/answer-first", 200000), data=200000,
                   timeout=15 * SLOW)
         slow.join()
