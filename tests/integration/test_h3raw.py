@@ -69,6 +69,8 @@ INVALID_FIELDS = {
     "value-with-crlf": "x-bad: a\\r\\nx-injected: 1",
     "value-with-nul": "x-bad: a\\0b",
     "value-with-lf": "x-bad: a\\nx-injected: 1",
+    "value-with-control": "x-bad: a\\x01b",
+    "value-with-del": "x-bad: a\\x7fb",
 }
 
 
