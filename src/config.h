@@ -49,6 +49,7 @@ struct config_backend {
 	size_t			 nservers;
 	double			 connect_timeout;	/* seconds */
 	double			 read_timeout;		/* seconds */
+	double			 fail_timeout;	/* a failed server passed over */
 	size_t			 max_idle;	/* pooled idle connections per server */
 	size_t			 max_conns;	/* open per server; 0: no limit */
 };

@@ -1129,6 +1129,7 @@ ex_connect_failed(struct exchange *ex)
 	stats.upstream_connect_failures++;
 	ex->server->ctr->failures++;
 	ex->server->ctr->state = UPSTREAM_DOWN;
+	ex->server->ctr->down_since = ev_now(ex_loop(ex));
 	ex_upstream_close(ex, false);
 }
 

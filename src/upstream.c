@@ -210,16 +210,38 @@ upstream_backend(struct upstream_pool *pools, size_t backend)
 	return pools[backend].cfg;
 }
 
+/*
+ * A request starts at the next server in turn that is not shown down, or
+ * whose fail_timeout since its last failed connect has passed: that one
+ * request tries it again (others pass it over for another fail_timeout
+ * meanwhile), and a connect that works shows it up. With every server
+ * down, the next in turn. The servers after the first are tried in order.
+ */
 struct upstream_server *
 upstream_pick(struct upstream_pool *pools, size_t backend, size_t *first,
     size_t attempt, size_t *nservers)
 {
 	struct upstream_pool *p = &pools[backend];
+	struct upstream_counters *ctr;
+	ev_tstamp now;
+	size_t i, k;
 
 	*nservers = p->nservers;
 	if (attempt == 0) {
 		p->rr = (p->rr + 1) % p->nservers;
 		*first = p->rr;
+		for (i = 0; p->nservers > 1 && i < p->nservers; i++) {
+			k = (p->rr + i) % p->nservers;
+			ctr = p->servers[k].ctr;
+			if (ctr->state == UPSTREAM_DOWN) {
+				now = ev_now(p->loop);
+				if (now - ctr->down_since < p->cfg->fail_timeout)
+					continue;
+				ctr->down_since = now;
+			}
+			*first = p->rr = k;
+			break;
+		}
 	}
 	return &p->servers[(*first + attempt) % p->nservers];
 }

@@ -31,6 +31,8 @@ enum upstream_state {
 struct upstream_counters {
 	unsigned			 refs;
 	enum upstream_state		 state;
+	ev_tstamp			 down_since;	/* last failed connect,
+							   or a try since */
 	uint64_t			 requests, failures, active;
 	double				 ttfb_sum;	/* seconds */
 	uint64_t			 ttfb_count;

@@ -772,6 +772,72 @@ def test_connect_timeout_fails_over_and_marks_the_server_down(qproxy_factory, ba
     assert stats(q)["upstream"]["connect_failures"] == 2
 
 
+def _silent_first(qproxy_factory, backend_app, syndrop, fail_timeout):
+    """A backend of two servers, the first letting connects time out."""
+    return qproxy_factory(sections=lambda port, c, k: [
+        ("global", [("log_level", "debug")]),
+        ("listener main", [("address", "127.0.0.1:%d" % port),
+                           ("certificate", c), ("private_key", k)]),
+        ("backend app", [("server", "127.0.0.1:%d" % syndrop.port),
+                         ("server", backend_app.tcp_server),
+                         ("connect_timeout", "%gs" % CONNECT_TIMEOUT),
+                         ("fail_timeout", fail_timeout)]),
+        ("route app", [("path_prefix", "/app/"), ("backend", "app")])])
+
+
+def _get_all(q, n):
+    """n GETs at once on one connection: their outcomes."""
+    res = h3raw(q.port, [":method: GET", ":scheme: https",
+                         ":authority: 127.0.0.1:%d" % q.port, ":path: /app/bytes/10"],
+                count=n, timeout=10 * SLOW)
+    assert res.returncode == 0, res
+    return res.outcomes
+
+
+def test_a_down_server_is_passed_over_for_fail_timeout(qproxy_factory, backend_app,
+                                                       syndrop):
+    """A server whose connect timed out is shown down, and new requests pass
+    it over while the backend has another server: none waits
+    connect_timeout for it again. Before, every other request started at
+    it, waited, and went on to the next server."""
+    q = _silent_first(qproxy_factory, backend_app, syndrop, "60s")
+    for _ in range(2):      # one of the two starts at the silent server
+        assert h3_get(q.url("/app/bytes/10"), timeout=10 * SLOW).status == 200
+    assert stats(q)["upstream"]["connect_failures"] == 1
+    t = time.monotonic()
+    for _ in range(6):
+        assert h3_get(q.url("/app/bytes/10"), timeout=10 * SLOW).status == 200
+    took = time.monotonic() - t
+    assert stats(q)["upstream"]["connect_failures"] == 1
+    assert took < 3 * CONNECT_TIMEOUT, took
+    # so do requests that come at once
+    assert _get_all(q, 6) == ["status 200 body 10"] * 6
+    st = stats(q)
+    assert st["upstream"]["connect_failures"] == 1
+    servers = [b for b in st["backends"] if b["name"] == "app"][0]["servers"]
+    assert [s["state"] for s in servers] == ["down", "up"], servers
+
+
+def test_a_down_server_is_tried_again_by_one_request(qproxy_factory, backend_app, syndrop):
+    """Once fail_timeout has passed, one request tries the down server
+    again (it fails over after connect_timeout), not every other one of
+    those that come meanwhile; with fail_timeout = 0 a down server takes its
+    turn as any."""
+    q = _silent_first(qproxy_factory, backend_app, syndrop, "1s")
+    for _ in range(2):
+        assert h3_get(q.url("/app/bytes/10"), timeout=10 * SLOW).status == 200
+    assert stats(q)["upstream"]["connect_failures"] == 1
+    time.sleep(1.2)
+    assert _get_all(q, 4) == ["status 200 body 10"] * 4
+    assert stats(q)["upstream"]["connect_failures"] == 2
+
+    q0 = _silent_first(qproxy_factory, backend_app, syndrop, "0")
+    for _ in range(2):
+        assert h3_get(q0.url("/app/bytes/10"), timeout=10 * SLOW).status == 200
+    assert _get_all(q0, 4) == ["status 200 body 10"] * 4
+    assert stats(q0)["upstream"]["connect_failures"] == 3
+
+
 def test_early_response_to_an_upload_is_relayed_not_502(qproxy_factory, backend_app):
     """A backend that answers 413 after 64 KiB of an upload and resets the
     connection on the rest: a write of the body that failed on the reset

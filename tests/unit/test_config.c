@@ -160,6 +160,7 @@ test_full(void)
 	    "server = [::1]:8081\n"
 	    "connect_timeout = 1.5s\n"
 	    "read_timeout = 1h\n"
+	    "fail_timeout = 0\n"
 	    "max_idle_connections = 0\n"
 	    "[backend static]\n"
 	    "server = 127.0.0.2:80\n"
@@ -218,18 +219,20 @@ test_full(void)
 	    "[::1]:8081");
 	CHECK(b->connect_timeout == 1.5);
 	CHECK(b->read_timeout == 3600);
+	CHECK(b->fail_timeout == 0);
 	CHECK_EQ_INT(b->max_idle, 0);
 	b = &cfg->backends[1];
 	CHECK_EQ_STR(b->name, "static");
 	CHECK_EQ_INT(b->nservers, 1);
 	CHECK(b->connect_timeout == 5);
 	CHECK(b->read_timeout == 60);
+	CHECK(b->fail_timeout == 10);
 	CHECK_EQ_INT(b->max_idle, 32);
 
 	CHECK_EQ_INT(cfg->nroutes, 4);
 	r = &cfg->routes[0];
 	CHECK_EQ_STR(r->name, "api");
-	CHECK_EQ_INT(r->line, 33);
+	CHECK_EQ_INT(r->line, 34);
 	CHECK_EQ_STR(r->host, "api.example.com");
 	CHECK_EQ_STR(r->path_prefix, "/v1/");
 	CHECK_EQ_INT(r->backend, 0);
