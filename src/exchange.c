@@ -205,6 +205,7 @@ static size_t req_conns;		/* connections holding any */
 static TAILQ_HEAD(, exchange) req_holders = TAILQ_HEAD_INITIALIZER(req_holders);
 
 static void	ex_start(struct exchange *);
+static void	ex_resend(struct exchange *, const char *);
 static void	ex_mem_flush(void);
 static bool	ex_req_evict(void);
 static bool	ex_client_stalled(const struct exchange *);
@@ -1284,8 +1285,16 @@ ex_retry(struct exchange *ex)
 {
 	if (!ex->reused || ex->resp_any || !ex_may_retry(ex))
 		return false;
-	log_debug("backend %s: pooled connection closed before a response; "
-	    "sending the request again", ex->server->cfg->text);
+	ex_resend(ex, "pooled connection closed before a response");
+	return true;
+}
+
+/* Sends the request again, once, on a new connection to the same server. */
+static void
+ex_resend(struct exchange *ex, const char *why)
+{
+	log_debug("backend %s: %s; sending the request again",
+	    ex->server->cfg->text, why);
 	stats.upstream_retried++;
 	ex->retried = true;
 	ex_upstream_close(ex, false);
@@ -1298,7 +1307,6 @@ ex_retry(struct exchange *ex)
 		ex_try_server(ex);
 	}
 	ex_req_update(ex);
-	return true;
 }
 
 static void
@@ -1645,6 +1653,18 @@ ex_parse_rbuf(struct exchange *ex)
 			memmove(ex->rbuf, ex->rbuf + n, ex->rlen - (size_t)n);
 			ex->rlen -= (size_t)n;
 			continue;
+		}
+		/*
+		 * 408 on a pooled connection: the server timed it out as the
+		 * request came (RFC 9110 15.5.9: the client may repeat the
+		 * request), or had said so before closing it while idle, and
+		 * the words were still unread. A request that may go again
+		 * does, if nothing of a response went to the client yet.
+		 */
+		if (resp.status == 408 && ex->reused && ex->ninfo == 0 &&
+		    ex_may_retry(ex)) {
+			ex_resend(ex, "408 on a pooled connection");
+			return;
 		}
 		ex->head_done = true;
 		ex_trim_head(ex);

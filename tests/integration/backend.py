@@ -824,10 +824,15 @@ class Backend:
             # A keep-alive connection closed just as a request came on it
             # (as when a keep-alive timeout fires): on a connection that
             # served a request before, close without answering (?rst=1:
-            # with an RST); on a new one, answer. ?always=1: close on a new
-            # one too.
+            # with an RST; ?r408=1: with a 408 first, as servers that time
+            # out a keep-alive connection may); on a new one, answer.
+            # ?always=1: close on a new one too.
             if rec["seq_on_conn"] > 1 or q.get("always"):
-                if q.get("rst"):
+                if q.get("r408"):
+                    sock.sendall(self._head(408, [("Content-Length", "0"),
+                                                  ("Connection", "close")]))
+                    sock.shutdown(socket.SHUT_RDWR)
+                elif q.get("rst"):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     sock.close()
                 else:

@@ -670,6 +670,29 @@ def test_get_sent_again_when_a_pooled_connection_closes(qp, backend_app, rst):
     assert retried == 1
 
 
+def test_get_sent_again_after_a_408_on_a_pooled_connection(qp, backend_app):
+    """A server that times out a keep-alive connection as a request comes
+    on it may answer 408 (RFC 9110 15.5.9: the client may repeat the
+    request), or have said so before it closed the idle connection: a GET
+    goes again, once, on a new connection, and the client gets the answer,
+    not the 408."""
+    r, tries, retried = _drop_reused(qp, backend_app, lambda: h3_get(
+        qp.url("/app/drop-reused?r408=1")))
+    assert r.status == 200 and r.body == b"answered on a new connection\n"
+    assert len(tries) == 2 and tries[0] > 1 and tries[1] == 1, tries
+    assert retried == 1
+
+
+def test_post_gets_the_408_of_a_pooled_connection(qp, backend_app):
+    """A POST is not sent twice: the client gets the 408 (and may repeat
+    the request itself)."""
+    r, tries, retried = _drop_reused(qp, backend_app, lambda: h3_post(
+        qp.url("/app/drop-reused?r408=1"), b"x" * 100))
+    assert r.status == 408
+    assert len(tries) == 1 and tries[0] > 1, tries
+    assert retried == 0
+
+
 def test_post_not_sent_again_when_a_pooled_connection_closes(qp, backend_app):
     """A POST is not idempotent (RFC 9110 9.2.2): the backend may have acted
     on it before it closed, so the client gets 502 and the backend saw it
