@@ -49,7 +49,8 @@ struct config_backend {
 	size_t			 nservers;
 	double			 connect_timeout;	/* seconds */
 	double			 read_timeout;		/* seconds */
-	double			 fail_timeout;	/* a failed server passed over */
+	double			 fail_timeout;	/* seconds a failed server is
+						   passed over */
 	size_t			 max_idle;	/* pooled idle connections per server */
 	size_t			 max_conns;	/* open per server; 0: no limit */
 };
