@@ -121,7 +121,8 @@ enum qconn_state {
 /*
  * The client's control stream, followed frame by frame (h3_ctrl_feed).
  * What it may keep back: a PRIORITY_UPDATE's element ID's last byte and
- * the first 8 bytes of its value (nghttp3 1.8.0's value buffer's size).
+ * the first 8 bytes of its value (nghttp3 1.8.0's value buffer's size),
+ * and the ninth while it joins them for one call.
  */
 #define H3_PRI_FIELDBUF		8
 #define H3_CTRL_HOLD		(1 + H3_PRI_FIELDBUF + 1)
@@ -286,8 +287,9 @@ uint64_t	 quic_now(void);
 /* h3.c */
 int		 h3_conn_setup(struct qconn *);
 /*
- * Stream data to a reader (nghttp3), past one place where nghttp3 1.8.0
- * aborts (h3.c): the client's control stream is followed in c.
+ * Stream data to a reader (nghttp3), past the places where nghttp3 1.8.0
+ * reads a PRIORITY_UPDATE wrongly (h3.c): the client's control stream is
+ * followed in c.
  */
 typedef int	(*h3_reader)(void *arg, int64_t stream_id, const uint8_t *,
 		    size_t, bool fin);

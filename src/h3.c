@@ -284,7 +284,6 @@ h3_goaway(struct qconn *qc)
  * length they claim; frame types it refuses end the walk (and the
  * connection).
  */
-#define H3_STREAM_CONTROL		0x00	/* RFC 9114 6.2.1 */
 #define H3_FRAME_SETTINGS		0x04
 #define H3_FRAME_GOAWAY			0x07
 #define H3_FRAME_MAX_PUSH_ID		0x0d
@@ -400,7 +399,10 @@ h3_ctrl_feed(struct h3_ctrl *c, int64_t stream_id, const uint8_t *data,
 	int rv;
 
 	if (stream_id != c->stream) {
-		/* a client's unidirectional stream whose type is yet unread */
+		/*
+		 * a client's unidirectional stream whose type is yet unread:
+		 * the control stream's is 0 (RFC 9114 6.2.1)
+		 */
 		if ((stream_id & 3) != 2 || i >= QUIC_UNI_STREAMS ||
 		    c->typed[i])
 			return read(arg, stream_id, data, len, fin);
