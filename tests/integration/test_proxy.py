@@ -766,23 +766,29 @@ def test_get_sent_again_goes_to_the_same_server(qproxy_factory, backend_app,
         st["backends"]
 
 
+def _silent_first(qproxy_factory, backend_app, syndrop, app=(), more=()):
+    """A backend of two servers, the first letting connects time out, with
+    items app of its own, and the sections more."""
+    return qproxy_factory(sections=lambda port, c, k: [
+        ("global", [("log_level", "debug")]),
+        ("listener main", [("address", "127.0.0.1:%d" % port),
+                           ("certificate", c), ("private_key", k)]),
+        ("backend app", [("server", "127.0.0.1:%d" % syndrop.port),
+                         ("server", backend_app.tcp_server),
+                         ("connect_timeout", "%gs" % CONNECT_TIMEOUT)] + list(app)),
+        ("route app", [("path_prefix", "/app/"), ("backend", "app")])] + list(more))
+
+
 def test_connect_timeout_fails_over_and_marks_the_server_down(qproxy_factory, backend_app,
                                                                syndrop):
     """A server that lets connects time out (SYNs dropped) is counted as a
     connect failure and shown down, and the request goes to the next server,
     as after a refusal: nothing was sent yet. Before, the client got 504,
     connect_failures stayed 0 and the server "unknown"."""
-    q = qproxy_factory(sections=lambda port, c, k: [
-        ("global", [("log_level", "debug")]),
-        ("listener main", [("address", "127.0.0.1:%d" % port),
-                           ("certificate", c), ("private_key", k)]),
-        ("backend app", [("server", "127.0.0.1:%d" % syndrop.port),
-                         ("server", backend_app.tcp_server),
-                         ("connect_timeout", "%gs" % CONNECT_TIMEOUT)]),
+    q = _silent_first(qproxy_factory, backend_app, syndrop, more=[
         ("backend lone", [("server", "127.0.0.1:%d" % syndrop.port),
                           ("connect_timeout", "%gs" % CONNECT_TIMEOUT)]),
-        ("route lone", [("path_prefix", "/lone/"), ("backend", "lone")]),
-        ("route app", [("path_prefix", "/app/"), ("backend", "app")])])
+        ("route lone", [("path_prefix", "/lone/"), ("backend", "lone")])])
     for _ in range(2):      # one of the two starts at the silent server
         r = h3_get(q.url("/app/bytes/10"), timeout=10 * SLOW)
         assert r.status == 200 and r.body == expected_body(10)
@@ -793,19 +799,6 @@ def test_connect_timeout_fails_over_and_marks_the_server_down(qproxy_factory, ba
     # no other server: 504, as before
     assert h3_get(q.url("/lone/x"), timeout=10 * SLOW).status == 504
     assert stats(q)["upstream"]["connect_failures"] == 2
-
-
-def _silent_first(qproxy_factory, backend_app, syndrop, fail_timeout):
-    """A backend of two servers, the first letting connects time out."""
-    return qproxy_factory(sections=lambda port, c, k: [
-        ("global", [("log_level", "debug")]),
-        ("listener main", [("address", "127.0.0.1:%d" % port),
-                           ("certificate", c), ("private_key", k)]),
-        ("backend app", [("server", "127.0.0.1:%d" % syndrop.port),
-                         ("server", backend_app.tcp_server),
-                         ("connect_timeout", "%gs" % CONNECT_TIMEOUT),
-                         ("fail_timeout", fail_timeout)]),
-        ("route app", [("path_prefix", "/app/"), ("backend", "app")])])
 
 
 def _get_all(q, n):
@@ -823,7 +816,7 @@ def test_a_down_server_is_passed_over_for_fail_timeout(qproxy_factory, backend_a
     it over while the backend has another server: none waits
     connect_timeout for it again. Before, every other request started at
     it, waited, and went on to the next server."""
-    q = _silent_first(qproxy_factory, backend_app, syndrop, "60s")
+    q = _silent_first(qproxy_factory, backend_app, syndrop, [("fail_timeout", "60s")])
     for _ in range(2):      # one of the two starts at the silent server
         assert h3_get(q.url("/app/bytes/10"), timeout=10 * SLOW).status == 200
     assert stats(q)["upstream"]["connect_failures"] == 1
@@ -846,7 +839,7 @@ def test_a_down_server_is_tried_again_by_one_request(qproxy_factory, backend_app
     again (it fails over after connect_timeout), not every other one of
     those that come meanwhile; with fail_timeout = 0 a down server takes its
     turn as any."""
-    q = _silent_first(qproxy_factory, backend_app, syndrop, "1s")
+    q = _silent_first(qproxy_factory, backend_app, syndrop, [("fail_timeout", "1s")])
     for _ in range(2):
         assert h3_get(q.url("/app/bytes/10"), timeout=10 * SLOW).status == 200
     assert stats(q)["upstream"]["connect_failures"] == 1
@@ -854,7 +847,7 @@ def test_a_down_server_is_tried_again_by_one_request(qproxy_factory, backend_app
     assert _get_all(q, 4) == ["status 200 body 10"] * 4
     assert stats(q)["upstream"]["connect_failures"] == 2
 
-    q0 = _silent_first(qproxy_factory, backend_app, syndrop, "0")
+    q0 = _silent_first(qproxy_factory, backend_app, syndrop, [("fail_timeout", "0")])
     for _ in range(2):
         assert h3_get(q0.url("/app/bytes/10"), timeout=10 * SLOW).status == 200
     assert _get_all(q0, 4) == ["status 200 body 10"] * 4
