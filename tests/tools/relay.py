@@ -355,15 +355,15 @@ class Relay:
         return self._call(lambda: self._rebind(mode or self.rebind_mode, client))
 
     def rebind_from_now(self, every):
-        """Rebind as rebind_every=every does, the first time `every` from
-        now: for a NAT that rebinds once the handshakes are done (a server
-        may drop what a client sends from a new address before, RFC 9000
-        9, and ngtcp2 does)."""
+        """Rebind as rebind_every=every does, the first time one interval
+        from now: for a NAT that rebinds once the handshakes are done (a
+        server may drop what a client sends from a new address before, RFC
+        9000 9, and ngtcp2 does)."""
         def start():
-            if not self.rebind_every:
-                self._schedule(float(every if not isinstance(every, (tuple, list))
-                                     else every[0]), ("rebind", None))
+            running = bool(self.rebind_every)
             self.rebind_every = every
+            if not running:
+                self._schedule(self._next_rebind_interval(), ("rebind", None))
         self._call(start)
 
     # ------------------------------------------------------------------
