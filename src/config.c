@@ -6,6 +6,7 @@
  * error carries its line and parsing always goes on to the end of the file.
  * What each key accepts comes from one table, config_keys.
  */
+#include <sys/param.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 
@@ -225,9 +226,9 @@ static const struct config_key config_keys[] = {
 	{ SECT_LISTENER, "address", config_set_listen,
 	    0, 0, NULL, KEY_REPEAT | KEY_REQUIRED, NOF },
 	{ SECT_LISTENER, "certificate", config_set_file,
-	    0, 0, NULL, KEY_REQUIRED, F(config_listener, certificate) },
+	    0, 0, NULL, KEY_REPEAT | KEY_REQUIRED, NOF },
 	{ SECT_LISTENER, "private_key", config_set_file,
-	    0, 0, NULL, KEY_REQUIRED, F(config_listener, private_key) },
+	    0, 0, NULL, KEY_REPEAT | KEY_REQUIRED, NOF },
 	{ SECT_LISTENER, "retry", config_set_choice,
 	    0, 0, "auto", 0, F(config_listener, retry) },
 	{ SECT_LISTENER, "early_data", config_set_choice,
@@ -716,10 +717,31 @@ static int
 config_set_file(struct config_parser *p, const struct config_key *k,
     struct config_section *s, void *obj, const char *value)
 {
-	struct stat	 st;
-	char		**field = (char **)((char *)obj + k->offset);
-	int		 fd;
+	struct config_listener	*l = obj;
+	struct config_cert	*c;
+	struct stat		 st;
+	bool			 key = strcmp(k->name, "private_key") == 0;
+	size_t			 n = key ? l->nkeys : l->ncerts;
+	int			 fd;
 
+	(void)s;
+	/*
+	 * The nth certificate goes with the nth private_key: each key takes
+	 * its place, even when its file is refused.
+	 */
+	if (n == MAX(l->ncerts, l->nkeys)) {
+		if ((c = config_grow(p, l->certs, n, sizeof(*c))) == NULL)
+			return -1;
+		l->certs = c;
+	}
+	c = &l->certs[n];
+	if (key) {
+		c->key_line = p->line;
+		l->nkeys++;
+	} else {
+		c->line = p->line;
+		l->ncerts++;
+	}
 	fd = open(value, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
 	if (fd == -1) {
 		config_error(p, p->line, "%s: cannot open \"%s\": %s",
@@ -740,7 +762,8 @@ config_set_file(struct config_parser *p, const struct config_key *k,
 		return -1;
 	}
 	close(fd);
-	if ((*field = config_strdup(p, value)) == NULL)
+	if ((*(key ? &c->private_key : &c->certificate) =
+	    config_strdup(p, value)) == NULL)
 		return -1;
 	return 0;
 }
@@ -1242,6 +1265,31 @@ config_handler(void *user, const char *section, const char *name,
 	return 1;
 }
 
+/*
+ * Each certificate needs its key; one missing is named by the line of the
+ * key that has no partner (none at all is a missing required key).
+ */
+static void
+config_finish_certs(struct config_parser *p, struct config_listener *l)
+{
+	const struct config_cert	*c;
+
+	if (l->ncerts == 0 || l->nkeys == 0 || l->ncerts == l->nkeys)
+		return;
+	if (l->ncerts > l->nkeys) {
+		c = &l->certs[l->nkeys];
+		config_error(p, c->line, "certificate: no private_key goes "
+		    "with it (certificates: %zu, private keys: %zu; the nth "
+		    "certificate takes the nth key)", l->ncerts, l->nkeys);
+	} else {
+		c = &l->certs[l->ncerts];
+		config_error(p, c->key_line, "private_key: no certificate "
+		    "goes with it (certificates: %zu, private keys: %zu; the "
+		    "nth certificate takes the nth key)", l->ncerts,
+		    l->nkeys);
+	}
+}
+
 /* the checks that need the whole file */
 static void
 config_finish(struct config_parser *p)
@@ -1263,6 +1311,8 @@ config_finish(struct config_parser *p)
 			    "\"%s\"", config_section_label(s, label,
 			    sizeof(label)), k->name);
 		}
+		if (s->kind == SECT_LISTENER)
+			config_finish_certs(p, &cfg->listeners[s->index]);
 		if (s->kind != SECT_ROUTE || s->backend == NULL)
 			continue;
 		for (j = 0; j < cfg->nbackends; j++)
@@ -1413,8 +1463,12 @@ config_free(struct config *cfg)
 		free(cfg->listeners[i].name);
 		free(cfg->listeners[i].addrs);
 		free(cfg->listeners[i].addr_lines);
-		free(cfg->listeners[i].certificate);
-		free(cfg->listeners[i].private_key);
+		for (j = 0; j < MAX(cfg->listeners[i].ncerts,
+		    cfg->listeners[i].nkeys); j++) {
+			free(cfg->listeners[i].certs[j].certificate);
+			free(cfg->listeners[i].certs[j].private_key);
+		}
+		free(cfg->listeners[i].certs);
 		free(cfg->listeners[i].early_data_methods);
 	}
 	free(cfg->listeners);

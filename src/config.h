@@ -11,14 +11,27 @@
 
 #define CONFIG_DEFAULT_PATH	"/etc/qproxy.conf"
 
+/*
+ * A listener's certificate and its key, paired in the order of their keys:
+ * the first is the default, the others are served to clients that ask
+ * for one of their names (SNI).
+ */
+struct config_cert {
+	char		*certificate;	/* PEM chain, leaf first */
+	char		*private_key;
+	int		 line;		/* of the certificate key */
+	int		 key_line;	/* of the private_key key */
+};
+
 struct config_listener {
 	char		*name;
 	int		 line;		/* of the section header */
 	struct addr	*addrs;
 	int		*addr_lines;	/* of each address key */
 	size_t		 naddrs;
-	char		*certificate;	/* PEM chain, leaf first */
-	char		*private_key;
+	struct config_cert *certs;
+	size_t		 ncerts;	/* certificate keys seen */
+	size_t		 nkeys;		/* private_key keys seen */
 	int		 retry;		/* enum config_retry */
 	int		 early_data;	/* accept 0-RTT */
 	char		*early_data_methods;	/* " GET HEAD OPTIONS " */

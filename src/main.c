@@ -387,6 +387,7 @@ check_files(const struct config *cfg)
 	char err[512], zrtt[512];
 	size_t zrttlen = quic_0rtt_context(cfg, zrtt, sizeof(zrtt));
 	WOLFSSL_CTX *ctx;
+	size_t bad;
 	int rv = 0;
 
 	if (tls_init() == -1) {
@@ -396,10 +397,10 @@ check_files(const struct config *cfg)
 	for (size_t i = 0; i < cfg->nlisteners; i++) {
 		const struct config_listener *l = &cfg->listeners[i];
 
-		if ((ctx = tls_ctx_new(l->certificate, l->private_key,
-		    l->early_data, zrtt, zrttlen, err, sizeof(err))) == NULL) {
+		if ((ctx = tls_ctx_new(l->certs, l->ncerts, l->early_data,
+		    zrtt, zrttlen, &bad, err, sizeof(err))) == NULL) {
 			fprintf(stderr, "%s:%d: listener %s: %s\n", cfg->path,
-			    l->line, l->name, err);
+			    l->certs[bad].line, l->name, err);
 			rv = -1;
 		} else
 			tls_ctx_free(ctx);

@@ -75,8 +75,8 @@ generation_new(struct quic_server *srv, struct config *cfg,
     struct strbuf *errs)
 {
 	struct generation *gen;
-	char err[256], zrtt[512], tctx[1024];
-	size_t zrttlen;
+	char err[512], zrtt[512], tctx[1024];
+	size_t zrttlen, bad;
 	int n;
 
 	if ((gen = calloc(1, sizeof(*gen))) == NULL)
@@ -101,12 +101,13 @@ generation_new(struct quic_server *srv, struct config *cfg,
 		 */
 		n = snprintf(tctx, sizeof(tctx), "%.*s listener %s",
 		    (int)zrttlen, zrtt, l->cfg->name);
-		if ((l->tls = tls_ctx_new(l->cfg->certificate,
-		    l->cfg->private_key, l->cfg->early_data, tctx,
+		if ((l->tls = tls_ctx_new(l->cfg->certs, l->cfg->ncerts,
+		    l->cfg->early_data, tctx,
 		    n < 0 ? 0 : MIN((size_t)n, sizeof(tctx) - 1),
-		    err, sizeof(err))) == NULL) {
+		    &bad, err, sizeof(err))) == NULL) {
 			strbuf_printf(errs, "%s:%d: listener %s: %s\n",
-			    cfg->path, l->cfg->line, l->cfg->name, err);
+			    cfg->path, l->cfg->certs[bad].line, l->cfg->name,
+			    err);
 			gen->cfg = NULL;	/* the caller still owns it */
 			generation_unref(gen);
 			return NULL;

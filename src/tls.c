@@ -1,19 +1,26 @@
 /* tls.c: wolfSSL for QUIC: contexts per listener, a session per connection. */
 #include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
 #include <wolfssl/quic.h>
 #include <wolfssl/wolfcrypt/aes.h>
+#include <wolfssl/wolfcrypt/asn.h>
 #include <wolfssl/wolfcrypt/hmac.h>
+#include <wolfssl/wolfcrypt/sha256.h>
 #include <wolfssl/openssl/evp.h>
 #include <ngtcp2/ngtcp2_crypto_wolfssl.h>
 
+#include "config.h"
 #include "log.h"
 #include "tls.h"
 
@@ -37,19 +44,41 @@ tls_set_ticket_secret(const uint8_t *secret, size_t len)
 	memcpy(ticket_secret, secret, len);
 }
 
-/* What a context's tickets are bound to (tls_ctx_new's zrtt). */
-struct ticket_ctx {
-	size_t		len;
-	uint8_t		data[];
+/*
+ * One certificate of a context. The first is the context's own; another
+ * is loaded into a session whose client asks for one of its names, from
+ * the DER kept here.
+ */
+struct tls_cert {
+	uint8_t		*chain;		/* DER, leaf first; NULL for the first */
+	size_t		 chainlen;
+	uint8_t		*key;		/* DER; NULL for the first */
+	size_t		 keylen;
+	char		**names;	/* DNS names, lowercase; "*.example.com" */
+	size_t		 nnames;
+	uint8_t		 id[32];	/* SHA-256 of the leaf */
 };
 
 /*
- * HMAC-SHA256(secret, label || epoch || context): the epoch's key name or
- * key, for tickets of that context.
+ * What a context carries, hung on it as its ticket context: its
+ * certificates, and what its tickets are bound to (tls_ctx_new's zrtt).
+ */
+struct tls_ctx_data {
+	struct tls_cert	*certs;
+	size_t		 ncerts;
+	size_t		 len;
+	uint8_t		 data[];
+};
+
+/*
+ * HMAC-SHA256(secret, label || epoch || context || certificate): the
+ * epoch's key name or key, for tickets of that context and certificate.
+ * A ticket resumes only where it was issued: a client that asks for
+ * another name gets a full handshake and that name's certificate.
  */
 static int
-ticket_derive(const char *label, uint64_t epoch, const struct ticket_ctx *tc,
-    uint8_t out[32])
+ticket_derive(const char *label, uint64_t epoch, const struct tls_ctx_data *tc,
+    const uint8_t *cert_id, uint8_t out[32])
 {
 	Hmac hmac;
 	uint8_t e[8];
@@ -68,6 +97,8 @@ ticket_derive(const char *label, uint64_t epoch, const struct ticket_ctx *tc,
 		rv = wc_HmacUpdate(&hmac, e, sizeof(e));
 	if (rv == 0 && tc != NULL && tc->len > 0)
 		rv = wc_HmacUpdate(&hmac, tc->data, (word32)tc->len);
+	if (rv == 0 && cert_id != NULL)
+		rv = wc_HmacUpdate(&hmac, cert_id, 32);
 	if (rv == 0)
 		rv = wc_HmacFinal(&hmac, out);
 	wc_HmacFree(&hmac);
@@ -82,16 +113,23 @@ ticket_cb(WOLFSSL *ssl, unsigned char name[WOLFSSL_TICKET_NAME_SZ],
     int len, int *outlen, void *arg)
 {
 	uint64_t now = (uint64_t)time(NULL) / TICKET_EPOCH;
+	const struct tls_ctx_data *d = arg;
+	const struct tls_conn *tc = wolfSSL_get_app_data(ssl);
+	const uint8_t *cert_id = NULL;
 	uint8_t kname[32], key[32];
 	Aes aes;
 	int rv = WOLFSSL_TICKET_RET_REJECT;
 
+	if (d != NULL && d->ncerts > 0)
+		cert_id = d->certs[tc != NULL && tc->cert < d->ncerts ?
+		    tc->cert : 0].id;
 	if (wc_AesInit(&aes, NULL, INVALID_DEVID) != 0)
 		return WOLFSSL_TICKET_RET_FATAL;
 	for (uint64_t epoch = now; epoch + 1 >= now && epoch <= now; epoch--) {
-		if (ticket_derive("qproxy ticket name", epoch, arg,
+		if (ticket_derive("qproxy ticket name", epoch, d, cert_id,
 		    kname) == -1 ||
-		    ticket_derive("qproxy ticket key", epoch, arg, key) == -1) {
+		    ticket_derive("qproxy ticket key", epoch, d, cert_id,
+		    key) == -1) {
 			rv = WOLFSSL_TICKET_RET_FATAL;
 			break;
 		}
@@ -152,13 +190,48 @@ sni_is_hostname(const void *name, size_t n)
 	return true;
 }
 
-/* Called while the ClientHello's extensions still exist: keep the name. */
+bool
+tls_host_matches(const char *name, const char *host)
+{
+	const char *dot;
+
+	if (name[0] != '*')
+		return strcmp(name, host) == 0;
+	/* "*.example.com": one label, not empty, then ".example.com" */
+	dot = strchr(host, '.');
+	return dot != NULL && dot != host && strcmp(dot, name + 1) == 0;
+}
+
+/*
+ * The certificate for a client's host name: the first whose names hold it
+ * exactly, else the first with a wildcard for it, else the first of all.
+ */
+static size_t
+cert_pick(const struct tls_ctx_data *d, const char *host)
+{
+	for (int wild = 0; wild < 2; wild++)
+		for (size_t i = 0; i < d->ncerts; i++)
+			for (size_t j = 0; j < d->certs[i].nnames; j++)
+				if ((d->certs[i].names[j][0] == '*') == wild &&
+				    tls_host_matches(d->certs[i].names[j], host))
+					return i;
+	return 0;
+}
+
+/*
+ * Called while the ClientHello's extensions still exist, before wolfSSL
+ * looks at the certificate: keep the name, and load the certificate that
+ * serves it into the session (as the context's own is shared).
+ */
 static int
 sni_cb(WOLFSSL *ssl, int *alert, void *arg)
 {
 	struct tls_conn *tc = wolfSSL_get_app_data(ssl);
+	const struct tls_ctx_data *d = arg;
+	const struct tls_cert *c;
 	void *name = NULL;
 	unsigned short n;
+	size_t i;
 
 	if (tc == NULL || wolfSSL_SNI_Status(ssl, WOLFSSL_SNI_HOST_NAME) ==
 	    WOLFSSL_SNI_NO_MATCH)
@@ -168,8 +241,21 @@ sni_cb(WOLFSSL *ssl, int *alert, void *arg)
 		return 0;
 	if (n >= sizeof(tc->sni))
 		n = sizeof(tc->sni) - 1;
-	memcpy(tc->sni, name, n);
+	for (i = 0; i < n; i++)
+		tc->sni[i] = (char)tolower(((unsigned char *)name)[i]);
 	tc->sni[n] = '\0';
+	if (d == NULL || (i = cert_pick(d, tc->sni)) == tc->cert)
+		return 0;
+	c = &d->certs[i];
+	if (wolfSSL_use_certificate_chain_buffer_format(ssl, c->chain,
+	    (long)c->chainlen, WOLFSSL_FILETYPE_ASN1) != WOLFSSL_SUCCESS ||
+	    wolfSSL_use_PrivateKey_buffer(ssl, c->key, (long)c->keylen,
+	    WOLFSSL_FILETYPE_ASN1) != WOLFSSL_SUCCESS) {
+		log_warnx("cannot use the certificate for %s", tc->sni);
+		*alert = internal_error;
+		return fatal_return;
+	}
+	tc->cert = (unsigned int)i;
 	return 0;
 }
 
@@ -182,13 +268,265 @@ tls_error(char *err, size_t errlen, const char *what, const char *file)
 	snprintf(err, errlen, "%s %s: %s", what, file, buf);
 }
 
+/* Frees what held key material. */
+static void
+free_secret(void *p, size_t len)
+{
+	if (p != NULL) {
+		explicit_bzero(p, len);
+		free(p);
+	}
+}
+
+/* A certificate or key file, whole; NULL with a message in err. */
+#define TLS_FILE_MAX	(1024 * 1024)
+
+static char *
+read_pem(const char *what, const char *path, size_t *lenp, char *err,
+    size_t errlen)
+{
+	struct stat st;
+	char *buf = NULL;
+	size_t len = 0;
+	ssize_t n;
+	int fd;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1 ||
+	    fstat(fd, &st) == -1)
+		goto fail;
+	if (!S_ISREG(st.st_mode) || st.st_size > TLS_FILE_MAX) {
+		errno = S_ISREG(st.st_mode) ? EFBIG : EINVAL;
+		goto fail;
+	}
+	if ((buf = malloc((size_t)st.st_size + 1)) == NULL)
+		goto fail;
+	while (len < (size_t)st.st_size) {
+		n = read(fd, buf + len, (size_t)st.st_size - len);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n == 0)
+				errno = EIO;	/* shortened while read */
+			goto fail;
+		}
+		len += (size_t)n;
+	}
+	close(fd);
+	buf[len] = '\0';
+	*lenp = len;
+	return buf;
+fail:
+	snprintf(err, errlen, "%s %s: %s", what, path, strerror(errno));
+	if (fd != -1)
+		close(fd);
+	free_secret(buf, len);
+	return NULL;
+}
+
+/* A certificate's DNS name, as kept for matching; NULL if it is none. */
+static char *
+cert_name(const char *name, size_t len)
+{
+	size_t skip = len > 2 && name[0] == '*' && name[1] == '.' ? 2 : 0;
+	char *s;
+
+	/* a wildcard only as the whole first label, as clients match it */
+	if (len > 0 && name[len - 1] == '.')
+		len--;
+	if (!sni_is_hostname(name + skip, len - skip) ||
+	    (s = strndup(name, len)) == NULL)
+		return NULL;
+	for (size_t i = 0; i < len; i++)
+		s[i] = (char)tolower((unsigned char)s[i]);
+	return s;
+}
+
+/*
+ * The certificates of a PEM chain, as DER one after the other (der has
+ * room for len bytes, more than they take), as wolfSSL takes a chain
+ * without decoding its base64 again: per handshake, that cost 30 us for a
+ * chain of two. Returns how many, with the first one's length in leaflen;
+ * 0 when there is none, or one is not a certificate.
+ */
+static int
+chain_der(const char *pem, size_t len, uint8_t *der, size_t *derlen,
+    size_t *leaflen)
+{
+	static const char begin[] = "-----BEGIN CERTIFICATE-----";
+	static const char end[] = "-----END CERTIFICATE-----";
+	const char *p = pem, *stop = pem + len, *b, *e;
+	size_t off = 0;
+	int n = 0, rv;
+
+	while ((b = memmem(p, (size_t)(stop - p), begin, sizeof(begin) - 1)) !=
+	    NULL) {
+		if ((e = memmem(b, (size_t)(stop - b), end, sizeof(end) - 1)) ==
+		    NULL)
+			return 0;
+		p = e + sizeof(end) - 1;
+		rv = wc_CertPemToDer((const unsigned char *)b, (int)(p - b),
+		    der + off, (int)(len - off), CERT_TYPE);
+		if (rv <= 0)
+			return 0;
+		if (n++ == 0)
+			*leaflen = (size_t)rv;
+		off += (size_t)rv;
+	}
+	*derlen = off;
+	return n;
+}
+
+/*
+ * The leaf's host names and digest, into c. Its DNS subjectAltNames only:
+ * clients no longer look at the common name (RFC 9525, which replaced RFC
+ * 6125, dropped it), so a certificate without them serves no name to them
+ * either. -1 with a message in err.
+ */
+static int
+cert_names(struct tls_cert *c, const uint8_t *leaf, size_t leaflen,
+    const char *path, char *err, size_t errlen)
+{
+	struct DecodedCert dc;
+	const DNS_entry *e;
+	char **names, *name;
+	int rv = -1;
+
+	if (wc_Sha256Hash(leaf, (word32)leaflen, c->id) != 0) {
+		snprintf(err, errlen, "certificate %s: cannot hash it", path);
+		return -1;
+	}
+	wc_InitDecodedCert(&dc, leaf, (word32)leaflen, NULL);
+	if (wc_ParseCert(&dc, CERT_TYPE, NO_VERIFY, NULL) != 0) {
+		snprintf(err, errlen, "certificate %s: cannot parse it", path);
+		goto done;
+	}
+	for (e = dc.altNames; e != NULL; e = e->next) {
+		if (e->type != ASN_DNS_TYPE || e->len <= 0 ||
+		    (name = cert_name(e->name, (size_t)e->len)) == NULL)
+			continue;
+		if ((names = reallocarray(c->names, c->nnames + 1,
+		    sizeof(*names))) == NULL) {
+			free(name);
+			snprintf(err, errlen, "out of memory");
+			goto done;
+		}
+		c->names = names;
+		c->names[c->nnames++] = name;
+	}
+	rv = 0;
+done:
+	wc_FreeDecodedCert(&dc);
+	return rv;
+}
+
+/*
+ * A certificate and its key, read, turned into DER and checked, into ctx
+ * (the first) or c. What is checked is what a session is given.
+ */
+static int
+cert_load(WOLFSSL_CTX *ctx, struct tls_cert *c, const struct config_cert *cc,
+    bool first, char *err, size_t errlen)
+{
+	WOLFSSL_CTX *check = ctx;
+	char *pem = NULL, *kpem = NULL;
+	uint8_t *der = NULL, *kder = NULL;
+	size_t pemlen = 0, kpemlen = 0, derlen = 0, leaflen = 0;
+	int kderlen, rv = -1;
+
+	if ((pem = read_pem("certificate", cc->certificate, &pemlen, err,
+	    errlen)) == NULL ||
+	    (kpem = read_pem("private key", cc->private_key, &kpemlen, err,
+	    errlen)) == NULL)
+		goto done;
+	if ((der = malloc(pemlen + 1)) == NULL ||
+	    (kder = malloc(kpemlen + 1)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto done;
+	}
+	if (chain_der(pem, pemlen, der, &derlen, &leaflen) == 0) {
+		snprintf(err, errlen, "certificate %s: no PEM certificate in it, "
+		    "or a damaged one", cc->certificate);
+		goto done;
+	}
+	if ((kderlen = wc_KeyPemToDer((const unsigned char *)kpem,
+	    (int)kpemlen, kder, (int)kpemlen, NULL)) <= 0) {
+		snprintf(err, errlen, "private key %s: no unencrypted PEM "
+		    "private key in it", cc->private_key);
+		goto done;
+	}
+	if (cert_names(c, der, leaflen, cc->certificate, err, errlen) == -1)
+		goto done;
+	if (!first && c->nnames == 0) {
+		snprintf(err, errlen, "certificate %s names no host (no DNS "
+		    "subjectAltName): only a listener's first certificate may, "
+		    "as the others are chosen by name", cc->certificate);
+		goto done;
+	}
+	/* the others are checked in a context of their own */
+	if (!first && (check = wolfSSL_CTX_new(wolfTLSv1_3_server_method())) ==
+	    NULL) {
+		snprintf(err, errlen, "wolfSSL_CTX_new failed");
+		goto done;
+	}
+	if (wolfSSL_CTX_use_certificate_chain_buffer_format(check, der,
+	    (long)derlen, WOLFSSL_FILETYPE_ASN1) != WOLFSSL_SUCCESS) {
+		tls_error(err, errlen, "certificate", cc->certificate);
+		goto done;
+	}
+	if (wolfSSL_CTX_use_PrivateKey_buffer(check, kder, kderlen,
+	    WOLFSSL_FILETYPE_ASN1) != WOLFSSL_SUCCESS) {
+		tls_error(err, errlen, "private key", cc->private_key);
+		goto done;
+	}
+	if (wolfSSL_CTX_check_private_key(check) != WOLFSSL_SUCCESS) {
+		snprintf(err, errlen, "private key %s does not match "
+		    "certificate %s", cc->private_key, cc->certificate);
+		goto done;
+	}
+	if (!first) {
+		c->chain = der;
+		c->chainlen = derlen;
+		c->key = kder;
+		c->keylen = (size_t)kderlen;
+		der = kder = NULL;
+	}
+	rv = 0;
+done:
+	if (check != ctx)
+		wolfSSL_CTX_free(check);
+	free(pem);
+	free(der);
+	free_secret(kpem, kpemlen);
+	free_secret(kder, kpemlen);
+	return rv;
+}
+
+static void
+ctx_data_free(struct tls_ctx_data *d)
+{
+	if (d == NULL)
+		return;
+	for (size_t i = 0; i < d->ncerts; i++) {
+		struct tls_cert *c = &d->certs[i];
+
+		for (size_t j = 0; j < c->nnames; j++)
+			free(c->names[j]);
+		free(c->names);
+		free(c->chain);
+		free_secret(c->key, c->keylen);
+	}
+	free(d->certs);
+	free(d);
+}
+
 WOLFSSL_CTX *
-tls_ctx_new(const char *certificate, const char *private_key, bool early_data,
-    const void *zrtt, size_t zrttlen, char *err, size_t errlen)
+tls_ctx_new(const struct config_cert *certs, size_t ncerts, bool early_data,
+    const void *zrtt, size_t zrttlen, size_t *bad, char *err, size_t errlen)
 {
 	WOLFSSL_CTX *ctx;
-	struct ticket_ctx *tc;
+	struct tls_ctx_data *d;
 
+	*bad = 0;
 	/* errors left by connections would be reported as this load's */
 	wolfSSL_ERR_clear_error();
 	if ((ctx = wolfSSL_CTX_new(wolfTLSv1_3_server_method())) == NULL) {
@@ -199,16 +537,19 @@ tls_ctx_new(const char *certificate, const char *private_key, bool early_data,
 	 * First, so that tls_ctx_free always frees what it finds there
 	 * (wolfSSL points it into the context itself until then).
 	 */
-	if ((tc = malloc(sizeof(*tc) + zrttlen)) == NULL) {
+	if ((d = calloc(1, sizeof(*d) + zrttlen)) == NULL ||
+	    (d->certs = calloc(ncerts, sizeof(*d->certs))) == NULL) {
+		free(d);
 		wolfSSL_CTX_free(ctx);
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
-	tc->len = zrttlen;
+	d->ncerts = ncerts;
+	d->len = zrttlen;
 	if (zrttlen > 0)
-		memcpy(tc->data, zrtt, zrttlen);
-	if (wolfSSL_CTX_set_TicketEncCtx(ctx, tc) != WOLFSSL_SUCCESS) {
-		free(tc);
+		memcpy(d->data, zrtt, zrttlen);
+	if (wolfSSL_CTX_set_TicketEncCtx(ctx, d) != WOLFSSL_SUCCESS) {
+		ctx_data_free(d);
 		wolfSSL_CTX_free(ctx);
 		snprintf(err, errlen, "cannot set the session ticket keys");
 		return NULL;
@@ -229,6 +570,7 @@ tls_ctx_new(const char *certificate, const char *private_key, bool early_data,
 	wolfSSL_CTX_SNI_SetOptions(ctx, WOLFSSL_SNI_HOST_NAME,
 	    WOLFSSL_SNI_CONTINUE_ON_MISMATCH | WOLFSSL_SNI_ANSWER_ON_MISMATCH);
 	wolfSSL_CTX_set_servername_callback(ctx, sni_cb);
+	wolfSSL_CTX_set_servername_arg(ctx, d);
 	if (wolfSSL_CTX_set_TicketEncCb(ctx, ticket_cb) != WOLFSSL_SUCCESS) {
 		snprintf(err, errlen, "cannot set the session ticket keys");
 		goto fail;
@@ -242,21 +584,12 @@ tls_ctx_new(const char *certificate, const char *private_key, bool early_data,
 		snprintf(err, errlen, "cannot enable early data in wolfSSL");
 		goto fail;
 	}
-	if (wolfSSL_CTX_use_certificate_chain_file(ctx, certificate) !=
-	    WOLFSSL_SUCCESS) {
-		tls_error(err, errlen, "certificate", certificate);
-		goto fail;
-	}
-	if (wolfSSL_CTX_use_PrivateKey_file(ctx, private_key,
-	    WOLFSSL_FILETYPE_PEM) != WOLFSSL_SUCCESS) {
-		tls_error(err, errlen, "private key", private_key);
-		goto fail;
-	}
-	if (wolfSSL_CTX_check_private_key(ctx) != WOLFSSL_SUCCESS) {
-		snprintf(err, errlen, "private key %s does not match "
-		    "certificate %s", private_key, certificate);
-		goto fail;
-	}
+	for (size_t i = 0; i < ncerts; i++)
+		if (cert_load(ctx, &d->certs[i], &certs[i], i == 0, err,
+		    errlen) == -1) {
+			*bad = i;
+			goto fail;
+		}
 	return ctx;
 fail:
 	tls_ctx_free(ctx);
@@ -268,7 +601,7 @@ tls_ctx_free(WOLFSSL_CTX *ctx)
 {
 	if (ctx == NULL)
 		return;
-	free(wolfSSL_CTX_get_TicketEncCtx(ctx));
+	ctx_data_free(wolfSSL_CTX_get_TicketEncCtx(ctx));
 	wolfSSL_CTX_free(ctx);
 }
 
@@ -316,6 +649,7 @@ tls_session_new(WOLFSSL_CTX *ctx, struct tls_conn *tc, bool early_data)
 	}
 	wolfSSL_set_quic_early_data_enabled(ssl, early_data ? 1 : 0);
 	tc->sni[0] = '\0';
+	tc->cert = 0;
 	wolfSSL_set_app_data(ssl, tc);
 	wolfSSL_set_accept_state(ssl);
 	if (keylog_enabled())

@@ -17,7 +17,10 @@
 struct tls_conn {
 	ngtcp2_crypto_conn_ref	 ref;
 	char			 sni[256];	/* "" when none was sent */
+	unsigned int		 cert;		/* the certificate it got */
 };
+
+struct config_cert;
 
 int		 tls_init(void);
 /*
@@ -26,16 +29,24 @@ int		 tls_init(void);
  * accepted, so restarts and reloads keep tickets, and 0-RTT, working.
  */
 void		 tls_set_ticket_secret(const uint8_t *, size_t);
-/* A server context for one listener; NULL with a message in err. */
 /*
- * early_data: accept 0-RTT on resumed sessions. Its session tickets are
- * bound to zrtt (zrttlen bytes): one issued under other bytes resumes
- * nothing (see quic_0rtt_context).
+ * A server context for one listener: its certificates (ncerts, at least
+ * one; the first for a client that names none of the others' hosts).
+ * NULL with a message in err, and the index of the certificate at fault
+ * in bad. early_data: accept 0-RTT on resumed sessions. Its session
+ * tickets are bound to zrtt (zrttlen bytes) and to the certificate: one
+ * issued under other bytes, or for another certificate, resumes nothing
+ * (see quic_0rtt_context).
  */
-WOLFSSL_CTX	*tls_ctx_new(const char *certificate, const char *private_key,
+WOLFSSL_CTX	*tls_ctx_new(const struct config_cert *certs, size_t ncerts,
 		    bool early_data, const void *zrtt, size_t zrttlen,
-		    char *err, size_t errlen);
+		    size_t *bad, char *err, size_t errlen);
 void		 tls_ctx_free(WOLFSSL_CTX *);
+/*
+ * Whether a certificate's DNS name (lowercase; "*.example.com" for any
+ * one label before example.com) covers a host name (lowercase).
+ */
+bool		 tls_host_matches(const char *name, const char *host);
 /* A session bound to a connection through tc (ngtcp2's convention). */
 WOLFSSL		*tls_session_new(WOLFSSL_CTX *, struct tls_conn *tc,
 		    bool early_data);

@@ -111,7 +111,11 @@ check_config(const struct config *cfg)
 
 		FUZZ_CHECK(l->name != NULL && l->name[0] != '\0');
 		FUZZ_CHECK(l->naddrs > 0 && l->addrs != NULL);
-		FUZZ_CHECK(l->certificate != NULL && l->private_key != NULL);
+		/* every certificate has its key, in pairs */
+		FUZZ_CHECK(l->ncerts > 0 && l->ncerts == l->nkeys);
+		for (size_t j = 0; j < l->ncerts; j++)
+			FUZZ_CHECK(l->certs[j].certificate != NULL &&
+			    l->certs[j].private_key != NULL);
 		FUZZ_CHECK(l->early_data_methods != NULL);
 		FUZZ_CHECK(l->retry >= CONFIG_RETRY_AUTO &&
 		    l->retry <= CONFIG_RETRY_NEVER);

@@ -125,7 +125,7 @@ def test_broken_config_refuses_to_start(tmp_path, certificate):
 def test_check_reads_the_certificate_and_key(tmp_path, certificate):
     """-t loads each listener's certificate and key as a start would: a
     certificate and key given the wrong way round fail the check, on the
-    listener's line, where they used to pass it and fail only the start."""
+    certificate's line, where they used to pass it and fail only the start."""
     cert, key = certificate
     lines = valid_lines(key, cert)
     path = write(tmp_path, lines)
@@ -133,7 +133,7 @@ def test_check_reads_the_certificate_and_key(tmp_path, certificate):
     out = p.stdout + p.stderr
     assert p.returncode == 1, out
     assert "configuration OK" not in out
-    assert re.search(r"(?m)^%s:6: listener main: certificate " % re.escape(path), out), out
+    assert re.search(r"(?m)^%s:8: listener main: certificate " % re.escape(path), out), out
     assert not os.path.exists(os.path.join(os.path.dirname(key), "qproxy-test.secret"))
 
 

@@ -197,8 +197,10 @@ test_full(void)
 	CHECK_EQ_STR(addr_format(&l->addrs[0], buf, sizeof(buf)),
 	    "127.0.0.1:443");
 	CHECK_EQ_STR(addr_format(&l->addrs[1], buf, sizeof(buf)), "[::1]:443");
-	CHECK_EQ_STR(l->certificate, "cert.pem");
-	CHECK_EQ_STR(l->private_key, "key.pem");
+	CHECK_EQ_INT(l->ncerts, 1);
+	CHECK_EQ_INT(l->nkeys, 1);
+	CHECK_EQ_STR(l->certs[0].certificate, "cert.pem");
+	CHECK_EQ_STR(l->certs[0].private_key, "key.pem");
 	l = &cfg->listeners[1];
 	CHECK_EQ_STR(l->name, "other");
 	CHECK_EQ_INT(l->line, 20);
@@ -376,8 +378,9 @@ test_keys(void)
 	CHECK_ERRS("[global]\n"
 	    "log_level = warn\n"
 	    LISTENER
-	    "certificate = cert.pem\n"
+	    "retry = never\n"
 	    "address = 127.0.0.2:4433\n"
+	    "retry = always\n"
 	    "[global]\n"
 	    "max_streams_bidi = 5\n"
 	    "log_level = debug\n"
@@ -388,14 +391,14 @@ test_keys(void)
 	    "server = 127.0.0.1:81\n"
 	    "connect_timeout = 1s\n"
 	    "connect_timeout = 2s\n",
-	    "FILE:7: duplicate key \"certificate\" in [listener main], first "
-	    "at line 5\n"
-	    "FILE:11: duplicate key \"log_level\" in [global], first at "
+	    "FILE:9: duplicate key \"retry\" in [listener main], first "
+	    "at line 7\n"
+	    "FILE:12: duplicate key \"log_level\" in [global], first at "
 	    "line 2\n"
-	    "FILE:16: duplicate key \"backend\" in [route all], first at "
-	    "line 15\n"
-	    "FILE:21: duplicate key \"connect_timeout\" in [backend two], "
-	    "first at line 20\n");
+	    "FILE:17: duplicate key \"backend\" in [route all], first at "
+	    "line 16\n"
+	    "FILE:22: duplicate key \"connect_timeout\" in [backend two], "
+	    "first at line 21\n");
 
 	/* bad values */
 	CHECK_ERRS("[global]\n"
@@ -522,6 +525,65 @@ test_files(void)
 	    "FILE:3: certificate: cannot open \"missing.pem\": No such file "
 	    "or directory\n"
 	    "FILE:4: private_key: cannot open \".\": Is a directory\n");
+
+	/*
+	 * More than one certificate: the nth certificate key takes the nth
+	 * private_key, in whatever order they come.
+	 */
+	CHECK_LOADS(&cfg, "[listener main]\n"
+	    "address = 127.0.0.1:4433\n"
+	    "private_key = key.pem\n"
+	    "certificate = cert.pem\n"
+	    "certificate = cert2.pem\n"
+	    "certificate = cert3.pem\n"
+	    "private_key = key2.pem\n"
+	    "private_key = key3.pem\n"
+	    BACKEND);
+	if (cfg != NULL) {
+		const struct config_listener *l = &cfg->listeners[0];
+
+		CHECK_EQ_INT(l->ncerts, 3);
+		CHECK_EQ_INT(l->nkeys, 3);
+		CHECK_EQ_STR(l->certs[0].certificate, "cert.pem");
+		CHECK_EQ_STR(l->certs[0].private_key, "key.pem");
+		CHECK_EQ_INT(l->certs[0].line, 4);
+		CHECK_EQ_INT(l->certs[0].key_line, 3);
+		CHECK_EQ_STR(l->certs[1].certificate, "cert2.pem");
+		CHECK_EQ_STR(l->certs[1].private_key, "key2.pem");
+		CHECK_EQ_INT(l->certs[1].line, 5);
+		CHECK_EQ_STR(l->certs[2].certificate, "cert3.pem");
+		CHECK_EQ_STR(l->certs[2].private_key, "key3.pem");
+		CHECK_EQ_INT(l->certs[2].key_line, 8);
+	}
+	config_free(cfg);
+	/* one without a partner is named by its line */
+	CHECK_ERRS("[listener main]\n"
+	    "address = 127.0.0.1:4433\n"
+	    "certificate = cert.pem\n"
+	    "private_key = key.pem\n"
+	    "certificate = cert2.pem\n"
+	    BACKEND,
+	    "FILE:5: certificate: no private_key goes with it (certificates: "
+	    "2, private keys: 1; the nth certificate takes the nth key)\n");
+	CHECK_ERRS("[listener main]\n"
+	    "address = 127.0.0.1:4433\n"
+	    "private_key = key.pem\n"
+	    "private_key = key2.pem\n"
+	    "certificate = cert.pem\n"
+	    "private_key = key3.pem\n"
+	    BACKEND,
+	    "FILE:4: private_key: no certificate goes with it (certificates: "
+	    "1, private keys: 3; the nth certificate takes the nth key)\n");
+	/* a file refused still holds its place: no pairing error besides */
+	CHECK_ERRS("[listener main]\n"
+	    "address = 127.0.0.1:4433\n"
+	    "certificate = cert.pem\n"
+	    "certificate = missing.pem\n"
+	    "private_key = key.pem\n"
+	    "private_key = key2.pem\n"
+	    BACKEND,
+	    "FILE:4: certificate: cannot open \"missing.pem\": No such file "
+	    "or directory\n");
 
 	/* the configuration file itself: line 0 */
 	errs = test_load_path("no-such-dir/qproxy.conf", &cfg);
@@ -897,6 +959,10 @@ main(void)
 	}
 	test_write_file("cert.pem", "-----BEGIN CERTIFICATE-----\n");
 	test_write_file("key.pem", "-----BEGIN PRIVATE KEY-----\n");
+	test_write_file("cert2.pem", "-----BEGIN CERTIFICATE-----\n");
+	test_write_file("key2.pem", "-----BEGIN PRIVATE KEY-----\n");
+	test_write_file("cert3.pem", "-----BEGIN CERTIFICATE-----\n");
+	test_write_file("key3.pem", "-----BEGIN PRIVATE KEY-----\n");
 
 	test_full();
 	test_defaults();
@@ -912,6 +978,10 @@ main(void)
 
 	unlink("cert.pem");
 	unlink("key.pem");
+	unlink("cert2.pem");
+	unlink("key2.pem");
+	unlink("cert3.pem");
+	unlink("key3.pem");
 	snprintf(path, sizeof(path), "%s", test_dir);
 	if (chdir("/") == -1 || rmdir(path) == -1)
 		perror(path);

@@ -1,7 +1,8 @@
 /*
  * test_tls.c: the packet protection callbacks that bypass wolfSSL's EVP
  * layer, against the test vectors of RFC 9001 appendix A, and without a
- * heap allocation per packet.
+ * heap allocation per packet; and which host names a certificate's names
+ * cover.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -125,12 +126,31 @@ test_aead(void)
 	ngtcp2_crypto_aead_ctx_free(&actx);
 }
 
+/* exact names, and a wildcard for one whole first label */
+static void
+test_host_matches(void)
+{
+	CHECK(tls_host_matches("a.test", "a.test"));
+	CHECK(!tls_host_matches("a.test", "www.a.test"));
+	CHECK(!tls_host_matches("a.test", "a.test.example"));
+	CHECK(!tls_host_matches("www.a.test", "a.test"));
+	CHECK(tls_host_matches("*.b.test", "x.b.test"));
+	CHECK(tls_host_matches("*.b.test", "xn--bcher-kva.b.test"));
+	CHECK(!tls_host_matches("*.b.test", "b.test"));
+	CHECK(!tls_host_matches("*.b.test", ".b.test"));
+	CHECK(!tls_host_matches("*.b.test", "x.y.b.test"));
+	CHECK(!tls_host_matches("*.b.test", "xb.test"));
+	CHECK(!tls_host_matches("*.b.test", "x.b.test.example"));
+	CHECK(!tls_host_matches("*.b.test", "*.b.test.x"));
+}
+
 int
 main(void)
 {
 	wolfSSL_Init();
 	test_hp_mask();
 	test_aead();
+	test_host_matches();
 	wolfSSL_Cleanup();
 	UNIT_DONE();
 }
