@@ -258,6 +258,8 @@ static const struct config_key config_keys[] = {
 	    0, 0, NULL, 0, F(config_route, path_prefix) },
 	{ SECT_ROUTE, "backend", config_set_backend,
 	    0, 0, NULL, KEY_REQUIRED, NOF },
+	{ SECT_ROUTE, "max_body_size", config_set_size,
+	    0, 1024 * GB, "0", 0, F(config_route, max_body_size) },
 };
 
 _Static_assert(nitems(config_keys) <= CONFIG_MAX_KEYS,

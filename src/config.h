@@ -73,6 +73,7 @@ struct config_route {
 	int		 line;
 	char		*host;		/* NULL: any; "*.example.com": suffix */
 	char		*path_prefix;	/* NULL: any */
+	size_t		 max_body_size;	/* request body bytes; 0: no limit */
 	size_t		 backend;	/* index into config.backends */
 };
 

@@ -98,6 +98,8 @@ struct exchange {
 	bool			 write_queued;	/* on the flush list */
 	TAILQ_ENTRY(exchange)	 write_entry;
 	uint64_t		 body_received;
+	uint64_t		 body_limit;	/* its route's max_body_size; 0:
+						   none */
 	uint64_t		 body_queued;	/* to out or stage */
 	uint64_t		 uncredited;	/* body bytes not yet credited */
 	bool			 req_fin;	/* the client's request ended */
@@ -257,6 +259,7 @@ status_text(int status)
 	case 400: return "Bad Request";
 	case 404: return "Not Found";
 	case 408: return "Request Timeout";
+	case 413: return "Content Too Large";
 	case 425: return "Too Early";
 	case 431: return "Request Header Fields Too Large";
 	case 501: return "Not Implemented";
@@ -559,6 +562,24 @@ ex_bad_response(struct exchange *ex, struct log_limit *lim, const char *what)
 	ex_respond(ex, 502);
 }
 
+/*
+ * A request body past its route's max_body_size: 413 (RFC 9110 15.5.14),
+ * and the rest of it is not read (ex_finish); a backend that had its
+ * beginning loses the connection, so it takes no part of it for a whole
+ * request. Once the response has begun, the stream is reset.
+ */
+static void
+ex_body_too_large(struct exchange *ex)
+{
+	stats.requests_body_too_large++;
+	if (ex->resp_submitted) {
+		stats.requests_reset++;
+		ex_reset(ex, NGHTTP3_H3_REQUEST_CANCELLED);
+		return;
+	}
+	ex_respond(ex, 413);
+}
+
 static void
 ex_malformed(struct exchange *ex)
 {
@@ -737,6 +758,13 @@ exchange_headers_end(struct exchange *ex, bool fin)
 		ex_respond(ex, 425);
 		return;
 	}
+	/* a declared length too large goes nowhere, not even to a 100 */
+	ex->body_limit = route->max_body_size;
+	if (ex->body_limit > 0 && ex->req.content_length > 0 &&
+	    (uint64_t)ex->req.content_length > ex->body_limit) {
+		ex_body_too_large(ex);
+		return;
+	}
 	if (ex->early)
 		stats.early_data_requests++;
 	ex->backend = route->backend;
@@ -837,6 +865,10 @@ ex_body(struct exchange *ex, const uint8_t *data, size_t len)
 	}
 	if (request_check_body(&ex->req, ex->body_received, false) == -1) {
 		ex_malformed(ex);
+		return;
+	}
+	if (ex->body_limit > 0 && ex->body_received > ex->body_limit) {
+		ex_body_too_large(ex);
 		return;
 	}
 	if (ex->state == EX_HOLD) {

@@ -13,7 +13,8 @@ import time
 import pycurl
 import pytest
 
-from helpers import (SLOW, expected_body, expected_sha256, gtlsclient_binary, h3_get,
+from helpers import (SLOW, expected_body, expected_sha256, generated_body, gtlsclient_binary,
+                     h3_get,
                      h3_post, h3raw, h3raw_binary, make_easy, wait_until)
 from test_ops import stats
 from test_transport import _initial, _sections
@@ -1241,3 +1242,63 @@ def test_qpack_dynamic_table_cannot_grow_past_qpack_table_size(qproxy_factory, b
     big = h3raw(q.port, get, timeout=5, extra=["--raw-encoder", entry.hex(), "--linger", "2"])
     assert closed_0x201(big), big
     assert _limits(q)["closed_protocol_errors"] == 2
+
+
+def _body_limited(qproxy_factory, backend_app, tmp_path, limit):
+    """A private qproxy whose /app/ route takes request bodies of at most
+    limit bytes, and whose /other/ route, to the same backend, any."""
+    def make(port, c, k):
+        s = _sections(c, k, port, backend_app.tcp_server, str(tmp_path / "s"))
+        s[3][1].append(("max_body_size", str(limit)))
+        return s + [("route other", [("path_prefix", "/other/"), ("backend", "app")])]
+    return qproxy_factory(sections=make)
+
+
+def _uploads_since(backend, start):
+    return [r for r in backend.requests_since(start) if r["path"].endswith("/upload")]
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "streamed"])
+def test_a_body_past_max_body_size_gets_413(qproxy_factory, backend_app, tmp_path, declared):
+    """RFC 9110 15.5.14. With a Content-Length past the limit, the backend
+    never sees the request; a body without one is stopped where it passes
+    the limit, and the backend, which had its beginning, loses the
+    connection: no request it could take for whole. The limit itself is
+    allowed, and another route has none."""
+    limit = 256 * 1024
+    q = _body_limited(qproxy_factory, backend_app, tmp_path, limit)
+
+    def body(n):
+        return expected_body(n) if declared else generated_body(n)
+    r = h3_post(q.url("/app/upload"), body(limit), content_length=declared)
+    assert r.status == 200 and r.json()["length"] == limit
+    assert r.json()["content_length"] == (str(limit) if declared else None)
+    start = backend_app.count
+    r = h3_post(q.url("/app/upload"), body(4 * limit), content_length=declared)
+    assert r.status == 413, r.status
+    assert r.body == b"413 Content Too Large\n"
+    assert stats(q)["requests"]["body_too_large"] == 1
+    if declared:
+        time.sleep(0.3)
+        assert _uploads_since(backend_app, start) == []
+    else:
+        ups = _uploads_since(backend_app, start)
+        assert len(ups) == 1, ups
+        rec = backend_app.wait_body_done(ups[0]["id"], timeout=5 * SLOW)
+        assert not rec["body_done"] and rec["error"], rec
+    r = h3_post(q.url("/other/upload"), body(4 * limit), content_length=declared)
+    assert r.status == 200 and r.json()["length"] == 4 * limit
+    assert r.json()["sha256"] == expected_sha256(4 * limit)
+
+
+def test_a_body_past_max_body_size_is_not_read_on(qproxy_factory, backend_app, tmp_path):
+    """The 413 goes before the body has all come: the client is asked to
+    stop sending (H3_NO_ERROR, RFC 9114 4.1), and the connection serves on."""
+    q = _body_limited(qproxy_factory, backend_app, tmp_path, 1000)
+    post = [":method: POST", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port,
+            ":path: /app/upload"]
+    res = h3raw(q.port, post, data=5000, count=2)
+    assert res.outcomes == ["status 413 body 22"] * 2, res
+    res = h3raw(q.port, post + ["content-length: 5000"], data=5000)
+    assert res.outcomes == ["status 413 body 22"], res
+    assert stats(q)["requests"]["body_too_large"] == 3

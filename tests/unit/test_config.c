@@ -808,6 +808,21 @@ test_sizes(void)
 		CHECK_EQ_INT(got, t[i].bytes);
 		config_free(cfg);
 	}
+
+	/* a route's max_body_size: none by default, up to 1024g */
+	CHECK_LOADS(&cfg, LISTENER BACKEND
+	    "max_body_size = 10m\n"
+	    "[route other]\n"
+	    "backend = app\n");
+	if (cfg != NULL) {
+		CHECK_EQ_INT(cfg->routes[0].max_body_size, 10 << 20);
+		CHECK_EQ_INT(cfg->routes[1].max_body_size, 0);
+	}
+	config_free(cfg);
+	CHECK_ERRS(LISTENER BACKEND
+	    "max_body_size = 1025g\n",
+	    "FILE:9: max_body_size: invalid value \"1025g\": expected a size "
+	    "from 0 to 1024g, in bytes or with k, m or g\n");
 }
 
 static void
