@@ -1542,6 +1542,19 @@ config_warnings(const struct config *cfg,
 		    "stream_window: one upload to a slow backend can fill it",
 		    cfg->path, config_later_line(cfg, "request_buffer_total",
 		    "stream_window"));
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		const struct config_listener *l = &cfg->listeners[i];
+		struct stat st;
+
+		for (size_t j = 0; j < l->ncerts; j++)
+			if (stat(l->certs[j].private_key, &st) == 0 &&
+			    (st.st_mode & S_IROTH))
+				warn("%s:%d: private_key %s may be read by "
+				    "every user (mode %04o)", cfg->path,
+				    l->certs[j].key_line,
+				    l->certs[j].private_key,
+				    (unsigned)(st.st_mode & 07777));
+	}
 }
 
 int

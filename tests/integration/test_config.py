@@ -2,6 +2,7 @@
 
 import os
 import re
+import shutil
 import subprocess
 
 import pytest
@@ -135,6 +136,21 @@ def test_check_reads_the_certificate_and_key(tmp_path, certificate):
     assert "configuration OK" not in out
     assert re.search(r"(?m)^%s:8: listener main: certificate " % re.escape(path), out), out
     assert not os.path.exists(os.path.join(os.path.dirname(key), "qproxy-test.secret"))
+
+
+def test_a_private_key_every_user_may_read_is_warned_about(tmp_path, certificate):
+    """Allowed (root may have set it so on purpose), but said, on the
+    key's line; a key only its owner and group may read is no news."""
+    cert, key = certificate
+    mine = tmp_path / "key.pem"
+    shutil.copy(key, mine)
+    for mode, warned in ((0o644, True), (0o640, False), (0o604, True)):
+        os.chmod(mine, mode)
+        p = check(write(tmp_path, valid_lines(cert, str(mine))))
+        assert p.returncode == 0 and "configuration OK" in p.stdout, p
+        line = "%s:9: private_key %s may be read by every user (mode %04o)" % (
+            tmp_path / "qproxy.conf", mine, mode)
+        assert (line in p.stderr) == warned, (oct(mode), p.stderr)
 
 
 def _with_secret(tmp_path, certificate, make):
