@@ -1537,9 +1537,10 @@ config_warnings(const struct config *cfg,
 		    "lost handshake flight is not sent again before the "
 		    "handshake times out", cfg->path, config_later_line(cfg,
 		    "initial_rtt", "idle_timeout"));
-	if (cfg->request_buffer_total < cfg->stream_window)
-		warn("%s:%d: request_buffer_total is smaller than "
-		    "stream_window: one upload to a slow backend can fill it",
+	if (cfg->request_buffer_total < 4 * cfg->stream_window)
+		warn("%s:%d: request_buffer_total is smaller than four times "
+		    "stream_window, the most autotuning widens a stream's "
+		    "window to: one upload to a slow backend can fill it",
 		    cfg->path, config_later_line(cfg, "request_buffer_total",
 		    "stream_window"));
 	for (size_t i = 0; i < cfg->nlisteners; i++) {

@@ -797,9 +797,13 @@ def test_upload_waiting_for_response_memory_is_no_backend_timeout(qproxy_factory
 def _request_memory_limited(qproxy_factory, backend_app, tmp_path):
     """An instance with request_buffer_total = 1m whose backend has one
     connection, taken by a request that hangs (for 4 s, see _hold): the
-    requests after it wait in line, holding what their clients sent."""
+    requests after it wait in line, holding what their clients sent. Its
+    stream_window, 200k, lets one stream's window widen to 800k (four
+    times): one upload alone cannot pass the total, however slowly the
+    backend takes it (with 256k, a 3 MiB upload to the backend, slowed by
+    a loaded host, once got the 503 of the stream holding the most)."""
     q = _private(qproxy_factory, backend_app, tmp_path, ("request_buffer_total", "1m"),
-                 ("stream_window", "256k"), backend=[("max_connections", "1"),
+                 ("stream_window", "200k"), backend=[("max_connections", "1"),
                                                      ("connect_timeout", "30s")])
     hang = _hold(q, 1)
     wait_until(lambda: stats(q)["upstream"]["connections_current"] == 1, "backend taken")
