@@ -261,6 +261,7 @@ void		 server_close_all(struct quic_server *);
 void		 server_free(struct quic_server *);
 void		 server_report_stats(struct quic_server *, struct strbuf *,
 		    bool json);
+void		 server_report_tls(struct quic_server *, struct strbuf *, bool);
 void		 server_report_backends(struct quic_server *, struct strbuf *,
 		    bool json);
 

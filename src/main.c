@@ -272,6 +272,12 @@ op_conns(struct strbuf *out, bool json, void *arg)
 }
 
 static void
+op_tls(struct strbuf *out, bool json, void *arg)
+{
+	server_report_tls(server, out, json);
+}
+
+static void
 op_backends(struct strbuf *out, bool json, void *arg)
 {
 	if (json)
@@ -299,6 +305,7 @@ op_version(struct strbuf *out, bool json, void *arg)
 static const struct control_ops ops = {
 	.stats = op_stats,
 	.conns = op_conns,
+	.tls = op_tls,
 	.backends = op_backends,
 	.reload = op_reload,
 	.version = op_version,
@@ -402,8 +409,10 @@ check_files(const struct config *cfg)
 			fprintf(stderr, "%s:%d: listener %s: %s\n", cfg->path,
 			    l->certs[bad].line, l->name, err);
 			rv = -1;
-		} else
+		} else {
+			tls_ctx_warnings(ctx, cfg, l, time(NULL), log_warnx);
 			tls_ctx_free(ctx);
+		}
 	}
 	if (secret_check(cfg->secret_file, cfg->user != NULL ? cfg->uid : 0,
 	    err, sizeof(err)) == -1) {

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <sys/param.h>
 
@@ -112,6 +113,7 @@ generation_new(struct quic_server *srv, struct config *cfg,
 			generation_unref(gen);
 			return NULL;
 		}
+		tls_ctx_warnings(l->tls, cfg, l->cfg, time(NULL), log_warnx);
 	}
 	return gen;
 oom:
@@ -327,6 +329,80 @@ server_free(struct quic_server *srv)
 	exchange_cache_free();
 	bufq_cache_free();
 	h3_mem_drain();
+}
+
+/*
+ * Each listener's certificates, the first its default: the file, when it
+ * expires and the host names it serves.
+ */
+void
+server_report_tls(struct quic_server *srv, struct strbuf *out, bool json)
+{
+	const struct generation *gen = srv->gen;
+	struct tls_cert_info ci;
+	char when[32];
+	time_t now = time(NULL);
+	bool first = true;
+	int wname = 8, wfile = 11;
+
+	if (json)
+		strbuf_printf(out, "{\"certificates\":[");
+	else {
+		for (size_t i = 0; i < gen->nlisteners; i++) {
+			wname = MAX(wname, (int)strlen(gen->listeners[i].cfg->name));
+			for (size_t j = 0; tls_ctx_cert(gen->listeners[i].tls, j,
+			    &ci); j++)
+				wfile = MAX(wfile, (int)strlen(ci.file));
+		}
+		strbuf_printf(out, "%-*s %-20s %5s %-*s %s\n", wname, "LISTENER",
+		    "NOT_AFTER", "DAYS", wfile, "CERTIFICATE", "NAMES");
+	}
+	for (size_t i = 0; i < gen->nlisteners; i++) {
+		const struct listener *l = &gen->listeners[i];
+
+		for (size_t j = 0; tls_ctx_cert(l->tls, j, &ci); j++) {
+			/* whole days left, less than 0 once expired */
+			long long secs = (long long)(ci.not_after - now);
+			long long days = ci.not_after == 0 ? 0 : secs >= 0 ?
+			    secs / 86400 : -((-secs + 86399) / 86400);
+
+			tls_format_time(ci.not_after, when, sizeof(when));
+			if (json) {
+				strbuf_printf(out, "%s{\"listener\":",
+				    first ? "" : ",");
+				strbuf_json_string(out, l->cfg->name);
+				strbuf_printf(out, ",\"file\":");
+				strbuf_json_string(out, ci.file);
+				strbuf_printf(out, ",\"default\":%s,\"names\":[",
+				    j == 0 ? "true" : "false");
+				for (size_t k = 0; k < ci.nnames; k++) {
+					if (k > 0)
+						strbuf_printf(out, ",");
+					strbuf_json_string(out, ci.names[k]);
+				}
+				strbuf_printf(out, "],\"not_before\":");
+				tls_format_time(ci.not_before, when,
+				    sizeof(when));
+				strbuf_json_string(out, when);
+				strbuf_printf(out, ",\"not_after\":");
+				tls_format_time(ci.not_after, when,
+				    sizeof(when));
+				strbuf_json_string(out, when);
+				strbuf_printf(out, ",\"days_left\":%lld}", days);
+			} else {
+				strbuf_printf(out, "%-*s %-20s %5lld %-*s",
+				    wname, l->cfg->name, when, days, wfile,
+				    ci.file);
+				for (size_t k = 0; k < ci.nnames; k++)
+					strbuf_printf(out, " %s", ci.names[k]);
+				strbuf_printf(out, "%s\n",
+				    ci.nnames == 0 ? " -" : "");
+			}
+			first = false;
+		}
+	}
+	if (json)
+		strbuf_printf(out, "]}\n");
 }
 
 void

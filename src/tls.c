@@ -57,6 +57,8 @@ struct tls_cert {
 	char		**names;	/* DNS names, lowercase; "*.example.com" */
 	size_t		 nnames;
 	uint8_t		 id[32];	/* SHA-256 of the leaf */
+	char		*file;
+	time_t		 not_before, not_after;	/* 0: unknown */
 };
 
 /*
@@ -376,8 +378,25 @@ chain_der(const char *pem, size_t len, uint8_t *der, size_t *derlen,
 	return n;
 }
 
+/* A certificate's validity date, as wolfSSL found it; 0 if it cannot tell. */
+static time_t
+cert_time(const uint8_t *raw, int rawlen)
+{
+	const uint8_t *date;
+	uint8_t format;
+	int len;
+	struct tm tm;
+
+	memset(&tm, 0, sizeof(tm));
+	if (raw == NULL || wc_GetDateInfo(raw, rawlen, &date, &format,
+	    &len) != 0 || wc_GetDateAsCalendarTime(date, len, format,
+	    &tm) != 0)
+		return 0;
+	return timegm(&tm);
+}
+
 /*
- * The leaf's host names and digest, into c. Its DNS subjectAltNames only:
+ * The leaf's host names, validity and digest, into c. Its DNS subjectAltNames only:
  * clients no longer look at the common name (RFC 9525, which replaced RFC
  * 6125, dropped it), so a certificate without them serves no name to them
  * either. -1 with a message in err.
@@ -400,6 +419,8 @@ cert_names(struct tls_cert *c, const uint8_t *leaf, size_t leaflen,
 		snprintf(err, errlen, "certificate %s: cannot parse it", path);
 		goto done;
 	}
+	c->not_before = cert_time(dc.beforeDate, dc.beforeDateLen);
+	c->not_after = cert_time(dc.afterDate, dc.afterDateLen);
 	for (e = dc.altNames; e != NULL; e = e->next) {
 		if (e->type != ASN_DNS_TYPE || e->len <= 0 ||
 		    (name = cert_name(e->name, (size_t)e->len)) == NULL)
@@ -452,6 +473,10 @@ cert_load(WOLFSSL_CTX *ctx, struct tls_cert *c, const struct config_cert *cc,
 	    (int)kpemlen, kder, (int)kpemlen, NULL)) <= 0) {
 		snprintf(err, errlen, "private key %s: no unencrypted PEM "
 		    "private key in it", cc->private_key);
+		goto done;
+	}
+	if ((c->file = strdup(cc->certificate)) == NULL) {
+		snprintf(err, errlen, "out of memory");
 		goto done;
 	}
 	if (cert_names(c, der, leaflen, cc->certificate, err, errlen) == -1)
@@ -512,6 +537,7 @@ ctx_data_free(struct tls_ctx_data *d)
 		for (size_t j = 0; j < c->nnames; j++)
 			free(c->names[j]);
 		free(c->names);
+		free(c->file);
 		free(c->chain);
 		free_secret(c->key, c->keylen);
 	}
@@ -594,6 +620,64 @@ tls_ctx_new(const struct config_cert *certs, size_t ncerts, bool early_data,
 fail:
 	tls_ctx_free(ctx);
 	return NULL;
+}
+
+bool
+tls_ctx_cert(WOLFSSL_CTX *ctx, size_t n, struct tls_cert_info *info)
+{
+	const struct tls_ctx_data *d = wolfSSL_CTX_get_TicketEncCtx(ctx);
+	const struct tls_cert *c;
+
+	if (d == NULL || n >= d->ncerts)
+		return false;
+	c = &d->certs[n];
+	info->file = c->file;
+	info->names = c->names;
+	info->nnames = c->nnames;
+	info->not_before = c->not_before;
+	info->not_after = c->not_after;
+	return true;
+}
+
+void
+tls_format_time(time_t t, char *buf, size_t len)
+{
+	struct tm tm;
+
+	if (t == 0 || gmtime_r(&t, &tm) == NULL ||
+	    strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(buf, len, "unknown");
+}
+
+void
+tls_ctx_warnings(WOLFSSL_CTX *ctx, const struct config *cfg,
+    const struct config_listener *l, time_t now,
+    void (*warn)(const char *, ...))
+{
+	struct tls_cert_info ci;
+	char when[32];
+
+	for (size_t i = 0; tls_ctx_cert(ctx, i, &ci); i++) {
+		if (ci.not_after == 0)
+			continue;
+		if (ci.not_before > now) {
+			tls_format_time(ci.not_before, when, sizeof(when));
+			warn("%s:%d: listener %s: certificate %s is not valid "
+			    "before %s", cfg->path, l->certs[i].line, l->name,
+			    ci.file, when);
+		}
+		tls_format_time(ci.not_after, when, sizeof(when));
+		if (ci.not_after <= now)
+			warn("%s:%d: listener %s: certificate %s expired at %s",
+			    cfg->path, l->certs[i].line, l->name, ci.file, when);
+		else if (ci.not_after - now < TLS_EXPIRY_WARN_DAYS * 86400) {
+			long long days = (long long)(ci.not_after - now) / 86400;
+
+			warn("%s:%d: listener %s: certificate %s expires at %s, "
+			    "in %lld day%s", cfg->path, l->certs[i].line,
+			    l->name, ci.file, when, days, days == 1 ? "" : "s");
+		}
+	}
 }
 
 void

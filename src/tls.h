@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
@@ -20,7 +21,9 @@ struct tls_conn {
 	unsigned int		 cert;		/* the certificate it got */
 };
 
+struct config;
 struct config_cert;
+struct config_listener;
 
 int		 tls_init(void);
 /*
@@ -42,6 +45,26 @@ WOLFSSL_CTX	*tls_ctx_new(const struct config_cert *certs, size_t ncerts,
 		    bool early_data, const void *zrtt, size_t zrttlen,
 		    size_t *bad, char *err, size_t errlen);
 void		 tls_ctx_free(WOLFSSL_CTX *);
+
+/* A context's certificate, as qproxyctl tls shows it. */
+struct tls_cert_info {
+	const char	*file;
+	char *const	*names;		/* its DNS names, lowercase */
+	size_t		 nnames;
+	time_t		 not_before, not_after;	/* 0: unknown */
+};
+/* The nth certificate of a context, the first the default; false past. */
+bool		 tls_ctx_cert(WOLFSSL_CTX *, size_t n, struct tls_cert_info *);
+/* "2026-12-03T18:00:00Z", or "unknown" for 0 */
+void		 tls_format_time(time_t, char *buf, size_t len);
+/*
+ * A listener's certificates that are not valid yet, have expired or expire
+ * within TLS_EXPIRY_WARN_DAYS, each warned about at its line of the file.
+ */
+#define TLS_EXPIRY_WARN_DAYS	14
+void		 tls_ctx_warnings(WOLFSSL_CTX *, const struct config *,
+		    const struct config_listener *, time_t now,
+		    void (*warn)(const char *, ...));
 /*
  * Whether a certificate's DNS name (lowercase; "*.example.com" for any
  * one label before example.com) covers a host name (lowercase).

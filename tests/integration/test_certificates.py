@@ -3,11 +3,18 @@ names hold the host it asked for (SNI), checked by libcurl against a CA of
 the test's own; the first certificate is for every other client. Tickets
 resume only under the certificate that issued them."""
 
+import datetime
+import json
 import os
 import subprocess
+import time
 
 import pycurl
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from helpers import expected_body, gtlsclient_binary, h3_get, qproxy_binary
 from test_ops import qproxyctl, stats
@@ -207,3 +214,88 @@ def test_a_ticket_resumes_only_under_its_own_certificate(qproxy_factory, backend
     p = _gtls(q, tmp_path, "/app/bytes/5", *resume)
     assert (tmp_path / "5").read_bytes() == expected_body(5), p
     assert stats(q)["quic"]["early_data_requests"] == before + 1
+
+
+def _dated_certificate(d, name, not_before, not_after):
+    """A self-signed EC certificate for name.test valid between the two
+    datetimes: name.pem, name.key in d."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name + ".test")])
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(not_before).not_valid_after(not_after)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name + ".test")]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    pem, kpem = os.path.join(d, name + ".pem"), os.path.join(d, name + ".key")
+    with open(pem, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(os.open(kpem, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM,
+                                  serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    return pem, kpem
+
+
+def test_qproxyctl_tls_shows_each_certificate(qproxy_factory, backend_app, certs):
+    q = qproxy_factory(sections=_sections(backend_app.tcp_server, [
+        certs["default"], certs["a"], certs["b"]]))
+    t0 = time.time()
+    p = qproxyctl(q, "tls", "--json")
+    t1 = time.time()
+    assert p.returncode == 0, p.stderr
+    got = json.loads(p.stdout)["certificates"]
+    assert [(c["listener"], c["file"], c["default"], c["names"]) for c in got] == [
+        ("main", certs["default"][0], True, ["localhost"]),
+        ("main", certs["a"][0], False, ["a.test", "www.a.test"]),
+        ("main", certs["b"][0], False, ["*.b.test"])]
+    for c, which in zip(got, ("default", "a", "b")):
+        with open(certs[which][0], "rb") as f:
+            leaf = x509.load_pem_x509_certificate(f.read())
+        assert c["not_after"] == leaf.not_valid_after.strftime("%Y-%m-%dT%H:%M:%SZ"), c
+        assert c["not_before"] == leaf.not_valid_before.strftime("%Y-%m-%dT%H:%M:%SZ"), c
+        # whole days left: made for 2, so 1, or 2 within their first second
+        end = leaf.not_valid_after.replace(tzinfo=datetime.timezone.utc).timestamp()
+        assert c["days_left"] in {int((end - t) // 86400) for t in (t0 - 1, t1 + 1)}, c
+    p = qproxyctl(q, "tls")
+    lines = p.stdout.splitlines()
+    assert lines[0].split() == ["LISTENER", "NOT_AFTER", "DAYS", "CERTIFICATE", "NAMES"], p.stdout
+    assert lines[2].split()[3:] == [certs["a"][0], "a.test", "www.a.test"], p.stdout
+    assert len(lines) == 4, p.stdout
+
+
+def test_certificates_near_or_past_their_dates_are_warned_about(
+        qproxy_factory, backend_app, certificate, tmp_path):
+    """By -t and in the log at a start, each at its line; a certificate
+    with 30 days left is no news."""
+    now = datetime.datetime.utcnow().replace(microsecond=0)
+    day = datetime.timedelta(days=1)
+    old = _dated_certificate(str(tmp_path), "old", now - 10 * day, now - day)
+    soon = _dated_certificate(str(tmp_path), "soon", now - day,
+                              now + 3 * day + datetime.timedelta(hours=2))
+    later = _dated_certificate(str(tmp_path), "later", now + day, now + 90 * day)
+    conf = tmp_path / "q.conf"
+    leaves = [certificate, old, soon, later]
+    conf.write_text("[listener main]\naddress = 127.0.0.1:4433\n" +
+                    "".join("certificate = %s\nprivate_key = %s\n" % c for c in leaves) +
+                    "[backend app]\nserver = %s\n[route all]\nbackend = app\n"
+                    % backend_app.tcp_server)
+    p = subprocess.run([qproxy_binary(), "-t", "-c", str(conf)], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 0 and "configuration OK" in p.stdout, p
+    expect = [
+        "%s:5: listener main: certificate %s expired at %s" % (
+            conf, old[0], (now - day).strftime("%Y-%m-%dT%H:%M:%SZ")),
+        "%s:7: listener main: certificate %s expires at %s, in 3 days" % (
+            conf, soon[0], (now + 3 * day + datetime.timedelta(hours=2)).strftime(
+                "%Y-%m-%dT%H:%M:%SZ")),
+        "%s:9: listener main: certificate %s is not valid before %s" % (
+            conf, later[0], (now + day).strftime("%Y-%m-%dT%H:%M:%SZ")),
+    ]
+    warned = [x for x in p.stderr.splitlines() if "certificate" in x]
+    assert [w.split("qproxy[warn]: ", 1)[-1] for w in warned] == expect, p.stderr
+    # the daemon says the same where its log goes
+    q = qproxy_factory(sections=_sections(backend_app.tcp_server, leaves))
+    text = open(q.log).read()
+    for e in expect:
+        assert e.split(": listener", 1)[1] in text, text
