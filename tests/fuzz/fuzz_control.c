@@ -23,7 +23,7 @@
 #include "fuzz.h"
 
 static const char *const commands[] = {
-	"stats", "conns", "backends", "reload", "version",
+	"stats", "conns", "tls", "backends", "reload", "version",
 };
 
 static struct ev_loop	*loop;
@@ -55,6 +55,7 @@ fake_reload(struct strbuf *out, void *arg)
 static const struct control_ops ops = {
 	.stats = fake_show,
 	.conns = fake_conns,
+	.tls = fake_show,
 	.backends = fake_show,
 	.reload = fake_reload,
 	.version = fake_show,

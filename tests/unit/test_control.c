@@ -53,7 +53,7 @@ static void
 test_parse(void)
 {
 	static const char *const cmds[] = {
-		"stats", "conns", "backends", "reload", "version",
+		"stats", "conns", "tls", "backends", "reload", "version",
 	};
 	char line[2048];
 	const char *cmd, *err;
@@ -457,6 +457,8 @@ test_commands(const char *path)
 	expect(path, "QPROXY/1 stats\r\n", "OK\nfake stats json=0\n");
 	expect(path, "QPROXY/1 conns\n", "OK\nconn line 1\nconn line 2\n");
 	expect(path, "QPROXY/1 backends\n", "OK\n");
+	/* a command known to the protocol whose daemon has no handler */
+	expect(path, "QPROXY/1 tls\n", "ERR command not supported\n");
 	expect(path, "QPROXY/1 version\n", "OK\nqproxy test\n");
 	expect(path, "QPROXY/1 version json\n",
 	    "OK\n{\"version\": \"test\"}\n");
