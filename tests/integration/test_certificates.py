@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from helpers import expected_body, gtlsclient_binary, h3_get, qproxy_binary
+from cdp import Chromium, chromium_binary, spki_hash
+from helpers import SLOW, expected_body, gtlsclient_binary, h3_get, qproxy_binary
 from test_ops import qproxyctl, stats
 
 
@@ -299,3 +300,45 @@ def test_certificates_near_or_past_their_dates_are_warned_about(
     text = open(q.log).read()
     for e in expect:
         assert e.split(": listener", 1)[1] in text, text
+
+
+def _chromium(q, hosts, trusted):
+    """A headless Chromium that speaks HTTP/3 to q for each of hosts, which
+    it resolves to 127.0.0.1, and takes the certificates with the keys of
+    trusted, whatever names they hold."""
+    if not chromium_binary():
+        pytest.fail("chromium is not installed (make deps installs it)", pytrace=False)
+    c = Chromium(",".join("%s:%d" % (h, q.port) for h in hosts),
+                 ",".join(spki_hash(t) for t in trusted), timeout=30 * SLOW,
+                 extra_args=["--host-resolver-rules=" +
+                             ", ".join("MAP %s 127.0.0.1" % h for h in hosts)])
+    c.start()
+    return c
+
+
+def test_chromium_gets_each_host_its_certificate(qproxy_factory, backend_app, certs):
+    """A browser that trusts only the keys of a.test's and b.test's
+    certificates, not the first one's, loads a page from each host; one
+    from a host no certificate names, which gets the first, fails (Chromium
+    calls it ERR_QUIC_PROTOCOL_ERROR), and loads once that key is trusted
+    too."""
+    q = qproxy_factory(sections=_sections(backend_app.tcp_server, [
+        certs["default"], certs["a"], certs["b"]]))
+    hosts = ["a.test", "x.b.test", "c.test"]
+    c = _chromium(q, hosts, [certs["a"][0], certs["b"][0]])
+    try:
+        for h in hosts[:2]:
+            r = c.navigate("https://%s:%d/app/status/200" % (h, q.port))
+            assert not r.get("errorText"), (h, r, c.stderr_tail())
+            assert c.evaluate("performance.getEntriesByType('navigation')[0]"
+                              ".nextHopProtocol") == "h3", h
+        r = c.navigate("https://c.test:%d/app/status/200" % q.port)
+        assert r.get("errorText"), r
+    finally:
+        c.close()
+    c = _chromium(q, hosts[2:], [certs["default"][0]])
+    try:
+        r = c.navigate("https://c.test:%d/app/status/200" % q.port)
+        assert not r.get("errorText"), (r, c.stderr_tail())
+    finally:
+        c.close()
