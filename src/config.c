@@ -186,6 +186,8 @@ static const struct config_key config_keys[] = {
 	    1 * MB, 1024 * GB, "256m", 0, F(config, request_buffer_total) },
 	{ SECT_GLOBAL, "max_header_size", config_set_size,
 	    1 * KB, 1 * MB, "64k", 0, F(config, max_header_size) },
+	{ SECT_GLOBAL, "max_body_size", config_set_size,
+	    0, 1024 * GB, "0", 0, F(config, max_body_size) },
 	{ SECT_GLOBAL, "qpack_table_size", config_set_size,
 	    0, 64 * KB, "4096", 0, F(config, qpack_table_size) },
 	{ SECT_GLOBAL, "qpack_blocked_streams", config_set_count,
@@ -1292,6 +1294,17 @@ config_finish_certs(struct config_parser *p, struct config_listener *l)
 	}
 }
 
+/* What a route leaves unset that [global] gives, wherever that comes. */
+static void
+config_finish_route(const struct config_section *s, struct config_route *r,
+    const struct config *cfg)
+{
+	for (size_t j = 0; j < nitems(config_keys); j++)
+		if (config_keys[j].sect == SECT_ROUTE && s->keyline[j] == 0 &&
+		    strcmp(config_keys[j].name, "max_body_size") == 0)
+			r->max_body_size = cfg->max_body_size;
+}
+
 /* the checks that need the whole file */
 static void
 config_finish(struct config_parser *p)
@@ -1315,6 +1328,8 @@ config_finish(struct config_parser *p)
 		}
 		if (s->kind == SECT_LISTENER)
 			config_finish_certs(p, &cfg->listeners[s->index]);
+		if (s->kind == SECT_ROUTE)
+			config_finish_route(s, &cfg->routes[s->index], cfg);
 		if (s->kind != SECT_ROUTE || s->backend == NULL)
 			continue;
 		for (j = 0; j < cfg->nbackends; j++)

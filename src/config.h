@@ -73,7 +73,8 @@ struct config_route {
 	int		 line;
 	char		*host;		/* NULL: any; "*.example.com": suffix */
 	char		*path_prefix;	/* NULL: any */
-	size_t		 max_body_size;	/* request body bytes; 0: no limit */
+	size_t		 max_body_size;	/* request body bytes; 0: no limit
+					   (the global one, unless set) */
 	size_t		 backend;	/* index into config.backends */
 };
 
@@ -93,6 +94,7 @@ struct config {
 	size_t			 response_buffer_size;	/* bytes per stream */
 	size_t			 response_buffer_total;	/* all streams */
 	size_t			 request_buffer_total;	/* all streams */
+	size_t			 max_body_size;	/* routes' default; 0: none */
 	size_t			 max_header_size;	/* request or response head */
 	size_t			 qpack_table_size;	/* bytes */
 	size_t			 qpack_blocked_streams;

@@ -1311,3 +1311,18 @@ def test_a_body_past_max_body_size_is_not_read_on(qproxy_factory, backend_app, t
     assert res.outcomes == ["status 413 body 22"], res
     assert ":status: 100" not in res.stdout, res
     assert stats(q)["requests"]["body_too_large"] == 4
+
+
+def test_the_global_max_body_size_holds_for_routes_without_their_own(
+        qproxy_factory, backend_app, tmp_path):
+    def make(port, c, k):
+        s = _sections(c, k, port, backend_app.tcp_server, str(tmp_path / "s"),
+                      extra=[("max_body_size", "1000")])
+        return s + [("route other", [("path_prefix", "/other/"), ("backend", "app"),
+                                     ("max_body_size", "0")])]
+    q = qproxy_factory(sections=make)
+    post = [":method: POST", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port]
+    res = h3raw(q.port, post + [":path: /app/upload"], data=5000)
+    assert res.outcomes == ["status 413 body 22"], res
+    res = h3raw(q.port, post + [":path: /other/upload"], data=5000)
+    assert len(res.outcomes) == 1 and res.outcomes[0].startswith("status 200 "), res

@@ -819,6 +819,26 @@ test_sizes(void)
 		CHECK_EQ_INT(cfg->routes[1].max_body_size, 0);
 	}
 	config_free(cfg);
+	/*
+	 * [global]'s is the default of the routes without their own, even
+	 * when it comes after them; 0 in a route lifts it there
+	 */
+	CHECK_LOADS(&cfg, LISTENER BACKEND
+	    "[route big]\n"
+	    "backend = app\n"
+	    "max_body_size = 5m\n"
+	    "[route open]\n"
+	    "backend = app\n"
+	    "max_body_size = 0\n"
+	    "[global]\n"
+	    "max_body_size = 1m\n");
+	if (cfg != NULL) {
+		CHECK_EQ_INT(cfg->max_body_size, 1 << 20);
+		CHECK_EQ_INT(cfg->routes[0].max_body_size, 1 << 20);
+		CHECK_EQ_INT(cfg->routes[1].max_body_size, 5 << 20);
+		CHECK_EQ_INT(cfg->routes[2].max_body_size, 0);
+	}
+	config_free(cfg);
 	CHECK_ERRS(LISTENER BACKEND
 	    "max_body_size = 1025g\n",
 	    "FILE:9: max_body_size: invalid value \"1025g\": expected a size "
