@@ -349,9 +349,10 @@ server_report_tls(struct quic_server *srv, struct strbuf *out, bool json)
 		strbuf_printf(out, "{\"certificates\":[");
 	else {
 		for (size_t i = 0; i < gen->nlisteners; i++) {
-			wname = MAX(wname, (int)strlen(gen->listeners[i].cfg->name));
-			for (size_t j = 0; tls_ctx_cert(gen->listeners[i].tls, j,
-			    &ci); j++)
+			const struct listener *l = &gen->listeners[i];
+
+			wname = MAX(wname, (int)strlen(l->cfg->name));
+			for (size_t j = 0; tls_ctx_cert(l->tls, j, &ci); j++)
 				wfile = MAX(wfile, (int)strlen(ci.file));
 		}
 		strbuf_printf(out, "%-*s %-20s %5s %-*s %s\n", wname, "LISTENER",

@@ -396,10 +396,10 @@ cert_time(const uint8_t *raw, int rawlen)
 }
 
 /*
- * The leaf's host names, validity and digest, into c. Its DNS subjectAltNames only:
- * clients no longer look at the common name (RFC 9525, which replaced RFC
- * 6125, dropped it), so a certificate without them serves no name to them
- * either. -1 with a message in err.
+ * The leaf's host names, validity and digest, into c. Its DNS
+ * subjectAltNames only: clients no longer look at the common name (RFC
+ * 9525, which replaced RFC 6125, dropped it), so a certificate without
+ * them serves no name to them either. -1 with a message in err.
  */
 static int
 cert_names(struct tls_cert *c, const uint8_t *leaf, size_t leaflen,
