@@ -766,6 +766,8 @@ config_set_file(struct config_parser *p, const struct config_key *k,
 		return -1;
 	}
 	close(fd);
+	if (key)
+		c->key_mode = st.st_mode;
 	if ((*(key ? &c->private_key : &c->certificate) =
 	    config_strdup(p, value)) == NULL)
 		return -1;
@@ -1560,16 +1562,14 @@ config_warnings(const struct config *cfg,
 		    "stream_window"));
 	for (size_t i = 0; i < cfg->nlisteners; i++) {
 		const struct config_listener *l = &cfg->listeners[i];
-		struct stat st;
 
 		for (size_t j = 0; j < l->ncerts; j++)
-			if (stat(l->certs[j].private_key, &st) == 0 &&
-			    (st.st_mode & S_IROTH))
+			if (l->certs[j].key_mode & S_IROTH)
 				warn("%s:%d: private_key %s may be read by "
 				    "every user (mode %04o)", cfg->path,
 				    l->certs[j].key_line,
 				    l->certs[j].private_key,
-				    (unsigned)(st.st_mode & 07777));
+				    (unsigned)(l->certs[j].key_mode & 07777));
 	}
 }
 

@@ -21,6 +21,7 @@ struct config_cert {
 	char		*private_key;
 	int		 line;		/* of the certificate key */
 	int		 key_line;	/* of the private_key key */
+	mode_t		 key_mode;	/* of the key file, as read */
 };
 
 struct config_listener {

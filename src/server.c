@@ -362,10 +362,8 @@ server_report_tls(struct quic_server *srv, struct strbuf *out, bool json)
 		const struct listener *l = &gen->listeners[i];
 
 		for (size_t j = 0; tls_ctx_cert(l->tls, j, &ci); j++) {
-			/* whole days left, less than 0 once expired */
-			long long secs = (long long)(ci.not_after - now);
-			long long days = ci.not_after == 0 ? 0 : secs >= 0 ?
-			    secs / 86400 : -((-secs + 86399) / 86400);
+			long long days = ci.not_after == 0 ? 0 :
+			    tls_days_left(ci.not_after, now);
 
 			tls_format_time(ci.not_after, when, sizeof(when));
 			if (json) {

@@ -649,6 +649,14 @@ tls_format_time(time_t t, char *buf, size_t len)
 		snprintf(buf, len, "unknown");
 }
 
+long long
+tls_days_left(time_t not_after, time_t now)
+{
+	long long secs = (long long)(not_after - now);
+
+	return secs >= 0 ? secs / 86400 : -((-secs + 86399) / 86400);
+}
+
 void
 tls_ctx_warnings(WOLFSSL_CTX *ctx, const struct config *cfg,
     const struct config_listener *l, time_t now,
@@ -671,7 +679,7 @@ tls_ctx_warnings(WOLFSSL_CTX *ctx, const struct config *cfg,
 			warn("%s:%d: listener %s: certificate %s expired at %s",
 			    cfg->path, l->certs[i].line, l->name, ci.file, when);
 		else if (ci.not_after - now < TLS_EXPIRY_WARN_DAYS * 86400) {
-			long long days = (long long)(ci.not_after - now) / 86400;
+			long long days = tls_days_left(ci.not_after, now);
 
 			warn("%s:%d: listener %s: certificate %s expires at %s, "
 			    "in %lld day%s", cfg->path, l->certs[i].line,

@@ -55,6 +55,8 @@ struct tls_cert_info {
 };
 /* The nth certificate of a context, the first the default; false past. */
 bool		 tls_ctx_cert(WOLFSSL_CTX *, size_t n, struct tls_cert_info *);
+/* Whole days from now to not_after, less than 0 once it has passed. */
+long long	 tls_days_left(time_t not_after, time_t now);
 /* "2026-12-03T18:00:00Z", or "unknown" for 0 */
 void		 tls_format_time(time_t, char *buf, size_t len);
 /*

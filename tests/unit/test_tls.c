@@ -144,6 +144,18 @@ test_host_matches(void)
 	CHECK(!tls_host_matches("*.b.test", "*.b.test.x"));
 }
 
+/* whole days, rounded down, also once the date has passed */
+static void
+test_days_left(void)
+{
+	CHECK_EQ_INT(tls_days_left(1000 + 2 * 86400, 1000), 2);
+	CHECK_EQ_INT(tls_days_left(1000 + 2 * 86400 - 1, 1000), 1);
+	CHECK_EQ_INT(tls_days_left(1000, 1000), 0);
+	CHECK_EQ_INT(tls_days_left(999, 1000), -1);
+	CHECK_EQ_INT(tls_days_left(1000 - 86400, 1000), -1);
+	CHECK_EQ_INT(tls_days_left(1000 - 86401, 1000), -2);
+}
+
 int
 main(void)
 {
@@ -151,6 +163,7 @@ main(void)
 	test_hp_mask();
 	test_aead();
 	test_host_matches();
+	test_days_left();
 	wolfSSL_Cleanup();
 	UNIT_DONE();
 }
