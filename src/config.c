@@ -196,6 +196,8 @@ static const struct config_key config_keys[] = {
 	    1, 10000, "100", 0, F(config, max_streams_bidi) },
 	{ SECT_GLOBAL, "max_connections", config_set_count,
 	    1, 10000000, "10000", 0, F(config, max_connections) },
+	{ SECT_GLOBAL, "max_connections_per_client", config_set_count,
+	    0, 10000000, "0", 0, F(config, max_conns_per_client) },
 	{ SECT_GLOBAL, "max_handshakes", config_set_count,
 	    1, 1000000, "1000", 0, F(config, max_handshakes) },
 	{ SECT_GLOBAL, "max_requests_per_connection", config_set_count,

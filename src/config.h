@@ -101,6 +101,7 @@ struct config {
 	size_t			 qpack_blocked_streams;
 	uint64_t		 max_streams_bidi;	/* concurrent per connection */
 	uint64_t		 max_connections;	/* in all */
+	uint64_t		 max_conns_per_client;	/* 0: no limit */
 	uint64_t		 max_handshakes;	/* in progress */
 	uint64_t		 max_requests_per_conn;	/* then GOAWAY */
 	uint64_t		 max_stream_resets;	/* per 10 s, per connection */

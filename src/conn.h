@@ -77,6 +77,8 @@ struct generation {
 };
 
 struct cid_entry;
+struct clients;
+struct client;
 
 struct quic_server {
 	struct ev_loop		*loop;
@@ -89,6 +91,7 @@ struct quic_server {
 	struct cid_entry	*last_cid;	/* the last one found */
 	uint64_t		 hashkey[2];
 	struct replay		*tokens_taken;	/* NEW_TOKEN tokens, once */
+	struct clients		*clients;	/* connections by client */
 
 	LIST_HEAD(, qconn)	 conns;
 	TAILQ_HEAD(, qconn)	 want_write;
@@ -163,6 +166,9 @@ struct qconn {
 	ev_timer		 timer;
 	struct cid_entry	*cids;		/* this connection's CIDs */
 	char			 peer[INET6_ADDRSTRLEN];
+	/* counted under this client while open (not closing) */
+	struct client		*client;
+	bool			 client_established;
 
 	uint8_t			*close_pkt;	/* closing period */
 	size_t			 close_pktlen;
@@ -270,8 +276,8 @@ void		 server_report_backends(struct quic_server *, struct strbuf *,
 size_t		 quic_0rtt_context(const struct config *, char *, size_t);
 void		 quic_init(struct quic_server *);
 void		 quic_fini(struct quic_server *);
-/* The NEW_TOKEN tokens remembered, into stats (for a report). */
-void		 quic_token_stats(struct quic_server *);
+/* The sizes of its tables (tokens taken, clients), into stats. */
+void		 quic_table_stats(struct quic_server *);
 void		 quic_sock_read_cb(struct ev_loop *, ev_io *, int);
 void		 quic_sock_write_cb(struct ev_loop *, ev_io *, int);
 void		 quic_report_conns(struct quic_server *, struct strbuf *,

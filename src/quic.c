@@ -18,6 +18,7 @@
 #include <wolfssl/ssl.h>
 #include <ngtcp2/ngtcp2_crypto_wolfssl.h>
 
+#include "clients.h"
 #include "conn.h"
 #include "exchange.h"
 #include "log.h"
@@ -239,6 +240,43 @@ remove_connection_id(ngtcp2_conn *conn, const ngtcp2_cid *cid,
 	return 0;
 }
 
+/*
+ * Counts a connection whose handshake is done under its client, unless
+ * that client has max_connections_per_client established already. The
+ * limit holds here, not only at the Initial, for handshakes begun together.
+ */
+static bool
+client_establish(struct qconn *qc)
+{
+	uint64_t limit = qc->gen->cfg->max_conns_per_client;
+	static struct log_limit lim;
+
+	if (qc->client == NULL)
+		return true;
+	if (limit > 0 && qc->client->established >= limit) {
+		log_limited(&lim, LOG_LEVEL_INFO, "%s: %u connections "
+		    "established from this client, refusing another",
+		    qc->peer, qc->client->established);
+		stats.refused_per_client++;
+		return false;
+	}
+	qc->client->established++;
+	qc->client_established = true;
+	return true;
+}
+
+/* The connection no longer counts for its client: closing, or freed. */
+static void
+client_forget(struct qconn *qc)
+{
+	if (qc->client == NULL)
+		return;
+	if (qc->client_established)
+		qc->client->established--;
+	clients_release(qc->srv->clients, qc->client);
+	qc->client = NULL;
+}
+
 static int
 handshake_completed(ngtcp2_conn *conn, void *user_data)
 {
@@ -248,6 +286,11 @@ handshake_completed(ngtcp2_conn *conn, void *user_data)
 	const ngtcp2_path *path = ngtcp2_conn_get_path(conn);
 	ngtcp2_ssize n;
 
+	if (!client_establish(qc)) {
+		ngtcp2_ccerr_set_transport_error(&qc->last_error,
+		    NGTCP2_CONNECTION_REFUSED, NULL, 0);
+		return NGTCP2_ERR_CALLBACK_FAILURE;
+	}
 	qc->handshake_done = true;
 	stats.handshakes_completed++;
 	stats.handshakes_current--;
@@ -993,7 +1036,8 @@ qconn_new(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 		goto fail;
 	ngtcp2_conn_set_tls_native_handle(qc->conn, qc->ssl);
 
-	if (cid_add(qc, &scid) == -1 || cid_add(qc, &hd->dcid) == -1)
+	if (cid_add(qc, &scid) == -1 || cid_add(qc, &hd->dcid) == -1 ||
+	    (qc->client = clients_add(srv->clients, remote)) == NULL)
 		goto fail;
 	ev_timer_init(&qc->timer, timer_cb, 0., 0.);
 	qc->timer.data = qc;
@@ -1045,6 +1089,7 @@ qconn_free(struct qconn *qc)
 		TAILQ_REMOVE(&qc->sock->blocked, qc, blocked_entry);
 	ev_timer_stop(srv->loop, &qc->timer);
 	LIST_REMOVE(qc, entry);
+	client_forget(qc);
 	if (!qc->accepted) {
 		/* a first packet ngtcp2 dropped: no connection, nor its trace */
 		if (!qc->retry_sent)
@@ -1453,6 +1498,7 @@ static void
 start_period(struct qconn *qc, enum qconn_state state)
 {
 	qc->state = state;
+	client_forget(qc);
 	if (qc->write_queued) {
 		TAILQ_REMOVE(&qc->srv->want_write, qc, write_entry);
 		qc->write_queued = false;
@@ -1621,6 +1667,37 @@ send_stateless_close(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 }
 
 /*
+ * max_connections_per_client, at a client's Initial: whether it was turned
+ * away (with Retry, or refused). Handshakes in progress count, but only
+ * while the address is not proven: Initials forged with a client's address
+ * could otherwise fill its share, and a client past it that answers a
+ * Retry gets in unless it has as many connections established.
+ */
+static bool
+client_over(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
+    const struct addr *remote, const struct addr *local, bool validated)
+{
+	const struct config_listener *lc = sock->listener->cfg;
+	uint64_t limit = sock->listener->gen->cfg->max_conns_per_client;
+	struct client *c;
+
+	if (limit == 0 ||
+	    (c = clients_find(sock->srv->clients, remote)) == NULL ||
+	    c->conns < limit)
+		return false;
+	if (!validated && lc->retry != CONFIG_RETRY_NEVER) {
+		(void)send_retry(sock, hd, remote, local);
+		return true;
+	}
+	if (validated && c->established < limit)
+		return false;
+	stats.refused_per_client++;
+	send_stateless_close(sock, hd, remote, local,
+	    NGTCP2_CONNECTION_REFUSED);
+	return true;
+}
+
+/*
  * A client Initial for no known connection: check its token, answer with
  * Retry when the listener wants the address proven first, or start a
  * connection.
@@ -1687,6 +1764,8 @@ accept_initial(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 		(void)send_retry(sock, hd, remote, local);
 		return NULL;
 	}
+	if (client_over(sock, hd, remote, local, validated))
+		return NULL;
 	/* Past Retry, what no client may push beyond: refused, no state. */
 	if (stats.conns_current >= cfg->max_connections ||
 	    (lc->max_connections > 0 && sock->nconns >= lc->max_connections)) {
@@ -2100,6 +2179,8 @@ quic_init(struct quic_server *srv)
 			fatal("%s: malloc", __func__);
 	}
 	fill_random(srv->hashkey, sizeof(srv->hashkey));
+	if ((srv->clients = clients_new()) == NULL)
+		fatal("%s: clients_new", __func__);
 	if ((srv->tokens_taken = replay_new(TOKENS_TAKEN_MAX,
 	    (double)REGULAR_TOKEN_TIMEOUT / NGTCP2_SECONDS)) == NULL)
 		fatal("%s: replay_new", __func__);
@@ -2125,10 +2206,11 @@ quic_init(struct quic_server *srv)
 }
 
 void
-quic_token_stats(struct quic_server *srv)
+quic_table_stats(struct quic_server *srv)
 {
 	stats.tokens_remembered = replay_count(srv->tokens_taken);
 	stats.tokens_forgotten = replay_evicted(srv->tokens_taken);
+	stats.clients_current = clients_count(srv->clients);
 }
 
 void
@@ -2150,6 +2232,7 @@ quic_fini(struct quic_server *srv)
 		free(srv->rx[i].buf);
 	free(srv->buckets);
 	replay_free(srv->tokens_taken);
+	clients_free(srv->clients);
 	explicit_bzero(srv->secret, sizeof(srv->secret));
 }
 

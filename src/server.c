@@ -424,6 +424,7 @@ static const struct stats_row {
 	ROW("connections", "handshakes_completed", handshakes_completed),
 	ROW("connections", "handshakes_failed", handshakes_failed),
 	ROW("connections", "handshakes_current", handshakes_current),
+	ROW("connections", "clients", clients_current),
 	ROW("streams", "current", streams_current),
 	ROW("streams", "total", streams_total),
 	ROW("requests", "total", requests_total),
@@ -468,6 +469,7 @@ static const struct stats_row {
 	ROW("quic", "cids_current", cids_current),
 	ROW("limits", "refused_max_connections", refused_max_connections),
 	ROW("limits", "refused_max_handshakes", refused_max_handshakes),
+	ROW("limits", "refused_per_client", refused_per_client),
 	ROW("limits", "goaway_max_requests", goaway_max_requests),
 	ROW("limits", "closed_stream_resets", closed_stream_resets),
 	ROW("limits", "closed_send_timeout", closed_send_timeout),
@@ -521,7 +523,7 @@ server_report_stats(struct quic_server *srv, struct strbuf *out, bool json)
 	stats.request_bytes = exchange_request_bytes();
 	stats.h3_bytes = h3_mem_live();
 	stats.h3_free_bytes = h3_mem_kept();
-	quic_token_stats(srv);
+	quic_table_stats(srv);
 	if (json)
 		strbuf_printf(out, "{\"version\":\"%s\",\"uptime\":%.3f,"
 		    "\"generation\":%llu", QPROXY_VERSION, uptime,

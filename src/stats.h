@@ -9,10 +9,12 @@ struct stats {
 	uint64_t	conns_closing;		/* now: of current, closing */
 	uint64_t	handshakes_completed, handshakes_failed;
 	uint64_t	handshakes_current;	/* in progress */
+	uint64_t	clients_current;	/* addresses with a connection */
 	uint64_t	cids_current;		/* in the CID table */
 	/* limits that held: what each turned away or closed */
 	uint64_t	refused_max_connections;
 	uint64_t	refused_max_handshakes;
+	uint64_t	refused_per_client;	/* max_connections_per_client */
 	uint64_t	goaway_max_requests;
 	uint64_t	closed_stream_resets;	/* over max_stream_resets */
 	uint64_t	closed_send_timeout;

@@ -317,9 +317,11 @@ def generated_body(n, piece=100003):
 
 def make_easy(url, *, method=None, headers=(), body=None, content_length=True,
               timeout=30, connect_timeout=10, connect_to=None, resolve=None,
-              verify=False, cainfo=None, on_data=None, head=False, path_as_is=False):
+              verify=False, cainfo=None, on_data=None, head=False, path_as_is=False,
+              source=None):
     """A configured pycurl.Curl (HTTP/3 only) and its collector; path_as_is:
-    the URL's path is sent without curl removing its dot segments."""
+    the URL's path is sent without curl removing its dot segments; source: the
+    local address to send from (any of 127.0.0.0/8 on loopback)."""
     require_pycurl_h3()
     c = pycurl.Curl()
     resp = Response()
@@ -329,6 +331,8 @@ def make_easy(url, *, method=None, headers=(), body=None, content_length=True,
     c.setopt(pycurl.NOSIGNAL, 1)
     if path_as_is:
         c.setopt(pycurl.PATH_AS_IS, 1)
+    if source:
+        c.setopt(pycurl.INTERFACE, "host!" + source)
     c.setopt(pycurl.TIMEOUT_MS, int(timeout * 1000))
     c.setopt(pycurl.CONNECTTIMEOUT_MS, int(connect_timeout * 1000))
     if verify:

@@ -15,8 +15,9 @@ import pytest
 
 from helpers import (SLOW, expected_body, expected_sha256, generated_body, gtlsclient_binary,
                      h3_get,
-                     h3_post, h3raw, h3raw_binary, make_easy, wait_until)
-from test_ops import stats
+                     h3_post, h3raw, h3raw_binary, make_easy, render_config,
+                     wait_until)
+from test_ops import qproxyctl, stats
 from test_transport import _initial, _sections
 
 from qpack import prefix_int  # tests/tools, on sys.path by conftest.py
@@ -132,6 +133,154 @@ def test_max_handshakes_refuses_while_handshakes_are_pending(qproxy_factory, bac
     wait_until(lambda: stats(q)["connections"]["handshakes_current"] == 0,
           "pending handshakes timed out", 15)
     assert h3_get(q.url("/app/bytes/10")).body == expected_body(10)
+
+
+def _connected(q, source):
+    """A libcurl handle that fetched a page from source, and keeps its QUIC
+    connection open (for idle_timeout, 30 s) until it is closed."""
+    c, col = make_easy(q.url("/app/bytes/10"), source=source)
+    c.perform()
+    col.finish(c)
+    assert col.resp.status == 200
+    return c
+
+
+def _refused_from(q, source):
+    """libcurl is refused: it takes the CONNECTION_CLOSE for a server about
+    to be back, and tries again at once until its connect timeout. Each
+    try is refused at its Initial, with no state kept."""
+    before = _limits(q)["refused_per_client"]
+    total = stats(q)["connections"]["total"]
+    c, _ = make_easy(q.url("/app/bytes/10"), source=source, connect_timeout=1)
+    try:
+        with pytest.raises(pycurl.error) as e:
+            c.perform()
+    finally:
+        c.close()
+    assert e.value.args[0] in (pycurl.E_OPERATION_TIMEDOUT,
+                               8), e.value     # CURLE_WEIRD_SERVER_REPLY
+    assert _limits(q)["refused_per_client"] > before
+    assert stats(q)["connections"]["total"] == total
+
+
+def _per_client(qproxy_factory, backend_app, tmp_path, limit, retry, *extra):
+    return qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server, str(tmp_path / "s"), retry=retry,
+        extra=[("max_connections_per_client", str(limit))] + list(extra)))
+
+
+def test_max_connections_per_client(qproxy_factory, backend_app, tmp_path):
+    """libcurl from 127.0.0.1 may keep two connections: a third is refused
+    (CONNECTION_REFUSED, no state kept), while 127.0.0.2 gets in; once one
+    of the two closes, 127.0.0.1 may open another."""
+    q = _per_client(qproxy_factory, backend_app, tmp_path, 2, "never")
+    wait_until(lambda: stats(q)["connections"]["current"] == 0, "no connection", 10)
+    done = stats(q)["connections"]["handshakes_completed"]
+    held = [_connected(q, "127.0.0.1") for _ in range(2)]
+    try:
+        s = stats(q)["connections"]
+        assert s["current"] == 2 and s["clients"] == 1, s
+        _refused_from(q, "127.0.0.1")
+        assert stats(q)["connections"]["current"] == 2
+        held.append(_connected(q, "127.0.0.2"))
+        s = stats(q)["connections"]
+        assert s["current"] == 3 and s["clients"] == 2, s
+        refused = _limits(q)["refused_per_client"]
+        held.pop(0).close()     # libcurl sends CONNECTION_CLOSE
+        # a closing connection no longer counts for its client
+        held.append(_connected(q, "127.0.0.1"))
+        assert _limits(q)["refused_per_client"] == refused
+        assert stats(q)["connections"]["handshakes_completed"] == done + 4
+    finally:
+        for c in held:
+            c.close()
+    wait_until(lambda: stats(q)["connections"]["clients"] == 0, "clients forgotten")
+
+
+def test_max_connections_per_client_is_not_filled_by_forged_initials(
+        qproxy_factory, backend_app, tmp_path):
+    """Handshakes that never finish fill 127.0.0.1's share, as Initials
+    forged with its address would: the relay, at 127.0.0.1, passes each
+    gtlsclient's first datagram only. A further Initial from 127.0.0.1 gets
+    Retry rather than a refusal, and libcurl, which answers it from there,
+    proves its address and gets in."""
+    q = _per_client(qproxy_factory, backend_app, tmp_path, 2, "auto")
+    wait_until(lambda: stats(q)["connections"]["current"] == 0, "no connection", 10)
+    with Relay(q.port, seed=23, c2s=Faults(drop_indices="2-1000000")) as r:
+        procs = [subprocess.Popen(
+            [gtlsclient_binary(), "-q", "--timeout=5s", "127.0.0.1", str(r.port),
+             "https://127.0.0.1:%d/app/bytes/10" % r.port],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(3)]
+        try:
+            wait_until(lambda: stats(q)["connections"]["handshakes_current"] == 2 and
+                       stats(q)["quic"]["retries_sent"] == 1, "2 pending, 1 Retry")
+            assert h3_get(q.url("/app/bytes/10")).body == expected_body(10)
+            s = stats(q)
+            assert s["quic"]["retries_sent"] == 2, s["quic"]
+            assert s["limits"]["refused_per_client"] == 0, s["limits"]
+            assert s["connections"]["handshakes_current"] == 2, s["connections"]
+        finally:
+            for p in procs:
+                p.kill()
+                p.wait()
+
+
+def test_max_connections_per_client_holds_at_the_handshakes_end(
+        qproxy_factory, backend_app, tmp_path):
+    """Handshakes under way when the client had room all complete, and the
+    limit holds there too. gtlsclient starts first, through a relay at
+    127.0.0.1 that holds each of its datagrams for 1.5 s; libcurl from the
+    same address, after a Retry, gets the one connection allowed meanwhile;
+    gtlsclient's Finished then gets CONNECTION_REFUSED."""
+    q = _per_client(qproxy_factory, backend_app, tmp_path, 1, "auto")
+    wait_until(lambda: stats(q)["connections"]["current"] == 0, "no connection", 10)
+    done = stats(q)["connections"]["handshakes_completed"]
+    with Relay(q.port, seed=24, c2s=Faults(delay_ms=1500)) as r:
+        p = subprocess.Popen(
+            [gtlsclient_binary(), "--timeout=10s", "127.0.0.1", str(r.port),
+             "https://127.0.0.1:%d/app/bytes/10" % r.port],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            wait_until(lambda: stats(q)["connections"]["handshakes_current"] == 1,
+                       "gtlsclient's handshake under way")
+            c = _connected(q, "127.0.0.1")
+            try:
+                out, _ = p.communicate(timeout=30)
+                s = stats(q)
+                assert s["limits"]["refused_per_client"] == 1, (s["limits"], out)
+                assert s["connections"]["handshakes_completed"] == done + 1, \
+                    s["connections"]
+                # (gtlsclient exits 0 all the same)
+                assert "CONNECTION_CLOSE(0x1c) error_code=CONNECTION_REFUSED(0x2)" in out, \
+                    out[-3000:]
+            finally:
+                c.close()
+        finally:
+            p.kill()
+            p.wait()
+
+
+def test_max_connections_per_client_set_by_a_reload(qproxy_factory, backend_app, tmp_path):
+    """Connections are counted by client with no limit set, so a reload that
+    sets one holds at once; those already open stay."""
+    q = _per_client(qproxy_factory, backend_app, tmp_path, 0, "never")
+    wait_until(lambda: stats(q)["connections"]["current"] == 0, "no connection", 10)
+    done = stats(q)["connections"]["handshakes_completed"]
+    held = [_connected(q, "127.0.0.1") for _ in range(2)]
+    try:
+        glob = q.sections[0][1]
+        glob[:] = [(k, "2" if k == "max_connections_per_client" else v) for k, v in glob]
+        with open(q.conf, "w") as f:
+            f.write(render_config(q.sections))
+        p = qproxyctl(q, "reload")
+        assert p.returncode == 0, p.stderr
+        _refused_from(q, "127.0.0.1")
+        for c in held:
+            c.perform()
+        assert stats(q)["connections"]["handshakes_completed"] == done + 2
+    finally:
+        for c in held:
+            c.close()
 
 
 def test_connection_waiting_on_a_backend_outlives_idle_timeout(qproxy_factory, backend_app,

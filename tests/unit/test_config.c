@@ -271,6 +271,7 @@ test_defaults(void)
 	CHECK_EQ_INT(cfg->qpack_table_size, 4096);
 	CHECK_EQ_INT(cfg->qpack_blocked_streams, 100);
 	CHECK_EQ_INT(cfg->max_streams_bidi, 100);
+	CHECK_EQ_INT(cfg->max_conns_per_client, 0);
 	CHECK_EQ_INT(cfg->nlisteners, 1);
 	CHECK_EQ_INT(cfg->nbackends, 0);
 	CHECK_EQ_INT(cfg->nroutes, 0);

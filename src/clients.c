@@ -1,0 +1,170 @@
+/*
+ * clients.c: connections counted by client address. A chained hash table
+ * keyed with SipHash under a random key, so that clients cannot choose
+ * addresses that share a chain; it doubles as clients come and never
+ * shrinks, so its size follows the most clients seen at once.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "clients.h"
+#include "siphash.h"
+
+#define CLIENTS_MIN	64	/* buckets at first; a power of two */
+
+struct clients {
+	uint64_t	  hashkey[2];
+	struct client	**buckets;
+	size_t		  nbuckets, n;
+};
+
+struct clients *
+clients_new(void)
+{
+	struct clients *t;
+
+	if ((t = calloc(1, sizeof(*t))) == NULL)
+		return NULL;
+	if (getrandom(t->hashkey, sizeof(t->hashkey), 0) !=
+	    sizeof(t->hashkey) ||
+	    (t->buckets = calloc(CLIENTS_MIN, sizeof(*t->buckets))) == NULL) {
+		free(t);
+		return NULL;
+	}
+	t->nbuckets = CLIENTS_MIN;
+	return t;
+}
+
+void
+clients_free(struct clients *t)
+{
+	struct client *c, *next;
+
+	if (t == NULL)
+		return;
+	for (size_t i = 0; i < t->nbuckets; i++)
+		for (c = t->buckets[i]; c != NULL; c = next) {
+			next = c->next;
+			free(c);
+		}
+	free(t->buckets);
+	free(t);
+}
+
+bool
+client_key(const struct addr *a, uint8_t key[CLIENT_KEYLEN])
+{
+	static const uint8_t mapped[12] = { [10] = 0xff, [11] = 0xff };
+	const uint8_t *v6;
+
+	memset(key, 0, CLIENT_KEYLEN);
+	switch (a->u.sa.sa_family) {
+	case AF_INET:
+		key[0] = 4;
+		memcpy(key + 1, &a->u.in.sin_addr, 4);
+		return true;
+	case AF_INET6:
+		v6 = a->u.in6.sin6_addr.s6_addr;
+		if (memcmp(v6, mapped, sizeof(mapped)) == 0) {
+			key[0] = 4;
+			memcpy(key + 1, v6 + 12, 4);
+		} else {
+			key[0] = 6;
+			memcpy(key + 1, v6, 8);
+		}
+		return true;
+	default:
+		return false;
+	}
+}
+
+static struct client **
+bucket(struct clients *t, const uint8_t key[CLIENT_KEYLEN])
+{
+	return &t->buckets[siphash24(t->hashkey, key, CLIENT_KEYLEN) &
+	    (t->nbuckets - 1)];
+}
+
+static struct client *
+lookup(struct clients *t, const uint8_t key[CLIENT_KEYLEN])
+{
+	struct client *c;
+
+	for (c = *bucket(t, key); c != NULL; c = c->next)
+		if (memcmp(c->key, key, CLIENT_KEYLEN) == 0)
+			return c;
+	return NULL;
+}
+
+struct client *
+clients_find(struct clients *t, const struct addr *a)
+{
+	uint8_t key[CLIENT_KEYLEN];
+
+	return client_key(a, key) ? lookup(t, key) : NULL;
+}
+
+/* Twice the buckets; on no memory the chains only grow longer. */
+static void
+grow(struct clients *t)
+{
+	struct client **old = t->buckets, *c, *next, **b;
+	size_t n = t->nbuckets;
+
+	if ((t->buckets = calloc(n * 2, sizeof(*t->buckets))) == NULL) {
+		t->buckets = old;
+		return;
+	}
+	t->nbuckets = n * 2;
+	for (size_t i = 0; i < n; i++)
+		for (c = old[i]; c != NULL; c = next) {
+			next = c->next;
+			b = bucket(t, c->key);
+			c->next = *b;
+			*b = c;
+		}
+	free(old);
+}
+
+struct client *
+clients_add(struct clients *t, const struct addr *a)
+{
+	uint8_t key[CLIENT_KEYLEN];
+	struct client *c, **b;
+
+	if (!client_key(a, key))
+		return NULL;
+	if ((c = lookup(t, key)) == NULL) {
+		if ((c = calloc(1, sizeof(*c))) == NULL)
+			return NULL;
+		memcpy(c->key, key, CLIENT_KEYLEN);
+		b = bucket(t, key);
+		c->next = *b;
+		*b = c;
+		if (++t->n > t->nbuckets)
+			grow(t);
+	}
+	c->conns++;
+	return c;
+}
+
+void
+clients_release(struct clients *t, struct client *c)
+{
+	struct client **p;
+
+	if (--c->conns > 0)
+		return;
+	for (p = bucket(t, c->key); *p != c; p = &(*p)->next)
+		;
+	*p = c->next;
+	t->n--;
+	free(c);
+}
+
+size_t
+clients_count(const struct clients *t)
+{
+	return t->n;
+}

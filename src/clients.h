@@ -1,0 +1,48 @@
+/*
+ * clients.h: QUIC connections counted by client, for
+ * max_connections_per_client.
+ *
+ * A client is an IPv4 address, or an IPv6 /64: a host is given a whole /64
+ * and may send from any address in it, so counting IPv6 addresses one by
+ * one would bound nothing. An IPv4-mapped IPv6 address counts as its IPv4
+ * address. A connection is counted under the address it began from, even
+ * if the client moves to another later.
+ *
+ * The table holds the clients that have a connection now, no more: at most
+ * as many entries as connections.
+ */
+#ifndef QPROXY_CLIENTS_H
+#define QPROXY_CLIENTS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "addr.h"
+
+/* The family (4 or 6), then the IPv4 address or the IPv6 /64. */
+#define CLIENT_KEYLEN	9
+
+struct client {
+	struct client	*next;		/* in its hash chain */
+	uint8_t		 key[CLIENT_KEYLEN];
+	uint32_t	 conns;		/* connections from it now */
+	uint32_t	 established;	/* of those, with their handshake done */
+};
+
+struct clients;
+
+struct clients	*clients_new(void);
+void		 clients_free(struct clients *);
+/* An address's client key; false for an address of no IP family. */
+bool		 client_key(const struct addr *, uint8_t key[CLIENT_KEYLEN]);
+/* The client of the address, if it has a connection now. */
+struct client	*clients_find(struct clients *, const struct addr *);
+/* Counts one more connection from the address; NULL: no memory. */
+struct client	*clients_add(struct clients *, const struct addr *);
+/* One of its connections is gone; the client is forgotten with its last. */
+void		 clients_release(struct clients *, struct client *);
+/* How many clients have a connection now. */
+size_t		 clients_count(const struct clients *);
+
+#endif
