@@ -2,7 +2,8 @@
  * clients.c: connections counted by client address. A chained hash table
  * keyed with SipHash under a random key, so that clients cannot choose
  * addresses that share a chain; it doubles as clients come and never
- * shrinks, so its size follows the most clients seen at once.
+ * shrinks, so its size follows the most clients seen at once. Beside it,
+ * the clients refused lately, direct-mapped by the same hash.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -13,10 +14,17 @@
 
 #define CLIENTS_MIN	64	/* buckets at first; a power of two */
 
+struct refusal {
+	uint8_t		 key[CLIENT_KEYLEN];
+	double		 budget;	/* refusals it may be sent */
+	double		 at;		/* when the budget was counted */
+};
+
 struct clients {
 	uint64_t	  hashkey[2];
 	struct client	**buckets;
 	size_t		  nbuckets, n;
+	struct refusal	  refusals[CLIENTS_REFUSAL_SLOTS];
 };
 
 struct clients *
@@ -167,4 +175,29 @@ size_t
 clients_count(const struct clients *t)
 {
 	return t->n;
+}
+
+bool
+clients_may_refuse(struct clients *t, const struct addr *a, double now)
+{
+	uint8_t key[CLIENT_KEYLEN];
+	struct refusal *r;
+
+	if (!client_key(a, key))
+		return true;
+	r = &t->refusals[siphash24(t->hashkey, key, CLIENT_KEYLEN) &
+	    (CLIENTS_REFUSAL_SLOTS - 1)];
+	if (memcmp(r->key, key, CLIENT_KEYLEN) != 0) {
+		memcpy(r->key, key, CLIENT_KEYLEN);
+		r->budget = CLIENTS_REFUSALS_BURST;
+	} else {
+		r->budget += now - r->at;
+		if (r->budget > CLIENTS_REFUSALS_BURST)
+			r->budget = CLIENTS_REFUSALS_BURST;
+	}
+	r->at = now;
+	if (r->budget < 1.)
+		return false;
+	r->budget -= 1.;
+	return true;
 }

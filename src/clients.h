@@ -45,4 +45,18 @@ void		 clients_release(struct clients *, struct client *);
 /* How many clients have a connection now. */
 size_t		 clients_count(const struct clients *);
 
+/*
+ * Whether the client of the address may be told once more, now, that it is
+ * refused (a stateless CONNECTION_CLOSE): CLIENTS_REFUSALS_BURST at once,
+ * then one a second. libcurl answers CONNECTION_REFUSED with a new Initial
+ * at once, thousands a second until its connect timeout; one it hears
+ * nothing from waits for its retransmission timer instead. The clients
+ * refused lately are kept in a fixed table, where one may take another's
+ * place: that one is then allowed a burst again.
+ */
+#define CLIENTS_REFUSALS_BURST	4
+#define CLIENTS_REFUSAL_SLOTS	1024	/* a power of two */
+bool		 clients_may_refuse(struct clients *, const struct addr *,
+		    double now);
+
 #endif

@@ -1651,6 +1651,8 @@ send_retry(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 /*
  * An Initial answered with CONNECTION_CLOSE and no state kept: INVALID_TOKEN
  * for a bad Retry token (RFC 9000 8.1.2), CONNECTION_REFUSED over a limit.
+ * A client refused again and again is left unanswered for a while (see
+ * clients_may_refuse).
  */
 static void
 send_stateless_close(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
@@ -1659,6 +1661,10 @@ send_stateless_close(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 	struct quic_server *srv = sock->srv;
 	ngtcp2_ssize n;
 
+	if (!clients_may_refuse(srv->clients, remote, ev_now(srv->loop))) {
+		stats.refusals_unanswered++;
+		return;
+	}
 	n = ngtcp2_crypto_write_connection_close(srv->txbuf,
 	    sizeof(srv->txbuf), hd->version, &hd->scid, &hd->dcid, code,
 	    NULL, 0);

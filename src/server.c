@@ -460,6 +460,7 @@ static const struct stats_row {
 	ROW("quic", "new_tokens_sent", new_tokens_sent),
 	ROW("quic", "stateless_resets_sent", stateless_resets_sent),
 	ROW("quic", "stateless_resets_limited", stateless_resets_limited),
+	ROW("quic", "refusals_unanswered", refusals_unanswered),
 	ROW("quic", "unvalidated_handshakes", handshakes_unvalidated),
 	ROW("quic", "path_validations_ok", path_validations_ok),
 	ROW("quic", "path_validations_failed", path_validations_failed),

@@ -197,6 +197,43 @@ def test_max_connections_per_client(qproxy_factory, backend_app, tmp_path):
     wait_until(lambda: stats(q)["connections"]["clients"] == 0, "clients forgotten")
 
 
+def test_a_client_refused_again_and_again_is_left_to_wait(qproxy_factory, backend_app,
+                                                         tmp_path):
+    """libcurl takes CONNECTION_REFUSED for a server about to be back and
+    sends a new Initial at once, thousands a second. Answered four times at
+    once and then once a second, it waits for its retransmission timer in
+    between, and sends a few Initials in 3 s. Another address is answered
+    as before."""
+    q = _per_client(qproxy_factory, backend_app, tmp_path, 1, "never")
+    wait_until(lambda: stats(q)["connections"]["current"] == 0, "no connection", 10)
+    held = [_connected(q, "127.0.0.1"), _connected(q, "127.0.0.2")]
+    try:
+        before = stats(q)
+        c, _ = make_easy(q.url("/app/bytes/10"), connect_timeout=3)
+        with pytest.raises(pycurl.error):
+            c.perform()
+        c.close()
+        after = stats(q)
+        refused = (after["limits"]["refused_per_client"] -
+                   before["limits"]["refused_per_client"])
+        unanswered = (after["quic"]["refusals_unanswered"] -
+                      before["quic"]["refusals_unanswered"])
+        received = (after["udp"]["datagrams_received"] -
+                    before["udp"]["datagrams_received"])
+        assert 4 <= refused - unanswered <= 4 + 3 + 2, (refused, unanswered)
+        assert received < 60, (received, refused, unanswered)
+        # 127.0.0.2, refused too, has its own four
+        for _ in range(4):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.bind(("127.0.0.2", 0))
+                s.settimeout(2.0 * SLOW)
+                s.sendto(_initial(os.urandom(8), os.urandom(8)), ("127.0.0.1", q.port))
+                assert s.recv(2048)[0] & 0x80
+    finally:
+        for c in held:
+            c.close()
+
+
 def test_max_connections_per_client_is_not_filled_by_forged_initials(
         qproxy_factory, backend_app, tmp_path):
     """Handshakes that never finish fill 127.0.0.1's share, as Initials

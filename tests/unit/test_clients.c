@@ -136,11 +136,47 @@ test_many(void)
 	clients_free(t);
 }
 
+/* Four refusals at once, then one a second, for each client alone. */
+static void
+test_refusals(void)
+{
+	struct clients *t = clients_new();
+	struct addr a = ip("192.0.2.1", 1), a2 = ip("192.0.2.1", 2);
+	struct addr b = ip("2001:db8::1", 3), b2 = ip("2001:db8::ff", 4);
+	struct addr other = ip("192.0.2.2", 1);
+	int n = 0;
+
+	for (int i = 0; i < 10; i++)
+		n += clients_may_refuse(t, i & 1 ? &a : &a2, 100.);
+	CHECK_EQ_INT(n, CLIENTS_REFUSALS_BURST);
+	/* another client has its own */
+	CHECK(clients_may_refuse(t, &other, 100.));
+	CHECK(!clients_may_refuse(t, &a, 100.5));
+	CHECK(clients_may_refuse(t, &a, 101.));
+	CHECK(!clients_may_refuse(t, &a, 101.));
+	/* the tries refused meanwhile do not push it back */
+	for (int i = 0; i < 100; i++)
+		(void)clients_may_refuse(t, &a, 101. + i * 0.0099);
+	CHECK(clients_may_refuse(t, &a, 102.));
+	/* a long pause gives a burst again, no more */
+	n = 0;
+	for (int i = 0; i < 10; i++)
+		n += clients_may_refuse(t, &a, 200.);
+	CHECK_EQ_INT(n, CLIENTS_REFUSALS_BURST);
+	/* an IPv6 /64 is one client */
+	n = 0;
+	for (int i = 0; i < 10; i++)
+		n += clients_may_refuse(t, i & 1 ? &b : &b2, 100.);
+	CHECK_EQ_INT(n, CLIENTS_REFUSALS_BURST);
+	clients_free(t);
+}
+
 int
 main(void)
 {
 	test_keys();
 	test_counts();
 	test_many();
+	test_refusals();
 	UNIT_DONE();
 }
