@@ -1,0 +1,261 @@
+/*
+ * cid.c: QUIC-LB connection IDs. AES-128-ECB comes from wolfCrypt, as
+ * the packet protection does.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include <wolfssl/options.h>
+#include <wolfssl/wolfcrypt/aes.h>
+
+#include "cid.h"
+
+struct cid_lb {
+	uint8_t		 first;		/* config ID and length */
+	uint8_t		 sid[CID_LB_MAX_SID];
+	size_t		 sidlen, noncelen, plainlen;
+	bool		 keyed;
+	uint8_t		 key[CID_LB_KEYLEN];	/* for cid_lb_decode */
+	Aes		 aes;
+	uint8_t		 nonce[CID_LB_MAX_PLAIN];	/* the next one */
+	uint8_t		 nonce_start[CID_LB_MAX_PLAIN];
+	bool		 exhausted;
+};
+
+static void
+fill_random(uint8_t *p, size_t len)
+{
+	ssize_t n;
+
+	while (len > 0) {
+		if ((n = getrandom(p, len, 0)) <= 0)
+			abort();
+		p += n;
+		len -= (size_t)n;
+	}
+}
+
+struct cid_lb *
+cid_lb_new(const uint8_t *sid, size_t sidlen, size_t noncelen,
+    unsigned config_id, const uint8_t key[CID_LB_KEYLEN])
+{
+	struct cid_lb *lb;
+
+	if (sidlen < 1 || sidlen > CID_LB_MAX_SID ||
+	    noncelen < CID_LB_MIN_NONCE ||
+	    sidlen + noncelen > CID_LB_MAX_PLAIN ||
+	    config_id >= CID_LB_UNROUTABLE)
+		return NULL;
+	if ((lb = calloc(1, sizeof(*lb))) == NULL)
+		return NULL;
+	lb->sidlen = sidlen;
+	lb->noncelen = noncelen;
+	lb->plainlen = sidlen + noncelen;
+	lb->first = (uint8_t)(config_id << 5 | lb->plainlen);
+	memcpy(lb->sid, sid, sidlen);
+	if (key != NULL) {
+		if (wc_AesInit(&lb->aes, NULL, INVALID_DEVID) != 0 ||
+		    wc_AesSetKeyDirect(&lb->aes, key, CID_LB_KEYLEN, NULL,
+		    AES_ENCRYPTION) != 0) {
+			free(lb);
+			return NULL;
+		}
+		lb->keyed = true;
+		memcpy(lb->key, key, CID_LB_KEYLEN);
+		fill_random(lb->nonce, noncelen);
+		memcpy(lb->nonce_start, lb->nonce, noncelen);
+	}
+	return lb;
+}
+
+void
+cid_lb_free(struct cid_lb *lb)
+{
+	if (lb == NULL)
+		return;
+	if (lb->keyed)
+		wc_AesFree(&lb->aes);
+	explicit_bzero(lb, sizeof(*lb));
+	free(lb);
+}
+
+size_t
+cid_lb_len(const struct cid_lb *lb)
+{
+	return 1 + lb->plainlen;
+}
+
+bool
+cid_lb_exhausted(const struct cid_lb *lb)
+{
+	return lb->exhausted;
+}
+
+void
+cid_lb_set_nonce(struct cid_lb *lb, const uint8_t *next, const uint8_t *first)
+{
+	memcpy(lb->nonce, next, lb->noncelen);
+	memcpy(lb->nonce_start, first, lb->noncelen);
+}
+
+/*
+ * One pass of the Feistel network: AES of the half `in', expanded to a
+ * block with the plaintext's length and the pass, XORed into `out'.
+ */
+static void
+feistel_pass(const struct cid_lb *lb, const uint8_t *in, uint8_t *out,
+    size_t half, unsigned pass)
+{
+	uint8_t block[16] = { 0 }, mask[16];
+
+	memcpy(block, in, half);
+	block[14] = (uint8_t)lb->plainlen;
+	block[15] = (uint8_t)pass;
+	(void)wc_AesEncryptDirect((Aes *)(uintptr_t)&lb->aes, mask, block);
+	for (size_t i = 0; i < half; i++)
+		out[i] ^= mask[i];
+}
+
+/* For an odd length the halves share the middle byte's two nibbles. */
+static void
+clear_left(uint8_t *left, size_t half, bool odd)
+{
+	if (odd)
+		left[half - 1] &= 0xf0;
+}
+
+static void
+clear_right(uint8_t *right, bool odd)
+{
+	if (odd)
+		right[0] &= 0x0f;
+}
+
+/* Four passes over sid || nonce in `plain', into `out' (plainlen bytes). */
+static void
+feistel_encrypt(const struct cid_lb *lb, const uint8_t *plain, uint8_t *out)
+{
+	size_t len = lb->plainlen, half = (len + 1) / 2;
+	bool odd = len & 1;
+	uint8_t left[10], right[10];
+
+	memcpy(left, plain, half);
+	memcpy(right, plain + len / 2, half);
+	clear_left(left, half, odd);
+	clear_right(right, odd);
+	feistel_pass(lb, left, right, half, 1);
+	clear_right(right, odd);
+	feistel_pass(lb, right, left, half, 2);
+	clear_left(left, half, odd);
+	feistel_pass(lb, left, right, half, 3);
+	clear_right(right, odd);
+	feistel_pass(lb, right, left, half, 4);
+	clear_left(left, half, odd);
+	memcpy(out, left, half);
+	if (odd)
+		out[half - 1] |= right[0];
+	memcpy(out + half, right + (odd ? 1 : 0), len - half);
+}
+
+static void
+feistel_decrypt(const struct cid_lb *lb, const uint8_t *in, uint8_t *plain)
+{
+	size_t len = lb->plainlen, half = (len + 1) / 2;
+	bool odd = len & 1;
+	uint8_t left[10], right[10];
+
+	memcpy(left, in, half);
+	memcpy(right, in + len / 2, half);
+	clear_left(left, half, odd);
+	clear_right(right, odd);
+	feistel_pass(lb, right, left, half, 4);
+	clear_left(left, half, odd);
+	feistel_pass(lb, left, right, half, 3);
+	clear_right(right, odd);
+	feistel_pass(lb, right, left, half, 2);
+	clear_left(left, half, odd);
+	feistel_pass(lb, left, right, half, 1);
+	clear_right(right, odd);
+	memcpy(plain, left, half);
+	if (odd)
+		plain[half - 1] |= right[0];
+	memcpy(plain + half, right + (odd ? 1 : 0), len - half);
+}
+
+void
+cid_lb_encode(const struct cid_lb *lb, const uint8_t *nonce, uint8_t *out)
+{
+	uint8_t plain[CID_LB_MAX_PLAIN];
+
+	out[0] = lb->first;
+	memcpy(plain, lb->sid, lb->sidlen);
+	memcpy(plain + lb->sidlen, nonce, lb->noncelen);
+	if (!lb->keyed)
+		memcpy(out + 1, plain, lb->plainlen);
+	else if (lb->plainlen == 16)
+		(void)wc_AesEncryptDirect((Aes *)(uintptr_t)&lb->aes, out + 1,
+		    plain);
+	else
+		feistel_encrypt(lb, plain, out + 1);
+	explicit_bzero(plain, sizeof(plain));
+}
+
+/* The nonce after this one, big-endian; false when it comes round. */
+static bool
+nonce_next(struct cid_lb *lb)
+{
+	size_t i = lb->noncelen;
+
+	while (i-- > 0)
+		if (++lb->nonce[i] != 0)
+			break;
+	return memcmp(lb->nonce, lb->nonce_start, lb->noncelen) != 0;
+}
+
+void
+cid_lb_make(struct cid_lb *lb, uint8_t *out)
+{
+	uint8_t nonce[CID_LB_MAX_PLAIN];
+
+	if (lb->exhausted) {
+		fill_random(out, cid_lb_len(lb));
+		out[0] = (uint8_t)(CID_LB_UNROUTABLE << 5 | lb->plainlen);
+		return;
+	}
+	if (!lb->keyed) {
+		/* in the clear, nonces must not be linkable: random */
+		fill_random(nonce, lb->noncelen);
+		cid_lb_encode(lb, nonce, out);
+		return;
+	}
+	cid_lb_encode(lb, lb->nonce, out);
+	if (!nonce_next(lb))
+		lb->exhausted = true;
+}
+
+bool
+cid_lb_decode(const struct cid_lb *lb, const uint8_t *cid, size_t len,
+    uint8_t *plain)
+{
+	Aes dec;
+	int rv;
+
+	if (len != cid_lb_len(lb) || (cid[0] >> 5) != (lb->first >> 5))
+		return false;
+	if (!lb->keyed)
+		memcpy(plain, cid + 1, lb->plainlen);
+	else if (lb->plainlen == 16) {
+		if (wc_AesInit(&dec, NULL, INVALID_DEVID) != 0)
+			return false;
+		rv = wc_AesSetKeyDirect(&dec, lb->key, CID_LB_KEYLEN, NULL,
+		    AES_DECRYPTION);
+		if (rv == 0)
+			rv = wc_AesDecryptDirect(&dec, plain, cid + 1);
+		wc_AesFree(&dec);
+		if (rv != 0)
+			return false;
+	} else
+		feistel_decrypt(lb, cid + 1, plain);
+	return true;
+}

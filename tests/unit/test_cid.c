@@ -1,0 +1,143 @@
+/* test_cid.c: QUIC-LB connection IDs, against the draft's test vectors. */
+#include <stdlib.h>
+
+#include "cid.h"
+#include "unit.h"
+
+static size_t
+unhex(const char *hex, uint8_t *out)
+{
+	size_t n = 0;
+
+	for (; hex[0] != '\0' && hex[1] != '\0'; hex += 2) {
+		unsigned v;
+
+		if (sscanf(hex, "%2x", &v) != 1)
+			exit(2);
+		out[n++] = (uint8_t)v;
+	}
+	return n;
+}
+
+/* One vector: the ID made of sid and nonce, and the sid decoded back. */
+static void
+vector(unsigned config_id, const char *sid_hex, const char *nonce_hex,
+    const char *key_hex, const char *cid_hex)
+{
+	uint8_t sid[32], nonce[32], key[16], want[32], got[32], plain[32];
+	size_t sidlen = unhex(sid_hex, sid), noncelen = unhex(nonce_hex, nonce);
+	size_t cidlen = unhex(cid_hex, want);
+	struct cid_lb *lb;
+
+	if (key_hex != NULL)
+		(void)unhex(key_hex, key);
+	lb = cid_lb_new(sid, sidlen, noncelen, config_id,
+	    key_hex != NULL ? key : NULL);
+	CHECK(lb != NULL);
+	if (lb == NULL)
+		return;
+	CHECK_EQ_INT(cid_lb_len(lb), cidlen);
+	cid_lb_encode(lb, nonce, got);
+	if (memcmp(got, want, cidlen) != 0) {
+		fprintf(stderr, "vector %s/%s: wrong ID\n", sid_hex, nonce_hex);
+		CHECK(0);
+	} else
+		CHECK(1);
+	CHECK(cid_lb_decode(lb, want, cidlen, plain));
+	CHECK(memcmp(plain, sid, sidlen) == 0);
+	CHECK(memcmp(plain + sidlen, nonce, noncelen) == 0);
+	cid_lb_free(lb);
+}
+
+static const char key[] = "8f95f09245765f80256934e50c66207f";
+
+static void
+test_vectors(void)
+{
+	vector(0, "c4605e", "4504cc4f", NULL, "07c4605e4504cc4f");
+	vector(0, "ed793a", "ee080dbf", key, "0720b1d07b359d3c");
+	vector(1, "ed793a51d49b8f5fab65", "ee080dbf48", key,
+	    "2fcc381bc74cb4fbad2823a3d1f8fed2");
+	vector(2, "ed793a51d49b8f5f", "ee080dbf48c0d1e5", key,
+	    "504dd2d05a7b0de9b2b9907afb5ecf8cc3");
+	/* listed with config ID 3, but its first octet, 0x12, says 0 */
+	vector(0, "ed793a51d49b8f5fab", "ee080dbf48c0d1e55d", key,
+	    "125779c9cc86beb3a3a4a3ca96fce4bfe0cdbc");
+	/* the draft's worked example of four passes */
+	vector(0, "31441a", "9c69c275", "fdf726a9893ec05c0632d3956680baf0",
+	    "0767947d29be054a");
+}
+
+/* Every length: what is made decodes to the server ID, never twice. */
+static void
+test_round_trip(void)
+{
+	uint8_t k[16], sid[CID_LB_MAX_SID], a[20], b[20], plain[20];
+
+	for (size_t i = 0; i < sizeof(k); i++)
+		k[i] = (uint8_t)unit_rand();
+	for (size_t i = 0; i < sizeof(sid); i++)
+		sid[i] = (uint8_t)unit_rand();
+	for (size_t sl = 1; sl <= CID_LB_MAX_SID; sl++)
+		for (size_t nl = CID_LB_MIN_NONCE; sl + nl <= CID_LB_MAX_PLAIN;
+		    nl++)
+			for (int keyed = 0; keyed < 2; keyed++) {
+				struct cid_lb *lb = cid_lb_new(sid, sl, nl, 5,
+				    keyed ? k : NULL);
+				bool ok = lb != NULL;
+
+				for (int j = 0; ok && j < 50; j++) {
+					cid_lb_make(lb, a);
+					cid_lb_make(lb, b);
+					ok = a[0] == (5 << 5 | (sl + nl)) &&
+					    memcmp(a, b, 1 + sl + nl) != 0 &&
+					    cid_lb_decode(lb, a, 1 + sl + nl,
+					    plain) &&
+					    memcmp(plain, sid, sl) == 0;
+				}
+				if (!ok)
+					fprintf(stderr, "sid %zu nonce %zu "
+					    "key %d\n", sl, nl, keyed);
+				CHECK(ok);
+				cid_lb_free(lb);
+			}
+	/* out of range */
+	CHECK(cid_lb_new(sid, 0, 8, 0, NULL) == NULL);
+	CHECK(cid_lb_new(sid, 4, 3, 0, NULL) == NULL);
+	CHECK(cid_lb_new(sid, 10, 10, 0, NULL) == NULL);
+	CHECK(cid_lb_new(sid, 4, 4, 7, NULL) == NULL);
+}
+
+/* The nonces come round to the first: then unroutable IDs, never again. */
+static void
+test_exhausted(void)
+{
+	uint8_t sid[1] = { 0x42 }, k[16] = { 1 }, cid[3][6], plain[5];
+	uint8_t next[4] = { 0xff, 0xff, 0xff, 0xfe }, first[4] = { 0 };
+	struct cid_lb *lb = cid_lb_new(sid, 1, 4, 2, k);
+
+	CHECK(lb != NULL);
+	if (lb == NULL)
+		return;
+	cid_lb_set_nonce(lb, next, first);
+	cid_lb_make(lb, cid[0]);
+	CHECK(!cid_lb_exhausted(lb));
+	cid_lb_make(lb, cid[1]);	/* ff ff ff ff, the last */
+	CHECK(cid_lb_exhausted(lb));
+	CHECK(cid_lb_decode(lb, cid[1], 6, plain) && plain[0] == 0x42 &&
+	    memcmp(plain + 1, "\xff\xff\xff\xff", 4) == 0);
+	cid_lb_make(lb, cid[2]);
+	CHECK_EQ_INT(cid[2][0] >> 5, CID_LB_UNROUTABLE);
+	CHECK_EQ_INT(cid[2][0] & 0x1f, 5);
+	CHECK(!cid_lb_decode(lb, cid[2], 6, plain));
+	cid_lb_free(lb);
+}
+
+int
+main(void)
+{
+	test_vectors();
+	test_round_trip();
+	test_exhausted();
+	UNIT_DONE();
+}
