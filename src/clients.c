@@ -64,6 +64,7 @@ bool
 client_key(const struct addr *a, uint8_t key[CLIENT_KEYLEN])
 {
 	static const uint8_t mapped[12] = { [10] = 0xff, [11] = 0xff };
+	static const uint8_t nat64[12] = { 0x00, 0x64, 0xff, 0x9b };
 	const uint8_t *v6;
 
 	memset(key, 0, CLIENT_KEYLEN);
@@ -74,7 +75,8 @@ client_key(const struct addr *a, uint8_t key[CLIENT_KEYLEN])
 		return true;
 	case AF_INET6:
 		v6 = a->u.in6.sin6_addr.s6_addr;
-		if (memcmp(v6, mapped, sizeof(mapped)) == 0) {
+		if (memcmp(v6, mapped, sizeof(mapped)) == 0 ||
+		    memcmp(v6, nat64, sizeof(nat64)) == 0) {
 			key[0] = 4;
 			memcpy(key + 1, v6 + 12, 4);
 		} else {
@@ -191,7 +193,8 @@ clients_may_refuse(struct clients *t, const struct addr *a, double now)
 		memcpy(r->key, key, CLIENT_KEYLEN);
 		r->budget = CLIENTS_REFUSALS_BURST;
 	} else {
-		r->budget += now - r->at;
+		if (now > r->at)	/* not when the clock went back */
+			r->budget += now - r->at;
 		if (r->budget > CLIENTS_REFUSALS_BURST)
 			r->budget = CLIENTS_REFUSALS_BURST;
 	}

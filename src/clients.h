@@ -4,8 +4,8 @@
  *
  * A client is an IPv4 address, or an IPv6 /64: a host is given a whole /64
  * and may send from any address in it, so counting IPv6 addresses one by
- * one would bound nothing. An IPv4-mapped IPv6 address counts as its IPv4
- * address. A connection is counted under the address it began from, even
+ * one would bound nothing. An IPv4 address mapped into IPv6 (::ffff:0:0/96,
+ * or NAT64's well-known 64:ff9b::/96) counts as that IPv4 address. A connection is counted under the address it began from, even
  * if the client moves to another later.
  *
  * The table holds the clients that have a connection now, no more: at most
@@ -27,7 +27,9 @@ struct client {
 	struct client	*next;		/* in its hash chain */
 	uint8_t		 key[CLIENT_KEYLEN];
 	uint32_t	 conns;		/* connections from it now */
-	uint32_t	 established;	/* of those, with their handshake done */
+	/* of those, the ones from a proven address: begun with a valid
+	   token, or with their handshake done */
+	uint32_t	 proven;
 };
 
 struct clients;

@@ -168,7 +168,7 @@ struct qconn {
 	char			 peer[INET6_ADDRSTRLEN];
 	/* counted under this client while open (not closing) */
 	struct client		*client;
-	bool			 client_established;
+	bool			 client_proven;	/* counted in its proven */
 
 	uint8_t			*close_pkt;	/* closing period */
 	size_t			 close_pktlen;

@@ -241,27 +241,29 @@ remove_connection_id(ngtcp2_conn *conn, const ngtcp2_cid *cid,
 }
 
 /*
- * Counts a connection whose handshake is done under its client, unless
- * that client has max_connections_per_client established already. The
- * limit holds here, not only at the Initial, for handshakes begun together.
+ * A connection of max_connections_per_client's client whose handshake is
+ * done: it counts as proven now, unless its client has as many proven
+ * connections already. The limit holds here too, not only at the Initial,
+ * for handshakes that began while the address was not proven. A reload
+ * holds at once: the limit is the running configuration's.
  */
 static bool
-client_establish(struct qconn *qc)
+client_prove(struct qconn *qc)
 {
-	uint64_t limit = qc->gen->cfg->max_conns_per_client;
+	uint64_t limit = qc->srv->gen->cfg->max_conns_per_client;
 	static struct log_limit lim;
 
-	if (qc->client == NULL)
+	if (qc->client == NULL || qc->client_proven)
 		return true;
-	if (limit > 0 && qc->client->established >= limit) {
+	if (limit > 0 && qc->client->proven >= limit) {
 		log_limited(&lim, LOG_LEVEL_INFO, "%s: %u connections "
-		    "established from this client, refusing another",
-		    qc->peer, qc->client->established);
+		    "from this client, refusing another", qc->peer,
+		    qc->client->proven);
 		stats.refused_per_client++;
 		return false;
 	}
-	qc->client->established++;
-	qc->client_established = true;
+	qc->client->proven++;
+	qc->client_proven = true;
 	return true;
 }
 
@@ -271,8 +273,8 @@ client_forget(struct qconn *qc)
 {
 	if (qc->client == NULL)
 		return;
-	if (qc->client_established)
-		qc->client->established--;
+	if (qc->client_proven)
+		qc->client->proven--;
 	clients_release(qc->srv->clients, qc->client);
 	qc->client = NULL;
 }
@@ -286,7 +288,7 @@ handshake_completed(ngtcp2_conn *conn, void *user_data)
 	const ngtcp2_path *path = ngtcp2_conn_get_path(conn);
 	ngtcp2_ssize n;
 
-	if (!client_establish(qc)) {
+	if (!client_prove(qc)) {
 		ngtcp2_ccerr_set_transport_error(&qc->last_error,
 		    NGTCP2_CONNECTION_REFUSED, NULL, 0);
 		return NGTCP2_ERR_CALLBACK_FAILURE;
@@ -1039,6 +1041,11 @@ qconn_new(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 	if (cid_add(qc, &scid) == -1 || cid_add(qc, &hd->dcid) == -1 ||
 	    (qc->client = clients_add(srv->clients, remote)) == NULL)
 		goto fail;
+	if (validated) {
+		/* room checked by client_over */
+		qc->client->proven++;
+		qc->client_proven = true;
+	}
 	ev_timer_init(&qc->timer, timer_cb, 0., 0.);
 	qc->timer.data = qc;
 	qc->gen = generation_ref(sock->listener->gen);
@@ -1674,10 +1681,11 @@ send_stateless_close(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 
 /*
  * max_connections_per_client, at a client's Initial: whether it was turned
- * away (with Retry, or refused). Handshakes in progress count, but only
- * while the address is not proven: Initials forged with a client's address
- * could otherwise fill its share, and a client past it that answers a
- * Retry gets in unless it has as many connections established.
+ * away (with Retry, or refused). Connections count once their client's
+ * address is proven (a valid token, or the handshake done), so that
+ * Initials forged with a client's address cannot take its share; while a
+ * client has the limit's number of connections in all, one not proven yet
+ * is sent a Retry to prove it, unless the listener never sends Retry.
  */
 static bool
 client_over(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
@@ -1688,14 +1696,14 @@ client_over(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 	struct client *c;
 
 	if (limit == 0 ||
-	    (c = clients_find(sock->srv->clients, remote)) == NULL ||
-	    c->conns < limit)
+	    (c = clients_find(sock->srv->clients, remote)) == NULL)
 		return false;
-	if (!validated && lc->retry != CONFIG_RETRY_NEVER) {
+	if (!validated && c->conns >= limit &&
+	    lc->retry != CONFIG_RETRY_NEVER) {
 		(void)send_retry(sock, hd, remote, local);
 		return true;
 	}
-	if (validated && c->established < limit)
+	if (c->proven < limit)
 		return false;
 	stats.refused_per_client++;
 	send_stateless_close(sock, hd, remote, local,

@@ -222,16 +222,37 @@ def test_a_client_refused_again_and_again_is_left_to_wait(qproxy_factory, backen
                     before["udp"]["datagrams_received"])
         assert 4 <= refused - unanswered <= 4 + 3 + 2, (refused, unanswered)
         assert received < 60, (received, refused, unanswered)
-        # 127.0.0.2, refused too, has its own four
-        for _ in range(4):
+        # 127.0.0.2, refused too, has its own four, and no fifth at once
+        for i in range(5):
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
                 s.bind(("127.0.0.2", 0))
-                s.settimeout(2.0 * SLOW)
+                s.settimeout(2.0 * SLOW if i < 4 else 0.5)
                 s.sendto(_initial(os.urandom(8), os.urandom(8)), ("127.0.0.1", q.port))
-                assert s.recv(2048)[0] & 0x80
+                if i < 4:
+                    assert s.recv(2048)[0] & 0x80
+                else:
+                    with pytest.raises(socket.timeout):
+                        s.recv(2048)
     finally:
         for c in held:
             c.close()
+
+
+def test_max_connections_per_client_refuses_a_proven_address_at_its_initial(
+        qproxy_factory, backend_app, tmp_path):
+    """With Retry on, libcurl from an address that has its one connection
+    gets a Retry, and its Initial with the token is refused there, before
+    any handshake."""
+    q = _per_client(qproxy_factory, backend_app, tmp_path, 1, "auto")
+    wait_until(lambda: stats(q)["connections"]["current"] == 0, "no connection", 10)
+    held = _connected(q, "127.0.0.1")
+    try:
+        retries = stats(q)["quic"]["retries_sent"]
+        _refused_from(q, "127.0.0.1")
+        assert stats(q)["quic"]["retries_sent"] > retries
+        assert stats(q)["connections"]["handshakes_failed"] == 0
+    finally:
+        held.close()
 
 
 def test_max_connections_per_client_is_not_filled_by_forged_initials(
