@@ -24,6 +24,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cid.h"
 #include "config.h"
 #include "log.h"
 
@@ -153,6 +154,9 @@ static int	config_set_format(struct config_parser *,
 static int	config_set_choice(struct config_parser *,
 		    const struct config_key *, struct config_section *, void *,
 		    const char *);
+static int	config_set_server_id(struct config_parser *,
+		    const struct config_key *, struct config_section *, void *,
+		    const char *);
 static int	config_set_methods(struct config_parser *,
 		    const struct config_key *, struct config_section *, void *,
 		    const char *);
@@ -226,6 +230,15 @@ static const struct config_key config_keys[] = {
 	    0, 0, "off", KEY_OFF, F(config, qlog_dir) },
 	{ SECT_GLOBAL, "keylog_file", config_set_path,
 	    0, 0, "off", KEY_OFF, F(config, keylog_file) },
+	{ SECT_GLOBAL, "cid_server_id", config_set_server_id,
+	    0, 0, "off", 0, NOF },
+	{ SECT_GLOBAL, "cid_nonce_length", config_set_count,
+	    CID_LB_MIN_NONCE, CID_LB_MAX_PLAIN - 1, NULL, 0,
+	    F(config, cid_nonce_len) },
+	{ SECT_GLOBAL, "cid_config_id", config_set_count,
+	    0, CID_LB_UNROUTABLE - 1, "0", 0, F(config, cid_config_id) },
+	{ SECT_GLOBAL, "cid_key_file", config_set_path,
+	    0, 0, "off", KEY_OFF, F(config, cid_key_file) },
 
 	{ SECT_LISTENER, "address", config_set_listen,
 	    0, 0, NULL, KEY_REPEAT | KEY_REQUIRED, NOF },
@@ -635,6 +648,34 @@ config_set_path(struct config_parser *p, const struct config_key *k,
 	free(*field);
 	if ((*field = config_strdup(p, value)) == NULL)
 		return -1;
+	return 0;
+}
+
+/* A QUIC-LB server ID: 1 to 15 bytes in hexadecimal, or off. */
+static int
+config_set_server_id(struct config_parser *p, const struct config_key *k,
+    struct config_section *s, void *obj, const char *value)
+{
+	struct config	*cfg = obj;
+	size_t		 n = strlen(value);
+	unsigned	 v;
+
+	(void)s;
+	if (strcmp(value, "off") == 0) {
+		cfg->cid_sidlen = 0;
+		return 0;
+	}
+	if (n == 0 || n % 2 != 0 || n / 2 > sizeof(cfg->cid_sid) ||
+	    strspn(value, "0123456789abcdefABCDEF") != n) {
+		config_bad_value(p, k, value, "1 to 15 bytes in hexadecimal "
+		    "(2 to 30 digits), or off");
+		return -1;
+	}
+	for (size_t i = 0; i < n / 2; i++) {
+		(void)sscanf(value + 2 * i, "%2x", &v);
+		cfg->cid_sid[i] = (uint8_t)v;
+	}
+	cfg->cid_sidlen = n / 2;
 	return 0;
 }
 
@@ -1310,6 +1351,37 @@ config_finish_route(const struct config_section *s, struct config_route *r,
 }
 
 /* the checks that need the whole file */
+/*
+ * QUIC-LB: the nonce fills the server ID up to one AES block unless set,
+ * and a connection ID keeps 8 bytes at least (RFC 9000 7.2 wants that many
+ * of a client's first, and a Retry's becomes its next one).
+ */
+static void
+config_finish_cid(struct config_parser *p, struct config *cfg)
+{
+	int sline = config_global_line(cfg, "cid_server_id");
+	int nline = config_global_line(cfg, "cid_nonce_length");
+	size_t total;
+
+	if (cfg->cid_sidlen == 0)
+		return;
+	if (nline == 0)
+		cfg->cid_nonce_len = cfg->cid_sidlen + CID_LB_MIN_NONCE > 16 ?
+		    CID_LB_MIN_NONCE : 16 - cfg->cid_sidlen;
+	total = cfg->cid_sidlen + (size_t)cfg->cid_nonce_len;
+	if (total > CID_LB_MAX_PLAIN)
+		config_error(p, nline > sline ? nline : sline, "a %zu-byte "
+		    "cid_server_id and a cid_nonce_length of %llu make more "
+		    "than %d bytes", cfg->cid_sidlen,
+		    (unsigned long long)cfg->cid_nonce_len, CID_LB_MAX_PLAIN);
+	else if (total < 7)
+		config_error(p, nline > sline ? nline : sline, "a %zu-byte "
+		    "cid_server_id and a cid_nonce_length of %llu make fewer "
+		    "than 7 bytes: a connection ID has 8 at least",
+		    cfg->cid_sidlen,
+		    (unsigned long long)cfg->cid_nonce_len);
+}
+
 static void
 config_finish(struct config_parser *p)
 {
@@ -1347,6 +1419,7 @@ config_finish(struct config_parser *p)
 	}
 	memcpy(cfg->global_keyline, p->global.keyline,
 	    sizeof(cfg->global_keyline));
+	config_finish_cid(p, cfg);
 	/* a bad [listener] header has had its error already */
 	if (cfg->nlisteners == 0 && !p->listener_seen)
 		config_error(p, p->line > 0 ? p->line : 1,
@@ -1513,6 +1586,7 @@ config_free(struct config *cfg)
 	free(cfg->secret_file);
 	free(cfg->qlog_dir);
 	free(cfg->keylog_file);
+	free(cfg->cid_key_file);
 	free(cfg->path);
 	free(cfg);
 }
@@ -1556,6 +1630,12 @@ config_warnings(const struct config *cfg,
 		    "lost handshake flight is not sent again before the "
 		    "handshake times out", cfg->path, config_later_line(cfg,
 		    "initial_rtt", "idle_timeout"));
+	if (cfg->cid_sidlen > 0 && cfg->cid_key_file == NULL)
+		warn("%s:%d: cid_server_id without cid_key_file: the server ID "
+		    "is in the clear in every connection ID, so that anyone on "
+		    "the path can tell a client's connections by their server "
+		    "and follow them to a new address", cfg->path,
+		    config_global_line(cfg, "cid_server_id"));
 	if (cfg->request_buffer_total < 4 * cfg->stream_window)
 		warn("%s:%d: request_buffer_total is smaller than four times "
 		    "stream_window, the most autotuning widens a stream's "

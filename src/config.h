@@ -107,6 +107,13 @@ struct config {
 	uint64_t		 max_stream_resets;	/* per 10 s, per connection */
 	double			 send_timeout;	/* seconds without progress */
 
+	/* QUIC-LB connection IDs (cid.h); cid_sidlen 0: random ones */
+	uint8_t			 cid_sid[15];
+	size_t			 cid_sidlen;
+	uint64_t		 cid_nonce_len;	/* resolved at load */
+	uint64_t		 cid_config_id;
+	char			*cid_key_file;	/* NULL: IDs in the clear */
+
 	char			*user;		/* NULL: keep the starting user */
 	uid_t			 uid;		/* of user, when set */
 	gid_t			 gid;

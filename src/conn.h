@@ -79,6 +79,7 @@ struct generation {
 struct cid_entry;
 struct clients;
 struct client;
+struct cid_lb;
 
 struct quic_server {
 	struct ev_loop		*loop;
@@ -92,6 +93,9 @@ struct quic_server {
 	uint64_t		 hashkey[2];
 	struct replay		*tokens_taken;	/* NEW_TOKEN tokens, once */
 	struct clients		*clients;	/* connections by client */
+	struct cid_lb		*cid_lb;	/* QUIC-LB, or NULL: random */
+	size_t			 cid_len;	/* of the CIDs it issues */
+	bool			 cid_lb_warned;	/* its nonces ran out */
 
 	LIST_HEAD(, qconn)	 conns;
 	TAILQ_HEAD(, qconn)	 want_write;
@@ -255,6 +259,12 @@ int		 server_apply(struct quic_server *, struct config *,
 const struct config *server_config(const struct quic_server *);
 void		 server_set_secret(struct quic_server *, const uint8_t *,
 		    size_t);
+/*
+ * Connection IDs as cfg's cid_* keys say, with the key (NULL: none); once,
+ * at start, as connections keep the length of theirs. -1: out of memory.
+ */
+int		 server_set_cid(struct quic_server *, const struct config *,
+		    const uint8_t *key);
 struct generation *generation_ref(struct generation *);
 void		 generation_unref(struct generation *);
 /* A connection on the socket is gone: a draining one may close. */

@@ -22,6 +22,7 @@
 #include "conn.h"
 #include "control.h"
 #include "log.h"
+#include "cid.h"
 #include "secret.h"
 #include "strbuf.h"
 #include "tls.h"
@@ -137,6 +138,17 @@ same_string(const char *a, const char *b)
 	return a == NULL ? b == NULL : b != NULL && strcmp(a, b) == 0;
 }
 
+/* The connection ID keys: read at start only (see server_set_cid). */
+static bool
+same_cid(const struct config *a, const struct config *b)
+{
+	return a->cid_sidlen == b->cid_sidlen &&
+	    memcmp(a->cid_sid, b->cid_sid, a->cid_sidlen) == 0 &&
+	    (a->cid_sidlen == 0 || (a->cid_nonce_len == b->cid_nonce_len &&
+	    a->cid_config_id == b->cid_config_id &&
+	    same_string(a->cid_key_file, b->cid_key_file)));
+}
+
 static void
 notify_reloading(void)
 {
@@ -189,6 +201,9 @@ reload(struct strbuf *errs)
 		log_warnx("user changes take effect at restart");
 	if (!same_string(old->secret_file, cfg->secret_file))
 		log_warnx("secret_file changes take effect at restart");
+	if (!same_cid(old, cfg))
+		log_warnx("cid_server_id, cid_nonce_length, cid_config_id and "
+		    "cid_key_file changes take effect at restart");
 	if (logs_prepare(cfg, lf, errs) == -1) {
 		config_free(cfg);
 		goto done;
@@ -347,6 +362,17 @@ drop_privileges(const struct config *cfg)
  * would refuse at start fails the check too. A secret_file that does not
  * exist yet is fine: qproxy creates it.
  */
+/* The QUIC-LB key, when cid_server_id and cid_key_file are set. */
+static int
+load_cid_key(const struct config *cfg, uint8_t key[CID_LB_KEYLEN],
+    char *err, size_t errlen)
+{
+	if (cfg->cid_sidlen == 0 || cfg->cid_key_file == NULL)
+		return 0;
+	return secret_load_hex(cfg->cid_key_file, cfg->user != NULL ?
+	    cfg->uid : 0, key, CID_LB_KEYLEN, err, errlen);
+}
+
 static void
 check_error(const struct config *cfg, const char *key, const char *msg)
 {
@@ -418,6 +444,15 @@ check_files(const struct config *cfg)
 	    err, sizeof(err)) == -1) {
 		check_error(cfg, "secret_file", err);
 		rv = -1;
+	}
+	{
+		uint8_t key[CID_LB_KEYLEN];
+
+		if (load_cid_key(cfg, key, err, sizeof(err)) == -1) {
+			check_error(cfg, "cid_key_file", err);
+			rv = -1;
+		}
+		explicit_bzero(key, sizeof(key));
 	}
 	if (check_log_file(cfg, "error_log", cfg->error_log) == -1)
 		rv = -1;
@@ -556,6 +591,17 @@ main(int argc, char *argv[])
 		server_set_secret(server, secret, sizeof(secret));
 		tls_set_ticket_secret(secret, sizeof(secret));
 		explicit_bzero(secret, sizeof(secret));
+	}
+	{
+		uint8_t key[CID_LB_KEYLEN];
+		char err[512];
+
+		if (load_cid_key(cfg, key, err, sizeof(err)) == -1)
+			fatalx("cid_key_file: %s", err);
+		if (server_set_cid(server, cfg, cfg->cid_key_file != NULL ?
+		    key : NULL) == -1)
+			fatalx("cid_server_id: out of memory");
+		explicit_bzero(key, sizeof(key));
 	}
 	if (server_apply(server, cfg, &errs) == -1) {
 		stderr_errors(strbuf_str(&errs));

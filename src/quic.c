@@ -18,6 +18,7 @@
 #include <wolfssl/ssl.h>
 #include <ngtcp2/ngtcp2_crypto_wolfssl.h>
 
+#include "cid.h"
 #include "clients.h"
 #include "conn.h"
 #include "exchange.h"
@@ -208,6 +209,30 @@ get_conn(ngtcp2_crypto_conn_ref *ref)
 	return ((struct qconn *)ref->user_data)->conn;
 }
 
+/*
+ * A connection ID for the table: random, or as QUIC-LB has it, so that a
+ * load balancer in front sends its packets here.
+ */
+static void
+cid_new(struct quic_server *srv, ngtcp2_cid *cid)
+{
+	do {
+		cid->datalen = srv->cid_len;
+		if (srv->cid_lb == NULL)
+			fill_random(cid->data, cid->datalen);
+		else
+			cid_lb_make(srv->cid_lb, cid->data);
+	} while (cid_find(srv, cid->data, cid->datalen) != NULL);
+	if (srv->cid_lb != NULL && !srv->cid_lb_warned &&
+	    cid_lb_exhausted(srv->cid_lb)) {
+		srv->cid_lb_warned = true;
+		log_warnx("cid_nonce_length: every nonce has been used; new "
+		    "connection IDs are unroutable (configuration ID 7) until "
+		    "qproxy restarts with another cid_key_file or "
+		    "cid_config_id");
+	}
+}
+
 static void
 rand_cb(uint8_t *dest, size_t len, const ngtcp2_rand_ctx *ctx)
 {
@@ -220,10 +245,9 @@ get_new_connection_id(ngtcp2_conn *conn, ngtcp2_cid *cid, uint8_t *token,
 {
 	struct qconn *qc = user_data;
 
-	do {
-		fill_random(cid->data, cidlen);
-		cid->datalen = cidlen;
-	} while (cid_find(qc->srv, cid->data, cidlen) != NULL);
+	if (cidlen != qc->srv->cid_len)
+		return NGTCP2_ERR_CALLBACK_FAILURE;
+	cid_new(qc->srv, cid);
 	if (ngtcp2_crypto_generate_stateless_reset_token(token,
 	    qc->srv->secret, sizeof(qc->srv->secret), cid) != 0)
 		return NGTCP2_ERR_CALLBACK_FAILURE;
@@ -932,10 +956,7 @@ qconn_new(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 	ngtcp2_ccerr_default(&qc->last_error);
 	addr_format_host(remote, qc->peer, sizeof(qc->peer));
 
-	do {
-		scid.datalen = QUIC_SCID_LEN;
-		fill_random(scid.data, scid.datalen);
-	} while (cid_find(srv, scid.data, scid.datalen) != NULL);
+	cid_new(srv, &scid);
 
 	ngtcp2_settings_default(&settings);
 	settings.initial_ts = ts;	/* ngtcp2 wants no earlier time after */
@@ -1602,7 +1623,7 @@ send_stateless_reset(struct udp_sock *sock, size_t len, const uint8_t *dcid,
 	ev_tstamp now = ev_now(srv->loop);
 
 	/* smaller than what triggered it, so two endpoints cannot loop */
-	if (dcidlen != QUIC_SCID_LEN || len <= 1 +
+	if (dcidlen != srv->cid_len || len <= 1 +
 	    NGTCP2_MIN_STATELESS_RESET_RANDLEN + NGTCP2_STATELESS_RESET_TOKENLEN)
 		return;
 	srv->reset_budget += (now - srv->reset_refill) * STATELESS_RESET_RATE;
@@ -1638,8 +1659,7 @@ send_retry(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 	ngtcp2_cid scid;
 	ngtcp2_ssize tokenlen, n;
 
-	scid.datalen = QUIC_SCID_LEN;
-	fill_random(scid.data, scid.datalen);
+	cid_new(srv, &scid);
 	tokenlen = ngtcp2_crypto_generate_retry_token2(token, srv->secret,
 	    sizeof(srv->secret), hd->version, &remote->u.sa, remote->len,
 	    &scid, &hd->dcid, token_now());
@@ -1818,7 +1838,7 @@ handle_datagram(struct udp_sock *sock, const uint8_t *data, size_t len,
 	struct qconn *qc;
 	int rv;
 
-	rv = ngtcp2_pkt_decode_version_cid(&vc, data, len, QUIC_SCID_LEN);
+	rv = ngtcp2_pkt_decode_version_cid(&vc, data, len, srv->cid_len);
 	if (rv == NGTCP2_ERR_VERSION_NEGOTIATION) {
 		send_version_negotiation(sock, &vc, remote, local);
 		return;
@@ -2193,6 +2213,7 @@ quic_init(struct quic_server *srv)
 			fatal("%s: malloc", __func__);
 	}
 	fill_random(srv->hashkey, sizeof(srv->hashkey));
+	srv->cid_len = QUIC_SCID_LEN;
 	if ((srv->clients = clients_new()) == NULL)
 		fatal("%s: clients_new", __func__);
 	if ((srv->tokens_taken = replay_new(TOKENS_TAKEN_MAX,
@@ -2247,6 +2268,8 @@ quic_fini(struct quic_server *srv)
 	free(srv->buckets);
 	replay_free(srv->tokens_taken);
 	clients_free(srv->clients);
+	cid_lb_free(srv->cid_lb);
+	srv->cid_lb = NULL;
 	explicit_bzero(srv->secret, sizeof(srv->secret));
 }
 

@@ -51,21 +51,23 @@ owner_ok(uid_t owner, uid_t user)
 	return owner == 0 || owner == geteuid() || owner == user;
 }
 
+/*
+ * Opens a file of keys: a regular file, of root, qproxy's user or the
+ * user it becomes, open to no one else. -1 with errno ENOENT when missing.
+ */
 static int
-secret_read(const char *path, uid_t user, uint8_t out[SECRET_LEN],
-    bool create, char *err, size_t errlen)
+secret_open(const char *path, uid_t user, char *err, size_t errlen)
 {
 	struct stat st;
-	ssize_t n;
 	int fd;
 
 	/* not to wait on a FIFO's writer: it is refused below */
 	fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-	if (fd == -1 && errno == ENOENT)
-		return create ? secret_create(path, out, err, errlen) : 0;
 	if (fd == -1) {
-		snprintf(err, errlen, "cannot open %s: %s", path,
-		    strerror(errno));
+		int e = errno;
+
+		snprintf(err, errlen, "cannot open %s: %s", path, strerror(e));
+		errno = e;
 		return -1;
 	}
 	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
@@ -83,6 +85,23 @@ secret_read(const char *path, uid_t user, uint8_t out[SECRET_LEN],
 		    (unsigned)(st.st_mode & 0777));
 		goto fail;
 	}
+	return fd;
+fail:
+	close(fd);
+	errno = EPERM;
+	return -1;
+}
+
+static int
+secret_read(const char *path, uid_t user, uint8_t out[SECRET_LEN],
+    bool create, char *err, size_t errlen)
+{
+	ssize_t n;
+	int fd;
+
+	if ((fd = secret_open(path, user, err, errlen)) == -1)
+		return errno == ENOENT ? (create ?
+		    secret_create(path, out, err, errlen) : 0) : -1;
 	n = read(fd, out, SECRET_LEN);
 	if (n != SECRET_LEN) {
 		snprintf(err, errlen, "%s: %s", path, n == -1 ?
@@ -113,4 +132,43 @@ secret_check(const char *path, uid_t user, char *err, size_t errlen)
 	rv = secret_read(path, user, secret, false, err, errlen);
 	explicit_bzero(secret, sizeof(secret));
 	return rv;
+}
+
+int
+secret_load_hex(const char *path, uid_t user, uint8_t *out, size_t len,
+    char *err, size_t errlen)
+{
+	char text[130];
+	unsigned v;
+	ssize_t n;
+	size_t digits;
+	int fd;
+
+	if (2 * len + 3 > sizeof(text)) {
+		snprintf(err, errlen, "%s: key too long", path);
+		return -1;
+	}
+	if ((fd = secret_open(path, user, err, errlen)) == -1)
+		return -1;
+	n = read(fd, text, 2 * len + 2);
+	close(fd);
+	if (n == -1) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	text[n] = '\0';
+	digits = strspn(text, "0123456789abcdefABCDEF");
+	if (digits != 2 * len || !((size_t)n == digits ||
+	    ((size_t)n == digits + 1 && text[digits] == '\n'))) {
+		explicit_bzero(text, sizeof(text));
+		snprintf(err, errlen, "%s: expected a key of %zu hexadecimal "
+		    "digits on one line", path, 2 * len);
+		return -1;
+	}
+	for (size_t i = 0; i < len; i++) {
+		(void)sscanf(text + 2 * i, "%2x", &v);
+		out[i] = (uint8_t)v;
+	}
+	explicit_bzero(text, sizeof(text));
+	return 0;
 }

@@ -19,6 +19,13 @@
  */
 int	secret_load(const char *path, uid_t user, uint8_t out[SECRET_LEN],
 	    char *err, size_t errlen);
+/*
+ * A key of len bytes written as hexadecimal digits on one line (the
+ * QUIC-LB key, which load balancers are given in that form), from a file
+ * that must exist and pass the checks of secret_load.
+ */
+int	secret_load_hex(const char *path, uid_t user, uint8_t *out,
+	    size_t len, char *err, size_t errlen);
 /* As secret_load would, without creating it: for qproxy -t. */
 int	secret_check(const char *path, uid_t user, char *err, size_t errlen);
 

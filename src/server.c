@@ -12,6 +12,7 @@
 #include <sys/param.h>
 
 #include "bufq.h"
+#include "cid.h"
 #include "conn.h"
 #include "exchange.h"
 #include "log.h"
@@ -40,6 +41,20 @@ server_set_secret(struct quic_server *srv, const uint8_t *secret, size_t len)
 	if (len > sizeof(srv->secret))
 		len = sizeof(srv->secret);
 	memcpy(srv->secret, secret, len);
+}
+
+int
+server_set_cid(struct quic_server *srv, const struct config *cfg,
+    const uint8_t *key)
+{
+	if (cfg->cid_sidlen == 0)
+		return 0;
+	if ((srv->cid_lb = cid_lb_new(cfg->cid_sid, cfg->cid_sidlen,
+	    (size_t)cfg->cid_nonce_len, (unsigned)cfg->cid_config_id,
+	    key)) == NULL)
+		return -1;
+	srv->cid_len = cid_lb_len(srv->cid_lb);
+	return 0;
 }
 
 const struct config *

@@ -69,6 +69,15 @@ BROKEN = {
     "bad-log-level": replace(3, "log_level = loud"),
     "route-to-undefined-backend": replace(26, "backend = nope"),
     "unknown-section": insert_after(19, "[frobnicator x]"),
+    "cid-server-id-not-hex": insert_after(5, "cid_server_id = 0g"),
+    "cid-server-id-too-long": insert_after(5, "cid_server_id = " + "ab" * 16),
+    "cid-config-id-7": insert_after(5, "cid_config_id = 7"),
+    "cid-nonce-too-short": insert_after(5, "cid_nonce_length = 3"),
+    # the later of the two keys gets the error
+    "cid-lengths-past-19": lambda lines: insert_after(5, "cid_server_id = " + "ab" * 10)(lines)
+    and insert_after(6, "cid_nonce_length = 10")(lines),
+    "cid-lengths-under-7": lambda lines: insert_after(5, "cid_nonce_length = 4")(lines)
+    and insert_after(6, "cid_server_id = ab")(lines),
 }
 
 
@@ -197,6 +206,33 @@ def test_check_refuses_a_secret_another_user_owns(tmp_path, certificate):
     os.chown(secret, 0, 0)
     p = check(path)
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+@pytest.mark.parametrize("text,mode,why", [
+    ("8f95f09245765f80256934e50c66207f\n", 0o644, "open to group or others"),
+    ("8f95f09245765f80256934e50c66207", 0o600, "expected a key of 32 hexadecimal digits"),
+    ("8f95f09245765f80256934e50c66207f00\n", 0o600, "expected a key of 32"),
+    ("8f95f09245765f80256934e50c66207x\n", 0o600, "expected a key of 32"),
+    (None, 0, "cannot open"),
+])
+def test_check_refuses_a_bad_cid_key_file(tmp_path, certificate, text, mode, why):
+    """The QUIC-LB key: 32 hex digits on a line, in a file as private as
+    secret_file; -t reads it as the start would, and names its line."""
+    key = tmp_path / "lb.key"
+    if text is not None:
+        key.write_text(text)
+        os.chmod(key, mode)
+    lines = valid_lines(*certificate)
+    lines[5:5] = ["cid_server_id = 0a0b", "cid_key_file = %s" % key]
+    path = write(tmp_path, lines)
+    p = check(path)
+    out = p.stdout + p.stderr
+    assert p.returncode == 1 and "%s:7: cid_key_file: " % path in out and why in out, out
+    if text is not None:
+        key.chmod(0o600)
+        key.write_text("8f95f09245765f80256934e50c66207f\n")
+        p = check(path)
+        assert p.returncode == 0, p.stdout + p.stderr
 
 
 def test_check_refuses_a_fifo_as_secret_without_waiting(tmp_path, certificate):

@@ -1,0 +1,169 @@
+"""Connection IDs a load balancer can route (cid_server_id, QUIC-LB): each
+one qproxy gives a client names the server, in the clear or under the key
+the load balancer shares. gtlsclient shows the IDs it is given, and
+tests/tools/quiclb.py decodes them as a load balancer would; a load
+balancer made with it keeps a client that moves to new addresses on the
+server of its connection."""
+
+import os
+import re
+import subprocess
+
+import pycurl
+import pytest
+
+from helpers import SLOW, expected_sha256, gtlsclient_binary, h3_get, render_config
+from quiclb import Config, LoadBalancer
+from relay import Relay
+from test_ops import qproxyctl, stats
+from test_transport import _sections
+
+KEY = "8f95f09245765f80256934e50c66207f"
+
+
+def _key_file(tmp_path, text=KEY + "\n", mode=0o600):
+    path = tmp_path / "lb.key"
+    path.write_text(text)
+    os.chmod(path, mode)
+    return str(path)
+
+
+def _lb_proxy(qproxy_factory, backend_app, tmp_path, extra, retry="never"):
+    """An instance with tmp_path's secret_file: instances behind one load
+    balancer share it, so that one's stateless reset for a connection of
+    another's ends it, as RFC 9000 10.3 has it."""
+    return qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server, str(tmp_path / "secret"), retry=retry,
+        extra=[("shutdown_timeout", "5s")] + list(extra)))
+
+
+def test_quiclb_tool_matches_the_drafts_vectors():
+    """The tests' decoder against draft-ietf-quic-load-balancers-21's test
+    vectors (the last is listed with config ID 3, but its first octet, 0x12,
+    says 0) and its worked example of four passes."""
+    key = bytes.fromhex(KEY)
+    vectors = [
+        (0, "c4605e", "4504cc4f", None, "07c4605e4504cc4f"),
+        (0, "ed793a", "ee080dbf", key, "0720b1d07b359d3c"),
+        (1, "ed793a51d49b8f5fab65", "ee080dbf48", key, "2fcc381bc74cb4fbad2823a3d1f8fed2"),
+        (2, "ed793a51d49b8f5f", "ee080dbf48c0d1e5", key,
+         "504dd2d05a7b0de9b2b9907afb5ecf8cc3"),
+        (0, "ed793a51d49b8f5fab", "ee080dbf48c0d1e55d", key,
+         "125779c9cc86beb3a3a4a3ca96fce4bfe0cdbc"),
+        (0, "31441a", "9c69c275", bytes.fromhex("fdf726a9893ec05c0632d3956680baf0"),
+         "0767947d29be054a"),
+    ]
+    for cr, sid, nonce, k, cid in vectors:
+        sid, nonce, cid = bytes.fromhex(sid), bytes.fromhex(nonce), bytes.fromhex(cid)
+        cfg = Config(len(sid), len(nonce), cr, k)
+        assert cfg.encode(sid, nonce) == cid
+        assert cfg.decode(cid) == (sid, nonce)
+
+
+_SCID = re.compile(r" pkt rx .* scid=0x([0-9a-f]+) .*type=(Initial|Handshake|Retry)")
+_NEW_CID = re.compile(r" frm rx .* NEW_CONNECTION_ID\(0x18\) seq=\d+ cid=0x([0-9a-f]+)")
+
+
+def _server_cids(q):
+    """The connection IDs qproxy gave gtlsclient: the SCID of its long
+    header packets and those of its NEW_CONNECTION_ID frames."""
+    p = subprocess.run([gtlsclient_binary(), "--exit-on-all-streams-close", "127.0.0.1",
+                        str(q.port), "https://127.0.0.1:%d/app/bytes/10" % q.port],
+                       capture_output=True, text=True, timeout=30 * SLOW)
+    cids, retries = set(), 0
+    for line in p.stdout.splitlines() + p.stderr.splitlines():
+        m = _SCID.search(line) or _NEW_CID.search(line)
+        if m:
+            cids.add(bytes.fromhex(m.group(1)))
+            retries += m.re is _SCID and m.group(2) == "Retry"
+    return cids, retries
+
+
+@pytest.mark.parametrize("sid,nonce,keyed,retry", [
+    ("a1b2c3", None, True, "always"),        # 3 + 13: one AES block; a Retry's too
+    ("a1b2c3", "6", True, "never"),          # 3 + 6: four passes, odd length
+    ("a1b2c3d4e5f60718293a", "8", True, "never"),   # 10 + 8: the ID past the first half
+    ("0102", "6", False, "never"),           # in the clear
+])
+def test_connection_ids_name_the_server(qproxy_factory, backend_app, tmp_path, sid, nonce,
+                                        keyed, retry):
+    extra = [("cid_server_id", sid), ("cid_config_id", "2")]
+    if nonce:
+        extra.append(("cid_nonce_length", nonce))
+    if keyed:
+        extra.append(("cid_key_file", _key_file(tmp_path)))
+    q = _lb_proxy(qproxy_factory, backend_app, tmp_path, extra, retry=retry)
+    sid_b = bytes.fromhex(sid)
+    nonce_len = int(nonce) if nonce else 16 - len(sid_b)
+    cfg = Config(len(sid_b), nonce_len, 2, bytes.fromhex(KEY) if keyed else None)
+    cids, retries = _server_cids(q)
+    assert retries == (1 if retry == "always" else 0)
+    # the Retry's, the one of the handshake, and 6 more (active_connection_id_limit 7)
+    assert len(cids) >= 7 + retries, cids
+    nonces = set()
+    for cid in cids:
+        assert len(cid) == cfg.cid_len(), cid.hex()
+        assert cid[0] == (2 << 5) | (len(sid_b) + nonce_len), cid.hex()
+        got = cfg.decode(cid)
+        assert got is not None and got[0] == sid_b, cid.hex()
+        nonces.add(got[1])
+    assert len(nonces) == len(cids)
+    if not keyed:
+        assert "cid_key_file" in q.log_text()      # warned: the server ID is in the clear
+
+
+@pytest.mark.parametrize("lb_ids", [True, False])
+def test_a_load_balancer_keeps_a_moving_client_on_its_server(qproxy_factory, backend_app,
+                                                             tmp_path, lb_ids):
+    """Two qproxy instances behind a load balancer that sends a datagram to
+    the server its DCID names, and a client's first Initials (whose DCID it
+    chose itself) to the next server in turn for each new client address.
+    libcurl downloads while a relay moves it to a new address now and then:
+    with QUIC-LB IDs the download ends on the server it began on; with
+    random IDs the load balancer sends the moved client to the other one,
+    whose stateless reset (the two share secret_file) ends the download."""
+    key = _key_file(tmp_path)
+    servers = {}
+    for sid in (b"\x01", b"\x02"):
+        extra = [("cid_server_id", sid.hex()), ("cid_key_file", key)] if lb_ids else []
+        servers[sid] = _lb_proxy(qproxy_factory, backend_app, tmp_path, extra)
+    cfg = Config(1, 15, 0, bytes.fromhex(KEY))
+    n = 4 * 1024 * 1024
+    with LoadBalancer(cfg, {sid: q.port for sid, q in servers.items()}) as lb, \
+            Relay(lb.port, seed=8, rebind_every=(1.0, 2.0), rebind_mode="address") as r:
+        try:
+            resp = h3_get(r.url("/app/slow/%d?ms=4000" % n), timeout=30 * SLOW)
+            error = None
+        except pycurl.error as e:
+            error = e
+        rebinds = r.rebinds
+    assert rebinds >= 1, rebinds
+    first, other = servers[b"\x01"], servers[b"\x02"]
+    if lb_ids:
+        assert rebinds >= 2, rebinds
+        assert error is None, error
+        assert resp.status == 200 and resp.sha256 == expected_sha256(n)
+        assert lb.routed_by_cid > 100 and lb.unknown_sid == 0, lb.routed_by_cid
+        assert stats(first)["connections"]["handshakes_completed"] == 2    # + the probe
+        assert stats(other)["quic"]["stateless_resets_sent"] == 0
+    else:
+        assert error is not None
+        assert lb.routed_by_cid == 0
+        assert stats(other)["quic"]["stateless_resets_sent"] >= 1
+
+
+def test_connection_id_keys_take_effect_at_restart(qproxy_factory, backend_app, tmp_path):
+    """A reload keeps the connection IDs of the start, as a connection's
+    packets carry no length of their ID, and says so."""
+    q = _lb_proxy(qproxy_factory, backend_app, tmp_path, [("cid_server_id", "0a")])
+    glob = q.sections[0][1]
+    glob[:] = [(k, "0b" if k == "cid_server_id" else v) for k, v in glob]
+    with open(q.conf, "w") as f:
+        f.write(render_config(q.sections))
+    p = qproxyctl(q, "reload")
+    assert p.returncode == 0, p.stderr
+    assert "cid_server_id, cid_nonce_length, cid_config_id and cid_key_file changes " \
+        "take effect at restart" in q.log_text()
+    cids, _ = _server_cids(q)
+    cfg = Config(1, 15, 0)
+    assert cids and all(cfg.decode(c)[0] == b"\x0a" for c in cids), cids
