@@ -241,7 +241,7 @@ cid_lb_decode(const struct cid_lb *lb, const uint8_t *cid, size_t len,
 	Aes dec;
 	int rv;
 
-	if (len != cid_lb_len(lb) || (cid[0] >> 5) != (lb->first >> 5))
+	if (len != cid_lb_len(lb) || cid[0] != lb->first)
 		return false;
 	if (!lb->keyed)
 		memcpy(plain, cid + 1, lb->plainlen);

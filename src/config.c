@@ -1352,7 +1352,8 @@ config_finish_route(const struct config_section *s, struct config_route *r,
 
 /* the checks that need the whole file */
 /*
- * QUIC-LB: the nonce fills the server ID up to one AES block unless set,
+ * QUIC-LB: the nonce fills the server ID up to one AES block unless set
+ * (or, for a server ID past 12 bytes, to the longest connection ID),
  * and a connection ID keeps 8 bytes at least (RFC 9000 7.2 wants that many
  * of a client's first, and a Retry's becomes its next one).
  */
@@ -1366,8 +1367,8 @@ config_finish_cid(struct config_parser *p, struct config *cfg)
 	if (cfg->cid_sidlen == 0)
 		return;
 	if (nline == 0)
-		cfg->cid_nonce_len = cfg->cid_sidlen + CID_LB_MIN_NONCE > 16 ?
-		    CID_LB_MIN_NONCE : 16 - cfg->cid_sidlen;
+		cfg->cid_nonce_len = cfg->cid_sidlen <= 12 ?
+		    16 - cfg->cid_sidlen : CID_LB_MAX_PLAIN - cfg->cid_sidlen;
 	total = cfg->cid_sidlen + (size_t)cfg->cid_nonce_len;
 	if (total > CID_LB_MAX_PLAIN)
 		config_error(p, nline > sline ? nline : sline, "a %zu-byte "
@@ -1600,6 +1601,16 @@ config_later_line(const struct config *cfg, const char *k1, const char *k2)
 	return a > b ? a : b;
 }
 
+/* The line of the last written of three global keys (0: none). */
+static int
+config_max_line(const struct config *cfg, const char *k1, const char *k2,
+    const char *k3)
+{
+	int a = config_later_line(cfg, k1, k2), c = config_global_line(cfg, k3);
+
+	return a > c ? a : c;
+}
+
 void
 config_warnings(const struct config *cfg,
     void (*warn)(const char *, ...))
@@ -1630,6 +1641,22 @@ config_warnings(const struct config *cfg,
 		    "lost handshake flight is not sent again before the "
 		    "handshake times out", cfg->path, config_later_line(cfg,
 		    "initial_rtt", "idle_timeout"));
+	if (cfg->cid_sidlen == 0 && (config_global_line(cfg,
+	    "cid_nonce_length") > 0 || config_global_line(cfg,
+	    "cid_config_id") > 0 || cfg->cid_key_file != NULL))
+		warn("%s:%d: cid_nonce_length, cid_config_id and cid_key_file "
+		    "do nothing without cid_server_id", cfg->path,
+		    config_max_line(cfg, "cid_nonce_length", "cid_config_id",
+		    "cid_key_file"));
+	if (cfg->cid_sidlen > 0 && cfg->cid_key_file != NULL &&
+	    cfg->cid_nonce_len < 6)
+		warn("%s:%d: a cid_nonce_length of %llu runs out after %s "
+		    "connection IDs (each Retry, and each Initial from an "
+		    "address not proven, takes one too): then they are "
+		    "unroutable until a restart", cfg->path,
+		    config_later_line(cfg, "cid_nonce_length", "cid_server_id"),
+		    (unsigned long long)cfg->cid_nonce_len,
+		    cfg->cid_nonce_len == 4 ? "4 billion" : "a trillion");
 	if (cfg->cid_sidlen > 0 && cfg->cid_key_file == NULL)
 		warn("%s:%d: cid_server_id without cid_key_file: the server ID "
 		    "is in the clear in every connection ID, so that anyone on "

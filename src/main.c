@@ -36,6 +36,8 @@ static struct control *control;
 static const char *config_path = CONFIG_DEFAULT_PATH;
 static ev_timer shutdown_deadline, watchdog;
 
+static bool	cid_changed(const struct config *);
+
 static void
 usage(void)
 {
@@ -138,17 +140,6 @@ same_string(const char *a, const char *b)
 	return a == NULL ? b == NULL : b != NULL && strcmp(a, b) == 0;
 }
 
-/* The connection ID keys: read at start only (see server_set_cid). */
-static bool
-same_cid(const struct config *a, const struct config *b)
-{
-	return a->cid_sidlen == b->cid_sidlen &&
-	    memcmp(a->cid_sid, b->cid_sid, a->cid_sidlen) == 0 &&
-	    (a->cid_sidlen == 0 || (a->cid_nonce_len == b->cid_nonce_len &&
-	    a->cid_config_id == b->cid_config_id &&
-	    same_string(a->cid_key_file, b->cid_key_file)));
-}
-
 static void
 notify_reloading(void)
 {
@@ -201,7 +192,7 @@ reload(struct strbuf *errs)
 		log_warnx("user changes take effect at restart");
 	if (!same_string(old->secret_file, cfg->secret_file))
 		log_warnx("secret_file changes take effect at restart");
-	if (!same_cid(old, cfg))
+	if (cid_changed(cfg))
 		log_warnx("cid_server_id, cid_nonce_length, cid_config_id and "
 		    "cid_key_file changes take effect at restart");
 	if (logs_prepare(cfg, lf, errs) == -1) {
@@ -371,6 +362,63 @@ load_cid_key(const struct config *cfg, uint8_t key[CID_LB_KEYLEN],
 		return 0;
 	return secret_load_hex(cfg->cid_key_file, cfg->user != NULL ?
 	    cfg->uid : 0, key, CID_LB_KEYLEN, err, errlen);
+}
+
+/*
+ * The connection ID settings the server took at start (server_set_cid):
+ * a reload that asks for others is warned about, against these and not the
+ * last configuration loaded.
+ */
+static struct {
+	uint8_t		 sid[sizeof(((struct config *)0)->cid_sid)];
+	size_t		 sidlen;
+	uint64_t	 nonce_len, config_id;
+	char		*key_file;
+	uint8_t		 key[CID_LB_KEYLEN];
+} cid_start;
+
+static void
+cid_remember(const struct config *cfg, const uint8_t *key)
+{
+	memcpy(cid_start.sid, cfg->cid_sid, sizeof(cid_start.sid));
+	cid_start.sidlen = cfg->cid_sidlen;
+	cid_start.nonce_len = cfg->cid_nonce_len;
+	cid_start.config_id = cfg->cid_config_id;
+	if (cfg->cid_sidlen > 0 && cfg->cid_key_file != NULL) {
+		cid_start.key_file = strdup(cfg->cid_key_file);
+		memcpy(cid_start.key, key, CID_LB_KEYLEN);
+	}
+}
+
+/*
+ * Whether cfg asks for other connection IDs than the running ones. The key
+ * file is read again where it can be (its owner may be root, and qproxy
+ * another user by now); where not, its name is compared.
+ */
+static bool
+cid_changed(const struct config *cfg)
+{
+	uint8_t key[CID_LB_KEYLEN];
+	char err[512];
+	bool changed;
+
+	if (cfg->cid_sidlen != cid_start.sidlen ||
+	    memcmp(cfg->cid_sid, cid_start.sid, cfg->cid_sidlen) != 0)
+		return true;
+	if (cfg->cid_sidlen == 0)
+		return false;
+	if (cfg->cid_nonce_len != cid_start.nonce_len ||
+	    cfg->cid_config_id != cid_start.config_id ||
+	    (cfg->cid_key_file == NULL) != (cid_start.key_file == NULL))
+		return true;
+	if (cfg->cid_key_file == NULL)
+		return false;
+	if (load_cid_key(cfg, key, err, sizeof(err)) == 0)
+		changed = memcmp(key, cid_start.key, sizeof(key)) != 0;
+	else
+		changed = strcmp(cfg->cid_key_file, cid_start.key_file) != 0;
+	explicit_bzero(key, sizeof(key));
+	return changed;
 }
 
 static void
@@ -601,6 +649,7 @@ main(int argc, char *argv[])
 		if (server_set_cid(server, cfg, cfg->cid_key_file != NULL ?
 		    key : NULL) == -1)
 			fatalx("cid_server_id: out of memory");
+		cid_remember(cfg, key);
 		explicit_bzero(key, sizeof(key));
 	}
 	if (server_apply(server, cfg, &errs) == -1) {

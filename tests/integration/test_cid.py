@@ -12,7 +12,8 @@ import subprocess
 import pycurl
 import pytest
 
-from helpers import SLOW, expected_sha256, gtlsclient_binary, h3_get, render_config
+from helpers import (SLOW, expected_body, expected_sha256, gtlsclient_binary, h3_get,
+                     render_config)
 from quiclb import Config, LoadBalancer
 from relay import Relay
 from test_ops import qproxyctl, stats
@@ -64,12 +65,18 @@ _SCID = re.compile(r" pkt rx .* scid=0x([0-9a-f]+) .*type=(Initial|Handshake|Ret
 _NEW_CID = re.compile(r" frm rx .* NEW_CONNECTION_ID\(0x18\) seq=\d+ cid=0x([0-9a-f]+)")
 
 
-def _server_cids(q):
+def _server_cids(q, tmp_path):
     """The connection IDs qproxy gave gtlsclient: the SCID of its long
-    header packets and those of its NEW_CONNECTION_ID frames."""
-    p = subprocess.run([gtlsclient_binary(), "--exit-on-all-streams-close", "127.0.0.1",
-                        str(q.port), "https://127.0.0.1:%d/app/bytes/10" % q.port],
+    header packets and those of its NEW_CONNECTION_ID frames. The response
+    must come whole, on packets with IDs of that length."""
+    dl = tmp_path / "dl"
+    dl.mkdir(exist_ok=True)
+    p = subprocess.run([gtlsclient_binary(), "--exit-on-all-streams-close", "--timeout=5s",
+                        "--download=%s" % dl, "127.0.0.1", str(q.port),
+                        "https://127.0.0.1:%d/app/bytes/10" % q.port],
                        capture_output=True, text=True, timeout=30 * SLOW)
+    assert (dl / "10").read_bytes() == expected_body(10)
+    (dl / "10").unlink()
     cids, retries = set(), 0
     for line in p.stdout.splitlines() + p.stderr.splitlines():
         m = _SCID.search(line) or _NEW_CID.search(line)
@@ -96,7 +103,7 @@ def test_connection_ids_name_the_server(qproxy_factory, backend_app, tmp_path, s
     sid_b = bytes.fromhex(sid)
     nonce_len = int(nonce) if nonce else 16 - len(sid_b)
     cfg = Config(len(sid_b), nonce_len, 2, bytes.fromhex(KEY) if keyed else None)
-    cids, retries = _server_cids(q)
+    cids, retries = _server_cids(q, tmp_path)
     assert retries == (1 if retry == "always" else 0)
     # the Retry's, the one of the handshake, and 6 more (active_connection_id_limit 7)
     assert len(cids) >= 7 + retries, cids
@@ -108,6 +115,8 @@ def test_connection_ids_name_the_server(qproxy_factory, backend_app, tmp_path, s
         assert got is not None and got[0] == sid_b, cid.hex()
         nonces.add(got[1])
     assert len(nonces) == len(cids)
+    # libcurl too, whose short headers carry them
+    assert h3_get(q.url("/app/bytes/1000")).body == expected_body(1000)
     if not keyed:
         assert "cid_key_file" in q.log_text()      # warned: the server ID is in the clear
 
@@ -137,7 +146,6 @@ def test_a_load_balancer_keeps_a_moving_client_on_its_server(qproxy_factory, bac
         except pycurl.error as e:
             error = e
         rebinds = r.rebinds
-    assert rebinds >= 1, rebinds
     first, other = servers[b"\x01"], servers[b"\x02"]
     if lb_ids:
         assert rebinds >= 2, rebinds
@@ -147,23 +155,39 @@ def test_a_load_balancer_keeps_a_moving_client_on_its_server(qproxy_factory, bac
         assert stats(first)["connections"]["handshakes_completed"] == 2    # + the probe
         assert stats(other)["quic"]["stateless_resets_sent"] == 0
     else:
+        # (a random ID may now and then look like one of the load
+        # balancer's: no count of those is asserted)
         assert error is not None
-        assert lb.routed_by_cid == 0
         assert stats(other)["quic"]["stateless_resets_sent"] >= 1
 
 
 def test_connection_id_keys_take_effect_at_restart(qproxy_factory, backend_app, tmp_path):
     """A reload keeps the connection IDs of the start, as a connection's
-    packets carry no length of their ID, and says so."""
-    q = _lb_proxy(qproxy_factory, backend_app, tmp_path, [("cid_server_id", "0a")])
-    glob = q.sections[0][1]
-    glob[:] = [(k, "0b" if k == "cid_server_id" else v) for k, v in glob]
-    with open(q.conf, "w") as f:
-        f.write(render_config(q.sections))
-    p = qproxyctl(q, "reload")
-    assert p.returncode == 0, p.stderr
-    assert "cid_server_id, cid_nonce_length, cid_config_id and cid_key_file changes " \
-        "take effect at restart" in q.log_text()
-    cids, _ = _server_cids(q)
-    cfg = Config(1, 15, 0)
+    packets carry no length of their ID, and says so when the file asks for
+    others: another server ID, or a new key in the same key file. The file
+    is compared with what the start took, not with the last reload."""
+    key = _key_file(tmp_path)
+    q = _lb_proxy(qproxy_factory, backend_app, tmp_path,
+                  [("cid_server_id", "0a"), ("cid_key_file", key)])
+    warning = ("cid_server_id, cid_nonce_length, cid_config_id and cid_key_file changes "
+               "take effect at restart")
+
+    def reload(sid):
+        glob = q.sections[0][1]
+        glob[:] = [(k, sid if k == "cid_server_id" else v) for k, v in glob]
+        with open(q.conf, "w") as f:
+            f.write(render_config(q.sections))
+        p = qproxyctl(q, "reload")
+        assert p.returncode == 0, p.stderr
+        return q.log_text().count(warning)
+
+    assert reload("0a") == 0
+    _key_file(tmp_path, "00" * 16 + "\n")           # a new key, same file
+    assert reload("0a") == 1
+    _key_file(tmp_path)
+    assert reload("0b") == 2
+    assert reload("0b") == 3                        # still not what runs
+    assert reload("0a") == 3                        # back to it
+    cids, _ = _server_cids(q, tmp_path)
+    cfg = Config(1, 15, 0, bytes.fromhex(KEY))
     assert cids and all(cfg.decode(c)[0] == b"\x0a" for c in cids), cids

@@ -78,8 +78,10 @@ class Config:
 
     def decode(self, cid):
         """(server ID, nonce) of a connection ID of this configuration, or
-        None for another length or configuration ID."""
-        if len(cid) != self.cid_len() or cid[0] >> 5 != self.config_id:
+        None for another length or configuration ID (qproxy writes the
+        length into the first octet, as the draft's test vectors do)."""
+        if (len(cid) != self.cid_len() or cid[0] >> 5 != self.config_id or
+                cid[0] & 0x1f != self.plain_len):
             return None
         body = bytes(cid[1:])
         if self.key is None:

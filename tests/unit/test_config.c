@@ -980,6 +980,52 @@ test_example(void)
 	free(buf);
 }
 
+/* QUIC-LB: the nonce's length by default, and what is kept. */
+static void
+test_cid(void)
+{
+	static const struct {
+		const char	*sid;
+		size_t		 sidlen, nonce;
+	} t[] = {
+		{ "off", 0, 0 },
+		{ "0a", 1, 15 },
+		{ "A1b2C3", 3, 13 },
+		{ "000102030405060708090a0b", 12, 4 },
+		{ "000102030405060708090a0b0c", 13, 6 },
+		{ "000102030405060708090a0b0c0d0e", 15, 4 },
+	};
+	struct config *cfg;
+	char text[512];
+
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		snprintf(text, sizeof(text), "[global]\ncid_server_id = %s\n"
+		    LISTENER, t[i].sid);
+		CHECK_LOADS(&cfg, text);
+		if (cfg == NULL)
+			continue;
+		CHECK_EQ_INT(cfg->cid_sidlen, t[i].sidlen);
+		if (t[i].sidlen > 0) {
+			CHECK_EQ_INT(cfg->cid_nonce_len, t[i].nonce);
+			CHECK_EQ_INT(cfg->cid_sid[0], i == 2 ? 0xa1 :
+			    i == 1 ? 0x0a : 0);
+			CHECK_EQ_INT(cfg->cid_sid[t[i].sidlen - 1],
+			    i == 2 ? 0xc3 : i == 1 ? 0x0a : t[i].sidlen - 1);
+		}
+		CHECK(cfg->cid_key_file == NULL);
+		config_free(cfg);
+	}
+	CHECK_LOADS(&cfg, "[global]\ncid_server_id = 0a0b\n"
+	    "cid_nonce_length = 17\ncid_config_id = 6\n"
+	    "cid_key_file = /etc/qproxy/lb.key\n" LISTENER);
+	if (cfg != NULL) {
+		CHECK_EQ_INT(cfg->cid_nonce_len, 17);
+		CHECK_EQ_INT(cfg->cid_config_id, 6);
+		CHECK_EQ_STR(cfg->cid_key_file, "/etc/qproxy/lb.key");
+		config_free(cfg);
+	}
+}
+
 int
 main(void)
 {
@@ -1011,6 +1057,7 @@ main(void)
 	test_sizes();
 	test_addr();
 	test_example();
+	test_cid();
 
 	unlink("cert.pem");
 	unlink("key.pem");
