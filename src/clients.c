@@ -5,6 +5,8 @@
  * shrinks, so its size follows the most clients seen at once. Beside it,
  * the clients refused lately, direct-mapped by the same hash.
  */
+#include <arpa/inet.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -177,6 +179,57 @@ size_t
 clients_count(const struct clients *t)
 {
 	return t->n;
+}
+
+static int
+client_cmp(const void *a, const void *b)
+{
+	const struct client *x = *(const struct client *const *)a;
+	const struct client *y = *(const struct client *const *)b;
+
+	if (x->conns != y->conns)
+		return x->conns > y->conns ? -1 : 1;
+	return memcmp(x->key, y->key, CLIENT_KEYLEN);
+}
+
+ssize_t
+clients_top(const struct clients *t, const struct client **top, size_t n)
+{
+	const struct client **all, *c;
+	size_t k = 0;
+
+	if (t->n == 0 || n == 0)
+		return 0;
+	if ((all = calloc(t->n, sizeof(*all))) == NULL)
+		return -1;
+	for (size_t i = 0; i < t->nbuckets; i++)
+		for (c = t->buckets[i]; c != NULL; c = c->next)
+			all[k++] = c;
+	qsort(all, k, sizeof(*all), client_cmp);
+	if (n > k)
+		n = k;
+	memcpy(top, all, n * sizeof(*top));
+	free(all);
+	return (ssize_t)n;
+}
+
+char *
+client_format(const struct client *c, char *buf, size_t len)
+{
+	uint8_t v6[16] = { 0 };
+	char text[INET6_ADDRSTRLEN];
+
+	if (c->key[0] == 4) {
+		if (inet_ntop(AF_INET, c->key + 1, buf, (socklen_t)len) == NULL)
+			snprintf(buf, len, "?");
+		return buf;
+	}
+	memcpy(v6, c->key + 1, 8);
+	if (inet_ntop(AF_INET6, v6, text, sizeof(text)) == NULL)
+		snprintf(buf, len, "?");
+	else
+		snprintf(buf, len, "%s/64", text);
+	return buf;
 }
 
 bool

@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "addr.h"
 
@@ -46,6 +47,14 @@ struct client	*clients_add(struct clients *, const struct addr *);
 void		 clients_release(struct clients *, struct client *);
 /* How many clients have a connection now. */
 size_t		 clients_count(const struct clients *);
+/*
+ * The n clients with the most connections (after them, by address), into
+ * top, most first; returns how many there were. -1: no memory.
+ */
+ssize_t		 clients_top(const struct clients *, const struct client **top,
+		    size_t n);
+/* "192.0.2.1", or "2001:db8:1:2::/64". Returns buf. */
+char		*client_format(const struct client *, char *buf, size_t len);
 
 /*
  * Whether the client of the address may be told once more, now, that it is

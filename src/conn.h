@@ -292,6 +292,9 @@ void		 quic_sock_read_cb(struct ev_loop *, ev_io *, int);
 void		 quic_sock_write_cb(struct ev_loop *, ev_io *, int);
 void		 quic_report_conns(struct quic_server *, struct strbuf *,
 		    bool json);
+#define QUIC_PEERS_SHOWN	20
+void		 quic_report_peers(struct quic_server *, struct strbuf *,
+		    bool json);
 /* Asks for this connection's output to be written before the loop sleeps. */
 void		 qconn_want_write(struct qconn *);
 /* Keep the connection alive with PINGs while requests wait (on). */

@@ -53,7 +53,7 @@ struct control {
 };
 
 static const char *const control_commands[] = {
-	"stats", "conns", "tls", "backends", "reload", "version",
+	"stats", "conns", "peers", "tls", "backends", "reload", "version",
 };
 
 /* Best effort, for short messages to a client about to be closed. */
@@ -195,6 +195,8 @@ control_dispatch(struct control_client *c)
 		show = ops->stats;
 	else if (strcmp(cmd, "conns") == 0)
 		show = ops->conns;
+	else if (strcmp(cmd, "peers") == 0)
+		show = ops->peers;
 	else if (strcmp(cmd, "tls") == 0)
 		show = ops->tls;
 	else if (strcmp(cmd, "backends") == 0)

@@ -23,6 +23,7 @@
 struct control_ops {
 	void	(*stats)(struct strbuf *out, bool json, void *arg);
 	void	(*conns)(struct strbuf *out, bool json, void *arg);
+	void	(*peers)(struct strbuf *out, bool json, void *arg);
 	void	(*tls)(struct strbuf *out, bool json, void *arg);
 	void	(*backends)(struct strbuf *out, bool json, void *arg);
 	/*

@@ -278,6 +278,12 @@ op_conns(struct strbuf *out, bool json, void *arg)
 }
 
 static void
+op_peers(struct strbuf *out, bool json, void *arg)
+{
+	quic_report_peers(server, out, json);
+}
+
+static void
 op_tls(struct strbuf *out, bool json, void *arg)
 {
 	server_report_tls(server, out, json);
@@ -311,6 +317,7 @@ op_version(struct strbuf *out, bool json, void *arg)
 static const struct control_ops ops = {
 	.stats = op_stats,
 	.conns = op_conns,
+	.peers = op_peers,
 	.tls = op_tls,
 	.backends = op_backends,
 	.reload = op_reload,

@@ -23,7 +23,7 @@
 #define CTL_MAX_READ		(CONTROL_MAX_REPLY + 4096)
 
 static const char *const ctl_commands[] = {
-	"stats", "conns", "tls", "backends", "reload", "version",
+	"stats", "conns", "peers", "tls", "backends", "reload", "version",
 };
 #define CTL_NCOMMANDS	(sizeof(ctl_commands) / sizeof(ctl_commands[0]))
 
@@ -38,6 +38,7 @@ ctl_usage(FILE *f)
 	    "  stats      counters: connections, requests, traffic, "
 	    "listeners, backends\n"
 	    "  conns      one line per live QUIC connection\n"
+	    "  peers      the clients with the most connections open\n"
 	    "  tls        each listener's certificates: expiry, host names\n"
 	    "  backends   backend servers: state, requests, failures\n"
 	    "  reload     reload the configuration (like SIGHUP)\n"

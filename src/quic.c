@@ -2273,6 +2273,53 @@ quic_fini(struct quic_server *srv)
 	explicit_bzero(srv->secret, sizeof(srv->secret));
 }
 
+/*
+ * The clients with the most connections open (QUIC_PEERS_SHOWN of them),
+ * beside max_connections_per_client: who is near it, or holds most.
+ */
+void
+quic_report_peers(struct quic_server *srv, struct strbuf *out, bool json)
+{
+	const struct client *top[QUIC_PEERS_SHOWN];
+	uint64_t limit = srv->gen->cfg->max_conns_per_client;
+	char text[INET6_ADDRSTRLEN + 4];
+	ssize_t n;
+
+	n = clients_top(srv->clients, top, QUIC_PEERS_SHOWN);
+	if (n < 0) {
+		strbuf_printf(out, json ? "{\"error\":\"out of memory\"}\n" :
+		    "out of memory\n");
+		return;
+	}
+	if (json)
+		strbuf_printf(out, "{\"clients\":%zu,\"limit\":%llu,"
+		    "\"top\":[", clients_count(srv->clients),
+		    (unsigned long long)limit);
+	else {
+		strbuf_printf(out, "%zu client(s) with a connection open; "
+		    "max_connections_per_client: ", clients_count(srv->clients));
+		if (limit > 0)
+			strbuf_printf(out, "%llu\n", (unsigned long long)limit);
+		else
+			strbuf_printf(out, "none\n");
+		strbuf_printf(out, "%-44s %11s %7s\n", "CLIENT", "CONNECTIONS",
+		    "PROVEN");
+	}
+	for (ssize_t i = 0; i < n; i++) {
+		client_format(top[i], text, sizeof(text));
+		if (json) {
+			strbuf_printf(out, "%s{\"client\":", i > 0 ? "," : "");
+			strbuf_json_string(out, text);
+			strbuf_printf(out, ",\"connections\":%u,\"proven\":%u}",
+			    top[i]->conns, top[i]->proven);
+		} else
+			strbuf_printf(out, "%-44s %11u %7u\n", text,
+			    top[i]->conns, top[i]->proven);
+	}
+	if (json)
+		strbuf_printf(out, "]}\n");
+}
+
 /* The connection's local and peer addresses as text, ADDR_STRLEN each. */
 static void
 conn_addrs(struct qconn *qc, char *lbuf, char *rbuf)

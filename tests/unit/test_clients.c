@@ -178,6 +178,31 @@ test_refusals(void)
 	clients_free(t);
 }
 
+/* The clients with the most connections, most first, and their names. */
+static void
+test_top(void)
+{
+	struct clients *t = clients_new();
+	struct addr a = ip("192.0.2.9", 1), b = ip("2001:db8:1:2::5", 2);
+	struct addr c = ip("10.0.0.1", 3);
+	const struct client *top[2];
+	char text[64];
+
+	CHECK_EQ_INT(clients_top(t, top, 2), 0);
+	(void)clients_add(t, &a);
+	for (int i = 0; i < 3; i++)
+		(void)clients_add(t, &b);
+	(void)clients_add(t, &c);
+	(void)clients_add(t, &c);
+	CHECK_EQ_INT(clients_top(t, top, 2), 2);
+	CHECK_EQ_STR(client_format(top[0], text, sizeof(text)),
+	    "2001:db8:1:2::/64");
+	CHECK_EQ_INT(top[0]->conns, 3);
+	CHECK_EQ_STR(client_format(top[1], text, sizeof(text)), "10.0.0.1");
+	CHECK_EQ_INT(clients_top(t, top, 1), 1);
+	clients_free(t);
+}
+
 int
 main(void)
 {
@@ -185,5 +210,6 @@ main(void)
 	test_counts();
 	test_many();
 	test_refusals();
+	test_top();
 	UNIT_DONE();
 }

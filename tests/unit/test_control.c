@@ -53,7 +53,7 @@ static void
 test_parse(void)
 {
 	static const char *const cmds[] = {
-		"stats", "conns", "tls", "backends", "reload", "version",
+		"stats", "conns", "peers", "tls", "backends", "reload", "version",
 	};
 	char line[2048];
 	const char *cmd, *err;
