@@ -132,43 +132,66 @@ clear_right(uint8_t *right, bool odd)
 		right[0] &= 0x0f;
 }
 
-/* Four passes over sid || nonce in `plain', into `out' (plainlen bytes). */
+/*
+ * The two halves of `in' (plainlen bytes): for an odd length both hold the
+ * middle byte, the left its high nibble and the right its low one.
+ */
 static void
-feistel_encrypt(const struct cid_lb *lb, const uint8_t *plain, uint8_t *out)
+feistel_split(const struct cid_lb *lb, const uint8_t *in, uint8_t *left,
+    uint8_t *right)
 {
 	size_t len = lb->plainlen, half = (len + 1) / 2;
 	bool odd = len & 1;
-	uint8_t left[10], right[10];
 
-	memcpy(left, plain, half);
-	memcpy(right, plain + len / 2, half);
+	memcpy(left, in, half);
+	memcpy(right, in + len / 2, half);
 	clear_left(left, half, odd);
 	clear_right(right, odd);
-	feistel_pass(lb, left, right, half, 1);
-	clear_right(right, odd);
-	feistel_pass(lb, right, left, half, 2);
-	clear_left(left, half, odd);
-	feistel_pass(lb, left, right, half, 3);
-	clear_right(right, odd);
-	feistel_pass(lb, right, left, half, 4);
-	clear_left(left, half, odd);
+}
+
+/* The halves joined again into `out', plainlen bytes. */
+static void
+feistel_join(const struct cid_lb *lb, const uint8_t *left,
+    const uint8_t *right, uint8_t *out)
+{
+	size_t len = lb->plainlen, half = (len + 1) / 2;
+	bool odd = len & 1;
+
 	memcpy(out, left, half);
 	if (odd)
 		out[half - 1] |= right[0];
 	memcpy(out + half, right + (odd ? 1 : 0), len - half);
 }
 
+/* Four passes over sid || nonce in `plain', into `out' (plainlen bytes). */
+static void
+feistel_encrypt(const struct cid_lb *lb, const uint8_t *plain, uint8_t *out)
+{
+	size_t half = (lb->plainlen + 1) / 2;
+	bool odd = lb->plainlen & 1;
+	uint8_t left[10], right[10];
+
+	feistel_split(lb, plain, left, right);
+	feistel_pass(lb, left, right, half, 1);
+	clear_right(right, odd);
+	feistel_pass(lb, right, left, half, 2);
+	clear_left(left, half, odd);
+	feistel_pass(lb, left, right, half, 3);
+	clear_right(right, odd);
+	feistel_pass(lb, right, left, half, 4);
+	clear_left(left, half, odd);
+	feistel_join(lb, left, right, out);
+}
+
+/* The same passes the other way round. */
 static void
 feistel_decrypt(const struct cid_lb *lb, const uint8_t *in, uint8_t *plain)
 {
-	size_t len = lb->plainlen, half = (len + 1) / 2;
-	bool odd = len & 1;
+	size_t half = (lb->plainlen + 1) / 2;
+	bool odd = lb->plainlen & 1;
 	uint8_t left[10], right[10];
 
-	memcpy(left, in, half);
-	memcpy(right, in + len / 2, half);
-	clear_left(left, half, odd);
-	clear_right(right, odd);
+	feistel_split(lb, in, left, right);
 	feistel_pass(lb, right, left, half, 4);
 	clear_left(left, half, odd);
 	feistel_pass(lb, left, right, half, 3);
@@ -177,10 +200,7 @@ feistel_decrypt(const struct cid_lb *lb, const uint8_t *in, uint8_t *plain)
 	clear_left(left, half, odd);
 	feistel_pass(lb, left, right, half, 1);
 	clear_right(right, odd);
-	memcpy(plain, left, half);
-	if (odd)
-		plain[half - 1] |= right[0];
-	memcpy(plain + half, right + (odd ? 1 : 0), len - half);
+	feistel_join(lb, left, right, plain);
 }
 
 void
