@@ -85,6 +85,24 @@ bytes_hexval(uint8_t c)
 	return -1;
 }
 
+/*
+ * The len bytes written as the 2 * len hexadecimal digits of hex, into
+ * out; false, with out partly written, where one is not a digit.
+ */
+static inline bool
+bytes_from_hex(const char *hex, size_t len, uint8_t *out)
+{
+	int hi, lo;
+
+	for (size_t i = 0; i < len; i++) {
+		if ((hi = bytes_hexval((uint8_t)hex[2 * i])) == -1 ||
+		    (lo = bytes_hexval((uint8_t)hex[2 * i + 1])) == -1)
+			return false;
+		out[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return true;
+}
+
 /* A control character other than HT, or DEL (RFC 9110 5.5 field-value). */
 static inline bool
 bytes_isctl(uint8_t c)

@@ -24,6 +24,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bytes.h"
 #include "cid.h"
 #include "config.h"
 #include "log.h"
@@ -658,7 +659,6 @@ config_set_server_id(struct config_parser *p, const struct config_key *k,
 {
 	struct config	*cfg = obj;
 	size_t		 n = strlen(value);
-	unsigned	 v;
 
 	(void)s;
 	if (strcmp(value, "off") == 0) {
@@ -666,14 +666,10 @@ config_set_server_id(struct config_parser *p, const struct config_key *k,
 		return 0;
 	}
 	if (n == 0 || n % 2 != 0 || n / 2 > sizeof(cfg->cid_sid) ||
-	    strspn(value, "0123456789abcdefABCDEF") != n) {
+	    !bytes_from_hex(value, n / 2, cfg->cid_sid)) {
 		config_bad_value(p, k, value, "1 to 15 bytes in hexadecimal "
 		    "(2 to 30 digits), or off");
 		return -1;
-	}
-	for (size_t i = 0; i < n / 2; i++) {
-		(void)sscanf(value + 2 * i, "%2x", &v);
-		cfg->cid_sid[i] = (uint8_t)v;
 	}
 	cfg->cid_sidlen = n / 2;
 	return 0;

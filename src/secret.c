@@ -8,6 +8,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 
+#include "bytes.h"
 #include "secret.h"
 
 static int
@@ -139,9 +140,7 @@ secret_load_hex(const char *path, uid_t user, uint8_t *out, size_t len,
     char *err, size_t errlen)
 {
 	char text[130];
-	unsigned v;
 	ssize_t n;
-	size_t digits;
 	int fd;
 
 	if (2 * len + 3 > sizeof(text)) {
@@ -156,18 +155,13 @@ secret_load_hex(const char *path, uid_t user, uint8_t *out, size_t len,
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
 		return -1;
 	}
-	text[n] = '\0';
-	digits = strspn(text, "0123456789abcdefABCDEF");
-	if (digits != 2 * len || !((size_t)n == digits ||
-	    ((size_t)n == digits + 1 && text[digits] == '\n'))) {
+	if (!((size_t)n == 2 * len || ((size_t)n == 2 * len + 1 &&
+	    text[2 * len] == '\n')) || !bytes_from_hex(text, len, out)) {
 		explicit_bzero(text, sizeof(text));
+		explicit_bzero(out, len);
 		snprintf(err, errlen, "%s: expected a key of %zu hexadecimal "
 		    "digits on one line", path, 2 * len);
 		return -1;
-	}
-	for (size_t i = 0; i < len; i++) {
-		(void)sscanf(text + 2 * i, "%2x", &v);
-		out[i] = (uint8_t)v;
 	}
 	explicit_bzero(text, sizeof(text));
 	return 0;
