@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "bucket.h"
 #include "clients.h"
 #include "siphash.h"
 
@@ -245,15 +246,8 @@ clients_may_refuse(struct clients *t, const struct addr *a, double now)
 	if (memcmp(r->key, key, CLIENT_KEYLEN) != 0) {
 		memcpy(r->key, key, CLIENT_KEYLEN);
 		r->budget = CLIENTS_REFUSALS_BURST;
-	} else {
-		if (now > r->at)	/* not when the clock went back */
-			r->budget += now - r->at;
-		if (r->budget > CLIENTS_REFUSALS_BURST)
-			r->budget = CLIENTS_REFUSALS_BURST;
+		r->at = now;
 	}
-	r->at = now;
-	if (r->budget < 1.)
-		return false;
-	r->budget -= 1.;
-	return true;
+	return bucket_take(&r->budget, &r->at, now, 1.,
+	    CLIENTS_REFUSALS_BURST);
 }

@@ -18,6 +18,7 @@
 #include <wolfssl/ssl.h>
 #include <ngtcp2/ngtcp2_crypto_wolfssl.h>
 
+#include "bucket.h"
 #include "cid.h"
 #include "clients.h"
 #include "conn.h"
@@ -643,16 +644,9 @@ static bool
 reset_over_budget(struct qconn *qc)
 {
 	double limit = (double)qc->gen->cfg->max_stream_resets;
-	ev_tstamp now = ev_now(qc->srv->loop);
 
-	qc->reset_budget += (now - qc->reset_refill) * limit / RESET_WINDOW;
-	if (qc->reset_budget > limit)
-		qc->reset_budget = limit;
-	qc->reset_refill = now;
-	if (qc->reset_budget < 1.0)
-		return true;
-	qc->reset_budget -= 1.0;
-	return false;
+	return !bucket_take(&qc->reset_budget, &qc->reset_refill,
+	    ev_now(qc->srv->loop), limit / RESET_WINDOW, limit);
 }
 
 /* A request stream the client cancelled: once per stream, on the budget. */
@@ -1626,15 +1620,11 @@ send_stateless_reset(struct udp_sock *sock, size_t len, const uint8_t *dcid,
 	if (dcidlen != srv->cid_len || len <= 1 +
 	    NGTCP2_MIN_STATELESS_RESET_RANDLEN + NGTCP2_STATELESS_RESET_TOKENLEN)
 		return;
-	srv->reset_budget += (now - srv->reset_refill) * STATELESS_RESET_RATE;
-	srv->reset_refill = now;
-	if (srv->reset_budget > STATELESS_RESET_RATE)
-		srv->reset_budget = STATELESS_RESET_RATE;
-	if (srv->reset_budget < 1.) {
+	if (!bucket_take(&srv->reset_budget, &srv->reset_refill, now,
+	    STATELESS_RESET_RATE, STATELESS_RESET_RATE)) {
 		stats.stateless_resets_limited++;
 		return;
 	}
-	srv->reset_budget -= 1.;
 	size = len - 1 < 43 ? len - 1 : 43;
 	ngtcp2_cid_init(&cid, dcid, dcidlen);
 	if (ngtcp2_crypto_generate_stateless_reset_token(token, srv->secret,

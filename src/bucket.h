@@ -1,0 +1,31 @@
+/*
+ * bucket.h: a budget that refills at a steady rate up to a burst, and
+ * gives one unit at a time (stateless resets, a client's stream resets,
+ * the refusals a client is sent).
+ */
+#ifndef QPROXY_BUCKET_H
+#define QPROXY_BUCKET_H
+
+#include <stdbool.h>
+
+/*
+ * Refills *budget for the time since *at (rate per second, up to burst),
+ * then takes one unit: false when less than one was left. A clock that
+ * went back refills nothing, rather than taking the budget below zero.
+ */
+static inline bool
+bucket_take(double *budget, double *at, double now, double rate,
+    double burst)
+{
+	if (now > *at)
+		*budget += (now - *at) * rate;
+	if (*budget > burst)
+		*budget = burst;
+	*at = now;
+	if (*budget < 1.)
+		return false;
+	*budget -= 1.;
+	return true;
+}
+
+#endif
