@@ -29,6 +29,7 @@
 #include <unistd.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <netinet/in.h>
 
 #include "bufq.h"
 #include "bytes.h"
@@ -260,6 +261,7 @@ status_text(int status)
 	case 404: return "Not Found";
 	case 408: return "Request Timeout";
 	case 413: return "Content Too Large";
+	case 421: return "Misdirected Request";
 	case 425: return "Too Early";
 	case 431: return "Request Header Fields Too Large";
 	case 501: return "Not Implemented";
@@ -718,8 +720,9 @@ void
 exchange_headers_end(struct exchange *ex, bool fin)
 {
 	const struct config_route *route;
-	const char *authority, *path;
-	size_t alen, plen;
+	const char *authority, *path, *host;
+	char hbuf[INET6_ADDRSTRLEN];
+	size_t alen, plen, hostlen;
 
 	if (ex->state != EX_HEADERS || ex->head_refused)
 		return;	/* trailers are read and dropped */
@@ -746,6 +749,13 @@ exchange_headers_end(struct exchange *ex, bool fin)
 	}
 	authority = request_authority(&ex->req, &alen);
 	path = request_path(&ex->req, &plen);
+	route_host(authority, alen, hbuf, sizeof(hbuf),
+	    &host, &hostlen);
+	if (!tls_conn_may_serve(&ex->qc->tls, host, hostlen)) {
+		stats.requests_misdirected++;
+		ex_respond(ex, 421);
+		return;
+	}
 	if ((route = route_match(ex_cfg(ex), authority, alen, path,
 	    plen)) == NULL) {
 		ex_respond(ex, 404);

@@ -24,12 +24,7 @@ route_caseeq(const char *a, const char *b, size_t len)
 	return true;
 }
 
-/*
- * The host part of an authority: the port and a final dot go; an IPv6
- * literal loses its brackets and is put in the canonical form the
- * configuration keeps (buf holds it then).
- */
-static void
+void
 route_host(const char *auth, size_t len, char *buf, size_t buflen,
     const char **host, size_t *hostlen)
 {

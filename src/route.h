@@ -17,4 +17,13 @@ const struct config_route *route_match(const struct config *cfg,
     const char *authority, size_t authoritylen, const char *path,
     size_t pathlen);
 
+/*
+ * The host part of an authority: the port and a final dot go; an IPv6
+ * literal loses its brackets and is put in the canonical form the
+ * configuration keeps (buf, of INET6_ADDRSTRLEN bytes or more, holds it
+ * then). host points into auth or buf, hostlen bytes, with no NUL.
+ */
+void route_host(const char *auth, size_t len, char *buf, size_t buflen,
+    const char **host, size_t *hostlen);
+
 #endif

@@ -204,6 +204,37 @@ tls_host_matches(const char *name, const char *host)
 	return dot != NULL && dot != host && strcmp(dot, name + 1) == 0;
 }
 
+/* Whether one of a certificate's names covers host (lowercase). */
+static bool
+cert_covers(const struct tls_cert *c, const char *host)
+{
+	for (size_t j = 0; j < c->nnames; j++)
+		if (tls_host_matches(c->names[j], host))
+			return true;
+	return false;
+}
+
+bool
+tls_conn_may_serve(const struct tls_conn *tc, const char *host, size_t len)
+{
+	const struct tls_ctx_data *d = tc->ctx != NULL ?
+	    wolfSSL_CTX_get_TicketEncCtx(tc->ctx) : NULL;
+	char h[256];
+
+	if (d == NULL || d->ncerts < 2 || tc->cert >= d->ncerts || len == 0 ||
+	    len >= sizeof(h))
+		return true;
+	for (size_t i = 0; i < len; i++)
+		h[i] = (char)tolower((unsigned char)host[i]);
+	h[len] = '\0';
+	if (cert_covers(&d->certs[tc->cert], h))
+		return true;
+	for (size_t i = 0; i < d->ncerts; i++)
+		if (cert_covers(&d->certs[i], h))
+			return false;
+	return true;
+}
+
 /*
  * The certificate for a client's host name: the first whose names hold it
  * exactly, else the first with a wildcard for it, else the first of all.
@@ -742,6 +773,7 @@ tls_session_new(WOLFSSL_CTX *ctx, struct tls_conn *tc, bool early_data)
 	wolfSSL_set_quic_early_data_enabled(ssl, early_data ? 1 : 0);
 	tc->sni[0] = '\0';
 	tc->cert = 0;
+	tc->ctx = ctx;
 	wolfSSL_set_app_data(ssl, tc);
 	wolfSSL_set_accept_state(ssl);
 	if (keylog_enabled())

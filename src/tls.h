@@ -19,6 +19,8 @@ struct tls_conn {
 	ngtcp2_crypto_conn_ref	 ref;
 	char			 sni[256];	/* "" when none was sent */
 	unsigned int		 cert;		/* the certificate it got */
+	WOLFSSL_CTX		*ctx;		/* its listener's; lives as
+						   long as its generation */
 };
 
 struct config;
@@ -72,6 +74,17 @@ void		 tls_ctx_warnings(WOLFSSL_CTX *, const struct config *,
  * one label before example.com) covers a host name (lowercase).
  */
 bool		 tls_host_matches(const char *name, const char *host);
+/*
+ * Whether a connection may serve a request for host (len bytes, any case,
+ * no port): false when its certificate does not cover the host and
+ * another of its listener's certificates does. Such a request is answered
+ * 421 (RFC 9110 15.5.20), so that the client opens a connection of its
+ * own and checks that certificate (RFC 9114 3.3): a client may reuse a
+ * connection only for the hosts its certificate covers. A host no
+ * certificate names (an address, a name of none) is served on any.
+ */
+bool		 tls_conn_may_serve(const struct tls_conn *tc, const char *host,
+		    size_t len);
 /* A session bound to a connection through tc (ngtcp2's convention). */
 WOLFSSL		*tls_session_new(WOLFSSL_CTX *, struct tls_conn *tc,
 		    bool early_data);

@@ -342,3 +342,80 @@ def test_chromium_gets_each_host_its_certificate(qproxy_factory, backend_app, ce
         assert not r.get("errorText"), (r, c.stderr_tail())
     finally:
         c.close()
+
+
+def _get_as(q, certs, host, authority):
+    """libcurl connects to host (its name sent, the certificate checked for
+    it), then asks for authority: the Host header it is given becomes the
+    request's :authority."""
+    url = "https://%s:%d/app/bytes/10" % (host, q.port)
+    resolve = [] if host == "127.0.0.1" else ["%s:%d:127.0.0.1" % (host, q.port)]
+    return h3_get(url, resolve=resolve, verify=True, cainfo=certs["ca"],
+                  headers=["Host: %s:%d" % (authority, q.port)])
+
+
+def test_a_host_of_another_certificate_is_misdirected(qproxy_factory, backend_app, certs):
+    """A request on a connection whose certificate does not cover its
+    host, where another of the listener's certificates does, gets 421
+    (RFC 9110 15.5.20) and never reaches a backend: the client must open a
+    connection to that host and check its certificate (RFC 9114 3.3).
+    Hosts the connection's certificate covers, and hosts no certificate
+    names, are served."""
+    q = qproxy_factory(sections=_sections(backend_app.tcp_server, [
+        certs["default"], certs["a"], certs["b"]]))
+    for host, authority in (("a.test", "x.b.test"), ("x.b.test", "A.TEST"),
+                            ("127.0.0.1", "www.a.test"), ("localhost", "y.b.test")):
+        r = _get_as(q, certs, host, authority)
+        assert r.status == 421 and r.body == b"421 Misdirected Request\n", \
+            (host, authority, r.status)
+    st = stats(q)
+    assert st["requests"]["misdirected"] == 4, st["requests"]
+    assert st["upstream"]["connects"] == 0, st["upstream"]
+    for host, authority in (("a.test", "www.a.test"), ("a.test", "c.test"),
+                            ("x.b.test", "z.b.test"), ("a.test", "127.0.0.1"),
+                            ("x.b.test", "x.y.b.test")):
+        r = _get_as(q, certs, host, authority)
+        assert r.status == 200 and r.body == expected_body(10), (host, authority)
+    assert stats(q)["requests"]["misdirected"] == 4
+
+
+def test_one_certificate_serves_every_host(qproxy_factory, backend_app, certs):
+    """The control: a listener of one certificate has no other connection
+    to send a client to."""
+    q = qproxy_factory(sections=_sections(backend_app.tcp_server, [certs["default"]]))
+    r = _get_as(q, certs, "localhost", "a.test")
+    assert r.status == 200 and r.body == expected_body(10)
+    assert stats(q)["requests"]["misdirected"] == 0
+
+
+def test_chromium_reuses_a_connection_for_a_host_its_certificate_covers(
+        qproxy_factory, backend_app, certs, tmp_path):
+    """Chromium pools connections: a host at the same address that the
+    certificate it has already checked covers goes on the same connection
+    (RFC 9114 3.3). Here www.a.test also has a certificate of its own,
+    listed first, which a new connection to it would get; the reused one
+    must still be served, not sent away with a 421."""
+    d = str(tmp_path)
+    for f in ("ca.pem", "ca.key"):
+        os.symlink(os.path.join(os.path.dirname(certs["ca"]), f), os.path.join(d, f))
+    www = _leaf(d, "www", "/CN=www.a.test", "DNS:www.a.test", EC)
+    q = qproxy_factory(sections=_sections(backend_app.tcp_server, [
+        certs["default"], www, certs["a"]]))
+    c = _chromium(q, ["a.test", "www.a.test"], [certs["a"][0], www[0]])
+    try:
+        for h in ("a.test", "www.a.test"):
+            r = c.navigate("https://%s:%d/app/status/200" % (h, q.port))
+            assert not r.get("errorText"), (h, r, c.stderr_tail())
+            assert c.evaluate("performance.getEntriesByType('navigation')[0]"
+                              ".nextHopProtocol") == "h3", h
+            if h == "a.test":
+                first = stats(q)["connections"]["total"]
+        st = stats(q)
+        conns = json.loads(qproxyctl(q, "conns", "--json").stdout)["connections"]
+    finally:
+        c.close()
+    # Chromium opened its connections for a.test (two, here) and no more
+    assert st["connections"]["total"] == first, st["connections"]
+    assert [x["sni"] for x in conns] == ["a.test"] * len(conns), conns
+    assert st["requests"]["misdirected"] == 0, st["requests"]
+    assert st["requests"]["2xx"] >= 2, st["requests"]
