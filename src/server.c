@@ -21,6 +21,44 @@
 #include "udp.h"
 #include "upstream.h"
 
+/*
+ * The running configuration's certificates against the clock, for
+ * qproxyctl stats and, with warn, the log; looked at again once a day and
+ * when one of them expires, comes within TLS_EXPIRY_WARN_DAYS of it, or
+ * becomes valid, so that the log says so while the daemon runs, not only
+ * at a start or reload.
+ */
+static void
+cert_watch(struct quic_server *srv, bool warn)
+{
+	const struct generation *gen = srv->gen;
+	time_t now = time(NULL), next = now + 86400;
+	uint64_t expiring = 0, not_valid = 0;
+
+	for (size_t i = 0; i < gen->nlisteners; i++) {
+		const struct listener *l = &gen->listeners[i];
+
+		if (warn)
+			tls_ctx_warnings(l->tls, gen->cfg, l->cfg, now,
+			    log_warnx);
+		tls_ctx_expiry(l->tls, now, &expiring, &not_valid, &next);
+	}
+	stats.certs_expiring = expiring;
+	stats.certs_not_valid = not_valid;
+	/* a second late: time() counts whole seconds, ev_now does not */
+	ev_timer_stop(srv->loop, &srv->cert_timer);
+	ev_timer_set(&srv->cert_timer, (double)(next - now) + 1., 0.);
+	ev_timer_start(srv->loop, &srv->cert_timer);
+}
+
+static void
+cert_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	cert_watch(w->data, true);
+}
+
 struct quic_server *
 server_new(struct ev_loop *loop)
 {
@@ -30,6 +68,8 @@ server_new(struct ev_loop *loop)
 		return NULL;
 	srv->loop = loop;
 	srv->started = ev_now(loop);
+	ev_timer_init(&srv->cert_timer, cert_timer_cb, 0., 0.);
+	srv->cert_timer.data = srv;
 	LIST_INIT(&srv->socks);
 	quic_init(srv);
 	return srv;
@@ -266,6 +306,8 @@ server_apply(struct quic_server *srv, struct config *cfg, struct strbuf *errs)
 	gen->id = old != NULL ? old->id + 1 : 1;
 	srv->gen = gen;
 	generation_unref(old);
+	/* generation_new has warned */
+	cert_watch(srv, false);
 	return 0;
 fail:
 	/* close the sockets this attempt opened; the running ones stay */
@@ -292,6 +334,7 @@ server_shutdown(struct quic_server *srv)
 	 * sockets keep reading for the established ones.
 	 */
 	srv->shutting_down = true;
+	ev_timer_stop(srv->loop, &srv->cert_timer);
 	for (qc = LIST_FIRST(&srv->conns); qc != NULL; qc = next) {
 		next = LIST_NEXT(qc, entry);
 		if (qc->state != QC_ACTIVE)
@@ -337,6 +380,7 @@ server_free(struct quic_server *srv)
 	if (srv == NULL)
 		return;
 	quic_fini(srv);
+	ev_timer_stop(srv->loop, &srv->cert_timer);
 	while ((s = LIST_FIRST(&srv->socks)) != NULL)
 		sock_close(s);
 	generation_unref(srv->gen);
@@ -518,6 +562,8 @@ static const struct stats_row {
 	ROW("buffers", "h3_free_bytes", h3_free_bytes),
 	ROW("loop", "busy_windows", loop_busy_windows),
 	ROW("loop", "batched_windows", loop_batched_windows),
+	ROW("tls", "certificates_expiring", certs_expiring),
+	ROW("tls", "certificates_not_valid", certs_not_valid),
 };
 #undef ROW
 

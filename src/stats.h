@@ -82,6 +82,8 @@ struct stats {
 	uint64_t	h3_free_bytes;		/* now: nghttp3 blocks kept */
 	uint64_t	loop_busy_windows;	/* 10 ms at batch_busy or more */
 	uint64_t	loop_batched_windows;	/* then set to wait batch_delay */
+	uint64_t	certs_expiring;		/* now: within 14 days */
+	uint64_t	certs_not_valid;	/* now: expired or not yet valid */
 };
 
 extern struct stats stats;

@@ -719,6 +719,35 @@ tls_ctx_warnings(WOLFSSL_CTX *ctx, const struct config *cfg,
 	}
 }
 
+/* The first of t after now, or *next if that comes first. */
+static void
+sooner(time_t t, time_t now, time_t *next)
+{
+	if (t > now && t < *next)
+		*next = t;
+}
+
+void
+tls_ctx_expiry(WOLFSSL_CTX *ctx, time_t now, uint64_t *expiring,
+    uint64_t *not_valid, time_t *next)
+{
+	struct tls_cert_info ci;
+	time_t warn_from;
+
+	for (size_t i = 0; tls_ctx_cert(ctx, i, &ci); i++) {
+		if (ci.not_after == 0)
+			continue;
+		warn_from = ci.not_after - TLS_EXPIRY_WARN_DAYS * 86400;
+		if (ci.not_before > now || ci.not_after <= now)
+			(*not_valid)++;
+		else if (warn_from <= now)
+			(*expiring)++;
+		sooner(ci.not_before, now, next);
+		sooner(warn_from, now, next);
+		sooner(ci.not_after, now, next);
+	}
+}
+
 void
 tls_ctx_free(WOLFSSL_CTX *ctx)
 {

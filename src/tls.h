@@ -70,6 +70,14 @@ void		 tls_ctx_warnings(WOLFSSL_CTX *, const struct config *,
 		    const struct config_listener *, time_t now,
 		    void (*warn)(const char *, ...));
 /*
+ * Adds to *not_valid a context's certificates that have expired or are
+ * not valid yet, and to *expiring those valid that expire within
+ * TLS_EXPIRY_WARN_DAYS; *next becomes the first time after now, if before
+ * *next, at which one of them passes from one state to another.
+ */
+void		 tls_ctx_expiry(WOLFSSL_CTX *, time_t now, uint64_t *expiring,
+		    uint64_t *not_valid, time_t *next);
+/*
  * Whether a certificate's DNS name (lowercase; "*.example.com" for any
  * one label before example.com) covers a host name (lowercase).
  */

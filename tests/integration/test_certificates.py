@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from cdp import Chromium, chromium_binary, spki_hash
-from helpers import SLOW, expected_body, gtlsclient_binary, h3_get, qproxy_binary
+from helpers import (SLOW, expected_body, gtlsclient_binary, h3_get, qproxy_binary,
+                     wait_until)
 from test_ops import qproxyctl, stats
 
 
@@ -154,8 +155,11 @@ def test_a_reload_adds_a_certificate(qproxy_factory, backend_app, certs):
     extra = "certificate = %s\nprivate_key = %s\n" % certs["b"]
     with open(q.conf, "w") as f:
         f.write(conf.replace("early_data = off\n", "early_data = off\n" + extra, 1))
+    # made for 2 days, each expires within 14
+    assert stats(q)["tls"]["certificates_expiring"] == 1
     assert qproxyctl(q, "reload").returncode == 0
     assert _verified_get(q, certs, "x.b.test").status == 200
+    assert stats(q)["tls"]["certificates_expiring"] == 2
     # a pair whose key is not the certificate's is refused at its line,
     # and the running configuration keeps serving
     bad = "certificate = %s\nprivate_key = %s\n" % (certs["a"][0], certs["b"][1])
@@ -171,6 +175,7 @@ def test_a_reload_adds_a_certificate(qproxy_factory, backend_app, certs):
     assert _verified_get(q, certs, "x.b.test").status == 200
     with pytest.raises(pycurl.error):
         _verified_get(q, certs, "a.test")
+    assert stats(q)["tls"]["certificates_expiring"] == 2
 
 
 def _gtls(q, outdir, path, *extra):
@@ -300,6 +305,34 @@ def test_certificates_near_or_past_their_dates_are_warned_about(
     text = open(q.log).read()
     for e in expect:
         assert e.split(": listener", 1)[1] in text, text
+
+
+def test_certificates_are_watched_while_the_daemon_runs(
+        qproxy_factory, backend_app, certificate, tmp_path):
+    """qproxyctl stats counts the certificates expiring within 14 days and
+    those not valid, and the counts change as the clock passes a
+    certificate's dates, with the log saying so then, not only at the
+    start: one expires 3 s after it, another becomes valid then."""
+    now = datetime.datetime.utcnow().replace(microsecond=0)
+    day, edge = datetime.timedelta(days=1), now + datetime.timedelta(seconds=3)
+    short = _dated_certificate(str(tmp_path), "short", now - day, edge)
+    future = _dated_certificate(str(tmp_path), "future", edge, now + 90 * day)
+    later = _dated_certificate(str(tmp_path), "later", now - day, now + 5 * day)
+    q = qproxy_factory(sections=_sections(backend_app.tcp_server,
+                                          [certificate, short, future, later]))
+    tls = stats(q)["tls"]
+    assert time.time() < edge.replace(tzinfo=datetime.timezone.utc).timestamp(), \
+        "too slow a start to see the certificates' first state"
+    assert tls == {"certificates_expiring": 2, "certificates_not_valid": 1}, tls
+    expired = "certificate %s expired at %s" % (short[0],
+                                                 edge.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    assert expired not in open(q.log).read()
+    wait_until(lambda: stats(q)["tls"] == {"certificates_expiring": 1,
+                                           "certificates_not_valid": 1},
+               "the counts after the certificates' dates", 10 * SLOW)
+    wait_until(lambda: expired in open(q.log).read(), "the log's word of it", 5)
+    # and it still serves
+    assert h3_get(q.url("/app/bytes/10")).status == 200
 
 
 def _chromium(q, hosts, trusted):
