@@ -211,6 +211,8 @@ static const struct config_key config_keys[] = {
 	    1, 1000000, "200", 0, F(config, max_stream_resets) },
 	{ SECT_GLOBAL, "send_timeout", config_set_duration,
 	    1, DURATION_MAX, "60s", 0, F(config, send_timeout) },
+	{ SECT_GLOBAL, "workers", config_set_count,
+	    1, WORKERS_MAX, "1", 0, F(config, workers) },
 	{ SECT_GLOBAL, "user", config_set_user,
 	    0, 0, NULL, 0, F(config, user) },
 	{ SECT_GLOBAL, "control_socket", config_set_path,
@@ -1379,6 +1381,29 @@ config_finish_cid(struct config_parser *p, struct config *cfg)
 		    (unsigned long long)cfg->cid_nonce_len);
 }
 
+/*
+ * Workers find a datagram's process by the first byte of its connection
+ * ID, where a QUIC-LB ID keeps its configuration ID and length; and each
+ * serves its own control socket, at the path with ".N" added.
+ */
+static void
+config_finish_workers(struct config_parser *p, struct config *cfg)
+{
+	int line = config_global_line(cfg, "workers");
+
+	if (cfg->workers < 2)
+		return;
+	if (cfg->cid_sidlen > 0)
+		config_error(p, line, "workers: more than one cannot be used "
+		    "with cid_server_id: workers are told apart by the first "
+		    "byte of a connection ID, which QUIC-LB takes");
+	if (cfg->control_socket != NULL && strlen(cfg->control_socket) + 3 >=
+	    sizeof(((struct sockaddr_un *)0)->sun_path))
+		config_error(p, line, "workers: control_socket is too long for "
+		    "the workers' sockets (its path with \".%llu\" added)",
+		    (unsigned long long)cfg->workers - 1);
+}
+
 static void
 config_finish(struct config_parser *p)
 {
@@ -1417,6 +1442,7 @@ config_finish(struct config_parser *p)
 	memcpy(cfg->global_keyline, p->global.keyline,
 	    sizeof(cfg->global_keyline));
 	config_finish_cid(p, cfg);
+	config_finish_workers(p, cfg);
 	/* a bad [listener] header has had its error already */
 	if (cfg->nlisteners == 0 && !p->listener_seen)
 		config_error(p, p->line > 0 ? p->line : 1,

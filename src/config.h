@@ -80,6 +80,7 @@ struct config_route {
 };
 
 #define CONFIG_MAX_KEYS	64	/* keys of all kinds of section */
+#define WORKERS_MAX	64	/* [global] workers */
 
 /* All of it is owned by the struct config and freed by config_free. */
 struct config {
@@ -113,6 +114,8 @@ struct config {
 	uint64_t		 cid_nonce_len;	/* resolved at load */
 	uint64_t		 cid_config_id;
 	char			*cid_key_file;	/* NULL: IDs in the clear */
+
+	uint64_t		 workers;	/* processes (workers.h) */
 
 	char			*user;		/* NULL: keep the starting user */
 	uid_t			 uid;		/* of user, when set */

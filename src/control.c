@@ -44,6 +44,7 @@ struct control {
 	struct ev_loop		*loop;
 	int			 fd;
 	char			*path;
+	bool			 owner;		/* removes path at the end */
 	ev_io			 accept_io;
 	ev_timer		 pause;		/* accept paused (EMFILE) */
 	const struct control_ops *ops;
@@ -444,11 +445,9 @@ control_unlink_stale(const char *path, const struct sockaddr_un *sun)
 	return 0;
 }
 
-struct control *
-control_open(struct ev_loop *loop, const char *path,
-    const struct control_ops *ops, void *arg)
+int
+control_listen(const char *path)
 {
-	struct control *ctl;
 	struct sockaddr_un sun;
 	mode_t old;
 	int fd, rc;
@@ -459,16 +458,16 @@ control_open(struct ev_loop *loop, const char *path,
 	    strlen(path) >= sizeof(sun.sun_path)) {
 		log_warnx("control socket %s: path empty or longer than %zu "
 		    "bytes", path ? path : "", sizeof(sun.sun_path) - 1);
-		return NULL;
+		return -1;
 	}
 	memcpy(sun.sun_path, path, strlen(path));
 
 	if (control_unlink_stale(path, &sun) == -1)
-		return NULL;
+		return -1;
 	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
 	    0)) == -1) {
 		log_warn("control socket %s: socket", path);
-		return NULL;
+		return -1;
 	}
 	old = umask(0117);
 	rc = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
@@ -480,7 +479,7 @@ control_open(struct ev_loop *loop, const char *path,
 		else
 			log_warn("control socket %s: bind", path);
 		close(fd);
-		return NULL;
+		return -1;
 	}
 	if (chmod(path, 0660) == -1) {
 		log_warn("control socket %s: chmod", path);
@@ -490,14 +489,28 @@ control_open(struct ev_loop *loop, const char *path,
 		log_warn("control socket %s: listen", path);
 		goto fail;
 	}
+	return fd;
+fail:
+	unlink(path);
+	close(fd);
+	return -1;
+}
+
+struct control *
+control_serve(struct ev_loop *loop, int fd, const char *path, bool owner,
+    const struct control_ops *ops, void *arg)
+{
+	struct control *ctl;
+
 	if ((ctl = calloc(1, sizeof(*ctl))) == NULL ||
 	    (ctl->path = strdup(path)) == NULL) {
 		log_warn("control socket %s", path);
 		free(ctl);
-		goto fail;
+		return NULL;
 	}
 	ctl->loop = loop;
 	ctl->fd = fd;
+	ctl->owner = owner;
 	ctl->ops = ops;
 	ctl->arg = arg;
 	LIST_INIT(&ctl->clients);
@@ -508,11 +521,22 @@ control_open(struct ev_loop *loop, const char *path,
 	ev_io_start(loop, &ctl->accept_io);
 	log_debug("control socket %s: listening", path);
 	return ctl;
+}
 
-fail:
-	unlink(path);
-	close(fd);
-	return NULL;
+struct control *
+control_open(struct ev_loop *loop, const char *path,
+    const struct control_ops *ops, void *arg)
+{
+	struct control *ctl;
+	int fd;
+
+	if ((fd = control_listen(path)) == -1)
+		return NULL;
+	if ((ctl = control_serve(loop, fd, path, true, ops, arg)) == NULL) {
+		unlink(path);
+		close(fd);
+	}
+	return ctl;
 }
 
 void
@@ -527,7 +551,7 @@ control_close(struct control *ctl)
 	ev_io_stop(ctl->loop, &ctl->accept_io);
 	ev_timer_stop(ctl->loop, &ctl->pause);
 	close(ctl->fd);
-	if (unlink(ctl->path) == -1 && errno != ENOENT)
+	if (ctl->owner && unlink(ctl->path) == -1 && errno != ENOENT)
 		log_warn("control socket %s: unlink", ctl->path);
 	free(ctl->path);
 	free(ctl);

@@ -42,7 +42,15 @@ struct control;
  */
 struct control	*control_open(struct ev_loop *, const char *path,
 		    const struct control_ops *, void *arg);
-/* Stops listening, closes every client, removes the socket file. */
+/*
+ * control_open in two steps, for a socket made in one process and served
+ * in another (workers.c): the listening socket, or -1 (logged); then its
+ * service, which removes the file at the end when owner is set.
+ */
+int		 control_listen(const char *path);
+struct control	*control_serve(struct ev_loop *, int fd, const char *path,
+		    bool owner, const struct control_ops *, void *arg);
+/* Stops listening, closes every client, removes the socket file (owner). */
 void		 control_close(struct control *);
 
 /*

@@ -26,6 +26,7 @@
 #include "secret.h"
 #include "strbuf.h"
 #include "tls.h"
+#include "workers.h"
 
 #ifndef QPROXY_VERSION
 #define QPROXY_VERSION "unknown"
@@ -192,6 +193,8 @@ reload(struct strbuf *errs)
 		log_warnx("user changes take effect at restart");
 	if (!same_string(old->secret_file, cfg->secret_file))
 		log_warnx("secret_file changes take effect at restart");
+	if (old->workers != cfg->workers)
+		log_warnx("workers changes take effect at restart");
 	if (cid_changed(cfg))
 		log_warnx("cid_server_id, cid_nonce_length, cid_config_id and "
 		    "cid_key_file changes take effect at restart");
@@ -261,6 +264,12 @@ static void
 watchdog_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	sd_notify(0, "WATCHDOG=1");
+}
+
+static void
+ping_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	workers_ping();
 }
 
 /* control socket commands */
@@ -566,6 +575,7 @@ main(int argc, char *argv[])
 	struct log_file lf[3];
 	ev_signal sigterm, sigint, sighup, sigusr1;
 	sigset_t held;
+	uint8_t secret[SECRET_LEN], key[CID_LB_KEYLEN];
 	uint64_t usec;
 	int ch, check = 0, rv;
 
@@ -632,33 +642,32 @@ main(int argc, char *argv[])
 	if (tls_init() == -1)
 		fatalx("cannot initialise wolfSSL");
 
-	loop = ev_default_loop(EVFLAG_AUTO);
-	if ((server = server_new(loop)) == NULL)
-		fatalx("out of memory");
 	{
-		uint8_t secret[SECRET_LEN];
 		char err[512];
 
 		/* read once, as root: reloads keep it, so tokens stay valid */
 		if (secret_load(cfg->secret_file, cfg->user != NULL ?
 		    cfg->uid : 0, secret, err, sizeof(err)) == -1)
 			fatalx("secret_file: %s", err);
-		server_set_secret(server, secret, sizeof(secret));
-		tls_set_ticket_secret(secret, sizeof(secret));
-		explicit_bzero(secret, sizeof(secret));
-	}
-	{
-		uint8_t key[CID_LB_KEYLEN];
-		char err[512];
-
 		if (load_cid_key(cfg, key, err, sizeof(err)) == -1)
 			fatalx("cid_key_file: %s", err);
-		if (server_set_cid(server, cfg, cfg->cid_key_file != NULL ?
-		    key : NULL) == -1)
-			fatalx("cid_server_id: out of memory");
-		cid_remember(cfg, key);
-		explicit_bzero(key, sizeof(key));
 	}
+	/* the supervisor stays in there; each worker goes on from here */
+	if (cfg->workers > 1 &&
+	    workers_run(cfg, &held, drop_privileges) == -1)
+		return 1;
+
+	loop = ev_default_loop(EVFLAG_AUTO);
+	if ((server = server_new(loop)) == NULL)
+		fatalx("out of memory");
+	server_set_secret(server, secret, sizeof(secret));
+	tls_set_ticket_secret(secret, sizeof(secret));
+	explicit_bzero(secret, sizeof(secret));
+	if (server_set_cid(server, cfg, cfg->cid_key_file != NULL ? key :
+	    NULL) == -1)
+		fatalx("cid_server_id: out of memory");
+	cid_remember(cfg, key);
+	explicit_bzero(key, sizeof(key));
 	if (server_apply(server, cfg, &errs) == -1) {
 		stderr_errors(strbuf_str(&errs));
 		strbuf_free(&errs);
@@ -667,7 +676,16 @@ main(int argc, char *argv[])
 		return 1;
 	}
 	cfg = NULL;	/* the server's now */
-	if (server_config(server)->control_socket != NULL &&
+	if (worker_count > 1) {
+		const char *path;
+		int fd = workers_control_fd(&path);
+
+		if ((control = control_serve(loop, fd, path, false, &ops,
+		    NULL)) == NULL) {
+			server_free(server);
+			return 1;
+		}
+	} else if (server_config(server)->control_socket != NULL &&
 	    (control = control_open(loop,
 	    server_config(server)->control_socket, &ops, NULL)) == NULL) {
 		server_free(server);
@@ -691,16 +709,28 @@ main(int argc, char *argv[])
 	 */
 	if (sigprocmask(SIG_UNBLOCK, &held, NULL) == -1)
 		fatal("sigprocmask");
-	if (sd_watchdog_enabled(0, &usec) > 0) {
-		ev_timer_init(&watchdog, watchdog_cb, 0., usec / 2e6);
+	if (worker_count > 1) {
+		/* to the supervisor, which tells systemd */
+		ev_timer_init(&watchdog, ping_cb, 0., 1.);
 		ev_timer_again(loop, &watchdog);
+		workers_ping();
+		log_info("worker %u of qproxy %s started", worker_index,
+		    QPROXY_VERSION);
+	} else {
+		if (sd_watchdog_enabled(0, &usec) > 0) {
+			ev_timer_init(&watchdog, watchdog_cb, 0., usec / 2e6);
+			ev_timer_again(loop, &watchdog);
+		}
+		log_info("qproxy %s started", QPROXY_VERSION);
+		sd_notify(0, "READY=1");
 	}
-	log_info("qproxy %s started", QPROXY_VERSION);
-	sd_notify(0, "READY=1");
 
 	ev_run(loop, 0);
 
-	log_info("qproxy stopped");
+	if (worker_count > 1)
+		log_info("worker %u stopped", worker_index);
+	else
+		log_info("qproxy stopped");
 	control_close(control);
 	server_free(server);
 	strbuf_free(&errs);

@@ -29,6 +29,7 @@
 #include "stats.h"
 #include "strbuf.h"
 #include "udp.h"
+#include "workers.h"
 #include "upstream.h"
 
 /* Preference order: v2 for clients that offer it (RFC 9368), else v1. */
@@ -219,9 +220,11 @@ cid_new(struct quic_server *srv, ngtcp2_cid *cid)
 {
 	do {
 		cid->datalen = srv->cid_len;
-		if (srv->cid_lb == NULL)
+		if (srv->cid_lb == NULL) {
 			fill_random(cid->data, cid->datalen);
-		else
+			/* the kernel gives its datagrams to this worker */
+			cid->data[0] = workers_cid_byte(cid->data[0]);
+		} else
 			cid_lb_make(srv->cid_lb, cid->data);
 	} while (cid_find(srv, cid->data, cid->datalen) != NULL);
 	if (srv->cid_lb != NULL && !srv->cid_lb_warned &&

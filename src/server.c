@@ -20,6 +20,7 @@
 #include "strbuf.h"
 #include "udp.h"
 #include "upstream.h"
+#include "workers.h"
 
 /*
  * The running configuration's certificates against the clock, for
@@ -210,7 +211,8 @@ sock_open(struct quic_server *srv, const struct addr *a)
 	s->srv = srv;
 	s->local = *a;
 	TAILQ_INIT(&s->blocked);
-	if ((s->fd = udp_open(a)) == -1) {
+	if ((s->fd = worker_count > 1 ? workers_socket(a) : udp_open(a)) ==
+	    -1) {
 		free(s);
 		return NULL;
 	}
@@ -252,6 +254,15 @@ server_apply(struct quic_server *srv, struct config *cfg, struct strbuf *errs)
 			LIST_FOREACH(s, &srv->socks, entry)
 				if (addr_equal(&s->local, &lc->addrs[j]))
 					break;
+			if (s == NULL && worker_count > 1 &&
+			    !workers_have_socket(&lc->addrs[j])) {
+				strbuf_printf(errs, "%s:%d: listener %s: udp %s "
+				    "is new: with workers, new addresses take "
+				    "a restart\n", cfg->path, lc->addr_lines[j],
+				    lc->name, addr_format(&lc->addrs[j], text,
+				    sizeof(text)));
+				goto fail;
+			}
 			if (s == NULL) {
 				if ((s = sock_open(srv, &lc->addrs[j])) ==
 				    NULL) {

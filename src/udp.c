@@ -7,6 +7,7 @@
 #include <netinet/ip.h>
 #include <netinet/udp.h>
 #include <sys/socket.h>
+#include <linux/filter.h>
 
 #include "log.h"
 #include "udp.h"
@@ -17,8 +18,8 @@ setopt(int fd, int level, int name, int value)
 	return setsockopt(fd, level, name, &value, sizeof(value));
 }
 
-int
-udp_open(const struct addr *a)
+static int
+udp_socket(const struct addr *a, bool reuseport)
 {
 	char text[ADDR_STRLEN];
 	int fd, family = a->u.sa.sa_family;
@@ -47,6 +48,8 @@ udp_open(const struct addr *a)
 	/* Room for bursts of a few hundred datagrams. */
 	(void)setopt(fd, SOL_SOCKET, SO_RCVBUF, 4 << 20);
 	(void)setopt(fd, SOL_SOCKET, SO_SNDBUF, 4 << 20);
+	if (reuseport && setopt(fd, SOL_SOCKET, SO_REUSEPORT, 1) == -1)
+		goto fail;
 	if (bind(fd, &a->u.sa, a->len) == -1) {
 		log_warn("bind %s", addr_format(a, text, sizeof(text)));
 		close(fd);
@@ -56,6 +59,56 @@ udp_open(const struct addr *a)
 fail:
 	log_warn("%s: setsockopt", __func__);
 	close(fd);
+	return -1;
+}
+
+int
+udp_open(const struct addr *a)
+{
+	return udp_socket(a, false);
+}
+
+/*
+ * The kernel's choice of socket in a SO_REUSEPORT group, by a classic BPF
+ * program run on the UDP payload: the index of the socket is the first
+ * byte of the destination connection ID modulo n. A short header has it
+ * at offset 1; a long one after its version and the ID's length, at 6. A
+ * datagram too short for the load gets 0. (RFC 9000 17.2, 17.3.)
+ */
+static int
+udp_steer(int fd, size_t n)
+{
+	struct sock_filter code[] = {
+		BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 0),
+		BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, 0x80, 0, 2),
+		BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 6),
+		BPF_STMT(BPF_JMP | BPF_JA, 1),
+		BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 1),
+		BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, (uint32_t)n),
+		BPF_STMT(BPF_RET | BPF_A, 0),
+	};
+	struct sock_fprog prog = { sizeof(code) / sizeof(code[0]), code };
+
+	return setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog,
+	    sizeof(prog));
+}
+
+int
+udp_open_group(const struct addr *a, int *fds, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if ((fds[i] = udp_socket(a, true)) == -1)
+			goto fail;
+	if (udp_steer(fds[0], n) == -1) {
+		log_warn("%s: SO_ATTACH_REUSEPORT_CBPF", __func__);
+		goto fail;
+	}
+	return 0;
+fail:
+	while (i-- > 0)
+		close(fds[i]);
 	return -1;
 }
 

@@ -11,6 +11,12 @@
 
 /* A bound, non-blocking socket that reports destination addresses and ECN. */
 int	udp_open(const struct addr *);
+/*
+ * n such sockets bound to the same address (SO_REUSEPORT), fds[i] the
+ * socket of worker i: the kernel gives each datagram to the one its
+ * destination connection ID names (workers.h). 0, or -1 (logged).
+ */
+int	udp_open_group(const struct addr *, int *fds, size_t n);
 /* One received message: a datagram, or with GRO several of seg bytes. */
 struct udp_rx {
 	uint8_t		*buf;

@@ -1,0 +1,224 @@
+/*
+ * merge.c: one reply out of the workers' replies to the same command
+ * (workers.c). Their texts have the same shape and differ in the numbers,
+ * so they are walked side by side, token by token:
+ *
+ * - an integer is the sum of the workers' (connections, requests, bytes);
+ * - a decimal is the mean of those that are not 0 (a backend's mean time
+ *   to first byte, which a worker that sent it nothing shows as 0.00);
+ * - a value every worker has alike (uptime, the configuration generation,
+ *   the certificates' counts) is the largest, by the word before it;
+ * - words that differ, such as a backend server's state, are all shown,
+ *   joined by '/' ("up/down");
+ * - anything else that differs makes the texts unmergeable: -1.
+ *
+ * A number in an address ("127.0.0.1:4433", "[::1]:4433") is a word. A
+ * run of spaces is the first text's, less what a longer number took, so
+ * that columns stay in place where they can.
+ */
+#include <ctype.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "merge.h"
+
+enum tok_kind { TOK_INT, TOK_DEC, TOK_WORD, TOK_SPACE, TOK_OTHER };
+
+struct tok {
+	enum tok_kind	 kind;
+	const char	*p;
+	size_t		 len;
+};
+
+/* The values that are the same in every worker: the largest is shown. */
+static const char *const merge_alike[] = {
+	"uptime", "generation", "certificates_expiring",
+	"certificates_not_valid",
+};
+
+static bool
+word_char(int c)
+{
+	return isalnum(c) || c == '_' || c == '.' || c == '-' || c == '/' ||
+	    c == '[' || c == ']';
+}
+
+/* The token of s at i; its kind is a number's only when all of it is. */
+static void
+tok_at(const char *s, size_t i, struct tok *t)
+{
+	size_t j = i, dots = 0;
+	bool digits = true;
+
+	t->p = s + i;
+	if (s[i] == ' ') {
+		while (s[j] == ' ')
+			j++;
+		t->kind = TOK_SPACE;
+		t->len = j - i;
+		return;
+	}
+	if (!word_char((unsigned char)s[i])) {
+		t->kind = TOK_OTHER;
+		t->len = 1;
+		return;
+	}
+	for (; word_char((unsigned char)s[j]); j++) {
+		if (s[j] == '.')
+			dots++;
+		else if (!isdigit((unsigned char)s[j]))
+			digits = false;
+	}
+	t->len = j - i;
+	t->kind = TOK_WORD;
+	/* after "host:" or "]:" it is a port, not a count */
+	if (!digits || dots > 1 || s[i] == '.' || s[j - 1] == '.' ||
+	    (i >= 2 && s[i - 1] == ':' && (isalnum((unsigned char)s[i - 2]) ||
+	    s[i - 2] == ']')))
+		return;
+	t->kind = dots == 0 ? TOK_INT : TOK_DEC;
+}
+
+static bool
+tok_eq(const struct tok *a, const struct tok *b)
+{
+	return a->len == b->len && memcmp(a->p, b->p, a->len) == 0;
+}
+
+static bool
+alpha_word(const struct tok *t)
+{
+	for (size_t i = 0; i < t->len; i++)
+		if (!islower((unsigned char)t->p[i]) && t->p[i] != '_')
+			return false;
+	return true;
+}
+
+static bool
+alike(const struct tok *word)
+{
+	for (size_t i = 0; i < sizeof(merge_alike) / sizeof(merge_alike[0]);
+	    i++)
+		if (word->len == strlen(merge_alike[i]) &&
+		    memcmp(word->p, merge_alike[i], word->len) == 0)
+			return true;
+	return false;
+}
+
+/* Appends the merged number of the n tokens in t; returns its length. */
+static size_t
+put_number(struct strbuf *out, const struct tok *t, size_t n, bool max)
+{
+	char buf[64];
+	int len;
+
+	if (t[0].kind == TOK_INT) {
+		unsigned long long v = 0, x;
+
+		for (size_t k = 0; k < n; k++) {
+			x = strtoull(t[k].p, NULL, 10);
+			v = max ? (x > v ? x : v) : v + x;
+		}
+		len = snprintf(buf, sizeof(buf), "%llu", v);
+	} else {
+		const char *dot = memchr(t[0].p, '.', t[0].len);
+		int prec = (int)(t[0].len - (size_t)(dot - t[0].p) - 1);
+		double v = 0., x;
+		size_t m = 0;
+
+		for (size_t k = 0; k < n; k++) {
+			x = strtod(t[k].p, NULL);
+			if (max)
+				v = x > v ? x : v;
+			else if (x != 0.) {
+				v += x;
+				m++;
+			}
+		}
+		if (!max && m > 0)
+			v /= (double)m;
+		len = snprintf(buf, sizeof(buf), "%.*f", prec, v);
+	}
+	strbuf_append(out, buf, (size_t)len);
+	return (size_t)len;
+}
+
+int
+merge_replies(const char *const *texts, size_t n, struct strbuf *out)
+{
+	struct tok t[MERGE_MAX], word = { TOK_WORD, "", 0 };
+	size_t pos[MERGE_MAX], excess = 0, k, len;
+	bool same;
+
+	if (n == 0 || n > MERGE_MAX)
+		return -1;
+	memset(pos, 0, sizeof(pos));
+	while (texts[0][pos[0]] != '\0') {
+		for (k = 0; k < n; k++) {
+			if (texts[k][pos[k]] == '\0')
+				return -1;
+			tok_at(texts[k], pos[k], &t[k]);
+			pos[k] += t[k].len;
+		}
+		same = true;
+		for (k = 1; k < n; k++)
+			if (t[k].kind != t[0].kind)
+				return -1;
+			else if (!tok_eq(&t[k], &t[0]))
+				same = false;
+		switch (t[0].kind) {
+		case TOK_SPACE:
+			len = t[0].len;
+			if (excess > 0) {
+				size_t cut = excess < len - 1 ? excess : len - 1;
+
+				len -= cut;
+			}
+			strbuf_append(out, t[0].p, len);
+			excess = 0;
+			continue;
+		case TOK_INT:
+		case TOK_DEC:
+			len = put_number(out, t, n, alike(&word));
+			excess = len > t[0].len ? len - t[0].len : 0;
+			continue;
+		case TOK_WORD:
+			word = t[0];
+			if (same) {
+				strbuf_append(out, t[0].p, t[0].len);
+				excess = 0;
+				continue;
+			}
+			len = 0;
+			for (k = 0; k < n; k++) {
+				size_t j;
+
+				if (!alpha_word(&t[k]))
+					return -1;
+				for (j = 0; j < k; j++)
+					if (tok_eq(&t[j], &t[k]))
+						break;
+				if (j < k)
+					continue;
+				if (len > 0)
+					strbuf_append(out, "/", 1);
+				strbuf_append(out, t[k].p, t[k].len);
+				len += t[k].len + (len > 0);
+			}
+			excess = len > t[0].len ? len - t[0].len : 0;
+			continue;
+		case TOK_OTHER:
+			if (!same)
+				return -1;
+			strbuf_append(out, t[0].p, 1);
+			continue;
+		}
+	}
+	for (k = 1; k < n; k++)
+		if (texts[k][pos[k]] != '\0')
+			return -1;
+	return 0;
+}

@@ -1,0 +1,711 @@
+/*
+ * workers.c: the supervisor of [global] workers, and what a worker asks
+ * of it. See workers.h.
+ *
+ * The supervisor waits in poll(2) on a signalfd, its control socket and a
+ * pipe the workers write a byte to each second; it has no event loop of
+ * its own, so that a worker it forks starts clean and goes on to make
+ * the loop a lone qproxy makes. Control requests are answered one at a
+ * time, each worker asked in turn with a deadline: nothing in the
+ * supervisor is in a hurry.
+ */
+#include <sys/types.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <systemd/sd-daemon.h>
+
+#include "config.h"
+#include "control.h"
+#include "log.h"
+#include "merge.h"
+#include "strbuf.h"
+#include "udp.h"
+#include "workers.h"
+
+#define WORKER_HANG		30.	/* s without a ping: killed */
+#define WORKER_RESTART_DELAY	1.	/* s after one died */
+#define WORKER_ASK_TIMEOUT	10	/* s for a worker's reply */
+
+unsigned worker_index, worker_count = 1;
+
+struct worker {
+	pid_t		 pid;		/* 0: not running */
+	double		 last_ping;
+	bool		 pinged;	/* since it started */
+	double		 restart_at;	/* 0: none due */
+};
+
+/* A listener address's sockets, fds[i] worker i's. */
+struct group {
+	struct addr	 addr;
+	int		 fds[WORKERS_MAX];
+};
+
+static struct {
+	struct group	*groups;
+	size_t		 ngroups;
+	char		*ctl_path;		/* the supervisor's */
+	int		 ctl_fd;
+	char		*wctl_paths[WORKERS_MAX];
+	int		 wctl_fds[WORKERS_MAX];
+	int		 sigfd;
+	int		 ping[2];
+	struct worker	 w[WORKERS_MAX];
+	unsigned long long restarts;
+	bool		 ready, stopping;
+	sigset_t	 held;
+} sv = { .ctl_fd = -1, .sigfd = -1, .ping = { -1, -1 } };
+
+static double
+mono_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static const struct group *
+group_find(const struct addr *a)
+{
+	for (size_t i = 0; i < sv.ngroups; i++)
+		if (addr_equal(&sv.groups[i].addr, a))
+			return &sv.groups[i];
+	return NULL;
+}
+
+bool
+workers_have_socket(const struct addr *a)
+{
+	return group_find(a) != NULL;
+}
+
+/* A copy: the worker closes it when a reload drops the address. */
+int
+workers_socket(const struct addr *a)
+{
+	const struct group *g = group_find(a);
+
+	if (g == NULL) {
+		errno = EADDRNOTAVAIL;
+		return -1;
+	}
+	return fcntl(g->fds[worker_index], F_DUPFD_CLOEXEC, 0);
+}
+
+int
+workers_control_fd(const char **path)
+{
+	*path = sv.wctl_paths[worker_index];
+	return sv.wctl_fds[worker_index];
+}
+
+void
+workers_ping(void)
+{
+	uint8_t b = (uint8_t)worker_index;
+
+	/* a full pipe drops it: the supervisor is behind, not this one */
+	(void)!write(sv.ping[1], &b, 1);
+}
+
+/* In the child: keeps what worker i uses and closes the rest. */
+static void
+worker_setup(unsigned i)
+{
+	worker_index = i;
+	close(sv.sigfd);
+	close(sv.ctl_fd);
+	close(sv.ping[0]);
+	for (unsigned j = 0; j < worker_count; j++) {
+		if (j == i)
+			continue;
+		close(sv.wctl_fds[j]);
+		for (size_t g = 0; g < sv.ngroups; g++)
+			close(sv.groups[g].fds[j]);
+	}
+	/* systemd hears from the supervisor, the main process, only */
+	unsetenv("NOTIFY_SOCKET");
+	unsetenv("WATCHDOG_USEC");
+	unsetenv("WATCHDOG_PID");
+	if (sigprocmask(SIG_SETMASK, &sv.held, NULL) == -1)
+		fatal("sigprocmask");
+}
+
+/* Forks worker i: 0 in the child, 1 in the supervisor, -1 on failure. */
+static int
+worker_start(unsigned i)
+{
+	pid_t pid;
+
+	if ((pid = fork()) == -1) {
+		log_warn("worker %u: fork", i);
+		return -1;
+	}
+	if (pid == 0) {
+		worker_setup(i);
+		return 0;
+	}
+	sv.w[i].pid = pid;
+	sv.w[i].pinged = false;
+	sv.w[i].last_ping = mono_now();
+	sv.w[i].restart_at = 0.;
+	log_debug("worker %u: pid %ld", i, (long)pid);
+	return 1;
+}
+
+static void
+signal_workers(int sig)
+{
+	for (unsigned i = 0; i < worker_count; i++)
+		if (sv.w[i].pid > 0)
+			kill(sv.w[i].pid, sig);
+}
+
+static void
+sv_cleanup(void)
+{
+	if (sv.ctl_path != NULL)
+		unlink(sv.ctl_path);
+	for (unsigned i = 0; i < worker_count; i++)
+		if (sv.wctl_paths[i] != NULL)
+			unlink(sv.wctl_paths[i]);
+}
+
+static __attribute__((noreturn)) void
+sv_exit(int status)
+{
+	sv_cleanup();
+	log_info("qproxy stopped");
+	exit(status);
+}
+
+static void
+describe_exit(int status, char *buf, size_t len)
+{
+	if (WIFEXITED(status))
+		snprintf(buf, len, "exited with status %d",
+		    WEXITSTATUS(status));
+	else if (WIFSIGNALED(status))
+		snprintf(buf, len, "was killed by signal %d", WTERMSIG(status));
+	else
+		snprintf(buf, len, "ended");
+}
+
+/* Takes the workers that ended; restarts are due a second later. */
+static void
+reap(void)
+{
+	char how[64];
+	pid_t pid;
+	int status;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		unsigned i;
+
+		for (i = 0; i < worker_count; i++)
+			if (sv.w[i].pid == pid)
+				break;
+		if (i == worker_count)
+			continue;
+		sv.w[i].pid = 0;
+		if (sv.stopping)
+			continue;
+		describe_exit(status, how, sizeof(how));
+		if (!sv.ready) {
+			log_warnx("worker %u (pid %ld) %s while starting; "
+			    "stopping", i, (long)pid, how);
+			sv.stopping = true;
+			signal_workers(SIGTERM);
+			continue;
+		}
+		log_warnx("worker %u (pid %ld) %s; starting it again", i,
+		    (long)pid, how);
+		sv.w[i].restart_at = mono_now() + WORKER_RESTART_DELAY;
+	}
+}
+
+/*
+ * Asks worker i the request line; the reply's text (after its first line)
+ * goes to out. 0 for "OK", 1 for "ERR" (its message prefixed to out), -1
+ * when the worker did not answer (logged at debug).
+ */
+static int
+ask(unsigned i, const char *line, struct strbuf *out)
+{
+	struct sockaddr_un sun;
+	struct timeval tv = { WORKER_ASK_TIMEOUT, 0 };
+	char buf[16384], head[CONTROL_MAX_LINE];
+	size_t hlen = 0;
+	bool in_head = true;
+	ssize_t n;
+	int fd, rv = -1;
+
+	if (sv.w[i].pid == 0)
+		return -1;
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", sv.wctl_paths[i]);
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1)
+		return -1;
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == -1 ||
+	    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) == -1 ||
+	    connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1 ||
+	    dprintf(fd, "%s\n", line) < 0)
+		goto out;
+	while ((n = read(fd, buf, sizeof(buf))) > 0) {
+		char *p = buf;
+
+		while (in_head && n > 0) {
+			if (*p == '\n') {
+				in_head = false;
+				head[hlen] = '\0';
+			} else if (hlen + 1 < sizeof(head))
+				head[hlen++] = *p;
+			p++;
+			n--;
+		}
+		strbuf_append(out, p, (size_t)n);
+	}
+	if (n == 0 && !in_head) {
+		if (strcmp(head, "OK") == 0)
+			rv = 0;
+		else if (strncmp(head, "ERR ", 4) == 0)
+			rv = 1;
+	}
+out:
+	if (rv == -1)
+		log_debug("worker %u: no answer to \"%s\"", i, line);
+	close(fd);
+	return rv;
+}
+
+/* Each running worker's reply to line, in texts[]; how many answered. */
+static size_t
+ask_all(const char *line, struct strbuf *replies, const char **texts,
+    unsigned *which)
+{
+	size_t n = 0;
+
+	for (unsigned i = 0; i < worker_count; i++) {
+		strbuf_init(&replies[n], CONTROL_MAX_REPLY);
+		if (ask(i, line, &replies[n]) != 0 || replies[n].truncated) {
+			strbuf_free(&replies[n]);
+			continue;
+		}
+		texts[n] = strbuf_str(&replies[n]);
+		which[n++] = i;
+	}
+	return n;
+}
+
+static void
+free_replies(struct strbuf *replies, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		strbuf_free(&replies[i]);
+}
+
+/* The workers' texts one after the other, each under its number. */
+static void
+each_worker(struct strbuf *out, bool json, const char **texts,
+    const unsigned *which, size_t n)
+{
+	if (json)
+		strbuf_printf(out, "{\"workers\":[");
+	for (size_t k = 0; k < n; k++) {
+		size_t len = strlen(texts[k]);
+
+		while (len > 0 && texts[k][len - 1] == '\n')
+			len--;
+		if (json)
+			strbuf_printf(out, "%s{\"worker\":%u,\"reply\":%.*s}",
+			    k > 0 ? "," : "", which[k], (int)len, texts[k]);
+		else
+			strbuf_printf(out, "%sworker %u\n%.*s\n",
+			    k > 0 ? "\n" : "", which[k], (int)len, texts[k]);
+	}
+	if (json)
+		strbuf_printf(out, "]}\n");
+}
+
+/*
+ * stats and backends: the workers' replies merged, counts added up, with
+ * the workers' own line first for stats. Replies that do not merge (a
+ * reload half done) are shown each under its worker's number.
+ */
+static void
+cmd_merged(struct strbuf *out, const char *line, bool json, bool head)
+{
+	struct strbuf replies[WORKERS_MAX], merged;
+	const char *texts[WORKERS_MAX];
+	unsigned which[WORKERS_MAX], running = 0;
+	size_t n = ask_all(line, replies, texts, which);
+
+	for (unsigned i = 0; i < worker_count; i++)
+		running += sv.w[i].pid > 0;
+	strbuf_init(&merged, CONTROL_MAX_REPLY);
+	if (n > 0 && merge_replies(texts, n, &merged) == 0) {
+		const char *m = strbuf_str(&merged);
+
+		if (head && json && m[0] == '{')
+			strbuf_printf(out, "{\"workers\":{\"count\":%u,"
+			    "\"running\":%u,\"answered\":%zu,\"restarts\":%llu},"
+			    "%s", worker_count, running, n, sv.restarts, m + 1);
+		else if (head)
+			strbuf_printf(out, "%-12s count %u, running %u, "
+			    "answered %zu, restarts %llu\n%s", "workers",
+			    worker_count, running, n, sv.restarts, m);
+		else
+			strbuf_printf(out, "%s", m);
+	} else
+		each_worker(out, json, texts, which, n);
+	strbuf_free(&merged);
+	free_replies(replies, n);
+}
+
+/* conns: every worker's rows under the first one's heading. */
+static void
+cmd_conns(struct strbuf *out, const char *line, bool json)
+{
+	struct strbuf replies[WORKERS_MAX];
+	const char *texts[WORKERS_MAX];
+	unsigned which[WORKERS_MAX];
+	size_t n = ask_all(line, replies, texts, which), rows = 0;
+
+	if (json)
+		strbuf_printf(out, "{\"connections\":[");
+	for (size_t k = 0; k < n; k++) {
+		const char *t = texts[k], *a, *b;
+
+		if (json) {
+			/* {"connections":[...]}: what the brackets hold */
+			if ((a = strchr(t, '[')) == NULL ||
+			    (b = strrchr(t, ']')) == NULL || b <= a + 1)
+				continue;
+			strbuf_printf(out, "%s%.*s", rows++ > 0 ? "," : "",
+			    (int)(b - a - 1), a + 1);
+		} else if (k == 0)
+			strbuf_printf(out, "%s", t);
+		else if ((a = strchr(t, '\n')) != NULL)
+			strbuf_printf(out, "%s", a + 1);
+	}
+	if (json)
+		strbuf_printf(out, "]}\n");
+	free_replies(replies, n);
+}
+
+/* reload: every worker's; refused when one refused or did not answer. */
+static bool
+cmd_reload(struct strbuf *out)
+{
+	struct strbuf reply;
+	bool ok = true, shown = false;
+	char *first = NULL;
+
+	log_info("control: reload: passed on to %u workers", worker_count);
+	for (unsigned i = 0; i < worker_count; i++) {
+		int rv;
+
+		strbuf_init(&reply, CONTROL_MAX_REPLY);
+		rv = ask(i, CONTROL_MAGIC " reload", &reply);
+		if (rv != 0)
+			ok = false;
+		if (rv == -1)
+			strbuf_printf(out, "worker %u: no answer\n", i);
+		else if (first == NULL) {
+			first = strdup(strbuf_str(&reply));
+			strbuf_printf(out, "%s", strbuf_str(&reply));
+			shown = true;
+		} else if (!shown || strcmp(first, strbuf_str(&reply)) != 0)
+			/* the workers read the same file: this is news */
+			strbuf_printf(out, "worker %u:\n%s", i,
+			    strbuf_str(&reply));
+		strbuf_free(&reply);
+	}
+	free(first);
+	return ok;
+}
+
+/* One control request, from its client's connection to its end. */
+static void
+serve(int fd)
+{
+	struct timeval tv = { 5, 0 };
+	struct strbuf out;
+	char line[CONTROL_MAX_LINE + 1], fwd[CONTROL_MAX_LINE + 16];
+	const char *cmd, *err;
+	size_t len = 0;
+	ssize_t n;
+	bool json, ok = true;
+
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == -1 ||
+	    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) == -1)
+		return;
+	while (len < CONTROL_MAX_LINE &&
+	    (n = read(fd, line + len, CONTROL_MAX_LINE - len)) > 0) {
+		len += (size_t)n;
+		if (memchr(line, '\n', len) != NULL)
+			break;
+	}
+	line[len] = '\0';
+	if (strchr(line, '\n') == NULL) {
+		(void)!write(fd, "ERR malformed request\n", 22);
+		return;
+	}
+	*strchr(line, '\n') = '\0';
+	if (len > 0 && strchr(line, '\r') != NULL)
+		*strchr(line, '\r') = '\0';
+	if (control_parse(line, &cmd, &json, &err) == -1) {
+		dprintf(fd, "ERR %s\n", err);
+		return;
+	}
+	snprintf(fwd, sizeof(fwd), "%s %s%s", CONTROL_MAGIC, cmd,
+	    json ? " json" : "");
+	strbuf_init(&out, CONTROL_MAX_REPLY);
+	if (strcmp(cmd, "stats") == 0)
+		cmd_merged(&out, fwd, json, true);
+	else if (strcmp(cmd, "backends") == 0)
+		cmd_merged(&out, fwd, json, false);
+	else if (strcmp(cmd, "conns") == 0)
+		cmd_conns(&out, fwd, json);
+	else if (strcmp(cmd, "reload") == 0)
+		ok = cmd_reload(&out);
+	else if (strcmp(cmd, "version") == 0) {
+		if (json)
+			strbuf_printf(&out, "{\"version\":\"%s\",\"workers\":%u}"
+			    "\n", QPROXY_VERSION, worker_count);
+		else
+			strbuf_printf(&out, "qproxy %s (%u workers)\n",
+			    QPROXY_VERSION, worker_count);
+	} else {
+		/* peers, tls: each worker's own (tls: the same in all) */
+		struct strbuf replies[WORKERS_MAX];
+		const char *texts[WORKERS_MAX];
+		unsigned which[WORKERS_MAX];
+		size_t k = ask_all(fwd, replies, texts, which);
+
+		if (strcmp(cmd, "tls") == 0 && k > 0)
+			strbuf_printf(&out, "%s", texts[0]);
+		else
+			each_worker(&out, json, texts, which, k);
+		free_replies(replies, k);
+	}
+	if (out.truncated)
+		dprintf(fd, "ERR reply too long\n");
+	else {
+		dprintf(fd, ok ? "OK\n" : "ERR reload refused\n");
+		(void)!write(fd, strbuf_str(&out), out.len);
+	}
+	strbuf_free(&out);
+}
+
+static int
+make_sockets(const struct config *cfg)
+{
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		const struct config_listener *l = &cfg->listeners[i];
+
+		for (size_t j = 0; j < l->naddrs; j++) {
+			struct group *g;
+			char text[ADDR_STRLEN];
+			size_t k;
+
+			for (k = 0; k < sv.ngroups; k++)
+				if (addr_equal(&sv.groups[k].addr,
+				    &l->addrs[j]))
+					break;
+			if (k < sv.ngroups)
+				continue;
+			g = reallocarray(sv.groups, sv.ngroups + 1,
+			    sizeof(*g));
+			if (g == NULL)
+				return -1;
+			sv.groups = g;
+			g = &sv.groups[sv.ngroups];
+			g->addr = l->addrs[j];
+			if (udp_open_group(&l->addrs[j], g->fds,
+			    worker_count) == -1) {
+				log_warnx("%s:%d: listener %s: cannot listen "
+				    "on udp %s", cfg->path, l->addr_lines[j],
+				    l->name, addr_format(&l->addrs[j], text,
+				    sizeof(text)));
+				return -1;
+			}
+			sv.ngroups++;
+		}
+	}
+	if ((sv.ctl_fd = control_listen(cfg->control_socket)) == -1 ||
+	    (sv.ctl_path = strdup(cfg->control_socket)) == NULL)
+		return -1;
+	for (unsigned i = 0; i < worker_count; i++) {
+		if (asprintf(&sv.wctl_paths[i], "%s.%u", cfg->control_socket,
+		    i) == -1) {
+			sv.wctl_paths[i] = NULL;
+			return -1;
+		}
+		if ((sv.wctl_fds[i] = control_listen(sv.wctl_paths[i])) == -1)
+			return -1;
+		if (cfg->user != NULL && geteuid() == 0 &&
+		    lchown(sv.wctl_paths[i], cfg->uid, cfg->gid) == -1)
+			log_warn("chown %s", sv.wctl_paths[i]);
+	}
+	return 0;
+}
+
+int
+workers_run(const struct config *cfg, const sigset_t *held,
+    void (*drop)(const struct config *))
+{
+	sigset_t mask;
+	uint64_t usec = 0;
+	double now, next_watchdog = 0., watchdog_every = 0.;
+
+	worker_count = (unsigned)cfg->workers;
+	sv.held = *held;
+	if (make_sockets(cfg) == -1 ||
+	    pipe2(sv.ping, O_CLOEXEC | O_NONBLOCK) == -1) {
+		sv_cleanup();
+		return -1;
+	}
+	mask = *held;
+	sigaddset(&mask, SIGCHLD);
+	if (sigprocmask(SIG_BLOCK, &mask, NULL) == -1 ||
+	    (sv.sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK)) ==
+	    -1) {
+		log_warn("signalfd");
+		sv_cleanup();
+		return -1;
+	}
+	for (unsigned i = 0; i < worker_count; i++) {
+		int rv = worker_start(i);
+
+		if (rv == 0)
+			return 0;
+		if (rv == -1) {
+			sv.stopping = true;
+			signal_workers(SIGTERM);
+			break;
+		}
+	}
+	drop(cfg);
+	if (sd_watchdog_enabled(0, &usec) > 0)
+		watchdog_every = (double)usec / 2e6;
+
+	for (;;) {
+		struct pollfd pfd[3] = {
+			{ sv.sigfd, POLLIN, 0 },
+			{ sv.ping[0], POLLIN, 0 },
+			{ sv.ctl_fd, POLLIN, 0 },
+		};
+		unsigned running = 0;
+		double wait = 1.;
+
+		now = mono_now();
+		for (unsigned i = 0; i < worker_count; i++) {
+			struct worker *w = &sv.w[i];
+
+			if (w->pid == 0 && w->restart_at > 0. &&
+			    !sv.stopping && w->restart_at <= now) {
+				sv.restarts++;
+				if (worker_start(i) == 0)
+					return 0;
+			}
+			if (w->pid > 0 && w->pinged &&
+			    now - w->last_ping > WORKER_HANG) {
+				log_warnx("worker %u (pid %ld): no word for "
+				    "%.0f s; killing it", i, (long)w->pid,
+				    WORKER_HANG);
+				kill(w->pid, SIGKILL);
+				w->pinged = false;
+			}
+			running += w->pid > 0;
+		}
+		if (sv.stopping && running == 0)
+			sv_exit(0);
+		if (watchdog_every > 0. && now >= next_watchdog) {
+			sd_notify(0, "WATCHDOG=1");
+			next_watchdog = now + watchdog_every;
+		}
+		if (poll(pfd, sv.stopping ? 2 : 3, (int)(wait * 1000)) == -1 &&
+		    errno != EINTR)
+			fatal("poll");
+		if (pfd[0].revents & POLLIN) {
+			struct signalfd_siginfo si;
+
+			while (read(sv.sigfd, &si, sizeof(si)) ==
+			    (ssize_t)sizeof(si)) {
+				switch (si.ssi_signo) {
+				case SIGCHLD:
+					reap();
+					break;
+				case SIGHUP:
+					log_info("signal %d: passed on to the "
+					    "workers", SIGHUP);
+					signal_workers(SIGHUP);
+					break;
+				case SIGUSR1:
+					if (log_reopen() == 0)
+						log_info("log files reopened");
+					signal_workers(SIGUSR1);
+					break;
+				default:
+					if (!sv.stopping) {
+						log_info("signal %d: stopping "
+						    "the workers",
+						    (int)si.ssi_signo);
+						sd_notify(0, "STOPPING=1");
+					}
+					sv.stopping = true;
+					signal_workers((int)si.ssi_signo);
+					break;
+				}
+			}
+		}
+		if (pfd[1].revents & POLLIN) {
+			uint8_t b[256];
+			ssize_t n;
+
+			now = mono_now();
+			while ((n = read(sv.ping[0], b, sizeof(b))) > 0)
+				for (ssize_t k = 0; k < n; k++)
+					if (b[k] < worker_count) {
+						sv.w[b[k]].pinged = true;
+						sv.w[b[k]].last_ping = now;
+					}
+			if (!sv.ready && !sv.stopping) {
+				unsigned up = 0;
+
+				for (unsigned i = 0; i < worker_count; i++)
+					up += sv.w[i].pinged;
+				if (up == worker_count) {
+					sv.ready = true;
+					log_info("qproxy %s started with %u "
+					    "workers", QPROXY_VERSION,
+					    worker_count);
+					sd_notify(0, "READY=1");
+				}
+			}
+		}
+		if (!sv.stopping && (pfd[2].revents & POLLIN)) {
+			int fd = accept4(sv.ctl_fd, NULL, NULL, SOCK_CLOEXEC);
+
+			if (fd != -1) {
+				serve(fd);
+				close(fd);
+			}
+		}
+	}
+}

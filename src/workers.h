@@ -1,0 +1,57 @@
+/*
+ * workers.h: [global] workers, several processes on the same UDP ports.
+ *
+ * The process qproxy starts as becomes their supervisor: it makes each
+ * listener address's sockets, one per worker in a SO_REUSEPORT group that
+ * gives every datagram to the worker its connection ID names, and each
+ * worker's control socket; forks the workers, which then run as a lone
+ * qproxy would; restarts one that dies; passes signals on; and answers
+ * the control socket with what the workers answer, merged.
+ */
+#ifndef QPROXY_WORKERS_H
+#define QPROXY_WORKERS_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "addr.h"
+
+struct config;
+
+/* In a worker: which one, of how many. A lone process: 0 of 1. */
+extern unsigned	 worker_index, worker_count;
+
+/*
+ * Turns this process into the supervisor of cfg->workers workers, and
+ * returns 0 in each worker, with worker_index set and the signals of held
+ * still blocked. The supervisor never returns: it exits when the workers
+ * have ended after a SIGTERM or SIGINT, or with 1 when one fails to start
+ * (its reasons in the error log). drop is called in the supervisor once
+ * the sockets are made. -1 when the sockets cannot be made (logged).
+ */
+int		 workers_run(const struct config *cfg, const sigset_t *held,
+		    void (*drop)(const struct config *));
+
+/*
+ * In a worker: its socket for a listener address, or -1 when the address
+ * is not one of those the supervisor made at the start.
+ */
+int		 workers_socket(const struct addr *);
+bool		 workers_have_socket(const struct addr *);
+/* In a worker: its control socket, made by the supervisor; -1: none. */
+int		 workers_control_fd(const char **path);
+/* In a worker: tells the supervisor it is alive (once a second). */
+void		 workers_ping(void);
+
+/* The first byte of a connection ID made by this worker from r, random. */
+static inline uint8_t
+workers_cid_byte(uint8_t r)
+{
+	if (worker_count < 2)
+		return r;
+	return (uint8_t)(worker_index + worker_count * (r % (256 /
+	    worker_count)));
+}
+
+#endif

@@ -1,0 +1,110 @@
+/*
+ * test_merge.c: the workers' replies merged into one (merge.c): counts
+ * added up, means of the decimals that are not 0, the largest of the
+ * values alike in every worker, differing states joined, ports and
+ * addresses left alone, columns kept, and texts of other shapes refused.
+ */
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "merge.h"
+#include "unit.h"
+
+/* The merge of the n texts, or "(refused)"; in a static buffer. */
+static const char *
+merged(size_t n, ...)
+{
+	static char buf[4096];
+	const char *texts[8];
+	struct strbuf out;
+	va_list ap;
+
+	va_start(ap, n);
+	for (size_t i = 0; i < n; i++)
+		texts[i] = va_arg(ap, const char *);
+	va_end(ap);
+	strbuf_init(&out, sizeof(buf));
+	if (merge_replies(texts, n, &out) == -1)
+		snprintf(buf, sizeof(buf), "(refused)");
+	else
+		snprintf(buf, sizeof(buf), "%s", strbuf_str(&out));
+	strbuf_free(&out);
+	return buf;
+}
+
+#define CHECK_MERGED(want, ...) do {					\
+	const char *got_ = merged(__VA_ARGS__);				\
+	if (strcmp(got_, want) == 0)					\
+		unit_passed++;						\
+	else {								\
+		unit_failed++;						\
+		fprintf(stderr, "%s:%d: merged\n%s\nexpected\n%s\n",	\
+		    __FILE__, __LINE__, got_, want);			\
+	}								\
+} while (0)
+
+int
+main(void)
+{
+	/* the stats text: sums, and the alike values' largest */
+	CHECK_MERGED(
+	    "uptime       9 s (configuration generation 2)\n"
+	    "connections  current 7, total 1100, clients 3\n"
+	    "tls          certificates_expiring 1, certificates_not_valid 0\n",
+	    3,
+	    "uptime       9 s (configuration generation 2)\n"
+	    "connections  current 3, total 600, clients 1\n"
+	    "tls          certificates_expiring 1, certificates_not_valid 0\n",
+	    "uptime       8 s (configuration generation 2)\n"
+	    "connections  current 4, total 500, clients 2\n"
+	    "tls          certificates_expiring 1, certificates_not_valid 0\n",
+	    "uptime       9 s (configuration generation 1)\n"
+	    "connections  current 0, total 0, clients 0\n"
+	    "tls          certificates_expiring 1, certificates_not_valid 0\n");
+	/* JSON alike */
+	CHECK_MERGED(
+	    "{\"version\":\"0.1.0\",\"uptime\":2.500,\"generation\":1,"
+	    "\"requests\":{\"total\":30,\"2xx\":29,\"4xx\":1}}\n", 2,
+	    "{\"version\":\"0.1.0\",\"uptime\":2.500,\"generation\":1,"
+	    "\"requests\":{\"total\":10,\"2xx\":10,\"4xx\":0}}\n",
+	    "{\"version\":\"0.1.0\",\"uptime\":2.499,\"generation\":1,"
+	    "\"requests\":{\"total\":20,\"2xx\":19,\"4xx\":1}}\n");
+	/* a table: ports and addresses stay, columns stay where they can */
+	CHECK_MERGED(
+	    "LISTENER  ADDRESS          CONNECTIONS OPEN\n"
+	    "main      127.0.0.1:4433   10000       2\n"
+	    "main      [::1]:4433       0           0\n", 2,
+	    "LISTENER  ADDRESS          CONNECTIONS OPEN\n"
+	    "main      127.0.0.1:4433   9999        1\n"
+	    "main      [::1]:4433       0           0\n",
+	    "LISTENER  ADDRESS          CONNECTIONS OPEN\n"
+	    "main      127.0.0.1:4433   1           1\n"
+	    "main      [::1]:4433       0           0\n");
+	/* states that differ are all shown; decimals: the mean of those
+	 * that are not 0 */
+	CHECK_MERGED(
+	    "app  127.0.0.1:8080  up/down 3  5.00\n"
+	    "app  unix:/run/a.sock up  0  0.00\n", 3,
+	    "app  127.0.0.1:8080  up  1  4.00\n"
+	    "app  unix:/run/a.sock up  0  0.00\n",
+	    "app  127.0.0.1:8080  down  2  6.00\n"
+	    "app  unix:/run/a.sock up  0  0.00\n",
+	    "app  127.0.0.1:8080  up  0  0.00\n"
+	    "app  unix:/run/a.sock up  0  0.00\n");
+	/* JSON strings that differ */
+	CHECK_MERGED("[{\"state\":\"up/unknown\",\"active\":1}]", 2,
+	    "[{\"state\":\"up\",\"active\":1}]",
+	    "[{\"state\":\"unknown\",\"active\":0}]");
+	/* one text alone is itself */
+	CHECK_MERGED("a 1, b 2.50\n", 1, "a 1, b 2.50\n");
+	/* other shapes: refused */
+	CHECK_MERGED("(refused)", 2, "a 1\n", "a 1\nb 2\n");
+	CHECK_MERGED("(refused)", 2, "a 1\nb 2\n", "a 1\n");
+	CHECK_MERGED("(refused)", 2, "main 127.0.0.1:4433 1\n",
+	    "main 127.0.0.1:4434 1\n");
+	CHECK_MERGED("(refused)", 2, "{\"a\":1}", "{\"a\":1,\"b\":2}");
+	CHECK_MERGED("(refused)", 2, "a 1\n", "a x\n");
+	UNIT_DONE();
+}
