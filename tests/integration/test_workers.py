@@ -1,0 +1,183 @@
+"""[global] workers: a supervisor and worker processes on the same UDP
+ports, the kernel giving each datagram to the worker its connection ID
+names; qproxyctl asks the supervisor, which merges what the workers say."""
+
+import json
+import os
+import signal
+import subprocess
+
+from helpers import (SLOW, app_sections, expected_body, expected_sha256, h3_get,
+                     qproxy_binary, qproxyctl_binary, wait_until)
+from relay import Relay
+from test_ops import qproxyctl, stats
+
+N = 2
+
+
+def _workers(qproxy_factory, backend_app, n=N, glob=(), **kw):
+    q = qproxy_factory(sections=app_sections(backend_app.tcp_server,
+                                             glob=[("workers", str(n))] + list(glob), **kw))
+    # the harness's probe found one worker; the others start as well
+    wait_until(lambda: stats(q)["workers"]["answered"] == n, "every worker answering",
+               10 * SLOW)
+    return q
+
+
+def _worker_stats(q, i):
+    """What worker i alone says, from its own control socket."""
+    p = subprocess.run([qproxyctl_binary(), "-s", "%s.%d" % (q.control_socket, i),
+                        "stats", "--json"], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
+def _worker_pids(q):
+    with open("/proc/%d/task/%d/children" % (q.proc.pid, q.proc.pid)) as f:
+        return [int(x) for x in f.read().split()]
+
+
+def test_workers_share_the_connections(qproxy_factory, backend_app):
+    """Connections of their own, each a new client port: the kernel spreads
+    them over the workers, each serves its own, and qproxyctl stats adds
+    up what they say."""
+    q = _workers(qproxy_factory, backend_app)
+    assert len(_worker_pids(q)) == N
+    before = stats(q)
+    n = 30
+    for i in range(n):
+        r = h3_get(q.url("/app/bytes/%d" % (100 + i)))
+        assert r.status == 200 and r.body == expected_body(100 + i)
+    each = [_worker_stats(q, i) for i in range(N)]
+    assert all(w["requests"]["2xx"] > 0 for w in each), [w["requests"] for w in each]
+    st = stats(q)
+    assert st["workers"] == {"count": N, "running": N, "answered": N, "restarts": 0}
+    for group, key in (("requests", "2xx"), ("connections", "total"),
+                       ("connections", "handshakes_completed"), ("udp", "datagrams_received")):
+        assert st[group][key] == sum(w[group][key] for w in each), (group, key)
+    assert st["requests"]["2xx"] - before["requests"]["2xx"] == n
+    # the same in every worker: the largest, not the sum
+    assert st["generation"] == 1
+    assert st["tls"] == each[0]["tls"]
+    assert st["listeners"][0]["connections_total"] == st["connections"]["total"]
+    assert st["backends"][0]["servers"][0]["requests"] == sum(
+        w["backends"][0]["servers"][0]["requests"] for w in each)
+    # the text form too
+    text = qproxyctl(q, "stats").stdout
+    assert text.startswith("workers      count 2, running 2, answered 2, restarts 0\n"), text
+    assert "2xx %d," % st["requests"]["2xx"] in text, text
+    # every command answers through the supervisor
+    for cmd in ("conns", "peers", "tls", "backends", "version"):
+        for extra in ([], ["--json"]):
+            p = qproxyctl(q, cmd, *extra)
+            assert p.returncode == 0, (cmd, p.stderr)
+            if extra:
+                json.loads(p.stdout)
+    assert json.loads(qproxyctl(q, "version", "--json").stdout)["workers"] == N
+
+
+def test_a_moving_client_stays_with_its_worker(qproxy_factory, backend_app):
+    """libcurl downloads while a relay gives it a new port now and then (a
+    NAT rebinding). By its address the kernel would hand the moved client
+    to any worker, and one that does not know the connection would end it
+    with a stateless reset; by the connection ID it stays with its own."""
+    q = _workers(qproxy_factory, backend_app)
+    n = 4 * 1024 * 1024
+    with Relay(q.port, seed=9, rebind_every=(0.3, 0.6), rebind_mode="port") as r:
+        resp = h3_get(r.url("/app/slow/%d?ms=4000" % n), timeout=30 * SLOW)
+        rebinds = r.rebinds
+    assert rebinds >= 5, rebinds
+    assert resp.status == 200 and resp.sha256 == expected_sha256(n)
+    st = stats(q)
+    assert st["quic"]["stateless_resets_sent"] == 0, st["quic"]
+    assert st["quic"]["migrations"] >= 1, st["quic"]
+
+
+def test_a_worker_that_dies_is_started_again(qproxy_factory, backend_app):
+    q = _workers(qproxy_factory, backend_app)
+    pids = _worker_pids(q)
+    os.kill(pids[1], signal.SIGKILL)
+    wait_until(lambda: stats(q)["workers"]["restarts"] == 1 and
+               stats(q)["workers"]["answered"] == N, "the worker started again", 10 * SLOW)
+    assert len(set(_worker_pids(q)) - set(pids)) == 1
+    assert "was killed by signal 9; starting it again" in q.log_text()
+    for i in range(10):
+        assert h3_get(q.url("/app/bytes/10")).status == 200
+
+
+def test_a_reload_reaches_every_worker(qproxy_factory, backend_app):
+    """qproxyctl reload and SIGHUP: every worker takes the new file; one
+    that refuses it is refused with its errors, and every worker keeps the
+    running configuration."""
+    q = _workers(qproxy_factory, backend_app)
+    assert h3_get(q.url("/new/bytes/10")).status == 404      # no route
+    conf = open(q.conf).read()
+    with open(q.conf, "w") as f:
+        f.write(conf + "\n[route new]\npath_prefix = /new/\nbackend = app\n")
+    p = qproxyctl(q, "reload")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert [_worker_stats(q, i)["generation"] for i in range(N)] == [2] * N
+    for i in range(10):
+        r = h3_get(q.url("/new/bytes/10"))
+        assert r.status == 200 and r.body == expected_body(10)
+    with open(q.conf, "a") as f:
+        f.write("bogus = 1\n")
+    p = qproxyctl(q, "reload")
+    assert p.returncode == 1
+    line = open(q.conf).read().splitlines().index("bogus = 1") + 1
+    assert "%s:%d:" % (q.conf, line) in p.stderr + p.stdout, p.stderr + p.stdout
+    assert [_worker_stats(q, i)["generation"] for i in range(N)] == [2] * N
+    with open(q.conf, "w") as f:
+        f.write(conf)
+    q.signal(signal.SIGHUP)
+    wait_until(lambda: [_worker_stats(q, i)["generation"] for i in range(N)] == [3] * N,
+               "both workers at generation 3", 10 * SLOW)
+
+
+def test_a_new_address_takes_a_restart(qproxy_factory, backend_app):
+    """The workers' sockets are made at the start, one per worker in the
+    kernel's group: a reload cannot add one to every worker."""
+    q = _workers(qproxy_factory, backend_app)
+    conf = open(q.conf).read()
+    with open(q.conf, "w") as f:
+        f.write(conf.replace("address = 127.0.0.1:%d" % q.port,
+                             "address = 127.0.0.1:%d\naddress = 127.0.0.2:%d"
+                             % (q.port, q.port)))
+    p = qproxyctl(q, "reload")
+    assert p.returncode == 1
+    assert "udp 127.0.0.2:%d is new: with workers, new addresses take a restart" % q.port \
+        in p.stdout + p.stderr, p.stdout + p.stderr
+    assert h3_get(q.url("/app/bytes/10")).status == 200
+
+
+def test_workers_stop_and_leave_nothing(qproxy_factory, backend_app):
+    q = _workers(qproxy_factory, backend_app)
+    pids = _worker_pids(q)
+    assert q.stop() == 0
+    for pid in pids:
+        assert not os.path.exists("/proc/%d" % pid) or \
+            open("/proc/%d/stat" % pid).read().split()[2] == "Z"
+    for i in range(N):
+        assert not os.path.exists("%s.%d" % (q.control_socket, i))
+    assert not os.path.exists(q.control_socket)
+    assert q.log_text().count("worker %d stopped" % 0) == 1
+
+
+def test_workers_in_the_configuration(tmp_path, certificate, backend_app):
+    def check(glob):
+        conf = tmp_path / "q.conf"
+        conf.write_text("[global]\n%s\n[listener main]\naddress = 127.0.0.1:4433\n"
+                        "certificate = %s\nprivate_key = %s\n[backend app]\nserver = %s\n"
+                        "[route all]\nbackend = app\n"
+                        % ((glob,) + tuple(certificate) + (backend_app.tcp_server,)))
+        p = subprocess.run([qproxy_binary(), "-t", "-c", str(conf)], capture_output=True,
+                           text=True, timeout=30)
+        return p.returncode, p.stdout + p.stderr, str(conf)
+    rc, out, conf = check("workers = 4")
+    assert rc == 0, out
+    for bad in ("workers = 0", "workers = 65"):
+        rc, out, conf = check(bad)
+        assert rc == 1 and "%s:2: workers:" % conf in out, out
+    rc, out, conf = check("workers = 2\ncid_server_id = 01")
+    assert rc == 1 and ("%s:2: workers: more than one cannot be used with "
+                        "cid_server_id" % conf) in out, out
