@@ -173,17 +173,28 @@ log_write_line(int fd, const char *buf, size_t len)
 	return 0;
 }
 
+/* Put before every message: "worker 2: " in a worker, else nothing. */
+static char log_prefix[32];
+
+void
+log_set_prefix(const char *prefix)
+{
+	snprintf(log_prefix, sizeof(log_prefix), "%s", prefix);
+}
+
 static void
 log_vwrite(int level, int errnum, const char *fmt, va_list ap)
 {
 	char		msg[1024], line[1280], ts[LOG_TIME_SIZE];
 	const char	*prio;
 	struct timespec	now;
+	size_t		plen = strlen(log_prefix);
 	int		n;
 
 	if (level > log_level)
 		return;
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	memcpy(msg, log_prefix, plen);
+	vsnprintf(msg + plen, sizeof(msg) - plen, fmt, ap);
 	if (err_fd == -1) {
 		prio = log_stderr_prio(level);
 		if (errnum)

@@ -18,6 +18,8 @@ enum log_level {
 
 /* Also looks at whether stderr is the journal (JOURNAL_STREAM). */
 void	log_init(int level);
+/* Text put before every message of the error log ("worker 2: "). */
+void	log_set_prefix(const char *);
 /* What a line to stderr at that level starts with: "<3>" to the journal. */
 const char *log_stderr_prio(int level);
 void	log_setlevel(int level);

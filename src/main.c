@@ -714,8 +714,7 @@ main(int argc, char *argv[])
 		ev_timer_init(&watchdog, ping_cb, 0., 1.);
 		ev_timer_again(loop, &watchdog);
 		workers_ping();
-		log_info("worker %u of qproxy %s started", worker_index,
-		    QPROXY_VERSION);
+		log_info("qproxy %s started", QPROXY_VERSION);
 	} else {
 		if (sd_watchdog_enabled(0, &usec) > 0) {
 			ev_timer_init(&watchdog, watchdog_cb, 0., usec / 2e6);
@@ -727,10 +726,7 @@ main(int argc, char *argv[])
 
 	ev_run(loop, 0);
 
-	if (worker_count > 1)
-		log_info("worker %u stopped", worker_index);
-	else
-		log_info("qproxy stopped");
+	log_info("qproxy stopped");
 	control_close(control);
 	server_free(server);
 	strbuf_free(&errs);

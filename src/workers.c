@@ -9,6 +9,7 @@
  * time, each worker asked in turn with a deadline: nothing in the
  * supervisor is in a hurry.
  */
+#include <sys/param.h>
 #include <sys/types.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -35,8 +36,11 @@
 #include "workers.h"
 
 #define WORKER_HANG		30.	/* s without a ping: killed */
-#define WORKER_RESTART_DELAY	1.	/* s after one died */
-#define WORKER_ASK_TIMEOUT	10	/* s for a worker's reply */
+#define WORKER_RESTART_DELAY	1.	/* s after one died, */
+#define WORKER_RESTART_MAX	60.	/* doubled up to this while one */
+#define WORKER_RESTART_QUICK	10.	/* dies within this of its start */
+#define WORKER_ASK_TIMEOUT	3	/* s for a worker's reply, */
+#define WORKER_RELOAD_TIMEOUT	30	/* or for its reload's */
 
 unsigned worker_index, worker_count = 1;
 
@@ -44,7 +48,9 @@ struct worker {
 	pid_t		 pid;		/* 0: not running */
 	double		 last_ping;
 	bool		 pinged;	/* since it started */
+	double		 started;
 	double		 restart_at;	/* 0: none due */
+	double		 restart_delay;	/* the last one's */
 };
 
 /* A listener address's sockets, fds[i] worker i's. */
@@ -125,7 +131,11 @@ workers_ping(void)
 static void
 worker_setup(unsigned i)
 {
+	char prefix[32];
+
 	worker_index = i;
+	snprintf(prefix, sizeof(prefix), "worker %u: ", i);
+	log_set_prefix(prefix);
 	close(sv.sigfd);
 	close(sv.ctl_fd);
 	close(sv.ping[0]);
@@ -160,7 +170,7 @@ worker_start(unsigned i)
 	}
 	sv.w[i].pid = pid;
 	sv.w[i].pinged = false;
-	sv.w[i].last_ping = mono_now();
+	sv.w[i].started = sv.w[i].last_ping = mono_now();
 	sv.w[i].restart_at = 0.;
 	log_debug("worker %u: pid %ld", i, (long)pid);
 	return 1;
@@ -208,7 +218,9 @@ describe_exit(int status, char *buf, size_t len)
 static void
 reap(void)
 {
+	struct worker *w;
 	char how[64];
+	double now;
 	pid_t pid;
 	int status;
 
@@ -231,9 +243,18 @@ reap(void)
 			signal_workers(SIGTERM);
 			continue;
 		}
-		log_warnx("worker %u (pid %ld) %s; starting it again", i,
-		    (long)pid, how);
-		sv.w[i].restart_at = mono_now() + WORKER_RESTART_DELAY;
+		w = &sv.w[i];
+		now = mono_now();
+		/* one that cannot run is not started a thousand times */
+		if (now - w->started < WORKER_RESTART_QUICK &&
+		    w->restart_delay > 0.)
+			w->restart_delay = MIN(w->restart_delay * 2,
+			    WORKER_RESTART_MAX);
+		else
+			w->restart_delay = WORKER_RESTART_DELAY;
+		w->restart_at = now + w->restart_delay;
+		log_warnx("worker %u (pid %ld) %s; starting it again in %.0f s",
+		    i, (long)pid, how, w->restart_delay);
 	}
 }
 
@@ -246,14 +267,21 @@ static int
 ask(unsigned i, const char *line, struct strbuf *out)
 {
 	struct sockaddr_un sun;
-	struct timeval tv = { WORKER_ASK_TIMEOUT, 0 };
+	struct timeval tv = { strstr(line, " reload") != NULL ?
+	    WORKER_RELOAD_TIMEOUT : WORKER_ASK_TIMEOUT, 0 };
 	char buf[16384], head[CONTROL_MAX_LINE];
 	size_t hlen = 0;
 	bool in_head = true;
 	ssize_t n;
 	int fd, rv = -1;
 
-	if (sv.w[i].pid == 0)
+	/*
+	 * One that died and is not taken yet would not answer, and its
+	 * socket, which this process keeps open for the next, would not
+	 * refuse: the question would wait out the timeout.
+	 */
+	reap();
+	if (sv.w[i].pid == 0 || !sv.w[i].pinged)
 		return -1;
 	memset(&sun, 0, sizeof(sun));
 	sun.sun_family = AF_UNIX;
