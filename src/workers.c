@@ -71,6 +71,7 @@ static struct {
 	struct worker	 w[WORKERS_MAX];
 	unsigned long long restarts;
 	bool		 ready, stopping;
+	int		 status;		/* to exit with */
 	sigset_t	 held;
 } sv = { .ctl_fd = -1, .sigfd = -1, .ping = { -1, -1 } };
 
@@ -239,6 +240,7 @@ reap(void)
 		if (!sv.ready) {
 			log_warnx("worker %u (pid %ld) %s while starting; "
 			    "stopping", i, (long)pid, how);
+			sv.status = 1;
 			sv.stopping = true;
 			signal_workers(SIGTERM);
 			continue;
@@ -489,6 +491,7 @@ serve(int fd)
 			break;
 	}
 	line[len] = '\0';
+	/* (a NUL before the newline hides it too) */
 	if (strchr(line, '\n') == NULL) {
 		(void)!write(fd, "ERR malformed request\n", 22);
 		return;
@@ -509,7 +512,11 @@ serve(int fd)
 		cmd_merged(&out, fwd, json, false);
 	else if (strcmp(cmd, "conns") == 0)
 		cmd_conns(&out, fwd, json);
-	else if (strcmp(cmd, "reload") == 0)
+	else if (strcmp(cmd, "reload") == 0 && sv.stopping) {
+		dprintf(fd, "ERR shutting down\n");
+		strbuf_free(&out);
+		return;
+	} else if (strcmp(cmd, "reload") == 0)
 		ok = cmd_reload(&out);
 	else if (strcmp(cmd, "version") == 0) {
 		if (json)
@@ -623,6 +630,7 @@ workers_run(const struct config *cfg, const sigset_t *held,
 		if (rv == 0)
 			return 0;
 		if (rv == -1) {
+			sv.status = 1;
 			sv.stopping = true;
 			signal_workers(SIGTERM);
 			break;
@@ -662,13 +670,12 @@ workers_run(const struct config *cfg, const sigset_t *held,
 			running += w->pid > 0;
 		}
 		if (sv.stopping && running == 0)
-			sv_exit(0);
+			sv_exit(sv.status);
 		if (watchdog_every > 0. && now >= next_watchdog) {
 			sd_notify(0, "WATCHDOG=1");
 			next_watchdog = now + watchdog_every;
 		}
-		if (poll(pfd, sv.stopping ? 2 : 3, (int)(wait * 1000)) == -1 &&
-		    errno != EINTR)
+		if (poll(pfd, 3, (int)(wait * 1000)) == -1 && errno != EINTR)
 			fatal("poll");
 		if (pfd[0].revents & POLLIN) {
 			struct signalfd_siginfo si;
@@ -727,7 +734,7 @@ workers_run(const struct config *cfg, const sigset_t *held,
 				}
 			}
 		}
-		if (!sv.stopping && (pfd[2].revents & POLLIN)) {
+		if (pfd[2].revents & POLLIN) {
 			int fd = accept4(sv.ctl_fd, NULL, NULL, SOCK_CLOEXEC);
 
 			if (fd != -1) {

@@ -8,8 +8,8 @@ import signal
 import subprocess
 import time
 
-from helpers import (SLOW, app_sections, expected_body, expected_sha256, h3_get,
-                     qproxy_binary, qproxyctl_binary, wait_until)
+from helpers import (SLOW, app_sections, expected_body, expected_sha256, free_udp_port,
+                     h3_get, make_certificate, qproxy_binary, qproxyctl_binary, wait_until)
 from relay import Relay
 from test_ops import qproxyctl, stats
 
@@ -200,3 +200,24 @@ def test_workers_in_the_configuration(tmp_path, certificate, backend_app):
     rc, out, conf = check("workers = 2\ncid_server_id = 01")
     assert rc == 1 and ("%s:2: workers: more than one cannot be used with "
                         "cid_server_id" % conf) in out, out
+
+
+def test_workers_that_cannot_start_stop_the_start(tmp_path, certificate, backend_app):
+    """A key that is not the certificate's is found by the workers, which
+    load them: each says so at its line, and qproxy exits 1 as a lone one
+    would, leaving no socket behind."""
+    other = make_certificate(str(tmp_path))
+    ctl = str(tmp_path / "c.sock")
+    conf = tmp_path / "q.conf"
+    conf.write_text("[global]\nworkers = 2\ncontrol_socket = %s\nsecret_file = %s\n"
+                    "[listener main]\naddress = 127.0.0.1:%d\ncertificate = %s\n"
+                    "private_key = %s\n[backend app]\nserver = %s\n[route all]\n"
+                    "backend = app\n" % (ctl, tmp_path / "secret", free_udp_port(),
+                                         certificate[0], other[1], backend_app.tcp_server))
+    p = subprocess.run([qproxy_binary(), "-c", str(conf)], capture_output=True, text=True,
+                       timeout=30 * SLOW)
+    assert p.returncode == 1, p.stderr
+    assert "%s:7: listener main: private key %s does not match certificate %s" % (
+        conf, other[1], certificate[0]) in p.stderr, p.stderr
+    assert "while starting; stopping" in p.stderr, p.stderr
+    assert not [f for f in os.listdir(str(tmp_path)) if f.startswith("c.sock")]
