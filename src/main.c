@@ -364,6 +364,48 @@ drop_privileges(const struct config *cfg)
 }
 
 /*
+ * For the supervisor of workers, after every worker took the file at a
+ * reload: the file read again, for the workers started from now on, and
+ * its log files in place of the old, for them and for the supervisor.
+ */
+static struct config *
+supervisor_reload(void)
+{
+	struct config *cfg;
+	struct log_file lf[3];
+	struct strbuf errs;
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f;
+
+	if ((f = open_memstream(&text, &len)) == NULL)
+		return NULL;
+	cfg = config_load(config_path, f);
+	fclose(f);
+	free(text);
+	if (cfg == NULL) {
+		log_warnx("%s changed again and is refused: a worker started "
+		    "later runs the configuration before", config_path);
+		return NULL;
+	}
+	strbuf_init(&errs, 1 << 16);
+	if (logs_prepare(cfg, lf, &errs) == -1) {
+		log_lines(LOG_LEVEL_WARN, "reload: ", strbuf_str(&errs));
+		config_free(cfg);
+		cfg = NULL;
+	} else
+		logs_install(cfg, lf);
+	strbuf_free(&errs);
+	return cfg;
+}
+
+static const struct workers_hooks worker_hooks = {
+	.drop = drop_privileges,
+	.reload = supervisor_reload,
+	.free = config_free,
+};
+
+/*
  * qproxy -t, past the parse: the files the configuration names are read as
  * the daemon would read them, so that a certificate, key or secret it
  * would refuse at start fails the check too. A secret_file that does not
@@ -654,7 +696,7 @@ main(int argc, char *argv[])
 	}
 	/* the supervisor stays in there; each worker goes on from here */
 	if (cfg->workers > 1 &&
-	    workers_run(cfg, &held, drop_privileges) == -1)
+	    workers_run(&cfg, &held, &worker_hooks) == -1)
 		return 1;
 
 	loop = ev_default_loop(EVFLAG_AUTO);

@@ -4,17 +4,21 @@
  * so they are walked side by side, token by token:
  *
  * - an integer is the sum of the workers' (connections, requests, bytes);
- * - a decimal is the mean of those that are not 0 (a backend's mean time
- *   to first byte, which a worker that sent it nothing shows as 0.00);
+ * - a decimal (a backend server's mean time to first byte) is the mean
+ *   of the workers', weighted by their requests to that server: the
+ *   number in the column headed REQUESTS of its row, or after the key
+ *   "requests" before it; without one, the mean of those that are not 0;
  * - a value every worker has alike (uptime, the configuration generation,
  *   the certificates' counts) is the largest, by the word before it;
  * - words that differ, such as a backend server's state, are all shown,
  *   joined by '/' ("up/down");
  * - anything else that differs makes the texts unmergeable: -1.
  *
- * A number in an address ("127.0.0.1:4433", "[::1]:4433") is a word. A
- * run of spaces is the first text's, less what a longer number took, so
- * that columns stay in place where they can.
+ * A number is a word, not a count, in an address ("127.0.0.1:4433",
+ * "[2001:db8::1:2]:4433"), between quotes (a JSON string, such as a
+ * listener named "443") and as the first field of a line (a table's name
+ * column). A run of spaces is the first text's, less what a longer number
+ * took, so that columns stay in place where they can.
  */
 #include <ctype.h>
 #include <stdbool.h>
@@ -46,9 +50,12 @@ word_char(int c)
 	    c == '[' || c == ']';
 }
 
-/* The token of s at i; its kind is a number's only when all of it is. */
+/*
+ * The token of s at i; its kind is a number's only when all of it is, and
+ * it counts (above). first: it begins its line's first field.
+ */
 static void
-tok_at(const char *s, size_t i, struct tok *t)
+tok_at(const char *s, size_t i, bool first, struct tok *t)
 {
 	size_t j = i, dots = 0;
 	bool digits = true;
@@ -74,10 +81,13 @@ tok_at(const char *s, size_t i, struct tok *t)
 	}
 	t->len = j - i;
 	t->kind = TOK_WORD;
-	/* after "host:" or "]:" it is a port, not a count */
-	if (!digits || dots > 1 || s[i] == '.' || s[j - 1] == '.' ||
-	    (i >= 2 && s[i - 1] == ':' && (isalnum((unsigned char)s[i - 2]) ||
-	    s[i - 2] == ']')))
+	if (!digits || dots > 1 || s[i] == '.' || s[j - 1] == '.' || first)
+		return;
+	/* after "host:", "]:" or "::", a port or part of an address */
+	if (i >= 2 && s[i - 1] == ':' && s[i - 2] != '"')
+		return;
+	/* "443": a string */
+	if (i >= 1 && s[i - 1] == '"' && s[j] == '"')
 		return;
 	t->kind = dots == 0 ? TOK_INT : TOK_DEC;
 }
@@ -108,9 +118,13 @@ alike(const struct tok *word)
 	return false;
 }
 
-/* Appends the merged number of the n tokens in t; returns its length. */
+/*
+ * Appends the merged number of the n tokens in t; returns its length.
+ * weight: each text's requests for a decimal, or NULL.
+ */
 static size_t
-put_number(struct strbuf *out, const struct tok *t, size_t n, bool max)
+put_number(struct strbuf *out, const struct tok *t, size_t n, bool max,
+    const unsigned long long *weight)
 {
 	char buf[64];
 	int len;
@@ -126,24 +140,32 @@ put_number(struct strbuf *out, const struct tok *t, size_t n, bool max)
 	} else {
 		const char *dot = memchr(t[0].p, '.', t[0].len);
 		int prec = (int)(t[0].len - (size_t)(dot - t[0].p) - 1);
-		double v = 0., x;
-		size_t m = 0;
+		double v = 0., x, m = 0.;
 
 		for (size_t k = 0; k < n; k++) {
 			x = strtod(t[k].p, NULL);
 			if (max)
 				v = x > v ? x : v;
-			else if (x != 0.) {
+			else if (weight != NULL) {
+				v += x * (double)weight[k];
+				m += (double)weight[k];
+			} else if (x != 0.) {
 				v += x;
-				m++;
+				m += 1.;
 			}
 		}
-		if (!max && m > 0)
-			v /= (double)m;
+		if (!max && m > 0.)
+			v /= m;
 		len = snprintf(buf, sizeof(buf), "%.*f", prec, v);
 	}
 	strbuf_append(out, buf, (size_t)len);
 	return (size_t)len;
+}
+
+static bool
+word_is(const struct tok *t, const char *w)
+{
+	return t->len == strlen(w) && memcmp(t->p, w, t->len) == 0;
 }
 
 int
@@ -151,17 +173,42 @@ merge_replies(const char *const *texts, size_t n, struct strbuf *out)
 {
 	struct tok t[MERGE_MAX], word = { TOK_WORD, "", 0 };
 	size_t pos[MERGE_MAX], excess = 0, k, len;
-	bool same;
+	unsigned long long weight[MERGE_MAX];
+	int field = 0, req_col = -1;	/* fields from 1; REQUESTS' */
+	bool same, in_field = false, weighted = false;
 
 	if (n == 0 || n > MERGE_MAX)
 		return -1;
 	memset(pos, 0, sizeof(pos));
 	while (texts[0][pos[0]] != '\0') {
+		bool starts = texts[0][pos[0]] != ' ' && !in_field;
+
 		for (k = 0; k < n; k++) {
 			if (texts[k][pos[k]] == '\0')
 				return -1;
-			tok_at(texts[k], pos[k], &t[k]);
+			tok_at(texts[k], pos[k], starts && field == 0, &t[k]);
 			pos[k] += t[k].len;
+		}
+		if (t[0].kind == TOK_SPACE)
+			in_field = false;
+		else if (t[0].kind == TOK_OTHER && t[0].p[0] == '\n') {
+			/* a blank line ends a table */
+			if (field == 0)
+				req_col = -1;
+			field = 0;
+			in_field = false;
+			weighted = false;
+		} else if (!in_field) {
+			field++;
+			in_field = true;
+		}
+		if (t[0].kind == TOK_WORD && word_is(&t[0], "REQUESTS"))
+			req_col = field;
+		if (t[0].kind == TOK_INT && ((req_col > 0 && field == req_col) ||
+		    word_is(&word, "requests"))) {
+			for (k = 0; k < n; k++)
+				weight[k] = strtoull(t[k].p, NULL, 10);
+			weighted = true;
 		}
 		same = true;
 		for (k = 1; k < n; k++)
@@ -182,7 +229,8 @@ merge_replies(const char *const *texts, size_t n, struct strbuf *out)
 			continue;
 		case TOK_INT:
 		case TOK_DEC:
-			len = put_number(out, t, n, alike(&word));
+			len = put_number(out, t, n, alike(&word),
+			    t[0].kind == TOK_DEC && weighted ? weight : NULL);
 			excess = len > t[0].len ? len - t[0].len : 0;
 			continue;
 		case TOK_WORD:

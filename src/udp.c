@@ -43,8 +43,13 @@ udp_socket(const struct addr *a, bool reuseport)
 		    IP_PMTUDISC_PROBE) == -1)
 			goto fail;
 	}
-	/* Coalesced receive where the kernel has it; fine without. */
-	(void)setopt(fd, SOL_UDP, UDP_GRO, 1);
+	/*
+	 * Coalesced receive where the kernel has it; fine without. Not for
+	 * a group: the datagrams of one address and port would be coalesced
+	 * whatever their connection IDs, and go where the first one goes.
+	 */
+	if (!reuseport)
+		(void)setopt(fd, SOL_UDP, UDP_GRO, 1);
 	/* Room for bursts of a few hundred datagrams. */
 	(void)setopt(fd, SOL_SOCKET, SO_RCVBUF, 4 << 20);
 	(void)setopt(fd, SOL_SOCKET, SO_SNDBUF, 4 << 20);
@@ -96,8 +101,17 @@ udp_steer(int fd, size_t n)
 int
 udp_open_group(const struct addr *a, int *fds, size_t n)
 {
-	size_t i;
+	size_t i = 0;
+	int fd;
 
+	/*
+	 * Alone first: the group of another process of the same user (a
+	 * qproxy running already) would take these sockets in, and their
+	 * program would replace its.
+	 */
+	if ((fd = udp_socket(a, false)) == -1)
+		return -1;
+	close(fd);
 	for (i = 0; i < n; i++)
 		if ((fds[i] = udp_socket(a, true)) == -1)
 			goto fail;

@@ -10,6 +10,7 @@
  * supervisor is in a hurry.
  */
 #include <sys/param.h>
+#include <sys/prctl.h>
 #include <sys/types.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -39,8 +40,9 @@
 #define WORKER_RESTART_DELAY	1.	/* s after one died, */
 #define WORKER_RESTART_MAX	60.	/* doubled up to this while one */
 #define WORKER_RESTART_QUICK	10.	/* dies within this of its start */
-#define WORKER_ASK_TIMEOUT	3	/* s for a worker's reply, */
-#define WORKER_RELOAD_TIMEOUT	30	/* or for its reload's */
+#define WORKER_ASK_TIMEOUT	3000	/* ms for the workers' replies, */
+#define WORKER_RELOAD_TIMEOUT	8000	/* or their reloads' (qproxyctl
+					   waits 10 s) */
 
 unsigned worker_index, worker_count = 1;
 
@@ -73,6 +75,10 @@ static struct {
 	bool		 ready, stopping;
 	int		 status;		/* to exit with */
 	sigset_t	 held;
+	pid_t		 pid;			/* the supervisor's */
+	struct config	*cfg;			/* for a worker started now */
+	const struct workers_hooks *hooks;
+	double		 watchdog_every, watchdog_next;	/* systemd's */
 } sv = { .ctl_fd = -1, .sigfd = -1, .ping = { -1, -1 } };
 
 static double
@@ -147,6 +153,9 @@ worker_setup(unsigned i)
 		for (size_t g = 0; g < sv.ngroups; g++)
 			close(sv.groups[g].fds[j]);
 	}
+	/* a worker without its supervisor stops, as after SIGTERM */
+	if (prctl(PR_SET_PDEATHSIG, SIGTERM) == -1 || getppid() != sv.pid)
+		fatalx("worker %u: the supervisor is gone", i);
 	/* systemd hears from the supervisor, the main process, only */
 	unsetenv("NOTIFY_SOCKET");
 	unsetenv("WATCHDOG_USEC");
@@ -160,7 +169,15 @@ static int
 worker_start(unsigned i)
 {
 	pid_t pid;
+	int fd;
 
+	/*
+	 * Requests the last one took no more of wait on its control socket,
+	 * which this process keeps: their clients have gone, and a reload
+	 * among them is not the new one's to carry out.
+	 */
+	while ((fd = accept4(sv.wctl_fds[i], NULL, NULL, SOCK_CLOEXEC)) != -1)
+		close(fd);
 	if ((pid = fork()) == -1) {
 		log_warn("worker %u: fork", i);
 		return -1;
@@ -175,6 +192,26 @@ worker_start(unsigned i)
 	sv.w[i].restart_at = 0.;
 	log_debug("worker %u: pid %ld", i, (long)pid);
 	return 1;
+}
+
+/* The workers' pings since the last look, and systemd's watchdog. */
+static void
+take_pings(void)
+{
+	double now = mono_now();
+	uint8_t b[256];
+	ssize_t n;
+
+	while ((n = read(sv.ping[0], b, sizeof(b))) > 0)
+		for (ssize_t k = 0; k < n; k++)
+			if (b[k] < worker_count) {
+				sv.w[b[k]].pinged = true;
+				sv.w[b[k]].last_ping = now;
+			}
+	if (sv.watchdog_every > 0. && now >= sv.watchdog_next) {
+		sd_notify(0, "WATCHDOG=1");
+		sv.watchdog_next = now + sv.watchdog_every;
+	}
 }
 
 static void
@@ -260,91 +297,155 @@ reap(void)
 	}
 }
 
-/*
- * Asks worker i the request line; the reply's text (after its first line)
- * goes to out. 0 for "OK", 1 for "ERR" (its message prefixed to out), -1
- * when the worker did not answer (logged at debug).
- */
+#define ASK_HEAD_MAX	160	/* "OK", "ERR message" */
+
+/* A question to one worker, under way. */
+struct asking {
+	int		 fd;
+	bool		 in_head;
+	char		 head[ASK_HEAD_MAX];
+	size_t		 hlen;
+};
+
+/* Sends line to worker i; the socket, or -1 when it cannot be asked. */
 static int
-ask(unsigned i, const char *line, struct strbuf *out)
+ask_send(unsigned i, const char *line)
 {
 	struct sockaddr_un sun;
-	struct timeval tv = { strstr(line, " reload") != NULL ?
-	    WORKER_RELOAD_TIMEOUT : WORKER_ASK_TIMEOUT, 0 };
-	char buf[16384], head[CONTROL_MAX_LINE];
-	size_t hlen = 0;
-	bool in_head = true;
-	ssize_t n;
-	int fd, rv = -1;
+	size_t len = strlen(line);
+	int fd;
 
 	/*
 	 * One that died and is not taken yet would not answer, and its
 	 * socket, which this process keeps open for the next, would not
-	 * refuse: the question would wait out the timeout.
+	 * refuse: the question would wait out the deadline.
 	 */
-	reap();
 	if (sv.w[i].pid == 0 || !sv.w[i].pinged)
 		return -1;
 	memset(&sun, 0, sizeof(sun));
 	sun.sun_family = AF_UNIX;
 	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", sv.wctl_paths[i]);
-	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1)
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
+	    0)) == -1)
 		return -1;
-	if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == -1 ||
-	    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) == -1 ||
-	    connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1 ||
-	    dprintf(fd, "%s\n", line) < 0)
-		goto out;
-	while ((n = read(fd, buf, sizeof(buf))) > 0) {
-		char *p = buf;
+	/* a line of 1 KiB fits an empty socket's buffer: no partial write */
+	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1 ||
+	    write(fd, line, len) != (ssize_t)len || write(fd, "\n", 1) != 1) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
 
-		while (in_head && n > 0) {
+/*
+ * Reads what came from a worker: the head line, then the text into out.
+ * 1 while more may come, 0 at its end, -1 on an error.
+ */
+static int
+ask_read(struct asking *a, struct strbuf *out)
+{
+	char buf[16384], *p;
+	ssize_t n;
+
+	while ((n = read(a->fd, buf, sizeof(buf))) > 0) {
+		for (p = buf; a->in_head && n > 0; p++, n--) {
 			if (*p == '\n') {
-				in_head = false;
-				head[hlen] = '\0';
-			} else if (hlen + 1 < sizeof(head))
-				head[hlen++] = *p;
-			p++;
-			n--;
+				a->in_head = false;
+				a->head[a->hlen] = '\0';
+			} else if (a->hlen + 1 < sizeof(a->head))
+				a->head[a->hlen++] = *p;
 		}
 		strbuf_append(out, p, (size_t)n);
 	}
-	if (n == 0 && !in_head) {
-		if (strcmp(head, "OK") == 0)
-			rv = 0;
-		else if (strncmp(head, "ERR ", 4) == 0)
-			rv = 1;
-	}
-out:
-	if (rv == -1)
-		log_debug("worker %u: no answer to \"%s\"", i, line);
-	close(fd);
-	return rv;
+	if (n == -1 && (errno == EAGAIN || errno == EINTR))
+		return 1;
+	return n == 0 ? 0 : -1;
 }
 
-/* Each running worker's reply to line, in texts[]; how many answered. */
+/*
+ * Asks every running worker the request line at once, and takes their
+ * replies until the deadline: replies[i] the text of worker i's (after
+ * its first line), rv[i] 0 for "OK", 1 for "ERR", -1 for no answer.
+ * Pings and signals wait meanwhile; the watchdog does not.
+ */
+static void
+ask_workers(const char *line, int timeout_ms, struct strbuf *replies,
+    int *rv)
+{
+	struct asking a[WORKERS_MAX];
+	struct pollfd pfd[WORKERS_MAX];
+	double deadline = mono_now() + timeout_ms / 1000.;
+	unsigned i, pending = 0;
+
+	reap();
+	for (i = 0; i < worker_count; i++) {
+		strbuf_init(&replies[i], CONTROL_MAX_REPLY);
+		rv[i] = -1;
+		a[i].in_head = true;
+		a[i].hlen = 0;
+		if ((a[i].fd = ask_send(i, line)) != -1)
+			pending++;
+	}
+	while (pending > 0) {
+		double left = deadline - mono_now();
+		unsigned n = 0, map[WORKERS_MAX];
+
+		if (left <= 0.)
+			break;
+		for (i = 0; i < worker_count; i++)
+			if (a[i].fd != -1) {
+				pfd[n] = (struct pollfd){ a[i].fd, POLLIN, 0 };
+				map[n++] = i;
+			}
+		if (poll(pfd, n, MIN((int)(left * 1000) + 1, 1000)) == -1 &&
+		    errno != EINTR)
+			break;
+		take_pings();
+		for (unsigned k = 0; k < n; k++) {
+			int r;
+
+			if (pfd[k].revents == 0)
+				continue;
+			i = map[k];
+			if ((r = ask_read(&a[i], &replies[i])) == 1)
+				continue;
+			if (r == 0 && !a[i].in_head)
+				rv[i] = strcmp(a[i].head, "OK") == 0 ? 0 :
+				    strncmp(a[i].head, "ERR ", 4) == 0 ? 1 : -1;
+			close(a[i].fd);
+			a[i].fd = -1;
+			pending--;
+		}
+	}
+	for (i = 0; i < worker_count; i++) {
+		if (a[i].fd != -1) {
+			close(a[i].fd);
+			log_debug("worker %u: no answer to \"%s\"", i, line);
+		}
+		if (replies[i].truncated)
+			rv[i] = -1;
+	}
+}
+
+/* The workers that answered OK: their texts and numbers, how many. */
 static size_t
-ask_all(const char *line, struct strbuf *replies, const char **texts,
+answered(const struct strbuf *replies, const int *rv, const char **texts,
     unsigned *which)
 {
 	size_t n = 0;
 
-	for (unsigned i = 0; i < worker_count; i++) {
-		strbuf_init(&replies[n], CONTROL_MAX_REPLY);
-		if (ask(i, line, &replies[n]) != 0 || replies[n].truncated) {
-			strbuf_free(&replies[n]);
-			continue;
+	for (unsigned i = 0; i < worker_count; i++)
+		if (rv[i] == 0) {
+			texts[n] = strbuf_str(&replies[i]);
+			which[n++] = i;
 		}
-		texts[n] = strbuf_str(&replies[n]);
-		which[n++] = i;
-	}
 	return n;
 }
 
 static void
-free_replies(struct strbuf *replies, size_t n)
+free_replies(struct strbuf *replies)
 {
-	for (size_t i = 0; i < n; i++)
+	for (unsigned i = 0; i < worker_count; i++)
 		strbuf_free(&replies[i]);
 }
 
@@ -382,8 +483,11 @@ cmd_merged(struct strbuf *out, const char *line, bool json, bool head)
 	struct strbuf replies[WORKERS_MAX], merged;
 	const char *texts[WORKERS_MAX];
 	unsigned which[WORKERS_MAX], running = 0;
-	size_t n = ask_all(line, replies, texts, which);
+	int rv[WORKERS_MAX];
+	size_t n;
 
+	ask_workers(line, WORKER_ASK_TIMEOUT, replies, rv);
+	n = answered(replies, rv, texts, which);
 	for (unsigned i = 0; i < worker_count; i++)
 		running += sv.w[i].pid > 0;
 	strbuf_init(&merged, CONTROL_MAX_REPLY);
@@ -403,7 +507,7 @@ cmd_merged(struct strbuf *out, const char *line, bool json, bool head)
 	} else
 		each_worker(out, json, texts, which, n);
 	strbuf_free(&merged);
-	free_replies(replies, n);
+	free_replies(replies);
 }
 
 /* conns: every worker's rows under the first one's heading. */
@@ -413,8 +517,11 @@ cmd_conns(struct strbuf *out, const char *line, bool json)
 	struct strbuf replies[WORKERS_MAX];
 	const char *texts[WORKERS_MAX];
 	unsigned which[WORKERS_MAX];
-	size_t n = ask_all(line, replies, texts, which), rows = 0;
+	int rv[WORKERS_MAX];
+	size_t n, rows = 0;
 
+	ask_workers(line, WORKER_ASK_TIMEOUT, replies, rv);
+	n = answered(replies, rv, texts, which);
 	if (json)
 		strbuf_printf(out, "{\"connections\":[");
 	for (size_t k = 0; k < n; k++) {
@@ -434,38 +541,62 @@ cmd_conns(struct strbuf *out, const char *line, bool json)
 	}
 	if (json)
 		strbuf_printf(out, "]}\n");
-	free_replies(replies, n);
+	free_replies(replies);
 }
 
-/* reload: every worker's; refused when one refused or did not answer. */
+/* peers, tls: each worker's own; tls the first's, the same in all. */
+static void
+cmd_each(struct strbuf *out, const char *line, bool json, bool first)
+{
+	struct strbuf replies[WORKERS_MAX];
+	const char *texts[WORKERS_MAX];
+	unsigned which[WORKERS_MAX];
+	int rv[WORKERS_MAX];
+	size_t n;
+
+	ask_workers(line, WORKER_ASK_TIMEOUT, replies, rv);
+	n = answered(replies, rv, texts, which);
+	if (first && n > 0)
+		strbuf_printf(out, "%s", texts[0]);
+	else
+		each_worker(out, json, texts, which, n);
+	free_replies(replies);
+}
+
+/*
+ * reload: every worker's, at once; refused when one refused or did not
+ * answer. Once all took the file, it is what a worker started later
+ * gets, with its log files.
+ */
 static bool
 cmd_reload(struct strbuf *out)
 {
-	struct strbuf reply;
-	bool ok = true, shown = false;
-	char *first = NULL;
+	struct strbuf replies[WORKERS_MAX];
+	struct config *cfg;
+	int rv[WORKERS_MAX];
+	bool ok = true;
 
-	log_info("control: reload: passed on to %u workers", worker_count);
+	log_info("reload: asking the %u workers", worker_count);
+	ask_workers(CONTROL_MAGIC " reload", WORKER_RELOAD_TIMEOUT, replies,
+	    rv);
 	for (unsigned i = 0; i < worker_count; i++) {
-		int rv;
+		const char *t = strbuf_str(&replies[i]);
 
-		strbuf_init(&reply, CONTROL_MAX_REPLY);
-		rv = ask(i, CONTROL_MAGIC " reload", &reply);
-		if (rv != 0)
+		if (rv[i] != 0)
 			ok = false;
-		if (rv == -1)
+		if (rv[i] == -1)
 			strbuf_printf(out, "worker %u: no answer\n", i);
-		else if (first == NULL) {
-			first = strdup(strbuf_str(&reply));
-			strbuf_printf(out, "%s", strbuf_str(&reply));
-			shown = true;
-		} else if (!shown || strcmp(first, strbuf_str(&reply)) != 0)
-			/* the workers read the same file: this is news */
-			strbuf_printf(out, "worker %u:\n%s", i,
-			    strbuf_str(&reply));
-		strbuf_free(&reply);
+		else if (i == 0 || strcmp(t, strbuf_str(&replies[0])) != 0)
+			/* the workers read the same file: the same is said once */
+			strbuf_printf(out, "%s", t);
 	}
-	free(first);
+	free_replies(replies);
+	if (ok && (cfg = sv.hooks->reload()) != NULL) {
+		sv.hooks->free(sv.cfg);
+		sv.cfg = cfg;
+	}
+	log_info(ok ? "reload: every worker took the configuration" :
+	    "reload: refused by a worker; see its lines");
 	return ok;
 }
 
@@ -525,19 +656,8 @@ serve(int fd)
 		else
 			strbuf_printf(&out, "qproxy %s (%u workers)\n",
 			    QPROXY_VERSION, worker_count);
-	} else {
-		/* peers, tls: each worker's own (tls: the same in all) */
-		struct strbuf replies[WORKERS_MAX];
-		const char *texts[WORKERS_MAX];
-		unsigned which[WORKERS_MAX];
-		size_t k = ask_all(fwd, replies, texts, which);
-
-		if (strcmp(cmd, "tls") == 0 && k > 0)
-			strbuf_printf(&out, "%s", texts[0]);
-		else
-			each_worker(&out, json, texts, which, k);
-		free_replies(replies, k);
-	}
+	} else
+		cmd_each(&out, fwd, json, strcmp(cmd, "tls") == 0);
 	if (out.truncated)
 		dprintf(fd, "ERR reply too long\n");
 	else {
@@ -550,6 +670,27 @@ serve(int fd)
 static int
 make_sockets(const struct config *cfg)
 {
+	char *path;
+	int fd;
+
+	/* first: a running qproxy's are in use, and nothing else is touched */
+	if ((sv.ctl_fd = control_listen(cfg->control_socket)) == -1)
+		return -1;
+	if ((sv.ctl_path = strdup(cfg->control_socket)) == NULL)
+		return -1;
+	for (unsigned i = 0; i < worker_count; i++) {
+		if (asprintf(&path, "%s.%u", cfg->control_socket, i) == -1)
+			return -1;
+		if ((fd = control_listen(path)) == -1) {
+			free(path);
+			return -1;
+		}
+		sv.wctl_paths[i] = path;	/* removed at the end */
+		sv.wctl_fds[i] = fd;
+		if (cfg->user != NULL && geteuid() == 0 &&
+		    lchown(path, cfg->uid, cfg->gid) == -1)
+			log_warn("chown %s", path);
+	}
 	for (size_t i = 0; i < cfg->nlisteners; i++) {
 		const struct config_listener *l = &cfg->listeners[i];
 
@@ -582,35 +723,74 @@ make_sockets(const struct config *cfg)
 			sv.ngroups++;
 		}
 	}
-	if ((sv.ctl_fd = control_listen(cfg->control_socket)) == -1 ||
-	    (sv.ctl_path = strdup(cfg->control_socket)) == NULL)
-		return -1;
-	for (unsigned i = 0; i < worker_count; i++) {
-		if (asprintf(&sv.wctl_paths[i], "%s.%u", cfg->control_socket,
-		    i) == -1) {
-			sv.wctl_paths[i] = NULL;
-			return -1;
-		}
-		if ((sv.wctl_fds[i] = control_listen(sv.wctl_paths[i])) == -1)
-			return -1;
-		if (cfg->user != NULL && geteuid() == 0 &&
-		    lchown(sv.wctl_paths[i], cfg->uid, cfg->gid) == -1)
-			log_warn("chown %s", sv.wctl_paths[i]);
-	}
 	return 0;
 }
 
+/* Once every worker has said it runs: systemd is told. */
+static void
+check_ready(void)
+{
+	unsigned up = 0;
+
+	if (sv.ready || sv.stopping)
+		return;
+	for (unsigned i = 0; i < worker_count; i++)
+		up += sv.w[i].pinged;
+	if (up < worker_count)
+		return;
+	sv.ready = true;
+	log_info("qproxy %s started with %u workers", QPROXY_VERSION,
+	    worker_count);
+	sd_notify(0, "READY=1");
+}
+
+static void
+take_signal(int signo)
+{
+	struct strbuf out;
+
+	switch (signo) {
+	case SIGCHLD:
+		reap();
+		break;
+	case SIGHUP:
+		/* as qproxyctl reload: so the supervisor knows the outcome */
+		if (sv.stopping)
+			break;
+		log_info("signal %d: reloading", signo);
+		strbuf_init(&out, CONTROL_MAX_REPLY);
+		(void)cmd_reload(&out);
+		strbuf_free(&out);
+		break;
+	case SIGUSR1:
+		if (log_reopen() == 0)
+			log_info("log files reopened");
+		signal_workers(SIGUSR1);
+		break;
+	default:
+		if (!sv.stopping) {
+			log_info("signal %d: stopping the workers", signo);
+			sd_notify(0, "STOPPING=1");
+		}
+		sv.stopping = true;
+		signal_workers(signo);
+		break;
+	}
+}
+
 int
-workers_run(const struct config *cfg, const sigset_t *held,
-    void (*drop)(const struct config *))
+workers_run(struct config **cfgp, const sigset_t *held,
+    const struct workers_hooks *hooks)
 {
 	sigset_t mask;
 	uint64_t usec = 0;
-	double now, next_watchdog = 0., watchdog_every = 0.;
 
-	worker_count = (unsigned)cfg->workers;
+	sv.cfg = *cfgp;
+	sv.hooks = hooks;
+	sv.pid = getpid();
+	worker_count = (unsigned)sv.cfg->workers;
 	sv.held = *held;
-	if (make_sockets(cfg) == -1 ||
+	if (make_sockets(sv.cfg) == -1 ||
 	    pipe2(sv.ping, O_CLOEXEC | O_NONBLOCK) == -1) {
 		sv_cleanup();
 		return -1;
@@ -627,8 +807,10 @@ workers_run(const struct config *cfg, const sigset_t *held,
 	for (unsigned i = 0; i < worker_count; i++) {
 		int rv = worker_start(i);
 
-		if (rv == 0)
+		if (rv == 0) {
+			*cfgp = sv.cfg;
 			return 0;
+		}
 		if (rv == -1) {
 			sv.status = 1;
 			sv.stopping = true;
@@ -636,9 +818,9 @@ workers_run(const struct config *cfg, const sigset_t *held,
 			break;
 		}
 	}
-	drop(cfg);
+	hooks->drop(sv.cfg);
 	if (sd_watchdog_enabled(0, &usec) > 0)
-		watchdog_every = (double)usec / 2e6;
+		sv.watchdog_every = (double)usec / 2e6;
 
 	for (;;) {
 		struct pollfd pfd[3] = {
@@ -647,8 +829,11 @@ workers_run(const struct config *cfg, const sigset_t *held,
 			{ sv.ctl_fd, POLLIN, 0 },
 		};
 		unsigned running = 0;
-		double wait = 1.;
+		double now;
 
+		/* pings that waited behind a control request count first */
+		take_pings();
+		check_ready();
 		now = mono_now();
 		for (unsigned i = 0; i < worker_count; i++) {
 			struct worker *w = &sv.w[i];
@@ -656,8 +841,10 @@ workers_run(const struct config *cfg, const sigset_t *held,
 			if (w->pid == 0 && w->restart_at > 0. &&
 			    !sv.stopping && w->restart_at <= now) {
 				sv.restarts++;
-				if (worker_start(i) == 0)
+				if (worker_start(i) == 0) {
+					*cfgp = sv.cfg;
 					return 0;
+				}
 			}
 			if (w->pid > 0 && w->pinged &&
 			    now - w->last_ping > WORKER_HANG) {
@@ -671,68 +858,14 @@ workers_run(const struct config *cfg, const sigset_t *held,
 		}
 		if (sv.stopping && running == 0)
 			sv_exit(sv.status);
-		if (watchdog_every > 0. && now >= next_watchdog) {
-			sd_notify(0, "WATCHDOG=1");
-			next_watchdog = now + watchdog_every;
-		}
-		if (poll(pfd, 3, (int)(wait * 1000)) == -1 && errno != EINTR)
+		if (poll(pfd, 3, 1000) == -1 && errno != EINTR)
 			fatal("poll");
 		if (pfd[0].revents & POLLIN) {
 			struct signalfd_siginfo si;
 
 			while (read(sv.sigfd, &si, sizeof(si)) ==
-			    (ssize_t)sizeof(si)) {
-				switch (si.ssi_signo) {
-				case SIGCHLD:
-					reap();
-					break;
-				case SIGHUP:
-					log_info("signal %d: passed on to the "
-					    "workers", SIGHUP);
-					signal_workers(SIGHUP);
-					break;
-				case SIGUSR1:
-					if (log_reopen() == 0)
-						log_info("log files reopened");
-					signal_workers(SIGUSR1);
-					break;
-				default:
-					if (!sv.stopping) {
-						log_info("signal %d: stopping "
-						    "the workers",
-						    (int)si.ssi_signo);
-						sd_notify(0, "STOPPING=1");
-					}
-					sv.stopping = true;
-					signal_workers((int)si.ssi_signo);
-					break;
-				}
-			}
-		}
-		if (pfd[1].revents & POLLIN) {
-			uint8_t b[256];
-			ssize_t n;
-
-			now = mono_now();
-			while ((n = read(sv.ping[0], b, sizeof(b))) > 0)
-				for (ssize_t k = 0; k < n; k++)
-					if (b[k] < worker_count) {
-						sv.w[b[k]].pinged = true;
-						sv.w[b[k]].last_ping = now;
-					}
-			if (!sv.ready && !sv.stopping) {
-				unsigned up = 0;
-
-				for (unsigned i = 0; i < worker_count; i++)
-					up += sv.w[i].pinged;
-				if (up == worker_count) {
-					sv.ready = true;
-					log_info("qproxy %s started with %u "
-					    "workers", QPROXY_VERSION,
-					    worker_count);
-					sd_notify(0, "READY=1");
-				}
-			}
+			    (ssize_t)sizeof(si))
+				take_signal((int)si.ssi_signo);
 		}
 		if (pfd[2].revents & POLLIN) {
 			int fd = accept4(sv.ctl_fd, NULL, NULL, SOCK_CLOEXEC);

@@ -22,16 +22,29 @@ struct config;
 /* In a worker: which one, of how many. A lone process: 0 of 1. */
 extern unsigned	 worker_index, worker_count;
 
+/* What the supervisor asks of main.c. */
+struct workers_hooks {
+	/* becomes [global] user, once the sockets are made */
+	void		 (*drop)(const struct config *);
+	/*
+	 * The configuration file read again, with its log files put in
+	 * place, after every worker took it at a reload; NULL when it no
+	 * longer loads (logged). What a worker started later runs.
+	 */
+	struct config	*(*reload)(void);
+	void		 (*free)(struct config *);
+};
+
 /*
- * Turns this process into the supervisor of cfg->workers workers, and
- * returns 0 in each worker, with worker_index set and the signals of held
- * still blocked. The supervisor never returns: it exits when the workers
- * have ended after a SIGTERM or SIGINT, or with 1 when one fails to start
- * (its reasons in the error log). drop is called in the supervisor once
- * the sockets are made. -1 when the sockets cannot be made (logged).
+ * Turns this process into the supervisor of (*cfgp)->workers workers,
+ * and returns 0 in each worker, with worker_index set, *cfgp the
+ * configuration it is to run and the signals of held still blocked. The
+ * supervisor never returns: it exits when the workers have ended after a
+ * SIGTERM or SIGINT, or with 1 when one fails to start (its reasons in
+ * the error log). -1 when the sockets cannot be made (logged).
  */
-int		 workers_run(const struct config *cfg, const sigset_t *held,
-		    void (*drop)(const struct config *));
+int		 workers_run(struct config **cfgp, const sigset_t *held,
+		    const struct workers_hooks *hooks);
 
 /*
  * In a worker: its socket for a listener address, or -1 when the address

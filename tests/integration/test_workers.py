@@ -221,3 +221,81 @@ def test_workers_that_cannot_start_stop_the_start(tmp_path, certificate, backend
         conf, other[1], certificate[0]) in p.stderr, p.stderr
     assert "while starting; stopping" in p.stderr, p.stderr
     assert not [f for f in os.listdir(str(tmp_path)) if f.startswith("c.sock")]
+
+
+def test_a_stuck_worker_does_not_hold_up_a_reload(qproxy_factory, backend_app):
+    """The workers are asked at once, with a deadline within qproxyctl's
+    own: a stuck one makes the reload fail, said so, and costs the others
+    nothing (they are not taken for stuck while the supervisor waits)."""
+    q = _workers(qproxy_factory, backend_app)
+    pids = _worker_pids(q)
+    os.kill(pids[0], signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        p = qproxyctl(q, "reload")
+        took = time.monotonic() - t0
+    finally:
+        os.kill(pids[0], signal.SIGCONT)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "worker 0: no answer" in p.stdout + p.stderr, p.stdout + p.stderr
+    assert took < 10, took
+    assert _worker_stats(q, 1)["generation"] == 2
+    assert "killing it" not in q.log_text()
+    assert _worker_pids(q) == pids
+
+
+def test_a_worker_started_again_runs_the_last_configuration(qproxy_factory, backend_app):
+    """A worker started after a reload runs what the others run, not what
+    the supervisor started with: every connection finds the new route."""
+    q = _workers(qproxy_factory, backend_app)
+    with open(q.conf, "a") as f:
+        f.write("\n[route new]\npath_prefix = /new/\nbackend = app\n")
+    assert qproxyctl(q, "reload").returncode == 0
+    os.kill(_worker_pids(q)[0], signal.SIGKILL)
+    wait_until(lambda: stats(q)["workers"]["restarts"] == 1 and
+               stats(q)["workers"]["answered"] == N, "the worker started again", 10 * SLOW)
+    for i in range(20):
+        r = h3_get(q.url("/new/bytes/10"))
+        assert r.status == 200 and r.body == expected_body(10), i
+
+
+def test_a_second_instance_leaves_the_first_alone(qproxy_factory, backend_app, tmp_path):
+    """Another qproxy on the same UDP port, with a control socket of its own
+    and more workers, is refused at the start: it must not join the
+    first's socket group, whose steering its program would replace; nor,
+    with the same control socket, remove the first's workers' sockets."""
+    q = _workers(qproxy_factory, backend_app)
+    text = open(q.conf).read()
+    for ctl, workers, why in (
+            (str(tmp_path / "other.sock"), 4, "cannot listen on udp 127.0.0.1:%d" % q.port),
+            (q.control_socket, 2, "control socket %s" % q.control_socket)):
+        conf = tmp_path / "second.conf"
+        conf.write_text(text.replace("control_socket = %s" % q.control_socket,
+                                     "control_socket = %s" % ctl)
+                        .replace("workers = %d" % N, "workers = %d" % workers))
+        p = subprocess.run([qproxy_binary(), "-c", str(conf)], capture_output=True,
+                           text=True, timeout=30 * SLOW)
+        assert p.returncode == 1 and why in p.stderr, p.stderr
+        for i in range(N):
+            assert os.path.exists("%s.%d" % (q.control_socket, i)), p.stderr
+    for i in range(30):
+        assert h3_get(q.url("/app/bytes/10")).status == 200, i
+    assert stats(q)["workers"]["answered"] == N
+
+
+def test_workers_stop_when_the_supervisor_is_killed(qproxy_factory, backend_app):
+    q = _workers(qproxy_factory, backend_app)
+    pids = _worker_pids(q)
+    q.expect_exit = True
+    q.proc.kill()
+    q.proc.wait(5)
+
+    def gone():
+        for p in pids:
+            try:
+                if open("/proc/%d/stat" % p).read().split()[2] != "Z":
+                    return False
+            except OSError:
+                pass
+        return True
+    wait_until(gone, "the workers ending with their supervisor", 10 * SLOW)

@@ -1,8 +1,9 @@
 /*
  * test_merge.c: the workers' replies merged into one (merge.c): counts
- * added up, means of the decimals that are not 0, the largest of the
- * values alike in every worker, differing states joined, ports and
- * addresses left alone, columns kept, and texts of other shapes refused.
+ * added up, times averaged by requests (or the decimals that are not 0),
+ * the largest of the values alike in every worker, differing states
+ * joined, ports, addresses and names left alone, columns kept, and texts
+ * of other shapes refused.
  */
 #include <stdarg.h>
 #include <stdbool.h>
@@ -93,6 +94,26 @@ main(void)
 	    "app  unix:/run/a.sock up  0  0.00\n",
 	    "app  127.0.0.1:8080  up  0  0.00\n"
 	    "app  unix:/run/a.sock up  0  0.00\n");
+	/* a backends table: the mean time to first byte weighted by each
+	 * worker's requests to the server, in the REQUESTS column */
+	CHECK_MERGED(
+	    "BACKEND  SERVER            STATE  ACTIVE  REQUESTS  TTFB_MS\n"
+	    "app      127.0.0.1:8080    up     1       40        2.50\n"
+	    "app      [2001:db8::1:2]:8 up     0       0         0.00\n", 2,
+	    "BACKEND  SERVER            STATE  ACTIVE  REQUESTS  TTFB_MS\n"
+	    "app      127.0.0.1:8080    up     1       10        4.00\n"
+	    "app      [2001:db8::1:2]:8 up     0       0         0.00\n",
+	    "BACKEND  SERVER            STATE  ACTIVE  REQUESTS  TTFB_MS\n"
+	    "app      127.0.0.1:8080    up     0       30        2.00\n"
+	    "app      [2001:db8::1:2]:8 up     0       0         0.00\n");
+	/* and after the key "requests"; a listener named 443 stays 443, in
+	 * a JSON string or a table's first column */
+	CHECK_MERGED(
+	    "{\"name\":\"443\",\"requests\":4,\"ttfb_avg_ms\":1.75}", 2,
+	    "{\"name\":\"443\",\"requests\":1,\"ttfb_avg_ms\":4.00}",
+	    "{\"name\":\"443\",\"requests\":3,\"ttfb_avg_ms\":1.00}");
+	CHECK_MERGED("443  [::1]:4433  3\n", 2,
+	    "443  [::1]:4433  1\n", "443  [::1]:4433  2\n");
 	/* JSON strings that differ */
 	CHECK_MERGED("[{\"state\":\"up/unknown\",\"active\":1}]", 2,
 	    "[{\"state\":\"up\",\"active\":1}]",
