@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <ini.h>
 #include <pwd.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -155,6 +156,9 @@ static int	config_set_format(struct config_parser *,
 static int	config_set_choice(struct config_parser *,
 		    const struct config_key *, struct config_section *, void *,
 		    const char *);
+static int	config_set_workers(struct config_parser *,
+		    const struct config_key *, struct config_section *, void *,
+		    const char *);
 static int	config_set_server_id(struct config_parser *,
 		    const struct config_key *, struct config_section *, void *,
 		    const char *);
@@ -211,7 +215,7 @@ static const struct config_key config_keys[] = {
 	    1, 1000000, "200", 0, F(config, max_stream_resets) },
 	{ SECT_GLOBAL, "send_timeout", config_set_duration,
 	    1, DURATION_MAX, "60s", 0, F(config, send_timeout) },
-	{ SECT_GLOBAL, "workers", config_set_count,
+	{ SECT_GLOBAL, "workers", config_set_workers,
 	    1, WORKERS_MAX, "1", 0, F(config, workers) },
 	{ SECT_GLOBAL, "user", config_set_user,
 	    0, 0, NULL, 0, F(config, user) },
@@ -598,6 +602,26 @@ config_set_count(struct config_parser *p, const struct config_key *k,
 		return -1;
 	}
 	config_store_uint(obj, k, v);
+	return 0;
+}
+
+/*
+ * workers: a count, or auto for one per CPU this process may run on (its
+ * affinity, which systemd's CPUAffinity= and taskset narrow), at most
+ * the key's maximum.
+ */
+static int
+config_set_workers(struct config_parser *p, const struct config_key *k,
+    struct config_section *s, void *obj, const char *value)
+{
+	cpu_set_t	 set;
+	int		 n = 1;
+
+	if (strcmp(value, "auto") != 0)
+		return config_set_count(p, k, s, obj, value);
+	if (sched_getaffinity(0, sizeof(set), &set) == 0)
+		n = CPU_COUNT(&set);
+	config_store_uint(obj, k, (uint64_t)MAX(1, MIN(n, (int)k->max)));
 	return 0;
 }
 

@@ -194,6 +194,8 @@ def test_workers_in_the_configuration(tmp_path, certificate, backend_app):
         return p.returncode, p.stdout + p.stderr, str(conf)
     rc, out, conf = check("workers = 4")
     assert rc == 0, out
+    rc, out, conf = check("workers = auto")
+    assert rc == 0, out
     for bad in ("workers = 0", "workers = 65"):
         rc, out, conf = check(bad)
         assert rc == 1 and "%s:2: workers:" % conf in out, out
@@ -299,3 +301,15 @@ def test_workers_stop_when_the_supervisor_is_killed(qproxy_factory, backend_app)
                 pass
         return True
     wait_until(gone, "the workers ending with their supervisor", 10 * SLOW)
+
+
+def test_auto_is_a_worker_per_cpu(qproxy_factory, backend_app):
+    """workers = auto: one per CPU qproxy may run on (its affinity)."""
+    n = min(len(os.sched_getaffinity(0)), 64)
+    q = qproxy_factory(sections=app_sections(backend_app.tcp_server,
+                                             glob=[("workers", "auto")]))
+    if n > 1:
+        wait_until(lambda: stats(q)["workers"]["answered"] == n, "every worker", 10 * SLOW)
+        assert len(_worker_pids(q)) == n
+    else:
+        assert "workers" not in stats(q)
