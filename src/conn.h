@@ -296,6 +296,14 @@ void		 quic_report_conns(struct quic_server *, struct strbuf *,
 #define QUIC_PEERS_SHOWN	20
 void		 quic_report_peers(struct quic_server *, struct strbuf *,
 		    bool json);
+/* One row of peers: a client (an address or a /64) and its connections. */
+struct peer_row {
+	char		 client[INET6_ADDRSTRLEN + 4];
+	unsigned	 conns, proven;
+};
+/* The peers reply, of clients in all and the n rows, most first. */
+void		 quic_render_peers(struct strbuf *, bool json, size_t clients,
+		    uint64_t limit, const struct peer_row *, size_t n);
 /* Asks for this connection's output to be written before the loop sleeps. */
 void		 qconn_want_write(struct qconn *);
 /* Keep the connection alive with PINGs while requests wait (on). */

@@ -2274,8 +2274,7 @@ void
 quic_report_peers(struct quic_server *srv, struct strbuf *out, bool json)
 {
 	const struct client *top[QUIC_PEERS_SHOWN];
-	uint64_t limit = srv->gen->cfg->max_conns_per_client;
-	char text[INET6_ADDRSTRLEN + 4];
+	struct peer_row rows[QUIC_PEERS_SHOWN];
 	ssize_t n;
 
 	n = clients_top(srv->clients, top, QUIC_PEERS_SHOWN);
@@ -2284,13 +2283,25 @@ quic_report_peers(struct quic_server *srv, struct strbuf *out, bool json)
 		    "out of memory\n");
 		return;
 	}
+	for (ssize_t i = 0; i < n; i++) {
+		client_format(top[i], rows[i].client, sizeof(rows[i].client));
+		rows[i].conns = top[i]->conns;
+		rows[i].proven = top[i]->proven;
+	}
+	quic_render_peers(out, json, clients_count(srv->clients),
+	    srv->gen->cfg->max_conns_per_client, rows, (size_t)n);
+}
+
+void
+quic_render_peers(struct strbuf *out, bool json, size_t clients,
+    uint64_t limit, const struct peer_row *rows, size_t n)
+{
 	if (json)
 		strbuf_printf(out, "{\"clients\":%zu,\"limit\":%llu,"
-		    "\"top\":[", clients_count(srv->clients),
-		    (unsigned long long)limit);
+		    "\"top\":[", clients, (unsigned long long)limit);
 	else {
 		strbuf_printf(out, "%zu client(s) with a connection open; "
-		    "max_connections_per_client: ", clients_count(srv->clients));
+		    "max_connections_per_client: ", clients);
 		if (limit > 0)
 			strbuf_printf(out, "%llu\n", (unsigned long long)limit);
 		else
@@ -2298,16 +2309,15 @@ quic_report_peers(struct quic_server *srv, struct strbuf *out, bool json)
 		strbuf_printf(out, "%-44s %11s %7s\n", "CLIENT", "CONNECTIONS",
 		    "PROVEN");
 	}
-	for (ssize_t i = 0; i < n; i++) {
-		client_format(top[i], text, sizeof(text));
+	for (size_t i = 0; i < n; i++) {
 		if (json) {
 			strbuf_printf(out, "%s{\"client\":", i > 0 ? "," : "");
-			strbuf_json_string(out, text);
+			strbuf_json_string(out, rows[i].client);
 			strbuf_printf(out, ",\"connections\":%u,\"proven\":%u}",
-			    top[i]->conns, top[i]->proven);
+			    rows[i].conns, rows[i].proven);
 		} else
-			strbuf_printf(out, "%-44s %11u %7u\n", text,
-			    top[i]->conns, top[i]->proven);
+			strbuf_printf(out, "%-44s %11u %7u\n", rows[i].client,
+			    rows[i].conns, rows[i].proven);
 	}
 	if (json)
 		strbuf_printf(out, "]}\n");

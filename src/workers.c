@@ -29,6 +29,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "config.h"
+#include "conn.h"
 #include "control.h"
 #include "log.h"
 #include "merge.h"
@@ -544,9 +545,9 @@ cmd_conns(struct strbuf *out, const char *line, bool json)
 	free_replies(replies);
 }
 
-/* peers, tls: each worker's own; tls the first's, the same in all. */
+/* tls: the first worker's, the same in all. */
 static void
-cmd_each(struct strbuf *out, const char *line, bool json, bool first)
+cmd_tls(struct strbuf *out, const char *line, bool json)
 {
 	struct strbuf replies[WORKERS_MAX];
 	const char *texts[WORKERS_MAX];
@@ -556,10 +557,87 @@ cmd_each(struct strbuf *out, const char *line, bool json, bool first)
 
 	ask_workers(line, WORKER_ASK_TIMEOUT, replies, rv);
 	n = answered(replies, rv, texts, which);
-	if (first && n > 0)
+	if (n > 0)
 		strbuf_printf(out, "%s", texts[0]);
-	else
-		each_worker(out, json, texts, which, n);
+	else if (json)
+		strbuf_printf(out, "{\"certificates\":[]}\n");
+	free_replies(replies);
+}
+
+static int
+peer_cmp(const void *a, const void *b)
+{
+	const struct peer_row *x = a, *y = b;
+
+	if (x->conns != y->conns)
+		return x->conns > y->conns ? -1 : 1;
+	return strcmp(x->client, y->client);
+}
+
+/*
+ * Adds the rows of a worker's "peers json" reply, {"clients":N,"limit":L,
+ * "top":[{"client":"...","connections":C,"proven":P},...]}, to rows[], a
+ * client's counts to its row.
+ */
+static void
+peers_add(const char *t, struct peer_row *rows, size_t *n, size_t max,
+    size_t *clients, unsigned long long *limit)
+{
+	const char *p;
+	size_t c;
+
+	if ((p = strstr(t, "\"clients\":")) != NULL &&
+	    sscanf(p, "\"clients\":%zu,\"limit\":%llu", &c, limit) == 2)
+		*clients += c;
+	for (p = t; (p = strstr(p, "{\"client\":\"")) != NULL; ) {
+		struct peer_row r;
+		size_t len, i;
+
+		p += 11;
+		len = strcspn(p, "\"");
+		if (len >= sizeof(r.client) || sscanf(p + len,
+		    "\",\"connections\":%u,\"proven\":%u", &r.conns,
+		    &r.proven) != 2)
+			continue;
+		memcpy(r.client, p, len);
+		r.client[len] = '\0';
+		for (i = 0; i < *n; i++)
+			if (strcmp(rows[i].client, r.client) == 0)
+				break;
+		if (i < *n) {
+			rows[i].conns += r.conns;
+			rows[i].proven += r.proven;
+		} else if (*n < max)
+			rows[(*n)++] = r;
+	}
+}
+
+/*
+ * peers: the workers' lists as one, a client's connections in every
+ * worker added up. A client is in a worker's list when it is among that
+ * worker's QUIC_PEERS_SHOWN: one with few in each of many may be missed,
+ * and clients counts a client once per worker it has connections in.
+ */
+static void
+cmd_peers(struct strbuf *out, bool json)
+{
+	static struct peer_row rows[WORKERS_MAX * QUIC_PEERS_SHOWN];
+	struct strbuf replies[WORKERS_MAX];
+	const char *texts[WORKERS_MAX];
+	unsigned which[WORKERS_MAX];
+	unsigned long long limit = 0;
+	int rv[WORKERS_MAX];
+	size_t n, nrows = 0, clients = 0;
+
+	ask_workers(CONTROL_MAGIC " peers json", WORKER_ASK_TIMEOUT, replies,
+	    rv);
+	n = answered(replies, rv, texts, which);
+	for (size_t k = 0; k < n; k++)
+		peers_add(texts[k], rows, &nrows, sizeof(rows) / sizeof(rows[0]),
+		    &clients, &limit);
+	qsort(rows, nrows, sizeof(rows[0]), peer_cmp);
+	quic_render_peers(out, json, clients, limit, rows,
+	    MIN(nrows, QUIC_PEERS_SHOWN));
 	free_replies(replies);
 }
 
@@ -656,8 +734,10 @@ serve(int fd)
 		else
 			strbuf_printf(&out, "qproxy %s (%u workers)\n",
 			    QPROXY_VERSION, worker_count);
-	} else
-		cmd_each(&out, fwd, json, strcmp(cmd, "tls") == 0);
+	} else if (strcmp(cmd, "peers") == 0)
+		cmd_peers(&out, json);
+	else
+		cmd_tls(&out, fwd, json);
 	if (out.truncated)
 		dprintf(fd, "ERR reply too long\n");
 	else {

@@ -9,7 +9,8 @@ import subprocess
 import time
 
 from helpers import (SLOW, app_sections, expected_body, expected_sha256, free_udp_port,
-                     h3_get, make_certificate, qproxy_binary, qproxyctl_binary, wait_until)
+                     h3_get, h3raw_binary, make_certificate, qproxy_binary, qproxyctl_binary,
+                     wait_until)
 from relay import Relay
 from test_ops import qproxyctl, stats
 
@@ -313,3 +314,33 @@ def test_auto_is_a_worker_per_cpu(qproxy_factory, backend_app):
         assert len(_worker_pids(q)) == n
     else:
         assert "workers" not in stats(q)
+
+
+def test_peers_adds_up_a_clients_connections(qproxy_factory, backend_app):
+    """A client's connections land in either worker, by the IDs it picks;
+    qproxyctl peers shows them as one row, their sum."""
+    q = _workers(qproxy_factory, backend_app)
+    wait_until(lambda: stats(q)["connections"]["current"] == 0, "no connection", 10)
+    procs = [subprocess.Popen(
+        [h3raw_binary(), "-t", str(4 * SLOW), "-H", ":method: GET", "-H", ":scheme: https",
+         "-H", ":authority: 127.0.0.1:%d" % q.port, "-H", ":path: /app/hang",
+         "127.0.0.1", str(q.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(16)]
+    try:
+        wait_until(lambda: stats(q)["connections"]["current"] == 16, "16 connections", 10 * SLOW)
+        each = [json.loads(subprocess.run(
+            [qproxyctl_binary(), "-s", "%s.%d" % (q.control_socket, i), "peers", "--json"],
+            capture_output=True, text=True, timeout=30).stdout) for i in range(N)]
+        got = json.loads(qproxyctl(q, "peers", "--json").stdout)
+        text = qproxyctl(q, "peers").stdout
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    per_worker = [w["top"][0]["connections"] if w["top"] else 0 for w in each]
+    # (all 16 in one worker: once in 30,000 runs)
+    assert sum(per_worker) == 16 and all(per_worker), per_worker
+    assert got["top"] == [{"client": "127.0.0.1", "connections": 16,
+                           "proven": got["top"][0]["proven"]}], got
+    assert got["clients"] == sum(w["clients"] for w in each)
+    assert text.splitlines()[2].split() == ["127.0.0.1", "16", str(got["top"][0]["proven"])], text
