@@ -316,9 +316,10 @@ def test_auto_is_a_worker_per_cpu(qproxy_factory, backend_app):
         assert "workers" not in stats(q)
 
 
-def test_peers_adds_up_a_clients_connections(qproxy_factory, backend_app):
+def test_peers_and_conns_show_every_worker(qproxy_factory, backend_app):
     """A client's connections land in either worker, by the IDs it picks;
-    qproxyctl peers shows them as one row, their sum."""
+    qproxyctl peers shows them as one row, their sum, and conns lists them
+    all."""
     q = _workers(qproxy_factory, backend_app)
     wait_until(lambda: stats(q)["connections"]["current"] == 0, "no connection", 10)
     procs = [subprocess.Popen(
@@ -333,6 +334,8 @@ def test_peers_adds_up_a_clients_connections(qproxy_factory, backend_app):
             capture_output=True, text=True, timeout=30).stdout) for i in range(N)]
         got = json.loads(qproxyctl(q, "peers", "--json").stdout)
         text = qproxyctl(q, "peers").stdout
+        conns = json.loads(qproxyctl(q, "conns", "--json").stdout)["connections"]
+        conns_text = qproxyctl(q, "conns").stdout.splitlines()
     finally:
         for p in procs:
             p.kill()
@@ -344,3 +347,6 @@ def test_peers_adds_up_a_clients_connections(qproxy_factory, backend_app):
                            "proven": got["top"][0]["proven"]}], got
     assert got["clients"] == sum(w["clients"] for w in each)
     assert text.splitlines()[2].split() == ["127.0.0.1", "16", str(got["top"][0]["proven"])], text
+    # conns: every worker's connections, under one heading
+    assert len(conns) == 16 and all(c["peer"].startswith("127.0.0.1:") for c in conns)
+    assert conns_text[0].split()[0] == "PEER" and len(conns_text) == 17, conns_text
