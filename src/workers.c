@@ -741,8 +741,15 @@ serve(int fd)
 	if (out.truncated)
 		dprintf(fd, "ERR reply too long\n");
 	else {
+		const char *p = strbuf_str(&out);
+		size_t left = out.len;
+
 		dprintf(fd, ok ? "OK\n" : "ERR reload refused\n");
-		(void)!write(fd, strbuf_str(&out), out.len);
+		/* in pieces, as the client takes it, until SO_SNDTIMEO */
+		while (left > 0 && (n = write(fd, p, left)) > 0) {
+			p += n;
+			left -= (size_t)n;
+		}
 	}
 	strbuf_free(&out);
 }
