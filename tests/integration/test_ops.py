@@ -235,10 +235,12 @@ def test_reload_closes_the_old_configurations_idle_backend_connections(
     get = [":method: GET", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port,
            ":path: /app/bytes/10"]
     assert h3raw(q.port, get, count=8).outcomes == ["status 200 body 10"] * 8
-    # a client that stays through the reload
-    slow = subprocess.Popen([os.environ["H3RAW"], "-t", "10", "-H", ":method: GET", "-H",
-                             ":scheme: https", "-H", ":authority: localhost", "-H",
-                             ":path: /app/slow/1000?ms=%d" % int(3000 * SLOW),
+    # a client that stays through the reload, and the checks after it
+    # (a CI run under ASan saw its 3 s response end between two of them)
+    slow = subprocess.Popen([os.environ["H3RAW"], "-t", str(int(10 + 8 * SLOW)), "-H",
+                             ":method: GET", "-H", ":scheme: https", "-H",
+                             ":authority: localhost", "-H",
+                             ":path: /app/slow/1000?ms=%d" % int(8000 * SLOW),
                              "127.0.0.1", str(q.port)], stdout=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 5 * SLOW
@@ -254,7 +256,7 @@ def test_reload_closes_the_old_configurations_idle_backend_connections(
         assert left <= 1
         assert stats(q)["upstream"]["connections_current"] == left
     finally:
-        assert slow.wait(30) == 0
+        assert slow.wait(30 + 10 * SLOW) == 0
 
 
 def _server_row(q, backend="app"):
