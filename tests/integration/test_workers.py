@@ -323,7 +323,7 @@ def test_peers_and_conns_show_every_worker(qproxy_factory, backend_app):
     q = _workers(qproxy_factory, backend_app)
     wait_until(lambda: stats(q)["connections"]["current"] == 0, "no connection", 10)
     procs = [subprocess.Popen(
-        [h3raw_binary(), "-t", str(4 * SLOW), "-H", ":method: GET", "-H", ":scheme: https",
+        [h3raw_binary(), "-t", str(30 * SLOW), "-H", ":method: GET", "-H", ":scheme: https",
          "-H", ":authority: 127.0.0.1:%d" % q.port, "-H", ":path: /app/hang",
          "127.0.0.1", str(q.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(16)]
