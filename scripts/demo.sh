@@ -43,9 +43,10 @@ app_pid=$!
 # Ctrl-C reaches qproxy too (same process group): it stops gracefully.
 trap 'kill $app_pid 2>/dev/null || true' EXIT
 trap ':' INT TERM
-# The app must be up before qproxy sends it anything.
+# The app must be up before qproxy sends it anything: asked for its page,
+# as another program on the port would answer a connect too.
 tries=0
-until /usr/bin/python3 -c "import socket; socket.create_connection(('${app%:*}', ${app#*:}), 1)" 2>/dev/null; do
+until /usr/bin/python3 -c "import sys, urllib.request; sys.exit(b'qproxy demo' not in urllib.request.urlopen('http://$app/', timeout=1).read())" 2>/dev/null; do
 	if ! kill -0 $app_pid 2>/dev/null || [ $tries -ge 50 ]; then
 		echo "demo: the demo app could not start on $app (is the port in use?)" >&2
 		exit 1
