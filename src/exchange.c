@@ -756,7 +756,7 @@ exchange_headers_end(struct exchange *ex, bool fin)
 		ex_respond(ex, 421);
 		return;
 	}
-	if ((route = route_match(ex_cfg(ex), authority, alen, path,
+	if ((route = route_match_host(ex_cfg(ex), host, hostlen, path,
 	    plen)) == NULL) {
 		ex_respond(ex, 404);
 		return;

@@ -92,20 +92,14 @@ route_path_match(const char *prefix, const char *path, size_t pathlen)
 }
 
 const struct config_route *
-route_match(const struct config *cfg, const char *authority,
-    size_t authoritylen, const char *path, size_t pathlen)
+route_match_host(const struct config *cfg, const char *host, size_t hostlen,
+    const char *path, size_t pathlen)
 {
 	const struct config_route	*r;
-	const char			*host;
-	char				 buf[INET6_ADDRSTRLEN];
-	size_t				 hostlen, i;
+	size_t				 i;
 
-	if (authority == NULL)
-		authoritylen = 0;
 	if (path == NULL)
 		pathlen = 0;
-	route_host(authority, authoritylen, buf, sizeof(buf), &host,
-	    &hostlen);
 	for (i = 0; i < cfg->nroutes; i++) {
 		r = &cfg->routes[i];
 		if (route_host_match(r->host, host, hostlen) &&
@@ -113,4 +107,19 @@ route_match(const struct config *cfg, const char *authority,
 			return r;
 	}
 	return NULL;
+}
+
+const struct config_route *
+route_match(const struct config *cfg, const char *authority,
+    size_t authoritylen, const char *path, size_t pathlen)
+{
+	const char	*host;
+	char		 buf[INET6_ADDRSTRLEN];
+	size_t		 hostlen;
+
+	if (authority == NULL)
+		authoritylen = 0;
+	route_host(authority, authoritylen, buf, sizeof(buf), &host,
+	    &hostlen);
+	return route_match_host(cfg, host, hostlen, path, pathlen);
 }

@@ -16,6 +16,9 @@
 const struct config_route *route_match(const struct config *cfg,
     const char *authority, size_t authoritylen, const char *path,
     size_t pathlen);
+/* The same for the host of an authority, as route_host gives it. */
+const struct config_route *route_match_host(const struct config *cfg,
+    const char *host, size_t hostlen, const char *path, size_t pathlen);
 
 /*
  * The host part of an authority: the port and a final dot go; an IPv6
