@@ -363,16 +363,26 @@ ask_read(struct asking *a, struct strbuf *out)
 	return n == 0 ? 0 : -1;
 }
 
+/* The workers' replies to one request. */
+struct answers {
+	struct strbuf	 replies[WORKERS_MAX];	/* worker i's text */
+	int		 rv[WORKERS_MAX];	/* 0 "OK", 1 "ERR", -1 none */
+	const char	*texts[WORKERS_MAX];	/* the n that said OK, */
+	unsigned	 which[WORKERS_MAX];	/* and their numbers */
+	size_t		 n;
+};
+
 /*
  * Asks every running worker the request line at once, and takes their
- * replies until the deadline: replies[i] the text of worker i's (after
- * its first line), rv[i] 0 for "OK", 1 for "ERR", -1 for no answer.
- * Pings and signals wait meanwhile; the watchdog does not.
+ * replies until the deadline: each one's text (after its first line) and
+ * how it began, then those that said OK, in order. Pings and signals wait
+ * meanwhile; the watchdog does not. answers_free frees what it holds.
  */
 static void
-ask_workers(const char *line, int timeout_ms, struct strbuf *replies,
-    int *rv)
+ask_workers(struct answers *ans, const char *line, int timeout_ms)
 {
+	struct strbuf *replies = ans->replies;
+	int *rv = ans->rv;
 	struct asking a[WORKERS_MAX];
 	struct pollfd pfd[WORKERS_MAX];
 	double deadline = mono_now() + timeout_ms / 1000.;
@@ -426,28 +436,19 @@ ask_workers(const char *line, int timeout_ms, struct strbuf *replies,
 		if (replies[i].truncated)
 			rv[i] = -1;
 	}
-}
-
-/* The workers that answered OK: their texts and numbers, how many. */
-static size_t
-answered(const struct strbuf *replies, const int *rv, const char **texts,
-    unsigned *which)
-{
-	size_t n = 0;
-
-	for (unsigned i = 0; i < worker_count; i++)
+	ans->n = 0;
+	for (i = 0; i < worker_count; i++)
 		if (rv[i] == 0) {
-			texts[n] = strbuf_str(&replies[i]);
-			which[n++] = i;
+			ans->texts[ans->n] = strbuf_str(&replies[i]);
+			ans->which[ans->n++] = i;
 		}
-	return n;
 }
 
 static void
-free_replies(struct strbuf *replies)
+answers_free(struct answers *ans)
 {
 	for (unsigned i = 0; i < worker_count; i++)
-		strbuf_free(&replies[i]);
+		strbuf_free(&ans->replies[i]);
 }
 
 /* The workers' texts one after the other, each under its number. */
@@ -481,18 +482,17 @@ each_worker(struct strbuf *out, bool json, const char **texts,
 static void
 cmd_merged(struct strbuf *out, const char *line, bool json, bool head)
 {
-	struct strbuf replies[WORKERS_MAX], merged;
-	const char *texts[WORKERS_MAX];
-	unsigned which[WORKERS_MAX], running = 0;
-	int rv[WORKERS_MAX];
+	struct answers a;
+	struct strbuf merged;
+	unsigned running = 0;
 	size_t n;
 
-	ask_workers(line, WORKER_ASK_TIMEOUT, replies, rv);
-	n = answered(replies, rv, texts, which);
+	ask_workers(&a, line, WORKER_ASK_TIMEOUT);
+	n = a.n;
 	for (unsigned i = 0; i < worker_count; i++)
 		running += sv.w[i].pid > 0;
 	strbuf_init(&merged, CONTROL_MAX_REPLY);
-	if (n > 0 && merge_replies(texts, n, &merged) == 0) {
+	if (n > 0 && merge_replies(a.texts, n, &merged) == 0) {
 		const char *m = strbuf_str(&merged);
 
 		if (head && json && m[0] == '{')
@@ -506,27 +506,23 @@ cmd_merged(struct strbuf *out, const char *line, bool json, bool head)
 		else
 			strbuf_printf(out, "%s", m);
 	} else
-		each_worker(out, json, texts, which, n);
+		each_worker(out, json, a.texts, a.which, n);
 	strbuf_free(&merged);
-	free_replies(replies);
+	answers_free(&a);
 }
 
 /* conns: every worker's rows under the first one's heading. */
 static void
 cmd_conns(struct strbuf *out, const char *line, bool json)
 {
-	struct strbuf replies[WORKERS_MAX];
-	const char *texts[WORKERS_MAX];
-	unsigned which[WORKERS_MAX];
-	int rv[WORKERS_MAX];
-	size_t n, rows = 0;
+	struct answers ans;
+	size_t rows = 0;
 
-	ask_workers(line, WORKER_ASK_TIMEOUT, replies, rv);
-	n = answered(replies, rv, texts, which);
+	ask_workers(&ans, line, WORKER_ASK_TIMEOUT);
 	if (json)
 		strbuf_printf(out, "{\"connections\":[");
-	for (size_t k = 0; k < n; k++) {
-		const char *t = texts[k], *a, *b;
+	for (size_t k = 0; k < ans.n; k++) {
+		const char *t = ans.texts[k], *a, *b;
 
 		if (json) {
 			/* {"connections":[...]}: what the brackets hold */
@@ -542,26 +538,21 @@ cmd_conns(struct strbuf *out, const char *line, bool json)
 	}
 	if (json)
 		strbuf_printf(out, "]}\n");
-	free_replies(replies);
+	answers_free(&ans);
 }
 
 /* tls: the first worker's, the same in all. */
 static void
 cmd_tls(struct strbuf *out, const char *line, bool json)
 {
-	struct strbuf replies[WORKERS_MAX];
-	const char *texts[WORKERS_MAX];
-	unsigned which[WORKERS_MAX];
-	int rv[WORKERS_MAX];
-	size_t n;
+	struct answers a;
 
-	ask_workers(line, WORKER_ASK_TIMEOUT, replies, rv);
-	n = answered(replies, rv, texts, which);
-	if (n > 0)
-		strbuf_printf(out, "%s", texts[0]);
+	ask_workers(&a, line, WORKER_ASK_TIMEOUT);
+	if (a.n > 0)
+		strbuf_printf(out, "%s", a.texts[0]);
 	else if (json)
 		strbuf_printf(out, "{\"certificates\":[]}\n");
-	free_replies(replies);
+	answers_free(&a);
 }
 
 static int
@@ -622,23 +613,18 @@ static void
 cmd_peers(struct strbuf *out, bool json)
 {
 	static struct peer_row rows[WORKERS_MAX * QUIC_PEERS_SHOWN];
-	struct strbuf replies[WORKERS_MAX];
-	const char *texts[WORKERS_MAX];
-	unsigned which[WORKERS_MAX];
+	struct answers a;
 	unsigned long long limit = 0;
-	int rv[WORKERS_MAX];
-	size_t n, nrows = 0, clients = 0;
+	size_t nrows = 0, clients = 0;
 
-	ask_workers(CONTROL_MAGIC " peers json", WORKER_ASK_TIMEOUT, replies,
-	    rv);
-	n = answered(replies, rv, texts, which);
-	for (size_t k = 0; k < n; k++)
-		peers_add(texts[k], rows, &nrows, sizeof(rows) / sizeof(rows[0]),
-		    &clients, &limit);
+	ask_workers(&a, CONTROL_MAGIC " peers json", WORKER_ASK_TIMEOUT);
+	for (size_t k = 0; k < a.n; k++)
+		peers_add(a.texts[k], rows, &nrows,
+		    sizeof(rows) / sizeof(rows[0]), &clients, &limit);
 	qsort(rows, nrows, sizeof(rows[0]), peer_cmp);
 	quic_render_peers(out, json, clients, limit, rows,
 	    MIN(nrows, QUIC_PEERS_SHOWN));
-	free_replies(replies);
+	answers_free(&a);
 }
 
 /*
@@ -649,26 +635,24 @@ cmd_peers(struct strbuf *out, bool json)
 static bool
 cmd_reload(struct strbuf *out)
 {
-	struct strbuf replies[WORKERS_MAX];
+	struct answers a;
 	struct config *cfg;
-	int rv[WORKERS_MAX];
 	bool ok = true;
 
 	log_info("reload: asking the %u workers", worker_count);
-	ask_workers(CONTROL_MAGIC " reload", WORKER_RELOAD_TIMEOUT, replies,
-	    rv);
+	ask_workers(&a, CONTROL_MAGIC " reload", WORKER_RELOAD_TIMEOUT);
 	for (unsigned i = 0; i < worker_count; i++) {
-		const char *t = strbuf_str(&replies[i]);
+		const char *t = strbuf_str(&a.replies[i]);
 
-		if (rv[i] != 0)
+		if (a.rv[i] != 0)
 			ok = false;
-		if (rv[i] == -1)
+		if (a.rv[i] == -1)
 			strbuf_printf(out, "worker %u: no answer\n", i);
-		else if (i == 0 || strcmp(t, strbuf_str(&replies[0])) != 0)
+		else if (i == 0 || strcmp(t, strbuf_str(&a.replies[0])) != 0)
 			/* the workers read the same file: the same is said once */
 			strbuf_printf(out, "%s", t);
 	}
-	free_replies(replies);
+	answers_free(&a);
 	if (ok && (cfg = sv.hooks->reload()) != NULL) {
 		sv.hooks->free(sv.cfg);
 		sv.cfg = cfg;
