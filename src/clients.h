@@ -31,6 +31,9 @@ struct client {
 	/* of those, the ones from a proven address: begun with a valid
 	   token, or with their handshake done */
 	uint32_t	 proven;
+	/* max_request_rate_per_client's budget (bucket.h), from its first
+	   request; while req_at is 0 it has taken none */
+	double		 req_budget, req_at;
 };
 
 struct clients;

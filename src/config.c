@@ -156,6 +156,9 @@ static int	config_set_format(struct config_parser *,
 static int	config_set_choice(struct config_parser *,
 		    const struct config_key *, struct config_section *, void *,
 		    const char *);
+static int	config_set_rate(struct config_parser *,
+		    const struct config_key *, struct config_section *, void *,
+		    const char *);
 static int	config_set_workers(struct config_parser *,
 		    const struct config_key *, struct config_section *, void *,
 		    const char *);
@@ -213,6 +216,10 @@ static const struct config_key config_keys[] = {
 	    1, 1000000000, "10000", 0, F(config, max_requests_per_conn) },
 	{ SECT_GLOBAL, "max_stream_resets", config_set_count,
 	    1, 1000000, "200", 0, F(config, max_stream_resets) },
+	{ SECT_GLOBAL, "max_request_rate_per_client", config_set_rate,
+	    0, 1000000, "0", 0, F(config, request_rate) },
+	{ SECT_GLOBAL, "request_burst_per_client", config_set_count,
+	    0, 10000000, "0", 0, F(config, request_burst) },
 	{ SECT_GLOBAL, "send_timeout", config_set_duration,
 	    1, DURATION_MAX, "60s", 0, F(config, send_timeout) },
 	{ SECT_GLOBAL, "workers", config_set_workers,
@@ -603,6 +610,38 @@ config_set_count(struct config_parser *p, const struct config_key *k,
 	}
 	config_store_uint(obj, k, v);
 	return 0;
+}
+
+/*
+ * A rate: a count of events per second ("20" or "20/s") or per minute
+ * ("30/m"), kept as a number per second.
+ */
+static int
+config_set_rate(struct config_parser *p, const struct config_key *k,
+    struct config_section *s, void *obj, const char *value)
+{
+	char		 expect[128];
+	const char	*end;
+	uint64_t	 n;
+	double		 per = 1, v;
+
+	(void)s;
+	if (config_parse_uint(value, &end, &n) == -1 || n < k->min ||
+	    n > k->max)
+		goto bad;
+	if (strcmp(end, "/m") == 0)
+		per = 60;
+	else if (*end != '\0' && strcmp(end, "/s") != 0)
+		goto bad;
+	v = (double)n / per;
+	memcpy((char *)obj + k->offset, &v, sizeof(v));
+	return 0;
+bad:
+	snprintf(expect, sizeof(expect), "a count from %llu to %llu, per "
+	    "second (\"20\" or \"20/s\") or per minute (\"30/m\")",
+	    (unsigned long long)k->min, (unsigned long long)k->max);
+	config_bad_value(p, k, value, expect);
+	return -1;
 }
 
 /*

@@ -106,6 +106,8 @@ struct config {
 	uint64_t		 max_handshakes;	/* in progress */
 	uint64_t		 max_requests_per_conn;	/* then GOAWAY */
 	uint64_t		 max_stream_resets;	/* per 10 s, per connection */
+	double			 request_rate;	/* per client, per second; 0: none */
+	uint64_t		 request_burst;	/* 0: a second's worth */
 	double			 send_timeout;	/* seconds without progress */
 
 	/* QUIC-LB connection IDs (cid.h); cid_sidlen 0: random ones */

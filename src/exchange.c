@@ -32,7 +32,9 @@
 #include <netinet/in.h>
 
 #include "bufq.h"
+#include "bucket.h"
 #include "bytes.h"
+#include "clients.h"
 #include "conn.h"
 #include "exchange.h"
 #include "freelist.h"
@@ -263,6 +265,7 @@ status_text(int status)
 	case 413: return "Content Too Large";
 	case 421: return "Misdirected Request";
 	case 425: return "Too Early";
+	case 429: return "Too Many Requests";
 	case 431: return "Request Header Fields Too Large";
 	case 501: return "Not Implemented";
 	case 502: return "Bad Gateway";
@@ -509,12 +512,16 @@ ex_reset(struct exchange *ex, uint64_t code)
 	ex_finish(ex);
 }
 
-/* An answer from qproxy itself: 404, 502, 504 and the like. */
+/*
+ * An answer from qproxy itself: 404, 502, 504 and the like, with a
+ * Retry-After of that many seconds unless 0.
+ */
 static void
-ex_respond(struct exchange *ex, int status)
+ex_respond_after(struct exchange *ex, int status, unsigned int retry_after)
 {
-	char body[sizeof(ex->own)], clen[24], st[4];
-	nghttp3_nv nva[3];
+	char body[sizeof(ex->own)], clen[24], st[4], after[16];
+	nghttp3_nv nva[4];
+	size_t nnv = 3;
 	int n;
 
 	if (ex->resp_submitted) {
@@ -536,6 +543,12 @@ ex_respond(struct exchange *ex, int status)
 	    (uint8_t *)"text/plain", 12, 10, NGHTTP3_NV_FLAG_NONE };
 	nva[2] = (nghttp3_nv){ (uint8_t *)"content-length", (uint8_t *)clen,
 	    14, strlen(clen), NGHTTP3_NV_FLAG_NONE };
+	if (retry_after > 0) {
+		snprintf(after, sizeof(after), "%u", retry_after);
+		nva[nnv++] = (nghttp3_nv){ (uint8_t *)"retry-after",
+		    (uint8_t *)after, 11, strlen(after),
+		    NGHTTP3_NV_FLAG_NONE };
+	}
 	bufq_free(&ex->resp_body);
 	ex_mem_update(ex);
 	if (!(ex->req.flags & REQ_F_HEAD)) {
@@ -546,12 +559,18 @@ ex_respond(struct exchange *ex, int status)
 	ex->resp_submitted = true;
 	ex->status = status;
 	count_response(status);
-	if (h3_submit_response(ex->qc, ex->stream_id, nva, 3,
+	if (h3_submit_response(ex->qc, ex->stream_id, nva, nnv,
 	    !(ex->req.flags & REQ_F_HEAD)) == -1) {
 		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
 		return;
 	}
 	ex_finish(ex);
+}
+
+static void
+ex_respond(struct exchange *ex, int status)
+{
+	ex_respond_after(ex, status, 0);
 }
 
 /* A response the backend got wrong: 502, a failure of the server's. */
@@ -699,6 +718,35 @@ exchange_field(struct exchange *ex, const uint8_t *name, size_t namelen,
 	ex_arm_timer(ex, 0.);
 }
 
+/*
+ * max_request_rate_per_client: whether the connection's client may make
+ * one more request now. If not, *after is how many whole seconds it
+ * should wait for the next (Retry-After).
+ */
+static bool
+client_may_request(const struct exchange *ex, unsigned int *after)
+{
+	const struct config *cfg = ex_cfg(ex);
+	struct client *c = ex->qc->client;
+	double rate = cfg->request_rate, burst, now, wait;
+
+	if (rate <= 0 || c == NULL)
+		return true;
+	burst = cfg->request_burst > 0 ? (double)cfg->request_burst :
+	    rate > 1 ? rate : 1;
+	now = ev_now(ex_loop(ex));
+	if (c->req_at == 0) {		/* its first: a full budget */
+		c->req_budget = burst;
+		c->req_at = now;
+	}
+	if (bucket_take(&c->req_budget, &c->req_at, now, rate, burst))
+		return true;
+	wait = (1. - c->req_budget) / rate;
+	*after = wait < 1 ? 1 : wait > 86400 ? 86400 :
+	    (unsigned int)wait + (wait > (unsigned int)wait);
+	return false;
+}
+
 /* Whether this request's method may be served from early data. */
 static bool
 early_method_allowed(const struct exchange *ex)
@@ -723,6 +771,7 @@ exchange_headers_end(struct exchange *ex, bool fin)
 	const char *authority, *path, *host;
 	char hbuf[INET6_ADDRSTRLEN];
 	size_t alen, plen, hostlen;
+	unsigned int after;
 
 	if (ex->state != EX_HEADERS || ex->head_refused)
 		return;	/* trailers are read and dropped */
@@ -745,6 +794,11 @@ exchange_headers_end(struct exchange *ex, bool fin)
 			ex_malformed(ex);
 			break;
 		}
+		return;
+	}
+	if (!client_may_request(ex, &after)) {
+		stats.requests_rate_limited++;
+		ex_respond_after(ex, 429, after);
 		return;
 	}
 	authority = request_authority(&ex->req, &alen);

@@ -76,6 +76,10 @@ BROKEN = {
     # the later of the two keys gets the error
     "cid-lengths-past-19": lambda lines: insert_after(5, "cid_server_id = " + "ab" * 10)(lines)
     and insert_after(6, "cid_nonce_length = 10")(lines),
+    "request-rate-decimal": insert_after(5, "max_request_rate_per_client = 1.5"),
+    "request-rate-per-hour": insert_after(5, "max_request_rate_per_client = 20/h"),
+    "request-rate-too-high": insert_after(5, "max_request_rate_per_client = 2000000/s"),
+    "request-burst-negative": insert_after(5, "request_burst_per_client = -1"),
     "cid-lengths-under-7": lambda lines: insert_after(5, "cid_nonce_length = 4")(lines)
     and insert_after(6, "cid_server_id = ab")(lines),
 }

@@ -351,6 +351,62 @@ def test_max_connections_per_client_set_by_a_reload(qproxy_factory, backend_app,
             c.close()
 
 
+def _fetch(c, col, q, path):
+    col.chunks, col.received, col.resp.headers = [], 0, []
+    c.setopt(pycurl.URL, q.url(path))
+    c.perform()
+    col.finish(c)
+    return col.resp
+
+
+def test_max_request_rate_per_client(qproxy_factory, backend_app, tmp_path):
+    """3 a minute with a burst of 2: libcurl's first two requests from
+    127.0.0.1 are served, its third is answered 429 by qproxy with the
+    seconds to wait, and never reaches the backend, on the same connection
+    or a new one (the budget is the client's); 127.0.0.2 has its own."""
+    q = _private(qproxy_factory, backend_app, tmp_path,
+                 ("max_request_rate_per_client", "3/m"), ("request_burst_per_client", "2"))
+    wait_until(lambda: stats(q)["connections"]["clients"] == 0, "no client", 10)
+    c, col = make_easy(q.url("/app/bytes/10"), source="127.0.0.1")
+    other = None
+    try:
+        for i in range(2):
+            assert _fetch(c, col, q, "/app/bytes/%d" % (10 + i)).status == 200
+        before = backend_app.count
+        r = _fetch(c, col, q, "/app/bytes/12")
+        assert r.status == 429, r
+        assert r.body == b"429 Too Many Requests\n"
+        # a third of a request a second: 20 s for the next (19 if a
+        # second went by)
+        assert r.header("retry-after") in ("20", "19"), r.headers
+        assert backend_app.count == before
+        assert stats(q)["requests"]["rate_limited"] == 1
+        c2, col2 = make_easy(q.url("/app/bytes/10"), source="127.0.0.1")
+        try:
+            assert _fetch(c2, col2, q, "/app/bytes/13").status == 429
+        finally:
+            c2.close()
+        other, col3 = make_easy(q.url("/app/bytes/10"), source="127.0.0.2")
+        assert _fetch(other, col3, q, "/app/bytes/14").status == 200
+        assert backend_app.count == before + 1
+        assert stats(q)["requests"]["rate_limited"] == 2
+        # a reload to 600 a minute: the same client's budget refills at
+        # once, 10 a second, on the connection it has
+        glob = q.sections[0][1]
+        glob[:] = [(k, "600/m" if k == "max_request_rate_per_client" else v)
+                   for k, v in glob]
+        with open(q.conf, "w") as f:
+            f.write(render_config(q.sections))
+        p = qproxyctl(q, "reload")
+        assert p.returncode == 0, p.stderr
+        time.sleep(0.5)
+        assert _fetch(c, col, q, "/app/bytes/15").status == 200
+    finally:
+        c.close()
+        if other is not None:
+            other.close()
+
+
 def test_connection_waiting_on_a_backend_outlives_idle_timeout(qproxy_factory, backend_app,
                                                                 tmp_path):
     """A request whose backend takes longer than idle_timeout to answer (but

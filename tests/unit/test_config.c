@@ -272,6 +272,8 @@ test_defaults(void)
 	CHECK_EQ_INT(cfg->qpack_blocked_streams, 100);
 	CHECK_EQ_INT(cfg->max_streams_bidi, 100);
 	CHECK_EQ_INT(cfg->max_conns_per_client, 0);
+	CHECK(cfg->request_rate == 0);
+	CHECK_EQ_INT(cfg->request_burst, 0);
 	CHECK_EQ_INT(cfg->nlisteners, 1);
 	CHECK_EQ_INT(cfg->nbackends, 0);
 	CHECK_EQ_INT(cfg->nroutes, 0);
@@ -661,6 +663,33 @@ test_global(const char *key, const char *value)
 		fprintf(stderr, "unexpected: %s", errs);
 	free(errs);
 	return cfg;
+}
+
+static void
+test_rates(void)
+{
+	static const struct {
+		const char	*text;
+		double		 per_second;	/* -1: rejected */
+	} t[] = {
+		{ "0", 0 }, { "20", 20 }, { "20/s", 20 }, { "30/m", 0.5 },
+		{ "1/m", 1. / 60 }, { "1000000", 1000000 },
+		{ "1000001", -1 }, { "1.5", -1 }, { "20/h", -1 },
+		{ "20/", -1 }, { "/s", -1 }, { "20/s/", -1 }, { "-1", -1 },
+		{ "20 /s", -1 }, { "20/S", -1 },
+	};
+	struct config	*cfg;
+	size_t		 i;
+
+	for (i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		cfg = test_global("max_request_rate_per_client", t[i].text);
+		if (t[i].per_second < 0)
+			CHECK(cfg == NULL);
+		else
+			CHECK(cfg != NULL &&
+			    cfg->request_rate == t[i].per_second);
+		config_free(cfg);
+	}
 }
 
 static void
@@ -1054,6 +1083,7 @@ main(void)
 	test_files();
 	test_many();
 	test_durations();
+	test_rates();
 	test_sizes();
 	test_addr();
 	test_example();
