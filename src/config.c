@@ -11,6 +11,7 @@
 #include <sys/un.h>
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ini.h>
@@ -156,6 +157,9 @@ static int	config_set_format(struct config_parser *,
 static int	config_set_choice(struct config_parser *,
 		    const struct config_key *, struct config_section *, void *,
 		    const char *);
+static int	config_set_header(struct config_parser *,
+		    const struct config_key *, struct config_section *, void *,
+		    const char *);
 static int	config_set_rate(struct config_parser *,
 		    const struct config_key *, struct config_section *, void *,
 		    const char *);
@@ -291,6 +295,10 @@ static const struct config_key config_keys[] = {
 	    0, 0, NULL, KEY_REQUIRED, NOF },
 	{ SECT_ROUTE, "max_body_size", config_set_size,
 	    0, 1024 * GB, "0", 0, F(config_route, max_body_size) },
+	{ SECT_ROUTE, "set_request_header", config_set_header,
+	    0, 0, NULL, KEY_REPEAT, F(config_route, set_request) },
+	{ SECT_ROUTE, "set_response_header", config_set_header,
+	    1, 0, NULL, KEY_REPEAT, F(config_route, set_response) },
 };
 
 _Static_assert(nitems(config_keys) <= CONFIG_MAX_KEYS,
@@ -1049,6 +1057,95 @@ config_set_prefix(struct config_parser *p, const struct config_key *k,
 	return 0;
 }
 
+static bool
+config_in_list(const char *const *list, const char *s)
+{
+	for (; *list != NULL; list++)
+		if (strcmp(*list, s) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * set_request_header and set_response_header (k->min 1): "Name: value".
+ * The name is a token, kept in lowercase, and not one of the fields
+ * qproxy writes itself; the value has no control character but tab, and
+ * loses the blanks around it. Each name once per key and route.
+ */
+static int
+config_set_header(struct config_parser *p, const struct config_key *k,
+    struct config_section *s, void *obj, const char *value)
+{
+	/* framing and connection fields, and the ones qproxy adds */
+	static const char *const both[] = { "connection", "content-length",
+	    "keep-alive", "proxy-connection", "te", "transfer-encoding",
+	    "upgrade", NULL };
+	static const char *const request[] = { "host", "cookie", "via",
+	    "forwarded", "x-forwarded-for", "x-forwarded-proto", "early-data",
+	    NULL };
+	struct config_headers	*hs = (struct config_headers *)
+				    ((char *)obj + k->offset);
+	struct config_header	*h, *v;
+	const char		*colon, *val, *end, *c;
+	char			 name[128];
+	size_t			 namelen, i;
+
+	(void)s;
+	if ((colon = strchr(value, ':')) == NULL || colon == value) {
+		config_bad_value(p, k, value, "\"Name: value\"");
+		return -1;
+	}
+	namelen = (size_t)(colon - value);
+	for (i = 0; i < namelen; i++)
+		if (!bytes_istchar((uint8_t)value[i]))
+			break;
+	if (i < namelen || namelen >= sizeof(name)) {
+		config_error(p, p->line, "%s: \"%.*s\" is not a field name",
+		    k->name, (int)MIN(namelen, 200), value);
+		return -1;
+	}
+	for (i = 0; i < namelen; i++)
+		name[i] = (char)tolower((unsigned char)value[i]);
+	name[namelen] = '\0';
+	if (config_in_list(both, name) ||
+	    (k->min == 0 && config_in_list(request, name))) {
+		config_error(p, p->line, "%s: qproxy writes \"%s\" itself",
+		    k->name, name);
+		return -1;
+	}
+	for (val = colon + 1; *val == ' ' || *val == '\t'; val++)
+		;
+	for (end = val + strlen(val); end > val &&
+	    (end[-1] == ' ' || end[-1] == '\t'); end--)
+		;
+	for (c = val; c < end; c++)
+		if (((unsigned char)*c < ' ' && *c != '\t') || *c == 0x7f) {
+			config_error(p, p->line, "%s: the value of \"%s\" "
+			    "has a control character", k->name, name);
+			return -1;
+		}
+	for (i = 0; i < hs->n; i++)
+		if (strcmp(hs->v[i].name, name) == 0) {
+			config_error(p, p->line, "%s: \"%s\" is set twice "
+			    "in this route", k->name, name);
+			return -1;
+		}
+	if ((v = config_grow(p, hs->v, hs->n, sizeof(*v))) == NULL)
+		return -1;
+	hs->v = v;
+	h = &hs->v[hs->n];
+	if ((h->name = config_strdup(p, name)) == NULL ||
+	    (h->value = strndup(val, (size_t)(end - val))) == NULL) {
+		free(h->name);
+		p->oom = true;
+		return -1;
+	}
+	h->namelen = namelen;
+	h->valuelen = (size_t)(end - val);
+	hs->n++;
+	return 0;
+}
+
 /* resolved once every backend is known, in config_finish */
 static int
 config_set_backend(struct config_parser *p, const struct config_key *k,
@@ -1632,6 +1729,16 @@ config_load(const char *path, FILE *errs)
 	return cfg;
 }
 
+static void
+config_headers_free(struct config_headers *hs)
+{
+	for (size_t i = 0; i < hs->n; i++) {
+		free(hs->v[i].name);
+		free(hs->v[i].value);
+	}
+	free(hs->v);
+}
+
 void
 config_free(struct config *cfg)
 {
@@ -1663,6 +1770,8 @@ config_free(struct config *cfg)
 		free(cfg->routes[i].name);
 		free(cfg->routes[i].host);
 		free(cfg->routes[i].path_prefix);
+		config_headers_free(&cfg->routes[i].set_request);
+		config_headers_free(&cfg->routes[i].set_response);
 	}
 	free(cfg->routes);
 	free(cfg->user);

@@ -69,6 +69,18 @@ struct config_backend {
 	size_t			 max_conns;	/* open per server; 0: no limit */
 };
 
+/* A field a route sets on a request or response: name in lowercase. */
+struct config_header {
+	char		*name;
+	char		*value;		/* "": the field is removed */
+	size_t		 namelen, valuelen;
+};
+
+struct config_headers {
+	struct config_header	*v;
+	size_t			 n;
+};
+
 struct config_route {
 	char		*name;
 	int		 line;
@@ -77,6 +89,8 @@ struct config_route {
 	size_t		 max_body_size;	/* request body bytes; 0: no limit
 					   (the global one, unless set) */
 	size_t		 backend;	/* index into config.backends */
+	struct config_headers set_request;	/* set_request_header */
+	struct config_headers set_response;	/* set_response_header */
 };
 
 #define CONFIG_MAX_KEYS	64	/* keys of all kinds of section */

@@ -35,6 +35,7 @@
 #include "bucket.h"
 #include "bytes.h"
 #include "clients.h"
+#include "config.h"
 #include "conn.h"
 #include "exchange.h"
 #include "freelist.h"
@@ -88,6 +89,8 @@ struct exchange {
 						   exchange_field */
 	bool			 head_trimmed;	/* to what the log shows */
 	bool			 early;		/* begun in 0-RTT */
+	const struct config_route *route;	/* of ex->gen; NULL until
+						   the head is taken */
 	int			 status;	/* final status sent, or 0 */
 	uint64_t		 resp_bytes;	/* body bytes from the backend */
 	ev_tstamp		 forwarded;	/* backend connection ready */
@@ -831,6 +834,7 @@ exchange_headers_end(struct exchange *ex, bool fin)
 	}
 	if (ex->early)
 		stats.early_data_requests++;
+	ex->route = route;
 	ex->backend = route->backend;
 	ex->state = EX_HOLD;
 	if (ex->req.flags & REQ_F_EXPECT_CONTINUE && !fin) {
@@ -1115,6 +1119,7 @@ ex_write_head(struct exchange *ex)
 	struct request_forward fw;
 
 	fw.client_addr = ex->qc->peer;
+	fw.set = &ex->route->set_request;
 	fw.early_data = ex->early;
 	if (ex->req_fin) {
 		/* the whole body is here: its length is known */
@@ -1624,15 +1629,19 @@ ex_submit_head(struct exchange *ex, const struct http1_response *r,
 	nghttp3_nv nva_small[32], *nva = nva_small;
 	char names_small[1024], *names = names_small, *np;
 	char st[3], cl[20];
+	/* the route's set_response_header, on the final response */
+	const struct config_headers *set = !informational &&
+	    ex->route->set_response.n > 0 ? &ex->route->set_response : NULL;
 	struct conn_tokens ct;
-	size_t n = 0, total = 0;
+	size_t n = 0, total = 0, max;
 	int rv;
 
 	for (size_t i = 0; i < r->nheaders; i++)
 		total += r->headers[i].namelen;
-	/* :status, the fields, and at most one content-length */
-	if (r->nheaders + 2 > sizeof(nva_small) / sizeof(nva_small[0]))
-		nva = calloc(r->nheaders + 2, sizeof(*nva));
+	/* :status, the fields, at most one content-length, and the set */
+	max = r->nheaders + 2 + (set != NULL ? set->n : 0);
+	if (max > sizeof(nva_small) / sizeof(nva_small[0]))
+		nva = calloc(max, sizeof(*nva));
 	if (total > sizeof(names_small))
 		names = malloc(total);
 	if (nva == NULL || names == NULL) {
@@ -1658,10 +1667,17 @@ ex_submit_head(struct exchange *ex, const struct http1_response *r,
 			continue;
 		bytes_lower((uint8_t *)np, (const uint8_t *)h->name,
 		    h->namelen);
+		if (set != NULL && header_is_set(set, np, h->namelen))
+			continue;
 		nva[n++] = (nghttp3_nv){ (uint8_t *)np, (uint8_t *)(uintptr_t)
 		    h->value, h->namelen, h->valuelen, NGHTTP3_NV_FLAG_NONE };
 		np += h->namelen;
 	}
+	for (size_t i = 0; set != NULL && i < set->n; i++)
+		if (set->v[i].valuelen > 0)
+			nva[n++] = (nghttp3_nv){ (uint8_t *)set->v[i].name,
+			    (uint8_t *)set->v[i].value, set->v[i].namelen,
+			    set->v[i].valuelen, NGHTTP3_NV_FLAG_NONE };
 	/*
 	 * Content-Length, repeats and lists ("5, 5") made one value (RFC 9110
 	 * 8.6); none with chunked framing, where it is not to be trusted, nor

@@ -13,6 +13,7 @@
 #include <strings.h>
 
 #include "bytes.h"
+#include "config.h"
 #include "request.h"
 
 static int
@@ -725,10 +726,24 @@ put_forwarded(struct head_out *o, const char *addr, const char *authority,
 	HO_LIT(o, "\"");
 }
 
+/* Whether a field of this name (lowercase) is among those set. */
+bool
+header_is_set(const struct config_headers *set, const char *name,
+    size_t len)
+{
+	for (size_t i = 0; i < set->n; i++)
+		if (set->v[i].namelen == len &&
+		    memcmp(set->v[i].name, name, len) == 0)
+			return true;
+	return false;
+}
+
 int
 request_write_http1(const struct request *r, const struct request_forward *fw,
     struct bufq *out)
 {
+	const struct config_headers *set = fw->set != NULL &&
+	    fw->set->n > 0 ? fw->set : NULL;
 	struct head_out o;
 	char tmp[64];
 	const char *authority;
@@ -748,9 +763,21 @@ request_write_http1(const struct request *r, const struct request_forward *fw,
 	for (size_t i = 0; i < r->nfields; i++) {
 		if (r->fields[i].kind != FK_PLAIN)
 			continue;
+		if (set != NULL && header_is_set(set, fname(r, (int)i),
+		    r->fields[i].namelen))
+			continue;
 		ho_put(&o, fname(r, (int)i), r->fields[i].namelen);
 		HO_LIT(&o, ": ");
 		ho_put(&o, fvalue(r, (int)i), r->fields[i].valuelen);
+		HO_LIT(&o, "\r\n");
+	}
+
+	for (size_t i = 0; set != NULL && i < set->n; i++) {
+		if (set->v[i].valuelen == 0)
+			continue;
+		ho_put(&o, set->v[i].name, set->v[i].namelen);
+		HO_LIT(&o, ": ");
+		ho_put(&o, set->v[i].value, set->v[i].valuelen);
 		HO_LIT(&o, "\r\n");
 	}
 

@@ -87,12 +87,24 @@ enum request_framing {
 	REQ_BODY_CHUNKED,	/* Transfer-Encoding: chunked */
 };
 
+struct config_headers;
+
 struct request_forward {
 	const char		*client_addr;	/* "192.0.2.1" or "2001:db8::1" */
 	enum request_framing	 framing;
 	uint64_t		 body_length;
 	bool			 early_data;	/* RFC 8470: Early-Data: 1 */
+	/* the route's set_request_header: these replace the client's
+	   fields of their names (none when NULL) */
+	const struct config_headers *set;
 };
+
+/*
+ * Whether a field of this name, in lowercase as HTTP/3 has them, is among
+ * a route's set_request_header or set_response_header.
+ */
+bool	header_is_set(const struct config_headers *, const char *name,
+	    size_t len);
 
 /* Appends the HTTP/1.1 request head. 0, or -1 when out of memory. */
 int	request_write_http1(const struct request *,

@@ -80,6 +80,12 @@ BROKEN = {
     "request-rate-per-hour": insert_after(5, "max_request_rate_per_client = 20/h"),
     "request-rate-too-high": insert_after(5, "max_request_rate_per_client = 2000000/s"),
     "request-burst-negative": insert_after(5, "request_burst_per_client = -1"),
+    "set-header-no-colon": insert_after(26, "set_request_header = X-User alice"),
+    "set-header-bad-name": insert_after(26, "set_response_header = X User: alice"),
+    "set-header-framing": insert_after(26, "set_response_header = Content-Length: 5"),
+    "set-header-host": insert_after(26, "set_request_header = Host: example.com"),
+    "set-header-twice": lambda lines: insert_after(26, "set_request_header = X-A: 1")(lines)
+    and insert_after(27, "set_request_header = x-a: 2")(lines),
     "cid-lengths-under-7": lambda lines: insert_after(5, "cid_nonce_length = 4")(lines)
     and insert_after(6, "cid_server_id = ab")(lines),
 }

@@ -291,6 +291,66 @@ def test_unix_socket_upload(qp, backend_unix):
     assert r.status == 200 and j["length"] == n and j["sha256"] == expected_sha256(n)
 
 
+def _set_headers_proxy(qproxy_factory, backend_app):
+    """Route /app/ sets fields both ways; route /plain/, to the same
+    backend, sets none."""
+    def sections(port, cert, key):
+        return [("global", [("log_level", "debug")]),
+                ("listener main", [("address", "127.0.0.1:%d" % port),
+                                   ("certificate", cert), ("private_key", key)]),
+                ("backend app", [("server", backend_app.tcp_server)]),
+                ("route app", [("path_prefix", "/app/"), ("backend", "app"),
+                               ("set_request_header", "X-User: alice"),
+                               ("set_request_header", "User-Agent:"),
+                               ("set_request_header", "x-env:  prod  "),
+                               ("set_response_header", "Set-Cookie:"),
+                               ("set_response_header", "Content-Type: text/x-test"),
+                               ("set_response_header",
+                                "Strict-Transport-Security: max-age=63072000")]),
+                ("route plain", [("path_prefix", "/plain/"), ("backend", "app")])]
+    return qproxy_factory(sections=sections)
+
+
+def test_route_sets_request_fields(qproxy_factory, backend_app):
+    """set_request_header: the client's fields of that name (any case, as
+    many as it sent) are dropped and the route's value sent; an empty value
+    only drops. Another route passes the client's as they are."""
+    q = _set_headers_proxy(qproxy_factory, backend_app)
+    sent = ["X-User: mallory", "x-user: eve", "Accept: */*"]
+    r = h3_get(q.url("/app/echo-headers"), headers=sent)
+    assert r.status == 200
+    got = [(n.lower(), v) for n, v in r.json()["headers"]]
+    assert ("x-user", "alice") in got and ("x-env", "prod") in got, got
+    assert [v for n, v in got if n == "x-user"] == ["alice"], got
+    assert not any(n == "user-agent" for n, _ in got), got
+    assert ("accept", "*/*") in got
+    r = h3_get(q.url("/plain/echo-headers"), headers=sent)
+    got = [(n.lower(), v) for n, v in r.json()["headers"]]
+    assert [v for n, v in got if n == "x-user"] == ["mallory", "eve"], got
+    assert any(n == "user-agent" for n, _ in got) and \
+        not any(n == "x-env" for n, _ in got), got
+
+
+def test_route_sets_response_fields(qproxy_factory, backend_app):
+    """set_response_header on the final response: the backend's fields of
+    that name go (both Set-Cookie fields, with an empty value), the route's
+    come; a 103 before it is passed on as it was."""
+    q = _set_headers_proxy(qproxy_factory, backend_app)
+    r = h3_get(q.url("/app/cookies"))
+    assert r.status == 200
+    assert r.header_all("set-cookie") == []
+    assert r.header_all("content-type") == ["text/x-test"]
+    assert r.header("strict-transport-security") == "max-age=63072000"
+    r = h3_get(q.url("/plain/cookies"))
+    assert len(r.header_all("set-cookie")) == 2
+    assert r.header("strict-transport-security") is None
+    r = h3_get(q.url("/app/early-hints"))
+    assert [s for s, _ in r.interim] == [103]
+    assert not any(n == "strict-transport-security" for n, _ in r.interim[0][1])
+    assert r.header("strict-transport-security") == "max-age=63072000"
+    assert r.body == b"final response after early hints\n"
+
+
 def test_route_by_host(qp, backend_app, backend_other):
     """:authority other.example (no port) selects backend `other`."""
     before_app = backend_app.count

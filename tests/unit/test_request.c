@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "request.h"
 #include "unit.h"
 
@@ -389,7 +390,7 @@ test_authority_bytes(void)
 static void
 test_large_request(void)
 {
-	struct request_forward fw = { "198.51.100.7", REQ_BODY_NONE, 0, false };
+	struct request_forward fw = { "198.51.100.7", REQ_BODY_NONE, 0, false, NULL };
 	struct request r;
 	struct bufq q;
 	char name[32], value[128], line[200], *s, *at;
@@ -428,7 +429,7 @@ test_large_request(void)
 static void
 test_long_authority(void)
 {
-	struct request_forward fw = { "2001:db8::1", REQ_BODY_NONE, 0, false };
+	struct request_forward fw = { "2001:db8::1", REQ_BODY_NONE, 0, false, NULL };
 	struct request r;
 	struct bufq q;
 	char host[5001], want[10400], *s;
@@ -611,7 +612,8 @@ test_http1(void)
 	    "cookie: a=1", "accept: */*", "cookie: b=2",
 	    "x-forwarded-for: 192.0.2.9", "via: 1.1 edge", "te: trailers",
 	    "content-length: 3", NULL };
-	struct request_forward fw = { "198.51.100.7", REQ_BODY_LENGTH, 3, false };
+	struct request_forward fw = { "198.51.100.7", REQ_BODY_LENGTH, 3, false,
+	    NULL };
 	struct request *r;
 	struct bufq q;
 	char *s;
@@ -640,7 +642,7 @@ test_http1(void)
 	{
 		const char *g[] = { BASE, NULL };
 		struct request_forward fw6 = { "2001:db8::1",
-		    REQ_BODY_CHUNKED, 0, true };
+		    REQ_BODY_CHUNKED, 0, true, NULL };
 
 		r = build(g, false, &rv);
 		CHECK_EQ_INT(request_write_http1(r, &fw6, &q), 0);
@@ -652,6 +654,44 @@ test_http1(void)
 		CHECK(strstr(s, "content-length") == NULL);
 		free(s);
 		bufq_free(&q);
+	}
+
+	/*
+	 * set_request_header: the client's fields of those names go, the
+	 * route's come after the client's other fields; an empty value only
+	 * removes
+	 */
+	{
+		const char *g[] = { BASE, "x-user: mallory", "accept: */*",
+		    "x-user: eve", "x-debug: 1", NULL };
+		struct config_header h[] = {
+			{ "x-user", "alice", 6, 5 },
+			{ "x-debug", "", 7, 0 },
+			{ "x-env", "prod", 5, 4 },
+		};
+		struct config_headers set = { h, 3 };
+		struct request_forward fws = { "192.0.2.1", REQ_BODY_NONE, 0,
+		    false, &set };
+
+		r = build(g, true, &rv);
+		CHECK_EQ_INT(request_write_http1(r, &fws, &q), 0);
+		s = flatten(&q);
+		CHECK_EQ_STR(s,
+		    "GET / HTTP/1.1\r\n"
+		    "host: example.com\r\n"
+		    "accept: */*\r\n"
+		    "x-user: alice\r\n"
+		    "x-env: prod\r\n"
+		    "x-forwarded-for: 192.0.2.1\r\n"
+		    "via: 3 qproxy\r\n"
+		    "forwarded: for=192.0.2.1;proto=https;host=\"example.com\"\r\n"
+		    "x-forwarded-proto: https\r\n"
+		    "\r\n");
+		free(s);
+		bufq_free(&q);
+		CHECK(header_is_set(&set, "x-env", 5));
+		CHECK(!header_is_set(&set, "x-en", 4));
+		CHECK(!header_is_set(&set, "x-envy", 6));
 	}
 }
 
