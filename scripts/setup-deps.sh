@@ -30,7 +30,8 @@ fi
 # Debian packages from bookworm itself.
 BASE_PKGS="build-essential autoconf automake libtool pkg-config dpkg-dev patch
 xz-utils ca-certificates openssl libev-dev libinih-dev python3 python3-pytest
-python3-pytest-xdist python3-pycurl python3-cryptography mandoc libsystemd-dev
+python3-pytest-xdist python3-pycurl python3-cryptography python3-prometheus-client
+mandoc libsystemd-dev
 man-db systemd clang libclang-rt-14-dev chromium firefox-esr"
 # Debian packages that must come from bookworm-backports.
 BPO_PKGS="libnghttp3-dev libcurl3-gnutls ngtcp2-client"

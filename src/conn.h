@@ -278,6 +278,8 @@ void		 server_close_all(struct quic_server *);
 void		 server_free(struct quic_server *);
 void		 server_report_stats(struct quic_server *, struct strbuf *,
 		    bool json);
+/* The counters in Prometheus's text format, for qproxyctl metrics. */
+void		 server_report_metrics(struct quic_server *, struct strbuf *);
 void		 server_report_tls(struct quic_server *, struct strbuf *, bool);
 void		 server_report_backends(struct quic_server *, struct strbuf *,
 		    bool json);

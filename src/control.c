@@ -54,7 +54,8 @@ struct control {
 };
 
 static const char *const control_commands[] = {
-	"stats", "conns", "peers", "tls", "backends", "reload", "version",
+	"stats", "conns", "peers", "tls", "backends", "metrics", "reload",
+	"version",
 };
 
 /* Best effort, for short messages to a client about to be closed. */
@@ -202,6 +203,8 @@ control_dispatch(struct control_client *c)
 		show = ops->tls;
 	else if (strcmp(cmd, "backends") == 0)
 		show = ops->backends;
+	else if (strcmp(cmd, "metrics") == 0)
+		show = ops->metrics;
 	else if (strcmp(cmd, "version") == 0)
 		show = ops->version;
 

@@ -308,6 +308,13 @@ op_backends(struct strbuf *out, bool json, void *arg)
 		strbuf_printf(out, "}\n");
 }
 
+static void
+op_metrics(struct strbuf *out, bool json, void *arg)
+{
+	(void)json;	/* one format only */
+	server_report_metrics(server, out);
+}
+
 static int
 op_reload(struct strbuf *out, void *arg)
 {
@@ -329,6 +336,7 @@ static const struct control_ops ops = {
 	.peers = op_peers,
 	.tls = op_tls,
 	.backends = op_backends,
+	.metrics = op_metrics,
 	.reload = op_reload,
 	.version = op_version,
 };

@@ -8,6 +8,8 @@
  *   of the workers', weighted by their requests to that server: the
  *   number in the column headed REQUESTS of its row, or after the key
  *   "requests" before it; without one, the mean of those that are not 0;
+ * - a decimal on a line that begins with a word ending in "_sum" (a
+ *   Prometheus summary's, in qproxyctl metrics) is the sum;
  * - a value every worker has alike (uptime, the configuration generation,
  *   the certificates' counts) is the largest, by the word before it;
  * - words that differ, such as a backend server's state, are all shown,
@@ -41,7 +43,13 @@ struct tok {
 static const char *const merge_alike[] = {
 	"uptime", "generation", "certificates_expiring",
 	"certificates_not_valid",
+	/* their names in qproxyctl metrics */
+	"qproxy_uptime_seconds", "qproxy_configuration_generation",
+	"qproxy_tls_certificates_expiring",
+	"qproxy_tls_certificates_not_valid",
 };
+
+enum merge_how { HOW_SUM, HOW_MAX, HOW_MEAN };
 
 static bool
 word_char(int c)
@@ -120,12 +128,15 @@ alike(const struct tok *word)
 
 /*
  * Appends the merged number of the n tokens in t; returns its length.
- * weight: each text's requests for a decimal, or NULL.
+ * An integer is summed unless how is HOW_MAX. A decimal's HOW_MEAN is
+ * weighted by each text's requests (weight), or without weight the mean
+ * of those that are not 0.
  */
 static size_t
-put_number(struct strbuf *out, const struct tok *t, size_t n, bool max,
-    const unsigned long long *weight)
+put_number(struct strbuf *out, const struct tok *t, size_t n,
+    enum merge_how how, const unsigned long long *weight)
 {
+	bool max = how == HOW_MAX;
 	char buf[64];
 	int len;
 
@@ -146,6 +157,8 @@ put_number(struct strbuf *out, const struct tok *t, size_t n, bool max,
 			x = strtod(t[k].p, NULL);
 			if (max)
 				v = x > v ? x : v;
+			else if (how == HOW_SUM)
+				v += x;
 			else if (weight != NULL) {
 				v += x * (double)weight[k];
 				m += (double)weight[k];
@@ -168,10 +181,19 @@ word_is(const struct tok *t, const char *w)
 	return t->len == strlen(w) && memcmp(t->p, w, t->len) == 0;
 }
 
+static bool
+word_ends(const struct tok *t, const char *w)
+{
+	size_t n = strlen(w);
+
+	return t->len >= n && memcmp(t->p + t->len - n, w, n) == 0;
+}
+
 int
 merge_replies(const char *const *texts, size_t n, struct strbuf *out)
 {
-	struct tok t[MERGE_MAX], word = { TOK_WORD, "", 0 };
+	struct tok t[MERGE_MAX], word = { TOK_WORD, "", 0 }, head = word;
+	enum merge_how how;
 	size_t pos[MERGE_MAX], excess = 0, k, len;
 	unsigned long long weight[MERGE_MAX];
 	int field = 0, req_col = -1;	/* fields from 1; REQUESTS' */
@@ -201,6 +223,8 @@ merge_replies(const char *const *texts, size_t n, struct strbuf *out)
 		} else if (!in_field) {
 			field++;
 			in_field = true;
+			if (field == 1)
+				head = t[0];
 		}
 		if (t[0].kind == TOK_WORD && word_is(&t[0], "REQUESTS"))
 			req_col = field;
@@ -229,7 +253,9 @@ merge_replies(const char *const *texts, size_t n, struct strbuf *out)
 			continue;
 		case TOK_INT:
 		case TOK_DEC:
-			len = put_number(out, t, n, alike(&word),
+			how = alike(&word) ? HOW_MAX : t[0].kind == TOK_INT ||
+			    word_ends(&head, "_sum") ? HOW_SUM : HOW_MEAN;
+			len = put_number(out, t, n, how,
 			    t[0].kind == TOK_DEC && weighted ? weight : NULL);
 			excess = len > t[0].len ? len - t[0].len : 0;
 			continue;

@@ -23,7 +23,8 @@
 #define CTL_MAX_READ		(CONTROL_MAX_REPLY + 4096)
 
 static const char *const ctl_commands[] = {
-	"stats", "conns", "peers", "tls", "backends", "reload", "version",
+	"stats", "conns", "peers", "tls", "backends", "metrics", "reload",
+	"version",
 };
 #define CTL_NCOMMANDS	(sizeof(ctl_commands) / sizeof(ctl_commands[0]))
 
@@ -41,6 +42,7 @@ ctl_usage(FILE *f)
 	    "  peers      the clients with the most connections open\n"
 	    "  tls        each listener's certificates: expiry, host names\n"
 	    "  backends   backend servers: state, requests, failures\n"
+	    "  metrics    the counters in Prometheus's text format\n"
 	    "  reload     reload the configuration (like SIGHUP)\n"
 	    "  version    client and daemon versions\n"
 	    "Commands may be abbreviated to a unique prefix.\n"
@@ -278,8 +280,9 @@ main(int argc, char *argv[])
 	}
 	if ((cmd = ctl_match(argv[0])) == NULL)
 		ctl_usage_error();
-	if (json && strcmp(cmd, "reload") == 0) {
-		fprintf(stderr, "qproxyctl: reload has no JSON output\n");
+	if (json && (strcmp(cmd, "reload") == 0 ||
+	    strcmp(cmd, "metrics") == 0)) {
+		fprintf(stderr, "qproxyctl: %s has no JSON output\n", cmd);
 		ctl_usage_error();
 	}
 

@@ -482,20 +482,29 @@ server_report_backends(struct quic_server *srv, struct strbuf *out,
 }
 
 /* Every counter of struct stats, by group, for both report formats. */
-#define ROW(g, n, f)	{ g, n, offsetof(struct stats, f) }
+/*
+ * A count that only grows, or (GAUGE) a present value: "now". As a metric
+ * a gauge may need a name of its own (GAUGE_AS): Prometheus takes
+ * "x_total" for a count of x.
+ */
+#define ROW(g, n, f)	{ g, n, offsetof(struct stats, f), false, NULL }
+#define GAUGE(g, n, f)	{ g, n, offsetof(struct stats, f), true, NULL }
+#define GAUGE_AS(g, n, f, m) { g, n, offsetof(struct stats, f), true, m }
 static const struct stats_row {
 	const char	*group;
 	const char	*name;
 	size_t		 off;
+	bool		 gauge;
+	const char	*metric;	/* its name there, if not the row's */
 } stats_rows[] = {
-	ROW("connections", "current", conns_current),
+	GAUGE("connections", "current", conns_current),
 	ROW("connections", "total", conns_total),
-	ROW("connections", "closing", conns_closing),
+	GAUGE("connections", "closing", conns_closing),
 	ROW("connections", "handshakes_completed", handshakes_completed),
 	ROW("connections", "handshakes_failed", handshakes_failed),
-	ROW("connections", "handshakes_current", handshakes_current),
-	ROW("connections", "clients", clients_current),
-	ROW("streams", "current", streams_current),
+	GAUGE("connections", "handshakes_current", handshakes_current),
+	GAUGE("connections", "clients", clients_current),
+	GAUGE("streams", "current", streams_current),
 	ROW("streams", "total", streams_total),
 	ROW("requests", "total", requests_total),
 	ROW("requests", "1xx", responses[1]),
@@ -527,19 +536,19 @@ static const struct stats_row {
 	ROW("quic", "retries_sent", retries_sent),
 	ROW("quic", "tokens_invalid", tokens_invalid),
 	ROW("quic", "tokens_reused", tokens_reused),
-	ROW("quic", "tokens_remembered", tokens_remembered),
+	GAUGE("quic", "tokens_remembered", tokens_remembered),
 	ROW("quic", "tokens_forgotten", tokens_forgotten),
 	ROW("quic", "new_tokens_sent", new_tokens_sent),
 	ROW("quic", "stateless_resets_sent", stateless_resets_sent),
 	ROW("quic", "stateless_resets_limited", stateless_resets_limited),
 	ROW("quic", "refusals_unanswered", refusals_unanswered),
-	ROW("quic", "unvalidated_handshakes", handshakes_unvalidated),
+	GAUGE("quic", "unvalidated_handshakes", handshakes_unvalidated),
 	ROW("quic", "path_validations_ok", path_validations_ok),
 	ROW("quic", "path_validations_failed", path_validations_failed),
 	ROW("quic", "migrations", migrations),
 	ROW("quic", "early_data_requests", early_data_requests),
 	ROW("quic", "early_data_refused", early_data_refused),
-	ROW("quic", "cids_current", cids_current),
+	GAUGE("quic", "cids_current", cids_current),
 	ROW("limits", "refused_max_connections", refused_max_connections),
 	ROW("limits", "refused_max_handshakes", refused_max_handshakes),
 	ROW("limits", "refused_per_client", refused_per_client),
@@ -553,31 +562,50 @@ static const struct stats_row {
 	ROW("limits", "reset_request_memory", streams_reset_req_memory),
 	ROW("upstream", "connects", upstream_connects),
 	ROW("upstream", "connect_failures", upstream_connect_failures),
-	ROW("upstream", "connections_current", upstream_conns_current),
+	GAUGE("upstream", "connections_current", upstream_conns_current),
 	ROW("upstream", "reused", upstream_reused),
 	ROW("upstream", "retried", upstream_retried),
 	ROW("upstream", "informational_dropped", informational_dropped),
 	ROW("upstream", "bytes_after_body", upstream_bytes_after_body),
-	ROW("upstream", "queued", upstream_queued),
+	GAUGE_AS("upstream", "queued", upstream_queued,
+	    "queued_current"),
 	ROW("upstream", "queued_total", upstream_queued_total),
 	ROW("upstream", "queue_timeouts", upstream_queue_timeouts),
 	ROW("upstream", "out_of_descriptors", upstream_no_fd),
-	ROW("buffers", "chunks", buffer_chunks),
-	ROW("buffers", "chunks_free", buffer_chunks_free),
-	ROW("buffers", "exchanges_free", exchanges_free),
-	ROW("buffers", "response_bytes", response_bytes),
-	ROW("buffers", "response_peak_bytes", response_peak_bytes),
-	ROW("buffers", "request_bytes", request_bytes),
-	ROW("buffers", "request_peak_bytes", request_peak_bytes),
-	ROW("buffers", "unparsed_bytes", unparsed_bytes),
-	ROW("buffers", "h3_bytes", h3_bytes),
-	ROW("buffers", "h3_free_bytes", h3_free_bytes),
+	GAUGE("buffers", "chunks", buffer_chunks),
+	GAUGE("buffers", "chunks_free", buffer_chunks_free),
+	GAUGE("buffers", "exchanges_free", exchanges_free),
+	GAUGE("buffers", "response_bytes", response_bytes),
+	GAUGE("buffers", "response_peak_bytes", response_peak_bytes),
+	GAUGE("buffers", "request_bytes", request_bytes),
+	GAUGE("buffers", "request_peak_bytes", request_peak_bytes),
+	GAUGE("buffers", "unparsed_bytes", unparsed_bytes),
+	GAUGE("buffers", "h3_bytes", h3_bytes),
+	GAUGE("buffers", "h3_free_bytes", h3_free_bytes),
 	ROW("loop", "busy_windows", loop_busy_windows),
 	ROW("loop", "batched_windows", loop_batched_windows),
-	ROW("tls", "certificates_expiring", certs_expiring),
-	ROW("tls", "certificates_not_valid", certs_not_valid),
+	GAUGE("tls", "certificates_expiring", certs_expiring),
+	GAUGE("tls", "certificates_not_valid", certs_not_valid),
 };
 #undef ROW
+#undef GAUGE
+#undef GAUGE_AS
+
+/* The present values that are read, not kept, brought into stats. */
+static void
+stats_refresh(struct quic_server *srv)
+{
+	stats.buffer_chunks = bufq_chunks_in_use();
+	stats.buffer_chunks_free = bufq_chunks_free();
+	stats.exchanges_free = exchange_cached();
+	stats.response_bytes = exchange_response_chunks() * BUFQ_CHUNK_SIZE;
+	stats.response_peak_bytes = stats.response_peak_chunks *
+	    BUFQ_CHUNK_SIZE;
+	stats.request_bytes = exchange_request_bytes();
+	stats.h3_bytes = h3_mem_live();
+	stats.h3_free_bytes = h3_mem_kept();
+	quic_table_stats(srv);
+}
 
 void
 server_report_stats(struct quic_server *srv, struct strbuf *out, bool json)
@@ -589,16 +617,7 @@ server_report_stats(struct quic_server *srv, struct strbuf *out, bool json)
 	struct udp_sock *s;
 	int wname = 20, waddr = 24, wtotal = 11;
 
-	stats.buffer_chunks = bufq_chunks_in_use();
-	stats.buffer_chunks_free = bufq_chunks_free();
-	stats.exchanges_free = exchange_cached();
-	stats.response_bytes = exchange_response_chunks() * BUFQ_CHUNK_SIZE;
-	stats.response_peak_bytes = stats.response_peak_chunks *
-	    BUFQ_CHUNK_SIZE;
-	stats.request_bytes = exchange_request_bytes();
-	stats.h3_bytes = h3_mem_live();
-	stats.h3_free_bytes = h3_mem_kept();
-	quic_table_stats(srv);
+	stats_refresh(srv);
 	if (json)
 		strbuf_printf(out, "{\"version\":\"%s\",\"uptime\":%.3f,"
 		    "\"generation\":%llu", QPROXY_VERSION, uptime,
@@ -665,4 +684,64 @@ server_report_stats(struct quic_server *srv, struct strbuf *out, bool json)
 	strbuf_printf(out, "],");
 	upstream_report(gen->upstreams, out, true);
 	strbuf_printf(out, "}\n");
+}
+
+/*
+ * The same counters in Prometheus's text format (0.0.4): qproxy_GROUP_NAME
+ * for each row, "_total" at the end of a count's name; then the listeners'
+ * and the backends' (upstream_report_metrics). A family's samples are
+ * together, under its TYPE line.
+ */
+void
+server_report_metrics(struct quic_server *srv, struct strbuf *out)
+{
+	const size_t nrows = sizeof(stats_rows) / sizeof(stats_rows[0]);
+	char text[ADDR_STRLEN];
+	struct udp_sock *s;
+	size_t len;
+
+	stats_refresh(srv);
+	strbuf_printf(out, "# TYPE qproxy_uptime_seconds gauge\n"
+	    "qproxy_uptime_seconds %.0f\n"
+	    "# TYPE qproxy_configuration_generation gauge\n"
+	    "qproxy_configuration_generation %llu\n",
+	    ev_now(srv->loop) - srv->started,
+	    (unsigned long long)srv->gen->id);
+	for (size_t i = 0; i < nrows; i++) {
+		const struct stats_row *r = &stats_rows[i];
+		const char *name = r->metric ? r->metric : r->name;
+		const char *suffix = "";
+		uint64_t v;
+
+		len = strlen(name);
+		if (!r->gauge && (len < 5 ||
+		    strcmp(name + len - 5, "total") != 0))
+			suffix = "_total";
+		memcpy(&v, (const char *)&stats + r->off, sizeof(v));
+		strbuf_printf(out, "# TYPE qproxy_%s_%s%s %s\n"
+		    "qproxy_%s_%s%s %llu\n", r->group, name, suffix,
+		    r->gauge ? "gauge" : "counter", r->group, name, suffix,
+		    (unsigned long long)v);
+	}
+	strbuf_printf(out, "# TYPE qproxy_listener_connections_total "
+	    "counter\n");
+	LIST_FOREACH(s, &srv->socks, entry) {
+		strbuf_printf(out, "qproxy_listener_connections_total"
+		    "{listener=");
+		strbuf_metric_label(out, s->listener ? s->listener->cfg->name :
+		    "(draining)");
+		strbuf_printf(out, ",address=\"%s\"} %llu\n",
+		    addr_format(&s->local, text, sizeof(text)),
+		    (unsigned long long)s->conns_total);
+	}
+	strbuf_printf(out, "# TYPE qproxy_listener_connections_open gauge\n");
+	LIST_FOREACH(s, &srv->socks, entry) {
+		strbuf_printf(out, "qproxy_listener_connections_open"
+		    "{listener=");
+		strbuf_metric_label(out, s->listener ? s->listener->cfg->name :
+		    "(draining)");
+		strbuf_printf(out, ",address=\"%s\"} %zu\n",
+		    addr_format(&s->local, text, sizeof(text)), s->nconns);
+	}
+	upstream_report_metrics(srv->gen->upstreams, out);
 }

@@ -115,6 +115,30 @@ strbuf_json_string(struct strbuf *b, const char *s)
 	strbuf_append(b, "\"", 1);
 }
 
+void
+strbuf_metric_label(struct strbuf *b, const char *s)
+{
+	const unsigned char *p;
+	size_t len;
+
+	strbuf_append(b, "\"", 1);
+	for (p = (const unsigned char *)s; *p != '\0'; p++) {
+		if (*p == '"' || *p == '\\') {
+			char esc[2] = { '\\', (char)*p };
+
+			strbuf_append(b, esc, 2);
+		} else if (*p >= 0x80 && (len = bytes_utf8_len(p)) != 0) {
+			strbuf_append(b, (const char *)p, len);
+			p += len - 1;
+		} else if (*p < 0x20 || *p >= 0x7f)
+			/* a control, or a byte of no UTF-8 character */
+			strbuf_append(b, "?", 1);
+		else
+			strbuf_append(b, (const char *)p, 1);
+	}
+	strbuf_append(b, "\"", 1);
+}
+
 const char *
 strbuf_str(const struct strbuf *b)
 {

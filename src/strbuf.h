@@ -20,6 +20,8 @@ void	strbuf_printf(struct strbuf *, const char *, ...) QP_PRINTF(2, 3);
 void	strbuf_append(struct strbuf *, const char *, size_t);
 /* Appends s as a JSON string, quotes included. */
 void	strbuf_json_string(struct strbuf *, const char *s);
+/* s as a Prometheus label value: quoted, with \\, \" and \n escaped. */
+void	strbuf_metric_label(struct strbuf *, const char *s);
 /* The text so far ("" when empty). */
 const char *strbuf_str(const struct strbuf *);
 

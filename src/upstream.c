@@ -542,6 +542,94 @@ upstream_report(struct upstream_pool *pools, struct strbuf *out, bool json)
 		strbuf_printf(out, "]");
 }
 
+/* The families of upstream_report_metrics, in their order. */
+enum server_metric {
+	SM_DOWN, SM_ACTIVE, SM_REQUESTS, SM_FAILURES, SM_IDLE, SM_TTFB_SUM,
+	SM_TTFB_COUNT, SM_N
+};
+
+static const struct {
+	const char	*name;
+	const char	*type;		/* NULL: the family of the one before */
+} server_metrics[SM_N] = {
+	[SM_DOWN] = { "down", "gauge" },
+	[SM_ACTIVE] = { "active", "gauge" },
+	[SM_REQUESTS] = { "requests_total", "counter" },
+	[SM_FAILURES] = { "failures_total", "counter" },
+	[SM_IDLE] = { "idle_connections", "gauge" },
+	[SM_TTFB_SUM] = { "ttfb_seconds_sum", "summary" },
+	[SM_TTFB_COUNT] = { "ttfb_seconds_count", NULL },
+};
+
+static void
+server_metric(struct strbuf *out, enum server_metric m,
+    const struct upstream_server *s)
+{
+	const struct upstream_counters *k = s->ctr;
+	uint64_t v = 0;
+
+	switch (m) {
+	case SM_DOWN:
+		v = k->state == UPSTREAM_DOWN;
+		break;
+	case SM_ACTIVE:
+		v = k->active;
+		break;
+	case SM_REQUESTS:
+		v = k->requests;
+		break;
+	case SM_FAILURES:
+		v = k->failures;
+		break;
+	case SM_IDLE:
+		v = s->nidle;
+		break;
+	case SM_TTFB_SUM:
+		strbuf_printf(out, "%.6f\n", k->ttfb_sum);
+		return;
+	case SM_TTFB_COUNT:
+	default:
+		v = k->ttfb_count;
+		break;
+	}
+	strbuf_printf(out, "%llu\n", (unsigned long long)v);
+}
+
+/*
+ * Whether each server is down (1) or not, its requests under way, its
+ * requests and failures so far, its idle connections, and its times to
+ * first byte as a summary's sum and count; each family under its TYPE
+ * line, with a sample for every server.
+ */
+void
+upstream_report_metrics(struct upstream_pool *pools, struct strbuf *out)
+{
+	for (int m = 0; m < SM_N; m++) {
+		const char *name = server_metrics[m].name;
+
+		if (server_metrics[m].type != NULL)
+			strbuf_printf(out, "# TYPE qproxy_backend_server_%.*s "
+			    "%s\n", m == SM_TTFB_SUM ? (int)(strlen(name) -
+			    4) : (int)strlen(name), name,
+			    server_metrics[m].type);
+		for (size_t b = 0; b < pools[0].npools; b++) {
+			struct upstream_pool *p = &pools[b];
+
+			for (size_t i = 0; i < p->nservers; i++) {
+				strbuf_printf(out, "qproxy_backend_server_%s"
+				    "{backend=", name);
+				strbuf_metric_label(out, p->cfg->name);
+				strbuf_printf(out, ",server=");
+				strbuf_metric_label(out,
+				    p->servers[i].cfg->text);
+				strbuf_printf(out, "} ");
+				server_metric(out, (enum server_metric)m,
+				    &p->servers[i]);
+			}
+		}
+	}
+}
+
 /* The same servers, in the same order, under the same max_connections. */
 static bool
 same_shape(const struct config_backend *a, const struct config_backend *b)

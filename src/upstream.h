@@ -146,6 +146,9 @@ struct strbuf;
 /* Text table, or "\"backends\":[...]" to go inside a JSON object. */
 void			 upstream_report(struct upstream_pool *,
 			    struct strbuf *, bool json);
+/* The servers' counters in Prometheus's text format. */
+void			 upstream_report_metrics(struct upstream_pool *,
+			    struct strbuf *);
 /* Carries counters over a reload, for servers of the same name. */
 void			 upstream_pools_inherit(struct upstream_pool *to,
 			    const struct upstream_pool *from);

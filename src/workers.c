@@ -511,6 +511,39 @@ cmd_merged(struct strbuf *out, const char *line, bool json, bool head)
 	answers_free(&a);
 }
 
+/*
+ * metrics: the workers' merged as stats are, after the supervisor's own.
+ * Replies of another shape (a reload under way) leave theirs out: a
+ * scrape then has the supervisor's only, rather than figures of part of
+ * the workers.
+ */
+static void
+cmd_metrics(struct strbuf *out, const char *line)
+{
+	struct answers a;
+	struct strbuf merged;
+	unsigned running = 0;
+
+	ask_workers(&a, line, WORKER_ASK_TIMEOUT);
+	for (unsigned i = 0; i < worker_count; i++)
+		running += sv.w[i].pid > 0;
+	strbuf_printf(out, "# TYPE qproxy_workers gauge\nqproxy_workers %u\n"
+	    "# TYPE qproxy_workers_running gauge\nqproxy_workers_running %u\n"
+	    "# TYPE qproxy_workers_answered gauge\n"
+	    "qproxy_workers_answered %zu\n"
+	    "# TYPE qproxy_workers_restarts_total counter\n"
+	    "qproxy_workers_restarts_total %llu\n", worker_count, running,
+	    a.n, sv.restarts);
+	strbuf_init(&merged, CONTROL_MAX_REPLY);
+	if (a.n > 0 && merge_replies(a.texts, a.n, &merged) == 0)
+		strbuf_printf(out, "%s", strbuf_str(&merged));
+	else if (a.n > 0)
+		strbuf_printf(out, "# the workers' replies differ (a reload "
+		    "under way?): their counters are left out\n");
+	strbuf_free(&merged);
+	answers_free(&a);
+}
+
 /* conns: every worker's rows under the first one's heading. */
 static void
 cmd_conns(struct strbuf *out, const char *line, bool json)
@@ -703,6 +736,8 @@ serve(int fd)
 		cmd_merged(&out, fwd, json, true);
 	else if (strcmp(cmd, "backends") == 0)
 		cmd_merged(&out, fwd, json, false);
+	else if (strcmp(cmd, "metrics") == 0)
+		cmd_metrics(&out, fwd);
 	else if (strcmp(cmd, "conns") == 0)
 		cmd_conns(&out, fwd, json);
 	else if (strcmp(cmd, "reload") == 0 && sv.stopping) {

@@ -742,6 +742,34 @@ def app_sections(backend_server, glob=(), listener=(), backends=(), routes=()):
 
 
 # --------------------------------------------------------------------------
+# qproxyctl metrics, read by Prometheus's own Python client
+
+
+def metrics(socket_path):
+    """qproxyctl -s socket_path metrics, parsed by prometheus_client's text
+    parser: {family name: family}. A counter's family is named without its
+    "_total", as that parser has it."""
+    from prometheus_client.parser import text_string_to_metric_families
+    p = subprocess.run([qproxyctl_binary(), "-s", socket_path, "metrics"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    fams = list(text_string_to_metric_families(p.stdout))
+    names = [f.name for f in fams]
+    assert len(names) == len(set(names)), names
+    return {f.name: f for f in fams}
+
+
+def metric(fams, family, sample=None, **labels):
+    """The value of one sample: of the family's only one, or the one named
+    sample (a summary's _sum or _count) with these labels."""
+    got = [s for s in fams[family].samples
+           if (sample is None or s.name == sample) and
+           all(s.labels.get(k) == v for k, v in labels.items())]
+    assert len(got) == 1, (family, sample, labels, fams[family].samples)
+    return got[0].value
+
+
+# --------------------------------------------------------------------------
 # "The backend saw no request"
 
 

@@ -15,10 +15,10 @@ import time
 
 import pytest
 
-from helpers import (SLOW, _global_section, _listener_section, h3_get, qproxy_binary,
-                     qproxyctl_binary)
+from helpers import (SLOW, _global_section, _listener_section, app_sections, h3_get, metric,
+                     metrics, qproxy_binary, qproxyctl_binary)
 
-COMMANDS = ("stats", "conns", "backends", "reload", "version")
+COMMANDS = ("stats", "conns", "backends", "metrics", "reload", "version")
 
 
 def qproxyctl(args, socket_path):
@@ -157,8 +157,66 @@ def test_conns_and_backends(qp):
     assert "app" in p.stdout, show(p)
 
 
+# stats rows whose metric is named otherwise: Prometheus takes x_total for
+# the count of x
+METRIC_NAMES = {("upstream", "queued"): "qproxy_upstream_queued_current"}
+# the rows qproxyctl(8) marks "now": gauges, the rest counters
+NOW = {("connections", k) for k in ("current", "closing", "handshakes_current", "clients")} | {
+    ("streams", "current"), ("quic", "tokens_remembered"), ("quic", "unvalidated_handshakes"),
+    ("quic", "cids_current"), ("upstream", "connections_current"), ("upstream", "queued")}
+NOW_GROUPS = ("buffers", "tls")
+
+
+def test_metrics_are_the_stats_in_prometheus_format(qproxy_factory, backend_app):
+    """qproxyctl metrics, read by Prometheus's Python client: every row of
+    stats is there, a present value as a gauge and a count as a counter,
+    with the figures stats gives; then the listeners' and the backend
+    servers', labelled."""
+    q = qproxy_factory(sections=app_sections(backend_app.tcp_server))
+    for i in range(3):
+        assert h3_get(q.url("/app/bytes/%d" % (10 + i))).status == 200
+    assert h3_get(q.url("/elsewhere")).status == 404
+    p = qproxyctl(["stats", "--json"], q.control_socket)
+    st = json.loads(p.stdout)
+    fams = metrics(q.control_socket)
+    for group, rows in st.items():
+        if not isinstance(rows, dict):
+            continue
+        for key, value in rows.items():
+            name = METRIC_NAMES.get((group, key), "qproxy_%s_%s" % (group, key))
+            if (group, key) in NOW or group in NOW_GROUPS:
+                assert fams[name].type == "gauge", name
+            else:
+                # the parser names a counter's family without "_total"
+                name = name[:-len("_total")] if name.endswith("_total") else name
+                assert fams[name].type == "counter", name
+            if group in ("requests", "upstream"):
+                assert metric(fams, name) == value, (name, value)
+    assert metric(fams, "qproxy_requests_2xx") == st["requests"]["2xx"] >= 3
+    assert metric(fams, "qproxy_requests_4xx") == st["requests"]["4xx"] >= 1
+    assert metric(fams, "qproxy_configuration_generation") == 1
+    assert 0 <= metric(fams, "qproxy_uptime_seconds") <= st["uptime"] + 1
+    lst = st["listeners"][0]
+    where = {"listener": "main", "address": lst["address"]}
+    assert metric(fams, "qproxy_listener_connections", **where) == lst["connections_total"]
+    assert metric(fams, "qproxy_listener_connections_open", **where) == \
+        lst["connections_current"]
+    srv = {"backend": "app", "server": backend_app.tcp_server}
+    got = metric(fams, "qproxy_backend_server_requests", **srv)
+    assert got == st["backends"][0]["servers"][0]["requests"] >= 3
+    assert metric(fams, "qproxy_backend_server_down", **srv) == 0
+    assert metric(fams, "qproxy_backend_server_ttfb_seconds",
+                  "qproxy_backend_server_ttfb_seconds_count", **srv) == got
+    assert 0 < metric(fams, "qproxy_backend_server_ttfb_seconds",
+                      "qproxy_backend_server_ttfb_seconds_sum", **srv) < 10 * got
+    assert fams["qproxy_backend_server_ttfb_seconds"].type == "summary"
+    # the shortest prefix
+    assert qproxyctl(["m"], q.control_socket).stdout.startswith("# TYPE ")
+
+
 @pytest.mark.parametrize("args", [[""], ["frobnicate"], ["x"], ["statsx"], [],
                                   ["stats", "conns"], ["reload", "--json"],
+                                  ["metrics", "--json"],
                                   ["--no-such-option", "stats"]])
 def test_usage_errors_exit_2(qp, args):
     p = qproxyctl(args, qp.control_socket)

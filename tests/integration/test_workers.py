@@ -9,8 +9,8 @@ import subprocess
 import time
 
 from helpers import (SLOW, app_sections, expected_body, expected_sha256, free_udp_port,
-                     h3_get, h3raw_binary, make_certificate, qproxy_binary, qproxyctl_binary,
-                     wait_until)
+                     h3_get, h3raw_binary, make_certificate, metric, metrics, qproxy_binary,
+                     qproxyctl_binary, wait_until)
 from relay import Relay
 from test_ops import qproxyctl, stats
 
@@ -76,6 +76,36 @@ def test_workers_share_the_connections(qproxy_factory, backend_app):
             if extra:
                 json.loads(p.stdout)
     assert json.loads(qproxyctl(q, "version", "--json").stdout)["workers"] == N
+
+
+def test_metrics_add_up_the_workers(qproxy_factory, backend_app):
+    """qproxyctl metrics through the supervisor: the workers' counts and
+    their times to first byte are summed, uptime and generation are not,
+    and the supervisor adds its own."""
+    q = _workers(qproxy_factory, backend_app)
+    for i in range(20):
+        assert h3_get(q.url("/app/bytes/%d" % (10 + i))).status == 200
+    each = [metrics("%s.%d" % (q.control_socket, i)) for i in range(N)]
+    fams = metrics(q.control_socket)
+    assert all(metric(w, "qproxy_requests_2xx") > 0 for w in each)
+    srv = {"backend": "app", "server": backend_app.tcp_server}
+    ttfb = "qproxy_backend_server_ttfb_seconds"
+    for family, sample in (("qproxy_requests_2xx", None), ("qproxy_connections", None),
+                           ("qproxy_backend_server_requests", None),
+                           (ttfb, ttfb + "_count"), (ttfb, ttfb + "_sum")):
+        labels = srv if family.startswith("qproxy_backend") else {}
+        got = metric(fams, family, sample, **labels)
+        want = sum(metric(w, family, sample, **labels) for w in each)
+        assert abs(got - want) < 1e-5, (family, sample, got, want)
+    assert metric(fams, "qproxy_requests_2xx") >= 20
+    assert metric(fams, "qproxy_configuration_generation") == 1
+    assert metric(fams, "qproxy_uptime_seconds") <= \
+        max(metric(w, "qproxy_uptime_seconds") for w in each) + 1
+    assert metric(fams, "qproxy_workers") == N
+    assert metric(fams, "qproxy_workers_running") == N
+    assert metric(fams, "qproxy_workers_answered") == N
+    assert metric(fams, "qproxy_workers_restarts") == 0
+    assert fams["qproxy_workers_restarts"].type == "counter"
 
 
 def test_a_moving_client_stays_with_its_worker(qproxy_factory, backend_app):

@@ -49,6 +49,44 @@ merged(size_t n, ...)
 int
 main(void)
 {
+	/*
+	 * qproxyctl metrics: counts and a summary's sums added up (the
+	 * averaged decimal is a stats table's), uptime and generation the
+	 * largest, label values left alone
+	 */
+	CHECK_MERGED(
+	    "# TYPE qproxy_uptime_seconds gauge\n"
+	    "qproxy_uptime_seconds 12\n"
+	    "qproxy_configuration_generation 3\n"
+	    "qproxy_requests_2xx_total 30\n"
+	    "qproxy_listener_connections_total{listener=\"443\","
+	    "address=\"[::1]:443\"} 9\n"
+	    "qproxy_backend_server_ttfb_seconds_sum{backend=\"b\","
+	    "server=\"127.0.0.1:8080\"} 0.750000\n"
+	    "qproxy_backend_server_ttfb_seconds_count{backend=\"b\","
+	    "server=\"127.0.0.1:8080\"} 5\n",
+	    2,
+	    "# TYPE qproxy_uptime_seconds gauge\n"
+	    "qproxy_uptime_seconds 12\n"
+	    "qproxy_configuration_generation 3\n"
+	    "qproxy_requests_2xx_total 10\n"
+	    "qproxy_listener_connections_total{listener=\"443\","
+	    "address=\"[::1]:443\"} 4\n"
+	    "qproxy_backend_server_ttfb_seconds_sum{backend=\"b\","
+	    "server=\"127.0.0.1:8080\"} 0.500000\n"
+	    "qproxy_backend_server_ttfb_seconds_count{backend=\"b\","
+	    "server=\"127.0.0.1:8080\"} 2\n",
+	    "# TYPE qproxy_uptime_seconds gauge\n"
+	    "qproxy_uptime_seconds 11\n"
+	    "qproxy_configuration_generation 3\n"
+	    "qproxy_requests_2xx_total 20\n"
+	    "qproxy_listener_connections_total{listener=\"443\","
+	    "address=\"[::1]:443\"} 5\n"
+	    "qproxy_backend_server_ttfb_seconds_sum{backend=\"b\","
+	    "server=\"127.0.0.1:8080\"} 0.250000\n"
+	    "qproxy_backend_server_ttfb_seconds_count{backend=\"b\","
+	    "server=\"127.0.0.1:8080\"} 3\n");
+
 	/* the stats text: sums, and the alike values' largest */
 	CHECK_MERGED(
 	    "uptime       9 s (configuration generation 2)\n"
