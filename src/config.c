@@ -160,6 +160,9 @@ static int	config_set_choice(struct config_parser *,
 static int	config_set_header(struct config_parser *,
 		    const struct config_key *, struct config_section *, void *,
 		    const char *);
+static int	config_set_health_path(struct config_parser *,
+		    const struct config_key *, struct config_section *, void *,
+		    const char *);
 static int	config_set_rate(struct config_parser *,
 		    const struct config_key *, struct config_section *, void *,
 		    const char *);
@@ -286,6 +289,16 @@ static const struct config_key config_keys[] = {
 	    0, 10000, "32", 0, F(config_backend, max_idle) },
 	{ SECT_BACKEND, "max_connections", config_set_count,
 	    0, 1000000, "0", 0, F(config_backend, max_conns) },
+	{ SECT_BACKEND, "health_check", config_set_health_path,
+	    0, 0, NULL, 0, F(config_backend, health_check) },
+	{ SECT_BACKEND, "health_interval", config_set_duration,
+	    100, DURATION_MAX, "5s", 0, F(config_backend, health_interval) },
+	{ SECT_BACKEND, "health_timeout", config_set_duration,
+	    1, DURATION_MAX, "2s", 0, F(config_backend, health_timeout) },
+	{ SECT_BACKEND, "health_fails", config_set_count,
+	    1, 100, "2", 0, F(config_backend, health_fails) },
+	{ SECT_BACKEND, "health_passes", config_set_count,
+	    1, 100, "2", 0, F(config_backend, health_passes) },
 
 	{ SECT_ROUTE, "host", config_set_host,
 	    0, 0, NULL, 0, F(config_route, host) },
@@ -1146,6 +1159,18 @@ config_set_header(struct config_parser *p, const struct config_key *k,
 	return 0;
 }
 
+/* health_check: a path as path_prefix's, short enough for one request */
+static int
+config_set_health_path(struct config_parser *p, const struct config_key *k,
+    struct config_section *s, void *obj, const char *value)
+{
+	if (strlen(value) > 512) {
+		config_bad_value(p, k, value, "a path of at most 512 bytes");
+		return -1;
+	}
+	return config_set_prefix(p, k, s, obj, value);
+}
+
 /* resolved once every backend is known, in config_finish */
 static int
 config_set_backend(struct config_parser *p, const struct config_key *k,
@@ -1764,6 +1789,7 @@ config_free(struct config *cfg)
 			free(cfg->backends[i].servers[j].text);
 		free(cfg->backends[i].servers);
 		free(cfg->backends[i].name);
+		free(cfg->backends[i].health_check);
 	}
 	free(cfg->backends);
 	for (i = 0; i < cfg->nroutes; i++) {

@@ -67,6 +67,11 @@ struct config_backend {
 						   passed over */
 	size_t			 max_idle;	/* pooled idle connections per server */
 	size_t			 max_conns;	/* open per server; 0: no limit */
+	char			*health_check;	/* a path; NULL: none */
+	double			 health_interval;	/* seconds */
+	double			 health_timeout;	/* seconds */
+	uint64_t		 health_fails;	/* in a row: unhealthy */
+	uint64_t		 health_passes;	/* in a row: healthy again */
 };
 
 /* A field a route sets on a request or response: name in lowercase. */

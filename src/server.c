@@ -313,6 +313,8 @@ server_apply(struct quic_server *srv, struct config *cfg, struct strbuf *errs)
 		upstream_pools_inherit(gen->upstreams, old->upstreams);
 		upstream_pools_retire(old->upstreams);
 	}
+	if (upstream_pools_activate(gen->upstreams) == -1)
+		log_warnx("out of memory: some health checks do not run");
 	/* numbered here: a refused reload takes no number */
 	gen->id = old != NULL ? old->id + 1 : 1;
 	srv->gen = gen;
@@ -572,6 +574,8 @@ static const struct stats_row {
 	ROW("upstream", "queued_total", upstream_queued_total),
 	ROW("upstream", "queue_timeouts", upstream_queue_timeouts),
 	ROW("upstream", "out_of_descriptors", upstream_no_fd),
+	ROW("upstream", "health_checks", health_checks),
+	ROW("upstream", "health_checks_failed", health_checks_failed),
 	GAUGE("buffers", "chunks", buffer_chunks),
 	GAUGE("buffers", "chunks_free", buffer_chunks_free),
 	GAUGE("buffers", "exchanges_free", exchanges_free),

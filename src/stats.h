@@ -70,6 +70,8 @@ struct stats {
 	uint64_t	upstream_queued_total;
 	uint64_t	upstream_queue_timeouts;	/* 503 after connect_timeout */
 	uint64_t	upstream_no_fd;		/* 503: qproxy out of descriptors */
+	uint64_t	health_checks;		/* health_check: ended */
+	uint64_t	health_checks_failed;
 	uint64_t	buffer_chunks;		/* now: bufq chunks holding bytes */
 	uint64_t	buffer_chunks_free;	/* now: kept for reuse */
 	uint64_t	exchanges_free;		/* now: kept for reuse */

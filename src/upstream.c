@@ -8,6 +8,7 @@
 #include <sys/param.h>
 #include <sys/socket.h>
 
+#include "health.h"
 #include "log.h"
 #include "stats.h"
 #include "strbuf.h"
@@ -160,11 +161,47 @@ upstream_pools_new(struct ev_loop *loop, struct config *cfg)
 	return pools;
 }
 
+int
+upstream_pools_activate(struct upstream_pool *pools)
+{
+	for (size_t b = 0; b < pools[0].npools; b++) {
+		struct upstream_pool *p = &pools[b];
+
+		if (p->cfg->health_check == NULL)
+			continue;
+		for (size_t s = 0; s < p->nservers; s++)
+			if (p->servers[s].health == NULL &&
+			    (p->servers[s].health = health_start(p->loop,
+			    &p->servers[s])) == NULL)
+				return -1;
+	}
+	return 0;
+}
+
+const struct config_backend *
+upstream_server_backend(const struct upstream_server *s)
+{
+	return s->pool->cfg;
+}
+
+/* Stops the pools' health checks. */
+static void
+pools_stop_checks(struct upstream_pool *pools)
+{
+	for (size_t b = 0; b < pools[0].npools; b++)
+		for (size_t s = 0; pools[b].servers != NULL &&
+		    s < pools[b].nservers; s++) {
+			health_stop(pools[b].servers[s].health);
+			pools[b].servers[s].health = NULL;
+		}
+}
+
 void
 upstream_pools_retire(struct upstream_pool *pools)
 {
 	struct upstream_conn *c;
 
+	pools_stop_checks(pools);
 	for (size_t b = 0; b < pools[0].npools; b++) {
 		pools[b].retired = true;
 		for (size_t s = 0; s < pools[b].nservers; s++) {
@@ -183,6 +220,7 @@ upstream_pools_free(struct upstream_pool *pools)
 
 	if (pools == NULL)
 		return;
+	pools_stop_checks(pools);
 	for (size_t b = 0; b < pools[0].npools; b++) {
 		struct upstream_line *l = pools[b].line;
 		/* no pool waits in it any more: the servers forget it */
@@ -233,6 +271,8 @@ upstream_pick(struct upstream_pool *pools, size_t backend, size_t *first,
 		for (i = 0; p->nservers > 1 && i < p->nservers; i++) {
 			k = (p->rr + i) % p->nservers;
 			ctr = p->servers[k].ctr;
+			if (ctr->unhealthy)
+				continue;
 			if (ctr->state == UPSTREAM_DOWN) {
 				now = ev_now(p->loop);
 				if (now - ctr->down_since < p->cfg->fail_timeout)
@@ -471,9 +511,11 @@ upstream_close(struct upstream_conn *c)
 }
 
 static const char *
-state_name(enum upstream_state st)
+state_name(const struct upstream_counters *k)
 {
-	switch (st) {
+	if (k->unhealthy)
+		return "unhealthy";
+	switch (k->state) {
 	case UPSTREAM_UP:
 		return "up";
 	case UPSTREAM_DOWN:
@@ -519,7 +561,7 @@ upstream_report(struct upstream_pool *pools, struct strbuf *out, bool json)
 			if (!json) {
 				strbuf_printf(out, "%-*s %-*s %-8s %6llu %9llu "
 				    "%8llu %5zu %8.2f\n", wname, p->cfg->name,
-				    wserver, s->cfg->text, state_name(k->state),
+				    wserver, s->cfg->text, state_name(k),
 				    (unsigned long long)k->active,
 				    (unsigned long long)k->requests,
 				    (unsigned long long)k->failures, s->nidle,
@@ -530,7 +572,7 @@ upstream_report(struct upstream_pool *pools, struct strbuf *out, bool json)
 			strbuf_json_string(out, s->cfg->text);
 			strbuf_printf(out, ",\"state\":\"%s\",\"active\":%llu,"
 			    "\"requests\":%llu,\"failures\":%llu,\"idle\":%zu,"
-			    "\"ttfb_avg_ms\":%.3f}", state_name(k->state),
+			    "\"ttfb_avg_ms\":%.3f}", state_name(k),
 			    (unsigned long long)k->active,
 			    (unsigned long long)k->requests,
 			    (unsigned long long)k->failures, s->nidle, ttfb);
@@ -570,7 +612,7 @@ server_metric(struct strbuf *out, enum server_metric m,
 
 	switch (m) {
 	case SM_DOWN:
-		v = k->state == UPSTREAM_DOWN;
+		v = k->state == UPSTREAM_DOWN || k->unhealthy;
 		break;
 	case SM_ACTIVE:
 		v = k->active;

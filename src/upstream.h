@@ -36,6 +36,9 @@ struct upstream_counters {
 	uint64_t			 requests, failures, active;
 	double				 ttfb_sum;	/* seconds */
 	uint64_t			 ttfb_count;
+	/* health_check (health.h): failing now, and the current streak */
+	bool				 unhealthy;
+	unsigned			 health_fails, health_passes;
 	/*
 	 * The lines of the generations that have this server: a connection
 	 * of one that closes makes room for the waiters of each (a
@@ -51,6 +54,7 @@ struct upstream_server {
 	size_t				 nidle;
 	struct upstream_conn		*idle;		/* most recent first */
 	struct upstream_counters	*ctr;
+	struct health			*health;	/* its checks, if any */
 };
 
 /*
@@ -91,6 +95,14 @@ void			 upstream_pools_free(struct upstream_pool *);
  * requests take the new pools only).
  */
 void			 upstream_pools_retire(struct upstream_pool *);
+/*
+ * The pools are the current ones (after upstream_pools_inherit): the
+ * health checks of their backends begin. -1 when out of memory.
+ */
+int			 upstream_pools_activate(struct upstream_pool *);
+/* The backend of a server. */
+const struct config_backend *upstream_server_backend(
+			    const struct upstream_server *);
 /*
  * The server for a request's attempt-th try: attempt 0 advances the round
  * robin and notes in *first where it stands; later attempts walk on from
