@@ -6,6 +6,8 @@ import http.server
 import json
 import threading
 
+import pytest
+
 from helpers import (SLOW, _global_section, _listener_section, h3_get, metric, metrics,
                      wait_until)
 from test_ops import qproxyctl, stats
@@ -171,3 +173,30 @@ def test_a_server_that_refuses_connections_fails_its_check(qproxy_factory, backe
     # one generation's checks only: about one every 200 ms per server
     c0 = stats(q)["upstream"]["health_checks"]
     wait_until(lambda: stats(q)["upstream"]["health_checks"] >= c0 + 6, "checks go on", 5 * SLOW)
+
+
+@pytest.mark.parametrize("path,why", [
+    ("/hang", "no status line within health_timeout"),
+    ("/garbage", "not an HTTP/1.1 response"),
+    ("/close/0", "status 200"),     # passes: no mark
+    ("/status/500", "status 500"),
+])
+def test_what_fails_a_check(qproxy_factory, backend_app, path, why):
+    q = qproxy_factory(sections=lambda port, cert, key: [
+        _global_section(), _listener_section(port, cert, key),
+        ("backend app", [("server", backend_app.tcp_server), ("health_check", path),
+                         ("health_interval", "100ms"), ("health_timeout", "300ms"),
+                         ("health_fails", "1")]),
+        ("route app", [("path_prefix", "/app/"), ("backend", "app")])])
+    if why == "status 200":
+        wait_until(lambda: stats(q)["upstream"]["health_checks"] >= 3, "three checks",
+                   5 * SLOW)
+        assert stats(q)["upstream"]["health_checks_failed"] == 0
+        assert _server_state(q, "app", backend_app.tcp_server) == "unknown"
+        return
+    wait_until(lambda: _server_state(q, "app", backend_app.tcp_server) == "unhealthy",
+               "marked unhealthy", 5 * SLOW)
+    assert "backend app: server %s fails its health check (%s)" % (
+        backend_app.tcp_server, why) in q.log_text(), q.log_tail()
+    # a backend of one server still takes its requests
+    assert h3_get(q.url("/app/bytes/10")).status == 200
