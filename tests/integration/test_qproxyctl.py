@@ -16,7 +16,7 @@ import time
 import pytest
 
 from helpers import (SLOW, _global_section, _listener_section, app_sections, h3_get, metric,
-                     metrics, qproxy_binary, qproxyctl_binary)
+                     metrics, qproxy_binary, qproxyctl_binary, wait_until)
 
 COMMANDS = ("stats", "conns", "backends", "metrics", "reload", "version")
 
@@ -176,6 +176,13 @@ def test_metrics_are_the_stats_in_prometheus_format(qproxy_factory, backend_app)
     for i in range(3):
         assert h3_get(q.url("/app/bytes/%d" % (10 + i))).status == 200
     assert h3_get(q.url("/elsewhere")).status == 404
+
+    def settled():
+        st = json.loads(qproxyctl(["stats", "--json"], q.control_socket).stdout)
+        return st["connections"]["current"] == 0 and \
+            st["listeners"][0]["connections_current"] == 0
+    # the present values taken twice below hold still
+    wait_until(settled, "the clients' connections gone", 10 * SLOW)
     p = qproxyctl(["stats", "--json"], q.control_socket)
     st = json.loads(p.stdout)
     fams = metrics(q.control_socket)
