@@ -163,6 +163,9 @@ static int	config_set_header(struct config_parser *,
 static int	config_set_health_path(struct config_parser *,
 		    const struct config_key *, struct config_section *, void *,
 		    const char *);
+static int	config_set_acl(struct config_parser *,
+		    const struct config_key *, struct config_section *, void *,
+		    const char *);
 static int	config_set_rate(struct config_parser *,
 		    const struct config_key *, struct config_section *, void *,
 		    const char *);
@@ -308,6 +311,10 @@ static const struct config_key config_keys[] = {
 	    0, 0, NULL, KEY_REQUIRED, NOF },
 	{ SECT_ROUTE, "max_body_size", config_set_size,
 	    0, 1024 * GB, "0", 0, F(config_route, max_body_size) },
+	{ SECT_ROUTE, "allow", config_set_acl,
+	    1, 0, NULL, KEY_REPEAT, NOF },
+	{ SECT_ROUTE, "deny", config_set_acl,
+	    0, 0, NULL, KEY_REPEAT, NOF },
 	{ SECT_ROUTE, "set_request_header", config_set_header,
 	    0, 0, NULL, KEY_REPEAT, F(config_route, set_request) },
 	{ SECT_ROUTE, "set_response_header", config_set_header,
@@ -1171,6 +1178,65 @@ config_set_health_path(struct config_parser *p, const struct config_key *k,
 	return config_set_prefix(p, k, s, obj, value);
 }
 
+/*
+ * allow (k->min 1) and deny: "all", an address, or an address block
+ * ("192.0.2.0/24", "2001:db8::/32") whose bits past its length are 0.
+ */
+static int
+config_set_acl(struct config_parser *p, const struct config_key *k,
+    struct config_section *s, void *obj, const char *value)
+{
+	struct config_route	*r = obj;
+	struct config_acl	 a, *v;
+	const char		*slash, *end;
+	char			 host[INET6_ADDRSTRLEN];
+	uint64_t		 bits;
+	size_t			 len, i;
+
+	(void)s;
+	memset(&a, 0, sizeof(a));
+	a.allow = k->min == 1;
+	if (strcmp(value, "all") == 0)
+		a.all = true;
+	else {
+		slash = strchr(value, '/');
+		len = slash != NULL ? (size_t)(slash - value) : strlen(value);
+		if (len >= sizeof(host))
+			goto bad;
+		memcpy(host, value, len);
+		host[len] = '\0';
+		if (inet_pton(AF_INET, host, a.addr) == 1)
+			a.family = AF_INET;
+		else if (inet_pton(AF_INET6, host, a.addr) == 1)
+			a.family = AF_INET6;
+		else
+			goto bad;
+		a.prefix = a.family == AF_INET ? 32 : 128;
+		if (slash != NULL) {
+			if (config_parse_uint(slash + 1, &end, &bits) == -1 ||
+			    *end != '\0' || bits > a.prefix)
+				goto bad;
+			a.prefix = (unsigned)bits;
+		}
+		for (i = a.prefix; i < (a.family == AF_INET ? 32u : 128u); i++)
+			if (a.addr[i / 8] & (0x80 >> (i % 8))) {
+				config_error(p, p->line, "%s: \"%s\" has bits "
+				    "set past its /%u", k->name, value,
+				    a.prefix);
+				return -1;
+			}
+	}
+	if ((v = config_grow(p, r->acl, r->nacl, sizeof(*v))) == NULL)
+		return -1;
+	r->acl = v;
+	r->acl[r->nacl++] = a;
+	return 0;
+bad:
+	config_bad_value(p, k, value, "all, an IP address, or an address "
+	    "block such as 192.0.2.0/24 or 2001:db8::/32");
+	return -1;
+}
+
 /* resolved once every backend is known, in config_finish */
 static int
 config_set_backend(struct config_parser *p, const struct config_key *k,
@@ -1796,6 +1862,7 @@ config_free(struct config *cfg)
 		free(cfg->routes[i].name);
 		free(cfg->routes[i].host);
 		free(cfg->routes[i].path_prefix);
+		free(cfg->routes[i].acl);
 		config_headers_free(&cfg->routes[i].set_request);
 		config_headers_free(&cfg->routes[i].set_response);
 	}

@@ -86,6 +86,15 @@ struct config_headers {
 	size_t			 n;
 };
 
+/* A route's allow or deny: an address block, or every client (all). */
+struct config_acl {
+	bool		 allow;
+	bool		 all;
+	int		 family;	/* AF_INET or AF_INET6, unless all */
+	unsigned	 prefix;	/* bits */
+	uint8_t		 addr[16];	/* the block's first address */
+};
+
 struct config_route {
 	char		*name;
 	int		 line;
@@ -96,9 +105,11 @@ struct config_route {
 	size_t		 backend;	/* index into config.backends */
 	struct config_headers set_request;	/* set_request_header */
 	struct config_headers set_response;	/* set_response_header */
+	struct config_acl *acl;		/* allow and deny, in file order */
+	size_t		 nacl;
 };
 
-#define CONFIG_MAX_KEYS	64	/* keys of all kinds of section */
+#define CONFIG_MAX_KEYS	96	/* keys of all kinds of section */
 #define WORKERS_MAX	64	/* [global] workers */
 
 /* All of it is owned by the struct config and freed by config_free. */

@@ -263,6 +263,7 @@ status_text(int status)
 {
 	switch (status) {
 	case 400: return "Bad Request";
+	case 403: return "Forbidden";
 	case 404: return "Not Found";
 	case 408: return "Request Timeout";
 	case 413: return "Content Too Large";
@@ -816,6 +817,13 @@ exchange_headers_end(struct exchange *ex, bool fin)
 	if ((route = route_match_host(ex_cfg(ex), host, hostlen, path,
 	    plen)) == NULL) {
 		ex_respond(ex, 404);
+		return;
+	}
+	if (route->nacl > 0 &&
+	    !route_allows(route, ngtcp2_conn_get_path(ex->qc->conn)->
+	    remote.addr)) {
+		stats.requests_forbidden++;
+		ex_respond(ex, 403);
 		return;
 	}
 	if (ex->early && !early_method_allowed(ex)) {

@@ -1,4 +1,6 @@
 /* route.c: picks the route, and so the backend, for a request. */
+#include <sys/socket.h>
+#include <netinet/in.h>
 #include <arpa/inet.h>
 #include <stdbool.h>
 #include <string.h>
@@ -122,4 +124,40 @@ route_match(const struct config *cfg, const char *authority,
 	route_host(authority, authoritylen, buf, sizeof(buf), &host,
 	    &hostlen);
 	return route_match_host(cfg, host, hostlen, path, pathlen);
+}
+
+/* Whether the first prefix bits of a and b are the same. */
+static bool
+prefix_equal(const uint8_t *a, const uint8_t *b, unsigned prefix)
+{
+	unsigned whole = prefix / 8, rest = prefix % 8;
+
+	if (memcmp(a, b, whole) != 0)
+		return false;
+	return rest == 0 ||
+	    ((a[whole] ^ b[whole]) & (uint8_t)(0xff << (8 - rest))) == 0;
+}
+
+bool
+route_allows(const struct config_route *r, const struct sockaddr *sa)
+{
+	const uint8_t *addr;
+	int family = sa->sa_family;
+
+	if (family == AF_INET)
+		addr = (const uint8_t *)
+		    &((const struct sockaddr_in *)(const void *)sa)->sin_addr;
+	else if (family == AF_INET6)
+		addr = ((const struct sockaddr_in6 *)(const void *)sa)->
+		    sin6_addr.s6_addr;
+	else
+		addr = NULL;
+	for (size_t i = 0; i < r->nacl; i++) {
+		const struct config_acl *a = &r->acl[i];
+
+		if (a->all || (addr != NULL && a->family == family &&
+		    prefix_equal(addr, a->addr, a->prefix)))
+			return a->allow;
+	}
+	return true;
 }

@@ -2,6 +2,7 @@
 #ifndef QPROXY_ROUTE_H
 #define QPROXY_ROUTE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "config.h"
@@ -28,5 +29,12 @@ const struct config_route *route_match_host(const struct config *cfg,
  */
 void route_host(const char *auth, size_t len, char *buf, size_t buflen,
     const char **host, size_t *hostlen);
+
+struct sockaddr;
+/*
+ * Whether the route's allow and deny let a client at this address in:
+ * the first that matches decides, and with none matching it is let in.
+ */
+bool route_allows(const struct config_route *, const struct sockaddr *);
 
 #endif

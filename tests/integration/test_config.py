@@ -86,6 +86,9 @@ BROKEN = {
     "set-header-host": insert_after(26, "set_request_header = Host: example.com"),
     "set-header-twice": lambda lines: insert_after(26, "set_request_header = X-A: 1")(lines)
     and insert_after(27, "set_request_header = x-a: 2")(lines),
+    "allow-host-bits": insert_after(26, "allow = 10.0.0.1/8"),
+    "deny-not-an-address": insert_after(26, "deny = localhost"),
+    "allow-prefix-too-long": insert_after(26, "allow = 2001:db8::/129"),
     "cid-lengths-under-7": lambda lines: insert_after(5, "cid_nonce_length = 4")(lines)
     and insert_after(6, "cid_server_id = ab")(lines),
 }

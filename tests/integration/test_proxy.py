@@ -351,6 +351,44 @@ def test_route_sets_response_fields(qproxy_factory, backend_app):
     assert r.body == b"final response after early hints\n"
 
 
+def test_route_allow_and_deny(qproxy_factory, backend_app):
+    """A route's allow and deny, first match deciding: 127.0.0.2 is let in,
+    127.0.0.3 is denied before the allow that would take it, and every
+    other client is denied by "deny = all": 403 from qproxy, and the
+    backend sees nothing. A route without rules takes everyone."""
+    def sections(port, cert, key):
+        return [("global", [("log_level", "debug")]),
+                ("listener main", [("address", "127.0.0.1:%d" % port),
+                                   ("certificate", cert), ("private_key", key)]),
+                ("backend app", [("server", backend_app.tcp_server)]),
+                ("route admin", [("path_prefix", "/app/"), ("backend", "app"),
+                                 ("deny", "127.0.0.3"), ("allow", "127.0.0.0/30"),
+                                 ("deny", "all")]),
+                ("route open", [("path_prefix", "/open/"), ("backend", "app")])]
+    q = qproxy_factory(sections=sections)
+    before = backend_app.count
+    for source, status in (("127.0.0.1", 200), ("127.0.0.2", 200), ("127.0.0.3", 403),
+                           ("127.0.0.4", 403)):
+        c, col = make_easy(q.url("/app/bytes/10"), source=source)
+        try:
+            c.perform()
+            col.finish(c)
+        finally:
+            c.close()
+        assert col.resp.status == status, (source, col.resp.status)
+        if status == 403:
+            assert col.resp.body == b"403 Forbidden\n"
+    assert backend_app.count == before + 2
+    assert stats(q)["requests"]["forbidden"] == 2
+    c, col = make_easy(q.url("/open/bytes/10"), source="127.0.0.4")
+    try:
+        c.perform()
+        col.finish(c)
+    finally:
+        c.close()
+    assert col.resp.status == 200
+
+
 def test_route_by_host(qp, backend_app, backend_other):
     """:authority other.example (no port) selects backend `other`."""
     before_app = backend_app.count

@@ -1,5 +1,9 @@
 /* test_route.c: picking the route for a request. */
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,6 +127,25 @@ test_catch_all(void)
 	CHECK_ROUTE(&cfg, "x", "", "all");
 }
 
+/* route_allows for a client at the address text */
+static bool
+allows(const struct config_route *r, const char *text)
+{
+	struct sockaddr_in	 in;
+	struct sockaddr_in6	 in6;
+
+	memset(&in, 0, sizeof(in));
+	memset(&in6, 0, sizeof(in6));
+	if (inet_pton(AF_INET, text, &in.sin_addr) == 1) {
+		in.sin_family = AF_INET;
+		return route_allows(r, (struct sockaddr *)&in);
+	}
+	if (inet_pton(AF_INET6, text, &in6.sin6_addr) != 1)
+		abort();
+	in6.sin6_family = AF_INET6;
+	return route_allows(r, (struct sockaddr *)&in6);
+}
+
 /* what config_load keeps matches as it should */
 static void
 test_loaded(void)
@@ -146,6 +169,14 @@ test_loaded(void)
 	    "backend = b\n"
 	    "[route v6]\n"
 	    "host = [::0:1]\n"
+	    "backend = b\n"
+	    "[route acl]\n"
+	    "host = acl.test\n"
+	    "deny = 10.1.2.3\n"
+	    "allow = 10.0.0.0/8\n"
+	    "allow = 192.0.2.128/25\n"
+	    "allow = 2001:db8:8000::/33\n"
+	    "deny = all\n"
 	    "backend = b\n";
 
 	snprintf(dir, sizeof(dir), "%s/qproxy-test.XXXXXX",
@@ -183,6 +214,21 @@ test_loaded(void)
 		CHECK_ROUTE(cfg, "[::1]:4433", "/", "v6");
 		CHECK_ROUTE(cfg, "example.com", "/Img/", "-");
 		CHECK_EQ_INT(cfg->routes[0].backend, 0);
+		CHECK(allows(&cfg->routes[0], "203.0.113.1"));
+		CHECK_EQ_INT(cfg->routes[3].nacl, 5);
+		CHECK(!allows(&cfg->routes[3], "10.1.2.3"));
+		CHECK(allows(&cfg->routes[3], "10.1.2.4"));
+		CHECK(allows(&cfg->routes[3], "10.255.255.255"));
+		CHECK(!allows(&cfg->routes[3], "11.0.0.0"));
+		CHECK(allows(&cfg->routes[3], "192.0.2.128"));
+		CHECK(allows(&cfg->routes[3], "192.0.2.255"));
+		CHECK(!allows(&cfg->routes[3], "192.0.2.127"));
+		CHECK(allows(&cfg->routes[3], "2001:db8:8000::1"));
+		CHECK(allows(&cfg->routes[3], "2001:db8:ffff:ffff::1"));
+		CHECK(!allows(&cfg->routes[3], "2001:db8:7fff::1"));
+		/* an IPv4 rule says nothing of IPv6 clients, nor the reverse */
+		CHECK(!allows(&cfg->routes[3], "::ffff:10.0.0.1"));
+		CHECK(!allows(&cfg->routes[3], "::1"));
 	}
 	config_free(cfg);
 
