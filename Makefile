@@ -265,6 +265,11 @@ install: $(B)/qproxy $(B)/qproxyctl
 	    systemd/qproxy.service.in \
 	    >$(DESTDIR)$(UNITDIR)/qproxy.service
 	chmod 644 $(DESTDIR)$(UNITDIR)/qproxy.service
+	sed -e 's|@SBINDIR@|$(SBINDIR)|g' systemd/qproxy-metrics@.service.in \
+	    >$(DESTDIR)$(UNITDIR)/qproxy-metrics@.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/qproxy-metrics@.service
+	install -m 644 systemd/qproxy-metrics.socket \
+	    $(DESTDIR)$(UNITDIR)/qproxy-metrics.socket
 	install -m 644 man/qproxy.8 $(DESTDIR)$(MANDIR)/man8/qproxy.8
 	install -m 644 man/qproxy.conf.5 $(DESTDIR)$(MANDIR)/man5/qproxy.conf.5
 	test -e $(DESTDIR)$(SYSCONFDIR)/qproxy.conf || \

@@ -29,12 +29,50 @@ static const char *const ctl_commands[] = {
 #define CTL_NCOMMANDS	(sizeof(ctl_commands) / sizeof(ctl_commands[0]))
 
 static const char *ctl_socket = CTL_DEFAULT_SOCKET;
+/* --http: one HTTP request on standard input, its answer on the output */
+static int ctl_http;
+
+#define CTL_HTTP_HEAD_MAX	8192	/* bytes of request head read */
+#define CTL_HTTP_TIMEOUT_MS	5000	/* for the whole head */
+
+/* Writes an HTTP response; HEAD gets the head only. */
+static void
+ctl_http_respond(int status, const char *reason, const char *type,
+    const char *body, size_t len, int head_only)
+{
+	printf("HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
+	    "Content-Length: %zu\r\nConnection: close\r\n\r\n", status,
+	    reason, type, len);
+	if (!head_only)
+		fwrite(body, 1, len, stdout);
+	fflush(stdout);
+}
+
+static void
+ctl_http_error(int status, const char *reason)
+{
+	char body[128];
+	int n = snprintf(body, sizeof(body), "%d %s\n", status, reason);
+
+	ctl_http_respond(status, reason, "text/plain; charset=utf-8", body,
+	    (size_t)n, 0);
+}
+
+/* The daemon could not be asked (said on stderr): exit 1. */
+static __attribute__((noreturn)) void
+ctl_die(void)
+{
+	if (ctl_http)
+		ctl_http_error(503, "Service Unavailable");
+	exit(1);
+}
 
 static void
 ctl_usage(FILE *f)
 {
 	fprintf(f,
 	    "usage: qproxyctl [-s socket] command [--json]\n"
+	    "       qproxyctl [-s socket] --http metrics\n"
 	    "commands:\n"
 	    "  stats      counters: connections, requests, traffic, "
 	    "listeners, backends\n"
@@ -46,6 +84,8 @@ ctl_usage(FILE *f)
 	    "  reload     reload the configuration (like SIGHUP)\n"
 	    "  version    client and daemon versions\n"
 	    "Commands may be abbreviated to a unique prefix.\n"
+	    "--http answers one HTTP GET of /metrics on standard input, as a\n"
+	    "systemd socket with Accept=yes runs it (qproxy-metrics.socket).\n"
 	    "The default socket is " CTL_DEFAULT_SOCKET ".\n");
 }
 
@@ -109,7 +149,7 @@ ctl_wait(int fd, short events, const struct timespec *deadline)
 		if (errno != EINTR) {
 			fprintf(stderr, "qproxyctl: poll: %s\n",
 			    strerror(errno));
-			exit(1);
+			ctl_die();
 		}
 	}
 }
@@ -127,12 +167,12 @@ ctl_connect(const struct timespec *deadline)
 	if (strlen(ctl_socket) >= sizeof(sun.sun_path)) {
 		fprintf(stderr, "qproxyctl: %s: socket path too long\n",
 		    ctl_socket);
-		exit(1);
+		ctl_die();
 	}
 	memcpy(sun.sun_path, ctl_socket, strlen(ctl_socket));
 	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1) {
 		fprintf(stderr, "qproxyctl: socket: %s\n", strerror(errno));
-		exit(1);
+		ctl_die();
 	}
 	/* a blocking connect waits while the backlog is full: bound it */
 	ms = ctl_remaining(deadline);
@@ -152,12 +192,12 @@ ctl_connect(const struct timespec *deadline)
 		else
 			fprintf(stderr, "qproxyctl: cannot connect to %s: %s\n",
 			    ctl_socket, strerror(errno));
-		exit(1);
+		ctl_die();
 	}
 	if ((flags = fcntl(fd, F_GETFL)) == -1 ||
 	    fcntl(fd, F_SETFL, flags | O_NONBLOCK) == -1) {
 		fprintf(stderr, "qproxyctl: fcntl: %s\n", strerror(errno));
-		exit(1);
+		ctl_die();
 	}
 	return fd;
 }
@@ -167,7 +207,7 @@ ctl_timeout(void)
 {
 	fprintf(stderr, "qproxyctl: %s: no reply within %d seconds\n",
 	    ctl_socket, CTL_TIMEOUT_MS / 1000);
-	exit(1);
+	ctl_die();
 }
 
 /* Sends the request and reads the whole reply into reply. */
@@ -203,7 +243,7 @@ ctl_exchange(const char *cmd, int json, struct strbuf *reply)
 			}
 			fprintf(stderr, "qproxyctl: %s: send: %s\n",
 			    ctl_socket, strerror(errno));
-			exit(1);
+			ctl_die();
 		}
 		off += (size_t)n;
 	}
@@ -223,7 +263,7 @@ ctl_exchange(const char *cmd, int json, struct strbuf *reply)
 				break;
 			fprintf(stderr, "qproxyctl: %s: recv: %s\n",
 			    ctl_socket, strerror(errno));
-			exit(1);
+			ctl_die();
 		}
 		if (n == 0)
 			break;
@@ -232,15 +272,79 @@ ctl_exchange(const char *cmd, int json, struct strbuf *reply)
 		if (reply->truncated) {
 			fprintf(stderr, "qproxyctl: %s: reply longer than %u "
 			    "bytes\n", ctl_socket, CTL_MAX_READ);
-			exit(1);
+			ctl_die();
 		}
 	}
 	if (send_err != 0) {
 		fprintf(stderr, "qproxyctl: %s: send: %s\n", ctl_socket,
 		    strerror(send_err));
-		exit(1);
+		ctl_die();
 	}
 	close(fd);
+}
+
+/*
+ * --http: reads the request head from standard input (a socket that
+ * systemd accepted, or inetd's) within CTL_HTTP_TIMEOUT_MS. Returns 0 for
+ * a GET or HEAD of /metrics (*head_only set for HEAD), or the status to
+ * answer with.
+ */
+static int
+ctl_http_request(int *head_only)
+{
+	struct timespec deadline;
+	char buf[CTL_HTTP_HEAD_MAX + 1], *sp, *sp2, *eol;
+	size_t len = 0, mlen;
+	ssize_t n;
+
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	deadline.tv_sec += CTL_HTTP_TIMEOUT_MS / 1000;
+	for (;;) {
+		buf[len] = '\0';
+		if (strstr(buf, "\r\n\r\n") != NULL ||
+		    strstr(buf, "\n\n") != NULL)
+			break;
+		if (len == CTL_HTTP_HEAD_MAX)
+			return 431;
+		if (ctl_wait(STDIN_FILENO, POLLIN, &deadline) == -1)
+			return 408;
+		n = read(STDIN_FILENO, buf + len, CTL_HTTP_HEAD_MAX - len);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return 400;
+		if (memchr(buf + len, '\0', (size_t)n) != NULL)
+			return 400;
+		len += (size_t)n;
+	}
+	/* METHOD SP TARGET SP HTTP/1.x */
+	if ((eol = strchr(buf, '\n')) == NULL ||
+	    (sp = memchr(buf, ' ', (size_t)(eol - buf))) == NULL ||
+	    (sp2 = memchr(sp + 1, ' ', (size_t)(eol - sp - 1))) == NULL ||
+	    strncmp(sp2 + 1, "HTTP/1.", 7) != 0)
+		return 400;
+	mlen = (size_t)(sp - buf);
+	if (!(mlen == 3 && memcmp(buf, "GET", 3) == 0) &&
+	    !(mlen == 4 && memcmp(buf, "HEAD", 4) == 0))
+		return 405;
+	*head_only = mlen == 4;
+	if (!((size_t)(sp2 - sp - 1) == 8 && memcmp(sp + 1, "/metrics", 8) ==
+	    0) && strncmp(sp + 1, "/metrics?", 9) != 0)
+		return 404;
+	return 0;
+}
+
+static const char *
+ctl_http_reason(int status)
+{
+	switch (status) {
+	case 400: return "Bad Request";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 408: return "Request Timeout";
+	case 431: return "Request Header Fields Too Large";
+	default: return "Service Unavailable";
+	}
 }
 
 int
@@ -250,17 +354,21 @@ main(int argc, char *argv[])
 		{ "json",	no_argument,		NULL,	'j' },
 		{ "socket",	required_argument,	NULL,	's' },
 		{ "help",	no_argument,		NULL,	'h' },
+		{ "http",	no_argument,		NULL,	'H' },
 		{ NULL,		0,			NULL,	0 },
 	};
 	struct strbuf reply;
 	const char *cmd, *p, *nl;
-	int ch, json = 0;
+	int ch, json = 0, head_only = 0, status;
 
-	while ((ch = getopt_long(argc, argv, "hjs:", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "hHjs:", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'h':
 			ctl_usage(stdout);
 			return 0;
+		case 'H':
+			ctl_http = 1;
+			break;
 		case 'j':
 			json = 1;
 			break;
@@ -286,6 +394,15 @@ main(int argc, char *argv[])
 		ctl_usage_error();
 	}
 
+	if (ctl_http && strcmp(cmd, "metrics") != 0) {
+		fprintf(stderr, "qproxyctl: --http answers metrics only\n");
+		ctl_usage_error();
+	}
+	if (ctl_http && (status = ctl_http_request(&head_only)) != 0) {
+		ctl_http_error(status, ctl_http_reason(status));
+		return 1;
+	}
+
 	if (strcmp(cmd, "version") == 0 && !json) {
 		printf("qproxyctl %s\n", QPROXY_VERSION);
 		fflush(stdout);
@@ -295,6 +412,12 @@ main(int argc, char *argv[])
 	ctl_exchange(cmd, json, &reply);
 
 	p = strbuf_str(&reply);
+	if (reply.len >= 3 && memcmp(p, "OK\n", 3) == 0 && ctl_http) {
+		ctl_http_respond(200, "OK", "text/plain; version=0.0.4; "
+		    "charset=utf-8", p + 3, reply.len - 3, head_only);
+		strbuf_free(&reply);
+		return ferror(stdout) ? 1 : 0;
+	}
 	if (reply.len >= 3 && memcmp(p, "OK\n", 3) == 0) {
 		fwrite(p + 3, 1, reply.len - 3, stdout);
 		strbuf_free(&reply);
@@ -307,11 +430,15 @@ main(int argc, char *argv[])
 	}
 	if (reply.len >= 4 && memcmp(p, "ERR ", 4) == 0 &&
 	    (nl = memchr(p, '\n', reply.len)) != NULL) {
+		if (ctl_http)
+			ctl_http_error(503, ctl_http_reason(503));
 		fprintf(stderr, "qproxyctl: %.*s\n", (int)(nl - p - 4), p + 4);
 		fwrite(nl + 1, 1, reply.len - (size_t)(nl + 1 - p), stderr);
 		strbuf_free(&reply);
 		return 1;
 	}
+	if (ctl_http)
+		ctl_http_error(503, ctl_http_reason(503));
 	if (reply.len == 0)
 		fprintf(stderr, "qproxyctl: %s: the daemon closed the "
 		    "connection without a reply\n", ctl_socket);

@@ -91,6 +91,39 @@ def test_systemd_unit_verifies_and_is_sandboxed(tmp_path):
     assert float(level[0].split(":")[1].split()[0]) <= 2.0, level[0]
 
 
+def test_metrics_socket_units_verify_and_are_sandboxed(tmp_path):
+    """qproxy-metrics.socket runs qproxy-metrics@.service for each scrape,
+    as the qproxy group, with nothing but a Unix socket to reach."""
+    p = _install(tmp_path)
+    assert p.returncode == 0, p.stderr
+    units = tmp_path / "usr/lib/systemd/system"
+    sock = (units / "qproxy-metrics.socket").read_text()
+    svc = (units / "qproxy-metrics@.service").read_text()
+    assert "Accept=yes" in sock and "ListenStream=127.0.0.1:" in sock
+    assert "ExecStart=-/usr/sbin/qproxyctl -s /run/qproxy/control.sock --http metrics" \
+        in svc, svc
+    for line in ("StandardInput=socket", "Group=qproxy", "RestrictAddressFamilies=AF_UNIX\n",
+                 "CapabilityBoundingSet=\n"):
+        assert line in svc, line
+    d = tmp_path / "verify"
+    d.mkdir()
+    (d / "qproxy-metrics.socket").write_text(sock)
+    (d / "qproxy-metrics@.service").write_text(
+        svc.replace("/usr/sbin/", "%s/usr/sbin/" % tmp_path))
+    env = dict(os.environ, MANPATH=str(tmp_path / "usr/share/man"))
+    v = subprocess.run(["systemd-analyze", "verify", str(d / "qproxy-metrics.socket"),
+                        str(d / "qproxy-metrics@.service")],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert v.returncode == 0 and v.stdout + v.stderr == "", v.stdout + v.stderr
+    s = subprocess.run(["systemd-analyze", "security", "--offline=true",
+                        str(d / "qproxy-metrics@.service")], capture_output=True,
+                       text=True, timeout=60)
+    level = [l for l in (s.stdout + s.stderr).splitlines()
+             if "Overall exposure level" in l]
+    assert level, s.stdout + s.stderr
+    assert float(level[0].split(":")[1].split()[0]) <= 2.0, level[0]
+
+
 def test_manuals_are_clean():
     pages = [os.path.join(TOP, "man", p) for p in
              ("qproxy.8", "qproxy.conf.5", "qproxyctl.8")]

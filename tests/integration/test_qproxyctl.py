@@ -221,9 +221,72 @@ def test_metrics_are_the_stats_in_prometheus_format(qproxy_factory, backend_app)
     assert qproxyctl(["m"], q.control_socket).stdout.startswith("# TYPE ")
 
 
+def _scrape(url, method=None):
+    """An HTTP/1.1 request by libcurl: (status, content-type, body)."""
+    import io
+    import pycurl
+    buf = io.BytesIO()
+    c = pycurl.Curl()
+    try:
+        c.setopt(pycurl.URL, url)
+        c.setopt(pycurl.WRITEDATA, buf)
+        c.setopt(pycurl.TIMEOUT, 20)
+        if method == "HEAD":
+            c.setopt(pycurl.NOBODY, 1)
+        elif method:
+            c.setopt(pycurl.CUSTOMREQUEST, method)
+        c.perform()
+        return (c.getinfo(pycurl.RESPONSE_CODE), c.getinfo(pycurl.CONTENT_TYPE),
+                buf.getvalue())
+    finally:
+        c.close()
+
+
+def test_metrics_over_http_as_systemd_runs_it(qproxy_factory, backend_app):
+    """qproxyctl --http metrics, run for each connection by systemd's own
+    socket activation tool in the way of qproxy-metrics.socket (Accept=yes),
+    scraped over HTTP by libcurl and read by Prometheus's parser; other
+    paths and methods get their errors, and with qproxy gone a scrape gets
+    503."""
+    from prometheus_client.parser import text_string_to_metric_families
+    q = qproxy_factory(sections=app_sections(backend_app.tcp_server))
+    assert h3_get(q.url("/app/bytes/10")).status == 200
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    act = subprocess.Popen(["systemd-socket-activate", "--inetd", "-a",
+                            "-l", "127.0.0.1:%d" % port, qproxyctl_binary(),
+                            "-s", q.control_socket, "--http", "metrics"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        url = "http://127.0.0.1:%d" % port
+
+        def listening():
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+        wait_until(listening, "the activator listening", 10 * SLOW)
+        status, ctype, body = _scrape(url + "/metrics")
+        assert status == 200 and ctype == "text/plain; version=0.0.4; charset=utf-8"
+        fams = {f.name: f for f in text_string_to_metric_families(body.decode())}
+        assert fams["qproxy_requests_2xx"].samples[0].value >= 1
+        assert _scrape(url + "/metrics?name=x")[0] == 200
+        assert _scrape(url + "/metrics", "HEAD")[:2] == (200, ctype)
+        assert _scrape(url + "/other")[0] == 404
+        assert _scrape(url + "/metrics", "POST")[0] == 405
+        q.stop()
+        status, _, body = _scrape(url + "/metrics")
+        assert status == 503 and body == b"503 Service Unavailable\n"
+    finally:
+        act.terminate()
+        act.wait(timeout=10)
+
+
 @pytest.mark.parametrize("args", [[""], ["frobnicate"], ["x"], ["statsx"], [],
                                   ["stats", "conns"], ["reload", "--json"],
-                                  ["metrics", "--json"],
+                                  ["metrics", "--json"], ["--http", "stats"],
                                   ["--no-such-option", "stats"]])
 def test_usage_errors_exit_2(qp, args):
     p = qproxyctl(args, qp.control_socket)
