@@ -334,6 +334,32 @@ ctl_http_request(int *head_only)
 	return 0;
 }
 
+/*
+ * After an answer to a request not read whole: the rest is read and
+ * dropped for a moment, as a close with unread bytes would send the
+ * client a reset that may come before the answer.
+ */
+static void
+ctl_http_linger(void)
+{
+	struct timespec deadline;
+	char buf[4096];
+	size_t total = 0;
+	ssize_t n;
+
+	(void)shutdown(STDOUT_FILENO, SHUT_WR);
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	deadline.tv_sec += 1;
+	while (total < 65536 && ctl_wait(STDIN_FILENO, POLLIN, &deadline) == 0) {
+		if ((n = read(STDIN_FILENO, buf, sizeof(buf))) == -1 &&
+		    errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		total += (size_t)n;
+	}
+}
+
 static const char *
 ctl_http_reason(int status)
 {
@@ -400,6 +426,7 @@ main(int argc, char *argv[])
 	}
 	if (ctl_http && (status = ctl_http_request(&head_only)) != 0) {
 		ctl_http_error(status, ctl_http_reason(status));
+		ctl_http_linger();
 		return 1;
 	}
 

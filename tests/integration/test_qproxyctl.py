@@ -276,6 +276,21 @@ def test_metrics_over_http_as_systemd_runs_it(qproxy_factory, backend_app):
         assert _scrape(url + "/metrics", "HEAD")[:2] == (200, ctype)
         assert _scrape(url + "/other")[0] == 404
         assert _scrape(url + "/metrics", "POST")[0] == 405
+
+        def raw(data, wait=10):
+            with socket.create_connection(("127.0.0.1", port), timeout=wait * SLOW) as c:
+                c.sendall(data)
+                got = b""
+                while True:
+                    chunk = c.recv(4096)
+                    if not chunk:
+                        return got.split(b"\r\n", 1)[0]
+                    got += chunk
+        assert raw(b"GARBAGE\r\n\r\n") == b"HTTP/1.1 400 Bad Request"
+        assert raw(b"GET /metrics HTTP/1.1\r\nX: " + b"x" * 9000) == \
+            b"HTTP/1.1 431 Request Header Fields Too Large"
+        # a head never ended: 5 s for it
+        assert raw(b"GET /metrics HTTP/1.1\r\n") == b"HTTP/1.1 408 Request Timeout"
         q.stop()
         status, _, body = _scrape(url + "/metrics")
         assert status == 503 and body == b"503 Service Unavailable\n"
