@@ -251,23 +251,30 @@ def test_metrics_over_http_as_systemd_runs_it(qproxy_factory, backend_app):
     from prometheus_client.parser import text_string_to_metric_families
     q = qproxy_factory(sections=app_sections(backend_app.tcp_server))
     assert h3_get(q.url("/app/bytes/10")).status == 200
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    act = subprocess.Popen(["systemd-socket-activate", "--inetd", "-a",
-                            "-l", "127.0.0.1:%d" % port, qproxyctl_binary(),
-                            "-s", q.control_socket, "--http", "metrics"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        url = "http://127.0.0.1:%d" % port
-
-        def listening():
+    def listening(act, port):
+        deadline = time.monotonic() + 10 * SLOW
+        while act.poll() is None and time.monotonic() < deadline:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 return True
             except OSError:
-                return False
-        wait_until(listening, "the activator listening", 10 * SLOW)
+                time.sleep(0.05)
+        return False
+    # a free port may be taken before the activator binds it: another one
+    for _ in range(5):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        act = subprocess.Popen(["systemd-socket-activate", "--inetd", "-a",
+                                "-l", "127.0.0.1:%d" % port, qproxyctl_binary(),
+                                "-s", q.control_socket, "--http", "metrics"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if listening(act, port):
+            break
+    else:
+        raise AssertionError("systemd-socket-activate found no port")
+    try:
+        url = "http://127.0.0.1:%d" % port
         status, ctype, body = _scrape(url + "/metrics")
         assert status == 200 and ctype == "text/plain; version=0.0.4; charset=utf-8"
         fams = {f.name: f for f in text_string_to_metric_families(body.decode())}
