@@ -108,6 +108,27 @@ def test_metrics_add_up_the_workers(qproxy_factory, backend_app):
     assert fams["qproxy_workers_restarts"].type == "counter"
 
 
+def test_every_worker_checks_the_backends(qproxy_factory, backend_app):
+    """health_check with workers: each worker checks on its own, each marks
+    the server, and the merged replies show it so (the metric counts the
+    workers that pass it over)."""
+    q = _workers(qproxy_factory, backend_app, backends=[
+        ("backend checked", [("server", backend_app.tcp_server),
+                             ("health_check", "/status/503"), ("health_interval", "100ms"),
+                             ("health_fails", "1")])])
+
+    def state():
+        b = json.loads(qproxyctl(q, "backends", "--json").stdout)["backends"]
+        return [x for x in b if x["name"] == "checked"][0]["servers"][0]["state"]
+    wait_until(lambda: state() == "unhealthy", "both workers' marks", 5 * SLOW)
+    for i in range(N):
+        st = _worker_stats(q, i)["upstream"]
+        assert st["health_checks_failed"] >= 1, (i, st)
+    fams = metrics(q.control_socket)
+    assert metric(fams, "qproxy_backend_server_down", backend="checked",
+                  server=backend_app.tcp_server) == N
+
+
 def test_a_moving_client_stays_with_its_worker(qproxy_factory, backend_app):
     """libcurl downloads while a relay gives it a new port now and then (a
     NAT rebinding). By its address the kernel would hand the moved client
