@@ -254,7 +254,9 @@ server_apply(struct quic_server *srv, struct config *cfg, struct strbuf *errs)
 			LIST_FOREACH(s, &srv->socks, entry)
 				if (addr_equal(&s->local, &lc->addrs[j]))
 					break;
-			if (s == NULL && worker_count > 1 &&
+			/* (one dropped by an earlier reload, still
+			   draining, is let go all the same) */
+			if (worker_count > 1 &&
 			    !workers_have_socket(&lc->addrs[j])) {
 				strbuf_printf(errs, "%s:%d: listener %s: udp %s "
 				    "is new: with workers, new addresses take "
@@ -305,6 +307,8 @@ server_apply(struct quic_server *srv, struct config *cfg, struct strbuf *errs)
 			log_info("udp %s: no longer configured; draining %zu "
 			    "connection(s)", addr_format(&s->local, text,
 			    sizeof(text)), s->nconns);
+			if (worker_count > 1)
+				workers_forget_socket(&s->local);
 			server_sock_release(s);
 		}
 	}

@@ -91,13 +91,58 @@ mono_now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static const struct group *
+static struct group *
 group_find(const struct addr *a)
 {
 	for (size_t i = 0; i < sv.ngroups; i++)
 		if (addr_equal(&sv.groups[i].addr, a))
 			return &sv.groups[i];
 	return NULL;
+}
+
+/* Closes this process's copies of group k's sockets, and drops it. */
+static void
+group_drop(size_t k)
+{
+	for (unsigned j = 0; j < worker_count; j++)
+		if (sv.groups[k].fds[j] != -1)
+			close(sv.groups[k].fds[j]);
+	sv.groups[k] = sv.groups[--sv.ngroups];
+}
+
+void
+workers_forget_socket(const struct addr *a)
+{
+	struct group *g = group_find(a);
+
+	if (g != NULL)
+		group_drop((size_t)(g - sv.groups));
+}
+
+/* After a reload all took: the addresses it dropped are let go. */
+static void
+groups_keep(const struct config *cfg)
+{
+	char text[ADDR_STRLEN];
+	size_t k = 0;
+
+	while (k < sv.ngroups) {
+		bool kept = false;
+
+		for (size_t i = 0; i < cfg->nlisteners && !kept; i++)
+			for (size_t j = 0; j < cfg->listeners[i].naddrs; j++)
+				if (addr_equal(&cfg->listeners[i].addrs[j],
+				    &sv.groups[k].addr))
+					kept = true;
+		if (kept) {
+			k++;
+			continue;
+		}
+		log_info("udp %s: no longer configured; the workers let it go "
+		    "once drained", addr_format(&sv.groups[k].addr, text,
+		    sizeof(text)));
+		group_drop(k);
+	}
 }
 
 bool
@@ -151,8 +196,10 @@ worker_setup(unsigned i)
 		if (j == i)
 			continue;
 		close(sv.wctl_fds[j]);
-		for (size_t g = 0; g < sv.ngroups; g++)
+		for (size_t g = 0; g < sv.ngroups; g++) {
 			close(sv.groups[g].fds[j]);
+			sv.groups[g].fds[j] = -1;	/* (group_drop) */
+		}
 	}
 	/* a worker without its supervisor stops, as after SIGTERM */
 	if (prctl(PR_SET_PDEATHSIG, SIGTERM) == -1 || getppid() != sv.pid)
@@ -689,6 +736,7 @@ cmd_reload(struct strbuf *out)
 	if (ok && (cfg = sv.hooks->reload()) != NULL) {
 		sv.hooks->free(sv.cfg);
 		sv.cfg = cfg;
+		groups_keep(cfg);
 	}
 	log_info(ok ? "reload: every worker took the configuration" :
 	    "reload: refused by a worker; see its lines");

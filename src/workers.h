@@ -52,6 +52,13 @@ int		 workers_run(struct config **cfgp, const sigset_t *held,
  */
 int		 workers_socket(const struct addr *);
 bool		 workers_have_socket(const struct addr *);
+/*
+ * In a worker: a reload dropped the address. Its copy of the group's
+ * socket is closed (the one it serves on closes once drained), as the
+ * supervisor closes its own, so that the port is free once drained;
+ * adding the address again takes a restart.
+ */
+void		 workers_forget_socket(const struct addr *);
 /* In a worker: its control socket, made by the supervisor; -1: none. */
 int		 workers_control_fd(const char **path);
 /* In a worker: tells the supervisor it is alive (once a second). */

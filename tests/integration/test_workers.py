@@ -5,6 +5,7 @@ names; qproxyctl asks the supervisor, which merges what the workers say."""
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 
@@ -219,6 +220,46 @@ def test_a_new_address_takes_a_restart(qproxy_factory, backend_app):
     assert "udp 127.0.0.2:%d is new: with workers, new addresses take a restart" % q.port \
         in p.stdout + p.stderr, p.stdout + p.stderr
     assert h3_get(q.url("/app/bytes/10")).status == 200
+
+
+def test_an_address_a_reload_drops_is_let_go(qproxy_factory, backend_app):
+    """A reload that drops a listener address: once its connections are
+    gone, neither the supervisor nor a worker holds its port (another
+    program may bind it), and a worker started again does not take it;
+    putting it back takes a restart, as for any new address."""
+    other = free_udp_port()
+    q = _workers(qproxy_factory, backend_app,
+                 listener=[("address", "127.0.0.1:%d" % other)])
+    r = h3_get("https://127.0.0.1:%d/app/bytes/10" % other)
+    assert r.status == 200
+    conf = open(q.conf).read()
+    dropped = conf.replace("address = 127.0.0.1:%d\n" % other, "")
+    assert dropped != conf
+    with open(q.conf, "w") as f:
+        f.write(dropped)
+    p = qproxyctl(q, "reload")
+    assert p.returncode == 0, p.stdout + p.stderr
+
+    def free():
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind(("127.0.0.1", other))
+                return True
+            except OSError:
+                return False
+    wait_until(free, "udp port %d let go" % other, 10 * SLOW)
+    # a worker started again: still not bound
+    os.kill(_worker_pids(q)[0], signal.SIGKILL)
+    wait_until(lambda: stats(q)["workers"]["restarts"] == 1 and
+               stats(q)["workers"]["answered"] == N, "the worker back", 10 * SLOW)
+    assert free()
+    assert h3_get(q.url("/app/bytes/10")).status == 200
+    with open(q.conf, "w") as f:
+        f.write(conf)
+    p = qproxyctl(q, "reload")
+    assert p.returncode == 1
+    assert "udp 127.0.0.1:%d is new: with workers, new addresses take a restart" % other \
+        in p.stdout + p.stderr, p.stdout + p.stderr
 
 
 def test_workers_stop_and_leave_nothing(qproxy_factory, backend_app):
