@@ -160,6 +160,9 @@ static int	config_set_choice(struct config_parser *,
 static int	config_set_header(struct config_parser *,
 		    const struct config_key *, struct config_section *, void *,
 		    const char *);
+static int	config_set_health_host(struct config_parser *,
+		    const struct config_key *, struct config_section *, void *,
+		    const char *);
 static int	config_set_health_path(struct config_parser *,
 		    const struct config_key *, struct config_section *, void *,
 		    const char *);
@@ -294,6 +297,8 @@ static const struct config_key config_keys[] = {
 	    0, 1000000, "0", 0, F(config_backend, max_conns) },
 	{ SECT_BACKEND, "health_check", config_set_health_path,
 	    0, 0, NULL, 0, F(config_backend, health_check) },
+	{ SECT_BACKEND, "health_check_host", config_set_health_host,
+	    0, 0, NULL, 0, F(config_backend, health_host) },
 	{ SECT_BACKEND, "health_interval", config_set_duration,
 	    100, DURATION_MAX, "5s", 0, F(config_backend, health_interval) },
 	{ SECT_BACKEND, "health_timeout", config_set_duration,
@@ -1237,6 +1242,29 @@ bad:
 	return -1;
 }
 
+/* health_check_host: a Host field's value, as a request's authority */
+static int
+config_set_health_host(struct config_parser *p, const struct config_key *k,
+    struct config_section *s, void *obj, const char *value)
+{
+	char	**field = (char **)((char *)obj + k->offset);
+	size_t	  i, n = strlen(value);
+
+	(void)s;
+	for (i = 0; i < n; i++)
+		if (!isalnum((unsigned char)value[i]) &&
+		    strchr("-._~:[]", value[i]) == NULL)
+			break;
+	if (n == 0 || i < n || n > 255) {
+		config_bad_value(p, k, value, "a host name or address, with "
+		    "a port or not, such as app.example.com");
+		return -1;
+	}
+	if ((*field = config_strdup(p, value)) == NULL)
+		return -1;
+	return 0;
+}
+
 /* resolved once every backend is known, in config_finish */
 static int
 config_set_backend(struct config_parser *p, const struct config_key *k,
@@ -1856,6 +1884,7 @@ config_free(struct config *cfg)
 		free(cfg->backends[i].servers);
 		free(cfg->backends[i].name);
 		free(cfg->backends[i].health_check);
+		free(cfg->backends[i].health_host);
 	}
 	free(cfg->backends);
 	for (i = 0; i < cfg->nroutes; i++) {

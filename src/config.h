@@ -68,6 +68,7 @@ struct config_backend {
 	size_t			 max_idle;	/* pooled idle connections per server */
 	size_t			 max_conns;	/* open per server; 0: no limit */
 	char			*health_check;	/* a path; NULL: none */
+	char			*health_host;	/* its Host; NULL: the server's */
 	double			 health_interval;	/* seconds */
 	double			 health_timeout;	/* seconds */
 	uint64_t		 health_fails;	/* in a row: unhealthy */

@@ -229,6 +229,7 @@ health_start(struct ev_loop *loop, struct upstream_server *s)
 	n = snprintf(h->req, sizeof(h->req), "GET %s HTTP/1.1\r\n"
 	    "Host: %s\r\nUser-Agent: qproxy-health-check\r\n"
 	    "Connection: close\r\n\r\n", b->health_check,
+	    b->health_host != NULL ? b->health_host :
 	    s->cfg->addr.u.sa.sa_family == AF_UNIX ? "localhost" :
 	    s->cfg->text);
 	if (n < 0 || (size_t)n >= sizeof(h->req)) {

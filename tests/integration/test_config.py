@@ -89,6 +89,9 @@ BROKEN = {
     "allow-host-bits": insert_after(26, "allow = 10.0.0.1/8"),
     "deny-not-an-address": insert_after(26, "deny = localhost"),
     "allow-prefix-too-long": insert_after(26, "allow = 2001:db8::/129"),
+    "health-check-host-bad": insert_after(15, "health_check_host = a b"),
+    "health-check-not-a-path": insert_after(15, "health_check = healthz"),
+    "health-interval-too-short": insert_after(15, "health_interval = 10ms"),
     "cid-lengths-under-7": lambda lines: insert_after(5, "cid_nonce_length = 4")(lines)
     and insert_after(6, "cid_server_id = ab")(lines),
 }

@@ -22,6 +22,7 @@ class _Toggle:
         self.failing = False
         self.requests = 0
         self.checks = 0
+        self.hosts = set()
         self.lock = threading.Lock()
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -31,6 +32,7 @@ class _Toggle:
                 with outer.lock:
                     if self.path == "/health":
                         outer.checks += 1
+                        outer.hosts.add(self.headers.get("Host"))
                         code = 503 if outer.failing else 200
                     else:
                         outer.requests += 1
@@ -201,3 +203,24 @@ def test_what_fails_a_check(qproxy_factory, backend_app, path, why):
         backend_app.tcp_server, why) in q.log_text(), q.log_tail()
     # a backend of one server still takes its requests
     assert h3_get(q.url("/app/bytes/10")).status == 200
+
+
+def test_health_check_host(qproxy_factory):
+    """The Host of a check: the server's address as written, or
+    health_check_host for an application that answers only its own names."""
+    toggle = _Toggle()
+    try:
+        qproxy_factory(sections=lambda port, cert, key: [
+            _global_section(), _listener_section(port, cert, key),
+            ("backend named", [("server", toggle.address), ("health_check", "/health"),
+                               ("health_check_host", "app.example.com:8443"),
+                               ("health_interval", "100ms")]),
+            ("backend plain", [("server", toggle.address), ("health_check", "/health"),
+                               ("health_interval", "100ms")]),
+            ("route a", [("path_prefix", "/a/"), ("backend", "named")]),
+            ("route b", [("path_prefix", "/b/"), ("backend", "plain")])])
+        wait_until(lambda: toggle.hosts >= {"app.example.com:8443", toggle.address},
+                   "checks with both hosts", 5 * SLOW)
+        assert toggle.hosts == {"app.example.com:8443", toggle.address}
+    finally:
+        toggle.close()
