@@ -254,8 +254,8 @@ server_apply(struct quic_server *srv, struct config *cfg, struct strbuf *errs)
 			LIST_FOREACH(s, &srv->socks, entry)
 				if (addr_equal(&s->local, &lc->addrs[j]))
 					break;
-			/* (one dropped by an earlier reload, still
-			   draining, is let go all the same) */
+			/* (an address an earlier reload dropped is new
+			   again, even while its socket drains) */
 			if (worker_count > 1 &&
 			    !workers_have_socket(&lc->addrs[j])) {
 				strbuf_printf(errs, "%s:%d: listener %s: udp %s "
