@@ -540,7 +540,7 @@ upstream_report(struct upstream_pool *pools, struct strbuf *out, bool json)
 				wserver = MAX(wserver, (int)strlen(
 				    pools[b].servers[i].cfg->text));
 		}
-		strbuf_printf(out, "%-*s %-*s %-8s %6s %9s %8s %5s %8s\n",
+		strbuf_printf(out, "%-*s %-*s %-9s %6s %9s %8s %5s %8s\n",
 		    wname, "BACKEND", wserver, "SERVER", "STATE", "ACTIVE",
 		    "REQUESTS", "FAILURES", "IDLE", "TTFB_MS");
 	}
@@ -559,7 +559,7 @@ upstream_report(struct upstream_pool *pools, struct strbuf *out, bool json)
 			    1000. * k->ttfb_sum / (double)k->ttfb_count : 0.;
 
 			if (!json) {
-				strbuf_printf(out, "%-*s %-*s %-8s %6llu %9llu "
+				strbuf_printf(out, "%-*s %-*s %-9s %6llu %9llu "
 				    "%8llu %5zu %8.2f\n", wname, p->cfg->name,
 				    wserver, s->cfg->text, state_name(k),
 				    (unsigned long long)k->active,
