@@ -153,7 +153,19 @@ def qproxy_factory(workdir, certificate, request):
 
     def factory(backend_server=None, sections=None, port=None, shutdown_timeout="10s",
                 read_timeout="10s", connect_timeout="1s", start=True):
-        port = port or free_udp_port()
+        # a port picked here may be taken before qproxy binds it: another
+        # one then, unless the test chose it or wrote the sections itself
+        retry = port is None and (sections is None or callable(sections))
+        for attempt in range(5):
+            q = make(backend_server, sections, port or free_udp_port(), shutdown_timeout,
+                     read_timeout, connect_timeout)
+            started.append(q)
+            if not start or q.start(port_taken_ok=retry and attempt < 4) is not None:
+                return q
+            started.remove(q)
+
+    def make(backend_server, sections, port, shutdown_timeout, read_timeout,
+             connect_timeout):
         cert, key = certificate
         if sections is None:
             sections = [
@@ -168,11 +180,7 @@ def qproxy_factory(workdir, certificate, request):
         counter[0] += 1
         name = "%s-%d" % (re.sub(r"[^A-Za-z0-9_.-]", "_", request.node.name)[:60], counter[0])
         st = float(re.match(r"[\d.]+", shutdown_timeout).group(0))
-        q = QProxy(binary, workdir, name, sections, port, shutdown_timeout=st)
-        started.append(q)
-        if start:
-            q.start()
-        return q
+        return QProxy(binary, workdir, name, sections, port, shutdown_timeout=st)
 
     yield factory
     errors = []
