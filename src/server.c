@@ -732,25 +732,22 @@ server_report_metrics(struct quic_server *srv, struct strbuf *out)
 		    r->gauge ? "gauge" : "counter", r->group, name, suffix,
 		    (unsigned long long)v);
 	}
-	strbuf_printf(out, "# TYPE qproxy_listener_connections_total "
-	    "counter\n");
-	LIST_FOREACH(s, &srv->socks, entry) {
-		strbuf_printf(out, "qproxy_listener_connections_total"
-		    "{listener=");
-		strbuf_metric_label(out, s->listener ? s->listener->cfg->name :
-		    "(draining)");
-		strbuf_printf(out, ",address=\"%s\"} %llu\n",
-		    addr_format(&s->local, text, sizeof(text)),
-		    (unsigned long long)s->conns_total);
-	}
-	strbuf_printf(out, "# TYPE qproxy_listener_connections_open gauge\n");
-	LIST_FOREACH(s, &srv->socks, entry) {
-		strbuf_printf(out, "qproxy_listener_connections_open"
-		    "{listener=");
-		strbuf_metric_label(out, s->listener ? s->listener->cfg->name :
-		    "(draining)");
-		strbuf_printf(out, ",address=\"%s\"} %zu\n",
-		    addr_format(&s->local, text, sizeof(text)), s->nconns);
+	/* each address's connections in all, then those open */
+	for (int open = 0; open <= 1; open++) {
+		const char *name = open ? "qproxy_listener_connections_open" :
+		    "qproxy_listener_connections_total";
+
+		strbuf_printf(out, "# TYPE %s %s\n", name,
+		    open ? "gauge" : "counter");
+		LIST_FOREACH(s, &srv->socks, entry) {
+			strbuf_printf(out, "%s{listener=", name);
+			strbuf_metric_label(out, s->listener ?
+			    s->listener->cfg->name : "(draining)");
+			strbuf_printf(out, ",address=\"%s\"} %llu\n",
+			    addr_format(&s->local, text, sizeof(text)),
+			    open ? (unsigned long long)s->nconns :
+			    (unsigned long long)s->conns_total);
+		}
 	}
 	upstream_report_metrics(srv->gen->upstreams, out);
 }

@@ -1,5 +1,6 @@
 /* strbuf.c: bounded growable text. */
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,8 +88,14 @@ strbuf_printf(struct strbuf *b, const char *fmt, ...)
  * valid UTF-8 as \u00XX, so that any input gives text a JSON parser takes;
  * the C1 controls, U+2028 and U+2029 as \uXXXX (bytes_json_escaped).
  */
-void
-strbuf_json_string(struct strbuf *b, const char *s)
+/*
+ * s between double quotes, '"' and '\\' escaped with a backslash, UTF-8
+ * characters kept. For JSON (json) the other characters JSON escapes
+ * become \\uXXXX; for a Prometheus label value, which has no such escape,
+ * a control or a byte of no UTF-8 character becomes '?'.
+ */
+static void
+strbuf_quoted(struct strbuf *b, const char *s, bool json)
 {
 	const unsigned char *p;
 	size_t len;
@@ -102,41 +109,32 @@ strbuf_json_string(struct strbuf *b, const char *s)
 			strbuf_append(b, esc, 2);
 		} else if (*p >= 0x80 && (len = bytes_utf8_len(p)) != 0) {
 			cp = bytes_utf8_cp(p, len);
-			if (bytes_json_escaped(cp))
+			if (json && bytes_json_escaped(cp))
 				strbuf_printf(b, "\\u%04x", (unsigned)cp);
 			else
 				strbuf_append(b, (const char *)p, len);
 			p += len - 1;
-		} else if (*p < 0x20 || *p >= 0x7f)
-			strbuf_printf(b, "\\u%04x", *p);
-		else
+		} else if (*p < 0x20 || *p >= 0x7f) {
+			if (json)
+				strbuf_printf(b, "\\u%04x", *p);
+			else
+				strbuf_append(b, "?", 1);
+		} else
 			strbuf_append(b, (const char *)p, 1);
 	}
 	strbuf_append(b, "\"", 1);
 }
 
 void
+strbuf_json_string(struct strbuf *b, const char *s)
+{
+	strbuf_quoted(b, s, true);
+}
+
+void
 strbuf_metric_label(struct strbuf *b, const char *s)
 {
-	const unsigned char *p;
-	size_t len;
-
-	strbuf_append(b, "\"", 1);
-	for (p = (const unsigned char *)s; *p != '\0'; p++) {
-		if (*p == '"' || *p == '\\') {
-			char esc[2] = { '\\', (char)*p };
-
-			strbuf_append(b, esc, 2);
-		} else if (*p >= 0x80 && (len = bytes_utf8_len(p)) != 0) {
-			strbuf_append(b, (const char *)p, len);
-			p += len - 1;
-		} else if (*p < 0x20 || *p >= 0x7f)
-			/* a control, or a byte of no UTF-8 character */
-			strbuf_append(b, "?", 1);
-		else
-			strbuf_append(b, (const char *)p, 1);
-	}
-	strbuf_append(b, "\"", 1);
+	strbuf_quoted(b, s, false);
 }
 
 const char *
