@@ -1791,8 +1791,8 @@ ex_parse_rbuf(struct exchange *ex)
 		/* a connection whose request was cut short is never pooled */
 		ex->reusable = resp.keep_alive && !ex->req_dropped;
 		ex->status = resp.status;
-		ex->server->ctr->ttfb_sum += ev_now(ex_loop(ex)) - ex->forwarded;
-		ex->server->ctr->ttfb_count++;
+		hist_add(&ex->server->ctr->ttfb, ev_now(ex_loop(ex)) -
+		    ex->forwarded);
 		count_response(resp.status);
 		if (ex_submit_head(ex, &resp, false) == -1) {
 			ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
@@ -2495,8 +2495,11 @@ ex_free(struct exchange *ex)
 {
 	struct qconn *qc = ex->qc;
 
-	if (ex->head_seen)
+	if (ex->head_seen) {
+		hist_add(&stats.request_duration, ev_now(ex_loop(ex)) -
+		    ex->started);
 		ex_log(ex);
+	}
 	ex_upstream_close(ex, false);
 	ev_timer_stop(ex_loop(ex), &ex->timer);
 	if (ex->write_queued)

@@ -9,7 +9,7 @@
  *   number in the column headed REQUESTS of its row, or after the key
  *   "requests" before it; without one, the mean of those that are not 0;
  * - a decimal on a line that begins with a word ending in "_sum" (a
- *   Prometheus summary's, in qproxyctl metrics) is the sum;
+ *   Prometheus histogram's, in qproxyctl metrics) is the sum;
  * - a value every worker has alike (uptime, the configuration generation,
  *   the certificates' counts) is the largest, by the word before it;
  * - words that differ, such as a backend server's state, are all shown,

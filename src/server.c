@@ -697,7 +697,8 @@ server_report_stats(struct quic_server *srv, struct strbuf *out, bool json)
 
 /*
  * The same counters in Prometheus's text format (0.0.4): qproxy_GROUP_NAME
- * for each row, "_total" at the end of a count's name; then the listeners'
+ * for each row, "_total" at the end of a count's name; then the listeners';
+ * how long requests took, from their heads to their ends, as a histogram;
  * and the backends' (upstream_report_metrics). A family's samples are
  * together, under its TYPE line.
  */
@@ -749,5 +750,9 @@ server_report_metrics(struct quic_server *srv, struct strbuf *out)
 			    (unsigned long long)s->conns_total);
 		}
 	}
+	strbuf_printf(out, "# TYPE qproxy_request_duration_seconds "
+	    "histogram\n");
+	hist_report(out, "qproxy_request_duration_seconds", "",
+	    &stats.request_duration);
 	upstream_report_metrics(srv->gen->upstreams, out);
 }

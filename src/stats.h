@@ -4,6 +4,8 @@
 
 #include <stdint.h>
 
+#include "hist.h"
+
 struct stats {
 	uint64_t	conns_current, conns_total;
 	uint64_t	conns_closing;		/* now: of current, closing */
@@ -88,6 +90,8 @@ struct stats {
 	uint64_t	loop_batched_windows;	/* then set to wait batch_delay */
 	uint64_t	certs_expiring;		/* now: within 14 days */
 	uint64_t	certs_not_valid;	/* now: expired or not yet valid */
+	/* requests taken, from their heads to their ends (qproxyctl metrics) */
+	struct hist	request_duration;
 };
 
 extern struct stats stats;

@@ -22,6 +22,15 @@ strbuf_free(struct strbuf *b)
 	strbuf_init(b, b->max);
 }
 
+void
+strbuf_clear(struct strbuf *b)
+{
+	b->len = 0;
+	b->truncated = false;
+	if (b->s != NULL)
+		b->s[0] = '\0';
+}
+
 static bool
 strbuf_reserve(struct strbuf *b, size_t n)
 {

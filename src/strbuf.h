@@ -16,6 +16,8 @@ struct strbuf {
 
 void	strbuf_init(struct strbuf *, size_t max);
 void	strbuf_free(struct strbuf *);
+/* Empties it for new text, keeping its memory. */
+void	strbuf_clear(struct strbuf *);
 void	strbuf_printf(struct strbuf *, const char *, ...) QP_PRINTF(2, 3);
 void	strbuf_append(struct strbuf *, const char *, size_t);
 /* Appends s as a JSON string, quotes included. */

@@ -555,8 +555,8 @@ upstream_report(struct upstream_pool *pools, struct strbuf *out, bool json)
 		for (size_t i = 0; i < p->nservers; i++) {
 			struct upstream_server *s = &p->servers[i];
 			const struct upstream_counters *k = s->ctr;
-			double ttfb = k->ttfb_count ?
-			    1000. * k->ttfb_sum / (double)k->ttfb_count : 0.;
+			double ttfb = k->ttfb.count ?
+			    1000. * k->ttfb.sum / (double)k->ttfb.count : 0.;
 
 			if (!json) {
 				strbuf_printf(out, "%-*s %-*s %-9s %6llu %9llu "
@@ -586,90 +586,84 @@ upstream_report(struct upstream_pool *pools, struct strbuf *out, bool json)
 
 /* The families of upstream_report_metrics, in their order. */
 enum server_metric {
-	SM_DOWN, SM_ACTIVE, SM_REQUESTS, SM_FAILURES, SM_IDLE, SM_TTFB_SUM,
-	SM_TTFB_COUNT, SM_N
+	SM_DOWN, SM_ACTIVE, SM_REQUESTS, SM_FAILURES, SM_IDLE, SM_TTFB, SM_N
 };
 
 static const struct {
 	const char	*name;
-	const char	*type;		/* NULL: the family of the one before */
+	const char	*type;
 } server_metrics[SM_N] = {
 	[SM_DOWN] = { "down", "gauge" },
 	[SM_ACTIVE] = { "active", "gauge" },
 	[SM_REQUESTS] = { "requests_total", "counter" },
 	[SM_FAILURES] = { "failures_total", "counter" },
 	[SM_IDLE] = { "idle_connections", "gauge" },
-	[SM_TTFB_SUM] = { "ttfb_seconds_sum", "summary" },
-	[SM_TTFB_COUNT] = { "ttfb_seconds_count", NULL },
+	[SM_TTFB] = { "ttfb_seconds", "histogram" },
 };
 
-static void
-server_metric(struct strbuf *out, enum server_metric m,
-    const struct upstream_server *s)
+static uint64_t
+server_metric(enum server_metric m, const struct upstream_server *s)
 {
 	const struct upstream_counters *k = s->ctr;
-	uint64_t v = 0;
 
 	switch (m) {
 	case SM_DOWN:
-		v = k->state == UPSTREAM_DOWN || k->unhealthy;
-		break;
+		return k->state == UPSTREAM_DOWN || k->unhealthy;
 	case SM_ACTIVE:
-		v = k->active;
-		break;
+		return k->active;
 	case SM_REQUESTS:
-		v = k->requests;
-		break;
+		return k->requests;
 	case SM_FAILURES:
-		v = k->failures;
-		break;
+		return k->failures;
 	case SM_IDLE:
-		v = s->nidle;
-		break;
-	case SM_TTFB_SUM:
-		strbuf_printf(out, "%.6f\n", k->ttfb_sum);
-		return;
-	case SM_TTFB_COUNT:
 	default:
-		v = k->ttfb_count;
-		break;
+		return s->nidle;
 	}
-	strbuf_printf(out, "%llu\n", (unsigned long long)v);
 }
 
 /*
  * Whether each server is down (1) or not, its requests under way, its
  * requests and failures so far, its idle connections, and its times to
- * first byte as a summary's sum and count; each family under its TYPE
- * line, with a sample for every server.
+ * the response head as a histogram; each family under its TYPE line,
+ * with a sample (or a histogram's samples) for every server.
  */
 void
 upstream_report_metrics(struct upstream_pool *pools, struct strbuf *out)
 {
+	struct strbuf labels;
+
+	strbuf_init(&labels, 4096);
 	for (int m = 0; m < SM_N; m++) {
 		const char *name = server_metrics[m].name;
 
-		if (server_metrics[m].type != NULL)
-			strbuf_printf(out, "# TYPE qproxy_backend_server_%.*s "
-			    "%s\n", m == SM_TTFB_SUM ? (int)(strlen(name) -
-			    4) : (int)strlen(name), name,
-			    server_metrics[m].type);
+		strbuf_printf(out, "# TYPE qproxy_backend_server_%s %s\n", name,
+		    server_metrics[m].type);
 		for (size_t b = 0; b < pools[0].npools; b++) {
 			struct upstream_pool *p = &pools[b];
 
 			for (size_t i = 0; i < p->nservers; i++) {
-				strbuf_printf(out, "qproxy_backend_server_%s"
-				    "{backend=", name);
-				strbuf_metric_label(out, p->cfg->name);
-				strbuf_printf(out, ",server=");
-				strbuf_metric_label(out,
-				    p->servers[i].cfg->text);
-				strbuf_printf(out, "} ");
-				server_metric(out, (enum server_metric)m,
-				    &p->servers[i]);
+				struct upstream_server *s = &p->servers[i];
+				char fam[64];
+
+				strbuf_clear(&labels);
+				strbuf_printf(&labels, "backend=");
+				strbuf_metric_label(&labels, p->cfg->name);
+				strbuf_printf(&labels, ",server=");
+				strbuf_metric_label(&labels, s->cfg->text);
+				snprintf(fam, sizeof(fam),
+				    "qproxy_backend_server_%s", name);
+				if (m == SM_TTFB)
+					hist_report(out, fam,
+					    strbuf_str(&labels), &s->ctr->ttfb);
+				else
+					strbuf_printf(out, "%s{%s} %llu\n",
+					    fam, strbuf_str(&labels),
+					    (unsigned long long)
+					    server_metric(m, s));
 			}
 		}
 	}
+	strbuf_free(&labels);
 }
 
 /* The same servers, in the same order, under the same max_connections. */

@@ -14,6 +14,7 @@
 #include <ev.h>
 
 #include "config.h"
+#include "hist.h"
 
 struct upstream_pool;
 
@@ -34,8 +35,7 @@ struct upstream_counters {
 	ev_tstamp			 down_since;	/* last failed connect,
 							   or a try since */
 	uint64_t			 requests, failures, active;
-	double				 ttfb_sum;	/* seconds */
-	uint64_t			 ttfb_count;
+	struct hist			 ttfb;		/* to the response head */
 	/* health_check (health.h): failing now, and the current streak */
 	bool				 unhealthy;
 	unsigned			 health_fails, health_passes;

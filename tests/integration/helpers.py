@@ -766,7 +766,7 @@ def metrics(socket_path):
 
 def metric(fams, family, sample=None, **labels):
     """The value of one sample: of the family's only one, or the one named
-    sample (a summary's _sum or _count) with these labels."""
+    sample (a histogram's _bucket, _sum or _count) with these labels."""
     got = [s for s in fams[family].samples
            if (sample is None or s.name == sample) and
            all(s.labels.get(k) == v for k, v in labels.items())]

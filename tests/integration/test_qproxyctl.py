@@ -171,11 +171,15 @@ def test_metrics_are_the_stats_in_prometheus_format(qproxy_factory, backend_app)
     """qproxyctl metrics, read by Prometheus's Python client: every row of
     stats is there, a present value as a gauge and a count as a counter,
     with the figures stats gives; then the listeners' and the backend
-    servers', labelled."""
+    servers', labelled; and how long the requests took, and the backend
+    to answer, as histograms."""
     q = qproxy_factory(sections=app_sections(backend_app.tcp_server))
     for i in range(3):
         assert h3_get(q.url("/app/bytes/%d" % (10 + i))).status == 200
     assert h3_get(q.url("/elsewhere")).status == 404
+    # two that the backend answers after 1.1 s
+    for i in range(2):
+        assert h3_get(q.url("/app/bytes/10?wait=1100")).status == 200
 
     def settled():
         st = json.loads(qproxyctl(["stats", "--json"], q.control_socket).stdout)
@@ -212,11 +216,25 @@ def test_metrics_are_the_stats_in_prometheus_format(qproxy_factory, backend_app)
     got = metric(fams, "qproxy_backend_server_requests", **srv)
     assert got == st["backends"][0]["servers"][0]["requests"] >= 3
     assert metric(fams, "qproxy_backend_server_down", **srv) == 0
-    assert metric(fams, "qproxy_backend_server_ttfb_seconds",
-                  "qproxy_backend_server_ttfb_seconds_count", **srv) == got
-    assert 0 < metric(fams, "qproxy_backend_server_ttfb_seconds",
-                      "qproxy_backend_server_ttfb_seconds_sum", **srv) < 10 * got
-    assert fams["qproxy_backend_server_ttfb_seconds"].type == "summary"
+    ttfb = "qproxy_backend_server_ttfb_seconds"
+    assert fams[ttfb].type == "histogram"
+    assert metric(fams, ttfb, ttfb + "_count", **srv) == got >= 5
+    assert 2.2 < metric(fams, ttfb, ttfb + "_sum", **srv) < 10 * got
+    # the two slow ones over a second, the rest within it
+    assert metric(fams, ttfb, ttfb + "_bucket", le="1", **srv) == got - 2
+    assert metric(fams, ttfb, ttfb + "_bucket", le="+Inf", **srv) == got
+    dur = "qproxy_request_duration_seconds"
+    assert fams[dur].type == "histogram"
+    # every request taken, the 404 too, answered by qproxy itself
+    n = metric(fams, dur, dur + "_count")
+    assert n == st["requests"]["total"] >= got + 1
+    assert metric(fams, dur, dur + "_bucket", le="1") == n - 2
+    assert metric(fams, dur, dur + "_bucket", le="60") == n
+    assert metric(fams, dur, dur + "_bucket", le="+Inf") == n
+    assert 2.2 < metric(fams, dur, dur + "_sum") < 10 * n
+    # cumulative: each bucket holds those below it
+    les = [s for s in fams[dur].samples if s.name == dur + "_bucket"]
+    assert [s.value for s in les] == sorted(s.value for s in les)
     # the shortest prefix
     assert qproxyctl(["m"], q.control_socket).stdout.startswith("# TYPE ")
 

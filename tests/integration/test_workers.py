@@ -93,11 +93,17 @@ def test_metrics_add_up_the_workers(qproxy_factory, backend_app):
     ttfb = "qproxy_backend_server_ttfb_seconds"
     for family, sample in (("qproxy_requests_2xx", None), ("qproxy_connections", None),
                            ("qproxy_backend_server_requests", None),
-                           (ttfb, ttfb + "_count"), (ttfb, ttfb + "_sum")):
+                           (ttfb, ttfb + "_count"), (ttfb, ttfb + "_sum"),
+                           ("qproxy_request_duration_seconds",
+                            "qproxy_request_duration_seconds_count")):
         labels = srv if family.startswith("qproxy_backend") else {}
         got = metric(fams, family, sample, **labels)
         want = sum(metric(w, family, sample, **labels) for w in each)
         assert abs(got - want) < 1e-5, (family, sample, got, want)
+    for le in ("0.001", "1", "+Inf"):
+        got = metric(fams, ttfb, ttfb + "_bucket", le=le, **srv)
+        assert got == sum(metric(w, ttfb, ttfb + "_bucket", le=le, **srv)
+                          for w in each), le
     assert metric(fams, "qproxy_requests_2xx") >= 20
     assert metric(fams, "qproxy_configuration_generation") == 1
     assert metric(fams, "qproxy_uptime_seconds") <= \

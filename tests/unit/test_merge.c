@@ -50,7 +50,7 @@ int
 main(void)
 {
 	/*
-	 * qproxyctl metrics: counts and a summary's sums added up (the
+	 * qproxyctl metrics: counts and a histogram's sums added up (the
 	 * averaged decimal is a stats table's), uptime and generation the
 	 * largest, label values left alone
 	 */
