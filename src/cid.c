@@ -4,12 +4,12 @@
  */
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include <wolfssl/options.h>
 #include <wolfssl/wolfcrypt/aes.h>
 
 #include "cid.h"
+#include "rng.h"
 
 struct cid_lb {
 	uint8_t		 first;		/* config ID and length */
@@ -22,19 +22,6 @@ struct cid_lb {
 	uint8_t		 nonce_start[CID_LB_MAX_PLAIN];
 	bool		 exhausted;
 };
-
-static void
-fill_random(uint8_t *p, size_t len)
-{
-	ssize_t n;
-
-	while (len > 0) {
-		if ((n = getrandom(p, len, 0)) <= 0)
-			abort();
-		p += n;
-		len -= (size_t)n;
-	}
-}
 
 struct cid_lb *
 cid_lb_new(const uint8_t *sid, size_t sidlen, size_t noncelen,
@@ -63,7 +50,7 @@ cid_lb_new(const uint8_t *sid, size_t sidlen, size_t noncelen,
 		}
 		lb->keyed = true;
 		memcpy(lb->key, key, CID_LB_KEYLEN);
-		fill_random(lb->nonce, noncelen);
+		rng_fill(lb->nonce, noncelen);
 		memcpy(lb->nonce_start, lb->nonce, noncelen);
 	}
 	return lb;
@@ -239,13 +226,13 @@ cid_lb_make(struct cid_lb *lb, uint8_t *out)
 	uint8_t nonce[CID_LB_MAX_PLAIN];
 
 	if (lb->exhausted) {
-		fill_random(out, cid_lb_len(lb));
+		rng_fill(out, cid_lb_len(lb));
 		out[0] = (uint8_t)(CID_LB_UNROUTABLE << 5 | lb->plainlen);
 		return;
 	}
 	if (!lb->keyed) {
 		/* in the clear, nonces must not be linkable: random */
-		fill_random(nonce, lb->noncelen);
+		rng_fill(nonce, lb->noncelen);
 		cid_lb_encode(lb, nonce, out);
 		return;
 	}

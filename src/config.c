@@ -163,6 +163,9 @@ static int	config_set_header(struct config_parser *,
 static int	config_set_health_host(struct config_parser *,
 		    const struct config_key *, struct config_section *, void *,
 		    const char *);
+static int	config_set_request_id(struct config_parser *,
+		    const struct config_key *, struct config_section *, void *,
+		    const char *);
 static int	config_set_health_path(struct config_parser *,
 		    const struct config_key *, struct config_section *, void *,
 		    const char *);
@@ -247,6 +250,8 @@ static const struct config_key config_keys[] = {
 	    0, 0, "off", KEY_STDERR | KEY_OFF, F(config, access_log) },
 	{ SECT_GLOBAL, "access_log_format", config_set_format,
 	    0, 0, "text", 0, F(config, access_log_json) },
+	{ SECT_GLOBAL, "request_id_header", config_set_request_id,
+	    0, 0, "off", 0, F(config, request_id_header) },
 	{ SECT_GLOBAL, "secret_file", config_set_path,
 	    0, 0, "/var/lib/qproxy/secret", 0, F(config, secret_file) },
 	{ SECT_GLOBAL, "retry_threshold", config_set_count,
@@ -1092,14 +1097,14 @@ config_in_list(const char *const *list, const char *s)
 }
 
 /*
- * set_request_header and set_response_header (k->min 1): "Name: value".
- * The name is a token, kept in lowercase, and not one of the fields
- * qproxy writes itself; the value has no control character but tab, and
- * loses the blanks around it. Each name once per key and route.
+ * A field name that the configuration sets, the first namelen bytes of
+ * value: a token, written to name in lowercase, and not one of the fields
+ * qproxy writes itself (of a request's too, unless response_only).
  */
 static int
-config_set_header(struct config_parser *p, const struct config_key *k,
-    struct config_section *s, void *obj, const char *value)
+config_field_name(struct config_parser *p, const struct config_key *k,
+    const char *value, size_t namelen, bool response_only, char *name,
+    size_t namesize)
 {
 	/* framing and connection fields, and the ones qproxy adds */
 	static const char *const both[] = { "connection", "content-length",
@@ -1108,6 +1113,38 @@ config_set_header(struct config_parser *p, const struct config_key *k,
 	static const char *const request[] = { "host", "cookie", "via",
 	    "forwarded", "x-forwarded-for", "x-forwarded-proto", "early-data",
 	    NULL };
+	size_t i;
+
+	for (i = 0; i < namelen; i++)
+		if (!bytes_istchar((uint8_t)value[i]))
+			break;
+	if (namelen == 0 || i < namelen || namelen >= namesize) {
+		config_error(p, p->line, "%s: \"%.*s\" is not a field name",
+		    k->name, (int)MIN(namelen, 200), value);
+		return -1;
+	}
+	for (i = 0; i < namelen; i++)
+		name[i] = (char)tolower((unsigned char)value[i]);
+	name[namelen] = '\0';
+	if (config_in_list(both, name) ||
+	    (!response_only && config_in_list(request, name))) {
+		config_error(p, p->line, "%s: qproxy writes \"%s\" itself",
+		    k->name, name);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * set_request_header and set_response_header (k->min 1): "Name: value".
+ * The name is config_field_name's; the value has no control character
+ * but tab, and loses the blanks around it. Each name once per key and
+ * route.
+ */
+static int
+config_set_header(struct config_parser *p, const struct config_key *k,
+    struct config_section *s, void *obj, const char *value)
+{
 	struct config_headers	*hs = (struct config_headers *)
 				    ((char *)obj + k->offset);
 	struct config_header	*h, *v;
@@ -1121,23 +1158,9 @@ config_set_header(struct config_parser *p, const struct config_key *k,
 		return -1;
 	}
 	namelen = (size_t)(colon - value);
-	for (i = 0; i < namelen; i++)
-		if (!bytes_istchar((uint8_t)value[i]))
-			break;
-	if (i < namelen || namelen >= sizeof(name)) {
-		config_error(p, p->line, "%s: \"%.*s\" is not a field name",
-		    k->name, (int)MIN(namelen, 200), value);
+	if (config_field_name(p, k, value, namelen, k->min == 1, name,
+	    sizeof(name)) == -1)
 		return -1;
-	}
-	for (i = 0; i < namelen; i++)
-		name[i] = (char)tolower((unsigned char)value[i]);
-	name[namelen] = '\0';
-	if (config_in_list(both, name) ||
-	    (k->min == 0 && config_in_list(request, name))) {
-		config_error(p, p->line, "%s: qproxy writes \"%s\" itself",
-		    k->name, name);
-		return -1;
-	}
 	for (val = colon + 1; *val == ' ' || *val == '\t'; val++)
 		;
 	for (end = val + strlen(val); end > val &&
@@ -1168,6 +1191,30 @@ config_set_header(struct config_parser *p, const struct config_key *k,
 	h->namelen = namelen;
 	h->valuelen = (size_t)(end - val);
 	hs->n++;
+	return 0;
+}
+
+/*
+ * request_id_header: the field that carries each request's ID to the
+ * backend and back to the client, a name as set_request_header's; or off.
+ */
+static int
+config_set_request_id(struct config_parser *p, const struct config_key *k,
+    struct config_section *s, void *obj, const char *value)
+{
+	char	**field = (char **)((char *)obj + k->offset);
+	char	  name[128];
+
+	(void)s;
+	free(*field);
+	*field = NULL;
+	if (strcmp(value, "off") == 0)
+		return 0;
+	if (config_field_name(p, k, value, strlen(value), false, name,
+	    sizeof(name)) == -1)
+		return -1;
+	if ((*field = config_strdup(p, name)) == NULL)
+		return -1;
 	return 0;
 }
 
@@ -1683,6 +1730,35 @@ config_finish_workers(struct config_parser *p, struct config *cfg)
 		    (unsigned long long)cfg->workers - 1);
 }
 
+int
+header_is_set(const struct config_headers *set, const char *name,
+    size_t len)
+{
+	for (size_t i = 0; i < set->n; i++)
+		if (set->v[i].namelen == len &&
+		    memcmp(set->v[i].name, name, len) == 0)
+			return 1;
+	return 0;
+}
+
+/* A request's ID is not also a field that a route sets. */
+static void
+config_finish_request_id(struct config_parser *p, struct config *cfg)
+{
+	const char *id = cfg->request_id_header;
+
+	for (size_t i = 0; id != NULL && i < cfg->nroutes; i++) {
+		const struct config_route *r = &cfg->routes[i];
+
+		if (header_is_set(&r->set_request, id, strlen(id)) ||
+		    header_is_set(&r->set_response, id, strlen(id)))
+			config_error(p, config_global_line(cfg,
+			    "request_id_header"), "request_id_header: route "
+			    "%s sets \"%s\" too (set_request_header or "
+			    "set_response_header)", r->name, id);
+	}
+}
+
 static void
 config_finish(struct config_parser *p)
 {
@@ -1722,6 +1798,7 @@ config_finish(struct config_parser *p)
 	    sizeof(cfg->global_keyline));
 	config_finish_cid(p, cfg);
 	config_finish_workers(p, cfg);
+	config_finish_request_id(p, cfg);
 	/* a bad [listener] header has had its error already */
 	if (cfg->nlisteners == 0 && !p->listener_seen)
 		config_error(p, p->line > 0 ? p->line : 1,
@@ -1900,6 +1977,7 @@ config_free(struct config *cfg)
 	free(cfg->control_socket);
 	free(cfg->error_log);
 	free(cfg->access_log);
+	free(cfg->request_id_header);
 	free(cfg->secret_file);
 	free(cfg->qlog_dir);
 	free(cfg->keylog_file);

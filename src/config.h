@@ -157,6 +157,7 @@ struct config {
 	char			*error_log;	/* "stderr" or a path */
 	char			*access_log;	/* NULL (off), "stderr" or a path */
 	int			 access_log_json;
+	char			*request_id_header;	/* lowercase; NULL: off */
 	char			*secret_file;
 	uint64_t		 retry_threshold;	/* unvalidated handshakes */
 	int			 congestion_control;	/* enum config_cc */
@@ -181,6 +182,12 @@ struct config	*config_load(const char *path, FILE *errs);
 void		 config_free(struct config *);
 /* The line of the file where [global] set key; 0 when the default holds. */
 int		 config_global_line(const struct config *, const char *key);
+/*
+ * Whether a field of this name, in lowercase as HTTP/3 has them, is among
+ * a route's set_request_header or set_response_header.
+ */
+int		 header_is_set(const struct config_headers *, const char *name,
+		    size_t len);
 /* What is allowed but likely not meant, each as one line to warn. */
 void		 config_warnings(const struct config *,
 		    void (*)(const char *, ...));

@@ -42,6 +42,7 @@
 #include "http1.h"
 #include "log.h"
 #include "request.h"
+#include "rng.h"
 #include "route.h"
 #include "stats.h"
 #include "upstream.h"
@@ -67,6 +68,9 @@
  */
 #define EX_EVICT_AGE	5.0
 
+/* A request's ID (request_id_header): 32 hexadecimal digits. */
+#define EX_ID_LEN	32
+
 enum ex_state {
 	EX_HEADERS,	/* receiving the request head */
 	EX_HOLD,	/* valid; holding the body until it is complete */
@@ -89,6 +93,8 @@ struct exchange {
 						   exchange_field */
 	bool			 head_trimmed;	/* to what the log shows */
 	bool			 early;		/* begun in 0-RTT */
+	char			 id[EX_ID_LEN + 1];	/* request_id_header's,
+							   or "" */
 	const struct config_route *route;	/* of ex->gen; NULL until
 						   the head is taken */
 	int			 status;	/* final status sent, or 0 */
@@ -517,6 +523,36 @@ ex_reset(struct exchange *ex, uint64_t code)
 }
 
 /*
+ * A new request ID: this process's 64 random bits, then its count of
+ * requests, added to 64 more and mixed by a bijection (the finalizer of
+ * splitmix64), so that no two of a process are alike and none tells how
+ * many came before it.
+ */
+static void
+ex_new_id(char id[EX_ID_LEN + 1])
+{
+	static uint64_t prefix, key, count;
+	static pid_t pid;
+	uint64_t x;
+
+	if (pid != getpid()) {		/* each worker draws its own */
+		uint64_t r[2];
+
+		rng_fill(r, sizeof(r));
+		prefix = r[0];
+		key = r[1];
+		count = 0;
+		pid = getpid();
+	}
+	x = key + count++;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+	x ^= x >> 31;
+	snprintf(id, EX_ID_LEN + 1, "%016llx%016llx",
+	    (unsigned long long)prefix, (unsigned long long)x);
+}
+
+/*
  * An answer from qproxy itself: 404, 502, 504 and the like, with a
  * Retry-After of that many seconds unless 0.
  */
@@ -524,7 +560,8 @@ static void
 ex_respond_after(struct exchange *ex, int status, unsigned int retry_after)
 {
 	char body[sizeof(ex->own)], clen[24], st[4], after[16];
-	nghttp3_nv nva[4];
+	const char *idh = ex_cfg(ex)->request_id_header;
+	nghttp3_nv nva[5];
 	size_t nnv = 3;
 	int n;
 
@@ -553,6 +590,10 @@ ex_respond_after(struct exchange *ex, int status, unsigned int retry_after)
 		    (uint8_t *)after, 11, strlen(after),
 		    NGHTTP3_NV_FLAG_NONE };
 	}
+	if (idh != NULL && ex->id[0] != '\0')
+		nva[nnv++] = (nghttp3_nv){ (uint8_t *)(uintptr_t)idh,
+		    (uint8_t *)ex->id,
+		    strlen(idh), EX_ID_LEN, NGHTTP3_NV_FLAG_NONE };
 	bufq_free(&ex->resp_body);
 	ex_mem_update(ex);
 	if (!(ex->req.flags & REQ_F_HEAD)) {
@@ -781,6 +822,8 @@ exchange_headers_end(struct exchange *ex, bool fin)
 		return;	/* trailers are read and dropped */
 	stats.requests_total++;
 	ex->head_seen = true;
+	if (ex_cfg(ex)->request_id_header != NULL)
+		ex_new_id(ex->id);
 	ex->req_fin = fin;
 	if (request_finish(&ex->req, fin) == -1) {
 		switch (ex->req.error) {
@@ -1128,6 +1171,8 @@ ex_write_head(struct exchange *ex)
 
 	fw.client_addr = ex->qc->peer;
 	fw.set = &ex->route->set_request;
+	fw.id_name = ex->id[0] != '\0' ? ex_cfg(ex)->request_id_header : NULL;
+	fw.id = ex->id;
 	fw.early_data = ex->early;
 	if (ex->req_fin) {
 		/* the whole body is here: its length is known */
@@ -1640,14 +1685,18 @@ ex_submit_head(struct exchange *ex, const struct http1_response *r,
 	/* the route's set_response_header, on the final response */
 	const struct config_headers *set = !informational &&
 	    ex->route->set_response.n > 0 ? &ex->route->set_response : NULL;
+	/* and the request's ID, in place of the backend's field */
+	const char *idh = !informational && ex->id[0] != '\0' ?
+	    ex_cfg(ex)->request_id_header : NULL;
+	size_t idlen = idh != NULL ? strlen(idh) : 0;
 	struct conn_tokens ct;
 	size_t n = 0, total = 0, max;
 	int rv;
 
 	for (size_t i = 0; i < r->nheaders; i++)
 		total += r->headers[i].namelen;
-	/* :status, the fields, at most one content-length, and the set */
-	max = r->nheaders + 2 + (set != NULL ? set->n : 0);
+	/* :status, the fields, at most one content-length, the set, the ID */
+	max = r->nheaders + 3 + (set != NULL ? set->n : 0);
 	if (max > sizeof(nva_small) / sizeof(nva_small[0]))
 		nva = calloc(max, sizeof(*nva));
 	if (total > sizeof(names_small))
@@ -1677,6 +1726,9 @@ ex_submit_head(struct exchange *ex, const struct http1_response *r,
 		    h->namelen);
 		if (set != NULL && header_is_set(set, np, h->namelen))
 			continue;
+		if (idlen > 0 && h->namelen == idlen &&
+		    memcmp(np, idh, idlen) == 0)
+			continue;
 		nva[n++] = (nghttp3_nv){ (uint8_t *)np, (uint8_t *)(uintptr_t)
 		    h->value, h->namelen, h->valuelen, NGHTTP3_NV_FLAG_NONE };
 		np += h->namelen;
@@ -1686,6 +1738,10 @@ ex_submit_head(struct exchange *ex, const struct http1_response *r,
 			nva[n++] = (nghttp3_nv){ (uint8_t *)set->v[i].name,
 			    (uint8_t *)set->v[i].value, set->v[i].namelen,
 			    set->v[i].valuelen, NGHTTP3_NV_FLAG_NONE };
+	if (idlen > 0)
+		nva[n++] = (nghttp3_nv){ (uint8_t *)(uintptr_t)idh,
+		    (uint8_t *)ex->id,
+		    idlen, EX_ID_LEN, NGHTTP3_NV_FLAG_NONE };
 	/*
 	 * Content-Length, repeats and lists ("5, 5") made one value (RFC 9110
 	 * 8.6); none with chunked framing, where it is not to be trusted, nor
@@ -2485,6 +2541,7 @@ ex_log(struct exchange *ex)
 	e.duration = ev_now(ex_loop(ex)) - ex->started;
 	e.backend = ex->server != NULL ? ex->server->cfg->text : "-";
 	e.quic_version = ngtcp2_conn_get_negotiated_version(ex->qc->conn);
+	e.request_id = ex->id[0] != '\0' ? ex->id : NULL;
 	access_log_write(&e);
 	free(authority);
 	free(path);

@@ -773,9 +773,14 @@ access_log_write(const struct access_entry *e)
 		    e->resp_bytes, d);
 		access_put_field(tail, sizeof(tail), &tlen, num, e->backend,
 		    ACCESS_BACKEND_MAX, 1);
-		snprintf(num, sizeof(num), "\",\"quic_version\":\"0x%x\"}",
+		snprintf(num, sizeof(num), "\",\"quic_version\":\"0x%x\"",
 		    e->quic_version);
 		access_put(tail, sizeof(tail), &tlen, num);
+		if (e->request_id != NULL)
+			access_put_field(tail, sizeof(tail), &tlen,
+			    ",\"request_id\":\"", e->request_id, 64, 1);
+		access_put(tail, sizeof(tail), &tlen,
+		    e->request_id != NULL ? "\"}" : "}");
 	} else {
 		if (e->status == 0)
 			snprintf(status, sizeof(status), "-");
@@ -787,6 +792,9 @@ access_log_write(const struct access_entry *e)
 		    ACCESS_BACKEND_MAX, 1);
 		snprintf(num, sizeof(num), " 0x%x", e->quic_version);
 		access_put(tail, sizeof(tail), &tlen, num);
+		if (e->request_id != NULL)
+			access_put_field(tail, sizeof(tail), &tlen, " ",
+			    e->request_id, 64, 1);
 	}
 
 	if (acc_json) {

@@ -101,6 +101,7 @@ struct access_entry {
 	double		 duration;	/* seconds */
 	const char	*backend;	/* server as configured, or "-" */
 	unsigned	 quic_version;
+	const char	*request_id;	/* NULL: request_id_header is off */
 };
 
 /* path NULL: off; "stderr"; or a file. 0, or -1 with errno. */

@@ -12,7 +12,6 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/param.h>
-#include <sys/random.h>
 
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
@@ -25,6 +24,7 @@
 #include "exchange.h"
 #include "log.h"
 #include "replay.h"
+#include "rng.h"
 #include "siphash.h"
 #include "stats.h"
 #include "strbuf.h"
@@ -78,23 +78,6 @@ token_now(void)
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (uint64_t)ts.tv_sec * NGTCP2_SECONDS + (uint64_t)ts.tv_nsec;
-}
-
-static void
-fill_random(void *buf, size_t len)
-{
-	uint8_t *p = buf;
-	ssize_t n;
-
-	while (len > 0) {
-		if ((n = getrandom(p, len, 0)) == -1) {
-			if (errno == EINTR)
-				continue;
-			fatal("getrandom");
-		}
-		p += n;
-		len -= (size_t)n;
-	}
 }
 
 static struct cid_entry **
@@ -221,7 +204,7 @@ cid_new(struct quic_server *srv, ngtcp2_cid *cid)
 	do {
 		cid->datalen = srv->cid_len;
 		if (srv->cid_lb == NULL) {
-			fill_random(cid->data, cid->datalen);
+			rng_fill(cid->data, cid->datalen);
 			/* the kernel gives its datagrams to this worker */
 			cid->data[0] = workers_cid_byte(cid->data[0]);
 		} else
@@ -240,7 +223,7 @@ cid_new(struct quic_server *srv, ngtcp2_cid *cid)
 static void
 rand_cb(uint8_t *dest, size_t len, const ngtcp2_rand_ctx *ctx)
 {
-	fill_random(dest, len);
+	rng_fill(dest, len);
 }
 
 static int
@@ -1597,7 +1580,7 @@ send_version_negotiation(struct udp_sock *sock, const ngtcp2_version_cid *vc,
 	uint8_t unused;
 	ngtcp2_ssize n;
 
-	fill_random(&unused, 1);
+	rng_fill(&unused, 1);
 	n = ngtcp2_pkt_write_version_negotiation(srv->txbuf,
 	    sizeof(srv->txbuf), unused, vc->scid, vc->scidlen, vc->dcid,
 	    vc->dcidlen, quic_versions, NVERSIONS);
@@ -1633,7 +1616,7 @@ send_stateless_reset(struct udp_sock *sock, size_t len, const uint8_t *dcid,
 	if (ngtcp2_crypto_generate_stateless_reset_token(token, srv->secret,
 	    sizeof(srv->secret), &cid) != 0)
 		return;
-	fill_random(rnd, sizeof(rnd));
+	rng_fill(rnd, sizeof(rnd));
 	n = ngtcp2_pkt_write_stateless_reset(srv->txbuf, size, token, rnd,
 	    size - NGTCP2_STATELESS_RESET_TOKENLEN);
 	if (n <= 0)
@@ -2205,7 +2188,7 @@ quic_init(struct quic_server *srv)
 		if ((srv->rx[i].buf = malloc(srv->rx[i].cap)) == NULL)
 			fatal("%s: malloc", __func__);
 	}
-	fill_random(srv->hashkey, sizeof(srv->hashkey));
+	rng_fill(srv->hashkey, sizeof(srv->hashkey));
 	srv->cid_len = QUIC_SCID_LEN;
 	if ((srv->clients = clients_new()) == NULL)
 		fatal("%s: clients_new", __func__);
@@ -2213,7 +2196,7 @@ quic_init(struct quic_server *srv)
 	    (double)REGULAR_TOKEN_TIMEOUT / NGTCP2_SECONDS)) == NULL)
 		fatal("%s: replay_new", __func__);
 	/* until server_set_secret: a random one, good for this run only */
-	fill_random(srv->secret, sizeof(srv->secret));
+	rng_fill(srv->secret, sizeof(srv->secret));
 	srv->reset_budget = STATELESS_RESET_RATE;
 	srv->reset_refill = ev_now(srv->loop);
 	ev_prepare_init(&srv->flush, flush_cb);

@@ -726,18 +726,6 @@ put_forwarded(struct head_out *o, const char *addr, const char *authority,
 	HO_LIT(o, "\"");
 }
 
-/* Whether a field of this name (lowercase) is among those set. */
-bool
-header_is_set(const struct config_headers *set, const char *name,
-    size_t len)
-{
-	for (size_t i = 0; i < set->n; i++)
-		if (set->v[i].namelen == len &&
-		    memcmp(set->v[i].name, name, len) == 0)
-			return true;
-	return false;
-}
-
 int
 request_write_http1(const struct request *r, const struct request_forward *fw,
     struct bufq *out)
@@ -747,7 +735,7 @@ request_write_http1(const struct request *r, const struct request_forward *fw,
 	struct head_out o;
 	char tmp[64];
 	const char *authority;
-	size_t alen;
+	size_t alen, idlen = fw->id_name != NULL ? strlen(fw->id_name) : 0;
 
 	o.q = out;
 	o.len = 0;
@@ -766,6 +754,9 @@ request_write_http1(const struct request *r, const struct request_forward *fw,
 		if (set != NULL && header_is_set(set, fname(r, (int)i),
 		    r->fields[i].namelen))
 			continue;
+		if (idlen > 0 && r->fields[i].namelen == idlen &&
+		    memcmp(fname(r, (int)i), fw->id_name, idlen) == 0)
+			continue;
 		ho_put(&o, fname(r, (int)i), r->fields[i].namelen);
 		HO_LIT(&o, ": ");
 		ho_put(&o, fvalue(r, (int)i), r->fields[i].valuelen);
@@ -778,6 +769,13 @@ request_write_http1(const struct request *r, const struct request_forward *fw,
 		ho_put(&o, set->v[i].name, set->v[i].namelen);
 		HO_LIT(&o, ": ");
 		ho_put(&o, set->v[i].value, set->v[i].valuelen);
+		HO_LIT(&o, "\r\n");
+	}
+
+	if (idlen > 0) {
+		ho_put(&o, fw->id_name, idlen);
+		HO_LIT(&o, ": ");
+		ho_str(&o, fw->id);
 		HO_LIT(&o, "\r\n");
 	}
 

@@ -97,14 +97,11 @@ struct request_forward {
 	/* the route's set_request_header: these replace the client's
 	   fields of their names (none when NULL) */
 	const struct config_headers *set;
+	/* request_id_header (lowercase) and the request's ID, which
+	   replace the client's fields of that name (none when NULL) */
+	const char		*id_name;
+	const char		*id;
 };
-
-/*
- * Whether a field of this name, in lowercase as HTTP/3 has them, is among
- * a route's set_request_header or set_response_header.
- */
-bool	header_is_set(const struct config_headers *, const char *name,
-	    size_t len);
 
 /* Appends the HTTP/1.1 request head. 0, or -1 when out of memory. */
 int	request_write_http1(const struct request *,

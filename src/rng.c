@@ -6,9 +6,11 @@
  */
 #include <errno.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <sys/random.h>
 
-int	qproxy_rand_block(unsigned char *, unsigned int);
+#include "rng.h"
+
 int	wc_GenerateSeed(void *, unsigned char *, unsigned int);
 
 /* 0, or -1 if the kernel gave nothing (wolfSSL then fails the operation). */
@@ -28,6 +30,17 @@ qproxy_rand_block(unsigned char *out, unsigned int len)
 		off += (size_t)n;
 	}
 	return 0;
+}
+
+void
+rng_fill(void *buf, size_t len)
+{
+	unsigned char *p = buf;
+
+	for (size_t off = 0; off < len; off += 65536)
+		if (qproxy_rand_block(p + off, (unsigned int)(len - off <
+		    65536 ? len - off : 65536)) == -1)
+			abort();
 }
 
 /*

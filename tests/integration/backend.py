@@ -749,8 +749,11 @@ class Backend:
                 "headers": [list(h) for h in req.headers],
                 "body": body,
             }
+            # ?field=Name: value: one more field in the response
+            extra = [tuple(f.split(": ", 1)) for f in q.get("field", [])]
             return self._send_simple(sock, 200, json.dumps(reply).encode() + b"\n",
-                                     ctype="application/json", close=close, head_only=head_only)
+                                     ctype="application/json", close=close, head_only=head_only,
+                                     extra=extra)
 
         if name == "head-part":
             n = self._int_arg(args)

@@ -90,6 +90,12 @@ BROKEN = {
     "deny-not-an-address": insert_after(26, "deny = localhost"),
     "allow-prefix-too-long": insert_after(26, "allow = 2001:db8::/129"),
     "health-check-host-bad": insert_after(15, "health_check_host = a b"),
+    "request-id-header-bad-name": insert_after(5, "request_id_header = X Request"),
+    "request-id-header-via": insert_after(5, "request_id_header = Via"),
+    # reported at request_id_header, wherever the route's is
+    "request-id-header-set-by-route":
+    lambda lines: insert_after(26, "set_response_header = X-Request-Id: 1")(lines)
+    and insert_after(5, "request_id_header = x-request-id")(lines),
     "health-check-not-a-path": insert_after(15, "health_check = healthz"),
     "health-interval-too-short": insert_after(15, "health_interval = 10ms"),
     "cid-lengths-under-7": lambda lines: insert_after(5, "cid_nonce_length = 4")(lines)

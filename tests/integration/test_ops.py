@@ -812,6 +812,41 @@ def test_access_log_and_sigusr1_reopen(qproxy_factory, backend_app, tmp_path):
     assert "log files reopened" in err.read_text()
 
 
+def test_request_ids(qproxy_factory, backend_app, tmp_path):
+    """request_id_header: every request taken gets an ID of its own, sent
+    to the backend in place of the client's fields of that name, returned
+    to the client in place of the backend's, on qproxy's own answers (404)
+    too, and logged last on its access log line."""
+    log = tmp_path / "access.log"
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server,
+        extra_global=[("access_log", str(log)), ("access_log_format", "json"),
+                      ("request_id_header", "X-Request-ID")]))
+    ids = []
+    for i in range(3):
+        r = h3_get(q.url("/app/echo-headers?n=%d&field=X-Request-Id:+from-backend" % i),
+                   headers=["X-Request-ID: forged", "x-request-id: again"])
+        assert r.status == 200
+        sent = [v for n, v in r.json()["headers"] if n.lower() == "x-request-id"]
+        assert len(sent) == 1 and re.fullmatch("[0-9a-f]{32}", sent[0]), sent
+        assert r.header_all("x-request-id") == sent, r.headers
+        ids.append(sent[0])
+    r = h3_get(q.url("/elsewhere"))
+    assert r.status == 404
+    ids.append(r.header("x-request-id"))
+    assert len(set(ids)) == 4, ids
+    # this process's half, then the count's
+    assert len({i[:16] for i in ids}) == 1, ids
+    _wait_for_line(log, "/elsewhere")
+    logged = {}
+    for line in _whole_lines(log):
+        e = json.loads(line)
+        logged[e["path"]] = e["request_id"]
+    for i in range(3):
+        assert logged["/app/echo-headers?n=%d&field=X-Request-Id:+from-backend" % i] == ids[i]
+    assert logged["/elsewhere"] == ids[3]
+
+
 def test_configuration_warnings_at_start_go_to_the_error_log(qproxy_factory, backend_app,
                                                             tmp_path):
     """A setting that is allowed but likely a mistake was warned about at

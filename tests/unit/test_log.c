@@ -272,6 +272,10 @@ test_access_text(void)
 	e.status = 404;
 	e.duration = 12.3456;
 	access_log_write(&e);
+	/* request_id_header on: the ID last */
+	e = sample;
+	e.request_id = "0123456789abcdef0123456789abcdef";
+	access_log_write(&e);
 	s = slurp(path);
 	CHECK_EQ_STR(s,
 	    "2025-11-25T14:00:00.500Z 192.0.2.1:4433 example.com "
@@ -281,7 +285,10 @@ test_access_text(void)
 	    "2.000 - 0x6b3343cf\n"
 	    "2025-11-25T14:00:00.500Z 192.0.2.1:4433 a\\x20b\\x22 "
 	    "\"G\\x20T /\\xC3\\xA9\\xFF\" 404 0 1234 12.346 "
-	    "unix:/run/my\\x20app.sock 0x1\n");
+	    "unix:/run/my\\x20app.sock 0x1\n"
+	    "2025-11-25T14:00:00.500Z 192.0.2.1:4433 example.com "
+	    "\"GET /a\\x22b c\\x0D\\x0A\\x01d\\x5Ce\" 200 0 1234 0.250 "
+	    "127.0.0.1:8080 0x1 0123456789abcdef0123456789abcdef\n");
 	free(s);
 	CHECK_EQ_INT(stat(path, &st), 0);
 	CHECK_EQ_INT(st.st_mode & 0777, 0640);
@@ -304,6 +311,9 @@ test_access_json(void)
 	    "\xc2\x85\xc2\x9b\xc2\xa0\xe2\x80\xa9";
 	e.method = "\xe2\x80\xa8";
 	access_log_write(&e);
+	e = sample;
+	e.request_id = "0123456789abcdef0123456789abcdef";
+	access_log_write(&e);
 	s = slurp(path);
 	CHECK_EQ_STR(s,
 	    "{\"time\":\"2025-11-25T14:00:00.500Z\",\"client\":\"192.0.2.1:4433\","
@@ -322,7 +332,13 @@ test_access_json(void)
 	    "\xf0\x9f\x98\x80\\u007f\\u0009\\u0085\\u009b\xc2\xa0\\u2029\","
 	    "\"status\":200,"
 	    "\"request_bytes\":0,\"response_bytes\":1234,\"duration\":0.250,"
-	    "\"backend\":\"127.0.0.1:8080\",\"quic_version\":\"0x1\"}\n");
+	    "\"backend\":\"127.0.0.1:8080\",\"quic_version\":\"0x1\"}\n"
+	    "{\"time\":\"2025-11-25T14:00:00.500Z\",\"client\":\"192.0.2.1:4433\","
+	    "\"authority\":\"example.com\",\"method\":\"GET\","
+	    "\"path\":\"/a\\\"b c\\u000d\\u000a\\u0001d\\\\e\",\"status\":200,"
+	    "\"request_bytes\":0,\"response_bytes\":1234,\"duration\":0.250,"
+	    "\"backend\":\"127.0.0.1:8080\",\"quic_version\":\"0x1\","
+	    "\"request_id\":\"0123456789abcdef0123456789abcdef\"}\n");
 	free(s);
 	CHECK(json_valid(path));
 	access_log_close();

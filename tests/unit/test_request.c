@@ -390,7 +390,8 @@ test_authority_bytes(void)
 static void
 test_large_request(void)
 {
-	struct request_forward fw = { "198.51.100.7", REQ_BODY_NONE, 0, false, NULL };
+	struct request_forward fw = { "198.51.100.7", REQ_BODY_NONE, 0, false, NULL,
+	    NULL, NULL };
 	struct request r;
 	struct bufq q;
 	char name[32], value[128], line[200], *s, *at;
@@ -429,7 +430,8 @@ test_large_request(void)
 static void
 test_long_authority(void)
 {
-	struct request_forward fw = { "2001:db8::1", REQ_BODY_NONE, 0, false, NULL };
+	struct request_forward fw = { "2001:db8::1", REQ_BODY_NONE, 0, false, NULL,
+	    NULL, NULL };
 	struct request r;
 	struct bufq q;
 	char host[5001], want[10400], *s;
@@ -613,7 +615,7 @@ test_http1(void)
 	    "x-forwarded-for: 192.0.2.9", "via: 1.1 edge", "te: trailers",
 	    "content-length: 3", NULL };
 	struct request_forward fw = { "198.51.100.7", REQ_BODY_LENGTH, 3, false,
-	    NULL };
+	    NULL, NULL, NULL };
 	struct request *r;
 	struct bufq q;
 	char *s;
@@ -642,7 +644,7 @@ test_http1(void)
 	{
 		const char *g[] = { BASE, NULL };
 		struct request_forward fw6 = { "2001:db8::1",
-		    REQ_BODY_CHUNKED, 0, true, NULL };
+		    REQ_BODY_CHUNKED, 0, true, NULL, NULL, NULL };
 
 		r = build(g, false, &rv);
 		CHECK_EQ_INT(request_write_http1(r, &fw6, &q), 0);
@@ -671,7 +673,7 @@ test_http1(void)
 		};
 		struct config_headers set = { h, 3 };
 		struct request_forward fws = { "192.0.2.1", REQ_BODY_NONE, 0,
-		    false, &set };
+		    false, &set, NULL, NULL };
 
 		r = build(g, true, &rv);
 		CHECK_EQ_INT(request_write_http1(r, &fws, &q), 0);
@@ -692,6 +694,32 @@ test_http1(void)
 		CHECK(header_is_set(&set, "x-env", 5));
 		CHECK(!header_is_set(&set, "x-en", 4));
 		CHECK(!header_is_set(&set, "x-envy", 6));
+
+		/*
+		 * request_id_header: the client's fields of its name go, in
+		 * any case, and the request's ID comes after the route's
+		 */
+		const char *gi[] = { BASE, "x-request-id: forged",
+		    "x-request-idx: kept", "x-request-id: again", NULL };
+		fws.id_name = "x-request-id";
+		fws.id = "0123456789abcdef0123456789abcdef";
+		r = build(gi, true, &rv);
+		CHECK_EQ_INT(request_write_http1(r, &fws, &q), 0);
+		s = flatten(&q);
+		CHECK_EQ_STR(s,
+		    "GET / HTTP/1.1\r\n"
+		    "host: example.com\r\n"
+		    "x-request-idx: kept\r\n"
+		    "x-user: alice\r\n"
+		    "x-env: prod\r\n"
+		    "x-request-id: 0123456789abcdef0123456789abcdef\r\n"
+		    "x-forwarded-for: 192.0.2.1\r\n"
+		    "via: 3 qproxy\r\n"
+		    "forwarded: for=192.0.2.1;proto=https;host=\"example.com\"\r\n"
+		    "x-forwarded-proto: https\r\n"
+		    "\r\n");
+		free(s);
+		bufq_free(&q);
 	}
 }
 
