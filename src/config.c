@@ -2,9 +2,10 @@
  * config.c: the configuration file, parsed into plain data.
  *
  * inih splits lines into keys and values; our reader in front of it counts
- * lines, parses section headers and reports malformed lines, so that every
- * error carries its line and parsing always goes on to the end of the file.
- * What each key accepts comes from one table, config_keys.
+ * lines, parses section headers, reads included files in place of their
+ * include lines and reports malformed lines, so that every error carries
+ * its file and line and parsing always goes on to the end. What each key
+ * accepts comes from one table, config_keys.
  */
 #include <sys/param.h>
 #include <sys/stat.h>
@@ -14,7 +15,9 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <glob.h>
 #include <ini.h>
+#include <limits.h>
 #include <pwd.h>
 #include <sched.h>
 #include <stdarg.h>
@@ -74,11 +77,27 @@ struct config_error {
 	char		*msg;
 };
 
+/* include: files in files at most this deep, and this many in all */
+#define CONFIG_INCLUDE_DEPTH	8
+#define CONFIG_FILES_MAX	1000
+
+/* A file being read: the configuration's, or one it includes. */
+struct config_input {
+	char			*path;		/* until opened */
+	FILE			*fp;		/* NULL until read */
+	size_t			 file;		/* into cfg->files, once open */
+	int			 line;		/* its lines read */
+	int			 from;		/* its include line; 0: none */
+	unsigned		 depth;		/* includes around it */
+	struct config_section	*resume;	/* the includer's section */
+};
+
 struct config_parser {
 	const char		*path;
-	FILE			*fp;
+	struct config_input	*in;		/* a stack: the top is read */
+	size_t			 nin;
 	struct config		*cfg;
-	int			 line;
+	int			 line;		/* across files: config_at */
 	char			*linebuf;
 	size_t			 linecap;
 
@@ -163,6 +182,7 @@ static int	config_set_header(struct config_parser *,
 static int	config_set_health_host(struct config_parser *,
 		    const struct config_key *, struct config_section *, void *,
 		    const char *);
+static const char *config_earlier(struct config_parser *, int);
 static int	config_set_request_id(struct config_parser *,
 		    const struct config_key *, struct config_section *, void *,
 		    const char *);
@@ -1485,8 +1505,8 @@ config_header(struct config_parser *p, char *inner)
 		return;
 	}
 	if ((s = config_find_section(p, kind, name)) != NULL) {
-		config_error(p, p->line, "duplicate [%s %s], first at line %d",
-		    inner, name, s->line);
+		config_error(p, p->line, "duplicate [%s %s], first at %s",
+		    inner, name, config_earlier(p, s->line));
 		return;
 	}
 	if ((s = config_new_section(p, kind, name)) != NULL)
@@ -1519,33 +1539,276 @@ config_cut_comment(char *s)
 }
 
 /*
- * The ini_reader: hands inih exactly one line per line of the file, so that
- * p->line is the line of whatever inih passes to config_handler. Headers are
- * handled here; blank, comment and malformed lines reach inih as empty ones.
+ * A configuration file opened to be read: a regular file only, so that a
+ * FIFO without a writer cannot hold a reload and the whole daemon. NULL
+ * with errno set (EINVAL: not a regular file).
+ */
+static FILE *
+config_fopen(const char *path)
+{
+	struct stat	 st;
+	FILE		*fp;
+	int		 fd, saved;
+
+	if ((fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) == -1)
+		return NULL;
+	if (fstat(fd, &st) == 0 && !S_ISREG(st.st_mode)) {
+		close(fd);
+		errno = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
+		return NULL;
+	}
+	if (fcntl(fd, F_SETFL, O_RDONLY) == -1 ||
+	    (fp = fdopen(fd, "r")) == NULL) {
+		saved = errno;
+		close(fd);
+		errno = saved;
+		return NULL;
+	}
+	return fp;
+}
+
+static const char *
+config_ferror(int err)
+{
+	return err == EINVAL ? "not a regular file" : strerror(err);
+}
+
+/* From the next line on, the lines are file's from line on. */
+static void
+config_span_add(struct config_parser *p, size_t file, int line)
+{
+	struct config		*cfg = p->cfg;
+	struct config_span	*sp;
+
+	sp = reallocarray(cfg->spans, cfg->nspans + 1, sizeof(*sp));
+	if (sp == NULL) {
+		p->oom = true;
+		return;
+	}
+	cfg->spans = sp;
+	sp[cfg->nspans++] = (struct config_span){ p->line + 1, file, line };
+}
+
+/* The file and the line in it of a line number of the configuration. */
+static void
+config_locate(const struct config *cfg, int pos, const char **path,
+    int *line)
+{
+	*path = cfg->path;
+	*line = pos;
+	for (size_t i = cfg->nspans; i-- > 0;)
+		if (cfg->spans[i].pos <= pos) {
+			*path = cfg->files[cfg->spans[i].file];
+			*line = cfg->spans[i].line + (pos - cfg->spans[i].pos);
+			return;
+		}
+}
+
+const char *
+config_at(const struct config *cfg, int pos)
+{
+	static char	 buf[4][PATH_MAX + 16];
+	static unsigned	 next;
+	char		*b = buf[next++ % 4];
+	const char	*path;
+	int		 line;
+
+	config_locate(cfg, pos, &path, &line);
+	snprintf(b, sizeof(buf[0]), "%s:%d", path, line);
+	return b;
+}
+
+/*
+ * Where an earlier line was, for "first at": "line 5" in the file being
+ * read, "file:5" in another.
+ */
+static const char *
+config_earlier(struct config_parser *p, int pos)
+{
+	static char	 buf[PATH_MAX + 16];
+	const char	*path, *here;
+	int		 line, hline;
+
+	config_locate(p->cfg, pos, &path, &line);
+	config_locate(p->cfg, p->line, &here, &hline);
+	if (path == here)
+		snprintf(buf, sizeof(buf), "line %d", line);
+	else
+		snprintf(buf, sizeof(buf), "%s:%d", path, line);
+	return buf;
+}
+
+/* Opens the top input, an included file: -1 when it cannot be read. */
+static int
+config_input_open(struct config_parser *p, struct config_input *in)
+{
+	struct config	*cfg = p->cfg;
+	char		**files;
+
+	if ((in->fp = config_fopen(in->path)) == NULL) {
+		config_error(p, in->from, "include: %s: %s", in->path,
+		    config_ferror(errno));
+		return -1;
+	}
+	if ((files = reallocarray(cfg->files, cfg->nfiles + 1,
+	    sizeof(*files))) == NULL) {
+		p->oom = true;
+		return -1;
+	}
+	cfg->files = files;
+	in->file = cfg->nfiles;
+	files[cfg->nfiles++] = in->path;	/* the config's from here */
+	in->path = NULL;
+	config_span_add(p, in->file, 1);
+	p->cur = NULL;		/* each file opens its own sections */
+	return 0;
+}
+
+/* Done with the top input: the one under it goes on, in its section. */
+static void
+config_input_pop(struct config_parser *p)
+{
+	struct config_input *in = &p->in[--p->nin];
+
+	if (in->fp != NULL)
+		fclose(in->fp);
+	free(in->path);
+	p->cur = in->resume;
+	if (p->nin > 0) {
+		in = &p->in[p->nin - 1];
+		config_span_add(p, in->file, in->line + 1);
+	}
+}
+
+/*
+ * "include = pattern": the files that match it (glob(3), in the order of
+ * their names; a pattern relative to the directory of the file it is in)
+ * are read next, each as if its lines stood here, beginning outside any
+ * section; after them this file goes on in the section it was in.
+ */
+static void
+config_include(struct config_parser *p, const char *pattern)
+{
+	struct config_input	*top = &p->in[p->nin - 1], *in;
+	const char		*dir = p->cfg->files[top->file], *slash;
+	char			 full[PATH_MAX];
+	unsigned		 depth = top->depth + 1;
+	struct config_section	*resume = p->cur;
+	glob_t			 g;
+	int			 rc, n;
+
+	if (*pattern == '\0') {
+		config_error(p, p->line, "include: missing value");
+		return;
+	}
+	if (depth > CONFIG_INCLUDE_DEPTH) {
+		config_error(p, p->line, "include: more than %d files deep "
+		    "(does a file include itself?)", CONFIG_INCLUDE_DEPTH);
+		return;
+	}
+	slash = strrchr(dir, '/');
+	if (pattern[0] == '/' || slash == NULL)
+		n = snprintf(full, sizeof(full), "%s", pattern);
+	else
+		n = snprintf(full, sizeof(full), "%.*s/%s",
+		    (int)(slash - dir), dir, pattern);
+	if (n < 0 || (size_t)n >= sizeof(full)) {
+		config_error(p, p->line, "include: path too long");
+		return;
+	}
+	rc = glob(full, 0, NULL, &g);
+	if (rc == GLOB_NOMATCH) {
+		/* a pattern may match nothing; a file must be there */
+		if (strpbrk(full, "*?[") == NULL)
+			config_error(p, p->line, "include: %s: %s", full,
+			    strerror(ENOENT));
+		return;
+	}
+	if (rc != 0) {
+		if (rc == GLOB_NOSPACE)
+			p->oom = true;
+		else
+			config_error(p, p->line, "include: %s: cannot read "
+			    "its directory", full);
+		globfree(&g);
+		return;
+	}
+	if (p->cfg->nfiles + p->nin + g.gl_pathc > CONFIG_FILES_MAX) {
+		config_error(p, p->line, "include: more than %d files in all",
+		    CONFIG_FILES_MAX);
+		globfree(&g);
+		return;
+	}
+	in = reallocarray(p->in, p->nin + g.gl_pathc, sizeof(*in));
+	if (in == NULL) {
+		p->oom = true;
+		globfree(&g);
+		return;
+	}
+	p->in = in;
+	/* the first on top */
+	for (size_t i = g.gl_pathc; i-- > 0;) {
+		in = &p->in[p->nin];
+		memset(in, 0, sizeof(*in));
+		if ((in->path = config_strdup(p, g.gl_pathv[i])) == NULL)
+			break;
+		in->from = p->line;
+		in->depth = depth;
+		in->resume = resume;
+		p->nin++;
+	}
+	globfree(&g);
+}
+
+/* Whether the key of "key = value", len bytes before the '=', is include. */
+static bool
+config_is_include(const char *line, size_t len)
+{
+	while (len > 0 && (line[len - 1] == ' ' || line[len - 1] == '\t'))
+		len--;
+	return len == 7 && strncmp(line, "include", 7) == 0;
+}
+
+/*
+ * The ini_reader: hands inih exactly one line per line read, so that
+ * p->line is the line of whatever inih passes to config_handler, counted
+ * across the included files. Headers and includes are handled here;
+ * blank, comment and malformed lines reach inih as empty ones.
  */
 static char *
 config_reader(char *buf, int num, void *arg)
 {
 	struct config_parser	*p = arg;
+	struct config_input	*in;
 	ssize_t			 n;
 	size_t			 len;
 	char			*line, *end;
 
-	errno = 0;
-	if ((n = getline(&p->linebuf, &p->linecap, p->fp)) == -1) {
-		if (ferror(p->fp))
-			config_error(p, p->line + 1, "read error: %s",
-			    strerror(errno));
-		return NULL;
+	for (;;) {
+		if (p->nin == 0 || p->oom)
+			return NULL;
+		in = &p->in[p->nin - 1];
+		if (in->fp == NULL && config_input_open(p, in) == -1) {
+			config_input_pop(p);
+			continue;
+		}
+		errno = 0;
+		if ((n = getline(&p->linebuf, &p->linecap, in->fp)) != -1)
+			break;
+		if (ferror(in->fp))
+			config_error(p, p->nin > 1 ? in->from : p->line + 1,
+			    "read error: %s", strerror(errno));
+		config_input_pop(p);
 	}
 	p->line++;
+	in->line++;
 	line = p->linebuf;
 	snprintf(buf, (size_t)num, "\n");
 	if (strlen(line) != (size_t)n) {
 		config_error(p, p->line, "syntax error: NUL byte in line");
 		return buf;
 	}
-	if (p->line == 1 && strncmp(line, "\xef\xbb\xbf", 3) == 0)
+	if (in->line == 1 && strncmp(line, "\xef\xbb\xbf", 3) == 0)
 		line += 3;
 	line = config_trim(line);
 	if (*line == '\0' || *line == '#' || *line == ';')
@@ -1582,6 +1845,10 @@ config_reader(char *buf, int num, void *arg)
 	}
 	if (len == 0) {
 		config_error(p, p->line, "syntax error: missing key name");
+		return buf;
+	}
+	if (config_is_include(line, len)) {
+		config_include(p, config_trim(line + len + 1));
 		return buf;
 	}
 	if (strlen(line) + 2 > (size_t)num) {
@@ -1623,9 +1890,9 @@ config_handler(void *user, const char *section, const char *name,
 	}
 	if (s->keyline[i] != 0 && !(k->flags & KEY_REPEAT)) {
 		config_error(p, p->line, "duplicate key \"%s\" in %s, first "
-		    "at line %d", name,
+		    "at %s", name,
 		    config_section_label(s, label, sizeof(label)),
-		    s->keyline[i]);
+		    config_earlier(p, s->keyline[i]));
 		return 1;
 	}
 	if (s->keyline[i] == 0)
@@ -1790,7 +2057,7 @@ config_finish(struct config_parser *p)
 				break;
 		if (j == cfg->nbackends)
 			config_error(p, s->backend_line, "backend: no "
-			    "[backend %s] in the file", s->backend);
+			    "[backend %s] in the configuration", s->backend);
 		else
 			cfg->routes[s->index].backend = j;
 	}
@@ -1833,10 +2100,11 @@ config_report(struct config_parser *p, FILE *errs)
 
 	qsort(p->errors, p->nerrors, sizeof(*p->errors), config_error_cmp);
 	for (i = 0; i < p->nerrors && errs != NULL; i++)
-		fprintf(errs, "%s:%d: %s\n", p->path, p->errors[i].line,
+		fprintf(errs, "%s: %s\n", config_at(p->cfg, p->errors[i].line),
 		    p->errors[i].msg);
 	if (p->oom && errs != NULL)
-		fprintf(errs, "%s:%d: out of memory\n", p->path, p->line);
+		fprintf(errs, "%s: out of memory\n", config_at(p->cfg,
+		    p->line));
 	if (errs != NULL)
 		fflush(errs);
 }
@@ -1855,60 +2123,54 @@ config_parser_free(struct config_parser *p)
 		free(p->errors[i].msg);
 	free(p->errors);
 	free(p->linebuf);
+	while (p->nin > 0)
+		config_input_pop(p);
+	free(p->in);
 }
 
 struct config *
 config_load(const char *path, FILE *errs)
 {
 	struct config_parser	 p;
-	struct stat		 st;
 	struct config		*cfg;
-	int			 fd, rc;
+	FILE			*fp;
+	int			 rc;
 
 	memset(&p, 0, sizeof(p));
 	p.path = path;
 	p.global.kind = SECT_GLOBAL;
 	p.ignored.kind = SECT_IGNORED;
 
-	/*
-	 * Not blocking on a FIFO without a writer, which would hold a reload
-	 * and the whole daemon; only a regular file is read.
-	 */
-	if ((fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) == -1) {
+	if ((fp = config_fopen(path)) == NULL) {
 		if (errs != NULL)
 			fprintf(errs, "%s:0: cannot open: %s\n", path,
-			    strerror(errno));
-		return NULL;
-	}
-	if (fstat(fd, &st) == 0 && !S_ISREG(st.st_mode)) {
-		if (errs != NULL)
-			fprintf(errs, "%s:0: cannot open: %s\n", path,
-			    S_ISDIR(st.st_mode) ? strerror(EISDIR) :
-			    "not a regular file");
-		close(fd);
-		return NULL;
-	}
-	if (fcntl(fd, F_SETFL, O_RDONLY) == -1 ||
-	    (p.fp = fdopen(fd, "r")) == NULL) {
-		if (errs != NULL)
-			fprintf(errs, "%s:0: cannot open: %s\n", path,
-			    strerror(errno));
-		close(fd);
+			    config_ferror(errno));
 		return NULL;
 	}
 	if ((cfg = calloc(1, sizeof(*cfg))) == NULL ||
-	    (cfg->path = strdup(path)) == NULL) {
+	    (cfg->path = strdup(path)) == NULL ||
+	    (cfg->files = calloc(1, sizeof(*cfg->files))) == NULL ||
+	    (cfg->files[0] = strdup(path)) == NULL ||
+	    (p.in = calloc(1, sizeof(*p.in))) == NULL) {
+		if (cfg != NULL) {
+			if (cfg->files != NULL)
+				free(cfg->files[0]);
+			free(cfg->files);
+			free(cfg->path);
+		}
 		free(cfg);
-		fclose(p.fp);
+		fclose(fp);
 		if (errs != NULL)
 			fprintf(errs, "%s:0: out of memory\n", path);
 		return NULL;
 	}
+	cfg->nfiles = 1;
+	p.in[0].fp = fp;
+	p.nin = 1;
 	p.cfg = cfg;
 	config_defaults(&p, &p.global);
 
 	rc = ini_parse_stream(config_reader, &p, config_handler, &p);
-	fclose(p.fp);
 	if (rc == -2)
 		p.oom = true;
 	else if (rc > 0 && !config_has_error(&p, rc))
@@ -1978,6 +2240,10 @@ config_free(struct config *cfg)
 	free(cfg->error_log);
 	free(cfg->access_log);
 	free(cfg->request_id_header);
+	for (i = 0; i < cfg->nfiles; i++)
+		free(cfg->files[i]);
+	free(cfg->files);
+	free(cfg->spans);
 	free(cfg->secret_file);
 	free(cfg->qlog_dir);
 	free(cfg->keylog_file);
@@ -2014,63 +2280,65 @@ config_warnings(const struct config *cfg,
 	for (size_t i = 0; i < cfg->nlisteners; i++)
 		auto_retry |= cfg->listeners[i].retry == CONFIG_RETRY_AUTO;
 	if (auto_retry && cfg->retry_threshold >= cfg->max_handshakes)
-		warn("%s:%d: retry_threshold %llu is not below "
-		    "max_handshakes %llu: handshakes are refused before any "
-		    "Retry is sent", cfg->path, config_later_line(cfg,
-		    "retry_threshold", "max_handshakes"),
+		warn("%s: retry_threshold %llu is not below max_handshakes "
+		    "%llu: handshakes are refused before any Retry is sent",
+		    config_at(cfg, config_later_line(cfg, "retry_threshold",
+		    "max_handshakes")),
 		    (unsigned long long)cfg->retry_threshold,
 		    (unsigned long long)cfg->max_handshakes);
 	if (cfg->stream_window > cfg->connection_window)
-		warn("%s:%d: stream_window is larger than connection_window: "
-		    "a stream can use no more than the connection's",
-		    cfg->path, config_later_line(cfg, "stream_window",
-		    "connection_window"));
+		warn("%s: stream_window is larger than connection_window: a "
+		    "stream can use no more than the connection's",
+		    config_at(cfg, config_later_line(cfg, "stream_window",
+		    "connection_window")));
 	if (cfg->response_buffer_total < cfg->response_buffer_size)
-		warn("%s:%d: response_buffer_total is smaller than "
+		warn("%s: response_buffer_total is smaller than "
 		    "response_buffer_size: a stream can hold no more than "
-		    "all streams together", cfg->path, config_later_line(cfg,
-		    "response_buffer_total", "response_buffer_size"));
+		    "all streams together", config_at(cfg,
+		    config_later_line(cfg, "response_buffer_total",
+		    "response_buffer_size")));
 	if (3 * cfg->initial_rtt >= cfg->idle_timeout)
-		warn("%s:%d: initial_rtt is a third of idle_timeout or more: a "
+		warn("%s: initial_rtt is a third of idle_timeout or more: a "
 		    "lost handshake flight is not sent again before the "
-		    "handshake times out", cfg->path, config_later_line(cfg,
-		    "initial_rtt", "idle_timeout"));
+		    "handshake times out", config_at(cfg,
+		    config_later_line(cfg, "initial_rtt", "idle_timeout")));
 	if (cfg->cid_sidlen == 0 && (config_global_line(cfg,
 	    "cid_nonce_length") > 0 || config_global_line(cfg,
 	    "cid_config_id") > 0 || cfg->cid_key_file != NULL))
-		warn("%s:%d: cid_nonce_length, cid_config_id and cid_key_file "
-		    "do nothing without cid_server_id", cfg->path,
+		warn("%s: cid_nonce_length, cid_config_id and cid_key_file "
+		    "do nothing without cid_server_id", config_at(cfg,
 		    config_max_line(cfg, "cid_nonce_length", "cid_config_id",
-		    "cid_key_file"));
+		    "cid_key_file")));
 	if (cfg->cid_sidlen > 0 && cfg->cid_key_file != NULL &&
 	    cfg->cid_nonce_len < 6)
-		warn("%s:%d: a cid_nonce_length of %llu runs out after %s "
+		warn("%s: a cid_nonce_length of %llu runs out after %s "
 		    "connection IDs (each Retry, and each Initial from an "
 		    "address not proven, takes one too): then they are "
-		    "unroutable until a restart", cfg->path,
-		    config_later_line(cfg, "cid_nonce_length", "cid_server_id"),
+		    "unroutable until a restart", config_at(cfg,
+		    config_later_line(cfg, "cid_nonce_length",
+		    "cid_server_id")),
 		    (unsigned long long)cfg->cid_nonce_len,
 		    cfg->cid_nonce_len == 4 ? "4 billion" : "a trillion");
 	if (cfg->cid_sidlen > 0 && cfg->cid_key_file == NULL)
-		warn("%s:%d: cid_server_id without cid_key_file: the server ID "
+		warn("%s: cid_server_id without cid_key_file: the server ID "
 		    "is in the clear in every connection ID, so that anyone on "
 		    "the path can tell a client's connections by their server "
-		    "and follow them to a new address", cfg->path,
-		    config_global_line(cfg, "cid_server_id"));
+		    "and follow them to a new address", config_at(cfg,
+		    config_global_line(cfg, "cid_server_id")));
 	if (cfg->request_buffer_total < 4 * cfg->stream_window)
-		warn("%s:%d: request_buffer_total is smaller than four times "
+		warn("%s: request_buffer_total is smaller than four times "
 		    "stream_window, the most autotuning widens a stream's "
 		    "window to: one upload to a slow backend can fill it",
-		    cfg->path, config_later_line(cfg, "request_buffer_total",
-		    "stream_window"));
+		    config_at(cfg, config_later_line(cfg,
+		    "request_buffer_total", "stream_window")));
 	for (size_t i = 0; i < cfg->nlisteners; i++) {
 		const struct config_listener *l = &cfg->listeners[i];
 
 		for (size_t j = 0; j < l->ncerts; j++)
 			if (l->certs[j].key_mode & S_IROTH)
-				warn("%s:%d: private_key %s may be read by "
-				    "every user (mode %04o)", cfg->path,
-				    l->certs[j].key_line,
+				warn("%s: private_key %s may be read by "
+				    "every user (mode %04o)", config_at(cfg,
+				    l->certs[j].key_line),
 				    l->certs[j].private_key,
 				    (unsigned)(l->certs[j].key_mode & 07777));
 	}

@@ -110,12 +110,32 @@ struct config_route {
 	size_t		 nacl;
 };
 
+/*
+ * Where the lines of included files are: a line's number in the
+ * configuration (its position, counted across every file as read) is
+ * line + (pos - this pos) of files[file], for the last span at or
+ * before it.
+ */
+struct config_span {
+	int		 pos;
+	size_t		 file;
+	int		 line;
+};
+
 #define CONFIG_MAX_KEYS	96	/* keys of all kinds of section */
 #define WORKERS_MAX	64	/* [global] workers */
 
-/* All of it is owned by the struct config and freed by config_free. */
+/*
+ * All of it is owned by the struct config and freed by config_free. Its
+ * line numbers are positions across the included files: config_at
+ * says which file and line each is.
+ */
 struct config {
 	char			*path;
+	char			**files;	/* path, then the included */
+	size_t			 nfiles;
+	struct config_span	*spans;		/* in the order of pos */
+	size_t			 nspans;
 	int			 log_level;		/* enum log_level */
 	double			 shutdown_timeout;	/* seconds */
 	double			 idle_timeout;		/* seconds */
@@ -180,6 +200,12 @@ struct config {
  */
 struct config	*config_load(const char *path, FILE *errs);
 void		 config_free(struct config *);
+/*
+ * "file:line" of a line number of the configuration (a position across
+ * its files), for messages; in a static buffer, good until the fourth
+ * call after.
+ */
+const char	*config_at(const struct config *, int line);
 /* The line of the file where [global] set key; 0 when the default holds. */
 int		 config_global_line(const struct config *, const char *key);
 /*

@@ -493,7 +493,7 @@ check_error(const struct config *cfg, const char *key, const char *msg)
 	int line = config_global_line(cfg, key);
 
 	if (line > 0)
-		fprintf(stderr, "%s:%d: %s: %s\n", cfg->path, line, key, msg);
+		fprintf(stderr, "%s: %s: %s\n", config_at(cfg, line), key, msg);
 	else
 		fprintf(stderr, "%s: %s (by default): %s\n", cfg->path, key,
 		    msg);
@@ -546,8 +546,8 @@ check_files(const struct config *cfg)
 
 		if ((ctx = tls_ctx_new(l->certs, l->ncerts, l->early_data,
 		    zrtt, zrttlen, &bad, err, sizeof(err))) == NULL) {
-			fprintf(stderr, "%s:%d: listener %s: %s\n", cfg->path,
-			    l->certs[bad].line, l->name, err);
+			fprintf(stderr, "%s: listener %s: %s\n",
+			    config_at(cfg, l->certs[bad].line), l->name, err);
 			rv = -1;
 		} else {
 			tls_ctx_warnings(ctx, cfg, l, time(NULL), log_warnx);

@@ -162,8 +162,9 @@ generation_new(struct quic_server *srv, struct config *cfg,
 		    l->cfg->early_data, tctx,
 		    n < 0 ? 0 : MIN((size_t)n, sizeof(tctx) - 1),
 		    &bad, err, sizeof(err))) == NULL) {
-			strbuf_printf(errs, "%s:%d: listener %s: %s\n",
-			    cfg->path, l->cfg->certs[bad].line, l->cfg->name,
+			strbuf_printf(errs, "%s: listener %s: %s\n",
+			    config_at(cfg, l->cfg->certs[bad].line),
+			    l->cfg->name,
 			    err);
 			gen->cfg = NULL;	/* the caller still owns it */
 			generation_unref(gen);
@@ -258,9 +259,10 @@ server_apply(struct quic_server *srv, struct config *cfg, struct strbuf *errs)
 			   again, even while its socket drains) */
 			if (worker_count > 1 &&
 			    !workers_have_socket(&lc->addrs[j])) {
-				strbuf_printf(errs, "%s:%d: listener %s: udp %s "
+				strbuf_printf(errs, "%s: listener %s: udp %s "
 				    "is new: with workers, new addresses take "
-				    "a restart\n", cfg->path, lc->addr_lines[j],
+				    "a restart\n",
+				    config_at(cfg, lc->addr_lines[j]),
 				    lc->name, addr_format(&lc->addrs[j], text,
 				    sizeof(text)));
 				goto fail;
@@ -268,9 +270,10 @@ server_apply(struct quic_server *srv, struct config *cfg, struct strbuf *errs)
 			if (s == NULL) {
 				if ((s = sock_open(srv, &lc->addrs[j])) ==
 				    NULL) {
-					strbuf_printf(errs, "%s:%d: listener %s: "
+					strbuf_printf(errs, "%s: listener %s: "
 					    "cannot listen on udp %s: %s\n",
-					    cfg->path, lc->addr_lines[j], lc->name,
+					    config_at(cfg, lc->addr_lines[j]),
+					    lc->name,
 					    addr_format(&lc->addrs[j], text,
 					    sizeof(text)), strerror(errno));
 					goto fail;

@@ -701,19 +701,21 @@ tls_ctx_warnings(WOLFSSL_CTX *ctx, const struct config *cfg,
 			continue;
 		if (ci.not_before > now) {
 			tls_format_time(ci.not_before, when, sizeof(when));
-			warn("%s:%d: listener %s: certificate %s is not valid "
-			    "before %s", cfg->path, l->certs[i].line, l->name,
+			warn("%s: listener %s: certificate %s is not valid "
+			    "before %s", config_at(cfg, l->certs[i].line),
+			    l->name,
 			    ci.file, when);
 		}
 		tls_format_time(ci.not_after, when, sizeof(when));
 		if (ci.not_after <= now)
-			warn("%s:%d: listener %s: certificate %s expired at %s",
-			    cfg->path, l->certs[i].line, l->name, ci.file, when);
+			warn("%s: listener %s: certificate %s expired at %s",
+			    config_at(cfg, l->certs[i].line), l->name, ci.file,
+			    when);
 		else if (ci.not_after - now < TLS_EXPIRY_WARN_DAYS * 86400) {
 			long long days = tls_days_left(ci.not_after, now);
 
-			warn("%s:%d: listener %s: certificate %s expires at %s, "
-			    "in %lld day%s", cfg->path, l->certs[i].line,
+			warn("%s: listener %s: certificate %s expires at %s, "
+			    "in %lld day%s", config_at(cfg, l->certs[i].line),
 			    l->name, ci.file, when, days, days == 1 ? "" : "s");
 		}
 	}

@@ -868,8 +868,9 @@ make_sockets(const struct config *cfg)
 			g->addr = l->addrs[j];
 			if (udp_open_group(&l->addrs[j], g->fds,
 			    worker_count) == -1) {
-				log_warnx("%s:%d: listener %s: cannot listen "
-				    "on udp %s", cfg->path, l->addr_lines[j],
+				log_warnx("%s: listener %s: cannot listen "
+				    "on udp %s",
+				    config_at(cfg, l->addr_lines[j]),
 				    l->name, addr_format(&l->addrs[j], text,
 				    sizeof(text)));
 				return -1;

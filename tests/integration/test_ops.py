@@ -397,6 +397,37 @@ def test_reload_with_a_broken_config_keeps_the_old_one(qproxy_factory, certifica
     assert stats(q)["generation"] == 1
 
 
+def test_included_files_are_read_at_each_reload(qproxy_factory, backend_app, tmp_path):
+    """include: sites in files of their own (conf.d); qproxy -t and a reload
+    read the files again, a reload takes a new one and refuses a broken one
+    by its own file and line, keeping what it had."""
+    sites = tmp_path / "sites"
+    sites.mkdir()
+    (sites / "a.conf").write_text("[route a]\npath_prefix = /a/\nbackend = app\n")
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server,
+        extra_global=[("include", str(sites / "*.conf"))]))
+    assert h3_get(q.url("/a/bytes/10")).status == 200
+    assert h3_get(q.url("/b/bytes/10")).status == 404
+
+    (sites / "b.conf").write_text("# site b\n[route b]\npath_prefix = /b/\nbackend = app\n")
+    p = subprocess.run([q.binary, "-t", "-c", q.conf], capture_output=True, text=True,
+                       timeout=10 * SLOW)
+    assert p.returncode == 0, p.stderr
+    assert qproxyctl(q, "reload").returncode == 0
+    assert h3_get(q.url("/b/bytes/10")).status == 200
+    assert stats(q)["generation"] == 2
+
+    (sites / "c.conf").write_text("[route c]\npath_prefix = /c/\nbackend = nowhere\n")
+    p = qproxyctl(q, "reload")
+    assert p.returncode == 1
+    assert "%s:3: backend: no [backend nowhere] in the configuration" % (sites / "c.conf") in p.stderr, \
+        p.stderr
+    assert h3_get(q.url("/b/bytes/10")).status == 200
+    assert h3_get(q.url("/a/bytes/10")).status == 200
+    assert stats(q)["generation"] == 2
+
+
 def test_reload_with_a_bad_certificate_names_the_error(qproxy_factory, certificate,
                                                        backend_app):
     """A reload whose certificate wolfSSL cannot load is refused with that

@@ -489,7 +489,7 @@ test_required(void)
 	    "backend = nowhere\n"
 	    "[backend later]\n"
 	    "server = 127.0.0.1:80\n",
-	    "FILE:9: backend: no [backend nowhere] in the file\n");
+	    "FILE:9: backend: no [backend nowhere] in the configuration\n");
 
 	/* no listener: reported at the end of the file */
 	CHECK_ERRS(BACKEND "\n",
@@ -614,6 +614,129 @@ test_files(void)
 	free(errs);
 }
 
+/* config_load of path; what it wrote, with test_dir as "DIR" */
+static char *
+test_load_dir(const char *path, struct config **cfgp)
+{
+	char	*buf = test_load_path(path, cfgp), *out;
+
+	out = test_replace(buf, test_dir, "DIR");
+	free(buf);
+	return out;
+}
+
+/*
+ * include: the files of a pattern read in name order where it stands,
+ * each from outside any section, the includer going on in its own after
+ * them; a relative pattern from the includer's directory; errors and
+ * config_at by file and line.
+ */
+static void
+test_include(void)
+{
+	struct config	*cfg;
+	char		*errs, *abs;
+
+	if (mkdir("inc.d", 0700) == -1)
+		abort();
+	test_write_file("main.conf", "[global]\n"
+	    "include = inc.d/*.conf\n"
+	    "log_level = debug\n"
+	    LISTENER);
+	test_write_file("inc.d/a.conf", "[backend app]\n"
+	    "server = 127.0.0.1:8080\n"
+	    "include = ../more.conf   ; in the directory above\n"
+	    "max_connections = 7\n");
+	test_write_file("inc.d/b.conf", "; only a comment\n");
+	test_write_file("inc.d/c.txt", "not read\n");
+	test_write_file("more.conf", "[route all]\nbackend = app\n");
+	errs = test_load_dir("main.conf", &cfg);
+	CHECK_EQ_STR(errs, "");
+	free(errs);
+	CHECK(cfg != NULL);
+	if (cfg != NULL) {
+		CHECK_EQ_INT(cfg->log_level, LOG_LEVEL_DEBUG);
+		CHECK_EQ_INT(cfg->nbackends, 1);
+		CHECK_EQ_INT(cfg->backends[0].max_conns, 7);
+		CHECK_EQ_INT(cfg->nroutes, 1);
+		CHECK_EQ_INT(cfg->routes[0].backend, 0);
+		CHECK_EQ_STR(config_at(cfg, cfg->backends[0].line),
+		    "inc.d/a.conf:1");
+		CHECK_EQ_STR(config_at(cfg, cfg->routes[0].line),
+		    "inc.d/../more.conf:1");
+		CHECK_EQ_STR(config_at(cfg, cfg->listeners[0].line),
+		    "main.conf:4");
+		CHECK_EQ_STR(config_at(cfg, config_global_line(cfg,
+		    "log_level")), "main.conf:3");
+		CHECK_EQ_STR(config_at(cfg, cfg->listeners[0].certs[0].line),
+		    "main.conf:6");
+	}
+	config_free(cfg);
+
+	/*
+	 * errors where they are: an included file's own, a key before its
+	 * first section (it is not in the includer's), a section twice
+	 */
+	test_write_file("inc.d/b.conf", "log_level = loud\n"
+	    "[backend app]\n"
+	    "server = 127.0.0.1:8080\n"
+	    "connect_timeout = soon\n");
+	errs = test_load_dir("main.conf", &cfg);
+	CHECK(cfg == NULL);
+	CHECK_EQ_STR(errs,
+	    "inc.d/b.conf:1: key \"log_level\" is outside any section\n"
+	    "inc.d/b.conf:2: duplicate [backend app], first at "
+	    "inc.d/a.conf:1\n");
+	free(errs);
+	test_write_file("inc.d/b.conf", "[backend other]\n"
+	    "server = 127.0.0.1:8080\n"
+	    "connect_timeout = soon\n"
+	    "[global]\nlog_level = info\n");
+	errs = test_load_dir("main.conf", &cfg);
+	CHECK(cfg == NULL);
+	CHECK_EQ_STR(errs,
+	    "inc.d/b.conf:3: connect_timeout: invalid value \"soon\": "
+	    "expected a duration from 1ms to 24h, such as 500ms, 5s, 2m or "
+	    "1h\n"
+	    "main.conf:3: duplicate key \"log_level\" in [global], first at "
+	    "inc.d/b.conf:5\n");
+	free(errs);
+	unlink("inc.d/b.conf");
+
+	/* a file named must be there; a pattern may match nothing */
+	test_write_file("main.conf", LISTENER
+	    "include = /nonexistent/*.conf\n"
+	    "include = more.conf\n"
+	    "include = inc.d/none.conf\n"
+	    "[backend app]\nserver = 127.0.0.1:8080\n");
+	errs = test_load_dir("main.conf", &cfg);
+	CHECK(cfg == NULL);
+	CHECK_EQ_STR(errs, "main.conf:7: include: inc.d/none.conf: "
+	    "No such file or directory\n");
+	free(errs);
+	/* the absolute path of the file: patterns from its directory */
+	abs = test_replace("DIR/main.conf", "DIR", test_dir);
+	errs = test_load_dir(abs, &cfg);
+	free(abs);
+	CHECK_EQ_STR(errs, "DIR/main.conf:7: include: DIR/inc.d/none.conf: "
+	    "No such file or directory\n");
+	free(errs);
+
+	/* a file that includes itself */
+	test_write_file("main.conf", "include = main.conf\n");
+	errs = test_load_dir("main.conf", &cfg);
+	CHECK(cfg == NULL);
+	CHECK(strstr(errs, "main.conf:1: include: more than 8 files deep") !=
+	    NULL);
+	free(errs);
+
+	unlink("main.conf");
+	unlink("more.conf");
+	unlink("inc.d/a.conf");
+	unlink("inc.d/c.txt");
+	rmdir("inc.d");
+}
+
 /* many errors of every kind in one file, all reported in line order */
 static void
 test_many(void)
@@ -642,7 +765,7 @@ test_many(void)
 	    "FILE:6: [backend] needs a name, as in [backend NAME]\n"
 	    "FILE:7: [backend app]: missing required key \"server\"\n"
 	    "FILE:8: unknown key \"colour\" in [backend app]\n"
-	    "FILE:10: backend: no [backend ghost] in the file\n"
+	    "FILE:10: backend: no [backend ghost] in the configuration\n"
 	    "FILE:11: [route r2]: missing required key \"backend\"\n"
 	    "FILE:13: duplicate key \"log_level\" in [global], first at "
 	    "line 2\n"
@@ -1081,6 +1204,7 @@ main(void)
 	test_keys();
 	test_required();
 	test_files();
+	test_include();
 	test_many();
 	test_durations();
 	test_rates();
