@@ -3,7 +3,8 @@
  * keyed with SipHash under a random key, so that clients cannot choose
  * addresses that share a chain; it doubles as clients come and never
  * shrinks, so its size follows the most clients seen at once. Beside it,
- * the clients refused lately, direct-mapped by the same hash.
+ * direct-mapped by the same hash, the clients refused lately and the
+ * request allowances of those gone.
  */
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -23,11 +24,18 @@ struct refusal {
 	double		 at;		/* when the budget was counted */
 };
 
+/* A client gone with requests taken: its allowance, as it left it. */
+struct gone {
+	uint8_t		 key[CLIENT_KEYLEN];	/* all 0: free */
+	double		 req_budget, req_at;
+};
+
 struct clients {
 	uint64_t	  hashkey[2];
 	struct client	**buckets;
 	size_t		  nbuckets, n;
 	struct refusal	  refusals[CLIENTS_REFUSAL_SLOTS];
+	struct gone	  gone[CLIENTS_GONE_SLOTS];
 };
 
 struct clients *
@@ -140,11 +148,19 @@ grow(struct clients *t)
 	free(old);
 }
 
+static struct gone *
+gone_slot(struct clients *t, const uint8_t key[CLIENT_KEYLEN])
+{
+	return &t->gone[siphash24(t->hashkey, key, CLIENT_KEYLEN) &
+	    (CLIENTS_GONE_SLOTS - 1)];
+}
+
 struct client *
 clients_add(struct clients *t, const struct addr *a)
 {
 	uint8_t key[CLIENT_KEYLEN];
 	struct client *c, **b;
+	struct gone *g;
 
 	if (!client_key(a, key))
 		return NULL;
@@ -152,6 +168,12 @@ clients_add(struct clients *t, const struct addr *a)
 		if ((c = calloc(1, sizeof(*c))) == NULL)
 			return NULL;
 		memcpy(c->key, key, CLIENT_KEYLEN);
+		g = gone_slot(t, key);
+		if (memcmp(g->key, key, CLIENT_KEYLEN) == 0) {
+			c->req_budget = g->req_budget;
+			c->req_at = g->req_at;
+			memset(g, 0, sizeof(*g));
+		}
 		b = bucket(t, key);
 		c->next = *b;
 		*b = c;
@@ -166,9 +188,16 @@ void
 clients_release(struct clients *t, struct client *c)
 {
 	struct client **p;
+	struct gone *g;
 
 	if (--c->conns > 0)
 		return;
+	if (c->req_at != 0) {
+		g = gone_slot(t, c->key);
+		memcpy(g->key, c->key, CLIENT_KEYLEN);
+		g->req_budget = c->req_budget;
+		g->req_at = c->req_at;
+	}
 	for (p = bucket(t, c->key); *p != c; p = &(*p)->next)
 		;
 	*p = c->next;

@@ -9,7 +9,10 @@
  * if the client moves to another later.
  *
  * The table holds the clients that have a connection now, no more: at most
- * as many entries as connections.
+ * as many entries as connections. The request allowance of one whose last
+ * connection closed is kept in a fixed table beside it, direct-mapped, so
+ * that coming back on a new connection does not refill it; a client may
+ * take another's slot there, and that one then comes back to a full one.
  */
 #ifndef QPROXY_CLIENTS_H
 #define QPROXY_CLIENTS_H
@@ -46,7 +49,10 @@ bool		 client_key(const struct addr *, uint8_t key[CLIENT_KEYLEN]);
 struct client	*clients_find(struct clients *, const struct addr *);
 /* Counts one more connection from the address; NULL: no memory. */
 struct client	*clients_add(struct clients *, const struct addr *);
-/* One of its connections is gone; the client is forgotten with its last. */
+/*
+ * One of its connections is gone; the client is forgotten with its last,
+ * but for its request allowance, which its next connection takes up.
+ */
 void		 clients_release(struct clients *, struct client *);
 /* How many clients have a connection now. */
 size_t		 clients_count(const struct clients *);
@@ -68,6 +74,7 @@ char		*client_format(const struct client *, char *buf, size_t len);
  * refused lately are kept in a fixed table, where one may take another's
  * place: that one is then allowed a burst again.
  */
+#define CLIENTS_GONE_SLOTS	2048	/* allowances kept; a power of two */
 #define CLIENTS_REFUSALS_BURST	4
 #define CLIENTS_REFUSAL_SLOTS	1024	/* a power of two */
 bool		 clients_may_refuse(struct clients *, const struct addr *,

@@ -361,13 +361,14 @@ def _fetch(c, col, q, path):
 
 def test_max_request_rate_per_client(qproxy_factory, backend_app, tmp_path):
     """3 a minute with a burst of 2: libcurl's first two requests from
-    127.0.0.1 are served, its third is answered 429 by qproxy with the
+    127.0.0.3 are served, its third is answered 429 by qproxy with the
     seconds to wait, and never reaches the backend, on the same connection
-    or a new one (the budget is the client's); 127.0.0.2 has its own."""
+    or a new one (the budget is the client's), even after all its
+    connections closed; 127.0.0.2 has its own."""
     q = _private(qproxy_factory, backend_app, tmp_path,
                  ("max_request_rate_per_client", "3/m"), ("request_burst_per_client", "2"))
-    wait_until(lambda: stats(q)["connections"]["clients"] == 0, "no client", 10)
-    c, col = make_easy(q.url("/app/bytes/10"), source="127.0.0.1")
+    # (127.0.0.1 has taken a request: the probe of qproxy_factory)
+    c, col = make_easy(q.url("/app/bytes/10"), source="127.0.0.3")
     other = None
     try:
         for i in range(2):
@@ -381,15 +382,21 @@ def test_max_request_rate_per_client(qproxy_factory, backend_app, tmp_path):
         assert r.header("retry-after") in ("20", "19"), r.headers
         assert backend_app.count == before
         assert stats(q)["requests"]["rate_limited"] == 1
-        c2, col2 = make_easy(q.url("/app/bytes/10"), source="127.0.0.1")
+        c2, col2 = make_easy(q.url("/app/bytes/10"), source="127.0.0.3")
         try:
             assert _fetch(c2, col2, q, "/app/bytes/13").status == 429
         finally:
             c2.close()
+        # gone and back: its allowance was kept, not refilled
+        c.close()
+        wait_until(lambda: stats(q)["connections"]["clients"] == 0, "the client gone", 10)
+        c, col = make_easy(q.url("/app/bytes/10"), source="127.0.0.3")
+        assert _fetch(c, col, q, "/app/bytes/13").status == 429
+        assert backend_app.count == before
         other, col3 = make_easy(q.url("/app/bytes/10"), source="127.0.0.2")
         assert _fetch(other, col3, q, "/app/bytes/14").status == 200
         assert backend_app.count == before + 1
-        assert stats(q)["requests"]["rate_limited"] == 2
+        assert stats(q)["requests"]["rate_limited"] == 3
         # a reload to 600 a minute: the same client's budget refills at
         # once, 10 a second, on the connection it has
         glob = q.sections[0][1]

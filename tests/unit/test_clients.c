@@ -94,6 +94,29 @@ test_counts(void)
 	clients_release(t, c3);
 	CHECK_EQ_INT((int)clients_count(t), 0);
 	CHECK(clients_find(t, &b) == NULL);
+
+	/*
+	 * but for its request allowance: a client that comes back takes up
+	 * the one it left, once; one that took no request leaves none
+	 */
+	c1 = clients_add(t, &a1);
+	CHECK(c1->req_at == 0);
+	c1->req_budget = 0.25;
+	c1->req_at = 1000;
+	clients_release(t, c1);
+	c3 = clients_add(t, &b);
+	clients_release(t, c3);
+	c1 = clients_add(t, &a2);		/* the same client */
+	CHECK(c1->req_budget == 0.25 && c1->req_at == 1000);
+	c3 = clients_add(t, &b2);
+	CHECK(c3->req_at == 0 && c3->req_budget == 0);
+	clients_release(t, c3);
+	c1->req_budget = 0;
+	c1->req_at = 0;
+	clients_release(t, c1);
+	c1 = clients_add(t, &a1);
+	CHECK(c1->req_at == 0);
+	clients_release(t, c1);
 	clients_free(t);
 }
 
