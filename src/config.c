@@ -316,6 +316,8 @@ static const struct config_key config_keys[] = {
 	    1, DURATION_MAX, "60s", 0, F(config_backend, read_timeout) },
 	{ SECT_BACKEND, "fail_timeout", config_set_duration,
 	    0, DURATION_MAX, "10s", 0, F(config_backend, fail_timeout) },
+	{ SECT_BACKEND, "max_fails", config_set_count,
+	    0, 1000, "3", 0, F(config_backend, max_fails) },
 	{ SECT_BACKEND, "max_idle_connections", config_set_count,
 	    0, 10000, "32", 0, F(config_backend, max_idle) },
 	{ SECT_BACKEND, "max_connections", config_set_count,

@@ -65,6 +65,8 @@ struct config_backend {
 	double			 read_timeout;		/* seconds */
 	double			 fail_timeout;	/* seconds a failed server is
 						   passed over */
+	uint64_t		 max_fails;	/* failed responses in a row
+						   that fail it; 0: none do */
 	size_t			 max_idle;	/* pooled idle connections per server */
 	size_t			 max_conns;	/* open per server; 0: no limit */
 	char			*health_check;	/* a path; NULL: none */

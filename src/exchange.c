@@ -618,13 +618,40 @@ ex_respond(struct exchange *ex, int status)
 	ex_respond_after(ex, status, 0);
 }
 
+/*
+ * A response of ex->server's failed: timed out, broken off or not HTTP/1.1.
+ * At the backend's max_fails in a row, new requests pass the server over
+ * for fail_timeout, as after a failed connection.
+ */
+static void
+ex_server_failed(struct exchange *ex)
+{
+	static struct log_limit lim;
+	struct upstream_counters *k = ex->server->ctr;
+	const struct config_backend *b = upstream_backend(ex_pools(ex),
+	    ex->backend);
+
+	k->failures++;
+	if (++k->fails_in_row < b->max_fails || b->max_fails == 0)
+		return;
+	if (k->state != UPSTREAM_DOWN) {
+		log_limited(&lim, LOG_LEVEL_WARN, "backend %s: %s: %llu "
+		    "responses failed in a row: passed over for %.3g s",
+		    b->name, ex->server->cfg->text,
+		    (unsigned long long)k->fails_in_row, b->fail_timeout);
+		stats.upstream_servers_failed++;
+	}
+	k->state = UPSTREAM_DOWN;
+	k->down_since = ev_now(ex_loop(ex));
+}
+
 /* A response the backend got wrong: 502, a failure of the server's. */
 static void
 ex_bad_response(struct exchange *ex, struct log_limit *lim, const char *what)
 {
 	log_limited(lim, LOG_LEVEL_WARN, "backend %s: %s",
 	    ex->server->cfg->text, what);
-	ex->server->ctr->failures++;
+	ex_server_failed(ex);
 	ex_respond(ex, 502);
 }
 
@@ -1270,7 +1297,9 @@ ex_connected(struct exchange *ex)
 		ex->server->ctr->requests++;
 		ex->counted = ex->server;
 	}
-	ex->server->ctr->state = UPSTREAM_UP;
+	/* up, unless its responses failed it: then a response tells */
+	if (b->max_fails == 0 || ex->server->ctr->fails_in_row < b->max_fails)
+		ex->server->ctr->state = UPSTREAM_UP;
 	ex->forwarded = ev_now(ex_loop(ex));
 	ex_arm_timer(ex, b->read_timeout);
 	ev_io_start(ex_loop(ex), &ex->uc->rio);
@@ -1534,6 +1563,8 @@ ex_write(struct exchange *ex)
 static void
 ex_response_done(struct exchange *ex, bool clean)
 {
+	ex->server->ctr->fails_in_row = 0;
+	ex->server->ctr->state = UPSTREAM_UP;
 	ex->resp_eof = true;
 	ev_timer_stop(ex_loop(ex), &ex->timer);
 	h3_resume(ex->qc, ex->stream_id);
@@ -1894,7 +1925,7 @@ ex_parse_rbuf(struct exchange *ex)
 	case HTTP1_BODY_ERROR:
 		log_limited(&bad_framing, LOG_LEVEL_WARN, "backend %s: bad "
 		    "response body framing", ex->server->cfg->text);
-		ex->server->ctr->failures++;
+		ex_server_failed(ex);
 		stats.requests_reset++;
 		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
 		break;
@@ -1941,7 +1972,7 @@ ex_eof(struct exchange *ex)
 	/* never a truncated body that looks complete */
 	log_limited(&closed_mid_body, LOG_LEVEL_WARN, "backend %s: closed in "
 	    "the middle of a response body", ex->server->cfg->text);
-	ex->server->ctr->failures++;
+	ex_server_failed(ex);
 	stats.requests_reset++;
 	ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
 }
@@ -2446,13 +2477,13 @@ ex_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	if (!ex->head_done) {
 		log_limited(&lim[3], LOG_LEVEL_INFO, "backend %s: response "
 		    "timed out", ex->server->cfg->text);
-		ex->server->ctr->failures++;
+		ex_server_failed(ex);
 		ex_respond(ex, 504);
 		return;
 	}
 	log_limited(&lim[4], LOG_LEVEL_INFO, "backend %s: response body "
 	    "stalled", ex->server->cfg->text);
-	ex->server->ctr->failures++;
+	ex_server_failed(ex);
 	stats.requests_reset++;
 	ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
 }

@@ -572,6 +572,7 @@ static const struct stats_row {
 	ROW("limits", "reset_request_memory", streams_reset_req_memory),
 	ROW("upstream", "connects", upstream_connects),
 	ROW("upstream", "connect_failures", upstream_connect_failures),
+	ROW("upstream", "servers_failed", upstream_servers_failed),
 	GAUGE("upstream", "connections_current", upstream_conns_current),
 	ROW("upstream", "reused", upstream_reused),
 	ROW("upstream", "retried", upstream_retried),

@@ -64,6 +64,7 @@ struct stats {
 	uint64_t	early_data_requests;	/* forwarded from 0-RTT */
 	uint64_t	early_data_refused;	/* answered 425 */
 	uint64_t	upstream_connects, upstream_connect_failures;
+	uint64_t	upstream_servers_failed;	/* max_fails reached */
 	uint64_t	upstream_conns_current;	/* now: open, in use or idle */
 	uint64_t	upstream_reused;
 	uint64_t	upstream_retried;	/* pooled connection was closed */

@@ -35,6 +35,7 @@ struct upstream_counters {
 	ev_tstamp			 down_since;	/* last failed connect,
 							   or a try since */
 	uint64_t			 requests, failures, active;
+	uint64_t			 fails_in_row;	/* responses: max_fails */
 	struct hist			 ttfb;		/* to the response head */
 	/* health_check (health.h): failing now, and the current streak */
 	bool				 unhealthy;

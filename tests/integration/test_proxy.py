@@ -952,6 +952,69 @@ def test_a_down_server_is_tried_again_by_one_request(qproxy_factory, backend_app
     assert stats(q0)["upstream"]["connect_failures"] == 3
 
 
+def test_a_server_whose_responses_fail_is_passed_over(qproxy_factory, backend_app):
+    """max_fails: a server that takes connections but never answers (a hung
+    application) fails each request it gets with 504 after read_timeout;
+    at max_fails in a row, new requests pass it over for fail_timeout, as
+    one that refuses connections, and it is shown down. With max_fails = 0
+    it keeps its turn."""
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(64)             # and never accepts: the kernel takes connections
+
+    def sections(max_fails, fail_timeout="60s"):
+        return lambda port, c, k: [
+            ("global", [("log_level", "debug")]),
+            ("listener main", [("address", "127.0.0.1:%d" % port),
+                               ("certificate", c), ("private_key", k)]),
+            ("backend app", [("server", "127.0.0.1:%d" % hung.getsockname()[1]),
+                             ("server", backend_app.tcp_server),
+                             ("read_timeout", "%dms" % (300 * SLOW)),
+                             ("max_fails", max_fails), ("fail_timeout", fail_timeout)]),
+            ("route app", [("path_prefix", "/app/"), ("backend", "app")])]
+    try:
+        q = qproxy_factory(sections=sections("2"))
+        # in turn: two of the first four go to the hung server
+        got = [h3_get(q.url("/app/bytes/10"), timeout=10 * SLOW).status for _ in range(4)]
+        assert sorted(got) == [200, 200, 504, 504], got
+        st = stats(q)
+        assert st["upstream"]["servers_failed"] == 1
+        assert st["upstream"]["connect_failures"] == 0
+        servers = st["backends"][0]["servers"]
+        assert [s["state"] for s in servers] == ["down", "up"], servers
+        assert servers[0]["failures"] == 2
+        got = [h3_get(q.url("/app/bytes/10"), timeout=10 * SLOW).status for _ in range(6)]
+        assert got == [200] * 6
+        assert stats(q)["backends"][0]["servers"][0]["failures"] == 2
+
+        # fail_timeout over: one request tries it again; its connection
+        # does not show it up, so the others still pass it over
+        q1 = qproxy_factory(sections=sections("2", "1s"))
+        got = [h3_get(q1.url("/app/bytes/10"), timeout=10 * SLOW).status for _ in range(4)]
+        assert sorted(got) == [200, 200, 504, 504], got
+        time.sleep(1.1)
+        probe = []
+        # two in turn: one of them is the hung server's turn
+        t = threading.Thread(target=lambda: probe.extend(
+            h3_get(q1.url("/app/bytes/10"), timeout=10 * SLOW).status for _ in range(2)))
+        t.start()
+        wait_until(lambda: stats(q1)["backends"][0]["servers"][0]["active"] == 1,
+                   "the hung server tried again", 5 * SLOW)
+        got = [h3_get(q1.url("/app/bytes/10"), timeout=10 * SLOW).status for _ in range(4)]
+        t.join()
+        assert sorted(probe) == [200, 504] and got == [200] * 4, (probe, got)
+        assert stats(q1)["backends"][0]["servers"][0]["state"] == "down"
+
+        q0 = qproxy_factory(sections=sections("0"))
+        got = [h3_get(q0.url("/app/bytes/10"), timeout=10 * SLOW).status for _ in range(6)]
+        assert sorted(got) == [200] * 3 + [504] * 3, got
+        st = stats(q0)
+        assert st["upstream"]["servers_failed"] == 0
+        assert st["backends"][0]["servers"][0]["failures"] == 3
+    finally:
+        hung.close()
+
+
 def test_early_response_to_an_upload_is_relayed_not_502(qproxy_factory, backend_app):
     """A backend that answers 413 after 64 KiB of an upload and resets the
     connection on the rest: a write of the body that failed on the reset
