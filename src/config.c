@@ -339,6 +339,8 @@ static const struct config_key config_keys[] = {
 	    0, 0, NULL, 0, F(config_route, host) },
 	{ SECT_ROUTE, "path_prefix", config_set_prefix,
 	    0, 0, NULL, 0, F(config_route, path_prefix) },
+	{ SECT_ROUTE, "strip_prefix", config_set_choice,
+	    0, 0, "off", 0, F(config_route, strip_prefix) },
 	{ SECT_ROUTE, "backend", config_set_backend,
 	    0, 0, NULL, KEY_REQUIRED, NOF },
 	{ SECT_ROUTE, "max_body_size", config_set_size,
@@ -826,6 +828,7 @@ static const struct {
 } config_choices[] = {
 	{ "retry", { "auto", "always", "never" }, "auto, always or never" },
 	{ "early_data", { "off", "on" }, "on or off" },
+	{ "strip_prefix", { "off", "on" }, "on or off" },
 	{ "congestion_control", { "cubic", "bbr", "reno" },
 	    "cubic, bbr or reno" },
 };
@@ -1932,15 +1935,25 @@ config_finish_certs(struct config_parser *p, struct config_listener *l)
 	}
 }
 
-/* What a route leaves unset that [global] gives, wherever that comes. */
+/*
+ * What a route leaves unset that [global] gives, wherever that comes; and
+ * a strip_prefix that has a path_prefix to strip.
+ */
 static void
-config_finish_route(const struct config_section *s, struct config_route *r,
-    const struct config *cfg)
+config_finish_route(struct config_parser *p, const struct config_section *s,
+    struct config_route *r)
 {
-	for (size_t j = 0; j < nitems(config_keys); j++)
-		if (config_keys[j].sect == SECT_ROUTE && s->keyline[j] == 0 &&
+	for (size_t j = 0; j < nitems(config_keys); j++) {
+		if (config_keys[j].sect != SECT_ROUTE)
+			continue;
+		if (s->keyline[j] == 0 &&
 		    strcmp(config_keys[j].name, "max_body_size") == 0)
-			r->max_body_size = cfg->max_body_size;
+			r->max_body_size = p->cfg->max_body_size;
+		if (r->strip_prefix && r->path_prefix == NULL &&
+		    strcmp(config_keys[j].name, "strip_prefix") == 0)
+			config_error(p, s->keyline[j], "strip_prefix: the "
+			    "route has no path_prefix to strip");
+	}
 }
 
 /* the checks that need the whole file */
@@ -2051,7 +2064,7 @@ config_finish(struct config_parser *p)
 		if (s->kind == SECT_LISTENER)
 			config_finish_certs(p, &cfg->listeners[s->index]);
 		if (s->kind == SECT_ROUTE)
-			config_finish_route(s, &cfg->routes[s->index], cfg);
+			config_finish_route(p, s, &cfg->routes[s->index]);
 		if (s->kind != SECT_ROUTE || s->backend == NULL)
 			continue;
 		for (j = 0; j < cfg->nbackends; j++)

@@ -103,6 +103,7 @@ struct config_route {
 	int		 line;
 	char		*host;		/* NULL: any; "*.example.com": suffix */
 	char		*path_prefix;	/* NULL: any */
+	int		 strip_prefix;	/* path_prefix cut from the path sent */
 	size_t		 max_body_size;	/* request body bytes; 0: no limit
 					   (the global one, unless set) */
 	size_t		 backend;	/* index into config.backends */

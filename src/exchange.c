@@ -1200,6 +1200,8 @@ ex_write_head(struct exchange *ex)
 	fw.set = &ex->route->set_request;
 	fw.id_name = ex->id[0] != '\0' ? ex_cfg(ex)->request_id_header : NULL;
 	fw.id = ex->id;
+	fw.path_skip = ex->route->strip_prefix ?
+	    strlen(ex->route->path_prefix) : 0;
 	fw.early_data = ex->early;
 	if (ex->req_fin) {
 		/* the whole body is here: its length is known */

@@ -734,16 +734,25 @@ request_write_http1(const struct request *r, const struct request_forward *fw,
 	    fw->set->n > 0 ? fw->set : NULL;
 	struct head_out o;
 	char tmp[64];
-	const char *authority;
-	size_t alen, idlen = fw->id_name != NULL ? strlen(fw->id_name) : 0;
+	const char *authority, *path;
+	size_t alen, plen, idlen = fw->id_name != NULL ? strlen(fw->id_name) :
+	    0;
 
 	o.q = out;
 	o.len = 0;
 	o.failed = false;
 	authority = request_authority(r, &alen);
+	path = fvalue(r, r->path);
+	plen = r->fields[r->path].valuelen;
+	if (fw->path_skip > 0 && fw->path_skip <= plen) {
+		path += fw->path_skip;
+		plen -= fw->path_skip;
+	}
 	ho_str(&o, request_method(r));
 	HO_LIT(&o, " ");
-	ho_put(&o, fvalue(r, r->path), r->fields[r->path].valuelen);
+	if (plen == 0 || path[0] != '/')
+		HO_LIT(&o, "/");
+	ho_put(&o, path, plen);
 	HO_LIT(&o, " HTTP/1.1\r\nhost: ");
 	ho_put(&o, authority, alen);
 	HO_LIT(&o, "\r\n");

@@ -101,6 +101,9 @@ struct request_forward {
 	   replace the client's fields of that name (none when NULL) */
 	const char		*id_name;
 	const char		*id;
+	/* bytes cut from the front of the path (a route's strip_prefix):
+	   what is left is sent, after a '/' if it does not start with one */
+	size_t			 path_skip;
 };
 
 /* Appends the HTTP/1.1 request head. 0, or -1 when out of memory. */

@@ -90,6 +90,8 @@ BROKEN = {
     "deny-not-an-address": insert_after(26, "deny = localhost"),
     "allow-prefix-too-long": insert_after(26, "allow = 2001:db8::/129"),
     "health-check-host-bad": insert_after(15, "health_check_host = a b"),
+    "strip-prefix-without-prefix": insert_after(22, "strip_prefix = on"),
+    "strip-prefix-yes": insert_after(26, "strip_prefix = yes"),
     "request-id-header-bad-name": insert_after(5, "request_id_header = X Request"),
     "request-id-header-via": insert_after(5, "request_id_header = Via"),
     # reported at request_id_header, wherever the route's is

@@ -311,6 +311,32 @@ def _set_headers_proxy(qproxy_factory, backend_app):
     return qproxy_factory(sections=sections)
 
 
+def test_route_strips_its_prefix(qproxy_factory, backend_app):
+    """strip_prefix: the backend of a route mounted at /api/ sees the path
+    without it (and / for the prefix alone), the query kept; the access
+    log and other routes keep the client's path."""
+    def sections(port, cert, key):
+        return [("global", [("log_level", "debug")]),
+                ("listener main", [("address", "127.0.0.1:%d" % port),
+                                   ("certificate", cert), ("private_key", key)]),
+                ("backend app", [("server", backend_app.tcp_server)]),
+                ("route api", [("path_prefix", "/api/"), ("strip_prefix", "on"),
+                               ("backend", "app"),
+                               ("set_request_header", "X-Forwarded-Prefix: /api")]),
+                ("route app", [("path_prefix", "/app/"), ("backend", "app")])]
+    q = qproxy_factory(sections=sections)
+    r = h3_get(q.url("/api/echo-headers?x=1&y=/api/"))
+    assert r.status == 200
+    j = r.json()
+    assert j["request_line"] == "GET /echo-headers?x=1&y=/api/ HTTP/1.1", j
+    assert ["X-Forwarded-Prefix", "/api"] in [[n.title(), v] for n, v in j["headers"]], j
+    n = backend_app.count
+    assert h3_get(q.url("/api/")).status == 404     # "GET /": no such endpoint
+    assert [r["target"] for r in backend_app.requests_since(n)] == ["/"]
+    j = h3_get(q.url("/app/echo-headers")).json()
+    assert j["request_line"] == "GET /app/echo-headers HTTP/1.1", j
+
+
 def test_route_sets_request_fields(qproxy_factory, backend_app):
     """set_request_header: the client's fields of that name (any case, as
     many as it sent) are dropped and the route's value sent; an empty value

@@ -391,7 +391,7 @@ static void
 test_large_request(void)
 {
 	struct request_forward fw = { "198.51.100.7", REQ_BODY_NONE, 0, false, NULL,
-	    NULL, NULL };
+	    NULL, NULL, 0 };
 	struct request r;
 	struct bufq q;
 	char name[32], value[128], line[200], *s, *at;
@@ -431,7 +431,7 @@ static void
 test_long_authority(void)
 {
 	struct request_forward fw = { "2001:db8::1", REQ_BODY_NONE, 0, false, NULL,
-	    NULL, NULL };
+	    NULL, NULL, 0 };
 	struct request r;
 	struct bufq q;
 	char host[5001], want[10400], *s;
@@ -615,7 +615,7 @@ test_http1(void)
 	    "x-forwarded-for: 192.0.2.9", "via: 1.1 edge", "te: trailers",
 	    "content-length: 3", NULL };
 	struct request_forward fw = { "198.51.100.7", REQ_BODY_LENGTH, 3, false,
-	    NULL, NULL, NULL };
+	    NULL, NULL, NULL, 0 };
 	struct request *r;
 	struct bufq q;
 	char *s;
@@ -644,7 +644,7 @@ test_http1(void)
 	{
 		const char *g[] = { BASE, NULL };
 		struct request_forward fw6 = { "2001:db8::1",
-		    REQ_BODY_CHUNKED, 0, true, NULL, NULL, NULL };
+		    REQ_BODY_CHUNKED, 0, true, NULL, NULL, NULL, 0 };
 
 		r = build(g, false, &rv);
 		CHECK_EQ_INT(request_write_http1(r, &fw6, &q), 0);
@@ -673,7 +673,7 @@ test_http1(void)
 		};
 		struct config_headers set = { h, 3 };
 		struct request_forward fws = { "192.0.2.1", REQ_BODY_NONE, 0,
-		    false, &set, NULL, NULL };
+		    false, &set, NULL, NULL, 0 };
 
 		r = build(g, true, &rv);
 		CHECK_EQ_INT(request_write_http1(r, &fws, &q), 0);
@@ -720,6 +720,42 @@ test_http1(void)
 		    "\r\n");
 		free(s);
 		bufq_free(&q);
+	}
+
+	/*
+	 * strip_prefix: the route's path_prefix cut off, what is left sent
+	 * after a '/' if it has none
+	 */
+	{
+		static const struct {
+			const char	*path;
+			size_t		 skip;
+			const char	*line;
+		} cut[] = {
+			{ ":path: /api/users?x=1", 5, "GET /users?x=1 HTTP/1.1" },
+			{ ":path: /api/", 5, "GET / HTTP/1.1" },
+			{ ":path: /api?x=1", 4, "GET /?x=1 HTTP/1.1" },
+			{ ":path: /apiary", 4, "GET /ary HTTP/1.1" },
+			{ ":path: /api/v1", 4, "GET /v1 HTTP/1.1" },
+			{ ":path: /", 0, "GET / HTTP/1.1" },
+		};
+
+		for (size_t i = 0; i < sizeof(cut) / sizeof(cut[0]); i++) {
+			const char *g[] = { ":method: GET", ":scheme: https",
+			    ":authority: example.com", cut[i].path, NULL };
+			struct request_forward fwc = { "192.0.2.1",
+			    REQ_BODY_NONE, 0, false, NULL, NULL, NULL,
+			    cut[i].skip };
+
+			r = build(g, true, &rv);
+			CHECK_EQ_INT(request_write_http1(r, &fwc, &q), 0);
+			s = flatten(&q);
+			CHECK(strncmp(s, cut[i].line, strlen(cut[i].line)) ==
+			    0 && strncmp(s + strlen(cut[i].line), "\r\n", 2) ==
+			    0);
+			free(s);
+			bufq_free(&q);
+		}
 	}
 }
 
