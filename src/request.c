@@ -744,14 +744,14 @@ request_write_http1(const struct request *r, const struct request_forward *fw,
 	authority = request_authority(r, &alen);
 	path = fvalue(r, r->path);
 	plen = r->fields[r->path].valuelen;
+	ho_str(&o, request_method(r));
+	HO_LIT(&o, " ");
 	if (fw->path_skip > 0 && fw->path_skip <= plen) {
 		path += fw->path_skip;
 		plen -= fw->path_skip;
+		if (plen == 0 || path[0] != '/')
+			HO_LIT(&o, "/");
 	}
-	ho_str(&o, request_method(r));
-	HO_LIT(&o, " ");
-	if (plen == 0 || path[0] != '/')
-		HO_LIT(&o, "/");
 	ho_put(&o, path, plen);
 	HO_LIT(&o, " HTTP/1.1\r\nhost: ");
 	ho_put(&o, authority, alen);

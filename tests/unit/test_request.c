@@ -738,6 +738,8 @@ test_http1(void)
 			{ ":path: /apiary", 4, "GET /ary HTTP/1.1" },
 			{ ":path: /api/v1", 4, "GET /v1 HTTP/1.1" },
 			{ ":path: /", 0, "GET / HTTP/1.1" },
+			/* nothing to strip: as it came */
+			{ ":path: *", 0, "GET * HTTP/1.1" },
 		};
 
 		for (size_t i = 0; i < sizeof(cut) / sizeof(cut[0]); i++) {
