@@ -87,6 +87,8 @@ struct config_input {
 	FILE			*fp;		/* NULL until read */
 	size_t			 file;		/* into cfg->files, once open */
 	int			 line;		/* its lines read */
+	dev_t			 dev;		/* once open: the file, to */
+	ino_t			 ino;		/* find include loops */
 	int			 from;		/* its include line; 0: none */
 	unsigned		 depth;		/* includes around it */
 	struct config_section	*resume;	/* the includer's section */
@@ -1545,8 +1547,10 @@ config_cut_comment(char *s)
 
 /*
  * A configuration file opened to be read: a regular file only, so that a
- * FIFO without a writer cannot hold a reload and the whole daemon. NULL
- * with errno set (EINVAL: not a regular file).
+ * FIFO without a writer cannot hold a reload and the whole daemon, and a
+ * device that a pattern matched is not even opened (opening some, such as
+ * a watchdog, does something). NULL with errno set (EINVAL: not a
+ * regular file).
  */
 static FILE *
 config_fopen(const char *path)
@@ -1555,6 +1559,10 @@ config_fopen(const char *path)
 	FILE		*fp;
 	int		 fd, saved;
 
+	if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+		errno = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
+		return NULL;
+	}
 	if ((fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) == -1)
 		return NULL;
 	if (fstat(fd, &st) == 0 && !S_ISREG(st.st_mode)) {
@@ -1643,7 +1651,22 @@ config_earlier(struct config_parser *p, int pos)
 	return buf;
 }
 
-/* Opens the top input, an included file: -1 when it cannot be read. */
+/* Takes note of what file an input is, for config_input_open. */
+static void
+config_input_id(struct config_input *in)
+{
+	struct stat st;
+
+	if (fstat(fileno(in->fp), &st) == 0) {
+		in->dev = st.st_dev;
+		in->ino = st.st_ino;
+	}
+}
+
+/*
+ * Opens the top input, an included file: -1 when it cannot be read, or
+ * when it is one of the files that include it (the open ones under it).
+ */
 static int
 config_input_open(struct config_parser *p, struct config_input *in)
 {
@@ -1655,6 +1678,14 @@ config_input_open(struct config_parser *p, struct config_input *in)
 		    config_ferror(errno));
 		return -1;
 	}
+	config_input_id(in);
+	for (struct config_input *up = p->in; up < in; up++)
+		if (up->fp != NULL && up->dev == in->dev &&
+		    up->ino == in->ino) {
+			config_error(p, in->from, "include: %s includes "
+			    "itself", in->path);
+			return -1;
+		}
 	if ((files = reallocarray(cfg->files, cfg->nfiles + 1,
 	    sizeof(*files))) == NULL) {
 		p->oom = true;
@@ -1707,8 +1738,8 @@ config_include(struct config_parser *p, const char *pattern)
 		return;
 	}
 	if (depth > CONFIG_INCLUDE_DEPTH) {
-		config_error(p, p->line, "include: more than %d files deep "
-		    "(does a file include itself?)", CONFIG_INCLUDE_DEPTH);
+		config_error(p, p->line, "include: more than %d files deep",
+		    CONFIG_INCLUDE_DEPTH);
 		return;
 	}
 	slash = strrchr(dir, '/');
@@ -2181,6 +2212,7 @@ config_load(const char *path, FILE *errs)
 	}
 	cfg->nfiles = 1;
 	p.in[0].fp = fp;
+	config_input_id(&p.in[0]);
 	p.nin = 1;
 	p.cfg = cfg;
 	config_defaults(&p, &p.global);

@@ -722,13 +722,43 @@ test_include(void)
 	    "No such file or directory\n");
 	free(errs);
 
-	/* a file that includes itself */
-	test_write_file("main.conf", "include = main.conf\n");
+	/* a file that includes itself, by another name too */
+	test_write_file("main.conf", LISTENER "include = ./main.conf\n");
 	errs = test_load_dir("main.conf", &cfg);
 	CHECK(cfg == NULL);
-	CHECK(strstr(errs, "main.conf:1: include: more than 8 files deep") !=
-	    NULL);
+	CHECK_EQ_STR(errs, "main.conf:5: include: ./main.conf includes "
+	    "itself\n");
 	free(errs);
+	/* or through another; not the same file twice in a row */
+	test_write_file("main.conf", LISTENER "include = more.conf\n"
+	    "include = more.conf\n");
+	test_write_file("more.conf", "include = main.conf\n");
+	errs = test_load_dir("main.conf", &cfg);
+	CHECK(cfg == NULL);
+	CHECK_EQ_STR(errs,
+	    "more.conf:1: include: main.conf includes itself\n"
+	    "more.conf:1: include: main.conf includes itself\n");
+	free(errs);
+	/* nor too deep: a chain of nine */
+	for (int i = 0; i < 9; i++) {
+		char name[32], text[64];
+
+		snprintf(name, sizeof(name), "d%d.conf", i);
+		snprintf(text, sizeof(text), "include = d%d.conf\n", i + 1);
+		test_write_file(name, text);
+	}
+	test_write_file("d9.conf", "");
+	test_write_file("main.conf", LISTENER "include = d0.conf\n");
+	errs = test_load_dir("main.conf", &cfg);
+	CHECK(cfg == NULL);
+	CHECK_EQ_STR(errs, "d7.conf:1: include: more than 8 files deep\n");
+	free(errs);
+	for (int i = 0; i < 10; i++) {
+		char name[32];
+
+		snprintf(name, sizeof(name), "d%d.conf", i);
+		unlink(name);
+	}
 
 	unlink("main.conf");
 	unlink("more.conf");
