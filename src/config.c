@@ -320,6 +320,8 @@ static const struct config_key config_keys[] = {
 	    0, DURATION_MAX, "10s", 0, F(config_backend, fail_timeout) },
 	{ SECT_BACKEND, "max_fails", config_set_count,
 	    0, 1000, "3", 0, F(config_backend, max_fails) },
+	{ SECT_BACKEND, "balance", config_set_choice,
+	    0, 0, "round_robin", 0, F(config_backend, balance) },
 	{ SECT_BACKEND, "max_idle_connections", config_set_count,
 	    0, 10000, "32", 0, F(config_backend, max_idle) },
 	{ SECT_BACKEND, "max_connections", config_set_count,
@@ -831,6 +833,8 @@ static const struct {
 	{ "retry", { "auto", "always", "never" }, "auto, always or never" },
 	{ "early_data", { "off", "on" }, "on or off" },
 	{ "strip_prefix", { "off", "on" }, "on or off" },
+	{ "balance", { "round_robin", "least_conn" },
+	    "round_robin or least_conn" },
 	{ "congestion_control", { "cubic", "bbr", "reno" },
 	    "cubic, bbr or reno" },
 };

@@ -45,6 +45,11 @@ enum config_retry {
 	CONFIG_RETRY_NEVER,
 };
 
+enum config_balance {
+	CONFIG_BALANCE_ROUND_ROBIN,
+	CONFIG_BALANCE_LEAST_CONN,
+};
+
 enum config_cc {
 	CONFIG_CC_CUBIC,
 	CONFIG_CC_BBR,
@@ -67,6 +72,7 @@ struct config_backend {
 						   passed over */
 	uint64_t		 max_fails;	/* failed responses in a row
 						   that fail it; 0: none do */
+	int			 balance;	/* enum config_balance */
 	size_t			 max_idle;	/* pooled idle connections per server */
 	size_t			 max_conns;	/* open per server; 0: no limit */
 	char			*health_check;	/* a path; NULL: none */

@@ -249,11 +249,27 @@ upstream_backend(struct upstream_pool *pools, size_t backend)
 }
 
 /*
- * A request starts at the next server in turn that is not shown down, or
- * whose fail_timeout since its last failed connect has passed: that one
- * request tries it again (others pass it over for another fail_timeout
- * meanwhile), and a connect that works shows it up. With every server
- * down, the next in turn. The servers after the first are tried in order.
+ * Whether a request may start at the server: it is not shown down, or
+ * its fail_timeout since its last failure has passed (then that one
+ * request tries it again, and others pass it over for another
+ * fail_timeout meanwhile: upstream_pick sets down_since when it takes it).
+ */
+static bool
+server_open(const struct upstream_pool *p, const struct upstream_counters *c)
+{
+	if (c->unhealthy)
+		return false;
+	return c->state != UPSTREAM_DOWN ||
+	    ev_now(p->loop) - c->down_since >= p->cfg->fail_timeout;
+}
+
+/*
+ * A request starts at the next server in turn that server_open allows;
+ * with balance = least_conn, at the one of those with the fewest requests
+ * under way, the first in turn of those tied. A down server taken tries
+ * again; a connect or a response that works shows it up. With every
+ * server down, the next in turn. The servers after the first are tried
+ * in order.
  */
 struct upstream_server *
 upstream_pick(struct upstream_pool *pools, size_t backend, size_t *first,
@@ -261,8 +277,7 @@ upstream_pick(struct upstream_pool *pools, size_t backend, size_t *first,
 {
 	struct upstream_pool *p = &pools[backend];
 	struct upstream_counters *ctr;
-	ev_tstamp now;
-	size_t i, k;
+	size_t i, k, best = SIZE_MAX;
 
 	*nservers = p->nservers;
 	if (attempt == 0) {
@@ -270,17 +285,20 @@ upstream_pick(struct upstream_pool *pools, size_t backend, size_t *first,
 		*first = p->rr;
 		for (i = 0; p->nservers > 1 && i < p->nservers; i++) {
 			k = (p->rr + i) % p->nservers;
-			ctr = p->servers[k].ctr;
-			if (ctr->unhealthy)
+			if (!server_open(p, p->servers[k].ctr))
 				continue;
-			if (ctr->state == UPSTREAM_DOWN) {
-				now = ev_now(p->loop);
-				if (now - ctr->down_since < p->cfg->fail_timeout)
-					continue;
-				ctr->down_since = now;
-			}
-			*first = p->rr = k;
-			break;
+			if (best == SIZE_MAX ||
+			    p->servers[k].ctr->active <
+			    p->servers[best].ctr->active)
+				best = k;
+			if (p->cfg->balance != CONFIG_BALANCE_LEAST_CONN)
+				break;
+		}
+		if (best != SIZE_MAX) {
+			ctr = p->servers[best].ctr;
+			if (ctr->state == UPSTREAM_DOWN)
+				ctr->down_since = ev_now(p->loop);
+			*first = p->rr = best;
 		}
 	}
 	return &p->servers[(*first + attempt) % p->nservers];

@@ -92,6 +92,7 @@ BROKEN = {
     "health-check-host-bad": insert_after(15, "health_check_host = a b"),
     "strip-prefix-without-prefix": insert_after(22, "strip_prefix = on"),
     "strip-prefix-yes": insert_after(26, "strip_prefix = yes"),
+    "balance-unknown": insert_after(15, "balance = random"),
     "request-id-header-bad-name": insert_after(5, "request_id_header = X Request"),
     "request-id-header-via": insert_after(5, "request_id_header = Via"),
     # reported at request_id_header, wherever the route's is

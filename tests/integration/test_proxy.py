@@ -1041,6 +1041,42 @@ def test_a_server_whose_responses_fail_is_passed_over(qproxy_factory, backend_ap
         hung.close()
 
 
+def test_least_conn_sends_requests_where_fewest_are_under_way(qproxy_factory, backend_app,
+                                                             backend_other):
+    """balance = least_conn: while one server holds a slow request, quick
+    ones all go to the other, where in turn every other one would go to
+    the busy server; once it is free again both take their share."""
+    def sections(balance):
+        return lambda port, c, k: [
+            ("global", [("log_level", "debug")]),
+            ("listener main", [("address", "127.0.0.1:%d" % port),
+                               ("certificate", c), ("private_key", k)]),
+            ("backend app", [("server", backend_app.tcp_server),
+                             ("server", backend_other.tcp_server), ("balance", balance)]),
+            ("route app", [("path_prefix", "/app/"), ("backend", "app")])]
+    names = {backend_app.tcp_server: "app", backend_other.tcp_server: "other"}
+    for balance in ("least_conn", "round_robin"):
+        q = qproxy_factory(sections=sections(balance))
+        slow = threading.Thread(target=lambda: h3_get(
+            q.url("/app/bytes/10?wait=%d" % (1500 * SLOW)), timeout=20 * SLOW))
+        slow.start()
+
+        def busy():
+            servers = stats(q)["backends"][0]["servers"]
+            held = [s["address"] for s in servers if s["active"] == 1]
+            return names[held[0]] if held else None
+        wait_until(busy, "the slow request under way", 5 * SLOW)
+        held = busy()
+        got = [h3_get(q.url("/app/echo-headers")).json()["backend"] for _ in range(4)]
+        slow.join()
+        if balance == "least_conn":
+            assert held not in got and len(set(got)) == 1, (held, got)
+            got = [h3_get(q.url("/app/echo-headers")).json()["backend"] for _ in range(4)]
+            assert sorted(got) == ["app", "app", "other", "other"], got
+        else:
+            assert sorted(got) == ["app", "app", "other", "other"], (held, got)
+
+
 def test_early_response_to_an_upload_is_relayed_not_502(qproxy_factory, backend_app):
     """A backend that answers 413 after 64 KiB of an upload and resets the
     connection on the rest: a write of the body that failed on the reset
