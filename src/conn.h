@@ -281,6 +281,12 @@ void		 server_report_stats(struct quic_server *, struct strbuf *,
 /* The counters in Prometheus's text format, for qproxyctl metrics. */
 void		 server_report_metrics(struct quic_server *, struct strbuf *);
 void		 server_report_tls(struct quic_server *, struct strbuf *, bool);
+/*
+ * qproxyctl disable (on false) and enable: "BACKEND SERVER". 0 with what
+ * was done in out, or -1 with why not.
+ */
+int		 server_set_server(struct quic_server *, const char *args,
+		    bool on, struct strbuf *out);
 void		 server_report_backends(struct quic_server *, struct strbuf *,
 		    bool json);
 

@@ -55,8 +55,14 @@ struct control {
 
 static const char *const control_commands[] = {
 	"stats", "conns", "peers", "tls", "backends", "metrics", "reload",
-	"version",
+	"version", "disable", "enable",
 };
+
+bool
+control_takes_args(const char *cmd)
+{
+	return strcmp(cmd, "disable") == 0 || strcmp(cmd, "enable") == 0;
+}
 
 /* Best effort, for short messages to a client about to be closed. */
 static void
@@ -173,7 +179,7 @@ control_dispatch(struct control_client *c)
 	struct control *ctl = c->ctl;
 	const struct control_ops *ops = ctl->ops;
 	void (*show)(struct strbuf *, bool, void *) = NULL;
-	const char *cmd, *err;
+	const char *cmd, *err, *args;
 	struct ucred cred;
 	socklen_t credlen = sizeof(cred);
 	bool json;
@@ -186,12 +192,32 @@ control_dispatch(struct control_client *c)
 	c->line[c->len] = '\0';
 	if (c->len > 0 && c->line[c->len - 1] == '\r')
 		c->line[--c->len] = '\0';
-	if (control_parse(c->line, &cmd, &json, &err) == -1) {
+	if (control_parse(c->line, &cmd, &json, &args, &err) == -1) {
 		log_debug("control: bad request: %s", err);
 		control_error(c, err);
 		return;
 	}
 	log_debug("control: %s%s", cmd, json ? " json" : "");
+
+	if (args != NULL) {
+		if (ops->set_server == NULL) {
+			control_error(c, "command not supported");
+			return;
+		}
+		if (ops->set_server(&c->text, args, strcmp(cmd, "enable") == 0,
+		    ctl->arg) == -1) {
+			char why[200];
+
+			/* one line, the text goes */
+			snprintf(why, sizeof(why), "%.*s",
+			    (int)strcspn(strbuf_str(&c->text), "\n"),
+			    strbuf_str(&c->text));
+			control_error(c, why);
+			return;
+		}
+		control_head(c, "OK", "");
+		return;
+	}
 
 	if (strcmp(cmd, "stats") == 0)
 		show = ops->stats;
@@ -582,13 +608,14 @@ control_quote(const char *what, const char *word, size_t len)
 
 int
 control_parse(const char *line, const char **cmd, bool *json,
-    const char **err)
+    const char **args, const char **err)
 {
 	const char *p, *word, *arg;
 	size_t magiclen = strlen(CONTROL_MAGIC), len, i;
 
 	*cmd = NULL;
 	*json = false;
+	*args = NULL;
 	if (*line == '\0') {
 		*err = "empty request";
 		return -1;
@@ -619,7 +646,18 @@ control_parse(const char *line, const char **cmd, bool *json,
 		return -1;
 	}
 	p = word + len;
-	if (*p == ' ') {
+	if (control_takes_args(control_commands[i])) {
+		/* "BACKEND SERVER": two words at least, printable */
+		for (arg = p; *arg != '\0'; arg++)
+			if (*arg < 0x20 || *arg > 0x7e)
+				break;
+		if (*p != ' ' || *arg != '\0' || p[1] == ' ' ||
+		    strchr(p + 1, ' ') == NULL || p[strlen(p) - 1] == ' ') {
+			*err = "expected BACKEND SERVER";
+			return -1;
+		}
+		*args = p + 1;
+	} else if (*p == ' ') {
 		arg = p + 1;
 		if (strcmp(arg, "json") != 0 ||
 		    strcmp(control_commands[i], "reload") == 0) {

@@ -32,6 +32,12 @@ struct control_ops {
 	 * CONTROL_RELOAD_STOPPING when the daemon, shutting down, takes none
 	 */
 	int	(*reload)(struct strbuf *out, void *arg);
+	/*
+	 * disable (on false) or enable a backend server, named by args:
+	 * 0 with what was done in out, or -1 with why not
+	 */
+	int	(*set_server)(struct strbuf *out, const char *args, bool on,
+		    void *arg);
 	void	(*version)(struct strbuf *out, bool json, void *arg);
 };
 
@@ -56,10 +62,14 @@ void		 control_close(struct control *);
 
 /*
  * Parses one request line (without its newline). On success sets *cmd to
- * the command word and *json to whether "json" followed, and returns 0;
- * otherwise returns -1 with a message for the "ERR" reply in *err.
+ * the command word and *json to whether "json" followed, or for a command
+ * that takes arguments (disable, enable: "BACKEND SERVER") *arg to them
+ * (else NULL), and returns 0; otherwise returns -1 with a message for the
+ * "ERR" reply in *err.
  */
 int		 control_parse(const char *line, const char **cmd, bool *json,
-		    const char **err);
+		    const char **arg, const char **err);
+/* Whether a command (a word control_parse gave) takes arguments. */
+bool		 control_takes_args(const char *cmd);
 
 #endif

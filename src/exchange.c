@@ -1431,10 +1431,15 @@ ex_try_server(struct exchange *ex)
 		if (ex->attempt >= nservers) {
 			if (full)	/* one woken keeps its place */
 				ex_queue(ex, ex->woken);
+			else if (upstream_all_disabled(ex_pools(ex),
+			    ex->backend))
+				ex_respond(ex, 503);	/* by qproxyctl */
 			else
 				ex_respond(ex, 502);
 			return;
 		}
+		if (ex->server->ctr->disabled)
+			continue;
 		if ((rv = ex_use_server(ex)) == 0)
 			return;
 		full |= rv == 1;

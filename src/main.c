@@ -321,6 +321,12 @@ op_reload(struct strbuf *out, void *arg)
 	return reload(out);
 }
 
+static int
+op_set_server(struct strbuf *out, const char *args, bool on, void *arg)
+{
+	return server_set_server(server, args, on, out);
+}
+
 static void
 op_version(struct strbuf *out, bool json, void *arg)
 {
@@ -338,6 +344,7 @@ static const struct control_ops ops = {
 	.backends = op_backends,
 	.metrics = op_metrics,
 	.reload = op_reload,
+	.set_server = op_set_server,
 	.version = op_version,
 };
 

@@ -24,7 +24,7 @@
 
 static const char *const ctl_commands[] = {
 	"stats", "conns", "peers", "tls", "backends", "metrics", "reload",
-	"version",
+	"version", "disable", "enable",
 };
 #define CTL_NCOMMANDS	(sizeof(ctl_commands) / sizeof(ctl_commands[0]))
 
@@ -72,6 +72,7 @@ ctl_usage(FILE *f)
 {
 	fprintf(f,
 	    "usage: qproxyctl [-s socket] command [--json]\n"
+	    "       qproxyctl [-s socket] disable|enable BACKEND SERVER\n"
 	    "       qproxyctl [-s socket] --http metrics\n"
 	    "commands:\n"
 	    "  stats      counters: connections, requests, traffic, "
@@ -83,6 +84,11 @@ ctl_usage(FILE *f)
 	    "  metrics    the counters in Prometheus's text format\n"
 	    "  reload     reload the configuration (like SIGHUP)\n"
 	    "  version    client and daemon versions\n"
+	    "  disable BACKEND SERVER\n"
+	    "             new requests pass the server over (as written in\n"
+	    "             the configuration); those under way finish\n"
+	    "  enable BACKEND SERVER\n"
+	    "             the server takes its turn again\n"
 	    "Commands may be abbreviated to a unique prefix.\n"
 	    "--http answers one HTTP GET of /metrics on standard input, as a\n"
 	    "systemd socket with Accept=yes runs it (qproxy-metrics.socket).\n"
@@ -212,10 +218,11 @@ ctl_timeout(void)
 
 /* Sends the request and reads the whole reply into reply. */
 static void
-ctl_exchange(const char *cmd, int json, struct strbuf *reply)
+ctl_exchange(const char *cmd, const char *args, int json,
+    struct strbuf *reply)
 {
 	struct timespec deadline;
-	char req[64], buf[65536];
+	char req[CONTROL_MAX_LINE + 1], buf[65536];
 	size_t len, off = 0;
 	ssize_t n;
 	int fd, send_err = 0;
@@ -224,8 +231,9 @@ ctl_exchange(const char *cmd, int json, struct strbuf *reply)
 	deadline.tv_sec += CTL_TIMEOUT_MS / 1000;
 	fd = ctl_connect(&deadline);
 
-	len = (size_t)snprintf(req, sizeof(req), "%s %s%s\n", CONTROL_MAGIC,
-	    cmd, json ? " json" : "");
+	len = (size_t)snprintf(req, sizeof(req), "%s %s%s%s\n",
+	    CONTROL_MAGIC, cmd, json ? " json" : args != NULL ? " " : "",
+	    args != NULL ? args : "");
 	while (off < len) {
 		n = send(fd, req + off, len - off, MSG_NOSIGNAL);
 		if (n == -1) {
@@ -385,7 +393,8 @@ main(int argc, char *argv[])
 	};
 	struct strbuf reply;
 	const char *cmd, *p, *nl;
-	int ch, json = 0, head_only = 0, status;
+	char args[CONTROL_MAX_LINE];
+	int ch, json = 0, head_only = 0, status, n;
 
 	while ((ch = getopt_long(argc, argv, "hHjs:", longopts, NULL)) != -1) {
 		switch (ch) {
@@ -407,13 +416,27 @@ main(int argc, char *argv[])
 	}
 	argc -= optind;
 	argv += optind;
-	if (argc != 1) {
-		fprintf(stderr, "qproxyctl: %s\n", argc == 0 ?
-		    "missing command" : "too many arguments");
+	if (argc == 0) {
+		fprintf(stderr, "qproxyctl: missing command\n");
 		ctl_usage_error();
 	}
 	if ((cmd = ctl_match(argv[0])) == NULL)
 		ctl_usage_error();
+	if (control_takes_args(cmd)) {
+		if (argc != 3 || json) {
+			fprintf(stderr, "qproxyctl: %s takes BACKEND SERVER\n",
+			    cmd);
+			ctl_usage_error();
+		}
+		n = snprintf(args, sizeof(args), "%s %s", argv[1], argv[2]);
+		if (n < 0 || (size_t)n >= sizeof(args) - 32) {
+			fprintf(stderr, "qproxyctl: arguments too long\n");
+			ctl_usage_error();
+		}
+	} else if (argc != 1) {
+		fprintf(stderr, "qproxyctl: too many arguments\n");
+		ctl_usage_error();
+	}
 	if (json && (strcmp(cmd, "reload") == 0 ||
 	    strcmp(cmd, "metrics") == 0)) {
 		fprintf(stderr, "qproxyctl: %s has no JSON output\n", cmd);
@@ -436,7 +459,8 @@ main(int argc, char *argv[])
 	}
 
 	strbuf_init(&reply, CTL_MAX_READ);
-	ctl_exchange(cmd, json, &reply);
+	ctl_exchange(cmd, control_takes_args(cmd) ? args : NULL, json,
+	    &reply);
 
 	p = strbuf_str(&reply);
 	if (reply.len >= 3 && memcmp(p, "OK\n", 3) == 0 && ctl_http) {

@@ -155,6 +155,8 @@ upstream_pools_new(struct ev_loop *loop, struct config *cfg)
 				return NULL;
 			}
 			p->servers[s].ctr->refs = 1;
+			p->servers[s].ctr->disabled = upstream_disabled(
+			    p->cfg->name, p->servers[s].cfg->text);
 			counters_add_line(p->servers[s].ctr, p->line);
 		}
 	}
@@ -257,7 +259,7 @@ upstream_backend(struct upstream_pool *pools, size_t backend)
 static bool
 server_open(const struct upstream_pool *p, const struct upstream_counters *c)
 {
-	if (c->unhealthy)
+	if (c->unhealthy || c->disabled)
 		return false;
 	return c->state != UPSTREAM_DOWN ||
 	    ev_now(p->loop) - c->down_since >= p->cfg->fail_timeout;
@@ -308,6 +310,17 @@ size_t
 upstream_nservers(struct upstream_pool *pools, size_t backend)
 {
 	return pools[backend].nservers;
+}
+
+bool
+upstream_all_disabled(struct upstream_pool *pools, size_t backend)
+{
+	const struct upstream_pool *p = &pools[backend];
+
+	for (size_t i = 0; i < p->nservers; i++)
+		if (!p->servers[i].ctr->disabled)
+			return false;
+	return true;
 }
 
 bool
@@ -531,6 +544,8 @@ upstream_close(struct upstream_conn *c)
 static const char *
 state_name(const struct upstream_counters *k)
 {
+	if (k->disabled)
+		return "disabled";
 	if (k->unhealthy)
 		return "unhealthy";
 	switch (k->state) {
@@ -626,7 +641,8 @@ server_metric(enum server_metric m, const struct upstream_server *s)
 
 	switch (m) {
 	case SM_DOWN:
-		return k->state == UPSTREAM_DOWN || k->unhealthy;
+		return k->state == UPSTREAM_DOWN || k->unhealthy ||
+		    k->disabled;
 	case SM_ACTIVE:
 		return k->active;
 	case SM_REQUESTS:
@@ -682,6 +698,101 @@ upstream_report_metrics(struct upstream_pool *pools, struct strbuf *out)
 		}
 	}
 	strbuf_free(&labels);
+}
+
+static struct {
+	char	*backend, *server;
+} disabled[UPSTREAM_DISABLED_MAX];
+static size_t ndisabled;
+
+static ssize_t
+disabled_find(const char *backend, const char *server)
+{
+	for (size_t i = 0; i < ndisabled; i++)
+		if (strcmp(disabled[i].backend, backend) == 0 &&
+		    strcmp(disabled[i].server, server) == 0)
+			return (ssize_t)i;
+	return -1;
+}
+
+bool
+upstream_disabled(const char *backend, const char *server)
+{
+	return ndisabled > 0 && disabled_find(backend, server) != -1;
+}
+
+int
+upstream_set_disabled(const char *backend, const char *server, bool on)
+{
+	ssize_t i = disabled_find(backend, server);
+
+	if (!on) {
+		if (i != -1) {
+			free(disabled[i].backend);
+			free(disabled[i].server);
+			disabled[i] = disabled[--ndisabled];
+		}
+		return 0;
+	}
+	if (i != -1)
+		return 0;
+	if (ndisabled == UPSTREAM_DISABLED_MAX)
+		return -1;
+	if ((disabled[ndisabled].backend = strdup(backend)) == NULL ||
+	    (disabled[ndisabled].server = strdup(server)) == NULL) {
+		free(disabled[ndisabled].backend);
+		return -1;
+	}
+	ndisabled++;
+	return 0;
+}
+
+size_t
+upstream_ndisabled(void)
+{
+	return ndisabled;
+}
+
+bool
+upstream_split_args(const char *args, char *backend, size_t size,
+    const char **server)
+{
+	size_t n = strcspn(args, " ");
+
+	if (args[n] != ' ' || n == 0 || n >= size || args[n + 1] == '\0')
+		return false;
+	memcpy(backend, args, n);
+	backend[n] = '\0';
+	*server = args + n + 1;
+	return true;
+}
+
+int
+upstream_mark(struct upstream_pool *pools, const char *backend,
+    const char *server, bool on)
+{
+	struct upstream_conn *uc;
+
+	for (size_t b = 0; b < pools[0].npools; b++) {
+		struct upstream_pool *p = &pools[b];
+
+		if (strcmp(p->cfg->name, backend) != 0)
+			continue;
+		for (size_t i = 0; i < p->nservers; i++) {
+			struct upstream_server *s = &p->servers[i];
+
+			if (strcmp(s->cfg->text, server) != 0)
+				continue;
+			s->ctr->disabled = on;
+			while (on && (uc = s->idle) != NULL) {
+				idle_unlink(uc);
+				upstream_close(uc);
+			}
+			return 0;
+		}
+		return -2;
+	}
+	return -1;
 }
 
 /* The same servers, in the same order, under the same max_connections. */

@@ -37,6 +37,8 @@ struct upstream_counters {
 	uint64_t			 requests, failures, active;
 	uint64_t			 fails_in_row;	/* responses: max_fails */
 	struct hist			 ttfb;		/* to the response head */
+	/* qproxyctl disable: new requests pass it over, whatever else */
+	bool				 disabled;
 	/* health_check (health.h): failing now, and the current streak */
 	bool				 unhealthy;
 	unsigned			 health_fails, health_passes;
@@ -115,6 +117,9 @@ const struct config_backend *upstream_backend(struct upstream_pool *,
 			    size_t backend);
 size_t			 upstream_nservers(struct upstream_pool *,
 			    size_t backend);
+/* Whether qproxyctl disabled every server of the backend. */
+bool			 upstream_all_disabled(struct upstream_pool *,
+			    size_t backend);
 /* Whether a new connection to s would pass its backend's max_connections. */
 bool			 upstream_full(const struct upstream_server *s);
 /*
@@ -162,6 +167,33 @@ void			 upstream_report(struct upstream_pool *,
 /* The servers' counters in Prometheus's text format. */
 void			 upstream_report_metrics(struct upstream_pool *,
 			    struct strbuf *);
+/*
+ * qproxyctl disable and enable: the servers set aside, by backend name
+ * and server as written. The list is the process's: it outlives reloads
+ * (a server's pools are marked as they are made), and a worker forked
+ * later starts with it; at most UPSTREAM_DISABLED_MAX.
+ */
+#define UPSTREAM_DISABLED_MAX	1024
+bool			 upstream_disabled(const char *backend,
+			    const char *server);
+/* 0, or -1 when the list is full (or out of memory). */
+int			 upstream_set_disabled(const char *backend,
+			    const char *server, bool disabled);
+size_t			 upstream_ndisabled(void);
+/*
+ * "BACKEND SERVER" (qproxyctl's arguments) split: the backend's name into
+ * backend, *server pointing at the rest. false when there is no second
+ * word or the first is too long.
+ */
+bool			 upstream_split_args(const char *args, char *backend,
+			    size_t size, const char **server);
+/*
+ * Marks the server in the pools, its idle connections closed when set
+ * aside: 0; -1 without such a backend, -2 without such a server in it.
+ */
+int			 upstream_mark(struct upstream_pool *,
+			    const char *backend, const char *server,
+			    bool disabled);
 /* Carries counters over a reload, for servers of the same name. */
 void			 upstream_pools_inherit(struct upstream_pool *to,
 			    const struct upstream_pool *from);

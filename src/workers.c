@@ -35,6 +35,7 @@
 #include "merge.h"
 #include "strbuf.h"
 #include "udp.h"
+#include "upstream.h"
 #include "workers.h"
 
 #define WORKER_HANG		30.	/* s without a ping: killed */
@@ -743,6 +744,66 @@ cmd_reload(struct strbuf *out)
 	return ok;
 }
 
+/*
+ * disable and enable: for a server of the configuration, every worker's,
+ * then the supervisor's own list, which workers started later inherit.
+ * NULL, or why it was refused.
+ */
+static const char *
+cmd_set_server(struct strbuf *out, const char *line, const char *args,
+    bool on)
+{
+	static char why[256];
+	struct answers a;
+	const struct config *cfg = sv.cfg;
+	const char *server;
+	char backend[128];
+	size_t b, i;
+	bool ok = true;
+
+	if (!upstream_split_args(args, backend, sizeof(backend), &server))
+		return "expected BACKEND SERVER";
+	/* one a reload dropped may still be enabled, to be forgotten */
+	if (on && upstream_disabled(backend, server))
+		goto ask;
+	for (b = 0; b < cfg->nbackends; b++)
+		if (strcmp(cfg->backends[b].name, backend) == 0)
+			break;
+	if (b == cfg->nbackends) {
+		snprintf(why, sizeof(why), "no backend %.64s", backend);
+		return why;
+	}
+	for (i = 0; i < cfg->backends[b].nservers; i++)
+		if (strcmp(cfg->backends[b].servers[i].text, server) == 0)
+			break;
+	if (i == cfg->backends[b].nservers) {
+		snprintf(why, sizeof(why), "no server %.128s in backend %.64s",
+		    server, backend);
+		return why;
+	}
+	if (!on && !upstream_disabled(backend, server) &&
+	    upstream_ndisabled() == UPSTREAM_DISABLED_MAX) {
+		snprintf(why, sizeof(why), "more than %d servers disabled",
+		    UPSTREAM_DISABLED_MAX);
+		return why;
+	}
+ ask:
+	ask_workers(&a, line, WORKER_ASK_TIMEOUT);
+	for (unsigned w = 0; w < worker_count; w++)
+		if (a.rv[w] != 0) {
+			snprintf(why, sizeof(why), "worker %u: %s", w,
+			    a.rv[w] == -1 ? "no answer" : "refused");
+			ok = false;
+			break;
+		}
+	if (ok) {
+		(void)upstream_set_disabled(backend, server, !on);
+		strbuf_printf(out, "%s", a.texts[0]);
+	}
+	answers_free(&a);
+	return ok ? NULL : why;
+}
+
 /* One control request, from its client's connection to its end. */
 static void
 serve(int fd)
@@ -750,7 +811,7 @@ serve(int fd)
 	struct timeval tv = { 5, 0 };
 	struct strbuf out;
 	char line[CONTROL_MAX_LINE + 1], fwd[CONTROL_MAX_LINE + 16];
-	const char *cmd, *err;
+	const char *cmd, *err, *args;
 	size_t len = 0;
 	ssize_t n;
 	bool json, ok = true;
@@ -773,13 +834,22 @@ serve(int fd)
 	*strchr(line, '\n') = '\0';
 	if (len > 0 && strchr(line, '\r') != NULL)
 		*strchr(line, '\r') = '\0';
-	if (control_parse(line, &cmd, &json, &err) == -1) {
+	if (control_parse(line, &cmd, &json, &args, &err) == -1) {
 		dprintf(fd, "ERR %s\n", err);
 		return;
 	}
-	snprintf(fwd, sizeof(fwd), "%s %s%s", CONTROL_MAGIC, cmd,
-	    json ? " json" : "");
+	snprintf(fwd, sizeof(fwd), "%s %s%s%s", CONTROL_MAGIC, cmd,
+	    json ? " json" : args != NULL ? " " : "", args != NULL ? args : "");
 	strbuf_init(&out, CONTROL_MAX_REPLY);
+	if (args != NULL) {
+		if ((err = cmd_set_server(&out, fwd, args,
+		    strcmp(cmd, "enable") == 0)) != NULL)
+			dprintf(fd, "ERR %s\n", err);
+		else
+			dprintf(fd, "OK\n%s", strbuf_str(&out));
+		strbuf_free(&out);
+		return;
+	}
 	if (strcmp(cmd, "stats") == 0)
 		cmd_merged(&out, fwd, json, true);
 	else if (strcmp(cmd, "backends") == 0)

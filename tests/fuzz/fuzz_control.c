@@ -23,7 +23,8 @@
 #include "fuzz.h"
 
 static const char *const commands[] = {
-	"stats", "conns", "tls", "backends", "reload", "version",
+	"stats", "conns", "peers", "tls", "backends", "metrics", "reload",
+	"version", "disable", "enable",
 };
 
 static struct ev_loop	*loop;
@@ -52,12 +53,25 @@ fake_reload(struct strbuf *out, void *arg)
 	return -1;
 }
 
+/* disable and enable: refused for a backend named "bad" */
+static int
+fake_set_server(struct strbuf *out, const char *args, bool on, void *arg)
+{
+	if (strncmp(args, "bad ", 4) == 0) {
+		strbuf_printf(out, "no backend bad");
+		return -1;
+	}
+	strbuf_printf(out, "%s %s\n", on ? "enabled" : "disabled", args);
+	return 0;
+}
+
 static const struct control_ops ops = {
 	.stats = fake_show,
 	.conns = fake_conns,
 	.tls = fake_show,
 	.backends = fake_show,
 	.reload = fake_reload,
+	.set_server = fake_set_server,
 	.version = fake_show,
 };
 
@@ -92,11 +106,19 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 static void
 check_parse(const char *line)
 {
-	const char *cmd, *err = NULL;
+	const char *cmd, *err = NULL, *args;
 	bool json, ok = false;
 	size_t len = strlen(line);
+	int rc = control_parse(line, &cmd, &json, &args, &err);
 
-	if (control_parse(line, &cmd, &json, &err) == 0) {
+	if (rc == 0 && args != NULL) {
+		/* "QPROXY/1 cmd BACKEND SERVER": printable, two words */
+		FUZZ_CHECK(control_takes_args(cmd) && !json);
+		FUZZ_CHECK(args == line + 9 + strlen(cmd) + 1);
+		FUZZ_CHECK(strchr(args, ' ') != NULL && args[0] != ' ');
+		for (const char *c = args; *c != '\0'; c++)
+			FUZZ_CHECK(*c >= 0x20 && *c < 0x7f);
+	} else if (rc == 0) {
 		FUZZ_CHECK(cmd != NULL);
 		for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]);
 		    i++)
@@ -191,7 +213,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	const uint8_t *nl;
 	char *line, *reply, *err_line;
-	const char *cmd, *err;
+	const char *cmd, *err, *args;
 	size_t len, linelen;
 	bool json;
 	int rc;
@@ -224,13 +246,26 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		FUZZ_CHECK(strcmp(reply, "ERR malformed request\n") == 0);
 		goto out;
 	}
-	rc = control_parse(line, &cmd, &json, &err);
+	rc = control_parse(line, &cmd, &json, &args, &err);
 	if (rc == -1) {
 		if (asprintf(&err_line, "ERR %s\n", err) == -1)
 			abort();
 		FUZZ_CHECK(strcmp(reply, err_line) == 0);
 		free(err_line);
-	} else if (strcmp(cmd, "reload") == 0)
+	} else if (args != NULL) {
+		if (strncmp(args, "bad ", 4) == 0)
+			FUZZ_CHECK(strcmp(reply, "ERR no backend bad\n") == 0);
+		else {
+			if (asprintf(&err_line, "OK\n%s %s\n",
+			    strcmp(cmd, "enable") == 0 ? "enabled" :
+			    "disabled", args) == -1)
+				abort();
+			FUZZ_CHECK(strcmp(reply, err_line) == 0);
+			free(err_line);
+		}
+	} else if (strcmp(cmd, "peers") == 0 || strcmp(cmd, "metrics") == 0)
+		FUZZ_CHECK(strcmp(reply, "ERR command not supported\n") == 0);
+	else if (strcmp(cmd, "reload") == 0)
 		FUZZ_CHECK(strcmp(reply,
 		    "ERR reload refused\ntest.conf:1: refused\n") == 0);
 	else if (strcmp(cmd, "conns") == 0)

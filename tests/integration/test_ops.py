@@ -20,7 +20,8 @@ import pycurl
 import pytest
 
 from helpers import (SLOW, QProxy, expected_sha256, free_udp_port, h3_get, h3raw, make_easy,
-                     qproxy_binary, qproxyctl_binary, render_config, sha256, wait_until)
+                     metric, metrics, qproxy_binary, qproxyctl_binary, render_config, sha256,
+                     wait_until)
 
 KiB = 1024
 MiB = 1024 * 1024
@@ -426,6 +427,80 @@ def test_included_files_are_read_at_each_reload(qproxy_factory, backend_app, tmp
     assert h3_get(q.url("/b/bytes/10")).status == 200
     assert h3_get(q.url("/a/bytes/10")).status == 200
     assert stats(q)["generation"] == 2
+
+
+def _two_servers(port, c, k, app, other):
+    return [("global", [("log_level", "debug")]),
+            ("listener main", [("address", "127.0.0.1:%d" % port),
+                               ("certificate", c), ("private_key", k)]),
+            ("backend app", [("server", app.tcp_server), ("server", other.tcp_server)]),
+            ("route app", [("path_prefix", "/app/"), ("backend", "app")])]
+
+
+def test_disable_and_enable_a_server(qproxy_factory, backend_app, backend_other):
+    """qproxyctl disable BACKEND SERVER: new requests pass the server over
+    and its idle connections are closed; the mark outlives a reload; with
+    every server disabled the answer is 503; enable gives it its turn
+    again. A backend or server not in the configuration is refused."""
+    q = qproxy_factory(sections=lambda port, c, k: _two_servers(
+        port, c, k, backend_app, backend_other))
+
+    def who(n):
+        return sorted(h3_get(q.url("/app/echo-headers")).json()["backend"] for _ in range(n))
+
+    def servers():
+        return {s["address"]: s for s in stats(q)["backends"][0]["servers"]}
+    assert who(4) == ["app", "app", "other", "other"]
+    other = backend_other.tcp_server
+    assert servers()[other]["idle"] >= 1
+    p = qproxyctl(q, "disable", "app", other)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "backend app: server %s disabled\n" % other
+    s = servers()[other]
+    assert s["state"] == "disabled" and s["idle"] == 0, s
+    assert who(4) == ["app"] * 4
+    assert "backend app: server %s disabled by qproxyctl" % other in q.log_text()
+    fams = metrics(q.control_socket)
+    assert metric(fams, "qproxy_backend_server_down", backend="app", server=other) == 1
+    assert qproxyctl(q, "reload").returncode == 0
+    assert servers()[other]["state"] == "disabled"
+    assert who(2) == ["app"] * 2
+
+    assert qproxyctl(q, "disable", "app", backend_app.tcp_server).returncode == 0
+    r = h3_get(q.url("/app/echo-headers"))
+    assert r.status == 503, r
+    assert qproxyctl(q, "enable", "app", backend_app.tcp_server).returncode == 0
+    p = qproxyctl(q, "enable", "app", other)
+    assert p.returncode == 0 and p.stdout == "backend app: server %s enabled\n" % other
+    assert servers()[other]["state"] != "disabled"
+    assert who(4) == ["app", "app", "other", "other"]
+
+    # dropped by a reload while disabled, it is still disabled when a
+    # reload brings it back; enable forgets it while it is not there too
+    both = [(n, list(items)) for n, items in q.sections]
+    one = [(n, [kv for kv in items if kv != ("server", other)]) for n, items in both]
+    def put(sections):
+        with open(q.conf, "w") as f:
+            f.write(render_config(sections))
+    assert qproxyctl(q, "disable", "app", other).returncode == 0
+    put(one)
+    assert qproxyctl(q, "reload").returncode == 0
+    put(both)
+    assert qproxyctl(q, "reload").returncode == 0
+    assert servers()[other]["state"] == "disabled"
+    put(one)
+    assert qproxyctl(q, "reload").returncode == 0
+    assert qproxyctl(q, "enable", "app", other).returncode == 0
+    put(both)
+    assert qproxyctl(q, "reload").returncode == 0
+    assert servers()[other]["state"] != "disabled"
+
+    for args, err in ((("nope", other), "no backend nope"),
+                      (("app", "127.0.0.1:1"), "no server 127.0.0.1:1 in backend app")):
+        p = qproxyctl(q, "disable", *args)
+        assert p.returncode == 1 and p.stderr == "qproxyctl: %s\n" % err, p.stderr
+    p = qproxyctl(q, "disable", "app")
+    assert p.returncode == 2 and "disable takes BACKEND SERVER" in p.stderr, p.stderr
 
 
 def test_reload_with_a_bad_certificate_names_the_error(qproxy_factory, certificate,

@@ -165,6 +165,42 @@ def test_a_worker_that_dies_is_started_again(qproxy_factory, backend_app):
         assert h3_get(q.url("/app/bytes/10")).status == 200
 
 
+def test_disable_reaches_every_worker_and_outlives_one(qproxy_factory, backend_app,
+                                                      backend_other):
+    """qproxyctl disable through the supervisor: every worker passes the
+    server over, and a worker started again after it died does too."""
+    q = _workers(qproxy_factory, backend_app, backends=[
+        ("backend two", [("server", backend_app.tcp_server),
+                         ("server", backend_other.tcp_server)])],
+        routes=[("route two", [("path_prefix", "/two/"), ("backend", "two")])])
+    other = backend_other.tcp_server
+    p = qproxyctl(q, "disable", "two", other)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "backend two: server %s disabled\n" % other
+
+    def states():
+        out = []
+        for i in range(N):
+            p = subprocess.run([qproxyctl_binary(), "-s", "%s.%d" % (q.control_socket, i),
+                                "backends", "--json"], capture_output=True, text=True,
+                               timeout=30)
+            b = [b for b in json.loads(p.stdout)["backends"] if b["name"] == "two"][0]
+            out.append({s["address"]: s["state"] for s in b["servers"]}[other])
+        return out
+    assert states() == ["disabled"] * N
+    pids = _worker_pids(q)
+    os.kill(pids[0], signal.SIGKILL)
+    wait_until(lambda: stats(q)["workers"]["restarts"] == 1 and
+               stats(q)["workers"]["answered"] == N, "the worker started again", 10 * SLOW)
+    assert states() == ["disabled"] * N
+    got = {h3_get(q.url("/two/echo-headers")).json()["backend"] for _ in range(12)}
+    assert got == {"app"}, got
+    p = qproxyctl(q, "disable", "two", "127.0.0.1:1")
+    assert p.returncode == 1 and "no server 127.0.0.1:1 in backend two" in p.stderr
+    assert qproxyctl(q, "enable", "two", other).returncode == 0
+    assert "disabled" not in states()
+
+
 def test_a_stuck_worker_does_not_hold_up_qproxyctl(qproxy_factory, backend_app):
     """A worker that does not answer (stopped here) is left out of the
     merged reply after a few seconds, and the others' counts still come."""

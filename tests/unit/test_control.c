@@ -30,21 +30,22 @@
 static void
 parse_ok(const char *line, const char *want, bool want_json)
 {
-	const char *cmd = NULL, *err = NULL;
+	const char *cmd = NULL, *err = NULL, *args = "x";
 	bool json = !want_json;
 
-	CHECK_EQ_INT(control_parse(line, &cmd, &json, &err), 0);
+	CHECK_EQ_INT(control_parse(line, &cmd, &json, &args, &err), 0);
 	CHECK_EQ_STR(cmd, want);
 	CHECK_EQ_INT(json, want_json);
+	CHECK(args == NULL);
 }
 
 static void
 parse_bad(const char *line, const char *want_err)
 {
-	const char *cmd = "x", *err = NULL;
+	const char *cmd = "x", *err = NULL, *args;
 	bool json = false;
 
-	CHECK_EQ_INT(control_parse(line, &cmd, &json, &err), -1);
+	CHECK_EQ_INT(control_parse(line, &cmd, &json, &args, &err), -1);
 	CHECK(cmd == NULL);
 	CHECK_EQ_STR(err, want_err);
 }
@@ -56,7 +57,7 @@ test_parse(void)
 		"stats", "conns", "peers", "tls", "backends", "reload", "version",
 	};
 	char line[2048];
-	const char *cmd, *err;
+	const char *cmd, *err, *args;
 	bool json;
 
 	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
@@ -93,12 +94,29 @@ test_parse(void)
 	parse_bad("QPROXY/1 version --json", "unexpected argument");
 	parse_bad("QPROXY/1 reload now", "unexpected argument");
 
+	/* disable and enable: "BACKEND SERVER", the rest of the line */
+	CHECK_EQ_INT(control_parse("QPROXY/1 disable app unix:/run/a b.sock",
+	    &cmd, &json, &args, &err), 0);
+	CHECK_EQ_STR(cmd, "disable");
+	CHECK_EQ_STR(args, "app unix:/run/a b.sock");
+	CHECK(!json);
+	CHECK_EQ_INT(control_parse("QPROXY/1 enable app 127.0.0.1:8080",
+	    &cmd, &json, &args, &err), 0);
+	CHECK_EQ_STR(cmd, "enable");
+	CHECK_EQ_STR(args, "app 127.0.0.1:8080");
+	parse_bad("QPROXY/1 disable", "expected BACKEND SERVER");
+	parse_bad("QPROXY/1 disable app", "expected BACKEND SERVER");
+	parse_bad("QPROXY/1 disable app ", "expected BACKEND SERVER");
+	parse_bad("QPROXY/1 disable  app x", "expected BACKEND SERVER");
+	parse_bad("QPROXY/1 enable app x\x7f", "expected BACKEND SERVER");
+	parse_bad("QPROXY/1 enable json", "expected BACKEND SERVER");
+
 	/* a hostile word comes back printable, quoted once, and short */
 	parse_bad("QPROXY/1 \x01\xff\"x\x1b[2J", "unknown command \"???x?[2J\"");
 	memset(line, 0, sizeof(line));
 	memcpy(line, "QPROXY/1 ", 9);
 	memset(line + 9, 'a', 1000);
-	CHECK_EQ_INT(control_parse(line, &cmd, &json, &err), -1);
+	CHECK_EQ_INT(control_parse(line, &cmd, &json, &args, &err), -1);
 	CHECK(strlen(err) < 64);
 	CHECK(strncmp(err, "unknown command \"aaaa", 21) == 0);
 	CHECK(strcmp(err + strlen(err) - 4, "...\"") == 0);
