@@ -324,6 +324,8 @@ static const struct config_key config_keys[] = {
 	    0, 0, "round_robin", 0, F(config_backend, balance) },
 	{ SECT_BACKEND, "max_idle_connections", config_set_count,
 	    0, 10000, "32", 0, F(config_backend, max_idle) },
+	{ SECT_BACKEND, "idle_timeout", config_set_duration,
+	    0, DURATION_MAX, "4s", 0, F(config_backend, idle_timeout) },
 	{ SECT_BACKEND, "max_connections", config_set_count,
 	    0, 1000000, "0", 0, F(config_backend, max_conns) },
 	{ SECT_BACKEND, "health_check", config_set_health_path,

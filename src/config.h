@@ -74,6 +74,8 @@ struct config_backend {
 						   that fail it; 0: none do */
 	int			 balance;	/* enum config_balance */
 	size_t			 max_idle;	/* pooled idle connections per server */
+	double			 idle_timeout;	/* seconds one stays pooled;
+						   0: no limit */
 	size_t			 max_conns;	/* open per server; 0: no limit */
 	char			*health_check;	/* a path; NULL: none */
 	char			*health_host;	/* its Host; NULL: the server's */

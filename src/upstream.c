@@ -24,6 +24,8 @@ struct upstream_pool {
 	bool				 retired;	/* a reload replaced it */
 	struct upstream_line		*line;		/* max_connections */
 	int				 notsent;	/* stream_window */
+	ev_timer			 sweep;		/* idle_timeout: while
+							   any are idle */
 };
 
 /*
@@ -61,6 +63,50 @@ idle_cb(struct ev_loop *loop, ev_io *w, int revents)
 	/* EOF or unasked-for bytes: either way the connection is done. */
 	idle_unlink(c);
 	upstream_close(c);
+}
+
+/* Closes c and the idle connections after it: they have waited longer. */
+static void
+idle_close_from(struct upstream_conn *c)
+{
+	struct upstream_conn *next;
+
+	for (; c != NULL; c = next) {
+		next = c->next;
+		idle_unlink(c);
+		upstream_close(c);
+	}
+}
+
+/*
+ * Whether an idle connection has waited idle_timeout: the server may be
+ * about to close it (its own keep-alive timeout), and a request sent as it
+ * does would be lost. Taken connections are checked; the sweep closes the
+ * rest, so that the server does not hold them.
+ */
+static bool
+idle_stale(const struct upstream_pool *p, const struct upstream_conn *c)
+{
+	return p->cfg->idle_timeout > 0 &&
+	    ev_now(p->loop) - c->idle_since >= p->cfg->idle_timeout;
+}
+
+static void
+sweep_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct upstream_pool *p = w->data;
+	struct upstream_conn *c;
+	size_t left = 0;
+
+	for (size_t i = 0; i < p->nservers; i++) {
+		for (c = p->servers[i].idle; c != NULL && !idle_stale(p, c);
+		    c = c->next)
+			;
+		idle_close_from(c);
+		left += p->servers[i].nidle;
+	}
+	if (left == 0)
+		ev_timer_stop(loop, w);
 }
 
 static void
@@ -134,6 +180,11 @@ upstream_pools_new(struct ev_loop *loop, struct config *cfg)
 		p->loop = loop;
 		p->cfg = &cfg->backends[b];
 		p->notsent = (int)cfg->stream_window;
+		/* every quarter of it: none waits much past it */
+		ev_timer_init(&p->sweep, sweep_cb, MIN(1.,
+		    p->cfg->idle_timeout / 4), MIN(1.,
+		    p->cfg->idle_timeout / 4));
+		p->sweep.data = p;
 		if ((p->line = calloc(1, sizeof(*p->line))) == NULL) {
 			upstream_pools_free(pools);
 			return NULL;
@@ -190,12 +241,15 @@ upstream_server_backend(const struct upstream_server *s)
 static void
 pools_stop_checks(struct upstream_pool *pools)
 {
-	for (size_t b = 0; b < pools[0].npools; b++)
+	for (size_t b = 0; b < pools[0].npools; b++) {
+		if (pools[b].loop != NULL)
+			ev_timer_stop(pools[b].loop, &pools[b].sweep);
 		for (size_t s = 0; pools[b].servers != NULL &&
 		    s < pools[b].nservers; s++) {
 			health_stop(pools[b].servers[s].health);
 			pools[b].servers[s].health = NULL;
 		}
+	}
 }
 
 void
@@ -442,6 +496,8 @@ upstream_take_idle(struct upstream_server *s, bool ask, upstream_cb *cb,
 	struct upstream_conn *c;
 	bool usable;
 
+	if (s->idle != NULL && idle_stale(s->pool, s->idle))
+		idle_close_from(s->idle);	/* the newest first */
 	while ((c = s->idle) != NULL) {
 		usable = idle_usable(c, ask);
 		idle_unlink(c);
@@ -507,6 +563,9 @@ upstream_release(struct upstream_conn *c)
 	}
 	/* rio may still be active for the exchange: it only changes hands */
 	ev_io_stop(s->pool->loop, &c->wio);
+	c->idle_since = ev_now(s->pool->loop);
+	if (s->pool->cfg->idle_timeout > 0 && !ev_is_active(&s->pool->sweep))
+		ev_timer_start(s->pool->loop, &s->pool->sweep);
 	c->next = s->idle;
 	if (c->next != NULL)
 		c->next->prevp = &c->next;

@@ -71,6 +71,7 @@ typedef void upstream_cb(struct ev_loop *, ev_io *, int);
 
 struct upstream_conn {
 	struct upstream_conn		*next, **prevp;	/* when idle */
+	ev_tstamp			 idle_since;
 	struct upstream_server		*server;
 	int				 fd;
 	ev_io				 rio, wio;

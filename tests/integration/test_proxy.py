@@ -1041,6 +1041,40 @@ def test_a_server_whose_responses_fail_is_passed_over(qproxy_factory, backend_ap
         hung.close()
 
 
+def test_idle_backend_connections_close_after_idle_timeout(qproxy_factory, backend_app):
+    """idle_timeout: a pooled connection left idle that long is closed, so
+    that it is not in use as the application closes it on its own
+    keep-alive timeout, and the next request opens a new one; with 0 it
+    stays."""
+    def sections(idle):
+        return lambda port, c, k: [
+            ("global", [("log_level", "debug")]),
+            ("listener main", [("address", "127.0.0.1:%d" % port),
+                               ("certificate", c), ("private_key", k)]),
+            ("backend app", [("server", backend_app.tcp_server), ("idle_timeout", idle)]),
+            ("route app", [("path_prefix", "/app/"), ("backend", "app")])]
+    q = qproxy_factory(sections=sections("300ms"))
+    wait_until(lambda: stats(q)["upstream"]["connections_current"] == 0,
+               "the probe's connection closed", 5 * SLOW)
+    n = backend_app.connections
+    assert h3_get(q.url("/app/bytes/10")).status == 200
+    assert stats(q)["upstream"]["connections_current"] == 1
+    t = time.monotonic()
+    wait_until(lambda: stats(q)["upstream"]["connections_current"] == 0,
+               "the idle connection closed", 5 * SLOW)
+    assert time.monotonic() - t > 0.1
+    assert h3_get(q.url("/app/bytes/10")).status == 200
+    assert backend_app.connections == n + 2
+    assert stats(q)["upstream"]["reused"] == 0
+
+    q0 = qproxy_factory(sections=sections("0"))
+    assert h3_get(q0.url("/app/bytes/10")).status == 200
+    time.sleep(1.0)
+    assert stats(q0)["upstream"]["connections_current"] >= 1
+    assert h3_get(q0.url("/app/bytes/10")).status == 200
+    assert stats(q0)["upstream"]["reused"] >= 1
+
+
 def test_least_conn_sends_requests_where_fewest_are_under_way(qproxy_factory, backend_app,
                                                              backend_other):
     """balance = least_conn: while one server holds a slow request, quick
