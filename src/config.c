@@ -1011,16 +1011,51 @@ config_set_server(struct config_parser *p, const struct config_key *k,
 	struct config_backend	*b = obj;
 	struct config_server	*srv;
 	struct addr		 a;
-	const char		*err;
-	char			*text;
+	const char		*err, *word;
+	char			*text, *end, *addr;
+	unsigned		 weight = 1;
+	int			 backup = 0;
 
-	if (addr_parse(value, true, &a, &err) == -1) {
+	/* "ADDRESS [weight=N] [backup]": the options are the last words */
+	if ((addr = config_strdup(p, value)) == NULL)
+		return -1;
+	for (;;) {
+		end = addr + strlen(addr);
+		for (word = end; word > addr && word[-1] != ' ' &&
+		    word[-1] != '\t'; word--)
+			;
+		if (word == addr)
+			break;
+		if (strcmp(word, "backup") == 0)
+			backup = 1;
+		else if (strncmp(word, "weight=", 7) == 0) {
+			char *e;
+			unsigned long w;
+
+			errno = 0;
+			w = strtoul(word + 7, &e, 10);
+			if (!isdigit((unsigned char)word[7]) || *e != '\0' ||
+			    errno != 0 || w < 1 || w > 100) {
+				config_error(p, p->line, "%s: invalid weight "
+				    "\"%s\": expected an integer from 1 to 100",
+				    k->name, word + 7);
+				free(addr);
+				return -1;
+			}
+			weight = (unsigned)w;
+		} else
+			break;
+		while (word > addr && (word[-1] == ' ' || word[-1] == '\t'))
+			word--;
+		addr[word - addr] = '\0';
+	}
+	if (addr_parse(addr, true, &a, &err) == -1) {
 		config_error(p, p->line, "%s: invalid address \"%s\": %s",
-		    k->name, value, err);
+		    k->name, addr, err);
+		free(addr);
 		return -1;
 	}
-	if ((text = config_strdup(p, value)) == NULL)
-		return -1;
+	text = addr;
 	if ((srv = config_grow(p, b->servers, b->nservers,
 	    sizeof(*srv))) == NULL) {
 		free(text);
@@ -1030,6 +1065,10 @@ config_set_server(struct config_parser *p, const struct config_key *k,
 	srv = &b->servers[b->nservers++];
 	srv->text = text;
 	srv->addr = a;
+	srv->weight = weight;
+	srv->backup = backup;
+	b->weighted |= weight != 1;
+	b->has_backup |= backup;
 	return 0;
 }
 

@@ -59,6 +59,8 @@ enum config_cc {
 struct config_server {
 	char		*text;		/* as written: "127.0.0.1:8080" */
 	struct addr	 addr;
+	unsigned	 weight;	/* 1 to 100 */
+	int		 backup;	/* only when no other is open */
 };
 
 struct config_backend {
@@ -73,6 +75,8 @@ struct config_backend {
 	uint64_t		 max_fails;	/* failed responses in a row
 						   that fail it; 0: none do */
 	int			 balance;	/* enum config_balance */
+	int			 weighted;	/* a server's weight is not 1 */
+	int			 has_backup;	/* a server is a backup */
 	size_t			 max_idle;	/* pooled idle connections per server */
 	double			 idle_timeout;	/* seconds one stays pooled;
 						   0: no limit */

@@ -320,44 +320,85 @@ server_open(const struct upstream_pool *p, const struct upstream_counters *c)
 }
 
 /*
- * A request starts at the next server in turn that server_open allows;
- * with balance = least_conn, at the one of those with the fewest requests
- * under way, the first in turn of those tied. A down server taken tries
- * again; a connect or a response that works shows it up. With every
- * server down, the next in turn. The servers after the first are tried
- * in order.
+ * Whether server k should take the request rather than server best (none
+ * yet: SIZE_MAX), by least_conn: the fewest requests under way for its
+ * weight, the first in turn of those tied.
+ */
+static bool
+fewer(const struct upstream_pool *p, size_t k, size_t best)
+{
+	const struct upstream_server *a = &p->servers[k];
+	const struct upstream_server *b;
+
+	if (best == SIZE_MAX)
+		return true;
+	b = &p->servers[best];
+	return a->ctr->active * b->cfg->weight <
+	    b->ctr->active * a->cfg->weight;
+}
+
+/*
+ * A request starts at a server that server_open allows, of those not
+ * marked backup if one is (the backups only when none is): the next in
+ * turn; by weight, smoothly (each server's current weight grows by its
+ * weight at each pick, the largest takes the request and loses the sum,
+ * so that 3:1 goes a a b a, not a a a b); or with balance = least_conn,
+ * the one with the fewest requests under way for its weight. A down
+ * server taken tries again; a connect or a response that works shows it
+ * up. With none open, the next in turn. The servers after the first are
+ * tried in order.
  */
 struct upstream_server *
 upstream_pick(struct upstream_pool *pools, size_t backend, size_t *first,
     size_t attempt, size_t *nservers)
 {
 	struct upstream_pool *p = &pools[backend];
+	bool least = p->cfg->balance == CONFIG_BALANCE_LEAST_CONN;
+	bool plain = !least && !p->cfg->weighted;
 	struct upstream_counters *ctr;
 	size_t i, k, best = SIZE_MAX;
+	long total = 0;
 
 	*nservers = p->nservers;
-	if (attempt == 0) {
-		p->rr = (p->rr + 1) % p->nservers;
-		*first = p->rr;
-		for (i = 0; p->nservers > 1 && i < p->nservers; i++) {
+	if (attempt > 0 || p->nservers == 1)
+		return &p->servers[(*first + attempt) % p->nservers];
+	p->rr = (p->rr + 1) % p->nservers;
+	*first = p->rr;
+	for (int backup = 0; backup <= 1 && best == SIZE_MAX; backup++) {
+		for (i = 0; i < p->nservers; i++) {
+			struct upstream_server *sv;
+
 			k = (p->rr + i) % p->nservers;
-			if (!server_open(p, p->servers[k].ctr))
+			sv = &p->servers[k];
+			if (sv->cfg->backup != backup ||
+			    !server_open(p, sv->ctr))
 				continue;
-			if (best == SIZE_MAX ||
-			    p->servers[k].ctr->active <
-			    p->servers[best].ctr->active)
+			if (plain) {
 				best = k;
-			if (p->cfg->balance != CONFIG_BALANCE_LEAST_CONN)
 				break;
+			}
+			if (least) {
+				if (fewer(p, k, best))
+					best = k;
+				continue;
+			}
+			sv->cw += sv->cfg->weight;
+			total += sv->cfg->weight;
+			if (best == SIZE_MAX || sv->cw > p->servers[best].cw)
+				best = k;
 		}
-		if (best != SIZE_MAX) {
-			ctr = p->servers[best].ctr;
-			if (ctr->state == UPSTREAM_DOWN)
-				ctr->down_since = ev_now(p->loop);
-			*first = p->rr = best;
-		}
+		if (!p->cfg->has_backup)
+			break;
 	}
-	return &p->servers[(*first + attempt) % p->nservers];
+	if (best != SIZE_MAX) {
+		if (!plain && !least)
+			p->servers[best].cw -= total;
+		ctr = p->servers[best].ctr;
+		if (ctr->state == UPSTREAM_DOWN)
+			ctr->down_since = ev_now(p->loop);
+		*first = p->rr = best;
+	}
+	return &p->servers[*first];
 }
 
 size_t

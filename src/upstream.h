@@ -58,6 +58,7 @@ struct upstream_server {
 	struct upstream_conn		*idle;		/* most recent first */
 	struct upstream_counters	*ctr;
 	struct health			*health;	/* its checks, if any */
+	long				 cw;		/* current weight */
 };
 
 /*

@@ -93,6 +93,8 @@ BROKEN = {
     "strip-prefix-without-prefix": insert_after(22, "strip_prefix = on"),
     "strip-prefix-yes": insert_after(26, "strip_prefix = yes"),
     "balance-unknown": insert_after(15, "balance = random"),
+    "server-weight-0": insert_after(12, "server = 127.0.0.1:8082 weight=0"),
+    "server-weight-big": insert_after(12, "server = 127.0.0.1:8082 backup weight=101"),
     "request-id-header-bad-name": insert_after(5, "request_id_header = X Request"),
     "request-id-header-via": insert_after(5, "request_id_header = Via"),
     # reported at request_id_header, wherever the route's is

@@ -1041,6 +1041,35 @@ def test_a_server_whose_responses_fail_is_passed_over(qproxy_factory, backend_ap
         hung.close()
 
 
+def test_server_weights_and_backups(qproxy_factory, backend_app, backend_other):
+    """server = ADDRESS weight=N: requests in proportion, 3 to 1; backup: a
+    server that takes requests only while no other is open (disabled here,
+    as a deploy would); the options are not part of the server's name."""
+    q = qproxy_factory(sections=lambda port, c, k: [
+        ("global", [("log_level", "debug")]),
+        ("listener main", [("address", "127.0.0.1:%d" % port),
+                           ("certificate", c), ("private_key", k)]),
+        ("backend w", [("server", backend_app.tcp_server + " weight=3"),
+                       ("server", backend_other.tcp_server)]),
+        ("backend bk", [("server", backend_app.tcp_server),
+                        ("server", backend_other.tcp_server + "  backup")]),
+        ("route w", [("path_prefix", "/w/"), ("backend", "w")]),
+        ("route bk", [("path_prefix", "/bk/"), ("backend", "bk")])])
+
+    def who(prefix, n):
+        return [h3_get(q.url(prefix + "echo-headers")).json()["backend"] for _ in range(n)]
+    got = who("/w/", 8)
+    assert sorted(got) == ["app"] * 6 + ["other"] * 2, got
+    assert "app,app,app,app" not in ",".join(got[1:]), got
+    assert who("/bk/", 4) == ["app"] * 4
+    assert qproxyctl(q, "disable", "bk", backend_app.tcp_server).returncode == 0
+    assert who("/bk/", 3) == ["other"] * 3
+    assert qproxyctl(q, "enable", "bk", backend_app.tcp_server).returncode == 0
+    assert who("/bk/", 2) == ["app"] * 2
+    names = [s["address"] for b in stats(q)["backends"] for s in b["servers"]]
+    assert names == [backend_app.tcp_server, backend_other.tcp_server] * 2, names
+
+
 def test_idle_backend_connections_close_after_idle_timeout(qproxy_factory, backend_app):
     """idle_timeout: a pooled connection left idle that long is closed, so
     that it is not in use as the application closes it on its own

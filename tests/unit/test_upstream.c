@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -289,9 +290,94 @@ test_idle_live_taken(void)
 	idle_teardown(&f);
 }
 
+/*
+ * The server a new request starts at: by weight, smoothly; the backups
+ * only when no other is open; by least_conn, requests under way for the
+ * weight.
+ */
+static void
+test_pick(void)
+{
+	struct config_server	 server[3];
+	struct config_backend	 backend;
+	struct config		 cfg;
+	struct upstream_pool	*pools;
+	struct upstream_server	*s;
+	char			 seq[13];
+	size_t			 first, n;
+
+	memset(server, 0, sizeof(server));
+	memset(&backend, 0, sizeof(backend));
+	memset(&cfg, 0, sizeof(cfg));
+	server[0].text = "a";
+	server[0].weight = 3;
+	server[1].text = "b";
+	server[1].weight = 1;
+	server[2].text = "c";
+	server[2].weight = 1;
+	server[2].backup = 1;
+	backend.name = "b";
+	backend.servers = server;
+	backend.nservers = 3;
+	backend.weighted = 1;
+	backend.has_backup = 1;
+	cfg.backends = &backend;
+	cfg.nbackends = 1;
+	if ((pools = upstream_pools_new(NULL, &cfg)) == NULL) {
+		perror("upstream_pools_new");
+		exit(1);
+	}
+	for (int i = 0; i < 12; i++)
+		seq[i] = upstream_pick(pools, 0, &first, 0, &n)->cfg->text[0];
+	seq[12] = '\0';
+	/* 3 to 1, never three of a in a row past the first, no backup */
+	CHECK_EQ_INT(n, 3);
+	CHECK_EQ_INT(strspn(seq, "ab"), 12);
+	CHECK_EQ_INT((int)(strchr(seq, 'b') - seq) < 4, 1);
+	{
+		int na = 0;
+
+		for (int i = 0; i < 12; i++)
+			na += seq[i] == 'a';
+		CHECK_EQ_INT(na, 9);
+	}
+	CHECK(strstr(seq + 1, "aaaa") == NULL);
+
+	/* a and b set aside: c, the backup */
+	CHECK_EQ_INT(upstream_mark(pools, "b", "a", true), 0);
+	CHECK_EQ_INT(upstream_mark(pools, "b", "b", true), 0);
+	CHECK_EQ_STR(upstream_pick(pools, 0, &first, 0, &n)->cfg->text, "c");
+	CHECK_EQ_STR(upstream_pick(pools, 0, &first, 0, &n)->cfg->text, "c");
+	CHECK_EQ_INT(upstream_mark(pools, "b", "b", false), 0);
+	CHECK_EQ_STR(upstream_pick(pools, 0, &first, 0, &n)->cfg->text, "b");
+	CHECK_EQ_INT(upstream_mark(pools, "b", "a", false), 0);
+	upstream_pools_free(pools);
+
+	/* least_conn: a, of weight 3, takes up to 3 for b's 1 */
+	backend.balance = CONFIG_BALANCE_LEAST_CONN;
+	if ((pools = upstream_pools_new(NULL, &cfg)) == NULL)
+		exit(1);
+	for (int i = 0; i < 8; i++) {
+		s = upstream_pick(pools, 0, &first, 0, &n);
+		s->ctr->active++;
+		seq[i] = s->cfg->text[0];
+	}
+	seq[8] = '\0';
+	{
+		int na = 0;
+
+		for (int i = 0; i < 8; i++)
+			na += seq[i] == 'a';
+		CHECK_EQ_INT(na, 6);
+		CHECK(strchr(seq, 'c') == NULL);
+	}
+	upstream_pools_free(pools);
+}
+
 int
 main(void)
 {
+	test_pick();
 	test_line_order();
 	test_idle_close_in_the_same_poll(false);
 	test_idle_close_in_the_same_poll(true);
