@@ -42,7 +42,7 @@ static bool	cid_changed(const struct config *);
 static void
 usage(void)
 {
-	fprintf(stderr, "usage: qproxy [-ftv] [-c file]\n");
+	fprintf(stderr, "usage: qproxy [-fTtv] [-c file]\n");
 	exit(1);
 }
 
@@ -604,6 +604,37 @@ stdio_fill(void)
 }
 
 /*
+ * qproxy -T: the configuration's files, included ones too, each after a
+ * line that names it, as they are on disk now.
+ */
+static int
+show_files(const struct config *cfg)
+{
+	char buf[8192];
+	size_t n, last = 0;
+	FILE *f;
+
+	for (size_t i = 0; i < cfg->nfiles; i++) {
+		if ((f = fopen(cfg->files[i], "re")) == NULL) {
+			fprintf(stderr, "qproxy: %s: %s\n", cfg->files[i],
+			    strerror(errno));
+			return -1;
+		}
+		printf("# configuration file %s:\n", cfg->files[i]);
+		last = 0;
+		while ((n = fread(buf, 1, sizeof(buf), f)) > 0) {
+			fwrite(buf, 1, n, stdout);
+			last = n;
+		}
+		if (last > 0 && buf[last - 1] != '\n')
+			putchar('\n');
+		putchar('\n');
+		fclose(f);
+	}
+	return fflush(stdout) == 0 ? 0 : -1;
+}
+
+/*
  * The signals the loop takes are held from the start until its watchers
  * are in place: one that came before, such as a logrotate's SIGUSR1 or a
  * SIGTERM just after the start, ended the process at once (their default
@@ -637,7 +668,7 @@ main(int argc, char *argv[])
 	int ch, check = 0, rv;
 
 	stdio_fill();
-	while ((ch = getopt(argc, argv, "c:ftv")) != -1) {
+	while ((ch = getopt(argc, argv, "c:fTtv")) != -1) {
 		switch (ch) {
 		case 'c':
 			config_path = optarg;
@@ -647,6 +678,9 @@ main(int argc, char *argv[])
 			break;
 		case 't':
 			check = 1;
+			break;
+		case 'T':
+			check = 2;	/* and show the files */
 			break;
 		case 'v':
 			printf("qproxy %s\n", QPROXY_VERSION);
@@ -681,6 +715,8 @@ main(int argc, char *argv[])
 	if (check) {
 		config_warnings(cfg, log_warnx);
 		rv = check_files(cfg);
+		if (rv == 0 && check == 2)
+			rv = show_files(cfg);
 		config_free(cfg);
 		if (rv == -1)
 			return 1;

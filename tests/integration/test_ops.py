@@ -415,6 +415,16 @@ def test_included_files_are_read_at_each_reload(qproxy_factory, backend_app, tmp
     p = subprocess.run([q.binary, "-t", "-c", q.conf], capture_output=True, text=True,
                        timeout=10 * SLOW)
     assert p.returncode == 0, p.stderr
+    # -T shows the files read, the included in name order
+    p = subprocess.run([q.binary, "-T", "-c", q.conf], capture_output=True, text=True,
+                       timeout=10 * SLOW)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == ("# configuration file %s:\n%s\n" % (q.conf, open(q.conf).read()) +
+                        "# configuration file %s:\n%s\n" % (sites / "a.conf",
+                                                             (sites / "a.conf").read_text()) +
+                        "# configuration file %s:\n%s\n" % (sites / "b.conf",
+                                                             (sites / "b.conf").read_text()) +
+                        "configuration OK\n"), p.stdout
     assert qproxyctl(q, "reload").returncode == 0
     assert h3_get(q.url("/b/bytes/10")).status == 200
     assert stats(q)["generation"] == 2
