@@ -17,6 +17,7 @@
 
 #include "addr.h"
 #include "config.h"
+#include "hist.h"
 #include "tls.h"
 #include "udp.h"
 
@@ -67,6 +68,18 @@ struct listener {
  * requests hold the generation they started under; a reload makes a new
  * one, and the old one goes when its last holder does.
  */
+/*
+ * A route's requests, for qproxyctl metrics: a reload hands them on to
+ * the route of the same name, so that they go on counting.
+ */
+struct route_stats {
+	unsigned		 refs;
+	char			*name;
+	uint64_t		 requests;
+	uint64_t		 responses[6];	/* by status class, 1xx..5xx */
+	struct hist		 duration;
+};
+
 struct generation {
 	unsigned		 refs;
 	uint64_t		 id;
@@ -74,6 +87,8 @@ struct generation {
 	struct upstream_pool	*upstreams;	/* one per config backend */
 	struct listener		*listeners;
 	size_t			 nlisteners;
+	struct route_stats	**routes;	/* one per config route */
+	size_t			 nroutes;
 };
 
 struct cid_entry;

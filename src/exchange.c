@@ -2591,8 +2591,18 @@ ex_free(struct exchange *ex)
 	struct qconn *qc = ex->qc;
 
 	if (ex->head_seen) {
-		hist_add(&stats.request_duration, ev_now(ex_loop(ex)) -
-		    ex->started);
+		double took = ev_now(ex_loop(ex)) - ex->started;
+
+		hist_add(&stats.request_duration, took);
+		if (ex->route != NULL) {
+			struct route_stats *rs = ex->gen->routes[ex->route -
+			    ex->gen->cfg->routes];
+
+			rs->requests++;
+			if (ex->status >= 100 && ex->status < 600)
+				rs->responses[ex->status / 100]++;
+			hist_add(&rs->duration, took);
+		}
 		ex_log(ex);
 	}
 	ex_upstream_close(ex, false);

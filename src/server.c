@@ -111,6 +111,15 @@ generation_ref(struct generation *gen)
 	return gen;
 }
 
+static void
+route_stats_unref(struct route_stats *rs)
+{
+	if (rs == NULL || --rs->refs > 0)
+		return;
+	free(rs->name);
+	free(rs);
+}
+
 void
 generation_unref(struct generation *gen)
 {
@@ -119,6 +128,9 @@ generation_unref(struct generation *gen)
 	for (size_t i = 0; i < gen->nlisteners; i++)
 		tls_ctx_free(gen->listeners[i].tls);
 	free(gen->listeners);
+	for (size_t i = 0; i < gen->nroutes; i++)
+		route_stats_unref(gen->routes[i]);
+	free(gen->routes);
 	upstream_pools_free(gen->upstreams);
 	if (gen->id != 0)
 		log_debug("configuration generation %llu released",
@@ -142,6 +154,20 @@ generation_new(struct quic_server *srv, struct config *cfg,
 	gen->cfg = cfg;
 	if ((gen->upstreams = upstream_pools_new(srv->loop, cfg)) == NULL)
 		goto oom;
+	if ((gen->routes = calloc(cfg->nroutes, sizeof(*gen->routes))) ==
+	    NULL && cfg->nroutes > 0)
+		goto oom;
+	gen->nroutes = cfg->nroutes;
+	for (size_t i = 0; i < cfg->nroutes; i++) {
+		struct route_stats *rs;
+
+		if ((rs = calloc(1, sizeof(*rs))) == NULL)
+			goto oom;
+		rs->refs = 1;
+		gen->routes[i] = rs;
+		if ((rs->name = strdup(cfg->routes[i].name)) == NULL)
+			goto oom;
+	}
 	gen->listeners = calloc(cfg->nlisteners, sizeof(*gen->listeners));
 	if (gen->listeners == NULL)
 		goto oom;
@@ -180,6 +206,21 @@ oom:
 		generation_unref(gen);
 	}
 	return NULL;
+}
+
+/* The routes' counts go on in the routes of the same name. */
+static void
+routes_inherit(struct generation *gen, const struct generation *old)
+{
+	for (size_t i = 0; i < gen->nroutes; i++)
+		for (size_t j = 0; j < old->nroutes; j++)
+			if (strcmp(gen->routes[i]->name,
+			    old->routes[j]->name) == 0) {
+				route_stats_unref(gen->routes[i]);
+				gen->routes[i] = old->routes[j];
+				gen->routes[i]->refs++;
+				break;
+			}
 }
 
 static void
@@ -319,6 +360,7 @@ server_apply(struct quic_server *srv, struct config *cfg, struct strbuf *errs)
 		/* counters go on across reloads, matched by name */
 		upstream_pools_inherit(gen->upstreams, old->upstreams);
 		upstream_pools_retire(old->upstreams);
+		routes_inherit(gen, old);
 	}
 	if (upstream_pools_activate(gen->upstreams) == -1)
 		log_warnx("out of memory: some health checks do not run");
@@ -740,6 +782,45 @@ server_report_stats(struct quic_server *srv, struct strbuf *out, bool json)
 }
 
 /*
+ * Each route's requests, its responses by status class, and how long its
+ * requests took, labelled by its name.
+ */
+static void
+routes_report_metrics(const struct generation *gen, struct strbuf *out)
+{
+	const size_t n = gen->nroutes;
+	struct strbuf label;
+
+	strbuf_init(&label, 1024);
+	strbuf_printf(out, "# TYPE qproxy_route_requests_total counter\n");
+	for (size_t i = 0; i < n; i++) {
+		strbuf_printf(out, "qproxy_route_requests_total{route=");
+		strbuf_metric_label(out, gen->routes[i]->name);
+		strbuf_printf(out, "} %llu\n",
+		    (unsigned long long)gen->routes[i]->requests);
+	}
+	strbuf_printf(out, "# TYPE qproxy_route_responses_total counter\n");
+	for (size_t i = 0; i < n; i++)
+		for (int c = 1; c <= 5; c++) {
+			strbuf_printf(out, "qproxy_route_responses_total"
+			    "{route=");
+			strbuf_metric_label(out, gen->routes[i]->name);
+			strbuf_printf(out, ",code=\"%dxx\"} %llu\n", c,
+			    (unsigned long long)gen->routes[i]->responses[c]);
+		}
+	strbuf_printf(out, "# TYPE qproxy_route_request_duration_seconds "
+	    "histogram\n");
+	for (size_t i = 0; i < n; i++) {
+		strbuf_clear(&label);
+		strbuf_printf(&label, "route=");
+		strbuf_metric_label(&label, gen->routes[i]->name);
+		hist_report(out, "qproxy_route_request_duration_seconds",
+		    strbuf_str(&label), &gen->routes[i]->duration);
+	}
+	strbuf_free(&label);
+}
+
+/*
  * The same counters in Prometheus's text format (0.0.4): qproxy_GROUP_NAME
  * for each row, "_total" at the end of a count's name; then the listeners';
  * how long requests took, from their heads to their ends, as a histogram;
@@ -798,5 +879,6 @@ server_report_metrics(struct quic_server *srv, struct strbuf *out)
 	    "histogram\n");
 	hist_report(out, "qproxy_request_duration_seconds", "",
 	    &stats.request_duration);
+	routes_report_metrics(srv->gen, out);
 	upstream_report_metrics(srv->gen->upstreams, out);
 }

@@ -239,6 +239,46 @@ def test_metrics_are_the_stats_in_prometheus_format(qproxy_factory, backend_app)
     assert qproxyctl(["m"], q.control_socket).stdout.startswith("# TYPE ")
 
 
+def test_metrics_by_route(qproxy_factory, backend_app):
+    """Each route's requests, its responses by status class and a histogram
+    of its requests' durations, labelled by its name; a request no route
+    takes counts in none; a reload keeps the counts of a route it keeps,
+    and a route new to it starts at 0."""
+    q = qproxy_factory(sections=app_sections(backend_app.tcp_server, routes=[
+        ("route x", [("path_prefix", "/x/"), ("backend", "app")])]))
+    before = metric(metrics(q.control_socket), "qproxy_route_requests", route="app")
+    for i in range(3):
+        assert h3_get(q.url("/app/bytes/%d" % (10 + i))).status == 200
+    assert h3_get(q.url("/app/status/503")).status == 503
+    for i in range(2):
+        assert h3_get(q.url("/x/bytes/10")).status == 200
+    assert h3_get(q.url("/elsewhere")).status == 404
+    wait_until(lambda: metric(metrics(q.control_socket), "qproxy_route_requests",
+                              route="x") == 2, "the requests counted", 5 * SLOW)
+    fams = metrics(q.control_socket)
+    assert metric(fams, "qproxy_route_requests", route="app") == before + 4
+    assert metric(fams, "qproxy_route_responses", route="app", code="2xx") == before + 3
+    assert metric(fams, "qproxy_route_responses", route="app", code="5xx") == 1
+    assert metric(fams, "qproxy_route_responses", route="x", code="2xx") == 2
+    assert metric(fams, "qproxy_route_responses", route="x", code="4xx") == 0
+    dur = "qproxy_route_request_duration_seconds"
+    assert fams[dur].type == "histogram"
+    assert metric(fams, dur, dur + "_count", route="x") == 2
+    assert metric(fams, dur, dur + "_bucket", route="x", le="+Inf") == 2
+    assert metric(fams, dur, dur + "_count", route="app") == before + 4
+
+    with open(q.conf) as f:
+        text = f.read()
+    assert "[route x]" in text
+    with open(q.conf, "w") as f:
+        f.write(text.replace("[route x]", "[route y]").replace("/x/", "/y/"))
+    assert qproxyctl(["reload"], q.control_socket).returncode == 0
+    fams = metrics(q.control_socket)
+    assert metric(fams, "qproxy_route_requests", route="app") == before + 4
+    assert metric(fams, "qproxy_route_requests", route="y") == 0
+    assert {s.labels["route"] for s in fams["qproxy_route_requests"].samples} == {"app", "y"}
+
+
 def _scrape(url, method=None):
     """An HTTP/1.1 request by libcurl: (status, content-type, body)."""
     import io

@@ -95,7 +95,10 @@ def test_metrics_add_up_the_workers(qproxy_factory, backend_app):
                            ("qproxy_backend_server_requests", None),
                            (ttfb, ttfb + "_count"), (ttfb, ttfb + "_sum"),
                            ("qproxy_request_duration_seconds",
-                            "qproxy_request_duration_seconds_count")):
+                            "qproxy_request_duration_seconds_count"),
+                           ("qproxy_route_requests", None),
+                           ("qproxy_route_request_duration_seconds",
+                            "qproxy_route_request_duration_seconds_sum")):
         labels = srv if family.startswith("qproxy_backend") else {}
         got = metric(fams, family, sample, **labels)
         want = sum(metric(w, family, sample, **labels) for w in each)
