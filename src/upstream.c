@@ -255,25 +255,17 @@ pools_stop_checks(struct upstream_pool *pools)
 void
 upstream_pools_retire(struct upstream_pool *pools)
 {
-	struct upstream_conn *c;
-
 	pools_stop_checks(pools);
 	for (size_t b = 0; b < pools[0].npools; b++) {
 		pools[b].retired = true;
-		for (size_t s = 0; s < pools[b].nservers; s++) {
-			while ((c = pools[b].servers[s].idle) != NULL) {
-				idle_unlink(c);
-				upstream_close(c);
-			}
-		}
+		for (size_t s = 0; s < pools[b].nservers; s++)
+			idle_close_from(pools[b].servers[s].idle);
 	}
 }
 
 void
 upstream_pools_free(struct upstream_pool *pools)
 {
-	struct upstream_conn *c;
-
 	if (pools == NULL)
 		return;
 	pools_stop_checks(pools);
@@ -284,10 +276,7 @@ upstream_pools_free(struct upstream_pool *pools)
 
 		for (size_t s = 0; pools[b].servers != NULL &&
 		    s < pools[b].nservers; s++) {
-			while ((c = pools[b].servers[s].idle) != NULL) {
-				idle_unlink(c);
-				upstream_close(c);
-			}
+			idle_close_from(pools[b].servers[s].idle);
 			if (last && pools[b].servers[s].ctr != NULL)
 				counters_drop_line(pools[b].servers[s].ctr, l);
 			counters_release(pools[b].servers[s].ctr);
@@ -871,8 +860,6 @@ int
 upstream_mark(struct upstream_pool *pools, const char *backend,
     const char *server, bool on)
 {
-	struct upstream_conn *uc;
-
 	for (size_t b = 0; b < pools[0].npools; b++) {
 		struct upstream_pool *p = &pools[b];
 
@@ -884,10 +871,8 @@ upstream_mark(struct upstream_pool *pools, const char *backend,
 			if (strcmp(s->cfg->text, server) != 0)
 				continue;
 			s->ctr->disabled = on;
-			while (on && (uc = s->idle) != NULL) {
-				idle_unlink(uc);
-				upstream_close(uc);
-			}
+			if (on)
+				idle_close_from(s->idle);
 			return 0;
 		}
 		return -2;
