@@ -532,17 +532,18 @@ static void
 ex_new_id(char id[EX_ID_LEN + 1])
 {
 	static uint64_t prefix, key, count;
-	static pid_t pid;
+	static bool drawn;
 	uint64_t x;
 
-	if (pid != getpid()) {		/* each worker draws its own */
+	/* each worker draws its own: the supervisor, which forks them,
+	   takes no requests */
+	if (!drawn) {
 		uint64_t r[2];
 
 		rng_fill(r, sizeof(r));
 		prefix = r[0];
 		key = r[1];
-		count = 0;
-		pid = getpid();
+		drawn = true;
 	}
 	x = key + count++;
 	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
