@@ -11,7 +11,8 @@
  * - a decimal on a line that begins with a word ending in "_sum" (a
  *   Prometheus histogram's, in qproxyctl metrics) is the sum;
  * - a value every worker has alike (uptime, the configuration generation,
- *   the certificates' counts) is the largest, by the word before it;
+ *   the certificates' counts, a server's weight) is the largest, by the
+ *   word before it;
  * - words that differ, such as a backend server's state, are all shown,
  *   joined by '/' ("up/down");
  * - anything else that differs makes the texts unmergeable: -1.
@@ -42,7 +43,7 @@ struct tok {
 /* The values that are the same in every worker: the largest is shown. */
 static const char *const merge_alike[] = {
 	"uptime", "generation", "certificates_expiring",
-	"certificates_not_valid",
+	"certificates_not_valid", "weight",
 	/* their names in qproxyctl metrics */
 	"qproxy_uptime_seconds", "qproxy_configuration_generation",
 	"qproxy_tls_certificates_expiring",

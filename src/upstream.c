@@ -694,10 +694,11 @@ upstream_report(struct upstream_pool *pools, struct strbuf *out, bool json)
 			strbuf_json_string(out, s->cfg->text);
 			strbuf_printf(out, ",\"state\":\"%s\",\"active\":%llu,"
 			    "\"requests\":%llu,\"failures\":%llu,\"idle\":%zu,"
-			    "\"ttfb_avg_ms\":%.3f}", state_name(k),
-			    (unsigned long long)k->active,
+			    "\"ttfb_avg_ms\":%.3f,\"weight\":%u,\"backup\":%s}",
+			    state_name(k), (unsigned long long)k->active,
 			    (unsigned long long)k->requests,
-			    (unsigned long long)k->failures, s->nidle, ttfb);
+			    (unsigned long long)k->failures, s->nidle, ttfb,
+			    s->cfg->weight, s->cfg->backup ? "true" : "false");
 		}
 		if (json)
 			strbuf_printf(out, "]}");

@@ -1066,8 +1066,11 @@ def test_server_weights_and_backups(qproxy_factory, backend_app, backend_other):
     assert who("/bk/", 3) == ["other"] * 3
     assert qproxyctl(q, "enable", "bk", backend_app.tcp_server).returncode == 0
     assert who("/bk/", 2) == ["app"] * 2
-    names = [s["address"] for b in stats(q)["backends"] for s in b["servers"]]
-    assert names == [backend_app.tcp_server, backend_other.tcp_server] * 2, names
+    servers = [s for b in stats(q)["backends"] for s in b["servers"]]
+    assert [s["address"] for s in servers] == \
+        [backend_app.tcp_server, backend_other.tcp_server] * 2, servers
+    assert [(s["weight"], s["backup"]) for s in servers] == \
+        [(3, False), (1, False), (1, False), (1, True)], servers
 
 
 def test_idle_backend_connections_close_after_idle_timeout(qproxy_factory, backend_app):

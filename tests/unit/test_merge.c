@@ -152,6 +152,10 @@ main(void)
 	    "{\"name\":\"443\",\"requests\":3,\"ttfb_avg_ms\":1.00}");
 	CHECK_MERGED("443  [::1]:4433  3\n", 2,
 	    "443  [::1]:4433  1\n", "443  [::1]:4433  2\n");
+	/* a server's weight is every worker's, not their sum */
+	CHECK_MERGED("{\"requests\":7,\"weight\":3,\"backup\":false}", 2,
+	    "{\"requests\":2,\"weight\":3,\"backup\":false}",
+	    "{\"requests\":5,\"weight\":3,\"backup\":false}");
 	/* JSON strings that differ */
 	CHECK_MERGED("[{\"state\":\"up/unknown\",\"active\":1}]", 2,
 	    "[{\"state\":\"up\",\"active\":1}]",
