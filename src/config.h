@@ -123,6 +123,8 @@ struct config_route {
 	struct config_headers set_response;	/* set_response_header */
 	struct config_acl *acl;		/* allow and deny, in file order */
 	size_t		 nacl;
+	double		 request_rate;	/* all clients', a second; 0: none */
+	uint64_t	 request_burst;	/* 0: a second's worth */
 };
 
 /*

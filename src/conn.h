@@ -78,6 +78,9 @@ struct route_stats {
 	uint64_t		 requests;
 	uint64_t		 responses[6];	/* by status class, 1xx..5xx */
 	struct hist		 duration;
+	/* max_request_rate's budget (bucket.h); rate_at 0: none taken */
+	double			 rate_budget, rate_at;
+	uint64_t		 rate_limited;	/* 429s for it */
 };
 
 struct generation {

@@ -96,7 +96,7 @@ struct exchange {
 	char			 id[EX_ID_LEN + 1];	/* request_id_header's,
 							   or "" */
 	const struct config_route *route;	/* of ex->gen; NULL until
-						   the head is taken */
+						   the head is routed */
 	int			 status;	/* final status sent, or 0 */
 	uint64_t		 resp_bytes;	/* body bytes from the backend */
 	ev_tstamp		 forwarded;	/* backend connection ready */
@@ -792,31 +792,59 @@ exchange_field(struct exchange *ex, const uint8_t *name, size_t namelen,
 }
 
 /*
+ * One request from a budget of rate a second, up to burst (0: a second's
+ * worth), full at its first (*at 0). If there is none, *after is how many
+ * whole seconds to wait for the next (Retry-After).
+ */
+static bool
+rate_take(double *budget, double *at, double now, double rate,
+    uint64_t burst_cfg, unsigned int *after)
+{
+	double burst = burst_cfg > 0 ? (double)burst_cfg : rate > 1 ? rate : 1;
+	double wait;
+
+	if (*at == 0) {
+		*budget = burst;
+		*at = now;
+	}
+	if (bucket_take(budget, at, now, rate, burst))
+		return true;
+	wait = (1. - *budget) / rate;
+	*after = wait < 1 ? 1 : wait > 86400 ? 86400 :
+	    (unsigned int)wait + (wait > (unsigned int)wait);
+	return false;
+}
+
+/*
  * max_request_rate_per_client: whether the connection's client may make
- * one more request now. If not, *after is how many whole seconds it
- * should wait for the next (Retry-After).
+ * one more request now; *after as rate_take's.
  */
 static bool
 client_may_request(const struct exchange *ex, unsigned int *after)
 {
 	const struct config *cfg = ex_cfg(ex);
 	struct client *c = ex->qc->client;
-	double rate = cfg->request_rate, burst, now, wait;
 
-	if (rate <= 0 || c == NULL)
+	if (cfg->request_rate <= 0 || c == NULL)
 		return true;
-	burst = cfg->request_burst > 0 ? (double)cfg->request_burst :
-	    rate > 1 ? rate : 1;
-	now = ev_now(ex_loop(ex));
-	if (c->req_at == 0) {		/* its first: a full budget */
-		c->req_budget = burst;
-		c->req_at = now;
-	}
-	if (bucket_take(&c->req_budget, &c->req_at, now, rate, burst))
+	return rate_take(&c->req_budget, &c->req_at, ev_now(ex_loop(ex)),
+	    cfg->request_rate, cfg->request_burst, after);
+}
+
+/* A route's max_request_rate: whether it takes one more request now. */
+static bool
+route_may_request(const struct exchange *ex, unsigned int *after)
+{
+	const struct config_route *r = ex->route;
+	struct route_stats *rs;
+
+	if (r->request_rate <= 0)
 		return true;
-	wait = (1. - c->req_budget) / rate;
-	*after = wait < 1 ? 1 : wait > 86400 ? 86400 :
-	    (unsigned int)wait + (wait > (unsigned int)wait);
+	rs = ex->gen->routes[r - ex_cfg(ex)->routes];
+	if (rate_take(&rs->rate_budget, &rs->rate_at, ev_now(ex_loop(ex)),
+	    r->request_rate, r->request_burst, after))
+		return true;
+	rs->rate_limited++;
 	return false;
 }
 
@@ -890,6 +918,7 @@ exchange_headers_end(struct exchange *ex, bool fin)
 		ex_respond(ex, 404);
 		return;
 	}
+	ex->route = route;	/* its counts have the answers below too */
 	if (route->nacl > 0 &&
 	    !route_allows(route, ngtcp2_conn_get_path(ex->qc->conn)->
 	    remote.addr)) {
@@ -904,6 +933,11 @@ exchange_headers_end(struct exchange *ex, bool fin)
 		ex_respond(ex, 425);
 		return;
 	}
+	if (!route_may_request(ex, &after)) {
+		stats.requests_rate_limited++;
+		ex_respond_after(ex, 429, after);
+		return;
+	}
 	/* a declared length too large goes nowhere, not even to a 100 */
 	ex->body_limit = route->max_body_size;
 	if (ex->body_limit > 0 && ex->req.content_length > 0 &&
@@ -913,7 +947,6 @@ exchange_headers_end(struct exchange *ex, bool fin)
 	}
 	if (ex->early)
 		stats.early_data_requests++;
-	ex->route = route;
 	ex->backend = route->backend;
 	ex->state = EX_HOLD;
 	if (ex->req.flags & REQ_F_EXPECT_CONTINUE && !fin) {

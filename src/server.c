@@ -808,6 +808,13 @@ routes_report_metrics(const struct generation *gen, struct strbuf *out)
 			strbuf_printf(out, ",code=\"%dxx\"} %llu\n", c,
 			    (unsigned long long)gen->routes[i]->responses[c]);
 		}
+	strbuf_printf(out, "# TYPE qproxy_route_rate_limited_total counter\n");
+	for (size_t i = 0; i < n; i++) {
+		strbuf_printf(out, "qproxy_route_rate_limited_total{route=");
+		strbuf_metric_label(out, gen->routes[i]->name);
+		strbuf_printf(out, "} %llu\n",
+		    (unsigned long long)gen->routes[i]->rate_limited);
+	}
 	strbuf_printf(out, "# TYPE qproxy_route_request_duration_seconds "
 	    "histogram\n");
 	for (size_t i = 0; i < n; i++) {

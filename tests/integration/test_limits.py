@@ -16,7 +16,7 @@ import pytest
 
 from helpers import (SLOW, expected_body, expected_sha256, generated_body, gtlsclient_binary,
                      h3_get,
-                     h3_post, h3raw, h3raw_binary, make_easy, render_config,
+                     h3_post, h3raw, h3raw_binary, make_easy, metric, metrics, render_config,
                      wait_until)
 from test_ops import qproxyctl, stats
 from test_transport import _initial, _sections
@@ -412,6 +412,36 @@ def test_max_request_rate_per_client(qproxy_factory, backend_app, tmp_path):
         c.close()
         if other is not None:
             other.close()
+
+
+def test_max_request_rate_of_a_route(qproxy_factory, backend_app, tmp_path):
+    """A route's max_request_rate, 3 a minute with a burst of 2, counts every
+    client's requests: two from two clients are served, the third (from
+    either) is answered 429 with the seconds to wait and never reaches the
+    backend; another route is not held back."""
+    q = _private(qproxy_factory, backend_app, tmp_path, more=[
+        ("route lim", [("path_prefix", "/lim/"), ("backend", "app"),
+                        ("max_request_rate", "3/m"), ("request_burst", "2")])])
+    for src in ("127.0.0.2", "127.0.0.3"):
+        c, col = make_easy(q.url("/lim/bytes/10"), source=src)
+        try:
+            assert _fetch(c, col, q, "/lim/bytes/10").status == 200
+        finally:
+            c.close()
+    before = backend_app.count
+    c, col = make_easy(q.url("/lim/bytes/10"), source="127.0.0.4")
+    try:
+        r = _fetch(c, col, q, "/lim/bytes/10")
+        assert r.status == 429, r
+        assert r.header("retry-after") in ("20", "19"), r.headers
+        assert _fetch(c, col, q, "/app/bytes/10").status == 200
+    finally:
+        c.close()
+    assert backend_app.count == before + 1
+    assert stats(q)["requests"]["rate_limited"] == 1
+    fams = metrics(q.control_socket)
+    assert metric(fams, "qproxy_route_rate_limited", route="lim") == 1
+    assert metric(fams, "qproxy_route_responses", route="lim", code="4xx") == 1
 
 
 def test_connection_waiting_on_a_backend_outlives_idle_timeout(qproxy_factory, backend_app,
