@@ -789,8 +789,9 @@ cmd_set_server(struct strbuf *out, const char *line, const char *args,
 	}
  ask:
 	ask_workers(&a, line, WORKER_ASK_TIMEOUT);
+	/* one not running now starts with the supervisor's list */
 	for (unsigned w = 0; w < worker_count; w++)
-		if (a.rv[w] != 0) {
+		if (a.rv[w] != 0 && sv.w[w].pid > 0) {
 			snprintf(why, sizeof(why), "worker %u: %s", w,
 			    a.rv[w] == -1 ? "no answer" : "refused");
 			ok = false;
@@ -798,7 +799,11 @@ cmd_set_server(struct strbuf *out, const char *line, const char *args,
 		}
 	if (ok) {
 		(void)upstream_set_disabled(backend, server, !on);
-		strbuf_printf(out, "%s", a.texts[0]);
+		if (a.n > 0)
+			strbuf_printf(out, "%s", a.texts[0]);
+		else
+			strbuf_printf(out, "backend %s: server %s %s\n",
+			    backend, server, on ? "enabled" : "disabled");
 	}
 	answers_free(&a);
 	return ok ? NULL : why;
