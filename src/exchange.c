@@ -100,6 +100,8 @@ struct exchange {
 	int			 status;	/* final status sent, or 0 */
 	uint64_t		 resp_bytes;	/* body bytes from the backend */
 	ev_tstamp		 forwarded;	/* backend connection ready */
+	double			 backend_time;	/* to its response head; or
+						   -1 */
 
 	/* client -> backend */
 	struct bufq		 hold;		/* raw body, before forwarding */
@@ -727,6 +729,7 @@ exchange_new(struct qconn *qc, int64_t stream_id)
 	ex->gen = generation_ref(qc->srv->gen);
 	ex->stream_id = stream_id;
 	ex->waiter.wake = ex_woken;
+	ex->backend_time = -1;
 	ex->started = ev_now(qc->srv->loop);
 	ex->wall_start = ev_time();
 	ex->early = qc->rx_0rtt;
@@ -1919,8 +1922,8 @@ ex_parse_rbuf(struct exchange *ex)
 		/* a connection whose request was cut short is never pooled */
 		ex->reusable = resp.keep_alive && !ex->req_dropped;
 		ex->status = resp.status;
-		hist_add(&ex->server->ctr->ttfb, ev_now(ex_loop(ex)) -
-		    ex->forwarded);
+		ex->backend_time = ev_now(ex_loop(ex)) - ex->forwarded;
+		hist_add(&ex->server->ctr->ttfb, ex->backend_time);
 		count_response(resp.status);
 		if (ex_submit_head(ex, &resp, false) == -1) {
 			ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
@@ -2614,6 +2617,8 @@ ex_log(struct exchange *ex)
 	e.backend = ex->server != NULL ? ex->server->cfg->text : "-";
 	e.quic_version = ngtcp2_conn_get_negotiated_version(ex->qc->conn);
 	e.request_id = ex->id[0] != '\0' ? ex->id : NULL;
+	e.route = ex->route != NULL ? ex->route->name : NULL;
+	e.backend_time = ex->backend_time;
 	access_log_write(&e);
 	free(authority);
 	free(path);

@@ -776,6 +776,17 @@ access_log_write(const struct access_entry *e)
 		snprintf(num, sizeof(num), "\",\"quic_version\":\"0x%x\"",
 		    e->quic_version);
 		access_put(tail, sizeof(tail), &tlen, num);
+		if (e->route != NULL)
+			access_put_field(tail, sizeof(tail), &tlen,
+			    ",\"route\":\"", e->route, 256, 1);
+		access_put(tail, sizeof(tail), &tlen, e->route != NULL ?
+		    "\"" : ",\"route\":null");
+		if (e->backend_time >= 0 && e->backend_time < 1e9)
+			snprintf(num, sizeof(num), ",\"backend_time\":%.3f",
+			    e->backend_time);
+		else
+			snprintf(num, sizeof(num), ",\"backend_time\":null");
+		access_put(tail, sizeof(tail), &tlen, num);
 		if (e->request_id != NULL)
 			access_put_field(tail, sizeof(tail), &tlen,
 			    ",\"request_id\":\"", e->request_id, 64, 1);

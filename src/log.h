@@ -102,6 +102,10 @@ struct access_entry {
 	const char	*backend;	/* server as configured, or "-" */
 	unsigned	 quic_version;
 	const char	*request_id;	/* NULL: request_id_header is off */
+	/* JSON only: the route that took it, the seconds its backend took
+	   to the response head (NULL, negative: none) */
+	const char	*route;
+	double		 backend_time;
 };
 
 /* path NULL: off; "stderr"; or a file. 0, or -1 with errno. */

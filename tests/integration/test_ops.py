@@ -957,10 +957,15 @@ def test_request_ids(qproxy_factory, backend_app, tmp_path):
     logged = {}
     for line in _whole_lines(log):
         e = json.loads(line)
-        logged[e["path"]] = e["request_id"]
+        logged[e["path"]] = e
     for i in range(3):
-        assert logged["/app/echo-headers?n=%d&field=X-Request-Id:+from-backend" % i] == ids[i]
-    assert logged["/elsewhere"] == ids[3]
+        e = logged["/app/echo-headers?n=%d&field=X-Request-Id:+from-backend" % i]
+        assert e["request_id"] == ids[i]
+        # and, in JSON, the route and the backend's time to its head
+        assert e["route"] == "app" and 0 <= e["backend_time"] <= e["duration"], e
+    e = logged["/elsewhere"]
+    assert e["request_id"] == ids[3]
+    assert e["route"] is None and e["backend_time"] is None, e
 
 
 def test_configuration_warnings_at_start_go_to_the_error_log(qproxy_factory, backend_app,
