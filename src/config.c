@@ -77,7 +77,7 @@ struct config_error {
 	char		*msg;
 };
 
-/* include: files in files at most this deep, and this many in all */
+/* include: files in files at most this deep, and this many files in all */
 #define CONFIG_INCLUDE_DEPTH	8
 #define CONFIG_FILES_MAX	1000
 
