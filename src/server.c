@@ -530,34 +530,18 @@ server_set_server(struct quic_server *srv, const char *args, bool on,
     struct strbuf *out)
 {
 	char backend[128];
-	const char *server;
+	const char *server, *why;
 
-	if (!upstream_split_args(args, backend, sizeof(backend), &server)) {
-		strbuf_printf(out, "expected BACKEND SERVER");
-		return -1;
-	}
-	/* one a reload dropped may still be enabled, to be forgotten */
-	switch (upstream_mark(srv->gen->upstreams, backend, server, !on)) {
-	case 0:
-		break;
-	case -1:
-		if (on && upstream_disabled(backend, server))
-			break;
-		strbuf_printf(out, "no backend %s", backend);
-		return -1;
-	default:
-		if (on && upstream_disabled(backend, server))
-			break;
-		strbuf_printf(out, "no server %s in backend %s", server,
-		    backend);
+	if ((why = upstream_check_args(srv->gen->cfg, args, on, backend,
+	    sizeof(backend), &server)) != NULL) {
+		strbuf_printf(out, "%s", why);
 		return -1;
 	}
 	if (upstream_set_disabled(backend, server, !on) == -1) {
-		upstream_mark(srv->gen->upstreams, backend, server, false);
-		strbuf_printf(out, "more than %d servers disabled",
-		    UPSTREAM_DISABLED_MAX);
+		strbuf_printf(out, "out of memory");
 		return -1;
 	}
+	upstream_mark(srv->gen->upstreams, backend, server, !on);
 	log_info("backend %s: server %s %s by qproxyctl", backend, server,
 	    on ? "enabled" : "disabled");
 	strbuf_printf(out, "backend %s: server %s %s\n", backend, server,

@@ -837,27 +837,45 @@ upstream_set_disabled(const char *backend, const char *server, bool on)
 	return 0;
 }
 
-size_t
-upstream_ndisabled(void)
+const char *
+upstream_check_args(const struct config *cfg, const char *args, bool on,
+    char *backend, size_t size, const char **server)
 {
-	return ndisabled;
-}
-
-bool
-upstream_split_args(const char *args, char *backend, size_t size,
-    const char **server)
-{
-	size_t n = strcspn(args, " ");
+	static char why[256];
+	size_t n = strcspn(args, " "), b, i;
 
 	if (args[n] != ' ' || n == 0 || n >= size || args[n + 1] == '\0')
-		return false;
+		return "expected BACKEND SERVER";
 	memcpy(backend, args, n);
 	backend[n] = '\0';
 	*server = args + n + 1;
-	return true;
+	if (on && upstream_disabled(backend, *server))
+		return NULL;
+	for (b = 0; b < cfg->nbackends; b++)
+		if (strcmp(cfg->backends[b].name, backend) == 0)
+			break;
+	if (b == cfg->nbackends) {
+		snprintf(why, sizeof(why), "no backend %.64s", backend);
+		return why;
+	}
+	for (i = 0; i < cfg->backends[b].nservers; i++)
+		if (strcmp(cfg->backends[b].servers[i].text, *server) == 0)
+			break;
+	if (i == cfg->backends[b].nservers) {
+		snprintf(why, sizeof(why), "no server %.128s in backend %.64s",
+		    *server, backend);
+		return why;
+	}
+	if (!on && !upstream_disabled(backend, *server) &&
+	    ndisabled == UPSTREAM_DISABLED_MAX) {
+		snprintf(why, sizeof(why), "more than %d servers disabled",
+		    UPSTREAM_DISABLED_MAX);
+		return why;
+	}
+	return NULL;
 }
 
-int
+void
 upstream_mark(struct upstream_pool *pools, const char *backend,
     const char *server, bool on)
 {
@@ -874,11 +892,8 @@ upstream_mark(struct upstream_pool *pools, const char *backend,
 			s->ctr->disabled = on;
 			if (on)
 				idle_close_from(s->idle);
-			return 0;
 		}
-		return -2;
 	}
-	return -1;
 }
 
 /* The same servers, in the same order, under the same max_connections. */

@@ -181,19 +181,18 @@ bool			 upstream_disabled(const char *backend,
 /* 0, or -1 when the list is full (or out of memory). */
 int			 upstream_set_disabled(const char *backend,
 			    const char *server, bool disabled);
-size_t			 upstream_ndisabled(void);
 /*
- * "BACKEND SERVER" (qproxyctl's arguments) split: the backend's name into
- * backend, *server pointing at the rest. false when there is no second
- * word or the first is too long.
+ * qproxyctl disable (on false) or enable's "BACKEND SERVER", checked
+ * against cfg: the backend's name into backend, *server pointing into
+ * args; NULL, or why it is refused (in a static buffer). A server set
+ * aside before may be enabled whether cfg still has it or not.
  */
-bool			 upstream_split_args(const char *args, char *backend,
+const char		*upstream_check_args(const struct config *cfg,
+			    const char *args, bool on, char *backend,
 			    size_t size, const char **server);
-/*
- * Marks the server in the pools, its idle connections closed when set
- * aside: 0; -1 without such a backend, -2 without such a server in it.
- */
-int			 upstream_mark(struct upstream_pool *,
+/* Marks the server in the pools, its idle connections closed when set
+   aside; a server they do not have is left alone. */
+void			 upstream_mark(struct upstream_pool *,
 			    const char *backend, const char *server,
 			    bool disabled);
 /* Carries counters over a reload, for servers of the same name. */

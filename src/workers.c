@@ -755,39 +755,13 @@ cmd_set_server(struct strbuf *out, const char *line, const char *args,
 {
 	static char why[256];
 	struct answers a;
-	const struct config *cfg = sv.cfg;
-	const char *server;
+	const char *server, *bad;
 	char backend[128];
-	size_t b, i;
 	bool ok = true;
 
-	if (!upstream_split_args(args, backend, sizeof(backend), &server))
-		return "expected BACKEND SERVER";
-	/* one a reload dropped may still be enabled, to be forgotten */
-	if (on && upstream_disabled(backend, server))
-		goto ask;
-	for (b = 0; b < cfg->nbackends; b++)
-		if (strcmp(cfg->backends[b].name, backend) == 0)
-			break;
-	if (b == cfg->nbackends) {
-		snprintf(why, sizeof(why), "no backend %.64s", backend);
-		return why;
-	}
-	for (i = 0; i < cfg->backends[b].nservers; i++)
-		if (strcmp(cfg->backends[b].servers[i].text, server) == 0)
-			break;
-	if (i == cfg->backends[b].nservers) {
-		snprintf(why, sizeof(why), "no server %.128s in backend %.64s",
-		    server, backend);
-		return why;
-	}
-	if (!on && !upstream_disabled(backend, server) &&
-	    upstream_ndisabled() == UPSTREAM_DISABLED_MAX) {
-		snprintf(why, sizeof(why), "more than %d servers disabled",
-		    UPSTREAM_DISABLED_MAX);
-		return why;
-	}
- ask:
+	if ((bad = upstream_check_args(sv.cfg, args, on, backend,
+	    sizeof(backend), &server)) != NULL)
+		return bad;
 	ask_workers(&a, line, WORKER_ASK_TIMEOUT);
 	/* one not running now starts with the supervisor's list */
 	for (unsigned w = 0; w < worker_count; w++)

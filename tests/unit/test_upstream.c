@@ -303,7 +303,8 @@ test_pick(void)
 	struct config		 cfg;
 	struct upstream_pool	*pools;
 	struct upstream_server	*s;
-	char			 seq[13];
+	char			 seq[13], name[16];
+	const char		*srv;
 	size_t			 first, n;
 
 	memset(server, 0, sizeof(server));
@@ -343,14 +344,27 @@ test_pick(void)
 	}
 	CHECK(strstr(seq + 1, "aaaa") == NULL);
 
+	/* qproxyctl's arguments, named as the configuration has them */
+	CHECK(upstream_check_args(&cfg, "b a", false, name, sizeof(name),
+	    &srv) == NULL);
+	CHECK_EQ_STR(name, "b");
+	CHECK_EQ_STR(srv, "a");
+	CHECK_EQ_STR(upstream_check_args(&cfg, "b x", false, name,
+	    sizeof(name), &srv), "no server x in backend b");
+	CHECK_EQ_STR(upstream_check_args(&cfg, "z a", false, name,
+	    sizeof(name), &srv), "no backend z");
+	CHECK_EQ_STR(upstream_check_args(&cfg, "b", false, name,
+	    sizeof(name), &srv), "expected BACKEND SERVER");
+
 	/* a and b set aside: c, the backup */
-	CHECK_EQ_INT(upstream_mark(pools, "b", "a", true), 0);
-	CHECK_EQ_INT(upstream_mark(pools, "b", "b", true), 0);
+	upstream_mark(pools, "b", "a", true);
+	upstream_mark(pools, "b", "b", true);
 	CHECK_EQ_STR(upstream_pick(pools, 0, &first, 0, &n)->cfg->text, "c");
 	CHECK_EQ_STR(upstream_pick(pools, 0, &first, 0, &n)->cfg->text, "c");
-	CHECK_EQ_INT(upstream_mark(pools, "b", "b", false), 0);
+	upstream_mark(pools, "b", "b", false);
 	CHECK_EQ_STR(upstream_pick(pools, 0, &first, 0, &n)->cfg->text, "b");
-	CHECK_EQ_INT(upstream_mark(pools, "b", "a", false), 0);
+	upstream_mark(pools, "b", "a", false);
+	CHECK_EQ_STR(upstream_pick(pools, 0, &first, 0, &n)->cfg->text, "a");
 	upstream_pools_free(pools);
 
 	/* least_conn: a, of weight 3, takes up to 3 for b's 1 */
