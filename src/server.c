@@ -766,22 +766,36 @@ server_report_stats(struct quic_server *srv, struct strbuf *out, bool json)
 }
 
 /*
- * Each route's requests, its responses by status class, and how long its
- * requests took, labelled by its name.
+ * Each route's requests and those refused for its max_request_rate, its
+ * responses by status class, and how long its requests took, labelled by
+ * its name.
  */
 static void
 routes_report_metrics(const struct generation *gen, struct strbuf *out)
 {
+	static const struct {
+		const char	*name;
+		size_t		 off;
+	} counts[] = {
+		{ "requests", offsetof(struct route_stats, requests) },
+		{ "rate_limited", offsetof(struct route_stats, rate_limited) },
+	};
 	const size_t n = gen->nroutes;
 	struct strbuf label;
+	uint64_t v;
 
 	strbuf_init(&label, 1024);
-	strbuf_printf(out, "# TYPE qproxy_route_requests_total counter\n");
-	for (size_t i = 0; i < n; i++) {
-		strbuf_printf(out, "qproxy_route_requests_total{route=");
-		strbuf_metric_label(out, gen->routes[i]->name);
-		strbuf_printf(out, "} %llu\n",
-		    (unsigned long long)gen->routes[i]->requests);
+	for (size_t c = 0; c < sizeof(counts) / sizeof(counts[0]); c++) {
+		strbuf_printf(out, "# TYPE qproxy_route_%s_total counter\n",
+		    counts[c].name);
+		for (size_t i = 0; i < n; i++) {
+			memcpy(&v, (const char *)gen->routes[i] +
+			    counts[c].off, sizeof(v));
+			strbuf_printf(out, "qproxy_route_%s_total{route=",
+			    counts[c].name);
+			strbuf_metric_label(out, gen->routes[i]->name);
+			strbuf_printf(out, "} %llu\n", (unsigned long long)v);
+		}
 	}
 	strbuf_printf(out, "# TYPE qproxy_route_responses_total counter\n");
 	for (size_t i = 0; i < n; i++)
@@ -792,13 +806,6 @@ routes_report_metrics(const struct generation *gen, struct strbuf *out)
 			strbuf_printf(out, ",code=\"%dxx\"} %llu\n", c,
 			    (unsigned long long)gen->routes[i]->responses[c]);
 		}
-	strbuf_printf(out, "# TYPE qproxy_route_rate_limited_total counter\n");
-	for (size_t i = 0; i < n; i++) {
-		strbuf_printf(out, "qproxy_route_rate_limited_total{route=");
-		strbuf_metric_label(out, gen->routes[i]->name);
-		strbuf_printf(out, "} %llu\n",
-		    (unsigned long long)gen->routes[i]->rate_limited);
-	}
 	strbuf_printf(out, "# TYPE qproxy_route_request_duration_seconds "
 	    "histogram\n");
 	for (size_t i = 0; i < n; i++) {
