@@ -47,6 +47,7 @@
 #define DURATION_MAX	(24 * MS_PER_H)
 
 #define CONFIG_NAME_MAX	64
+#define CONFIG_URL_MAX	2048	/* redirect's */
 
 enum config_sect {
 	SECT_GLOBAL,
@@ -164,6 +165,9 @@ static int	config_set_prefix(struct config_parser *,
 		    const struct config_key *, struct config_section *, void *,
 		    const char *);
 static int	config_set_backend(struct config_parser *,
+		    const struct config_key *, struct config_section *, void *,
+		    const char *);
+static int	config_set_answer(struct config_parser *,
 		    const struct config_key *, struct config_section *, void *,
 		    const char *);
 static int	config_set_user(struct config_parser *,
@@ -347,8 +351,13 @@ static const struct config_key config_keys[] = {
 	    0, 0, NULL, 0, F(config_route, path_prefix) },
 	{ SECT_ROUTE, "strip_prefix", config_set_choice,
 	    0, 0, "off", 0, F(config_route, strip_prefix) },
+	/* one of backend, return and redirect: config_finish_route */
 	{ SECT_ROUTE, "backend", config_set_backend,
-	    0, 0, NULL, KEY_REQUIRED, NOF },
+	    0, 0, NULL, 0, NOF },
+	{ SECT_ROUTE, "return", config_set_answer,
+	    0, 0, NULL, 0, NOF },
+	{ SECT_ROUTE, "redirect", config_set_answer,
+	    1, 0, NULL, 0, NOF },
 	{ SECT_ROUTE, "max_body_size", config_set_size,
 	    0, 1024 * GB, "0", 0, F(config_route, max_body_size) },
 	{ SECT_ROUTE, "allow", config_set_acl,
@@ -1399,6 +1408,126 @@ config_set_backend(struct config_parser *p, const struct config_key *k,
 	return 0;
 }
 
+static bool
+config_is_redirect(uint64_t status)
+{
+	return status == 301 || status == 302 || status == 303 ||
+	    status == 307 || status == 308;
+}
+
+/*
+ * redirect's URL: a path ("/new/") or an absolute URL ("https://..."),
+ * no space or control character, and no variable but $request_uri and
+ * $host.
+ */
+static int
+config_check_url(struct config_parser *p, const struct config_key *k,
+    const char *url)
+{
+	const char	*c = url;
+	size_t		 n;
+
+	if (strlen(url) > CONFIG_URL_MAX) {
+		config_bad_value(p, k, url, "a URL of at most 2048 bytes");
+		return -1;
+	}
+	if (*c != '/') {
+		while (isalnum((unsigned char)*c) || *c == '+' || *c == '-' ||
+		    *c == '.')
+			c++;
+		if (!isalpha((unsigned char)*url) || strncmp(c, "://", 3) != 0) {
+			config_error(p, p->line, "%s: \"%.64s\" is neither a "
+			    "path (\"/...\") nor an absolute URL "
+			    "(\"https://...\")", k->name, url);
+			return -1;
+		}
+	}
+	for (c = url; *c != '\0'; c++) {
+		if ((unsigned char)*c <= ' ' || *c == 0x7f) {
+			config_error(p, p->line, "%s: the URL has a space or "
+			    "a control character", k->name);
+			return -1;
+		}
+		if (*c != '$')
+			continue;
+		for (n = 1; isalnum((unsigned char)c[n]) || c[n] == '_'; n++)
+			;
+		if (!(n == 12 && strncmp(c + 1, "request_uri", 11) == 0) &&
+		    !(n == 5 && strncmp(c + 1, "host", 4) == 0)) {
+			config_error(p, p->line, "%s: unknown variable \"%.*s\":"
+			    " $request_uri and $host are known", k->name,
+			    (int)MIN(n, 32), c);
+			return -1;
+		}
+		c += n - 1;
+	}
+	return 0;
+}
+
+/*
+ * return (k->min 0): "STATUS" or "STATUS TEXT", the body's text; redirect
+ * (k->min 1): "STATUS URL". The route's requests are answered by qproxy.
+ */
+static int
+config_set_answer(struct config_parser *p, const struct config_key *k,
+    struct config_section *s, void *obj, const char *value)
+{
+	struct config_route	*r = obj;
+	bool			 redirect = k->min == 1;
+	const char		*end, *text;
+	uint64_t		 st;
+
+	(void)s;
+	if (config_parse_uint(value, &end, &st) == -1 || end - value != 3 ||
+	    (*end != '\0' && *end != ' ' && *end != '\t') ||
+	    (redirect ? !config_is_redirect(st) : st < 200 || st > 599)) {
+		config_bad_value(p, k, value, redirect ?
+		    "a status of 301, 302, 303, 307 or 308, then a URL" :
+		    "a status from 200 to 599, then the body's text if any");
+		return -1;
+	}
+	for (text = end; *text == ' ' || *text == '\t'; text++)
+		;
+	if (redirect && *text == '\0') {
+		config_bad_value(p, k, value, "a URL after the status");
+		return -1;
+	}
+	if (redirect && config_check_url(p, k, text) == -1)
+		return -1;
+	if (!redirect && config_is_redirect(st)) {
+		config_error(p, p->line, "%s: %llu is a redirect: write "
+		    "redirect = %llu URL", k->name, (unsigned long long)st,
+		    (unsigned long long)st);
+		return -1;
+	}
+	if (!redirect && *text != '\0' && (st == 204 || st == 304)) {
+		config_error(p, p->line, "%s: a %llu has no body",
+		    k->name, (unsigned long long)st);
+		return -1;
+	}
+	for (const char *c = text; !redirect && *c != '\0'; c++)
+		if (((unsigned char)*c < ' ' && *c != '\t') || *c == 0x7f) {
+			config_error(p, p->line, "%s: the text has a control "
+			    "character", k->name);
+			return -1;
+		}
+	if (r->answer != 0) {
+		config_error(p, p->line, "%s: the route has a %s already",
+		    k->name, r->redirect ? "redirect" : "return");
+		return -1;
+	}
+	/* return's body is the text and a newline */
+	if (*text != '\0' && asprintf(&r->answer_text, redirect ? "%s" : "%s\n",
+	    text) == -1) {
+		r->answer_text = NULL;
+		p->oom = true;
+		return -1;
+	}
+	r->answer = (int)st;
+	r->redirect = redirect;
+	return 0;
+}
+
 /* sections */
 
 static void
@@ -2016,13 +2145,43 @@ config_finish_certs(struct config_parser *p, struct config_listener *l)
 }
 
 /*
- * What a route leaves unset that [global] gives, wherever that comes; and
- * a strip_prefix that has a path_prefix to strip.
+ * What a route leaves unset that [global] gives, wherever that comes; a
+ * strip_prefix that has a path_prefix to strip; and one of backend, return
+ * and redirect, with no request fields set when no request goes on.
  */
 static void
 config_finish_route(struct config_parser *p, const struct config_section *s,
     struct config_route *r)
 {
+	char	 label[CONFIG_NAME_MAX + 32];
+	int	 answer_line = 0, set_line = 0;
+
+	for (size_t j = 0; j < nitems(config_keys); j++) {
+		const char *name = config_keys[j].name;
+
+		if (config_keys[j].sect != SECT_ROUTE || s->keyline[j] == 0)
+			continue;
+		if (strcmp(name, "return") == 0 ||
+		    strcmp(name, "redirect") == 0)
+			answer_line = s->keyline[j];
+		else if (strcmp(name, "set_request_header") == 0)
+			set_line = s->keyline[j];
+	}
+	config_section_label(s, label, sizeof(label));
+	if (s->backend == NULL && r->answer == 0 && answer_line == 0)
+		config_error(p, s->line, "%s: missing required key "
+		    "\"backend\" (or \"return\" or \"redirect\")", label);
+	if (s->backend != NULL && answer_line != 0)
+		config_error(p, answer_line > s->backend_line ? answer_line :
+		    s->backend_line, "%s: a route has a backend, a return or "
+		    "a redirect, not more than one", label);
+	if (r->redirect && header_is_set(&r->set_response, "location", 8))
+		config_error(p, answer_line, "redirect: the route also sets "
+		    "Location with set_response_header");
+	if (r->answer != 0 && set_line != 0)
+		config_error(p, set_line, "set_request_header: the route "
+		    "sends no request on (it has a %s)",
+		    r->redirect ? "redirect" : "return");
 	for (size_t j = 0; j < nitems(config_keys); j++) {
 		if (config_keys[j].sect != SECT_ROUTE)
 			continue;
@@ -2327,6 +2486,7 @@ config_free(struct config *cfg)
 		free(cfg->routes[i].host);
 		free(cfg->routes[i].path_prefix);
 		free(cfg->routes[i].acl);
+		free(cfg->routes[i].answer_text);
 		config_headers_free(&cfg->routes[i].set_request);
 		config_headers_free(&cfg->routes[i].set_response);
 	}

@@ -119,6 +119,14 @@ struct config_route {
 	size_t		 max_body_size;	/* request body bytes; 0: no limit
 					   (the global one, unless set) */
 	size_t		 backend;	/* index into config.backends */
+	/*
+	 * return and redirect: qproxy answers with this status itself (0:
+	 * the backend does); text is return's body (NULL: none) or
+	 * redirect's URL, with $request_uri and $host still in it.
+	 */
+	int		 answer;
+	bool		 redirect;
+	char		*answer_text;
 	struct config_headers set_request;	/* set_request_header */
 	struct config_headers set_response;	/* set_response_header */
 	struct config_acl *acl;		/* allow and deny, in file order */

@@ -154,9 +154,13 @@ struct exchange {
 	bool			 resp_dropped;	/* reset: no more response bytes */
 	unsigned int		 ninfo;		/* 1xx heads passed on */
 
-	/* qproxy's own answer's body: not in resp_body, to take no chunk */
+	/*
+	 * qproxy's own answer's body: not in resp_body, to take no chunk.
+	 * own_body points to own, or to the text of a route's return.
+	 */
 	char			 own[48];
-	uint8_t			 own_len;
+	const char		*own_body;
+	size_t			 own_len;
 	bool			 own_given;	/* to nghttp3 */
 	uint64_t		 own_acked;
 
@@ -271,14 +275,19 @@ status_text(int status)
 {
 	switch (status) {
 	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
 	case 403: return "Forbidden";
 	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
 	case 408: return "Request Timeout";
 	case 413: return "Content Too Large";
+	case 410: return "Gone";
 	case 421: return "Misdirected Request";
 	case 425: return "Too Early";
 	case 429: return "Too Many Requests";
 	case 431: return "Request Header Fields Too Large";
+	case 451: return "Unavailable For Legal Reasons";
+	case 500: return "Internal Server Error";
 	case 501: return "Not Implemented";
 	case 502: return "Bad Gateway";
 	case 503: return "Service Unavailable";
@@ -555,17 +564,27 @@ ex_new_id(char id[EX_ID_LEN + 1])
 	    (unsigned long long)prefix, (unsigned long long)x);
 }
 
-/*
- * An answer from qproxy itself: 404, 502, 504 and the like, with a
- * Retry-After of that many seconds unless 0.
- */
+/* An answer from qproxy itself, not from a backend. */
+struct answer {
+	int		 status;
+	unsigned int	 retry_after;	/* seconds; 0: no Retry-After */
+	const char	*body;		/* NULL: "404 Not Found\n" and the like
+					   for an error, none otherwise */
+	size_t		 bodylen;
+	const char	*location;	/* or NULL */
+	size_t		 locationlen;
+	const struct config_headers *set;	/* a route's, or NULL */
+};
+
 static void
-ex_respond_after(struct exchange *ex, int status, unsigned int retry_after)
+ex_answer(struct exchange *ex, const struct answer *a)
 {
-	char body[sizeof(ex->own)], clen[24], st[4], after[16];
-	const char *idh = ex_cfg(ex)->request_id_header;
-	nghttp3_nv nva[5];
-	size_t nnv = 3;
+	const char *idh = ex_cfg(ex)->request_id_header, *body = a->body;
+	const struct config_headers *set = a->set != NULL && a->set->n > 0 ?
+	    a->set : NULL;
+	char clen[24], st[4], after[16];
+	nghttp3_nv nva_small[8], *nva = nva_small;
+	size_t nnv = 0, blen = a->bodylen;
 	int n;
 
 	if (ex->resp_submitted) {
@@ -575,44 +594,83 @@ ex_respond_after(struct exchange *ex, int status, unsigned int retry_after)
 		return;
 	}
 	ex_upstream_close(ex, false);
-	n = snprintf(body, sizeof(body), "%d %s\n", status,
-	    status_text(status));
-	if (n >= (int)sizeof(body))
-		n = (int)sizeof(body) - 1;
-	snprintf(clen, sizeof(clen), "%d", n);
-	snprintf(st, sizeof(st), "%d", status);
-	nva[0] = (nghttp3_nv){ (uint8_t *)":status", (uint8_t *)st, 7, 3,
+	if (body == NULL && a->status >= 400) {
+		n = snprintf(ex->own, sizeof(ex->own), "%d %s\n", a->status,
+		    status_text(a->status));
+		body = ex->own;
+		blen = MIN((size_t)n, sizeof(ex->own) - 1);
+	} else if (body == NULL)
+		blen = 0;
+	/* :status, content-type, -length, location, retry-after, the ID */
+	if (set != NULL && (nva = calloc(6 + set->n, sizeof(*nva))) == NULL) {
+		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
+		return;
+	}
+	snprintf(st, sizeof(st), "%d", a->status);
+	nva[nnv++] = (nghttp3_nv){ (uint8_t *)":status", (uint8_t *)st, 7, 3,
 	    NGHTTP3_NV_FLAG_NONE };
-	nva[1] = (nghttp3_nv){ (uint8_t *)"content-type",
-	    (uint8_t *)"text/plain", 12, 10, NGHTTP3_NV_FLAG_NONE };
-	nva[2] = (nghttp3_nv){ (uint8_t *)"content-length", (uint8_t *)clen,
-	    14, strlen(clen), NGHTTP3_NV_FLAG_NONE };
-	if (retry_after > 0) {
-		snprintf(after, sizeof(after), "%u", retry_after);
+	if (blen > 0 && (set == NULL || !header_is_set(set, "content-type",
+	    12)))
+		nva[nnv++] = body == ex->own ?
+		    (nghttp3_nv){ (uint8_t *)"content-type",
+		    (uint8_t *)"text/plain", 12, 10, NGHTTP3_NV_FLAG_NONE } :
+		    (nghttp3_nv){ (uint8_t *)"content-type",
+		    (uint8_t *)"text/plain; charset=utf-8", 12, 25,
+		    NGHTTP3_NV_FLAG_NONE };
+	/* none on a 204 (RFC 9110 8.6), nor a 304 of no representation */
+	if (a->status != 204 && a->status != 304) {
+		snprintf(clen, sizeof(clen), "%zu", blen);
+		nva[nnv++] = (nghttp3_nv){ (uint8_t *)"content-length",
+		    (uint8_t *)clen, 14, strlen(clen), NGHTTP3_NV_FLAG_NONE };
+	}
+	if (a->location != NULL)
+		nva[nnv++] = (nghttp3_nv){ (uint8_t *)"location",
+		    (uint8_t *)(uintptr_t)a->location, 8, a->locationlen,
+		    NGHTTP3_NV_FLAG_NONE };
+	if (a->retry_after > 0) {
+		snprintf(after, sizeof(after), "%u", a->retry_after);
 		nva[nnv++] = (nghttp3_nv){ (uint8_t *)"retry-after",
 		    (uint8_t *)after, 11, strlen(after),
 		    NGHTTP3_NV_FLAG_NONE };
 	}
+	for (size_t i = 0; set != NULL && i < set->n; i++)
+		if (set->v[i].valuelen > 0)
+			nva[nnv++] = (nghttp3_nv){ (uint8_t *)set->v[i].name,
+			    (uint8_t *)set->v[i].value, set->v[i].namelen,
+			    set->v[i].valuelen, NGHTTP3_NV_FLAG_NONE };
 	if (idh != NULL && ex->id[0] != '\0')
 		nva[nnv++] = (nghttp3_nv){ (uint8_t *)(uintptr_t)idh,
 		    (uint8_t *)ex->id,
 		    strlen(idh), EX_ID_LEN, NGHTTP3_NV_FLAG_NONE };
 	bufq_free(&ex->resp_body);
 	ex_mem_update(ex);
-	if (!(ex->req.flags & REQ_F_HEAD)) {
-		memcpy(ex->own, body, (size_t)n);
-		ex->own_len = (uint8_t)n;
+	if (!(ex->req.flags & REQ_F_HEAD) && blen > 0) {
+		ex->own_body = body;
+		ex->own_len = blen;
 	}
 	ex->resp_eof = true;
 	ex->resp_submitted = true;
-	ex->status = status;
-	count_response(status);
-	if (h3_submit_response(ex->qc, ex->stream_id, nva, nnv,
-	    !(ex->req.flags & REQ_F_HEAD)) == -1) {
+	ex->status = a->status;
+	count_response(a->status);
+	n = h3_submit_response(ex->qc, ex->stream_id, nva, nnv,
+	    ex->own_len > 0);
+	if (nva != nva_small)
+		free(nva);
+	if (n == -1) {
 		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
 		return;
 	}
 	ex_finish(ex);
+}
+
+/* 404, 502, 504 and the like, with a Retry-After of that many seconds
+   unless 0 */
+static void
+ex_respond_after(struct exchange *ex, int status, unsigned int retry_after)
+{
+	struct answer a = { .status = status, .retry_after = retry_after };
+
+	ex_answer(ex, &a);
 }
 
 static void
@@ -851,6 +909,40 @@ route_may_request(const struct exchange *ex, unsigned int *after)
 	return false;
 }
 
+/*
+ * A route's return or redirect: qproxy answers, its set_response_header
+ * on the answer, and the request goes no further.
+ */
+static void
+ex_route_answer(struct exchange *ex, const char *host, size_t hostlen)
+{
+	const struct config_route *r = ex->route;
+	struct answer a = { .status = r->answer, .set = &r->set_response };
+	const char *uri;
+	char *loc = NULL;
+	size_t urilen;
+	bool slash;
+
+	stats.requests_answered++;
+	if (r->redirect) {
+		uri = request_sent_path(&ex->req, r->strip_prefix ?
+		    strlen(r->path_prefix) : 0, &urilen, &slash);
+		if ((loc = route_location(r, host, hostlen, slash, uri, urilen,
+		    &a.locationlen)) == NULL) {
+			stats.requests_reset++;
+			ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
+			return;
+		}
+		a.location = loc;
+		a.body = "";
+	} else if (r->answer_text != NULL) {
+		a.body = r->answer_text;
+		a.bodylen = strlen(r->answer_text);
+	}
+	ex_answer(ex, &a);
+	free(loc);
+}
+
 /* Whether this request's method may be served from early data. */
 static bool
 early_method_allowed(const struct exchange *ex)
@@ -929,7 +1021,8 @@ exchange_headers_end(struct exchange *ex, bool fin)
 		ex_respond(ex, 403);
 		return;
 	}
-	if (ex->early && !early_method_allowed(ex)) {
+	/* an answer of the route's own is no request that may be replayed */
+	if (ex->early && route->answer == 0 && !early_method_allowed(ex)) {
 		/* RFC 8470 5.2: replayable; the client retries after the
 		 * handshake */
 		stats.early_data_refused++;
@@ -939,6 +1032,10 @@ exchange_headers_end(struct exchange *ex, bool fin)
 	if (!route_may_request(ex, &after)) {
 		stats.requests_rate_limited++;
 		ex_respond_after(ex, 429, after);
+		return;
+	}
+	if (route->answer != 0) {
+		ex_route_answer(ex, host, hostlen);
 		return;
 	}
 	/* a declared length too large goes nowhere, not even to a 100 */
@@ -2544,7 +2641,7 @@ exchange_read_data(struct exchange *ex, nghttp3_vec *vec, size_t veccnt,
 		if (ex->own_given || veccnt == 0)
 			return 0;
 		ex->own_given = true;
-		vec[0].base = (uint8_t *)ex->own;
+		vec[0].base = (uint8_t *)(uintptr_t)ex->own_body;
 		vec[0].len = ex->own_len;
 		return 1;
 	}

@@ -607,6 +607,21 @@ request_path(const struct request *r, size_t *len)
 }
 
 const char *
+request_sent_path(const struct request *r, size_t skip, size_t *len,
+    bool *slash)
+{
+	const char *path = request_path(r, len);
+
+	*slash = false;
+	if (skip > 0 && skip <= *len) {
+		path += skip;
+		*len -= skip;
+		*slash = *len == 0 || path[0] != '/';
+	}
+	return path;
+}
+
+const char *
 request_method(const struct request *r)
 {
 	return r->method == -1 ? "" : fvalue(r, r->method);
@@ -737,21 +752,17 @@ request_write_http1(const struct request *r, const struct request_forward *fw,
 	const char *authority, *path;
 	size_t alen, plen, idlen = fw->id_name != NULL ? strlen(fw->id_name) :
 	    0;
+	bool slash;
 
 	o.q = out;
 	o.len = 0;
 	o.failed = false;
 	authority = request_authority(r, &alen);
-	path = fvalue(r, r->path);
-	plen = r->fields[r->path].valuelen;
+	path = request_sent_path(r, fw->path_skip, &plen, &slash);
 	ho_str(&o, request_method(r));
 	HO_LIT(&o, " ");
-	if (fw->path_skip > 0 && fw->path_skip <= plen) {
-		path += fw->path_skip;
-		plen -= fw->path_skip;
-		if (plen == 0 || path[0] != '/')
-			HO_LIT(&o, "/");
-	}
+	if (slash)
+		HO_LIT(&o, "/");
 	ho_put(&o, path, plen);
 	HO_LIT(&o, " HTTP/1.1\r\nhost: ");
 	ho_put(&o, authority, alen);

@@ -77,6 +77,13 @@ void	request_compact(struct request *, size_t method_max,
 /* The target host for routing: :authority, else Host. */
 const char *request_authority(const struct request *, size_t *len);
 const char *request_path(const struct request *, size_t *len);
+/*
+ * The path as a backend is sent it: the first skip bytes (strip_prefix's
+ * prefix, when the path is as long) cut, and *slash true when a "/" must
+ * go before what is left.
+ */
+const char *request_sent_path(const struct request *, size_t skip,
+    size_t *len, bool *slash);
 const char *request_method(const struct request *);
 /* A field's value by (lowercase) name, the first one; NULL when absent. */
 const char *request_field(const struct request *, const char *name);

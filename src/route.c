@@ -3,6 +3,7 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "route.h"
@@ -24,6 +25,62 @@ route_caseeq(const char *a, const char *b, size_t len)
 		    route_lower((unsigned char)b[i]))
 			return false;
 	return true;
+}
+
+/* Writes the Location to out, when not NULL; returns its length. */
+static size_t
+route_location_put(const char *url, const char *host, size_t hostlen,
+    bool slash, const char *uri, size_t urilen, char *out)
+{
+	size_t	 n = 0;
+
+	for (const char *c = url; *c != '\0'; c++) {
+		if (*c == '$' && strncmp(c + 1, "request_uri", 11) == 0) {
+			if (slash && out != NULL)
+				out[n] = '/';
+			n += slash;
+			if (out != NULL)
+				memcpy(out + n, uri, urilen);
+			n += urilen;
+			c += 11;
+		} else if (*c == '$' && strncmp(c + 1, "host", 4) == 0) {
+			/* an IPv6 address goes in brackets again */
+			bool v6 = memchr(host, ':', hostlen) != NULL;
+
+			if (v6 && out != NULL)
+				out[n] = '[';
+			n += v6;
+			for (size_t i = 0; out != NULL && i < hostlen; i++)
+				out[n + i] = (char)route_lower(
+				    (unsigned char)host[i]);
+			n += hostlen;
+			if (v6 && out != NULL)
+				out[n] = ']';
+			n += v6;
+			c += 4;
+		} else {
+			if (out != NULL)
+				out[n] = *c;
+			n++;
+		}
+	}
+	return n;
+}
+
+char *
+route_location(const struct config_route *r, const char *host,
+    size_t hostlen, bool slash, const char *uri, size_t urilen, size_t *len)
+{
+	char	*out;
+
+	*len = route_location_put(r->answer_text, host, hostlen, slash, uri,
+	    urilen, NULL);
+	if ((out = malloc(*len + 1)) == NULL)
+		return NULL;
+	route_location_put(r->answer_text, host, hostlen, slash, uri, urilen,
+	    out);
+	out[*len] = '\0';
+	return out;
 }
 
 void

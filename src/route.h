@@ -30,6 +30,16 @@ const struct config_route *route_match_host(const struct config *cfg,
 void route_host(const char *auth, size_t len, char *buf, size_t buflen,
     const char **host, size_t *hostlen);
 
+/*
+ * A redirect route's Location: its URL with $host put in (lowercased, no
+ * port) and $request_uri (the path and query as a backend would be sent
+ * them: "/" when slash, then uri). NUL-terminated, from malloc, its length
+ * in *len; NULL when out of memory.
+ */
+char *route_location(const struct config_route *, const char *host,
+    size_t hostlen, bool slash, const char *uri, size_t urilen,
+    size_t *len);
+
 struct sockaddr;
 /*
  * Whether the route's allow and deny let a client at this address in:

@@ -591,6 +591,7 @@ static const struct stats_row {
 	ROW("requests", "misdirected", requests_misdirected),
 	ROW("requests", "rate_limited", requests_rate_limited),
 	ROW("requests", "forbidden", requests_forbidden),
+	ROW("requests", "answered", requests_answered),
 	ROW("requests", "body_too_large", requests_body_too_large),
 	ROW("requests", "reset", requests_reset),
 	ROW("requests", "client_timeout", requests_client_timeout),

@@ -32,6 +32,7 @@ struct stats {
 	uint64_t	requests_misdirected;	/* 421: another certificate's */
 	uint64_t	requests_rate_limited;	/* 429: its client's rate */
 	uint64_t	requests_forbidden;	/* 403: a route's allow, deny */
+	uint64_t	requests_answered;	/* a route's return, redirect */
 	uint64_t	requests_body_too_large;	/* over max_body_size */
 	uint64_t	requests_reset;		/* of those counted: reset unfinished */
 	uint64_t	requests_client_timeout;	/* the client stopped: 408 */

@@ -16,8 +16,8 @@ import pytest
 from helpers import (BIG_TIMEOUT, CONNECT_TIMEOUT, SHORT_READ_TIMEOUT, SLOW, KiB, MiB,
                      assert_backends_untouched, backend_counts, expected_body, expected_sha256,
                      generated_body, h3_get, h3_head, h3_post, h3_put, h3_request,
-                     h3raw, header_values, make_easy, qproxy_binary, sha256,
-                     wait_until)
+                     h3raw, header_values, make_easy, metric, metrics, qproxy_binary,
+                     sha256, wait_until)
 from test_ops import qproxyctl, stats
 
 CURL_HTTP_VERSION_3 = 30
@@ -413,6 +413,89 @@ def test_route_allow_and_deny(qproxy_factory, backend_app):
     finally:
         c.close()
     assert col.resp.status == 200
+
+
+def _answering_proxy(qproxy_factory, backend_app):
+    def sections(port, cert, key):
+        return [("global", [("log_level", "debug"),
+                            ("request_id_header", "X-Request-ID")]),
+                ("listener main", [("address", "127.0.0.1:%d" % port),
+                                   ("certificate", cert), ("private_key", key)]),
+                ("backend app", [("server", backend_app.tcp_server)]),
+                ("route old", [("path_prefix", "/old/"), ("strip_prefix", "on"),
+                               ("redirect", "308 https://$host/new$request_uri"),
+                               ("set_response_header",
+                                "Strict-Transport-Security: max-age=600")]),
+                ("route moved", [("path_prefix", "/moved"),
+                                 ("redirect", "302 /elsewhere")]),
+                ("route maintenance", [("path_prefix", "/down/"),
+                                       ("return", "503 Down for maintenance; back at ten."),
+                                       ("set_response_header", "Retry-After: 600")]),
+                ("route status", [("path_prefix", "/status"),
+                                  ("return", '200 {"ok": true}'),
+                                  ("set_response_header", "Content-Type: application/json")]),
+                ("route gone", [("path_prefix", "/gone"), ("return", "410")]),
+                ("route empty", [("path_prefix", "/empty"), ("return", "204")]),
+                ("route app", [("backend", "app")])]
+    return qproxy_factory(sections=sections)
+
+
+def test_route_redirects(qproxy_factory, backend_app):
+    """redirect: qproxy answers, the backend never hears of it. Location
+    has $host (lowercased, no port) and $request_uri, the path and query as
+    the backend would have been sent them (strip_prefix's cut, "/" for the
+    prefix alone); the route's set_response_header and the request's ID go
+    on the answer, which has no body."""
+    q = _answering_proxy(qproxy_factory, backend_app)
+    before = backend_app.count
+    r = h3_get("https://WWW.Example.COM:%d/old/a/b?x=1&y=/old/" % q.port,
+               connect_to=["WWW.Example.COM:%d:127.0.0.1:%d" % (q.port, q.port)])
+    assert r.status == 308, r
+    assert r.header("location") == "https://www.example.com/new/a/b?x=1&y=/old/"
+    assert r.header("strict-transport-security") == "max-age=600"
+    assert r.header("content-length") == "0" and r.body == b""
+    assert re.fullmatch(r"[0-9a-f]{32}", r.header("x-request-id") or ""), r.headers
+    assert h3_get(q.url("/old/")).header("location") == "https://127.0.0.1/new/"
+    r = h3_get(q.url("/moved/x?q"))
+    assert (r.status, r.header("location")) == (302, "/elsewhere")
+    assert r.header("strict-transport-security") is None
+    # a body is not waited for: the answer comes, the rest is not read
+    r = h3_post(q.url("/moved"), generated_body(4 * MiB))
+    assert r.status == 302
+    assert backend_app.count == before
+    assert stats(q)["requests"]["answered"] == 4
+    assert h3_get(q.url("/new/echo-headers")).status == 200
+    assert backend_app.count == before + 1
+
+
+def test_route_returns(qproxy_factory, backend_app):
+    """return: the status and the text (and a newline) as the body,
+    text/plain unless the route sets a Content-Type; without a text an
+    error gets qproxy's own line and a 204 nothing; HEAD gets the head
+    alone. The route's metrics count them; no backend is asked."""
+    q = _answering_proxy(qproxy_factory, backend_app)
+    before = backend_app.count
+    r = h3_get(q.url("/down/page"))
+    assert r.status == 503
+    assert r.body == b"Down for maintenance; back at ten.\n"
+    assert r.header("content-type") == "text/plain; charset=utf-8"
+    assert r.header("retry-after") == "600"
+    r = h3_head(q.url("/down/page"))
+    assert (r.status, r.body) == (503, b"")
+    assert r.header("content-length") == str(len(b"Down for maintenance; back at ten.\n"))
+    r = h3_get(q.url("/status"))
+    assert (r.status, r.body) == (200, b'{"ok": true}\n')
+    assert r.header_all("content-type") == ["application/json"]
+    r = h3_get(q.url("/gone"))
+    assert (r.status, r.body) == (410, b"410 Gone\n")
+    r = h3_get(q.url("/empty"))
+    assert (r.status, r.body) == (204, b"")
+    assert r.header("content-length") is None
+    assert backend_app.count == before
+    assert stats(q)["requests"]["answered"] == 5
+    fams = metrics(q.control_socket)
+    assert metric(fams, "qproxy_route_responses", route="maintenance", code="5xx") == 2
+    assert metric(fams, "qproxy_route_responses", route="status", code="2xx") == 1
 
 
 def test_route_by_host(qp, backend_app, backend_other):

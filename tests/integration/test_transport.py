@@ -649,6 +649,8 @@ def _early_sections(backend, secret, early="on", log=None):
         s = _sections(c, k, port, backend, secret,
                       extra=[("access_log", log)] if log else ())
         s[1][1].append(("early_data", early))
+        # answered by qproxy, replayed or not
+        s.insert(3, ("route ping", [("path_prefix", "/ping"), ("return", "200 pong")]))
         return s
     return make
 
@@ -681,6 +683,14 @@ def test_zero_rtt_request_reaches_the_backend_marked(qproxy_factory, backend_app
     time.sleep(0.2)
     assert not [r for r in backend_app.requests_since(before)
                 if r["path"] == "/app/upload"]
+
+    # no backend, nothing to replay: a route's return answers a POST in
+    # early data too
+    _gtls(q.port, "/ping", tmp_path, "-m", "POST", "-d", str(body), *resume)
+    while '"POST /ping" 200' not in open(log).read():
+        assert time.monotonic() < deadline, open(log).read()
+        time.sleep(0.05)
+    assert stats(q)["quic"]["early_data_refused"] == 1
 
 
 def test_zero_rtt_survives_a_restart(qproxy_factory, backend_app, tmp_path):

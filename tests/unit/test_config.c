@@ -478,7 +478,8 @@ test_required(void)
 	    "FILE:5: [listener empty]: missing required key \"private_key\"\n"
 	    "FILE:7: [listener nokey]: missing required key \"private_key\"\n"
 	    "FILE:10: [backend none]: missing required key \"server\"\n"
-	    "FILE:12: [route r]: missing required key \"backend\"\n");
+	    "FILE:12: [route r]: missing required key \"backend\" (or "
+	    "\"return\" or \"redirect\")\n");
 
 	/* a route's backend must exist, anywhere in the file */
 	CHECK_ERRS(LISTENER
@@ -796,7 +797,8 @@ test_many(void)
 	    "FILE:7: [backend app]: missing required key \"server\"\n"
 	    "FILE:8: unknown key \"colour\" in [backend app]\n"
 	    "FILE:10: backend: no [backend ghost] in the configuration\n"
-	    "FILE:11: [route r2]: missing required key \"backend\"\n"
+	    "FILE:11: [route r2]: missing required key \"backend\" (or "
+	    "\"return\" or \"redirect\")\n"
 	    "FILE:13: duplicate key \"log_level\" in [global], first at "
 	    "line 2\n"
 	    "FILE:14: syntax error: expected [section] or key = value\n");
@@ -1208,6 +1210,103 @@ test_cid(void)
 	}
 }
 
+/* return and redirect: qproxy answers the route's requests itself */
+static void
+test_answers(void)
+{
+	struct config	*cfg;
+	char		*errs;
+
+	cfg = test_load(LISTENER
+	    "[route old]\n"
+	    "path_prefix = /old/\n"
+	    "strip_prefix = on\n"
+	    "redirect = 308 https://$host/new$request_uri\n"
+	    "[route maintenance]\n"
+	    "return = 503 Back  at ten.\n"
+	    "set_response_header = Retry-After: 600\n"
+	    "[route gone]\n"
+	    "return = 410\n", &errs);
+	CHECK(cfg != NULL);
+	CHECK_EQ_STR(errs, "");
+	if (cfg != NULL) {
+		CHECK_EQ_INT(cfg->routes[0].answer, 308);
+		CHECK(cfg->routes[0].redirect);
+		CHECK_EQ_STR(cfg->routes[0].answer_text,
+		    "https://$host/new$request_uri");
+		CHECK_EQ_INT(cfg->routes[1].answer, 503);
+		CHECK(!cfg->routes[1].redirect);
+		/* the text as written, and a newline */
+		CHECK_EQ_STR(cfg->routes[1].answer_text, "Back  at ten.\n");
+		CHECK_EQ_INT(cfg->routes[2].answer, 410);
+		CHECK(cfg->routes[2].answer_text == NULL);
+		config_free(cfg);
+	}
+	free(errs);
+
+	CHECK_ERRS(LISTENER
+	    "[backend b]\n"
+	    "server = 127.0.0.1:1\n"
+	    "[route a]\n"
+	    "[route b]\n"
+	    "backend = b\n"
+	    "return = 200\n"
+	    "[route c]\n"
+	    "return = 301 /x\n"
+	    "[route d]\n"
+	    "redirect = 200 /x\n"
+	    "[route e]\n"
+	    "redirect = 301 x\n"
+	    "[route f]\n"
+	    "redirect = 301 /a$path\n"
+	    "[route g]\n"
+	    "return = 204 hi\n"
+	    "[route h]\n"
+	    "redirect = 302 /ok\n"
+	    "return = 200\n"
+	    "[route i]\n"
+	    "return = 200 ok\n"
+	    "set_request_header = X-A: b\n"
+	    "[route j]\n"
+	    "redirect = 301 /a\tb\n"
+	    "[route k]\n"
+	    "redirect = 307 /x\n"
+	    "set_response_header = Location: /y\n"
+	    "[route l]\n"
+	    "return = 99\n"
+	    "[route m]\n"
+	    "redirect = 301\n"
+	    "[route n]\n"
+	    "return = 200 a\x01b\n"
+	    "[route o]\n"
+	    "redirect = 301 https://$hostname/\n",
+	    "FILE:7: [route a]: missing required key \"backend\" (or "
+	    "\"return\" or \"redirect\")\n"
+	    "FILE:10: [route b]: a route has a backend, a return or a "
+	    "redirect, not more than one\n"
+	    "FILE:12: return: 301 is a redirect: write redirect = 301 URL\n"
+	    "FILE:14: redirect: invalid value \"200 /x\": expected a status "
+	    "of 301, 302, 303, 307 or 308, then a URL\n"
+	    "FILE:16: redirect: \"x\" is neither a path (\"/...\") nor an "
+	    "absolute URL (\"https://...\")\n"
+	    "FILE:18: redirect: unknown variable \"$path\": "
+	    "$request_uri and $host are known\n"
+	    "FILE:20: return: a 204 has no body\n"
+	    "FILE:23: return: the route has a redirect already\n"
+	    "FILE:26: set_request_header: the route sends no request on (it "
+	    "has a return)\n"
+	    "FILE:28: redirect: the URL has a space or a control character\n"
+	    "FILE:30: redirect: the route also sets Location with "
+	    "set_response_header\n"
+	    "FILE:33: return: invalid value \"99\": expected a status from "
+	    "200 to 599, then the body's text if any\n"
+	    "FILE:35: redirect: invalid value \"301\": expected a URL after "
+	    "the status\n"
+	    "FILE:37: return: the text has a control character\n"
+	    "FILE:39: redirect: unknown variable \"$hostname\": "
+	    "$request_uri and $host are known\n");
+}
+
 int
 main(void)
 {
@@ -1242,6 +1341,7 @@ main(void)
 	test_addr();
 	test_example();
 	test_cid();
+	test_answers();
 
 	unlink("cert.pem");
 	unlink("key.pem");

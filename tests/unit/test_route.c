@@ -239,11 +239,46 @@ test_loaded(void)
 		perror(dir);
 }
 
+/* A redirect's Location: $host and $request_uri put in its URL. */
+static void
+test_location(void)
+{
+	struct config_route	 r;
+	char			*loc;
+	size_t			 len;
+
+	memset(&r, 0, sizeof(r));
+	r.answer = 301;
+	r.redirect = true;
+	r.answer_text = "https://$host/new$request_uri#$host";
+	loc = route_location(&r, "WWW.Example.com", 15, false, "/a?b=$host",
+	    10, &len);
+	CHECK_EQ_STR(loc, "https://www.example.com/new/a?b=$host"
+	    "#www.example.com");
+	CHECK_EQ_INT(len, strlen(loc));
+	free(loc);
+	/* what strip_prefix leaves gets its "/"; an IPv6 host its brackets */
+	loc = route_location(&r, "2001:db8::1", 11, true, "?x=1", 4, &len);
+	CHECK_EQ_STR(loc, "https://[2001:db8::1]/new/?x=1#[2001:db8::1]");
+	CHECK_EQ_INT(len, strlen(loc));
+	free(loc);
+	r.answer_text = "/maintenance.html";
+	loc = route_location(&r, "example.com", 11, false, "/", 1, &len);
+	CHECK_EQ_STR(loc, "/maintenance.html");
+	CHECK_EQ_INT(len, 17);
+	free(loc);
+	r.answer_text = "/$host$request_uri$request_uri";
+	loc = route_location(&r, "h", 1, false, "/p", 2, &len);
+	CHECK_EQ_STR(loc, "/h/p/p");
+	free(loc);
+}
+
 int
 main(void)
 {
 	test_by_hand();
 	test_catch_all();
 	test_loaded();
+	test_location();
 	UNIT_DONE();
 }
