@@ -48,6 +48,7 @@
 
 #define CONFIG_NAME_MAX	64
 #define CONFIG_URL_MAX	2048	/* redirect's */
+#define CONFIG_PAGE_MAX	(64 * 1024)	/* error_page's file */
 
 enum config_sect {
 	SECT_GLOBAL,
@@ -170,6 +171,9 @@ static int	config_set_backend(struct config_parser *,
 static int	config_set_answer(struct config_parser *,
 		    const struct config_key *, struct config_section *, void *,
 		    const char *);
+static int	config_set_error_page(struct config_parser *,
+		    const struct config_key *, struct config_section *, void *,
+		    const char *);
 static int	config_set_user(struct config_parser *,
 		    const struct config_key *, struct config_section *, void *,
 		    const char *);
@@ -278,6 +282,8 @@ static const struct config_key config_keys[] = {
 	    0, 0, "text", 0, F(config, access_log_json) },
 	{ SECT_GLOBAL, "request_id_header", config_set_request_id,
 	    0, 0, "off", 0, F(config, request_id_header) },
+	{ SECT_GLOBAL, "error_page", config_set_error_page,
+	    0, 0, NULL, KEY_REPEAT, F(config, error_pages) },
 	{ SECT_GLOBAL, "secret_file", config_set_path,
 	    0, 0, "/var/lib/qproxy/secret", 0, F(config, secret_file) },
 	{ SECT_GLOBAL, "retry_threshold", config_set_count,
@@ -372,6 +378,8 @@ static const struct config_key config_keys[] = {
 	    0, 0, NULL, KEY_REPEAT, F(config_route, set_request) },
 	{ SECT_ROUTE, "set_response_header", config_set_header,
 	    1, 0, NULL, KEY_REPEAT, F(config_route, set_response) },
+	{ SECT_ROUTE, "error_page", config_set_error_page,
+	    0, 0, NULL, KEY_REPEAT, F(config_route, error_pages) },
 };
 
 _Static_assert(nitems(config_keys) <= CONFIG_MAX_KEYS,
@@ -1528,6 +1536,158 @@ config_set_answer(struct config_parser *p, const struct config_key *k,
 	return 0;
 }
 
+/* error_page's file types, by the end of the file's name */
+static const struct {
+	const char	*suffix;
+	const char	*type;
+} config_page_types[] = {
+	{ ".html", "text/html; charset=utf-8" },
+	{ ".htm", "text/html; charset=utf-8" },
+	{ ".json", "application/json" },
+	{ ".txt", "text/plain; charset=utf-8" },
+};
+
+/* A page's file, read whole: NULL, with the error said, if it cannot be. */
+static struct config_page_file *
+config_read_page(struct config_parser *p, const struct config_key *k,
+    const char *path)
+{
+	struct config_page_file	*f;
+	struct stat		 st;
+	const char		*type = NULL;
+	size_t			 plen = strlen(path), n;
+	ssize_t			 r;
+	int			 fd;
+
+	for (size_t i = 0; i < nitems(config_page_types); i++) {
+		n = strlen(config_page_types[i].suffix);
+		if (plen > n && strcmp(path + plen - n,
+		    config_page_types[i].suffix) == 0)
+			type = config_page_types[i].type;
+	}
+	if (type == NULL) {
+		config_error(p, p->line, "%s: \"%s\": the name ends in none "
+		    "of .html, .htm, .json and .txt, which give its type",
+		    k->name, path);
+		return NULL;
+	}
+	if ((fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) == -1 ||
+	    fstat(fd, &st) == -1) {
+		config_error(p, p->line, "%s: cannot open \"%s\": %s",
+		    k->name, path, strerror(errno));
+		if (fd != -1)
+			close(fd);
+		return NULL;
+	}
+	if (!S_ISREG(st.st_mode) || st.st_size > CONFIG_PAGE_MAX) {
+		config_error(p, p->line, "%s: \"%s\": %s", k->name, path,
+		    !S_ISREG(st.st_mode) ? "not a regular file" :
+		    "larger than 64k");
+		close(fd);
+		return NULL;
+	}
+	if ((f = calloc(1, sizeof(*f))) == NULL ||
+	    (f->body = malloc(MAX((size_t)st.st_size, 1))) == NULL) {
+		free(f);
+		close(fd);
+		p->oom = true;
+		return NULL;
+	}
+	f->type = type;
+	/* as large as it was when looked at: one that grew is cut there */
+	while (f->len < (size_t)st.st_size &&
+	    ((r = read(fd, f->body + f->len, (size_t)st.st_size - f->len)) > 0 ||
+	    (r == -1 && errno == EINTR)))
+		f->len += r > 0 ? (size_t)r : 0;
+	close(fd);
+	return f;
+}
+
+/*
+ * error_page: "STATUS... FILE", statuses from 400 to 599, each once in a
+ * section; the file is read now, and at each reload.
+ */
+static int
+config_set_error_page(struct config_parser *p, const struct config_key *k,
+    struct config_section *s, void *obj, const char *value)
+{
+	struct config_pages	*pages = (struct config_pages *)
+				    ((char *)obj + k->offset);
+	struct config_page_file	*f, **files;
+	struct config_page	*v;
+	const char		*c = value, *end, *path;
+	int			 statuses[200];
+	size_t			 n = 0;
+	uint64_t		 st;
+
+	(void)s;
+	/* the last word is the file's; the others are statuses */
+	for (path = value + strlen(value); path > value && path[-1] != ' ' &&
+	    path[-1] != '\t'; path--)
+		;
+	while (c < path) {
+		if (config_parse_uint(c, &end, &st) == -1 || end - c != 3 ||
+		    (*end != ' ' && *end != '\t') || st < 400 || st > 599) {
+			config_bad_value(p, k, value, "statuses from 400 to "
+			    "599, then a file");
+			return -1;
+		}
+		for (size_t i = 0; i < pages->n; i++)
+			if (pages->v[i].status == (int)st) {
+				config_error(p, p->line, "%s: %llu has a page "
+				    "already", k->name, (unsigned long long)st);
+				return -1;
+			}
+		for (size_t i = 0; i < n; i++)
+			if (statuses[i] == (int)st) {
+				config_error(p, p->line, "%s: %llu is given "
+				    "twice", k->name, (unsigned long long)st);
+				return -1;
+			}
+		statuses[n++] = (int)st;
+		for (c = end; *c == ' ' || *c == '\t'; c++)
+			;
+	}
+	if (n == 0) {
+		config_bad_value(p, k, value, "statuses from 400 to 599, then "
+		    "a file");
+		return -1;
+	}
+	if ((f = config_read_page(p, k, path)) == NULL)
+		return -1;
+	files = reallocarray(p->cfg->page_files, p->cfg->npage_files + 1,
+	    sizeof(*files));
+	v = files == NULL ? NULL :
+	    reallocarray(pages->v, pages->n + n, sizeof(*v));
+	if (files != NULL)
+		p->cfg->page_files = files;
+	if (v == NULL) {
+		free(f->body);
+		free(f);
+		p->oom = true;
+		return -1;
+	}
+	files[p->cfg->npage_files++] = f;
+	pages->v = v;
+	for (size_t i = 0; i < n; i++)
+		v[pages->n++] = (struct config_page){ statuses[i], f };
+	return 0;
+}
+
+const struct config_page_file *
+config_error_page(const struct config *cfg, const struct config_route *r,
+    int status)
+{
+	const struct config_pages *in[2] = { r != NULL ? &r->error_pages :
+	    NULL, &cfg->error_pages };
+
+	for (size_t j = 0; j < 2; j++)
+		for (size_t i = 0; in[j] != NULL && i < in[j]->n; i++)
+			if (in[j]->v[i].status == status)
+				return in[j]->v[i].file;
+	return NULL;
+}
+
 /* sections */
 
 static void
@@ -2487,6 +2647,7 @@ config_free(struct config *cfg)
 		free(cfg->routes[i].path_prefix);
 		free(cfg->routes[i].acl);
 		free(cfg->routes[i].answer_text);
+		free(cfg->routes[i].error_pages.v);
 		config_headers_free(&cfg->routes[i].set_request);
 		config_headers_free(&cfg->routes[i].set_response);
 	}
@@ -2496,6 +2657,12 @@ config_free(struct config *cfg)
 	free(cfg->error_log);
 	free(cfg->access_log);
 	free(cfg->request_id_header);
+	free(cfg->error_pages.v);
+	for (i = 0; i < cfg->npage_files; i++) {
+		free(cfg->page_files[i]->body);
+		free(cfg->page_files[i]);
+	}
+	free(cfg->page_files);
 	for (i = 0; i < cfg->nfiles; i++)
 		free(cfg->files[i]);
 	free(cfg->files);

@@ -101,6 +101,27 @@ struct config_headers {
 	size_t			 n;
 };
 
+/*
+ * error_page: the body of qproxy's own answers of some statuses, from a
+ * file read with the configuration. A file's bytes are kept once, for all
+ * the statuses of its line.
+ */
+struct config_page_file {
+	char		*body;
+	size_t		 len;
+	const char	*type;		/* Content-Type, from the file's name */
+};
+
+struct config_page {
+	int				 status;
+	const struct config_page_file	*file;
+};
+
+struct config_pages {
+	struct config_page	*v;
+	size_t			 n;
+};
+
 /* A route's allow or deny: an address block, or every client (all). */
 struct config_acl {
 	bool		 allow;
@@ -129,6 +150,7 @@ struct config_route {
 	char		*answer_text;
 	struct config_headers set_request;	/* set_request_header */
 	struct config_headers set_response;	/* set_response_header */
+	struct config_pages error_pages;	/* before [global]'s */
 	struct config_acl *acl;		/* allow and deny, in file order */
 	size_t		 nacl;
 	double		 request_rate;	/* all clients', a second; 0: none */
@@ -203,6 +225,9 @@ struct config {
 	char			*access_log;	/* NULL (off), "stderr" or a path */
 	int			 access_log_json;
 	char			*request_id_header;	/* lowercase; NULL: off */
+	struct config_pages	 error_pages;
+	struct config_page_file	**page_files;	/* every error_page's */
+	size_t			 npage_files;
 	char			*secret_file;
 	uint64_t		 retry_threshold;	/* unvalidated handshakes */
 	int			 congestion_control;	/* enum config_cc */
@@ -239,6 +264,12 @@ int		 config_global_line(const struct config *, const char *key);
  */
 int		 header_is_set(const struct config_headers *, const char *name,
 		    size_t len);
+/*
+ * The error_page of a status: the route's (when not NULL), else the
+ * global one; NULL when neither has one.
+ */
+const struct config_page_file *config_error_page(const struct config *,
+		    const struct config_route *, int status);
 /* What is allowed but likely not meant, each as one line to warn. */
 void		 config_warnings(const struct config *,
 		    void (*)(const char *, ...));

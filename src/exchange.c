@@ -579,9 +579,11 @@ struct answer {
 static void
 ex_answer(struct exchange *ex, const struct answer *a)
 {
-	const char *idh = ex_cfg(ex)->request_id_header, *body = a->body;
+	const char *idh = ex_cfg(ex)->request_id_header, *body = a->body,
+	    *type = "text/plain; charset=utf-8";
 	const struct config_headers *set = a->set != NULL && a->set->n > 0 ?
 	    a->set : NULL;
+	const struct config_page_file *page;
 	char clen[24], st[4], after[16];
 	nghttp3_nv nva_small[8], *nva = nva_small;
 	size_t nnv = 0, blen = a->bodylen;
@@ -594,11 +596,19 @@ ex_answer(struct exchange *ex, const struct answer *a)
 		return;
 	}
 	ex_upstream_close(ex, false);
-	if (body == NULL && a->status >= 400) {
+	if (body == NULL && a->status >= 400 && (page = config_error_page(
+	    ex_cfg(ex), ex->route, a->status)) != NULL) {
+		/* error_page: the configuration, and so the page, lasts as
+		   long as the exchange */
+		body = page->body;
+		blen = page->len;
+		type = page->type;
+	} else if (body == NULL && a->status >= 400) {
 		n = snprintf(ex->own, sizeof(ex->own), "%d %s\n", a->status,
 		    status_text(a->status));
 		body = ex->own;
 		blen = MIN((size_t)n, sizeof(ex->own) - 1);
+		type = "text/plain";
 	} else if (body == NULL)
 		blen = 0;
 	/* :status, content-type, -length, location, retry-after, the ID */
@@ -611,11 +621,8 @@ ex_answer(struct exchange *ex, const struct answer *a)
 	    NGHTTP3_NV_FLAG_NONE };
 	if (blen > 0 && (set == NULL || !header_is_set(set, "content-type",
 	    12)))
-		nva[nnv++] = body == ex->own ?
-		    (nghttp3_nv){ (uint8_t *)"content-type",
-		    (uint8_t *)"text/plain", 12, 10, NGHTTP3_NV_FLAG_NONE } :
-		    (nghttp3_nv){ (uint8_t *)"content-type",
-		    (uint8_t *)"text/plain; charset=utf-8", 12, 25,
+		nva[nnv++] = (nghttp3_nv){ (uint8_t *)"content-type",
+		    (uint8_t *)(uintptr_t)type, 12, strlen(type),
 		    NGHTTP3_NV_FLAG_NONE };
 	/* none on a 204 (RFC 9110 8.6), nor a 304 of no representation */
 	if (a->status != 204 && a->status != 304) {

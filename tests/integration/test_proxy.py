@@ -498,6 +498,60 @@ def test_route_returns(qproxy_factory, backend_app):
     assert metric(fams, "qproxy_route_responses", route="status", code="2xx") == 1
 
 
+def test_error_pages(qproxy_factory, backend_app, refusing, tmp_path):
+    """error_page: qproxy's own answers of those statuses get the file's
+    bytes, typed by its name, a route's page before [global]'s (a return
+    without text too); a backend's own error passes as it is. A reload
+    reads the files again; one that cannot be read is refused, and the
+    pages already read stay."""
+    down, missing, api = (tmp_path / "50x.html", tmp_path / "404.json",
+                          tmp_path / "api.txt")
+    down.write_bytes(b"<h1>Back soon</h1>\n")
+    missing.write_bytes(b'{"error": "no such page"}\n')
+    api.write_bytes(b"the API is down\n")
+
+    def sections(port, cert, key):
+        return [("global", [("error_page", "502 503 504 %s" % down),
+                            ("error_page", "404 %s" % missing)]),
+                ("listener main", [("address", "127.0.0.1:%d" % port),
+                                   ("certificate", cert), ("private_key", key)]),
+                ("backend app", [("server", backend_app.tcp_server)]),
+                ("backend dead", [("server", "127.0.0.1:%d" % refusing.port)]),
+                ("route api", [("path_prefix", "/api/"), ("backend", "dead"),
+                               ("error_page", "502 %s" % api)]),
+                ("route down", [("path_prefix", "/down/"), ("backend", "dead")]),
+                ("route maintenance", [("path_prefix", "/maint"), ("return", "503")]),
+                ("route app", [("path_prefix", "/app/"), ("backend", "app")])]
+    q = qproxy_factory(sections=sections)
+    r = h3_get(q.url("/down/x"))
+    assert (r.status, r.body) == (502, b"<h1>Back soon</h1>\n")
+    assert r.header("content-type") == "text/html; charset=utf-8"
+    r = h3_head(q.url("/down/x"))
+    assert (r.status, r.body, r.header("content-length")) == (502, b"", "19")
+    r = h3_get(q.url("/api/x"))
+    assert (r.status, r.body) == (502, b"the API is down\n")
+    assert r.header("content-type") == "text/plain; charset=utf-8"
+    assert h3_get(q.url("/maint")).body == b"<h1>Back soon</h1>\n"
+    r = h3_get(q.url("/nowhere"))
+    assert (r.status, r.body) == (404, b'{"error": "no such page"}\n')
+    assert r.header("content-type") == "application/json"
+    r = h3_get(q.url("/app/status/503"))
+    assert (r.status, r.body) == (503, b"status 503\n")
+    r = h3_get(q.url("/app/status/500"))     # no page: as it was
+    assert (r.status, r.body) == (500, b"status 500\n")
+
+    down.write_bytes(b"<h1>Back at ten</h1>\n")
+    assert qproxyctl(q, "reload").returncode == 0
+    assert h3_get(q.url("/down/x")).body == b"<h1>Back at ten</h1>\n"
+    missing.unlink()
+    down.write_bytes(b"<h1>not taken</h1>\n")
+    p = qproxyctl(q, "reload")
+    assert p.returncode != 0
+    assert 'error_page: cannot open "%s"' % missing in p.stdout + p.stderr
+    assert h3_get(q.url("/nowhere")).body == b'{"error": "no such page"}\n'
+    assert h3_get(q.url("/down/x")).body == b"<h1>Back at ten</h1>\n"
+
+
 def test_route_by_host(qp, backend_app, backend_other):
     """:authority other.example (no port) selects backend `other`."""
     before_app = backend_app.count

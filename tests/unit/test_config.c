@@ -1307,6 +1307,94 @@ test_answers(void)
 	    "$request_uri and $host are known\n");
 }
 
+/* error_page: files read with the configuration, the route's first */
+static void
+test_error_pages(void)
+{
+	const struct config_page_file *f;
+	struct config	*cfg;
+	char		*errs, big[65537];
+	FILE		*fp;
+
+	test_write_file("50x.html", "<h1>Back soon</h1>\n");
+	test_write_file("404.json", "{\"error\": \"not found\"}\n");
+	test_write_file("empty.txt", "");
+	test_write_file("page.css", "p {}\n");
+	memset(big, 'x', sizeof(big));
+	if ((fp = fopen("big.html", "w")) == NULL) {
+		perror("big.html");
+		exit(1);
+	}
+	fwrite(big, 1, sizeof(big), fp);
+	fclose(fp);
+
+	cfg = test_load(LISTENER
+	    "[global]\n"
+	    "error_page = 502 503\t504 50x.html\n"
+	    "error_page = 404 404.json\n"
+	    BACKEND
+	    "[route api]\n"
+	    "path_prefix = /api/\n"
+	    "backend = app\n"
+	    "error_page = 502 empty.txt\n", &errs);
+	CHECK(cfg != NULL);
+	CHECK_EQ_STR(errs, "");
+	if (cfg != NULL) {
+		const struct config_route *all = &cfg->routes[0],
+		    *api = &cfg->routes[1];
+
+		f = config_error_page(cfg, NULL, 503);
+		CHECK(f != NULL && f->len == 19 &&
+		    memcmp(f->body, "<h1>Back soon</h1>\n", 19) == 0);
+		CHECK(f != NULL &&
+		    strcmp(f->type, "text/html; charset=utf-8") == 0);
+		/* one file's bytes for the statuses of its line */
+		CHECK(config_error_page(cfg, all, 502) == f);
+		CHECK(config_error_page(cfg, all, 504) == f);
+		f = config_error_page(cfg, api, 502);
+		CHECK(f != NULL && f->len == 0 &&
+		    strcmp(f->type, "text/plain; charset=utf-8") == 0);
+		CHECK(config_error_page(cfg, api, 503) ==
+		    config_error_page(cfg, NULL, 502));
+		f = config_error_page(cfg, api, 404);
+		CHECK(f != NULL && strcmp(f->type, "application/json") == 0);
+		CHECK(config_error_page(cfg, api, 500) == NULL);
+		CHECK_EQ_INT(cfg->npage_files, 3);
+		config_free(cfg);
+	}
+	free(errs);
+
+	CHECK_ERRS(LISTENER
+	    "[global]\n"
+	    "error_page = 502 page.css\n"
+	    "error_page = 502 big.html\n"
+	    "error_page = 502 nope.html\n"
+	    "error_page = 50x.html\n"
+	    "error_page = 200 50x.html\n"
+	    "error_page = 502 502 50x.html\n"
+	    "error_page = 503 50x.html\n"
+	    "error_page = 503 50x.html\n"
+	    "error_page = 404 .\n",
+	    "FILE:6: error_page: \"page.css\": the name ends in none of "
+	    ".html, .htm, .json and .txt, which give its type\n"
+	    "FILE:7: error_page: \"big.html\": larger than 64k\n"
+	    "FILE:8: error_page: cannot open \"nope.html\": No such file or "
+	    "directory\n"
+	    "FILE:9: error_page: invalid value \"50x.html\": expected "
+	    "statuses from 400 to 599, then a file\n"
+	    "FILE:10: error_page: invalid value \"200 50x.html\": expected "
+	    "statuses from 400 to 599, then a file\n"
+	    "FILE:11: error_page: 502 is given twice\n"
+	    "FILE:13: error_page: 503 has a page already\n"
+	    "FILE:14: error_page: \".\": the name ends in none of .html, "
+	    ".htm, .json and .txt, which give its type\n");
+	unlink("50x.html");
+	unlink("404.json");
+	unlink("empty.txt");
+	unlink("page.css");
+	unlink("big.html");
+}
+
 int
 main(void)
 {
@@ -1342,6 +1430,7 @@ main(void)
 	test_example();
 	test_cid();
 	test_answers();
+	test_error_pages();
 
 	unlink("cert.pem");
 	unlink("key.pem");
