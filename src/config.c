@@ -174,6 +174,12 @@ static int	config_set_answer(struct config_parser *,
 static int	config_set_error_page(struct config_parser *,
 		    const struct config_key *, struct config_section *, void *,
 		    const char *);
+static int	config_set_auth_file(struct config_parser *,
+		    const struct config_key *, struct config_section *, void *,
+		    const char *);
+static int	config_set_realm(struct config_parser *,
+		    const struct config_key *, struct config_section *, void *,
+		    const char *);
 static int	config_set_user(struct config_parser *,
 		    const struct config_key *, struct config_section *, void *,
 		    const char *);
@@ -284,6 +290,8 @@ static const struct config_key config_keys[] = {
 	    0, 0, "off", 0, F(config, request_id_header) },
 	{ SECT_GLOBAL, "error_page", config_set_error_page,
 	    0, 0, NULL, KEY_REPEAT, F(config, error_pages) },
+	{ SECT_GLOBAL, "auth_check_rate", config_set_rate,
+	    1, 1000000, "20", 0, F(config, auth_check_rate) },
 	{ SECT_GLOBAL, "secret_file", config_set_path,
 	    0, 0, "/var/lib/qproxy/secret", 0, F(config, secret_file) },
 	{ SECT_GLOBAL, "retry_threshold", config_set_count,
@@ -380,6 +388,10 @@ static const struct config_key config_keys[] = {
 	    1, 0, NULL, KEY_REPEAT, F(config_route, set_response) },
 	{ SECT_ROUTE, "error_page", config_set_error_page,
 	    0, 0, NULL, KEY_REPEAT, F(config_route, error_pages) },
+	{ SECT_ROUTE, "auth_basic_file", config_set_auth_file,
+	    0, 0, NULL, 0, NOF },
+	{ SECT_ROUTE, "auth_realm", config_set_realm,
+	    0, 0, "restricted", 0, F(config_route, auth_realm) },
 };
 
 _Static_assert(nitems(config_keys) <= CONFIG_MAX_KEYS,
@@ -1688,6 +1700,53 @@ config_error_page(const struct config *cfg, const struct config_route *r,
 	return NULL;
 }
 
+/* auth_basic_file: its users are read now, and at each reload */
+static int
+config_set_auth_file(struct config_parser *p, const struct config_key *k,
+    struct config_section *s, void *obj, const char *value)
+{
+	struct config_route	*r = obj;
+	char			 err[512];
+
+	(void)s;
+	if ((r->auth = calloc(1, sizeof(*r->auth))) == NULL) {
+		p->oom = true;
+		return -1;
+	}
+	if (auth_users_load(value, r->auth, err, sizeof(err)) == -1) {
+		config_error(p, p->line, "%s: %s", k->name, err);
+		free(r->auth);
+		r->auth = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+/* auth_realm: sent in a quoted string, so no quote, backslash or control */
+static int
+config_set_realm(struct config_parser *p, const struct config_key *k,
+    struct config_section *s, void *obj, const char *value)
+{
+	char	**field = (char **)((char *)obj + k->offset);
+
+	(void)s;
+	for (const char *c = value; *c != '\0'; c++)
+		if ((unsigned char)*c < ' ' || *c == '"' || *c == '\\' ||
+		    (unsigned char)*c >= 0x7f) {
+			config_bad_value(p, k, value, "printable ASCII, no "
+			    "quote or backslash");
+			return -1;
+		}
+	if (*value == '\0' || strlen(value) > 128) {
+		config_bad_value(p, k, value, "1 to 128 characters");
+		return -1;
+	}
+	free(*field);
+	if ((*field = config_strdup(p, value)) == NULL)
+		return -1;
+	return 0;
+}
+
 /* sections */
 
 static void
@@ -2304,6 +2363,17 @@ config_finish_certs(struct config_parser *p, struct config_listener *l)
 	}
 }
 
+/* Whether the section has the key, however its value fared. */
+static bool
+config_route_has(const struct config_section *s, const char *name)
+{
+	for (size_t j = 0; j < nitems(config_keys); j++)
+		if (config_keys[j].sect == s->kind &&
+		    strcmp(config_keys[j].name, name) == 0)
+			return s->keyline[j] != 0;
+	return false;
+}
+
 /*
  * What a route leaves unset that [global] gives, wherever that comes; a
  * strip_prefix that has a path_prefix to strip; and one of backend, return
@@ -2348,6 +2418,11 @@ config_finish_route(struct config_parser *p, const struct config_section *s,
 		if (s->keyline[j] == 0 &&
 		    strcmp(config_keys[j].name, "max_body_size") == 0)
 			r->max_body_size = p->cfg->max_body_size;
+		if (s->keyline[j] != 0 && r->auth == NULL &&
+		    strcmp(config_keys[j].name, "auth_realm") == 0 &&
+		    !config_route_has(s, "auth_basic_file"))
+			config_error(p, s->keyline[j], "auth_realm: the route "
+			    "has no auth_basic_file");
 		if (r->strip_prefix && r->path_prefix == NULL &&
 		    strcmp(config_keys[j].name, "strip_prefix") == 0)
 			config_error(p, s->keyline[j], "strip_prefix: the "
@@ -2648,6 +2723,10 @@ config_free(struct config *cfg)
 		free(cfg->routes[i].acl);
 		free(cfg->routes[i].answer_text);
 		free(cfg->routes[i].error_pages.v);
+		if (cfg->routes[i].auth != NULL)
+			auth_users_free(cfg->routes[i].auth);
+		free(cfg->routes[i].auth);
+		free(cfg->routes[i].auth_realm);
 		config_headers_free(&cfg->routes[i].set_request);
 		config_headers_free(&cfg->routes[i].set_response);
 	}

@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include "addr.h"
+#include "auth.h"
 
 #define CONFIG_DEFAULT_PATH	"/etc/qproxy.conf"
 
@@ -151,6 +152,8 @@ struct config_route {
 	struct config_headers set_request;	/* set_request_header */
 	struct config_headers set_response;	/* set_response_header */
 	struct config_pages error_pages;	/* before [global]'s */
+	struct auth_users *auth;	/* auth_basic_file's; NULL: none */
+	char		*auth_realm;
 	struct config_acl *acl;		/* allow and deny, in file order */
 	size_t		 nacl;
 	double		 request_rate;	/* all clients', a second; 0: none */
@@ -226,6 +229,8 @@ struct config {
 	int			 access_log_json;
 	char			*request_id_header;	/* lowercase; NULL: off */
 	struct config_pages	 error_pages;
+	double			 auth_check_rate;	/* password checks a
+							   second */
 	struct config_page_file	**page_files;	/* every error_page's */
 	size_t			 npage_files;
 	char			*secret_file;

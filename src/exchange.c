@@ -573,6 +573,7 @@ struct answer {
 	size_t		 bodylen;
 	const char	*location;	/* or NULL */
 	size_t		 locationlen;
+	const char	*challenge;	/* WWW-Authenticate, or NULL */
 	const struct config_headers *set;	/* a route's, or NULL */
 };
 
@@ -611,8 +612,11 @@ ex_answer(struct exchange *ex, const struct answer *a)
 		type = "text/plain";
 	} else if (body == NULL)
 		blen = 0;
-	/* :status, content-type, -length, location, retry-after, the ID */
-	if (set != NULL && (nva = calloc(6 + set->n, sizeof(*nva))) == NULL) {
+	/*
+	 * :status, content-type, -length, location, www-authenticate,
+	 * retry-after, the ID
+	 */
+	if (set != NULL && (nva = calloc(7 + set->n, sizeof(*nva))) == NULL) {
 		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
 		return;
 	}
@@ -633,6 +637,10 @@ ex_answer(struct exchange *ex, const struct answer *a)
 	if (a->location != NULL)
 		nva[nnv++] = (nghttp3_nv){ (uint8_t *)"location",
 		    (uint8_t *)(uintptr_t)a->location, 8, a->locationlen,
+		    NGHTTP3_NV_FLAG_NONE };
+	if (a->challenge != NULL)
+		nva[nnv++] = (nghttp3_nv){ (uint8_t *)"www-authenticate",
+		    (uint8_t *)(uintptr_t)a->challenge, 16, strlen(a->challenge),
 		    NGHTTP3_NV_FLAG_NONE };
 	if (a->retry_after > 0) {
 		snprintf(after, sizeof(after), "%u", a->retry_after);
@@ -950,6 +958,53 @@ ex_route_answer(struct exchange *ex, const char *host, size_t hostlen)
 	free(loc);
 }
 
+/* auth_check's budget: the process's password checks, a second's worth
+   at once */
+static bool
+auth_may_check(void *arg)
+{
+	static double budget, at;
+	struct exchange *ex = arg;
+	double rate = ex_cfg(ex)->auth_check_rate;
+
+	return bucket_take(&budget, &at, ev_now(ex_loop(ex)), rate,
+	    rate < 1 ? 1 : rate);
+}
+
+/*
+ * A route's auth_basic_file: whether the request may go on. If not, it
+ * has its answer: 401 with the route's realm, or 503 when its password
+ * could not be checked now.
+ */
+static bool
+ex_authorized(struct exchange *ex)
+{
+	const struct config_route *r = ex->route;
+	struct answer a = { .status = 401 };
+	char challenge[200];
+	bool checked;
+
+	switch (auth_check(r->auth, request_field(&ex->req, "authorization"),
+	    auth_may_check, ex, &checked)) {
+	case AUTH_PASS:
+		stats.auth_passed++;
+		stats.auth_checks += checked;
+		return true;
+	case AUTH_BUSY:
+		stats.auth_throttled++;
+		ex_respond_after(ex, 503, 1);
+		return false;
+	default:
+		stats.auth_failed++;
+		stats.auth_checks += checked;
+		snprintf(challenge, sizeof(challenge),
+		    "Basic realm=\"%s\", charset=\"UTF-8\"", r->auth_realm);
+		a.challenge = challenge;
+		ex_answer(ex, &a);
+		return false;
+	}
+}
+
 /* Whether this request's method may be served from early data. */
 static bool
 early_method_allowed(const struct exchange *ex)
@@ -1041,6 +1096,8 @@ exchange_headers_end(struct exchange *ex, bool fin)
 		ex_respond_after(ex, 429, after);
 		return;
 	}
+	if (route->auth != NULL && !ex_authorized(ex))
+		return;
 	if (route->answer != 0) {
 		ex_route_answer(ex, host, hostlen);
 		return;

@@ -33,6 +33,10 @@ struct stats {
 	uint64_t	requests_rate_limited;	/* 429: its client's rate */
 	uint64_t	requests_forbidden;	/* 403: a route's allow, deny */
 	uint64_t	requests_answered;	/* a route's return, redirect */
+	uint64_t	auth_passed;		/* auth_basic_file: let in */
+	uint64_t	auth_failed;		/* 401 */
+	uint64_t	auth_checks;		/* hashes checked (not cached) */
+	uint64_t	auth_throttled;		/* 503: no check in the budget */
 	uint64_t	requests_body_too_large;	/* over max_body_size */
 	uint64_t	requests_reset;		/* of those counted: reset unfinished */
 	uint64_t	requests_client_timeout;	/* the client stopped: 408 */

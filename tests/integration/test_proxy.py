@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import threading
 import time
 
@@ -550,6 +551,63 @@ def test_error_pages(qproxy_factory, backend_app, refusing, tmp_path):
     assert 'error_page: cannot open "%s"' % missing in p.stdout + p.stderr
     assert h3_get(q.url("/nowhere")).body == b'{"error": "no such page"}\n'
     assert h3_get(q.url("/down/x")).body == b"<h1>Back at ten</h1>\n"
+
+
+def _basic(cred):
+    import base64
+    return ["Authorization: Basic " + base64.b64encode(cred.encode()).decode()]
+
+
+def test_route_basic_auth(qproxy_factory, backend_app, tmp_path):
+    """auth_basic_file: without credentials, or with wrong ones, 401 and
+    the route's realm, and the backend hears nothing; a user of the file
+    with its password is let through (the field passed on). A password
+    found good is remembered: with auth_check_rate spent, a new password
+    gets 503, a remembered one goes on. A user taken out of the file by a
+    reload is refused, remembered or not."""
+    users = tmp_path / "users"
+
+    def hashed(password):
+        return subprocess.run(["openssl", "passwd", "-6", password], check=True,
+                              capture_output=True, text=True).stdout.strip()
+    users.write_text("# staging\nalice:%s\nbob:%s\n" % (hashed("s3cret"), hashed("hunter2")))
+
+    def sections(port, cert, key):
+        return [("global", [("auth_check_rate", "1/m")]),
+                ("listener main", [("address", "127.0.0.1:%d" % port),
+                                   ("certificate", cert), ("private_key", key)]),
+                ("backend app", [("server", backend_app.tcp_server)]),
+                ("route staging", [("path_prefix", "/app/"), ("backend", "app"),
+                                   ("auth_basic_file", str(users)),
+                                   ("auth_realm", "Staging site")]),
+                ("route open", [("backend", "app")])]
+    q = qproxy_factory(sections=sections)
+    before = backend_app.count
+    r = h3_get(q.url("/app/echo-headers"))
+    assert r.status == 401
+    assert r.header("www-authenticate") == 'Basic realm="Staging site", charset="UTF-8"'
+    assert r.body == b"401 Unauthorized\n"
+    assert h3_get(q.url("/app/echo-headers"), headers=_basic("carol:s3cret")).status == 401
+    assert backend_app.count == before
+    r = h3_get(q.url("/app/echo-headers"), headers=_basic("alice:s3cret"))
+    assert r.status == 200
+    assert [v for n, v in r.json()["headers"] if n.lower() == "authorization"] == \
+        [_basic("alice:s3cret")[0].split(": ", 1)[1]]
+    # the one check a minute is spent: a password not yet checked waits
+    r = h3_get(q.url("/app/echo-headers"), headers=_basic("bob:hunter2"))
+    assert (r.status, r.header("retry-after")) == (503, "1")
+    assert h3_get(q.url("/app/bytes/5"), headers=_basic("alice:s3cret")).status == 200
+    assert h3_get(q.url("/open/bytes/5")).status == 200
+    st = stats(q)["auth"]
+    assert (st["passed"], st["failed"], st["checks"], st["throttled"]) == (2, 2, 1, 1), st
+
+    users.write_text("bob:%s\n" % hashed("hunter2"))
+    assert qproxyctl(q, "reload").returncode == 0
+    assert h3_get(q.url("/app/bytes/5"), headers=_basic("alice:s3cret")).status == 401
+    users.write_text("bob:$apr1$abc$def\n")
+    p = qproxyctl(q, "reload")
+    assert p.returncode != 0
+    assert "auth_basic_file: %s:1: user \"bob\": Apache's MD5" % users in p.stdout + p.stderr
 
 
 def test_route_by_host(qp, backend_app, backend_other):

@@ -1,0 +1,291 @@
+/* auth.c: HTTP Basic authentication against a file of users. */
+#include <sys/stat.h>
+#include <crypt.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <wolfssl/options.h>
+#include <wolfssl/wolfcrypt/coding.h>
+#include <wolfssl/wolfcrypt/sha256.h>
+
+#include "auth.h"
+#include "rng.h"
+
+static int
+auth_user_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct auth_user *)a)->name,
+	    ((const struct auth_user *)b)->name);
+}
+
+void
+auth_users_free(struct auth_users *u)
+{
+	for (size_t i = 0; i < u->n; i++) {
+		free(u->v[i].name);
+		free(u->v[i].hash);
+	}
+	free(u->v);
+	u->v = NULL;
+	u->n = 0;
+}
+
+/* Why crypt(3) will not take a hash, or NULL when it will. */
+static const char *
+auth_hash_refused(const char *hash)
+{
+	switch (crypt_checksalt(hash)) {
+	case CRYPT_SALT_OK:
+	case CRYPT_SALT_TOO_CHEAP:
+		return NULL;
+	case CRYPT_SALT_METHOD_LEGACY:
+		return "an old, weak kind of hash (DES or MD5 crypt): make it "
+		    "again with htpasswd -B (bcrypt)";
+	case CRYPT_SALT_METHOD_DISABLED:
+		return "a kind of hash this system's crypt(3) has disabled";
+	default:
+		if (strncmp(hash, "$apr1$", 6) == 0)
+			return "Apache's MD5 hash ($apr1$, htpasswd's default) "
+			    "is not supported: make it again with htpasswd -B "
+			    "(bcrypt)";
+		return "not a hash crypt(3) knows (bcrypt, yescrypt, SHA-512 "
+		    "or SHA-256 crypt)";
+	}
+}
+
+/* One line, NUL-ended, into users: 0, or -1 with err set. */
+static int
+auth_add_line(struct auth_users *u, char *line, char *err, size_t errlen)
+{
+	struct auth_user *v;
+	char *colon, *end = line + strlen(line);
+	const char *why;
+
+	while (end > line && (end[-1] == ' ' || end[-1] == '\t' ||
+	    end[-1] == '\r'))
+		*--end = '\0';
+	if (*line == '\0' || *line == '#')
+		return 0;
+	if ((colon = strchr(line, ':')) == NULL || colon == line) {
+		snprintf(err, errlen, "expected name:hash");
+		return -1;
+	}
+	*colon = '\0';
+	for (const char *c = line; *c != '\0'; c++)
+		if ((unsigned char)*c <= ' ' || *c == 0x7f) {
+			snprintf(err, errlen, "a name with a blank or a control "
+			    "character");
+			return -1;
+		}
+	if ((why = auth_hash_refused(colon + 1)) != NULL) {
+		snprintf(err, errlen, "user \"%.64s\": %s", line, why);
+		return -1;
+	}
+	if (u->n == AUTH_USERS_MAX) {
+		snprintf(err, errlen, "more than %d users", AUTH_USERS_MAX);
+		return -1;
+	}
+	if ((v = reallocarray(u->v, u->n + 1, sizeof(*v))) == NULL) {
+		snprintf(err, errlen, "%s", strerror(errno));
+		return -1;
+	}
+	u->v = v;
+	v[u->n].name = strdup(line);
+	v[u->n].hash = strdup(colon + 1);
+	if (v[u->n].name == NULL || v[u->n].hash == NULL) {
+		free(v[u->n].name);
+		free(v[u->n].hash);
+		snprintf(err, errlen, "%s", strerror(errno));
+		return -1;
+	}
+	u->n++;
+	return 0;
+}
+
+int
+auth_users_load(const char *path, struct auth_users *u, char *err,
+    size_t errlen)
+{
+	struct stat st;
+	char *buf = NULL, *line, *next, why[256];
+	size_t len = 0, lineno = 0;
+	ssize_t r;
+	int fd;
+
+	memset(u, 0, sizeof(*u));
+	if ((fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) == -1 ||
+	    fstat(fd, &st) == -1) {
+		snprintf(err, errlen, "cannot open \"%s\": %s", path,
+		    strerror(errno));
+		if (fd != -1)
+			close(fd);
+		return -1;
+	}
+	if (!S_ISREG(st.st_mode) || st.st_size > AUTH_FILE_MAX) {
+		snprintf(err, errlen, "\"%s\": %s", path, !S_ISREG(st.st_mode) ?
+		    "not a regular file" : "larger than 1m");
+		close(fd);
+		return -1;
+	}
+	if ((buf = malloc((size_t)st.st_size + 1)) == NULL) {
+		snprintf(err, errlen, "%s", strerror(errno));
+		close(fd);
+		return -1;
+	}
+	while (len < (size_t)st.st_size &&
+	    ((r = read(fd, buf + len, (size_t)st.st_size - len)) > 0 ||
+	    (r == -1 && errno == EINTR)))
+		len += r > 0 ? (size_t)r : 0;
+	close(fd);
+	buf[len] = '\0';
+	if (memchr(buf, '\0', len) != NULL) {
+		snprintf(err, errlen, "\"%s\": not a text file", path);
+		goto fail;
+	}
+	for (line = buf; line != NULL && *line != '\0'; line = next) {
+		lineno++;
+		if ((next = strchr(line, '\n')) != NULL)
+			*next++ = '\0';
+		if (auth_add_line(u, line, why, sizeof(why)) == -1) {
+			snprintf(err, errlen, "%s:%zu: %s", path, lineno, why);
+			goto fail;
+		}
+	}
+	qsort(u->v, u->n, sizeof(*u->v), auth_user_cmp);
+	for (size_t i = 1; i < u->n; i++)
+		if (strcmp(u->v[i - 1].name, u->v[i].name) == 0) {
+			snprintf(err, errlen, "\"%s\": user \"%.64s\" is there "
+			    "twice", path, u->v[i].name);
+			goto fail;
+		}
+	free(buf);
+	return 0;
+fail:
+	free(buf);
+	auth_users_free(u);
+	return -1;
+}
+
+/* Equal lengths, compared in a time that does not depend on where they
+   differ. */
+static bool
+auth_equal(const uint8_t *a, const uint8_t *b, size_t len)
+{
+	uint8_t d = 0;
+
+	for (size_t i = 0; i < len; i++)
+		d |= a[i] ^ b[i];
+	return d == 0;
+}
+
+/*
+ * Passwords found good: a keyed digest of the user's hash and the
+ * password, one in each slot, the slot chosen by the digest. A changed
+ * hash (a reload with the user's password changed) finds nothing.
+ */
+static struct {
+	bool	 keyed;
+	uint8_t	 key[32];
+	uint8_t	 slot[AUTH_CACHE][WC_SHA256_DIGEST_SIZE];
+	bool	 used[AUTH_CACHE];
+} auth_cache;
+
+static int
+auth_digest(const char *hash, const char *pass, size_t passlen,
+    uint8_t out[WC_SHA256_DIGEST_SIZE])
+{
+	wc_Sha256 sha;
+	int rv;
+
+	if (!auth_cache.keyed) {
+		rng_fill(auth_cache.key, sizeof(auth_cache.key));
+		auth_cache.keyed = true;
+	}
+	if (wc_InitSha256(&sha) != 0)
+		return -1;
+	rv = wc_Sha256Update(&sha, auth_cache.key, sizeof(auth_cache.key)) ||
+	    wc_Sha256Update(&sha, (const uint8_t *)hash,
+	    (word32)strlen(hash) + 1) ||
+	    wc_Sha256Update(&sha, (const uint8_t *)pass, (word32)passlen) ||
+	    wc_Sha256Final(&sha, out);
+	wc_Sha256Free(&sha);
+	return rv != 0 ? -1 : 0;
+}
+
+static size_t
+auth_slot(const uint8_t d[WC_SHA256_DIGEST_SIZE])
+{
+	return ((size_t)d[0] | (size_t)d[1] << 8) % AUTH_CACHE;
+}
+
+/* Whether crypt(3) makes the user's hash of the password. */
+static bool
+auth_crypt_matches(const char *hash, const char *pass)
+{
+	/* about 32 KiB: not on the stack */
+	static struct crypt_data data;
+	const char *out;
+	size_t len = strlen(hash);
+
+	memset(&data, 0, sizeof(data));
+	out = crypt_rn(pass, hash, &data, (int)sizeof(data));
+	return out != NULL && strlen(out) == len &&
+	    auth_equal((const uint8_t *)out, (const uint8_t *)hash, len);
+}
+
+enum auth_result
+auth_check(const struct auth_users *u, const char *value,
+    bool (*may_check)(void *), void *arg, bool *checked)
+{
+	uint8_t cred[AUTH_CRED_MAX + 1], d[WC_SHA256_DIGEST_SIZE];
+	word32 credlen = AUTH_CRED_MAX;
+	struct auth_user key, *user;
+	const char *b64;
+	char *colon;
+	size_t b64len, slot;
+
+	*checked = false;
+	/* "Basic" token68 (RFC 7617 2), the scheme in any case */
+	if (value == NULL || strncasecmp(value, "Basic ", 6) != 0)
+		return AUTH_FAIL;
+	for (b64 = value + 6; *b64 == ' '; b64++)
+		;
+	b64len = strlen(b64);
+	while (b64len > 0 && b64[b64len - 1] == ' ')
+		b64len--;
+	if (b64len == 0 || b64len > AUTH_CRED_MAX / 3 * 4 ||
+	    Base64_Decode((const byte *)b64, (word32)b64len, cred,
+	    &credlen) != 0)
+		return AUTH_FAIL;
+	cred[credlen] = '\0';
+	/* a password with a NUL in it would be cut short by crypt(3) */
+	if (memchr(cred, '\0', credlen) != NULL ||
+	    (colon = strchr((char *)cred, ':')) == NULL)
+		return AUTH_FAIL;
+	*colon = '\0';
+	key.name = (char *)cred;
+	if ((user = bsearch(&key, u->v, u->n, sizeof(*u->v),
+	    auth_user_cmp)) == NULL)
+		return AUTH_FAIL;
+	if (auth_digest(user->hash, colon + 1,
+	    credlen - (size_t)(colon + 1 - (char *)cred), d) == -1)
+		return AUTH_FAIL;
+	slot = auth_slot(d);
+	if (auth_cache.used[slot] &&
+	    auth_equal(auth_cache.slot[slot], d, sizeof(d)))
+		return AUTH_PASS;
+	if (!may_check(arg))
+		return AUTH_BUSY;
+	*checked = true;
+	if (!auth_crypt_matches(user->hash, colon + 1))
+		return AUTH_FAIL;
+	memcpy(auth_cache.slot[slot], d, sizeof(d));
+	auth_cache.used[slot] = true;
+	return AUTH_PASS;
+}
