@@ -199,6 +199,7 @@ static int	config_set_health_host(struct config_parser *,
 		    const struct config_key *, struct config_section *, void *,
 		    const char *);
 static const char *config_earlier(struct config_parser *, int);
+static bool	config_has_error(const struct config_parser *, int);
 static int	config_set_request_id(struct config_parser *,
 		    const struct config_key *, struct config_section *, void *,
 		    const char *);
@@ -363,6 +364,8 @@ static const struct config_key config_keys[] = {
 	    0, 0, NULL, 0, F(config_route, host) },
 	{ SECT_ROUTE, "path_prefix", config_set_prefix,
 	    0, 0, NULL, 0, F(config_route, path_prefix) },
+	{ SECT_ROUTE, "methods", config_set_methods,
+	    0, 0, NULL, 0, F(config_route, methods) },
 	{ SECT_ROUTE, "strip_prefix", config_set_choice,
 	    0, 0, "off", 0, F(config_route, strip_prefix) },
 	/* one of backend, return and redirect: config_finish_route */
@@ -2363,15 +2366,16 @@ config_finish_certs(struct config_parser *p, struct config_listener *l)
 	}
 }
 
-/* Whether the section has the key, however its value fared. */
-static bool
-config_route_has(const struct config_section *s, const char *name)
+/* The line of a key's first use in the section, however its value fared;
+   0 when it has none. */
+static int
+config_keyline(const struct config_section *s, const char *name)
 {
 	for (size_t j = 0; j < nitems(config_keys); j++)
 		if (config_keys[j].sect == s->kind &&
 		    strcmp(config_keys[j].name, name) == 0)
-			return s->keyline[j] != 0;
-	return false;
+			return s->keyline[j];
+	return 0;
 }
 
 /*
@@ -2384,19 +2388,11 @@ config_finish_route(struct config_parser *p, const struct config_section *s,
     struct config_route *r)
 {
 	char	 label[CONFIG_NAME_MAX + 32];
-	int	 answer_line = 0, set_line = 0;
+	int	 answer_line = MAX(config_keyline(s, "return"),
+		    config_keyline(s, "redirect"));
+	int	 set_line = config_keyline(s, "set_request_header");
+	int	 realm_line = config_keyline(s, "auth_realm");
 
-	for (size_t j = 0; j < nitems(config_keys); j++) {
-		const char *name = config_keys[j].name;
-
-		if (config_keys[j].sect != SECT_ROUTE || s->keyline[j] == 0)
-			continue;
-		if (strcmp(name, "return") == 0 ||
-		    strcmp(name, "redirect") == 0)
-			answer_line = s->keyline[j];
-		else if (strcmp(name, "set_request_header") == 0)
-			set_line = s->keyline[j];
-	}
 	config_section_label(s, label, sizeof(label));
 	if (s->backend == NULL && r->answer == 0 && answer_line == 0)
 		config_error(p, s->line, "%s: missing required key "
@@ -2405,6 +2401,10 @@ config_finish_route(struct config_parser *p, const struct config_section *s,
 		config_error(p, answer_line > s->backend_line ? answer_line :
 		    s->backend_line, "%s: a route has a backend, a return or "
 		    "a redirect, not more than one", label);
+	if (realm_line != 0 && config_keyline(s, "auth_basic_file") == 0 &&
+	    !config_has_error(p, realm_line))
+		config_error(p, realm_line, "auth_realm: the route has no "
+		    "auth_basic_file");
 	if (r->redirect && header_is_set(&r->set_response, "location", 8))
 		config_error(p, answer_line, "redirect: the route also sets "
 		    "Location with set_response_header");
@@ -2412,22 +2412,11 @@ config_finish_route(struct config_parser *p, const struct config_section *s,
 		config_error(p, set_line, "set_request_header: the route "
 		    "sends no request on (it has a %s)",
 		    r->redirect ? "redirect" : "return");
-	for (size_t j = 0; j < nitems(config_keys); j++) {
-		if (config_keys[j].sect != SECT_ROUTE)
-			continue;
-		if (s->keyline[j] == 0 &&
-		    strcmp(config_keys[j].name, "max_body_size") == 0)
-			r->max_body_size = p->cfg->max_body_size;
-		if (s->keyline[j] != 0 && r->auth == NULL &&
-		    strcmp(config_keys[j].name, "auth_realm") == 0 &&
-		    !config_route_has(s, "auth_basic_file"))
-			config_error(p, s->keyline[j], "auth_realm: the route "
-			    "has no auth_basic_file");
-		if (r->strip_prefix && r->path_prefix == NULL &&
-		    strcmp(config_keys[j].name, "strip_prefix") == 0)
-			config_error(p, s->keyline[j], "strip_prefix: the "
-			    "route has no path_prefix to strip");
-	}
+	if (config_keyline(s, "max_body_size") == 0)
+		r->max_body_size = p->cfg->max_body_size;
+	if (r->strip_prefix && r->path_prefix == NULL)
+		config_error(p, config_keyline(s, "strip_prefix"),
+		    "strip_prefix: the route has no path_prefix to strip");
 }
 
 /* the checks that need the whole file */
@@ -2720,6 +2709,7 @@ config_free(struct config *cfg)
 		free(cfg->routes[i].name);
 		free(cfg->routes[i].host);
 		free(cfg->routes[i].path_prefix);
+		free(cfg->routes[i].methods);
 		free(cfg->routes[i].acl);
 		free(cfg->routes[i].answer_text);
 		free(cfg->routes[i].error_pages.v);

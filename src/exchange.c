@@ -1013,13 +1013,8 @@ early_method_allowed(const struct exchange *ex)
 	    ex->qc->sock->listener->cfg : NULL;
 	const char *allowed = lc != NULL && lc->early_data_methods != NULL ?
 	    lc->early_data_methods : " GET HEAD OPTIONS ";
-	const char *m = request_method(&ex->req), *p;
-	size_t n = strlen(m);
 
-	for (p = strstr(allowed, m); p != NULL; p = strstr(p + 1, m))
-		if (p[-1] == ' ' && p[n] == ' ')
-			return true;
-	return false;
+	return route_method_in(allowed, request_method(&ex->req));
 }
 
 void
@@ -1071,7 +1066,7 @@ exchange_headers_end(struct exchange *ex, bool fin)
 		return;
 	}
 	if ((route = route_match_host(ex_cfg(ex), host, hostlen, path,
-	    plen)) == NULL) {
+	    plen, request_method(&ex->req))) == NULL) {
 		ex_respond(ex, 404);
 		return;
 	}

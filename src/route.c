@@ -150,9 +150,23 @@ route_path_match(const char *prefix, const char *path, size_t pathlen)
 	    (pathlen >= plen && memcmp(path, prefix, plen) == 0);
 }
 
+bool
+route_method_in(const char *list, const char *method)
+{
+	size_t n = strlen(method);
+
+	if (n == 0)
+		return false;
+	for (const char *p = strstr(list, method); p != NULL;
+	    p = strstr(p + 1, method))
+		if (p > list && p[-1] == ' ' && p[n] == ' ')
+			return true;
+	return false;
+}
+
 const struct config_route *
 route_match_host(const struct config *cfg, const char *host, size_t hostlen,
-    const char *path, size_t pathlen)
+    const char *path, size_t pathlen, const char *method)
 {
 	const struct config_route	*r;
 	size_t				 i;
@@ -162,7 +176,9 @@ route_match_host(const struct config *cfg, const char *host, size_t hostlen,
 	for (i = 0; i < cfg->nroutes; i++) {
 		r = &cfg->routes[i];
 		if (route_host_match(r->host, host, hostlen) &&
-		    route_path_match(r->path_prefix, path, pathlen))
+		    route_path_match(r->path_prefix, path, pathlen) &&
+		    (r->methods == NULL || method == NULL ||
+		    route_method_in(r->methods, method)))
 			return r;
 	}
 	return NULL;
@@ -180,7 +196,7 @@ route_match(const struct config *cfg, const char *authority,
 		authoritylen = 0;
 	route_host(authority, authoritylen, buf, sizeof(buf), &host,
 	    &hostlen);
-	return route_match_host(cfg, host, hostlen, path, pathlen);
+	return route_match_host(cfg, host, hostlen, path, pathlen, NULL);
 }
 
 /* Whether the first prefix bits of a and b are the same. */

@@ -8,8 +8,8 @@
 #include "config.h"
 
 /*
- * The first route in file order whose host and path_prefix both match, or
- * NULL when none does. authority is the request's :authority, with or
+ * The first route in file order whose host and path_prefix both match (and
+ * methods: see route_match_host), or NULL when none does. authority is the request's :authority, with or
  * without a port ("example.com:443", "[::1]:4433"); its host is compared
  * without regard to case. path is the request target, query included. Neither
  * needs a NUL. The result points into cfg.
@@ -17,9 +17,16 @@
 const struct config_route *route_match(const struct config *cfg,
     const char *authority, size_t authoritylen, const char *path,
     size_t pathlen);
-/* The same for the host of an authority, as route_host gives it. */
+/*
+ * The same for the host of an authority, as route_host gives it, and the
+ * request's method (a route's methods are not looked at when NULL).
+ */
 const struct config_route *route_match_host(const struct config *cfg,
-    const char *host, size_t hostlen, const char *path, size_t pathlen);
+    const char *host, size_t hostlen, const char *path, size_t pathlen,
+    const char *method);
+/* Whether a method is in a list of them, as a methods key keeps it
+   (" GET HEAD "). */
+bool route_method_in(const char *list, const char *method);
 
 /*
  * The host part of an authority: the port and a final dot go; an IPv6

@@ -610,6 +610,31 @@ def test_route_basic_auth(qproxy_factory, backend_app, tmp_path):
     assert "auth_basic_file: %s:1: user \"bob\": Apache's MD5" % users in p.stdout + p.stderr
 
 
+def test_route_methods(qproxy_factory, backend_app):
+    """methods: a route takes only the requests of its methods; the others
+    go on to the next routes, here one that answers 405 with Allow."""
+    def sections(port, cert, key):
+        return [("listener main", [("address", "127.0.0.1:%d" % port),
+                                   ("certificate", cert), ("private_key", key)]),
+                ("backend app", [("server", backend_app.tcp_server)]),
+                ("route read", [("path_prefix", "/app/"), ("methods", "GET HEAD"),
+                                ("backend", "app")]),
+                ("route upload", [("path_prefix", "/app/upload"), ("methods", "POST"),
+                                  ("backend", "app")]),
+                ("route other", [("path_prefix", "/app/"), ("return", "405"),
+                                 ("set_response_header", "Allow: GET, HEAD")])]
+    q = qproxy_factory(sections=sections)
+    before = backend_app.count
+    assert h3_get(q.url("/app/bytes/3")).status == 200
+    assert h3_head(q.url("/app/bytes/3")).status == 200
+    assert h3_post(q.url("/app/upload"), b"hello").json()["length"] == 5
+    assert backend_app.count == before + 3
+    for r in (h3_post(q.url("/app/bytes/3"), b"x"), h3_put(q.url("/app/upload"), b"x"),
+              h3_request(q.url("/app/bytes/3"), method="DELETE")):
+        assert (r.status, r.header("allow")) == (405, "GET, HEAD"), r
+    assert backend_app.count == before + 3
+
+
 def test_route_by_host(qp, backend_app, backend_other):
     """:authority other.example (no port) selects backend `other`."""
     before_app = backend_app.count

@@ -1305,6 +1305,29 @@ test_answers(void)
 	    "FILE:37: return: the text has a control character\n"
 	    "FILE:39: redirect: unknown variable \"$hostname\": "
 	    "$request_uri and $host are known\n");
+
+	/* methods and auth_realm, each with a value and what it needs */
+	CHECK_ERRS(LISTENER
+	    BACKEND
+	    "methods = GET\n"
+	    "[route none]\n"
+	    "methods =\n"
+	    "backend = app\n"
+	    "[route lower]\n"
+	    "methods = get\n"
+	    "backend = app\n"
+	    "[route realm]\n"
+	    "auth_realm = Staging\n"
+	    "backend = app\n"
+	    "[route quote]\n"
+	    "auth_realm = a\"b\n"
+	    "backend = app\n",
+	    "FILE:11: methods: missing value\n"
+	    "FILE:14: methods: invalid value \"get\": expected method names "
+	    "in capitals, separated by spaces\n"
+	    "FILE:17: auth_realm: the route has no auth_basic_file\n"
+	    "FILE:20: auth_realm: invalid value \"a\"b\": expected printable "
+	    "ASCII, no quote or backslash\n");
 }
 
 /* error_page: files read with the configuration, the route's first */

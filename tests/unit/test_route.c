@@ -107,6 +107,45 @@ test_by_hand(void)
 	CHECK_ROUTE(&cfg, "example.com", "/", "-");
 }
 
+/* methods: a route takes only the requests of its methods */
+static void
+test_methods(void)
+{
+	struct config_route	 routes[] = {
+		{ .name = "read", .path_prefix = "/api/",
+		    .methods = " GET HEAD " },
+		{ .name = "write", .path_prefix = "/api/",
+		    .methods = " POST PATCH-X " },
+		{ .name = "rest" },
+	};
+	struct config		 cfg;
+
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.routes = routes;
+	cfg.nroutes = sizeof(routes) / sizeof(routes[0]);
+#define M(method, path) route_match_host(&cfg, "h", 1, path, strlen(path), \
+	method)->name
+	CHECK_EQ_STR(M("GET", "/api/x"), "read");
+	CHECK_EQ_STR(M("HEAD", "/api/x"), "read");
+	CHECK_EQ_STR(M("POST", "/api/x"), "write");
+	CHECK_EQ_STR(M("PATCH-X", "/api/x"), "write");
+	/* whole names only, in their case */
+	CHECK_EQ_STR(M("PATCH", "/api/x"), "rest");
+	CHECK_EQ_STR(M("GE", "/api/x"), "rest");
+	CHECK_EQ_STR(M("ET", "/api/x"), "rest");
+	CHECK_EQ_STR(M("get", "/api/x"), "rest");
+	CHECK_EQ_STR(M("", "/api/x"), "rest");
+	CHECK_EQ_STR(M("DELETE", "/api/x"), "rest");
+	CHECK_EQ_STR(M("GET", "/other"), "rest");
+	/* no method given: the methods are not looked at */
+	CHECK_EQ_STR(route_match_host(&cfg, "h", 1, "/api/", 5, NULL)->name,
+	    "read");
+#undef M
+	CHECK(route_method_in(" GET HEAD OPTIONS ", "OPTIONS"));
+	CHECK(!route_method_in(" GET HEAD OPTIONS ", "OPTION"));
+	CHECK(!route_method_in(" ", "GET"));
+}
+
 /* a catch-all route after the others takes what they do not */
 static void
 test_catch_all(void)
@@ -277,6 +316,7 @@ int
 main(void)
 {
 	test_by_hand();
+	test_methods();
 	test_catch_all();
 	test_loaded();
 	test_location();
