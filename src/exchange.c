@@ -280,8 +280,8 @@ status_text(int status)
 	case 404: return "Not Found";
 	case 405: return "Method Not Allowed";
 	case 408: return "Request Timeout";
-	case 413: return "Content Too Large";
 	case 410: return "Gone";
+	case 413: return "Content Too Large";
 	case 421: return "Misdirected Request";
 	case 425: return "Too Early";
 	case 429: return "Too Many Requests";
