@@ -2221,6 +2221,7 @@ quic_table_stats(struct quic_server *srv)
 {
 	stats.tokens_remembered = replay_count(srv->tokens_taken);
 	stats.tokens_forgotten = replay_evicted(srv->tokens_taken);
+	stats.tickets_remembered = tls_tickets_remembered();
 	stats.clients_current = clients_count(srv->clients);
 }
 

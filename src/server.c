@@ -618,6 +618,8 @@ static const struct stats_row {
 	ROW("quic", "tokens_invalid", tokens_invalid),
 	ROW("quic", "tokens_reused", tokens_reused),
 	GAUGE("quic", "tokens_remembered", tokens_remembered),
+	ROW("quic", "tickets_reused", tickets_reused),
+	GAUGE("quic", "tickets_remembered", tickets_remembered),
 	ROW("quic", "tokens_forgotten", tokens_forgotten),
 	ROW("quic", "new_tokens_sent", new_tokens_sent),
 	ROW("quic", "stateless_resets_sent", stateless_resets_sent),

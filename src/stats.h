@@ -58,6 +58,8 @@ struct stats {
 	uint64_t	tokens_invalid;		/* bad or expired, refused */
 	uint64_t	tokens_reused;		/* NEW_TOKEN's, taken before */
 	uint64_t	tokens_remembered;	/* now: see replay.h */
+	uint64_t	tickets_reused;		/* session tickets, taken before */
+	uint64_t	tickets_remembered;	/* now: see tls.c */
 	uint64_t	tokens_forgotten;	/* early, for room */
 	uint64_t	new_tokens_sent;
 	uint64_t	stateless_resets_sent;

@@ -22,6 +22,8 @@
 
 #include "config.h"
 #include "log.h"
+#include "replay.h"
+#include "stats.h"
 #include "tls.h"
 
 /*
@@ -33,8 +35,50 @@ static char alpn_h3[] = "h3";
 
 #define TICKET_EPOCH	(12 * 3600)	/* seconds a ticket key is current */
 #define TICKET_IVLEN	12
+#define TICKETS_TAKEN_MAX 65536		/* remembered: see ticket_taken */
 
 static uint8_t ticket_secret[32];
+
+/*
+ * Tickets resumed with, each taken once (RFC 8446 8.1): a ClientHello
+ * replayed, with its 0-RTT requests, would resume again and have them
+ * served twice. A ticket seen before is refused, and its client makes a
+ * whole handshake with no early data; a client given a new ticket by
+ * every connection, as qproxy does, never sees it. Remembered while a
+ * ticket is good (two key epochs), TICKETS_TAKEN_MAX at most, the oldest
+ * forgotten first; each process keeps its own.
+ */
+static struct replay *tickets_taken;
+
+size_t
+tls_tickets_remembered(void)
+{
+	return tickets_taken != NULL ? replay_count(tickets_taken) : 0;
+}
+
+static bool
+ticket_taken(const uint8_t *iv, const uint8_t *mac)
+{
+	uint8_t id[TICKET_IVLEN + WOLFSSL_TICKET_MAC_SZ];
+	struct timespec ts;
+	uint64_t key;
+	double now;
+
+	if (tickets_taken == NULL && (tickets_taken = replay_new(
+	    TICKETS_TAKEN_MAX, 2. * TICKET_EPOCH)) == NULL)
+		return true;	/* no memory: no resumption */
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	memcpy(id, iv, TICKET_IVLEN);
+	memcpy(id + TICKET_IVLEN, mac, WOLFSSL_TICKET_MAC_SZ);
+	key = replay_key(tickets_taken, id, sizeof(id));
+	if (replay_seen(tickets_taken, key, now)) {
+		stats.tickets_reused++;
+		return true;
+	}
+	(void)replay_add(tickets_taken, key, now);
+	return false;
+}
 
 void
 tls_set_ticket_secret(const uint8_t *secret, size_t len)
@@ -156,6 +200,8 @@ ticket_cb(WOLFSSL *ssl, unsigned char name[WOLFSSL_TICKET_NAME_SZ],
 		    TICKET_IVLEN, mac, 16, name, WOLFSSL_TICKET_NAME_SZ) != 0)
 			break;
 		*outlen = len;
+		if (ticket_taken(iv, mac))
+			break;
 		/* an older key's ticket is good; the client gets a new one */
 		rv = epoch == now ? WOLFSSL_TICKET_RET_OK :
 		    WOLFSSL_TICKET_RET_CREATE;

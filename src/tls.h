@@ -34,6 +34,8 @@ int		 tls_init(void);
  * accepted, so restarts and reloads keep tickets, and 0-RTT, working.
  */
 void		 tls_set_ticket_secret(const uint8_t *, size_t);
+/* The session tickets remembered as taken now (see tls.c). */
+size_t		 tls_tickets_remembered(void);
 /*
  * A server context for one listener: its certificates (ncerts, at least
  * one; the first for a client that names none of the others' hosts).

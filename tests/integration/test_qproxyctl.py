@@ -162,7 +162,8 @@ def test_conns_and_backends(qp):
 METRIC_NAMES = {("upstream", "queued"): "qproxy_upstream_queued_current"}
 # the rows qproxyctl(8) marks "now": gauges, the rest counters
 NOW = {("connections", k) for k in ("current", "closing", "handshakes_current", "clients")} | {
-    ("streams", "current"), ("quic", "tokens_remembered"), ("quic", "unvalidated_handshakes"),
+    ("streams", "current"), ("quic", "tokens_remembered"), ("quic", "tickets_remembered"),
+    ("quic", "unvalidated_handshakes"),
     ("quic", "cids_current"), ("upstream", "connections_current"), ("upstream", "queued")}
 NOW_GROUPS = ("buffers", "tls")
 

@@ -693,6 +693,37 @@ def test_zero_rtt_request_reaches_the_backend_marked(qproxy_factory, backend_app
     assert stats(q)["quic"]["early_data_refused"] == 1
 
 
+def test_zero_rtt_ticket_is_taken_once(qproxy_factory, backend_app, tmp_path):
+    """A session ticket resumes once (RFC 8446 8.1): the same ticket again,
+    as a replayed ClientHello would bring it, gets a whole handshake and no
+    early data, so its 0-RTT request is not served twice; the request still
+    goes through, after the handshake."""
+    log = str(tmp_path / "access.log")
+    q = qproxy_factory(sections=_early_sections(backend_app.tcp_server,
+                                                str(tmp_path / "s"), log=log))
+    resume = _resumable(q, tmp_path)
+    sess = resume[0].split("=", 1)[1]
+    # gtlsclient writes the next ticket over its session file: two copies
+    # of this one
+    for name in ("first", "again"):
+        shutil.copy(sess, str(tmp_path / name))
+    tp = resume[1]
+    before = backend_app.count
+    _gtls(q.port, "/app/once/echo-headers", tmp_path,
+          "--session-file=%s" % (tmp_path / "first"), tp)
+    assert stats(q)["quic"]["early_data_requests"] == 1
+    _gtls(q.port, "/app/twice/echo-headers", tmp_path,
+          "--session-file=%s" % (tmp_path / "again"), tp)
+    rec = backend_app.wait_for_request(lambda r: r["path"] == "/app/twice/echo-headers",
+                                       start=before, timeout=5 * SLOW)
+    assert rec, "the request after the refused ticket never reached the backend"
+    from helpers import header_values
+    assert header_values(rec, "early-data") == []
+    st = stats(q)["quic"]
+    assert (st["early_data_requests"], st["tickets_reused"]) == (1, 1), st
+    assert st["tickets_remembered"] == 1, st
+
+
 def test_zero_rtt_survives_a_restart(qproxy_factory, backend_app, tmp_path):
     make = _early_sections(backend_app.tcp_server, str(tmp_path / "s"))
     q = qproxy_factory(sections=make)
