@@ -871,8 +871,8 @@ static const struct {
 	{ "retry", { "auto", "always", "never" }, "auto, always or never" },
 	{ "early_data", { "off", "on" }, "on or off" },
 	{ "strip_prefix", { "off", "on" }, "on or off" },
-	{ "balance", { "round_robin", "least_conn" },
-	    "round_robin or least_conn" },
+	{ "balance", { "round_robin", "least_conn", "client_hash" },
+	    "round_robin, least_conn or client_hash" },
 	{ "congestion_control", { "cubic", "bbr", "reno" },
 	    "cubic, bbr or reno" },
 };

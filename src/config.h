@@ -49,6 +49,7 @@ enum config_retry {
 enum config_balance {
 	CONFIG_BALANCE_ROUND_ROBIN,
 	CONFIG_BALANCE_LEAST_CONN,
+	CONFIG_BALANCE_CLIENT_HASH,
 };
 
 enum config_cc {

@@ -924,6 +924,26 @@ route_may_request(const struct exchange *ex, unsigned int *after)
 	return false;
 }
 
+/* balance = client_hash: the client's (its address, or its /64) */
+static uint64_t
+ex_client_hash(const struct exchange *ex)
+{
+	const ngtcp2_path *path;
+	uint8_t key[CLIENT_KEYLEN];
+	struct addr a;
+
+	if (upstream_backend(ex_pools(ex), ex->backend)->balance !=
+	    CONFIG_BALANCE_CLIENT_HASH)
+		return 0;
+	path = ngtcp2_conn_get_path(ex->qc->conn);
+	memset(&a, 0, sizeof(a));
+	memcpy(&a.u, path->remote.addr, MIN((size_t)path->remote.addrlen,
+	    sizeof(a.u)));
+	if (!client_key(&a, key))
+		return 0;
+	return upstream_client_hash(key, sizeof(key));
+}
+
 /*
  * A route's return or redirect: qproxy answers, its set_response_header
  * on the answer, and the request goes no further.
@@ -1620,7 +1640,8 @@ ex_try_server(struct exchange *ex)
 	}
 	for (; ; ex->attempt++) {
 		ex->server = upstream_pick(ex_pools(ex), ex->backend,
-		    &ex->first_server, ex->attempt, &nservers);
+		    &ex->first_server, ex->attempt, &nservers,
+		    ex->attempt == 0 ? ex_client_hash(ex) : 0);
 		if (ex->attempt >= nservers) {
 			if (full)	/* one woken keeps its place */
 				ex_queue(ex, ex->woken);

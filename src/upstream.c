@@ -1,5 +1,6 @@
 /* upstream.c: backend server pools. */
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -10,6 +11,7 @@
 
 #include "health.h"
 #include "log.h"
+#include "siphash.h"
 #include "stats.h"
 #include "strbuf.h"
 #include "upstream.h"
@@ -200,6 +202,10 @@ upstream_pools_new(struct ev_loop *loop, struct config *cfg)
 		for (size_t s = 0; s < p->nservers; s++) {
 			p->servers[s].pool = p;
 			p->servers[s].cfg = &p->cfg->servers[s];
+			/* by what it is, not where it stands in the list */
+			p->servers[s].hash = upstream_client_hash(
+			    (const uint8_t *)p->servers[s].cfg->text,
+			    strlen(p->servers[s].cfg->text));
 			if ((p->servers[s].ctr = calloc(1,
 			    sizeof(*p->servers[s].ctr))) == NULL) {
 				upstream_pools_free(pools);
@@ -327,25 +333,65 @@ fewer(const struct upstream_pool *p, size_t k, size_t best)
 }
 
 /*
+ * SipHash's key for client_hash: fixed, so that every worker, and qproxy
+ * after a restart, sends a client where it went before. What it hashes is
+ * a client's address, which the client chooses only as far as its
+ * network lets it.
+ */
+static const uint64_t client_hash_key[2] = {
+	0x7170726f78792063ULL, 0x6c69656e74206861ULL
+};
+
+uint64_t
+upstream_client_hash(const uint8_t *key, size_t len)
+{
+	return siphash24(client_hash_key, key, len);
+}
+
+/*
+ * client_hash: the server's score for the client, the highest taking it
+ * (rendezvous hashing: a server that goes away moves only its own
+ * clients, each to the next in its own order). With weights, a score of
+ * weight / -ln(u), u uniform in (0, 1), takes a server's share by weight.
+ */
+static double
+client_score(const struct upstream_server *sv, uint64_t client, bool weighted)
+{
+	uint64_t x = client ^ sv->hash;
+	double u;
+
+	/* splitmix64's finalizer: every bit of both counts */
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+	x ^= x >> 31;
+	if (!weighted)
+		return (double)(x >> 11);
+	u = ((double)(x >> 11) + 0.5) / 9007199254740992.0;	/* 2^53 */
+	return (double)sv->cfg->weight / -log(u);
+}
+
+/*
  * A request starts at a server that server_open allows, of those not
  * marked backup if one is (the backups only when none is): the next in
  * turn; by weight, smoothly (each server's current weight grows by its
  * weight at each pick, the largest takes the request and loses the sum,
- * so that 3:1 goes a a b a, not a a a b); or with balance = least_conn,
- * the one with the fewest requests under way for its weight. A down
- * server taken tries again; a connect or a response that works shows it
- * up. With none open, the next in turn. The servers after the first are
- * tried in order.
+ * so that 3:1 goes a a b a, not a a a b); with balance = least_conn,
+ * the one with the fewest requests under way for its weight; with
+ * client_hash, the client's by client_score. A down server taken tries
+ * again; a connect or a response that works shows it up. With none open,
+ * the next in turn. The servers after the first are tried in order.
  */
 struct upstream_server *
 upstream_pick(struct upstream_pool *pools, size_t backend, size_t *first,
-    size_t attempt, size_t *nservers)
+    size_t attempt, size_t *nservers, uint64_t client)
 {
 	struct upstream_pool *p = &pools[backend];
 	bool least = p->cfg->balance == CONFIG_BALANCE_LEAST_CONN;
-	bool plain = !least && !p->cfg->weighted;
+	bool hash = p->cfg->balance == CONFIG_BALANCE_CLIENT_HASH;
+	bool plain = !least && !hash && !p->cfg->weighted;
 	struct upstream_counters *ctr;
 	size_t i, k, best = SIZE_MAX;
+	double score, best_score = 0;
 	long total = 0;
 
 	*nservers = p->nservers;
@@ -371,6 +417,15 @@ upstream_pick(struct upstream_pool *pools, size_t backend, size_t *first,
 					best = k;
 				continue;
 			}
+			if (hash) {
+				score = client_score(sv, client,
+				    p->cfg->weighted);
+				if (best == SIZE_MAX || score > best_score) {
+					best = k;
+					best_score = score;
+				}
+				continue;
+			}
 			sv->cw += sv->cfg->weight;
 			total += sv->cfg->weight;
 			if (best == SIZE_MAX || sv->cw > p->servers[best].cw)
@@ -380,7 +435,7 @@ upstream_pick(struct upstream_pool *pools, size_t backend, size_t *first,
 			break;
 	}
 	if (best != SIZE_MAX) {
-		if (!plain && !least)
+		if (!plain && !least && !hash)
 			p->servers[best].cw -= total;
 		ctr = p->servers[best].ctr;
 		if (ctr->state == UPSTREAM_DOWN)

@@ -59,6 +59,8 @@ struct upstream_server {
 	struct upstream_counters	*ctr;
 	struct health			*health;	/* its checks, if any */
 	long				 cw;		/* current weight */
+	uint64_t			 hash;		/* of its address, for
+							   client_hash */
 };
 
 /*
@@ -114,7 +116,13 @@ const struct config_backend *upstream_server_backend(
  * there (failover), whatever other requests did to the round robin since.
  */
 struct upstream_server	*upstream_pick(struct upstream_pool *, size_t backend,
-			    size_t *first, size_t attempt, size_t *nservers);
+			    size_t *first, size_t attempt, size_t *nservers,
+			    uint64_t client);
+/*
+ * balance = client_hash: a client's hash for upstream_pick, from its key
+ * (clients.h), the same in every process and after a restart.
+ */
+uint64_t		 upstream_client_hash(const uint8_t *key, size_t len);
 const struct config_backend *upstream_backend(struct upstream_pool *,
 			    size_t backend);
 size_t			 upstream_nservers(struct upstream_pool *,

@@ -635,6 +635,43 @@ def test_route_methods(qproxy_factory, backend_app):
     assert backend_app.count == before + 3
 
 
+def test_balance_client_hash(qproxy_factory, backend_app, backend_other):
+    """balance = client_hash: each client (here, each source address) gets
+    the same server every time, the clients are shared among the servers,
+    and one whose server is set aside goes to another, and back after."""
+    def sections(port, cert, key):
+        return [("listener main", [("address", "127.0.0.1:%d" % port),
+                                   ("certificate", cert), ("private_key", key)]),
+                ("backend app", [("server", backend_app.tcp_server),
+                                 ("server", backend_other.tcp_server),
+                                 ("balance", "client_hash")]),
+                ("route app", [("backend", "app")])]
+    q = qproxy_factory(sections=sections)
+
+    def server_of(source):
+        c, col = make_easy(q.url("/echo-headers"), source=source)
+        try:
+            c.perform()
+            col.finish(c)
+        finally:
+            c.close()
+        col.resp.body = b"".join(col.chunks)
+        return col.resp.json()["backend"]
+    sources = ["127.0.0.%d" % i for i in range(1, 11)]
+    first = {s: server_of(s) for s in sources}
+    assert set(first.values()) == {"app", "other"}, first
+    for _ in range(2):
+        assert {s: server_of(s) for s in sources} == first
+    # the first source's server set aside, and back
+    mine = first[sources[0]]
+    addr = backend_app.tcp_server if mine == "app" else backend_other.tcp_server
+    assert qproxyctl(q, "disable", "app", addr).returncode == 0
+    now = {s: server_of(s) for s in sources}
+    assert set(now.values()) == {"app", "other"} - {mine}
+    assert qproxyctl(q, "enable", "app", addr).returncode == 0
+    assert {s: server_of(s) for s in sources} == first
+
+
 def test_route_by_host(qp, backend_app, backend_other):
     """:authority other.example (no port) selects backend `other`."""
     before_app = backend_app.count

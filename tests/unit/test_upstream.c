@@ -150,7 +150,7 @@ idle_setup(struct idle_fixture *f)
 		perror("upstream_pools_new");
 		exit(1);
 	}
-	f->s = upstream_pick(f->pools, 0, &first, 0, &n);
+	f->s = upstream_pick(f->pools, 0, &first, 0, &n, 0);
 }
 
 static void
@@ -329,7 +329,7 @@ test_pick(void)
 		exit(1);
 	}
 	for (int i = 0; i < 12; i++)
-		seq[i] = upstream_pick(pools, 0, &first, 0, &n)->cfg->text[0];
+		seq[i] = upstream_pick(pools, 0, &first, 0, &n, 0)->cfg->text[0];
 	seq[12] = '\0';
 	/* 3 to 1, never three of a in a row past the first, no backup */
 	CHECK_EQ_INT(n, 3);
@@ -359,12 +359,12 @@ test_pick(void)
 	/* a and b set aside: c, the backup */
 	upstream_mark(pools, "b", "a", true);
 	upstream_mark(pools, "b", "b", true);
-	CHECK_EQ_STR(upstream_pick(pools, 0, &first, 0, &n)->cfg->text, "c");
-	CHECK_EQ_STR(upstream_pick(pools, 0, &first, 0, &n)->cfg->text, "c");
+	CHECK_EQ_STR(upstream_pick(pools, 0, &first, 0, &n, 0)->cfg->text, "c");
+	CHECK_EQ_STR(upstream_pick(pools, 0, &first, 0, &n, 0)->cfg->text, "c");
 	upstream_mark(pools, "b", "b", false);
-	CHECK_EQ_STR(upstream_pick(pools, 0, &first, 0, &n)->cfg->text, "b");
+	CHECK_EQ_STR(upstream_pick(pools, 0, &first, 0, &n, 0)->cfg->text, "b");
 	upstream_mark(pools, "b", "a", false);
-	CHECK_EQ_STR(upstream_pick(pools, 0, &first, 0, &n)->cfg->text, "a");
+	CHECK_EQ_STR(upstream_pick(pools, 0, &first, 0, &n, 0)->cfg->text, "a");
 	upstream_pools_free(pools);
 
 	/* least_conn: a, of weight 3, takes up to 3 for b's 1 */
@@ -372,7 +372,7 @@ test_pick(void)
 	if ((pools = upstream_pools_new(NULL, &cfg)) == NULL)
 		exit(1);
 	for (int i = 0; i < 8; i++) {
-		s = upstream_pick(pools, 0, &first, 0, &n);
+		s = upstream_pick(pools, 0, &first, 0, &n, 0);
 		s->ctr->active++;
 		seq[i] = s->cfg->text[0];
 	}
@@ -388,10 +388,93 @@ test_pick(void)
 	upstream_pools_free(pools);
 }
 
+/* The last digit of the server client c's hash takes. */
+static char
+test_hash_pick(struct upstream_pool *pools, uint32_t c)
+{
+	size_t first, n;
+
+	return upstream_pick(pools, 0, &first, 0, &n,
+	    upstream_client_hash((const uint8_t *)&c, sizeof(c)))->cfg->text[7];
+}
+
+/* balance = client_hash: a client keeps its server; one gone moves only
+   its own clients; weights share them out */
+static void
+test_client_hash(void)
+{
+	struct config_server	 server[4];
+	struct config_backend	 backend;
+	struct config		 cfg;
+	struct upstream_pool	*pools;
+	size_t			 count[4] = { 0 };
+	char			 was[3000];
+	int			 moved = 0, strays = 0;
+
+	memset(server, 0, sizeof(server));
+	memset(&backend, 0, sizeof(backend));
+	memset(&cfg, 0, sizeof(cfg));
+	server[0].text = "10.0.0.1:80";
+	server[1].text = "10.0.0.2:80";
+	server[2].text = "10.0.0.3:80";
+	server[3].text = "10.0.0.4:80";
+	for (int i = 0; i < 4; i++)
+		server[i].weight = 1;
+	server[3].backup = 1;
+	backend.name = "b";
+	backend.servers = server;
+	backend.nservers = 4;
+	backend.has_backup = 1;
+	backend.balance = CONFIG_BALANCE_CLIENT_HASH;
+	cfg.backends = &backend;
+	cfg.nbackends = 1;
+	if ((pools = upstream_pools_new(NULL, &cfg)) == NULL)
+		exit(1);
+#define PICK(c) test_hash_pick(pools, c)
+	for (uint32_t c = 0; c < 3000; c++) {
+		was[c] = PICK(c);
+		count[was[c] - '1']++;
+		/* and again, after others: the same */
+		if (c > 0 && PICK(c - 1) != was[c - 1])
+			strays++;
+	}
+	CHECK_EQ_INT(strays, 0);
+	CHECK_EQ_INT(count[3], 0);		/* the backup */
+	for (int i = 0; i < 3; i++)
+		CHECK(count[i] > 850 && count[i] < 1150);
+	/* the second set aside: its clients move, the others stay */
+	upstream_mark(pools, "b", "10.0.0.2:80", true);
+	for (uint32_t c = 0; c < 3000; c++) {
+		char now = PICK(c);
+
+		if (was[c] == '2')
+			moved += now == '1' || now == '3';
+		else
+			strays += now != was[c];
+	}
+	CHECK_EQ_INT(strays, 0);
+	CHECK_EQ_INT(moved, (int)count[1]);
+	upstream_pools_free(pools);
+
+	/* weights 3:1:1: the first takes about three fifths */
+	server[0].weight = 3;
+	backend.weighted = 1;
+	memset(count, 0, sizeof(count));
+	if ((pools = upstream_pools_new(NULL, &cfg)) == NULL)
+		exit(1);
+	for (uint32_t c = 0; c < 3000; c++)
+		count[PICK(c) - '1']++;
+#undef PICK
+	CHECK(count[0] > 1650 && count[0] < 1950);
+	CHECK(count[1] > 450 && count[1] < 750);
+	upstream_pools_free(pools);
+}
+
 int
 main(void)
 {
 	test_pick();
+	test_client_hash();
 	test_line_order();
 	test_idle_close_in_the_same_poll(false);
 	test_idle_close_in_the_same_poll(true);
