@@ -366,6 +366,8 @@ static const struct config_key config_keys[] = {
 	    0, 0, NULL, 0, F(config_route, path_prefix) },
 	{ SECT_ROUTE, "methods", config_set_methods,
 	    0, 0, NULL, 0, F(config_route, methods) },
+	{ SECT_ROUTE, "header", config_set_header,
+	    2, 0, NULL, KEY_REPEAT, F(config_route, match_headers) },
 	{ SECT_ROUTE, "strip_prefix", config_set_choice,
 	    0, 0, "off", 0, F(config_route, strip_prefix) },
 	/* one of backend, return and redirect: config_finish_route */
@@ -1234,6 +1236,8 @@ config_field_name(struct config_parser *p, const struct config_key *k,
 	for (i = 0; i < namelen; i++)
 		name[i] = (char)tolower((unsigned char)value[i]);
 	name[namelen] = '\0';
+	if (k->min == 2)
+		return 0;	/* header: any field may be looked at */
 	if (config_in_list(both, name) ||
 	    (!response_only && config_in_list(request, name))) {
 		config_error(p, p->line, "%s: qproxy writes \"%s\" itself",
@@ -1247,7 +1251,8 @@ config_field_name(struct config_parser *p, const struct config_key *k,
  * set_request_header and set_response_header (k->min 1): "Name: value".
  * The name is config_field_name's; the value has no control character
  * but tab, and loses the blanks around it. Each name once per key and
- * route.
+ * route. header (k->min 2), which a route matches on: the same, or
+ * "Name" alone (a NULL value), any name, as often as need be.
  */
 static int
 config_set_header(struct config_parser *p, const struct config_key *k,
@@ -1261,7 +1266,10 @@ config_set_header(struct config_parser *p, const struct config_key *k,
 	size_t			 namelen, i;
 
 	(void)s;
-	if ((colon = strchr(value, ':')) == NULL || colon == value) {
+	/* header (k->min 2): "Name" alone asks for the field, any value */
+	if (k->min == 2 && strchr(value, ':') == NULL)
+		colon = value + strlen(value);
+	else if ((colon = strchr(value, ':')) == NULL || colon == value) {
 		config_bad_value(p, k, value, "\"Name: value\"");
 		return -1;
 	}
@@ -1269,7 +1277,8 @@ config_set_header(struct config_parser *p, const struct config_key *k,
 	if (config_field_name(p, k, value, namelen, k->min == 1, name,
 	    sizeof(name)) == -1)
 		return -1;
-	for (val = colon + 1; *val == ' ' || *val == '\t'; val++)
+	for (val = *colon == '\0' ? colon : colon + 1;
+	    *val == ' ' || *val == '\t'; val++)
 		;
 	for (end = val + strlen(val); end > val &&
 	    (end[-1] == ' ' || end[-1] == '\t'); end--)
@@ -1280,7 +1289,7 @@ config_set_header(struct config_parser *p, const struct config_key *k,
 			    "has a control character", k->name, name);
 			return -1;
 		}
-	for (i = 0; i < hs->n; i++)
+	for (i = 0; i < hs->n && k->min != 2; i++)
 		if (strcmp(hs->v[i].name, name) == 0) {
 			config_error(p, p->line, "%s: \"%s\" is set twice "
 			    "in this route", k->name, name);
@@ -1291,7 +1300,8 @@ config_set_header(struct config_parser *p, const struct config_key *k,
 	hs->v = v;
 	h = &hs->v[hs->n];
 	if ((h->name = config_strdup(p, name)) == NULL ||
-	    (h->value = strndup(val, (size_t)(end - val))) == NULL) {
+	    (*colon != '\0' &&
+	    (h->value = strndup(val, (size_t)(end - val))) == NULL)) {
 		free(h->name);
 		p->oom = true;
 		return -1;
@@ -2719,6 +2729,7 @@ config_free(struct config *cfg)
 		free(cfg->routes[i].auth_realm);
 		config_headers_free(&cfg->routes[i].set_request);
 		config_headers_free(&cfg->routes[i].set_response);
+		config_headers_free(&cfg->routes[i].match_headers);
 	}
 	free(cfg->routes);
 	free(cfg->user);

@@ -139,6 +139,8 @@ struct config_route {
 	char		*host;		/* NULL: any; "*.example.com": suffix */
 	char		*path_prefix;	/* NULL: any */
 	char		*methods;	/* " GET HEAD "; NULL: any */
+	struct config_headers match_headers;	/* header: all of them;
+						   a NULL value: any */
 	int		 strip_prefix;	/* path_prefix cut from the path sent */
 	size_t		 max_body_size;	/* request body bytes; 0: no limit
 					   (the global one, unless set) */

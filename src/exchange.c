@@ -1086,7 +1086,7 @@ exchange_headers_end(struct exchange *ex, bool fin)
 		return;
 	}
 	if ((route = route_match_host(ex_cfg(ex), host, hostlen, path,
-	    plen, request_method(&ex->req))) == NULL) {
+	    plen, &ex->req)) == NULL) {
 		ex_respond(ex, 404);
 		return;
 	}

@@ -636,6 +636,17 @@ request_field(const struct request *r, const char *name)
 	return NULL;
 }
 
+bool
+request_has_field(const struct request *r, const char *name,
+    const char *value)
+{
+	for (size_t i = 0; i < r->nfields; i++)
+		if (strcmp(fname(r, (int)i), name) == 0 &&
+		    (value == NULL || strcmp(fvalue(r, (int)i), value) == 0))
+			return true;
+	return false;
+}
+
 /*
  * The HTTP/1.1 head is gathered here and handed to the queue in a few
  * large appends: one per field would cost more than the fields' bytes.

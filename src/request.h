@@ -87,6 +87,10 @@ const char *request_sent_path(const struct request *, size_t skip,
 const char *request_method(const struct request *);
 /* A field's value by (lowercase) name, the first one; NULL when absent. */
 const char *request_field(const struct request *, const char *name);
+/* Whether a field of that (lowercase) name has this value, or any when
+   value is NULL. */
+bool	request_has_field(const struct request *, const char *name,
+	    const char *value);
 
 enum request_framing {
 	REQ_BODY_NONE,		/* no body, no length sent (GET) */

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "request.h"
 #include "route.h"
 
 static int
@@ -164,9 +165,25 @@ route_method_in(const char *list, const char *method)
 	return false;
 }
 
+/* A route's methods and header keys, against the request's. */
+static bool
+route_request_match(const struct config_route *r, const struct request *req)
+{
+	if (req == NULL)
+		return true;
+	if (r->methods != NULL &&
+	    !route_method_in(r->methods, request_method(req)))
+		return false;
+	for (size_t i = 0; i < r->match_headers.n; i++)
+		if (!request_has_field(req, r->match_headers.v[i].name,
+		    r->match_headers.v[i].value))
+			return false;
+	return true;
+}
+
 const struct config_route *
 route_match_host(const struct config *cfg, const char *host, size_t hostlen,
-    const char *path, size_t pathlen, const char *method)
+    const char *path, size_t pathlen, const struct request *req)
 {
 	const struct config_route	*r;
 	size_t				 i;
@@ -177,8 +194,7 @@ route_match_host(const struct config *cfg, const char *host, size_t hostlen,
 		r = &cfg->routes[i];
 		if (route_host_match(r->host, host, hostlen) &&
 		    route_path_match(r->path_prefix, path, pathlen) &&
-		    (r->methods == NULL || method == NULL ||
-		    route_method_in(r->methods, method)))
+		    route_request_match(r, req))
 			return r;
 	}
 	return NULL;

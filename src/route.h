@@ -9,7 +9,7 @@
 
 /*
  * The first route in file order whose host and path_prefix both match (and
- * methods: see route_match_host), or NULL when none does. authority is the request's :authority, with or
+ * methods and header: see route_match_host), or NULL when none does. authority is the request's :authority, with or
  * without a port ("example.com:443", "[::1]:4433"); its host is compared
  * without regard to case. path is the request target, query included. Neither
  * needs a NUL. The result points into cfg.
@@ -17,13 +17,15 @@
 const struct config_route *route_match(const struct config *cfg,
     const char *authority, size_t authoritylen, const char *path,
     size_t pathlen);
+struct request;
 /*
  * The same for the host of an authority, as route_host gives it, and the
- * request's method (a route's methods are not looked at when NULL).
+ * request, for the routes' methods and header keys (which are not looked
+ * at when it is NULL).
  */
 const struct config_route *route_match_host(const struct config *cfg,
     const char *host, size_t hostlen, const char *path, size_t pathlen,
-    const char *method);
+    const struct request *);
 /* Whether a method is in a list of them, as a methods key keeps it
    (" GET HEAD "). */
 bool route_method_in(const char *list, const char *method);

@@ -635,6 +635,30 @@ def test_route_methods(qproxy_factory, backend_app):
     assert backend_app.count == before + 3
 
 
+def test_route_by_header(qproxy_factory, backend_app, backend_other):
+    """header: a route takes only the requests that have its fields (the
+    value whole, any of the fields of that name; a name alone for any
+    value), here a canary backend for the clients that ask for it."""
+    def sections(port, cert, key):
+        return [("listener main", [("address", "127.0.0.1:%d" % port),
+                                   ("certificate", cert), ("private_key", key)]),
+                ("backend app", [("server", backend_app.tcp_server)]),
+                ("backend canary", [("server", backend_other.tcp_server)]),
+                ("route canary", [("header", "X-Canary: always"), ("header", "X-Team"),
+                                  ("backend", "canary")]),
+                ("route app", [("backend", "app")])]
+    q = qproxy_factory(sections=sections)
+
+    def backend(*headers):
+        return h3_get(q.url("/echo-headers"), headers=list(headers)).json()["backend"]
+    assert backend("X-Canary: always", "X-Team: web") == "other"
+    # (curl sends an empty field for "Name;")
+    assert backend("x-team;", "X-Canary: never", "X-Canary: always") == "other"
+    assert backend("X-Canary: always") == "app"
+    assert backend("X-Canary: always!", "X-Team: web") == "app"
+    assert backend() == "app"
+
+
 def test_balance_client_hash(qproxy_factory, backend_app, backend_other):
     """balance = client_hash: each client (here, each source address) gets
     the same server every time, the clients are shared among the servers,

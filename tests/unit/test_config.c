@@ -1306,6 +1306,36 @@ test_answers(void)
 	    "FILE:39: redirect: unknown variable \"$hostname\": "
 	    "$request_uri and $host are known\n");
 
+	/* header: "Name: value" or "Name" alone, any name, repeated */
+	cfg = test_load(LISTENER
+	    BACKEND
+	    "header = X-Canary:  1 \n"
+	    "header = Cookie\n"
+	    "header = x-canary: 2\n", &errs);
+	CHECK(cfg != NULL);
+	CHECK_EQ_STR(errs, "");
+	if (cfg != NULL) {
+		const struct config_headers *h = &cfg->routes[0].match_headers;
+
+		CHECK_EQ_INT(h->n, 3);
+		if (h->n == 3) {
+			CHECK_EQ_STR(h->v[0].name, "x-canary");
+			CHECK_EQ_STR(h->v[0].value, "1");
+			CHECK_EQ_STR(h->v[1].name, "cookie");
+			CHECK(h->v[1].value == NULL);
+			CHECK_EQ_STR(h->v[2].value, "2");
+		}
+		config_free(cfg);
+	}
+	free(errs);
+	CHECK_ERRS(LISTENER
+	    BACKEND
+	    "header = X Y: 1\n"
+	    "header = : 1\n",
+	    "FILE:9: header: \"X Y\" is not a field name\n"
+	    "FILE:10: header: invalid value \": 1\": expected \"Name: "
+	    "value\"\n");
+
 	/* methods and auth_realm, each with a value and what it needs */
 	CHECK_ERRS(LISTENER
 	    BACKEND

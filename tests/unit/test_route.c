@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "request.h"
 #include "route.h"
 #include "unit.h"
 
@@ -107,6 +108,36 @@ test_by_hand(void)
 	CHECK_ROUTE(&cfg, "example.com", "/", "-");
 }
 
+/* A request of this method, with fields "name: value" after it. */
+static void
+test_request(struct request *r, const char *method, const char *const *fields)
+{
+	request_init(r, 16384);
+	(void)request_add(r, (const uint8_t *)":method", 7,
+	    (const uint8_t *)method, strlen(method));
+	for (; fields != NULL && *fields != NULL; fields++) {
+		const char *colon = strchr(*fields, ':');
+
+		(void)request_add(r, (const uint8_t *)*fields,
+		    (size_t)(colon - *fields), (const uint8_t *)colon + 2,
+		    strlen(colon + 2));
+	}
+}
+
+/* The route a request of method and fields to path takes. */
+static const char *
+test_match_req(const struct config *cfg, const char *method,
+    const char *path, const char *const *fields)
+{
+	const struct config_route *m;
+	struct request r;
+
+	test_request(&r, method, fields);
+	m = route_match_host(cfg, "h", 1, path, strlen(path), &r);
+	request_free(&r);
+	return m != NULL ? m->name : "-";
+}
+
 /* methods: a route takes only the requests of its methods */
 static void
 test_methods(void)
@@ -123,8 +154,7 @@ test_methods(void)
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.routes = routes;
 	cfg.nroutes = sizeof(routes) / sizeof(routes[0]);
-#define M(method, path) route_match_host(&cfg, "h", 1, path, strlen(path), \
-	method)->name
+#define M(method, path) test_match_req(&cfg, method, path, NULL)
 	CHECK_EQ_STR(M("GET", "/api/x"), "read");
 	CHECK_EQ_STR(M("HEAD", "/api/x"), "read");
 	CHECK_EQ_STR(M("POST", "/api/x"), "write");
@@ -134,16 +164,53 @@ test_methods(void)
 	CHECK_EQ_STR(M("GE", "/api/x"), "rest");
 	CHECK_EQ_STR(M("ET", "/api/x"), "rest");
 	CHECK_EQ_STR(M("get", "/api/x"), "rest");
-	CHECK_EQ_STR(M("", "/api/x"), "rest");
 	CHECK_EQ_STR(M("DELETE", "/api/x"), "rest");
 	CHECK_EQ_STR(M("GET", "/other"), "rest");
-	/* no method given: the methods are not looked at */
+#undef M
+	/* no request given: the methods are not looked at */
 	CHECK_EQ_STR(route_match_host(&cfg, "h", 1, "/api/", 5, NULL)->name,
 	    "read");
-#undef M
 	CHECK(route_method_in(" GET HEAD OPTIONS ", "OPTIONS"));
 	CHECK(!route_method_in(" GET HEAD OPTIONS ", "OPTION"));
 	CHECK(!route_method_in(" ", "GET"));
+	CHECK(!route_method_in(" GET ", ""));
+}
+
+/* header: a route takes only requests with all of its fields */
+static void
+test_headers(void)
+{
+	struct config_header	 canary[] = {
+		{ .name = "x-canary", .value = "1", .namelen = 8,
+		    .valuelen = 1 },
+		{ .name = "x-team", .namelen = 6 },	/* any value */
+	}, beta[] = {
+		{ .name = "x-canary", .value = "beta", .namelen = 8,
+		    .valuelen = 4 },
+	};
+	struct config_route	 routes[] = {
+		{ .name = "canary", .match_headers = { canary, 2 } },
+		{ .name = "beta", .match_headers = { beta, 1 } },
+		{ .name = "rest" },
+	};
+	struct config		 cfg;
+	static const char *const both[] = { "x-canary: 1", "x-team: a", NULL },
+	    *one[] = { "x-canary: 1", NULL },
+	    *empty_team[] = { "x-team: ", "x-canary: 1", NULL },
+	    *two[] = { "x-canary: 2", "x-canary: beta", NULL },
+	    *part[] = { "x-canary: 10", "x-team: a", NULL };
+
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.routes = routes;
+	cfg.nroutes = sizeof(routes) / sizeof(routes[0]);
+	CHECK_EQ_STR(test_match_req(&cfg, "GET", "/", both), "canary");
+	CHECK_EQ_STR(test_match_req(&cfg, "GET", "/", empty_team), "canary");
+	CHECK_EQ_STR(test_match_req(&cfg, "GET", "/", one), "rest");
+	/* any of the fields of that name */
+	CHECK_EQ_STR(test_match_req(&cfg, "GET", "/", two), "beta");
+	/* the whole value */
+	CHECK_EQ_STR(test_match_req(&cfg, "GET", "/", part), "rest");
+	CHECK_EQ_STR(test_match_req(&cfg, "GET", "/", NULL), "rest");
 }
 
 /* a catch-all route after the others takes what they do not */
@@ -317,6 +384,7 @@ main(void)
 {
 	test_by_hand();
 	test_methods();
+	test_headers();
 	test_catch_all();
 	test_loaded();
 	test_location();
