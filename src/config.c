@@ -33,6 +33,7 @@
 #include "cid.h"
 #include "config.h"
 #include "log.h"
+#include "route.h"
 
 #define nitems(a)	(sizeof(a) / sizeof((a)[0]))
 
@@ -2774,6 +2775,75 @@ config_max_line(const struct config *cfg, const char *k1, const char *k2,
 	return a > c ? a : c;
 }
 
+/* Whether a route's host takes every request the other's takes. */
+static bool
+config_host_covers(const char *a, const char *b)
+{
+	size_t alen, blen;
+
+	if (a == NULL)
+		return true;
+	if (b == NULL)
+		return false;
+	if (strcmp(a, b) == 0)
+		return true;
+	/* "*.example.com": every name under it, wildcards too */
+	if (a[0] != '*')
+		return false;
+	alen = strlen(a + 1);
+	blen = strlen(b);
+	return blen > alen && strcmp(b + blen - alen, a + 1) == 0 &&
+	    (b[0] != '*' || blen > alen + 1);
+}
+
+/* Whether route a, before b, takes every request b would take. */
+static bool
+config_route_covers(const struct config_route *a, const struct config_route *b)
+{
+	const char *m;
+
+	if (!config_host_covers(a->host, b->host))
+		return false;
+	if (a->path_prefix != NULL && (b->path_prefix == NULL ||
+	    strncmp(b->path_prefix, a->path_prefix,
+	    strlen(a->path_prefix)) != 0))
+		return false;
+	if (a->methods != NULL) {
+		if (b->methods == NULL)
+			return false;
+		/* each of b's, " GET HEAD ", in a's */
+		for (m = b->methods; *m != '\0'; m += strcspn(m, " ")) {
+			char one[64];
+			size_t n;
+
+			m += strspn(m, " ");
+			if ((n = strcspn(m, " ")) == 0)
+				break;
+			if (n >= sizeof(one))
+				return false;
+			memcpy(one, m, n);
+			one[n] = '\0';
+			if (!route_method_in(a->methods, one))
+				return false;
+		}
+	}
+	for (size_t i = 0; i < a->match_headers.n; i++) {
+		const struct config_header *h = &a->match_headers.v[i];
+		bool found = false;
+
+		for (size_t j = 0; j < b->match_headers.n && !found; j++) {
+			const struct config_header *o = &b->match_headers.v[j];
+
+			found = strcmp(h->name, o->name) == 0 &&
+			    (h->value == NULL || (o->value != NULL &&
+			    strcmp(h->value, o->value) == 0));
+		}
+		if (!found)
+			return false;
+	}
+	return true;
+}
+
 void
 config_warnings(const struct config *cfg,
     void (*warn)(const char *, ...))
@@ -2834,6 +2904,18 @@ config_warnings(const struct config *cfg,
 		    "window to: one upload to a slow backend can fill it",
 		    config_at(cfg, config_later_line(cfg,
 		    "request_buffer_total", "stream_window")));
+	for (size_t j = 1; j < cfg->nroutes; j++)
+		for (size_t i = 0; i < j; i++) {
+			if (!config_route_covers(&cfg->routes[i],
+			    &cfg->routes[j]))
+				continue;
+			warn("%s: route %s is never used: route %s, at %s, "
+			    "comes first and takes every request it would",
+			    config_at(cfg, cfg->routes[j].line),
+			    cfg->routes[j].name, cfg->routes[i].name,
+			    config_at(cfg, cfg->routes[i].line));
+			break;
+		}
 	for (size_t i = 0; i < cfg->nlisteners; i++) {
 		const struct config_listener *l = &cfg->listeners[i];
 

@@ -361,3 +361,53 @@ def test_likely_mistakes_are_warned_about(tmp_path, certificate, extra, key, lin
     # and nothing for the valid file as it is
     p = check(write(tmp_path, valid_lines(*certificate), name="plain.conf"))
     assert p.returncode == 0 and p.stderr == "", p
+
+
+def test_a_route_the_routes_before_it_hide_is_warned_about(tmp_path, certificate):
+    """-t says, at its line, which route no request can reach, and which
+    route before it takes them (by host, wildcard, path prefix, methods
+    and header); a route that takes some requests the other does not is
+    no news. The file is still good."""
+    lines = valid_lines(*certificate) + [
+        "[route api-v1]",                     # 27: after api, under /api/
+        "path_prefix = /api/v1/",
+        "backend = app",
+        "[route wild]",                       # 30
+        "host = *.example.org",
+        "methods = GET HEAD",
+        "header = X-Canary",
+        "backend = app",
+        "[route deeper]",                     # 35: every one wild takes
+        "host = a.b.example.org",
+        "methods = GET",
+        "header = X-Canary: 1",
+        "header = X-Team: web",
+        "backend = app",
+        "[route posts]",                      # 41: a POST, which wild does not take
+        "host = a.example.org",
+        "methods = POST",
+        "header = X-Canary",
+        "backend = app",
+        "[route apex]",                       # 46: not under *.example.org
+        "host = example.org",
+        "backend = other",
+        "[route all]",                        # 49
+        "backend = app",
+        "[route after]",                      # 51
+        "host = other.example",
+        "path_prefix = /x",
+        "backend = app",
+    ]
+    path = write(tmp_path, lines)
+    p = check(path)
+    assert p.returncode == 0 and "configuration OK" in p.stdout, p
+    warned = sorted(l.split(": ", 1)[1] for l in p.stderr.splitlines()
+                    if "is never used" in l)
+    assert warned == [
+        "%s:27: route api-v1 is never used: route api, at %s:24, comes first "
+        "and takes every request it would" % (path, path),
+        "%s:35: route deeper is never used: route wild, at %s:30, comes first "
+        "and takes every request it would" % (path, path),
+        "%s:51: route after is never used: route byhost, at %s:20, comes first "
+        "and takes every request it would" % (path, path),
+    ], p.stderr
