@@ -305,6 +305,9 @@ void		 server_report_tls(struct quic_server *, struct strbuf *, bool);
  */
 int		 server_set_server(struct quic_server *, const char *args,
 		    bool on, struct strbuf *out);
+/* Each route: where it sends requests, how many, their classes, time. */
+void		 server_report_routes(struct quic_server *, struct strbuf *,
+		    bool json);
 void		 server_report_backends(struct quic_server *, struct strbuf *,
 		    bool json);
 

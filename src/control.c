@@ -54,8 +54,8 @@ struct control {
 };
 
 static const char *const control_commands[] = {
-	"stats", "conns", "peers", "tls", "backends", "metrics", "reload",
-	"version", "disable", "enable",
+	"stats", "conns", "peers", "tls", "backends", "routes", "metrics",
+	"reload", "version", "disable", "enable",
 };
 
 bool
@@ -229,6 +229,8 @@ control_dispatch(struct control_client *c)
 		show = ops->tls;
 	else if (strcmp(cmd, "backends") == 0)
 		show = ops->backends;
+	else if (strcmp(cmd, "routes") == 0)
+		show = ops->routes;
 	else if (strcmp(cmd, "metrics") == 0)
 		show = ops->metrics;
 	else if (strcmp(cmd, "version") == 0)

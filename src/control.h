@@ -26,6 +26,7 @@ struct control_ops {
 	void	(*peers)(struct strbuf *out, bool json, void *arg);
 	void	(*tls)(struct strbuf *out, bool json, void *arg);
 	void	(*backends)(struct strbuf *out, bool json, void *arg);
+	void	(*routes)(struct strbuf *out, bool json, void *arg);
 	void	(*metrics)(struct strbuf *out, bool json, void *arg);
 	/*
 	 * 0 when the new configuration took; -1 with its errors in out;

@@ -309,6 +309,16 @@ op_backends(struct strbuf *out, bool json, void *arg)
 }
 
 static void
+op_routes(struct strbuf *out, bool json, void *arg)
+{
+	if (json)
+		strbuf_printf(out, "{");
+	server_report_routes(server, out, json);
+	if (json)
+		strbuf_printf(out, "}\n");
+}
+
+static void
 op_metrics(struct strbuf *out, bool json, void *arg)
 {
 	(void)json;	/* one format only */
@@ -342,6 +352,7 @@ static const struct control_ops ops = {
 	.peers = op_peers,
 	.tls = op_tls,
 	.backends = op_backends,
+	.routes = op_routes,
 	.metrics = op_metrics,
 	.reload = op_reload,
 	.set_server = op_set_server,

@@ -23,8 +23,8 @@
 #define CTL_MAX_READ		(CONTROL_MAX_REPLY + 4096)
 
 static const char *const ctl_commands[] = {
-	"stats", "conns", "peers", "tls", "backends", "metrics", "reload",
-	"version", "disable", "enable",
+	"stats", "conns", "peers", "tls", "backends", "routes", "metrics",
+	"reload", "version", "disable", "enable",
 };
 #define CTL_NCOMMANDS	(sizeof(ctl_commands) / sizeof(ctl_commands[0]))
 
@@ -81,6 +81,7 @@ ctl_usage(FILE *f)
 	    "  peers      the clients with the most connections open\n"
 	    "  tls        each listener's certificates: expiry, host names\n"
 	    "  backends   backend servers: state, requests, failures\n"
+	    "  routes     each route: where to, requests by class, time\n"
 	    "  metrics    the counters in Prometheus's text format\n"
 	    "  reload     reload the configuration (like SIGHUP)\n"
 	    "  version    client and daemon versions\n"

@@ -549,6 +549,71 @@ server_set_server(struct quic_server *srv, const char *args, bool on,
 	return 0;
 }
 
+/* Where a route sends its requests, as one word ("return-503"). */
+static void
+route_to(const struct config *cfg, const struct config_route *r, char *buf,
+    size_t len)
+{
+	if (r->answer != 0)
+		snprintf(buf, len, "%s-%d", r->redirect ? "redirect" : "return",
+		    r->answer);
+	else
+		snprintf(buf, len, "%s", cfg->backends[r->backend].name);
+}
+
+void
+server_report_routes(struct quic_server *srv, struct strbuf *out, bool json)
+{
+	const struct generation *gen = srv->gen;
+	const struct config *cfg = gen->cfg;
+	char to[80];
+	int wname = 16, wto = 16;
+
+	if (json)
+		strbuf_printf(out, "\"routes\":[");
+	else {
+		for (size_t i = 0; i < gen->nroutes; i++) {
+			route_to(cfg, &cfg->routes[i], to, sizeof(to));
+			wname = MAX(wname, (int)strlen(cfg->routes[i].name));
+			wto = MAX(wto, (int)strlen(to));
+		}
+		strbuf_printf(out, "%-*s %-*s %9s %8s %8s %8s %8s %8s %8s "
+		    "%8s\n", wname, "ROUTE", wto, "TO", "REQUESTS", "1XX",
+		    "2XX", "3XX", "4XX", "5XX", "LIMITED", "MEAN_MS");
+	}
+	for (size_t i = 0; i < gen->nroutes; i++) {
+		const struct route_stats *rs = gen->routes[i];
+		double mean = rs->duration.count > 0 ? 1000. *
+		    rs->duration.sum / (double)rs->duration.count : 0.;
+
+		route_to(cfg, &cfg->routes[i], to, sizeof(to));
+		if (!json) {
+			strbuf_printf(out, "%-*s %-*s %9llu", wname, rs->name,
+			    wto, to, (unsigned long long)rs->requests);
+			for (int c = 1; c <= 5; c++)
+				strbuf_printf(out, " %8llu",
+				    (unsigned long long)rs->responses[c]);
+			strbuf_printf(out, " %8llu %8.2f\n",
+			    (unsigned long long)rs->rate_limited, mean);
+			continue;
+		}
+		strbuf_printf(out, "%s{\"name\":", i > 0 ? "," : "");
+		strbuf_json_string(out, rs->name);
+		strbuf_printf(out, ",\"to\":");
+		strbuf_json_string(out, to);
+		strbuf_printf(out, ",\"requests\":%llu,\"responses\":{",
+		    (unsigned long long)rs->requests);
+		for (int c = 1; c <= 5; c++)
+			strbuf_printf(out, "%s\"%dxx\":%llu", c > 1 ? "," : "", c,
+			    (unsigned long long)rs->responses[c]);
+		strbuf_printf(out, "},\"rate_limited\":%llu,"
+		    "\"duration_avg_ms\":%.3f}",
+		    (unsigned long long)rs->rate_limited, mean);
+	}
+	if (json)
+		strbuf_printf(out, "]");
+}
+
 void
 server_report_backends(struct quic_server *srv, struct strbuf *out,
     bool json)
@@ -618,9 +683,9 @@ static const struct stats_row {
 	ROW("quic", "tokens_invalid", tokens_invalid),
 	ROW("quic", "tokens_reused", tokens_reused),
 	GAUGE("quic", "tokens_remembered", tokens_remembered),
+	ROW("quic", "tokens_forgotten", tokens_forgotten),
 	ROW("quic", "tickets_reused", tickets_reused),
 	GAUGE("quic", "tickets_remembered", tickets_remembered),
-	ROW("quic", "tokens_forgotten", tokens_forgotten),
 	ROW("quic", "new_tokens_sent", new_tokens_sent),
 	ROW("quic", "stateless_resets_sent", stateless_resets_sent),
 	ROW("quic", "stateless_resets_limited", stateless_resets_limited),

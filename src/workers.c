@@ -831,7 +831,7 @@ serve(int fd)
 	}
 	if (strcmp(cmd, "stats") == 0)
 		cmd_merged(&out, fwd, json, true);
-	else if (strcmp(cmd, "backends") == 0)
+	else if (strcmp(cmd, "backends") == 0 || strcmp(cmd, "routes") == 0)
 		cmd_merged(&out, fwd, json, false);
 	else if (strcmp(cmd, "metrics") == 0)
 		cmd_metrics(&out, fwd);

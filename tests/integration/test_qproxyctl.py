@@ -18,7 +18,7 @@ import pytest
 from helpers import (SLOW, _global_section, _listener_section, app_sections, h3_get, metric,
                      metrics, qproxy_binary, qproxyctl_binary, wait_until)
 
-COMMANDS = ("stats", "conns", "backends", "metrics", "reload", "version")
+COMMANDS = ("stats", "conns", "backends", "routes", "metrics", "reload", "version")
 
 
 def qproxyctl(args, socket_path):
@@ -376,6 +376,32 @@ def test_usage_errors_exit_2(qp, args):
     assert "usage" in p.stderr.lower(), show(p)
 
 
+def test_routes_shows_each_route(qproxy_factory, backend_app):
+    """qproxyctl routes: each route in file order, where it sends its
+    requests (a backend, or its own answer), and its requests by class,
+    those rate limited and their mean time; in JSON too."""
+    q = qproxy_factory(sections=app_sections(backend_app.tcp_server, routes=[
+        ("route gone", [("path_prefix", "/gone"), ("return", "410")]),
+        ("route old", [("path_prefix", "/old"), ("redirect", "301 /app/")])]))
+    for path in ("/app/bytes/1", "/app/bytes/2", "/app/status/500", "/gone", "/old"):
+        h3_get(q.url(path))
+    p = qproxyctl(["routes"], q.control_socket)
+    assert p.returncode == 0, show(p)
+    lines = p.stdout.splitlines()
+    assert lines[0].split() == ["ROUTE", "TO", "REQUESTS", "1XX", "2XX", "3XX", "4XX",
+                                "5XX", "LIMITED", "MEAN_MS"], p.stdout
+    rows = {l.split()[0]: l.split()[1:] for l in lines[1:]}
+    assert list(rows) == ["app", "gone", "old"], p.stdout
+    assert rows["app"][:8] == ["app", "3", "0", "2", "0", "0", "1", "0"], p.stdout
+    assert rows["gone"][:8] == ["return-410", "1", "0", "0", "0", "1", "0", "0"], p.stdout
+    assert rows["old"][:8] == ["redirect-301", "1", "0", "0", "1", "0", "0", "0"], p.stdout
+    j = json.loads(qproxyctl(["routes", "--json"], q.control_socket).stdout)["routes"]
+    assert [(r["name"], r["to"], r["requests"]) for r in j] == [
+        ("app", "app", 3), ("gone", "return-410", 1), ("old", "redirect-301", 1)]
+    assert j[0]["responses"] == {"1xx": 0, "2xx": 2, "3xx": 0, "4xx": 0, "5xx": 1}
+    assert j[0]["duration_avg_ms"] > 0
+
+
 @pytest.mark.parametrize("word", ["", "frobnicate"])
 def test_usage_error_lists_the_commands(qp, word):
     p = qproxyctl([word], qp.control_socket)
@@ -623,7 +649,7 @@ def test_reload(qproxy_factory, backend_app):
     check = subprocess.run([qproxy_binary(), "-t", "-c", q.conf], capture_output=True,
                            text=True, timeout=10)
     assert check.returncode == 1, check
-    p = qproxyctl(["r"], q.control_socket)
+    p = qproxyctl(["rel"], q.control_socket)
     assert p.returncode == 1, show(p)
     assert p.stderr.startswith("qproxyctl: reload refused\n"), show(p)
     assert "%s:" % q.conf in p.stderr and "loudest" in p.stderr, show(p)

@@ -65,12 +65,22 @@ def test_workers_share_the_connections(qproxy_factory, backend_app):
     assert st["listeners"][0]["connections_total"] == st["connections"]["total"]
     assert st["backends"][0]["servers"][0]["requests"] == sum(
         w["backends"][0]["servers"][0]["requests"] for w in each)
+    # and routes: counts added up, a route's backend named once
+    routes = json.loads(qproxyctl(q, "routes", "--json").stdout)["routes"]
+    each_routes = [json.loads(subprocess.run(
+        [qproxyctl_binary(), "-s", "%s.%d" % (q.control_socket, i), "routes", "--json"],
+        capture_output=True, text=True, check=True).stdout)["routes"] for i in range(N)]
+    assert routes[0]["to"] == "app"
+    assert routes[0]["requests"] == sum(w[0]["requests"] for w in each_routes) >= n
+    text = qproxyctl(q, "routes").stdout
+    assert text.startswith("ROUTE ") and text.splitlines()[1].split()[:3] == [
+        "app", "app", str(routes[0]["requests"])], text
     # the text form too
     text = qproxyctl(q, "stats").stdout
     assert text.startswith("workers      count 2, running 2, answered 2, restarts 0\n"), text
     assert "2xx %d," % st["requests"]["2xx"] in text, text
     # every command answers through the supervisor
-    for cmd in ("conns", "peers", "tls", "backends", "version"):
+    for cmd in ("conns", "peers", "tls", "backends", "routes", "version"):
         for extra in ([], ["--json"]):
             p = qproxyctl(q, cmd, *extra)
             assert p.returncode == 0, (cmd, p.stderr)

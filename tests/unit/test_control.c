@@ -54,7 +54,8 @@ static void
 test_parse(void)
 {
 	static const char *const cmds[] = {
-		"stats", "conns", "peers", "tls", "backends", "reload", "version",
+		"stats", "conns", "peers", "tls", "backends", "routes", "reload",
+		"version",
 	};
 	char line[2048];
 	const char *cmd, *err, *args;
