@@ -378,6 +378,8 @@ static const struct config_key config_keys[] = {
 	    0, 0, NULL, 0, NOF },
 	{ SECT_ROUTE, "redirect", config_set_answer,
 	    1, 0, NULL, 0, NOF },
+	{ SECT_ROUTE, "read_timeout", config_set_duration,
+	    0, DURATION_MAX, "0", 0, F(config_route, read_timeout) },
 	{ SECT_ROUTE, "max_body_size", config_set_size,
 	    0, 1024 * GB, "0", 0, F(config_route, max_body_size) },
 	{ SECT_ROUTE, "allow", config_set_acl,

@@ -162,6 +162,7 @@ struct config_route {
 	size_t		 nacl;
 	double		 request_rate;	/* all clients', a second; 0: none */
 	uint64_t	 request_burst;	/* 0: a second's worth */
+	double		 read_timeout;	/* seconds; 0: the backend's */
 };
 
 /*

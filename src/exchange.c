@@ -924,6 +924,14 @@ route_may_request(const struct exchange *ex, unsigned int *after)
 	return false;
 }
 
+/* The route's read_timeout, or its backend's. */
+static double
+ex_read_timeout(const struct exchange *ex)
+{
+	return ex->route->read_timeout > 0 ? ex->route->read_timeout :
+	    upstream_backend(ex_pools(ex), ex->backend)->read_timeout;
+}
+
 /* balance = client_hash: the client's (its address, or its /64) */
 static uint64_t
 ex_client_hash(const struct exchange *ex)
@@ -1332,8 +1340,7 @@ ex_body_end(struct exchange *ex)
 		 * when the backend had taken all but the FIN.
 		 */
 		if (!ex->head_done)
-			ex_arm_timer(ex, upstream_backend(ex_pools(ex),
-			    ex->backend)->read_timeout);
+			ex_arm_timer(ex, ex_read_timeout(ex));
 		ex_write(ex);
 	}
 }
@@ -1516,7 +1523,7 @@ ex_connected(struct exchange *ex)
 	if (b->max_fails == 0 || ex->server->ctr->fails_in_row < b->max_fails)
 		ex->server->ctr->state = UPSTREAM_UP;
 	ex->forwarded = ev_now(ex_loop(ex));
-	ex_arm_timer(ex, b->read_timeout);
+	ex_arm_timer(ex, ex_read_timeout(ex));
 	ev_io_start(ex_loop(ex), &ex->uc->rio);
 	ex_write(ex);
 }
@@ -1765,8 +1772,7 @@ ex_write_out(struct exchange *ex)
 		 */
 		if (!ex->head_done)
 			ex_arm_timer(ex, !ex->req_fin && ex->out.len == 0 ?
-			    ex_cfg(ex)->idle_timeout : upstream_backend(
-			    ex_pools(ex), ex->backend)->read_timeout);
+			    ex_cfg(ex)->idle_timeout : ex_read_timeout(ex));
 	}
 	ev_io_stop(ex_loop(ex), &ex->uc->wio);
 	if (ex->req_fin)
@@ -2053,8 +2059,6 @@ static void
 ex_parse_rbuf(struct exchange *ex)
 {
 	static struct log_limit bad_framing;
-	const struct config_backend *b =
-	    upstream_backend(ex_pools(ex), ex->backend);
 	const uint8_t *data;
 	size_t consumed, datalen;
 	enum http1_body_status st;
@@ -2111,7 +2115,7 @@ ex_parse_rbuf(struct exchange *ex)
 		memmove(ex->rbuf, ex->rbuf + n, ex->rlen - (size_t)n);
 		ex->rlen -= (size_t)n;
 		/* from now on read_timeout bounds silence mid-body */
-		ex_arm_timer(ex, b->read_timeout);
+		ex_arm_timer(ex, ex_read_timeout(ex));
 	}
 
 	consumed = 0;

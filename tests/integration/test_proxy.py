@@ -635,6 +635,26 @@ def test_route_methods(qproxy_factory, backend_app):
     assert backend_app.count == before + 3
 
 
+def test_route_read_timeout(qproxy_factory, backend_app):
+    """A route's read_timeout, in place of its backend's: a response that
+    takes 600 ms gets 504 on the route that waits 200 ms for it, and
+    comes whole on the route that keeps the backend's."""
+    def sections(port, cert, key):
+        return [("listener main", [("address", "127.0.0.1:%d" % port),
+                                   ("certificate", cert), ("private_key", key)]),
+                ("backend app", [("server", backend_app.tcp_server),
+                                 ("read_timeout", "30s")]),
+                ("route quick", [("path_prefix", "/quick/"), ("strip_prefix", "on"),
+                                 ("read_timeout", "200ms"), ("backend", "app")]),
+                ("route app", [("path_prefix", "/app/"), ("backend", "app")])]
+    q = qproxy_factory(sections=sections)
+    r = h3_get(q.url("/quick/bytes/10?wait=600"))
+    assert r.status == 504, r
+    assert r.elapsed < 0.6 + 0.5 * SLOW, r.elapsed
+    r = h3_get(q.url("/app/bytes/10?wait=600"))
+    assert (r.status, r.body) == (200, expected_body(10))
+
+
 def test_route_by_header(qproxy_factory, backend_app, backend_other):
     """header: a route takes only the requests that have its fields (the
     value whole, any of the fields of that name; a name alone for any
