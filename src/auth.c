@@ -241,7 +241,7 @@ auth_crypt_matches(const char *hash, const char *pass)
 
 enum auth_result
 auth_check(const struct auth_users *u, const char *value,
-    bool (*may_check)(void *), void *arg, bool *checked)
+    bool (*may_check)(void *), void *arg, bool *checked, const char **who)
 {
 	uint8_t cred[AUTH_CRED_MAX + 1], d[WC_SHA256_DIGEST_SIZE];
 	word32 credlen = AUTH_CRED_MAX;
@@ -278,8 +278,10 @@ auth_check(const struct auth_users *u, const char *value,
 		return AUTH_FAIL;
 	slot = auth_slot(d);
 	if (auth_cache.used[slot] &&
-	    auth_equal(auth_cache.slot[slot], d, sizeof(d)))
+	    auth_equal(auth_cache.slot[slot], d, sizeof(d))) {
+		*who = user->name;
 		return AUTH_PASS;
+	}
 	if (!may_check(arg))
 		return AUTH_BUSY;
 	*checked = true;
@@ -287,5 +289,6 @@ auth_check(const struct auth_users *u, const char *value,
 		return AUTH_FAIL;
 	memcpy(auth_cache.slot[slot], d, sizeof(d));
 	auth_cache.used[slot] = true;
+	*who = user->name;
 	return AUTH_PASS;
 }

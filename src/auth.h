@@ -50,9 +50,11 @@ enum auth_result {
 /*
  * An Authorization field's value (NULL: none) against the users. A check
  * of a hash is made only when may_check(arg) says so, which takes it from
- * the caller's budget; *checked says whether one was.
+ * the caller's budget; *checked says whether one was. On AUTH_PASS, *user
+ * is the user's name, in users.
  */
 enum auth_result auth_check(const struct auth_users *, const char *value,
-	    bool (*may_check)(void *), void *arg, bool *checked);
+	    bool (*may_check)(void *), void *arg, bool *checked,
+	    const char **user);
 
 #endif

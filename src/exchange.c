@@ -102,6 +102,8 @@ struct exchange {
 	ev_tstamp		 forwarded;	/* backend connection ready */
 	double			 backend_time;	/* to its response head; or
 						   -1 */
+	const char		*user;		/* auth_basic_file's, in the
+						   configuration; or NULL */
 
 	/* client -> backend */
 	struct bufq		 hold;		/* raw body, before forwarding */
@@ -1013,7 +1015,7 @@ ex_authorized(struct exchange *ex)
 	bool checked;
 
 	switch (auth_check(r->auth, request_field(&ex->req, "authorization"),
-	    auth_may_check, ex, &checked)) {
+	    auth_may_check, ex, &checked, &ex->user)) {
 	case AUTH_PASS:
 		stats.auth_passed++;
 		stats.auth_checks += checked;
@@ -2799,6 +2801,8 @@ ex_log(struct exchange *ex)
 	e.quic_version = ngtcp2_conn_get_negotiated_version(ex->qc->conn);
 	e.request_id = ex->id[0] != '\0' ? ex->id : NULL;
 	e.route = ex->route != NULL ? ex->route->name : NULL;
+	/* only for a request let in: the name is a user's of the file */
+	e.user = ex->user;
 	e.backend_time = ex->backend_time;
 	access_log_write(&e);
 	free(authority);

@@ -717,6 +717,23 @@ access_put_field(char *buf, size_t cap, size_t *pos, const char *before,
 	*pos += access_esc(buf + *pos, max, s, esc_space);
 }
 
+/* A JSON member ",\"key\":\"s\"", s escaped; null when s is NULL. */
+static void
+access_put_string(char *buf, size_t cap, size_t *pos, const char *key,
+    const char *s, size_t max)
+{
+	char	 before[32];
+
+	snprintf(before, sizeof(before), ",\"%s\":%s", key,
+	    s != NULL ? "\"" : "null");
+	if (s == NULL) {
+		access_put(buf, cap, pos, before);
+		return;
+	}
+	access_put_field(buf, cap, pos, before, s, max, 1);
+	access_put(buf, cap, pos, "\"");
+}
+
 static void
 access_write_failed(void)
 {
@@ -776,11 +793,10 @@ access_log_write(const struct access_entry *e)
 		snprintf(num, sizeof(num), "\",\"quic_version\":\"0x%x\"",
 		    e->quic_version);
 		access_put(tail, sizeof(tail), &tlen, num);
-		if (e->route != NULL)
-			access_put_field(tail, sizeof(tail), &tlen,
-			    ",\"route\":\"", e->route, 256, 1);
-		access_put(tail, sizeof(tail), &tlen, e->route != NULL ?
-		    "\"" : ",\"route\":null");
+		access_put_string(tail, sizeof(tail), &tlen, "route", e->route,
+		    256);
+		access_put_string(tail, sizeof(tail), &tlen, "user", e->user,
+		    256);
 		if (e->backend_time >= 0 && e->backend_time < 1e9)
 			snprintf(num, sizeof(num), ",\"backend_time\":%.3f",
 			    e->backend_time);

@@ -102,9 +102,11 @@ struct access_entry {
 	const char	*backend;	/* server as configured, or "-" */
 	unsigned	 quic_version;
 	const char	*request_id;	/* NULL: request_id_header is off */
-	/* JSON only: the route that took it, the seconds its backend took
-	   to the response head (NULL, negative: none) */
+	/* JSON only: the route that took it, the user its auth_basic_file
+	   let in, the seconds its backend took to the response head (NULL,
+	   negative: none) */
 	const char	*route;
+	const char	*user;
 	double		 backend_time;
 };
 

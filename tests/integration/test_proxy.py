@@ -3,6 +3,7 @@
 Most tests share one qproxy instance (fixture `qp`, see conftest.py for its
 routes) in front of the test backends of backend.py."""
 
+import json
 import os
 import re
 import signal
@@ -572,8 +573,11 @@ def test_route_basic_auth(qproxy_factory, backend_app, tmp_path):
                               capture_output=True, text=True).stdout.strip()
     users.write_text("# staging\nalice:%s\nbob:%s\n" % (hashed("s3cret"), hashed("hunter2")))
 
+    log = tmp_path / "access.log"
+
     def sections(port, cert, key):
-        return [("global", [("auth_check_rate", "1/m")]),
+        return [("global", [("auth_check_rate", "1/m"), ("access_log", str(log)),
+                            ("access_log_format", "json")]),
                 ("listener main", [("address", "127.0.0.1:%d" % port),
                                    ("certificate", cert), ("private_key", key)]),
                 ("backend app", [("server", backend_app.tcp_server)]),
@@ -600,6 +604,14 @@ def test_route_basic_auth(qproxy_factory, backend_app, tmp_path):
     assert h3_get(q.url("/open/bytes/5")).status == 200
     st = stats(q)["auth"]
     assert (st["passed"], st["failed"], st["checks"], st["throttled"]) == (2, 2, 1, 1), st
+    # the JSON access log names the user let in, and only that one
+    wait_until(lambda: len(log.read_text().splitlines()) >= 7, "the access log lines")
+    seen = [(e["path"], e["status"], e["user"]) for e in
+            map(json.loads, log.read_text().splitlines())
+            if not e["path"].startswith("/.qproxy")]
+    assert seen == [("/app/echo-headers", 401, None), ("/app/echo-headers", 401, None),
+                     ("/app/echo-headers", 200, "alice"), ("/app/echo-headers", 503, None),
+                     ("/app/bytes/5", 200, "alice"), ("/open/bytes/5", 200, None)], seen
 
     users.write_text("bob:%s\n" % hashed("hunter2"))
     assert qproxyctl(q, "reload").returncode == 0

@@ -76,8 +76,10 @@ static int
 test_result(const struct auth_users *u, const char *value, bool allow,
     bool *checked)
 {
+	const char *user;
+
 	test_allow = allow;
-	return (int)auth_check(u, value, test_may_check, NULL, checked);
+	return (int)auth_check(u, value, test_may_check, NULL, checked, &user);
 }
 
 static void
