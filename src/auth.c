@@ -36,13 +36,30 @@ auth_users_free(struct auth_users *u)
 	u->n = 0;
 }
 
-/* Why crypt(3) will not take a hash, or NULL when it will. */
+/*
+ * Why a hash is refused, or NULL when crypt(3) takes it at a cost the one
+ * loop can pay: a check is made on it, with every client waiting.
+ */
 static const char *
 auth_hash_refused(const char *hash)
 {
+	unsigned long cost;
+
 	switch (crypt_checksalt(hash)) {
 	case CRYPT_SALT_OK:
 	case CRYPT_SALT_TOO_CHEAP:
+		/* bcrypt: "$2b$NN$", 2^NN rounds */
+		if (hash[0] == '$' && hash[1] == '2' && hash[3] == '$' &&
+		    (cost = strtoul(hash + 4, NULL, 10)) > AUTH_BCRYPT_COST_MAX)
+			return "a bcrypt cost above 12 (each check takes "
+			    "hundreds of milliseconds, with every client "
+			    "waiting): make it again with htpasswd -B -C 10";
+		/* SHA crypt: "$6$rounds=N$" */
+		if ((strncmp(hash, "$5$rounds=", 10) == 0 ||
+		    strncmp(hash, "$6$rounds=", 10) == 0) &&
+		    strtoul(hash + 10, NULL, 10) > AUTH_SHA_ROUNDS_MAX)
+			return "more than 100000 SHA crypt rounds (each check "
+			    "takes too long, with every client waiting)";
 		return NULL;
 	case CRYPT_SALT_METHOD_LEGACY:
 		return "an old, weak kind of hash (DES or MD5 crypt): make it "
@@ -266,13 +283,26 @@ auth_check(const struct auth_users *u, const char *value,
 	cred[credlen] = '\0';
 	/* a password with a NUL in it would be cut short by crypt(3) */
 	if (memchr(cred, '\0', credlen) != NULL ||
-	    (colon = strchr((char *)cred, ':')) == NULL)
+	    (colon = strchr((char *)cred, ':')) == NULL ||
+	    colon == (char *)cred)	/* no user has no name */
 		return AUTH_FAIL;
 	*colon = '\0';
 	key.name = (char *)cred;
 	if ((user = bsearch(&key, u->v, u->n, sizeof(*u->v),
-	    auth_user_cmp)) == NULL)
+	    auth_user_cmp)) == NULL) {
+		/*
+		 * A name not in the file costs what a user's does, a check
+		 * (of another user's hash) from the budget, so that neither
+		 * the time nor a 503 tells which names are there.
+		 */
+		if (u->n == 0)
+			return AUTH_FAIL;
+		if (!may_check(arg))
+			return AUTH_BUSY;
+		*checked = true;
+		(void)auth_crypt_matches(u->v[0].hash, colon + 1);
 		return AUTH_FAIL;
+	}
 	if (auth_digest(user->hash, colon + 1,
 	    credlen - (size_t)(colon + 1 - (char *)cred), d) == -1)
 		return AUTH_FAIL;

@@ -20,6 +20,8 @@
 #define AUTH_USERS_MAX	100000
 #define AUTH_CACHE	1024		/* passwords remembered as good */
 #define AUTH_CRED_MAX	1024		/* bytes of "name:password" */
+#define AUTH_BCRYPT_COST_MAX	12	/* 2^12 rounds: about 250 ms */
+#define AUTH_SHA_ROUNDS_MAX	100000
 
 struct auth_user {
 	char	*name;

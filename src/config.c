@@ -293,7 +293,7 @@ static const struct config_key config_keys[] = {
 	{ SECT_GLOBAL, "error_page", config_set_error_page,
 	    0, 0, NULL, KEY_REPEAT, F(config, error_pages) },
 	{ SECT_GLOBAL, "auth_check_rate", config_set_rate,
-	    1, 1000000, "20", 0, F(config, auth_check_rate) },
+	    1, 1000000, "5", 0, F(config, auth_check_rate) },
 	{ SECT_GLOBAL, "secret_file", config_set_path,
 	    0, 0, "/var/lib/qproxy/secret", 0, F(config, secret_file) },
 	{ SECT_GLOBAL, "retry_threshold", config_set_count,

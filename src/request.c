@@ -636,6 +636,16 @@ request_field(const struct request *r, const char *name)
 	return NULL;
 }
 
+size_t
+request_field_count(const struct request *r, const char *name)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < r->nfields; i++)
+		n += strcmp(fname(r, (int)i), name) == 0;
+	return n;
+}
+
 bool
 request_has_field(const struct request *r, const char *name,
     const char *value)

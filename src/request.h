@@ -87,6 +87,8 @@ const char *request_sent_path(const struct request *, size_t skip,
 const char *request_method(const struct request *);
 /* A field's value by (lowercase) name, the first one; NULL when absent. */
 const char *request_field(const struct request *, const char *name);
+/* How many fields of that (lowercase) name it has. */
+size_t	request_field_count(const struct request *, const char *name);
 /* Whether a field of that (lowercase) name has this value, or any when
    value is NULL. */
 bool	request_has_field(const struct request *, const char *name,

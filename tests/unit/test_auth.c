@@ -106,6 +106,13 @@ test_load_errors(void)
 		    "crypt)" },
 		{ "bob:$6$abc$def\nalice:$6$abc$def\nbob:$6$x$y\n",
 		    "\"users\": user \"bob\" is there twice" },
+		{ "a:$2b$13$abcdefghijklmnopqrstuu5Ms9IZA2xLhcIvY4wVXXYwb1aH/eCdu\n",
+		    "users:1: user \"a\": a bcrypt cost above 12 (each check "
+		    "takes hundreds of milliseconds, with every client "
+		    "waiting): make it again with htpasswd -B -C 10" },
+		{ "a:$6$rounds=100001$salt$abc\n",
+		    "users:1: user \"a\": more than 100000 SHA crypt rounds "
+		    "(each check takes too long, with every client waiting)" },
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -180,14 +187,19 @@ test_checks_and_cache(void)
 	CHECK_EQ_INT(test_result(&u, "Basic !!!!", true, &checked), AUTH_FAIL);
 	CHECK_EQ_INT(test_result(&u, test_basic("zed", 3), true, &checked),
 	    AUTH_FAIL);
-	CHECK_EQ_INT(test_result(&u, test_basic("carol:hunter2", 13), true,
-	    &checked), AUTH_FAIL);
 	CHECK_EQ_INT(test_result(&u, test_basic(":hunter2", 8), true,
 	    &checked), AUTH_FAIL);
 	/* crypt(3) would end the password at the NUL: "hunter2\0x" fails */
 	CHECK_EQ_INT(test_result(&u, test_basic("zed:hunter2\0x", 13), true,
 	    &checked), AUTH_FAIL);
 	CHECK_EQ_INT(test_checks, 0);
+	/* a name not in the file costs a check too, and 503 without one */
+	CHECK_EQ_INT(test_result(&u, test_basic("carol:hunter2", 13), false,
+	    &checked), AUTH_BUSY);
+	CHECK_EQ_INT(test_result(&u, test_basic("carol:hunter2", 13), true,
+	    &checked), AUTH_FAIL);
+	CHECK(checked);
+	CHECK_EQ_INT(test_checks, 2);
 	auth_users_free(&u);
 
 	/* a new hash for the same password (a reload): checked again */
