@@ -1,20 +1,18 @@
 /* auth.c: HTTP Basic authentication against a file of users. */
-#include <sys/stat.h>
 #include <crypt.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <unistd.h>
 
 #include <wolfssl/options.h>
 #include <wolfssl/wolfcrypt/coding.h>
 #include <wolfssl/wolfcrypt/sha256.h>
 
 #include "auth.h"
+#include "file.h"
 #include "rng.h"
 
 static int
@@ -129,38 +127,14 @@ int
 auth_users_load(const char *path, struct auth_users *u, char *err,
     size_t errlen)
 {
-	struct stat st;
-	char *buf = NULL, *line, *next, why[256];
-	size_t len = 0, lineno = 0;
-	ssize_t r;
-	int fd;
+	char *buf, *line, *next, why[256];
+	size_t len, lineno = 0;
 
 	memset(u, 0, sizeof(*u));
-	if ((fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) == -1 ||
-	    fstat(fd, &st) == -1) {
-		snprintf(err, errlen, "cannot open \"%s\": %s", path,
-		    strerror(errno));
-		if (fd != -1)
-			close(fd);
+	if (file_read(path, AUTH_FILE_MAX, &buf, &len) == -1) {
+		file_error(err, errlen, path, AUTH_FILE_MAX);
 		return -1;
 	}
-	if (!S_ISREG(st.st_mode) || st.st_size > AUTH_FILE_MAX) {
-		snprintf(err, errlen, "\"%s\": %s", path, !S_ISREG(st.st_mode) ?
-		    "not a regular file" : "larger than 1m");
-		close(fd);
-		return -1;
-	}
-	if ((buf = malloc((size_t)st.st_size + 1)) == NULL) {
-		snprintf(err, errlen, "%s", strerror(errno));
-		close(fd);
-		return -1;
-	}
-	while (len < (size_t)st.st_size &&
-	    ((r = read(fd, buf + len, (size_t)st.st_size - len)) > 0 ||
-	    (r == -1 && errno == EINTR)))
-		len += r > 0 ? (size_t)r : 0;
-	close(fd);
-	buf[len] = '\0';
 	if (memchr(buf, '\0', len) != NULL) {
 		snprintf(err, errlen, "\"%s\": not a text file", path);
 		goto fail;

@@ -32,6 +32,7 @@
 #include "bytes.h"
 #include "cid.h"
 #include "config.h"
+#include "file.h"
 #include "log.h"
 #include "route.h"
 
@@ -1581,11 +1582,9 @@ config_read_page(struct config_parser *p, const struct config_key *k,
     const char *path)
 {
 	struct config_page_file	*f;
-	struct stat		 st;
 	const char		*type = NULL;
+	char			 err[512];
 	size_t			 plen = strlen(path), n;
-	ssize_t			 r;
-	int			 fd;
 
 	for (size_t i = 0; i < nitems(config_page_types); i++) {
 		n = strlen(config_page_types[i].suffix);
@@ -1599,35 +1598,17 @@ config_read_page(struct config_parser *p, const struct config_key *k,
 		    k->name, path);
 		return NULL;
 	}
-	if ((fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) == -1 ||
-	    fstat(fd, &st) == -1) {
-		config_error(p, p->line, "%s: cannot open \"%s\": %s",
-		    k->name, path, strerror(errno));
-		if (fd != -1)
-			close(fd);
-		return NULL;
-	}
-	if (!S_ISREG(st.st_mode) || st.st_size > CONFIG_PAGE_MAX) {
-		config_error(p, p->line, "%s: \"%s\": %s", k->name, path,
-		    !S_ISREG(st.st_mode) ? "not a regular file" :
-		    "larger than 64k");
-		close(fd);
-		return NULL;
-	}
-	if ((f = calloc(1, sizeof(*f))) == NULL ||
-	    (f->body = malloc(MAX((size_t)st.st_size, 1))) == NULL) {
-		free(f);
-		close(fd);
+	if ((f = calloc(1, sizeof(*f))) == NULL) {
 		p->oom = true;
 		return NULL;
 	}
+	if (file_read(path, CONFIG_PAGE_MAX, &f->body, &f->len) == -1) {
+		file_error(err, sizeof(err), path, CONFIG_PAGE_MAX);
+		config_error(p, p->line, "%s: %s", k->name, err);
+		free(f);
+		return NULL;
+	}
 	f->type = type;
-	/* as large as it was when looked at: one that grew is cut there */
-	while (f->len < (size_t)st.st_size &&
-	    ((r = read(fd, f->body + f->len, (size_t)st.st_size - f->len)) > 0 ||
-	    (r == -1 && errno == EINTR)))
-		f->len += r > 0 ? (size_t)r : 0;
-	close(fd);
 	return f;
 }
 

@@ -1,14 +1,11 @@
 /* tls.c: wolfSSL for QUIC: contexts per listener, a session per connection. */
 #include <ctype.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 #include <sys/random.h>
-#include <sys/stat.h>
 
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
@@ -21,6 +18,7 @@
 #include <ngtcp2/ngtcp2_crypto_wolfssl.h>
 
 #include "config.h"
+#include "file.h"
 #include "log.h"
 #include "replay.h"
 #include "stats.h"
@@ -364,42 +362,13 @@ static char *
 read_pem(const char *what, const char *path, size_t *lenp, char *err,
     size_t errlen)
 {
-	struct stat st;
-	char *buf = NULL;
-	size_t len = 0;
-	ssize_t n;
-	int fd;
+	char *buf;
 
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1 ||
-	    fstat(fd, &st) == -1)
-		goto fail;
-	if (!S_ISREG(st.st_mode) || st.st_size > TLS_FILE_MAX) {
-		errno = S_ISREG(st.st_mode) ? EFBIG : EINVAL;
-		goto fail;
+	if (file_read(path, TLS_FILE_MAX, &buf, lenp) == -1) {
+		snprintf(err, errlen, "%s %s: %s", what, path, strerror(errno));
+		return NULL;
 	}
-	if ((buf = malloc((size_t)st.st_size + 1)) == NULL)
-		goto fail;
-	while (len < (size_t)st.st_size) {
-		n = read(fd, buf + len, (size_t)st.st_size - len);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			if (n == 0)
-				errno = EIO;	/* shortened while read */
-			goto fail;
-		}
-		len += (size_t)n;
-	}
-	close(fd);
-	buf[len] = '\0';
-	*lenp = len;
 	return buf;
-fail:
-	snprintf(err, errlen, "%s %s: %s", what, path, strerror(errno));
-	if (fd != -1)
-		close(fd);
-	free_secret(buf, len);
-	return NULL;
 }
 
 /* A certificate's DNS name, as kept for matching; NULL if it is none. */
