@@ -566,6 +566,29 @@ ex_new_id(char id[EX_ID_LEN + 1])
 	    (unsigned long long)prefix, (unsigned long long)x);
 }
 
+/*
+ * The end of a final response head, qproxy's or a backend's: the route's
+ * set_response_header fields that have a value (set may be NULL), then the
+ * request's ID. nva has room for them; the new count is returned.
+ */
+static size_t
+ex_nva_finish(const struct exchange *ex, const struct config_headers *set,
+    nghttp3_nv *nva, size_t n)
+{
+	const char *idh = ex_cfg(ex)->request_id_header;
+
+	for (size_t i = 0; set != NULL && i < set->n; i++)
+		if (set->v[i].valuelen > 0)
+			nva[n++] = (nghttp3_nv){ (uint8_t *)set->v[i].name,
+			    (uint8_t *)set->v[i].value, set->v[i].namelen,
+			    set->v[i].valuelen, NGHTTP3_NV_FLAG_NONE };
+	if (idh != NULL && ex->id[0] != '\0')
+		nva[n++] = (nghttp3_nv){ (uint8_t *)(uintptr_t)idh,
+		    (uint8_t *)(uintptr_t)ex->id, strlen(idh), EX_ID_LEN,
+		    NGHTTP3_NV_FLAG_NONE };
+	return n;
+}
+
 /* An answer from qproxy itself, not from a backend. */
 struct answer {
 	int		 status;
@@ -582,8 +605,7 @@ struct answer {
 static void
 ex_answer(struct exchange *ex, const struct answer *a)
 {
-	const char *idh = ex_cfg(ex)->request_id_header, *body = a->body,
-	    *type = "text/plain; charset=utf-8";
+	const char *body = a->body, *type = "text/plain; charset=utf-8";
 	const struct config_headers *set = a->set != NULL && a->set->n > 0 ?
 	    a->set : NULL;
 	const struct config_page_file *page;
@@ -650,15 +672,7 @@ ex_answer(struct exchange *ex, const struct answer *a)
 		    (uint8_t *)after, 11, strlen(after),
 		    NGHTTP3_NV_FLAG_NONE };
 	}
-	for (size_t i = 0; set != NULL && i < set->n; i++)
-		if (set->v[i].valuelen > 0)
-			nva[nnv++] = (nghttp3_nv){ (uint8_t *)set->v[i].name,
-			    (uint8_t *)set->v[i].value, set->v[i].namelen,
-			    set->v[i].valuelen, NGHTTP3_NV_FLAG_NONE };
-	if (idh != NULL && ex->id[0] != '\0')
-		nva[nnv++] = (nghttp3_nv){ (uint8_t *)(uintptr_t)idh,
-		    (uint8_t *)ex->id,
-		    strlen(idh), EX_ID_LEN, NGHTTP3_NV_FLAG_NONE };
+	nnv = ex_nva_finish(ex, set, nva, nnv);
 	bufq_free(&ex->resp_body);
 	ex_mem_update(ex);
 	if (!(ex->req.flags & REQ_F_HEAD) && blen > 0) {
@@ -1999,15 +2013,8 @@ ex_submit_head(struct exchange *ex, const struct http1_response *r,
 		    h->value, h->namelen, h->valuelen, NGHTTP3_NV_FLAG_NONE };
 		np += h->namelen;
 	}
-	for (size_t i = 0; set != NULL && i < set->n; i++)
-		if (set->v[i].valuelen > 0)
-			nva[n++] = (nghttp3_nv){ (uint8_t *)set->v[i].name,
-			    (uint8_t *)set->v[i].value, set->v[i].namelen,
-			    set->v[i].valuelen, NGHTTP3_NV_FLAG_NONE };
-	if (idlen > 0)
-		nva[n++] = (nghttp3_nv){ (uint8_t *)(uintptr_t)idh,
-		    (uint8_t *)ex->id,
-		    idlen, EX_ID_LEN, NGHTTP3_NV_FLAG_NONE };
+	if (!informational)
+		n = ex_nva_finish(ex, set, nva, n);
 	/*
 	 * Content-Length, repeats and lists ("5, 5") made one value (RFC 9110
 	 * 8.6); none with chunked framing, where it is not to be trusted, nor

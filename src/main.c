@@ -298,24 +298,28 @@ op_tls(struct strbuf *out, bool json, void *arg)
 	server_report_tls(server, out, json);
 }
 
+/* A report written as a JSON member ("backends":[...]), in an object. */
 static void
-op_backends(struct strbuf *out, bool json, void *arg)
+op_object(struct strbuf *out, bool json,
+    void (*report)(struct quic_server *, struct strbuf *, bool))
 {
 	if (json)
 		strbuf_printf(out, "{");
-	server_report_backends(server, out, json);
+	report(server, out, json);
 	if (json)
 		strbuf_printf(out, "}\n");
 }
 
 static void
+op_backends(struct strbuf *out, bool json, void *arg)
+{
+	op_object(out, json, server_report_backends);
+}
+
+static void
 op_routes(struct strbuf *out, bool json, void *arg)
 {
-	if (json)
-		strbuf_printf(out, "{");
-	server_report_routes(server, out, json);
-	if (json)
-		strbuf_printf(out, "}\n");
+	op_object(out, json, server_report_routes);
 }
 
 static void

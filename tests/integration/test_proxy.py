@@ -397,24 +397,13 @@ def test_route_allow_and_deny(qproxy_factory, backend_app):
     before = backend_app.count
     for source, status in (("127.0.0.1", 200), ("127.0.0.2", 200), ("127.0.0.3", 403),
                            ("127.0.0.4", 403)):
-        c, col = make_easy(q.url("/app/bytes/10"), source=source)
-        try:
-            c.perform()
-            col.finish(c)
-        finally:
-            c.close()
-        assert col.resp.status == status, (source, col.resp.status)
+        r = h3_get(q.url("/app/bytes/10"), source=source)
+        assert r.status == status, (source, r.status)
         if status == 403:
-            assert col.resp.body == b"403 Forbidden\n"
+            assert r.body == b"403 Forbidden\n"
     assert backend_app.count == before + 2
     assert stats(q)["requests"]["forbidden"] == 2
-    c, col = make_easy(q.url("/open/bytes/10"), source="127.0.0.4")
-    try:
-        c.perform()
-        col.finish(c)
-    finally:
-        c.close()
-    assert col.resp.status == 200
+    assert h3_get(q.url("/open/bytes/10"), source="127.0.0.4").status == 200
 
 
 def _answering_proxy(qproxy_factory, backend_app):
@@ -716,14 +705,7 @@ def test_balance_client_hash(qproxy_factory, backend_app, backend_other):
     q = qproxy_factory(sections=sections)
 
     def server_of(source):
-        c, col = make_easy(q.url("/echo-headers"), source=source)
-        try:
-            c.perform()
-            col.finish(c)
-        finally:
-            c.close()
-        col.resp.body = b"".join(col.chunks)
-        return col.resp.json()["backend"]
+        return h3_get(q.url("/echo-headers"), source=source).json()["backend"]
     sources = ["127.0.0.%d" % i for i in range(1, 11)]
     first = {s: server_of(s) for s in sources}
     assert set(first.values()) == {"app", "other"}, first
