@@ -1670,7 +1670,7 @@ ex_try_server(struct exchange *ex)
 	for (; ; ex->attempt++) {
 		ex->server = upstream_pick(ex_pools(ex), ex->backend,
 		    &ex->first_server, ex->attempt, &nservers,
-		    ex->attempt == 0 ? ex_client_hash(ex) : 0);
+		    ex_client_hash(ex));
 		if (ex->attempt >= nservers) {
 			if (full)	/* one woken keeps its place */
 				ex_queue(ex, ex->woken);

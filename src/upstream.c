@@ -371,6 +371,53 @@ client_score(const struct upstream_server *sv, uint64_t client, bool weighted)
 }
 
 /*
+ * client_hash, attempt past the first: the client's next server in its
+ * own order (the servers not marked backup first, each group by
+ * client_score; the first taken left out), so that the clients of a
+ * server that fails spread over the others as they would if it were
+ * gone, instead of all going to the one after it in the list.
+ */
+static bool
+hash_before(const struct upstream_server *a, double as,
+    const struct upstream_server *b, double bs)
+{
+	if (a->cfg->backup != b->cfg->backup)
+		return b->cfg->backup;
+	return as > bs;
+}
+
+static size_t
+hash_next(const struct upstream_pool *p, size_t first, size_t attempt,
+    uint64_t client)
+{
+	size_t k, pick = SIZE_MAX, best;
+	double score, pick_score = 0, best_score = 0;
+
+	for (size_t a = 0; a < attempt; a++) {
+		best = SIZE_MAX;
+		for (k = 0; k < p->nservers; k++) {
+			if (k == first)
+				continue;
+			score = client_score(&p->servers[k], client,
+			    p->cfg->weighted);
+			if (pick != SIZE_MAX && !hash_before(&p->servers[pick],
+			    pick_score, &p->servers[k], score))
+				continue;	/* taken already */
+			if (best == SIZE_MAX || hash_before(&p->servers[k],
+			    score, &p->servers[best], best_score)) {
+				best = k;
+				best_score = score;
+			}
+		}
+		if (best == SIZE_MAX)
+			return first;
+		pick = best;
+		pick_score = best_score;
+	}
+	return pick;
+}
+
+/*
  * A request starts at a server that server_open allows, of those not
  * marked backup if one is (the backups only when none is): the next in
  * turn; by weight, smoothly (each server's current weight grows by its
@@ -379,7 +426,8 @@ client_score(const struct upstream_server *sv, uint64_t client, bool weighted)
  * the one with the fewest requests under way for its weight; with
  * client_hash, the client's by client_score. A down server taken tries
  * again; a connect or a response that works shows it up. With none open,
- * the next in turn. The servers after the first are tried in order.
+ * the next in turn. The servers after the first are tried in order (in
+ * the client's, for client_hash).
  */
 struct upstream_server *
 upstream_pick(struct upstream_pool *pools, size_t backend, size_t *first,
@@ -395,6 +443,8 @@ upstream_pick(struct upstream_pool *pools, size_t backend, size_t *first,
 	long total = 0;
 
 	*nservers = p->nservers;
+	if (attempt > 0 && hash && attempt < p->nservers)
+		return &p->servers[hash_next(p, *first, attempt, client)];
 	if (attempt > 0 || p->nservers == 1)
 		return &p->servers[(*first + attempt) % p->nservers];
 	p->rr = (p->rr + 1) % p->nservers;

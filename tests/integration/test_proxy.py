@@ -721,6 +721,35 @@ def test_balance_client_hash(qproxy_factory, backend_app, backend_other):
     assert {s: server_of(s) for s in sources} == first
 
 
+def test_balance_client_hash_retry(qproxy_factory, backend_app, backend_other,
+                                   refusing):
+    """client_hash: a request whose server refuses it goes to the client's
+    next server in the client's own order, so each client lands where it
+    would if that server were not in the list at all; not every such
+    client to the server after it in the list. (fail_timeout = 0: every
+    request tries the refusing server again.)"""
+    def config(servers):
+        def sections(port, cert, key):
+            return [("listener main", [("address", "127.0.0.1:%d" % port),
+                                       ("certificate", cert), ("private_key", key)]),
+                    ("backend app", [("server", s) for s in servers] +
+                     [("balance", "client_hash"), ("fail_timeout", "0")]),
+                    ("route app", [("backend", "app")])]
+        return sections
+    sources = ["127.0.0.%d" % i for i in range(1, 41)]
+    two = [backend_app.tcp_server, backend_other.tcp_server]
+    q = qproxy_factory(sections=config(two))
+    without = {s: h3_get(q.url("/echo-headers"), source=s).json()["backend"]
+               for s in sources}
+    q.stop()
+    q = qproxy_factory(sections=config(["127.0.0.1:%d" % refusing.port] + two))
+    got = {s: h3_get(q.url("/echo-headers"), source=s).json()["backend"]
+           for s in sources}
+    assert got == without
+    retried = stats(q)["upstream"]["connect_failures"]
+    assert retried > 0, "no client took the refusing server first"
+
+
 def test_route_by_host(qp, backend_app, backend_other):
     """:authority other.example (no port) selects backend `other`."""
     before_app = backend_app.count

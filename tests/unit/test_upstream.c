@@ -398,8 +398,21 @@ test_hash_pick(struct upstream_pool *pools, uint32_t c)
 	    upstream_client_hash((const uint8_t *)&c, sizeof(c)))->cfg->text[7];
 }
 
+/* The last digit of the server client c's request goes to when the one
+   it took first fails. */
+static char
+test_hash_retry(struct upstream_pool *pools, uint32_t c)
+{
+	uint64_t h = upstream_client_hash((const uint8_t *)&c, sizeof(c));
+	size_t first, n;
+
+	(void)upstream_pick(pools, 0, &first, 0, &n, h);
+	return upstream_pick(pools, 0, &first, 1, &n, h)->cfg->text[7];
+}
+
 /* balance = client_hash: a client keeps its server; one gone moves only
-   its own clients; weights share them out */
+   its own clients; a retry goes where it would go if its server were
+   gone; weights share them out */
 static void
 test_client_hash(void)
 {
@@ -408,8 +421,8 @@ test_client_hash(void)
 	struct config		 cfg;
 	struct upstream_pool	*pools;
 	size_t			 count[4] = { 0 };
-	char			 was[3000];
-	int			 moved = 0, strays = 0;
+	char			 was[3000], retry[3000];
+	int			 moved = 0, strays = 0, to1 = 0;
 
 	memset(server, 0, sizeof(server));
 	memset(&backend, 0, sizeof(backend));
@@ -442,18 +455,26 @@ test_client_hash(void)
 	CHECK_EQ_INT(count[3], 0);		/* the backup */
 	for (int i = 0; i < 3; i++)
 		CHECK(count[i] > 850 && count[i] < 1150);
+	for (uint32_t c = 0; c < 3000; c++)
+		retry[c] = test_hash_retry(pools, c);
 	/* the second set aside: its clients move, the others stay */
 	upstream_mark(pools, "b", "10.0.0.2:80", true);
 	for (uint32_t c = 0; c < 3000; c++) {
 		char now = PICK(c);
 
-		if (was[c] == '2')
+		if (was[c] == '2') {
 			moved += now == '1' || now == '3';
-		else
+			to1 += now == '1';
+		} else
 			strays += now != was[c];
+		strays += retry[c] == was[c];
+		if (was[c] == '2')	/* its retry: where it moved */
+			strays += retry[c] != now;
 	}
 	CHECK_EQ_INT(strays, 0);
 	CHECK_EQ_INT(moved, (int)count[1]);
+	/* spread over both others, not all to the next in the list */
+	CHECK(to1 > (int)count[1] / 3 && to1 < (int)count[1] * 2 / 3);
 	upstream_pools_free(pools);
 
 	/* weights 3:1:1: the first takes about three fifths */
