@@ -9,12 +9,12 @@
 #include <stdbool.h>
 
 /*
- * Refills *budget for the time since *at (rate per second, up to burst),
- * then takes one unit: false when less than one was left. A clock that
- * went back refills nothing, rather than taking the budget below zero.
+ * Refills *budget for the time since *at (rate per second, up to burst):
+ * whether a unit is there to take. A clock that went back refills
+ * nothing, rather than taking the budget below zero.
  */
 static inline bool
-bucket_take(double *budget, double *at, double now, double rate,
+bucket_fill(double *budget, double *at, double now, double rate,
     double burst)
 {
 	if (now > *at)
@@ -22,7 +22,15 @@ bucket_take(double *budget, double *at, double now, double rate,
 	if (*budget > burst)
 		*budget = burst;
 	*at = now;
-	if (*budget < 1.)
+	return *budget >= 1.;
+}
+
+/* bucket_fill, then takes the unit: false when less than one was left. */
+static inline bool
+bucket_take(double *budget, double *at, double now, double rate,
+    double burst)
+{
+	if (!bucket_fill(budget, at, now, rate, burst))
 		return false;
 	*budget -= 1.;
 	return true;

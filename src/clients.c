@@ -4,7 +4,7 @@
  * addresses that share a chain; it doubles as clients come and never
  * shrinks, so its size follows the most clients seen at once. Beside it,
  * direct-mapped by the same hash, the clients refused lately and the
- * request allowances of those gone.
+ * request and password check allowances of those gone.
  */
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -24,10 +24,12 @@ struct refusal {
 	double		 at;		/* when the budget was counted */
 };
 
-/* A client gone with requests taken: its allowance, as it left it. */
+/* A client gone with requests or password checks taken: its allowances,
+   as it left them. */
 struct gone {
 	uint8_t		 key[CLIENT_KEYLEN];	/* all 0: free */
 	double		 req_budget, req_at;
+	double		 auth_budget, auth_at;
 };
 
 struct clients {
@@ -172,6 +174,8 @@ clients_add(struct clients *t, const struct addr *a)
 		if (memcmp(g->key, key, CLIENT_KEYLEN) == 0) {
 			c->req_budget = g->req_budget;
 			c->req_at = g->req_at;
+			c->auth_budget = g->auth_budget;
+			c->auth_at = g->auth_at;
 			memset(g, 0, sizeof(*g));
 		}
 		b = bucket(t, key);
@@ -192,11 +196,13 @@ clients_release(struct clients *t, struct client *c)
 
 	if (--c->conns > 0)
 		return;
-	if (c->req_at != 0) {
+	if (c->req_at != 0 || c->auth_at != 0) {
 		g = gone_slot(t, c->key);
 		memcpy(g->key, c->key, CLIENT_KEYLEN);
 		g->req_budget = c->req_budget;
 		g->req_at = c->req_at;
+		g->auth_budget = c->auth_budget;
+		g->auth_at = c->auth_at;
 	}
 	for (p = bucket(t, c->key); *p != c; p = &(*p)->next)
 		;

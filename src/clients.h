@@ -9,10 +9,11 @@
  * if the client moves to another later.
  *
  * The table holds the clients that have a connection now, no more: at most
- * as many entries as connections. The request allowance of one whose last
- * connection closed is kept in a fixed table beside it, direct-mapped, so
- * that coming back on a new connection does not refill it; a client may
- * take another's slot there, and that one then comes back to a full one.
+ * as many entries as connections. The request and password check
+ * allowances of one whose last connection closed are kept in a fixed table
+ * beside it, direct-mapped, so that coming back on a new connection does
+ * not refill them; a client may take another's slot there, and that one
+ * then comes back to full ones.
  */
 #ifndef QPROXY_CLIENTS_H
 #define QPROXY_CLIENTS_H
@@ -37,6 +38,8 @@ struct client {
 	/* max_request_rate_per_client's budget (bucket.h), from its first
 	   request; while req_at is 0 it has taken none */
 	double		 req_budget, req_at;
+	/* auth_check_rate_per_client's, the same way */
+	double		 auth_budget, auth_at;
 };
 
 struct clients;
@@ -51,7 +54,7 @@ struct client	*clients_find(struct clients *, const struct addr *);
 struct client	*clients_add(struct clients *, const struct addr *);
 /*
  * One of its connections is gone; the client is forgotten with its last,
- * but for its request allowance, which its next connection takes up.
+ * but for its allowances, which its next connection takes up.
  */
 void		 clients_release(struct clients *, struct client *);
 /* How many clients have a connection now. */

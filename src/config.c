@@ -295,6 +295,8 @@ static const struct config_key config_keys[] = {
 	    0, 0, NULL, KEY_REPEAT, F(config, error_pages) },
 	{ SECT_GLOBAL, "auth_check_rate", config_set_rate,
 	    1, 1000000, "5", 0, F(config, auth_check_rate) },
+	{ SECT_GLOBAL, "auth_check_rate_per_client", config_set_rate,
+	    1, 1000000, "1", 0, F(config, auth_check_rate_client) },
 	{ SECT_GLOBAL, "secret_file", config_set_path,
 	    0, 0, "/var/lib/qproxy/secret", 0, F(config, secret_file) },
 	{ SECT_GLOBAL, "retry_threshold", config_set_count,

@@ -236,6 +236,8 @@ struct config {
 	struct config_pages	 error_pages;
 	double			 auth_check_rate;	/* password checks a
 							   second */
+	double			 auth_check_rate_client;	/* of those,
+							   one client's */
 	struct config_page_file	**page_files;	/* every error_page's */
 	size_t			 npage_files;
 	char			*secret_file;

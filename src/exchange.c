@@ -1002,31 +1002,51 @@ ex_route_answer(struct exchange *ex, const char *host, size_t hostlen)
 	free(loc);
 }
 
+struct auth_ask {
+	struct exchange	*ex;
+	bool		 client_spent;	/* its client's budget had none */
+};
+
 /*
  * auth_check's budget: the process's password checks, one at a time: the
  * loop's time stands still within a turn, so a turn makes one check at
- * most, and the clients' other work goes on between two.
+ * most, and the clients' other work goes on between two. Of those, each
+ * client's own (auth_check_rate_per_client), so that one client sending
+ * passwords does not take every check and keep the others' users out.
  */
 static bool
 auth_may_check(void *arg)
 {
 	static double budget, at;
-	struct exchange *ex = arg;
+	struct auth_ask *ask = arg;
+	const struct config *cfg = ex_cfg(ask->ex);
+	struct client *c = ask->ex->qc->client;
+	double now = ev_now(ex_loop(ask->ex));
 
-	return bucket_take(&budget, &at, ev_now(ex_loop(ex)),
-	    ex_cfg(ex)->auth_check_rate, 1);
+	if (c != NULL && !bucket_fill(&c->auth_budget, &c->auth_at, now,
+	    cfg->auth_check_rate_client, 1)) {
+		ask->client_spent = true;
+		return false;
+	}
+	if (!bucket_fill(&budget, &at, now, cfg->auth_check_rate, 1))
+		return false;
+	budget -= 1.;
+	if (c != NULL)
+		c->auth_budget -= 1.;
+	return true;
 }
 
 /*
  * A route's auth_basic_file: whether the request may go on. If not, it
- * has its answer: 401 with the route's realm, or 503 when its password
- * could not be checked now.
+ * has its answer: 401 with the route's realm, or, when its password could
+ * not be checked now, 429 if its client's checks were spent, else 503.
  */
 static bool
 ex_authorized(struct exchange *ex)
 {
 	const struct config_route *r = ex->route;
 	struct answer a = { .status = 401 };
+	struct auth_ask ask = { .ex = ex };
 	char challenge[200];
 	bool checked = false;
 	enum auth_result res = AUTH_FAIL;
@@ -1034,15 +1054,21 @@ ex_authorized(struct exchange *ex)
 	/* two would leave the backend to choose which one it believes */
 	if (request_field_count(&ex->req, "authorization") <= 1)
 		res = auth_check(r->auth, request_field(&ex->req,
-		    "authorization"), auth_may_check, ex, &checked, &ex->user);
+		    "authorization"), auth_may_check, &ask, &checked,
+		    &ex->user);
 	switch (res) {
 	case AUTH_PASS:
 		stats.auth_passed++;
 		stats.auth_checks += checked;
 		return true;
 	case AUTH_BUSY:
-		stats.auth_throttled++;
-		ex_respond_after(ex, 503, 1);
+		if (ask.client_spent) {
+			stats.auth_client_throttled++;
+			ex_respond_after(ex, 429, 1);
+		} else {
+			stats.auth_throttled++;
+			ex_respond_after(ex, 503, 1);
+		}
 		return false;
 	default:
 		stats.auth_failed++;

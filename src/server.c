@@ -664,6 +664,7 @@ static const struct stats_row {
 	ROW("auth", "failed", auth_failed),
 	ROW("auth", "checks", auth_checks),
 	ROW("auth", "throttled", auth_throttled),
+	ROW("auth", "client_throttled", auth_client_throttled),
 	ROW("udp", "datagrams_received", datagrams_received),
 	ROW("udp", "bytes_received", bytes_received),
 	ROW("udp", "datagrams_sent", datagrams_sent),

@@ -37,6 +37,7 @@ struct stats {
 	uint64_t	auth_failed;		/* 401 */
 	uint64_t	auth_checks;		/* hashes checked (not cached) */
 	uint64_t	auth_throttled;		/* 503: no check in the budget */
+	uint64_t	auth_client_throttled;	/* 429: none in the client's */
 	uint64_t	requests_body_too_large;	/* over max_body_size */
 	uint64_t	requests_reset;		/* of those counted: reset unfinished */
 	uint64_t	requests_client_timeout;	/* the client stopped: 408 */

@@ -591,9 +591,10 @@ def test_route_basic_auth(qproxy_factory, backend_app, tmp_path):
     assert [v for n, v in r.json()["headers"] if n.lower() == "authorization"] == \
         [_basic("alice:s3cret")[0].split(": ", 1)[1]]
     # the one check a minute is spent: a password not yet checked waits,
-    # whether its name is in the file or not
-    for cred in ("bob:hunter2", "carol:s3cret"):
-        r = h3_get(q.url("/app/echo-headers"), headers=_basic(cred))
+    # whether its name is in the file or not (from other clients: this
+    # one's own check a second is spent too, see the next test)
+    for source, cred in (("127.0.0.5", "bob:hunter2"), ("127.0.0.6", "carol:s3cret")):
+        r = h3_get(q.url("/app/echo-headers"), headers=_basic(cred), source=source)
         assert (r.status, r.header("retry-after")) == (503, "1"), cred
     assert h3_get(q.url("/app/bytes/5"), headers=_basic("alice:s3cret")).status == 200
     assert h3_get(q.url("/open/bytes/5")).status == 200
@@ -614,12 +615,46 @@ def test_route_basic_auth(qproxy_factory, backend_app, tmp_path):
     users.write_text("bob:%s\n" % hashed("hunter2"))
     assert qproxyctl(q, "reload").returncode == 0
     n = backend_app.count
-    assert h3_get(q.url("/app/bytes/5"), headers=_basic("alice:s3cret")).status == 503
+    assert h3_get(q.url("/app/bytes/5"), headers=_basic("alice:s3cret"),
+                  source="127.0.0.7").status == 503
     assert backend_app.count == n
     users.write_text("bob:$apr1$abc$def\n")
     p = qproxyctl(q, "reload")
     assert p.returncode != 0
     assert "auth_basic_file: %s:1: user \"bob\": Apache's MD5" % users in p.stdout + p.stderr
+
+
+def test_route_basic_auth_per_client(qproxy_factory, backend_app, tmp_path):
+    """auth_check_rate_per_client: a client whose own checks are spent gets
+    429, good password or not, and takes nothing from auth_check_rate, so
+    another client's user still gets in."""
+    users = tmp_path / "users"
+    hashed = subprocess.run(["openssl", "passwd", "-6", "hunter2"], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    users.write_text("bob:%s\n" % hashed)
+
+    def sections(port, cert, key):
+        return [("global", [("auth_check_rate", "1000"),
+                            ("auth_check_rate_per_client", "1/m")]),
+                ("listener main", [("address", "127.0.0.1:%d" % port),
+                                   ("certificate", cert), ("private_key", key)]),
+                ("backend app", [("server", backend_app.tcp_server)]),
+                ("route app", [("path_prefix", "/app/"), ("backend", "app"),
+                               ("auth_basic_file", str(users))])]
+    q = qproxy_factory(sections=sections)
+    before = backend_app.count
+
+    def get(source, cred):
+        r = h3_get(q.url("/app/echo-headers"), headers=_basic(cred), source=source)
+        return r.status, r.header("retry-after")
+    assert get("127.0.0.2", "bob:guess") == (401, None)
+    # a new connection from it: its allowance as it left it
+    assert get("127.0.0.2", "bob:hunter2") == (429, "1")
+    assert backend_app.count == before
+    assert get("127.0.0.3", "bob:hunter2") == (200, None)
+    st = stats(q)["auth"]
+    assert (st["passed"], st["failed"], st["checks"], st["throttled"],
+            st["client_throttled"]) == (1, 1, 2, 0, 1), st
 
 
 def test_route_methods(qproxy_factory, backend_app):
