@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "bytes.h"
@@ -1242,8 +1243,15 @@ config_field_name(struct config_parser *p, const struct config_key *k,
 	for (i = 0; i < namelen; i++)
 		name[i] = (char)tolower((unsigned char)value[i]);
 	name[namelen] = '\0';
-	if (k->min == 2)
-		return 0;	/* header: any field may be looked at */
+	if (k->min == 2) {
+		/* header: any field may be looked at, but one seldom there */
+		if (strcmp(name, "host") != 0)
+			return 0;
+		config_error(p, p->line, "%s: HTTP/3 requests carry their host "
+		    "in :authority, seldom in \"Host\": match it with host =",
+		    k->name);
+		return -1;
+	}
 	if (config_in_list(both, name) ||
 	    (!response_only && config_in_list(request, name))) {
 		config_error(p, p->line, "%s: qproxy writes \"%s\" itself",
@@ -2901,6 +2909,21 @@ config_warnings(const struct config *cfg,
 			    config_at(cfg, cfg->routes[i].line));
 			break;
 		}
+	for (size_t i = 0; i < cfg->nroutes; i++) {
+		const struct config_route *r = &cfg->routes[i];
+		/* the field RFC 9110 asks of the answer */
+		const char *needs = r->answer == 405 ? "Allow" :
+		    r->answer == 401 ? "WWW-Authenticate" : NULL;
+
+		for (size_t j = 0; needs != NULL && j < r->set_response.n; j++)
+			if (strcasecmp(r->set_response.v[j].name, needs) == 0)
+				needs = NULL;
+		if (needs != NULL)
+			warn("%s: route %s answers %d without the %s field "
+			    "that RFC 9110 asks of it: add set_response_header "
+			    "= %s: ...", config_at(cfg, r->line), r->name,
+			    r->answer, needs, needs);
+	}
 	for (size_t i = 0; i < cfg->nlisteners; i++) {
 		const struct config_listener *l = &cfg->listeners[i];
 

@@ -84,6 +84,7 @@ BROKEN = {
     "set-header-bad-name": insert_after(26, "set_response_header = X User: alice"),
     "set-header-framing": insert_after(26, "set_response_header = Content-Length: 5"),
     "set-header-host": insert_after(26, "set_request_header = Host: example.com"),
+    "match-header-host": insert_after(26, "header = Host: example.com"),
     "set-header-twice": lambda lines: insert_after(26, "set_request_header = X-A: 1")(lines)
     and insert_after(27, "set_request_header = x-a: 2")(lines),
     "allow-host-bits": insert_after(26, "allow = 10.0.0.1/8"),
@@ -361,6 +362,44 @@ def test_likely_mistakes_are_warned_about(tmp_path, certificate, extra, key, lin
     # and nothing for the valid file as it is
     p = check(write(tmp_path, valid_lines(*certificate), name="plain.conf"))
     assert p.returncode == 0 and p.stderr == "", p
+
+
+def test_an_answer_without_the_field_its_status_needs_is_warned_about(tmp_path,
+                                                                     certificate):
+    """-t warns, at the route's line, of a return of 405 without Allow or
+    of 401 without WWW-Authenticate (RFC 9110 asks them of both), in any
+    case; with them, or of another status, nothing. The file is still
+    good."""
+    lines = valid_lines(*certificate) + [
+        "[route no-allow]",                   # 27
+        "path_prefix = /a",
+        "return = 405",
+        "[route allow]",                      # 30
+        "path_prefix = /b",
+        "return = 405",
+        "set_response_header = allow: GET",
+        "[route no-challenge]",               # 34
+        "path_prefix = /c",
+        "return = 401 who are you?",
+        "set_response_header = X-Why: login",
+        "[route challenge]",                  # 38
+        "path_prefix = /d",
+        "return = 401",
+        "set_response_header = WWW-Authenticate: Bearer",
+        "[route gone]",                       # 42
+        "path_prefix = /e",
+        "return = 410",
+    ]
+    path = write(tmp_path, lines)
+    p = check(path)
+    assert p.returncode == 0 and "configuration OK" in p.stdout, p
+    assert sorted(p.stderr.splitlines()) == [
+        "qproxy[warn]: %s:27: route no-allow answers 405 without the Allow field that "
+        "RFC 9110 asks of it: add set_response_header = Allow: ..." % path,
+        "qproxy[warn]: %s:34: route no-challenge answers 401 without the WWW-Authenticate "
+        "field that RFC 9110 asks of it: add set_response_header = WWW-Authenticate: "
+        "..." % path,
+    ], p.stderr
 
 
 def test_a_route_the_routes_before_it_hide_is_warned_about(tmp_path, certificate):

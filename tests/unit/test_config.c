@@ -1331,10 +1331,13 @@ test_answers(void)
 	CHECK_ERRS(LISTENER
 	    BACKEND
 	    "header = X Y: 1\n"
-	    "header = : 1\n",
+	    "header = : 1\n"
+	    "header = HOST\n",
 	    "FILE:9: header: \"X Y\" is not a field name\n"
 	    "FILE:10: header: invalid value \": 1\": expected \"Name: "
-	    "value\"\n");
+	    "value\"\n"
+	    "FILE:11: header: HTTP/3 requests carry their host in :authority, "
+	    "seldom in \"Host\": match it with host =\n");
 
 	/* methods and auth_realm, each with a value and what it needs */
 	CHECK_ERRS(LISTENER
