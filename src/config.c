@@ -300,6 +300,9 @@ static const struct config_key config_keys[] = {
 	    1, 1000000, "1", 0, F(config, auth_check_rate_client) },
 	{ SECT_GLOBAL, "secret_file", config_set_path,
 	    0, 0, "/var/lib/qproxy/secret", 0, F(config, secret_file) },
+	/* unset: "state" beside secret_file (config_finish_state) */
+	{ SECT_GLOBAL, "state_file", config_set_path,
+	    0, 0, NULL, KEY_OFF, F(config, state_file) },
 	{ SECT_GLOBAL, "retry_threshold", config_set_count,
 	    0, 1000000, "100", 0, F(config, retry_threshold) },
 	{ SECT_GLOBAL, "congestion_control", config_set_choice,
@@ -2508,6 +2511,25 @@ config_finish_request_id(struct config_parser *p, struct config *cfg)
 	}
 }
 
+/* state_file, unset: the file "state" in secret_file's directory. */
+static void
+config_finish_state(struct config_parser *p, struct config *cfg)
+{
+	const char *slash;
+	int n;
+
+	if (config_global_line(cfg, "state_file") != 0 ||
+	    cfg->secret_file == NULL)
+		return;
+	slash = strrchr(cfg->secret_file, '/');
+	n = (int)(slash - cfg->secret_file);
+	if (asprintf(&cfg->state_file, "%.*s/state", n, cfg->secret_file) ==
+	    -1) {
+		cfg->state_file = NULL;
+		p->oom = true;
+	}
+}
+
 static void
 config_finish(struct config_parser *p)
 {
@@ -2548,6 +2570,7 @@ config_finish(struct config_parser *p)
 	config_finish_cid(p, cfg);
 	config_finish_workers(p, cfg);
 	config_finish_request_id(p, cfg);
+	config_finish_state(p, cfg);
 	/* a bad [listener] header has had its error already */
 	if (cfg->nlisteners == 0 && !p->listener_seen)
 		config_error(p, p->line > 0 ? p->line : 1,
@@ -2742,6 +2765,7 @@ config_free(struct config *cfg)
 	free(cfg->files);
 	free(cfg->spans);
 	free(cfg->secret_file);
+	free(cfg->state_file);
 	free(cfg->qlog_dir);
 	free(cfg->keylog_file);
 	free(cfg->cid_key_file);

@@ -241,6 +241,7 @@ struct config {
 	struct config_page_file	**page_files;	/* every error_page's */
 	size_t			 npage_files;
 	char			*secret_file;
+	char			*state_file;	/* NULL: off */
 	uint64_t		 retry_threshold;	/* unvalidated handshakes */
 	int			 congestion_control;	/* enum config_cc */
 	char			*qlog_dir;	/* NULL: off */

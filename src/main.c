@@ -24,6 +24,7 @@
 #include "log.h"
 #include "cid.h"
 #include "secret.h"
+#include "state.h"
 #include "strbuf.h"
 #include "tls.h"
 #include "workers.h"
@@ -338,7 +339,12 @@ op_reload(struct strbuf *out, void *arg)
 static int
 op_set_server(struct strbuf *out, const char *args, bool on, void *arg)
 {
-	return server_set_server(server, args, on, out);
+	if (server_set_server(server, args, on, out) == -1)
+		return -1;
+	/* with workers, the supervisor keeps it */
+	if (worker_count <= 1)
+		state_keep(server_config(server), out);
+	return 0;
 }
 
 static void
@@ -759,6 +765,7 @@ main(int argc, char *argv[])
 			fatalx("secret_file: %s", err);
 		if (load_cid_key(cfg, key, err, sizeof(err)) == -1)
 			fatalx("cid_key_file: %s", err);
+		state_start(cfg);
 	}
 	/* the supervisor stays in there; each worker goes on from here */
 	if (cfg->workers > 1 &&

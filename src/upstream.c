@@ -943,6 +943,15 @@ upstream_set_disabled(const char *backend, const char *server, bool on)
 }
 
 const char *
+upstream_disabled_at(size_t i, const char **server)
+{
+	if (i >= ndisabled)
+		return NULL;
+	*server = disabled[i].server;
+	return disabled[i].backend;
+}
+
+const char *
 upstream_check_args(const struct config *cfg, const char *args, bool on,
     char *backend, size_t size, const char **server)
 {

@@ -189,6 +189,8 @@ bool			 upstream_disabled(const char *backend,
 /* 0, or -1 when the list is full (or out of memory). */
 int			 upstream_set_disabled(const char *backend,
 			    const char *server, bool disabled);
+/* The list's ith: its backend and *server; NULL past its end. */
+const char		*upstream_disabled_at(size_t i, const char **server);
 /*
  * qproxyctl disable (on false) or enable's "BACKEND SERVER", checked
  * against cfg: the backend's name into backend, *server pointing into

@@ -33,6 +33,7 @@
 #include "control.h"
 #include "log.h"
 #include "merge.h"
+#include "state.h"
 #include "strbuf.h"
 #include "udp.h"
 #include "upstream.h"
@@ -778,6 +779,7 @@ cmd_set_server(struct strbuf *out, const char *line, const char *args,
 		else
 			strbuf_printf(out, "backend %s: server %s %s\n",
 			    backend, server, on ? "enabled" : "disabled");
+		state_keep(sv.cfg, out);
 	}
 	answers_free(&a);
 	return ok ? NULL : why;

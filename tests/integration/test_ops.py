@@ -1,6 +1,7 @@
 """Operating qproxy: counters in qproxyctl, reload without dropping work,
 systemd notifications, the privilege drop, and log files."""
 
+import atexit
 import grp
 import json
 import os
@@ -513,6 +514,54 @@ def test_disable_and_enable_a_server(qproxy_factory, backend_app, backend_other)
     assert p.returncode == 2 and "disable takes BACKEND SERVER" in p.stderr, p.stderr
 
 
+def test_disabled_servers_outlive_a_restart(qproxy_factory, backend_app, backend_other,
+                                            tmp_path):
+    """state_file: disable and enable are written down, and a restart
+    starts with the servers that were disabled (by default the file is
+    "state" beside secret_file). A line not understood is left out with a
+    warning at its line, the others taken; a file that another user or
+    group may write is not read."""
+    q = qproxy_factory(sections=lambda port, c, k: _two_servers(
+        port, c, k, backend_app, backend_other))
+    other = backend_other.tcp_server
+    secret = [v for n, items in q.sections if n == "global"
+              for k, v in items if k == "secret_file"][0]
+    state = pathlib.Path(os.path.dirname(secret)) / "state"
+
+    def who(n):
+        return sorted(h3_get(q.url("/app/echo-headers")).json()["backend"] for _ in range(n))
+
+    def restart():
+        q.stop()
+        assert q.start() is not None
+
+    assert qproxyctl(q, "disable", "app", other).returncode == 0
+    assert "disabled app %s\n" % other in state.read_text()
+    assert os.stat(state).st_mode & 0o777 == 0o600
+    restart()
+    assert who(4) == ["app"] * 4
+    assert "state_file: 1 server disabled, as before the restart" in q.log_text()
+    p = qproxyctl(q, "enable", "app", other)
+    assert p.returncode == 0 and p.stdout == "backend app: server %s enabled\n" % other
+    assert "disabled" not in state.read_text().replace("qproxyctl disabled", "")
+    restart()
+    assert who(4) == ["app", "app", "other", "other"]
+
+    # a line not understood, between two that are
+    state.write_text("# by hand\nenabled app %s\ndisabled app %s\ndisabled gone 10.0.0.1:80\n"
+                     % (other, other))
+    restart()
+    assert re.search(r"state_file: %s:2: not understood, left out" % re.escape(str(state)),
+                     q.log_text()), q.log_text()
+    assert "state_file: 2 servers disabled" in q.log_text()
+    assert who(2) == ["app"] * 2
+    # writable by the group: not read, said so
+    os.chmod(state, 0o620)
+    restart()
+    assert "not read, so no server is disabled" in q.log_text()
+    assert who(4) == ["app", "app", "other", "other"]
+
+
 def test_reload_with_a_bad_certificate_names_the_error(qproxy_factory, certificate,
                                                        backend_app):
     """A reload whose certificate wolfSSL cannot load is refused with that
@@ -601,6 +650,31 @@ def test_log_file_through_a_symlink_is_refused(qproxy_factory, backend_app, tmp_
     st = precious.stat()
     assert (st.st_uid, st.st_mode & 0o777) == (0, 0o600)
     assert precious.read_text() == "root's secret\n"
+
+
+def test_state_file_of_a_user_in_a_directory_of_roots(qproxy_factory, backend_app,
+                                                      backend_other):
+    """Started as root with [global] user, qproxy makes state_file for that
+    user before it becomes it, and later writes it over, as it may not
+    make a file in a directory of root's; the next start reads it."""
+    nobody = _as_root()
+    lib = tempfile.mkdtemp(prefix="qpstate-")
+    atexit.register(shutil.rmtree, lib, True)
+    os.chmod(lib, 0o755)
+    state = pathlib.Path(lib) / "state"
+    other = backend_other.tcp_server
+    q = qproxy_factory(sections=lambda port, c, k: [
+        (n, items + ([("user", "nobody"), ("state_file", str(state))]
+                     if n == "global" else []))
+        for n, items in _two_servers(port, c, k, backend_app, backend_other)])
+    st = state.stat()
+    assert (st.st_uid, st.st_mode & 0o777, state.read_text()) == (nobody.pw_uid, 0o600, "")
+    assert qproxyctl(q, "disable", "app", other).returncode == 0
+    assert "disabled app %s\n" % other in state.read_text()
+    assert not os.path.exists(str(state) + ".new")
+    q.stop()
+    assert q.start() is not None
+    assert {h3_get(q.url("/app/echo-headers")).json()["backend"] for _ in range(4)} == {"app"}
 
 
 @pytest.mark.parametrize("when", ["check", "start", "reload"])

@@ -181,7 +181,8 @@ def test_a_worker_that_dies_is_started_again(qproxy_factory, backend_app):
 def test_disable_reaches_every_worker_and_outlives_one(qproxy_factory, backend_app,
                                                       backend_other):
     """qproxyctl disable through the supervisor: every worker passes the
-    server over, and a worker started again after it died does too."""
+    server over, and a worker started again after it died does too; the
+    supervisor writes it to state_file (beside secret_file), once."""
     q = _workers(qproxy_factory, backend_app, backends=[
         ("backend two", [("server", backend_app.tcp_server),
                          ("server", backend_other.tcp_server)])],
@@ -190,6 +191,11 @@ def test_disable_reaches_every_worker_and_outlives_one(qproxy_factory, backend_a
     p = qproxyctl(q, "disable", "two", other)
     assert p.returncode == 0, p.stderr
     assert p.stdout == "backend two: server %s disabled\n" % other
+    secret = [v for n, items in q.sections if n == "global"
+              for k, v in items if k == "secret_file"][0]
+    state = os.path.join(os.path.dirname(secret), "state")
+    with open(state) as f:
+        assert [l for l in f if not l.startswith("#")] == ["disabled two %s\n" % other]
 
     def states():
         out = []

@@ -1,0 +1,218 @@
+/* state.c: the state a restart keeps. */
+#include <errno.h>
+#include <stdbool.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+
+#include "config.h"
+#include "file.h"
+#include "log.h"
+#include "state.h"
+#include "strbuf.h"
+#include "upstream.h"
+
+int
+state_prepare(const char *path, uid_t uid, gid_t gid, char *err,
+    size_t errlen)
+{
+	int fd;
+
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+	    0600);
+	if (fd == -1) {
+		if (errno == EEXIST)
+			return 0;
+		snprintf(err, errlen, "cannot create \"%s\": %s", path,
+		    strerror(errno));
+		return -1;
+	}
+	if (uid != (uid_t)-1 && fchown(fd, uid, gid) == -1) {
+		snprintf(err, errlen, "cannot give \"%s\" to user %u: %s",
+		    path, (unsigned)uid, strerror(errno));
+		close(fd);
+		unlink(path);
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
+/*
+ * One line, without its newline: 1 for a server disabled, 0 for a comment
+ * or a blank line, -1 for one not understood (or past the list's room).
+ */
+static int
+state_line(char *line)
+{
+	char *backend, *server;
+
+	line[strcspn(line, "\r")] = '\0';
+	if (line[0] == '#' || line[0] == '\0')
+		return 0;
+	if (strncmp(line, "disabled ", 9) != 0)
+		return -1;
+	backend = line + 9;
+	if ((server = strchr(backend, ' ')) == NULL || server == backend ||
+	    server[1] == '\0')
+		return -1;
+	*server++ = '\0';
+	return upstream_set_disabled(backend, server, true) == 0 ? 1 : -1;
+}
+
+size_t
+state_load(const char *path, uid_t uid)
+{
+	struct stat st;
+	char *text, *line, *next, err[512];
+	size_t len, n = 0;
+	int lineno = 0, rv;
+
+	if (lstat(path, &st) == -1) {
+		if (errno != ENOENT)
+			log_warn("state_file: \"%s\": not read, so no server "
+			    "is disabled", path);
+		return 0;
+	}
+	if (!S_ISREG(st.st_mode) || (st.st_uid != 0 &&
+	    st.st_uid != geteuid() && st.st_uid != uid) ||
+	    (st.st_mode & (S_IWGRP | S_IWOTH))) {
+		log_warnx("state_file: \"%s\": not read, so no server is "
+		    "disabled: it must be a regular file that only root or "
+		    "qproxy's user may write", path);
+		return 0;
+	}
+	if (file_read(path, STATE_MAX, &text, &len) == -1) {
+		file_error(err, sizeof(err), path, STATE_MAX);
+		log_warnx("state_file: %s: not read, so no server is "
+		    "disabled", err);
+		return 0;
+	}
+	for (line = text; line < text + len; line = next + 1) {
+		lineno++;
+		if ((next = memchr(line, '\n', len - (size_t)(line - text))) ==
+		    NULL)
+			next = text + len;
+		*next = '\0';
+		if (strlen(line) != (size_t)(next - line) ||
+		    (rv = state_line(line)) == -1)
+			log_warnx("state_file: %s:%d: not understood, left out",
+			    path, lineno);
+		else
+			n += (size_t)rv;
+	}
+	free(text);
+	return n;
+}
+
+/* All of text to fd, then to the disk. */
+static int
+write_all(int fd, const char *text, size_t len)
+{
+	ssize_t w;
+
+	while (len > 0) {
+		if ((w = write(fd, text, len)) == -1) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		text += w;
+		len -= (size_t)w;
+	}
+	return fsync(fd);
+}
+
+int
+state_save(const char *path, char *err, size_t errlen)
+{
+	struct strbuf out;
+	const char *backend, *server;
+	char tmp[4096];
+	int fd, rv = -1;
+
+	strbuf_init(&out, STATE_MAX);
+	strbuf_printf(&out, "# qproxy's state, written by qproxy: the "
+	    "servers qproxyctl disabled\n");
+	for (size_t i = 0; (backend = upstream_disabled_at(i, &server)) !=
+	    NULL; i++)
+		strbuf_printf(&out, "disabled %s %s\n", backend, server);
+	if (out.truncated) {
+		snprintf(err, errlen, "more than %dk", STATE_MAX / 1024);
+		goto done;
+	}
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.new", path) >=
+	    sizeof(tmp)) {
+		snprintf(err, errlen, "\"%s\": path too long", path);
+		goto done;
+	}
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+	    0600);
+	if (fd != -1) {
+		if (write_all(fd, strbuf_str(&out), out.len) == -1 ||
+		    close(fd) == -1 || rename(tmp, path) == -1) {
+			snprintf(err, errlen, "cannot write \"%s\": %s", tmp,
+			    strerror(errno));
+			unlink(tmp);
+			goto done;
+		}
+		rv = 0;
+		goto done;
+	}
+	if (errno != EACCES) {
+		snprintf(err, errlen, "cannot create \"%s\": %s", tmp,
+		    strerror(errno));
+		goto done;
+	}
+	/* a directory of root's: over the file state_prepare made */
+	if ((fd = open(path, O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC)) ==
+	    -1 || write_all(fd, strbuf_str(&out), out.len) == -1) {
+		snprintf(err, errlen, "cannot write \"%s\": %s", path,
+		    strerror(errno));
+		if (fd != -1)
+			close(fd);
+		goto done;
+	}
+	rv = close(fd);
+	if (rv == -1)
+		snprintf(err, errlen, "cannot write \"%s\": %s", path,
+		    strerror(errno));
+done:
+	strbuf_free(&out);
+	return rv;
+}
+
+void
+state_start(const struct config *cfg)
+{
+	bool becomes = cfg->user != NULL && geteuid() == 0;
+	char err[512];
+	size_t n;
+
+	if (cfg->state_file == NULL)
+		return;
+	if (becomes && state_prepare(cfg->state_file, cfg->uid, cfg->gid,
+	    err, sizeof(err)) == -1)
+		log_warnx("state_file: %s: qproxyctl disable and enable will "
+		    "not be kept across a restart", err);
+	n = state_load(cfg->state_file, becomes ? cfg->uid : geteuid());
+	if (n > 0)
+		log_info("state_file: %zu server%s disabled, as before the "
+		    "restart", n, n == 1 ? "" : "s");
+}
+
+void
+state_keep(const struct config *cfg, struct strbuf *out)
+{
+	char err[512];
+
+	if (cfg->state_file == NULL ||
+	    state_save(cfg->state_file, err, sizeof(err)) == 0)
+		return;
+	log_warnx("state_file: %s: a restart will not keep this", err);
+	strbuf_printf(out, "not kept across a restart: state_file: %s\n",
+	    err);
+}

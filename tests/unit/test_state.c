@@ -1,0 +1,106 @@
+/*
+ * test_state.c: state_file (state.c): the servers disabled written down
+ * and read back; lines not understood left out, the others taken,
+ * whatever their ends; a file others may write not read.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+
+#include "state.h"
+#include "upstream.h"
+#include "unit.h"
+
+static char dir[] = "/tmp/qproxy-test-state-XXXXXX";
+static char path[64];
+
+static void
+put(const char *text, size_t len, mode_t mode)
+{
+	FILE *f = fopen(path, "w");
+
+	if (f == NULL || fwrite(text, 1, len, f) != len || fclose(f) != 0) {
+		perror(path);
+		exit(1);
+	}
+	chmod(path, mode);
+}
+
+/* Every server of the list enabled, as at a start. */
+static void
+clear(void)
+{
+	const char *b, *s;
+	char bb[128], ss[128];
+
+	while ((b = upstream_disabled_at(0, &s)) != NULL) {
+		snprintf(bb, sizeof(bb), "%s", b);
+		snprintf(ss, sizeof(ss), "%s", s);
+		upstream_set_disabled(bb, ss, false);
+	}
+}
+
+int
+main(void)
+{
+	static const char odd[] = "# kept\r\n\r\ndisabled app 127.0.0.1:8080\r\n"
+	    "disabled\nenabled app x\ndisabled app\ndisabled  a b\n"
+	    "disabled app unix:/run/my app.sock\ndisabled b\0ad c\n"
+	    "disabled last 10.0.0.1:80";
+	char err[256], *text;
+	FILE *f;
+	long n;
+
+	if (mkdtemp(dir) == NULL)
+		return 1;
+	snprintf(path, sizeof(path), "%s/state", dir);
+
+	/* missing: nothing, quietly */
+	CHECK_EQ_INT((int)state_load(path, 0), 0);
+
+	put(odd, sizeof(odd) - 1, 0600);
+	CHECK_EQ_INT((int)state_load(path, 0), 3);
+	CHECK(upstream_disabled("app", "127.0.0.1:8080"));
+	CHECK(upstream_disabled("app", "unix:/run/my app.sock"));
+	CHECK(upstream_disabled("last", "10.0.0.1:80"));
+	CHECK(!upstream_disabled("app", "x"));
+	CHECK(!upstream_disabled("b", "c"));
+
+	/* written and read back: the same list */
+	CHECK_EQ_INT(state_save(path, err, sizeof(err)), 0);
+	clear();
+	CHECK(!upstream_disabled("app", "127.0.0.1:8080"));
+	CHECK_EQ_INT((int)state_load(path, 0), 3);
+	CHECK(upstream_disabled("app", "unix:/run/my app.sock"));
+	CHECK(upstream_disabled("last", "10.0.0.1:80"));
+	if ((f = fopen(path, "r")) != NULL) {
+		text = calloc(1, 4096);
+		n = (long)fread(text, 1, 4095, f);
+		fclose(f);
+		CHECK(n > 0 && strstr(text, "\ndisabled app 127.0.0.1:8080\n") != NULL);
+		free(text);
+	}
+
+	/* the group may write it: not read */
+	clear();
+	chmod(path, 0620);
+	CHECK_EQ_INT((int)state_load(path, 0), 0);
+	CHECK(!upstream_disabled("last", "10.0.0.1:80"));
+
+	/* made when missing, empty, left alone when there */
+	unlink(path);
+	CHECK_EQ_INT(state_prepare(path, (uid_t)-1, (gid_t)-1, err,
+	    sizeof(err)), 0);
+	CHECK_EQ_INT((int)state_load(path, 0), 0);
+	put("disabled a b\n", 13, 0600);
+	CHECK_EQ_INT(state_prepare(path, (uid_t)-1, (gid_t)-1, err,
+	    sizeof(err)), 0);
+	CHECK_EQ_INT((int)state_load(path, 0), 1);
+	clear();
+
+	unlink(path);
+	rmdir(dir);
+	UNIT_DONE();
+}
