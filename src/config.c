@@ -2511,23 +2511,46 @@ config_finish_request_id(struct config_parser *p, struct config *cfg)
 	}
 }
 
-/* state_file, unset: the file "state" in secret_file's directory. */
+/* Whether state_file, or the new file written beside it, is path. */
+static bool
+state_is(const char *state, const char *path)
+{
+	size_t n = strlen(state);
+
+	return path != NULL && strncmp(state, path, n) == 0 &&
+	    (path[n] == '\0' || strcmp(path + n, ".new") == 0);
+}
+
+/*
+ * state_file, unset: the file "state" in secret_file's directory. Never
+ * a file of keys, which the state's text would replace.
+ */
 static void
 config_finish_state(struct config_parser *p, struct config *cfg)
 {
+	int line = config_global_line(cfg, "state_file");
 	const char *slash;
 	int n;
 
-	if (config_global_line(cfg, "state_file") != 0 ||
-	    cfg->secret_file == NULL)
-		return;
-	slash = strrchr(cfg->secret_file, '/');
-	n = (int)(slash - cfg->secret_file);
-	if (asprintf(&cfg->state_file, "%.*s/state", n, cfg->secret_file) ==
-	    -1) {
-		cfg->state_file = NULL;
-		p->oom = true;
+	if (line == 0 && cfg->secret_file != NULL) {
+		slash = strrchr(cfg->secret_file, '/');
+		n = (int)(slash - cfg->secret_file);
+		if (asprintf(&cfg->state_file, "%.*s/state", n,
+		    cfg->secret_file) == -1) {
+			cfg->state_file = NULL;
+			p->oom = true;
+			return;
+		}
+		line = config_global_line(cfg, "secret_file");
 	}
+	if (cfg->state_file == NULL)
+		return;
+	if (state_is(cfg->state_file, cfg->secret_file) ||
+	    state_is(cfg->state_file, cfg->cid_key_file))
+		config_error(p, line > 0 ? line : 1, "state_file: \"%s\" would "
+		    "write over %s: name another file", cfg->state_file,
+		    state_is(cfg->state_file, cfg->secret_file) ?
+		    "secret_file" : "cid_key_file");
 }
 
 static void

@@ -127,6 +127,7 @@ struct exchange {
 	struct upstream_server	*server;
 	size_t			 attempt;
 	size_t			 first_server;	/* of attempt 0 */
+	uint64_t		 client_hash;	/* client_hash's, at attempt 0 */
 	struct upstream_server	*counted;	/* in its requests already */
 	struct upstream_conn	*uc;		/* or NULL */
 	struct upstream_waiter	 waiter;	/* for room: max_connections */
@@ -883,17 +884,26 @@ exchange_field(struct exchange *ex, const uint8_t *name, size_t namelen,
 	ex_arm_timer(ex, 0.);
 }
 
+/* Whole seconds until a budget of rate a second has a unit (Retry-After). */
+static unsigned int
+rate_wait(double budget, double rate)
+{
+	double wait = (1. - budget) / rate;
+
+	return wait < 1 ? 1 : wait > 86400 ? 86400 :
+	    (unsigned int)wait + (wait > (unsigned int)wait);
+}
+
 /*
  * One request from a budget of rate a second, up to burst (0: a second's
  * worth), full at its first (*at 0). If there is none, *after is how many
- * whole seconds to wait for the next (Retry-After).
+ * whole seconds to wait for the next.
  */
 static bool
 rate_take(double *budget, double *at, double now, double rate,
     uint64_t burst_cfg, unsigned int *after)
 {
 	double burst = burst_cfg > 0 ? (double)burst_cfg : rate > 1 ? rate : 1;
-	double wait;
 
 	if (*at == 0) {
 		*budget = burst;
@@ -901,9 +911,7 @@ rate_take(double *budget, double *at, double now, double rate,
 	}
 	if (bucket_take(budget, at, now, rate, burst))
 		return true;
-	wait = (1. - *budget) / rate;
-	*after = wait < 1 ? 1 : wait > 86400 ? 86400 :
-	    (unsigned int)wait + (wait > (unsigned int)wait);
+	*after = rate_wait(*budget, rate);
 	return false;
 }
 
@@ -1005,6 +1013,7 @@ ex_route_answer(struct exchange *ex, const char *host, size_t hostlen)
 struct auth_ask {
 	struct exchange	*ex;
 	bool		 client_spent;	/* its client's budget had none */
+	unsigned int	 after;		/* then, seconds until it has */
 };
 
 /*
@@ -1026,6 +1035,8 @@ auth_may_check(void *arg)
 	if (c != NULL && !bucket_fill(&c->auth_budget, &c->auth_at, now,
 	    cfg->auth_check_rate_client, 1)) {
 		ask->client_spent = true;
+		ask->after = rate_wait(c->auth_budget,
+		    cfg->auth_check_rate_client);
 		return false;
 	}
 	if (!bucket_fill(&budget, &at, now, cfg->auth_check_rate, 1))
@@ -1064,7 +1075,7 @@ ex_authorized(struct exchange *ex)
 	case AUTH_BUSY:
 		if (ask.client_spent) {
 			stats.auth_client_throttled++;
-			ex_respond_after(ex, 429, 1);
+			ex_respond_after(ex, 429, ask.after);
 		} else {
 			stats.auth_throttled++;
 			ex_respond_after(ex, 503, 1);
@@ -1693,10 +1704,13 @@ ex_try_server(struct exchange *ex)
 			upstream_wake(ex_pools(ex), ex->backend);
 		return;
 	}
+	/* the client's, as it was: its ranking of the servers holds */
+	if (ex->attempt == 0)
+		ex->client_hash = ex_client_hash(ex);
 	for (; ; ex->attempt++) {
 		ex->server = upstream_pick(ex_pools(ex), ex->backend,
 		    &ex->first_server, ex->attempt, &nservers,
-		    ex_client_hash(ex));
+		    ex->client_hash);
 		if (ex->attempt >= nservers) {
 			if (full)	/* one woken keeps its place */
 				ex_queue(ex, ex->woken);

@@ -12,14 +12,27 @@
 int
 file_read(const char *path, size_t max, char **bufp, size_t *lenp)
 {
+	int fd, rv, saved;
+
+	if ((fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) == -1)
+		return -1;
+	rv = file_read_fd(fd, max, bufp, lenp);
+	saved = errno;
+	close(fd);
+	errno = saved;
+	return rv;
+}
+
+int
+file_read_fd(int fd, size_t max, char **bufp, size_t *lenp)
+{
 	struct stat st;
 	char *buf = NULL;
 	size_t len = 0;
 	ssize_t n;
-	int fd, saved;
+	int saved;
 
-	if ((fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) == -1 ||
-	    fstat(fd, &st) == -1)
+	if (fstat(fd, &st) == -1)
 		goto fail;
 	if (!S_ISREG(st.st_mode) || (size_t)st.st_size > max) {
 		errno = S_ISREG(st.st_mode) ? EFBIG : EINVAL;
@@ -38,7 +51,6 @@ file_read(const char *path, size_t max, char **bufp, size_t *lenp)
 		}
 		len += (size_t)n;
 	}
-	close(fd);
 	buf[len] = '\0';
 	*bufp = buf;
 	*lenp = len;
@@ -50,8 +62,6 @@ fail:
 		explicit_bzero(buf, len);
 		free(buf);
 	}
-	if (fd != -1)
-		close(fd);
 	errno = saved;
 	return -1;
 }

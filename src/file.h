@@ -15,6 +15,8 @@
  * shrank while it was read, or the system's.
  */
 int	file_read(const char *path, size_t max, char **buf, size_t *len);
+/* The same, from a descriptor open for reading, which stays open. */
+int	file_read_fd(int fd, size_t max, char **buf, size_t *len);
 /*
  * Why file_read failed, from its errno, for a message: "cannot open
  * \"path\": ...", "\"path\": not a regular file" or "\"path\": larger

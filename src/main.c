@@ -169,6 +169,7 @@ reload(struct strbuf *errs)
 	char *text = NULL;
 	size_t len = 0;
 	FILE *f;
+	bool moved;
 	int rv = -1;
 
 	if (server_stopping(server)) {
@@ -203,6 +204,7 @@ reload(struct strbuf *errs)
 		config_free(cfg);
 		goto done;
 	}
+	moved = !same_string(old->state_file, cfg->state_file);
 	if (server_apply(server, cfg, errs) == -1) {
 		for (int i = 0; i < 3; i++)
 			log_file_discard(&lf[i]);
@@ -210,6 +212,10 @@ reload(struct strbuf *errs)
 		goto done;
 	}
 	logs_install(cfg, lf);
+	/* a new state_file has the list at once (the supervisor's, with
+	   workers) */
+	if (moved && worker_count <= 1)
+		state_keep(cfg, NULL);
 	rv = 0;
 done:
 	if (rv == 0)

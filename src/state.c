@@ -48,9 +48,12 @@ state_prepare(const char *path, uid_t uid, gid_t gid, char *err,
 static int
 state_line(char *line)
 {
-	char *backend, *server;
+	char *backend, *server, *end = line + strlen(line);
 
-	line[strcspn(line, "\r")] = '\0';
+	/* a CRLF's CR, and blanks left by a hand */
+	while (end > line && (end[-1] == '\r' || end[-1] == ' ' ||
+	    end[-1] == '\t'))
+		*--end = '\0';
 	if (line[0] == '#' || line[0] == '\0')
 		return 0;
 	if (strncmp(line, "disabled ", 9) != 0)
@@ -60,6 +63,8 @@ state_line(char *line)
 	    server[1] == '\0')
 		return -1;
 	*server++ = '\0';
+	if (upstream_disabled(backend, server))
+		return 0;	/* twice */
 	return upstream_set_disabled(backend, server, true) == 0 ? 1 : -1;
 }
 
@@ -69,23 +74,28 @@ state_load(const char *path, uid_t uid)
 	struct stat st;
 	char *text, *line, *next, err[512];
 	size_t len, n = 0;
-	int lineno = 0, rv;
+	int fd, lineno = 0, rv;
 
-	if (lstat(path, &st) == -1) {
+	/* what is checked is what is read: no link followed, one name */
+	fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (fd == -1) {
 		if (errno != ENOENT)
 			log_warn("state_file: \"%s\": not read, so no server "
 			    "is disabled", path);
 		return 0;
 	}
-	if (!S_ISREG(st.st_mode) || (st.st_uid != 0 &&
-	    st.st_uid != geteuid() && st.st_uid != uid) ||
-	    (st.st_mode & (S_IWGRP | S_IWOTH))) {
+	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode) ||
+	    st.st_nlink != 1 || (st.st_uid != 0 && st.st_uid != geteuid() &&
+	    st.st_uid != uid) || (st.st_mode & (S_IWGRP | S_IWOTH))) {
 		log_warnx("state_file: \"%s\": not read, so no server is "
-		    "disabled: it must be a regular file that only root or "
-		    "qproxy's user may write", path);
+		    "disabled: it must be a regular file of one name that only "
+		    "root or qproxy's user may write", path);
+		close(fd);
 		return 0;
 	}
-	if (file_read(path, STATE_MAX, &text, &len) == -1) {
+	rv = file_read_fd(fd, STATE_MAX, &text, &len);
+	close(fd);
+	if (rv == -1) {
 		file_error(err, sizeof(err), path, STATE_MAX);
 		log_warnx("state_file: %s: not read, so no server is "
 		    "disabled", err);
@@ -108,22 +118,58 @@ state_load(const char *path, uid_t uid)
 	return n;
 }
 
-/* All of text to fd, then to the disk. */
+/* All of text to fd, then to the disk; fd closed either way. */
 static int
 write_all(int fd, const char *text, size_t len)
 {
 	ssize_t w;
+	int saved;
 
 	while (len > 0) {
 		if ((w = write(fd, text, len)) == -1) {
 			if (errno == EINTR)
 				continue;
-			return -1;
+			goto fail;
 		}
 		text += w;
 		len -= (size_t)w;
 	}
-	return fsync(fd);
+	if (fsync(fd) == -1)
+		goto fail;
+	return close(fd);
+fail:
+	saved = errno;
+	close(fd);
+	errno = saved;
+	return -1;
+}
+
+/* The directory path is in, into dir; false if it does not fit. */
+static bool
+dir_of(const char *path, char *dir, size_t size)
+{
+	const char *slash = strrchr(path, '/');
+
+	if (slash == NULL || (size_t)(slash - path) >= size)
+		return false;
+	snprintf(dir, size, "%.*s", slash == path ? 1 : (int)(slash - path),
+	    path);
+	return true;
+}
+
+/* The rename of a new file into path, to the disk too. */
+static void
+sync_dir(const char *path)
+{
+	char dir[4096];
+	int fd;
+
+	if (!dir_of(path, dir, sizeof(dir)))
+		return;
+	if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) != -1) {
+		(void)fsync(fd);
+		close(fd);
+	}
 }
 
 int
@@ -149,16 +195,19 @@ state_save(const char *path, char *err, size_t errlen)
 		snprintf(err, errlen, "\"%s\": path too long", path);
 		goto done;
 	}
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+	/* a new file of qproxy's own, not one left there by another */
+	(void)unlink(tmp);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
 	    0600);
 	if (fd != -1) {
 		if (write_all(fd, strbuf_str(&out), out.len) == -1 ||
-		    close(fd) == -1 || rename(tmp, path) == -1) {
+		    rename(tmp, path) == -1) {
 			snprintf(err, errlen, "cannot write \"%s\": %s", tmp,
 			    strerror(errno));
 			unlink(tmp);
 			goto done;
 		}
+		sync_dir(path);
 		rv = 0;
 		goto done;
 	}
@@ -172,17 +221,25 @@ state_save(const char *path, char *err, size_t errlen)
 	    -1 || write_all(fd, strbuf_str(&out), out.len) == -1) {
 		snprintf(err, errlen, "cannot write \"%s\": %s", path,
 		    strerror(errno));
-		if (fd != -1)
-			close(fd);
 		goto done;
 	}
-	rv = close(fd);
-	if (rv == -1)
-		snprintf(err, errlen, "cannot write \"%s\": %s", path,
-		    strerror(errno));
+	rv = 0;
 done:
 	strbuf_free(&out);
 	return rv;
+}
+
+/* Whether uid owns the file, or the directory it would be made in. */
+static bool
+user_may_write(const char *path, uid_t uid)
+{
+	char dir[4096];
+	struct stat st;
+
+	if (lstat(path, &st) == 0 && st.st_uid == uid)
+		return true;
+	return dir_of(path, dir, sizeof(dir)) && stat(dir, &st) == 0 &&
+	    st.st_uid == uid;
 }
 
 void
@@ -198,6 +255,10 @@ state_start(const struct config *cfg)
 	    err, sizeof(err)) == -1)
 		log_warnx("state_file: %s: qproxyctl disable and enable will "
 		    "not be kept across a restart", err);
+	else if (becomes && !user_may_write(cfg->state_file, cfg->uid))
+		log_warnx("state_file: \"%s\": neither it nor its directory is "
+		    "user %s's: qproxyctl disable and enable will not be kept "
+		    "across a restart", cfg->state_file, cfg->user);
 	n = state_load(cfg->state_file, becomes ? cfg->uid : geteuid());
 	if (n > 0)
 		log_info("state_file: %zu server%s disabled, as before the "
@@ -212,7 +273,9 @@ state_keep(const struct config *cfg, struct strbuf *out)
 	if (cfg->state_file == NULL ||
 	    state_save(cfg->state_file, err, sizeof(err)) == 0)
 		return;
-	log_warnx("state_file: %s: a restart will not keep this", err);
-	strbuf_printf(out, "not kept across a restart: state_file: %s\n",
-	    err);
+	log_warnx("state_file: %s: a restart will not keep the servers "
+	    "disabled", err);
+	if (out != NULL)
+		strbuf_printf(out, "not kept across a restart: state_file: "
+		    "%s\n", err);
 }

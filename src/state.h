@@ -43,9 +43,9 @@ struct strbuf;
  */
 void	state_start(const struct config *cfg);
 /*
- * After a disable or enable: the list kept in cfg's state_file; one that
- * could not be written is said in the log and in out, the command's
- * answer.
+ * After a disable or enable, or a reload that moved the file: the list
+ * kept in cfg's state_file; one that could not be written is said in the
+ * log and in out, the command's answer (if not NULL).
  */
 void	state_keep(const struct config *cfg, struct strbuf *out);
 

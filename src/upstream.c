@@ -373,47 +373,52 @@ client_score(const struct upstream_server *sv, uint64_t client, bool weighted)
 /*
  * client_hash, attempt past the first: the client's next server in its
  * own order (the servers not marked backup first, each group by
- * client_score; the first taken left out), so that the clients of a
- * server that fails spread over the others as they would if it were
- * gone, instead of all going to the one after it in the list.
+ * client_score, ties by place in the list; the first taken left out),
+ * so that the clients of a server that fails spread over the others as
+ * they would if it were gone, instead of all going to the one after it in
+ * the list. The same attempt gives the same server, as a request that
+ * waited for room asks again.
  */
-static bool
-hash_before(const struct upstream_server *a, double as,
-    const struct upstream_server *b, double bs)
+struct hash_rank {
+	size_t	 k;
+	int	 backup;
+	double	 score;
+};
+
+static int
+hash_rank_cmp(const void *a, const void *b)
 {
-	if (a->cfg->backup != b->cfg->backup)
-		return b->cfg->backup;
-	return as > bs;
+	const struct hash_rank *x = a, *y = b;
+
+	if (x->backup != y->backup)
+		return x->backup - y->backup;
+	if (x->score != y->score)
+		return x->score > y->score ? -1 : 1;
+	return x->k < y->k ? -1 : x->k > y->k;
 }
 
 static size_t
 hash_next(const struct upstream_pool *p, size_t first, size_t attempt,
     uint64_t client)
 {
-	size_t k, pick = SIZE_MAX, best;
-	double score, pick_score = 0, best_score = 0;
+	struct hash_rank *r;
+	size_t k, n = 0, pick;
 
-	for (size_t a = 0; a < attempt; a++) {
-		best = SIZE_MAX;
-		for (k = 0; k < p->nservers; k++) {
-			if (k == first)
-				continue;
-			score = client_score(&p->servers[k], client,
-			    p->cfg->weighted);
-			if (pick != SIZE_MAX && !hash_before(&p->servers[pick],
-			    pick_score, &p->servers[k], score))
-				continue;	/* taken already */
-			if (best == SIZE_MAX || hash_before(&p->servers[k],
-			    score, &p->servers[best], best_score)) {
-				best = k;
-				best_score = score;
-			}
-		}
-		if (best == SIZE_MAX)
-			return first;
-		pick = best;
-		pick_score = best_score;
+	/* attempt < nservers: there is an attempt'th of the others */
+	if ((r = calloc(p->nservers, sizeof(*r))) == NULL)
+		return (first + attempt) % p->nservers;
+	for (k = 0; k < p->nservers; k++) {
+		if (k == first)
+			continue;
+		r[n].k = k;
+		r[n].backup = p->servers[k].cfg->backup != 0;
+		r[n].score = client_score(&p->servers[k], client,
+		    p->cfg->weighted);
+		n++;
 	}
+	qsort(r, n, sizeof(*r), hash_rank_cmp);
+	pick = r[attempt - 1].k;
+	free(r);
 	return pick;
 }
 

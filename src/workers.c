@@ -736,9 +736,15 @@ cmd_reload(struct strbuf *out)
 	}
 	answers_free(&a);
 	if (ok && (cfg = sv.hooks->reload()) != NULL) {
+		bool moved = (sv.cfg->state_file == NULL) !=
+		    (cfg->state_file == NULL) || (cfg->state_file != NULL &&
+		    strcmp(sv.cfg->state_file, cfg->state_file) != 0);
+
 		sv.hooks->free(sv.cfg);
 		sv.cfg = cfg;
 		groups_keep(cfg);
+		if (moved)	/* a new state_file has the list at once */
+			state_keep(cfg, NULL);
 	}
 	log_info(ok ? "reload: every worker took the configuration" :
 	    "reload: refused by a worker; see its lines");

@@ -85,6 +85,15 @@ BROKEN = {
     "set-header-framing": insert_after(26, "set_response_header = Content-Length: 5"),
     "set-header-host": insert_after(26, "set_request_header = Host: example.com"),
     "match-header-host": insert_after(26, "header = Host: example.com"),
+    # the state's text would replace the keys
+    "state-file-is-secret-file":
+    lambda lines: insert_after(5, "state_file = " + lines[4].split(" = ", 1)[1])(lines),
+    "state-file-new-is-secret-file":
+    lambda lines: insert_after(5, "state_file = " +
+                               lines[4].split(" = ", 1)[1][:-len(".secret")])(lines)
+    and (lines.__setitem__(4, lines[4][:-len(".secret")] + ".new") or 6),
+    "default-state-file-is-secret-file":
+    lambda lines: lines.__setitem__(4, lines[4].replace("qproxy-test.secret", "state")) or 5,
     "set-header-twice": lambda lines: insert_after(26, "set_request_header = X-A: 1")(lines)
     and insert_after(27, "set_request_header = x-a: 2")(lines),
     "allow-host-bits": insert_after(26, "allow = 10.0.0.1/8"),

@@ -561,6 +561,16 @@ def test_disabled_servers_outlive_a_restart(qproxy_factory, backend_app, backend
     assert "not read, so no server is disabled" in q.log_text()
     assert who(4) == ["app", "app", "other", "other"]
 
+    # a reload that moves the file writes the list there at once
+    assert qproxyctl(q, "disable", "app", other).returncode == 0
+    moved = tmp_path / "moved"
+    with open(q.conf, "w") as f:
+        f.write(render_config([(n, items + ([("state_file", str(moved))]
+                                            if n == "global" else []))
+                               for n, items in q.sections]))
+    assert qproxyctl(q, "reload").returncode == 0
+    assert "disabled app %s\n" % other in moved.read_text()
+
 
 def test_reload_with_a_bad_certificate_names_the_error(qproxy_factory, certificate,
                                                        backend_app):

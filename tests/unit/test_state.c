@@ -1,7 +1,9 @@
 /*
  * test_state.c: state_file (state.c): the servers disabled written down
  * and read back; lines not understood left out, the others taken,
- * whatever their ends; a file others may write not read.
+ * whatever their ends, once; a file others may write, a link to one or a
+ * file of two names not read; a link left where the new file is made not
+ * followed.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,7 +16,7 @@
 #include "unit.h"
 
 static char dir[] = "/tmp/qproxy-test-state-XXXXXX";
-static char path[64];
+static char path[64], other[80], newpath[80];
 
 static void
 put(const char *text, size_t len, mode_t mode)
@@ -47,7 +49,8 @@ main(void)
 {
 	static const char odd[] = "# kept\r\n\r\ndisabled app 127.0.0.1:8080\r\n"
 	    "disabled\nenabled app x\ndisabled app\ndisabled  a b\n"
-	    "disabled app unix:/run/my app.sock\ndisabled b\0ad c\n"
+	    "disabled app unix:/run/my app.sock \t\ndisabled b\0ad c\n"
+	    "disabled app 127.0.0.1:8080\n"
 	    "disabled last 10.0.0.1:80";
 	char err[256], *text;
 	FILE *f;
@@ -56,6 +59,8 @@ main(void)
 	if (mkdtemp(dir) == NULL)
 		return 1;
 	snprintf(path, sizeof(path), "%s/state", dir);
+	snprintf(other, sizeof(other), "%s/other", dir);
+	snprintf(newpath, sizeof(newpath), "%s/state.new", dir);
 
 	/* missing: nothing, quietly */
 	CHECK_EQ_INT((int)state_load(path, 0), 0);
@@ -88,6 +93,29 @@ main(void)
 	chmod(path, 0620);
 	CHECK_EQ_INT((int)state_load(path, 0), 0);
 	CHECK(!upstream_disabled("last", "10.0.0.1:80"));
+
+	/* a link to a good file, or a good file of a second name: not read */
+	chmod(path, 0600);
+	CHECK_EQ_INT(rename(path, other), 0);
+	CHECK_EQ_INT(symlink(other, path), 0);
+	CHECK_EQ_INT((int)state_load(path, 0), 0);
+	unlink(path);
+	CHECK_EQ_INT(link(other, path), 0);
+	CHECK_EQ_INT((int)state_load(path, 0), 0);
+	CHECK(!upstream_disabled("last", "10.0.0.1:80"));
+	unlink(path);
+
+	/* a link where the new file is made: replaced, not followed */
+	CHECK_EQ_INT(symlink(other, newpath), 0);
+	upstream_set_disabled("x", "y", true);
+	CHECK_EQ_INT(state_save(path, err, sizeof(err)), 0);
+	clear();
+	CHECK_EQ_INT((int)state_load(path, 0), 1);
+	CHECK(upstream_disabled("x", "y"));
+	CHECK_EQ_INT((int)state_load(other, 0), 3);	/* as it was */
+	CHECK(access(newpath, F_OK) == -1);
+	clear();
+	unlink(other);
 
 	/* made when missing, empty, left alone when there */
 	unlink(path);
