@@ -491,11 +491,53 @@ test_client_hash(void)
 	upstream_pools_free(pools);
 }
 
+/* client_hash: a server written twice has the same score twice; its
+   retries still try every server once, the same for the same attempt */
+static void
+test_client_hash_twice(void)
+{
+	struct config_server	 server[3];
+	struct config_backend	 backend;
+	struct config		 cfg;
+	struct upstream_pool	*pools;
+	int			 bad = 0;
+
+	memset(server, 0, sizeof(server));
+	memset(&backend, 0, sizeof(backend));
+	memset(&cfg, 0, sizeof(cfg));
+	server[0].text = server[1].text = "10.0.0.1:80";
+	server[2].text = "10.0.0.2:80";
+	for (int i = 0; i < 3; i++)
+		server[i].weight = 1;
+	backend.name = "b";
+	backend.servers = server;
+	backend.nservers = 3;
+	backend.balance = CONFIG_BALANCE_CLIENT_HASH;
+	cfg.backends = &backend;
+	cfg.nbackends = 1;
+	if ((pools = upstream_pools_new(NULL, &cfg)) == NULL)
+		exit(1);
+	for (uint32_t c = 0; c < 200; c++) {
+		uint64_t h = upstream_client_hash((const uint8_t *)&c,
+		    sizeof(c));
+		struct upstream_server *s[3];
+		size_t first, n;
+
+		for (size_t a = 0; a < 3; a++)
+			s[a] = upstream_pick(pools, 0, &first, a, &n, h);
+		bad += s[0] == s[1] || s[0] == s[2] || s[1] == s[2];
+		bad += upstream_pick(pools, 0, &first, 1, &n, h) != s[1];
+	}
+	CHECK_EQ_INT(bad, 0);
+	upstream_pools_free(pools);
+}
+
 int
 main(void)
 {
 	test_pick();
 	test_client_hash();
+	test_client_hash_twice();
 	test_line_order();
 	test_idle_close_in_the_same_poll(false);
 	test_idle_close_in_the_same_poll(true);
