@@ -378,6 +378,8 @@ static const struct config_key config_keys[] = {
 	    2, 0, NULL, KEY_REPEAT, F(config_route, match_headers) },
 	{ SECT_ROUTE, "strip_prefix", config_set_choice,
 	    0, 0, "off", 0, F(config_route, strip_prefix) },
+	{ SECT_ROUTE, "access_log", config_set_choice,
+	    0, 0, "on", 0, F(config_route, access_log) },
 	/* one of backend, return and redirect: config_finish_route */
 	{ SECT_ROUTE, "backend", config_set_backend,
 	    0, 0, NULL, 0, NOF },
@@ -883,6 +885,8 @@ static const struct {
 	{ "retry", { "auto", "always", "never" }, "auto, always or never" },
 	{ "early_data", { "off", "on" }, "on or off" },
 	{ "strip_prefix", { "off", "on" }, "on or off" },
+	/* a route's; [global]'s is a path */
+	{ "access_log", { "off", "on", "errors" }, "on, off or errors" },
 	{ "balance", { "round_robin", "least_conn", "client_hash" },
 	    "round_robin, least_conn or client_hash" },
 	{ "congestion_control", { "cubic", "bbr", "reno" },

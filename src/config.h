@@ -46,6 +46,13 @@ enum config_retry {
 	CONFIG_RETRY_NEVER,
 };
 
+/* A route's access_log: which of its requests the access log writes. */
+enum config_route_log {
+	CONFIG_ROUTE_LOG_OFF,
+	CONFIG_ROUTE_LOG_ON,
+	CONFIG_ROUTE_LOG_ERRORS,	/* status 400 or more, or none */
+};
+
 enum config_balance {
 	CONFIG_BALANCE_ROUND_ROBIN,
 	CONFIG_BALANCE_LEAST_CONN,
@@ -142,6 +149,7 @@ struct config_route {
 	struct config_headers match_headers;	/* header: all of them;
 						   a NULL value: any */
 	int		 strip_prefix;	/* path_prefix cut from the path sent */
+	int		 access_log;	/* enum config_route_log */
 	size_t		 max_body_size;	/* request body bytes; 0: no limit
 					   (the global one, unless set) */
 	size_t		 backend;	/* index into config.backends */

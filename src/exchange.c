@@ -2837,6 +2837,10 @@ ex_log(struct exchange *ex)
 
 	if (!access_log_enabled())
 		return;
+	if (ex->route != NULL && (ex->route->access_log ==
+	    CONFIG_ROUTE_LOG_OFF || (ex->route->access_log ==
+	    CONFIG_ROUTE_LOG_ERRORS && ex->status >= 100 && ex->status < 400)))
+		return;
 	a = request_authority(&ex->req, &len);
 	authority = strndup(a, len);
 	p = request_path(&ex->req, &len);

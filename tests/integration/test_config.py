@@ -85,6 +85,7 @@ BROKEN = {
     "set-header-framing": insert_after(26, "set_response_header = Content-Length: 5"),
     "set-header-host": insert_after(26, "set_request_header = Host: example.com"),
     "match-header-host": insert_after(26, "header = Host: example.com"),
+    "route-access-log-a-path": insert_after(26, "access_log = /var/log/app.log"),
     # the state's text would replace the keys
     "state-file-is-secret-file":
     lambda lines: insert_after(5, "state_file = " + lines[4].split(" = ", 1)[1])(lines),

@@ -1138,6 +1138,35 @@ def test_access_log_json(qproxy_factory, backend_app, tmp_path):
     assert m["status"] == 404 and m["backend"] == "-"
 
 
+def test_access_log_per_route(qproxy_factory, backend_app, tmp_path):
+    """A route's access_log: off writes none of its requests (a load
+    balancer's checks), errors only those answered 400 or more; the other
+    routes, and a request no route takes, as before."""
+    log = tmp_path / "access.json"
+
+    def sections(port, c, k):
+        return [("global", [("access_log", str(log)), ("access_log_format", "json")]),
+                ("listener main", [("address", "127.0.0.1:%d" % port),
+                                   ("certificate", c), ("private_key", k)]),
+                ("backend app", [("server", backend_app.tcp_server)]),
+                ("route health", [("path_prefix", "/healthz"), ("return", "200 ok"),
+                                  ("access_log", "off")]),
+                ("route quiet", [("path_prefix", "/app/quiet/"), ("backend", "app"),
+                                 ("access_log", "errors"), ("strip_prefix", "on")]),
+                ("route app", [("path_prefix", "/app/"), ("backend", "app")])]
+    q = qproxy_factory(sections=sections)
+    assert h3_get(q.url("/healthz")).status == 200
+    assert h3_get(q.url("/app/quiet/bytes/3")).status == 200
+    assert h3_get(q.url("/app/quiet/status/503")).status == 503
+    assert h3_get(q.url("/app/bytes/4")).status == 200
+    assert h3_get(q.url("/missing")).status == 404
+    wait_until(lambda: log.exists() and '"/missing"' in log.read_text(), "the last line")
+    seen = [(e["path"], e["status"]) for e in map(json.loads, log.read_text().splitlines())
+            if not e["path"].startswith("/.qproxy")]
+    assert seen == [("/app/quiet/status/503", 503), ("/app/bytes/4", 200),
+                    ("/missing", 404)], seen
+
+
 def test_access_log_shows_what_a_finished_request_kept(qproxy_factory, backend_app,
                                                      tmp_path):
     """Once its exchange is done, a request keeps only what its access
