@@ -221,6 +221,9 @@ static int	config_set_workers(struct config_parser *,
 static int	config_set_server_id(struct config_parser *,
 		    const struct config_key *, struct config_section *, void *,
 		    const char *);
+static int	config_set_retry_on(struct config_parser *,
+		    const struct config_key *, struct config_section *, void *,
+		    const char *);
 static int	config_set_methods(struct config_parser *,
 		    const struct config_key *, struct config_section *, void *,
 		    const char *);
@@ -347,6 +350,8 @@ static const struct config_key config_keys[] = {
 	    0, DURATION_MAX, "10s", 0, F(config_backend, fail_timeout) },
 	{ SECT_BACKEND, "max_fails", config_set_count,
 	    0, 1000, "3", 0, F(config_backend, max_fails) },
+	{ SECT_BACKEND, "retry_on", config_set_retry_on,
+	    0, 0, "off", 0, NOF },
 	{ SECT_BACKEND, "balance", config_set_choice,
 	    0, 0, "round_robin", 0, F(config_backend, balance) },
 	{ SECT_BACKEND, "max_idle_connections", config_set_count,
@@ -917,6 +922,44 @@ config_set_choice(struct config_parser *p, const struct config_key *k,
 }
 
 /* Method names separated by spaces; kept as " A B C " for lookups. */
+/* retry_on: off, or any of error, timeout and statuses 500 to 599. */
+static int
+config_set_retry_on(struct config_parser *p, const struct config_key *k,
+    struct config_section *s, void *obj, const char *value)
+{
+	struct config_backend	*b = obj;
+	const char		*w = value, *end;
+	char			*num_end;
+	long			 st;
+
+	(void)s;
+	b->retry_error = b->retry_timeout = false;
+	memset(b->retry_status, 0, sizeof(b->retry_status));
+	if (strcmp(value, "off") == 0)
+		return 0;
+	for (; *w != '\0'; w = end) {
+		while (*w == ' ')
+			w++;
+		if (*w == '\0')
+			break;
+		end = w + strcspn(w, " ");
+		if (end - w == 5 && strncmp(w, "error", 5) == 0)
+			b->retry_error = true;
+		else if (end - w == 7 && strncmp(w, "timeout", 7) == 0)
+			b->retry_timeout = true;
+		else if (end - w == 3 && (st = strtol(w, &num_end, 10)) >=
+		    500 && st <= 599 && num_end == end)
+			b->retry_status[st - 500] = true;
+		else {
+			config_error(p, p->line, "%s: invalid value \"%.*s\": "
+			    "expected off, or error, timeout and statuses from "
+			    "500 to 599", k->name, (int)(end - w), w);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 static int
 config_set_methods(struct config_parser *p, const struct config_key *k,
     struct config_section *s, void *obj, const char *value)

@@ -83,6 +83,12 @@ struct config_backend {
 						   passed over */
 	uint64_t		 max_fails;	/* failed responses in a row
 						   that fail it; 0: none do */
+	/* retry_on: what sends a request that may go twice to the next
+	   server, rather than to the client */
+	bool			 retry_error;	/* closed, or not HTTP/1.1,
+						   before the head */
+	bool			 retry_timeout;	/* no head in read_timeout */
+	bool			 retry_status[100];	/* 500 to 599 */
 	int			 balance;	/* enum config_balance */
 	int			 weighted;	/* a server's weight is not 1 */
 	int			 has_backup;	/* a server is a backup */

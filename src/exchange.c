@@ -229,6 +229,8 @@ static TAILQ_HEAD(, exchange) req_holders = TAILQ_HEAD_INITIALIZER(req_holders);
 
 static void	ex_start(struct exchange *);
 static void	ex_resend(struct exchange *, const char *);
+static bool	ex_may_try_next(const struct exchange *, bool);
+static void	ex_try_next(struct exchange *, const char *);
 static void	ex_mem_flush(void);
 static bool	ex_req_evict(void);
 static bool	ex_client_stalled(const struct exchange *);
@@ -738,10 +740,18 @@ ex_server_failed(struct exchange *ex)
 	k->down_since = ev_now(ex_loop(ex));
 }
 
-/* A response the backend got wrong: 502, a failure of the server's. */
+/*
+ * A response the backend got wrong before its head was whole: 502, a
+ * failure of the server's; or, with retry_on's error, the next server.
+ */
 static void
 ex_bad_response(struct exchange *ex, struct log_limit *lim, const char *what)
 {
+	if (ex_may_try_next(ex, upstream_backend(ex_pools(ex),
+	    ex->backend)->retry_error)) {
+		ex_try_next(ex, what);
+		return;
+	}
 	log_limited(lim, LOG_LEVEL_WARN, "backend %s: %s",
 	    ex->server->cfg->text, what);
 	ex_server_failed(ex);
@@ -1762,6 +1772,40 @@ ex_retry(struct exchange *ex)
 	return true;
 }
 
+/*
+ * retry_on: whether a response that failed in a way the backend lists
+ * (on) sends the request to the next server rather than an error to the
+ * client: a request that may go twice (an idempotent method, no body),
+ * nothing given the client yet (no 1xx), and a server left to try.
+ */
+static bool
+ex_may_try_next(const struct exchange *ex, bool on)
+{
+	return on && ex->framing == REQ_BODY_NONE &&
+	    (ex->req.flags & REQ_F_IDEMPOTENT) && ex->ninfo == 0 &&
+	    ex->attempt + 1 < upstream_nservers(ex_pools(ex), ex->backend);
+}
+
+/* The server's response failed (why): the request goes to the next one. */
+static void
+ex_try_next(struct exchange *ex, const char *why)
+{
+	static struct log_limit lim;
+
+	log_limited(&lim, LOG_LEVEL_INFO, "backend %s: %s; trying the next "
+	    "server (retry_on)", ex->server->cfg->text, why);
+	ex_server_failed(ex);
+	stats.upstream_next_server++;
+	ex_upstream_close(ex, false);
+	bufq_free(&ex->out);
+	bufq_free(&ex->stage);
+	ex->req_written = false;
+	ex->attempt++;
+	if (ex_write_head(ex) == 0)
+		ex_try_server(ex);
+	ex_req_update(ex);
+}
+
 /* Sends the request again, once, on a new connection to the same server. */
 static void
 ex_resend(struct exchange *ex, const char *why)
@@ -2151,6 +2195,15 @@ ex_parse_rbuf(struct exchange *ex)
 		if (resp.status == 408 && ex->reused && ex->ninfo == 0 &&
 		    ex_may_retry(ex)) {
 			ex_resend(ex, "408 on a pooled connection");
+			return;
+		}
+		if (resp.status >= 500 && resp.status <= 599 &&
+		    ex_may_try_next(ex, upstream_backend(ex_pools(ex),
+		    ex->backend)->retry_status[resp.status - 500])) {
+			char why[32];
+
+			snprintf(why, sizeof(why), "answered %d", resp.status);
+			ex_try_next(ex, why);
 			return;
 		}
 		ex->head_done = true;
@@ -2755,6 +2808,11 @@ ex_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		return;
 	}
 	if (!ex->head_done) {
+		if (ex_may_try_next(ex, upstream_backend(ex_pools(ex),
+		    ex->backend)->retry_timeout)) {
+			ex_try_next(ex, "response timed out");
+			return;
+		}
 		log_limited(&lim[3], LOG_LEVEL_INFO, "backend %s: response "
 		    "timed out", ex->server->cfg->text);
 		ex_server_failed(ex);

@@ -715,6 +715,7 @@ static const struct stats_row {
 	GAUGE("upstream", "connections_current", upstream_conns_current),
 	ROW("upstream", "reused", upstream_reused),
 	ROW("upstream", "retried", upstream_retried),
+	ROW("upstream", "next_server", upstream_next_server),
 	ROW("upstream", "informational_dropped", informational_dropped),
 	ROW("upstream", "bytes_after_body", upstream_bytes_after_body),
 	GAUGE_AS("upstream", "queued", upstream_queued,

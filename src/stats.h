@@ -76,6 +76,7 @@ struct stats {
 	uint64_t	upstream_conns_current;	/* now: open, in use or idle */
 	uint64_t	upstream_reused;
 	uint64_t	upstream_retried;	/* pooled connection was closed */
+	uint64_t	upstream_next_server;	/* retry_on */
 	uint64_t	informational_dropped;	/* 1xx over EX_MAX_INFO */
 	uint64_t	upstream_bytes_after_body;	/* unasked-for bytes */
 	uint64_t	upstream_queued;	/* now: waiting for max_connections */

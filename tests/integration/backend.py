@@ -1052,6 +1052,59 @@ class SynDrop:
         self.sock.close()
 
 
+class Fixed:
+    """Answers every request head it reads with the same bytes (a 503, say,
+    or a malformed head), on a connection kept open; counts the heads."""
+
+    def __init__(self, answer, host="127.0.0.1"):
+        self.answer = answer
+        self.count = 0
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, 0))
+        self.sock.listen(128)
+        self.address = self.sock.getsockname()[:2]
+        self.server = "%s:%d" % self.address
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True, name="fixed")
+        self._thread.start()
+
+    def _run(self):
+        self.sock.settimeout(0.1)
+        while not self._stop:
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        buf = b""
+        with c:
+            while not self._stop:
+                try:
+                    data = c.recv(65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                buf += data
+                while b"\r\n\r\n" in buf:
+                    _, buf = buf.split(b"\r\n\r\n", 1)
+                    self.count += 1
+                    try:
+                        c.sendall(self.answer)
+                    except OSError:
+                        return
+
+    def close(self):
+        self._stop = True
+        self._thread.join(2)
+        self.sock.close()
+
+
 def _parse_hostport(s):
     host, _, port = s.rpartition(":")
     return (host.strip("[]") or "127.0.0.1", int(port))

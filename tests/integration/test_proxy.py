@@ -21,6 +21,7 @@ from helpers import (BIG_TIMEOUT, CONNECT_TIMEOUT, SHORT_READ_TIMEOUT, SLOW, KiB
                      h3raw, header_values, make_easy, metric, metrics, qproxy_binary,
                      sha256, wait_until)
 from test_ops import qproxyctl, stats
+import backend as backend_mod
 
 CURL_HTTP_VERSION_3 = 30
 
@@ -786,6 +787,54 @@ def test_balance_client_hash_retry(qproxy_factory, backend_app, backend_other,
     assert got == without
     retried = stats(q)["upstream"]["connect_failures"]
     assert retried > 0, "no client took the refusing server first"
+
+
+def test_retry_on(qproxy_factory, backend_app, blackhole):
+    """retry_on: a request that may go twice (GET, no body) whose server
+    answers a status listed, sends a malformed head (error) or none within
+    read_timeout (timeout) goes to the next server, and the client gets
+    that one's answer. A POST with a body, and a backend without retry_on,
+    pass the 503 on as it came. (Round robin: every other request starts
+    at the failing server.)"""
+    busy = backend_mod.Fixed(b"HTTP/1.1 503 Service Unavailable\r\n"
+                             b"Content-Length: 5\r\n\r\nbusy\n")
+    junk = backend_mod.Fixed(b"HTTP/1.1 2OO OK\r\n\r\n")
+    hung = "127.0.0.1:%d" % blackhole.port
+
+    def sections(port, cert, key):
+        def pool(first, *extra):
+            return ([("server", first), ("server", backend_app.tcp_server),
+                     ("max_fails", "0")] + list(extra))
+
+        def route(name):
+            return ("route %s" % name, [("path_prefix", "/%s/" % name), ("backend", name),
+                                        ("strip_prefix", "on")])
+        return [("listener main", [("address", "127.0.0.1:%d" % port),
+                                   ("certificate", cert), ("private_key", key)]),
+                ("backend busy", pool(busy.server, ("retry_on", "502 503"))),
+                ("backend junk", pool(junk.server, ("retry_on", "error"))),
+                ("backend hung", pool(hung, ("retry_on", "timeout error"),
+                                      ("read_timeout", "1s"))),
+                ("backend plain", pool(busy.server, ("retry_on", "off")))] + \
+            [route(n) for n in ("busy", "junk", "hung", "plain")]
+    try:
+        q = qproxy_factory(sections=sections)
+        for prefix, first in (("busy", busy), ("junk", junk)):
+            n0 = first.count
+            got = [h3_get(q.url("/%s/bytes/3" % prefix)).status for _ in range(4)]
+            assert got == [200] * 4, (prefix, got)
+            assert first.count - n0 == 2, prefix
+        got = [h3_get(q.url("/hung/bytes/3"), timeout=20).status for _ in range(2)]
+        assert got == [200, 200], got
+        assert stats(q)["upstream"]["next_server"] == 5
+        got = sorted(h3_post(q.url("/busy/upload"), b"x" * 10).status for _ in range(2))
+        assert got == [200, 503], got
+        got = sorted(h3_get(q.url("/plain/bytes/3")).status for _ in range(2))
+        assert got == [200, 503], got
+        assert stats(q)["upstream"]["next_server"] == 5
+    finally:
+        busy.close()
+        junk.close()
 
 
 def test_route_by_host(qp, backend_app, backend_other):
