@@ -933,10 +933,11 @@ config_set_retry_on(struct config_parser *p, const struct config_key *k,
 	long			 st;
 
 	(void)s;
-	b->retry_error = b->retry_timeout = false;
+	b->retry_error = b->retry_timeout = b->retry_any = false;
 	memset(b->retry_status, 0, sizeof(b->retry_status));
 	if (strcmp(value, "off") == 0)
 		return 0;
+	b->retry_any = true;	/* or the value is refused */
 	for (; *w != '\0'; w = end) {
 		while (*w == ' ')
 			w++;

@@ -89,6 +89,7 @@ struct config_backend {
 						   before the head */
 	bool			 retry_timeout;	/* no head in read_timeout */
 	bool			 retry_status[100];	/* 500 to 599 */
+	bool			 retry_any;	/* any of those three */
 	int			 balance;	/* enum config_balance */
 	int			 weighted;	/* a server's weight is not 1 */
 	int			 has_backup;	/* a server is a backup */

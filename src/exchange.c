@@ -138,6 +138,7 @@ struct exchange {
 	TAILQ_ENTRY(exchange)	 ready_entry;
 	bool			 reused;	/* uc came from the pool */
 	bool			 retried;	/* once, on a new connection */
+	size_t			 next_hops;	/* retry_on's, to other servers */
 	bool			 resp_any;	/* uc gave a response byte */
 	ev_timer		 timer;
 	uint8_t			*rbuf;		/* backend bytes not yet parsed */
@@ -155,6 +156,7 @@ struct exchange {
 	bool			 flow_blocked;	/* the client's stream window is full */
 	bool			 cancel_charged;	/* on max_stream_resets */
 	bool			 resp_dropped;	/* reset: no more response bytes */
+	bool			 cut_short;	/* the stream ended before it */
 	unsigned int		 ninfo;		/* 1xx heads passed on */
 
 	/*
@@ -1433,14 +1435,23 @@ exchange_malformed(struct exchange *ex)
 	ex_malformed(ex);
 }
 
+/* Whether the stream ending now would cut the exchange short. */
+static bool
+ex_unfinished(const struct exchange *ex)
+{
+	return ex->state != EX_DONE && !(ex->resp_eof &&
+	    ex->resp_body.len == 0);
+}
+
 bool
 exchange_cut_short(struct exchange *ex)
 {
-	if (ex->state == EX_DONE || (ex->resp_eof && ex->resp_body.len == 0))
+	if (!ex_unfinished(ex))
 		return false;
 	/* counted only: the stream and the exchange go right after */
 	if (ex->head_seen)
 		stats.requests_reset++;
+	ex->cut_short = true;
 	return true;
 }
 
@@ -1511,7 +1522,10 @@ ex_write_head(struct exchange *ex)
 		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
 		return -1;
 	}
-	if (!ex_may_retry(ex))
+	/* kept whole while it may go again, to this server or the next */
+	if (!ex_may_retry(ex) && !(upstream_backend(ex_pools(ex),
+	    ex->backend)->retry_any && ex->framing == REQ_BODY_NONE &&
+	    (ex->req.flags & REQ_F_IDEMPOTENT)))
 		ex_trim_head(ex);
 	return 0;
 }
@@ -1781,9 +1795,14 @@ ex_retry(struct exchange *ex)
 static bool
 ex_may_try_next(const struct exchange *ex, bool on)
 {
+	size_t n = upstream_nservers(ex_pools(ex), ex->backend);
+
+	/* each server once, also when the request waited for room between */
 	return on && ex->framing == REQ_BODY_NONE &&
 	    (ex->req.flags & REQ_F_IDEMPOTENT) && ex->ninfo == 0 &&
-	    ex->attempt + 1 < upstream_nservers(ex_pools(ex), ex->backend);
+	    !ex->head_trimmed && ex->next_hops + 1 < n &&
+	    upstream_left(ex_pools(ex), ex->backend, ex->first_server,
+	    ex->attempt, ex->client_hash);
 }
 
 /* The server's response failed (why): the request goes to the next one. */
@@ -1800,6 +1819,9 @@ ex_try_next(struct exchange *ex, const char *why)
 	bufq_free(&ex->out);
 	bufq_free(&ex->stage);
 	ex->req_written = false;
+	ex->req_dropped = false;	/* a new connection takes it whole */
+	ex->reusable = false;
+	ex->next_hops++;
 	ex->attempt++;
 	if (ex_write_head(ex) == 0)
 		ex_try_server(ex);
@@ -1818,6 +1840,8 @@ ex_resend(struct exchange *ex, const char *why)
 	bufq_free(&ex->out);
 	bufq_free(&ex->stage);
 	ex->req_written = false;
+	ex->req_dropped = false;
+	ex->reusable = false;
 	/* the same server: its stale connection says nothing of its health */
 	if (ex_write_head(ex) == 0 && ex_use_server(ex) != 0) {
 		ex->attempt++;
@@ -2895,9 +2919,11 @@ ex_log(struct exchange *ex)
 
 	if (!access_log_enabled())
 		return;
+	/* errors: 400 or more, no status, or a response cut off */
 	if (ex->route != NULL && (ex->route->access_log ==
 	    CONFIG_ROUTE_LOG_OFF || (ex->route->access_log ==
-	    CONFIG_ROUTE_LOG_ERRORS && ex->status >= 100 && ex->status < 400)))
+	    CONFIG_ROUTE_LOG_ERRORS && ex->status >= 100 && ex->status < 400 &&
+	    !ex->resp_dropped && !ex->cut_short)))
 		return;
 	a = request_authority(&ex->req, &len);
 	authority = strndup(a, len);
@@ -3015,6 +3041,7 @@ exchange_abort_all(struct qconn *qc)
 			    ex->stream_id, NULL);
 		ngtcp2_conn_set_stream_user_data(qc->conn, ex->stream_id,
 		    NULL);
+		ex->cut_short |= ex_unfinished(ex);	/* for the log */
 		ex_free(ex);
 	}
 }

@@ -500,6 +500,19 @@ upstream_pick(struct upstream_pool *pools, size_t backend, size_t *first,
 	return &p->servers[*first];
 }
 
+bool
+upstream_left(struct upstream_pool *pools, size_t backend, size_t first,
+    size_t attempt, uint64_t client)
+{
+	size_t n;
+
+	for (size_t a = attempt + 1; a < pools[backend].nservers; a++)
+		if (!upstream_pick(pools, backend, &first, a, &n,
+		    client)->ctr->disabled)
+			return true;
+	return false;
+}
+
 size_t
 upstream_nservers(struct upstream_pool *pools, size_t backend)
 {

@@ -189,6 +189,12 @@ bool			 upstream_disabled(const char *backend,
 /* 0, or -1 when the list is full (or out of memory). */
 int			 upstream_set_disabled(const char *backend,
 			    const char *server, bool disabled);
+/*
+ * Whether a server not disabled is left for the attempts after attempt
+ * (as upstream_pick gives them, from first, for client).
+ */
+bool			 upstream_left(struct upstream_pool *, size_t backend,
+			    size_t first, size_t attempt, uint64_t client);
 /* The list's ith: its backend and *server; NULL past its end. */
 const char		*upstream_disabled_at(size_t i, const char **server);
 /*

@@ -1054,10 +1054,13 @@ class SynDrop:
 
 class Fixed:
     """Answers every request head it reads with the same bytes (a 503, say,
-    or a malformed head), on a connection kept open; counts the heads."""
+    or a malformed head), on a connection kept open; counts the heads.
+    answers, if given, are the answers to the first heads in turn (None:
+    the connection closed, unanswered), answer those after."""
 
-    def __init__(self, answer, host="127.0.0.1"):
+    def __init__(self, answer, host="127.0.0.1", answers=()):
         self.answer = answer
+        self.answers = list(answers)
         self.count = 0
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -1094,8 +1097,12 @@ class Fixed:
                 while b"\r\n\r\n" in buf:
                     _, buf = buf.split(b"\r\n\r\n", 1)
                     self.count += 1
+                    answer = (self.answers[self.count - 1] if self.count <= len(self.answers)
+                              else self.answer)
+                    if answer is None:
+                        return
                     try:
-                        c.sendall(self.answer)
+                        c.sendall(answer)
                     except OSError:
                         return
 

@@ -132,6 +132,25 @@ def check(path, extra=("-t",)):
                           text=True, errors="replace", timeout=10 * SLOW)
 
 
+@pytest.mark.parametrize("case,message", [
+    ("route-access-log-a-path",
+     'access_log: invalid value "/var/log/app.log": expected on, off or errors'),
+    ("retry-on-not-5xx", 'retry_on: invalid value "404": expected off, or error, '
+     'timeout and statuses from 500 to 599'),
+    ("retry-on-unknown", 'retry_on: invalid value "errors"'),
+    ("match-header-host", 'header: HTTP/3 requests carry their host in :authority'),
+])
+def test_broken_config_says_why(tmp_path, certificate, case, message):
+    """The keys of a route or backend that share a name with another's, or
+    take a list, say what they expected."""
+    lines = valid_lines(*certificate)
+    lineno = BROKEN[case](lines)
+    path = write(tmp_path, lines)
+    p = check(path)
+    assert p.returncode == 1
+    assert "%s:%d: %s" % (path, lineno, message) in p.stdout + p.stderr, p.stderr
+
+
 def test_valid_config_ok(tmp_path, certificate):
     path = write(tmp_path, valid_lines(*certificate))
     p = check(path)

@@ -1140,8 +1140,9 @@ def test_access_log_json(qproxy_factory, backend_app, tmp_path):
 
 def test_access_log_per_route(qproxy_factory, backend_app, tmp_path):
     """A route's access_log: off writes none of its requests (a load
-    balancer's checks), errors only those answered 400 or more; the other
-    routes, and a request no route takes, as before."""
+    balancer's checks), errors only those answered 400 or more or cut off
+    (a 200 whose backend died mid-body); the other routes, and a request
+    no route takes, as before."""
     log = tmp_path / "access.json"
 
     def sections(port, c, k):
@@ -1158,12 +1159,20 @@ def test_access_log_per_route(qproxy_factory, backend_app, tmp_path):
     assert h3_get(q.url("/healthz")).status == 200
     assert h3_get(q.url("/app/quiet/bytes/3")).status == 200
     assert h3_get(q.url("/app/quiet/status/503")).status == 503
+    with pytest.raises(pycurl.error):
+        h3_get(q.url("/app/quiet/die/200000"), timeout=15)
+
+    def enough(n):
+        raise RuntimeError("the client has seen enough")
+    with pytest.raises(pycurl.error):
+        h3_get(q.url("/app/quiet/bytes/5000000"), on_data=enough, timeout=15)
     assert h3_get(q.url("/app/bytes/4")).status == 200
     assert h3_get(q.url("/missing")).status == 404
     wait_until(lambda: log.exists() and '"/missing"' in log.read_text(), "the last line")
     seen = [(e["path"], e["status"]) for e in map(json.loads, log.read_text().splitlines())
             if not e["path"].startswith("/.qproxy")]
-    assert seen == [("/app/quiet/status/503", 503), ("/app/bytes/4", 200),
+    assert seen == [("/app/quiet/status/503", 503), ("/app/quiet/die/200000", 200),
+                    ("/app/quiet/bytes/5000000", 200), ("/app/bytes/4", 200),
                     ("/missing", 404)], seen
 
 

@@ -832,9 +832,48 @@ def test_retry_on(qproxy_factory, backend_app, blackhole):
         got = sorted(h3_get(q.url("/plain/bytes/3")).status for _ in range(2))
         assert got == [200, 503], got
         assert stats(q)["upstream"]["next_server"] == 5
+        # no server left but one disabled: the 503 as it came, not a 502
+        assert qproxyctl(q, "disable", "busy", backend_app.tcp_server).returncode == 0
+        r = h3_get(q.url("/busy/bytes/3"))
+        assert (r.status, r.body) == (503, b"busy\n")
+        assert stats(q)["upstream"]["next_server"] == 5
     finally:
         busy.close()
         junk.close()
+
+
+def test_retry_on_after_a_stale_connection(qproxy_factory, backend_app):
+    """A request sent again on a new connection as its pooled one was
+    stale, then answered 503 there, goes to the next server with its head
+    whole (once sent again, a head was cut to what the access log shows).
+    The first server: 200 (pooled), a request's connection closed
+    unanswered (stale), then 503s."""
+    flaky = backend_mod.Fixed(
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 5\r\n\r\nbusy\n",
+        answers=[b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", None])
+
+    def sections(port, cert, key):
+        return [("listener main", [("address", "127.0.0.1:%d" % port),
+                                   ("certificate", cert), ("private_key", key)]),
+                ("backend app", [("server", flaky.server), ("server", backend_app.tcp_server),
+                                 ("max_fails", "0"), ("retry_on", "503")]),
+                ("route app", [("backend", "app")])]
+    try:
+        q = qproxy_factory(sections=sections)
+        long = "x" * 700
+        seen = []
+        for _ in range(3):     # round robin: the first and third to flaky
+            r = h3_get(q.url("/echo-headers"), headers=["X-Long: " + long])
+            assert r.status == 200
+            seen.append(r.body)
+        assert flaky.count == 3
+        assert seen[0] == b"ok"
+        j = json.loads(seen[2])
+        assert [v for n, v in j["headers"] if n.lower() == "x-long"] == [long], j
+        st = stats(q)["upstream"]
+        assert (st["retried"], st["next_server"]) == (1, 1), st
+    finally:
+        flaky.close()
 
 
 def test_route_by_host(qp, backend_app, backend_other):
