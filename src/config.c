@@ -292,7 +292,7 @@ static const struct config_key config_keys[] = {
 	{ SECT_GLOBAL, "access_log", config_set_path,
 	    0, 0, "off", KEY_STDERR | KEY_OFF, F(config, access_log) },
 	{ SECT_GLOBAL, "access_log_format", config_set_format,
-	    0, 0, "text", 0, F(config, access_log_json) },
+	    0, 0, "text", 0, F(config, access_log_format) },
 	{ SECT_GLOBAL, "request_id_header", config_set_request_id,
 	    0, 0, "off", 0, F(config, request_id_header) },
 	{ SECT_GLOBAL, "error_page", config_set_error_page,
@@ -870,12 +870,14 @@ config_set_format(struct config_parser *p, const struct config_key *k,
 	int	*field = (int *)(void *)((char *)obj + k->offset);
 
 	if (strcmp(value, "text") == 0)
-		*field = 0;
+		*field = ACCESS_TEXT;
 	else if (strcmp(value, "json") == 0)
-		*field = 1;
+		*field = ACCESS_JSON;
+	else if (strcmp(value, "combined") == 0)
+		*field = ACCESS_COMBINED;
 	else {
 		config_error(p, p->line, "%s: invalid value \"%s\": expected "
-		    "text or json", k->name, value);
+		    "text, json or combined", k->name, value);
 		return -1;
 	}
 	return 0;

@@ -246,7 +246,7 @@ struct config {
 	char			*control_socket;
 	char			*error_log;	/* "stderr" or a path */
 	char			*access_log;	/* NULL (off), "stderr" or a path */
-	int			 access_log_json;
+	int			 access_log_format;	/* enum access_format */
 	char			*request_id_header;	/* lowercase; NULL: off */
 	struct config_pages	 error_pages;
 	double			 auth_check_rate;	/* password checks a

@@ -70,6 +70,7 @@
 
 /* A request's ID (request_id_header): 32 hexadecimal digits. */
 #define EX_ID_LEN	32
+#define EX_AGENT_MAX	256	/* combined log: Referer, User-Agent bytes */
 
 enum ex_state {
 	EX_HEADERS,	/* receiving the request head */
@@ -157,6 +158,8 @@ struct exchange {
 	bool			 cancel_charged;	/* on max_stream_resets */
 	bool			 resp_dropped;	/* reset: no more response bytes */
 	bool			 cut_short;	/* the stream ended before it */
+	/* access_log_format = combined's, kept past the head's trim */
+	char			*referer, *user_agent;
 	unsigned int		 ninfo;		/* 1xx heads passed on */
 
 	/*
@@ -989,6 +992,21 @@ ex_client_hash(const struct exchange *ex)
 }
 
 /*
+ * For the combined access log: the request's Referer and User-Agent, the
+ * first of each, cut to EX_AGENT_MAX bytes.
+ */
+static void
+ex_keep_agent(struct exchange *ex)
+{
+	const char *v;
+
+	if ((v = request_field(&ex->req, "referer")) != NULL)
+		ex->referer = strndup(v, EX_AGENT_MAX);
+	if ((v = request_field(&ex->req, "user-agent")) != NULL)
+		ex->user_agent = strndup(v, EX_AGENT_MAX);
+}
+
+/*
  * A route's return or redirect: qproxy answers, its set_response_header
  * on the answer, and the request goes no further.
  */
@@ -1132,6 +1150,8 @@ exchange_headers_end(struct exchange *ex, bool fin)
 	if (ex_cfg(ex)->request_id_header != NULL)
 		ex_new_id(ex->id);
 	ex->req_fin = fin;
+	if (access_log_combined())
+		ex_keep_agent(ex);
 	if (request_finish(&ex->req, fin) == -1) {
 		switch (ex->req.error) {
 		case REQ_TOO_LARGE:
@@ -2945,6 +2965,8 @@ ex_log(struct exchange *ex)
 	/* only for a request let in: the name is a user's of the file */
 	e.user = ex->user;
 	e.backend_time = ex->backend_time;
+	e.referer = ex->referer;
+	e.user_agent = ex->user_agent;
 	access_log_write(&e);
 	free(authority);
 	free(path);
@@ -2976,6 +2998,8 @@ ex_free(struct exchange *ex)
 		TAILQ_REMOVE(&write_queue, ex, write_entry);
 	ex_unqueue(ex);
 	request_free(&ex->req);
+	free(ex->referer);
+	free(ex->user_agent);
 	bufq_free(&ex->hold);
 	bufq_free(&ex->out);
 	bufq_free(&ex->stage);

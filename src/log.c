@@ -40,6 +40,7 @@
 
 #define ACCESS_CLIENT_MAX	256
 #define ACCESS_BACKEND_MAX	1024
+#define ACCESS_FIELD_MAX	256	/* combined's user, referer, agent */
 _Static_assert(ACCESS_CLIENT_MAX + ACCESS_AUTHORITY_MAX + ACCESS_METHOD_MAX +
     2 * ACCESS_BACKEND_MAX + 1024 < ACCESS_LINE_MAX,
     "the path must keep room in an access log line");
@@ -62,7 +63,7 @@ static char	*err_path;
 /* The access log: -1 when off; STDERR_FILENO, or a file from acc_path. */
 static int	 acc_fd = -1;
 static char	*acc_path;
-static int	 acc_json;
+static int	 acc_format;	/* enum access_format */
 /* The TLS key log: -1 when off, else a file from key_path. */
 static int	 key_fd = -1;
 static char	*key_path;
@@ -152,6 +153,21 @@ log_fmt_time(char buf[LOG_TIME_SIZE], time_t sec, long msec)
 	snprintf(buf, LOG_TIME_SIZE, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ",
 	    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
 	    tm.tm_min, tm.tm_sec, msec);
+}
+
+/* The Common Log Format's time, in UTC: 04/Dec/2026:22:49:30 +0000. */
+static void
+log_fmt_clf_time(char buf[LOG_TIME_SIZE], time_t sec)
+{
+	static const char *const mon[] = { "Jan", "Feb", "Mar", "Apr", "May",
+	    "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
+	struct tm	tm;
+
+	if (gmtime_r(&sec, &tm) == NULL)
+		memset(&tm, 0, sizeof(tm));
+	snprintf(buf, LOG_TIME_SIZE, "%02d/%s/%04d:%02d:%02d:%02d +0000",
+	    tm.tm_mday, mon[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour,
+	    tm.tm_min, tm.tm_sec);
 }
 
 /* One write(2), retried only when a signal came before anything was
@@ -383,7 +399,7 @@ log_file_prepare(struct log_file *lf, enum log_kind kind, const char *path)
 }
 
 void
-log_file_install(struct log_file *lf, enum log_kind kind, int json)
+log_file_install(struct log_file *lf, enum log_kind kind, int format)
 {
 	switch (kind) {
 	case LOG_ERROR:
@@ -397,7 +413,7 @@ log_file_install(struct log_file *lf, enum log_kind kind, int json)
 		access_log_close();
 		acc_fd = lf->fd;
 		acc_path = lf->path;
-		acc_json = json;
+		acc_format = format;
 		break;
 	case LOG_KEYS:
 		keylog_close();
@@ -420,13 +436,13 @@ log_file_discard(struct log_file *lf)
 }
 
 static int
-log_file_set(enum log_kind kind, const char *path, int json)
+log_file_set(enum log_kind kind, const char *path, int format)
 {
 	struct log_file lf;
 
 	if (log_file_prepare(&lf, kind, path) == -1)
 		return -1;
-	log_file_install(&lf, kind, json);
+	log_file_install(&lf, kind, format);
 	return 0;
 }
 
@@ -437,15 +453,21 @@ log_open(const char *path)
 }
 
 int
-access_log_open(const char *path, int json)
+access_log_open(const char *path, int format)
 {
-	return log_file_set(LOG_ACCESS, path, json);
+	return log_file_set(LOG_ACCESS, path, format);
 }
 
 int
 access_log_enabled(void)
 {
 	return acc_fd != -1;
+}
+
+int
+access_log_combined(void)
+{
+	return acc_fd != -1 && acc_format == ACCESS_COMBINED;
 }
 
 void
@@ -688,7 +710,7 @@ access_esc_json(char *dst, size_t cap, const char *s)
 static size_t
 access_esc(char *dst, size_t cap, const char *s, int esc_space)
 {
-	if (acc_json)
+	if (acc_format == ACCESS_JSON)
 		return access_esc_json(dst, cap, s);
 	return access_esc_text(dst, cap, s, esc_space);
 }
@@ -779,7 +801,22 @@ access_log_write(const struct access_entry *e)
 		d = 1e12;
 
 	/* The fields after the path, first, to know what is left for it. */
-	if (acc_json) {
+	if (acc_format == ACCESS_COMBINED) {
+		if (e->status == 0)
+			snprintf(status, sizeof(status), "-");
+		else
+			snprintf(status, sizeof(status), "%d", e->status);
+		if (e->resp_bytes == 0)
+			snprintf(num, sizeof(num), " HTTP/3\" %s - \"", status);
+		else
+			snprintf(num, sizeof(num), " HTTP/3\" %s %llu \"",
+			    status, e->resp_bytes);
+		access_put_field(tail, sizeof(tail), &tlen, num, e->referer,
+		    ACCESS_FIELD_MAX, 0);
+		access_put_field(tail, sizeof(tail), &tlen, "\" \"",
+		    e->user_agent, ACCESS_FIELD_MAX, 0);
+		access_put(tail, sizeof(tail), &tlen, "\"");
+	} else if (acc_format == ACCESS_JSON) {
 		if (e->status == 0)
 			snprintf(status, sizeof(status), "null");
 		else
@@ -824,7 +861,18 @@ access_log_write(const struct access_entry *e)
 			    e->request_id, 64, 1);
 	}
 
-	if (acc_json) {
+	if (acc_format == ACCESS_COMBINED) {
+		access_put_field(line, cap, &pos, "", e->client,
+		    ACCESS_CLIENT_MAX, 1);
+		access_put_field(line, cap, &pos, " - ", e->user,
+		    ACCESS_FIELD_MAX, 1);
+		log_fmt_clf_time(ts, (time_t)sec);
+		access_put(line, cap, &pos, " [");
+		access_put(line, cap, &pos, ts);
+		access_put_field(line, cap, &pos, "] \"", e->method,
+		    ACCESS_METHOD_MAX, 1);
+		access_put(line, cap, &pos, " ");
+	} else if (acc_format == ACCESS_JSON) {
 		access_put(line, cap, &pos, "{\"time\":\"");
 		access_put(line, cap, &pos, ts);
 		access_put_field(line, cap, &pos, "\",\"client\":\"",

@@ -69,7 +69,7 @@ struct log_file {
  * with errno. */
 int	log_file_prepare(struct log_file *, enum log_kind, const char *path);
 /* Makes it the log of its kind, closing the one before; json: access log. */
-void	log_file_install(struct log_file *, enum log_kind, int json);
+void	log_file_install(struct log_file *, enum log_kind, int format);
 void	log_file_discard(struct log_file *);
 /* SIGUSR1: reopen the error and access log files (logrotate moved them). */
 int	log_reopen(void);
@@ -90,6 +90,13 @@ const char *log_file_strerror(int errnum);
 #define ACCESS_AUTHORITY_MAX	4096
 #define ACCESS_METHOD_MAX	256
 
+/* access_log_format */
+enum access_format {
+	ACCESS_TEXT,
+	ACCESS_JSON,
+	ACCESS_COMBINED,	/* NCSA combined, as Apache's and nginx's */
+};
+
 struct access_entry {
 	double		 time;		/* wall clock, seconds since the epoch */
 	const char	*client;	/* address */
@@ -108,12 +115,17 @@ struct access_entry {
 	const char	*route;
 	const char	*user;
 	double		 backend_time;
+	/* combined only (and the user): NULL, none */
+	const char	*referer;
+	const char	*user_agent;
 };
 
 /* path NULL: off; "stderr"; or a file. 0, or -1 with errno. */
-int	access_log_open(const char *path, int json);
+int	access_log_open(const char *path, int format);
 /* Whether access_log_write writes anything: callers skip gathering it. */
 int	access_log_enabled(void);
+/* Whether it writes the combined format (which wants more of a request). */
+int	access_log_combined(void);
 void	access_log_write(const struct access_entry *);
 void	access_log_close(void);
 

@@ -80,7 +80,7 @@ logs_install(const struct config *cfg, struct log_file lf[3])
 	log_setlevel(cfg->log_level);
 	for (int i = 0; i < 3; i++)
 		log_file_install(&lf[i], (enum log_kind)i,
-		    cfg->access_log_json);
+		    cfg->access_log_format);
 	if (cfg->keylog_file != NULL)
 		log_warnx("keylog_file is on: the TLS secrets of new connections "
 		    "are written to %s; turn it off when done debugging",

@@ -1138,6 +1138,29 @@ def test_access_log_json(qproxy_factory, backend_app, tmp_path):
     assert m["status"] == 404 and m["backend"] == "-"
 
 
+def test_access_log_combined(qproxy_factory, backend_app, tmp_path):
+    """access_log_format = combined: NCSA combined lines, as Apache and
+    nginx write them (for the tools that read those): client, -, user,
+    [time], "request line", status, body bytes ("-" for none), "Referer",
+    "User-Agent"; quotes and what is not printable escaped as \\xHH."""
+    log = tmp_path / "access.log"
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server,
+        extra_global=[("access_log", str(log)), ("access_log_format", "combined")]))
+    t0 = time.gmtime()
+    assert h3_get(q.url("/app/bytes/5?q=%22x"), headers=[
+        "Referer: https://example.org/a b", 'User-Agent: Test "agent"/1.0']).status == 200
+    assert h3_get(q.url("/app/status/204"), headers=["User-Agent:"]).status == 204
+    wait_until(lambda: log.exists() and "/app/status/204" in log.read_text(), "the lines")
+    lines = [l for l in log.read_text().splitlines() if "/.qproxy" not in l]
+    days = "|".join(re.escape(time.strftime("%d/%b/%Y", t)) for t in (t0, time.gmtime()))
+    assert re.fullmatch(r'127\.0\.0\.1 - - \[(%s):\d\d:\d\d:\d\d \+0000\] '
+                        r'"GET /app/bytes/5\?q=%%22x HTTP/3" 200 5 '
+                        r'"https://example\.org/a b" "Test \\x22agent\\x22/1\.0"'
+                        % days, lines[0]), lines[0]
+    assert lines[1].endswith('"GET /app/status/204 HTTP/3" 204 - "-" "-"'), lines[1]
+
+
 def test_access_log_per_route(qproxy_factory, backend_app, tmp_path):
     """A route's access_log: off writes none of its requests (a load
     balancer's checks), errors only those answered 400 or more or cut off

@@ -300,6 +300,31 @@ test_access_text(void)
 	unlink(path);
 }
 
+/* combined: NCSA's fields, the text format's escapes, "-" for none */
+static void
+test_access_combined(void)
+{
+	const char		*path = tpath("access.combined");
+	struct access_entry	 e = sample;
+	char			*s;
+
+	CHECK_EQ_INT(access_log_open(path, ACCESS_COMBINED), 0);
+	e.referer = "https://example.com/a b";
+	e.user_agent = "Mozilla/5.0 \"x\"\x01";
+	access_log_write(&e);
+	access_log_write(&reset);
+	s = slurp(path);
+	CHECK_EQ_STR(s,
+	    "192.0.2.1:4433 - j\\x5Co [25/Nov/2025:14:00:00 +0000] "
+	    "\"GET /a\\x22b c\\x0D\\x0A\\x01d\\x5Ce HTTP/3\" 200 1234 "
+	    "\"https://example.com/a b\" \"Mozilla/5.0 \\x22x\\x22\\x01\"\n"
+	    "[2001:db8::1]:443 - - [25/Nov/2025:14:00:00 +0000] "
+	    "\"- - HTTP/3\" - - \"-\" \"-\"\n");
+	free(s);
+	access_log_close();
+	unlink(path);
+}
+
 static void
 test_access_json(void)
 {
@@ -578,6 +603,7 @@ main(void)
 	test_error_journal();
 	test_access_text();
 	test_access_json();
+	test_access_combined();
 	test_access_cap();
 	test_access_stderr_off();
 	test_reopen();
