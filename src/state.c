@@ -94,9 +94,10 @@ state_load(const char *path, uid_t uid)
 		return 0;
 	}
 	rv = file_read_fd(fd, STATE_MAX, &text, &len);
+	if (rv == -1)
+		file_error(err, sizeof(err), path, STATE_MAX);	/* its errno */
 	close(fd);
 	if (rv == -1) {
-		file_error(err, sizeof(err), path, STATE_MAX);
 		log_warnx("state_file: %s: not read, so no server is "
 		    "disabled", err);
 		return 0;
