@@ -27,7 +27,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
 
 #include "bytes.h"
@@ -923,16 +922,14 @@ config_set_choice(struct config_parser *p, const struct config_key *k,
 	return -1;
 }
 
-/* Method names separated by spaces; kept as " A B C " for lookups. */
 /* retry_on: off, or any of error, timeout and statuses 500 to 599. */
 static int
 config_set_retry_on(struct config_parser *p, const struct config_key *k,
     struct config_section *s, void *obj, const char *value)
 {
 	struct config_backend	*b = obj;
-	const char		*w = value, *end;
-	char			*num_end;
-	long			 st;
+	const char		*w = value, *end, *num_end;
+	uint64_t		 st;
 
 	(void)s;
 	b->retry_error = b->retry_timeout = b->retry_any = false;
@@ -950,8 +947,8 @@ config_set_retry_on(struct config_parser *p, const struct config_key *k,
 			b->retry_error = true;
 		else if (end - w == 7 && strncmp(w, "timeout", 7) == 0)
 			b->retry_timeout = true;
-		else if (end - w == 3 && (st = strtol(w, &num_end, 10)) >=
-		    500 && st <= 599 && num_end == end)
+		else if (end - w == 3 && config_parse_uint(w, &num_end,
+		    &st) == 0 && num_end == end && st >= 500 && st <= 599)
 			b->retry_status[st - 500] = true;
 		else {
 			config_error(p, p->line, "%s: invalid value \"%.*s\": "
@@ -963,6 +960,7 @@ config_set_retry_on(struct config_parser *p, const struct config_key *k,
 	return 0;
 }
 
+/* Method names separated by spaces; kept as " A B C " for lookups. */
 static int
 config_set_methods(struct config_parser *p, const struct config_key *k,
     struct config_section *s, void *obj, const char *value)
@@ -3008,14 +3006,14 @@ config_warnings(const struct config *cfg,
 		}
 	for (size_t i = 0; i < cfg->nroutes; i++) {
 		const struct config_route *r = &cfg->routes[i];
-		/* the field RFC 9110 asks of the answer */
+		/* the field RFC 9110 asks of the answer, as set (lowercase) */
 		const char *needs = r->answer == 405 ? "Allow" :
 		    r->answer == 401 ? "WWW-Authenticate" : NULL;
+		const char *set = r->answer == 405 ? "allow" :
+		    "www-authenticate";
 
-		for (size_t j = 0; needs != NULL && j < r->set_response.n; j++)
-			if (strcasecmp(r->set_response.v[j].name, needs) == 0)
-				needs = NULL;
-		if (needs != NULL)
+		if (needs != NULL && !header_is_set(&r->set_response, set,
+		    strlen(set)))
 			warn("%s: route %s answers %d without the %s field "
 			    "that RFC 9110 asks of it: add set_response_header "
 			    "= %s: ...", config_at(cfg, r->line), r->name,

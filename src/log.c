@@ -800,12 +800,14 @@ access_log_write(const struct access_entry *e)
 	else if (d > 1e12)
 		d = 1e12;
 
+	if (e->status == 0)	/* none sent */
+		snprintf(status, sizeof(status), "%s",
+		    acc_format == ACCESS_JSON ? "null" : "-");
+	else
+		snprintf(status, sizeof(status), "%d", e->status);
+
 	/* The fields after the path, first, to know what is left for it. */
 	if (acc_format == ACCESS_COMBINED) {
-		if (e->status == 0)
-			snprintf(status, sizeof(status), "-");
-		else
-			snprintf(status, sizeof(status), "%d", e->status);
 		if (e->resp_bytes == 0)
 			snprintf(num, sizeof(num), " HTTP/3\" %s - \"", status);
 		else
@@ -817,10 +819,6 @@ access_log_write(const struct access_entry *e)
 		    e->user_agent, ACCESS_FIELD_MAX, 0);
 		access_put(tail, sizeof(tail), &tlen, "\"");
 	} else if (acc_format == ACCESS_JSON) {
-		if (e->status == 0)
-			snprintf(status, sizeof(status), "null");
-		else
-			snprintf(status, sizeof(status), "%d", e->status);
 		snprintf(num, sizeof(num), "\",\"status\":%s,"
 		    "\"request_bytes\":%llu,\"response_bytes\":%llu,"
 		    "\"duration\":%.3f,\"backend\":\"", status, e->req_bytes,
@@ -846,10 +844,6 @@ access_log_write(const struct access_entry *e)
 		access_put(tail, sizeof(tail), &tlen,
 		    e->request_id != NULL ? "\"}" : "}");
 	} else {
-		if (e->status == 0)
-			snprintf(status, sizeof(status), "-");
-		else
-			snprintf(status, sizeof(status), "%d", e->status);
 		snprintf(num, sizeof(num), "\" %s %llu %llu %.3f ", status,
 		    e->req_bytes, e->resp_bytes, d);
 		access_put_field(tail, sizeof(tail), &tlen, num, e->backend,

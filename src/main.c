@@ -204,7 +204,7 @@ reload(struct strbuf *errs)
 		config_free(cfg);
 		goto done;
 	}
-	moved = !same_string(old->state_file, cfg->state_file);
+	moved = state_moved(old, cfg);
 	if (server_apply(server, cfg, errs) == -1) {
 		for (int i = 0; i < 3; i++)
 			log_file_discard(&lf[i]);

@@ -280,3 +280,10 @@ state_keep(const struct config *cfg, struct strbuf *out)
 		strbuf_printf(out, "not kept across a restart: state_file: "
 		    "%s\n", err);
 }
+
+bool
+state_moved(const struct config *old, const struct config *cfg)
+{
+	return cfg->state_file != NULL && (old->state_file == NULL ||
+	    strcmp(old->state_file, cfg->state_file) != 0);
+}

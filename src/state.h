@@ -6,6 +6,7 @@
 #ifndef QPROXY_STATE_H
 #define QPROXY_STATE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -48,5 +49,8 @@ void	state_start(const struct config *cfg);
  * log and in out, the command's answer (if not NULL).
  */
 void	state_keep(const struct config *cfg, struct strbuf *out);
+/* Whether a reload from old to cfg names another state_file (for which
+   state_keep writes the list at once). */
+bool	state_moved(const struct config *old, const struct config *cfg);
 
 #endif

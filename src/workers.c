@@ -736,9 +736,7 @@ cmd_reload(struct strbuf *out)
 	}
 	answers_free(&a);
 	if (ok && (cfg = sv.hooks->reload()) != NULL) {
-		bool moved = (sv.cfg->state_file == NULL) !=
-		    (cfg->state_file == NULL) || (cfg->state_file != NULL &&
-		    strcmp(sv.cfg->state_file, cfg->state_file) != 0);
+		bool moved = state_moved(sv.cfg, cfg);
 
 		sv.hooks->free(sv.cfg);
 		sv.cfg = cfg;

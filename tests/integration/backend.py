@@ -984,18 +984,18 @@ class Refusing:
         self.sock.close()
 
 
-class BlackHole:
-    """Accepts TCP connections and never reads from or answers them."""
+class _Acceptor:
+    """A listening TCP port whose connections, as they are accepted, go to
+    self._accepted(conn) on a thread of its own."""
 
-    def __init__(self, host="127.0.0.1"):
+    def __init__(self, name, host="127.0.0.1"):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, 0))
         self.sock.listen(128)
         self.address = self.sock.getsockname()[:2]
-        self.accepted = []
         self._stop = False
-        self._thread = threading.Thread(target=self._run, daemon=True, name="blackhole")
+        self._thread = threading.Thread(target=self._run, daemon=True, name=name)
         self._thread.start()
 
     @property
@@ -1011,14 +1011,28 @@ class BlackHole:
                 continue
             except OSError:
                 break
-            self.accepted.append(c)
+            self._accepted(c)
 
     def close(self):
         self._stop = True
         self._thread.join(2)
+        self.sock.close()
+
+
+class BlackHole(_Acceptor):
+    """Accepts TCP connections and never reads from or answers them."""
+
+    def __init__(self, host="127.0.0.1"):
+        self.accepted = []
+        super().__init__("blackhole", host)
+
+    def _accepted(self, c):
+        self.accepted.append(c)
+
+    def close(self):
+        super().close()
         for c in self.accepted:
             c.close()
-        self.sock.close()
 
 
 class SynDrop:
@@ -1052,7 +1066,7 @@ class SynDrop:
         self.sock.close()
 
 
-class Fixed:
+class Fixed(_Acceptor):
     """Answers every request head it reads with the same bytes (a 503, say,
     or a malformed head), on a connection kept open; counts the heads.
     answers, if given, are the answers to the first heads in turn (None:
@@ -1062,26 +1076,11 @@ class Fixed:
         self.answer = answer
         self.answers = list(answers)
         self.count = 0
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, 0))
-        self.sock.listen(128)
-        self.address = self.sock.getsockname()[:2]
+        super().__init__("fixed", host)
         self.server = "%s:%d" % self.address
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, daemon=True, name="fixed")
-        self._thread.start()
 
-    def _run(self):
-        self.sock.settimeout(0.1)
-        while not self._stop:
-            try:
-                c, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                break
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+    def _accepted(self, c):
+        threading.Thread(target=self._serve, args=(c,), daemon=True).start()
 
     def _serve(self, c):
         buf = b""
@@ -1105,11 +1104,6 @@ class Fixed:
                         c.sendall(answer)
                     except OSError:
                         return
-
-    def close(self):
-        self._stop = True
-        self._thread.join(2)
-        self.sock.close()
 
 
 def _parse_hostport(s):

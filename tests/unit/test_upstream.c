@@ -28,6 +28,20 @@ record(struct upstream_waiter *w)
 	woken[nwoken++] = ((struct waiter *)(void *)w)->id;
 }
 
+/* cfg of one backend, "b", of the n servers given; the rest zero. */
+static void
+one_backend(struct config *cfg, struct config_backend *backend,
+    struct config_server *servers, size_t n)
+{
+	memset(backend, 0, sizeof(*backend));
+	memset(cfg, 0, sizeof(*cfg));
+	backend->name = "b";
+	backend->servers = servers;
+	backend->nservers = n;
+	cfg->backends = backend;
+	cfg->nbackends = 1;
+}
+
 /*
  * Wakes everyone in the line, first to last, and returns their ids as
  * digits: "123".
@@ -58,15 +72,9 @@ test_line_order(void)
 	int			 i;
 
 	memset(&server, 0, sizeof(server));
-	memset(&backend, 0, sizeof(backend));
-	memset(&cfg, 0, sizeof(cfg));
 	server.text = "127.0.0.1:1";
-	backend.name = "b";
-	backend.servers = &server;
-	backend.nservers = 1;
+	one_backend(&cfg, &backend, &server, 1);
 	backend.max_conns = 1;
-	cfg.backends = &backend;
-	cfg.nbackends = 1;
 	if ((pools = upstream_pools_new(NULL, &cfg)) == NULL) {
 		perror("upstream_pools_new");
 		exit(1);
@@ -140,12 +148,8 @@ idle_setup(struct idle_fixture *f)
 	}
 	f->server.addr.len = len;
 	f->server.text = "127.0.0.1";
-	f->backend.name = "b";
-	f->backend.servers = &f->server;
-	f->backend.nservers = 1;
+	one_backend(&f->cfg, &f->backend, &f->server, 1);
 	f->backend.max_idle = 8;
-	f->cfg.backends = &f->backend;
-	f->cfg.nbackends = 1;
 	if ((f->pools = upstream_pools_new(f->loop, &f->cfg)) == NULL) {
 		perror("upstream_pools_new");
 		exit(1);
@@ -308,8 +312,6 @@ test_pick(void)
 	size_t			 first, n;
 
 	memset(server, 0, sizeof(server));
-	memset(&backend, 0, sizeof(backend));
-	memset(&cfg, 0, sizeof(cfg));
 	server[0].text = "a";
 	server[0].weight = 3;
 	server[1].text = "b";
@@ -317,13 +319,9 @@ test_pick(void)
 	server[2].text = "c";
 	server[2].weight = 1;
 	server[2].backup = 1;
-	backend.name = "b";
-	backend.servers = server;
-	backend.nservers = 3;
+	one_backend(&cfg, &backend, server, 3);
 	backend.weighted = 1;
 	backend.has_backup = 1;
-	cfg.backends = &backend;
-	cfg.nbackends = 1;
 	if ((pools = upstream_pools_new(NULL, &cfg)) == NULL) {
 		perror("upstream_pools_new");
 		exit(1);
@@ -425,8 +423,6 @@ test_client_hash(void)
 	int			 moved = 0, strays = 0, to1 = 0;
 
 	memset(server, 0, sizeof(server));
-	memset(&backend, 0, sizeof(backend));
-	memset(&cfg, 0, sizeof(cfg));
 	server[0].text = "10.0.0.1:80";
 	server[1].text = "10.0.0.2:80";
 	server[2].text = "10.0.0.3:80";
@@ -434,13 +430,9 @@ test_client_hash(void)
 	for (int i = 0; i < 4; i++)
 		server[i].weight = 1;
 	server[3].backup = 1;
-	backend.name = "b";
-	backend.servers = server;
-	backend.nservers = 4;
+	one_backend(&cfg, &backend, server, 4);
 	backend.has_backup = 1;
 	backend.balance = CONFIG_BALANCE_CLIENT_HASH;
-	cfg.backends = &backend;
-	cfg.nbackends = 1;
 	if ((pools = upstream_pools_new(NULL, &cfg)) == NULL)
 		exit(1);
 #define PICK(c) test_hash_pick(pools, c)
@@ -503,18 +495,12 @@ test_client_hash_twice(void)
 	int			 bad = 0;
 
 	memset(server, 0, sizeof(server));
-	memset(&backend, 0, sizeof(backend));
-	memset(&cfg, 0, sizeof(cfg));
 	server[0].text = server[1].text = "10.0.0.1:80";
 	server[2].text = "10.0.0.2:80";
 	for (int i = 0; i < 3; i++)
 		server[i].weight = 1;
-	backend.name = "b";
-	backend.servers = server;
-	backend.nservers = 3;
+	one_backend(&cfg, &backend, server, 3);
 	backend.balance = CONFIG_BALANCE_CLIENT_HASH;
-	cfg.backends = &backend;
-	cfg.nbackends = 1;
 	if ((pools = upstream_pools_new(NULL, &cfg)) == NULL)
 		exit(1);
 	for (uint32_t c = 0; c < 200; c++) {
