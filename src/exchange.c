@@ -1765,7 +1765,9 @@ ex_try_server(struct exchange *ex)
 				ex_respond(ex, 502);
 			return;
 		}
-		if (ex->server->ctr->disabled)
+		if (ex->attempt == 0 ? ex->server->ctr->disabled :
+		    !upstream_may_try(ex_pools(ex), ex->backend, ex->server,
+		    true))
 			continue;
 		if ((rv = ex_use_server(ex)) == 0)
 			return;

@@ -500,6 +500,32 @@ upstream_pick(struct upstream_pool *pools, size_t backend, size_t *first,
 	return &p->servers[*first];
 }
 
+/* Whether some server of p is one server_open allows. */
+static bool
+pool_has_open(const struct upstream_pool *p)
+{
+	for (size_t i = 0; i < p->nservers; i++)
+		if (server_open(p, p->servers[i].ctr))
+			return true;
+	return false;
+}
+
+bool
+upstream_may_try(struct upstream_pool *pools, size_t backend,
+    struct upstream_server *sv, bool take)
+{
+	struct upstream_pool *p = &pools[backend];
+
+	if (sv->ctr->disabled)
+		return false;
+	if (!server_open(p, sv->ctr))
+		return !pool_has_open(p);
+	/* a down server's trial, as upstream_pick takes one */
+	if (take && sv->ctr->state == UPSTREAM_DOWN)
+		sv->ctr->down_since = ev_now(p->loop);
+	return true;
+}
+
 bool
 upstream_left(struct upstream_pool *pools, size_t backend, size_t first,
     size_t attempt, uint64_t client)
@@ -507,8 +533,8 @@ upstream_left(struct upstream_pool *pools, size_t backend, size_t first,
 	size_t n;
 
 	for (size_t a = attempt + 1; a < pools[backend].nservers; a++)
-		if (!upstream_pick(pools, backend, &first, a, &n,
-		    client)->ctr->disabled)
+		if (upstream_may_try(pools, backend, upstream_pick(pools,
+		    backend, &first, a, &n, client), false))
 			return true;
 	return false;
 }

@@ -190,8 +190,19 @@ bool			 upstream_disabled(const char *backend,
 int			 upstream_set_disabled(const char *backend,
 			    const char *server, bool disabled);
 /*
- * Whether a server not disabled is left for the attempts after attempt
- * (as upstream_pick gives them, from first, for client).
+ * Whether a request that failed at other servers may go on to sv, the
+ * server of a later attempt (failover, retry_on): not disabled, and not
+ * passed over (down within fail_timeout, or unhealthy) while the backend
+ * has a server that is not, so that it goes to a server that may answer
+ * before one known not to, and, when none may, still tries each as
+ * before. take: the request goes, and a down server's trial is its.
+ */
+bool			 upstream_may_try(struct upstream_pool *,
+			    size_t backend, struct upstream_server *sv,
+			    bool take);
+/*
+ * Whether upstream_may_try allows a server for the attempts after
+ * attempt (as upstream_pick gives them, from first, for client).
  */
 bool			 upstream_left(struct upstream_pool *, size_t backend,
 			    size_t first, size_t attempt, uint64_t client);

@@ -988,10 +988,12 @@ class _Acceptor:
     """A listening TCP port whose connections, as they are accepted, go to
     self._accepted(conn) on a thread of its own."""
 
-    def __init__(self, name, host="127.0.0.1"):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, 0))
+    def __init__(self, name, host="127.0.0.1", sock=None):
+        if sock is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, 0))
+        self.sock = sock
         self.sock.listen(128)
         self.address = self.sock.getsockname()[:2]
         self._stop = False
@@ -1070,13 +1072,14 @@ class Fixed(_Acceptor):
     """Answers every request head it reads with the same bytes (a 503, say,
     or a malformed head), on a connection kept open; counts the heads.
     answers, if given, are the answers to the first heads in turn (None:
-    the connection closed, unanswered), answer those after."""
+    the connection closed, unanswered), answer those after. sock: a bound socket to listen on, such as a
+    Refusing's, to bring up a server that was refusing."""
 
-    def __init__(self, answer, host="127.0.0.1", answers=()):
+    def __init__(self, answer, host="127.0.0.1", answers=(), sock=None):
         self.answer = answer
         self.answers = list(answers)
         self.count = 0
-        super().__init__("fixed", host)
+        super().__init__("fixed", host, sock)
         self.server = "%s:%d" % self.address
 
     def _accepted(self, c):

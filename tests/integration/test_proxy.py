@@ -876,6 +876,75 @@ def test_retry_on_after_a_stale_connection(qproxy_factory, backend_app):
         flaky.close()
 
 
+def test_failover_passes_over_down_servers(qproxy_factory, backend_app, refusing):
+    """A request sent on from a failed server (here by retry_on) passes
+    over a server already shown down (its connection refused, within
+    fail_timeout) while another may answer, as new requests do: the
+    refusing server is tried once in all, not by every request that
+    fails at the server before it. (Round robin: the first request
+    starts at the refusing server, every other one after at busy.)"""
+    busy = backend_mod.Fixed(b"HTTP/1.1 503 Service Unavailable\r\n"
+                             b"Content-Length: 5\r\n\r\nbusy\n")
+
+    def sections(port, cert, key):
+        return [("listener main", [("address", "127.0.0.1:%d" % port),
+                                   ("certificate", cert), ("private_key", key)]),
+                ("backend app", [("server", busy.server),
+                                 ("server", "127.0.0.1:%d" % refusing.port),
+                                 ("server", backend_app.tcp_server),
+                                 ("max_fails", "0"), ("fail_timeout", "60s"),
+                                 ("retry_on", "503")]),
+                ("route app", [("backend", "app")])]
+    try:
+        q = qproxy_factory(sections=sections)
+        got = [h3_get(q.url("/bytes/3")).status for _ in range(6)]
+        assert got == [200] * 6, got
+        assert busy.count >= 2
+        st = stats(q)["upstream"]
+        assert (st["connect_failures"], st["next_server"]) == (1, busy.count), st
+        # only the down server left to send it on to: the 503 as it came
+        assert qproxyctl(q, "disable", "app", backend_app.tcp_server).returncode == 0
+        r = h3_get(q.url("/bytes/3"))
+        assert (r.status, r.body) == (503, b"busy\n")
+        assert stats(q)["upstream"]["connect_failures"] == 1
+    finally:
+        busy.close()
+
+
+def test_failover_when_every_server_is_down(qproxy_factory):
+    """With every server of the backend down, a request that fails at one
+    still goes on to the others, as before fail_timeout: one that came
+    back is found by it, not only by the requests that start there."""
+    first, second = backend_mod.Refusing(), backend_mod.Refusing()
+    up = None
+
+    def sections(port, cert, key):
+        return [("listener main", [("address", "127.0.0.1:%d" % port),
+                                   ("certificate", cert), ("private_key", key)]),
+                ("backend app", [("server", "127.0.0.1:%d" % first.port),
+                                 ("server", "127.0.0.1:%d" % second.port),
+                                 ("fail_timeout", "60s")]),
+                ("route app", [("backend", "app")])]
+    try:
+        q = qproxy_factory(sections=sections)
+        # start()'s probe went to the second server, then to the first
+        assert stats(q)["upstream"]["connect_failures"] == 2
+        up = backend_mod.Fixed(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nup\n",
+                               sock=second.sock)
+        # the next in turn: the first server, then on to the second
+        r = h3_get(q.url("/"))
+        assert (r.status, r.body) == (200, b"up\n")
+        assert stats(q)["upstream"]["connect_failures"] == 3
+        got = [h3_get(q.url("/")).status for _ in range(3)]
+        assert got == [200] * 3, got
+    finally:
+        if up is not None:
+            up.close()
+        else:
+            second.close()
+        first.close()
+
+
 def test_route_by_host(qp, backend_app, backend_other):
     """:authority other.example (no port) selects backend `other`."""
     before_app = backend_app.count
