@@ -49,7 +49,13 @@
 
 #define EX_READ_CHUNK	16384
 #define EX_OWN_MIN	1024	/* an exchange's own read buffer, at least */
-#define EX_READ_IOV	4	/* chunks a body read fills at most */
+/*
+ * Chunks a body read fills at most: 1 MiB. A read takes what the room
+ * (ex_room) allows, at the default response_buffer_size all of it: each
+ * read of a socket costs its own wakeup of the backend's sending (the
+ * window update), so fewer, larger reads cost less per byte.
+ */
+#define EX_READ_IOV	64
 /*
  * Informational (1xx) heads passed on per request. Each waits in nghttp3
  * until the client takes it, and they do not count against the response
@@ -2484,7 +2490,10 @@ ex_read_body(struct exchange *ex, size_t room)
 	max = room < BUFQ_CHUNK_SIZE ? BUFQ_CHUNK_SIZE : room;
 	if (ex->body.framing == HTTP1_BODY_LENGTH && ex->body.remaining < max)
 		max = (size_t)ex->body.remaining;
-	if ((cnt = bufq_reserve(&ex->resp_body, iov, EX_READ_IOV)) == 0) {
+	/* the chunks max takes, the tail's room first: no more made */
+	cnt = max / BUFQ_CHUNK_SIZE + 2;
+	if ((cnt = bufq_reserve(&ex->resp_body, iov, MIN(cnt,
+	    EX_READ_IOV))) == 0) {
 		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
 		return -2;
 	}
