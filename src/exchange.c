@@ -133,6 +133,7 @@ struct exchange {
 	size_t			 backend;
 	struct upstream_server	*server;
 	size_t			 attempt;
+	uint64_t		 tried;		/* attempts taken: UPSTREAM_TRIED */
 	size_t			 first_server;	/* of attempt 0 */
 	uint64_t		 client_hash;	/* client_hash's, at attempt 0 */
 	struct upstream_server	*counted;	/* in its requests already */
@@ -1755,9 +1756,15 @@ ex_try_server(struct exchange *ex)
 		return;
 	}
 	/* the client's, as it was: its ranking of the servers holds */
-	if (ex->attempt == 0)
+	if (ex->attempt == 0) {
 		ex->client_hash = ex_client_hash(ex);
+		ex->tried = 0;
+	}
 	for (; ; ex->attempt++) {
+		if (ex->attempt > 0)
+			ex->attempt = upstream_next_attempt(ex_pools(ex),
+			    ex->backend, ex->first_server, ex->attempt,
+			    ex->tried, ex->client_hash, true);
 		ex->server = upstream_pick(ex_pools(ex), ex->backend,
 		    &ex->first_server, ex->attempt, &nservers,
 		    ex->client_hash);
@@ -1771,9 +1778,8 @@ ex_try_server(struct exchange *ex)
 				ex_respond(ex, 502);
 			return;
 		}
-		if (ex->attempt == 0 ? ex->server->ctr->disabled :
-		    !upstream_may_try(ex_pools(ex), ex->backend, ex->server,
-		    true))
+		ex->tried |= UPSTREAM_TRIED(ex->attempt);
+		if (ex->server->ctr->disabled)
 			continue;
 		if ((rv = ex_use_server(ex)) == 0)
 			return;
@@ -1814,6 +1820,15 @@ ex_retry(struct exchange *ex)
 	return true;
 }
 
+/* Whether the request has a server left to go on to (failover). */
+static bool
+ex_server_left(const struct exchange *ex)
+{
+	return upstream_next_attempt(ex_pools(ex), ex->backend,
+	    ex->first_server, ex->attempt + 1, ex->tried, ex->client_hash,
+	    false) < upstream_nservers(ex_pools(ex), ex->backend);
+}
+
 /*
  * retry_on: whether a response that failed in a way the backend lists
  * (on) sends the request to the next server rather than an error to the
@@ -1828,9 +1843,7 @@ ex_may_try_next(const struct exchange *ex, bool on)
 	/* each server once, also when the request waited for room between */
 	return on && ex->framing == REQ_BODY_NONE &&
 	    (ex->req.flags & REQ_F_IDEMPOTENT) && ex->ninfo == 0 &&
-	    !ex->head_trimmed && ex->next_hops + 1 < n &&
-	    upstream_left(ex_pools(ex), ex->backend, ex->first_server,
-	    ex->attempt, ex->client_hash);
+	    !ex->head_trimmed && ex->next_hops + 1 < n && ex_server_left(ex);
 }
 
 /* The server's response failed (why): the request goes to the next one. */
@@ -2854,8 +2867,7 @@ ex_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		    "timed out", ex->server->cfg->text);
 		ex_connect_failed(ex);
 		/* nothing was sent: the next server may take it (as a refusal) */
-		if (ex->attempt + 1 < upstream_nservers(ex_pools(ex),
-		    ex->backend)) {
+		if (ex_server_left(ex)) {
 			ex->attempt++;
 			ex_try_server(ex);
 		} else

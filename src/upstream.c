@@ -500,43 +500,38 @@ upstream_pick(struct upstream_pool *pools, size_t backend, size_t *first,
 	return &p->servers[*first];
 }
 
-/* Whether some server of p is one server_open allows. */
-static bool
-pool_has_open(const struct upstream_pool *p)
-{
-	for (size_t i = 0; i < p->nservers; i++)
-		if (server_open(p, p->servers[i].ctr))
-			return true;
-	return false;
-}
-
-bool
-upstream_may_try(struct upstream_pool *pools, size_t backend,
-    struct upstream_server *sv, bool take)
+size_t
+upstream_next_attempt(struct upstream_pool *pools, size_t backend,
+    size_t first, size_t from, uint64_t tried, uint64_t client, bool take)
 {
 	struct upstream_pool *p = &pools[backend];
+	struct upstream_server *sv;
+	size_t a, n = p->nservers, later = n, dummy;
 
-	if (sv->ctr->disabled)
-		return false;
-	if (!server_open(p, sv->ctr))
-		return !pool_has_open(p);
-	/* a down server's trial, as upstream_pick takes one */
-	if (take && sv->ctr->state == UPSTREAM_DOWN)
-		sv->ctr->down_since = ev_now(p->loop);
-	return true;
-}
-
-bool
-upstream_left(struct upstream_pool *pools, size_t backend, size_t first,
-    size_t attempt, uint64_t client)
-{
-	size_t n;
-
-	for (size_t a = attempt + 1; a < pools[backend].nservers; a++)
-		if (upstream_may_try(pools, backend, upstream_pick(pools,
-		    backend, &first, a, &n, client), false))
-			return true;
-	return false;
+	if (n > UPSTREAM_TRIED_MAX) {
+		for (a = from; a < n; a++)
+			if (!upstream_pick(pools, backend, &first, a, &dummy,
+			    client)->ctr->disabled)
+				return a;
+		return n;
+	}
+	for (a = 1; a < n; a++) {
+		if (tried & UPSTREAM_TRIED(a))
+			continue;
+		sv = upstream_pick(pools, backend, &first, a, &dummy, client);
+		if (sv->ctr->disabled)
+			continue;
+		if (!server_open(p, sv->ctr)) {
+			if (later == n)
+				later = a;
+			continue;
+		}
+		/* a down server's trial, as upstream_pick takes one */
+		if (take && sv->ctr->state == UPSTREAM_DOWN)
+			sv->ctr->down_since = ev_now(p->loop);
+		return a;
+	}
+	return later;
 }
 
 size_t

@@ -190,22 +190,23 @@ bool			 upstream_disabled(const char *backend,
 int			 upstream_set_disabled(const char *backend,
 			    const char *server, bool disabled);
 /*
- * Whether a request that failed at other servers may go on to sv, the
- * server of a later attempt (failover, retry_on): not disabled, and not
- * passed over (down within fail_timeout, or unhealthy) while the backend
- * has a server that is not, so that it goes to a server that may answer
- * before one known not to, and, when none may, still tries each as
- * before. take: the request goes, and a down server's trial is its.
+ * Failover: the attempt (a place in the request's order, as upstream_pick
+ * gives them from first, for client) a request goes on to when the
+ * server it took failed. tried has the attempts it took (UPSTREAM_TRIED),
+ * the first always. Of those it did not take, not disabled: the first
+ * whose server is not passed over (down within fail_timeout, or
+ * unhealthy), else the first of the others; so it goes to a server that
+ * may answer before one known not to, and still tries each. The
+ * backend's number of servers when none is left. Beyond
+ * UPSTREAM_TRIED_MAX servers, the next not disabled from attempt from on.
+ * take: the request goes there (a down server's trial is its).
  */
-bool			 upstream_may_try(struct upstream_pool *,
-			    size_t backend, struct upstream_server *sv,
-			    bool take);
-/*
- * Whether upstream_may_try allows a server for the attempts after
- * attempt (as upstream_pick gives them, from first, for client).
- */
-bool			 upstream_left(struct upstream_pool *, size_t backend,
-			    size_t first, size_t attempt, uint64_t client);
+#define UPSTREAM_TRIED_MAX	64
+#define UPSTREAM_TRIED(a)	((a) < UPSTREAM_TRIED_MAX ? \
+				    (uint64_t)1 << (a) : 0)
+size_t			 upstream_next_attempt(struct upstream_pool *,
+			    size_t backend, size_t first, size_t from,
+			    uint64_t tried, uint64_t client, bool take);
 /* The list's ith: its backend and *server; NULL past its end. */
 const char		*upstream_disabled_at(size_t i, const char **server);
 /*

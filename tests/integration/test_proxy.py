@@ -902,13 +902,45 @@ def test_failover_passes_over_down_servers(qproxy_factory, backend_app, refusing
         assert busy.count >= 2
         st = stats(q)["upstream"]
         assert (st["connect_failures"], st["next_server"]) == (1, busy.count), st
-        # only the down server left to send it on to: the 503 as it came
-        assert qproxyctl(q, "disable", "app", backend_app.tcp_server).returncode == 0
-        r = h3_get(q.url("/bytes/3"))
-        assert (r.status, r.body) == (503, b"busy\n")
+    finally:
+        busy.close()
+
+
+def test_failover_tries_passed_over_servers_last(qproxy_factory):
+    """A server passed over as down is still tried, last, by a request
+    that every other server failed: it may be back before its
+    fail_timeout is up. Here the second server refused start()'s probe
+    (the 503 then came as it was), came back, and takes the next
+    request, which busy answered 503 first."""
+    busy = backend_mod.Fixed(b"HTTP/1.1 503 Service Unavailable\r\n"
+                             b"Content-Length: 5\r\n\r\nbusy\n")
+    second = backend_mod.Refusing()
+    up = None
+
+    def sections(port, cert, key):
+        return [("listener main", [("address", "127.0.0.1:%d" % port),
+                                   ("certificate", cert), ("private_key", key)]),
+                ("backend app", [("server", busy.server),
+                                 ("server", "127.0.0.1:%d" % second.port),
+                                 ("max_fails", "0"), ("fail_timeout", "60s"),
+                                 ("retry_on", "503")]),
+                ("route app", [("backend", "app")])]
+    try:
+        q = qproxy_factory(sections=sections)
+        assert stats(q)["upstream"]["connect_failures"] == 1
+        up = backend_mod.Fixed(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nup\n",
+                               sock=second.sock)
+        n0 = busy.count
+        r = h3_get(q.url("/"))
+        assert (r.status, r.body) == (200, b"up\n")
+        assert busy.count == n0 + 1
         assert stats(q)["upstream"]["connect_failures"] == 1
     finally:
         busy.close()
+        if up is not None:
+            up.close()
+        else:
+            second.close()
 
 
 def test_failover_when_every_server_is_down(qproxy_factory):
