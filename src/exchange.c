@@ -134,6 +134,7 @@ struct exchange {
 	struct upstream_server	*server;
 	size_t			 attempt;
 	uint64_t		 tried;		/* attempts taken: UPSTREAM_TRIED */
+	bool			 saw_full;	/* a server taken had no room */
 	size_t			 first_server;	/* of attempt 0 */
 	uint64_t		 client_hash;	/* client_hash's, at attempt 0 */
 	struct upstream_server	*counted;	/* in its requests already */
@@ -1733,14 +1734,26 @@ ex_woken(struct upstream_waiter *w)
 }
 
 /*
+ * Failover: a request that found a server full goes on only to servers
+ * not passed over; with none left it waits for room at the full one,
+ * which is known to answer, rather than try one known not to (and wait
+ * out its connect_timeout).
+ */
+static int
+ex_next_flags(const struct exchange *ex)
+{
+	return ex->saw_full ? UPSTREAM_NEXT_OPEN : 0;
+}
+
+/*
  * Connects to the next server, failing over while servers refuse or are
- * full; when all were full, the request waits in line for room.
+ * full; when none is left and one was full, the request waits in line for
+ * room, rather than going to a server passed over (ex_next_flags).
  */
 static void
 ex_try_server(struct exchange *ex)
 {
 	size_t nservers;
-	bool full = false;
 	int rv;
 
 	/*
@@ -1759,17 +1772,19 @@ ex_try_server(struct exchange *ex)
 	if (ex->attempt == 0) {
 		ex->client_hash = ex_client_hash(ex);
 		ex->tried = 0;
+		ex->saw_full = false;
 	}
 	for (; ; ex->attempt++) {
 		if (ex->attempt > 0)
 			ex->attempt = upstream_next_attempt(ex_pools(ex),
 			    ex->backend, ex->first_server, ex->attempt,
-			    ex->tried, ex->client_hash, true);
+			    ex->tried, ex->client_hash,
+			    ex_next_flags(ex) | UPSTREAM_NEXT_TAKE);
 		ex->server = upstream_pick(ex_pools(ex), ex->backend,
 		    &ex->first_server, ex->attempt, &nservers,
 		    ex->client_hash);
 		if (ex->attempt >= nservers) {
-			if (full)	/* one woken keeps its place */
+			if (ex->saw_full)	/* one woken keeps its place */
 				ex_queue(ex, ex->woken);
 			else if (upstream_all_disabled(ex_pools(ex),
 			    ex->backend))
@@ -1783,7 +1798,8 @@ ex_try_server(struct exchange *ex)
 			continue;
 		if ((rv = ex_use_server(ex)) == 0)
 			return;
-		full |= rv == 1;
+		if (rv == 1)
+			ex->saw_full = true;
 	}
 }
 
@@ -1820,13 +1836,17 @@ ex_retry(struct exchange *ex)
 	return true;
 }
 
-/* Whether the request has a server left to go on to (failover). */
+/*
+ * Whether the request has a server left to go on to (failover), or one
+ * of those it took had no room: it waits for that (ex_try_server).
+ */
 static bool
 ex_server_left(const struct exchange *ex)
 {
-	return upstream_next_attempt(ex_pools(ex), ex->backend,
-	    ex->first_server, ex->attempt + 1, ex->tried, ex->client_hash,
-	    false) < upstream_nservers(ex_pools(ex), ex->backend);
+	return ex->saw_full || upstream_next_attempt(ex_pools(ex),
+	    ex->backend, ex->first_server, ex->attempt + 1, ex->tried,
+	    ex->client_hash, ex_next_flags(ex)) <
+	    upstream_nservers(ex_pools(ex), ex->backend);
 }
 
 /*
@@ -1840,7 +1860,8 @@ ex_may_try_next(const struct exchange *ex, bool on)
 {
 	size_t n = upstream_nservers(ex_pools(ex), ex->backend);
 
-	/* each server once, also when the request waited for room between */
+	/* at most nservers - 1 hops, also across a wait for room (which
+	   starts the order afresh) */
 	return on && ex->framing == REQ_BODY_NONE &&
 	    (ex->req.flags & REQ_F_IDEMPOTENT) && ex->ninfo == 0 &&
 	    !ex->head_trimmed && ex->next_hops + 1 < n && ex_server_left(ex);

@@ -502,7 +502,7 @@ upstream_pick(struct upstream_pool *pools, size_t backend, size_t *first,
 
 size_t
 upstream_next_attempt(struct upstream_pool *pools, size_t backend,
-    size_t first, size_t from, uint64_t tried, uint64_t client, bool take)
+    size_t first, size_t from, uint64_t tried, uint64_t client, int flags)
 {
 	struct upstream_pool *p = &pools[backend];
 	struct upstream_server *sv;
@@ -522,12 +522,13 @@ upstream_next_attempt(struct upstream_pool *pools, size_t backend,
 		if (sv->ctr->disabled)
 			continue;
 		if (!server_open(p, sv->ctr)) {
-			if (later == n)
+			if (later == n && !(flags & UPSTREAM_NEXT_OPEN))
 				later = a;
 			continue;
 		}
 		/* a down server's trial, as upstream_pick takes one */
-		if (take && sv->ctr->state == UPSTREAM_DOWN)
+		if ((flags & UPSTREAM_NEXT_TAKE) &&
+		    sv->ctr->state == UPSTREAM_DOWN)
 			sv->ctr->down_since = ev_now(p->loop);
 		return a;
 	}

@@ -195,18 +195,22 @@ int			 upstream_set_disabled(const char *backend,
  * server it took failed. tried has the attempts it took (UPSTREAM_TRIED),
  * the first always. Of those it did not take, not disabled: the first
  * whose server is not passed over (down within fail_timeout, or
- * unhealthy), else the first of the others; so it goes to a server that
- * may answer before one known not to, and still tries each. The
- * backend's number of servers when none is left. Beyond
+ * unhealthy), else the first of the others (none with UPSTREAM_NEXT_OPEN:
+ * the request would rather wait for room at a full server); so it goes to
+ * a server that may answer before one known not to, and still tries each.
+ * The backend's number of servers when none is left. Beyond
  * UPSTREAM_TRIED_MAX servers, the next not disabled from attempt from on.
- * take: the request goes there (a down server's trial is its).
+ * UPSTREAM_NEXT_TAKE: the request goes there (a down server's trial is
+ * its).
  */
 #define UPSTREAM_TRIED_MAX	64
 #define UPSTREAM_TRIED(a)	((a) < UPSTREAM_TRIED_MAX ? \
 				    (uint64_t)1 << (a) : 0)
+#define UPSTREAM_NEXT_TAKE	0x1
+#define UPSTREAM_NEXT_OPEN	0x2
 size_t			 upstream_next_attempt(struct upstream_pool *,
 			    size_t backend, size_t first, size_t from,
-			    uint64_t tried, uint64_t client, bool take);
+			    uint64_t tried, uint64_t client, int flags);
 /* The list's ith: its backend and *server; NULL past its end. */
 const char		*upstream_disabled_at(size_t i, const char **server);
 /*
