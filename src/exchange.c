@@ -2524,7 +2524,8 @@ ex_read_body(struct exchange *ex, size_t room)
 	max = room < BUFQ_CHUNK_SIZE ? BUFQ_CHUNK_SIZE : room;
 	if (ex->body.framing == HTTP1_BODY_LENGTH && ex->body.remaining < max)
 		max = (size_t)ex->body.remaining;
-	/* the chunks max takes, the tail's room first: no more made */
+	/* chunks enough for max after the tail's room (a spare one or two
+	   go back in bufq_commit), not all EX_READ_IOV of them */
 	cnt = max / BUFQ_CHUNK_SIZE + 2;
 	if ((cnt = bufq_reserve(&ex->resp_body, iov, MIN(cnt,
 	    EX_READ_IOV))) == 0) {

@@ -1854,20 +1854,22 @@ def test_max_connections_wait_is_bounded_by_connect_timeout(qproxy_factory, back
 def test_max_connections_wait_before_a_down_server(qproxy_factory, backend_app, syndrop):
     """A request that finds the backend's open server full waits in line
     for it rather than going on to a server shown down (here one whose
-    connect times out), which would cost it connect_timeout and a 504."""
+    connect times out), which would cost it connect_timeout and another
+    connect failure. (connect_timeout also bounds the wait in line.)"""
     q = qproxy_factory(sections=lambda port, c, k: [
         ("listener main", [("address", "127.0.0.1:%d" % port),
                            ("certificate", c), ("private_key", k)]),
         ("backend app", [("server", backend_app.tcp_server),
                          ("server", "127.0.0.1:%d" % syndrop.port),
                          ("max_connections", "1"), ("fail_timeout", "60s"),
-                         ("connect_timeout", "%gs" % CONNECT_TIMEOUT)]),
+                         ("connect_timeout", "%gs" % (3 * SLOW))]),
         ("route app", [("path_prefix", "/app/"), ("backend", "app")])])
     # until the silent server has timed out once: then it is down
     wait_until(lambda: h3_get(q.url("/app/bytes/10"), timeout=10 * SLOW).status == 200 and
-               stats(q)["upstream"]["connect_failures"] == 1, "the second server down")
+               stats(q)["upstream"]["connect_failures"] == 1, "the second server down",
+               30 * SLOW)
     slow, second = _in_parallel(
-        lambda: h3_get(q.url("/app/bytes/10?wait=%d" % (400 * SLOW)), timeout=30 * SLOW),
+        lambda: h3_get(q.url("/app/bytes/10?wait=%d" % (300 * SLOW)), timeout=30 * SLOW),
         lambda: h3_get(q.url("/app/bytes/20"), timeout=30 * SLOW))
     assert (slow.status, second.status) == (200, 200), (slow, second)
     st = stats(q)["upstream"]
