@@ -6,6 +6,7 @@
 
 #include <netinet/in.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -518,10 +519,100 @@ test_client_hash_twice(void)
 	upstream_pools_free(pools);
 }
 
+/*
+ * Failover's order (upstream_next_attempt): of the places a request has
+ * not taken, those whose server new requests would take first, then
+ * those passed over (down within fail_timeout, unhealthy), never a
+ * disabled one; with UPSTREAM_NEXT_OPEN none passed over. Past
+ * UPSTREAM_TRIED_MAX servers, simply the next not disabled. A down
+ * server whose fail_timeout is up is open, and taking it (TAKE) starts
+ * its trial.
+ */
+static struct upstream_counters *
+nth(struct upstream_pool *pools, size_t k, size_t nservers)
+{
+	size_t first = 0, n;
+
+	/* a later attempt's server is the list's (first + attempt)th */
+	return upstream_pick(pools, 0, &first, k == 0 ? nservers : k, &n,
+	    0)->ctr;
+}
+
+static void
+test_next_attempt(void)
+{
+	static struct config_server server[UPSTREAM_TRIED_MAX + 1];
+	static char names[UPSTREAM_TRIED_MAX + 1][8];
+	struct config_backend backend;
+	struct config cfg;
+	struct upstream_pool *pools;
+	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+	size_t first = 0, n;
+	uint64_t tried;
+	ev_tstamp now;
+
+	if (loop == NULL)
+		exit(1);
+	now = ev_now(loop);
+	memset(server, 0, sizeof(server));
+	for (size_t i = 0; i <= UPSTREAM_TRIED_MAX; i++) {
+		snprintf(names[i], sizeof(names[i]), "s%zu", i);
+		server[i].text = names[i];
+		server[i].weight = 1;
+	}
+	one_backend(&cfg, &backend, server, 5);
+	backend.fail_timeout = 10;
+	if ((pools = upstream_pools_new(loop, &cfg)) == NULL)
+		exit(1);
+	/* the first request starts at s1 (the round robin's next) */
+	CHECK_EQ_STR(upstream_pick(pools, 0, &first, 0, &n, 0)->cfg->text,
+	    "s1");
+	nth(pools, 2, n)->unhealthy = true;
+	nth(pools, 3, n)->state = UPSTREAM_DOWN;
+	nth(pools, 3, n)->down_since = now;
+	nth(pools, 4, n)->disabled = true;
+	/* places 1..4 from s1: s2 (unhealthy), s3 (down), s4, s0 */
+	tried = UPSTREAM_TRIED(0);
+	CHECK_EQ_INT(upstream_next_attempt(pools, 0, first, 1, tried, 0, 0), 4);
+	tried |= UPSTREAM_TRIED(4);
+	CHECK_EQ_INT(upstream_next_attempt(pools, 0, first, 1, tried, 0, 0), 1);
+	CHECK_EQ_INT(upstream_next_attempt(pools, 0, first, 1, tried, 0,
+	    UPSTREAM_NEXT_OPEN), 5);
+	tried |= UPSTREAM_TRIED(1);
+	CHECK_EQ_INT(upstream_next_attempt(pools, 0, first, 1, tried, 0, 0), 2);
+	tried |= UPSTREAM_TRIED(2);
+	CHECK_EQ_INT(upstream_next_attempt(pools, 0, first, 1, tried, 0, 0), 5);
+	/* s3's fail_timeout up: open, ahead of s2; taken, its trial starts */
+	nth(pools, 3, n)->down_since = now - 11;
+	tried = UPSTREAM_TRIED(0);
+	CHECK_EQ_INT(upstream_next_attempt(pools, 0, first, 1, tried, 0, 0), 2);
+	CHECK(nth(pools, 3, n)->down_since == now - 11);
+	CHECK_EQ_INT(upstream_next_attempt(pools, 0, first, 1, tried, 0,
+	    UPSTREAM_NEXT_TAKE), 2);
+	CHECK(nth(pools, 3, n)->down_since == now);
+	upstream_pools_free(pools);
+
+	/* past UPSTREAM_TRIED_MAX: in turn, whatever is passed over */
+	one_backend(&cfg, &backend, server, UPSTREAM_TRIED_MAX + 1);
+	if ((pools = upstream_pools_new(loop, &cfg)) == NULL)
+		exit(1);
+	first = 0;
+	n = UPSTREAM_TRIED_MAX + 1;
+	nth(pools, 5, n)->unhealthy = true;
+	nth(pools, 6, n)->disabled = true;
+	CHECK_EQ_INT(upstream_next_attempt(pools, 0, first, 5, 0, 0, 0), 5);
+	CHECK_EQ_INT(upstream_next_attempt(pools, 0, first, 6, 0, 0, 0), 7);
+	CHECK_EQ_INT(upstream_next_attempt(pools, 0, first, UPSTREAM_TRIED_MAX +
+	    1, 0, 0, 0), UPSTREAM_TRIED_MAX + 1);
+	upstream_pools_free(pools);
+	ev_loop_destroy(loop);
+}
+
 int
 main(void)
 {
 	test_pick();
+	test_next_attempt();
 	test_client_hash();
 	test_client_hash_twice();
 	test_line_order();
