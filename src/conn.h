@@ -233,6 +233,7 @@ struct qconn {
 	ev_tstamp		 send_mark;	/* 0: nothing waits */
 	/* at the Initial and Handshake levels */
 	struct tls_in		 tls_in[2];
+	bool			 hello_retried;	/* HelloRetryRequest sent */
 	/*
 	 * qproxy's QPACK encoder stream, and whether the client's credit
 	 * stopped it (h3_submit_response)

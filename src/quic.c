@@ -429,6 +429,31 @@ unexpected:
 }
 
 /*
+ * A ClientHello wolfSSL has taken whole without a ServerHello (whose
+ * Handshake keys bring the client's transport parameters to ngtcp2) got a
+ * HelloRetryRequest. If it offered early data with a ticket, wolfSSL
+ * 5.7.2 had already handed the 0-RTT key over, and ngtcp2 would read the
+ * client's 0-RTT packets with no transport parameters: it aborted the
+ * process on an assertion, so any client could stop qproxy by resuming
+ * with only a key share it does not take. HelloRetryRequest rejects early
+ * data (RFC 8446 4.2.10): the key and anything of early data go.
+ */
+static int
+tls_after_hello(struct qconn *qc, ngtcp2_conn *conn)
+{
+	const struct tls_in *in = &qc->tls_in[0];
+
+	if (qc->hello_retried || in->msgs != 1 || in->left > 0 ||
+	    in->hdrlen > 0 || ngtcp2_conn_get_remote_transport_params(conn) !=
+	    NULL)
+		return 0;
+	qc->hello_retried = true;
+	stats.hello_retries++;
+	log_debug("%s: HelloRetryRequest sent", qc->peer);
+	return ngtcp2_conn_tls_early_data_rejected(conn);
+}
+
+/*
  * TLS messages from the client. It has none to send once its Finished is
  * sent (RFC 9001 6: no KeyUpdate; in QUIC no post-handshake
  * authentication, and tickets go only to it), so anything after the
@@ -479,6 +504,8 @@ recv_crypto_data(ngtcp2_conn *conn, ngtcp2_encryption_level level,
 		return NGTCP2_ERR_CRYPTO;
 	}
 	rv = tls_feed(qc, conn, level, offset, data, datalen);
+	if (rv == 0 && level == NGTCP2_ENCRYPTION_LEVEL_INITIAL)
+		rv = tls_after_hello(qc, conn);
 	if (rv == NGTCP2_ERR_REQUIRED_TRANSPORT_PARAM ||
 	    rv == NGTCP2_ERR_MALFORMED_TRANSPORT_PARAM) {
 		const uint8_t *tp;

@@ -687,6 +687,7 @@ static const struct stats_row {
 	ROW("quic", "tokens_forgotten", tokens_forgotten),
 	ROW("quic", "tickets_reused", tickets_reused),
 	GAUGE("quic", "tickets_remembered", tickets_remembered),
+	ROW("quic", "hello_retries", hello_retries),
 	ROW("quic", "new_tokens_sent", new_tokens_sent),
 	ROW("quic", "stateless_resets_sent", stateless_resets_sent),
 	ROW("quic", "stateless_resets_limited", stateless_resets_limited),

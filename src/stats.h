@@ -60,6 +60,7 @@ struct stats {
 	uint64_t	tokens_reused;		/* NEW_TOKEN's, taken before */
 	uint64_t	tokens_remembered;	/* now: see replay.h */
 	uint64_t	tickets_reused;		/* session tickets, taken before */
+	uint64_t	hello_retries;		/* HelloRetryRequests sent */
 	uint64_t	tickets_remembered;	/* now: see tls.c */
 	uint64_t	tokens_forgotten;	/* early, for room */
 	uint64_t	new_tokens_sent;

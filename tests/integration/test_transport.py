@@ -724,6 +724,29 @@ def test_zero_rtt_ticket_is_taken_once(qproxy_factory, backend_app, tmp_path):
     assert st["tickets_remembered"] == 1, st
 
 
+def test_zero_rtt_after_hello_retry_request(qproxy_factory, backend_app, tmp_path):
+    """A client resuming with early data whose only key share is of a group
+    qproxy does not take (X448) gets a HelloRetryRequest, which rejects its
+    early data (RFC 8446 4.2.10). wolfSSL had handed the 0-RTT key to
+    ngtcp2 already, and ngtcp2 aborted qproxy on the client's 0-RTT
+    packets (no transport parameters yet). gtlsclient itself aborts on its
+    side of it (ngtcp2's client asserts on a 0-RTT key installed twice), so
+    only qproxy's side is checked: it counts the retry, serves nothing
+    from early data, and goes on serving."""
+    q = qproxy_factory(sections=_early_sections(backend_app.tcp_server,
+                                                str(tmp_path / "s")))
+    resume = _resumable(q, tmp_path)
+    _gtls(q.port, "/app/bytes/10", tmp_path,
+          "--groups=-GROUP-ALL:+GROUP-X448:+GROUP-X25519", *resume)
+    st = stats(q)["quic"]
+    assert (st["hello_retries"], st["early_data_requests"]) == (1, 0), st
+    (tmp_path / "11").unlink(missing_ok=True)
+    p = _gtls(q.port, "/app/bytes/11", tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "11").read_bytes() == expected_body(11)
+    assert q.running()
+
+
 def test_zero_rtt_survives_a_restart(qproxy_factory, backend_app, tmp_path):
     make = _early_sections(backend_app.tcp_server, str(tmp_path / "s"))
     q = qproxy_factory(sections=make)
