@@ -234,6 +234,7 @@ struct qconn {
 	/* at the Initial and Handshake levels */
 	struct tls_in		 tls_in[2];
 	bool			 hello_retried;	/* HelloRetryRequest sent */
+	bool			 early_key;	/* a 0-RTT key was installed */
 	/*
 	 * qproxy's QPACK encoder stream, and whether the client's credit
 	 * stopped it (h3_submit_response)

@@ -432,20 +432,24 @@ unexpected:
  * A ClientHello wolfSSL has taken whole without a ServerHello (whose
  * Handshake keys bring the client's transport parameters to ngtcp2) got a
  * HelloRetryRequest. If it offered early data with a ticket, wolfSSL
- * 5.7.2 had already handed the 0-RTT key over, and ngtcp2 would read the
- * client's 0-RTT packets with no transport parameters: it aborted the
- * process on an assertion, so any client could stop qproxy by resuming
- * with only a key share it does not take. HelloRetryRequest rejects early
- * data (RFC 8446 4.2.10): the key and anything of early data go.
+ * 5.7.2 had already handed the 0-RTT key over (recv_rx_key), and ngtcp2
+ * would read the client's 0-RTT packets with no transport parameters: it
+ * aborted the process on an assertion, so any client could stop qproxy by
+ * resuming with only a key share it does not take. HelloRetryRequest
+ * rejects early data (RFC 8446 4.2.10): the key and anything of early
+ * data go. Asked after every Initial-level feed, before ngtcp2 reads any
+ * further packet: the first message whole (bytes of a next one may
+ * follow it in the same frame), or a 0-RTT key handed over.
  */
 static int
 tls_after_hello(struct qconn *qc, ngtcp2_conn *conn)
 {
 	const struct tls_in *in = &qc->tls_in[0];
 
-	if (qc->hello_retried || in->msgs != 1 || in->left > 0 ||
-	    in->hdrlen > 0 || ngtcp2_conn_get_remote_transport_params(conn) !=
-	    NULL)
+	if (qc->hello_retried ||
+	    ngtcp2_conn_get_remote_transport_params(conn) != NULL ||
+	    !(qc->early_key || in->msgs > 1 || (in->msgs == 1 &&
+	    in->left == 0)))
 		return 0;
 	qc->hello_retried = true;
 	stats.hello_retries++;
@@ -566,6 +570,19 @@ path_validation(ngtcp2_conn *conn, uint32_t flags, const ngtcp2_path *path,
 		    (size_t)n) == 0)
 			stats.new_tokens_sent++;
 	}
+	return 0;
+}
+
+/* The 0-RTT key is in ngtcp2's hands: tls_after_hello. */
+static int
+recv_rx_key(ngtcp2_conn *conn, ngtcp2_encryption_level level,
+    void *user_data)
+{
+	struct qconn *qc = user_data;
+
+	(void)conn;
+	if (level == NGTCP2_ENCRYPTION_LEVEL_0RTT)
+		qc->early_key = true;
 	return 0;
 }
 
@@ -803,6 +820,7 @@ static const ngtcp2_callbacks quic_callbacks = {
 	.stream_stop_sending = stream_stop_sending,
 	.version_negotiation = ngtcp2_crypto_version_negotiation_cb,
 	.recv_tx_key = recv_tx_key,
+	.recv_rx_key = recv_rx_key,
 };
 
 static void
