@@ -1072,8 +1072,9 @@ class Fixed(_Acceptor):
     """Answers every request head it reads with the same bytes (a 503, say,
     or a malformed head), on a connection kept open; counts the heads.
     answers, if given, are the answers to the first heads in turn (None:
-    the connection closed, unanswered), answer those after. sock: a bound socket to listen on, such as a
-    Refusing's, to bring up a server that was refusing."""
+    the connection closed, unanswered), answer those after. sock: a bound
+    socket to listen on, such as a Refusing's, to bring up a server that
+    was refusing."""
 
     def __init__(self, answer, host="127.0.0.1", answers=(), sock=None):
         self.answer = answer
