@@ -842,6 +842,23 @@ def test_retry_on(qproxy_factory, backend_app, blackhole):
         junk.close()
 
 
+def _app_backend(keys):
+    """Sections: every request to backend app, of these keys."""
+    def sections(port, cert, key):
+        return [("listener main", [("address", "127.0.0.1:%d" % port),
+                                   ("certificate", cert), ("private_key", key)]),
+                ("backend app", list(keys)),
+                ("route app", [("backend", "app")])]
+    return sections
+
+
+def _brought_up(refusing):
+    """A server answering 200 "up" where refusing refused: on its socket,
+    which closing the server closes."""
+    return backend_mod.Fixed(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nup\n",
+                             sock=refusing.sock)
+
+
 def test_retry_on_after_a_stale_connection(qproxy_factory, backend_app):
     """A request sent again on a new connection as its pooled one was
     stale, then answered 503 there, goes to the next server with its head
@@ -851,15 +868,10 @@ def test_retry_on_after_a_stale_connection(qproxy_factory, backend_app):
     flaky = backend_mod.Fixed(
         b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 5\r\n\r\nbusy\n",
         answers=[b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", None])
-
-    def sections(port, cert, key):
-        return [("listener main", [("address", "127.0.0.1:%d" % port),
-                                   ("certificate", cert), ("private_key", key)]),
-                ("backend app", [("server", flaky.server), ("server", backend_app.tcp_server),
-                                 ("max_fails", "0"), ("retry_on", "503")]),
-                ("route app", [("backend", "app")])]
     try:
-        q = qproxy_factory(sections=sections)
+        q = qproxy_factory(sections=_app_backend([
+            ("server", flaky.server), ("server", backend_app.tcp_server),
+            ("max_fails", "0"), ("retry_on", "503")]))
         long = "x" * 700
         seen = []
         for _ in range(3):     # round robin: the first and third to flaky
@@ -885,18 +897,11 @@ def test_failover_passes_over_down_servers(qproxy_factory, backend_app, refusing
     starts at the refusing server, every other one after at busy.)"""
     busy = backend_mod.Fixed(b"HTTP/1.1 503 Service Unavailable\r\n"
                              b"Content-Length: 5\r\n\r\nbusy\n")
-
-    def sections(port, cert, key):
-        return [("listener main", [("address", "127.0.0.1:%d" % port),
-                                   ("certificate", cert), ("private_key", key)]),
-                ("backend app", [("server", busy.server),
-                                 ("server", "127.0.0.1:%d" % refusing.port),
-                                 ("server", backend_app.tcp_server),
-                                 ("max_fails", "0"), ("fail_timeout", "60s"),
-                                 ("retry_on", "503")]),
-                ("route app", [("backend", "app")])]
     try:
-        q = qproxy_factory(sections=sections)
+        q = qproxy_factory(sections=_app_backend([
+            ("server", busy.server), ("server", "127.0.0.1:%d" % refusing.port),
+            ("server", backend_app.tcp_server), ("max_fails", "0"),
+            ("fail_timeout", "60s"), ("retry_on", "503")]))
         got = [h3_get(q.url("/bytes/3")).status for _ in range(6)]
         assert got == [200] * 6, got
         assert busy.count >= 2
@@ -915,32 +920,21 @@ def test_failover_tries_passed_over_servers_last(qproxy_factory):
     busy = backend_mod.Fixed(b"HTTP/1.1 503 Service Unavailable\r\n"
                              b"Content-Length: 5\r\n\r\nbusy\n")
     second = backend_mod.Refusing()
-    up = None
-
-    def sections(port, cert, key):
-        return [("listener main", [("address", "127.0.0.1:%d" % port),
-                                   ("certificate", cert), ("private_key", key)]),
-                ("backend app", [("server", busy.server),
-                                 ("server", "127.0.0.1:%d" % second.port),
-                                 ("max_fails", "0"), ("fail_timeout", "60s"),
-                                 ("retry_on", "503")]),
-                ("route app", [("backend", "app")])]
     try:
-        q = qproxy_factory(sections=sections)
+        q = qproxy_factory(sections=_app_backend([
+            ("server", busy.server), ("server", "127.0.0.1:%d" % second.port),
+            ("max_fails", "0"), ("fail_timeout", "60s"), ("retry_on", "503")]))
         assert stats(q)["upstream"]["connect_failures"] == 1
-        up = backend_mod.Fixed(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nup\n",
-                               sock=second.sock)
+        up = _brought_up(second)
         n0 = busy.count
         r = h3_get(q.url("/"))
         assert (r.status, r.body) == (200, b"up\n")
         assert busy.count == n0 + 1
         assert stats(q)["upstream"]["connect_failures"] == 1
+        up.close()
     finally:
         busy.close()
-        if up is not None:
-            up.close()
-        else:
-            second.close()
+        second.close()
 
 
 def test_failover_when_every_server_is_down(qproxy_factory):
@@ -948,32 +942,22 @@ def test_failover_when_every_server_is_down(qproxy_factory):
     still goes on to the others, as before fail_timeout: one that came
     back is found by it, not only by the requests that start there."""
     first, second = backend_mod.Refusing(), backend_mod.Refusing()
-    up = None
-
-    def sections(port, cert, key):
-        return [("listener main", [("address", "127.0.0.1:%d" % port),
-                                   ("certificate", cert), ("private_key", key)]),
-                ("backend app", [("server", "127.0.0.1:%d" % first.port),
-                                 ("server", "127.0.0.1:%d" % second.port),
-                                 ("fail_timeout", "60s")]),
-                ("route app", [("backend", "app")])]
     try:
-        q = qproxy_factory(sections=sections)
+        q = qproxy_factory(sections=_app_backend([
+            ("server", "127.0.0.1:%d" % first.port),
+            ("server", "127.0.0.1:%d" % second.port), ("fail_timeout", "60s")]))
         # start()'s probe went to the second server, then to the first
         assert stats(q)["upstream"]["connect_failures"] == 2
-        up = backend_mod.Fixed(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nup\n",
-                               sock=second.sock)
+        up = _brought_up(second)
         # the next in turn: the first server, then on to the second
         r = h3_get(q.url("/"))
         assert (r.status, r.body) == (200, b"up\n")
         assert stats(q)["upstream"]["connect_failures"] == 3
         got = [h3_get(q.url("/")).status for _ in range(3)]
         assert got == [200] * 3, got
+        up.close()
     finally:
-        if up is not None:
-            up.close()
-        else:
-            second.close()
+        second.close()
         first.close()
 
 
