@@ -21,6 +21,7 @@ from test_ops import qproxyctl, stats
 from backend import free_udp_port
 
 import quicinitial  # tests/tools, on sys.path by conftest.py
+from relay import Faults, Relay
 
 KiB = 1024
 
@@ -745,6 +746,56 @@ def test_zero_rtt_after_hello_retry_request(qproxy_factory, backend_app, tmp_pat
     assert p.returncode == 0, p.stderr
     assert (tmp_path / "11").read_bytes() == expected_body(11)
     assert q.running()
+
+
+def _after_the_hello(extra, separate):
+    """A rewrite (relay.Faults) of a client's first Initial: extra bytes
+    after its ClientHello, in the ClientHello's CRYPTO frame or in a frame
+    of their own."""
+    def edit(frames):
+        out = []
+        for off, data in frames:
+            whole = 4 + int.from_bytes(data[1:4], "big") if off == 0 else 0
+            if not whole or len(data) < whole:
+                out.append((off, data))
+            elif separate:
+                out += [(0, data[:whole]), (whole, extra + data[whole:])]
+            else:
+                out.append((0, data[:whole] + extra + data[whole:]))
+        return out if any(off == 0 for off, _ in frames) else None
+
+    def rewrite(data, index):
+        return quicinitial.rewrite_client_initial(data, edit) if index == 1 else data
+    return rewrite
+
+
+@pytest.mark.parametrize("extra,separate", [
+    (b"\x14", False),                   # a next message's type
+    (b"\x14\x00\x00\x20\x00", False),   # its header and a byte of its body
+    (b"\x14\x00", True),                # in a frame of their own
+], ids=["one-byte", "header-and-body", "own-frame"])
+def test_zero_rtt_after_hello_retry_request_with_more_bytes(qproxy_factory, backend_app,
+                                                           tmp_path, extra, separate):
+    """As above, with bytes after the ClientHello in the client's first
+    Initial (a relay puts them there; any client can). The check for a
+    HelloRetryRequest looked only for CRYPTO data that ended where the
+    ClientHello does, and with bytes after it in the same frame qproxy
+    aborted on the 0-RTT packets as before (bdac808). In a frame of their
+    own they come to wolfSSL in a feed of their own."""
+    q = qproxy_factory(sections=_early_sections(backend_app.tcp_server,
+                                                str(tmp_path / "s")))
+    resume = _resumable(q, tmp_path)
+    with Relay(q.port, c2s=Faults(rewrite=_after_the_hello(extra, separate))) as r:
+        _gtls(r.port, "/app/bytes/10", tmp_path,
+              "--groups=-GROUP-ALL:+GROUP-X448:+GROUP-X25519", *resume)
+        assert r.stats()["c2s"]["rewritten"] == 1
+    st = stats(q)["quic"]
+    assert (st["hello_retries"], st["early_data_requests"]) == (1, 0), st
+    assert q.running()
+    (tmp_path / "11").unlink(missing_ok=True)
+    p = _gtls(q.port, "/app/bytes/11", tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "11").read_bytes() == expected_body(11)
 
 
 def test_zero_rtt_survives_a_restart(qproxy_factory, backend_app, tmp_path):

@@ -124,15 +124,7 @@ class Client:
         pad = 1200 - (len(head) + 2 + 4 + len(payload) + 16)
         if pad > 0:
             payload += b"\x00" * pad
-        head += struct.pack("!H", 0x4000 | (4 + len(payload) + 16))
-        pnb = struct.pack("!I", self.pn)
-        sealed = self.tx.aead.encrypt(self.tx.nonce(self.pn), payload, head + pnb)
-        pkt = bytearray(head + pnb + sealed)
-        mask = self.tx.mask(bytes(pkt[len(head) + 4:len(head) + 20]))
-        pkt[0] ^= mask[0] & 0x0f
-        for k in range(4):
-            pkt[len(head) + k] ^= mask[1 + k]
-        self.sock.send(bytes(pkt))
+        self.sock.send(_seal(self.tx, head, 2, self.pn, 4, payload))
         self.pn += 1
 
     def send_crypto(self, data, offset=0, chunk=1100):
@@ -154,24 +146,88 @@ class Client:
             out += self._initial_frames(d)
 
     def _initial_frames(self, d):
-        if not d or not d[0] & 0x80 or (d[0] >> 4) & 3 != 0:
+        if not _is_initial(d):
             return []                       # not an Initial first
-        i = 5
-        i += 1 + d[i]
-        i += 1 + d[i]
-        tlen, i = read_varint(d, i)
-        i += tlen
-        length, i = read_varint(d, i)
-        pkt = bytearray(d[:i + length])
-        mask = self.rx.mask(bytes(pkt[i + 4:i + 20]))
-        pkt[0] ^= mask[0] & 0x0f
-        pnlen = (pkt[0] & 3) + 1
-        for k in range(pnlen):
-            pkt[i + k] ^= mask[1 + k]
-        pn = int.from_bytes(pkt[i:i + pnlen], "big")
-        plain = self.rx.aead.decrypt(self.rx.nonce(pn), bytes(pkt[i + pnlen:]),
-                                     bytes(pkt[:i + pnlen]))
-        return _frames(plain)
+        return _frames(_open(self.rx, d).plain)
+
+
+def _is_initial(d):
+    return len(d) > 5 and d[0] & 0x80 and (d[0] >> 4) & 3 == 0
+
+
+class _Opened:
+    """The first packet of a datagram, an Initial, unprotected: its header
+    up to the Length field (first byte as sent, unmasked), the Length
+    field's size, packet number and its size, plaintext, and where the
+    packet ends in the datagram."""
+
+    def __init__(self, head, lsize, pn, pnlen, plain, end):
+        self.head, self.lsize, self.pn, self.pnlen = head, lsize, pn, pnlen
+        self.plain, self.end = plain, end
+
+
+def _open(keys, d):
+    i = 5
+    i += 1 + d[i]
+    i += 1 + d[i]
+    tlen, i = read_varint(d, i)
+    i += tlen
+    lstart = i
+    length, i = read_varint(d, i)
+    pkt = bytearray(d[:i + length])
+    mask = keys.mask(bytes(pkt[i + 4:i + 20]))
+    pkt[0] ^= mask[0] & 0x0f
+    pnlen = (pkt[0] & 3) + 1
+    for k in range(pnlen):
+        pkt[i + k] ^= mask[1 + k]
+    pn = int.from_bytes(pkt[i:i + pnlen], "big")
+    plain = keys.aead.decrypt(keys.nonce(pn), bytes(pkt[i + pnlen:]),
+                              bytes(pkt[:i + pnlen]))
+    return _Opened(bytes(pkt[:lstart]), i - lstart, pn, pnlen, plain, i + length)
+
+
+def _seal(keys, head, lsize, pn, pnlen, payload):
+    """An Initial packet: head (up to its Length field, first byte
+    unprotected, its packet number length bits pnlen - 1), a Length field
+    of lsize bytes, the packet number, payload sealed, header protected."""
+    n = pnlen + len(payload) + 16
+    length = {1: lambda: bytes([n]), 2: lambda: struct.pack("!H", 0x4000 | n),
+              4: lambda: struct.pack("!I", 0x80000000 | n)}[lsize]()
+    pnb = (pn & ((1 << 8 * pnlen) - 1)).to_bytes(pnlen, "big")
+    hdr = head + length + pnb
+    pkt = bytearray(hdr + keys.aead.encrypt(keys.nonce(pn), payload, hdr))
+    at = len(head) + lsize
+    mask = keys.mask(bytes(pkt[at + 4:at + 20]))
+    pkt[0] ^= mask[0] & 0x0f
+    for k in range(pnlen):
+        pkt[at + k] ^= mask[1 + k]
+    return bytes(pkt)
+
+
+def rewrite_client_initial(d, edit):
+    """A client's datagram d with its first packet, an Initial of the
+    client's first flight (keys from its Destination Connection ID),
+    opened, its CRYPTO frames given to edit as a list of (offset, data) and
+    sealed again with the list edit returns (None: d unchanged), padded
+    back to its size (a packet with less padding than the edit adds
+    grows). d itself when it is no Initial or holds frames other than
+    CRYPTO, PADDING and PING. For a relay (relay.Faults' rewrite) that
+    sends a server what a real client sends, changed in one detail."""
+    if not _is_initial(d) or d[1:5] != b"\x00\x00\x00\x01":
+        return d
+    keys = Keys(d[6:6 + d[5]], server=False)
+    o = _open(keys, d)
+    frames = _frames(o.plain)
+    if any(f[0] not in ("CRYPTO", "PING") for f in frames):
+        return d
+    crypto = edit([(f[1], f[2]) for f in frames if f[0] == "CRYPTO"])
+    if crypto is None:
+        return d
+    payload = b"".join(crypto_frame(off, data) for off, data in crypto)
+    if any(f[0] == "PING" for f in frames):
+        payload += b"\x01"
+    payload += b"\x00" * (len(o.plain) - len(payload))
+    return _seal(keys, o.head, o.lsize, o.pn, o.pnlen, payload) + d[o.end:]
 
 
 def _frames(p):

@@ -47,6 +47,10 @@ Faults (class Faults, one per direction):
   rate          a bottleneck link, bytes per second per client (0: none):
                 each datagram leaves once the ones before it have; one that
                 would wait more than queue_ms (100) in its queue is dropped
+  rewrite       a function (data, index) -> data given each datagram to be
+                forwarded, before any corruption: what it returns goes on
+                (quicinitial.rewrite_client_initial opens a client's first
+                Initial for it)
 
 Relay-wide:
 
@@ -73,7 +77,8 @@ Inspection:
 
   stats()     counters per direction: datagrams, bytes (received by the
               relay), forwarded, forwarded_bytes, dropped, blackholed (part
-              of dropped), corrupted, send_errors; plus rebinds and clients
+              of dropped), corrupted, rewritten, send_errors; plus rebinds
+              and clients
   records     a list of Record(direction, length, first_byte, tos, time,
               due, client, upstream, fate, index), one per datagram the
               relay received; first_byte is as received (before any
@@ -159,7 +164,8 @@ class Faults:
 
     def __init__(self, drop=0.0, drop_indices=None, delay_ms=0.0, jitter_ms=0.0,
                  reorder=False, corrupt=0.0, corrupt_span=50, blackhole=(),
-                 rate=0, queue_ms=100.0):
+                 rate=0, queue_ms=100.0, rewrite=None):
+        self.rewrite = rewrite
         self.rate = float(rate)
         self.queue_ms = float(queue_ms)
         self.drop = float(drop)
@@ -189,7 +195,8 @@ class Faults:
 
 def _new_counters():
     return {"datagrams": 0, "bytes": 0, "forwarded": 0, "forwarded_bytes": 0,
-            "dropped": 0, "blackholed": 0, "corrupted": 0, "send_errors": 0}
+            "dropped": 0, "blackholed": 0, "corrupted": 0, "rewritten": 0,
+            "send_errors": 0}
 
 
 class _Session:
@@ -647,6 +654,11 @@ class Relay:
             if fate == "blackholed":
                 c["blackholed"] += 1
         else:
+            if f.rewrite is not None:
+                new = f.rewrite(data, index)
+                if new != data:
+                    data = new
+                    c["rewritten"] += 1
             if r_corrupt < f.corrupt and data:
                 span = min(len(data), f.corrupt_span)
                 pos = rng.randrange(span)
