@@ -155,6 +155,7 @@ struct exchange {
 	struct http1_body	 body;
 	bool			 head_done;
 	bool			 reusable;	/* keep-alive after this response */
+	bool			 read_full;	/* the last read took all it asked */
 
 	/* backend -> client */
 	struct bufq		 resp_body;
@@ -258,6 +259,7 @@ static void	ex_write(struct exchange *);
 static void	ex_read(struct exchange *);
 static void	ex_upstream_close(struct exchange *, bool reuse);
 static void	ex_arm_timer(struct exchange *, double);
+static void	ex_after_body(struct exchange *);
 
 static struct config *
 ex_cfg(const struct exchange *ex)
@@ -1615,6 +1617,7 @@ ex_attach(struct exchange *ex, struct upstream_conn *uc, bool reused)
 	ex->uc = uc;
 	ex->reused = reused;
 	ex->resp_any = false;
+	ex->read_full = false;
 	ex->server->ctr->active++;
 }
 
@@ -1978,6 +1981,29 @@ ex_write(struct exchange *ex)
 	ex_req_update(ex);
 }
 
+/*
+ * Whether a connection whose response ended where the last read did holds
+ * nothing more. A read that took all it asked for (a body ending on the
+ * read's boundary) may have left bytes in the socket: a second response or
+ * garbage, which a request given the connection next (in this loop
+ * iteration, before a poll could tell its idle watcher) would take for its
+ * own response. A read that took less emptied the socket; ex_read_body's
+ * probe asks one byte past the body.
+ */
+static bool
+ex_nothing_after(struct exchange *ex)
+{
+	uint8_t next;
+	ssize_t n;
+
+	if (!ex->read_full || ex->uc == NULL)
+		return true;
+	n = recv(ex->uc->fd, &next, 1, MSG_PEEK | MSG_DONTWAIT);
+	if (n > 0)
+		ex_after_body(ex);
+	return n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
 /* The response is complete on the backend side. */
 static void
 ex_response_done(struct exchange *ex, bool clean)
@@ -1989,7 +2015,7 @@ ex_response_done(struct exchange *ex, bool clean)
 	h3_resume(ex->qc, ex->stream_id);
 	/* A connection is reused only after a clean, complete exchange. */
 	ex_upstream_close(ex, clean && ex->reusable && ex->req_written &&
-	    ex->rlen == 0);
+	    ex->rlen == 0 && ex_nothing_after(ex));
 	/* the rest of an upload the backend did not wait for is dropped */
 	ex_finish(ex);
 }
@@ -2492,6 +2518,7 @@ ex_read_buffered(struct exchange *ex)
 	}
 	n = read(ex->uc->fd, ex->rbuf + ex->rlen, ex->rcap - ex->rlen);
 	if (n > 0) {
+		ex->read_full = (size_t)n == ex->rcap - ex->rlen;
 		ex->resp_any = true;
 		ex->rlen += (size_t)n;
 		if (ex->head_done)
@@ -2558,6 +2585,7 @@ ex_read_body(struct exchange *ex, size_t room)
 	bufq_commit(&ex->resp_body, n > 0 ? (size_t)n : 0);
 	if (n <= 0)
 		return n;
+	ex->read_full = !probe && (size_t)n == total;
 	ex_mem_update(ex);
 	/* the framing's count, over the bytes already in place */
 	for (size_t i = 0, left = (size_t)n; left > 0; i++) {

@@ -38,7 +38,11 @@ Endpoints (the first path segment that names an endpoint selects it, so
                            KIND: status (default), noheader, cl, binary
   GET      /extra/N?ms=T   N bytes with Content-Length, then (after T ms, default 0)
                            a second, unasked-for response on the same connection,
-                           which stays open: a proxy must not pass those bytes on
+                           which stays open: a proxy must not pass those bytes on.
+                           ?fill=R: the response (N ignored) is R bytes, head and
+                           body, sent with the second in one segment; with
+                           &chunked=1 its head goes first, alone, and its chunked
+                           body is R bytes. ?wait=MS: sleeps that long first
   GET      /head/KIND      a fixed response (see HEADS), then closes
   GET      /early-hints    103 Early Hints, then 200 with a small body;
                            ?n=N sends N of them
@@ -846,6 +850,23 @@ class Backend:
 
         if name == "extra":
             n = self._int_arg(args)
+            time.sleep(float(q.get("wait", ["0"])[0]) / 1000.0)
+            if "fill" in q:
+                fill = int(q["fill"][0])
+                if "chunked" in q:
+                    sock.sendall(self._head(200, [("Transfer-Encoding", "chunked")]))
+                    time.sleep(0.2)             # read on its own
+                    n = next(k for k in range(fill, 0, -1)
+                             if len(b"%x" % k) + k + 9 == fill)
+                    body = b"%x\r\n" % n + body_bytes(n) + b"\r\n0\r\n\r\n"
+                    sock.sendall(body + SMUGGLED)
+                    return True
+                for n in range(fill, -1, -1):
+                    resp = self._head(200, [("Content-Length", str(n))]) + body_bytes(n)
+                    if len(resp) == fill:
+                        break
+                sock.sendall(resp + SMUGGLED)
+                return True
             resp = self._head(200, [("Content-Type", "application/octet-stream"),
                                     ("Content-Length", str(n))]) + body_bytes(n)
             ms = float(q.get("ms", ["0"])[0])

@@ -1860,6 +1860,35 @@ def test_max_connections_wait_before_a_down_server(qproxy_factory, backend_app, 
     assert (st["connect_failures"], st["queued_total"]) == (1, 1), st
 
 
+@pytest.mark.parametrize("framing", ["chunked", "length"])
+def test_bytes_after_a_body_on_a_read_boundary_never_reach_a_waiting_request(
+        qproxy_factory, backend_app, framing):
+    """A response that ends exactly where a read of qproxy's does (a chunked
+    body on a 16 KiB read; a whole response of max_header_size in the first
+    read), with an unasked-for response behind it. No probe byte was read
+    past such a body, so the connection went back to the pool with those
+    bytes in its socket, and the request waiting in line for it (GET: it
+    takes a pooled connection without a look) got the smuggled response
+    as its own, and each request after it its predecessor's."""
+    def sections(port, c, k):
+        s = _limited_sections(port, c, k, backend_app.tcp_server, 1, "%gs" % (10 * SLOW))
+        s[0][1].append(("max_header_size", "16k"))
+        return s
+    q = qproxy_factory(sections=sections)
+    first = "/app/extra/0?fill=16384&wait=%d%s" % (
+        300 * SLOW, "&chunked=1" if framing == "chunked" else "")
+    got = _in_parallel(
+        lambda: h3_get(q.url(first), timeout=30 * SLOW),
+        lambda: h3_get(q.url("/app/bytes/20"), timeout=30 * SLOW),
+        lambda: h3_get(q.url("/app/bytes/30"), timeout=30 * SLOW))
+    assert got[0].status == 200, got[0]
+    assert [(r.status, r.body) for r in got[1:]] == \
+        [(200, expected_body(20)), (200, expected_body(30))], [r.body[:40] for r in got[1:]]
+    st = stats(q)["upstream"]
+    assert (st["bytes_after_body"], st["queued_total"]) == (1, 2), st
+    assert h3_get(q.url("/app/bytes/40")).body == expected_body(40)
+
+
 def test_max_connections_client_gone_while_waiting(qproxy_factory, backend_app):
     """A client that goes away while its request waits leaves the line; the
     next request gets the connection."""
