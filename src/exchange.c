@@ -150,6 +150,7 @@ struct exchange {
 	size_t			 next_hops;	/* retry_on's, to other servers */
 	bool			 resp_any;	/* uc gave a response byte */
 	ev_timer		 timer;
+	bool			 client_clock;	/* timer: the client's idle_timeout */
 	uint8_t			*rbuf;		/* backend bytes not yet parsed */
 	size_t			 rlen, rcap;
 	struct http1_body	 body;
@@ -1606,6 +1607,7 @@ ex_arm_timer(struct exchange *ex, double seconds)
 	ev_timer_stop(ex_loop(ex), &ex->timer);
 	ev_timer_init(&ex->timer, ex_timer_cb, seconds, seconds);
 	ex->timer.data = ex;
+	ex->client_clock = false;
 	/* waiting for memory, the backend is not the one late: on resuming */
 	if (!ex->mem_waiting)
 		ev_timer_start(ex_loop(ex), &ex->timer);
@@ -1935,6 +1937,13 @@ ex_write_out(struct exchange *ex)
 			if (errno == EINTR)
 				continue;
 			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				/*
+				 * More of the body came while the client's
+				 * clock ran: the backend's turn begins, with
+				 * its read_timeout.
+				 */
+				if (ex->client_clock)
+					ex_arm_timer(ex, ex_read_timeout(ex));
 				ev_io_start(ex_loop(ex), &ex->uc->wio);
 				return;
 			}
@@ -1965,9 +1974,11 @@ ex_write_out(struct exchange *ex)
 		 * when that was all the client sent of an unfinished body,
 		 * the client has idle_timeout to send more (ex_timer_cb).
 		 */
-		if (!ex->head_done)
-			ex_arm_timer(ex, !ex->req_fin && ex->out.len == 0 ?
-			    ex_cfg(ex)->idle_timeout : ex_read_timeout(ex));
+		if (!ex->head_done && !ex->req_fin && ex->out.len == 0) {
+			ex_arm_timer(ex, ex_cfg(ex)->idle_timeout);
+			ex->client_clock = true;
+		} else if (!ex->head_done)
+			ex_arm_timer(ex, ex_read_timeout(ex));
 	}
 	ev_io_stop(ex_loop(ex), &ex->uc->wio);
 	if (ex->req_fin)

@@ -25,7 +25,8 @@ Endpoints (the first path segment that names an endpoint selects it, so
   POST|PUT /upload         consumes the body, replies JSON {sha256, length,
                            chunked, content_length, ...}
   *        /echo-headers   JSON: method, target, version and all headers in order
-  *        /hang           reads the request, never answers (until the peer closes)
+  *        /hang           reads the request, never answers (until the peer closes);
+                           /hang?stall=1 reads no body, only the head
   GET      /die/N          Content-Length: N, half the body, then closes
                            (/die/N?rst=1 resets the connection instead;
                            /die/N?stall=1 stays silent until the peer goes)
@@ -595,8 +596,12 @@ class Backend:
                 break
         if name == "hang":
             # Read the request, then never answer: wait for the peer to go.
+            # ?stall=1: read none of its body either
             self._update(rec, body_done=True, body_length=0)
-            _wait_for_close(sock)
+            if "stall" in req.query:
+                _wait_for_hangup(sock)
+            else:
+                _wait_for_close(sock)
             return False
         if name == "reject":
             # An early 413: read ?after=N bytes of the body (65536), answer,

@@ -1145,6 +1145,20 @@ def test_black_hole_504(qp, blackhole):
     assert SHORT_READ_TIMEOUT - 0.15 <= elapsed < SHORT_READ_TIMEOUT + 3 * SLOW, elapsed
 
 
+def test_backend_that_stops_reading_an_upload_504_after_read_timeout(qp):
+    """A backend that reads a request's head and none of its body: 504
+    after read_timeout (2s on /short/), counted from the last byte the
+    backend took. Once the kernel had taken all the client had sent so
+    far, the client's idle_timeout ran (30s here), and more body that the
+    backend then did not take left it running: the backend had
+    idle_timeout, not read_timeout."""
+    t = time.monotonic()
+    r = h3_post(qp.url("/short/hang?stall=1"), b"u" * (8 * MiB), timeout=20 * SLOW)
+    elapsed = time.monotonic() - t
+    assert r.status == 504
+    assert SHORT_READ_TIMEOUT - 0.15 <= elapsed < SHORT_READ_TIMEOUT + 3 * SLOW, elapsed
+
+
 def test_backend_silent_mid_body_is_reset_after_read_timeout(qp):
     """A backend that sends half its body and then nothing, keeping its
     connection open: read_timeout (2s on /short/) bounds that silence too,
