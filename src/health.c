@@ -96,10 +96,13 @@ health_verdict(struct health *h, bool eof, bool *decided)
 	int status;
 
 	*decided = true;
-	if (h->len >= 12 && memcmp(line, "HTTP/1.", 7) == 0 &&
+	/* as the proxy's parser (http1.c) would take it */
+	if (h->len >= 13 && memcmp(line, "HTTP/1.", 7) == 0 &&
+	    (line[7] == '0' || line[7] == '1') &&
 	    line[8] == ' ' && line[9] >= '1' && line[9] <= '5' &&
 	    line[10] >= '0' && line[10] <= '9' &&
-	    line[11] >= '0' && line[11] <= '9') {
+	    line[11] >= '0' && line[11] <= '9' &&
+	    (line[12] == ' ' || line[12] == '\r')) {
 		status = (line[9] - '0') * 100 + (line[10] - '0') * 10 +
 		    (line[11] - '0');
 		/* a 1xx fails too: a health path has no business with one */
@@ -108,7 +111,7 @@ health_verdict(struct health *h, bool eof, bool *decided)
 		snprintf(why, sizeof(why), "status %d", status);
 		return why;
 	}
-	if (h->len >= 12 || memchr(line, '\n', h->len) != NULL ||
+	if (h->len >= 13 || memchr(line, '\n', h->len) != NULL ||
 	    (h->len > 0 && memcmp(line, "HTTP/1.", h->len < 7 ? h->len :
 	    7) != 0))
 		return "not an HTTP/1.1 response";

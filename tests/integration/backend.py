@@ -120,6 +120,8 @@ HEADS = {
     "te-gzip-chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
                        b"5\r\nhello\r\n0\r\n\r\n",
     "status-600": b"HTTP/1.1 600 Beyond\r\nContent-Length: 2\r\n\r\nok",
+    "version-1x": b"HTTP/1.X 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    "status-2000": b"HTTP/1.1 2000 OK\r\nContent-Length: 2\r\n\r\nok",
 }
 
 # What /extra sends after its response: a second response nobody asked for.
