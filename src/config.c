@@ -254,6 +254,8 @@ static const struct config_key config_keys[] = {
 	    1 * MB, 1024 * GB, "256m", 0, F(config, response_buffer_total) },
 	{ SECT_GLOBAL, "request_buffer_total", config_set_size,
 	    1 * MB, 1024 * GB, "256m", 0, F(config, request_buffer_total) },
+	{ SECT_GLOBAL, "quic_buffer_total", config_set_size,
+	    1 * MB, 1024 * GB, "1g", 0, F(config, quic_buffer_total) },
 	{ SECT_GLOBAL, "max_header_size", config_set_size,
 	    1 * KB, 1 * MB, "64k", 0, F(config, max_header_size) },
 	{ SECT_GLOBAL, "max_body_size", config_set_size,
@@ -2992,6 +2994,12 @@ config_warnings(const struct config *cfg,
 		    "window to: one upload to a slow backend can fill it",
 		    config_at(cfg, config_later_line(cfg,
 		    "request_buffer_total", "stream_window")));
+	if (cfg->quic_buffer_total / (64 * KB) < cfg->max_connections)
+		warn("%s: quic_buffer_total is smaller than max_connections "
+		    "times 64 KiB: connections that hold nothing out of the "
+		    "way may be closed when they are many",
+		    config_at(cfg, config_later_line(cfg,
+		    "quic_buffer_total", "max_connections")));
 	for (size_t j = 1; j < cfg->nroutes; j++)
 		for (size_t i = 0; i < j; i++) {
 			if (!config_route_covers(&cfg->routes[i],

@@ -217,6 +217,7 @@ struct config {
 	size_t			 response_buffer_size;	/* bytes per stream */
 	size_t			 response_buffer_total;	/* all streams */
 	size_t			 request_buffer_total;	/* all streams */
+	size_t			 quic_buffer_total;	/* ngtcp2's, all conns */
 	size_t			 max_body_size;	/* routes' default; 0: none */
 	size_t			 max_header_size;	/* request or response head */
 	size_t			 qpack_table_size;	/* bytes */

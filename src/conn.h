@@ -181,6 +181,8 @@ struct qconn {
 	struct generation	*gen;		/* held */
 	struct udp_sock		*sock;
 	ngtcp2_conn		*conn;
+	ngtcp2_mem		 ngmem;		/* ngtcp2's, counted */
+	size_t			 ngmem_bytes;	/* what ngtcp2 holds for it */
 	nghttp3_conn		*h3;
 	WOLFSSL			*ssl;
 	struct tls_conn		 tls;		/* starts with ngtcp2's ref */
@@ -366,6 +368,9 @@ void		 h3_consumed(struct qconn *, int64_t stream_id, size_t n);
 size_t		 h3_mem_kept(void);
 /* Bytes nghttp3 holds now (live blocks), counted by block size. */
 size_t		 h3_mem_live(void);
+/* Bytes ngtcp2 holds for all connections now, and the most it held. */
+size_t		 quic_mem_current(void);
+size_t		 quic_mem_highest(void);
 /* The allocator given to nghttp3 (for the unit tests). */
 const nghttp3_mem *h3_mem(void);
 void		 h3_mem_drain(void);

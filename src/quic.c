@@ -666,6 +666,114 @@ acked_stream_data_offset(ngtcp2_conn *conn, int64_t stream_id,
 }
 
 /*
+ * What ngtcp2 holds, by connection. A client decides much of it: stream
+ * data that comes out of order waits there, up to connection_window a
+ * connection, in 8 KiB chunks however few bytes are in them (a thousand
+ * bytes sent can hold megabytes), and none of it reaches qproxy's request
+ * buffers until what comes before it does. quic_buffer_total bounds it
+ * all (quic_mem_enforce).
+ */
+static size_t quic_mem_bytes, quic_mem_peak;
+
+static void
+quic_mem_count(struct qconn *qc, size_t add, size_t sub)
+{
+	qc->ngmem_bytes = qc->ngmem_bytes + add - sub;
+	quic_mem_bytes = quic_mem_bytes + add - sub;
+	if (quic_mem_bytes > quic_mem_peak)
+		quic_mem_peak = quic_mem_bytes;
+}
+
+static void *
+quic_mem_malloc(size_t size, void *user_data)
+{
+	void *p;
+
+	if ((p = malloc(size)) != NULL)
+		quic_mem_count(user_data, malloc_usable_size(p), 0);
+	return p;
+}
+
+static void
+quic_mem_free(void *p, void *user_data)
+{
+	if (p == NULL)
+		return;
+	quic_mem_count(user_data, 0, malloc_usable_size(p));
+	free(p);
+}
+
+static void *
+quic_mem_calloc(size_t nmemb, size_t size, void *user_data)
+{
+	void *p;
+
+	if ((p = calloc(nmemb, size)) != NULL)
+		quic_mem_count(user_data, malloc_usable_size(p), 0);
+	return p;
+}
+
+static void *
+quic_mem_realloc(void *p, size_t size, void *user_data)
+{
+	size_t old = p != NULL ? malloc_usable_size(p) : 0;
+	void *np;
+
+	if ((np = realloc(p, size)) != NULL)
+		quic_mem_count(user_data, malloc_usable_size(np), old);
+	else if (size == 0)
+		quic_mem_count(user_data, 0, old);	/* freed */
+	return np;
+}
+
+/*
+ * quic_buffer_total: while ngtcp2 holds more than that for all
+ * connections, the connection it holds the most for is closed
+ * (H3_EXCESSIVE_LOAD) and freed at once, without the closing period that
+ * would keep what it holds. Once per turn of the loop, after the reads
+ * that made it grow.
+ */
+static void
+quic_mem_enforce(struct quic_server *srv)
+{
+	static struct log_limit lim;
+	size_t limit = server_config(srv)->quic_buffer_total;
+	struct qconn *qc, *victim;
+
+	while (quic_mem_bytes > limit) {
+		victim = NULL;
+		LIST_FOREACH(qc, &srv->conns, entry)
+			if (victim == NULL ||
+			    qc->ngmem_bytes > victim->ngmem_bytes)
+				victim = qc;
+		if (victim == NULL)
+			return;
+		log_limited(&lim, LOG_LEVEL_WARN, "%s: quic_buffer_total "
+		    "reached: closing the connection holding the most (%zu "
+		    "bytes)", victim->peer, victim->ngmem_bytes);
+		stats.closed_quic_memory++;
+		if (victim->state == QC_ACTIVE) {
+			ngtcp2_ccerr_set_application_error(&victim->last_error,
+			    NGHTTP3_H3_EXCESSIVE_LOAD, NULL, 0);
+			qconn_close(victim);
+		}
+		qconn_free(victim);
+	}
+}
+
+size_t
+quic_mem_current(void)
+{
+	return quic_mem_bytes;
+}
+
+size_t
+quic_mem_highest(void)
+{
+	return quic_mem_peak;
+}
+
+/*
  * A client that resets streams faster than max_stream_resets per
  * RESET_WINDOW ("rapid reset") makes work for nothing: it is closed with
  * H3_EXCESSIVE_LOAD. The budget refills continuously.
@@ -1070,8 +1178,13 @@ qconn_new(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 	path.remote.addrlen = remote->len;
 	path.user_data = NULL;
 
+	qc->ngmem.user_data = qc;
+	qc->ngmem.malloc = quic_mem_malloc;
+	qc->ngmem.free = quic_mem_free;
+	qc->ngmem.calloc = quic_mem_calloc;
+	qc->ngmem.realloc = quic_mem_realloc;
 	rv = ngtcp2_conn_server_new(&qc->conn, &hd->scid, &scid, &path,
-	    hd->version, &quic_callbacks, &settings, &params, NULL, qc);
+	    hd->version, &quic_callbacks, &settings, &params, &qc->ngmem, qc);
 	if (rv != 0) {
 		log_warnx("%s: ngtcp2_conn_server_new: %s", qc->peer,
 		    ngtcp2_strerror(rv));
@@ -2150,6 +2263,7 @@ flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 	TAILQ_HEAD(, qconn) now;
 	struct qconn *qc;
 
+	quic_mem_enforce(srv);
 	/* request bodies first: the backend taking them frees client credit */
 	exchange_flush();
 	/* Connections queued while writing go to the next iteration. */

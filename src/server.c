@@ -710,6 +710,7 @@ static const struct stats_row {
 	ROW("limits", "response_memory_waits", response_memory_waits),
 	ROW("limits", "reset_response_memory", streams_reset_memory),
 	ROW("limits", "reset_request_memory", streams_reset_req_memory),
+	ROW("limits", "closed_quic_memory", closed_quic_memory),
 	ROW("upstream", "connects", upstream_connects),
 	ROW("upstream", "connect_failures", upstream_connect_failures),
 	ROW("upstream", "servers_failed", upstream_servers_failed),
@@ -736,6 +737,8 @@ static const struct stats_row {
 	GAUGE("buffers", "unparsed_bytes", unparsed_bytes),
 	GAUGE("buffers", "h3_bytes", h3_bytes),
 	GAUGE("buffers", "h3_free_bytes", h3_free_bytes),
+	GAUGE("buffers", "quic_bytes", quic_bytes),
+	GAUGE("buffers", "quic_peak_bytes", quic_peak_bytes),
 	ROW("loop", "busy_windows", loop_busy_windows),
 	ROW("loop", "batched_windows", loop_batched_windows),
 	GAUGE("tls", "certificates_expiring", certs_expiring),
@@ -758,6 +761,8 @@ stats_refresh(struct quic_server *srv)
 	stats.request_bytes = exchange_request_bytes();
 	stats.h3_bytes = h3_mem_live();
 	stats.h3_free_bytes = h3_mem_kept();
+	stats.quic_bytes = quic_mem_current();
+	stats.quic_peak_bytes = quic_mem_highest();
 	quic_table_stats(srv);
 }
 

@@ -25,6 +25,7 @@ struct stats {
 	uint64_t	response_memory_waits;	/* a backend read waited for it */
 	uint64_t	streams_reset_memory;	/* reset to free response memory */
 	uint64_t	streams_reset_req_memory;	/* 503 or reset: request memory */
+	uint64_t	closed_quic_memory;	/* quic_buffer_total */
 	uint64_t	streams_current, streams_total;
 	uint64_t	requests_total;
 	uint64_t	responses[6];		/* by status class, 1xx..5xx */
@@ -97,6 +98,8 @@ struct stats {
 	uint64_t	unparsed_bytes;		/* now: exchanges' own rbufs */
 	uint64_t	h3_bytes;		/* now: nghttp3's live blocks */
 	uint64_t	h3_free_bytes;		/* now: nghttp3 blocks kept */
+	uint64_t	quic_bytes;		/* now: ngtcp2's, all connections */
+	uint64_t	quic_peak_bytes;	/* the most since the start */
 	uint64_t	loop_busy_windows;	/* 10 ms at batch_busy or more */
 	uint64_t	loop_batched_windows;	/* then set to wait batch_delay */
 	uint64_t	certs_expiring;		/* now: within 14 days */

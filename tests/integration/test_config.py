@@ -375,13 +375,16 @@ def test_a_fifo_is_refused_not_waited_on(tmp_path):
     (["stream_window = 2m", "request_buffer_total = 1m"], "request_buffer_total", 7),
     (["stream_window = 512k", "request_buffer_total = 2047k"], "request_buffer_total", 7),
     (["initial_rtt = 1s", "idle_timeout = 3s"], "initial_rtt", 7),
+    (["quic_buffer_total = 600m"], "quic_buffer_total", 6),
+    (["quic_buffer_total = 1m", "max_connections = 17"], "quic_buffer_total", 7),
 ])
 def test_likely_mistakes_are_warned_about(tmp_path, certificate, extra, key, lineno):
     """Allowed, but not what anyone means: a retry_threshold that
     max_handshakes never lets handshakes reach, a stream window larger than
     its connection's, a stream's response buffer larger than all streams',
     a stream's widest window larger than all streams' request memory, an
-    initial_rtt whose first PTO comes no sooner than the handshake's end.
+    initial_rtt whose first PTO comes no sooner than the handshake's end,
+    QUIC memory below 64 KiB a connection.
     The check passes with a warning on the later line."""
     lines = valid_lines(*certificate)
     lines[5:5] = extra                  # after line 5, in [global]

@@ -777,6 +777,42 @@ def test_h3_memory_is_counted_and_given_back(qproxy_factory, backend_app, tmp_pa
     assert _buffers(q)["h3_free_bytes"] > 0
 
 
+def test_quic_memory_is_bounded_and_the_largest_holder_goes(qproxy_factory, backend_app,
+                                                           tmp_path):
+    """Stream data that comes out of order waits in ngtcp2 until what comes
+    before it does: a client that never sends its streams' first bytes
+    (h3raw --lose-starts) makes qproxy hold all the rest, in 8 KiB chunks,
+    with no request begun, nothing in request_buffer_total and no timer.
+    It was bounded only by max_connections times connection_window.
+    buffers quic_bytes counts what ngtcp2 holds; past quic_buffer_total
+    the connection holding the most is closed (H3_EXCESSIVE_LOAD) and
+    freed at once, and other connections go on."""
+    q = _private(qproxy_factory, backend_app, tmp_path, ("quic_buffer_total", "1m"))
+    wait_until(lambda: stats(q)["connections"]["current"] == 0, "probe gone", timeout=10)
+    assert _buffers(q)["quic_bytes"] == 0, _buffers(q)
+    post = [":method: POST", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port,
+            ":path: /app/upload", "content-length: 150000"]
+    bystander = subprocess.Popen(
+        [h3raw_binary(), "-t", str(30 * SLOW), "-H", ":method: GET", "-H", ":scheme: https",
+         "-H", ":authority: 127.0.0.1:%d" % q.port, "-H",
+         ":path: /app/bytes/10?wait=%d" % (6000 * SLOW), "127.0.0.1", str(q.port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5 * SLOW)
+    # about 64 KiB a stream, as the client's congestion control lets it
+    r = h3raw(q.port, post, data=150000, count=32, timeout=20 * SLOW,
+              extra=["--lose-starts"])
+    assert r.outcomes == ["closed 0x107"] * 32, r
+    st = stats(q)
+    assert st["limits"]["closed_quic_memory"] == 1, st["limits"]
+    assert st["buffers"]["quic_peak_bytes"] > 1 << 20, st["buffers"]
+    assert st["buffers"]["quic_bytes"] < 100 << 10, st["buffers"]
+    assert st["connections"]["current"] == 1, st["connections"]   # the bystander
+    out, _ = bystander.communicate(timeout=30 * SLOW)
+    assert out.split("\n")[0] == "status 200 body 10", out
+    wait_until(lambda: _buffers(q)["quic_bytes"] == 0,
+               "quic_bytes back to 0: %r" % _buffers(q), timeout=10)
+
+
 def test_client_that_takes_no_head_is_closed_after_send_timeout(qproxy_factory,
                                                                 backend_app, tmp_path):
     """Response heads wait in nghttp3, outside the response buffer: a

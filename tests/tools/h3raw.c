@@ -74,6 +74,12 @@
  *   --linger SECONDS          once every request has its outcome, stay
  *                             connected (answering the server) this long
  *                             before closing, within the -t timeout
+ *   --lose-starts             never send a 1-RTT packet that carries the
+ *                             first bytes of a request stream (STREAM
+ *                             offset 0), nor any packet sent again with
+ *                             them: the server never sees a request, and
+ *                             holds what came after its start, out of
+ *                             order (the rest of the traffic flows)
  *   --print-headers           print response fields as "< name: value"
  *   --print-body              print the response body after the status line
  *   --print-credit            a last line "credit left N": the connection
@@ -220,6 +226,7 @@ static struct {
   int verbose;
   int cancel; /* CANCEL_RESET or CANCEL_STOP_SENDING, or 0 */
   int no_read;
+  int lose_starts; /* --lose-starts */
   uint64_t drip; /* --drip: stream credit added every 0.5 s */
   int uni_credit_set;
   uint64_t max_ack_delay_ms; /* --max-ack-delay */
@@ -257,6 +264,8 @@ static struct {
   size_t next_req;
 
   int hs_done;
+  int lose_packet; /* --lose-starts: the packet just sealed goes nowhere */
+  uint64_t lost_starts;
   int tls_after_sent;
   ngtcp2_tstamp linger_until; /* 0: not lingering (yet) */
   ngtcp2_tstamp drip_next;    /* --drip: when credit is added next */
@@ -593,6 +602,8 @@ static void parse_args(int argc, char **argv) {
       opt.cancel = CANCEL_STOP_SENDING;
     } else if (strcmp(a, "--no-read") == 0) {
       opt.no_read = 1;
+    } else if (strcmp(a, "--lose-starts") == 0) {
+      opt.lose_starts = 1;
     } else if (strcmp(a, "--pause-after") == 0) {
       NEED_ARG();
       opt.pause_after = (size_t)parse_ull(next, "pause-after");
@@ -1402,12 +1413,127 @@ static int setup_tls(void) {
   return 0;
 }
 
+/* A QUIC variable-length integer at *i of p (len bytes); -1 past the end. */
+static int read_varint(const uint8_t *p, size_t len, size_t *i, uint64_t *v) {
+  size_t n;
+
+  if (*i >= len) {
+    return -1;
+  }
+  n = (size_t)1 << (p[*i] >> 6);
+  if (*i + n > len) {
+    return -1;
+  }
+  *v = p[*i] & 0x3f;
+  for (size_t k = 1; k < n; ++k) {
+    *v = (*v << 8) | p[*i + k];
+  }
+  *i += n;
+  return 0;
+}
+
+/*
+ * --lose-starts: whether a 1-RTT packet's frames (RFC 9000 19) hold a
+ * STREAM frame with the first bytes of a client-initiated bidirectional
+ * stream. Frames this client does not send end the look (no).
+ */
+static int holds_stream_start(const uint8_t *p, size_t len) {
+  size_t i = 0;
+  uint64_t v, n, id, off;
+
+  while (i < len) {
+    uint8_t type = p[i++];
+
+    if (type == 0x00 || type == 0x01 || type == 0x1e) {
+      continue; /* PADDING, PING, HANDSHAKE_DONE */
+    }
+    if (type == 0x02 || type == 0x03) { /* ACK */
+      uint64_t ranges;
+      if (read_varint(p, len, &i, &v) || read_varint(p, len, &i, &v) ||
+          read_varint(p, len, &i, &ranges) || read_varint(p, len, &i, &v)) {
+        return 0;
+      }
+      for (uint64_t k = 0; k < 2 * ranges + (type == 0x03 ? 3 : 0); ++k) {
+        if (read_varint(p, len, &i, &v)) {
+          return 0;
+        }
+      }
+    } else if (type >= 0x08 && type <= 0x0f) { /* STREAM */
+      off = 0;
+      if (read_varint(p, len, &i, &id) ||
+          ((type & 0x04) && read_varint(p, len, &i, &off))) {
+        return 0;
+      }
+      if (type & 0x02) {
+        if (read_varint(p, len, &i, &n) || n > len - i) {
+          return 0;
+        }
+      } else {
+        n = len - i;
+      }
+      if (off == 0 && n > 0 && (id & 0x03) == 0) {
+        return 1;
+      }
+      i += n;
+    } else if (type == 0x04 || type == 0x11 || type == 0x15) {
+      /* RESET_STREAM: 3 integers; MAX_STREAM_DATA, STREAM_DATA_BLOCKED: 2 */
+      for (int k = 0; k < (type == 0x04 ? 3 : 2); ++k) {
+        if (read_varint(p, len, &i, &v)) {
+          return 0;
+        }
+      }
+    } else if (type == 0x05) { /* STOP_SENDING */
+      if (read_varint(p, len, &i, &v) || read_varint(p, len, &i, &v)) {
+        return 0;
+      }
+    } else if (type == 0x06) { /* CRYPTO */
+      if (read_varint(p, len, &i, &v) || read_varint(p, len, &i, &n) ||
+          n > len - i) {
+        return 0;
+      }
+      i += n;
+    } else if ((type >= 0x10 && type <= 0x14) || type == 0x16 ||
+               type == 0x17 || type == 0x19) {
+      /* MAX_DATA, MAX_STREAMS, DATA_BLOCKED, STREAMS_BLOCKED,
+         RETIRE_CONNECTION_ID: one integer */
+      if (read_varint(p, len, &i, &v)) {
+        return 0;
+      }
+    } else if (type == 0x18) { /* NEW_CONNECTION_ID */
+      if (read_varint(p, len, &i, &v) || read_varint(p, len, &i, &v) ||
+          i >= len || (size_t)p[i] + 1 + 16 > len - i) {
+        return 0;
+      }
+      i += 1 + (size_t)p[i] + 16;
+    } else if (type == 0x1a || type == 0x1b) { /* PATH_CHALLENGE/RESPONSE */
+      i += 8;
+    } else {
+      return 0; /* CONNECTION_CLOSE, or none this client sends */
+    }
+  }
+  return 0;
+}
+
+/* Packet protection, looking at 1-RTT plaintext first (--lose-starts). */
+static int cb_encrypt(uint8_t *dest, const ngtcp2_crypto_aead *aead,
+                      const ngtcp2_crypto_aead_ctx *aead_ctx,
+                      const uint8_t *plaintext, size_t plaintextlen,
+                      const uint8_t *nonce, size_t noncelen,
+                      const uint8_t *aad, size_t aadlen) {
+  if (opt.lose_starts && aadlen > 0 && !(aad[0] & 0x80) &&
+      holds_stream_start(plaintext, plaintextlen)) {
+    c.lose_packet = 1;
+  }
+  return ngtcp2_crypto_encrypt_cb(dest, aead, aead_ctx, plaintext,
+                                  plaintextlen, nonce, noncelen, aad, aadlen);
+}
+
 static int setup_quic(void) {
   ngtcp2_callbacks callbacks = {
     .client_initial = ngtcp2_crypto_client_initial_cb,
     .recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb,
     .handshake_completed = cb_handshake_completed,
-    .encrypt = ngtcp2_crypto_encrypt_cb,
+    .encrypt = cb_encrypt,
     .decrypt = ngtcp2_crypto_decrypt_cb,
     .hp_mask = ngtcp2_crypto_hp_mask_cb,
     .recv_stream_data = cb_recv_stream_data,
@@ -1489,6 +1615,12 @@ static int setup_quic(void) {
 
 static void send_packet(const uint8_t *data, size_t len) {
   ssize_t n;
+  if (c.lose_packet) {
+    c.lose_packet = 0;
+    c.lost_starts++;
+    note("packet with a stream's start not sent (%" PRIu64 ")", c.lost_starts);
+    return;
+  }
   do {
     n = send(c.fd, data, len, 0);
   } while (n == -1 && errno == EINTR);
