@@ -1280,6 +1280,7 @@ qconn_free(struct qconn *qc)
 	server_sock_release(qc->sock);
 	generation_unref(qc->gen);
 	free(qc->close_pkt);
+	stats.send_pending_bytes -= qc->pending_len;
 	free(qc->pending);
 	if (qc->qlog != NULL)
 		fclose(qc->qlog);
@@ -1409,6 +1410,7 @@ failed:
 		return 0;	/* lost; ngtcp2 will retransmit */
 	memcpy(qc->pending, buf + off, len - off);
 	qc->pending_len = len - off;
+	stats.send_pending_bytes += qc->pending_len;
 	qc->pending_off = 0;
 	qc->pending_seg = seg;
 	qc->pending_remote = remote;
@@ -2190,6 +2192,7 @@ quic_sock_write_cb(struct ev_loop *loop, ev_io *w, int revents)
 			qc->bytes_out += len;
 			qc->pending_off += len;
 		}
+		stats.send_pending_bytes -= qc->pending_len;
 		free(qc->pending);
 		qc->pending = NULL;
 		qc->pending_len = qc->pending_off = 0;
@@ -2381,6 +2384,7 @@ quic_table_stats(struct quic_server *srv)
 	stats.tokens_remembered = replay_count(srv->tokens_taken);
 	stats.tokens_forgotten = replay_evicted(srv->tokens_taken);
 	stats.tickets_remembered = tls_tickets_remembered();
+	stats.tickets_forgotten = tls_tickets_forgotten();
 	stats.clients_current = clients_count(srv->clients);
 }
 

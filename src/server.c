@@ -125,6 +125,7 @@ generation_unref(struct generation *gen)
 {
 	if (gen == NULL || --gen->refs > 0)
 		return;
+	stats.configurations--;
 	for (size_t i = 0; i < gen->nlisteners; i++)
 		tls_ctx_free(gen->listeners[i].tls);
 	free(gen->listeners);
@@ -151,6 +152,7 @@ generation_new(struct quic_server *srv, struct config *cfg,
 	if ((gen = calloc(1, sizeof(*gen))) == NULL)
 		goto oom;
 	gen->refs = 1;
+	stats.configurations++;
 	gen->cfg = cfg;
 	if ((gen->upstreams = upstream_pools_new(srv->loop, cfg)) == NULL)
 		goto oom;
@@ -687,6 +689,7 @@ static const struct stats_row {
 	ROW("quic", "tokens_forgotten", tokens_forgotten),
 	ROW("quic", "tickets_reused", tickets_reused),
 	GAUGE("quic", "tickets_remembered", tickets_remembered),
+	ROW("quic", "tickets_forgotten", tickets_forgotten),
 	ROW("quic", "hello_retries", hello_retries),
 	ROW("quic", "new_tokens_sent", new_tokens_sent),
 	ROW("quic", "stateless_resets_sent", stateless_resets_sent),
@@ -739,6 +742,8 @@ static const struct stats_row {
 	GAUGE("buffers", "h3_free_bytes", h3_free_bytes),
 	GAUGE("buffers", "quic_bytes", quic_bytes),
 	GAUGE("buffers", "quic_peak_bytes", quic_peak_bytes),
+	GAUGE("buffers", "send_pending_bytes", send_pending_bytes),
+	GAUGE("buffers", "configurations", configurations),
 	ROW("loop", "busy_windows", loop_busy_windows),
 	ROW("loop", "batched_windows", loop_batched_windows),
 	GAUGE("tls", "certificates_expiring", certs_expiring),

@@ -64,6 +64,7 @@ struct stats {
 	uint64_t	hello_retries;		/* HelloRetryRequests sent */
 	uint64_t	tickets_remembered;	/* now: see tls.c */
 	uint64_t	tokens_forgotten;	/* early, for room */
+	uint64_t	tickets_forgotten;	/* early, for room */
 	uint64_t	new_tokens_sent;
 	uint64_t	stateless_resets_sent;
 	uint64_t	stateless_resets_limited;	/* over the rate */
@@ -100,6 +101,8 @@ struct stats {
 	uint64_t	h3_free_bytes;		/* now: nghttp3 blocks kept */
 	uint64_t	quic_bytes;		/* now: ngtcp2's, all connections */
 	uint64_t	quic_peak_bytes;	/* the most since the start */
+	uint64_t	send_pending_bytes;	/* now: trains a socket refused */
+	uint64_t	configurations;		/* now: generations held */
 	uint64_t	loop_busy_windows;	/* 10 ms at batch_busy or more */
 	uint64_t	loop_batched_windows;	/* then set to wait batch_delay */
 	uint64_t	certs_expiring;		/* now: within 14 days */

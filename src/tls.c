@@ -54,6 +54,12 @@ tls_tickets_remembered(void)
 	return tickets_taken != NULL ? replay_count(tickets_taken) : 0;
 }
 
+uint64_t
+tls_tickets_forgotten(void)
+{
+	return tickets_taken != NULL ? replay_evicted(tickets_taken) : 0;
+}
+
 static bool
 ticket_taken(const uint8_t *iv, const uint8_t *mac)
 {

@@ -36,6 +36,8 @@ int		 tls_init(void);
 void		 tls_set_ticket_secret(const uint8_t *, size_t);
 /* The session tickets remembered as taken now (see tls.c). */
 size_t		 tls_tickets_remembered(void);
+/* Of them, those let go early for room (the oldest first). */
+uint64_t	 tls_tickets_forgotten(void);
 /*
  * A server context for one listener: its certificates (ncerts, at least
  * one; the first for a client that names none of the others' hosts).

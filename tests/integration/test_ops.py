@@ -196,12 +196,16 @@ def test_reload_changes_routes_without_dropping_a_download(
 
     r = h3_get(q.url("/app/echo-headers"))
     assert r.status == 200 and r.header("x-backend") == "other"
+    # the download's connection holds the old configuration
+    assert stats(q)["buffers"]["configurations"] == 2
     t.join(60)
     assert "e" not in result, result.get("e")
     assert result["r"].status == 200
     assert len(result["r"].body) == n
     assert result["r"].sha256 == expected_sha256(n)
     assert stats(q)["generation"] == 2
+    wait_until(lambda: stats(q)["buffers"]["configurations"] == 1,
+               "the old configuration let go", 10 * SLOW)
 
 
 def _backend_conns(q, port):
@@ -616,6 +620,7 @@ def test_refused_reloads_take_no_generation(qproxy_factory, certificate, backend
         p = qproxyctl(q, "reload")
         assert p.returncode == 1 and "cannot listen on udp" in p.stderr, p.stderr
     assert stats(q)["generation"] == 1
+    assert stats(q)["buffers"]["configurations"] == 1     # none left behind
     _rewrite(q, _sections(cert, key, q.port, backend_app.tcp_server))
     assert qproxyctl(q, "reload").returncode == 0
     assert stats(q)["generation"] == 2

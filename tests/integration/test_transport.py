@@ -576,10 +576,13 @@ def test_gso_refused_for_a_train_held_back(qproxy_factory, backend_app, tmp_path
     wait_until(lambda: stats(q)["udp"]["gso_batches"] > 10, "a transfer in trains", 20)
     (flags / "eagain").touch()
     wait_until(lambda: stats(q)["udp"]["send_blocked"] > 0, "a train held back", 10)
+    # held, and shown (buffers send_pending_bytes)
+    assert 0 < stats(q)["buffers"]["send_pending_bytes"] <= 65535, stats(q)["buffers"]
     (flags / "gso-eio").touch()
     (flags / "eagain").unlink()
     t.join(90)
     assert out and out[0].status == 200 and out[0].sha256 == expected_sha256(n)
+    assert stats(q)["buffers"]["send_pending_bytes"] == 0
     udp = stats(q)["udp"]
     assert udp["send_errors"] == 0, udp
     assert q.log_text().count("UDP GSO refused") == 1, q.log_tail()
