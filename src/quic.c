@@ -2381,7 +2381,8 @@ quic_init(struct quic_server *srv)
 void
 quic_table_stats(struct quic_server *srv)
 {
-	stats.tokens_remembered = replay_count(srv->tokens_taken);
+	stats.tokens_remembered = replay_count(srv->tokens_taken,
+	    ev_now(srv->loop));
 	stats.tokens_forgotten = replay_evicted(srv->tokens_taken);
 	stats.tickets_remembered = tls_tickets_remembered();
 	stats.tickets_forgotten = tls_tickets_forgotten();

@@ -166,8 +166,9 @@ replay_add(struct replay *r, uint64_t hash, double now)
 }
 
 size_t
-replay_count(const struct replay *r)
+replay_count(struct replay *r, double now)
 {
+	replay_expire(r, now);
 	return r->n;
 }
 

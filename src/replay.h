@@ -35,8 +35,9 @@ bool		 replay_seen(struct replay *, uint64_t key, double now);
  * when there is no memory at all for the table.
  */
 bool		 replay_add(struct replay *, uint64_t key, double now);
-/* How many are remembered now, and how many were forgotten early. */
-size_t		 replay_count(const struct replay *);
+/* How many are remembered at now (the expired go first), and how many
+   were forgotten early. */
+size_t		 replay_count(struct replay *, double now);
 uint64_t	 replay_evicted(const struct replay *);
 
 #endif

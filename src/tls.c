@@ -48,10 +48,21 @@ static uint8_t ticket_secret[32];
  */
 static struct replay *tickets_taken;
 
+/* The tickets' clock. */
+static double
+ticket_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 size_t
 tls_tickets_remembered(void)
 {
-	return tickets_taken != NULL ? replay_count(tickets_taken) : 0;
+	return tickets_taken != NULL ? replay_count(tickets_taken,
+	    ticket_now()) : 0;
 }
 
 uint64_t
@@ -64,15 +75,12 @@ static bool
 ticket_taken(const uint8_t *iv, const uint8_t *mac)
 {
 	uint8_t id[TICKET_IVLEN + WOLFSSL_TICKET_MAC_SZ];
-	struct timespec ts;
 	uint64_t key;
-	double now;
+	double now = ticket_now();
 
 	if (tickets_taken == NULL && (tickets_taken = replay_new(
 	    TICKETS_TAKEN_MAX, 2. * TICKET_EPOCH)) == NULL)
 		return true;	/* no memory: no resumption */
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 	memcpy(id, iv, TICKET_IVLEN);
 	memcpy(id + TICKET_IVLEN, mac, WOLFSSL_TICKET_MAC_SZ);
 	key = replay_key(tickets_taken, id, sizeof(id));

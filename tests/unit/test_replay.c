@@ -48,11 +48,13 @@ test_once(void)
 	CHECK(!replay_first(r, token(1), 40, 1.));
 	CHECK(replay_first(r, token(2), 40, 1.));
 	CHECK(replay_first(r, token(2), 39, 1.));	/* another token */
-	CHECK_EQ_INT((int)replay_count(r), 3);
+	CHECK_EQ_INT((int)replay_count(r, 1.), 3);
 	/* past its lifetime a token is forgotten (it is void anyway) */
 	CHECK(replay_first(r, token(1), 40, 100.));
 	CHECK(!replay_first(r, token(2), 40, 100.));
-	CHECK_EQ_INT((int)replay_count(r), 3);
+	CHECK_EQ_INT((int)replay_count(r, 100.), 3);
+	/* the count itself lets the expired go: none is taken after 200 s */
+	CHECK_EQ_INT((int)replay_count(r, 200.), 0);
 	replay_free(r);
 }
 
@@ -66,14 +68,14 @@ test_growth_and_expiry(void)
 	/* past the first ring size, kept in order through each doubling */
 	for (i = 0; i < 3000; i++)
 		CHECK_EQ_INT(replay_first(r, token(i), 40, i / 1000.), 1);
-	CHECK_EQ_INT((int)replay_count(r), 3000);
+	CHECK_EQ_INT((int)replay_count(r, 3.), 3000);
 	for (i = 0; i < 3000; i++)
 		again += replay_first(r, token(i), 40, 3.);
 	CHECK_EQ_INT(again, 0);
 	CHECK_EQ_INT((int)replay_evicted(r), 0);
 	/* at 11.5 s those taken by 1.5 s have expired: 1499 left, and one */
 	CHECK(replay_first(r, token(5000), 40, 11.5));
-	CHECK_EQ_INT((int)replay_count(r), 1500);
+	CHECK_EQ_INT((int)replay_count(r, 11.5), 1500);
 	CHECK(replay_first(r, token(10), 40, 11.5));
 	CHECK(!replay_first(r, token(2999), 40, 11.5));
 	replay_free(r);
@@ -88,12 +90,12 @@ test_bounded(void)
 	for (i = 0; i < 300; i++)
 		CHECK_EQ_INT(replay_first(r, token(i), 40, 0.), 1);
 	/* full: the oldest went first, and no more than 256 are held */
-	CHECK_EQ_INT((int)replay_count(r), 256);
+	CHECK_EQ_INT((int)replay_count(r, 0.), 256);
 	CHECK_EQ_INT((int)replay_evicted(r), 44);
 	CHECK(!replay_first(r, token(299), 40, 0.));
 	CHECK(!replay_first(r, token(44), 40, 0.));
 	CHECK(replay_first(r, token(0), 40, 0.));	/* forgotten */
-	CHECK_EQ_INT((int)replay_count(r), 256);
+	CHECK_EQ_INT((int)replay_count(r, 0.), 256);
 	replay_free(r);
 }
 
