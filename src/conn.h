@@ -341,8 +341,11 @@ void		 quic_render_peers(struct strbuf *, bool json, size_t clients,
 void		 qconn_want_write(struct qconn *);
 /* Keep the connection alive with PINGs while requests wait (on). */
 void		 qconn_keep_alive(struct qconn *, bool on);
-/* Closes the connection with last_error (or NO_ERROR). */
-void		 qconn_close(struct qconn *);
+/*
+ * Closes the connection with last_error (or NO_ERROR); false when it
+ * freed it at once, as no close could be written.
+ */
+bool		 qconn_close(struct qconn *);
 void		 qconn_free(struct qconn *);
 uint64_t	 quic_now(void);
 

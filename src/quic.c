@@ -755,7 +755,8 @@ quic_mem_enforce(struct quic_server *srv)
 		if (victim->state == QC_ACTIVE) {
 			ngtcp2_ccerr_set_application_error(&victim->last_error,
 			    NGHTTP3_H3_EXCESSIVE_LOAD, NULL, 0);
-			qconn_close(victim);
+			if (!qconn_close(victim))
+				continue;	/* freed already */
 		}
 		qconn_free(victim);
 	}
@@ -1186,6 +1187,7 @@ qconn_new(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 	rv = ngtcp2_conn_server_new(&qc->conn, &hd->scid, &scid, &path,
 	    hd->version, &quic_callbacks, &settings, &params, &qc->ngmem, qc);
 	if (rv != 0) {
+		qc->conn = NULL;	/* freed, or never made: not NULLed */
 		log_warnx("%s: ngtcp2_conn_server_new: %s", qc->peer,
 		    ngtcp2_strerror(rv));
 		goto fail;
@@ -1686,7 +1688,7 @@ start_period(struct qconn *qc, enum qconn_state state)
 	stats.conns_closing++;
 }
 
-void
+bool
 qconn_close(struct qconn *qc)
 {
 	ngtcp2_path_storage ps;
@@ -1694,22 +1696,23 @@ qconn_close(struct qconn *qc)
 	ngtcp2_ssize n;
 
 	if (qc->state != QC_ACTIVE)
-		return;
+		return true;
 	if (ngtcp2_conn_in_closing_period(qc->conn) ||
 	    ngtcp2_conn_in_draining_period(qc->conn)) {
 		start_period(qc, QC_DRAINING);
-		return;
+		return true;
 	}
 	ngtcp2_path_storage_zero(&ps);
 	if ((qc->close_pkt = malloc(QUIC_MAX_PKTLEN)) == NULL) {
 		qconn_free(qc);
-		return;
+		return false;
 	}
+	/* (nothing, with no room left under the anti-amplification limit) */
 	n = ngtcp2_conn_write_connection_close(qc->conn, &ps.path, &pi,
 	    qc->close_pkt, QUIC_MAX_PKTLEN, &qc->last_error, quic_now());
 	if (n <= 0) {
 		qconn_free(qc);
-		return;
+		return false;
 	}
 	qc->close_pktlen = (size_t)n;
 	log_debug("%s: closing with error 0x%llx", qc->peer,
@@ -1718,6 +1721,7 @@ qconn_close(struct qconn *qc)
 	if (!qc->blocked)
 		(void)send_train(qc, qc->close_pkt, qc->close_pktlen,
 		    qc->close_pktlen, &ps.path, pi.ecn);
+	return true;
 }
 
 /* A datagram outside any connection's flow (VN, Retry, resets): counted. */
