@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "health.h"
+#include "http1.h"
 #include "log.h"
 #include "stats.h"
 #include "upstream.h"
@@ -92,28 +93,23 @@ static const char *
 health_verdict(struct health *h, bool eof, bool *decided)
 {
 	static char why[64];
-	const char *line = h->buf;
+	const char *line = h->buf, *lf;
 	int status;
 
 	*decided = true;
-	/* as the proxy's parser (http1.c) would take it */
-	if (h->len >= 13 && memcmp(line, "HTTP/1.", 7) == 0 &&
-	    (line[7] == '0' || line[7] == '1') &&
-	    line[8] == ' ' && line[9] >= '1' && line[9] <= '5' &&
-	    line[10] >= '0' && line[10] <= '9' &&
-	    line[11] >= '0' && line[11] <= '9' &&
-	    (line[12] == ' ' || line[12] == '\r')) {
-		status = (line[9] - '0') * 100 + (line[10] - '0') * 10 +
-		    (line[11] - '0');
+	if ((lf = memchr(line, '\n', h->len)) != NULL) {
+		/* the status line whole, read as the proxy reads it */
+		if (lf == line || lf[-1] != '\r' || (status = http1_status(
+		    (const uint8_t *)line, (size_t)(lf - line) - 1)) == -1)
+			return "not an HTTP/1.1 response";
 		/* a 1xx fails too: a health path has no business with one */
 		if (status >= 200 && status < 400)
 			return NULL;
 		snprintf(why, sizeof(why), "status %d", status);
 		return why;
 	}
-	if (h->len >= 13 || memchr(line, '\n', h->len) != NULL ||
-	    (h->len > 0 && memcmp(line, "HTTP/1.", h->len < 7 ? h->len :
-	    7) != 0))
+	if (h->len == sizeof(h->buf) || (h->len > 0 && memcmp(line,
+	    "HTTP/1.", h->len < 7 ? h->len : 7) != 0))
 		return "not an HTTP/1.1 response";
 	if (eof)
 		return h->len == 0 ? "closed without a response" :

@@ -133,6 +133,14 @@ http1_status_line(const uint8_t *s, size_t len, struct http1_response *resp)
 	return 0;
 }
 
+int
+http1_status(const uint8_t *line, size_t len)
+{
+	struct http1_response resp;
+
+	return http1_status_line(line, len, &resp) == -1 ? -1 : resp.status;
+}
+
 /*
  * A field line, without its CRLF: token ":" OWS value OWS. s[len] is the
  * line's CR, which ends the name's scan as any byte that is not a tchar.

@@ -42,6 +42,8 @@ struct http1_response {
  */
 long	http1_parse_response(const uint8_t *buf, size_t len, bool head_request,
 	    struct http1_response *);
+/* A status line's code (its CRLF left out), as the above takes it; -1. */
+int	http1_status(const uint8_t *line, size_t len);
 
 struct http1_body {
 	enum http1_framing	framing;

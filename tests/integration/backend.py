@@ -122,6 +122,8 @@ HEADS = {
     "status-600": b"HTTP/1.1 600 Beyond\r\nContent-Length: 2\r\n\r\nok",
     "version-1x": b"HTTP/1.X 200 OK\r\nContent-Length: 2\r\n\r\nok",
     "status-2000": b"HTTP/1.1 2000 OK\r\nContent-Length: 2\r\n\r\nok",
+    "reason-ctl": b"HTTP/1.1 200 O\x01K\r\nContent-Length: 2\r\n\r\nok",
+    "bare-lf": b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok",
 }
 
 # What /extra sends after its response: a second response nobody asked for.

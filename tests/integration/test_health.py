@@ -183,6 +183,8 @@ def test_a_server_that_refuses_connections_fails_its_check(qproxy_factory, backe
     ("/garbage", "not an HTTP/1.1 response"),
     ("/head/version-1x", "not an HTTP/1.1 response"),     # passed once
     ("/head/status-2000", "not an HTTP/1.1 response"),    # passed once
+    ("/head/reason-ctl", "not an HTTP/1.1 response"),     # passed once
+    ("/head/bare-lf", "not an HTTP/1.1 response"),        # passed once
     ("/close/0", "status 200"),     # passes: no mark
     ("/status/500", "status 500"),
 ])

@@ -1133,11 +1133,31 @@ test_random_splits(void)
 	CHECK_EQ_INT(whole_ok, iters);
 }
 
+/* http1_status: the status line of a health check, read as a response's. */
+static void
+test_status_alone(void)
+{
+#define ST(s)	http1_status((const uint8_t *)(s), sizeof(s) - 1)
+	CHECK_EQ_INT(ST("HTTP/1.1 200 OK"), 200);
+	CHECK_EQ_INT(ST("HTTP/1.0 503 Service Unavailable"), 503);
+	CHECK_EQ_INT(ST("HTTP/1.1 204"), 204);
+	CHECK_EQ_INT(ST("HTTP/1.1 200 "), 200);
+	CHECK_EQ_INT(ST("HTTP/1.X 200 OK"), -1);
+	CHECK_EQ_INT(ST("HTTP/1.1 2000 OK"), -1);
+	CHECK_EQ_INT(ST("HTTP/1.1 200 O\x01K"), -1);
+	CHECK_EQ_INT(ST("HTTP/1.1 099 Low"), -1);
+	CHECK_EQ_INT(ST("HTTP/1.1 600 High"), -1);
+	CHECK_EQ_INT(ST("HTTP/1.1 20"), -1);
+	CHECK_EQ_INT(ST("HTTP/2.0 200 OK"), -1);
+#undef ST
+}
+
 int
 main(void)
 {
 	test_status_lines();
 	test_incomplete();
+	test_status_alone();
 	test_headers();
 	test_value_bytes();
 	test_content_length();
