@@ -184,6 +184,9 @@ struct qconn {
 	ngtcp2_mem		 ngmem;		/* ngtcp2's, counted */
 	size_t			 ngmem_bytes;	/* what ngtcp2 holds for it */
 	nghttp3_conn		*h3;
+	nghttp3_mem		 h3mem;		/* nghttp3's, counted */
+	size_t			 h3mem_bytes;	/* what nghttp3 holds for it */
+	bool			 fields_flood;	/* exchange_field said no */
 	WOLFSSL			*ssl;
 	struct tls_conn		 tls;		/* starts with ngtcp2's ref */
 	ngtcp2_ccerr		 last_error;

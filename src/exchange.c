@@ -96,6 +96,7 @@ struct exchange {
 	ev_tstamp		 started;	/* loop time */
 	double			 wall_start;	/* for the access log */
 	bool			 head_seen;	/* worth an access log line */
+	uint64_t		 fields_seen;	/* exchange_field */
 	bool			 head_refused;	/* no room for it: see
 						   exchange_field */
 	bool			 head_trimmed;	/* to what the log shows */
@@ -887,27 +888,38 @@ exchange_new(struct qconn *qc, int64_t stream_id)
  * H3_REQUEST_REJECTED on the next iteration (ex_timer_cb), out of
  * nghttp3's call. Connections below their share may still reach it: all
  * of them together, about the limit once more, and a head's buffer each.
+ *
+ * Every field of the stream's field sections, trailers too, counts as
+ * SETTINGS_MAX_FIELD_SECTION_SIZE does: a byte of QPACK can name a field
+ * of kilobytes again, and nghttp3 checks each field it decodes, so a
+ * client could make the loop check gigabytes for a megabyte sent. Past
+ * twice max_header_size (a head and trailers each at the limit) the
+ * answer is false: the connection is to be closed.
  */
-void
+bool
 exchange_field(struct exchange *ex, const uint8_t *name, size_t namelen,
     const uint8_t *value, size_t valuelen)
 {
 	size_t limit;
 
+	ex->fields_seen += namelen + valuelen + 32;
+	if (ex->fields_seen > 2 * (uint64_t)ex_cfg(ex)->max_header_size)
+		return false;
 	if (ex->state != EX_HEADERS || ex->head_refused)
-		return;
+		return true;
 	(void)request_add(&ex->req, name, namelen, value, valuelen);
 	if (request_heap(&ex->req) == ex->head_counted)
-		return;
+		return true;
 	ex_req_update(ex);
 	limit = ex->qc->srv->gen->cfg->request_buffer_total;
 	if (req_total() <= limit || ex->qc->req_bytes * req_conns < limit)
-		return;
+		return true;
 	ex->head_refused = true;
 	ex->head_trimmed = true;	/* to nothing: no log line shows it */
 	request_compact(&ex->req, 0, 0, 0);
 	ex_req_update(ex);
 	ex_arm_timer(ex, 0.);
+	return true;
 }
 
 /* Whole seconds until a budget of rate a second has a unit (Retry-After). */

@@ -47,19 +47,29 @@ h3mem_weight(size_t usable)
 	return c == 0 || c > H3MEM_CLASSES ? usable : c << H3MEM_SHIFT;
 }
 
+/* A block's weight, counted for all and, given one, its connection. */
+static void
+h3mem_count(void *user_data, size_t add, size_t sub)
+{
+	struct qconn *qc = user_data;
+
+	h3mem_live = h3mem_live + add - sub;
+	if (qc != NULL)
+		qc->h3mem_bytes = qc->h3mem_bytes + add - sub;
+}
+
 static void *
 h3mem_malloc(size_t size, void *user_data)
 {
 	size_t c = (size + (1 << H3MEM_SHIFT) - 1) >> H3MEM_SHIFT;
 	void *p;
 
-	(void)user_data;
 	if (c > 0 && c <= H3MEM_CLASSES) {
 		if ((p = freelist_get(&h3mem_class[c],
 		    c << H3MEM_SHIFT)) != NULL) {
 			/* kept in class c: its usable size is of class c */
 			h3mem_bytes -= c << H3MEM_SHIFT;
-			h3mem_live += c << H3MEM_SHIFT;
+			h3mem_count(user_data, c << H3MEM_SHIFT, 0);
 			return p;
 		}
 		size = c << H3MEM_SHIFT;
@@ -70,7 +80,7 @@ h3mem_malloc(size_t size, void *user_data)
 	 * what it is, as its free will.
 	 */
 	if ((p = malloc(size)) != NULL)
-		h3mem_live += h3mem_weight(malloc_usable_size(p));
+		h3mem_count(user_data, h3mem_weight(malloc_usable_size(p)), 0);
 	return p;
 }
 
@@ -79,11 +89,10 @@ h3mem_free(void *p, void *user_data)
 {
 	size_t c, usable;
 
-	(void)user_data;
 	if (p == NULL)
 		return;
 	usable = malloc_usable_size(p);
-	h3mem_live -= h3mem_weight(usable);
+	h3mem_count(user_data, 0, h3mem_weight(usable));
 	/* a class whose every request fits in the block */
 	c = usable >> H3MEM_SHIFT;
 	if (c == 0 || c > H3MEM_CLASSES ||
@@ -498,6 +507,17 @@ h3_read(void *arg, int64_t stream_id, const uint8_t *data, size_t len,
 		h3_consumed(qc, stream_id, len - MIN(len, qc->rd_delivered));
 		return 0;
 	}
+	if (n < 0 && qc->fields_flood) {
+		static struct log_limit lim;
+
+		log_limited(&lim, LOG_LEVEL_INFO, "%s: stream %lld: field "
+		    "sections past twice max_header_size, closing", qc->peer,
+		    (long long)stream_id);
+		stats.closed_field_floods++;
+		ngtcp2_ccerr_set_application_error(&qc->last_error,
+		    NGHTTP3_H3_EXCESSIVE_LOAD, NULL, 0);
+		return -1;
+	}
 	if (n < 0) {
 		/* QPACK abuse lands here too: a table or blocked-stream limit */
 		if (n != NGHTTP3_ERR_NOMEM && n != NGHTTP3_ERR_CALLBACK_FAILURE)
@@ -600,12 +620,16 @@ recv_header(nghttp3_conn *h3, int64_t stream_id, int32_t token,
     nghttp3_rcbuf *name, nghttp3_rcbuf *value, uint8_t flags,
     void *user_data, void *stream_user_data)
 {
+	struct qconn *qc = user_data;
 	nghttp3_vec n = nghttp3_rcbuf_get_buf(name);
 	nghttp3_vec v = nghttp3_rcbuf_get_buf(value);
 
-	if (stream_user_data != NULL)
-		exchange_field(stream_user_data, n.base, n.len, v.base, v.len);
-	return 0;
+	if (stream_user_data == NULL ||
+	    exchange_field(stream_user_data, n.base, n.len, v.base, v.len))
+		return 0;
+	/* no more of it is decoded: h3_read closes the connection */
+	qc->fields_flood = true;
+	return NGHTTP3_ERR_CALLBACK_FAILURE;
 }
 
 static int
@@ -674,6 +698,7 @@ static const nghttp3_callbacks h3_callbacks = {
 	.deferred_consume = deferred_consume,
 	.begin_headers = begin_headers,
 	.recv_header = recv_header,
+	.recv_trailer = recv_header,	/* counted, and dropped */
 	.end_headers = end_headers,
 	.stop_sending = stop_sending,
 	.end_stream = end_stream,
@@ -699,8 +724,11 @@ h3_conn_setup(struct qconn *qc)
 	settings.qpack_max_dtable_capacity = cfg->qpack_table_size;
 	settings.qpack_encoder_max_dtable_capacity = cfg->qpack_table_size;
 	settings.qpack_blocked_streams = cfg->qpack_blocked_streams;
+	/* the same allocator, counting for this connection too */
+	qc->h3mem = h3mem;
+	qc->h3mem.user_data = qc;
 	rv = nghttp3_conn_server_new(&qc->h3, &h3_callbacks, &settings,
-	    &h3mem, qc);
+	    &qc->h3mem, qc);
 	if (rv != 0) {
 		log_warnx("%s: nghttp3_conn_server_new: %s", qc->peer,
 		    nghttp3_strerror(rv));

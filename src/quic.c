@@ -727,11 +727,13 @@ quic_mem_realloc(void *p, size_t size, void *user_data)
 }
 
 /*
- * quic_buffer_total: while ngtcp2 holds more than that for all
- * connections, the connection it holds the most for is closed
+ * quic_buffer_total: while ngtcp2 and nghttp3 hold more than that for all
+ * connections, the connection they hold the most for is closed
  * (H3_EXCESSIVE_LOAD) and freed at once, without the closing period that
  * would keep what it holds. Once per turn of the loop, after the reads
- * that made it grow.
+ * that made it grow. nghttp3 holds what a client decides too: the data of
+ * a stream blocked on QPACK, up to connection_window, and 128 KiB a
+ * stream for a field it announced and did not send.
  */
 static void
 quic_mem_enforce(struct quic_server *srv)
@@ -740,17 +742,19 @@ quic_mem_enforce(struct quic_server *srv)
 	size_t limit = server_config(srv)->quic_buffer_total;
 	struct qconn *qc, *victim;
 
-	while (quic_mem_bytes > limit) {
+	while (quic_mem_bytes + h3_mem_live() > limit) {
 		victim = NULL;
 		LIST_FOREACH(qc, &srv->conns, entry)
-			if (victim == NULL ||
-			    qc->ngmem_bytes > victim->ngmem_bytes)
+			if (victim == NULL || qc->ngmem_bytes +
+			    qc->h3mem_bytes > victim->ngmem_bytes +
+			    victim->h3mem_bytes)
 				victim = qc;
 		if (victim == NULL)
 			return;
 		log_limited(&lim, LOG_LEVEL_WARN, "%s: quic_buffer_total "
 		    "reached: closing the connection holding the most (%zu "
-		    "bytes)", victim->peer, victim->ngmem_bytes);
+		    "bytes)", victim->peer, victim->ngmem_bytes +
+		    victim->h3mem_bytes);
 		stats.closed_quic_memory++;
 		if (victim->state == QC_ACTIVE) {
 			ngtcp2_ccerr_set_application_error(&victim->last_error,

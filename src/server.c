@@ -714,6 +714,7 @@ static const struct stats_row {
 	ROW("limits", "reset_response_memory", streams_reset_memory),
 	ROW("limits", "reset_request_memory", streams_reset_req_memory),
 	ROW("limits", "closed_quic_memory", closed_quic_memory),
+	ROW("limits", "closed_field_floods", closed_field_floods),
 	ROW("upstream", "connects", upstream_connects),
 	ROW("upstream", "connect_failures", upstream_connect_failures),
 	ROW("upstream", "servers_failed", upstream_servers_failed),

@@ -52,7 +52,10 @@
  *                             (after its stream type; nghttp3's own encoder
  *                             then uses no dynamic table): any encoder
  *                             instructions, such as a capacity the server
- *                             did not allow
+ *                             did not allow; what the server's QPACK
+ *                             decoder stream says of them is not read (it
+ *                             acknowledges entries nghttp3's encoder never
+ *                             made)
  *   --tls-after HEX           once every request has its outcome, send these
  *                             bytes as TLS data (CRYPTO frames) in 1-RTT
  *                             packets, and wait for the server to close
@@ -279,6 +282,7 @@ static struct {
   int idle_closed;
 
   int64_t qenc;          /* the QPACK encoder stream */
+  int64_t peer_qdec;     /* the server's QPACK decoder stream, once seen */
   uint64_t qenc_h3_len;  /* bytes nghttp3 wrote on it */
   size_t qenc_raw_off;   /* --raw-encoder bytes written after them */
 } c;
@@ -551,6 +555,7 @@ static void parse_args(int argc, char **argv) {
   opt.alpn = "h3";
   opt.tls_level = NGTCP2_ENCRYPTION_LEVEL_1RTT;
   c.qenc = -1;
+  c.peer_qdec = -1;
 
   for (int i = 1; i < argc; ++i) {
     const char *a = argv[i];
@@ -1151,6 +1156,23 @@ static int cb_recv_stream_data(ngtcp2_conn *conn, uint32_t flags,
     return 0;
   }
   if (!c.h3) {
+    return 0;
+  }
+  /* --raw-encoder: the server's decoder stream, past its type, unread */
+  if (opt.raw_encoder.len > 0 && !ngtcp2_is_bidi_stream(stream_id) &&
+      offset == 0 && datalen > 0 && data[0] == 0x03) {
+    c.peer_qdec = stream_id;
+    nconsumed = nghttp3_conn_read_stream(c.h3, stream_id, data, 1, 0);
+    if (nconsumed < 0) {
+      warnx_("nghttp3_conn_read_stream(stream %" PRId64 "): %s", stream_id,
+             nghttp3_strerror((int)nconsumed));
+      return NGTCP2_ERR_CALLBACK_FAILURE;
+    }
+    h3_consume(stream_id, datalen);
+    return 0;
+  }
+  if (opt.raw_encoder.len > 0 && stream_id == c.peer_qdec) {
+    h3_consume(stream_id, datalen);
     return 0;
   }
   nconsumed = nghttp3_conn_read_stream(c.h3, stream_id, data, datalen,
