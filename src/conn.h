@@ -187,6 +187,7 @@ struct qconn {
 	nghttp3_mem		 h3mem;		/* nghttp3's, counted */
 	size_t			 h3mem_bytes;	/* what nghttp3 holds for it */
 	bool			 fields_flood;	/* exchange_field said no */
+	size_t			 done_bytes;	/* its exchanges done, still open */
 	WOLFSSL			*ssl;
 	struct tls_conn		 tls;		/* starts with ngtcp2's ref */
 	ngtcp2_ccerr		 last_error;

@@ -97,6 +97,8 @@ struct exchange {
 	double			 wall_start;	/* for the access log */
 	bool			 head_seen;	/* worth an access log line */
 	uint64_t		 fields_seen;	/* exchange_field */
+	bool			 done_counted;	/* ex_count_done */
+	size_t			 done_held;
 	bool			 head_refused;	/* no room for it: see
 						   exchange_field */
 	bool			 head_trimmed;	/* to what the log shows */
@@ -238,6 +240,42 @@ static TAILQ_HEAD(, exchange) mem_waiters = TAILQ_HEAD_INITIALIZER(mem_waiters);
  * was given, so past request_buffer_total streams are given up
  * (ex_req_evict).
  */
+/*
+ * A request whose work is done keeps its exchange (and the head as its
+ * access log line shows it) until its stream closes, which a client that
+ * neither ends its request nor heeds STOP_SENDING puts off for as long as
+ * it keeps the connection: counted per connection and in all, they count
+ * toward quic_buffer_total (quic.c) with what ngtcp2 and nghttp3 hold.
+ */
+static size_t done_bytes;
+
+static void
+ex_count_done(struct exchange *ex, bool on)
+{
+	size_t n;
+
+	if (ex->done_counted == on)
+		return;
+	n = sizeof(*ex) + request_heap(&ex->req) +
+	    (ex->referer != NULL ? strlen(ex->referer) + 1 : 0) +
+	    (ex->user_agent != NULL ? strlen(ex->user_agent) + 1 : 0);
+	if (on) {
+		ex->done_held = n;
+		done_bytes += n;
+		ex->qc->done_bytes += n;
+	} else {
+		done_bytes -= ex->done_held;
+		ex->qc->done_bytes -= ex->done_held;
+	}
+	ex->done_counted = on;
+}
+
+size_t
+exchange_done_bytes(void)
+{
+	return done_bytes;
+}
+
 static size_t req_chunks;
 static size_t req_head_bytes;
 static size_t req_conns;		/* connections holding any */
@@ -524,6 +562,7 @@ ex_finish(struct exchange *ex)
 	bufq_free(&ex->out);
 	bufq_free(&ex->stage);
 	ex_trim_head(ex);
+	ex_count_done(ex, true);
 	/* whatever the client still sends is read and dropped */
 	ex_credit(ex, 0);
 	/*
@@ -3088,6 +3127,7 @@ ex_free(struct exchange *ex)
 		}
 		ex_log(ex);
 	}
+	ex_count_done(ex, false);
 	ex_upstream_close(ex, false);
 	ev_timer_stop(ex_loop(ex), &ex->timer);
 	if (ex->write_queued)

@@ -16,6 +16,8 @@ struct exchange;
 
 /* Called from h3.c as nghttp3 reports the stream's progress. */
 struct exchange	*exchange_new(struct qconn *, int64_t stream_id);
+/* Bytes of exchanges done whose streams are still open, all together. */
+size_t		 exchange_done_bytes(void);
 /* false: past twice max_header_size, the connection is to be closed */
 bool		 exchange_field(struct exchange *, const uint8_t *name,
 		    size_t namelen, const uint8_t *value, size_t valuelen);

@@ -733,8 +733,15 @@ quic_mem_realloc(void *p, size_t size, void *user_data)
  * would keep what it holds. Once per turn of the loop, after the reads
  * that made it grow. nghttp3 holds what a client decides too: the data of
  * a stream blocked on QPACK, up to connection_window, and 128 KiB a
- * stream for a field it announced and did not send.
+ * stream for a field it announced and did not send; and so do the
+ * requests done whose streams it keeps open (exchange_done_bytes).
  */
+static size_t
+conn_held(const struct qconn *qc)
+{
+	return qc->ngmem_bytes + qc->h3mem_bytes + qc->done_bytes;
+}
+
 static void
 quic_mem_enforce(struct quic_server *srv)
 {
@@ -742,19 +749,16 @@ quic_mem_enforce(struct quic_server *srv)
 	size_t limit = server_config(srv)->quic_buffer_total;
 	struct qconn *qc, *victim;
 
-	while (quic_mem_bytes + h3_mem_live() > limit) {
+	while (quic_mem_bytes + h3_mem_live() + exchange_done_bytes() > limit) {
 		victim = NULL;
 		LIST_FOREACH(qc, &srv->conns, entry)
-			if (victim == NULL || qc->ngmem_bytes +
-			    qc->h3mem_bytes > victim->ngmem_bytes +
-			    victim->h3mem_bytes)
+			if (victim == NULL || conn_held(qc) > conn_held(victim))
 				victim = qc;
 		if (victim == NULL)
 			return;
 		log_limited(&lim, LOG_LEVEL_WARN, "%s: quic_buffer_total "
 		    "reached: closing the connection holding the most (%zu "
-		    "bytes)", victim->peer, victim->ngmem_bytes +
-		    victim->h3mem_bytes);
+		    "bytes)", victim->peer, conn_held(victim));
 		stats.closed_quic_memory++;
 		if (victim->state == QC_ACTIVE) {
 			ngtcp2_ccerr_set_application_error(&victim->last_error,

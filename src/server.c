@@ -743,6 +743,7 @@ static const struct stats_row {
 	GAUGE("buffers", "h3_free_bytes", h3_free_bytes),
 	GAUGE("buffers", "quic_bytes", quic_bytes),
 	GAUGE("buffers", "quic_peak_bytes", quic_peak_bytes),
+	GAUGE("buffers", "done_stream_bytes", done_stream_bytes),
 	GAUGE("buffers", "send_pending_bytes", send_pending_bytes),
 	GAUGE("buffers", "configurations", configurations),
 	ROW("loop", "busy_windows", loop_busy_windows),
@@ -769,6 +770,7 @@ stats_refresh(struct quic_server *srv)
 	stats.h3_free_bytes = h3_mem_kept();
 	stats.quic_bytes = quic_mem_current();
 	stats.quic_peak_bytes = quic_mem_highest();
+	stats.done_stream_bytes = exchange_done_bytes();
 	quic_table_stats(srv);
 }
 

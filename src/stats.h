@@ -103,6 +103,7 @@ struct stats {
 	uint64_t	quic_bytes;		/* now: ngtcp2's, all connections */
 	uint64_t	quic_peak_bytes;	/* the most since the start */
 	uint64_t	send_pending_bytes;	/* now: trains a socket refused */
+	uint64_t	done_stream_bytes;	/* now: exchange_done_bytes */
 	uint64_t	configurations;		/* now: generations held */
 	uint64_t	loop_busy_windows;	/* 10 ms at batch_busy or more */
 	uint64_t	loop_batched_windows;	/* then set to wait batch_delay */

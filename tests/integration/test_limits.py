@@ -838,6 +838,34 @@ def test_quic_memory_counts_what_nghttp3_holds(qproxy_factory, backend_app, tmp_
     assert h3_get(q.url("/app/bytes/10")).body == expected_body(10)
 
 
+def test_quic_memory_counts_requests_done_whose_streams_stay_open(qproxy_factory,
+                                                                 backend_app, tmp_path):
+    """A request answered before the client ended it is asked to stop
+    (STOP_SENDING), but its stream stays open until the client ends or
+    resets it: one that does neither (h3raw --no-fin --lose-resets) keeps
+    each stream's exchange and the head its log line shows, up to about
+    20 KiB a stream, for as long as it keeps the connection. Those count
+    toward quic_buffer_total (buffers done_stream_bytes)."""
+    q = _private(qproxy_factory, backend_app, tmp_path, ("quic_buffer_total", "1m"),
+                 more=[("route ret", [("path_prefix", "/ret/"), ("return", "200 ok")])])
+    wait_until(lambda: stats(q)["connections"]["current"] == 0, "probe gone", timeout=10)
+    post = [":method: POST", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port,
+            ":path: /ret/" + "p" * 15000]
+    p = subprocess.Popen([h3raw_binary(), "-t", str(30 * SLOW), "--linger", str(20 * SLOW),
+                          "--no-fin", "--lose-resets", "-n", "80"] +
+                         [a for h in post for a in ("-H", h)] + ["127.0.0.1", str(q.port)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: stats(q)["limits"]["closed_quic_memory"] == 1,
+                   "the holder closed: %r" % (_buffers(q),), 20 * SLOW)
+        st = stats(q)
+        assert st["connections"]["current"] == 0, st["connections"]
+        assert st["buffers"]["done_stream_bytes"] == 0, st["buffers"]
+    finally:
+        p.kill()
+        p.communicate()
+
+
 def test_quic_memory_victim_that_cannot_be_sent_a_close(qproxy_factory, backend_app, tmp_path):
     """The connection holding the most may be a handshake from an address
     not proven whose client went quiet, having had three times what it

@@ -83,6 +83,10 @@
  *                             them: the server never sees a request, and
  *                             holds what came after its start, out of
  *                             order (the rest of the traffic flows)
+ *   --lose-resets             never send a 1-RTT packet that carries a
+ *                             RESET_STREAM frame: a client that does not
+ *                             heed the server's STOP_SENDING (ngtcp2 would
+ *                             answer it with RESET_STREAM)
  *   --print-headers           print response fields as "< name: value"
  *   --print-body              print the response body after the status line
  *   --print-credit            a last line "credit left N": the connection
@@ -230,6 +234,7 @@ static struct {
   int cancel; /* CANCEL_RESET or CANCEL_STOP_SENDING, or 0 */
   int no_read;
   int lose_starts; /* --lose-starts */
+  int lose_resets; /* --lose-resets */
   uint64_t drip; /* --drip: stream credit added every 0.5 s */
   int uni_credit_set;
   uint64_t max_ack_delay_ms; /* --max-ack-delay */
@@ -609,6 +614,8 @@ static void parse_args(int argc, char **argv) {
       opt.no_read = 1;
     } else if (strcmp(a, "--lose-starts") == 0) {
       opt.lose_starts = 1;
+    } else if (strcmp(a, "--lose-resets") == 0) {
+      opt.lose_resets = 1;
     } else if (strcmp(a, "--pause-after") == 0) {
       NEED_ARG();
       opt.pause_after = (size_t)parse_ull(next, "pause-after");
@@ -1455,11 +1462,12 @@ static int read_varint(const uint8_t *p, size_t len, size_t *i, uint64_t *v) {
 }
 
 /*
- * --lose-starts: whether a 1-RTT packet's frames (RFC 9000 19) hold a
- * STREAM frame with the first bytes of a client-initiated bidirectional
- * stream. Frames this client does not send end the look (no).
+ * --lose-starts, --lose-resets: whether a 1-RTT packet's frames (RFC 9000
+ * 19) hold a STREAM frame with the first bytes of a client-initiated
+ * bidirectional stream, or a RESET_STREAM frame. Frames this client does
+ * not send end the look (no).
  */
-static int holds_stream_start(const uint8_t *p, size_t len) {
+static int holds_what_is_lost(const uint8_t *p, size_t len) {
   size_t i = 0;
   uint64_t v, n, id, off;
 
@@ -1493,10 +1501,12 @@ static int holds_stream_start(const uint8_t *p, size_t len) {
       } else {
         n = len - i;
       }
-      if (off == 0 && n > 0 && (id & 0x03) == 0) {
+      if (opt.lose_starts && off == 0 && n > 0 && (id & 0x03) == 0) {
         return 1;
       }
       i += n;
+    } else if (type == 0x04 && opt.lose_resets) {
+      return 1;
     } else if (type == 0x04 || type == 0x11 || type == 0x15) {
       /* RESET_STREAM: 3 integers; MAX_STREAM_DATA, STREAM_DATA_BLOCKED: 2 */
       for (int k = 0; k < (type == 0x04 ? 3 : 2); ++k) {
@@ -1536,14 +1546,14 @@ static int holds_stream_start(const uint8_t *p, size_t len) {
   return 0;
 }
 
-/* Packet protection, looking at 1-RTT plaintext first (--lose-starts). */
+/* Packet protection, looking at 1-RTT plaintext first (--lose-*). */
 static int cb_encrypt(uint8_t *dest, const ngtcp2_crypto_aead *aead,
                       const ngtcp2_crypto_aead_ctx *aead_ctx,
                       const uint8_t *plaintext, size_t plaintextlen,
                       const uint8_t *nonce, size_t noncelen,
                       const uint8_t *aad, size_t aadlen) {
-  if (opt.lose_starts && aadlen > 0 && !(aad[0] & 0x80) &&
-      holds_stream_start(plaintext, plaintextlen)) {
+  if ((opt.lose_starts || opt.lose_resets) && aadlen > 0 &&
+      !(aad[0] & 0x80) && holds_what_is_lost(plaintext, plaintextlen)) {
     c.lose_packet = 1;
   }
   return ngtcp2_crypto_encrypt_cb(dest, aead, aead_ctx, plaintext,
@@ -1640,7 +1650,7 @@ static void send_packet(const uint8_t *data, size_t len) {
   if (c.lose_packet) {
     c.lose_packet = 0;
     c.lost_starts++;
-    note("packet with a stream's start not sent (%" PRIu64 ")", c.lost_starts);
+    note("packet lost on purpose (%" PRIu64 ")", c.lost_starts);
     return;
   }
   do {
