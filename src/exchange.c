@@ -1400,9 +1400,11 @@ ex_body(struct exchange *ex, const uint8_t *data, size_t len)
 		/*
 		 * Past half the stream window the client may be waiting for
 		 * credit (frame headers use the window too, and ngtcp2 grants
-		 * credit in steps): forward now, or both sides would wait.
+		 * credit in steps): forward now, or both sides would wait. The
+		 * window is the connection's, of the configuration it began
+		 * under, whatever a reload made the exchange's.
 		 */
-		if (ex->hold.len >= ex_cfg(ex)->stream_window / 2)
+		if (ex->hold.len >= ex->qc->gen->cfg->stream_window / 2)
 			ex_start(ex);
 		return;
 	}

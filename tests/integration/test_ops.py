@@ -20,7 +20,8 @@ import time
 import pycurl
 import pytest
 
-from helpers import (SLOW, QProxy, expected_sha256, free_udp_port, h3_get, h3raw, make_easy,
+from helpers import (SLOW, QProxy, expected_sha256, free_udp_port, h3_get, h3raw, h3raw_binary,
+                     make_easy,
                      metric, metrics, qproxy_binary, qproxyctl_binary, render_config, sha256,
                      wait_until)
 
@@ -206,6 +207,36 @@ def test_reload_changes_routes_without_dropping_a_download(
     assert stats(q)["generation"] == 2
     wait_until(lambda: stats(q)["buffers"]["configurations"] == 1,
                "the old configuration let go", 10 * SLOW)
+
+
+def test_reload_that_widens_stream_window_leaves_uploads_on_open_connections(
+        qproxy_factory, certificate, backend_app):
+    """A connection keeps the flow-control windows of the configuration it
+    began under; its requests held their bodies until half of the new
+    stream_window came: after a reload from 64k to 256k, an upload on a
+    connection opened before it stopped at the old window, with nothing
+    forwarded and no credit given, until the client's idle_timeout (408).
+    Found by a helper's hunt (reload loops under load)."""
+    cert, key = certificate
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server,
+        extra_global=[("stream_window", "64k"), ("idle_timeout", "%gs" % (5 * SLOW))]))
+    post = [":method: POST", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port,
+            ":path: /app/upload"]
+    # one connection: a request, a pause (the reload), then another
+    p = subprocess.Popen([h3raw_binary(), "-t", str(30 * SLOW), "-d", "200000",
+                          "--pause-after", "1", "--pause", str(2 * SLOW), "-n", "2"] +
+                         [a for h in post for a in ("-H", h)] + ["127.0.0.1", str(q.port)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_until(lambda: stats(q)["requests"]["2xx"] >= 1, "the first upload", 10 * SLOW)
+    _rewrite(q, _sections(cert, key, q.port, backend_app.tcp_server,
+                          extra_global=[("stream_window", "256k"),
+                                        ("idle_timeout", "%gs" % (5 * SLOW))]))
+    assert qproxyctl(q, "reload").returncode == 0
+    out, err = p.communicate(timeout=60 * SLOW)
+    lines = out.splitlines()
+    assert len(lines) == 2 and all(l.startswith("status 200 ") for l in lines), (out, err)
+    assert stats(q)["requests"]["2xx"] == 2, (out, err)
 
 
 def _backend_conns(q, port):
