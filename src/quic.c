@@ -993,7 +993,11 @@ qlog_open(const char *dir, const ngtcp2_cid *dcid, const ngtcp2_cid *scid,
 	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
 	    0600);
 	if (fd == -1 || (f = fdopen(fd, "w")) == NULL) {
-		log_warn("qlog %s", path);
+		static struct log_limit lim;
+
+		/* once a second at most: each new connection comes here */
+		log_limited(&lim, LOG_LEVEL_WARN, "qlog %s: %s", path,
+		    strerror(errno));
 		if (fd != -1)
 			close(fd);
 		free(*pathp);

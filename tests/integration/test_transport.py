@@ -917,6 +917,22 @@ def test_qlog_dir_writes_one_qlog_per_connection(qproxy_factory, backend_app,
         assert "qlog_version" in head or "qlog_format" in head, head
 
 
+def test_a_qlog_dir_that_is_gone_is_logged_once_a_second(qproxy_factory, backend_app,
+                                                         tmp_path):
+    """Every connection opens its qlog: with the directory gone, each
+    logged a line, so clients could fill the error log (a helper's hunt:
+    68 lines in 2 s). Once a second, as for what clients cause."""
+    q, qdir = _with_qlog_dir(qproxy_factory, backend_app, tmp_path)
+    shutil.rmtree(qdir)
+    t0 = time.monotonic()
+    for i in range(10):
+        assert h3_get(q.url("/app/bytes/%d" % (10 + i))).status == 200
+    took = time.monotonic() - t0
+    lines = [l for l in q.log_text().splitlines() if "qlog %s/" % qdir in l]
+    assert 1 <= len(lines) <= took + 1 < 10, (took, lines)
+    assert "No such file or directory" in lines[0], lines
+
+
 def test_an_initial_cannot_take_another_connections_qlog(qproxy_factory, backend_app,
                                                          tmp_path):
     """qlog files were named by the client's first DCID alone and opened
