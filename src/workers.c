@@ -726,6 +726,17 @@ cmd_reload(struct strbuf *out)
 	for (unsigned i = 0; i < worker_count; i++) {
 		const char *t = strbuf_str(&a.replies[i]);
 
+		/*
+		 * One not running (it died, and waits to start again) starts
+		 * with the supervisor's configuration: this one, if the
+		 * others take it. Counted as a refusal, it left the others on
+		 * the new configuration and itself on the old.
+		 */
+		if (a.rv[i] != 0 && sv.w[i].pid <= 0) {
+			strbuf_printf(out, "worker %u: not running; it starts "
+			    "with this configuration\n", i);
+			continue;
+		}
 		if (a.rv[i] != 0)
 			ok = false;
 		if (a.rv[i] == -1)
@@ -735,7 +746,17 @@ cmd_reload(struct strbuf *out)
 			strbuf_printf(out, "%s", t);
 	}
 	answers_free(&a);
-	if (ok && (cfg = sv.hooks->reload()) != NULL) {
+	if (ok && (cfg = sv.hooks->reload()) == NULL) {
+		/*
+		 * The file changed again since the workers read it (logged),
+		 * or no worker read it, as none runs: then nothing took it.
+		 */
+		if (a.n == 0) {
+			strbuf_printf(out, "no worker running, and the "
+			    "supervisor refused it: see its log\n");
+			ok = false;
+		}
+	} else if (ok) {
 		bool moved = state_moved(sv.cfg, cfg);
 
 		sv.hooks->free(sv.cfg);

@@ -423,6 +423,27 @@ def test_a_worker_started_again_runs_the_last_configuration(qproxy_factory, back
         assert r.status == 200 and r.body == expected_body(10), i
 
 
+def test_a_reload_while_a_worker_waits_to_start_again(qproxy_factory, backend_app):
+    """A worker that died waits a second before it starts again; a reload
+    meanwhile counted it as refusing: reported refused (exit 1), yet the
+    others ran the new configuration and the one started again the old
+    (a helper's hunt). Now it is said not to be running, the reload is
+    taken, and the worker starts with it."""
+    q = _workers(qproxy_factory, backend_app)
+    with open(q.conf, "a") as f:
+        f.write("\n[route new]\npath_prefix = /new/\nbackend = app\n")
+    os.kill(_worker_pids(q)[0], signal.SIGKILL)
+    wait_until(lambda: stats(q)["workers"]["answered"] == N - 1, "the worker gone", 5 * SLOW)
+    p = qproxyctl(q, "reload")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "worker 0: not running; it starts with this configuration" in p.stdout, p.stdout
+    wait_until(lambda: stats(q)["workers"]["restarts"] == 1 and
+               stats(q)["workers"]["answered"] == N, "the worker started again", 10 * SLOW)
+    for i in range(20):
+        r = h3_get(q.url("/new/bytes/10"))
+        assert r.status == 200 and r.body == expected_body(10), i
+
+
 def test_a_second_instance_leaves_the_first_alone(qproxy_factory, backend_app, tmp_path):
     """Another qproxy on the same UDP port, with a control socket of its own
     and more workers, is refused at the start: it must not join the
