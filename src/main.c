@@ -63,7 +63,8 @@ logs_prepare(const struct config *cfg, struct log_file lf[3],
 
 	for (i = 0; i < 3; i++) {
 		if (log_file_prepare(&lf[i], (enum log_kind)i, path[i]) == -1) {
-			strbuf_printf(errs, "%s %s: %s\n", key[i], path[i],
+			strbuf_printf(errs, "%s: %s %s: %s\n", config_at(cfg,
+			    config_global_line(cfg, key[i])), key[i], path[i],
 			    log_file_strerror(errno));
 			rv = -1;
 		}

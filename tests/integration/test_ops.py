@@ -1140,13 +1140,15 @@ def test_reload_whose_log_cannot_be_opened_is_refused(qproxy_factory, certificat
                           route_to="other", other_server=backend_other.tcp_server,
                           extra_global=[("access_log", bad), ("error_log", str(err)),
                                         ("access_log_format", "json")]))
+    # where it is set, as every configuration error says (file:line)
+    at = "%s:%d" % (q.conf, open(q.conf).read().splitlines().index("access_log = %s" % bad) + 1)
     if how == "qproxyctl":
         p = qproxyctl(q, "reload")
         assert p.returncode == 1, (p.stdout, p.stderr)
-        assert "access_log %s: No such file or directory" % bad in p.stderr, p.stderr
+        assert "%s: access_log %s: No such file or directory" % (at, bad) in p.stderr, p.stderr
     else:
         q.signal(signal.SIGHUP)
-    _wait_for_line(err, "reload refused: access_log %s: No such file" % bad)
+    _wait_for_line(err, "reload refused: %s: access_log %s: No such file" % (at, bad))
     assert stats(q)["generation"] == 1
     r = h3_get(q.url("/app/echo-headers"))
     assert r.status == 200 and r.json()["backend"] == "app"
