@@ -522,6 +522,15 @@ cid_changed(const struct config *cfg)
 	return changed;
 }
 
+/* Where a global key is set: file:line, or the file for a default. */
+static const char *
+key_at(const struct config *cfg, const char *key)
+{
+	int line = config_global_line(cfg, key);
+
+	return line > 0 ? config_at(cfg, line) : cfg->path;
+}
+
 static void
 check_error(const struct config *cfg, const char *key, const char *msg)
 {
@@ -769,9 +778,11 @@ main(int argc, char *argv[])
 		/* read once, as root: reloads keep it, so tokens stay valid */
 		if (secret_load(cfg->secret_file, cfg->user != NULL ?
 		    cfg->uid : 0, secret, err, sizeof(err)) == -1)
-			fatalx("secret_file: %s", err);
+			fatalx("%s: secret_file: %s", key_at(cfg,
+			    "secret_file"), err);
 		if (load_cid_key(cfg, key, err, sizeof(err)) == -1)
-			fatalx("cid_key_file: %s", err);
+			fatalx("%s: cid_key_file: %s", key_at(cfg,
+			    "cid_key_file"), err);
 		state_start(cfg);
 	}
 	/* the supervisor stays in there; each worker goes on from here */

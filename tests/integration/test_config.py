@@ -8,6 +8,7 @@ import subprocess
 import pytest
 
 from helpers import SLOW, qproxy_binary
+from backend import free_udp_port
 
 
 def valid_lines(cert, key):
@@ -365,6 +366,20 @@ def test_a_fifo_is_refused_not_waited_on(tmp_path):
     p = check(str(path))
     assert p.returncode == 1, p
     assert p.stderr == "%s:0: cannot open: not a regular file\n" % path, p.stderr
+
+
+def test_a_secret_file_that_cannot_be_made_names_its_line(tmp_path, certificate):
+    """qproxy makes its secret_file at start when there is none: in a
+    directory that does not exist it cannot, and said so without the
+    file:line every configuration error has (a helper's hunt)."""
+    lines = valid_lines(*certificate)
+    lines[4] = "secret_file = %s" % (tmp_path / "gone" / "secret")
+    lines[6] = "address = 127.0.0.1:%d" % free_udp_port()
+    path = write(tmp_path, lines)
+    p = check(path, extra=("-f",))
+    assert p.returncode == 1, p
+    assert "%s:5: secret_file: cannot create %s" % (path, tmp_path / "gone" / "secret") \
+        in p.stderr, p.stderr
 
 
 @pytest.mark.parametrize("extra,key,lineno", [
