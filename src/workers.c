@@ -797,7 +797,12 @@ cmd_set_server(struct strbuf *out, const char *line, const char *args,
 			ok = false;
 			break;
 		}
-	if (ok) {
+	/*
+	 * Kept when any worker took it, even if one did not answer: that
+	 * one may still take it, and one started later must (refused, the
+	 * list and state_file missed what the others did).
+	 */
+	if (ok || a.n > 0) {
 		(void)upstream_set_disabled(backend, server, !on);
 		if (a.n > 0)
 			strbuf_printf(out, "%s", a.texts[0]);

@@ -228,6 +228,36 @@ def test_disable_reaches_every_worker_and_outlives_one(qproxy_factory, backend_a
     assert "disabled" not in states()
 
 
+def test_disable_with_a_worker_not_answering_is_kept(qproxy_factory, backend_app,
+                                                    backend_other):
+    """disable with a worker stuck (stopped here): refused for want of its
+    answer, but the other worker took it, and the stuck one does once it
+    runs again; the supervisor's list and state_file missed it, so a worker
+    started later, and the next start, had the server back (a helper's
+    hunt). It is kept when any worker took it."""
+    q = _workers(qproxy_factory, backend_app, backends=[
+        ("backend two", [("server", backend_app.tcp_server),
+                         ("server", backend_other.tcp_server)])],
+        routes=[("route two", [("path_prefix", "/two/"), ("backend", "two")])])
+    other = backend_other.tcp_server
+    pids = _worker_pids(q)
+    os.kill(pids[0], signal.SIGSTOP)
+    try:
+        p = qproxyctl(q, "disable", "two", other)
+    finally:
+        os.kill(pids[0], signal.SIGCONT)
+    assert p.returncode == 1 and "worker 0: no answer" in p.stderr, (p.stdout, p.stderr)
+    secret = [v for n, items in q.sections if n == "global"
+              for k, v in items if k == "secret_file"][0]
+    with open(os.path.join(os.path.dirname(secret), "state")) as f:
+        assert [l for l in f if not l.startswith("#")] == ["disabled two %s\n" % other]
+    os.kill(pids[1], signal.SIGKILL)
+    wait_until(lambda: stats(q)["workers"]["restarts"] == 1 and
+               stats(q)["workers"]["answered"] == N, "the worker started again", 10 * SLOW)
+    got = {h3_get(q.url("/two/echo-headers")).json()["backend"] for _ in range(12)}
+    assert got == {"app"}, got
+
+
 def test_a_stuck_worker_does_not_hold_up_qproxyctl(qproxy_factory, backend_app):
     """A worker that does not answer (stopped here) is left out of the
     merged reply after a few seconds, and the others' counts still come."""
