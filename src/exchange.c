@@ -230,17 +230,6 @@ static TAILQ_HEAD(, qconn) mem_holders = TAILQ_HEAD_INITIALIZER(mem_holders);
 static TAILQ_HEAD(, exchange) mem_waiters = TAILQ_HEAD_INITIALIZER(mem_waiters);
 
 /*
- * Request memory, all streams together: req_chunks counts the chunks of
- * every exchange's hold, out and stage (what waits for a backend: the
- * request head as written for it, and body bytes the client sent within
- * its credit); req_head_bytes, the heap of the heads as received, kept
- * until the exchange is done (QPACK lets a few bytes on the wire name a
- * field of a thousand). req_holders lists the exchanges holding any, in
- * the order they began to. Flow control cannot take back credit a client
- * was given, so past request_buffer_total streams are given up
- * (ex_req_evict).
- */
-/*
  * A request whose work is done keeps its exchange (and the head as its
  * access log line shows it) until its stream closes, which a client that
  * neither ends its request nor heeds STOP_SENDING puts off for as long as
@@ -276,6 +265,17 @@ exchange_done_bytes(void)
 	return done_bytes;
 }
 
+/*
+ * Request memory, all streams together: req_chunks counts the chunks of
+ * every exchange's hold, out and stage (what waits for a backend: the
+ * request head as written for it, and body bytes the client sent within
+ * its credit); req_head_bytes, the heap of the heads as received, kept
+ * until the exchange is done (QPACK lets a few bytes on the wire name a
+ * field of a thousand). req_holders lists the exchanges holding any, in
+ * the order they began to. Flow control cannot take back credit a client
+ * was given, so past request_buffer_total streams are given up
+ * (ex_req_evict).
+ */
 static size_t req_chunks;
 static size_t req_head_bytes;
 static size_t req_conns;		/* connections holding any */

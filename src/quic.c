@@ -1719,7 +1719,7 @@ qconn_close(struct qconn *qc)
 		qconn_free(qc);
 		return false;
 	}
-	/* (nothing, with no room left under the anti-amplification limit) */
+	/* none, with no room left under the anti-amplification limit */
 	n = ngtcp2_conn_write_connection_close(qc->conn, &ps.path, &pi,
 	    qc->close_pkt, QUIC_MAX_PKTLEN, &qc->last_error, quic_now());
 	if (n <= 0) {
