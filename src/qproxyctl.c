@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -302,8 +303,8 @@ static int
 ctl_http_request(int *head_only)
 {
 	struct timespec deadline;
-	char buf[CTL_HTTP_HEAD_MAX + 1], *sp, *sp2, *eol;
-	size_t len = 0, mlen;
+	char buf[CTL_HTTP_HEAD_MAX + 1], *sp, *sp2, *eol, *target, *p;
+	size_t len = 0, mlen, tlen, slen;
 	ssize_t n;
 
 	clock_gettime(CLOCK_MONOTONIC, &deadline);
@@ -337,8 +338,19 @@ ctl_http_request(int *head_only)
 	    !(mlen == 4 && memcmp(buf, "HEAD", 4) == 0))
 		return 405;
 	*head_only = mlen == 4;
-	if (!((size_t)(sp2 - sp - 1) == 8 && memcmp(sp + 1, "/metrics", 8) ==
-	    0) && strncmp(sp + 1, "/metrics?", 9) != 0)
+	target = sp + 1;
+	tlen = (size_t)(sp2 - target);
+	/* absolute-form (RFC 9112 3.2.2), as a proxy sends: its path counts */
+	slen = tlen > 7 && strncasecmp(target, "http://", 7) == 0 ? 7 :
+	    tlen > 8 && strncasecmp(target, "https://", 8) == 0 ? 8 : 0;
+	if (slen > 0) {
+		if ((p = memchr(target + slen, '/', tlen - slen)) == NULL)
+			return 404;
+		tlen -= (size_t)(p - target);
+		target = p;
+	}
+	if (!(tlen == 8 && memcmp(target, "/metrics", 8) == 0) &&
+	    !(tlen > 8 && strncmp(target, "/metrics?", 9) == 0))
 		return 404;
 	return 0;
 }

@@ -353,6 +353,11 @@ def test_metrics_over_http_as_systemd_runs_it(qproxy_factory, backend_app):
                         return got.split(b"\r\n", 1)[0]
                     got += chunk
         assert raw(b"GARBAGE\r\n\r\n") == b"HTTP/1.1 400 Bad Request"
+        # the absolute form, which a server must take (RFC 9112 3.2.2)
+        assert raw(b"GET http://127.0.0.1/metrics HTTP/1.1\r\n\r\n") == \
+            b"HTTP/1.1 200 OK"
+        assert raw(b"GET http://127.0.0.1/other HTTP/1.1\r\n\r\n") == \
+            b"HTTP/1.1 404 Not Found"
         assert raw(b"GET /metrics HTTP/1.1\r\nX: " + b"x" * 9000) == \
             b"HTTP/1.1 431 Request Header Fields Too Large"
         # a head never ended: 5 s for it
