@@ -416,6 +416,7 @@ ask_read(struct asking *a, struct strbuf *out)
 struct answers {
 	struct strbuf	 replies[WORKERS_MAX];	/* worker i's text */
 	int		 rv[WORKERS_MAX];	/* 0 "OK", 1 "ERR", -1 none */
+	char		 heads[WORKERS_MAX][ASK_HEAD_MAX];	/* its first line */
 	const char	*texts[WORKERS_MAX];	/* the n that said OK, */
 	unsigned	 which[WORKERS_MAX];	/* and their numbers */
 	size_t		 n;
@@ -441,6 +442,7 @@ ask_workers(struct answers *ans, const char *line, int timeout_ms)
 	for (i = 0; i < worker_count; i++) {
 		strbuf_init(&replies[i], CONTROL_MAX_REPLY);
 		rv[i] = -1;
+		ans->heads[i][0] = '\0';
 		a[i].in_head = true;
 		a[i].hlen = 0;
 		if ((a[i].fd = ask_send(i, line)) != -1)
@@ -469,9 +471,12 @@ ask_workers(struct answers *ans, const char *line, int timeout_ms)
 			i = map[k];
 			if ((r = ask_read(&a[i], &replies[i])) == 1)
 				continue;
-			if (r == 0 && !a[i].in_head)
+			if (r == 0 && !a[i].in_head) {
 				rv[i] = strcmp(a[i].head, "OK") == 0 ? 0 :
 				    strncmp(a[i].head, "ERR ", 4) == 0 ? 1 : -1;
+				memcpy(ans->heads[i], a[i].head,
+				    sizeof(ans->heads[i]));
+			}
 			close(a[i].fd);
 			a[i].fd = -1;
 			pending--;
@@ -735,6 +740,13 @@ cmd_reload(struct strbuf *out)
 		if (a.rv[i] != 0 && sv.w[i].pid <= 0) {
 			strbuf_printf(out, "worker %u: not running; it starts "
 			    "with this configuration\n", i);
+			continue;
+		}
+		/* one leaving (SIGTERM) is started again likewise */
+		if (a.rv[i] == 1 && strcmp(a.heads[i], "ERR shutting down") ==
+		    0) {
+			strbuf_printf(out, "worker %u: shutting down; the one "
+			    "started after it runs this configuration\n", i);
 			continue;
 		}
 		if (a.rv[i] != 0)
