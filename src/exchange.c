@@ -97,8 +97,7 @@ struct exchange {
 	double			 wall_start;	/* for the access log */
 	bool			 head_seen;	/* worth an access log line */
 	uint64_t		 fields_seen;	/* exchange_field */
-	bool			 done_counted;	/* ex_count_done */
-	size_t			 done_held;
+	size_t			 done_held;	/* ex_count_done; 0: not */
 	bool			 head_refused;	/* no room for it: see
 						   exchange_field */
 	bool			 head_trimmed;	/* to what the log shows */
@@ -241,22 +240,19 @@ static size_t done_bytes;
 static void
 ex_count_done(struct exchange *ex, bool on)
 {
-	size_t n;
-
-	if (ex->done_counted == on)
+	if ((ex->done_held != 0) == on)
 		return;
-	n = sizeof(*ex) + request_heap(&ex->req) +
-	    (ex->referer != NULL ? strlen(ex->referer) + 1 : 0) +
-	    (ex->user_agent != NULL ? strlen(ex->user_agent) + 1 : 0);
 	if (on) {
-		ex->done_held = n;
-		done_bytes += n;
-		ex->qc->done_bytes += n;
+		ex->done_held = sizeof(*ex) + request_heap(&ex->req) +
+		    (ex->referer != NULL ? strlen(ex->referer) + 1 : 0) +
+		    (ex->user_agent != NULL ? strlen(ex->user_agent) + 1 : 0);
+		done_bytes += ex->done_held;
+		ex->qc->done_bytes += ex->done_held;
 	} else {
 		done_bytes -= ex->done_held;
 		ex->qc->done_bytes -= ex->done_held;
+		ex->done_held = 0;
 	}
-	ex->done_counted = on;
 }
 
 size_t

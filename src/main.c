@@ -51,6 +51,15 @@ usage(void)
  * The log files cfg names, opened but not in use yet: all of them, or none
  * with every reason in errs.
  */
+/* Where a global key is set: file:line, or the file for a default. */
+static const char *
+key_at(const struct config *cfg, const char *key)
+{
+	int line = config_global_line(cfg, key);
+
+	return line > 0 ? config_at(cfg, line) : cfg->path;
+}
+
 static int
 logs_prepare(const struct config *cfg, struct log_file lf[3],
     struct strbuf *errs)
@@ -63,9 +72,8 @@ logs_prepare(const struct config *cfg, struct log_file lf[3],
 
 	for (i = 0; i < 3; i++) {
 		if (log_file_prepare(&lf[i], (enum log_kind)i, path[i]) == -1) {
-			strbuf_printf(errs, "%s: %s %s: %s\n", config_at(cfg,
-			    config_global_line(cfg, key[i])), key[i], path[i],
-			    log_file_strerror(errno));
+			strbuf_printf(errs, "%s: %s %s: %s\n", key_at(cfg,
+			    key[i]), key[i], path[i], log_file_strerror(errno));
 			rv = -1;
 		}
 	}
@@ -520,15 +528,6 @@ cid_changed(const struct config *cfg)
 		changed = strcmp(cfg->cid_key_file, cid_start.key_file) != 0;
 	explicit_bzero(key, sizeof(key));
 	return changed;
-}
-
-/* Where a global key is set: file:line, or the file for a default. */
-static const char *
-key_at(const struct config *cfg, const char *key)
-{
-	int line = config_global_line(cfg, key);
-
-	return line > 0 ? config_at(cfg, line) : cfg->path;
 }
 
 static void

@@ -1254,6 +1254,16 @@ fail:
 	return NULL;
 }
 
+/* The train a socket refused, sent or given up: buffers send_pending_bytes */
+static void
+pending_drop(struct qconn *qc)
+{
+	stats.send_pending_bytes -= qc->pending_len;
+	free(qc->pending);
+	qc->pending = NULL;
+	qc->pending_len = qc->pending_off = 0;
+}
+
 void
 qconn_free(struct qconn *qc)
 {
@@ -1294,8 +1304,7 @@ qconn_free(struct qconn *qc)
 	server_sock_release(qc->sock);
 	generation_unref(qc->gen);
 	free(qc->close_pkt);
-	stats.send_pending_bytes -= qc->pending_len;
-	free(qc->pending);
+	pending_drop(qc);
 	if (qc->qlog != NULL)
 		fclose(qc->qlog);
 	free(qc->qlog_path);
@@ -2208,10 +2217,7 @@ quic_sock_write_cb(struct ev_loop *loop, ev_io *w, int revents)
 			qc->bytes_out += len;
 			qc->pending_off += len;
 		}
-		stats.send_pending_bytes -= qc->pending_len;
-		free(qc->pending);
-		qc->pending = NULL;
-		qc->pending_len = qc->pending_off = 0;
+		pending_drop(qc);
 		TAILQ_REMOVE(&sock->blocked, qc, blocked_entry);
 		qc->blocked = false;
 		qconn_want_write(qc);
