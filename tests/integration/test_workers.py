@@ -439,19 +439,30 @@ def test_a_stuck_worker_does_not_hold_up_a_reload(qproxy_factory, backend_app):
     assert _worker_pids(q) == pids
 
 
-def test_a_worker_started_again_runs_the_last_configuration(qproxy_factory, backend_app):
-    """A worker started after a reload runs what the others run, not what
-    the supervisor started with: every connection finds the new route."""
-    q = _workers(qproxy_factory, backend_app)
+def _add_new_route(q):
+    """A route /new/ added to the file, for a reload to take."""
     with open(q.conf, "a") as f:
         f.write("\n[route new]\npath_prefix = /new/\nbackend = app\n")
-    assert qproxyctl(q, "reload").returncode == 0
-    os.kill(_worker_pids(q)[0], signal.SIGKILL)
+
+
+def _new_route_everywhere(q):
+    """Once the worker killed is started again (the first restart), every
+    connection, whichever worker it finds, has /new/."""
     wait_until(lambda: stats(q)["workers"]["restarts"] == 1 and
                stats(q)["workers"]["answered"] == N, "the worker started again", 10 * SLOW)
     for i in range(20):
         r = h3_get(q.url("/new/bytes/10"))
         assert r.status == 200 and r.body == expected_body(10), i
+
+
+def test_a_worker_started_again_runs_the_last_configuration(qproxy_factory, backend_app):
+    """A worker started after a reload runs what the others run, not what
+    the supervisor started with: every connection finds the new route."""
+    q = _workers(qproxy_factory, backend_app)
+    _add_new_route(q)
+    assert qproxyctl(q, "reload").returncode == 0
+    os.kill(_worker_pids(q)[0], signal.SIGKILL)
+    _new_route_everywhere(q)
 
 
 def test_a_reload_while_a_worker_waits_to_start_again(qproxy_factory, backend_app):
@@ -461,18 +472,13 @@ def test_a_reload_while_a_worker_waits_to_start_again(qproxy_factory, backend_ap
     (a helper's hunt). Now it is said not to be running, the reload is
     taken, and the worker starts with it."""
     q = _workers(qproxy_factory, backend_app)
-    with open(q.conf, "a") as f:
-        f.write("\n[route new]\npath_prefix = /new/\nbackend = app\n")
+    _add_new_route(q)
     os.kill(_worker_pids(q)[0], signal.SIGKILL)
     wait_until(lambda: stats(q)["workers"]["answered"] == N - 1, "the worker gone", 5 * SLOW)
     p = qproxyctl(q, "reload")
     assert p.returncode == 0, p.stdout + p.stderr
     assert "worker 0: not running; it starts with this configuration" in p.stdout, p.stdout
-    wait_until(lambda: stats(q)["workers"]["restarts"] == 1 and
-               stats(q)["workers"]["answered"] == N, "the worker started again", 10 * SLOW)
-    for i in range(20):
-        r = h3_get(q.url("/new/bytes/10"))
-        assert r.status == 200 and r.body == expected_body(10), i
+    _new_route_everywhere(q)
 
 
 def test_a_reload_while_a_worker_shuts_down(qproxy_factory, backend_app):
@@ -481,8 +487,7 @@ def test_a_reload_while_a_worker_shuts_down(qproxy_factory, backend_app):
     said, while the other took it (a helper's hunt). It is passed over as
     one not running is: the worker started after it runs the new file."""
     q = _workers(qproxy_factory, backend_app)
-    with open(q.conf, "a") as f:
-        f.write("\n[route new]\npath_prefix = /new/\nbackend = app\n")
+    _add_new_route(q)
     # requests under way on both workers, so that one told to stop drains
     slow = threading.Thread(target=lambda: h3_parallel(
         [q.url("/app/slow/1000?ms=%d" % (3000 * SLOW))] * 8, one_connection=False,
@@ -495,11 +500,7 @@ def test_a_reload_while_a_worker_shuts_down(qproxy_factory, backend_app):
     assert p.returncode == 0, p.stdout + p.stderr
     assert ("worker 0: shutting down; the one started after it runs this configuration"
             in p.stdout or "worker 0: not running" in p.stdout), p.stdout
-    wait_until(lambda: stats(q)["workers"]["restarts"] == 1 and
-               stats(q)["workers"]["answered"] == N, "the worker started again", 10 * SLOW)
-    for i in range(20):
-        r = h3_get(q.url("/new/bytes/10"))
-        assert r.status == 200 and r.body == expected_body(10), i
+    _new_route_everywhere(q)
 
 
 def test_a_second_instance_leaves_the_first_alone(qproxy_factory, backend_app, tmp_path):
