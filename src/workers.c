@@ -2,12 +2,15 @@
  * workers.c: the supervisor of [global] workers, and what a worker asks
  * of it. See workers.h.
  *
- * The supervisor waits in poll(2) on a signalfd, its control socket and a
- * pipe the workers write a byte to each second; it has no event loop of
- * its own, so that a worker it forks starts clean and goes on to make
- * the loop a lone qproxy makes. Control requests are answered one at a
- * time, each worker asked in turn with a deadline: nothing in the
- * supervisor is in a hurry.
+ * The supervisor runs a small libev loop of its own, on the poll backend:
+ * a worker forked from inside it leaves it (and the control clients it
+ * serves) behind without touching kernel state the supervisor still uses,
+ * and goes on to make the loop a lone qproxy makes. Its control socket is
+ * served as a lone qproxy's is (control.c: clients at once, each with a
+ * deadline), so that a local client that says nothing or reads nothing
+ * holds up neither signals nor restarts. A command is answered by asking
+ * every worker at once, with a deadline: the supervisor waits for its
+ * own workers only.
  */
 #include <sys/param.h>
 #include <sys/prctl.h>
@@ -82,6 +85,12 @@ static struct {
 	struct config	*cfg;			/* for a worker started now */
 	const struct workers_hooks *hooks;
 	double		 watchdog_every, watchdog_next;	/* systemd's */
+	struct ev_loop	*loop;
+	struct control	*ctl;			/* serves ctl_fd */
+	ev_io		 sig_io, ping_io;
+	ev_prepare	 prepare;
+	ev_timer	 tick;
+	bool		 forked;		/* a worker, left the loop */
 } sv = { .ctl_fd = -1, .sigfd = -1, .ping = { -1, -1 } };
 
 static double
@@ -192,7 +201,12 @@ worker_setup(unsigned i)
 	snprintf(prefix, sizeof(prefix), "worker %u: ", i);
 	log_set_prefix(prefix);
 	close(sv.sigfd);
-	close(sv.ctl_fd);
+	if (sv.ctl != NULL) {
+		/* no unlink: the file is the supervisor's */
+		control_close(sv.ctl);	/* its clients' sockets too */
+		sv.ctl = NULL;
+	} else
+		close(sv.ctl_fd);
 	close(sv.ping[0]);
 	for (unsigned j = 0; j < worker_count; j++) {
 		if (j == i)
@@ -827,92 +841,106 @@ cmd_set_server(struct strbuf *out, const char *line, const char *args,
 	return ok ? NULL : why;
 }
 
-/* One control request, from its client's connection to its end. */
-static void
-serve(int fd)
+/* What is asked of the workers for a command of qproxyctl's. */
+static const char *
+fwd_line(const char *cmd, bool json)
 {
-	struct timeval tv = { 5, 0 };
-	struct strbuf out;
-	char line[CONTROL_MAX_LINE + 1], fwd[CONTROL_MAX_LINE + 16];
-	const char *cmd, *err, *args;
-	size_t len = 0;
-	ssize_t n;
-	bool json, ok = true;
+	static char line[64];
 
-	if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == -1 ||
-	    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) == -1)
-		return;
-	while (len < CONTROL_MAX_LINE &&
-	    (n = read(fd, line + len, CONTROL_MAX_LINE - len)) > 0) {
-		len += (size_t)n;
-		if (memchr(line, '\n', len) != NULL)
-			break;
-	}
-	line[len] = '\0';
-	/* (a NUL before the newline hides it too) */
-	if (strchr(line, '\n') == NULL) {
-		(void)!write(fd, "ERR malformed request\n", 22);
-		return;
-	}
-	*strchr(line, '\n') = '\0';
-	if (len > 0 && strchr(line, '\r') != NULL)
-		*strchr(line, '\r') = '\0';
-	if (control_parse(line, &cmd, &json, &args, &err) == -1) {
-		dprintf(fd, "ERR %s\n", err);
-		return;
-	}
-	snprintf(fwd, sizeof(fwd), "%s %s%s%s", CONTROL_MAGIC, cmd,
-	    json ? " json" : args != NULL ? " " : "", args != NULL ? args : "");
-	strbuf_init(&out, CONTROL_MAX_REPLY);
-	if (args != NULL) {
-		if ((err = cmd_set_server(&out, fwd, args,
-		    strcmp(cmd, "enable") == 0)) != NULL)
-			dprintf(fd, "ERR %s\n", err);
-		else
-			dprintf(fd, "OK\n%s", strbuf_str(&out));
-		strbuf_free(&out);
-		return;
-	}
-	if (strcmp(cmd, "stats") == 0)
-		cmd_merged(&out, fwd, json, true);
-	else if (strcmp(cmd, "backends") == 0 || strcmp(cmd, "routes") == 0)
-		cmd_merged(&out, fwd, json, false);
-	else if (strcmp(cmd, "metrics") == 0)
-		cmd_metrics(&out, fwd);
-	else if (strcmp(cmd, "conns") == 0)
-		cmd_conns(&out, fwd, json);
-	else if (strcmp(cmd, "reload") == 0 && sv.stopping) {
-		dprintf(fd, "ERR shutting down\n");
-		strbuf_free(&out);
-		return;
-	} else if (strcmp(cmd, "reload") == 0)
-		ok = cmd_reload(&out);
-	else if (strcmp(cmd, "version") == 0) {
-		if (json)
-			strbuf_printf(&out, "{\"version\":\"%s\",\"workers\":%u}"
-			    "\n", QPROXY_VERSION, worker_count);
-		else
-			strbuf_printf(&out, "qproxy %s (%u workers)\n",
-			    QPROXY_VERSION, worker_count);
-	} else if (strcmp(cmd, "peers") == 0)
-		cmd_peers(&out, json);
-	else
-		cmd_tls(&out, fwd, json);
-	if (out.truncated)
-		dprintf(fd, "ERR reply too long\n");
-	else {
-		const char *p = strbuf_str(&out);
-		size_t left = out.len;
-
-		dprintf(fd, ok ? "OK\n" : "ERR reload refused\n");
-		/* in pieces, as the client takes it, until SO_SNDTIMEO */
-		while (left > 0 && (n = write(fd, p, left)) > 0) {
-			p += n;
-			left -= (size_t)n;
-		}
-	}
-	strbuf_free(&out);
+	snprintf(line, sizeof(line), "%s %s%s", CONTROL_MAGIC, cmd,
+	    json ? " json" : "");
+	return line;
 }
+
+static void
+op_stats(struct strbuf *out, bool json, void *arg)
+{
+	cmd_merged(out, fwd_line("stats", json), json, true);
+}
+
+static void
+op_backends(struct strbuf *out, bool json, void *arg)
+{
+	cmd_merged(out, fwd_line("backends", json), json, false);
+}
+
+static void
+op_routes(struct strbuf *out, bool json, void *arg)
+{
+	cmd_merged(out, fwd_line("routes", json), json, false);
+}
+
+static void
+op_metrics(struct strbuf *out, bool json, void *arg)
+{
+	cmd_metrics(out, fwd_line("metrics", json));
+}
+
+static void
+op_conns(struct strbuf *out, bool json, void *arg)
+{
+	cmd_conns(out, fwd_line("conns", json), json);
+}
+
+static void
+op_tls(struct strbuf *out, bool json, void *arg)
+{
+	cmd_tls(out, fwd_line("tls", json), json);
+}
+
+static void
+op_peers(struct strbuf *out, bool json, void *arg)
+{
+	cmd_peers(out, json);
+}
+
+static void
+op_version(struct strbuf *out, bool json, void *arg)
+{
+	if (json)
+		strbuf_printf(out, "{\"version\":\"%s\",\"workers\":%u}\n",
+		    QPROXY_VERSION, worker_count);
+	else
+		strbuf_printf(out, "qproxy %s (%u workers)\n", QPROXY_VERSION,
+		    worker_count);
+}
+
+static int
+op_reload(struct strbuf *out, void *arg)
+{
+	if (sv.stopping)
+		return CONTROL_RELOAD_STOPPING;
+	return cmd_reload(out) ? 0 : -1;
+}
+
+static int
+op_set_server(struct strbuf *out, const char *args, bool on, void *arg)
+{
+	char fwd[CONTROL_MAX_LINE + 16];
+	const char *why;
+
+	snprintf(fwd, sizeof(fwd), "%s %s %s", CONTROL_MAGIC,
+	    on ? "enable" : "disable", args);
+	if ((why = cmd_set_server(out, fwd, args, on)) == NULL)
+		return 0;
+	/* the reply is "ERR why", whatever the workers said */
+	strbuf_clear(out);
+	strbuf_printf(out, "%s", why);
+	return -1;
+}
+
+static const struct control_ops sv_ops = {
+	.stats = op_stats,
+	.conns = op_conns,
+	.peers = op_peers,
+	.tls = op_tls,
+	.backends = op_backends,
+	.routes = op_routes,
+	.metrics = op_metrics,
+	.reload = op_reload,
+	.set_server = op_set_server,
+	.version = op_version,
+};
 
 static int
 make_sockets(const struct config *cfg)
@@ -1026,6 +1054,67 @@ take_signal(int signo)
 	}
 }
 
+static void
+sv_signal_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct signalfd_siginfo si;
+
+	while (read(sv.sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+		take_signal((int)si.ssi_signo);
+}
+
+static void
+sv_ping_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	take_pings();
+}
+
+/* Wakes the loop each second, for sv_prepare_cb's look. */
+static void
+sv_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+}
+
+/*
+ * Before each wait: restarts due, workers silent too long, and the end
+ * once all have stopped. A worker started here leaves the loop: nothing
+ * else of this iteration runs in it.
+ */
+static void
+sv_prepare_cb(struct ev_loop *loop, ev_prepare *p, int revents)
+{
+	unsigned running = 0;
+	double now;
+
+	/* pings that waited behind a control request count first */
+	take_pings();
+	check_ready();
+	now = mono_now();
+	for (unsigned i = 0; i < worker_count; i++) {
+		struct worker *w = &sv.w[i];
+
+		if (w->pid == 0 && w->restart_at > 0. && !sv.stopping &&
+		    w->restart_at <= now) {
+			sv.restarts++;
+			if (worker_start(i) == 0) {
+				sv.forked = true;
+				ev_break(loop, EVBREAK_ALL);
+				return;
+			}
+		}
+		if (w->pid > 0 && w->pinged &&
+		    now - w->last_ping > WORKER_HANG) {
+			log_warnx("worker %u (pid %ld): no word for %.0f s; "
+			    "killing it", i, (long)w->pid, WORKER_HANG);
+			kill(w->pid, SIGKILL);
+			w->pinged = false;
+		}
+		running += w->pid > 0;
+	}
+	if (sv.stopping && running == 0)
+		sv_exit(sv.status);
+}
+
 int
 workers_run(struct config **cfgp, const sigset_t *held,
     const struct workers_hooks *hooks)
@@ -1070,58 +1159,26 @@ workers_run(struct config **cfgp, const sigset_t *held,
 	if (sd_watchdog_enabled(0, &usec) > 0)
 		sv.watchdog_every = (double)usec / 2e6;
 
-	for (;;) {
-		struct pollfd pfd[3] = {
-			{ sv.sigfd, POLLIN, 0 },
-			{ sv.ping[0], POLLIN, 0 },
-			{ sv.ctl_fd, POLLIN, 0 },
-		};
-		unsigned running = 0;
-		double now;
-
-		/* pings that waited behind a control request count first */
-		take_pings();
-		check_ready();
-		now = mono_now();
-		for (unsigned i = 0; i < worker_count; i++) {
-			struct worker *w = &sv.w[i];
-
-			if (w->pid == 0 && w->restart_at > 0. &&
-			    !sv.stopping && w->restart_at <= now) {
-				sv.restarts++;
-				if (worker_start(i) == 0) {
-					*cfgp = sv.cfg;
-					return 0;
-				}
-			}
-			if (w->pid > 0 && w->pinged &&
-			    now - w->last_ping > WORKER_HANG) {
-				log_warnx("worker %u (pid %ld): no word for "
-				    "%.0f s; killing it", i, (long)w->pid,
-				    WORKER_HANG);
-				kill(w->pid, SIGKILL);
-				w->pinged = false;
-			}
-			running += w->pid > 0;
-		}
-		if (sv.stopping && running == 0)
-			sv_exit(sv.status);
-		if (poll(pfd, 3, 1000) == -1 && errno != EINTR)
-			fatal("poll");
-		if (pfd[0].revents & POLLIN) {
-			struct signalfd_siginfo si;
-
-			while (read(sv.sigfd, &si, sizeof(si)) ==
-			    (ssize_t)sizeof(si))
-				take_signal((int)si.ssi_signo);
-		}
-		if (pfd[2].revents & POLLIN) {
-			int fd = accept4(sv.ctl_fd, NULL, NULL, SOCK_CLOEXEC);
-
-			if (fd != -1) {
-				serve(fd);
-				close(fd);
-			}
-		}
-	}
+	sv.loop = ev_loop_new(EVBACKEND_POLL | EVFLAG_NOSIGMASK);
+	if (sv.loop == NULL)
+		fatalx("supervisor: cannot make its event loop");
+	if ((sv.ctl = control_serve(sv.loop, sv.ctl_fd, sv.ctl_path, false,
+	    &sv_ops, NULL)) == NULL)
+		fatalx("supervisor: out of memory");
+	ev_io_init(&sv.sig_io, sv_signal_cb, sv.sigfd, EV_READ);
+	ev_io_start(sv.loop, &sv.sig_io);
+	ev_io_init(&sv.ping_io, sv_ping_cb, sv.ping[0], EV_READ);
+	ev_io_start(sv.loop, &sv.ping_io);
+	ev_prepare_init(&sv.prepare, sv_prepare_cb);
+	ev_prepare_start(sv.loop, &sv.prepare);
+	ev_timer_init(&sv.tick, sv_tick_cb, 1., 1.);
+	ev_timer_start(sv.loop, &sv.tick);
+	ev_run(sv.loop, 0);
+	/* only a worker, started again from the loop, comes out of it */
+	if (!sv.forked)
+		fatalx("supervisor: its event loop ended");
+	ev_loop_destroy(sv.loop);
+	sv.loop = NULL;
+	*cfgp = sv.cfg;
+	return 0;
 }

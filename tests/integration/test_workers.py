@@ -277,6 +277,53 @@ def test_a_stuck_worker_does_not_hold_up_qproxyctl(qproxy_factory, backend_app):
     wait_until(lambda: stats(q)["workers"]["answered"] == N, "both answering again", 10)
 
 
+def _silent_clients(q, n):
+    """n local clients of the control socket that connect and say nothing."""
+    socks = []
+    for _ in range(n):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(10 * SLOW)
+        s.connect(q.control_socket)
+        socks.append(s)
+    return socks
+
+
+def test_silent_control_clients_hold_up_nothing(qproxy_factory, backend_app):
+    """Local clients of the supervisor's control socket that connect and
+    say nothing: qproxyctl is answered beside them (each within its own
+    10 s), a worker that dies is started again, and those still waiting
+    are sent "ERR timeout" after 5 s or, to make room, "ERR busy". The
+    supervisor served one client at a time, each given 5 s to speak: 20
+    of them held qproxyctl, restarts and signals for 100 s."""
+    q = _workers(qproxy_factory, backend_app)
+    socks = _silent_clients(q, 20)
+    try:
+        assert stats(q)["workers"]["answered"] == N
+        os.kill(_worker_pids(q)[1], signal.SIGKILL)
+        wait_until(lambda: stats(q)["workers"]["restarts"] == 1 and
+                   stats(q)["workers"]["answered"] == N, "the worker started again", 10 * SLOW)
+        said = [s.recv(100) for s in socks]
+        assert set(said) <= {b"ERR timeout\n", b"ERR busy\n"}, said
+        assert b"ERR timeout\n" in said, said
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_silent_control_clients_do_not_hold_up_sigterm(qproxy_factory, backend_app):
+    """SIGTERM with 20 silent control clients connected: the workers stop
+    and so does the supervisor, within the harness's wait (it waited
+    behind them, 5 s each)."""
+    q = _workers(qproxy_factory, backend_app)
+    socks = _silent_clients(q, 20)
+    try:
+        assert q.stop() == 0
+        assert not os.path.exists(q.control_socket)
+    finally:
+        for s in socks:
+            s.close()
+
+
 def test_a_reload_reaches_every_worker(qproxy_factory, backend_app):
     """qproxyctl reload and SIGHUP: every worker takes the new file; one
     that refuses it is refused with its errors, and every worker keeps the
