@@ -1300,6 +1300,40 @@ def test_request_memory_is_bounded_per_connection_first(qproxy_factory, backend_
     wait_until(lambda: _buffers(q)["request_bytes"] == 0, "request memory given back")
 
 
+def test_request_memory_lowered_by_a_reload_holds_at_once(qproxy_factory, backend_app,
+                                                          tmp_path):
+    """A reload that lowers request_buffer_total below what the streams
+    under way hold gives up streams until they fit, as the man page says:
+    12 uploads of 100 kB held (1.3 MiB, below 2m) waiting for the
+    backend's one connection, then a reload to 1m: the first of them go
+    (503), the others are answered once the backend is free."""
+    q = _private(qproxy_factory, backend_app, tmp_path, ("request_buffer_total", "2m"),
+                 ("stream_window", "200k"), backend=[("max_connections", "1"),
+                                                     ("connect_timeout", "30s")])
+    hang = _hold(q, 1)
+    wait_until(lambda: stats(q)["upstream"]["connections_current"] == 1, "backend taken")
+    try:
+        n = 100000
+        got = []
+        a = _uploads(q, n, 12, got)
+        wait_until(lambda: _buffers(q)["request_bytes"] >= 12 * 7 * 16384, "12 uploads held")
+        assert _limits(q)["reset_request_memory"] == 0
+        glob = q.sections[0][1]
+        glob[:] = [(k, "1m" if k == "request_buffer_total" else v) for k, v in glob]
+        with open(q.conf, "w") as f:
+            f.write(render_config(q.sections))
+        p = qproxyctl(q, "reload")
+        assert p.returncode == 0, p.stderr
+        wait_until(lambda: _limits(q)["reset_request_memory"] > 0, "streams given up")
+        assert _buffers(q)["request_bytes"] <= _MIB
+    finally:
+        _release(hang)
+    a.join()
+    codes = _codes(got[0])
+    assert 0 < codes.count("503") == _limits(q)["reset_request_memory"], got[0]
+    assert codes.count("200") == 12 - codes.count("503"), got[0]
+
+
 def test_request_memory_resets_a_stream_whose_response_began(qproxy_factory,
                                                              backend_app, tmp_path):
     """A backend that sent part of its answer and reads no more of the
