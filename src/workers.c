@@ -430,7 +430,7 @@ ask_read(struct asking *a, struct strbuf *out)
 struct answers {
 	struct strbuf	 replies[WORKERS_MAX];	/* worker i's text */
 	int		 rv[WORKERS_MAX];	/* 0 "OK", 1 "ERR", -1 none */
-	char		 heads[WORKERS_MAX][ASK_HEAD_MAX];	/* its first line */
+	bool		 leaving[WORKERS_MAX];	/* "ERR shutting down" */
 	const char	*texts[WORKERS_MAX];	/* the n that said OK, */
 	unsigned	 which[WORKERS_MAX];	/* and their numbers */
 	size_t		 n;
@@ -456,7 +456,7 @@ ask_workers(struct answers *ans, const char *line, int timeout_ms)
 	for (i = 0; i < worker_count; i++) {
 		strbuf_init(&replies[i], CONTROL_MAX_REPLY);
 		rv[i] = -1;
-		ans->heads[i][0] = '\0';
+		ans->leaving[i] = false;
 		a[i].in_head = true;
 		a[i].hlen = 0;
 		if ((a[i].fd = ask_send(i, line)) != -1)
@@ -488,8 +488,8 @@ ask_workers(struct answers *ans, const char *line, int timeout_ms)
 			if (r == 0 && !a[i].in_head) {
 				rv[i] = strcmp(a[i].head, "OK") == 0 ? 0 :
 				    strncmp(a[i].head, "ERR ", 4) == 0 ? 1 : -1;
-				memcpy(ans->heads[i], a[i].head,
-				    sizeof(ans->heads[i]));
+				ans->leaving[i] = strcmp(a[i].head,
+				    "ERR shutting down") == 0;
 			}
 			close(a[i].fd);
 			a[i].fd = -1;
@@ -757,8 +757,7 @@ cmd_reload(struct strbuf *out)
 			continue;
 		}
 		/* one leaving (SIGTERM) is started again likewise */
-		if (a.rv[i] == 1 && strcmp(a.heads[i], "ERR shutting down") ==
-		    0) {
+		if (a.leaving[i]) {
 			strbuf_printf(out, "worker %u: shutting down; the one "
 			    "started after it runs this configuration\n", i);
 			continue;
