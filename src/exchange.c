@@ -2455,8 +2455,13 @@ ex_parse(struct exchange *ex)
 	}
 }
 
+/*
+ * The backend's connection ended: with a clean close (FIN), or with an
+ * error (a reset) when failed is set. A body delimited by the close is
+ * complete only after a clean one (RFC 9112 8).
+ */
 static void
-ex_eof(struct exchange *ex)
+ex_eof(struct exchange *ex, bool failed)
 {
 	static struct log_limit closed_mid_body;
 
@@ -2469,7 +2474,7 @@ ex_eof(struct exchange *ex)
 		    "closed before a complete response head");
 		return;
 	}
-	if (http1_body_eof(&ex->body) == HTTP1_BODY_DONE) {
+	if (!failed && http1_body_eof(&ex->body) == HTTP1_BODY_DONE) {
 		ex->reusable = false;
 		ex_response_done(ex, false);
 		return;
@@ -2685,11 +2690,11 @@ ex_read(struct exchange *ex)
 				return;
 			log_debug("backend %s: read: %s", ex->server->cfg->text,
 			    strerror(errno));
-			ex_eof(ex);
+			ex_eof(ex, true);
 			return;
 		}
 		if (n == 0) {
-			ex_eof(ex);
+			ex_eof(ex, false);
 			return;
 		}
 	}
