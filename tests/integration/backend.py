@@ -19,6 +19,7 @@ Endpoints (the first path segment that names an endpoint selects it, so
                            closes the (keep-alive) connection MS ms after
   GET|HEAD /chunked/N      the same bytes, Transfer-Encoding: chunked, odd sizes
   GET      /close/N        the same bytes, no Content-Length, closes at the end
+                           (/close/N?rst=1 resets the connection instead)
   GET      /slow/N?ms=T    N bytes with Content-Length, spread over about T ms
   *        /status/CODE    that status; 204 and 304 without a body, others with
                            "status CODE\\n"; /status/304?cl=N adds Content-Length: N
@@ -724,6 +725,11 @@ class Backend:
                                           ("Connection", "close")]))
             if not head_only:
                 sock.sendall(memoryview(body_bytes(n)))
+            if q.get("rst"):
+                time.sleep(0.05)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()    # an RST once the last reference is gone
+                return False
             sock.shutdown(socket.SHUT_WR)
             return False
 
