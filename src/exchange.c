@@ -1064,6 +1064,22 @@ ex_keep_agent(struct exchange *ex)
 		ex->user_agent = strndup(v, EX_AGENT_MAX);
 }
 
+/* What strip_prefix takes off the request's path: 0 without it. */
+static size_t
+ex_strip_len(const struct exchange *ex)
+{
+	const struct config_route *r = ex->route;
+	const char *path;
+	size_t len;
+	ssize_t n;
+
+	if (!r->strip_prefix)
+		return 0;
+	path = request_path(&ex->req, &len);
+	n = route_prefix_span(r->path_prefix, path, len);
+	return n > 0 ? (size_t)n : 0;
+}
+
 /*
  * A route's return or redirect: qproxy answers, its set_response_header
  * on the answer, and the request goes no further.
@@ -1080,8 +1096,8 @@ ex_route_answer(struct exchange *ex, const char *host, size_t hostlen)
 
 	stats.requests_answered++;
 	if (r->redirect) {
-		uri = request_sent_path(&ex->req, r->strip_prefix ?
-		    strlen(r->path_prefix) : 0, &urilen, &slash);
+		uri = request_sent_path(&ex->req, ex_strip_len(ex), &urilen,
+		    &slash);
 		if ((loc = route_location(r, host, hostlen, slash, uri, urilen,
 		    &a.locationlen)) == NULL) {
 			stats.requests_reset++;
@@ -1580,8 +1596,7 @@ ex_write_head(struct exchange *ex)
 	fw.set = &ex->route->set_request;
 	fw.id_name = ex->id[0] != '\0' ? ex_cfg(ex)->request_id_header : NULL;
 	fw.id = ex->id;
-	fw.path_skip = ex->route->strip_prefix ?
-	    strlen(ex->route->path_prefix) : 0;
+	fw.path_skip = ex_strip_len(ex);
 	fw.early_data = ex->early;
 	if (ex->req_fin) {
 		/* the whole body is here: its length is known */

@@ -165,6 +165,7 @@ enum field_kind {
 	FK_XFF,
 	FK_VIA,
 	FK_FORWARDED,
+	FK_EARLY,	/* kept (RFC 8470 5.1), once with qproxy's own */
 };
 
 static uint32_t
@@ -179,7 +180,7 @@ field_kind(const uint8_t *name, size_t len)
 		K("host", FK_SKIP), K("content-length", FK_SKIP),
 		K("te", FK_SKIP), K("expect", FK_SKIP),
 		K("x-forwarded-proto", FK_SKIP), K("http2-settings", FK_SKIP),
-		K("early-data", FK_SKIP), K("cookie", FK_COOKIE),
+		K("early-data", FK_EARLY), K("cookie", FK_COOKIE),
 		K("x-forwarded-for", FK_XFF), K("via", FK_VIA),
 		K("forwarded", FK_FORWARDED),
 #undef K
@@ -509,6 +510,23 @@ path_normalize(char *p, size_t len, size_t *outlen)
 	return 0;
 }
 
+/*
+ * Whether the path before any query holds none of the characters that
+ * RFC 3986 allows nowhere in a URI and browsers always percent-encode
+ * there (a backslash they send as "/"): " < > ` { } and the backslash,
+ * which a backend such as IIS or a WHATWG URL parser reads as "/", so
+ * that it would see another path than the one routed. ("|" and "^",
+ * which browsers send as they are, and the query, pass.)
+ */
+static bool
+path_chars_ok(const char *p, size_t len)
+{
+	for (size_t i = 0; i < len && p[i] != '?'; i++)
+		if (memchr("\\\"<>`{}", p[i], 7) != NULL)
+			return false;
+	return true;
+}
+
 /* The :path normalized in place, its query kept as it came. 0 or -1. */
 static int
 request_normalize_path(struct request *r)
@@ -564,6 +582,9 @@ request_finish(struct request *r, bool fin)
 	/* RFC 9110 7.1: a fragment is never part of a request's target */
 	if (memchr(fvalue(r, r->path), '#', r->fields[r->path].valuelen))
 		return fail(r, REQ_BAD, "fragment in :path");
+	if (fvalue(r, r->path)[0] == '/' && !path_chars_ok(fvalue(r, r->path),
+	    r->fields[r->path].valuelen))
+		return fail(r, REQ_BAD, "character not allowed in :path");
 	if (fvalue(r, r->path)[0] == '/' && request_normalize_path(r) == -1)
 		return fail(r, REQ_BAD, "invalid percent-encoding in :path");
 	return 0;
@@ -833,6 +854,8 @@ request_write_http1(const struct request *r, const struct request_forward *fw,
 	HO_LIT(&o, "\r\nx-forwarded-proto: https\r\n");
 	if (fw->early_data)
 		HO_LIT(&o, "early-data: 1\r\n");
+	else if (put_values(&o, r, FK_EARLY, "early-data: ", ", "))
+		HO_LIT(&o, "\r\n");
 
 	switch (fw->framing) {
 	case REQ_BODY_NONE:

@@ -139,16 +139,28 @@ route_host_match(const char *pattern, const char *host, size_t hostlen)
 	return hostlen == plen && route_caseeq(host, pattern, plen);
 }
 
-static bool
-route_path_match(const char *prefix, const char *path, size_t pathlen)
+/*
+ * How many bytes of path a route's prefix takes: its own length, or more
+ * where the path spells one of its "/" as several ("/app//admin/" for
+ * "/app/admin/"), which nginx (merge_slashes), Apache and Tomcat read as
+ * one: a route guarding "/app/admin/" holds for that spelling too, though
+ * the path goes to the backend as it came. -1 when it does not match.
+ */
+ssize_t
+route_prefix_span(const char *prefix, const char *path, size_t pathlen)
 {
-	size_t	 plen;
+	size_t i, j;
 
 	if (prefix == NULL)
-		return true;
-	plen = strlen(prefix);
-	return plen == 0 ||
-	    (pathlen >= plen && memcmp(path, prefix, plen) == 0);
+		return 0;
+	for (i = j = 0; prefix[i] != '\0'; i++, j++) {
+		if (j >= pathlen || path[j] != prefix[i])
+			return -1;
+		if (prefix[i] == '/' && prefix[i + 1] != '/')
+			while (j + 1 < pathlen && path[j + 1] == '/')
+				j++;
+	}
+	return (ssize_t)j;
 }
 
 bool
@@ -193,7 +205,7 @@ route_match_host(const struct config *cfg, const char *host, size_t hostlen,
 	for (i = 0; i < cfg->nroutes; i++) {
 		r = &cfg->routes[i];
 		if (route_host_match(r->host, host, hostlen) &&
-		    route_path_match(r->path_prefix, path, pathlen) &&
+		    route_prefix_span(r->path_prefix, path, pathlen) >= 0 &&
 		    route_request_match(r, req))
 			return r;
 	}

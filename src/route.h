@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "config.h"
 
@@ -26,6 +27,13 @@ struct request;
 const struct config_route *route_match_host(const struct config *cfg,
     const char *host, size_t hostlen, const char *path, size_t pathlen,
     const struct request *);
+/*
+ * How many bytes of path (query included, no NUL needed) a path_prefix
+ * takes, a run of "/" in path matching one "/" of it; -1 when it does not
+ * match; 0 for none.
+ */
+ssize_t route_prefix_span(const char *prefix, const char *path,
+    size_t pathlen);
 /* Whether a method is in a list of them, as a methods key keeps it
    (" GET HEAD "). */
 bool route_method_in(const char *list, const char *method);

@@ -1025,7 +1025,74 @@ def test_fragment_in_path_is_400(qp, all_backends):
     assert_backends_untouched(qp, all_backends, before, "a :path with a fragment")
 
 
+@pytest.mark.parametrize("char", ["\\\\", '"', "<", ">", "`", "{", "}"],
+                         ids=["backslash", "quote", "lt", "gt", "backquote", "lbrace",
+                              "rbrace"])
+def test_path_characters_no_uri_has_are_400(qp, all_backends, char):
+    """RFC 3986 allows none of these in a URI, and browsers percent-encode
+    them in a path (a backslash they send as "/"): 400, and no backend
+    hears of it. A backend that reads "\\" as "/" (IIS, WHATWG URL
+    parsers) would have seen another path than the one routed. In the query,
+    where browsers send most of them as they are, they pass."""
+    before = backend_counts(all_backends)
+    res = h3raw(qp.port, [":method: GET", ":scheme: https",
+                          ":authority: 127.0.0.1:%d" % qp.port,
+                          ":path: /app/x/..%sadmin/echo-headers" % char])
+    assert res.returncode == 0, res
+    assert res.outcomes and res.outcomes[0].startswith("status 400 "), res
+    assert_backends_untouched(qp, all_backends, before, "a :path with %r" % char)
+    res = h3raw(qp.port, [":method: GET", ":scheme: https",
+                          ":authority: 127.0.0.1:%d" % qp.port,
+                          ":path: /app/echo-headers?q=%s" % char])
+    assert res.outcomes and res.outcomes[0].startswith("status 200 "), res
+
+
+def test_route_guard_holds_for_a_slash_spelt_twice(qproxy_factory, backend_app):
+    """A route's prefix matches a path that spells one of its "/" as
+    several, as nginx (merge_slashes), Apache and Tomcat read it:
+    "/app//admin/" was routed by the open "/app/" route, past the deny of
+    "/app/admin/", to a backend that took it for "/app/admin/". The path
+    goes to the backend as it came ("//" in a path may mean something to
+    it); strip_prefix takes off as much as the prefix matched."""
+    def sections(port, cert, key):
+        return [("global", [("log_level", "debug")]),
+                ("listener main", [("address", "127.0.0.1:%d" % port),
+                                   ("certificate", cert), ("private_key", key)]),
+                ("backend app", [("server", backend_app.tcp_server)]),
+                ("route admin", [("path_prefix", "/app/admin/"), ("backend", "app"),
+                                 ("deny", "all")]),
+                ("route svc", [("path_prefix", "/svc/"), ("strip_prefix", "on"),
+                               ("backend", "app")]),
+                ("route app", [("path_prefix", "/app/"), ("backend", "app")])]
+    q = qproxy_factory(sections=sections)
+    before = backend_app.count
+    for path in ("/app//admin/echo-headers", "//app/admin/echo-headers",
+                 "/app///admin/echo-headers"):
+        res = h3raw(q.port, [":method: GET", ":scheme: https",
+                             ":authority: 127.0.0.1:%d" % q.port, ":path: %s" % path])
+        assert res.outcomes and res.outcomes[0].startswith("status 403 "), (path, res)
+    assert backend_app.count == before
+    for sent, target in (("/app/x//echo-headers", "/app/x//echo-headers"),
+                         ("/svc//echo-headers", "/echo-headers")):
+        r = h3_get(q.url(sent), path_as_is=True)
+        assert r.status == 200 and r.json()["target"] == target, (sent, r.status)
+
+
 # ---------------------------------------------------------------- headers
+
+def test_early_data_field_of_a_client_is_kept(qp, backend_app):
+    """RFC 8470 5.1: an intermediary must not remove Early-Data. A client
+    that is itself a proxy marks a request of its own client's early data
+    so; qproxy dropped the field, and the backend could not answer 425."""
+    before = backend_app.count
+    res = h3raw(qp.port, [":method: GET", ":scheme: https",
+                          ":authority: 127.0.0.1:%d" % qp.port,
+                          ":path: /app/echo-headers?early-from-client", "early-data: 1"])
+    assert res.outcomes and res.outcomes[0].startswith("status 200 "), res
+    rec = backend_app.wait_for_request(lambda r: "early-from-client" in r["target"],
+                                       start=before)
+    assert rec is not None and header_values(rec, "early-data") == ["1"], rec
+
 
 def _forwarded_record(backend, before, marker):
     rec = backend.wait_for_request(lambda x: marker in x["target"], start=before)

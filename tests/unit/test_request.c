@@ -328,6 +328,17 @@ test_path_normalized(void)
 	p = request_path(build(ok, true, &rv), &len);
 	CHECK_EQ_INT(rv, 0);
 	CHECK_EQ_STR(p, "/a/b?%zz");
+	/* characters no URI has, that browsers encode in a path: refused */
+	for (const char *c = "\\\"<>`{}"; *c != '\0'; c++) {
+		snprintf(field, sizeof(field), ":path: /a/x%cy/b", *c);
+		ok[3] = field;
+		CHECK_EQ_INT(verdict(ok, true), REQ_BAD);
+		/* in the query, as browsers send them, and "|" or "^" pass */
+		snprintf(field, sizeof(field), ":path: /a?q=%c|^", *c);
+		CHECK_EQ_INT(verdict(ok, true), REQ_OK);
+	}
+	ok[3] = ":path: /a|b^c";
+	CHECK_EQ_INT(verdict(ok, true), REQ_OK);
 }
 
 static char *
@@ -654,6 +665,25 @@ test_http1(void)
 		CHECK(strstr(s, "transfer-encoding: chunked\r\n\r\n") != NULL);
 		CHECK(strstr(s, "early-data: 1\r\n") != NULL);
 		CHECK(strstr(s, "content-length") == NULL);
+		free(s);
+		bufq_free(&q);
+	}
+
+	/*
+	 * A client's Early-Data stays (RFC 8470 5.1): once, whether or not
+	 * the request came in qproxy's own 0-RTT too
+	 */
+	for (int early = 0; early < 2; early++) {
+		const char *g[] = { BASE, "early-data: 1", NULL };
+		struct request_forward fwe = { "192.0.2.1", REQ_BODY_NONE, 0,
+		    early == 1, NULL, NULL, NULL, 0 };
+		const char *e;
+
+		r = build(g, true, &rv);
+		CHECK_EQ_INT(request_write_http1(r, &fwe, &q), 0);
+		s = flatten(&q);
+		CHECK((e = strstr(s, "early-data: 1\r\n")) != NULL);
+		CHECK(e == NULL || strstr(e + 1, "early-data") == NULL);
 		free(s);
 		bufq_free(&q);
 	}

@@ -98,6 +98,25 @@ test_by_hand(void)
 	CHECK_ROUTE(&cfg, NULL, "/static/x", "static");
 	CHECK_ROUTE(&cfg, "other.org", "/stat", "-");
 
+	/*
+	 * a run of "/" in the path matches one of the prefix's, as backends
+	 * that merge slashes read it; the span says how much it took
+	 */
+	CHECK_ROUTE(&cfg, "example.com", "//api/x", "api");
+	CHECK_ROUTE(&cfg, "example.com", "/api//x", "api");
+	CHECK_ROUTE(&cfg, "other.org", "///static///x", "static");
+	CHECK_ROUTE(&cfg, "other.org", "/static/", "static");
+	CHECK_EQ_INT(route_prefix_span("/api/", "//api//x", 8), 7);
+	CHECK_EQ_INT(route_prefix_span("/api/", "/api/x", 6), 5);
+	CHECK_EQ_INT(route_prefix_span("/api", "/api//x", 7), 4);
+	CHECK_EQ_INT(route_prefix_span("/api/", "/api", 4), -1);
+	CHECK_EQ_INT(route_prefix_span("/api/", "/ap//i/", 7), -1);
+	CHECK_EQ_INT(route_prefix_span("/", "//", 2), 2);
+	/* a prefix that has "//" itself wants it */
+	CHECK_EQ_INT(route_prefix_span("/a//b", "/a//b", 5), 5);
+	CHECK_EQ_INT(route_prefix_span("/a//b", "/a/b", 4), -1);
+	CHECK_EQ_INT(route_prefix_span(NULL, "/x", 2), 0);
+
 	/* lengths are honoured: no NUL needed */
 	CHECK(route_match(&cfg, "example.com.org", 11, "/api/zzz", 5) ==
 	    &routes[0]);
