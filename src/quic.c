@@ -872,6 +872,16 @@ stream_reset(ngtcp2_conn *conn, int64_t stream_id, uint64_t final_size,
 
 	if (stream_user_data != NULL)
 		exchange_client_reset(stream_user_data);
+	else if (ngtcp2_is_bidi_stream(stream_id) &&
+	    !ngtcp2_conn_is_local_stream(conn, stream_id))
+		/*
+		 * No request began (none of its bytes came, or part of a
+		 * frame): nothing will answer it, so its sending side is
+		 * reset too. Else ngtcp2 kept the stream open for good, and
+		 * its credit (max_streams_bidi) never came back.
+		 */
+		(void)ngtcp2_conn_shutdown_stream_write(conn, 0, stream_id,
+		    NGHTTP3_H3_REQUEST_CANCELLED);
 	if (ngtcp2_is_bidi_stream(stream_id) &&
 	    charge_cancel(qc, stream_user_data) != 0)
 		return NGTCP2_ERR_CALLBACK_FAILURE;

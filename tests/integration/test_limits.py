@@ -603,6 +603,24 @@ def test_resets_under_the_budget_keep_the_connection(qproxy_factory, backend_app
     assert _limits(q)["closed_stream_resets"] == 0
 
 
+def test_a_stream_reset_before_its_first_byte_gives_its_credit_back(qproxy_factory,
+                                                                    backend_app, tmp_path):
+    """A request stream the client resets before any of its bytes came (a
+    client giving up a request whose first packet was lost, with
+    RESET_STREAM alone; here h3raw --lose-starts --reset-only): qproxy
+    shut its reading side only, and with
+    no exchange to answer it nothing shut the other, so ngtcp2 never closed
+    the stream and its credit never came back: with max_streams_bidi 10,
+    the 11th request waited for good (found by helper-60's hunt). The
+    stream's sending side is reset too now."""
+    q = _private(qproxy_factory, backend_app, tmp_path, ("max_streams_bidi", "10"))
+    r = h3raw(q.port, [":method: GET", ":scheme: https",
+                       ":authority: 127.0.0.1:%d" % q.port, ":path: /app/bytes/10"],
+              count=25, timeout=10 * SLOW, extra=["--lose-starts", "--reset-only"])
+    assert r.outcomes == ["cancelled"] * 25, r
+    assert h3_get(q.url("/app/bytes/10")).body == expected_body(10)
+
+
 @pytest.mark.parametrize("second", [17, 40])
 def test_reset_budget_refills_at_max_stream_resets_per_10s(qproxy_factory, backend_app,
                                                            tmp_path, second):

@@ -21,6 +21,8 @@
  *                             outcome "cancelled"
  *   --stop-sending            as --cancel, but with STOP_SENDING alone: the
  *                             request stands, its response is refused
+ *   --reset-only              as --cancel, but with RESET_STREAM alone: the
+ *                             request is given up, its response not refused
  *   --pause-after N           open N request streams, then wait --pause
  *                             seconds (default 1) before opening the rest:
  *                             with --cancel, two bursts of resets
@@ -211,7 +213,7 @@ typedef struct {
   int done;
 } req_t;
 
-enum { CANCEL_RESET = 1, CANCEL_STOP_SENDING = 2 };
+enum { CANCEL_RESET = 1, CANCEL_STOP_SENDING = 2, CANCEL_RESET_ONLY = 3 };
 
 static struct {
   const char *host;
@@ -231,7 +233,7 @@ static struct {
   int print_body;
   int print_credit;
   int verbose;
-  int cancel; /* CANCEL_RESET or CANCEL_STOP_SENDING, or 0 */
+  int cancel; /* CANCEL_RESET, CANCEL_STOP_SENDING, CANCEL_RESET_ONLY, 0 */
   int no_read;
   int lose_starts; /* --lose-starts */
   int lose_resets; /* --lose-resets */
@@ -610,6 +612,8 @@ static void parse_args(int argc, char **argv) {
       opt.cancel = CANCEL_RESET;
     } else if (strcmp(a, "--stop-sending") == 0) {
       opt.cancel = CANCEL_STOP_SENDING;
+    } else if (strcmp(a, "--reset-only") == 0) {
+      opt.cancel = CANCEL_RESET_ONLY;
     } else if (strcmp(a, "--no-read") == 0) {
       opt.no_read = 1;
     } else if (strcmp(a, "--lose-starts") == 0) {
@@ -1849,6 +1853,14 @@ static int cancel_streams(void) {
                                        NGHTTP3_H3_REQUEST_CANCELLED);
       if (c.h3) {
         (void)nghttp3_conn_shutdown_stream_read(c.h3, r->stream_id);
+      }
+      continue;
+    }
+    if (opt.cancel == CANCEL_RESET_ONLY) {
+      ngtcp2_conn_shutdown_stream_write(c.conn, 0, r->stream_id,
+                                        NGHTTP3_H3_REQUEST_CANCELLED);
+      if (c.h3) {
+        nghttp3_conn_shutdown_stream_write(c.h3, r->stream_id);
       }
       continue;
     }
