@@ -1290,6 +1290,16 @@ exchange_headers_end(struct exchange *ex, bool fin)
 		ex_route_answer(ex, host, hostlen);
 		return;
 	}
+	/*
+	 * RFC 9110 7.6.2: an OPTIONS or TRACE with no hop left is answered
+	 * here, as its final recipient: OPTIONS with 200, TRACE (whose answer
+	 * would echo the request, cookies and all) with 501.
+	 */
+	if ((ex->req.flags & REQ_F_MAX_FORWARDS) && ex->req.max_forwards == 0) {
+		ex_respond(ex, strcmp(request_method(&ex->req), "OPTIONS") == 0 ?
+		    200 : 501);
+		return;
+	}
 	/* a declared length too large goes nowhere, not even to a 100 */
 	ex->body_limit = route->max_body_size;
 	if (ex->body_limit > 0 && ex->req.content_length > 0 &&

@@ -37,6 +37,7 @@ request_init(struct request *r, size_t max_size)
 	r->max_size = max_size;
 	r->method = r->scheme = r->authority = r->path = r->host = -1;
 	r->content_length = -1;
+	r->max_forwards = -1;
 }
 
 void
@@ -166,6 +167,7 @@ enum field_kind {
 	FK_VIA,
 	FK_FORWARDED,
 	FK_EARLY,	/* kept (RFC 8470 5.1), once with qproxy's own */
+	FK_MAX_FORWARDS,	/* less one, for OPTIONS and TRACE */
 };
 
 static uint32_t
@@ -181,6 +183,7 @@ field_kind(const uint8_t *name, size_t len)
 		K("te", FK_SKIP), K("expect", FK_SKIP),
 		K("x-forwarded-proto", FK_SKIP), K("http2-settings", FK_SKIP),
 		K("early-data", FK_EARLY), K("cookie", FK_COOKIE),
+		K("max-forwards", FK_MAX_FORWARDS),
 		K("x-forwarded-for", FK_XFF), K("via", FK_VIA),
 		K("forwarded", FK_FORWARDED),
 #undef K
@@ -352,8 +355,10 @@ request_add(struct request *r, const uint8_t *name, size_t namelen,
 				r->flags |= REQ_F_BODY_METHOD |
 				    REQ_F_IDEMPOTENT;
 			else if (name_is(value, valuelen, "OPTIONS") ||
-			    name_is(value, valuelen, "DELETE") ||
 			    name_is(value, valuelen, "TRACE"))
+				r->flags |= REQ_F_IDEMPOTENT |
+				    REQ_F_MAX_FORWARDS;
+			else if (name_is(value, valuelen, "DELETE"))
 				r->flags |= REQ_F_IDEMPOTENT;
 			return pseudo_set(r, &r->method, idx);
 		}
@@ -422,6 +427,13 @@ request_add(struct request *r, const uint8_t *name, size_t namelen,
 		    name_is(name, namelen, "keep-alive"))
 			return fail(r, REQ_MALFORMED,
 			    "connection-specific field");
+		break;
+	case 12:
+		/* RFC 9110 7.6.2: the first, when it is a number */
+		if (name_is(name, namelen, "max-forwards") &&
+		    r->max_forwards == -1 &&
+		    parse_length(value, valuelen, &r->max_forwards) == -1)
+			r->max_forwards = -2;	/* looked at; none */
 		break;
 	case 14:
 		if (name_is(name, namelen, "content-length")) {
@@ -855,6 +867,13 @@ request_write_http1(const struct request *r, const struct request_forward *fw,
 	if (fw->early_data)
 		HO_LIT(&o, "early-data: 1\r\n");
 	else if (put_values(&o, r, FK_EARLY, "early-data: ", ", "))
+		HO_LIT(&o, "\r\n");
+	/* RFC 9110 7.6.2: one hop less (a 0 is answered, never sent) */
+	if ((r->flags & REQ_F_MAX_FORWARDS) && r->max_forwards > 0)
+		ho_put(&o, tmp, (size_t)snprintf(tmp, sizeof(tmp),
+		    "max-forwards: %lld\r\n",
+		    (long long)r->max_forwards - 1));
+	else if (put_values(&o, r, FK_MAX_FORWARDS, "max-forwards: ", ", "))
 		HO_LIT(&o, "\r\n");
 
 	switch (fw->framing) {

@@ -39,6 +39,7 @@ struct request {
 	size_t			 nfields, fieldcap;
 	int			 method, scheme, authority, path, host;	/* or -1 */
 	int64_t			 content_length;	/* -1: none */
+	int64_t			 max_forwards;	/* -1: none; -2: not a number */
 	unsigned		 flags;
 	enum request_error	 error;
 	const char		*why;		/* static text for the log */
@@ -52,6 +53,7 @@ struct request {
 #define REQ_F_EXPECT_CONTINUE	0x08
 #define REQ_F_BODY_METHOD	0x10	/* POST, PUT, PATCH: send a length */
 #define REQ_F_IDEMPOTENT	0x20	/* RFC 9110 9.2.2 */
+#define REQ_F_MAX_FORWARDS	0x40	/* OPTIONS, TRACE: Max-Forwards counts */
 
 void	request_init(struct request *, size_t max_size);
 void	request_free(struct request *);

@@ -1094,6 +1094,29 @@ def test_early_data_field_of_a_client_is_kept(qp, backend_app):
     assert rec is not None and header_values(rec, "early-data") == ["1"], rec
 
 
+@pytest.mark.parametrize("method,status", [("OPTIONS", 200), ("TRACE", 501)])
+def test_max_forwards_zero_is_answered_here(qp, all_backends, method, status):
+    """RFC 9110 7.6.2: an OPTIONS or TRACE with Max-Forwards: 0 is not
+    forwarded; its recipient answers as the final one (qproxy: 200 to
+    OPTIONS, 501 to TRACE, whose answer would echo the request). With more
+    hops left it goes on with one less. qproxy forwarded both as they
+    came."""
+    before = backend_counts(all_backends)
+    res = h3raw(qp.port, [":method: %s" % method, ":scheme: https",
+                          ":authority: 127.0.0.1:%d" % qp.port,
+                          ":path: /app/echo-headers", "max-forwards: 0"])
+    assert res.outcomes and res.outcomes[0].startswith("status %d " % status), res
+    assert_backends_untouched(qp, all_backends, before, "%s, Max-Forwards: 0" % method)
+    app = [b for b in all_backends if b.name == "app"][0]
+    before = app.count
+    res = h3raw(qp.port, [":method: %s" % method, ":scheme: https",
+                          ":authority: 127.0.0.1:%d" % qp.port,
+                          ":path: /app/echo-headers?mf5", "max-forwards: 5"])
+    assert res.outcomes and res.outcomes[0].startswith("status 200 "), res
+    rec = app.wait_for_request(lambda r: "mf5" in r["target"], start=before)
+    assert rec is not None and header_values(rec, "max-forwards") == ["4"], rec
+
+
 def _forwarded_record(backend, before, marker):
     rec = backend.wait_for_request(lambda x: marker in x["target"], start=before)
     assert rec is not None, "the backend never saw the request"

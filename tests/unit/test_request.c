@@ -670,6 +670,45 @@ test_http1(void)
 	}
 
 	/*
+	 * Max-Forwards (RFC 9110 7.6.2): one less for OPTIONS and TRACE, the
+	 * first field's, written once; for other methods, or not a number,
+	 * as it came
+	 */
+	{
+		static const struct {
+			const char *method, *fields[3], *want;
+		} mf[] = {
+			{ "OPTIONS", { "max-forwards: 5" }, "max-forwards: 4\r\n" },
+			{ "TRACE", { "max-forwards: 1" }, "max-forwards: 0\r\n" },
+			{ "OPTIONS", { "max-forwards: 3", "max-forwards: 9" },
+			    "max-forwards: 2\r\n" },
+			{ "GET", { "max-forwards: 5" }, "max-forwards: 5\r\n" },
+			{ "OPTIONS", { "max-forwards: x1" },
+			    "max-forwards: x1\r\n" },
+		};
+
+		for (size_t i = 0; i < sizeof(mf) / sizeof(mf[0]); i++) {
+			char m[32];
+			const char *g[] = { m, ":scheme: https",
+			    ":authority: example.com", ":path: /",
+			    mf[i].fields[0], mf[i].fields[1], NULL };
+			struct request_forward fwm = { "192.0.2.1",
+			    REQ_BODY_NONE, 0, false, NULL, NULL, NULL, 0 };
+			const char *e;
+
+			snprintf(m, sizeof(m), ":method: %s", mf[i].method);
+			r = build(g, true, &rv);
+			CHECK_EQ_INT(rv, 0);
+			CHECK_EQ_INT(request_write_http1(r, &fwm, &q), 0);
+			s = flatten(&q);
+			CHECK((e = strstr(s, mf[i].want)) != NULL);
+			CHECK(e == NULL || strstr(e + 1, "max-forwards") == NULL);
+			free(s);
+			bufq_free(&q);
+		}
+	}
+
+	/*
 	 * A client's Early-Data stays (RFC 8470 5.1): once, whether or not
 	 * the request came in qproxy's own 0-RTT too
 	 */
