@@ -296,6 +296,8 @@ static const struct config_key config_keys[] = {
 	    0, 0, "text", 0, F(config, access_log_format) },
 	{ SECT_GLOBAL, "request_id_header", config_set_request_id,
 	    0, 0, "off", 0, F(config, request_id_header) },
+	{ SECT_GLOBAL, "trusted_proxies", config_set_acl,
+	    1, 0, NULL, KEY_REPEAT, NOF },
 	{ SECT_GLOBAL, "error_page", config_set_error_page,
 	    0, 0, NULL, KEY_REPEAT, F(config, error_pages) },
 	{ SECT_GLOBAL, "auth_check_rate", config_set_rate,
@@ -1417,20 +1419,27 @@ config_set_health_path(struct config_parser *p, const struct config_key *k,
 
 /*
  * allow (k->min 1) and deny: "all", an address, or an address block
- * ("192.0.2.0/24", "2001:db8::/32") whose bits past its length are 0.
+ * ("192.0.2.0/24", "2001:db8::/32") whose bits past its length are 0;
+ * trusted_proxies likewise, in [global].
  */
 static int
 config_set_acl(struct config_parser *p, const struct config_key *k,
     struct config_section *s, void *obj, const char *value)
 {
-	struct config_route	*r = obj;
-	struct config_acl	 a, *v;
+	struct config_acl	**list, a, *v;
+	size_t			*n;
 	const char		*slash, *end;
 	char			 host[INET6_ADDRSTRLEN];
 	uint64_t		 bits;
 	size_t			 len, i;
 
-	(void)s;
+	if (s->kind == SECT_GLOBAL) {
+		list = &((struct config *)obj)->trusted;
+		n = &((struct config *)obj)->ntrusted;
+	} else {
+		list = &((struct config_route *)obj)->acl;
+		n = &((struct config_route *)obj)->nacl;
+	}
 	memset(&a, 0, sizeof(a));
 	a.allow = k->min == 1;
 	if (strcmp(value, "all") == 0)
@@ -1463,10 +1472,10 @@ config_set_acl(struct config_parser *p, const struct config_key *k,
 				return -1;
 			}
 	}
-	if ((v = config_grow(p, r->acl, r->nacl, sizeof(*v))) == NULL)
+	if ((v = config_grow(p, *list, *n, sizeof(*v))) == NULL)
 		return -1;
-	r->acl = v;
-	r->acl[r->nacl++] = a;
+	*list = v;
+	v[(*n)++] = a;
 	return 0;
 bad:
 	config_bad_value(p, k, value, "all, an IP address, or an address "
@@ -2827,6 +2836,7 @@ config_free(struct config *cfg)
 	free(cfg->error_log);
 	free(cfg->access_log);
 	free(cfg->request_id_header);
+	free(cfg->trusted);
 	free(cfg->error_pages.v);
 	for (i = 0; i < cfg->npage_files; i++) {
 		free(cfg->page_files[i]->body);

@@ -138,7 +138,10 @@ struct config_pages {
 	size_t			 n;
 };
 
-/* A route's allow or deny: an address block, or every client (all). */
+/*
+ * A route's allow or deny, or a trusted_proxies entry: an address block,
+ * or every client (all).
+ */
 struct config_acl {
 	bool		 allow;
 	bool		 all;
@@ -249,6 +252,9 @@ struct config {
 	char			*access_log;	/* NULL (off), "stderr" or a path */
 	int			 access_log_format;	/* enum access_format */
 	char			*request_id_header;	/* lowercase; NULL: off */
+	/* trusted_proxies: clients whose X-Forwarded-For, Forwarded stay */
+	struct config_acl	*trusted;
+	size_t			 ntrusted;
 	struct config_pages	 error_pages;
 	double			 auth_check_rate;	/* password checks a
 							   second */

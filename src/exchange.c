@@ -1607,6 +1607,9 @@ ex_write_head(struct exchange *ex)
 	fw.id_name = ex->id[0] != '\0' ? ex_cfg(ex)->request_id_header : NULL;
 	fw.id = ex->id;
 	fw.path_skip = ex_strip_len(ex);
+	fw.keep_forwarded = ex_cfg(ex)->ntrusted > 0 &&
+	    route_trusted_proxy(ex_cfg(ex),
+	    ngtcp2_conn_get_path(ex->qc->conn)->remote.addr);
 	fw.early_data = ex->early;
 	if (ex->req_fin) {
 		/* the whole body is here: its length is known */

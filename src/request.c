@@ -856,12 +856,18 @@ request_write_http1(const struct request *r, const struct request_forward *fw,
 	/* RFC 9114 4.2.1: cookie fields are joined with "; " for HTTP/1.1. */
 	if (put_values(&o, r, FK_COOKIE, "cookie: ", "; "))
 		HO_LIT(&o, "\r\n");
-	open_list(&o, r, FK_XFF, "x-forwarded-for: ", ", ");
+	if (fw->keep_forwarded)
+		open_list(&o, r, FK_XFF, "x-forwarded-for: ", ", ");
+	else
+		HO_LIT(&o, "x-forwarded-for: ");
 	ho_str(&o, fw->client_addr);
 	HO_LIT(&o, "\r\n");
 	open_list(&o, r, FK_VIA, "via: ", ", ");
 	HO_LIT(&o, "3 qproxy\r\n");
-	open_list(&o, r, FK_FORWARDED, "forwarded: ", ", ");
+	if (fw->keep_forwarded)
+		open_list(&o, r, FK_FORWARDED, "forwarded: ", ", ");
+	else
+		HO_LIT(&o, "forwarded: ");
 	put_forwarded(&o, fw->client_addr, authority, alen);
 	HO_LIT(&o, "\r\nx-forwarded-proto: https\r\n");
 	if (fw->early_data)

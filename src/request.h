@@ -119,6 +119,9 @@ struct request_forward {
 	/* bytes cut from the front of the path (a route's strip_prefix):
 	   what is left is sent, after a '/' if it does not start with one */
 	size_t			 path_skip;
+	/* the client's X-Forwarded-For and Forwarded are passed on, this
+	   hop's element after them (trusted_proxies); else they go */
+	bool			 keep_forwarded;
 };
 
 /* Appends the HTTP/1.1 request head. 0, or -1 when out of memory. */

@@ -239,8 +239,9 @@ prefix_equal(const uint8_t *a, const uint8_t *b, unsigned prefix)
 	    ((a[whole] ^ b[whole]) & (uint8_t)(0xff << (8 - rest))) == 0;
 }
 
-bool
-route_allows(const struct config_route *r, const struct sockaddr *sa)
+/* The first entry of v that takes a client at this address, or NULL. */
+static const struct config_acl *
+acl_find(const struct config_acl *v, size_t n, const struct sockaddr *sa)
 {
 	const uint8_t *addr;
 	int family = sa->sa_family;
@@ -253,12 +254,23 @@ route_allows(const struct config_route *r, const struct sockaddr *sa)
 		    sin6_addr.s6_addr;
 	else
 		addr = NULL;
-	for (size_t i = 0; i < r->nacl; i++) {
-		const struct config_acl *a = &r->acl[i];
+	for (size_t i = 0; i < n; i++)
+		if (v[i].all || (addr != NULL && v[i].family == family &&
+		    prefix_equal(addr, v[i].addr, v[i].prefix)))
+			return &v[i];
+	return NULL;
+}
 
-		if (a->all || (addr != NULL && a->family == family &&
-		    prefix_equal(addr, a->addr, a->prefix)))
-			return a->allow;
-	}
-	return true;
+bool
+route_allows(const struct config_route *r, const struct sockaddr *sa)
+{
+	const struct config_acl *a = acl_find(r->acl, r->nacl, sa);
+
+	return a == NULL || a->allow;
+}
+
+bool
+route_trusted_proxy(const struct config *cfg, const struct sockaddr *sa)
+{
+	return acl_find(cfg->trusted, cfg->ntrusted, sa) != NULL;
 }

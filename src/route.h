@@ -63,5 +63,10 @@ struct sockaddr;
  * the first that matches decides, and with none matching it is let in.
  */
 bool route_allows(const struct config_route *, const struct sockaddr *);
+/*
+ * Whether a client at this address is one of trusted_proxies, whose
+ * X-Forwarded-For and Forwarded fields are passed on.
+ */
+bool route_trusted_proxy(const struct config *, const struct sockaddr *);
 
 #endif

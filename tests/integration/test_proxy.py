@@ -16,10 +16,10 @@ import pycurl
 import pytest
 
 from helpers import (BIG_TIMEOUT, CONNECT_TIMEOUT, SHORT_READ_TIMEOUT, SLOW, KiB, MiB,
-                     assert_backends_untouched, backend_counts, expected_body, expected_sha256,
-                     generated_body, h3_get, h3_head, h3_post, h3_put, h3_request,
-                     h3raw, header_values, make_easy, metric, metrics, qproxy_binary,
-                     sha256, wait_until)
+                     app_sections, assert_backends_untouched, backend_counts, expected_body,
+                     expected_sha256, generated_body, h3_get, h3_head, h3_post, h3_put,
+                     h3_request, h3raw, header_values, make_easy, metric, metrics,
+                     qproxy_binary, sha256, wait_until)
 from test_ops import qproxyctl, stats
 import backend as backend_mod
 
@@ -1150,6 +1150,27 @@ def test_request_headers_seen_by_backend(qp, backend_app):
     rec = _forwarded_record(backend_app, before, "y=two")
     assert rec["chunked"] is False and rec["body_length"] == 0
     assert rec["content_length"] in (None, "0")
+
+
+def test_forwarded_fields_of_untrusted_clients_are_replaced(qp, qproxy_factory,
+                                                            backend_app):
+    """A client's X-Forwarded-For and Forwarded are its own word: a backend
+    that believes the first element would take a forged address for the
+    client's. They are passed on, this hop's element after them, only for
+    a client among trusted_proxies (a proxy in front); from any other, the
+    backend sees qproxy's element alone. Via is kept either way."""
+    forged = ["X-Forwarded-For: 6.6.6.6", "Forwarded: for=6.6.6.6", "Via: 1.1 edge"]
+    j = h3_get(qp.url("/app/echo-headers?untrusted"), headers=forged).json()
+    assert header_values(j, "x-forwarded-for") == ["127.0.0.1"], j
+    assert header_values(j, "forwarded") == [
+        'for=127.0.0.1;proto=https;host="127.0.0.1:%d"' % qp.port], j
+    assert header_values(j, "via")[0].startswith("1.1 edge, 3 "), j
+    q = qproxy_factory(sections=app_sections(backend_app.tcp_server,
+                                             glob=[("trusted_proxies", "127.0.0.0/8")]))
+    j = h3_get(q.url("/app/echo-headers?trusted"), headers=forged).json()
+    assert header_values(j, "x-forwarded-for") == ["6.6.6.6, 127.0.0.1"], j
+    assert header_values(j, "forwarded") == [
+        'for=6.6.6.6, for=127.0.0.1;proto=https;host="127.0.0.1:%d"' % q.port], j
 
 
 def test_cookie_fields_joined(qp, backend_app):

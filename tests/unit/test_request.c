@@ -402,7 +402,7 @@ static void
 test_large_request(void)
 {
 	struct request_forward fw = { "198.51.100.7", REQ_BODY_NONE, 0, false, NULL,
-	    NULL, NULL, 0 };
+	    NULL, NULL, 0, false };
 	struct request r;
 	struct bufq q;
 	char name[32], value[128], line[200], *s, *at;
@@ -442,7 +442,7 @@ static void
 test_long_authority(void)
 {
 	struct request_forward fw = { "2001:db8::1", REQ_BODY_NONE, 0, false, NULL,
-	    NULL, NULL, 0 };
+	    NULL, NULL, 0, false };
 	struct request r;
 	struct bufq q;
 	char host[5001], want[10400], *s;
@@ -626,7 +626,7 @@ test_http1(void)
 	    "x-forwarded-for: 192.0.2.9", "via: 1.1 edge", "te: trailers",
 	    "content-length: 3", NULL };
 	struct request_forward fw = { "198.51.100.7", REQ_BODY_LENGTH, 3, false,
-	    NULL, NULL, NULL, 0 };
+	    NULL, NULL, NULL, 0, true };
 	struct request *r;
 	struct bufq q;
 	char *s;
@@ -651,11 +651,35 @@ test_http1(void)
 	free(s);
 	bufq_free(&q);
 
+	/* a client not among trusted_proxies: its X-Forwarded-For and
+	   Forwarded go, this hop's element alone is sent; Via stays */
+	{
+		const char *g[] = { BASE, "x-forwarded-for: 10.9.9.9",
+		    "forwarded: for=10.9.9.9", "via: 1.1 edge", NULL };
+		struct request_forward fwu = { "198.51.100.7", REQ_BODY_NONE,
+		    0, false, NULL, NULL, NULL, 0, false };
+
+		r = build(g, true, &rv);
+		CHECK_EQ_INT(request_write_http1(r, &fwu, &q), 0);
+		s = flatten(&q);
+		CHECK_EQ_STR(s,
+		    "GET / HTTP/1.1\r\n"
+		    "host: example.com\r\n"
+		    "x-forwarded-for: 198.51.100.7\r\n"
+		    "via: 1.1 edge, 3 qproxy\r\n"
+		    "forwarded: for=198.51.100.7;proto=https;"
+		    "host=\"example.com\"\r\n"
+		    "x-forwarded-proto: https\r\n"
+		    "\r\n");
+		free(s);
+		bufq_free(&q);
+	}
+
 	/* IPv6 clients are quoted in Forwarded; chunked framing */
 	{
 		const char *g[] = { BASE, NULL };
 		struct request_forward fw6 = { "2001:db8::1",
-		    REQ_BODY_CHUNKED, 0, true, NULL, NULL, NULL, 0 };
+		    REQ_BODY_CHUNKED, 0, true, NULL, NULL, NULL, 0, false };
 
 		r = build(g, false, &rv);
 		CHECK_EQ_INT(request_write_http1(r, &fw6, &q), 0);
@@ -693,7 +717,7 @@ test_http1(void)
 			    ":authority: example.com", ":path: /",
 			    mf[i].fields[0], mf[i].fields[1], NULL };
 			struct request_forward fwm = { "192.0.2.1",
-			    REQ_BODY_NONE, 0, false, NULL, NULL, NULL, 0 };
+			    REQ_BODY_NONE, 0, false, NULL, NULL, NULL, 0, false };
 			const char *e;
 
 			snprintf(m, sizeof(m), ":method: %s", mf[i].method);
@@ -715,7 +739,7 @@ test_http1(void)
 	for (int early = 0; early < 2; early++) {
 		const char *g[] = { BASE, "early-data: 1", NULL };
 		struct request_forward fwe = { "192.0.2.1", REQ_BODY_NONE, 0,
-		    early == 1, NULL, NULL, NULL, 0 };
+		    early == 1, NULL, NULL, NULL, 0, false };
 		const char *e;
 
 		r = build(g, true, &rv);
@@ -742,7 +766,7 @@ test_http1(void)
 		};
 		struct config_headers set = { h, 3 };
 		struct request_forward fws = { "192.0.2.1", REQ_BODY_NONE, 0,
-		    false, &set, NULL, NULL, 0 };
+		    false, &set, NULL, NULL, 0, false };
 
 		r = build(g, true, &rv);
 		CHECK_EQ_INT(request_write_http1(r, &fws, &q), 0);
@@ -816,7 +840,7 @@ test_http1(void)
 			    ":authority: example.com", cut[i].path, NULL };
 			struct request_forward fwc = { "192.0.2.1",
 			    REQ_BODY_NONE, 0, false, NULL, NULL, NULL,
-			    cut[i].skip };
+			    cut[i].skip, false };
 
 			r = build(g, true, &rv);
 			CHECK_EQ_INT(request_write_http1(r, &fwc, &q), 0);

@@ -252,23 +252,29 @@ test_catch_all(void)
 	CHECK_ROUTE(&cfg, "x", "", "all");
 }
 
-/* route_allows for a client at the address text */
-static bool
-allows(const struct config_route *r, const char *text)
+/* A client at the address text, for route_allows and route_trusted_proxy. */
+static const struct sockaddr *
+client_at(const char *text)
 {
-	struct sockaddr_in	 in;
-	struct sockaddr_in6	 in6;
+	static struct sockaddr_in	 in;
+	static struct sockaddr_in6	 in6;
 
 	memset(&in, 0, sizeof(in));
 	memset(&in6, 0, sizeof(in6));
 	if (inet_pton(AF_INET, text, &in.sin_addr) == 1) {
 		in.sin_family = AF_INET;
-		return route_allows(r, (struct sockaddr *)&in);
+		return (struct sockaddr *)&in;
 	}
 	if (inet_pton(AF_INET6, text, &in6.sin6_addr) != 1)
 		abort();
 	in6.sin6_family = AF_INET6;
-	return route_allows(r, (struct sockaddr *)&in6);
+	return (struct sockaddr *)&in6;
+}
+
+static bool
+allows(const struct config_route *r, const char *text)
+{
+	return route_allows(r, client_at(text));
 }
 
 /* what config_load keeps matches as it should */
@@ -279,6 +285,9 @@ test_loaded(void)
 	FILE		*fp;
 	char		 dir[PATH_MAX / 2], path[PATH_MAX];
 	const char	*text =
+	    "[global]\n"
+	    "trusted_proxies = 10.0.0.0/8\n"
+	    "trusted_proxies = 2001:db8::1\n"
 	    "[listener l]\n"
 	    "address = 127.0.0.1:4433\n"
 	    "certificate = cert.pem\n"
@@ -340,6 +349,11 @@ test_loaded(void)
 		CHECK_ROUTE(cfg, "example.com", "/Img/", "-");
 		CHECK_EQ_INT(cfg->routes[0].backend, 0);
 		CHECK(allows(&cfg->routes[0], "203.0.113.1"));
+		CHECK_EQ_INT(cfg->ntrusted, 2);
+		CHECK(route_trusted_proxy(cfg, client_at("10.200.0.1")));
+		CHECK(route_trusted_proxy(cfg, client_at("2001:db8::1")));
+		CHECK(!route_trusted_proxy(cfg, client_at("2001:db8::2")));
+		CHECK(!route_trusted_proxy(cfg, client_at("11.0.0.1")));
 		CHECK_EQ_INT(cfg->routes[3].nacl, 5);
 		CHECK(!allows(&cfg->routes[3], "10.1.2.3"));
 		CHECK(allows(&cfg->routes[3], "10.1.2.4"));
