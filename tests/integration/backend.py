@@ -697,11 +697,15 @@ class Backend:
             # bytes (7) 10 ms apart, so that reads end anywhere: in the
             # status line, a field, a CRLF, a chunk-size line. Chunked,
             # or with ?cl=1 a Content-Length. ?pad=P adds a field X-Pad
-            # of P bytes to the head.
+            # of P bytes to the head (?fields=F: F fields X-Pad-0.. of
+            # P/F bytes each instead). ?us=U: U microseconds apart instead.
             n = self._int_arg(args)
             step = self._int_arg(q.get("step", []), 7) or 1
             pad = self._int_arg(q.get("pad", []), 0)
-            hdrs = [("X-Pad", "p" * pad)] if pad else []
+            nfields = self._int_arg(q.get("fields", []), 1) or 1
+            gap = self._int_arg(q.get("us", []), 10000) / 1e6
+            hdrs = [("X-Pad-%d" % i if nfields > 1 else "X-Pad", "p" * (pad // nfields))
+                    for i in range(nfields)] if pad else []
             data = body_bytes(n)
             if q.get("cl"):
                 msg = self._head(200, hdrs + [("Content-Length", str(n))]) + data
@@ -715,7 +719,8 @@ class Backend:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             for off in range(0, len(msg), step):
                 sock.sendall(msg[off:off + step])
-                time.sleep(0.01)
+                if gap:
+                    time.sleep(gap)
             return True
 
         if name == "close":
