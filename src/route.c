@@ -193,23 +193,74 @@ route_request_match(const struct config_route *r, const struct request *req)
 	return true;
 }
 
+/*
+ * The path before its query with each run of "/" made one, then the query
+ * as it is: into buf when it fits, else from malloc (*heap set). NULL when
+ * out of memory.
+ */
+static char *
+route_merge_slashes(const char *path, size_t len, char *buf, size_t buflen,
+    size_t *outlen, bool *heap)
+{
+	const char *q = memchr(path, '?', len);
+	size_t plen = q != NULL ? (size_t)(q - path) : len, i, w = 0;
+	char *m = buf;
+
+	*heap = len > buflen;
+	if (*heap && (m = malloc(len)) == NULL)
+		return NULL;
+	for (i = 0; i < plen; i++)
+		if (path[i] != '/' || w == 0 || m[w - 1] != '/')
+			m[w++] = path[i];
+	memcpy(m + w, path + plen, len - plen);
+	*outlen = w + len - plen;
+	return m;
+}
+
+static bool
+route_path_match(const char *prefix, const char *path, size_t len)
+{
+	size_t plen;
+
+	if (prefix == NULL)
+		return true;
+	plen = strlen(prefix);
+	return len >= plen && memcmp(path, prefix, plen) == 0;
+}
+
+/*
+ * A path that spells a "/" as several is matched with its runs made one
+ * too (route_prefix_span's rule), made so once: walking a run again for
+ * each route cost a path of 60,000 "/" that many steps a route.
+ */
 const struct config_route *
 route_match_host(const struct config *cfg, const char *host, size_t hostlen,
     const char *path, size_t pathlen, const struct request *req)
 {
-	const struct config_route	*r;
-	size_t				 i;
+	const struct config_route	*r, *found = NULL;
+	char				 small[512], *merged = NULL;
+	size_t				 i, mlen = 0;
+	bool				 heap = false;
 
 	if (path == NULL)
 		pathlen = 0;
+	if (pathlen > 1 && memmem(path, pathlen, "//", 2) != NULL &&
+	    (merged = route_merge_slashes(path, pathlen, small,
+	    sizeof(small), &mlen, &heap)) == NULL)
+		return NULL;	/* out of memory: no guard is passed by */
 	for (i = 0; i < cfg->nroutes; i++) {
 		r = &cfg->routes[i];
 		if (route_host_match(r->host, host, hostlen) &&
-		    route_prefix_span(r->path_prefix, path, pathlen) >= 0 &&
-		    route_request_match(r, req))
-			return r;
+		    (route_path_match(r->path_prefix, path, pathlen) ||
+		    (merged != NULL && route_path_match(r->path_prefix, merged,
+		    mlen))) && route_request_match(r, req)) {
+			found = r;
+			break;
+		}
 	}
-	return NULL;
+	if (heap)
+		free(merged);
+	return found;
 }
 
 const struct config_route *
