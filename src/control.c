@@ -89,8 +89,11 @@ control_client_free(struct control_client *c)
 	free(c);
 }
 
-/* Writes what it can of the reply; closes the client when all is sent. */
-static void
+/*
+ * Writes what it can of the reply; closes the client when all is sent, or
+ * when it went away: true then (c is freed).
+ */
+static bool
 control_client_write(struct control_client *c)
 {
 	struct control *ctl = c->ctl;
@@ -129,25 +132,26 @@ control_client_write(struct control_client *c)
 			log_debug("control: client went away: %s",
 			    strerror(errno));
 			control_client_free(c);
-			return;
+			return true;
 		}
 		c->sent += (size_t)n;
 	}
 	if (c->sent == total) {
 		control_client_free(c);
-		return;
+		return true;
 	}
 	/*
 	 * No new time for progress: a client that took a byte now and then
 	 * could hold one of the CONTROL_MAX_CLIENTS places without end.
 	 */
 	ev_io_start(ctl->loop, &c->wio);
+	return false;
 }
 
 static void
 control_client_wcb(struct ev_loop *loop, ev_io *w, int revents)
 {
-	control_client_write(w->data);
+	(void)control_client_write(w->data);
 }
 
 /* The reply's first line: "OK" or "ERR message". */
@@ -277,10 +281,15 @@ control_dispatch(struct control_client *c)
 		control_head(c, "OK", "");
 }
 
-static void
-control_client_rcb(struct ev_loop *loop, ev_io *w, int revents)
+/*
+ * Reads what the client sent; once its line is whole, answers it. True
+ * while it is still to come, false once the client is answered or gone
+ * (c may be freed).
+ */
+static bool
+control_client_read(struct control_client *c)
 {
-	struct control_client *c = w->data;
+	struct ev_loop *loop = c->ctl->loop;
 	char *nl;
 	ssize_t n;
 
@@ -292,15 +301,15 @@ control_client_rcb(struct ev_loop *loop, ev_io *w, int revents)
 			if (errno == EINTR)
 				continue;
 			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				return;
+				return true;
 			log_debug("control: read: %s", strerror(errno));
 			control_client_free(c);
-			return;
+			return false;
 		}
 		if (n == 0) {
 			/* EOF before a whole line: nothing to answer */
 			control_client_free(c);
-			return;
+			return false;
 		}
 		nl = memchr(c->line + c->len, '\n', (size_t)n);
 		c->len += (size_t)n;
@@ -320,21 +329,41 @@ reply:
 	/* one request per connection: whatever follows is ignored */
 	ev_io_stop(loop, &c->rio);
 	ev_timer_stop(loop, &c->timer);
+	/* the reply's time from now: the command may have taken seconds */
+	ev_now_update(loop);
 	ev_timer_set(&c->timer, CONTROL_TIMEOUT, 0.);
 	ev_timer_start(loop, &c->timer);
-	control_client_write(c);
+	(void)control_client_write(c);
+	return false;
 }
 
+static void
+control_client_rcb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	(void)control_client_read(w->data);
+}
+
+/*
+ * A command that kept the loop for seconds (the supervisor of workers
+ * asks them with a deadline) can leave a client's timer due in the same
+ * turn as what the client sent in time, and the timer's callback may come
+ * first: what came, or what it now takes, is looked at before giving up.
+ */
 static void
 control_client_tcb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct control_client *c = w->data;
 
 	if (c->headlen == 0) {
+		if (!control_client_read(c))
+			return;
 		log_debug("control: client sent no request in time");
 		control_send_now(c->fd, "ERR timeout\n");
-	} else
+	} else {
+		if (control_client_write(c))
+			return;
 		log_debug("control: client did not take its reply in time");
+	}
 	control_client_free(c);
 }
 

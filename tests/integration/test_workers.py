@@ -324,6 +324,48 @@ def test_silent_control_clients_do_not_hold_up_sigterm(qproxy_factory, backend_a
             s.close()
 
 
+def test_a_request_sent_in_time_behind_a_slow_reload_is_answered(qproxy_factory,
+                                                                 backend_app):
+    """A client that sent its request 0.5 s after connecting, while the
+    supervisor waited for a stopped worker's answer to a reload (8 s), is
+    answered once the reload is done, as the man page has it ("other
+    clients wait"): CONTROL_TIMEOUT is for sending a request. The
+    supervisor answered it "ERR timeout": its deadline, set at accept from
+    the loop's time, had passed by the time the loop came back, and the
+    expired timer ran before the read (found by helper-63's review)."""
+    q = _workers(qproxy_factory, backend_app)
+    pids = _worker_pids(q)
+    b = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    b.settimeout(30 * SLOW)
+    b.connect(q.control_socket)
+    time.sleep(0.3)                 # B is accepted, and says nothing yet
+    os.kill(pids[0], signal.SIGSTOP)
+    try:
+        a = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        a.settimeout(30 * SLOW)
+        a.connect(q.control_socket)
+        a.sendall(b"QPROXY/1 reload\n")
+        time.sleep(0.2)             # the supervisor waits for worker 0 now
+        b.sendall(b"QPROXY/1 version\n")
+        said = b""
+        while True:
+            try:
+                got = b.recv(4096)
+            except ConnectionResetError:
+                said += b"<reset>"
+                break
+            if not got:
+                break
+            said += got
+        reply_a = a.recv(4096)
+    finally:
+        os.kill(pids[0], signal.SIGCONT)
+        b.close()
+    a.close()
+    assert reply_a.startswith(b"ERR reload refused"), reply_a
+    assert said.startswith(b"OK\nqproxy "), said
+
+
 def test_a_reload_reaches_every_worker(qproxy_factory, backend_app):
     """qproxyctl reload and SIGHUP: every worker takes the new file; one
     that refuses it is refused with its errors, and every worker keeps the
