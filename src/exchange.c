@@ -168,6 +168,7 @@ struct exchange {
 	bool			 resp_eof;	/* every body byte is queued */
 	bool			 continue_sent;	/* 100 Continue went out */
 	bool			 req_dropped;	/* writing failed: no more body */
+	bool			 uc_reset;	/* a write found uc reset */
 	bool			 flow_blocked;	/* the client's stream window is full */
 	bool			 cancel_charged;	/* on max_stream_resets */
 	bool			 resp_dropped;	/* reset: no more response bytes */
@@ -1902,6 +1903,7 @@ ex_upstream_close(struct exchange *ex, bool reuse)
 	ex->uc = NULL;
 	ex_own_free(ex);
 	ex->rlen = ex->rcap = ex->rseen = 0;
+	ex->uc_reset = false;
 }
 
 /*
@@ -2002,6 +2004,7 @@ ex_write_out(struct exchange *ex)
 	struct iovec iov[16];
 	size_t cnt;
 	ssize_t n;
+	int err;
 
 	if (ex->req_dropped)
 		return;		/* a write failed: the backend takes no more */
@@ -2026,8 +2029,9 @@ ex_write_out(struct exchange *ex)
 				ev_io_start(ex_loop(ex), &ex->uc->wio);
 				return;
 			}
+			err = errno;
 			log_debug("backend %s: write: %s",
-			    ex->server->cfg->text, strerror(errno));
+			    ex->server->cfg->text, strerror(err));
 			if (ex_retry(ex))
 				return;
 			/*
@@ -2039,6 +2043,12 @@ ex_write_out(struct exchange *ex)
 			ev_io_stop(ex_loop(ex), &ex->uc->wio);
 			ex->reusable = false;
 			ex->req_dropped = true;
+			/*
+			 * ECONNRESET: the reset came before any FIN (after
+			 * one, Linux says EPIPE), and the read will find only
+			 * the end: a body up to the close is cut (ex_eof).
+			 */
+			ex->uc_reset = err == ECONNRESET;
 			bufq_free(&ex->out);
 			bufq_free(&ex->stage);
 			shutdown(ex->uc->fd, SHUT_WR);
@@ -2504,12 +2514,15 @@ ex_parse(struct exchange *ex)
 /*
  * The backend's connection ended: with a clean close (FIN), or with an
  * error (a reset) when failed is set. A body delimited by the close is
- * complete only after a clean one (RFC 9112 8).
+ * complete only after a clean one (RFC 9112 8), which the end a read
+ * finds after a write took the reset's error (uc_reset) is not.
  */
 static void
 ex_eof(struct exchange *ex, bool failed)
 {
 	static struct log_limit closed_mid_body;
+
+	failed = failed || ex->uc_reset;
 
 	if (!ex->head_done) {
 		static struct log_limit lim;

@@ -612,12 +612,17 @@ class Backend:
             # An early 413: read ?after=N bytes of the body (65536), answer,
             # and close with a reset on the rest, as servers that refuse an
             # upload do (RFC 9112 9.6).
+            # ?close=1: the body delimited by the close, not a length, and
+            # the reset with no FIN before it (the end of the body unsure);
+            # ?close=fin: the same body, then FIN, then the reset.
             want = self._int_arg(req.query.get("after", []), 65536)
             got = len(rf.read(want)) if want else 0
             self._update(rec, body_done=False, body_length=got)
-            sock.sendall(self._head(413, [("Content-Length", "9"), ("Connection", "close")])
-                         + b"too large")
+            length = [] if req.query.get("close") else [("Content-Length", "9")]
+            sock.sendall(self._head(413, length + [("Connection", "close")]) + b"too large")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            if req.query.get("close") == ["1"]:
+                sock.close()    # the reset alone, with no FIN before it
             return False
         if name == "answer-hold":
             sock.sendall(self._head(200, [("Content-Length", "10")]) + b"hello")

@@ -1835,6 +1835,29 @@ def test_early_response_to_an_upload_is_relayed_not_502(qproxy_factory, backend_
     assert servers[0]["failures"] == 0, servers
 
 
+def test_early_close_delimited_response_cut_by_a_reset_is_not_complete(qproxy_factory,
+                                                                       backend_app):
+    """The same 413 with its body delimited by the close, then a reset with
+    no FIN before it: the body may be cut short (RFC 9112 8), so the
+    client must not be given it as complete. When a write of the upload
+    took the reset's error (ECONNRESET), the read after it found only the
+    end of the stream, which passed for a clean close (found by helper-63's
+    review). After a FIN, Linux gives a write EPIPE: a body whose end came
+    whole is still passed on whole. (h3raw sends the whole body whatever
+    comes back; curl stops at the 413 and ends its stream short, which
+    makes the request malformed.)"""
+    q = qproxy_factory(backend_server=backend_app.tcp_server)
+    n = 4 << 20
+
+    def post(close):
+        return [":method: POST", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port,
+                ":path: /app/reject?close=%s" % close, "content-length: %d" % n]
+    r = h3raw(q.port, post("1"), data=n, count=20, timeout=30 * SLOW)
+    assert not any(o.startswith("status 413 body 9") for o in r.outcomes), r
+    r = h3raw(q.port, post("fin"), data=n, count=10, timeout=30 * SLOW)
+    assert r.outcomes == ["status 413 body 9"] * 10, r
+
+
 def test_max_idle_connections_bounds_the_pool(qproxy_factory, backend_app):
     """max_idle_connections = 1: of four connections that four requests at
     once opened, one is kept for later requests, the others are closed."""
