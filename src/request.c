@@ -874,8 +874,13 @@ request_write_http1(const struct request *r, const struct request_forward *fw,
 		HO_LIT(&o, "early-data: 1\r\n");
 	else if (put_values(&o, r, FK_EARLY, "early-data: ", ", "))
 		HO_LIT(&o, "\r\n");
-	/* RFC 9110 7.6.2: one hop less (a 0 is answered, never sent) */
-	if ((r->flags & REQ_F_MAX_FORWARDS) && r->max_forwards > 0)
+	/*
+	 * RFC 9110 7.6.2: one hop less (a 0 is answered, never sent), unless
+	 * the route sets the field (written above, or removed)
+	 */
+	if (set != NULL && header_is_set(set, "max-forwards", 12))
+		;
+	else if ((r->flags & REQ_F_MAX_FORWARDS) && r->max_forwards > 0)
 		ho_put(&o, tmp, (size_t)snprintf(tmp, sizeof(tmp),
 		    "max-forwards: %lld\r\n",
 		    (long long)r->max_forwards - 1));

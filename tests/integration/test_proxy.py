@@ -1117,6 +1117,37 @@ def test_max_forwards_zero_is_answered_here(qp, all_backends, method, status):
     assert rec is not None and header_values(rec, "max-forwards") == ["4"], rec
 
 
+def test_set_request_header_max_forwards_replaces_the_clients(qproxy_factory, backend_app):
+    """set_request_header replaces the client's field of that name (and
+    with an empty value removes it), Max-Forwards too: once qproxy counted
+    Max-Forwards down (48c8b5b), the backend got the client's field and
+    the route's, and an empty value no longer removed it (found by
+    helper-63's review)."""
+    def sections(port, cert, key):
+        return [("global", [("log_level", "debug")]),
+                ("listener main", [("address", "127.0.0.1:%d" % port),
+                                   ("certificate", cert), ("private_key", key)]),
+                ("backend app", [("server", backend_app.tcp_server)]),
+                ("route set", [("path_prefix", "/app/set/"), ("backend", "app"),
+                               ("set_request_header", "Max-Forwards: 10")]),
+                ("route drop", [("path_prefix", "/app/drop/"), ("backend", "app"),
+                                ("set_request_header", "Max-Forwards:")]),
+                ("route app", [("path_prefix", "/app/"), ("backend", "app")])]
+    q = qproxy_factory(sections=sections)
+    for method in ("GET", "OPTIONS"):
+        for route, want in (("set", ["10"]), ("drop", [])):
+            before = backend_app.count
+            marker = "mf-%s-%s" % (route, method)
+            res = h3raw(q.port, [":method: %s" % method, ":scheme: https",
+                                 ":authority: 127.0.0.1:%d" % q.port,
+                                 ":path: /app/%s/echo-headers?%s" % (route, marker),
+                                 "max-forwards: 3"])
+            assert res.outcomes and res.outcomes[0].startswith("status 200 "), res
+            rec = backend_app.wait_for_request(lambda r: marker in r["target"], start=before)
+            assert rec is not None
+            assert header_values(rec, "max-forwards") == want, (method, route, rec["headers"])
+
+
 def _forwarded_record(backend, before, marker):
     rec = backend.wait_for_request(lambda x: marker in x["target"], start=before)
     assert rec is not None, "the backend never saw the request"
