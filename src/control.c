@@ -162,10 +162,13 @@ control_head(struct control_client *c, const char *status, const char *msg)
 
 	n = snprintf(c->head, sizeof(c->head), "%s%s%s\n", status,
 	    *msg != '\0' ? " " : "", msg);
-	if (n < 0 || (size_t)n >= sizeof(c->head)) {
-		/* the messages are ours and short; never happens */
+	if (n < 0) {
 		memcpy(c->head, "ERR internal error\n", 19);
 		n = 19;
+	} else if ((size_t)n >= sizeof(c->head)) {
+		/* one that names long words: what fits, marked as cut */
+		n = (int)sizeof(c->head) - 1;
+		memcpy(c->head + n - 4, "...\n", 4);
 	}
 	c->headlen = (size_t)n;
 }

@@ -257,7 +257,16 @@ fake_version(struct strbuf *out, bool json, void *arg)
 		strbuf_printf(out, "qproxy test\n");
 }
 
+/* refuses, with a message as long as its arguments make it */
+static int
+fake_set_server(struct strbuf *out, const char *args, bool on, void *arg)
+{
+	strbuf_printf(out, "no server %s in this backend\nsecond line\n", args);
+	return -1;
+}
+
 static const struct control_ops fake_ops = {
+	.set_server = fake_set_server,
 	.stats = fake_stats,
 	.conns = fake_conns,
 	.backends = fake_backends,
@@ -557,6 +566,16 @@ test_errors(const char *path)
 	CHECK_EQ_STR(reply, "ERR request too long\n");
 	free(reply);
 	free(bin);
+
+	/* a refusal too long for its line: cut, and said so */
+	memset(line, 0, sizeof(line));
+	snprintf(line, sizeof(line), "QPROXY/1 disable b %0200d\n", 0);
+	reply = request_raw(path, line, strlen(line), &len);
+	CHECK(strncmp(reply, "ERR no server b 000", 19) == 0);
+	CHECK(len < 200 && len > 100 && strcmp(reply + len - 4, "...\n") == 0);
+	free(reply);
+	expect(path, "QPROXY/1 disable b s\n",
+	    "ERR no server b s in this backend\n");
 
 	/* EOF before a newline: closed without a word */
 	fd = client_connect(path);
