@@ -45,7 +45,7 @@ UNIT_TESTS = test_config test_route test_http1 test_request test_bufq \
 	test_state
 UNIT_BINS = $(UNIT_TESTS:%=$(B)/tests/%)
 
-TOOLS = $(B)/tests/h3raw $(B)/tests/sendshim.so
+TOOLS = $(B)/tests/h3raw $(B)/tests/sendshim.so $(B)/tests/timeshift.so
 
 all: $(B)/qproxy $(B)/qproxyctl
 
@@ -93,6 +93,11 @@ $(B)/tests/sendshim.so: tests/tools/sendshim.c config.mk
 	@echo "  CC      $<"
 	$(Q)$(CC) $(CFLAGS) $(WARN_CFLAGS) -fPIC -shared -o $@ $< -ldl
 
+$(B)/tests/timeshift.so: tests/tools/timeshift.c config.mk
+	@mkdir -p $(@D)
+	@echo "  CC      $<"
+	$(Q)$(CC) $(CFLAGS) $(WARN_CFLAGS) -fPIC -shared -o $@ $< -ldl
+
 -include $(wildcard $(B)/*.d $(B)/tests/*.d)
 
 # A wolfSSL or ngtcp2 that make deps built anew (it stamps each build)
@@ -124,6 +129,7 @@ integration: $(B)/qproxy $(B)/qproxyctl $(TOOLS)
 	set -x; QPROXY=$(abspath $(B)/qproxy) QPROXYCTL=$(abspath $(B)/qproxyctl) \
 	    H3RAW=$(abspath $(B)/tests/h3raw) \
 	    SENDSHIM=$(abspath $(B)/tests/sendshim.so) \
+	    TIMESHIFT_LIB=$(abspath $(B)/tests/timeshift.so) \
 	    $(PYTHON) -m pytest -q -p no:cacheprovider --durations=10 $$jobs \
 	    tests/integration
 

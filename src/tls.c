@@ -662,6 +662,18 @@ tls_ctx_new(const struct config_cert *certs, size_t ncerts, bool early_data,
 		goto fail;
 	}
 	/*
+	 * A ticket lives an epoch: a key is taken for two (ticket_cb), so
+	 * one issued at any time in an epoch is good that long. wolfSSL's
+	 * defaults told clients 300 s and refused a ticket after 500: a
+	 * client back after five minutes had no resumption, no 0-RTT.
+	 */
+	if (wolfSSL_CTX_set_TicketHint(ctx, TICKET_EPOCH) != WOLFSSL_SUCCESS) {
+		snprintf(err, errlen, "cannot set the session ticket lifetime");
+		goto fail;
+	}
+	/* (returns the old timeout in some builds: fails for no context) */
+	(void)wolfSSL_CTX_set_timeout(ctx, TICKET_EPOCH);
+	/*
 	 * RFC 9001 4.6.1: QUIC announces 0-RTT with 0xffffffff, or not at
 	 * all; wolfSSL must be told either way.
 	 */

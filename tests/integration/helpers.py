@@ -114,6 +114,11 @@ def sendshim_library():
                        "build/tests/sendshim.so", "make tests builds it")
 
 
+def timeshift_library():
+    return _env_binary("TIMESHIFT_LIB", "tests/tools/timeshift.c's library",
+                       "build/tests/timeshift.so", "make tests builds it")
+
+
 def preload_sendshim(q, flags_dir):
     """Makes the not yet started q run with sendshim.so preloaded: its UDP
     sends fail while files of flags_dir say so (see sendshim.c)."""
