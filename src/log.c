@@ -507,8 +507,10 @@ keylog_write(const char *label, const uint8_t *client_random, size_t rlen,
     const uint8_t *secret, size_t slen)
 {
 	static const char hex[] = "0123456789abcdef";
+	static struct log_limit lim;
 	char	 line[KEYLOG_LINE_MAX];
 	size_t	 n, i;
+	ssize_t	 w;
 
 	if (key_fd == -1 || strlen(label) + 2 * (rlen + slen) + 3 > sizeof(line))
 		return;
@@ -525,8 +527,10 @@ keylog_write(const char *label, const uint8_t *client_random, size_t rlen,
 		line[n++] = hex[secret[i] & 15];
 	}
 	line[n++] = '\n';
-	if (write(key_fd, line, n) != (ssize_t)n)
-		log_warn("key log %s", key_path);
+	/* once a second at most: a full disk would have one a secret */
+	if ((w = write(key_fd, line, n)) != (ssize_t)n)
+		log_limited(&lim, LOG_LEVEL_WARN, "key log %s: %s", key_path,
+		    w == -1 ? strerror(errno) : "short write");
 }
 
 /* Reopens one file by its path; the old descriptor stays on failure. */

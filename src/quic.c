@@ -954,11 +954,14 @@ static void
 qlog_write(void *user_data, uint32_t flags, const void *data, size_t len)
 {
 	struct qconn *qc = user_data;
+	static struct log_limit lim;
 
 	if (qc->qlog == NULL)
 		return;
 	if (len > 0 && fwrite(data, 1, len, qc->qlog) != len) {
-		log_warn("%s: qlog", qc->peer);
+		/* once a second at most: a full disk fails every connection */
+		log_limited(&lim, LOG_LEVEL_WARN, "%s: qlog: %s", qc->peer,
+		    strerror(errno));
 		fclose(qc->qlog);
 		qc->qlog = NULL;
 		return;

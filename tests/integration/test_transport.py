@@ -1192,3 +1192,20 @@ def test_a_ticket_resumes_an_hour_later(qproxy_factory, backend_app, tmp_path):
         q.stop()
     assert got == {120: (1, True), 3600: (1, True)}, got
 
+
+def test_a_keylog_file_that_cannot_be_written_is_not_warned_of_per_secret(
+        qproxy_factory, backend_app, tmp_path):
+    """A keylog_file whose disk is full (/dev/full here) wrote a warning
+    for every secret it lost: four or five lines for each connection, as
+    many as clients care to make, into an error log that is likely on the
+    same full disk. qproxy.conf(5) has such lines held to one a second
+    (log_level) and the access log's to one a minute; the connections are
+    served either way."""
+    err = tmp_path / "error.log"
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server, str(tmp_path / "s"),
+        extra=[("keylog_file", "/dev/full"), ("error_log", str(err))]))
+    for i in range(5):
+        assert h3_get(q.url("/app/bytes/%d" % (i + 1))).status == 200
+    lost = [l for l in err.read_text().splitlines() if "key log" in l]
+    assert 1 <= len(lost) <= 2, "%d lines:\n%s" % (len(lost), "\n".join(lost[:12]))
