@@ -577,7 +577,7 @@ check_files(const struct config *cfg)
 	char err[512], zrtt[512];
 	size_t zrttlen = quic_0rtt_context(cfg, zrtt, sizeof(zrtt));
 	WOLFSSL_CTX *ctx;
-	size_t bad;
+	int bad;
 	int rv = 0;
 
 	if (tls_init() == -1) {
@@ -590,7 +590,7 @@ check_files(const struct config *cfg)
 		if ((ctx = tls_ctx_new(l->certs, l->ncerts, l->early_data,
 		    zrtt, zrttlen, &bad, err, sizeof(err))) == NULL) {
 			fprintf(stderr, "%s: listener %s: %s\n",
-			    config_at(cfg, l->certs[bad].line), l->name, err);
+			    config_at(cfg, bad), l->name, err);
 			rv = -1;
 		} else {
 			tls_ctx_warnings(ctx, cfg, l, time(NULL), log_warnx);

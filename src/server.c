@@ -146,8 +146,8 @@ generation_new(struct quic_server *srv, struct config *cfg,
 {
 	struct generation *gen;
 	char err[512], zrtt[512], tctx[1024];
-	size_t zrttlen, bad;
-	int n;
+	size_t zrttlen;
+	int n, bad;
 
 	if ((gen = calloc(1, sizeof(*gen))) == NULL)
 		goto oom;
@@ -191,7 +191,7 @@ generation_new(struct quic_server *srv, struct config *cfg,
 		    n < 0 ? 0 : MIN((size_t)n, sizeof(tctx) - 1),
 		    &bad, err, sizeof(err))) == NULL) {
 			strbuf_printf(errs, "%s: listener %s: %s\n",
-			    config_at(cfg, l->cfg->certs[bad].line),
+			    config_at(cfg, bad),
 			    l->cfg->name,
 			    err);
 			gen->cfg = NULL;	/* the caller still owns it */

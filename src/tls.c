@@ -506,7 +506,7 @@ done:
  */
 static int
 cert_load(WOLFSSL_CTX *ctx, struct tls_cert *c, const struct config_cert *cc,
-    bool first, char *err, size_t errlen)
+    bool first, bool *at_key, char *err, size_t errlen)
 {
 	WOLFSSL_CTX *check = ctx;
 	char *pem = NULL, *kpem = NULL;
@@ -514,11 +514,15 @@ cert_load(WOLFSSL_CTX *ctx, struct tls_cert *c, const struct config_cert *cc,
 	size_t pemlen = 0, kpemlen = 0, derlen = 0, leaflen = 0;
 	int kderlen, rv = -1;
 
+	*at_key = false;
 	if ((pem = read_pem("certificate", cc->certificate, &pemlen, err,
-	    errlen)) == NULL ||
-	    (kpem = read_pem("private key", cc->private_key, &kpemlen, err,
 	    errlen)) == NULL)
 		goto done;
+	if ((kpem = read_pem("private key", cc->private_key, &kpemlen, err,
+	    errlen)) == NULL) {
+		*at_key = true;
+		goto done;
+	}
 	if ((der = malloc(pemlen + 1)) == NULL ||
 	    (kder = malloc(kpemlen + 1)) == NULL) {
 		snprintf(err, errlen, "out of memory");
@@ -533,6 +537,7 @@ cert_load(WOLFSSL_CTX *ctx, struct tls_cert *c, const struct config_cert *cc,
 	    (int)kpemlen, kder, (int)kpemlen, NULL)) <= 0) {
 		snprintf(err, errlen, "private key %s: no unencrypted PEM "
 		    "private key in it", cc->private_key);
+		*at_key = true;
 		goto done;
 	}
 	if ((c->file = strdup(cc->certificate)) == NULL) {
@@ -561,6 +566,7 @@ cert_load(WOLFSSL_CTX *ctx, struct tls_cert *c, const struct config_cert *cc,
 	if (wolfSSL_CTX_use_PrivateKey_buffer(check, kder, kderlen,
 	    WOLFSSL_FILETYPE_ASN1) != WOLFSSL_SUCCESS) {
 		tls_error(err, errlen, "private key", cc->private_key);
+		*at_key = true;
 		goto done;
 	}
 	if (wolfSSL_CTX_check_private_key(check) != WOLFSSL_SUCCESS) {
@@ -607,12 +613,14 @@ ctx_data_free(struct tls_ctx_data *d)
 
 WOLFSSL_CTX *
 tls_ctx_new(const struct config_cert *certs, size_t ncerts, bool early_data,
-    const void *zrtt, size_t zrttlen, size_t *bad, char *err, size_t errlen)
+    const void *zrtt, size_t zrttlen, int *bad_line, char *err,
+    size_t errlen)
 {
 	WOLFSSL_CTX *ctx;
 	struct tls_ctx_data *d;
+	bool at_key;
 
-	*bad = 0;
+	*bad_line = certs[0].line;
 	/* errors left by connections would be reported as this load's */
 	wolfSSL_ERR_clear_error();
 	if ((ctx = wolfSSL_CTX_new(wolfTLSv1_3_server_method())) == NULL) {
@@ -683,9 +691,9 @@ tls_ctx_new(const struct config_cert *certs, size_t ncerts, bool early_data,
 		goto fail;
 	}
 	for (size_t i = 0; i < ncerts; i++)
-		if (cert_load(ctx, &d->certs[i], &certs[i], i == 0, err,
-		    errlen) == -1) {
-			*bad = i;
+		if (cert_load(ctx, &d->certs[i], &certs[i], i == 0, &at_key,
+		    err, errlen) == -1) {
+			*bad_line = at_key ? certs[i].key_line : certs[i].line;
 			goto fail;
 		}
 	return ctx;

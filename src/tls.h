@@ -41,15 +41,16 @@ uint64_t	 tls_tickets_forgotten(void);
 /*
  * A server context for one listener: its certificates (ncerts, at least
  * one; the first for a client that names none of the others' hosts).
- * NULL with a message in err, and the index of the certificate at fault
- * in bad. early_data: accept 0-RTT on resumed sessions. Its session
+ * NULL with a message in err, and in bad_line the configuration line at
+ * fault: the private_key's for a key that cannot be read or used, else
+ * the certificate's. early_data: accept 0-RTT on resumed sessions. Its session
  * tickets are bound to zrtt (zrttlen bytes) and to the certificate: one
  * issued under other bytes, or for another certificate, resumes nothing
  * (see quic_0rtt_context).
  */
 WOLFSSL_CTX	*tls_ctx_new(const struct config_cert *certs, size_t ncerts,
 		    bool early_data, const void *zrtt, size_t zrttlen,
-		    size_t *bad, char *err, size_t errlen);
+		    int *bad_line, char *err, size_t errlen);
 void		 tls_ctx_free(WOLFSSL_CTX *);
 
 /* A context's certificate, as qproxyctl tls shows it. */

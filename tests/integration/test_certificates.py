@@ -455,3 +455,46 @@ def test_chromium_reuses_a_connection_for_a_host_its_certificate_covers(
     assert [x["sni"] for x in conns] == ["a.test"] * len(conns), conns
     assert st["requests"]["misdirected"] == 0, st["requests"]
     assert st["requests"]["2xx"] >= 2, st["requests"]
+
+
+def _check(conf):
+    return subprocess.run([qproxy_binary(), "-t", "-c", str(conf)], capture_output=True,
+                          text=True, timeout=30)
+
+
+def _listener_conf(conf, leaves, backend):
+    """A configuration of one listener with these (certificate, key)
+    pairs, from line 3 on: the nth pair's (from 0) certificate at line
+    3 + 2n, its key at 4 + 2n."""
+    conf.write_text("[listener main]\naddress = 127.0.0.1:4433\n" +
+                    "".join("certificate = %s\nprivate_key = %s\n" % c for c in leaves) +
+                    "[backend app]\nserver = %s\n[route all]\nbackend = app\n" % backend)
+
+
+def test_a_private_key_that_cannot_be_used_is_refused_at_its_own_line(
+        tmp_path, certs, backend_app):
+    """A key file that holds no key qproxy can take (here one encrypted
+    with a passphrase, as certbot or a CA's portal may hand out, or a
+    certificate) was refused at its certificate's line, one line off: a
+    configuration error points at the key at fault (qproxy.conf(5),
+    DIAGNOSTICS), as "cannot open" does for a key file that is missing
+    (found by helper-64).
+    A key that does not match its certificate is the pair's fault, and
+    stays at the certificate's line."""
+    d = str(tmp_path)
+    _openssl(d, "pkey", "-in", certs["a"][1], "-aes256", "-passout", "pass:secret",
+             "-out", "enc.key")
+    os.chmod(os.path.join(d, "enc.key"), 0o600)
+    conf = tmp_path / "q.conf"
+    for key, why in ((os.path.join(d, "enc.key"), "no unencrypted PEM private key in it"),
+                     (certs["a"][0], "no unencrypted PEM private key in it")):
+        _listener_conf(conf, [certs["default"], (certs["a"][0], key)],
+                       backend_app.tcp_server)
+        p = _check(conf)
+        assert p.returncode == 1, p
+        assert "%s:6: listener main: private key %s: %s" % (conf, key, why) in p.stderr, \
+            p.stderr
+    # missing: at the key's line already
+    _listener_conf(conf, [certs["default"], (certs["a"][0], d + "/none.key")],
+                   backend_app.tcp_server)
+    assert "%s:6: private_key: cannot open" % conf in _check(conf).stderr
