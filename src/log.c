@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 
 #include <systemd/sd-daemon.h>
 
@@ -170,20 +171,57 @@ log_fmt_clf_time(char buf[LOG_TIME_SIZE], time_t sec)
 	    tm.tm_min, tm.tm_sec);
 }
 
+/*
+ * The files whose last write stopped within its line (a disk that filled
+ * up): the next line there goes after a newline, so that it is whole and
+ * not the end of the one cut short, which is lost.
+ */
+static int	 log_cut[4] = { -1, -1, -1, -1 };
+
+static bool
+log_cut_take(int fd)
+{
+	for (size_t i = 0; i < sizeof(log_cut) / sizeof(log_cut[0]); i++)
+		if (log_cut[i] == fd) {
+			log_cut[i] = -1;
+			return true;
+		}
+	return false;
+}
+
+static void
+log_cut_put(int fd)
+{
+	for (size_t i = 0; i < sizeof(log_cut) / sizeof(log_cut[0]); i++)
+		if (log_cut[i] == -1 || log_cut[i] == fd) {
+			log_cut[i] = fd;
+			return;
+		}
+}
+
 /* One write(2), retried only when a signal came before anything was
- * written; 0, or -1 with errno (EIO for a short write). */
+ * written; 0, or -1 with errno (ENOSPC for a short write). */
 static int
 log_write_line(int fd, const char *buf, size_t len)
 {
+	struct iovec iov[2] = { { (void *)(uintptr_t)"\n", 1 },
+	    { (void *)(uintptr_t)buf, len } };
+	bool cut = log_cut_take(fd);
 	ssize_t	n;
 
 	do
-		n = write(fd, buf, len);
+		n = writev(fd, iov + !cut, 2 - !cut);
 	while (n == -1 && errno == EINTR);
-	if (n == -1)
+	if (n == -1 || (cut && n == 0)) {
+		if (cut)
+			log_cut_put(fd);
 		return -1;
+	}
+	n -= cut;
 	if ((size_t)n != len) {
-		errno = EIO;
+		if (n > 0)
+			log_cut_put(fd);
+		errno = ENOSPC;
 		return -1;
 	}
 	return 0;
@@ -473,8 +511,10 @@ access_log_combined(void)
 void
 access_log_close(void)
 {
-	if (acc_path != NULL)
+	if (acc_path != NULL) {
+		(void)log_cut_take(acc_fd);
 		close(acc_fd);
+	}
 	free(acc_path);
 	acc_path = NULL;
 	acc_fd = -1;
@@ -541,6 +581,7 @@ log_file_reopen(int *fdp, const char *path, mode_t mode)
 
 	if ((fd = log_file_fd(path, mode)) == -1)
 		return -1;
+	(void)log_cut_take(*fdp);
 	close(*fdp);
 	*fdp = fd;
 	return 0;
