@@ -438,6 +438,57 @@ chain_der(const char *pem, size_t len, uint8_t *der, size_t *derlen,
 	return n;
 }
 
+/* The length of the DER element at der (tag, length, contents); 0. */
+static size_t
+der_len(const uint8_t *der, size_t avail)
+{
+	size_t n, len = 0, hdr = 2;
+
+	if (avail < 2)
+		return 0;
+	if (der[1] < 0x80)
+		len = der[1];
+	else {
+		n = der[1] & 0x7f;
+		if (n == 0 || n > 3 || avail < 2 + n)
+			return 0;
+		for (size_t i = 0; i < n; i++)
+			len = len << 8 | der[2 + i];
+		hdr += n;
+	}
+	return hdr + len <= avail ? hdr + len : 0;
+}
+
+/*
+ * Which certificate of the chain after the first (1, 2, ...) the key
+ * belongs to, or 0: a chain in the wrong order, the server's certificate
+ * not first, is said to be so rather than to have the wrong key.
+ */
+static int
+chain_key_owner(const uint8_t *der, size_t derlen, size_t leaflen,
+    const uint8_t *kder, int kderlen)
+{
+	size_t off = leaflen, len;
+	int i = 1, found = 0;
+
+	for (; found == 0 && off < derlen; off += len, i++) {
+		WOLFSSL_CTX *ctx;
+
+		if ((len = der_len(der + off, derlen - off)) == 0 ||
+		    (ctx = wolfSSL_CTX_new(wolfTLSv1_3_server_method())) ==
+		    NULL)
+			break;
+		if (wolfSSL_CTX_use_certificate_buffer(ctx, der + off,
+		    (long)len, WOLFSSL_FILETYPE_ASN1) == WOLFSSL_SUCCESS &&
+		    wolfSSL_CTX_use_PrivateKey_buffer(ctx, kder, kderlen,
+		    WOLFSSL_FILETYPE_ASN1) == WOLFSSL_SUCCESS &&
+		    wolfSSL_CTX_check_private_key(ctx) == WOLFSSL_SUCCESS)
+			found = i;
+		wolfSSL_CTX_free(ctx);
+	}
+	return found;
+}
+
 /* A certificate's validity date, as wolfSSL found it; 0 if it cannot tell. */
 static time_t
 cert_time(const uint8_t *raw, int rawlen)
@@ -570,8 +621,19 @@ cert_load(WOLFSSL_CTX *ctx, struct tls_cert *c, const struct config_cert *cc,
 		goto done;
 	}
 	if (wolfSSL_CTX_check_private_key(check) != WOLFSSL_SUCCESS) {
-		snprintf(err, errlen, "private key %s does not match "
-		    "certificate %s", cc->private_key, cc->certificate);
+		int owner = chain_key_owner(der, derlen, leaflen, kder,
+		    kderlen);
+
+		if (owner > 0)
+			snprintf(err, errlen, "certificate %s: the chain is in "
+			    "the wrong order: private key %s is that of its "
+			    "certificate %d (from 0), and the server's own "
+			    "comes first", cc->certificate, cc->private_key,
+			    owner);
+		else
+			snprintf(err, errlen, "private key %s does not match "
+			    "certificate %s", cc->private_key,
+			    cc->certificate);
 		goto done;
 	}
 	if (!first) {

@@ -498,3 +498,26 @@ def test_a_private_key_that_cannot_be_used_is_refused_at_its_own_line(
     _listener_conf(conf, [certs["default"], (certs["a"][0], d + "/none.key")],
                    backend_app.tcp_server)
     assert "%s:6: private_key: cannot open" % conf in _check(conf).stderr
+
+
+def test_a_chain_in_the_wrong_order_is_called_so(tmp_path, certs, backend_app):
+    """qproxy.conf(5): the chain, the server's own certificate first. A
+    file with the intermediate first (as some CAs ship the bundle, and
+    cat in the wrong order makes) was refused with "private key ... does
+    not match certificate ...": true of its first certificate, but it
+    sends the operator looking for another key. The key is that of a
+    later certificate in the file: say the order is wrong (found by
+    helper-64)."""
+    d = os.path.dirname(certs["ca"])
+    leaf = open(os.path.join(d, "b.pem")).read()
+    first = leaf.index("-----END CERTIFICATE-----") + len("-----END CERTIFICATE-----\n")
+    wrong = tmp_path / "b-chain.pem"
+    wrong.write_text(leaf[first:] + leaf[:first])
+    conf = tmp_path / "q.conf"
+    _listener_conf(conf, [(str(wrong), certs["b"][1])], backend_app.tcp_server)
+    p = _check(conf)
+    assert p.returncode == 1, p
+    said = [l for l in p.stderr.splitlines() if l.startswith("%s:3: listener main: " % conf)]
+    assert len(said) == 1 and str(wrong) in said[0], p.stderr
+    words = said[0].replace(str(conf), "").replace(str(wrong), "").replace(certs["b"][1], "")
+    assert "order" in words, p.stderr
