@@ -272,6 +272,27 @@ cert_covers(const struct tls_cert *c, const char *host)
 	return false;
 }
 
+/*
+ * Whether certificate i is never chosen (cert_pick): each of its names,
+ * a wildcard too, is one of an earlier certificate's, as it is spelt.
+ */
+static bool
+cert_shadowed(const struct tls_ctx_data *d, size_t i)
+{
+	for (size_t n = 0; n < d->certs[i].nnames; n++) {
+		bool held = false;
+
+		for (size_t j = 0; j < i && !held; j++)
+			for (size_t m = 0; m < d->certs[j].nnames && !held;
+			    m++)
+				held = strcmp(d->certs[j].names[m],
+				    d->certs[i].names[n]) == 0;
+		if (!held)
+			return false;
+	}
+	return d->certs[i].nnames > 0;
+}
+
 bool
 tls_conn_may_serve(const struct tls_conn *tc, const char *host, size_t len)
 {
@@ -804,10 +825,16 @@ tls_ctx_warnings(WOLFSSL_CTX *ctx, const struct config *cfg,
     const struct config_listener *l, time_t now,
     void (*warn)(const char *, ...))
 {
+	const struct tls_ctx_data *d = wolfSSL_CTX_get_TicketEncCtx(ctx);
 	struct tls_cert_info ci;
 	char when[32];
 
 	for (size_t i = 0; tls_ctx_cert(ctx, i, &ci); i++) {
+		if (d != NULL && i > 0 && cert_shadowed(d, i))
+			warn("%s: listener %s: certificate %s is never sent: "
+			    "each of its names is an earlier certificate's, "
+			    "which is chosen first", config_at(cfg,
+			    l->certs[i].line), l->name, ci.file);
 		if (ci.not_after == 0)
 			continue;
 		if (ci.not_before > now) {

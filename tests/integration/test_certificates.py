@@ -521,3 +521,30 @@ def test_a_chain_in_the_wrong_order_is_called_so(tmp_path, certs, backend_app):
     assert len(said) == 1 and str(wrong) in said[0], p.stderr
     words = said[0].replace(str(conf), "").replace(str(wrong), "").replace(certs["b"][1], "")
     assert "order" in words, p.stderr
+
+
+def test_a_certificate_no_client_can_get_is_warned_about(tmp_path, certs, backend_app):
+    """A certificate is chosen by the first certificate whose names hold
+    the client's host, and the common name does not count; so one whose
+    every name an earlier certificate holds too is never sent to anyone.
+    The usual case is a pair of certificates for one name, an ECDSA and an
+    RSA one, as nginx and others serve by what each client supports: the
+    second was taken without a word and never served. qproxy -t refuses a
+    later certificate that names no host, since it could never be chosen
+    (test_a_certificate_after_the_first_must_name_a_host), and warns of a
+    route that the routes before it hide; this one was no news at all. It
+    should be warned about at its line (the file is still good); one that
+    adds a name of its own is no news (found by helper-64)."""
+    d = os.path.dirname(certs["ca"])
+    rsa = _leaf(d, "a-rsa", "/CN=a.test", "DNS:a.test,DNS:www.a.test", ["rsa:2048"])
+    ec_a = _leaf(d, "a-ec", "/CN=a.test", "DNS:www.a.test,DNS:a.test", EC)
+    more = _leaf(d, "a-more", "/CN=a.test", "DNS:a.test,DNS:new.a.test", EC)
+    conf = tmp_path / "q.conf"
+    _listener_conf(conf, [certs["default"], rsa, ec_a, more], backend_app.tcp_server)
+    p = _check(conf)
+    assert p.returncode == 0 and "configuration OK" in p.stdout, p
+    # (each is made for 2 days: each is warned of as expiring soon)
+    said = [l for l in p.stderr.splitlines() if " expires at " not in l]
+    shadowed = [l for l in said if ec_a[0] in l]
+    assert len(shadowed) == 1 and ("%s:7: " % conf) in shadowed[0], p.stderr
+    assert not [l for l in said if more[0] in l or rsa[0] in l], p.stderr
