@@ -992,6 +992,27 @@ config_set_methods(struct config_parser *p, const struct config_key *k,
 	return 0;
 }
 
+/*
+ * A path as written in the file being read: one that does not begin with
+ * "/" is taken from that file's directory (as the file's own path has
+ * it), whatever the directory qproxy runs in. 0, or -1 when too long.
+ */
+static int
+config_relative(struct config_parser *p, const char *path, char *full,
+    size_t size)
+{
+	const char	*file = p->cfg->files[p->in[p->nin - 1].file];
+	const char	*slash = strrchr(file, '/');
+	int		 n;
+
+	if (path[0] == '/' || slash == NULL)
+		n = snprintf(full, size, "%s", path);
+	else
+		n = snprintf(full, size, "%.*s/%s", (int)(slash - file), file,
+		    path);
+	return n < 0 || (size_t)n >= size ? -1 : 0;
+}
+
 static int
 config_set_file(struct config_parser *p, const struct config_key *k,
     struct config_section *s, void *obj, const char *value)
@@ -999,6 +1020,7 @@ config_set_file(struct config_parser *p, const struct config_key *k,
 	struct config_listener	*l = obj;
 	struct config_cert	*c;
 	struct stat		 st;
+	char			 full[PATH_MAX];
 	bool			 key = strcmp(k->name, "private_key") == 0;
 	size_t			 n = key ? l->nkeys : l->ncerts;
 	int			 fd;
@@ -1021,6 +1043,11 @@ config_set_file(struct config_parser *p, const struct config_key *k,
 		c->line = p->line;
 		l->ncerts++;
 	}
+	if (config_relative(p, value, full, sizeof(full)) == -1) {
+		config_error(p, p->line, "%s: path too long", k->name);
+		return -1;
+	}
+	value = full;
 	fd = open(value, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
 	if (fd == -1) {
 		config_error(p, p->line, "%s: cannot open \"%s\": %s",
@@ -2192,12 +2219,11 @@ static void
 config_include(struct config_parser *p, const char *pattern)
 {
 	struct config_input	*top = &p->in[p->nin - 1], *in;
-	const char		*dir = p->cfg->files[top->file], *slash;
 	char			 full[PATH_MAX];
 	unsigned		 depth = top->depth + 1;
 	struct config_section	*resume = p->cur;
 	glob_t			 g;
-	int			 rc, n;
+	int			 rc;
 
 	if (*pattern == '\0') {
 		config_error(p, p->line, "include: missing value");
@@ -2208,13 +2234,7 @@ config_include(struct config_parser *p, const char *pattern)
 		    CONFIG_INCLUDE_DEPTH);
 		return;
 	}
-	slash = strrchr(dir, '/');
-	if (pattern[0] == '/' || slash == NULL)
-		n = snprintf(full, sizeof(full), "%s", pattern);
-	else
-		n = snprintf(full, sizeof(full), "%.*s/%s",
-		    (int)(slash - dir), dir, pattern);
-	if (n < 0 || (size_t)n >= sizeof(full)) {
+	if (config_relative(p, pattern, full, sizeof(full)) == -1) {
 		config_error(p, p->line, "include: path too long");
 		return;
 	}

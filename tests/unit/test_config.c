@@ -68,7 +68,8 @@ test_replace(char *s, const char *from, const char *to)
 
 /*
  * Writes text to a new temporary file and loads it. *errs gets what
- * config_load wrote, with the file's name replaced by "FILE".
+ * config_load wrote, with the file's name replaced by "FILE" and its
+ * directory's by "DIR".
  */
 static struct config *
 test_load(const char *text, char **errs)
@@ -96,7 +97,23 @@ test_load(const char *text, char **errs)
 	unlink(path);
 	*errs = test_replace(buf, path, "FILE");
 	free(buf);
+	/* and the files it names, from its directory, under DIR */
+	buf = *errs;
+	*errs = test_replace(buf, test_dir, "DIR");
+	free(buf);
 	return cfg;
+}
+
+/* name in test_dir, where the configurations are: a relative path's */
+static const char *
+in_dir(const char *name)
+{
+	static char buf[4][PATH_MAX];
+	static int next;
+	char *b = buf[next++ % 4];
+
+	snprintf(b, PATH_MAX, "%s/%s", test_dir, name);
+	return b;
 }
 
 /* the file must fail with exactly these error lines */
@@ -199,8 +216,8 @@ test_full(void)
 	CHECK_EQ_STR(addr_format(&l->addrs[1], buf, sizeof(buf)), "[::1]:443");
 	CHECK_EQ_INT(l->ncerts, 1);
 	CHECK_EQ_INT(l->nkeys, 1);
-	CHECK_EQ_STR(l->certs[0].certificate, "cert.pem");
-	CHECK_EQ_STR(l->certs[0].private_key, "key.pem");
+	CHECK_EQ_STR(l->certs[0].certificate, in_dir("cert.pem"));
+	CHECK_EQ_STR(l->certs[0].private_key, in_dir("key.pem"));
 	l = &cfg->listeners[1];
 	CHECK_EQ_STR(l->name, "other");
 	CHECK_EQ_INT(l->line, 20);
@@ -526,9 +543,9 @@ test_files(void)
 	    "address = 127.0.0.1:4433\n"
 	    "certificate = missing.pem\n"
 	    "private_key = .\n",
-	    "FILE:3: certificate: cannot open \"missing.pem\": No such file "
+	    "FILE:3: certificate: cannot open \"DIR/missing.pem\": No such file "
 	    "or directory\n"
-	    "FILE:4: private_key: cannot open \".\": Is a directory\n");
+	    "FILE:4: private_key: cannot open \"DIR/.\": Is a directory\n");
 
 	/*
 	 * More than one certificate: the nth certificate key takes the nth
@@ -548,15 +565,15 @@ test_files(void)
 
 		CHECK_EQ_INT(l->ncerts, 3);
 		CHECK_EQ_INT(l->nkeys, 3);
-		CHECK_EQ_STR(l->certs[0].certificate, "cert.pem");
-		CHECK_EQ_STR(l->certs[0].private_key, "key.pem");
+		CHECK_EQ_STR(l->certs[0].certificate, in_dir("cert.pem"));
+		CHECK_EQ_STR(l->certs[0].private_key, in_dir("key.pem"));
 		CHECK_EQ_INT(l->certs[0].line, 4);
 		CHECK_EQ_INT(l->certs[0].key_line, 3);
-		CHECK_EQ_STR(l->certs[1].certificate, "cert2.pem");
-		CHECK_EQ_STR(l->certs[1].private_key, "key2.pem");
+		CHECK_EQ_STR(l->certs[1].certificate, in_dir("cert2.pem"));
+		CHECK_EQ_STR(l->certs[1].private_key, in_dir("key2.pem"));
 		CHECK_EQ_INT(l->certs[1].line, 5);
-		CHECK_EQ_STR(l->certs[2].certificate, "cert3.pem");
-		CHECK_EQ_STR(l->certs[2].private_key, "key3.pem");
+		CHECK_EQ_STR(l->certs[2].certificate, in_dir("cert3.pem"));
+		CHECK_EQ_STR(l->certs[2].private_key, in_dir("key3.pem"));
 		CHECK_EQ_INT(l->certs[2].key_line, 8);
 	}
 	config_free(cfg);
@@ -578,6 +595,30 @@ test_files(void)
 	    BACKEND,
 	    "FILE:4: private_key: no certificate goes with it (certificates: "
 	    "1, private keys: 3; the nth certificate takes the nth key)\n");
+	/*
+	 * a relative path is taken from the configuration's directory, not
+	 * the directory qproxy runs in (/ for the service; wherever
+	 * qproxy -t was run)
+	 */
+	{
+		char cwd[PATH_MAX];
+
+		CHECK(getcwd(cwd, sizeof(cwd)) != NULL);
+		CHECK(chdir("/") == 0);
+		cfg = test_load("[listener main]\n"
+		    "address = 127.0.0.1:4433\n"
+		    "certificate = cert.pem\n"
+		    "private_key = key.pem\n"
+		    BACKEND, &errs);
+		CHECK(cfg != NULL);
+		CHECK_EQ_STR(errs, "");
+		if (cfg != NULL)
+			CHECK_EQ_STR(cfg->listeners[0].certs[0].certificate,
+			    in_dir("cert.pem"));
+		config_free(cfg);
+		free(errs);
+		CHECK(chdir(cwd) == 0);
+	}
 	/* a file refused still holds its place: no pairing error besides */
 	CHECK_ERRS("[listener main]\n"
 	    "address = 127.0.0.1:4433\n"
@@ -586,8 +627,8 @@ test_files(void)
 	    "private_key = key.pem\n"
 	    "private_key = key2.pem\n"
 	    BACKEND,
-	    "FILE:4: certificate: cannot open \"missing.pem\": No such file "
-	    "or directory\n");
+	    "FILE:4: certificate: cannot open \"DIR/missing.pem\": No such "
+	    "file or directory\n");
 
 	/* the configuration file itself: line 0 */
 	errs = test_load_path("no-such-dir/qproxy.conf", &cfg);
@@ -791,7 +832,7 @@ test_many(void)
 	    "FILE:3: [listener web]: missing required key \"private_key\"\n"
 	    "FILE:4: address: invalid address \"127.0.0.1:99999\": invalid "
 	    "port: expected a number from 1 to 65535\n"
-	    "FILE:5: certificate: cannot open \"nope.pem\": No such file or "
+	    "FILE:5: certificate: cannot open \"DIR/nope.pem\": No such file or "
 	    "directory\n"
 	    "FILE:6: [backend] needs a name, as in [backend NAME]\n"
 	    "FILE:7: [backend app]: missing required key \"server\"\n"
