@@ -409,9 +409,15 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	}
 	atexit(cleanup);
 
-	/* the key and certificate the Makefile made beside this program */
-	if ((bin = strdup((*argv)[0])) == NULL)
-		abort();
+	/*
+	 * the key and certificate the Makefile made beside this program, by
+	 * an absolute path: a relative one in the configuration is taken
+	 * from the configuration's directory, this one in /tmp
+	 */
+	if ((bin = realpath((*argv)[0], NULL)) == NULL) {
+		perror((*argv)[0]);
+		exit(1);
+	}
 	bindir = dirname(bin);
 	snprintf(cert, sizeof(cert), "%s/fuzz_udp.pem", bindir);
 	snprintf(key, sizeof(key), "%s/fuzz_udp.key", bindir);
