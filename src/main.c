@@ -47,10 +47,6 @@ usage(void)
 	exit(1);
 }
 
-/*
- * The log files cfg names, opened but not in use yet: all of them, or none
- * with every reason in errs.
- */
 /* Where a global key is set: file:line, or the file for a default. */
 static const char *
 key_at(const struct config *cfg, const char *key)
@@ -60,6 +56,10 @@ key_at(const struct config *cfg, const char *key)
 	return line > 0 ? config_at(cfg, line) : cfg->path;
 }
 
+/*
+ * The log files cfg names, opened but not in use yet: all of them, or none
+ * with every reason in errs.
+ */
 static int
 logs_prepare(const struct config *cfg, struct log_file lf[3],
     struct strbuf *errs)

@@ -594,10 +594,11 @@ request_finish(struct request *r, bool fin)
 	/* RFC 9110 7.1: a fragment is never part of a request's target */
 	if (memchr(fvalue(r, r->path), '#', r->fields[r->path].valuelen))
 		return fail(r, REQ_BAD, "fragment in :path");
-	if (fvalue(r, r->path)[0] == '/' && !path_chars_ok(fvalue(r, r->path),
-	    r->fields[r->path].valuelen))
+	if (fvalue(r, r->path)[0] != '/')
+		return 0;	/* OPTIONS * */
+	if (!path_chars_ok(fvalue(r, r->path), r->fields[r->path].valuelen))
 		return fail(r, REQ_BAD, "character not allowed in :path");
-	if (fvalue(r, r->path)[0] == '/' && request_normalize_path(r) == -1)
+	if (request_normalize_path(r) == -1)
 		return fail(r, REQ_BAD, "invalid percent-encoding in :path");
 	return 0;
 }
@@ -878,14 +879,15 @@ request_write_http1(const struct request *r, const struct request_forward *fw,
 	 * RFC 9110 7.6.2: one hop less (a 0 is answered, never sent), unless
 	 * the route sets the field (written above, or removed)
 	 */
-	if (set != NULL && header_is_set(set, "max-forwards", 12))
-		;
-	else if ((r->flags & REQ_F_MAX_FORWARDS) && r->max_forwards > 0)
-		ho_put(&o, tmp, (size_t)snprintf(tmp, sizeof(tmp),
-		    "max-forwards: %lld\r\n",
-		    (long long)r->max_forwards - 1));
-	else if (put_values(&o, r, FK_MAX_FORWARDS, "max-forwards: ", ", "))
-		HO_LIT(&o, "\r\n");
+	if (set == NULL || !header_is_set(set, "max-forwards", 12)) {
+		if ((r->flags & REQ_F_MAX_FORWARDS) && r->max_forwards > 0)
+			ho_put(&o, tmp, (size_t)snprintf(tmp, sizeof(tmp),
+			    "max-forwards: %lld\r\n",
+			    (long long)r->max_forwards - 1));
+		else if (put_values(&o, r, FK_MAX_FORWARDS, "max-forwards: ",
+		    ", "))
+			HO_LIT(&o, "\r\n");
+	}
 
 	switch (fw->framing) {
 	case REQ_BODY_NONE:

@@ -43,10 +43,10 @@ uint64_t	 tls_tickets_forgotten(void);
  * one; the first for a client that names none of the others' hosts).
  * NULL with a message in err, and in bad_line the configuration line at
  * fault: the private_key's for a key that cannot be read or used, else
- * the certificate's. early_data: accept 0-RTT on resumed sessions. Its session
- * tickets are bound to zrtt (zrttlen bytes) and to the certificate: one
- * issued under other bytes, or for another certificate, resumes nothing
- * (see quic_0rtt_context).
+ * the certificate's. early_data: accept 0-RTT on resumed sessions. Its
+ * session tickets are bound to zrtt (zrttlen bytes) and to the
+ * certificate: one issued under other bytes, or for another certificate,
+ * resumes nothing (see quic_0rtt_context).
  */
 WOLFSSL_CTX	*tls_ctx_new(const struct config_cert *certs, size_t ncerts,
 		    bool early_data, const void *zrtt, size_t zrttlen,
