@@ -356,6 +356,22 @@ flatten(struct bufq *q)
 	return s;
 }
 
+/* The HTTP/1.1 head written for a request of these fields, from malloc. */
+static char *
+written(const char *const *fields, bool fin, const struct request_forward *fw,
+    int *rv)
+{
+	struct request *r = build(fields, fin, rv);
+	struct bufq q;
+	char *s;
+
+	bufq_init(&q);
+	CHECK_EQ_INT(request_write_http1(r, fw, &q), 0);
+	s = flatten(&q);
+	bufq_free(&q);
+	return s;
+}
+
 /* A new request with the pseudo-header fields of a GET of "/". */
 /* One field line, both parts NUL-ended. */
 static void
@@ -627,16 +643,11 @@ test_http1(void)
 	    "content-length: 3", NULL };
 	struct request_forward fw = { "198.51.100.7", REQ_BODY_LENGTH, 3, false,
 	    NULL, NULL, NULL, 0, true };
-	struct request *r;
-	struct bufq q;
 	char *s;
 	int rv;
 
-	r = build(f, false, &rv);
+	s = written(f, false, &fw, &rv);
 	CHECK_EQ_INT(rv, 0);
-	bufq_init(&q);
-	CHECK_EQ_INT(request_write_http1(r, &fw, &q), 0);
-	s = flatten(&q);
 	CHECK_EQ_STR(s,
 	    "POST /up?x=1 HTTP/1.1\r\n"
 	    "host: example.com:4433\r\n"
@@ -649,7 +660,6 @@ test_http1(void)
 	    "content-length: 3\r\n"
 	    "\r\n");
 	free(s);
-	bufq_free(&q);
 
 	/* a client not among trusted_proxies: its X-Forwarded-For and
 	   Forwarded go, this hop's element alone is sent; Via stays */
@@ -659,9 +669,7 @@ test_http1(void)
 		struct request_forward fwu = { "198.51.100.7", REQ_BODY_NONE,
 		    0, false, NULL, NULL, NULL, 0, false };
 
-		r = build(g, true, &rv);
-		CHECK_EQ_INT(request_write_http1(r, &fwu, &q), 0);
-		s = flatten(&q);
+		s = written(g, true, &fwu, &rv);
 		CHECK_EQ_STR(s,
 		    "GET / HTTP/1.1\r\n"
 		    "host: example.com\r\n"
@@ -672,7 +680,6 @@ test_http1(void)
 		    "x-forwarded-proto: https\r\n"
 		    "\r\n");
 		free(s);
-		bufq_free(&q);
 	}
 
 	/* IPv6 clients are quoted in Forwarded; chunked framing */
@@ -681,16 +688,13 @@ test_http1(void)
 		struct request_forward fw6 = { "2001:db8::1",
 		    REQ_BODY_CHUNKED, 0, true, NULL, NULL, NULL, 0, false };
 
-		r = build(g, false, &rv);
-		CHECK_EQ_INT(request_write_http1(r, &fw6, &q), 0);
-		s = flatten(&q);
+		s = written(g, false, &fw6, &rv);
 		CHECK(strstr(s, "forwarded: for=\"[2001:db8::1]\";proto=https;"
 		    "host=\"example.com\"\r\n") != NULL);
 		CHECK(strstr(s, "transfer-encoding: chunked\r\n\r\n") != NULL);
 		CHECK(strstr(s, "early-data: 1\r\n") != NULL);
 		CHECK(strstr(s, "content-length") == NULL);
 		free(s);
-		bufq_free(&q);
 	}
 
 	/*
@@ -721,14 +725,11 @@ test_http1(void)
 			const char *e;
 
 			snprintf(m, sizeof(m), ":method: %s", mf[i].method);
-			r = build(g, true, &rv);
+			s = written(g, true, &fwm, &rv);
 			CHECK_EQ_INT(rv, 0);
-			CHECK_EQ_INT(request_write_http1(r, &fwm, &q), 0);
-			s = flatten(&q);
 			CHECK((e = strstr(s, mf[i].want)) != NULL);
 			CHECK(e == NULL || strstr(e + 1, "max-forwards") == NULL);
 			free(s);
-			bufq_free(&q);
 		}
 	}
 
@@ -742,13 +743,10 @@ test_http1(void)
 		    early == 1, NULL, NULL, NULL, 0, false };
 		const char *e;
 
-		r = build(g, true, &rv);
-		CHECK_EQ_INT(request_write_http1(r, &fwe, &q), 0);
-		s = flatten(&q);
+		s = written(g, true, &fwe, &rv);
 		CHECK((e = strstr(s, "early-data: 1\r\n")) != NULL);
 		CHECK(e == NULL || strstr(e + 1, "early-data") == NULL);
 		free(s);
-		bufq_free(&q);
 	}
 
 	/*
@@ -768,9 +766,7 @@ test_http1(void)
 		struct request_forward fws = { "192.0.2.1", REQ_BODY_NONE, 0,
 		    false, &set, NULL, NULL, 0, false };
 
-		r = build(g, true, &rv);
-		CHECK_EQ_INT(request_write_http1(r, &fws, &q), 0);
-		s = flatten(&q);
+		s = written(g, true, &fws, &rv);
 		CHECK_EQ_STR(s,
 		    "GET / HTTP/1.1\r\n"
 		    "host: example.com\r\n"
@@ -783,7 +779,6 @@ test_http1(void)
 		    "x-forwarded-proto: https\r\n"
 		    "\r\n");
 		free(s);
-		bufq_free(&q);
 		CHECK(header_is_set(&set, "x-env", 5));
 		CHECK(!header_is_set(&set, "x-en", 4));
 		CHECK(!header_is_set(&set, "x-envy", 6));
@@ -796,9 +791,7 @@ test_http1(void)
 		    "x-request-idx: kept", "x-request-id: again", NULL };
 		fws.id_name = "x-request-id";
 		fws.id = "0123456789abcdef0123456789abcdef";
-		r = build(gi, true, &rv);
-		CHECK_EQ_INT(request_write_http1(r, &fws, &q), 0);
-		s = flatten(&q);
+		s = written(gi, true, &fws, &rv);
 		CHECK_EQ_STR(s,
 		    "GET / HTTP/1.1\r\n"
 		    "host: example.com\r\n"
@@ -812,7 +805,6 @@ test_http1(void)
 		    "x-forwarded-proto: https\r\n"
 		    "\r\n");
 		free(s);
-		bufq_free(&q);
 	}
 
 	/*
@@ -842,14 +834,11 @@ test_http1(void)
 			    REQ_BODY_NONE, 0, false, NULL, NULL, NULL,
 			    cut[i].skip, false };
 
-			r = build(g, true, &rv);
-			CHECK_EQ_INT(request_write_http1(r, &fwc, &q), 0);
-			s = flatten(&q);
+			s = written(g, true, &fwc, &rv);
 			CHECK(strncmp(s, cut[i].line, strlen(cut[i].line)) ==
 			    0 && strncmp(s + strlen(cut[i].line), "\r\n", 2) ==
 			    0);
 			free(s);
-			bufq_free(&q);
 		}
 	}
 }
