@@ -119,18 +119,29 @@ def timeshift_library():
                        "build/tests/timeshift.so", "make tests builds it")
 
 
+def _preload(q, name, lib, **env):
+    """Makes the not yet started q run with lib preloaded and env set."""
+    wrapper = os.path.join(os.path.dirname(q.conf), "qproxy-%s.sh" % name)
+    with open(wrapper, "w") as f:
+        f.write('#!/bin/sh\n'
+                '# ASan wants to come first; the library only passes calls on\n'
+                'ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0" '
+                'LD_PRELOAD="%s" %s exec "%s" "$@"\n'
+                % (lib, " ".join('%s="%s"' % kv for kv in sorted(env.items())), q.binary))
+    os.chmod(wrapper, 0o755)
+    q.binary = wrapper
+
+
 def preload_sendshim(q, flags_dir):
     """Makes the not yet started q run with sendshim.so preloaded: its UDP
     sends fail while files of flags_dir say so (see sendshim.c)."""
-    wrapper = os.path.join(os.path.dirname(q.conf), "qproxy-sendshim.sh")
-    with open(wrapper, "w") as f:
-        f.write('#!/bin/sh\n'
-                '# ASan wants to come first; the shim only passes calls on\n'
-                'ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0" '
-                'LD_PRELOAD="%s" SENDSHIM_DIR="%s" exec "%s" "$@"\n'
-                % (sendshim_library(), flags_dir, q.binary))
-    os.chmod(wrapper, 0o755)
-    q.binary = wrapper
+    _preload(q, "sendshim", sendshim_library(), SENDSHIM_DIR=flags_dir)
+
+
+def preload_timeshift(q, shift):
+    """Makes the not yet started q run with its wall clock shift seconds
+    ahead (timeshift.so, see timeshift.c)."""
+    _preload(q, "timeshift-%d" % shift, timeshift_library(), TIMESHIFT=shift)
 
 
 def qproxyctl_binary():
@@ -735,15 +746,18 @@ def _global_section(shutdown_timeout="10s"):
                        ("shutdown_timeout", shutdown_timeout)])
 
 
-def app_sections(backend_server, glob=(), listener=(), backends=(), routes=()):
+def app_sections(backend_server, glob=(), listener=(), backends=(), routes=(),
+                 first_routes=()):
     """A sections function for qproxy_factory: the usual global and listener
     sections (with glob and listener items added), backend app at
-    backend_server routed from /app/, and any more backends and routes."""
+    backend_server routed from /app/, and any more backends and routes
+    (first_routes before that one, routes after it)."""
     def sections(port, cert, key):
         g, gitems = _global_section()
         l, litems = _listener_section(port, cert, key)
         return ([(g, gitems + list(glob)), (l, litems + list(listener)),
                  ("backend app", [("server", backend_server)])] + list(backends) +
+                list(first_routes) +
                 [("route app", [("path_prefix", "/app/"), ("backend", "app")])] +
                 list(routes))
     return sections

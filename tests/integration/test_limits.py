@@ -1251,15 +1251,15 @@ def test_upload_waiting_for_response_memory_is_no_backend_timeout(qproxy_factory
     assert stats(q)["requests"]["5xx"] == 0
 
 
-def _request_memory_limited(qproxy_factory, backend_app, tmp_path):
-    """An instance with request_buffer_total = 1m whose backend has one
+def _request_memory_limited(qproxy_factory, backend_app, tmp_path, total="1m"):
+    """An instance with request_buffer_total = total whose backend has one
     connection, taken by a request that hangs (for 4 s, see _hold): the
     requests after it wait in line, holding what their clients sent. Its
     stream_window, 200k, lets one stream's window widen to 800k (four
     times): one upload alone cannot pass the total, however slowly the
     backend takes it (with 256k, a 3 MiB upload to the backend, slowed by
     a loaded host, once got the 503 of the stream holding the most)."""
-    q = _private(qproxy_factory, backend_app, tmp_path, ("request_buffer_total", "1m"),
+    q = _private(qproxy_factory, backend_app, tmp_path, ("request_buffer_total", total),
                  ("stream_window", "200k"), backend=[("max_connections", "1"),
                                                      ("connect_timeout", "30s")])
     hang = _hold(q, 1)
@@ -1325,11 +1325,7 @@ def test_request_memory_lowered_by_a_reload_holds_at_once(qproxy_factory, backen
     12 uploads of 100 kB held (1.3 MiB, below 2m) waiting for the
     backend's one connection, then a reload to 1m: the first of them go
     (503), the others are answered once the backend is free."""
-    q = _private(qproxy_factory, backend_app, tmp_path, ("request_buffer_total", "2m"),
-                 ("stream_window", "200k"), backend=[("max_connections", "1"),
-                                                     ("connect_timeout", "30s")])
-    hang = _hold(q, 1)
-    wait_until(lambda: stats(q)["upstream"]["connections_current"] == 1, "backend taken")
+    q, hang = _request_memory_limited(qproxy_factory, backend_app, tmp_path, total="2m")
     try:
         n = 100000
         got = []

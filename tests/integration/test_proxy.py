@@ -1054,17 +1054,11 @@ def test_route_guard_holds_for_a_slash_spelt_twice(qproxy_factory, backend_app):
     "/app/admin/", to a backend that took it for "/app/admin/". The path
     goes to the backend as it came ("//" in a path may mean something to
     it); strip_prefix takes off as much as the prefix matched."""
-    def sections(port, cert, key):
-        return [("global", [("log_level", "debug")]),
-                ("listener main", [("address", "127.0.0.1:%d" % port),
-                                   ("certificate", cert), ("private_key", key)]),
-                ("backend app", [("server", backend_app.tcp_server)]),
-                ("route admin", [("path_prefix", "/app/admin/"), ("backend", "app"),
-                                 ("deny", "all")]),
-                ("route svc", [("path_prefix", "/svc/"), ("strip_prefix", "on"),
-                               ("backend", "app")]),
-                ("route app", [("path_prefix", "/app/"), ("backend", "app")])]
-    q = qproxy_factory(sections=sections)
+    q = qproxy_factory(sections=app_sections(backend_app.tcp_server, first_routes=[
+        ("route admin", [("path_prefix", "/app/admin/"), ("backend", "app"),
+                         ("deny", "all")]),
+        ("route svc", [("path_prefix", "/svc/"), ("strip_prefix", "on"),
+                       ("backend", "app")])]))
     before = backend_app.count
     for path in ("/app//admin/echo-headers", "//app/admin/echo-headers",
                  "/app///admin/echo-headers"):
@@ -1123,17 +1117,11 @@ def test_set_request_header_max_forwards_replaces_the_clients(qproxy_factory, ba
     Max-Forwards down (48c8b5b), the backend got the client's field and
     the route's, and an empty value no longer removed it (found by
     helper-63's review)."""
-    def sections(port, cert, key):
-        return [("global", [("log_level", "debug")]),
-                ("listener main", [("address", "127.0.0.1:%d" % port),
-                                   ("certificate", cert), ("private_key", key)]),
-                ("backend app", [("server", backend_app.tcp_server)]),
-                ("route set", [("path_prefix", "/app/set/"), ("backend", "app"),
-                               ("set_request_header", "Max-Forwards: 10")]),
-                ("route drop", [("path_prefix", "/app/drop/"), ("backend", "app"),
-                                ("set_request_header", "Max-Forwards:")]),
-                ("route app", [("path_prefix", "/app/"), ("backend", "app")])]
-    q = qproxy_factory(sections=sections)
+    q = qproxy_factory(sections=app_sections(backend_app.tcp_server, first_routes=[
+        ("route set", [("path_prefix", "/app/set/"), ("backend", "app"),
+                       ("set_request_header", "Max-Forwards: 10")]),
+        ("route drop", [("path_prefix", "/app/drop/"), ("backend", "app"),
+                        ("set_request_header", "Max-Forwards:")])]))
     for method in ("GET", "OPTIONS"):
         for route, want in (("set", ["10"]), ("drop", [])):
             before = backend_app.count

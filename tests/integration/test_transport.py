@@ -16,7 +16,8 @@ import pytest
 
 from helpers import (SLOW, expected_body, expected_sha256, file_sha256, gtls_fetch,
                      gtlsclient_binary, h3_get, h3raw, h3raw_binary, long_header_cids,
-                     preload_sendshim, timeshift_library, wait_until)
+                     preload_sendshim, preload_timeshift, timeshift_library,
+                     wait_until)
 from test_ops import qproxyctl, stats
 from backend import free_udp_port
 
@@ -1140,18 +1141,6 @@ def test_tls_messages_after_the_handshake_are_refused(qp, message, when):
     assert qp.proc.poll() is None, "qproxy exited"
 
 
-def _shifted(q, lib, shift):
-    """Makes the not yet started q run with its wall clock shift seconds
-    ahead."""
-    wrapper = os.path.join(os.path.dirname(q.conf), "qproxy-timeshift-%d.sh" % shift)
-    with open(wrapper, "w") as f:
-        f.write('#!/bin/sh\n'
-                'ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0" '
-                'LD_PRELOAD="%s" TIMESHIFT=%d exec "%s" "$@"\n' % (lib, shift, q.binary))
-    os.chmod(wrapper, 0o755)
-    q.binary = wrapper
-
-
 def test_a_ticket_resumes_an_hour_later(qproxy_factory, backend_app, tmp_path):
     """qproxy.conf(5): ticket keys are rotated every 12 hours, a ticket is
     good for 24 hours, and restarts keep them valid. But wolfSSL's
@@ -1159,10 +1148,10 @@ def test_a_ticket_resumes_an_hour_later(qproxy_factory, backend_app, tmp_path):
     lives 300 s (SESSION_TICKET_HINT_DEFAULT), which clients obey (RFC
     8446 4.6.1), and wolfSSL refuses one older than 500 s
     (WOLFSSL_SESSION_TIMEOUT): a client back after five minutes made a
-    full handshake and sent nothing in 0-RTT (found by helper-64). Here qproxy is restarted
-    with its clock, and the client's, moved ahead: 2 minutes resumes with
-    early data (the control); an hour must too, within the 12 hours that
-    a ticket is surely good for. (A ticket issued late in an epoch is
+    full handshake and sent nothing in 0-RTT (found by helper-64). Here
+    qproxy is restarted with its clock, and the client's, moved ahead: 2
+    minutes resumes with early data (the control); an hour must too,
+    within the 12 hours that a ticket is surely good for. (A ticket issued late in an epoch is
     taken until the end of the next one: 12 to 24 hours.)"""
     lib = timeshift_library()
     secret = str(tmp_path / "s")
@@ -1175,7 +1164,7 @@ def test_a_ticket_resumes_an_hour_later(qproxy_factory, backend_app, tmp_path):
         shutil.copy(sess, str(tmp_path / ("session-%d" % shift)))
         q = qproxy_factory(sections=_early_sections(backend_app.tcp_server, secret),
                            start=False)
-        _shifted(q, lib, shift)
+        preload_timeshift(q, shift)
         q.start()
         env = dict(os.environ, LD_PRELOAD=lib, TIMESHIFT=str(shift))
         p = subprocess.run([gtlsclient_binary(), "-q", "--exit-on-all-streams-close",
