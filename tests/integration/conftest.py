@@ -12,6 +12,7 @@ Environment:
 import os
 import re
 import signal
+import subprocess
 import sys
 
 import pytest
@@ -25,7 +26,8 @@ for d in (HERE, TOOLS):
 import backend as backend_mod  # noqa: E402
 from helpers import (CONNECT_TIMEOUT, SHORT_READ_TIMEOUT, SLOW, QProxy,  # noqa: E402
                      _global_section, _listener_section, _live, free_udp_port,
-                     make_certificate, qproxy_binary, require_pycurl_h3)
+                     make_certificate, qproxy_binary, qproxyctl_binary,
+                     require_pycurl_h3)
 
 
 # --------------------------------------------------------------------------
@@ -227,6 +229,19 @@ def pytest_runtest_makereport(item, call):
     if rep.failed and _live:
         for q in list(_live):
             rep.sections.append(("qproxy %s stderr (tail)" % q.name, q.log_tail(40)))
+            if rep.when == "call" and q.running():
+                rep.sections.append(("qproxy %s stats" % q.name, _stats_text(q)))
+
+
+def _stats_text(q):
+    """qproxyctl stats of a live instance, for a failure report: what it
+    held (streams, buffers, backend connections) when the test gave up."""
+    try:
+        p = subprocess.run([qproxyctl_binary(), "-s", q.control_socket, "stats"],
+                           capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired, pytest.fail.Exception) as e:
+        return "qproxyctl stats: %s" % e
+    return (p.stdout + p.stderr).strip()
 
 
 MISSING_TOOL_PREFIXES = ("QPROXY", "H3RAW", "gtlsclient", "python3-pycurl", "this libcurl",
