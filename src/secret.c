@@ -97,6 +97,7 @@ static int
 secret_read(const char *path, uid_t user, uint8_t out[SECRET_LEN],
     bool create, char *err, size_t errlen)
 {
+	uint8_t more;
 	ssize_t n;
 	int fd;
 
@@ -107,6 +108,16 @@ secret_read(const char *path, uid_t user, uint8_t out[SECRET_LEN],
 	if (n != SECRET_LEN) {
 		snprintf(err, errlen, "%s: %s", path, n == -1 ?
 		    strerror(errno) : "shorter than 32 bytes");
+		goto fail;
+	}
+	/*
+	 * A longer file is not one qproxy wrote: 64 hexadecimal digits
+	 * would have given keys of their first 32 characters, silently.
+	 */
+	if ((n = read(fd, &more, 1)) != 0) {
+		snprintf(err, errlen, "%s: %s", path, n == -1 ?
+		    strerror(errno) : "longer than 32 bytes (remove it, and "
+		    "qproxy makes one)");
 		goto fail;
 	}
 	close(fd);

@@ -268,6 +268,23 @@ def test_check_refuses_a_secret_another_user_owns(tmp_path, certificate):
     assert p.returncode == 0, p.stdout + p.stderr
 
 
+@pytest.mark.parametrize("size,why", [(31, "shorter than 32 bytes"),
+                                      (33, "longer than 32 bytes"),
+                                      (65, "longer than 32 bytes")])
+def test_check_refuses_a_secret_of_other_than_32_bytes(tmp_path, certificate, size, why):
+    """Keys are the file's 32 bytes: 64 hexadecimal digits and a newline
+    (openssl rand -hex 32) gave keys of their first 32 characters."""
+    def make(secret):
+        with open(secret, "wb") as f:
+            f.write(os.urandom(size))
+        os.chmod(secret, 0o600)
+    path, secret = _with_secret(tmp_path, certificate, make)
+    _refused_secret(path, why)
+    _random_secret(0o600)(secret)
+    p = check(path)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
 @pytest.mark.parametrize("text,mode,why", [
     ("8f95f09245765f80256934e50c66207f\n", 0o644, "open to group or others"),
     ("8f95f09245765f80256934e50c66207", 0o600, "expected a key of 32 hexadecimal digits"),
