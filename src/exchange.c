@@ -57,6 +57,16 @@
  */
 #define EX_READ_IOV	64
 /*
+ * Backend bytes one call of ex_read takes at most, a turn of the loop:
+ * the room in the response buffer bounds a read of a body, but not what
+ * fills none of it (informational heads past EX_MAX_INFO, dropped; a
+ * chunked body's framing). A backend sending those faster than they are
+ * parsed kept ex_read reading until it stopped, every other connection,
+ * and the timers (the request's read_timeout too), waiting meanwhile.
+ * As much as one read of a body at the most.
+ */
+#define EX_READ_BUDGET	(EX_READ_IOV * BUFQ_CHUNK_SIZE)
+/*
  * Informational (1xx) heads passed on per request. Each waits in nghttp3
  * until the client takes it, and they do not count against the response
  * buffer: a backend sending them without end would grow qproxy as long
@@ -2729,10 +2739,13 @@ ex_read_body(struct exchange *ex, size_t room)
 static void
 ex_read(struct exchange *ex)
 {
-	size_t room;
+	size_t room, taken = 0;
 	ssize_t n;
 
 	while (ex->state == EX_FORWARD && (room = ex_room(ex)) > 0) {
+		/* the watcher stays on: the next turn reads on */
+		if (taken >= EX_READ_BUDGET)
+			return;
 		if (ex->head_done && ex->rlen == 0 &&
 		    ((ex->body.framing == HTTP1_BODY_LENGTH &&
 		    ex->body.remaining > 0) ||
@@ -2756,6 +2769,7 @@ ex_read(struct exchange *ex)
 			ex_eof(ex, false);
 			return;
 		}
+		taken += (size_t)n;
 	}
 	/*
 	 * The client is slower than the backend, or response memory ran out:

@@ -589,7 +589,7 @@ class Backend:
     ENDPOINTS = ("bytes", "chunked", "close", "slow", "status", "upload", "echo-headers",
                  "hang", "die", "die-chunked", "head-part", "garbage", "extra", "early-hints", "hop",
                  "cookies", "drop-reused", "trickle", "head", "reject",
-                 "answer-first", "answer-hold", "roundtrip", "images", "gif")
+                 "answer-first", "answer-hold", "roundtrip", "images", "gif", "info-flood")
 
     def _handle(self, sock, rf, req, rec):
         """Serve one request; returns whether the connection stays open."""
@@ -914,6 +914,20 @@ class Backend:
             final = b"" if "empty" in q else b"final response after early hints\n"
             return self._send_simple(sock, 200, final,
                                      close=close, head_only=head_only)
+
+        if name == "info-flood":
+            # 103 heads as fast as the socket takes them, for ?s=S seconds
+            # (30) or until the peer goes, then a final 200 if it is there
+            # (short heads: parsing each costs qproxy more than its bytes
+            # cost this sender)
+            hints = b"HTTP/1.1 103\r\n\r\n" * 4096
+            end = time.monotonic() + float(q.get("s", ["30"])[0])
+            try:
+                while time.monotonic() < end:
+                    sock.sendall(hints)
+            except OSError:
+                return False
+            return self._send_simple(sock, 200, b"final\n", close=True)
 
         if name == "hop":
             # ?many=N: N more tokens in Connection fields before the one

@@ -132,6 +132,41 @@ def test_informational_responses_past_16_are_dropped(qp):
     assert after["requests"]["2xx"] - before["requests"]["2xx"] == 1
 
 
+def test_a_backend_flooding_informational_responses_stalls_no_one(qp):
+    """A backend that sends 103 heads without end, faster than qproxy
+    parses them: past the 16th they are dropped, filling no response
+    buffer, and qproxy's read loop (which stopped only when the buffer
+    was full or the socket empty) read on for as long as the backend
+    sent. Every other connection, and the read_timeout of the request
+    itself, waited the whole flood out. Each backend now takes at most
+    EX_READ_BUDGET bytes of a turn of the loop: other requests go on,
+    and the flooded one gets its 504 after its read_timeout."""
+    out = {}
+
+    def flood():
+        try:
+            out["r"] = h3_get(qp.url("/short/info-flood?s=20"), timeout=40 * SLOW)
+        except pycurl.error as e:
+            out["error"] = e
+    before = stats(qp)["upstream"]["informational_dropped"]
+    t = threading.Thread(target=flood)
+    t.start()
+    try:
+        wait_until(lambda: stats(qp)["upstream"]["informational_dropped"] > before,
+                   "the flood under way", 10 * SLOW)
+        started = time.monotonic()
+        r = h3_get(qp.url("/app/bytes/10"), timeout=10 * SLOW)
+        took = time.monotonic() - started
+        assert r.status == 200 and r.body == expected_body(10)
+        assert took < 2 * SLOW, "a request took %.1f s during the flood" % took
+    finally:
+        t.join(60 * SLOW)
+    assert "r" in out, out
+    assert out["r"].status == 504
+    assert [s for s, _ in out["r"].interim] == [103] * 16
+    assert time.monotonic() - started < SHORT_READ_TIMEOUT + 5 * SLOW
+
+
 def test_response_field_name_too_long_for_qpack_decoders_is_502(qp):
     """A backend field name of 1,000 bytes: nghttp3's decoder (libcurl's
     here) refuses a name whose encoded length passes 256 bytes and closes
