@@ -2381,8 +2381,9 @@ ex_parse_rbuf(struct exchange *ex)
 {
 	static struct log_limit bad_framing;
 	const uint8_t *data;
-	size_t consumed, datalen;
+	size_t consumed, datalen, off;
 	enum http1_body_status st;
+	bool got = false;
 	/* the head's fields point into rbuf: used at once, never kept */
 	struct http1_response resp;
 	long n;
@@ -2464,24 +2465,37 @@ ex_parse_rbuf(struct exchange *ex)
 		ex_arm_timer(ex, ex_read_timeout(ex));
 	}
 
+	/*
+	 * A call of http1_body_parse gives one span of data: one chunk. The
+	 * bytes it took are dropped from rbuf once, after all of them, and
+	 * the stream resumed once: a body of 1-byte chunks moved the rest of
+	 * rbuf, and woke nghttp3, for every one.
+	 */
 	consumed = 0;
+	off = 0;
 	st = HTTP1_BODY_AGAIN;
-	while (ex->rlen > 0) {
-		st = http1_body_parse(&ex->body, ex->rbuf, ex->rlen, &consumed,
-		    &data, &datalen);
+	while (off < ex->rlen) {
+		st = http1_body_parse(&ex->body, ex->rbuf + off, ex->rlen - off,
+		    &consumed, &data, &datalen);
 		if (datalen > 0) {
 			ex->resp_bytes += datalen;
 			if (bufq_append(&ex->resp_body, data, datalen) == -1) {
 				ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
 				return;
 			}
-			ex_mem_update(ex);
-			h3_resume(ex->qc, ex->stream_id);
+			got = true;
 		}
-		memmove(ex->rbuf, ex->rbuf + consumed, ex->rlen - consumed);
-		ex->rlen -= consumed;
+		off += consumed;
 		if (st != HTTP1_BODY_AGAIN || consumed == 0)
 			break;
+	}
+	if (off > 0) {
+		memmove(ex->rbuf, ex->rbuf + off, ex->rlen - off);
+		ex->rlen -= off;
+	}
+	if (got) {
+		ex_mem_update(ex);
+		h3_resume(ex->qc, ex->stream_id);
 	}
 	if (st == HTTP1_BODY_AGAIN && ex->rlen == 0 &&
 	    ex->body.framing == HTTP1_BODY_NONE)

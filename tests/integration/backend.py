@@ -686,6 +686,14 @@ class Backend:
             sock.sendall(self._head(200, hdrs))
             if head_only:
                 return not close
+            if "size" in q:
+                # ?size=K: chunks of K bytes, all sent at once
+                k = int(q["size"][0])
+                data = body_bytes(n)
+                sock.sendall(b"".join(b"%x\r\n" % len(data[off:off + k]) +
+                                      data[off:off + k] + b"\r\n"
+                                      for off in range(0, n, k)) + b"0\r\n\r\n")
+                return not close
             data = memoryview(body_bytes(n))
             off, i = 0, 0
             while off < n:
