@@ -2394,9 +2394,10 @@ ex_parse_rbuf(struct exchange *ex)
 		 * it has ended since: one that came a few bytes a read cost
 		 * a parse of all of it each time (about 100 times as much
 		 * CPU for a head of 57 KB in 10-byte pieces). A head has
-		 * 129 lines at most.
+		 * 129 lines at most. Its first bytes are looked at as they
+		 * come, up to HTTP1_STATUS_MIN, whether a line ended or not.
 		 */
-		if (ex->rseen > 0 && ex->rseen <= ex->rlen &&
+		if (ex->rseen >= HTTP1_STATUS_MIN && ex->rseen <= ex->rlen &&
 		    memchr(ex->rbuf + ex->rseen, '\n', ex->rlen - ex->rseen) ==
 		    NULL) {
 			ex->rseen = ex->rlen;

@@ -115,7 +115,7 @@ http1_token_is(const char *s, size_t len, const char *token)
 static int
 http1_status_line(const uint8_t *s, size_t len, struct http1_response *resp)
 {
-	if (len < 12 || memcmp(s, "HTTP/1.", 7) != 0)
+	if (len < HTTP1_STATUS_MIN || memcmp(s, "HTTP/1.", 7) != 0)
 		return -1;
 	if (s[7] != '0' && s[7] != '1')
 		return -1;
@@ -131,6 +131,30 @@ http1_status_line(const uint8_t *s, size_t len, struct http1_response *resp)
 	if (s[12] != ' ' || bytes_has_ctl(s + 13, len - 13))
 		return -1;
 	return 0;
+}
+
+/*
+ * Whether s[0, len), a status line's beginning with no end of line yet,
+ * may still become one (the same checks as above, up to the code). A
+ * backend that is no HTTP/1 server (an HTTP/2 server's SETTINGS frame, a
+ * TLS record, a database's greeting) is refused at its first bytes, not
+ * when read_timeout ends a wait for an end of line that may never come.
+ */
+static bool
+http1_status_prefix(const uint8_t *s, size_t len)
+{
+	static const char version[] = "HTTP/1.";
+	size_t i;
+
+	for (i = 0; i < len && i < HTTP1_STATUS_MIN; i++) {
+		if (i < sizeof(version) - 1 ? s[i] != (uint8_t)version[i] :
+		    i == 7 ? s[i] != '0' && s[i] != '1' :
+		    i == 8 ? s[i] != ' ' :
+		    i == 9 ? s[i] < '1' || s[i] > '5' :
+		    s[i] < '0' || s[i] > '9')
+			return false;
+	}
+	return true;
 }
 
 int
@@ -350,7 +374,8 @@ http1_parse_response(const uint8_t *buf, size_t len, bool head_request,
 		line = buf + pos;
 		lf = memchr(line, '\n', len - pos);
 		if (lf == NULL)
-			return 0;
+			return line > buf || http1_status_prefix(buf, len) ?
+			    0 : -1;
 		linelen = (size_t)(lf - line);
 		/* CRLF only: no bare LF, no CR anywhere else on the line */
 		if (linelen == 0 || line[linelen - 1] != '\r')

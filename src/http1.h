@@ -7,6 +7,8 @@
 #include <stdint.h>
 
 #define HTTP1_MAX_HEADERS	128
+#define HTTP1_STATUS_MIN	12	/* "HTTP/1.1 200", the shortest status
+					   line */
 
 struct http1_header {
 	const char	*name;		/* points into the parsed buffer */
@@ -38,7 +40,9 @@ struct http1_response {
  * Parses a response head at the start of buf. head_request: the request was
  * HEAD (no body whatever the headers say). Returns the length of the head
  * including its final empty line, 0 when buf does not hold a whole head yet,
- * or -1 when it is malformed. Header pointers point into buf.
+ * or -1 when it is malformed, or its first HTTP1_STATUS_MIN bytes cannot
+ * begin a status line (its end not come yet). Header pointers point into
+ * buf.
  */
 long	http1_parse_response(const uint8_t *buf, size_t len, bool head_request,
 	    struct http1_response *);

@@ -843,6 +843,11 @@ class Backend:
                             b"this line has no colon\r\n\r\nok",
                 "cl": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
                 "binary": b"\x00\x01\x02\xff garbage \x7f\r\n\r\n",
+                # no end of line: an HTTP/2 server's SETTINGS frame, a TLS
+                # alert record
+                "h2settings": b"\x00\x00\x06\x04\x00\x00\x00\x00\x00"
+                              b"\x00\x03\x00\x00\x00\x64",
+                "tls": b"\x15\x03\x03\x00\x02\x02\x46",
                 # a valid head of 60 fields, 120 KB: over max_header_size
                 "bighead": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n" +
                            b"".join(b"X-Field-%02d: %s\r\n" % (i, b"v" * 2000)

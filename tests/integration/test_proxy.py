@@ -1383,11 +1383,14 @@ def _failures(st):
                for s in b["servers"])
 
 
-@pytest.mark.parametrize("kind", ["status", "noheader", "cl", "binary", "bighead"])
+@pytest.mark.parametrize("kind", ["status", "noheader", "cl", "binary", "bighead",
+                                  "h2settings", "tls"])
 def test_malformed_response_head_502(qp, kind):
     """The backend keeps the connection open after its bad head, so only
     parsing it can produce the 502 (a 504 would mean qproxy just waited).
-    It counts as a failure of the server."""
+    It counts as a failure of the server. Bytes that cannot begin a status
+    line (h2settings, tls) and hold no end of line waited for one until
+    read_timeout's 504; they are refused at once now."""
     before = _failures(stats(qp))
     t = time.monotonic()
     r = h3_get(qp.url("/app/garbage/%s" % kind), timeout=20)

@@ -258,6 +258,23 @@ test_incomplete(void)
 	CHECK_EQ_INT(resp.content_length, 5);
 
 	CHECK_EQ_INT(parse_head("", 0, false, &resp), 0);
+	CHECK_EQ_INT(PARSE("H", false, &resp), 0);
+	CHECK_EQ_INT(PARSE("HTTP/1.0 5", false, &resp), 0);
+	CHECK_EQ_INT(PARSE("HTTP/1.1 599", false, &resp), 0);
+	CHECK_EQ_INT(PARSE("HTTP/1.1 200 \x01", false, &resp), 0);
+	/* what cannot begin a status line fails before its end of line */
+	CHECK_EQ_INT(PARSE("\x00\x00\x12\x04\x00", false, &resp), -1);
+	CHECK_EQ_INT(PARSE("\x16\x03\x03", false, &resp), -1);
+	CHECK_EQ_INT(PARSE("PRI * HTTP/2.0", false, &resp), -1);
+	CHECK_EQ_INT(PARSE("HTTP/2", false, &resp), -1);
+	CHECK_EQ_INT(PARSE("http/1.1", false, &resp), -1);
+	CHECK_EQ_INT(PARSE("HTTP/1.2", false, &resp), -1);
+	CHECK_EQ_INT(PARSE("HTTP/1.1  200", false, &resp), -1);
+	CHECK_EQ_INT(PARSE("HTTP/1.1 600", false, &resp), -1);
+	CHECK_EQ_INT(PARSE("HTTP/1.1 2x", false, &resp), -1);
+	CHECK_EQ_INT(PARSE("HTTP/1.1 20x", false, &resp), -1);
+	/* a later line's beginning is its own: only its end tells */
+	CHECK_EQ_INT(PARSE("HTTP/1.1 200 OK\r\n\x01", false, &resp), 0);
 	/* a CR at the very end might still become CRLF */
 	CHECK_EQ_INT(PARSE("HTTP/1.1 200 OK\r\nA: b\r", false, &resp), 0);
 	CHECK_EQ_INT(PARSE("HTTP/1.1 200 OK\r\nA: b\r\n\r", false, &resp), 0);
