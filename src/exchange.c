@@ -67,11 +67,13 @@
  */
 #define EX_READ_BUDGET	(EX_READ_IOV * BUFQ_CHUNK_SIZE)
 /*
- * Informational (1xx) heads passed on per request. Each waits in nghttp3
- * until the client takes it, and they do not count against the response
- * buffer: a backend sending them without end would grow qproxy as long
- * as the client did not read. Later ones are read and dropped, which HTTP
- * allows (RFC 9110 15.2: a client may ignore them).
+ * Informational (1xx) heads passed on per request, at most, and at most
+ * max_header_size bytes of them in all. Each waits in nghttp3 until the
+ * client takes it, and they do not count against the response buffer: a
+ * backend sending them without end would grow qproxy as long as the
+ * client did not read; 16 of the largest a head may be, 1 MiB a stream.
+ * Later ones are read and dropped, which HTTP allows (RFC 9110 15.2: a
+ * client may ignore them).
  */
 #define EX_MAX_INFO	16
 #define EX_CHUNK_MIN	1024	/* smaller body pieces wait to be one chunk */
@@ -186,6 +188,7 @@ struct exchange {
 	/* access_log_format = combined's, kept past the head's trim */
 	char			*referer, *user_agent;
 	unsigned int		 ninfo;		/* 1xx heads passed on */
+	size_t			 info_bytes;	/* and their bytes */
 
 	/*
 	 * qproxy's own answer's body: not in resp_body, to take no chunk.
@@ -2359,16 +2362,18 @@ ex_after_body(struct exchange *ex)
 
 /* An informational head from the backend: passed on, or dropped. */
 static int
-ex_info(struct exchange *ex, const struct http1_response *r)
+ex_info(struct exchange *ex, const struct http1_response *r, size_t len)
 {
 	/* 100 was sent already if the client asked for it */
 	if (r->status == 100 && ex->continue_sent)
 		return 0;
-	if (ex->ninfo >= EX_MAX_INFO) {
+	if (ex->ninfo >= EX_MAX_INFO ||
+	    len > ex_cfg(ex)->max_header_size - ex->info_bytes) {
 		stats.informational_dropped++;
 		return 0;
 	}
 	ex->ninfo++;
+	ex->info_bytes += len;
 	if (ex_submit_head(ex, r, true) == -1)
 		return -1;
 	count_response(r->status);
@@ -2417,7 +2422,7 @@ ex_parse_rbuf(struct exchange *ex)
 			return;
 		}
 		if (resp.status < 200) {
-			if (ex_info(ex, &resp) == -1) {
+			if (ex_info(ex, &resp, (size_t)n) == -1) {
 				ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
 				return;
 			}

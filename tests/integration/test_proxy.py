@@ -132,6 +132,20 @@ def test_informational_responses_past_16_are_dropped(qp):
     assert after["requests"]["2xx"] - before["requests"]["2xx"] == 1
 
 
+def test_informational_responses_past_max_header_size_in_all_are_dropped(qp):
+    """16 informational heads of max_header_size (64k) each held 1 MiB a
+    stream in nghttp3, outside every limit: those passed on hold
+    max_header_size in all, the rest are dropped."""
+    before = stats(qp)
+    r = h3_get(qp.url("/app/early-hints?n=4&pad=30000"))
+    assert [s for s, _ in r.interim] == [103] * 2
+    assert r.status == 200
+    assert r.body == b"final response after early hints\n"
+    after = stats(qp)
+    assert after["upstream"]["informational_dropped"] - \
+        before["upstream"]["informational_dropped"] == 2
+
+
 def test_a_backend_flooding_informational_responses_stalls_no_one(qp):
     """A backend that sends 103 heads without end, faster than qproxy
     parses them: past the 16th they are dropped, filling no response
