@@ -25,6 +25,8 @@
 #define QUIC_UNI_STREAMS	3	/* the client's: control, QPACK x 2 */
 #define QUIC_UNI_WINDOW		(256u * 1024)	/* bytes per uni stream */
 #define QUIC_CID_LIMIT		7	/* active_connection_id_limit */
+/* configurations held at once, the running one included (server.c) */
+#define SERVER_CONFIGS_MAX	8
 #define QUIC_MAX_PKTLEN		1452	/* UDP payload we send at most */
 #define QUIC_MAX_CLIENT_HELLO	16384	/* Initial CRYPTO bytes taken */
 #define QUIC_GSO_MAX		64	/* datagrams in one sendmsg */
@@ -86,6 +88,8 @@ struct route_stats {
 struct generation {
 	unsigned		 refs;
 	uint64_t		 id;
+	TAILQ_ENTRY(generation)	 entry;		/* applied ones, oldest first */
+	bool			 listed;
 	struct config		*cfg;
 	struct upstream_pool	*upstreams;	/* one per config backend */
 	struct listener		*listeners;
@@ -232,6 +236,13 @@ struct qconn {
 	bool			 token_pending;
 	uint64_t		 token_key;
 	bool			 goaway_sent;
+	/*
+	 * Its configuration is among the oldest held past SERVER_CONFIGS_MAX:
+	 * GOAWAY sent then, closed once its requests are done, or by a
+	 * reload shutdown_timeout after
+	 */
+	bool			 retired;
+	ev_tstamp		 retired_at;
 	/* max_stream_resets: a budget refilled over RESET_WINDOW seconds */
 	double			 reset_budget;
 	ev_tstamp		 reset_refill;

@@ -1526,8 +1526,12 @@ qconn_write(struct qconn *qc)
 		ev_timer_stop(srv->loop, &qc->timer);
 		return;
 	}
-	if (srv->shutting_down && qc->nexchanges == 0) {
-		/* graceful shutdown: its last request is done */
+	if ((srv->shutting_down || qc->retired) && qc->nexchanges == 0) {
+		/* graceful shutdown, or an old configuration: its last
+		   request is done */
+		if (qc->retired && qc->last_error.error_code == 0)
+			ngtcp2_ccerr_set_application_error(&qc->last_error,
+			    NGHTTP3_H3_NO_ERROR, NULL, 0);
 		qconn_close(qc);
 		return;
 	}

@@ -104,6 +104,11 @@ server_config(const struct quic_server *srv)
 	return srv->gen->cfg;
 }
 
+/* The generations applied and not yet let go, the oldest first. */
+static TAILQ_HEAD(, generation) generations =
+    TAILQ_HEAD_INITIALIZER(generations);
+static size_t ngenerations;
+
 struct generation *
 generation_ref(struct generation *gen)
 {
@@ -126,6 +131,10 @@ generation_unref(struct generation *gen)
 	if (gen == NULL || --gen->refs > 0)
 		return;
 	stats.configurations--;
+	if (gen->listed) {
+		TAILQ_REMOVE(&generations, gen, entry);
+		ngenerations--;
+	}
 	for (size_t i = 0; i < gen->nlisteners; i++)
 		tls_ctx_free(gen->listeners[i].tls);
 	free(gen->listeners);
@@ -208,6 +217,66 @@ oom:
 		generation_unref(gen);
 	}
 	return NULL;
+}
+
+/*
+ * A connection holds the configuration it began under (its listener's
+ * certificates, for 421, and its limits) for as long as it lasts, and its
+ * client decides that: one connection kept open across each reload, with
+ * a PING now and then, held every configuration since, each with its
+ * certificates, error pages and users of auth_basic_file (1.5 MB each
+ * with a file of 1 MB), without end. Past SERVER_CONFIGS_MAX held, the
+ * connections of the oldest are sent GOAWAY, and closed at once when they
+ * have no request under way, else once the last is done (ex_free,
+ * qconn_write); one a reload finds still open shutdown_timeout after its
+ * GOAWAY, its configuration still past the limit, is closed then (what a
+ * graceful shutdown gives requests). A request holds the configuration
+ * its connection began under or a later one, so it goes with its
+ * connection. Connections closing already go when their closing period
+ * ends.
+ */
+static void
+generations_bound(struct quic_server *srv)
+{
+	struct generation *g;
+	struct qconn *qc, *next;
+	size_t excess = ngenerations > SERVER_CONFIGS_MAX ?
+	    ngenerations - SERVER_CONFIGS_MAX : 0;
+	uint64_t below = 0;	/* the generations with IDs under it go */
+	ev_tstamp now = ev_now(srv->loop);
+
+	TAILQ_FOREACH(g, &generations, entry) {
+		if (excess == 0 || g == srv->gen)
+			break;
+		below = g->id + 1;
+		excess--;
+	}
+	if (below == 0)
+		return;
+	for (qc = LIST_FIRST(&srv->conns); qc != NULL; qc = next) {
+		next = LIST_NEXT(qc, entry);
+		if (qc->state != QC_ACTIVE || qc->gen->id >= below)
+			continue;
+		if (!qc->retired) {
+			qc->retired = true;
+			qc->retired_at = now;
+			stats.goaway_old_configurations++;
+			log_debug("%s: its configuration (generation %llu) is "
+			    "among the oldest held: GOAWAY", qc->peer,
+			    (unsigned long long)qc->gen->id);
+			if (qc->h3 != NULL && qc->nexchanges > 0) {
+				h3_goaway(qc);
+				qconn_want_write(qc);
+				continue;
+			}
+		} else if (now - qc->retired_at <
+		    srv->gen->cfg->shutdown_timeout)
+			continue;
+		if (qc->last_error.error_code == 0)
+			ngtcp2_ccerr_set_application_error(&qc->last_error,
+			    NGHTTP3_H3_NO_ERROR, NULL, 0);
+		qconn_close(qc);
+	}
 }
 
 /* The routes' counts go on in the routes of the same name. */
@@ -369,7 +438,11 @@ server_apply(struct quic_server *srv, struct config *cfg, struct strbuf *errs)
 	/* numbered here: a refused reload takes no number */
 	gen->id = old != NULL ? old->id + 1 : 1;
 	srv->gen = gen;
+	TAILQ_INSERT_TAIL(&generations, gen, entry);
+	gen->listed = true;
+	ngenerations++;
 	generation_unref(old);
+	generations_bound(srv);
 	/* generation_new has warned */
 	cert_watch(srv, false);
 	return 0;
@@ -715,6 +788,7 @@ static const struct stats_row {
 	ROW("limits", "reset_request_memory", streams_reset_req_memory),
 	ROW("limits", "closed_quic_memory", closed_quic_memory),
 	ROW("limits", "closed_field_floods", closed_field_floods),
+	ROW("limits", "goaway_old_configurations", goaway_old_configurations),
 	ROW("upstream", "connects", upstream_connects),
 	ROW("upstream", "connect_failures", upstream_connect_failures),
 	ROW("upstream", "servers_failed", upstream_servers_failed),

@@ -1560,6 +1560,106 @@ def test_slow_reader_that_keeps_reading_is_not_closed(qproxy_factory, backend_ap
     assert _limits(q)["closed_send_timeout"] == 0
 
 
+def _in_thread(fn, *args, **kw):
+    """fn(*args, **kw) in a thread; the returned list gets its result."""
+    out = []
+    t = threading.Thread(target=lambda: out.append(fn(*args, **kw)))
+    t.start()
+    return t, out
+
+
+def _one_connection_per_configuration(q, n, held):
+    """n reloads, each followed by a connection that stays open (h3raw,
+    answering qproxy for 30 s after its one request): one connection under
+    each configuration. Their processes are appended to held."""
+    for _ in range(n):
+        p = qproxyctl(q, "reload")
+        assert p.returncode == 0, p.stderr
+        st = stats(q)
+        shaken, done = st["connections"]["handshakes_completed"], st["requests"]["2xx"]
+        held.append(subprocess.Popen(
+            [h3raw_binary(), "-t", str(40 * SLOW), "--linger", str(30 * SLOW),
+             "-H", ":method: GET", "-H", ":scheme: https",
+             "-H", ":authority: 127.0.0.1:%d" % q.port, "-H", ":path: /app/bytes/10",
+             "127.0.0.1", str(q.port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait_until(lambda: stats(q)["requests"]["2xx"] == done + 1 and
+                   stats(q)["connections"]["handshakes_completed"] == shaken + 1,
+                   "a connection")
+
+
+def _let_go(held):
+    for p in held:
+        p.kill()
+        p.wait(10)
+
+
+def test_configurations_held_by_old_connections_are_bounded(qproxy_factory, backend_app,
+                                                            tmp_path):
+    """A connection holds the configuration it began under for as long as
+    it lasts: a client keeping one open across each reload held every
+    configuration (1.5 MB each with an auth_basic_file of 1 MB), without
+    end. Past 8 held, the oldest one's connections get GOAWAY: those idle
+    are closed at once, one with a request under way once it is done (the
+    request ends as it would have)."""
+    q = _private(qproxy_factory, backend_app, tmp_path)
+    wait_until(lambda: stats(q)["connections"]["current"] == 0, "no connection", 10)
+    slow = [":method: GET", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port,
+            ":path: /app/slow/1000?ms=%d" % (6000 * SLOW)]
+    t, busy = _in_thread(h3raw, q.port, slow, timeout=30)
+    held = []
+    try:
+        wait_until(lambda: stats(q)["streams"]["current"] == 1, "the slow request")
+        # configurations 1 (the slow request's) to 11 (the running one)
+        _one_connection_per_configuration(q, 10, held)
+        # 1, the slow request's, waits for it; 2 and 3 were closed
+        wait_until(lambda: stats(q)["buffers"]["configurations"] == 9,
+                   "configurations 2 and 3 let go", 10 * SLOW)
+        st = stats(q)
+        assert st["connections"]["current"] == 9, st["connections"]
+        assert st["limits"]["goaway_old_configurations"] == 3, st["limits"]
+        t.join(40 * SLOW)
+        assert busy and busy[0].outcomes == ["status 200 body 1000"], busy
+        wait_until(lambda: stats(q)["buffers"]["configurations"] == 8,
+                   "configuration 1 let go once its request was done", 10 * SLOW)
+        st = stats(q)
+        assert st["connections"]["current"] == 8, st["connections"]
+        assert st["limits"]["goaway_old_configurations"] == 3
+    finally:
+        t.join(40 * SLOW)
+        _let_go(held)
+
+
+def test_old_configurations_request_is_cut_after_shutdown_timeout(qproxy_factory,
+                                                                  backend_app, tmp_path):
+    """A connection sent GOAWAY for its old configuration whose request
+    goes on (here a backend that never answers) is closed by a reload
+    shutdown_timeout later: a graceful shutdown's time, no more."""
+    q = _private(qproxy_factory, backend_app, tmp_path, ("shutdown_timeout", "1s"))
+    wait_until(lambda: stats(q)["connections"]["current"] == 0, "no connection", 10)
+    hang = [":method: GET", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port,
+            ":path: /app/hang"]
+    t, busy = _in_thread(h3raw, q.port, hang, timeout=30)
+    held = []
+    try:
+        wait_until(lambda: stats(q)["streams"]["current"] == 1, "the request")
+        _one_connection_per_configuration(q, 8, held)
+        # configuration 1's connection was sent GOAWAY, and goes on
+        assert stats(q)["buffers"]["configurations"] == 9
+        assert stats(q)["streams"]["current"] == 1
+        time.sleep(1.2)
+        _one_connection_per_configuration(q, 1, held)
+        t.join(20 * SLOW)
+        assert busy, "the request on configuration 1 still goes on"
+        assert busy[0].outcomes == ["closed 0x100"], busy[0]
+        wait_until(lambda: stats(q)["buffers"]["configurations"] == 8,
+                   "configurations 1 and 2 let go", 10 * SLOW)
+        assert _limits(q)["goaway_old_configurations"] == 2    # and configuration 2's
+    finally:
+        t.join(40 * SLOW)
+        _let_go(held)
+
+
 def test_cid_table_stays_bounded_and_empties(qproxy_factory, backend_app, tmp_path):
     """Clients that migrate (new CIDs on each path) leave the CID table at a
     few entries per connection, and nothing once they are gone."""
