@@ -258,6 +258,8 @@ struct qconn {
 	 */
 	int64_t			 qenc_stream;
 	bool			 qenc_blocked;
+	/* a response's FIN nghttp3 offered alone, not yet taken (h3_writev) */
+	int64_t			 fin_owed;
 	struct h3_ctrl		 ctrl_in;
 	/* the request stream being read, and its body bytes handed on */
 	int64_t			 rd_stream;
@@ -407,5 +409,16 @@ int		 h3_submit_info(struct qconn *, int64_t stream_id,
 		    nghttp3_nv *, size_t);
 /* More response body is ready for a stream that had none. */
 void		 h3_resume(struct qconn *, int64_t stream_id);
+/*
+ * What qconn_write gives ngtcp2 next: a FIN owed (*owed: its stream, or
+ * -1), else, with connection credit left, nghttp3's next stream data (h3
+ * may be NULL: nothing). A FIN offered alone (no vectors) is then owed
+ * until h3_fin_offered hears that ngtcp2 took it (or that the stream is
+ * gone): see h3.c.
+ */
+nghttp3_ssize	 h3_writev(nghttp3_conn *h3, int64_t *owed, bool credit,
+		    int64_t *pstream_id, int *pfin, nghttp3_vec *vec,
+		    size_t veccnt);
+void		 h3_fin_offered(int64_t *owed, int64_t stream_id, bool taken);
 
 #endif

@@ -263,6 +263,45 @@ h3_resume(struct qconn *qc, int64_t stream_id)
 	qconn_want_write(qc);
 }
 
+/*
+ * nghttp3 1.8.0 can lose the FIN of a response whose end comes after all
+ * its bytes were handed out: a body delimited by the backend's close, or
+ * a chunked one whose last chunk comes alone. read_data's bare EOF puts
+ * an empty buffer on the stream's queue to carry the FIN. When ngtcp2
+ * does not take the FIN as it is offered (the packet is full, lost
+ * packets go again first, the congestion window is full) and the ACK of
+ * the stream's last bytes comes before it does, nghttp3 drops that empty
+ * buffer with the bytes ACKed (fixed in 1.9.0): the FIN is offered once
+ * more, and taken off the schedule as it is. Not taken that time either,
+ * it is never offered again: the stream stays open, its response whole
+ * but for its end, until the client gives up on it.
+ * So a FIN offered alone that ngtcp2 did not take is owed: offered again
+ * from here, before anything of nghttp3's, until ngtcp2 takes it (or the
+ * stream is gone); nghttp3 then hears that it went (add_write_offset of
+ * 0 bytes), as of any FIN it offered itself.
+ */
+nghttp3_ssize
+h3_writev(nghttp3_conn *h3, int64_t *owed, bool credit, int64_t *pstream_id,
+    int *pfin, nghttp3_vec *vec, size_t veccnt)
+{
+	*pstream_id = -1;
+	*pfin = 0;
+	if (*owed >= 0) {
+		*pstream_id = *owed;
+		*pfin = 1;
+		return 0;
+	}
+	if (h3 == NULL || !credit)
+		return 0;
+	return nghttp3_conn_writev_stream(h3, pstream_id, pfin, vec, veccnt);
+}
+
+void
+h3_fin_offered(int64_t *owed, int64_t stream_id, bool taken)
+{
+	*owed = taken ? -1 : stream_id;
+}
+
 void
 h3_goaway(struct qconn *qc)
 {

@@ -1239,6 +1239,7 @@ qconn_new(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 	qc->reset_budget = (double)sock->listener->gen->cfg->max_stream_resets;
 	qc->rd_stream = -1;
 	qc->qenc_stream = -1;
+	qc->fin_owed = -1;
 	qc->ctrl_in.stream = -1;
 	qc->reset_refill = qc->created;
 	sock->nconns++;
@@ -1511,7 +1512,7 @@ qconn_write(struct qconn *qc)
 	uint64_t data_left;
 	ngtcp2_tstamp expiry;
 	uint8_t train_ecn = 0;
-	bool drained = false, wrote = false;
+	bool drained = false, wrote = false, fin_alone = false, owed = false;
 	size_t written = 0;
 	struct exchange *ex;
 
@@ -1560,14 +1561,13 @@ qconn_write(struct qconn *qc)
 			rv = h3_written(qc, stream_id, &written, &wrote);
 			if (rv != 0)
 				goto h3_error;
-			stream_id = -1;
-			fin = 0;
-			sveccnt = 0;
 			vec = vecbuf;
-			if (qc->h3 != NULL && data_left > 0)
-				sveccnt = nghttp3_conn_writev_stream(qc->h3,
-				    &stream_id, &fin, vec,
-				    sizeof(vecbuf) / sizeof(vecbuf[0]));
+			/* a FIN owed first: see h3_writev */
+			owed = qc->fin_owed >= 0;
+			sveccnt = h3_writev(qc->h3, &qc->fin_owed,
+			    data_left > 0, &stream_id, &fin, vec,
+			    sizeof(vecbuf) / sizeof(vecbuf[0]));
+			fin_alone = stream_id >= 0 && fin && sveccnt == 0;
 			if (sveccnt < 0) {
 				ngtcp2_ccerr_set_application_error(
 				    &qc->last_error,
@@ -1583,8 +1583,19 @@ qconn_write(struct qconn *qc)
 		nwrite = ngtcp2_conn_writev_stream(qc->conn, &ps.path, &pi,
 		    srv->txbuf + off, QUIC_MAX_PKTLEN, &ndatalen, flags,
 		    stream_id, (const ngtcp2_vec *)vec, (size_t)sveccnt, ts);
+		/* a FIN alone: taken, or else owed unless the stream is gone
+		   (errors below; WRITE_MORE took it) */
+		if (fin_alone)
+			h3_fin_offered(&qc->fin_owed, stream_id,
+			    ndatalen >= 0 || nwrite < 0);
 		if (nwrite < 0) {
 			switch (nwrite) {
+			case NGTCP2_ERR_STREAM_NOT_FOUND:
+				/* an owed FIN's stream, closed since */
+				if (!owed)
+					break;
+				sveccnt = 0;
+				continue;
 			case NGTCP2_ERR_STREAM_DATA_BLOCKED:
 				rv = h3_written(qc, stream_id, &written,
 				    &wrote);
