@@ -19,7 +19,8 @@ Endpoints (the first path segment that names an endpoint selects it, so
                            closes the (keep-alive) connection MS ms after
   GET|HEAD /chunked/N      the same bytes, Transfer-Encoding: chunked, odd sizes
   GET      /close/N        the same bytes, no Content-Length, closes at the end
-                           (/close/N?rst=1 resets the connection instead)
+                           (/close/N?rst=1 resets the connection instead;
+                           ?finwait=MS closes MS milliseconds after the body)
   GET      /slow/N?ms=T    N bytes with Content-Length, spread over about T ms
   *        /status/CODE    that status; 204 and 304 without a body, others with
                            "status CODE\\n"; /status/304?cl=N adds Content-Length: N
@@ -743,6 +744,8 @@ class Backend:
                                           ("Connection", "close")]))
             if not head_only:
                 sock.sendall(memoryview(body_bytes(n)))
+            if q.get("finwait"):
+                time.sleep(int(q["finwait"][0]) / 1000.0)
             if q.get("rst"):
                 time.sleep(0.05)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

@@ -290,3 +290,21 @@ def test_head_of_the_advertised_size_is_taken(qp, backend_app):
         assert res.returncode == 0, res
         assert len(res.outcomes) == 1 and res.outcomes[0].startswith("status %d " % status), \
             (extra, res)
+
+
+def test_fin_after_the_body_survives_its_ack(qp):
+    """Bodies delimited by the backend's close, the close coming 100 ms
+    after the bytes went out: each FIN goes alone. The client reads nothing
+    for 0.5 s (its max_ack_delay of 1 s keeps the server's probes away):
+    the server's congestion window is full when the closes come, and the
+    FINs are not taken as they are offered. Then it reads what came but one
+    datagram, which the server finds lost: the bodies' bytes are ACKed, and
+    the retransmission goes before anything new. nghttp3 1.8.0 lost the
+    first stream's FIN so (see h3_writev): its stream stayed open, the
+    response whole but for its end, until the client gave up."""
+    n = 30
+    res = h3raw(qp.port, req(qp.port, path="/app/close/1000?finwait=100"), count=n,
+                timeout=10, extra=["--max-ack-delay", "1000", "--hold", "0.5",
+                                   "--hold-drop", "4"])
+    assert res.outcomes == ["status 200 body 1000"] * n, res.outcomes
+    assert res.returncode == 0, res

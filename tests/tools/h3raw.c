@@ -32,6 +32,14 @@
  *                             raised: a client that holds qproxy's QPACK
  *                             encoder stream to BYTES (its own encoder
  *                             then uses no dynamic table)
+ *   --hold SECONDS            once every request stream is open, read no
+ *                             datagram for SECONDS: those that come are kept,
+ *                             unread and so unacknowledged (the server's
+ *                             congestion window fills), then read at once
+ *   --hold-drop K             of the datagrams kept, the K-th from the end
+ *                             is dropped instead (1: the last): the server
+ *                             finds that packet lost when the others are
+ *                             acknowledged (K >= 4: by its packet threshold)
  *   --max-ack-delay MS        the max_ack_delay transport parameter (below
  *                             16384): the server's PTO, and its closing
  *                             period (three PTOs), grow by as much
@@ -240,6 +248,8 @@ static struct {
   uint64_t drip; /* --drip: stream credit added every 0.5 s */
   int uni_credit_set;
   uint64_t max_ack_delay_ms; /* --max-ack-delay */
+  double hold;      /* --hold: seconds */
+  size_t hold_drop; /* --hold-drop: K-th kept datagram from the end, or 0 */
   size_t qpack_blocked; /* --qpack-blocked: SETTINGS_QPACK_BLOCKED_STREAMS */
   uint64_t uni_credit; /* --uni-credit: the server's uni streams, for good */
   size_t pause_after; /* --pause-after: streams opened before the pause */
@@ -280,6 +290,10 @@ static struct {
   ngtcp2_tstamp linger_until; /* 0: not lingering (yet) */
   ngtcp2_tstamp drip_next;    /* --drip: when credit is added next */
   ngtcp2_tstamp resume_at;    /* --pause-after: when opening goes on */
+  int hold_state;             /* --hold: 0 not yet, 1 holding, 2 over */
+  ngtcp2_tstamp hold_until;
+  buf_t *held;                /* the datagrams kept */
+  size_t nheld;
   ngtcp2_ccerr last_error;
   int conn_dead; /* no more I/O on the connection */
   int peer_closed;
@@ -309,6 +323,7 @@ static void die_usage(const char *fmt, ...) {
         "[--trailer 'name: value']... [-n COUNT] [--cancel] [--stop-sending] "
         "[--no-read] [--drip BYTES] [--pause-after N [--pause SECONDS]] "
         "[--uni-credit BYTES] [--qpack-blocked N] [--max-ack-delay MS] "
+        "[--hold SECONDS [--hold-drop K]] "
         "[--raw HEX] [--raw-encoder HEX] [--sni NAME] [--alpn PROTO] "
         "[-t SECONDS] [--linger SECONDS] "
         "[--print-headers] [--print-body] [--print-credit] [-v] HOST PORT\n",
@@ -626,6 +641,12 @@ static void parse_args(int argc, char **argv) {
     } else if (strcmp(a, "--pause") == 0) {
       NEED_ARG();
       opt.pause = parse_seconds(next, "pause");
+    } else if (strcmp(a, "--hold") == 0) {
+      NEED_ARG();
+      opt.hold = parse_seconds(next, "hold");
+    } else if (strcmp(a, "--hold-drop") == 0) {
+      NEED_ARG();
+      opt.hold_drop = (size_t)parse_ull(next, "hold-drop");
     } else if (strcmp(a, "--max-ack-delay") == 0) {
       NEED_ARG();
       opt.max_ack_delay_ms = parse_ull(next, "max-ack-delay");
@@ -2023,19 +2044,13 @@ static int write_raw_encoder(ngtcp2_tstamp ts) {
 }
 
 /* Returns 0 to go on, -1 when the connection is over. */
+static int read_datagram(const uint8_t *buf, size_t n);
+
 static int read_packets(void) {
   static uint8_t buf[65536];
-  ngtcp2_path path = {
-    .local = {.addr = (ngtcp2_sockaddr *)&c.local_addr,
-              .addrlen = c.local_addrlen},
-    .remote = {.addr = (ngtcp2_sockaddr *)&c.remote_addr,
-               .addrlen = c.remote_addrlen},
-  };
 
   for (int i = 0; i < 64; ++i) {
-    ngtcp2_pkt_info pi = {0};
     ssize_t n = recv(c.fd, buf, sizeof(buf), MSG_DONTWAIT);
-    int rv;
 
     if (n < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
@@ -2045,10 +2060,55 @@ static int read_packets(void) {
       note("recv: %s", strerror(errno));
       return 0;
     }
-
-    rv = ngtcp2_conn_read_pkt(c.conn, &path, &pi, buf, (size_t)n, timestamp());
-    if (rv == 0) {
+    if (c.hold_state == 1) {
+      /* --hold: kept unread */
+      c.held = xrealloc(c.held, (c.nheld + 1) * sizeof(*c.held));
+      memset(&c.held[c.nheld], 0, sizeof(c.held[0]));
+      buf_append(&c.held[c.nheld++], buf, (size_t)n);
       continue;
+    }
+    if (read_datagram(buf, (size_t)n) != 0) {
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* --hold is over: the datagrams kept are read, but the one dropped. */
+static int read_held(void) {
+  int rv = 0;
+
+  c.hold_state = 2;
+  note("hold over: %zu datagrams kept", c.nheld);
+  for (size_t i = 0; i < c.nheld; ++i) {
+    if (opt.hold_drop > 0 && i + opt.hold_drop == c.nheld) {
+      note("hold: datagram %zu dropped", i);
+    } else if (rv == 0) {
+      rv = read_datagram(c.held[i].data, c.held[i].len);
+    }
+    free(c.held[i].data);
+  }
+  free(c.held);
+  c.held = NULL;
+  c.nheld = 0;
+  return rv;
+}
+
+static int read_datagram(const uint8_t *buf, size_t n) {
+  ngtcp2_path path = {
+    .local = {.addr = (ngtcp2_sockaddr *)&c.local_addr,
+              .addrlen = c.local_addrlen},
+    .remote = {.addr = (ngtcp2_sockaddr *)&c.remote_addr,
+               .addrlen = c.remote_addrlen},
+  };
+
+  {
+    ngtcp2_pkt_info pi = {0};
+    int rv;
+
+    rv = ngtcp2_conn_read_pkt(c.conn, &path, &pi, buf, n, timestamp());
+    if (rv == 0) {
+      return 0;
     }
 
     switch (rv) {
@@ -2284,6 +2344,22 @@ int main(int argc, char **argv) {
       }
     }
 
+    if (opt.hold > 0 && c.hold_state == 0 && c.hs_done &&
+        c.next_req == opt.count) {
+      c.hold_state = 1;
+      c.hold_until = timestamp() + (ngtcp2_tstamp)(opt.hold * NGTCP2_SECONDS);
+      note("holding datagrams");
+    }
+    if (c.hold_state == 1 && timestamp() >= c.hold_until) {
+      if (read_held() != 0) {
+        break;
+      }
+      if (write_streams() != 0) {
+        local_close();
+        break;
+      }
+    }
+
     now = timestamp();
     if (now >= deadline) {
       timed_out = 1;
@@ -2311,6 +2387,9 @@ int main(int argc, char **argv) {
     if (c.resume_at != 0 && c.next_req == opt.pause_after &&
         wake > c.resume_at) {
       wake = c.resume_at;
+    }
+    if (c.hold_state == 1 && wake > c.hold_until) {
+      wake = c.hold_until;
     }
     if (wake < now) {
       wake = now;
