@@ -306,5 +306,5 @@ def test_fin_after_the_body_survives_its_ack(qp):
     res = h3raw(qp.port, req(qp.port, path="/app/close/1000?finwait=100"), count=n,
                 timeout=10, extra=["--max-ack-delay", "1000", "--hold", "0.5",
                                    "--hold-drop", "4"])
-    assert res.outcomes == ["status 200 body 1000"] * n, res.outcomes
+    assert res.outcomes == ["status 200 body 1000"] * n, res
     assert res.returncode == 0, res
