@@ -79,21 +79,51 @@ udp_open(const struct addr *a)
  * byte of the destination connection ID modulo n. A short header has it
  * at offset 1; a long one after its version and the ID's length, at 6. A
  * datagram too short for the load gets 0. (RFC 9000 17.2, 17.3.)
+ *
+ * An index whose worker does not run (running[i] false; NULL: all run)
+ * is turned into the next one that does: its socket would hold the
+ * datagrams, unread, until the worker is back (a minute, for one that
+ * keeps dying), and leave new connections unanswered meanwhile.
  */
-static int
-udp_steer(int fd, size_t n)
+int
+udp_steer(int fd, size_t n, const bool *running)
 {
-	struct sock_filter code[] = {
-		BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 0),
-		BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, 0x80, 0, 2),
-		BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 6),
-		BPF_STMT(BPF_JMP | BPF_JA, 1),
-		BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 1),
-		BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, (uint32_t)n),
-		BPF_STMT(BPF_RET | BPF_A, 0),
-	};
-	struct sock_fprog prog = { sizeof(code) / sizeof(code[0]), code };
+	struct sock_filter code[7 + 2 * UDP_GROUP_MAX];
+	struct sock_fprog prog;
+	size_t len = 0, i, j;
+	bool any = false;
 
+	if (n > UDP_GROUP_MAX) {
+		errno = EINVAL;
+		return -1;
+	}
+	code[len++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_B | BPF_ABS,
+	    0);
+	code[len++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K,
+	    0x80, 0, 2);
+	code[len++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_B | BPF_ABS,
+	    6);
+	code[len++] = (struct sock_filter)BPF_STMT(BPF_JMP | BPF_JA, 1);
+	code[len++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_B | BPF_ABS,
+	    1);
+	code[len++] = (struct sock_filter)BPF_STMT(BPF_ALU | BPF_MOD | BPF_K,
+	    (uint32_t)n);
+	/* none running (all stopping): each keeps its own */
+	for (i = 0; running != NULL && i < n && !any; i++)
+		any = running[i];
+	for (i = 0; any && i < n; i++) {
+		if (running[i])
+			continue;
+		for (j = 1; !running[(i + j) % n]; j++)
+			;
+		code[len++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ |
+		    BPF_K, (uint32_t)i, 0, 1);
+		code[len++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K,
+		    (uint32_t)((i + j) % n));
+	}
+	code[len++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_A, 0);
+	prog.len = (unsigned short)len;
+	prog.filter = code;
 	return setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog,
 	    sizeof(prog));
 }
@@ -115,7 +145,7 @@ udp_open_group(const struct addr *a, int *fds, size_t n)
 	for (i = 0; i < n; i++)
 		if ((fds[i] = udp_socket(a, true)) == -1)
 			goto fail;
-	if (udp_steer(fds[0], n) == -1) {
+	if (udp_steer(fds[0], n, NULL) == -1) {
 		log_warn("%s: SO_ATTACH_REUSEPORT_CBPF", __func__);
 		goto fail;
 	}

@@ -17,6 +17,13 @@ int	udp_open(const struct addr *);
  * destination connection ID names (workers.h). 0, or -1 (logged).
  */
 int	udp_open_group(const struct addr *, int *fds, size_t n);
+#define UDP_GROUP_MAX	64	/* sockets in a group: WORKERS_MAX */
+/*
+ * The group's steering again, fd any of its sockets: a datagram for a
+ * socket i with running[i] false goes to the next one's that runs
+ * (NULL: all run). 0, or -1 with errno.
+ */
+int	udp_steer(int fd, size_t n, const bool *running);
 /* One received message: a datagram, or with GRO several of seg bytes. */
 struct udp_rx {
 	uint8_t		*buf;

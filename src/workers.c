@@ -77,6 +77,7 @@ static struct {
 	int		 sigfd;
 	int		 ping[2];
 	struct worker	 w[WORKERS_MAX];
+	bool		 steered[WORKERS_MAX];	/* given their datagrams */
 	unsigned long long restarts;
 	bool		 ready, stopping;
 	int		 status;		/* to exit with */
@@ -1001,6 +1002,39 @@ make_sockets(const struct config *cfg)
 	return 0;
 }
 
+/*
+ * The datagrams of a worker that does not run, one that died and waits
+ * to start again or has yet to say it runs, go to another that does
+ * (udp_steer): left in its socket, a new connection's waited unanswered
+ * until it was back, a minute for one that keeps dying, and a client of
+ * the one that died learnt only then that its connection was gone. The
+ * other has the same secret: it makes the connection, or sends the
+ * stateless reset the one that died would. Once it runs, they are its
+ * own again.
+ */
+static void
+steer(void)
+{
+	bool running[WORKERS_MAX], changed = false;
+	char text[ADDR_STRLEN];
+
+	if (!sv.ready)
+		return;
+	for (unsigned i = 0; i < worker_count; i++) {
+		running[i] = sv.w[i].pid > 0 && sv.w[i].pinged;
+		changed |= running[i] != sv.steered[i];
+	}
+	if (!changed)
+		return;
+	for (size_t k = 0; k < sv.ngroups; k++)
+		if (udp_steer(sv.groups[k].fds[0], worker_count, running) ==
+		    -1)
+			log_warn("udp %s: SO_ATTACH_REUSEPORT_CBPF",
+			    addr_format(&sv.groups[k].addr, text,
+			    sizeof(text)));
+	memcpy(sv.steered, running, worker_count * sizeof(running[0]));
+}
+
 /* Once every worker has said it runs: systemd is told. */
 static void
 check_ready(void)
@@ -1088,6 +1122,7 @@ sv_prepare_cb(struct ev_loop *loop, ev_prepare *p, int revents)
 	/* pings that waited behind a control request count first */
 	take_pings();
 	check_ready();
+	steer();
 	now = mono_now();
 	for (unsigned i = 0; i < worker_count; i++) {
 		struct worker *w = &sv.w[i];
@@ -1110,6 +1145,7 @@ sv_prepare_cb(struct ev_loop *loop, ev_prepare *p, int revents)
 		}
 		running += w->pid > 0;
 	}
+	steer();	/* (one killed just now) */
 	if (sv.stopping && running == 0)
 		sv_exit(sv.status);
 }
@@ -1126,6 +1162,8 @@ workers_run(struct config **cfgp, const sigset_t *held,
 	sv.pid = getpid();
 	worker_count = (unsigned)sv.cfg->workers;
 	sv.held = *held;
+	for (unsigned i = 0; i < worker_count; i++)
+		sv.steered[i] = true;	/* as udp_open_group has it */
 	if (make_sockets(sv.cfg) == -1 ||
 	    pipe2(sv.ping, O_CLOEXEC | O_NONBLOCK) == -1) {
 		sv_cleanup();

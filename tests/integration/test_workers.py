@@ -4,6 +4,7 @@ names; qproxyctl asks the supervisor, which merges what the workers say."""
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -177,6 +178,41 @@ def test_a_worker_that_dies_is_started_again(qproxy_factory, backend_app):
     assert "was killed by signal 9; starting it again in 1 s" in q.log_text()
     for i in range(10):
         assert h3_get(q.url("/app/bytes/10")).status == 200
+
+
+def _pid_of(q, i):
+    """Worker i's pid, as the supervisor last said."""
+    return int(re.findall(r"worker %d: pid (\d+)" % i, q.log_text())[-1])
+
+
+def test_a_worker_not_running_has_its_datagrams_served(qproxy_factory, backend_app):
+    """While a worker waits to start again after it died (4 s here, the
+    third time within 10 s), the datagrams the kernel would give it go to
+    another worker: new connections are served at once. They were left in
+    its socket, unread, and half the new connections waited for it (a
+    minute, for one that keeps dying). Once it runs, it has its own again."""
+    q = _workers(qproxy_factory, backend_app)
+    for k in range(3):
+        os.kill(_pid_of(q, 0), signal.SIGKILL)
+        if k < 2:
+            wait_until(lambda: stats(q)["workers"]["restarts"] == k + 1 and
+                       stats(q)["workers"]["answered"] == N, "the worker started again",
+                       10 * SLOW)
+    wait_until(lambda: stats(q)["workers"]["answered"] == N - 1, "the worker gone", 5 * SLOW)
+    assert "starting it again in 4 s" in q.log_text()
+    t0 = time.monotonic()
+    for i in range(16):
+        r = h3_get(q.url("/app/bytes/10"), timeout=1, connect_timeout=1)
+        assert r.status == 200 and r.body == expected_body(10), i
+    assert time.monotonic() - t0 < 3 * SLOW
+    assert stats(q)["workers"]["restarts"] == 2
+    # back: each worker serves its own again
+    wait_until(lambda: stats(q)["workers"]["restarts"] == 3 and
+               stats(q)["workers"]["answered"] == N, "the worker started again", 10 * SLOW)
+    before = _worker_stats(q, 0)["requests"]["2xx"]
+    for i in range(16):
+        assert h3_get(q.url("/app/bytes/10")).status == 200, i
+    assert _worker_stats(q, 0)["requests"]["2xx"] > before
 
 
 def test_disable_reaches_every_worker_and_outlives_one(qproxy_factory, backend_app,
