@@ -381,11 +381,16 @@ ask_send(unsigned i, const char *line)
 	int fd;
 
 	/*
+	 * One that is starting is asked too: it takes the question once it
+	 * serves its socket (which this process made, so the question waits
+	 * there meanwhile). Passed over, a reload or disable then was
+	 * refused for want of its answer, while the others took it, and it
+	 * ran what it was started with, not what they did, until the next.
 	 * One that died and is not taken yet would not answer, and its
 	 * socket, which this process keeps open for the next, would not
-	 * refuse: the question would wait out the deadline.
+	 * refuse: ask_workers gives up on it once taken.
 	 */
-	if (sv.w[i].pid == 0 || !sv.w[i].pinged)
+	if (sv.w[i].pid == 0)
 		return -1;
 	memset(&sun, 0, sizeof(sun));
 	sun.sun_family = AF_UNIX;
@@ -496,6 +501,14 @@ ask_workers(struct answers *ans, const char *line, int timeout_ms)
 			a[i].fd = -1;
 			pending--;
 		}
+		/* one that ended (a worker starting, killed) will not answer */
+		reap();
+		for (i = 0; i < worker_count; i++)
+			if (a[i].fd != -1 && sv.w[i].pid == 0) {
+				close(a[i].fd);
+				a[i].fd = -1;
+				pending--;
+			}
 	}
 	for (i = 0; i < worker_count; i++) {
 		if (a[i].fd != -1) {

@@ -11,6 +11,8 @@ import subprocess
 import threading
 import time
 
+import pytest
+
 from helpers import (SLOW, app_sections, expected_body, expected_sha256, free_udp_port,
                      h3_get, h3_parallel, h3raw_binary, make_certificate, metric, metrics, qproxy_binary,
                      qproxyctl_binary, wait_until)
@@ -603,6 +605,40 @@ def test_a_reload_while_a_worker_waits_to_start_again(qproxy_factory, backend_ap
     p = qproxyctl(q, "reload")
     assert p.returncode == 0, p.stdout + p.stderr
     assert "worker 0: not running; it starts with this configuration" in p.stdout, p.stdout
+    _new_route_everywhere(q)
+
+
+def test_a_reload_while_a_worker_starts_again(qproxy_factory, backend_app):
+    """A reload that came while a worker started again had yet to serve
+    (stopped here at its start, for a second): refused for want of its
+    answer, yet the other worker took it, and the one starting ran what it
+    was started with from then on (a helper's hunt). It is asked as the
+    others are, and answers once it serves."""
+    q = _workers(qproxy_factory, backend_app)
+    _add_new_route(q)
+    def started():
+        return len(re.findall(r"worker 0: qproxy \S+ started", q.log_text()))
+    assert started() == 1
+    old = _pid_of(q, 0)
+    os.kill(old, signal.SIGKILL)
+    deadline = time.monotonic() + 5 * SLOW
+    while True:
+        new = [p for p in _worker_pids(q) if p != old and "worker 0: pid %d" % p in
+               q.log_text()]
+        if new:
+            os.kill(new[0], signal.SIGSTOP)
+            break
+        assert time.monotonic() < deadline, "the worker not started again"
+    try:
+        if started() > 1:
+            pytest.skip("the worker was stopped once it served")
+        cont = threading.Timer(1.0, os.kill, (new[0], signal.SIGCONT))
+        cont.start()
+        p = qproxyctl(q, "reload")
+        cont.join()
+    finally:
+        os.kill(new[0], signal.SIGCONT)
+    assert p.returncode == 0, p.stdout + p.stderr
     _new_route_everywhere(q)
 
 
