@@ -1149,12 +1149,18 @@ sv_prepare_cb(struct ev_loop *loop, ev_prepare *p, int revents)
 				return;
 			}
 		}
-		if (w->pid > 0 && w->pinged &&
-		    now - w->last_ping > WORKER_HANG) {
-			log_warnx("worker %u (pid %ld): no word for %.0f s; "
-			    "killing it", i, (long)w->pid, WORKER_HANG);
+		/*
+		 * One that never said it runs counts from its start: a
+		 * worker started again that hung before it served was left
+		 * so for good (its datagrams went to another meanwhile).
+		 */
+		if (w->pid > 0 && now - w->last_ping > WORKER_HANG) {
+			log_warnx("worker %u (pid %ld): no word for %.0f s%s; "
+			    "killing it", i, (long)w->pid, WORKER_HANG,
+			    w->pinged ? "" : " since it started");
 			kill(w->pid, SIGKILL);
 			w->pinged = false;
+			w->last_ping = now;	/* once, until it is reaped */
 		}
 		running += w->pid > 0;
 	}

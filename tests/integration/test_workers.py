@@ -608,17 +608,14 @@ def test_a_reload_while_a_worker_waits_to_start_again(qproxy_factory, backend_ap
     _new_route_everywhere(q)
 
 
-def test_a_reload_while_a_worker_starts_again(qproxy_factory, backend_app):
-    """A reload that came while a worker started again had yet to serve
-    (stopped here at its start, for a second): refused for want of its
-    answer, yet the other worker took it, and the one starting ran what it
-    was started with from then on (a helper's hunt). It is asked as the
-    others are, and answers once it serves."""
-    q = _workers(qproxy_factory, backend_app)
-    _add_new_route(q)
-    def started():
-        return len(re.findall(r"worker 0: qproxy \S+ started", q.log_text()))
-    assert started() == 1
+def _worker0_started(q):
+    return len(re.findall(r"worker 0: qproxy \S+ started", q.log_text()))
+
+
+def _stop_worker0_as_it_starts_again(q):
+    """Kills worker 0 and stops (SIGSTOP) the one started after it before
+    it serves; its pid. Skips the test when it served already."""
+    assert _worker0_started(q) == 1
     old = _pid_of(q, 0)
     os.kill(old, signal.SIGKILL)
     deadline = time.monotonic() + 5 * SLOW
@@ -629,17 +626,55 @@ def test_a_reload_while_a_worker_starts_again(qproxy_factory, backend_app):
             os.kill(new[0], signal.SIGSTOP)
             break
         assert time.monotonic() < deadline, "the worker not started again"
+    if _worker0_started(q) > 1:
+        os.kill(new[0], signal.SIGCONT)
+        pytest.skip("the worker was stopped once it served")
+    return new[0]
+
+
+def test_a_reload_while_a_worker_starts_again(qproxy_factory, backend_app):
+    """A reload that came while a worker started again had yet to serve
+    (stopped here at its start, for a second): refused for want of its
+    answer, yet the other worker took it, and the one starting ran what it
+    was started with from then on (a helper's hunt). It is asked as the
+    others are, and answers once it serves."""
+    q = _workers(qproxy_factory, backend_app)
+    _add_new_route(q)
+    new = _stop_worker0_as_it_starts_again(q)
     try:
-        if started() > 1:
-            pytest.skip("the worker was stopped once it served")
-        cont = threading.Timer(1.0, os.kill, (new[0], signal.SIGCONT))
+        cont = threading.Timer(1.0, os.kill, (new, signal.SIGCONT))
         cont.start()
         p = qproxyctl(q, "reload")
         cont.join()
     finally:
-        os.kill(new[0], signal.SIGCONT)
+        os.kill(new, signal.SIGCONT)
     assert p.returncode == 0, p.stdout + p.stderr
     _new_route_everywhere(q)
+
+
+def test_a_worker_that_hangs_as_it_starts_again_is_killed(qproxy_factory, backend_app):
+    """The 30 s without a word that get a worker killed counted only once
+    it had said it runs: one started again that hung before it served was
+    left so for good, its share of the work on the others. It is killed 30
+    s after its start, and another takes its place."""
+    q = _workers(qproxy_factory, backend_app)
+    stopped = _stop_worker0_as_it_starts_again(q)
+    try:
+        wait_until(lambda: "worker 0 (pid %d): no word for 30 s since it started; "
+                   "killing it" % stopped in q.log_text(), "the hung worker killed",
+                   40 * SLOW)
+        wait_until(lambda: _worker0_started(q) == 2 and stats(q)["workers"]["answered"] == N,
+                   "another worker 0 serving", 10 * SLOW)
+    finally:
+        try:
+            os.kill(stopped, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    assert _pid_of(q, 0) != stopped
+    before = _worker_stats(q, 0)["requests"]["2xx"]
+    for i in range(16):
+        assert h3_get(q.url("/app/bytes/10")).status == 200, i
+    assert _worker_stats(q, 0)["requests"]["2xx"] > before
 
 
 def test_a_reload_while_a_worker_shuts_down(qproxy_factory, backend_app):
