@@ -2043,9 +2043,9 @@ static int write_raw_encoder(ngtcp2_tstamp ts) {
   return 0;
 }
 
-/* Returns 0 to go on, -1 when the connection is over. */
 static int read_datagram(const uint8_t *buf, size_t n);
 
+/* Returns 0 to go on, -1 when the connection is over. */
 static int read_packets(void) {
   static uint8_t buf[65536];
 
@@ -2094,6 +2094,7 @@ static int read_held(void) {
   return rv;
 }
 
+/* One datagram to ngtcp2: 0 to go on, -1 when the connection is over. */
 static int read_datagram(const uint8_t *buf, size_t n) {
   ngtcp2_path path = {
     .local = {.addr = (ngtcp2_sockaddr *)&c.local_addr,
