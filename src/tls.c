@@ -42,9 +42,9 @@ static uint8_t ticket_secret[32];
  * replayed, with its 0-RTT requests, would resume again and have them
  * served twice. A ticket seen before is refused, and its client makes a
  * whole handshake with no early data; a client given a new ticket by
- * every connection, as qproxy does, never sees it. Remembered while a
- * ticket is good (two key epochs), TICKETS_TAKEN_MAX at most, the oldest
- * forgotten first; each process keeps its own.
+ * every connection, as qproxy does, never sees it. Remembered for two
+ * key epochs (a ticket is good for one), TICKETS_TAKEN_MAX at most, the
+ * oldest forgotten first; each process keeps its own.
  */
 static struct replay *tickets_taken;
 
@@ -214,9 +214,14 @@ ticket_cb(WOLFSSL *ssl, unsigned char name[WOLFSSL_TICKET_NAME_SZ],
 		*outlen = len;
 		if (ticket_taken(iv, mac))
 			break;
-		/* an older key's ticket is good; the client gets a new one */
-		rv = epoch == now ? WOLFSSL_TICKET_RET_OK :
-		    WOLFSSL_TICKET_RET_CREATE;
+		/*
+		 * The last epoch's ticket is as good (its age is wolfSSL's to
+		 * check, against TICKET_EPOCH); every connection gets a new
+		 * ticket anyway. Not WOLFSSL_TICKET_RET_CREATE: TLS 1.3 in
+		 * wolfSSL takes only RET_OK and skips such a ticket, so every
+		 * ticket died at the turn of an epoch.
+		 */
+		rv = WOLFSSL_TICKET_RET_OK;
 		break;
 	}
 	explicit_bzero(key, sizeof(key));

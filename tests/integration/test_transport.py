@@ -1141,45 +1141,56 @@ def test_tls_messages_after_the_handshake_are_refused(qp, message, when):
     assert qp.proc.poll() is None, "qproxy exited"
 
 
-def test_a_ticket_resumes_an_hour_later(qproxy_factory, backend_app, tmp_path):
-    """qproxy.conf(5): ticket keys are rotated every 12 hours, a ticket is
-    good for 24 hours, and restarts keep them valid. But wolfSSL's
-    defaults were left in place: each NewSessionTicket said its ticket
-    lives 300 s (SESSION_TICKET_HINT_DEFAULT), which clients obey (RFC
-    8446 4.6.1), and wolfSSL refuses one older than 500 s
-    (WOLFSSL_SESSION_TIMEOUT): a client back after five minutes made a
-    full handshake and sent nothing in 0-RTT (found by helper-64). Here
-    qproxy is restarted with its clock, and the client's, moved ahead: 2
-    minutes resumes with early data (the control); an hour must too,
-    within the 12 hours that a ticket is surely good for. (A ticket issued late in an epoch is
-    taken until the end of the next one: 12 to 24 hours.)"""
+def test_a_ticket_resumes_across_a_key_epoch(qproxy_factory, backend_app, tmp_path):
+    """qproxy.conf(5): ticket keys are rotated every 12 hours (epochs of the
+    wall clock), a ticket is good for 12 hours, as clients are told, and
+    restarts keep them valid. Two bugs made that false. wolfSSL's defaults
+    were left in place: each NewSessionTicket said its ticket lives 300 s,
+    which clients obey (RFC 8446 4.6.1), and wolfSSL refused one older than
+    500 s (found by helper-64). And a ticket of the last epoch's key was
+    handed back to wolfSSL as WOLFSSL_TICKET_RET_CREATE, which its TLS 1.3
+    code skips: every ticket died at 00:00 and 12:00 UTC (the first version
+    of this test passed or failed with the time of day it ran at). Here
+    qproxy and the client run with their wall clocks moved: the ticket is
+    issued 2 minutes before an epoch ends, and used 1 minute later (the
+    control), 5 minutes later (in the next epoch) and 11 hours later (near
+    the end of its life); each time with early data."""
     lib = timeshift_library()
     secret = str(tmp_path / "s")
-    q = qproxy_factory(sections=_early_sections(backend_app.tcp_server, secret))
-    resume = _resumable(q, tmp_path)
-    sess, tp = (x.split("=", 1)[1] for x in resume)
-    q.stop()
-    got = {}
-    for shift in (120, 3600):
-        shutil.copy(sess, str(tmp_path / ("session-%d" % shift)))
+    epoch = 12 * 3600
+    issued = epoch - 120 - int(time.time()) % epoch
+    if issued < 60:
+        issued += epoch
+
+    def run(shift, path, *args):
         q = qproxy_factory(sections=_early_sections(backend_app.tcp_server, secret),
                            start=False)
         preload_timeshift(q, shift)
         q.start()
         env = dict(os.environ, LD_PRELOAD=lib, TIMESHIFT=str(shift))
         p = subprocess.run([gtlsclient_binary(), "-q", "--exit-on-all-streams-close",
-                            "--download=%s" % tmp_path, "--timeout=10s",
-                            "--session-file=%s" % (tmp_path / ("session-%d" % shift)),
-                            "--tp-file=%s" % tp, "127.0.0.1", str(q.port),
-                            "https://127.0.0.1:%d/app/bytes/%d" % (q.port, shift)],
+                            "--download=%s" % tmp_path, "--timeout=10s"] + list(args) +
+                           ["127.0.0.1", str(q.port), "https://127.0.0.1:%d%s" % (q.port, path)],
                            capture_output=True, timeout=60, env=env)
-        body = tmp_path / str(shift)
+        early = stats(q)["quic"]["early_data_requests"]
+        q.stop()
+        return p, early
+
+    sess, tp = tmp_path / "session", tmp_path / "tp"
+    p, _ = run(issued, "/app/bytes/1", "--session-file=%s" % sess, "--tp-file=%s" % tp,
+               "--wait-for-ticket")
+    assert sess.exists() and tp.exists(), "no session ticket came: %s" % p.stderr[-1500:]
+    got = {}
+    for later in (60, 300, 11 * 3600):
+        copy = tmp_path / ("session-%d" % later)
+        shutil.copy(str(sess), str(copy))
+        p, early = run(issued + later, "/app/bytes/%d" % later, "--session-file=%s" % copy,
+                       "--tp-file=%s" % tp)
+        body = tmp_path / str(later)
         # (gtlsclient, with transport parameters but no ticket left to
         # send, fails to send its request at all: ERR_CALLBACK_FAILURE)
-        got[shift] = (stats(q)["quic"]["early_data_requests"],
-                      body.exists() and body.read_bytes() == expected_body(shift))
-        q.stop()
-    assert got == {120: (1, True), 3600: (1, True)}, got
+        got[later] = (early, body.exists() and body.read_bytes() == expected_body(later))
+    assert got == {60: (1, True), 300: (1, True), 11 * 3600: (1, True)}, got
 
 
 def test_a_keylog_file_that_cannot_be_written_is_not_warned_of_per_secret(
