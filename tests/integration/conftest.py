@@ -133,7 +133,7 @@ def qp(workdir, certificate, backend_app, backend_other, backend_unix, refusing,
     q = QProxy(binary, workdir, "shared",
                shared_sections(port, cert, key, backend_app, backend_other, backend_unix,
                                refusing, blackhole, syndrop),
-               port, shutdown_timeout=10.0)
+               port)
     q.start()
     yield q
     q.stop(check=True)
@@ -181,8 +181,7 @@ def qproxy_factory(workdir, certificate, request):
             sections = sections(port, cert, key)
         counter[0] += 1
         name = "%s-%d" % (re.sub(r"[^A-Za-z0-9_.-]", "_", request.node.name)[:60], counter[0])
-        st = float(re.match(r"[\d.]+", shutdown_timeout).group(0))
-        return QProxy(binary, workdir, name, sections, port, shutdown_timeout=st)
+        return QProxy(binary, workdir, name, sections, port)
 
     yield factory
     errors = []

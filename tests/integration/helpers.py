@@ -597,13 +597,24 @@ PROBE_PATH = "/.qproxy-test-readiness-probe"
 _live = []          # running QProxy instances, for failure reports and health checks
 
 
+# qproxy's shutdown_timeout when its configuration names none (config.c)
+DEFAULT_SHUTDOWN_TIMEOUT = "30s"
+
+
+def duration_seconds(text):
+    """A duration as qproxy's configuration reads it ("500ms", "10s", "2m",
+    "1h", "50us", or seconds without a unit), in seconds."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(us|ms|s|m|h|)", text.strip())
+    assert m, "not a duration: %r" % text
+    unit = {"us": 1e-6, "ms": 1e-3, "s": 1, "": 1, "m": 60, "h": 3600}[m.group(2)]
+    return float(m.group(1)) * unit
+
+
 class QProxy:
-    def __init__(self, binary, workdir, name, sections, port, shutdown_timeout=10.0,
-                 extra_args=()):
+    def __init__(self, binary, workdir, name, sections, port, extra_args=()):
         self.binary = binary
         self.name = name
         self.port = port
-        self.shutdown_timeout = shutdown_timeout
         self.conf = os.path.join(workdir, "%s.conf" % name)
         self.log = os.path.join(workdir, "%s.stderr" % name)
         self.extra_args = list(extra_args)
@@ -614,6 +625,11 @@ class QProxy:
         if not glob:
             sections.insert(0, ("global", []))
             glob = [sections[0][1]]
+        # how long stop() waits: what qproxy itself will wait, so as the
+        # configuration it is given says
+        given = [v for k, v in glob[0] if k == "shutdown_timeout"]
+        self.shutdown_timeout = duration_seconds(given[-1] if given
+                                                 else DEFAULT_SHUTDOWN_TIMEOUT)
         given = [v for k, v in glob[0] if k == "control_socket"]
         self._ctl_dir = None
         if given:

@@ -224,7 +224,7 @@ def main():
                          ("read_timeout", "20s")]),
         ("route app", [("path_prefix", "/app/"), ("backend", "app")]),
     ]
-    q = QProxy(qproxy_binary(), workdir, "soak", sections, port, shutdown_timeout=10.0)
+    q = QProxy(qproxy_binary(), workdir, "soak", sections, port)
     q.start()
     relay = Relay(port, seed=args.seed, c2s=Faults(drop=args.loss),
                   s2c=Faults(drop=args.loss), record=False)
