@@ -144,6 +144,21 @@ def preload_timeshift(q, shift):
     _preload(q, "timeshift-%d" % shift, timeshift_library(), TIMESHIFT=shift)
 
 
+def preload_clock(q, path, shift=0):
+    """Makes the not yet started q run with its wall clock shift seconds
+    ahead, read from the file path at each call (timeshift.so's
+    TIMESHIFT_FILE): the function returned steps it while q runs, as NTP or
+    a VM's resume would."""
+    def step(seconds):
+        tmp = path + ".new"
+        with open(tmp, "w") as f:
+            f.write("%d\n" % seconds)
+        os.replace(tmp, path)   # never an empty file: that would be 0
+    step(shift)
+    _preload(q, "clock", timeshift_library(), TIMESHIFT_FILE=path)
+    return step
+
+
 def qproxyctl_binary():
     return _env_binary("QPROXYCTL", "the qproxyctl binary", "build/qproxyctl",
                        "build it first: make")

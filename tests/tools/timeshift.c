@@ -3,19 +3,36 @@
  * clock (time, gettimeofday, clock_gettime of CLOCK_REALTIME) TIMESHIFT
  * seconds ahead; CLOCK_MONOTONIC is left alone. For what depends on the
  * time of day across processes, such as the age of a session ticket,
- * without waiting for it. make tests builds it, as sendshim.so.
+ * without waiting for it. With TIMESHIFT_FILE, the shift is read from
+ * that file (a number of seconds) at each call instead, so that a test
+ * can step the clock of a process that runs, as NTP or a VM's resume
+ * would. make tests builds it, as sendshim.so.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <sys/time.h>
 #include <time.h>
 
 static long
 shift(void)
 {
-	const char *s = getenv("TIMESHIFT");
+	const char *s = getenv("TIMESHIFT"), *path = getenv("TIMESHIFT_FILE");
+	char buf[32];
+	ssize_t n;
+	int fd;
 
+	/* open and read, not stdio: no allocation inside a clock call */
+	if (path != NULL && (fd = open(path, O_RDONLY | O_CLOEXEC)) != -1) {
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (n > 0) {
+			buf[n] = '\0';
+			return atol(buf);
+		}
+	}
 	return s != NULL ? atol(s) : 0;
 }
 
