@@ -247,7 +247,7 @@ struct qconn {
 	double			 reset_budget;
 	ev_tstamp		 reset_refill;
 	/* send_timeout: since when response data waits without progress */
-	ev_tstamp		 send_mark;	/* 0: nothing waits */
+	double			 send_mark;	/* mono_now; 0: nothing waits */
 	/* at the Initial and Handshake levels */
 	struct tls_in		 tls_in[2];
 	bool			 hello_retried;	/* HelloRetryRequest sent */

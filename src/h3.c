@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/param.h>
 
+#include "clock.h"
 #include "conn.h"
 #include "exchange.h"
 #include "freelist.h"
@@ -589,7 +590,7 @@ acked_stream_data(nghttp3_conn *h3, int64_t stream_id, uint64_t len,
 
 	/* the client is reading: send_timeout counts from here */
 	if (qc->send_mark != 0)
-		qc->send_mark = ev_now(qc->srv->loop);
+		qc->send_mark = mono_now();
 	if (stream_user_data != NULL)
 		exchange_acked(stream_user_data, len);
 	return 0;

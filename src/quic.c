@@ -20,6 +20,7 @@
 #include "bucket.h"
 #include "cid.h"
 #include "clients.h"
+#include "clock.h"
 #include "conn.h"
 #include "exchange.h"
 #include "log.h"
@@ -2349,7 +2350,7 @@ sweep_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	static struct log_limit send_timeout_lim;
 	struct quic_server *srv = w->data;
 	struct qconn *qc, *next;
-	ev_tstamp now = ev_now(loop);
+	double now = mono_now();
 
 	/* idle after traffic: give what the allocator kept back to the system */
 	if (LIST_EMPTY(&srv->conns)) {

@@ -16,8 +16,8 @@ import pytest
 
 from helpers import (SLOW, expected_body, expected_sha256, generated_body, gtlsclient_binary,
                      h3_get,
-                     h3_post, h3raw, h3raw_binary, make_easy, metric, metrics, render_config,
-                     wait_until)
+                     h3_post, h3raw, h3raw_binary, make_easy, metric, metrics, preload_clock,
+                     render_config, wait_until)
 from test_ops import qproxyctl, stats
 from test_transport import _initial, _sections
 
@@ -921,6 +921,42 @@ def test_quic_memory_victim_that_cannot_be_sent_a_close(qproxy_factory, backend_
     finally:
         for c in others + [quiet]:
             c.close()
+
+
+@pytest.mark.parametrize("step", [3600, -3600])
+def test_send_timeout_is_not_moved_by_a_step_of_the_wall_clock(qproxy_factory, backend_app,
+                                                               tmp_path, step):
+    """send_timeout is a time the client took: a step of the wall clock (an
+    NTP correction, a VM's resume) is none. It was measured on ev_now, the
+    wall clock: a step forward closed at once every connection whose
+    client was slow for a moment, a step back kept a stalled one for as
+    long as the step. Here the clock of qproxy steps by an hour a second
+    into the stall: the client is closed send_timeout after it stalled,
+    as with no step (the test above)."""
+    def make(port, c, k):
+        return _sections(c, k, port, backend_app.tcp_server, str(tmp_path / "s"),
+                         retry="never", extra=[("send_timeout", "4s"),
+                                               ("response_buffer_size", "64k")])
+    q = qproxy_factory(sections=make, start=False)
+    clock = preload_clock(q, str(tmp_path / "clock"))
+    q.start()
+    got = []
+
+    def run():
+        got.append(h3raw(q.port, [":method: GET", ":scheme: https",
+                                  ":authority: 127.0.0.1:%d" % q.port,
+                                  ":path: /app/bytes/20000000"],
+                         count=4, timeout=20, extra=["--no-read"]))
+    t = time.monotonic()
+    client = threading.Thread(target=run)
+    client.start()
+    time.sleep(1.0)
+    clock(step)
+    client.join()
+    elapsed = time.monotonic() - t
+    assert got[0].outcomes == ["closed 0x107"] * 4, got[0]
+    assert 4.0 <= elapsed < _SEND_TIMEOUT_BY, elapsed
+    assert _limits(q)["closed_send_timeout"] == 1
 
 
 def test_client_that_takes_no_head_is_closed_after_send_timeout(qproxy_factory,
