@@ -35,6 +35,7 @@
 #include "bucket.h"
 #include "bytes.h"
 #include "clients.h"
+#include "clock.h"
 #include "config.h"
 #include "conn.h"
 #include "exchange.h"
@@ -805,7 +806,7 @@ ex_server_failed(struct exchange *ex)
 		stats.upstream_servers_failed++;
 	}
 	k->state = UPSTREAM_DOWN;
-	k->down_since = ev_now(ex_loop(ex));
+	k->down_since = mono_now();
 }
 
 /*
@@ -1744,7 +1745,7 @@ ex_connect_failed(struct exchange *ex)
 	stats.upstream_connect_failures++;
 	ex->server->ctr->failures++;
 	ex->server->ctr->state = UPSTREAM_DOWN;
-	ex->server->ctr->down_since = ev_now(ex_loop(ex));
+	ex->server->ctr->down_since = mono_now();
 	ex_upstream_close(ex, false);
 }
 

@@ -9,6 +9,7 @@
 #include <sys/param.h>
 #include <sys/socket.h>
 
+#include "clock.h"
 #include "health.h"
 #include "log.h"
 #include "siphash.h"
@@ -90,7 +91,7 @@ static bool
 idle_stale(const struct upstream_pool *p, const struct upstream_conn *c)
 {
 	return p->cfg->idle_timeout > 0 &&
-	    ev_now(p->loop) - c->idle_since >= p->cfg->idle_timeout;
+	    mono_now() - c->idle_since >= p->cfg->idle_timeout;
 }
 
 static void
@@ -311,7 +312,7 @@ server_open(const struct upstream_pool *p, const struct upstream_counters *c)
 	if (c->unhealthy || c->disabled)
 		return false;
 	return c->state != UPSTREAM_DOWN ||
-	    ev_now(p->loop) - c->down_since >= p->cfg->fail_timeout;
+	    mono_now() - c->down_since >= p->cfg->fail_timeout;
 }
 
 /*
@@ -494,7 +495,7 @@ upstream_pick(struct upstream_pool *pools, size_t backend, size_t *first,
 			p->servers[best].cw -= total;
 		ctr = p->servers[best].ctr;
 		if (ctr->state == UPSTREAM_DOWN)
-			ctr->down_since = ev_now(p->loop);
+			ctr->down_since = mono_now();
 		*first = p->rr = best;
 	}
 	return &p->servers[*first];
@@ -529,7 +530,7 @@ upstream_next_attempt(struct upstream_pool *pools, size_t backend,
 		/* a down server's trial, as upstream_pick takes one */
 		if ((flags & UPSTREAM_NEXT_TAKE) &&
 		    sv->ctr->state == UPSTREAM_DOWN)
-			sv->ctr->down_since = ev_now(p->loop);
+			sv->ctr->down_since = mono_now();
 		return a;
 	}
 	return later;
@@ -738,7 +739,7 @@ upstream_release(struct upstream_conn *c)
 	}
 	/* rio may still be active for the exchange: it only changes hands */
 	ev_io_stop(s->pool->loop, &c->wio);
-	c->idle_since = ev_now(s->pool->loop);
+	c->idle_since = mono_now();
 	if (s->pool->cfg->idle_timeout > 0 && !ev_is_active(&s->pool->sweep))
 		ev_timer_start(s->pool->loop, &s->pool->sweep);
 	c->next = s->idle;

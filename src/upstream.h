@@ -32,8 +32,9 @@ enum upstream_state {
 struct upstream_counters {
 	unsigned			 refs;
 	enum upstream_state		 state;
-	ev_tstamp			 down_since;	/* last failed connect,
-							   or a try since */
+	double				 down_since;	/* last failed connect,
+							   or a try since:
+							   mono_now */
 	uint64_t			 requests, failures, active;
 	uint64_t			 fails_in_row;	/* responses: max_fails */
 	struct hist			 ttfb;		/* to the response head */
@@ -74,7 +75,7 @@ typedef void upstream_cb(struct ev_loop *, ev_io *, int);
 
 struct upstream_conn {
 	struct upstream_conn		*next, **prevp;	/* when idle */
-	ev_tstamp			 idle_since;
+	double				 idle_since;	/* mono_now */
 	struct upstream_server		*server;
 	int				 fd;
 	ev_io				 rio, wio;

@@ -19,7 +19,7 @@ from helpers import (BIG_TIMEOUT, CONNECT_TIMEOUT, SHORT_READ_TIMEOUT, SLOW, KiB
                      app_sections, assert_backends_untouched, backend_counts, expected_body,
                      expected_sha256, generated_body, h3_get, h3_head, h3_post, h3_put,
                      h3_request, h3raw, header_values, make_easy, metric, metrics,
-                     qproxy_binary, sha256, wait_until)
+                     preload_clock, qproxy_binary, sha256, wait_until)
 from test_ops import qproxyctl, stats
 import backend as backend_mod
 
@@ -1626,10 +1626,10 @@ def test_get_sent_again_goes_to_the_same_server(qproxy_factory, backend_app,
         st["backends"]
 
 
-def _silent_first(qproxy_factory, backend_app, syndrop, app=(), more=()):
+def _silent_first(qproxy_factory, backend_app, syndrop, app=(), more=(), start=True):
     """A backend of two servers, the first letting connects time out, with
     items app of its own, and the sections more."""
-    return qproxy_factory(sections=lambda port, c, k: [
+    return qproxy_factory(start=start, sections=lambda port, c, k: [
         ("global", [("log_level", "debug")]),
         ("listener main", [("address", "127.0.0.1:%d" % port),
                            ("certificate", c), ("private_key", k)]),
@@ -1712,6 +1712,33 @@ def test_a_down_server_is_tried_again_by_one_request(qproxy_factory, backend_app
         assert h3_get(q0.url("/app/bytes/10"), timeout=10 * SLOW).status == 200
     assert _get_all(q0, 4) == ["status 200 body 10"] * 4
     assert stats(q0)["upstream"]["connect_failures"] == 3
+
+
+@pytest.mark.parametrize("step", [3600, -3600])
+def test_fail_timeout_is_not_moved_by_a_step_of_the_wall_clock(qproxy_factory, backend_app,
+                                                               syndrop, tmp_path, step):
+    """fail_timeout was measured on ev_now, the wall clock: a step forward
+    (an NTP correction, a VM's resume) brought every down server back at
+    once, a step back of an hour kept one passed over for an hour more,
+    though it may have been up again long before. Here qproxy's clock steps
+    by an hour once the first server is down: it is passed over until
+    fail_timeout has passed, and then tried again, as with no step."""
+    q = _silent_first(qproxy_factory, backend_app, syndrop, [("fail_timeout", "3s")],
+                      start=False)
+    clock = preload_clock(q, str(tmp_path / "clock"))
+    q.start()
+    for _ in range(2):      # one of the two starts at the silent server
+        assert h3_get(q.url("/app/bytes/10"), timeout=10 * SLOW).status == 200
+    down = time.monotonic()
+    assert stats(q)["upstream"]["connect_failures"] == 1
+    clock(step)
+    time.sleep(0.7)         # libev looks at the wall clock each 0.5 s
+    assert _get_all(q, 4) == ["status 200 body 10"] * 4
+    assert time.monotonic() - down < 3, "too slow a host for this test"
+    assert stats(q)["upstream"]["connect_failures"] == 1
+    time.sleep(max(0., down + 3.2 - time.monotonic()))
+    assert _get_all(q, 4) == ["status 200 body 10"] * 4
+    assert stats(q)["upstream"]["connect_failures"] == 2
 
 
 def test_a_server_whose_responses_fail_is_passed_over(qproxy_factory, backend_app):

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "config.h"
 #include "upstream.h"
 #include "unit.h"
@@ -549,11 +550,11 @@ test_next_attempt(void)
 	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
 	size_t first = 0, n;
 	uint64_t tried;
-	ev_tstamp now;
+	double now;
 
 	if (loop == NULL)
 		exit(1);
-	now = ev_now(loop);
+	now = mono_now();
 	memset(server, 0, sizeof(server));
 	for (size_t i = 0; i <= UPSTREAM_TRIED_MAX; i++) {
 		snprintf(names[i], sizeof(names[i]), "s%zu", i);
@@ -589,7 +590,7 @@ test_next_attempt(void)
 	CHECK(nth(pools, 3, n)->down_since == now - 11);
 	CHECK_EQ_INT(upstream_next_attempt(pools, 0, first, 1, tried, 0,
 	    UPSTREAM_NEXT_TAKE), 2);
-	CHECK(nth(pools, 3, n)->down_since == now);
+	CHECK(nth(pools, 3, n)->down_since >= now);
 	upstream_pools_free(pools);
 
 	/* past UPSTREAM_TRIED_MAX: in turn, whatever is passed over */
