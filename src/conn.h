@@ -136,7 +136,7 @@ struct quic_server {
 	ev_tstamp		 reset_refill;
 	bool			 shutting_down;
 	ev_timer		 shutdown_timer;
-	ev_timer		 cert_timer;	/* certificates' dates */
+	ev_periodic		 cert_timer;	/* certificates' dates */
 	bool			 no_gso;	/* the kernel refused it */
 	struct udp_rx		 rx[UDP_RX_BATCH];	/* 64 KiB buffers */
 	uint8_t			 txbuf[QUIC_GSO_MAX_BYTES + QUIC_MAX_PKTLEN];

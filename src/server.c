@@ -27,7 +27,10 @@
  * qproxyctl stats and, with warn, the log; looked at again once a day and
  * when one of them expires, comes within TLS_EXPIRY_WARN_DAYS of it, or
  * becomes valid, so that the log says so while the daemon runs, not only
- * at a start or reload.
+ * at a start or reload. Those are times of the wall clock: a periodic
+ * watcher waits for them, which libev moves with a step of that clock (a
+ * timer counts monotonic time: after a step, or a VM's resume, it said so
+ * as late as the step, up to a day).
  */
 static void
 cert_watch(struct quic_server *srv, bool warn)
@@ -47,13 +50,13 @@ cert_watch(struct quic_server *srv, bool warn)
 	stats.certs_expiring = expiring;
 	stats.certs_not_valid = not_valid;
 	/* a second late: time() counts whole seconds, ev_now does not */
-	ev_timer_stop(srv->loop, &srv->cert_timer);
-	ev_timer_set(&srv->cert_timer, (double)(next - now) + 1., 0.);
-	ev_timer_start(srv->loop, &srv->cert_timer);
+	ev_periodic_stop(srv->loop, &srv->cert_timer);
+	ev_periodic_set(&srv->cert_timer, (double)next + 1., 0., NULL);
+	ev_periodic_start(srv->loop, &srv->cert_timer);
 }
 
 static void
-cert_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+cert_timer_cb(struct ev_loop *loop, ev_periodic *w, int revents)
 {
 	(void)loop;
 	(void)revents;
@@ -69,7 +72,7 @@ server_new(struct ev_loop *loop)
 		return NULL;
 	srv->loop = loop;
 	srv->started = ev_now(loop);
-	ev_timer_init(&srv->cert_timer, cert_timer_cb, 0., 0.);
+	ev_periodic_init(&srv->cert_timer, cert_timer_cb, 0., 0., NULL);
 	srv->cert_timer.data = srv;
 	LIST_INIT(&srv->socks);
 	quic_init(srv);
@@ -471,7 +474,7 @@ server_shutdown(struct quic_server *srv)
 	 * sockets keep reading for the established ones.
 	 */
 	srv->shutting_down = true;
-	ev_timer_stop(srv->loop, &srv->cert_timer);
+	ev_periodic_stop(srv->loop, &srv->cert_timer);
 	for (qc = LIST_FIRST(&srv->conns); qc != NULL; qc = next) {
 		next = LIST_NEXT(qc, entry);
 		if (qc->state != QC_ACTIVE)
@@ -517,7 +520,7 @@ server_free(struct quic_server *srv)
 	if (srv == NULL)
 		return;
 	quic_fini(srv);
-	ev_timer_stop(srv->loop, &srv->cert_timer);
+	ev_periodic_stop(srv->loop, &srv->cert_timer);
 	while ((s = LIST_FIRST(&srv->socks)) != NULL)
 		sock_close(s);
 	generation_unref(srv->gen);

@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from cdp import Chromium, chromium_binary, spki_hash
-from helpers import (SLOW, expected_body, gtlsclient_binary, h3_get, qproxy_binary,
-                     wait_until)
+from helpers import (SLOW, expected_body, gtlsclient_binary, h3_get, preload_clock,
+                     qproxy_binary, wait_until)
 from test_ops import qproxyctl, stats
 
 
@@ -335,6 +335,36 @@ def test_certificates_are_watched_while_the_daemon_runs(
                "the counts after the certificates' dates", 10 * SLOW)
     wait_until(lambda: expired in open(q.log).read(), "the log's word of it", 5)
     # and it still serves
+    assert h3_get(q.url("/app/bytes/10")).status == 200
+
+
+def test_certificates_are_watched_across_a_step_of_the_wall_clock(
+        qproxy_factory, backend_app, certificate, tmp_path):
+    """A certificate's dates are times of the wall clock, and the watch
+    waited for the next one on a timer, which counts the time that passes
+    (the monotonic clock): once the wall clock stepped (an NTP correction,
+    or a VM resumed after a day off, where the monotonic clock stood
+    still), qproxyctl stats and the log said so only as late as the step,
+    up to a day. Here qproxy's clock steps 3 hours ahead, past the dates
+    of two certificates 2 hours away: the counts change at once."""
+    now = datetime.datetime.utcnow().replace(microsecond=0)
+    day, edge = datetime.timedelta(days=1), now + datetime.timedelta(hours=2)
+    short = _dated_certificate(str(tmp_path), "short", now - day, edge)
+    future = _dated_certificate(str(tmp_path), "future", edge, now + 90 * day)
+    later = _dated_certificate(str(tmp_path), "later", now - day, now + 5 * day)
+    q = qproxy_factory(sections=_sections(backend_app.tcp_server,
+                                          [certificate, short, future, later]), start=False)
+    clock = preload_clock(q, str(tmp_path / "clock"))
+    q.start()
+    tls = stats(q)["tls"]
+    assert tls == {"certificates_expiring": 2, "certificates_not_valid": 1}, tls
+    clock(3 * 3600)
+    wait_until(lambda: stats(q)["tls"] == {"certificates_expiring": 1,
+                                           "certificates_not_valid": 1},
+               "the counts after the certificates' dates", 5 * SLOW)
+    expired = "certificate %s expired at %s" % (short[0],
+                                                 edge.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    wait_until(lambda: expired in open(q.log).read(), "the log's word of it", 5)
     assert h3_get(q.url("/app/bytes/10")).status == 200
 
 
