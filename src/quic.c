@@ -2284,11 +2284,16 @@ batch_cb(struct ev_loop *loop, ev_check *w, int revents)
 {
 	struct quic_server *srv = w->data;
 	const struct config *cfg = server_config(srv);
-	double now, cpu, span, busy, delay = 0;
+	double now, cpu, span, busy, delay = 0, since;
 
 	(void)revents;
-	/* ev_now, already read, says whether a window may have passed */
-	if (ev_now(loop) - srv->batch_mark < BATCH_WINDOW)
+	/*
+	 * ev_now, already read, says whether a window may have passed; not
+	 * after a step back of the wall clock, which it follows (no window
+	 * would pass for as long as the step): the monotonic clock decides.
+	 */
+	since = ev_now(loop) - srv->batch_mark;
+	if (since >= 0 && since < BATCH_WINDOW)
 		return;
 	now = clock_seconds(CLOCK_MONOTONIC);
 	cpu = clock_seconds(CLOCK_THREAD_CPUTIME_ID);

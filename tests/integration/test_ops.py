@@ -22,8 +22,8 @@ import pytest
 
 from helpers import (SLOW, QProxy, expected_sha256, free_udp_port, h3_get, h3raw, h3raw_binary,
                      make_easy,
-                     metric, metrics, qproxy_binary, qproxyctl_binary, render_config, sha256,
-                     wait_until)
+                     metric, metrics, preload_clock, qproxy_binary, qproxyctl_binary,
+                     render_config, sha256, wait_until)
 
 KiB = 1024
 MiB = 1024 * 1024
@@ -1512,6 +1512,29 @@ def test_busy_loop_waits_batch_delay_between_polls(qproxy_factory, backend_app, 
         assert loop["batched_windows"] == 0, loop
     else:
         assert loop["batched_windows"] == loop["busy_windows"], loop
+
+
+def test_busy_windows_go_on_after_the_wall_clock_steps_back(qproxy_factory, backend_app,
+                                                            tmp_path):
+    """A window of the loop's load was first looked for on ev_now, which
+    follows the wall clock: once it stepped back (an NTP correction), none
+    passed for as long as the step, and the loop went on batching, or not,
+    as it did before, whatever its load became. Here qproxy's clock steps
+    back an hour: with batch_busy = 0 windows go on counting as busy."""
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server,
+        [("batch_delay", "1ms"), ("batch_busy", "0")]), start=False)
+    clock = preload_clock(q, str(tmp_path / "clock"))
+    q.start()
+    clock(-3600)
+    time.sleep(0.7)         # libev looks at the wall clock each 0.5 s
+    before = stats(q)["loop"]
+    n = 4 * MiB
+    r = h3_get(q.url("/app/bytes/%d" % n), timeout=60 * SLOW)
+    assert r.status == 200 and len(r.body) == n
+    after = stats(q)["loop"]
+    assert after["busy_windows"] > before["busy_windows"], (before, after)
+    assert after["batched_windows"] == after["busy_windows"], after
 
 
 def test_lightly_loaded_loop_polls_at_once(qproxy_factory, backend_app):
