@@ -107,7 +107,7 @@ struct quic_server {
 	struct ev_loop		*loop;
 	struct generation	*gen;		/* the current one */
 	LIST_HEAD(, udp_sock)	 socks;
-	ev_tstamp		 started;
+	double			 started;	/* mono_now */
 
 	struct cid_entry	**buckets;	/* CID -> connection */
 	size_t			 nbuckets, ncids;
@@ -224,7 +224,7 @@ struct qconn {
 	size_t			 nworking;	/* of those: not yet EX_DONE */
 	uint64_t		 streams_total;
 	uint64_t		 bytes_in, bytes_out;
-	ev_tstamp		 created, last_rx;
+	double			 created, last_rx;	/* mono_now */
 	bool			 handshake_done;
 	bool			 unvalidated;	/* counted in stats */
 	bool			 rx_0rtt;	/* stream data being read is 0-RTT */

@@ -1236,13 +1236,13 @@ qconn_new(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 	ev_timer_init(&qc->timer, timer_cb, 0., 0.);
 	qc->timer.data = qc;
 	qc->gen = generation_ref(sock->listener->gen);
-	qc->created = qc->last_rx = ev_now(srv->loop);
+	qc->created = qc->last_rx = (double)ts / NGTCP2_SECONDS;
 	qc->reset_budget = (double)sock->listener->gen->cfg->max_stream_resets;
 	qc->rd_stream = -1;
 	qc->qenc_stream = -1;
 	qc->fin_owed = -1;
 	qc->ctrl_in.stream = -1;
-	qc->reset_refill = qc->created;
+	qc->reset_refill = ev_now(srv->loop);	/* bucket.h's clock */
 	sock->nconns++;
 	if (!validated) {
 		qc->unvalidated = true;
@@ -2081,7 +2081,7 @@ handle_datagram(struct udp_sock *sock, const uint8_t *data, size_t len,
 	if (qc->state == QC_DRAINING)
 		return;
 	qc->bytes_in += len;
-	qc->last_rx = ev_now(srv->loop);
+	qc->last_rx = (double)ts / NGTCP2_SECONDS;
 
 	path.local.addr = (ngtcp2_sockaddr *)(uintptr_t)&local->u.sa;
 	path.local.addrlen = local->len;
@@ -2549,7 +2549,7 @@ quic_report_conns(struct quic_server *srv, struct strbuf *out, bool json)
 	struct qconn *qc;
 	char lbuf[ADDR_STRLEN], rbuf[ADDR_STRLEN];
 	const char *sni;
-	ev_tstamp now = ev_now(srv->loop);
+	double now = mono_now();	/* (quic_now's clock) */
 	bool first = true;
 	int wpeer = 22, wlocal = 22, wsni = 20;
 

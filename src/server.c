@@ -13,6 +13,7 @@
 
 #include "bufq.h"
 #include "cid.h"
+#include "clock.h"
 #include "conn.h"
 #include "exchange.h"
 #include "log.h"
@@ -71,7 +72,7 @@ server_new(struct ev_loop *loop)
 	if ((srv = calloc(1, sizeof(*srv))) == NULL)
 		return NULL;
 	srv->loop = loop;
-	srv->started = ev_now(loop);
+	srv->started = mono_now();
 	ev_periodic_init(&srv->cert_timer, cert_timer_cb, 0., 0., NULL);
 	srv->cert_timer.data = srv;
 	LIST_INIT(&srv->socks);
@@ -855,7 +856,7 @@ void
 server_report_stats(struct quic_server *srv, struct strbuf *out, bool json)
 {
 	struct generation *gen = srv->gen;
-	double uptime = ev_now(srv->loop) - srv->started;
+	double uptime = mono_now() - srv->started;
 	const size_t nrows = sizeof(stats_rows) / sizeof(stats_rows[0]);
 	char text[ADDR_STRLEN];
 	struct udp_sock *s;
@@ -1003,7 +1004,7 @@ server_report_metrics(struct quic_server *srv, struct strbuf *out)
 	    "qproxy_uptime_seconds %.0f\n"
 	    "# TYPE qproxy_configuration_generation gauge\n"
 	    "qproxy_configuration_generation %llu\n",
-	    ev_now(srv->loop) - srv->started,
+	    mono_now() - srv->started,
 	    (unsigned long long)srv->gen->id);
 	for (size_t i = 0; i < nrows; i++) {
 		const struct stats_row *r = &stats_rows[i];

@@ -155,6 +155,37 @@ def test_conns_shows_the_live_connection_by_its_port(qp):
     assert result["r"].status == 200
 
 
+@pytest.mark.parametrize("step", [3600, -3600])
+def test_uptime_and_ages_are_not_moved_by_a_step_of_the_wall_clock(
+        qproxy_factory, backend_app, tmp_path, step):
+    """qproxyctl stats' uptime and the age and idle time of each connection
+    in qproxyctl conns were differences of ev_now, the wall clock: a step of
+    it (an NTP correction, a VM's resume) added itself to each, an hour
+    back made them negative. Here qproxy's clock steps by an hour while a
+    connection waits on a backend that never answers."""
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server, [("shutdown_timeout", "2s")]), start=False)
+    clock = preload_clock(q, str(tmp_path / "clock"))
+    q.start()
+    held = subprocess.Popen(
+        [h3raw_binary(), "-t", str(6 * SLOW), "-H", ":method: GET", "-H", ":scheme: https",
+         "-H", ":authority: 127.0.0.1:%d" % q.port, "-H", ":path: /app/hang",
+         "127.0.0.1", str(q.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: stats(q)["streams"]["current"] == 1, "the request held",
+                   5 * SLOW)
+        clock(step)
+        time.sleep(0.7)         # libev looks at the wall clock each 0.5 s
+        uptime = stats(q)["uptime"]
+        conns = json.loads(qproxyctl(q, "conns", "--json").stdout)["connections"]
+    finally:
+        held.kill()
+        held.wait()
+    assert 0 <= uptime < 60 * SLOW, uptime
+    assert conns and all(0 <= c["age"] < 60 * SLOW and 0 <= c["idle"] < 60 * SLOW
+                         for c in conns), conns
+
+
 def test_backends_command(qp):
     p = qproxyctl(qp, "backends", "--json")
     assert p.returncode == 0, p.stderr
