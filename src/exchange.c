@@ -106,7 +106,7 @@ struct exchange {
 	LIST_ENTRY(exchange)	 entry;
 	enum ex_state		 state;
 	struct request		 req;
-	ev_tstamp		 started;	/* loop time */
+	double			 started;	/* mono_now, for durations */
 	double			 wall_start;	/* for the access log */
 	bool			 head_seen;	/* worth an access log line */
 	uint64_t		 fields_seen;	/* exchange_field */
@@ -121,7 +121,8 @@ struct exchange {
 						   the head is routed */
 	int			 status;	/* final status sent, or 0 */
 	uint64_t		 resp_bytes;	/* body bytes from the backend */
-	ev_tstamp		 forwarded;	/* backend connection ready */
+	double			 forwarded;	/* backend connection ready:
+						   mono_now */
 	double			 backend_time;	/* to its response head; or
 						   -1 */
 	const char		*user;		/* auth_basic_file's, in the
@@ -899,7 +900,7 @@ exchange_new(struct qconn *qc, int64_t stream_id)
 	ex->stream_id = stream_id;
 	ex->waiter.wake = ex_woken;
 	ex->backend_time = -1;
-	ex->started = ev_now(qc->srv->loop);
+	ex->started = mono_now();
 	ex->wall_start = ev_time();
 	ex->early = qc->rx_0rtt;
 	qc->streams_total++;
@@ -1732,7 +1733,7 @@ ex_connected(struct exchange *ex)
 	/* up, unless its responses failed it: then a response tells */
 	if (b->max_fails == 0 || ex->server->ctr->fails_in_row < b->max_fails)
 		ex->server->ctr->state = UPSTREAM_UP;
-	ex->forwarded = ev_now(ex_loop(ex));
+	ex->forwarded = mono_now();
 	ex_arm_timer(ex, ex_read_timeout(ex));
 	ev_io_start(ex_loop(ex), &ex->uc->rio);
 	ex_write(ex);
@@ -2457,7 +2458,7 @@ ex_parse_rbuf(struct exchange *ex)
 		/* a connection whose request was cut short is never pooled */
 		ex->reusable = resp.keep_alive && !ex->req_dropped;
 		ex->status = resp.status;
-		ex->backend_time = ev_now(ex_loop(ex)) - ex->forwarded;
+		ex->backend_time = mono_now() - ex->forwarded;
 		hist_add(&ex->server->ctr->ttfb, ex->backend_time);
 		count_response(resp.status);
 		if (ex_submit_head(ex, &resp, false) == -1) {
@@ -3189,7 +3190,7 @@ ex_log(struct exchange *ex)
 	e.status = ex->status;
 	e.req_bytes = ex->body_received;
 	e.resp_bytes = ex->resp_bytes;
-	e.duration = ev_now(ex_loop(ex)) - ex->started;
+	e.duration = mono_now() - ex->started;
 	e.backend = ex->server != NULL ? ex->server->cfg->text : "-";
 	e.quic_version = ngtcp2_conn_get_negotiated_version(ex->qc->conn);
 	e.request_id = ex->id[0] != '\0' ? ex->id : NULL;
@@ -3210,7 +3211,7 @@ ex_free(struct exchange *ex)
 	struct qconn *qc = ex->qc;
 
 	if (ex->head_seen) {
-		double took = ev_now(ex_loop(ex)) - ex->started;
+		double took = mono_now() - ex->started;
 
 		hist_add(&stats.request_duration, took);
 		if (ex->route != NULL) {

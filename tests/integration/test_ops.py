@@ -2,6 +2,7 @@
 systemd notifications, the privilege drop, and log files."""
 
 import atexit
+import datetime
 import grp
 import json
 import os
@@ -1077,6 +1078,40 @@ def test_access_log_and_sigusr1_reopen(qproxy_factory, backend_app, tmp_path):
     _wait_for_line(log, "/app/bytes/7")
     assert "/app/bytes/7" not in open(str(log) + ".1").read()
     assert "log files reopened" in err.read_text()
+
+
+@pytest.mark.parametrize("step", [3600, -3600])
+def test_request_durations_are_not_moved_by_a_step_of_the_wall_clock(
+        qproxy_factory, backend_app, tmp_path, step):
+    """A request's duration (the access log's, request_duration's) and its
+    backend's time to the head were differences of ev_now, the wall clock:
+    a step of it while the request ran (an NTP correction) added itself,
+    an hour forward, or made it 0, an hour back. Here qproxy's clock steps
+    by an hour during a response spread over 2 s. The line's time is still
+    the wall clock's, at the start."""
+    log = tmp_path / "access.log"
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server,
+        extra_global=[("access_log", str(log)), ("access_log_format", "json")]),
+        start=False)
+    clock = preload_clock(q, str(tmp_path / "clock"))
+    q.start()
+    got = []
+    t = threading.Thread(target=lambda: got.append(
+        h3_get(q.url("/app/slow/%d?ms=2000" % (64 * KiB)), timeout=30 * SLOW)))
+    t0 = time.time()
+    t.start()
+    time.sleep(0.7)
+    clock(step)
+    t.join()
+    assert got[0].status == 200
+    _wait_for_line(log, "/app/slow/")
+    e = [json.loads(l) for l in _whole_lines(log) if "/app/slow/" in l][0]
+    assert 1.5 <= e["duration"] < 30 * SLOW, e
+    assert 0 <= e["backend_time"] <= e["duration"], e
+    start = datetime.datetime.strptime(e["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=datetime.timezone.utc).timestamp()
+    assert t0 - 5 <= start <= t0 + 5, (t0, e)
 
 
 def test_request_ids(qproxy_factory, backend_app, tmp_path):
