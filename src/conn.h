@@ -242,7 +242,7 @@ struct qconn {
 	 * reload shutdown_timeout after
 	 */
 	bool			 retired;
-	ev_tstamp		 retired_at;
+	double			 retired_at;	/* mono_now */
 	/* max_stream_resets: a budget refilled over RESET_WINDOW seconds */
 	double			 reset_budget;
 	ev_tstamp		 reset_refill;
@@ -278,7 +278,7 @@ struct qconn {
 	size_t			 mem_bytes;	/* held in them; a flow-blocked
 					   stream's: its chunks' size */
 	size_t			 mem_nwaiting;	/* its streams on mem_waiters */
-	ev_tstamp		 mem_mark;	/* this turnover's start */
+	double			 mem_mark;	/* this turnover's start: mono_now */
 	uint64_t		 mem_taken;	/* bytes taken since */
 	uint64_t		 mem_target;	/* held then */
 	/* request_buffer_total: the bytes its streams hold for backends */

@@ -433,7 +433,7 @@ qc_mem_turn(struct qconn *qc)
 		TAILQ_REMOVE(&mem_holders, qc, mem_entry);
 	TAILQ_INSERT_TAIL(&mem_holders, qc, mem_entry);
 	qc->mem_held = true;
-	qc->mem_mark = ev_now(qc->srv->loop);
+	qc->mem_mark = mono_now();
 	qc->mem_taken = 0;
 	qc->mem_target = qc->mem_bytes;
 }
@@ -2851,12 +2851,12 @@ qc_mem_slow(const struct qconn *qc, ev_tstamp now)
  * streams for another.
  */
 static void
-ex_mem_evict(struct ev_loop *loop, size_t limit)
+ex_mem_evict(size_t limit)
 {
 	static struct log_limit lim;
 	struct exchange *ex;
 	struct qconn *qc;
-	ev_tstamp now = ev_now(loop);
+	double now = mono_now();
 
 	while (mem_chunks >= limit &&
 	    (qc = TAILQ_FIRST(&mem_holders)) != NULL && qc_mem_slow(qc, now) &&
@@ -2886,13 +2886,13 @@ ex_mem_flush(void)
 {
 	struct exchange *ex = TAILQ_FIRST(&mem_waiters), *next;
 	size_t limit, n;
-	ev_tstamp now;
+	double now;
 
 	if (ex == NULL)
 		return;
 	limit = mem_limit(ex);
-	now = ev_now(ex_loop(ex));
-	ex_mem_evict(ex_loop(ex), limit);
+	now = mono_now();
+	ex_mem_evict(limit);
 	n = mem_chunks < limit ? limit - mem_chunks : 0;
 	for (int pass = 0; pass < 2; pass++)
 		for (ex = TAILQ_FIRST(&mem_waiters); ex != NULL && n > 0 &&

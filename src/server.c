@@ -247,7 +247,7 @@ generations_bound(struct quic_server *srv)
 	size_t excess = ngenerations > SERVER_CONFIGS_MAX ?
 	    ngenerations - SERVER_CONFIGS_MAX : 0;
 	uint64_t below = 0;	/* the generations with IDs under it go */
-	ev_tstamp now = ev_now(srv->loop);
+	double now = mono_now();
 
 	TAILQ_FOREACH(g, &generations, entry) {
 		if (excess == 0 || g == srv->gen)

@@ -35,14 +35,14 @@ def _buffers(q):
 
 
 def _private(qproxy_factory, backend_app, tmp_path, *extra, listener=(), backend=(),
-             more=()):
+             more=(), start=True):
     def make(port, c, k):
         s = _sections(c, k, port, backend_app.tcp_server, str(tmp_path / "s"),
                       retry="never", extra=list(extra))
         s[1][1].extend(listener)
         s[2][1].extend(backend)
         return s + list(more)
-    return qproxy_factory(sections=make)
+    return qproxy_factory(sections=make, start=start)
 
 
 def _hold(q, n):
@@ -1049,14 +1049,15 @@ _MIB = 1024 * 1024
 H3_REQUEST_REJECTED = "reset 0x10b"
 
 
-def _memory_limited(qproxy_factory, backend_app, tmp_path, *extra, backend=(), more=()):
+def _memory_limited(qproxy_factory, backend_app, tmp_path, *extra, backend=(), more=(),
+                    start=True):
     """An instance with response_buffer_total = 1m; idle_timeout and
     send_timeout long enough that they never end a test's clients, and
     shutdown_timeout short, for the streams of a client that left silently."""
     return _private(qproxy_factory, backend_app, tmp_path, ("response_buffer_total", "1m"),
                     ("response_buffer_size", "256k"), ("idle_timeout", "60s"),
                     ("send_timeout", "60s"), ("shutdown_timeout", "5s"), *extra,
-                    backend=backend, more=more)
+                    backend=backend, more=more, start=start)
 
 
 def _get(q, path):
@@ -1183,6 +1184,37 @@ def test_response_memory_limit_slows_readers_that_read(qproxy_factory, backend_a
     assert lim["reset_response_memory"] == 0, lim
     assert buf["response_peak_bytes"] <= _MIB + _RESPONSE_TOTAL_SLACK, buf
     wait_until(lambda: _buffers(q)["response_bytes"] == 0, "response memory given back", 10)
+
+
+def test_response_memory_readers_are_not_reset_for_a_step_of_the_wall_clock(
+        qproxy_factory, backend_app, tmp_path):
+    """As above, with two clients that share response memory, and qproxy's
+    wall clock stepped an hour ahead while they download: a connection's
+    turnover (how long it takes to empty what it holds, EX_EVICT_AGE) was
+    timed on ev_now, which follows the wall clock, so after the step the
+    first connection holding memory counted as slow and lost streams to
+    the other one's waiting ones."""
+    q = _memory_limited(qproxy_factory, backend_app, tmp_path, start=False)
+    clock = preload_clock(q, str(tmp_path / "clock"))
+    q.start()
+    n = 2 * 1000 * 1000
+    got = []
+    # each on a 2 MB/s link: 6 s for 12 MB, a turnover well under 5 s
+    with Relay(q.port, seed=12, s2c=Faults(rate=2 * 1000 * 1000, queue_ms=100)) as a, \
+            Relay(q.port, seed=13, s2c=Faults(rate=2 * 1000 * 1000, queue_ms=100)) as b:
+        clients = [threading.Thread(target=lambda r=r: got.append(h3raw(
+            r.port, _get(q, "/app/bytes/%d" % n), count=6, timeout=40 * SLOW)))
+            for r in (a, b)]
+        for t in clients:
+            t.start()
+        wait_until(lambda: _limits(q)["response_memory_waits"] >= 1,
+                   "streams waiting for memory", 10 * SLOW)
+        time.sleep(1)
+        clock(3600)
+        for t in clients:
+            t.join()
+    assert [r.outcomes for r in got] == [["status 200 body %d" % n] * 6] * 2, got
+    assert _limits(q)["reset_response_memory"] == 0, _limits(q)
 
 
 def test_response_memory_keeps_a_trickling_response(qproxy_factory, backend_app, tmp_path):
