@@ -56,6 +56,7 @@ struct udp_sock {
 	size_t			 nconns;
 	uint64_t		 conns_total;	/* accepted on this address */
 	bool			 reading;	/* in its read callback */
+	size_t			 rx_largest;	/* message read of late */
 	LIST_ENTRY(udp_sock)	 entry;
 };
 

@@ -639,6 +639,49 @@ def test_gro_splits_a_coalesced_train(qp):
     assert after["version_negotiations"] - before["version_negotiations"] == n
 
 
+def test_a_backlog_of_trains_is_read_a_budget_at_a_time(qproxy_factory, backend_app):
+    """Trains (GSO sent, GRO received) left waiting while qproxy was off the
+    CPU are read about 256 KiB at a time, not 16 at once (up to 1 MiB):
+    what a read brought is handled and written on before the next, while it
+    is still in the CPU's caches. The guess of a message's size comes from
+    the reads before, so a first train comes alone."""
+    q = qproxy_factory(backend_server=backend_app.tcp_server)
+    udp_segment = 103                   # from linux/udp.h
+    size, per, n = 1400, 40, 32         # 56,000 bytes a train
+
+    def train():
+        # 1-RTT packets of no connection: counted, and dropped
+        return b"".join(bytes([0x40]) + os.urandom(size - 1) for _ in range(per))
+
+    def received():
+        return stats(q)["udp"]["datagrams_received"]
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+
+        def send():
+            s.sendmsg([train()], [(socket.IPPROTO_UDP, udp_segment,
+                                   struct.pack("H", size))], 0, ("127.0.0.1", q.port))
+
+        before = received()
+        send()
+        wait_until(lambda: received() - before == per, "the first train", 10)
+        first = stats(q)["udp"]
+        q.signal(signal.SIGSTOP)
+        try:
+            for _ in range(n):
+                send()
+        finally:
+            q.signal(signal.SIGCONT)
+    wait_until(lambda: received() - before == per * (n + 1), "the trains", 10)
+    after = stats(q)["udp"]
+    assert after["gro_datagrams"] - first["gro_datagrams"] == per * n, after
+    reads = after["recv_batches"] - first["recv_batches"]
+    # at most 4 trains a read (224,000 bytes): 8 reads or more; 16 a read
+    # made 2
+    assert reads >= n // 4, (reads, after)
+
+
 def _resumable(q, tmp_path, path="/app/bytes/1"):
     """A first connection that leaves a session ticket and transport
     parameters behind for the next one."""
