@@ -19,6 +19,7 @@
 
 #include "config.h"
 #include "file.h"
+#include "gcm.h"
 #include "log.h"
 #include "replay.h"
 #include "stats.h"
@@ -995,11 +996,31 @@ tls_aead_encrypt(uint8_t *dest, const ngtcp2_crypto_aead *aead,
 	if (aes == NULL)
 		return ngtcp2_crypto_encrypt_cb(dest, aead, aead_ctx, plaintext,
 		    plaintextlen, nonce, noncelen, aad, aadlen);
+	/* four blocks per instruction where the CPU can (gcm.c) */
+	if (noncelen == GCM_NONCE_LEN && gcm_seal(aes, dest, plaintext,
+	    plaintextlen, nonce, aad, aadlen))
+		return 0;
 	if (wc_AesGcmEncrypt(aes, dest, plaintext, (word32)plaintextlen,
 	    nonce, (word32)noncelen, dest + plaintextlen, AES_BLOCK_SIZE, aad,
 	    (word32)aadlen) != 0)
 		return NGTCP2_ERR_CALLBACK_FAILURE;
 	return 0;
+}
+
+/*
+ * ngtcp2's deletion of a packet protection key, which first has gcm.c
+ * wipe its copy of it.
+ */
+void
+tls_aead_ctx_delete(ngtcp2_conn *conn, ngtcp2_crypto_aead_ctx *aead_ctx,
+    void *user_data)
+{
+	Aes *aes;
+
+	if (aead_ctx->native_handle != NULL &&
+	    (aes = gcm_key(aead_ctx)) != NULL)
+		gcm_forget(aes);
+	ngtcp2_crypto_delete_crypto_aead_ctx_cb(conn, aead_ctx, user_data);
 }
 
 int

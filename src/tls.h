@@ -121,6 +121,8 @@ int		 tls_aead_encrypt(uint8_t *, const ngtcp2_crypto_aead *,
 int		 tls_aead_decrypt(uint8_t *, const ngtcp2_crypto_aead *,
 		    const ngtcp2_crypto_aead_ctx *, const uint8_t *, size_t,
 		    const uint8_t *, size_t, const uint8_t *, size_t);
+void		 tls_aead_ctx_delete(ngtcp2_conn *, ngtcp2_crypto_aead_ctx *,
+		    void *);
 int		 tls_hp_mask(uint8_t *, const ngtcp2_crypto_cipher *,
 		    const ngtcp2_crypto_cipher_ctx *, const uint8_t *);
 

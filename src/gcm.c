@@ -1,0 +1,399 @@
+/*
+ * gcm.c: AES-GCM sealing of packets with VAES and VPCLMULQDQ (AVX-512).
+ *
+ * AES-GCM is about a quarter of the CPU of a download: every packet is
+ * sealed once. wolfSSL 5.7.2's fastest path (AVX2) works one 128-bit block
+ * per instruction and works out the powers of the hash key again for each
+ * message; on a CPU with VAES and VPCLMULQDQ, four blocks go through each
+ * instruction, and the powers are worked out once per key. Only sealing:
+ * what qproxy opens is mostly ACKs, a few dozen bytes each.
+ *
+ * GHASH is done on byte-reversed blocks, so that a block read as a
+ * little-endian 128-bit integer has the coefficient of x^(127-j) at bit j
+ * (SP 800-38D's bit order); a carry-less product of two of them then has
+ * that of x^(254-m) at bit m. A packet's blocks (AAD, ciphertext,
+ * lengths: n of them) are each multiplied by their own power of H, worked
+ * out once per key, and the sum is reduced once: B1 H^n + B2 H^(n-1) + ...
+ * + Bn H, GHASH's Horner form multiplied out. A longer message is left to
+ * wolfSSL.
+ */
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "gcm.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+
+#include <cpuid.h>
+#include <immintrin.h>
+
+#define GCM_CACHE	16	/* keys remembered: a few per connection */
+#define GCM_TARGET	__attribute__((target("avx512f,avx512bw,avx512vl," \
+			    "vaes,vpclmulqdq,aes,pclmul,ssse3,sse4.1")))
+
+/*
+ * A key wolfSSL expanded, as this code uses it, and the powers of its hash
+ * key: kept while the key is in use, wiped when it is deleted (gcm_forget),
+ * so that a past connection's keys do not outlive it here.
+ */
+struct gcm_key {
+	const Aes	*aes;		/* where wolfSSL keeps it */
+	uint8_t		 head[32];	/* its first round keys: the key */
+	uint32_t	 rounds;
+	bool		 usable;	/* the schedule proved to be AES-NI's */
+	__m128i		 rk[15];
+	__m128i		 pow[GCM_RUN_BLOCKS];	/* H^(GCM_RUN_BLOCKS - i) */
+};
+
+static struct gcm_key cache[GCM_CACHE];
+static int have_vaes = -1;
+
+/*
+ * CPUID and the OS's saving of the AVX-512 registers (XCR0's opmask and
+ * ZMM state); compilers' __builtin_cpu_supports does not know VAES in all
+ * the versions that build this.
+ */
+static bool
+cpu_has_vaes(void)
+{
+	unsigned int a, b, c, d, xlo, xhi;
+
+	if (!__get_cpuid(1, &a, &b, &c, &d) ||
+	    !(c & bit_OSXSAVE) || !(c & bit_AES) || !(c & bit_PCLMUL))
+		return false;
+	__asm__ volatile ("xgetbv" : "=a" (xlo), "=d" (xhi) : "c" (0));
+	if ((xlo & 0xe6) != 0xe6)
+		return false;
+	if (!__get_cpuid_count(7, 0, &a, &b, &c, &d))
+		return false;
+	return (b & bit_AVX512F) && (b & bit_AVX512BW) &&
+	    (b & bit_AVX512VL) && (c & bit_VAES) && (c & bit_VPCLMULQDQ);
+}
+
+static struct gcm_key *
+slot(const Aes *aes)
+{
+	uintptr_t p = (uintptr_t)aes;
+
+	return &cache[((p >> 4) ^ (p >> 12)) % GCM_CACHE];
+}
+
+GCM_TARGET static inline __m128i
+bswap128(__m128i x)
+{
+	return _mm_shuffle_epi8(x, _mm_set_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8,
+	    9, 10, 11, 12, 13, 14, 15));
+}
+
+/*
+ * The product [hi:lo] (bit m: x^(254-m)) modulo x^128 + x^7 + x^2 + x + 1.
+ * Shifted left by one, bit n holds x^(255-n): the upper half is then the
+ * part of degree below 128, and the lower half E the part of degree
+ * 128 and up, divided by x^128, as a field element. x^128 = x^7 + x^2 +
+ * x + 1, and multiplying by x^k is a right shift by k here; the bits
+ * shifted out (E's low ones, times x^128) fold back the same way through
+ * the left shifts by 127, 126 and 121 (into the top word only).
+ */
+GCM_TARGET static inline __m128i
+gf_reduce(__m128i lo, __m128i hi)
+{
+	__m128i c, y, z, s;
+
+	c = _mm_srli_epi64(lo, 63);
+	y = _mm_srli_epi64(hi, 63);
+	lo = _mm_or_si128(_mm_slli_epi64(lo, 1), _mm_slli_si128(c, 8));
+	hi = _mm_or_si128(_mm_or_si128(_mm_slli_epi64(hi, 1),
+	    _mm_slli_si128(y, 8)), _mm_srli_si128(c, 8));
+
+	y = _mm_slli_si128(lo, 8);
+	z = _mm_xor_si128(lo, _mm_xor_si128(_mm_slli_epi64(y, 63),
+	    _mm_xor_si128(_mm_slli_epi64(y, 62), _mm_slli_epi64(y, 57))));
+	s = _mm_srli_si128(z, 8);
+	hi = _mm_xor_si128(hi, z);
+	hi = _mm_xor_si128(hi, _mm_xor_si128(_mm_srli_epi64(z, 1),
+	    _mm_slli_epi64(s, 63)));
+	hi = _mm_xor_si128(hi, _mm_xor_si128(_mm_srli_epi64(z, 2),
+	    _mm_slli_epi64(s, 62)));
+	hi = _mm_xor_si128(hi, _mm_xor_si128(_mm_srli_epi64(z, 7),
+	    _mm_slli_epi64(s, 57)));
+	return hi;
+}
+
+GCM_TARGET static __m128i
+gf_mul(__m128i a, __m128i b)
+{
+	__m128i ll, hh, mid;
+
+	ll = _mm_clmulepi64_si128(a, b, 0x00);
+	hh = _mm_clmulepi64_si128(a, b, 0x11);
+	mid = _mm_xor_si128(_mm_clmulepi64_si128(a, b, 0x01),
+	    _mm_clmulepi64_si128(a, b, 0x10));
+	return gf_reduce(_mm_xor_si128(ll, _mm_slli_si128(mid, 8)),
+	    _mm_xor_si128(hh, _mm_srli_si128(mid, 8)));
+}
+
+GCM_TARGET static __m128i
+aes_block(const struct gcm_key *k, __m128i x)
+{
+	uint32_t r;
+
+	x = _mm_xor_si128(x, k->rk[0]);
+	for (r = 1; r < k->rounds; r++)
+		x = _mm_aesenc_si128(x, k->rk[r]);
+	return _mm_aesenclast_si128(x, k->rk[k->rounds]);
+}
+
+/*
+ * The key of aes, from the cache or expanded into it. wolfSSL's schedule
+ * is used as it is when it encrypts a block as wolfSSL does (its AES-NI
+ * layout); a key that does not is remembered as unusable.
+ */
+GCM_TARGET static const struct gcm_key *
+key_lookup(Aes *aes)
+{
+	struct gcm_key *k = slot(aes);
+	uint8_t zero[16] = { 0 }, want[16], got[16];
+	__m128i h;
+	int i;
+
+	if (k->aes == aes && k->rounds == aes->rounds &&
+	    memcmp(k->head, aes->key, sizeof(k->head)) == 0)
+		return k->usable ? k : NULL;
+	k->aes = aes;
+	k->rounds = aes->rounds;
+	memcpy(k->head, aes->key, sizeof(k->head));
+	k->usable = false;
+	if (k->rounds != 10 && k->rounds != 12 && k->rounds != 14)
+		return NULL;
+	for (i = 0; i <= (int)k->rounds; i++)
+		k->rk[i] = _mm_loadu_si128((const __m128i *)
+		    ((const uint8_t *)aes->key + 16 * i));
+	h = aes_block(k, _mm_setzero_si128());
+	_mm_storeu_si128((__m128i *)got, h);
+	if (wc_AesEncryptDirect(aes, want, zero) != 0 ||
+	    memcmp(got, want, sizeof(got)) != 0)
+		return NULL;
+	h = bswap128(h);
+	k->pow[GCM_RUN_BLOCKS - 1] = h;
+	for (i = GCM_RUN_BLOCKS - 2; i >= 0; i--)
+		k->pow[i] = gf_mul(k->pow[i + 1], h);
+	k->usable = true;
+	return k;
+}
+
+GCM_TARGET static inline __m128i
+fold(__m512i v)
+{
+	__m256i a;
+
+	a = _mm256_xor_si256(_mm512_extracti64x4_epi64(v, 0),
+	    _mm512_extracti64x4_epi64(v, 1));
+	return _mm_xor_si128(_mm256_extracti128_si256(a, 0),
+	    _mm256_extracti128_si256(a, 1));
+}
+
+/* Four counter blocks through AES, four lanes per instruction. */
+#define AES4(v, rkz, rounds) do {					\
+	uint32_t r_;							\
+	(v) = _mm512_xor_si512((v), (rkz)[0]);				\
+	for (r_ = 1; r_ < (rounds); r_++)				\
+		(v) = _mm512_aesenc_epi128((v), (rkz)[r_]);		\
+	(v) = _mm512_aesenclast_epi128((v), (rkz)[rounds]);		\
+} while (0)
+
+GCM_TARGET static inline void
+mul4(__m512i d, __m512i h, __m512i *ll, __m512i *hh, __m512i *mid)
+{
+	*ll = _mm512_xor_si512(*ll, _mm512_clmulepi64_epi128(d, h, 0x00));
+	*hh = _mm512_xor_si512(*hh, _mm512_clmulepi64_epi128(d, h, 0x11));
+	*mid = _mm512_ternarylogic_epi64(*mid,
+	    _mm512_clmulepi64_epi128(d, h, 0x01),
+	    _mm512_clmulepi64_epi128(d, h, 0x10), 0x96);
+}
+
+/*
+ * A message whose GHASH (AAD, ciphertext, lengths: nblocks blocks) is one
+ * run: each 256 bytes of ciphertext is hashed as soon as it is made, while
+ * the next goes through AES (different execution units), and all is
+ * reduced once.
+ */
+GCM_TARGET static void
+seal_run(const struct gcm_key *k, uint8_t *dest, const uint8_t *plain,
+    size_t len, const uint8_t *nonce, const uint8_t *aad, size_t aadlen,
+    size_t nblocks)
+{
+	const __m512i rev = _mm512_broadcast_i32x4(_mm_set_epi8(0, 1, 2, 3,
+	    4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+	const __m512i swap = _mm512_broadcast_i32x4(_mm_set_epi8(12, 13, 14,
+	    15, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0));
+	const __m512i four = _mm512_set_epi32(4, 0, 0, 0, 4, 0, 0, 0,
+	    4, 0, 0, 0, 4, 0, 0, 0);
+	const __m128i *pw = k->pow + (GCM_RUN_BLOCKS - nblocks);
+	__m512i rkz[15], c, c1, c2, c3, v0, v1, v2, v3, ll, hh, mid;
+	__m128i t, x, l, u, m, lens;
+	uint32_t r;
+	size_t off, left, nb;
+	__mmask64 bm;
+	__mmask8 qm;
+
+	for (r = 0; r <= k->rounds; r++)
+		rkz[r] = _mm512_broadcast_i32x4(k->rk[r]);
+	/*
+	 * In registers (a block stored in parts and loaded whole stalls),
+	 * and the tag's block first, its rounds beside the AAD's hashing.
+	 */
+	t = _mm_maskz_loadu_epi32(0x7, nonce);
+	c = _mm512_add_epi32(_mm512_broadcast_i32x4(_mm_insert_epi32(t, 2,
+	    3)), _mm512_set_epi32(3, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0,
+	    0, 0, 0, 0));
+	t = aes_block(k, _mm_insert_epi32(t, 0x01000000, 3));
+	ll = hh = mid = _mm512_setzero_si512();
+	for (off = 0; off < aadlen; off += 64) {
+		left = aadlen - off;
+		bm = left >= 64 ? ~(__mmask64)0 : ((__mmask64)1 << left) - 1;
+		nb = left >= 64 ? 4 : (left + 15) / 16;
+		qm = (__mmask8)((1u << (2 * nb)) - 1);
+		mul4(_mm512_shuffle_epi8(_mm512_maskz_loadu_epi8(bm, aad + off),
+		    rev), _mm512_maskz_loadu_epi64(qm, pw), &ll, &hh, &mid);
+		pw += nb;
+	}
+	for (off = 0; len - off >= 256; off += 256) {
+		c1 = _mm512_add_epi32(c, four);
+		c2 = _mm512_add_epi32(c1, four);
+		c3 = _mm512_add_epi32(c2, four);
+		v0 = _mm512_xor_si512(_mm512_shuffle_epi8(c, swap), rkz[0]);
+		v1 = _mm512_xor_si512(_mm512_shuffle_epi8(c1, swap), rkz[0]);
+		v2 = _mm512_xor_si512(_mm512_shuffle_epi8(c2, swap), rkz[0]);
+		v3 = _mm512_xor_si512(_mm512_shuffle_epi8(c3, swap), rkz[0]);
+		c = _mm512_add_epi32(c3, four);
+		for (r = 1; r < k->rounds; r++) {
+			v0 = _mm512_aesenc_epi128(v0, rkz[r]);
+			v1 = _mm512_aesenc_epi128(v1, rkz[r]);
+			v2 = _mm512_aesenc_epi128(v2, rkz[r]);
+			v3 = _mm512_aesenc_epi128(v3, rkz[r]);
+		}
+		v0 = _mm512_xor_si512(_mm512_aesenclast_epi128(v0,
+		    rkz[k->rounds]), _mm512_loadu_si512(plain + off));
+		v1 = _mm512_xor_si512(_mm512_aesenclast_epi128(v1,
+		    rkz[k->rounds]), _mm512_loadu_si512(plain + off + 64));
+		v2 = _mm512_xor_si512(_mm512_aesenclast_epi128(v2,
+		    rkz[k->rounds]), _mm512_loadu_si512(plain + off + 128));
+		v3 = _mm512_xor_si512(_mm512_aesenclast_epi128(v3,
+		    rkz[k->rounds]), _mm512_loadu_si512(plain + off + 192));
+		_mm512_storeu_si512(dest + off, v0);
+		_mm512_storeu_si512(dest + off + 64, v1);
+		_mm512_storeu_si512(dest + off + 128, v2);
+		_mm512_storeu_si512(dest + off + 192, v3);
+		mul4(_mm512_shuffle_epi8(v0, rev), _mm512_loadu_si512(pw),
+		    &ll, &hh, &mid);
+		mul4(_mm512_shuffle_epi8(v1, rev), _mm512_loadu_si512(pw + 4),
+		    &ll, &hh, &mid);
+		mul4(_mm512_shuffle_epi8(v2, rev), _mm512_loadu_si512(pw + 8),
+		    &ll, &hh, &mid);
+		mul4(_mm512_shuffle_epi8(v3, rev), _mm512_loadu_si512(pw + 12),
+		    &ll, &hh, &mid);
+		pw += 16;
+	}
+	for (; off < len; off += 64) {
+		left = len - off;
+		bm = left >= 64 ? ~(__mmask64)0 : ((__mmask64)1 << left) - 1;
+		nb = left >= 64 ? 4 : (left + 15) / 16;
+		qm = (__mmask8)((1u << (2 * nb)) - 1);
+		v0 = _mm512_shuffle_epi8(c, swap);
+		c = _mm512_add_epi32(c, four);
+		AES4(v0, rkz, k->rounds);
+		/* the bytes past the end hashed as zeros */
+		v0 = _mm512_maskz_mov_epi8(bm, _mm512_xor_si512(v0,
+		    _mm512_maskz_loadu_epi8(bm, plain + off)));
+		_mm512_mask_storeu_epi8(dest + off, bm, v0);
+		mul4(_mm512_shuffle_epi8(v0, rev),
+		    _mm512_maskz_loadu_epi64(qm, pw), &ll, &hh, &mid);
+		pw += nb;
+	}
+	/* the lengths in bits, two big-endian words, byte-reversed; pw is H */
+	lens = _mm_set_epi64x((long long)aadlen * 8, (long long)len * 8);
+	l = _mm_xor_si128(fold(ll), _mm_clmulepi64_si128(lens, *pw, 0x00));
+	u = _mm_xor_si128(fold(hh), _mm_clmulepi64_si128(lens, *pw, 0x11));
+	m = _mm_xor_si128(fold(mid), _mm_xor_si128(
+	    _mm_clmulepi64_si128(lens, *pw, 0x01),
+	    _mm_clmulepi64_si128(lens, *pw, 0x10)));
+	x = gf_reduce(_mm_xor_si128(l, _mm_slli_si128(m, 8)),
+	    _mm_xor_si128(u, _mm_srli_si128(m, 8)));
+	_mm_storeu_si128((__m128i *)(dest + len),
+	    _mm_xor_si128(t, bswap128(x)));
+}
+
+bool
+gcm_available(void)
+{
+	if (have_vaes < 0)
+		have_vaes = cpu_has_vaes();
+	return have_vaes;
+}
+
+bool
+gcm_seal(Aes *aes, uint8_t *dest, const uint8_t *plain, size_t len,
+    const uint8_t *nonce, const uint8_t *aad, size_t aadlen)
+{
+	const struct gcm_key *k;
+	size_t nblocks;
+
+	if (!gcm_available())
+		return false;
+	/* a packet's GHASH is one run (the caller's packets fit) */
+	nblocks = (aadlen + 15) / 16 + (len + 15) / 16 + 1;
+	if (nblocks > GCM_RUN_BLOCKS || (k = key_lookup(aes)) == NULL)
+		return false;
+	seal_run(k, dest, plain, len, nonce, aad, aadlen, nblocks);
+	return true;
+}
+
+void
+gcm_forget(const Aes *aes)
+{
+	struct gcm_key *k = slot(aes);
+
+	if (k->aes == aes)
+		explicit_bzero(k, sizeof(*k));
+}
+
+size_t
+gcm_cached(void)
+{
+	size_t i, n = 0;
+
+	for (i = 0; i < GCM_CACHE; i++)
+		if (cache[i].usable)
+			n++;
+	return n;
+}
+
+#else
+
+bool
+gcm_available(void)
+{
+	return false;
+}
+
+void
+gcm_forget(const Aes *aes)
+{
+}
+
+size_t
+gcm_cached(void)
+{
+	return 0;
+}
+
+bool
+gcm_seal(Aes *aes, uint8_t *dest, const uint8_t *plain, size_t len,
+    const uint8_t *nonce, const uint8_t *aad, size_t aadlen)
+{
+	return false;
+}
+
+#endif

@@ -1,0 +1,38 @@
+/* gcm.h: AES-GCM sealing with VAES and VPCLMULQDQ, where the CPU has them. */
+#ifndef QPROXY_GCM_H
+#define QPROXY_GCM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <wolfssl/options.h>
+#include <wolfssl/wolfcrypt/aes.h>
+
+/* The only nonce length taken: RFC 9001 5.3's, and TLS 1.3's. */
+#define GCM_NONCE_LEN	12
+
+/*
+ * The most blocks of AAD, plaintext and lengths (16 bytes each, the last
+ * of AAD and of plaintext padded) a message may have for this path. A
+ * QUIC packet of 1,452 bytes has 93 or fewer.
+ */
+#define GCM_RUN_BLOCKS	96
+
+/*
+ * Encrypts len bytes of plain into dest (which may be plain) under aes, a
+ * key wolfSSL set up for GCM, with a nonce of GCM_NONCE_LEN bytes, and writes the 16-byte
+ * tag at dest + len: what wc_AesGcmEncrypt does. false, with nothing
+ * written, when this CPU, key or length cannot take this path: the caller
+ * then asks wolfSSL.
+ */
+bool	gcm_seal(Aes *aes, uint8_t *dest, const uint8_t *plain, size_t len,
+	    const uint8_t *nonce, const uint8_t *aad, size_t aadlen);
+/* Whether this CPU (and OS) can take gcm_seal's path at all. */
+bool	gcm_available(void);
+/* Wipes what gcm_seal keeps of aes's key: call it before aes goes. */
+void	gcm_forget(const Aes *aes);
+/* How many keys gcm_seal keeps now (for the tests). */
+size_t	gcm_cached(void);
+
+#endif
