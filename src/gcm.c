@@ -1,12 +1,12 @@
 /*
- * gcm.c: AES-GCM sealing of packets with VAES and VPCLMULQDQ (AVX-512).
+ * gcm.c: AES-GCM of packets with VAES and VPCLMULQDQ (AVX-512).
  *
- * AES-GCM is about a quarter of the CPU of a download: every packet is
- * sealed once. wolfSSL 5.7.2's fastest path (AVX2) works one 128-bit block
- * per instruction and works out the powers of the hash key again for each
- * message; on a CPU with VAES and VPCLMULQDQ, four blocks go through each
- * instruction, and the powers are worked out once per key. Only sealing:
- * what qproxy opens is mostly ACKs, a few dozen bytes each.
+ * AES-GCM is about a quarter of the CPU of a download (every packet
+ * sealed) and of an upload (every packet opened). wolfSSL 5.7.2's fastest
+ * path (AVX2) works one 128-bit block per instruction and works out the
+ * powers of the hash key again for each message; on a CPU with VAES and
+ * VPCLMULQDQ, four blocks go through each instruction, and the powers are
+ * worked out once per key.
  *
  * GHASH is done on byte-reversed blocks, so that a block read as a
  * little-endian 128-bit integer has the coefficient of x^(127-j) at bit j
@@ -214,15 +214,17 @@ mul4(__m512i d, __m512i h, __m512i *ll, __m512i *hh, __m512i *mid)
 }
 
 /*
- * A message whose GHASH (AAD, ciphertext, lengths: nblocks blocks) is one
- * run: each 256 bytes of ciphertext is hashed as soon as it is made, while
- * the next goes through AES (different execution units), and all is
- * reduced once.
+ * CTR and GHASH of a message whose GHASH (AAD, ciphertext, lengths:
+ * nblocks blocks) is one run: each 256 bytes of ciphertext is hashed as
+ * soon as it is made or read, while the next goes through AES (different
+ * execution units), and all is reduced once. Returns the tag. open: src is
+ * the ciphertext (hashed as read), else the plaintext. Inlined into its
+ * two callers, so that open is a constant in each.
  */
-GCM_TARGET static void
-seal_run(const struct gcm_key *k, uint8_t *dest, const uint8_t *plain,
+GCM_TARGET static inline __attribute__((always_inline)) __m128i
+crypt_run(const struct gcm_key *k, uint8_t *dest, const uint8_t *src,
     size_t len, const uint8_t *nonce, const uint8_t *aad, size_t aadlen,
-    size_t nblocks)
+    size_t nblocks, bool open)
 {
 	const __m512i rev = _mm512_broadcast_i32x4(_mm_set_epi8(0, 1, 2, 3,
 	    4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
@@ -231,7 +233,8 @@ seal_run(const struct gcm_key *k, uint8_t *dest, const uint8_t *plain,
 	const __m512i four = _mm512_set_epi32(4, 0, 0, 0, 4, 0, 0, 0,
 	    4, 0, 0, 0, 4, 0, 0, 0);
 	const __m128i *pw = k->pow + (GCM_RUN_BLOCKS - nblocks);
-	__m512i rkz[15], c, c1, c2, c3, v0, v1, v2, v3, ll, hh, mid;
+	__m512i rkz[15], c, c1, c2, c3, v0, v1, v2, v3, s0, s1, s2, s3;
+	__m512i ll, hh, mid;
 	__m128i t, x, l, u, m, lens;
 	uint32_t r;
 	size_t off, left, nb;
@@ -274,26 +277,30 @@ seal_run(const struct gcm_key *k, uint8_t *dest, const uint8_t *plain,
 			v2 = _mm512_aesenc_epi128(v2, rkz[r]);
 			v3 = _mm512_aesenc_epi128(v3, rkz[r]);
 		}
+		s0 = _mm512_loadu_si512(src + off);
+		s1 = _mm512_loadu_si512(src + off + 64);
+		s2 = _mm512_loadu_si512(src + off + 128);
+		s3 = _mm512_loadu_si512(src + off + 192);
 		v0 = _mm512_xor_si512(_mm512_aesenclast_epi128(v0,
-		    rkz[k->rounds]), _mm512_loadu_si512(plain + off));
+		    rkz[k->rounds]), s0);
 		v1 = _mm512_xor_si512(_mm512_aesenclast_epi128(v1,
-		    rkz[k->rounds]), _mm512_loadu_si512(plain + off + 64));
+		    rkz[k->rounds]), s1);
 		v2 = _mm512_xor_si512(_mm512_aesenclast_epi128(v2,
-		    rkz[k->rounds]), _mm512_loadu_si512(plain + off + 128));
+		    rkz[k->rounds]), s2);
 		v3 = _mm512_xor_si512(_mm512_aesenclast_epi128(v3,
-		    rkz[k->rounds]), _mm512_loadu_si512(plain + off + 192));
+		    rkz[k->rounds]), s3);
 		_mm512_storeu_si512(dest + off, v0);
 		_mm512_storeu_si512(dest + off + 64, v1);
 		_mm512_storeu_si512(dest + off + 128, v2);
 		_mm512_storeu_si512(dest + off + 192, v3);
-		mul4(_mm512_shuffle_epi8(v0, rev), _mm512_loadu_si512(pw),
-		    &ll, &hh, &mid);
-		mul4(_mm512_shuffle_epi8(v1, rev), _mm512_loadu_si512(pw + 4),
-		    &ll, &hh, &mid);
-		mul4(_mm512_shuffle_epi8(v2, rev), _mm512_loadu_si512(pw + 8),
-		    &ll, &hh, &mid);
-		mul4(_mm512_shuffle_epi8(v3, rev), _mm512_loadu_si512(pw + 12),
-		    &ll, &hh, &mid);
+		mul4(_mm512_shuffle_epi8(open ? s0 : v0, rev),
+		    _mm512_loadu_si512(pw), &ll, &hh, &mid);
+		mul4(_mm512_shuffle_epi8(open ? s1 : v1, rev),
+		    _mm512_loadu_si512(pw + 4), &ll, &hh, &mid);
+		mul4(_mm512_shuffle_epi8(open ? s2 : v2, rev),
+		    _mm512_loadu_si512(pw + 8), &ll, &hh, &mid);
+		mul4(_mm512_shuffle_epi8(open ? s3 : v3, rev),
+		    _mm512_loadu_si512(pw + 12), &ll, &hh, &mid);
 		pw += 16;
 	}
 	for (; off < len; off += 64) {
@@ -305,10 +312,10 @@ seal_run(const struct gcm_key *k, uint8_t *dest, const uint8_t *plain,
 		c = _mm512_add_epi32(c, four);
 		AES4(v0, rkz, k->rounds);
 		/* the bytes past the end hashed as zeros */
-		v0 = _mm512_maskz_mov_epi8(bm, _mm512_xor_si512(v0,
-		    _mm512_maskz_loadu_epi8(bm, plain + off)));
+		s0 = _mm512_maskz_loadu_epi8(bm, src + off);
+		v0 = _mm512_maskz_mov_epi8(bm, _mm512_xor_si512(v0, s0));
 		_mm512_mask_storeu_epi8(dest + off, bm, v0);
-		mul4(_mm512_shuffle_epi8(v0, rev),
+		mul4(_mm512_shuffle_epi8(open ? s0 : v0, rev),
 		    _mm512_maskz_loadu_epi64(qm, pw), &ll, &hh, &mid);
 		pw += nb;
 	}
@@ -321,8 +328,30 @@ seal_run(const struct gcm_key *k, uint8_t *dest, const uint8_t *plain,
 	    _mm_clmulepi64_si128(lens, *pw, 0x10)));
 	x = gf_reduce(_mm_xor_si128(l, _mm_slli_si128(m, 8)),
 	    _mm_xor_si128(u, _mm_srli_si128(m, 8)));
-	_mm_storeu_si128((__m128i *)(dest + len),
-	    _mm_xor_si128(t, bswap128(x)));
+	return _mm_xor_si128(t, bswap128(x));
+}
+
+GCM_TARGET static void
+seal_run(const struct gcm_key *k, uint8_t *dest, const uint8_t *plain,
+    size_t len, const uint8_t *nonce, const uint8_t *aad, size_t aadlen,
+    size_t nblocks)
+{
+	_mm_storeu_si128((__m128i *)(dest + len), crypt_run(k, dest, plain,
+	    len, nonce, aad, aadlen, nblocks, false));
+}
+
+/* Whether the tag after the len bytes of ciphertext at src matches. */
+GCM_TARGET static bool
+open_run(const struct gcm_key *k, uint8_t *dest, const uint8_t *src,
+    size_t len, const uint8_t *nonce, const uint8_t *aad, size_t aadlen,
+    size_t nblocks)
+{
+	__m128i d;
+
+	d = _mm_xor_si128(crypt_run(k, dest, src, len, nonce, aad, aadlen,
+	    nblocks, true), _mm_loadu_si128((const __m128i *)(src + len)));
+	/* one test of all 128 bits: no early exit to time */
+	return _mm_testz_si128(d, d);
 }
 
 bool
@@ -348,6 +377,25 @@ gcm_seal(Aes *aes, uint8_t *dest, const uint8_t *plain, size_t len,
 		return false;
 	seal_run(k, dest, plain, len, nonce, aad, aadlen, nblocks);
 	return true;
+}
+
+int
+gcm_open(Aes *aes, uint8_t *dest, const uint8_t *ciphertext, size_t len,
+    const uint8_t *nonce, const uint8_t *aad, size_t aadlen)
+{
+	const struct gcm_key *k;
+	size_t nblocks;
+
+	if (!gcm_available())
+		return -1;
+	nblocks = (aadlen + 15) / 16 + (len + 15) / 16 + 1;
+	if (nblocks > GCM_RUN_BLOCKS || (k = key_lookup(aes)) == NULL)
+		return -1;
+	if (open_run(k, dest, ciphertext, len, nonce, aad, aadlen, nblocks))
+		return 1;
+	/* decrypted before it was checked: none of it may be used */
+	explicit_bzero(dest, len);
+	return 0;
 }
 
 void
@@ -376,6 +424,13 @@ bool
 gcm_available(void)
 {
 	return false;
+}
+
+int
+gcm_open(Aes *aes, uint8_t *dest, const uint8_t *ciphertext, size_t len,
+    const uint8_t *nonce, const uint8_t *aad, size_t aadlen)
+{
+	return -1;
 }
 
 void

@@ -1,4 +1,4 @@
-/* gcm.h: AES-GCM sealing with VAES and VPCLMULQDQ, where the CPU has them. */
+/* gcm.h: AES-GCM with VAES and VPCLMULQDQ, where the CPU has them. */
 #ifndef QPROXY_GCM_H
 #define QPROXY_GCM_H
 
@@ -28,6 +28,15 @@
  */
 bool	gcm_seal(Aes *aes, uint8_t *dest, const uint8_t *plain, size_t len,
 	    const uint8_t *nonce, const uint8_t *aad, size_t aadlen);
+/*
+ * Decrypts len bytes of ciphertext, followed by its 16-byte tag, into dest
+ * (which may be ciphertext): 1 when the tag matches, 0 when it does not
+ * (dest then zeroed), -1 when this path cannot take it (nothing written;
+ * the caller then asks wolfSSL).
+ */
+int	gcm_open(Aes *aes, uint8_t *dest, const uint8_t *ciphertext,
+	    size_t len, const uint8_t *nonce, const uint8_t *aad,
+	    size_t aadlen);
 /* Whether this CPU (and OS) can take gcm_seal's path at all. */
 bool	gcm_available(void);
 /* Wipes what gcm_seal keeps of aes's key: call it before aes goes. */

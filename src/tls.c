@@ -1031,6 +1031,7 @@ tls_aead_decrypt(uint8_t *dest, const ngtcp2_crypto_aead *aead,
 {
 	Aes *aes = gcm_key(aead_ctx);
 	size_t len;
+	int rv;
 
 	if (aes == NULL)
 		return ngtcp2_crypto_decrypt_cb(dest, aead, aead_ctx,
@@ -1039,6 +1040,9 @@ tls_aead_decrypt(uint8_t *dest, const ngtcp2_crypto_aead *aead,
 		return NGTCP2_ERR_DECRYPT;
 	len = ciphertextlen - AES_BLOCK_SIZE;
 	/* a packet that does not authenticate is dropped, not fatal */
+	if (noncelen == GCM_NONCE_LEN && (rv = gcm_open(aes, dest, ciphertext,
+	    len, nonce, aad, aadlen)) >= 0)
+		return rv == 1 ? 0 : NGTCP2_ERR_DECRYPT;
 	if (wc_AesGcmDecrypt(aes, dest, ciphertext, (word32)len, nonce,
 	    (word32)noncelen, ciphertext + len, AES_BLOCK_SIZE, aad,
 	    (word32)aadlen) != 0)

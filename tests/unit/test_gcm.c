@@ -1,5 +1,6 @@
 /*
  * test_gcm.c: gcm_seal against wolfSSL's wc_AesGcmEncrypt, byte for byte,
+ * and gcm_open of what wolfSSL sealed (and of it with one bit changed),
  * for every length of a packet and then some, both key sizes, in place and
  * not, a key changed under the same Aes; that the path is taken on a CPU
  * that has it, and that a message too long for it is left alone.
@@ -17,6 +18,7 @@
 #define MAXLEN	5000
 
 static uint8_t plain[MAXLEN], want[MAXLEN + 16], got[MAXLEN + 16];
+static uint8_t forged[MAXLEN + 16], dec[MAXLEN + 16];
 
 static bool
 cpu_has_path(void)
@@ -38,6 +40,47 @@ fill(uint8_t *p, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
 		p[i] = (uint8_t)unit_rand();
+}
+
+/*
+ * want (wolfSSL's ciphertext and tag of plain) opened by gcm_open, and
+ * refused with one bit of it or of the AAD changed.
+ */
+static bool
+opens(Aes *aes, size_t len, const uint8_t *nonce, uint8_t *aad,
+    size_t aadlen, bool inplace, bool taken)
+{
+	size_t flip = unit_rand() % (len + 16 + aadlen);
+	uint8_t *out = inplace ? dec : got;
+	int rv;
+
+	memcpy(dec, want, len + 16);
+	rv = gcm_open(aes, out, dec, len, nonce, aad, aadlen);
+	if (rv != (taken ? 1 : -1))
+		return false;
+	if (taken && memcmp(out, plain, len) != 0)
+		return false;
+	if (!taken)
+		return true;
+	/* one bit off in the ciphertext, the tag or the AAD */
+	memcpy(forged, want, len + 16);
+	if (flip < len + 16)
+		forged[flip] ^= (uint8_t)(1 << (unit_rand() % 8));
+	else
+		aad[flip - len - 16] ^= 1;
+	memset(out, 0xa5, len);
+	if (inplace)
+		memcpy(dec, forged, len + 16);
+	rv = gcm_open(aes, out, inplace ? dec : forged, len, nonce, aad, aadlen);
+	if (flip >= len + 16)
+		aad[flip - len - 16] ^= 1;
+	if (rv != 0)
+		return false;
+	/* nothing of a message that failed is left */
+	for (size_t i = 0; i < len; i++)
+		if (out[i] != 0)
+			return false;
+	return true;
 }
 
 /* One message both ways; in place when inplace. */
@@ -63,11 +106,14 @@ same(Aes *aes, size_t len, size_t aadlen, bool inplace)
 	}
 	if (taken != (cpu_has_path() && nblocks <= GCM_RUN_BLOCKS))
 		return false;
-	if (!taken)
+	if (!taken) {
 		/* nothing written */
-		return inplace ? memcmp(got, plain, len) == 0 :
-		    got[0] == 0xa5 && got[len + 15] == 0xa5;
-	return memcmp(got, want, len + 16) == 0;
+		if (inplace ? memcmp(got, plain, len) != 0 :
+		    got[0] != 0xa5 || got[len + 15] != 0xa5)
+			return false;
+	} else if (memcmp(got, want, len + 16) != 0)
+		return false;
+	return opens(aes, len, nonce, aad, aadlen, inplace, taken);
 }
 
 static void
