@@ -29,7 +29,20 @@
 #include <cpuid.h>
 #include <immintrin.h>
 
-#define GCM_CACHE	16	/* keys remembered: a few per connection */
+/*
+ * Keys remembered: sets of two, by the address of wolfSSL's Aes.
+ * Expanding a key (its powers of H) costs what this path saves on about
+ * five packets, so a key that would push out one in use waits (wolfSSL
+ * seals for it meanwhile): each use of a key adds to its credit, up to
+ * GCM_CREDIT, every GCM_MISSES misses in its set take one from the poorer
+ * of the two, and only a key without credit is replaced. More connections
+ * taking turns than there are places then cost no more than before, not
+ * a key's powers per packet.
+ */
+#define GCM_SETS	64
+#define GCM_WAYS	2
+#define GCM_CREDIT	64
+#define GCM_MISSES	8
 #define GCM_TARGET	__attribute__((target("avx512f,avx512bw,avx512vl," \
 			    "vaes,vpclmulqdq,aes,pclmul,ssse3,sse4.1")))
 
@@ -42,12 +55,17 @@ struct gcm_key {
 	const Aes	*aes;		/* where wolfSSL keeps it */
 	uint8_t		 head[32];	/* its first round keys: the key */
 	uint32_t	 rounds;
+	uint32_t	 credit;	/* see GCM_SETS */
+	uint32_t	 seen;		/* uses before expansion */
+	bool		 tried;		/* expanded, or found unusable */
 	bool		 usable;	/* the schedule proved to be AES-NI's */
 	__m128i		 rk[15];
 	__m128i		 pow[GCM_RUN_BLOCKS];	/* H^(GCM_RUN_BLOCKS - i) */
 };
 
-static struct gcm_key cache[GCM_CACHE];
+static struct gcm_key cache[GCM_SETS][GCM_WAYS];
+static uint8_t misses[GCM_SETS];
+static uint64_t fills;
 static int have_vaes = -1;
 
 /*
@@ -72,12 +90,12 @@ cpu_has_vaes(void)
 	    (b & bit_AVX512VL) && (c & bit_VAES) && (c & bit_VPCLMULQDQ);
 }
 
-static struct gcm_key *
-slot(const Aes *aes)
+static size_t
+set_of(const Aes *aes)
 {
 	uintptr_t p = (uintptr_t)aes;
 
-	return &cache[((p >> 4) ^ (p >> 12)) % GCM_CACHE];
+	return ((p >> 4) ^ (p >> 10) ^ (p >> 16)) % GCM_SETS;
 }
 
 GCM_TARGET static inline __m128i
@@ -146,25 +164,19 @@ aes_block(const struct gcm_key *k, __m128i x)
 }
 
 /*
- * The key of aes, from the cache or expanded into it. wolfSSL's schedule
- * is used as it is when it encrypts a block as wolfSSL does (its AES-NI
- * layout); a key that does not is remembered as unusable.
+ * Expands k, claimed for aes: wolfSSL's schedule is used as it is when it
+ * encrypts a block as wolfSSL does (its AES-NI layout); a key that does
+ * not is remembered as unusable. The powers of H go four chains abreast.
  */
 GCM_TARGET static const struct gcm_key *
-key_lookup(Aes *aes)
+expand(struct gcm_key *k, Aes *aes)
 {
-	struct gcm_key *k = slot(aes);
 	uint8_t zero[16] = { 0 }, want[16], got[16];
-	__m128i h;
+	__m128i h, h4;
 	int i;
 
-	if (k->aes == aes && k->rounds == aes->rounds &&
-	    memcmp(k->head, aes->key, sizeof(k->head)) == 0)
-		return k->usable ? k : NULL;
-	k->aes = aes;
-	k->rounds = aes->rounds;
-	memcpy(k->head, aes->key, sizeof(k->head));
-	k->usable = false;
+	fills++;
+	k->tried = true;
 	if (k->rounds != 10 && k->rounds != 12 && k->rounds != 14)
 		return NULL;
 	for (i = 0; i <= (int)k->rounds; i++)
@@ -177,10 +189,67 @@ key_lookup(Aes *aes)
 		return NULL;
 	h = bswap128(h);
 	k->pow[GCM_RUN_BLOCKS - 1] = h;
-	for (i = GCM_RUN_BLOCKS - 2; i >= 0; i--)
+	for (i = GCM_RUN_BLOCKS - 2; i >= GCM_RUN_BLOCKS - 4; i--)
 		k->pow[i] = gf_mul(k->pow[i + 1], h);
+	h4 = k->pow[GCM_RUN_BLOCKS - 4];
+	for (i = GCM_RUN_BLOCKS - 5; i >= 0; i--)
+		k->pow[i] = gf_mul(k->pow[i + 4], h4);
 	k->usable = true;
 	return k;
+}
+
+/*
+ * The key of aes if it is expanded, else NULL (wolfSSL's turn): a key
+ * gets a place when one is free (see GCM_SETS), and is expanded at its
+ * GCM_PROBATION-th use, so that the keys of a handshake, which protect a
+ * packet or two each, cost nothing here.
+ */
+GCM_TARGET static const struct gcm_key *
+key_lookup(Aes *aes)
+{
+	size_t si = set_of(aes);
+	struct gcm_key *set = cache[si], *k = NULL;
+	int w;
+
+	for (w = 0; w < GCM_WAYS; w++) {
+		if (set[w].aes != aes)
+			continue;
+		k = &set[w];
+		if (k->rounds == aes->rounds &&
+		    memcmp(k->head, aes->key, sizeof(k->head)) == 0) {
+			if (k->credit < GCM_CREDIT)
+				k->credit++;
+			if (k->usable)
+				return k;
+			if (k->tried || ++k->seen < GCM_PROBATION)
+				return NULL;
+			return expand(k, aes);
+		}
+		break;	/* keyed again since: its place is free */
+	}
+	if (k == NULL) {
+		for (w = 0; w < GCM_WAYS; w++) {
+			if (set[w].credit == 0) {
+				k = &set[w];
+				break;
+			}
+		}
+		if (k == NULL) {
+			if (++misses[si] % GCM_MISSES == 0) {
+				k = set[0].credit <= set[1].credit ?
+				    &set[0] : &set[1];
+				k->credit--;
+			}
+			return NULL;
+		}
+	}
+	explicit_bzero(k, sizeof(*k));
+	k->aes = aes;
+	k->rounds = aes->rounds;
+	memcpy(k->head, aes->key, sizeof(k->head));
+	k->credit = 1;
+	k->seen = 1;
+	return NULL;
 }
 
 GCM_TARGET static inline __m128i
@@ -401,21 +470,30 @@ gcm_open(Aes *aes, uint8_t *dest, const uint8_t *ciphertext, size_t len,
 void
 gcm_forget(const Aes *aes)
 {
-	struct gcm_key *k = slot(aes);
+	struct gcm_key *set = cache[set_of(aes)];
+	int w;
 
-	if (k->aes == aes)
-		explicit_bzero(k, sizeof(*k));
+	for (w = 0; w < GCM_WAYS; w++)
+		if (set[w].aes == aes)
+			explicit_bzero(&set[w], sizeof(set[w]));
 }
 
 size_t
 gcm_cached(void)
 {
-	size_t i, n = 0;
+	size_t i, w, n = 0;
 
-	for (i = 0; i < GCM_CACHE; i++)
-		if (cache[i].usable)
-			n++;
+	for (i = 0; i < GCM_SETS; i++)
+		for (w = 0; w < GCM_WAYS; w++)
+			if (cache[i][w].usable)
+				n++;
 	return n;
+}
+
+uint64_t
+gcm_fills(void)
+{
+	return fills;
 }
 
 #else
@@ -440,6 +518,12 @@ gcm_forget(const Aes *aes)
 
 size_t
 gcm_cached(void)
+{
+	return 0;
+}
+
+uint64_t
+gcm_fills(void)
 {
 	return 0;
 }

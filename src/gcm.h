@@ -19,6 +19,9 @@
  */
 #define GCM_RUN_BLOCKS	96
 
+/* A key's uses left to wolfSSL before this path expands it for its own. */
+#define GCM_PROBATION	4
+
 /*
  * Encrypts len bytes of plain into dest (which may be plain) under aes, a
  * key wolfSSL set up for GCM, with a nonce of GCM_NONCE_LEN bytes, and writes the 16-byte
@@ -41,7 +44,8 @@ int	gcm_open(Aes *aes, uint8_t *dest, const uint8_t *ciphertext,
 bool	gcm_available(void);
 /* Wipes what gcm_seal keeps of aes's key: call it before aes goes. */
 void	gcm_forget(const Aes *aes);
-/* How many keys gcm_seal keeps now (for the tests). */
-size_t	gcm_cached(void);
+/* How many keys gcm_seal keeps now, and has expanded in all (tests). */
+size_t		gcm_cached(void);
+uint64_t	gcm_fills(void);
 
 #endif

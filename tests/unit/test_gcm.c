@@ -3,7 +3,9 @@
  * and gcm_open of what wolfSSL sealed (and of it with one bit changed),
  * for every length of a packet and then some, both key sizes, in place and
  * not, a key changed under the same Aes; that the path is taken on a CPU
- * that has it, and that a message too long for it is left alone.
+ * that has it, that a message too long for it is left alone, that a key
+ * is expanded only at its GCM_PROBATION-th use, and that a key in use is
+ * not pushed out by many used once.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -48,7 +50,7 @@ fill(uint8_t *p, size_t n)
  */
 static bool
 opens(Aes *aes, size_t len, const uint8_t *nonce, uint8_t *aad,
-    size_t aadlen, bool inplace, bool taken)
+    size_t aadlen, bool inplace, bool taken, bool must)
 {
 	size_t flip = unit_rand() % (len + 16 + aadlen);
 	uint8_t *out = inplace ? dec : got;
@@ -56,12 +58,12 @@ opens(Aes *aes, size_t len, const uint8_t *nonce, uint8_t *aad,
 
 	memcpy(dec, want, len + 16);
 	rv = gcm_open(aes, out, dec, len, nonce, aad, aadlen);
-	if (rv != (taken ? 1 : -1))
+	if (rv == 0 || (must && rv != (taken ? 1 : -1)))
 		return false;
-	if (taken && memcmp(out, plain, len) != 0)
-		return false;
-	if (!taken)
+	if (rv == -1)
 		return true;
+	if (memcmp(out, plain, len) != 0)
+		return false;
 	/* one bit off in the ciphertext, the tag or the AAD */
 	memcpy(forged, want, len + 16);
 	if (flip < len + 16)
@@ -83,9 +85,14 @@ opens(Aes *aes, size_t len, const uint8_t *nonce, uint8_t *aad,
 	return true;
 }
 
-/* One message both ways; in place when inplace. */
+/*
+ * One message both ways; in place when inplace. A key the cache has no
+ * place for may be left to wolfSSL unless must.
+ */
+static int taken_count;
+
 static bool
-same(Aes *aes, size_t len, size_t aadlen, bool inplace)
+same_as(Aes *aes, size_t len, size_t aadlen, bool inplace, bool must)
 {
 	uint8_t nonce[GCM_NONCE_LEN], aad[100];
 	size_t nblocks = (aadlen + 15) / 16 + (len + 15) / 16 + 1;
@@ -104,8 +111,11 @@ same(Aes *aes, size_t len, size_t aadlen, bool inplace)
 		memset(got, 0xa5, len + 16);
 		taken = gcm_seal(aes, got, plain, len, nonce, aad, aadlen);
 	}
-	if (taken != (cpu_has_path() && nblocks <= GCM_RUN_BLOCKS))
+	if (taken && !(cpu_has_path() && nblocks <= GCM_RUN_BLOCKS))
 		return false;
+	if (must && taken != (cpu_has_path() && nblocks <= GCM_RUN_BLOCKS))
+		return false;
+	taken_count += taken;
 	if (!taken) {
 		/* nothing written */
 		if (inplace ? memcmp(got, plain, len) != 0 :
@@ -113,7 +123,25 @@ same(Aes *aes, size_t len, size_t aadlen, bool inplace)
 			return false;
 	} else if (memcmp(got, want, len + 16) != 0)
 		return false;
-	return opens(aes, len, nonce, aad, aadlen, inplace, taken);
+	return opens(aes, len, nonce, aad, aadlen, inplace, taken, must);
+}
+
+static bool
+same(Aes *aes, size_t len, size_t aadlen, bool inplace)
+{
+	return same_as(aes, len, aadlen, inplace, true);
+}
+
+/* A new key's first uses, which are wolfSSL's (GCM_PROBATION). */
+static bool
+warm(Aes *aes)
+{
+	uint8_t nonce[GCM_NONCE_LEN] = { 0 };
+
+	for (int i = 1; i < GCM_PROBATION; i++)
+		if (gcm_seal(aes, got, plain, 100, nonce, NULL, 0))
+			return false;
+	return true;
 }
 
 static void
@@ -128,6 +156,7 @@ test_lengths(int keylen)
 	fill(key, sizeof(key));
 	CHECK_EQ_INT(wc_AesInit(&aes, NULL, INVALID_DEVID), 0);
 	CHECK_EQ_INT(wc_AesGcmSetKey(&aes, key, (word32)keylen), 0);
+	CHECK(warm(&aes));
 	/* every packet length, with a QUIC short header's 20 bytes of AAD */
 	for (len = 0; len <= 1600; len++)
 		if (!same(&aes, len, 20, (len & 1) == 0))
@@ -147,15 +176,18 @@ test_lengths(int keylen)
 	/* a new key in the same Aes: not the old one's cached schedule */
 	key[0] ^= 1;
 	CHECK_EQ_INT(wc_AesGcmSetKey(&aes, key, (word32)keylen), 0);
+	CHECK(warm(&aes));
 	CHECK(same(&aes, 1400, 20, true));
 	key[keylen - 1] ^= 1;
 	CHECK_EQ_INT(wc_AesGcmSetKey(&aes, key, (word32)keylen), 0);
+	CHECK(warm(&aes));
 	CHECK(same(&aes, 1400, 20, true));
 	/* kept until forgotten, and wiped then */
 	n = gcm_cached();
 	CHECK_EQ_INT(n, cpu_has_path() ? 1 : 0);
 	gcm_forget(&aes);
 	CHECK_EQ_INT(gcm_cached(), 0);
+	CHECK(warm(&aes));
 	CHECK(same(&aes, 1400, 20, true));
 	gcm_forget(&aes);
 	wc_AesFree(&aes);
@@ -174,16 +206,84 @@ test_keys(void)
 		CHECK_EQ_INT(wc_AesInit(&aes[i], NULL, INVALID_DEVID), 0);
 		CHECK_EQ_INT(wc_AesGcmSetKey(&aes[i], key, sizeof(key)), 0);
 	}
+	for (int i = 0; i < 40; i++)
+		(void)warm(&aes[i]);
+	taken_count = 0;
 	for (int round = 0; round < 3; round++)
 		for (int i = 0; i < 40; i++)
-			if (!same(&aes[(i * 7) % 40], 1200 + i, 20, true))
+			if (!same_as(&aes[(i * 7) % 40], 1200 + i, 20, true,
+			    false))
 				bad++;
 	CHECK_EQ_INT(bad, 0);
+	/* most have a place of their own (64 sets of two) */
+	if (cpu_has_path())
+		CHECK(taken_count >= 90);
 	for (int i = 0; i < 40; i++) {
 		gcm_forget(&aes[i]);
 		wc_AesFree(&aes[i]);
 	}
 	CHECK_EQ_INT(gcm_cached(), 0);
+}
+
+/*
+ * A key in use keeps its place through a flood of keys used once (which
+ * wolfSSL seals for rather than have the key's powers worked out again
+ * and again): no new expansion for it afterwards.
+ */
+static void
+test_credit(void)
+{
+	static Aes others[300];
+	uint8_t key[16];
+	Aes hot;
+	uint64_t before;
+	size_t bad = 0;
+
+	fill(key, sizeof(key));
+	CHECK_EQ_INT(wc_AesInit(&hot, NULL, INVALID_DEVID), 0);
+	CHECK_EQ_INT(wc_AesGcmSetKey(&hot, key, sizeof(key)), 0);
+	CHECK(warm(&hot));
+	for (int i = 0; i < 20; i++)
+		if (!same(&hot, 1000, 20, true))
+			bad++;
+	for (int i = 0; i < 300; i++) {
+		fill(key, sizeof(key));
+		CHECK_EQ_INT(wc_AesInit(&others[i], NULL, INVALID_DEVID), 0);
+		CHECK_EQ_INT(wc_AesGcmSetKey(&others[i], key, sizeof(key)), 0);
+		if (!same_as(&others[i], 1000, 20, true, false))
+			bad++;
+	}
+	before = gcm_fills();
+	if (!same(&hot, 1000, 20, true))
+		bad++;
+	CHECK_EQ_INT(gcm_fills(), before);
+	CHECK_EQ_INT(bad, 0);
+	for (int i = 0; i < 300; i++) {
+		gcm_forget(&others[i]);
+		wc_AesFree(&others[i]);
+	}
+	gcm_forget(&hot);
+	wc_AesFree(&hot);
+	CHECK_EQ_INT(gcm_cached(), 0);
+}
+
+/* A key used fewer than GCM_PROBATION times is never expanded. */
+static void
+test_probation(void)
+{
+	uint8_t key[16];
+	uint64_t before = gcm_fills();
+	Aes aes;
+
+	fill(key, sizeof(key));
+	CHECK_EQ_INT(wc_AesInit(&aes, NULL, INVALID_DEVID), 0);
+	CHECK_EQ_INT(wc_AesGcmSetKey(&aes, key, sizeof(key)), 0);
+	CHECK(warm(&aes));
+	CHECK_EQ_INT(gcm_fills(), before);
+	CHECK(same(&aes, 1000, 20, false));
+	CHECK_EQ_INT(gcm_fills(), before + (cpu_has_path() ? 1 : 0));
+	gcm_forget(&aes);
+	wc_AesFree(&aes);
 }
 
 int
@@ -192,5 +292,7 @@ main(void)
 	test_lengths(16);
 	test_lengths(32);
 	test_keys();
+	test_credit();
+	test_probation();
 	UNIT_DONE();
 }

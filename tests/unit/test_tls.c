@@ -108,11 +108,17 @@ test_aead(void)
 	hex(aad, aadhex);
 	CHECK_EQ_INT(ngtcp2_crypto_aead_ctx_encrypt_init(&actx, &aead, key,
 	    sizeof(nonce)), 0);
-	CHECK_EQ_INT(tls_aead_encrypt(out, &aead, &actx, (const uint8_t *)"",
-	    0, nonce, sizeof(nonce), aad, aadlen), 0);
-	CHECK(memcmp(out, tag, sizeof(tag)) == 0);
+	/* as often as gcm.c takes to expand the key for its own path */
+	for (int i = 0; i < GCM_PROBATION; i++) {
+		memset(out, 0, sizeof(out));
+		CHECK_EQ_INT(tls_aead_encrypt(out, &aead, &actx,
+		    (const uint8_t *)"", 0, nonce, sizeof(nonce), aad, aadlen),
+		    0);
+		CHECK(memcmp(out, tag, sizeof(tag)) == 0);
+	}
 	/* gcm.c's copy of the key (where the CPU has its path) goes with it */
 	kept = gcm_cached();
+	CHECK_EQ_INT(kept, gcm_available() ? 1 : 0);
 	tls_aead_ctx_delete(NULL, &actx, NULL);
 	CHECK_EQ_INT(gcm_cached(), kept > 0 ? kept - 1 : 0);
 
