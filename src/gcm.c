@@ -423,6 +423,21 @@ open_run(const struct gcm_key *k, uint8_t *dest, const uint8_t *src,
 	return _mm_testz_si128(d, d);
 }
 
+/*
+ * Whether a message's GHASH is one run, and its blocks. Each length is
+ * bounded first: rounded up to blocks, one within 15 of SIZE_MAX would
+ * wrap to a few blocks and let the run read and write far past the
+ * buffers.
+ */
+static bool
+run_fits(size_t len, size_t aadlen, size_t *nblocks)
+{
+	if (len > 16 * GCM_RUN_BLOCKS || aadlen > 16 * GCM_RUN_BLOCKS)
+		return false;
+	*nblocks = (aadlen + 15) / 16 + (len + 15) / 16 + 1;
+	return *nblocks <= GCM_RUN_BLOCKS;
+}
+
 bool
 gcm_available(void)
 {
@@ -441,8 +456,8 @@ gcm_seal(Aes *aes, uint8_t *dest, const uint8_t *plain, size_t len,
 	if (!gcm_available())
 		return false;
 	/* a packet's GHASH is one run (the caller's packets fit) */
-	nblocks = (aadlen + 15) / 16 + (len + 15) / 16 + 1;
-	if (nblocks > GCM_RUN_BLOCKS || (k = key_lookup(aes)) == NULL)
+	if (!run_fits(len, aadlen, &nblocks) ||
+	    (k = key_lookup(aes)) == NULL)
 		return false;
 	seal_run(k, dest, plain, len, nonce, aad, aadlen, nblocks);
 	return true;
@@ -457,8 +472,8 @@ gcm_open(Aes *aes, uint8_t *dest, const uint8_t *ciphertext, size_t len,
 
 	if (!gcm_available())
 		return -1;
-	nblocks = (aadlen + 15) / 16 + (len + 15) / 16 + 1;
-	if (nblocks > GCM_RUN_BLOCKS || (k = key_lookup(aes)) == NULL)
+	if (!run_fits(len, aadlen, &nblocks) ||
+	    (k = key_lookup(aes)) == NULL)
 		return -1;
 	if (open_run(k, dest, ciphertext, len, nonce, aad, aadlen, nblocks))
 		return 1;
