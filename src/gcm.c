@@ -477,8 +477,12 @@ gcm_open(Aes *aes, uint8_t *dest, const uint8_t *ciphertext, size_t len,
 		return -1;
 	if (open_run(k, dest, ciphertext, len, nonce, aad, aadlen, nblocks))
 		return 1;
-	/* decrypted before it was checked: none of it may be used */
-	explicit_bzero(dest, len);
+	/*
+	 * decrypted before it was checked: none of it may be used (dest may
+	 * be NULL when len is 0, which explicit_bzero is declared not to take)
+	 */
+	if (len > 0)
+		explicit_bzero(dest, len);
 	return 0;
 }
 

@@ -317,6 +317,37 @@ test_huge(void)
 	wc_AesFree(&aes);
 }
 
+/*
+ * An empty message opened into no buffer at all: its tag alone decides
+ * (and nothing is written, nor a null pointer handed on).
+ */
+static void
+test_empty(void)
+{
+	uint8_t key[32], nonce[GCM_NONCE_LEN], tag[16], aad[8];
+	Aes aes;
+
+	fill(key, sizeof(key));
+	fill(nonce, sizeof(nonce));
+	fill(aad, sizeof(aad));
+	CHECK_EQ_INT(wc_AesInit(&aes, NULL, INVALID_DEVID), 0);
+	CHECK_EQ_INT(wc_AesGcmSetKey(&aes, key, sizeof(key)), 0);
+	CHECK(warm(&aes));
+	CHECK(same(&aes, 0, 0, false));
+	CHECK_EQ_INT(wc_AesGcmEncrypt(&aes, NULL, NULL, 0, nonce,
+	    sizeof(nonce), tag, sizeof(tag), aad, sizeof(aad)), 0);
+	CHECK_EQ_INT(gcm_open(&aes, NULL, tag, 0, nonce, aad, sizeof(aad)),
+	    cpu_has_path() ? 1 : -1);
+	tag[15] ^= 0x80;
+	CHECK_EQ_INT(gcm_open(&aes, NULL, tag, 0, nonce, aad, sizeof(aad)),
+	    cpu_has_path() ? 0 : -1);
+	tag[15] ^= 0x80;
+	CHECK_EQ_INT(gcm_open(&aes, NULL, tag, 0, nonce, NULL, 0),
+	    cpu_has_path() ? 0 : -1);
+	gcm_forget(&aes);
+	wc_AesFree(&aes);
+}
+
 int
 main(void)
 {
@@ -326,5 +357,6 @@ main(void)
 	test_credit();
 	test_probation();
 	test_huge();
+	test_empty();
 	UNIT_DONE();
 }
