@@ -5,14 +5,21 @@
  * not, a key changed under the same Aes; that the path is taken on a CPU
  * that has it, that a message too long for it is left alone, that a key
  * is expanded only at its GCM_PROBATION-th use, and that a key in use is
- * not pushed out by many used once.
+ * not pushed out by many used once. Then hostile cases: buffers that end
+ * at a PROT_NONE page, AAD of up to three runs of 64 bytes on this path,
+ * every bit forged, lengths near SIZE_MAX, an empty message into no
+ * buffer, a key set up again in a freed Aes.
  */
+#include <sys/mman.h>
+
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <wolfssl/options.h>
 #include <wolfssl/wolfcrypt/aes.h>
+
+#include <unistd.h>
 
 #include "gcm.h"
 #include "unit.h"
@@ -348,6 +355,182 @@ test_empty(void)
 	wc_AesFree(&aes);
 }
 
+/*
+ * Buffers that end where a PROT_NONE page begins, so that a byte read or
+ * written past a message, its AAD, nonce or tag faults: the masked loads
+ * and stores of a last partial block must not touch what they mask off.
+ */
+#define GUARDS	5
+#define AREA	(4 * 4096)
+
+static uint8_t *guard[GUARDS];
+static uint8_t loose[GUARDS][AREA];
+
+static bool
+guards_init(void)
+{
+	long pg = sysconf(_SC_PAGESIZE);
+	uint8_t *p;
+
+	for (int i = 0; i < GUARDS; i++) {
+		p = mmap(NULL, AREA + pg, PROT_READ | PROT_WRITE,
+		    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED || mprotect(p + AREA, pg, PROT_NONE) != 0)
+			return false;
+		guard[i] = p + AREA;
+	}
+	return true;
+}
+
+/* n bytes in place i: ending at its guard page, or at an odd offset */
+static uint8_t *
+place(int i, size_t n, bool atguard)
+{
+	return atguard ? guard[i] - n : loose[i] + 1 + unit_rand() % 63;
+}
+
+/*
+ * One message sealed and opened as wolfSSL does it, each buffer placed
+ * as above; then refused with one bit of ciphertext, tag or AAD changed
+ * (every one of them when allbits, else a few), dest zeroed each time.
+ */
+static bool
+hostile(Aes *aes, size_t len, size_t aadlen, bool allbits)
+{
+	bool atguard = unit_rand() % 2, inplace = unit_rand() % 2, taken;
+	size_t nblocks = (aadlen + 15) / 16 + (len + 15) / 16 + 1;
+	size_t bits = (len + 16 + aadlen) * 8, n, bit, i;
+	uint8_t *nonce, *aad, *src, *dst, iv[16];
+	int rv;
+
+	nonce = place(0, GCM_NONCE_LEN, atguard);
+	aad = place(1, aadlen, atguard);
+	fill(nonce, GCM_NONCE_LEN);
+	fill(aad, aadlen);
+	fill(plain, len);
+	/* wolfSSL's AVX2 path reads 16 bytes of a 12-byte nonce: a copy */
+	memcpy(iv, nonce, GCM_NONCE_LEN);
+	if (wc_AesGcmEncrypt(aes, want, plain, (word32)len, iv,
+	    GCM_NONCE_LEN, want + len, 16, aad, (word32)aadlen) != 0)
+		return false;
+	src = place(2, inplace ? len + 16 : len, atguard);
+	memcpy(src, plain, len);
+	dst = inplace ? src : place(3, len + 16, atguard);
+	if (!inplace)
+		memset(dst, 0xa5, len + 16);
+	taken = gcm_seal(aes, dst, src, len, nonce, aad, aadlen);
+	if (taken != (cpu_has_path() && nblocks <= GCM_RUN_BLOCKS))
+		return false;
+	if (!taken)
+		return inplace ? memcmp(dst, plain, len) == 0 :
+		    dst[len + 15] == 0xa5;
+	if (memcmp(dst, want, len + 16) != 0)
+		return false;
+	src = place(2, len + 16, atguard);
+	dst = inplace ? src : place(3, len, atguard);
+	memcpy(src, want, len + 16);
+	if (gcm_open(aes, dst, src, len, nonce, aad, aadlen) != 1 ||
+	    memcmp(dst, plain, len) != 0)
+		return false;
+	for (n = 0; n < (allbits ? bits : 8); n++) {
+		bit = allbits ? n : unit_rand() % bits;
+		memcpy(src, want, len + 16);
+		if (bit / 8 < len + 16)
+			src[bit / 8] ^= 1 << (bit % 8);
+		else
+			aad[bit / 8 - len - 16] ^= 1 << (bit % 8);
+		if (!inplace)
+			memset(dst, 0xa5, len);
+		rv = gcm_open(aes, dst, src, len, nonce, aad, aadlen);
+		if (bit / 8 >= len + 16)
+			aad[bit / 8 - len - 16] ^= 1 << (bit % 8);
+		if (rv != 0)
+			return false;
+		for (i = 0; i < len; i++)
+			if (dst[i] != 0)
+				return false;
+	}
+	return true;
+}
+
+/*
+ * Many keys of both sizes, AAD of 0 to 130 bytes (one to three runs of
+ * 64), messages of 0 to 1,600 bytes and within 24 of the last that fits
+ * GCM_RUN_BLOCKS; then every bit forged on a few.
+ */
+static void
+test_hostile(void)
+{
+	static const size_t allbits[][2] = { { 0, 0 }, { 0, 1 }, { 1, 0 },
+	    { 17, 13 }, { 64, 64 }, { 255, 65 }, { 1400, 20 } };
+	uint8_t key[32];
+	size_t len, aadlen, bad = 0, fit;
+	Aes aes;
+
+	CHECK(guards_init());
+	for (int k = 0; k < 24; k++) {
+		fill(key, sizeof(key));
+		CHECK_EQ_INT(wc_AesInit(&aes, NULL, INVALID_DEVID), 0);
+		CHECK_EQ_INT(wc_AesGcmSetKey(&aes, key, k % 2 ? 32 : 16), 0);
+		CHECK(warm(&aes));
+		for (int m = 0; m < 60; m++) {
+			aadlen = unit_rand() % 2 ? unit_rand() % 131 : 20;
+			fit = 16 * (GCM_RUN_BLOCKS - 1 - (aadlen + 15) / 16);
+			switch (unit_rand() % 3) {
+			case 0:
+				len = unit_rand() % 1601;
+				break;
+			case 1:
+				len = fit - 24 + unit_rand() % 48;
+				break;
+			default:
+				len = unit_rand() % 80;
+			}
+			if (!hostile(&aes, len, aadlen, false))
+				bad++;
+		}
+		if (k < 2)
+			for (size_t i = 0; i < sizeof(allbits) /
+			    sizeof(allbits[0]); i++)
+				if (!hostile(&aes, allbits[i][0], allbits[i][1],
+				    true))
+					bad++;
+		gcm_forget(&aes);
+		wc_AesFree(&aes);
+	}
+	CHECK_EQ_INT(bad, 0);
+}
+
+/*
+ * A key freed and another set up in the same Aes, at every stage of the
+ * first one (new, on probation, expanded), with the same first 16 bytes
+ * and the other size: never the first one's schedule or powers of H.
+ */
+static void
+test_reuse(void)
+{
+	uint8_t key[32];
+	size_t bad = 0;
+	Aes aes;
+
+	fill(key, sizeof(key));
+	for (int stage = 0; stage < 3 * GCM_PROBATION; stage++) {
+		CHECK_EQ_INT(wc_AesInit(&aes, NULL, INVALID_DEVID), 0);
+		if (stage % 3 == 0)
+			fill(key, sizeof(key));
+		else
+			fill(key + 16, 16);
+		CHECK_EQ_INT(wc_AesGcmSetKey(&aes, key, stage % 2 ? 32 : 16),
+		    0);
+		for (int use = 0; use < stage % (GCM_PROBATION + 2); use++)
+			if (!same_as(&aes, 300 + use, 20, use % 2, false))
+				bad++;
+		wc_AesFree(&aes);
+	}
+	CHECK_EQ_INT(bad, 0);
+	gcm_forget(&aes);
+}
+
 int
 main(void)
 {
@@ -358,5 +541,7 @@ main(void)
 	test_probation();
 	test_huge();
 	test_empty();
+	test_hostile();
+	test_reuse();
 	UNIT_DONE();
 }
