@@ -313,6 +313,8 @@ static const struct config_key config_keys[] = {
 	    0, 1000000, "100", 0, F(config, retry_threshold) },
 	{ SECT_GLOBAL, "congestion_control", config_set_choice,
 	    0, 0, "cubic", 0, F(config, congestion_control) },
+	{ SECT_GLOBAL, "aes_gcm_vaes", config_set_choice,
+	    0, 0, "on", 0, F(config, aes_gcm_vaes) },
 	{ SECT_GLOBAL, "qlog_dir", config_set_path,
 	    0, 0, "off", KEY_OFF, F(config, qlog_dir) },
 	{ SECT_GLOBAL, "keylog_file", config_set_path,
@@ -901,6 +903,7 @@ static const struct {
 	    "round_robin, least_conn or client_hash" },
 	{ "congestion_control", { "cubic", "bbr", "reno" },
 	    "cubic, bbr or reno" },
+	{ "aes_gcm_vaes", { "off", "on" }, "on or off" },
 };
 
 static int

@@ -266,6 +266,7 @@ struct config {
 	char			*state_file;	/* NULL: off */
 	uint64_t		 retry_threshold;	/* unvalidated handshakes */
 	int			 congestion_control;	/* enum config_cc */
+	int			 aes_gcm_vaes;	/* 0 off, 1 on: gcm.c */
 	char			*qlog_dir;	/* NULL: off */
 	char			*keylog_file;	/* NULL: off */
 

@@ -42,6 +42,8 @@ int	gcm_open(Aes *aes, uint8_t *dest, const uint8_t *ciphertext,
 	    size_t aadlen);
 /* Whether this CPU (and OS) can take gcm_seal's path at all. */
 bool	gcm_available(void);
+/* aes_gcm_vaes: off leaves every message to wolfSSL (on at the start). */
+void	gcm_enable(bool);
 /* Wipes what gcm_seal keeps of aes's key: call it before aes goes. */
 void	gcm_forget(const Aes *aes);
 /* How many keys gcm_seal keeps now, and has expanded in all (tests). */

@@ -16,6 +16,7 @@
 #include "clock.h"
 #include "conn.h"
 #include "exchange.h"
+#include "gcm.h"
 #include "log.h"
 #include "stats.h"
 #include "strbuf.h"
@@ -449,6 +450,7 @@ server_apply(struct quic_server *srv, struct config *cfg, struct strbuf *errs)
 	generations_bound(srv);
 	/* generation_new has warned */
 	cert_watch(srv, false);
+	gcm_enable(cfg->aes_gcm_vaes != 0);
 	return 0;
 fail:
 	/* close the sockets this attempt opened; the running ones stay */
@@ -828,6 +830,7 @@ static const struct stats_row {
 	ROW("loop", "batched_windows", loop_batched_windows),
 	GAUGE("tls", "certificates_expiring", certs_expiring),
 	GAUGE("tls", "certificates_not_valid", certs_not_valid),
+	ROW("tls", "vaes_packets", vaes_packets),
 };
 #undef ROW
 #undef GAUGE

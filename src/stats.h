@@ -110,6 +110,7 @@ struct stats {
 	uint64_t	loop_batched_windows;	/* then set to wait batch_delay */
 	uint64_t	certs_expiring;		/* now: within 14 days */
 	uint64_t	certs_not_valid;	/* now: expired or not yet valid */
+	uint64_t	vaes_packets;		/* sealed or opened by gcm.c */
 	/* requests taken, from their heads to their ends (qproxyctl metrics) */
 	struct hist	request_duration;
 };

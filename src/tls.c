@@ -998,8 +998,10 @@ tls_aead_encrypt(uint8_t *dest, const ngtcp2_crypto_aead *aead,
 		    plaintextlen, nonce, noncelen, aad, aadlen);
 	/* four blocks per instruction where the CPU can (gcm.c) */
 	if (noncelen == GCM_NONCE_LEN && gcm_seal(aes, dest, plaintext,
-	    plaintextlen, nonce, aad, aadlen))
+	    plaintextlen, nonce, aad, aadlen)) {
+		stats.vaes_packets++;
 		return 0;
+	}
 	if (wc_AesGcmEncrypt(aes, dest, plaintext, (word32)plaintextlen,
 	    nonce, (word32)noncelen, dest + plaintextlen, AES_BLOCK_SIZE, aad,
 	    (word32)aadlen) != 0)
@@ -1041,8 +1043,10 @@ tls_aead_decrypt(uint8_t *dest, const ngtcp2_crypto_aead *aead,
 	len = ciphertextlen - AES_BLOCK_SIZE;
 	/* a packet that does not authenticate is dropped, not fatal */
 	if (noncelen == GCM_NONCE_LEN && (rv = gcm_open(aes, dest, ciphertext,
-	    len, nonce, aad, aadlen)) >= 0)
+	    len, nonce, aad, aadlen)) >= 0) {
+		stats.vaes_packets++;
 		return rv == 1 ? 0 : NGTCP2_ERR_DECRYPT;
+	}
 	if (wc_AesGcmDecrypt(aes, dest, ciphertext, (word32)len, nonce,
 	    (word32)noncelen, ciphertext + len, AES_BLOCK_SIZE, aad,
 	    (word32)aadlen) != 0)

@@ -16,8 +16,8 @@ import pytest
 
 from helpers import (SLOW, expected_body, expected_sha256, file_sha256, gtls_fetch,
                      gtlsclient_binary, h3_get, h3raw, h3raw_binary, long_header_cids,
-                     preload_sendshim, preload_timeshift, timeshift_library,
-                     wait_until)
+                     preload_sendshim, preload_timeshift, render_config,
+                     timeshift_library, wait_until)
 from test_ops import qproxyctl, stats
 from backend import free_udp_port
 
@@ -1252,3 +1252,45 @@ def test_a_keylog_file_that_cannot_be_written_is_not_warned_of_per_secret(
         assert h3_get(q.url("/app/bytes/%d" % (i + 1))).status == 200
     lost = [l for l in err.read_text().splitlines() if "key log" in l]
     assert 1 <= len(lost) <= 2, "%d lines:\n%s" % (len(lost), "\n".join(lost[:12]))
+
+
+def _cpu_has_vaes():
+    """Whether gcm.c's path can run here: what its CPUID check asks for,
+    as the kernel lists it."""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return {"aes", "pclmulqdq", "avx512f", "avx512bw", "avx512vl", "vaes",
+                        "vpclmulqdq"} <= flags
+    return False
+
+
+def test_aes_gcm_vaes_off_leaves_every_packet_to_wolfssl(qproxy_factory, backend_app,
+                                                          tmp_path):
+    """qproxy.conf(5) aes_gcm_vaes: on (the default), the packets of a
+    download are sealed and opened by gcm.c on a CPU with AVX-512 VAES
+    (tls vaes_packets counts them; none on another CPU); a reload with off
+    leaves every packet to wolfSSL, and one with on takes them back."""
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server, str(tmp_path / "s")))
+
+    def fetch(setting):
+        if setting is not None:
+            glob = q.sections[0][1]
+            glob[:] = [(k, v) for k, v in glob if k != "aes_gcm_vaes"] + [
+                ("aes_gcm_vaes", setting)]
+            with open(q.conf, "w") as f:
+                f.write(render_config(q.sections))
+            p = qproxyctl(q, "reload")
+            assert p.returncode == 0, p.stderr
+        before = stats(q)["tls"]["vaes_packets"]
+        r = h3_get(q.url("/app/bytes/200000"))
+        assert r.status == 200 and r.body == expected_body(200000), r
+        return stats(q)["tls"]["vaes_packets"] - before
+
+    got = [fetch(None), fetch("off"), fetch("on")]
+    if _cpu_has_vaes():
+        assert got[0] >= 100 and got[1] == 0 and got[2] >= 100, got
+    else:
+        assert got == [0, 0, 0], got
