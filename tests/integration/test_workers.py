@@ -787,3 +787,30 @@ def test_peers_and_conns_show_every_worker(qproxy_factory, backend_app):
     # conns: every worker's connections, under one heading
     assert len(conns) == 16 and all(c["peer"].startswith("127.0.0.1:") for c in conns)
     assert conns_text[0].split()[0] == "PEER" and len(conns_text) == 17, conns_text
+
+
+def test_sigusr1_reopens_the_access_log_in_every_worker(qproxy_factory, backend_app,
+                                                         tmp_path):
+    """Log rotation with workers: the supervisor passes SIGUSR1 on, and
+    every worker writes its access log lines to the new file, none to the
+    one moved away (a worker that kept the old file open would lose its
+    lines to a file logrotate deletes)."""
+    log = tmp_path / "access.log"
+    q = _workers(qproxy_factory, backend_app, glob=[("access_log", str(log))])
+    os.rename(str(log), str(log) + ".1")
+    q.signal(signal.SIGUSR1)
+    wait_until(lambda: log.exists(), "a new access log", 5 * SLOW)
+    # every worker has had the signal once the log says so as many times,
+    # and the supervisor once
+    wait_until(lambda: q.log_text().count("log files reopened") >= N + 1,
+               "each worker's reopening", 5 * SLOW)
+    before = [_worker_stats(q, i)["requests"]["2xx"] for i in range(N)]
+    n = 30
+    for i in range(n):
+        assert h3_get(q.url("/app/bytes/%d" % (200 + i))).status == 200
+    after = [_worker_stats(q, i)["requests"]["2xx"] for i in range(N)]
+    assert all(a > b for a, b in zip(after, before)), (before, after)
+    wait_until(lambda: sum("/app/bytes/2" in line for line in log.read_text().splitlines()) == n,
+               "every request's line in the new file", 5 * SLOW)
+    old = open(str(log) + ".1").read()
+    assert not any("/app/bytes/%d" % (200 + i) in old for i in range(n)), old[-2000:]
