@@ -781,6 +781,7 @@ static const struct stats_row {
 	ROW("quic", "early_data_requests", early_data_requests),
 	ROW("quic", "early_data_refused", early_data_refused),
 	GAUGE("quic", "cids_current", cids_current),
+	ROW("quic", "vaes_packets", vaes_packets),
 	ROW("limits", "refused_max_connections", refused_max_connections),
 	ROW("limits", "refused_max_handshakes", refused_max_handshakes),
 	ROW("limits", "refused_per_client", refused_per_client),
@@ -830,7 +831,6 @@ static const struct stats_row {
 	ROW("loop", "batched_windows", loop_batched_windows),
 	GAUGE("tls", "certificates_expiring", certs_expiring),
 	GAUGE("tls", "certificates_not_valid", certs_not_valid),
-	ROW("tls", "vaes_packets", vaes_packets),
 };
 #undef ROW
 #undef GAUGE

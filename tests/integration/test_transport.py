@@ -1270,7 +1270,7 @@ def test_aes_gcm_vaes_off_leaves_every_packet_to_wolfssl(qproxy_factory, backend
                                                           tmp_path):
     """qproxy.conf(5) aes_gcm_vaes: on (the default), the packets of a
     download are sealed and opened by gcm.c on a CPU with AVX-512 VAES
-    (tls vaes_packets counts them; none on another CPU); a reload with off
+    (quic vaes_packets counts them; none on another CPU); a reload with off
     leaves every packet to wolfSSL, and one with on takes them back."""
     q = qproxy_factory(sections=lambda port, c, k: _sections(
         c, k, port, backend_app.tcp_server, str(tmp_path / "s")))
@@ -1284,10 +1284,10 @@ def test_aes_gcm_vaes_off_leaves_every_packet_to_wolfssl(qproxy_factory, backend
                 f.write(render_config(q.sections))
             p = qproxyctl(q, "reload")
             assert p.returncode == 0, p.stderr
-        before = stats(q)["tls"]["vaes_packets"]
+        before = stats(q)["quic"]["vaes_packets"]
         r = h3_get(q.url("/app/bytes/200000"))
         assert r.status == 200 and r.body == expected_body(200000), r
-        return stats(q)["tls"]["vaes_packets"] - before
+        return stats(q)["quic"]["vaes_packets"] - before
 
     got = [fetch(None), fetch("off"), fetch("on")]
     if _cpu_has_vaes():
