@@ -24,10 +24,10 @@
 
 /*
  * Encrypts len bytes of plain into dest (which may be plain) under aes, a
- * key wolfSSL set up for GCM, with a nonce of GCM_NONCE_LEN bytes, and writes the 16-byte
- * tag at dest + len: what wc_AesGcmEncrypt does. false, with nothing
- * written, when this CPU, key or length cannot take this path: the caller
- * then asks wolfSSL.
+ * key wolfSSL set up for GCM, with a nonce of GCM_NONCE_LEN bytes, and
+ * writes the 16-byte tag at dest + len: what wc_AesGcmEncrypt does.
+ * false, with nothing written, when this CPU, key or length cannot take
+ * this path (or aes_gcm_vaes is off): the caller then asks wolfSSL.
  */
 bool	gcm_seal(Aes *aes, uint8_t *dest, const uint8_t *plain, size_t len,
 	    const uint8_t *nonce, const uint8_t *aad, size_t aadlen);
