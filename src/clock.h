@@ -13,14 +13,22 @@
 
 #include <time.h>
 
+/* Seconds on clock id (0 if it cannot be read). */
+static inline double
+clock_seconds(clockid_t id)
+{
+	struct timespec ts;
+
+	if (clock_gettime(id, &ts) == -1)
+		return 0;
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 /* Seconds on CLOCK_MONOTONIC: only differences mean anything. */
 static inline double
 mono_now(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	return clock_seconds(CLOCK_MONOTONIC);
 }
 
 #endif

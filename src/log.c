@@ -23,6 +23,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "bytes.h"
+#include "clock.h"
 #include "log.h"
 
 #define LOG_FILE_MODE	0640
@@ -305,15 +306,13 @@ void
 log_limited(struct log_limit *l, int level, const char *fmt, ...)
 {
 	char msg[1024];
-	struct timespec ts;
 	double now;
 	int saved = errno;
 	va_list ap;
 
 	if (level > log_level)
 		return;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	now = mono_now();
 	if (l->last != 0 && now - l->last < 1.0) {
 		l->held++;
 		return;

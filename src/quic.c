@@ -2302,16 +2302,6 @@ quic_sock_write_cb(struct ev_loop *loop, ev_io *w, int revents)
 #define BATCH_WINDOW		0.01	/* seconds */
 #define BATCH_HYSTERESIS	20	/* percentage points */
 
-static double
-clock_seconds(clockid_t id)
-{
-	struct timespec ts;
-
-	if (clock_gettime(id, &ts) == -1)
-		return 0;
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void
 batch_cb(struct ev_loop *loop, ev_check *w, int revents)
 {
@@ -2328,7 +2318,7 @@ batch_cb(struct ev_loop *loop, ev_check *w, int revents)
 	since = ev_now(loop) - srv->batch_mark;
 	if (since >= 0 && since < BATCH_WINDOW)
 		return;
-	now = clock_seconds(CLOCK_MONOTONIC);
+	now = mono_now();
 	cpu = clock_seconds(CLOCK_THREAD_CPUTIME_ID);
 	span = now - srv->batch_start;
 	if (span < BATCH_WINDOW)
@@ -2457,7 +2447,7 @@ quic_init(struct quic_server *srv)
 	ev_check_init(&srv->batch, batch_cb);
 	srv->batch.data = srv;
 	srv->batch_mark = ev_now(srv->loop);
-	srv->batch_start = clock_seconds(CLOCK_MONOTONIC);
+	srv->batch_start = mono_now();
 	srv->batch_cpu = clock_seconds(CLOCK_THREAD_CPUTIME_ID);
 	ev_check_start(srv->loop, &srv->batch);
 	ev_unref(srv->loop);	/* nor does this check */

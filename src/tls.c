@@ -17,6 +17,7 @@
 #include <wolfssl/openssl/evp.h>
 #include <ngtcp2/ngtcp2_crypto_wolfssl.h>
 
+#include "clock.h"
 #include "config.h"
 #include "file.h"
 #include "gcm.h"
@@ -49,21 +50,11 @@ static uint8_t ticket_secret[32];
  */
 static struct replay *tickets_taken;
 
-/* The tickets' clock. */
-static double
-ticket_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 size_t
 tls_tickets_remembered(void)
 {
 	return tickets_taken != NULL ? replay_count(tickets_taken,
-	    ticket_now()) : 0;
+	    mono_now()) : 0;
 }
 
 uint64_t
@@ -77,7 +68,7 @@ ticket_taken(const uint8_t *iv, const uint8_t *mac)
 {
 	uint8_t id[TICKET_IVLEN + WOLFSSL_TICKET_MAC_SZ];
 	uint64_t key;
-	double now = ticket_now();
+	double now = mono_now();
 
 	if (tickets_taken == NULL && (tickets_taken = replay_new(
 	    TICKETS_TAKEN_MAX, 2. * TICKET_EPOCH)) == NULL)

@@ -31,6 +31,7 @@
 
 #include <systemd/sd-daemon.h>
 
+#include "clock.h"
 #include "config.h"
 #include "conn.h"
 #include "control.h"
@@ -93,15 +94,6 @@ static struct {
 	ev_timer	 tick;
 	bool		 forked;		/* a worker, left the loop */
 } sv = { .ctl_fd = -1, .sigfd = -1, .ping = { -1, -1 } };
-
-static double
-mono_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static struct group *
 group_find(const struct addr *a)
