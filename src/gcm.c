@@ -424,21 +424,6 @@ open_run(const struct gcm_key *k, uint8_t *dest, const uint8_t *src,
 	return _mm_testz_si128(d, d);
 }
 
-/*
- * Whether a message's GHASH is one run, and its blocks. Each length is
- * bounded first: rounded up to blocks, one within 15 of SIZE_MAX would
- * wrap to a few blocks and let the run read and write far past the
- * buffers.
- */
-static bool
-run_fits(size_t len, size_t aadlen, size_t *nblocks)
-{
-	if (len > 16 * GCM_RUN_BLOCKS || aadlen > 16 * GCM_RUN_BLOCKS)
-		return false;
-	*nblocks = (aadlen + 15) / 16 + (len + 15) / 16 + 1;
-	return *nblocks <= GCM_RUN_BLOCKS;
-}
-
 bool
 gcm_available(void)
 {
@@ -453,6 +438,27 @@ gcm_enable(bool on)
 	enabled = on;
 }
 
+/*
+ * The key to seal or open a message with on this path, and its blocks;
+ * NULL when the path is off, the CPU cannot take it, the message's GHASH
+ * is not one run, or the key is wolfSSL's for now (key_lookup). Each
+ * length is bounded first: rounded up to blocks, one within 15 of
+ * SIZE_MAX would wrap to a few blocks and let the run read and write far
+ * past the buffers.
+ */
+static const struct gcm_key *
+run_key(Aes *aes, size_t len, size_t aadlen, size_t *nblocks)
+{
+	if (!enabled || !gcm_available())
+		return NULL;
+	if (len > 16 * GCM_RUN_BLOCKS || aadlen > 16 * GCM_RUN_BLOCKS)
+		return NULL;
+	*nblocks = (aadlen + 15) / 16 + (len + 15) / 16 + 1;
+	if (*nblocks > GCM_RUN_BLOCKS)
+		return NULL;
+	return key_lookup(aes);
+}
+
 bool
 gcm_seal(Aes *aes, uint8_t *dest, const uint8_t *plain, size_t len,
     const uint8_t *nonce, const uint8_t *aad, size_t aadlen)
@@ -460,11 +466,8 @@ gcm_seal(Aes *aes, uint8_t *dest, const uint8_t *plain, size_t len,
 	const struct gcm_key *k;
 	size_t nblocks;
 
-	if (!enabled || !gcm_available())
-		return false;
-	/* a packet's GHASH is one run (the caller's packets fit) */
-	if (!run_fits(len, aadlen, &nblocks) ||
-	    (k = key_lookup(aes)) == NULL)
+	/* (a packet's GHASH is one run: the caller's packets fit) */
+	if ((k = run_key(aes, len, aadlen, &nblocks)) == NULL)
 		return false;
 	seal_run(k, dest, plain, len, nonce, aad, aadlen, nblocks);
 	return true;
@@ -477,10 +480,7 @@ gcm_open(Aes *aes, uint8_t *dest, const uint8_t *ciphertext, size_t len,
 	const struct gcm_key *k;
 	size_t nblocks;
 
-	if (!enabled || !gcm_available())
-		return -1;
-	if (!run_fits(len, aadlen, &nblocks) ||
-	    (k = key_lookup(aes)) == NULL)
+	if ((k = run_key(aes, len, aadlen, &nblocks)) == NULL)
 		return -1;
 	if (open_run(k, dest, ciphertext, len, nonce, aad, aadlen, nblocks))
 		return 1;
