@@ -156,6 +156,25 @@ offer_not_taken(nghttp3_conn *srv, int64_t *owed, bool workaround)
 }
 
 /*
+ * Offers the FIN (owed) and has it taken: nothing owed then, nghttp3 told
+ * (add_write_offset of 0) and nothing more offered.
+ */
+static void
+offer_taken(nghttp3_conn *srv, int64_t *owed)
+{
+	int64_t sid;
+	int fin;
+	nghttp3_vec vec[16];
+
+	CHECK(fin_offered(srv, owed, true));
+	h3_fin_offered(owed, REQ_STREAM, true);
+	CHECK_EQ_INT(*owed, -1);
+	CHECK(nghttp3_conn_add_write_offset(srv, REQ_STREAM, 0) == 0);
+	CHECK_EQ_INT(h3_writev(srv, owed, true, &sid, &fin, vec, 16), 0);
+	CHECK_EQ_INT(sid, -1);
+}
+
+/*
  * nghttp3 1.8.0 itself: the FIN offered alone, not taken, the stream's
  * bytes ACKed, the FIN not taken again: never offered after that.
  * (A later nghttp3 keeps offering it; this only says which one is here.)
@@ -185,9 +204,7 @@ test_fin_kept(void)
 {
 	nghttp3_conn *cli, *srv;
 	uint64_t written = setup(&cli, &srv);
-	int64_t owed = -1, sid;
-	int fin;
-	nghttp3_vec vec[16];
+	int64_t owed = -1;
 
 	body_eof = true;
 	CHECK(nghttp3_conn_resume_stream(srv, REQ_STREAM) == 0);
@@ -197,12 +214,7 @@ test_fin_kept(void)
 	offer_not_taken(srv, &owed, true);
 	offer_not_taken(srv, &owed, true);
 	/* taken now: nghttp3 hears of it, and has nothing more to offer */
-	CHECK(fin_offered(srv, &owed, true));
-	h3_fin_offered(&owed, REQ_STREAM, true);
-	CHECK_EQ_INT(owed, -1);
-	CHECK(nghttp3_conn_add_write_offset(srv, REQ_STREAM, 0) == 0);
-	CHECK_EQ_INT(h3_writev(srv, &owed, true, &sid, &fin, vec, 16), 0);
-	CHECK_EQ_INT(sid, -1);
+	offer_taken(srv, &owed);
 	nghttp3_conn_del(srv);
 	nghttp3_conn_del(cli);
 }
@@ -212,19 +224,13 @@ static void
 test_fin_taken_later(void)
 {
 	nghttp3_conn *cli, *srv;
-	int64_t owed = -1, sid;
-	int fin;
-	nghttp3_vec vec[16];
+	int64_t owed = -1;
 
 	(void)setup(&cli, &srv);
 	body_eof = true;
 	CHECK(nghttp3_conn_resume_stream(srv, REQ_STREAM) == 0);
 	offer_not_taken(srv, &owed, true);
-	CHECK(fin_offered(srv, &owed, true));
-	h3_fin_offered(&owed, REQ_STREAM, true);
-	CHECK(nghttp3_conn_add_write_offset(srv, REQ_STREAM, 0) == 0);
-	CHECK_EQ_INT(h3_writev(srv, &owed, true, &sid, &fin, vec, 16), 0);
-	CHECK_EQ_INT(sid, -1);
+	offer_taken(srv, &owed);
 	nghttp3_conn_del(srv);
 	nghttp3_conn_del(cli);
 }
