@@ -732,13 +732,11 @@ def test_max_requests_per_connection_sends_goaway(qproxy_factory, backend_app, t
 _SEND_TIMEOUT_BY = 4.0 + 2.0 + 1.5 * SLOW
 
 
-def test_client_that_reads_nothing_is_closed_after_send_timeout(qproxy_factory,
-                                                                backend_app, tmp_path):
-    """A client with small windows that never extends them: qproxy holds at
-    most its response buffer per stream, and closes it after send_timeout."""
-    q = _private(qproxy_factory, backend_app, tmp_path, ("send_timeout", "4s"),
-                 ("response_buffer_size", "64k"))
-    got, stuck = [], []
+def _stalled_reader(q, meanwhile):
+    """A client whose 4 GETs of 20 MB it never reads (send_timeout 4s,
+    response_buffer_size 64k, see _stalled); meanwhile() a second in:
+    (its h3raw result, seconds it took)."""
+    got = []
 
     def run():
         got.append(h3raw(q.port, [":method: GET", ":scheme: https",
@@ -749,10 +747,23 @@ def test_client_that_reads_nothing_is_closed_after_send_timeout(qproxy_factory,
     client = threading.Thread(target=run)
     client.start()
     time.sleep(1.0)
-    stuck.append(stats(q))
+    meanwhile()
     client.join()
-    elapsed = time.monotonic() - t
-    r = got[0]
+    return got[0], time.monotonic() - t
+
+
+def _stalled(qproxy_factory, backend_app, tmp_path, start=True):
+    return _private(qproxy_factory, backend_app, tmp_path, ("send_timeout", "4s"),
+                    ("response_buffer_size", "64k"), start=start)
+
+
+def test_client_that_reads_nothing_is_closed_after_send_timeout(qproxy_factory,
+                                                                backend_app, tmp_path):
+    """A client with small windows that never extends them: qproxy holds at
+    most its response buffer per stream, and closes it after send_timeout."""
+    q = _stalled(qproxy_factory, backend_app, tmp_path)
+    stuck = []
+    r, elapsed = _stalled_reader(q, lambda: stuck.append(stats(q)))
     assert r.outcomes == ["closed 0x107"] * 4, r
     assert 4.0 <= elapsed < _SEND_TIMEOUT_BY, elapsed
     assert _limits(q)["closed_send_timeout"] == 1
@@ -933,28 +944,11 @@ def test_send_timeout_is_not_moved_by_a_step_of_the_wall_clock(qproxy_factory, b
     long as the step. Here the clock of qproxy steps by an hour a second
     into the stall: the client is closed send_timeout after it stalled,
     as with no step (the test above)."""
-    def make(port, c, k):
-        return _sections(c, k, port, backend_app.tcp_server, str(tmp_path / "s"),
-                         retry="never", extra=[("send_timeout", "4s"),
-                                               ("response_buffer_size", "64k")])
-    q = qproxy_factory(sections=make, start=False)
+    q = _stalled(qproxy_factory, backend_app, tmp_path, start=False)
     clock = preload_clock(q, str(tmp_path / "clock"))
     q.start()
-    got = []
-
-    def run():
-        got.append(h3raw(q.port, [":method: GET", ":scheme: https",
-                                  ":authority: 127.0.0.1:%d" % q.port,
-                                  ":path: /app/bytes/20000000"],
-                         count=4, timeout=20, extra=["--no-read"]))
-    t = time.monotonic()
-    client = threading.Thread(target=run)
-    client.start()
-    time.sleep(1.0)
-    clock(step)
-    client.join()
-    elapsed = time.monotonic() - t
-    assert got[0].outcomes == ["closed 0x107"] * 4, got[0]
+    r, elapsed = _stalled_reader(q, lambda: clock(step))
+    assert r.outcomes == ["closed 0x107"] * 4, r
     assert 4.0 <= elapsed < _SEND_TIMEOUT_BY, elapsed
     assert _limits(q)["closed_send_timeout"] == 1
 
