@@ -310,6 +310,16 @@ def test_certificates_near_or_past_their_dates_are_warned_about(
         assert e.split(": listener", 1)[1] in text, text
 
 
+def _around_an_edge(d, now, edge):
+    """Three certificates about edge, in d: "short", valid from a day
+    before now until edge; "future", from edge for 90 days; "later", from
+    a day before now until 5 days after."""
+    day = datetime.timedelta(days=1)
+    return [_dated_certificate(d, "short", now - day, edge),
+            _dated_certificate(d, "future", edge, now + 90 * day),
+            _dated_certificate(d, "later", now - day, now + 5 * day)]
+
+
 def test_certificates_are_watched_while_the_daemon_runs(
         qproxy_factory, backend_app, certificate, tmp_path):
     """qproxyctl stats counts the certificates expiring within 14 days and
@@ -317,10 +327,8 @@ def test_certificates_are_watched_while_the_daemon_runs(
     certificate's dates, with the log saying so then, not only at the
     start: one expires 3 s after it, another becomes valid then."""
     now = datetime.datetime.utcnow().replace(microsecond=0)
-    day, edge = datetime.timedelta(days=1), now + datetime.timedelta(seconds=3)
-    short = _dated_certificate(str(tmp_path), "short", now - day, edge)
-    future = _dated_certificate(str(tmp_path), "future", edge, now + 90 * day)
-    later = _dated_certificate(str(tmp_path), "later", now - day, now + 5 * day)
+    edge = now + datetime.timedelta(seconds=3)
+    short, future, later = _around_an_edge(str(tmp_path), now, edge)
     q = qproxy_factory(sections=_sections(backend_app.tcp_server,
                                           [certificate, short, future, later]))
     tls = stats(q)["tls"]
@@ -348,10 +356,8 @@ def test_certificates_are_watched_across_a_step_of_the_wall_clock(
     up to a day. Here qproxy's clock steps 3 hours ahead, past the dates
     of two certificates 2 hours away: the counts change at once."""
     now = datetime.datetime.utcnow().replace(microsecond=0)
-    day, edge = datetime.timedelta(days=1), now + datetime.timedelta(hours=2)
-    short = _dated_certificate(str(tmp_path), "short", now - day, edge)
-    future = _dated_certificate(str(tmp_path), "future", edge, now + 90 * day)
-    later = _dated_certificate(str(tmp_path), "later", now - day, now + 5 * day)
+    edge = now + datetime.timedelta(hours=2)
+    short, future, later = _around_an_edge(str(tmp_path), now, edge)
     q = qproxy_factory(sections=_sections(backend_app.tcp_server,
                                           [certificate, short, future, later]), start=False)
     clock = preload_clock(q, str(tmp_path / "clock"))
