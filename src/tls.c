@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <sys/random.h>
@@ -107,6 +108,7 @@ struct tls_cert {
 	uint8_t		 id[32];	/* SHA-256 of the leaf */
 	char		*file;
 	time_t		 not_before, not_after;	/* 0: unknown */
+	char		*missing;	/* the issuer the chain lacks, or NULL */
 };
 
 /*
@@ -570,6 +572,122 @@ done:
 }
 
 /*
+ * The roots a client is likely to trust: those of this machine, where
+ * Debian's ca-certificates keeps them, or the file SSL_CERT_FILE names as
+ * it does for OpenSSL. Read when a chain needs them.
+ */
+#define TLS_ROOTS_FILE	"/etc/ssl/certs/ca-certificates.crt"
+
+static const char *
+roots_file(void)
+{
+	const char *f = getenv("SSL_CERT_FILE");
+
+	return f != NULL && *f != '\0' ? f : TLS_ROOTS_FILE;
+}
+
+/* A certificate's names, as hashes of their DER, and its issuer's text. */
+struct chain_link {
+	uint8_t		 subject[KEYID_SIZE], issuer[KEYID_SIZE];
+	bool		 self_signed;
+	char		 issuer_text[WC_ASN_NAME_MAX];
+};
+
+static int
+chain_link(const uint8_t *der, size_t len, struct chain_link *k)
+{
+	struct DecodedCert dc;
+	int rv = -1;
+
+	wc_InitDecodedCert(&dc, der, (word32)len, NULL);
+	if (wc_ParseCert(&dc, CERT_TYPE, NO_VERIFY, NULL) == 0) {
+		memcpy(k->subject, dc.subjectHash, KEYID_SIZE);
+		memcpy(k->issuer, dc.issuerHash, KEYID_SIZE);
+		k->self_signed = memcmp(k->subject, k->issuer, KEYID_SIZE) == 0;
+		snprintf(k->issuer_text, sizeof(k->issuer_text), "%s",
+		    dc.issuer);
+		rv = 0;
+	}
+	wc_FreeDecodedCert(&dc);
+	return rv;
+}
+
+/*
+ * Whether a certificate of the PEM file path names this subject: 1, 0, or
+ * -1 when the file cannot be read (nothing can then be said).
+ */
+static int
+roots_hold(const char *path, const uint8_t subject[KEYID_SIZE])
+{
+	struct chain_link k;
+	char *pem;
+	uint8_t *der = NULL;
+	size_t pemlen, derlen = 0, leaflen, off, len;
+	int rv = -1;
+
+	if (file_read(path, TLS_FILE_MAX, &pem, &pemlen) == -1)
+		return -1;
+	if ((der = malloc(pemlen + 1)) != NULL &&
+	    chain_der(pem, pemlen, der, &derlen, &leaflen) > 0) {
+		rv = 0;
+		for (off = 0; rv == 0 && off < derlen; off += len)
+			if ((len = der_len(der + off, derlen - off)) == 0)
+				break;
+			else if (chain_link(der + off, len, &k) == 0 &&
+			    memcmp(k.subject, subject, KEYID_SIZE) == 0)
+				rv = 1;
+	}
+	free(der);
+	free(pem);
+	return rv;
+}
+
+/*
+ * The chain followed from the server's certificate, each to its issuer in
+ * the file, to one signed by itself or one whose issuer this machine's
+ * roots hold. Ending elsewhere, the chain lacks an intermediate, as a
+ * file with the server's certificate alone does: clients that do not have
+ * it refuse the chain (browsers may find it on their own; curl, other
+ * programs and the servers a client library talks to do not), and into
+ * c->missing goes the issuer's name. -1 when out of memory.
+ */
+static int
+chain_gap(struct tls_cert *c, const uint8_t *der, size_t derlen)
+{
+	struct chain_link *links;
+	size_t n = 0, off, len, cur = 0, steps;
+	int rv = 0;
+
+	if ((links = calloc(derlen / 64 + 1, sizeof(*links))) == NULL)
+		return -1;
+	for (off = 0; off < derlen && n < derlen / 64 + 1; off += len) {
+		if ((len = der_len(der + off, derlen - off)) == 0 ||
+		    chain_link(der + off, len, &links[n]) == -1)
+			goto done;	/* wolfSSL took it: not to be said here */
+		n++;
+	}
+	for (steps = 0; steps < n && !links[cur].self_signed; steps++) {
+		size_t j;
+
+		for (j = 0; j < n; j++)
+			if (j != cur && memcmp(links[j].subject,
+			    links[cur].issuer, KEYID_SIZE) == 0)
+				break;
+		if (j == n) {
+			if (roots_hold(roots_file(), links[cur].issuer) == 0 &&
+			    (c->missing = strdup(links[cur].issuer_text)) ==
+			    NULL)
+				rv = -1;
+			break;
+		}
+		cur = j;
+	}
+done:
+	free(links);
+	return rv;
+}
+
+/*
  * A certificate and its key, read, turned into DER and checked, into ctx
  * (the first) or c. What is checked is what a session is given.
  */
@@ -615,6 +733,10 @@ cert_load(WOLFSSL_CTX *ctx, struct tls_cert *c, const struct config_cert *cc,
 	}
 	if (cert_names(c, der, leaflen, cc->certificate, err, errlen) == -1)
 		goto done;
+	if (chain_gap(c, der, derlen) == -1) {
+		snprintf(err, errlen, "out of memory");
+		goto done;
+	}
 	if (!first && c->nnames == 0) {
 		snprintf(err, errlen, "certificate %s names no host (no DNS "
 		    "subjectAltName): only a listener's first certificate may, "
@@ -684,6 +806,7 @@ ctx_data_free(struct tls_ctx_data *d)
 			free(c->names[j]);
 		free(c->names);
 		free(c->file);
+		free(c->missing);
 		free(c->chain);
 		free_secret(c->key, c->keylen);
 	}
@@ -796,6 +919,7 @@ tls_ctx_cert(WOLFSSL_CTX *ctx, size_t n, struct tls_cert_info *info)
 	info->nnames = c->nnames;
 	info->not_before = c->not_before;
 	info->not_after = c->not_after;
+	info->missing = c->missing;
 	return true;
 }
 
@@ -832,6 +956,14 @@ tls_ctx_warnings(WOLFSSL_CTX *ctx, const struct config *cfg,
 			    "each of its names is an earlier certificate's, "
 			    "which is chosen first", config_at(cfg,
 			    l->certs[i].line), l->name, ci.file);
+		if (ci.missing != NULL)
+			warn("%s: listener %s: certificate %s: the chain ends "
+			    "at a certificate signed by \"%s\", which neither "
+			    "the file nor the roots in %s hold: a client that "
+			    "does not have it refuses the chain (the file is "
+			    "to hold the server's certificate, then each "
+			    "intermediate)", config_at(cfg, l->certs[i].line),
+			    l->name, ci.file, ci.missing, roots_file());
 		if (ci.not_after == 0)
 			continue;
 		if (ci.not_before > now) {

@@ -59,6 +59,7 @@ struct tls_cert_info {
 	char *const	*names;		/* its DNS names, lowercase */
 	size_t		 nnames;
 	time_t		 not_before, not_after;	/* 0: unknown */
+	const char	*missing;	/* the issuer the chain lacks, or NULL */
 };
 /* The nth certificate of a context, the first the default; false past. */
 bool		 tls_ctx_cert(WOLFSSL_CTX *, size_t n, struct tls_cert_info *);
@@ -68,7 +69,9 @@ long long	 tls_days_left(time_t not_after, time_t now);
 void		 tls_format_time(time_t, char *buf, size_t len);
 /*
  * A listener's certificates that are not valid yet, have expired or expire
- * within TLS_EXPIRY_WARN_DAYS, each warned about at its line of the file.
+ * within TLS_EXPIRY_WARN_DAYS, are never sent, or lack an issuer that
+ * neither the file nor this machine's roots hold, each warned about at its
+ * line of the file.
  */
 #define TLS_EXPIRY_WARN_DAYS	14
 void		 tls_ctx_warnings(WOLFSSL_CTX *, const struct config *,

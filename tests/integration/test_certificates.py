@@ -493,9 +493,14 @@ def test_chromium_reuses_a_connection_for_a_host_its_certificate_covers(
     assert st["requests"]["2xx"] >= 2, st["requests"]
 
 
-def _check(conf):
+def _check(conf, roots=None):
+    """qproxy -t; roots, when given, stands for this machine's trusted
+    roots (SSL_CERT_FILE), so that the test CA's chains are complete."""
+    env = dict(os.environ)
+    if roots:
+        env["SSL_CERT_FILE"] = roots
     return subprocess.run([qproxy_binary(), "-t", "-c", str(conf)], capture_output=True,
-                          text=True, timeout=30)
+                          text=True, timeout=30, env=env)
 
 
 def _listener_conf(conf, leaves, backend):
@@ -577,10 +582,64 @@ def test_a_certificate_no_client_can_get_is_warned_about(tmp_path, certs, backen
     more = _leaf(d, "a-more", "/CN=a.test", "DNS:a.test,DNS:new.a.test", EC)
     conf = tmp_path / "q.conf"
     _listener_conf(conf, [certs["default"], rsa, ec_a, more], backend_app.tcp_server)
-    p = _check(conf)
+    p = _check(conf, roots=certs["ca"])
     assert p.returncode == 0 and "configuration OK" in p.stdout, p
     # (each is made for 2 days: each is warned of as expiring soon)
     said = [l for l in p.stderr.splitlines() if " expires at " not in l]
     shadowed = [l for l in said if ec_a[0] in l]
     assert len(shadowed) == 1 and ("%s:7: " % conf) in shadowed[0], p.stderr
     assert not [l for l in said if more[0] in l or rsa[0] in l], p.stderr
+
+
+def test_a_chain_that_lacks_an_intermediate_is_warned_about(tmp_path, certs, backend_app,
+                                                             qproxy_factory):
+    """The usual mistake with a CA's files (certbot's cert.pem for its
+    fullchain.pem): the server's certificate alone. curl, and every
+    client but a browser that has met the intermediate before, refuses
+    it, while a check with a browser passes. qproxy -t and the log at a
+    start say so at the certificate's line, naming the issuer that is
+    neither in the file nor among this machine's roots (SSL_CERT_FILE
+    stands for them here, as it does for OpenSSL); a file that goes on to
+    such a root, or to one signed by itself, is no news."""
+    d = str(tmp_path)
+    alone, key = certs["b"][0] + ".alone", certs["b"][1]
+    with open(certs["b"][0]) as f:
+        pem = f.read()
+    with open(alone, "w") as f:
+        f.write(pem[:pem.index("-----END CERTIFICATE-----") + 26])
+    full = os.path.join(d, "full.pem")
+    with open(full, "w") as f:
+        f.write(pem + open(certs["ca"]).read())
+    conf = tmp_path / "q.conf"
+
+    def chain_warnings(leaves, roots):
+        _listener_conf(conf, leaves, backend_app.tcp_server)
+        p = _check(conf, roots=roots)
+        assert p.returncode == 0 and "configuration OK" in p.stdout, p
+        return [l.split("qproxy[warn]: ", 1)[-1] for l in p.stderr.splitlines()
+                if "the chain ends" in l]
+
+    # the intermediate left out: named
+    said = chain_warnings([certs["default"], (alone, key)], certs["ca"])
+    assert len(said) == 1 and said[0].startswith(
+        "%s:5: listener main: certificate %s: the chain ends at a certificate "
+        'signed by "/CN=qproxy test intermediate"' % (conf, alone)), said
+    # no roots to look in: nothing can be said
+    assert chain_warnings([(alone, key)], os.path.join(d, "none.pem")) == []
+    # the intermediate there, the root among the roots: complete
+    assert chain_warnings([certs["default"], certs["b"]], certs["ca"]) == []
+    # the root not among them: the chain ends at one nobody vouches for
+    other = os.path.join(d, "other.pem")
+    _openssl(d, "req", "-x509", "-newkey", *EC, "-nodes", "-keyout", "other.key",
+             "-out", "other.pem", "-days", "2", "-subj", "/CN=another root")
+    said = chain_warnings([certs["default"], certs["b"]], other)
+    assert len(said) == 2 and all('signed by "/CN=qproxy test CA", which neither the '
+                                  "file nor the roots in %s hold" % other in l
+                                  for l in said), said
+    # a file that goes on to the root itself, or a self-signed certificate
+    assert chain_warnings([(full, key)], other) == []
+    # the daemon's log says it too, at a start (the machine's roots:
+    # the test CA is not among them)
+    q = qproxy_factory(sections=_sections(backend_app.tcp_server, [(alone, key)]))
+    assert ('certificate %s: the chain ends at a certificate signed by '
+            '"/CN=qproxy test intermediate"' % alone) in open(q.log).read()
