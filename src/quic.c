@@ -307,6 +307,8 @@ handshake_completed(ngtcp2_conn *conn, void *user_data)
 	}
 	qc->handshake_done = true;
 	stats.handshakes_completed++;
+	if (wolfSSL_session_reused(qc->ssl))
+		stats.resumed_handshakes++;
 	stats.handshakes_current--;
 	if (qc->unvalidated) {
 		qc->unvalidated = false;

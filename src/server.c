@@ -766,6 +766,7 @@ static const struct stats_row {
 	ROW("quic", "tokens_reused", tokens_reused),
 	GAUGE("quic", "tokens_remembered", tokens_remembered),
 	ROW("quic", "tokens_forgotten", tokens_forgotten),
+	ROW("quic", "resumed_handshakes", resumed_handshakes),
 	ROW("quic", "tickets_reused", tickets_reused),
 	GAUGE("quic", "tickets_remembered", tickets_remembered),
 	ROW("quic", "tickets_forgotten", tickets_forgotten),

@@ -63,6 +63,7 @@ struct stats {
 	uint64_t	tokens_reused;		/* NEW_TOKEN's, taken before */
 	uint64_t	tokens_remembered;	/* now: see replay.h */
 	uint64_t	tickets_reused;		/* session tickets, taken before */
+	uint64_t	resumed_handshakes;	/* completed with a ticket */
 	uint64_t	hello_retries;		/* HelloRetryRequests sent */
 	uint64_t	tickets_remembered;	/* now: see tls.c */
 	uint64_t	tokens_forgotten;	/* early, for room */

@@ -64,8 +64,13 @@ tls_tickets_forgotten(void)
 	return tickets_taken != NULL ? replay_evicted(tickets_taken) : 0;
 }
 
+/*
+ * A ClientHello sent again after a HelloRetryRequest repeats its ticket
+ * (RFC 8446 4.1.4): that is the same connection's, not a replay, and
+ * resumes.
+ */
 static bool
-ticket_taken(const uint8_t *iv, const uint8_t *mac)
+ticket_taken(struct tls_conn *tc, const uint8_t *iv, const uint8_t *mac)
 {
 	uint8_t id[TICKET_IVLEN + WOLFSSL_TICKET_MAC_SZ];
 	uint64_t key;
@@ -77,11 +82,17 @@ ticket_taken(const uint8_t *iv, const uint8_t *mac)
 	memcpy(id, iv, TICKET_IVLEN);
 	memcpy(id + TICKET_IVLEN, mac, WOLFSSL_TICKET_MAC_SZ);
 	key = replay_key(tickets_taken, id, sizeof(id));
+	if (tc != NULL && tc->took_ticket && tc->ticket == key)
+		return false;
 	if (replay_seen(tickets_taken, key, now)) {
 		stats.tickets_reused++;
 		return true;
 	}
 	(void)replay_add(tickets_taken, key, now);
+	if (tc != NULL) {
+		tc->ticket = key;
+		tc->took_ticket = true;
+	}
 	return false;
 }
 
@@ -166,7 +177,7 @@ ticket_cb(WOLFSSL *ssl, unsigned char name[WOLFSSL_TICKET_NAME_SZ],
 {
 	uint64_t now = (uint64_t)time(NULL) / TICKET_EPOCH;
 	const struct tls_ctx_data *d = arg;
-	const struct tls_conn *tc = wolfSSL_get_app_data(ssl);
+	struct tls_conn *tc = wolfSSL_get_app_data(ssl);
 	const uint8_t *cert_id = NULL;
 	uint8_t kname[32], key[32];
 	Aes aes;
@@ -206,7 +217,7 @@ ticket_cb(WOLFSSL *ssl, unsigned char name[WOLFSSL_TICKET_NAME_SZ],
 		    TICKET_IVLEN, mac, 16, name, WOLFSSL_TICKET_NAME_SZ) != 0)
 			break;
 		*outlen = len;
-		if (ticket_taken(iv, mac))
+		if (ticket_taken(tc, iv, mac))
 			break;
 		/*
 		 * The last epoch's ticket is as good (its age is wolfSSL's to

@@ -21,6 +21,8 @@ struct tls_conn {
 	unsigned int		 cert;		/* the certificate it got */
 	WOLFSSL_CTX		*ctx;		/* its listener's; lives as
 						   long as its generation */
+	uint64_t		 ticket;	/* the one it took (replay.h) */
+	bool			 took_ticket;
 };
 
 struct config;

@@ -1294,3 +1294,40 @@ def test_aes_gcm_vaes_off_leaves_every_packet_to_wolfssl(qproxy_factory, backend
         assert got[0] >= 100 and got[1] == 0 and got[2] >= 100, got
     else:
         assert got == [0, 0, 0], got
+
+
+def test_a_ticket_resumes_after_a_hello_retry_request(qproxy_factory, backend_app,
+                                                      tmp_path):
+    """A client resuming whose ClientHello has no key share qproxy takes
+    gets a HelloRetryRequest and sends its ClientHello again, with the
+    same ticket (RFC 8446 4.1.4). That is the same connection's, not a
+    replay, and resumes. The ticket was counted as taken at the first
+    ClientHello, and the second refused as a reuse: a whole handshake
+    every time for such a client (one whose only key share is of a group
+    qproxy lacks, as X448, or a post-quantum one alone). gtlsclient
+    aborts on a HelloRetryRequest when it resumes (ngtcp2's client asserts
+    on a 0-RTT key installed twice, test_zero_rtt_after_hello_retry_request),
+    so h3raw, on wolfSSL, offers no key share at all. The control first:
+    the same resumption with its key share, and gtlsclient's; then the
+    resumed_handshakes row counts each."""
+    from helpers import h3raw
+    q = qproxy_factory(sections=_early_sections(backend_app.tcp_server,
+                                                str(tmp_path / "s"), early="off"))
+    assert stats(q)["quic"]["resumed_handshakes"] == 0
+    session = _resumable(q, tmp_path)[0]
+    p = _gtls(q.port, "/app/bytes/11", tmp_path, session, "--disable-early-data")
+    assert p.returncode == 0 and (tmp_path / "11").read_bytes() == expected_body(11), p
+    st = stats(q)["quic"]
+    assert (st["resumed_handshakes"], st["tickets_reused"]) == (1, 0), st
+    get = ["%s: %s" % kv for kv in ((":method", "GET"), (":scheme", "https"),
+                                   (":authority", "localhost"), (":path", "/app/bytes/5"))]
+    sess = str(tmp_path / "h3raw.session")
+    # each keeps the ticket it got for the next: the first has none
+    for n, extra, said, retries in ((1, [], "no", 0), (2, [], "yes", 0),
+                                    (3, ["--no-key-shares"], "yes", 1)):
+        r = h3raw(q.port, get, extra=["--session-file", sess] + extra)
+        assert r.returncode == 0 and "resumed %s" % said in r.stdout, (n, r)
+        assert r.outcomes == ["status 200 body 5"], (n, r)
+        st = stats(q)["quic"]
+        assert (st["hello_retries"], st["tickets_reused"]) == (retries, 0), (n, st)
+    assert st["resumed_handshakes"] == 3, st

@@ -81,6 +81,13 @@
  *                             packet of their own, right after the
  *                             ClientHello (as if a next message began)
  *   --sni NAME                TLS SNI (default: HOST)
+ *   --session-file PATH       resume the TLS session kept in PATH, if there
+ *                             is one, and keep there the session this
+ *                             connection ends with (its last ticket); a
+ *                             last line says "resumed yes" or "resumed no"
+ *   --no-key-shares           offer no key share in the ClientHello: the
+ *                             server must ask for one with a
+ *                             HelloRetryRequest
  *   --alpn PROTO              the one ALPN protocol offered (default h3);
  *                             an empty PROTO offers no ALPN at all
  *   -t SECONDS                overall timeout (default 10)
@@ -141,6 +148,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -228,6 +236,8 @@ static struct {
   const char *port;
   const char *sni;
   const char *alpn;
+  const char *session_file;
+  int no_key_shares;
   fields_t fields;
   fields_t trailers;
   int has_body;
@@ -683,6 +693,11 @@ static void parse_args(int argc, char **argv) {
     } else if (strcmp(a, "--sni") == 0) {
       NEED_ARG();
       opt.sni = next;
+    } else if (strcmp(a, "--session-file") == 0) {
+      NEED_ARG();
+      opt.session_file = next;
+    } else if (strcmp(a, "--no-key-shares") == 0) {
+      opt.no_key_shares = 1;
     } else if (strcmp(a, "--alpn") == 0) {
       NEED_ARG();
       if (strlen(next) > 255) {
@@ -1424,6 +1439,60 @@ static int setup_socket(void) {
   return 0;
 }
 
+/* --session-file: the session kept there, if any, for this connection. */
+static int session_load(void) {
+  const unsigned char *p;
+  WOLFSSL_SESSION *sess;
+  uint8_t buf[16384];
+  ssize_t n;
+  int fd = open(opt.session_file, O_RDONLY);
+
+  if (fd == -1) {
+    return errno == ENOENT ? 0 : (warnx_("%s: %s", opt.session_file,
+                                         strerror(errno)), -1);
+  }
+  n = read(fd, buf, sizeof(buf));
+  close(fd);
+  p = buf;
+  if (n <= 0 || (sess = wolfSSL_d2i_SSL_SESSION(NULL, &p, (long)n)) == NULL) {
+    warnx_("%s: not a session", opt.session_file);
+    return -1;
+  }
+  if (wolfSSL_set_session(c.ssl, sess) != WOLFSSL_SUCCESS) {
+    warnx_("wolfSSL_set_session failed");
+    wolfSSL_SESSION_free(sess);
+    return -1;
+  }
+  wolfSSL_SESSION_free(sess);
+  return 0;
+}
+
+/* --session-file: the connection's session, with the last ticket it got. */
+static void session_save(void) {
+  WOLFSSL_SESSION *sess = wolfSSL_get1_session(c.ssl);
+  unsigned char *der = NULL, *p;
+  int len, fd;
+
+  printf("resumed %s\n", wolfSSL_session_reused(c.ssl) ? "yes" : "no");
+  if (sess == NULL || (len = wolfSSL_i2d_SSL_SESSION(sess, NULL)) <= 0) {
+    warnx_("no session to keep");
+    wolfSSL_SESSION_free(sess);
+    return;
+  }
+  der = xrealloc(NULL, (size_t)len);
+  p = der;
+  (void)wolfSSL_i2d_SSL_SESSION(sess, &p);
+  fd = open(opt.session_file, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  if (fd == -1 || write(fd, der, (size_t)len) != len) {
+    warnx_("%s: %s", opt.session_file, strerror(errno));
+  }
+  if (fd != -1) {
+    close(fd);
+  }
+  free(der);
+  wolfSSL_SESSION_free(sess);
+}
+
 static int setup_tls(void) {
   unsigned char alpn[256];
   size_t alpnlen = strlen(opt.alpn);
@@ -1464,7 +1533,11 @@ static int setup_tls(void) {
   }
   /* QUIC v1 transport parameters codepoint */
   wolfSSL_set_quic_transport_version(c.ssl, 0x39);
-  return 0;
+  if (opt.no_key_shares && wolfSSL_NoKeyShares(c.ssl) != WOLFSSL_SUCCESS) {
+    warnx_("wolfSSL_NoKeyShares failed");
+    return -1;
+  }
+  return opt.session_file != NULL ? session_load() : 0;
 }
 
 /* A QUIC variable-length integer at *i of p (len bytes); -1 past the end. */
@@ -2460,6 +2533,9 @@ int main(int argc, char **argv) {
   }
   send_connection_close();
 
+  if (opt.session_file != NULL) {
+    session_save();
+  }
   if (timed_out) {
     warnx_("timeout");
   }
