@@ -469,6 +469,60 @@ path_unreserved(int c)
 	    c == '~';
 }
 
+/* Whether p[0, len) begins with "%2F" or "%5C", in either case. */
+static bool
+path_encoded_slash(const char *p, size_t len)
+{
+	return len >= 3 && p[0] == '%' && ((p[1] == '2' &&
+	    (p[2] == 'F' || p[2] == 'f')) || (p[1] == '5' &&
+	    (p[2] == 'C' || p[2] == 'c')));
+}
+
+/* How many "." p[0, len) holds, spelled "." or "%2E": 1, 2, or 0 (not
+   a dot segment). */
+static int
+path_dots(const char *p, size_t len)
+{
+	int n = 0;
+
+	for (size_t i = 0; i < len; i++, n++)
+		if (p[i] == '%' && i + 2 < len && p[i + 1] == '2' &&
+		    (p[i + 2] == 'e' || p[i + 2] == 'E'))
+			i += 2;
+		else if (p[i] != '.')
+			return 0;
+	return n <= 2 ? n : 0;
+}
+
+/*
+ * Whether a "." or ".." segment touches "%2F" or "%5C", which some
+ * backends decode and read as "/": "/img/..%2Fadmin" is "/admin" to such a
+ * backend, and to routes (route.c) it would be "/img/../admin", which no
+ * route for "/admin/" takes. Those between plain "/" are resolved
+ * (path_normalize).
+ */
+static bool
+path_hidden_dots(const char *p, size_t len)
+{
+	size_t i = 0, start, n;
+	bool encoded_before = false, encoded_after;
+
+	while (i < len) {
+		start = i;
+		while (i < len && p[i] != '/' && !path_encoded_slash(p + i,
+		    len - i))
+			i++;
+		encoded_after = i < len && p[i] != '/';
+		if ((encoded_before || encoded_after) &&
+		    path_dots(p + start, i - start) > 0)
+			return true;
+		n = encoded_after ? 3 : 1;
+		encoded_before = encoded_after;
+		i += n;
+	}
+	return false;
+}
+
 /*
  * Normalizes p[0, len), an absolute path without its query, in place and
  * gives its new length: percent-encoded unreserved characters decoded
@@ -476,7 +530,8 @@ path_unreserved(int c)
  * match, and backends receive, this path: "/img/../admin" is "/admin" to
  * both, whatever either would have made of it. A '%' without two hex
  * digits is refused (-1): decoding around it could make a new encoding,
- * "%%32e" a "%2e" that the backend would decode again.
+ * "%%32e" a "%2e" that the backend would decode again. So is a path with a
+ * dot segment left between encoded slashes (-2, path_hidden_dots).
  */
 static int
 path_normalize(char *p, size_t len, size_t *outlen)
@@ -490,6 +545,8 @@ path_normalize(char *p, size_t len, size_t *outlen)
 		    bytes_hexval((uint8_t)p[i + 1]) == -1 ||
 		    bytes_hexval((uint8_t)p[i + 2]) == -1))
 			return -1;
+	if (path_hidden_dots(p, len))
+		return -2;
 	for (i = w = 0; i < len; i++, w++) {
 		c = p[i] != '%' ? -1 : bytes_hexval((uint8_t)p[i + 1]) << 4 |
 		    bytes_hexval((uint8_t)p[i + 2]);
@@ -539,7 +596,10 @@ path_chars_ok(const char *p, size_t len)
 	return true;
 }
 
-/* The :path normalized in place, its query kept as it came. 0 or -1. */
+/*
+ * The :path normalized in place, its query kept as it came. 0, or
+ * path_normalize's -1 or -2.
+ */
 static int
 request_normalize_path(struct request *r)
 {
@@ -547,13 +607,14 @@ request_normalize_path(struct request *r)
 	char *p = r->buf + f->value;
 	size_t len = f->valuelen, plen, n;
 	const char *q;
+	int rv;
 
 	q = memchr(p, '?', len);
 	plen = q != NULL ? (size_t)(q - p) : len;
 	if (memchr(p, '.', plen) == NULL && memchr(p, '%', plen) == NULL)
 		return 0;
-	if (path_normalize(p, plen, &n) == -1)
-		return -1;
+	if ((rv = path_normalize(p, plen, &n)) != 0)
+		return rv;
 	memmove(p + n, p + plen, len - plen);
 	f->valuelen = (uint32_t)(n + len - plen);
 	p[f->valuelen] = '\0';
@@ -598,8 +659,13 @@ request_finish(struct request *r, bool fin)
 		return 0;	/* OPTIONS * */
 	if (!path_chars_ok(fvalue(r, r->path), r->fields[r->path].valuelen))
 		return fail(r, REQ_BAD, "character not allowed in :path");
-	if (request_normalize_path(r) == -1)
+	switch (request_normalize_path(r)) {
+	case -1:
 		return fail(r, REQ_BAD, "invalid percent-encoding in :path");
+	case -2:
+		return fail(r, REQ_BAD, "dot segment between encoded slashes "
+		    "in :path");
+	}
 	return 0;
 }
 

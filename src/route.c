@@ -140,25 +140,48 @@ route_host_match(const char *pattern, const char *host, size_t hostlen)
 }
 
 /*
+ * How many bytes of a path the "/" at its start takes: 1, 3 for "%2F" or
+ * "%5C" in either case, which backends may decode and read as "/" (a
+ * backslash: IIS, WHATWG URL parsers), 0 for none.
+ */
+static size_t
+route_slash(const char *p, size_t len)
+{
+	if (len == 0)
+		return 0;
+	if (p[0] == '/')
+		return 1;
+	return len >= 3 && p[0] == '%' && ((p[1] == '2' && (p[2] == 'F' ||
+	    p[2] == 'f')) || (p[1] == '5' && (p[2] == 'C' || p[2] == 'c'))) ?
+	    3 : 0;
+}
+
+/*
  * How many bytes of path a route's prefix takes: its own length, or more
- * where the path spells one of its "/" as several ("/app//admin/" for
- * "/app/admin/"), which nginx (merge_slashes), Apache and Tomcat read as
- * one: a route guarding "/app/admin/" holds for that spelling too, though
- * the path goes to the backend as it came. -1 when it does not match.
+ * where the path spells one of its "/" otherwise: as several
+ * ("/app//admin/" for "/app/admin/"), which nginx (merge_slashes), Apache
+ * and Tomcat read as one, or encoded (route_slash). A route guarding
+ * "/app/admin/" holds for those spellings too, though the path goes to the
+ * backend as it came. -1 when it does not match.
  */
 ssize_t
 route_prefix_span(const char *prefix, const char *path, size_t pathlen)
 {
-	size_t i, j;
+	size_t i, j, n;
 
 	if (prefix == NULL)
 		return 0;
-	for (i = j = 0; prefix[i] != '\0'; i++, j++) {
+	for (i = j = 0; prefix[i] != '\0'; i++) {
+		if (prefix[i] == '/' && prefix[i + 1] != '/' &&
+		    (n = route_slash(path + j, pathlen - j)) > 0) {
+			do
+				j += n;
+			while ((n = route_slash(path + j, pathlen - j)) > 0);
+			continue;
+		}
 		if (j >= pathlen || path[j] != prefix[i])
 			return -1;
-		if (prefix[i] == '/' && prefix[i + 1] != '/')
-			while (j + 1 < pathlen && path[j + 1] == '/')
-				j++;
+		j++;
 	}
 	return (ssize_t)j;
 }
@@ -194,27 +217,49 @@ route_request_match(const struct config_route *r, const struct request *req)
 }
 
 /*
- * The path before its query with each run of "/" made one, then the query
- * as it is: into buf when it fits, else from malloc (*heap set). NULL when
- * out of memory.
+ * The path before its query with each run of "/" (route_slash's, encoded
+ * ones too) made one "/", then the query as it is: into buf when it fits,
+ * else from malloc (*heap set). NULL when out of memory.
  */
 static char *
 route_merge_slashes(const char *path, size_t len, char *buf, size_t buflen,
     size_t *outlen, bool *heap)
 {
 	const char *q = memchr(path, '?', len);
-	size_t plen = q != NULL ? (size_t)(q - path) : len, i, w = 0;
+	size_t plen = q != NULL ? (size_t)(q - path) : len, i, n, w = 0;
 	char *m = buf;
 
 	*heap = len > buflen;
 	if (*heap && (m = malloc(len)) == NULL)
 		return NULL;
-	for (i = 0; i < plen; i++)
-		if (path[i] != '/' || w == 0 || m[w - 1] != '/')
+	for (i = 0; i < plen; i += n) {
+		if ((n = route_slash(path + i, plen - i)) == 0) {
 			m[w++] = path[i];
+			n = 1;
+		} else if (w == 0 || m[w - 1] != '/')
+			m[w++] = '/';
+	}
 	memcpy(m + w, path + plen, len - plen);
 	*outlen = w + len - plen;
 	return m;
+}
+
+/* Whether the path before its query spells a "/" as route_slash reads it
+   but not as itself alone: a run, or an encoding. */
+static bool
+route_odd_slashes(const char *path, size_t len)
+{
+	const char *q = memchr(path, '?', len);
+
+	if (q != NULL)
+		len = (size_t)(q - path);
+	if (len > 1 && memmem(path, len, "//", 2) != NULL)
+		return true;
+	for (const char *p = path; (p = memchr(p, '%', len -
+	    (size_t)(p - path))) != NULL; p++)
+		if (route_slash(p, len - (size_t)(p - path)) == 3)
+			return true;
+	return false;
 }
 
 static bool
@@ -229,9 +274,10 @@ route_path_match(const char *prefix, const char *path, size_t len)
 }
 
 /*
- * A path that spells a "/" as several is matched with its runs made one
- * too (route_prefix_span's rule), made so once: walking a run again for
- * each route cost a path of 60,000 "/" that many steps a route.
+ * A path that spells a "/" as several, or encoded, is matched with its
+ * runs made one "/" too (route_prefix_span's rule), made so once: walking
+ * a run again for each route cost a path of 60,000 "/" that many steps a
+ * route.
  */
 const struct config_route *
 route_match_host(const struct config *cfg, const char *host, size_t hostlen,
@@ -244,7 +290,7 @@ route_match_host(const struct config *cfg, const char *host, size_t hostlen,
 
 	if (path == NULL)
 		pathlen = 0;
-	if (pathlen > 1 && memmem(path, pathlen, "//", 2) != NULL &&
+	if (pathlen > 1 && route_odd_slashes(path, pathlen) &&
 	    (merged = route_merge_slashes(path, pathlen, small,
 	    sizeof(small), &mlen, &heap)) == NULL)
 		return NULL;	/* out of memory: no guard is passed by */

@@ -1112,6 +1112,44 @@ def test_route_guard_holds_for_a_slash_spelt_twice(qproxy_factory, backend_app):
         assert r.status == 200 and r.json()["target"] == target, (sent, r.status)
 
 
+
+def test_route_guard_holds_for_an_encoded_slash(qproxy_factory, backend_app):
+    """A route's prefix matches a path that spells one of its "/" as
+    "%2F" or "%5C", in either case, as backends that decode them read it
+    (Tomcat with ALLOW_ENCODED_SLASH, many frameworks; IIS reads a
+    backslash as "/"): "/app/admin%2Fx" went by the open "/app/" route,
+    past the deny of "/app/admin/". A dot segment that touches an encoded
+    slash, as in "/app/x/..%2Fadmin/", is 400: a backend that decodes it
+    would resolve it where the route never saw it. The path goes to the
+    backend as it came ("%2F" in an ID means something to it); strip_prefix
+    takes off as much as the prefix matched."""
+    q = qproxy_factory(sections=app_sections(backend_app.tcp_server, first_routes=[
+        ("route admin", [("path_prefix", "/app/admin/"), ("backend", "app"),
+                         ("deny", "all")]),
+        ("route svc", [("path_prefix", "/svc/"), ("strip_prefix", "on"),
+                       ("backend", "app")])]))
+
+    def status(path):
+        res = h3raw(q.port, [":method: GET", ":scheme: https",
+                             ":authority: 127.0.0.1:%d" % q.port, ":path: %s" % path])
+        assert res.outcomes, (path, res)
+        return res.outcomes[0].split()[1]
+
+    before = backend_app.count
+    for path in ("/app/admin%2Fecho-headers", "/app%2fadmin/echo-headers",
+                 "/app/%5Cadmin/echo-headers", "/app%2F%2Fadmin%5c%2Fecho-headers"):
+        assert status(path) == "403", path
+    for path in ("/app/x/..%2Fadmin/echo-headers", "/app/x%2F..%2Fadmin/echo-headers",
+                 "/app/x/%2e%2e%5cadmin/echo-headers", "/app/.%2Fadmin/echo-headers"):
+        assert status(path) == "400", path
+    assert backend_app.count == before
+    for sent, target in (("/app/a%2Fb/echo-headers", "/app/a%2Fb/echo-headers"),
+                         ("/svc%2Fecho-headers", "/echo-headers"),
+                         ("/svc/..x%2F.y/echo-headers", "/..x%2F.y/echo-headers")):
+        r = h3_get(q.url(sent), path_as_is=True)
+        assert r.status == 200 and r.json()["target"] == target, (sent, r.status)
+
+
 # ---------------------------------------------------------------- headers
 
 def test_early_data_field_of_a_client_is_kept(qp, backend_app):

@@ -116,6 +116,22 @@ test_by_hand(void)
 	CHECK_EQ_INT(route_prefix_span("/a//b", "/a//b", 5), 5);
 	CHECK_EQ_INT(route_prefix_span("/a//b", "/a/b", 4), -1);
 	CHECK_EQ_INT(route_prefix_span(NULL, "/x", 2), 0);
+	/*
+	 * so does "%2F" or "%5C", in either case, which backends may decode
+	 * and read as "/": a route guarding "/api/" holds for those spellings
+	 */
+	CHECK_ROUTE(&cfg, "example.com", "/api%2Fx", "api");
+	CHECK_ROUTE(&cfg, "example.com", "/%2fapi%5cx", "api");
+	CHECK_ROUTE(&cfg, "example.com", "/%5C/api/%2F/x", "api");
+	CHECK_ROUTE(&cfg, "other.org", "/static%2f", "static");
+	CHECK_ROUTE(&cfg, "other.org", "/static%2", "-");
+	CHECK_ROUTE(&cfg, "other.org", "/static%2E", "-");
+	/* in the query it is no slash */
+	CHECK_ROUTE(&cfg, "other.org", "/static?%2Fx", "-");
+	CHECK_EQ_INT(route_prefix_span("/api/", "/api%2F%2fx", 11), 10);
+	CHECK_EQ_INT(route_prefix_span("/api/", "/%5Capi/x", 9), 8);
+	CHECK_EQ_INT(route_prefix_span("/api/", "/api%2", 6), -1);
+	CHECK_EQ_INT(route_prefix_span("/a%2Fb", "/a%2Fb", 6), 6);
 
 	/* lengths are honoured: no NUL needed */
 	CHECK(route_match(&cfg, "example.com.org", 11, "/api/zzz", 5) ==
