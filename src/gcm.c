@@ -43,8 +43,15 @@
 #define GCM_WAYS	2
 #define GCM_CREDIT	64
 #define GCM_MISSES	8
-#define GCM_TARGET	__attribute__((target("avx512f,avx512bw,avx512vl," \
-			    "vaes,vpclmulqdq,aes,pclmul,ssse3,sse4.1")))
+/*
+ * What each part is compiled for: the key's expansion and a message's
+ * first and last steps are shared by the paths, so they take no AVX-512
+ * instruction (nor its EVEX encoding) that a CPU of the 256-bit path
+ * lacks.
+ */
+#define TARGET_SHARED	__attribute__((target("avx,aes,pclmul")))
+#define TARGET_512	__attribute__((target("avx512f,avx512bw,avx512vl," \
+			    "vaes,vpclmulqdq,aes,pclmul")))
 
 /*
  * A key wolfSSL expanded, as this code uses it, and the powers of its hash
@@ -99,7 +106,7 @@ set_of(const Aes *aes)
 	return ((p >> 4) ^ (p >> 10) ^ (p >> 16)) % GCM_SETS;
 }
 
-GCM_TARGET static inline __m128i
+TARGET_SHARED static inline __m128i
 bswap128(__m128i x)
 {
 	return _mm_shuffle_epi8(x, _mm_set_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8,
@@ -115,7 +122,7 @@ bswap128(__m128i x)
  * shifted out (E's low ones, times x^128) fold back the same way through
  * the left shifts by 127, 126 and 121 (into the top word only).
  */
-GCM_TARGET static inline __m128i
+TARGET_SHARED static inline __m128i
 gf_reduce(__m128i lo, __m128i hi)
 {
 	__m128i c, y, z, s;
@@ -140,7 +147,7 @@ gf_reduce(__m128i lo, __m128i hi)
 	return hi;
 }
 
-GCM_TARGET static __m128i
+TARGET_SHARED static __m128i
 gf_mul(__m128i a, __m128i b)
 {
 	__m128i ll, hh, mid;
@@ -153,7 +160,7 @@ gf_mul(__m128i a, __m128i b)
 	    _mm_xor_si128(hh, _mm_srli_si128(mid, 8)));
 }
 
-GCM_TARGET static __m128i
+TARGET_SHARED static __m128i
 aes_block(const struct gcm_key *k, __m128i x)
 {
 	uint32_t r;
@@ -165,11 +172,50 @@ aes_block(const struct gcm_key *k, __m128i x)
 }
 
 /*
+ * The nonce in a block's first three words and 0 in its last, read as 12
+ * bytes (the caller's may end there) into a register: a block stored in
+ * parts and loaded whole stalls.
+ */
+TARGET_SHARED static inline __m128i
+nonce_block(const uint8_t *nonce)
+{
+	uint64_t lo;
+	uint32_t hi;
+
+	memcpy(&lo, nonce, sizeof(lo));
+	memcpy(&hi, nonce + sizeof(lo), sizeof(hi));
+	return _mm_set_epi64x((long long)hi, (long long)lo);
+}
+
+/*
+ * A message's tag, from the sums [l, u, m] of the products of its blocks
+ * with their powers of H (low, high and middle halves) and its tag block
+ * t (the nonce's first counter through AES): the lengths in bits, two
+ * big-endian words, byte-reversed, times h (H itself), added, all reduced
+ * once, byte-reversed back and added to t.
+ */
+TARGET_SHARED static inline __m128i
+finish(__m128i l, __m128i u, __m128i m, const __m128i *h, size_t aadlen,
+    size_t len, __m128i t)
+{
+	__m128i lens, x;
+
+	lens = _mm_set_epi64x((long long)aadlen * 8, (long long)len * 8);
+	l = _mm_xor_si128(l, _mm_clmulepi64_si128(lens, *h, 0x00));
+	u = _mm_xor_si128(u, _mm_clmulepi64_si128(lens, *h, 0x11));
+	m = _mm_xor_si128(m, _mm_xor_si128(_mm_clmulepi64_si128(lens, *h,
+	    0x01), _mm_clmulepi64_si128(lens, *h, 0x10)));
+	x = gf_reduce(_mm_xor_si128(l, _mm_slli_si128(m, 8)),
+	    _mm_xor_si128(u, _mm_srli_si128(m, 8)));
+	return _mm_xor_si128(t, bswap128(x));
+}
+
+/*
  * Expands k, claimed for aes: wolfSSL's schedule is used as it is when it
  * encrypts a block as wolfSSL does (its AES-NI layout); a key that does
  * not is remembered as unusable. The powers of H go four chains abreast.
  */
-GCM_TARGET static const struct gcm_key *
+TARGET_SHARED static const struct gcm_key *
 expand(struct gcm_key *k, Aes *aes)
 {
 	uint8_t zero[16] = { 0 }, want[16], got[16];
@@ -205,7 +251,7 @@ expand(struct gcm_key *k, Aes *aes)
  * GCM_PROBATION-th use, so that the keys of a handshake, which protect a
  * packet or two each, cost nothing here.
  */
-GCM_TARGET static const struct gcm_key *
+TARGET_SHARED static const struct gcm_key *
 key_lookup(Aes *aes)
 {
 	size_t si = set_of(aes);
@@ -253,7 +299,7 @@ key_lookup(Aes *aes)
 	return NULL;
 }
 
-GCM_TARGET static inline __m128i
+TARGET_512 static inline __m128i
 fold(__m512i v)
 {
 	__m256i a;
@@ -273,7 +319,7 @@ fold(__m512i v)
 	(v) = _mm512_aesenclast_epi128((v), (rkz)[rounds]);		\
 } while (0)
 
-GCM_TARGET static inline void
+TARGET_512 static inline void
 mul4(__m512i d, __m512i h, __m512i *ll, __m512i *hh, __m512i *mid)
 {
 	*ll = _mm512_xor_si512(*ll, _mm512_clmulepi64_epi128(d, h, 0x00));
@@ -291,7 +337,7 @@ mul4(__m512i d, __m512i h, __m512i *ll, __m512i *hh, __m512i *mid)
  * the ciphertext (hashed as read), else the plaintext. Inlined into its
  * two callers, so that open is a constant in each.
  */
-GCM_TARGET static inline __attribute__((always_inline)) __m128i
+TARGET_512 static inline __attribute__((always_inline)) __m128i
 crypt_run(const struct gcm_key *k, uint8_t *dest, const uint8_t *src,
     size_t len, const uint8_t *nonce, const uint8_t *aad, size_t aadlen,
     size_t nblocks, bool open)
@@ -305,7 +351,7 @@ crypt_run(const struct gcm_key *k, uint8_t *dest, const uint8_t *src,
 	const __m128i *pw = k->pow + (GCM_RUN_BLOCKS - nblocks);
 	__m512i rkz[15], c, c1, c2, c3, v0, v1, v2, v3, s0, s1, s2, s3;
 	__m512i ll, hh, mid;
-	__m128i t, x, l, u, m, lens;
+	__m128i t;
 	uint32_t r;
 	size_t off, left, nb;
 	__mmask64 bm;
@@ -313,11 +359,8 @@ crypt_run(const struct gcm_key *k, uint8_t *dest, const uint8_t *src,
 
 	for (r = 0; r <= k->rounds; r++)
 		rkz[r] = _mm512_broadcast_i32x4(k->rk[r]);
-	/*
-	 * In registers (a block stored in parts and loaded whole stalls),
-	 * and the tag's block first, its rounds beside the AAD's hashing.
-	 */
-	t = _mm_maskz_loadu_epi32(0x7, nonce);
+	/* the tag's block first, its rounds beside the AAD's hashing */
+	t = nonce_block(nonce);
 	c = _mm512_add_epi32(_mm512_broadcast_i32x4(_mm_insert_epi32(t, 2,
 	    3)), _mm512_set_epi32(3, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0,
 	    0, 0, 0, 0));
@@ -389,39 +432,28 @@ crypt_run(const struct gcm_key *k, uint8_t *dest, const uint8_t *src,
 		    _mm512_maskz_loadu_epi64(qm, pw), &ll, &hh, &mid);
 		pw += nb;
 	}
-	/* the lengths in bits, two big-endian words, byte-reversed; pw is H */
-	lens = _mm_set_epi64x((long long)aadlen * 8, (long long)len * 8);
-	l = _mm_xor_si128(fold(ll), _mm_clmulepi64_si128(lens, *pw, 0x00));
-	u = _mm_xor_si128(fold(hh), _mm_clmulepi64_si128(lens, *pw, 0x11));
-	m = _mm_xor_si128(fold(mid), _mm_xor_si128(
-	    _mm_clmulepi64_si128(lens, *pw, 0x01),
-	    _mm_clmulepi64_si128(lens, *pw, 0x10)));
-	x = gf_reduce(_mm_xor_si128(l, _mm_slli_si128(m, 8)),
-	    _mm_xor_si128(u, _mm_srli_si128(m, 8)));
-	return _mm_xor_si128(t, bswap128(x));
+	/* pw is H: the lengths' block is the last */
+	return finish(fold(ll), fold(hh), fold(mid), pw, aadlen, len, t);
 }
 
-GCM_TARGET static void
-seal_run(const struct gcm_key *k, uint8_t *dest, const uint8_t *plain,
+/* The tag of plain sealed into dest. */
+TARGET_512 static __m128i
+seal_512(const struct gcm_key *k, uint8_t *dest, const uint8_t *plain,
     size_t len, const uint8_t *nonce, const uint8_t *aad, size_t aadlen,
     size_t nblocks)
 {
-	_mm_storeu_si128((__m128i *)(dest + len), crypt_run(k, dest, plain,
-	    len, nonce, aad, aadlen, nblocks, false));
+	return crypt_run(k, dest, plain, len, nonce, aad, aadlen, nblocks,
+	    false);
 }
 
-/* Whether the tag after the len bytes of ciphertext at src matches. */
-GCM_TARGET static bool
-open_run(const struct gcm_key *k, uint8_t *dest, const uint8_t *src,
+/* The tag src's ciphertext should have, opened into dest. */
+TARGET_512 static __m128i
+open_512(const struct gcm_key *k, uint8_t *dest, const uint8_t *src,
     size_t len, const uint8_t *nonce, const uint8_t *aad, size_t aadlen,
     size_t nblocks)
 {
-	__m128i d;
-
-	d = _mm_xor_si128(crypt_run(k, dest, src, len, nonce, aad, aadlen,
-	    nblocks, true), _mm_loadu_si128((const __m128i *)(src + len)));
-	/* one test of all 128 bits: no early exit to time */
-	return _mm_testz_si128(d, d);
+	return crypt_run(k, dest, src, len, nonce, aad, aadlen, nblocks,
+	    true);
 }
 
 bool
@@ -469,7 +501,8 @@ gcm_seal(Aes *aes, uint8_t *dest, const uint8_t *plain, size_t len,
 	/* (a packet's GHASH is one run: the caller's packets fit) */
 	if ((k = run_key(aes, len, aadlen, &nblocks)) == NULL)
 		return false;
-	seal_run(k, dest, plain, len, nonce, aad, aadlen, nblocks);
+	_mm_storeu_si128((__m128i *)(dest + len), seal_512(k, dest, plain,
+	    len, nonce, aad, aadlen, nblocks));
 	return true;
 }
 
@@ -479,10 +512,15 @@ gcm_open(Aes *aes, uint8_t *dest, const uint8_t *ciphertext, size_t len,
 {
 	const struct gcm_key *k;
 	size_t nblocks;
+	__m128i same;
 
 	if ((k = run_key(aes, len, aadlen, &nblocks)) == NULL)
 		return -1;
-	if (open_run(k, dest, ciphertext, len, nonce, aad, aadlen, nblocks))
+	same = _mm_cmpeq_epi8(open_512(k, dest, ciphertext, len, nonce, aad,
+	    aadlen, nblocks), _mm_loadu_si128((const __m128i *)(ciphertext +
+	    len)));
+	/* one test of all 128 bits: no early exit to time */
+	if (_mm_movemask_epi8(same) == 0xffff)
 		return 1;
 	/*
 	 * decrypted before it was checked: none of it may be used (dest may
