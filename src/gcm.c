@@ -1,12 +1,16 @@
 /*
- * gcm.c: AES-GCM of packets with VAES and VPCLMULQDQ (AVX-512).
+ * gcm.c: AES-GCM of packets with VAES and VPCLMULQDQ (AVX-512 or AVX2).
  *
  * AES-GCM is about a quarter of the CPU of a download (every packet
  * sealed) and of an upload (every packet opened). wolfSSL 5.7.2's fastest
  * path (AVX2) works one 128-bit block per instruction and works out the
  * powers of the hash key again for each message; on a CPU with VAES and
- * VPCLMULQDQ, four blocks go through each instruction, and the powers are
- * worked out once per key.
+ * VPCLMULQDQ, four blocks go through each instruction on 512-bit
+ * registers (AVX-512), or two on 256-bit ones where the CPU has VAES
+ * without AVX-512 (AMD Zen 3, Intel's client cores from Alder Lake on),
+ * and the powers are worked out once per key. The two paths share the
+ * keys, their powers of H and all but the run of a message (crypt_512,
+ * crypt_256); gcm_cpu picks the wider the CPU can take.
  *
  * GHASH is done on byte-reversed blocks, so that a block read as a
  * little-endian 128-bit integer has the coefficient of x^(127-j) at bit j
@@ -50,6 +54,8 @@
  * lacks.
  */
 #define TARGET_SHARED	__attribute__((target("avx,aes,pclmul")))
+#define TARGET_256	__attribute__((target("avx2,vaes,vpclmulqdq,aes," \
+			    "pclmul")))
 #define TARGET_512	__attribute__((target("avx512f,avx512bw,avx512vl," \
 			    "vaes,vpclmulqdq,aes,pclmul")))
 
@@ -73,29 +79,33 @@ struct gcm_key {
 static struct gcm_key cache[GCM_SETS][GCM_WAYS];
 static uint8_t misses[GCM_SETS];
 static uint64_t fills;
-static int have_vaes = -1;
-static bool enabled = true;	/* aes_gcm_vaes */
+static int cpu = -1;			/* cpu_path(), once asked */
+static enum gcm_path widest = GCM_VAES512;	/* aes_gcm_vaes */
+static uint64_t runs[GCM_VAES512 + 1];
 
 /*
- * CPUID and the OS's saving of the AVX-512 registers (XCR0's opmask and
- * ZMM state); compilers' __builtin_cpu_supports does not know VAES in all
- * the versions that build this.
+ * The widest path this CPU and OS can take: CPUID, and the OS's saving of
+ * the registers each uses (XCR0: SSE and AVX state for both, opmask and
+ * ZMM state as well for AVX-512); compilers' __builtin_cpu_supports does
+ * not know VAES in all the versions that build this.
  */
-static bool
-cpu_has_vaes(void)
+static enum gcm_path
+cpu_path(void)
 {
 	unsigned int a, b, c, d, xlo, xhi;
 
-	if (!__get_cpuid(1, &a, &b, &c, &d) ||
-	    !(c & bit_OSXSAVE) || !(c & bit_AES) || !(c & bit_PCLMUL))
-		return false;
+	if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_OSXSAVE) ||
+	    !(c & bit_AVX) || !(c & bit_AES) || !(c & bit_PCLMUL))
+		return GCM_WOLFSSL;
 	__asm__ volatile ("xgetbv" : "=a" (xlo), "=d" (xhi) : "c" (0));
-	if ((xlo & 0xe6) != 0xe6)
-		return false;
-	if (!__get_cpuid_count(7, 0, &a, &b, &c, &d))
-		return false;
-	return (b & bit_AVX512F) && (b & bit_AVX512BW) &&
-	    (b & bit_AVX512VL) && (c & bit_VAES) && (c & bit_VPCLMULQDQ);
+	if ((xlo & 0x6) != 0x6 ||
+	    !__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(b & bit_AVX2) ||
+	    !(c & bit_VAES) || !(c & bit_VPCLMULQDQ))
+		return GCM_WOLFSSL;
+	if ((xlo & 0xe6) == 0xe6 && (b & bit_AVX512F) &&
+	    (b & bit_AVX512BW) && (b & bit_AVX512VL))
+		return GCM_VAES512;
+	return GCM_VAES256;
 }
 
 static size_t
@@ -106,11 +116,20 @@ set_of(const Aes *aes)
 	return ((p >> 4) ^ (p >> 10) ^ (p >> 16)) % GCM_SETS;
 }
 
+/*
+ * Shuffles of each block: its bytes reversed (GHASH's order), and a
+ * counter block's last word made big-endian (the others, the nonce's,
+ * kept as read).
+ */
+#define REV_BYTES	_mm_set_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, \
+			    12, 13, 14, 15)
+#define CTR_BYTES	_mm_set_epi8(12, 13, 14, 15, 11, 10, 9, 8, 7, 6, 5, \
+			    4, 3, 2, 1, 0)
+
 TARGET_SHARED static inline __m128i
 bswap128(__m128i x)
 {
-	return _mm_shuffle_epi8(x, _mm_set_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8,
-	    9, 10, 11, 12, 13, 14, 15));
+	return _mm_shuffle_epi8(x, REV_BYTES);
 }
 
 /*
@@ -300,7 +319,7 @@ key_lookup(Aes *aes)
 }
 
 TARGET_512 static inline __m128i
-fold(__m512i v)
+fold4(__m512i v)
 {
 	__m256i a;
 
@@ -338,14 +357,12 @@ mul4(__m512i d, __m512i h, __m512i *ll, __m512i *hh, __m512i *mid)
  * two callers, so that open is a constant in each.
  */
 TARGET_512 static inline __attribute__((always_inline)) __m128i
-crypt_run(const struct gcm_key *k, uint8_t *dest, const uint8_t *src,
+crypt_512(const struct gcm_key *k, uint8_t *dest, const uint8_t *src,
     size_t len, const uint8_t *nonce, const uint8_t *aad, size_t aadlen,
     size_t nblocks, bool open)
 {
-	const __m512i rev = _mm512_broadcast_i32x4(_mm_set_epi8(0, 1, 2, 3,
-	    4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
-	const __m512i swap = _mm512_broadcast_i32x4(_mm_set_epi8(12, 13, 14,
-	    15, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0));
+	const __m512i rev = _mm512_broadcast_i32x4(REV_BYTES);
+	const __m512i swap = _mm512_broadcast_i32x4(CTR_BYTES);
 	const __m512i four = _mm512_set_epi32(4, 0, 0, 0, 4, 0, 0, 0,
 	    4, 0, 0, 0, 4, 0, 0, 0);
 	const __m128i *pw = k->pow + (GCM_RUN_BLOCKS - nblocks);
@@ -433,7 +450,7 @@ crypt_run(const struct gcm_key *k, uint8_t *dest, const uint8_t *src,
 		pw += nb;
 	}
 	/* pw is H: the lengths' block is the last */
-	return finish(fold(ll), fold(hh), fold(mid), pw, aadlen, len, t);
+	return finish(fold4(ll), fold4(hh), fold4(mid), pw, aadlen, len, t);
 }
 
 /* The tag of plain sealed into dest. */
@@ -442,7 +459,7 @@ seal_512(const struct gcm_key *k, uint8_t *dest, const uint8_t *plain,
     size_t len, const uint8_t *nonce, const uint8_t *aad, size_t aadlen,
     size_t nblocks)
 {
-	return crypt_run(k, dest, plain, len, nonce, aad, aadlen, nblocks,
+	return crypt_512(k, dest, plain, len, nonce, aad, aadlen, nblocks,
 	    false);
 }
 
@@ -452,36 +469,280 @@ open_512(const struct gcm_key *k, uint8_t *dest, const uint8_t *src,
     size_t len, const uint8_t *nonce, const uint8_t *aad, size_t aadlen,
     size_t nblocks)
 {
-	return crypt_run(k, dest, src, len, nonce, aad, aadlen, nblocks,
+	return crypt_512(k, dest, src, len, nonce, aad, aadlen, nblocks,
 	    true);
 }
 
-bool
-gcm_available(void)
+TARGET_256 static inline __m128i
+fold2(__m256i v)
 {
-	if (have_vaes < 0)
-		have_vaes = cpu_has_vaes();
-	return have_vaes;
+	return _mm_xor_si128(_mm256_extracti128_si256(v, 0),
+	    _mm256_extracti128_si256(v, 1));
 }
 
-void
-gcm_enable(bool on)
+TARGET_256 static inline void
+mul2(__m256i d, __m256i h, __m256i *ll, __m256i *hh, __m256i *mid)
 {
-	enabled = on;
+	*ll = _mm256_xor_si256(*ll, _mm256_clmulepi64_epi128(d, h, 0x00));
+	*hh = _mm256_xor_si256(*hh, _mm256_clmulepi64_epi128(d, h, 0x11));
+	*mid = _mm256_xor_si256(*mid, _mm256_xor_si256(
+	    _mm256_clmulepi64_epi128(d, h, 0x01),
+	    _mm256_clmulepi64_epi128(d, h, 0x10)));
+}
+
+/* Two counter blocks through AES, two lanes per instruction. */
+TARGET_256 static inline __m256i
+aes2(const __m256i *rky, uint32_t rounds, __m256i v)
+{
+	uint32_t r;
+
+	v = _mm256_xor_si256(v, rky[0]);
+	for (r = 1; r < rounds; r++)
+		v = _mm256_aesenc_epi128(v, rky[r]);
+	return _mm256_aesenclast_epi128(v, rky[rounds]);
 }
 
 /*
- * The key to seal or open a message with on this path, and its blocks;
- * NULL when the path is off, the CPU cannot take it, the message's GHASH
- * is not one run, or the key is wolfSSL's for now (key_lookup). Each
- * length is bounded first: rounded up to blocks, one within 15 of
- * SIZE_MAX would wrap to a few blocks and let the run read and write far
- * past the buffers.
+ * The n bytes (at most 8) at p as a little-endian word, read within them:
+ * two loads of 4 that may overlap, or each byte of 3 or fewer (the bytes
+ * read twice land in the same place).
+ */
+static inline uint64_t
+load_word(const uint8_t *p, size_t n)
+{
+	uint32_t lo, hi;
+
+	if (n >= 4) {
+		memcpy(&lo, p, sizeof(lo));
+		memcpy(&hi, p + n - 4, sizeof(hi));
+		return lo | (uint64_t)hi << (8 * (n - 4));
+	}
+	if (n == 0)
+		return 0;
+	return p[0] | (uint64_t)p[n / 2] << (8 * (n / 2)) |
+	    (uint64_t)p[n - 1] << (8 * (n - 1));
+}
+
+/* The n bytes (fewer than 16) at p and zeros after them. */
+TARGET_256 static inline __m128i
+load_half(const uint8_t *p, size_t n)
+{
+	uint64_t lo;
+
+	if (n < 8)
+		return _mm_set_epi64x(0, (long long)load_word(p, n));
+	memcpy(&lo, p, sizeof(lo));
+	return _mm_set_epi64x((long long)load_word(p + 8, n - 8),
+	    (long long)lo);
+}
+
+/*
+ * The n bytes (fewer than 32) at p and zeros after them, read as words
+ * into registers: none past p + n may be read (it may be another page),
+ * a masked load (VPMASKMOVD) is not relied on to leave the words it
+ * masks off alone (qemu's faults on them), and a copy's stores would
+ * stall the load of the whole (about 10 ns a packet, measured).
+ */
+TARGET_256 static inline __attribute__((always_inline)) __m256i
+load_part(const uint8_t *p, size_t n)
+{
+	if (n < 16)
+		return _mm256_set_m128i(_mm_setzero_si128(), load_half(p, n));
+	return _mm256_set_m128i(load_half(p + 16, n - 16),
+	    _mm_loadu_si128((const __m128i *)p));
+}
+
+/*
+ * crypt_512 with VAES and VPCLMULQDQ on 256-bit registers, for CPUs that
+ * have them without AVX-512: two blocks per instruction, 128 bytes of
+ * ciphertext hashed as soon as made or read, the same powers of H and
+ * one reduction. A last part of AAD or of the message is read by
+ * load_part and written through a copy (AVX2 masks words, not bytes);
+ * when it is one block, it is multiplied by two powers all the same (the
+ * second is the next block's, or H: within k->pow), its second block of
+ * zeros adding nothing.
+ */
+TARGET_256 static inline __attribute__((always_inline)) __m128i
+crypt_256(const struct gcm_key *k, uint8_t *dest, const uint8_t *src,
+    size_t len, const uint8_t *nonce, const uint8_t *aad, size_t aadlen,
+    size_t nblocks, bool open)
+{
+	const __m256i rev = _mm256_broadcastsi128_si256(REV_BYTES);
+	const __m256i swap = _mm256_broadcastsi128_si256(CTR_BYTES);
+	const __m256i two = _mm256_set_epi32(2, 0, 0, 0, 2, 0, 0, 0);
+	const __m256i at = _mm256_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9,
+	    10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25,
+	    26, 27, 28, 29, 30, 31);
+	const __m128i *pw = k->pow + (GCM_RUN_BLOCKS - nblocks);
+	__m256i rky[15], c, c1, c2, c3, v0, v1, v2, v3, s0, s1, s2, s3;
+	__m256i ll, hh, mid;
+	__m128i t;
+	uint8_t part[32];
+	uint32_t r;
+	size_t off, left;
+
+	for (r = 0; r <= k->rounds; r++)
+		rky[r] = _mm256_broadcastsi128_si256(k->rk[r]);
+	/* the tag's block first, its rounds beside the AAD's hashing */
+	t = nonce_block(nonce);
+	c = _mm256_add_epi32(_mm256_broadcastsi128_si256(_mm_insert_epi32(t,
+	    2, 3)), _mm256_set_epi32(1, 0, 0, 0, 0, 0, 0, 0));
+	t = aes_block(k, _mm_insert_epi32(t, 0x01000000, 3));
+	ll = hh = mid = _mm256_setzero_si256();
+	for (off = 0; aadlen - off >= 32; off += 32) {
+		mul2(_mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)
+		    (aad + off)), rev), _mm256_loadu_si256((const __m256i *)pw),
+		    &ll, &hh, &mid);
+		pw += 2;
+	}
+	if (off < aadlen) {
+		left = aadlen - off;
+		mul2(_mm256_shuffle_epi8(load_part(aad + off, left), rev),
+		    _mm256_loadu_si256((const __m256i *)pw), &ll, &hh, &mid);
+		pw += (left + 15) / 16;
+	}
+	for (off = 0; len - off >= 128; off += 128) {
+		c1 = _mm256_add_epi32(c, two);
+		c2 = _mm256_add_epi32(c1, two);
+		c3 = _mm256_add_epi32(c2, two);
+		v0 = _mm256_xor_si256(_mm256_shuffle_epi8(c, swap), rky[0]);
+		v1 = _mm256_xor_si256(_mm256_shuffle_epi8(c1, swap), rky[0]);
+		v2 = _mm256_xor_si256(_mm256_shuffle_epi8(c2, swap), rky[0]);
+		v3 = _mm256_xor_si256(_mm256_shuffle_epi8(c3, swap), rky[0]);
+		c = _mm256_add_epi32(c3, two);
+		for (r = 1; r < k->rounds; r++) {
+			v0 = _mm256_aesenc_epi128(v0, rky[r]);
+			v1 = _mm256_aesenc_epi128(v1, rky[r]);
+			v2 = _mm256_aesenc_epi128(v2, rky[r]);
+			v3 = _mm256_aesenc_epi128(v3, rky[r]);
+		}
+		s0 = _mm256_loadu_si256((const __m256i *)(src + off));
+		s1 = _mm256_loadu_si256((const __m256i *)(src + off + 32));
+		s2 = _mm256_loadu_si256((const __m256i *)(src + off + 64));
+		s3 = _mm256_loadu_si256((const __m256i *)(src + off + 96));
+		v0 = _mm256_xor_si256(_mm256_aesenclast_epi128(v0,
+		    rky[k->rounds]), s0);
+		v1 = _mm256_xor_si256(_mm256_aesenclast_epi128(v1,
+		    rky[k->rounds]), s1);
+		v2 = _mm256_xor_si256(_mm256_aesenclast_epi128(v2,
+		    rky[k->rounds]), s2);
+		v3 = _mm256_xor_si256(_mm256_aesenclast_epi128(v3,
+		    rky[k->rounds]), s3);
+		_mm256_storeu_si256((__m256i *)(dest + off), v0);
+		_mm256_storeu_si256((__m256i *)(dest + off + 32), v1);
+		_mm256_storeu_si256((__m256i *)(dest + off + 64), v2);
+		_mm256_storeu_si256((__m256i *)(dest + off + 96), v3);
+		mul2(_mm256_shuffle_epi8(open ? s0 : v0, rev),
+		    _mm256_loadu_si256((const __m256i *)pw), &ll, &hh, &mid);
+		mul2(_mm256_shuffle_epi8(open ? s1 : v1, rev),
+		    _mm256_loadu_si256((const __m256i *)(pw + 2)), &ll, &hh,
+		    &mid);
+		mul2(_mm256_shuffle_epi8(open ? s2 : v2, rev),
+		    _mm256_loadu_si256((const __m256i *)(pw + 4)), &ll, &hh,
+		    &mid);
+		mul2(_mm256_shuffle_epi8(open ? s3 : v3, rev),
+		    _mm256_loadu_si256((const __m256i *)(pw + 6)), &ll, &hh,
+		    &mid);
+		pw += 8;
+	}
+	for (; len - off >= 32; off += 32) {
+		v0 = aes2(rky, k->rounds, _mm256_shuffle_epi8(c, swap));
+		c = _mm256_add_epi32(c, two);
+		s0 = _mm256_loadu_si256((const __m256i *)(src + off));
+		v0 = _mm256_xor_si256(v0, s0);
+		_mm256_storeu_si256((__m256i *)(dest + off), v0);
+		mul2(_mm256_shuffle_epi8(open ? s0 : v0, rev),
+		    _mm256_loadu_si256((const __m256i *)pw), &ll, &hh, &mid);
+		pw += 2;
+	}
+	if (off < len) {
+		left = len - off;
+		v0 = aes2(rky, k->rounds, _mm256_shuffle_epi8(c, swap));
+		s0 = load_part(src + off, left);
+		/* the bytes past the end hashed as zeros */
+		v0 = _mm256_and_si256(_mm256_xor_si256(v0, s0),
+		    _mm256_cmpgt_epi8(_mm256_set1_epi8((char)left), at));
+		_mm256_storeu_si256((__m256i *)part, v0);
+		memcpy(dest + off, part, left);
+		mul2(_mm256_shuffle_epi8(open ? s0 : v0, rev),
+		    _mm256_loadu_si256((const __m256i *)pw), &ll, &hh, &mid);
+		pw += (left + 15) / 16;
+	}
+	/* pw is H: the lengths' block is the last */
+	return finish(fold2(ll), fold2(hh), fold2(mid), pw, aadlen, len, t);
+}
+
+/* seal_512 and open_512 on this path. */
+TARGET_256 static __m128i
+seal_256(const struct gcm_key *k, uint8_t *dest, const uint8_t *plain,
+    size_t len, const uint8_t *nonce, const uint8_t *aad, size_t aadlen,
+    size_t nblocks)
+{
+	return crypt_256(k, dest, plain, len, nonce, aad, aadlen, nblocks,
+	    false);
+}
+
+TARGET_256 static __m128i
+open_256(const struct gcm_key *k, uint8_t *dest, const uint8_t *src,
+    size_t len, const uint8_t *nonce, const uint8_t *aad, size_t aadlen,
+    size_t nblocks)
+{
+	return crypt_256(k, dest, src, len, nonce, aad, aadlen, nblocks,
+	    true);
+}
+
+/* Each path's run of a message: it returns the tag. */
+typedef __m128i	run_fn(const struct gcm_key *, uint8_t *, const uint8_t *,
+		    size_t, const uint8_t *, const uint8_t *, size_t, size_t);
+
+static run_fn *const seal_run[] = {
+	[GCM_VAES256] = seal_256,
+	[GCM_VAES512] = seal_512,
+};
+static run_fn *const open_run[] = {
+	[GCM_VAES256] = open_256,
+	[GCM_VAES512] = open_512,
+};
+
+enum gcm_path
+gcm_cpu(void)
+{
+	if (cpu < 0)
+		cpu = cpu_path();
+	return cpu;
+}
+
+enum gcm_path
+gcm_path(void)
+{
+	return gcm_cpu() < widest ? gcm_cpu() : widest;
+}
+
+void
+gcm_select(enum gcm_path path)
+{
+	widest = path;
+}
+
+uint64_t
+gcm_runs(enum gcm_path path)
+{
+	return path == GCM_WOLFSSL ? 0 : runs[path];
+}
+
+/*
+ * The key to seal or open a message with, its blocks and the path that
+ * takes it; NULL when the path is wolfSSL's (off, or the CPU has no other),
+ * the message's GHASH is not one run, or the key is wolfSSL's for now
+ * (key_lookup). Each length is bounded first: rounded up to blocks, one
+ * within 15 of SIZE_MAX would wrap to a few blocks and let the run read
+ * and write far past the buffers.
  */
 static const struct gcm_key *
-run_key(Aes *aes, size_t len, size_t aadlen, size_t *nblocks)
+run_key(Aes *aes, size_t len, size_t aadlen, size_t *nblocks,
+    enum gcm_path *path)
 {
-	if (!enabled || !gcm_available())
+	if ((*path = gcm_path()) == GCM_WOLFSSL)
 		return NULL;
 	if (len > 16 * GCM_RUN_BLOCKS || aadlen > 16 * GCM_RUN_BLOCKS)
 		return NULL;
@@ -496,13 +757,15 @@ gcm_seal(Aes *aes, uint8_t *dest, const uint8_t *plain, size_t len,
     const uint8_t *nonce, const uint8_t *aad, size_t aadlen)
 {
 	const struct gcm_key *k;
+	enum gcm_path path;
 	size_t nblocks;
 
 	/* (a packet's GHASH is one run: the caller's packets fit) */
-	if ((k = run_key(aes, len, aadlen, &nblocks)) == NULL)
+	if ((k = run_key(aes, len, aadlen, &nblocks, &path)) == NULL)
 		return false;
-	_mm_storeu_si128((__m128i *)(dest + len), seal_512(k, dest, plain,
-	    len, nonce, aad, aadlen, nblocks));
+	_mm_storeu_si128((__m128i *)(dest + len), seal_run[path](k, dest,
+	    plain, len, nonce, aad, aadlen, nblocks));
+	runs[path]++;
 	return true;
 }
 
@@ -511,14 +774,16 @@ gcm_open(Aes *aes, uint8_t *dest, const uint8_t *ciphertext, size_t len,
     const uint8_t *nonce, const uint8_t *aad, size_t aadlen)
 {
 	const struct gcm_key *k;
+	enum gcm_path path;
 	size_t nblocks;
 	__m128i same;
 
-	if ((k = run_key(aes, len, aadlen, &nblocks)) == NULL)
+	if ((k = run_key(aes, len, aadlen, &nblocks, &path)) == NULL)
 		return -1;
-	same = _mm_cmpeq_epi8(open_512(k, dest, ciphertext, len, nonce, aad,
-	    aadlen, nblocks), _mm_loadu_si128((const __m128i *)(ciphertext +
-	    len)));
+	same = _mm_cmpeq_epi8(open_run[path](k, dest, ciphertext, len, nonce,
+	    aad, aadlen, nblocks), _mm_loadu_si128((const __m128i *)
+	    (ciphertext + len)));
+	runs[path]++;
 	/* one test of all 128 bits: no early exit to time */
 	if (_mm_movemask_epi8(same) == 0xffff)
 		return 1;
@@ -562,15 +827,27 @@ gcm_fills(void)
 
 #else
 
-bool
-gcm_available(void)
+enum gcm_path
+gcm_cpu(void)
 {
-	return false;
+	return GCM_WOLFSSL;
+}
+
+enum gcm_path
+gcm_path(void)
+{
+	return GCM_WOLFSSL;
 }
 
 void
-gcm_enable(bool on)
+gcm_select(enum gcm_path path)
 {
+}
+
+uint64_t
+gcm_runs(enum gcm_path path)
+{
+	return 0;
 }
 
 int

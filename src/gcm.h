@@ -22,6 +22,13 @@
 /* A key's uses left to wolfSSL before this path expands it for its own. */
 #define GCM_PROBATION	4
 
+/* What seals and opens a message, narrowest first. */
+enum gcm_path {
+	GCM_WOLFSSL,	/* the caller, with wolfSSL */
+	GCM_VAES256,	/* gcm.c on 256-bit registers (AVX2) */
+	GCM_VAES512	/* gcm.c on 512-bit registers (AVX-512) */
+};
+
 /*
  * Encrypts len bytes of plain into dest (which may be plain) under aes, a
  * key wolfSSL set up for GCM, with a nonce of GCM_NONCE_LEN bytes, and
@@ -40,14 +47,23 @@ bool	gcm_seal(Aes *aes, uint8_t *dest, const uint8_t *plain, size_t len,
 int	gcm_open(Aes *aes, uint8_t *dest, const uint8_t *ciphertext,
 	    size_t len, const uint8_t *nonce, const uint8_t *aad,
 	    size_t aadlen);
-/* Whether this CPU (and OS) can take gcm_seal's path at all. */
-bool	gcm_available(void);
-/* aes_gcm_vaes: off leaves every message to wolfSSL (on at the start). */
-void	gcm_enable(bool);
+/* The widest path this CPU (and OS) can take. */
+enum gcm_path	gcm_cpu(void);
+/* The path gcm_seal and gcm_open take: the CPU's, or gcm_select's. */
+enum gcm_path	gcm_path(void);
+/*
+ * aes_gcm_vaes: the widest path to take (GCM_VAES512 at the start);
+ * GCM_WOLFSSL leaves every message to wolfSSL. Tests pick a path with it.
+ */
+void		gcm_select(enum gcm_path);
 /* Wipes what gcm_seal keeps of aes's key: call it before aes goes. */
 void	gcm_forget(const Aes *aes);
-/* How many keys gcm_seal keeps now, and has expanded in all (tests). */
+/*
+ * How many keys gcm_seal keeps now, has expanded in all, and the messages
+ * a path sealed or opened (tests).
+ */
 size_t		gcm_cached(void);
 uint64_t	gcm_fills(void);
+uint64_t	gcm_runs(enum gcm_path);
 
 #endif

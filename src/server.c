@@ -450,7 +450,7 @@ server_apply(struct quic_server *srv, struct config *cfg, struct strbuf *errs)
 	generations_bound(srv);
 	/* generation_new has warned */
 	cert_watch(srv, false);
-	gcm_enable(cfg->aes_gcm_vaes != 0);
+	gcm_select(cfg->aes_gcm_vaes != 0 ? GCM_VAES512 : GCM_WOLFSSL);
 	return 0;
 fail:
 	/* close the sockets this attempt opened; the running ones stay */

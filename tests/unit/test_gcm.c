@@ -8,7 +8,10 @@
  * not pushed out by many used once. Then hostile cases: buffers that end
  * at a PROT_NONE page, AAD of up to three runs of 64 bytes on this path,
  * every bit forged, lengths near SIZE_MAX, an empty message into no
- * buffer, a key set up again in a freed Aes.
+ * buffer, a key set up again in a freed Aes. All of it once for each path
+ * this CPU can take (AVX-512, AVX2, and wolfSSL's alone, as with
+ * aes_gcm_vaes off), each message checked to be that path's by the count
+ * of messages each path ran; then keys taken from one path to another.
  */
 #include <sys/mman.h>
 
@@ -29,19 +32,51 @@
 static uint8_t plain[MAXLEN], want[MAXLEN + 16], got[MAXLEN + 16];
 static uint8_t forged[MAXLEN + 16], dec[MAXLEN + 16];
 
-static bool
-cpu_has_path(void)
+/* The path under test, and each path's count of messages at the last look. */
+static enum gcm_path on;
+static uint64_t runs_seen[GCM_VAES512 + 1];
+
+static enum gcm_path
+cpu_widest(void)
 {
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 	/* the compiler's view, not gcm.c's own */
-	return __builtin_cpu_supports("avx512f") &&
+	if (!__builtin_cpu_supports("avx2") ||
+	    !__builtin_cpu_supports("vaes") ||
+	    !__builtin_cpu_supports("vpclmulqdq"))
+		return GCM_WOLFSSL;
+	if (__builtin_cpu_supports("avx512f") &&
 	    __builtin_cpu_supports("avx512bw") &&
-	    __builtin_cpu_supports("avx512vl") &&
-	    __builtin_cpu_supports("vaes") &&
-	    __builtin_cpu_supports("vpclmulqdq");
+	    __builtin_cpu_supports("avx512vl"))
+		return GCM_VAES512;
+	return GCM_VAES256;
 #else
-	return gcm_available();
+	return gcm_cpu();
 #endif
+}
+
+/* Whether gcm.c takes messages now (the CPU has the path under test). */
+static bool
+cpu_has_path(void)
+{
+	return on != GCM_WOLFSSL;
+}
+
+/*
+ * Whether the messages since the last look were taken messages of the
+ * path under test, and none of another path.
+ */
+static bool
+ran(uint64_t taken)
+{
+	bool ok = true;
+
+	for (int p = GCM_VAES256; p <= GCM_VAES512; p++) {
+		if (gcm_runs(p) != runs_seen[p] + (p == (int)on ? taken : 0))
+			ok = false;
+		runs_seen[p] = gcm_runs(p);
+	}
+	return ok;
 }
 
 static void
@@ -65,7 +100,7 @@ opens(Aes *aes, size_t len, const uint8_t *nonce, uint8_t *aad,
 
 	memcpy(dec, want, len + 16);
 	rv = gcm_open(aes, out, dec, len, nonce, aad, aadlen);
-	if (rv == 0 || (must && rv != (taken ? 1 : -1)))
+	if (!ran(rv != -1) || rv == 0 || (must && rv != (taken ? 1 : -1)))
 		return false;
 	if (rv == -1)
 		return true;
@@ -83,7 +118,7 @@ opens(Aes *aes, size_t len, const uint8_t *nonce, uint8_t *aad,
 	rv = gcm_open(aes, out, inplace ? dec : forged, len, nonce, aad, aadlen);
 	if (flip >= len + 16)
 		aad[flip - len - 16] ^= 1;
-	if (rv != 0)
+	if (!ran(1) || rv != 0)
 		return false;
 	/* nothing of a message that failed is left */
 	for (size_t i = 0; i < len; i++)
@@ -118,7 +153,8 @@ same_as(Aes *aes, size_t len, size_t aadlen, bool inplace, bool must)
 		memset(got, 0xa5, len + 16);
 		taken = gcm_seal(aes, got, plain, len, nonce, aad, aadlen);
 	}
-	if (taken && !(cpu_has_path() && nblocks <= GCM_RUN_BLOCKS))
+	if (!ran(taken) ||
+	    (taken && !(cpu_has_path() && nblocks <= GCM_RUN_BLOCKS)))
 		return false;
 	if (must && taken != (cpu_has_path() && nblocks <= GCM_RUN_BLOCKS))
 		return false;
@@ -148,7 +184,7 @@ warm(Aes *aes)
 	for (int i = 1; i < GCM_PROBATION; i++)
 		if (gcm_seal(aes, got, plain, 100, nonce, NULL, 0))
 			return false;
-	return true;
+	return ran(0);
 }
 
 static void
@@ -318,6 +354,7 @@ test_huge(void)
 		CHECK_EQ_INT(gcm_open(&aes, got, want, 16, nonce, plain,
 		    SIZE_MAX - d), -1);
 	}
+	CHECK(ran(0));
 	/* the key is still taken */
 	CHECK(same(&aes, 100, 20, false));
 	gcm_forget(&aes);
@@ -351,6 +388,7 @@ test_empty(void)
 	tag[15] ^= 0x80;
 	CHECK_EQ_INT(gcm_open(&aes, NULL, tag, 0, nonce, NULL, 0),
 	    cpu_has_path() ? 0 : -1);
+	CHECK(ran(cpu_has_path() ? 3 : 0));
 	gcm_forget(&aes);
 	wc_AesFree(&aes);
 }
@@ -372,6 +410,8 @@ guards_init(void)
 	long pg = sysconf(_SC_PAGESIZE);
 	uint8_t *p;
 
+	if (guard[0] != NULL)
+		return true;	/* an earlier path's */
 	for (int i = 0; i < GUARDS; i++) {
 		p = mmap(NULL, AREA + pg, PROT_READ | PROT_WRITE,
 		    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -419,7 +459,8 @@ hostile(Aes *aes, size_t len, size_t aadlen, bool allbits)
 	if (!inplace)
 		memset(dst, 0xa5, len + 16);
 	taken = gcm_seal(aes, dst, src, len, nonce, aad, aadlen);
-	if (taken != (cpu_has_path() && nblocks <= GCM_RUN_BLOCKS))
+	if (!ran(taken) ||
+	    taken != (cpu_has_path() && nblocks <= GCM_RUN_BLOCKS))
 		return false;
 	if (!taken)
 		return inplace ? memcmp(dst, plain, len) == 0 :
@@ -430,7 +471,7 @@ hostile(Aes *aes, size_t len, size_t aadlen, bool allbits)
 	dst = inplace ? src : place(3, len, atguard);
 	memcpy(src, want, len + 16);
 	if (gcm_open(aes, dst, src, len, nonce, aad, aadlen) != 1 ||
-	    memcmp(dst, plain, len) != 0)
+	    !ran(1) || memcmp(dst, plain, len) != 0)
 		return false;
 	for (n = 0; n < (allbits ? bits : 8); n++) {
 		bit = allbits ? n : unit_rand() % bits;
@@ -444,7 +485,7 @@ hostile(Aes *aes, size_t len, size_t aadlen, bool allbits)
 		rv = gcm_open(aes, dst, src, len, nonce, aad, aadlen);
 		if (bit / 8 >= len + 16)
 			aad[bit / 8 - len - 16] ^= 1 << (bit % 8);
-		if (rv != 0)
+		if (!ran(1) || rv != 0)
 			return false;
 		for (i = 0; i < len; i++)
 			if (dst[i] != 0)
@@ -531,17 +572,82 @@ test_reuse(void)
 	gcm_forget(&aes);
 }
 
+/*
+ * Keys expanded on one path and used on another, as after a reload of
+ * aes_gcm_vaes: the schedule and powers of H are the same for both.
+ */
+static void
+test_switch(void)
+{
+	uint8_t key[32];
+	size_t bad = 0;
+	Aes aes[2];
+
+	on = gcm_cpu();
+	gcm_select(on);
+	for (int i = 0; i < 2; i++) {
+		fill(key, sizeof(key));
+		CHECK_EQ_INT(wc_AesInit(&aes[i], NULL, INVALID_DEVID), 0);
+		CHECK_EQ_INT(wc_AesGcmSetKey(&aes[i], key, i ? 32 : 16), 0);
+		CHECK(warm(&aes[i]));
+	}
+	for (int n = 0; n < 60; n++) {
+		on = (enum gcm_path)(n % 3);
+		if (on > gcm_cpu())
+			continue;
+		gcm_select(on);
+		if (!same(&aes[n % 2], 1 + unit_rand() % 1600,
+		    unit_rand() % 64, n % 4 < 2))
+			bad++;
+	}
+	CHECK_EQ_INT(bad, 0);
+	for (int i = 0; i < 2; i++) {
+		gcm_forget(&aes[i]);
+		wc_AesFree(&aes[i]);
+	}
+}
+
 int
 main(void)
 {
-	test_lengths(16);
-	test_lengths(32);
-	test_keys();
-	test_credit();
-	test_probation();
-	test_huge();
-	test_empty();
-	test_hostile();
-	test_reuse();
+	static const char *const names[] = { "wolfSSL alone", "AVX2",
+	    "AVX-512" };
+	uint64_t before;
+
+	CHECK_EQ_INT(gcm_cpu(), cpu_widest());
+	CHECK_EQ_INT(gcm_path(), gcm_cpu());
+	for (int p = GCM_VAES512; p >= GCM_WOLFSSL; p--) {
+		on = (enum gcm_path)p;
+		if (on > gcm_cpu()) {
+			printf("test_gcm: %s: not on this CPU, not run\n",
+			    names[p]);
+			continue;
+		}
+		/* (a failure below is this path's) */
+		printf("test_gcm: %s\n", names[p]);
+		fflush(stdout);
+		gcm_select(on);
+		CHECK_EQ_INT(gcm_path(), on);
+		before = gcm_runs(on);
+		(void)ran(0);
+		test_lengths(16);
+		test_lengths(32);
+		test_keys();
+		test_credit();
+		test_probation();
+		test_huge();
+		test_empty();
+		test_hostile();
+		test_reuse();
+		/* most of it on this path, none on another */
+		CHECK(ran(0));
+		if (on != GCM_WOLFSSL)
+			CHECK(gcm_runs(on) - before > 10000);
+		printf("test_gcm: %s: %llu messages on this path\n", names[p],
+		    (unsigned long long)(gcm_runs(on) - before));
+		fflush(stdout);
+	}
+	test_switch();
+	gcm_select(GCM_VAES512);
 	UNIT_DONE();
 }
