@@ -87,6 +87,16 @@ $(B)/tests/h3raw: $(B)/tests/h3raw.o $(RNG_OBJ)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
 
+# ns per packet of each AES-GCM path: not a test, run by hand
+$(B)/tests/gcmbench.o: tests/tools/gcmbench.c config.mk
+	@mkdir -p $(@D)
+	@echo "  CC      $<"
+	$(Q)$(CC) $(ALL_CFLAGS) -Isrc -MMD -MP -c -o $@ $<
+
+$(B)/tests/gcmbench: $(B)/tests/gcmbench.o $(B)/libqproxy.a $(RNG_OBJ)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
+
 # Preloaded into qproxy: built without the sanitizers, which must come first.
 $(B)/tests/sendshim.so: tests/tools/sendshim.c config.mk
 	@mkdir -p $(@D)
@@ -111,8 +121,8 @@ config.mk: configure config.mk.in $(DEPS_STAMPS)
 configure: configure.ac
 	autoreconf -fi
 
-# Everything the tests use, built.
-tests: $(B)/qproxy $(B)/qproxyctl $(UNIT_BINS) $(TOOLS)
+# Everything the tests use, built (and gcmbench, so that it keeps building).
+tests: $(B)/qproxy $(B)/qproxyctl $(UNIT_BINS) $(TOOLS) $(B)/tests/gcmbench
 
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
