@@ -903,7 +903,7 @@ static const struct {
 	    "round_robin, least_conn or client_hash" },
 	{ "congestion_control", { "cubic", "bbr", "reno" },
 	    "cubic, bbr or reno" },
-	{ "aes_gcm_vaes", { "off", "on" }, "on or off" },
+	{ "aes_gcm_vaes", { "off", "on", "avx2" }, "on, off or avx2" },
 };
 
 static int

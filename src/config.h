@@ -65,6 +65,13 @@ enum config_cc {
 	CONFIG_CC_RENO,
 };
 
+/* aes_gcm_vaes: the widest of gcm.c's paths to take */
+enum config_vaes {
+	CONFIG_VAES_OFF,	/* none: wolfSSL's AES-GCM alone */
+	CONFIG_VAES_ON,		/* AVX-512's where the CPU has it, else AVX2's */
+	CONFIG_VAES_AVX2,	/* AVX2's even with AVX-512 */
+};
+
 struct config_server {
 	char		*text;		/* as written: "127.0.0.1:8080" */
 	struct addr	 addr;
@@ -266,7 +273,7 @@ struct config {
 	char			*state_file;	/* NULL: off */
 	uint64_t		 retry_threshold;	/* unvalidated handshakes */
 	int			 congestion_control;	/* enum config_cc */
-	int			 aes_gcm_vaes;	/* 0 off, 1 on: gcm.c */
+	int			 aes_gcm_vaes;	/* enum config_vaes */
 	char			*qlog_dir;	/* NULL: off */
 	char			*keylog_file;	/* NULL: off */
 

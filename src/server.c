@@ -284,6 +284,38 @@ generations_bound(struct quic_server *srv)
 	}
 }
 
+/*
+ * aes_gcm_vaes to gcm.c; which AES-GCM code packets get from then on is
+ * logged at the start, and when a reload changes it.
+ */
+static void
+gcm_apply(int setting)
+{
+	static const enum gcm_path widest[] = {
+		[CONFIG_VAES_OFF] = GCM_WOLFSSL,
+		[CONFIG_VAES_ON] = GCM_VAES512,
+		[CONFIG_VAES_AVX2] = GCM_VAES256,
+	};
+	static const char *logged;
+	const char *what;
+
+	gcm_select(widest[setting]);
+	switch (gcm_path()) {
+	case GCM_VAES512:
+		what = "qproxy's own, VAES on 512-bit registers (AVX-512)";
+		break;
+	case GCM_VAES256:
+		what = "qproxy's own, VAES on 256-bit registers (AVX2)";
+		break;
+	default:
+		what = setting == CONFIG_VAES_OFF ? "wolfSSL's (aes_gcm_vaes "
+		    "off)" : "wolfSSL's (this CPU has no VAES and VPCLMULQDQ)";
+	}
+	if (what != logged)
+		log_info("AES-GCM of QUIC packets: %s", what);
+	logged = what;
+}
+
 /* The routes' counts go on in the routes of the same name. */
 static void
 routes_inherit(struct generation *gen, const struct generation *old)
@@ -450,7 +482,7 @@ server_apply(struct quic_server *srv, struct config *cfg, struct strbuf *errs)
 	generations_bound(srv);
 	/* generation_new has warned */
 	cert_watch(srv, false);
-	gcm_select(cfg->aes_gcm_vaes != 0 ? GCM_VAES512 : GCM_WOLFSSL);
+	gcm_apply(cfg->aes_gcm_vaes);
 	return 0;
 fail:
 	/* close the sockets this attempt opened; the running ones stay */

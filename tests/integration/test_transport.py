@@ -1254,26 +1254,43 @@ def test_a_keylog_file_that_cannot_be_written_is_not_warned_of_per_secret(
     assert 1 <= len(lost) <= 2, "%d lines:\n%s" % (len(lost), "\n".join(lost[:12]))
 
 
-def _cpu_has_vaes():
-    """Whether gcm.c's path can run here: what its CPUID check asks for,
-    as the kernel lists it."""
+def _cpu_gcm_path():
+    """The widest of gcm.c's paths that can run here, from what its CPUID
+    check asks for as the kernel lists it: "avx512", "avx2" or None."""
     with open("/proc/cpuinfo") as f:
         for line in f:
             if line.startswith("flags"):
                 flags = set(line.split(":", 1)[1].split())
-                return {"aes", "pclmulqdq", "avx512f", "avx512bw", "avx512vl", "vaes",
-                        "vpclmulqdq"} <= flags
-    return False
+                if not {"aes", "pclmulqdq", "avx", "avx2", "vaes",
+                        "vpclmulqdq"} <= flags:
+                    return None
+                if {"avx512f", "avx512bw", "avx512vl"} <= flags:
+                    return "avx512"
+                return "avx2"
+    return None
 
 
-def test_aes_gcm_vaes_off_leaves_every_packet_to_wolfssl(qproxy_factory, backend_app,
-                                                          tmp_path):
+def test_aes_gcm_vaes_picks_the_path_or_leaves_every_packet_to_wolfssl(
+        qproxy_factory, backend_app, tmp_path):
     """qproxy.conf(5) aes_gcm_vaes: on (the default), the packets of a
-    download are sealed and opened by gcm.c on a CPU with AVX-512 VAES
-    (quic vaes_packets counts them; none on another CPU); a reload with off
-    leaves every packet to wolfSSL, and one with on takes them back."""
+    download are sealed and opened by gcm.c on a CPU with VAES and
+    VPCLMULQDQ, on 512-bit registers with AVX-512, else on 256-bit ones
+    (quic vaes_packets counts them; none on another CPU); a reload with
+    avx2 takes the 256-bit path even with AVX-512, one with off leaves
+    every packet to wolfSSL, and one with on takes them back. The log
+    says which at the start and at each reload that changes it."""
     q = qproxy_factory(sections=lambda port, c, k: _sections(
         c, k, port, backend_app.tcp_server, str(tmp_path / "s")))
+    path = _cpu_gcm_path()
+    said = {"avx512": "qproxy's own, VAES on 512-bit registers (AVX-512)",
+            "avx2": "qproxy's own, VAES on 256-bit registers (AVX2)",
+            "off": "wolfSSL's (aes_gcm_vaes off)",
+            None: "wolfSSL's (this CPU has no VAES and VPCLMULQDQ)"}
+
+    def logged():
+        return [l.split("AES-GCM of QUIC packets: ", 1)[1]
+                for l in q.log_text().splitlines()
+                if "AES-GCM of QUIC packets: " in l]
 
     def fetch(setting):
         if setting is not None:
@@ -1289,11 +1306,21 @@ def test_aes_gcm_vaes_off_leaves_every_packet_to_wolfssl(qproxy_factory, backend
         assert r.status == 200 and r.body == expected_body(200000), r
         return stats(q)["quic"]["vaes_packets"] - before
 
-    got = [fetch(None), fetch("off"), fetch("on")]
-    if _cpu_has_vaes():
-        assert got[0] >= 100 and got[1] == 0 and got[2] >= 100, got
+    got = [fetch(None)]
+    assert logged() == [said[path]]
+    got += [fetch("avx2"), fetch("off"), fetch("on")]
+    if path == "avx512":
+        assert got[0] >= 100 and got[1] >= 100 and got[2] == 0 and \
+            got[3] >= 100, got
+        assert logged() == [said["avx512"], said["avx2"], said["off"],
+                            said["avx512"]]
+    elif path == "avx2":
+        assert got[0] >= 100 and got[1] >= 100 and got[2] == 0 and \
+            got[3] >= 100, got
+        assert logged() == [said["avx2"], said["off"], said["avx2"]]
     else:
-        assert got == [0, 0, 0], got
+        assert got == [0, 0, 0, 0], got
+        assert logged() == [said[None], said["off"], said[None]]
 
 
 def test_a_ticket_resumes_after_a_hello_retry_request(qproxy_factory, backend_app,

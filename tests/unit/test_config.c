@@ -294,8 +294,30 @@ test_defaults(void)
 	CHECK_EQ_INT(cfg->nlisteners, 1);
 	CHECK_EQ_INT(cfg->nbackends, 0);
 	CHECK_EQ_INT(cfg->nroutes, 0);
+	CHECK_EQ_INT(cfg->aes_gcm_vaes, CONFIG_VAES_ON);
 	config_free(cfg);
 	config_free(NULL);
+}
+
+/* aes_gcm_vaes: on, off, avx2 (gcm.c's 256-bit path even with AVX-512) */
+static void
+test_vaes(void)
+{
+	static const char *const words[] = { "off", "on", "avx2" };
+	struct config	*cfg;
+	char		 text[256];
+
+	for (int i = CONFIG_VAES_OFF; i <= CONFIG_VAES_AVX2; i++) {
+		snprintf(text, sizeof(text), "[global]\naes_gcm_vaes = %s\n"
+		    LISTENER, words[i]);
+		CHECK_LOADS(&cfg, text);
+		if (cfg != NULL)
+			CHECK_EQ_INT(cfg->aes_gcm_vaes, i);
+		config_free(cfg);
+	}
+	CHECK_ERRS("[global]\naes_gcm_vaes = avx512\n" LISTENER,
+	    "FILE:2: aes_gcm_vaes: invalid value \"avx512\": expected on, "
+	    "off or avx2\n");
 }
 
 static void
@@ -1514,6 +1536,7 @@ main(void)
 
 	test_full();
 	test_defaults();
+	test_vaes();
 	test_sections();
 	test_keys();
 	test_required();
