@@ -1130,7 +1130,7 @@ tls_aead_encrypt(uint8_t *dest, const ngtcp2_crypto_aead *aead,
 	if (aes == NULL)
 		return ngtcp2_crypto_encrypt_cb(dest, aead, aead_ctx, plaintext,
 		    plaintextlen, nonce, noncelen, aad, aadlen);
-	/* four blocks per instruction where the CPU can (gcm.c) */
+	/* four or two blocks per instruction where the CPU can (gcm.c) */
 	if (noncelen == GCM_NONCE_LEN && gcm_seal(aes, dest, plaintext,
 	    plaintextlen, nonce, aad, aadlen)) {
 		stats.vaes_packets++;
