@@ -645,19 +645,47 @@ crypt_256(const struct gcm_key *k, uint8_t *dest, const uint8_t *src,
 		    &mid);
 		pw += 8;
 	}
-	for (; len - off >= 32; off += 32) {
+	/*
+	 * The last 0 to 127 bytes: their keystream first, four vectors abreast
+	 * when there are more than 32 of them (a vector's rounds alone wait
+	 * on each other), then each 32 bytes of them made and hashed as above.
+	 */
+	if (len - off > 32) {
+		c1 = _mm256_add_epi32(c, two);
+		c2 = _mm256_add_epi32(c1, two);
+		c3 = _mm256_add_epi32(c2, two);
+		v0 = _mm256_xor_si256(_mm256_shuffle_epi8(c, swap), rky[0]);
+		v1 = _mm256_xor_si256(_mm256_shuffle_epi8(c1, swap), rky[0]);
+		v2 = _mm256_xor_si256(_mm256_shuffle_epi8(c2, swap), rky[0]);
+		v3 = _mm256_xor_si256(_mm256_shuffle_epi8(c3, swap), rky[0]);
+		for (r = 1; r < k->rounds; r++) {
+			v0 = _mm256_aesenc_epi128(v0, rky[r]);
+			v1 = _mm256_aesenc_epi128(v1, rky[r]);
+			v2 = _mm256_aesenc_epi128(v2, rky[r]);
+			v3 = _mm256_aesenc_epi128(v3, rky[r]);
+		}
+		v0 = _mm256_aesenclast_epi128(v0, rky[k->rounds]);
+		v1 = _mm256_aesenclast_epi128(v1, rky[k->rounds]);
+		v2 = _mm256_aesenclast_epi128(v2, rky[k->rounds]);
+		v3 = _mm256_aesenclast_epi128(v3, rky[k->rounds]);
+	} else {
 		v0 = aes2(rky, k->rounds, _mm256_shuffle_epi8(c, swap));
-		c = _mm256_add_epi32(c, two);
+		v1 = v2 = v3 = _mm256_setzero_si256();	/* not used */
+	}
+	/* v0 the next 32 bytes' keystream, v1 to v3 the ones after */
+	for (; len - off >= 32; off += 32) {
 		s0 = _mm256_loadu_si256((const __m256i *)(src + off));
-		v0 = _mm256_xor_si256(v0, s0);
-		_mm256_storeu_si256((__m256i *)(dest + off), v0);
-		mul2(_mm256_shuffle_epi8(open ? s0 : v0, rev),
+		s1 = _mm256_xor_si256(v0, s0);
+		_mm256_storeu_si256((__m256i *)(dest + off), s1);
+		mul2(_mm256_shuffle_epi8(open ? s0 : s1, rev),
 		    _mm256_loadu_si256((const __m256i *)pw), &ll, &hh, &mid);
 		pw += 2;
+		v0 = v1;
+		v1 = v2;
+		v2 = v3;
 	}
 	if (off < len) {
 		left = len - off;
-		v0 = aes2(rky, k->rounds, _mm256_shuffle_epi8(c, swap));
 		s0 = load_part(src + off, left);
 		/* the bytes past the end hashed as zeros */
 		v0 = _mm256_and_si256(_mm256_xor_si256(v0, s0),
