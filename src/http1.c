@@ -38,7 +38,7 @@ enum {
 	BODY_DATA_LF,
 	BODY_TRAILER,		/* a trailer line or the final CRLF */
 	BODY_TR_NAME,		/* trailer field name */
-	BODY_TR_VALUE,		/* trailer field value, discarded */
+	BODY_TR_VALUE,		/* trailer field value */
 	BODY_TR_LF,		/* LF ending a trailer line */
 	BODY_END_LF,		/* LF ending the chunked body */
 	BODY_DONE,
@@ -166,13 +166,13 @@ http1_status(const uint8_t *line, size_t len)
 }
 
 /*
- * A field line, without its CRLF: token ":" OWS value OWS. s[len] is the
- * line's CR, which ends the name's scan as any byte that is not a tchar.
+ * A field line, without its CRLF: token ":" OWS value OWS, into h. s[len]
+ * is the line's CR, which ends the name's scan as any byte that is not a
+ * tchar. -1 when it is no field line.
  */
 static int
-http1_field_line(const uint8_t *s, size_t len, struct http1_response *resp)
+http1_split_field(const uint8_t *s, size_t len, struct http1_header *h)
 {
-	struct http1_header *h;
 	size_t i, vs, ve;
 
 	for (i = 0; bytes_istchar(s[i]); i++)
@@ -186,14 +186,32 @@ http1_field_line(const uint8_t *s, size_t len, struct http1_response *resp)
 		;
 	for (ve = len; ve > vs && http1_isows(s[ve - 1]); ve--)
 		;
-	if (resp->nheaders >= HTTP1_MAX_HEADERS || i > HTTP1_MAX_NAME ||
-	    ve - vs > HTTP1_MAX_VALUE)
-		return -1;
-	h = &resp->headers[resp->nheaders++];
 	h->name = (const char *)s;
 	h->namelen = i;
 	h->value = (const char *)s + vs;
 	h->valuelen = ve - vs;
+	return 0;
+}
+
+/* Whether a field may be passed on: see HTTP1_MAX_NAME. */
+static bool
+http1_field_fits(const struct http1_header *h)
+{
+	return h->namelen <= HTTP1_MAX_NAME && h->valuelen <= HTTP1_MAX_VALUE;
+}
+
+/* A field line of the head, without its CRLF, as http1_split_field. */
+static int
+http1_field_line(const uint8_t *s, size_t len, struct http1_response *resp)
+{
+	struct http1_header *h;
+
+	if (resp->nheaders >= HTTP1_MAX_HEADERS)
+		return -1;
+	h = &resp->headers[resp->nheaders];
+	if (http1_split_field(s, len, h) == -1 || !http1_field_fits(h))
+		return -1;
+	resp->nheaders++;
 	return 0;
 }
 
@@ -406,6 +424,8 @@ http1_body_init(struct http1_body *b, const struct http1_response *resp)
 	b->framing = resp->framing;
 	b->remaining = 0;
 	b->linelen = 0;
+	b->trailer = NULL;
+	b->trailerlen = 0;
 	b->state = BODY_ACTIVE;
 	switch (b->framing) {
 	case HTTP1_BODY_NONE:
@@ -536,11 +556,24 @@ http1_chunked_byte(struct http1_body *b, uint8_t c)
 	}
 }
 
+/*
+ * Whether a byte taken in state was, to become now, is one of a trailer
+ * field line: not of the chunk-size line before them, nor of the final
+ * CRLF.
+ */
+static bool
+http1_trailer_byte(int was, int now)
+{
+	return was == BODY_TR_NAME || was == BODY_TR_VALUE ||
+	    was == BODY_TR_LF || (was == BODY_TRAILER && now == BODY_TR_NAME);
+}
+
 static enum http1_body_status
 http1_chunked_parse(struct http1_body *b, const uint8_t *in, size_t len,
     size_t *consumed, const uint8_t **data, size_t *datalen)
 {
 	size_t i = 0, n;
+	int was;
 
 	while (i < len && b->state != BODY_DONE) {
 		if (b->state == BODY_DATA) {
@@ -557,12 +590,21 @@ http1_chunked_parse(struct http1_body *b, const uint8_t *in, size_t len,
 				b->state = BODY_DATA_CR;
 			continue;
 		}
+		was = b->state;
 		if (!http1_chunked_byte(b, in[i++])) {
 			b->state = BODY_ERROR;
 			*consumed = i;
 			*data = NULL;
 			*datalen = 0;
+			b->trailer = NULL;
+			b->trailerlen = 0;
 			return HTTP1_BODY_ERROR;
+		}
+		/* the trailer lines are the body's last bytes: one span */
+		if (http1_trailer_byte(was, b->state)) {
+			if (b->trailer == NULL)
+				b->trailer = in + i - 1;
+			b->trailerlen = (size_t)(in + i - b->trailer);
 		}
 	}
 	*consumed = i;
@@ -578,6 +620,8 @@ http1_body_parse(struct http1_body *b, const uint8_t *in, size_t len,
 	*consumed = 0;
 	*data = NULL;
 	*datalen = 0;
+	b->trailer = NULL;
+	b->trailerlen = 0;
 	if (b->state == BODY_ERROR)
 		return HTTP1_BODY_ERROR;
 	if (b->state == BODY_DONE)
@@ -624,4 +668,26 @@ http1_body_eof(struct http1_body *b)
 	}
 	b->state = BODY_ERROR;
 	return HTTP1_BODY_ERROR;
+}
+
+size_t
+http1_trailers(const uint8_t *buf, size_t len, struct http1_header *h,
+    size_t max)
+{
+	const uint8_t *line, *lf;
+	size_t pos = 0, linelen, n = 0;
+
+	while (n < max && pos < len &&
+	    (lf = memchr(buf + pos, '\n', len - pos)) != NULL) {
+		line = buf + pos;
+		linelen = (size_t)(lf - line);
+		pos += linelen + 1;
+		/* the body's parse took CRLF-ended field lines only */
+		if (linelen == 0 || line[linelen - 1] != '\r' ||
+		    http1_split_field(line, linelen - 1, &h[n]) == -1)
+			continue;
+		if (http1_field_fits(&h[n]))
+			n++;
+	}
+	return n;
 }

@@ -54,6 +54,14 @@ struct http1_body {
 	uint64_t		remaining;	/* of the length or chunk */
 	int			state;		/* private to http1.c */
 	size_t			linelen;	/* private to http1.c */
+	/*
+	 * Of a chunked body, the trailer section's bytes that the last call
+	 * took: whole or partial field lines, CRLFs included, its final
+	 * empty line not; a span of that call's input, or NULL. Kept by the
+	 * caller, all of them in order, for http1_trailers.
+	 */
+	const uint8_t		*trailer;
+	size_t			 trailerlen;
 };
 
 enum http1_body_status {
@@ -73,5 +81,13 @@ enum http1_body_status http1_body_parse(struct http1_body *,
 	    const uint8_t **data, size_t *datalen);
 /* The connection reached EOF: DONE for close-delimited bodies, else ERROR. */
 enum http1_body_status http1_body_eof(struct http1_body *);
+/*
+ * The fields of a trailer section that http1_body_parse took whole (its
+ * trailer spans, end to end), at most max of them into h; returns how
+ * many. A field whose name or value is too long to pass on is left out.
+ * The pointers point into buf.
+ */
+size_t	http1_trailers(const uint8_t *buf, size_t len, struct http1_header *h,
+	    size_t max);
 
 #endif

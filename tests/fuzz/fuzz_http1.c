@@ -230,6 +230,27 @@ process(struct run *r)
 				r->delivered += datalen;
 			} else
 				FUZZ_CHECK(data == NULL);
+			/* trailer bytes: a chunked body's, in what it took */
+			if (r->body.trailerlen > 0) {
+				struct http1_header th[4];
+				size_t nt;
+
+				FUZZ_CHECK(r->resp.framing ==
+				    HTTP1_BODY_CHUNKED &&
+				    r->body.trailer >= copy &&
+				    r->body.trailer + r->body.trailerlen <=
+				    copy + consumed);
+				nt = http1_trailers(r->body.trailer,
+				    r->body.trailerlen, th, 4);
+				for (size_t i = 0; i < nt; i++)
+					FUZZ_CHECK(th[i].namelen > 0 &&
+					    (const uint8_t *)th[i].name >=
+					    r->body.trailer &&
+					    (const uint8_t *)th[i].value +
+					    th[i].valuelen <= r->body.trailer +
+					    r->body.trailerlen);
+			} else
+				FUZZ_CHECK(r->body.trailer == NULL);
 			free(copy);
 			if (r->resp.framing == HTTP1_BODY_LENGTH)
 				FUZZ_CHECK(r->delivered <=

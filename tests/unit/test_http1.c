@@ -70,6 +70,8 @@ struct feed {
 	enum http1_body_status	 st;
 	uint8_t			 payload[128 * 1024];
 	size_t			 paylen;
+	uint8_t			 trailer[70000];	/* the trailer spans */
+	size_t			 trlen;
 	size_t			 used;	/* input bytes taken by the body */
 	bool			 sane;	/* spans inside input, progress */
 };
@@ -89,6 +91,7 @@ feed_body(enum http1_framing framing, uint64_t content_length,
 	r.content_length = content_length;
 	http1_body_init(&fd.body, &r);
 	fd.paylen = 0;
+	fd.trlen = 0;
 	fd.sane = true;
 	if (step == 0)
 		end = len;
@@ -100,8 +103,18 @@ feed_body(enum http1_framing framing, uint64_t content_length,
 		if (datalen > 0 && (data < in + start ||
 		    data + datalen > in + start + consumed))
 			fd.sane = false;
+		if ((fd.body.trailer == NULL) != (fd.body.trailerlen == 0) ||
+		    (fd.body.trailerlen > 0 && (fd.body.trailer < in + start ||
+		    fd.body.trailer + fd.body.trailerlen > in + start +
+		    consumed || fd.trlen + fd.body.trailerlen >
+		    sizeof(fd.trailer))))
+			fd.sane = false;
 		if (!fd.sane)
 			break;
+		if (fd.body.trailerlen > 0)
+			memcpy(fd.trailer + fd.trlen, fd.body.trailer,
+			    fd.body.trailerlen);
+		fd.trlen += fd.body.trailerlen;
 		if (fd.paylen + datalen > sizeof(fd.payload)) {
 			fd.sane = false;
 			break;
@@ -1001,6 +1014,97 @@ test_trailer_bound(void)
 	CHECK(fd.used <= 3 + 65537);
 }
 
+/* feed_body on a string literal, its NUL left out */
+#define FEED_LIT(framing, lit, step)					\
+	feed_body((framing), 0, (lit), sizeof(lit) - 1, (step))
+
+/* The i-th trailer field of the last feed, as "name=value" (its own buffer). */
+static const char *
+trailer_field(size_t i)
+{
+	static struct http1_header h[8];
+	static char buf[512];
+	size_t n;
+
+	n = http1_trailers(fd.trailer, fd.trlen, h, 8);
+	if (i >= n || h[i].namelen + h[i].valuelen + 2 > sizeof(buf))
+		return NULL;
+	snprintf(buf, sizeof(buf), "%.*s=%.*s", (int)h[i].namelen, h[i].name,
+	    (int)h[i].valuelen, h[i].value);
+	return buf;
+}
+
+/* The trailer section's fields reach the caller; none, when it has none. */
+static void
+test_trailers(void)
+{
+	static const char body[] = "5\r\nhello\r\n0;last\r\n"
+	    "X-Checksum: abc\r\nServer-Timing:  db;dur=53 \t\r\n"
+	    "x-empty:\r\n\r\nHTTP/1.1 200 OK\r\n";
+	static const char lines[] = "X-Checksum: abc\r\n"
+	    "Server-Timing:  db;dur=53 \t\r\nx-empty:\r\n";
+	static const int steps[] = { 0, 1, 2, 3, 7, -1 };
+	static char big[1200];
+	struct http1_header h[2];
+	size_t len = sizeof(body) - 1 - 17, i, n;
+
+	rng_state = 0x2545f491u;
+	for (i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+		CHECK_EQ_INT(feed_body(HTTP1_BODY_CHUNKED, 0, body, len + 17,
+		    steps[i]), HTTP1_BODY_DONE);
+		CHECK(fd.sane);
+		CHECK(payload_is("hello", 5));
+		CHECK_EQ_INT(fd.used, len);
+		/* the lines as received, neither the size line nor the end */
+		CHECK_EQ_INT(fd.trlen, sizeof(lines) - 1);
+		CHECK(fd.trlen == sizeof(lines) - 1 &&
+		    memcmp(fd.trailer, lines, fd.trlen) == 0);
+		CHECK_EQ_STR(trailer_field(0), "X-Checksum=abc");
+		CHECK_EQ_STR(trailer_field(1), "Server-Timing=db;dur=53");
+		CHECK_EQ_STR(trailer_field(2), "x-empty=");
+		CHECK(trailer_field(3) == NULL);
+	}
+
+	/* none */
+	CHECK_EQ_INT(FEED_LIT(HTTP1_BODY_CHUNKED, "5\r\nhello\r\n0\r\n\r\n", 1),
+	    HTTP1_BODY_DONE);
+	CHECK(fd.sane);
+	CHECK_EQ_INT(fd.trlen, 0);
+	CHECK(trailer_field(0) == NULL);
+
+	/* no trailer span from a body of another framing */
+	CHECK_EQ_INT(FEED_LIT(HTTP1_BODY_CLOSE, "0\r\nX: y\r\n\r\n", 0),
+	    HTTP1_BODY_AGAIN);
+	CHECK(fd.sane);
+	CHECK_EQ_INT(fd.trlen, 0);
+
+	/* a bad trailer line: an error, and no span of that call */
+	CHECK_EQ_INT(FEED_LIT(HTTP1_BODY_CHUNKED, "0\r\nA: 1\r\nB : 2\r\n\r\n",
+	    0), HTTP1_BODY_ERROR);
+	CHECK(fd.sane);
+	CHECK_EQ_INT(fd.trlen, 0);
+
+	/* a name longer than may be passed on is left out, the rest kept */
+	n = (size_t)snprintf(big, sizeof(big), "0\r\nA: 1\r\n%0257d: x\r\n"
+	    "B: 2\r\n\r\n", 0);
+	CHECK_EQ_INT(feed_body(HTTP1_BODY_CHUNKED, 0, big, n, 0),
+	    HTTP1_BODY_DONE);
+	CHECK_EQ_STR(trailer_field(0), "A=1");
+	CHECK_EQ_STR(trailer_field(1), "B=2");
+	CHECK(trailer_field(2) == NULL);
+	/* one of 256 bytes is not */
+	n = (size_t)snprintf(big, sizeof(big), "0\r\n%0256d: x\r\n\r\n", 0);
+	CHECK_EQ_INT(feed_body(HTTP1_BODY_CHUNKED, 0, big, n, 0),
+	    HTTP1_BODY_DONE);
+	CHECK_EQ_INT(http1_trailers(fd.trailer, fd.trlen, h, 2), 1);
+
+	/* at most max fields */
+	CHECK_EQ_INT(FEED_LIT(HTTP1_BODY_CHUNKED, "0\r\nA: 1\r\nB: 2\r\nC: 3\r\n"
+	    "\r\n", 0), HTTP1_BODY_DONE);
+	CHECK_EQ_INT(http1_trailers(fd.trailer, fd.trlen, h, 2), 2);
+	CHECK(h[1].namelen == 1 && h[1].name[0] == 'B');
+}
+
 static void
 test_length_body(void)
 {
@@ -1185,6 +1289,7 @@ main(void)
 	test_chunked_bad();
 	test_chunk_line_bound();
 	test_trailer_bound();
+	test_trailers();
 	test_length_body();
 	test_close_body();
 	test_none_body();
