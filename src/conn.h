@@ -408,6 +408,9 @@ int		 h3_submit_response(struct qconn *, int64_t stream_id,
 		    nghttp3_nv *, size_t, bool with_body);
 int		 h3_submit_info(struct qconn *, int64_t stream_id,
 		    nghttp3_nv *, size_t);
+/* Trailers end the stream: the body's reader ends with NO_END_STREAM. */
+int		 h3_submit_trailers(struct qconn *, int64_t stream_id,
+		    nghttp3_nv *, size_t);
 /* More response body is ready for a stream that had none. */
 void		 h3_resume(struct qconn *, int64_t stream_id);
 /*

@@ -178,6 +178,10 @@ struct exchange {
 
 	/* backend -> client */
 	struct bufq		 resp_body;
+	struct bufq		 resp_trailers;	/* a chunked body's trailer
+						   lines, until its end */
+	bool			 trailers_sent;	/* submitted: the body ends
+						   without the FIN */
 	bool			 resp_submitted;
 	bool			 resp_eof;	/* every body byte is queued */
 	bool			 continue_sent;	/* 100 Continue went out */
@@ -231,10 +235,11 @@ static TAILQ_HEAD(, exchange) ready_queue = TAILQ_HEAD_INITIALIZER(ready_queue);
 
 /*
  * Response memory, all streams together: mem_chunks counts the chunks of
- * every resp_body (bufq_count). mem_holders lists the connections whose
- * streams hold any, the one whose last turnover ended longest ago first
- * (a turnover: its client took as many response bytes as its streams held
- * at the start of it): the first to lose streams when memory runs out.
+ * every resp_body and resp_trailers (bufq_count). mem_holders lists the
+ * connections whose streams hold any, the one whose last turnover ended
+ * longest ago first (a turnover: its client took as many response bytes
+ * as its streams held at the start of it): the first to lose streams when
+ * memory runs out.
  * A client reading slowly on purpose takes ever longer over each; one
  * that takes its data as it comes is as quick as its link, whichever of
  * its streams it is sent first. mem_waiters lists, first come first, the
@@ -450,9 +455,10 @@ static void
 ex_mem_update(struct exchange *ex)
 {
 	struct qconn *qc = ex->qc;
-	size_t n = ex->resp_dropped ? 0 : ex->resp_body.nchunks;
+	size_t n = ex->resp_dropped ? 0 : ex->resp_body.nchunks +
+	    ex->resp_trailers.nchunks;
 	size_t len = ex->resp_dropped ? 0 : ex->flow_blocked ?
-	    n * BUFQ_CHUNK_SIZE : ex->resp_body.len;
+	    n * BUFQ_CHUNK_SIZE : ex->resp_body.len + ex->resp_trailers.len;
 
 	if (mem_chunks > stats.response_peak_chunks)
 		stats.response_peak_chunks = mem_chunks;
@@ -575,6 +581,8 @@ ex_finish(struct exchange *ex)
 	bufq_free(&ex->hold);
 	bufq_free(&ex->out);
 	bufq_free(&ex->stage);
+	bufq_free(&ex->resp_trailers);
+	ex_mem_update(ex);
 	ex_trim_head(ex);
 	ex_count_done(ex, true);
 	/* whatever the client still sends is read and dropped */
@@ -909,7 +917,9 @@ exchange_new(struct qconn *qc, int64_t stream_id)
 	bufq_init(&ex->out);
 	bufq_init(&ex->stage);
 	bufq_init(&ex->resp_body);
+	bufq_init(&ex->resp_trailers);
 	bufq_count(&ex->resp_body, &mem_chunks);
+	bufq_count(&ex->resp_trailers, &mem_chunks);
 	bufq_count(&ex->hold, &req_chunks);
 	bufq_count(&ex->out, &req_chunks);
 	bufq_count(&ex->stage, &req_chunks);
@@ -2350,6 +2360,83 @@ done:
 	return rv;
 }
 
+/*
+ * The trailer section of a chunked response, whole, to the client as its
+ * trailing HEADERS frame: the fields but those of the connection and the
+ * framing, and those the head takes from qproxy (the route's
+ * set_response_header, the request's ID). With none left nothing is
+ * sent, and the body ends as one without trailers. -1 when out of memory.
+ */
+static int
+ex_submit_trailers(struct exchange *ex)
+{
+	struct http1_header h[HTTP1_MAX_HEADERS];
+	nghttp3_nv nva[HTTP1_MAX_HEADERS];
+	struct iovec iov[8];
+	char names_small[1024], *names = names_small, *np;
+	const struct config_headers *set = ex->route->set_response.n > 0 ?
+	    &ex->route->set_response : NULL;
+	const char *idh = ex->id[0] != '\0' ? ex_cfg(ex)->request_id_header :
+	    NULL;
+	size_t idlen = idh != NULL ? strlen(idh) : 0;
+	size_t len = ex->resp_trailers.len, niov, nh, n = 0, total = 0, off = 0;
+	uint8_t *buf;
+	int rv = 0;
+
+	if (len == 0 || ex->resp_dropped)
+		return 0;
+	/* at most HTTP1_MAX_TRAILERS bytes: a few chunks */
+	niov = bufq_peek_unsent(&ex->resp_trailers, iov, 8);
+	if (niov == 1)
+		buf = iov[0].iov_base;
+	else if ((buf = malloc(len)) == NULL)
+		return -1;
+	else
+		for (size_t i = 0; i < niov; i++) {
+			memcpy(buf + off, iov[i].iov_base, iov[i].iov_len);
+			off += iov[i].iov_len;
+		}
+	nh = http1_trailers(buf, niov == 1 ? iov[0].iov_len : off, h,
+	    HTTP1_MAX_HEADERS);
+	for (size_t i = 0; i < nh; i++)
+		total += h[i].namelen;
+	if (total > sizeof(names_small) && (names = malloc(total)) == NULL) {
+		rv = -1;
+		goto done;
+	}
+	np = names;
+	for (size_t i = 0; i < nh; i++) {
+		if (hop_by_hop_name(h[i].name, h[i].namelen) ||
+		    (h[i].namelen == 14 &&
+		    strncasecmp(h[i].name, "content-length", 14) == 0))
+			continue;
+		/* HTTP/3 field names are lowercase (RFC 9114 4.2) */
+		bytes_lower((uint8_t *)np, (const uint8_t *)h[i].name,
+		    h[i].namelen);
+		if (set != NULL && header_is_set(set, np, h[i].namelen))
+			continue;
+		if (idlen > 0 && h[i].namelen == idlen &&
+		    memcmp(np, idh, idlen) == 0)
+			continue;
+		nva[n++] = (nghttp3_nv){ (uint8_t *)np, (uint8_t *)(uintptr_t)
+		    h[i].value, h[i].namelen, h[i].valuelen,
+		    NGHTTP3_NV_FLAG_NONE };
+		np += h[i].namelen;
+	}
+	/* nghttp3 copies the fields */
+	if (n > 0 && (rv = h3_submit_trailers(ex->qc, ex->stream_id, nva,
+	    n)) == 0)
+		ex->trailers_sent = true;
+done:
+	if (names != names_small)
+		free(names);
+	if (niov != 1)
+		free(buf);
+	bufq_free(&ex->resp_trailers);
+	ex_mem_update(ex);
+	return rv;
+}
+
 /* The backend sent bytes after its response: a second one, or garbage. */
 static void
 ex_after_body(struct exchange *ex)
@@ -2493,6 +2580,15 @@ ex_parse_rbuf(struct exchange *ex)
 			}
 			got = true;
 		}
+		/* kept until the section ends: HTTP1_MAX_TRAILERS at most */
+		if (ex->body.trailerlen > 0) {
+			if (bufq_append(&ex->resp_trailers, ex->body.trailer,
+			    ex->body.trailerlen) == -1) {
+				ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
+				return;
+			}
+			ex_mem_update(ex);
+		}
 		off += consumed;
 		if (st != HTTP1_BODY_AGAIN || consumed == 0)
 			break;
@@ -2513,6 +2609,11 @@ ex_parse_rbuf(struct exchange *ex)
 	case HTTP1_BODY_DONE:
 		if (ex->rlen > 0)
 			ex_after_body(ex);
+		/* before the body's end is told: nghttp3 then sends them */
+		if (ex_submit_trailers(ex) == -1) {
+			ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
+			break;
+		}
 		ex_response_done(ex, true);
 		break;
 	case HTTP1_BODY_ERROR:
@@ -3130,8 +3231,10 @@ exchange_read_data(struct exchange *ex, nghttp3_vec *vec, size_t veccnt,
 		total += iov[i].iov_len;
 	}
 	bufq_mark_sent(&ex->resp_body, total);
+	/* with trailers, their HEADERS frame carries the FIN */
 	if (ex->resp_eof && ex->resp_body.unsent == 0)
-		*pflags |= NGHTTP3_DATA_FLAG_EOF;
+		*pflags |= NGHTTP3_DATA_FLAG_EOF | (ex->trailers_sent ?
+		    NGHTTP3_DATA_FLAG_NO_END_STREAM : 0);
 	else if (n == 0)
 		return NGHTTP3_ERR_WOULDBLOCK;
 	return (nghttp3_ssize)n;
@@ -3238,6 +3341,7 @@ ex_free(struct exchange *ex)
 	bufq_free(&ex->out);
 	bufq_free(&ex->stage);
 	bufq_free(&ex->resp_body);
+	bufq_free(&ex->resp_trailers);
 	ex_mem_update(ex);
 	ex_req_update(ex);
 	ex_set_done(ex);

@@ -257,6 +257,23 @@ h3_submit_info(struct qconn *qc, int64_t stream_id, nghttp3_nv *nva,
 	return 0;
 }
 
+int
+h3_submit_trailers(struct qconn *qc, int64_t stream_id, nghttp3_nv *nva,
+    size_t n)
+{
+	int rv;
+
+	h3_fields_literal(qc, nva, n);
+	if ((rv = nghttp3_conn_submit_trailers(qc->h3, stream_id, nva,
+	    n)) != 0) {
+		log_warnx("%s: nghttp3_conn_submit_trailers: %s", qc->peer,
+		    nghttp3_strerror(rv));
+		return -1;
+	}
+	qconn_want_write(qc);
+	return 0;
+}
+
 void
 h3_resume(struct qconn *qc, int64_t stream_id)
 {

@@ -17,7 +17,10 @@ Endpoints (the first path segment that names an endpoint selects it, so
   GET|HEAD /bytes/N        N bytes of the deterministic pattern, Content-Length;
                            ?wait=MS answers after MS milliseconds; ?drop=MS
                            closes the (keep-alive) connection MS ms after
-  GET|HEAD /chunked/N      the same bytes, Transfer-Encoding: chunked, odd sizes
+  GET|HEAD /chunked/N      the same bytes, Transfer-Encoding: chunked, odd sizes;
+                           ?trailer=Name: value (repeatable) adds a trailer
+                           field after the last chunk; ?trailer_pad=N adds
+                           one more, X-Pad, of N bytes
   GET      /close/N        the same bytes, no Content-Length, closes at the end
                            (/close/N?rst=1 resets the connection instead;
                            ?finwait=MS closes MS milliseconds after the body)
@@ -130,6 +133,15 @@ HEADS = {
 
 # What /extra sends after its response: a second response nobody asked for.
 SMUGGLED = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nSMUGGLED!"
+
+
+def _trailer_lines(q):
+    """The trailer field lines /chunked and /trickle send: ?trailer=Name:
+    value, each, then with ?trailer_pad=N an X-Pad of N bytes."""
+    lines = [t.encode("latin-1") for t in q.get("trailer", [])]
+    if q.get("trailer_pad"):
+        lines.append(b"X-Pad: " + b"p" * int(q["trailer_pad"][0]))
+    return b"".join(line + b"\r\n" for line in lines)
 
 
 def body_bytes(n):
@@ -703,14 +715,15 @@ class Backend:
                 sock.sendall(b"%x%s\r\n" % (size, ext.encode()) + data[off:off + size] + b"\r\n")
                 off += size
                 i += 1
-            sock.sendall(b"0\r\n\r\n")
+            sock.sendall(b"0\r\n" + _trailer_lines(q) + b"\r\n")
             return not close
 
         if name == "trickle":
             # The whole response, head included, in pieces of ?step=K
             # bytes (7) 10 ms apart, so that reads end anywhere: in the
-            # status line, a field, a CRLF, a chunk-size line. Chunked,
-            # or with ?cl=1 a Content-Length. ?pad=P adds a field X-Pad
+            # status line, a field, a CRLF, a chunk-size line. Chunked
+            # (with /chunked's ?trailer= and ?trailer_pad=), or with
+            # ?cl=1 a Content-Length. ?pad=P adds a field X-Pad
             # of P bytes to the head (?fields=F: F fields X-Pad-0.. of
             # P/F bytes each instead). ?us=U: U microseconds apart instead.
             n = self._int_arg(args)
@@ -728,7 +741,7 @@ class Backend:
                 for off in range(0, n, 40):
                     piece = data[off:off + 40]
                     msg += b"%x\r\n" % len(piece) + piece + b"\r\n"
-                msg += b"0\r\n\r\n"
+                msg += b"0\r\n" + _trailer_lines(q) + b"\r\n"
             if sock.family != socket.AF_UNIX:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             for off in range(0, len(msg), step):

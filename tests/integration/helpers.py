@@ -223,6 +223,10 @@ class Response:
         self.status = None
         self.headers = []           # [(lowercase name, value)] of the final response
         self.interim = []           # [(status, headers)] of 1xx responses
+        self.trailers = []          # [(lowercase name, value)]: field lines after the
+        #                             final head's end (HTTP/3 trailers, as libcurl
+        #                             hands them to the header callback)
+        self.body_before_trailers = None    # body bytes received when the first came
         self.body = b""
         self.http_version = None
         self.num_connects = None
@@ -262,13 +266,26 @@ class _Collector:
         self.status = None
         self.on_data = on_data
         self.received = 0
+        self.final_done = False
 
     def header(self, line):
         text = line.decode("latin-1").rstrip("\r\n")
         if text.startswith("HTTP/"):
+            if self.final_done:
+                # the handle's next transfer, on a collector used again
+                self.final_done = False
+                self.resp.trailers = []
+                self.resp.body_before_trailers = None
             parts = text.split(" ", 2)
             self.status = int(parts[1])
             self.block = []
+            return
+        if self.final_done:
+            if ":" in text:
+                n, _, v = text.partition(":")
+                if self.resp.body_before_trailers is None:
+                    self.resp.body_before_trailers = self.received
+                self.resp.trailers.append((n.strip().lower(), v.strip()))
             return
         if text == "":
             if self.status is not None:
@@ -277,6 +294,7 @@ class _Collector:
                 else:
                     self.resp.status = self.status
                     self.resp.headers = self.block
+                    self.final_done = True
             return
         if self.block is not None and ":" in text:
             n, _, v = text.partition(":")

@@ -1315,6 +1315,83 @@ def test_no_hop_by_hop_headers_to_client(qp, many):
     assert r.header("set-cookie") == "c=3"
 
 
+# ---------------------------------------------------------------- trailers
+
+def _q(*trailers, **kw):
+    """A query string of /chunked's and /trickle's ?trailer= fields."""
+    from urllib.parse import urlencode
+    return "?" + urlencode([("trailer", t) for t in trailers] + list(kw.items()))
+
+
+@pytest.mark.parametrize("n", [0, 5000, 300 * KiB], ids=["empty", "5000", "300KiB"])
+def test_response_trailers_reach_client(qp, n):
+    """A chunked response's trailer section goes to the client as HTTP/3
+    trailers (a HEADERS frame after the body): libcurl hands them to the
+    header callback once the body is in. Names arrive in lowercase."""
+    r = h3_get(qp.url("/app/chunked/%d" % n + _q("X-Checksum: abc",
+                                                 "Server-Timing:  db;dur=53 ")),
+               timeout=BIG_TIMEOUT)
+    assert r.status == 200 and r.body == expected_body(n)
+    assert r.trailers == [("x-checksum", "abc"), ("server-timing", "db;dur=53")], r.trailers
+    assert r.body_before_trailers == n
+    names = {h for h, _ in r.headers}
+    assert "x-checksum" not in names and "server-timing" not in names, r.headers
+
+
+def test_response_without_trailers_has_none(qp):
+    """A chunked response with no trailer field, or only fields that are not
+    passed on, ends as before: no trailers at the client."""
+    for q in ("", _q("Transfer-Encoding: chunked", "Content-Length: 5")):
+        r = h3_get(qp.url("/app/chunked/3000" + q))
+        assert r.status == 200 and r.body == expected_body(3000)
+        assert r.trailers == [], (q, r.trailers)
+
+
+def test_response_trailers_hop_by_hop_dropped(qp):
+    """Fields of the connection and of the framing are not passed on from a
+    trailer section, nor the route's set_response_header names (none here);
+    end-to-end ones are, in order."""
+    r = h3_get(qp.url("/app/chunked/100" + _q(
+        "Connection: close", "X-A: 1", "Transfer-Encoding: chunked", "Content-Length: 100",
+        "Keep-Alive: timeout=5", "Proxy-Connection: keep-alive", "TE: trailers",
+        "Trailer: X-A", "Upgrade: h2c", "Proxy-Authenticate: Basic", "X-B: 2")))
+    assert r.status == 200 and r.body == expected_body(100)
+    assert r.trailers == [("x-a", "1"), ("x-b", "2")], r.trailers
+
+
+def test_response_trailers_in_small_pieces(qp, backend_app):
+    """Trailer lines that come a few bytes at a time, across many reads,
+    and one of 20000 bytes, reach the client whole; the connection is
+    reused after."""
+    before = backend_app.count
+    r = h3_get(qp.url("/app/trickle/300" + _q("X-Checksum: abc", step="3", us="200")),
+               timeout=30)
+    assert r.status == 200 and r.body == expected_body(300)
+    assert r.trailers == [("x-checksum", "abc")], r.trailers
+    r = h3_get(qp.url("/app/trickle/300" + _q("X-Checksum: def", step="4096",
+                                              trailer_pad="20000", us="1000")), timeout=30)
+    assert r.status == 200 and r.body == expected_body(300)
+    assert r.trailers == [("x-checksum", "def"), ("x-pad", "p" * 20000)], \
+        [(n, len(v)) for n, v in r.trailers]
+    reqs = backend_app.requests_since(before)
+    assert len(reqs) == 2 and reqs[0]["conn"] == reqs[1]["conn"], reqs
+
+
+def test_response_trailers_raw_client(qp):
+    """The same trailers seen by h3raw, which prints every field section:
+    the trailers come after the head's fields, once."""
+    res = h3raw(qp.port, [":method: GET", ":scheme: https",
+                          ":authority: 127.0.0.1:%d" % qp.port,
+                          ":path: /app/chunked/100" + _q("X-Checksum: abc",
+                                                         "Content-Length: 100")],
+                print_headers=True)
+    assert res.outcomes == ["status 200 body 100"], res
+    lines = [line for line in res.stdout.splitlines() if line.startswith("< ")]
+    assert lines[-1] == "< x-checksum: abc", res
+    assert lines.count("< x-checksum: abc") == 1, res
+    assert "< content-length: 100" not in lines, res
+
+
 # ---------------------------------------------------------------- backend failures
 
 def test_backend_refused_502_quickly(qp):
