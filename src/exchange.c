@@ -99,6 +99,15 @@ enum ex_state {
 	EX_DONE,	/* answered or reset; waiting for the stream to close */
 };
 
+/* What exchange_trailer found wrong in a trailer section, to act on. */
+enum ex_trailers {
+	EX_TRAILERS_OK,
+	EX_TRAILERS_MALFORMED,	/* H3_MESSAGE_ERROR (req.why) */
+	EX_TRAILERS_TOO_LARGE,	/* past max_header_size: 431 */
+	EX_TRAILERS_NO_ROOM,	/* request_buffer_total: given up */
+	EX_TRAILERS_NO_MEMORY,	/* H3_INTERNAL_ERROR */
+};
+
 struct exchange {
 	struct qconn		*qc;
 	struct generation	*gen;		/* held: routes, backends */
@@ -144,6 +153,10 @@ struct exchange {
 	bool			 req_fin;	/* the client's request ended */
 	bool			 req_written;	/* all of it reached the backend */
 	enum request_framing	 framing;
+	struct bufq		 trailers;	/* trailer lines for a chunked
+						   body's end */
+	size_t			 trailers_size;	/* as RFC 9114 4.2.2 counts */
+	enum ex_trailers	 trailers_fault;	/* exchange_trailer */
 
 	/* the backend */
 	size_t			 backend;
@@ -286,14 +299,14 @@ exchange_done_bytes(void)
 
 /*
  * Request memory, all streams together: req_chunks counts the chunks of
- * every exchange's hold, out and stage (what waits for a backend: the
- * request head as written for it, and body bytes the client sent within
- * its credit); req_head_bytes, the heap of the heads as received, kept
- * until the exchange is done (QPACK lets a few bytes on the wire name a
- * field of a thousand). req_holders lists the exchanges holding any, in
- * the order they began to. Flow control cannot take back credit a client
- * was given, so past request_buffer_total streams are given up
- * (ex_req_evict).
+ * every exchange's hold, out, stage and trailers (what waits for a
+ * backend: the request head as written for it, body bytes the client sent
+ * within its credit, and trailer lines); req_head_bytes, the heap of the
+ * heads as received, kept until the exchange is done (QPACK lets a few
+ * bytes on the wire name a field of a thousand). req_holders lists the
+ * exchanges holding any, in the order they began to. Flow control cannot
+ * take back credit a client was given, so past request_buffer_total
+ * streams are given up (ex_req_evict).
  */
 static size_t req_chunks;
 static size_t req_head_bytes;
@@ -306,6 +319,7 @@ static bool	ex_may_try_next(const struct exchange *, bool);
 static void	ex_try_next(struct exchange *, const char *);
 static void	ex_mem_flush(void);
 static bool	ex_req_evict(void);
+static void	ex_req_give_up(struct exchange *);
 static bool	ex_client_stalled(const struct exchange *);
 
 /* Where backend bytes are read (ex_read_buffered); grows to the largest read. */
@@ -481,7 +495,8 @@ req_total(void)
 }
 
 /*
- * After hold, out or stage gained or lost chunks, or the head grew: what
+ * After hold, out, stage or trailers gained or lost chunks, or the head
+ * grew: what
  * the exchange and its connection hold for backends, and its place on
  * req_holders. A finished exchange's head, cut to what the access log
  * shows (ex_finish), is not counted: such a stream cannot be given up.
@@ -490,8 +505,8 @@ static void
 ex_req_update(struct exchange *ex)
 {
 	size_t head = ex->state == EX_DONE ? 0 : request_heap(&ex->req);
-	size_t n = (ex->hold.nchunks + ex->out.nchunks + ex->stage.nchunks) *
-	    BUFQ_CHUNK_SIZE + head, was;
+	size_t n = (ex->hold.nchunks + ex->out.nchunks + ex->stage.nchunks +
+	    ex->trailers.nchunks) * BUFQ_CHUNK_SIZE + head, was;
 
 	req_head_bytes = req_head_bytes - ex->head_counted + head;
 	ex->head_counted = head;
@@ -581,6 +596,7 @@ ex_finish(struct exchange *ex)
 	bufq_free(&ex->hold);
 	bufq_free(&ex->out);
 	bufq_free(&ex->stage);
+	bufq_free(&ex->trailers);
 	bufq_free(&ex->resp_trailers);
 	ex_mem_update(ex);
 	ex_trim_head(ex);
@@ -916,6 +932,7 @@ exchange_new(struct qconn *qc, int64_t stream_id)
 	bufq_init(&ex->hold);
 	bufq_init(&ex->out);
 	bufq_init(&ex->stage);
+	bufq_init(&ex->trailers);
 	bufq_init(&ex->resp_body);
 	bufq_init(&ex->resp_trailers);
 	bufq_count(&ex->resp_body, &mem_chunks);
@@ -923,6 +940,7 @@ exchange_new(struct qconn *qc, int64_t stream_id)
 	bufq_count(&ex->hold, &req_chunks);
 	bufq_count(&ex->out, &req_chunks);
 	bufq_count(&ex->stage, &req_chunks);
+	bufq_count(&ex->trailers, &req_chunks);
 	/*
 	 * The client has idle_timeout to send the rest of the head, and as
 	 * long between parts of a body held here (EX_HOLD): the connection
@@ -952,21 +970,38 @@ exchange_new(struct qconn *qc, int64_t stream_id)
  * nghttp3's call. Connections below their share may still reach it: all
  * of them together, about the limit once more, and a head's buffer each.
  *
- * Every field of the stream's field sections, trailers too, counts as
- * SETTINGS_MAX_FIELD_SECTION_SIZE does: a byte of QPACK can name a field
- * of kilobytes again, and nghttp3 checks each field it decodes, so a
- * client could make the loop check gigabytes for a megabyte sent. Past
- * twice max_header_size (a head and trailers each at the limit) the
- * answer is false: the connection is to be closed.
+ * Every field of the stream's field sections, trailers too
+ * (exchange_trailer), counts as SETTINGS_MAX_FIELD_SECTION_SIZE does: a
+ * byte of QPACK can name a field of kilobytes again, and nghttp3 checks
+ * each field it decodes, so a client could make the loop check gigabytes
+ * for a megabyte sent. Past twice max_header_size (a head and trailers
+ * each at the limit) the answer is false: the connection is to be closed.
  */
+static bool
+ex_field_seen(struct exchange *ex, size_t namelen, size_t valuelen)
+{
+	ex->fields_seen += namelen + valuelen + 32;
+	return ex->fields_seen <= 2 * (uint64_t)ex_cfg(ex)->max_header_size;
+}
+
+/*
+ * Whether request memory is past request_buffer_total with the
+ * exchange's connection holding its share of it or more (the limit
+ * divided among the connections holding any).
+ */
+static bool
+ex_req_over_share(const struct exchange *ex)
+{
+	size_t limit = ex->qc->srv->gen->cfg->request_buffer_total;
+
+	return req_total() > limit && ex->qc->req_bytes * req_conns >= limit;
+}
+
 bool
 exchange_field(struct exchange *ex, const uint8_t *name, size_t namelen,
     const uint8_t *value, size_t valuelen)
 {
-	size_t limit;
-
-	ex->fields_seen += namelen + valuelen + 32;
-	if (ex->fields_seen > 2 * (uint64_t)ex_cfg(ex)->max_header_size)
+	if (!ex_field_seen(ex, namelen, valuelen))
 		return false;
 	if (ex->state != EX_HEADERS || ex->head_refused)
 		return true;
@@ -974,8 +1009,7 @@ exchange_field(struct exchange *ex, const uint8_t *name, size_t namelen,
 	if (request_heap(&ex->req) == ex->head_counted)
 		return true;
 	ex_req_update(ex);
-	limit = ex->qc->srv->gen->cfg->request_buffer_total;
-	if (req_total() <= limit || ex->qc->req_bytes * req_conns < limit)
+	if (!ex_req_over_share(ex))
 		return true;
 	ex->head_refused = true;
 	ex->head_trimmed = true;	/* to nothing: no log line shows it */
@@ -1246,7 +1280,7 @@ exchange_headers_end(struct exchange *ex, bool fin)
 	unsigned int after;
 
 	if (ex->state != EX_HEADERS || ex->head_refused)
-		return;	/* trailers are read and dropped */
+		return;	/* a head refused (exchange_field) */
 	stats.requests_total++;
 	ex->head_seen = true;
 	if (ex_cfg(ex)->request_id_header != NULL)
@@ -1383,6 +1417,22 @@ ex_stage_flush(struct exchange *ex)
 	if (ex->stage.len == 0 || ex->framing != REQ_BODY_CHUNKED)
 		return 0;
 	return ex_put_chunk(ex, NULL, ex->stage.len, &ex->stage);
+}
+
+/*
+ * The end of a chunked body: the staged pieces, the last chunk, and the
+ * trailer section (RFC 9112 7.1.2), the client's trailers kept for it.
+ * 0, or -1 when out of memory.
+ */
+static int
+ex_chunked_end(struct exchange *ex)
+{
+	if (ex_stage_flush(ex) == -1 ||
+	    bufq_append(&ex->out, "0\r\n", 3) == -1 ||
+	    bufq_move(&ex->out, &ex->trailers) == -1 ||
+	    bufq_append(&ex->out, "\r\n", 2) == -1)
+		return -1;
+	return 0;
 }
 
 /*
@@ -1532,8 +1582,7 @@ ex_body_end(struct exchange *ex)
 	}
 	if (ex->req_dropped)
 		return;		/* the backend's side is shut already */
-	if (ex->framing == REQ_BODY_CHUNKED ? (ex_stage_flush(ex) == -1 ||
-	    bufq_append(&ex->out, "0\r\n\r\n", 5) == -1) :
+	if (ex->framing == REQ_BODY_CHUNKED ? ex_chunked_end(ex) == -1 :
 	    bufq_move(&ex->out, &ex->stage) == -1) {
 		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
 		return;
@@ -1554,6 +1603,109 @@ void
 exchange_body_end(struct exchange *ex)
 {
 	ex_body_end(ex);
+	ex_req_update(ex);
+}
+
+/* A trailer section found wrong: nothing more of it is kept. */
+static void
+ex_trailers_fail(struct exchange *ex, enum ex_trailers fault,
+    const char *why)
+{
+	ex->trailers_fault = fault;
+	if (why != NULL)
+		ex->req.why = why;
+	bufq_free(&ex->trailers);
+	ex_req_update(ex);
+}
+
+/*
+ * One field line of the request's trailer section (RFC 9114 4.1). Those
+ * request_trailer passes are kept, as trailer lines of HTTP/1.1, for a
+ * body that goes to the backend chunked; one sent with the client's
+ * Content-Length can carry none, and they are dropped. Every field is
+ * checked and counted, whatever becomes of it: the section, as the head,
+ * may be at most max_header_size, and what it keeps is request memory,
+ * bounded as the head's is (exchange_field). A fault is acted on at the
+ * section's end (exchange_trailers_end), out of QPACK's decoding.
+ */
+bool
+exchange_trailer(struct exchange *ex, const uint8_t *name, size_t namelen,
+    const uint8_t *value, size_t valuelen)
+{
+	const struct config_headers *set;
+	const char *why, *idh;
+
+	if (!ex_field_seen(ex, namelen, valuelen))
+		return false;
+	if (ex->state == EX_HEADERS || ex->state == EX_DONE ||
+	    ex->trailers_fault != EX_TRAILERS_OK)
+		return true;
+	ex->trailers_size += namelen + valuelen + 32;
+	if (ex->trailers_size > ex_cfg(ex)->max_header_size) {
+		ex_trailers_fail(ex, EX_TRAILERS_TOO_LARGE,
+		    "trailer section too large");
+		return true;
+	}
+	switch (request_trailer(name, namelen, value, valuelen, &why)) {
+	case REQ_TRAILER_MALFORMED:
+		ex_trailers_fail(ex, EX_TRAILERS_MALFORMED, why);
+		return true;
+	case REQ_TRAILER_DROP:
+		return true;
+	case REQ_TRAILER_PASS:
+		break;
+	}
+	/* no chunked body to carry it, or the backend's side is shut */
+	if (ex->req_dropped || (ex->state == EX_HOLD ?
+	    ex->req.content_length >= 0 : ex->framing != REQ_BODY_CHUNKED))
+		return true;
+	/* the fields the head takes from qproxy (request_write_http1) */
+	set = &ex->route->set_request;
+	idh = ex->id[0] != '\0' ? ex_cfg(ex)->request_id_header : NULL;
+	if ((set->n > 0 && header_is_set(set, (const char *)name, namelen)) ||
+	    (idh != NULL && namelen == strlen(idh) &&
+	    memcmp(name, idh, namelen) == 0))
+		return true;
+	if (bufq_append(&ex->trailers, name, namelen) == -1 ||
+	    bufq_append(&ex->trailers, ": ", 2) == -1 ||
+	    bufq_append(&ex->trailers, value, valuelen) == -1 ||
+	    bufq_append(&ex->trailers, "\r\n", 2) == -1) {
+		ex_trailers_fail(ex, EX_TRAILERS_NO_MEMORY, NULL);
+		return true;
+	}
+	ex_req_update(ex);
+	if (ex_req_over_share(ex))
+		ex_trailers_fail(ex, EX_TRAILERS_NO_ROOM, NULL);
+	return true;
+}
+
+void
+exchange_trailers_end(struct exchange *ex)
+{
+	if (ex->state == EX_HEADERS || ex->state == EX_DONE)
+		return;
+	switch (ex->trailers_fault) {
+	case EX_TRAILERS_OK:
+		return;
+	case EX_TRAILERS_MALFORMED:
+		ex_malformed(ex);
+		break;
+	case EX_TRAILERS_TOO_LARGE:
+		/* as a head too large; as a body too large once answered */
+		stats.headers_too_large++;
+		if (ex->resp_submitted) {
+			stats.requests_reset++;
+			ex_reset(ex, NGHTTP3_H3_REQUEST_CANCELLED);
+		} else
+			ex_respond(ex, 431);
+		break;
+	case EX_TRAILERS_NO_ROOM:
+		ex_req_give_up(ex);
+		break;
+	case EX_TRAILERS_NO_MEMORY:
+		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
+		break;
+	}
 	ex_req_update(ex);
 }
 
@@ -1639,7 +1791,14 @@ ex_write_head(struct exchange *ex)
 	    route_trusted_proxy(ex_cfg(ex),
 	    ngtcp2_conn_get_path(ex->qc->conn)->remote.addr);
 	fw.early_data = ex->early;
-	if (ex->req_fin) {
+	if (ex->req_fin && ex->trailers.len > 0) {
+		/*
+		 * only a chunked body carries trailers (exchange_trailer kept
+		 * them: the client sent no Content-Length)
+		 */
+		fw.body_length = 0;
+		fw.framing = REQ_BODY_CHUNKED;
+	} else if (ex->req_fin) {
 		/* the whole body is here: its length is known */
 		fw.body_length = ex->body_received;
 		fw.framing = ex->body_received > 0 ||
@@ -1688,8 +1847,7 @@ ex_start(struct exchange *ex)
 	}
 	bufq_free(&ex->hold);
 	if (ex->req_fin && ex->framing == REQ_BODY_CHUNKED &&
-	    (ex_stage_flush(ex) == -1 ||
-	    bufq_append(&ex->out, "0\r\n\r\n", 5) == -1)) {
+	    ex_chunked_end(ex) == -1) {
 		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
 		return;
 	}
@@ -3340,6 +3498,7 @@ ex_free(struct exchange *ex)
 	bufq_free(&ex->hold);
 	bufq_free(&ex->out);
 	bufq_free(&ex->stage);
+	bufq_free(&ex->trailers);
 	bufq_free(&ex->resp_body);
 	bufq_free(&ex->resp_trailers);
 	ex_mem_update(ex);

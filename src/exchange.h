@@ -22,6 +22,10 @@ size_t		 exchange_done_bytes(void);
 bool		 exchange_field(struct exchange *, const uint8_t *name,
 		    size_t namelen, const uint8_t *value, size_t valuelen);
 void		 exchange_headers_end(struct exchange *, bool fin);
+/* The same for the trailer section (false as exchange_field's). */
+bool		 exchange_trailer(struct exchange *, const uint8_t *name,
+		    size_t namelen, const uint8_t *value, size_t valuelen);
+void		 exchange_trailers_end(struct exchange *);
 void		 exchange_body(struct exchange *, const uint8_t *, size_t);
 void		 exchange_body_end(struct exchange *);
 /* nghttp3 found the message malformed (a Content-Length mismatch). */

@@ -672,21 +672,37 @@ begin_headers(nghttp3_conn *h3, int64_t stream_id, void *user_data,
 	return 0;
 }
 
+/* A field of the head (trailer false) or of the trailer section. */
+static int
+recv_field(struct qconn *qc, void *stream_user_data, nghttp3_rcbuf *name,
+    nghttp3_rcbuf *value, bool trailer)
+{
+	nghttp3_vec n = nghttp3_rcbuf_get_buf(name);
+	nghttp3_vec v = nghttp3_rcbuf_get_buf(value);
+
+	if (stream_user_data == NULL || (trailer ?
+	    exchange_trailer(stream_user_data, n.base, n.len, v.base, v.len) :
+	    exchange_field(stream_user_data, n.base, n.len, v.base, v.len)))
+		return 0;
+	/* no more of it is decoded: h3_read closes the connection */
+	qc->fields_flood = true;
+	return NGHTTP3_ERR_CALLBACK_FAILURE;
+}
+
 static int
 recv_header(nghttp3_conn *h3, int64_t stream_id, int32_t token,
     nghttp3_rcbuf *name, nghttp3_rcbuf *value, uint8_t flags,
     void *user_data, void *stream_user_data)
 {
-	struct qconn *qc = user_data;
-	nghttp3_vec n = nghttp3_rcbuf_get_buf(name);
-	nghttp3_vec v = nghttp3_rcbuf_get_buf(value);
+	return recv_field(user_data, stream_user_data, name, value, false);
+}
 
-	if (stream_user_data == NULL ||
-	    exchange_field(stream_user_data, n.base, n.len, v.base, v.len))
-		return 0;
-	/* no more of it is decoded: h3_read closes the connection */
-	qc->fields_flood = true;
-	return NGHTTP3_ERR_CALLBACK_FAILURE;
+static int
+recv_trailer(nghttp3_conn *h3, int64_t stream_id, int32_t token,
+    nghttp3_rcbuf *name, nghttp3_rcbuf *value, uint8_t flags,
+    void *user_data, void *stream_user_data)
+{
+	return recv_field(user_data, stream_user_data, name, value, true);
 }
 
 static int
@@ -695,6 +711,15 @@ end_headers(nghttp3_conn *h3, int64_t stream_id, int fin, void *user_data,
 {
 	if (stream_user_data != NULL)
 		exchange_headers_end(stream_user_data, fin != 0);
+	return 0;
+}
+
+static int
+end_trailers(nghttp3_conn *h3, int64_t stream_id, int fin, void *user_data,
+    void *stream_user_data)
+{
+	if (stream_user_data != NULL)
+		exchange_trailers_end(stream_user_data);
 	return 0;
 }
 
@@ -755,8 +780,9 @@ static const nghttp3_callbacks h3_callbacks = {
 	.deferred_consume = deferred_consume,
 	.begin_headers = begin_headers,
 	.recv_header = recv_header,
-	.recv_trailer = recv_header,	/* counted, and dropped */
+	.recv_trailer = recv_trailer,
 	.end_headers = end_headers,
+	.end_trailers = end_trailers,
 	.stop_sending = stop_sending,
 	.end_stream = end_stream,
 	.reset_stream = reset_stream,

@@ -274,11 +274,76 @@ pseudo_set(struct request *r, int *slot, int idx)
 	return 0;
 }
 
+/*
+ * What makes a field line malformed wherever it is (RFC 9114 4.2, 10.3):
+ * its reason, or NULL. A pseudo-header's name is checked past its ':'.
+ */
+static const char *
+field_malformed(const uint8_t *name, size_t namelen, const uint8_t *value,
+    size_t valuelen)
+{
+	if (namelen == 0)
+		return "empty field name";
+	for (size_t i = name[0] == ':' ? 1 : 0; i < namelen; i++) {
+		if (!bytes_islowtchar(name[i]))
+			return isupper(name[i]) ? "uppercase field name" :
+			    "invalid character in field name";
+	}
+	if (bytes_has_nul_cr_lf(value, valuelen))
+		return "CR, LF or NUL in field value";
+	/*
+	 * RFC 9114 10.3: other control characters are malformed too.
+	 * nghttp3 removes longer values holding one before they get here,
+	 * but 1.8.0 lets a value of one such byte through (fixed in 1.9.0).
+	 */
+	if (valuelen == 1 && bytes_isctl(value[0]))
+		return "control character in field value";
+	return NULL;
+}
+
+/*
+ * The connection-specific fields, which HTTP/3 forbids (RFC 9114 4.2),
+ * and TE but for "trailers": a regular field's reason to be malformed, or
+ * NULL.
+ */
+static const char *
+field_connection(const uint8_t *name, size_t namelen, const uint8_t *value,
+    size_t valuelen)
+{
+	switch (namelen) {
+	case 2:
+		if (name_is(name, namelen, "te") &&
+		    !(valuelen == 8 && strncasecmp((const char *)value,
+		    "trailers", 8) == 0))
+			return "te other than trailers";
+		break;
+	case 7:
+		if (name_is(name, namelen, "upgrade"))
+			return "upgrade field";
+		break;
+	case 10:
+		if (name_is(name, namelen, "connection") ||
+		    name_is(name, namelen, "keep-alive"))
+			return "connection-specific field";
+		break;
+	case 16:
+		if (name_is(name, namelen, "proxy-connection"))
+			return "connection-specific field";
+		break;
+	case 17:
+		if (name_is(name, namelen, "transfer-encoding"))
+			return "transfer-encoding field";
+		break;
+	}
+	return NULL;
+}
+
 int
 request_add(struct request *r, const uint8_t *name, size_t namelen,
     const uint8_t *value, size_t valuelen)
 {
 	struct request_field f;
+	const char *why;
 	int idx;
 
 	if (r->error != REQ_OK)
@@ -290,23 +355,8 @@ request_add(struct request *r, const uint8_t *name, size_t namelen,
 	r->size += namelen + valuelen + 32;
 	if (r->size > r->max_size)
 		return fail(r, REQ_TOO_LARGE, "header section too large");
-	if (namelen == 0)
-		return fail(r, REQ_MALFORMED, "empty field name");
-	for (size_t i = name[0] == ':' ? 1 : 0; i < namelen; i++) {
-		if (!bytes_islowtchar(name[i]))
-			return fail(r, REQ_MALFORMED,
-			    isupper(name[i]) ? "uppercase field name" :
-			    "invalid character in field name");
-	}
-	if (bytes_has_nul_cr_lf(value, valuelen))
-		return fail(r, REQ_MALFORMED, "CR, LF or NUL in field value");
-	/*
-	 * RFC 9114 10.3: other control characters are malformed too.
-	 * nghttp3 removes longer values holding one before they get here,
-	 * but 1.8.0 lets a value of one such byte through (fixed in 1.9.0).
-	 */
-	if (valuelen == 1 && bytes_isctl(value[0]))
-		return fail(r, REQ_MALFORMED, "control character in field value");
+	if ((why = field_malformed(name, namelen, value, valuelen)) != NULL)
+		return fail(r, REQ_MALFORMED, why);
 
 	if (r->nfields == r->fieldcap) {
 		size_t cap = r->fieldcap * 2;
@@ -394,13 +444,9 @@ request_add(struct request *r, const uint8_t *name, size_t namelen,
 	}
 
 	r->flags |= REQ_F_REGULAR_SEEN;
+	if ((why = field_connection(name, namelen, value, valuelen)) != NULL)
+		return fail(r, REQ_MALFORMED, why);
 	switch (namelen) {
-	case 2:
-		if (name_is(name, namelen, "te") &&
-		    !(valuelen == 8 && strncasecmp((const char *)value,
-		    "trailers", 8) == 0))
-			return fail(r, REQ_MALFORMED, "te other than trailers");
-		break;
 	case 4:
 		if (name_is(name, namelen, "host")) {
 			if (r->host != -1)
@@ -417,16 +463,6 @@ request_add(struct request *r, const uint8_t *name, size_t namelen,
 		if (name_is(name, namelen, "expect") && valuelen == 12 &&
 		    strncasecmp((const char *)value, "100-continue", 12) == 0)
 			r->flags |= REQ_F_EXPECT_CONTINUE;
-		break;
-	case 7:
-		if (name_is(name, namelen, "upgrade"))
-			return fail(r, REQ_MALFORMED, "upgrade field");
-		break;
-	case 10:
-		if (name_is(name, namelen, "connection") ||
-		    name_is(name, namelen, "keep-alive"))
-			return fail(r, REQ_MALFORMED,
-			    "connection-specific field");
 		break;
 	case 12:
 		/* RFC 9110 7.6.2: the first, when it is a number */
@@ -446,18 +482,49 @@ request_add(struct request *r, const uint8_t *name, size_t namelen,
 				    "invalid content-length");
 		}
 		break;
-	case 16:
-		if (name_is(name, namelen, "proxy-connection"))
-			return fail(r, REQ_MALFORMED,
-			    "connection-specific field");
-		break;
-	case 17:
-		if (name_is(name, namelen, "transfer-encoding"))
-			return fail(r, REQ_MALFORMED,
-			    "transfer-encoding field");
-		break;
 	}
 	return 0;
+}
+
+/*
+ * Fields a trailer section cannot carry (RFC 9110 6.5.1), as their
+ * meaning is needed before the content, beyond those request_write_http1
+ * writes or drops itself (field_kind): authentication, request modifiers
+ * (conditionals, ranges, cache directives) and content control.
+ */
+static bool
+trailer_forbidden(const uint8_t *name, size_t len)
+{
+	static const char *const names[] = {
+		"authorization", "cache-control", "content-encoding",
+		"content-range", "content-type", "if-match",
+		"if-modified-since", "if-none-match", "if-range",
+		"if-unmodified-since", "pragma", "proxy-authorization",
+		"range", "trailer",
+	};
+
+	if (field_kind(name, len) != FK_PLAIN)
+		return true;
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (name_is(name, len, names[i]))
+			return true;
+	return false;
+}
+
+enum request_trailer
+request_trailer(const uint8_t *name, size_t namelen, const uint8_t *value,
+    size_t valuelen, const char **why)
+{
+	if ((*why = field_malformed(name, namelen, value, valuelen)) != NULL)
+		return REQ_TRAILER_MALFORMED;
+	if (name[0] == ':') {
+		*why = "pseudo-header in trailers";
+		return REQ_TRAILER_MALFORMED;
+	}
+	if ((*why = field_connection(name, namelen, value, valuelen)) != NULL)
+		return REQ_TRAILER_MALFORMED;
+	return trailer_forbidden(name, namelen) ? REQ_TRAILER_DROP :
+	    REQ_TRAILER_PASS;
 }
 
 /* RFC 3986 2.3: what a percent-encoding may stand for and mean the same. */

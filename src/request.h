@@ -60,6 +60,21 @@ void	request_free(struct request *);
 /* Adds one field line; on error records it (first one wins) and returns -1. */
 int	request_add(struct request *, const uint8_t *name, size_t namelen,
 	    const uint8_t *value, size_t valuelen);
+/*
+ * One field line of the request's trailer section (RFC 9114 4.1), checked
+ * as request_add checks a head's: MALFORMED, *why set, for what would make
+ * a head malformed and for any pseudo-header (RFC 9114 4.1.2); DROP for a
+ * field a trailer section cannot carry (RFC 9110 6.5.1: framing, routing,
+ * request modifiers, authentication, content control) or that qproxy
+ * writes itself; else PASS. The sizes are counted by the caller.
+ */
+enum request_trailer {
+	REQ_TRAILER_PASS,
+	REQ_TRAILER_DROP,
+	REQ_TRAILER_MALFORMED,
+};
+enum request_trailer request_trailer(const uint8_t *name, size_t namelen,
+	    const uint8_t *value, size_t valuelen, const char **why);
 /* End of the header section; fin: the stream ended with it. 0 or -1. */
 int	request_finish(struct request *, bool fin);
 /* The body so far: received bytes, and whether the stream ended. 0 or -1. */

@@ -218,6 +218,128 @@ def test_valid_post_with_trailer(qp):
     assert len(res.outcomes) == 1 and res.outcomes[0].startswith("status 200 "), res
 
 
+# ---------------------------------------------------------------- trailers
+# libcurl sends trailers only on an HTTP/1.1 chunked upload
+# (CURLOPT_TRAILERFUNCTION, which pycurl does not offer either): h3raw
+# sends the request trailers here.
+
+def _upload_record(backend_app, before, marker):
+    rec = backend_app.wait_for_request(lambda x: x["target"] == marker, start=before)
+    assert rec is not None, marker
+    return backend_app.wait_body_done(rec["id"])
+
+
+@pytest.mark.parametrize("data", [None, 100, 300000], ids=["no-body", "held", "streamed"])
+def test_request_trailers_reach_backend(qp, backend_app, data):
+    """A request's trailer section (RFC 9114 4.1) goes to the backend as
+    the chunked body's (RFC 9112 7.1.2), names and values as sent: a body
+    with no Content-Length that qproxy holds whole (held), which would go
+    with a Content-Length of its size, goes chunked for them, as one
+    forwarded while it comes (streamed) does anyway; so does none."""
+    before = backend_app.count
+    marker = "/app/upload?trailers-%s" % data
+    res = h3raw(qp.port, req(qp.port, "POST", marker), data=data,
+                trailers=["x-checksum: abc", "server-timing: db;dur=53"], timeout=10)
+    assert len(res.outcomes) == 1 and res.outcomes[0].startswith("status 200 "), res
+    rec = _upload_record(backend_app, before, marker)
+    assert rec["body_done"] and rec["chunked"] and rec["content_length"] is None, rec
+    assert rec["body_length"] == (data or 0), rec
+    assert rec["trailers"] == [["x-checksum", "abc"], ["server-timing", "db;dur=53"]], rec
+
+
+def test_request_trailers_dropped_with_content_length(qp, backend_app):
+    """A body sent with the client's Content-Length cannot carry trailers
+    in HTTP/1.1: they are dropped, and the request goes as without them."""
+    before = backend_app.count
+    marker = "/app/upload?trailers-cl"
+    res = h3raw(qp.port, req(qp.port, "POST", marker, extra=["content-length: 10"]),
+                data=10, trailers=["x-checksum: abc"])
+    assert len(res.outcomes) == 1 and res.outcomes[0].startswith("status 200 "), res
+    rec = _upload_record(backend_app, before, marker)
+    assert not rec["chunked"] and rec["content_length"] == "10", rec
+    assert rec["body_length"] == 10 and rec["trailers"] == [], rec
+
+
+# fields a trailer section may not carry (RFC 9110 6.5.1), or that qproxy
+# writes itself: sent between two that it may
+FORBIDDEN_TRAILERS = [
+    "content-length: 5", "host: 127.0.0.1", "te: trailers", "expect: 100-continue",
+    "authorization: Basic eDp5", "proxy-authorization: Basic eDp5", "cookie: a=1",
+    "x-forwarded-for: 192.0.2.66", "x-forwarded-proto: http", "forwarded: for=192.0.2.66",
+    "via: 1.1 forged", "early-data: 1", "max-forwards: 3", "content-type: text/plain",
+    "content-encoding: gzip", "range: bytes=0-1", "if-none-match: *", "cache-control: no-cache",
+    "trailer: x-a"]
+
+
+@pytest.mark.parametrize("data", [100, 300000], ids=["held", "streamed"])
+def test_request_trailers_forbidden_not_forwarded(qp, backend_app, data):
+    before = backend_app.count
+    marker = "/app/upload?trailers-forbidden-%d" % data
+    res = h3raw(qp.port, req(qp.port, "POST", marker), data=data,
+                trailers=["x-a: 1"] + FORBIDDEN_TRAILERS + ["x-b: 2"], timeout=10)
+    assert len(res.outcomes) == 1 and res.outcomes[0].startswith("status 200 "), res
+    rec = _upload_record(backend_app, before, marker)
+    assert rec["body_done"] and rec["body_length"] == data, rec
+    assert rec["trailers"] == [["x-a", "1"], ["x-b", "2"]], rec
+
+
+# Malformed trailer sections (RFC 9114 4.1.2, 4.2, 10.3): nghttp3 finds
+# most of them itself; qproxy finds a value of one control byte, which
+# nghttp3 1.8.0 lets through
+MALFORMED_TRAILERS = {
+    "pseudo-header": [":path: /app/other"],
+    "pseudo-header-after-one": ["x-a: 1", ":method: GET"],
+    "uppercase-name": ["X-Upper: 1"],
+    "connection": ["connection: close"],
+    "transfer-encoding": ["transfer-encoding: chunked"],
+    "te-gzip": ["te: gzip"],
+    "value-one-control-byte": ["x-a: 1", "x-bad: \\x01"],
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED_TRAILERS))
+def test_request_malformed_trailers_reset(qp, all_backends, case):
+    """A request whose trailer section is malformed gets H3_MESSAGE_ERROR;
+    a body held whole never reaches the backend."""
+    before = backend_counts(all_backends)
+    res = h3raw(qp.port, req(qp.port, "POST", "/app/upload?bad-trailers"), data=100,
+                trailers=MALFORMED_TRAILERS[case])
+    assert res.returncode == 0, res
+    assert res.outcomes == [H3_MESSAGE_ERROR], res
+    assert_backends_untouched(qp, all_backends, before, "malformed trailers (%s)" % case)
+
+
+@pytest.mark.parametrize("case", ["pseudo-header", "value-one-control-byte"])
+def test_request_malformed_trailers_after_streamed_body(qp, backend_app, case):
+    """The same after a body forwarded while it came: the backend had the
+    head and the body's chunks, but never the trailers nor the body's end:
+    its connection is closed."""
+    import time
+    before = backend_app.count
+    marker = "/app/upload?bad-trailers-streamed-%s" % case
+    res = h3raw(qp.port, req(qp.port, "POST", marker), data=300000,
+                trailers=MALFORMED_TRAILERS[case], timeout=10)
+    assert res.outcomes == [H3_MESSAGE_ERROR], res
+    rec = backend_app.wait_for_request(lambda x: x["target"] == marker, start=before)
+    assert rec is not None
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        rec = backend_app.wait_body_done(rec["id"], timeout=0.2)
+        if rec["error"]:
+            break
+    assert rec["error"] and not rec["body_done"] and rec["trailers"] == [], rec
+
+
+def test_request_trailers_too_large(qp, all_backends):
+    """A trailer section larger than max_header_size (64k here) is answered
+    as a head would be: 431, and the request reaches no backend."""
+    before = backend_counts(all_backends)
+    res = h3raw(qp.port, req(qp.port, "POST", "/app/upload?big-trailers"), data=100,
+                trailers=["x-pad-%d: %s" % (i, "p" * 2000) for i in range(40)])
+    assert res.outcomes == ["status 431 body 36"], res
+    assert_backends_untouched(qp, all_backends, before, "trailers past max_header_size")
+
+
 def test_cookie_fields_joined_raw(qp, backend_app):
     """Separate cookie fields (RFC 9114 4.2.1) reach HTTP/1.1 as one, "; "-joined."""
     before = backend_app.count

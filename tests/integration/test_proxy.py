@@ -1392,6 +1392,32 @@ def test_response_trailers_raw_client(qp):
     assert "< content-length: 100" not in lines, res
 
 
+def test_route_set_fields_not_taken_from_trailers(qproxy_factory, backend_app):
+    """The fields a route sets are not taken from trailers either, either
+    way: on /app/, which sets X-User to its backend and
+    Strict-Transport-Security and Content-Type to the client, the client's
+    x-user trailer and the backend's trailers of those names are dropped;
+    /plain/, which sets none, passes them."""
+    q = _set_headers_proxy(qproxy_factory, backend_app)
+    for prefix, want in (("/app/", [["x-other", "1"]]),
+                         ("/plain/", [["x-user", "mallory"], ["x-other", "1"]])):
+        before = backend_app.count
+        marker = prefix + "upload?set-trailers"
+        res = h3raw(q.port, [":method: POST", ":scheme: https",
+                             ":authority: 127.0.0.1:%d" % q.port, ":path: " + marker],
+                    data=10, trailers=["x-user: mallory", "x-other: 1"])
+        assert len(res.outcomes) == 1 and res.outcomes[0].startswith("status 200 "), res
+        rec = backend_app.wait_for_request(lambda x: x["target"] == marker, start=before)
+        rec = backend_app.wait_body_done(rec["id"])
+        assert rec["chunked"] and rec["trailers"] == want, (prefix, rec)
+    q_ = _q("Strict-Transport-Security: max-age=1", "Content-Type: x/y", "X-Kept: 1")
+    r = h3_get(q.url("/app/chunked/10" + q_))
+    assert r.status == 200 and r.trailers == [("x-kept", "1")], r.trailers
+    r = h3_get(q.url("/plain/chunked/10" + q_))
+    assert r.trailers == [("strict-transport-security", "max-age=1"),
+                          ("content-type", "x/y"), ("x-kept", "1")], r.trailers
+
+
 # ---------------------------------------------------------------- backend failures
 
 def test_backend_refused_502_quickly(qp):

@@ -847,6 +847,74 @@ test_http1(void)
 	}
 }
 
+/* request_trailer on a "name: value" string (the first ": " splits). */
+static enum request_trailer
+trailer(const char *field, const char **why)
+{
+	const char *sep = strstr(field + 1, ": ");
+
+	return request_trailer((const uint8_t *)field,
+	    (size_t)(sep - field), (const uint8_t *)sep + 2, strlen(sep + 2),
+	    why);
+}
+
+/* A trailer section's fields: passed on, dropped, or malformed. */
+static void
+test_trailers(void)
+{
+	static const char *const pass[] = { "x-checksum: abc",
+	    "server-timing: db;dur=53", "content-digest: sha-256=:x=:",
+	    "x-empty: ", "x-obs-text: \x80\xff", "x-tab: a\tb", NULL };
+	/* framing, routing, modifiers, authentication, content control,
+	   and what qproxy writes itself */
+	static const char *const drop[] = { "content-length: 5",
+	    "host: example.com", "te: trailers", "expect: 100-continue",
+	    "max-forwards: 3", "authorization: Basic eDp5",
+	    "proxy-authorization: Basic eDp5", "cookie: a=1",
+	    "cache-control: no-cache", "pragma: no-cache", "range: bytes=0-1",
+	    "if-match: \"x\"", "if-none-match: *",
+	    "if-modified-since: Sun, 06 Nov 1994 08:49:37 GMT",
+	    "if-unmodified-since: Sun, 06 Nov 1994 08:49:37 GMT",
+	    "if-range: \"x\"", "content-type: text/plain",
+	    "content-encoding: gzip", "content-range: bytes 0-1/2",
+	    "trailer: x-checksum", "x-forwarded-for: 192.0.2.1",
+	    "x-forwarded-proto: http", "forwarded: for=192.0.2.1",
+	    "via: 1.1 edge", "early-data: 1", "http2-settings: AAA", NULL };
+	static const char *const bad[] = { ":path: /other", ":method: GET",
+	    ":authority: example.com", ":status: 200", "X-Upper: 1",
+	    "x bad: 1", "x-cr: a\rb", "x-lf: a\nb",
+	    "x-ctl: \x01", "x-del: \x7f", "connection: close",
+	    "keep-alive: 5", "proxy-connection: close", "upgrade: h2c",
+	    "transfer-encoding: chunked", "te: gzip", NULL };
+	const char *why;
+
+	for (size_t i = 0; pass[i] != NULL; i++) {
+		why = "unset";
+		CHECK_EQ_INT(trailer(pass[i], &why), REQ_TRAILER_PASS);
+		CHECK(why == NULL);
+	}
+	for (size_t i = 0; drop[i] != NULL; i++)
+		if (trailer(drop[i], &why) != REQ_TRAILER_DROP) {
+			fprintf(stderr, "trailer %s not dropped\n", drop[i]);
+			CHECK(0);
+		}
+	for (size_t i = 0; bad[i] != NULL; i++) {
+		why = NULL;
+		if (trailer(bad[i], &why) != REQ_TRAILER_MALFORMED) {
+			fprintf(stderr, "trailer %s not malformed\n", bad[i]);
+			CHECK(0);
+		}
+		CHECK(why != NULL);
+	}
+	why = NULL;
+	CHECK_EQ_INT(trailer(":path: /x", &why), REQ_TRAILER_MALFORMED);
+	CHECK_EQ_STR(why, "pseudo-header in trailers");
+	CHECK_EQ_INT(request_trailer((const uint8_t *)"", 0,
+	    (const uint8_t *)"v", 1, &why), REQ_TRAILER_MALFORMED);
+	CHECK_EQ_INT(request_trailer((const uint8_t *)"x-nul", 5,
+	    (const uint8_t *)"a\0b", 3, &why), REQ_TRAILER_MALFORMED);
+}
+
 int
 main(void)
 {
@@ -865,6 +933,7 @@ main(void)
 	test_long_authority();
 	test_compact();
 	test_path_normalized();
+	test_trailers();
 	request_free(build(end, true, &rv));	/* the static one */
 	UNIT_DONE();
 }
