@@ -195,6 +195,9 @@ struct exchange {
 						   lines, until its end */
 	bool			 trailers_sent;	/* submitted: the body ends
 						   without the FIN */
+	char			*resp_conn;	/* a chunked response's
+						   Connection names, for its
+						   trailers, or NULL */
 	bool			 resp_submitted;
 	bool			 resp_eof;	/* every body byte is queued */
 	bool			 continue_sent;	/* 100 Continue went out */
@@ -598,6 +601,8 @@ ex_finish(struct exchange *ex)
 	bufq_free(&ex->stage);
 	bufq_free(&ex->trailers);
 	bufq_free(&ex->resp_trailers);
+	free(ex->resp_conn);
+	ex->resp_conn = NULL;
 	ex_mem_update(ex);
 	ex_trim_head(ex);
 	ex_count_done(ex, true);
@@ -2417,6 +2422,67 @@ hop_by_hop(const struct http1_response *r, const struct conn_tokens *ct,
 	return false;
 }
 
+/*
+ * The names a chunked response's Connection fields give, but those
+ * hop_by_hop_name drops anyway, kept for its trailer section
+ * (ex_submit_trailers): the head's fields are gone by then. A list "a,b"
+ * into ex->resp_conn, NULL when there are none; at most the head's size.
+ * -1 when out of memory.
+ */
+static int
+ex_keep_conn_names(struct exchange *ex, const struct http1_response *r)
+{
+	const char *p, *end, *tok;
+	size_t len, total = 0, w = 0;
+
+	free(ex->resp_conn);
+	ex->resp_conn = NULL;
+	if (r->framing != HTTP1_BODY_CHUNKED)
+		return 0;
+	for (int pass = 0; pass < 2; pass++) {
+		for (size_t i = 0; i < r->nheaders; i++) {
+			if (!is_connection(&r->headers[i]))
+				continue;
+			p = r->headers[i].value;
+			end = p + r->headers[i].valuelen;
+			while (list_next(&p, end, &tok, &len)) {
+				if (hop_by_hop_name(tok, len) || (len == 5 &&
+				    strncasecmp(tok, "close", 5) == 0))
+					continue;
+				if (pass == 0)
+					total += len + 1;
+				else {
+					memcpy(ex->resp_conn + w, tok, len);
+					w += len;
+					ex->resp_conn[w++] = ',';
+				}
+			}
+		}
+		if (total == 0)
+			return 0;
+		if (pass == 0 && (ex->resp_conn = malloc(total)) == NULL)
+			return -1;
+	}
+	ex->resp_conn[w - 1] = '\0';
+	return 0;
+}
+
+/* Whether the response head's Connection named this field (ex->resp_conn). */
+static bool
+ex_conn_named(const struct exchange *ex, const char *name, size_t len)
+{
+	const char *p = ex->resp_conn, *end, *tok;
+	size_t toklen;
+
+	if (p == NULL)
+		return false;
+	end = p + strlen(p);
+	while (list_next(&p, end, &tok, &toklen))
+		if (toklen == len && strncasecmp(tok, name, len) == 0)
+			return true;
+	return false;
+}
+
 /* v in decimal at buf, without a NUL; its length (at most 20). */
 static size_t
 u64_decimal(char buf[20], uint64_t v)
@@ -2507,7 +2573,7 @@ ex_submit_head(struct exchange *ex, const struct http1_response *r,
 	}
 	if (informational)
 		rv = h3_submit_info(ex->qc, ex->stream_id, nva, n);
-	else
+	else if ((rv = ex_keep_conn_names(ex, r)) == 0)
 		rv = h3_submit_response(ex->qc, ex->stream_id, nva, n,
 		    r->framing != HTTP1_BODY_NONE);
 done:
@@ -2520,8 +2586,9 @@ done:
 
 /*
  * The trailer section of a chunked response, whole, to the client as its
- * trailing HEADERS frame: the fields but those of the connection and the
- * framing, and those the head takes from qproxy (the route's
+ * trailing HEADERS frame: the fields but those of the connection (the
+ * head's Connection names too: ex_keep_conn_names) and the framing, and
+ * those the head takes from qproxy (the route's
  * set_response_header, the request's ID). With none left nothing is
  * sent, and the body ends as one without trailers. -1 when out of memory.
  */
@@ -2565,6 +2632,7 @@ ex_submit_trailers(struct exchange *ex)
 	np = names;
 	for (size_t i = 0; i < nh; i++) {
 		if (hop_by_hop_name(h[i].name, h[i].namelen) ||
+		    ex_conn_named(ex, h[i].name, h[i].namelen) ||
 		    (h[i].namelen == 14 &&
 		    strncasecmp(h[i].name, "content-length", 14) == 0))
 			continue;
@@ -3495,6 +3563,7 @@ ex_free(struct exchange *ex)
 	request_free(&ex->req);
 	free(ex->referer);
 	free(ex->user_agent);
+	free(ex->resp_conn);
 	bufq_free(&ex->hold);
 	bufq_free(&ex->out);
 	bufq_free(&ex->stage);

@@ -53,7 +53,8 @@ Endpoints (the first path segment that names an endpoint selects it, so
   GET      /early-hints    103 Early Hints, then 200 with a small body;
                            ?n=N sends N of them
   GET      /hop            a response carrying hop-by-hop fields (chunked body);
-                           ?many=N puts N more tokens in Connection fields
+                           ?many=N puts N more tokens in Connection fields;
+                           ?trailer= as /chunked's
   GET      /cookies        a response with two Set-Cookie fields
   POST     /answer-first   200 with the body "hello" as soon as the head is in,
                            then reads the request body, and closes
@@ -981,7 +982,8 @@ class Backend:
                     ("Transfer-Encoding", "chunked")]
             sock.sendall(self._head(200, hdrs))
             if not head_only:
-                sock.sendall(b"5\r\nhop-b\r\n3\r\nody\r\n0\r\n\r\n")
+                sock.sendall(b"5\r\nhop-b\r\n3\r\nody\r\n0\r\n" +
+                             _trailer_lines(q) + b"\r\n")
             return not close
 
         if name == "images":

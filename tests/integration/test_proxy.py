@@ -1359,6 +1359,16 @@ def test_response_trailers_hop_by_hop_dropped(qp):
     assert r.trailers == [("x-a", "1"), ("x-b", "2")], r.trailers
 
 
+def test_response_trailers_connection_named_dropped(qp):
+    """A field the response head's Connection names is hop-by-hop (RFC 9110
+    7.6.1) in the trailer section too: /hop's head names X-Private-Hop, and
+    a trailer of that name stays at qproxy as the head's field does."""
+    r = h3_get(qp.url("/app/hop" + _q("X-Private-Hop: secret", "X-Kept: 1")))
+    assert r.status == 200 and r.body == b"hop-body", r.body
+    assert "x-private-hop" not in {h for h, _ in r.headers}, r.headers
+    assert r.trailers == [("x-kept", "1")], r.trailers
+
+
 def test_response_trailers_in_small_pieces(qp, backend_app):
     """Trailer lines that come a few bytes at a time, across many reads,
     and one of 20000 bytes, reach the client whole; the connection is
