@@ -566,13 +566,16 @@ path_dots(const char *p, size_t len)
  * backends decode and read as "/": "/img/..%2Fadmin" is "/admin" to such a
  * backend, and to routes (route.c) it would be "/img/../admin", which no
  * route for "/admin/" takes. Those between plain "/" are resolved
- * (path_normalize).
+ * (path_normalize). So is one with parameters (RFC 3986 3.3), "..;x",
+ * which Tomcat and Jetty take off before they resolve it: "/img/..;/admin"
+ * is "/admin" to them.
  */
 static bool
 path_hidden_dots(const char *p, size_t len)
 {
 	size_t i = 0, start, n;
 	bool encoded_before = false, encoded_after;
+	const char *semi;
 
 	while (i < len) {
 		start = i;
@@ -582,6 +585,9 @@ path_hidden_dots(const char *p, size_t len)
 		encoded_after = i < len && p[i] != '/';
 		if ((encoded_before || encoded_after) &&
 		    path_dots(p + start, i - start) > 0)
+			return true;
+		if ((semi = memchr(p + start, ';', i - start)) != NULL &&
+		    path_dots(p + start, (size_t)(semi - (p + start))) > 0)
 			return true;
 		n = encoded_after ? 3 : 1;
 		encoded_before = encoded_after;
@@ -598,7 +604,7 @@ path_hidden_dots(const char *p, size_t len)
  * both, whatever either would have made of it. A '%' without two hex
  * digits is refused (-1): decoding around it could make a new encoding,
  * "%%32e" a "%2e" that the backend would decode again. So is a path with a
- * dot segment left between encoded slashes (-2, path_hidden_dots).
+ * dot segment that only some backends see (-2, path_hidden_dots).
  */
 static int
 path_normalize(char *p, size_t len, size_t *outlen)
@@ -730,8 +736,8 @@ request_finish(struct request *r, bool fin)
 	case -1:
 		return fail(r, REQ_BAD, "invalid percent-encoding in :path");
 	case -2:
-		return fail(r, REQ_BAD, "dot segment between encoded slashes "
-		    "in :path");
+		return fail(r, REQ_BAD, "dot segment hidden by an encoded "
+		    "slash or a parameter in :path");
 	}
 	return 0;
 }

@@ -286,6 +286,7 @@ test_path_normalized(void)
 		{ "/a/.%2e", "/" },
 		{ "/%7euser/%41%2d%5f", "/~user/A-_" },
 		{ "/a%2fb/%2F.x/c%5Cd", "/a%2fb/%2F.x/c%5Cd" },	/* kept */
+		{ "/a;x=1/b/...;/c/.x;/d;.;", "/a;x=1/b/...;/c/.x;/d;.;" },
 		{ "/%25%32%65", "/%252e" },	/* decoded once only */
 		{ "/a/../b?x=/../y&z=%2e", "/b?x=/../y&z=%2e" },
 		{ "/a/b?", "/a/b?" },
@@ -301,7 +302,10 @@ test_path_normalized(void)
 	    /* a dot segment that encoded slashes make, for a backend that
 	       decodes them to resolve behind the routes' backs */
 	    "/a%2fb/%2F..", "/img/..%2Fadmin", "/img/..%5cadmin", "/a/.%2F",
-	    "/%2e%2e%2fadmin", "/a%2F.", "/x/%2e%5C" };
+	    "/%2e%2e%2fadmin", "/a%2F.", "/x/%2e%5C",
+	    /* or whose parameters Tomcat and Jetty take off first */
+	    "/a/..;/b", "/a/.;x/b", "/..;jsessionid=1/admin", "/a/%2e%2e;",
+	    "/a/..;x%2Fb" };
 	char field[128];
 	const char *p;
 	size_t len;
