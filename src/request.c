@@ -168,6 +168,7 @@ enum field_kind {
 	FK_FORWARDED,
 	FK_EARLY,	/* kept (RFC 8470 5.1), once with qproxy's own */
 	FK_MAX_FORWARDS,	/* less one, for OPTIONS and TRACE */
+	FK_TE,		/* "trailers" alone (field_connection), said again */
 };
 
 static uint32_t
@@ -180,7 +181,7 @@ field_kind(const uint8_t *name, size_t len)
 	} kinds[] = {
 #define K(s, k)	{ s, sizeof(s) - 1, k }
 		K("host", FK_SKIP), K("content-length", FK_SKIP),
-		K("te", FK_SKIP), K("expect", FK_SKIP),
+		K("te", FK_TE), K("expect", FK_SKIP),
 		K("x-forwarded-proto", FK_SKIP), K("http2-settings", FK_SKIP),
 		K("early-data", FK_EARLY), K("cookie", FK_COOKIE),
 		K("max-forwards", FK_MAX_FORWARDS),
@@ -906,6 +907,16 @@ put_values(struct head_out *o, const struct request *r, uint32_t kind,
 	return any;
 }
 
+/* Whether the request has a field of this kind. */
+static bool
+has_kind(const struct request *r, uint32_t kind)
+{
+	for (size_t i = 0; i < r->nfields; i++)
+		if (r->fields[i].kind == kind)
+			return true;
+	return false;
+}
+
 /* The received fields of this kind, ready for the element this hop adds. */
 static void
 open_list(struct head_out *o, const struct request *r, uint32_t kind,
@@ -1027,6 +1038,14 @@ request_write_http1(const struct request *r, const struct request_forward *fw,
 		    ", "))
 			HO_LIT(&o, "\r\n");
 	}
+
+	/*
+	 * RFC 9110 10.1.4: the client takes trailers, which a backend may
+	 * send only when asked; TE is the hop's, so Connection names it
+	 * (7.6.1). (set_request_header may not name TE.)
+	 */
+	if (has_kind(r, FK_TE))
+		HO_LIT(&o, "te: trailers\r\nconnection: te\r\n");
 
 	switch (fw->framing) {
 	case REQ_BODY_NONE:

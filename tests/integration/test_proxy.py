@@ -1296,6 +1296,21 @@ def test_no_hop_by_hop_headers_to_backend(qp):
         assert header_values(j, name) == [], name
 
 
+
+def test_te_trailers_goes_on_to_the_backend(qp):
+    """A client's TE: trailers (RFC 9110 10.1.4) says it takes trailers,
+    which some servers send only when asked; now that qproxy passes
+    trailers on, it says so to the backend too, with Connection: te, as
+    TE is the hop's own (7.6.1). It was dropped. Without it, neither."""
+    r = h3_get(qp.url("/app/echo-headers?te"), headers=["TE: trailers"])
+    assert r.status == 200
+    j = r.json()
+    assert (header_values(j, "te"), header_values(j, "connection")) == (
+        ["trailers"], ["te"]), j["headers"]
+    r = h3_get(qp.url("/app/echo-headers?no-te"))
+    j = r.json()
+    assert (header_values(j, "te"), header_values(j, "connection")) == ([], []), j["headers"]
+
 @pytest.mark.parametrize("many", [0, 40])
 def test_no_hop_by_hop_headers_to_client(qp, many):
     """The backend's Connection, Keep-Alive, Proxy-Connection, Upgrade,

@@ -665,6 +665,8 @@ test_http1(void)
 	    "via: 1.1 edge, 3 qproxy\r\n"
 	    "forwarded: for=198.51.100.7;proto=https;host=\"example.com:4433\"\r\n"
 	    "x-forwarded-proto: https\r\n"
+	    "te: trailers\r\n"
+	    "connection: te\r\n"
 	    "content-length: 3\r\n"
 	    "\r\n");
 	free(s);
