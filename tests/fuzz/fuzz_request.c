@@ -137,6 +137,7 @@ check_head(const struct request *r, const struct request_forward *fw,
 	const uint8_t *line, *end = h + len, *lf, *colon, *v, *sp1, *sp2;
 	const char *method, *path, *authority;
 	size_t linelen, plen, alen, vlen, nhost = 0, ncl = 0, nte = 0;
+	size_t ntrailers = 0, nconn = 0;
 	bool first = true, blank = false;
 
 	method = request_method(r);
@@ -217,17 +218,23 @@ check_head(const struct request *r, const struct request_forward *fw,
 		} else if (name_eq(line, (size_t)(colon - line),
 		    "forwarded"))
 			check_forwarded(fw, authority, alen, v, vlen);
-		else
+		else if (name_eq(line, (size_t)(colon - line), "te")) {
+			/* the client's TE: trailers, said once, named below */
+			ntrailers++;
+			FUZZ_CHECK(value_eq(v, vlen, "trailers", 8));
+		} else if (name_eq(line, (size_t)(colon - line),
+		    "connection")) {
+			nconn++;
+			FUZZ_CHECK(value_eq(v, vlen, "te", 2));
+		} else
 			FUZZ_CHECK(!name_eq(line, (size_t)(colon - line),
-			    "connection") &&
-			    !name_eq(line, (size_t)(colon - line),
 			    "keep-alive") &&
 			    !name_eq(line, (size_t)(colon - line),
 			    "proxy-connection") &&
 			    !name_eq(line, (size_t)(colon - line),
-			    "upgrade") &&
-			    !name_eq(line, (size_t)(colon - line), "te"));
+			    "upgrade"));
 	}
+	FUZZ_CHECK(ntrailers <= 1 && nconn == ntrailers);
 	FUZZ_CHECK(!first && blank);
 	FUZZ_CHECK(nhost == 1);
 	FUZZ_CHECK(ncl <= 1 && nte <= 1 && ncl + nte <= 1);
