@@ -537,9 +537,8 @@ path_unreserved(int c)
 	    c == '~';
 }
 
-/* Whether p[0, len) begins with "%2F" or "%5C", in either case. */
-static bool
-path_encoded_slash(const char *p, size_t len)
+bool
+request_encoded_slash(const char *p, size_t len)
 {
 	return len >= 3 && p[0] == '%' && ((p[1] == '2' &&
 	    (p[2] == 'F' || p[2] == 'f')) || (p[1] == '5' &&
@@ -580,7 +579,7 @@ path_hidden_dots(const char *p, size_t len)
 
 	while (i < len) {
 		start = i;
-		while (i < len && p[i] != '/' && !path_encoded_slash(p + i,
+		while (i < len && p[i] != '/' && !request_encoded_slash(p + i,
 		    len - i))
 			i++;
 		encoded_after = i < len && p[i] != '/';

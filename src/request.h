@@ -95,6 +95,12 @@ void	request_compact(struct request *, size_t method_max,
 const char *request_authority(const struct request *, size_t *len);
 const char *request_path(const struct request *, size_t *len);
 /*
+ * Whether p[0, len) begins with "%2F" or "%5C", in either case, which
+ * backends may decode and read as "/" (a backslash: IIS, WHATWG URL
+ * parsers): routes read it so, and a dot segment touching it is refused.
+ */
+bool	request_encoded_slash(const char *p, size_t len);
+/*
  * The path as a backend is sent it: the first skip bytes (strip_prefix's
  * prefix, when the path is as long) cut, and *slash true when a "/" must
  * go before what is left.

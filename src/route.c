@@ -140,20 +140,15 @@ route_host_match(const char *pattern, const char *host, size_t hostlen)
 }
 
 /*
- * How many bytes of a path the "/" at its start takes: 1, 3 for "%2F" or
- * "%5C" in either case, which backends may decode and read as "/" (a
- * backslash: IIS, WHATWG URL parsers), 0 for none.
+ * How many bytes of a path the "/" at its start takes: 1, 3 for an
+ * encoded one (request_encoded_slash), 0 for none.
  */
 static size_t
 route_slash(const char *p, size_t len)
 {
-	if (len == 0)
-		return 0;
-	if (p[0] == '/')
+	if (len > 0 && p[0] == '/')
 		return 1;
-	return len >= 3 && p[0] == '%' && ((p[1] == '2' && (p[2] == 'F' ||
-	    p[2] == 'f')) || (p[1] == '5' && (p[2] == 'C' || p[2] == 'c'))) ?
-	    3 : 0;
+	return request_encoded_slash(p, len) ? 3 : 0;
 }
 
 /*
