@@ -2344,28 +2344,43 @@ is_connection(const struct http1_header *h)
 	return h->namelen == 10 && strncasecmp(h->name, "connection", 10) == 0;
 }
 
+/*
+ * The next token of the response head's Connection fields into tok, len:
+ * *i and *p start at 0 and NULL. False after the last.
+ */
+static bool
+conn_next(const struct http1_response *r, size_t *i, const char **p,
+    const char **tok, size_t *len)
+{
+	for (; *i < r->nheaders; (*i)++, *p = NULL) {
+		const struct http1_header *h = &r->headers[*i];
+
+		if (!is_connection(h))
+			continue;
+		if (*p == NULL)
+			*p = h->value;
+		if (list_next(p, h->value + h->valuelen, tok, len))
+			return true;
+	}
+	return false;
+}
+
 static void
 conn_tokens_collect(const struct http1_response *r, struct conn_tokens *ct)
 {
-	const char *p, *end, *tok;
-	size_t len;
+	const char *p = NULL, *tok;
+	size_t i = 0, len;
 
 	ct->n = 0;
 	ct->overflow = false;
-	for (size_t i = 0; i < r->nheaders; i++) {
-		if (!is_connection(&r->headers[i]))
-			continue;
-		p = r->headers[i].value;
-		end = p + r->headers[i].valuelen;
-		while (list_next(&p, end, &tok, &len)) {
-			if (ct->n == EX_CONN_TOKENS) {
-				ct->overflow = true;
-				return;
-			}
-			ct->t[ct->n].p = tok;
-			ct->t[ct->n].len = len;
-			ct->n++;
+	while (conn_next(r, &i, &p, &tok, &len)) {
+		if (ct->n == EX_CONN_TOKENS) {
+			ct->overflow = true;
+			return;
 		}
+		ct->t[ct->n].p = tok;
+		ct->t[ct->n].len = len;
+		ct->n++;
 	}
 }
 
@@ -2397,28 +2412,22 @@ static bool
 hop_by_hop(const struct http1_response *r, const struct conn_tokens *ct,
     const char *name, size_t len)
 {
-	const char *p, *end, *tok;
-	size_t toklen;
+	const char *p = NULL, *tok;
+	size_t i = 0, toklen;
 
 	if (hop_by_hop_name(name, len))
 		return true;
 	/* RFC 9110 7.6.1: and whatever Connection names */
 	if (!ct->overflow) {
-		for (size_t i = 0; i < ct->n; i++)
+		for (i = 0; i < ct->n; i++)
 			if (ct->t[i].len == len &&
 			    strncasecmp(ct->t[i].p, name, len) == 0)
 				return true;
 		return false;
 	}
-	for (size_t i = 0; i < r->nheaders; i++) {
-		if (!is_connection(&r->headers[i]))
-			continue;
-		p = r->headers[i].value;
-		end = p + r->headers[i].valuelen;
-		while (list_next(&p, end, &tok, &toklen))
-			if (toklen == len && strncasecmp(tok, name, len) == 0)
-				return true;
-	}
+	while (conn_next(r, &i, &p, &tok, &toklen))
+		if (toklen == len && strncasecmp(tok, name, len) == 0)
+			return true;
 	return false;
 }
 
@@ -2432,30 +2441,24 @@ hop_by_hop(const struct http1_response *r, const struct conn_tokens *ct,
 static int
 ex_keep_conn_names(struct exchange *ex, const struct http1_response *r)
 {
-	const char *p, *end, *tok;
-	size_t len, total = 0, w = 0;
+	const char *p, *tok;
+	size_t i, len, total = 0, w = 0;
 
 	free(ex->resp_conn);
 	ex->resp_conn = NULL;
 	if (r->framing != HTTP1_BODY_CHUNKED)
 		return 0;
 	for (int pass = 0; pass < 2; pass++) {
-		for (size_t i = 0; i < r->nheaders; i++) {
-			if (!is_connection(&r->headers[i]))
+		for (i = 0, p = NULL; conn_next(r, &i, &p, &tok, &len);) {
+			if (hop_by_hop_name(tok, len) || (len == 5 &&
+			    strncasecmp(tok, "close", 5) == 0))
 				continue;
-			p = r->headers[i].value;
-			end = p + r->headers[i].valuelen;
-			while (list_next(&p, end, &tok, &len)) {
-				if (hop_by_hop_name(tok, len) || (len == 5 &&
-				    strncasecmp(tok, "close", 5) == 0))
-					continue;
-				if (pass == 0)
-					total += len + 1;
-				else {
-					memcpy(ex->resp_conn + w, tok, len);
-					w += len;
-					ex->resp_conn[w++] = ',';
-				}
+			if (pass == 0)
+				total += len + 1;
+			else {
+				memcpy(ex->resp_conn + w, tok, len);
+				w += len;
+				ex->resp_conn[w++] = ',';
 			}
 		}
 		if (total == 0)
