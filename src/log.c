@@ -11,6 +11,7 @@
  * lines from several writers never interleave. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,9 +44,24 @@
 #define ACCESS_CLIENT_MAX	256
 #define ACCESS_BACKEND_MAX	1024
 #define ACCESS_FIELD_MAX	256	/* combined's user, referer, agent */
+/* The fields after the path, as written: at most */
+#define ACCESS_TAIL_MAX		(ACCESS_BACKEND_MAX + 512)
 _Static_assert(ACCESS_CLIENT_MAX + ACCESS_AUTHORITY_MAX + ACCESS_METHOD_MAX +
     2 * ACCESS_BACKEND_MAX + 1024 < ACCESS_LINE_MAX,
     "the path must keep room in an access log line");
+/*
+ * A pipe (standard error under Docker, a named pipe to a logger) takes a
+ * write of PIPE_BUF bytes or fewer whole, but may put another process's
+ * bytes into the middle of a longer one: the workers each write to the
+ * pipe they have from the supervisor. A line for a pipe is kept to
+ * PIPE_BUF bytes, its authority to ACCESS_PIPE_AUTHORITY_MAX; the path
+ * takes what is left, at least 512 bytes less the timestamp and the
+ * separators.
+ */
+#define ACCESS_PIPE_AUTHORITY_MAX	1024
+_Static_assert(ACCESS_CLIENT_MAX + ACCESS_PIPE_AUTHORITY_MAX +
+    ACCESS_METHOD_MAX + ACCESS_TAIL_MAX + 512 < PIPE_BUF,
+    "the path must keep room in an access log line for a pipe");
 /* Failed access log writes are reported at most this often, in seconds. */
 #define ACCESS_WARN_INTERVAL	60
 
@@ -64,6 +80,9 @@ static char	*err_path;
 
 /* The access log: -1 when off; STDERR_FILENO, or a file from acc_path. */
 static int	 acc_fd = -1;
+/* Its longest line, newline included, and authority: less for a pipe. */
+static size_t	 acc_line_max = ACCESS_LINE_MAX;
+static size_t	 acc_authority_max = ACCESS_AUTHORITY_MAX;
 static char	*acc_path;
 static int	 acc_format;	/* enum access_format */
 /* The TLS key log: -1 when off, else a file from key_path. */
@@ -435,6 +454,19 @@ log_file_prepare(struct log_file *lf, enum log_kind kind, const char *path)
 	    LOG_FILE_MODE, &lf->fd, &lf->path);
 }
 
+/* Sizes the access log's lines for what acc_fd is: a pipe or not. */
+static void
+access_fit(void)
+{
+	struct stat	st;
+	int		pipe = acc_fd != -1 && fstat(acc_fd, &st) == 0 &&
+			    S_ISFIFO(st.st_mode);
+
+	acc_line_max = pipe ? PIPE_BUF : ACCESS_LINE_MAX;
+	acc_authority_max = pipe ? ACCESS_PIPE_AUTHORITY_MAX :
+	    ACCESS_AUTHORITY_MAX;
+}
+
 void
 log_file_install(struct log_file *lf, enum log_kind kind, int format)
 {
@@ -451,6 +483,7 @@ log_file_install(struct log_file *lf, enum log_kind kind, int format)
 		acc_fd = lf->fd;
 		acc_path = lf->path;
 		acc_format = format;
+		access_fit();
 		break;
 	case LOG_KEYS:
 		keylog_close();
@@ -649,6 +682,7 @@ log_reopen(void)
 		log_warnx("%s: access log %s: %s", __func__, acc_path,
 		    log_file_strerror(saved));
 	}
+	access_fit();
 	if (key_path != NULL &&
 	    log_file_reopen(&key_fd, key_path, KEYLOG_MODE) == -1) {
 		saved = errno;
@@ -820,9 +854,9 @@ void
 access_log_write(const struct access_entry *e)
 {
 	static char	line[ACCESS_LINE_MAX];
-	char		tail[ACCESS_BACKEND_MAX + 512], num[256];
+	char		tail[ACCESS_TAIL_MAX], num[256];
 	char		ts[LOG_TIME_SIZE], status[16];
-	const size_t	cap = sizeof(line) - 1;		/* room for '\n' */
+	const size_t	cap = acc_line_max - 1;		/* room for '\n' */
 	size_t		pos = 0, tlen = 0, pathmax;
 	double		t = e->time, d = e->duration, sec;
 	long		msec;
@@ -916,7 +950,7 @@ access_log_write(const struct access_entry *e)
 		access_put_field(line, cap, &pos, "\",\"client\":\"",
 		    e->client, ACCESS_CLIENT_MAX, 1);
 		access_put_field(line, cap, &pos, "\",\"authority\":\"",
-		    e->authority, ACCESS_AUTHORITY_MAX, 1);
+		    e->authority, acc_authority_max, 1);
 		access_put_field(line, cap, &pos, "\",\"method\":\"",
 		    e->method, ACCESS_METHOD_MAX, 1);
 		access_put(line, cap, &pos, "\",\"path\":\"");
@@ -925,7 +959,7 @@ access_log_write(const struct access_entry *e)
 		access_put_field(line, cap, &pos, " ", e->client,
 		    ACCESS_CLIENT_MAX, 1);
 		access_put_field(line, cap, &pos, " ", e->authority,
-		    ACCESS_AUTHORITY_MAX, 1);
+		    acc_authority_max, 1);
 		access_put_field(line, cap, &pos, " \"", e->method,
 		    ACCESS_METHOD_MAX, 1);
 		access_put(line, cap, &pos, " ");

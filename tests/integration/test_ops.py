@@ -1242,6 +1242,45 @@ def test_access_log_json(qproxy_factory, backend_app, tmp_path):
     assert m["status"] == 404 and m["backend"] == "-"
 
 
+def test_access_log_lines_fit_a_pipe_whole(qproxy_factory, backend_app, tmp_path):
+    """A pipe (standard error under Docker, a named pipe to a logger) takes
+    a write of up to PIPE_BUF (4096) bytes whole; a longer one may be split
+    by another writer's bytes, and with workers each process writes to the
+    same pipe. A line for a pipe is kept to 4096 bytes: the authority cut
+    to 1024, the path to what is left; still one JSON object. It was as
+    long as 16384 bytes, for a pipe too."""
+    fifo = tmp_path / "access.fifo"
+    os.mkfifo(str(fifo))
+    # a reader first, so that qproxy's opening for writing does not wait
+    rfd = os.open(str(fifo), os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        q = qproxy_factory(sections=lambda port, c, k: _sections(
+            c, k, port, backend_app.tcp_server,
+            extra_global=[("access_log", str(fifo)), ("access_log_format", "json")]))
+        authority = "a" * 3000 + ".example"
+        path = "/app/bytes/7?" + "p" * 5000
+        res = h3raw(q.port, [":method: GET", ":scheme: https",
+                             ":authority: " + authority, ":path: " + path])
+        assert res.outcomes == ["status 200 body 7"], res
+        got = b""
+        deadline = time.monotonic() + 5 * SLOW
+        while b"\n" not in got:
+            assert time.monotonic() < deadline, got[-200:]
+            try:
+                got += os.read(rfd, 65536)
+            except BlockingIOError:
+                time.sleep(0.05)
+        lines = [l for l in got.split(b"\n") if b"/app/bytes/7" in l]
+        assert len(lines) == 1, got[-300:]
+        assert len(lines[0]) + 1 <= 4096, len(lines[0])
+        e = json.loads(lines[0])
+        assert e["authority"] == authority[:1024], len(e["authority"])
+        assert 500 < len(e["path"]) < len(path) and path.startswith(e["path"]), e["path"]
+        assert e["status"] == 200 and e["response_bytes"] == 7
+    finally:
+        os.close(rfd)
+
+
 def test_access_log_combined(qproxy_factory, backend_app, tmp_path):
     """access_log_format = combined: NCSA combined lines, as Apache and
     nginx write them (for the tools that read those): client, -, user,
