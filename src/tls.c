@@ -1,12 +1,15 @@
 /* tls.c: wolfSSL for QUIC: contexts per listener, a session per connection. */
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
@@ -624,33 +627,104 @@ chain_link(const uint8_t *der, size_t len, struct chain_link *k)
 }
 
 /*
+ * The subjects of this machine's roots (roots_file), read once and again
+ * only when the file changes: a listener of many certificates (one host
+ * for many names) had the whole bundle, about 150 certificates, read and
+ * parsed for each of them at every start and reload, 2 ms a certificate
+ * here.
+ */
+static struct {
+	char		*path;
+	dev_t		 dev;
+	ino_t		 ino;
+	off_t		 size;
+	struct timespec	 mtime;
+	uint8_t		(*subject)[KEYID_SIZE];
+	size_t		 n;
+} roots;
+
+static void
+roots_forget(void)
+{
+	free(roots.path);
+	free(roots.subject);
+	memset(&roots, 0, sizeof(roots));
+}
+
+/* The roots of the PEM file path, read unless they were already: 0 or -1. */
+static int
+roots_read(const char *path)
+{
+	struct chain_link k;
+	struct stat st;
+	char *pem = NULL;
+	uint8_t *der = NULL, (*subject)[KEYID_SIZE] = NULL;
+	size_t pemlen, derlen = 0, leaflen, off, len, n = 0;
+	int fd, rv = -1;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)) ==
+	    -1)
+		goto fail;
+	if (fstat(fd, &st) == -1)
+		goto fail;
+	if (roots.path != NULL && strcmp(roots.path, path) == 0 &&
+	    roots.dev == st.st_dev && roots.ino == st.st_ino &&
+	    roots.size == st.st_size &&
+	    roots.mtime.tv_sec == st.st_mtim.tv_sec &&
+	    roots.mtime.tv_nsec == st.st_mtim.tv_nsec) {
+		close(fd);
+		return 0;
+	}
+	if (file_read_fd(fd, TLS_FILE_MAX, &pem, &pemlen) == -1 ||
+	    (der = malloc(pemlen + 1)) == NULL ||
+	    chain_der(pem, pemlen, der, &derlen, &leaflen) <= 0 ||
+	    (subject = calloc(derlen / 64 + 1, sizeof(*subject))) == NULL)
+		goto fail;
+	for (off = 0; off < derlen && n < derlen / 64 + 1; off += len) {
+		if ((len = der_len(der + off, derlen - off)) == 0)
+			break;
+		if (chain_link(der + off, len, &k) == 0)
+			memcpy(subject[n++], k.subject, KEYID_SIZE);
+	}
+	roots_forget();
+	if ((roots.path = strdup(path)) == NULL)
+		goto fail;
+	roots.dev = st.st_dev;
+	roots.ino = st.st_ino;
+	roots.size = st.st_size;
+	roots.mtime = st.st_mtim;
+	roots.subject = subject;
+	roots.n = n;
+	subject = NULL;
+	log_debug("roots: %zu certificate%s read from %s", n,
+	    n == 1 ? "" : "s", path);
+	rv = 0;
+fail:
+	if (rv == -1)
+		roots_forget();
+	if (fd != -1)
+		close(fd);
+	free(subject);
+	free(der);
+	free(pem);
+	return rv;
+}
+
+/*
  * Whether a certificate of the PEM file path names this subject: 1, 0, or
  * -1 when the file cannot be read (nothing can then be said).
  */
 static int
 roots_hold(const char *path, const uint8_t subject[KEYID_SIZE])
 {
-	struct chain_link k;
-	char *pem;
-	uint8_t *der = NULL;
-	size_t pemlen, derlen = 0, leaflen, off, len;
-	int rv = -1;
+	size_t i;
 
-	if (file_read(path, TLS_FILE_MAX, &pem, &pemlen) == -1)
+	if (roots_read(path) == -1)
 		return -1;
-	if ((der = malloc(pemlen + 1)) != NULL &&
-	    chain_der(pem, pemlen, der, &derlen, &leaflen) > 0) {
-		rv = 0;
-		for (off = 0; rv == 0 && off < derlen; off += len)
-			if ((len = der_len(der + off, derlen - off)) == 0)
-				break;
-			else if (chain_link(der + off, len, &k) == 0 &&
-			    memcmp(k.subject, subject, KEYID_SIZE) == 0)
-				rv = 1;
-	}
-	free(der);
-	free(pem);
-	return rv;
+	for (i = 0; i < roots.n; i++)
+		if (memcmp(roots.subject[i], subject, KEYID_SIZE) == 0)
+			return 1;
+	return 0;
 }
 
 /*

@@ -512,6 +512,43 @@ def _listener_conf(conf, leaves, backend):
                     "[backend app]\nserver = %s\n[route all]\nbackend = app\n" % backend)
 
 
+def test_the_roots_are_read_once_and_again_when_they_change(tmp_path, certs, backend_app,
+                                                           qproxy_factory, monkeypatch):
+    """The chain check looks for a chain's last issuer among this
+    machine's roots (SSL_CERT_FILE here). The roots file, about 150
+    certificates, was read and parsed for every certificate of every
+    listener at every start and reload: 2 ms each, seconds for a listener
+    of a thousand names. Now once, and again at a reload only when the
+    file changed, which is then seen: the chains the new roots complete
+    are no longer warned about."""
+    d = str(tmp_path)
+    _openssl(d, "req", "-x509", "-newkey", *EC, "-nodes", "-keyout", "other.key",
+             "-out", "other.pem", "-days", "2", "-subj", "/CN=another root")
+    roots = os.path.join(d, "roots.pem")
+    with open(roots, "w") as f:
+        f.write(open(os.path.join(d, "other.pem")).read())
+    monkeypatch.setenv("SSL_CERT_FILE", roots)
+    q = qproxy_factory(sections=_sections(backend_app.tcp_server,
+                                          [certs["default"], certs["b"], certs["a"]]))
+
+    def said():
+        text = open(q.log).read()
+        return (text.count("roots: 1 certificate read from %s" % roots),
+                text.count("roots: 2 certificates read from %s" % roots),
+                text.count("the chain ends at a certificate"))
+
+    # three chains that end at the test CA, which the roots lack: one read
+    assert said() == (1, 0, 3), said()
+    # the same roots: not read again
+    assert qproxyctl(q, "reload").returncode == 0
+    assert said() == (1, 0, 6), said()
+    # the test CA among them now: read again, and no chain is short
+    with open(roots, "a") as f:
+        f.write(open(certs["ca"]).read())
+    assert qproxyctl(q, "reload").returncode == 0
+    assert said() == (1, 1, 6), said()
+
+
 def test_a_private_key_that_cannot_be_used_is_refused_at_its_own_line(
         tmp_path, certs, backend_app):
     """A key file that holds no key qproxy can take (here one encrypted
