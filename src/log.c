@@ -459,11 +459,11 @@ static void
 access_fit(void)
 {
 	struct stat	st;
-	int		pipe = acc_fd != -1 && fstat(acc_fd, &st) == 0 &&
+	int		fifo = acc_fd != -1 && fstat(acc_fd, &st) == 0 &&
 			    S_ISFIFO(st.st_mode);
 
-	acc_line_max = pipe ? PIPE_BUF : ACCESS_LINE_MAX;
-	acc_authority_max = pipe ? ACCESS_PIPE_AUTHORITY_MAX :
+	acc_line_max = fifo ? PIPE_BUF : ACCESS_LINE_MAX;
+	acc_authority_max = fifo ? ACCESS_PIPE_AUTHORITY_MAX :
 	    ACCESS_AUTHORITY_MAX;
 }
 
