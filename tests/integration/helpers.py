@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -709,16 +710,44 @@ class QProxy:
                             % (self.proc.returncode, self.log_tail()), pytrace=False)
             try:
                 h3_request(self.url(PROBE_PATH), timeout=1, connect_timeout=0.5)
-                return self
+                # the answer may be another server's, which took the port
+                # before this qproxy bound it: its own control socket too
+                if self.control_answers():
+                    return self
+                last = "control socket %s not answering yet" % self.control_socket
             except pycurl.error as e:
                 last = e
             if time.monotonic() > deadline:
                 self.kill()
                 pytest.fail("qproxy did not answer HTTP/3 on UDP port %d within %ss "
-                            "(last curl error: %s); stderr:\n%s"
+                            "(last error: %s); stderr:\n%s"
                             % (self.port, timeout * SLOW, last, self.log_tail()),
                             pytrace=False)
             time.sleep(0.1)
+
+    def control_answers(self):
+        """Whether this instance answers on its control socket, a path of
+        its own: qproxy serves it only once its UDP sockets are bound
+        (a supervisor of workers makes it before them, and answers on it
+        after)."""
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(1)
+        try:
+            s.connect(self.control_socket)
+            s.sendall(b"QPROXY/1 version\n")
+            # to the end, which the daemon's close of its side makes: the
+            # descriptor is not its any more (test_proxy counts them)
+            reply = b""
+            while True:
+                b = s.recv(4096)
+                if not b:
+                    break
+                reply += b
+            return reply.startswith((b"OK\n", b"ERR "))
+        except OSError:
+            return False
+        finally:
+            s.close()
 
     def log_text(self):
         try:

@@ -1,8 +1,9 @@
-"""Self-checks of the test harness itself (no qproxy needed).
+"""Self-checks of the test harness itself.
 
 These make sure the backend, the certificate and the client tools behave as
 the proxy tests assume, so that a failing proxy test points at qproxy and not
-at the harness.  They talk plain HTTP/1.1 to the backend."""
+at the harness.  They talk plain HTTP/1.1 to the backend; only the check of
+QProxy.start's readiness needs qproxy."""
 
 import http.client
 import json
@@ -14,8 +15,8 @@ import time
 import pytest
 
 import backend as backend_mod
-from helpers import (KiB, MiB, expected_body, expected_sha256, render_config, sha256,
-                     require_pycurl_h3)
+from helpers import (KiB, MiB, QProxy, _global_section, _listener_section, expected_body,
+                     expected_sha256, qproxy_binary, render_config, require_pycurl_h3, sha256)
 
 
 @pytest.fixture(scope="module")
@@ -291,3 +292,24 @@ def test_render_config():
     assert text.splitlines() == ["[global]", "log_level = debug", "", "[backend app]",
                                  "server = 127.0.0.1:1"]
     assert text.endswith("\n")
+
+
+def test_readiness_is_an_answer_from_the_instance_started(qp, workdir, certificate):
+    """qproxy_factory picks a free UDP port, and qproxy binds it once its
+    configuration is read: under ASan, 30 s and more for test_qproxyctl's
+    8,000 servers. Another worker's qproxy or relay could take the port
+    meanwhile and answer the readiness probe; the test went on with a
+    qproxy that never bound it, and qproxyctl found no control socket.
+    Here the port is the shared qproxy's: the one started cannot bind it,
+    and is not taken for ready."""
+    cert, key = certificate
+    q = QProxy(qproxy_binary(), workdir, "port-of-another",
+               [_global_section(), _listener_section(qp.port, cert, key),
+                ("backend app", [("server", "127.0.0.1:1")]),
+                ("route app", [("path_prefix", "/app/"), ("backend", "app")])],
+               qp.port)
+    try:
+        assert q.start(port_taken_ok=True) is None, q.log_tail()
+        assert "Address already in use" in q.log_text()
+    finally:
+        q.kill()
