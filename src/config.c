@@ -465,13 +465,20 @@ config_strdup(struct config_parser *p, const char *s)
 	return d;
 }
 
-/* arr of n elements, moved to room for one more, zeroed; NULL if no memory */
+/*
+ * arr of n elements, with room for one more, zeroed; NULL if no memory.
+ * The room doubles as n reaches a power of two. Grown by one element, an
+ * array was moved whole each time realloc could not grow it in place (ASan's
+ * never does): a backend of 8,000 servers took 30 s to read. Every array
+ * given here was made here, and grows one element at a time.
+ */
 static void *
 config_grow(struct config_parser *p, void *arr, size_t n, size_t size)
 {
-	char	*a;
+	char	*a = arr;
 
-	if ((a = reallocarray(arr, n + 1, size)) == NULL) {
+	if ((n & (n - 1)) == 0 &&
+	    (a = reallocarray(arr, n == 0 ? 1 : 2 * n, size)) == NULL) {
 		p->oom = true;
 		return NULL;
 	}
