@@ -4,7 +4,6 @@ import os
 import re
 import shutil
 import subprocess
-import time
 
 import pytest
 
@@ -342,18 +341,18 @@ def test_check_refuses_a_log_the_start_would_refuse(tmp_path, certificate, key, 
                      out), out
 
 
-def test_a_backend_of_many_servers_is_read_at_once(tmp_path, certificate):
+def test_a_backend_of_many_servers_is_read_whole(tmp_path, certificate):
     """Each server added moved the servers before it: under ASan, whose
     realloc always moves, test_qproxyctl's 8,000 took 30 s to read (and the
-    UDP port picked for that qproxy lay free all the while)."""
+    UDP port picked for that qproxy lay free all the while), and these
+    20,000 more than check's timeout. The array now doubles as it fills:
+    every server read, past each power of two (ASan sees any write past
+    the room)."""
     lines = valid_lines(*certificate)
     lines[13:13] = ["server = 127.0.0.1:%d" % (10000 + i) for i in range(20000)]
     path = write(tmp_path, lines)
-    start = time.monotonic()
     p = check(path)
-    elapsed = time.monotonic() - start
     assert p.returncode == 0, p.stdout + p.stderr
-    assert elapsed < 2 * SLOW, elapsed
 
 
 def test_check_refuses_a_wildcard_beside_an_address_of_its_port(tmp_path, certificate):
