@@ -181,6 +181,17 @@ struct tls_in {
 	uint32_t		 msgs;		/* messages begun */
 };
 
+/*
+ * A train the socket refused, with where it goes: allocated with its bytes,
+ * so that a connection holds none of it while its sends go through.
+ */
+struct qpending {
+	size_t			 len, off, seg;
+	struct addr		 remote, local;
+	uint8_t			 ecn;
+	uint8_t			 data[];
+};
+
 struct qconn {
 	struct quic_server	*srv;
 	struct generation	*gen;		/* held */
@@ -209,10 +220,7 @@ struct qconn {
 	uint64_t		 close_resends;
 
 	/* Datagrams the socket refused (EAGAIN), sent when it is writable. */
-	uint8_t			*pending;
-	size_t			 pending_len, pending_off, pending_seg;
-	struct addr		 pending_remote, pending_local;
-	uint8_t			 pending_ecn;
+	struct qpending		*pending;
 	bool			 blocked;
 	TAILQ_ENTRY(qconn)	 blocked_entry;
 

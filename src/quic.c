@@ -1266,6 +1266,7 @@ fail:
 		cid_remove(qc, &qc->cids->cid);
 	qlog_discard(qc);
 	tls_session_free(qc->ssl);
+	tls_conn_clear(&qc->tls);
 	ngtcp2_conn_del(qc->conn);
 	free(qc);
 	return NULL;
@@ -1275,10 +1276,11 @@ fail:
 static void
 pending_drop(struct qconn *qc)
 {
-	stats.send_pending_bytes -= qc->pending_len;
+	if (qc->pending == NULL)
+		return;
+	stats.send_pending_bytes -= qc->pending->len;
 	free(qc->pending);
 	qc->pending = NULL;
-	qc->pending_len = qc->pending_off = 0;
 }
 
 void
@@ -1317,6 +1319,7 @@ qconn_free(struct qconn *qc)
 	nghttp3_conn_del(qc->h3);
 	ngtcp2_conn_del(qc->conn);
 	tls_session_free(qc->ssl);
+	tls_conn_clear(&qc->tls);
 	qc->sock->nconns--;
 	server_sock_release(qc->sock);
 	generation_unref(qc->gen);
@@ -1446,16 +1449,16 @@ failed:
 		return 0;
 	}
 	stats.send_blocked++;
-	if ((qc->pending = malloc(len - off)) == NULL)
+	if ((qc->pending = malloc(sizeof(*qc->pending) + len - off)) == NULL)
 		return 0;	/* lost; ngtcp2 will retransmit */
-	memcpy(qc->pending, buf + off, len - off);
-	qc->pending_len = len - off;
-	stats.send_pending_bytes += qc->pending_len;
-	qc->pending_off = 0;
-	qc->pending_seg = seg;
-	qc->pending_remote = remote;
-	qc->pending_local = local;
-	qc->pending_ecn = ecn;
+	memcpy(qc->pending->data, buf + off, len - off);
+	qc->pending->len = len - off;
+	stats.send_pending_bytes += qc->pending->len;
+	qc->pending->off = 0;
+	qc->pending->seg = seg;
+	qc->pending->remote = remote;
+	qc->pending->local = local;
+	qc->pending->ecn = ecn;
 	qc->blocked = true;
 	TAILQ_INSERT_TAIL(&sock->blocked, qc, blocked_entry);
 	ev_io_start(srv->loop, &sock->wev);
@@ -2252,21 +2255,21 @@ quic_sock_write_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct udp_sock *sock = w->data;
 	struct qconn *qc;
+	struct qpending *p;
 	size_t len, seg;
 
 	while ((qc = TAILQ_FIRST(&sock->blocked)) != NULL) {
-		seg = qc->pending_seg;
-		while (qc->pending_off < qc->pending_len) {
-			len = qc->pending_len - qc->pending_off;
+		p = qc->pending;
+		seg = p->seg;
+		while (p->off < p->len) {
+			len = p->len - p->off;
 			if (qc->srv->no_gso && len > seg)
 				len = seg;
-			if (udp_send_gso(sock->fd, qc->pending + qc->pending_off,
-			    len, seg, &qc->pending_remote, &qc->pending_local,
-			    qc->pending_ecn) == -1) {
+			if (udp_send_gso(sock->fd, p->data + p->off, len, seg,
+			    &p->remote, &p->local, p->ecn) == -1) {
 				if (len > seg && gso_refused(qc->srv, sock,
-				    qc->pending + qc->pending_off, seg,
-				    &qc->pending_remote, &qc->pending_local,
-				    qc->pending_ecn))
+				    p->data + p->off, seg, &p->remote,
+				    &p->local, p->ecn))
 					len = seg;	/* that one went */
 				else if (errno == EAGAIN ||
 				    errno == EWOULDBLOCK)
@@ -2279,7 +2282,7 @@ quic_sock_write_cb(struct ev_loop *loop, ev_io *w, int revents)
 			stats.datagrams_sent += (len + seg - 1) / seg;
 			stats.bytes_sent += len;
 			qc->bytes_out += len;
-			qc->pending_off += len;
+			p->off += len;
 		}
 		pending_drop(qc);
 		TAILQ_REMOVE(&sock->blocked, qc, blocked_entry);
@@ -2586,7 +2589,8 @@ quic_report_conns(struct quic_server *srv, struct strbuf *out, bool json)
 			conn_addrs(qc, lbuf, rbuf);
 			wpeer = MAX(wpeer, (int)strlen(rbuf));
 			wlocal = MAX(wlocal, (int)strlen(lbuf));
-			wsni = MAX(wsni, (int)strlen(qc->tls.sni));
+			if (qc->tls.sni != NULL)
+				wsni = MAX(wsni, (int)strlen(qc->tls.sni));
 		}
 		strbuf_printf(out, "%-*s %-*s %7s %6s %-*s %-10s %5s %7s "
 		    "%8s %9s %12s %12s\n", wpeer, "PEER", wlocal, "LOCAL", "AGE",
@@ -2596,7 +2600,7 @@ quic_report_conns(struct quic_server *srv, struct strbuf *out, bool json)
 	LIST_FOREACH(qc, &srv->conns, entry) {
 		conn_addrs(qc, lbuf, rbuf);
 		ngtcp2_conn_get_conn_info(qc->conn, &info);
-		sni = qc->tls.sni;
+		sni = qc->tls.sni != NULL ? qc->tls.sni : "";
 		if (json) {
 			strbuf_printf(out, "%s{\"peer\":", first ? "" : ",");
 			strbuf_json_string(out, rbuf);

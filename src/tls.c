@@ -354,6 +354,7 @@ sni_cb(WOLFSSL *ssl, int *alert, void *arg)
 	struct tls_conn *tc = wolfSSL_get_app_data(ssl);
 	const struct tls_ctx_data *d = arg;
 	const struct tls_cert *c;
+	char host[254];
 	void *name = NULL;
 	unsigned short n;
 	size_t i;
@@ -364,19 +365,20 @@ sni_cb(WOLFSSL *ssl, int *alert, void *arg)
 	n = wolfSSL_SNI_GetRequest(ssl, WOLFSSL_SNI_HOST_NAME, &name);
 	if (name == NULL || !sni_is_hostname(name, n))
 		return 0;
-	if (n >= sizeof(tc->sni))
-		n = sizeof(tc->sni) - 1;
 	for (i = 0; i < n; i++)
-		tc->sni[i] = (char)tolower(((unsigned char *)name)[i]);
-	tc->sni[n] = '\0';
-	if (d == NULL || (i = cert_pick(d, tc->sni)) == tc->cert)
+		host[i] = (char)tolower(((unsigned char *)name)[i]);
+	host[n] = '\0';
+	/* (a second ClientHello, after a HelloRetryRequest, names it again) */
+	free(tc->sni);
+	tc->sni = strdup(host);		/* NULL: shown as none, no more */
+	if (d == NULL || (i = cert_pick(d, host)) == tc->cert)
 		return 0;
 	c = &d->certs[i];
 	if (wolfSSL_use_certificate_chain_buffer_format(ssl, c->chain,
 	    (long)c->chainlen, WOLFSSL_FILETYPE_ASN1) != WOLFSSL_SUCCESS ||
 	    wolfSSL_use_PrivateKey_buffer(ssl, c->key, (long)c->keylen,
 	    WOLFSSL_FILETYPE_ASN1) != WOLFSSL_SUCCESS) {
-		log_warnx("cannot use the certificate for %s", tc->sni);
+		log_warnx("cannot use the certificate for %s", host);
 		*alert = internal_error;
 		return fatal_return;
 	}
@@ -1154,7 +1156,7 @@ tls_session_new(WOLFSSL_CTX *ctx, struct tls_conn *tc, bool early_data)
 		return NULL;
 	}
 	wolfSSL_set_quic_early_data_enabled(ssl, early_data ? 1 : 0);
-	tc->sni[0] = '\0';
+	tc->sni = NULL;
 	tc->cert = 0;
 	tc->ctx = ctx;
 	wolfSSL_set_app_data(ssl, tc);
@@ -1162,6 +1164,13 @@ tls_session_new(WOLFSSL_CTX *ctx, struct tls_conn *tc, bool early_data)
 	if (keylog_enabled())
 		wolfSSL_set_tls13_secret_cb(ssl, keylog_cb, NULL);
 	return ssl;
+}
+
+void
+tls_conn_clear(struct tls_conn *tc)
+{
+	free(tc->sni);
+	tc->sni = NULL;
 }
 
 void

@@ -17,7 +17,12 @@
  */
 struct tls_conn {
 	ngtcp2_crypto_conn_ref	 ref;
-	char			 sni[256];	/* "" when none was sent */
+	/*
+	 * the name the client asked for, lowercase (qproxyctl conns); NULL
+	 * when none was sent. Allocated: a connection holds it for its life,
+	 * and most names are far shorter than the 253 bytes one may have.
+	 */
+	char			*sni;
 	unsigned int		 cert;		/* the certificate it got */
 	WOLFSSL_CTX		*ctx;		/* its listener's; lives as
 						   long as its generation */
@@ -103,6 +108,8 @@ bool		 tls_host_matches(const char *name, const char *host);
  */
 bool		 tls_conn_may_serve(const struct tls_conn *tc, const char *host,
 		    size_t len);
+/* Frees what tc holds beyond its session (the connection's end). */
+void		 tls_conn_clear(struct tls_conn *tc);
 /* A session bound to a connection through tc (ngtcp2's convention). */
 WOLFSSL		*tls_session_new(WOLFSSL_CTX *, struct tls_conn *tc,
 		    bool early_data);
