@@ -644,6 +644,35 @@ def duration_seconds(text):
     return float(m.group(1)) * unit
 
 
+def raw_exchange(socket_path, data, timeout=10):
+    """Send data on a fresh connection to the control socket and read until
+    the daemon closes; returns (reply bytes, closed by the daemon)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout * SLOW)
+    try:
+        s.connect(socket_path)
+        try:
+            s.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass            # the daemon stopped reading and closed: fine
+        chunks, closed = [], False
+        while True:
+            try:
+                b = s.recv(65536)
+            except ConnectionResetError:
+                closed = True
+                break
+            except socket.timeout:
+                break
+            if not b:
+                closed = True
+                break
+            chunks.append(b)
+        return b"".join(chunks), closed
+    finally:
+        s.close()
+
+
 class QProxy:
     def __init__(self, binary, workdir, name, sections, port, extra_args=()):
         self.binary = binary
@@ -729,25 +758,15 @@ class QProxy:
         """Whether this instance answers on its control socket, a path of
         its own: qproxy serves it only once its UDP sockets are bound
         (a supervisor of workers makes it before them, and answers on it
-        after)."""
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(1)
+        after). Read to the end, which the daemon's close of its side
+        makes: the descriptor is not its any more (test_proxy counts
+        them)."""
         try:
-            s.connect(self.control_socket)
-            s.sendall(b"QPROXY/1 version\n")
-            # to the end, which the daemon's close of its side makes: the
-            # descriptor is not its any more (test_proxy counts them)
-            reply = b""
-            while True:
-                b = s.recv(4096)
-                if not b:
-                    break
-                reply += b
-            return reply.startswith((b"OK\n", b"ERR "))
+            reply, _ = raw_exchange(self.control_socket, b"QPROXY/1 version\n",
+                                    timeout=1 / SLOW)
         except OSError:
             return False
-        finally:
-            s.close()
+        return reply.startswith((b"OK\n", b"ERR "))
 
     def log_text(self):
         try:

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from helpers import (SLOW, _global_section, _listener_section, app_sections, h3_get, metric,
-                     metrics, qproxy_binary, qproxyctl_binary, wait_until)
+                     metrics, qproxy_binary, qproxyctl_binary, raw_exchange, wait_until)
 
 COMMANDS = ("stats", "conns", "backends", "routes", "metrics", "reload", "version")
 
@@ -36,35 +36,6 @@ def qproxyctl(args, socket_path):
 def show(proc):
     return "%r -> exit %s\nstdout:\n%s\nstderr:\n%s" % (
         proc.cmd, proc.returncode, proc.stdout[-3000:], proc.stderr[-3000:])
-
-
-def raw_exchange(socket_path, data, timeout=10):
-    """Send data on a fresh connection to the control socket and read until
-    the daemon closes; returns (reply bytes, closed by the daemon)."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout * SLOW)
-    try:
-        s.connect(socket_path)
-        try:
-            s.sendall(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass            # the daemon stopped reading and closed: fine
-        chunks, closed = [], False
-        while True:
-            try:
-                b = s.recv(65536)
-            except ConnectionResetError:
-                closed = True
-                break
-            except socket.timeout:
-                break
-            if not b:
-                closed = True
-                break
-            chunks.append(b)
-        return b"".join(chunks), closed
-    finally:
-        s.close()
 
 
 def daemon_version():
