@@ -763,7 +763,18 @@ def test_client_that_reads_nothing_is_closed_after_send_timeout(qproxy_factory,
     most its response buffer per stream, and closes it after send_timeout."""
     q = _stalled(qproxy_factory, backend_app, tmp_path)
     stuck = []
-    r, elapsed = _stalled_reader(q, lambda: stuck.append(stats(q)))
+
+    def when_stuck():
+        # A second in, the backend (a Python server, slow on a loaded
+        # host: 2 s to its first byte in one CI run) may not have filled
+        # the buffers yet: wait for the floor, up to 2.5 s in all, then
+        # look again a moment later, once every stream has had its fill.
+        end = time.monotonic() + 1.5
+        while stats(q)["buffers"]["chunks"] < 4 * 4 and time.monotonic() < end:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        stuck.append(stats(q))
+    r, elapsed = _stalled_reader(q, when_stuck)
     assert r.outcomes == ["closed 0x107"] * 4, r
     assert 4.0 <= elapsed < _SEND_TIMEOUT_BY, elapsed
     assert _limits(q)["closed_send_timeout"] == 1
