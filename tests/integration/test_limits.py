@@ -767,9 +767,11 @@ def test_client_that_reads_nothing_is_closed_after_send_timeout(qproxy_factory,
     def when_stuck():
         # A second in, the backend (a Python server, slow on a loaded
         # host: 2 s to its first byte in one CI run) may not have filled
-        # the buffers yet: wait for the floor, up to 2.5 s in all, then
-        # look again a moment later, once every stream has had its fill.
-        end = time.monotonic() + 1.5
+        # the buffers yet: wait for the floor, up to 3.5 s in all (the
+        # stall, and send_timeout's 4 s, begin only once the data is
+        # there), then look again a moment later, once every stream has
+        # had its fill.
+        end = time.monotonic() + 2.5
         while stats(q)["buffers"]["chunks"] < 4 * 4 and time.monotonic() < end:
             time.sleep(0.05)
         time.sleep(0.3)
