@@ -267,6 +267,8 @@ struct qconn {
 	 */
 	int64_t			 qenc_stream;
 	bool			 qenc_blocked;
+	/* the client's SETTINGS_MAX_FIELD_SECTION_SIZE (h3_fields_fit) */
+	uint64_t		 peer_fields_max;
 	/* a response's FIN nghttp3 offered alone, not yet taken (h3_writev) */
 	int64_t			 fin_owed;
 	struct h3_ctrl		 ctrl_in;
@@ -411,6 +413,13 @@ void		 h3_stop_reading(struct qconn *, int64_t stream_id);
  */
 int		 h3_reset_stream(struct qconn *, int64_t stream_id,
 		    uint64_t code);
+/*
+ * Whether a field section is within the client's
+ * SETTINGS_MAX_FIELD_SECTION_SIZE (RFC 9114 4.2.2), as the client counts:
+ * *size, its names and values and 32 bytes a field line.
+ */
+bool		 h3_fields_fit(const struct qconn *, const nghttp3_nv *,
+		    size_t, uint64_t *size);
 /* Each may mark the fields as literals: see h3_fields_literal. */
 int		 h3_submit_response(struct qconn *, int64_t stream_id,
 		    nghttp3_nv *, size_t, bool with_body);

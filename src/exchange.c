@@ -2501,7 +2501,26 @@ u64_decimal(char buf[20], uint64_t v)
 	return n;
 }
 
-/* Sends the response head (or an informational one) to the client. */
+/*
+ * A field section over the client's SETTINGS_MAX_FIELD_SECTION_SIZE, not
+ * sent: the client would likely refuse it (RFC 9114 4.2.2).
+ */
+static void
+ex_over_client_limit(struct exchange *ex, const char *what, uint64_t size)
+{
+	static struct log_limit lim;
+
+	log_limited(&lim, LOG_LEVEL_INFO, "%s: stream %lld: %s of %llu "
+	    "bytes over the client's limit of %llu (its "
+	    "SETTINGS_MAX_FIELD_SECTION_SIZE): not sent", ex->qc->peer,
+	    (long long)ex->stream_id, what, (unsigned long long)size,
+	    (unsigned long long)ex->qc->peer_fields_max);
+}
+
+/*
+ * Sends the response head (or an informational one) to the client; -2,
+ * with nothing sent, when it is over the client's field section limit.
+ */
 static int
 ex_submit_head(struct exchange *ex, const struct http1_response *r,
     bool informational)
@@ -2519,6 +2538,7 @@ ex_submit_head(struct exchange *ex, const struct http1_response *r,
 	size_t idlen = idh != NULL ? strlen(idh) : 0;
 	struct conn_tokens ct;
 	size_t n = 0, total = 0, max;
+	uint64_t size;
 	int rv;
 
 	for (size_t i = 0; i < r->nheaders; i++)
@@ -2574,7 +2594,11 @@ ex_submit_head(struct exchange *ex, const struct http1_response *r,
 		    (uint8_t *)cl, 14, u64_decimal(cl, r->content_length),
 		    NGHTTP3_NV_FLAG_NONE };
 	}
-	if (informational)
+	if (!h3_fields_fit(ex->qc, nva, n, &size)) {
+		ex_over_client_limit(ex, informational ? "a 1xx head" :
+		    "the response head", size);
+		rv = -2;
+	} else if (informational)
 		rv = h3_submit_info(ex->qc, ex->stream_id, nva, n);
 	else if ((rv = ex_keep_conn_names(ex, r)) == 0)
 		rv = h3_submit_response(ex->qc, ex->stream_id, nva, n,
@@ -2608,6 +2632,7 @@ ex_submit_trailers(struct exchange *ex)
 	    NULL;
 	size_t idlen = idh != NULL ? strlen(idh) : 0;
 	size_t len = ex->resp_trailers.len, niov, nh, n = 0, total = 0, off = 0;
+	uint64_t size;
 	uint8_t *buf;
 	int rv = 0;
 
@@ -2652,6 +2677,12 @@ ex_submit_trailers(struct exchange *ex)
 		    NGHTTP3_NV_FLAG_NONE };
 		np += h[i].namelen;
 	}
+	/* over the client's limit: the body ends without them */
+	if (n > 0 && !h3_fields_fit(ex->qc, nva, n, &size)) {
+		ex_over_client_limit(ex, "the trailer section", size);
+		stats.fields_over_client_limit++;
+		n = 0;
+	}
 	/* nghttp3 copies the fields */
 	if (n > 0 && (rv = h3_submit_trailers(ex->qc, ex->stream_id, nva,
 	    n)) == 0)
@@ -2692,8 +2723,13 @@ ex_info(struct exchange *ex, const struct http1_response *r, size_t len)
 	}
 	ex->ninfo++;
 	ex->info_bytes += len;
-	if (ex_submit_head(ex, r, true) == -1)
+	switch (ex_submit_head(ex, r, true)) {
+	case -1:
 		return -1;
+	case -2:
+		stats.informational_dropped++;
+		return 0;
+	}
 	count_response(r->status);
 	return 0;
 }
@@ -2776,11 +2812,18 @@ ex_parse_rbuf(struct exchange *ex)
 		ex->status = resp.status;
 		ex->backend_time = mono_now() - ex->forwarded;
 		hist_add(&ex->server->ctr->ttfb, ex->backend_time);
-		count_response(resp.status);
-		if (ex_submit_head(ex, &resp, false) == -1) {
+		switch (ex_submit_head(ex, &resp, false)) {
+		case -1:
+			count_response(resp.status);
 			ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
 			return;
+		case -2:
+			/* a fault of neither the backend nor the client */
+			stats.fields_over_client_limit++;
+			ex_respond(ex, 502);
+			return;
 		}
+		count_response(resp.status);
 		ex->resp_submitted = true;
 		http1_body_init(&ex->body, &resp);
 		memmove(ex->rbuf, ex->rbuf + n, ex->rlen - (size_t)n);

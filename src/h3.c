@@ -228,6 +228,18 @@ h3_fields_literal(struct qconn *qc, nghttp3_nv *nva, size_t n)
 		nva[i].flags |= NGHTTP3_NV_FLAG_NEVER_INDEX;
 }
 
+bool
+h3_fields_fit(const struct qconn *qc, const nghttp3_nv *nva, size_t n,
+    uint64_t *size)
+{
+	uint64_t total = 0;
+
+	for (size_t i = 0; i < n; i++)
+		total += nva[i].namelen + nva[i].valuelen + 32;
+	*size = total;
+	return total <= qc->peer_fields_max;
+}
+
 int
 h3_submit_response(struct qconn *qc, int64_t stream_id, nghttp3_nv *nva,
     size_t n, bool with_body)
@@ -773,6 +785,22 @@ body_reader(void)
 	return &reader;
 }
 
+/*
+ * The client's SETTINGS. Of them qproxy keeps the largest field section
+ * it will take: a section over it SHOULD NOT be sent (RFC 9114 4.2.2),
+ * the client would likely refuse it, and perhaps the connection with it.
+ */
+static int
+recv_settings(nghttp3_conn *conn, const nghttp3_settings *settings,
+    void *conn_user_data)
+{
+	struct qconn *qc = conn_user_data;
+
+	(void)conn;
+	qc->peer_fields_max = settings->max_field_section_size;
+	return 0;
+}
+
 static const nghttp3_callbacks h3_callbacks = {
 	.acked_stream_data = acked_stream_data,
 	.stream_close = stream_close,
@@ -786,6 +814,7 @@ static const nghttp3_callbacks h3_callbacks = {
 	.stop_sending = stop_sending,
 	.end_stream = end_stream,
 	.reset_stream = reset_stream,
+	.recv_settings = recv_settings,
 };
 
 int
@@ -807,6 +836,8 @@ h3_conn_setup(struct qconn *qc)
 	settings.qpack_max_dtable_capacity = cfg->qpack_table_size;
 	settings.qpack_encoder_max_dtable_capacity = cfg->qpack_table_size;
 	settings.qpack_blocked_streams = cfg->qpack_blocked_streams;
+	/* none until the client's SETTINGS say otherwise */
+	qc->peer_fields_max = UINT64_MAX;
 	/* the same allocator, counting for this connection too */
 	qc->h3mem = h3mem;
 	qc->h3mem.user_data = qc;

@@ -822,6 +822,7 @@ static const struct stats_row {
 	ROW("limits", "closed_stream_resets", closed_stream_resets),
 	ROW("limits", "closed_send_timeout", closed_send_timeout),
 	ROW("limits", "headers_too_large", headers_too_large),
+	ROW("limits", "fields_over_client_limit", fields_over_client_limit),
 	ROW("limits", "closed_protocol_errors", closed_protocol_errors),
 	ROW("limits", "response_memory_waits", response_memory_waits),
 	ROW("limits", "reset_response_memory", streams_reset_memory),

@@ -21,6 +21,8 @@ struct stats {
 	uint64_t	closed_stream_resets;	/* over max_stream_resets */
 	uint64_t	closed_send_timeout;
 	uint64_t	headers_too_large;	/* over max_header_size: 431 */
+	uint64_t	fields_over_client_limit;	/* the client's
+					   SETTINGS_MAX_FIELD_SECTION_SIZE */
 	uint64_t	closed_protocol_errors;	/* HTTP/3 or QPACK broken */
 	uint64_t	response_memory_waits;	/* a backend read waited for it */
 	uint64_t	streams_reset_memory;	/* reset to free response memory */
@@ -83,7 +85,8 @@ struct stats {
 	uint64_t	upstream_reused;
 	uint64_t	upstream_retried;	/* pooled connection was closed */
 	uint64_t	upstream_next_server;	/* retry_on */
-	uint64_t	informational_dropped;	/* 1xx over EX_MAX_INFO */
+	uint64_t	informational_dropped;	/* 1xx over EX_MAX_INFO, or the
+					   client's field section limit */
 	uint64_t	upstream_bytes_after_body;	/* unasked-for bytes */
 	uint64_t	upstream_queued;	/* now: waiting for max_connections */
 	uint64_t	upstream_queued_total;

@@ -1420,6 +1420,58 @@ def test_response_trailers_raw_client(qp):
     assert "< content-length: 100" not in lines, res
 
 
+def test_field_sections_over_the_clients_limit_are_not_sent(qp):
+    """A client's SETTINGS_MAX_FIELD_SECTION_SIZE is the largest field
+    section it takes; one over it SHOULD NOT be sent (RFC 9114 4.2.2), the
+    client would likely refuse it, perhaps with its connection. qproxy
+    sent the backend's fields whatever their size. Now a response head over
+    the limit becomes a 502, a trailer section over it is dropped (the body
+    ends without it), and a 1xx head over it is dropped; a client with no
+    limit, or a larger one, gets them all."""
+    def get(path, limit):
+        extra = ["--max-field-section", str(limit)] if limit else []
+        r = h3raw(qp.port, [":method: GET", ":scheme: https",
+                            ":authority: 127.0.0.1:%d" % qp.port, ":path: " + path],
+                  print_headers=True, extra=extra)
+        return r, [line for line in r.stdout.splitlines() if line.startswith("< ")]
+
+    def limits():
+        s = stats(qp)
+        return (s["limits"]["fields_over_client_limit"],
+                s["upstream"]["informational_dropped"])
+    big_head = "/app/bytes/10?uniq=1"     # a Content-Type of 900 bytes and more
+    big_trailers = "/app/chunked/100?trailer=X-Sum:%201&trailer_pad=1000"
+    big_hint = "/app/early-hints?n=2&pad=1000"
+    before = limits()
+    for limit in (0, 4000):
+        r, lines = get(big_head, limit)
+        assert r.outcomes == ["status 200 body 10"], r
+        assert any(x.startswith("< content-type: application/x-vvv") for x in lines), r
+        r, lines = get(big_trailers, limit)
+        assert r.outcomes == ["status 200 body 100"], r
+        assert lines[-2:] == ["< x-sum: 1", "< x-pad: " + "p" * 1000], r
+        r, lines = get(big_hint, limit)
+        assert r.outcomes == ["status 200 body 33"], r
+        assert lines.count("< :status: 103") == 2, r
+    assert limits() == before
+    r, lines = get(big_head, 600)
+    assert r.outcomes == ["status 502 body 16"], r
+    assert limits() == (before[0] + 1, before[1])
+    r, lines = get(big_trailers, 600)
+    assert r.outcomes == ["status 200 body 100"], r
+    assert not any(x.startswith(("< x-sum", "< x-pad")) for x in lines), r
+    assert limits() == (before[0] + 2, before[1])
+    r, lines = get(big_hint, 600)
+    assert r.outcomes == ["status 200 body 33"], r
+    assert "< :status: 103" not in lines and "< :status: 200" in lines, r
+    assert limits() == (before[0] + 2, before[1] + 2)
+    # under the limit: all of it
+    r, lines = get("/app/early-hints?n=2&pad=100", 600)
+    assert r.outcomes == ["status 200 body 33"], r
+    assert lines.count("< :status: 103") == 2, r
+    assert limits() == (before[0] + 2, before[1] + 2)
+
+
 def test_route_set_fields_not_taken_from_trailers(qproxy_factory, backend_app):
     """The fields a route sets are not taken from trailers either, either
     way: on /app/, which sets X-User to its backend and

@@ -47,6 +47,11 @@
  *                             QPACK table entries not yet received (100);
  *                             0: the server may name only entries this
  *                             client acknowledged
+ *   --max-field-section BYTES the SETTINGS_MAX_FIELD_SECTION_SIZE sent
+ *                             (none by default): the largest field
+ *                             section, as RFC 9114 4.2.2 counts, that the
+ *                             server should send (this client reads larger
+ *                             ones all the same)
  *   --drip BYTES              with --no-read: every half second, BYTES more
  *                             credit on each request stream, none on the
  *                             connection (nothing can move)
@@ -261,6 +266,7 @@ static struct {
   double hold;      /* --hold: seconds */
   size_t hold_drop; /* --hold-drop: K-th kept datagram from the end, or 0 */
   size_t qpack_blocked; /* --qpack-blocked: SETTINGS_QPACK_BLOCKED_STREAMS */
+  uint64_t max_field_section; /* --max-field-section, or 0: none sent */
   uint64_t uni_credit; /* --uni-credit: the server's uni streams, for good */
   size_t pause_after; /* --pause-after: streams opened before the pause */
   double pause;       /* --pause: its length, seconds */
@@ -332,7 +338,8 @@ static void die_usage(const char *fmt, ...) {
   fputs("\nusage: h3raw [-H 'name: value']... [-d N] [--fin-separate | --no-fin] "
         "[--trailer 'name: value']... [-n COUNT] [--cancel] [--stop-sending] "
         "[--no-read] [--drip BYTES] [--pause-after N [--pause SECONDS]] "
-        "[--uni-credit BYTES] [--qpack-blocked N] [--max-ack-delay MS] "
+        "[--uni-credit BYTES] [--qpack-blocked N] [--max-field-section BYTES] "
+        "[--max-ack-delay MS] "
         "[--hold SECONDS [--hold-drop K]] "
         "[--raw HEX] [--raw-encoder HEX] [--sni NAME] [--alpn PROTO] "
         "[-t SECONDS] [--linger SECONDS] "
@@ -666,6 +673,12 @@ static void parse_args(int argc, char **argv) {
     } else if (strcmp(a, "--qpack-blocked") == 0) {
       NEED_ARG();
       opt.qpack_blocked = (size_t)parse_ull(next, "qpack-blocked");
+    } else if (strcmp(a, "--max-field-section") == 0) {
+      NEED_ARG();
+      opt.max_field_section = parse_ull(next, "max-field-section");
+      if (opt.max_field_section == 0) {
+        die_usage("bad max-field-section: %s", next);
+      }
     } else if (strcmp(a, "--uni-credit") == 0) {
       NEED_ARG();
       opt.uni_credit = parse_ull(next, "uni-credit");
@@ -1119,6 +1132,9 @@ static int setup_h3(void) {
   nghttp3_settings_default(&settings);
   settings.qpack_max_dtable_capacity = 4096;
   settings.qpack_blocked_streams = opt.qpack_blocked;
+  if (opt.max_field_section > 0) {
+    settings.max_field_section_size = opt.max_field_section;
+  }
   /* --uni-credit: the server's decoder stream is held too; give it nothing
      to say */
   if (opt.raw_encoder.len > 0 || opt.uni_credit_set) {
