@@ -207,6 +207,8 @@ struct exchange {
 	bool			 cancel_charged;	/* on max_stream_resets */
 	bool			 resp_dropped;	/* reset: no more response bytes */
 	bool			 cut_short;	/* the stream ended before it */
+	bool			 trailers_lost;	/* counted: no chunked body for
+						   them */
 	/* access_log_format = combined's, kept past the head's trim */
 	char			*referer, *user_agent;
 	unsigned int		 ninfo;		/* 1xx heads passed on */
@@ -1660,10 +1662,17 @@ exchange_trailer(struct exchange *ex, const uint8_t *name, size_t namelen,
 	case REQ_TRAILER_PASS:
 		break;
 	}
-	/* no chunked body to carry it, or the backend's side is shut */
-	if (ex->req_dropped || (ex->state == EX_HOLD ?
-	    ex->req.content_length >= 0 : ex->framing != REQ_BODY_CHUNKED))
+	/* the backend's side is shut */
+	if (ex->req_dropped)
 		return true;
+	/* no chunked body to carry it: counted once a request */
+	if (ex->state == EX_HOLD ? ex->req.content_length >= 0 :
+	    ex->framing != REQ_BODY_CHUNKED) {
+		if (!ex->trailers_lost)
+			stats.requests_trailers_dropped++;
+		ex->trailers_lost = true;
+		return true;
+	}
 	/* the fields the head takes from qproxy (request_write_http1) */
 	set = &ex->route->set_request;
 	idh = ex->id[0] != '\0' ? ex_cfg(ex)->request_id_header : NULL;

@@ -8,6 +8,7 @@ harness can pass."""
 import pytest
 
 from helpers import assert_backends_untouched, backend_counts, h3raw, header_values
+from test_ops import stats
 
 H3_MESSAGE_ERROR = "reset 0x10e"
 
@@ -237,6 +238,7 @@ def test_request_trailers_reach_backend(qp, backend_app, data):
     with a Content-Length of its size, goes chunked for them, as one
     forwarded while it comes (streamed) does anyway; so does none."""
     before = backend_app.count
+    dropped = stats(qp)["requests"]["trailers_dropped"]
     marker = "/app/upload?trailers-%s" % data
     res = h3raw(qp.port, req(qp.port, "POST", marker), data=data,
                 trailers=["x-checksum: abc", "server-timing: db;dur=53"], timeout=10)
@@ -245,19 +247,23 @@ def test_request_trailers_reach_backend(qp, backend_app, data):
     assert rec["body_done"] and rec["chunked"] and rec["content_length"] is None, rec
     assert rec["body_length"] == (data or 0), rec
     assert rec["trailers"] == [["x-checksum", "abc"], ["server-timing", "db;dur=53"]], rec
+    assert stats(qp)["requests"]["trailers_dropped"] == dropped
 
 
 def test_request_trailers_dropped_with_content_length(qp, backend_app):
     """A body sent with the client's Content-Length cannot carry trailers
-    in HTTP/1.1: they are dropped, and the request goes as without them."""
+    in HTTP/1.1: they are dropped, and the request goes as without them;
+    requests trailers_dropped counts the request, once."""
     before = backend_app.count
+    dropped = stats(qp)["requests"]["trailers_dropped"]
     marker = "/app/upload?trailers-cl"
     res = h3raw(qp.port, req(qp.port, "POST", marker, extra=["content-length: 10"]),
-                data=10, trailers=["x-checksum: abc"])
+                data=10, trailers=["x-checksum: abc", "x-other: 1"])
     assert len(res.outcomes) == 1 and res.outcomes[0].startswith("status 200 "), res
     rec = _upload_record(backend_app, before, marker)
     assert not rec["chunked"] and rec["content_length"] == "10", rec
     assert rec["body_length"] == 10 and rec["trailers"] == [], rec
+    assert stats(qp)["requests"]["trailers_dropped"] == dropped + 1
 
 
 # fields a trailer section may not carry (RFC 9110 6.5.1), or that qproxy
@@ -356,7 +362,6 @@ def test_stream_reset_before_its_head_is_no_request(qp):
     """A client that resets a stream in the middle of its HEADERS frame
     sent no request: requests.reset counted it, and could pass
     requests.total."""
-    from test_ops import stats
     before = stats(qp)["requests"]
     # a HEADERS frame of 16 bytes, of which only the QPACK prefix comes
     res = h3raw(qp.port, req(qp.port), extra=["--raw", "01 10 00 00", "--no-fin",
@@ -372,7 +377,6 @@ def test_empty_headers_frame_is_counted_malformed(qp, all_backends):
     """A HEADERS frame with no field section (01 00): reset with
     H3_MESSAGE_ERROR, and counted in requests malformed as the other
     malformed requests are; it was counted nowhere."""
-    from test_ops import stats
     before_backends = backend_counts(all_backends)
     before = stats(qp)["requests"]["malformed"]
     res = h3raw(qp.port, [], count=2, extra=["--raw", "01 00"])
