@@ -57,8 +57,11 @@ Relay-wide:
   blackhole(on, direction="both"), blackhole_for(seconds): drop everything
       (both directions by default) until switched off / for a while
   rebind_every=N (seconds, or a (lo, hi) tuple for a seeded random interval
-      per rebind; or later, rebind_from_now(N)) and rebind(mode=None):
-      switch every client's upstream
+      per rebind; or later, rebind_from_now(N)), rebind_after_s2c=[B1, B2,
+      ...] (a rebind each time the bytes received from qproxy, all clients
+      together, pass one of these counts: at a set point of a transfer
+      however slowly it runs, where a clock's rebind may come after its
+      end) and rebind(mode=None): switch every client's upstream
       socket to a new one, bound to a new local port (mode "port") or to the
       next loopback address 127.0.0.2, 127.0.0.3, ... (mode "address"), so
       qproxy sees the client's address change mid-connection: from then on
@@ -219,6 +222,7 @@ class Relay:
     def __init__(self, target_port, listen_port=0, *, seed=0, c2s=None, s2c=None,
                  target_host="127.0.0.1", listen_host="127.0.0.1", upstream_host="127.0.0.1",
                  rebind_every=None, rebind_mode="port", rebind_keep_old=None,
+                 rebind_after_s2c=(),
                  pass_ecn=True, record=True, sockbuf=4 << 20):
         self.target = (target_host, int(target_port))
         self.listen_addr = (listen_host, int(listen_port))
@@ -231,6 +235,7 @@ class Relay:
         if rebind_mode not in ("port", "address"):
             raise ValueError("rebind_mode must be 'port' or 'address'")
         self.rebind_every = rebind_every
+        self._rebind_after = sorted(int(b) for b in rebind_after_s2c)
         self.rebind_mode = rebind_mode
         self.rebind_keep_old = None if rebind_keep_old is None else float(rebind_keep_old)
         self.pass_ecn = pass_ecn
@@ -587,6 +592,9 @@ class Relay:
             with self._lock:
                 self._rebind(self.rebind_mode)
             self._schedule(self._next_rebind_interval(), ("rebind", None))
+        elif kind == "rebind_once":
+            with self._lock:
+                self._rebind(self.rebind_mode)
         elif kind == "close":
             s, sk = arg
             if sk.fileno() != -1:
@@ -628,6 +636,10 @@ class Relay:
             session.scids.add(ids[1])
         c["datagrams"] += 1
         c["bytes"] += len(data)
+        while d == S2C and self._rebind_after and c["bytes"] >= self._rebind_after[0]:
+            # at the next turn of the loop, not while this socket drains
+            self._rebind_after.pop(0)
+            self._schedule(0, ("rebind_once", None))
         # a fixed number of draws per datagram keeps a direction's pattern
         # independent of which faults are on
         r_drop = rng.random()
