@@ -1646,7 +1646,12 @@ def test_busy_windows_go_on_after_the_wall_clock_steps_back(qproxy_factory, back
 def test_lightly_loaded_loop_polls_at_once(qproxy_factory, backend_app):
     """Requests 30 ms apart on one connection keep the loop far below
     batch_busy (70 % of a 10 ms window on the CPU): no window counts as
-    busy, and nothing is set to wait batch_delay."""
+    busy, and nothing is set to wait batch_delay. Each request costs
+    qproxy about half a millisecond here; a window can still count as busy
+    when the host takes the CPU away from a guest that sees no steal time
+    (/proc/stat's steal stays 0 on the hosts this runs on, and the thread's
+    CPU clock runs on meanwhile): one did in a full run. A loop that
+    misjudged its load would count one for each of the 20 requests."""
     q = qproxy_factory(sections=lambda port, c, k: _sections(
         c, k, port, backend_app.tcp_server, [("batch_delay", "1ms")]))
     c, col = make_easy(q.url("/app/bytes/1000"))
@@ -1660,7 +1665,9 @@ def test_lightly_loaded_loop_polls_at_once(qproxy_factory, backend_app):
     assert c.getinfo(pycurl.NUM_CONNECTS) == 0   # the same connection
     c.close()
     assert col.status == 200 and col.received == 21 * 1000
-    assert after == before, (before, after)
+    busy = after["busy_windows"] - before["busy_windows"]
+    assert busy <= 2, (before, after)
+    assert after["batched_windows"] - before["batched_windows"] == busy, (before, after)
 
 
 @pytest.fixture
