@@ -51,7 +51,10 @@ Endpoints (the first path segment that names an endpoint selects it, so
                            body is R bytes. ?wait=MS: sleeps that long first
   GET      /head/KIND      a fixed response (see HEADS), then closes
   GET      /early-hints    103 Early Hints, then 200 with a small body;
-                           ?n=N sends N of them
+                           ?n=N sends N of them; ?pad=N adds a field of N
+                           bytes to each; ?split=MS sends them and the
+                           final head's first 20 bytes at once, the rest
+                           MS milliseconds later
   GET      /hop            a response carrying hop-by-hop fields (chunked body);
                            ?many=N puts N more tokens in Connection fields;
                            ?trailer= as /chunked's
@@ -943,9 +946,19 @@ class Backend:
             if "pad" in q:
                 fields.append(("X-Pad", "p" * int(q["pad"][0])))
             hint = self._head(103, fields)
-            sock.sendall(hint * int(q.get("n", ["1"])[0]))
+            hints = hint * int(q.get("n", ["1"])[0])
             # ?empty=1: the final response has no body
             final = b"" if "empty" in q else b"final response after early hints\n"
+            if "split" in q:
+                # ?split=MS: the hints and the first 20 bytes of the final
+                # head in one segment, the rest MS milliseconds later
+                rest = self._head(200, [("Content-Type", "text/plain"),
+                                        ("Content-Length", str(len(final)))]) + final
+                sock.sendall(hints + rest[:20])
+                time.sleep(float(q["split"][0]) / 1000.0)
+                sock.sendall(rest[20:])
+                return True
+            sock.sendall(hints)
             return self._send_simple(sock, 200, final,
                                      close=close, head_only=head_only)
 

@@ -137,6 +137,21 @@ def test_informational_responses_past_a_limit_are_dropped(qp, query, passed, dro
     assert after["requests"]["2xx"] - before["requests"]["2xx"] == 1
 
 
+def test_informational_responses_then_a_final_head_cut_short(qp):
+    """1xx heads, and the first bytes of the final head, in one segment:
+    the 1xx heads are passed on, each once, and the final head waits for
+    its rest, which comes later."""
+    before = stats(qp)
+    r = h3_get(qp.url("/app/early-hints?n=5&split=300"))
+    assert [s for s, _ in r.interim] == [103] * 5
+    assert r.status == 200
+    assert r.body == b"final response after early hints\n"
+    after = stats(qp)
+    assert after["requests"]["1xx"] - before["requests"]["1xx"] == 5
+    assert after["upstream"]["informational_dropped"] == \
+        before["upstream"]["informational_dropped"]
+
+
 def test_a_backend_flooding_informational_responses_stalls_no_one(qp):
     """A backend that sends 103 heads without end, faster than qproxy
     parses them: past the 16th they are dropped, filling no response
