@@ -48,7 +48,8 @@
  *                             0: the server may name only entries this
  *                             client acknowledged
  *   --max-field-section BYTES the SETTINGS_MAX_FIELD_SECTION_SIZE sent
- *                             (none by default): the largest field
+ *                             (by default nghttp3's 2^62-1, no limit in
+ *                             effect): the largest field
  *                             section, as RFC 9114 4.2.2 counts, that the
  *                             server should send (this client reads larger
  *                             ones all the same)
@@ -266,7 +267,7 @@ static struct {
   double hold;      /* --hold: seconds */
   size_t hold_drop; /* --hold-drop: K-th kept datagram from the end, or 0 */
   size_t qpack_blocked; /* --qpack-blocked: SETTINGS_QPACK_BLOCKED_STREAMS */
-  uint64_t max_field_section; /* --max-field-section, or 0: none sent */
+  uint64_t max_field_section; /* --max-field-section, or 0: nghttp3's */
   uint64_t uni_credit; /* --uni-credit: the server's uni streams, for good */
   size_t pause_after; /* --pause-after: streams opened before the pause */
   double pause;       /* --pause: its length, seconds */
