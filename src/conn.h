@@ -415,8 +415,8 @@ int		 h3_reset_stream(struct qconn *, int64_t stream_id,
 		    uint64_t code);
 /*
  * Whether a field section is within the client's
- * SETTINGS_MAX_FIELD_SECTION_SIZE (RFC 9114 4.2.2), as the client counts:
- * *size, its names and values and 32 bytes a field line.
+ * SETTINGS_MAX_FIELD_SECTION_SIZE, as the client counts: *size, the sum
+ * of its field_line_size.
  */
 bool		 h3_fields_fit(const struct qconn *, const nghttp3_nv *,
 		    size_t, uint64_t *size);

@@ -987,7 +987,7 @@ exchange_new(struct qconn *qc, int64_t stream_id)
 static bool
 ex_field_seen(struct exchange *ex, size_t namelen, size_t valuelen)
 {
-	ex->fields_seen += namelen + valuelen + 32;
+	ex->fields_seen += field_line_size(namelen, valuelen);
 	return ex->fields_seen <= 2 * (uint64_t)ex_cfg(ex)->max_header_size;
 }
 
@@ -1647,7 +1647,7 @@ exchange_trailer(struct exchange *ex, const uint8_t *name, size_t namelen,
 	if (ex->state == EX_HEADERS || ex->state == EX_DONE ||
 	    ex->trailers_fault != EX_TRAILERS_OK)
 		return true;
-	ex->trailers_size += namelen + valuelen + 32;
+	ex->trailers_size += field_line_size(namelen, valuelen);
 	if (ex->trailers_size > ex_cfg(ex)->max_header_size) {
 		ex_trailers_fail(ex, EX_TRAILERS_TOO_LARGE,
 		    "trailer section too large");

@@ -13,6 +13,7 @@
 #include "exchange.h"
 #include "freelist.h"
 #include "log.h"
+#include "request.h"
 #include "stats.h"
 
 /*
@@ -235,7 +236,7 @@ h3_fields_fit(const struct qconn *qc, const nghttp3_nv *nva, size_t n,
 	uint64_t total = 0;
 
 	for (size_t i = 0; i < n; i++)
-		total += nva[i].namelen + nva[i].valuelen + 32;
+		total += field_line_size(nva[i].namelen, nva[i].valuelen);
 	*size = total;
 	return total <= qc->peer_fields_max;
 }

@@ -349,11 +349,8 @@ request_add(struct request *r, const uint8_t *name, size_t namelen,
 
 	if (r->error != REQ_OK)
 		return -1;
-	/*
-	 * RFC 9114 4.2.2: name, value and 32 bytes of overhead per field, as
-	 * SETTINGS_MAX_FIELD_SECTION_SIZE tells the client.
-	 */
-	r->size += namelen + valuelen + 32;
+	/* as SETTINGS_MAX_FIELD_SECTION_SIZE tells the client */
+	r->size += field_line_size(namelen, valuelen);
 	if (r->size > r->max_size)
 		return fail(r, REQ_TOO_LARGE, "header section too large");
 	if ((why = field_malformed(name, namelen, value, valuelen)) != NULL)

@@ -25,6 +25,16 @@ struct request_field {
 	uint32_t	kind;			/* how it goes to HTTP/1.1 */
 };
 
+/*
+ * A field line's share of a field section, as RFC 9114 4.2.2 counts it
+ * for SETTINGS_MAX_FIELD_SECTION_SIZE: its name, its value and 32 bytes.
+ */
+static inline size_t
+field_line_size(size_t namelen, size_t valuelen)
+{
+	return namelen + valuelen + 32;
+}
+
 /* Most requests fit in the inline space: no allocation for them. */
 #define REQUEST_INLINE_BUF	512
 #define REQUEST_INLINE_FIELDS	16
