@@ -322,6 +322,8 @@ void		 generation_unref(struct generation *);
 void		 server_sock_release(struct udp_sock *);
 /* Stops accepting, sends GOAWAY, closes idle connections; see main.c. */
 void		 server_shutdown(struct quic_server *);
+/* server_shutdown once its sockets are another process's (upgrade.c) */
+void		 server_handover(struct quic_server *);
 bool		 server_stopping(const struct quic_server *);
 /* Sends CONNECTION_CLOSE on every connection (shutdown_timeout reached). */
 void		 server_close_all(struct quic_server *);
@@ -352,6 +354,10 @@ void		 quic_fini(struct quic_server *);
 void		 quic_table_stats(struct quic_server *);
 void		 quic_sock_read_cb(struct ev_loop *, ev_io *, int);
 void		 quic_sock_write_cb(struct ev_loop *, ev_io *, int);
+/* A datagram read elsewhere (upgrade.c), as if read from sock. */
+void		 quic_feed(struct udp_sock *, const uint8_t *, size_t,
+		    const struct addr *remote, const struct addr *local,
+		    uint8_t ecn);
 void		 quic_report_conns(struct quic_server *, struct strbuf *,
 		    bool json);
 #define QUIC_PEERS_SHOWN	20

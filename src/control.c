@@ -55,7 +55,7 @@ struct control {
 
 static const char *const control_commands[] = {
 	"stats", "conns", "peers", "tls", "backends", "routes", "metrics",
-	"reload", "version", "disable", "enable",
+	"reload", "version", "disable", "enable", "upgrade",
 };
 
 bool
@@ -243,7 +243,34 @@ control_dispatch(struct control_client *c)
 	else if (strcmp(cmd, "version") == 0)
 		show = ops->version;
 
-	if (strcmp(cmd, "reload") == 0) {
+	if (strcmp(cmd, "upgrade") == 0) {
+		if (ops->upgrade == NULL) {
+			control_error(c, "command not supported");
+			return;
+		}
+		if (getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred,
+		    &credlen) == 0)
+			log_info("control: upgrade requested by pid %ld uid "
+			    "%ld", (long)cred.pid, (long)cred.uid);
+		if (ops->upgrade(&c->text, ctl->arg) == -1) {
+			char why[300];
+			const char *t = strbuf_str(&c->text);
+			size_t len = 0;
+
+			/* its lines on one, "; " between them */
+			for (; *t != '\0' && len + 3 < sizeof(why); t++) {
+				if (*t != '\n')
+					why[len++] = *t;
+				else if (t[1] != '\0') {
+					why[len++] = ';';
+					why[len++] = ' ';
+				}
+			}
+			why[len] = '\0';
+			control_error(c, why);
+			return;
+		}
+	} else if (strcmp(cmd, "reload") == 0) {
 		if (ops->reload == NULL) {
 			control_error(c, "command not supported");
 			return;
@@ -602,6 +629,24 @@ control_open(struct ev_loop *loop, const char *path,
 	return ctl;
 }
 
+int
+control_fd(const struct control *ctl)
+{
+	return ctl != NULL ? ctl->fd : -1;
+}
+
+void
+control_disown(struct control *ctl)
+{
+	if (ctl == NULL || ctl->fd == -1)
+		return;
+	ev_io_stop(ctl->loop, &ctl->accept_io);
+	ev_timer_stop(ctl->loop, &ctl->pause);
+	close(ctl->fd);
+	ctl->fd = -1;
+	ctl->owner = false;
+}
+
 void
 control_close(struct control *ctl)
 {
@@ -613,7 +658,8 @@ control_close(struct control *ctl)
 		control_client_free(c);
 	ev_io_stop(ctl->loop, &ctl->accept_io);
 	ev_timer_stop(ctl->loop, &ctl->pause);
-	close(ctl->fd);
+	if (ctl->fd != -1)
+		close(ctl->fd);
 	if (ctl->owner && unlink(ctl->path) == -1 && errno != ENOENT)
 		log_warn("control socket %s: unlink", ctl->path);
 	free(ctl->path);
@@ -694,7 +740,8 @@ control_parse(const char *line, const char **cmd, bool *json,
 	} else if (*p == ' ') {
 		arg = p + 1;
 		if (strcmp(arg, "json") != 0 ||
-		    strcmp(control_commands[i], "reload") == 0) {
+		    strcmp(control_commands[i], "reload") == 0 ||
+		    strcmp(control_commands[i], "upgrade") == 0) {
 			*err = "unexpected argument";
 			return -1;
 		}

@@ -40,6 +40,11 @@ struct control_ops {
 	int	(*set_server)(struct strbuf *out, const char *args, bool on,
 		    void *arg);
 	void	(*version)(struct strbuf *out, bool json, void *arg);
+	/*
+	 * a new binary takes over (upgrade.h): 0 with what was done in out,
+	 * or -1 with why not
+	 */
+	int	(*upgrade)(struct strbuf *out, void *arg);
 };
 
 struct control;
@@ -58,6 +63,13 @@ struct control	*control_open(struct ev_loop *, const char *path,
 int		 control_listen(const char *path);
 struct control	*control_serve(struct ev_loop *, int fd, const char *path,
 		    bool owner, const struct control_ops *, void *arg);
+/*
+ * Stops listening and closes the socket, whose file is another process's
+ * now (upgrade.h): the clients already in are answered.
+ */
+void		 control_disown(struct control *);
+/* Its listening socket, or -1 (none, or ctl NULL). */
+int		 control_fd(const struct control *);
 /* Stops listening, closes every client, removes the socket file (owner). */
 void		 control_close(struct control *);
 

@@ -27,6 +27,7 @@
 #include "state.h"
 #include "strbuf.h"
 #include "tls.h"
+#include "upgrade.h"
 #include "workers.h"
 
 #ifndef QPROXY_VERSION
@@ -371,6 +372,44 @@ op_version(struct strbuf *out, bool json, void *arg)
 		strbuf_printf(out, "qproxy %s\n", QPROXY_VERSION);
 }
 
+/*
+ * qproxyctl upgrade: the binary on disk takes over (upgrade.h). This
+ * process then stops reading its sockets and drains like at SIGTERM, but
+ * says nothing of stopping to systemd: the service goes on, its main
+ * process the new one.
+ */
+static int
+op_upgrade(struct strbuf *out, void *arg)
+{
+	double timeout = server_config(server)->shutdown_timeout;
+	pid_t pid;
+
+	if (worker_count > 1) {
+		strbuf_printf(out, "not with workers: restart instead\n");
+		return -1;
+	}
+	if (server_stopping(server)) {
+		strbuf_printf(out, "shutting down\n");
+		return -1;
+	}
+	if (upgrade_start(server, control_fd(control), &pid, out) == -1) {
+		log_lines(LOG_LEVEL_WARN, "upgrade refused: ",
+		    strbuf_str(out));
+		return -1;
+	}
+	control_disown(control);
+	ev_timer_stop(server->loop, &watchdog);
+	log_info("upgrade: process %d serves new connections; this one "
+	    "drains for at most %.0f s", (int)pid, timeout);
+	strbuf_printf(out, "process %d took over; process %d drains its "
+	    "connections for at most %.0f s\n", (int)pid, (int)getpid(),
+	    timeout);
+	ev_timer_init(&shutdown_deadline, shutdown_timeout_cb, timeout, 0.);
+	ev_timer_start(server->loop, &shutdown_deadline);
+	server_handover(server);
+	return 0;
+}
+
 static const struct control_ops ops = {
 	.stats = op_stats,
 	.conns = op_conns,
@@ -382,6 +421,7 @@ static const struct control_ops ops = {
 	.reload = op_reload,
 	.set_server = op_set_server,
 	.version = op_version,
+	.upgrade = op_upgrade,
 };
 
 /*
@@ -704,6 +744,7 @@ main(int argc, char *argv[])
 	int ch, check = 0, rv;
 
 	stdio_fill();
+	upgrade_init(argv);
 	while ((ch = getopt(argc, argv, "c:fTtv")) != -1) {
 		switch (ch) {
 		case 'c':
@@ -784,6 +825,8 @@ main(int argc, char *argv[])
 			    "cid_key_file"), err);
 		state_start(cfg);
 	}
+	if (cfg->workers > 1 && upgrade_inheriting())
+		fatalx("upgrade: not with workers: restart instead");
 	/* the supervisor stays in there; each worker goes on from here */
 	if (cfg->workers > 1 &&
 	    workers_run(&cfg, &held, &worker_hooks) == -1)
@@ -817,11 +860,16 @@ main(int argc, char *argv[])
 			server_free(server);
 			return 1;
 		}
-	} else if (server_config(server)->control_socket != NULL &&
-	    (control = control_open(loop,
-	    server_config(server)->control_socket, &ops, NULL)) == NULL) {
-		server_free(server);
-		return 1;
+	} else if (server_config(server)->control_socket != NULL) {
+		const char *path = server_config(server)->control_socket;
+		int fd = upgrade_take_control(path);
+
+		control = fd != -1 ? control_serve(loop, fd, path, true, &ops,
+		    NULL) : control_open(loop, path, &ops, NULL);
+		if (control == NULL) {
+			server_free(server);
+			return 1;
+		}
 	}
 	drop_privileges(server_config(server));
 
@@ -853,7 +901,12 @@ main(int argc, char *argv[])
 			ev_timer_again(loop, &watchdog);
 		}
 		log_info("qproxy %s started", QPROXY_VERSION);
-		sd_notify(0, "READY=1");
+		/* taking over, systemd hears of this one from the old one */
+		if (upgrade_inheriting()) {
+			if (upgrade_ready(server) == -1)
+				return 1;
+		} else
+			sd_notify(0, "READY=1");
 	}
 
 	ev_run(loop, 0);

@@ -25,7 +25,7 @@
 
 static const char *const ctl_commands[] = {
 	"stats", "conns", "peers", "tls", "backends", "routes", "metrics",
-	"reload", "version", "disable", "enable",
+	"reload", "version", "disable", "enable", "upgrade",
 };
 #define CTL_NCOMMANDS	(sizeof(ctl_commands) / sizeof(ctl_commands[0]))
 
@@ -86,6 +86,8 @@ ctl_usage(FILE *f)
 	    "  metrics    the counters in Prometheus's text format\n"
 	    "  reload     reload the configuration (like SIGHUP)\n"
 	    "  version    client and daemon versions\n"
+	    "  upgrade    the binary on disk takes over, and the running\n"
+	    "             process serves its connections until they end\n"
 	    "  disable BACKEND SERVER\n"
 	    "             new requests pass the server over (as written in\n"
 	    "             the configuration); those under way finish\n"
@@ -451,6 +453,7 @@ main(int argc, char *argv[])
 		ctl_usage_error();
 	}
 	if (json && (strcmp(cmd, "reload") == 0 ||
+	    strcmp(cmd, "upgrade") == 0 ||
 	    strcmp(cmd, "metrics") == 0)) {
 		fprintf(stderr, "qproxyctl: %s has no JSON output\n", cmd);
 		ctl_usage_error();

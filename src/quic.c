@@ -30,6 +30,7 @@
 #include "stats.h"
 #include "strbuf.h"
 #include "udp.h"
+#include "upgrade.h"
 #include "workers.h"
 #include "upstream.h"
 
@@ -2044,6 +2045,10 @@ handle_datagram(struct udp_sock *sock, const uint8_t *data, size_t len,
 	}
 	if ((qc = cid_find(srv, vc.dcid, vc.dcidlen)) == NULL) {
 		if (ngtcp2_accept(&hd, data, len) != 0) {
+			/* the process taken over from may have it */
+			if (upgrade_forward(sock, data, len, remote, local,
+			    ecn))
+				return;
 			stats.dropped_unknown++;
 			/* a 1-RTT packet for a connection we no longer have */
 			if (!(data[0] & 0x80))
@@ -2147,6 +2152,18 @@ handle_datagram(struct udp_sock *sock, const uint8_t *data, size_t len,
 	if (qc->handshake_done && qc->ssl != NULL)
 		qconn_shed_tls(qc);
 	qconn_want_write(qc);
+}
+
+void
+quic_feed(struct udp_sock *sock, const uint8_t *data, size_t len,
+    const struct addr *remote, const struct addr *local, uint8_t ecn)
+{
+	stats.datagrams_received++;
+	stats.bytes_received += len;
+	sock->reading = true;
+	handle_datagram(sock, data, len, remote, local, ecn, quic_now());
+	sock->reading = false;
+	server_sock_release(sock);
 }
 
 void

@@ -21,6 +21,7 @@
 #include "stats.h"
 #include "strbuf.h"
 #include "udp.h"
+#include "upgrade.h"
 #include "upstream.h"
 #include "workers.h"
 
@@ -336,7 +337,10 @@ sock_close(struct udp_sock *s)
 {
 	char text[ADDR_STRLEN];
 
-	log_info("closed udp %s", addr_format(&s->local, text, sizeof(text)));
+	/* handed over, the socket stays open in the new process */
+	if (!upgrade_taken(&s->local))
+		log_info("closed udp %s", addr_format(&s->local, text,
+		    sizeof(text)));
 	ev_io_stop(s->srv->loop, &s->rev);
 	ev_io_stop(s->srv->loop, &s->wev);
 	close(s->fd);
@@ -361,8 +365,11 @@ sock_open(struct quic_server *srv, const struct addr *a)
 	s->srv = srv;
 	s->local = *a;
 	TAILQ_INIT(&s->blocked);
-	if ((s->fd = worker_count > 1 ? workers_socket(a) : udp_open(a)) ==
-	    -1) {
+	if (worker_count > 1)
+		s->fd = workers_socket(a);
+	else if ((s->fd = upgrade_take_udp(a)) == -1)
+		s->fd = udp_open(a);
+	if (s->fd == -1) {
 		free(s);
 		return NULL;
 	}
@@ -523,6 +530,18 @@ server_shutdown(struct quic_server *srv)
 	}
 	if (LIST_EMPTY(&srv->conns))
 		ev_break(srv->loop, EVBREAK_ALL);
+}
+
+void
+server_handover(struct quic_server *srv)
+{
+	struct udp_sock *s;
+
+	/* the new process reads them, and passes this one its datagrams */
+	LIST_FOREACH(s, &srv->socks, entry)
+		if (upgrade_taken(&s->local))
+			ev_io_stop(srv->loop, &s->rev);
+	server_shutdown(srv);
 }
 
 bool
@@ -807,6 +826,8 @@ static const struct stats_row {
 	ROW("quic", "new_tokens_sent", new_tokens_sent),
 	ROW("quic", "stateless_resets_sent", stateless_resets_sent),
 	ROW("quic", "stateless_resets_limited", stateless_resets_limited),
+	ROW("quic", "upgrade_forwarded", upgrade_forwarded),
+	ROW("quic", "upgrade_forward_dropped", upgrade_forward_dropped),
 	ROW("quic", "refusals_unanswered", refusals_unanswered),
 	GAUGE("quic", "unvalidated_handshakes", handshakes_unvalidated),
 	ROW("quic", "path_validations_ok", path_validations_ok),

@@ -74,6 +74,8 @@ struct stats {
 	uint64_t	new_tokens_sent;
 	uint64_t	stateless_resets_sent;
 	uint64_t	stateless_resets_limited;	/* over the rate */
+	uint64_t	upgrade_forwarded;	/* to the process taken over from */
+	uint64_t	upgrade_forward_dropped;	/* its link full */
 	uint64_t	refusals_unanswered;	/* a client refused too often */
 	uint64_t	handshakes_unvalidated;	/* now: address not yet proven */
 	uint64_t	path_validations_ok, path_validations_failed;

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import pytest
@@ -461,6 +462,31 @@ def h3_post(url, body, content_length=True, **kw):
 
 def h3_put(url, body, content_length=True, **kw):
     return h3_request(url, method="PUT", body=body, content_length=content_length, **kw)
+
+
+def background_get(url, threshold, timeout=60):
+    """Start a GET in a thread; returns (thread, out dict, progress dict, event
+    set once `threshold` body bytes arrived or the transfer ended)."""
+    out, progress = {}, {"bytes": 0}
+    reached = threading.Event()
+
+    def on_data(got):
+        progress["bytes"] = got
+        if got >= threshold:
+            reached.set()
+
+    def run():
+        try:
+            out["r"] = h3_get(url, timeout=timeout, on_data=on_data)
+        except pycurl.error as e:
+            out["e"] = e
+        finally:
+            out["end"] = time.monotonic()
+            reached.set()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, out, progress, reached
 
 
 def h3_parallel(urls, *, one_connection=True, timeout=60, **kw):

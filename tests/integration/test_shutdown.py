@@ -3,45 +3,18 @@
 import signal
 import socket
 import subprocess
-import threading
 import time
 
-import pycurl
 import pytest
 
-from helpers import (SLOW, KiB, MiB, expected_sha256, free_udp_port, h3_get, h3raw,
-                     qproxyctl_binary, wait_until)
-
-
-def _background_get(url, threshold, timeout=60):
-    """Start a GET in a thread; returns (thread, out dict, progress dict, event
-    set once `threshold` body bytes arrived or the transfer ended)."""
-    out, progress = {}, {"bytes": 0}
-    reached = threading.Event()
-
-    def on_data(got):
-        progress["bytes"] = got
-        if got >= threshold:
-            reached.set()
-
-    def run():
-        try:
-            out["r"] = h3_get(url, timeout=timeout, on_data=on_data)
-        except pycurl.error as e:
-            out["e"] = e
-        finally:
-            out["end"] = time.monotonic()
-            reached.set()
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t, out, progress, reached
+from helpers import (SLOW, KiB, MiB, background_get, expected_sha256, free_udp_port, h3_get,
+                     h3raw, qproxyctl_binary, wait_until)
 
 
 def test_sigterm_lets_in_flight_download_finish(qproxy_factory, backend_app):
     q = qproxy_factory(backend_server=backend_app.tcp_server, shutdown_timeout="10s")
     n = 10 * MiB
-    t, out, progress, reached = _background_get(q.url("/app/slow/%d?ms=2000" % n), 256 * KiB)
+    t, out, progress, reached = background_get(q.url("/app/slow/%d?ms=2000" % n), 256 * KiB)
     assert reached.wait(15 * SLOW), "the download did not start"
     assert "e" not in out, out.get("e")
     at_signal = progress["bytes"]
@@ -88,7 +61,7 @@ def test_shutdown_timeout_bounds_in_flight_requests(qproxy_factory, backend_app)
     q = qproxy_factory(backend_server=backend_app.tcp_server, shutdown_timeout="1s",
                        read_timeout="30s")
     before = backend_app.count
-    t, out, _, _ = _background_get(q.url("/app/hang"), 1, timeout=30)
+    t, out, _, _ = background_get(q.url("/app/hang"), 1, timeout=30)
     assert backend_app.wait_for_request(lambda x: x["path"] == "/app/hang", start=before,
                                         timeout=10 * SLOW)
     t0 = time.monotonic()
@@ -121,7 +94,7 @@ def test_no_reload_during_graceful_shutdown(qproxy_factory, backend_app, tmp_pat
     q = qproxy_factory(backend_server=backend_app.tcp_server, shutdown_timeout="30s",
                        read_timeout="30s")
     before = backend_app.count
-    _background_get(q.url("/app/hang"), 1, timeout=30)
+    background_get(q.url("/app/hang"), 1, timeout=30)
     assert backend_app.wait_for_request(lambda x: x["path"] == "/app/hang", start=before,
                                         timeout=10 * SLOW)
     extra = free_udp_port()

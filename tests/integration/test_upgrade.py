@@ -1,0 +1,191 @@
+"""qproxyctl upgrade: the binary on disk takes over from the running
+process; the running process's downloads finish through it, new clients
+go to the new one, and a new process that cannot start leaves the running
+one as it was."""
+
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import time
+
+from helpers import (SLOW, KiB, MiB, background_get, expected_sha256, h3_get,
+                     qproxy_stats, qproxyctl_binary, wait_until)
+
+
+def _ctl(q, *args):
+    return subprocess.run([qproxyctl_binary(), "-s", q.control_socket] + list(args),
+                          capture_output=True, text=True, timeout=30)
+
+
+def _alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            # a zombie is as good as gone: its parent (init) reaps it
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _stop(pid):
+    """Ends a process that is not the test's child (the old one started
+    it), and waits until it has gone."""
+    if _alive(pid):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 20 * SLOW
+    while _alive(pid):
+        assert time.monotonic() < deadline, "process %d did not exit" % pid
+        time.sleep(0.05)
+
+
+def _quic(q):
+    return qproxy_stats(q)["quic"]
+
+
+def test_upgrade_keeps_downloads_and_takes_new_clients(qproxy_factory, backend_app):
+    q = qproxy_factory(backend_server=backend_app.tcp_server, shutdown_timeout="30s")
+    old = q.proc.pid
+    n = 8 * MiB
+    t, out, progress, reached = background_get(q.url("/app/slow/%d?ms=2500" % n),
+                                               256 * KiB)
+    assert reached.wait(15 * SLOW), "the download did not start"
+    assert progress["bytes"] < n, "the download ended before the upgrade: nothing tested"
+
+    p = _ctl(q, "upgrade")
+    assert p.returncode == 0, (p.stdout, p.stderr, q.log_tail())
+    m = re.fullmatch(r"process (\d+) took over; process (\d+) drains its connections "
+                     r"for at most 30 s\n", p.stdout)
+    assert m, p.stdout
+    new = int(m.group(1))
+    assert int(m.group(2)) == old and new != old
+    try:
+        assert _alive(new)
+        # a new client: the new process's, while the old one still runs
+        r = h3_get(q.url("/app/bytes/1000"))
+        assert r.status == 200 and r.sha256 == expected_sha256(1000)
+        assert q.running(), "the old process did not wait for its download"
+        # a datagram for no connection of either: the new process passes
+        # it on, the old one answers it with a stateless reset (and does
+        # not pass it back)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.settimeout(3 * SLOW)
+            u.sendto(bytes([0x40]) + os.urandom(1199), ("127.0.0.1", q.port))
+            reset, _ = u.recvfrom(2048)
+        assert 21 <= len(reset) < 1200 and reset[0] & 0xc0 == 0x40, reset
+        assert q.running()
+        # one upgrade at a time: not while the process before drains
+        p = _ctl(q, "upgrade")
+        assert p.returncode == 1 and p.stderr == (
+            "qproxyctl: the process before this one still serves connections: "
+            "upgrade once it has exited\n"), (p.stdout, p.stderr)
+        # the control socket is the new process's: only it passes datagrams on
+        wait_until(lambda: _quic(q)["upgrade_forwarded"] > 0,
+                   "the download's datagrams never went to the old process")
+        assert _quic(q)["upgrade_forward_dropped"] == 0
+
+        t.join(60 * SLOW)
+        assert not t.is_alive()
+        assert "e" not in out, "the download failed across the upgrade: %s" % out.get("e")
+        r = out["r"]
+        assert r.status == 200 and len(r.body) == n and r.sha256 == expected_sha256(n)
+        # drained, the old process goes, long before shutdown_timeout
+        assert q.wait(timeout=10 * SLOW) == 0
+        assert _alive(new)
+        r = h3_get(q.url("/app/bytes/2000"))
+        assert r.status == 200 and r.sha256 == expected_sha256(2000)
+        log = q.log_text()
+        assert "upgrade: took over from the process before" in log
+        assert "upgrade: the process before has exited" in log
+        # a second upgrade, by the new process
+        p = _ctl(q, "upgrade")
+        assert p.returncode == 0, (p.stdout, p.stderr, q.log_tail())
+        newer = int(p.stdout.split()[1])
+        wait_until(lambda: not _alive(new), "the idle process did not exit", 10 * SLOW)
+        new = newer
+        r = h3_get(q.url("/app/bytes/3000"))
+        assert r.status == 200 and r.sha256 == expected_sha256(3000)
+    finally:
+        _stop(new)
+    assert q.log_text().count("qproxy stopped") == 3, q.log_tail()
+    assert q.sanitizer_report() is None
+
+
+def test_upgrade_that_cannot_start_leaves_the_running_process(qproxy_factory, backend_app,
+                                                              tmp_path):
+    q = qproxy_factory(backend_server=backend_app.tcp_server)
+    with open(q.conf) as f:
+        good = f.read()
+    with open(q.conf, "w") as f:
+        f.write(good + "\n[route broken]\nbackend = nowhere\n")
+    p = _ctl(q, "upgrade")
+    assert p.returncode == 1, (p.stdout, p.stderr)
+    assert p.stderr.startswith("qproxyctl: the new process exited before it was ready"), \
+        p.stderr
+    assert "exit status 1" in p.stderr, p.stderr
+    # its reason is in the log it shares
+    assert "nowhere" in q.log_text()
+    # the running process goes on: it reads its sockets and answers
+    r = h3_get(q.url("/app/bytes/1000"))
+    assert r.status == 200
+    assert _quic(q)["upgrade_forwarded"] == 0
+    # and can be upgraded once the file is right
+    with open(q.conf, "w") as f:
+        f.write(good)
+    p = _ctl(q, "upgrade")
+    assert p.returncode == 0, (p.stdout, p.stderr, q.log_tail())
+    new = int(p.stdout.split()[1])
+    try:
+        assert q.wait(timeout=10 * SLOW) == 0
+        r = h3_get(q.url("/app/bytes/1000"))
+        assert r.status == 200
+    finally:
+        _stop(new)
+    assert q.sanitizer_report() is None
+
+
+def test_upgrade_tells_systemd_the_new_main_process(qproxy_factory, backend_app, tmp_path,
+                                                    monkeypatch):
+    """The old process gives systemd the new one as MAINPID, and says
+    neither STOPPING=1 (the service goes on) nor anything after; the new
+    one keeps systemd's watchdog, which names the main process's id
+    (WATCHDOG_PID), and does not say READY=1 again."""
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    sock.settimeout(10 * SLOW)
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    monkeypatch.setenv("WATCHDOG_USEC", "200000")
+    # not the old process's: it sends no WATCHDOG=1; the new one's is its own
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    q = qproxy_factory(backend_server=backend_app.tcp_server)
+    old = q.proc.pid
+    ucred = struct.Struct("iII")
+
+    def messages():
+        while True:
+            data, anc, _, _ = sock.recvmsg(4096, socket.CMSG_SPACE(ucred.size))
+            pid = [ucred.unpack(d[:ucred.size])[0] for level, kind, d in anc
+                   if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS]
+            yield pid[0], data.decode().split("\n")
+
+    it = messages()
+    assert next(it) == (old, ["READY=1"])
+    p = _ctl(q, "upgrade")
+    assert p.returncode == 0, (p.stdout, p.stderr, q.log_tail())
+    new = int(p.stdout.split()[1])
+    try:
+        assert next(it) == (old, ["MAINPID=%d" % new])
+        with open("/proc/%d/environ" % new, "rb") as f:
+            env = f.read().split(b"\0")
+        assert b"WATCHDOG_PID=%d" % new in env
+        assert q.wait(timeout=10 * SLOW) == 0
+        # the watchdog's, from the new process, and nothing else
+        for _ in range(3):
+            assert next(it) == (new, ["WATCHDOG=1"])
+    finally:
+        _stop(new)
+    assert next(it) == (new, ["STOPPING=1"])
+    sock.close()
