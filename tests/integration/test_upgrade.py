@@ -11,8 +11,8 @@ import struct
 import subprocess
 import time
 
-from helpers import (SLOW, KiB, MiB, background_get, expected_sha256, h3_get,
-                     qproxy_stats, qproxyctl_binary, wait_until)
+from helpers import (SLOW, KiB, MiB, background_get, expected_sha256, free_udp_port, h3_get,
+                     h3raw, qproxy_stats, qproxyctl_binary, wait_until)
 
 
 def _ctl(q, *args):
@@ -189,3 +189,47 @@ def test_upgrade_tells_systemd_the_new_main_process(qproxy_factory, backend_app,
         _stop(new)
     assert next(it) == (new, ["STOPPING=1"])
     sock.close()
+
+
+def test_an_address_the_new_configuration_drops_stays_the_old_processs(qproxy_factory,
+                                                                      backend_app):
+    """The old process keeps reading a socket the new process did not take
+    (its configuration dropped the address): its download there finishes,
+    a new client there is refused at once, and the port is let go when
+    the old process exits."""
+    q = qproxy_factory(backend_server=backend_app.tcp_server, shutdown_timeout="30s")
+    with open(q.conf) as f:
+        one = f.read()
+    extra = free_udp_port()
+    line = "address = 127.0.0.1:%d\n" % q.port
+    with open(q.conf, "w") as f:
+        f.write(one.replace(line, line + "address = 127.0.0.1:%d\n" % extra))
+    assert _ctl(q, "reload").returncode == 0
+    n = 8 * MiB
+    url = "https://127.0.0.1:%d/app/slow/%d?ms=2500" % (extra, n)
+    t, out, progress, reached = background_get(url, 256 * KiB)
+    assert reached.wait(15 * SLOW), "the download did not start"
+    assert progress["bytes"] < n, "the download ended before the upgrade: nothing tested"
+    with open(q.conf, "w") as f:
+        f.write(one)
+    p = _ctl(q, "upgrade")
+    assert p.returncode == 0, (p.stdout, p.stderr, q.log_tail())
+    new = int(p.stdout.split()[1])
+    try:
+        r = h3raw(extra, [":method: GET", ":scheme: https",
+                          ":authority: 127.0.0.1:%d" % extra, ":path: /app/bytes/1"],
+                  timeout=5 * SLOW)
+        assert "handshake failed: connection closed by peer (0x2)" in r.stderr, r
+        assert h3_get(q.url("/app/bytes/1000")).status == 200
+        t.join(60 * SLOW)
+        assert not t.is_alive()
+        assert "e" not in out, "the download failed across the upgrade: %s" % out.get("e")
+        assert out["r"].status == 200 and out["r"].sha256 == expected_sha256(n)
+        assert q.wait(timeout=10 * SLOW) == 0
+        assert "closed udp 127.0.0.1:%d" % extra in q.log_text()
+        assert "closed udp 127.0.0.1:%d" % q.port not in q.log_text()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind(("127.0.0.1", extra))
+    finally:
+        _stop(new)
+    assert q.sanitizer_report() is None
