@@ -265,6 +265,21 @@ fake_set_server(struct strbuf *out, const char *args, bool on, void *arg)
 	return -1;
 }
 
+/* refuses with two lines, then takes it */
+static int
+fake_upgrade(struct strbuf *out, void *arg)
+{
+	static unsigned upgrades;
+
+	if (upgrades++ == 0) {
+		strbuf_printf(out, "the new process exited before it was "
+		    "ready\nprocess 7: exit status 1\n");
+		return -1;
+	}
+	strbuf_printf(out, "process 8 took over\n");
+	return 0;
+}
+
 static const struct control_ops fake_ops = {
 	.set_server = fake_set_server,
 	.stats = fake_stats,
@@ -272,6 +287,7 @@ static const struct control_ops fake_ops = {
 	.backends = fake_backends,
 	.reload = fake_reload,
 	.version = fake_version,
+	.upgrade = fake_upgrade,
 };
 
 static void
@@ -494,6 +510,11 @@ test_commands(const char *path)
 	    "ERR reload refused\nx.conf:3: bad\nx.conf:7: worse\n");
 	expect(path, "QPROXY/1 reload\n", "OK\nconfiguration reloaded\n");
 	expect(path, "QPROXY/1 reload\n", "ERR shutting down\n");
+	/* its lines on one: "; " between them */
+	expect(path, "QPROXY/1 upgrade\n", "ERR the new process exited before "
+	    "it was ready; process 7: exit status 1\n");
+	expect(path, "QPROXY/1 upgrade json\n", "ERR unexpected argument\n");
+	expect(path, "QPROXY/1 upgrade\n", "OK\nprocess 8 took over\n");
 	/* what follows the first line is ignored */
 	expect(path, "QPROXY/1 version\nQPROXY/1 reload\n", "OK\nqproxy test\n");
 	expect(path, "QPROXY/1 stats\n", "OK\nfake stats json=0\n");
