@@ -544,6 +544,15 @@ server_handover(struct quic_server *srv)
 	server_shutdown(srv);
 }
 
+void
+server_take_back(struct quic_server *srv)
+{
+	struct udp_sock *s;
+
+	LIST_FOREACH(s, &srv->socks, entry)
+		ev_io_start(srv->loop, &s->rev);
+}
+
 bool
 server_stopping(const struct quic_server *srv)
 {

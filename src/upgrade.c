@@ -190,7 +190,7 @@ upgrade_take_control(const char *path)
 	return fd;
 }
 
-/* The new process's: the old one has gone (its end closed). */
+/* Either side's: the other one has gone (its end closed). */
 static void
 link_close(struct ev_loop *loop)
 {
@@ -320,10 +320,14 @@ link_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 			if (!up.handed_over)
 				log_info("upgrade: the process before has "
 				    "exited");
-			else
-				log_warnx("upgrade: the new process has closed "
-				    "the link: no datagram reaches this one's "
-				    "connections any more");
+			else {
+				/* it died: nobody else reads them */
+				log_warnx("upgrade: the new process has gone: "
+				    "this one reads its sockets again for its "
+				    "connections, and refuses new ones");
+				up.ntaken = 0;
+				server_take_back(up.srv);
+			}
 			link_close(loop);
 			return;
 		}
@@ -355,7 +359,11 @@ child_cb(struct ev_loop *loop, ev_child *w, int revents)
 		    WTERMSIG(w->rstatus));
 }
 
-/* In the child, between fork and exec: only async-signal-safe calls. */
+/*
+ * In the child, between fork and exec. The process has one thread, so
+ * the libc calls that are not async-signal-safe (getenv, putenv,
+ * snprintf) find no lock held.
+ */
 static void __attribute__((noreturn))
 child_exec(int link, int control_fd, const int *fds, size_t n)
 {

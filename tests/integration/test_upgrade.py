@@ -233,3 +233,33 @@ def test_an_address_the_new_configuration_drops_stays_the_old_processs(qproxy_fa
     finally:
         _stop(new)
     assert q.sanitizer_report() is None
+
+
+def test_the_old_process_reads_again_when_the_new_one_dies(qproxy_factory, backend_app):
+    """A new process that dies after it took over leaves nobody reading the
+    sockets: the old one reads them again for its own connections (a
+    download finishes) and refuses new ones, as it drains."""
+    q = qproxy_factory(backend_server=backend_app.tcp_server, shutdown_timeout="30s")
+    n = 8 * MiB
+    t, out, progress, reached = background_get(q.url("/app/slow/%d?ms=3000" % n), 256 * KiB)
+    assert reached.wait(15 * SLOW), "the download did not start"
+    assert progress["bytes"] < n, "the download ended before the upgrade: nothing tested"
+    p = _ctl(q, "upgrade")
+    assert p.returncode == 0, (p.stdout, p.stderr, q.log_tail())
+    new = int(p.stdout.split()[1])
+    os.kill(new, signal.SIGKILL)
+    wait_until(lambda: "upgrade: the new process has gone" in q.log_text(),
+               "the old process did not see the new one go")
+    r = h3raw(q.port, [":method: GET", ":scheme: https",
+                       ":authority: 127.0.0.1:%d" % q.port, ":path: /app/bytes/1"],
+              timeout=5 * SLOW)
+    assert "handshake failed: connection closed by peer (0x2)" in r.stderr, r
+    t.join(60 * SLOW)
+    assert not t.is_alive()
+    assert "e" not in out, "the download failed: %s" % out.get("e")
+    assert out["r"].status == 200 and out["r"].sha256 == expected_sha256(n)
+    assert q.wait(timeout=10 * SLOW) == 0
+    log = q.log_text()
+    assert "upgrade: the new process %d was ended by signal 9" % new in log
+    assert "closed udp 127.0.0.1:%d" % q.port in log
+    assert q.sanitizer_report() is None
