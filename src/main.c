@@ -38,6 +38,8 @@ static struct quic_server *server;
 static struct control *control;
 static const char *config_path = CONFIG_DEFAULT_PATH;
 static ev_timer shutdown_deadline, watchdog;
+/* a SIGTERM or SIGINT came: the next one stops at once */
+static bool signalled;
 
 static bool	cid_changed(const struct config *);
 
@@ -263,10 +265,16 @@ signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 			log_info("log files reopened");
 		return;
 	}
-	if (server_stopping(server)) {
+	if (server_stopping(server) && signalled) {
 		log_info("second signal %d: stopping now", w->signum);
 		server_close_all(server);
 		ev_break(loop, EVBREAK_ALL);
+		return;
+	}
+	signalled = true;
+	if (server_stopping(server)) {
+		/* since an upgrade, as at a first SIGTERM: goes on draining */
+		log_info("signal %d: draining already (upgraded)", w->signum);
 		return;
 	}
 	log_info("signal %d: shutting down gracefully (at most %.0f s)",

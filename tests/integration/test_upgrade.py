@@ -263,3 +263,30 @@ def test_the_old_process_reads_again_when_the_new_one_dies(qproxy_factory, backe
     assert "upgrade: the new process %d was ended by signal 9" % new in log
     assert "closed udp 127.0.0.1:%d" % q.port in log
     assert q.sanitizer_report() is None
+
+
+def test_sigterm_to_the_old_process_after_an_upgrade_lets_it_drain(qproxy_factory, backend_app):
+    """A SIGTERM to the old process once it drains (an operator's kill, or
+    a stop under KillMode=control-group, which signals every process of
+    the unit) is its first: it goes on draining, and its
+    download finishes, rather than being cut as at a second one."""
+    q = qproxy_factory(backend_server=backend_app.tcp_server, shutdown_timeout="30s")
+    n = 8 * MiB
+    t, out, progress, reached = background_get(q.url("/app/slow/%d?ms=2500" % n),
+                                               256 * KiB)
+    assert reached.wait(15 * SLOW), "the download did not start"
+    p = _ctl(q, "upgrade")
+    assert p.returncode == 0, (p.stdout, p.stderr, q.log_tail())
+    new = int(p.stdout.split()[1])
+    try:
+        q.signal(signal.SIGTERM)
+        t.join(60 * SLOW)
+        assert not t.is_alive()
+        assert "e" not in out, "the download was cut: %s" % out.get("e")
+        assert out["r"].status == 200 and out["r"].sha256 == expected_sha256(n)
+        assert q.wait(timeout=10 * SLOW) == 0
+        assert "second signal" not in q.log_text()
+    finally:
+        _stop(new)
+    assert q.sanitizer_report() is None
+
