@@ -46,7 +46,8 @@ UNIT_TESTS = test_config test_route test_http1 test_request test_bufq \
 	test_state test_gcm
 UNIT_BINS = $(UNIT_TESTS:%=$(B)/tests/%)
 
-TOOLS = $(B)/tests/h3raw $(B)/tests/sendshim.so $(B)/tests/timeshift.so
+TOOLS = $(B)/tests/h3raw $(B)/tests/sendshim.so $(B)/tests/timeshift.so \
+	$(B)/tests/execdelay.so
 
 all: $(B)/qproxy $(B)/qproxyctl
 
@@ -105,6 +106,11 @@ $(B)/tests/sendshim.so: tests/tools/sendshim.c config.mk
 	$(Q)$(CC) $(CFLAGS) $(WARN_CFLAGS) -fPIC -shared -o $@ $< -ldl
 
 $(B)/tests/timeshift.so: tests/tools/timeshift.c config.mk
+	@mkdir -p $(@D)
+	@echo "  CC      $<"
+	$(Q)$(CC) $(CFLAGS) $(WARN_CFLAGS) -fPIC -shared -o $@ $< -ldl
+
+$(B)/tests/execdelay.so: tests/tools/execdelay.c config.mk
 	@mkdir -p $(@D)
 	@echo "  CC      $<"
 	$(Q)$(CC) $(CFLAGS) $(WARN_CFLAGS) -fPIC -shared -o $@ $< -ldl

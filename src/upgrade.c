@@ -360,38 +360,77 @@ child_cb(struct ev_loop *loop, ev_child *w, int revents)
 }
 
 /*
- * In the child, between fork and exec. The process has one thread, so
- * the libc calls that are not async-signal-safe (getenv, putenv,
- * snprintf) find no lock held.
+ * The new process's environment: this one's with UPGRADE_ENV (env) added,
+ * and WATCHDOG_PID, when there is one, in the slot *wdp for the child to
+ * fill in (its id is not known before the fork). NULL: out of memory.
+ */
+static char **
+child_environ(char *env, char *wd, char ***wdp)
+{
+	extern char **environ;
+	size_t n = 0, k = 0;
+	char **envp;
+
+	while (environ[n] != NULL)
+		n++;
+	if ((envp = calloc(n + 2, sizeof(*envp))) == NULL)
+		return NULL;
+	*wdp = NULL;
+	for (size_t i = 0; i < n; i++) {
+		if (strncmp(environ[i], UPGRADE_ENV "=",
+		    sizeof(UPGRADE_ENV)) == 0)
+			continue;
+		/* systemd's watchdog goes with the main process: the new one */
+		if (strncmp(environ[i], "WATCHDOG_PID=", 13) == 0) {
+			*wdp = &envp[k];
+			envp[k++] = wd;
+			continue;
+		}
+		envp[k++] = environ[i];
+	}
+	envp[k] = env;
+	return envp;
+}
+
+/*
+ * In the child, between fork and exec: only async-signal-safe calls, and
+ * nothing of this process's memory changed but its own copy. Signals
+ * come blocked (upgrade_start): the ones qproxy takes stay so through the
+ * exec, pending if they came, for the new process to take once its loop
+ * runs; none is taken meanwhile by this process's handlers (libev's, which
+ * would note it in this copy only, and wake the parent's loop).
  */
 static void __attribute__((noreturn))
-child_exec(int link, int control_fd, const int *fds, size_t n)
+child_exec(int link, int control_fd, const int *fds, size_t n, char **envp,
+    char **wdp)
 {
-	char env[32 + 12 * (UPGRADE_INHERIT_MAX + 2)];
-	char wd[32];
-	size_t len;
-	sigset_t none;
+	char digits[24], *p;
+	sigset_t held;
+	long pid;
 
-	len = (size_t)snprintf(env, sizeof(env), "%s=%d %d", UPGRADE_ENV,
-	    link, control_fd);
-	for (size_t i = 0; i < n && len < sizeof(env); i++)
-		len += (size_t)snprintf(env + len, sizeof(env) - len, " %d",
-		    fds[i]);
 	(void)fcntl(link, F_SETFD, 0);
 	if (control_fd != -1)
 		(void)fcntl(control_fd, F_SETFD, 0);
 	for (size_t i = 0; i < n; i++)
 		(void)fcntl(fds[i], F_SETFD, 0);
-	(void)putenv(env);
-	/* systemd's watchdog goes with the main process: the new one */
-	if (getenv("WATCHDOG_PID") != NULL) {
-		(void)snprintf(wd, sizeof(wd), "WATCHDOG_PID=%ld",
-		    (long)getpid());
-		(void)putenv(wd);
+	if (wdp != NULL) {
+		/* "WATCHDOG_PID=" and this process's id, by hand */
+		p = digits + sizeof(digits);
+		*--p = '\0';
+		pid = (long)getpid();
+		do {
+			*--p = (char)('0' + pid % 10);
+			pid /= 10;
+		} while (pid > 0);
+		memcpy(*wdp + 13, p, (size_t)(digits + sizeof(digits) - p));
 	}
-	sigemptyset(&none);
-	(void)sigprocmask(SIG_SETMASK, &none, NULL);
-	execv(up.exe, up.argv);
+	sigemptyset(&held);
+	sigaddset(&held, SIGHUP);
+	sigaddset(&held, SIGINT);
+	sigaddset(&held, SIGTERM);
+	sigaddset(&held, SIGUSR1);
+	(void)sigprocmask(SIG_SETMASK, &held, NULL);
+	execve(up.exe, up.argv, envp);
 	_exit(127);
 }
 
@@ -403,7 +442,10 @@ upgrade_start(struct quic_server *srv, int control_fd, pid_t *pidp,
 	struct udp_sock *s;
 	struct pollfd pfd;
 	int pair[2], fds[UPGRADE_INHERIT_MAX], status, left;
-	int sndbuf = UPGRADE_LINK_BUF;
+	int sndbuf = UPGRADE_LINK_BUF, forkerr;
+	char env[32 + 12 * (UPGRADE_INHERIT_MAX + 2)], wd[48], **envp, **wdp;
+	sigset_t all, saved;
+	size_t len;
 	uint8_t ready[(UPGRADE_INHERIT_MAX + 1) * sizeof(struct upgrade_msg)];
 	double deadline;
 	size_t n = 0;
@@ -442,17 +484,36 @@ upgrade_start(struct quic_server *srv, int control_fd, pid_t *pidp,
 		strbuf_printf(out, "socketpair: %s\n", strerror(errno));
 		return -1;
 	}
-	if ((pid = fork()) == -1) {
-		strbuf_printf(out, "fork: %s\n", strerror(errno));
+	/* room for a burst of datagrams while the old one is busy */
+	(void)setsockopt(pair[1], SOL_SOCKET, SO_SNDBUF, &sndbuf,
+	    sizeof(sndbuf));
+	/* "LINK CONTROL UDP...", descriptors; CONTROL -1 for none */
+	len = (size_t)snprintf(env, sizeof(env), "%s=%d %d", UPGRADE_ENV,
+	    pair[1], control_fd);
+	for (size_t i = 0; i < n && len < sizeof(env); i++)
+		len += (size_t)snprintf(env + len, sizeof(env) - len, " %d",
+		    fds[i]);
+	memset(wd, 0, sizeof(wd));
+	memcpy(wd, "WATCHDOG_PID=", 13);
+	if ((envp = child_environ(env, wd, &wdp)) == NULL) {
+		strbuf_printf(out, "out of memory\n");
 		close(pair[0]);
 		close(pair[1]);
 		return -1;
 	}
-	/* room for a burst of datagrams while the old one is busy */
-	(void)setsockopt(pair[1], SOL_SOCKET, SO_SNDBUF, &sndbuf,
-	    sizeof(sndbuf));
-	if (pid == 0)
-		child_exec(pair[1], control_fd, fds, n);
+	sigfillset(&all);
+	(void)sigprocmask(SIG_BLOCK, &all, &saved);
+	if ((pid = fork()) == 0)
+		child_exec(pair[1], control_fd, fds, n, envp, wdp);
+	forkerr = errno;
+	(void)sigprocmask(SIG_SETMASK, &saved, NULL);
+	free(envp);
+	if (pid == -1) {
+		strbuf_printf(out, "fork: %s\n", strerror(forkerr));
+		close(pair[0]);
+		close(pair[1]);
+		return -1;
+	}
 	close(pair[1]);
 	log_info("upgrade: started %s as process %d", up.exe, (int)pid);
 

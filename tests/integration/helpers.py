@@ -140,6 +140,14 @@ def preload_sendshim(q, flags_dir):
     _preload(q, "sendshim", sendshim_library(), SENDSHIM_DIR=flags_dir)
 
 
+def preload_execdelay(q, pidfile):
+    """Makes the not yet started q's upgrades wait a second between fork
+    and exec, the child's id written to pidfile (execdelay.c, built next
+    to sendshim.so)."""
+    lib = os.path.join(os.path.dirname(sendshim_library()), "execdelay.so")
+    _preload(q, "execdelay", lib, EXECDELAY_PIDFILE=pidfile)
+
+
 def preload_timeshift(q, shift):
     """Makes the not yet started q run with its wall clock shift seconds
     ahead (timeshift.so, see timeshift.c)."""

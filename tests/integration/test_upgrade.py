@@ -9,10 +9,11 @@ import signal
 import socket
 import struct
 import subprocess
+import threading
 import time
 
 from helpers import (SLOW, KiB, MiB, background_get, expected_sha256, free_udp_port, h3_get,
-                     h3raw, qproxy_stats, qproxyctl_binary, wait_until)
+                     h3raw, preload_execdelay, qproxy_stats, qproxyctl_binary, wait_until)
 
 
 def _ctl(q, *args):
@@ -290,3 +291,32 @@ def test_sigterm_to_the_old_process_after_an_upgrade_lets_it_drain(qproxy_factor
         _stop(new)
     assert q.sanitizer_report() is None
 
+
+def test_a_signal_between_fork_and_exec_is_the_new_processs(qproxy_factory, backend_app,
+                                                            tmp_path):
+    """A SIGTERM to the new process before its exec (systemd's stop, which
+    signals every process of the unit) is not taken by the handlers it
+    has of the old one (libev's, which noted it in the child's copy and
+    woke the old one's loop): it waits, held, for the new process, which
+    shuts down gracefully once it runs."""
+    q = qproxy_factory(backend_server=backend_app.tcp_server, start=False)
+    pidfile = str(tmp_path / "child.pid")
+    preload_execdelay(q, pidfile)
+    q.start()
+    res = {}
+    t = threading.Thread(target=lambda: res.update(p=_ctl(q, "upgrade")))
+    t.start()
+    wait_until(lambda: os.path.exists(pidfile), "the child did not start", 5 * SLOW)
+    with open(pidfile) as f:
+        child = int(f.read())
+    os.kill(child, signal.SIGTERM)
+    t.join(20 * SLOW)
+    try:
+        assert res["p"].returncode == 0, (res["p"].stdout, res["p"].stderr, q.log_tail())
+        assert int(res["p"].stdout.split()[1]) == child
+        wait_until(lambda: not _alive(child), "the new process lost its SIGTERM", 5 * SLOW)
+        assert "signal 15: shutting down gracefully" in q.log_text()
+        assert q.wait(timeout=10 * SLOW) == 0
+    finally:
+        _stop(child)
+    assert q.sanitizer_report() is None

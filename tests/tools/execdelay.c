@@ -1,0 +1,63 @@
+/*
+ * execdelay.c: preloaded into qproxy by test_upgrade. In the child of
+ * qproxyctl upgrade (an exec whose environment has QPROXY_UPGRADE), it
+ * writes the child's id to the file $EXECDELAY_PIDFILE and waits a second
+ * before the exec: the time between fork and exec, in which a signal to
+ * the child is the new process's, made long enough to send one.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+static void
+delay(char *const envp[])
+{
+	const char *pf = getenv("EXECDELAY_PIDFILE");
+	struct timespec ts = { 1, 0 };
+	char buf[32], tmp[4096];
+	int fd, n, up = 0;
+
+	for (size_t i = 0; envp != NULL && envp[i] != NULL; i++)
+		if (strncmp(envp[i], "QPROXY_UPGRADE=", 15) == 0)
+			up = 1;
+	if (!up || pf == NULL)
+		return;
+	/* whole or not at all: written aside, then renamed */
+	n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
+	(void)snprintf(tmp, sizeof(tmp), "%s.tmp", pf);
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644)) != -1) {
+		if (write(fd, buf, (size_t)n) == n)
+			(void)rename(tmp, pf);
+		close(fd);
+	}
+	/* through the signals that come meanwhile */
+	while (nanosleep(&ts, &ts) == -1)
+		;
+}
+
+typedef int (*execve_fn)(const char *, char *const[], char *const[]);
+
+int
+execve(const char *path, char *const argv[], char *const envp[])
+{
+	execve_fn real = (execve_fn)dlsym(RTLD_NEXT, "execve");
+
+	delay(envp);
+	return real(path, argv, envp);
+}
+
+int
+execv(const char *path, char *const argv[])
+{
+	execve_fn real = (execve_fn)dlsym(RTLD_NEXT, "execve");
+
+	delay(environ);
+	return real(path, argv, environ);
+}
