@@ -251,6 +251,11 @@ struct qconn {
 	 * reload shutdown_timeout after
 	 */
 	bool			 retired;
+	/*
+	 * in its handshake when an upgrade handed its sockets over: its
+	 * first requests are served before its GOAWAY (server_handover)
+	 */
+	bool			 upgrade_grace;
 	double			 retired_at;	/* mono_now */
 	/* max_stream_resets: a budget refilled over RESET_WINDOW seconds */
 	double			 reset_budget;

@@ -3650,7 +3650,8 @@ ex_free(struct exchange *ex)
 	stats.streams_current--;
 	generation_unref(ex->gen);
 	freelist_put(&ex_cache, ex, sizeof(*ex));
-	if ((qc->srv->shutting_down || qc->retired) && qc->nexchanges == 0)
+	if ((qc->srv->shutting_down || qc->retired) && qc->nexchanges == 0 &&
+	    !qc->upgrade_grace)
 		qconn_want_write(qc);	/* qconn_write will close it */
 }
 

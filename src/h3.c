@@ -861,7 +861,7 @@ h3_conn_setup(struct qconn *qc)
 		return -1;
 	}
 	qc->qenc_stream = qenc;
-	if (qc->srv->shutting_down)
+	if (qc->srv->shutting_down && !qc->upgrade_grace)
 		h3_goaway(qc);
 	return 0;
 }

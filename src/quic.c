@@ -1534,7 +1534,8 @@ qconn_write(struct qconn *qc)
 		ev_timer_stop(srv->loop, &qc->timer);
 		return;
 	}
-	if ((srv->shutting_down || qc->retired) && qc->nexchanges == 0) {
+	if ((srv->shutting_down || qc->retired) && qc->nexchanges == 0 &&
+	    !qc->upgrade_grace) {
 		/* graceful shutdown, or an old configuration: its last
 		   request is done */
 		if (qc->retired && qc->last_error.error_code == 0)
@@ -2032,6 +2033,7 @@ handle_datagram(struct udp_sock *sock, const uint8_t *data, size_t len,
 	ngtcp2_path path;
 	ngtcp2_pkt_info pi = { .ecn = ecn };
 	struct qconn *qc;
+	bool fresh = false;
 	int rv;
 
 	rv = ngtcp2_pkt_decode_version_cid(&vc, data, len, srv->cid_len);
@@ -2070,6 +2072,7 @@ handle_datagram(struct udp_sock *sock, const uint8_t *data, size_t len,
 		qc = accept_initial(sock, &hd, remote, local, ts);
 		if (qc == NULL)
 			return;
+		fresh = true;
 	} else if (qc->sock != sock) {
 		/*
 		 * A connection's packets come to the socket it began on: its
@@ -2116,6 +2119,16 @@ handle_datagram(struct udp_sock *sock, const uint8_t *data, size_t len,
 			start_period(qc, QC_DRAINING);
 			return;
 		case NGTCP2_ERR_DROP_CONN:
+			/*
+			 * An Initial that opened nothing (no CRYPTO frame it
+			 * could read with the keys of its connection ID): a
+			 * client's later Initial, ACKs and Finished, to the
+			 * ID of a process taken over from, which has it.
+			 */
+			if (fresh && upgrade_forward(sock, data, len, remote,
+			    local, ecn))
+				log_debug("%s: an Initial that begins nothing "
+				    "passed to the process before", qc->peer);
 			qconn_free(qc);
 			return;
 		case NGTCP2_ERR_RETRY:
@@ -2151,6 +2164,11 @@ handle_datagram(struct udp_sock *sock, const uint8_t *data, size_t len,
 	}
 	if (qc->handshake_done && qc->ssl != NULL)
 		qconn_shed_tls(qc);
+	if (qc->upgrade_grace && qc->nexchanges > 0) {
+		/* its first requests, all that this datagram brought, served */
+		qc->upgrade_grace = false;
+		h3_goaway(qc);
+	}
 	qconn_want_write(qc);
 }
 

@@ -519,7 +519,7 @@ server_shutdown(struct quic_server *srv)
 	ev_periodic_stop(srv->loop, &srv->cert_timer);
 	for (qc = LIST_FIRST(&srv->conns); qc != NULL; qc = next) {
 		next = LIST_NEXT(qc, entry);
-		if (qc->state != QC_ACTIVE)
+		if (qc->state != QC_ACTIVE || qc->upgrade_grace)
 			continue;
 		if (qc->h3 == NULL || qc->nexchanges == 0) {
 			qconn_close(qc);
@@ -536,11 +536,19 @@ void
 server_handover(struct quic_server *srv)
 {
 	struct udp_sock *s;
+	struct qconn *qc;
 
 	/* the new process reads them, and passes this one its datagrams */
 	LIST_FOREACH(s, &srv->socks, entry)
 		if (upgrade_taken(&s->local))
 			ev_io_stop(srv->loop, &s->rev);
+	/*
+	 * A client in its handshake chose this process before the new one
+	 * read anything: it is served as one whose requests were under way.
+	 */
+	LIST_FOREACH(qc, &srv->conns, entry)
+		if (qc->state == QC_ACTIVE && !qc->handshake_done)
+			qc->upgrade_grace = true;
 	server_shutdown(srv);
 }
 

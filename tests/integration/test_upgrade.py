@@ -14,6 +14,7 @@ import time
 
 from helpers import (SLOW, KiB, MiB, background_get, expected_sha256, free_udp_port, h3_get,
                      h3raw, preload_execdelay, qproxy_stats, qproxyctl_binary, wait_until)
+from relay import Faults, Relay
 
 
 def _ctl(q, *args):
@@ -319,4 +320,49 @@ def test_a_signal_between_fork_and_exec_is_the_new_processs(qproxy_factory, back
         assert q.wait(timeout=10 * SLOW) == 0
     finally:
         _stop(child)
+    assert q.sanitizer_report() is None
+
+
+def test_a_handshake_under_way_at_the_upgrade_completes(qproxy_factory, backend_app):
+    """The old process answered a client's first Initial; the client's next
+    datagram (its Initial ACK with its Handshake packets, to the old
+    process's connection ID) reaches the new one, which cannot read it
+    with that ID's keys: it goes to the old process, and the handshake
+    completes there, rather than being dropped by a connection the new
+    process began for it."""
+    q = qproxy_factory(backend_server=backend_app.tcp_server, shutdown_timeout="30s")
+    held, release = threading.Event(), threading.Event()
+
+    def hold(data, index):
+        if index == 2:
+            held.set()
+            release.wait(20 * SLOW)
+        return data
+
+    res = {}
+    with Relay(q.port, seed=1, c2s=Faults(rewrite=hold)) as r:
+        def get():
+            try:
+                res["r"] = h3_get("https://127.0.0.1:%d/app/bytes/1000" % r.port,
+                                  timeout=30)
+            except Exception as e:  # noqa: BLE001 - reported below
+                res["e"] = e
+        t = threading.Thread(target=get, daemon=True)
+        t.start()
+        try:
+            assert held.wait(10 * SLOW), "the client sent no second datagram"
+            p = _ctl(q, "upgrade")
+        finally:
+            release.set()
+        assert p.returncode == 0, (p.stdout, p.stderr, q.log_tail())
+        new = int(p.stdout.split()[1])
+        try:
+            t.join(40 * SLOW)
+            assert "e" not in res, res.get("e")
+            assert res["r"].status == 200 and res["r"].sha256 == expected_sha256(1000)
+            assert "an Initial that begins nothing passed to the process before" in \
+                q.log_text(), q.log_tail()
+            assert q.wait(timeout=10 * SLOW) == 0
+        finally:
+            _stop(new)
     assert q.sanitizer_report() is None
