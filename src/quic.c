@@ -2164,7 +2164,7 @@ handle_datagram(struct udp_sock *sock, const uint8_t *data, size_t len,
 	}
 	if (qc->handshake_done && qc->ssl != NULL)
 		qconn_shed_tls(qc);
-	if (qc->upgrade_grace && qc->nexchanges > 0) {
+	if (qc->upgrade_grace && qc->streams_total > 0) {
 		/* its first requests, all that this datagram brought, served */
 		qc->upgrade_grace = false;
 		h3_goaway(qc);
