@@ -42,6 +42,11 @@ static ev_timer shutdown_deadline, watchdog;
 static bool signalled;
 
 static bool	cid_changed(const struct config *);
+static void	cid_give(struct upgrade_keys *);
+_Static_assert(sizeof(((struct upgrade_keys *)0)->secret) == SECRET_LEN,
+    "upgrade_keys holds secret_file's secret");
+_Static_assert(sizeof(((struct upgrade_keys *)0)->cid_key) == CID_LB_KEYLEN,
+    "upgrade_keys holds the QUIC-LB key");
 
 static void
 usage(void)
@@ -390,7 +395,9 @@ static int
 op_upgrade(struct strbuf *out, void *arg)
 {
 	double timeout = server_config(server)->shutdown_timeout;
+	struct upgrade_keys keys;
 	pid_t pid;
+	int rv;
 
 	if (worker_count > 1) {
 		strbuf_printf(out, "not with workers: restart instead\n");
@@ -400,7 +407,12 @@ op_upgrade(struct strbuf *out, void *arg)
 		strbuf_printf(out, "shutting down\n");
 		return -1;
 	}
-	if (upgrade_start(server, control_fd(control), &pid, out) == -1) {
+	memset(&keys, 0, sizeof(keys));
+	memcpy(keys.secret, server->secret, sizeof(keys.secret));
+	cid_give(&keys);
+	rv = upgrade_start(server, control_fd(control), &keys, &pid, out);
+	explicit_bzero(&keys, sizeof(keys));
+	if (rv == -1) {
 		log_lines(LOG_LEVEL_WARN, "upgrade refused: ",
 		    strbuf_str(out));
 		return -1;
@@ -545,6 +557,17 @@ cid_remember(const struct config *cfg, const uint8_t *key)
 		cid_start.key_file = strdup(cfg->cid_key_file);
 		memcpy(cid_start.key, key, CID_LB_KEYLEN);
 	}
+}
+
+/* The QUIC-LB key taken at start, for an upgrade. */
+static void
+cid_give(struct upgrade_keys *keys)
+{
+	if (cid_start.key_file == NULL)
+		return;
+	memcpy(keys->cid_key, cid_start.key, sizeof(keys->cid_key));
+	snprintf(keys->cid_key_file, sizeof(keys->cid_key_file), "%s",
+	    cid_start.key_file);
 }
 
 /*
@@ -823,14 +846,29 @@ main(int argc, char *argv[])
 	{
 		char err[512];
 
-		/* read once, as root: reloads keep it, so tokens stay valid */
-		if (secret_load(cfg->secret_file, cfg->user != NULL ?
+		struct upgrade_keys keys;
+
+		memset(&keys, 0, sizeof(keys));
+		/*
+		 * read once, as root: reloads keep it, so tokens stay valid;
+		 * so does an upgrade, which is given the running one's
+		 */
+		if (upgrade_inheriting()) {
+			if (upgrade_take_keys(&keys) == -1)
+				return 1;
+			memcpy(secret, keys.secret, sizeof(secret));
+			memcpy(key, keys.cid_key, sizeof(key));
+		} else if (secret_load(cfg->secret_file, cfg->user != NULL ?
 		    cfg->uid : 0, secret, err, sizeof(err)) == -1)
 			fatalx("%s: secret_file: %s", key_at(cfg,
 			    "secret_file"), err);
-		if (load_cid_key(cfg, key, err, sizeof(err)) == -1)
+		/* a QUIC-LB key from another file than the running one's */
+		if ((!upgrade_inheriting() || cfg->cid_key_file == NULL ||
+		    strcmp(cfg->cid_key_file, keys.cid_key_file) != 0) &&
+		    load_cid_key(cfg, key, err, sizeof(err)) == -1)
 			fatalx("%s: cid_key_file: %s", key_at(cfg,
 			    "cid_key_file"), err);
+		explicit_bzero(&keys, sizeof(keys));
 		state_start(cfg);
 	}
 	if (cfg->workers > 1 && upgrade_inheriting())

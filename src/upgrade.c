@@ -34,6 +34,7 @@
 
 #define UPGRADE_MSG_READY	1
 #define UPGRADE_MSG_DATAGRAM	2
+#define UPGRADE_MSG_KEYS	3	/* struct upgrade_keys follows */
 #define UPGRADE_INHERIT_MAX	64	/* sockets handed down */
 #define UPGRADE_ADDR_MAX	sizeof(struct sockaddr_in6)
 #define UPGRADE_FEED_MAX	64	/* datagrams a turn of the loop */
@@ -139,6 +140,26 @@ bool
 upgrade_inheriting(void)
 {
 	return up.inheriting;
+}
+
+int
+upgrade_take_keys(struct upgrade_keys *keys)
+{
+	uint8_t buf[sizeof(struct upgrade_msg) + sizeof(*keys)];
+	ssize_t n;
+
+	/* the first message, there before the exec */
+	while ((n = recv(up.link, buf, sizeof(buf), MSG_DONTWAIT)) == -1 &&
+	    errno == EINTR)
+		;
+	if (n != (ssize_t)sizeof(buf) || buf[0] != UPGRADE_MSG_KEYS) {
+		log_warnx("upgrade: no keys from the running process");
+		return -1;
+	}
+	memcpy(keys, buf + sizeof(struct upgrade_msg), sizeof(*keys));
+	keys->cid_key_file[sizeof(keys->cid_key_file) - 1] = '\0';
+	explicit_bzero(buf, sizeof(buf));
+	return 0;
 }
 
 bool
@@ -435,9 +456,10 @@ child_exec(int link, int control_fd, const int *fds, size_t n, char **envp,
 }
 
 int
-upgrade_start(struct quic_server *srv, int control_fd, pid_t *pidp,
-    struct strbuf *out)
+upgrade_start(struct quic_server *srv, int control_fd,
+    const struct upgrade_keys *keys, pid_t *pidp, struct strbuf *out)
 {
+	uint8_t kbuf[sizeof(struct upgrade_msg) + sizeof(*keys)];
 	struct upgrade_msg m;
 	struct udp_sock *s;
 	struct pollfd pfd;
@@ -487,6 +509,18 @@ upgrade_start(struct quic_server *srv, int control_fd, pid_t *pidp,
 	/* room for a burst of datagrams while the old one is busy */
 	(void)setsockopt(pair[1], SOL_SOCKET, SO_SNDBUF, &sndbuf,
 	    sizeof(sndbuf));
+	/* the keys, waiting for the new process at its end */
+	memset(kbuf, 0, sizeof(kbuf));
+	kbuf[0] = UPGRADE_MSG_KEYS;
+	memcpy(kbuf + sizeof(m), keys, sizeof(*keys));
+	got = send(pair[0], kbuf, sizeof(kbuf), MSG_NOSIGNAL);
+	explicit_bzero(kbuf, sizeof(kbuf));
+	if (got != (ssize_t)sizeof(kbuf)) {
+		strbuf_printf(out, "socketpair: %s\n", strerror(errno));
+		close(pair[0]);
+		close(pair[1]);
+		return -1;
+	}
 	/* "LINK CONTROL UDP...", descriptors; CONTROL -1 for none */
 	len = (size_t)snprintf(env, sizeof(env), "%s=%d %d", UPGRADE_ENV,
 	    pair[1], control_fd);

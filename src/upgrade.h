@@ -33,6 +33,17 @@
 struct quic_server;
 struct udp_sock;
 
+/*
+ * What the new process is given rather than reads: the running one's
+ * keys (it may have read them as root), so that its tokens, tickets and
+ * stateless resets stay good.
+ */
+struct upgrade_keys {
+	uint8_t		secret[32];		/* secret_file's */
+	uint8_t		cid_key[16];		/* QUIC-LB's, */
+	char		cid_key_file[1024];	/* from this file ("": none) */
+};
+
 /* At start: where the binary is and how it was started; the environment. */
 void	upgrade_init(char *argv[]);
 
@@ -43,8 +54,8 @@ void	upgrade_init(char *argv[]);
  * datagram; -1 with why not in out (the new process, if any, is gone and
  * this one goes on as before).
  */
-int	upgrade_start(struct quic_server *, int control_fd, pid_t *pid,
-	    struct strbuf *out);
+int	upgrade_start(struct quic_server *, int control_fd,
+	    const struct upgrade_keys *, pid_t *pid, struct strbuf *out);
 /*
  * Whether the new process took this process's socket bound to the
  * address: one the new configuration dropped stays this one's to read.
@@ -53,6 +64,8 @@ bool	upgrade_taken(const struct addr *);
 
 /* The new process's side. Whether it was started by upgrade_start. */
 bool	upgrade_inheriting(void);
+/* The running process's keys, sent first. -1 when none came (logged). */
+int	upgrade_take_keys(struct upgrade_keys *);
 /* An inherited socket for a UDP address, or -1: bind one. */
 int	upgrade_take_udp(const struct addr *);
 /* The inherited control socket if it is the one at path, else -1. */

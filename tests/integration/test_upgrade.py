@@ -4,16 +4,22 @@ go to the new one, and a new process that cannot start leaves the running
 one as it was."""
 
 import os
+import pwd
 import re
+import shutil
 import signal
 import socket
 import struct
 import subprocess
+import tempfile
 import threading
 import time
 
-from helpers import (SLOW, KiB, MiB, background_get, expected_sha256, free_udp_port, h3_get,
-                     h3raw, preload_execdelay, qproxy_stats, qproxyctl_binary, wait_until)
+import pytest
+
+from helpers import (SLOW, KiB, MiB, app_sections, background_get, expected_sha256,
+                     free_udp_port, h3_get, h3raw, preload_execdelay, qproxy_stats,
+                     qproxyctl_binary, wait_until)
 from relay import Faults, Relay
 
 
@@ -366,3 +372,45 @@ def test_a_handshake_under_way_at_the_upgrade_completes(qproxy_factory, backend_
         finally:
             _stop(new)
     assert q.sanitizer_report() is None
+
+
+def test_upgrade_after_the_privilege_drop(qproxy_factory, backend_app, certificate):
+    """Started as root with [global] user, qproxy dropped its privileges: the
+    new process runs as that user, reads what a reload reads (the file,
+    certificate and key, readable to it here), and is given the keys
+    the old one read as root (its secret_file is root's alone)."""
+    if os.geteuid() != 0:
+        pytest.fail("the privilege drop test needs to start qproxy as root")
+    nobody = pwd.getpwnam("nobody")
+    d = tempfile.mkdtemp(prefix="qpup-")
+    try:
+        os.chmod(d, 0o755)
+        files = []
+        for path in certificate:
+            files.append(shutil.copy(path, d))
+            os.chmod(files[-1], 0o644)
+        q = qproxy_factory(sections=lambda port, c, k: app_sections(
+            backend_app.tcp_server, glob=[("user", "nobody")])(port, *files), start=False)
+        conf = os.path.join(d, "qproxy.conf")
+        shutil.copy(q.conf, conf)
+        os.chmod(conf, 0o644)
+        q.conf = conf
+        q.start()
+        secret = [v for k, v in q.sections[0][1] if k == "secret_file"][0]
+        assert os.stat(secret).st_uid == 0 and os.stat(secret).st_mode & 0o077 == 0
+        p = _ctl(q, "upgrade")
+        assert p.returncode == 0, (p.stdout, p.stderr, q.log_tail())
+        new = int(p.stdout.split()[1])
+        try:
+            with open("/proc/%d/status" % new) as f:
+                uids = [line.split()[1:] for line in f if line.startswith("Uid:")][0]
+            assert uids == [str(nobody.pw_uid)] * 4
+            assert q.wait(timeout=10 * SLOW) == 0
+            r = h3_get(q.url("/app/bytes/1000"))
+            assert r.status == 200 and r.sha256 == expected_sha256(1000)
+            assert "upgrade: the process before has exited" in q.log_text()
+        finally:
+            _stop(new)
+        assert q.sanitizer_report() is None
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
