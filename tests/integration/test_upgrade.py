@@ -17,9 +17,9 @@ import time
 
 import pytest
 
-from helpers import (SLOW, KiB, MiB, app_sections, background_get, expected_sha256,
-                     free_udp_port, h3_get, h3raw, preload_execdelay, qproxy_stats,
-                     qproxyctl_binary, wait_until)
+from helpers import (SLOW, KiB, MiB, app_sections, background_get, expected_body,
+                     expected_sha256, free_udp_port, gtls_fetch, h3_get, h3raw,
+                     preload_execdelay, qproxy_stats, qproxyctl_binary, wait_until)
 from relay import Faults, Relay
 
 
@@ -398,6 +398,12 @@ def test_upgrade_after_the_privilege_drop(qproxy_factory, backend_app, certifica
         q.start()
         secret = [v for k, v in q.sections[0][1] if k == "secret_file"][0]
         assert os.stat(secret).st_uid == 0 and os.stat(secret).st_mode & 0o077 == 0
+        # a session ticket of the old process's, for the new one
+        sess, tp = os.path.join(d, "session"), os.path.join(d, "tp")
+        g = gtls_fetch(q.port, ["/app/bytes/10"], os.path.join(d, "dl"), quiet=True,
+                       extra_args=["--session-file=%s" % sess, "--tp-file=%s" % tp,
+                                   "--wait-for-ticket"])
+        assert os.path.exists(sess), ("no session ticket came", g.stderr[-2000:])
         p = _ctl(q, "upgrade")
         assert p.returncode == 0, (p.stdout, p.stderr, q.log_tail())
         new = int(p.stdout.split()[1])
@@ -409,6 +415,12 @@ def test_upgrade_after_the_privilege_drop(qproxy_factory, backend_app, certifica
             r = h3_get(q.url("/app/bytes/1000"))
             assert r.status == 200 and r.sha256 == expected_sha256(1000)
             assert "upgrade: the process before has exited" in q.log_text()
+            # the same secret: the old process's ticket resumes here
+            gtls_fetch(q.port, ["/app/bytes/20"], os.path.join(d, "dl"), quiet=True,
+                       extra_args=["--session-file=%s" % sess, "--tp-file=%s" % tp])
+            with open(os.path.join(d, "dl", "20"), "rb") as f:
+                assert f.read() == expected_body(20)
+            assert _quic(q)["resumed_handshakes"] == 1
         finally:
             _stop(new)
         assert q.sanitizer_report() is None
