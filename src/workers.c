@@ -918,6 +918,14 @@ op_reload(struct strbuf *out, void *arg)
 	return cmd_reload(out) ? 0 : -1;
 }
 
+/* Not with workers (upgrade.h takes one process's sockets): said so. */
+static int
+op_upgrade(struct strbuf *out, void *arg)
+{
+	strbuf_printf(out, "not with workers: restart instead\n");
+	return -1;
+}
+
 static int
 op_set_server(struct strbuf *out, const char *args, bool on, void *arg)
 {
@@ -945,6 +953,7 @@ static const struct control_ops sv_ops = {
 	.reload = op_reload,
 	.set_server = op_set_server,
 	.version = op_version,
+	.upgrade = op_upgrade,
 };
 
 static int

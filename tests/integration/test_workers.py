@@ -502,6 +502,21 @@ def test_workers_stop_and_leave_nothing(qproxy_factory, backend_app):
     assert q.log_text().count("worker 0: qproxy stopped") == 1
 
 
+def test_upgrade_is_refused_with_workers(qproxy_factory, backend_app):
+    """qproxyctl upgrade takes one process's sockets: with workers, the
+    supervisor and each worker say so, start nothing, and go on."""
+    q = _workers(qproxy_factory, backend_app)
+    pids = _worker_pids(q)
+    for sock in (q.control_socket, q.control_socket + ".0"):
+        p = subprocess.run([qproxyctl_binary(), "-s", sock, "upgrade"],
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode == 1 and \
+            p.stderr == "qproxyctl: not with workers: restart instead\n", (p.stdout, p.stderr)
+    assert _worker_pids(q) == pids
+    assert "upgrade: started" not in q.log_text()
+    assert h3_get(q.url("/app/bytes/10")).status == 200
+
+
 def test_workers_in_the_configuration(tmp_path, certificate, backend_app):
     def check(glob):
         conf = tmp_path / "q.conf"
