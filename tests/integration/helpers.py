@@ -202,10 +202,15 @@ free_udp_port = backend_mod.free_udp_port
 # Certificate
 
 
+def qproxyctl(q, *args):
+    """qproxyctl with args against a running instance's control socket."""
+    return subprocess.run([qproxyctl_binary(), "-s", q.control_socket] + list(args),
+                          capture_output=True, text=True, timeout=30)
+
+
 def qproxy_stats(q):
     """qproxyctl stats --json of a running instance, as a dict."""
-    p = subprocess.run([qproxyctl_binary(), "-s", q.control_socket, "stats", "--json"],
-                       capture_output=True, text=True, timeout=30)
+    p = qproxyctl(q, "stats", "--json")
     assert p.returncode == 0, p.stderr
     return json.loads(p.stdout)
 

@@ -21,6 +21,7 @@ import pytest
 
 from helpers import (SLOW, KiB, MiB, expected_sha256, file_sha256, gtls_fetch,
                      gtlsclient_binary, h3_get, wait_until)
+from helpers import qproxy_stats as stats
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOOLS = os.path.join(os.path.dirname(HERE), "tools")
@@ -53,20 +54,6 @@ HANDSHAKE_CLIENT_ARGS = ("--initial-rtt=100ms",
 
 # --------------------------------------------------------------------------
 # helpers
-
-
-def qproxyctl(q, *args):
-    binary = os.environ.get("QPROXYCTL")
-    if not binary or not os.access(binary, os.X_OK):
-        pytest.fail("QPROXYCTL must name the qproxyctl binary", pytrace=False)
-    return subprocess.run([binary, "-s", q.control_socket] + list(args),
-                          capture_output=True, text=True, timeout=30)
-
-
-def stats(q):
-    p = qproxyctl(q, "stats", "--json")
-    assert p.returncode == 0, p.stderr
-    return json.loads(p.stdout)
 
 
 def conn_counts(q):

@@ -25,20 +25,11 @@ from helpers import (SLOW, QProxy, expected_sha256, free_udp_port, h3_get, h3raw
                      make_easy,
                      metric, metrics, preload_clock, qproxy_binary, qproxyctl_binary,
                      render_config, sha256, wait_until)
+# qproxyctl and stats, for the other test files too
+from helpers import qproxy_stats as stats, qproxyctl  # noqa: F401
 
 KiB = 1024
 MiB = 1024 * 1024
-
-
-def qproxyctl(q, *args):
-    return subprocess.run([qproxyctl_binary(), "-s", q.control_socket] + list(args),
-                          capture_output=True, text=True, timeout=30)
-
-
-def stats(q):
-    p = qproxyctl(q, "stats", "--json")
-    assert p.returncode == 0, p.stderr
-    return json.loads(p.stdout)
 
 
 def _sections(cert, key, port, backend_server, extra_global=(), route_to="app",

@@ -10,7 +10,6 @@ import shutil
 import signal
 import socket
 import struct
-import subprocess
 import tempfile
 import threading
 import time
@@ -19,13 +18,8 @@ import pytest
 
 from helpers import (SLOW, KiB, MiB, app_sections, background_get, expected_body,
                      expected_sha256, free_udp_port, gtls_fetch, h3_get, h3raw,
-                     preload_execdelay, qproxy_stats, qproxyctl_binary, wait_until)
+                     preload_execdelay, qproxy_stats, qproxyctl, wait_until)
 from relay import Faults, Relay
-
-
-def _ctl(q, *args):
-    return subprocess.run([qproxyctl_binary(), "-s", q.control_socket] + list(args),
-                          capture_output=True, text=True, timeout=30)
 
 
 def _alive(pid):
@@ -61,7 +55,7 @@ def test_upgrade_keeps_downloads_and_takes_new_clients(qproxy_factory, backend_a
     assert reached.wait(15 * SLOW), "the download did not start"
     assert progress["bytes"] < n, "the download ended before the upgrade: nothing tested"
 
-    p = _ctl(q, "upgrade")
+    p = qproxyctl(q, "upgrade")
     assert p.returncode == 0, (p.stdout, p.stderr, q.log_tail())
     m = re.fullmatch(r"process (\d+) took over; process (\d+) drains its connections "
                      r"for at most 30 s\n", p.stdout)
@@ -84,7 +78,7 @@ def test_upgrade_keeps_downloads_and_takes_new_clients(qproxy_factory, backend_a
         assert 21 <= len(reset) < 1200 and reset[0] & 0xc0 == 0x40, reset
         assert q.running()
         # one upgrade at a time: not while the process before drains
-        p = _ctl(q, "upgrade")
+        p = qproxyctl(q, "upgrade")
         assert p.returncode == 1 and p.stderr == (
             "qproxyctl: the process before this one still serves connections: "
             "upgrade once it has exited\n"), (p.stdout, p.stderr)
@@ -107,7 +101,7 @@ def test_upgrade_keeps_downloads_and_takes_new_clients(qproxy_factory, backend_a
         assert "upgrade: took over from the process before" in log
         assert "upgrade: the process before has exited" in log
         # a second upgrade, by the new process
-        p = _ctl(q, "upgrade")
+        p = qproxyctl(q, "upgrade")
         assert p.returncode == 0, (p.stdout, p.stderr, q.log_tail())
         newer = int(p.stdout.split()[1])
         wait_until(lambda: not _alive(new), "the idle process did not exit", 10 * SLOW)
@@ -127,7 +121,7 @@ def test_upgrade_that_cannot_start_leaves_the_running_process(qproxy_factory, ba
         good = f.read()
     with open(q.conf, "w") as f:
         f.write(good + "\n[route broken]\nbackend = nowhere\n")
-    p = _ctl(q, "upgrade")
+    p = qproxyctl(q, "upgrade")
     assert p.returncode == 1, (p.stdout, p.stderr)
     assert p.stderr.startswith("qproxyctl: the new process exited before it was ready"), \
         p.stderr
@@ -141,7 +135,7 @@ def test_upgrade_that_cannot_start_leaves_the_running_process(qproxy_factory, ba
     # and can be upgraded once the file is right
     with open(q.conf, "w") as f:
         f.write(good)
-    p = _ctl(q, "upgrade")
+    p = qproxyctl(q, "upgrade")
     assert p.returncode == 0, (p.stdout, p.stderr, q.log_tail())
     new = int(p.stdout.split()[1])
     try:
@@ -181,7 +175,7 @@ def test_upgrade_tells_systemd_the_new_main_process(qproxy_factory, backend_app,
 
     it = messages()
     assert next(it) == (old, ["READY=1"])
-    p = _ctl(q, "upgrade")
+    p = qproxyctl(q, "upgrade")
     assert p.returncode == 0, (p.stdout, p.stderr, q.log_tail())
     new = int(p.stdout.split()[1])
     try:
@@ -212,7 +206,7 @@ def test_an_address_the_new_configuration_drops_stays_the_old_processs(qproxy_fa
     line = "address = 127.0.0.1:%d\n" % q.port
     with open(q.conf, "w") as f:
         f.write(one.replace(line, line + "address = 127.0.0.1:%d\n" % extra))
-    assert _ctl(q, "reload").returncode == 0
+    assert qproxyctl(q, "reload").returncode == 0
     n = 8 * MiB
     url = "https://127.0.0.1:%d/app/slow/%d?ms=2500" % (extra, n)
     t, out, progress, reached = background_get(url, 256 * KiB)
@@ -220,7 +214,7 @@ def test_an_address_the_new_configuration_drops_stays_the_old_processs(qproxy_fa
     assert progress["bytes"] < n, "the download ended before the upgrade: nothing tested"
     with open(q.conf, "w") as f:
         f.write(one)
-    p = _ctl(q, "upgrade")
+    p = qproxyctl(q, "upgrade")
     assert p.returncode == 0, (p.stdout, p.stderr, q.log_tail())
     new = int(p.stdout.split()[1])
     try:
@@ -252,7 +246,7 @@ def test_the_old_process_reads_again_when_the_new_one_dies(qproxy_factory, backe
     t, out, progress, reached = background_get(q.url("/app/slow/%d?ms=3000" % n), 256 * KiB)
     assert reached.wait(15 * SLOW), "the download did not start"
     assert progress["bytes"] < n, "the download ended before the upgrade: nothing tested"
-    p = _ctl(q, "upgrade")
+    p = qproxyctl(q, "upgrade")
     assert p.returncode == 0, (p.stdout, p.stderr, q.log_tail())
     new = int(p.stdout.split()[1])
     os.kill(new, signal.SIGKILL)
@@ -283,7 +277,7 @@ def test_sigterm_to_the_old_process_after_an_upgrade_lets_it_drain(qproxy_factor
     t, out, progress, reached = background_get(q.url("/app/slow/%d?ms=2500" % n),
                                                256 * KiB)
     assert reached.wait(15 * SLOW), "the download did not start"
-    p = _ctl(q, "upgrade")
+    p = qproxyctl(q, "upgrade")
     assert p.returncode == 0, (p.stdout, p.stderr, q.log_tail())
     new = int(p.stdout.split()[1])
     try:
@@ -311,7 +305,7 @@ def test_a_signal_between_fork_and_exec_is_the_new_processs(qproxy_factory, back
     preload_execdelay(q, pidfile)
     q.start()
     res = {}
-    t = threading.Thread(target=lambda: res.update(p=_ctl(q, "upgrade")))
+    t = threading.Thread(target=lambda: res.update(p=qproxyctl(q, "upgrade")))
     t.start()
     wait_until(lambda: os.path.exists(pidfile), "the child did not start", 5 * SLOW)
     with open(pidfile) as f:
@@ -357,7 +351,7 @@ def test_a_handshake_under_way_at_the_upgrade_completes(qproxy_factory, backend_
         t.start()
         try:
             assert held.wait(10 * SLOW), "the client sent no second datagram"
-            p = _ctl(q, "upgrade")
+            p = qproxyctl(q, "upgrade")
         finally:
             release.set()
         assert p.returncode == 0, (p.stdout, p.stderr, q.log_tail())
@@ -404,7 +398,7 @@ def test_upgrade_after_the_privilege_drop(qproxy_factory, backend_app, certifica
                        extra_args=["--session-file=%s" % sess, "--tp-file=%s" % tp,
                                    "--wait-for-ticket"])
         assert os.path.exists(sess), ("no session ticket came", g.stderr[-2000:])
-        p = _ctl(q, "upgrade")
+        p = qproxyctl(q, "upgrade")
         assert p.returncode == 0, (p.stdout, p.stderr, q.log_tail())
         new = int(p.stdout.split()[1])
         try:
