@@ -136,6 +136,12 @@ struct quic_server {
 	double			 reset_budget;	/* stateless resets, refilled */
 	ev_tstamp		 reset_refill;
 	bool			 shutting_down;
+	/*
+	 * shutting down, GOAWAY's notice sent (every stream ID still
+	 * taken): the final GOAWAY, and the close of idle connections, at
+	 * shutdown_timer, once the clients have had it
+	 */
+	bool			 shutdown_notice;
 	ev_timer		 shutdown_timer;
 	ev_periodic		 cert_timer;	/* certificates' dates */
 	bool			 no_gso;	/* the kernel refused it */
@@ -406,6 +412,8 @@ int		 h3_ctrl_feed(struct h3_ctrl *c, int64_t stream_id,
 int		 h3_recv_stream_data(struct qconn *, int64_t stream_id,
 		    const uint8_t *data, size_t len, bool fin);
 void		 h3_goaway(struct qconn *);
+/* GOAWAY's notice of a shutdown: no new stream, please (RFC 9114 5.2) */
+void		 h3_goaway_notice(struct qconn *);
 /* Gives the peer credit for n request body bytes qproxy consumed. */
 void		 h3_consumed(struct qconn *, int64_t stream_id, size_t n);
 /* Bytes of nghttp3's freed blocks kept for reuse; drain frees them. */

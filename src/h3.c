@@ -343,6 +343,14 @@ h3_goaway(struct qconn *qc)
 		qc->goaway_sent = true;
 }
 
+void
+h3_goaway_notice(struct qconn *qc)
+{
+	if (qc->h3 == NULL || qc->goaway_sent)
+		return;
+	(void)nghttp3_conn_submit_shutdown_notice(qc->h3);
+}
+
 /*
  * The client's control stream is followed frame by frame for two faults
  * of nghttp3 1.8.0's in reading a PRIORITY_UPDATE, both at where a call

@@ -1534,8 +1534,8 @@ qconn_write(struct qconn *qc)
 		ev_timer_stop(srv->loop, &qc->timer);
 		return;
 	}
-	if ((srv->shutting_down || qc->retired) && qc->nexchanges == 0 &&
-	    !qc->upgrade_grace) {
+	if (qc->nexchanges == 0 && !qc->upgrade_grace && (qc->retired ||
+	    (srv->shutting_down && !srv->shutdown_notice))) {
 		/* graceful shutdown, or an old configuration: its last
 		   request is done */
 		if (qc->retired && qc->last_error.error_code == 0)

@@ -506,14 +506,52 @@ fail:
 	return -1;
 }
 
+/*
+ * The second step of a graceful shutdown: the final GOAWAY (the streams
+ * seen are served, later ones refused), and idle connections closed.
+ */
+static void
+shutdown_final(struct quic_server *srv)
+{
+	struct qconn *qc, *next;
+
+	srv->shutdown_notice = false;
+	for (qc = LIST_FIRST(&srv->conns); qc != NULL; qc = next) {
+		next = LIST_NEXT(qc, entry);
+		if (qc->state != QC_ACTIVE || qc->upgrade_grace)
+			continue;
+		h3_goaway(qc);
+		if (qc->nexchanges == 0)
+			qconn_close(qc);
+		else
+			qconn_want_write(qc);
+	}
+	if (LIST_EMPTY(&srv->conns))
+		ev_break(srv->loop, EVBREAK_ALL);
+}
+
+static void
+shutdown_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	shutdown_final(w->data);
+}
+
 void
 server_shutdown(struct quic_server *srv)
 {
 	struct qconn *qc, *next;
+	ngtcp2_conn_info ci;
+	ngtcp2_duration rtt = 0;
+	double wait;
 
 	/*
 	 * New connections are refused from now on (handle_datagram); the
-	 * sockets keep reading for the established ones.
+	 * sockets keep reading for the established ones. A client told of
+	 * the shutdown only by the final GOAWAY, or by the close of its idle
+	 * connection, may have a request on its way that then fails: first
+	 * a notice (RFC 9114 5.2), and the rest once it has had time to
+	 * arrive, three of the slowest client's round trips (at least 50 ms,
+	 * at most a second).
 	 */
 	srv->shutting_down = true;
 	ev_periodic_stop(srv->loop, &srv->cert_timer);
@@ -521,15 +559,26 @@ server_shutdown(struct quic_server *srv)
 		next = LIST_NEXT(qc, entry);
 		if (qc->state != QC_ACTIVE || qc->upgrade_grace)
 			continue;
-		if (qc->h3 == NULL || qc->nexchanges == 0) {
+		if (qc->h3 == NULL) {
 			qconn_close(qc);
 			continue;
 		}
-		h3_goaway(qc);
+		h3_goaway_notice(qc);
 		qconn_want_write(qc);
+		ngtcp2_conn_get_conn_info(qc->conn, &ci);
+		if (ci.smoothed_rtt > rtt)
+			rtt = ci.smoothed_rtt;
 	}
-	if (LIST_EMPTY(&srv->conns))
+	if (LIST_EMPTY(&srv->conns)) {
 		ev_break(srv->loop, EVBREAK_ALL);
+		return;
+	}
+	wait = 3. * (double)rtt / NGTCP2_SECONDS;
+	wait = wait < 0.05 ? 0.05 : wait > 1. ? 1. : wait;
+	srv->shutdown_notice = true;
+	ev_timer_init(&srv->shutdown_timer, shutdown_timer_cb, wait, 0.);
+	srv->shutdown_timer.data = srv;
+	ev_timer_start(srv->loop, &srv->shutdown_timer);
 }
 
 void
@@ -592,6 +641,7 @@ server_free(struct quic_server *srv)
 		return;
 	quic_fini(srv);
 	ev_periodic_stop(srv->loop, &srv->cert_timer);
+	ev_timer_stop(srv->loop, &srv->shutdown_timer);
 	while ((s = LIST_FIRST(&srv->socks)) != NULL)
 		sock_close(s);
 	generation_unref(srv->gen);

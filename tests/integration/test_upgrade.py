@@ -3,6 +3,7 @@ process; the running process's downloads finish through it, new clients
 go to the new one, and a new process that cannot start leaves the running
 one as it was."""
 
+import hashlib
 import os
 import pwd
 import re
@@ -14,10 +15,11 @@ import tempfile
 import threading
 import time
 
+import pycurl
 import pytest
 
 from helpers import (SLOW, KiB, MiB, app_sections, background_get, expected_body,
-                     expected_sha256, free_udp_port, gtls_fetch, h3_get, h3raw,
+                     expected_sha256, free_udp_port, gtls_fetch, h3_get, h3raw, make_easy,
                      preload_execdelay, qproxy_stats, qproxyctl, wait_until)
 from relay import Faults, Relay
 
@@ -420,3 +422,71 @@ def test_upgrade_after_the_privilege_drop(qproxy_factory, backend_app, certifica
         assert q.sanitizer_report() is None
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_clients_see_no_failure_across_an_upgrade(qproxy_factory, backend_app):
+    """libcurl clients request all along: two with a new connection a
+    request (some in their handshake at the switch), one that keeps its
+    connection while it may. None sees a failure; the one that kept its
+    connection moves to the new process after the old one's GOAWAY."""
+    q = qproxy_factory(backend_server=backend_app.tcp_server, shutdown_timeout="30s")
+    n = 2000
+    stop = threading.Event()
+    errors, done = [], {"fresh": 0, "kept": 0}
+    connects = []
+
+    def fresh():
+        while not stop.is_set():
+            try:
+                r = h3_get(q.url("/app/bytes/%d" % n), timeout=10)
+                if r.status != 200 or r.sha256 != expected_sha256(n):
+                    errors.append(("fresh", r.status))
+                done["fresh"] += 1
+            except pycurl.error as e:
+                errors.append(("fresh", e))
+
+    def kept():
+        c, col = make_easy(q.url("/app/bytes/%d" % n), timeout=10)
+        try:
+            while not stop.is_set():
+                del col.chunks[:]
+                try:
+                    c.perform()
+                except pycurl.error as e:
+                    errors.append(("kept", e))
+                    continue
+                body = b"".join(col.chunks)
+                if c.getinfo(pycurl.RESPONSE_CODE) != 200 or \
+                        hashlib.sha256(body).hexdigest() != expected_sha256(n):
+                    errors.append(("kept", c.getinfo(pycurl.RESPONSE_CODE), len(body)))
+                connects.append(c.getinfo(pycurl.NUM_CONNECTS))
+                done["kept"] += 1
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (fresh, fresh, kept)]
+    for t in threads:
+        t.start()
+    new = None
+    try:
+        wait_until(lambda: done["fresh"] >= 10 and done["kept"] >= 10, "no requests")
+        p = qproxyctl(q, "upgrade")
+        assert p.returncode == 0, (p.stdout, p.stderr, q.log_tail())
+        new = int(p.stdout.split()[1])
+        at = dict(done)
+        wait_until(lambda: done["fresh"] >= at["fresh"] + 20 and
+                   done["kept"] >= at["kept"] + 20, "no requests after the upgrade",
+                   20)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30 * SLOW)
+        try:
+            assert not errors, errors[:5]
+            # the kept connection was left for one to the new process, once
+            assert sum(connects) == 2, connects
+            assert q.wait(timeout=10 * SLOW) == 0
+        finally:
+            if new is not None:
+                _stop(new)
+    assert q.sanitizer_report() is None
