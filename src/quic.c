@@ -1935,7 +1935,8 @@ client_over(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
  */
 static struct qconn *
 accept_initial(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
-    const struct addr *remote, const struct addr *local, uint64_t ts)
+    const uint8_t *data, size_t len, const struct addr *remote,
+    const struct addr *local, uint8_t ecn, uint64_t ts)
 {
 	struct quic_server *srv = sock->srv;
 	const struct config_listener *lc = sock->listener->cfg;
@@ -1961,6 +1962,23 @@ accept_initial(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 			    hd->tokenlen, srv->secret, sizeof(srv->secret),
 			    hd->version, &remote->u.sa, remote->len, &hd->dcid,
 			    RETRY_TOKEN_TIMEOUT, token_now()) != 0) {
+				/*
+				 * After its Retry, a client's Initials carry
+				 * the token to the connection ID the server
+				 * chose, which the token was not made for:
+				 * one of the process taken over from, which
+				 * has the connection (or refuses it).
+				 */
+				if (upgrade_forward(sock, data, len, remote,
+				    local, ecn)) {
+					char peer[INET6_ADDRSTRLEN];
+
+					log_debug("%s: a Retry token for another "
+					    "connection ID passed to the process "
+					    "before", addr_format_host(remote,
+					    peer, sizeof(peer)));
+					return NULL;
+				}
 				stats.tokens_invalid++;
 				send_stateless_close(sock, hd, remote, local,
 				    NGTCP2_INVALID_TOKEN);
@@ -2069,7 +2087,8 @@ handle_datagram(struct udp_sock *sock, const uint8_t *data, size_t len,
 			    NGTCP2_CONNECTION_REFUSED);
 			return;
 		}
-		qc = accept_initial(sock, &hd, remote, local, ts);
+		qc = accept_initial(sock, &hd, data, len, remote, local, ecn,
+		    ts);
 		if (qc == NULL)
 			return;
 		fresh = true;

@@ -489,4 +489,56 @@ def test_clients_see_no_failure_across_an_upgrade(qproxy_factory, backend_app):
         finally:
             if new is not None:
                 _stop(new)
+
+
+def test_a_handshake_under_way_after_a_retry_completes(qproxy_factory, backend_app):
+    """As above, for a client the old process sent a Retry: its next
+    datagram carries the Retry token in its Initial, to the old process's
+    connection ID, which the token was not made for. The new process
+    does not refuse it as an invalid token (a close the client cannot
+    read, the datagram lost until the client's PTO): it goes to the old
+    process, which has the connection."""
+    q = qproxy_factory(sections=app_sections(backend_app.tcp_server,
+                                             listener=[("retry", "always")]))
+    held, release = threading.Event(), threading.Event()
+
+    def hold(data, index):
+        # 1: Initial, answered with Retry; 2: Initial with the token;
+        # 3: its ACK of the old process's Initial, and Handshake packets
+        if index == 3:
+            held.set()
+            release.wait(20 * SLOW)
+        return data
+
+    res = {}
+    retries = _quic(q)["retries_sent"]
+    with Relay(q.port, seed=1, c2s=Faults(rewrite=hold)) as r:
+        def get():
+            try:
+                res["r"] = h3_get("https://127.0.0.1:%d/app/bytes/1000" % r.port,
+                                  timeout=30)
+            except Exception as e:  # noqa: BLE001 - reported below
+                res["e"] = e
+        t = threading.Thread(target=get, daemon=True)
+        t.start()
+        try:
+            assert held.wait(10 * SLOW), "the client sent no third datagram"
+            assert _quic(q)["retries_sent"] == retries + 1
+            p = _ctl(q, "upgrade")
+        finally:
+            release.set()
+        assert p.returncode == 0, (p.stdout, p.stderr, q.log_tail())
+        new = int(p.stdout.split()[1])
+        try:
+            t.join(40 * SLOW)
+            assert "e" not in res, res.get("e")
+            assert res["r"].status == 200 and res["r"].sha256 == expected_sha256(1000)
+            # the new process's: the datagram went on, not refused
+            quic = _quic(q)
+            assert quic["tokens_invalid"] == 0, quic
+            assert "a Retry token for another connection ID passed to the " \
+                "process before" in q.log_text(), q.log_tail()
+            assert q.wait(timeout=10 * SLOW) == 0
+        finally:
+            _stop(new)
     assert q.sanitizer_report() is None
