@@ -524,7 +524,7 @@ def test_a_handshake_under_way_after_a_retry_completes(qproxy_factory, backend_a
         try:
             assert held.wait(10 * SLOW), "the client sent no third datagram"
             assert _quic(q)["retries_sent"] == retries + 1
-            p = _ctl(q, "upgrade")
+            p = qproxyctl(q, "upgrade")
         finally:
             release.set()
         assert p.returncode == 0, (p.stdout, p.stderr, q.log_tail())
