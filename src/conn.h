@@ -262,6 +262,7 @@ struct qconn {
 	 * first requests are served before its GOAWAY (server_handover)
 	 */
 	bool			 upgrade_grace;
+	double			 grace_mark;	/* its handshake seen done, mono */
 	double			 retired_at;	/* mono_now */
 	/* max_stream_resets: a budget refilled over RESET_WINDOW seconds */
 	double			 reset_budget;

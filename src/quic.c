@@ -2451,6 +2451,22 @@ sweep_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 	for (qc = LIST_FIRST(&srv->conns); qc != NULL; qc = next) {
 		next = LIST_NEXT(qc, entry);
+		/*
+		 * An upgrade's grace lasts until a first request, or a second
+		 * or two past the handshake (a client that connected ahead
+		 * and sends nothing): then the shutdown's GOAWAY and close.
+		 */
+		if (qc->upgrade_grace && qc->handshake_done &&
+		    qc->state == QC_ACTIVE) {
+			if (qc->grace_mark == 0)
+				qc->grace_mark = now;
+			else if (now - qc->grace_mark >= 1.) {
+				qc->upgrade_grace = false;
+				if (!srv->shutdown_notice)
+					h3_goaway(qc);
+				qconn_want_write(qc);
+			}
+		}
 		/* no credit left for the connection: nothing can move */
 		if (qc->state != QC_ACTIVE || (!exchange_conn_sending(qc) &&
 		    !(qc->nexchanges > 0 &&

@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import struct
+import subprocess
 import tempfile
 import threading
 import time
@@ -19,8 +20,8 @@ import pycurl
 import pytest
 
 from helpers import (SLOW, KiB, MiB, app_sections, background_get, expected_body,
-                     expected_sha256, free_udp_port, gtls_fetch, h3_get, h3raw, make_easy,
-                     preload_execdelay, qproxy_stats, qproxyctl, wait_until)
+                     expected_sha256, free_udp_port, gtls_fetch, h3_get, h3raw, h3raw_binary,
+                     make_easy, preload_execdelay, qproxy_stats, qproxyctl, wait_until)
 from relay import Faults, Relay
 
 
@@ -541,4 +542,44 @@ def test_a_handshake_under_way_after_a_retry_completes(qproxy_factory, backend_a
             assert q.wait(timeout=10 * SLOW) == 0
         finally:
             _stop(new)
+    assert q.sanitizer_report() is None
+
+
+def test_a_client_in_its_handshake_that_sends_no_request_lets_the_old_process_go(
+        qproxy_factory, backend_app):
+    """The grace of a connection in its handshake at the switch lasts until
+    its first request, or a second or two past the handshake: one whose
+    requests never come (h3raw --lose-starts) is then sent GOAWAY and
+    closed, and the old process exits long before shutdown_timeout."""
+    q = qproxy_factory(backend_server=backend_app.tcp_server, shutdown_timeout="120s")
+    held, release = threading.Event(), threading.Event()
+
+    def hold(data, index):
+        if index == 2:
+            held.set()
+            release.wait(20 * SLOW)
+        return data
+
+    with Relay(q.port, seed=1, c2s=Faults(rewrite=hold)) as r:
+        client = subprocess.Popen(
+            [h3raw_binary(), "--lose-starts", "-t", "120", "-H", ":method: GET",
+             "-H", ":scheme: https", "-H", ":authority: 127.0.0.1:%d" % q.port,
+             "-H", ":path: /app/bytes/1", "127.0.0.1", str(r.port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        new = None
+        try:
+            assert held.wait(10 * SLOW), "the client sent no second datagram"
+            p = qproxyctl(q, "upgrade")
+            release.set()
+            assert p.returncode == 0, (p.stdout, p.stderr, q.log_tail())
+            new = int(p.stdout.split()[1])
+            wait_until(lambda: "handshake completed" in q.log_text().split(
+                "upgrade: started")[-1], "the handshake did not complete", 10)
+            assert q.wait(timeout=20 * SLOW) == 0
+        finally:
+            release.set()
+            client.kill()
+            client.wait(10)
+            if new is not None:
+                _stop(new)
     assert q.sanitizer_report() is None
