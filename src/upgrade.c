@@ -1,9 +1,11 @@
 /*
  * upgrade.c: a new binary takes over from the running one. See upgrade.h.
  *
- * The link is a SOCK_SEQPACKET pair: a message is one datagram with its
- * addresses, or the new process's word that it is ready; either side
- * learns of the other's end by reading nothing (its close). Its size is
+ * The link is a SOCK_SEQPACKET pair: a message is the running process's
+ * keys (the first, there before the exec), the new process's word that it
+ * is ready (with the addresses it took), or one datagram with its
+ * addresses; either side learns of the other's end by reading nothing
+ * (its close). Its size is
  * the kernel's socket buffer: a datagram that finds it full is dropped
  * and counted, as a full UDP receive buffer would.
  */
