@@ -1215,10 +1215,12 @@ def test_a_ticket_resumes_across_a_key_epoch(qproxy_factory, backend_app, tmp_pa
                             "--download=%s" % tmp_path, "--timeout=10s"] + list(args) +
                            ["127.0.0.1", str(q.port), "https://127.0.0.1:%d%s" % (q.port, path)],
                            capture_output=True, timeout=60, env=env)
-        early = stats(q)["quic"]["early_data_requests"]
+        quic = stats(q)["quic"]
         q.stop()
-        return p, early
+        seen[shift] = (quic, p.stderr[-800:])
+        return p, quic["early_data_requests"]
 
+    seen = {}     # each run's quic counters and client's stderr, for a failure
     sess, tp = tmp_path / "session", tmp_path / "tp"
     p, _ = run(issued, "/app/bytes/1", "--session-file=%s" % sess, "--tp-file=%s" % tp,
                "--wait-for-ticket")
@@ -1233,7 +1235,10 @@ def test_a_ticket_resumes_across_a_key_epoch(qproxy_factory, backend_app, tmp_pa
         # (gtlsclient, with transport parameters but no ticket left to
         # send, fails to send its request at all: ERR_CALLBACK_FAILURE)
         got[later] = (early, body.exists() and body.read_bytes() == expected_body(later))
-    assert got == {60: (1, True), 300: (1, True), 11 * 3600: (1, True)}, got
+    # (seen once in a full run under load: 11 hours later, the request
+    # came in 1-RTT, not in early data; the counters say which side gave
+    # up on it)
+    assert got == {60: (1, True), 300: (1, True), 11 * 3600: (1, True)}, (got, seen)
 
 
 def test_a_keylog_file_that_cannot_be_written_is_not_warned_of_per_secret(
