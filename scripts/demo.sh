@@ -77,4 +77,11 @@ $run/qproxy.conf.
 MSG
 status=0
 "$top/build/qproxy" -c "$run/qproxy.conf" || status=$?
+# After "qproxyctl upgrade" the process started here exits once drained,
+# and the one that took over serves on: the demo app stays while it does
+# (Ctrl-C reaches it too).
+while [ $status -eq 0 ] &&
+    "$top/build/qproxyctl" -s "$run/control.sock" version >/dev/null 2>&1; do
+	sleep 1
+done
 exit $status
