@@ -565,14 +565,12 @@ upgrade_start(struct quic_server *srv, int control_fd,
 		if (left <= 0) {
 			strbuf_printf(out, "the new process was not ready "
 			    "within %d s: ended\n", UPGRADE_WAIT);
-			kill(pid, SIGKILL);
 			break;
 		}
 		if (poll(&pfd, 1, left) == -1) {
 			if (errno == EINTR)
 				continue;
 			strbuf_printf(out, "poll: %s\n", strerror(errno));
-			kill(pid, SIGKILL);
 			break;
 		}
 		if (pfd.revents == 0)
@@ -607,6 +605,8 @@ upgrade_start(struct quic_server *srv, int control_fd,
 		break;
 	}
 	close(pair[0]);
+	/* gone already, mostly; one that said something else is ended */
+	kill(pid, SIGKILL);
 	while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
 		;
 	if (WIFEXITED(status))
