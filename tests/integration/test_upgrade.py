@@ -49,6 +49,45 @@ def _quic(q):
     return qproxy_stats(q)["quic"]
 
 
+def _upgrade(q):
+    """qproxyctl upgrade, which must take: the new process's id."""
+    p = qproxyctl(q, "upgrade")
+    assert p.returncode == 0, (p.stdout, p.stderr, q.log_tail())
+    return int(p.stdout.split()[1])
+
+
+class _Hold:
+    """A relay rewrite that holds the client's datagram number index (from
+    1) until released: a handshake under way across an upgrade."""
+
+    def __init__(self, index):
+        self.index = index
+        self.held, self._go = threading.Event(), threading.Event()
+
+    def __call__(self, data, index):
+        if index == self.index:
+            self.held.set()
+            self._go.wait(20 * SLOW)
+        return data
+
+    def release(self):
+        self._go.set()
+
+
+def _upgrade_while_held(q, hold, check=None):
+    """Once hold has the client's datagram (and check, if any, passed
+    meanwhile), qproxyctl upgrade, then the datagram goes on: the new
+    process's id."""
+    try:
+        assert hold.held.wait(10 * SLOW), \
+            "the client sent no datagram %d" % hold.index
+        if check is not None:
+            check()
+        return _upgrade(q)
+    finally:
+        hold.release()
+
+
 def test_upgrade_keeps_downloads_and_takes_new_clients(qproxy_factory, backend_app):
     q = qproxy_factory(backend_server=backend_app.tcp_server, shutdown_timeout="30s")
     old = q.proc.pid
@@ -104,9 +143,7 @@ def test_upgrade_keeps_downloads_and_takes_new_clients(qproxy_factory, backend_a
         assert "upgrade: took over from the process before" in log
         assert "upgrade: the process before has exited" in log
         # a second upgrade, by the new process
-        p = qproxyctl(q, "upgrade")
-        assert p.returncode == 0, (p.stdout, p.stderr, q.log_tail())
-        newer = int(p.stdout.split()[1])
+        newer = _upgrade(q)
         wait_until(lambda: not _alive(new), "the idle process did not exit", 10 * SLOW)
         new = newer
         r = h3_get(q.url("/app/bytes/3000"))
@@ -138,9 +175,7 @@ def test_upgrade_that_cannot_start_leaves_the_running_process(qproxy_factory, ba
     # and can be upgraded once the file is right
     with open(q.conf, "w") as f:
         f.write(good)
-    p = qproxyctl(q, "upgrade")
-    assert p.returncode == 0, (p.stdout, p.stderr, q.log_tail())
-    new = int(p.stdout.split()[1])
+    new = _upgrade(q)
     try:
         assert q.wait(timeout=10 * SLOW) == 0
         r = h3_get(q.url("/app/bytes/1000"))
@@ -178,9 +213,7 @@ def test_upgrade_tells_systemd_the_new_main_process(qproxy_factory, backend_app,
 
     it = messages()
     assert next(it) == (old, ["READY=1"])
-    p = qproxyctl(q, "upgrade")
-    assert p.returncode == 0, (p.stdout, p.stderr, q.log_tail())
-    new = int(p.stdout.split()[1])
+    new = _upgrade(q)
     try:
         assert next(it) == (old, ["MAINPID=%d" % new])
         with open("/proc/%d/environ" % new, "rb") as f:
@@ -217,9 +250,7 @@ def test_an_address_the_new_configuration_drops_stays_the_old_processs(qproxy_fa
     assert progress["bytes"] < n, "the download ended before the upgrade: nothing tested"
     with open(q.conf, "w") as f:
         f.write(one)
-    p = qproxyctl(q, "upgrade")
-    assert p.returncode == 0, (p.stdout, p.stderr, q.log_tail())
-    new = int(p.stdout.split()[1])
+    new = _upgrade(q)
     try:
         r = h3raw(extra, [":method: GET", ":scheme: https",
                           ":authority: 127.0.0.1:%d" % extra, ":path: /app/bytes/1"],
@@ -249,9 +280,7 @@ def test_the_old_process_reads_again_when_the_new_one_dies(qproxy_factory, backe
     t, out, progress, reached = background_get(q.url("/app/slow/%d?ms=3000" % n), 256 * KiB)
     assert reached.wait(15 * SLOW), "the download did not start"
     assert progress["bytes"] < n, "the download ended before the upgrade: nothing tested"
-    p = qproxyctl(q, "upgrade")
-    assert p.returncode == 0, (p.stdout, p.stderr, q.log_tail())
-    new = int(p.stdout.split()[1])
+    new = _upgrade(q)
     os.kill(new, signal.SIGKILL)
     wait_until(lambda: "upgrade: the new process has gone" in q.log_text(),
                "the old process did not see the new one go")
@@ -280,9 +309,7 @@ def test_sigterm_to_the_old_process_after_an_upgrade_lets_it_drain(qproxy_factor
     t, out, progress, reached = background_get(q.url("/app/slow/%d?ms=2500" % n),
                                                256 * KiB)
     assert reached.wait(15 * SLOW), "the download did not start"
-    p = qproxyctl(q, "upgrade")
-    assert p.returncode == 0, (p.stdout, p.stderr, q.log_tail())
-    new = int(p.stdout.split()[1])
+    new = _upgrade(q)
     try:
         q.signal(signal.SIGTERM)
         t.join(60 * SLOW)
@@ -334,31 +361,11 @@ def test_a_handshake_under_way_at_the_upgrade_completes(qproxy_factory, backend_
     completes there, rather than being dropped by a connection the new
     process began for it."""
     q = qproxy_factory(backend_server=backend_app.tcp_server, shutdown_timeout="30s")
-    held, release = threading.Event(), threading.Event()
-
-    def hold(data, index):
-        if index == 2:
-            held.set()
-            release.wait(20 * SLOW)
-        return data
-
-    res = {}
+    hold = _Hold(2)
     with Relay(q.port, seed=1, c2s=Faults(rewrite=hold)) as r:
-        def get():
-            try:
-                res["r"] = h3_get("https://127.0.0.1:%d/app/bytes/1000" % r.port,
-                                  timeout=30)
-            except Exception as e:  # noqa: BLE001 - reported below
-                res["e"] = e
-        t = threading.Thread(target=get, daemon=True)
-        t.start()
-        try:
-            assert held.wait(10 * SLOW), "the client sent no second datagram"
-            p = qproxyctl(q, "upgrade")
-        finally:
-            release.set()
-        assert p.returncode == 0, (p.stdout, p.stderr, q.log_tail())
-        new = int(p.stdout.split()[1])
+        t, res, _, _ = background_get("https://127.0.0.1:%d/app/bytes/1000" % r.port, 1,
+                                      timeout=30)
+        new = _upgrade_while_held(q, hold)
         try:
             t.join(40 * SLOW)
             assert "e" not in res, res.get("e")
@@ -401,9 +408,7 @@ def test_upgrade_after_the_privilege_drop(qproxy_factory, backend_app, certifica
                        extra_args=["--session-file=%s" % sess, "--tp-file=%s" % tp,
                                    "--wait-for-ticket"])
         assert os.path.exists(sess), ("no session ticket came", g.stderr[-2000:])
-        p = qproxyctl(q, "upgrade")
-        assert p.returncode == 0, (p.stdout, p.stderr, q.log_tail())
-        new = int(p.stdout.split()[1])
+        new = _upgrade(q)
         try:
             with open("/proc/%d/status" % new) as f:
                 uids = [line.split()[1:] for line in f if line.startswith("Uid:")][0]
@@ -471,9 +476,7 @@ def test_clients_see_no_failure_across_an_upgrade(qproxy_factory, backend_app):
     new = None
     try:
         wait_until(lambda: done["fresh"] >= 10 and done["kept"] >= 10, "no requests")
-        p = qproxyctl(q, "upgrade")
-        assert p.returncode == 0, (p.stdout, p.stderr, q.log_tail())
-        new = int(p.stdout.split()[1])
+        new = _upgrade(q)
         at = dict(done)
         wait_until(lambda: done["fresh"] >= at["fresh"] + 20 and
                    done["kept"] >= at["kept"] + 20, "no requests after the upgrade",
@@ -501,35 +504,18 @@ def test_a_handshake_under_way_after_a_retry_completes(qproxy_factory, backend_a
     process, which has the connection."""
     q = qproxy_factory(sections=app_sections(backend_app.tcp_server,
                                              listener=[("retry", "always")]))
-    held, release = threading.Event(), threading.Event()
-
-    def hold(data, index):
-        # 1: Initial, answered with Retry; 2: Initial with the token;
-        # 3: its ACK of the old process's Initial, and Handshake packets
-        if index == 3:
-            held.set()
-            release.wait(20 * SLOW)
-        return data
-
-    res = {}
+    # 1: Initial, answered with Retry; 2: Initial with the token;
+    # 3: its ACK of the old process's Initial, and Handshake packets
+    hold = _Hold(3)
     retries = _quic(q)["retries_sent"]
+
+    def retried():
+        assert _quic(q)["retries_sent"] == retries + 1
+
     with Relay(q.port, seed=1, c2s=Faults(rewrite=hold)) as r:
-        def get():
-            try:
-                res["r"] = h3_get("https://127.0.0.1:%d/app/bytes/1000" % r.port,
-                                  timeout=30)
-            except Exception as e:  # noqa: BLE001 - reported below
-                res["e"] = e
-        t = threading.Thread(target=get, daemon=True)
-        t.start()
-        try:
-            assert held.wait(10 * SLOW), "the client sent no third datagram"
-            assert _quic(q)["retries_sent"] == retries + 1
-            p = qproxyctl(q, "upgrade")
-        finally:
-            release.set()
-        assert p.returncode == 0, (p.stdout, p.stderr, q.log_tail())
-        new = int(p.stdout.split()[1])
+        t, res, _, _ = background_get("https://127.0.0.1:%d/app/bytes/1000" % r.port, 1,
+                                      timeout=30)
+        new = _upgrade_while_held(q, hold, retried)
         try:
             t.join(40 * SLOW)
             assert "e" not in res, res.get("e")
@@ -552,14 +538,7 @@ def test_a_client_in_its_handshake_that_sends_no_request_lets_the_old_process_go
     requests never come (h3raw --lose-starts) is then sent GOAWAY and
     closed, and the old process exits long before shutdown_timeout."""
     q = qproxy_factory(backend_server=backend_app.tcp_server, shutdown_timeout="120s")
-    held, release = threading.Event(), threading.Event()
-
-    def hold(data, index):
-        if index == 2:
-            held.set()
-            release.wait(20 * SLOW)
-        return data
-
+    hold = _Hold(2)
     with Relay(q.port, seed=1, c2s=Faults(rewrite=hold)) as r:
         client = subprocess.Popen(
             [h3raw_binary(), "--lose-starts", "-t", "120", "-H", ":method: GET",
@@ -568,16 +547,12 @@ def test_a_client_in_its_handshake_that_sends_no_request_lets_the_old_process_go
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         new = None
         try:
-            assert held.wait(10 * SLOW), "the client sent no second datagram"
-            p = qproxyctl(q, "upgrade")
-            release.set()
-            assert p.returncode == 0, (p.stdout, p.stderr, q.log_tail())
-            new = int(p.stdout.split()[1])
+            new = _upgrade_while_held(q, hold)
             wait_until(lambda: "handshake completed" in q.log_text().split(
                 "upgrade: started")[-1], "the handshake did not complete", 10)
             assert q.wait(timeout=20 * SLOW) == 0
         finally:
-            release.set()
+            hold.release()
             client.kill()
             client.wait(10)
             if new is not None:
