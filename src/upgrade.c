@@ -576,8 +576,9 @@ upgrade_start(struct quic_server *srv, int control_fd,
 		if (pfd.revents == 0)
 			continue;
 		got = recv(pair[0], ready, sizeof(ready), 0);
+		/* the type is a message's first byte */
 		if (got >= (ssize_t)sizeof(m) &&
-		    (memcpy(&m, ready, sizeof(m)), m.type == UPGRADE_MSG_READY)) {
+		    ready[0] == UPGRADE_MSG_READY) {
 			for (size_t i = 1; i < sizeof(ready) / sizeof(m) &&
 			    (ssize_t)((i + 1) * sizeof(m)) <= got; i++) {
 				memcpy(&m, &ready[i * sizeof(m)], sizeof(m));
