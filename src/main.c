@@ -386,47 +386,85 @@ op_version(struct strbuf *out, bool json, void *arg)
 }
 
 /*
- * qproxyctl upgrade: the binary on disk takes over (upgrade.h). This
- * process then stops reading its sockets and drains like at SIGTERM, but
- * says nothing of stopping to systemd: the service goes on, its main
- * process the new one.
+ * Once another process reads this one's sockets (upgrade.h): it serves
+ * its connections until they end, for at most shutdown_timeout, as after
+ * SIGTERM, but says nothing of stopping to systemd: the service goes on.
+ */
+static void
+drain_handed_over(void)
+{
+	double timeout = server_config(server)->shutdown_timeout;
+
+	control_disown(control);
+	ev_timer_init(&shutdown_deadline, shutdown_timeout_cb, timeout, 0.);
+	ev_timer_start(server->loop, &shutdown_deadline);
+	server_handover(server);
+}
+
+/* A worker, told by its supervisor that the new workers took over. */
+static void
+worker_handed_over(void)
+{
+	log_info("upgrade: the new worker serves new connections; this one "
+	    "drains for at most %.0f s",
+	    server_config(server)->shutdown_timeout);
+	drain_handed_over();
+}
+
+/*
+ * qproxyctl upgrade: the binary on disk takes over (upgrade.h), and this
+ * process drains. Its supervisor does it for a worker.
  */
 static int
 op_upgrade(struct strbuf *out, void *arg)
 {
 	double timeout = server_config(server)->shutdown_timeout;
 	struct upgrade_keys keys;
+	struct upgrade_fds fds;
+	int udp[UPGRADE_FDS_MAX], link;
+	struct udp_sock *s;
 	pid_t pid;
 	int rv;
 
 	if (worker_count > 1) {
-		strbuf_printf(out, "not with workers: restart instead\n");
+		strbuf_printf(out, "a worker: ask the supervisor\n");
 		return -1;
 	}
 	if (server_stopping(server)) {
 		strbuf_printf(out, "shutting down\n");
 		return -1;
 	}
+	memset(&fds, 0, sizeof(fds));
+	fds.control = control_fd(control);
+	fds.udp = udp;
+	LIST_FOREACH(s, &server->socks, entry) {
+		if (s->listener == NULL)
+			continue;	/* draining: not the new one's */
+		if (fds.nudp == UPGRADE_FDS_MAX) {
+			strbuf_printf(out, "more than %d listening "
+			    "addresses\n", UPGRADE_FDS_MAX);
+			return -1;
+		}
+		udp[fds.nudp++] = s->fd;
+	}
 	memset(&keys, 0, sizeof(keys));
 	memcpy(keys.secret, server->secret, sizeof(keys.secret));
 	cid_give(&keys);
-	rv = upgrade_start(server, control_fd(control), &keys, &pid, out);
+	rv = upgrade_spawn(&fds, &keys, &pid, &link, out);
 	explicit_bzero(&keys, sizeof(keys));
 	if (rv == -1) {
 		log_lines(LOG_LEVEL_WARN, "upgrade refused: ",
 		    strbuf_str(out));
 		return -1;
 	}
-	control_disown(control);
+	upgrade_handed_over(server, link, pid);
 	ev_timer_stop(server->loop, &watchdog);
 	log_info("upgrade: process %d serves new connections; this one "
 	    "drains for at most %.0f s", (int)pid, timeout);
 	strbuf_printf(out, "process %d took over; process %d drains its "
 	    "connections for at most %.0f s\n", (int)pid, (int)getpid(),
 	    timeout);
-	ev_timer_init(&shutdown_deadline, shutdown_timeout_cb, timeout, 0.);
-	ev_timer_start(server->loop, &shutdown_deadline);
-	server_handover(server);
+	drain_handed_over();
 	return 0;
 }
 
@@ -871,12 +909,30 @@ main(int argc, char *argv[])
 		explicit_bzero(&keys, sizeof(keys));
 		state_start(cfg);
 	}
-	if (cfg->workers > 1 && upgrade_inheriting())
-		fatalx("upgrade: not with workers: restart instead");
+	if (upgrade_inheriting() && upgrade_workers() != (cfg->workers > 1 ?
+	    (unsigned)cfg->workers : 0))
+		fatalx("%s: workers %llu, where the running process has %u: "
+		    "their number changes at a restart, not an upgrade",
+		    key_at(cfg, "workers"), (unsigned long long)(cfg->workers >
+		    1 ? cfg->workers : 1), upgrade_workers() > 0 ?
+		    upgrade_workers() : 1);
 	/* the supervisor stays in there; each worker goes on from here */
-	if (cfg->workers > 1 &&
-	    workers_run(&cfg, &held, &worker_hooks) == -1)
-		return 1;
+	if (cfg->workers > 1) {
+		struct upgrade_keys keys;
+
+		/* the supervisor hands them to an upgrade */
+		memset(&keys, 0, sizeof(keys));
+		memcpy(keys.secret, secret, sizeof(keys.secret));
+		if (cfg->cid_sidlen > 0 && cfg->cid_key_file != NULL) {
+			memcpy(keys.cid_key, key, sizeof(keys.cid_key));
+			snprintf(keys.cid_key_file, sizeof(keys.cid_key_file),
+			    "%s", cfg->cid_key_file);
+		}
+		rv = workers_run(&cfg, &held, &worker_hooks, &keys);
+		explicit_bzero(&keys, sizeof(keys));
+		if (rv == -1)
+			return 1;
+	}
 
 	loop = ev_default_loop(EVFLAG_AUTO);
 	if ((server = server_new(loop)) == NULL)
@@ -906,6 +962,7 @@ main(int argc, char *argv[])
 			server_free(server);
 			return 1;
 		}
+		upgrade_worker_serve(server, worker_handed_over);
 	} else if (server_config(server)->control_socket != NULL) {
 		const char *path = server_config(server)->control_socket;
 		int fd = upgrade_take_control(path);

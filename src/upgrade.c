@@ -1,13 +1,21 @@
 /*
  * upgrade.c: a new binary takes over from the running one. See upgrade.h.
  *
- * The link is a SOCK_SEQPACKET pair: a message is the running process's
+ * A link is a SOCK_SEQPACKET pair: a message is the running process's
  * keys (the first, there before the exec), the new process's word that it
- * is ready (with the addresses it took), or one datagram with its
- * addresses; either side learns of the other's end by reading nothing
- * (its close). Its size is
- * the kernel's socket buffer: a datagram that finds it full is dropped
- * and counted, as a full UDP receive buffer would.
+ * is ready (with the addresses it took), a supervisor's word to its
+ * worker that the new workers took them (and the worker's answer), or
+ * one datagram with its addresses; either side learns of the other's end
+ * by reading nothing (its close). Its size is the kernel's socket buffer:
+ * a datagram that finds it full is dropped and counted, as a full UDP
+ * receive buffer would.
+ *
+ * A lone process's link to the new one is made at the upgrade. A
+ * worker's is made when the worker starts, its supervisor keeping the
+ * other end: at an upgrade that end goes to the new supervisor, whose
+ * worker of the same index sends on it (SO_REUSEPORT gives it the
+ * datagrams the old worker had). Only the supervisor before reads it, for
+ * the worker's answer.
  */
 #include <sys/types.h>
 #include <sys/socket.h>
@@ -29,15 +37,18 @@
 #include <systemd/sd-daemon.h>
 
 #include "clock.h"
+#include "config.h"
 #include "conn.h"
 #include "log.h"
 #include "stats.h"
 #include "upgrade.h"
 
-#define UPGRADE_MSG_READY	1
+#define UPGRADE_MSG_READY	1	/* addresses follow, one a slot */
 #define UPGRADE_MSG_DATAGRAM	2
 #define UPGRADE_MSG_KEYS	3	/* struct upgrade_keys follows */
-#define UPGRADE_INHERIT_MAX	64	/* sockets handed down */
+#define UPGRADE_MSG_HANDOVER	4	/* as READY: to a worker */
+#define UPGRADE_MSG_HANDED	5	/* the worker's answer */
+#define UPGRADE_CONTROL_MAX	(1 + WORKERS_MAX)
 #define UPGRADE_ADDR_MAX	sizeof(struct sockaddr_in6)
 #define UPGRADE_FEED_MAX	64	/* datagrams a turn of the loop */
 #define UPGRADE_LINK_BUF	(4 << 20)	/* bytes asked for (wmem_max
@@ -56,26 +67,39 @@ struct upgrade_msg {
 	uint8_t		addrs[3][UPGRADE_ADDR_MAX];
 };
 
+/* READY or HANDOVER with the addresses taken, one a slot after the first */
+#define UPGRADE_TAKEN_LEN	((UPGRADE_ADDRS_MAX + 1) * \
+				 sizeof(struct upgrade_msg))
+
 static struct {
 	char		 exe[PATH_MAX];	/* "" when /proc told nothing */
 	char		**argv;
-	/* the running process's side, once handed over */
-	bool		 handed_over;
 	struct quic_server *srv;
-	ev_io		 link_io;
+	/* from the new process (worker): datagrams of this one's connections */
+	int		 from_new;	/* -1: none */
+	ev_io		 from_new_io;
+	bool		 handed_over;
+	void		(*handover)(void);	/* a worker's */
 	ev_child	 child_w;
-	int		 link;		/* -1: none */
+	/* to the process (worker) before, while it serves */
+	int		 to_old;	/* -1: none */
+	ev_io		 to_old_io;	/* a lone process's: its close */
 	/* the new process's side, while it takes the sockets */
 	bool		 inheriting;
-	int		 fds[UPGRADE_INHERIT_MAX];
+	int		 link;		/* to the running one: -1 none */
+	int		 fds[UPGRADE_FDS_MAX];
 	size_t		 nfds;
+	int		 ctls[UPGRADE_CONTROL_MAX];
+	size_t		 nctls;
+	unsigned	 workers;	/* the running process's */
+	int		 old_links[WORKERS_MAX];	/* its workers' */
 	/* the addresses the new process took (either side's view) */
-	struct addr	 taken[UPGRADE_INHERIT_MAX];
+	struct addr	 taken[UPGRADE_ADDRS_MAX];
 	size_t		 ntaken;
-	int		 control;	/* -1: none */
-} up = { .link = -1, .control = -1 };
+} up = { .from_new = -1, .to_old = -1, .link = -1 };
 
-static void	link_read_cb(struct ev_loop *, ev_io *, int);
+static void	from_new_cb(struct ev_loop *, ev_io *, int);
+static void	to_old_cb(struct ev_loop *, ev_io *, int);
 
 static void
 msg_addr(struct upgrade_msg *m, int i, const struct addr *a)
@@ -96,52 +120,131 @@ msg_get_addr(const struct upgrade_msg *m, int i, struct addr *a)
 	return 0;
 }
 
+static void
+taken_add(const struct addr *a)
+{
+	if (!upgrade_taken(a) && up.ntaken < UPGRADE_ADDRS_MAX)
+		up.taken[up.ntaken++] = *a;
+}
+
+/* READY or HANDOVER: the type, then the addresses taken. */
+static ssize_t
+send_taken(int fd, uint8_t type)
+{
+	struct upgrade_msg m[UPGRADE_ADDRS_MAX + 1];
+	size_t len = (up.ntaken + 1) * sizeof(m[0]);
+
+	memset(m, 0, len);
+	m[0].type = type;
+	for (size_t i = 0; i < up.ntaken; i++)
+		msg_addr(&m[i + 1], 0, &up.taken[i]);
+	return send(fd, m, len, MSG_NOSIGNAL) == (ssize_t)len ? 0 : -1;
+}
+
+/* The addresses of a READY or HANDOVER message of n bytes, as taken. */
+static void
+read_taken(const uint8_t *buf, size_t n)
+{
+	struct upgrade_msg m;
+	struct addr a;
+
+	up.ntaken = 0;
+	for (size_t i = 1; (i + 1) * sizeof(m) <= n; i++) {
+		memcpy(&m, buf + i * sizeof(m), sizeof(m));
+		if (msg_get_addr(&m, 0, &a) == 0)
+			taken_add(&a);
+	}
+}
+
+/* A list of descriptors, "FD FD ...", into fds (at most max). */
+static size_t
+parse_fds(const char *name, const char *s, int *fds, size_t max)
+{
+	char *end;
+	size_t n = 0;
+	long fd;
+
+	while (*s != '\0') {
+		errno = 0;
+		fd = strtol(s, &end, 10);
+		if (end == s || errno != 0 || fd < -1 || fd > INT_MAX ||
+		    (*end != ' ' && *end != '\0') || n == max)
+			fatalx("%s: not a list of descriptors", name);
+		fds[n++] = (int)fd;
+		s = *end == ' ' ? end + 1 : end;
+	}
+	return n;
+}
+
+static void
+cloexec(int fd)
+{
+	if (fd != -1)
+		(void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+}
+
 void
 upgrade_init(char *argv[])
 {
+	int fds[2 + UPGRADE_FDS_MAX], wfds[1 + 2 * WORKERS_MAX];
 	const char *env;
-	char *end;
-	ssize_t n;
-	long fd;
+	size_t n;
 
 	up.argv = argv;
+	for (size_t i = 0; i < WORKERS_MAX; i++)
+		up.old_links[i] = -1;
 	/* the path it was started from: the new binary is put there */
-	n = readlink("/proc/self/exe", up.exe, sizeof(up.exe) - 1);
-	up.exe[n > 0 ? n : 0] = '\0';
+	n = (size_t)readlink("/proc/self/exe", up.exe, sizeof(up.exe) - 1);
+	up.exe[n < sizeof(up.exe) ? n : 0] = '\0';
 
 	/* "LINK CONTROL UDP...", descriptors; CONTROL -1 for none */
 	if ((env = getenv(UPGRADE_ENV)) == NULL)
 		return;
 	up.inheriting = true;
-	for (int i = 0; *env != '\0'; i++) {
-		errno = 0;
-		fd = strtol(env, &end, 10);
-		if (end == env || errno != 0 || fd < -1 || fd > INT_MAX ||
-		    (*end != ' ' && *end != '\0'))
-			fatalx("%s: not a list of descriptors", UPGRADE_ENV);
-		if (i == 0)
-			up.link = (int)fd;
-		else if (i == 1)
-			up.control = (int)fd;
-		else if (up.nfds < UPGRADE_INHERIT_MAX)
-			up.fds[up.nfds++] = (int)fd;
-		env = *end == ' ' ? end + 1 : end;
+	n = parse_fds(UPGRADE_ENV, env, fds, sizeof(fds) / sizeof(fds[0]));
+	if (n < 2 || fds[0] < 0)
+		fatalx("%s: no link to the running process", UPGRADE_ENV);
+	up.link = fds[0];
+	if (fds[1] != -1)
+		up.ctls[up.nctls++] = fds[1];
+	for (size_t i = 2; i < n; i++)
+		up.fds[up.nfds++] = fds[i];
+	/* from a supervisor: "N CONTROL0 LINK0 CONTROL1 LINK1 ..." */
+	if ((env = getenv(UPGRADE_WORKERS_ENV)) != NULL) {
+		n = parse_fds(UPGRADE_WORKERS_ENV, env, wfds,
+		    sizeof(wfds) / sizeof(wfds[0]));
+		if (n < 1 || wfds[0] < 2 || wfds[0] > WORKERS_MAX ||
+		    n != 1 + 2 * (size_t)wfds[0])
+			fatalx("%s: not a count of workers and their "
+			    "descriptors", UPGRADE_WORKERS_ENV);
+		up.workers = (unsigned)wfds[0];
+		for (unsigned i = 0; i < up.workers; i++) {
+			if (wfds[1 + 2 * i] != -1)
+				up.ctls[up.nctls++] = wfds[1 + 2 * i];
+			up.old_links[i] = wfds[2 + 2 * i];
+			cloexec(up.old_links[i]);
+		}
 	}
 	/* not for processes this one starts */
 	unsetenv(UPGRADE_ENV);
-	if (up.link < 0)
-		fatalx("%s: no link to the running process", UPGRADE_ENV);
+	unsetenv(UPGRADE_WORKERS_ENV);
 	for (size_t i = 0; i < up.nfds; i++)
-		(void)fcntl(up.fds[i], F_SETFD, FD_CLOEXEC);
-	(void)fcntl(up.link, F_SETFD, FD_CLOEXEC);
-	if (up.control != -1)
-		(void)fcntl(up.control, F_SETFD, FD_CLOEXEC);
+		cloexec(up.fds[i]);
+	for (size_t i = 0; i < up.nctls; i++)
+		cloexec(up.ctls[i]);
+	cloexec(up.link);
 }
 
 bool
 upgrade_inheriting(void)
 {
 	return up.inheriting;
+}
+
+unsigned
+upgrade_workers(void)
+{
+	return up.workers;
 }
 
 int
@@ -173,6 +276,7 @@ upgrade_taken(const struct addr *a)
 	return false;
 }
 
+/* The first inherited socket bound to a, in the order handed down. */
 int
 upgrade_take_udp(const struct addr *a)
 {
@@ -188,10 +292,31 @@ upgrade_take_udp(const struct addr *a)
 		if (!addr_equal(&bound, a))
 			continue;
 		fd = up.fds[i];
-		up.fds[i] = up.fds[--up.nfds];
-		up.taken[up.ntaken++] = bound;
+		memmove(&up.fds[i], &up.fds[i + 1],
+		    (--up.nfds - i) * sizeof(up.fds[0]));
+		taken_add(&bound);
 		return fd;
 	}
+	return -1;
+}
+
+int
+upgrade_take_group(const struct addr *a, int *fds, size_t n)
+{
+	size_t k = 0;
+	int fd;
+
+	while (k < n && (fd = upgrade_take_udp(a)) != -1)
+		fds[k++] = fd;
+	if (k == 0)
+		return 0;
+	if (k == n && (fd = upgrade_take_udp(a)) == -1)
+		return 1;
+	/* not a group of n: not this one's to use */
+	if (k == n)
+		close(fd);
+	while (k > 0)
+		close(fds[--k]);
 	return -1;
 }
 
@@ -199,72 +324,72 @@ int
 upgrade_take_control(const char *path)
 {
 	struct sockaddr_un sun;
-	socklen_t len = sizeof(sun);
-	int fd = up.control;
+	socklen_t len;
+	int fd;
 
-	if (fd == -1 || path == NULL)
-		return -1;
-	memset(&sun, 0, sizeof(sun));
-	if (getsockname(fd, (struct sockaddr *)&sun, &len) == -1 ||
-	    sun.sun_family != AF_UNIX ||
-	    strncmp(sun.sun_path, path, sizeof(sun.sun_path)) != 0)
-		return -1;
-	up.control = -1;
-	return fd;
+	for (size_t i = 0; path != NULL && i < up.nctls; i++) {
+		len = sizeof(sun);
+		memset(&sun, 0, sizeof(sun));
+		if (getsockname(up.ctls[i], (struct sockaddr *)&sun, &len) ==
+		    -1 || sun.sun_family != AF_UNIX ||
+		    strncmp(sun.sun_path, path, sizeof(sun.sun_path)) != 0)
+			continue;
+		fd = up.ctls[i];
+		up.ctls[i] = up.ctls[--up.nctls];
+		return fd;
+	}
+	return -1;
 }
 
-/* Either side's: the other one has gone (its end closed). */
-static void
-link_close(struct ev_loop *loop)
+void
+upgrade_close_unused(void)
 {
-	if (up.link == -1)
+	while (up.nfds > 0)
+		close(up.fds[--up.nfds]);
+	while (up.nctls > 0)
+		close(up.ctls[--up.nctls]);
+}
+
+/* The link to the process before, once it has gone (or a worker's). */
+static void
+close_to_old(void)
+{
+	if (up.to_old == -1)
 		return;
-	ev_io_stop(loop, &up.link_io);
-	close(up.link);
-	up.link = -1;
+	if (up.srv != NULL)
+		ev_io_stop(up.srv->loop, &up.to_old_io);
+	close(up.to_old);
+	up.to_old = -1;
 }
 
 int
 upgrade_ready(struct quic_server *srv)
 {
-	struct upgrade_msg m, taken[UPGRADE_INHERIT_MAX];
-	struct iovec iov[2];
-	struct msghdr mh;
-
 	if (!up.inheriting)
 		return 0;
 	up.inheriting = false;
-	while (up.nfds > 0)
-		close(up.fds[--up.nfds]);
-	if (up.control != -1) {
-		close(up.control);
-		up.control = -1;
-	}
-	/* the message, then the addresses it took, one a slot */
-	memset(&m, 0, sizeof(m));
-	m.type = UPGRADE_MSG_READY;
-	memset(&taken, 0, sizeof(taken));
-	for (size_t i = 0; i < up.ntaken; i++)
-		msg_addr(&taken[i], 0, &up.taken[i]);
-	iov[0].iov_base = &m;
-	iov[0].iov_len = sizeof(m);
-	iov[1].iov_base = taken;
-	iov[1].iov_len = up.ntaken * sizeof(taken[0]);
-	memset(&mh, 0, sizeof(mh));
-	mh.msg_iov = iov;
-	mh.msg_iovlen = 2;
-	if (sendmsg(up.link, &mh, MSG_NOSIGNAL) !=
-	    (ssize_t)(sizeof(m) + iov[1].iov_len)) {
+	upgrade_close_unused();
+	if (send_taken(up.link, UPGRADE_MSG_READY) == -1) {
 		log_warn("upgrade: telling the running process");
 		close(up.link);
 		up.link = -1;
 		return -1;
 	}
+	if (srv == NULL) {
+		/* a supervisor: its workers have links of their own */
+		close(up.link);
+		up.link = -1;
+		log_info("upgrade: took over from the process before, whose "
+		    "workers serve their connections until they end");
+		return 0;
+	}
 	up.ntaken = 0;		/* the old one's to know */
-	(void)fcntl(up.link, F_SETFL, O_NONBLOCK);
+	up.to_old = up.link;
+	up.link = -1;
+	(void)fcntl(up.to_old, F_SETFL, O_NONBLOCK);
 	up.srv = srv;
-	ev_io_init(&up.link_io, link_read_cb, up.link, EV_READ);
-	ev_io_start(srv->loop, &up.link_io);
+	ev_io_init(&up.to_old_io, to_old_cb, up.to_old, EV_READ);
+	ev_io_start(srv->loop, &up.to_old_io);
 	log_info("upgrade: took over from the process before, which serves "
 	    "its connections until they end");
 	return 0;
@@ -278,8 +403,8 @@ upgrade_forward(const struct udp_sock *sock, const uint8_t *data, size_t len,
 	struct iovec iov[2];
 	struct msghdr mh;
 
-	/* the old process has the link too: it never sends one back */
-	if (up.link == -1 || up.inheriting || up.handed_over)
+	/* the process before never has one to this one: none comes back */
+	if (up.to_old == -1)
 		return false;
 	memset(&m, 0, sizeof(m));
 	m.type = UPGRADE_MSG_DATAGRAM;
@@ -294,7 +419,7 @@ upgrade_forward(const struct udp_sock *sock, const uint8_t *data, size_t len,
 	memset(&mh, 0, sizeof(mh));
 	mh.msg_iov = iov;
 	mh.msg_iovlen = 2;
-	if (sendmsg(up.link, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) != -1) {
+	if (sendmsg(up.to_old, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) != -1) {
 		stats.upgrade_forwarded++;
 		return true;
 	}
@@ -303,9 +428,9 @@ upgrade_forward(const struct udp_sock *sock, const uint8_t *data, size_t len,
 		stats.upgrade_forward_dropped++;
 		return true;
 	}
-	/* the old process has gone */
+	/* the process before has gone */
 	log_info("upgrade: the process before has exited");
-	link_close(sock->srv->loop);
+	close_to_old();
 	return false;
 }
 
@@ -321,12 +446,47 @@ sock_bound_to(const struct addr *a)
 	return NULL;
 }
 
-/*
- * Either side's link. The old process takes datagrams from it; the new
- * one reads nothing on it but the old one's close.
- */
+/* A lone new process's link: nothing comes on it but the old one's close. */
 static void
-link_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+to_old_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	uint8_t buf[64];
+	ssize_t n;
+
+	while ((n = recv(up.to_old, buf, sizeof(buf), MSG_DONTWAIT)) > 0)
+		;
+	if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK ||
+	    errno == EINTR))
+		return;
+	log_info("upgrade: the process before has exited");
+	close_to_old();
+}
+
+static void
+close_from_new(struct ev_loop *loop)
+{
+	ev_io_stop(loop, &up.from_new_io);
+	close(up.from_new);
+	up.from_new = -1;
+}
+
+/* A worker told by its supervisor: the new workers took its sockets. */
+static void
+worker_handover(const uint8_t *buf, size_t n)
+{
+	uint8_t answer = UPGRADE_MSG_HANDED;
+
+	if (up.handed_over)
+		return;
+	read_taken(buf, n);
+	up.handed_over = true;
+	up.handover();
+	(void)send(up.from_new, &answer, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+/* The old process's (worker's) link: datagrams for its connections. */
+static void
+from_new_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	static uint8_t buf[sizeof(struct upgrade_msg) + 65536];
 	struct upgrade_msg m;
@@ -335,15 +495,12 @@ link_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 	ssize_t n;
 
 	for (int i = 0; i < UPGRADE_FEED_MAX; i++) {
-		n = recv(up.link, buf, sizeof(buf), MSG_DONTWAIT);
+		n = recv(up.from_new, buf, sizeof(buf), MSG_DONTWAIT);
 		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK ||
 		    errno == EINTR))
 			return;
 		if (n <= 0) {
-			if (!up.handed_over)
-				log_info("upgrade: the process before has "
-				    "exited");
-			else {
+			if (up.handed_over) {
 				/* it died: nobody else reads them */
 				log_warnx("upgrade: the new process has gone: "
 				    "this one reads its sockets again for its "
@@ -351,11 +508,15 @@ link_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 				up.ntaken = 0;
 				server_take_back(up.srv);
 			}
-			link_close(loop);
+			close_from_new(loop);
 			return;
 		}
-		if (!up.handed_over || (size_t)n < sizeof(m))
+		if ((size_t)n < sizeof(m))
 			continue;
+		if (buf[0] == UPGRADE_MSG_HANDOVER && up.handover != NULL) {
+			worker_handover(buf, (size_t)n);
+			continue;
+		}
 		memcpy(&m, buf, sizeof(m));
 		if (m.type != UPGRADE_MSG_DATAGRAM ||
 		    msg_get_addr(&m, 0, &bound) == -1 ||
@@ -383,26 +544,29 @@ child_cb(struct ev_loop *loop, ev_child *w, int revents)
 }
 
 /*
- * The new process's environment: this one's with UPGRADE_ENV (env) added,
- * and WATCHDOG_PID, when there is one, in the slot *wdp for the child to
- * fill in (its id is not known before the fork). NULL: out of memory.
+ * The new process's environment: this one's with the variables of env
+ * (NULL-ended) added, and WATCHDOG_PID, when there is one, in the slot
+ * *wdp for the child to fill in (its id is not known before the fork).
+ * NULL: out of memory.
  */
 static char **
-child_environ(char *env, char *wd, char ***wdp)
+child_environ(char **env, char *wd, char ***wdp)
 {
 	extern char **environ;
-	size_t n = 0, k = 0;
+	size_t n = 0, k = 0, nenv = 0;
 	char **envp;
 
 	while (environ[n] != NULL)
 		n++;
-	if ((envp = calloc(n + 2, sizeof(*envp))) == NULL)
+	while (env[nenv] != NULL)
+		nenv++;
+	if ((envp = calloc(n + nenv + 1, sizeof(*envp))) == NULL)
 		return NULL;
 	*wdp = NULL;
 	for (size_t i = 0; i < n; i++) {
-		if (strncmp(environ[i], UPGRADE_ENV "=",
-		    sizeof(UPGRADE_ENV)) == 0)
-			continue;
+		if (strncmp(environ[i], UPGRADE_ENV, sizeof(UPGRADE_ENV) - 1) ==
+		    0)
+			continue;	/* either of the two */
 		/* systemd's watchdog goes with the main process: the new one */
 		if (strncmp(environ[i], "WATCHDOG_PID=", 13) == 0) {
 			*wdp = &envp[k];
@@ -411,31 +575,29 @@ child_environ(char *env, char *wd, char ***wdp)
 		}
 		envp[k++] = environ[i];
 	}
-	envp[k] = env;
+	for (size_t i = 0; i < nenv; i++)
+		envp[k++] = env[i];
 	return envp;
 }
 
 /*
  * In the child, between fork and exec: only async-signal-safe calls, and
  * nothing of this process's memory changed but its own copy. Signals
- * come blocked (upgrade_start): the ones qproxy takes stay so through the
+ * come blocked (upgrade_spawn): the ones qproxy takes stay so through the
  * exec, pending if they came, for the new process to take once its loop
  * runs; none is taken meanwhile by this process's handlers (libev's, which
  * would note it in this copy only, and wake the parent's loop).
  */
 static void __attribute__((noreturn))
-child_exec(int link, int control_fd, const int *fds, size_t n, char **envp,
-    char **wdp)
+child_exec(const int *fds, size_t n, char **envp, char **wdp)
 {
 	char digits[24], *p;
 	sigset_t held;
 	long pid;
 
-	(void)fcntl(link, F_SETFD, 0);
-	if (control_fd != -1)
-		(void)fcntl(control_fd, F_SETFD, 0);
 	for (size_t i = 0; i < n; i++)
-		(void)fcntl(fds[i], F_SETFD, 0);
+		if (fds[i] != -1)
+			(void)fcntl(fds[i], F_SETFD, 0);
 	if (wdp != NULL) {
 		/* "WATCHDOG_PID=" and this process's id, by hand */
 		p = digits + sizeof(digits);
@@ -457,34 +619,70 @@ child_exec(int link, int control_fd, const int *fds, size_t n, char **envp,
 	_exit(127);
 }
 
+bool
+upgrade_busy(struct strbuf *why)
+{
+	struct pollfd pfd;
+	bool old = up.to_old != -1;
+
+	if (up.handed_over || up.inheriting) {
+		strbuf_printf(why, "an upgrade is under way already\n");
+		return true;
+	}
+	/* a supervisor's: the workers before, while one still runs */
+	for (unsigned i = 0; i < up.workers; i++) {
+		if (up.old_links[i] == -1)
+			continue;
+		pfd.fd = up.old_links[i];
+		pfd.events = 0;
+		if (poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLHUP)) {
+			close(up.old_links[i]);
+			up.old_links[i] = -1;
+		} else
+			old = true;
+	}
+	if (old) {
+		strbuf_printf(why, "the process before this one still serves "
+		    "connections: upgrade once it has exited\n");
+		return true;
+	}
+	return false;
+}
+
+/* "NAME=FD FD ..." into a new string, NULL: out of memory. */
+static char *
+env_fds(const char *name, const int *fds, size_t n)
+{
+	size_t len = strlen(name) + 1 + 12 * n + 1, off;
+	char *s;
+
+	if ((s = malloc(len)) == NULL)
+		return NULL;
+	off = (size_t)snprintf(s, len, "%s=", name);
+	for (size_t i = 0; i < n; i++)
+		off += (size_t)snprintf(s + off, len - off, "%s%d",
+		    i > 0 ? " " : "", fds[i]);
+	return s;
+}
+
 int
-upgrade_start(struct quic_server *srv, int control_fd,
-    const struct upgrade_keys *keys, pid_t *pidp, struct strbuf *out)
+upgrade_spawn(const struct upgrade_fds *f, const struct upgrade_keys *keys,
+    pid_t *pidp, int *linkp, struct strbuf *out)
 {
 	uint8_t kbuf[sizeof(struct upgrade_msg) + sizeof(*keys)];
-	struct upgrade_msg m;
-	struct udp_sock *s;
+	uint8_t ready[UPGRADE_TAKEN_LEN];
+	int pair[2], status, left, forkerr, sndbuf = UPGRADE_LINK_BUF;
+	int *pass = NULL, *wenv = NULL;
+	char wd[48], *env[3] = { NULL, NULL, NULL }, **envp = NULL, **wdp;
+	size_t npass = 0;
 	struct pollfd pfd;
-	int pair[2], fds[UPGRADE_INHERIT_MAX], status, left;
-	int sndbuf = UPGRADE_LINK_BUF, forkerr;
-	char env[32 + 12 * (UPGRADE_INHERIT_MAX + 2)], wd[48], **envp, **wdp;
 	sigset_t all, saved;
-	size_t len;
-	uint8_t ready[(UPGRADE_INHERIT_MAX + 1) * sizeof(struct upgrade_msg)];
 	double deadline;
-	size_t n = 0;
 	ssize_t got;
 	pid_t pid;
 
-	if (up.handed_over || up.inheriting) {
-		strbuf_printf(out, "an upgrade is under way already\n");
+	if (upgrade_busy(out))
 		return -1;
-	}
-	if (up.link != -1) {
-		strbuf_printf(out, "the process before this one still serves "
-		    "connections: upgrade once it has exited\n");
-		return -1;
-	}
 	if (up.exe[0] == '\0') {
 		strbuf_printf(out, "the path of the binary is not known\n");
 		return -1;
@@ -493,15 +691,10 @@ upgrade_start(struct quic_server *srv, int control_fd,
 		strbuf_printf(out, "%s: %s\n", up.exe, strerror(errno));
 		return -1;
 	}
-	LIST_FOREACH(s, &srv->socks, entry) {
-		if (s->listener == NULL)
-			continue;	/* draining: not the new one's */
-		if (n == UPGRADE_INHERIT_MAX) {
-			strbuf_printf(out, "more than %d listening addresses\n",
-			    UPGRADE_INHERIT_MAX);
-			return -1;
-		}
-		fds[n++] = s->fd;
+	if (f->nudp > UPGRADE_FDS_MAX || f->workers > WORKERS_MAX) {
+		strbuf_printf(out, "more than %d UDP sockets\n",
+		    UPGRADE_FDS_MAX);
+		return -1;
 	}
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) ==
 	    -1) {
@@ -514,36 +707,52 @@ upgrade_start(struct quic_server *srv, int control_fd,
 	/* the keys, waiting for the new process at its end */
 	memset(kbuf, 0, sizeof(kbuf));
 	kbuf[0] = UPGRADE_MSG_KEYS;
-	memcpy(kbuf + sizeof(m), keys, sizeof(*keys));
+	memcpy(kbuf + sizeof(struct upgrade_msg), keys, sizeof(*keys));
 	got = send(pair[0], kbuf, sizeof(kbuf), MSG_NOSIGNAL);
 	explicit_bzero(kbuf, sizeof(kbuf));
 	if (got != (ssize_t)sizeof(kbuf)) {
 		strbuf_printf(out, "socketpair: %s\n", strerror(errno));
-		close(pair[0]);
-		close(pair[1]);
-		return -1;
+		goto fail;
 	}
-	/* "LINK CONTROL UDP...", descriptors; CONTROL -1 for none */
-	len = (size_t)snprintf(env, sizeof(env), "%s=%d %d", UPGRADE_ENV,
-	    pair[1], control_fd);
-	for (size_t i = 0; i < n && len < sizeof(env); i++)
-		len += (size_t)snprintf(env + len, sizeof(env) - len, " %d",
-		    fds[i]);
+	/*
+	 * What the new process keeps open: "LINK CONTROL UDP..." (CONTROL
+	 * -1 for none), and from a supervisor "N CONTROL0 LINK0 ...".
+	 */
+	if ((pass = calloc(2 + f->nudp + 2 * f->workers, sizeof(*pass))) ==
+	    NULL || (wenv = calloc(1 + 2 * f->workers, sizeof(*wenv))) ==
+	    NULL)
+		goto nomem;
+	pass[npass++] = pair[1];
+	pass[npass++] = f->control;
+	for (size_t i = 0; i < f->nudp; i++)
+		pass[npass++] = f->udp[i];
+	if ((env[0] = env_fds(UPGRADE_ENV, pass, npass)) == NULL)
+		goto nomem;
+	if (f->workers > 0) {
+		wenv[0] = (int)f->workers;
+		for (unsigned i = 0; i < f->workers; i++) {
+			pass[npass++] = wenv[1 + 2 * i] = f->worker_control[i];
+			pass[npass++] = wenv[2 + 2 * i] = f->worker_link[i];
+		}
+		if ((env[1] = env_fds(UPGRADE_WORKERS_ENV, wenv,
+		    1 + 2 * (size_t)f->workers)) == NULL)
+			goto nomem;
+	}
 	memset(wd, 0, sizeof(wd));
 	memcpy(wd, "WATCHDOG_PID=", 13);
-	if ((envp = child_environ(env, wd, &wdp)) == NULL) {
-		strbuf_printf(out, "out of memory\n");
-		close(pair[0]);
-		close(pair[1]);
-		return -1;
-	}
+	if ((envp = child_environ(env, wd, &wdp)) == NULL)
+		goto nomem;
 	sigfillset(&all);
 	(void)sigprocmask(SIG_BLOCK, &all, &saved);
 	if ((pid = fork()) == 0)
-		child_exec(pair[1], control_fd, fds, n, envp, wdp);
+		child_exec(pass, npass, envp, wdp);
 	forkerr = errno;
 	(void)sigprocmask(SIG_SETMASK, &saved, NULL);
 	free(envp);
+	free(env[0]);
+	free(env[1]);
+	free(pass);
+	free(wenv);
 	if (pid == -1) {
 		strbuf_printf(out, "fork: %s\n", strerror(forkerr));
 		close(pair[0]);
@@ -577,26 +786,13 @@ upgrade_start(struct quic_server *srv, int control_fd,
 			continue;
 		got = recv(pair[0], ready, sizeof(ready), 0);
 		/* the type is a message's first byte */
-		if (got >= (ssize_t)sizeof(m) &&
+		if (got >= (ssize_t)sizeof(struct upgrade_msg) &&
 		    ready[0] == UPGRADE_MSG_READY) {
-			for (size_t i = 1; i < sizeof(ready) / sizeof(m) &&
-			    (ssize_t)((i + 1) * sizeof(m)) <= got; i++) {
-				memcpy(&m, &ready[i * sizeof(m)], sizeof(m));
-				if (msg_get_addr(&m, 0,
-				    &up.taken[up.ntaken]) == 0)
-					up.ntaken++;
-			}
+			read_taken(ready, (size_t)got);
 			(void)fcntl(pair[0], F_SETFL, O_NONBLOCK);
-			up.link = pair[0];
-			up.srv = srv;
-			up.handed_over = true;
-			ev_io_init(&up.link_io, link_read_cb, up.link,
-			    EV_READ);
-			ev_io_start(srv->loop, &up.link_io);
-			ev_child_init(&up.child_w, child_cb, pid, 0);
-			ev_child_start(srv->loop, &up.child_w);
 			sd_notifyf(0, "MAINPID=%ld", (long)pid);
 			*pidp = pid;
+			*linkp = pair[0];
 			return 0;
 		}
 		if (got == -1 && errno == EINTR)
@@ -617,4 +813,103 @@ upgrade_start(struct quic_server *srv, int control_fd,
 		strbuf_printf(out, "process %d: signal %d\n", (int)pid,
 		    WTERMSIG(status));
 	return -1;
+
+nomem:
+	strbuf_printf(out, "out of memory\n");
+fail:
+	free(env[0]);
+	free(env[1]);
+	free(pass);
+	free(wenv);
+	close(pair[0]);
+	close(pair[1]);
+	return -1;
+}
+
+void
+upgrade_handed_over(struct quic_server *srv, int link, pid_t pid)
+{
+	up.srv = srv;
+	up.from_new = link;
+	up.handed_over = true;
+	ev_io_init(&up.from_new_io, from_new_cb, up.from_new, EV_READ);
+	ev_io_start(srv->loop, &up.from_new_io);
+	ev_child_init(&up.child_w, child_cb, pid, 0);
+	ev_child_start(srv->loop, &up.child_w);
+}
+
+void
+upgrade_worker_start(unsigned index, int rx)
+{
+	/* a new supervisor's worker: what it inherited is not its own */
+	up.inheriting = false;
+	if (up.link != -1) {
+		close(up.link);
+		up.link = -1;
+	}
+	upgrade_close_unused();
+	for (unsigned i = 0; i < up.workers; i++) {
+		if (i == index)
+			up.to_old = up.old_links[i];
+		else if (up.old_links[i] != -1)
+			close(up.old_links[i]);
+		up.old_links[i] = -1;
+	}
+	up.workers = 0;
+	up.from_new = rx;
+	if (rx != -1)
+		(void)fcntl(rx, F_SETFL, O_NONBLOCK);
+}
+
+void
+upgrade_worker_serve(struct quic_server *srv, void (*handover)(void))
+{
+	up.srv = srv;
+	up.handover = handover;
+	if (up.from_new == -1)
+		return;
+	ev_io_init(&up.from_new_io, from_new_cb, up.from_new, EV_READ);
+	ev_io_start(srv->loop, &up.from_new_io);
+}
+
+unsigned
+upgrade_tell_workers(const int *tx, unsigned n, int timeout_ms)
+{
+	struct pollfd pfd[WORKERS_MAX];
+	unsigned waiting = 0, done = 0, map[WORKERS_MAX];
+	double deadline = mono_now() + timeout_ms / 1000.;
+	uint8_t answer[64];
+	int left;
+
+	for (unsigned i = 0; i < n && i < WORKERS_MAX; i++) {
+		if (tx[i] == -1 || send_taken(tx[i], UPGRADE_MSG_HANDOVER) ==
+		    -1)
+			continue;
+		pfd[waiting].fd = tx[i];
+		pfd[waiting].events = POLLIN;
+		map[waiting++] = i;
+	}
+	while (done < waiting &&
+	    (left = (int)((deadline - mono_now()) * 1000)) > 0) {
+		if (poll(pfd, waiting, left) == -1) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		for (unsigned k = 0; k < waiting; k++) {
+			if (pfd[k].fd == -1 || pfd[k].revents == 0)
+				continue;
+			if (recv(pfd[k].fd, answer, sizeof(answer),
+			    MSG_DONTWAIT) >= 1 && answer[0] ==
+			    UPGRADE_MSG_HANDED)
+				done++;
+			else if (!(pfd[k].revents & POLLHUP))
+				continue;	/* a stray datagram: not ours */
+			else
+				log_warnx("upgrade: worker %u has gone",
+				    map[k]);
+			pfd[k].fd = -1;
+		}
+	}
+	return done;
 }

@@ -13,6 +13,12 @@
  * through its copy of the same sockets. The old process stops reading
  * the sockets, gives systemd the new process as the service's main
  * process, and exits when its last connection has gone.
+ *
+ * With workers the supervisors do it: the new one takes each group of
+ * sockets in worker order, and each worker's link is made when the
+ * worker starts (upgrade_worker_start), so that new worker i passes old
+ * worker i its datagrams; the old supervisor tells each old worker when
+ * to stop reading (upgrade_tell_workers).
  */
 #ifndef QPROXY_UPGRADE_H
 #define QPROXY_UPGRADE_H
@@ -27,8 +33,11 @@
 #include "strbuf.h"
 
 #define UPGRADE_ENV		"QPROXY_UPGRADE"
+#define UPGRADE_WORKERS_ENV	"QPROXY_UPGRADE_WORKERS"
 #define UPGRADE_WAIT		8	/* s for the new process to be ready
 					   (qproxyctl waits 10 s) */
+#define UPGRADE_FDS_MAX		512	/* UDP sockets handed down */
+#define UPGRADE_ADDRS_MAX	64	/* addresses among them */
 
 struct quic_server;
 struct udp_sock;
@@ -44,35 +53,69 @@ struct upgrade_keys {
 	char		cid_key_file[1024];	/* from this file ("": none) */
 };
 
+/*
+ * What the running process hands down. A supervisor of workers hands
+ * each listener address's group of sockets in worker order, and for each
+ * worker its control socket and the supervisor's end of its link.
+ */
+struct upgrade_fds {
+	int		 control;		/* -1: none */
+	const int	*udp;
+	size_t		 nudp;
+	unsigned	 workers;		/* 0: a lone process */
+	const int	*worker_control;	/* [workers] */
+	const int	*worker_link;		/* [workers] */
+};
+
 /* At start: where the binary is and how it was started; the environment. */
 void	upgrade_init(char *argv[]);
 
 /*
  * The running process's side. Starts the new process with the sockets of
- * srv and control_fd (-1: none), and waits up to UPGRADE_WAIT for it to be
- * ready. 0 with the new process's id in *pid, which now reads every
- * datagram; -1 with why not in out (the new process, if any, is gone and
- * this one goes on as before).
+ * fds, and waits up to UPGRADE_WAIT for it to be ready; systemd is told
+ * it is the main process. 0 with its id in *pid and the link to it in
+ * *link, the new process reading every datagram from now on; -1 with why
+ * not in out (the new process, if any, is gone and this one goes on).
  */
-int	upgrade_start(struct quic_server *, int control_fd,
-	    const struct upgrade_keys *, pid_t *pid, struct strbuf *out);
+int	upgrade_spawn(const struct upgrade_fds *, const struct upgrade_keys *,
+	    pid_t *pid, int *link, struct strbuf *out);
+/*
+ * A lone process, once upgrade_spawn took: the new process passes it the
+ * datagrams of its connections over link, until it has none left.
+ */
+void	upgrade_handed_over(struct quic_server *, int link, pid_t pid);
+/* Whether an upgrade is under way, or the process before still serves. */
+bool	upgrade_busy(struct strbuf *why);
 /*
  * Whether the new process took this process's socket bound to the
  * address: one the new configuration dropped stays this one's to read.
  */
 bool	upgrade_taken(const struct addr *);
 
-/* The new process's side. Whether it was started by upgrade_start. */
+/* The new process's side. Whether it was started by upgrade_spawn. */
 bool	upgrade_inheriting(void);
 /* The running process's keys, sent first. -1 when none came (logged). */
 int	upgrade_take_keys(struct upgrade_keys *);
+/*
+ * How many workers the running process had: 0 for a lone process, and
+ * also when this one is not an upgrade.
+ */
+unsigned upgrade_workers(void);
 /* An inherited socket for a UDP address, or -1: bind one. */
 int	upgrade_take_udp(const struct addr *);
-/* The inherited control socket if it is the one at path, else -1. */
+/*
+ * The n inherited sockets of a workers group for the address, in worker
+ * order: 1 when taken, 0 when none is there (bind them), -1 when not n.
+ */
+int	upgrade_take_group(const struct addr *, int *fds, size_t n);
+/* The inherited control socket listening at path, or -1. */
 int	upgrade_take_control(const char *path);
+/* Inherited sockets no one took, closed (before workers are forked). */
+void	upgrade_close_unused(void);
 /*
  * Once started: the inherited sockets not taken are closed, the old
  * process told it may hand over. -1 when it could not be told (logged).
+ * A lone process passes itself; a supervisor of workers NULL.
  */
 int	upgrade_ready(struct quic_server *);
 /*
@@ -82,5 +125,26 @@ int	upgrade_ready(struct quic_server *);
  */
 bool	upgrade_forward(const struct udp_sock *, const uint8_t *, size_t,
 	    const struct addr *remote, const struct addr *local, uint8_t ecn);
+
+/*
+ * Workers. Each has a link to its supervisor from its start: the
+ * supervisor hands its end to the new supervisor at an upgrade, and the
+ * new worker of the same index passes it the datagrams of its
+ * connections. In a worker just forked: rx is its end; the link to the
+ * worker it takes over from, if any, is kept and the rest closed.
+ */
+void	upgrade_worker_start(unsigned index, int rx);
+/*
+ * In a worker, once its server runs: datagrams from the new worker are
+ * fed to srv; handover is called when the supervisor says the new
+ * workers have taken the sockets.
+ */
+void	upgrade_worker_serve(struct quic_server *, void (*handover)(void));
+/*
+ * The supervisor: tells the workers at the ends tx[0..n) (-1: none) that
+ * their sockets are taken, and waits at most timeout_ms for each to say
+ * it stopped reading them. How many did.
+ */
+unsigned upgrade_tell_workers(const int *tx, unsigned n, int timeout_ms);
 
 #endif

@@ -40,6 +40,7 @@
 #include "state.h"
 #include "strbuf.h"
 #include "udp.h"
+#include "upgrade.h"
 #include "upstream.h"
 #include "workers.h"
 
@@ -50,6 +51,8 @@
 #define WORKER_ASK_TIMEOUT	3000	/* ms for the workers' replies, */
 #define WORKER_RELOAD_TIMEOUT	8000	/* or their reloads' (qproxyctl
 					   waits 10 s) */
+#define WORKER_HANDOVER_TIMEOUT	1000	/* ms for them to stop reading
+					   at an upgrade */
 
 unsigned worker_index, worker_count = 1;
 
@@ -60,6 +63,7 @@ struct worker {
 	double		 started;
 	double		 restart_at;	/* 0: none due */
 	double		 restart_delay;	/* the last one's */
+	int		 link;		/* this end of its link (upgrade.h) */
 };
 
 /* A listener address's sockets, fds[i] worker i's. */
@@ -93,6 +97,9 @@ static struct {
 	ev_prepare	 prepare;
 	ev_timer	 tick;
 	bool		 forked;		/* a worker, left the loop */
+	struct upgrade_keys keys;		/* for an upgrade */
+	bool		 handed_over;		/* to a new binary's */
+	bool		 own_files;		/* the control sockets' */
 } sv = { .ctl_fd = -1, .sigfd = -1, .ping = { -1, -1 } };
 
 static struct group *
@@ -184,9 +191,12 @@ workers_ping(void)
 	(void)!write(sv.ping[1], &b, 1);
 }
 
-/* In the child: keeps what worker i uses and closes the rest. */
+/*
+ * In the child: keeps what worker i uses and closes the rest; rx is its
+ * end of its link.
+ */
 static void
-worker_setup(unsigned i)
+worker_setup(unsigned i, int rx)
 {
 	char prefix[32];
 
@@ -201,7 +211,11 @@ worker_setup(unsigned i)
 	} else
 		close(sv.ctl_fd);
 	close(sv.ping[0]);
+	explicit_bzero(&sv.keys, sizeof(sv.keys));
 	for (unsigned j = 0; j < worker_count; j++) {
+		if (sv.w[j].link != -1)
+			close(sv.w[j].link);
+		sv.w[j].link = -1;
 		if (j == i)
 			continue;
 		close(sv.wctl_fds[j]);
@@ -217,6 +231,7 @@ worker_setup(unsigned i)
 	unsetenv("NOTIFY_SOCKET");
 	unsetenv("WATCHDOG_USEC");
 	unsetenv("WATCHDOG_PID");
+	upgrade_worker_start(i, rx);
 	if (sigprocmask(SIG_SETMASK, &sv.held, NULL) == -1)
 		fatal("sigprocmask");
 }
@@ -225,8 +240,8 @@ worker_setup(unsigned i)
 static int
 worker_start(unsigned i)
 {
+	int fd, pair[2], sndbuf = 4 << 20;
 	pid_t pid;
-	int fd;
 
 	/*
 	 * Requests the last one took no more of wait on its control socket,
@@ -235,14 +250,32 @@ worker_start(unsigned i)
 	 */
 	while ((fd = accept4(sv.wctl_fds[i], NULL, NULL, SOCK_CLOEXEC)) != -1)
 		close(fd);
+	/* a new link for each start: the one before's other end is closed */
+	if (sv.w[i].link != -1)
+		close(sv.w[i].link);
+	sv.w[i].link = -1;
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) ==
+	    -1) {
+		log_warn("worker %u: socketpair (no upgrade for it)", i);
+		pair[0] = pair[1] = -1;
+	} else {
+		/* room for a burst of datagrams while the worker is busy */
+		(void)setsockopt(pair[1], SOL_SOCKET, SO_SNDBUF, &sndbuf,
+		    sizeof(sndbuf));
+		sv.w[i].link = pair[1];
+	}
 	if ((pid = fork()) == -1) {
 		log_warn("worker %u: fork", i);
+		if (pair[0] != -1)
+			close(pair[0]);
 		return -1;
 	}
 	if (pid == 0) {
-		worker_setup(i);
+		worker_setup(i, pair[0]);
 		return 0;
 	}
+	if (pair[0] != -1)
+		close(pair[0]);
 	sv.w[i].pid = pid;
 	sv.w[i].pinged = false;
 	sv.w[i].started = sv.w[i].last_ping = mono_now();
@@ -265,7 +298,8 @@ take_pings(void)
 				sv.w[b[k]].pinged = true;
 				sv.w[b[k]].last_ping = now;
 			}
-	if (sv.watchdog_every > 0. && now >= sv.watchdog_next) {
+	/* taking over, it is not systemd's main process until it is ready */
+	if (sv.watchdog_every > 0. && sv.own_files && now >= sv.watchdog_next) {
 		sd_notify(0, "WATCHDOG=1");
 		sv.watchdog_next = now + sv.watchdog_every;
 	}
@@ -282,6 +316,10 @@ signal_workers(int sig)
 static void
 sv_cleanup(void)
 {
+	explicit_bzero(&sv.keys, sizeof(sv.keys));
+	/* the running process's, before an upgrade is ready, or after */
+	if (!sv.own_files)
+		return;
 	if (sv.ctl_path != NULL)
 		unlink(sv.ctl_path);
 	for (unsigned i = 0; i < worker_count; i++)
@@ -325,8 +363,15 @@ reap(void)
 		for (i = 0; i < worker_count; i++)
 			if (sv.w[i].pid == pid)
 				break;
-		if (i == worker_count)
+		if (i == worker_count) {
+			/* the process an upgrade started */
+			describe_exit(status, how, sizeof(how));
+			if (sv.handed_over)
+				log_warnx("upgrade: the new process %ld %s while "
+				    "the workers here still served connections",
+				    (long)pid, how);
 			continue;
+		}
 		sv.w[i].pid = 0;
 		if (sv.stopping)
 			continue;
@@ -918,12 +963,79 @@ op_reload(struct strbuf *out, void *arg)
 	return cmd_reload(out) ? 0 : -1;
 }
 
-/* Not with workers (upgrade.h takes one process's sockets): said so. */
+/*
+ * qproxyctl upgrade (upgrade.h) with workers. The new supervisor is given
+ * each group of sockets in worker order, so that its worker i reads the
+ * socket worker i read, and each worker's link: the new worker i passes
+ * the old worker i the datagrams of its connections. Once the new workers
+ * all run, each old one is told to stop reading, and drains; this process
+ * exits when they have, restarting none, and its files are the new one's.
+ */
 static int
 op_upgrade(struct strbuf *out, void *arg)
 {
-	strbuf_printf(out, "not with workers: restart instead\n");
-	return -1;
+	int *udp, links[WORKERS_MAX], link;
+	struct upgrade_fds fds;
+	unsigned told, running = 0;
+	size_t n = 0;
+	pid_t pid;
+	int rv;
+
+	if (sv.stopping) {
+		strbuf_printf(out, "shutting down\n");
+		return -1;
+	}
+	if ((udp = calloc(sv.ngroups * worker_count + 1, sizeof(*udp))) ==
+	    NULL) {
+		strbuf_printf(out, "out of memory\n");
+		return -1;
+	}
+	for (size_t k = 0; k < sv.ngroups; k++)
+		for (unsigned i = 0; i < worker_count; i++)
+			udp[n++] = sv.groups[k].fds[i];
+	for (unsigned i = 0; i < worker_count; i++) {
+		links[i] = sv.w[i].link;
+		running += sv.w[i].pid > 0;
+	}
+	memset(&fds, 0, sizeof(fds));
+	fds.control = sv.ctl_fd;
+	fds.udp = udp;
+	fds.nudp = n;
+	fds.workers = worker_count;
+	fds.worker_control = sv.wctl_fds;
+	fds.worker_link = links;
+	rv = upgrade_spawn(&fds, &sv.keys, &pid, &link, out);
+	free(udp);
+	if (rv == -1) {
+		log_warnx("upgrade refused: %.*s",
+		    (int)strcspn(strbuf_str(out), "\n"), strbuf_str(out));
+		return -1;
+	}
+	close(link);	/* the workers' links carry the datagrams */
+	for (unsigned i = 0; i < worker_count; i++)
+		if (sv.w[i].pid <= 0)
+			links[i] = -1;
+	told = upgrade_tell_workers(links, worker_count,
+	    WORKER_HANDOVER_TIMEOUT);
+	/* their other ends' close is the old workers' word of the new end */
+	for (unsigned i = 0; i < worker_count; i++) {
+		if (sv.w[i].link != -1)
+			close(sv.w[i].link);
+		sv.w[i].link = -1;
+	}
+	control_disown(sv.ctl);
+	sv.own_files = false;
+	sv.handed_over = true;
+	sv.stopping = true;	/* none started again; exits after the last */
+	sv.watchdog_every = 0.;
+	explicit_bzero(&sv.keys, sizeof(sv.keys));
+	log_info("upgrade: process %d serves new connections; %u of %u "
+	    "workers here drain for at most %.0f s", (int)pid, told, running,
+	    sv.cfg->shutdown_timeout);
+	strbuf_printf(out, "process %d took over; the %u workers of process "
+	    "%d drain their connections for at most %.0f s\n", (int)pid,
+	    told, (int)getpid(), sv.cfg->shutdown_timeout);
+	return 0;
 }
 
 static int
@@ -963,14 +1075,16 @@ make_sockets(const struct config *cfg)
 	int fd;
 
 	/* first: a running qproxy's are in use, and nothing else is touched */
-	if ((sv.ctl_fd = control_listen(cfg->control_socket)) == -1)
+	if ((sv.ctl_fd = upgrade_take_control(cfg->control_socket)) == -1 &&
+	    (sv.ctl_fd = control_listen(cfg->control_socket)) == -1)
 		return -1;
 	if ((sv.ctl_path = strdup(cfg->control_socket)) == NULL)
 		return -1;
 	for (unsigned i = 0; i < worker_count; i++) {
 		if (asprintf(&path, "%s.%u", cfg->control_socket, i) == -1)
 			return -1;
-		if ((fd = control_listen(path)) == -1) {
+		if ((fd = upgrade_take_control(path)) == -1 &&
+		    (fd = control_listen(path)) == -1) {
 			free(path);
 			return -1;
 		}
@@ -987,6 +1101,7 @@ make_sockets(const struct config *cfg)
 			struct group *g;
 			char text[ADDR_STRLEN];
 			size_t k;
+			int took;
 
 			for (k = 0; k < sv.ngroups; k++)
 				if (addr_equal(&sv.groups[k].addr,
@@ -1001,8 +1116,18 @@ make_sockets(const struct config *cfg)
 			sv.groups = g;
 			g = &sv.groups[sv.ngroups];
 			g->addr = l->addrs[j];
-			if (udp_open_group(&l->addrs[j], g->fds,
-			    worker_count) == -1) {
+			/* an upgrade's: the running workers' sockets */
+			took = upgrade_take_group(&l->addrs[j], g->fds,
+			    worker_count);
+			if (took == -1)
+				log_warnx("%s: listener %s: udp %s: the running "
+				    "process's sockets are not one a worker",
+				    config_at(cfg, l->addr_lines[j]), l->name,
+				    addr_format(&l->addrs[j], text,
+				    sizeof(text)));
+			if (took == -1 || (took == 0 &&
+			    udp_open_group(&l->addrs[j], g->fds,
+			    worker_count) == -1)) {
 				log_warnx("%s: listener %s: cannot listen "
 				    "on udp %s",
 				    config_at(cfg, l->addr_lines[j]),
@@ -1032,7 +1157,7 @@ steer(void)
 	bool running[WORKERS_MAX], changed = false;
 	char text[ADDR_STRLEN];
 
-	if (!sv.ready)
+	if (!sv.ready || sv.handed_over)
 		return;
 	for (unsigned i = 0; i < worker_count; i++) {
 		running[i] = sv.w[i].pid > 0 && sv.w[i].pinged;
@@ -1064,7 +1189,20 @@ check_ready(void)
 	sv.ready = true;
 	log_info("qproxy %s started with %u workers", QPROXY_VERSION,
 	    worker_count);
-	sd_notify(0, "READY=1");
+	if (!upgrade_inheriting()) {
+		sd_notify(0, "READY=1");
+		return;
+	}
+	/* systemd hears of this one from the process taken over from */
+	if (upgrade_ready(NULL) == -1) {
+		sv.status = 1;
+		sv.stopping = true;
+		signal_workers(SIGTERM);
+		return;
+	}
+	sv.own_files = true;
+	/* once the old one has told systemd, a period from now */
+	sv.watchdog_next = mono_now() + sv.watchdog_every;
 }
 
 static void
@@ -1172,7 +1310,7 @@ sv_prepare_cb(struct ev_loop *loop, ev_prepare *p, int revents)
 
 int
 workers_run(struct config **cfgp, const sigset_t *held,
-    const struct workers_hooks *hooks)
+    const struct workers_hooks *hooks, const struct upgrade_keys *keys)
 {
 	sigset_t mask;
 	uint64_t usec = 0;
@@ -1180,15 +1318,22 @@ workers_run(struct config **cfgp, const sigset_t *held,
 	sv.cfg = *cfgp;
 	sv.hooks = hooks;
 	sv.pid = getpid();
+	sv.keys = *keys;
+	sv.own_files = !upgrade_inheriting();
 	worker_count = (unsigned)sv.cfg->workers;
 	sv.held = *held;
-	for (unsigned i = 0; i < worker_count; i++)
-		sv.steered[i] = true;	/* as udp_open_group has it */
+	for (unsigned i = 0; i < worker_count; i++) {
+		/* as udp_open_group has it; taken over, as may not be */
+		sv.steered[i] = !upgrade_inheriting();
+		sv.w[i].link = -1;
+	}
 	if (make_sockets(sv.cfg) == -1 ||
 	    pipe2(sv.ping, O_CLOEXEC | O_NONBLOCK) == -1) {
 		sv_cleanup();
 		return -1;
 	}
+	/* not for the workers: what the running process handed and no one took */
+	upgrade_close_unused();
 	mask = *held;
 	sigaddset(&mask, SIGCHLD);
 	if (sigprocmask(SIG_BLOCK, &mask, NULL) == -1 ||

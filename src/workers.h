@@ -18,6 +18,7 @@
 #include "addr.h"
 
 struct config;
+struct upgrade_keys;
 
 /* In a worker: which one, of how many. A lone process: 0 of 1. */
 extern unsigned	 worker_index, worker_count;
@@ -41,10 +42,12 @@ struct workers_hooks {
  * configuration it is to run and the signals of held still blocked. The
  * supervisor never returns: it exits when the workers have ended after a
  * SIGTERM or SIGINT, or with 1 when one fails to start (its reasons in
- * the error log). -1 when the sockets cannot be made (logged).
+ * the error log). -1 when the sockets cannot be made (logged). keys
+ * are what it hands a new binary at qproxyctl upgrade (upgrade.h).
  */
 int		 workers_run(struct config **cfgp, const sigset_t *held,
-		    const struct workers_hooks *hooks);
+		    const struct workers_hooks *hooks,
+		    const struct upgrade_keys *keys);
 
 /*
  * In a worker: its socket for a listener address, or -1 when the address

@@ -23,6 +23,8 @@ from helpers import (SLOW, KiB, MiB, app_sections, background_get, expected_body
                      expected_sha256, free_udp_port, gtls_fetch, h3_get, h3raw, h3raw_binary,
                      make_easy, preload_execdelay, qproxy_stats, qproxyctl, wait_until)
 from relay import Faults, Relay
+from test_ops import stats
+from test_workers import N as WORKERS, _worker_stats, _workers
 
 
 def _alive(pid):
@@ -185,12 +187,14 @@ def test_upgrade_that_cannot_start_leaves_the_running_process(qproxy_factory, ba
     assert q.sanitizer_report() is None
 
 
+@pytest.mark.parametrize("workers", [1, WORKERS])
 def test_upgrade_tells_systemd_the_new_main_process(qproxy_factory, backend_app, tmp_path,
-                                                    monkeypatch):
+                                                    monkeypatch, workers):
     """The old process gives systemd the new one as MAINPID, and says
     neither STOPPING=1 (the service goes on) nor anything after; the new
     one keeps systemd's watchdog, which names the main process's id
-    (WATCHDOG_PID), and does not say READY=1 again."""
+    (WATCHDOG_PID), and does not say READY=1 again. With workers, the
+    supervisors speak for them."""
     path = str(tmp_path / "notify.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(path)
@@ -200,7 +204,8 @@ def test_upgrade_tells_systemd_the_new_main_process(qproxy_factory, backend_app,
     monkeypatch.setenv("WATCHDOG_USEC", "200000")
     # not the old process's: it sends no WATCHDOG=1; the new one's is its own
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
-    q = qproxy_factory(backend_server=backend_app.tcp_server)
+    q = qproxy_factory(backend_server=backend_app.tcp_server) if workers == 1 else \
+        _workers(qproxy_factory, backend_app)
     old = q.proc.pid
     ucred = struct.Struct("iII")
 
@@ -558,3 +563,154 @@ def test_a_client_in_its_handshake_that_sends_no_request_lets_the_old_process_go
             if new is not None:
                 _stop(new)
     assert q.sanitizer_report() is None
+
+
+# --------------------------------------------------------------------------
+# with [global] workers: the new supervisor's worker i takes the sockets
+# worker i read, and passes the old worker i its connections' datagrams
+
+def _children(pid):
+    with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+        return [int(x) for x in f.read().split()]
+
+
+def _downloads_on_each_worker(q, n, ms):
+    """Downloads of n bytes over ms each, a connection each, started until
+    every worker has one under way: [(thread, out, progress)]."""
+    gets = []
+    while len(gets) < 16:
+        t, out, progress, reached = background_get(
+            q.url("/app/slow/%d?ms=%d" % (n, ms)), 256 * KiB)
+        assert reached.wait(15 * SLOW), "a download did not start"
+        gets.append((t, out, progress))
+        if all(_worker_stats(q, i)["connections"]["current"] > 0 for i in range(WORKERS)):
+            break
+    else:
+        pytest.fail("16 connections and still a worker without one")
+    assert all(p["bytes"] < n for _, _, p in gets), \
+        "a download ended before the upgrade: nothing tested"
+    return gets
+
+
+def _downloads_done(gets, n):
+    for t, out, _ in gets:
+        t.join(60 * SLOW)
+        assert not t.is_alive()
+        assert "e" not in out, "a download failed across the upgrade: %s" % out.get("e")
+        r = out["r"]
+        assert r.status == 200 and len(r.body) == n and r.sha256 == expected_sha256(n)
+
+
+def test_upgrade_with_workers_keeps_downloads_and_takes_new_clients(qproxy_factory,
+                                                                    backend_app):
+    q = _workers(qproxy_factory, backend_app)
+    old = q.proc.pid
+    old_workers = _children(old)
+    n = 8 * MiB
+    gets = _downloads_on_each_worker(q, n, 3000)
+
+    p = qproxyctl(q, "upgrade")
+    assert p.returncode == 0, (p.stdout, p.stderr, q.log_tail())
+    m = re.fullmatch(r"process (\d+) took over; the 2 workers of process (\d+) drain their "
+                     r"connections for at most 10 s\n", p.stdout)
+    assert m, p.stdout
+    new = int(m.group(1))
+    assert int(m.group(2)) == old and new != old
+    try:
+        assert len(_children(new)) == WORKERS
+        # new clients: the new workers', while the old ones still run
+        for size in (1000, 2000, 3000, 4000):
+            r = h3_get(q.url("/app/bytes/%d" % size))
+            assert r.status == 200 and r.sha256 == expected_sha256(size)
+        assert q.running() and all(_alive(w) for w in old_workers), \
+            "the old workers did not wait for their downloads"
+        # a datagram for no connection: a new worker passes it on, the old
+        # worker of the same index answers it with a stateless reset
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.settimeout(3 * SLOW)
+            u.sendto(bytes([0x40]) + os.urandom(1199), ("127.0.0.1", q.port))
+            reset, _ = u.recvfrom(2048)
+        assert 21 <= len(reset) < 1200 and reset[0] & 0xc0 == 0x40, reset
+        # one upgrade at a time
+        p = qproxyctl(q, "upgrade")
+        assert p.returncode == 1 and p.stderr == (
+            "qproxyctl: the process before this one still serves connections: "
+            "upgrade once it has exited\n"), (p.stdout, p.stderr)
+        # the control socket is the new supervisor's, its workers pass
+        # datagrams on
+        wait_until(lambda: stats(q)["quic"]["upgrade_forwarded"] > 0,
+                   "the downloads' datagrams never went to the old workers")
+        assert stats(q)["quic"]["upgrade_forward_dropped"] == 0
+
+        _downloads_done(gets, n)
+        # drained, the old supervisor goes after its workers, leaving the
+        # control sockets' files to the new one
+        assert q.wait(timeout=10 * SLOW) == 0
+        assert not any(_alive(w) for w in old_workers)
+        assert stats(q)["workers"] == {"count": WORKERS, "running": WORKERS,
+                                       "answered": WORKERS, "restarts": 0}
+        for i in range(WORKERS):
+            assert _worker_stats(q, i)["connections"]["total"] > 0
+        log = q.log_text()
+        assert "upgrade: took over from the process before, whose workers serve" in log
+        assert log.count("upgrade: the new worker serves new connections") == WORKERS
+        # a second upgrade, by the new supervisor
+        newer = _upgrade(q)
+        wait_until(lambda: not _alive(new), "the idle supervisor did not exit", 10 * SLOW)
+        new = newer
+        r = h3_get(q.url("/app/bytes/5000"))
+        assert r.status == 200 and r.sha256 == expected_sha256(5000)
+    finally:
+        _stop(new)
+    assert q.log_text().count("qproxy stopped") == 3 * (1 + WORKERS), q.log_tail()
+    assert q.sanitizer_report() is None
+
+
+def test_upgrade_to_another_number_of_workers_is_refused(qproxy_factory, backend_app):
+    """The sockets go over in groups of one a worker: a new binary with
+    another number of workers (or with workers where there were none) ends
+    with the reason in the log, and the running processes go on."""
+    for before, after in ((WORKERS, 3), (1, WORKERS)):
+        if before > 1:
+            q = _workers(qproxy_factory, backend_app)
+        else:
+            q = qproxy_factory(backend_server=backend_app.tcp_server)
+        pids = _children(q.proc.pid)
+        with open(q.conf) as f:
+            good = f.read()
+        with open(q.conf, "w") as f:
+            f.write(good.replace("[global]\n", "[global]\nworkers = %d\n" % after, 1)
+                    if before == 1 else
+                    good.replace("workers = %d" % before, "workers = %d" % after))
+        p = qproxyctl(q, "upgrade")
+        assert p.returncode == 1, (p.stdout, p.stderr)
+        assert p.stderr.startswith("qproxyctl: the new process exited before it was "
+                                   "ready: the log says why; process "), p.stderr
+        why = ("workers %d, where the running process has %d: their number changes at a "
+               "restart, not an upgrade" % (after, before))
+        assert why in q.log_text(), q.log_tail()
+        assert _children(q.proc.pid) == pids
+        r = h3_get(q.url("/app/bytes/1000"))
+        assert r.status == 200 and r.sha256 == expected_sha256(1000)
+        q.stop()
+
+
+def test_old_workers_read_again_when_the_new_supervisor_dies(qproxy_factory, backend_app):
+    """The new supervisor killed after the handover: its workers stop, and
+    once their ends of the links are closed the old workers read their
+    sockets again, for their downloads."""
+    q = _workers(qproxy_factory, backend_app)
+    n = 8 * MiB
+    gets = _downloads_on_each_worker(q, n, 4000)
+    new = _upgrade(q)
+    new_workers = _children(new)
+    os.kill(new, signal.SIGKILL)
+    wait_until(lambda: not any(_alive(w) for w in new_workers),
+               "the new workers did not stop with their supervisor", 15 * SLOW)
+    _downloads_done(gets, n)
+    assert q.wait(timeout=10 * SLOW) == 0
+    log = q.log_text()
+    assert log.count("upgrade: the new process has gone: this one reads its sockets "
+                     "again") == WORKERS, q.log_tail()
+    assert re.search(r"upgrade: the new process %d was killed by signal 9 while the "
+                     r"workers here still served connections" % new, log), q.log_tail()

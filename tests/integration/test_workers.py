@@ -502,16 +502,16 @@ def test_workers_stop_and_leave_nothing(qproxy_factory, backend_app):
     assert q.log_text().count("worker 0: qproxy stopped") == 1
 
 
-def test_upgrade_is_refused_with_workers(qproxy_factory, backend_app):
-    """qproxyctl upgrade takes one process's sockets: with workers, the
-    supervisor and each worker say so, start nothing, and go on."""
+def test_upgrade_is_the_supervisors(qproxy_factory, backend_app):
+    """qproxyctl upgrade at a worker's own control socket: the supervisor
+    hands the workers' sockets over (test_upgrade), so a worker says so,
+    starts nothing, and goes on."""
     q = _workers(qproxy_factory, backend_app)
     pids = _worker_pids(q)
-    for sock in (q.control_socket, q.control_socket + ".0"):
-        p = subprocess.run([qproxyctl_binary(), "-s", sock, "upgrade"],
-                           capture_output=True, text=True, timeout=30)
-        assert p.returncode == 1 and \
-            p.stderr == "qproxyctl: not with workers: restart instead\n", (p.stdout, p.stderr)
+    p = subprocess.run([qproxyctl_binary(), "-s", q.control_socket + ".0", "upgrade"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 1 and \
+        p.stderr == "qproxyctl: a worker: ask the supervisor\n", (p.stdout, p.stderr)
     assert _worker_pids(q) == pids
     assert "upgrade: started" not in q.log_text()
     assert h3_get(q.url("/app/bytes/10")).status == 200
