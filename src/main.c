@@ -43,6 +43,8 @@ static bool signalled;
 
 static bool	cid_changed(const struct config *);
 static void	cid_give(struct upgrade_keys *);
+/* the file the secret in use came from: what an upgrade is told */
+static char	secret_from[sizeof(((struct upgrade_keys *)0)->secret_file)];
 _Static_assert(sizeof(((struct upgrade_keys *)0)->secret) == SECRET_LEN,
     "upgrade_keys holds secret_file's secret");
 _Static_assert(sizeof(((struct upgrade_keys *)0)->cid_key) == CID_LB_KEYLEN,
@@ -449,6 +451,7 @@ op_upgrade(struct strbuf *out, void *arg)
 	}
 	memset(&keys, 0, sizeof(keys));
 	memcpy(keys.secret, server->secret, sizeof(keys.secret));
+	memcpy(keys.secret_file, secret_from, sizeof(keys.secret_file));
 	cid_give(&keys);
 	rv = upgrade_spawn(&fds, &keys, &pid, &link, out);
 	explicit_bzero(&keys, sizeof(keys));
@@ -896,10 +899,24 @@ main(int argc, char *argv[])
 				return 1;
 			memcpy(secret, keys.secret, sizeof(secret));
 			memcpy(key, keys.cid_key, sizeof(key));
+			if (keys.secret_file[0] != '\0') {
+				snprintf(secret_from, sizeof(secret_from),
+				    "%s", keys.secret_file);
+				if (strcmp(secret_from, cfg->secret_file) != 0)
+					log_warnx("%s: secret_file %s: the "
+					    "running process's secret, from "
+					    "%s, is kept; a new one takes "
+					    "effect at a restart",
+					    key_at(cfg, "secret_file"),
+					    cfg->secret_file, secret_from);
+			}
 		} else if (secret_load(cfg->secret_file, cfg->user != NULL ?
 		    cfg->uid : 0, secret, err, sizeof(err)) == -1)
 			fatalx("%s: secret_file: %s", key_at(cfg,
 			    "secret_file"), err);
+		if (secret_from[0] == '\0')
+			snprintf(secret_from, sizeof(secret_from), "%s",
+			    cfg->secret_file);
 		/* a QUIC-LB key from another file than the running one's */
 		if ((!upgrade_inheriting() || cfg->cid_key_file == NULL ||
 		    strcmp(cfg->cid_key_file, keys.cid_key_file) != 0) &&
@@ -923,6 +940,7 @@ main(int argc, char *argv[])
 		/* the supervisor hands them to an upgrade */
 		memset(&keys, 0, sizeof(keys));
 		memcpy(keys.secret, secret, sizeof(keys.secret));
+		memcpy(keys.secret_file, secret_from, sizeof(keys.secret_file));
 		if (cfg->cid_sidlen > 0 && cfg->cid_key_file != NULL) {
 			memcpy(keys.cid_key, key, sizeof(keys.cid_key));
 			snprintf(keys.cid_key_file, sizeof(keys.cid_key_file),

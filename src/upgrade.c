@@ -26,6 +26,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <stddef.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -251,18 +252,25 @@ int
 upgrade_take_keys(struct upgrade_keys *keys)
 {
 	uint8_t buf[sizeof(struct upgrade_msg) + sizeof(*keys)];
+	/* a build before secret_file was told sends the keys without it */
+	const size_t older = sizeof(struct upgrade_msg) +
+	    offsetof(struct upgrade_keys, secret_file);
 	ssize_t n;
 
 	/* the first message, there before the exec */
 	while ((n = recv(up.link, buf, sizeof(buf), MSG_DONTWAIT)) == -1 &&
 	    errno == EINTR)
 		;
-	if (n != (ssize_t)sizeof(buf) || buf[0] != UPGRADE_MSG_KEYS) {
+	if ((n != (ssize_t)sizeof(buf) && n != (ssize_t)older) ||
+	    buf[0] != UPGRADE_MSG_KEYS) {
 		log_warnx("upgrade: no keys from the running process");
 		return -1;
 	}
-	memcpy(keys, buf + sizeof(struct upgrade_msg), sizeof(*keys));
+	memset(keys, 0, sizeof(*keys));
+	memcpy(keys, buf + sizeof(struct upgrade_msg),
+	    (size_t)n - sizeof(struct upgrade_msg));
 	keys->cid_key_file[sizeof(keys->cid_key_file) - 1] = '\0';
+	keys->secret_file[sizeof(keys->secret_file) - 1] = '\0';
 	explicit_bzero(buf, sizeof(buf));
 	return 0;
 }

@@ -48,9 +48,11 @@ struct udp_sock;
  * stateless resets stay good.
  */
 struct upgrade_keys {
-	uint8_t		secret[32];		/* secret_file's */
+	uint8_t		secret[32];		/* secret_file's, */
 	uint8_t		cid_key[16];		/* QUIC-LB's, */
 	char		cid_key_file[1024];	/* from this file ("": none) */
+	char		secret_file[1024];	/* the first from this one ("":
+						   from a build not saying) */
 };
 
 /*

@@ -187,6 +187,45 @@ def test_upgrade_that_cannot_start_leaves_the_running_process(qproxy_factory, ba
     assert q.sanitizer_report() is None
 
 
+def test_a_new_secret_file_takes_a_restart(qproxy_factory, backend_app):
+    """The new process keeps the running one's secret: a secret_file of
+    another name in its configuration is warned about with the file it
+    came from, and is neither read nor made; a session ticket from before
+    resumes after."""
+    q = qproxy_factory(backend_server=backend_app.tcp_server)
+    with open(q.conf) as f:
+        text = f.read()
+    old_path = re.search(r"^secret_file = (.*)$", text, re.M).group(1)
+    new_path = old_path + ".new"
+    d = os.path.dirname(q.conf)
+    sess, tp = os.path.join(d, "session"), os.path.join(d, "tp")
+    g = gtls_fetch(q.port, ["/app/bytes/10"], os.path.join(d, "dl"), quiet=True,
+                   extra_args=["--session-file=%s" % sess, "--tp-file=%s" % tp,
+                               "--wait-for-ticket"])
+    assert os.path.exists(sess), ("no session ticket came", g.stderr[-2000:])
+    new = _upgrade(q)
+    try:
+        assert "secret_file" not in q.log_text()
+        # and once more, the file named anew: the process before's secret
+        with open(q.conf, "w") as f:
+            f.write(text.replace(old_path, new_path))
+        assert q.wait(timeout=10 * SLOW) == 0
+        newer = _upgrade(q)
+        wait_until(lambda: not _alive(new), "the idle process did not exit", 10 * SLOW)
+        new = newer
+        assert re.search(r"\.conf:\d+: secret_file %s: the running process's secret, from "
+                         r"%s, is kept; a new one takes effect at a restart"
+                         % (re.escape(new_path), re.escape(old_path)), q.log_text()), \
+            q.log_tail()
+        assert not os.path.exists(new_path)
+        # the same secret: the first process's ticket resumes at the third
+        gtls_fetch(q.port, ["/app/bytes/20"], os.path.join(d, "dl"), quiet=True,
+                   extra_args=["--session-file=%s" % sess, "--tp-file=%s" % tp])
+        assert _quic(q)["resumed_handshakes"] == 1
+    finally:
+        _stop(new)
+
+
 @pytest.mark.parametrize("workers", [1, WORKERS])
 def test_upgrade_tells_systemd_the_new_main_process(qproxy_factory, backend_app, tmp_path,
                                                     monkeypatch, workers):
