@@ -657,10 +657,16 @@ def test_upgrade_with_workers_keeps_downloads_and_takes_new_clients(qproxy_facto
     assert int(m.group(2)) == old and new != old
     try:
         assert len(_children(new)) == WORKERS
-        # new clients: the new workers', while the old ones still run
-        for size in (1000, 2000, 3000, 4000):
+        # new clients: the new workers', each of them, while the old ones
+        # still run
+        for size in range(1000, 17000, 1000):
             r = h3_get(q.url("/app/bytes/%d" % size))
             assert r.status == 200 and r.sha256 == expected_sha256(size)
+            if all(_worker_stats(q, i)["connections"]["total"] > 0
+                   for i in range(WORKERS)):
+                break
+        else:
+            pytest.fail("16 new clients and still a new worker without one")
         assert q.running() and all(_alive(w) for w in old_workers), \
             "the old workers did not wait for their downloads"
         # a datagram for no connection: a new worker passes it on, the old
@@ -688,8 +694,6 @@ def test_upgrade_with_workers_keeps_downloads_and_takes_new_clients(qproxy_facto
         assert not any(_alive(w) for w in old_workers)
         assert stats(q)["workers"] == {"count": WORKERS, "running": WORKERS,
                                        "answered": WORKERS, "restarts": 0}
-        for i in range(WORKERS):
-            assert _worker_stats(q, i)["connections"]["total"] > 0
         log = q.log_text()
         assert "upgrade: took over from the process before, whose workers serve" in log
         assert log.count("upgrade: the new worker serves new connections") == WORKERS
