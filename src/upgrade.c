@@ -864,6 +864,7 @@ upgrade_worker_start(unsigned index, int rx)
 		up.old_links[i] = -1;
 	}
 	up.workers = 0;
+	up.ntaken = 0;		/* the supervisor's to know */
 	up.from_new = rx;
 	if (rx != -1)
 		(void)fcntl(rx, F_SETFL, O_NONBLOCK);
