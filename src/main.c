@@ -423,7 +423,7 @@ op_upgrade(struct strbuf *out, void *arg)
 	double timeout = server_config(server)->shutdown_timeout;
 	struct upgrade_keys keys;
 	struct upgrade_fds fds;
-	int udp[UPGRADE_FDS_MAX], link;
+	int udp[UPGRADE_ADDRS_MAX], link;
 	struct udp_sock *s;
 	pid_t pid;
 	int rv;
@@ -442,9 +442,9 @@ op_upgrade(struct strbuf *out, void *arg)
 	LIST_FOREACH(s, &server->socks, entry) {
 		if (s->listener == NULL)
 			continue;	/* draining: not the new one's */
-		if (fds.nudp == UPGRADE_FDS_MAX) {
+		if (fds.nudp == UPGRADE_ADDRS_MAX) {
 			strbuf_printf(out, "more than %d listening "
-			    "addresses\n", UPGRADE_FDS_MAX);
+			    "addresses\n", UPGRADE_ADDRS_MAX);
 			return -1;
 		}
 		udp[fds.nudp++] = s->fd;

@@ -37,7 +37,8 @@
 #define UPGRADE_WAIT		8	/* s for the new process to be ready
 					   (qproxyctl waits 10 s) */
 #define UPGRADE_FDS_MAX		512	/* UDP sockets handed down */
-#define UPGRADE_ADDRS_MAX	64	/* addresses among them */
+#define UPGRADE_ADDRS_MAX	64	/* addresses among them (the new
+					   process tells which it took) */
 
 struct quic_server;
 struct udp_sock;

@@ -985,6 +985,11 @@ op_upgrade(struct strbuf *out, void *arg)
 		strbuf_printf(out, "shutting down\n");
 		return -1;
 	}
+	if (sv.ngroups > UPGRADE_ADDRS_MAX) {
+		strbuf_printf(out, "more than %d listening addresses\n",
+		    UPGRADE_ADDRS_MAX);
+		return -1;
+	}
 	if ((udp = calloc(sv.ngroups * worker_count + 1, sizeof(*udp))) ==
 	    NULL) {
 		strbuf_printf(out, "out of memory\n");
