@@ -628,9 +628,26 @@ child_exec(const int *fds, size_t n, char **envp, char **wdp)
 }
 
 bool
-upgrade_busy(struct strbuf *why)
+upgrade_worker_before(unsigned i)
 {
 	struct pollfd pfd;
+
+	if (i >= up.workers || up.old_links[i] == -1)
+		return false;
+	pfd.fd = up.old_links[i];
+	pfd.events = 0;
+	if (poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLHUP)) {
+		/* its end closed: it has exited */
+		close(up.old_links[i]);
+		up.old_links[i] = -1;
+		return false;
+	}
+	return true;
+}
+
+bool
+upgrade_busy(struct strbuf *why)
+{
 	bool old = up.to_old != -1;
 
 	if (up.handed_over || up.inheriting) {
@@ -638,17 +655,8 @@ upgrade_busy(struct strbuf *why)
 		return true;
 	}
 	/* a supervisor's: the workers before, while one still runs */
-	for (unsigned i = 0; i < up.workers; i++) {
-		if (up.old_links[i] == -1)
-			continue;
-		pfd.fd = up.old_links[i];
-		pfd.events = 0;
-		if (poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLHUP)) {
-			close(up.old_links[i]);
-			up.old_links[i] = -1;
-		} else
-			old = true;
-	}
+	for (unsigned i = 0; i < up.workers; i++)
+		old |= upgrade_worker_before(i);
 	if (old) {
 		strbuf_printf(why, "the process before this one still serves "
 		    "connections: upgrade once it has exited\n");

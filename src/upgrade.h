@@ -144,6 +144,11 @@ void	upgrade_worker_start(unsigned index, int rx);
  */
 void	upgrade_worker_serve(struct quic_server *, void (*handover)(void));
 /*
+ * A supervisor's, after an upgrade: whether worker i of the process
+ * before still serves (the other end of its link is open).
+ */
+bool	upgrade_worker_before(unsigned i);
+/*
  * The supervisor: tells the workers at the ends tx[0..n) (-1: none) that
  * their sockets are taken, and waits at most timeout_ms for each to say
  * it stopped reading them. How many did.

@@ -1165,7 +1165,16 @@ steer(void)
 	if (!sv.ready || sv.handed_over)
 		return;
 	for (unsigned i = 0; i < worker_count; i++) {
-		running[i] = sv.w[i].pid > 0 && sv.w[i].pinged;
+		/*
+		 * Not away from one whose worker before (an upgrade's) still
+		 * drains: only this one's worker i passes that one its
+		 * connections' datagrams. Steered to another, they went to
+		 * the other worker before, which has none of them and ended
+		 * them with a stateless reset; left in the socket, they wait
+		 * for this one's worker i to start again.
+		 */
+		running[i] = (sv.w[i].pid > 0 && sv.w[i].pinged) ||
+		    upgrade_worker_before(i);
 		changed |= running[i] != sv.steered[i];
 	}
 	if (!changed)

@@ -757,3 +757,31 @@ def test_old_workers_read_again_when_the_new_supervisor_dies(qproxy_factory, bac
                      "again") == WORKERS, q.log_tail()
     assert re.search(r"upgrade: the new process %d was killed by signal 9 while the "
                      r"workers here still served connections" % new, log), q.log_tail()
+
+
+def test_a_new_worker_that_dies_while_the_old_ones_drain_cuts_none_of_their_downloads(
+        qproxy_factory, backend_app):
+    """New worker 0 killed while the old workers drain: until it is started
+    again its datagrams are not steered to new worker 1, which would pass
+    them to old worker 1, where the connections of old worker 0 are not
+    and a stateless reset would end them. Started again, new worker 0
+    passes them to old worker 0 as before."""
+    q = _workers(qproxy_factory, backend_app)
+    n = 8 * MiB
+    gets = _downloads_on_each_worker(q, n, 6000)
+    new = _upgrade(q)
+    try:
+        first = _children(new)[0]
+        os.kill(first, signal.SIGKILL)
+        wait_until(lambda: "worker 0 (pid %d) was killed by signal 9; starting it again"
+                   % first in q.log_text(), "the new supervisor did not see worker 0 die")
+        wait_until(lambda: len(_children(new)) == WORKERS and first not in _children(new),
+                   "new worker 0 was not started again", 10 * SLOW)
+        _downloads_done(gets, n)
+        assert q.wait(timeout=10 * SLOW) == 0
+        assert stats(q)["workers"]["running"] == WORKERS
+        r = h3_get(q.url("/app/bytes/1000"))
+        assert r.status == 200 and r.sha256 == expected_sha256(1000)
+    finally:
+        _stop(new)
+    assert q.sanitizer_report() is None
