@@ -1162,7 +1162,7 @@ steer(void)
 	bool running[WORKERS_MAX], changed = false;
 	char text[ADDR_STRLEN];
 
-	if (!sv.ready || sv.handed_over)
+	if (!sv.ready)
 		return;
 	for (unsigned i = 0; i < worker_count; i++) {
 		/*
@@ -1180,7 +1180,15 @@ steer(void)
 	if (!changed)
 		return;
 	for (size_t k = 0; k < sv.ngroups; k++)
-		if (udp_steer(sv.groups[k].fds[0], worker_count, running) ==
+		/*
+		 * Handed over, the groups the new supervisor took are its to
+		 * steer; one it left (its configuration dropped the address)
+		 * is still the workers here's, and steered away from one
+		 * that has exited: left to it, a new client there waited for
+		 * an answer that never came, rather than being refused.
+		 */
+		if ((!sv.handed_over || !upgrade_taken(&sv.groups[k].addr)) &&
+		    udp_steer(sv.groups[k].fds[0], worker_count, running) ==
 		    -1)
 			log_warn("udp %s: SO_ATTACH_REUSEPORT_CBPF",
 			    addr_format(&sv.groups[k].addr, text,

@@ -22,6 +22,7 @@ import pytest
 from helpers import (SLOW, KiB, MiB, app_sections, background_get, expected_body,
                      expected_sha256, free_udp_port, gtls_fetch, h3_get, h3raw, h3raw_binary,
                      make_easy, preload_execdelay, qproxy_stats, qproxyctl, wait_until)
+import quicinitial  # tests/tools, on sys.path by conftest.py
 from relay import Faults, Relay
 from test_ops import stats
 from test_workers import N as WORKERS, _worker_stats, _workers
@@ -785,3 +786,67 @@ def test_a_new_worker_that_dies_while_the_old_ones_drain_cuts_none_of_their_down
     finally:
         _stop(new)
     assert q.sanitizer_report() is None
+
+
+def test_an_address_the_new_configuration_drops_stays_the_old_workers(qproxy_factory,
+                                                                     backend_app):
+    """As test_an_address_the_new_configuration_drops_stays_the_old_processs,
+    with workers: the old workers are told which addresses the new ones
+    took, and keep reading the other, where a download finishes and a new
+    client is refused at once; the port is let go when they exit."""
+    extra = free_udp_port()
+    def sections(port, cert, key):
+        s = app_sections(backend_app.tcp_server, glob=[("workers", str(WORKERS))],
+                         listener=[("address", "127.0.0.1:%d" % extra)])(port, cert, key)
+        # the download lasts past the probes, well within it
+        s[0] = ("global", [(k, "30s" if k == "shutdown_timeout" else v) for k, v in s[0][1]])
+        return s
+
+    q = qproxy_factory(sections=sections)
+    wait_until(lambda: stats(q)["workers"]["answered"] == WORKERS, "every worker answering",
+               10 * SLOW)
+    with open(q.conf) as f:
+        two = f.read()
+    line = "address = 127.0.0.1:%d\n" % extra
+    assert line in two
+    n = 8 * MiB
+    url = "https://127.0.0.1:%d/app/slow/%d?ms=15000" % (extra, n)
+    t, out, progress, reached = background_get(url, 256 * KiB)
+    assert reached.wait(15 * SLOW), "the download did not start"
+    assert progress["bytes"] < n, "the download ended before the upgrade: nothing tested"
+    with open(q.conf, "w") as f:
+        f.write(two.replace(line, ""))
+    old_workers = _children(q.proc.pid)
+    new = _upgrade(q)
+    try:
+        # the old worker without a connection has gone (reaped, which is
+        # when its supervisor steers), the other drains
+        wait_until(lambda: len(set(_children(q.proc.pid)) & set(old_workers)) == 1,
+                   "the idle old worker did not exit", 10 * SLOW)
+        # a new client there is refused whichever worker's number its
+        # connection ID has (the first byte's, modulo their number)
+        for i in range(WORKERS):
+            c = quicinitial.Client(extra)
+            try:
+                c.dcid = bytes([i]) + os.urandom(7)
+                c.tx = quicinitial.Keys(c.dcid, server=False)
+                c.rx = quicinitial.Keys(c.dcid, server=True)
+                c.send_crypto(quicinitial.client_hello(c.scid))
+                got = c.receive(3 * SLOW)
+            finally:
+                c.close()
+            assert ("CONNECTION_CLOSE", 0x2) in got, (i, got)
+        assert progress["bytes"] < n, "the download ended before the probes: nothing tested"
+        assert h3_get(q.url("/app/bytes/1000")).status == 200
+        t.join(60 * SLOW)
+        assert not t.is_alive()
+        assert "e" not in out, "the download failed across the upgrade: %s" % out.get("e")
+        assert out["r"].status == 200 and out["r"].sha256 == expected_sha256(n)
+        assert q.wait(timeout=10 * SLOW) == 0
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind(("127.0.0.1", extra))
+        assert h3_get(q.url("/app/bytes/2000")).status == 200
+    finally:
+        _stop(new)
+    assert q.sanitizer_report() is None
+
