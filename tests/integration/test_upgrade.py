@@ -609,6 +609,16 @@ def test_a_client_in_its_handshake_that_sends_no_request_lets_the_old_process_go
 # with [global] workers: the new supervisor's worker i takes the sockets
 # worker i read, and passes the old worker i its connections' datagrams
 
+def _unix_queued(path):
+    """Whether a connection to the Unix socket at path waits to be
+    accepted (/proc/net/unix: the queued end has the listener's path, and
+    not its flag __SO_ACCEPTCON)."""
+    with open("/proc/net/unix") as f:
+        next(f)
+        return any(len(r) == 8 and r[7] == path and r[3] != "00010000"
+                   for r in (line.split() for line in f))
+
+
 def _children(pid):
     with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
         return [int(x) for x in f.read().split()]
@@ -788,6 +798,68 @@ def test_a_new_worker_that_dies_while_the_old_ones_drain_cuts_none_of_their_down
     assert q.sanitizer_report() is None
 
 
+def test_upgrade_with_workers_after_the_privilege_drop(qproxy_factory, backend_app,
+                                                       certificate):
+    """As test_upgrade_after_the_privilege_drop, with workers: the new
+    supervisor and its workers run as the user, and the new supervisor is
+    given the keys the old one read as root (its secret_file is root's
+    alone), which its workers use: a ticket of an old worker resumes."""
+    if os.geteuid() != 0:
+        pytest.fail("the privilege drop test needs to start qproxy as root")
+    nobody = pwd.getpwnam("nobody")
+    d = tempfile.mkdtemp(prefix="qpup-")
+    try:
+        os.chmod(d, 0o755)
+        files = []
+        for path in certificate:
+            files.append(shutil.copy(path, d))
+            os.chmod(files[-1], 0o644)
+        q = qproxy_factory(sections=lambda port, c, k: app_sections(
+            backend_app.tcp_server, glob=[
+                ("user", "nobody"), ("workers", str(WORKERS)),
+                # where the supervisor, as the user, reaches its workers'
+                ("control_socket", os.path.join(d, "control.sock"))])(port, *files),
+            start=False)
+        conf = os.path.join(d, "qproxy.conf")
+        shutil.copy(q.conf, conf)
+        os.chmod(conf, 0o644)
+        q.conf = conf
+        q.start()
+        # {"workers": []} until one answers
+        wait_until(lambda: stats(q)["workers"] == {"count": WORKERS, "running": WORKERS,
+                                                   "answered": WORKERS, "restarts": 0},
+                   "every worker answering", 10 * SLOW)
+        secret = [v for k, v in q.sections[0][1] if k == "secret_file"][0]
+        assert os.stat(secret).st_uid == 0 and os.stat(secret).st_mode & 0o077 == 0
+        sess, tp = os.path.join(d, "session"), os.path.join(d, "tp")
+        g = gtls_fetch(q.port, ["/app/bytes/10"], os.path.join(d, "dl"), quiet=True,
+                       extra_args=["--session-file=%s" % sess, "--tp-file=%s" % tp,
+                                   "--wait-for-ticket"])
+        assert os.path.exists(sess), ("no session ticket came", g.stderr[-2000:])
+        new = _upgrade(q)
+        try:
+            for pid in [new] + _children(new):
+                with open("/proc/%d/status" % pid) as f:
+                    uids = [line.split()[1:] for line in f if line.startswith("Uid:")][0]
+                assert uids == [str(nobody.pw_uid)] * 4, pid
+            assert len(_children(new)) == WORKERS
+            assert q.wait(timeout=10 * SLOW) == 0
+            assert stats(q)["workers"]["running"] == WORKERS
+            r = h3_get(q.url("/app/bytes/1000"))
+            assert r.status == 200 and r.sha256 == expected_sha256(1000)
+            # the same secret: the old worker's ticket resumes at a new one
+            gtls_fetch(q.port, ["/app/bytes/20"], os.path.join(d, "dl"), quiet=True,
+                       extra_args=["--session-file=%s" % sess, "--tp-file=%s" % tp])
+            with open(os.path.join(d, "dl", "20"), "rb") as f:
+                assert f.read() == expected_body(20)
+            assert stats(q)["quic"]["resumed_handshakes"] == 1
+        finally:
+            _stop(new)
+        assert q.sanitizer_report() is None
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def test_an_address_the_new_configuration_drops_stays_the_old_workers(qproxy_factory,
                                                                      backend_app):
     """As test_an_address_the_new_configuration_drops_stays_the_old_processs,
@@ -850,3 +922,65 @@ def test_an_address_the_new_configuration_drops_stays_the_old_workers(qproxy_fac
         _stop(new)
     assert q.sanitizer_report() is None
 
+
+def test_a_handshake_under_way_at_an_upgrade_with_workers_completes(qproxy_factory,
+                                                                   backend_app):
+    """As test_a_handshake_under_way_at_the_upgrade_completes, with
+    workers: the client's second datagram, to the connection ID an old
+    worker chose, reaches the new worker of the same number, which passes
+    it to that old worker, where the handshake completes."""
+    q = _workers(qproxy_factory, backend_app)
+    hold = _Hold(2)
+    with Relay(q.port, seed=1, c2s=Faults(rewrite=hold)) as r:
+        t, res, _, _ = background_get("https://127.0.0.1:%d/app/bytes/1000" % r.port, 1,
+                                      timeout=30)
+        new = _upgrade_while_held(q, hold)
+        try:
+            t.join(40 * SLOW)
+            assert "e" not in res, res.get("e")
+            assert res["r"].status == 200 and res["r"].sha256 == expected_sha256(1000)
+            assert "an Initial that begins nothing passed to the process before" in \
+                q.log_text(), q.log_tail()
+            assert q.wait(timeout=10 * SLOW) == 0
+        finally:
+            _stop(new)
+    assert q.sanitizer_report() is None
+
+
+def test_upgrade_while_an_old_worker_waits_to_be_started_again(qproxy_factory, backend_app):
+    """Old worker 0 died and waits for its restart when the upgrade comes:
+    the others are told, it is not started again after the handover (it
+    would read the sockets the new workers took, and never drain), and the
+    old supervisor exits once the others have."""
+    q = _workers(qproxy_factory, backend_app)
+    old = q.proc.pid
+    first, second = _children(old)
+    # the death and the request wait together while the supervisor is stopped
+    os.kill(old, signal.SIGSTOP)
+    res = {}
+    try:
+        os.kill(first, signal.SIGKILL)
+        wait_until(lambda: not _alive(first), "old worker 0 did not die")
+        t = threading.Thread(target=lambda: res.update(p=qproxyctl(q, "upgrade")))
+        t.start()
+        wait_until(lambda: _unix_queued(q.control_socket), "qproxyctl did not connect")
+    finally:
+        os.kill(old, signal.SIGCONT)
+    t.join(20 * SLOW)
+    p = res["p"]
+    assert p.returncode == 0, (p.stdout, p.stderr, q.log_tail())
+    m = re.fullmatch(r"process (\d+) took over; the 1 workers of process %d drain their "
+                     r"connections for at most 10 s\n" % old, p.stdout)
+    assert m, p.stdout
+    new = int(m.group(1))
+    try:
+        assert q.wait(timeout=10 * SLOW) == 0
+        assert not _alive(second)
+        assert q.log_text().count("upgrade: the new worker serves new connections") == 1
+        assert stats(q)["workers"]["running"] == WORKERS
+        for size in (1000, 2000, 3000):
+            r = h3_get(q.url("/app/bytes/%d" % size))
+            assert r.status == 200 and r.sha256 == expected_sha256(size)
+    finally:
+        _stop(new)
+    assert q.sanitizer_report() is None
