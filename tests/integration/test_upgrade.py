@@ -904,10 +904,14 @@ def test_an_address_the_new_configuration_drops_stays_the_old_workers(qproxy_fac
                 c.tx = quicinitial.Keys(c.dcid, server=False)
                 c.rx = quicinitial.Keys(c.dcid, server=True)
                 c.send_crypto(quicinitial.client_hello(c.scid))
-                got = c.receive(3 * SLOW)
+                # until the refusal, not until quiet: the download goes on
+                c.sock.settimeout(5 * SLOW)
+                got = c._initial_frames(c.sock.recv(65535))
+            except socket.timeout:
+                got = None
             finally:
                 c.close()
-            assert ("CONNECTION_CLOSE", 0x2) in got, (i, got)
+            assert ("CONNECTION_CLOSE", 0x2) in (got or []), (i, got)
         assert progress["bytes"] < n, "the download ended before the probes: nothing tested"
         assert h3_get(q.url("/app/bytes/1000")).status == 200
         t.join(60 * SLOW)
