@@ -336,7 +336,12 @@ void		 server_sock_release(struct udp_sock *);
 void		 server_shutdown(struct quic_server *);
 /* server_shutdown once its sockets are another process's (upgrade.c) */
 void		 server_handover(struct quic_server *);
-/* its sockets read again, the process that took them gone (upgrade.c) */
+/*
+ * its sockets not read until server_take_back (a new worker waiting for
+ * the one before to stop reading them, upgrade.c)
+ */
+void		 server_hold(struct quic_server *);
+/* its sockets read (again), the process that took them gone (upgrade.c) */
 void		 server_take_back(struct quic_server *);
 bool		 server_stopping(const struct quic_server *);
 /* Sends CONNECTION_CLOSE on every connection (shutdown_timeout reached). */

@@ -981,6 +981,8 @@ main(int argc, char *argv[])
 			return 1;
 		}
 		upgrade_worker_serve(server, worker_handed_over);
+		if (upgrade_worker_held())
+			server_hold(server);
 	} else if (server_config(server)->control_socket != NULL) {
 		const char *path = server_config(server)->control_socket;
 		int fd = upgrade_take_control(path);

@@ -602,6 +602,15 @@ server_handover(struct quic_server *srv)
 }
 
 void
+server_hold(struct quic_server *srv)
+{
+	struct udp_sock *s;
+
+	LIST_FOREACH(s, &srv->socks, entry)
+		ev_io_stop(srv->loop, &s->rev);
+}
+
+void
 server_take_back(struct quic_server *srv)
 {
 	struct udp_sock *s;

@@ -49,6 +49,10 @@
 #define UPGRADE_MSG_KEYS	3	/* struct upgrade_keys follows */
 #define UPGRADE_MSG_HANDOVER	4	/* as READY: to a worker */
 #define UPGRADE_MSG_HANDED	5	/* the worker's answer */
+#define UPGRADE_MSG_GO		6	/* a new worker may read: the index
+					   follows, from supervisor to
+					   supervisor */
+#define UPGRADE_MSG_DONE	7	/* every old worker was told */
 #define UPGRADE_CONTROL_MAX	(1 + WORKERS_MAX)
 #define UPGRADE_ADDR_MAX	sizeof(struct sockaddr_in6)
 #define UPGRADE_FEED_MAX	64	/* datagrams a turn of the loop */
@@ -81,6 +85,7 @@ static struct {
 	ev_io		 from_new_io;
 	bool		 handed_over;
 	void		(*handover)(void);	/* a worker's */
+	bool		 hold;		/* a new worker's: not reading yet */
 	ev_child	 child_w;
 	/* to the process (worker) before, while it serves */
 	int		 to_old;	/* -1: none */
@@ -384,9 +389,7 @@ upgrade_ready(struct quic_server *srv)
 		return -1;
 	}
 	if (srv == NULL) {
-		/* a supervisor: its workers have links of their own */
-		close(up.link);
-		up.link = -1;
+		/* a supervisor: the link says when its workers may read */
 		log_info("upgrade: took over from the process before, whose "
 		    "workers serve their connections until they end");
 		return 0;
@@ -518,6 +521,13 @@ from_new_cb(struct ev_loop *loop, ev_io *w, int revents)
 			}
 			close_from_new(loop);
 			return;
+		}
+		if (buf[0] == UPGRADE_MSG_GO && up.hold) {
+			/* the worker before of its number stopped reading */
+			up.hold = false;
+			log_debug("upgrade: reading the sockets");
+			server_take_back(up.srv);
+			continue;
 		}
 		if ((size_t)n < sizeof(m))
 			continue;
@@ -855,8 +865,9 @@ upgrade_handed_over(struct quic_server *srv, int link, pid_t pid)
 }
 
 void
-upgrade_worker_start(unsigned index, int rx)
+upgrade_worker_start(unsigned index, int rx, bool hold)
 {
+	up.hold = hold && rx != -1;
 	/* a new supervisor's worker: what it inherited is not its own */
 	up.inheriting = false;
 	if (up.link != -1) {
@@ -889,13 +900,72 @@ upgrade_worker_serve(struct quic_server *srv, void (*handover)(void))
 	ev_io_start(srv->loop, &up.from_new_io);
 }
 
+bool
+upgrade_worker_held(void)
+{
+	return up.hold;
+}
+
+/* Tells a new worker, or the new supervisor (index: which), to read. */
+static void
+send_go(int fd, int index)
+{
+	uint8_t m[2] = { UPGRADE_MSG_GO, (uint8_t)index };
+
+	if (fd != -1)
+		(void)send(fd, m, index < 0 ? 1 : 2, MSG_NOSIGNAL |
+		    MSG_DONTWAIT);
+}
+
+void
+upgrade_await_go(const int *tx, unsigned n, int timeout_ms)
+{
+	double deadline = mono_now() + timeout_ms / 1000.;
+	bool sent[WORKERS_MAX] = { false };
+	struct pollfd pfd;
+	uint8_t m[64];
+	ssize_t got;
+	int left;
+
+	pfd.fd = up.link;
+	pfd.events = POLLIN;
+	while (up.link != -1 &&
+	    (left = (int)((deadline - mono_now()) * 1000)) > 0) {
+		if (poll(&pfd, 1, left) == -1) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (pfd.revents == 0)
+			continue;
+		if ((got = recv(up.link, m, sizeof(m), MSG_DONTWAIT)) == -1 &&
+		    (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (got == 2 && m[0] == UPGRADE_MSG_GO && m[1] < n) {
+			send_go(tx[m[1]], -1);
+			sent[m[1]] = true;
+			continue;
+		}
+		if (got <= 0 || m[0] == UPGRADE_MSG_DONE)
+			break;
+	}
+	/* the rest: the old ones did not answer in time, or had gone */
+	for (unsigned i = 0; i < n && i < WORKERS_MAX; i++)
+		if (!sent[i])
+			send_go(tx[i], -1);
+	if (up.link != -1) {
+		close(up.link);
+		up.link = -1;
+	}
+}
+
 unsigned
-upgrade_tell_workers(const int *tx, unsigned n, int timeout_ms)
+upgrade_tell_workers(const int *tx, unsigned n, int timeout_ms, int link)
 {
 	struct pollfd pfd[WORKERS_MAX];
 	unsigned waiting = 0, done = 0, map[WORKERS_MAX];
 	double deadline = mono_now() + timeout_ms / 1000.;
-	uint8_t answer[64];
+	uint8_t answer[64], end = UPGRADE_MSG_DONE;
 	int left;
 
 	for (unsigned i = 0; i < n && i < WORKERS_MAX; i++) {
@@ -918,9 +988,11 @@ upgrade_tell_workers(const int *tx, unsigned n, int timeout_ms)
 				continue;
 			if (recv(pfd[k].fd, answer, sizeof(answer),
 			    MSG_DONTWAIT) >= 1 && answer[0] ==
-			    UPGRADE_MSG_HANDED)
+			    UPGRADE_MSG_HANDED) {
+				/* its successor may read the socket now */
+				send_go(link, (int)map[k]);
 				done++;
-			else if (!(pfd[k].revents & POLLHUP))
+			} else if (!(pfd[k].revents & POLLHUP))
 				continue;	/* a stray datagram: not ours */
 			else
 				log_warnx("upgrade: worker %u has gone",
@@ -928,5 +1000,6 @@ upgrade_tell_workers(const int *tx, unsigned n, int timeout_ms)
 			pfd[k].fd = -1;
 		}
 	}
+	(void)send(link, &end, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
 	return done;
 }

@@ -136,7 +136,15 @@ bool	upgrade_forward(const struct udp_sock *, const uint8_t *, size_t,
  * connections. In a worker just forked: rx is its end; the link to the
  * worker it takes over from, if any, is kept and the rest closed.
  */
-void	upgrade_worker_start(unsigned index, int rx);
+void	upgrade_worker_start(unsigned index, int rx, bool hold);
+/*
+ * Whether a new worker (hold above) waits to read its sockets until the
+ * worker before of its number has stopped reading them: the two read the
+ * same ones, and a datagram of a connection of either read by the other
+ * would be answered with a stateless reset. Its server's sockets are not
+ * read meanwhile; the word comes over rx.
+ */
+bool	upgrade_worker_held(void);
 /*
  * In a worker, once its server runs: datagrams from the new worker are
  * fed to srv; handover is called when the supervisor says the new
@@ -151,8 +159,16 @@ bool	upgrade_worker_before(unsigned i);
 /*
  * The supervisor: tells the workers at the ends tx[0..n) (-1: none) that
  * their sockets are taken, and waits at most timeout_ms for each to say
- * it stopped reading them. How many did.
+ * it stopped reading them, telling the new supervisor over link as each
+ * does. How many did.
  */
-unsigned upgrade_tell_workers(const int *tx, unsigned n, int timeout_ms);
+unsigned upgrade_tell_workers(const int *tx, unsigned n, int timeout_ms,
+	    int link);
+/*
+ * The new supervisor, once ready: as the one before says its worker i
+ * stopped reading, tells its own worker i (at tx[i]) to begin; every one
+ * not told so within timeout_ms, or once the other has said all, begins.
+ */
+void	upgrade_await_go(const int *tx, unsigned n, int timeout_ms);
 
 #endif

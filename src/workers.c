@@ -100,6 +100,7 @@ static struct {
 	struct upgrade_keys keys;		/* for an upgrade */
 	bool		 handed_over;		/* to a new binary's */
 	bool		 own_files;		/* the control sockets' */
+	bool		 hold_workers;		/* not to read yet (upgrade.h) */
 } sv = { .ctl_fd = -1, .sigfd = -1, .ping = { -1, -1 } };
 
 static struct group *
@@ -231,7 +232,7 @@ worker_setup(unsigned i, int rx)
 	unsetenv("NOTIFY_SOCKET");
 	unsetenv("WATCHDOG_USEC");
 	unsetenv("WATCHDOG_PID");
-	upgrade_worker_start(i, rx);
+	upgrade_worker_start(i, rx, sv.hold_workers);
 	if (sigprocmask(SIG_SETMASK, &sv.held, NULL) == -1)
 		fatal("sigprocmask");
 }
@@ -1016,12 +1017,13 @@ op_upgrade(struct strbuf *out, void *arg)
 		    (int)strcspn(strbuf_str(out), "\n"), strbuf_str(out));
 		return -1;
 	}
-	close(link);	/* the workers' links carry the datagrams */
 	for (unsigned i = 0; i < worker_count; i++)
 		if (sv.w[i].pid <= 0)
 			links[i] = -1;
+	/* the new worker i reads once the one here has stopped */
 	told = upgrade_tell_workers(links, worker_count,
-	    WORKER_HANDOVER_TIMEOUT);
+	    WORKER_HANDOVER_TIMEOUT, link);
+	close(link);	/* the workers' links carry the datagrams */
 	/* their other ends' close is the old workers' word of the new end */
 	for (unsigned i = 0; i < worker_count; i++) {
 		if (sv.w[i].link != -1)
@@ -1196,10 +1198,19 @@ steer(void)
 	memcpy(sv.steered, running, worker_count * sizeof(running[0]));
 }
 
+static void
+serve_control(void)
+{
+	if ((sv.ctl = control_serve(sv.loop, sv.ctl_fd, sv.ctl_path, false,
+	    &sv_ops, NULL)) == NULL)
+		fatalx("supervisor: out of memory");
+}
+
 /* Once every worker has said it runs: systemd is told. */
 static void
 check_ready(void)
 {
+	int links[WORKERS_MAX];
 	unsigned up = 0;
 
 	if (sv.ready || sv.stopping)
@@ -1223,6 +1234,13 @@ check_ready(void)
 		return;
 	}
 	sv.own_files = true;
+	/* each worker reads once the one before of its number has stopped */
+	for (unsigned i = 0; i < worker_count; i++)
+		links[i] = sv.w[i].link;
+	upgrade_await_go(links, worker_count, WORKER_HANDOVER_TIMEOUT + 2000);
+	sv.hold_workers = false;
+	/* and the control socket is answered once they all read */
+	serve_control();
 	/* once the old one has told systemd, a period from now */
 	sv.watchdog_next = mono_now() + sv.watchdog_every;
 }
@@ -1342,6 +1360,7 @@ workers_run(struct config **cfgp, const sigset_t *held,
 	sv.pid = getpid();
 	sv.keys = *keys;
 	sv.own_files = !upgrade_inheriting();
+	sv.hold_workers = upgrade_inheriting();
 	worker_count = (unsigned)sv.cfg->workers;
 	sv.held = *held;
 	for (unsigned i = 0; i < worker_count; i++) {
@@ -1386,9 +1405,9 @@ workers_run(struct config **cfgp, const sigset_t *held,
 	sv.loop = ev_loop_new(EVBACKEND_POLL | EVFLAG_NOSIGMASK);
 	if (sv.loop == NULL)
 		fatalx("supervisor: cannot make its event loop");
-	if ((sv.ctl = control_serve(sv.loop, sv.ctl_fd, sv.ctl_path, false,
-	    &sv_ops, NULL)) == NULL)
-		fatalx("supervisor: out of memory");
+	/* taking over, once its workers read (check_ready) */
+	if (!sv.hold_workers)
+		serve_control();
 	ev_io_init(&sv.sig_io, sv_signal_cb, sv.sigfd, EV_READ);
 	ev_io_start(sv.loop, &sv.sig_io);
 	ev_io_init(&sv.ping_io, sv_ping_cb, sv.ping[0], EV_READ);

@@ -140,12 +140,18 @@ def preload_sendshim(q, flags_dir):
     _preload(q, "sendshim", sendshim_library(), SENDSHIM_DIR=flags_dir)
 
 
-def preload_execdelay(q, pidfile):
+def preload_execdelay(q, pidfile=None, worker_sleep=None):
     """Makes the not yet started q's upgrades wait a second between fork
-    and exec, the child's id written to pidfile (execdelay.c, built next
-    to sendshim.so)."""
+    and exec, the child's id written to pidfile, and with worker_sleep a
+    new supervisor's second worker wait that many seconds as it is forked
+    (execdelay.c, built next to sendshim.so)."""
     lib = os.path.join(os.path.dirname(sendshim_library()), "execdelay.so")
-    _preload(q, "execdelay", lib, EXECDELAY_PIDFILE=pidfile)
+    env = {}
+    if pidfile is not None:
+        env["EXECDELAY_PIDFILE"] = pidfile
+    if worker_sleep is not None:
+        env["EXECDELAY_WORKER_SLEEP"] = str(worker_sleep)
+    _preload(q, "execdelay", lib, **env)
 
 
 def preload_timeshift(q, shift):

@@ -25,7 +25,7 @@ from helpers import (SLOW, KiB, MiB, app_sections, background_get, expected_body
 import quicinitial  # tests/tools, on sys.path by conftest.py
 from relay import Faults, Relay
 from test_ops import stats
-from test_workers import N as WORKERS, _worker_stats, _workers
+from test_workers import N as WORKERS, _worker0_started, _worker_stats, _workers
 
 
 def _alive(pid):
@@ -718,6 +718,42 @@ def test_upgrade_with_workers_keeps_downloads_and_takes_new_clients(qproxy_facto
         _stop(new)
     assert q.log_text().count("qproxy stopped") == 3 * (1 + WORKERS), q.log_tail()
     assert q.sanitizer_report() is None
+
+
+def test_new_workers_read_once_the_old_ones_have_stopped(qproxy_factory, backend_app):
+    """A new worker runs while another is slow to start (a preload holds the
+    new supervisor's second worker as it is forked). It does not read its
+    socket while the old worker of its number still does: of a connection
+    either made, the other would have read datagrams now and then, and
+    answered them with a stateless reset. New clients meanwhile are all
+    served, by the old workers."""
+    q = qproxy_factory(sections=app_sections(backend_app.tcp_server,
+                                             glob=[("workers", str(WORKERS))]), start=False)
+    preload_execdelay(q, worker_sleep=min(3 * SLOW, 5))
+    q.start()
+    wait_until(lambda: stats(q)["workers"]["answered"] == WORKERS, "every worker answering",
+               10 * SLOW)
+    res = {}
+    t = threading.Thread(target=lambda: res.update(p=qproxyctl(q, "upgrade")))
+    t.start()
+    try:
+        wait_until(lambda: _worker0_started(q) == 2, "the new worker 0 running", 5 * SLOW)
+        for size in range(1000, 13000, 1000):
+            r = h3_get(q.url("/app/bytes/%d" % size))
+            assert r.status == 200 and r.sha256 == expected_sha256(size)
+        assert t.is_alive(), "the upgrade was done before the clients: nothing tested"
+    finally:
+        t.join(20 * SLOW)
+    p = res["p"]
+    assert p.returncode == 0, (p.stdout, p.stderr, q.log_tail())
+    new = int(p.stdout.split()[1])
+    try:
+        assert stats(q)["quic"]["stateless_resets_sent"] == 0
+        r = h3_get(q.url("/app/bytes/500"))
+        assert r.status == 200 and r.sha256 == expected_sha256(500)
+        assert q.wait(timeout=10 * SLOW) == 0
+    finally:
+        _stop(new)
 
 
 def test_upgrade_to_another_number_of_workers_is_refused(qproxy_factory, backend_app):

@@ -4,6 +4,11 @@
  * writes the child's id to the file $EXECDELAY_PIDFILE and waits a second
  * before the exec: the time between fork and exec, in which a signal to
  * the child is the new process's, made long enough to send one.
+ *
+ * With $EXECDELAY_WORKER_SLEEP seconds, in a new supervisor of workers
+ * (started with QPROXY_UPGRADE_WORKERS, which qproxy unsets as it starts:
+ * read here before), its second worker waits that long as it is forked:
+ * the first runs meanwhile, while the workers before still read.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -12,9 +17,36 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 extern char **environ;
+
+static unsigned worker_sleep;	/* s, in a new supervisor of workers */
+
+__attribute__((constructor)) static void
+init(void)
+{
+	const char *s = getenv("EXECDELAY_WORKER_SLEEP");
+
+	if (s != NULL && getenv("QPROXY_UPGRADE_WORKERS") != NULL)
+		worker_sleep = (unsigned)atoi(s);
+}
+
+typedef pid_t (*fork_fn)(void);
+
+pid_t
+fork(void)
+{
+	fork_fn real = (fork_fn)dlsym(RTLD_NEXT, "fork");
+	static unsigned forks;
+	unsigned k = forks++;
+	pid_t pid = real();
+
+	if (pid == 0 && k == 1 && worker_sleep > 0)
+		sleep(worker_sleep);
+	return pid;
+}
 
 static void
 delay(char *const envp[])
