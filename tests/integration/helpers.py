@@ -889,13 +889,13 @@ def _global_section(shutdown_timeout="10s"):
 
 
 def app_sections(backend_server, glob=(), listener=(), backends=(), routes=(),
-                 first_routes=()):
+                 first_routes=(), shutdown_timeout="10s"):
     """A sections function for qproxy_factory: the usual global and listener
     sections (with glob and listener items added), backend app at
     backend_server routed from /app/, and any more backends and routes
     (first_routes before that one, routes after it)."""
     def sections(port, cert, key):
-        g, gitems = _global_section()
+        g, gitems = _global_section(shutdown_timeout)
         l, litems = _listener_section(port, cert, key)
         return ([(g, gitems + list(glob)), (l, litems + list(listener)),
                  ("backend app", [("server", backend_server)])] + list(backends) +
