@@ -963,7 +963,7 @@ unsigned
 upgrade_tell_workers(const int *tx, unsigned n, int timeout_ms, int link)
 {
 	struct pollfd pfd[WORKERS_MAX];
-	unsigned waiting = 0, done = 0, map[WORKERS_MAX];
+	unsigned waiting = 0, done = 0, gone = 0, map[WORKERS_MAX];
 	double deadline = mono_now() + timeout_ms / 1000.;
 	uint8_t answer[64], end = UPGRADE_MSG_DONE;
 	int left;
@@ -976,7 +976,7 @@ upgrade_tell_workers(const int *tx, unsigned n, int timeout_ms, int link)
 		pfd[waiting].events = POLLIN;
 		map[waiting++] = i;
 	}
-	while (done < waiting &&
+	while (done + gone < waiting &&
 	    (left = (int)((deadline - mono_now()) * 1000)) > 0) {
 		if (poll(pfd, waiting, left) == -1) {
 			if (errno == EINTR)
@@ -994,9 +994,11 @@ upgrade_tell_workers(const int *tx, unsigned n, int timeout_ms, int link)
 				done++;
 			} else if (!(pfd[k].revents & POLLHUP))
 				continue;	/* a stray datagram: not ours */
-			else
+			else {
 				log_warnx("upgrade: worker %u has gone",
 				    map[k]);
+				gone++;
+			}
 			pfd[k].fd = -1;
 		}
 	}
