@@ -42,7 +42,7 @@ static ev_timer shutdown_deadline, watchdog;
 static bool signalled;
 
 static bool	cid_changed(const struct config *);
-static void	cid_give(struct upgrade_keys *);
+static void	keys_give(struct upgrade_keys *, const uint8_t *secret);
 /* the file the secret in use came from: what an upgrade is told */
 static char	secret_from[sizeof(((struct upgrade_keys *)0)->secret_file)];
 _Static_assert(sizeof(((struct upgrade_keys *)0)->secret) == SECRET_LEN,
@@ -449,10 +449,7 @@ op_upgrade(struct strbuf *out, void *arg)
 		}
 		udp[fds.nudp++] = s->fd;
 	}
-	memset(&keys, 0, sizeof(keys));
-	memcpy(keys.secret, server->secret, sizeof(keys.secret));
-	memcpy(keys.secret_file, secret_from, sizeof(keys.secret_file));
-	cid_give(&keys);
+	keys_give(&keys, server->secret);
 	rv = upgrade_spawn(&fds, &keys, &pid, &link, out);
 	explicit_bzero(&keys, sizeof(keys));
 	if (rv == -1) {
@@ -600,10 +597,17 @@ cid_remember(const struct config *cfg, const uint8_t *key)
 	}
 }
 
-/* The QUIC-LB key taken at start, for an upgrade. */
+/*
+ * What an upgrade is given: the secret in use, the file it came from, and
+ * the QUIC-LB key taken at start (none with workers, which cannot have
+ * one).
+ */
 static void
-cid_give(struct upgrade_keys *keys)
+keys_give(struct upgrade_keys *keys, const uint8_t *secret)
 {
+	memset(keys, 0, sizeof(*keys));
+	memcpy(keys->secret, secret, sizeof(keys->secret));
+	memcpy(keys->secret_file, secret_from, sizeof(keys->secret_file));
 	if (cid_start.key_file == NULL)
 		return;
 	memcpy(keys->cid_key, cid_start.key, sizeof(keys->cid_key));
@@ -938,14 +942,7 @@ main(int argc, char *argv[])
 		struct upgrade_keys keys;
 
 		/* the supervisor hands them to an upgrade */
-		memset(&keys, 0, sizeof(keys));
-		memcpy(keys.secret, secret, sizeof(keys.secret));
-		memcpy(keys.secret_file, secret_from, sizeof(keys.secret_file));
-		if (cfg->cid_sidlen > 0 && cfg->cid_key_file != NULL) {
-			memcpy(keys.cid_key, key, sizeof(keys.cid_key));
-			snprintf(keys.cid_key_file, sizeof(keys.cid_key_file),
-			    "%s", cfg->cid_key_file);
-		}
+		keys_give(&keys, secret);
 		rv = workers_run(&cfg, &held, &worker_hooks, &keys);
 		explicit_bzero(&keys, sizeof(keys));
 		if (rv == -1)
