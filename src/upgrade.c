@@ -675,6 +675,22 @@ upgrade_busy(struct strbuf *why)
 	return false;
 }
 
+/*
+ * poll(2) until deadline (mono_now's): what it returned, 0 once the
+ * deadline has passed, -1 on an error but EINTR.
+ */
+static int
+poll_until(struct pollfd *pfd, nfds_t n, double deadline)
+{
+	int left, rv;
+
+	do {
+		if ((left = (int)((deadline - mono_now()) * 1000)) <= 0)
+			return 0;
+	} while ((rv = poll(pfd, n, left)) == -1 && errno == EINTR);
+	return rv;
+}
+
 /* "NAME=FD FD ..." into a new string, NULL: out of memory. */
 static char *
 env_fds(const char *name, const int *fds, size_t n)
@@ -697,7 +713,7 @@ upgrade_spawn(const struct upgrade_fds *f, const struct upgrade_keys *keys,
 {
 	uint8_t kbuf[sizeof(struct upgrade_msg) + sizeof(*keys)];
 	uint8_t ready[UPGRADE_TAKEN_LEN];
-	int pair[2], status, left, forkerr, sndbuf = UPGRADE_LINK_BUF;
+	int pair[2], status, rv, forkerr, sndbuf = UPGRADE_LINK_BUF;
 	int *pass = NULL, *wenv = NULL;
 	char wd[48], *env[3] = { NULL, NULL, NULL }, **envp = NULL, **wdp;
 	size_t npass = 0;
@@ -796,20 +812,15 @@ upgrade_spawn(const struct upgrade_fds *f, const struct upgrade_keys *keys,
 	pfd.fd = pair[0];
 	pfd.events = POLLIN;
 	for (;;) {
-		left = (int)((deadline - mono_now()) * 1000);
-		if (left <= 0) {
-			strbuf_printf(out, "the new process was not ready "
-			    "within %d s: ended\n", UPGRADE_WAIT);
+		if ((rv = poll_until(&pfd, 1, deadline)) <= 0) {
+			if (rv == 0)
+				strbuf_printf(out, "the new process was not "
+				    "ready within %d s: ended\n", UPGRADE_WAIT);
+			else
+				strbuf_printf(out, "poll: %s\n",
+				    strerror(errno));
 			break;
 		}
-		if (poll(&pfd, 1, left) == -1) {
-			if (errno == EINTR)
-				continue;
-			strbuf_printf(out, "poll: %s\n", strerror(errno));
-			break;
-		}
-		if (pfd.revents == 0)
-			continue;
 		got = recv(pair[0], ready, sizeof(ready), 0);
 		/* the type is a message's first byte */
 		if (got >= (ssize_t)sizeof(struct upgrade_msg) &&
@@ -925,19 +936,10 @@ upgrade_await_go(const int *tx, unsigned n, int timeout_ms)
 	struct pollfd pfd;
 	uint8_t m[64];
 	ssize_t got;
-	int left;
 
 	pfd.fd = up.link;
 	pfd.events = POLLIN;
-	while (up.link != -1 &&
-	    (left = (int)((deadline - mono_now()) * 1000)) > 0) {
-		if (poll(&pfd, 1, left) == -1) {
-			if (errno == EINTR)
-				continue;
-			break;
-		}
-		if (pfd.revents == 0)
-			continue;
+	while (up.link != -1 && poll_until(&pfd, 1, deadline) > 0) {
 		if ((got = recv(up.link, m, sizeof(m), MSG_DONTWAIT)) == -1 &&
 		    (errno == EINTR || errno == EAGAIN))
 			continue;
@@ -966,7 +968,6 @@ upgrade_tell_workers(const int *tx, unsigned n, int timeout_ms, int link)
 	unsigned waiting = 0, done = 0, gone = 0, map[WORKERS_MAX];
 	double deadline = mono_now() + timeout_ms / 1000.;
 	uint8_t answer[64], end = UPGRADE_MSG_DONE;
-	int left;
 
 	for (unsigned i = 0; i < n && i < WORKERS_MAX; i++) {
 		if (tx[i] == -1 || send_taken(tx[i], UPGRADE_MSG_HANDOVER) ==
@@ -976,13 +977,8 @@ upgrade_tell_workers(const int *tx, unsigned n, int timeout_ms, int link)
 		pfd[waiting].events = POLLIN;
 		map[waiting++] = i;
 	}
-	while (done + gone < waiting &&
-	    (left = (int)((deadline - mono_now()) * 1000)) > 0) {
-		if (poll(pfd, waiting, left) == -1) {
-			if (errno == EINTR)
-				continue;
-			break;
-		}
+	while (done + gone < waiting && poll_until(pfd, waiting, deadline) >
+	    0) {
 		for (unsigned k = 0; k < waiting; k++) {
 			if (pfd[k].fd == -1 || pfd[k].revents == 0)
 				continue;
