@@ -138,8 +138,8 @@ struct quic_server {
 	bool			 shutting_down;
 	/*
 	 * shutting down, GOAWAY's notice sent (every stream ID still
-	 * taken): the final GOAWAY, and the close of idle connections, at
-	 * shutdown_timer, once the clients have had it
+	 * taken): a connection's final GOAWAY once its client acknowledges
+	 * the notice, or at shutdown_timer
 	 */
 	bool			 shutdown_notice;
 	ev_timer		 shutdown_timer;
@@ -251,6 +251,13 @@ struct qconn {
 	bool			 token_pending;
 	uint64_t		 token_key;
 	bool			 goaway_sent;
+	double			 goaway_at;	/* mono_now, when queued */
+	/*
+	 * A shutdown's GOAWAY notice, queued, and acknowledged (an ACK of
+	 * control stream data since): then its final GOAWAY
+	 */
+	bool			 notice_sent, notice_acked;
+	int64_t			 ctrl_stream;	/* qproxy's control stream */
 	/*
 	 * Its configuration is among the oldest held past SERVER_CONFIGS_MAX:
 	 * GOAWAY sent then, closed once its requests are done, or by a
@@ -392,6 +399,11 @@ void		 quic_render_peers(struct strbuf *, bool json, size_t clients,
 		    uint64_t limit, const struct peer_row *, size_t n);
 /* Asks for this connection's output to be written before the loop sleeps. */
 void		 qconn_want_write(struct qconn *);
+/*
+ * No request under way, and none to come: past a shutdown's final GOAWAY,
+ * or its configuration retired. Such a connection is closed (qconn_write).
+ */
+bool		 qconn_finished(const struct qconn *);
 /* Keep the connection alive with PINGs while requests wait (on). */
 void		 qconn_keep_alive(struct qconn *, bool on);
 /*
@@ -420,6 +432,8 @@ int		 h3_recv_stream_data(struct qconn *, int64_t stream_id,
 void		 h3_goaway(struct qconn *);
 /* GOAWAY's notice of a shutdown: no new stream, please (RFC 9114 5.2) */
 void		 h3_goaway_notice(struct qconn *);
+/* A shutdown's GOAWAY: the notice while the server gives it, else the final */
+void		 h3_goaway_shutdown(struct qconn *);
 /* Gives the peer credit for n request body bytes qproxy consumed. */
 void		 h3_consumed(struct qconn *, int64_t stream_id, size_t n);
 /* Bytes of nghttp3's freed blocks kept for reuse; drain frees them. */

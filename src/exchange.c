@@ -3650,8 +3650,7 @@ ex_free(struct exchange *ex)
 	stats.streams_current--;
 	generation_unref(ex->gen);
 	freelist_put(&ex_cache, ex, sizeof(*ex));
-	if (qc->nexchanges == 0 && !qc->upgrade_grace && (qc->retired ||
-	    (qc->srv->shutting_down && !qc->srv->shutdown_notice)))
+	if (qconn_finished(qc))
 		qconn_want_write(qc);	/* qconn_write will close it */
 }
 

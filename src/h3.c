@@ -339,8 +339,10 @@ h3_goaway(struct qconn *qc)
 	if (qc->h3 == NULL || qc->goaway_sent)
 		return;
 	/* The last stream we saw will be served; later ones are refused. */
-	if (nghttp3_conn_shutdown(qc->h3) == 0)
+	if (nghttp3_conn_shutdown(qc->h3) == 0) {
 		qc->goaway_sent = true;
+		qc->goaway_at = mono_now();
+	}
 }
 
 void
@@ -348,7 +350,17 @@ h3_goaway_notice(struct qconn *qc)
 {
 	if (qc->h3 == NULL || qc->goaway_sent)
 		return;
-	(void)nghttp3_conn_submit_shutdown_notice(qc->h3);
+	if (nghttp3_conn_submit_shutdown_notice(qc->h3) == 0)
+		qc->notice_sent = true;
+}
+
+void
+h3_goaway_shutdown(struct qconn *qc)
+{
+	if (qc->srv->shutdown_notice)
+		h3_goaway_notice(qc);
+	else
+		h3_goaway(qc);
 }
 
 /*
@@ -869,7 +881,8 @@ h3_conn_setup(struct qconn *qc)
 		return -1;
 	}
 	qc->qenc_stream = qenc;
+	qc->ctrl_stream = ctrl;
 	if (qc->srv->shutting_down && !qc->upgrade_grace)
-		h3_goaway(qc);
+		h3_goaway_shutdown(qc);
 	return 0;
 }

@@ -661,6 +661,8 @@ acked_stream_data_offset(ngtcp2_conn *conn, int64_t stream_id,
 
 	if (qc->h3 == NULL || len == 0)
 		return 0;
+	if (stream_id == qc->ctrl_stream && qc->notice_sent)
+		qc->notice_acked = true;	/* see qconn_write */
 	if (qc->acked_len != 0 && qc->acked_stream != stream_id &&
 	    acked_flush(qc) != 0)
 		return NGTCP2_ERR_CALLBACK_FAILURE;
@@ -1502,6 +1504,33 @@ h3_written(struct qconn *qc, int64_t stream_id, size_t *written, bool *wrote)
 	return nghttp3_conn_add_write_offset(qc->h3, stream_id, n);
 }
 
+bool
+qconn_finished(const struct qconn *qc)
+{
+	return qc->nexchanges == 0 && !qc->upgrade_grace && (qc->retired ||
+	    (qc->srv->shutting_down && (qc->goaway_sent ||
+	    !qc->srv->shutdown_notice)));
+}
+
+/*
+ * A finished connection of a shutdown is closed once its client has
+ * acknowledged all that was sent to it, the final GOAWAY among it (at the
+ * end of qconn_write), or else at its first write a second after that
+ * GOAWAY (a loss timer's, or the sweep's for one that has none, at the
+ * anti-amplification limit say): a request the client sent before the
+ * GOAWAY reached it is refused with H3_REQUEST_REJECTED, which a client
+ * may send again on a new connection, not lost in a close (libcurl fails
+ * it). A retired one is closed at once.
+ */
+#define SHUTDOWN_LINGER		1.	/* seconds */
+
+static bool
+qconn_lingers(const struct qconn *qc, double now)
+{
+	return qc->goaway_sent && !qc->retired &&
+	    now - qc->goaway_at < SHUTDOWN_LINGER;
+}
+
 static void
 qconn_write(struct qconn *qc)
 {
@@ -1534,8 +1563,13 @@ qconn_write(struct qconn *qc)
 		ev_timer_stop(srv->loop, &qc->timer);
 		return;
 	}
-	if (qc->nexchanges == 0 && !qc->upgrade_grace && (qc->retired ||
-	    (srv->shutting_down && !srv->shutdown_notice))) {
+	/*
+	 * The client has a shutdown's notice: no request it sends from now
+	 * on crosses the final GOAWAY (server_shutdown).
+	 */
+	if (qc->notice_acked && srv->shutdown_notice && !qc->goaway_sent)
+		h3_goaway(qc);
+	if (qconn_finished(qc) && !qconn_lingers(qc, mono_now())) {
 		/* graceful shutdown, or an old configuration: its last
 		   request is done */
 		if (qc->retired && qc->last_error.error_code == 0)
@@ -1686,6 +1720,15 @@ qconn_write(struct qconn *qc)
 out:
 	if ((rv = h3_written(qc, stream_id, &written, &wrote)) != 0)
 		goto h3_error;
+	if (qconn_finished(qc)) {
+		ngtcp2_conn_info ci;
+
+		ngtcp2_conn_get_conn_info(qc->conn, &ci);
+		if (ci.bytes_in_flight == 0) {
+			qconn_close(qc);	/* see qconn_lingers */
+			return;
+		}
+	}
 	/*
 	 * Pacing: the bytes just sent hold the next packet back for a
 	 * while (ngtcp2 sets that time only here, so it held back none of
@@ -2186,7 +2229,7 @@ handle_datagram(struct udp_sock *sock, const uint8_t *data, size_t len,
 	if (qc->upgrade_grace && qc->streams_total > 0) {
 		/* its first requests, all that this datagram brought, served */
 		qc->upgrade_grace = false;
-		h3_goaway(qc);
+		h3_goaway_shutdown(qc);
 	}
 	qconn_want_write(qc);
 }
@@ -2462,11 +2505,14 @@ sweep_cb(struct ev_loop *loop, ev_timer *w, int revents)
 				qc->grace_mark = now;
 			else if (now - qc->grace_mark >= 1.) {
 				qc->upgrade_grace = false;
-				if (!srv->shutdown_notice)
-					h3_goaway(qc);
+				h3_goaway_shutdown(qc);
 				qconn_want_write(qc);
 			}
 		}
+		/* finished, and its linger over: see qconn_lingers */
+		if (qc->state == QC_ACTIVE && qconn_finished(qc) &&
+		    !qconn_lingers(qc, now))
+			qconn_want_write(qc);
 		/* no credit left for the connection: nothing can move */
 		if (qc->state != QC_ACTIVE || (!exchange_conn_sending(qc) &&
 		    !(qc->nexchanges > 0 &&

@@ -508,7 +508,9 @@ fail:
 
 /*
  * The second step of a graceful shutdown: the final GOAWAY (the streams
- * seen are served, later ones refused), and idle connections closed.
+ * seen are served, later ones refused) to the connections whose clients
+ * did not acknowledge the notice in time; idle connections are closed
+ * once their clients have it (qconn_lingers).
  */
 static void
 shutdown_final(struct quic_server *srv)
@@ -521,13 +523,8 @@ shutdown_final(struct quic_server *srv)
 		if (qc->state != QC_ACTIVE || qc->upgrade_grace)
 			continue;
 		h3_goaway(qc);
-		if (qc->nexchanges == 0)
-			qconn_close(qc);
-		else
-			qconn_want_write(qc);
+		qconn_want_write(qc);
 	}
-	if (LIST_EMPTY(&srv->conns))
-		ev_break(srv->loop, EVBREAK_ALL);
 }
 
 static void
@@ -547,11 +544,12 @@ server_shutdown(struct quic_server *srv)
 	/*
 	 * New connections are refused from now on (handle_datagram); the
 	 * sockets keep reading for the established ones. A client told of
-	 * the shutdown only by the final GOAWAY, or by the close of its idle
-	 * connection, may have a request on its way that then fails: first
-	 * a notice (RFC 9114 5.2), and the rest once it has had time to
-	 * arrive, three of the slowest client's round trips (at least 50 ms,
-	 * at most a second).
+	 * the shutdown only by the final GOAWAY may have a request on its
+	 * way, which the GOAWAY refuses: first a notice (RFC 9114 5.2), and
+	 * a connection's final GOAWAY once its client has acknowledged the
+	 * notice (qconn_write), so that any request it sent before it had
+	 * the notice has come; for the others, three of the slowest
+	 * client's round trips later (at least a second, at most three).
 	 */
 	srv->shutting_down = true;
 	ev_periodic_stop(srv->loop, &srv->cert_timer);
@@ -574,7 +572,7 @@ server_shutdown(struct quic_server *srv)
 		return;
 	}
 	wait = 3. * (double)rtt / NGTCP2_SECONDS;
-	wait = wait < 0.05 ? 0.05 : wait > 1. ? 1. : wait;
+	wait = wait < 1. ? 1. : wait > 3. ? 3. : wait;
 	srv->shutdown_notice = true;
 	ev_timer_init(&srv->shutdown_timer, shutdown_timer_cb, wait, 0.);
 	srv->shutdown_timer.data = srv;

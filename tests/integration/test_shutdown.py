@@ -8,7 +8,7 @@ import time
 import pytest
 
 from helpers import (SLOW, KiB, MiB, background_get, expected_sha256, free_udp_port, h3_get,
-                     h3raw, qproxyctl_binary, wait_until)
+                     h3raw, h3raw_binary, qproxy_stats, qproxyctl_binary, wait_until)
 
 
 def test_sigterm_lets_in_flight_download_finish(qproxy_factory, backend_app):
@@ -77,6 +77,106 @@ def test_shutdown_timeout_bounds_in_flight_requests(qproxy_factory, backend_app)
     assert not t.is_alive(), ("qproxy exited without closing the client's connection: "
                               "the client still waits %.0fs later" % limit)
     assert "e" in out or out["r"].status != 200
+    assert q.sanitizer_report() is None
+
+
+def _deaf_client(q, pause, *extra):
+    """h3raw on one connection: a request, then, once it has its answer,
+    nothing read for pause seconds (the datagrams that come wait), then a
+    second request sent before what came is read. Returns the process,
+    once the pause has begun."""
+    get = [":method: GET", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port,
+           ":path: /app/bytes/1000"]
+    p = subprocess.Popen([h3raw_binary(), "-t", str(pause + 20 * SLOW), "-n", "2",
+                          "--pause-after", "1", "--pause", str(pause), "--deaf-pause"] +
+                         list(extra) + [a for h in get for a in ("-H", h)] +
+                         ["127.0.0.1", str(q.port)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    while not seen or seen[-1] not in ("h3raw: paused\n", ""):
+        seen.append(p.stderr.readline())
+    if seen[-1] == "":
+        p.kill()
+        out, err = p.communicate()
+        pytest.fail("h3raw did not pause: %r" % ((out, "".join(seen) + err),))
+    return p
+
+
+@pytest.mark.parametrize("pause", [0.5, 1.5])
+def test_a_request_crossing_a_goaway_is_served_or_refused_not_lost(qproxy_factory,
+                                                                  backend_app, pause):
+    """A client reads nothing from just before SIGTERM, for half a second
+    then for one and a half, and then sends a request before it reads what
+    came: the shutdown's GOAWAY notice (no new request, please), and a
+    second later (it did not acknowledge the notice) the final GOAWAY.
+    - 0.5 s: the request crossed the notice alone, and is served. The final
+      GOAWAY went three round trips after the notice, 50 ms here: the
+      request was refused.
+    - 1.5 s: it crossed the final GOAWAY too, and is refused with
+      H3_REQUEST_REJECTED, which clients send again on a new connection.
+      The connection, idle at the final GOAWAY, was closed with it, and
+      such a request lost (libcurl failed it, ERR_DRAINING)."""
+    q = qproxy_factory(backend_server=backend_app.tcp_server, shutdown_timeout="10s")
+    p = _deaf_client(q, pause, "--await-refusal")
+    before = backend_app.count
+    q.signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=30 * SLOW)
+    if pause < 1:
+        assert out.splitlines() == ["status 200 body 1000"] * 2, (out, err)
+        assert backend_app.count == before + 1
+    else:
+        assert out.splitlines() == ["status 200 body 1000", "reset 0x10b"], (out, err)
+        assert backend_app.count == before, "the refused request reached the backend"
+    assert q.wait(timeout=10 * SLOW) == 0
+    assert q.sanitizer_report() is None
+
+
+def test_the_final_goaway_follows_the_clients_acknowledgement_of_the_notice(
+        qproxy_factory, backend_app):
+    """A client that acknowledges the shutdown's GOAWAY notice gets the
+    final GOAWAY then, not a second later (for clients that do not, at
+    least), and its connection, idle, is closed once it acknowledges that
+    one: h3raw stays connected after its request, and the two GOAWAYs come
+    in well under the second."""
+    q = qproxy_factory(backend_server=backend_app.tcp_server, shutdown_timeout="10s")
+    get = [":method: GET", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port,
+           ":path: /app/bytes/1000"]
+    p = subprocess.Popen([h3raw_binary(), "-v", "-t", str(30 * SLOW), "--linger",
+                          str(20 * SLOW)] + [a for h in get for a in ("-H", h)] +
+                         ["127.0.0.1", str(q.port)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: qproxy_stats(q)["requests"]["2xx"] >= 1, "the request")
+        time.sleep(0.2)     # the client's ACKs have come
+        q.signal(signal.SIGTERM)
+        goaways = []
+        for line in p.stderr:
+            if line.startswith("h3raw: GOAWAY received"):
+                goaways.append((time.monotonic(), line.split()[-1]))
+        assert [g[1] for g in goaways] == ["4611686018427387900", "4"], goaways
+        assert goaways[1][0] - goaways[0][0] < 0.5, goaways
+        assert p.wait(timeout=5) == 0
+        assert q.wait(timeout=10 * SLOW) == 0
+    finally:
+        p.kill()
+        p.communicate()
+    assert q.sanitizer_report() is None
+
+
+def test_a_client_silent_after_the_final_goaway_holds_no_shutdown(qproxy_factory,
+                                                                  backend_app):
+    """An idle connection is kept after the final GOAWAY until its client
+    has acknowledged it, but a second or two at most: a client that reads
+    nothing for 30 s does not hold the exit for shutdown_timeout (300 s)."""
+    q = qproxy_factory(backend_server=backend_app.tcp_server, shutdown_timeout="300s")
+    p = _deaf_client(q, 30 * SLOW)
+    try:
+        q.signal(signal.SIGTERM)
+        assert q.wait(timeout=10 * SLOW) == 0
+        assert p.poll() is None, "the client's pause ended before qproxy exited"
+    finally:
+        p.kill()
+        p.communicate()
     assert q.sanitizer_report() is None
 
 

@@ -27,6 +27,18 @@
  *                             seconds (default 1) before opening the rest:
  *                             with --cancel, two bursts of resets
  *   --pause SECONDS           the wait of --pause-after
+ *   --deaf-pause              the pause of --pause-after begins once those
+ *                             N requests have their outcomes (and 50 ms
+ *                             more, for ACKs to go), and reads
+ *                             nothing: what comes meanwhile waits in the
+ *                             socket, read after the rest of the requests
+ *                             went out (a client whose requests cross what
+ *                             the server sent, a GOAWAY say); a line
+ *                             "h3raw: paused" on stderr says it began
+ *   --await-refusal           a request sent that a GOAWAY then covers gets
+ *                             its outcome from the server (a reset, or the
+ *                             connection's close: "goaway"), not from the
+ *                             GOAWAY alone
  *   --uni-credit BYTES        the credit of each of the server's
  *                             unidirectional streams (control, QPACK), never
  *                             raised: a client that holds qproxy's QPACK
@@ -271,6 +283,8 @@ static struct {
   uint64_t uni_credit; /* --uni-credit: the server's uni streams, for good */
   size_t pause_after; /* --pause-after: streams opened before the pause */
   double pause;       /* --pause: its length, seconds */
+  int deaf_pause;     /* --deaf-pause */
+  int await_refusal;  /* --await-refusal */
   buf_t raw;
   buf_t raw_encoder;
   buf_t tls_after;
@@ -307,6 +321,8 @@ static struct {
   ngtcp2_tstamp linger_until; /* 0: not lingering (yet) */
   ngtcp2_tstamp drip_next;    /* --drip: when credit is added next */
   ngtcp2_tstamp resume_at;    /* --pause-after: when opening goes on */
+  ngtcp2_tstamp deaf_from;    /* --deaf-pause: when reading stops */
+  int deaf_said;              /* --deaf-pause: "paused" written */
   int hold_state;             /* --hold: 0 not yet, 1 holding, 2 over */
   ngtcp2_tstamp hold_until;
   buf_t *held;                /* the datagrams kept */
@@ -338,7 +354,7 @@ static void die_usage(const char *fmt, ...) {
   va_end(ap);
   fputs("\nusage: h3raw [-H 'name: value']... [-d N] [--fin-separate | --no-fin] "
         "[--trailer 'name: value']... [-n COUNT] [--cancel] [--stop-sending] "
-        "[--no-read] [--drip BYTES] [--pause-after N [--pause SECONDS]] "
+        "[--no-read] [--drip BYTES] [--pause-after N [--pause SECONDS] [--deaf-pause]] "
         "[--uni-credit BYTES] [--qpack-blocked N] [--max-field-section BYTES] "
         "[--max-ack-delay MS] "
         "[--hold SECONDS [--hold-drop K]] "
@@ -659,6 +675,10 @@ static void parse_args(int argc, char **argv) {
     } else if (strcmp(a, "--pause") == 0) {
       NEED_ARG();
       opt.pause = parse_seconds(next, "pause");
+    } else if (strcmp(a, "--deaf-pause") == 0) {
+      opt.deaf_pause = 1;
+    } else if (strcmp(a, "--await-refusal") == 0) {
+      opt.await_refusal = 1;
     } else if (strcmp(a, "--hold") == 0) {
       NEED_ARG();
       opt.hold = parse_seconds(next, "hold");
@@ -792,8 +812,8 @@ static void req_update(req_t *r, ngtcp2_tstamp now) {
   if (r->done) {
     return;
   }
-  if (r->submit_failed || r->goaway || r->reset_recv || r->local_err ||
-      r->closed || r->cancelled) {
+  if (r->submit_failed || (r->goaway && !opt.await_refusal) ||
+      r->reset_recv || r->local_err || r->closed || r->cancelled) {
     r->done = 1;
   } else if (r->resp_complete &&
              (!opt.fin_separate || r->fin_sent || opt.no_fin)) {
@@ -857,8 +877,17 @@ static void open_streams(void) {
 
     if (opt.pause_after > 0 && c.next_req == opt.pause_after) {
       if (c.resume_at == 0) {
-        c.resume_at =
-          timestamp() + (ngtcp2_tstamp)(opt.pause * NGTCP2_SECONDS);
+        if (opt.deaf_pause) {
+          for (size_t i = 0; i < c.next_req; ++i) {
+            if (!c.reqs[i].done) {
+              return;
+            }
+          }
+          /* deaf once the server has its ACKs (max_ack_delay) */
+          c.deaf_from = timestamp() + 50 * NGTCP2_MILLISECONDS;
+        }
+        c.resume_at = (c.deaf_from ? c.deaf_from : timestamp()) +
+                      (ngtcp2_tstamp)(opt.pause * NGTCP2_SECONDS);
         note("%zu streams opened; pausing", c.next_req);
       }
       if (timestamp() < c.resume_at) {
@@ -2408,6 +2437,26 @@ int main(int argc, char **argv) {
     int rv;
 
     open_streams();
+    now = timestamp();
+    if (c.deaf_from != 0 && now >= c.deaf_from && c.resume_at > now &&
+        c.next_req == opt.pause_after) {
+      /* --deaf-pause: no reading, no timers, until it is over */
+      if (!c.deaf_said) {
+        fputs("h3raw: paused\n", stderr);
+        fflush(stderr);
+        c.deaf_said = 1;
+      }
+      tmo.tv_sec = (time_t)((c.resume_at - now) / NGTCP2_SECONDS);
+      tmo.tv_nsec = (long)((c.resume_at - now) % NGTCP2_SECONDS);
+      while (nanosleep(&tmo, &tmo) != 0 && errno == EINTR) {
+      }
+      open_streams();
+      if (write_streams() != 0) {
+        local_close();
+        break;
+      }
+      continue;
+    }
     if (c.hs_done && all_done()) {
       if (opt.tls_after.len == 0) {
         if (opt.linger <= 0) {
@@ -2478,6 +2527,9 @@ int main(int argc, char **argv) {
     if (c.resume_at != 0 && c.next_req == opt.pause_after &&
         wake > c.resume_at) {
       wake = c.resume_at;
+    }
+    if (c.deaf_from > now && wake > c.deaf_from) {
+      wake = c.deaf_from;
     }
     if (c.hold_state == 1 && wake > c.hold_until) {
       wake = c.hold_until;
