@@ -818,6 +818,7 @@ main(int argc, char *argv[])
 	uint8_t secret[SECRET_LEN], key[CID_LB_KEYLEN];
 	uint64_t usec;
 	int ch, check = 0, rv;
+	bool ctl_made = false;	/* not taken from the running process */
 
 	stdio_fill();
 	upgrade_init(argv);
@@ -986,6 +987,7 @@ main(int argc, char *argv[])
 
 		control = fd != -1 ? control_serve(loop, fd, path, true, &ops,
 		    NULL) : control_open(loop, path, &ops, NULL);
+		ctl_made = fd == -1;
 		if (control == NULL) {
 			server_free(server);
 			return 1;
@@ -1023,8 +1025,12 @@ main(int argc, char *argv[])
 		log_info("qproxy %s started", QPROXY_VERSION);
 		/* taking over, systemd hears of this one from the old one */
 		if (upgrade_inheriting()) {
-			if (upgrade_ready(server) == -1)
+			if (upgrade_ready(server) == -1) {
+				/* the running process's file stays */
+				if (ctl_made)
+					control_close(control);
 				return 1;
+			}
 		} else
 			sd_notify(0, "READY=1");
 	}

@@ -97,6 +97,10 @@ static struct {
 	size_t		 nfds;
 	int		 ctls[UPGRADE_CONTROL_MAX];
 	size_t		 nctls;
+	/* the files of those no one took: a control_socket changed */
+	char		 stale[UPGRADE_CONTROL_MAX][sizeof(((struct
+			    sockaddr_un *)0)->sun_path)];
+	size_t		 nstale;
 	unsigned	 workers;	/* the running process's */
 	int		 old_links[WORKERS_MAX];	/* its workers' */
 	/* the addresses the new process took (either side's view) */
@@ -357,10 +361,37 @@ upgrade_take_control(const char *path)
 void
 upgrade_close_unused(void)
 {
+	struct sockaddr_un sun;
+	socklen_t len;
+
 	while (up.nfds > 0)
 		close(up.fds[--up.nfds]);
-	while (up.nctls > 0)
-		close(up.ctls[--up.nctls]);
+	while (up.nctls > 0) {
+		len = sizeof(sun);
+		memset(&sun, 0, sizeof(sun));
+		if (getsockname(up.ctls[--up.nctls], (struct sockaddr *)&sun,
+		    &len) == 0 && sun.sun_family == AF_UNIX &&
+		    sun.sun_path[0] != '\0' &&
+		    sun.sun_path[sizeof(sun.sun_path) - 1] == '\0')
+			memcpy(up.stale[up.nstale++], sun.sun_path,
+			    sizeof(sun.sun_path));
+		close(up.ctls[up.nctls]);
+	}
+}
+
+void
+upgrade_unlink_stale(void)
+{
+	while (up.nstale > 0) {
+		const char *path = up.stale[--up.nstale];
+
+		if (unlink(path) == 0)
+			log_info("upgrade: control socket %s of the process "
+			    "before removed: control_socket changed", path);
+		else if (errno != ENOENT)
+			log_warn("upgrade: control socket %s of the process "
+			    "before: unlink", path);
+	}
 }
 
 /* The link to the process before, once it has gone (or a worker's). */
@@ -389,7 +420,8 @@ upgrade_ready(struct quic_server *srv)
 		return -1;
 	}
 	if (srv == NULL) {
-		/* a supervisor: the link says when its workers may read */
+		/* a supervisor: the link says when its workers may read (and
+		   its stale control sockets go then) */
 		log_info("upgrade: took over from the process before, whose "
 		    "workers serve their connections until they end");
 		return 0;
@@ -403,6 +435,7 @@ upgrade_ready(struct quic_server *srv)
 	ev_io_start(srv->loop, &up.to_old_io);
 	log_info("upgrade: took over from the process before, which serves "
 	    "its connections until they end");
+	upgrade_unlink_stale();
 	return 0;
 }
 

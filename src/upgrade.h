@@ -116,6 +116,11 @@ int	upgrade_take_control(const char *path);
 /* Inherited sockets no one took, closed (before workers are forked). */
 void	upgrade_close_unused(void);
 /*
+ * The files of the inherited control sockets no one took (their path
+ * changed), removed once the process before has handed over.
+ */
+void	upgrade_unlink_stale(void);
+/*
  * Once started: the inherited sockets not taken are closed, the old
  * process told it may hand over. -1 when it could not be told (logged).
  * A lone process passes itself; a supervisor of workers NULL.

@@ -79,6 +79,11 @@ static struct {
 	int		 ctl_fd;
 	char		*wctl_paths[WORKERS_MAX];
 	int		 wctl_fds[WORKERS_MAX];
+	/*
+	 * Which of those files this process made, not took from the running
+	 * one at an upgrade: removed by a new supervisor that fails too
+	 */
+	bool		 ctl_made, wctl_made[WORKERS_MAX];
 	int		 sigfd;
 	int		 ping[2];
 	struct worker	 w[WORKERS_MAX];
@@ -319,12 +324,11 @@ sv_cleanup(void)
 {
 	explicit_bzero(&sv.keys, sizeof(sv.keys));
 	/* the running process's, before an upgrade is ready, or after */
-	if (!sv.own_files)
-		return;
-	if (sv.ctl_path != NULL)
+	if (sv.ctl_path != NULL && (sv.own_files || sv.ctl_made))
 		unlink(sv.ctl_path);
 	for (unsigned i = 0; i < worker_count; i++)
-		if (sv.wctl_paths[i] != NULL)
+		if (sv.wctl_paths[i] != NULL &&
+		    (sv.own_files || sv.wctl_made[i]))
 			unlink(sv.wctl_paths[i]);
 }
 
@@ -1032,6 +1036,9 @@ op_upgrade(struct strbuf *out, void *arg)
 	}
 	control_disown(sv.ctl);
 	sv.own_files = false;
+	/* the new supervisor took the files it did not make anew */
+	sv.ctl_made = false;
+	memset(sv.wctl_made, 0, sizeof(sv.wctl_made));
 	sv.handed_over = true;
 	sv.stopping = true;	/* none started again; exits after the last */
 	sv.watchdog_every = 0.;
@@ -1082,18 +1089,22 @@ make_sockets(const struct config *cfg)
 	int fd;
 
 	/* first: a running qproxy's are in use, and nothing else is touched */
-	if ((sv.ctl_fd = upgrade_take_control(cfg->control_socket)) == -1 &&
-	    (sv.ctl_fd = control_listen(cfg->control_socket)) == -1)
-		return -1;
+	if ((sv.ctl_fd = upgrade_take_control(cfg->control_socket)) == -1) {
+		if ((sv.ctl_fd = control_listen(cfg->control_socket)) == -1)
+			return -1;
+		sv.ctl_made = true;
+	}
 	if ((sv.ctl_path = strdup(cfg->control_socket)) == NULL)
 		return -1;
 	for (unsigned i = 0; i < worker_count; i++) {
 		if (asprintf(&path, "%s.%u", cfg->control_socket, i) == -1)
 			return -1;
-		if ((fd = upgrade_take_control(path)) == -1 &&
-		    (fd = control_listen(path)) == -1) {
-			free(path);
-			return -1;
+		if ((fd = upgrade_take_control(path)) == -1) {
+			if ((fd = control_listen(path)) == -1) {
+				free(path);
+				return -1;
+			}
+			sv.wctl_made[i] = true;
 		}
 		sv.wctl_paths[i] = path;	/* removed at the end */
 		sv.wctl_fds[i] = fd;
@@ -1239,6 +1250,7 @@ check_ready(void)
 		links[i] = sv.w[i].link;
 	upgrade_await_go(links, worker_count, WORKER_HANDOVER_TIMEOUT + 2000);
 	sv.hold_workers = false;
+	upgrade_unlink_stale();
 	/* and the control socket is answered once they all read */
 	serve_control();
 	/* once the old one has told systemd, a period from now */

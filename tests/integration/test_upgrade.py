@@ -227,6 +227,48 @@ def test_a_new_secret_file_takes_a_restart(qproxy_factory, backend_app):
         _stop(new)
 
 
+@pytest.mark.parametrize("workers", [0, WORKERS])
+def test_a_new_control_socket_path_at_an_upgrade_leaves_no_old_file(qproxy_factory,
+                                                                     backend_app, workers):
+    """control_socket names another file at an upgrade: the new process
+    listens there, and removes the running one's socket files (with
+    workers, the supervisor's and each worker's) once it has taken over.
+    Both processes left them: the old one's files belong to whoever takes
+    the path, and no one did."""
+    glob = [("workers", str(workers))] if workers else []
+    q = qproxy_factory(sections=app_sections(backend_app.tcp_server, glob=glob))
+    if workers:
+        wait_until(lambda: stats(q)["workers"]["answered"] == workers, "every worker")
+    old_path = q.control_socket
+    olds = [old_path] + ["%s.%d" % (old_path, i) for i in range(workers)]
+    assert all(os.path.exists(f) for f in olds), olds
+    new_path = old_path + ".new"
+    with open(q.conf) as f:
+        text = f.read()
+    with open(q.conf, "w") as f:
+        f.write(text.replace("control_socket = %s\n" % old_path,
+                             "control_socket = %s\n" % new_path))
+    new = _upgrade(q)
+    try:
+        q.control_socket = new_path
+        wait_until(lambda: not any(os.path.exists(f) for f in olds),
+                   "the old control sockets' files stayed", 10 * SLOW)
+        assert qproxyctl(q, "version").returncode == 0
+        if workers:
+            wait_until(lambda: stats(q)["workers"]["answered"] == workers, "every worker")
+            assert all(os.path.exists("%s.%d" % (new_path, i)) for i in range(workers))
+        assert q.wait(timeout=10 * SLOW) == 0
+        assert "upgrade: control socket %s of the process before removed" % old_path \
+            in q.log_text(), q.log_tail()
+        r = h3_get(q.url("/app/bytes/1000"))
+        assert r.status == 200 and r.sha256 == expected_sha256(1000)
+    finally:
+        _stop(new)
+    # the new process removes its own at its end
+    assert not any(os.path.exists(f) for f in
+                   [new_path] + ["%s.%d" % (new_path, i) for i in range(workers)])
+
+
 @pytest.mark.parametrize("workers", [1, WORKERS])
 def test_upgrade_tells_systemd_the_new_main_process(qproxy_factory, backend_app, tmp_path,
                                                     monkeypatch, workers):
@@ -794,6 +836,41 @@ def test_upgrade_to_another_number_of_workers_is_refused(qproxy_factory, backend
         r = h3_get(q.url("/app/bytes/1000"))
         assert r.status == 200 and r.sha256 == expected_sha256(1000)
         q.stop()
+
+
+def test_a_new_supervisor_that_fails_removes_the_control_sockets_it_made(
+        qproxy_factory, backend_app):
+    """A new supervisor that makes its control sockets at a new path, and
+    then fails (here an address the new configuration adds is taken by
+    another socket), removes those files: it left them. The running
+    process's stay, and it answers there."""
+    q = _workers(qproxy_factory, backend_app)
+    old_path = q.control_socket
+    new_path = old_path + ".new"
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", 0))
+    try:
+        with open(q.conf) as f:
+            text = f.read()
+        line = "address = 127.0.0.1:%d\n" % q.port
+        with open(q.conf, "w") as f:
+            f.write(text.replace("control_socket = %s\n" % old_path,
+                                 "control_socket = %s\n" % new_path)
+                    .replace(line, line + "address = 127.0.0.1:%d\n"
+                             % taken.getsockname()[1]))
+        p = qproxyctl(q, "upgrade")
+        assert p.returncode == 1, (p.stdout, p.stderr)
+        assert p.stderr.startswith("qproxyctl: the new process exited before it was "
+                                   "ready"), p.stderr
+    finally:
+        taken.close()
+    made = [new_path] + ["%s.%d" % (new_path, i) for i in range(WORKERS)]
+    assert not any(os.path.exists(f) for f in made), made
+    assert all(os.path.exists(f) for f in
+               [old_path] + ["%s.%d" % (old_path, i) for i in range(WORKERS)])
+    assert stats(q)["workers"]["answered"] == WORKERS
+    r = h3_get(q.url("/app/bytes/1000"))
+    assert r.status == 200 and r.sha256 == expected_sha256(1000)
 
 
 def test_old_workers_read_again_when_the_new_supervisor_dies(qproxy_factory, backend_app):
