@@ -254,10 +254,12 @@ struct qconn {
 	double			 goaway_at;	/* mono_now, when queued */
 	/*
 	 * A shutdown's GOAWAY notice, queued, and acknowledged (an ACK of
-	 * control stream data since): then its final GOAWAY
+	 * control stream data past notice_offset): then its final GOAWAY
 	 */
 	bool			 notice_sent, notice_acked;
 	int64_t			 ctrl_stream;	/* qproxy's control stream */
+	uint64_t		 ctrl_written;	/* its bytes ngtcp2 took */
+	uint64_t		 notice_offset;	/* ctrl_written at the notice */
 	/*
 	 * Its configuration is among the oldest held past SERVER_CONFIGS_MAX:
 	 * GOAWAY sent then, closed once its requests are done, or by a

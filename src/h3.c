@@ -350,8 +350,10 @@ h3_goaway_notice(struct qconn *qc)
 {
 	if (qc->h3 == NULL || qc->goaway_sent)
 		return;
-	if (nghttp3_conn_submit_shutdown_notice(qc->h3) == 0)
+	if (nghttp3_conn_submit_shutdown_notice(qc->h3) == 0) {
 		qc->notice_sent = true;
+		qc->notice_offset = qc->ctrl_written;
+	}
 }
 
 void

@@ -661,7 +661,13 @@ acked_stream_data_offset(ngtcp2_conn *conn, int64_t stream_id,
 
 	if (qc->h3 == NULL || len == 0)
 		return 0;
-	if (stream_id == qc->ctrl_stream && qc->notice_sent)
+	/*
+	 * ngtcp2 reports the acknowledged start of a stream: one that ends
+	 * past what went before the notice (the SETTINGS, acknowledged late)
+	 * has some of it.
+	 */
+	if (stream_id == qc->ctrl_stream && qc->notice_sent &&
+	    offset + len > qc->notice_offset)
 		qc->notice_acked = true;	/* see qconn_write */
 	if (qc->acked_len != 0 && qc->acked_stream != stream_id &&
 	    acked_flush(qc) != 0)
@@ -1501,6 +1507,8 @@ h3_written(struct qconn *qc, int64_t stream_id, size_t *written, bool *wrote)
 		return 0;
 	*written = 0;
 	*wrote = false;
+	if (stream_id == qc->ctrl_stream)
+		qc->ctrl_written += n;	/* see acked_stream_data_offset */
 	return nghttp3_conn_add_write_offset(qc->h3, stream_id, n);
 }
 

@@ -180,6 +180,47 @@ def test_a_client_silent_after_the_final_goaway_holds_no_shutdown(qproxy_factory
     assert q.sanitizer_report() is None
 
 
+def test_an_acknowledgement_of_the_settings_is_not_one_of_the_notice(qproxy_factory,
+                                                                     backend_app):
+    """The final GOAWAY waits for an acknowledgement of the notice itself,
+    not of any control stream data: the client's datagrams take a second to
+    reach qproxy, and SIGTERM comes while its acknowledgement of qproxy's
+    SETTINGS (sent with its Finished) is on its way, after its second
+    request, sent before the notice reached it. That acknowledgement came
+    first, was taken for the notice's, and the final GOAWAY refused the
+    second request (H3_REQUEST_REJECTED): a request sent before the client
+    had the notice is served."""
+    from relay import Faults, Relay
+
+    q = qproxy_factory(backend_server=backend_app.tcp_server, shutdown_timeout="10s")
+    get = [":method: GET", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port,
+           ":path: /app/bytes/1000"]
+    with Relay(q.port, c2s=Faults(delay_ms=1000)) as relay:
+        p = subprocess.Popen([h3raw_binary(), "-v", "-t", str(30 * SLOW), "-n", "2",
+                              "--pause-after", "1", "--pause", "0.1", "--await-refusal"] +
+                             [a for h in get for a in ("-H", h)] +
+                             ["127.0.0.1", str(relay.port)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            seen = []
+            while not seen or seen[-1] not in ("h3raw: handshake completed\n", ""):
+                seen.append(p.stderr.readline())
+            assert seen[-1] != "", seen
+            # the second request has gone (0.1 s), the SETTINGS' ACK has
+            # not come (1 s)
+            time.sleep(0.45)
+            q.signal(signal.SIGTERM)
+            out, err = p.communicate(timeout=30 * SLOW)
+            assert out.splitlines() == ["status 200 body 1000"] * 2, (out, "".join(seen) + err)
+            # the relay carries the client's last ACKs and its close
+            assert q.wait(timeout=10 * SLOW) == 0
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    assert q.sanitizer_report() is None
+
+
 @pytest.mark.parametrize("how", ["qproxyctl", "SIGHUP"])
 def test_no_reload_during_graceful_shutdown(qproxy_factory, backend_app, tmp_path,
                                             monkeypatch, how):
