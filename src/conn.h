@@ -413,6 +413,13 @@ void		 qconn_keep_alive(struct qconn *, bool on);
  * freed it at once, as no close could be written.
  */
 bool		 qconn_close(struct qconn *);
+/*
+ * A draining connection (its client closed it: nothing more is sent to
+ * it) is freed at the loop's next turn, not three PTOs later, which a
+ * slow path makes seconds: in a shutdown, so that it does not hold the
+ * exit.
+ */
+void		 qconn_end_draining(struct qconn *);
 void		 qconn_free(struct qconn *);
 uint64_t	 quic_now(void);
 

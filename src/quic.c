@@ -1772,6 +1772,15 @@ qconn_arm_timer(struct qconn *qc, ngtcp2_tstamp expiry)
 	ev_timer_again(qc->srv->loop, &qc->timer);
 }
 
+void
+qconn_end_draining(struct qconn *qc)
+{
+	if (qc->state != QC_DRAINING)
+		return;
+	qc->timer.repeat = 1e-9;	/* timer_cb frees it */
+	ev_timer_again(qc->srv->loop, &qc->timer);
+}
+
 static void
 start_period(struct qconn *qc, enum qconn_state state)
 {
@@ -1785,6 +1794,8 @@ start_period(struct qconn *qc, enum qconn_state state)
 	qc->timer.repeat = 3.0 * (double)ngtcp2_conn_get_pto(qc->conn) /
 	    NGTCP2_SECONDS;
 	ev_timer_again(qc->srv->loop, &qc->timer);
+	if (state == QC_DRAINING && qc->srv->shutting_down)
+		qconn_end_draining(qc);
 	exchange_abort_all(qc);
 	/*
 	 * What is left is to answer with the close, or to wait: the HTTP/3

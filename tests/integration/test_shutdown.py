@@ -221,6 +221,29 @@ def test_an_acknowledgement_of_the_settings_is_not_one_of_the_notice(qproxy_fact
     assert q.sanitizer_report() is None
 
 
+def test_a_connection_its_client_closed_holds_no_shutdown(qproxy_factory, backend_app):
+    """A connection whose client has closed it drains for three PTOs (RFC
+    9000 10.2.2), sending nothing: on a path of a second's round trip,
+    about five seconds, for which a shutdown waited. In a shutdown it is
+    let go at once."""
+    from relay import Faults, Relay
+
+    q = qproxy_factory(backend_server=backend_app.tcp_server, shutdown_timeout="30s")
+    with Relay(q.port, c2s=Faults(delay_ms=500), s2c=Faults(delay_ms=500)) as relay:
+        r = h3raw(relay.port, [":method: GET", ":scheme: https",
+                               ":authority: 127.0.0.1:%d" % q.port, ":path: /app/bytes/1000"],
+                  timeout=20 * SLOW)
+        assert r.outcomes == ["status 200 body 1000"], r
+        # its close has come: the connection drains
+        wait_until(lambda: qproxy_stats(q)["connections"]["closing"] == 1,
+                   "the client's close", 5 * SLOW)
+        t0 = time.monotonic()
+        q.signal(signal.SIGTERM)
+        assert q.wait(timeout=30 * SLOW) == 0
+        assert time.monotonic() - t0 < 2, "the draining connection held the exit"
+    assert q.sanitizer_report() is None
+
+
 @pytest.mark.parametrize("how", ["qproxyctl", "SIGHUP"])
 def test_no_reload_during_graceful_shutdown(qproxy_factory, backend_app, tmp_path,
                                             monkeypatch, how):
