@@ -1521,22 +1521,21 @@ qconn_finished(const struct qconn *qc)
 }
 
 /*
- * A finished connection of a shutdown is closed once its client has
+ * A finished connection (qconn_finished) is closed once its client has
  * acknowledged all that was sent to it, the final GOAWAY among it (at the
  * end of qconn_write), or else at its first write a second after that
  * GOAWAY (a loss timer's, or the sweep's for one that has none, at the
  * anti-amplification limit say): a request the client sent before the
  * GOAWAY reached it is refused with H3_REQUEST_REJECTED, which a client
  * may send again on a new connection, not lost in a close (libcurl fails
- * it). A retired one is closed at once.
+ * it). The same for a retired one (generations_bound).
  */
-#define SHUTDOWN_LINGER		1.	/* seconds */
+#define GOAWAY_LINGER		1.	/* seconds */
 
 static bool
 qconn_lingers(const struct qconn *qc, double now)
 {
-	return qc->goaway_sent && !qc->retired &&
-	    now - qc->goaway_at < SHUTDOWN_LINGER;
+	return qc->goaway_sent && now - qc->goaway_at < GOAWAY_LINGER;
 }
 
 static void

@@ -232,11 +232,11 @@ oom:
  * a PING now and then, held every configuration since, each with its
  * certificates, error pages and users of auth_basic_file (1.5 MB each
  * with a file of 1 MB), without end. Past SERVER_CONFIGS_MAX held, the
- * connections of the oldest are sent GOAWAY, and closed at once when they
- * have no request under way, else once the last is done (ex_free,
- * qconn_write); one a reload finds still open shutdown_timeout after its
- * GOAWAY, its configuration still past the limit, is closed then (what a
- * graceful shutdown gives requests). A request holds the configuration
+ * connections of the oldest are sent GOAWAY, and closed once their client
+ * has it when they have no request under way (qconn_lingers), else once
+ * the last is done (ex_free, qconn_write); one a reload finds still open
+ * shutdown_timeout after its GOAWAY, its configuration still past the
+ * limit, is closed then (what a graceful shutdown gives requests). A request holds the configuration
  * its connection began under or a later one, so it goes with its
  * connection. Connections closing already go when their closing period
  * ends.
@@ -270,7 +270,8 @@ generations_bound(struct quic_server *srv)
 			log_debug("%s: its configuration (generation %llu) is "
 			    "among the oldest held: GOAWAY", qc->peer,
 			    (unsigned long long)qc->gen->id);
-			if (qc->h3 != NULL && qc->nexchanges > 0) {
+			/* idle, closed once the client has the GOAWAY */
+			if (qc->h3 != NULL) {
 				h3_goaway(qc);
 				qconn_want_write(qc);
 				continue;

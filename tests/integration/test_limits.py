@@ -1675,8 +1675,8 @@ def test_configurations_held_by_old_connections_are_bounded(qproxy_factory, back
     it lasts: a client keeping one open across each reload held every
     configuration (1.5 MB each with an auth_basic_file of 1 MB), without
     end. Past 8 held, the oldest one's connections get GOAWAY: those idle
-    are closed at once, one with a request under way once it is done (the
-    request ends as it would have)."""
+    are closed once their clients have it, one with a request under way
+    once it is done (the request ends as it would have)."""
     q = _private(qproxy_factory, backend_app, tmp_path)
     wait_until(lambda: stats(q)["connections"]["current"] == 0, "no connection", 10)
     slow = [":method: GET", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port,
@@ -1702,6 +1702,39 @@ def test_configurations_held_by_old_connections_are_bounded(qproxy_factory, back
         assert st["limits"]["goaway_old_configurations"] == 3
     finally:
         t.join(40 * SLOW)
+        _let_go(held)
+
+
+def test_an_idle_connection_of_a_retired_configuration_is_told_before_its_close(
+        qproxy_factory, backend_app, tmp_path):
+    """An idle connection whose configuration goes (past 8 held) is sent
+    GOAWAY, and closed once its client has acknowledged it: a request the
+    client sent meanwhile is refused (H3_REQUEST_REJECTED), which clients
+    send again elsewhere, not lost in the close. It was closed at once,
+    with no GOAWAY (h3raw, staying after its request, saw none)."""
+    q = _private(qproxy_factory, backend_app, tmp_path)
+    wait_until(lambda: stats(q)["connections"]["current"] == 0, "no connection", 10)
+    first = subprocess.Popen(
+        [h3raw_binary(), "-v", "-t", str(60 * SLOW), "--linger", str(50 * SLOW),
+         "-H", ":method: GET", "-H", ":scheme: https",
+         "-H", ":authority: 127.0.0.1:%d" % q.port, "-H", ":path: /app/bytes/10",
+         "127.0.0.1", str(q.port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    held = []
+    try:
+        wait_until(lambda: stats(q)["requests"]["2xx"] >= 1, "the first connection")
+        # configurations 1 (the first connection's) to 9 (the running one)
+        _one_connection_per_configuration(q, 8, held)
+        out, err = first.communicate(timeout=20 * SLOW)
+        notes = [l for l in err.splitlines()
+                 if l.startswith("h3raw: GOAWAY") or "closed by peer" in l]
+        assert notes[:1] == ["h3raw: GOAWAY received, id 4"], notes
+        assert out.splitlines() == ["status 200 body 10"], (out, notes)
+        assert _limits(q)["goaway_old_configurations"] == 1
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.communicate()
         _let_go(held)
 
 
