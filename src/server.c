@@ -236,10 +236,10 @@ oom:
  * has it when they have no request under way (qconn_lingers), else once
  * the last is done (ex_free, qconn_write); one a reload finds still open
  * shutdown_timeout after its GOAWAY, its configuration still past the
- * limit, is closed then (what a graceful shutdown gives requests). A request holds the configuration
- * its connection began under or a later one, so it goes with its
- * connection. Connections closing already go when their closing period
- * ends.
+ * limit, is closed then (what a graceful shutdown gives requests). A
+ * request holds the configuration its connection began under or a later
+ * one, so it goes with its connection. Connections closing already go
+ * when their closing period ends.
  */
 static void
 generations_bound(struct quic_server *srv)
@@ -270,7 +270,7 @@ generations_bound(struct quic_server *srv)
 			log_debug("%s: its configuration (generation %llu) is "
 			    "among the oldest held: GOAWAY", qc->peer,
 			    (unsigned long long)qc->gen->id);
-			/* idle, closed once the client has the GOAWAY */
+			/* closed once done and the client has it */
 			if (qc->h3 != NULL) {
 				h3_goaway(qc);
 				qconn_want_write(qc);
