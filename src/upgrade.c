@@ -54,6 +54,7 @@
 					   supervisor */
 #define UPGRADE_MSG_DONE	7	/* every old worker was told */
 #define UPGRADE_CONTROL_MAX	(1 + WORKERS_MAX)
+#define UPGRADE_PATH_MAX	sizeof(((struct sockaddr_un *)0)->sun_path)
 #define UPGRADE_ADDR_MAX	sizeof(struct sockaddr_in6)
 #define UPGRADE_FEED_MAX	64	/* datagrams a turn of the loop */
 #define UPGRADE_LINK_BUF	(4 << 20)	/* bytes asked for (wmem_max
@@ -98,8 +99,7 @@ static struct {
 	int		 ctls[UPGRADE_CONTROL_MAX];
 	size_t		 nctls;
 	/* the files of those no one took: a control_socket changed */
-	char		 stale[UPGRADE_CONTROL_MAX][sizeof(((struct
-			    sockaddr_un *)0)->sun_path)];
+	char		 stale[UPGRADE_CONTROL_MAX][UPGRADE_PATH_MAX];
 	size_t		 nstale;
 	unsigned	 workers;	/* the running process's */
 	int		 old_links[WORKERS_MAX];	/* its workers' */
@@ -337,19 +337,34 @@ upgrade_take_group(const struct addr *a, int *fds, size_t n)
 	return -1;
 }
 
+/*
+ * The path an inherited control socket listens at (a file's: as
+ * control_listen binds them), into path; false when it has none.
+ */
+static bool
+control_path(int fd, char path[UPGRADE_PATH_MAX])
+{
+	struct sockaddr_un sun;
+	socklen_t len = sizeof(sun);
+
+	memset(&sun, 0, sizeof(sun));
+	if (getsockname(fd, (struct sockaddr *)&sun, &len) == -1 ||
+	    sun.sun_family != AF_UNIX || sun.sun_path[0] == '\0' ||
+	    sun.sun_path[sizeof(sun.sun_path) - 1] != '\0')
+		return false;
+	memcpy(path, sun.sun_path, sizeof(sun.sun_path));
+	return true;
+}
+
 int
 upgrade_take_control(const char *path)
 {
-	struct sockaddr_un sun;
-	socklen_t len;
+	char bound[UPGRADE_PATH_MAX];
 	int fd;
 
 	for (size_t i = 0; path != NULL && i < up.nctls; i++) {
-		len = sizeof(sun);
-		memset(&sun, 0, sizeof(sun));
-		if (getsockname(up.ctls[i], (struct sockaddr *)&sun, &len) ==
-		    -1 || sun.sun_family != AF_UNIX ||
-		    strncmp(sun.sun_path, path, sizeof(sun.sun_path)) != 0)
+		if (!control_path(up.ctls[i], bound) ||
+		    strcmp(bound, path) != 0)
 			continue;
 		fd = up.ctls[i];
 		up.ctls[i] = up.ctls[--up.nctls];
@@ -361,20 +376,11 @@ upgrade_take_control(const char *path)
 void
 upgrade_close_unused(void)
 {
-	struct sockaddr_un sun;
-	socklen_t len;
-
 	while (up.nfds > 0)
 		close(up.fds[--up.nfds]);
 	while (up.nctls > 0) {
-		len = sizeof(sun);
-		memset(&sun, 0, sizeof(sun));
-		if (getsockname(up.ctls[--up.nctls], (struct sockaddr *)&sun,
-		    &len) == 0 && sun.sun_family == AF_UNIX &&
-		    sun.sun_path[0] != '\0' &&
-		    sun.sun_path[sizeof(sun.sun_path) - 1] == '\0')
-			memcpy(up.stale[up.nstale++], sun.sun_path,
-			    sizeof(sun.sun_path));
+		if (control_path(up.ctls[--up.nctls], up.stale[up.nstale]))
+			up.nstale++;
 		close(up.ctls[up.nctls]);
 	}
 }
