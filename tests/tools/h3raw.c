@@ -322,7 +322,6 @@ static struct {
   ngtcp2_tstamp drip_next;    /* --drip: when credit is added next */
   ngtcp2_tstamp resume_at;    /* --pause-after: when opening goes on */
   ngtcp2_tstamp deaf_from;    /* --deaf-pause: when reading stops */
-  int deaf_said;              /* --deaf-pause: "paused" written */
   int hold_state;             /* --hold: 0 not yet, 1 holding, 2 over */
   ngtcp2_tstamp hold_until;
   buf_t *held;                /* the datagrams kept */
@@ -354,7 +353,7 @@ static void die_usage(const char *fmt, ...) {
   va_end(ap);
   fputs("\nusage: h3raw [-H 'name: value']... [-d N] [--fin-separate | --no-fin] "
         "[--trailer 'name: value']... [-n COUNT] [--cancel] [--stop-sending] "
-        "[--no-read] [--drip BYTES] [--pause-after N [--pause SECONDS] [--deaf-pause]] "
+        "[--no-read] [--drip BYTES] [--pause-after N [--pause SECONDS] [--deaf-pause]] [--await-refusal] "
         "[--uni-credit BYTES] [--qpack-blocked N] [--max-field-section BYTES] "
         "[--max-ack-delay MS] "
         "[--hold SECONDS [--hold-drop K]] "
@@ -2440,12 +2439,10 @@ int main(int argc, char **argv) {
     now = timestamp();
     if (c.deaf_from != 0 && now >= c.deaf_from && c.resume_at > now &&
         c.next_req == opt.pause_after) {
-      /* --deaf-pause: no reading, no timers, until it is over */
-      if (!c.deaf_said) {
-        fputs("h3raw: paused\n", stderr);
-        fflush(stderr);
-        c.deaf_said = 1;
-      }
+      /* --deaf-pause: no reading, no timers, until it is over (once:
+         the sleep takes all of it) */
+      fputs("h3raw: paused\n", stderr);
+      fflush(stderr);
       tmo.tv_sec = (time_t)((c.resume_at - now) / NGTCP2_SECONDS);
       tmo.tv_nsec = (long)((c.resume_at - now) % NGTCP2_SECONDS);
       while (nanosleep(&tmo, &tmo) != 0 && errno == EINTR) {
