@@ -693,6 +693,41 @@ ex_nva_finish(const struct exchange *ex, const struct config_headers *set,
 	return n;
 }
 
+/*
+ * The Date of a response (RFC 9110 6.6.1): qproxy's own carry one, and so
+ * do a backend's that came without. An IMF-fixdate of the loop's wall
+ * clock, made once a second; "" if the clock cannot be read as a date.
+ */
+static const char *
+ex_date(const struct exchange *ex)
+{
+	static const char days[] = "SunMonTueWedThuFriSat";
+	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+	static char date[64];
+	static time_t made;
+	time_t now = (time_t)ev_now(ex_loop(ex));
+	struct tm tm;
+
+	if (now == made)
+		return date;
+	made = now;
+	date[0] = '\0';
+	if (gmtime_r(&now, &tm) != NULL && tm.tm_year + 1900 <= 9999)
+		snprintf(date, sizeof(date), "%.3s, %02d %.3s %04d "
+		    "%02d:%02d:%02d GMT", days + 3 * tm.tm_wday, tm.tm_mday,
+		    months + 3 * tm.tm_mon, tm.tm_year + 1900, tm.tm_hour,
+		    tm.tm_min, tm.tm_sec);
+	return date;
+}
+
+/* Whether a final response head gets ex_date: not if the route sets
+   the field, or removes it. */
+static bool
+ex_dated(const struct config_headers *set)
+{
+	return set == NULL || !header_is_set(set, "date", 4);
+}
+
 /* An answer from qproxy itself, not from a backend. */
 struct answer {
 	int		 status;
@@ -714,7 +749,8 @@ ex_answer(struct exchange *ex, const struct answer *a)
 	    a->set : NULL;
 	const struct config_page_file *page;
 	char clen[24], st[4], after[16];
-	nghttp3_nv nva_small[8], *nva = nva_small;
+	const char *date = ex_dated(set) ? ex_date(ex) : "";
+	nghttp3_nv nva_small[9], *nva = nva_small;
 	size_t nnv = 0, blen = a->bodylen;
 	int n;
 
@@ -741,16 +777,20 @@ ex_answer(struct exchange *ex, const struct answer *a)
 	} else if (body == NULL)
 		blen = 0;
 	/*
-	 * :status, content-type, -length, location, www-authenticate,
+	 * :status, date, content-type, -length, location, www-authenticate,
 	 * retry-after, the ID
 	 */
-	if (set != NULL && (nva = calloc(7 + set->n, sizeof(*nva))) == NULL) {
+	if (set != NULL && (nva = calloc(8 + set->n, sizeof(*nva))) == NULL) {
 		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
 		return;
 	}
 	snprintf(st, sizeof(st), "%d", a->status);
 	nva[nnv++] = (nghttp3_nv){ (uint8_t *)":status", (uint8_t *)st, 7, 3,
 	    NGHTTP3_NV_FLAG_NONE };
+	if (date[0] != '\0')
+		nva[nnv++] = (nghttp3_nv){ (uint8_t *)"date",
+		    (uint8_t *)(uintptr_t)date, 4, strlen(date),
+		    NGHTTP3_NV_FLAG_NONE };
 	if (blen > 0 && (set == NULL || !header_is_set(set, "content-type",
 	    12)))
 		nva[nnv++] = (nghttp3_nv){ (uint8_t *)"content-type",
@@ -2548,12 +2588,17 @@ ex_submit_head(struct exchange *ex, const struct http1_response *r,
 	struct conn_tokens ct;
 	size_t n = 0, total = 0, max;
 	uint64_t size;
+	bool dated = informational || !ex_dated(set);
+	const char *date;
 	int rv;
 
 	for (size_t i = 0; i < r->nheaders; i++)
 		total += r->headers[i].namelen;
-	/* :status, the fields, at most one content-length, the set, the ID */
-	max = r->nheaders + 3 + (set != NULL ? set->n : 0);
+	/*
+	 * :status, the fields, at most one content-length, the set, the ID,
+	 * a date
+	 */
+	max = r->nheaders + 4 + (set != NULL ? set->n : 0);
 	if (max > sizeof(nva_small) / sizeof(nva_small[0]))
 		nva = calloc(max, sizeof(*nva));
 	if (total > sizeof(names_small))
@@ -2586,10 +2631,17 @@ ex_submit_head(struct exchange *ex, const struct http1_response *r,
 		if (idlen > 0 && h->namelen == idlen &&
 		    memcmp(np, idh, idlen) == 0)
 			continue;
+		if (h->namelen == 4 && memcmp(np, "date", 4) == 0)
+			dated = true;
 		nva[n++] = (nghttp3_nv){ (uint8_t *)np, (uint8_t *)(uintptr_t)
 		    h->value, h->namelen, h->valuelen, NGHTTP3_NV_FLAG_NONE };
 		np += h->namelen;
 	}
+	/* a recipient adds the Date a response came without (RFC 9110 6.6.1) */
+	if (!dated && *(date = ex_date(ex)) != '\0')
+		nva[n++] = (nghttp3_nv){ (uint8_t *)"date",
+		    (uint8_t *)(uintptr_t)date, 4, strlen(date),
+		    NGHTTP3_NV_FLAG_NONE };
 	if (!informational)
 		n = ex_nva_finish(ex, set, nva, n);
 	/*

@@ -108,18 +108,20 @@ http1_token_is(const char *s, size_t len, const char *token)
 
 /*
  * The status line, without its CRLF:
- * "HTTP/1." ("0" / "1") SP 3DIGIT [ SP reason-phrase ].
- * A missing SP before an empty reason is tolerated. The code is 100 to 599
- * (RFC 9110 15: other values are invalid).
+ * "HTTP/1." DIGIT SP 3DIGIT [ SP reason-phrase ].
+ * A minor version past 1 is read as 1.1, the highest of HTTP/1 that qproxy
+ * implements (RFC 9112 2.3). A missing SP before an empty reason is
+ * tolerated. The code is 100 to 599 (RFC 9110 15: other values are
+ * invalid).
  */
 static int
 http1_status_line(const uint8_t *s, size_t len, struct http1_response *resp)
 {
 	if (len < HTTP1_STATUS_MIN || memcmp(s, "HTTP/1.", 7) != 0)
 		return -1;
-	if (s[7] != '0' && s[7] != '1')
+	if (s[7] < '0' || s[7] > '9')
 		return -1;
-	resp->minor_version = s[7] - '0';
+	resp->minor_version = s[7] == '0' ? 0 : 1;
 	if (s[8] != ' ')
 		return -1;
 	if (s[9] < '1' || s[9] > '5' || s[10] < '0' || s[10] > '9' ||
@@ -148,7 +150,6 @@ http1_status_prefix(const uint8_t *s, size_t len)
 
 	for (i = 0; i < len && i < HTTP1_STATUS_MIN; i++) {
 		if (i < sizeof(version) - 1 ? s[i] != (uint8_t)version[i] :
-		    i == 7 ? s[i] != '0' && s[i] != '1' :
 		    i == 8 ? s[i] != ' ' :
 		    i == 9 ? s[i] < '1' || s[i] > '5' :
 		    s[i] < '0' || s[i] > '9')

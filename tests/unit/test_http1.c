@@ -158,7 +158,7 @@ test_status_lines(void)
 		size_t		 len;
 	} bad[] = {
 #define B(lit)	{ lit, sizeof(lit) - 1 }
-		B("HTTP/1.2 200 OK\r\n\r\n"),
+		B("HTTP/1.a 200 OK\r\n\r\n"),
 		B("HTTP/2.0 200 OK\r\n\r\n"),
 		B("HTTP/1 200 OK\r\n\r\n"),
 		B("HTTP/1.10 200 OK\r\n\r\n"),
@@ -204,6 +204,13 @@ test_status_lines(void)
 	    26);
 	CHECK_EQ_INT(resp.status, 404);
 	CHECK_EQ_INT(resp.minor_version, 0);
+
+	/* a later minor version is read as 1.1 (RFC 9112 2.3) */
+	CHECK_EQ_INT(PARSE("HTTP/1.2 200 OK\r\n\r\n", false, &resp), 19);
+	CHECK_EQ_INT(resp.minor_version, 1);
+	CHECK_EQ_INT(PARSE("HTTP/1.9 204 No Content\r\n\r\n", false,
+	    &resp), 27);
+	CHECK_EQ_INT(resp.minor_version, 1);
 
 	/* empty reason, with and without its SP */
 	CHECK_EQ_INT(PARSE("HTTP/1.1 200 \r\n\r\n", false, &resp), 17);
@@ -281,7 +288,8 @@ test_incomplete(void)
 	CHECK_EQ_INT(PARSE("PRI * HTTP/2.0", false, &resp), -1);
 	CHECK_EQ_INT(PARSE("HTTP/2", false, &resp), -1);
 	CHECK_EQ_INT(PARSE("http/1.1", false, &resp), -1);
-	CHECK_EQ_INT(PARSE("HTTP/1.2", false, &resp), -1);
+	CHECK_EQ_INT(PARSE("HTTP/1.2", false, &resp), 0);
+	CHECK_EQ_INT(PARSE("HTTP/1.x", false, &resp), -1);
 	CHECK_EQ_INT(PARSE("HTTP/1.1  200", false, &resp), -1);
 	CHECK_EQ_INT(PARSE("HTTP/1.1 600", false, &resp), -1);
 	CHECK_EQ_INT(PARSE("HTTP/1.1 2x", false, &resp), -1);
