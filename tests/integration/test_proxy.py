@@ -3,6 +3,7 @@
 Most tests share one qproxy instance (fixture `qp`, see conftest.py for its
 routes) in front of the test backends of backend.py."""
 
+import calendar
 import json
 import os
 import re
@@ -433,6 +434,64 @@ def test_route_sets_response_fields(qproxy_factory, backend_app):
     assert not any(n == "strict-transport-security" for n, _ in r.interim[0][1])
     assert r.header("strict-transport-security") == "max-age=63072000"
     assert r.body == b"final response after early hints\n"
+
+
+def _date_age(value):
+    """Seconds since an IMF-fixdate (RFC 9110 5.6.7), which it must be."""
+    assert re.fullmatch(r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|"
+                        r"Aug|Sep|Oct|Nov|Dec) \d{4} \d\d:\d\d:\d\d GMT", value), value
+    return time.time() - calendar.timegm(time.strptime(value, "%a, %d %b %Y %H:%M:%S GMT"))
+
+
+def test_responses_carry_a_date(qproxy_factory, backend_app):
+    """RFC 9110 6.6.1: a proxy adds the Date a backend's response came
+    without (the test backend sends none), keeps a backend's own, and
+    dates its own answers (404, 502, a route's return); a route that
+    sets Date, or removes it with an empty value, has its way. Before,
+    no response had one. A backend's status line of HTTP/1.2 is read as
+    1.1 (RFC 9112 2.3); it was a 502."""
+    dated = backend_mod.Fixed(b"HTTP/1.2 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n"
+                              b"Content-Length: 3\r\n\r\nok\n")
+    dead = backend_mod.Refusing()
+
+    def sections(port, cert, key):
+        return [("listener main", [("address", "127.0.0.1:%d" % port),
+                                   ("certificate", cert), ("private_key", key)]),
+                ("backend app", [("server", backend_app.tcp_server)]),
+                ("backend dated", [("server", dated.server)]),
+                ("backend dead", [("server", "127.0.0.1:%d" % dead.port)]),
+                ("route dated", [("path_prefix", "/dated/"), ("backend", "dated")]),
+                ("route dead", [("path_prefix", "/dead/"), ("backend", "dead")]),
+                ("route ret", [("path_prefix", "/ret/"), ("return", "200 up")]),
+                ("route set", [("path_prefix", "/set/"), ("backend", "app"),
+                               ("strip_prefix", "on"),
+                               ("set_response_header", "Date: Thu, 01 Jan 2026 00:00:00 GMT")]),
+                ("route undated", [("path_prefix", "/undated/"), ("backend", "app"),
+                                   ("strip_prefix", "on"), ("set_response_header", "Date:")]),
+                ("route app", [("path_prefix", "/app/"), ("backend", "app")])]
+    try:
+        q = qproxy_factory(sections=sections)
+        for path, status in (("/app/bytes/10", 200), ("/app/no-such-endpoint", 404),
+                             ("/nowhere", 404), ("/dead/x", 502), ("/ret/x", 200)):
+            r = h3_get(q.url(path))
+            assert r.status == status, (path, r.status)
+            assert len(r.header_all("date")) == 1, (path, r.headers)
+            assert -5 < _date_age(r.header("date")) < 5, (path, r.headers)
+        r = h3_get(q.url("/dated/x"))
+        assert (r.status, r.body) == (200, b"ok\n"), r.status
+        assert r.header_all("date") == ["Sun, 06 Nov 1994 08:49:37 GMT"], r.headers
+        r = h3_get(q.url("/set/bytes/1"))
+        assert r.header_all("date") == ["Thu, 01 Jan 2026 00:00:00 GMT"], r.headers
+        r = h3_get(q.url("/undated/bytes/1"))
+        assert r.status == 200 and r.header_all("date") == [], r.headers
+        # 1xx heads carry none of qproxy's
+        r = h3_get(q.url("/app/early-hints"))
+        assert [s for s, _ in r.interim] == [103]
+        assert not any(n == "date" for n, _ in r.interim[0][1]), r.interim
+        assert len(r.header_all("date")) == 1
+    finally:
+        dated.close()
+        dead.close()
 
 
 def test_route_allow_and_deny(qproxy_factory, backend_app):
