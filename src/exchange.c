@@ -1963,8 +1963,13 @@ ex_connected(struct exchange *ex)
 
 /* A connection to ex->server failed or timed out: closed and counted. */
 static void
-ex_connect_failed(struct exchange *ex)
+ex_connect_failed(struct exchange *ex, const char *why)
 {
+	static struct log_limit lim;
+
+	/* the server is passed over, and its clients may get 502 or 504 */
+	log_limited(&lim, LOG_LEVEL_WARN, "backend %s: connect: %s",
+	    ex->server->cfg->text, why);
 	stats.upstream_connect_failures++;
 	ex->server->ctr->failures++;
 	ex->server->ctr->state = UPSTREAM_DOWN;
@@ -1984,6 +1989,7 @@ ex_use_server(struct exchange *ex)
 	const struct config_backend *b =
 	    upstream_backend(ex_pools(ex), ex->backend);
 	struct upstream_conn *uc;
+	int err;
 
 	/*
 	 * A retry takes a new connection: the pool's may be stale. A request
@@ -2010,10 +2016,9 @@ ex_use_server(struct exchange *ex)
 			ex_respond(ex, 503);
 			return 0;
 		}
-		ex_connect_failed(ex);
-		log_debug("backend %s: connect: %s", ex->server->cfg->text,
-		    strerror(errno));
-		if (upstream_refused(errno))
+		err = errno;
+		ex_connect_failed(ex, strerror(err));
+		if (upstream_refused(err))
 			return -1;
 		ex_respond(ex, 502);
 		return 0;
@@ -3451,9 +3456,7 @@ ex_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 		if (getsockopt(ex->uc->fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
 			err = errno;
 		if (err != 0) {
-			log_debug("backend %s: connect: %s",
-			    ex->server->cfg->text, strerror(err));
-			ex_connect_failed(ex);
+			ex_connect_failed(ex, strerror(err));
 			if (!upstream_refused(err)) {
 				ex_respond(ex, 502);
 				return;
@@ -3495,7 +3498,7 @@ ex_client_stalled(const struct exchange *ex)
 static void
 ex_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
-	static struct log_limit lim[5];
+	static struct log_limit lim[4];
 	struct exchange *ex = w->data;
 
 	if (ex->head_refused) {
@@ -3524,9 +3527,7 @@ ex_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		return;
 	}
 	if (ex->state == EX_CONNECTING) {
-		log_limited(&lim[2], LOG_LEVEL_INFO, "backend %s: connect "
-		    "timed out", ex->server->cfg->text);
-		ex_connect_failed(ex);
+		ex_connect_failed(ex, "timed out");
 		/* nothing was sent: the next server may take it (as a refusal) */
 		if (ex_server_left(ex)) {
 			ex->attempt++;
@@ -3541,13 +3542,13 @@ ex_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 			ex_try_next(ex, "response timed out");
 			return;
 		}
-		log_limited(&lim[3], LOG_LEVEL_INFO, "backend %s: response "
+		log_limited(&lim[2], LOG_LEVEL_INFO, "backend %s: response "
 		    "timed out", ex->server->cfg->text);
 		ex_server_failed(ex);
 		ex_respond(ex, 504);
 		return;
 	}
-	log_limited(&lim[4], LOG_LEVEL_INFO, "backend %s: response body "
+	log_limited(&lim[3], LOG_LEVEL_INFO, "backend %s: response body "
 	    "stalled", ex->server->cfg->text);
 	ex_server_failed(ex);
 	stats.requests_reset++;

@@ -1582,6 +1582,29 @@ def test_backend_refused_502_quickly(qp):
     assert elapsed < 2.0, "502 took %.2fs" % elapsed
 
 
+def test_failed_connects_are_logged_at_warn(qproxy_factory, refusing, syndrop):
+    """A server that refuses connections, or lets them time out, is an
+    operator's first suspect for 502s and 504s: each failure is a warning
+    (at most one a second), so it shows at the default log_level. The
+    refusal was logged at debug only, the timeout at info."""
+    def sections(port, cert, key):
+        return [("global", [("log_level", "warn")]),
+                ("listener main", [("address", "127.0.0.1:%d" % port),
+                                   ("certificate", cert), ("private_key", key)]),
+                ("backend down", [("server", "127.0.0.1:%d" % refusing.port)]),
+                ("backend slow", [("server", "127.0.0.1:%d" % syndrop.port),
+                                  ("connect_timeout", "200ms")]),
+                ("route slow", [("path_prefix", "/slow/"), ("backend", "slow")]),
+                ("route down", [("backend", "down")])]
+    q = qproxy_factory(sections=sections)
+    assert h3_get(q.url("/x")).status == 502
+    time.sleep(1.1)     # past the one line a second
+    assert h3_get(q.url("/slow/x"), timeout=10).status == 504
+    log = q.log_text()
+    assert "backend 127.0.0.1:%d: connect: Connection refused" % refusing.port in log, log
+    assert "backend 127.0.0.1:%d: connect: timed out" % syndrop.port in log, log
+
+
 def test_connect_timeout_504(qp):
     t = time.monotonic()
     r = h3_get(qp.url("/syndrop/anything"), timeout=15)
