@@ -129,7 +129,8 @@ struct exchange {
 	const struct config_route *route;	/* of ex->gen; NULL until
 						   the head is routed */
 	int			 status;	/* final status sent, or 0 */
-	uint64_t		 resp_bytes;	/* body bytes from the backend */
+	uint64_t		 resp_bytes;	/* body bytes from the backend,
+						   or of qproxy's own answer */
 	double			 forwarded;	/* backend connection ready:
 						   mono_now */
 	double			 backend_time;	/* to its response head; or
@@ -822,6 +823,7 @@ ex_answer(struct exchange *ex, const struct answer *a)
 	if (!(ex->req.flags & REQ_F_HEAD) && blen > 0) {
 		ex->own_body = body;
 		ex->own_len = blen;
+		ex->resp_bytes = blen;	/* for the access log */
 	}
 	ex->resp_eof = true;
 	ex->resp_submitted = true;

@@ -21,7 +21,7 @@ import time
 import pycurl
 import pytest
 
-from helpers import (SLOW, QProxy, expected_sha256, free_udp_port, h3_get, h3raw, h3raw_binary,
+from helpers import (SLOW, QProxy, expected_sha256, free_udp_port, h3_get, h3_head, h3raw, h3raw_binary,
                      make_easy,
                      metric, metrics, preload_clock, qproxy_binary, qproxyctl_binary,
                      render_config, sha256, wait_until)
@@ -1057,6 +1057,12 @@ def test_access_log_and_sigusr1_reopen(qproxy_factory, backend_app, tmp_path):
     assert '"GET /app/bytes/123" 200 0 123 ' in line, line
     assert "127.0.0.1" in line and "0x1" in line
     assert "qproxy[info]: qproxy" in err.read_text()
+    # qproxy's own answer counts its body too (it was 0)
+    r = h3_get(q.url("/nowhere"))
+    assert (r.status, r.body) == (404, b"404 Not Found\n")
+    assert '"GET /nowhere" 404 0 14 ' in _wait_for_line(log, "/nowhere")
+    assert h3_head(q.url("/nowhere")).status == 404
+    assert '"HEAD /nowhere" 404 0 0 ' in _wait_for_line(log, "HEAD /nowhere")
 
     os.rename(log, str(log) + ".1")
     os.rename(err, str(err) + ".1")
