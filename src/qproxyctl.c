@@ -438,7 +438,7 @@ main(int argc, char *argv[])
 	if ((cmd = ctl_match(argv[0])) == NULL)
 		ctl_usage_error();
 	if (control_takes_args(cmd)) {
-		if (argc != 3 || json) {
+		if (argc != 3) {
 			fprintf(stderr, "qproxyctl: %s takes BACKEND SERVER\n",
 			    cmd);
 			ctl_usage_error();
@@ -454,7 +454,7 @@ main(int argc, char *argv[])
 	}
 	if (json && (strcmp(cmd, "reload") == 0 ||
 	    strcmp(cmd, "upgrade") == 0 ||
-	    strcmp(cmd, "metrics") == 0)) {
+	    strcmp(cmd, "metrics") == 0 || control_takes_args(cmd))) {
 		fprintf(stderr, "qproxyctl: %s has no JSON output\n", cmd);
 		ctl_usage_error();
 	}

@@ -352,6 +352,18 @@ def test_usage_errors_exit_2(qp, args):
     assert "usage" in p.stderr.lower(), show(p)
 
 
+@pytest.mark.parametrize("args", [["enable", "app", "127.0.0.1:1", "--json"],
+                                  ["--json", "disable", "app", "127.0.0.1:1"]])
+def test_json_with_disable_or_enable_names_the_option(qp, args):
+    """disable and enable have no JSON reply, as qproxyctl(8) says: the
+    error says so; it said the command "takes BACKEND SERVER", which it
+    had been given."""
+    p = qproxyctl(args, qp.control_socket)
+    assert p.returncode == 2, show(p)
+    cmd = [a for a in args if a in ("enable", "disable")][0]
+    assert p.stderr.startswith("qproxyctl: %s has no JSON output\n" % cmd), show(p)
+
+
 def test_routes_shows_each_route(qproxy_factory, backend_app):
     """qproxyctl routes: each route in file order, where it sends its
     requests (a backend, or its own answer), and its requests by class,
