@@ -7,6 +7,7 @@
 #include <grp.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -173,11 +174,45 @@ notify_reloading(void)
 }
 
 /*
+ * A warning of a reload: logged, and told to whoever asked for the reload
+ * (reload_notes; NULL for SIGHUP) in the reply of its success.
+ */
+static struct strbuf *reload_notes;
+
+static void QP_PRINTF(1, 2)
+reload_warn(const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	log_warnx("%s", msg);
+	if (reload_notes != NULL)
+		strbuf_printf(reload_notes, "warning: %s\n", msg);
+}
+
+/* A global key that only a restart applies, changed by a reload. */
+static void
+reload_at_restart(const struct config *cfg, const char *key)
+{
+	int line = config_global_line(cfg, key);
+
+	if (line > 0)
+		reload_warn("%s: %s changes take effect at restart",
+		    config_at(cfg, line), key);
+	else
+		reload_warn("%s changes take effect at restart", key);
+}
+
+/*
  * SIGHUP and "qproxyctl reload": a new configuration, or the old one kept
- * with every reason in errs. Connections and requests under way go on.
- * None once a graceful shutdown began (CONTROL_RELOAD_STOPPING): systemd,
- * told STOPPING=1, would have been told READY=1 again, and a new listener
- * could have been bound while the old ones drain.
+ * with every reason in errs; on success errs has its warnings, if any.
+ * Connections and requests under way go on. None once a graceful
+ * shutdown began (CONTROL_RELOAD_STOPPING): systemd, told STOPPING=1,
+ * would have been told READY=1 again, and a new listener could have been
+ * bound while the old ones drain.
  */
 static int
 reload(struct strbuf *errs)
@@ -185,6 +220,7 @@ reload(struct strbuf *errs)
 	const struct config *old = server_config(server);
 	struct config *cfg;
 	struct log_file lf[3];
+	struct strbuf notes;	/* the warnings, said on success only */
 	char *text = NULL;
 	size_t len = 0;
 	FILE *f;
@@ -197,6 +233,7 @@ reload(struct strbuf *errs)
 	}
 	notify_reloading();
 	log_info("reloading %s", config_path);
+	strbuf_init(&notes, 1 << 16);
 	if ((f = open_memstream(&text, &len)) == NULL) {
 		strbuf_printf(errs, "out of memory\n");
 		goto done;
@@ -207,18 +244,20 @@ reload(struct strbuf *errs)
 		strbuf_append(errs, text, len);
 		goto done;
 	}
-	config_warnings(cfg, log_warnx);
+	reload_notes = &notes;
+	config_warnings(cfg, reload_warn);
 	if (!same_string(old->control_socket, cfg->control_socket))
-		log_warnx("control_socket changes take effect at restart");
+		reload_at_restart(cfg, "control_socket");
 	if (!same_string(old->user, cfg->user))
-		log_warnx("user changes take effect at restart");
+		reload_at_restart(cfg, "user");
 	if (!same_string(old->secret_file, cfg->secret_file))
-		log_warnx("secret_file changes take effect at restart");
+		reload_at_restart(cfg, "secret_file");
 	if (old->workers != cfg->workers)
-		log_warnx("workers changes take effect at restart");
+		reload_at_restart(cfg, "workers");
 	if (cid_changed(cfg))
-		log_warnx("cid_server_id, cid_nonce_length, cid_config_id and "
-		    "cid_key_file changes take effect at restart");
+		reload_warn("cid_server_id, cid_nonce_length, cid_config_id "
+		    "and cid_key_file changes take effect at restart");
+	reload_notes = NULL;
 	if (logs_prepare(cfg, lf, errs) == -1) {
 		config_free(cfg);
 		goto done;
@@ -237,10 +276,12 @@ reload(struct strbuf *errs)
 		state_keep(cfg, NULL);
 	rv = 0;
 done:
-	if (rv == 0)
+	if (rv == 0) {
 		log_info("configuration reloaded");
-	else
+		strbuf_append(errs, strbuf_str(&notes), notes.len);
+	} else
 		log_lines(LOG_LEVEL_WARN, "reload refused: ", strbuf_str(errs));
+	strbuf_free(&notes);
 	free(text);
 	sd_notify(0, "READY=1");
 	return rv;

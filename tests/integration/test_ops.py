@@ -364,8 +364,10 @@ def test_reload_keeps_counting_requests_under_way(qproxy_factory, backend_app):
 @pytest.mark.parametrize("key", ["secret_file", "user", "control_socket"])
 def test_reload_warns_of_what_takes_a_restart(qproxy_factory, certificate, backend_app,
                                               tmp_path, key):
-    """Keys a reload cannot apply are named in the log; a changed
-    secret_file was ignored without a word."""
+    """Keys a reload cannot apply are named in the log, and to whoever
+    asked for the reload, with the line that changed them (qproxyctl said
+    nothing, and the log had no line); a changed secret_file was ignored
+    without a word."""
     cert, key_file = certificate
     q = qproxy_factory(sections=lambda port, c, k: _sections(
         c, k, port, backend_app.tcp_server))
@@ -380,8 +382,18 @@ def test_reload_warns_of_what_takes_a_restart(qproxy_factory, certificate, backe
         _rewrite(q, sections)
     p = qproxyctl(q, "reload")
     assert p.returncode == 0, p.stderr
-    assert "%s changes take effect at restart" % key in q.log_text()
+    said = "%s:%d: %s changes take effect at restart" % (
+        q.conf, _conf_line(q.conf, key + " = "), key)
+    # (the rewritten file also leaves out the harness's secret_file)
+    assert "warning: %s" % said in p.stdout.splitlines(), p.stdout
+    assert said in q.log_text()
     assert h3_get(q.url("/app/bytes/10")).status == 200
+
+
+def _conf_line(path, start):
+    """The number of the first line of a file that starts with start."""
+    with open(path) as f:
+        return [i for i, l in enumerate(f, 1) if l.startswith(start)][0]
 
 
 def test_listener_rows_count_each_address(qproxy_factory, backend_app):
