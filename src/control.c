@@ -500,35 +500,35 @@ control_unlink_stale(const char *path, const struct sockaddr_un *sun)
 	if (lstat(path, &st) == -1) {
 		if (errno == ENOENT)
 			return 0;
-		log_warn("control socket %s", path);
+		log_err("control socket %s", path);
 		return -1;
 	}
 	if (!S_ISSOCK(st.st_mode)) {
-		log_warnx("control socket %s: exists and is not a socket",
+		log_errx("control socket %s: exists and is not a socket",
 		    path);
 		return -1;
 	}
 	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
 	    0)) == -1) {
-		log_warn("control socket %s: socket", path);
+		log_err("control socket %s: socket", path);
 		return -1;
 	}
 	live = connect(fd, (const struct sockaddr *)sun, sizeof(*sun));
 	if (live == -1 && (errno == EAGAIN || errno == EINPROGRESS))
 		live = 0;	/* a listener with a full backlog */
 	else if (live == -1 && errno != ECONNREFUSED && errno != ENOENT) {
-		log_warn("control socket %s: connect", path);
+		log_err("control socket %s: connect", path);
 		close(fd);
 		return -1;
 	}
 	close(fd);
 	if (live == 0) {
-		log_warnx("control socket %s: in use by another running "
+		log_errx("control socket %s: in use by another running "
 		    "daemon", path);
 		return -1;
 	}
 	if (unlink(path) == -1 && errno != ENOENT) {
-		log_warn("control socket %s: unlink stale socket", path);
+		log_err("control socket %s: unlink stale socket", path);
 		return -1;
 	}
 	log_debug("control socket %s: removed a stale socket", path);
@@ -546,7 +546,7 @@ control_listen(const char *path)
 	sun.sun_family = AF_UNIX;
 	if (path == NULL || *path == '\0' ||
 	    strlen(path) >= sizeof(sun.sun_path)) {
-		log_warnx("control socket %s: path empty or longer than %zu "
+		log_errx("control socket %s: path empty or longer than %zu "
 		    "bytes", path ? path : "", sizeof(sun.sun_path) - 1);
 		return -1;
 	}
@@ -556,7 +556,7 @@ control_listen(const char *path)
 		return -1;
 	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
 	    0)) == -1) {
-		log_warn("control socket %s: socket", path);
+		log_err("control socket %s: socket", path);
 		return -1;
 	}
 	old = umask(0117);
@@ -564,19 +564,19 @@ control_listen(const char *path)
 	umask(old);
 	if (rc == -1) {
 		if (errno == ENOENT)
-			log_warnx("control socket %s: bind: its directory does "
+			log_errx("control socket %s: bind: its directory does "
 			    "not exist", path);
 		else
-			log_warn("control socket %s: bind", path);
+			log_err("control socket %s: bind", path);
 		close(fd);
 		return -1;
 	}
 	if (chmod(path, 0660) == -1) {
-		log_warn("control socket %s: chmod", path);
+		log_err("control socket %s: chmod", path);
 		goto fail;
 	}
 	if (listen(fd, CONTROL_BACKLOG) == -1) {
-		log_warn("control socket %s: listen", path);
+		log_err("control socket %s: listen", path);
 		goto fail;
 	}
 	return fd;

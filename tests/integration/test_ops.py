@@ -1446,25 +1446,29 @@ def test_error_log_to_the_journal_gives_each_line_its_priority(
         "warn", "info", "debug"}
 
 
-@pytest.mark.parametrize("why", ["bind", "key"])
+@pytest.mark.parametrize("why", ["bind", "key", "control"])
 def test_errors_that_stop_a_start_reach_the_journal_as_errors(certificate, backend_app,
                                                               tmp_path, why):
     """The errors that stop a start (a listener that cannot bind, a bad
     key) went to stderr as they were: to the journal, at info. They now
     start with <3> there, and "file:line: message" follows as before.
-    Found by a review."""
+    Found by a review. A control socket that cannot be made (its directory
+    does not exist) was a warning, <4>."""
     held = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     held.bind(("127.0.0.1", 0))
     port = held.getsockname()[1]
     cert, key = certificate
     sections = _sections(cert, key, port, backend_app.tcp_server,
-                         extra_global=[("control_socket", str(tmp_path / "ctl")),
+                         extra_global=[("control_socket", str(
+                             tmp_path / ("none/ctl" if why == "control" else "ctl"))),
                                        ("secret_file", str(tmp_path / "secret"))])
     if why == "key":
         sections[0][1].append(("no_such_key", "1"))
     conf = tmp_path / "q.conf"
     conf.write_text(render_config(sections))
     err = tmp_path / "stderr"
+    if why != "bind":
+        held.close()
     try:
         with open(err, "wb") as f:
             st = os.fstat(f.fileno())
@@ -1475,6 +1479,10 @@ def test_errors_that_stop_a_start_reach_the_journal_as_errors(certificate, backe
         held.close()
     text = err.read_text()
     assert p.returncode == 1, text
+    if why == "control":
+        assert ("<3>qproxy[error]: control socket %s: bind: its directory does not exist" %
+                (tmp_path / "none/ctl")) in text.splitlines(), text
+        return
     want = "cannot listen on udp" if why == "bind" else "no_such_key"
     lines = [l for l in text.splitlines() if want in l]
     assert lines and all(l.startswith("<3>%s:" % conf) for l in lines), text
