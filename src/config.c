@@ -1141,6 +1141,11 @@ config_set_listen(struct config_parser *p, const struct config_key *k,
 	return 0;
 }
 
+/*
+ * "ADDRESS [weight=N] [backup]": the address is the first word (a Unix
+ * socket's path holds no blank), and every word after it an option, each
+ * once.
+ */
 static int
 config_set_server(struct config_parser *p, const struct config_key *k,
     struct config_section *s, void *obj, const char *value)
@@ -1148,51 +1153,63 @@ config_set_server(struct config_parser *p, const struct config_key *k,
 	struct config_backend	*b = obj;
 	struct config_server	*srv;
 	struct addr		 a;
-	const char		*err, *word;
-	char			*text, *end, *addr;
-	unsigned		 weight = 1;
-	int			 backup = 0;
+	const char		*err, *w, *end, *num_end, *twice = NULL;
+	char			*text;
+	uint64_t		 weight = 1;
+	bool			 weighted = false, backup = false;
+	size_t			 n;
 
-	/* "ADDRESS [weight=N] [backup]": the options are the last words */
-	if ((addr = config_strdup(p, value)) == NULL)
+	(void)s;
+	n = strcspn(value, " \t");
+	if ((text = strndup(value, n)) == NULL) {
+		p->oom = true;
 		return -1;
-	for (;;) {
-		end = addr + strlen(addr);
-		for (word = end; word > addr && word[-1] != ' ' &&
-		    word[-1] != '\t'; word--)
-			;
-		if (word == addr)
-			break;
-		if (strcmp(word, "backup") == 0)
-			backup = 1;
-		else if (strncmp(word, "weight=", 7) == 0) {
-			char *e;
-			unsigned long w;
-
-			errno = 0;
-			w = strtoul(word + 7, &e, 10);
-			if (!isdigit((unsigned char)word[7]) || *e != '\0' ||
-			    errno != 0 || w < 1 || w > 100) {
+	}
+	if (addr_parse(text, true, &a, &err) == -1) {
+		config_error(p, p->line, "%s: invalid address \"%s\": %s",
+		    k->name, text, err);
+		free(text);
+		return -1;
+	}
+	for (w = value + n; *(w += strspn(w, " \t")) != '\0'; w = end) {
+		end = w + strcspn(w, " \t");
+		n = (size_t)(end - w);
+		if (n == 6 && strncmp(w, "backup", 6) == 0) {
+			if (backup) {
+				twice = "backup";
+				break;
+			}
+			backup = true;
+		} else if (n >= 7 && strncmp(w, "weight=", 7) == 0) {
+			if (weighted) {
+				twice = "weight=";
+				break;
+			}
+			weighted = true;
+			if (config_parse_uint(w + 7, &num_end, &weight) == -1 ||
+			    num_end != end || weight < 1 || weight > 100) {
 				config_error(p, p->line, "%s: invalid weight "
-				    "\"%s\": expected an integer from 1 to 100",
-				    k->name, word + 7);
-				free(addr);
+				    "\"%.*s\": expected an integer from 1 to "
+				    "100", k->name, (int)MIN(n - 7, 64), w + 7);
+				free(text);
 				return -1;
 			}
-			weight = (unsigned)w;
-		} else
-			break;
-		while (word > addr && (word[-1] == ' ' || word[-1] == '\t'))
-			word--;
-		addr[word - addr] = '\0';
+		} else {
+			config_error(p, p->line, "%s: unknown option \"%.*s\": "
+			    "expected weight=N or backup%s", k->name,
+			    (int)MIN(n, 64), w, a.u.sa.sa_family == AF_UNIX &&
+			    memchr(w, '=', n) == NULL ?
+			    " (a Unix socket's path holds no blank)" : "");
+			free(text);
+			return -1;
+		}
 	}
-	if (addr_parse(addr, true, &a, &err) == -1) {
-		config_error(p, p->line, "%s: invalid address \"%s\": %s",
-		    k->name, addr, err);
-		free(addr);
+	if (twice != NULL) {
+		config_error(p, p->line, "%s: \"%s\" is given twice", k->name,
+		    twice);
+		free(text);
 		return -1;
 	}
-	text = addr;
 	if ((srv = config_grow(p, b->servers, b->nservers,
 	    sizeof(*srv))) == NULL) {
 		free(text);
@@ -1202,7 +1219,7 @@ config_set_server(struct config_parser *p, const struct config_key *k,
 	srv = &b->servers[b->nservers++];
 	srv->text = text;
 	srv->addr = a;
-	srv->weight = weight;
+	srv->weight = (unsigned)weight;
 	srv->backup = backup;
 	b->weighted |= weight != 1;
 	b->has_backup |= backup;

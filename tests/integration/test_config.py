@@ -107,6 +107,9 @@ BROKEN = {
     "balance-unknown": insert_after(15, "balance = random"),
     "server-weight-0": insert_after(12, "server = 127.0.0.1:8082 weight=0"),
     "server-weight-big": insert_after(12, "server = 127.0.0.1:8082 backup weight=101"),
+    "server-option-unknown": insert_after(12, "server = 127.0.0.1:8082 bakup"),
+    "server-option-in-unix-path": insert_after(12, "server = unix:/run/x.sock wieght=2"),
+    "server-option-twice": insert_after(12, "server = 127.0.0.1:8082 weight=3 weight=1"),
     "request-id-header-bad-name": insert_after(5, "request_id_header = X Request"),
     "request-id-header-via": insert_after(5, "request_id_header = Via"),
     # reported at request_id_header, wherever the route's is
@@ -140,6 +143,9 @@ def check(path, extra=("-t",)):
      'timeout and statuses from 500 to 599'),
     ("retry-on-unknown", 'retry_on: invalid value "errors"'),
     ("match-header-host", 'header: HTTP/3 requests carry their host in :authority'),
+    ("server-option-unknown", 'server: unknown option "bakup": expected weight=N or backup'),
+    ("server-option-in-unix-path", 'server: unknown option "wieght=2"'),
+    ("server-option-twice", 'server: "weight=" is given twice'),
 ])
 def test_broken_config_says_why(tmp_path, certificate, case, message):
     """The keys of a route or backend that share a name with another's, or

@@ -1191,6 +1191,68 @@ test_addr(void)
 	}
 }
 
+/*
+ * server: the address, then options, each known and once; a word that is
+ * neither is an error, not a part of a Unix socket's path.
+ */
+static void
+test_server_options(void)
+{
+	struct config			*cfg;
+	const struct config_backend	*b;
+
+	CHECK_LOADS(&cfg, LISTENER
+	    "[backend app]\n"
+	    "server = 127.0.0.1:8080 weight=3\n"
+	    "server = unix:/run/app.sock\tbackup  weight=2\n"
+	    "server = 127.0.0.1:8081 backup\n"
+	    "[route all]\n"
+	    "backend = app\n");
+	if (cfg != NULL) {
+		b = &cfg->backends[0];
+		CHECK_EQ_INT(b->nservers, 3);
+		CHECK_EQ_STR(b->servers[0].text, "127.0.0.1:8080");
+		CHECK_EQ_INT(b->servers[0].weight, 3);
+		CHECK_EQ_INT(b->servers[0].backup, 0);
+		CHECK_EQ_STR(b->servers[1].text, "unix:/run/app.sock");
+		CHECK_EQ_INT(b->servers[1].weight, 2);
+		CHECK_EQ_INT(b->servers[1].backup, 1);
+		CHECK_EQ_INT(b->servers[2].weight, 1);
+		CHECK_EQ_INT(b->servers[2].backup, 1);
+	}
+	config_free(cfg);
+
+	CHECK_ERRS(LISTENER
+	    "[backend app]\n"
+	    "server = unix:/tmp/x.sock wieght=2\n"
+	    "server = 127.0.0.1:8080 bakup\n"
+	    "server = 127.0.0.1:8081 weight=3 weight=1\n"
+	    "server = 127.0.0.1:8082 backup backup\n"
+	    "server = unix:/run/my app.sock\n"
+	    "server = 127.0.0.1:8083 weight=\n"
+	    "server = 127.0.0.1:8084 weight=2x\n"
+	    "server = 127.0.0.1:8085 Backup\n"
+	    "server = 127.0.0.1 8085\n"
+	    "server = 127.0.0.1:8086\n"
+	    "[route all]\n"
+	    "backend = app\n",
+	    "FILE:6: server: unknown option \"wieght=2\": expected weight=N "
+	    "or backup\n"
+	    "FILE:7: server: unknown option \"bakup\": expected weight=N or "
+	    "backup\n"
+	    "FILE:8: server: \"weight=\" is given twice\n"
+	    "FILE:9: server: \"backup\" is given twice\n"
+	    "FILE:10: server: unknown option \"app.sock\": expected weight=N "
+	    "or backup (a Unix socket's path holds no blank)\n"
+	    "FILE:11: server: invalid weight \"\": expected an integer from "
+	    "1 to 100\n"
+	    "FILE:12: server: invalid weight \"2x\": expected an integer from "
+	    "1 to 100\n"
+	    "FILE:13: server: unknown option \"Backup\": expected weight=N or "
+	    "backup\n"
+	    "FILE:14: server: invalid address \"127.0.0.1\": missing port\n");
+}
+
 /* conf/qproxy.conf is valid but for its certificate files */
 static void
 test_example(void)
@@ -1547,6 +1609,7 @@ main(void)
 	test_rates();
 	test_sizes();
 	test_addr();
+	test_server_options();
 	test_example();
 	test_cid();
 	test_answers();
