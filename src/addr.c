@@ -342,6 +342,49 @@ addr_equal(const struct addr *a, const struct addr *b)
 	}
 }
 
+/* -1, 0 or 1: shorter first, then by bytes */
+static int
+addr_cmp_bytes(const void *a, size_t alen, const void *b, size_t blen)
+{
+	int	 rc;
+
+	if (alen != blen)
+		return alen < blen ? -1 : 1;
+	rc = memcmp(a, b, alen);
+	return rc < 0 ? -1 : rc > 0;
+}
+
+#define ADDR_CMP_FIELD(a, b, f) \
+	addr_cmp_bytes(&(a)->f, sizeof((a)->f), &(b)->f, sizeof((b)->f))
+
+int
+addr_cmp(const struct addr *a, const struct addr *b)
+{
+	const char	*pa, *pb;
+	size_t		 la, lb;
+	int		 rc;
+
+	if (a->u.sa.sa_family != b->u.sa.sa_family)
+		return a->u.sa.sa_family < b->u.sa.sa_family ? -1 : 1;
+	switch (a->u.sa.sa_family) {
+	case AF_INET:
+		if ((rc = ADDR_CMP_FIELD(a, b, u.in.sin_addr)) != 0)
+			return rc;
+		return ADDR_CMP_FIELD(a, b, u.in.sin_port);
+	case AF_INET6:
+		if ((rc = ADDR_CMP_FIELD(a, b, u.in6.sin6_addr)) != 0 ||
+		    (rc = ADDR_CMP_FIELD(a, b, u.in6.sin6_port)) != 0)
+			return rc;
+		return ADDR_CMP_FIELD(a, b, u.in6.sin6_scope_id);
+	case AF_UNIX:
+		pa = addr_unix_path(a, &la);
+		pb = addr_unix_path(b, &lb);
+		return addr_cmp_bytes(pa, la, pb, lb);
+	default:
+		return addr_cmp_bytes(&a->u, a->len, &b->u, b->len);
+	}
+}
+
 void
 addr_set(struct addr *a, const struct sockaddr *sa, socklen_t len)
 {

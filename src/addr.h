@@ -32,6 +32,8 @@ char	*addr_format(const struct addr *, char *buf, size_t len);
 /* The address alone, without port: "1.2.3.4", "::1". Returns buf. */
 char	*addr_format_host(const struct addr *, char *buf, size_t len);
 bool	addr_equal(const struct addr *, const struct addr *);
+/* A total order of addresses, for sorting: 0 exactly when addr_equal. */
+int	addr_cmp(const struct addr *, const struct addr *);
 /* Whether a socket bound to one stops the other's bind: the same address,
  * or the wildcard of the same family (IPv6 sockets are IPv6 only), on the
  * same port. */

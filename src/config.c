@@ -201,6 +201,7 @@ static int	config_set_health_host(struct config_parser *,
 		    const struct config_key *, struct config_section *, void *,
 		    const char *);
 static const char *config_earlier(struct config_parser *, int);
+static const char *config_earlier_than(struct config_parser *, int, int);
 static bool	config_has_error(const struct config_parser *, int);
 static int	config_set_request_id(struct config_parser *,
 		    const struct config_key *, struct config_section *, void *,
@@ -1219,6 +1220,7 @@ config_set_server(struct config_parser *p, const struct config_key *k,
 	srv = &b->servers[b->nservers++];
 	srv->text = text;
 	srv->addr = a;
+	srv->line = p->line;
 	srv->weight = (unsigned)weight;
 	srv->backup = backup;
 	b->weighted |= weight != 1;
@@ -2158,12 +2160,19 @@ config_at(const struct config *cfg, int pos)
 static const char *
 config_earlier(struct config_parser *p, int pos)
 {
+	return config_earlier_than(p, pos, p->line);
+}
+
+/* The same, for line pos as seen from line from. */
+static const char *
+config_earlier_than(struct config_parser *p, int pos, int from)
+{
 	static char	 buf[PATH_MAX + 16];
 	const char	*path, *here;
 	int		 line, hline;
 
 	config_locate(p->cfg, pos, &path, &line);
-	config_locate(p->cfg, p->line, &here, &hline);
+	config_locate(p->cfg, from, &here, &hline);
 	if (path == here)
 		snprintf(buf, sizeof(buf), "line %d", line);
 	else
@@ -2532,6 +2541,56 @@ config_finish_route(struct config_parser *p, const struct config_section *s,
 		    "strip_prefix: the route has no path_prefix to strip");
 }
 
+static int
+config_server_cmp(const void *a, const void *b)
+{
+	const struct config_server	*const *pa = a, *const *pb = b;
+	const struct config_server	*sa = *pa, *sb = *pb;
+	int				 rc;
+
+	if ((rc = addr_cmp(&sa->addr, &sb->addr)) != 0)
+		return rc;
+	return sa->line < sb->line ? -1 : sa->line > sb->line;
+}
+
+/*
+ * No server twice in a backend, however its address is written: each
+ * would be a row of its own in qproxyctl, with the same labels in the
+ * metrics. Sorted, not compared pairwise: a backend may have thousands.
+ */
+static void
+config_finish_servers(struct config_parser *p, const struct config_backend *b)
+{
+	const struct config_server	**v, *first;
+	size_t				 i;
+
+	if (b->nservers < 2)
+		return;
+	if ((v = calloc(b->nservers, sizeof(*v))) == NULL) {
+		p->oom = true;
+		return;
+	}
+	for (i = 0; i < b->nservers; i++)
+		v[i] = &b->servers[i];
+	qsort(v, b->nservers, sizeof(*v), config_server_cmp);
+	for (first = v[0], i = 1; i < b->nservers; i++) {
+		if (addr_cmp(&first->addr, &v[i]->addr) != 0) {
+			first = v[i];
+			continue;
+		}
+		if (strcmp(first->text, v[i]->text) == 0)
+			config_error(p, v[i]->line, "server: \"%s\" is already "
+			    "used at %s", v[i]->text, config_earlier_than(p,
+			    first->line, v[i]->line));
+		else
+			config_error(p, v[i]->line, "server: \"%s\" is already "
+			    "used at %s, as \"%s\"", v[i]->text,
+			    config_earlier_than(p, first->line, v[i]->line),
+			    first->text);
+	}
+	free(v);
+}
+
 /* the checks that need the whole file */
 /*
  * QUIC-LB: the nonce fills the server ID up to one AES block unless set
@@ -2681,6 +2740,8 @@ config_finish(struct config_parser *p)
 		}
 		if (s->kind == SECT_LISTENER)
 			config_finish_certs(p, &cfg->listeners[s->index]);
+		if (s->kind == SECT_BACKEND)
+			config_finish_servers(p, &cfg->backends[s->index]);
 		if (s->kind == SECT_ROUTE)
 			config_finish_route(p, s, &cfg->routes[s->index]);
 		if (s->kind != SECT_ROUTE || s->backend == NULL)

@@ -77,6 +77,7 @@ struct config_server {
 	struct addr	 addr;
 	unsigned	 weight;	/* 1 to 100 */
 	int		 backup;	/* only when no other is open */
+	int		 line;		/* of the configuration */
 };
 
 struct config_backend {

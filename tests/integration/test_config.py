@@ -110,6 +110,8 @@ BROKEN = {
     "server-option-unknown": insert_after(12, "server = 127.0.0.1:8082 bakup"),
     "server-option-in-unix-path": insert_after(12, "server = unix:/run/x.sock wieght=2"),
     "server-option-twice": insert_after(12, "server = 127.0.0.1:8082 weight=3 weight=1"),
+    # the later line, whichever option it has
+    "server-twice": insert_after(13, "server = 127.0.0.1:8080 backup"),
     "request-id-header-bad-name": insert_after(5, "request_id_header = X Request"),
     "request-id-header-via": insert_after(5, "request_id_header = Via"),
     # reported at request_id_header, wherever the route's is
@@ -146,6 +148,7 @@ def check(path, extra=("-t",)):
     ("server-option-unknown", 'server: unknown option "bakup": expected weight=N or backup'),
     ("server-option-in-unix-path", 'server: unknown option "wieght=2"'),
     ("server-option-twice", 'server: "weight=" is given twice'),
+    ("server-twice", 'server: "127.0.0.1:8080" is already used at line 12'),
 ])
 def test_broken_config_says_why(tmp_path, certificate, case, message):
     """The keys of a route or backend that share a name with another's, or

@@ -1135,6 +1135,28 @@ test_addr(void)
 	CHECK_EQ_INT(addr_parse("unix:/run/y.sock", true, &b, &err), 0);
 	CHECK(!addr_equal(&a, &b));
 
+	/* addr_cmp orders them, 0 for the same address only */
+	{
+		/* by family (AF_UNIX, AF_INET, AF_INET6), address, port */
+		static const char *const sorted[] = { "unix:/run/x.sock",
+		    "unix:/run/x.socket", "10.0.0.2:80", "10.0.0.2:443",
+		    "10.0.0.10:80", "[::1]:80", "[::2]:1" };
+		struct addr v[7];
+
+		for (size_t i = 0; i < 7; i++)
+			CHECK_EQ_INT(addr_parse(sorted[i], true, &v[i], &err),
+			    0);
+		for (size_t i = 0; i < 7; i++)
+			for (size_t j = 0; j < 7; j++) {
+				int rc = addr_cmp(&v[i], &v[j]);
+
+				CHECK(i < j ? rc < 0 : i > j ? rc > 0 : rc == 0);
+				CHECK(addr_equal(&v[i], &v[j]) == (i == j));
+			}
+		CHECK_EQ_INT(addr_parse("[0::0:1]:80", true, &b, &err), 0);
+		CHECK_EQ_INT(addr_cmp(&v[5], &b), 0);
+	}
+
 	/* a short buffer truncates */
 	CHECK_EQ_INT(addr_parse("127.0.0.1:80", false, &a, &err), 0);
 	CHECK_EQ_STR(addr_format(&a, buf, 5), "127.");
@@ -1251,6 +1273,48 @@ test_server_options(void)
 	    "FILE:13: server: unknown option \"Backup\": expected weight=N or "
 	    "backup\n"
 	    "FILE:14: server: invalid address \"127.0.0.1\": missing port\n");
+}
+
+/*
+ * A server twice in a backend, by its address however written: refused at
+ * the later line. Two backends may share one.
+ */
+static void
+test_server_twice(void)
+{
+	struct config	*cfg;
+
+	CHECK_ERRS(LISTENER
+	    "[backend app]\n"
+	    "server = 127.0.0.1:8080\n"
+	    "server = 127.0.0.1:8081\n"
+	    "server = 127.0.0.1:8080 backup\n"
+	    "server = unix:/run/app.sock\n"
+	    "server = [::1]:8080\n"
+	    "server = [0:0::1]:8080 weight=2\n"
+	    "server = unix:/run/app.sock\n"
+	    "server = 127.0.0.1:8080\n"
+	    "[route all]\n"
+	    "backend = app\n",
+	    "FILE:8: server: \"127.0.0.1:8080\" is already used at line 6\n"
+	    "FILE:11: server: \"[0:0::1]:8080\" is already used at line 10, "
+	    "as \"[::1]:8080\"\n"
+	    "FILE:12: server: \"unix:/run/app.sock\" is already used at "
+	    "line 9\n"
+	    "FILE:13: server: \"127.0.0.1:8080\" is already used at line 6\n");
+
+	CHECK_LOADS(&cfg, LISTENER
+	    "[backend app]\n"
+	    "server = 127.0.0.1:8080\n"
+	    "server = 127.0.0.1:8081\n"
+	    "server = [::1]:8080\n"
+	    "server = unix:/run/app.sock\n"
+	    "server = unix:/run/app.sock2\n"
+	    "[backend other]\n"
+	    "server = 127.0.0.1:8080\n"
+	    "[route all]\n"
+	    "backend = app\n");
+	config_free(cfg);
 }
 
 /* conf/qproxy.conf is valid but for its certificate files */
@@ -1610,6 +1674,7 @@ main(void)
 	test_sizes();
 	test_addr();
 	test_server_options();
+	test_server_twice();
 	test_example();
 	test_cid();
 	test_answers();
