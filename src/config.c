@@ -49,6 +49,7 @@
 #define DURATION_MAX	(24 * MS_PER_H)
 
 #define CONFIG_NAME_MAX	64
+#define CONFIG_LINE_MAX	8192	/* a line's characters, trimmed */
 #define CONFIG_URL_MAX	2048	/* redirect's */
 #define CONFIG_PAGE_MAX	(64 * 1024)	/* error_page's file */
 
@@ -2327,11 +2328,15 @@ config_is_include(const char *line, size_t len)
 	return len == 7 && strncmp(line, "include", 7) == 0;
 }
 
+static int	config_handler(void *, const char *, const char *,
+		    const char *);
+
 /*
  * The ini_reader: hands inih exactly one line per line read, so that
  * p->line is the line of whatever inih passes to config_handler, counted
- * across the included files. Headers and includes are handled here;
- * blank, comment and malformed lines reach inih as empty ones.
+ * across the included files. Headers and includes are handled here, and
+ * settings too long for inih's buffer; blank, comment and malformed lines
+ * reach inih as empty ones.
  */
 static char *
 config_reader(char *buf, int num, void *arg)
@@ -2409,9 +2414,21 @@ config_reader(char *buf, int num, void *arg)
 		config_include(p, config_trim(line + len + 1));
 		return buf;
 	}
-	if (strlen(line) + 2 > (size_t)num) {
+	if (strlen(line) > CONFIG_LINE_MAX) {
 		config_error(p, p->line, "line too long: at most %d characters",
-		    num - 2);
+		    CONFIG_LINE_MAX);
+		return buf;
+	}
+	if (strlen(line) + 2 > (size_t)num) {
+		/*
+		 * Too long for inih's buffer (200 bytes in Debian's
+		 * libinih): split as inih splits, at the first '=' or ':'
+		 * with both sides trimmed, and handled here; inih gets an
+		 * empty line, so that its count of lines stays right.
+		 */
+		line[len] = '\0';
+		config_handler(p, "", config_trim(line),
+		    config_trim(line + len + 1));
 		return buf;
 	}
 	snprintf(buf, (size_t)num, "%s\n", line);

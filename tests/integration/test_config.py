@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from helpers import SLOW, qproxy_binary
+from helpers import SLOW, app_sections, h3_get, qproxy_binary
 from backend import free_udp_port
 
 
@@ -124,6 +124,7 @@ BROKEN = {
     "health-interval-too-short": insert_after(15, "health_interval = 10ms"),
     "cid-lengths-under-7": lambda lines: insert_after(5, "cid_nonce_length = 4")(lines)
     and insert_after(6, "cid_server_id = ab")(lines),
+    "line-too-long": insert_after(26, "set_response_header = X-Long: " + "a" * 8163),
 }
 
 
@@ -145,6 +146,7 @@ def check(path, extra=("-t",)):
      'timeout and statuses from 500 to 599'),
     ("retry-on-unknown", 'retry_on: invalid value "errors"'),
     ("match-header-host", 'header: HTTP/3 requests carry their host in :authority'),
+    ("line-too-long", "line too long: at most 8192 characters"),
     ("server-option-unknown", 'server: unknown option "bakup": expected weight=N or backup'),
     ("server-option-in-unix-path", 'server: unknown option "wieght=2"'),
     ("server-option-twice", 'server: "weight=" is given twice'),
@@ -539,3 +541,31 @@ def test_a_route_the_routes_before_it_hide_is_warned_about(tmp_path, certificate
         "%s:51: route after is never used: route byhost, at %s:20, comes first "
         "and takes every request it would" % (path, path),
     ], p.stderr
+
+
+def test_long_lines_are_read_whole(qproxy_factory, backend_app, tmp_path, certificate):
+    """Lines past inih's 200-byte buffer, refused at 198 characters, are
+    read up to 8192: a redirect's URL of 2000 bytes and a 600-byte
+    Content-Security-Policy reach the client as written; the line that
+    follows them keeps its number in errors."""
+    url = "https://example.com/" + "u" * 1980
+    csp = "default-src 'self'; img-src " + " ".join(
+        "https://img%d.example.com" % i for i in range(23))
+    assert len(url) == 2000 and len(csp) > 600
+    q = qproxy_factory(sections=app_sections(
+        backend_app.tcp_server,
+        first_routes=[("route long", [("path_prefix", "/long"), ("redirect", "308 " + url),
+                                      ("set_response_header",
+                                       "Content-Security-Policy: " + csp)])]))
+    r = h3_get(q.url("/long"))
+    assert r.status == 308, r
+    assert r.header("location") == url
+    assert r.header("content-security-policy") == csp
+    lines = valid_lines(*certificate)
+    lines[25:25] = ["set_response_header = Content-Security-Policy: " + csp,
+                    "bogus = 1"]
+    path = write(tmp_path, lines)
+    p = check(path)
+    assert p.returncode == 1
+    assert (p.stdout + p.stderr).splitlines() == [
+        "%s:27: unknown key \"bogus\" in [route api]" % path], p.stderr

@@ -554,11 +554,92 @@ test_load_path(const char *path, struct config **cfgp)
 	return buf;
 }
 
+/*
+ * Lines longer than inih's buffer (200 bytes) are split as inih would and
+ * read, up to 8192 characters; the lines after them keep their numbers.
+ */
+static void
+test_long_lines(void)
+{
+	struct config	*cfg;
+	char		 url[2001], csp[601], big[8200], *text, *errs;
+
+	memset(url, 'u', sizeof(url) - 1);
+	url[sizeof(url) - 1] = '\0';
+	memset(csp, 'c', sizeof(csp) - 1);
+	csp[sizeof(csp) - 1] = '\0';
+	if (asprintf(&text, LISTENER
+	    "[backend app]\n"
+	    "server = 127.0.0.1:8080\n"
+	    "[route old]\n"
+	    "  redirect :  308 https://example.com/%s  ; to the new site\n"
+	    "set_response_header =\tContent-Security-Policy: %s \n"
+	    "health_check = /x\n"
+	    "[route all]\n"
+	    "backend = app\n", url, csp) == -1)
+		abort();
+	/* the line after them is still line 10 */
+	CHECK_ERRS(text, "FILE:10: unknown key \"health_check\" in "
+	    "[route old]\n");
+	free(text);
+	if (asprintf(&text, LISTENER
+	    "[backend app]\n"
+	    "server = 127.0.0.1:8080\n"
+	    "[route old]\n"
+	    "  redirect :  308 https://example.com/%s  ; to the new site\n"
+	    "set_response_header =\tContent-Security-Policy: %s \n"
+	    "[route all]\n"
+	    "backend = app\n", url, csp) == -1)
+		abort();
+	CHECK_LOADS(&cfg, text);
+	free(text);
+	if (cfg != NULL) {
+		const struct config_route *r = &cfg->routes[0];
+
+		CHECK_EQ_INT(r->answer, 308);
+		CHECK(r->answer_text != NULL &&
+		    strlen(r->answer_text) == 20 + 2000 &&
+		    strncmp(r->answer_text, "https://example.com/u", 21) == 0 &&
+		    r->answer_text[strlen(r->answer_text) - 1] == 'u');
+		CHECK_EQ_INT(r->set_response.n, 1);
+		if (r->set_response.n == 1) {
+			CHECK_EQ_STR(r->set_response.v[0].name,
+			    "content-security-policy");
+			CHECK_EQ_STR(r->set_response.v[0].value, csp);
+		}
+	}
+	config_free(cfg);
+
+	/* 8192 characters and no more, blanks around and comments aside */
+	memset(big, 'a', sizeof(big));
+	memcpy(big, "log_level = ", 12);
+	big[8192] = '\0';
+	if (asprintf(&text, LISTENER "[global]\n"
+	    "\t%s   ; and a comment\n" "max_streams_bidi = x\n", big) == -1)
+		abort();
+	cfg = test_load(text, &errs);
+	free(text);
+	CHECK(cfg == NULL);
+	CHECK(strncmp(errs, "FILE:6: log_level: invalid value \"aaa", 37) == 0);
+	CHECK(strstr(errs, "\nFILE:7: max_streams_bidi: invalid value") != NULL);
+	config_free(cfg);
+	free(errs);
+	big[8192] = 'a';
+	big[8193] = '\0';
+	if (asprintf(&text, LISTENER "[global]\n"
+	    "%s\n" "max_streams_bidi = x\n", big) == -1)
+		abort();
+	CHECK_ERRS(text, "FILE:6: line too long: at most 8192 characters\n"
+	    "FILE:7: max_streams_bidi: invalid value \"x\": expected an "
+	    "integer from 1 to 10000\n");
+	free(text);
+}
+
 static void
 test_files(void)
 {
 	struct config	*cfg;
-	char		 text[1024], big[400], *errs;
+	char		*errs;
 
 	/* certificate and key must be readable regular files */
 	CHECK_ERRS("[listener main]\n"
@@ -665,17 +746,7 @@ test_files(void)
 	cfg = config_load("no-such-dir/qproxy.conf", NULL);
 	CHECK(cfg == NULL);
 
-	/* a line longer than inih's buffer is reported, not split */
-	memset(big, 'a', sizeof(big) - 1);
-	big[sizeof(big) - 1] = '\0';
-	snprintf(text, sizeof(text), LISTENER "[global]\n"
-	    "log_level = %s\n" "max_streams_bidi = x\n", big);
-	cfg = test_load(text, &errs);
-	CHECK(cfg == NULL);
-	CHECK(strncmp(errs, "FILE:6: line too long: at most ", 31) == 0);
-	CHECK(strstr(errs, "\nFILE:7: max_streams_bidi: invalid value") != NULL);
-	config_free(cfg);
-	free(errs);
+	test_long_lines();
 }
 
 /* config_load of path; what it wrote, with test_dir as "DIR" */
