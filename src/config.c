@@ -839,7 +839,8 @@ config_set_path(struct config_parser *p, const struct config_key *k,
 	    strcmp(value, "stderr") == 0)) {
 		config_error(p, p->line, "%s: invalid value \"%s\": expected "
 		    "an absolute path%s%s", k->name, value,
-		    (k->flags & KEY_STDERR) ? ", stderr" : "",
+		    !(k->flags & KEY_STDERR) ? "" : (k->flags & KEY_OFF) ?
+		    ", stderr" : " or stderr",
 		    (k->flags & KEY_OFF) ? " or off" : "");
 		return -1;
 	}
@@ -1743,7 +1744,8 @@ config_read_page(struct config_parser *p, const struct config_key *k,
 
 /*
  * error_page: "STATUS... FILE", statuses from 400 to 599, each once in a
- * section; the file is read now, and at each reload.
+ * section; the file is read now, and at each reload (a relative path from
+ * the directory of the file it is written in, as certificate's).
  */
 static int
 config_set_error_page(struct config_parser *p, const struct config_key *k,
@@ -1754,6 +1756,7 @@ config_set_error_page(struct config_parser *p, const struct config_key *k,
 	struct config_page_file	*f, **files;
 	struct config_page	*v;
 	const char		*c = value, *end, *path;
+	char			 full[PATH_MAX];
 	int			 statuses[200];
 	size_t			 n = 0;
 	uint64_t		 st;
@@ -1791,7 +1794,11 @@ config_set_error_page(struct config_parser *p, const struct config_key *k,
 		    "a file");
 		return -1;
 	}
-	if ((f = config_read_page(p, k, path)) == NULL)
+	if (config_relative(p, path, full, sizeof(full)) == -1) {
+		config_error(p, p->line, "%s: path too long", k->name);
+		return -1;
+	}
+	if ((f = config_read_page(p, k, full)) == NULL)
 		return -1;
 	files = reallocarray(p->cfg->page_files, p->cfg->npage_files + 1,
 	    sizeof(*files));
@@ -1826,20 +1833,27 @@ config_error_page(const struct config *cfg, const struct config_route *r,
 	return NULL;
 }
 
-/* auth_basic_file: its users are read now, and at each reload */
+/*
+ * auth_basic_file: its users are read now, and at each reload; a relative
+ * path from the directory of the file it is written in, as certificate's.
+ */
 static int
 config_set_auth_file(struct config_parser *p, const struct config_key *k,
     struct config_section *s, void *obj, const char *value)
 {
 	struct config_route	*r = obj;
-	char			 err[512];
+	char			 err[512], full[PATH_MAX];
 
 	(void)s;
+	if (config_relative(p, value, full, sizeof(full)) == -1) {
+		config_error(p, p->line, "%s: path too long", k->name);
+		return -1;
+	}
 	if ((r->auth = calloc(1, sizeof(*r->auth))) == NULL) {
 		p->oom = true;
 		return -1;
 	}
-	if (auth_users_load(value, r->auth, err, sizeof(err)) == -1) {
+	if (auth_users_load(full, r->auth, err, sizeof(err)) == -1) {
 		config_error(p, p->line, "%s: %s", k->name, err);
 		free(r->auth);
 		r->auth = NULL;

@@ -1691,24 +1691,114 @@ test_error_pages(void)
 	    "error_page = 503 50x.html\n"
 	    "error_page = 503 50x.html\n"
 	    "error_page = 404 .\n",
-	    "FILE:6: error_page: \"page.css\": the name ends in none of "
+	    "FILE:6: error_page: \"DIR/page.css\": the name ends in none of "
 	    ".html, .htm, .json and .txt, which give its type\n"
-	    "FILE:7: error_page: \"big.html\": larger than 64k\n"
-	    "FILE:8: error_page: cannot open \"nope.html\": No such file or "
-	    "directory\n"
+	    "FILE:7: error_page: \"DIR/big.html\": larger than 64k\n"
+	    "FILE:8: error_page: cannot open \"DIR/nope.html\": No such file "
+	    "or directory\n"
 	    "FILE:9: error_page: invalid value \"50x.html\": expected "
 	    "statuses from 400 to 599, then a file\n"
 	    "FILE:10: error_page: invalid value \"200 50x.html\": expected "
 	    "statuses from 400 to 599, then a file\n"
 	    "FILE:11: error_page: 502 is given twice\n"
 	    "FILE:13: error_page: 503 has a page already\n"
-	    "FILE:14: error_page: \".\": the name ends in none of .html, "
+	    "FILE:14: error_page: \"DIR/.\": the name ends in none of .html, "
 	    ".htm, .json and .txt, which give its type\n");
 	unlink("50x.html");
 	unlink("404.json");
 	unlink("empty.txt");
 	unlink("page.css");
 	unlink("big.html");
+}
+
+/*
+ * Every file a relative path names is taken from the directory of the
+ * file it is written in, as certificate's is, whatever directory qproxy
+ * runs in (/ for the service); the files of the daemon's own state, logs
+ * and sockets take absolute paths only.
+ */
+static void
+test_relative_files(void)
+{
+	struct config	*cfg;
+	char		 cwd[PATH_MAX], *errs;
+
+	CHECK(mkdir("sub", 0700) == 0);
+	test_write_file("50x.html", "<h1>Back soon</h1>\n");
+	test_write_file("users.txt", "bob:$6$abc$def\n");
+	test_write_file("sub/404.txt", "not here\n");
+	test_write_file("sub/site.conf", "[route site]\n"
+	    "host = example.com\n"
+	    "backend = app\n"
+	    "error_page = 404 404.txt\n"
+	    "auth_basic_file = ../users.txt\n");
+	CHECK(getcwd(cwd, sizeof(cwd)) != NULL);
+	CHECK(chdir("/") == 0);
+	cfg = test_load(LISTENER
+	    "[global]\n"
+	    "error_page = 502 50x.html\n"
+	    BACKEND
+	    "auth_basic_file = users.txt\n"
+	    "include = sub/*.conf\n", &errs);
+	CHECK(cfg != NULL);
+	CHECK_EQ_STR(errs, "");
+	if (cfg != NULL) {
+		const struct config_page_file *f;
+
+		CHECK_EQ_INT(cfg->nroutes, 2);
+		f = config_error_page(cfg, NULL, 502);
+		CHECK(f != NULL && f->len == 19);
+		f = config_error_page(cfg, &cfg->routes[1], 404);
+		CHECK(f != NULL && f->len == 9);
+		CHECK(cfg->routes[0].auth != NULL &&
+		    cfg->routes[0].auth->n == 1);
+		CHECK(cfg->routes[1].auth != NULL &&
+		    cfg->routes[1].auth->n == 1);
+	}
+	config_free(cfg);
+	free(errs);
+	CHECK(chdir(cwd) == 0);
+
+	CHECK_ERRS(LISTENER
+	    "[global]\n"
+	    "error_page = 502 nope.html\n"
+	    BACKEND
+	    "auth_basic_file = nope.txt\n"
+	    "[global]\n"
+	    "access_log = access.log\n"
+	    "error_log = error.log\n"
+	    "secret_file = secret\n"
+	    "state_file = state\n"
+	    "cid_key_file = lb.key\n"
+	    "keylog_file = keys.log\n"
+	    "qlog_dir = qlog\n"
+	    "control_socket = control.sock\n",
+	    "FILE:6: error_page: cannot open \"DIR/nope.html\": No such file "
+	    "or directory\n"
+	    "FILE:11: auth_basic_file: cannot open \"DIR/nope.txt\": No such "
+	    "file or directory\n"
+	    "FILE:13: access_log: invalid value \"access.log\": expected an "
+	    "absolute path, stderr or off\n"
+	    "FILE:14: error_log: invalid value \"error.log\": expected an "
+	    "absolute path or stderr\n"
+	    "FILE:15: secret_file: invalid value \"secret\": expected an "
+	    "absolute path\n"
+	    "FILE:16: state_file: invalid value \"state\": expected an "
+	    "absolute path or off\n"
+	    "FILE:17: cid_key_file: invalid value \"lb.key\": expected an "
+	    "absolute path or off\n"
+	    "FILE:18: keylog_file: invalid value \"keys.log\": expected an "
+	    "absolute path or off\n"
+	    "FILE:19: qlog_dir: invalid value \"qlog\": expected an "
+	    "absolute path or off\n"
+	    "FILE:20: control_socket: invalid value \"control.sock\": "
+	    "expected an absolute path\n");
+
+	unlink("sub/site.conf");
+	unlink("sub/404.txt");
+	rmdir("sub");
+	unlink("50x.html");
+	unlink("users.txt");
 }
 
 int
@@ -1750,6 +1840,7 @@ main(void)
 	test_cid();
 	test_answers();
 	test_error_pages();
+	test_relative_files();
 
 	unlink("cert.pem");
 	unlink("key.pem");
