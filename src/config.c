@@ -129,6 +129,7 @@ typedef int (*config_setter)(struct config_parser *, const struct config_key *,
 #define KEY_REQUIRED	0x02	/* must be given at least once */
 #define KEY_STDERR	0x04	/* a path, or "stderr" */
 #define KEY_OFF		0x08	/* a path, or "off" (stored as NULL) */
+#define KEY_ZERO	0x10	/* 0 too, below min: none, or the default */
 
 struct config_key {
 	enum config_sect	 sect;
@@ -364,7 +365,7 @@ static const struct config_key config_keys[] = {
 	{ SECT_BACKEND, "max_idle_connections", config_set_count,
 	    0, 10000, "32", 0, F(config_backend, max_idle) },
 	{ SECT_BACKEND, "idle_timeout", config_set_duration,
-	    0, DURATION_MAX, "4s", 0, F(config_backend, idle_timeout) },
+	    1, DURATION_MAX, "4s", KEY_ZERO, F(config_backend, idle_timeout) },
 	{ SECT_BACKEND, "max_connections", config_set_count,
 	    0, 1000000, "0", 0, F(config_backend, max_conns) },
 	{ SECT_BACKEND, "health_check", config_set_health_path,
@@ -400,7 +401,7 @@ static const struct config_key config_keys[] = {
 	{ SECT_ROUTE, "redirect", config_set_answer,
 	    1, 0, NULL, 0, NOF },
 	{ SECT_ROUTE, "read_timeout", config_set_duration,
-	    0, DURATION_MAX, "0", 0, F(config_route, read_timeout) },
+	    1, DURATION_MAX, "0", KEY_ZERO, F(config_route, read_timeout) },
 	{ SECT_ROUTE, "max_body_size", config_set_size,
 	    0, 1024 * GB, "0", 0, F(config_route, max_body_size) },
 	{ SECT_ROUTE, "allow", config_set_acl,
@@ -697,9 +698,10 @@ config_set_duration(struct config_parser *p, const struct config_key *k,
 	double	 ms, secs;
 
 	if (config_parse_duration(value, &ms) == -1 ||
-	    ms < (double)k->min || ms > (double)k->max) {
-		snprintf(expect, sizeof(expect), "a duration from %s to %s, "
-		    "such as %s",
+	    (ms < (double)k->min && !(ms == 0 && (k->flags & KEY_ZERO))) ||
+	    ms > (double)k->max) {
+		snprintf(expect, sizeof(expect), "%sa duration from %s to %s, "
+		    "such as %s", (k->flags & KEY_ZERO) ? "0, or " : "",
 		    config_fmt_duration(k->min, lo, sizeof(lo)),
 		    config_fmt_duration(k->max, hi, sizeof(hi)),
 		    k->max <= 1 ? "0, 50us or 1ms" : "500ms, 5s, 2m or 1h");

@@ -125,6 +125,10 @@ BROKEN = {
     "cid-lengths-under-7": lambda lines: insert_after(5, "cid_nonce_length = 4")(lines)
     and insert_after(6, "cid_server_id = ab")(lines),
     "line-too-long": insert_after(26, "set_response_header = X-Long: " + "a" * 8163),
+    # 0 keeps the backend's; 500us answered 504 at once
+    "route-read-timeout-under-1ms": insert_after(26, "read_timeout = 500us"),
+    # 0 is no limit; 500us closed pooled connections at once
+    "backend-idle-timeout-under-1ms": insert_after(15, "idle_timeout = 500us"),
 }
 
 
@@ -147,6 +151,8 @@ def check(path, extra=("-t",)):
     ("retry-on-unknown", 'retry_on: invalid value "errors"'),
     ("match-header-host", 'header: HTTP/3 requests carry their host in :authority'),
     ("line-too-long", "line too long: at most 8192 characters"),
+    ("route-read-timeout-under-1ms", 'read_timeout: invalid value "500us": expected 0, or a '
+     'duration from 1ms to 24h'),
     ("server-option-unknown", 'server: unknown option "bakup": expected weight=N or backup'),
     ("server-option-in-unix-path", 'server: unknown option "wieght=2"'),
     ("server-option-twice", 'server: "weight=" is given twice'),

@@ -1048,6 +1048,48 @@ test_durations(void)
 	config_free(cfg);
 	CHECK(test_global("batch_delay", "1001us") == NULL);
 	CHECK(test_global("batch_delay", "1s") == NULL);
+
+	/*
+	 * 0 for none or the default, else 1ms at least: 500us answered every
+	 * request of the route with 504 at once, and closed every pooled
+	 * connection at once, where 0 keeps the backend's, or has no limit
+	 */
+	CHECK_ERRS(LISTENER
+	    "[backend app]\n"
+	    "server = 127.0.0.1:8080\n"
+	    "idle_timeout = 999us\n"
+	    "[backend b]\n"
+	    "server = 127.0.0.1:8081\n"
+	    "idle_timeout = 0.5ms\n"
+	    "[route all]\n"
+	    "backend = app\n"
+	    "read_timeout = 500us\n",
+	    "FILE:7: idle_timeout: invalid value \"999us\": expected 0, or a "
+	    "duration from 1ms to 24h, such as 500ms, 5s, 2m or 1h\n"
+	    "FILE:10: idle_timeout: invalid value \"0.5ms\": expected 0, or a "
+	    "duration from 1ms to 24h, such as 500ms, 5s, 2m or 1h\n"
+	    "FILE:13: read_timeout: invalid value \"500us\": expected 0, or a "
+	    "duration from 1ms to 24h, such as 500ms, 5s, 2m or 1h\n");
+	CHECK_LOADS(&cfg, LISTENER
+	    "[backend app]\n"
+	    "server = 127.0.0.1:8080\n"
+	    "idle_timeout = 0\n"
+	    "[backend b]\n"
+	    "server = 127.0.0.1:8081\n"
+	    "idle_timeout = 1000us\n"
+	    "[route all]\n"
+	    "backend = app\n"
+	    "read_timeout = 0s\n"
+	    "[route other]\n"
+	    "backend = b\n"
+	    "read_timeout = 1ms\n");
+	if (cfg != NULL) {
+		CHECK(cfg->backends[0].idle_timeout == 0);
+		CHECK(cfg->backends[1].idle_timeout == 0.001);
+		CHECK(cfg->routes[0].read_timeout == 0);
+		CHECK(cfg->routes[1].read_timeout == 0.001);
+	}
+	config_free(cfg);
 }
 
 static void
