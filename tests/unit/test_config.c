@@ -554,6 +554,30 @@ test_load_path(const char *path, struct config **cfgp)
 	return buf;
 }
 
+/* "key: value" as "key = value", split at the first '=' or ':' */
+static void
+test_colon(void)
+{
+	struct config	*cfg;
+
+	CHECK_LOADS(&cfg, "[listener main]\n"
+	    "address: 127.0.0.1:4433\n"
+	    "certificate:cert.pem\n"
+	    "private_key = key.pem\n"
+	    "[backend app]\n"
+	    "server : [::1]:8080 weight=2\n"
+	    "[route all]\n"
+	    "backend: app\n"
+	    "set_response_header: X-A: b=c\n"
+	    "set_request_header = X-B: d:e\n");
+	if (cfg != NULL) {
+		CHECK_EQ_STR(cfg->backends[0].servers[0].text, "[::1]:8080");
+		CHECK_EQ_STR(cfg->routes[0].set_response.v[0].value, "b=c");
+		CHECK_EQ_STR(cfg->routes[0].set_request.v[0].value, "d:e");
+	}
+	config_free(cfg);
+}
+
 /*
  * Lines longer than inih's buffer (200 bytes) are split as inih would and
  * read, up to 8192 characters; the lines after them keep their numbers.
@@ -747,6 +771,7 @@ test_files(void)
 	CHECK(cfg == NULL);
 
 	test_long_lines();
+	test_colon();
 }
 
 /* config_load of path; what it wrote, with test_dir as "DIR" */
