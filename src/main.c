@@ -174,8 +174,9 @@ notify_reloading(void)
 }
 
 /*
- * A warning of a reload: logged, and told to whoever asked for the reload
- * (reload_notes; NULL for SIGHUP) in the reply of its success.
+ * A warning of a reload: logged, and kept in reload_notes (set while the
+ * new configuration is checked) for the reply to qproxyctl, which gets
+ * them if the reload is taken; a SIGHUP has no one to tell.
  */
 static struct strbuf *reload_notes;
 
