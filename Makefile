@@ -47,7 +47,7 @@ UNIT_TESTS = test_config test_route test_http1 test_request test_bufq \
 UNIT_BINS = $(UNIT_TESTS:%=$(B)/tests/%)
 
 TOOLS = $(B)/tests/h3raw $(B)/tests/sendshim.so $(B)/tests/timeshift.so \
-	$(B)/tests/execdelay.so
+	$(B)/tests/execdelay.so $(B)/tests/agefill.so
 
 all: $(B)/qproxy $(B)/qproxyctl
 
@@ -106,6 +106,11 @@ $(B)/tests/sendshim.so: tests/tools/sendshim.c config.mk
 	$(Q)$(CC) $(CFLAGS) $(WARN_CFLAGS) -fPIC -shared -o $@ $< -ldl
 
 $(B)/tests/timeshift.so: tests/tools/timeshift.c config.mk
+	@mkdir -p $(@D)
+	@echo "  CC      $<"
+	$(Q)$(CC) $(CFLAGS) $(WARN_CFLAGS) -fPIC -shared -o $@ $< -ldl
+
+$(B)/tests/agefill.so: tests/tools/agefill.c config.mk
 	@mkdir -p $(@D)
 	@echo "  CC      $<"
 	$(Q)$(CC) $(CFLAGS) $(WARN_CFLAGS) -fPIC -shared -o $@ $< -ldl

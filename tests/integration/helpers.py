@@ -154,6 +154,13 @@ def preload_execdelay(q, pidfile=None, worker_sleep=None):
     _preload(q, "execdelay", lib, **env)
 
 
+def preload_agefill(q, value):
+    """Makes the not yet started q give every session ticket the
+    ticket_age_add value (agefill.c, built next to sendshim.so)."""
+    lib = os.path.join(os.path.dirname(sendshim_library()), "agefill.so")
+    _preload(q, "agefill", lib, AGEFILL="0x%08x" % value)
+
+
 def preload_timeshift(q, shift):
     """Makes the not yet started q run with its wall clock shift seconds
     ahead (timeshift.so, see timeshift.c)."""
