@@ -3085,80 +3085,144 @@ config_route_covers(const struct config_route *a, const struct config_route *b)
 	return true;
 }
 
+/* What config_warnings finds, gathered to be said in line order. */
+struct config_warning {
+	int		 pos;		/* the line it is at */
+	size_t		 seq;		/* in finding order, for ties */
+	char		*msg;		/* "file:line: message" */
+};
+
+struct config_warnings {
+	struct config_warning	*v;
+	size_t			 n;
+};
+
+static void QP_PRINTF(4, 5)
+config_warn(const struct config *cfg, struct config_warnings *w, int pos,
+    const char *fmt, ...)
+{
+	struct config_warning *v;
+	char msg[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	/* out of memory, a warning is lost: no more than that */
+	if ((v = reallocarray(w->v, w->n + 1, sizeof(*v))) == NULL)
+		return;
+	w->v = v;
+	if (asprintf(&v[w->n].msg, "%s: %s", config_at(cfg, pos), msg) == -1)
+		return;
+	v[w->n].pos = pos;
+	v[w->n].seq = w->n;
+	w->n++;
+}
+
+static int
+config_warning_cmp(const void *a, const void *b)
+{
+	const struct config_warning *x = a, *y = b;
+
+	if (x->pos != y->pos)
+		return x->pos < y->pos ? -1 : 1;
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
 void
 config_warnings(const struct config *cfg,
     void (*warn)(const char *, ...))
 {
+	struct config_warnings w = { NULL, 0 };
 	bool auto_retry = false;
 
 	for (size_t i = 0; i < cfg->nlisteners; i++)
 		auto_retry |= cfg->listeners[i].retry == CONFIG_RETRY_AUTO;
 	if (auto_retry && cfg->retry_threshold >= cfg->max_handshakes)
-		warn("%s: retry_threshold %llu is not below max_handshakes "
-		    "%llu: handshakes are refused before any Retry is sent",
-		    config_at(cfg, config_later_line(cfg, "retry_threshold",
-		    "max_handshakes")),
-		    (unsigned long long)cfg->retry_threshold,
+		config_warn(cfg, &w, config_later_line(cfg, "retry_threshold",
+		    "max_handshakes"), "retry_threshold %llu is not below "
+		    "max_handshakes %llu: handshakes are refused before any "
+		    "Retry is sent", (unsigned long long)cfg->retry_threshold,
 		    (unsigned long long)cfg->max_handshakes);
 	if (cfg->stream_window > cfg->connection_window)
-		warn("%s: stream_window is larger than connection_window: a "
-		    "stream can use no more than the connection's",
-		    config_at(cfg, config_later_line(cfg, "stream_window",
-		    "connection_window")));
+		config_warn(cfg, &w, config_later_line(cfg, "stream_window",
+		    "connection_window"), "stream_window is larger than "
+		    "connection_window: a stream can use no more than the "
+		    "connection's");
 	if (cfg->response_buffer_total < cfg->response_buffer_size)
-		warn("%s: response_buffer_total is smaller than "
+		config_warn(cfg, &w, config_later_line(cfg,
+		    "response_buffer_total", "response_buffer_size"),
+		    "response_buffer_total is smaller than "
 		    "response_buffer_size: a stream can hold no more than "
-		    "all streams together", config_at(cfg,
-		    config_later_line(cfg, "response_buffer_total",
-		    "response_buffer_size")));
+		    "all streams together");
 	if (3 * cfg->initial_rtt >= cfg->idle_timeout)
-		warn("%s: initial_rtt is a third of idle_timeout or more: a "
-		    "lost handshake flight is not sent again before the "
-		    "handshake times out", config_at(cfg,
-		    config_later_line(cfg, "initial_rtt", "idle_timeout")));
+		config_warn(cfg, &w, config_later_line(cfg, "initial_rtt",
+		    "idle_timeout"), "initial_rtt is a third of idle_timeout "
+		    "or more: a lost handshake flight is not sent again "
+		    "before the handshake times out");
 	if (cfg->cid_sidlen == 0 && (config_global_line(cfg,
 	    "cid_nonce_length") > 0 || config_global_line(cfg,
 	    "cid_config_id") > 0 || cfg->cid_key_file != NULL))
-		warn("%s: cid_nonce_length, cid_config_id and cid_key_file "
-		    "do nothing without cid_server_id", config_at(cfg,
-		    config_max_line(cfg, "cid_nonce_length", "cid_config_id",
-		    "cid_key_file")));
+		config_warn(cfg, &w, config_max_line(cfg, "cid_nonce_length",
+		    "cid_config_id", "cid_key_file"), "cid_nonce_length, "
+		    "cid_config_id and cid_key_file do nothing without "
+		    "cid_server_id");
 	if (cfg->cid_sidlen > 0 && cfg->cid_key_file != NULL &&
 	    cfg->cid_nonce_len < 6)
-		warn("%s: a cid_nonce_length of %llu runs out after %s "
-		    "connection IDs (each Retry, and each Initial from an "
-		    "address not proven, takes one too): then they are "
-		    "unroutable until a restart", config_at(cfg,
-		    config_later_line(cfg, "cid_nonce_length",
-		    "cid_server_id")),
+		config_warn(cfg, &w, config_later_line(cfg, "cid_nonce_length",
+		    "cid_server_id"), "a cid_nonce_length of %llu runs out "
+		    "after %s connection IDs (each Retry, and each Initial "
+		    "from an address not proven, takes one too): then they "
+		    "are unroutable until a restart",
 		    (unsigned long long)cfg->cid_nonce_len,
 		    cfg->cid_nonce_len == 4 ? "4 billion" : "a trillion");
 	if (cfg->cid_sidlen > 0 && cfg->cid_key_file == NULL)
-		warn("%s: cid_server_id without cid_key_file: the server ID "
-		    "is in the clear in every connection ID, so that anyone on "
-		    "the path can tell a client's connections by their server "
-		    "and follow them to a new address", config_at(cfg,
-		    config_global_line(cfg, "cid_server_id")));
+		config_warn(cfg, &w, config_global_line(cfg, "cid_server_id"),
+		    "cid_server_id without cid_key_file: the server ID is in "
+		    "the clear in every connection ID, so that anyone on the "
+		    "path can tell a client's connections by their server and "
+		    "follow them to a new address");
 	if (cfg->request_buffer_total < 4 * cfg->stream_window)
-		warn("%s: request_buffer_total is smaller than four times "
+		config_warn(cfg, &w, config_later_line(cfg,
+		    "request_buffer_total", "stream_window"),
+		    "request_buffer_total is smaller than four times "
 		    "stream_window, the most autotuning widens a stream's "
-		    "window to: one upload to a slow backend can fill it",
-		    config_at(cfg, config_later_line(cfg,
-		    "request_buffer_total", "stream_window")));
+		    "window to: one upload to a slow backend can fill it");
 	if (cfg->quic_buffer_total / (64 * KB) < cfg->max_connections)
-		warn("%s: quic_buffer_total is smaller than max_connections "
-		    "times 64 KiB: connections that hold nothing out of the "
-		    "way may be closed when they are many",
-		    config_at(cfg, config_later_line(cfg,
-		    "quic_buffer_total", "max_connections")));
+		config_warn(cfg, &w, config_later_line(cfg,
+		    "quic_buffer_total", "max_connections"),
+		    "quic_buffer_total is smaller than max_connections times "
+		    "64 KiB: connections that hold nothing out of the way may "
+		    "be closed when they are many");
+	if (cfg->request_rate == 0 &&
+	    config_global_line(cfg, "request_burst_per_client") > 0)
+		config_warn(cfg, &w, config_global_line(cfg,
+		    "request_burst_per_client"), "request_burst_per_client "
+		    "does nothing without max_request_rate_per_client");
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		const struct config_listener *l = &cfg->listeners[i];
+
+		if (l->max_connections > cfg->max_connections)
+			config_warn(cfg, &w, l->line, "listener %s: its "
+			    "max_connections, %llu, is above the global "
+			    "max_connections, %llu, which bounds it", l->name,
+			    (unsigned long long)l->max_connections,
+			    (unsigned long long)cfg->max_connections);
+		for (size_t j = 0; j < l->ncerts; j++)
+			if (l->certs[j].key_mode & S_IROTH)
+				config_warn(cfg, &w, l->certs[j].key_line,
+				    "private_key %s may be read by every user "
+				    "(mode %04o)", l->certs[j].private_key,
+				    (unsigned)(l->certs[j].key_mode & 07777));
+	}
 	for (size_t j = 1; j < cfg->nroutes; j++)
 		for (size_t i = 0; i < j; i++) {
 			if (!config_route_covers(&cfg->routes[i],
 			    &cfg->routes[j]))
 				continue;
-			warn("%s: route %s is never used: route %s, at %s, "
-			    "comes first and takes every request it would",
-			    config_at(cfg, cfg->routes[j].line),
+			config_warn(cfg, &w, cfg->routes[j].line, "route %s is "
+			    "never used: route %s, at %s, comes first and "
+			    "takes every request it would",
 			    cfg->routes[j].name, cfg->routes[i].name,
 			    config_at(cfg, cfg->routes[i].line));
 			break;
@@ -3173,22 +3237,21 @@ config_warnings(const struct config *cfg,
 
 		if (needs != NULL && !header_is_set(&r->set_response, set,
 		    strlen(set)))
-			warn("%s: route %s answers %d without the %s field "
-			    "that RFC 9110 asks of it: add set_response_header "
-			    "= %s: ...", config_at(cfg, r->line), r->name,
-			    r->answer, needs, needs);
+			config_warn(cfg, &w, r->line, "route %s answers %d "
+			    "without the %s field that RFC 9110 asks of it: add "
+			    "set_response_header = %s: ...", r->name, r->answer,
+			    needs, needs);
+		if (r->request_rate == 0 && r->request_burst > 0)
+			config_warn(cfg, &w, r->line, "route %s: request_burst "
+			    "does nothing without max_request_rate", r->name);
 	}
-	for (size_t i = 0; i < cfg->nlisteners; i++) {
-		const struct config_listener *l = &cfg->listeners[i];
-
-		for (size_t j = 0; j < l->ncerts; j++)
-			if (l->certs[j].key_mode & S_IROTH)
-				warn("%s: private_key %s may be read by "
-				    "every user (mode %04o)", config_at(cfg,
-				    l->certs[j].key_line),
-				    l->certs[j].private_key,
-				    (unsigned)(l->certs[j].key_mode & 07777));
+	if (w.n > 0)
+		qsort(w.v, w.n, sizeof(*w.v), config_warning_cmp);
+	for (size_t i = 0; i < w.n; i++) {
+		warn("%s", w.v[i].msg);
+		free(w.v[i].msg);
 	}
+	free(w.v);
 }
 
 int

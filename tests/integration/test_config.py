@@ -440,6 +440,7 @@ def test_a_secret_file_that_cannot_be_made_names_its_line(tmp_path, certificate)
     (["initial_rtt = 1s", "idle_timeout = 3s"], "initial_rtt", 7),
     (["quic_buffer_total = 600m"], "quic_buffer_total", 6),
     (["quic_buffer_total = 1m", "max_connections = 17"], "quic_buffer_total", 7),
+    (["request_burst_per_client = 10"], "request_burst_per_client", 6),
 ])
 def test_likely_mistakes_are_warned_about(tmp_path, certificate, extra, key, lineno):
     """Allowed, but not what anyone means: a retry_threshold that
@@ -459,6 +460,45 @@ def test_likely_mistakes_are_warned_about(tmp_path, certificate, extra, key, lin
     # and nothing for the valid file as it is
     p = check(write(tmp_path, valid_lines(*certificate), name="plain.conf"))
     assert p.returncode == 0 and p.stderr == "", p
+
+
+def test_warnings_come_in_line_order(tmp_path, certificate):
+    """-t says its warnings in the order of their lines (they came in the
+    order the checks are written: 6, 4, 8, 10, 9, 12 in a helper's file),
+    and warns of a route's request_burst without max_request_rate and of
+    a listener's max_connections above the global one, which bounds it:
+    neither does what it says."""
+    lines = valid_lines(*certificate)
+    lines[5:5] = ["max_connections = 100",                  # 6
+                  "stream_window = 8m",                     # 7
+                  "connection_window = 4m"]                 # 8
+    lines[9:9] = ["max_connections = 200"]                  # 10, in [listener main] (9)
+    lines += ["[route slow]",                               # 31
+              "path_prefix = /slow/",
+              "backend = app",
+              "request_burst = 5",
+              "[route gone]",                               # 35
+              "path_prefix = /gone",
+              "return = 405",
+              "[route quick]",                              # 38
+              "path_prefix = /quick/",
+              "backend = app",
+              "max_request_rate = 10",
+              "request_burst = 5"]
+    path = write(tmp_path, lines)
+    p = check(path)
+    assert p.returncode == 0 and "configuration OK" in p.stdout, p
+    got = [re.match(r"qproxy\[warn\]: %s:(\d+): (.*)" % re.escape(path), l).groups()
+           for l in p.stderr.splitlines()]
+    assert [(int(n), m.split(":")[0]) for n, m in got] == [
+        (8, "stream_window is larger than connection_window"),
+        (9, "listener main"),
+        (31, "route slow"),
+        (35, "route gone answers 405 without the Allow field that RFC 9110 asks of it"),
+    ], p.stderr
+    assert got[1][1] == ("listener main: its max_connections, 200, is above the global "
+                         "max_connections, 100, which bounds it"), got
+    assert got[2][1] == "route slow: request_burst does nothing without max_request_rate", got
 
 
 def test_an_answer_without_the_field_its_status_needs_is_warned_about(tmp_path,
