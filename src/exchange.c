@@ -3758,7 +3758,9 @@ exchange_abort_all(struct qconn *qc)
 			    ex->stream_id, NULL);
 		ngtcp2_conn_set_stream_user_data(qc->conn, ex->stream_id,
 		    NULL);
-		ex->cut_short |= ex_unfinished(ex);	/* for the log */
+		/* for the log, and counted as a stream's end would be */
+		if (!ex->cut_short)
+			(void)exchange_cut_short(ex);
 		ex_free(ex);
 	}
 }

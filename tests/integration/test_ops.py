@@ -90,6 +90,28 @@ def test_stats_count_exactly_the_requests_made(qp):
     assert "requests" in table.stdout and "app" in table.stdout
 
 
+@pytest.mark.parametrize("how", ["client-close", "send-timeout"])
+def test_requests_cut_off_with_their_connection_count_as_reset(qproxy_factory, backend_app,
+                                                               how):
+    """requests reset counts the requests cut short before their response
+    ended (qproxyctl(8)), not only those whose own stream ended so: two
+    large downloads whose client leaves (its connection closes, every
+    stream with it), or that send_timeout closes as the client reads
+    nothing, were counted 2xx and never reset (found by a review)."""
+    extra = [("send_timeout", "1s")] if how == "send-timeout" else []
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server, extra_global=extra))
+    before = stats(q)["requests"]
+    r = h3raw(q.port, [":method: GET", ":scheme: https", ":authority: localhost",
+                       ":path: /app/bytes/100000000"], count=2,
+              timeout=1 if how == "client-close" else 10 * SLOW, extra=["--no-read"])
+    if how == "send-timeout":
+        assert r.outcomes == ["closed 0x107"] * 2 or "closed 0x107" in r.stdout, r
+    wait_until(lambda: stats(q)["requests"]["reset"] - before["reset"] == 2,
+               "2 requests counted reset: %s" % stats(q)["requests"])
+    assert stats(q)["requests"]["2xx"] - before["2xx"] == 2
+
+
 def _my_udp_ports():
     """Local ports of this process's UDP sockets (curl's among them)."""
     inodes = set()
