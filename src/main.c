@@ -1079,6 +1079,7 @@ main(int argc, char *argv[])
 
 	ev_run(loop, 0);
 
+	upgrade_await_elder(server_config(server)->shutdown_timeout + 1);
 	log_info("qproxy stopped");
 	control_close(control);
 	server_free(server);

@@ -93,6 +93,8 @@ static struct {
 	ev_io		 to_old_io;	/* a lone process's: its close */
 	/* the new process's side, while it takes the sockets */
 	bool		 inheriting;
+	pid_t		 elder;		/* the running one, its parent */
+	bool		 took_over;	/* READY taken: the elder drains */
 	int		 link;		/* to the running one: -1 none */
 	int		 fds[UPGRADE_FDS_MAX];
 	size_t		 nfds;
@@ -211,6 +213,7 @@ upgrade_init(char *argv[])
 	if ((env = getenv(UPGRADE_ENV)) == NULL)
 		return;
 	up.inheriting = true;
+	up.elder = getppid();
 	n = parse_fds(UPGRADE_ENV, env, fds, sizeof(fds) / sizeof(fds[0]));
 	if (n < 2 || fds[0] < 0)
 		fatalx("%s: no link to the running process", UPGRADE_ENV);
@@ -412,6 +415,47 @@ close_to_old(void)
 	up.to_old = -1;
 }
 
+/*
+ * A process that took over is systemd's main process, and the one before,
+ * its parent, drains for up to its shutdown_timeout. With the unit's
+ * KillMode=mixed, a stop sends SIGTERM to the main process alone and kills
+ * whatever of the unit is left once it exits: the requests the elder still
+ * serves with it. So, done, this process waits at most timeout seconds
+ * for the elder to exit first (it has once the parent changes), telling
+ * the watchdog it lives.
+ */
+void
+upgrade_await_elder(double timeout)
+{
+	double end = mono_now() + timeout, ping = 0;
+	const struct timespec step = { 0, 50 * 1000 * 1000 };
+
+	if (!up.took_over || up.elder <= 1 || getppid() != up.elder)
+		return;
+	/*
+	 * This one reads no more: the elder (its workers, once this one's
+	 * have gone) reads again for its connections when its links close.
+	 */
+	close_to_old();
+	for (unsigned i = 0; i < up.workers; i++)
+		if (up.old_links[i] != -1) {
+			close(up.old_links[i]);
+			up.old_links[i] = -1;
+		}
+	log_info("waiting for process %ld, which took no new connection since "
+	    "this one started, to finish its requests", (long)up.elder);
+	while (getppid() == up.elder && mono_now() < end) {
+		if (mono_now() >= ping) {
+			sd_notify(0, "WATCHDOG=1");
+			ping = mono_now() + 1;
+		}
+		nanosleep(&step, NULL);
+	}
+	if (getppid() == up.elder)
+		log_warnx("process %ld still runs after %.0f s; exiting",
+		    (long)up.elder, timeout);
+}
+
 int
 upgrade_ready(struct quic_server *srv)
 {
@@ -425,6 +469,7 @@ upgrade_ready(struct quic_server *srv)
 		up.link = -1;
 		return -1;
 	}
+	up.took_over = true;
 	if (srv == NULL) {
 		/* a supervisor: the link says when its workers may read (and
 		   its stale control sockets go then) */
@@ -534,6 +579,21 @@ worker_handover(const uint8_t *buf, size_t n)
 	(void)send(up.from_new, &answer, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
+/*
+ * Whether the new process, this one's child, still runs (a lone process's;
+ * a worker's new one is not its child). Its exit is left to child_cb.
+ */
+static bool
+new_one_runs(void)
+{
+	siginfo_t si;
+
+	memset(&si, 0, sizeof(si));
+	return ev_is_active(&up.child_w) && waitid(P_PID,
+	    (id_t)up.child_w.pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+	    si.si_pid == 0;
+}
+
 /* The old process's (worker's) link: datagrams for its connections. */
 static void
 from_new_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -550,11 +610,17 @@ from_new_cb(struct ev_loop *loop, ev_io *w, int revents)
 		    errno == EINTR))
 			return;
 		if (n <= 0) {
-			if (up.handed_over) {
+			if (up.handed_over && new_one_runs())
+				/* it waits for this one to end */
+				log_info("upgrade: the new process has stopped: "
+				    "this one reads its sockets again for its "
+				    "connections, and refuses new ones");
+			else if (up.handed_over)
 				/* it died: nobody else reads them */
 				log_warnx("upgrade: the new process has gone: "
 				    "this one reads its sockets again for its "
 				    "connections, and refuses new ones");
+			if (up.handed_over) {
 				up.ntaken = 0;
 				server_take_back(up.srv);
 			}

@@ -121,6 +121,11 @@ void	upgrade_close_unused(void);
  */
 void	upgrade_unlink_stale(void);
 /*
+ * At the end of a process that took over: waits, at most timeout seconds,
+ * for the process before to exit first (see upgrade.c).
+ */
+void	upgrade_await_elder(double timeout);
+/*
  * Once started: the inherited sockets not taken are closed, the old
  * process told it may hand over. -1 when it could not be told (logged).
  * A lone process passes itself; a supervisor of workers NULL.

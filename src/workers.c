@@ -336,6 +336,8 @@ static __attribute__((noreturn)) void
 sv_exit(int status)
 {
 	sv_cleanup();
+	if (sv.cfg != NULL)
+		upgrade_await_elder(sv.cfg->shutdown_timeout + 1);
 	log_info("qproxy stopped");
 	exit(status);
 }

@@ -410,6 +410,51 @@ def test_sigterm_to_the_old_process_after_an_upgrade_lets_it_drain(qproxy_factor
     assert q.sanitizer_report() is None
 
 
+@pytest.mark.parametrize("workers", [0, WORKERS])
+def test_the_process_that_took_over_outlives_the_one_that_drains(qproxy_factory,
+                                                                 backend_app, workers):
+    """After an upgrade the new process is systemd's main one, and the old
+    one drains. A stop (systemctl stop, restart) under the unit's
+    KillMode=mixed sends SIGTERM to the main process alone, and once that
+    has exited kills what is left of the unit with SIGKILL: the old
+    process's requests with it. The new process had no requests and went
+    at once. Now it waits for the old one to finish and exit first (found
+    by a review): here a download under way at the upgrade finishes after
+    the new process's SIGTERM, and only then does the new one go."""
+    if workers:
+        q = _workers(qproxy_factory, backend_app, shutdown_timeout="30s")
+    else:
+        q = qproxy_factory(backend_server=backend_app.tcp_server, shutdown_timeout="30s")
+    n = 8 * MiB
+    t, out, progress, reached = background_get(q.url("/app/slow/%d?ms=%d" % (
+        n, 2500 * SLOW)), 256 * KiB)
+    assert reached.wait(15 * SLOW), "the download did not start"
+    p = qproxyctl(q, "upgrade")
+    assert p.returncode == 0, (p.stdout, p.stderr, q.log_tail())
+    new = int(p.stdout.split()[1])
+    try:
+        os.kill(new, signal.SIGTERM)
+        time.sleep(0.5)
+        assert progress["bytes"] < n, "the download ended before the test"
+        assert _alive(new), "the new process went while the old one drained"
+        t.join(60 * SLOW)
+        assert "e" not in out, "the download was cut: %s" % out.get("e")
+        assert out["r"].status == 200 and out["r"].sha256 == expected_sha256(n)
+        assert q.wait(timeout=10 * SLOW) == 0
+        deadline = time.monotonic() + 5 * SLOW
+        while _alive(new):
+            assert time.monotonic() < deadline, "the new process stayed after the old one"
+            time.sleep(0.05)
+        log = q.log_text()
+        assert "waiting for process %d" % q.proc.pid in log, q.log_tail()
+        if not workers:     # told apart from a death, not a warning
+            assert "upgrade: the new process has stopped: this one reads" in log, log
+            assert "the new process has gone" not in log, log
+    finally:
+        _stop(new)
+    assert q.sanitizer_report() is None
+
+
 def test_a_signal_between_fork_and_exec_is_the_new_processs(qproxy_factory, backend_app,
                                                             tmp_path):
     """A SIGTERM to the new process before its exec (systemd's stop, which
