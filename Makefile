@@ -5,7 +5,7 @@
 #                   (then again under AddressSanitizer + UBSan)
 #   make demo       install, build and run qproxy on a demo configuration
 #   make bench      qproxy against nghttpx, side by side (bench/RESULTS.md)
-#   make install    PREFIX=/usr/local DESTDIR= by default
+#   make install    PREFIX=/usr/local DESTDIR= by default (make uninstall)
 
 # Goals that must work before configure can (they install its inputs).
 SELF_GOALS := check check-asan soak demo deps clean distclean bench bench-smoke
@@ -17,9 +17,13 @@ B ?= build
 # V=1 shows the full commands.
 Q = $(if $(V),,@)
 PREFIX ?= $(prefix)
-SBINDIR ?= $(PREFIX)/sbin
-MANDIR ?= $(PREFIX)/share/man
-SYSCONFDIR ?= /etc
+# configure's directories (--sbindir, --mandir, --sysconfdir), under PREFIX
+# when make is given one; the configuration is in /etc unless configure
+# was told otherwise (its default, PREFIX/etc, is not where qproxy looks)
+override prefix := $(PREFIX)
+SBINDIR ?= $(sbindir)
+MANDIR ?= $(mandir)
+SYSCONFDIR ?= $(if $(filter $${prefix}/etc,$(value sysconfdir)),/etc,$(sysconfdir))
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 PYTHON ?= /usr/bin/python3
 
@@ -127,8 +131,16 @@ $(B)/tests/execdelay.so: tests/tools/execdelay.c config.mk
 # against it: the libraries are static.
 DEPS_STAMPS = $(wildcard $(DEPS_PREFIX)/share/qproxy-deps/wolfssl \
 	$(DEPS_PREFIX)/share/qproxy-deps/ngtcp2)
-config.mk: configure config.mk.in $(DEPS_STAMPS)
-	./configure $(CONFIGURE_FLAGS)
+# New CONFIGURE_FLAGS configure again (config.flags keeps the last given);
+# without, configure runs again with the flags it had (config.status).
+ifneq ($(CONFIGURE_FLAGS),)
+$(shell [ "$$(cat config.flags 2>/dev/null)" = '$(CONFIGURE_FLAGS)' ] || \
+    printf '%s\n' '$(CONFIGURE_FLAGS)' >config.flags)
+endif
+config.mk: configure config.mk.in $(DEPS_STAMPS) $(wildcard config.flags)
+	if [ -n '$(CONFIGURE_FLAGS)' ] || [ ! -x config.status ]; then \
+	    ./configure $(CONFIGURE_FLAGS); \
+	else ./config.status --recheck && ./config.status; fi
 
 configure: configure.ac
 	autoreconf -fi
@@ -311,12 +323,23 @@ install: $(B)/qproxy $(B)/qproxyctl
 	    [ "$$(id -u)" = 0 ] && echo -g qproxy) conf/qproxy.conf \
 	    $(DESTDIR)$(SYSCONFDIR)/qproxy.conf
 
+# What install wrote, but the configuration: the operator's, kept.
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/qproxy $(DESTDIR)$(SBINDIR)/qproxyctl \
+	    $(DESTDIR)$(MANDIR)/man8/qproxy.8 \
+	    $(DESTDIR)$(MANDIR)/man8/qproxyctl.8 \
+	    $(DESTDIR)$(MANDIR)/man5/qproxy.conf.5 \
+	    $(DESTDIR)$(UNITDIR)/qproxy.service \
+	    $(DESTDIR)$(UNITDIR)/qproxy-metrics@.service \
+	    $(DESTDIR)$(UNITDIR)/qproxy-metrics.socket
+
 clean:
 	rm -rf build build-asan build-fuzz
 
 distclean: clean
 	rm -rf config.mk config.log config.status configure autom4te.cache \
-	    aclocal.m4 install-sh missing compile
+	    aclocal.m4 install-sh missing compile config.flags
 
 .PHONY: all tests unit integration deps check check-asan soak demo \
-	bench bench-smoke install clean distclean fuzz fuzz-build fuzz-replay
+	bench bench-smoke install uninstall clean distclean fuzz fuzz-build \
+	fuzz-replay

@@ -1,6 +1,7 @@
 """make install: PREFIX and DESTDIR honoured, an existing config kept."""
 
 import os
+import shutil
 import subprocess
 
 from helpers import qproxy_binary
@@ -64,6 +65,58 @@ def test_install_keeps_an_existing_config(tmp_path):
     p = _install(tmp_path)
     assert p.returncode == 0, p.stderr
     assert conf.read_text() == "# the operator's own\n"
+
+
+def test_uninstall_removes_what_install_wrote_but_the_configuration(tmp_path):
+    """There was no make uninstall: an operator had to find the nine files.
+    It removes all but /etc/qproxy.conf, which is the operator's."""
+    assert _install(tmp_path).returncode == 0
+    build = os.path.dirname(qproxy_binary())
+    p = subprocess.run(["make", "-s", "-C", TOP, "uninstall", "B=%s" % build, "PREFIX=/usr",
+                        "DESTDIR=%s" % tmp_path], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    left = sorted(str(f.relative_to(tmp_path)) for f in tmp_path.rglob("*") if not f.is_dir())
+    assert left == ["etc/qproxy.conf"], left
+
+
+def test_install_takes_the_directories_configure_was_given(tmp_path):
+    """configure's --sbindir, --mandir and --sysconfdir were written to
+    config.mk and left unused: make install put everything under PREFIX
+    and /etc. Here they are given as configure would have written them."""
+    p = _install(tmp_path, extra=["sbindir=/opt/q/bin", "mandir=/opt/q/man",
+                                  "sysconfdir=/opt/q/etc"])
+    assert p.returncode == 0, p.stderr
+    for f in ("opt/q/bin/qproxy", "opt/q/bin/qproxyctl", "opt/q/man/man8/qproxy.8",
+              "opt/q/man/man5/qproxy.conf.5", "opt/q/etc/qproxy.conf"):
+        assert (tmp_path / f).is_file(), f
+    unit = (tmp_path / "usr/lib/systemd/system/qproxy.service").read_text()
+    assert "ExecStart=/opt/q/bin/qproxy -f -c /opt/q/etc/qproxy.conf\n" in unit, unit
+
+
+def test_new_configure_flags_configure_again(tmp_path):
+    """make CONFIGURE_FLAGS=--prefix=/usr, README's command for packagers,
+    did nothing in a tree configured before: config.mk was remade only when
+    configure or its inputs changed, and the package named /usr/local.
+    Now flags that differ from the last given configure again; without
+    any, configure runs with those it had."""
+    tree = tmp_path / "tree"
+    files = subprocess.run(["git", "-C", TOP, "ls-files", "-z"], capture_output=True,
+                           check=True, timeout=60).stdout.decode().split("\0")
+    for f in filter(None, files):     # the working tree's, as a clone has them
+        os.makedirs(tree / os.path.dirname(f), exist_ok=True)
+        shutil.copy2(os.path.join(TOP, f), tree / f)
+
+    def prefix(*flags):
+        p = subprocess.run(["make", "-s", "-C", str(tree), "config.mk"] + list(flags),
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr[-2000:]
+        with open(tree / "config.mk") as f:
+            return [l.split("=", 1)[1].strip() for l in f if l.startswith("prefix =")][0]
+    assert prefix("CONFIGURE_FLAGS=--prefix=/opt/a") == "/opt/a"
+    assert prefix("CONFIGURE_FLAGS=--prefix=/opt/b") == "/opt/b"
+    assert prefix() == "/opt/b"
+    (tree / "config.mk.in").touch()     # configure again, with its flags
+    assert prefix() == "/opt/b"
 
 
 def test_systemd_unit_verifies_and_is_sandboxed(tmp_path):
