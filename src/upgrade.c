@@ -429,6 +429,8 @@ upgrade_await_elder(double timeout)
 {
 	double end = mono_now() + timeout, ping = 0;
 	const struct timespec step = { 0, 50 * 1000 * 1000 };
+	/* the main process's watchdog; not one's that was taken over too */
+	bool watched = !up.handed_over && sd_watchdog_enabled(0, NULL) > 0;
 
 	if (!up.took_over || up.elder <= 1 || getppid() != up.elder)
 		return;
@@ -445,7 +447,7 @@ upgrade_await_elder(double timeout)
 	log_info("waiting for process %ld, which took no new connection since "
 	    "this one started, to finish its requests", (long)up.elder);
 	while (getppid() == up.elder && mono_now() < end) {
-		if (mono_now() >= ping) {
+		if (watched && mono_now() >= ping) {
 			sd_notify(0, "WATCHDOG=1");
 			ping = mono_now() + 1;
 		}
