@@ -103,23 +103,9 @@ $(B)/tests/gcmbench: $(B)/tests/gcmbench.o $(B)/libqproxy.a $(RNG_OBJ)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
 
-# Preloaded into qproxy: built without the sanitizers, which must come first.
-$(B)/tests/sendshim.so: tests/tools/sendshim.c config.mk
-	@mkdir -p $(@D)
-	@echo "  CC      $<"
-	$(Q)$(CC) $(CFLAGS) $(WARN_CFLAGS) -fPIC -shared -o $@ $< -ldl
-
-$(B)/tests/timeshift.so: tests/tools/timeshift.c config.mk
-	@mkdir -p $(@D)
-	@echo "  CC      $<"
-	$(Q)$(CC) $(CFLAGS) $(WARN_CFLAGS) -fPIC -shared -o $@ $< -ldl
-
-$(B)/tests/agefill.so: tests/tools/agefill.c config.mk
-	@mkdir -p $(@D)
-	@echo "  CC      $<"
-	$(Q)$(CC) $(CFLAGS) $(WARN_CFLAGS) -fPIC -shared -o $@ $< -ldl
-
-$(B)/tests/execdelay.so: tests/tools/execdelay.c config.mk
+# Preloaded into qproxy (sendshim, timeshift, agefill, execdelay): built
+# without the sanitizers, which must come first.
+$(B)/tests/%.so: tests/tools/%.c config.mk
 	@mkdir -p $(@D)
 	@echo "  CC      $<"
 	$(Q)$(CC) $(CFLAGS) $(WARN_CFLAGS) -fPIC -shared -o $@ $< -ldl
