@@ -53,6 +53,8 @@
 					   follows, from supervisor to
 					   supervisor */
 #define UPGRADE_MSG_DONE	7	/* every old worker was told */
+#define UPGRADE_MSG_STOPPED	8	/* the new one reads no more, and
+					   waits for the old one's end */
 #define UPGRADE_CONTROL_MAX	(1 + WORKERS_MAX)
 #define UPGRADE_PATH_MAX	sizeof(((struct sockaddr_un *)0)->sun_path)
 #define UPGRADE_ADDR_MAX	sizeof(struct sockaddr_in6)
@@ -85,6 +87,7 @@ static struct {
 	int		 from_new;	/* -1: none */
 	ev_io		 from_new_io;
 	bool		 handed_over;
+	bool		 new_stopped;	/* UPGRADE_MSG_STOPPED came */
 	void		(*handover)(void);	/* a worker's */
 	bool		 hold;		/* a new worker's: not reading yet */
 	ev_child	 child_w;
@@ -436,8 +439,12 @@ upgrade_await_elder(double timeout)
 		return;
 	/*
 	 * This one reads no more: the elder (its workers, once this one's
-	 * have gone) reads again for its connections when its links close.
+	 * have gone) reads again for its connections when its links close;
+	 * told first, a lone elder knows it for no death.
 	 */
+	if (up.to_old != -1)
+		(void)send(up.to_old, &(uint8_t){ UPGRADE_MSG_STOPPED }, 1,
+		    MSG_NOSIGNAL | MSG_DONTWAIT);
 	close_to_old();
 	for (unsigned i = 0; i < up.workers; i++)
 		if (up.old_links[i] != -1) {
@@ -581,21 +588,6 @@ worker_handover(const uint8_t *buf, size_t n)
 	(void)send(up.from_new, &answer, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
-/*
- * Whether the new process, this one's child, still runs (a lone process's;
- * a worker's new one is not its child). Its exit is left to child_cb.
- */
-static bool
-new_one_runs(void)
-{
-	siginfo_t si;
-
-	memset(&si, 0, sizeof(si));
-	return ev_is_active(&up.child_w) && waitid(P_PID,
-	    (id_t)up.child_w.pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
-	    si.si_pid == 0;
-}
-
 /* The old process's (worker's) link: datagrams for its connections. */
 static void
 from_new_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -612,7 +604,7 @@ from_new_cb(struct ev_loop *loop, ev_io *w, int revents)
 		    errno == EINTR))
 			return;
 		if (n <= 0) {
-			if (up.handed_over && new_one_runs())
+			if (up.handed_over && up.new_stopped)
 				/* it waits for this one to end */
 				log_info("upgrade: the new process has stopped: "
 				    "this one reads its sockets again for its "
@@ -628,6 +620,10 @@ from_new_cb(struct ev_loop *loop, ev_io *w, int revents)
 			}
 			close_from_new(loop);
 			return;
+		}
+		if (buf[0] == UPGRADE_MSG_STOPPED) {
+			up.new_stopped = true;
+			continue;
 		}
 		if (buf[0] == UPGRADE_MSG_GO && up.hold) {
 			/* the worker before of its number stopped reading */
