@@ -76,9 +76,10 @@ struct config_section {
 	int			 backend_line;
 };
 
-struct config_error {
+/* A message at a line: an error, or a warning (config_warnings). */
+struct config_msg {
 	int		 line;
-	size_t		 seq;
+	size_t		 seq;		/* in finding order, for ties */
 	char		*msg;
 };
 
@@ -116,7 +117,7 @@ struct config_parser {
 
 	bool			 listener_seen;
 
-	struct config_error	*errors;
+	struct config_msg	*errors;
 	size_t			 nerrors;
 	bool			 oom;
 };
@@ -433,7 +434,7 @@ static void	config_error(struct config_parser *, int, const char *, ...)
 static void
 config_error(struct config_parser *p, int line, const char *fmt, ...)
 {
-	struct config_error	*e;
+	struct config_msg	*e;
 	va_list			 ap;
 	char			*msg;
 	int			 rc;
@@ -2811,10 +2812,11 @@ config_has_error(const struct config_parser *p, int line)
 	return false;
 }
 
+/* In line order; of one line, in finding order. */
 static int
-config_error_cmp(const void *a, const void *b)
+config_msg_cmp(const void *a, const void *b)
 {
-	const struct config_error	*ea = a, *eb = b;
+	const struct config_msg	*ea = a, *eb = b;
 
 	if (ea->line != eb->line)
 		return ea->line < eb->line ? -1 : 1;
@@ -2826,7 +2828,7 @@ config_report(struct config_parser *p, FILE *errs)
 {
 	size_t	 i;
 
-	qsort(p->errors, p->nerrors, sizeof(*p->errors), config_error_cmp);
+	qsort(p->errors, p->nerrors, sizeof(*p->errors), config_msg_cmp);
 	for (i = 0; i < p->nerrors && errs != NULL; i++)
 		fprintf(errs, "%s: %s\n", config_at(p->cfg, p->errors[i].line),
 		    p->errors[i].msg);
@@ -3085,15 +3087,9 @@ config_route_covers(const struct config_route *a, const struct config_route *b)
 	return true;
 }
 
-/* What config_warnings finds, gathered to be said in line order. */
-struct config_warning {
-	int		 pos;		/* the line it is at */
-	size_t		 seq;		/* in finding order, for ties */
-	char		*msg;		/* "file:line: message" */
-};
-
+/* What config_warnings finds ("file:line: message"), said in line order. */
 struct config_warnings {
-	struct config_warning	*v;
+	struct config_msg	*v;
 	size_t			 n;
 };
 
@@ -3101,7 +3097,7 @@ static void QP_PRINTF(4, 5)
 config_warn(const struct config *cfg, struct config_warnings *w, int pos,
     const char *fmt, ...)
 {
-	struct config_warning *v;
+	struct config_msg *v;
 	char msg[1024];
 	va_list ap;
 
@@ -3114,19 +3110,9 @@ config_warn(const struct config *cfg, struct config_warnings *w, int pos,
 	w->v = v;
 	if (asprintf(&v[w->n].msg, "%s: %s", config_at(cfg, pos), msg) == -1)
 		return;
-	v[w->n].pos = pos;
+	v[w->n].line = pos;
 	v[w->n].seq = w->n;
 	w->n++;
-}
-
-static int
-config_warning_cmp(const void *a, const void *b)
-{
-	const struct config_warning *x = a, *y = b;
-
-	if (x->pos != y->pos)
-		return x->pos < y->pos ? -1 : 1;
-	return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
 void
@@ -3246,7 +3232,7 @@ config_warnings(const struct config *cfg,
 			    "does nothing without max_request_rate", r->name);
 	}
 	if (w.n > 0)
-		qsort(w.v, w.n, sizeof(*w.v), config_warning_cmp);
+		qsort(w.v, w.n, sizeof(*w.v), config_msg_cmp);
 	for (size_t i = 0; i < w.n; i++) {
 		warn("%s", w.v[i].msg);
 		free(w.v[i].msg);

@@ -604,17 +604,17 @@ from_new_cb(struct ev_loop *loop, ev_io *w, int revents)
 		    errno == EINTR))
 			return;
 		if (n <= 0) {
-			if (up.handed_over && up.new_stopped)
-				/* it waits for this one to end */
-				log_info("upgrade: the new process has stopped: "
-				    "this one reads its sockets again for its "
-				    "connections, and refuses new ones");
-			else if (up.handed_over)
-				/* it died: nobody else reads them */
-				log_warnx("upgrade: the new process has gone: "
-				    "this one reads its sockets again for its "
-				    "connections, and refuses new ones");
 			if (up.handed_over) {
+				if (up.new_stopped)	/* it waits for this one */
+					log_info("upgrade: the new process has "
+					    "stopped: this one reads its sockets "
+					    "again for its connections, and "
+					    "refuses new ones");
+				else	/* it died: nobody else reads them */
+					log_warnx("upgrade: the new process has "
+					    "gone: this one reads its sockets "
+					    "again for its connections, and "
+					    "refuses new ones");
 				up.ntaken = 0;
 				server_take_back(up.srv);
 			}

@@ -582,6 +582,25 @@ test_colon(void)
  * Lines longer than inih's buffer (200 bytes) are split as inih would and
  * read, up to 8192 characters; the lines after them keep their numbers.
  */
+/* A route of two settings too long for inih's buffer, and then extra. */
+static char *
+long_lines_text(const char *url, const char *csp, const char *extra)
+{
+	char *text;
+
+	if (asprintf(&text, LISTENER
+	    "[backend app]\n"
+	    "server = 127.0.0.1:8080\n"
+	    "[route old]\n"
+	    "  redirect :  308 https://example.com/%s  ; to the new site\n"
+	    "set_response_header =\tContent-Security-Policy: %s \n"
+	    "%s"
+	    "[route all]\n"
+	    "backend = app\n", url, csp, extra) == -1)
+		abort();
+	return text;
+}
+
 static void
 test_long_lines(void)
 {
@@ -592,29 +611,13 @@ test_long_lines(void)
 	url[sizeof(url) - 1] = '\0';
 	memset(csp, 'c', sizeof(csp) - 1);
 	csp[sizeof(csp) - 1] = '\0';
-	if (asprintf(&text, LISTENER
-	    "[backend app]\n"
-	    "server = 127.0.0.1:8080\n"
-	    "[route old]\n"
-	    "  redirect :  308 https://example.com/%s  ; to the new site\n"
-	    "set_response_header =\tContent-Security-Policy: %s \n"
-	    "health_check = /x\n"
-	    "[route all]\n"
-	    "backend = app\n", url, csp) == -1)
-		abort();
+	/* with a bad line after them, then without */
+	text = long_lines_text(url, csp, "health_check = /x\n");
 	/* the line after them is still line 10 */
 	CHECK_ERRS(text, "FILE:10: unknown key \"health_check\" in "
 	    "[route old]\n");
 	free(text);
-	if (asprintf(&text, LISTENER
-	    "[backend app]\n"
-	    "server = 127.0.0.1:8080\n"
-	    "[route old]\n"
-	    "  redirect :  308 https://example.com/%s  ; to the new site\n"
-	    "set_response_header =\tContent-Security-Policy: %s \n"
-	    "[route all]\n"
-	    "backend = app\n", url, csp) == -1)
-		abort();
+	text = long_lines_text(url, csp, "");
 	CHECK_LOADS(&cfg, text);
 	free(text);
 	if (cfg != NULL) {
