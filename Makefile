@@ -285,7 +285,8 @@ demo: deps
 
 # The unit is filled in from the SBINDIR of this very install. The
 # configuration is made readable by the unit's group, qproxy, when it
-# exists already (and the install runs as root).
+# exists already (and the install runs as root). The configuration and
+# the logrotate file, once there, are the operator's: never overwritten.
 install: $(B)/qproxy $(B)/qproxyctl
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 \
 	    $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(SYSCONFDIR) \
@@ -308,8 +309,14 @@ install: $(B)/qproxy $(B)/qproxyctl
 	    install -m 640 $$(getent group qproxy >/dev/null && \
 	    [ "$$(id -u)" = 0 ] && echo -g qproxy) conf/qproxy.conf \
 	    $(DESTDIR)$(SYSCONFDIR)/qproxy.conf
+	install -d $(DESTDIR)$(SYSCONFDIR)/logrotate.d
+	test -e $(DESTDIR)$(SYSCONFDIR)/logrotate.d/qproxy || { \
+	    sed -e 's|@SBINDIR@|$(SBINDIR)|g' conf/qproxy.logrotate.in \
+	    >$(DESTDIR)$(SYSCONFDIR)/logrotate.d/qproxy && \
+	    chmod 644 $(DESTDIR)$(SYSCONFDIR)/logrotate.d/qproxy; }
 
-# What install wrote, but the configuration: the operator's, kept.
+# What install wrote, but the configuration and the logrotate file: the
+# operator's, kept (the latter does nothing once qproxy is gone).
 uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/qproxy $(DESTDIR)$(SBINDIR)/qproxyctl \
 	    $(DESTDIR)$(MANDIR)/man8/qproxy.8 \

@@ -32,7 +32,7 @@ BASE_PKGS="build-essential autoconf automake libtool pkg-config dpkg-dev patch
 xz-utils ca-certificates openssl libev-dev libinih-dev libcrypt-dev python3 python3-pytest
 python3-pytest-xdist python3-pycurl python3-cryptography python3-prometheus-client
 mandoc libsystemd-dev
-man-db systemd clang libclang-rt-14-dev chromium firefox-esr"
+man-db systemd logrotate clang libclang-rt-14-dev chromium firefox-esr"
 # Debian packages that must come from bookworm-backports.
 BPO_PKGS="libnghttp3-dev libcurl3-gnutls ngtcp2-client"
 

@@ -55,13 +55,20 @@ struct control {
 
 static const char *const control_commands[] = {
 	"stats", "conns", "peers", "tls", "backends", "routes", "metrics",
-	"reload", "version", "disable", "enable", "upgrade",
+	"reload", "reopen", "version", "disable", "enable", "upgrade",
 };
 
 bool
 control_takes_args(const char *cmd)
 {
 	return strcmp(cmd, "disable") == 0 || strcmp(cmd, "enable") == 0;
+}
+
+bool
+control_has_json(const char *cmd)
+{
+	return strcmp(cmd, "reload") != 0 && strcmp(cmd, "reopen") != 0 &&
+	    strcmp(cmd, "upgrade") != 0 && !control_takes_args(cmd);
 }
 
 /* Best effort, for short messages to a client about to be closed. */
@@ -180,17 +187,28 @@ control_error(struct control_client *c, const char *msg)
 	control_head(c, "ERR", msg);
 }
 
+/* What changes the daemon is logged with who asked, when the kernel says. */
+static void
+control_log_caller(struct control_client *c, const char *cmd)
+{
+	struct ucred cred;
+	socklen_t credlen = sizeof(cred);
+
+	if (getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred, &credlen) == 0)
+		log_info("control: %s requested by pid %ld uid %ld", cmd,
+		    (long)cred.pid, (long)cred.uid);
+	else
+		log_info("control: %s requested", cmd);
+}
+
 static void
 control_dispatch(struct control_client *c)
 {
 	struct control *ctl = c->ctl;
 	const struct control_ops *ops = ctl->ops;
 	void (*show)(struct strbuf *, bool, void *) = NULL;
-	const char *cmd, *err, *args;
-	struct ucred cred;
-	socklen_t credlen = sizeof(cred);
+	const char *cmd, *err, *args, *refused = NULL;
 	bool json;
-	int rc = 0;
 
 	if (memchr(c->line, '\0', c->len) != NULL) {
 		control_error(c, "malformed request");
@@ -248,10 +266,7 @@ control_dispatch(struct control_client *c)
 			control_error(c, "command not supported");
 			return;
 		}
-		if (getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred,
-		    &credlen) == 0)
-			log_info("control: upgrade requested by pid %ld uid "
-			    "%ld", (long)cred.pid, (long)cred.uid);
+		control_log_caller(c, cmd);
 		if (ops->upgrade(&c->text, ctl->arg) == -1) {
 			char why[300];
 			const char *t = strbuf_str(&c->text);
@@ -275,17 +290,25 @@ control_dispatch(struct control_client *c)
 			control_error(c, "command not supported");
 			return;
 		}
-		if (getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred,
-		    &credlen) == 0)
-			log_info("control: reload requested by pid %ld uid %ld",
-			    (long)cred.pid, (long)cred.uid);
-		else
-			log_info("control: reload requested");
-		if ((rc = ops->reload(&c->text, ctl->arg)) ==
-		    CONTROL_RELOAD_STOPPING) {
+		control_log_caller(c, cmd);
+		switch (ops->reload(&c->text, ctl->arg)) {
+		case 0:
+			break;
+		case CONTROL_RELOAD_STOPPING:
 			control_error(c, "shutting down");
 			return;
+		default:
+			refused = "reload refused";
+			break;
 		}
+	} else if (strcmp(cmd, "reopen") == 0) {
+		if (ops->reopen == NULL) {
+			control_error(c, "command not supported");
+			return;
+		}
+		control_log_caller(c, cmd);
+		if (ops->reopen(&c->text, ctl->arg) != 0)
+			refused = "some log files were not reopened";
 	} else if (show != NULL)
 		show(&c->text, json, ctl->arg);
 	else {
@@ -305,8 +328,8 @@ control_dispatch(struct control_client *c)
 		control_error(c, "reply too long");
 		return;
 	}
-	if (rc != 0)
-		control_head(c, "ERR", "reload refused");
+	if (refused != NULL)
+		control_head(c, "ERR", refused);
 	else
 		control_head(c, "OK", "");
 }
@@ -740,8 +763,7 @@ control_parse(const char *line, const char **cmd, bool *json,
 	} else if (*p == ' ') {
 		arg = p + 1;
 		if (strcmp(arg, "json") != 0 ||
-		    strcmp(control_commands[i], "reload") == 0 ||
-		    strcmp(control_commands[i], "upgrade") == 0) {
+		    !control_has_json(control_commands[i])) {
 			*err = "unexpected argument";
 			return -1;
 		}

@@ -33,6 +33,8 @@ struct control_ops {
 	 * CONTROL_RELOAD_STOPPING when the daemon, shutting down, takes none
 	 */
 	int	(*reload)(struct strbuf *out, void *arg);
+	/* the log files reopened: 0, or -1 with the failures in out */
+	int	(*reopen)(struct strbuf *out, void *arg);
 	/*
 	 * disable (on false) or enable a backend server, named by args:
 	 * 0 with what was done in out, or -1 with why not
@@ -84,5 +86,8 @@ int		 control_parse(const char *line, const char **cmd, bool *json,
 		    const char **arg, const char **err);
 /* Whether a command (a word control_parse gave) takes arguments. */
 bool		 control_takes_args(const char *cmd);
+/* Whether it may be followed by "json" (reload, reopen, upgrade and the
+ * commands with arguments may not). */
+bool		 control_has_json(const char *cmd);
 
 #endif

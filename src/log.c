@@ -26,6 +26,7 @@
 #include "bytes.h"
 #include "clock.h"
 #include "log.h"
+#include "strbuf.h"
 
 #define LOG_FILE_MODE	0640
 /*
@@ -663,32 +664,45 @@ log_files_chown(uid_t uid, gid_t gid)
 	return 0;
 }
 
+/* One log file reopened, or its failure logged and put in why. */
+static int
+log_reopen_one(int *fdp, const char *what, const char *path, mode_t mode,
+    struct strbuf *why)
+{
+	int	saved;
+
+	if (path == NULL || log_file_reopen(fdp, path, mode) == 0)
+		return 0;
+	saved = errno;
+	log_warnx("log_reopen: %s %s: %s", what, path,
+	    log_file_strerror(saved));
+	if (why != NULL)
+		strbuf_printf(why, "%s %s: %s\n", what, path,
+		    log_file_strerror(saved));
+	errno = saved;
+	return -1;
+}
+
 int
-log_reopen(void)
+log_reopen(struct strbuf *why)
 {
 	int	rv = 0, saved = 0;
 
-	if (err_path != NULL &&
-	    log_file_reopen(&err_fd, err_path, LOG_FILE_MODE) == -1) {
+	if (log_reopen_one(&err_fd, "error log", err_path, LOG_FILE_MODE,
+	    why) == -1) {
 		saved = errno;
 		rv = -1;
-		log_warnx("%s: error log %s: %s", __func__, err_path,
-		    log_file_strerror(saved));
 	}
-	if (acc_path != NULL &&
-	    log_file_reopen(&acc_fd, acc_path, LOG_FILE_MODE) == -1) {
+	if (log_reopen_one(&acc_fd, "access log", acc_path, LOG_FILE_MODE,
+	    why) == -1) {
 		saved = errno;
 		rv = -1;
-		log_warnx("%s: access log %s: %s", __func__, acc_path,
-		    log_file_strerror(saved));
 	}
 	access_fit();
-	if (key_path != NULL &&
-	    log_file_reopen(&key_fd, key_path, KEYLOG_MODE) == -1) {
+	if (log_reopen_one(&key_fd, "key log", key_path, KEYLOG_MODE,
+	    why) == -1) {
 		saved = errno;
 		rv = -1;
-		log_warnx("%s: key log %s: %s", __func__, key_path,
-		    log_file_strerror(saved));
 	}
 	if (rv == -1)
 		errno = saved;

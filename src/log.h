@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+struct strbuf;
+
 enum log_level {
 	LOG_LEVEL_ERROR = 0,
 	LOG_LEVEL_WARN,
@@ -71,8 +73,13 @@ int	log_file_prepare(struct log_file *, enum log_kind, const char *path);
 /* Makes it the log of its kind, closing the one before; json: access log. */
 void	log_file_install(struct log_file *, enum log_kind, int format);
 void	log_file_discard(struct log_file *);
-/* SIGUSR1: reopen the error and access log files (logrotate moved them). */
-int	log_reopen(void);
+/*
+ * SIGUSR1, qproxyctl reopen: reopens the error, access and key log files by
+ * their names (logrotate moved them). 0, or -1 with errno, each failure
+ * logged and, when why is not NULL, put in it as a line ("access log
+ * PATH: reason"); a file that failed keeps its old descriptor.
+ */
+int	log_reopen(struct strbuf *why);
 /* Gives the log files (regular files: not stderr, not a device) to uid:gid,
  * but for one with other hard links or of another user's (warned about);
  * 0, or -1 with errno. */

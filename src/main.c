@@ -297,6 +297,16 @@ shutdown_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	ev_break(loop, EVBREAK_ALL);
 }
 
+/* qproxyctl reopen and SIGUSR1 (out NULL): logrotate moved the logs. */
+static int
+op_reopen(struct strbuf *out, void *arg)
+{
+	if (log_reopen(out) == -1)
+		return -1;
+	log_info("log files reopened");
+	return 0;
+}
+
 static void
 signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
@@ -310,8 +320,7 @@ signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 		strbuf_free(&errs);
 		return;
 	case SIGUSR1:
-		if (log_reopen() == 0)
-			log_info("log files reopened");
+		(void)op_reopen(NULL, NULL);
 		return;
 	}
 	if (server_stopping(server) && signalled) {
@@ -519,6 +528,7 @@ static const struct control_ops ops = {
 	.routes = op_routes,
 	.metrics = op_metrics,
 	.reload = op_reload,
+	.reopen = op_reopen,
 	.set_server = op_set_server,
 	.version = op_version,
 	.upgrade = op_upgrade,

@@ -25,7 +25,7 @@
 
 static const char *const ctl_commands[] = {
 	"stats", "conns", "peers", "tls", "backends", "routes", "metrics",
-	"reload", "version", "disable", "enable", "upgrade",
+	"reload", "reopen", "version", "disable", "enable", "upgrade",
 };
 #define CTL_NCOMMANDS	(sizeof(ctl_commands) / sizeof(ctl_commands[0]))
 
@@ -85,6 +85,7 @@ ctl_usage(FILE *f)
 	    "  routes     each route: where to, requests by class, time\n"
 	    "  metrics    the counters in Prometheus's text format\n"
 	    "  reload     reload the configuration (like SIGHUP)\n"
+	    "  reopen     reopen the log files (like SIGUSR1), for logrotate\n"
 	    "  version    client and daemon versions\n"
 	    "  upgrade    the binary on disk takes over, and the running\n"
 	    "             process serves its connections until they end\n"
@@ -452,9 +453,7 @@ main(int argc, char *argv[])
 		fprintf(stderr, "qproxyctl: too many arguments\n");
 		ctl_usage_error();
 	}
-	if (json && (strcmp(cmd, "reload") == 0 ||
-	    strcmp(cmd, "upgrade") == 0 ||
-	    strcmp(cmd, "metrics") == 0 || control_takes_args(cmd))) {
+	if (json && (!control_has_json(cmd) || strcmp(cmd, "metrics") == 0)) {
 		fprintf(stderr, "qproxyctl: %s has no JSON output\n", cmd);
 		ctl_usage_error();
 	}

@@ -1070,6 +1070,50 @@ op_set_server(struct strbuf *out, const char *args, bool on, void *arg)
 	return -1;
 }
 
+/* Each line of text into out, after its prefix. */
+static void
+put_lines(struct strbuf *out, const char *prefix, const char *text)
+{
+	size_t len;
+
+	for (; *text != '\0'; text += len + (text[len] == '\n')) {
+		len = strcspn(text, "\n");
+		strbuf_printf(out, "%s%.*s\n", prefix, (int)len, text);
+	}
+}
+
+/*
+ * reopen: the supervisor's log files, then every running worker's (one
+ * not running opens them when it starts again). The failures are said
+ * under who had them.
+ */
+static int
+op_reopen(struct strbuf *out, void *arg)
+{
+	struct answers a;
+	struct strbuf own;
+	char who[32];
+	bool ok;
+
+	strbuf_init(&own, CONTROL_MAX_REPLY);
+	ok = log_reopen(&own) == 0;
+	put_lines(out, "supervisor: ", strbuf_str(&own));
+	strbuf_free(&own);
+	ask_workers(&a, CONTROL_MAGIC " reopen", WORKER_ASK_TIMEOUT);
+	for (unsigned i = 0; i < worker_count; i++) {
+		if (a.rv[i] == 0 || sv.w[i].pid <= 0 || a.leaving[i])
+			continue;
+		ok = false;
+		snprintf(who, sizeof(who), "worker %u: ", i);
+		put_lines(out, who, a.rv[i] == -1 ? "no answer" :
+		    strbuf_str(&a.replies[i]));
+	}
+	answers_free(&a);
+	if (ok)
+		log_info("log files reopened");
+	return ok ? 0 : -1;
+}
+
 static const struct control_ops sv_ops = {
 	.stats = op_stats,
 	.conns = op_conns,
@@ -1079,6 +1123,7 @@ static const struct control_ops sv_ops = {
 	.routes = op_routes,
 	.metrics = op_metrics,
 	.reload = op_reload,
+	.reopen = op_reopen,
 	.set_server = op_set_server,
 	.version = op_version,
 	.upgrade = op_upgrade,
@@ -1278,7 +1323,7 @@ take_signal(int signo)
 		strbuf_free(&out);
 		break;
 	case SIGUSR1:
-		if (log_reopen() == 0)
+		if (log_reopen(NULL) == 0)
 			log_info("log files reopened");
 		signal_workers(SIGUSR1);
 		break;

@@ -32,6 +32,10 @@ def test_install_into_destdir(tmp_path):
     assert "@SBINDIR@" not in unit and "@SYSCONFDIR@" not in unit, unit
     v = subprocess.run([str(daemon), "-v"], capture_output=True, text=True)
     assert v.returncode == 0 and v.stdout.startswith("qproxy ")
+    rotate = tmp_path / "etc/logrotate.d/qproxy"
+    text = rotate.read_text()
+    assert "/usr/sbin/qproxyctl -s /run/qproxy/control.sock reopen\n" in text, text
+    assert "@SBINDIR@" not in text and rotate.stat().st_mode & 0o777 == 0o644
 
 
 def test_install_fills_the_unit_with_this_prefix(tmp_path):
@@ -59,24 +63,28 @@ def test_install_fills_the_unit_with_this_sysconfdir(tmp_path):
 
 
 def test_install_keeps_an_existing_config(tmp_path):
-    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/logrotate.d").mkdir(parents=True)
     conf = tmp_path / "etc/qproxy.conf"
     conf.write_text("# the operator's own\n")
+    rotate = tmp_path / "etc/logrotate.d/qproxy"
+    rotate.write_text("# rotated weekly here\n")
     p = _install(tmp_path)
     assert p.returncode == 0, p.stderr
     assert conf.read_text() == "# the operator's own\n"
+    assert rotate.read_text() == "# rotated weekly here\n"
 
 
 def test_uninstall_removes_what_install_wrote_but_the_configuration(tmp_path):
     """There was no make uninstall: an operator had to find the nine files.
-    It removes all but /etc/qproxy.conf, which is the operator's."""
+    It removes all but /etc/qproxy.conf and /etc/logrotate.d/qproxy, which
+    are the operator's."""
     assert _install(tmp_path).returncode == 0
     build = os.path.dirname(qproxy_binary())
     p = subprocess.run(["make", "-s", "-C", TOP, "uninstall", "B=%s" % build, "PREFIX=/usr",
                         "DESTDIR=%s" % tmp_path], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     left = sorted(str(f.relative_to(tmp_path)) for f in tmp_path.rglob("*") if not f.is_dir())
-    assert left == ["etc/qproxy.conf"], left
+    assert left == ["etc/logrotate.d/qproxy", "etc/qproxy.conf"], left
 
 
 def test_install_takes_the_directories_configure_was_given(tmp_path):

@@ -3,6 +3,7 @@ systemd notifications, the privilege drop, and log files."""
 
 import atexit
 import datetime
+import errno
 import grp
 import json
 import os
@@ -30,6 +31,7 @@ from helpers import qproxy_stats as stats, qproxyctl  # noqa: F401
 
 KiB = 1024
 MiB = 1024 * 1024
+TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
 def _sections(cert, key, port, backend_server, extra_global=(), route_to="app",
@@ -1110,6 +1112,82 @@ def test_access_log_and_sigusr1_reopen(qproxy_factory, backend_app, tmp_path):
     _wait_for_line(log, "/app/bytes/7")
     assert "/app/bytes/7" not in open(str(log) + ".1").read()
     assert "log files reopened" in err.read_text()
+
+
+def _logrotate_conf(q, logdir, path):
+    """conf/qproxy.logrotate.in as make install writes it, but for this
+    instance: its log directory, control socket, qproxyctl and user."""
+    with open(os.path.join(TOP, "conf/qproxy.logrotate.in")) as f:
+        text = f.read()
+    for old, new in (("/var/log/qproxy/", "%s/" % logdir),
+                     ("/run/qproxy/control.sock", q.control_socket),
+                     ("@SBINDIR@/qproxyctl", qproxyctl_binary()),
+                     ("su qproxy qproxy", "su %s %s" % (
+                         pwd.getpwuid(os.getuid()).pw_name,
+                         grp.getgrgid(os.getgid()).gr_name))):
+        assert old in text, old
+        text = text.replace(old, new)
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.skipif(shutil.which("logrotate") is None, reason="no logrotate")
+def test_logrotate_rotates_the_logs_and_qproxyctl_reopens_them(qproxy_factory, backend_app,
+                                                               tmp_path):
+    """The logrotate file that make install writes, run by logrotate
+    itself: it moves both logs and its postrotate has qproxy reopen them
+    (qproxyctl reopen), before logrotate returns. No line goes to a moved
+    file. There was no logrotate file, and only SIGUSR1 to reopen."""
+    logdir = tmp_path / "log"
+    logdir.mkdir(mode=0o750)
+    log, err = logdir / "access.log", logdir / "error.log"
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server,
+        extra_global=[("access_log", str(log)), ("error_log", str(err))]))
+    assert h3_get(q.url("/app/bytes/101")).status == 200
+    _wait_for_line(log, "/app/bytes/101")
+    conf = _logrotate_conf(q, logdir, tmp_path / "logrotate.conf")
+    p = subprocess.run(["logrotate", "-v", "-f", "-s", str(tmp_path / "state"), conf],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    # moved, and made again by qproxy by the time logrotate returned
+    assert "/app/bytes/101" in (logdir / "access.log.1").read_text()
+    assert log.exists() and err.exists(), sorted(os.listdir(logdir))
+    assert "control: reopen requested" in (logdir / "error.log.1").read_text()
+    assert "log files reopened" in err.read_text()
+    assert h3_get(q.url("/app/bytes/102")).status == 200
+    _wait_for_line(log, "/app/bytes/102")
+    assert "/app/bytes/102" not in (logdir / "access.log.1").read_text()
+    # the next rotation compresses the first
+    p = subprocess.run(["logrotate", "-f", "-s", str(tmp_path / "state"), conf],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert (logdir / "access.log.2.gz").exists() and log.exists(), sorted(os.listdir(logdir))
+
+
+def test_qproxyctl_reopen_says_which_logs_it_could_not_reopen(qproxy_factory, backend_app,
+                                                             tmp_path):
+    """A log that cannot be reopened (its directory gone) is named in
+    qproxyctl's error, which exits 1; the file keeps its lines meanwhile
+    (the old descriptor stays). SIGUSR1 could only log it."""
+    logdir = tmp_path / "log"
+    logdir.mkdir()
+    log, err = logdir / "access.log", logdir / "error.log"
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server,
+        extra_global=[("access_log", str(log)), ("error_log", str(err))]))
+    os.rename(str(logdir), str(tmp_path / "moved"))
+    p = qproxyctl(q, "reopen")
+    os.rename(str(tmp_path / "moved"), str(logdir))
+    assert p.returncode == 1, (p.stdout, p.stderr)
+    nofile = os.strerror(errno.ENOENT)
+    assert p.stderr == ("qproxyctl: some log files were not reopened\n"
+                        "error log %s: %s\naccess log %s: %s\n" % (err, nofile, log, nofile))
+    assert p.stdout == ""
+    assert h3_get(q.url("/app/bytes/103")).status == 200
+    _wait_for_line(log, "/app/bytes/103")
+    p = qproxyctl(q, "reopen")
+    assert (p.returncode, p.stdout, p.stderr) == (0, "", "")
 
 
 @pytest.mark.parametrize("step", [3600, -3600])

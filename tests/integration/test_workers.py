@@ -804,16 +804,23 @@ def test_peers_and_conns_show_every_worker(qproxy_factory, backend_app):
     assert conns_text[0].split()[0] == "PEER" and len(conns_text) == 17, conns_text
 
 
-def test_sigusr1_reopens_the_access_log_in_every_worker(qproxy_factory, backend_app,
-                                                         tmp_path):
-    """Log rotation with workers: the supervisor passes SIGUSR1 on, and
-    every worker writes its access log lines to the new file, none to the
-    one moved away (a worker that kept the old file open would lose its
-    lines to a file logrotate deletes)."""
+@pytest.mark.parametrize("how", ["SIGUSR1", "qproxyctl"])
+def test_the_access_log_is_reopened_in_every_worker(qproxy_factory, backend_app, tmp_path,
+                                                    how):
+    """Log rotation with workers: the supervisor passes SIGUSR1 on, or asks
+    each worker at qproxyctl reopen, and every worker writes its access log
+    lines to the new file, none to the one moved away (a worker that kept
+    the old file open would lose its lines to a file logrotate deletes)."""
     log = tmp_path / "access.log"
     q = _workers(qproxy_factory, backend_app, glob=[("access_log", str(log))])
     os.rename(str(log), str(log) + ".1")
-    q.signal(signal.SIGUSR1)
+    if how == "SIGUSR1":
+        q.signal(signal.SIGUSR1)
+    else:
+        p = qproxyctl(q, "reopen")
+        assert (p.returncode, p.stdout, p.stderr) == (0, "", "")
+        # every worker has done it when qproxyctl returns
+        assert log.exists() and q.log_text().count("log files reopened") == N + 1
     wait_until(lambda: log.exists(), "a new access log", 5 * SLOW)
     # every worker has had the signal once the log says so as many times,
     # and the supervisor once
@@ -829,3 +836,25 @@ def test_sigusr1_reopens_the_access_log_in_every_worker(qproxy_factory, backend_
                "every request's line in the new file", 5 * SLOW)
     old = open(str(log) + ".1").read()
     assert not any("/app/bytes/%d" % (200 + i) in old for i in range(n)), old[-2000:]
+
+
+def test_qproxyctl_reopen_names_each_worker_that_failed(qproxy_factory, backend_app,
+                                                        tmp_path):
+    """With the log's directory gone, qproxyctl reopen fails (exit 1) with
+    the supervisor's failure and each worker's under its number; with it
+    back, it succeeds."""
+    logdir = tmp_path / "log"
+    logdir.mkdir()
+    log = logdir / "access.log"
+    q = _workers(qproxy_factory, backend_app, glob=[("access_log", str(log))])
+    os.rename(str(logdir), str(tmp_path / "moved"))
+    p = qproxyctl(q, "reopen")
+    os.rename(str(tmp_path / "moved"), str(logdir))
+    assert p.returncode == 1, (p.stdout, p.stderr)
+    lines = p.stderr.splitlines()
+    assert lines[0] == "qproxyctl: some log files were not reopened", lines
+    failed = "access log %s: %s" % (log, os.strerror(2))
+    assert lines[1:] == ["supervisor: " + failed] + \
+        ["worker %d: %s" % (i, failed) for i in range(N)], lines
+    p = qproxyctl(q, "reopen")
+    assert (p.returncode, p.stdout, p.stderr) == (0, "", "")

@@ -55,7 +55,7 @@ test_parse(void)
 {
 	static const char *const cmds[] = {
 		"stats", "conns", "peers", "tls", "backends", "routes", "reload",
-		"version",
+		"reopen", "version",
 	};
 	char line[2048];
 	const char *cmd, *err, *args;
@@ -65,7 +65,8 @@ test_parse(void)
 		snprintf(line, sizeof(line), "QPROXY/1 %s", cmds[i]);
 		parse_ok(line, cmds[i], false);
 		snprintf(line, sizeof(line), "QPROXY/1 %s json", cmds[i]);
-		if (strcmp(cmds[i], "reload") == 0)
+		if (strcmp(cmds[i], "reload") == 0 ||
+		    strcmp(cmds[i], "reopen") == 0)
 			parse_bad(line, "unexpected argument");
 		else
 			parse_ok(line, cmds[i], true);
@@ -248,6 +249,20 @@ fake_reload(struct strbuf *out, void *arg)
 	}
 }
 
+/* fails with two lines, then succeeds without a word */
+static int
+fake_reopen(struct strbuf *out, void *arg)
+{
+	static unsigned reopens;
+
+	if (reopens++ == 0) {
+		strbuf_printf(out, "access log /x/a.log: Permission denied\n"
+		    "worker 1: no answer\n");
+		return -1;
+	}
+	return 0;
+}
+
 static void
 fake_version(struct strbuf *out, bool json, void *arg)
 {
@@ -286,6 +301,7 @@ static const struct control_ops fake_ops = {
 	.conns = fake_conns,
 	.backends = fake_backends,
 	.reload = fake_reload,
+	.reopen = fake_reopen,
 	.version = fake_version,
 	.upgrade = fake_upgrade,
 };
@@ -510,6 +526,11 @@ test_commands(const char *path)
 	    "ERR reload refused\nx.conf:3: bad\nx.conf:7: worse\n");
 	expect(path, "QPROXY/1 reload\n", "OK\nconfiguration reloaded\n");
 	expect(path, "QPROXY/1 reload\n", "ERR shutting down\n");
+	expect(path, "QPROXY/1 reopen\n", "ERR some log files were not "
+	    "reopened\naccess log /x/a.log: Permission denied\n"
+	    "worker 1: no answer\n");
+	expect(path, "QPROXY/1 reopen\n", "OK\n");
+	expect(path, "QPROXY/1 reopen json\n", "ERR unexpected argument\n");
 	/* its lines on one: "; " between them */
 	expect(path, "QPROXY/1 upgrade\n", "ERR the new process exited before "
 	    "it was ready; process 7: exit status 1\n");

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "strbuf.h"
 #include "unit.h"
 
 static char dir[64], dir2[80];
@@ -497,8 +498,9 @@ test_access_stderr_off(void)
 static void
 test_reopen(void)
 {
-	char	 err[256], acc[256], err1[300], acc1[300];
+	char	 err[256], acc[256], err1[300], acc1[300], want[700];
 	char	*s;
+	struct strbuf why;
 
 	snprintf(err, sizeof(err), "%s", tpath("error.log"));
 	snprintf(acc, sizeof(acc), "%s", tpath("access.log"));
@@ -514,7 +516,7 @@ test_reopen(void)
 	CHECK_EQ_INT(rename(acc, acc1), 0);
 	log_warnx("between");
 	access_log_write(&reset);
-	CHECK_EQ_INT(log_reopen(), 0);
+	CHECK_EQ_INT(log_reopen(NULL), 0);
 	log_warnx("after");
 	access_log_write(&sample);
 
@@ -535,8 +537,14 @@ test_reopen(void)
 
 	/* The directory is gone: -1, and the old files keep the lines. */
 	CHECK_EQ_INT(rename(dir, dir2), 0);
-	CHECK_EQ_INT(log_reopen(), -1);
+	strbuf_init(&why, 4096);
+	CHECK_EQ_INT(log_reopen(&why), -1);
 	CHECK_EQ_INT(errno, ENOENT);
+	/* one line a file, for qproxyctl reopen */
+	snprintf(want, sizeof(want), "error log %s: %s\naccess log %s: %s\n",
+	    err, strerror(ENOENT), acc, strerror(ENOENT));
+	CHECK_EQ_STR(strbuf_str(&why), want);
+	strbuf_free(&why);
 	CHECK_EQ_INT(rename(dir2, dir), 0);
 	log_warnx("kept");
 	access_log_write(&reset);
@@ -552,7 +560,7 @@ test_reopen(void)
 	CHECK_EQ_INT(log_open("stderr"), 0);
 	access_log_close();
 	/* Nothing to reopen. */
-	CHECK_EQ_INT(log_reopen(), 0);
+	CHECK_EQ_INT(log_reopen(NULL), 0);
 	unlink(err);
 	unlink(acc);
 	unlink(err1);
