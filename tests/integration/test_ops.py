@@ -1131,7 +1131,6 @@ def _logrotate_conf(q, logdir, path):
     return str(path)
 
 
-@pytest.mark.skipif(shutil.which("logrotate") is None, reason="no logrotate")
 def test_logrotate_rotates_the_logs_and_qproxyctl_reopens_them(qproxy_factory, backend_app,
                                                                tmp_path):
     """The logrotate file that make install writes, run by logrotate
