@@ -53,10 +53,12 @@ struct control {
 	unsigned		 nclients;
 };
 
-static const char *const control_commands[] = {
+const char *const control_commands[] = {
 	"stats", "conns", "peers", "tls", "backends", "routes", "metrics",
 	"reload", "reopen", "version", "disable", "enable", "upgrade",
 };
+const size_t control_ncommands =
+    sizeof(control_commands) / sizeof(control_commands[0]);
 
 bool
 control_takes_args(const char *cmd)
@@ -739,12 +741,11 @@ control_parse(const char *line, const char **cmd, bool *json,
 		*err = "malformed request";
 		return -1;
 	}
-	for (i = 0; i < sizeof(control_commands) / sizeof(control_commands[0]);
-	    i++)
+	for (i = 0; i < control_ncommands; i++)
 		if (strlen(control_commands[i]) == len &&
 		    strncmp(word, control_commands[i], len) == 0)
 			break;
-	if (i == sizeof(control_commands) / sizeof(control_commands[0])) {
+	if (i == control_ncommands) {
 		*err = control_quote("unknown command", word, len);
 		return -1;
 	}

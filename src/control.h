@@ -84,6 +84,9 @@ void		 control_close(struct control *);
  */
 int		 control_parse(const char *line, const char **cmd, bool *json,
 		    const char **arg, const char **err);
+/* The command words, for the daemon and for qproxyctl. */
+extern const char *const control_commands[];
+extern const size_t control_ncommands;
 /* Whether a command (a word control_parse gave) takes arguments. */
 bool		 control_takes_args(const char *cmd);
 /* Whether it may be followed by "json" (reload, reopen, upgrade and the

@@ -23,12 +23,6 @@
 #define CTL_TIMEOUT_MS		10000
 #define CTL_MAX_READ		(CONTROL_MAX_REPLY + 4096)
 
-static const char *const ctl_commands[] = {
-	"stats", "conns", "peers", "tls", "backends", "routes", "metrics",
-	"reload", "reopen", "version", "disable", "enable", "upgrade",
-};
-#define CTL_NCOMMANDS	(sizeof(ctl_commands) / sizeof(ctl_commands[0]))
-
 static const char *ctl_socket = CTL_DEFAULT_SOCKET;
 /* --http: one HTTP request on standard input, its answer on the output */
 static int ctl_http;
@@ -114,11 +108,11 @@ ctl_match(const char *s)
 	const char *found = NULL;
 	size_t i, n = strlen(s), nfound = 0;
 
-	for (i = 0; i < CTL_NCOMMANDS; i++) {
-		if (strcmp(s, ctl_commands[i]) == 0)
-			return ctl_commands[i];
-		if (n > 0 && strncmp(s, ctl_commands[i], n) == 0) {
-			found = ctl_commands[i];
+	for (i = 0; i < control_ncommands; i++) {
+		if (strcmp(s, control_commands[i]) == 0)
+			return control_commands[i];
+		if (n > 0 && strncmp(s, control_commands[i], n) == 0) {
+			found = control_commands[i];
 			nfound++;
 		}
 	}
