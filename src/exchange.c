@@ -167,7 +167,8 @@ struct exchange {
 	bool			 saw_full;	/* a server taken had no room */
 	size_t			 first_server;	/* of attempt 0 */
 	uint64_t		 client_hash;	/* client_hash's, at attempt 0 */
-	struct upstream_server	*counted;	/* in its requests already */
+	struct upstream_server	*counted;	/* in its requests already, and
+						   not failed there since */
 	struct upstream_conn	*uc;		/* or NULL */
 	struct upstream_waiter	 waiter;	/* for room: max_connections */
 	bool			 ready;		/* on ready_queue */
@@ -870,6 +871,7 @@ ex_server_failed(struct exchange *ex)
 	    ex->backend);
 
 	k->failures++;
+	ex->counted = NULL;
 	if (++k->fails_in_row < b->max_fails || b->max_fails == 0)
 		return;
 	if (k->state != UPSTREAM_DOWN) {
@@ -1949,11 +1951,6 @@ ex_connected(struct exchange *ex)
 	    upstream_backend(ex_pools(ex), ex->backend);
 
 	ex->state = EX_FORWARD;
-	/* sent again to the same server (ex_retry), it is still one */
-	if (ex->counted != ex->server) {
-		ex->server->ctr->requests++;
-		ex->counted = ex->server;
-	}
 	/* up, unless its responses failed it: then a response tells */
 	if (b->max_fails == 0 || ex->server->ctr->fails_in_row < b->max_fails)
 		ex->server->ctr->state = UPSTREAM_UP;
@@ -1961,6 +1958,21 @@ ex_connected(struct exchange *ex)
 	ex_arm_timer(ex, ex_read_timeout(ex));
 	ev_io_start(ex_loop(ex), &ex->uc->rio);
 	ex_write(ex);
+}
+
+/*
+ * The request is given to ex->server: on a pooled connection, or a new one
+ * whether or not it connects, so that each of the server's failures is
+ * one of its requests. Sent again to the same server (ex_resend), it is
+ * still one; after a failure there, going back to it is another.
+ */
+static void
+ex_count_request(struct exchange *ex)
+{
+	if (ex->counted != ex->server) {
+		ex->server->ctr->requests++;
+		ex->counted = ex->server;
+	}
 }
 
 /* A connection to ex->server failed or timed out: closed and counted. */
@@ -1974,6 +1986,7 @@ ex_connect_failed(struct exchange *ex, const char *why)
 	    ex->server->cfg->text, why);
 	stats.upstream_connect_failures++;
 	ex->server->ctr->failures++;
+	ex->counted = NULL;
 	ex->server->ctr->state = UPSTREAM_DOWN;
 	ex->server->ctr->down_since = mono_now();
 	ex_upstream_close(ex, false);
@@ -1999,13 +2012,17 @@ ex_use_server(struct exchange *ex)
 	 */
 	if (!ex->retried && (uc = upstream_take_idle(ex->server,
 	    !ex_may_retry(ex), ex_io_cb, ex)) != NULL) {
+		ex_count_request(ex);
 		ex_attach(ex, uc, true);
 		ex_connected(ex);
 		return 0;
 	}
 	if (upstream_full(ex->server))
 		return 1;
-	if ((uc = upstream_connect(ex->server, ex_io_cb, ex)) == NULL) {
+	uc = upstream_connect(ex->server, ex_io_cb, ex);
+	if (uc != NULL || (errno != EMFILE && errno != ENFILE))
+		ex_count_request(ex);
+	if (uc == NULL) {
 		if (errno == EMFILE || errno == ENFILE) {
 			static struct log_limit lim;
 
@@ -2886,6 +2903,9 @@ ex_parse_rbuf(struct exchange *ex)
 		    ex->backend)->retry_status[resp.status - 500])) {
 			char why[32];
 
+			/* a response all the same: its head came */
+			hist_add(&ex->server->ctr->ttfb,
+			    mono_now() - ex->forwarded);
 			snprintf(why, sizeof(why), "answered %d", resp.status);
 			ex_try_next(ex, why);
 			return;

@@ -17,6 +17,7 @@ import pytest
 
 from helpers import (SLOW, _global_section, _listener_section, app_sections, h3_get, metric,
                      metrics, qproxy_binary, qproxyctl_binary, raw_exchange, wait_until)
+import backend as backend_mod
 
 COMMANDS = ("stats", "conns", "backends", "routes", "metrics", "reload", "version")
 
@@ -388,6 +389,75 @@ def test_routes_shows_each_route(qproxy_factory, backend_app):
         ("app", "app", 3), ("gone", "return-410", 1), ("old", "redirect-301", 1)]
     assert j[0]["responses"] == {"1xx": 0, "2xx": 2, "3xx": 0, "4xx": 0, "5xx": 1}
     assert j[0]["duration_avg_ms"] > 0
+
+
+
+def _servers(socket_path):
+    """{(backend, server): its row of backends --json}."""
+    j = json.loads(qproxyctl(["backends", "--json"], socket_path).stdout)
+    return {(b["name"], s["address"]): s for b in j["backends"] for s in b["servers"]}
+
+
+def test_backends_count_each_request_a_server_was_given(qproxy_factory, backend_app,
+                                                       backend_other, refusing):
+    """REQUESTS counts every request given to a server, FAILURES those of
+    them that failed there, so that FAILURES is never above REQUESTS: a
+    server that refused its connection showed REQUESTS 0 FAILURES 1 (an
+    operator's acceptance pass). TTFB_MS averages every response head a
+    server sent, a 503 that retry_on passed on to the next server too: it
+    had a first byte, and the server showed TTFB 0 with a request and a
+    failure counted. The metrics' series say the same."""
+    busy = backend_mod.Fixed(b"HTTP/1.1 503 Service Unavailable\r\n"
+                             b"Content-Length: 5\r\n\r\nbusy\n")
+    down = "127.0.0.1:%d" % refusing.port
+    try:
+        q = qproxy_factory(sections=app_sections(backend_app.tcp_server, backends=[
+            ("backend down", [("server", down)]),
+            ("backend busy", [("server", busy.server), ("server", backend_other.tcp_server),
+                              ("max_fails", "0"), ("retry_on", "503")])], routes=[
+            ("route down", [("path_prefix", "/down/"), ("backend", "down"),
+                            ("strip_prefix", "on")]),
+            ("route busy", [("path_prefix", "/busy/"), ("backend", "busy"),
+                            ("strip_prefix", "on")])]))
+        assert h3_get(q.url("/down/bytes/3")).status == 502
+        # round robin: one of the two starts at busy, which answers 503
+        assert [h3_get(q.url("/busy/bytes/3")).status for _ in range(2)] == [200, 200]
+        assert busy.count == 1
+        rows = _servers(q.control_socket)
+        r = rows[("down", down)]
+        assert (r["state"], r["requests"], r["failures"]) == ("down", 1, 1), r
+        assert r["ttfb_avg_ms"] == 0, r
+        r = rows[("busy", busy.server)]
+        assert (r["requests"], r["failures"]) == (1, 1), r
+        assert r["ttfb_avg_ms"] > 0, r
+        r = rows[("busy", backend_other.tcp_server)]
+        assert (r["requests"], r["failures"]) == (2, 0), r
+        assert r["ttfb_avg_ms"] > 0, r
+        for r in rows.values():
+            assert r["failures"] <= r["requests"], rows
+
+        # the table and the metrics: the same figures
+        p = qproxyctl(["backends"], q.control_socket)
+        lines = p.stdout.splitlines()
+        assert lines[0].split() == ["BACKEND", "SERVER", "STATE", "ACTIVE", "REQUESTS",
+                                    "FAILURES", "IDLE", "TTFB_MS"], p.stdout
+        table = {(l.split()[0], l.split()[1]): l.split()[2:] for l in lines[1:]}
+        # STATE ACTIVE REQUESTS FAILURES IDLE TTFB_MS
+        assert table[("down", down)][:5] == ["down", "0", "1", "1", "0"], p.stdout
+        assert table[("down", down)][5] == "0.00", p.stdout
+        assert table[("busy", busy.server)][2:4] == ["1", "1"], p.stdout
+        assert float(table[("busy", busy.server)][5]) > 0, p.stdout
+        fams = metrics(q.control_socket)
+        ttfb = "qproxy_backend_server_ttfb_seconds"
+        for (b, s), want in ((("down", down), (1, 1, 0)), (("busy", busy.server), (1, 1, 1)),
+                             (("busy", backend_other.tcp_server), (2, 0, 2))):
+            srv = {"backend": b, "server": s}
+            got = (metric(fams, "qproxy_backend_server_requests", **srv),
+                   metric(fams, "qproxy_backend_server_failures", **srv),
+                   metric(fams, ttfb, ttfb + "_count", **srv))
+            assert got == want, (srv, got)
+    finally:
+        busy.close()
 
 
 @pytest.mark.parametrize("word", ["", "frobnicate"])
