@@ -2418,6 +2418,37 @@ def test_max_connections_wait_before_a_down_server(qproxy_factory, backend_app, 
     assert (st["connect_failures"], st["queued_total"]) == (1, 1), st
 
 
+def test_a_server_failed_again_after_a_wait_counts_a_request_again(qproxy_factory,
+                                                                    backend_app, refusing):
+    """A request given to a server again after failing there (here, after
+    waiting in line for room at the other server, max_connections = 1)
+    counts again in its REQUESTS: it counted there once per request, and a
+    server refused twice by one request showed more FAILURES than
+    REQUESTS. (fail_timeout = 0: the refusing server is never passed over.
+    Three refusals of two requests, one of which waited: a request is
+    refused at most once before it waits, and once after, so the one
+    that waited was refused twice.)"""
+    down = "127.0.0.1:%d" % refusing.port
+    q = qproxy_factory(sections=lambda port, c, k: [
+        ("listener main", [("address", "127.0.0.1:%d" % port),
+                           ("certificate", c), ("private_key", k)]),
+        ("backend app", [("server", backend_app.tcp_server), ("server", down),
+                         ("max_connections", "1"), ("fail_timeout", "0"),
+                         ("connect_timeout", "%gs" % (10 * SLOW))]),
+        ("route app", [("path_prefix", "/app/"), ("backend", "app")])])
+    got = _in_parallel(
+        lambda: h3_get(q.url("/app/bytes/10?wait=%d" % (500 * SLOW)), timeout=30 * SLOW),
+        lambda: h3_get(q.url("/app/bytes/20"), timeout=30 * SLOW))
+    assert [r.status for r in got] == [200, 200], got
+    st = stats(q)
+    assert (st["upstream"]["connect_failures"], st["upstream"]["queued_total"]) == (3, 1), \
+        st["upstream"]
+    rows = {s["address"]: s for s in st["backends"][0]["servers"]}
+    assert (rows[down]["requests"], rows[down]["failures"]) == (3, 3), rows
+    assert (rows[backend_app.tcp_server]["requests"],
+            rows[backend_app.tcp_server]["failures"]) == (2, 0), rows
+
+
 @pytest.mark.parametrize("framing", ["chunked", "length"])
 def test_bytes_after_a_body_on_a_read_boundary_never_reach_a_waiting_request(
         qproxy_factory, backend_app, framing):
