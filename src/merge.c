@@ -4,10 +4,12 @@
  * so they are walked side by side, token by token:
  *
  * - an integer is the sum of the workers' (connections, requests, bytes);
- * - a decimal (a backend server's mean time to first byte) is the mean
- *   of the workers', weighted by their requests to that server: the
- *   number in the column headed REQUESTS of its row, or after the key
- *   "requests" before it; without one, the mean of those that are not 0;
+ * - a decimal (a backend server's mean time to first byte, a route's
+ *   mean duration) is the mean of the workers', weighted by the number
+ *   of what it is the mean of: the last number before it in a column
+ *   headed RESPONSES (a server's response heads) or REQUESTS, or after
+ *   the key "responses" or "requests"; without one, the mean of those
+ *   that are not 0;
  * - a decimal on a line that begins with a word ending in "_sum" (a
  *   Prometheus histogram's, in qproxyctl metrics) is the sum;
  * - a value every worker has alike (uptime, the configuration generation,
@@ -197,7 +199,7 @@ merge_replies(const char *const *texts, size_t n, struct strbuf *out)
 	enum merge_how how;
 	size_t pos[MERGE_MAX], excess = 0, k, len;
 	unsigned long long weight[MERGE_MAX];
-	int field = 0, req_col = -1;	/* fields from 1; REQUESTS' */
+	int field = 0, req_col = -1;	/* fields from 1; the weight's */
 	bool same, in_field = false, weighted = false;
 
 	if (n == 0 || n > MERGE_MAX)
@@ -227,10 +229,11 @@ merge_replies(const char *const *texts, size_t n, struct strbuf *out)
 			if (field == 1)
 				head = t[0];
 		}
-		if (t[0].kind == TOK_WORD && word_is(&t[0], "REQUESTS"))
+		if (t[0].kind == TOK_WORD && (word_is(&t[0], "REQUESTS") ||
+		    word_is(&t[0], "RESPONSES")))
 			req_col = field;
 		if (t[0].kind == TOK_INT && ((req_col > 0 && field == req_col) ||
-		    word_is(&word, "requests"))) {
+		    word_is(&word, "requests") || word_is(&word, "responses"))) {
 			for (k = 0; k < n; k++)
 				weight[k] = strtoull(t[k].p, NULL, 10);
 			weighted = true;

@@ -808,9 +808,10 @@ upstream_report(struct upstream_pool *pools, struct strbuf *out, bool json)
 				wserver = MAX(wserver, (int)strlen(
 				    pools[b].servers[i].cfg->text));
 		}
-		strbuf_printf(out, "%-*s %-*s %-9s %6s %9s %8s %5s %8s\n",
+		/* RESPONSES before TTFB_MS: merge.c weighs the mean by it */
+		strbuf_printf(out, "%-*s %-*s %-9s %6s %9s %8s %5s %9s %8s\n",
 		    wname, "BACKEND", wserver, "SERVER", "STATE", "ACTIVE",
-		    "REQUESTS", "FAILURES", "IDLE", "TTFB_MS");
+		    "REQUESTS", "FAILURES", "IDLE", "RESPONSES", "TTFB_MS");
 	}
 	for (size_t b = 0; b < pools[0].npools; b++) {
 		struct upstream_pool *p = &pools[b];
@@ -828,22 +829,24 @@ upstream_report(struct upstream_pool *pools, struct strbuf *out, bool json)
 
 			if (!json) {
 				strbuf_printf(out, "%-*s %-*s %-9s %6llu %9llu "
-				    "%8llu %5zu %8.2f\n", wname, p->cfg->name,
-				    wserver, s->cfg->text, state_name(k),
-				    (unsigned long long)k->active,
+				    "%8llu %5zu %9llu %8.2f\n", wname,
+				    p->cfg->name, wserver, s->cfg->text,
+				    state_name(k), (unsigned long long)k->active,
 				    (unsigned long long)k->requests,
 				    (unsigned long long)k->failures, s->nidle,
-				    ttfb);
+				    (unsigned long long)k->ttfb.count, ttfb);
 				continue;
 			}
 			strbuf_printf(out, "%s{\"address\":", i ? "," : "");
 			strbuf_json_string(out, s->cfg->text);
 			strbuf_printf(out, ",\"state\":\"%s\",\"active\":%llu,"
 			    "\"requests\":%llu,\"failures\":%llu,\"idle\":%zu,"
-			    "\"ttfb_avg_ms\":%.3f,\"weight\":%u,\"backup\":%s}",
+			    "\"responses\":%llu,\"ttfb_avg_ms\":%.3f,"
+			    "\"weight\":%u,\"backup\":%s}",
 			    state_name(k), (unsigned long long)k->active,
 			    (unsigned long long)k->requests,
-			    (unsigned long long)k->failures, s->nidle, ttfb,
+			    (unsigned long long)k->failures, s->nidle,
+			    (unsigned long long)k->ttfb.count, ttfb,
 			    s->cfg->weight, s->cfg->backup ? "true" : "false");
 		}
 		if (json)

@@ -406,7 +406,8 @@ def test_backends_count_each_request_a_server_was_given(qproxy_factory, backend_
     operator's acceptance pass). TTFB_MS averages every response head a
     server sent, a 503 that retry_on passed on to the next server too: it
     had a first byte, and the server showed TTFB 0 with a request and a
-    failure counted. The metrics' series say the same."""
+    failure counted; RESPONSES counts those heads. The metrics' series
+    say the same."""
     busy = backend_mod.Fixed(b"HTTP/1.1 503 Service Unavailable\r\n"
                              b"Content-Length: 5\r\n\r\nbusy\n")
     down = "127.0.0.1:%d" % refusing.port
@@ -425,13 +426,14 @@ def test_backends_count_each_request_a_server_was_given(qproxy_factory, backend_
         assert busy.count == 1
         rows = _servers(q.control_socket)
         r = rows[("down", down)]
-        assert (r["state"], r["requests"], r["failures"]) == ("down", 1, 1), r
+        assert (r["state"], r["requests"], r["failures"], r["responses"]) == \
+            ("down", 1, 1, 0), r
         assert r["ttfb_avg_ms"] == 0, r
         r = rows[("busy", busy.server)]
-        assert (r["requests"], r["failures"]) == (1, 1), r
+        assert (r["requests"], r["failures"], r["responses"]) == (1, 1, 1), r
         assert r["ttfb_avg_ms"] > 0, r
         r = rows[("busy", backend_other.tcp_server)]
-        assert (r["requests"], r["failures"]) == (2, 0), r
+        assert (r["requests"], r["failures"], r["responses"]) == (2, 0, 2), r
         assert r["ttfb_avg_ms"] > 0, r
         for r in rows.values():
             assert r["failures"] <= r["requests"], rows
@@ -440,13 +442,13 @@ def test_backends_count_each_request_a_server_was_given(qproxy_factory, backend_
         p = qproxyctl(["backends"], q.control_socket)
         lines = p.stdout.splitlines()
         assert lines[0].split() == ["BACKEND", "SERVER", "STATE", "ACTIVE", "REQUESTS",
-                                    "FAILURES", "IDLE", "TTFB_MS"], p.stdout
+                                    "FAILURES", "IDLE", "RESPONSES", "TTFB_MS"], p.stdout
         table = {(l.split()[0], l.split()[1]): l.split()[2:] for l in lines[1:]}
-        # STATE ACTIVE REQUESTS FAILURES IDLE TTFB_MS
-        assert table[("down", down)][:5] == ["down", "0", "1", "1", "0"], p.stdout
-        assert table[("down", down)][5] == "0.00", p.stdout
+        # STATE ACTIVE REQUESTS FAILURES IDLE RESPONSES TTFB_MS
+        assert table[("down", down)] == ["down", "0", "1", "1", "0", "0", "0.00"], p.stdout
         assert table[("busy", busy.server)][2:4] == ["1", "1"], p.stdout
-        assert float(table[("busy", busy.server)][5]) > 0, p.stdout
+        assert table[("busy", busy.server)][5] == "1", p.stdout
+        assert float(table[("busy", busy.server)][6]) > 0, p.stdout
         fams = metrics(q.control_socket)
         ttfb = "qproxy_backend_server_ttfb_seconds"
         for (b, s), want in ((("down", down), (1, 1, 0)), (("busy", busy.server), (1, 1, 1)),

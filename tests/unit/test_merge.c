@@ -144,6 +144,19 @@ main(void)
 	    "BACKEND  SERVER            STATE  ACTIVE  REQUESTS  TTFB_MS\n"
 	    "app      127.0.0.1:8080    up     0       30        2.00\n"
 	    "app      [2001:db8::1:2]:8 up     0       0         0.00\n");
+	/* a server's responses rather than its requests, where it has
+	 * them: 20 refused by the second worker count no time */
+	CHECK_MERGED(
+	    "BACKEND  SERVER          REQUESTS  IDLE  RESPONSES  TTFB_MS\n"
+	    "app      127.0.0.1:8080  30        1     10         4.00\n", 2,
+	    "BACKEND  SERVER          REQUESTS  IDLE  RESPONSES  TTFB_MS\n"
+	    "app      127.0.0.1:8080  5         1     5          5.00\n",
+	    "BACKEND  SERVER          REQUESTS  IDLE  RESPONSES  TTFB_MS\n"
+	    "app      127.0.0.1:8080  25        0     5          3.00\n");
+	CHECK_MERGED(
+	    "{\"requests\":30,\"idle\":1,\"responses\":10,\"ttfb_avg_ms\":4.000}", 2,
+	    "{\"requests\":5,\"idle\":1,\"responses\":5,\"ttfb_avg_ms\":5.000}",
+	    "{\"requests\":25,\"idle\":0,\"responses\":5,\"ttfb_avg_ms\":3.000}");
 	/* and after the key "requests"; a listener named 443 stays 443, in
 	 * a JSON string or a table's first column */
 	CHECK_MERGED(
