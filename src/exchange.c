@@ -169,6 +169,8 @@ struct exchange {
 	uint64_t		 client_hash;	/* client_hash's, at attempt 0 */
 	struct upstream_server	*counted;	/* in its requests already, and
 						   not failed there since */
+	struct upstream_server	*given;		/* the last one given it, for
+						   the access log; or NULL */
 	struct upstream_conn	*uc;		/* or NULL */
 	struct upstream_waiter	 waiter;	/* for room: max_connections */
 	bool			 ready;		/* on ready_queue */
@@ -1969,6 +1971,7 @@ ex_connected(struct exchange *ex)
 static void
 ex_count_request(struct exchange *ex)
 {
+	ex->given = ex->server;
 	if (ex->counted != ex->server) {
 		ex->server->ctr->requests++;
 		ex->counted = ex->server;
@@ -3667,7 +3670,8 @@ ex_log(struct exchange *ex)
 	e.req_bytes = ex->body_received;
 	e.resp_bytes = ex->resp_bytes;
 	e.duration = mono_now() - ex->started;
-	e.backend = ex->server != NULL ? ex->server->cfg->text : "-";
+	/* not ex->server: one passed over (disabled, full) when none took it */
+	e.backend = ex->given != NULL ? ex->given->cfg->text : "-";
 	e.quic_version = ngtcp2_conn_get_negotiated_version(ex->qc->conn);
 	e.request_id = ex->id[0] != '\0' ? ex->id : NULL;
 	e.route = ex->route != NULL ? ex->route->name : NULL;

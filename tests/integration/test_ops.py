@@ -1351,6 +1351,28 @@ def test_access_log_json(qproxy_factory, backend_app, tmp_path):
     assert m["status"] == 404 and m["backend"] == "-"
 
 
+def test_access_log_names_no_server_for_a_request_given_to_none(qproxy_factory, backend_app,
+                                                                tmp_path):
+    """BACKEND is the server that took the request (qproxy.conf(5)): a
+    request answered 503 as every server of its backend was disabled was
+    logged with the disabled server's address, where qproxyctl backends
+    counted it at none."""
+    log = tmp_path / "access.json"
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server,
+        extra_global=[("access_log", str(log)), ("access_log_format", "json")]))
+    assert qproxyctl(q, "disable", "app", backend_app.tcp_server).returncode == 0
+    assert h3_get(q.url("/app/bytes/5")).status == 503
+    assert qproxyctl(q, "enable", "app", backend_app.tcp_server).returncode == 0
+    assert h3_get(q.url("/app/bytes/6")).status == 200
+    wait_until(lambda: log.exists() and "/app/bytes/6" in log.read_text(), "both logged")
+    entries = {e["path"]: e for e in map(json.loads, log.read_text().splitlines())}
+    assert (entries["/app/bytes/5"]["status"], entries["/app/bytes/5"]["backend"]) == \
+        (503, "-"), entries
+    assert entries["/app/bytes/6"]["backend"] == backend_app.tcp_server, entries
+    assert _server_row(q)["requests"] == 1
+
+
 def test_access_log_lines_fit_a_pipe_whole(qproxy_factory, backend_app, tmp_path):
     """A pipe (standard error under Docker, a named pipe to a logger) takes
     a write of up to PIPE_BUF (4096) bytes whole; a longer one may be split
