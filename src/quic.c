@@ -1403,6 +1403,24 @@ gso_refused(struct quic_server *srv, struct udp_sock *sock,
 }
 
 /*
+ * Sends len bytes, datagrams of seg bytes, in one sendmsg (UDP_SEGMENT for
+ * more than one), and counts a train that went as a GSO batch: as it is
+ * sent, whether first or from the socket's write callback.
+ */
+static int
+send_gso(int fd, const uint8_t *buf, size_t len, size_t seg,
+    const struct addr *remote, const struct addr *local, uint8_t ecn)
+{
+	if (udp_send_gso(fd, buf, len, seg, remote, local, ecn) == -1)
+		return -1;
+	if (len > seg) {
+		stats.gso_batches++;
+		stats.gso_datagrams += (len + seg - 1) / seg;
+	}
+	return 0;
+}
+
+/*
  * Sends a train of datagrams of seg bytes (the last may be shorter) on one
  * path, with GSO when the kernel has it. A train the socket refuses is
  * kept whole and sent when the socket is writable; returns -1 then.
@@ -1422,10 +1440,8 @@ send_train(struct qconn *qc, const uint8_t *buf, size_t len, size_t seg,
 	addr_set(&local, (const struct sockaddr *)path->local.addr,
 	    path->local.addrlen);
 	if (n > 1 && !srv->no_gso) {
-		rv = udp_send_gso(sock->fd, buf, len, seg, &remote, &local, ecn);
+		rv = send_gso(sock->fd, buf, len, seg, &remote, &local, ecn);
 		if (rv == 0) {
-			stats.gso_batches++;
-			stats.gso_datagrams += n;
 			off = len;
 			goto sent;
 		}
@@ -2380,7 +2396,7 @@ quic_sock_write_cb(struct ev_loop *loop, ev_io *w, int revents)
 			len = p->len - p->off;
 			if (qc->srv->no_gso && len > seg)
 				len = seg;
-			if (udp_send_gso(sock->fd, p->data + p->off, len, seg,
+			if (send_gso(sock->fd, p->data + p->off, len, seg,
 			    &p->remote, &p->local, p->ecn) == -1) {
 				if (len > seg && gso_refused(qc->srv, sock,
 				    p->data + p->off, seg, &p->remote,

@@ -134,10 +134,14 @@ def _preload(q, name, lib, **env):
     q.binary = wrapper
 
 
-def preload_sendshim(q, flags_dir):
+def preload_sendshim(q, flags_dir, gso_eagain=None):
     """Makes the not yet started q run with sendshim.so preloaded: its UDP
-    sends fail while files of flags_dir say so (see sendshim.c)."""
-    _preload(q, "sendshim", sendshim_library(), SENDSHIM_DIR=flags_dir)
+    sends fail while files of flags_dir say so, and with gso_eagain=K every
+    K-th train sent with GSO fails with EAGAIN (see sendshim.c)."""
+    env = {"SENDSHIM_DIR": flags_dir}
+    if gso_eagain is not None:
+        env["SENDSHIM_GSO_EAGAIN"] = str(gso_eagain)
+    _preload(q, "sendshim", sendshim_library(), **env)
 
 
 def preload_execdelay(q, pidfile=None, worker_sleep=None):

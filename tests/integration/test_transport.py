@@ -535,9 +535,10 @@ def test_quic_v2_for_a_client_that_prefers_it(qproxy_factory, certificate,
     assert (tmp_path / "10").read_bytes() == __import__("helpers").expected_body(10)
 
 
-def _shimmed(qproxy_factory, backend_app, tmp_path, *flags):
+def _shimmed(qproxy_factory, backend_app, tmp_path, *flags, gso_eagain=None):
     """A private qproxy whose UDP sends fail while files in tmp_path/flags
-    say so (tests/tools/sendshim.c), flags set from the start."""
+    say so (tests/tools/sendshim.c), flags set from the start; with
+    gso_eagain=K, every K-th train sent with GSO fails with EAGAIN."""
     flags_dir = tmp_path / "flags"
     flags_dir.mkdir()
     for f in flags:
@@ -545,7 +546,7 @@ def _shimmed(qproxy_factory, backend_app, tmp_path, *flags):
     q = qproxy_factory(sections=lambda port, c, k: _sections(
         c, k, port, backend_app.tcp_server, str(tmp_path / "s"), retry="never"),
         start=False)
-    preload_sendshim(q, str(flags_dir))
+    preload_sendshim(q, str(flags_dir), gso_eagain=gso_eagain)
     q.start()
     return q, flags_dir
 
@@ -587,6 +588,24 @@ def test_gso_refused_for_a_train_held_back(qproxy_factory, backend_app, tmp_path
     udp = stats(q)["udp"]
     assert udp["send_errors"] == 0, udp
     assert q.log_text().count("UDP GSO refused") == 1, q.log_tail()
+
+
+def test_gso_counts_trains_held_back(qproxy_factory, backend_app, tmp_path):
+    """A train the socket refused (EAGAIN) and sent later from the socket's
+    write callback is a GSO batch as any other: gso_batches and
+    gso_datagrams count every sendmsg with UDP_SEGMENT that went, once.
+    Those sent later were left out."""
+    q, flags = _shimmed(qproxy_factory, backend_app, tmp_path, gso_eagain=5)
+    n = 2 * 1024 * 1024
+    r = h3_get(q.url("/app/bytes/%d" % n), timeout=60)
+    assert r.status == 200 and r.sha256 == expected_sha256(n)
+    udp = stats(q)["udp"]
+    # one in 5 refused: a fifth or so of the batches went from the callback
+    assert udp["send_blocked"] >= 5, udp
+    assert udp["send_errors"] == 0, udp
+    batches, datagrams = map(int, (flags / "gso-sent").read_text().split())
+    assert batches >= 20, batches
+    assert (udp["gso_batches"], udp["gso_datagrams"]) == (batches, datagrams), udp
 
 
 def test_gso_batches_during_a_large_transfer(qp):
