@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <poll.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +22,8 @@
 
 #define CTL_DEFAULT_SOCKET	"/run/qproxy/control.sock"
 #define CTL_TIMEOUT_MS		10000
-#define CTL_MAX_READ		(CONTROL_MAX_REPLY + 4096)
+/* a reply is read whole, to its end: conns has no bound */
+#define CTL_MAX_READ		(SIZE_MAX / 2)
 
 static const char *ctl_socket = CTL_DEFAULT_SOCKET;
 /* --http: one HTTP request on standard input, its answer on the output */
@@ -277,8 +279,8 @@ ctl_exchange(const char *cmd, const char *args, int json,
 		send_err = 0;	/* there is an answer to show */
 		strbuf_append(reply, buf, (size_t)n);
 		if (reply->truncated) {
-			fprintf(stderr, "qproxyctl: %s: reply longer than %u "
-			    "bytes\n", ctl_socket, CTL_MAX_READ);
+			fprintf(stderr, "qproxyctl: %s: reply of %zu bytes "
+			    "and more: out of memory\n", ctl_socket, reply->len);
 			ctl_die();
 		}
 	}

@@ -11,6 +11,7 @@ import re
 import socket
 import stat
 import subprocess
+import threading
 import time
 
 import pytest
@@ -495,6 +496,35 @@ def test_no_daemon(tmp_path):
     p = qproxyctl(["version"], stale)
     assert p.returncode == 1, show(p)
     assert "is qproxy running?" in p.stderr, show(p)
+
+
+def test_a_reply_past_16_mib_is_read_to_its_end(tmp_path):
+    """qproxyctl reads a reply to its end, however long: the daemon streams
+    conns, a row per connection (200,000 of them make tens of MB). It
+    refused one past 16 MiB and 4 KiB ("reply longer than")."""
+    path = str(tmp_path / "control.sock")
+    rows = "".join("127.0.0.1:%-12d %s\n" % (i, "x" * 150) for i in range(120000))
+    assert len(rows) > (16 << 20) + 4096
+    got = {}
+
+    def serve(listener):
+        c, _ = listener.accept()
+        with c:
+            got["request"] = c.recv(1024)
+            c.sendall(b"OK\n" + rows.encode())
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(path)
+        listener.listen(1)
+        t = threading.Thread(target=serve, args=(listener,))
+        t.start()
+        try:
+            p = qproxyctl(["conns"], path)
+        finally:
+            t.join(30)
+    assert got["request"] == b"QPROXY/1 conns\n"
+    assert p.returncode == 0, show(p)
+    assert p.stdout == rows, (len(p.stdout), len(rows))
 
 
 def test_control_socket_mode(qp):
