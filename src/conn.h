@@ -120,7 +120,8 @@ struct quic_server {
 	size_t			 cid_len;	/* of the CIDs it issues */
 	bool			 cid_lb_warned;	/* its nonces ran out */
 
-	LIST_HEAD(, qconn)	 conns;
+	LIST_HEAD(, qconn)	 conns;		/* newest first */
+	LIST_HEAD(, conns_cursor) cursors;	/* on conns: conns replies */
 	TAILQ_HEAD(, qconn)	 want_write;
 	ev_prepare		 flush;		/* writes, once per iteration */
 	ev_timer		 sweep;		/* send_timeout, each second */
@@ -386,8 +387,17 @@ void		 quic_sock_write_cb(struct ev_loop *, ev_io *, int);
 void		 quic_feed(struct udp_sock *, const uint8_t *, size_t,
 		    const struct addr *remote, const struct addr *local,
 		    uint8_t ecn);
-void		 quic_report_conns(struct quic_server *, struct strbuf *,
-		    bool json);
+/*
+ * The conns reply, a piece at a time (control.h's stream): a cursor on
+ * the connections open now, or NULL (out of memory); their next rows into
+ * out, about CONTROL_CHUNK bytes, 1 while there are more, else 0; the
+ * cursor freed. A connection that ends before its row is left out, and
+ * one that begins meanwhile is not shown.
+ */
+struct conns_cursor;
+struct conns_cursor *quic_conns_begin(struct quic_server *, bool json);
+int		 quic_conns_next(struct conns_cursor *, struct strbuf *out);
+void		 quic_conns_end(struct conns_cursor *);
 #define QUIC_PEERS_SHOWN	20
 void		 quic_report_peers(struct quic_server *, struct strbuf *,
 		    bool json);

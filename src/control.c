@@ -3,7 +3,9 @@
  * gets one reply; the daemon then closes the connection. Nothing a client
  * sends can make the daemon block, grow without bound or fail: lines are
  * read into a fixed buffer, requests and replies have deadlines, and the
- * number of clients is bounded.
+ * number of clients is bounded. A reply of no bounded length (conns) is
+ * streamed: made a piece at a time, each once the one before is sent, so
+ * that a client holds about CONTROL_CHUNK bytes of it at most.
  */
 #include <sys/queue.h>
 #include <sys/socket.h>
@@ -25,6 +27,7 @@
 #define CONTROL_BACKLOG		32
 #define CONTROL_ACCEPT_BATCH	32
 #define CONTROL_HEAD_MAX	160	/* "OK\n", "ERR message\n" */
+#define CONTROL_TURN_PIECES	8	/* of a stream made in one callback */
 
 struct control_client {
 	LIST_ENTRY(control_client) entry;
@@ -38,6 +41,8 @@ struct control_client {
 	size_t			 headlen;
 	struct strbuf		 text;		/* the reply after head */
 	size_t			 sent;		/* of head, then text */
+	struct control_stream	 stream;	/* its next piece: text */
+	bool			 streaming;	/* until done is called */
 };
 
 struct control {
@@ -83,11 +88,22 @@ control_send_now(int fd, const char *msg)
 	(void)n;
 }
 
+/* The stream's end, whatever it is. */
+static void
+control_stream_end(struct control_client *c)
+{
+	if (!c->streaming)
+		return;
+	c->streaming = false;
+	c->stream.done(c->stream.state);
+}
+
 static void
 control_client_free(struct control_client *c)
 {
 	struct control *ctl = c->ctl;
 
+	control_stream_end(c);
 	ev_io_stop(ctl->loop, &c->rio);
 	ev_io_stop(ctl->loop, &c->wio);
 	ev_timer_stop(ctl->loop, &c->timer);
@@ -99,8 +115,28 @@ control_client_free(struct control_client *c)
 }
 
 /*
- * Writes what it can of the reply; closes the client when all is sent, or
- * when it went away: true then (c is freed).
+ * A stream's next piece in text, in place of the one sent. false when
+ * the reply cannot go on.
+ */
+static bool
+control_stream_next(struct control_client *c)
+{
+	int rv;
+
+	c->sent = c->headlen;
+	strbuf_clear(&c->text);
+	rv = c->stream.next(&c->text, c->stream.state);
+	if (rv == 1 && c->text.truncated)
+		rv = -1;	/* not a piece: one too long for text */
+	if (rv != 1)
+		control_stream_end(c);
+	return rv != -1;
+}
+
+/*
+ * Writes what it can of the reply, a stream's pieces as each is sent;
+ * closes the client when all is sent, or when it went away: true then (c
+ * is freed).
  */
 static bool
 control_client_write(struct control_client *c)
@@ -110,10 +146,23 @@ control_client_write(struct control_client *c)
 	struct msghdr msg;
 	size_t total;
 	ssize_t n;
-	int niov;
+	int niov, pieces = 0;
 
-	total = c->headlen + c->text.len;
-	while (c->sent < total) {
+	for (;;) {
+		total = c->headlen + c->text.len;
+		if (c->sent == total && c->streaming) {
+			/* the loop's other work between some pieces and more */
+			if (pieces++ == CONTROL_TURN_PIECES)
+				goto wait;
+			if (!control_stream_next(c)) {
+				log_warnx("control: a reply cut short");
+				control_client_free(c);
+				return true;
+			}
+			continue;
+		}
+		if (c->sent == total)
+			break;
 		niov = 0;
 		if (c->sent < c->headlen) {
 			iov[niov].iov_base = c->head + c->sent;
@@ -137,7 +186,7 @@ control_client_write(struct control_client *c)
 			if (errno == EINTR)
 				continue;
 			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				break;
+				goto wait;
 			log_debug("control: client went away: %s",
 			    strerror(errno));
 			control_client_free(c);
@@ -145,10 +194,9 @@ control_client_write(struct control_client *c)
 		}
 		c->sent += (size_t)n;
 	}
-	if (c->sent == total) {
-		control_client_free(c);
-		return true;
-	}
+	control_client_free(c);
+	return true;
+wait:
 	/*
 	 * No new time for progress: a client that took a byte now and then
 	 * could hold one of the CONTROL_MAX_CLIENTS places without end.
@@ -246,10 +294,21 @@ control_dispatch(struct control_client *c)
 		return;
 	}
 
+	if (strcmp(cmd, "conns") == 0) {
+		if (ops->conns == NULL) {
+			control_error(c, "command not supported");
+			return;
+		}
+		if (ops->conns(&c->stream, json, &err, ctl->arg) == -1) {
+			control_error(c, err);
+			return;
+		}
+		c->streaming = true;
+		control_head(c, "OK", "");
+		return;
+	}
 	if (strcmp(cmd, "stats") == 0)
 		show = ops->stats;
-	else if (strcmp(cmd, "conns") == 0)
-		show = ops->conns;
 	else if (strcmp(cmd, "peers") == 0)
 		show = ops->peers;
 	else if (strcmp(cmd, "tls") == 0)

@@ -1,7 +1,8 @@
 /*
  * control.h: the control socket. A Unix stream socket; one request line per
  * connection, "QPROXY/1 COMMAND [ARG]\n"; the reply is "OK\n" followed by
- * the command's text, or "ERR message\n"; then the daemon closes.
+ * the command's text, or "ERR message\n"; then the daemon closes. A client
+ * reads the reply to its end (EOF): conns has no bound on its length.
  */
 #ifndef QPROXY_CONTROL_H
 #define QPROXY_CONTROL_H
@@ -14,15 +15,34 @@
 
 #define CONTROL_MAGIC		"QPROXY/1"
 #define CONTROL_MAX_LINE	1024	/* a request line, newline included */
-#define CONTROL_MAX_REPLY	(16u << 20)
+#define CONTROL_MAX_REPLY	(16u << 20)	/* but a stream's (conns) */
+#define CONTROL_CHUNK		(16u << 10)	/* a stream's piece, about */
 #define CONTROL_MAX_CLIENTS	16
 
 #define CONTROL_RELOAD_STOPPING	(-2)	/* answered "ERR shutting down" */
 
-/* What the commands do; each writes its reply text into out. */
+/*
+ * A reply made a piece at a time as the client takes it, for one with no
+ * bound on its length (conns: a row per connection), in bounded memory.
+ * next appends the next piece, about CONTROL_CHUNK bytes, to out (empty):
+ * 1 while more is to come, 0 after the last, -1 when the reply cannot go
+ * on (the client sees it end there). done frees state, once, however the
+ * reply ends (the client gone, its time up).
+ */
+struct control_stream {
+	int	(*next)(struct strbuf *out, void *state);
+	void	(*done)(void *state);
+	void	*state;
+};
+
+/*
+ * What the commands do; each writes its reply text into out, but conns,
+ * which sets up a stream: 0, or -1 with why not in err.
+ */
 struct control_ops {
 	void	(*stats)(struct strbuf *out, bool json, void *arg);
-	void	(*conns)(struct strbuf *out, bool json, void *arg);
+	int	(*conns)(struct control_stream *, bool json, const char **err,
+		    void *arg);
 	void	(*peers)(struct strbuf *out, bool json, void *arg);
 	void	(*tls)(struct strbuf *out, bool json, void *arg);
 	void	(*backends)(struct strbuf *out, bool json, void *arg);

@@ -363,10 +363,28 @@ op_stats(struct strbuf *out, bool json, void *arg)
 	server_report_stats(server, out, json);
 }
 
-static void
-op_conns(struct strbuf *out, bool json, void *arg)
+static int
+conns_next(struct strbuf *out, void *cur)
 {
-	quic_report_conns(server, out, json);
+	return quic_conns_next(cur, out);
+}
+
+static void
+conns_done(void *cur)
+{
+	quic_conns_end(cur);
+}
+
+static int
+op_conns(struct control_stream *st, bool json, const char **err, void *arg)
+{
+	if ((st->state = quic_conns_begin(server, json)) == NULL) {
+		*err = "out of memory";
+		return -1;
+	}
+	st->next = conns_next;
+	st->done = conns_done;
+	return 0;
 }
 
 static void

@@ -22,6 +22,7 @@
 #include "clients.h"
 #include "clock.h"
 #include "conn.h"
+#include "control.h"
 #include "exchange.h"
 #include "log.h"
 #include "replay.h"
@@ -1292,6 +1293,30 @@ pending_drop(struct qconn *qc)
 	qc->pending = NULL;
 }
 
+/*
+ * A conns reply under way, at a connection: the next row's, NULL at the
+ * end. Connections are added at the list's head, behind every cursor.
+ */
+struct conns_cursor {
+	LIST_ENTRY(conns_cursor) entry;
+	struct qconn		*next;
+	bool			 json;
+	bool			 begun;		/* the heading is out */
+	bool			 first;		/* no row yet */
+	int			 wpeer, wlocal, wsni;	/* text columns */
+};
+
+/* qc is about to go: a cursor at it moves on to the one after. */
+static void
+conns_cursors_pass(struct quic_server *srv, struct qconn *qc)
+{
+	struct conns_cursor *cur;
+
+	LIST_FOREACH(cur, &srv->cursors, entry)
+		if (cur->next == qc)
+			cur->next = LIST_NEXT(qc, entry);
+}
+
 void
 qconn_free(struct qconn *qc)
 {
@@ -1306,6 +1331,7 @@ qconn_free(struct qconn *qc)
 	if (qc->blocked)
 		TAILQ_REMOVE(&qc->sock->blocked, qc, blocked_entry);
 	ev_timer_stop(srv->loop, &qc->timer);
+	conns_cursors_pass(srv, qc);
 	LIST_REMOVE(qc, entry);
 	client_forget(qc);
 	if (!qc->accepted) {
@@ -2720,73 +2746,116 @@ conn_addrs(struct qconn *qc, char *lbuf, char *rbuf)
 	addr_format(&remote, rbuf, ADDR_STRLEN);
 }
 
-void
-quic_report_conns(struct quic_server *srv, struct strbuf *out, bool json)
+struct conns_cursor *
+quic_conns_begin(struct quic_server *srv, bool json)
 {
-	ngtcp2_conn_info info;
+	struct conns_cursor *cur;
 	struct qconn *qc;
 	char lbuf[ADDR_STRLEN], rbuf[ADDR_STRLEN];
-	const char *sni;
-	double now = mono_now();	/* (quic_now's clock) */
-	bool first = true;
-	int wpeer = 22, wlocal = 22, wsni = 20;
 
-	if (json)
-		strbuf_printf(out, "{\"connections\":[");
-	else {
-		/* the columns as wide as their longest value: a first pass */
+	if ((cur = calloc(1, sizeof(*cur))) == NULL)
+		return NULL;
+	cur->next = LIST_FIRST(&srv->conns);
+	cur->json = json;
+	cur->first = true;
+	cur->wpeer = 22;
+	cur->wlocal = 22;
+	cur->wsni = 20;
+	/* the columns as wide as their longest value now: a first pass */
+	if (!json)
 		LIST_FOREACH(qc, &srv->conns, entry) {
 			conn_addrs(qc, lbuf, rbuf);
-			wpeer = MAX(wpeer, (int)strlen(rbuf));
-			wlocal = MAX(wlocal, (int)strlen(lbuf));
+			cur->wpeer = MAX(cur->wpeer, (int)strlen(rbuf));
+			cur->wlocal = MAX(cur->wlocal, (int)strlen(lbuf));
 			if (qc->tls.sni != NULL)
-				wsni = MAX(wsni, (int)strlen(qc->tls.sni));
+				cur->wsni = MAX(cur->wsni,
+				    (int)strlen(qc->tls.sni));
 		}
-		strbuf_printf(out, "%-*s %-*s %7s %6s %-*s %-10s %5s %7s "
-		    "%8s %9s %12s %12s\n", wpeer, "PEER", wlocal, "LOCAL", "AGE",
-		    "IDLE", wsni, "SNI", "VERSION", "OPEN", "STREAMS", "RTT_MS",
-		    "CWND", "BYTES_IN", "BYTES_OUT");
+	LIST_INSERT_HEAD(&srv->cursors, cur, entry);
+	return cur;
+}
+
+/* A connection's row. */
+static void
+conn_row(struct conns_cursor *cur, struct qconn *qc, double now,
+    struct strbuf *out)
+{
+	ngtcp2_conn_info info;
+	char lbuf[ADDR_STRLEN], rbuf[ADDR_STRLEN];
+	const char *sni;
+
+	conn_addrs(qc, lbuf, rbuf);
+	ngtcp2_conn_get_conn_info(qc->conn, &info);
+	sni = qc->tls.sni != NULL ? qc->tls.sni : "";
+	if (cur->json) {
+		strbuf_printf(out, "%s{\"peer\":", cur->first ? "" : ",");
+		strbuf_json_string(out, rbuf);
+		strbuf_printf(out, ",\"local\":");
+		strbuf_json_string(out, lbuf);
+		strbuf_printf(out, ",\"sni\":");
+		strbuf_json_string(out, sni);
+		strbuf_printf(out, ",\"age\":%.3f,\"idle\":%.3f,"
+		    "\"quic_version\":\"0x%x\",\"state\":\"%s\","
+		    "\"streams_open\":%zu,\"streams_total\":%llu,"
+		    "\"smoothed_rtt_ms\":%.3f,\"cwnd\":%llu,"
+		    "\"bytes_in\":%llu,\"bytes_out\":%llu}",
+		    now - qc->created, now - qc->last_rx,
+		    ngtcp2_conn_get_negotiated_version(qc->conn),
+		    qc->state == QC_ACTIVE ? (qc->handshake_done ?
+		    "open" : "handshake") : qc->state == QC_CLOSING ?
+		    "closing" : "draining", qc->nexchanges,
+		    (unsigned long long)qc->streams_total,
+		    (double)info.smoothed_rtt / NGTCP2_MILLISECONDS,
+		    (unsigned long long)info.cwnd,
+		    (unsigned long long)qc->bytes_in,
+		    (unsigned long long)qc->bytes_out);
+	} else
+		strbuf_printf(out, "%-*s %-*s %7.1f %6.1f %-*s "
+		    "0x%-8x %5zu %7llu %8.2f %9llu %12llu %12llu\n",
+		    cur->wpeer, rbuf, cur->wlocal, lbuf, now - qc->created,
+		    now - qc->last_rx, cur->wsni, sni[0] ? sni : "-",
+		    ngtcp2_conn_get_negotiated_version(qc->conn),
+		    qc->nexchanges,
+		    (unsigned long long)qc->streams_total,
+		    (double)info.smoothed_rtt / NGTCP2_MILLISECONDS,
+		    (unsigned long long)info.cwnd,
+		    (unsigned long long)qc->bytes_in,
+		    (unsigned long long)qc->bytes_out);
+	cur->first = false;
+}
+
+int
+quic_conns_next(struct conns_cursor *cur, struct strbuf *out)
+{
+	double now = mono_now();	/* (quic_now's clock) */
+
+	if (!cur->begun) {
+		if (cur->json)
+			strbuf_printf(out, "{\"connections\":[");
+		else
+			strbuf_printf(out, "%-*s %-*s %7s %6s %-*s %-10s %5s "
+			    "%7s %8s %9s %12s %12s\n", cur->wpeer, "PEER",
+			    cur->wlocal, "LOCAL", "AGE", "IDLE", cur->wsni,
+			    "SNI", "VERSION", "OPEN", "STREAMS", "RTT_MS",
+			    "CWND", "BYTES_IN", "BYTES_OUT");
+		cur->begun = true;
 	}
-	LIST_FOREACH(qc, &srv->conns, entry) {
-		conn_addrs(qc, lbuf, rbuf);
-		ngtcp2_conn_get_conn_info(qc->conn, &info);
-		sni = qc->tls.sni != NULL ? qc->tls.sni : "";
-		if (json) {
-			strbuf_printf(out, "%s{\"peer\":", first ? "" : ",");
-			strbuf_json_string(out, rbuf);
-			strbuf_printf(out, ",\"local\":");
-			strbuf_json_string(out, lbuf);
-			strbuf_printf(out, ",\"sni\":");
-			strbuf_json_string(out, sni);
-			strbuf_printf(out, ",\"age\":%.3f,\"idle\":%.3f,"
-			    "\"quic_version\":\"0x%x\",\"state\":\"%s\","
-			    "\"streams_open\":%zu,\"streams_total\":%llu,"
-			    "\"smoothed_rtt_ms\":%.3f,\"cwnd\":%llu,"
-			    "\"bytes_in\":%llu,\"bytes_out\":%llu}",
-			    now - qc->created, now - qc->last_rx,
-			    ngtcp2_conn_get_negotiated_version(qc->conn),
-			    qc->state == QC_ACTIVE ? (qc->handshake_done ?
-			    "open" : "handshake") : qc->state == QC_CLOSING ?
-			    "closing" : "draining", qc->nexchanges,
-			    (unsigned long long)qc->streams_total,
-			    (double)info.smoothed_rtt / NGTCP2_MILLISECONDS,
-			    (unsigned long long)info.cwnd,
-			    (unsigned long long)qc->bytes_in,
-			    (unsigned long long)qc->bytes_out);
-		} else
-			strbuf_printf(out, "%-*s %-*s %7.1f %6.1f %-*s "
-			    "0x%-8x %5zu %7llu %8.2f %9llu %12llu %12llu\n",
-			    wpeer, rbuf, wlocal, lbuf, now - qc->created,
-			    now - qc->last_rx, wsni, sni[0] ? sni : "-",
-			    ngtcp2_conn_get_negotiated_version(qc->conn),
-			    qc->nexchanges,
-			    (unsigned long long)qc->streams_total,
-			    (double)info.smoothed_rtt / NGTCP2_MILLISECONDS,
-			    (unsigned long long)info.cwnd,
-			    (unsigned long long)qc->bytes_in,
-			    (unsigned long long)qc->bytes_out);
-		first = false;
+	while (cur->next != NULL && out->len < CONTROL_CHUNK) {
+		conn_row(cur, cur->next, now, out);
+		cur->next = LIST_NEXT(cur->next, entry);
 	}
-	if (json)
+	if (cur->next != NULL)
+		return 1;
+	if (cur->json)
 		strbuf_printf(out, "]}\n");
+	return 0;
+}
+
+void
+quic_conns_end(struct conns_cursor *cur)
+{
+	if (cur == NULL)
+		return;
+	LIST_REMOVE(cur, entry);
+	free(cur);
 }

@@ -670,37 +670,245 @@ cmd_metrics(struct strbuf *out, const char *line)
 	answers_free(&a);
 }
 
-/* conns: every worker's rows under the first one's heading. */
-static void
-cmd_conns(struct strbuf *out, const char *line, bool json)
+/*
+ * conns: every worker's rows, under the first one's heading or in one JSON
+ * list, relayed a piece at a time as the client takes them (control.h's
+ * stream), in bounded memory. The workers are asked one after the other,
+ * each once the one before has answered whole: a reply left waiting while
+ * the others' were sent could outlast the time a worker gives it
+ * (CONTROL_TIMEOUT). Each has WORKER_ASK_TIMEOUT, as ask_workers gives;
+ * pings and signals wait meanwhile. A worker that says ERR, or does not
+ * answer, is left out; one whose reply breaks off once some of it is out
+ * cuts the whole reply there.
+ */
+#define CONNS_LIST	"{\"connections\":["
+#define CONNS_END	"]}\n"
+
+struct conns_relay {
+	char		 line[64];	/* the question */
+	bool		 json;
+	unsigned	 next;		/* the worker to ask next */
+	unsigned	 i;		/* the one asked, */
+	struct asking	 a;		/* its socket (-1 between two) */
+	double		 deadline;	/* and when it is given up */
+	bool		 begun;		/* the reply's first piece is out */
+	bool		 heading;	/* text: a heading is out */
+	bool		 rows;		/* JSON: a row is out */
+	/* of the worker asked, after its head line */
+	bool		 refused;	/* dropped: not OK, not a list */
+	bool		 skipping;	/* text: in its heading, dropped */
+	size_t		 matched;	/* JSON: of CONNS_LIST */
+	bool		 passed;	/* some of its text is out */
+	char		 last;		/* text: its last byte out */
+	char		 tail[sizeof(CONNS_END) - 1];	/* JSON: held back */
+	size_t		 ntail;
+};
+
+/* Asks the next worker; false when none is left. */
+static bool
+relay_ask(struct conns_relay *r)
 {
-	struct answers ans;
-	size_t rows = 0;
+	int fd;
 
-	ask_workers(&ans, line, WORKER_ASK_TIMEOUT);
-	if (json)
-		strbuf_printf(out, "{\"connections\":[");
-	for (size_t k = 0; k < ans.n; k++) {
-		const char *t = ans.texts[k], *a, *b;
-
-		if (json) {
-			/* {"connections":[...]}: what the brackets hold */
-			if ((a = strchr(t, '[')) == NULL ||
-			    (b = strrchr(t, ']')) == NULL || b <= a + 1)
-				continue;
-			strbuf_printf(out, "%s%.*s", rows++ > 0 ? "," : "",
-			    (int)(b - a - 1), a + 1);
-		} else if (k == 0)
-			strbuf_printf(out, "%s", t);
-		else if ((a = strchr(t, '\n')) != NULL)
-			strbuf_printf(out, "%s", a + 1);
+	while (r->next < worker_count) {
+		r->i = r->next++;
+		if ((fd = ask_send(r->i, r->line)) == -1)
+			continue;
+		r->a.fd = fd;
+		r->a.in_head = true;
+		r->a.hlen = 0;
+		r->deadline = mono_now() + WORKER_ASK_TIMEOUT / 1000.;
+		r->refused = r->skipping = r->passed = false;
+		r->matched = r->ntail = 0;
+		r->last = '\n';
+		return true;
 	}
-	if (json)
-		strbuf_printf(out, "]}\n");
-	answers_free(&ans);
+	return false;
 }
 
-/* tls: the first worker's, the same in all. */
+/* The JSON rows of n bytes of a worker's list, in out. */
+static void
+relay_rows(struct conns_relay *r, const char *p, size_t n,
+    struct strbuf *out)
+{
+	if (n == 0)
+		return;
+	if (!r->passed) {
+		if (r->rows)
+			strbuf_append(out, ",", 1);
+		r->passed = r->rows = true;
+	}
+	strbuf_append(out, p, n);
+}
+
+/* What came from the worker asked, after its head line, into out. */
+static void
+relay_take(struct conns_relay *r, const char *p, size_t n,
+    struct strbuf *out)
+{
+	const size_t listlen = sizeof(CONNS_LIST) - 1;
+	const size_t hold = sizeof(r->tail);
+	const char *nl;
+	size_t k;
+
+	if (r->refused || n == 0)
+		return;
+	if (!r->json) {
+		if (r->skipping) {
+			if ((nl = memchr(p, '\n', n)) == NULL)
+				return;
+			r->skipping = false;
+			n -= (size_t)(nl + 1 - p);
+			p = nl + 1;
+			if (n == 0)
+				return;
+		}
+		strbuf_append(out, p, n);
+		r->passed = true;
+		r->last = p[n - 1];
+		return;
+	}
+	/* {"connections":[ ROWS ]}\n: the rows, the list's end held back */
+	for (; r->matched < listlen && n > 0; r->matched++, p++, n--)
+		if (*p != CONNS_LIST[r->matched]) {
+			log_debug("worker %u: conns: not a list", r->i);
+			r->refused = true;
+			return;
+		}
+	if (r->ntail + n <= hold) {
+		memcpy(r->tail + r->ntail, p, n);
+		r->ntail += n;
+		return;
+	}
+	/* out go the bytes held and those of p but its last hold */
+	k = r->ntail + n - hold;	/* bytes to pass */
+	if (k <= r->ntail) {
+		relay_rows(r, r->tail, k, out);
+		memmove(r->tail, r->tail + k, r->ntail - k);
+		r->ntail -= k;
+	} else {
+		relay_rows(r, r->tail, r->ntail, out);
+		relay_rows(r, p, k - r->ntail, out);
+		p += k - r->ntail;
+		n -= k - r->ntail;
+		r->ntail = 0;
+	}
+	memcpy(r->tail + r->ntail, p, n);
+	r->ntail += n;
+}
+
+/*
+ * The worker asked is done with: whole when its reply came to its end.
+ * -1 when what of it is out is not whole (the reply is cut there).
+ */
+static int
+relay_worker_end(struct conns_relay *r, bool whole)
+{
+	bool ended;
+
+	close(r->a.fd);
+	r->a.fd = -1;
+	if (r->refused)
+		return 0;
+	if (r->a.in_head || !whole)
+		log_debug("worker %u: no answer to \"%s\"", r->i, r->line);
+	if (r->json)
+		ended = whole && r->matched == sizeof(CONNS_LIST) - 1 &&
+		    r->ntail == sizeof(r->tail) &&
+		    memcmp(r->tail, CONNS_END, sizeof(r->tail)) == 0;
+	else
+		ended = whole && r->last == '\n';
+	if (!ended && r->passed) {
+		log_warnx("worker %u: conns: its reply broke off", r->i);
+		return -1;
+	}
+	return 0;
+}
+
+/* The head line of the worker asked came: its reply is taken, or not. */
+static void
+relay_head(struct conns_relay *r)
+{
+	if (strcmp(r->a.head, "OK") != 0) {
+		r->refused = true;
+		return;
+	}
+	if (!r->json) {
+		r->skipping = r->heading;
+		r->heading = true;
+	}
+}
+
+static int
+relay_next(struct strbuf *out, void *arg)
+{
+	struct conns_relay *r = arg;
+	char buf[CONTROL_CHUNK], *p;
+	struct pollfd pfd;
+	double left;
+	ssize_t n;
+
+	if (!r->begun) {
+		if (r->json)
+			strbuf_printf(out, "%s", CONNS_LIST);
+		r->begun = true;
+	}
+	while (out->len < CONTROL_CHUNK) {
+		if (r->a.fd == -1) {
+			if (relay_ask(r))
+				continue;
+			if (r->json)
+				strbuf_printf(out, "%s", CONNS_END);
+			return 0;
+		}
+		if ((n = read(r->a.fd, buf, sizeof(buf))) > 0) {
+			for (p = buf; r->a.in_head && n > 0; p++, n--) {
+				if (*p == '\n') {
+					r->a.in_head = false;
+					r->a.head[r->a.hlen] = '\0';
+					relay_head(r);
+				} else if (r->a.hlen + 1 < sizeof(r->a.head))
+					r->a.head[r->a.hlen++] = *p;
+			}
+			relay_take(r, p, (size_t)n, out);
+			continue;
+		}
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1 && errno == EAGAIN) {
+			/* what there is goes first */
+			if (out->len > 0)
+				return 1;
+			left = r->deadline - mono_now();
+			/* one that ended (killed, say) will not answer */
+			reap();
+			if (left > 0. && sv.w[r->i].pid != 0) {
+				pfd = (struct pollfd){ r->a.fd, POLLIN, 0 };
+				if (poll(&pfd, 1, MIN((int)(left * 1000) + 1,
+				    1000)) == -1 && errno != EINTR)
+					return -1;
+				take_pings();
+				continue;
+			}
+			n = -1;
+		}
+		if (relay_worker_end(r, n == 0) == -1)
+			return -1;
+	}
+	return 1;
+}
+
+static void
+relay_done(void *arg)
+{
+	struct conns_relay *r = arg;
+
+	if (r->a.fd != -1)
+		close(r->a.fd);
+	free(r);
+}
+
+/* tls: the first worker's, the same in all. *//* tls: the first worker's, the same in all. */
 static void
 cmd_tls(struct strbuf *out, const char *line, bool json)
 {
@@ -933,10 +1141,22 @@ op_metrics(struct strbuf *out, bool json, void *arg)
 	cmd_metrics(out, fwd_line("metrics", json));
 }
 
-static void
-op_conns(struct strbuf *out, bool json, void *arg)
+static int
+op_conns(struct control_stream *st, bool json, const char **err, void *arg)
 {
-	cmd_conns(out, fwd_line("conns", json), json);
+	struct conns_relay *r;
+
+	if ((r = calloc(1, sizeof(*r))) == NULL) {
+		*err = "out of memory";
+		return -1;
+	}
+	snprintf(r->line, sizeof(r->line), "%s", fwd_line("conns", json));
+	r->json = json;
+	r->a.fd = -1;
+	st->next = relay_next;
+	st->done = relay_done;
+	st->state = r;
+	return 0;
 }
 
 static void

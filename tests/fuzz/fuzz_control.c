@@ -38,12 +38,31 @@ fake_show(struct strbuf *out, bool json, void *arg)
 	strbuf_printf(out, json ? "{\"ok\":true}" : "ok");
 }
 
-/* a long reply, so that writes take several rounds */
-static void
-fake_conns(struct strbuf *out, bool json, void *arg)
+/* a long reply, streamed, so that writes take several rounds */
+static int	conns_line;
+
+static int
+fake_conns_next(struct strbuf *out, void *arg)
 {
-	for (int i = 0; i < 4000; i++)
-		strbuf_printf(out, "%-60d\n", i);
+	while (out->len < CONTROL_CHUNK && conns_line < 4000)
+		strbuf_printf(out, "%-60d\n", conns_line++);
+	return conns_line < 4000;
+}
+
+static void
+fake_conns_done(void *arg)
+{
+}
+
+static int
+fake_conns(struct control_stream *st, bool json, const char **err,
+    void *arg)
+{
+	conns_line = 0;
+	st->next = fake_conns_next;
+	st->done = fake_conns_done;
+	st->state = NULL;
+	return 0;
 }
 
 static int

@@ -22,7 +22,7 @@ import time
 import pycurl
 import pytest
 
-from helpers import (SLOW, QProxy, expected_sha256, free_udp_port, h3_get, h3_head, h3raw, h3raw_binary,
+from helpers import (SLOW, QProxy, app_sections, expected_sha256, free_udp_port, h3_get, h3_head, h3raw, h3raw_binary,
                      make_easy,
                      metric, metrics, preload_clock, qproxy_binary, qproxyctl_binary,
                      render_config, sha256, wait_until)
@@ -170,6 +170,70 @@ def test_conns_shows_the_live_connection_by_its_port(qp):
     finally:
         t.join(30)
     assert result["r"].status == 200
+
+
+def pending_handshakes(q, n):
+    """n clients, each on a UDP port of its own, whose ClientHello began a
+    handshake they leave pending (held for idle_timeout): connections that
+    qproxyctl conns shows, each by its port. q's listener must not ask
+    for Retry (retry = never). Close them when done."""
+    import quicinitial  # tests/tools, on sys.path by conftest.py
+    clients = []
+    try:
+        for _ in range(n):
+            c = quicinitial.Client(q.port)
+            clients.append(c)
+            c.send_crypto(quicinitial.client_hello(c.scid))
+        wait_until(lambda: stats(q)["connections"]["handshakes_current"] >= n,
+                   "%d pending handshakes" % n, 20 * SLOW)
+    except BaseException:
+        for c in clients:
+            c.close()
+        raise
+    return clients
+
+
+def assert_conns_show(q, clients):
+    """qproxyctl conns, in JSON and as a table, has one row for each of the
+    clients (pending_handshakes), whole, and no row twice: a reply of many
+    of the daemon's pieces (CONTROL_CHUNK, 16 KiB), each made as the one
+    before was sent."""
+    ports = {c.sock.getsockname()[1] for c in clients}
+    p = qproxyctl(q, "conns", "--json")
+    assert p.returncode == 0, p.stderr
+    assert len(p.stdout) > 4 * 16384, len(p.stdout)
+    rows = json.loads(p.stdout)["connections"]
+    peers = [r["peer"] for r in rows]
+    assert len(peers) == len(set(peers)), "a row twice"
+    mine = [r for r in rows if r["peer"].startswith("127.0.0.1:") and
+            int(r["peer"].rsplit(":", 1)[1]) in ports]
+    assert len(mine) == len(ports), (len(mine), len(ports))
+    assert all(r["state"] == "handshake" and r["local"] == "127.0.0.1:%d" % q.port
+               for r in mine), mine[:3]
+    p = qproxyctl(q, "conns")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert len(p.stdout) > 2 * 16384, len(p.stdout)
+    assert lines[0].split()[:2] == ["PEER", "LOCAL"], lines[0]
+    assert p.stdout.count("PEER") == 1      # one heading
+    shown = [line.split()[0] for line in lines[1:]]
+    assert len(shown) == len(set(shown)), "a row twice"
+    assert all(len(line.split()) == 12 for line in lines[1:]), "a row cut"
+    assert {"127.0.0.1:%d" % port for port in ports} <= set(shown)
+
+
+def test_conns_shows_many_connections_whole(qproxy_factory, backend_app):
+    """A reply longer than the daemon makes at once: conns streams it, in
+    bounded memory, and none is too long (a 16 MiB limit once refused
+    conns past about 100,000 connections: "reply too long")."""
+    q = qproxy_factory(sections=app_sections(backend_app.tcp_server,
+                                             listener=[("retry", "never")]))
+    clients = pending_handshakes(q, 300)
+    try:
+        assert_conns_show(q, clients)
+    finally:
+        for c in clients:
+            c.close()
 
 
 @pytest.mark.parametrize("step", [3600, -3600])

@@ -17,7 +17,7 @@ from helpers import (SLOW, app_sections, expected_body, expected_sha256, free_ud
                      h3_get, h3_parallel, h3raw_binary, make_certificate, metric, metrics, qproxy_binary,
                      qproxyctl_binary, wait_until)
 from relay import Relay
-from test_ops import qproxyctl, stats
+from test_ops import assert_conns_show, pending_handshakes, qproxyctl, stats
 
 N = 2
 
@@ -802,6 +802,47 @@ def test_peers_and_conns_show_every_worker(qproxy_factory, backend_app):
     # conns: every worker's connections, under one heading
     assert len(conns) == 16 and all(c["peer"].startswith("127.0.0.1:") for c in conns)
     assert conns_text[0].split()[0] == "PEER" and len(conns_text) == 17, conns_text
+
+
+def test_conns_relays_every_workers_rows_whole(qproxy_factory, backend_app):
+    """conns through the supervisor: each worker's reply relayed a piece at
+    a time as qproxyctl takes it, in one table or JSON list, whole, with
+    the rows of both (replies of many pieces each)."""
+    q = _workers(qproxy_factory, backend_app, listener=[("retry", "never")])
+    clients = pending_handshakes(q, 300)
+    try:
+        each = [json.loads(subprocess.run(
+            [qproxyctl_binary(), "-s", "%s.%d" % (q.control_socket, i), "conns", "--json"],
+            capture_output=True, text=True, timeout=30).stdout)["connections"]
+            for i in range(N)]
+        assert all(len(rows) > 50 for rows in each), [len(rows) for rows in each]
+        assert_conns_show(q, clients)
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_conns_leaves_out_a_stuck_worker(qproxy_factory, backend_app):
+    """A worker that does not answer conns (stopped here) is left out after
+    a few seconds; the other's rows come, and the JSON is whole."""
+    q = _workers(qproxy_factory, backend_app, listener=[("retry", "never")])
+    clients = pending_handshakes(q, 40)
+    try:
+        pids = _worker_pids(q)
+        os.kill(pids[0], signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            p = qproxyctl(q, "conns", "--json")
+            took = time.monotonic() - t0
+        finally:
+            os.kill(pids[0], signal.SIGCONT)
+        assert p.returncode == 0, p.stderr
+        rows = json.loads(p.stdout)["connections"]
+        assert 0 < len(rows) < 40, len(rows)
+        assert took < 6, took
+    finally:
+        for c in clients:
+            c.close()
 
 
 @pytest.mark.parametrize("how", ["SIGUSR1", "qproxyctl"])

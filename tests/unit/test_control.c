@@ -200,7 +200,8 @@ test_strbuf(void)
 
 /* ---- the scenario: a fake daemon and real clients ---- */
 
-#define BIG_REPLY	(3u << 20)
+/* past CONTROL_MAX_REPLY: streamed, a reply has no bound */
+#define BIG_REPLY	(CONTROL_MAX_REPLY + (1u << 20))
 
 static int reloads;
 
@@ -210,16 +211,59 @@ fake_stats(struct strbuf *out, bool json, void *arg)
 	strbuf_printf(out, "fake stats json=%d", json);	/* no newline */
 }
 
-static void
-fake_conns(struct strbuf *out, bool json, void *arg)
+/* conns streams: those begun and not done, in the daemon */
+static int streams_open;
+
+struct fake_stream {
+	bool		 json;
+	unsigned	 line;		/* the next */
+};
+
+/*
+ * Two lines as two pieces, or BIG_REPLY bytes of numbered lines, about
+ * CONTROL_CHUNK at a time. A piece must come to an empty buffer no
+ * larger than a piece needs (the reply's memory is bounded), or the
+ * reply is cut, which the client sees.
+ */
+static int
+fake_conns_next(struct strbuf *out, void *arg)
 {
-	if (!json) {
-		strbuf_printf(out, "conn line 1\nconn line 2\n");
-		return;
+	struct fake_stream *st = arg;
+
+	if (out->len != 0 || out->cap > 2 * CONTROL_CHUNK)
+		return -1;
+	if (!st->json) {
+		strbuf_printf(out, "conn line %u\n", ++st->line);
+		return st->line < 2;
 	}
-	/* big enough that the reply cannot go out in one write */
-	for (unsigned i = 0; i < BIG_REPLY / 64; i++)
-		strbuf_printf(out, "%063u\n", i);
+	while (out->len < CONTROL_CHUNK && st->line < BIG_REPLY / 64)
+		strbuf_printf(out, "%063u\n", st->line++);
+	return st->line < BIG_REPLY / 64;
+}
+
+static void
+fake_conns_done(void *arg)
+{
+	streams_open--;
+	free(arg);
+}
+
+static int
+fake_conns(struct control_stream *cs, bool json, const char **err,
+    void *arg)
+{
+	struct fake_stream *st;
+
+	if ((st = calloc(1, sizeof(*st))) == NULL) {
+		*err = "out of memory";
+		return -1;
+	}
+	st->json = json;
+	cs->next = fake_conns_next;
+	cs->done = fake_conns_done;
+	cs->state = st;
+	streams_open++;
+	return 0;
 }
 
 static void
@@ -349,7 +393,8 @@ daemon_start(const char *path)
 		ev_run(loop, 0);
 		control_close(ctl);
 		ev_loop_destroy(loop);
-		exit(0);	/* exit, not _exit: the leak checker runs */
+		/* exit, not _exit: the leak checker runs; every stream done */
+		exit(streams_open == 0 ? 0 : 4);
 	}
 	close(p[1]);
 	if (read(p[0], &ok, 1) != 1)
@@ -640,7 +685,10 @@ test_replies(const char *path)
 	bool closed;
 	int fd, bad = 0;
 
-	/* a big reply to a slow reader: written as the client takes it */
+	/*
+	 * a reply past CONTROL_MAX_REPLY to a slow reader: made as the
+	 * client takes it, a piece at a time
+	 */
 	fd = client_connect(path);
 	CHECK(fd != -1);
 	client_send(fd, "QPROXY/1 conns json\n", 20);
