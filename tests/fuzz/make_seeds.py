@@ -360,7 +360,8 @@ def request_seeds():
 
 def control_seeds():
     t = "fuzz_control"
-    for cmd in ["stats", "conns", "backends", "reload", "version"]:
+    for cmd in ["stats", "conns", "backends", "routes", "reload", "reopen", "version",
+                "upgrade"]:
         write(t, cmd, "QPROXY/1 %s\n" % cmd)
         write(t, cmd + "-json", "QPROXY/1 %s json\r\n" % cmd)
     write(t, "no-newline", "QPROXY/1 stats")
