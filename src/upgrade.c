@@ -418,6 +418,16 @@ close_to_old(void)
 	up.to_old = -1;
 }
 
+/* The word that the new process (supervisor) reads no more, on a link. */
+static void
+send_stopped(int fd)
+{
+	uint8_t m = UPGRADE_MSG_STOPPED;
+
+	if (fd != -1)
+		(void)send(fd, &m, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
 /*
  * A process that took over is systemd's main process, and the one before,
  * its parent, drains for up to its shutdown_timeout. With the unit's
@@ -440,14 +450,15 @@ upgrade_await_elder(double timeout)
 	/*
 	 * This one reads no more: the elder (its workers, once this one's
 	 * have gone) reads again for its connections when its links close;
-	 * told first, a lone elder knows it for no death.
+	 * told first, it knows it for no death. So is each old worker on
+	 * its link, whose last copy this is (the new worker's went as it
+	 * exited): not a child of this one, it could tell no other way.
 	 */
-	if (up.to_old != -1)
-		(void)send(up.to_old, &(uint8_t){ UPGRADE_MSG_STOPPED }, 1,
-		    MSG_NOSIGNAL | MSG_DONTWAIT);
+	send_stopped(up.to_old);
 	close_to_old();
 	for (unsigned i = 0; i < up.workers; i++)
 		if (up.old_links[i] != -1) {
+			send_stopped(up.old_links[i]);
 			close(up.old_links[i]);
 			up.old_links[i] = -1;
 		}
