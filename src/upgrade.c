@@ -108,6 +108,7 @@ static struct {
 	size_t		 nstale;
 	unsigned	 workers;	/* the running process's */
 	int		 old_links[WORKERS_MAX];	/* its workers' */
+	bool		 old_told[WORKERS_MAX];	/* STOPPED sent on it */
 	/* the addresses the new process took (either side's view) */
 	struct addr	 taken[UPGRADE_ADDRS_MAX];
 	size_t		 ntaken;
@@ -418,14 +419,16 @@ close_to_old(void)
 	up.to_old = -1;
 }
 
-/* The word that the new process (supervisor) reads no more, on a link. */
-static void
+/*
+ * The word that the new process (supervisor) reads no more, on a link:
+ * whether it went.
+ */
+static bool
 send_stopped(int fd)
 {
 	uint8_t m = UPGRADE_MSG_STOPPED;
 
-	if (fd != -1)
-		(void)send(fd, &m, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+	return fd != -1 && send(fd, &m, 1, MSG_NOSIGNAL | MSG_DONTWAIT) == 1;
 }
 
 /*
@@ -448,20 +451,21 @@ upgrade_await_elder(double timeout)
 	if (!up.took_over || up.elder <= 1 || getppid() != up.elder)
 		return;
 	/*
-	 * This one reads no more: the elder (its workers, once this one's
-	 * have gone) reads again for its connections when its links close;
-	 * told first, it knows it for no death. So is each old worker on
-	 * its link, whose last copy this is (the new worker's went as it
-	 * exited): not a child of this one, it could tell no other way.
+	 * This one reads no more: the elder reads again for its
+	 * connections, told so over its link, or each of its workers over
+	 * theirs (most were as the worker here of their number ended), as
+	 * no death; they learn of a death by the link's close, an old
+	 * worker, not this one's child, no other way.
 	 */
-	send_stopped(up.to_old);
+	(void)send_stopped(up.to_old);
 	close_to_old();
-	for (unsigned i = 0; i < up.workers; i++)
+	for (unsigned i = 0; i < up.workers; i++) {
+		upgrade_worker_stopped(i);
 		if (up.old_links[i] != -1) {
-			send_stopped(up.old_links[i]);
 			close(up.old_links[i]);
 			up.old_links[i] = -1;
 		}
+	}
 	log_info("waiting for process %ld, which took no new connection since "
 	    "this one started, to finish its requests", (long)up.elder);
 	while (getppid() == up.elder && mono_now() < end) {
@@ -585,6 +589,14 @@ close_from_new(struct ev_loop *loop)
 	up.from_new = -1;
 }
 
+/* The old process (worker), once the new one reads no more. */
+static void
+take_back(void)
+{
+	up.ntaken = 0;
+	server_take_back(up.srv);
+}
+
 /* A worker told by its supervisor: the new workers took its sockets. */
 static void
 worker_handover(const uint8_t *buf, size_t n)
@@ -615,25 +627,28 @@ from_new_cb(struct ev_loop *loop, ev_io *w, int revents)
 		    errno == EINTR))
 			return;
 		if (n <= 0) {
-			if (up.handed_over) {
-				if (up.new_stopped)	/* it waits for this one */
-					log_info("upgrade: the new process has "
-					    "stopped: this one reads its sockets "
-					    "again for its connections, and "
-					    "refuses new ones");
-				else	/* it died: nobody else reads them */
-					log_warnx("upgrade: the new process has "
-					    "gone: this one reads its sockets "
-					    "again for its connections, and "
-					    "refuses new ones");
-				up.ntaken = 0;
-				server_take_back(up.srv);
+			/* it died: nobody else reads them */
+			if (up.handed_over && !up.new_stopped) {
+				log_warnx("upgrade: the new process has gone: "
+				    "this one reads its sockets again for its "
+				    "connections, and refuses new ones");
+				take_back();
 			}
 			close_from_new(loop);
 			return;
 		}
-		if (buf[0] == UPGRADE_MSG_STOPPED) {
+		/*
+		 * It reads no more and waits for this one's end (a stopped
+		 * worker's supervisor while its other workers drain: this
+		 * end stays open, its word that this one still serves).
+		 */
+		if (buf[0] == UPGRADE_MSG_STOPPED && up.handed_over &&
+		    !up.new_stopped) {
 			up.new_stopped = true;
+			log_info("upgrade: the new process has stopped: this one "
+			    "reads its sockets again for its connections, and "
+			    "refuses new ones");
+			take_back();
 			continue;
 		}
 		if (buf[0] == UPGRADE_MSG_GO && up.hold) {
@@ -749,6 +764,16 @@ child_exec(const int *fds, size_t n, char **envp, char **wdp)
 	(void)sigprocmask(SIG_SETMASK, &held, NULL);
 	execve(up.exe, up.argv, envp);
 	_exit(127);
+}
+
+void
+upgrade_worker_stopped(unsigned i)
+{
+	if (!up.took_over || i >= up.workers || up.old_links[i] == -1 ||
+	    up.old_told[i])
+		return;
+	/* a full link: again at the next turn */
+	up.old_told[i] = send_stopped(up.old_links[i]);
 }
 
 bool

@@ -167,6 +167,13 @@ void	upgrade_worker_serve(struct quic_server *, void (*handover)(void));
  */
 bool	upgrade_worker_before(unsigned i);
 /*
+ * A supervisor's that took over and stops, once its worker i has gone for
+ * good: the old worker i reads its sockets again for its connections, at
+ * once rather than when the last worker here has gone, and knows it for
+ * no death. Its link stays open: its close says the old worker's end.
+ */
+void	upgrade_worker_stopped(unsigned i);
+/*
  * The supervisor: tells the workers at the ends tx[0..n) (-1: none) that
  * their sockets are taken, and waits at most timeout_ms for each to say
  * it stopped reading them, telling the new supervisor over link as each

@@ -1598,6 +1598,9 @@ sv_prepare_cb(struct ev_loop *loop, ev_prepare *p, int revents)
 	for (unsigned i = 0; i < worker_count; i++) {
 		struct worker *w = &sv.w[i];
 
+		/* not started again: the old worker of its number reads */
+		if (w->pid == 0 && sv.stopping)
+			upgrade_worker_stopped(i);
 		if (w->pid == 0 && w->restart_at > 0. && !sv.stopping &&
 		    w->restart_at <= now) {
 			sv.restarts++;

@@ -940,6 +940,47 @@ def test_old_workers_read_again_when_the_new_supervisor_dies(qproxy_factory, bac
                      r"workers here still served connections" % new, log), q.log_tail()
 
 
+def test_a_new_worker_that_stops_hands_back_the_socket_of_its_number_at_once(
+        qproxy_factory, backend_app):
+    """The new supervisor stopped while one of its workers still has a long
+    download (of a client since the upgrade) and the other none: the idle
+    new worker exits, and the old worker of its number reads its socket
+    again then, its download going on at once, not once the busy new
+    worker has ended too (nobody read that socket meanwhile)."""
+    q = _workers(qproxy_factory, backend_app, shutdown_timeout="60s")
+    n = 8 * MiB
+    gets = _downloads_on_each_worker(q, n, 4000)
+    new = _upgrade(q)
+    try:
+        # a long download on one new worker (busy), none on the other
+        mine = []
+        while len(mine) < 8:
+            mine.append(background_get(q.url("/app/slow/%d?ms=%d" % (n, 15000 * SLOW)),
+                                       256 * KiB))
+            assert mine[-1][3].wait(15 * SLOW), "a download did not start"
+            current = [_worker_stats(q, i)["connections"]["current"] for i in range(WORKERS)]
+            if 0 in current:
+                break
+        else:
+            pytest.fail("8 new connections, and none of the new workers idle")
+        idle = current.index(0)
+        os.kill(new, signal.SIGTERM)
+        _downloads_done(gets, n)
+        assert all(t.is_alive() for t, _, _, _ in mine), \
+            "the old workers' downloads waited for the new worker's to end"
+        assert re.search(r"worker %d: upgrade: the new process has stopped: this one "
+                         r"reads its sockets again" % idle, q.log_text()), q.log_tail()
+        for t, out, _, _ in mine:
+            t.join(60 * SLOW)
+            assert "e" not in out, "a download of the new worker failed: %s" % out.get("e")
+            assert out["r"].status == 200 and out["r"].sha256 == expected_sha256(n)
+        assert q.wait(timeout=10 * SLOW) == 0
+    finally:
+        _stop(new)
+    assert "the new process has gone" not in q.log_text(), q.log_tail()
+    assert q.sanitizer_report() is None
+
+
 def test_a_new_worker_that_dies_while_the_old_ones_drain_cuts_none_of_their_downloads(
         qproxy_factory, backend_app):
     """New worker 0 killed while the old workers drain: until it is started
