@@ -845,6 +845,7 @@ h3_conn_setup(struct qconn *qc)
 {
 	const struct config *cfg = qc->gen->cfg;
 	nghttp3_settings settings;
+	uint64_t max_streams;
 	int64_t ctrl, qenc, qdec;
 	int rv;
 
@@ -871,9 +872,20 @@ h3_conn_setup(struct qconn *qc)
 		    nghttp3_strerror(rv));
 		return -1;
 	}
-	nghttp3_conn_set_max_client_streams_bidi(qc->h3,
-	    ngtcp2_conn_get_local_transport_params(qc->conn)->
-	    initial_max_streams_bidi);
+	max_streams = ngtcp2_conn_get_local_transport_params(qc->conn)->
+	    initial_max_streams_bidi;
+	nghttp3_conn_set_max_client_streams_bidi(qc->h3, max_streams);
+	/*
+	 * The QPACK decoder's instructions (a Section Acknowledgment for
+	 * each request that names the dynamic table, a Stream Cancellation
+	 * for each reset) wait in nghttp3 until the next write; past 20
+	 * bytes for each stream the client may have open (100 unless told)
+	 * nghttp3 takes the client for one that withholds the decoder
+	 * stream's credit and fails the connection (ERR_QPACK_FATAL, 0x102).
+	 * Some 670 requests (3 bytes each) read between two writes went
+	 * past the 2,000 bytes of 100 streams.
+	 */
+	nghttp3_conn_set_max_concurrent_streams(qc->h3, (size_t)max_streams);
 	if (ngtcp2_conn_open_uni_stream(qc->conn, &ctrl, NULL) != 0 ||
 	    nghttp3_conn_bind_control_stream(qc->h3, ctrl) != 0 ||
 	    ngtcp2_conn_open_uni_stream(qc->conn, &qenc, NULL) != 0 ||
