@@ -908,7 +908,7 @@ relay_done(void *arg)
 	free(r);
 }
 
-/* tls: the first worker's, the same in all. *//* tls: the first worker's, the same in all. */
+/* tls: the first worker's, the same in all. */
 static void
 cmd_tls(struct strbuf *out, const char *line, bool json)
 {
