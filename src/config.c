@@ -2277,6 +2277,7 @@ config_include(struct config_parser *p, const char *pattern)
 	unsigned		 depth = top->depth + 1;
 	struct config_section	*resume = p->cur;
 	glob_t			 g;
+	size_t			 pending = 0;
 	int			 rc;
 
 	if (*pattern == '\0') {
@@ -2309,7 +2310,11 @@ config_include(struct config_parser *p, const char *pattern)
 		globfree(&g);
 		return;
 	}
-	if (p->cfg->nfiles + p->nin + g.gl_pathc > CONFIG_FILES_MAX) {
+	/* the files read or open (nfiles), those still to open, and these */
+	for (size_t i = 0; i < p->nin; i++)
+		if (p->in[i].fp == NULL)
+			pending++;
+	if (p->cfg->nfiles + pending + g.gl_pathc > CONFIG_FILES_MAX) {
 		config_error(p, p->line, "include: more than %d files in all",
 		    CONFIG_FILES_MAX);
 		globfree(&g);
