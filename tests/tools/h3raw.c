@@ -1176,6 +1176,11 @@ static int setup_h3(void) {
     warnx_("nghttp3_conn_client_new: %s", nghttp3_strerror(rv));
     return -1;
   }
+  /* Our QPACK decoder's acknowledgments wait in nghttp3 until the next
+     write, and past 20 bytes for each stream it is told of (100 unless
+     told) it fails the connection (ERR_QPACK_FATAL): up to opt.count
+     responses may be read between two writes. */
+  nghttp3_conn_set_max_concurrent_streams(c.h3, opt.count);
 
   if ((rv = ngtcp2_conn_open_uni_stream(c.conn, &ctrl, NULL)) != 0 ||
       (rv = ngtcp2_conn_open_uni_stream(c.conn, &qenc, NULL)) != 0 ||
