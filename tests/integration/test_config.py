@@ -397,6 +397,43 @@ def test_check_refuses_an_ipv4_mapped_listener_address(tmp_path, certificate):
             % path) in out, out
 
 
+TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+def _fields_said_refused():
+    """The field names that qproxy.conf(5) and conf/qproxy.conf say
+    set_request_header refuses."""
+    man = open(os.path.join(TOP, "man/qproxy.conf.5")).read()
+    entry = man[man.index(".It Ic set_request_header"):]
+    entry = entry[:entry.index("\n.It Ic", 1)]
+    names = set(re.findall(r"(?m)^\.Ql ([A-Za-z-]+) ?,?$", entry))
+    conf = open(os.path.join(TOP, "conf/qproxy.conf")).read()
+    said = re.search(r"qproxy's own fields \(([^)]*)\) are\s+#? ?refused", conf)
+    assert said, "conf/qproxy.conf no longer says which fields are refused"
+    listed = [w.strip() for w in re.sub(r"\s*#\s*", " ", said.group(1)).split(",")]
+    # "framing and connection fields": words, not a name
+    return names, {w for w in listed if " " not in w}
+
+
+def test_the_fields_said_refused_are_refused(tmp_path, certificate):
+    """Each field that qproxy.conf(5) or the example configuration names as
+    one qproxy writes itself is refused in set_request_header: the example
+    said "X-Forwarded-*", where X-Forwarded-Host or the manual's
+    X-Forwarded-Prefix (for strip_prefix) are taken and sent."""
+    man, conf = _fields_said_refused()
+    assert len(man) >= 14 and len(conf) >= 6, (man, conf)
+    for name in sorted(man | conf):
+        lines = valid_lines(*certificate) + ["set_request_header = %s: x" % name]
+        path = write(tmp_path, lines)
+        p = check(path)
+        assert p.returncode == 1 and ('qproxy writes "%s" itself' % name.lower()) in p.stderr, \
+            (name, p.stdout + p.stderr)
+    for name in ("X-Forwarded-Prefix", "X-Forwarded-Host"):
+        lines = valid_lines(*certificate) + ["set_request_header = %s: /api" % name]
+        p = check(write(tmp_path, lines))
+        assert p.returncode == 0, (name, p.stdout + p.stderr)
+
+
 def test_missing_config_file(tmp_path):
     path = str(tmp_path / "does-not-exist.conf")
     p = check(path)
