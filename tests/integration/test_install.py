@@ -197,6 +197,21 @@ def test_manuals_are_clean():
     assert m.returncode == 0 and m.stdout == "", m.stdout + m.stderr
 
 
+def test_no_quotation_opens_inside_another_in_the_manuals():
+    """A quoting macro such as Ql takes the rest of its line, another Ql
+    too: ".Pq Ql $2b$ , Ql $2y$" showed a quote inside a quote, which mandoc's
+    lint does not report."""
+    import re
+    for page in ("qproxy.8", "qproxy.conf.5", "qproxyctl.8"):
+        m = subprocess.run(["mandoc", "-T", "utf8", os.path.join(TOP, "man", page)],
+                           capture_output=True, text=True)
+        assert m.returncode == 0, m.stderr
+        text = re.sub(".\b", "", m.stdout)
+        assert text.count("\u2018") > 0, page
+        nested = re.findall("\u2018[^\u2019]*\u2018[^\u2019]*", text)
+        assert not nested, (page, nested)
+
+
 def test_every_stats_row_is_documented():
     """qproxyctl(8) names each row of qproxyctl stats (server.c's table),
     in its group's entry."""
