@@ -2046,6 +2046,33 @@ def test_a_body_past_max_body_size_is_not_read_on(qproxy_factory, backend_app, t
     assert stats(q)["requests"]["body_too_large"] == 4
 
 
+def test_a_body_past_max_body_size_is_stopped_as_its_answer_says(qproxy_factory, backend_app,
+                                                                  tmp_path):
+    """The client is asked to stop sending a body past max_body_size: with
+    the 413, a whole answer, by STOP_SENDING with H3_NO_ERROR (0x100, RFC
+    9114 4.1); once the backend's response has begun (a head and 5 bytes,
+    here), by the reset of the stream, H3_REQUEST_CANCELLED (0x10c) both
+    ways, as qproxy.conf(5) now says (it said H3_NO_ERROR either way)."""
+    def stop_codes(res):
+        # ngtcp2's log of the frames h3raw receives (-v)
+        return re.findall(r"(?m) frm rx .* STOP_SENDING\(0x05\) id=0x0 "
+                          r"app_error_code=.*\((0x[0-9a-f]+)\)$", res.stderr)
+    q = _body_limited(qproxy_factory, backend_app, tmp_path, 100 * 1024)
+    post = [":method: POST", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port]
+    res = h3raw(q.port, post + [":path: /app/upload"], data=1000000, timeout=10 * SLOW,
+                extra=["-v"])
+    assert res.outcomes == ["status 413 body 22"], res
+    assert set(stop_codes(res)) == {"0x100"}, res
+    # 40000 bytes, past the half of stream_window (64k) that qproxy holds
+    # before it sends the request on, then the rest once the head came
+    res = h3raw(q.port, post + [":path: /app/answer-hold"], data=1000000, timeout=10 * SLOW,
+                extra=["-v", "--rest-after-head", "40000"])
+    assert res.outcomes == ["reset 0x10c"], res
+    assert set(stop_codes(res)) == {"0x10c"}, res
+    st = stats(q)["requests"]
+    assert (st["body_too_large"], st["reset"]) == (2, 1), st
+
+
 def test_the_global_max_body_size_holds_for_routes_without_their_own(
         qproxy_factory, backend_app, tmp_path):
     def make(port, c, k):

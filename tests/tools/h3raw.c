@@ -9,6 +9,8 @@
  * Usage: h3raw [options] HOST PORT
  *   -H 'name: value'          add a request field line (in order, repeatable)
  *   -d N                      send a body of N bytes ('a'); default: no DATA
+ *   --rest-after-head BYTES   send the first BYTES of the -d body, and the
+ *                             rest once the final response head has come
  *   --fin-separate            HEADERS (and body/trailers) without FIN, then
  *                             an empty STREAM frame carrying FIN
  *   --no-fin                  as --fin-separate, but the FIN never goes: a
@@ -260,6 +262,8 @@ static struct {
   fields_t trailers;
   int has_body;
   uint64_t body_size;
+  int rest_after_head; /* the body past head_part waits for the head */
+  uint64_t head_part;
   int fin_separate;
   int no_fin;
   size_t count;
@@ -642,6 +646,10 @@ static void parse_args(int argc, char **argv) {
       NEED_ARG();
       opt.has_body = 1;
       opt.body_size = parse_ull(next, "body size");
+    } else if (strcmp(a, "--rest-after-head") == 0) {
+      NEED_ARG();
+      opt.rest_after_head = 1;
+      opt.head_part = parse_ull(next, "bytes before the head");
     } else if (strcmp(a, "--fin-separate") == 0) {
       opt.fin_separate = 1;
     } else if (strcmp(a, "--linger") == 0) {
@@ -850,8 +858,17 @@ static nghttp3_ssize read_data(nghttp3_conn *conn, int64_t stream_id,
     eof_flags |= NGHTTP3_DATA_FLAG_NO_END_STREAM;
   }
 
+  if (r && opt.has_body && opt.rest_after_head && !r->have_final &&
+      r->body_offered >= opt.head_part &&
+      r->body_offered < opt.body_size) {
+    return NGHTTP3_ERR_WOULDBLOCK; /* h3_end_headers resumes it */
+  }
   if (r && opt.has_body && r->body_offered < opt.body_size && veccnt > 0) {
     uint64_t left = opt.body_size - r->body_offered;
+    if (opt.rest_after_head && !r->have_final &&
+        left > opt.head_part - r->body_offered) {
+      left = opt.head_part - r->body_offered;
+    }
     size_t len = left < sizeof(abody) ? (size_t)left : sizeof(abody);
     vec[0].base = abody;
     vec[0].len = len;
@@ -1032,6 +1049,9 @@ static int h3_end_headers(nghttp3_conn *conn, int64_t stream_id, int fin,
   if (r && r->cur_status >= 200) {
     r->status = r->cur_status;
     r->have_final = 1;
+    if (opt.rest_after_head) {
+      nghttp3_conn_resume_stream(conn, stream_id);
+    }
   }
   return 0;
 }
