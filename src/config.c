@@ -583,7 +583,8 @@ config_parse_duration(const char *s, double *ms)
 	double		 v, scale = 1, unit;
 	size_t		 nfrac = 0;
 
-	if (config_parse_uint(s, &end, &n) == -1 || n > UINT32_MAX)
+	/* any number: the key's bounds, after the unit, refuse a large one */
+	if (config_parse_uint(s, &end, &n) == -1)
 		return -1;
 	v = (double)n;
 	if (*end == '.') {

@@ -1062,6 +1062,9 @@ test_durations(void)
 		{ "99999999999999999999", -1 }, { "1.500000000s", 1.5 },
 		/* finer than a nanosecond of the unit: 24h passed the limit */
 		{ "24.0000000001h", -1 }, { "1.5000000000s", -1 },
+		/* numbers past 2^32 - 1 in range after their unit (refused) */
+		{ "5000000000us", 5000 }, { "86400000000us", 86400 },
+		{ "86400000001us", -1 }, { "4294967296ms", -1 },
 	};
 	struct config	*cfg;
 	size_t		 i;
