@@ -1648,7 +1648,11 @@ test_answers(void)
 	    "[route n]\n"
 	    "return = 200 a\x01b\n"
 	    "[route o]\n"
-	    "redirect = 301 https://$hostname/\n",
+	    "redirect = 301 https://$hostname/\n"
+	    "[route p]\n"
+	    "redirect = 302 /a$\n"
+	    "[route q]\n"
+	    "redirect = 302 /a%24\n",
 	    "FILE:7: [route a]: missing required key \"backend\" (or "
 	    "\"return\" or \"redirect\")\n"
 	    "FILE:10: [route b]: a route has a backend, a return or a "
@@ -1673,6 +1677,8 @@ test_answers(void)
 	    "the status\n"
 	    "FILE:37: return: the text has a control character\n"
 	    "FILE:39: redirect: unknown variable \"$hostname\": "
+	    "$request_uri and $host are known\n"
+	    "FILE:41: redirect: unknown variable \"$\": "
 	    "$request_uri and $host are known\n");
 
 	/* header: "Name: value" or "Name" alone, any name, repeated */
