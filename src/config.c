@@ -106,6 +106,7 @@ struct config_parser {
 	size_t			 nin;
 	struct config		*cfg;
 	int			 line;		/* across files: config_at */
+	int			 main_line;	/* the main file's last read */
 	char			*linebuf;
 	size_t			 linecap;
 
@@ -2388,6 +2389,8 @@ config_reader(char *buf, int num, void *arg)
 	}
 	p->line++;
 	in->line++;
+	if (p->nin == 1)
+		p->main_line = p->line;
 	line = p->linebuf;
 	snprintf(buf, (size_t)num, "\n");
 	if (strlen(line) != (size_t)n) {
@@ -2801,9 +2804,12 @@ config_finish(struct config_parser *p)
 	config_finish_workers(p, cfg);
 	config_finish_request_id(p, cfg);
 	config_finish_state(p, cfg);
-	/* a bad [listener] header has had its error already */
+	/*
+	 * A bad [listener] header has had its error already. At the main
+	 * file's last line, even when an included file's came after it.
+	 */
 	if (cfg->nlisteners == 0 && !p->listener_seen)
-		config_error(p, p->line > 0 ? p->line : 1,
+		config_error(p, p->main_line > 0 ? p->main_line : 1,
 		    "no [listener] section");
 }
 

@@ -866,6 +866,18 @@ test_include(void)
 	free(errs);
 	unlink("inc.d/b.conf");
 
+	/* no listener: at the main file's last line, not an included one's */
+	test_write_file("main.conf", "[global]\n"
+	    "include = backends.conf\n");
+	test_write_file("backends.conf", "[backend app]\n"
+	    "server = 127.0.0.1:8080\n"
+	    "; the end\n");
+	errs = test_load_dir("main.conf", &cfg);
+	CHECK(cfg == NULL);
+	CHECK_EQ_STR(errs, "main.conf:2: no [listener] section\n");
+	free(errs);
+	unlink("backends.conf");
+
 	/* a file named must be there; a pattern may match nothing */
 	test_write_file("main.conf", LISTENER
 	    "include = /nonexistent/*.conf\n"
