@@ -672,6 +672,26 @@ def h3raw(port, headers, *, data=None, fin_separate=False, trailers=(), count=No
 # qproxy process management
 
 
+def paused_h3raw(q, headers, count, pause_after, pause, timeout, extra=()):
+    """h3raw on one connection: count GETs of headers, of which pause_after
+    go first; then nothing read for pause seconds (--deaf-pause: the
+    datagrams that come wait) while the rest go out. Returns the process
+    (pipes for its output), once the pause has begun."""
+    p = subprocess.Popen([h3raw_binary(), "-t", str(timeout), "-n", str(count),
+                          "--pause-after", str(pause_after), "--pause", str(pause),
+                          "--deaf-pause"] + list(extra) +
+                         [a for h in headers for a in ("-H", h)] + ["127.0.0.1", str(q.port)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    while not seen or seen[-1] not in ("h3raw: paused\n", ""):
+        seen.append(p.stderr.readline())
+    if seen[-1] == "":
+        p.kill()
+        out, err = p.communicate()
+        pytest.fail("h3raw did not pause: %r" % ((out, "".join(seen) + err),))
+    return p
+
+
 def render_config(sections):
     """sections: [(header, [(key, value), ...])] -> INI text."""
     out = []

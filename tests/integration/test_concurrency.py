@@ -12,7 +12,7 @@ import pytest
 
 from helpers import (BIG_TIMEOUT, SLOW, KiB, MiB, app_sections, expected_body,
                      expected_sha256, file_sha256, generated_body, gtls_fetch, h3_parallel,
-                     h3raw_binary, sha256)
+                     h3raw_binary, paused_h3raw, sha256)
 
 
 def _check_all(sizes, responses):
@@ -88,17 +88,7 @@ def test_1000_requests_read_between_two_writes(qproxy_factory, backend_app):
         first_routes=[("route ok", [("path_prefix", "/ok"), ("return", "200 ok")])]))
     get = [":method: GET", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port,
            ":path: /ok", "user-agent: h3raw"]
-    p = subprocess.Popen([h3raw_binary(), "-t", str(20 * SLOW), "-n", "1000",
-                          "--pause-after", "20", "--pause", str(SLOW), "--deaf-pause"] +
-                         [a for h in get for a in ("-H", h)] + ["127.0.0.1", str(q.port)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    seen = []
-    while not seen or seen[-1] not in ("h3raw: paused\n", ""):
-        seen.append(p.stderr.readline())
-    if seen[-1] == "":
-        p.kill()
-        out, err = p.communicate()
-        pytest.fail("h3raw did not pause: %r" % ((out, "".join(seen) + err),))
+    p = paused_h3raw(q, get, 1000, 20, SLOW, 20 * SLOW)
     # the pause ends and the other 980 requests go out, meanwhile
     q.signal(signal.SIGSTOP)
     try:

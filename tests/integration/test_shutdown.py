@@ -8,7 +8,8 @@ import time
 import pytest
 
 from helpers import (SLOW, KiB, MiB, background_get, expected_sha256, free_udp_port, h3_get,
-                     h3raw, h3raw_binary, qproxy_stats, qproxyctl_binary, wait_until)
+                     h3raw, h3raw_binary, paused_h3raw, qproxy_stats, qproxyctl_binary,
+                     wait_until)
 
 
 def test_sigterm_lets_in_flight_download_finish(qproxy_factory, backend_app):
@@ -87,19 +88,7 @@ def _deaf_client(q, pause, *extra):
     once the pause has begun."""
     get = [":method: GET", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port,
            ":path: /app/bytes/1000"]
-    p = subprocess.Popen([h3raw_binary(), "-t", str(pause + 20 * SLOW), "-n", "2",
-                          "--pause-after", "1", "--pause", str(pause), "--deaf-pause"] +
-                         list(extra) + [a for h in get for a in ("-H", h)] +
-                         ["127.0.0.1", str(q.port)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    seen = []
-    while not seen or seen[-1] not in ("h3raw: paused\n", ""):
-        seen.append(p.stderr.readline())
-    if seen[-1] == "":
-        p.kill()
-        out, err = p.communicate()
-        pytest.fail("h3raw did not pause: %r" % ((out, "".join(seen) + err),))
-    return p
+    return paused_h3raw(q, get, 2, 1, pause, pause + 20 * SLOW, extra)
 
 
 @pytest.mark.parametrize("pause", [0.5, 1.5])
