@@ -237,18 +237,27 @@ control_error(struct control_client *c, const char *msg)
 	control_head(c, "ERR", msg);
 }
 
-/* What changes the daemon is logged with who asked, when the kernel says. */
-static void
-control_log_caller(struct control_client *c, const char *cmd)
+/*
+ * A command that changes the daemon (reload, reopen, upgrade): refused
+ * when the daemon has no handler for it (false), else logged with who
+ * asked, when the kernel says.
+ */
+static bool
+control_may_change(struct control_client *c, const char *cmd, bool handled)
 {
 	struct ucred cred;
 	socklen_t credlen = sizeof(cred);
 
+	if (!handled) {
+		control_error(c, "command not supported");
+		return false;
+	}
 	if (getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred, &credlen) == 0)
 		log_info("control: %s requested by pid %ld uid %ld", cmd,
 		    (long)cred.pid, (long)cred.uid);
 	else
 		log_info("control: %s requested", cmd);
+	return true;
 }
 
 static void
@@ -323,11 +332,8 @@ control_dispatch(struct control_client *c)
 		show = ops->version;
 
 	if (strcmp(cmd, "upgrade") == 0) {
-		if (ops->upgrade == NULL) {
-			control_error(c, "command not supported");
+		if (!control_may_change(c, cmd, ops->upgrade != NULL))
 			return;
-		}
-		control_log_caller(c, cmd);
 		if (ops->upgrade(&c->text, ctl->arg) == -1) {
 			char why[300];
 			const char *t = strbuf_str(&c->text);
@@ -347,11 +353,8 @@ control_dispatch(struct control_client *c)
 			return;
 		}
 	} else if (strcmp(cmd, "reload") == 0) {
-		if (ops->reload == NULL) {
-			control_error(c, "command not supported");
+		if (!control_may_change(c, cmd, ops->reload != NULL))
 			return;
-		}
-		control_log_caller(c, cmd);
 		switch (ops->reload(&c->text, ctl->arg)) {
 		case 0:
 			break;
@@ -363,11 +366,8 @@ control_dispatch(struct control_client *c)
 			break;
 		}
 	} else if (strcmp(cmd, "reopen") == 0) {
-		if (ops->reopen == NULL) {
-			control_error(c, "command not supported");
+		if (!control_may_change(c, cmd, ops->reopen != NULL))
 			return;
-		}
-		control_log_caller(c, cmd);
 		if (ops->reopen(&c->text, ctl->arg) != 0)
 			refused = "some log files were not reopened";
 	} else if (show != NULL)
