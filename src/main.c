@@ -194,6 +194,28 @@ reload_warn(const char *fmt, ...)
 		strbuf_printf(reload_notes, "warning: %s\n", msg);
 }
 
+/*
+ * The keys that only a restart applies, as the process started with them
+ * (the supervisor's, for workers, which it starts again with others'
+ * configurations): a reload is warned against these, not the last
+ * configuration loaded, which may have asked for others in vain. The
+ * secret_file in use is secret_from.
+ */
+static struct {
+	char		*control_socket, *user;
+	uint64_t	 workers;
+} started;
+
+static void
+started_remember(const struct config *cfg)
+{
+	if ((cfg->control_socket != NULL && (started.control_socket =
+	    strdup(cfg->control_socket)) == NULL) || (cfg->user != NULL &&
+	    (started.user = strdup(cfg->user)) == NULL))
+		fatal("strdup");
+	started.workers = cfg->workers;
+}
+
 /* A global key that only a restart applies, changed by a reload. */
 static void
 reload_at_restart(const struct config *cfg, const char *key)
@@ -247,13 +269,13 @@ reload(struct strbuf *errs)
 	}
 	reload_notes = &notes;
 	config_warnings(cfg, reload_warn);
-	if (!same_string(old->control_socket, cfg->control_socket))
+	if (!same_string(started.control_socket, cfg->control_socket))
 		reload_at_restart(cfg, "control_socket");
-	if (!same_string(old->user, cfg->user))
+	if (!same_string(started.user, cfg->user))
 		reload_at_restart(cfg, "user");
-	if (!same_string(old->secret_file, cfg->secret_file))
+	if (!same_string(secret_from, cfg->secret_file))
 		reload_at_restart(cfg, "secret_file");
-	if (old->workers != cfg->workers)
+	if (started.workers != cfg->workers)
 		reload_at_restart(cfg, "workers");
 	if (cid_changed(cfg))
 		reload_warn("cid_server_id, cid_nonce_length, cid_config_id "
@@ -947,6 +969,7 @@ main(int argc, char *argv[])
 		printf("configuration OK\n");
 		return 0;
 	}
+	started_remember(cfg);
 	strbuf_init(&errs, 1 << 20);
 	if (logs_prepare(cfg, lf, &errs) == -1) {
 		log_lines(LOG_LEVEL_ERROR, "", strbuf_str(&errs));

@@ -479,6 +479,37 @@ def test_reload_warns_of_what_takes_a_restart(qproxy_factory, certificate, backe
     assert h3_get(q.url("/app/bytes/10")).status == 200
 
 
+def test_reload_warns_against_the_value_in_use(qproxy_factory, certificate, backend_app,
+                                               tmp_path):
+    """A key that only a restart applies is warned about against the value
+    the process runs with, as qproxy(8) has it ("keep their old values
+    until a restart, with a warning"), not against the file loaded last: a
+    reload that put the running control_socket back was told that it
+    "changes take effect at restart", and one that still asked for another
+    was told nothing. Found checking qproxy(8) against the code."""
+    cert, key_file = certificate
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server))
+    in_use = q.control_socket
+
+    def reload_with(path):
+        sections = _sections(cert, key_file, q.port, backend_app.tcp_server,
+                             extra_global=[("control_socket", path)])
+        with open(q.conf, "w") as f:
+            f.write(render_config(sections))
+        p = qproxyctl(q, "reload")
+        assert p.returncode == 0, p.stderr
+        return [line for line in p.stdout.splitlines()
+                if "control_socket changes take effect at restart" in line]
+    other = str(tmp_path / "other.sock")
+    assert len(reload_with(other)) == 1
+    assert len(reload_with(other)) == 1, "still not the socket in use"
+    assert reload_with(in_use) == [], "the socket in use is no change"
+    assert not os.path.exists(other)
+    assert stats(q)["generation"] == 4
+    assert h3_get(q.url("/app/bytes/10")).status == 200
+
+
 def _conf_line(path, start):
     """The number of the first line of a file that starts with start."""
     with open(path) as f:
