@@ -1185,8 +1185,10 @@ op_version(struct strbuf *out, bool json, void *arg)
 static int
 op_reload(struct strbuf *out, void *arg)
 {
-	if (sv.stopping)
+	if (sv.stopping) {
+		log_warnx("reload refused: shutting down");
 		return CONTROL_RELOAD_STOPPING;
+	}
 	return cmd_reload(out) ? 0 : -1;
 }
 
@@ -1535,8 +1537,10 @@ take_signal(int signo)
 		break;
 	case SIGHUP:
 		/* as qproxyctl reload: so the supervisor knows the outcome */
-		if (sv.stopping)
+		if (sv.stopping) {
+			log_warnx("reload refused: shutting down");
 			break;
+		}
 		log_info("signal %d: reloading", signo);
 		strbuf_init(&out, CONTROL_MAX_REPLY);
 		(void)cmd_reload(&out);

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from helpers import (SLOW, app_sections, expected_body, expected_sha256, free_udp_port,
+from helpers import (SLOW, app_sections, background_get, expected_body, expected_sha256, free_udp_port,
                      h3_get, h3_parallel, h3raw_binary, make_certificate, metric, metrics, qproxy_binary,
                      qproxyctl_binary, wait_until)
 from relay import Relay
@@ -899,3 +899,30 @@ def test_qproxyctl_reopen_names_each_worker_that_failed(qproxy_factory, backend_
         ["worker %d: %s" % (i, failed) for i in range(N)], lines
     p = qproxyctl(q, "reopen")
     assert (p.returncode, p.stdout, p.stderr) == (0, "", "")
+
+
+@pytest.mark.parametrize("how", ["qproxyctl", "SIGHUP"])
+def test_a_reload_refused_while_shutting_down_is_logged(qproxy_factory, backend_app, how):
+    """qproxy(8): once a graceful shutdown has begun, a reload is refused
+    with a warning in the log, by SIGHUP or qproxyctl alike, as a lone
+    qproxy does (test_no_reload_during_graceful_shutdown). The supervisor
+    of workers refused both without a word in the log: a SIGHUP was
+    dropped, and qproxyctl was told "ERR shutting down". Found by
+    helper-99."""
+    q = _workers(qproxy_factory, backend_app, shutdown_timeout="30s")
+    before = backend_app.count
+    background_get(q.url("/app/hang"), 1, timeout=30)
+    assert backend_app.wait_for_request(lambda x: x["path"] == "/app/hang", start=before,
+                                        timeout=10 * SLOW)
+    q.signal(signal.SIGTERM)
+    wait_until(lambda: "stopping the workers" in q.log_text(), "no graceful shutdown")
+    if how == "qproxyctl":
+        p = subprocess.run([qproxyctl_binary(), "-s", q.control_socket, "reload"],
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode == 1, (p.stdout, p.stderr)
+        assert p.stderr == "qproxyctl: shutting down\n", p.stderr
+    else:
+        q.signal(signal.SIGHUP)
+    wait_until(lambda: "reload refused: shutting down" in q.log_text(), "no refusal logged")
+    assert q.running()
+    assert "reload: asking the" not in q.log_text()
