@@ -858,7 +858,10 @@ upgrade_spawn(const struct upgrade_fds *f, const struct upgrade_keys *keys,
 	size_t npass = 0;
 	struct pollfd pfd;
 	sigset_t all, saved;
-	double deadline;
+	double deadline, ping = 0.;
+	uint64_t wd_usec = 0;
+	/* still systemd's main process, watched, until the new one is */
+	bool watched = sd_watchdog_enabled(0, &wd_usec) > 0;
 	ssize_t got;
 	pid_t pid;
 
@@ -951,7 +954,15 @@ upgrade_spawn(const struct upgrade_fds *f, const struct upgrade_keys *keys,
 	pfd.fd = pair[0];
 	pfd.events = POLLIN;
 	for (;;) {
-		if ((rv = poll_until(&pfd, 1, deadline)) <= 0) {
+		/* the loop that fed systemd's watchdog waits meanwhile */
+		if (watched && mono_now() >= ping) {
+			sd_notify(0, "WATCHDOG=1");
+			ping = mono_now() + (double)wd_usec / 2e6;
+		}
+		if ((rv = poll_until(&pfd, 1, watched && ping < deadline ?
+		    ping : deadline)) == 0 && mono_now() < deadline)
+			continue;
+		if (rv <= 0) {
 			if (rv == 0)
 				strbuf_printf(out, "the new process was not "
 				    "ready within %d s: ended\n", UPGRADE_WAIT);
@@ -966,7 +977,17 @@ upgrade_spawn(const struct upgrade_fds *f, const struct upgrade_keys *keys,
 		    ready[0] == UPGRADE_MSG_READY) {
 			read_taken(ready, (size_t)got);
 			(void)fcntl(pair[0], F_SETFL, O_NONBLOCK);
-			sd_notifyf(0, "MAINPID=%ld", (long)pid);
+			/*
+			 * The new one is watched from now on, and must feed
+			 * the watchdog within a period: it starts afresh here
+			 * (its first WATCHDOG=1 comes half a period from its
+			 * start, or once its workers read).
+			 */
+			if (watched)
+				sd_notifyf(0, "MAINPID=%ld\nWATCHDOG=1",
+				    (long)pid);
+			else
+				sd_notifyf(0, "MAINPID=%ld", (long)pid);
 			*pidp = pid;
 			*linkp = pair[0];
 			return 0;

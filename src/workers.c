@@ -1522,7 +1522,14 @@ check_ready(void)
 	upgrade_unlink_stale();
 	/* and the control socket is answered once they all read */
 	serve_control();
-	/* once the old one has told systemd, a period from now */
+	/*
+	 * The main process since the old one told systemd, before it had
+	 * its workers hand over: systemd's watchdog, last fed then, is fed
+	 * now, the handover's time (up to three seconds) later, and then
+	 * every half period.
+	 */
+	if (sv.watchdog_every > 0.)
+		sd_notify(0, "WATCHDOG=1");
 	sv.watchdog_next = mono_now() + sv.watchdog_every;
 }
 
