@@ -468,3 +468,35 @@ def test_upgrade_hands_systemd_the_new_process_and_its_watchdog(ready, workers):
         assert_watchdog_quiet(box, new, mark)
         pid = new
     no_sanitizer_report(box)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("upgraded", [False, True])
+def test_stop_is_graceful_and_ends_every_process(ready, workers, upgraded):
+    """systemctl stop: SIGTERM to the main process, a graceful shutdown,
+    no SIGKILL, nothing left of the unit; after qproxyctl upgrade too.
+    systemd 252 takes a main process that is not its child (the new one,
+    started by the old) for an alien one and does not wait for it: with
+    KillMode=mixed it sent SIGKILL at once after SIGTERM ("Killing
+    process N (qproxy) with signal SIGKILL", and with one process "Unit
+    process N remains running after unit stopped")."""
+    box = ready
+    box.write(CONF, config(box.backend_port, glob=[("workers", str(workers))]))
+    mark = box.cursor()
+    box.run("systemctl", "start", "qproxy")
+    if upgraded:
+        ctl(box, "upgrade")
+    assert_served(box)
+    t = time.monotonic()
+    p = box.run("systemctl", "stop", "qproxy", check=False, timeout=60)
+    took = time.monotonic() - t
+    assert p.returncode == 0, p.stderr
+    s = box.show("ActiveState", "Result", "MainPID")
+    assert s == {"ActiveState": "inactive", "Result": "success", "MainPID": "0"}, \
+        (s, box.journal(mark))
+    assert took < 10 * SLOW, took
+    assert not os.path.exists(box.path("/sys/fs/cgroup/system.slice/qproxy.service"))
+    log = box.journal(mark)
+    assert "SIGKILL" not in log and "remains running" not in log, log
+    assert "signal 15: " in log, log
+    no_sanitizer_report(box)
