@@ -289,6 +289,9 @@ struct qconn {
 	 */
 	int64_t			 qenc_stream;
 	bool			 qenc_blocked;
+	/* its QPACK decoder stream, and whether the client's credit stops it */
+	int64_t			 qdec_stream;
+	bool			 qdec_blocked;
 	/* the client's SETTINGS_MAX_FIELD_SECTION_SIZE (h3_fields_fit) */
 	uint64_t		 peer_fields_max;
 	/* a response's FIN nghttp3 offered alone, not yet taken (h3_writev) */

@@ -610,6 +610,22 @@ h3_read(void *arg, int64_t stream_id, const uint8_t *data, size_t len,
 		    NGHTTP3_H3_EXCESSIVE_LOAD, NULL, 0);
 		return -1;
 	}
+	if (n == NGHTTP3_ERR_QPACK_FATAL && qc->qdec_blocked) {
+		static struct log_limit lim;
+
+		/*
+		 * The decoder's instructions waited, unsent for want of the
+		 * client's credit on qproxy's decoder stream, past nghttp3's
+		 * bound (set at h3_conn_setup): nothing the client sent is
+		 * wrong, but what it makes qproxy hold would grow without end.
+		 */
+		log_limited(&lim, LOG_LEVEL_INFO, "%s: QPACK decoder stream "
+		    "held by the client's credit, closing", qc->peer);
+		stats.closed_qpack_decoder_held++;
+		ngtcp2_ccerr_set_application_error(&qc->last_error,
+		    NGHTTP3_H3_EXCESSIVE_LOAD, NULL, 0);
+		return -1;
+	}
 	if (n < 0) {
 		/* QPACK abuse lands here too: a table or blocked-stream limit */
 		if (n != NGHTTP3_ERR_NOMEM && n != NGHTTP3_ERR_CALLBACK_FAILURE)
@@ -895,6 +911,7 @@ h3_conn_setup(struct qconn *qc)
 		return -1;
 	}
 	qc->qenc_stream = qenc;
+	qc->qdec_stream = qdec;
 	qc->ctrl_stream = ctrl;
 	if (qc->srv->shutting_down && !qc->upgrade_grace)
 		h3_goaway_shutdown(qc);

@@ -919,6 +919,8 @@ extend_max_stream_data(ngtcp2_conn *conn, int64_t stream_id,
 		return NGTCP2_ERR_CALLBACK_FAILURE;
 	if (stream_id == qc->qenc_stream)
 		qc->qenc_blocked = false;
+	if (stream_id == qc->qdec_stream)
+		qc->qdec_blocked = false;
 	/* not progress for send_timeout: stream credit alone moves no byte */
 	if (stream_user_data != NULL)
 		exchange_flow_blocked(stream_user_data, false);
@@ -1252,6 +1254,7 @@ qconn_new(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 	qc->reset_budget = (double)sock->listener->gen->cfg->max_stream_resets;
 	qc->rd_stream = -1;
 	qc->qenc_stream = -1;
+	qc->qdec_stream = -1;
 	qc->fin_owed = -1;
 	qc->ctrl_in.stream = -1;
 	qc->reset_refill = ev_now(srv->loop);	/* bucket.h's clock */
@@ -1695,6 +1698,8 @@ qconn_write(struct qconn *qc)
 				nghttp3_conn_block_stream(qc->h3, stream_id);
 				if (stream_id == qc->qenc_stream)
 					qc->qenc_blocked = true;
+				if (stream_id == qc->qdec_stream)
+					qc->qdec_blocked = true;
 				if ((ex = exchange_find(qc, stream_id)) != NULL)
 					exchange_flow_blocked(ex, true);
 				sveccnt = 0;

@@ -927,6 +927,7 @@ static const struct stats_row {
 	ROW("limits", "reset_request_memory", streams_reset_req_memory),
 	ROW("limits", "closed_quic_memory", closed_quic_memory),
 	ROW("limits", "closed_field_floods", closed_field_floods),
+	ROW("limits", "closed_qpack_decoder_held", closed_qpack_decoder_held),
 	ROW("limits", "goaway_old_configurations", goaway_old_configurations),
 	ROW("upstream", "connects", upstream_connects),
 	ROW("upstream", "connect_failures", upstream_connect_failures),

@@ -29,6 +29,7 @@ struct stats {
 	uint64_t	streams_reset_req_memory;	/* 503 or reset: request memory */
 	uint64_t	closed_quic_memory;	/* quic_buffer_total */
 	uint64_t	closed_field_floods;	/* 2 x max_header_size */
+	uint64_t	closed_qpack_decoder_held;	/* its credit withheld */
 	uint64_t	goaway_old_configurations;	/* SERVER_CONFIGS_MAX */
 	uint64_t	streams_current, streams_total;
 	uint64_t	requests_total;

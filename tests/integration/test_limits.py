@@ -668,6 +668,26 @@ def test_a_client_that_holds_the_qpack_encoder_stream_gets_literals(
     assert max(peak) < 1024 * 1024, max(peak)
 
 
+def test_a_client_that_holds_the_qpack_decoder_stream_is_closed_for_its_load(
+        qproxy_factory, backend_app, tmp_path):
+    """A client that gives qproxy's QPACK decoder stream 16 bytes of credit
+    and no more, while its own requests name the dynamic table: each
+    request's Section Acknowledgment waits in nghttp3, which fails the
+    connection once 2,000 bytes wait (ERR_QPACK_FATAL). qproxy closed it
+    with H3_INTERNAL_ERROR, as if the fault were its own, and counted it in
+    closed_protocol_errors, though the client broke no rule: it is a load
+    the client makes, H3_EXCESSIVE_LOAD (RFC 9114 8.1), counted in
+    closed_qpack_decoder_held."""
+    q = _private(qproxy_factory, backend_app, tmp_path)
+    r = h3raw(q.port, [":method: GET", ":scheme: https",
+                       ":authority: 127.0.0.1:%d" % q.port, ":path: /app/bytes/10"],
+              count=1500, timeout=30 * SLOW, extra=["--qdec-credit", "16"])
+    assert "closed 0x107" in r.outcomes, sorted(set(r.outcomes))
+    assert set(r.outcomes) <= {"status 200 body 10", "closed 0x107"}, sorted(set(r.outcomes))
+    lim = _limits(q)
+    assert (lim["closed_qpack_decoder_held"], lim["closed_protocol_errors"]) == (1, 0), lim
+
+
 def test_malformed_bodies_earn_no_extra_credit(qproxy_factory, backend_app, tmp_path):
     """Each body shorter than its Content-Length was credited twice on the
     connection: once by its exchange for the bytes handed on, once more with

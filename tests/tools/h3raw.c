@@ -285,6 +285,8 @@ static struct {
   size_t qpack_blocked; /* --qpack-blocked: SETTINGS_QPACK_BLOCKED_STREAMS */
   uint64_t max_field_section; /* --max-field-section, or 0: nghttp3's */
   uint64_t uni_credit; /* --uni-credit: the server's uni streams, for good */
+  int qdec_credit_set;
+  uint64_t qdec_credit; /* --qdec-credit: the server's decoder stream */
   size_t pause_after; /* --pause-after: streams opened before the pause */
   double pause;       /* --pause: its length, seconds */
   int deaf_pause;     /* --deaf-pause */
@@ -358,7 +360,8 @@ static void die_usage(const char *fmt, ...) {
   fputs("\nusage: h3raw [-H 'name: value']... [-d N] [--fin-separate | --no-fin] "
         "[--trailer 'name: value']... [-n COUNT] [--cancel] [--stop-sending] "
         "[--no-read] [--drip BYTES] [--pause-after N [--pause SECONDS] [--deaf-pause]] [--await-refusal] "
-        "[--uni-credit BYTES] [--qpack-blocked N] [--max-field-section BYTES] "
+        "[--uni-credit BYTES] [--qdec-credit BYTES] [--qpack-blocked N] "
+        "[--max-field-section BYTES] "
         "[--max-ack-delay MS] "
         "[--hold SECONDS [--hold-drop K]] "
         "[--raw HEX] [--raw-encoder HEX] [--sni NAME] [--alpn PROTO] "
@@ -711,6 +714,14 @@ static void parse_args(int argc, char **argv) {
       NEED_ARG();
       opt.uni_credit = parse_ull(next, "uni-credit");
       opt.uni_credit_set = 1;
+    } else if (strcmp(a, "--qdec-credit") == 0) {
+      NEED_ARG();
+      opt.qdec_credit = parse_ull(next, "qdec-credit");
+      /* the stream's type byte tells which stream it is */
+      if (opt.qdec_credit == 0) {
+        die_usage("bad qdec-credit: %s", next);
+      }
+      opt.qdec_credit_set = 1;
     } else if (strcmp(a, "--drip") == 0) {
       NEED_ARG();
       opt.drip = parse_ull(next, "drip");
@@ -957,7 +968,8 @@ static void h3_consume(int64_t stream_id, size_t n) {
   if (opt.no_read) {
     return;
   }
-  if (opt.uni_credit_set && !ngtcp2_is_bidi_stream(stream_id)) {
+  if ((opt.uni_credit_set && !ngtcp2_is_bidi_stream(stream_id)) ||
+      (opt.qdec_credit_set && stream_id == c.peer_qdec)) {
     ngtcp2_conn_extend_max_offset(c.conn, n); /* the stream's, never */
     return;
   }
@@ -1274,6 +1286,11 @@ static int cb_recv_stream_data(ngtcp2_conn *conn, uint32_t flags,
   }
   if (!c.h3) {
     return 0;
+  }
+  /* --qdec-credit: the server's decoder stream, known by its type */
+  if (opt.qdec_credit_set && !ngtcp2_is_bidi_stream(stream_id) &&
+      offset == 0 && datalen > 0 && data[0] == 0x03) {
+    c.peer_qdec = stream_id;
   }
   /* --raw-encoder: the server's decoder stream, past its type, unread */
   if (opt.raw_encoder.len > 0 && !ngtcp2_is_bidi_stream(stream_id) &&
@@ -1783,6 +1800,9 @@ static int setup_quic(void) {
   params.initial_max_stream_data_uni = 1024 * 1024;
   if (opt.uni_credit_set) {
     params.initial_max_stream_data_uni = opt.uni_credit;
+  } else if (opt.qdec_credit_set) {
+    /* the others' grows as they are read */
+    params.initial_max_stream_data_uni = opt.qdec_credit;
   }
   params.initial_max_data = 16 * 1024 * 1024;
   if (opt.no_read) {
