@@ -897,7 +897,8 @@ h3_conn_setup(struct qconn *qc)
 	 * for each reset) wait in nghttp3 until the next write; past 20
 	 * bytes for each stream the client may have open (100 unless told)
 	 * nghttp3 takes the client for one that withholds the decoder
-	 * stream's credit and fails the connection (ERR_QPACK_FATAL, 0x102).
+	 * stream's credit and fails the connection (ERR_QPACK_FATAL; h3_read
+	 * closes it with H3_EXCESSIVE_LOAD when that stream is blocked).
 	 * Some 670 requests (3 bytes each) read between two writes went
 	 * past the 2,000 bytes of 100 streams.
 	 */
