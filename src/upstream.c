@@ -695,11 +695,12 @@ upstream_connect(struct upstream_server *s, upstream_cb *cb, void *data)
 	struct upstream_conn *c;
 	int fd, one = 1, saved;
 
-	stats.upstream_connects++;
 	fd = socket(a->u.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK |
 	    SOCK_CLOEXEC, 0);
 	if (fd == -1)
 		return NULL;
+	/* a connection begun: not one that got no socket (no descriptor) */
+	stats.upstream_connects++;
 	if (a->u.sa.sa_family != AF_UNIX) {
 		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one,
 		    sizeof(one));

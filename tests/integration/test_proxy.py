@@ -2306,7 +2306,9 @@ def test_server_marked_down_comes_back_up(qproxy_factory):
 
 def test_out_of_descriptors_is_503_not_a_server_fault(qproxy_factory, backend_app):
     """With its descriptors used up, qproxy answers 503 (its own limit),
-    counts out_of_descriptors, and does not mark the server down."""
+    counts out_of_descriptors, and does not mark the server down. Nor does
+    it count a connect for a request that got no socket: connects counted
+    every attempt, 5 here, where 2 began."""
     first = qproxy_factory(backend_server=backend_app.tcp_server)
     used = len(os.listdir("/proc/%d/fd" % first.proc.pid))
     first.stop()
@@ -2326,6 +2328,8 @@ def test_out_of_descriptors_is_503_not_a_server_fault(qproxy_factory, backend_ap
     assert set(statuses) <= {503, 504}, statuses
     st = stats(q)
     assert st["upstream"]["out_of_descriptors"] == statuses.count(503), st["upstream"]
+    assert st["upstream"]["connects"] == statuses.count(504), st["upstream"]
+    assert st["upstream"]["connect_failures"] == 0, st["upstream"]
     assert st["backends"][0]["servers"][0]["state"] != "down", st["backends"]
 
 
