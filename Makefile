@@ -51,7 +51,7 @@ UNIT_TESTS = test_config test_route test_http1 test_request test_bufq \
 UNIT_BINS = $(UNIT_TESTS:%=$(B)/tests/%)
 
 TOOLS = $(B)/tests/h3raw $(B)/tests/sendshim.so $(B)/tests/timeshift.so \
-	$(B)/tests/execdelay.so $(B)/tests/agefill.so
+	$(B)/tests/execdelay.so $(B)/tests/agefill.so $(B)/tests/h3nomem.so
 
 all: $(B)/qproxy $(B)/qproxyctl
 
@@ -103,8 +103,8 @@ $(B)/tests/gcmbench: $(B)/tests/gcmbench.o $(B)/libqproxy.a $(RNG_OBJ)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
 
-# Preloaded into qproxy (sendshim, timeshift, agefill, execdelay): built
-# without the sanitizers, which must come first.
+# Preloaded into qproxy (sendshim, timeshift, agefill, execdelay, h3nomem):
+# built without the sanitizers, which must come first.
 $(B)/tests/%.so: tests/tools/%.c config.mk
 	@mkdir -p $(@D)
 	@echo "  CC      $<"

@@ -837,6 +837,8 @@ ex_answer(struct exchange *ex, const struct answer *a)
 	if (nva != nva_small)
 		free(nva);
 	if (n == -1) {
+		/* nghttp3 took no head (no memory): cut short, as any reset */
+		stats.requests_reset++;
 		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
 		return;
 	}
@@ -2876,6 +2878,7 @@ ex_parse_rbuf(struct exchange *ex)
 
 			do {
 				if (ex_info(ex, &resp, (size_t)n) == -1) {
+					stats.requests_reset++;
 					ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
 					return;
 				}
@@ -2922,7 +2925,9 @@ ex_parse_rbuf(struct exchange *ex)
 		hist_add(&ex->server->ctr->ttfb, ex->backend_time);
 		switch (ex_submit_head(ex, &resp, false)) {
 		case -1:
+			/* no memory for the head: a reset request */
 			count_response(resp.status);
+			stats.requests_reset++;
 			ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
 			return;
 		case -2:

@@ -165,6 +165,14 @@ def preload_agefill(q, value):
     _preload(q, "agefill", lib, AGEFILL="0x%08x" % value)
 
 
+def preload_h3nomem(q, path):
+    """Makes the not yet started q's nghttp3 fail, out of memory, to submit
+    a response head whose status is the one written in the file path, while
+    there is one (h3nomem.c, built next to sendshim.so)."""
+    lib = os.path.join(os.path.dirname(sendshim_library()), "h3nomem.so")
+    _preload(q, "h3nomem", lib, H3NOMEM_FILE=path)
+
+
 def preload_timeshift(q, shift):
     """Makes the not yet started q run with its wall clock shift seconds
     ahead (timeshift.so, see timeshift.c)."""

@@ -20,7 +20,7 @@ from helpers import (BIG_TIMEOUT, CONNECT_TIMEOUT, SHORT_READ_TIMEOUT, SLOW, KiB
                      app_sections, assert_backends_untouched, backend_counts, expected_body,
                      expected_sha256, generated_body, h3_get, h3_head, h3_post, h3_put,
                      h3_request, h3raw, header_values, make_easy, metric, metrics,
-                     preload_clock, qproxy_binary, sha256, wait_until)
+                     preload_clock, preload_h3nomem, qproxy_binary, sha256, wait_until)
 from test_ops import qproxyctl, stats
 import backend as backend_mod
 
@@ -2331,6 +2331,33 @@ def test_out_of_descriptors_is_503_not_a_server_fault(qproxy_factory, backend_ap
     assert st["upstream"]["connects"] == statuses.count(504), st["upstream"]
     assert st["upstream"]["connect_failures"] == 0, st["upstream"]
     assert st["backends"][0]["servers"][0]["state"] != "down", st["backends"]
+
+
+@pytest.mark.parametrize("status,path", [("200", "/app/bytes/10"), ("404", "/nowhere"),
+                                         ("103", "/app/early-hints")],
+                         ids=["backend", "own-answer", "informational"])
+def test_a_head_nghttp3_has_no_memory_for_is_a_reset_request(qproxy_factory, backend_app,
+                                                             tmp_path, status, path):
+    """A response head that nghttp3 fails to submit for lack of memory (a
+    backend's, one of qproxy's own answers, a 1xx) resets the stream with
+    H3_INTERNAL_ERROR: a request cut short, counted in requests reset as
+    the other resets are (it was not, for any of the three)."""
+    q = qproxy_factory(backend_server=backend_app.tcp_server, start=False)
+    flag = str(tmp_path / "h3nomem")
+    preload_h3nomem(q, flag)
+    q.start()
+    with open(flag, "w") as f:
+        f.write(status)
+    before = stats(q)["requests"]
+    r = h3raw(q.port, [":method: GET", ":scheme: https",
+                       ":authority: 127.0.0.1:%d" % q.port, ":path: " + path],
+              timeout=10 * SLOW)
+    assert r.outcomes == ["reset 0x102"], r
+    after = stats(q)["requests"]
+    assert after["reset"] - before["reset"] == 1, (before, after)
+    os.unlink(flag)
+    r = h3_get(q.url(path))
+    assert r.status == (404 if status == "404" else 200), r
 
 
 def _limited_sections(port, cert, key, server, max_conns, connect_timeout):
