@@ -1443,6 +1443,57 @@ def test_request_memory_lowered_by_a_reload_holds_at_once(qproxy_factory, backen
     assert codes.count("200") == 12 - codes.count("503"), got[0]
 
 
+def test_request_trailers_past_request_memory_give_their_stream_up(qproxy_factory,
+                                                                   backend_app, tmp_path):
+    """A trailer section kept for a chunked body, that passes
+    request_buffer_total on a connection holding its share of it or more,
+    keeps nothing more, and its stream is given up at the section's end
+    (EX_TRAILERS_NO_ROOM), as qproxy.conf(5) says: that stream, not the
+    one the loop's eviction would pick. Behind a backend whose one
+    connection is taken, clients X and Y wait with uploads of about 30 and
+    11 chunks of 16 KiB; client B's upload, 4 chunks, then its trailer
+    section, 45 fields of 8 KB (23 chunks), passes the 1 MiB with B
+    holding a third of it or more. B is answered 503, X and Y wait on;
+    trailers kept there would have had the eviction give up X, holding
+    the most."""
+    q = _private(qproxy_factory, backend_app, tmp_path, ("request_buffer_total", "1m"),
+                 ("stream_window", "2m"), ("connection_window", "4m"),
+                 ("max_header_size", "512k"),
+                 backend=[("max_connections", "1"), ("connect_timeout", "30s")])
+    wait_until(lambda: stats(q)["connections"]["current"] == 0, "no connection", 10)
+    post = [":method: POST", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port,
+            ":path: /app/upload"]
+    hold = subprocess.Popen(
+        [h3raw_binary(), "-t", str(6 * SLOW)] +
+        [a for h in [":method: GET", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port,
+                     ":path: /app/hang"] for a in ("-H", h)] + ["127.0.0.1", str(q.port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    got = {}
+    waiting = []
+    try:
+        wait_until(lambda: stats(q)["upstream"]["connections_current"] == 1, "backend taken")
+        for k, n in (("x", 485000), ("y", 172000)):
+            waiting.append(threading.Thread(target=lambda k=k, n=n: got.__setitem__(k, h3raw(
+                q.port, post, data=n, timeout=6 * SLOW))))
+            waiting[-1].start()
+        wait_until(lambda: _buffers(q)["request_bytes"] >= 485000 + 172000,
+                   "X's and Y's uploads held")
+        held = _buffers(q)["request_bytes"]
+        got["b"] = h3raw(q.port, post, data=60000, timeout=3 * SLOW,
+                         trailers=["x-trailer-%02d: %s" % (i, "t" * 8000) for i in range(45)])
+        after = _buffers(q)["request_bytes"], _limits(q)["reset_request_memory"]
+    finally:
+        hold.wait(timeout=30)
+        for t in waiting:
+            t.join()
+    assert got["b"].outcomes == ["status 503 body 24"], got["b"]
+    assert after == (held, 1), (held, after)
+    for k in ("x", "y"):
+        assert len(got[k].outcomes) == 1 and got[k].outcomes[0].startswith("status 200 "), got
+    wait_until(lambda: _buffers(q)["request_bytes"] == 0, "request memory given back",
+               10 * SLOW)
+
+
 def test_request_memory_resets_a_stream_whose_response_began(qproxy_factory,
                                                              backend_app, tmp_path):
     """A backend that sent part of its answer and reads no more of the
