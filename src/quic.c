@@ -2229,6 +2229,16 @@ handle_datagram(struct udp_sock *sock, const uint8_t *data, size_t len,
 	path.remote.addrlen = remote->len;
 	path.user_data = NULL;
 	rv = ngtcp2_conn_read_pkt(qc->conn, &path, &pi, data, len, ts);
+	/*
+	 * The first datagram of a connection closed it (a CONNECTION_CLOSE
+	 * in the client's Initial): it began nothing to keep. Drained for
+	 * three PTOs, it held a handshake's place (max_handshakes, and
+	 * retry = auto's count of those unvalidated) for any source address,
+	 * at the price of one datagram. Dropped as an Initial that opens
+	 * nothing is, below.
+	 */
+	if (fresh && rv == NGTCP2_ERR_DRAINING)
+		rv = NGTCP2_ERR_DROP_CONN;
 	if (!qc->accepted && rv != NGTCP2_ERR_DROP_CONN &&
 	    rv != NGTCP2_ERR_RETRY) {
 		qc->accepted = true;	/* counted from its first packet */
@@ -2248,9 +2258,10 @@ handle_datagram(struct udp_sock *sock, const uint8_t *data, size_t len,
 		case NGTCP2_ERR_DROP_CONN:
 			/*
 			 * An Initial that opened nothing (no CRYPTO frame it
-			 * could read with the keys of its connection ID): a
-			 * client's later Initial, ACKs and Finished, to the
-			 * ID of a process taken over from, which has it.
+			 * could read with the keys of its connection ID, or a
+			 * close): a client's later Initial, ACKs and Finished,
+			 * or its close, to the ID of a process taken over
+			 * from, which has it.
 			 */
 			if (fresh && upgrade_forward(sock, data, len, remote,
 			    local, ecn))

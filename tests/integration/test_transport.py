@@ -332,6 +332,38 @@ def _closes_with(port, extra=b"", **hello):
     return (codes[0] if codes else None), frames
 
 
+def test_an_initial_that_only_closes_begins_no_connection(qproxy_factory, backend_app):
+    """A new client's Initial that carries a CONNECTION_CLOSE frame alone
+    (nothing to begin a handshake with): ngtcp2 takes the close and drains,
+    and qproxy kept the connection it had made for the packet, with its
+    connection IDs, for the three PTOs of draining, counted as a connection
+    and a failed handshake. A datagram that begins nothing is dropped now,
+    as one with no ClientHello is (udp_dropped invalid), and nothing is
+    sent back (a draining endpoint sends nothing, RFC 9000 10.2.2)."""
+    q = qproxy_factory(backend_server=backend_app.tcp_server)
+    wait_until(lambda: stats(q)["connections"]["current"] == 0, "no connection", 10 * SLOW)
+    before = stats(q)
+    c = quicinitial.Client(q.port)
+    try:
+        c.send_initial(b"\x1c\x00\x00\x00")     # NO_ERROR, frame type 0, no reason
+        got = c.receive(0.5 * SLOW)
+    finally:
+        c.close()
+    after = stats(q)
+    assert got == [], got
+    conns = after["connections"]
+    assert (conns["current"], conns["total"] - before["connections"]["total"],
+            conns["handshakes_current"],
+            conns["handshakes_failed"] - before["connections"]["handshakes_failed"]) == \
+        (0, 0, 0, 0), conns
+    assert after["quic"]["cids_current"] == before["quic"]["cids_current"], after["quic"]
+    assert after["udp_dropped"]["invalid"] - before["udp_dropped"]["invalid"] == 1, \
+        after["udp_dropped"]
+    # qproxy takes the next client as before
+    r = h3_get(q.url("/app/bytes/10"))
+    assert r.status == 200 and r.body == expected_body(10)
+
+
 def test_client_hello_by_hand_gets_a_server_hello(qp):
     """The hand-made ClientHello of the tests below is one qproxy takes."""
     code, frames = _closes_with(qp.port)
