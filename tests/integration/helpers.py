@@ -630,7 +630,7 @@ def gtls_fetch(port, paths, download_dir, host="127.0.0.1", authority=None, time
 # h3raw
 
 
-H3RAW_OUTCOME = re.compile(r"^(status (\d+) body (\d+)|reset 0x[0-9a-fA-F]+|closed 0x[0-9a-fA-F]+"
+H3RAW_OUTCOME = re.compile(r"^(status (\d+) body (\d+)|raw \d+|reset 0x[0-9a-fA-F]+|closed 0x[0-9a-fA-F]+"
                            r"|local-reset 0x[0-9a-fA-F]+|local-close 0x[0-9a-fA-F]+|goaway"
                            r"|cancelled|timeout)\s*$")
 

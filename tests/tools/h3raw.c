@@ -77,7 +77,9 @@
  *                             on each request stream, with FIN, instead of
  *                             what nghttp3 would encode from -H: any HEADERS
  *                             frame or QPACK field section; the server's
- *                             answer on the stream is read and dropped
+ *                             answer on the stream is read and dropped.
+ *                             An empty HEX: a stream of no bytes, its FIN
+ *                             alone
  *   --raw-encoder HEX         write these bytes on the QPACK encoder stream
  *                             (after its stream type; nghttp3's own encoder
  *                             then uses no dynamic table): any encoder
@@ -137,6 +139,8 @@
  *
  * Output (stdout), one line per request, in request order:
  *   status S body N     final response status S, N body bytes received
+ *   raw N               a --raw stream's answer came to its end (FIN),
+ *                       N bytes of frames, unread
  *   reset 0xCODE        the server reset the stream or sent STOP_SENDING
  *   closed 0xCODE       the server closed the connection before an outcome
  *   local-reset 0xCODE  this client's HTTP/3 layer reset the stream (for
@@ -245,6 +249,8 @@ typedef struct {
   int cancelled;
   int raw;        /* --raw: not nghttp3's stream */
   size_t raw_off; /* bytes of opt.raw written */
+  uint64_t raw_recv; /* --raw: bytes of the server's answer read */
+  int raw_fin;       /* and its end */
 
   int done;
 } req_t;
@@ -292,6 +298,7 @@ static struct {
   int deaf_pause;     /* --deaf-pause */
   int await_refusal;  /* --await-refusal */
   buf_t raw;
+  int raw_set; /* --raw given, its bytes perhaps none */
   buf_t raw_encoder;
   buf_t tls_after;
   buf_t tls_after_hello;
@@ -576,8 +583,8 @@ static double parse_seconds(const char *s, const char *what) {
   return v;
 }
 
-/* Hex digits, white space ignored, into b. */
-static void parse_hex(const char *s, buf_t *b) {
+/* Hex digits, white space ignored, into b; none only when empty_ok. */
+static void parse_hex(const char *s, buf_t *b, int empty_ok) {
   int hi = -1;
 
   for (; *s; ++s) {
@@ -600,7 +607,7 @@ static void parse_hex(const char *s, buf_t *b) {
       hi = -1;
     }
   }
-  if (hi >= 0 || b->len == 0) {
+  if (hi >= 0 || (b->len == 0 && !empty_ok)) {
     die_usage("--raw wants whole bytes of hex digits");
   }
 }
@@ -727,16 +734,17 @@ static void parse_args(int argc, char **argv) {
       opt.drip = parse_ull(next, "drip");
     } else if (strcmp(a, "--raw") == 0) {
       NEED_ARG();
-      parse_hex(next, &opt.raw);
+      parse_hex(next, &opt.raw, 1);
+      opt.raw_set = 1;
     } else if (strcmp(a, "--raw-encoder") == 0) {
       NEED_ARG();
-      parse_hex(next, &opt.raw_encoder);
+      parse_hex(next, &opt.raw_encoder, 0);
     } else if (strcmp(a, "--tls-after") == 0) {
       NEED_ARG();
-      parse_hex(next, &opt.tls_after);
+      parse_hex(next, &opt.tls_after, 0);
     } else if (strcmp(a, "--tls-after-hello") == 0) {
       NEED_ARG();
-      parse_hex(next, &opt.tls_after_hello);
+      parse_hex(next, &opt.tls_after_hello, 0);
     } else if (strcmp(a, "--tls-at-handshake") == 0) {
       opt.tls_at_handshake = 1;
     } else if (strcmp(a, "--tls-in-handshake") == 0) {
@@ -938,7 +946,7 @@ static void open_streams(void) {
 
     note("request %zu on stream %" PRId64, r->idx, stream_id);
 
-    if (opt.raw.len > 0) {
+    if (opt.raw_set) {
       r->raw = 1; /* write_raw() sends it */
       continue;
     }
@@ -1281,6 +1289,10 @@ static int cb_recv_stream_data(ngtcp2_conn *conn, uint32_t flags,
   req_t *r = req_by_stream(stream_id);
 
   if (r != NULL && r->raw) {
+    r->raw_recv += datalen;
+    if (flags & NGTCP2_STREAM_DATA_FLAG_FIN) {
+      r->raw_fin = 1;
+    }
     h3_consume(stream_id, datalen);
     return 0;
   }
@@ -2151,7 +2163,8 @@ static int write_raw(ngtcp2_tstamp ts) {
     while (r->raw && !r->fin_sent) {
       ngtcp2_ssize ndatalen;
       enum stream_write w = write_stream_packet(
-        r->stream_id, opt.raw.data + r->raw_off, opt.raw.len - r->raw_off,
+        r->stream_id, opt.raw.len > 0 ? opt.raw.data + r->raw_off : NULL,
+        opt.raw.len - r->raw_off,
         opt.no_fin ? NGTCP2_WRITE_STREAM_FLAG_NONE :
                      NGTCP2_WRITE_STREAM_FLAG_FIN,
         ts, &ndatalen);
@@ -2376,6 +2389,8 @@ static int print_results(void) {
 
     if (r->resp_complete && r->have_final) {
       printf("status %d body %" PRIu64 "\n", r->status, r->body_len);
+    } else if (r->raw_fin) {
+      printf("raw %" PRIu64 "\n", r->raw_recv);
     } else if (r->cancelled) {
       printf("cancelled\n");
     } else if (r->reset_recv) {
