@@ -15,3 +15,14 @@ def prefix_int(first, prefix_bits, n):
         n >>= 7
     out.append(n)
     return bytes(out)
+
+
+def field_section(fields):
+    """A QPACK field section of (name, value) string pairs, each a literal
+    with a literal name (no Huffman coding, no table), after a prefix that
+    names no dynamic table entry."""
+    out = b"\x00\x00"
+    for name, value in fields:
+        n, v = name.encode("latin-1"), value.encode("latin-1")
+        out += prefix_int(0x20, 3, len(n)) + n + prefix_int(0, 7, len(v)) + v
+    return out
