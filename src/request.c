@@ -249,12 +249,19 @@ name_is(const uint8_t *name, size_t len, const char *s)
 /*
  * An authority (RFC 3986 3.2) as :authority or Host may carry it: no
  * controls, spaces or characters outside its grammar. What passes is safe
- * inside the quoted-string of the Forwarded field sent to backends.
+ * inside the quoted-string of the Forwarded field sent to backends. Its
+ * host is not empty (RFC 9110 4.2.2: an https URI with an empty host is
+ * invalid), an IP literal is whole in its brackets, and a port is digits
+ * alone: ":443", "[::1" or "a:b" went to backends as the Host they route
+ * by. (Userinfo is refused before, with a reason of its own.)
  */
 static bool
 authority_ok(const uint8_t *value, size_t len)
 {
-	for (size_t i = 0; i < len; i++) {
+	const uint8_t *end;
+	size_t hostlen, i;
+
+	for (i = 0; i < len; i++) {
 		if (value[i] <= ' ' || value[i] >= 0x7f)
 			return false;
 		switch (value[i]) {
@@ -263,6 +270,26 @@ authority_ok(const uint8_t *value, size_t len)
 			return false;
 		}
 	}
+	if (len > 0 && value[0] == '[') {
+		if ((end = memchr(value, ']', len)) == NULL || end == value + 1)
+			return false;
+		hostlen = (size_t)(end - value) + 1;
+		if (memchr(value + 1, '[', hostlen - 1) != NULL)
+			return false;
+	} else {
+		end = memchr(value, ':', len);
+		hostlen = end != NULL ? (size_t)(end - value) : len;
+		if (hostlen == 0 || memchr(value, '[', hostlen) != NULL ||
+		    memchr(value, ']', hostlen) != NULL)
+			return false;
+	}
+	if (hostlen == len)
+		return true;
+	if (value[hostlen] != ':')
+		return false;
+	for (i = hostlen + 1; i < len; i++)
+		if (value[i] < '0' || value[i] > '9')
+			return false;
 	return true;
 }
 

@@ -92,6 +92,18 @@ MALFORMED = {
     "path-del": lambda p: dict(headers=req(p, path="/app/a\\x7fb")),
     "authority-space": lambda p: dict(headers=req(p, authority="a b")),
     "authority-slash": lambda p: dict(headers=req(p, authority="a/b")),
+    # RFC 3986 3.2, RFC 9110 4.2.2: an https authority has a host, and a
+    # port of digits; these went to the backend as Host
+    "authority-port-alone": lambda p: dict(headers=req(p, authority=":%d" % p)),
+    "authority-colon-alone": lambda p: dict(headers=req(p, authority=":")),
+    "authority-port-not-digits": lambda p: dict(headers=req(p, authority="127.0.0.1:x%d" % p)),
+    "authority-two-ports": lambda p: dict(headers=req(p, authority="127.0.0.1:1:%d" % p)),
+    "authority-bracket-open": lambda p: dict(headers=req(p, authority="[::1")),
+    "authority-bracket-empty": lambda p: dict(headers=req(p, authority="[]:%d" % p)),
+    "authority-bracket-after-host": lambda p: dict(headers=req(p, authority="a]:%d" % p)),
+    "authority-after-bracket": lambda p: dict(headers=req(p, authority="[::1]x")),
+    "host-port-alone": lambda p: dict(
+        headers=[h for h in req(p) if not h.startswith(":authority")] + ["host: :%d" % p]),
     # 4.2: the connection-specific fields, and TE of more than "trailers"
     "keep-alive": lambda p: dict(headers=req(p, extra=["keep-alive: timeout=5"])),
     "proxy-connection": lambda p: dict(headers=req(p, extra=["proxy-connection: close"])),
@@ -274,6 +286,21 @@ def test_valid_get_several_streams(qp):
     res = h3raw(qp.port, req(qp.port, path="/app/bytes/1234"), count=5)
     assert res.returncode == 0, res
     assert res.outcomes == ["status 200 body 1234"] * 5, res
+
+
+@pytest.mark.parametrize("authority", ["[::1]:{port}", "[::1]", "127.0.0.1:", "127.0.0.1",
+                                       "localhost."],
+                         ids=["ipv6-port", "ipv6", "empty-port", "no-port", "trailing-dot"])
+def test_valid_authority_forms(qp, backend_app, authority):
+    """Authorities that RFC 3986 3.2 allows, an empty port among them, are
+    served as before, and go to the backend as Host as they came."""
+    authority = authority.format(port=qp.port)
+    before = backend_app.count
+    marker = "/app/echo-headers?authority=%s" % authority
+    res = h3raw(qp.port, req(qp.port, path=marker, authority=authority))
+    assert len(res.outcomes) == 1 and res.outcomes[0].startswith("status 200 "), res
+    rec = backend_app.wait_for_request(lambda x: x["target"] == marker, start=before)
+    assert rec is not None and header_values(rec, "host") == [authority], rec
 
 
 @pytest.mark.parametrize("extra", [["host: 127.0.0.1:{port}"], ["te: trailers"],

@@ -62,6 +62,12 @@ test_valid(void)
 	const char *options[] = { ":method: OPTIONS", ":scheme: https",
 	    ":authority: a", ":path: *", NULL };
 	const char *cl0[] = { BASE, "content-length: 0", NULL };
+	/* authorities of RFC 3986 3.2, an empty port among them */
+	const char *authorities[] = { "[::1]:443", "[::1]", "a:", "a:443",
+	    "a.", "[v1.x]", "1.2.3.4:0", NULL };
+	const char *auth[] = { ":method: GET", ":scheme: https", NULL,
+	    ":path: /", NULL };
+	char abuf[64];
 	/* one-byte values: visible, and obs-text (RFC 9110 5.5) */
 	const char *one[] = { BASE, "x: a", "y: ~", "z: \x80", "w: \xff",
 	    NULL };
@@ -72,6 +78,13 @@ test_valid(void)
 	CHECK_EQ_INT(verdict(both, true), REQ_OK);
 	CHECK_EQ_INT(verdict(options, true), REQ_OK);
 	CHECK_EQ_INT(verdict(cl0, true), REQ_OK);
+	for (size_t i = 0; authorities[i] != NULL; i++) {
+		snprintf(abuf, sizeof(abuf), ":authority: %s", authorities[i]);
+		auth[2] = abuf;
+		if (verdict(auth, true) != REQ_OK)
+			fprintf(stderr, "authority %s refused\n", authorities[i]);
+		CHECK_EQ_INT(verdict(auth, true), REQ_OK);
+	}
 }
 
 /* Which methods may be sent twice (RFC 9110 9.2.2), and which need a length. */
@@ -171,6 +184,29 @@ test_malformed(void)
 		{ ":method: GET", ":scheme: https", ":path: /",
 		    "host: a b", NULL },
 		{ BASE, "host: other.example", NULL },
+		/* an authority has a host, and a port of digits alone */
+		{ ":method: GET", ":scheme: https", ":authority: :443",
+		    ":path: /", NULL },
+		{ ":method: GET", ":scheme: https", ":authority: :",
+		    ":path: /", NULL },
+		{ ":method: GET", ":scheme: https", ":authority: a:b",
+		    ":path: /", NULL },
+		{ ":method: GET", ":scheme: https", ":authority: a:1:2",
+		    ":path: /", NULL },
+		{ ":method: GET", ":scheme: https", ":authority: [::1",
+		    ":path: /", NULL },
+		{ ":method: GET", ":scheme: https", ":authority: []",
+		    ":path: /", NULL },
+		{ ":method: GET", ":scheme: https", ":authority: [[::1]",
+		    ":path: /", NULL },
+		{ ":method: GET", ":scheme: https", ":authority: [::1]x",
+		    ":path: /", NULL },
+		{ ":method: GET", ":scheme: https", ":authority: a]",
+		    ":path: /", NULL },
+		{ ":method: GET", ":scheme: https", ":authority: a[b",
+		    ":path: /", NULL },
+		{ ":method: GET", ":scheme: https", ":path: /",
+		    "host: :443", NULL },
 		{ ":method: GET", ":scheme: https", ":path: /", NULL },
 		/* content-length */
 		{ BASE, "content-length: 5", "content-length: 5", NULL },
@@ -401,7 +437,8 @@ start_get(struct request *r, const char *authority)
 
 /*
  * Every byte value inside :authority: what may stand in the quoted-string
- * of the Forwarded field passes, nothing else (RFC 3986 3.2, RFC 7239 4).
+ * of the Forwarded field passes, nothing else (RFC 3986 3.2, RFC 7239 4),
+ * and no bracket but those of an IP literal.
  */
 static void
 test_authority_bytes(void)
@@ -415,7 +452,7 @@ test_authority_bytes(void)
 			continue;	/* port and userinfo: checked apart */
 		authority[1] = (char)c;
 		start_get(&r, authority);
-		ok = c > ' ' && c < 0x7f && strchr("\"\\/?#<>{}|^`", c) == NULL;
+		ok = c > ' ' && c < 0x7f && strchr("\"\\/?#<>{}|^`[]", c) == NULL;
 		CHECK_EQ_INT(request_finish(&r, true) == 0, ok);
 		request_free(&r);
 	}
