@@ -40,9 +40,12 @@ struct control_client {
 	char			 head[CONTROL_HEAD_MAX];
 	size_t			 headlen;
 	struct strbuf		 text;		/* the reply after head */
-	size_t			 sent;		/* of head, then text */
+	char			 tail[CONTROL_HEAD_MAX]; /* its end line */
+	size_t			 taillen;	/* 0 until it is due */
+	size_t			 sent;		/* of head, text, then tail */
 	struct control_stream	 stream;	/* its next piece: text */
 	bool			 streaming;	/* until done is called */
+	bool			 end_line;	/* QPROXY/2: tail, once due */
 };
 
 struct control {
@@ -76,6 +79,19 @@ control_has_json(const char *cmd)
 {
 	return strcmp(cmd, "reload") != 0 && strcmp(cmd, "reopen") != 0 &&
 	    strcmp(cmd, "upgrade") != 0 && !control_takes_args(cmd);
+}
+
+/*
+ * Whether a request line (len bytes, whole or not) is QPROXY/2's, whose
+ * reply has an end line; even one refused as malformed or too long.
+ */
+static bool
+control_wants_end(const char *line, size_t len)
+{
+	size_t n = sizeof(CONTROL_MAGIC_END) - 1;
+
+	return len >= n && memcmp(line, CONTROL_MAGIC_END, n) == 0 &&
+	    (len == n || line[n] == ' ' || (len == n + 1 && line[n] == '\r'));
 }
 
 /* Best effort, for short messages to a client about to be closed. */
@@ -115,22 +131,60 @@ control_client_free(struct control_client *c)
 }
 
 /*
- * A stream's next piece in text, in place of the one sent. false when
- * the reply cannot go on.
+ * The reply's end line, for a QPROXY/2 client: whole (why NULL), or not,
+ * and why, on one line of printable bytes, cut to fit.
+ */
+static void
+control_tail(struct control_client *c, const char *why)
+{
+	size_t n;
+
+	if (!c->end_line)
+		return;
+	if (why == NULL) {
+		memcpy(c->tail, CONTROL_END, CONTROL_END_LEN);
+		c->taillen = CONTROL_END_LEN;
+		return;
+	}
+	memcpy(c->tail, CONTROL_CUT, CONTROL_CUT_LEN);
+	for (n = CONTROL_CUT_LEN; *why != '\0' && n < sizeof(c->tail) - 1;
+	    why++)
+		c->tail[n++] = *why >= 0x20 && *why < 0x7f ? *why : '?';
+	c->tail[n++] = '\n';
+	c->taillen = n;
+}
+
+/*
+ * A stream's next piece in text, in place of the one sent, and after the
+ * last the end line. false when the reply cannot go on and ends here
+ * without one (QPROXY/1).
  */
 static bool
 control_stream_next(struct control_client *c)
 {
+	const char *why = NULL;
 	int rv;
 
 	c->sent = c->headlen;
 	strbuf_clear(&c->text);
-	rv = c->stream.next(&c->text, c->stream.state);
-	if (rv == 1 && c->text.truncated)
+	rv = c->stream.next(&c->text, &why, c->stream.state);
+	if (rv == 1 && c->text.truncated) {
 		rv = -1;	/* not a piece: one too long for text */
+		why = "a piece of the reply too long";
+	}
+	if (rv == -1) {
+		log_warnx("control: a reply cut short%s%s",
+		    why != NULL ? ": " : "", why != NULL ? why : "");
+		strbuf_clear(&c->text);
+		if (why == NULL)
+			why = "the reply could not go on";
+	}
+	/* (why may be the stream's, which done frees) */
+	if (rv != 1)
+		control_tail(c, why);
 	if (rv != 1)
 		control_stream_end(c);
-	return rv != -1;
+	return rv != -1 || c->end_line;
 }
 
 /*
@@ -142,20 +196,19 @@ static bool
 control_client_write(struct control_client *c)
 {
 	struct control *ctl = c->ctl;
-	struct iovec iov[2];
+	struct iovec iov[3];
 	struct msghdr msg;
-	size_t total;
+	size_t total, off;
 	ssize_t n;
 	int niov, pieces = 0;
 
 	for (;;) {
-		total = c->headlen + c->text.len;
+		total = c->headlen + c->text.len + c->taillen;
 		if (c->sent == total && c->streaming) {
 			/* the loop's other work between some pieces and more */
 			if (pieces++ == CONTROL_TURN_PIECES)
 				goto wait;
 			if (!control_stream_next(c)) {
-				log_warnx("control: a reply cut short");
 				control_client_free(c);
 				return true;
 			}
@@ -163,20 +216,23 @@ control_client_write(struct control_client *c)
 		}
 		if (c->sent == total)
 			break;
+		/* what is left of head, text and tail */
 		niov = 0;
-		if (c->sent < c->headlen) {
-			iov[niov].iov_base = c->head + c->sent;
-			iov[niov].iov_len = c->headlen - c->sent;
-			niov++;
-			if (c->text.len > 0) {
-				iov[niov].iov_base = c->text.s;
-				iov[niov].iov_len = c->text.len;
-				niov++;
-			}
-		} else {
-			iov[niov].iov_base = c->text.s + (c->sent - c->headlen);
-			iov[niov].iov_len = total - c->sent;
-			niov++;
+		off = c->sent;
+		if (off < c->headlen) {
+			iov[niov].iov_base = c->head + off;
+			iov[niov++].iov_len = c->headlen - off;
+			off = c->headlen;
+		}
+		if (off < c->headlen + c->text.len) {
+			iov[niov].iov_base = c->text.s + (off - c->headlen);
+			iov[niov++].iov_len = c->headlen + c->text.len - off;
+			off = c->headlen + c->text.len;
+		}
+		if (off < total) {
+			iov[niov].iov_base = c->tail +
+			    (off - c->headlen - c->text.len);
+			iov[niov++].iov_len = total - off;
 		}
 		memset(&msg, 0, sizeof(msg));
 		msg.msg_iov = iov;
@@ -431,15 +487,18 @@ control_client_read(struct control_client *c)
 			c->len = (size_t)(nl - c->line);
 			break;
 		}
-		if (c->len == sizeof(c->line)) {
-			log_debug("control: request longer than %d bytes",
-			    CONTROL_MAX_LINE);
-			control_error(c, "request too long");
-			goto reply;
-		}
+		if (c->len == sizeof(c->line))
+			break;		/* no newline in it */
 	}
-	control_dispatch(c);
-reply:
+	c->end_line = control_wants_end(c->line, c->len);
+	if (c->len == sizeof(c->line)) {
+		log_debug("control: request longer than %d bytes",
+		    CONTROL_MAX_LINE);
+		control_error(c, "request too long");
+	} else
+		control_dispatch(c);
+	if (!c->streaming)
+		control_tail(c, NULL);
 	/* one request per connection: whatever follows is ignored */
 	ev_io_stop(loop, &c->rio);
 	ev_timer_stop(loop, &c->timer);
@@ -750,6 +809,36 @@ control_close(struct control *ctl)
 	free(ctl);
 }
 
+int
+control_end(const char *text, size_t *len, char *why, size_t whylen)
+{
+	const char *end, *nl;
+	size_t n;
+
+	if (whylen > 0)
+		*why = '\0';
+	if ((end = memchr(text, '\0', *len)) == NULL)
+		return -1;
+	n = *len - (size_t)(end - text);
+	*len = (size_t)(end - text);
+	/* one line, the reply's last */
+	if ((nl = memchr(end, '\n', n)) == NULL || nl != end + n - 1)
+		return -1;
+	if (n == CONTROL_END_LEN && memcmp(end, CONTROL_END, n) == 0)
+		return 1;
+	if (n <= CONTROL_CUT_LEN || memcmp(end, CONTROL_CUT,
+	    CONTROL_CUT_LEN) != 0)
+		return -1;
+	if (whylen > 0) {
+		n -= CONTROL_CUT_LEN + 1;
+		if (n >= whylen)
+			n = whylen - 1;
+		memcpy(why, end + CONTROL_CUT_LEN, n);
+		why[n] = '\0';
+	}
+	return 0;
+}
+
 /* Quotes a word from a request for an error message, printable only. */
 static const char *
 control_quote(const char *what, const char *word, size_t len)
@@ -784,7 +873,8 @@ control_parse(const char *line, const char **cmd, bool *json,
 		*err = "empty request";
 		return -1;
 	}
-	if (strncmp(line, CONTROL_MAGIC, magiclen) != 0 ||
+	if ((strncmp(line, CONTROL_MAGIC, magiclen) != 0 &&
+	    strncmp(line, CONTROL_MAGIC_END, magiclen) != 0) ||
 	    (line[magiclen] != ' ' && line[magiclen] != '\0')) {
 		*err = "bad protocol version";
 		return -1;

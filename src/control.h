@@ -1,8 +1,16 @@
 /*
  * control.h: the control socket. A Unix stream socket; one request line per
- * connection, "QPROXY/1 COMMAND [ARG]\n"; the reply is "OK\n" followed by
- * the command's text, or "ERR message\n"; then the daemon closes. A client
- * reads the reply to its end (EOF): conns has no bound on its length.
+ * connection, "QPROXY/2 COMMAND [ARG]\n"; the reply is "OK\n" followed by
+ * the command's text, or "ERR message\n" (and text, for some); then an
+ * end line, a NUL byte and "END\n" when the reply came whole, or a NUL
+ * byte, "CUT ", why and "\n" when it could not (a stream's: conns), and
+ * the daemon closes. Reply text has no NUL byte: the first one begins the
+ * end line. A reply that ends without one (the daemon gave up on a client
+ * that did not take it, or died) was cut short, and a client can tell.
+ * "QPROXY/1 ..." gets the same reply without the end line, as daemons
+ * before QPROXY/2 sent it (and answer "ERR bad protocol version" to a
+ * QPROXY/2 line): its client reads to EOF and cannot tell a cut. conns has
+ * no bound on its length.
  */
 #ifndef QPROXY_CONTROL_H
 #define QPROXY_CONTROL_H
@@ -13,7 +21,12 @@
 
 #include "strbuf.h"
 
-#define CONTROL_MAGIC		"QPROXY/1"
+#define CONTROL_MAGIC		"QPROXY/1"	/* replies end at EOF */
+#define CONTROL_MAGIC_END	"QPROXY/2"	/* with an end line */
+#define CONTROL_END		"\0END\n"	/* a whole reply's end line */
+#define CONTROL_END_LEN		(sizeof(CONTROL_END) - 1)
+#define CONTROL_CUT		"\0CUT "	/* another's, before why */
+#define CONTROL_CUT_LEN		(sizeof(CONTROL_CUT) - 1)
 #define CONTROL_MAX_LINE	1024	/* a request line, newline included */
 #define CONTROL_MAX_REPLY	(16u << 20)	/* but a stream's (conns) */
 #define CONTROL_CHUNK		(16u << 10)	/* a stream's piece, about */
@@ -25,12 +38,16 @@
  * A reply made a piece at a time as the client takes it, for one with no
  * bound on its length (conns: a row per connection), in bounded memory.
  * next appends the next piece, about CONTROL_CHUNK bytes, to out (empty):
- * 1 while more is to come, 0 after the last, -1 when the reply cannot go
- * on (the client sees it end there). done frees state, once, however the
- * reply ends (the client gone, its time up).
+ * 1 while more is to come; 0 after the last, with *why (NULL before the
+ * call) set when some of what the reply was to hold is missing (a worker
+ * that did not answer): the reply ends as it would, then "CUT why"; -1
+ * when the reply cannot go on, out dropped, *why perhaps set: the reply
+ * ends there, then "CUT why" (QPROXY/1: the client sees it end). *why
+ * must last until the next call of next or done. done frees state, once,
+ * however the reply ends (the client gone, its time up).
  */
 struct control_stream {
-	int	(*next)(struct strbuf *out, void *state);
+	int	(*next)(struct strbuf *out, const char **why, void *state);
 	void	(*done)(void *state);
 	void	*state;
 };
@@ -96,11 +113,21 @@ int		 control_fd(const struct control *);
 void		 control_close(struct control *);
 
 /*
- * Parses one request line (without its newline). On success sets *cmd to
- * the command word and *json to whether "json" followed, or for a command
- * that takes arguments (disable, enable: "BACKEND SERVER") *arg to them
- * (else NULL), and returns 0; otherwise returns -1 with a message for the
- * "ERR" reply in *err.
+ * A QPROXY/2 reply's text (after its first line) of *len bytes: *len is
+ * shortened to what comes before its end line. 1 when the end line says
+ * the reply is whole; 0 when it says it is not, why in why (whylen bytes
+ * at most, NUL included); -1 when there is none where it belongs (the
+ * reply was cut short).
+ */
+int		 control_end(const char *text, size_t *len, char *why,
+		    size_t whylen);
+
+/*
+ * Parses one request line (without its newline), QPROXY/1 or QPROXY/2. On
+ * success sets *cmd to the command word and *json to whether "json"
+ * followed, or for a command that takes arguments (disable, enable:
+ * "BACKEND SERVER") *arg to them (else NULL), and returns 0; otherwise
+ * returns -1 with a message for the "ERR" reply in *err.
  */
 int		 control_parse(const char *line, const char **cmd, bool *json,
 		    const char **arg, const char **err);

@@ -386,7 +386,7 @@ op_stats(struct strbuf *out, bool json, void *arg)
 }
 
 static int
-conns_next(struct strbuf *out, void *cur)
+conns_next(struct strbuf *out, const char **why, void *cur)
 {
 	return quic_conns_next(cur, out);
 }

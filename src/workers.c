@@ -840,7 +840,7 @@ relay_head(struct conns_relay *r)
 }
 
 static int
-relay_next(struct strbuf *out, void *arg)
+relay_next(struct strbuf *out, const char **why, void *arg)
 {
 	struct conns_relay *r = arg;
 	char buf[CONTROL_CHUNK], *p;

@@ -3,7 +3,8 @@
  * real socket. The input is what a client sends: its first line goes to
  * control_parse, then all of it, followed by EOF, to a control socket
  * served in this process by an ev loop with fake commands. The reply must
- * be the one the parser's verdict calls for.
+ * be the one the parser's verdict calls for, with the end line of
+ * QPROXY/2 (control.h) after it when the line was one.
  */
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -37,7 +38,7 @@ fake_show(struct strbuf *out, bool json, void *arg)
 static int	conns_line;
 
 static int
-fake_conns_next(struct strbuf *out, void *arg)
+fake_conns_next(struct strbuf *out, const char **why, void *arg)
 {
 	while (out->len < CONTROL_CHUNK && conns_line < 4000)
 		strbuf_printf(out, "%-60d\n", conns_line++);
@@ -126,7 +127,7 @@ check_parse(const char *line)
 	int rc = control_parse(line, &cmd, &json, &args, &err);
 
 	if (rc == 0 && args != NULL) {
-		/* "QPROXY/1 cmd BACKEND SERVER": printable, two words */
+		/* "QPROXY/N cmd BACKEND SERVER": printable, two words */
 		FUZZ_CHECK(control_takes_args(cmd) && !json);
 		FUZZ_CHECK(args == line + 9 + strlen(cmd) + 1);
 		FUZZ_CHECK(strchr(args, ' ') != NULL && args[0] != ' ');
@@ -138,7 +139,8 @@ check_parse(const char *line)
 			if (strcmp(cmd, control_commands[i]) == 0)
 				ok = true;
 		FUZZ_CHECK(ok);
-		FUZZ_CHECK(strncmp(line, "QPROXY/1 ", 9) == 0);
+		FUZZ_CHECK(strncmp(line, "QPROXY/1 ", 9) == 0 ||
+		    strncmp(line, "QPROXY/2 ", 9) == 0);
 		FUZZ_CHECK(json == (len > 5 &&
 		    strcmp(line + len - 5, " json") == 0));
 		FUZZ_CHECK(strcmp(line + 9, cmd) == 0 ||
@@ -227,7 +229,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	const uint8_t *nl;
 	char *line, *reply, *err_line;
 	const char *cmd, *err, *args;
-	size_t len, linelen;
+	size_t len, linelen, rawlen;
 	bool json;
 	int rc;
 
@@ -244,12 +246,25 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	check_parse(line);
 
 	reply = exchange(data, size, &len);
-	FUZZ_CHECK(strlen(reply) == len);
 	if (nl == NULL && size < CONTROL_MAX_LINE) {
 		/* EOF before a whole line: no answer */
 		FUZZ_CHECK(len == 0);
 		goto out;
 	}
+	/*
+	 * QPROXY/2, then a space or nothing (a CR before the newline): the
+	 * end line of a whole reply, after the same reply as QPROXY/1's
+	 */
+	rawlen = nl != NULL && linelen < CONTROL_MAX_LINE ? linelen :
+	    CONTROL_MAX_LINE;
+	if (rawlen >= 8 && memcmp(data, "QPROXY/2", 8) == 0 && (rawlen == 8 ||
+	    data[8] == ' ' || (rawlen == 9 && data[8] == '\r'))) {
+		FUZZ_CHECK(len >= CONTROL_END_LEN && memcmp(reply + len -
+		    CONTROL_END_LEN, CONTROL_END, CONTROL_END_LEN) == 0);
+		len -= CONTROL_END_LEN;
+		reply[len] = '\0';
+	}
+	FUZZ_CHECK(strlen(reply) == len);
 	FUZZ_CHECK(len > 0 && reply[len - 1] == '\n');
 	if (nl == NULL || linelen >= CONTROL_MAX_LINE) {
 		FUZZ_CHECK(strcmp(reply, "ERR request too long\n") == 0);

@@ -544,8 +544,14 @@ def test_raw_protocol(qp):
     # exact words only on the wire; abbreviations are the client's
     reply, closed = raw_exchange(qp.control_socket, b"QPROXY/1 st\n")
     assert closed and reply.startswith(b"ERR ") and reply.endswith(b"\n"), reply
-    reply, closed = raw_exchange(qp.control_socket, b"QPROXY/2 stats\n")
-    assert closed and reply.startswith(b"ERR "), reply
+    # QPROXY/2: the same, then the end line of a whole reply
+    reply, closed = raw_exchange(qp.control_socket, b"QPROXY/2 version\n")
+    assert closed
+    assert reply == b"OK\nqproxy %s\n\0END\n" % daemon_version().encode(), reply
+    reply, closed = raw_exchange(qp.control_socket, b"QPROXY/2 st\n")
+    assert closed and reply == b'ERR unknown command "st"\n\0END\n', reply
+    reply, closed = raw_exchange(qp.control_socket, b"QPROXY/3 stats\n")
+    assert closed and reply == b"ERR bad protocol version\n", reply
 
 
 @pytest.mark.parametrize("data", [

@@ -73,7 +73,13 @@ test_parse(void)
 	}
 
 	parse_bad("", "empty request");
-	parse_bad("QPROXY/2 stats", "bad protocol version");
+	/* QPROXY/2 asks the same, for a reply with an end line */
+	parse_ok("QPROXY/2 stats", "stats", false);
+	parse_ok("QPROXY/2 conns json", "conns", true);
+	parse_bad("QPROXY/2 reload json", "unexpected argument");
+	parse_bad("QPROXY/2", "missing command");
+	parse_bad("QPROXY/3 stats", "bad protocol version");
+	parse_bad("QPROXY/21 stats", "bad protocol version");
 	parse_bad("qproxy/1 stats", "bad protocol version");
 	parse_bad("QPROXY/1stats", "bad protocol version");
 	parse_bad("QPROXY/ stats", "bad protocol version");
@@ -122,6 +128,46 @@ test_parse(void)
 	CHECK(strlen(err) < 64);
 	CHECK(strncmp(err, "unknown command \"aaaa", 21) == 0);
 	CHECK(strcmp(err + strlen(err) - 4, "...\"") == 0);
+}
+
+/* ---- control_end: a QPROXY/2 reply's end line ---- */
+
+static void
+end_is(const char *text, size_t len, int want_rv, size_t want_len,
+    const char *want_why)
+{
+	char why[16] = "x";
+
+	CHECK_EQ_INT(control_end(text, &len, why, sizeof(why)), want_rv);
+	CHECK_EQ_INT(len, want_len);
+	CHECK_EQ_STR(why, want_why);
+}
+
+#define END_IS(text, rv, len, why) \
+	end_is(text, sizeof(text) - 1, rv, len, why)
+
+static void
+test_end(void)
+{
+	size_t len;
+
+	END_IS("rows\n\0END\n", 1, 5, "");
+	END_IS("\0END\n", 1, 0, "");
+	END_IS("rows\n\0CUT worker 1: no answer\n", 0, 5, "worker 1: no an");
+	END_IS("\0CUT \n", 0, 0, "");
+	/* none, or not where it belongs: cut short */
+	END_IS("rows\n", -1, 5, "");
+	END_IS("", -1, 0, "");
+	END_IS("rows\n\0EN", -1, 5, "");
+	END_IS("rows\n\0END", -1, 5, "");
+	END_IS("rows\n\0END\nmore\n", -1, 5, "");
+	END_IS("rows\n\0END\n\0END\n", -1, 5, "");
+	END_IS("rows\n\0CUT", -1, 5, "");
+	END_IS("rows\n\0OK\n", -1, 5, "");
+	/* no room for why: still told apart */
+	len = 7;
+	CHECK_EQ_INT(control_end("\0CUT x\n", &len, NULL, 0), 0);
+	CHECK_EQ_INT(len, 0);
 }
 
 /* ---- strbuf ---- */
@@ -217,23 +263,37 @@ static int streams_open;
 struct fake_stream {
 	bool		 json;
 	unsigned	 line;		/* the next */
+	unsigned	 text;		/* text conns before this one */
+	char		 why[64];
 };
 
 /*
  * Two lines as two pieces, or BIG_REPLY bytes of numbered lines, about
  * CONTROL_CHUNK at a time. A piece must come to an empty buffer no
  * larger than a piece needs (the reply's memory is bounded), or the
- * reply is cut, which the client sees.
+ * reply is cut, which the client sees. Of the text ones, every third
+ * (the second, fifth...) cannot go on after its first line, and every
+ * third (the third, sixth...) ends with something missing.
  */
 static int
-fake_conns_next(struct strbuf *out, void *arg)
+fake_conns_next(struct strbuf *out, const char **why, void *arg)
 {
 	struct fake_stream *st = arg;
 
 	if (out->len != 0 || out->cap > 2 * CONTROL_CHUNK)
 		return -1;
 	if (!st->json) {
+		if (st->line == 1 && st->text % 3 == 1) {
+			strbuf_printf(out, "dropped\n");
+			snprintf(st->why, sizeof(st->why), "line 2 lost\n\x01");
+			*why = st->why;
+			return -1;
+		}
 		strbuf_printf(out, "conn line %u\n", ++st->line);
+		if (st->line == 2 && st->text % 3 == 2) {
+			snprintf(st->why, sizeof(st->why), "line 3 missing");
+			*why = st->why;
+		}
 		return st->line < 2;
 	}
 	while (out->len < CONTROL_CHUNK && st->line < BIG_REPLY / 64)
@@ -254,11 +314,15 @@ fake_conns(struct control_stream *cs, bool json, const char **err,
 {
 	struct fake_stream *st;
 
+	static unsigned texts;
+
 	if ((st = calloc(1, sizeof(*st))) == NULL) {
 		*err = "out of memory";
 		return -1;
 	}
 	st->json = json;
+	if (!json)
+		st->text = texts++;
 	cs->next = fake_conns_next;
 	cs->done = fake_conns_done;
 	cs->state = st;
@@ -515,6 +579,28 @@ expect(const char *path, const char *req, const char *want)
 	free(reply);
 }
 
+/* expect for a reply with NUL bytes (QPROXY/2's end line): want, n bytes */
+static void
+expect_n(const char *path, const char *req, const char *want, size_t n)
+{
+	size_t len;
+	char *reply = request_raw(path, req, strlen(req), &len);
+
+	CHECK(reply != NULL && len == n && memcmp(reply, want, n) == 0);
+	if (reply != NULL && (len != n || memcmp(reply, want, n) != 0)) {
+		fprintf(stderr, "%s: got %zu bytes:\n", req, len);
+		for (size_t i = 0; i < len; i++)
+			fprintf(stderr, reply[i] == '\0' ? "\\0" : "%c",
+			    reply[i]);
+		fprintf(stderr, "\n");
+	}
+	free(reply);
+}
+
+/* want: a string literal, NUL bytes in it and all */
+#define EXPECT_N(path, req, want) \
+	expect_n(path, req, want, sizeof(want) - 1)
+
 static double
 now(void)
 {
@@ -561,6 +647,22 @@ test_commands(const char *path)
 	expect(path, "QPROXY/1 stats json\n", "OK\nfake stats json=1\n");
 	expect(path, "QPROXY/1 stats\r\n", "OK\nfake stats json=0\n");
 	expect(path, "QPROXY/1 conns\n", "OK\nconn line 1\nconn line 2\n");
+	/* QPROXY/1: a stream that cannot go on just ends; one short, whole */
+	expect(path, "QPROXY/1 conns\n", "OK\nconn line 1\n");
+	expect(path, "QPROXY/1 conns\n", "OK\nconn line 1\nconn line 2\n");
+	/* QPROXY/2: the end line says which is which */
+	EXPECT_N(path, "QPROXY/2 conns\n",
+	    "OK\nconn line 1\nconn line 2\n\0END\n");
+	EXPECT_N(path, "QPROXY/2 conns\n",
+	    "OK\nconn line 1\n\0CUT line 2 lost??\n");
+	EXPECT_N(path, "QPROXY/2 conns\n",
+	    "OK\nconn line 1\nconn line 2\n\0CUT line 3 missing\n");
+	/* every reply to a QPROXY/2 line has its end line, an ERR's too */
+	EXPECT_N(path, "QPROXY/2 stats\n", "OK\nfake stats json=0\n\0END\n");
+	EXPECT_N(path, "QPROXY/2 stats json\r\n",
+	    "OK\nfake stats json=1\n\0END\n");
+	EXPECT_N(path, "QPROXY/2 backends\n", "OK\n\0END\n");
+	EXPECT_N(path, "QPROXY/2 tls\n", "ERR command not supported\n\0END\n");
 	expect(path, "QPROXY/1 backends\n", "OK\n");
 	/* a command known to the protocol whose daemon has no handler */
 	expect(path, "QPROXY/1 tls\n", "ERR command not supported\n");
@@ -584,6 +686,13 @@ test_commands(const char *path)
 	/* what follows the first line is ignored */
 	expect(path, "QPROXY/1 version\nQPROXY/1 reload\n", "OK\nqproxy test\n");
 	expect(path, "QPROXY/1 stats\n", "OK\nfake stats json=0\n");
+	EXPECT_N(path, "QPROXY/2 reload\n", "ERR reload refused\n"
+	    "x.conf:3: bad\nx.conf:7: worse\n\0END\n");
+	EXPECT_N(path, "QPROXY/2 reload\n",
+	    "OK\nconfiguration reloaded\n\0END\n");
+	EXPECT_N(path, "QPROXY/2 reload\n", "ERR shutting down\n\0END\n");
+	EXPECT_N(path, "QPROXY/2 disable b s\n",
+	    "ERR no server b s in this backend\n\0END\n");
 }
 
 static void
@@ -602,6 +711,13 @@ test_errors(const char *path)
 	    "ERR unknown command \"frobnicate\"\n");
 	expect(path, "QPROXY/1 reload json\n", "ERR unexpected argument\n");
 	expect(path, "QPROXY/1 st\n", "ERR unknown command \"st\"\n");
+	/* QPROXY/2's refusals have their end line; another version's not */
+	EXPECT_N(path, "QPROXY/2 st\n", "ERR unknown command \"st\"\n\0END\n");
+	EXPECT_N(path, "QPROXY/2\n", "ERR missing command\n\0END\n");
+	EXPECT_N(path, "QPROXY/2 reload json\n",
+	    "ERR unexpected argument\n\0END\n");
+	expect(path, "QPROXY/2x stats\n", "ERR bad protocol version\n");
+	expect(path, "QPROXY/3 stats\n", "ERR bad protocol version\n");
 
 	/* a NUL inside the line */
 	reply = request_raw(path, nul, sizeof(nul) - 1, NULL);
@@ -644,6 +760,11 @@ test_errors(const char *path)
 	line[CONTROL_MAX_LINE] = '\n';
 	reply = request_raw(path, line, CONTROL_MAX_LINE + 1, NULL);
 	CHECK_EQ_STR(reply, "ERR request too long\n");
+	free(reply);
+	memcpy(line, "QPROXY/2 ", 9);
+	reply = request_raw(path, line, CONTROL_MAX_LINE + 1, &len);
+	CHECK(len == 21 + CONTROL_END_LEN &&
+	    memcmp(reply, "ERR request too long\n" CONTROL_END, len) == 0);
 	free(reply);
 
 	/* 1 MiB without a newline: refused after CONTROL_MAX_LINE bytes */
@@ -847,6 +968,7 @@ main(void)
 	log_init(LOG_LEVEL_ERROR);
 	signal(SIGPIPE, SIG_IGN);
 	test_parse();
+	test_end();
 	test_strbuf();
 	test_scenario();
 	UNIT_DONE();
