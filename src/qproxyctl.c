@@ -217,9 +217,9 @@ ctl_timeout(void)
 	ctl_die();
 }
 
-/* Sends the request and reads the whole reply into reply. */
+/* Sends the request, in version magic, and reads all the reply into reply. */
 static void
-ctl_exchange(const char *cmd, const char *args, int json,
+ctl_exchange(const char *magic, const char *cmd, const char *args, int json,
     struct strbuf *reply)
 {
 	struct timespec deadline;
@@ -233,7 +233,7 @@ ctl_exchange(const char *cmd, const char *args, int json,
 	fd = ctl_connect(&deadline);
 
 	len = (size_t)snprintf(req, sizeof(req), "%s %s%s%s\n",
-	    CONTROL_MAGIC, cmd, json ? " json" : args != NULL ? " " : "",
+	    magic, cmd, json ? " json" : args != NULL ? " " : "",
 	    args != NULL ? args : "");
 	while (off < len) {
 		n = send(fd, req + off, len - off, MSG_NOSIGNAL);
@@ -380,6 +380,18 @@ ctl_http_linger(void)
 	}
 }
 
+/* A reply that is not whole: said, after what of it came. */
+static void
+ctl_cut(int whole, const char *why)
+{
+	if (whole == 0)
+		fprintf(stderr, "qproxyctl: %s: the reply is incomplete: %s\n",
+		    ctl_socket, why);
+	else
+		fprintf(stderr, "qproxyctl: %s: the reply was cut short\n",
+		    ctl_socket);
+}
+
 static const char *
 ctl_http_reason(int status)
 {
@@ -403,10 +415,12 @@ main(int argc, char *argv[])
 		{ "http",	no_argument,		NULL,	'H' },
 		{ NULL,		0,			NULL,	0 },
 	};
+	static const char old[] = "ERR bad protocol version\n";
 	struct strbuf reply;
 	const char *cmd, *p, *nl;
-	char args[CONTROL_MAX_LINE];
-	int ch, json = 0, head_only = 0, status, n;
+	char args[CONTROL_MAX_LINE], why[CONTROL_MAX_LINE];
+	size_t len;
+	int ch, json = 0, head_only = 0, status, n, whole = 1;
 
 	while ((ch = getopt_long(argc, argv, "hHjs:", longopts, NULL)) != -1) {
 		switch (ch) {
@@ -469,39 +483,71 @@ main(int argc, char *argv[])
 		fflush(stdout);
 	}
 
+	/*
+	 * QPROXY/2, whose reply ends with an end line; a daemon of a version
+	 * before it (the one running while an upgrade installs this one)
+	 * refuses it, having done nothing, and is asked again in QPROXY/1,
+	 * whose reply ends at EOF, cut short or not.
+	 */
 	strbuf_init(&reply, CTL_MAX_READ);
-	ctl_exchange(cmd, control_takes_args(cmd) ? args : NULL, json,
-	    &reply);
+	ctl_exchange(CONTROL_MAGIC_END, cmd, control_takes_args(cmd) ? args :
+	    NULL, json, &reply);
+	len = reply.len;
+	if (len == sizeof(old) - 1 && memcmp(strbuf_str(&reply), old,
+	    len) == 0) {
+		strbuf_free(&reply);
+		ctl_exchange(CONTROL_MAGIC, cmd, control_takes_args(cmd) ?
+		    args : NULL, json, &reply);
+		len = reply.len;
+	} else if (len >= 3 && memcmp(strbuf_str(&reply), "OK\n", 3) == 0) {
+		len -= 3;
+		whole = control_end(strbuf_str(&reply) + 3, &len, why,
+		    sizeof(why));
+		len += 3;
+	} else	/* an ERR's end line, if it has one (not "ERR busy") */
+		(void)control_end(strbuf_str(&reply), &len, why, sizeof(why));
 
 	p = strbuf_str(&reply);
-	if (reply.len >= 3 && memcmp(p, "OK\n", 3) == 0 && ctl_http) {
+	if (len >= 3 && memcmp(p, "OK\n", 3) == 0 && ctl_http) {
+		if (whole != 1) {
+			/* not to be taken for every figure there is */
+			ctl_http_error(503, ctl_http_reason(503));
+			ctl_cut(whole, why);
+			strbuf_free(&reply);
+			return 1;
+		}
 		ctl_http_respond(200, "OK", "text/plain; version=0.0.4; "
-		    "charset=utf-8", p + 3, reply.len - 3, head_only);
+		    "charset=utf-8", p + 3, len - 3, head_only);
 		strbuf_free(&reply);
 		return ferror(stdout) ? 1 : 0;
 	}
-	if (reply.len >= 3 && memcmp(p, "OK\n", 3) == 0) {
-		fwrite(p + 3, 1, reply.len - 3, stdout);
+	if (len >= 3 && memcmp(p, "OK\n", 3) == 0) {
+		/* what came, cut short or not, then whether it is whole */
+		fwrite(p + 3, 1, len - 3, stdout);
 		strbuf_free(&reply);
 		if (fflush(stdout) == EOF || ferror(stdout)) {
 			fprintf(stderr, "qproxyctl: stdout: %s\n",
 			    strerror(errno));
 			return 1;
 		}
+		if (whole != 1) {
+			ctl_cut(whole, why);
+			return 1;
+		}
 		return 0;
 	}
-	if (reply.len >= 4 && memcmp(p, "ERR ", 4) == 0 &&
-	    (nl = memchr(p, '\n', reply.len)) != NULL) {
+	if (len >= 4 && memcmp(p, "ERR ", 4) == 0 &&
+	    (nl = memchr(p, '\n', len)) != NULL) {
 		if (ctl_http)
 			ctl_http_error(503, ctl_http_reason(503));
 		fprintf(stderr, "qproxyctl: %.*s\n", (int)(nl - p - 4), p + 4);
-		fwrite(nl + 1, 1, reply.len - (size_t)(nl + 1 - p), stderr);
+		fwrite(nl + 1, 1, len - (size_t)(nl + 1 - p), stderr);
 		strbuf_free(&reply);
 		return 1;
 	}
 	if (ctl_http)
 		ctl_http_error(503, ctl_http_reason(503));
-	if (reply.len == 0)
+	if (len == 0)
 		fprintf(stderr, "qproxyctl: %s: the daemon closed the "
 		    "connection without a reply\n", ctl_socket);
 	else
