@@ -487,10 +487,31 @@ struct answers {
 };
 
 /*
- * Asks every running worker the request line at once, and takes their
- * replies until the deadline: each one's text (after its first line) and
- * how it began, then those that said OK, in order. Pings and signals wait
- * meanwhile; the watchdog does not. answers_free frees what it holds.
+ * A worker's reply, whole: its end line (control.h: the workers are asked
+ * in QPROXY/2) taken off the text. false for an OK cut short, whose text
+ * is not all the worker said.
+ */
+static bool
+ask_whole(struct strbuf *text, bool ok)
+{
+	char why[64];
+	size_t len = text->len;
+	int rv;
+
+	rv = control_end(strbuf_str(text), &len, why, sizeof(why));
+	if (text->s != NULL) {
+		text->len = len;
+		text->s[len] = '\0';
+	}
+	return !ok || rv == 1;
+}
+
+/*
+ * Asks every running worker the request line (QPROXY/2) at once, and takes
+ * their replies until the deadline: each one's text (after its first line,
+ * before its end line) and how it began, then those that said OK and came
+ * whole, in order. Pings and signals wait meanwhile; the watchdog does
+ * not. answers_free frees what it holds.
  */
 static void
 ask_workers(struct answers *ans, const char *line, int timeout_ms)
@@ -540,6 +561,11 @@ ask_workers(struct answers *ans, const char *line, int timeout_ms)
 				    strncmp(a[i].head, "ERR ", 4) == 0 ? 1 : -1;
 				ans->leaving[i] = strcmp(a[i].head,
 				    "ERR shutting down") == 0;
+				if (!ask_whole(&replies[i], rv[i] == 0)) {
+					log_warnx("worker %u: its reply to "
+					    "\"%s\" was cut short", i, line);
+					rv[i] = -1;
+				}
 			}
 			close(a[i].fd);
 			a[i].fd = -1;
@@ -677,9 +703,11 @@ cmd_metrics(struct strbuf *out, const char *line)
  * each once the one before has answered whole: a reply left waiting while
  * the others' were sent could outlast the time a worker gives it
  * (CONTROL_TIMEOUT). Each has WORKER_ASK_TIMEOUT, as ask_workers gives;
- * pings and signals wait meanwhile. A worker that says ERR, or does not
- * answer, is left out; one whose reply breaks off once some of it is out
- * cuts the whole reply there.
+ * pings and signals wait meanwhile. A worker's reply is whole once its end
+ * line came (QPROXY/2). One that says ERR, or does not answer, or breaks
+ * off before any of its rows is out, is left out, and the reply ends with
+ * "CUT" and which (control.h); one whose reply breaks off once some of it
+ * is out cuts the whole reply there, "CUT" too.
  */
 #define CONNS_LIST	"{\"connections\":["
 #define CONNS_END	"]}\n"
@@ -702,7 +730,21 @@ struct conns_relay {
 	char		 last;		/* text: its last byte out */
 	char		 tail[sizeof(CONNS_END) - 1];	/* JSON: held back */
 	size_t		 ntail;
+	char		 end[64];	/* its end line, from its NUL on */
+	size_t		 nend;
+	char		 why[256];	/* the workers left out, and why */
 };
+
+/* Worker i is left out of the reply, or cut it short: said at its end. */
+static void
+relay_missing(struct conns_relay *r, unsigned i, const char *what)
+{
+	size_t len = strlen(r->why);
+
+	log_warnx("worker %u: conns: %s", i, what);
+	snprintf(r->why + len, sizeof(r->why) - len, "%sworker %u: %s",
+	    len > 0 ? "; " : "", i, what);
+}
 
 /* Asks the next worker; false when none is left. */
 static bool
@@ -712,14 +754,18 @@ relay_ask(struct conns_relay *r)
 
 	while (r->next < worker_count) {
 		r->i = r->next++;
-		if ((fd = ask_send(r->i, r->line)) == -1)
+		if ((fd = ask_send(r->i, r->line)) == -1) {
+			/* one not running has no connections */
+			if (sv.w[r->i].pid != 0)
+				relay_missing(r, r->i, "not asked");
 			continue;
+		}
 		r->a.fd = fd;
 		r->a.in_head = true;
 		r->a.hlen = 0;
 		r->deadline = mono_now() + WORKER_ASK_TIMEOUT / 1000.;
 		r->refused = r->skipping = r->passed = false;
-		r->matched = r->ntail = 0;
+		r->matched = r->ntail = r->nend = 0;
 		r->last = '\n';
 		return true;
 	}
@@ -748,9 +794,22 @@ relay_take(struct conns_relay *r, const char *p, size_t n,
 {
 	const size_t listlen = sizeof(CONNS_LIST) - 1;
 	const size_t hold = sizeof(r->tail);
-	const char *nl;
+	const char *nl, *end;
 	size_t k;
 
+	/* its text has no NUL: the first begins its end line, kept aside */
+	if (r->nend == 0 && (end = memchr(p, '\0', n)) != NULL) {
+		k = n - (size_t)(end - p);
+		n = (size_t)(end - p);
+		memcpy(r->end, end, MIN(k, sizeof(r->end)));
+		r->nend = k;
+	} else if (r->nend > 0) {
+		if (r->nend < sizeof(r->end))
+			memcpy(r->end + r->nend, p, MIN(n, sizeof(r->end) -
+			    r->nend));
+		r->nend += n;
+		return;
+	}
 	if (r->refused || n == 0)
 		return;
 	if (!r->json) {
@@ -771,7 +830,7 @@ relay_take(struct conns_relay *r, const char *p, size_t n,
 	/* {"connections":[ ROWS ]}\n: the rows, the list's end held back */
 	for (; r->matched < listlen && n > 0; r->matched++, p++, n--)
 		if (*p != CONNS_LIST[r->matched]) {
-			log_debug("worker %u: conns: not a list", r->i);
+			snprintf(r->a.head, sizeof(r->a.head), "not a list");
 			r->refused = true;
 			return;
 		}
@@ -798,31 +857,42 @@ relay_take(struct conns_relay *r, const char *p, size_t n,
 }
 
 /*
- * The worker asked is done with: whole when its reply came to its end.
- * -1 when what of it is out is not whole (the reply is cut there).
+ * The worker asked is done with: its reply came to its EOF (eof), or it
+ * is given up on. -1 when what of it is out is not whole (the reply is
+ * cut there).
  */
 static int
-relay_worker_end(struct conns_relay *r, bool whole)
+relay_worker_end(struct conns_relay *r, bool eof)
 {
+	char why[sizeof(r->end)], what[sizeof(why) + 32];
+	size_t len = MIN(r->nend, sizeof(r->end));
 	bool ended;
+	int rv = -1;
 
 	close(r->a.fd);
 	r->a.fd = -1;
-	if (r->refused)
+	if (eof && r->nend <= sizeof(r->end))
+		rv = control_end(r->end, &len, why, sizeof(why));
+	if (r->a.in_head)
+		snprintf(what, sizeof(what), "no answer");
+	else if (rv == 0)
+		snprintf(what, sizeof(what), "%s", why);
+	else
+		snprintf(what, sizeof(what), "its reply broke off");
+	if (r->refused) {
+		relay_missing(r, r->i, r->a.head);
 		return 0;
-	if (r->a.in_head || !whole)
-		log_debug("worker %u: no answer to \"%s\"", r->i, r->line);
+	}
 	if (r->json)
-		ended = whole && r->matched == sizeof(CONNS_LIST) - 1 &&
+		ended = r->matched == sizeof(CONNS_LIST) - 1 &&
 		    r->ntail == sizeof(r->tail) &&
 		    memcmp(r->tail, CONNS_END, sizeof(r->tail)) == 0;
 	else
-		ended = whole && r->last == '\n';
-	if (!ended && r->passed) {
-		log_warnx("worker %u: conns: its reply broke off", r->i);
-		return -1;
-	}
-	return 0;
+		ended = r->last == '\n';
+	if (rv == 1 && ended)
+		return 0;
+	relay_missing(r, r->i, what);
+	return r->passed ? -1 : 0;
 }
 
 /* The head line of the worker asked came: its reply is taken, or not. */
@@ -830,6 +900,10 @@ static void
 relay_head(struct conns_relay *r)
 {
 	if (strcmp(r->a.head, "OK") != 0) {
+		/* "ERR why": why, said at the end */
+		if (strncmp(r->a.head, "ERR ", 4) == 0)
+			memmove(r->a.head, r->a.head + 4,
+			    strlen(r->a.head + 4) + 1);
 		r->refused = true;
 		return;
 	}
@@ -859,6 +933,8 @@ relay_next(struct strbuf *out, const char **why, void *arg)
 				continue;
 			if (r->json)
 				strbuf_printf(out, "%s", CONNS_END);
+			if (r->why[0] != '\0')
+				*why = r->why;
 			return 0;
 		}
 		if ((n = read(r->a.fd, buf, sizeof(buf))) > 0) {
@@ -892,8 +968,10 @@ relay_next(struct strbuf *out, const char **why, void *arg)
 			}
 			n = -1;
 		}
-		if (relay_worker_end(r, n == 0) == -1)
+		if (relay_worker_end(r, n == 0) == -1) {
+			*why = r->why;
 			return -1;
+		}
 	}
 	return 1;
 }
@@ -984,7 +1062,7 @@ cmd_peers(struct strbuf *out, bool json)
 	unsigned long long limit = 0;
 	size_t nrows = 0, clients = 0;
 
-	ask_workers(&a, CONTROL_MAGIC " peers json", WORKER_ASK_TIMEOUT);
+	ask_workers(&a, CONTROL_MAGIC_END " peers json", WORKER_ASK_TIMEOUT);
 	for (size_t k = 0; k < a.n; k++)
 		peers_add(a.texts[k], rows, &nrows,
 		    sizeof(rows) / sizeof(rows[0]), &clients, &limit);
@@ -1007,7 +1085,7 @@ cmd_reload(struct strbuf *out)
 	bool ok = true;
 
 	log_info("reload: asking the %u workers", worker_count);
-	ask_workers(&a, CONTROL_MAGIC " reload", WORKER_RELOAD_TIMEOUT);
+	ask_workers(&a, CONTROL_MAGIC_END " reload", WORKER_RELOAD_TIMEOUT);
 	for (unsigned i = 0; i < worker_count; i++) {
 		const char *t = strbuf_str(&a.replies[i]);
 
@@ -1112,7 +1190,7 @@ fwd_line(const char *cmd, bool json)
 {
 	static char line[64];
 
-	snprintf(line, sizeof(line), "%s %s%s", CONTROL_MAGIC, cmd,
+	snprintf(line, sizeof(line), "%s %s%s", CONTROL_MAGIC_END, cmd,
 	    json ? " json" : "");
 	return line;
 }
@@ -1282,7 +1360,7 @@ op_set_server(struct strbuf *out, const char *args, bool on, void *arg)
 	char fwd[CONTROL_MAX_LINE + 16];
 	const char *why;
 
-	snprintf(fwd, sizeof(fwd), "%s %s %s", CONTROL_MAGIC,
+	snprintf(fwd, sizeof(fwd), "%s %s %s", CONTROL_MAGIC_END,
 	    on ? "enable" : "disable", args);
 	if ((why = cmd_set_server(out, fwd, args, on)) == NULL)
 		return 0;
@@ -1321,7 +1399,7 @@ op_reopen(struct strbuf *out, void *arg)
 	ok = log_reopen(&own) == 0;
 	put_lines(out, "supervisor: ", strbuf_str(&own));
 	strbuf_free(&own);
-	ask_workers(&a, CONTROL_MAGIC " reopen", WORKER_ASK_TIMEOUT);
+	ask_workers(&a, CONTROL_MAGIC_END " reopen", WORKER_ASK_TIMEOUT);
 	for (unsigned i = 0; i < worker_count; i++) {
 		if (a.rv[i] == 0 || sv.w[i].pid <= 0 || a.leaving[i])
 			continue;

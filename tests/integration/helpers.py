@@ -728,6 +728,36 @@ def duration_seconds(text):
     return float(m.group(1)) * unit
 
 
+def slow_control_relay(path, daemon_path, pause):
+    """A Unix socket at path whose one client's request goes to the daemon
+    on daemon_path, and the reply back: the first 64 KiB of it taken at
+    once, then nothing while pause() runs, then the rest, to the daemon's
+    EOF; the client gets it all then. For a client that stops taking its
+    reply: qproxyctl takes it as fast as it comes. The thread, started."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+    listener.settimeout(20 * SLOW)
+
+    def run():
+        with listener:
+            c, _ = listener.accept()
+        with c, socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as d:
+            d.connect(daemon_path)
+            d.sendall(c.recv(1024))
+            got = d.recv(65536)
+            pause()
+            while True:
+                b = d.recv(1 << 20)
+                if not b:
+                    break
+                got += b
+            c.sendall(got)
+    t = threading.Thread(target=run)
+    t.start()
+    return t
+
+
 def raw_exchange(socket_path, data, timeout=10):
     """Send data on a fresh connection to the control socket and read until
     the daemon closes; returns (reply bytes, closed by the daemon)."""

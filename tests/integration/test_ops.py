@@ -172,18 +172,19 @@ def test_conns_shows_the_live_connection_by_its_port(qp):
     assert result["r"].status == 200
 
 
-def pending_handshakes(q, n):
-    """n clients, each on a UDP port of its own, whose ClientHello began a
-    handshake they leave pending (held for idle_timeout): connections that
-    qproxyctl conns shows, each by its port. q's listener must not ask
-    for Retry (retry = never). Close them when done."""
+def pending_handshakes(q, n, server_name=b"localhost"):
+    """n clients, each on a UDP port of its own, whose ClientHello (naming
+    server_name) began a handshake they leave pending (held for
+    idle_timeout): connections that qproxyctl conns shows, each by its
+    port. q's listener must not ask for Retry (retry = never). Close them
+    when done."""
     import quicinitial  # tests/tools, on sys.path by conftest.py
     clients = []
     try:
         for _ in range(n):
             c = quicinitial.Client(q.port)
             clients.append(c)
-            c.send_crypto(quicinitial.client_hello(c.scid))
+            c.send_crypto(quicinitial.client_hello(c.scid, server_name=server_name))
         wait_until(lambda: stats(q)["connections"]["handshakes_current"] >= n,
                    "%d pending handshakes" % n, 20 * SLOW)
     except BaseException:

@@ -17,7 +17,8 @@ import time
 import pytest
 
 from helpers import (SLOW, _global_section, _listener_section, app_sections, h3_get, metric,
-                     metrics, qproxy_binary, qproxyctl_binary, raw_exchange, wait_until)
+                     metrics, qproxy_binary, qproxyctl_binary, raw_exchange,
+                     slow_control_relay, wait_until)
 import backend as backend_mod
 
 COMMANDS = ("stats", "conns", "backends", "routes", "metrics", "reload", "version")
@@ -837,35 +838,6 @@ def test_slow_reader_gets_five_seconds_for_the_whole_reply(qproxy_factory):
     assert p.returncode == 0, show(p)
 
 
-def _slow_relay(path, daemon_path, stall):
-    """A socket at path whose one client's request goes to the daemon, and
-    the reply back: the first 64 KiB of it taken at once, then nothing for
-    stall seconds, then the rest, to the daemon's EOF; the client gets it
-    all then. The thread, started."""
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    listener.listen(1)
-    listener.settimeout(20 * SLOW)
-
-    def run():
-        with listener:
-            c, _ = listener.accept()
-        with c, socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as d:
-            d.connect(daemon_path)
-            d.sendall(c.recv(1024))
-            got = d.recv(65536)
-            time.sleep(stall)
-            while True:
-                b = d.recv(1 << 20)
-                if not b:
-                    break
-                got += b
-            c.sendall(got)
-    t = threading.Thread(target=run)
-    t.start()
-    return t
-
-
 def test_a_reply_cut_by_the_deadline_makes_qproxyctl_exit_1(qproxy_factory, tmp_path):
     """The daemon gives up on a client that does not take its reply in time
     (here a relay in front of qproxyctl that stops taking it), and closes:
@@ -881,13 +853,13 @@ def test_a_reply_cut_by_the_deadline_makes_qproxyctl_exit_1(qproxy_factory, tmp_
     assert full.returncode == 0 and len(full.stdout) > 600000, show(full)
     # through a relay that takes it all at once: the same
     path = str(tmp_path / "relay.sock")
-    t = _slow_relay(path, q.control_socket, 0)
+    t = slow_control_relay(path, q.control_socket, lambda: None)
     p = qproxyctl(["backends"], path)
     t.join(30)
     assert p.returncode == 0 and p.stdout == full.stdout and p.stderr == "", show(p)
     # past the daemon's five seconds
     os.unlink(path)
-    t = _slow_relay(path, q.control_socket, 6.5)
+    t = slow_control_relay(path, q.control_socket, lambda: time.sleep(6.5))
     p = qproxyctl(["backends"], path)
     t.join(30)
     assert p.returncode == 1, show(p)

@@ -15,7 +15,7 @@ import pytest
 
 from helpers import (SLOW, app_sections, background_get, expected_body, expected_sha256, free_udp_port,
                      h3_get, h3_parallel, h3raw_binary, make_certificate, metric, metrics, qproxy_binary,
-                     qproxyctl_binary, wait_until)
+                     qproxyctl_binary, slow_control_relay, wait_until)
 from relay import Relay
 from test_ops import assert_conns_show, pending_handshakes, qproxyctl, stats
 
@@ -824,7 +824,10 @@ def test_conns_relays_every_workers_rows_whole(qproxy_factory, backend_app):
 
 def test_conns_leaves_out_a_stuck_worker(qproxy_factory, backend_app):
     """A worker that does not answer conns (stopped here) is left out after
-    a few seconds; the other's rows come, and the JSON is whole."""
+    a few seconds; the other's rows come, and the JSON is whole. But the
+    reply is not all the daemon's connections, and qproxyctl exited 0 as
+    if it were: the supervisor ends it with CUT and which worker is
+    missing, and qproxyctl exits 1, saying so."""
     q = _workers(qproxy_factory, backend_app, listener=[("retry", "never")])
     clients = pending_handshakes(q, 40)
     try:
@@ -836,10 +839,69 @@ def test_conns_leaves_out_a_stuck_worker(qproxy_factory, backend_app):
             took = time.monotonic() - t0
         finally:
             os.kill(pids[0], signal.SIGCONT)
-        assert p.returncode == 0, p.stderr
+        assert p.returncode == 1, p.stderr
+        assert p.stderr == "qproxyctl: %s: the reply is incomplete: worker 0: no " \
+            "answer\n" % q.control_socket, p.stderr
         rows = json.loads(p.stdout)["connections"]
         assert 0 < len(rows) < 40, len(rows)
         assert took < 6, took
+        # with both answering, whole again
+        p = qproxyctl(q, "conns", "--json")
+        assert p.returncode == 0 and p.stderr == "", p.stderr
+        assert len(json.loads(p.stdout)["connections"]) >= 40
+    finally:
+        for c in clients:
+            c.close()
+
+
+@pytest.mark.parametrize("json_", [True, False], ids=["json", "text"])
+def test_conns_cut_by_a_worker_killed_mid_reply(qproxy_factory, backend_app, tmp_path,
+                                                json_):
+    """A worker killed while its part of conns is relayed (its rows, 600 KB
+    and more, wait in the sockets between it, the supervisor and a client
+    that stops taking them): the reply is cut where the worker's rows broke
+    off, and it ends with CUT and the worker, which qproxyctl says, exiting
+    1, after the rows that came."""
+    with open("/proc/sys/net/core/wmem_default") as f:
+        wmem = int(f.read())
+    if wmem > 250000:
+        pytest.skip("a Unix socket here holds %d bytes: worker 0's rows "
+                    "could all be out before it is killed" % wmem)
+    q = _workers(qproxy_factory, backend_app, glob=[("max_handshakes", "5000")],
+                 listener=[("retry", "never")])
+    # rows of 500 bytes and more: 253-byte host names
+    clients = pending_handshakes(q, 3600, server_name=b"h" * 253)
+    try:
+        pids = _worker_pids(q)
+        each = []
+        for i in range(N):
+            p = subprocess.run([qproxyctl_binary(), "-s", "%s.%d" % (q.control_socket, i),
+                                "conns"] + (["--json"] if json_ else []),
+                               capture_output=True, text=True, timeout=30)
+            assert p.returncode == 0, p.stderr
+            each.append(p.stdout)
+        assert len(each[0]) > 600000, len(each[0])
+        path = str(tmp_path / "relay.sock")
+
+        def kill_worker_0():
+            time.sleep(1)       # the relay's sockets full, worker 0's too
+            os.kill(pids[0], signal.SIGKILL)
+            time.sleep(0.5)
+        t = slow_control_relay(path, q.control_socket, kill_worker_0)
+        p = subprocess.run([qproxyctl_binary(), "-s", path, "conns"] +
+                           (["--json"] if json_ else []),
+                           capture_output=True, text=True, timeout=30)
+        t.join(30)
+        assert p.returncode == 1, (p.returncode, p.stderr)
+        assert p.stderr == "qproxyctl: %s: the reply is incomplete: worker 0: its " \
+            "reply broke off\n" % path, p.stderr
+        # worker 0's rows, some, and none of worker 1's
+        def peers(text):
+            return set(re.findall(r"127\.0\.0\.1:\d+", text)) - {"127.0.0.1:%d" % q.port}
+        got = peers(p.stdout)
+        assert 65536 < len(p.stdout) < len(each[0]), len(p.stdout)
+        assert got and got < peers(each[0]) and not got & peers(each[1]), \
+            (len(got), len(peers(each[0])), len(got & peers(each[1])))
     finally:
         for c in clients:
             c.close()
