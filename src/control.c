@@ -3,10 +3,12 @@
  * gets one reply; the daemon then closes the connection. Nothing a client
  * sends can make the daemon block, grow without bound or fail: lines are
  * read into a fixed buffer, requests and replies have deadlines, and the
- * number of clients is bounded. A reply of no bounded length (conns) is
- * streamed: made a piece at a time, each once the one before is sent, so
- * that a client holds about CONTROL_CHUNK bytes of it at most.
+ * number of clients is bounded. A reply's deadline moves on while the
+ * client takes it, up to a bound of its own. A reply of no bounded length
+ * (conns) is streamed: made a piece at a time, each once the one before is
+ * sent, so that a client holds about CONTROL_CHUNK bytes of it at most.
  */
+#include <sys/param.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -22,7 +24,8 @@
 #include "control.h"
 #include "log.h"
 
-#define CONTROL_TIMEOUT		5.	/* to send a request; to take all the reply */
+#define CONTROL_TIMEOUT		5.	/* to send a request; to take more */
+#define CONTROL_REPLY_TIME	300.	/* to take all the reply */
 #define CONTROL_ACCEPT_PAUSE	1.	/* after running out of descriptors */
 #define CONTROL_BACKLOG		32
 #define CONTROL_ACCEPT_BATCH	32
@@ -46,6 +49,8 @@ struct control_client {
 	struct control_stream	 stream;	/* its next piece: text */
 	bool			 streaming;	/* until done is called */
 	bool			 end_line;	/* QPROXY/2: tail, once due */
+	ev_tstamp		 begun;		/* the reply's first write */
+	ev_tstamp		 taken;		/* the last that took any */
 };
 
 struct control {
@@ -59,6 +64,7 @@ struct control {
 	void			*arg;
 	LIST_HEAD(, control_client) clients;
 	unsigned		 nclients;
+	double			 idle, most;	/* a reply's deadlines */
 };
 
 const char *const control_commands[] = {
@@ -249,14 +255,15 @@ control_client_write(struct control_client *c)
 			return true;
 		}
 		c->sent += (size_t)n;
+		if (n > 0) {
+			/* (a stream's piece may have kept the loop a while) */
+			ev_now_update(ctl->loop);
+			c->taken = ev_now(ctl->loop);
+		}
 	}
 	control_client_free(c);
 	return true;
 wait:
-	/*
-	 * No new time for progress: a client that took a byte now and then
-	 * could hold one of the CONTROL_MAX_CLIENTS places without end.
-	 */
 	ev_io_start(ctl->loop, &c->wio);
 	return false;
 }
@@ -504,7 +511,8 @@ control_client_read(struct control_client *c)
 	ev_timer_stop(loop, &c->timer);
 	/* the reply's time from now: the command may have taken seconds */
 	ev_now_update(loop);
-	ev_timer_set(&c->timer, CONTROL_TIMEOUT, 0.);
+	c->begun = c->taken = ev_now(loop);
+	ev_timer_set(&c->timer, c->ctl->idle, 0.);
 	ev_timer_start(loop, &c->timer);
 	(void)control_client_write(c);
 	return false;
@@ -526,6 +534,8 @@ static void
 control_client_tcb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct control_client *c = w->data;
+	struct control *ctl = c->ctl;
+	double left;
 
 	if (c->headlen == 0) {
 		if (!control_client_read(c))
@@ -535,7 +545,24 @@ control_client_tcb(struct ev_loop *loop, ev_timer *w, int revents)
 	} else {
 		if (control_client_write(c))
 			return;
-		log_debug("control: client did not take its reply in time");
+		/*
+		 * Its time moves on while it takes some, up to a bound: a
+		 * client that took a byte now and then could hold one of
+		 * the CONTROL_MAX_CLIENTS places without end.
+		 */
+		left = MIN(c->taken + ctl->idle, c->begun + ctl->most) -
+		    ev_now(loop);
+		if (left > 0.) {
+			ev_timer_set(&c->timer, left, 0.);
+			ev_timer_start(loop, &c->timer);
+			return;
+		}
+		if (c->taken + ctl->idle > c->begun + ctl->most)
+			log_debug("control: client did not take its reply "
+			    "within %.0f s", ctl->most);
+		else
+			log_debug("control: client took none of its reply "
+			    "for %.0f s", ctl->idle);
 	}
 	control_client_free(c);
 }
@@ -746,6 +773,8 @@ control_serve(struct ev_loop *loop, int fd, const char *path, bool owner,
 	ctl->owner = owner;
 	ctl->ops = ops;
 	ctl->arg = arg;
+	ctl->idle = CONTROL_TIMEOUT;
+	ctl->most = CONTROL_REPLY_TIME;
 	LIST_INIT(&ctl->clients);
 	ev_io_init(&ctl->accept_io, control_accept_cb, fd, EV_READ);
 	ctl->accept_io.data = ctl;
@@ -770,6 +799,13 @@ control_open(struct ev_loop *loop, const char *path,
 		close(fd);
 	}
 	return ctl;
+}
+
+void
+control_set_reply_time(struct control *ctl, double idle, double most)
+{
+	ctl->idle = idle;
+	ctl->most = most;
 }
 
 int

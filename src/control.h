@@ -10,7 +10,9 @@
  * "QPROXY/1 ..." gets the same reply without the end line, as daemons
  * before QPROXY/2 sent it (and answer "ERR bad protocol version" to a
  * QPROXY/2 line): its client reads to EOF and cannot tell a cut. conns has
- * no bound on its length.
+ * no bound on its length. A client has 5 s to send its line; then the
+ * daemon gives up on one that takes none of its reply for 5 s, or has not
+ * taken all of it 5 minutes after it began.
  */
 #ifndef QPROXY_CONTROL_H
 #define QPROXY_CONTROL_H
@@ -112,6 +114,13 @@ int		 control_fd(const struct control *);
 /* Stops listening, closes every client, removes the socket file (owner). */
 void		 control_close(struct control *);
 
+/*
+ * For tests: a client that takes none of its reply for idle seconds, or
+ * has not taken all of it most seconds after it began, is let go
+ * (CONTROL_TIMEOUT and CONTROL_REPLY_TIME in control.c: 5 s and 5 min).
+ */
+void		 control_set_reply_time(struct control *, double idle,
+		    double most);
 /*
  * A QPROXY/2 reply's text (after its first line) of *len bytes: *len is
  * shortened to what comes before its end line. 1 when the end line says

@@ -210,10 +210,15 @@ ctl_connect(const struct timespec *deadline)
 }
 
 static __attribute__((noreturn)) void
-ctl_timeout(void)
+ctl_timeout(size_t got)
 {
-	fprintf(stderr, "qproxyctl: %s: no reply within %d seconds\n",
-	    ctl_socket, CTL_TIMEOUT_MS / 1000);
+	if (got == 0)
+		fprintf(stderr, "qproxyctl: %s: no reply within %d seconds\n",
+		    ctl_socket, CTL_TIMEOUT_MS / 1000);
+	else
+		fprintf(stderr, "qproxyctl: %s: nothing more of the reply "
+		    "within %d seconds, after %zu bytes\n", ctl_socket,
+		    CTL_TIMEOUT_MS / 1000, got);
 	ctl_die();
 }
 
@@ -242,7 +247,7 @@ ctl_exchange(const char *magic, const char *cmd, const char *args, int json,
 				continue;
 			if (errno == EAGAIN || errno == EWOULDBLOCK) {
 				if (ctl_wait(fd, POLLOUT, &deadline) == -1)
-					ctl_timeout();
+					ctl_timeout(0);
 				continue;
 			}
 			/* a daemon that refuses us ("ERR busy") closes at once */
@@ -264,7 +269,7 @@ ctl_exchange(const char *magic, const char *cmd, const char *args, int json,
 				continue;
 			if (errno == EAGAIN || errno == EWOULDBLOCK) {
 				if (ctl_wait(fd, POLLIN, &deadline) == -1)
-					ctl_timeout();
+					ctl_timeout(reply->len);
 				continue;
 			}
 			/* the answer came, then the reset of a refusal */
@@ -278,6 +283,9 @@ ctl_exchange(const char *magic, const char *cmd, const char *args, int json,
 			break;
 		send_err = 0;	/* there is an answer to show */
 		strbuf_append(reply, buf, (size_t)n);
+		/* a long reply (conns) has its time while it comes */
+		clock_gettime(CLOCK_MONOTONIC, &deadline);
+		deadline.tv_sec += CTL_TIMEOUT_MS / 1000;
 		if (reply->truncated) {
 			fprintf(stderr, "qproxyctl: %s: reply of %zu bytes "
 			    "and more: out of memory\n", ctl_socket, reply->len);

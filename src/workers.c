@@ -702,8 +702,9 @@ cmd_metrics(struct strbuf *out, const char *line)
  * stream), in bounded memory. The workers are asked one after the other,
  * each once the one before has answered whole: a reply left waiting while
  * the others' were sent could outlast the time a worker gives it
- * (CONTROL_TIMEOUT). Each has WORKER_ASK_TIMEOUT, as ask_workers gives;
- * pings and signals wait meanwhile. A worker's reply is whole once its end
+ * (CONTROL_TIMEOUT). Each has WORKER_ASK_TIMEOUT, as ask_workers gives,
+ * from its last byte (a client that takes a long reply slowly holds up
+ * the reads); pings and signals wait meanwhile. A worker's reply is whole once its end
  * line came (QPROXY/2). One that says ERR, or does not answer, or breaks
  * off before any of its rows is out, is left out, and the reply ends with
  * "CUT" and which (control.h); one whose reply breaks off once some of it
@@ -719,6 +720,7 @@ struct conns_relay {
 	unsigned	 i;		/* the one asked, */
 	struct asking	 a;		/* its socket (-1 between two) */
 	double		 deadline;	/* and when it is given up */
+					/* (its last byte's time on) */
 	bool		 begun;		/* the reply's first piece is out */
 	bool		 heading;	/* text: a heading is out */
 	bool		 rows;		/* JSON: a row is out */
@@ -938,6 +940,7 @@ relay_next(struct strbuf *out, const char **why, void *arg)
 			return 0;
 		}
 		if ((n = read(r->a.fd, buf, sizeof(buf))) > 0) {
+			r->deadline = mono_now() + WORKER_ASK_TIMEOUT / 1000.;
 			for (p = buf; r->a.in_head && n > 0; p++, n--) {
 				if (*p == '\n') {
 					r->a.in_head = false;

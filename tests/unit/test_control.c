@@ -3,6 +3,7 @@
  * daemon (a forked child running an ev loop with fake commands) serving
  * well-behaved, hostile and idle clients on a real Unix socket.
  */
+#include <sys/param.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -421,11 +422,12 @@ daemon_sigterm(struct ev_loop *loop, ev_signal *w, int revents)
 }
 
 /*
- * Forks a daemon serving path. Returns its pid once it listens, or -1 when
+ * Forks a daemon serving path, with control_set_reply_time's idle and most
+ * (but 0: the daemon's own). Returns its pid once it listens, or -1 when
  * control_open failed in it (the child has exited then).
  */
 static pid_t
-daemon_start(const char *path)
+daemon_start_timed(const char *path, double idle, double most)
 {
 	struct ev_loop *loop;
 	struct control *ctl;
@@ -447,6 +449,8 @@ daemon_start(const char *path)
 		mask = umask(0);
 		umask(mask);
 		ctl = control_open(loop, path, &fake_ops, NULL);
+		if (ctl != NULL && idle > 0.)
+			control_set_reply_time(ctl, idle, most);
 		/* control_open puts the umask back */
 		ok = ctl == NULL ? 'n' : umask(mask) != mask ? 'u' : 'y';
 		if (write(p[1], &ok, 1) != 1)
@@ -470,6 +474,12 @@ daemon_start(const char *path)
 		return -1;
 	}
 	return pid;
+}
+
+static pid_t
+daemon_start(const char *path)
+{
+	return daemon_start_timed(path, 0., 0.);
 }
 
 /* SIGTERM, then the daemon must exit 0 (and leak-free under ASan). */
@@ -842,6 +852,79 @@ test_replies(const char *path)
 	expect(path, "QPROXY/1 backends\n", "OK\n");
 }
 
+/*
+ * Asks for the BIG_REPLY of "conns json" in QPROXY/2 and takes it a piece
+ * of piece bytes at a time, every seconds, after waiting first seconds:
+ * the reply as it came (free it), *len bytes of it, and how long it took
+ * the daemon to close.
+ */
+static char *
+slow_reader(const char *path, double first, size_t piece, double every,
+    size_t *len, double *took)
+{
+	size_t cap = 3 + BIG_REPLY + 64, round;
+	char *buf = malloc(cap);
+	double t0 = now();
+	ssize_t n;
+	int fd;
+
+	*len = 0;
+	CHECK((fd = client_connect(path)) != -1);
+	client_send(fd, "QPROXY/2 conns json\n", 20);
+	usleep((useconds_t)(first * 1e6));
+	for (;;) {
+		for (round = 0; round < piece && *len < cap; round += (size_t)n)
+			if ((n = recv(fd, buf + *len, MIN(piece - round,
+			    cap - *len), 0)) <= 0)
+				goto closed;
+			else
+				*len += (size_t)n;
+		usleep((useconds_t)(every * 1e6));
+	}
+closed:
+	*took = now() - t0;
+	CHECK(n == 0 || (n == -1 && errno == ECONNRESET));
+	close(fd);
+	return buf;
+}
+
+/* Whether a QPROXY/2 reply of len bytes is "OK", whole, with its end line. */
+static bool
+came_whole(const char *reply, size_t len)
+{
+	len -= 3;
+	return strncmp(reply, "OK\n", 3) == 0 &&
+	    control_end(reply + 3, &len, NULL, 0) == 1;
+}
+
+/*
+ * A reply's time moves on while the client takes some (here, of a daemon
+ * whose clients have half a second without taking any, 6 s in all).
+ */
+static void
+test_reply_time(const char *path)
+{
+	char *reply;
+	size_t len;
+	double took;
+
+	/* none of it taken for 1.2 s: let go after half a second */
+	reply = slow_reader(path, 1.2, 1 << 20, 0., &len, &took);
+	CHECK(len > 3 && len < 3 + BIG_REPLY && !came_whole(reply, len));
+	free(reply);
+	/* 2 MiB every quarter second: all of it, in 2 s and more */
+	reply = slow_reader(path, 0., 2 << 20, .25, &len, &took);
+	CHECK_EQ_INT(len, 3 + BIG_REPLY + CONTROL_END_LEN);
+	CHECK(came_whole(reply, len));
+	CHECK(took > 2. && took < 5.5);
+	free(reply);
+	/* 256 KiB every quarter second: 17 s for it all; 6 s are given */
+	reply = slow_reader(path, 0., 256 << 10, .25, &len, &took);
+	CHECK(len > 3 && len < 3 + BIG_REPLY / 2 && !came_whole(reply, len));
+	CHECK(took > 5.5 && took < 8.);
+	free(reply);
+}
+
 static void
 test_busy(const char *path)
 {
@@ -895,7 +978,7 @@ static void
 test_scenario(void)
 {
 	char dir[] = "/tmp/qproxy-test-control.XXXXXX";
-	char path[256], sub[256], file[256];
+	char path[256], sub[256], file[256], timed[256];
 	struct ev_loop *loop;
 	struct stat st;
 	pid_t pid, pid2;
@@ -923,6 +1006,12 @@ test_scenario(void)
 	test_busy(path);
 	/* after all that, it still serves */
 	expect(path, "QPROXY/1 stats json\n", "OK\nfake stats json=1\n");
+
+	/* one whose clients have half a second to take more, 6 s in all */
+	snprintf(timed, sizeof(timed), "%s/timed.sock", dir);
+	CHECK((pid2 = daemon_start_timed(timed, .5, 6.)) > 0);
+	test_reply_time(timed);
+	daemon_stop(pid2);
 
 	/* a second daemon on a live socket is refused; the first lives on */
 	loop = ev_loop_new(0);
