@@ -51,6 +51,7 @@ struct control_client {
 	bool			 end_line;	/* QPROXY/2: tail, once due */
 	ev_tstamp		 begun;		/* the reply's first write */
 	ev_tstamp		 taken;		/* the last that took any */
+	ev_tstamp		 looked;	/* the timer's last look */
 };
 
 struct control {
@@ -98,6 +99,16 @@ control_wants_end(const char *line, size_t len)
 
 	return len >= n && memcmp(line, CONTROL_MAGIC_END, n) == 0 &&
 	    (len == n || line[n] == ' ' || (len == n + 1 && line[n] == '\r'));
+}
+
+/*
+ * How often a reply's timer looks whether the client took some of it, so
+ * that one that stopped is let go within a fifth of idle of its time.
+ */
+static double
+control_look_every(const struct control *ctl)
+{
+	return MIN(1., ctl->idle / 5.);
 }
 
 /* Best effort, for short messages to a client about to be closed. */
@@ -511,8 +522,8 @@ control_client_read(struct control_client *c)
 	ev_timer_stop(loop, &c->timer);
 	/* the reply's time from now: the command may have taken seconds */
 	ev_now_update(loop);
-	c->begun = c->taken = ev_now(loop);
-	ev_timer_set(&c->timer, c->ctl->idle, 0.);
+	c->begun = c->taken = c->looked = ev_now(loop);
+	ev_timer_set(&c->timer, control_look_every(c->ctl), 0.);
 	ev_timer_start(loop, &c->timer);
 	(void)control_client_write(c);
 	return false;
@@ -535,7 +546,8 @@ control_client_tcb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct control_client *c = w->data;
 	struct control *ctl = c->ctl;
-	double left;
+	double left, looked, taken;
+	size_t sent;
 
 	if (c->headlen == 0) {
 		if (!control_client_read(c))
@@ -543,8 +555,21 @@ control_client_tcb(struct ev_loop *loop, ev_timer *w, int revents)
 		log_debug("control: client sent no request in time");
 		control_send_now(c->fd, "ERR timeout\n");
 	} else {
+		/*
+		 * The socket says it is writable only once the client has
+		 * taken most of what it holds: what this write finds room
+		 * for was taken at some time since the last look, which is
+		 * when it counts from (not now, which would give a client
+		 * that stopped just after the last look a period more).
+		 */
+		looked = c->looked;
+		taken = c->taken;
+		sent = c->sent;
+		c->looked = ev_now(loop);
 		if (control_client_write(c))
 			return;
+		if (c->sent != sent)
+			c->taken = MAX(looked, taken);
 		/*
 		 * Its time moves on while it takes some, up to a bound: a
 		 * client that took a byte now and then could hold one of
@@ -553,7 +578,8 @@ control_client_tcb(struct ev_loop *loop, ev_timer *w, int revents)
 		left = MIN(c->taken + ctl->idle, c->begun + ctl->most) -
 		    ev_now(loop);
 		if (left > 0.) {
-			ev_timer_set(&c->timer, left, 0.);
+			ev_timer_set(&c->timer, MIN(left,
+			    control_look_every(ctl)), 0.);
 			ev_timer_start(loop, &c->timer);
 			return;
 		}
