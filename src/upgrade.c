@@ -19,6 +19,7 @@
  */
 #include <sys/types.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 
@@ -26,6 +27,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <sched.h>
 #include <stddef.h>
 #include <signal.h>
 #include <stdio.h>
@@ -61,6 +63,8 @@
 #define UPGRADE_FEED_MAX	64	/* datagrams a turn of the loop */
 #define UPGRADE_LINK_BUF	(4 << 20)	/* bytes asked for (wmem_max
 						   may give fewer) */
+#define UPGRADE_STACK		(64 << 10)	/* the cloned child's until
+						   its exec */
 
 /*
  * What goes before a datagram. Both ends are builds of qproxy, perhaps
@@ -96,7 +100,11 @@ static struct {
 	ev_io		 to_old_io;	/* a lone process's: its close */
 	/* the new process's side, while it takes the sockets */
 	bool		 inheriting;
-	pid_t		 elder;		/* the running one, its parent */
+	pid_t		 elder;		/* the running one */
+	bool		 elder_parent;	/* this one's parent */
+	int		 elder_fd;	/* its pidfd, -1: none */
+	/* the running process's side: the new one is its sibling */
+	bool		 sibling;
 	bool		 took_over;	/* READY taken: the elder drains */
 	int		 link;		/* to the running one: -1 none */
 	int		 fds[UPGRADE_FDS_MAX];
@@ -112,7 +120,7 @@ static struct {
 	/* the addresses the new process took (either side's view) */
 	struct addr	 taken[UPGRADE_ADDRS_MAX];
 	size_t		 ntaken;
-} up = { .from_new = -1, .to_old = -1, .link = -1 };
+} up = { .from_new = -1, .to_old = -1, .link = -1, .elder_fd = -1 };
 
 static void	from_new_cb(struct ev_loop *, ev_io *, int);
 static void	to_old_cb(struct ev_loop *, ev_io *, int);
@@ -192,6 +200,47 @@ parse_fds(const char *name, const char *s, int *fds, size_t max)
 	return n;
 }
 
+/*
+ * The running process, which made the link (its credentials are the
+ * socket pair's), waits for this one's word meanwhile: its pidfd tells
+ * when it has exited. It is this one's parent, or under systemd its
+ * sibling (upgrade_spawn).
+ */
+static void
+find_elder(void)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	if (getsockopt(up.link, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 &&
+	    cred.pid > 1)
+		up.elder = cred.pid;
+	else
+		up.elder = getppid();
+	up.elder_parent = up.elder == getppid();
+#ifdef SYS_pidfd_open
+	up.elder_fd = (int)syscall(SYS_pidfd_open, up.elder, 0);
+#endif
+}
+
+/* Whether the running process that this one took over from still runs. */
+static bool
+elder_runs(void)
+{
+	struct pollfd pfd;
+
+	if (up.elder <= 1)
+		return false;
+	if (up.elder_fd == -1)
+		/* no pidfd: a child's parent changes at its exit */
+		return up.elder_parent ? getppid() == up.elder :
+		    kill(up.elder, 0) == 0 || errno == EPERM;
+	pfd.fd = up.elder_fd;
+	pfd.events = POLLIN;
+	/* readable once it has exited */
+	return poll(&pfd, 1, 0) == 0;
+}
+
 static void
 cloexec(int fd)
 {
@@ -217,11 +266,11 @@ upgrade_init(char *argv[])
 	if ((env = getenv(UPGRADE_ENV)) == NULL)
 		return;
 	up.inheriting = true;
-	up.elder = getppid();
 	n = parse_fds(UPGRADE_ENV, env, fds, sizeof(fds) / sizeof(fds[0]));
 	if (n < 2 || fds[0] < 0)
 		fatalx("%s: no link to the running process", UPGRADE_ENV);
 	up.link = fds[0];
+	find_elder();
 	if (fds[1] != -1)
 		up.ctls[up.nctls++] = fds[1];
 	for (size_t i = 2; i < n; i++)
@@ -433,11 +482,11 @@ send_stopped(int fd)
 
 /*
  * A process that took over is systemd's main process, and the one before,
- * its parent, drains for up to its shutdown_timeout. With the unit's
- * KillMode=mixed, a stop sends SIGTERM to the main process alone and kills
- * whatever of the unit is left once it exits: the requests the elder still
- * serves with it. So, done, this process waits at most timeout seconds
- * for the elder to exit first (it has once the parent changes), telling
+ * its parent or sibling, drains for up to its shutdown_timeout. With the
+ * unit's KillMode=mixed, a stop sends SIGTERM to the main process alone
+ * and kills whatever of the unit is left once it exits: the requests the
+ * elder still serves with it. So, done, this process waits at most
+ * timeout seconds for the elder to exit first (see elder_runs), telling
  * the watchdog it lives.
  */
 void
@@ -448,7 +497,7 @@ upgrade_await_elder(double timeout)
 	/* the main process's watchdog; not one's that was taken over too */
 	bool watched = !up.handed_over && sd_watchdog_enabled(0, NULL) > 0;
 
-	if (!up.took_over || up.elder <= 1 || getppid() != up.elder)
+	if (!up.took_over || !elder_runs())
 		return;
 	/*
 	 * This one reads no more: the elder reads again for its
@@ -468,14 +517,14 @@ upgrade_await_elder(double timeout)
 	}
 	log_info("waiting for process %ld, which took no new connection since "
 	    "this one started, to finish its requests", (long)up.elder);
-	while (getppid() == up.elder && mono_now() < end) {
+	while (elder_runs() && mono_now() < end) {
 		if (watched && mono_now() >= ping) {
 			sd_notify(0, "WATCHDOG=1");
 			ping = mono_now() + 1;
 		}
 		nanosleep(&step, NULL);
 	}
-	if (getppid() == up.elder)
+	if (elder_runs())
 		log_warnx("process %ld still runs after %.0f s; exiting",
 		    (long)up.elder, timeout);
 }
@@ -766,6 +815,86 @@ child_exec(const int *fds, size_t n, char **envp, char **wdp)
 	_exit(127);
 }
 
+struct child_args {
+	const int	 *fds;
+	size_t		  n;
+	char		**envp;
+	char		**wdp;
+};
+
+static int
+child_main(void *arg)
+{
+	struct child_args *a = arg;
+
+	child_exec(a->fds, a->n, a->envp, a->wdp);
+}
+
+/*
+ * The new process, into *pidfd a pidfd of it or -1. Under systemd (a
+ * notify service's, as the unit is) it is started as this one's sibling,
+ * systemd's child (CLONE_PARENT), as the main process it will be: systemd
+ * 252 takes a main process not its own child for an alien one, and does
+ * not notice its death while this one, its parent, still drains (the
+ * service stayed "active", serving no new client, then stopped without a
+ * restart). -1: fork or clone failed (errno).
+ */
+static pid_t
+spawn_child(const int *fds, size_t n, char **envp, char **wdp, int *pidfd)
+{
+	struct child_args a = { fds, n, envp, wdp };
+	char *stack;
+	pid_t pid;
+
+	*pidfd = -1;
+	up.sibling = false;
+	if (getenv("NOTIFY_SOCKET") != NULL &&
+	    (stack = malloc(UPGRADE_STACK)) != NULL) {
+		/* the stack is this process's; the child has its copy */
+		pid = clone(child_main, stack + UPGRADE_STACK,
+		    CLONE_PARENT | CLONE_PIDFD | SIGCHLD, &a, pidfd);
+		free(stack);
+		if (pid != -1) {
+			up.sibling = true;
+			return pid;
+		}
+		/* EINVAL: this one is init, or a kernel before 5.2 */
+		*pidfd = -1;
+	}
+	if ((pid = fork()) == 0)
+		child_exec(fds, n, envp, wdp);
+	return pid;
+}
+
+/* Ends the new process that failed to take over. */
+static void
+end_child(pid_t pid, int pidfd, struct strbuf *out)
+{
+	int status;
+
+	if (up.sibling) {
+		/* systemd's child: it reaps it */
+#ifdef SYS_pidfd_send_signal
+		if (pidfd != -1)
+			(void)syscall(SYS_pidfd_send_signal, pidfd, SIGKILL,
+			    NULL, 0);
+		else
+#endif
+			(void)kill(pid, SIGKILL);
+		return;
+	}
+	/* gone already, mostly; one that said something else is ended */
+	kill(pid, SIGKILL);
+	while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
+		;
+	if (WIFEXITED(status))
+		strbuf_printf(out, "process %d: exit status %d\n", (int)pid,
+		    WEXITSTATUS(status));
+	else if (WIFSIGNALED(status))
+		strbuf_printf(out, "process %d: signal %d\n", (int)pid,
+		    WTERMSIG(status));
+}
+
 void
 upgrade_worker_stopped(unsigned i)
 {
@@ -852,7 +981,7 @@ upgrade_spawn(const struct upgrade_fds *f, const struct upgrade_keys *keys,
 {
 	uint8_t kbuf[sizeof(struct upgrade_msg) + sizeof(*keys)];
 	uint8_t ready[UPGRADE_TAKEN_LEN];
-	int pair[2], status, rv, forkerr, sndbuf = UPGRADE_LINK_BUF;
+	int pair[2], rv, forkerr, pidfd, sndbuf = UPGRADE_LINK_BUF;
 	int *pass = NULL, *wenv = NULL;
 	char wd[48], *env[3] = { NULL, NULL, NULL }, **envp = NULL, **wdp;
 	size_t npass = 0;
@@ -928,8 +1057,7 @@ upgrade_spawn(const struct upgrade_fds *f, const struct upgrade_keys *keys,
 		goto nomem;
 	sigfillset(&all);
 	(void)sigprocmask(SIG_BLOCK, &all, &saved);
-	if ((pid = fork()) == 0)
-		child_exec(pass, npass, envp, wdp);
+	pid = spawn_child(pass, npass, envp, wdp, &pidfd);
 	forkerr = errno;
 	(void)sigprocmask(SIG_SETMASK, &saved, NULL);
 	free(envp);
@@ -990,6 +1118,8 @@ upgrade_spawn(const struct upgrade_fds *f, const struct upgrade_keys *keys,
 				sd_notifyf(0, "MAINPID=%ld", (long)pid);
 			*pidp = pid;
 			*linkp = pair[0];
+			if (pidfd != -1)
+				close(pidfd);
 			return 0;
 		}
 		if (got == -1 && errno == EINTR)
@@ -999,16 +1129,9 @@ upgrade_spawn(const struct upgrade_fds *f, const struct upgrade_keys *keys,
 		break;
 	}
 	close(pair[0]);
-	/* gone already, mostly; one that said something else is ended */
-	kill(pid, SIGKILL);
-	while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
-		;
-	if (WIFEXITED(status))
-		strbuf_printf(out, "process %d: exit status %d\n", (int)pid,
-		    WEXITSTATUS(status));
-	else if (WIFSIGNALED(status))
-		strbuf_printf(out, "process %d: signal %d\n", (int)pid,
-		    WTERMSIG(status));
+	end_child(pid, pidfd, out);
+	if (pidfd != -1)
+		close(pidfd);
 	return -1;
 
 nomem:
@@ -1031,6 +1154,9 @@ upgrade_handed_over(struct quic_server *srv, int link, pid_t pid)
 	up.handed_over = true;
 	ev_io_init(&up.from_new_io, from_new_cb, up.from_new, EV_READ);
 	ev_io_start(srv->loop, &up.from_new_io);
+	/* a sibling's end is systemd's to see, and the link's close */
+	if (up.sibling)
+		return;
 	ev_child_init(&up.child_w, child_cb, pid, 0);
 	ev_child_start(srv->loop, &up.child_w);
 }
@@ -1041,6 +1167,10 @@ upgrade_worker_start(unsigned index, int rx, bool hold)
 	up.hold = hold && rx != -1;
 	/* a new supervisor's worker: what it inherited is not its own */
 	up.inheriting = false;
+	if (up.elder_fd != -1) {
+		close(up.elder_fd);
+		up.elder_fd = -1;
+	}
 	if (up.link != -1) {
 		close(up.link);
 		up.link = -1;

@@ -2,11 +2,12 @@
  * upgrade.h: a new qproxy binary taking over from the running one
  * (qproxyctl upgrade), without a client being refused or cut off.
  *
- * The running process forks and executes its binary again (the file now
- * at the path it was started from), handing down its UDP sockets, its
- * control socket and one end of a Unix socket pair, the link. The new
- * process takes the sockets in place of binding them, and says it is
- * ready over the link. From then on the new process reads every
+ * The running process forks (under systemd, clones a sibling: systemd's
+ * child, as the main process it becomes) and executes its binary again
+ * (the file now at the path it was started from), handing down its UDP
+ * sockets, its control socket and one end of a Unix socket pair, the
+ * link. The new process takes the sockets in place of binding them, and
+ * says it is ready over the link. From then on the new process reads every
  * datagram: one for a connection it does not know (any but an Initial
  * that begins a connection) goes over the link to the old process, which
  * serves its connections until they end or shutdown_timeout, answering

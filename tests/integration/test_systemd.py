@@ -39,6 +39,7 @@ H3GET = os.path.join(TOP, "scripts", "h3get")
 BACKEND = os.path.join(HERE, "backend.py")
 SYSTEMD = "/lib/systemd/systemd"
 WATCHDOG = 2            # s, the drop-in's WatchdogSec
+RESTART_SEC = 2         # s, the unit's RestartSec
 CONF = "/etc/qproxy.conf"
 
 # Units that would reach past the box: the kernel's settings, modules,
@@ -453,7 +454,8 @@ def test_upgrade_hands_systemd_the_new_process_and_its_watchdog(ready, workers):
     WATCHDOG=1 across the handover (2 s WatchdogSec): with workers the
     new supervisor first fed it half a period after its workers read, the
     old one none since before the upgrade began, and systemd killed
-    the service (Result=watchdog) after 4 upgrades in 5."""
+    the service (Result=watchdog) after 4 upgrades in 5. One whose new
+    process fails to start changes nothing."""
     box = ready
     box.write(CONF, config(box.backend_port, glob=[("workers", str(workers))]))
     mark = box.cursor()
@@ -461,6 +463,17 @@ def test_upgrade_hands_systemd_the_new_process_and_its_watchdog(ready, workers):
     pid = int(box.show("MainPID")["MainPID"])
     time.sleep(2 * WATCHDOG + 0.5)
     assert_watchdog_quiet(box, pid, mark)
+    # one that fails to start (systemd's child, not the main process's)
+    # leaves the service as it was
+    with open(box.path(CONF)) as f:
+        text = f.read()
+    box.write(CONF, text + "no_such_key = 1\n")
+    p = ctl(box, "upgrade", check=False)
+    assert p.returncode != 0 and "exited before it was ready" in p.stdout + p.stderr, \
+        (p.stdout, p.stderr)
+    box.write(CONF, text)
+    assert_watchdog_quiet(box, pid, mark)
+    assert_served(box)
     for _ in range(3):
         p = ctl(box, "upgrade")
         m = re.match(r"process (\d+) took over", p.stdout)
@@ -506,3 +519,111 @@ def test_stop_is_graceful_and_ends_every_process(ready, workers, upgraded):
     assert "SIGKILL" not in log and "remains running" not in log, log
     assert "signal 15: " in log, log
     no_sanitizer_report(box)
+
+
+def main_pid(box):
+    return int(box.show("MainPID")["MainPID"])
+
+
+def children(box, pid):
+    """The box's pids of pid's children."""
+    with open(box.path("/proc/%d/task/%d/children" % (pid, pid))) as f:
+        return [int(x) for x in f.read().split()]
+
+
+def unit_pids(box):
+    """The box's pids of the unit's cgroup (as the box's PID namespace
+    numbers them: not the host's)."""
+    p = box.run("cat", "/sys/fs/cgroup/system.slice/qproxy.service/cgroup.procs")
+    return [int(x) for x in p.stdout.split()]
+
+
+def await_restart(box, n, dead, mark):
+    """Waits for the service's n-th restart, after its main process dead
+    died, and for it to serve."""
+    t = time.monotonic()
+    limit = RESTART_SEC + 10 * SLOW
+    while True:
+        s = box.show("ActiveState", "SubState", "MainPID", "NRestarts")
+        if s["NRestarts"] == str(n) and (s["ActiveState"], s["SubState"]) == \
+                ("active", "running"):
+            break
+        assert time.monotonic() - t < limit, (n, s, box.journal(mark))
+        time.sleep(0.1)
+    assert int(s["MainPID"]) != dead
+    assert_served(box)
+
+
+def download(box, path):
+    """h3get of path in the background, its body into a file; (process,
+    the file's path)."""
+    out = box.tmp / ("body-%d" % len(box.children))
+    return box.spawn(H3GET, "-k", "-o", str(out), "https://127.0.0.1:8443" + path), out
+
+
+def await_bytes(out, n):
+    deadline = time.monotonic() + 15 * SLOW
+    while not os.path.exists(out) or os.path.getsize(out) < n:
+        assert time.monotonic() < deadline, "the download did not start"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_main_process_that_dies_is_restarted(ready, workers):
+    """Restart=on-failure: a main process killed by a signal is restarted
+    by systemd and serves again, before an upgrade (SIGSEGV), after one
+    whose process before has exited (SIGKILL), and after one whose process
+    before still serves a request (SIGKILL): promptly, not once it has
+    finished. With workers, a worker killed is started again by the
+    supervisor, not by systemd."""
+    box = ready
+    box.write(CONF, config(box.backend_port, glob=[("workers", str(workers)),
+                                                   ("shutdown_timeout", "30s")]))
+    mark = box.cursor()
+    box.run("systemctl", "start", "qproxy")
+    pid = main_pid(box)
+    if workers == 2:
+        kids = children(box, pid)
+        assert len(kids) == 2, kids
+        box.run("kill", "-KILL", str(kids[1]))
+        deadline = time.monotonic() + 10 * SLOW
+        while len(set(children(box, pid)) - set(kids)) != 1:
+            assert time.monotonic() < deadline, (kids, box.journal(mark))
+            time.sleep(0.05)
+        assert "was killed by signal 9; starting it again" in box.journal(mark)
+        s = box.show("ActiveState", "MainPID", "NRestarts")
+        assert s == {"ActiveState": "active", "MainPID": str(pid), "NRestarts": "0"}, s
+        assert_served(box)
+    box.run("kill", "-SEGV", str(pid))
+    await_restart(box, 1, pid, mark)
+    log = box.journal(mark)
+    # an ASan build's handler takes the SIGSEGV, reports, and exits 1
+    assert re.search(r"Main process exited, code=(killed, status=11/SEGV|"
+                     r"exited, status=1/FAILURE)", log), log
+    # after an upgrade whose process before has gone
+    pid = main_pid(box)
+    ctl(box, "upgrade")
+    new = main_pid(box)
+    assert new != pid
+    deadline = time.monotonic() + 10 * SLOW
+    while pid in unit_pids(box):
+        assert time.monotonic() < deadline, box.journal(mark)
+        time.sleep(0.05)
+    box.run("kill", "-KILL", str(new))
+    await_restart(box, 2, new, mark)
+    # after an upgrade, the process before still serving a request
+    pid = main_pid(box)
+    p, out = download(box, "/app/slow/%d?ms=60000" % (1 << 20))
+    await_bytes(out, 1)
+    ctl(box, "upgrade")
+    new = main_pid(box)
+    assert pid in unit_pids(box)
+    mark2 = box.cursor()
+    box.run("kill", "-KILL", str(new))
+    await_restart(box, 3, new, mark)
+    # seen by systemd itself, not by its watchdog (2 s in the box, the
+    # unit's 30 s)
+    log = box.journal(mark2)
+    assert "Main process exited, code=killed, status=9/KILL" in log, log
+    assert "Failed with result 'signal'" in log, log
+

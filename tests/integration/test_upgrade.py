@@ -276,7 +276,8 @@ def test_upgrade_tells_systemd_the_new_main_process(qproxy_factory, backend_app,
     neither STOPPING=1 (the service goes on) nor anything after; the new
     one keeps systemd's watchdog, which names the main process's id
     (WATCHDOG_PID), and does not say READY=1 again. With workers, the
-    supervisors speak for them."""
+    supervisors speak for them. The new process is the old one's sibling,
+    the service manager's child."""
     path = str(tmp_path / "notify.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(path)
@@ -302,6 +303,10 @@ def test_upgrade_tells_systemd_the_new_main_process(qproxy_factory, backend_app,
     assert next(it) == (old, ["READY=1"])
     new = _upgrade(q)
     try:
+        # the old one's sibling: the service manager's child (the
+        # test's), whose death systemd sees
+        with open("/proc/%d/stat" % new) as f:
+            assert int(f.read().rsplit(")", 1)[1].split()[1]) == os.getpid()
         assert next(it) == (old, ["MAINPID=%d" % new])
         with open("/proc/%d/environ" % new, "rb") as f:
             env = f.read().split(b"\0")
@@ -312,6 +317,10 @@ def test_upgrade_tells_systemd_the_new_main_process(qproxy_factory, backend_app,
             assert next(it) == (new, ["WATCHDOG=1"])
     finally:
         _stop(new)
+        try:
+            os.waitpid(new, 0)
+        except ChildProcessError:
+            pass
     assert next(it) == (new, ["STOPPING=1"])
     sock.close()
 
