@@ -627,3 +627,75 @@ def test_a_main_process_that_dies_is_restarted(ready, workers):
     assert "Main process exited, code=killed, status=9/KILL" in log, log
     assert "Failed with result 'signal'" in log, log
 
+
+def stop(box):
+    """systemctl stop; how long it took. It succeeds, no SIGKILL."""
+    mark = box.cursor()
+    t = time.monotonic()
+    p = box.run("systemctl", "stop", "qproxy", check=False, timeout=60)
+    took = time.monotonic() - t
+    assert p.returncode == 0, p.stderr
+    s = box.show("ActiveState", "Result")
+    log = box.journal(mark)
+    assert s == {"ActiveState": "inactive", "Result": "success"}, (s, log)
+    assert "SIGKILL" not in log and "remains running" not in log, log
+    return took
+
+
+def downloaded(p, out, n, within):
+    """Whether h3get p, which writes into out, ends within seconds with
+    the n bytes of the body whole."""
+    rc = p.wait(timeout=within)
+    with open(out, "rb") as f:
+        body = f.read()
+    return rc == 0 and body == expected_body(n)
+
+
+def test_requests_in_flight_finish_across_a_stop_and_an_upgrade(ready):
+    """systemctl stop waits for a download under way, which completes
+    whole, and returns once it has, within shutdown_timeout (5 s here);
+    qproxyctl upgrade lets one complete whole in the process before, which
+    stays in the unit's cgroup meanwhile (systemctl status shows both)
+    and exits once it has; after that upgrade, a download longer than
+    shutdown_timeout is cut at that time, and the stop succeeds, no
+    SIGKILL sent."""
+    box = ready
+    timeout = 5
+    box.write(CONF, config(box.backend_port, glob=[("shutdown_timeout", "%ds" % timeout)]))
+    n = 1 << 20
+    box.run("systemctl", "start", "qproxy")
+    p, out = download(box, "/app/slow/%d?ms=2500" % n)
+    await_bytes(out, 1)
+    took = stop(box)
+    assert took >= 1.5, "the stop returned %.1f s after it began" % took
+    assert took < timeout, took
+    assert downloaded(p, out, n, 2 * SLOW), "the download was cut by the stop"
+    # across an upgrade
+    box.run("systemctl", "start", "qproxy")
+    pid = main_pid(box)
+    p, out = download(box, "/app/slow/%d?ms=3000" % n)
+    await_bytes(out, 1)
+    new = int(re.match(r"process (\d+) took over", ctl(box, "upgrade").stdout).group(1))
+    assert main_pid(box) == new
+    assert_served(box)
+    assert p.poll() is None, "the download ended before it could be checked"
+    assert sorted(unit_pids(box)) == sorted([pid, new])
+    st = box.run("systemctl", "status", "--no-pager", "qproxy", check=False).stdout
+    for x in pid, new:
+        assert re.search(r"─%d /usr/sbin/qproxy " % x, st), st
+    assert downloaded(p, out, n, 10 * SLOW), "the download was cut by the upgrade"
+    deadline = time.monotonic() + 2 * SLOW
+    while pid in unit_pids(box):
+        assert time.monotonic() < deadline, "the process before stays"
+        time.sleep(0.05)
+    s = box.show("ActiveState", "MainPID", "NRestarts")
+    assert s == {"ActiveState": "active", "MainPID": str(new), "NRestarts": "0"}, s
+    # longer than shutdown_timeout
+    p, out = download(box, "/app/slow/%d?ms=60000" % n)
+    await_bytes(out, 1)
+    took = stop(box)
+    assert timeout - 0.5 <= took < timeout + 3 * SLOW, took
+    # cut: its connection closed, not left to time out
+    rc = p.wait(timeout=3 * SLOW)
+    assert rc != 0 and os.path.getsize(out) < n, rc
+    no_sanitizer_report(box)
