@@ -22,6 +22,7 @@ A drop-in makes WatchdogSec 2 s so that a missing WATCHDOG=1 shows in
 seconds; everything else is as shipped.
 """
 
+import json
 import os
 import re
 import subprocess
@@ -375,20 +376,36 @@ def ctl(box, *args, check=True):
     return box.run("qproxyctl", "-s", "/run/qproxy/control.sock", *args, check=check)
 
 
-def test_reload_applies_a_new_file_and_refuses_a_bad_one(ready):
+def generations(box, workers):
+    """Each worker's configuration generation, from its own control
+    socket."""
+    g = []
+    for i in range(workers):
+        p = box.run("qproxyctl", "-s", "/run/qproxy/control.sock.%d" % i, "stats", "--json")
+        g.append(json.loads(p.stdout)["generation"])
+    return g
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_reload_applies_a_new_file_and_refuses_a_bad_one(ready, workers):
     """ExecReload (qproxyctl reload) is synchronous: a changed file is in
-    force when systemctl reload returns; a file with an error fails the
-    reload, with its file:line in the unit's status, and the old
-    configuration goes on serving."""
+    force when systemctl reload returns, in every worker; a file with an
+    error fails the reload, with its file:line in the unit's status, and
+    the old configuration goes on serving."""
     box = ready
+    glob = [("workers", str(workers))] if workers > 1 else []
+    box.write(CONF, config(box.backend_port, glob=glob))
     box.run("systemctl", "start", "qproxy")
     pid = box.show("MainPID")["MainPID"]
-    box.write(CONF, config(box.backend_port, prefix="/new/"))
+    box.write(CONF, config(box.backend_port, prefix="/new/", glob=glob))
     p = box.run("systemctl", "reload", "qproxy", check=False)
     assert p.returncode == 0, p.stderr
-    assert status(box, "/new/bytes/10") == 200
-    assert status(box, "/app/bytes/10") == 404
-    bad = config(box.backend_port, prefix="/app/") + "no_such_key = 1\n"
+    if workers > 1:
+        assert generations(box, workers) == [2] * workers
+    for _ in range(1 if workers == 1 else 4):
+        assert status(box, "/new/bytes/10") == 200
+        assert status(box, "/app/bytes/10") == 404
+    bad = config(box.backend_port, prefix="/app/", glob=glob) + "no_such_key = 1\n"
     box.write(CONF, bad)
     line = bad.splitlines().index("no_such_key = 1") + 1
     p = box.run("systemctl", "reload", "qproxy", check=False)
@@ -398,6 +415,8 @@ def test_reload_applies_a_new_file_and_refuses_a_bad_one(ready):
     assert '%s:%d: unknown key "no_such_key"' % (CONF, line) in st, st
     s = box.show("ActiveState", "SubState", "MainPID")
     assert s == {"ActiveState": "active", "SubState": "running", "MainPID": pid}, s
+    if workers > 1:
+        assert generations(box, workers) == [2] * workers
     assert status(box, "/new/bytes/10") == 200
     assert status(box, "/app/bytes/10") == 404
     no_sanitizer_report(box)
