@@ -185,8 +185,8 @@ control_stream_next(struct control_client *c)
 	c->sent = c->headlen;
 	strbuf_clear(&c->text);
 	rv = c->stream.next(&c->text, &why, c->stream.state);
-	if (rv == 1 && c->text.truncated) {
-		rv = -1;	/* not a piece: one too long for text */
+	if (rv != -1 && c->text.truncated) {
+		rv = -1;	/* not a piece, nor a last: too long for text */
 		why = "a piece of the reply too long";
 	}
 	if (rv == -1) {

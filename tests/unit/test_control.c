@@ -274,7 +274,8 @@ struct fake_stream {
  * larger than a piece needs (the reply's memory is bounded), or the
  * reply is cut, which the client sees. Of the text ones, every third
  * (the second, fifth...) cannot go on after its first line, and every
- * third (the third, sixth...) ends with something missing.
+ * third (the third, sixth...) ends with something missing; the seventh
+ * is one last piece, longer than a reply's text may be.
  */
 static int
 fake_conns_next(struct strbuf *out, const char **why, void *arg)
@@ -284,6 +285,11 @@ fake_conns_next(struct strbuf *out, const char **why, void *arg)
 	if (out->len != 0 || out->cap > 2 * CONTROL_CHUNK)
 		return -1;
 	if (!st->json) {
+		if (st->text == 6) {
+			while (!out->truncated)
+				strbuf_printf(out, "%0999u\n", st->line++);
+			return 0;
+		}
 		if (st->line == 1 && st->text % 3 == 1) {
 			strbuf_printf(out, "dropped\n");
 			snprintf(st->why, sizeof(st->why), "line 2 lost\n\x01");
@@ -667,6 +673,9 @@ test_commands(const char *path)
 	    "OK\nconn line 1\n\0CUT line 2 lost??\n");
 	EXPECT_N(path, "QPROXY/2 conns\n",
 	    "OK\nconn line 1\nconn line 2\n\0CUT line 3 missing\n");
+	/* its last piece too long: not sent, as one before it would not be */
+	EXPECT_N(path, "QPROXY/2 conns\n",
+	    "OK\n\0CUT a piece of the reply too long\n");
 	/* every reply to a QPROXY/2 line has its end line, an ERR's too */
 	EXPECT_N(path, "QPROXY/2 stats\n", "OK\nfake stats json=0\n\0END\n");
 	EXPECT_N(path, "QPROXY/2 stats json\r\n",
