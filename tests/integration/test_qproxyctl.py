@@ -863,6 +863,43 @@ def test_slow_reader_is_let_go_five_seconds_after_it_last_took_some(qproxy_facto
     assert p.returncode == 0, show(p)
 
 
+def test_a_reader_that_took_a_little_then_stopped_is_let_go_in_five_seconds(qproxy_factory):
+    """A client takes 64 KiB of a reply the daemon has filled its socket
+    with, and then nothing: too little for the socket to tell the daemon
+    it can send more (it does once three quarters of what waits are
+    taken), so the daemon saw it only when its five seconds were up, took
+    that for the client taking some then, and let it go at 10 s, not 5
+    (test_a_reply_cut_by_the_deadline_makes_qproxyctl_exit_1 passed or
+    not by that)."""
+    import select
+    with open("/proc/sys/net/core/wmem_default") as f:
+        wmem = int(f.read())
+    if wmem > 400000:
+        pytest.skip("a Unix socket here holds %d bytes: 64 KiB taken could "
+                    "be three quarters of it" % wmem)
+    q = qproxy_factory(sections=_many_servers)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(q.control_socket)
+        start = time.monotonic()
+        s.sendall(b"QPROXY/2 backends\n")
+        time.sleep(0.5)             # the socket full, the daemon waiting
+        got = b""
+        s.settimeout(5)
+        while len(got) < 65536:
+            got += s.recv(65536 - len(got))
+        p = select.poll()
+        p.register(s, select.POLLRDHUP)
+        hup = None
+        if p.poll(9000):
+            hup = time.monotonic() - start
+        assert hup is not None and 4.5 < hup < 7, hup
+    finally:
+        s.close()
+    p = qproxyctl(["version"], q.control_socket)
+    assert p.returncode == 0, show(p)
+
+
 def test_a_reply_cut_by_the_deadline_makes_qproxyctl_exit_1(qproxy_factory, tmp_path):
     """The daemon gives up on a client that does not take its reply in time
     (here a relay in front of qproxyctl that stops taking it), and closes:
