@@ -6,9 +6,12 @@
 #   make demo       install, build and run qproxy on a demo configuration
 #   make bench      qproxy against nghttpx, side by side (bench/RESULTS.md)
 #   make install    PREFIX=/usr/local DESTDIR= by default (make uninstall)
+#   make nomem      allocations failing in the running daemon, a long sweep
+#                   (tests/integration/test_nomem.py; not part of check)
 
 # Goals that must work before configure can (they install its inputs).
-SELF_GOALS := check check-asan soak demo deps clean distclean bench bench-smoke
+SELF_GOALS := check check-asan soak demo deps clean distclean bench bench-smoke \
+	nomem
 ifeq ($(filter $(SELF_GOALS),$(MAKECMDGOALS)),)
 include config.mk
 endif
@@ -51,7 +54,8 @@ UNIT_TESTS = test_config test_route test_http1 test_request test_bufq \
 UNIT_BINS = $(UNIT_TESTS:%=$(B)/tests/%)
 
 TOOLS = $(B)/tests/h3raw $(B)/tests/sendshim.so $(B)/tests/timeshift.so \
-	$(B)/tests/execdelay.so $(B)/tests/agefill.so $(B)/tests/h3nomem.so
+	$(B)/tests/execdelay.so $(B)/tests/agefill.so $(B)/tests/h3nomem.so \
+	$(B)/tests/nomem.so
 
 all: $(B)/qproxy $(B)/qproxyctl
 
@@ -103,7 +107,8 @@ $(B)/tests/gcmbench: $(B)/tests/gcmbench.o $(B)/libqproxy.a $(RNG_OBJ)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
 
-# Preloaded into qproxy (sendshim, timeshift, agefill, execdelay, h3nomem):
+# Preloaded into qproxy (sendshim, timeshift, agefill, execdelay, h3nomem,
+# nomem):
 # built without the sanitizers, which must come first.
 $(B)/tests/%.so: tests/tools/%.c config.mk
 	@mkdir -p $(@D)
@@ -209,6 +214,29 @@ soak: deps
 	QPROXY=$(abspath build-asan/qproxy) \
 	QPROXYCTL=$(abspath build-asan/qproxyctl) \
 	    $(PYTHON) tests/soak/soak.py --duration 300 --rss-slack -1
+
+# tests/integration/test_nomem.py at length, on the plain build then the
+# sanitizer one: every NOMEM_STEP-th allocation of a round of mixed work
+# failing in turn, then NOMEM_SEEDS rounds with NOMEM_PPM of them failing
+# at random. About 2 s a round plain, 3 under ASan.
+NOMEM_STEP ?= 3
+NOMEM_SEEDS ?= 100
+NOMEM_PPM ?= 3000
+nomem:
+	$(MAKE) tests
+	$(MAKE) B=build-asan SAN_CFLAGS='$(ASAN_CFLAGS)' tests
+	@set -e; for b in build build-asan; do \
+	    for sweep in nth:1:0:$(NOMEM_STEP) random:1:$(NOMEM_SEEDS):$(NOMEM_PPM); do \
+	    set -x; NOMEM_SWEEP=$$sweep \
+	    ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 \
+	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	    QPROXY=$(abspath $$b/qproxy) QPROXYCTL=$(abspath $$b/qproxyctl) \
+	    H3RAW=$(abspath $$b/tests/h3raw) \
+	    SENDSHIM=$(abspath $$b/tests/sendshim.so) \
+	    TIMESHIFT_LIB=$(abspath $$b/tests/timeshift.so) \
+	    QPROXY_TEST_TIME_LIMIT=100000 \
+	    $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration/test_nomem.py; \
+	    set +x; done; done
 
 # libFuzzer targets, built with clang into build-fuzz/ (tests/fuzz/README.md).
 # "make fuzz" runs each for FUZZ_TIME seconds, adding what it finds to
@@ -335,4 +363,4 @@ distclean: clean
 
 .PHONY: all tests unit integration deps check check-asan soak demo \
 	bench bench-smoke install uninstall clean distclean fuzz fuzz-build \
-	fuzz-replay
+	fuzz-replay nomem

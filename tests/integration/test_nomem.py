@@ -1,0 +1,279 @@
+"""Allocations that fail in the running daemon (tests/tools/nomem.c).
+
+qproxy runs with nomem.so preloaded. A round of mixed work (GETs small
+and large, chunked ones, POST and PUT bodies, many streams on one
+connection, new connections, qproxyctl stats and conns) runs while the
+shim fails allocations: the N-th one counted from the start of the
+round, for a sweep of N, or each with a probability from a seed. After
+each round, with the failures stopped: the daemon is alive, a new client
+is served within a few seconds, and once the clients are gone the memory
+rows of qproxyctl stats (streams, chunks, request, response, HTTP/3 and
+QUIC bytes) come back to nothing; its stderr has no sanitizer report.
+
+The sweep that runs with the suite is short. NOMEM_SWEEP sets a longer
+one (make nomem):
+  nth:FIRST:LAST:STEP     N from FIRST to LAST by STEP (LAST 0: to the
+                          allocations a round makes)
+  random:SEED:COUNT:PPM   COUNT seeds from SEED, each allocation failing
+                          with probability PPM / 1000000
+NOMEM_TRACE=1 has the shim write a backtrace for each failure to
+qproxy's stderr.
+"""
+
+import os
+import signal
+import subprocess
+import time
+
+import pycurl
+import pytest
+
+from helpers import (SLOW, _preload, expected_body, expected_sha256, h3_get, h3_parallel,
+                     h3_post, qproxyctl, sendshim_library, wait_until)
+from test_ops import stats
+
+# The rows of qproxyctl stats that hold nothing once every client is gone.
+IDLE_ROWS = [("connections", "current"), ("connections", "handshakes_current"),
+             ("connections", "closing"), ("streams", "current"),
+             ("upstream", "queued"), ("buffers", "chunks"),
+             ("buffers", "response_bytes"), ("buffers", "request_bytes"),
+             ("buffers", "unparsed_bytes"), ("buffers", "h3_bytes"),
+             ("buffers", "quic_bytes"), ("buffers", "done_stream_bytes"),
+             ("buffers", "send_pending_bytes")]
+
+
+class Shim:
+    """The control file of a qproxy's nomem.so: arm() and off() signal it
+    and wait until it took the new setting."""
+
+    def __init__(self, q, path):
+        self.q = q
+        self.path = path
+        self.gen = 0
+
+    def _set(self, line):
+        assert self.q.running(), "qproxy died; stderr:\n%s" % self.q.log_tail()
+        self.gen += 1
+        tmp = self.path + ".new"
+        with open(tmp, "w") as f:
+            f.write("%d %s\n" % (self.gen, line))
+        os.replace(tmp, self.path)
+        self.q.signal(signal.SIGURG)
+        got = []
+
+        def taken():
+            try:
+                with open(self.path + ".report") as f:
+                    got[:] = [int(x) for x in f.read().split()]
+            except (OSError, ValueError):
+                return False
+            return len(got) == 3 and got[0] == self.gen
+        deadline = time.monotonic() + 5 * SLOW
+        while not taken():
+            assert time.monotonic() < deadline, "nomem.so took no generation %d" % self.gen
+            time.sleep(0.002)
+        return got[1], got[2]
+
+    def nth(self, n, count=1):
+        return self._set("nth %d %d" % (n, count))
+
+    def random(self, seed, ppm, most=0):
+        return self._set("random %d %d %d" % (seed, ppm, most))
+
+    def off(self):
+        """Stops the failures: (allocations counted, failed) since armed."""
+        return self._set("off")
+
+
+def preload_nomem(q, path):
+    lib = os.path.join(os.path.dirname(sendshim_library()), "nomem.so")
+    env = {"NOMEM_FILE": path}
+    if os.environ.get("NOMEM_TRACE"):
+        env["NOMEM_TRACE"] = "1"
+    _preload(q, "nomem", lib, **env)
+    return Shim(q, path)
+
+
+def _sections(backend):
+    def make(port, cert, key):
+        return [("global", [("log_level", "info"), ("shutdown_timeout", "5s"),
+                            ("idle_timeout", "3s"),
+                            # closing and draining periods short
+                            ("initial_rtt", "20ms")]),
+                ("listener main", [("address", "127.0.0.1:%d" % port),
+                                   ("certificate", cert), ("private_key", key),
+                                   ("retry", "never")]),
+                ("backend app", [("server", backend.tcp_server), ("connect_timeout", "2s"),
+                                 ("read_timeout", "5s")]),
+                ("route app", [("path_prefix", "/app/"), ("backend", "app")])]
+    return make
+
+
+def _workload(q):
+    """One round of mixed work, its failures (of any kind) let be: what
+    counts is what the daemon does after."""
+    t = 5 * SLOW
+    urls = []
+    for i in range(12):
+        urls.append(q.url("/app/bytes/%d" % (100 + i)))
+    urls.append(q.url("/app/bytes/300000"))
+    urls.append(q.url("/app/chunked/70000"))
+    urls.append(q.url("/nowhere"))
+    urls.append({"url": q.url("/app/upload"), "method": "POST",
+                 "body": expected_body(50000)})
+    urls.append({"url": q.url("/app/upload"), "method": "PUT",
+                 "body": expected_body(20000), "content_length": False})
+    try:
+        h3_parallel(urls, timeout=t, connect_timeout=t)
+    except (pycurl.error, AssertionError):
+        pass
+    try:
+        h3_parallel([q.url("/app/bytes/10"), q.url("/app/bytes/20000")],
+                    one_connection=False, timeout=t, connect_timeout=t)
+    except (pycurl.error, AssertionError):
+        pass
+    for args in (["stats"], ["conns"], ["stats", "--json"]):
+        try:
+            qproxyctl(q, *args)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def _idle(q):
+    st = stats(q)
+    return {"%s %s" % rc: st[rc[0]][rc[1]] for rc in IDLE_ROWS if st[rc[0]][rc[1]] != 0}
+
+
+def _check_serving(q, what):
+    """Alive, serving a new client at once, and back to idle once it left."""
+    assert q.running(), "qproxy died %s; stderr:\n%s" % (what, q.log_tail())
+    assert q.sanitizer_report() is None, "%s:\n%s" % (what, q.sanitizer_report())
+    deadline = time.monotonic() + 5 * SLOW
+    while True:
+        try:
+            r = h3_get(q.url("/app/bytes/5000"), timeout=2 * SLOW, connect_timeout=2 * SLOW)
+            if r.status == 200 and r.sha256 == expected_sha256(5000):
+                break
+            last = r
+        except pycurl.error as e:
+            last = e
+        assert time.monotonic() < deadline, "not served %s: %s" % (what, last)
+    r = h3_post(q.url("/app/upload"), expected_body(40000), timeout=5 * SLOW)
+    assert r.status == 200 and r.json()["sha256"] == expected_sha256(40000), (what, r)
+    left = {}
+
+    def idle():
+        left.clear()
+        left.update(_idle(q))
+        return not left
+    try:
+        wait_until(idle, "idle", 8)
+    except AssertionError:
+        pytest.fail("%s: still held once the clients were gone: %s" % (what, left),
+                    pytrace=False)
+
+
+def _sweep():
+    """The rounds to run: [(kind, args)], from NOMEM_SWEEP or the short
+    default (None for N: spread over the allocations a round makes)."""
+    spec = os.environ.get("NOMEM_SWEEP")
+    if not spec:
+        return None
+    kind, a, b, c = spec.split(":")
+    if kind == "nth":
+        return ("nth", int(a), int(b), int(c))
+    if kind == "random":
+        return ("random", int(a), int(b), int(c))
+    raise ValueError("NOMEM_SWEEP=%s: nth:FIRST:LAST:STEP or random:SEED:COUNT:PPM" % spec)
+
+
+def _start(qproxy_factory, backend_app, tmp_path):
+    q = qproxy_factory(sections=_sections(backend_app), start=False)
+    shim = preload_nomem(q, str(tmp_path / "nomem"))
+    q.start()
+    # the readiness probe's connection gone, then a round to warm up:
+    # libev's arrays, the chunk and exchange caches
+    _workload(q)
+    _check_serving(q, "before any failure")
+    return q, shim
+
+
+def test_every_nth_allocation_failing_in_turn(qproxy_factory, backend_app, tmp_path):
+    """Rounds of mixed work each with one allocation failing, the N-th of
+    the round, for N spread over all it makes (or NOMEM_SWEEP's)."""
+    q, shim = _start(qproxy_factory, backend_app, tmp_path)
+    shim.nth(0, 0)
+    _workload(q)
+    total, _ = shim.off()
+    assert total > 100, "a round made only %d allocations: is the shim working?" % total
+    sweep = _sweep()
+    if sweep is None:
+        ns = sorted({1 + total * i // 16 for i in range(16)})
+    elif sweep[0] == "nth":
+        ns = range(sweep[1], (sweep[2] or total) + 1, sweep[3])
+    else:
+        pytest.skip("NOMEM_SWEEP asks for random rounds")
+    done = 0
+    for n in ns:
+        shim.nth(n)
+        _workload(q)
+        try:
+            allocs, failed = shim.off()
+        except AssertionError as e:
+            pytest.fail("with allocation %d failing: %s" % (n, e), pytrace=False)
+        done += failed
+        _check_serving(q, "after allocation %d of %d failed" % (n, allocs))
+    assert done > 0, "no allocation failed: the sweep tested nothing"
+
+
+def test_every_allocation_of_a_new_connection_failing_in_turn(qproxy_factory, backend_app,
+                                                              tmp_path):
+    """A new connection's handshake and first request with each of its
+    allocations failing in turn, every one: the daemon goes on (the Handshake
+    key ngtcp2 freed twice when wolfSSL had no memory for the transport
+    parameters crashed it)."""
+    q, shim = _start(qproxy_factory, backend_app, tmp_path)
+
+    def connect():
+        try:
+            h3_get(q.url("/app/bytes/10"), timeout=0.5 * SLOW, connect_timeout=0.25 * SLOW)
+        except pycurl.error:
+            pass
+    shim.nth(0, 0)
+    connect()
+    total, _ = shim.off()
+    t0 = time.monotonic()
+    for n in range(1, total + 1):
+        shim.nth(n)
+        connect()
+        assert q.running() and q.sanitizer_report() is None, (
+            "with allocation %d of about %d failing:\n%s"
+            % (n, total, q.sanitizer_report() or q.log_tail()))
+        shim.off()
+    print(total, time.monotonic() - t0)
+    _check_serving(q, "after the sweep of %d allocations" % total)
+
+
+def test_random_allocations_failing(qproxy_factory, backend_app, tmp_path):
+    """Rounds of mixed work with allocations failing at random, a few in a
+    thousand, for a few seeds (or NOMEM_SWEEP's)."""
+    sweep = _sweep()
+    if sweep is None:
+        seeds, ppm = range(1, 5), 3000
+    elif sweep[0] == "random":
+        seeds, ppm = range(sweep[1], sweep[1] + sweep[2]), sweep[3]
+    else:
+        pytest.skip("NOMEM_SWEEP asks for the N-th allocation")
+    q, shim = _start(qproxy_factory, backend_app, tmp_path)
+    done = 0
+    for seed in seeds:
+        shim.random(seed, ppm)
+        _workload(q)
+        try:
+            allocs, failed = shim.off()
+        except AssertionError as e:
+            pytest.fail("with seed %d: %s" % (seed, e), pytrace=False)
+        done += failed
+        _check_serving(q, "after seed %d (%d of %d allocations failed)"
+                       % (seed, failed, allocs))
+    assert done > 0, "no allocation failed: the sweep tested nothing"
