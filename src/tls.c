@@ -1302,3 +1302,84 @@ tls_alpn_is_h3(WOLFSSL *ssl)
 	return wolfSSL_ALPN_GetProtocol(ssl, &name, &len) == WOLFSSL_SUCCESS &&
 	    len == sizeof(alpn_h3) - 1 && memcmp(name, alpn_h3, len) == 0;
 }
+
+/*
+ * ngtcp2 1.11.0's crypto helper installs a server's Handshake send key
+ * into the connection, then gives wolfSSL the local transport parameters
+ * (ngtcp2_crypto_derive_and_install_tx_key); when wolfSSL has no memory
+ * for them, it frees the AEAD and header protection contexts it has just
+ * handed over. The connection kept them: its CONNECTION_CLOSE was sealed
+ * with freed memory, and its deletion freed them again. The linker sends
+ * ngtcp2's calls of these functions here (-Wl,--wrap, in the Makefile):
+ * the contexts of the last Handshake key installed, when the parameters
+ * fail right after, are left to the connection, which frees them with
+ * the rest. One process, one thread: no more state than that is needed.
+ */
+static void	*hs_aead, *hs_hp;	/* the Handshake key just installed */
+static void	*kept_aead, *kept_hp;	/* the connection's: not to be freed */
+
+int	__real_ngtcp2_conn_install_tx_handshake_key(ngtcp2_conn *,
+	    const ngtcp2_crypto_aead_ctx *, const uint8_t *, size_t,
+	    const ngtcp2_crypto_cipher_ctx *);
+int	__wrap_ngtcp2_conn_install_tx_handshake_key(ngtcp2_conn *,
+	    const ngtcp2_crypto_aead_ctx *, const uint8_t *, size_t,
+	    const ngtcp2_crypto_cipher_ctx *);
+int	__real_ngtcp2_crypto_set_local_transport_params(void *,
+	    const uint8_t *, size_t);
+int	__wrap_ngtcp2_crypto_set_local_transport_params(void *,
+	    const uint8_t *, size_t);
+void	__real_ngtcp2_crypto_aead_ctx_free(ngtcp2_crypto_aead_ctx *);
+void	__wrap_ngtcp2_crypto_aead_ctx_free(ngtcp2_crypto_aead_ctx *);
+void	__real_ngtcp2_crypto_cipher_ctx_free(ngtcp2_crypto_cipher_ctx *);
+void	__wrap_ngtcp2_crypto_cipher_ctx_free(ngtcp2_crypto_cipher_ctx *);
+
+int
+__wrap_ngtcp2_conn_install_tx_handshake_key(ngtcp2_conn *conn,
+    const ngtcp2_crypto_aead_ctx *aead_ctx, const uint8_t *iv, size_t ivlen,
+    const ngtcp2_crypto_cipher_ctx *hp_ctx)
+{
+	int rv;
+
+	rv = __real_ngtcp2_conn_install_tx_handshake_key(conn, aead_ctx, iv,
+	    ivlen, hp_ctx);
+	hs_aead = rv == 0 ? aead_ctx->native_handle : NULL;
+	hs_hp = rv == 0 ? hp_ctx->native_handle : NULL;
+	return rv;
+}
+
+int
+__wrap_ngtcp2_crypto_set_local_transport_params(void *tls,
+    const uint8_t *buf, size_t len)
+{
+	int rv;
+
+	rv = __real_ngtcp2_crypto_set_local_transport_params(tls, buf, len);
+	if (rv != 0) {
+		kept_aead = hs_aead;
+		kept_hp = hs_hp;
+	}
+	hs_aead = hs_hp = NULL;
+	return rv;
+}
+
+void
+__wrap_ngtcp2_crypto_aead_ctx_free(ngtcp2_crypto_aead_ctx *aead_ctx)
+{
+	if (aead_ctx->native_handle != NULL &&
+	    aead_ctx->native_handle == kept_aead) {
+		kept_aead = NULL;
+		return;
+	}
+	__real_ngtcp2_crypto_aead_ctx_free(aead_ctx);
+}
+
+void
+__wrap_ngtcp2_crypto_cipher_ctx_free(ngtcp2_crypto_cipher_ctx *cipher_ctx)
+{
+	if (cipher_ctx->native_handle != NULL &&
+	    cipher_ctx->native_handle == kept_hp) {
+		kept_hp = NULL;
+		return;
+	}
+	__real_ngtcp2_crypto_cipher_ctx_free(cipher_ctx);
+}

@@ -208,7 +208,7 @@ def test_every_nth_allocation_failing_in_turn(qproxy_factory, backend_app, tmp_p
     assert total > 100, "a round made only %d allocations: is the shim working?" % total
     sweep = _sweep()
     if sweep is None:
-        ns = sorted({1 + total * i // 16 for i in range(16)})
+        ns = sorted({1 + total * i // 10 for i in range(10)})
     elif sweep[0] == "nth":
         ns = range(sweep[1], (sweep[2] or total) + 1, sweep[3])
     else:
@@ -236,13 +236,12 @@ def test_every_allocation_of_a_new_connection_failing_in_turn(qproxy_factory, ba
 
     def connect():
         try:
-            h3_get(q.url("/app/bytes/10"), timeout=0.5 * SLOW, connect_timeout=0.25 * SLOW)
+            h3_get(q.url("/app/bytes/10"), timeout=0.3 * SLOW, connect_timeout=0.1 * SLOW)
         except pycurl.error:
             pass
     shim.nth(0, 0)
     connect()
     total, _ = shim.off()
-    t0 = time.monotonic()
     for n in range(1, total + 1):
         shim.nth(n)
         connect()
@@ -250,7 +249,6 @@ def test_every_allocation_of_a_new_connection_failing_in_turn(qproxy_factory, ba
             "with allocation %d of about %d failing:\n%s"
             % (n, total, q.sanitizer_report() or q.log_tail()))
         shim.off()
-    print(total, time.monotonic() - t0)
     _check_serving(q, "after the sweep of %d allocations" % total)
 
 
@@ -259,7 +257,7 @@ def test_random_allocations_failing(qproxy_factory, backend_app, tmp_path):
     thousand, for a few seeds (or NOMEM_SWEEP's)."""
     sweep = _sweep()
     if sweep is None:
-        seeds, ppm = range(1, 5), 3000
+        seeds, ppm = range(1, 3), 3000
     elif sweep[0] == "random":
         seeds, ppm = range(sweep[1], sweep[1] + sweep[2]), sweep[3]
     else:
