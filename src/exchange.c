@@ -644,6 +644,18 @@ ex_reset(struct exchange *ex, uint64_t code)
 }
 
 /*
+ * A request qproxy has no memory for: cut short, and counted in requests
+ * reset as the other resets of a request are.
+ */
+static void
+ex_reset_nomem(struct exchange *ex)
+{
+	if (ex->head_seen)
+		stats.requests_reset++;
+	ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
+}
+
+/*
  * A new request ID: this process's 64 random bits, then its count of
  * requests, added to 64 more and mixed by a bijection (the finalizer of
  * splitmix64), so that no two of a process are alike and none tells how
@@ -785,7 +797,7 @@ ex_answer(struct exchange *ex, const struct answer *a)
 	 * retry-after, the ID
 	 */
 	if (set != NULL && (nva = calloc(8 + set->n, sizeof(*nva))) == NULL) {
-		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
+		ex_reset_nomem(ex);
 		return;
 	}
 	snprintf(st, sizeof(st), "%d", a->status);
@@ -1548,7 +1560,7 @@ ex_body(struct exchange *ex, const uint8_t *data, size_t len)
 	}
 	if (ex->state == EX_HOLD) {
 		if (bufq_append(&ex->hold, data, len) == -1) {
-			ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
+			ex_reset_nomem(ex);
 			return;
 		}
 		ev_timer_again(ex_loop(ex), &ex->timer);
@@ -1569,7 +1581,7 @@ ex_body(struct exchange *ex, const uint8_t *data, size_t len)
 		return;
 	}
 	if (ex_append_body(ex, data, len) == -1) {
-		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
+		ex_reset_nomem(ex);
 		return;
 	}
 	if (ex->state == EX_FORWARD && !ex->write_queued) {
@@ -1639,7 +1651,7 @@ ex_body_end(struct exchange *ex)
 		return;		/* the backend's side is shut already */
 	if (ex->framing == REQ_BODY_CHUNKED ? ex_chunked_end(ex) == -1 :
 	    bufq_move(&ex->out, &ex->stage) == -1) {
-		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
+		ex_reset_nomem(ex);
 		return;
 	}
 	if (ex->state == EX_FORWARD) {
@@ -1765,7 +1777,7 @@ exchange_trailers_end(struct exchange *ex)
 		ex_req_give_up(ex);
 		break;
 	case EX_TRAILERS_NO_MEMORY:
-		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
+		ex_reset_nomem(ex);
 		break;
 	}
 	ex_req_update(ex);
@@ -1876,7 +1888,7 @@ ex_write_head(struct exchange *ex)
 	}
 	ex->framing = fw.framing;
 	if (request_write_http1(&ex->req, &fw, &ex->out) == -1) {
-		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
+		ex_reset_nomem(ex);
 		return -1;
 	}
 	/* kept whole while it may go again, to this server or the next */
@@ -1900,7 +1912,7 @@ ex_start(struct exchange *ex)
 			for (size_t i = 0; i < n; i++) {
 				if (ex_append_body(ex, iov[i].iov_base,
 				    iov[i].iov_len) == -1) {
-					ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
+					ex_reset_nomem(ex);
 					return;
 				}
 				bufq_drain(&ex->hold, iov[i].iov_len);
@@ -1910,7 +1922,7 @@ ex_start(struct exchange *ex)
 	bufq_free(&ex->hold);
 	if (ex->req_fin && ex->framing == REQ_BODY_CHUNKED &&
 	    ex_chunked_end(ex) == -1) {
-		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
+		ex_reset_nomem(ex);
 		return;
 	}
 	ex->attempt = 0;
@@ -2275,7 +2287,7 @@ ex_write_out(struct exchange *ex)
 	if (ex->req_dropped)
 		return;		/* a write failed: the backend takes no more */
 	if (ex_stage_flush(ex) == -1) {
-		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
+		ex_reset_nomem(ex);
 		return;
 	}
 
@@ -2960,7 +2972,7 @@ ex_parse_rbuf(struct exchange *ex)
 		if (datalen > 0) {
 			ex->resp_bytes += datalen;
 			if (bufq_append(&ex->resp_body, data, datalen) == -1) {
-				ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
+				ex_reset_nomem(ex);
 				return;
 			}
 			got = true;
@@ -2969,7 +2981,7 @@ ex_parse_rbuf(struct exchange *ex)
 		if (ex->body.trailerlen > 0) {
 			if (bufq_append(&ex->resp_trailers, ex->body.trailer,
 			    ex->body.trailerlen) == -1) {
-				ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
+				ex_reset_nomem(ex);
 				return;
 			}
 			ex_mem_update(ex);
@@ -2996,7 +3008,7 @@ ex_parse_rbuf(struct exchange *ex)
 			ex_after_body(ex);
 		/* before the body's end is told: nghttp3 then sends them */
 		if (ex_submit_trailers(ex) == -1) {
-			ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
+			ex_reset_nomem(ex);
 			break;
 		}
 		ex_response_done(ex, true);
@@ -3098,7 +3110,7 @@ ex_keep_rest(struct exchange *ex)
 	cap = ex_own_cap(ex->rlen, ex->rcap);
 	if ((own = malloc(cap)) == NULL) {
 		ex->rlen = ex->rcap = 0;
-		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
+		ex_reset_nomem(ex);
 		return -1;
 	}
 	memcpy(own, ex_shared, ex->rlen);
@@ -3133,7 +3145,7 @@ ex_read_buffered(struct exchange *ex)
 	if (shared) {
 		if (ex_shared_cap < want) {
 			if ((nb = realloc(ex_shared, want)) == NULL) {
-				ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
+				ex_reset_nomem(ex);
 				return -2;
 			}
 			ex_shared = nb;
@@ -3144,7 +3156,7 @@ ex_read_buffered(struct exchange *ex)
 	} else if (ex->rlen == ex->rcap && ex->rcap < want) {
 		cap = ex_own_cap(ex->rcap + 1, want);
 		if ((nb = realloc(ex->rbuf, cap)) == NULL) {
-			ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
+			ex_reset_nomem(ex);
 			return -2;
 		}
 		stats.unparsed_bytes += cap - ex->rcap;
@@ -3198,7 +3210,7 @@ ex_read_body(struct exchange *ex, size_t room)
 	cnt = max / BUFQ_CHUNK_SIZE + 2;
 	if ((cnt = bufq_reserve(&ex->resp_body, iov, MIN(cnt,
 	    EX_READ_IOV))) == 0) {
-		ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
+		ex_reset_nomem(ex);
 		return -2;
 	}
 	for (size_t i = 0; i < cnt; i++) {

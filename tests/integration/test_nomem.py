@@ -29,6 +29,7 @@ import pycurl
 import pytest
 
 from helpers import (SLOW, _preload, expected_body, expected_sha256, h3_get, h3_parallel,
+                     make_easy,
                      h3_post, qproxyctl, sendshim_library, wait_until)
 from test_ops import stats
 
@@ -111,32 +112,53 @@ def _sections(backend):
 
 def _workload(q):
     """One round of mixed work, its failures (of any kind) let be: what
-    counts is what the daemon does after."""
+    counts is what the daemon does after. Returns how many requests the
+    daemon reset (the client saw "reset by server")."""
     t = 5 * SLOW
     urls = []
     for i in range(12):
         urls.append(q.url("/app/bytes/%d" % (100 + i)))
-    urls.append(q.url("/app/bytes/300000"))
+    # more than the 64 chunks kept for reuse at once: chunks allocated
+    for i in range(4):
+        urls.append(q.url("/app/bytes/%d" % (400000 + i)))
     urls.append(q.url("/app/chunked/70000"))
     urls.append(q.url("/nowhere"))
     urls.append({"url": q.url("/app/upload"), "method": "POST",
                  "body": expected_body(50000)})
     urls.append({"url": q.url("/app/upload"), "method": "PUT",
                  "body": expected_body(20000), "content_length": False})
-    try:
-        h3_parallel(urls, timeout=t, connect_timeout=t)
-    except (pycurl.error, AssertionError):
-        pass
-    try:
-        h3_parallel([q.url("/app/bytes/10"), q.url("/app/bytes/20000")],
-                    one_connection=False, timeout=t, connect_timeout=t)
-    except (pycurl.error, AssertionError):
-        pass
+    resets = 0
+    for args, kw in (([urls], {}),
+                     ([[q.url("/app/bytes/10"), q.url("/app/bytes/20000")]],
+                      {"one_connection": False})):
+        try:
+            rs = h3_parallel(*args, timeout=t, connect_timeout=t, **kw)
+        except (pycurl.error, AssertionError):
+            continue
+        resets += sum(1 for r in rs if r.error and "reset by server" in r.error[1])
     for args in (["stats"], ["conns"], ["stats", "--json"]):
         try:
             qproxyctl(q, *args)
         except subprocess.TimeoutExpired:
             pass
+    return resets
+
+
+def _round(q, shim, arm, what):
+    """A round of work with the shim armed by arm(shim); fails unless the
+    requests the daemon reset are counted in requests reset (qproxyctl(8):
+    requests cut short). Returns (allocations, failed)."""
+    before = stats(q)["requests"]["reset"]
+    arm(shim)
+    resets = _workload(q)
+    try:
+        allocs, failed = shim.off()
+    except AssertionError as e:
+        pytest.fail("%s: %s" % (what, e), pytrace=False)
+    counted = stats(q)["requests"]["reset"] - before
+    assert counted >= resets, ("%s: %d requests reset by qproxy, %d counted"
+                               % (what, resets, counted))
+    return allocs, failed
 
 
 def _idle(q):
@@ -215,12 +237,8 @@ def test_every_nth_allocation_failing_in_turn(qproxy_factory, backend_app, tmp_p
         pytest.skip("NOMEM_SWEEP asks for random rounds")
     done = 0
     for n in ns:
-        shim.nth(n)
-        _workload(q)
-        try:
-            allocs, failed = shim.off()
-        except AssertionError as e:
-            pytest.fail("with allocation %d failing: %s" % (n, e), pytrace=False)
+        allocs, failed = _round(q, shim, lambda s: s.nth(n),
+                                "with allocation %d failing" % n)
         done += failed
         _check_serving(q, "after allocation %d of %d failed" % (n, allocs))
     assert done > 0, "no allocation failed: the sweep tested nothing"
@@ -265,13 +283,65 @@ def test_random_allocations_failing(qproxy_factory, backend_app, tmp_path):
     q, shim = _start(qproxy_factory, backend_app, tmp_path)
     done = 0
     for seed in seeds:
-        shim.random(seed, ppm)
-        _workload(q)
-        try:
-            allocs, failed = shim.off()
-        except AssertionError as e:
-            pytest.fail("with seed %d: %s" % (seed, e), pytrace=False)
+        allocs, failed = _round(q, shim, lambda s: s.random(seed, ppm),
+                                "with seed %d" % seed)
         done += failed
         _check_serving(q, "after seed %d (%d of %d allocations failed)"
                        % (seed, failed, allocs))
     assert done > 0, "no allocation failed: the sweep tested nothing"
+
+
+def test_a_request_reset_for_lack_of_memory_is_counted(qproxy_factory, backend_app, tmp_path):
+    """On a connection kept open, requests with each of their allocations
+    failing in turn: one whose stream qproxy resets (the client sees "reset
+    by server") is counted in requests reset, as qproxyctl(8) has it for a
+    request cut short. One of its own answers whose fields (a route's
+    set_response_header) got no memory was not, nor were the other resets
+    for lack of memory in exchange.c. Warm, a request allocates little
+    else: bodies and responses go through chunks kept for reuse."""
+    def sections(port, cert, key):
+        return _sections(backend_app)(port, cert, key) + [
+            ("route ans", [("path_prefix", "/ans/"), ("return", "200 ok"),
+                           ("set_response_header", "X-Answered: yes")])]
+    q = qproxy_factory(sections=sections, start=False)
+    shim = preload_nomem(q, str(tmp_path / "nomem"))
+    q.start()
+    c, _ = make_easy(q.url("/ans/"), timeout=5 * SLOW)
+
+    def transfer(url, body=None):
+        """Whether the server reset the request's stream."""
+        c.setopt(pycurl.URL, url)
+        if body is not None:
+            c.setopt(pycurl.POST, 1)
+            c.setopt(pycurl.POSTFIELDS, body)
+        else:
+            c.setopt(pycurl.HTTPGET, 1)
+        try:
+            c.perform()
+        except pycurl.error as e:
+            return "reset by server" in str(e)
+        return False
+
+    def round_():
+        return (transfer(q.url("/ans/a")) + transfer(q.url("/app/upload"), expected_body(60000))
+                + transfer(q.url("/ans/b")))
+    try:
+        round_()
+        shim.nth(0, 0)
+        round_()
+        total, _ = shim.off()
+        seen = 0
+        for n in range(1, total + 4):
+            before = stats(q)["requests"]["reset"]
+            shim.nth(n)
+            resets = round_()
+            shim.off()
+            after = stats(q)["requests"]["reset"]
+            seen += resets
+            assert after - before >= resets, (
+                "allocation %d failing: %d reset by qproxy, %d counted"
+                % (n, resets, after - before))
+    finally:
+        c.close()
+    assert seen > 0, "no request was reset: the sweep tested nothing"
+    _check_serving(q, "after the sweep")
