@@ -122,6 +122,9 @@ $(B)/tests/%.so: tests/tools/%.c config.mk
 	@echo "  CC      $<"
 	$(Q)$(CC) $(CFLAGS) $(WARN_CFLAGS) -fPIC -shared -o $@ $< -ldl
 
+# with frame pointers: ASan's stacks of an allocation go through it
+$(B)/tests/nomem.so: CFLAGS += -fno-omit-frame-pointer
+
 -include $(wildcard $(B)/*.d $(B)/tests/*.d)
 
 # A wolfSSL or ngtcp2 that make deps built anew (it stamps each build)
