@@ -32,12 +32,7 @@ PYTHON ?= /usr/bin/python3
 
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -O2 -g $(WARN_CFLAGS) $(SAN_CFLAGS) \
 	$(DEP_CFLAGS) $(CFLAGS) $(CPPFLAGS) -DQPROXY_VERSION='"$(PACKAGE_VERSION)"'
-ALL_LDFLAGS = $(SAN_CFLAGS) $(WRAP_LDFLAGS) $(LDFLAGS)
-# ngtcp2's calls that tls.c comes between (a Handshake key freed twice)
-WRAP_LDFLAGS = -Wl,--wrap=ngtcp2_conn_install_tx_handshake_key \
-	-Wl,--wrap=ngtcp2_crypto_set_local_transport_params \
-	-Wl,--wrap=ngtcp2_crypto_aead_ctx_free \
-	-Wl,--wrap=ngtcp2_crypto_cipher_ctx_free
+ALL_LDFLAGS = $(SAN_CFLAGS) $(LDFLAGS)
 
 # The daemon's modules; main.c is kept apart so unit tests can link the rest.
 LIB_SRCS = src/log.c src/addr.c src/bytes.c src/config.c src/route.c \
@@ -98,8 +93,6 @@ $(B)/tests/h3raw.o: tests/tools/h3raw.c config.mk
 	@echo "  CC      $<"
 	$(Q)$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
 
-# (no libqproxy.a, so nothing of tls.c's to send ngtcp2's calls to)
-$(B)/tests/h3raw: WRAP_LDFLAGS =
 $(B)/tests/h3raw: $(B)/tests/h3raw.o $(RNG_OBJ)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
@@ -283,8 +276,7 @@ $(FUZZ_B)/libqproxy.a: $(FUZZ_OBJS)
 
 $(FUZZ_B)/fuzz_%: $(FUZZ_B)/tests/fuzz_%.o $(FUZZ_B)/libqproxy.a $(FUZZ_B)/rng.o
 	@echo "  LD      $@"
-	$(Q)$(FUZZ_CC) $(FUZZ_SAN) $(WRAP_LDFLAGS) -fsanitize=fuzzer -o $@ $^ \
-	    $(DEP_LIBS)
+	$(Q)$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(DEP_LIBS)
 
 # fuzz_udp's listener: a throwaway key and certificate, made here, never kept.
 $(FUZZ_B)/fuzz_udp.pem:

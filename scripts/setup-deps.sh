@@ -137,8 +137,10 @@ NGTCP2_FLAGS="--enable-static --disable-shared --with-pic --with-wolfssl
 --without-gnutls --without-openssl --without-boringssl --without-picotls
 --enable-lib-only"
 
-# qproxy's own patches to wolfSSL, after Debian's (each file says why).
+# qproxy's own patches to wolfSSL and ngtcp2, after Debian's (each file
+# says why).
 WOLFSSL_PATCHES=$(ls "$HERE"/patches/wolfssl-*.patch 2>/dev/null || true)
+NGTCP2_PATCHES=$(ls "$HERE"/patches/ngtcp2-*.patch 2>/dev/null || true)
 
 wolfssl_stamp() {
 	printf 'wolfssl %s %s %s %s\n' "$WOLFSSL_VERSION" "$WOLFSSL_CPPFLAGS" \
@@ -146,7 +148,8 @@ wolfssl_stamp() {
 	    "$(cat /dev/null $WOLFSSL_PATCHES | cksum | cut -d' ' -f1)"
 }
 ngtcp2_stamp() {
-	printf 'ngtcp2 %s %s\n' "$NGTCP2_VERSION" "$(echo $NGTCP2_FLAGS)"
+	printf 'ngtcp2 %s %s %s\n' "$NGTCP2_VERSION" "$(echo $NGTCP2_FLAGS)" \
+	    "$(cat /dev/null $NGTCP2_PATCHES | cksum | cut -d' ' -f1)"
 	wolfssl_stamp
 }
 
@@ -193,6 +196,10 @@ build_ngtcp2() {
 	src=$(mktemp -d)/ngtcp2
 	say "building ngtcp2 $NGTCP2_VERSION with its wolfSSL helper into $PREFIX"
 	fetch_source ngtcp2 "$src"
+	for p in $NGTCP2_PATCHES; do
+		patch -d "$src" -p1 -s -N <"$p" ||
+		    die "$(basename "$p") does not apply to ngtcp2"
+	done
 	(
 		cd "$src"
 		[ -x configure ] || autoreconf -fi >/dev/null 2>&1
