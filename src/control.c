@@ -185,7 +185,10 @@ control_stream_next(struct control_client *c)
 	c->sent = c->headlen;
 	strbuf_clear(&c->text);
 	rv = c->stream.next(&c->text, &why, c->stream.state);
-	if (rv != -1 && c->text.truncated) {
+	if (c->text.nomem) {
+		rv = -1;	/* a piece that lost some of its text */
+		why = "out of memory";
+	} else if (rv != -1 && c->text.truncated) {
 		rv = -1;	/* not a piece, nor a last: too long for text */
 		why = "a piece of the reply too long";
 	}
@@ -452,10 +455,16 @@ control_dispatch(struct control_client *c)
 	}
 
 	/* the text ends with a newline when there is any */
-	if (!c->text.truncated && c->text.len > 0 &&
+	if (!c->text.truncated && !c->text.nomem && c->text.len > 0 &&
 	    c->text.s[c->text.len - 1] != '\n') {
 		c->text.max++;
 		strbuf_append(&c->text, "\n", 1);
+	}
+	if (c->text.nomem) {
+		/* some of it lost: none of it, rather than less as if all */
+		log_warnx("control: %s: out of memory for the reply", cmd);
+		control_error(c, "out of memory");
+		return;
 	}
 	if (c->text.truncated) {
 		log_warnx("control: %s: reply longer than %u bytes", cmd,

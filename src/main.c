@@ -302,6 +302,7 @@ done:
 	if (rv == 0) {
 		log_info("configuration reloaded");
 		strbuf_append(errs, strbuf_str(&notes), notes.len);
+		errs->nomem |= notes.nomem;
 	} else
 		log_lines(LOG_LEVEL_WARN, "reload refused: ", strbuf_str(errs));
 	strbuf_free(&notes);

@@ -286,7 +286,7 @@ ctl_exchange(const char *magic, const char *cmd, const char *args, int json,
 		/* a long reply (conns) has its time while it comes */
 		clock_gettime(CLOCK_MONOTONIC, &deadline);
 		deadline.tv_sec += CTL_TIMEOUT_MS / 1000;
-		if (reply->truncated) {
+		if (reply->truncated || reply->nomem) {
 			fprintf(stderr, "qproxyctl: %s: reply of %zu bytes "
 			    "and more: out of memory\n", ctl_socket, reply->len);
 			ctl_die();

@@ -1116,6 +1116,7 @@ routes_report_metrics(const struct generation *gen, struct strbuf *out)
 		strbuf_metric_label(&label, gen->routes[i]->name);
 		hist_report(out, "qproxy_route_request_duration_seconds",
 		    strbuf_str(&label), &gen->routes[i]->duration);
+		out->nomem |= label.nomem;	/* (a label cut short) */
 	}
 	strbuf_free(&label);
 }

@@ -187,6 +187,11 @@ state_save(const char *path, char *err, size_t errlen)
 	for (size_t i = 0; (backend = upstream_disabled_at(i, &server)) !=
 	    NULL; i++)
 		strbuf_printf(&out, "disabled %s %s\n", backend, server);
+	if (out.nomem) {
+		/* never a list with a server left out */
+		snprintf(err, errlen, "out of memory");
+		goto done;
+	}
 	if (out.truncated) {
 		snprintf(err, errlen, "more than %dk", STATE_MAX / 1024);
 		goto done;

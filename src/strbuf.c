@@ -27,6 +27,7 @@ strbuf_clear(struct strbuf *b)
 {
 	b->len = 0;
 	b->truncated = false;
+	b->nomem = false;
 	if (b->s != NULL)
 		b->s[0] = '\0';
 }
@@ -58,9 +59,10 @@ strbuf_append(struct strbuf *b, const char *p, size_t n)
 		b->truncated = true;
 		n = b->max - b->len;
 	}
-	if (n == 0 || !strbuf_reserve(b, n)) {
-		if (n != 0)
-			b->truncated = true;
+	if (n == 0)
+		return;
+	if (!strbuf_reserve(b, n)) {
+		b->nomem = true;
 		return;
 	}
 	memcpy(b->s + b->len, p, n);
@@ -68,28 +70,48 @@ strbuf_append(struct strbuf *b, const char *p, size_t n)
 	b->s[b->len] = '\0';
 }
 
+/* Formatted in place when longer than the stack's buffer: no copy. */
 void
 strbuf_printf(struct strbuf *b, const char *fmt, ...)
 {
-	char small[512], *big = NULL;
+	char small[512];
 	va_list ap;
+	size_t want;
 	int n;
 
 	va_start(ap, fmt);
 	n = vsnprintf(small, sizeof(small), fmt, ap);
 	va_end(ap);
-	if (n < 0)
+	if (n < 0) {
+		/* short of a bad format, glibc's work space not had */
+		b->nomem = true;
 		return;
+	}
 	if ((size_t)n < sizeof(small)) {
 		strbuf_append(b, small, (size_t)n);
 		return;
 	}
+	want = (size_t)n;
+	if (b->len + want > b->max) {
+		b->truncated = true;
+		want = b->max - b->len;
+	}
+	if (want == 0)
+		return;
+	if (!strbuf_reserve(b, want)) {
+		b->nomem = true;
+		return;
+	}
+	/* what fits of it, cut where the limit is */
 	va_start(ap, fmt);
-	n = vasprintf(&big, fmt, ap);
+	n = vsnprintf(b->s + b->len, want + 1, fmt, ap);
 	va_end(ap);
-	if (n >= 0)
-		strbuf_append(b, big, (size_t)n);
-	free(big);
+	if (n < 0) {
+		b->s[b->len] = '\0';
+		b->nomem = true;
+		return;
+	}
+	b->len += want;
 }
 
 /*

@@ -1,4 +1,8 @@
-/* strbuf.h: a growable text buffer with a hard size limit. */
+/*
+ * strbuf.h: a growable text buffer with a hard size limit. An append that
+ * does not fit is cut (truncated); one that finds no memory is dropped
+ * (nomem). Either way the text is not all that was put in it.
+ */
 #ifndef QPROXY_STRBUF_H
 #define QPROXY_STRBUF_H
 
@@ -12,6 +16,7 @@ struct strbuf {
 	size_t	 len, cap;
 	size_t	 max;		/* appends past it are cut; truncated is set */
 	bool	 truncated;
+	bool	 nomem;		/* some text lost for want of memory */
 };
 
 void	strbuf_init(struct strbuf *, size_t max);

@@ -924,6 +924,8 @@ upstream_report_metrics(struct upstream_pool *pools, struct strbuf *out)
 				strbuf_metric_label(&labels, p->cfg->name);
 				strbuf_printf(&labels, ",server=");
 				strbuf_metric_label(&labels, s->cfg->text);
+				/* (labels cut short) */
+				out->nomem |= labels.nomem;
 				snprintf(fam, sizeof(fam),
 				    "qproxy_backend_server_%s", name);
 				if (m == SM_TTFB)

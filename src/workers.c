@@ -585,7 +585,10 @@ ask_workers(struct answers *ans, const char *line, int timeout_ms)
 			close(a[i].fd);
 			log_debug("worker %u: no answer to \"%s\"", i, line);
 		}
-		if (replies[i].truncated)
+		if (replies[i].nomem)
+			log_warnx("worker %u: its reply to \"%s\" did not "
+			    "fit in memory", i, line);
+		if (replies[i].truncated || replies[i].nomem)
 			rv[i] = -1;
 	}
 	ans->n = 0;
@@ -659,6 +662,7 @@ cmd_merged(struct strbuf *out, const char *line, bool json, bool head)
 			strbuf_printf(out, "%s", m);
 	} else
 		each_worker(out, json, a.texts, a.which, n);
+	out->nomem |= merged.nomem;
 	strbuf_free(&merged);
 	answers_free(&a);
 }
@@ -692,6 +696,7 @@ cmd_metrics(struct strbuf *out, const char *line)
 	else if (a.n > 0)
 		strbuf_printf(out, "# the workers' replies differ (a reload "
 		    "under way?): their counters are left out\n");
+	out->nomem |= merged.nomem;
 	strbuf_free(&merged);
 	answers_free(&a);
 }
@@ -1401,6 +1406,7 @@ op_reopen(struct strbuf *out, void *arg)
 	strbuf_init(&own, CONTROL_MAX_REPLY);
 	ok = log_reopen(&own) == 0;
 	put_lines(out, "supervisor: ", strbuf_str(&own));
+	out->nomem |= own.nomem;
 	strbuf_free(&own);
 	ask_workers(&a, CONTROL_MAGIC_END " reopen", WORKER_ASK_TIMEOUT);
 	for (unsigned i = 0; i < worker_count; i++) {

@@ -26,6 +26,21 @@
 #include "strbuf.h"
 #include "unit.h"
 
+/* realloc fails while set (-Wl,--wrap=realloc): a strbuf without memory */
+void	*__real_realloc(void *, size_t);
+void	*__wrap_realloc(void *, size_t);
+static bool realloc_fails;
+
+void *
+__wrap_realloc(void *p, size_t n)
+{
+	if (realloc_fails) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	return __real_realloc(p, n);
+}
+
 /* ---- control_parse ---- */
 
 static void
@@ -218,7 +233,40 @@ test_strbuf(void)
 	CHECK(b.truncated);
 	CHECK_EQ_INT(b.len, 100);
 	CHECK_EQ_INT(strlen(strbuf_str(&b)), 100);
+	CHECK(!b.nomem);
 	strbuf_free(&b);
+
+	/* no memory: the text lost is said (nomem), not taken for too long */
+	strbuf_init(&b, 1 << 20);
+	strbuf_printf(&b, "kept\n");
+	realloc_fails = true;
+	strbuf_printf(&b, "%s", big);		/* past the stack's buffer */
+	CHECK(b.nomem);
+	CHECK(!b.truncated);
+	CHECK_EQ_STR(strbuf_str(&b), "kept\n");
+	strbuf_clear(&b);
+	CHECK(!b.nomem);
+	strbuf_printf(&b, "%.300s", big);	/* within it, past the 256 */
+	CHECK(b.nomem && !b.truncated);
+	CHECK_EQ_STR(strbuf_str(&b), "");
+	strbuf_clear(&b);
+	strbuf_append(&b, big, 300);
+	CHECK(b.nomem && !b.truncated);
+	realloc_fails = false;
+	strbuf_clear(&b);
+	strbuf_printf(&b, "%s", big);
+	CHECK(!b.nomem);
+	CHECK_EQ_INT(b.len, sizeof(big) - 1);
+	/* over the limit and without memory: both said */
+	strbuf_free(&b);
+	strbuf_init(&b, 1000);
+	realloc_fails = true;
+	strbuf_printf(&b, "%s", big);
+	realloc_fails = false;
+	CHECK(b.nomem && b.truncated);
+	CHECK_EQ_INT(b.len, 0);
+	strbuf_free(&b);
+	CHECK(!b.nomem && !b.truncated);
 
 	/* JSON strings */
 	strbuf_init(&b, 1024);
@@ -410,6 +458,58 @@ fake_upgrade(struct strbuf *out, void *arg)
 	return 0;
 }
 
+/* A daemon started with it set has its text lose memory (fake_nomem). */
+static bool lose_memory;
+
+/* A line, then one lost for want of memory. */
+static void
+fake_metrics(struct strbuf *out, bool json, void *arg)
+{
+	strbuf_printf(out, "qproxy_fake 1\n");
+	realloc_fails = lose_memory;
+	strbuf_printf(out, "qproxy_fake_label{x=\"%0600u\"} 2\n", 0);
+	realloc_fails = false;
+}
+
+/* Three pieces: the second loses memory (with more to come). */
+static int
+fake_nomem_next(struct strbuf *out, const char **why, void *arg)
+{
+	unsigned *piece = arg;
+
+	switch ((*piece)++) {
+	case 0:
+		strbuf_printf(out, "conn line 1\n");
+		return 1;
+	case 1:
+		strbuf_printf(out, "conn line 2\n");
+		realloc_fails = true;
+		strbuf_printf(out, "%0600u\n", 3);
+		realloc_fails = false;
+		return 1;
+	default:
+		strbuf_printf(out, "conn line 4\n");
+		return 0;
+	}
+}
+
+static int
+fake_conns_nomem(struct control_stream *cs, bool json, const char **err,
+    void *arg)
+{
+	unsigned *piece;
+
+	if ((piece = calloc(1, sizeof(*piece))) == NULL) {
+		*err = "out of memory";
+		return -1;
+	}
+	cs->next = fake_nomem_next;
+	cs->done = fake_conns_done;
+	cs->state = piece;
+	streams_open++;
+	return 0;
+}
+
 static const struct control_ops fake_ops = {
 	.set_server = fake_set_server,
 	.stats = fake_stats,
@@ -419,6 +519,13 @@ static const struct control_ops fake_ops = {
 	.reopen = fake_reopen,
 	.version = fake_version,
 	.upgrade = fake_upgrade,
+	.metrics = fake_metrics,
+};
+
+/* Replies that lose memory: stats's whole, conns's second piece. */
+static const struct control_ops nomem_ops = {
+	.conns = fake_conns_nomem,
+	.metrics = fake_metrics,
 };
 
 static void
@@ -454,7 +561,8 @@ daemon_start_timed(const char *path, double idle, double most)
 		ev_signal_start(loop, &sig);
 		mask = umask(0);
 		umask(mask);
-		ctl = control_open(loop, path, &fake_ops, NULL);
+		ctl = control_open(loop, path, lose_memory ? &nomem_ops :
+		    &fake_ops, NULL);
 		if (ctl != NULL && idle > 0.)
 			control_set_reply_time(ctl, idle, most);
 		/* control_open puts the umask back */
@@ -987,11 +1095,11 @@ static void
 test_scenario(void)
 {
 	char dir[] = "/tmp/qproxy-test-control.XXXXXX";
-	char path[256], sub[256], file[256], timed[256];
+	char path[256], sub[256], file[256], timed[256], want[700];
 	struct ev_loop *loop;
 	struct stat st;
 	pid_t pid, pid2;
-	int fd;
+	int fd, n;
 
 	if (mkdtemp(dir) == NULL) {
 		perror("mkdtemp");
@@ -1021,6 +1129,26 @@ test_scenario(void)
 	CHECK((pid2 = daemon_start_timed(timed, .5, 6.)) > 0);
 	test_reply_time(timed);
 	daemon_stop(pid2);
+
+	/*
+	 * one whose replies lose memory: refused, or cut after what was sent,
+	 * and said so, never taken for whole or for too long
+	 */
+	snprintf(timed, sizeof(timed), "%s/nomem.sock", dir);
+	lose_memory = true;
+	CHECK((pid2 = daemon_start(timed)) > 0);
+	lose_memory = false;
+	EXPECT_N(timed, "QPROXY/2 metrics\n", "ERR out of memory\n\0END\n");
+	expect(timed, "QPROXY/1 metrics\n", "ERR out of memory\n");
+	EXPECT_N(timed, "QPROXY/2 conns\n",
+	    "OK\nconn line 1\n\0CUT out of memory\n");
+	expect(timed, "QPROXY/1 conns\n", "OK\nconn line 1\n");
+	daemon_stop(pid2);
+	/* the same text with memory, whole */
+	n = snprintf(want, sizeof(want), "OK\nqproxy_fake 1\n"
+	    "qproxy_fake_label{x=\"%0600u\"} 2\n", 0);
+	memcpy(want + n, "\0END\n", 5);
+	expect_n(path, "QPROXY/2 metrics\n", want, (size_t)n + 5);
 
 	/* a second daemon on a live socket is refused; the first lives on */
 	loop = ev_loop_new(0);

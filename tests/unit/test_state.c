@@ -3,8 +3,10 @@
  * and read back; lines not understood left out, the others taken,
  * whatever their ends, once; a file others may write, a link to one or a
  * file of two names not read; a link left where the new file is made not
- * followed.
+ * followed; nor a list the memory was lacking for.
  */
+#include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +16,21 @@
 #include "state.h"
 #include "upstream.h"
 #include "unit.h"
+
+/* realloc fails while set (-Wl,--wrap=realloc) */
+void	*__real_realloc(void *, size_t);
+void	*__wrap_realloc(void *, size_t);
+static bool realloc_fails;
+
+void *
+__wrap_realloc(void *p, size_t n)
+{
+	if (realloc_fails) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	return __real_realloc(p, n);
+}
 
 static char dir[] = "/tmp/qproxy-test-state-XXXXXX";
 static char path[64], other[80], newpath[80];
@@ -87,6 +104,14 @@ main(void)
 		CHECK(n > 0 && strstr(text, "\ndisabled app 127.0.0.1:8080\n") != NULL);
 		free(text);
 	}
+
+	/* no memory for the list: not written, the file left as it was */
+	realloc_fails = true;
+	CHECK_EQ_INT(state_save(path, err, sizeof(err)), -1);
+	realloc_fails = false;
+	CHECK_EQ_STR(err, "out of memory");
+	clear();
+	CHECK_EQ_INT((int)state_load(path, 0), 3);
 
 	/* the group may write it: not read */
 	clear();
