@@ -666,6 +666,8 @@ control_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		}
 		if ((c = calloc(1, sizeof(*c))) == NULL) {
 			log_warn("control: calloc");
+			/* said, as busy is: not a socket closed unanswered */
+			control_send_now(fd, "ERR out of memory\n");
 			close(fd);
 			continue;
 		}

@@ -21,6 +21,7 @@ qproxy's stderr.
 """
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -345,3 +346,56 @@ def test_a_request_reset_for_lack_of_memory_is_counted(qproxy_factory, backend_a
         c.close()
     assert seen > 0, "no request was reset: the sweep tested nothing"
     _check_serving(q, "after the sweep")
+
+
+def _shape(text):
+    """A reply's text with its numbers (counts, ages, ports) as N: what a
+    lost piece of it changes, and time does not."""
+    return re.sub(r"\d+(\.\d+)?", "N", text)
+
+
+@pytest.mark.parametrize("args", [["stats"], ["stats", "--json"], ["backends"],
+                                  ["backends", "--json"], ["metrics"], ["conns"],
+                                  ["conns", "--json"]])
+def test_a_control_reply_without_memory_is_whole_or_refused(qproxy_factory, backend_app,
+                                                            tmp_path, args):
+    """Each allocation of a qproxyctl reply failing in turn: qproxyctl gets
+    the whole reply (exit 0, the text of one without failures, numbers
+    aside) or exits non-zero saying "out of memory"; never a reply with a
+    row lost that looks whole, nor "reply too long". The daemon serves on."""
+    q = qproxy_factory(sections=_sections(backend_app), start=False)
+    shim = preload_nomem(q, str(tmp_path / "nomem"))
+    q.start()
+    # connections for conns to show (each a row), kept past the sweep
+    keep = []
+    for i in range(3):
+        c, _ = make_easy(q.url("/app/bytes/10"), timeout=5 * SLOW)
+        c.perform()
+        keep.append(c)
+    try:
+        want = qproxyctl(q, *args)
+        assert want.returncode == 0, want.stderr
+        shim.nth(0, 0)
+        qproxyctl(q, *args)
+        total, _ = shim.off()
+        assert total > 0, "the reply made no allocation: is the shim working?"
+        refused = 0
+        for n in range(1, total + 3):
+            shim.nth(n)
+            p = qproxyctl(q, *args)
+            _, failed = shim.off()
+            what = "%s with allocation %d of %d failing" % (" ".join(args), n, total)
+            assert q.running(), "qproxy died %s:\n%s" % (what, q.log_tail())
+            if p.returncode == 0:
+                assert _shape(p.stdout) == _shape(want.stdout), (
+                    "%s: exit 0 with another text:\n%s" % (what, p.stdout))
+            else:
+                assert "out of memory" in p.stderr, "%s: %s" % (what, p.stderr)
+                refused += 1
+        assert refused > 0, "no reply was refused: the sweep tested nothing"
+        p = qproxyctl(q, *args)
+        assert p.returncode == 0 and _shape(p.stdout) == _shape(want.stdout), p
+    finally:
+        for c in keep:
+            c.close()
+    _check_serving(q, "after the sweep of %s" % " ".join(args))
