@@ -378,6 +378,9 @@ def test_a_control_reply_without_memory_is_whole_or_refused(qproxy_factory, back
         c.perform()
         keep.append(c)
     try:
+        # no other connection (the start's probe, closing) among the rows
+        wait_until(lambda: stats(q)["connections"]["current"] == len(keep),
+                   "connections other than the three kept are open")
         want = qproxyctl(q, *args)
         assert want.returncode == 0, want.stderr
         shim.nth(0, 0)
