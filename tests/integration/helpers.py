@@ -680,6 +680,20 @@ def h3raw(port, headers, *, data=None, fin_separate=False, trailers=(), count=No
 # qproxy process management
 
 
+def reload_refused_while_stopping(q, how):
+    """Asks q, shutting down gracefully, for a reload ("qproxyctl" or
+    "SIGHUP"), and waits for it to log the refusal (qproxy(8)); qproxyctl
+    must say why and exit 1."""
+    if how == "qproxyctl":
+        p = subprocess.run([qproxyctl_binary(), "-s", q.control_socket, "reload"],
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode == 1, (p.stdout, p.stderr)
+        assert p.stderr == "qproxyctl: shutting down\n", p.stderr
+    else:
+        q.signal(signal.SIGHUP)
+    wait_until(lambda: "reload refused: shutting down" in q.log_text(), "no refusal logged")
+
+
 def paused_h3raw(q, headers, count, pause_after, pause, timeout, extra=()):
     """h3raw on one connection: count GETs of headers, of which pause_after
     go first; then nothing read for pause seconds (--deaf-pause: the

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from helpers import (SLOW, KiB, MiB, background_get, expected_sha256, free_udp_port, h3_get,
-                     h3raw, h3raw_binary, paused_h3raw, qproxy_stats, qproxyctl_binary,
+                     h3raw, h3raw_binary, paused_h3raw, qproxy_stats, reload_refused_while_stopping,
                      wait_until)
 
 
@@ -259,14 +259,7 @@ def test_no_reload_during_graceful_shutdown(qproxy_factory, backend_app, tmp_pat
                              % (q.port, extra)))
     q.signal(signal.SIGTERM)
     wait_until(lambda: "shutting down gracefully" in q.log_text(), "no graceful shutdown")
-    if how == "qproxyctl":
-        p = subprocess.run([qproxyctl_binary(), "-s", q.control_socket, "reload"],
-                           capture_output=True, text=True, timeout=30)
-        assert p.returncode == 1, (p.stdout, p.stderr)
-        assert p.stderr == "qproxyctl: shutting down\n", p.stderr
-    else:
-        q.signal(signal.SIGHUP)
-    wait_until(lambda: "reload refused: shutting down" in q.log_text(), "no refusal logged")
+    reload_refused_while_stopping(q, how)
     assert q.running()
     # the new address is free: this binds it
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:

@@ -15,7 +15,7 @@ import pytest
 
 from helpers import (SLOW, app_sections, background_get, expected_body, expected_sha256, free_udp_port,
                      h3_get, h3_parallel, h3raw_binary, make_certificate, metric, metrics, qproxy_binary,
-                     qproxyctl_binary, slow_control_relay, wait_until)
+                     qproxyctl_binary, reload_refused_while_stopping, slow_control_relay, wait_until)
 from relay import Relay
 from test_ops import assert_conns_show, pending_handshakes, qproxyctl, stats
 
@@ -980,13 +980,6 @@ def test_a_reload_refused_while_shutting_down_is_logged(qproxy_factory, backend_
                                         timeout=10 * SLOW)
     q.signal(signal.SIGTERM)
     wait_until(lambda: "stopping the workers" in q.log_text(), "no graceful shutdown")
-    if how == "qproxyctl":
-        p = subprocess.run([qproxyctl_binary(), "-s", q.control_socket, "reload"],
-                           capture_output=True, text=True, timeout=30)
-        assert p.returncode == 1, (p.stdout, p.stderr)
-        assert p.stderr == "qproxyctl: shutting down\n", p.stderr
-    else:
-        q.signal(signal.SIGHUP)
-    wait_until(lambda: "reload refused: shutting down" in q.log_text(), "no refusal logged")
+    reload_refused_while_stopping(q, how)
     assert q.running()
     assert "reload: asking the" not in q.log_text()
