@@ -680,6 +680,15 @@ def h3raw(port, headers, *, data=None, fin_separate=False, trailers=(), count=No
 # qproxy process management
 
 
+def skip_if_unix_sockets_hold_more(most, why):
+    """Skips a test that needs a Unix socket to hold at most `most` bytes
+    (wmem_default, what the daemon's may queue for a client), saying why."""
+    with open("/proc/sys/net/core/wmem_default") as f:
+        wmem = int(f.read())
+    if wmem > most:
+        pytest.skip("a Unix socket here holds %d bytes: %s" % (wmem, why))
+
+
 def reload_refused_while_stopping(q, how):
     """Asks q, shutting down gracefully, for a reload ("qproxyctl" or
     "SIGHUP"), and waits for it to log the refusal (qproxy(8)); qproxyctl

@@ -18,7 +18,7 @@ import pytest
 
 from helpers import (SLOW, _global_section, _listener_section, app_sections, h3_get, metric,
                      metrics, qproxy_binary, qproxyctl_binary, raw_exchange,
-                     slow_control_relay, wait_until)
+                     skip_if_unix_sockets_hold_more, slow_control_relay, wait_until)
 import backend as backend_mod
 
 COMMANDS = ("stats", "conns", "backends", "routes", "metrics", "reload", "version")
@@ -809,11 +809,8 @@ def test_slow_reader_is_let_go_five_seconds_after_it_last_took_some(qproxy_facto
     takes it at its own pace). One that takes nothing after 3 s is let go
     at 8 s, its reply without its end line."""
     import select
-    with open("/proc/sys/net/core/wmem_default") as f:
-        wmem = int(f.read())
-    if wmem > 400000:
-        pytest.skip("a Unix socket here holds %d bytes: a reader that takes "
-                    "256 KiB once could get the whole reply in time" % wmem)
+    skip_if_unix_sockets_hold_more(
+        400000, "a reader that takes 256 KiB once could get the whole reply in time")
     q = qproxy_factory(sections=_many_servers)
     full = qproxyctl(["backends"], q.control_socket)
     assert full.returncode == 0, show(full)
@@ -872,11 +869,8 @@ def test_a_reader_that_took_a_little_then_stopped_is_let_go_in_five_seconds(qpro
     (test_a_reply_cut_by_the_deadline_makes_qproxyctl_exit_1 passed or
     not by that)."""
     import select
-    with open("/proc/sys/net/core/wmem_default") as f:
-        wmem = int(f.read())
-    if wmem > 400000:
-        pytest.skip("a Unix socket here holds %d bytes: 64 KiB taken could "
-                    "be three quarters of it" % wmem)
+    skip_if_unix_sockets_hold_more(
+        400000, "64 KiB taken could be three quarters of it")
     q = qproxy_factory(sections=_many_servers)
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -905,11 +899,8 @@ def test_a_reply_cut_by_the_deadline_makes_qproxyctl_exit_1(qproxy_factory, tmp_
     (here a relay in front of qproxyctl that stops taking it), and closes:
     qproxyctl printed what came and exited 0, as if it were all of it
     (about 200 KB of 700 here). It exits 1 now, and says so."""
-    with open("/proc/sys/net/core/wmem_default") as f:
-        wmem = int(f.read())
-    if wmem > 400000:
-        pytest.skip("a Unix socket here holds %d bytes: the relay could "
-                    "get all of the reply before it stops" % wmem)
+    skip_if_unix_sockets_hold_more(
+        400000, "the relay could get all of the reply before it stops")
     q = qproxy_factory(sections=_many_servers)
     full = qproxyctl(["backends"], q.control_socket)
     assert full.returncode == 0 and len(full.stdout) > 600000, show(full)

@@ -15,7 +15,8 @@ import pytest
 
 from helpers import (SLOW, app_sections, background_get, expected_body, expected_sha256, free_udp_port,
                      h3_get, h3_parallel, h3raw_binary, make_certificate, metric, metrics, qproxy_binary,
-                     qproxyctl_binary, reload_refused_while_stopping, slow_control_relay, wait_until)
+                     qproxyctl_binary, reload_refused_while_stopping,
+                     skip_if_unix_sockets_hold_more, slow_control_relay, wait_until)
 from relay import Relay
 from test_ops import assert_conns_show, pending_handshakes, qproxyctl, stats
 
@@ -862,11 +863,8 @@ def test_conns_cut_by_a_worker_killed_mid_reply(qproxy_factory, backend_app, tmp
     that stops taking them): the reply is cut where the worker's rows broke
     off, and it ends with CUT and the worker, which qproxyctl says, exiting
     1, after the rows that came."""
-    with open("/proc/sys/net/core/wmem_default") as f:
-        wmem = int(f.read())
-    if wmem > 250000:
-        pytest.skip("a Unix socket here holds %d bytes: worker 0's rows "
-                    "could all be out before it is killed" % wmem)
+    skip_if_unix_sockets_hold_more(
+        250000, "worker 0's rows could all be out before it is killed")
     q = _workers(qproxy_factory, backend_app, glob=[("max_handshakes", "5000")],
                  listener=[("retry", "never")])
     # rows of 500 bytes and more: 253-byte host names
