@@ -88,8 +88,9 @@ $(B)/tests/test_%: $(B)/tests/test_%.o $(B)/libqproxy.a $(RNG_OBJ)
 # test_request makes malloc fail on demand (request_compact's fallback)
 $(B)/tests/test_request: ALL_LDFLAGS += -Wl,--wrap=malloc
 # test_control and test_state make realloc fail on demand (a strbuf
-# without memory)
+# without memory; tests/unit/unit_realloc.c)
 $(B)/tests/test_control $(B)/tests/test_state: ALL_LDFLAGS += -Wl,--wrap=realloc
+$(B)/tests/test_control $(B)/tests/test_state: $(B)/tests/unit_realloc.o
 
 $(B)/tests/h3raw.o: tests/tools/h3raw.c config.mk
 	@mkdir -p $(@D)

@@ -25,21 +25,7 @@
 #include "log.h"
 #include "strbuf.h"
 #include "unit.h"
-
-/* realloc fails while set (-Wl,--wrap=realloc): a strbuf without memory */
-void	*__real_realloc(void *, size_t);
-void	*__wrap_realloc(void *, size_t);
-static bool realloc_fails;
-
-void *
-__wrap_realloc(void *p, size_t n)
-{
-	if (realloc_fails) {
-		errno = ENOMEM;
-		return NULL;
-	}
-	return __real_realloc(p, n);
-}
+#include "unit_realloc.h"
 
 /* ---- control_parse ---- */
 
@@ -239,7 +225,7 @@ test_strbuf(void)
 	/* no memory: the text lost is said (nomem), not taken for too long */
 	strbuf_init(&b, 1 << 20);
 	strbuf_printf(&b, "kept\n");
-	realloc_fails = true;
+	unit_realloc_fails = true;
 	strbuf_printf(&b, "%s", big);		/* past the stack's buffer */
 	CHECK(b.nomem);
 	CHECK(!b.truncated);
@@ -252,7 +238,7 @@ test_strbuf(void)
 	strbuf_clear(&b);
 	strbuf_append(&b, big, 300);
 	CHECK(b.nomem && !b.truncated);
-	realloc_fails = false;
+	unit_realloc_fails = false;
 	strbuf_clear(&b);
 	strbuf_printf(&b, "%s", big);
 	CHECK(!b.nomem);
@@ -260,9 +246,9 @@ test_strbuf(void)
 	/* over the limit and without memory: both said */
 	strbuf_free(&b);
 	strbuf_init(&b, 1000);
-	realloc_fails = true;
+	unit_realloc_fails = true;
 	strbuf_printf(&b, "%s", big);
-	realloc_fails = false;
+	unit_realloc_fails = false;
 	CHECK(b.nomem && b.truncated);
 	CHECK_EQ_INT(b.len, 0);
 	strbuf_free(&b);
@@ -466,9 +452,9 @@ static void
 fake_metrics(struct strbuf *out, bool json, void *arg)
 {
 	strbuf_printf(out, "qproxy_fake 1\n");
-	realloc_fails = lose_memory;
+	unit_realloc_fails = lose_memory;
 	strbuf_printf(out, "qproxy_fake_label{x=\"%0600u\"} 2\n", 0);
-	realloc_fails = false;
+	unit_realloc_fails = false;
 }
 
 /* Three pieces: the second loses memory (with more to come). */
@@ -483,9 +469,9 @@ fake_nomem_next(struct strbuf *out, const char **why, void *arg)
 		return 1;
 	case 1:
 		strbuf_printf(out, "conn line 2\n");
-		realloc_fails = true;
+		unit_realloc_fails = true;
 		strbuf_printf(out, "%0600u\n", 3);
-		realloc_fails = false;
+		unit_realloc_fails = false;
 		return 1;
 	default:
 		strbuf_printf(out, "conn line 4\n");

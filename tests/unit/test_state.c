@@ -5,7 +5,6 @@
  * file of two names not read; a link left where the new file is made not
  * followed; nor a list the memory was lacking for.
  */
-#include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,21 +15,7 @@
 #include "state.h"
 #include "upstream.h"
 #include "unit.h"
-
-/* realloc fails while set (-Wl,--wrap=realloc) */
-void	*__real_realloc(void *, size_t);
-void	*__wrap_realloc(void *, size_t);
-static bool realloc_fails;
-
-void *
-__wrap_realloc(void *p, size_t n)
-{
-	if (realloc_fails) {
-		errno = ENOMEM;
-		return NULL;
-	}
-	return __real_realloc(p, n);
-}
+#include "unit_realloc.h"
 
 static char dir[] = "/tmp/qproxy-test-state-XXXXXX";
 static char path[64], other[80], newpath[80];
@@ -106,9 +91,9 @@ main(void)
 	}
 
 	/* no memory for the list: not written, the file left as it was */
-	realloc_fails = true;
+	unit_realloc_fails = true;
 	CHECK_EQ_INT(state_save(path, err, sizeof(err)), -1);
-	realloc_fails = false;
+	unit_realloc_fails = false;
 	CHECK_EQ_STR(err, "out of memory");
 	clear();
 	CHECK_EQ_INT((int)state_load(path, 0), 3);
