@@ -52,19 +52,32 @@ strbuf_reserve(struct strbuf *b, size_t n)
 	return true;
 }
 
-void
-strbuf_append(struct strbuf *b, const char *p, size_t n)
+/*
+ * Room for n more bytes after the text, or what of them fits the limit
+ * (truncated): how many may be written there, 0 when none fit or there
+ * is no memory for them (nomem).
+ */
+static size_t
+strbuf_room(struct strbuf *b, size_t n)
 {
 	if (b->len + n > b->max) {
 		b->truncated = true;
 		n = b->max - b->len;
 	}
 	if (n == 0)
-		return;
+		return 0;
 	if (!strbuf_reserve(b, n)) {
 		b->nomem = true;
-		return;
+		return 0;
 	}
+	return n;
+}
+
+void
+strbuf_append(struct strbuf *b, const char *p, size_t n)
+{
+	if ((n = strbuf_room(b, n)) == 0)
+		return;
 	memcpy(b->s + b->len, p, n);
 	b->len += n;
 	b->s[b->len] = '\0';
@@ -91,17 +104,8 @@ strbuf_printf(struct strbuf *b, const char *fmt, ...)
 		strbuf_append(b, small, (size_t)n);
 		return;
 	}
-	want = (size_t)n;
-	if (b->len + want > b->max) {
-		b->truncated = true;
-		want = b->max - b->len;
-	}
-	if (want == 0)
+	if ((want = strbuf_room(b, (size_t)n)) == 0)
 		return;
-	if (!strbuf_reserve(b, want)) {
-		b->nomem = true;
-		return;
-	}
 	/* what fits of it, cut where the limit is */
 	va_start(ap, fmt);
 	n = vsnprintf(b->s + b->len, want + 1, fmt, ap);
