@@ -427,12 +427,14 @@ void		 qconn_keep_alive(struct qconn *, bool on);
  */
 bool		 qconn_close(struct qconn *);
 /*
- * A draining connection (its client closed it: nothing more is sent to
- * it) is freed at the loop's next turn, not three PTOs later, which a
- * slow path makes seconds: in a shutdown, so that it does not hold the
- * exit.
+ * In a shutdown, a connection that has nothing left to protect is freed
+ * at the loop's next turn, not three PTOs after its close, which a slow
+ * path makes seconds: one draining (its client closed it: nothing more is
+ * sent to it), and one closing whose handshake never completed (no
+ * request was served on it; a client that missed the close learns of it
+ * from its own handshake timeout, as it would have from a process gone).
  */
-void		 qconn_end_draining(struct qconn *);
+void		 qconn_end_period(struct qconn *);
 void		 qconn_free(struct qconn *);
 uint64_t	 quic_now(void);
 

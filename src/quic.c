@@ -1819,9 +1819,10 @@ qconn_arm_timer(struct qconn *qc, ngtcp2_tstamp expiry)
 }
 
 void
-qconn_end_draining(struct qconn *qc)
+qconn_end_period(struct qconn *qc)
 {
-	if (qc->state != QC_DRAINING)
+	if (qc->state == QC_ACTIVE ||
+	    (qc->state == QC_CLOSING && qc->handshake_done))
 		return;
 	qc->timer.repeat = 1e-9;	/* timer_cb frees it */
 	ev_timer_again(qc->srv->loop, &qc->timer);
@@ -1840,8 +1841,8 @@ start_period(struct qconn *qc, enum qconn_state state)
 	qc->timer.repeat = 3.0 * (double)ngtcp2_conn_get_pto(qc->conn) /
 	    NGTCP2_SECONDS;
 	ev_timer_again(qc->srv->loop, &qc->timer);
-	if (state == QC_DRAINING && qc->srv->shutting_down)
-		qconn_end_draining(qc);
+	if (qc->srv->shutting_down)
+		qconn_end_period(qc);
 	exchange_abort_all(qc);
 	/*
 	 * What is left is to answer with the close, or to wait: the HTTP/3

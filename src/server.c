@@ -556,10 +556,11 @@ server_shutdown(struct quic_server *srv)
 	ev_periodic_stop(srv->loop, &srv->cert_timer);
 	for (qc = LIST_FIRST(&srv->conns); qc != NULL; qc = next) {
 		next = LIST_NEXT(qc, entry);
-		qconn_end_draining(qc);
+		qconn_end_period(qc);
 		if (qc->state != QC_ACTIVE || qc->upgrade_grace)
 			continue;
 		if (qc->h3 == NULL) {
+			/* its closing period ends at once (start_period) */
 			qconn_close(qc);
 			continue;
 		}

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from helpers import (SLOW, KiB, MiB, background_get, expected_sha256, free_udp_port, h3_get,
+from helpers import (SLOW, KiB, MiB, app_sections, background_get, expected_sha256, free_udp_port, h3_get,
                      h3raw, h3raw_binary, paused_h3raw, qproxy_stats, reload_refused_while_stopping,
                      wait_until)
 
@@ -276,3 +276,29 @@ def test_no_reload_during_graceful_shutdown(qproxy_factory, backend_app, tmp_pat
                                                              "STOPPING=1")]
     assert states == ["READY=1", "STOPPING=1"], got
     assert "configuration reloaded" not in q.log_text()
+
+
+def test_handshakes_never_completed_hold_no_shutdown(qproxy_factory, backend_app):
+    """Connections whose clients sent a ClientHello and nothing more get
+    the shutdown's GOAWAYs, which they never acknowledge (about two
+    seconds: a second for the notice, a second's linger after the final
+    one), and are then closed; their closing periods (three PTOs, about
+    three seconds more at the initial RTT) held the exit though no
+    request was ever served on them (5.9 s in all here): they are let go
+    at once (2.9 s)."""
+    from test_ops import pending_handshakes
+
+    q = qproxy_factory(sections=app_sections(backend_app.tcp_server,
+                                             listener=[("retry", "never")]),
+                       shutdown_timeout="30s")
+    clients = pending_handshakes(q, 20)
+    try:
+        t0 = time.monotonic()
+        q.signal(signal.SIGTERM)
+        assert q.wait(timeout=30 * SLOW) == 0
+        took = time.monotonic() - t0
+    finally:
+        for c in clients:
+            c.close()
+    assert q.sanitizer_report() is None
+    assert took < 4.5, "the pending handshakes held the exit for %.1f s" % took
