@@ -234,6 +234,76 @@ def retry_the_starved(relay, results, path, n, directory, timeout, extra_args, m
     return list(excused.values())
 
 
+def waiting_for_its_request_to_be_acknowledged(directory, path, n):
+    """Why a gtls_get(qlog=True) in directory that did not exit in time had
+    its answer, or None.
+
+    gtlsclient exits once its request stream is closed, and a stream it
+    sent on is closed only when the other end acknowledged what it sent.
+    At 30% loss each way a client now and then has the whole body but
+    none of qproxy's ACKs of its request: each time one of its
+    retransmissions (backing off, 2, 4, 8, 16 s apart) reaches qproxy,
+    qproxy acknowledges it at once and the relay loses the ACK, and the
+    PINGs ngtcp2 probes with when an ACK that carried one goes unanswered
+    restart the client's idle timer without acknowledging anything.  Seen
+    once: body at 3.3 s, the request sent again at 5.4, 9.6, 18.0 and
+    34.8 s, the datagram of about 50 bytes qproxy answered each one that
+    arrived with lost every time, a PING at 35.0 s arrived (idle timer to
+    65 s, next retransmission at about 68 s), and gtlsclient was killed at
+    46 s.  qproxy had the request (it answered it); only the relay kept
+    its acknowledgement from the client.  So: the whole body arrived, and
+    no ACK the client received covers a packet that carried its request."""
+    f = os.path.join(str(directory), path.rsplit("/", 1)[1])
+    if not os.path.exists(f) or os.path.getsize(f) != n or file_sha256(f) != expected_sha256(n):
+        return None
+    qdir = os.path.join(str(directory), "qlog")
+    names = os.listdir(qdir) if os.path.isdir(qdir) else []
+    if len(names) != 1:
+        return None
+    request, acked, fin = set(), set(), False
+    with open(os.path.join(qdir, names[0])) as q:
+        records = q.read().split("\x1e")
+    for rec in records:
+        try:
+            ev = json.loads(rec)
+            data = ev.get("data", {})
+            frames = data.get("frames", ())
+            if ev.get("name") == "transport:packet_sent":
+                if any(fr["frame_type"] == "stream" and fr["stream_id"] == 0 for fr in frames):
+                    request.add(data["header"]["packet_number"])
+            elif ev.get("name") == "transport:packet_received":
+                for fr in frames:
+                    if fr["frame_type"] == "ack":
+                        for r in fr["acked_ranges"]:
+                            acked.update(range(r[0], r[-1] + 1))
+                    elif fr["frame_type"] == "stream" and fr["stream_id"] == 0 and fr.get("fin"):
+                        fin = True
+        except (ValueError, KeyError, TypeError, IndexError):
+            continue        # the last record of a client killed while writing it
+    if not fin or not request or request & acked:
+        return None
+    return ("%s: the whole body arrived; none of the %d packets that carried its request "
+            "was acknowledged to it" % (directory, len(request)))
+
+
+def excuse_the_unacknowledged(results, path, n, directory, most):
+    """In place, None for each client of gtls_get_many(qlog=True) that did
+    not exit in time for want of an acknowledgement of its request alone
+    (waiting_for_its_request_to_be_acknowledged), unless there are more
+    than `most` of them; returns the excuses."""
+    excused = {}
+    for i, res in enumerate(results):
+        if res is not None and res.startswith("gtlsclient did not exit"):
+            why = waiting_for_its_request_to_be_acknowledged(
+                os.path.join(str(directory), str(i)), path, n)
+            if why is not None:
+                excused[i] = why
+    if len(excused) <= most:
+        for i in excused:
+            results[i] = None
+    return list(excused.values())
+
+
 # --------------------------------------------------------------------------
 # the relay itself
 
@@ -319,7 +389,10 @@ def test_handshake_loss(qp, tmp_path):
     A client the relay starved, losing all it sent or every flight qproxy
     sent it (see starved_by_the_relay: seen in about one run in twelve),
     gets one more connection; more than two such clients would be
-    qproxy's doing."""
+    qproxy's doing.  A client still waiting at its time limit for an ACK
+    of its request alone, with the whole body (see
+    waiting_for_its_request_to_be_acknowledged: seen once in about 110
+    runs here), has fetched it; more than one would be qproxy's doing."""
     n = 50
     path = "/app/bytes/1024"
     total0, hs0 = conn_counts(qp)
@@ -328,9 +401,11 @@ def test_handshake_loss(qp, tmp_path):
     with Relay(qp.port, seed=30, c2s=Faults(drop=0.3), s2c=Faults(drop=0.3)) as r:
         results = gtls_get_many(r, path, 1024, n, 10, tmp_path, HANDSHAKE_CLIENT_TIMEOUT,
                                 HANDSHAKE_CLIENT_ARGS, qlog=True)
+        waiting = excuse_the_unacknowledged(results, path, 1024, tmp_path, 1)
         excused = retry_the_starved(r, results, path, 1024, tmp_path,
                                     HANDSHAKE_CLIENT_TIMEOUT, HANDSHAKE_CLIENT_ARGS, 2)
         st = r.stats()
+    assert len(waiting) <= 1, "\n".join(waiting)
     assert len(excused) <= 2, "\n".join(excused)
     failed = [x for x in results if x is not None]
     assert not failed, "%d of %d fetches failed; first: %s" % (len(failed), n, failed[0])
@@ -357,6 +432,9 @@ def test_handshake_loss(qp, tmp_path):
     if extra > 0 or excused:
         warnings.warn("test_handshake_loss: %d connection(s) freed before their "
                       "handshake:\n%s" % (extra, "\n".join(excused + [why])))
+    if waiting:
+        warnings.warn("test_handshake_loss: killed, still waiting for an ACK of its "
+                      "request:\n%s" % "\n".join(waiting))
 
 
 def test_initial_rtt_sets_when_a_lost_first_flight_goes_again(qp, qproxy_factory, backend_app,
@@ -398,7 +476,8 @@ def test_corruption_during_handshake(qp, tmp_path):
     """One of the first 50 bytes replaced in 30% of the datagrams, both ways:
     small fetches still succeed (AEAD discards the damaged packets).
     gtlsclient, for the reason given in test_handshake_loss, and as there a
-    client the relay starved gets one more connection, once in a run."""
+    client the relay starved gets one more connection, once in a run, and
+    one left waiting for an ACK of its request has fetched its body."""
     n = 10
     path = "/app/bytes/1024"
     with Relay(qp.port, seed=3, c2s=Faults(corrupt=0.3), s2c=Faults(corrupt=0.3)) as r:
@@ -416,9 +495,11 @@ def test_corruption_during_handshake(qp, tmp_path):
                 results[i] = gtls_get(r, path, 1024,
                                       os.path.join(str(tmp_path), "again-%d" % i),
                                       HANDSHAKE_CLIENT_TIMEOUT, HANDSHAKE_CLIENT_ARGS)
+        waiting = excuse_the_unacknowledged(results, path, 1024, tmp_path, 1)
         excused = retry_the_starved(r, results, path, 1024, tmp_path, HANDSHAKE_CLIENT_TIMEOUT,
                                     HANDSHAKE_CLIENT_ARGS, 1, skip=renegotiated)
         st = r.stats()
+    assert len(waiting) <= 1, "\n".join(waiting)
     assert len(excused) <= 1, "\n".join(excused)
     failed = [x for x in results if x is not None]
     assert not failed, "%d of %d fetches failed; first: %s" % (len(failed), n, failed[0])
