@@ -31,6 +31,7 @@ fi
 BASE_PKGS="build-essential autoconf automake libtool pkg-config dpkg-dev patch
 xz-utils ca-certificates openssl libev-dev libinih-dev libcrypt-dev python3 python3-pytest
 python3-pytest-xdist python3-pycurl python3-cryptography python3-prometheus-client
+python3-pyflakes
 mandoc libsystemd-dev
 man-db systemd logrotate clang libclang-rt-14-dev chromium firefox-esr"
 # Debian packages that must come from bookworm-backports.

@@ -5,14 +5,13 @@ import collections
 import json
 import os
 import signal
-import subprocess
 import time
 
 import pytest
 
 from helpers import (BIG_TIMEOUT, SLOW, KiB, MiB, app_sections, expected_body,
                      expected_sha256, file_sha256, generated_body, gtls_fetch, h3_parallel,
-                     h3raw_binary, paused_h3raw, sha256)
+                     paused_h3raw, sha256)
 
 
 def _check_all(sizes, responses):

@@ -748,10 +748,10 @@ def test_anti_amplification_limit(qproxy_factory, backend_app, tmp_path):
     # the client's datagrams 2 to 7 never arrive: qproxy, its address
     # unvalidated, must stop at three times what it received
     with Relay(q.port, seed=8, c2s=Faults(drop_indices="2-7")) as r:
-        p = subprocess.run([gtlsclient_binary(), "-q", "--exit-on-all-streams-close",
-                            "--timeout=15s", "127.0.0.1", str(r.port),
-                            "https://localhost:%d/app/bytes/10" % r.port],
-                           capture_output=True, timeout=60)
+        subprocess.run([gtlsclient_binary(), "-q", "--exit-on-all-streams-close",
+                        "--timeout=15s", "127.0.0.1", str(r.port),
+                        "https://localhost:%d/app/bytes/10" % r.port],
+                       capture_output=True, timeout=60)
         c2s = [x for x in r.records_of(C2S)]
         later = [x.time for x in c2s if x.index >= 8]
         assert later, "the client gave up before datagram 8"

@@ -42,7 +42,7 @@ class Config:
         return left, right
 
     def _join(self, left, right):
-        n, half = self.plain_len, (self.plain_len + 1) // 2
+        n = self.plain_len
         out = bytearray(left)
         if n % 2:
             out[-1] |= right[0]
