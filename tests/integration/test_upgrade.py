@@ -964,10 +964,11 @@ def test_a_new_worker_that_stops_hands_back_the_socket_of_its_number_at_once(
     gets = _downloads_on_each_worker(q, n, 4000)
     new = _upgrade(q)
     try:
-        # a long download on one new worker (busy), none on the other
+        # a long download on one new worker (busy), none on the other:
+        # twice as long as the old workers', which end while it runs
         mine = []
         while len(mine) < 8:
-            mine.append(background_get(q.url("/app/slow/%d?ms=%d" % (n, 15000 * SLOW)),
+            mine.append(background_get(q.url("/app/slow/%d?ms=%d" % (n, 8000 * SLOW)),
                                        256 * KiB))
             assert mine[-1][3].wait(15 * SLOW), "a download did not start"
             current = [_worker_stats(q, i)["connections"]["current"] for i in range(WORKERS)]
@@ -1090,7 +1091,8 @@ def test_an_address_the_new_configuration_drops_stays_the_old_workers(qproxy_fac
     took, and keep reading the other, where a download finishes and a new
     client is refused at once; the port is let go when they exit."""
     extra = free_udp_port()
-    # the download lasts past the probes, well within shutdown_timeout
+    # the download lasts past the probes (under half a second on an idle
+    # machine), well within shutdown_timeout
     q = _workers(qproxy_factory, backend_app, shutdown_timeout="30s",
                  listener=[("address", "127.0.0.1:%d" % extra)])
     with open(q.conf) as f:
@@ -1098,7 +1100,7 @@ def test_an_address_the_new_configuration_drops_stays_the_old_workers(qproxy_fac
     line = "address = 127.0.0.1:%d\n" % extra
     assert line in two
     n = 8 * MiB
-    url = "https://127.0.0.1:%d/app/slow/%d?ms=15000" % (extra, n)
+    url = "https://127.0.0.1:%d/app/slow/%d?ms=%d" % (extra, n, 4000 * SLOW)
     t, out, progress, reached = background_get(url, 256 * KiB)
     assert reached.wait(15 * SLOW), "the download did not start"
     assert progress["bytes"] < n, "the download ended before the upgrade: nothing tested"
