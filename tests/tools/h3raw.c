@@ -112,7 +112,9 @@
  *                             HelloRetryRequest
  *   --alpn PROTO              the one ALPN protocol offered (default h3);
  *                             an empty PROTO offers no ALPN at all
- *   -t SECONDS                overall timeout (default 10)
+ *   -t SECONDS                overall timeout (default 10); SIGTERM
+ *                             ends it at once, as if it were over (a
+ *                             client a test holds until it is done with it)
  *   --linger SECONDS          once every request has its outcome, stay
  *                             connected (answering the server) this long
  *                             before closing, within the -t timeout
@@ -354,6 +356,13 @@ static struct {
 } c;
 
 static uint8_t abody[16384];
+/* SIGTERM came: the -t timeout is over (taken only in ppoll) */
+static volatile sig_atomic_t terminated;
+
+static void on_sigterm(int sig) {
+  (void)sig;
+  terminated = 1;
+}
 
 static void die_usage(const char *fmt, ...)
   __attribute__((format(printf, 1, 2), noreturn));
@@ -2445,8 +2454,19 @@ static int print_results(void) {
 int main(int argc, char **argv) {
   ngtcp2_tstamp deadline;
   int timed_out = 0;
+  sigset_t term, unblocked;
+  struct sigaction sa;
 
   signal(SIGPIPE, SIG_IGN);
+  /* SIGTERM only while ppoll waits: then the loop sees it at once */
+  sigemptyset(&term);
+  sigaddset(&term, SIGTERM);
+  sigprocmask(SIG_BLOCK, &term, &unblocked);
+  sigdelset(&unblocked, SIGTERM);
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = on_sigterm;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, NULL);
   parse_args(argc, argv);
   memset(abody, 'a', sizeof(abody));
 
@@ -2558,7 +2578,7 @@ int main(int argc, char **argv) {
     }
 
     now = timestamp();
-    if (now >= deadline) {
+    if (now >= deadline || terminated) {
       timed_out = 1;
       break;
     }
@@ -2600,7 +2620,7 @@ int main(int argc, char **argv) {
     pfd.fd = c.fd;
     pfd.events = POLLIN;
     pfd.revents = 0;
-    rv = ppoll(&pfd, 1, &tmo, NULL);
+    rv = ppoll(&pfd, 1, &tmo, &unblocked);
     if (rv < 0 && errno != EINTR) {
       warnx_("ppoll: %s", strerror(errno));
       ngtcp2_ccerr_set_liberr(&c.last_error, NGTCP2_ERR_INTERNAL, NULL, 0);
