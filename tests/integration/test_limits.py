@@ -46,13 +46,14 @@ def _private(qproxy_factory, backend_app, tmp_path, *extra, listener=(), backend
 
 
 def _hold(q, n):
-    """n QUIC connections that stay open for 4 s (h3raw waiting on a backend
-    that never answers, then closing), once the harness's probe is gone."""
+    """n QUIC connections that stay open until _release (h3raw waiting on a
+    backend that never answers, then closing; 20 s at most), once the
+    harness's probe is gone."""
     wait_until(lambda: stats(q)["connections"]["current"] == 0, "no connection", 10)
     procs = []
     for _ in range(n):
         procs.append(subprocess.Popen(
-            [h3raw_binary(), "-t", str(4 * SLOW), "-H", ":method: GET", "-H", ":scheme: https",
+            [h3raw_binary(), "-t", str(20 * SLOW), "-H", ":method: GET", "-H", ":scheme: https",
              "-H", ":authority: 127.0.0.1:%d" % q.port, "-H", ":path: /app/hang",
              "127.0.0.1", str(q.port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
@@ -60,6 +61,11 @@ def _hold(q, n):
 
 
 def _release(procs):
+    """Ends the clients (SIGTERM: h3raw closes its connection as at its -t
+    timeout), and waits for them."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
     for p in procs:
         p.wait(timeout=30)
 
@@ -453,8 +459,9 @@ def test_connection_waiting_on_a_backend_outlives_idle_timeout(qproxy_factory, b
     so qproxy's idle timer closed it and the answer was lost. While a
     request is open qproxy now sends a PING after half the idle timeout."""
     q = _private(qproxy_factory, backend_app, tmp_path, ("idle_timeout", "2s"))
+    # more than twice idle_timeout, which a slow host does not lengthen
     get = [":method: GET", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port,
-           ":path: /app/bytes/10?wait=%d" % int(4500 * SLOW)]
+           ":path: /app/bytes/10?wait=4500"]
     r = h3raw(q.port, get, timeout=10 * SLOW)
     assert r.outcomes == ["status 200 body 10"], r
 
@@ -472,13 +479,21 @@ def test_client_that_stops_sending_its_request_gets_408(qproxy_factory, backend_
     post = [":method: POST", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port,
             ":path: /app/upload", "content-length: 1000000"]
     before = stats(q)
-    # held in qproxy (less than half the stream window), then forwarded
-    for size in (1000, 200000):
-        r = h3raw(q.port, post, data=size, timeout=10 * SLOW, extra=["--no-fin"])
+    # the three clients at once, each a connection of its own: a body
+    # held in qproxy (less than half the stream window), one forwarded,
+    # and a HEADERS frame of 40 bytes, of which 3 come
+    runs = [{"headers": post, "data": size, "extra": ["--no-fin"]} for size in (1000, 200000)]
+    runs.append({"headers": [], "extra": ["--raw", "01 28 00 00 d1", "--no-fin"]})
+    got = [None] * len(runs)
+    threads = [threading.Thread(target=lambda i=i, kw=kw: got.__setitem__(
+        i, h3raw(q.port, timeout=10 * SLOW, **kw))) for i, kw in enumerate(runs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for r in got[:2]:
         assert r.outcomes == ["status 408 body 20"], r
-    # a HEADERS frame of 40 bytes, of which 3 come
-    r = h3raw(q.port, [], timeout=10 * SLOW, extra=["--raw", "01 28 00 00 d1", "--no-fin"])
-    assert r.outcomes == ["reset 0x10d"], r
+    assert got[2].outcomes == ["reset 0x10d"], got[2]
     after = stats(q)
     assert after["requests"]["client_timeout"] - before["requests"]["client_timeout"] == 3
     failures = [s["failures"] for b in after["backends"] for s in b["servers"]]
@@ -710,12 +725,14 @@ def test_a_closing_connection_holds_no_http3_state(qproxy_factory, backend_app, 
     """A closed connection waits three PTOs before it goes (RFC 9000 10.2),
     minutes when a path is slow; it held its nghttp3 state all that time
     (180 KB each for some, in an audit). It now keeps only its close.
-    A client with a max_ack_delay of 3 s makes the wait about 9 s."""
+    A client with a max_ack_delay of 1 s (3 s under ASan) makes the wait
+    about 3 s (9 s), long enough to look at it."""
     q = _private(qproxy_factory, backend_app, tmp_path, ("max_stream_resets", "50"))
     wait_until(lambda: stats(q)["connections"]["current"] == 0, "no connection", 10)
     r = h3raw(q.port, [":method: GET", ":scheme: https",
                        ":authority: 127.0.0.1:%d" % q.port, ":path: /app/bytes/1000"],
-              count=2000, timeout=20, extra=["--cancel", "--max-ack-delay", "3000"])
+              count=2000, timeout=20,
+              extra=["--cancel", "--max-ack-delay", str(int(1000 * SLOW))])
     assert "closed 0x107" in r.outcomes, r
     st = stats(q)
     assert st["connections"]["current"] == 1 and st["connections"]["closing"] == 1, \
@@ -875,8 +892,7 @@ def test_quic_memory_is_bounded_and_the_largest_holder_goes(qproxy_factory, back
         assert st["buffers"]["quic_bytes"] < 100 << 10, st["buffers"]
         assert st["connections"]["current"] == 1, st["connections"]   # the bystander
     finally:
-        bystander.kill()
-        bystander.wait()
+        _release([bystander])
     assert h3_get(q.url("/app/bytes/10")).body == expected_body(10)
 
 
@@ -1260,6 +1276,13 @@ def test_response_memory_keeps_a_trickling_response(qproxy_factory, backend_app,
             r = h3raw(q.port, _get(q, "/app/bytes/10000000"), count=24, timeout=60 * SLOW)
             assert r.outcomes == ["status 200 body 10000000"] * 24, r
         t.join()
+
+        def closed():
+            c = stats(q)["connections"]
+            return c["current"] == c["closing"]
+        # its CONNECTION_CLOSE, 200 ms on the way, gets through before the
+        # relay goes (else qproxy's stop waits for it, shutdown_timeout)
+        wait_until(closed, "the client's close through the relay")
     assert got[0].outcomes == ["status 200 body 20000"], got[0]
     lim = _limits(q)
     assert lim["response_memory_waits"] >= 1, lim
@@ -1348,7 +1371,7 @@ def test_upload_waiting_for_response_memory_is_no_backend_timeout(qproxy_factory
 
 def _request_memory_limited(qproxy_factory, backend_app, tmp_path, total="1m"):
     """An instance with request_buffer_total = total whose backend has one
-    connection, taken by a request that hangs (for 4 s, see _hold): the
+    connection, taken by a request that hangs (until _release): the
     requests after it wait in line, holding what their clients sent. Its
     stream_window, 200k, lets one stream's window widen to 800k (four
     times): one upload alone cannot pass the total, however slowly the
@@ -1388,16 +1411,23 @@ def test_request_memory_is_bounded_per_connection_first(qproxy_factory, backend_
     (503), though the second client's stream is the largest. Then uploads
     larger than the total pass, as the backend takes them."""
     q, hang = _request_memory_limited(qproxy_factory, backend_app, tmp_path)
+    n = 100000
+    got, posted, clients = [], [], []
     try:
-        n = 100000
-        got = []
-        a = _uploads(q, n, 8, got)
+        clients.append(_uploads(q, n, 8, got))
         wait_until(lambda: _buffers(q)["request_bytes"] >= 8 * 7 * 16384, "8 uploads held")
         assert _limits(q)["reset_request_memory"] == 0
-        r = h3_post(q.url("/app/upload"), expected_body(2 * n), timeout=30 * SLOW)
-        a.join()
+        clients.append(threading.Thread(target=lambda: posted.append(h3_post(
+            q.url("/app/upload"), expected_body(2 * n), timeout=30 * SLOW))))
+        clients[-1].start()
+        # the backend is let go once the second upload has passed the total
+        wait_until(lambda: _limits(q)["reset_request_memory"] > 0, "a stream given up")
     finally:
         _release(hang)
+        for t in clients:
+            t.join()
+    assert posted, "the second client's upload failed"
+    r = posted[0]
     assert r.status == 200 and r.json()["sha256"] == expected_sha256(2 * n), r
     codes = _codes(got[0])
     assert codes.count("503") == 1 and codes.count("200") == 7, got[0]
@@ -1464,7 +1494,7 @@ def test_request_trailers_past_request_memory_give_their_stream_up(qproxy_factor
     post = [":method: POST", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port,
             ":path: /app/upload"]
     hold = subprocess.Popen(
-        [h3raw_binary(), "-t", str(6 * SLOW)] +
+        [h3raw_binary(), "-t", str(20 * SLOW)] +
         [a for h in [":method: GET", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port,
                      ":path: /app/hang"] for a in ("-H", h)] + ["127.0.0.1", str(q.port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -1483,7 +1513,7 @@ def test_request_trailers_past_request_memory_give_their_stream_up(qproxy_factor
                          trailers=["x-trailer-%02d: %s" % (i, "t" * 8000) for i in range(45)])
         after = _buffers(q)["request_bytes"], _limits(q)["reset_request_memory"]
     finally:
-        hold.wait(timeout=30)
+        _release([hold])
         for t in waiting:
             t.join()
     assert got["b"].outcomes == ["status 503 body 24"], got["b"]
@@ -1735,9 +1765,7 @@ def _one_connection_per_configuration(q, n, held):
 
 
 def _let_go(held):
-    for p in held:
-        p.kill()
-        p.wait(10)
+    _release(held)
 
 
 def test_configurations_held_by_old_connections_are_bounded(qproxy_factory, backend_app,
@@ -1750,8 +1778,10 @@ def test_configurations_held_by_old_connections_are_bounded(qproxy_factory, back
     once it is done (the request ends as it would have)."""
     q = _private(qproxy_factory, backend_app, tmp_path)
     wait_until(lambda: stats(q)["connections"]["current"] == 0, "no connection", 10)
+    # the slow request outlasts the reloads and connections (under a
+    # second on an idle machine, 2 s under ASan)
     slow = [":method: GET", ":scheme: https", ":authority: 127.0.0.1:%d" % q.port,
-            ":path: /app/slow/1000?ms=%d" % (6000 * SLOW)]
+            ":path: /app/slow/1000?ms=%d" % (3000 * SLOW)]
     t, busy = _in_thread(h3raw, q.port, slow, timeout=30)
     held = []
     try:
