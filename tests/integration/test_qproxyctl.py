@@ -850,10 +850,18 @@ def test_slow_reader_is_let_go_five_seconds_after_it_last_took_some(qproxy_facto
         finally:
             s.close()
 
-    got, hup = slow_reader(6.5)
+    # the two at once, each a client of its own
+    second = []
+    t = threading.Thread(target=lambda: second.append(slow_reader(9.5)))
+    t.start()
+    try:
+        got, hup = slow_reader(6.5)
+    finally:
+        t.join(30)
     assert hup is None, "the reader was let go at %.1f s" % hup
     assert got == b"OK\n" + full.stdout.encode() + b"\0END\n", len(got)
-    got, hup = slow_reader(9.5)
+    assert second, "the second reader failed"
+    got, hup = second[0]
     assert hup is not None and 7.5 < hup < 9.5, hup
     assert len(got) < len(full.stdout) and not got.endswith(b"\0END\n"), len(got)
     p = qproxyctl(["version"], q.control_socket)
