@@ -790,8 +790,9 @@ def test_peers_and_conns_show_every_worker(qproxy_factory, backend_app):
         conns = json.loads(qproxyctl(q, "conns", "--json").stdout)["connections"]
         conns_text = qproxyctl(q, "conns").stdout.splitlines()
     finally:
+        for p in procs:     # h3raw closes its connection on SIGTERM
+            p.terminate()
         for p in procs:
-            p.kill()
             p.wait()
     per_worker = [w["top"][0]["connections"] if w["top"] else 0 for w in each]
     # (all 16 in one worker: once in 30,000 runs)
