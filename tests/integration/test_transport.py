@@ -16,7 +16,8 @@ import pytest
 
 from helpers import (SLOW, expected_body, expected_sha256, file_sha256, gtls_fetch,
                      gtlsclient_binary, h3_get, h3raw, h3raw_binary, long_header_cids,
-                     preload_agefill, preload_sendshim, preload_timeshift, render_config,
+                     preload_agefill, preload_clock, preload_sendshim, preload_timeshift,
+                     render_config,
                      timeshift_library, wait_until)
 from test_ops import qproxyctl, stats
 from backend import free_udp_port
@@ -267,7 +268,9 @@ def test_forged_and_expired_retry_tokens_are_refused(qproxy_factory, certificate
                                                       backend_app, tmp_path):
     q = qproxy_factory(sections=lambda port, c, k: _sections(
         c, k, port, backend_app.tcp_server, str(tmp_path / "s"),
-        retry="always"))
+        retry="always"), start=False)
+    clock = preload_clock(q, str(tmp_path / "clock"))
+    q.start()
     dcid, scid = os.urandom(8), os.urandom(8)
     forged = bytes([0xb7]) + os.urandom(80)
     reply = _exchange(q.port, _initial(dcid, scid, forged))
@@ -275,13 +278,14 @@ def test_forged_and_expired_retry_tokens_are_refused(qproxy_factory, certificate
         "a forged Retry token must get CONNECTION_CLOSE(INVALID_TOKEN)"
     assert stats(q)["quic"]["tokens_invalid"] == 1
 
-    # a real token, used after it expired (10 s)
+    # a real token, used after it expired (10 s, of the wall clock: the
+    # token says when it was made, for any process of the same secret)
     retry = _exchange(q.port, _initial(dcid, scid))
     assert retry is not None and _long_type(retry) == 3
     rdcid, rscid, rest = long_header_cids(retry)
     assert rdcid == scid
     token = rest[:-16]                      # the integrity tag ends it
-    time.sleep(10.5)
+    clock(11)
     reply = _exchange(q.port, _initial(rscid, scid, token))
     assert reply is not None and _long_type(reply) == 0
     assert stats(q)["quic"]["tokens_invalid"] == 2
@@ -529,7 +533,7 @@ def test_new_token_of_a_client_refused_for_load_is_not_spent(qproxy_factory, cer
         assert stats(q)["limits"]["refused_max_connections"] == \
             before["limits"]["refused_max_connections"] + 1
     finally:
-        hold.kill()
+        hold.terminate()    # h3raw closes its connection on SIGTERM
         hold.wait()
     wait_until(lambda: stats(q)["connections"]["current"] == 0, "room again", 20 * SLOW)
     tokfile.write_bytes(saved)
