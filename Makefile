@@ -155,10 +155,11 @@ unit: $(UNIT_BINS)
 
 # The end-to-end tests mostly wait (for timeouts, for clients, for the
 # backend: the suite's processes used about half of one core in a run at 6),
-# so they run in TEST_JOBS pytest-xdist workers: on 2 cores, 4 workers ran
-# the plain suite in 4:50 and the sanitizer one in 7:22, 6 in 3:18 and
-# 4:20 (one took 16 minutes for both). TEST_JOBS=0 runs them one at a
-# time, as does a machine without python3-pytest-xdist.
+# so they run in TEST_JOBS pytest-xdist workers: on 2 cores, in a fresh
+# clone's make check, 4 workers ran the plain suite in 4:50 and the
+# sanitizer one in 7:22, 6 in 2:34 and 3:32 (with shorter waits in some
+# tests; one worker took 16 minutes for both). TEST_JOBS=0 runs them one
+# at a time, as does a machine without python3-pytest-xdist.
 TEST_JOBS ?= 6
 integration: $(B)/qproxy $(B)/qproxyctl $(TOOLS)
 	@jobs=; if $(PYTHON) -c 'import xdist' 2>/dev/null; then \
