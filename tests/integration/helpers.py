@@ -478,6 +478,39 @@ def h3_request(url, **kw):
     return col.resp
 
 
+def udp_ports_held(pid):
+    """The local ports of the UDP sockets that process pid and its
+    descendants hold (their descriptors, matched in /proc/net/udp and
+    udp6 by inode). Whether a port a qproxy let go is free cannot be asked
+    by binding it: the suite's clients and other instances take ephemeral
+    ports all the time, and one took such a port within a test's second."""
+    pids, inodes = [pid], set()
+    while pids:
+        p = pids.pop()
+        try:
+            for fd in os.listdir("/proc/%d/fd" % p):
+                try:
+                    target = os.readlink("/proc/%d/fd/%s" % (p, fd))
+                except OSError:
+                    continue
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+            for task in os.listdir("/proc/%d/task" % p):
+                with open("/proc/%d/task/%s/children" % (p, task)) as f:
+                    pids.extend(int(x) for x in f.read().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue            # it exited meanwhile: it holds nothing
+    ports = set()
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        with open(table) as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if fields[9] in inodes:
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
 def wait_until(predicate, what, timeout=5.0):
     """Polls predicate until true; fails with what after timeout (x SLOW)."""
     deadline = time.monotonic() + timeout * SLOW

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from helpers import (SLOW, KiB, MiB, app_sections, background_get, expected_sha256, free_udp_port, h3_get,
-                     h3raw, h3raw_binary, paused_h3raw, qproxy_stats, reload_refused_while_stopping,
-                     wait_until)
+from helpers import (SLOW, KiB, MiB, app_sections, background_get, expected_sha256,
+                     free_udp_port, h3_get, h3raw, h3raw_binary, paused_h3raw, qproxy_stats,
+                     reload_refused_while_stopping, udp_ports_held, wait_until)
 
 
 def test_sigterm_lets_in_flight_download_finish(qproxy_factory, backend_app):
@@ -261,9 +261,9 @@ def test_no_reload_during_graceful_shutdown(qproxy_factory, backend_app, tmp_pat
     wait_until(lambda: "shutting down gracefully" in q.log_text(), "no graceful shutdown")
     reload_refused_while_stopping(q, how)
     assert q.running()
-    # the new address is free: this binds it
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", extra))
+    # the new address was not bound
+    assert extra not in udp_ports_held(q.proc.pid)
+    assert q.port in udp_ports_held(q.proc.pid)
     sock.setblocking(False)
     got = []
     while True:

@@ -21,7 +21,8 @@ import pytest
 
 from helpers import (SLOW, KiB, MiB, app_sections, background_get, expected_body,
                      expected_sha256, free_udp_port, gtls_fetch, h3_get, h3raw, h3raw_binary,
-                     make_easy, preload_execdelay, qproxy_stats, qproxyctl, wait_until)
+                     make_easy, preload_execdelay, qproxy_stats, qproxyctl, udp_ports_held,
+                     wait_until)
 import quicinitial  # tests/tools, on sys.path by conftest.py
 from relay import Faults, Relay
 from test_ops import stats
@@ -360,8 +361,7 @@ def test_an_address_the_new_configuration_drops_stays_the_old_processs(qproxy_fa
         assert q.wait(timeout=10 * SLOW) == 0
         assert "closed udp 127.0.0.1:%d" % extra in q.log_text()
         assert "closed udp 127.0.0.1:%d" % q.port not in q.log_text()
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind(("127.0.0.1", extra))
+        assert extra not in udp_ports_held(new)
     finally:
         _stop(new)
     assert q.sanitizer_report() is None
@@ -1137,8 +1137,7 @@ def test_an_address_the_new_configuration_drops_stays_the_old_workers(qproxy_fac
         assert "e" not in out, "the download failed across the upgrade: %s" % out.get("e")
         assert out["r"].status == 200 and out["r"].sha256 == expected_sha256(n)
         assert q.wait(timeout=10 * SLOW) == 0
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind(("127.0.0.1", extra))
+        assert extra not in udp_ports_held(new)
         assert h3_get(q.url("/app/bytes/2000")).status == 200
     finally:
         _stop(new)

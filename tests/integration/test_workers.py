@@ -16,7 +16,8 @@ import pytest
 from helpers import (SLOW, app_sections, background_get, expected_body, expected_sha256, free_udp_port,
                      h3_get, h3_parallel, h3raw_binary, make_certificate, metric, metrics, qproxy_binary,
                      qproxyctl_binary, reload_refused_while_stopping,
-                     skip_if_unix_sockets_hold_more, slow_control_relay, wait_until)
+                     skip_if_unix_sockets_hold_more, slow_control_relay, udp_ports_held,
+                     wait_until)
 from relay import Relay
 from test_ops import assert_conns_show, pending_handshakes, qproxyctl, stats
 
@@ -463,18 +464,14 @@ def test_an_address_a_reload_drops_is_let_go(qproxy_factory, backend_app):
     conf = open(q.conf).read()
     dropped = conf.replace("address = 127.0.0.1:%d\n" % other, "")
     assert dropped != conf
+    assert other in udp_ports_held(q.proc.pid)
     with open(q.conf, "w") as f:
         f.write(dropped)
     p = qproxyctl(q, "reload")
     assert p.returncode == 0, p.stdout + p.stderr
 
     def free():
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            try:
-                s.bind(("127.0.0.1", other))
-                return True
-            except OSError:
-                return False
+        return other not in udp_ports_held(q.proc.pid)
     wait_until(free, "udp port %d let go" % other, 10 * SLOW)
     # a worker started again: still not bound
     os.kill(_worker_pids(q)[0], signal.SIGKILL)
