@@ -560,7 +560,7 @@ server_shutdown(struct quic_server *srv)
 		if (qc->state != QC_ACTIVE || qc->upgrade_grace)
 			continue;
 		if (qc->h3 == NULL) {
-			/* its closing period ends at once (start_period) */
+			/* with no handshake done, freed at once (start_period) */
 			qconn_close(qc);
 			continue;
 		}
