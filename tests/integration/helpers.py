@@ -144,17 +144,21 @@ def preload_sendshim(q, flags_dir, gso_eagain=None):
     _preload(q, "sendshim", sendshim_library(), **env)
 
 
-def preload_execdelay(q, pidfile=None, worker_sleep=None):
+def preload_execdelay(q, pidfile=None, worker_sleep=None, restart_sleep=None):
     """Makes the not yet started q's upgrades wait a second between fork
-    and exec, the child's id written to pidfile, and with worker_sleep a
-    new supervisor's second worker wait that many seconds as it is forked
-    (execdelay.c, built next to sendshim.so)."""
+    and exec, the child's id written to pidfile, with worker_sleep a new
+    supervisor's second worker wait that many seconds as it is forked, and
+    with restart_sleep (workers, seconds) each worker q's supervisor forks
+    after its first workers wait that long (execdelay.c, built next to
+    sendshim.so)."""
     lib = os.path.join(os.path.dirname(sendshim_library()), "execdelay.so")
     env = {}
     if pidfile is not None:
         env["EXECDELAY_PIDFILE"] = pidfile
     if worker_sleep is not None:
         env["EXECDELAY_WORKER_SLEEP"] = str(worker_sleep)
+    if restart_sleep is not None:
+        env["EXECDELAY_RESTART_SLEEP"] = "%d:%d" % restart_sleep
     _preload(q, "execdelay", lib, **env)
 
 

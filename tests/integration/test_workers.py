@@ -13,20 +13,26 @@ import time
 
 import pytest
 
-from helpers import (SLOW, app_sections, background_get, expected_body, expected_sha256, free_udp_port,
-                     h3_get, h3_parallel, h3raw_binary, make_certificate, metric, metrics, qproxy_binary,
-                     qproxyctl_binary, reload_refused_while_stopping,
-                     skip_if_unix_sockets_hold_more, slow_control_relay, udp_ports_held,
-                     wait_until)
+from helpers import (SLOW, app_sections, background_get, expected_body, expected_sha256,
+                     free_udp_port, h3_get, h3_parallel, h3raw_binary, make_certificate, metric,
+                     metrics, preload_execdelay, qproxy_binary, qproxyctl_binary,
+                     reload_refused_while_stopping, skip_if_unix_sockets_hold_more,
+                     slow_control_relay, udp_ports_held, wait_until)
 from relay import Relay
 from test_ops import assert_conns_show, pending_handshakes, qproxyctl, stats
 
 N = 2
 
 
-def _workers(qproxy_factory, backend_app, n=N, glob=(), **kw):
+def _workers(qproxy_factory, backend_app, n=N, glob=(), restart_sleep=None, **kw):
+    """q with n workers, each answering; with restart_sleep, a worker
+    started again waits that many seconds before it serves (execdelay.c)."""
     q = qproxy_factory(sections=app_sections(backend_app.tcp_server,
-                                             glob=[("workers", str(n))] + list(glob), **kw))
+                                             glob=[("workers", str(n))] + list(glob), **kw),
+                       start=restart_sleep is None)
+    if restart_sleep is not None:
+        preload_execdelay(q, restart_sleep=(n, restart_sleep))
+        q.start()
     # the harness's probe found one worker; the others start as well
     wait_until(lambda: stats(q)["workers"]["answered"] == n, "every worker answering",
                10 * SLOW)
@@ -627,7 +633,8 @@ def _worker0_started(q):
 
 def _stop_worker0_as_it_starts_again(q):
     """Kills worker 0 and stops (SIGSTOP) the one started after it before
-    it serves; its pid. Skips the test when it served already."""
+    it serves (q made with _workers' restart_sleep: the second it waits
+    as it is forked leaves the time, whatever the load); its pid."""
     assert _worker0_started(q) == 1
     old = _pid_of(q, 0)
     os.kill(old, signal.SIGKILL)
@@ -639,9 +646,7 @@ def _stop_worker0_as_it_starts_again(q):
             os.kill(new[0], signal.SIGSTOP)
             break
         assert time.monotonic() < deadline, "the worker not started again"
-    if _worker0_started(q) > 1:
-        os.kill(new[0], signal.SIGCONT)
-        pytest.skip("the worker was stopped once it served")
+    assert _worker0_started(q) == 1, "the worker started again served before it was stopped"
     return new[0]
 
 
@@ -651,7 +656,7 @@ def test_a_reload_while_a_worker_starts_again(qproxy_factory, backend_app):
     answer, yet the other worker took it, and the one starting ran what it
     was started with from then on (a helper's hunt). It is asked as the
     others are, and answers once it serves."""
-    q = _workers(qproxy_factory, backend_app)
+    q = _workers(qproxy_factory, backend_app, restart_sleep=1)
     _add_new_route(q)
     new = _stop_worker0_as_it_starts_again(q)
     try:
@@ -670,7 +675,7 @@ def test_a_worker_that_hangs_as_it_starts_again_is_killed(qproxy_factory, backen
     it had said it runs: one started again that hung before it served was
     left so for good, its share of the work on the others. It is killed 30
     s after its start, and another takes its place."""
-    q = _workers(qproxy_factory, backend_app)
+    q = _workers(qproxy_factory, backend_app, restart_sleep=1)
     stopped = _stop_worker0_as_it_starts_again(q)
     try:
         wait_until(lambda: "worker 0 (pid %d): no word for 30 s since it started; "

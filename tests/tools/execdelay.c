@@ -9,6 +9,11 @@
  * (started with QPROXY_UPGRADE_WORKERS, which qproxy unsets as it starts:
  * read here before), its second worker waits that long as it is forked:
  * the first runs meanwhile, while the workers before still read.
+ *
+ * With $EXECDELAY_RESTART_SLEEP as "N:S", a supervisor that was not
+ * started by an upgrade has each worker it forks after its first N (one
+ * started again) wait S seconds as it is forked, before it serves: the
+ * time a test needs to stop it (SIGSTOP) at its start, whatever the load.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -23,14 +28,22 @@
 extern char **environ;
 
 static unsigned worker_sleep;	/* s, in a new supervisor of workers */
+static unsigned restart_after;	/* forks, in a first supervisor */
+static unsigned restart_sleep;	/* s, for each fork after those */
 
 __attribute__((constructor)) static void
 init(void)
 {
 	const char *s = getenv("EXECDELAY_WORKER_SLEEP");
+	const char *r = getenv("EXECDELAY_RESTART_SLEEP");
 
-	if (s != NULL && getenv("QPROXY_UPGRADE_WORKERS") != NULL)
-		worker_sleep = (unsigned)atoi(s);
+	if (getenv("QPROXY_UPGRADE_WORKERS") != NULL) {
+		if (s != NULL)
+			worker_sleep = (unsigned)atoi(s);
+	} else if (r != NULL && strchr(r, ':') != NULL) {
+		restart_after = (unsigned)atoi(r);
+		restart_sleep = (unsigned)atoi(strchr(r, ':') + 1);
+	}
 }
 
 typedef pid_t (*fork_fn)(void);
@@ -45,6 +58,8 @@ fork(void)
 
 	if (pid == 0 && k == 1 && worker_sleep > 0)
 		sleep(worker_sleep);
+	if (pid == 0 && k >= restart_after && restart_sleep > 0)
+		sleep(restart_sleep);
 	return pid;
 }
 
