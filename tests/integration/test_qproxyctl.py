@@ -807,7 +807,7 @@ def test_slow_reader_is_let_go_five_seconds_after_it_last_took_some(qproxy_facto
     of it: one that takes 256 KiB at 3 s and the rest at 6.5 s gets it
     all, and was cut at 5 s (a conns of many connections to a client that
     takes it at its own pace). One that takes nothing after 3 s is let go
-    at 8 s, its reply without its end line."""
+    at 7 to 8 s, its reply without its end line."""
     import select
     skip_if_unix_sockets_hold_more(
         400000, "a reader that takes 256 KiB once could get the whole reply in time")
@@ -862,7 +862,9 @@ def test_slow_reader_is_let_go_five_seconds_after_it_last_took_some(qproxy_facto
     assert got == b"OK\n" + full.stdout.encode() + b"\0END\n", len(got)
     assert second, "the second reader failed"
     got, hup = second[0]
-    assert hup is not None and 7.5 < hup < 9.5, hup
+    # let go 5 s after the look before the one that found its take (the
+    # timer looks each second): 7 to 8 s, 7.0 seen with the two at once
+    assert hup is not None and 6.5 < hup < 9.5, hup
     assert len(got) < len(full.stdout) and not got.endswith(b"\0END\n"), len(got)
     p = qproxyctl(["version"], q.control_socket)
     assert p.returncode == 0, show(p)
