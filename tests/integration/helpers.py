@@ -482,12 +482,13 @@ def h3_request(url, **kw):
     return col.resp
 
 
-def udp_ports_held(pid):
-    """The local ports of the UDP sockets that process pid and its
-    descendants hold (their descriptors, matched in /proc/net/udp and
-    udp6 by inode). Whether a port a qproxy let go is free cannot be asked
-    by binding it: the suite's clients and other instances take ephemeral
-    ports all the time, and one took such a port within a test's second."""
+def udp_ports_held(pid, descendants=True):
+    """The local ports of the UDP sockets that process pid and (unless
+    told not to) its descendants hold (their descriptors, matched in
+    /proc/net/udp and udp6 by inode). Whether a port a qproxy let go is
+    free cannot be asked by binding it: the suite's clients and other
+    instances take ephemeral ports all the time, and one took such a port
+    within a test's second."""
     pids, inodes = [pid], set()
     while pids:
         p = pids.pop()
@@ -499,7 +500,7 @@ def udp_ports_held(pid):
                     continue
                 if target.startswith("socket:["):
                     inodes.add(target[8:-1])
-            for task in os.listdir("/proc/%d/task" % p):
+            for task in os.listdir("/proc/%d/task" % p) if descendants else ():
                 with open("/proc/%d/task/%s/children" % (p, task)) as f:
                     pids.extend(int(x) for x in f.read().split())
         except (FileNotFoundError, ProcessLookupError):

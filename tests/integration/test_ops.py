@@ -25,7 +25,7 @@ import pytest
 from helpers import (SLOW, QProxy, app_sections, expected_sha256, free_udp_port, h3_get, h3_head, h3raw, h3raw_binary,
                      make_easy,
                      metric, metrics, preload_clock, qproxy_binary, qproxyctl_binary,
-                     render_config, sha256, wait_until)
+                     render_config, sha256, udp_ports_held, wait_until)
 # qproxyctl and stats, for the other test files too
 from helpers import qproxy_stats as stats, qproxyctl  # noqa: F401
 
@@ -115,27 +115,6 @@ def test_requests_cut_off_with_their_connection_count_as_reset(qproxy_factory, b
     # which under load they may not have)
 
 
-def _my_udp_ports():
-    """Local ports of this process's UDP sockets (curl's among them)."""
-    inodes = set()
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink("/proc/self/fd/" + fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    ports = set()
-    for table in ("/proc/net/udp", "/proc/net/udp6"):
-        with open(table) as f:
-            next(f)
-            for line in f:
-                fields = line.split()
-                if fields[9] in inodes:
-                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
-
-
 def test_conns_shows_the_live_connection_by_its_port(qp):
     # A slow download keeps the connection open while qproxyctl looks.
     result = {}
@@ -149,7 +128,7 @@ def test_conns_shows_the_live_connection_by_its_port(qp):
         deadline = time.monotonic() + 10 * SLOW
         found = None
         while time.monotonic() < deadline and found is None:
-            ports = _my_udp_ports()
+            ports = udp_ports_held(os.getpid(), descendants=False)   # curl's among them
             p = qproxyctl(qp, "conns", "--json")
             assert p.returncode == 0, p.stderr
             for conn in json.loads(p.stdout)["connections"]:

@@ -1137,7 +1137,9 @@ def test_an_address_the_new_configuration_drops_stays_the_old_workers(qproxy_fac
         assert "e" not in out, "the download failed across the upgrade: %s" % out.get("e")
         assert out["r"].status == 200 and out["r"].sha256 == expected_sha256(n)
         assert q.wait(timeout=10 * SLOW) == 0
-        assert extra not in udp_ports_held(new)
+        # neither the new processes nor an old worker left behind
+        for pid in [new] + old_workers:
+            assert extra not in udp_ports_held(pid), pid
         assert h3_get(q.url("/app/bytes/2000")).status == 200
     finally:
         _stop(new)
