@@ -148,7 +148,8 @@ auth_users_load(const char *path, struct auth_users *u, char *err,
 			goto fail;
 		}
 	}
-	qsort(u->v, u->n, sizeof(*u->v), auth_user_cmp);
+	if (u->n > 1)	/* (none: no array at all) */
+		qsort(u->v, u->n, sizeof(*u->v), auth_user_cmp);
 	for (size_t i = 1; i < u->n; i++)
 		if (strcmp(u->v[i - 1].name, u->v[i].name) == 0) {
 			snprintf(err, errlen, "\"%s\": user \"%.64s\" is there "
@@ -261,6 +262,8 @@ auth_check(const struct auth_users *u, const char *value,
 	    colon == (char *)cred)	/* no user has no name */
 		return AUTH_FAIL;
 	*colon = '\0';
+	if (u->n == 0)		/* a file of no users: nothing to tell */
+		return AUTH_FAIL;
 	key.name = (char *)cred;
 	if ((user = bsearch(&key, u->v, u->n, sizeof(*u->v),
 	    auth_user_cmp)) == NULL) {
@@ -269,8 +272,6 @@ auth_check(const struct auth_users *u, const char *value,
 		 * (of another user's hash) from the budget, so that neither
 		 * the time nor a 503 tells which names are there.
 		 */
-		if (u->n == 0)
-			return AUTH_FAIL;
 		if (!may_check(arg))
 			return AUTH_BUSY;
 		*checked = true;

@@ -2840,7 +2840,9 @@ config_report(struct config_parser *p, FILE *errs)
 {
 	size_t	 i;
 
-	qsort(p->errors, p->nerrors, sizeof(*p->errors), config_msg_cmp);
+	if (p->nerrors > 1)	/* (none: perhaps no array at all) */
+		qsort(p->errors, p->nerrors, sizeof(*p->errors),
+		    config_msg_cmp);
 	for (i = 0; i < p->nerrors && errs != NULL; i++)
 		fprintf(errs, "%s: %s\n", config_at(p->cfg, p->errors[i].line),
 		    p->errors[i].msg);
@@ -3239,6 +3241,10 @@ config_warnings(const struct config *cfg,
 			    "without the %s field that RFC 9110 asks of it: add "
 			    "set_response_header = %s: ...", r->name, r->answer,
 			    needs, needs);
+		if (r->auth != NULL && r->auth->n == 0)
+			config_warn(cfg, &w, r->line, "route %s: its "
+			    "auth_basic_file has no users: every request is "
+			    "refused (401)", r->name);
 		if (r->request_rate == 0 && r->request_burst > 0)
 			config_warn(cfg, &w, r->line, "route %s: request_burst "
 			    "does nothing without max_request_rate", r->name);

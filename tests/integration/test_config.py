@@ -626,6 +626,25 @@ def test_a_route_the_routes_before_it_hide_is_warned_about(tmp_path, certificate
     ], p.stderr
 
 
+def test_an_auth_basic_file_of_no_users_is_warned_about(tmp_path, certificate):
+    """A users file of comments alone is taken (every request to the
+    route refused, 401), and -t says so at the route's line. (Such a file
+    had qsort and bsearch given no array, which UBSan stops at.)"""
+    users = tmp_path / "users"
+    users.write_text("# nobody yet\n\n")
+    lines = valid_lines(*certificate) + [
+        "[route locked]",                     # 27
+        "path_prefix = /locked/",
+        "auth_basic_file = %s" % users,
+        "backend = app",
+    ]
+    path = write(tmp_path, lines)
+    p = check(path)
+    assert p.returncode == 0 and "configuration OK" in p.stdout, p
+    assert ("qproxy[warn]: %s:27: route locked: its auth_basic_file has no users: every "
+            "request is refused (401)" % path) in p.stderr.splitlines(), p.stderr
+
+
 def test_long_lines_are_read_whole(qproxy_factory, backend_app, tmp_path, certificate):
     """Lines past inih's 200-byte buffer, refused at 198 characters, are
     read up to 8192: a redirect's URL of 2000 bytes and a 600-byte

@@ -220,6 +220,25 @@ test_checks_and_cache(void)
 	free(sha2);
 }
 
+/* A file of comments alone: taken, no user, every check fails. */
+static void
+test_no_users(void)
+{
+	struct auth_users u;
+	char err[512];
+	bool checked;
+
+	test_write("users", "# nobody yet\n\n");
+	err[0] = '\0';
+	CHECK_EQ_INT(auth_users_load("users", &u, err, sizeof(err)), 0);
+	CHECK_EQ_STR(err, "");
+	CHECK_EQ_INT(u.n, 0);
+	CHECK_EQ_INT(test_result(&u, test_basic("zed:hunter2", 11), true,
+	    &checked), AUTH_FAIL);
+	auth_users_free(&u);
+	unlink("users");
+}
+
 int
 main(void)
 {
@@ -231,6 +250,7 @@ main(void)
 	}
 	test_load_errors();
 	test_checks_and_cache();
+	test_no_users();
 	if (chdir("/") == -1 || rmdir(test_dir) == -1)
 		perror(test_dir);
 	UNIT_DONE();
