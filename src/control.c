@@ -344,7 +344,7 @@ control_dispatch(struct control_client *c)
 	const struct control_ops *ops = ctl->ops;
 	void (*show)(struct strbuf *, bool, void *) = NULL;
 	const char *cmd, *err, *args, *refused = NULL;
-	bool json;
+	bool json, changes = false;	/* a command that changes the daemon */
 
 	if (memchr(c->line, '\0', c->len) != NULL) {
 		control_error(c, "malformed request");
@@ -411,11 +411,17 @@ control_dispatch(struct control_client *c)
 	if (strcmp(cmd, "upgrade") == 0) {
 		if (!control_may_change(c, cmd, ops->upgrade != NULL))
 			return;
+		changes = true;
 		if (ops->upgrade(&c->text, ctl->arg) == -1) {
 			char why[300];
 			const char *t = strbuf_str(&c->text);
 			size_t len = 0;
 
+			if (c->text.nomem) {
+				control_error(c, "upgrade refused (out of "
+				    "memory for why; the log has it)");
+				return;
+			}
 			/* its lines on one, "; " between them */
 			for (; *t != '\0' && len + 3 < sizeof(why); t++) {
 				if (*t != '\n')
@@ -432,6 +438,7 @@ control_dispatch(struct control_client *c)
 	} else if (strcmp(cmd, "reload") == 0) {
 		if (!control_may_change(c, cmd, ops->reload != NULL))
 			return;
+		changes = true;
 		switch (ops->reload(&c->text, ctl->arg)) {
 		case 0:
 			break;
@@ -445,6 +452,7 @@ control_dispatch(struct control_client *c)
 	} else if (strcmp(cmd, "reopen") == 0) {
 		if (!control_may_change(c, cmd, ops->reopen != NULL))
 			return;
+		changes = true;
 		if (ops->reopen(&c->text, ctl->arg) != 0)
 			refused = "some log files were not reopened";
 	} else if (show != NULL)
@@ -463,7 +471,25 @@ control_dispatch(struct control_client *c)
 	if (c->text.nomem) {
 		/* some of it lost: none of it, rather than less as if all */
 		log_warnx("control: %s: out of memory for the reply", cmd);
-		control_error(c, "out of memory");
+		if (changes && refused == NULL) {
+			static const char note[] = "warning: out of memory "
+			    "for the rest of this reply; the log has it\n";
+			_Static_assert(3 + sizeof(note) <= CONTROL_HEAD_MAX,
+			    "OK and the note fit the head");
+
+			/* done all the same: not to be taken for refused */
+			strbuf_free(&c->text);
+			control_head(c, "OK", "");
+			memcpy(c->head + c->headlen, note, sizeof(note) - 1);
+			c->headlen += sizeof(note) - 1;
+		} else if (changes) {
+			char why[CONTROL_HEAD_MAX - 5];
+
+			snprintf(why, sizeof(why), "%s (out of memory for "
+			    "why; the log has it)", refused);
+			control_error(c, why);
+		} else
+			control_error(c, "out of memory");
 		return;
 	}
 	if (c->text.truncated) {

@@ -416,3 +416,53 @@ def test_a_control_reply_without_memory_is_whole_or_refused(qproxy_factory, back
         for c in keep:
             c.close()
     _check_serving(q, "after the sweep of %s" % " ".join(args))
+
+
+def test_a_reload_without_memory_for_its_reply_says_whether_it_was_taken(
+        qproxy_factory, backend_app, tmp_path):
+    """Each allocation of a reload failing in turn, its reply's among
+    them: a reload the daemon took is answered OK (exit 0),
+    with a warning that the rest of the reply was lost when it was, never
+    "out of memory" as if it had been refused; one it refused exits 1. A
+    reload whose warnings were lost answered "ERR out of memory" though
+    the new configuration ran."""
+    q = qproxy_factory(sections=_sections(backend_app), start=False)
+    shim = preload_nomem(q, str(tmp_path / "nomem"))
+    q.start()
+    # a key only a restart applies: the reloads are taken, with a warning
+    with open(q.conf, "a") as f:
+        f.write("\n[global]\nworkers = 2\n")
+
+    def taken():
+        return q.log_text().count("configuration reloaded")
+    p = qproxyctl(q, "reload")
+    assert p.returncode == 0 and "warning: " in p.stdout, p
+    shim.nth(0, 0)
+    before = taken()
+    assert qproxyctl(q, "reload").returncode == 0
+    total, _ = shim.off()
+    wait_until(lambda: taken() == before + 1, "the counted reload logged")
+    lost = 0
+    for n in range(1, total + 3):
+        before = taken()
+        shim.nth(n)
+        p = qproxyctl(q, "reload")
+        _, failed = shim.off()
+        what = "reload with allocation %d of %d failing" % (n, total)
+        assert q.running(), "qproxy died %s:\n%s" % (what, q.log_tail())
+        if p.returncode == 0:
+            wait_until(lambda: taken() == before + 1, "%s: exit 0, logged" % what)
+            if "out of memory" in p.stdout:
+                assert p.stdout == ("warning: out of memory for the rest of this "
+                                    "reply; the log has it\n"), (what, p.stdout)
+                lost += 1
+            else:
+                assert "workers changes take effect at restart" in p.stdout, (
+                    what, p.stdout)
+        else:
+            time.sleep(0.05)
+            assert failed and taken() == before, "%s: exit %d, but taken: %s" % (
+                what, p.returncode, p.stderr)
+    # the sweep reached the reply: one of its reloads lost it
+    assert lost > 0, "no reply lost in allocations 1 to %d" % (total + 2)
+    _check_serving(q, "after the sweep of reloads")
