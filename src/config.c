@@ -289,6 +289,8 @@ static const struct config_key config_keys[] = {
 	    1, DURATION_MAX, "60s", 0, F(config, send_timeout) },
 	{ SECT_GLOBAL, "workers", config_set_workers,
 	    1, WORKERS_MAX, "1", 0, F(config, workers) },
+	{ SECT_GLOBAL, "worker_timeout", config_set_duration,
+	    3 * MS_PER_S, MS_PER_H, "30s", 0, F(config, worker_timeout) },
 	{ SECT_GLOBAL, "user", config_set_user,
 	    0, 0, NULL, 0, F(config, user) },
 	{ SECT_GLOBAL, "control_socket", config_set_path,

@@ -251,6 +251,7 @@ struct config {
 	char			*cid_key_file;	/* NULL: IDs in the clear */
 
 	uint64_t		 workers;	/* processes (workers.h) */
+	double			 worker_timeout;	/* seconds without a ping */
 
 	char			*user;		/* NULL: keep the starting user */
 	uid_t			 uid;		/* of user, when set */

@@ -44,7 +44,6 @@
 #include "upstream.h"
 #include "workers.h"
 
-#define WORKER_HANG		30.	/* s without a ping: killed */
 #define WORKER_RESTART_DELAY	1.	/* s after one died, */
 #define WORKER_RESTART_MAX	60.	/* doubled up to this while one */
 #define WORKER_RESTART_QUICK	10.	/* dies within this of its start */
@@ -1713,9 +1712,9 @@ sv_prepare_cb(struct ev_loop *loop, ev_prepare *p, int revents)
 		 * worker started again that hung before it served was left
 		 * so for good (its datagrams went to another meanwhile).
 		 */
-		if (w->pid > 0 && now - w->last_ping > WORKER_HANG) {
-			log_warnx("worker %u (pid %ld): no word for %.0f s%s; "
-			    "killing it", i, (long)w->pid, WORKER_HANG,
+		if (w->pid > 0 && now - w->last_ping > sv.cfg->worker_timeout) {
+			log_warnx("worker %u (pid %ld): no word for %g s%s; "
+			    "killing it", i, (long)w->pid, sv.cfg->worker_timeout,
 			    w->pinged ? "" : " since it started");
 			kill(w->pid, SIGKILL);
 			w->pinged = false;

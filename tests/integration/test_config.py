@@ -129,6 +129,10 @@ BROKEN = {
     "route-read-timeout-under-1ms": insert_after(26, "read_timeout = 500us"),
     # 0 is no limit; 500us closed pooled connections at once
     "backend-idle-timeout-under-1ms": insert_after(15, "idle_timeout = 500us"),
+    # a worker says it runs once a second: 0 never kills, 2.5s a busy one
+    "worker-timeout-0": insert_after(5, "worker_timeout = 0"),
+    "worker-timeout-under-3s": insert_after(5, "worker_timeout = 2500ms"),
+    "worker-timeout-over-1h": insert_after(5, "worker_timeout = 61m"),
 }
 
 
@@ -157,6 +161,12 @@ def check(path, extra=("-t",)):
     ("server-option-in-unix-path", 'server: unknown option "wieght=2"'),
     ("server-option-twice", 'server: "weight=" is given twice'),
     ("server-twice", 'server: "127.0.0.1:8080" is already used at line 12'),
+    ("worker-timeout-0", 'worker_timeout: invalid value "0": expected a duration from 3s '
+     'to 1h'),
+    ("worker-timeout-under-3s", 'worker_timeout: invalid value "2500ms": expected a duration '
+     'from 3s to 1h'),
+    ("worker-timeout-over-1h", 'worker_timeout: invalid value "61m": expected a duration '
+     'from 3s to 1h'),
 ])
 def test_broken_config_says_why(tmp_path, certificate, case, message):
     """The keys of a route or backend that share a name with another's, or

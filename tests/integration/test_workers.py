@@ -671,16 +671,18 @@ def test_a_reload_while_a_worker_starts_again(qproxy_factory, backend_app):
 
 
 def test_a_worker_that_hangs_as_it_starts_again_is_killed(qproxy_factory, backend_app):
-    """The 30 s without a word that get a worker killed counted only once
-    it had said it runs: one started again that hung before it served was
-    left so for good, its share of the work on the others. It is killed 30
-    s after its start, and another takes its place."""
-    q = _workers(qproxy_factory, backend_app, restart_sleep=1)
+    """The worker_timeout without a word that gets a worker killed counted
+    only once it had said it runs: one started again that hung before it
+    served was left so for good, its share of the work on the others. It is
+    killed worker_timeout (3 s here) after its start, and another takes its
+    place."""
+    q = _workers(qproxy_factory, backend_app, glob=[("worker_timeout", "3s")],
+                 restart_sleep=1)
     stopped = _stop_worker0_as_it_starts_again(q)
     try:
-        wait_until(lambda: "worker 0 (pid %d): no word for 30 s since it started; "
+        wait_until(lambda: "worker 0 (pid %d): no word for 3 s since it started; "
                    "killing it" % stopped in q.log_text(), "the hung worker killed",
-                   40 * SLOW)
+                   10 * SLOW)
         wait_until(lambda: _worker0_started(q) == 2 and stats(q)["workers"]["answered"] == N,
                    "another worker 0 serving", 10 * SLOW)
     finally:
@@ -693,6 +695,32 @@ def test_a_worker_that_hangs_as_it_starts_again_is_killed(qproxy_factory, backen
     for i in range(16):
         assert h3_get(q.url("/app/bytes/10")).status == 200, i
     assert _worker_stats(q, 0)["requests"]["2xx"] > before
+
+
+def test_a_reload_sets_how_long_a_worker_may_hang(qproxy_factory, backend_app):
+    """A reload that lowers worker_timeout holds for the supervisor at once:
+    a worker that stops (SIGSTOP) after it served is killed that long after
+    its last word, not the 30 s it started with."""
+    q = _workers(qproxy_factory, backend_app)
+    text = open(q.conf).read()
+    assert "workers = %d\n" % N in text
+    with open(q.conf, "w") as f:
+        f.write(text.replace("workers = %d\n" % N,
+                             "workers = %d\nworker_timeout = 3s\n" % N, 1))
+    assert qproxyctl(q, "reload").returncode == 0
+    stopped = _pid_of(q, 0)
+    os.kill(stopped, signal.SIGSTOP)
+    try:
+        wait_until(lambda: "worker 0 (pid %d): no word for 3 s; killing it" % stopped
+                   in q.log_text(), "the hung worker killed", 10 * SLOW)
+        wait_until(lambda: _worker0_started(q) == 2 and stats(q)["workers"]["answered"] == N,
+                   "another worker 0 serving", 10 * SLOW)
+    finally:
+        try:
+            os.kill(stopped, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    assert _pid_of(q, 0) != stopped
 
 
 def test_a_reload_while_a_worker_shuts_down(qproxy_factory, backend_app):
