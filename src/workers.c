@@ -556,6 +556,10 @@ ask_workers(struct answers *ans, const char *line, int timeout_ms)
 			if ((r = ask_read(&a[i], &replies[i])) == 1)
 				continue;
 			if (r == 0 && !a[i].in_head) {
+				/* a word, as a ping is: its reload may have
+				   held its loop longer than worker_timeout */
+				sv.w[i].pinged = true;
+				sv.w[i].last_ping = mono_now();
 				rv[i] = strcmp(a[i].head, "OK") == 0 ? 0 :
 				    strncmp(a[i].head, "ERR ", 4) == 0 ? 1 : -1;
 				ans->leaving[i] = strcmp(a[i].head,

@@ -723,6 +723,33 @@ def test_a_reload_sets_how_long_a_worker_may_hang(qproxy_factory, backend_app):
     assert _pid_of(q, 0) != stopped
 
 
+def test_a_worker_whose_reload_outlasts_worker_timeout_is_not_killed(qproxy_factory,
+                                                                    backend_app):
+    """A worker says nothing while its loop reloads, which may take longer
+    than worker_timeout (here it is stopped 4 s with the request in hand,
+    against 3 s). The supervisor waits for the answers meanwhile, and the
+    answer counts as a word (its ping, overdue, came first here with or
+    without that: the case where the answer comes first was not made to
+    happen), so it is not killed."""
+    q = _workers(qproxy_factory, backend_app, glob=[("worker_timeout", "3s")])
+    pids = _worker_pids(q)
+    _add_new_route(q)
+    os.kill(pids[0], signal.SIGSTOP)
+    try:
+        got = []
+        t = threading.Thread(target=lambda: got.append(qproxyctl(q, "reload")))
+        t.start()
+        time.sleep(4)
+    finally:
+        os.kill(pids[0], signal.SIGCONT)
+    t.join(20)
+    assert got and got[0].returncode == 0, got
+    time.sleep(2)   # the check runs at each turn of the supervisor's loop
+    assert "killing it" not in q.log_text(), q.log_tail()
+    assert _worker_pids(q) == pids
+    assert _worker_stats(q, 0)["generation"] == 2
+
+
 def test_a_reload_while_a_worker_shuts_down(qproxy_factory, backend_app):
     """A worker told to stop (SIGTERM) finishes its requests and is then
     started again; a reload meanwhile was refused by it, with no reason
