@@ -585,6 +585,43 @@ def test_a_stuck_worker_does_not_hold_up_a_reload(qproxy_factory, backend_app):
     assert _worker_pids(q) == pids
 
 
+def test_replies_that_do_not_merge_are_shown_each_under_its_worker(qproxy_factory,
+                                                                  backend_app):
+    """A reload that one worker missed (stopped, and the file put back
+    before it read it) leaves the workers on two configurations, whose backends rows do not add up: qproxyctl backends
+    shows each worker's reply under its number, text and JSON, rather
+    than a sum of rows that are not the same."""
+    q = _workers(qproxy_factory, backend_app)
+    pids = _worker_pids(q)
+    before = open(q.conf).read()
+    with open(q.conf, "a") as f:
+        f.write("\n[backend extra]\nserver = 127.0.0.1:9\n"
+                "[route extra]\npath_prefix = /extra/\nbackend = extra\n")
+    os.kill(pids[0], signal.SIGSTOP)
+    try:
+        assert qproxyctl(q, "reload").returncode == 1
+        # the request waits in worker 0's socket: if it reads the file, as it was
+        with open(q.conf, "w") as f:
+            f.write(before)
+    finally:
+        os.kill(pids[0], signal.SIGCONT)
+    # (stats, not mergeable either, shows the two replies the same way)
+    wait_until(lambda: qproxyctl(q, "backends").stdout.startswith("worker 0\n"),
+               "worker 0 answering again")
+    p = qproxyctl(q, "backends")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("worker 0\n"), p.stdout
+    assert "\n\nworker 1\n" in p.stdout, p.stdout
+    mine = p.stdout.split("\n\nworker 1\n")
+    assert "extra" not in mine[0] and "127.0.0.1:9 " in mine[1], p.stdout
+    p = qproxyctl(q, "backends", "--json")
+    assert p.returncode == 0, p.stderr
+    got = json.loads(p.stdout)["workers"]
+    assert [w["worker"] for w in got] == [0, 1], got
+    names = [sorted(b["name"] for b in w["reply"]["backends"]) for w in got]
+    assert names == [["app"], ["app", "extra"]], names
+
+
 def _add_new_route(q):
     """A route /new/ added to the file, for a reload to take."""
     with open(q.conf, "a") as f:
