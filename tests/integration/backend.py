@@ -1218,6 +1218,59 @@ class Fixed(_Acceptor):
                         return
 
 
+class Scripted(_Acceptor):
+    """Answers each request head with the steps that script(line, conn,
+    seq) gives for it: bytes, sent as they are; a number, of seconds
+    waited; None, the connection closed (a FIN, then whatever comes is read
+    until the peer goes). line: the request line; conn: the connection's
+    number, from 1; seq: the head's number on it, from 1. heads: (conn,
+    seq, line) of every head, in order. Requests must have no body."""
+
+    def __init__(self, script, host="127.0.0.1"):
+        self.script = script
+        self.heads = []
+        self._conns = 0
+        self._lock = threading.Lock()
+        super().__init__("scripted", host)
+        self.server = "%s:%d" % self.address
+
+    def _accepted(self, c):
+        with self._lock:
+            self._conns += 1
+            conn = self._conns
+        threading.Thread(target=self._serve, args=(c, conn), daemon=True).start()
+
+    def _serve(self, c, conn):
+        buf, seq = b"", 0
+        with c:
+            while not self._stop:
+                try:
+                    data = c.recv(65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                buf += data
+                while b"\r\n\r\n" in buf:
+                    head, buf = buf.split(b"\r\n\r\n", 1)
+                    seq += 1
+                    line = head.split(b"\r\n", 1)[0].decode("latin-1")
+                    with self._lock:
+                        self.heads.append((conn, seq, line))
+                    for step in self.script(line, conn, seq):
+                        try:
+                            if step is None:
+                                c.shutdown(socket.SHUT_WR)
+                                _wait_for_close(c)
+                                return
+                            if isinstance(step, (int, float)):
+                                time.sleep(step)
+                            else:
+                                c.sendall(step)
+                        except OSError:
+                            return
+
+
 def _parse_hostport(s):
     host, _, port = s.rpartition(":")
     return (host.strip("[]") or "127.0.0.1", int(port))
