@@ -352,6 +352,15 @@ http1_framing(struct http1_response *resp, bool head_request)
 
 	if (has_te && has_cl)
 		keep_alive = false;
+	/*
+	 * A 204 ends at its head whatever it says (RFC 9112 6.3), but one
+	 * with a Content-Length other than 0 or a Transfer-Encoding, which a
+	 * server must not send on it (RFC 9110 8.6, RFC 9112 6.1), may be
+	 * followed by the body it announces: the connection is closed after,
+	 * rather than the next request take that body for its response.
+	 */
+	if (resp->status == 204 && (has_te || (has_cl && length > 0)))
+		keep_alive = false;
 	if (head_request || resp->status < 200 || resp->status == 204 ||
 	    resp->status == 304)
 		resp->framing = HTTP1_BODY_NONE;

@@ -236,3 +236,22 @@ def test_a_101_after_a_103_is_502(sq):
     assert r.status == 502, r
     _then_ok(sq, "/app/info", reused=False)
 
+
+@pytest.mark.parametrize("head", [b"HTTP/1.1 204 No Content\r\nContent-Length: 9",
+                                  b"HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked"],
+                         ids=["content-length", "chunked"])
+def test_a_204_that_announces_a_body_is_not_reused(sq, head):
+    """A 204 ends at its head whatever it says (RFC 9112 6.3), but one with
+    a Content-Length or a Transfer-Encoding, which a server must not send
+    on it (RFC 9110 8.6, RFC 9112 6.1), is a server about to send a body:
+    when that body came a moment after the head, the connection had gone
+    back to the pool, and the next request, sent on it before the body
+    came, got that body as its response."""
+    body = backend_mod.SMUGGLED
+    if b"chunked" in head:
+        body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    _answer(sq, "/app/nc", head + b"\r\n\r\n", 0.3 * SLOW, body)
+    r = h3_get(sq.url("/app/nc"))
+    assert (r.status, r.body) == (204, b""), r
+    assert r.header_all("content-length") == []
+    _then_ok(sq, "/app/nc", reused=False)

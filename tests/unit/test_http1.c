@@ -712,6 +712,15 @@ test_no_body(void)
 	CHECK(PARSE("HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n"
 	    "\r\n", false, &resp) > 0);
 	CHECK_EQ_INT(resp.framing, HTTP1_BODY_NONE);
+	/* a 204 announcing a body: not reused, as the body may follow */
+	CHECK(!resp.keep_alive);
+	CHECK(PARSE("HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
+	    false, &resp) > 0);
+	CHECK_EQ_INT(resp.framing, HTTP1_BODY_NONE);
+	CHECK(!resp.keep_alive);
+	CHECK(PARSE("HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n",
+	    false, &resp) > 0);
+	CHECK(resp.keep_alive);
 	CHECK(PARSE("HTTP/1.1 304 Not Modified\r\nContent-Length: 1234\r\n"
 	    "\r\n", false, &resp) > 0);
 	CHECK_EQ_INT(resp.framing, HTTP1_BODY_NONE);
