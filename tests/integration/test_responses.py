@@ -132,6 +132,17 @@ def test_http10_without_keep_alive_is_not_reused(sq):
     _then_ok(sq, "/app/10", reused=False)
 
 
+def test_http10_chunked_is_read_and_not_reused(sq):
+    """Transfer-Encoding in an HTTP/1.0 response is faulty framing (RFC 9112
+    6.1): the body is read as chunked, and the connection closed after,
+    whatever its Connection and Content-Length say."""
+    _answer(sq, "/app/10", b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+    r = h3_get(sq.url("/app/10"))
+    assert (r.status, r.body) == (200, b"hello"), r
+    _then_ok(sq, "/app/10", reused=False)
+
+
 # ---------------------------------------------------------------- chunked
 
 def test_chunk_extensions_and_leading_zeros(sq):
