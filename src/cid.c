@@ -21,6 +21,7 @@ struct cid_lb {
 	uint8_t		 nonce[CID_LB_MAX_PLAIN];	/* the next one */
 	uint8_t		 nonce_start[CID_LB_MAX_PLAIN];
 	bool		 exhausted;
+	unsigned	 worker, workers;	/* cid_lb_set_worker's */
 };
 
 struct cid_lb *
@@ -40,6 +41,7 @@ cid_lb_new(const uint8_t *sid, size_t sidlen, size_t noncelen,
 	lb->noncelen = noncelen;
 	lb->plainlen = sidlen + noncelen;
 	lb->first = (uint8_t)(config_id << 5 | lb->plainlen);
+	lb->workers = 1;
 	memcpy(lb->sid, sid, sidlen);
 	if (key != NULL) {
 		if (wc_AesInit(&lb->aes, NULL, INVALID_DEVID) != 0 ||
@@ -221,24 +223,70 @@ nonce_next(struct cid_lb *lb)
 }
 
 void
+cid_lb_set_worker(struct cid_lb *lb, unsigned index, unsigned count)
+{
+	lb->worker = count > 1 ? index : 0;
+	lb->workers = count > 1 ? count : 1;
+}
+
+size_t
+cid_lb_worker_offset(const struct cid_lb *lb)
+{
+	return 1 + lb->sidlen;
+}
+
+/* Whether the kernel gives this ID's datagrams to this worker. */
+static bool
+cid_lb_mine(const struct cid_lb *lb, const uint8_t *cid)
+{
+	return cid[cid_lb_worker_offset(lb)] % lb->workers == lb->worker;
+}
+
+static void
+cid_lb_unroutable(const struct cid_lb *lb, uint8_t *out)
+{
+	size_t off = cid_lb_worker_offset(lb);
+
+	rng_fill(out, cid_lb_len(lb));
+	out[0] = (uint8_t)(CID_LB_UNROUTABLE << 5 | lb->plainlen);
+	out[off] = cid_worker_byte(out[off], lb->worker, lb->workers);
+}
+
+void
 cid_lb_make(struct cid_lb *lb, uint8_t *out)
 {
 	uint8_t nonce[CID_LB_MAX_PLAIN];
 
 	if (lb->exhausted) {
-		rng_fill(out, cid_lb_len(lb));
-		out[0] = (uint8_t)(CID_LB_UNROUTABLE << 5 | lb->plainlen);
+		cid_lb_unroutable(lb, out);
 		return;
 	}
 	if (!lb->keyed) {
-		/* in the clear, nonces must not be linkable: random */
+		/* in the clear, nonces must not be linkable: random; the
+		   first byte, right after the server ID, names the worker */
 		rng_fill(nonce, lb->noncelen);
+		nonce[0] = cid_worker_byte(nonce[0], lb->worker,
+		    lb->workers);
 		cid_lb_encode(lb, nonce, out);
 		return;
 	}
-	cid_lb_encode(lb, lb->nonce, out);
-	if (!nonce_next(lb))
-		lb->exhausted = true;
+	/*
+	 * Encrypted, the byte that names the worker is one of the
+	 * ciphertext's: the nonces are counted until one gives this worker's
+	 * (one in `workers' does). Each nonce gives one worker's, so no two
+	 * workers give the same ID.
+	 */
+	for (;;) {
+		cid_lb_encode(lb, lb->nonce, out);
+		if (!nonce_next(lb))
+			lb->exhausted = true;
+		if (cid_lb_mine(lb, out))
+			return;
+		if (lb->exhausted) {
+			cid_lb_unroutable(lb, out);
+			return;
+		}
+	}
 }
 
 bool

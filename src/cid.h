@@ -27,6 +27,16 @@
 struct cid_lb;
 
 /*
+ * The random byte r made one whose remainder by count is index, the
+ * worker's (workers.h); count need not divide 256.
+ */
+static inline uint8_t
+cid_worker_byte(uint8_t r, unsigned index, unsigned count)
+{
+	return (uint8_t)(index + count * (r % (256 / count)));
+}
+
+/*
  * A configuration: the server ID, the nonce's length, the configuration ID
  * (0 to 6) and the key (NULL: none; the server ID is then in the clear).
  * NULL when the lengths are out of range or there is no memory.
@@ -44,6 +54,17 @@ size_t		 cid_lb_len(const struct cid_lb *);
  * cid_lb_exhausted says so. Without a key they are random.
  */
 void		 cid_lb_make(struct cid_lb *, uint8_t *out);
+/*
+ * With workers (workers.h): each connection ID made from now on has, at
+ * cid_lb_worker_offset() (the byte after the server ID's place), a byte
+ * whose remainder by count is index, as the kernel's steering program
+ * reads it (udp_steer). In the clear that byte of the nonce is chosen;
+ * with a key, the nonces that give another worker's are passed over (so
+ * they last count times fewer IDs). count 1: no worker of its own.
+ */
+void		 cid_lb_set_worker(struct cid_lb *, unsigned index,
+		    unsigned count);
+size_t		 cid_lb_worker_offset(const struct cid_lb *);
 bool		 cid_lb_exhausted(const struct cid_lb *);
 /* For tests: the next nonce, and the first (where the count ends). */
 void		 cid_lb_set_nonce(struct cid_lb *, const uint8_t *next,

@@ -2681,10 +2681,6 @@ config_finish_workers(struct config_parser *p, struct config *cfg)
 
 	if (cfg->workers < 2)
 		return;
-	if (cfg->cid_sidlen > 0)
-		config_error(p, line, "workers: more than one cannot be used "
-		    "with cid_server_id: workers are told apart by the first "
-		    "byte of a connection ID, which QUIC-LB takes");
 	if (cfg->control_socket != NULL && strlen(cfg->control_socket) + 3 >=
 	    sizeof(((struct sockaddr_un *)0)->sun_path))
 		config_error(p, line, "workers: control_socket is too long for "

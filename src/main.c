@@ -692,8 +692,7 @@ cid_remember(const struct config *cfg, const uint8_t *key)
 
 /*
  * What an upgrade is given: the secret in use, the file it came from, and
- * the QUIC-LB key taken at start (none with workers, which cannot have
- * one).
+ * the QUIC-LB key taken at start.
  */
 static void
 keys_give(struct upgrade_keys *keys, const uint8_t *secret)
@@ -1025,6 +1024,8 @@ main(int argc, char *argv[])
 		explicit_bzero(&keys, sizeof(keys));
 		state_start(cfg);
 	}
+	/* before the workers: their supervisor hands the key to an upgrade */
+	cid_remember(cfg, key);
 	if (upgrade_inheriting() && upgrade_workers() != (cfg->workers > 1 ?
 	    (unsigned)cfg->workers : 0))
 		fatalx("%s: workers %llu, where the running process has %u: "
@@ -1032,6 +1033,19 @@ main(int argc, char *argv[])
 		    key_at(cfg, "workers"), (unsigned long long)(cfg->workers >
 		    1 ? cfg->workers : 1), upgrade_workers() > 0 ?
 		    upgrade_workers() : 1);
+	/*
+	 * The kernel steers by a byte of the connection ID (workers.h):
+	 * where the running workers' IDs have it, the new ones' must, or
+	 * their datagrams would go to other workers while they drain.
+	 */
+	if (upgrade_inheriting() && upgrade_workers() > 0 &&
+	    upgrade_cid_offset() != workers_cid_offset(cfg))
+		fatalx("%s: the running workers' connection IDs name their "
+		    "worker at byte %zu, where this configuration's would at "
+		    "byte %zu: with workers, a change of cid_server_id's "
+		    "length, or between off and a server ID, takes a restart, "
+		    "not an upgrade", key_at(cfg, "cid_server_id"),
+		    upgrade_cid_offset(), workers_cid_offset(cfg));
 	/* the supervisor stays in there; each worker goes on from here */
 	if (cfg->workers > 1) {
 		struct upgrade_keys keys;
@@ -1053,7 +1067,6 @@ main(int argc, char *argv[])
 	if (server_set_cid(server, cfg, cfg->cid_key_file != NULL ? key :
 	    NULL) == -1)
 		fatalx("cid_server_id: out of memory");
-	cid_remember(cfg, key);
 	explicit_bzero(key, sizeof(key));
 	if (server_apply(server, cfg, &errs) == -1) {
 		stderr_errors(strbuf_str(&errs));

@@ -100,6 +100,7 @@ server_set_cid(struct quic_server *srv, const struct config *cfg,
 	    (size_t)cfg->cid_nonce_len, (unsigned)cfg->cid_config_id,
 	    key)) == NULL)
 		return -1;
+	cid_lb_set_worker(srv->cid_lb, worker_index, worker_count);
 	srv->cid_len = cid_lb_len(srv->cid_lb);
 	return 0;
 }

@@ -75,10 +75,11 @@ udp_open(const struct addr *a)
 
 /*
  * The kernel's choice of socket in a SO_REUSEPORT group, by a classic BPF
- * program run on the UDP payload: the index of the socket is the first
- * byte of the destination connection ID modulo n. A short header has it
- * at offset 1; a long one after its version and the ID's length, at 6. A
- * datagram too short for the load gets 0. (RFC 9000 17.2, 17.3.)
+ * program run on the UDP payload: the index of the socket is the byte at
+ * off of the destination connection ID (the first, or with QUIC-LB the
+ * one after the server ID) modulo n. A short header has the ID at offset
+ * 1; a long one after its version and the ID's length, at 6. A datagram
+ * too short for the load gets 0. (RFC 9000 17.2, 17.3.)
  *
  * An index whose worker does not run (running[i] false; NULL: all run)
  * is turned into the next one that does: its socket would hold the
@@ -86,7 +87,7 @@ udp_open(const struct addr *a)
  * keeps dying), and leave new connections unanswered meanwhile.
  */
 int
-udp_steer(int fd, size_t n, const bool *running)
+udp_steer(int fd, size_t n, const bool *running, size_t off)
 {
 	struct sock_filter code[7 + 2 * UDP_GROUP_MAX];
 	struct sock_fprog prog;
@@ -102,10 +103,10 @@ udp_steer(int fd, size_t n, const bool *running)
 	code[len++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K,
 	    0x80, 0, 2);
 	code[len++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_B | BPF_ABS,
-	    6);
+	    (uint32_t)(6 + off));
 	code[len++] = (struct sock_filter)BPF_STMT(BPF_JMP | BPF_JA, 1);
 	code[len++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_B | BPF_ABS,
-	    1);
+	    (uint32_t)(1 + off));
 	code[len++] = (struct sock_filter)BPF_STMT(BPF_ALU | BPF_MOD | BPF_K,
 	    (uint32_t)n);
 	/* none running (all stopping): each keeps its own */
@@ -129,7 +130,7 @@ udp_steer(int fd, size_t n, const bool *running)
 }
 
 int
-udp_open_group(const struct addr *a, int *fds, size_t n)
+udp_open_group(const struct addr *a, int *fds, size_t n, size_t off)
 {
 	size_t i = 0;
 	int fd;
@@ -145,7 +146,7 @@ udp_open_group(const struct addr *a, int *fds, size_t n)
 	for (i = 0; i < n; i++)
 		if ((fds[i] = udp_socket(a, true)) == -1)
 			goto fail;
-	if (udp_steer(fds[0], n, NULL) == -1) {
+	if (udp_steer(fds[0], n, NULL, off) == -1) {
 		log_warn("%s: SO_ATTACH_REUSEPORT_CBPF", __func__);
 		goto fail;
 	}

@@ -14,16 +14,17 @@ int	udp_open(const struct addr *);
 /*
  * n such sockets bound to the same address (SO_REUSEPORT), fds[i] the
  * socket of worker i: the kernel gives each datagram to the one its
- * destination connection ID names (workers.h). 0, or -1 (logged).
+ * destination connection ID names, by its byte at off (workers.h). 0, or
+ * -1 (logged).
  */
-int	udp_open_group(const struct addr *, int *fds, size_t n);
+int	udp_open_group(const struct addr *, int *fds, size_t n, size_t off);
 #define UDP_GROUP_MAX	64	/* sockets in a group: WORKERS_MAX */
 /*
  * The group's steering again, fd any of its sockets: a datagram for a
  * socket i with running[i] false goes to the next one's that runs
  * (NULL: all run). 0, or -1 with errno.
  */
-int	udp_steer(int fd, size_t n, const bool *running);
+int	udp_steer(int fd, size_t n, const bool *running, size_t off);
 /* One received message: a datagram, or with GRO several of seg bytes. */
 struct udp_rx {
 	uint8_t		*buf;

@@ -39,6 +39,7 @@
 #include <ev.h>
 #include <systemd/sd-daemon.h>
 
+#include "cid.h"
 #include "clock.h"
 #include "config.h"
 #include "conn.h"
@@ -100,6 +101,7 @@ static struct {
 	ev_io		 to_old_io;	/* a lone process's: its close */
 	/* the new process's side, while it takes the sockets */
 	bool		 inheriting;
+	size_t		 cid_off;	/* the running workers' (workers.h) */
 	pid_t		 elder;		/* the running one */
 	bool		 elder_parent;	/* this one's parent */
 	int		 elder_fd;	/* its pidfd, -1: none */
@@ -291,9 +293,22 @@ upgrade_init(char *argv[])
 			cloexec(up.old_links[i]);
 		}
 	}
+	if ((env = getenv(UPGRADE_CID_OFF_ENV)) != NULL) {
+		char *end;
+		unsigned long off;
+
+		errno = 0;
+		off = strtoul(env, &end, 10);
+		if (errno != 0 || end == env || *end != '\0' ||
+		    off > 1 + CID_LB_MAX_SID || up.workers == 0)
+			fatalx("%s: not the offset of a worker's byte in a "
+			    "connection ID", UPGRADE_CID_OFF_ENV);
+		up.cid_off = (size_t)off;
+	}
 	/* not for processes this one starts */
 	unsetenv(UPGRADE_ENV);
 	unsetenv(UPGRADE_WORKERS_ENV);
+	unsetenv(UPGRADE_CID_OFF_ENV);
 	for (size_t i = 0; i < up.nfds; i++)
 		cloexec(up.fds[i]);
 	for (size_t i = 0; i < up.nctls; i++)
@@ -311,6 +326,12 @@ unsigned
 upgrade_workers(void)
 {
 	return up.workers;
+}
+
+size_t
+upgrade_cid_offset(void)
+{
+	return up.cid_off;
 }
 
 int
@@ -983,7 +1004,8 @@ upgrade_spawn(const struct upgrade_fds *f, const struct upgrade_keys *keys,
 	uint8_t ready[UPGRADE_TAKEN_LEN];
 	int pair[2], rv, forkerr, pidfd, sndbuf = UPGRADE_LINK_BUF;
 	int *pass = NULL, *wenv = NULL;
-	char wd[48], *env[3] = { NULL, NULL, NULL }, **envp = NULL, **wdp;
+	char wd[48], *env[4] = { NULL, NULL, NULL, NULL }, **envp = NULL;
+	char **wdp;
 	size_t npass = 0;
 	struct pollfd pfd;
 	sigset_t all, saved;
@@ -1050,6 +1072,12 @@ upgrade_spawn(const struct upgrade_fds *f, const struct upgrade_keys *keys,
 		if ((env[1] = env_fds(UPGRADE_WORKERS_ENV, wenv,
 		    1 + 2 * (size_t)f->workers)) == NULL)
 			goto nomem;
+		/* none from a build before: the first byte, as 0 says */
+		if (f->cid_off > 0 && asprintf(&env[2], "%s=%zu",
+		    UPGRADE_CID_OFF_ENV, f->cid_off) == -1) {
+			env[2] = NULL;
+			goto nomem;
+		}
 	}
 	memset(wd, 0, sizeof(wd));
 	memcpy(wd, "WATCHDOG_PID=", 13);
@@ -1063,6 +1091,7 @@ upgrade_spawn(const struct upgrade_fds *f, const struct upgrade_keys *keys,
 	free(envp);
 	free(env[0]);
 	free(env[1]);
+	free(env[2]);
 	free(pass);
 	free(wenv);
 	if (pid == -1) {
@@ -1139,6 +1168,7 @@ nomem:
 fail:
 	free(env[0]);
 	free(env[1]);
+	free(env[2]);
 	free(pass);
 	free(wenv);
 	close(pair[0]);

@@ -35,6 +35,8 @@
 
 #define UPGRADE_ENV		"QPROXY_UPGRADE"
 #define UPGRADE_WORKERS_ENV	"QPROXY_UPGRADE_WORKERS"
+/* where the running workers' connection IDs name them, when not 0 */
+#define UPGRADE_CID_OFF_ENV	"QPROXY_UPGRADE_CID_OFFSET"
 #define UPGRADE_WAIT		8	/* s for the new process to be ready
 					   (qproxyctl waits 10 s) */
 #define UPGRADE_FDS_MAX		512	/* UDP sockets handed down */
@@ -69,6 +71,7 @@ struct upgrade_fds {
 	unsigned	 workers;		/* 0: a lone process */
 	const int	*worker_control;	/* [workers] */
 	const int	*worker_link;		/* [workers] */
+	size_t		 cid_off;		/* workers_cid_offset's */
 };
 
 /* At start: where the binary is and how it was started; the environment. */
@@ -105,6 +108,11 @@ int	upgrade_take_keys(struct upgrade_keys *);
  * also when this one is not an upgrade.
  */
 unsigned upgrade_workers(void);
+/*
+ * Where the running workers' connection IDs have the byte that names
+ * their worker (workers_cid_offset): the new ones' must be the same.
+ */
+size_t	upgrade_cid_offset(void);
 /* An inherited socket for a UDP address, or -1: bind one. */
 int	upgrade_take_udp(const struct addr *);
 /*

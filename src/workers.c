@@ -105,7 +105,14 @@ static struct {
 	bool		 handed_over;		/* to a new binary's */
 	bool		 own_files;		/* the control sockets' */
 	bool		 hold_workers;		/* not to read yet (upgrade.h) */
+	size_t		 cid_off;		/* of the byte steered by */
 } sv = { .ctl_fd = -1, .sigfd = -1, .ping = { -1, -1 } };
+
+size_t
+workers_cid_offset(const struct config *cfg)
+{
+	return cfg->cid_sidlen > 0 ? 1 + (size_t)cfg->cid_sidlen : 0;
+}
 
 static struct group *
 group_find(const struct addr *a)
@@ -1327,6 +1334,7 @@ op_upgrade(struct strbuf *out, void *arg)
 	fds.workers = worker_count;
 	fds.worker_control = sv.wctl_fds;
 	fds.worker_link = links;
+	fds.cid_off = sv.cid_off;
 	rv = upgrade_spawn(&fds, &sv.keys, &pid, &link, out);
 	free(udp);
 	if (rv == -1) {
@@ -1504,7 +1512,7 @@ make_sockets(const struct config *cfg)
 				    sizeof(text)));
 			if (took == -1 || (took == 0 &&
 			    udp_open_group(&l->addrs[j], g->fds,
-			    worker_count) == -1)) {
+			    worker_count, sv.cid_off) == -1)) {
 				log_warnx("%s: listener %s: cannot listen "
 				    "on udp %s",
 				    config_at(cfg, l->addr_lines[j]),
@@ -1560,8 +1568,8 @@ steer(void)
 		 * an answer that never came, rather than being refused.
 		 */
 		if ((!sv.handed_over || !upgrade_taken(&sv.groups[k].addr)) &&
-		    udp_steer(sv.groups[k].fds[0], worker_count, running) ==
-		    -1)
+		    udp_steer(sv.groups[k].fds[0], worker_count, running,
+		    sv.cid_off) == -1)
 			log_warn("udp %s: SO_ATTACH_REUSEPORT_CBPF",
 			    addr_format(&sv.groups[k].addr, text,
 			    sizeof(text)));
@@ -1745,6 +1753,8 @@ workers_run(struct config **cfgp, const sigset_t *held,
 	sv.own_files = !upgrade_inheriting();
 	sv.hold_workers = upgrade_inheriting();
 	worker_count = (unsigned)sv.cfg->workers;
+	/* connection IDs are as at the start until a restart */
+	sv.cid_off = workers_cid_offset(sv.cfg);
 	sv.held = *held;
 	for (unsigned i = 0; i < worker_count; i++) {
 		/* as udp_open_group has it; taken over, as may not be */

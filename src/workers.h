@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "addr.h"
+#include "cid.h"
 
 struct config;
 struct upgrade_keys;
@@ -67,14 +68,23 @@ int		 workers_control_fd(const char **path);
 /* In a worker: tells the supervisor it is alive (once a second). */
 void		 workers_ping(void);
 
-/* The first byte of a connection ID made by this worker from r, random. */
+/*
+ * Where in a connection ID the byte that names its worker is: the first,
+ * or with cid_server_id the one after the server ID (cid_lb_worker_offset).
+ */
+size_t		 workers_cid_offset(const struct config *);
+
+/*
+ * The byte of a connection ID that names its worker, made by this worker
+ * from r, random: the first, or with QUIC-LB the one after the server ID
+ * (cid_lb_worker_offset, workers_cid_offset).
+ */
 static inline uint8_t
 workers_cid_byte(uint8_t r)
 {
 	if (worker_count < 2)
 		return r;
-	return (uint8_t)(worker_index + worker_count * (r % (256 /
-	    worker_count)));
+	return cid_worker_byte(r, worker_index, worker_count);
 }
 
 #endif

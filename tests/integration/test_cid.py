@@ -191,3 +191,39 @@ def test_connection_id_keys_take_effect_at_restart(qproxy_factory, backend_app, 
     cids, _ = _server_cids(q, tmp_path)
     cfg = Config(1, 15, 0, bytes.fromhex(KEY))
     assert cids and all(cfg.decode(c)[0] == b"\x0a" for c in cids), cids
+
+
+@pytest.mark.parametrize("keyed", [True, False], ids=["keyed", "in-the-clear"])
+def test_workers_with_server_ids(qproxy_factory, backend_app, tmp_path, keyed):
+    """workers with cid_server_id: each connection ID still names the
+    server, and the byte after the server ID names the worker that made
+    it (one worker for all of a connection's), which the kernel steers by.
+    New connections go to both workers and are served, and a client that
+    moves to new addresses keeps its connection, on its worker, with no
+    stateless reset. Steered by the first byte, which QUIC-LB gives the
+    same to every ID, every packet after the handshakes went to one
+    worker."""
+    from test_workers import _worker_stats
+    extra = [("cid_server_id", "a1b2c3"), ("workers", "2")]
+    if keyed:
+        extra.append(("cid_key_file", _key_file(tmp_path)))
+    q = _lb_proxy(qproxy_factory, backend_app, tmp_path, extra)
+    cfg = Config(3, 13, 0, bytes.fromhex(KEY) if keyed else None)
+    for _ in range(3):
+        cids, _ = _server_cids(q, tmp_path)
+        assert len(cids) >= 7, cids
+        for cid in cids:
+            got = cfg.decode(cid)
+            assert got is not None and got[0] == bytes.fromhex("a1b2c3"), cid.hex()
+        assert len({cid[4] % 2 for cid in cids}) == 1, [c.hex() for c in cids]
+    for i in range(20):
+        assert h3_get(q.url("/app/bytes/%d" % (100 + i))).body == expected_body(100 + i)
+    served = [_worker_stats(q, w)["connections"]["handshakes_completed"] for w in (0, 1)]
+    assert min(served) > 0, served
+    n = 2 * 1024 * 1024
+    with Relay(q.port, seed=8, rebind_every=(0.5, 1.0), rebind_mode="address") as r:
+        resp = h3_get(r.url("/app/slow/%d?ms=3000" % n), timeout=30 * SLOW)
+        rebinds = r.rebinds
+    assert rebinds >= 2, rebinds
+    assert resp.status == 200 and resp.sha256 == expected_sha256(n)
+    assert stats(q)["quic"]["stateless_resets_sent"] == 0

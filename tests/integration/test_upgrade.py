@@ -896,6 +896,47 @@ def test_upgrade_to_another_number_of_workers_is_refused(qproxy_factory, backend
         q.stop()
 
 
+def test_upgrade_with_workers_and_server_ids(qproxy_factory, backend_app, tmp_path):
+    """Workers with QUIC-LB connection IDs, which name their worker at the
+    byte after the server ID: an upgrade keeps downloads on each worker
+    (the new worker of the same number passes their datagrams to the old
+    one, as steered by the same byte), and the new workers' IDs name the
+    server under the key the running process handed down. A new binary
+    whose IDs would name the worker elsewhere (cid_server_id where there
+    was none) is refused, with the reason in the log."""
+    from test_cid import KEY, Config, _key_file, _server_cids
+    key = _key_file(tmp_path)
+    q = _workers(qproxy_factory, backend_app, shutdown_timeout="60s",
+                 glob=[("cid_server_id", "a1b2"), ("cid_key_file", key)])
+    n = 4 * MiB
+    gets = _downloads_on_each_worker(q, n, 2500)
+    new = _upgrade(q)
+    try:
+        _downloads_done(gets, n)
+        assert stats(q)["quic"]["stateless_resets_sent"] == 0
+        cfg = Config(2, 14, 0, bytes.fromhex(KEY))
+        cids, _ = _server_cids(q, tmp_path)
+        assert cids and all(cfg.decode(c)[0] == bytes.fromhex("a1b2") for c in cids), cids
+        assert q.wait(timeout=10 * SLOW) == 0
+    finally:
+        _stop(new)
+    q = _workers(qproxy_factory, backend_app)
+    pids = _children(q.proc.pid)
+    with open(q.conf) as f:
+        good = f.read()
+    with open(q.conf, "w") as f:
+        f.write(good.replace("[global]\n", "[global]\ncid_server_id = a1b2\n", 1))
+    p = qproxyctl(q, "upgrade")
+    assert p.returncode == 1, (p.stdout, p.stderr)
+    assert ("the running workers' connection IDs name their worker at byte 0, where this "
+            "configuration's would at byte 3: with workers, a change of cid_server_id's "
+            "length, or between off and a server ID, takes a restart, not an upgrade"
+            in q.log_text()), q.log_tail()
+    assert _children(q.proc.pid) == pids
+    r = h3_get(q.url("/app/bytes/1000"))
+    assert r.status == 200 and r.sha256 == expected_sha256(1000)
+
+
 def test_a_new_supervisor_that_fails_removes_the_control_sockets_it_made(
         qproxy_factory, backend_app):
     """A new supervisor that makes its control sockets at a new path, and

@@ -133,11 +133,105 @@ test_exhausted(void)
 	cid_lb_free(lb);
 }
 
+/*
+ * n workers' IDs of one configuration, 4 each: every one names its worker
+ * at the byte after the server ID, decodes to the server ID, and none
+ * comes twice, of one worker or of two.
+ */
+static bool
+test_workers_case(const uint8_t *sid, size_t sl, size_t nl, const uint8_t *k,
+    unsigned n)
+{
+	uint8_t cid[20], plain[20], seen[64 * 4][20];
+	size_t len = 1 + sl + nl, nseen = 0;
+	bool ok = true;
+
+	for (unsigned w = 0; w < n && ok; w++) {
+		struct cid_lb *lb = cid_lb_new(sid, sl, nl, 1, k);
+
+		if (lb == NULL)
+			return false;
+		cid_lb_set_worker(lb, w, n);
+		ok = cid_lb_worker_offset(lb) == 1 + sl;
+		for (int j = 0; ok && j < 4; j++) {
+			cid_lb_make(lb, cid);
+			ok = cid[1 + sl] % n == w &&
+			    cid[0] == (1 << 5 | (sl + nl)) &&
+			    cid_lb_decode(lb, cid, len, plain) &&
+			    memcmp(plain, sid, sl) == 0;
+			for (size_t m = 0; ok && m < nseen; m++)
+				ok = memcmp(seen[m], cid, len) != 0;
+			memcpy(seen[nseen++], cid, len);
+		}
+		cid_lb_free(lb);
+	}
+	return ok;
+}
+
+/* With workers, in the clear and encrypted, lengths across the range. */
+static void
+test_workers(void)
+{
+	static const unsigned counts[] = { 2, 3, 7, 64 };
+	uint8_t k[16], sid[CID_LB_MAX_SID];
+
+	for (size_t i = 0; i < sizeof(k); i++)
+		k[i] = (uint8_t)unit_rand();
+	for (size_t i = 0; i < sizeof(sid); i++)
+		sid[i] = (uint8_t)unit_rand();
+	for (size_t sl = 1; sl <= CID_LB_MAX_SID; sl += 3)
+		for (size_t nl = CID_LB_MIN_NONCE; sl + nl <= CID_LB_MAX_PLAIN;
+		    nl += 5)
+			for (size_t c = 0; c < 2 * 4; c++) {
+				const uint8_t *kk = c % 2 ? k : NULL;
+				unsigned n = counts[c / 2];
+				bool ok;
+
+				ok = test_workers_case(sid, sl, nl, kk, n);
+				if (!ok)
+					fprintf(stderr, "workers %u: sid %zu "
+					    "nonce %zu key %d\n", n, sl, nl,
+					    kk != NULL);
+				CHECK(ok);
+			}
+}
+
+/* With workers, the unroutable IDs after the last nonce name it too. */
+static void
+test_workers_exhausted(void)
+{
+	uint8_t sid[1] = { 0x42 }, k[16] = { 1 }, cid[6];
+	uint8_t next[4] = { 0xff, 0xff, 0xff, 0xf0 }, first[4] = { 0 };
+	struct cid_lb *lb = cid_lb_new(sid, 1, 4, 2, k);
+	int made = 0;
+
+	CHECK(lb != NULL);
+	if (lb == NULL)
+		return;
+	cid_lb_set_worker(lb, 2, 3);
+	cid_lb_set_nonce(lb, next, first);
+	/* 16 nonces left: a third or so of them the worker's */
+	while (!cid_lb_exhausted(lb) && made < 20) {
+		cid_lb_make(lb, cid);
+		CHECK_EQ_INT(cid[2] % 3, 2);
+		made++;
+	}
+	CHECK(cid_lb_exhausted(lb) && made < 17);
+	for (int j = 0; j < 20; j++) {
+		cid_lb_make(lb, cid);
+		CHECK_EQ_INT(cid[0] >> 5, CID_LB_UNROUTABLE);
+		CHECK_EQ_INT(cid[2] % 3, 2);
+	}
+	cid_lb_free(lb);
+}
+
 int
 main(void)
 {
 	test_vectors();
 	test_round_trip();
+	test_workers();
+	test_workers_exhausted();
 	test_exhausted();
 	UNIT_DONE();
 }
