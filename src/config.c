@@ -3169,11 +3169,12 @@ config_warnings(const struct config *cfg,
 	    cfg->cid_nonce_len < 6)
 		config_warn(cfg, &w, config_later_line(cfg, "cid_nonce_length",
 		    "cid_server_id"), "a cid_nonce_length of %llu runs out "
-		    "after %s connection IDs (each Retry, and each Initial "
+		    "after %s connection IDs%s (each Retry, and each Initial "
 		    "from an address not proven, takes one too): then they "
 		    "are unroutable until a restart",
 		    (unsigned long long)cfg->cid_nonce_len,
-		    cfg->cid_nonce_len == 4 ? "4 billion" : "a trillion");
+		    cfg->cid_nonce_len == 4 ? "4 billion" : "a trillion",
+		    cfg->workers > 1 ? " over all the workers" : "");
 	if (cfg->cid_sidlen > 0 && cfg->cid_key_file == NULL)
 		config_warn(cfg, &w, config_global_line(cfg, "cid_server_id"),
 		    "cid_server_id without cid_key_file: the server ID is in "

@@ -538,9 +538,16 @@ def test_workers_in_the_configuration(tmp_path, certificate, backend_app):
     for bad in ("workers = 0", "workers = 65"):
         rc, out, conf = check(bad)
         assert rc == 1 and "%s:2: workers:" % conf in out, out
-    # QUIC-LB connection IDs name the worker after the server ID
-    rc, out, conf = check("workers = 2\ncid_server_id = 01")
+    # QUIC-LB connection IDs name the worker after the server ID; the
+    # workers share the nonces
+    key = tmp_path / "lb.key"
+    key.write_text("8f95f09245765f80256934e50c66207f\n")
+    key.chmod(0o600)
+    rc, out, conf = check("workers = 2\ncid_server_id = 0102\ncid_nonce_length = 5\n"
+                          "cid_key_file = %s" % key)
     assert rc == 0, out
+    assert ("%s:4: a cid_nonce_length of 5 runs out after a trillion connection IDs over "
+            "all the workers" % conf) in out, out
 
 
 def test_workers_that_cannot_start_stop_the_start(tmp_path, certificate, backend_app):
