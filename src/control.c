@@ -633,22 +633,38 @@ control_client_tcb(struct ev_loop *loop, ev_timer *w, int revents)
  * request yet goes to the new one. Clients that connect and say nothing
  * (local users with access to the socket) could otherwise keep the
  * operator out for as long as they kept coming; a real client sends its
- * request as it connects. false when every client is being answered.
+ * request as it connects. Failing that, the one whose reply began the
+ * longest ago, if that was at least the idle time ago: a client that
+ * takes a byte of a long reply now and then holds its place up to the
+ * reply's whole time (CONTROL_REPLY_TIME), and 16 such kept the operator
+ * out for five minutes; its reply is cut (no end line). false when every
+ * client is being answered, none for that long.
  */
 static bool
 control_make_room(struct control *ctl)
 {
-	struct control_client *c, *oldest = NULL;
+	struct control_client *c, *oldest = NULL, *slowest = NULL;
+	double now = ev_now(ctl->loop);
 
 	/* newest first in the list: the last idle one is the oldest */
-	LIST_FOREACH(c, &ctl->clients, entry)
+	LIST_FOREACH(c, &ctl->clients, entry) {
 		if (c->headlen == 0)
 			oldest = c;
-	if (oldest == NULL)
+		else if (c->begun + ctl->idle <= now && (slowest == NULL ||
+		    c->begun <= slowest->begun))
+			slowest = c;
+	}
+	if (oldest != NULL) {
+		log_debug("control: a client that sent nothing makes room");
+		control_send_now(oldest->fd, "ERR busy\n");
+		control_client_free(oldest);
+		return true;
+	}
+	if (slowest == NULL)
 		return false;
-	log_debug("control: a client that sent nothing makes room");
-	control_send_now(oldest->fd, "ERR busy\n");
-	control_client_free(oldest);
+	log_info("control: a client that has taken its reply for %.0f s "
+	    "makes room; its reply is cut", now - slowest->begun);
+	control_client_free(slowest);
 	return true;
 }
 

@@ -781,6 +781,53 @@ def test_busy_daemon_is_reported_as_busy(qproxy_factory):
             s.close()
 
 
+def test_clients_that_take_a_reply_slowly_make_room(qproxy_factory):
+    """16 clients each taking some of a 700 KB reply every second and a
+    half (enough for the daemon to see them take it) kept every place for
+    the reply's five minutes, and the operator out. Once a reply has gone
+    on for five seconds (the time a client is given to take some), the
+    client of the oldest makes room for a new one: its reply is cut,
+    without its end line, and the operator is answered."""
+    q = qproxy_factory(sections=_many_servers)
+    held, stop, ends = [], threading.Event(), []
+
+    def trickle(s):
+        got = b""
+        while not stop.wait(1.5):
+            try:
+                b = s.recv(128 * 1024)
+            except OSError:
+                return
+            if not b:
+                ends.append(got.endswith(b"\0END\n"))
+                return
+            got += b
+    threads = []
+    try:
+        for i in range(16):         # CONTROL_MAX_CLIENTS
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(q.control_socket)
+            s.sendall(b"QPROXY/2 backends\n")
+            held.append(s)
+            threads.append(threading.Thread(target=trickle, args=(s,)))
+            threads[-1].start()
+        time.sleep(0.5)
+        p = qproxyctl(["version"], q.control_socket)
+        assert p.returncode == 1 and p.stderr == "qproxyctl: busy\n", show(p)
+        time.sleep(5.5)
+        p = qproxyctl(["version"], q.control_socket)
+        assert p.returncode == 0, show(p)
+        assert "makes room; its reply is cut" in q.log_text()
+        # the one let go ends once it has taken what its socket held
+        wait_until(lambda: False in ends, "a reply cut", 10 * SLOW)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(5)
+        for s in held:
+            s.close()
+
+
 def test_clients_that_send_nothing_make_room(qp):
     """16 clients that connect and send nothing took every place, and
     answered "busy" to the operator for as long as they kept coming. The
