@@ -78,8 +78,12 @@ udp_open(const struct addr *a)
  * program run on the UDP payload: the index of the socket is the byte at
  * off of the destination connection ID (the first, or with QUIC-LB the
  * one after the server ID) modulo n. A short header has the ID at offset
- * 1; a long one after its version and the ID's length, at 6. A datagram
- * too short for the load gets 0. (RFC 9000 17.2, 17.3.)
+ * 1; a long one after its version and the ID's length, at 6. A long
+ * header's ID no longer than off (a client's first, which can be 8 bytes)
+ * has its first byte taken instead: past the ID come the SCID, Length and
+ * packet number, which may differ between the datagrams of one first
+ * flight. A datagram too short for the load gets 0. (RFC 9000 17.2,
+ * 17.3.)
  *
  * An index whose worker does not run (running[i] false; NULL: all run)
  * is turned into the next one that does: its socket would hold the
@@ -89,7 +93,7 @@ udp_open(const struct addr *a)
 int
 udp_steer(int fd, size_t n, const bool *running, size_t off)
 {
-	struct sock_filter code[7 + 2 * UDP_GROUP_MAX];
+	struct sock_filter code[11 + 2 * UDP_GROUP_MAX];
 	struct sock_fprog prog;
 	size_t len = 0, i, j;
 	bool any = false;
@@ -100,10 +104,19 @@ udp_steer(int fd, size_t n, const bool *running, size_t off)
 	}
 	code[len++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_B | BPF_ABS,
 	    0);
+	/* long: on; short: to its load, 6 on */
 	code[len++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K,
-	    0x80, 0, 2);
+	    0x80, 0, 6);
+	code[len++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_B | BPF_ABS,
+	    5);
+	/* the ID's length: past off, on; else to its first byte, 2 on */
+	code[len++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JGT | BPF_K,
+	    (uint32_t)off, 0, 2);
 	code[len++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_B | BPF_ABS,
 	    (uint32_t)(6 + off));
+	code[len++] = (struct sock_filter)BPF_STMT(BPF_JMP | BPF_JA, 3);
+	code[len++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_B | BPF_ABS,
+	    6);
 	code[len++] = (struct sock_filter)BPF_STMT(BPF_JMP | BPF_JA, 1);
 	code[len++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_B | BPF_ABS,
 	    (uint32_t)(1 + off));

@@ -14,6 +14,7 @@ import pytest
 
 from helpers import (SLOW, expected_body, expected_sha256, gtlsclient_binary, h3_get,
                      render_config)
+import quicinitial  # tests/tools, on sys.path by conftest.py
 from quiclb import Config, LoadBalancer
 from relay import Relay
 from test_ops import qproxyctl, stats
@@ -227,3 +228,33 @@ def test_workers_with_server_ids(qproxy_factory, backend_app, tmp_path, keyed):
     assert rebinds >= 2, rebinds
     assert resp.status == 200 and resp.sha256 == expected_sha256(n)
     assert stats(q)["quic"]["stateless_resets_sent"] == 0
+
+
+def test_workers_with_a_long_server_id_and_a_first_flight_of_two_datagrams(
+        qproxy_factory, backend_app, tmp_path):
+    """With a server ID of 12 bytes the byte that names the worker is the
+    14th of a connection ID, past the end of a client's first DCID of 8
+    bytes (the least RFC 9000 allows). With no SCID, that byte of a long
+    header was one of the packet number's, which header protection makes
+    differ from packet to packet: a ClientHello in two Initials (a long
+    one, as post-quantum key shares make) went to either worker, and when
+    to both, neither had it whole and no ServerHello came. The kernel now
+    steers a long header whose DCID is that short by the DCID's first
+    byte: every client gets its ServerHello."""
+    q = _lb_proxy(qproxy_factory, backend_app, tmp_path,
+                  [("cid_server_id", "a1b2c3d4e5f60718293a4b5c"), ("workers", "2"),
+                   ("cid_key_file", _key_file(tmp_path))])
+    clients = []
+    try:
+        for _ in range(8):
+            c = quicinitial.Client(q.port)
+            c.scid = b""
+            c.send_crypto(quicinitial.client_hello(b"", server_name=b"x" * 1200),
+                          chunk=1000)
+            assert c.pn == 2
+            clients.append(c)
+        answered = [any(f[0] == "CRYPTO" for f in c.receive(0.25 * SLOW)) for c in clients]
+        assert all(answered), answered
+    finally:
+        for c in clients:
+            c.close()
