@@ -2865,8 +2865,17 @@ config_parser_free(struct config_parser *p)
 		free(p->errors[i].msg);
 	free(p->errors);
 	free(p->linebuf);
-	while (p->nin > 0)
-		config_input_pop(p);
+	/*
+	 * Those a parse stopped for want of memory left open, without
+	 * config_input_pop's span: the configuration may be freed already.
+	 */
+	while (p->nin > 0) {
+		struct config_input *in = &p->in[--p->nin];
+
+		if (in->fp != NULL)
+			fclose(in->fp);
+		free(in->path);
+	}
 	free(p->in);
 }
 

@@ -466,3 +466,55 @@ def test_a_reload_without_memory_for_its_reply_says_whether_it_was_taken(
     # the sweep reached the reply: one of its reloads lost it
     assert lost > 0, "no reply lost in allocations 1 to %d" % (total + 2)
     _check_serving(q, "after the sweep of reloads")
+
+
+def test_a_reload_out_of_memory_in_an_included_file_frees_what_it_read(
+        qproxy_factory, backend_app, tmp_path):
+    """Each allocation of the parse of a reload whose file includes
+    another failing in turn: refused (exit 1) or taken (exit 0), and
+    nothing the refused ones read is used once freed. config_load freed the configuration and then
+    closed the files a parse stopped for want of memory left open, adding
+    to the freed configuration's list of where its lines came from (ASan:
+    heap-use-after-free in config_span_add)."""
+    inc = tmp_path / "inc"
+    inc.mkdir()
+    (inc / "a.conf").write_text("[route inc]\npath_prefix = /inc/\nreturn = 200 included\n"
+                                "[route inc2]\npath_prefix = /inc2/\nbackend = app\n")
+    q = qproxy_factory(sections=_sections(backend_app), start=False)
+    shim = preload_nomem(q, str(tmp_path / "nomem"))
+    with open(q.conf, "a") as f:
+        f.write("\ninclude = %s/*.conf\n[route last]\npath_prefix = /last/\n"
+                "return = 200 last\n" % inc)
+    q.start()
+
+    def taken():
+        return q.log_text().count("configuration reloaded")
+    # the allocations of the parse: those of a file refused at its end
+    with open(q.conf) as f:
+        conf = f.read()
+    with open(q.conf, "a") as f:
+        f.write("bogus = 1\n")
+    shim.nth(0, 0)
+    assert qproxyctl(q, "reload").returncode == 1
+    total, _ = shim.off()
+    with open(q.conf, "w") as f:
+        f.write(conf)
+    refused = 0
+    for n in range(1, total + 1):
+        before = taken()
+        shim.nth(n)
+        p = qproxyctl(q, "reload")
+        _, failed = shim.off()
+        what = "reload with allocation %d of %d failing" % (n, total)
+        assert q.running(), "qproxy died %s:\n%s" % (what, q.log_tail())
+        assert q.sanitizer_report() is None, "%s:\n%s" % (what, q.sanitizer_report())
+        if p.returncode == 0:
+            wait_until(lambda: taken() == before + 1, "%s: exit 0, logged" % what)
+        else:
+            refused += 1
+            time.sleep(0.05)
+            assert failed and taken() == before, "%s: exit %d, but taken: %s" % (
+                what, p.returncode, p.stderr)
+    assert refused > 0, "no reload refused in allocations 1 to %d" % total
+    assert h3_get(q.url("/inc/")).body == b"included\n"
+    _check_serving(q, "after the sweep of reloads")
