@@ -828,6 +828,40 @@ check_files(const struct config *cfg)
 	return rv;
 }
 
+#define EV_ALLOC_PATIENCE	10.	/* s */
+
+/*
+ * libev's own allocations (its arrays of descriptors, timers and events
+ * pending grow as they need): libev aborts the process when one fails,
+ * with a message that stderr, line-buffered, keeps. Tried again instead,
+ * a millisecond later, then less often, for EV_ALLOC_PATIENCE (the loop
+ * waits meanwhile); then the process exits, saying why.
+ */
+static void *
+ev_alloc(void *ptr, long size)
+{
+	struct timespec pause = { 0, 1000000 };
+	double waited = 0.;
+	void *p;
+
+	if (size == 0) {
+		free(ptr);
+		return NULL;
+	}
+	while ((p = realloc(ptr, (size_t)size)) == NULL) {
+		if (waited >= EV_ALLOC_PATIENCE)
+			fatalx("event loop: out of memory for %ld bytes", size);
+		if (waited == 0.)
+			log_warnx("event loop: out of memory for %ld bytes; "
+			    "trying again for %.0f s", size, EV_ALLOC_PATIENCE);
+		nanosleep(&pause, NULL);
+		waited += (double)pause.tv_nsec / 1e9;
+		if (pause.tv_nsec < 100000000)
+			pause.tv_nsec *= 2;
+	}
+	return p;
+}
+
 /*
  * Descriptors 0, 1 and 2 left closed by whoever started qproxy would go to
  * the first files it opens: an access log file would take fd 2 and the
@@ -913,6 +947,7 @@ main(int argc, char *argv[])
 	bool ctl_made = false;	/* not taken from the running process */
 
 	stdio_fill();
+	ev_set_allocator(ev_alloc);
 	upgrade_init(argv);
 	while ((ch = getopt(argc, argv, "c:fTtv")) != -1) {
 		switch (ch) {

@@ -518,3 +518,38 @@ def test_a_reload_out_of_memory_in_an_included_file_frees_what_it_read(
     assert refused > 0, "no reload refused in allocations 1 to %d" % total
     assert h3_get(q.url("/inc/")).body == b"included\n"
     _check_serving(q, "after the sweep of reloads")
+
+
+def test_the_event_loop_without_memory_for_its_own_arrays_waits_for_some(
+        qproxy_factory, backend_app, tmp_path):
+    """80 connections whose timers all come due at once (qproxy stopped
+    past their idle_timeout) while the first allocations after fail:
+    libev's array of the events pending grows then, and libev aborted the
+    daemon when that failed, saying so on a line stderr's buffer kept. It
+    tries again now, and the daemon goes on."""
+    q = qproxy_factory(sections=_sections(backend_app), start=False)
+    shim = preload_nomem(q, str(tmp_path / "nomem"))
+    q.start()
+    keep = []
+    try:
+        for i in range(80):
+            c, _ = make_easy(q.url("/app/bytes/10"), timeout=5 * SLOW)
+            c.perform()
+            keep.append(c)
+        q.signal(signal.SIGSTOP)
+        time.sleep(3.5)     # idle_timeout 3s
+        # armed as it goes on: the shim's handler runs before the loop
+        shim.gen += 1
+        with open(shim.path + ".new", "w") as f:
+            f.write("%d nth 1 20\n" % shim.gen)
+        os.replace(shim.path + ".new", shim.path)
+        q.signal(signal.SIGURG)
+        q.signal(signal.SIGCONT)
+        wait_until(lambda: "event loop: out of memory" in q.log_text() or not q.running(),
+                   "libev's allocation failing", 5 * SLOW)
+        _, failed = shim.off()
+        assert failed > 0
+    finally:
+        for c in keep:
+            c.close()
+    _check_serving(q, "after libev had no memory")
