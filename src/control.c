@@ -337,6 +337,56 @@ control_may_change(struct control_client *c, const char *cmd, bool handled)
 	return true;
 }
 
+/*
+ * The reply to cmd, its text in c->text: OK, or ERR refused (NULL: none).
+ * changes: cmd changed the daemon, whatever became of its text.
+ */
+static void
+control_answer(struct control_client *c, const char *cmd, bool changes,
+    const char *refused)
+{
+	/* the text ends with a newline when there is any */
+	if (!c->text.truncated && !c->text.nomem && c->text.len > 0 &&
+	    c->text.s[c->text.len - 1] != '\n') {
+		c->text.max++;
+		strbuf_append(&c->text, "\n", 1);
+	}
+	if (c->text.nomem) {
+		/* some of it lost: none of it, rather than less as if all */
+		log_warnx("control: %s: out of memory for the reply", cmd);
+		if (changes && refused == NULL) {
+			static const char note[] = "warning: out of memory "
+			    "for the rest of this reply; the log has it\n";
+			_Static_assert(3 + sizeof(note) <= CONTROL_HEAD_MAX,
+			    "OK and the note fit the head");
+
+			/* done all the same: not to be taken for refused */
+			strbuf_free(&c->text);
+			control_head(c, "OK", "");
+			memcpy(c->head + c->headlen, note, sizeof(note) - 1);
+			c->headlen += sizeof(note) - 1;
+		} else if (changes) {
+			char why[CONTROL_HEAD_MAX - 5];
+
+			snprintf(why, sizeof(why), "%s (out of memory for "
+			    "why; the log has it)", refused);
+			control_error(c, why);
+		} else
+			control_error(c, "out of memory");
+		return;
+	}
+	if (c->text.truncated) {
+		log_warnx("control: %s: reply longer than %u bytes", cmd,
+		    CONTROL_MAX_REPLY);
+		control_error(c, "reply too long");
+		return;
+	}
+	if (refused != NULL)
+		control_head(c, "ERR", refused);
+	else
+		control_head(c, "OK", "");
+}
+
 static void
 control_dispatch(struct control_client *c)
 {
@@ -373,10 +423,11 @@ control_dispatch(struct control_client *c)
 			snprintf(why, sizeof(why), "%.*s",
 			    (int)strcspn(strbuf_str(&c->text), "\n"),
 			    strbuf_str(&c->text));
-			control_error(c, why);
+			control_error(c, c->text.nomem ? "out of memory" : why);
 			return;
 		}
-		control_head(c, "OK", "");
+		/* done: a reply without memory is not taken for a refusal */
+		control_answer(c, cmd, true, NULL);
 		return;
 	}
 
@@ -462,46 +513,7 @@ control_dispatch(struct control_client *c)
 		return;
 	}
 
-	/* the text ends with a newline when there is any */
-	if (!c->text.truncated && !c->text.nomem && c->text.len > 0 &&
-	    c->text.s[c->text.len - 1] != '\n') {
-		c->text.max++;
-		strbuf_append(&c->text, "\n", 1);
-	}
-	if (c->text.nomem) {
-		/* some of it lost: none of it, rather than less as if all */
-		log_warnx("control: %s: out of memory for the reply", cmd);
-		if (changes && refused == NULL) {
-			static const char note[] = "warning: out of memory "
-			    "for the rest of this reply; the log has it\n";
-			_Static_assert(3 + sizeof(note) <= CONTROL_HEAD_MAX,
-			    "OK and the note fit the head");
-
-			/* done all the same: not to be taken for refused */
-			strbuf_free(&c->text);
-			control_head(c, "OK", "");
-			memcpy(c->head + c->headlen, note, sizeof(note) - 1);
-			c->headlen += sizeof(note) - 1;
-		} else if (changes) {
-			char why[CONTROL_HEAD_MAX - 5];
-
-			snprintf(why, sizeof(why), "%s (out of memory for "
-			    "why; the log has it)", refused);
-			control_error(c, why);
-		} else
-			control_error(c, "out of memory");
-		return;
-	}
-	if (c->text.truncated) {
-		log_warnx("control: %s: reply longer than %u bytes", cmd,
-		    CONTROL_MAX_REPLY);
-		control_error(c, "reply too long");
-		return;
-	}
-	if (refused != NULL)
-		control_head(c, "ERR", refused);
-	else
-		control_head(c, "OK", "");
+	control_answer(c, cmd, changes, refused);
 }
 
 /*

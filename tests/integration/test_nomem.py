@@ -20,6 +20,7 @@ NOMEM_TRACE=1 has the shim write a backtrace for each failure to
 qproxy's stderr.
 """
 
+import json
 import os
 import re
 import signal
@@ -553,3 +554,69 @@ def test_the_event_loop_without_memory_for_its_own_arrays_waits_for_some(
         for c in keep:
             c.close()
     _check_serving(q, "after libev had no memory")
+
+
+@pytest.mark.parametrize("workers", [1])
+def test_disable_and_enable_without_memory_say_what_was_done(qproxy_factory, backend_app,
+                                                             tmp_path, workers):
+    """Each allocation of qproxyctl disable and enable failing in turn (the
+    supervisor's, with workers): exit 0 when the server's state changed,
+    with its line or the warning that the reply was lost, and a server
+    disabled is in state_file (or the reply says it is not kept); exit 1
+    when it did not change. A reply lost was an empty OK."""
+    state = tmp_path / "state"
+
+    def sections(port, cert, key):
+        s = _sections(backend_app)(port, cert, key)
+        s[0][1].extend([("workers", str(workers)), ("state_file", str(state))])
+        return s
+    q = qproxy_factory(sections=sections, start=False)
+    shim = preload_nomem(q, str(tmp_path / "nomem"))
+    q.start()
+    if workers > 1:
+        wait_until(lambda: stats(q)["workers"]["answered"] == workers, "every worker answering",
+                   10 * SLOW)
+    server = backend_app.tcp_server
+
+    def disabled():
+        p = qproxyctl(q, "backends", "--json")
+        assert p.returncode == 0, p
+        return json.loads(p.stdout)["backends"][0]["servers"][0]["state"] == "disabled"
+
+    def set_(on):
+        return qproxyctl(q, "enable" if on else "disable", "app", server)
+    assert set_(False).returncode == 0 and set_(True).returncode == 0
+    shim.nth(0, 0)
+    set_(False)
+    total, _ = shim.off()
+    assert set_(True).returncode == 0
+    lost = 0
+    for n in range(1, total + 3):
+        for on in (False, True):
+            if disabled() != on:
+                assert set_(not on).returncode == 0
+            shim.nth(n)
+            p = set_(on)
+            _, failed = shim.off()
+            what = "%s with allocation %d of %d failing" % ("enable" if on else "disable",
+                                                            n, total)
+            assert q.running(), "qproxy died %s:\n%s" % (what, q.log_tail())
+            assert q.sanitizer_report() is None, "%s:\n%s" % (what, q.sanitizer_report())
+            now = disabled()
+            if p.returncode != 0:
+                assert failed and now == on, (what, p)
+                continue
+            assert now != on, (what, p)
+            if "out of memory for the rest" in p.stdout:
+                lost += 1
+                assert p.stdout == ("warning: out of memory for the rest of this reply; "
+                                    "the log has it\n"), (what, p.stdout)
+            else:
+                assert p.stdout.startswith("backend app: server %s %s\n" % (
+                    server, "enabled" if on else "disabled")), (what, p.stdout)
+            if now and "not kept across a restart" not in p.stdout:
+                assert ("disabled app %s\n" % server) in state.read_text(), (what, p.stdout)
+    assert lost > 0, "no reply lost in allocations 1 to %d" % (total + 2)
+    if disabled():
+        assert set_(True).returncode == 0
+    _check_serving(q, "after the sweep of disable and enable")
