@@ -606,44 +606,57 @@ drop_privileges(const struct config *cfg)
 }
 
 /*
- * For the supervisor of workers, after every worker took the file at a
- * reload: the file read again, for the workers started from now on, and
- * its log files in place of the old, for them and for the supervisor.
+ * For the supervisor of workers, at a reload: the file read again, before
+ * the workers are asked, and its log files opened; once every worker took
+ * it, what the workers started from now on run, and its log files in
+ * place of the old, for them and for the supervisor.
  */
+static struct log_file supervisor_logs[3];
+
 static struct config *
-supervisor_reload(void)
+supervisor_load(struct strbuf *errs)
 {
 	struct config *cfg;
-	struct log_file lf[3];
-	struct strbuf errs;
 	char *text = NULL;
 	size_t len = 0;
 	FILE *f;
 
-	if ((f = open_memstream(&text, &len)) == NULL)
-		return NULL;
-	cfg = config_load(config_path, f);
-	fclose(f);
-	free(text);
-	if (cfg == NULL) {
-		log_warnx("%s changed again and is refused: a worker started "
-		    "later runs the configuration before", config_path);
-		return NULL;
+	if ((f = open_memstream(&text, &len)) == NULL) {
+		strbuf_printf(errs, "out of memory\n");
+		cfg = NULL;
+	} else {
+		cfg = config_load(config_path, f);
+		fclose(f);
+		if (cfg == NULL)
+			strbuf_append(errs, text, len);
+		free(text);
 	}
-	strbuf_init(&errs, 1 << 16);
-	if (logs_prepare(cfg, lf, &errs) == -1) {
-		log_lines(LOG_LEVEL_WARN, "reload: ", strbuf_str(&errs));
+	if (cfg != NULL && logs_prepare(cfg, supervisor_logs, errs) == -1) {
 		config_free(cfg);
 		cfg = NULL;
-	} else
-		logs_install(cfg, lf);
-	strbuf_free(&errs);
+	}
+	if (cfg == NULL)
+		log_lines(LOG_LEVEL_WARN, "reload refused: ",
+		    strbuf_str(errs));
 	return cfg;
+}
+
+static void
+supervisor_loaded(struct config *cfg, bool take)
+{
+	if (take) {
+		logs_install(cfg, supervisor_logs);
+		return;
+	}
+	for (int i = 0; i < 3; i++)
+		log_file_discard(&supervisor_logs[i]);
+	config_free(cfg);
 }
 
 static const struct workers_hooks worker_hooks = {
 	.drop = drop_privileges,
-	.reload = supervisor_reload,
+	.load = supervisor_load,
+	.loaded = supervisor_loaded,
 	.free = config_free,
 };
 

@@ -487,6 +487,11 @@ struct answers {
 	struct strbuf	 replies[WORKERS_MAX];	/* worker i's text */
 	int		 rv[WORKERS_MAX];	/* 0 "OK", 1 "ERR", -1 none */
 	bool		 leaving[WORKERS_MAX];	/* "ERR shutting down" */
+	/*
+	 * "OK", its text lost here for want of memory (rv -1): a change
+	 * it made all the same
+	 */
+	bool		 lost[WORKERS_MAX];
 	const char	*texts[WORKERS_MAX];	/* the n that said OK, */
 	unsigned	 which[WORKERS_MAX];	/* and their numbers */
 	size_t		 n;
@@ -533,7 +538,7 @@ ask_workers(struct answers *ans, const char *line, int timeout_ms)
 	for (i = 0; i < worker_count; i++) {
 		strbuf_init(&replies[i], CONTROL_MAX_REPLY);
 		rv[i] = -1;
-		ans->leaving[i] = false;
+		ans->leaving[i] = ans->lost[i] = false;
 		a[i].in_head = true;
 		a[i].hlen = 0;
 		if ((a[i].fd = ask_send(i, line)) != -1)
@@ -571,7 +576,9 @@ ask_workers(struct answers *ans, const char *line, int timeout_ms)
 				    strncmp(a[i].head, "ERR ", 4) == 0 ? 1 : -1;
 				ans->leaving[i] = strcmp(a[i].head,
 				    "ERR shutting down") == 0;
-				if (!ask_whole(&replies[i], rv[i] == 0)) {
+				if (replies[i].nomem)
+					ans->lost[i] = rv[i] == 0;
+				else if (!ask_whole(&replies[i], rv[i] == 0)) {
 					log_warnx("worker %u: its reply to "
 					    "\"%s\" was cut short", i, line);
 					rv[i] = -1;
@@ -1091,9 +1098,9 @@ cmd_peers(struct strbuf *out, bool json)
 }
 
 /*
- * reload: every worker's, at once; refused when one refused or did not
- * answer. Once all took the file, it is what a worker started later
- * gets, with its log files.
+ * reload: the supervisor's first, then every worker's, at once; refused
+ * when one refused or did not answer. Once all took the file, it is what
+ * a worker started later gets, with its log files.
  */
 static bool
 cmd_reload(struct strbuf *out)
@@ -1102,11 +1109,25 @@ cmd_reload(struct strbuf *out)
 	struct config *cfg;
 	bool ok = true;
 
+	/*
+	 * Read after the workers took it, the file could fail here (out of
+	 * memory): the reload was said taken, and a worker started later
+	 * ran the configuration before.
+	 */
+	if ((cfg = sv.hooks->load(out)) == NULL) {
+		log_info("reload: refused by the supervisor");
+		return false;
+	}
 	log_info("reload: asking the %u workers", worker_count);
 	ask_workers(&a, CONTROL_MAGIC_END " reload", WORKER_RELOAD_TIMEOUT);
 	for (unsigned i = 0; i < worker_count; i++) {
 		const char *t = strbuf_str(&a.replies[i]);
 
+		/* it took the file; what it said is lost (out of memory) */
+		if (a.lost[i]) {
+			out->nomem = true;
+			continue;
+		}
 		/*
 		 * One not running (it died, and waits to start again) starts
 		 * with the supervisor's configuration: this one, if the
@@ -1133,17 +1154,8 @@ cmd_reload(struct strbuf *out)
 			strbuf_printf(out, "%s", t);
 	}
 	answers_free(&a);
-	if (ok && (cfg = sv.hooks->reload()) == NULL) {
-		/*
-		 * The file changed again since the workers read it (logged),
-		 * or no worker read it, as none runs: then nothing took it.
-		 */
-		if (a.n == 0) {
-			strbuf_printf(out, "no worker running, and the "
-			    "supervisor refused it: see its log\n");
-			ok = false;
-		}
-	} else if (ok) {
+	sv.hooks->loaded(cfg, ok);
+	if (ok) {
 		bool moved = state_moved(sv.cfg, cfg);
 
 		sv.hooks->free(sv.cfg);
@@ -1170,34 +1182,50 @@ cmd_set_server(struct strbuf *out, const char *line, const char *args,
 	struct answers a;
 	const char *server, *bad;
 	char backend[128];
-	bool ok = true;
+	bool ok = true, took, was;
 
 	if ((bad = upstream_check_args(sv.cfg, args, on, backend,
 	    sizeof(backend), &server)) != NULL)
 		return bad;
+	/*
+	 * A server disabled goes in the supervisor's list first, where it
+	 * may find no memory: after the workers took it, a worker started
+	 * later, and state_file, missed it.
+	 */
+	was = upstream_disabled(backend, server);
+	if (!on && upstream_set_disabled(backend, server, true) == -1)
+		return "out of memory";
 	ask_workers(&a, line, WORKER_ASK_TIMEOUT);
-	/* one not running now starts with the supervisor's list */
-	for (unsigned w = 0; w < worker_count; w++)
-		if (a.rv[w] != 0 && sv.w[w].pid > 0) {
+	took = a.n > 0;
+	/*
+	 * One not running now starts with the supervisor's list; one whose
+	 * answer was lost here for want of memory took it.
+	 */
+	for (unsigned w = 0; w < worker_count; w++) {
+		if (a.lost[w])
+			out->nomem = took = true;
+		else if (a.rv[w] != 0 && sv.w[w].pid > 0 && ok) {
 			snprintf(why, sizeof(why), "worker %u: %s", w,
 			    a.rv[w] == -1 ? "no answer" : "refused");
 			ok = false;
-			break;
 		}
+	}
 	/*
 	 * Kept when any worker took it, even if one did not answer: that
 	 * one may still take it, and one started later must (refused, the
 	 * list and state_file missed what the others did).
 	 */
-	if (ok || a.n > 0) {
-		(void)upstream_set_disabled(backend, server, !on);
+	if (ok || took) {
+		if (on)		/* never fails */
+			(void)upstream_set_disabled(backend, server, false);
 		if (a.n > 0)
 			strbuf_printf(out, "%s", a.texts[0]);
 		else
 			strbuf_printf(out, "backend %s: server %s %s\n",
 			    backend, server, on ? "enabled" : "disabled");
 		state_keep(sv.cfg, out);
-	}
+	} else if (!on && !was)
+		(void)upstream_set_disabled(backend, server, false);
 	answers_free(&a);
 	return ok ? NULL : why;
 }
@@ -1421,7 +1449,11 @@ op_reopen(struct strbuf *out, void *arg)
 	strbuf_free(&own);
 	ask_workers(&a, CONTROL_MAGIC_END " reopen", WORKER_ASK_TIMEOUT);
 	for (unsigned i = 0; i < worker_count; i++) {
-		if (a.rv[i] == 0 || sv.w[i].pid <= 0 || a.leaving[i])
+		/* reopened; what it said is lost (out of memory) */
+		if (a.lost[i])
+			out->nomem = true;
+		if (a.rv[i] == 0 || sv.w[i].pid <= 0 || a.leaving[i] ||
+		    a.lost[i])
 			continue;
 		ok = false;
 		snprintf(who, sizeof(who), "worker %u: ", i);

@@ -19,6 +19,7 @@
 #include "cid.h"
 
 struct config;
+struct strbuf;
 struct upgrade_keys;
 
 /* In a worker: which one, of how many. A lone process: 0 of 1. */
@@ -29,11 +30,17 @@ struct workers_hooks {
 	/* becomes [global] user, once the sockets are made */
 	void		 (*drop)(const struct config *);
 	/*
-	 * The configuration file read again, with its log files put in
-	 * place, after every worker took it at a reload; NULL when it no
-	 * longer loads (logged). What a worker started later runs.
+	 * At a reload, before the workers are asked: the configuration file
+	 * read again, its log files opened but not in use yet; NULL when it
+	 * does not load, with every reason in errs (logged).
 	 */
-	struct config	*(*reload)(void);
+	struct config	*(*load)(struct strbuf *errs);
+	/*
+	 * Then, once every worker took the file (take), its log files put in
+	 * place: it is what a worker started later runs; else they are let
+	 * go, and it is freed.
+	 */
+	void		 (*loaded)(struct config *, bool take);
 	void		 (*free)(struct config *);
 };
 

@@ -32,7 +32,7 @@ import pytest
 
 from helpers import (SLOW, _preload, expected_body, expected_sha256, h3_get, h3_parallel,
                      make_easy,
-                     h3_post, qproxyctl, sendshim_library, wait_until)
+                     h3_post, qproxyctl, qproxyctl_binary, sendshim_library, wait_until)
 from test_ops import stats
 
 # The rows of qproxyctl stats that hold nothing once every client is gone.
@@ -469,6 +469,84 @@ def test_a_reload_without_memory_for_its_reply_says_whether_it_was_taken(
     _check_serving(q, "after the sweep of reloads")
 
 
+def _worker_pids(q):
+    with open("/proc/%d/task/%d/children" % (q.proc.pid, q.proc.pid)) as f:
+        return sorted(int(x) for x in f.read().split())
+
+
+def _generations(q, n):
+    """Each worker's configuration generation, from its own socket."""
+    gens = []
+    for i in range(n):
+        p = subprocess.run([qproxyctl_binary(), "-s", "%s.%d" % (q.control_socket, i),
+                            "stats", "--json"], capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, p.stderr
+        gens.append(json.loads(p.stdout)["generation"])
+    return gens
+
+
+def test_a_reload_with_workers_without_memory_in_the_supervisor_is_all_or_none(
+        qproxy_factory, backend_app, tmp_path):
+    """workers = 2, each allocation of the supervisor's in a reload failing
+    in turn: exit 0 when every worker and the supervisor took the file
+    (the supervisor's own error_log, new at each reload, has its line
+    saying so), exit 1 when none did. The supervisor read the file once
+    the workers had taken it: out of memory there, the reload was said
+    taken and a worker started later ran the configuration before; and a
+    worker's OK lost for want of memory for its text was "no answer", the
+    reload refused though every worker ran it."""
+    def sections(port, cert, key):
+        s = _sections(backend_app)(port, cert, key)
+        s[0][1].extend([("workers", "2"), ("error_log", str(tmp_path / "error.0"))])
+        return s
+    q = qproxy_factory(sections=sections, start=False)
+    shim = preload_nomem(q, str(tmp_path / "nomem"))
+    q.start()
+    wait_until(lambda: len(_worker_pids(q)) == 2, "two workers", 10 * SLOW)
+    wait_until(lambda: stats(q)["workers"]["answered"] == 2, "both answering", 10 * SLOW)
+    pids = _worker_pids(q)
+    with open(q.conf) as f:
+        conf = f.read()
+    k = [0]
+
+    def reload_():
+        k[0] += 1
+        with open(q.conf, "w") as f:
+            f.write(conf.replace(str(tmp_path / "error.0"), str(tmp_path / ("error.%d" % k[0]))))
+        return qproxyctl(q, "reload")
+
+    def supervisor_took():
+        try:
+            with open(str(tmp_path / ("error.%d" % k[0]))) as f:
+                return "reload: every worker took the configuration" in f.read()
+        except FileNotFoundError:
+            return False
+    assert reload_().returncode == 0 and supervisor_took()
+    shim.nth(0, 0)
+    assert reload_().returncode == 0
+    total, _ = shim.off()
+    refused = 0
+    for n in range(1, total + 3):
+        before = _generations(q, 2)
+        shim.nth(n)
+        p = reload_()
+        _, failed = shim.off()
+        what = "reload with allocation %d of %d failing in the supervisor" % (n, total)
+        assert q.running(), "qproxy died %s:\n%s" % (what, q.log_tail())
+        assert q.sanitizer_report() is None, "%s:\n%s" % (what, q.sanitizer_report())
+        assert _worker_pids(q) == pids, "%s: a worker ended" % what
+        moved = [a - b for a, b in zip(_generations(q, 2), before)]
+        if p.returncode == 0:
+            assert moved == [1, 1] and supervisor_took(), (what, moved, p)
+            assert p.stdout in ("", "warning: out of memory for the rest of this reply; "
+                                "the log has it\n"), (what, p.stdout)
+        else:
+            refused += 1
+            assert failed and moved == [0, 0], (what, moved, p)
+    assert refused > 0, "no reload refused in allocations 1 to %d" % (total + 2)
+    _check_serving(q, "after the sweep of reloads")
+
+
 def test_a_reload_out_of_memory_in_an_included_file_frees_what_it_read(
         qproxy_factory, backend_app, tmp_path):
     """Each allocation of the parse of a reload whose file includes
@@ -556,14 +634,16 @@ def test_the_event_loop_without_memory_for_its_own_arrays_waits_for_some(
     _check_serving(q, "after libev had no memory")
 
 
-@pytest.mark.parametrize("workers", [1])
+@pytest.mark.parametrize("workers", [1, 2])
 def test_disable_and_enable_without_memory_say_what_was_done(qproxy_factory, backend_app,
                                                              tmp_path, workers):
     """Each allocation of qproxyctl disable and enable failing in turn (the
     supervisor's, with workers): exit 0 when the server's state changed,
     with its line or the warning that the reply was lost, and a server
     disabled is in state_file (or the reply says it is not kept); exit 1
-    when it did not change. A reply lost was an empty OK."""
+    when it did not change. A reply lost was an empty OK; the supervisor
+    that had no memory for its own list let the workers disable the
+    server but not one started later, nor state_file."""
     state = tmp_path / "state"
 
     def sections(port, cert, key):
@@ -620,3 +700,50 @@ def test_disable_and_enable_without_memory_say_what_was_done(qproxy_factory, bac
     if disabled():
         assert set_(True).returncode == 0
     _check_serving(q, "after the sweep of disable and enable")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_reopen_without_memory_says_whether_it_was_done(qproxy_factory, backend_app,
+                                                          tmp_path, workers):
+    """Each allocation of qproxyctl reopen failing in turn (the
+    supervisor's, with workers), the log files moved away before each:
+    exit 0 when they were opened anew, exit 1 when they were not. A
+    worker's OK whose text the supervisor had no memory for was "no
+    answer", the reopen said to have failed though every file was new."""
+    acc, err = tmp_path / "access.log", tmp_path / "error.log"
+
+    def sections(port, cert, key):
+        s = _sections(backend_app)(port, cert, key)
+        s[0][1].extend([("workers", str(workers)), ("access_log", str(acc)),
+                        ("error_log", str(err))])
+        return s
+    q = qproxy_factory(sections=sections, start=False)
+    shim = preload_nomem(q, str(tmp_path / "nomem"))
+    q.start()
+    if workers > 1:
+        wait_until(lambda: stats(q)["workers"]["answered"] == workers, "every worker answering",
+                   10 * SLOW)
+
+    def rotate():
+        for f in (acc, err):
+            if f.exists():
+                os.replace(str(f), str(f) + ".1")
+        return qproxyctl(q, "reopen")
+    assert rotate().returncode == 0
+    shim.nth(0, 0)
+    rotate()
+    total, _ = shim.off()
+    for n in range(1, total + 3):
+        shim.nth(n)
+        p = rotate()
+        _, failed = shim.off()
+        what = "reopen with allocation %d of %d failing" % (n, total)
+        assert q.running(), "qproxy died %s:\n%s" % (what, q.log_tail())
+        assert q.sanitizer_report() is None, "%s:\n%s" % (what, q.sanitizer_report())
+        if p.returncode == 0:
+            assert acc.exists() and err.exists(), what
+            assert p.stdout in ("", "warning: out of memory for the rest of this reply; "
+                                "the log has it\n"), (what, p.stdout)
+        else:
+            assert failed and not acc.exists() and not err.exists(), (what, p)
+    _check_serving(q, "after the sweep of reopens")
