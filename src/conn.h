@@ -336,10 +336,12 @@ const struct config *server_config(const struct quic_server *);
 void		 server_set_secret(struct quic_server *, const uint8_t *,
 		    size_t);
 /*
- * Connection IDs as cfg's cid_* keys say, with the key (NULL: none); once,
- * at start, as connections keep the length of theirs. -1: out of memory.
+ * QUIC-LB connection IDs (cid.h; sidlen 0: random ones), with the key
+ * (NULL: none); once, at start, as connections keep the length of theirs.
+ * -1: out of memory.
  */
-int		 server_set_cid(struct quic_server *, const struct config *,
+int		 server_set_cid(struct quic_server *, const uint8_t *sid,
+		    size_t sidlen, size_t nonce_len, unsigned config_id,
 		    const uint8_t *key);
 struct generation *generation_ref(struct generation *);
 void		 generation_unref(struct generation *);

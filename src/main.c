@@ -687,6 +687,7 @@ static struct {
 	size_t		 sidlen;
 	uint64_t	 nonce_len, config_id;
 	char		*key_file;
+	bool		 keyed;		/* key_file set (its copy may be NULL) */
 	uint8_t		 key[CID_LB_KEYLEN];
 } cid_start;
 
@@ -699,6 +700,7 @@ cid_remember(const struct config *cfg, const uint8_t *key)
 	cid_start.config_id = cfg->cid_config_id;
 	if (cfg->cid_sidlen > 0 && cfg->cid_key_file != NULL) {
 		cid_start.key_file = strdup(cfg->cid_key_file);
+		cid_start.keyed = true;
 		memcpy(cid_start.key, key, CID_LB_KEYLEN);
 	}
 }
@@ -1112,8 +1114,14 @@ main(int argc, char *argv[])
 	server_set_secret(server, secret, sizeof(secret));
 	tls_set_ticket_secret(secret, sizeof(secret));
 	explicit_bzero(secret, sizeof(secret));
-	if (server_set_cid(server, cfg, cfg->cid_key_file != NULL ? key :
-	    NULL) == -1)
+	/*
+	 * The start's, not cfg's: a worker started again after a reload that
+	 * asked for others (at restart, it was warned) makes the IDs the
+	 * others make, at the byte the kernel steers by.
+	 */
+	if (server_set_cid(server, cid_start.sid, cid_start.sidlen,
+	    (size_t)cid_start.nonce_len, (unsigned)cid_start.config_id,
+	    cid_start.keyed ? cid_start.key : NULL) == -1)
 		fatalx("cid_server_id: out of memory");
 	explicit_bzero(key, sizeof(key));
 	if (server_apply(server, cfg, &errs) == -1) {

@@ -91,13 +91,12 @@ server_set_secret(struct quic_server *srv, const uint8_t *secret, size_t len)
 }
 
 int
-server_set_cid(struct quic_server *srv, const struct config *cfg,
-    const uint8_t *key)
+server_set_cid(struct quic_server *srv, const uint8_t *sid, size_t sidlen,
+    size_t nonce_len, unsigned config_id, const uint8_t *key)
 {
-	if (cfg->cid_sidlen == 0)
+	if (sidlen == 0)
 		return 0;
-	if ((srv->cid_lb = cid_lb_new(cfg->cid_sid, cfg->cid_sidlen,
-	    (size_t)cfg->cid_nonce_len, (unsigned)cfg->cid_config_id,
+	if ((srv->cid_lb = cid_lb_new(sid, sidlen, nonce_len, config_id,
 	    key)) == NULL)
 		return -1;
 	cid_lb_set_worker(srv->cid_lb, worker_index, worker_count);

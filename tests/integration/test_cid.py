@@ -7,6 +7,7 @@ server of its connection."""
 
 import os
 import re
+import signal
 import subprocess
 
 import pycurl
@@ -258,3 +259,35 @@ def test_workers_with_a_long_server_id_and_a_first_flight_of_two_datagrams(
     finally:
         for c in clients:
             c.close()
+
+
+@pytest.mark.parametrize("new_sid", ["0a0b0c", "0a0b"], ids=["same-length", "shorter"])
+def test_a_worker_started_again_keeps_the_connection_ids_of_the_start(
+        qproxy_factory, backend_app, tmp_path, new_sid):
+    """After a reload that asks for another server ID (warned: it takes
+    effect at restart), a worker that dies and is started again makes the
+    IDs of the start, as the others do: it took the reloaded configuration's
+    server ID, which sends its connections to another server, and with
+    another length named its worker at a byte the kernel does not steer by."""
+    from helpers import wait_until
+    from test_workers import _worker_pids
+    q = _lb_proxy(qproxy_factory, backend_app, tmp_path,
+                  [("cid_server_id", "a1b2c3"), ("workers", "2"),
+                   ("cid_key_file", _key_file(tmp_path))])
+    glob = q.sections[0][1]
+    glob[:] = [(k, new_sid if k == "cid_server_id" else v) for k, v in glob]
+    with open(q.conf, "w") as f:
+        f.write(render_config(q.sections))
+    assert qproxyctl(q, "reload").returncode == 0
+    assert "take effect at restart" in q.log_text()
+    for pid in _worker_pids(q):
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: pid not in _worker_pids(q) and
+                   stats(q)["workers"]["answered"] == 2, "the worker started again", 10)
+    cfg = Config(3, 13, 0, bytes.fromhex(KEY))
+    for _ in range(4):
+        cids, _ = _server_cids(q, tmp_path)
+        assert cids
+        for cid in cids:
+            got = cfg.decode(cid)
+            assert got is not None and got[0] == bytes.fromhex("a1b2c3"), cid.hex()
