@@ -253,7 +253,7 @@ cloexec(int fd)
 void
 upgrade_init(char *argv[])
 {
-	int fds[2 + UPGRADE_FDS_MAX], wfds[1 + 2 * WORKERS_MAX];
+	int fds[2 + UPGRADE_FDS_MAX], wfds[2 + 2 * WORKERS_MAX];
 	const char *env;
 	size_t n;
 
@@ -277,12 +277,20 @@ upgrade_init(char *argv[])
 		up.ctls[up.nctls++] = fds[1];
 	for (size_t i = 2; i < n; i++)
 		up.fds[up.nfds++] = fds[i];
-	/* from a supervisor: "N CONTROL0 LINK0 CONTROL1 LINK1 ..." */
+	/*
+	 * From a supervisor: "N CONTROL0 LINK0 CONTROL1 LINK1 ...", then
+	 * where the workers' connection IDs name them when not at the first
+	 * byte (workers_cid_offset): in this list, which a build from before
+	 * that refuses, as it would steer by the first byte.
+	 */
 	if ((env = getenv(UPGRADE_WORKERS_ENV)) != NULL) {
 		n = parse_fds(UPGRADE_WORKERS_ENV, env, wfds,
 		    sizeof(wfds) / sizeof(wfds[0]));
 		if (n < 1 || wfds[0] < 2 || wfds[0] > WORKERS_MAX ||
-		    n != 1 + 2 * (size_t)wfds[0])
+		    (n != 1 + 2 * (size_t)wfds[0] &&
+		    n != 2 + 2 * (size_t)wfds[0]) ||
+		    (n == 2 + 2 * (size_t)wfds[0] && (wfds[n - 1] < 1 ||
+		    wfds[n - 1] > 1 + CID_LB_MAX_SID)))
 			fatalx("%s: not a count of workers and their "
 			    "descriptors", UPGRADE_WORKERS_ENV);
 		up.workers = (unsigned)wfds[0];
@@ -292,23 +300,12 @@ upgrade_init(char *argv[])
 			up.old_links[i] = wfds[2 + 2 * i];
 			cloexec(up.old_links[i]);
 		}
-	}
-	if ((env = getenv(UPGRADE_CID_OFF_ENV)) != NULL) {
-		char *end;
-		unsigned long off;
-
-		errno = 0;
-		off = strtoul(env, &end, 10);
-		if (errno != 0 || end == env || *end != '\0' ||
-		    off > 1 + CID_LB_MAX_SID || up.workers == 0)
-			fatalx("%s: not the offset of a worker's byte in a "
-			    "connection ID", UPGRADE_CID_OFF_ENV);
-		up.cid_off = (size_t)off;
+		if (n == 2 + 2 * (size_t)wfds[0])
+			up.cid_off = (size_t)wfds[n - 1];
 	}
 	/* not for processes this one starts */
 	unsetenv(UPGRADE_ENV);
 	unsetenv(UPGRADE_WORKERS_ENV);
-	unsetenv(UPGRADE_CID_OFF_ENV);
 	for (size_t i = 0; i < up.nfds; i++)
 		cloexec(up.fds[i]);
 	for (size_t i = 0; i < up.nctls; i++)
@@ -1004,8 +1001,7 @@ upgrade_spawn(const struct upgrade_fds *f, const struct upgrade_keys *keys,
 	uint8_t ready[UPGRADE_TAKEN_LEN];
 	int pair[2], rv, forkerr, pidfd, sndbuf = UPGRADE_LINK_BUF;
 	int *pass = NULL, *wenv = NULL;
-	char wd[48], *env[4] = { NULL, NULL, NULL, NULL }, **envp = NULL;
-	char **wdp;
+	char wd[48], *env[3] = { NULL, NULL, NULL }, **envp = NULL, **wdp;
 	size_t npass = 0;
 	struct pollfd pfd;
 	sigset_t all, saved;
@@ -1054,7 +1050,7 @@ upgrade_spawn(const struct upgrade_fds *f, const struct upgrade_keys *keys,
 	 * -1 for none), and from a supervisor "N CONTROL0 LINK0 ...".
 	 */
 	if ((pass = calloc(2 + f->nudp + 2 * f->workers, sizeof(*pass))) ==
-	    NULL || (wenv = calloc(1 + 2 * f->workers, sizeof(*wenv))) ==
+	    NULL || (wenv = calloc(2 + 2 * f->workers, sizeof(*wenv))) ==
 	    NULL)
 		goto nomem;
 	pass[npass++] = pair[1];
@@ -1069,15 +1065,11 @@ upgrade_spawn(const struct upgrade_fds *f, const struct upgrade_keys *keys,
 			pass[npass++] = wenv[1 + 2 * i] = f->worker_control[i];
 			pass[npass++] = wenv[2 + 2 * i] = f->worker_link[i];
 		}
-		if ((env[1] = env_fds(UPGRADE_WORKERS_ENV, wenv,
-		    1 + 2 * (size_t)f->workers)) == NULL)
-			goto nomem;
 		/* none from a build before: the first byte, as 0 says */
-		if (f->cid_off > 0 && asprintf(&env[2], "%s=%zu",
-		    UPGRADE_CID_OFF_ENV, f->cid_off) == -1) {
-			env[2] = NULL;
+		wenv[1 + 2 * f->workers] = (int)f->cid_off;
+		if ((env[1] = env_fds(UPGRADE_WORKERS_ENV, wenv,
+		    1 + 2 * (size_t)f->workers + (f->cid_off > 0))) == NULL)
 			goto nomem;
-		}
 	}
 	memset(wd, 0, sizeof(wd));
 	memcpy(wd, "WATCHDOG_PID=", 13);
@@ -1091,7 +1083,6 @@ upgrade_spawn(const struct upgrade_fds *f, const struct upgrade_keys *keys,
 	free(envp);
 	free(env[0]);
 	free(env[1]);
-	free(env[2]);
 	free(pass);
 	free(wenv);
 	if (pid == -1) {
@@ -1168,7 +1159,6 @@ nomem:
 fail:
 	free(env[0]);
 	free(env[1]);
-	free(env[2]);
 	free(pass);
 	free(wenv);
 	close(pair[0]);

@@ -35,8 +35,6 @@
 
 #define UPGRADE_ENV		"QPROXY_UPGRADE"
 #define UPGRADE_WORKERS_ENV	"QPROXY_UPGRADE_WORKERS"
-/* where the running workers' connection IDs name them, when not 0 */
-#define UPGRADE_CID_OFF_ENV	"QPROXY_UPGRADE_CID_OFFSET"
 #define UPGRADE_WAIT		8	/* s for the new process to be ready
 					   (qproxyctl waits 10 s) */
 #define UPGRADE_FDS_MAX		512	/* UDP sockets handed down */

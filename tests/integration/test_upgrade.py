@@ -21,8 +21,8 @@ import pytest
 
 from helpers import (SLOW, KiB, MiB, app_sections, background_get, expected_body,
                      expected_sha256, free_udp_port, gtls_fetch, h3_get, h3raw, h3raw_binary,
-                     make_easy, preload_execdelay, qproxy_stats, qproxyctl, udp_ports_held,
-                     wait_until)
+                     make_easy, preload_execdelay, qproxy_binary, qproxy_stats, qproxyctl,
+                     udp_ports_held, wait_until)
 import quicinitial  # tests/tools, on sys.path by conftest.py
 from relay import Faults, Relay
 from test_ops import stats
@@ -932,6 +932,62 @@ def test_upgrade_with_workers_and_server_ids(qproxy_factory, backend_app, tmp_pa
             "configuration's would at byte 3: with workers, a change of cid_server_id's "
             "length, or between off and a server ID, takes a restart, not an upgrade"
             in q.log_text()), q.log_tail()
+    assert _children(q.proc.pid) == pids
+    r = h3_get(q.url("/app/bytes/1000"))
+    assert r.status == 200 and r.sha256 == expected_sha256(1000)
+
+
+# A build from before workers took cid_server_id, as its upgrade_init has
+# it: QPROXY_UPGRADE_WORKERS is the count and a pair of descriptors for
+# each worker, nothing more, and any other QPROXY_UPGRADE_ variable is
+# unknown to it (this script then runs the binary as that build would).
+_BUILD_BEFORE_CID_OFFSETS = """#!/bin/sh
+check() {
+    [ $# -eq $((1 + 2 * $1)) ] && return 0
+    echo "qproxy: QPROXY_UPGRADE_WORKERS: not a count of workers and their descriptors" >&2
+    exit 1
+}
+if [ -n "$QPROXY_UPGRADE_WORKERS" ]; then
+    check $QPROXY_UPGRADE_WORKERS
+fi
+unset QPROXY_UPGRADE_CID_OFFSET
+exec %s "$@"
+"""
+
+
+def test_a_build_before_cid_offsets_does_not_take_over_workers_with_server_ids(
+        qproxy_factory, backend_app, tmp_path):
+    """Workers with server IDs upgraded to a build that knows nothing of
+    the byte after the server ID (whose configuration has no cid_server_id,
+    as it takes none with workers): it steered by the first byte, which is
+    the same for every QUIC-LB ID, and the old workers' downloads failed
+    as their datagrams went to the wrong new workers. That build refuses to
+    start now, as the running workers' offset comes in what it parses, and
+    the running processes go on."""
+    from test_cid import _key_file
+    binary = tmp_path / "qproxy"
+    shutil.copy(qproxy_binary(), binary)
+    q = qproxy_factory(sections=app_sections(
+        backend_app.tcp_server, glob=[("workers", str(WORKERS)), ("cid_server_id", "a1b2"),
+                                      ("cid_key_file", _key_file(tmp_path))]), start=False)
+    q.binary = str(binary)
+    q.start()
+    wait_until(lambda: stats(q)["workers"]["answered"] == WORKERS, "every worker answering",
+               10 * SLOW)
+    pids = _children(q.proc.pid)
+    os.unlink(binary)
+    binary.write_text(_BUILD_BEFORE_CID_OFFSETS % qproxy_binary())
+    os.chmod(binary, 0o755)
+    with open(q.conf) as f:
+        text = f.read()
+    with open(q.conf, "w") as f:
+        f.write("".join(line for line in text.splitlines(True)
+                        if not line.startswith("cid_")))
+    p = qproxyctl(q, "upgrade")
+    if p.returncode == 0:
+        _stop(int(p.stdout.split()[1]))
+    assert p.returncode == 1, (p.stdout, p.stderr)
+    assert "the new process exited before it was ready" in p.stderr, p.stderr
     assert _children(q.proc.pid) == pids
     r = h3_get(q.url("/app/bytes/1000"))
     assert r.status == 200 and r.sha256 == expected_sha256(1000)
