@@ -50,7 +50,7 @@ UNIT_TESTS = test_config test_route test_http1 test_request test_bufq \
 	test_control test_log test_tls test_bytes test_upstream test_h3mem \
 	test_h3ctrl test_h3fin \
 	test_replay test_clients test_cid test_merge test_hist test_auth \
-	test_state test_gcm
+	test_state test_gcm test_udp
 UNIT_BINS = $(UNIT_TESTS:%=$(B)/tests/%)
 
 TOOLS = $(B)/tests/h3raw $(B)/tests/sendshim.so $(B)/tests/timeshift.so \
