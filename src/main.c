@@ -490,8 +490,12 @@ drain_handed_over(void)
 	double timeout = server_config(server)->shutdown_timeout;
 
 	control_disown(control);
-	ev_timer_init(&shutdown_deadline, shutdown_timeout_cb, timeout, 0.);
-	ev_timer_start(server->loop, &shutdown_deadline);
+	/* a worker draining since a SIGTERM keeps that deadline */
+	if (!ev_is_active(&shutdown_deadline)) {
+		ev_timer_init(&shutdown_deadline, shutdown_timeout_cb,
+		    timeout, 0.);
+		ev_timer_start(server->loop, &shutdown_deadline);
+	}
 	server_handover(server);
 }
 

@@ -551,7 +551,11 @@ server_shutdown(struct quic_server *srv)
 	 * notice (qconn_write), so that any request it sent before it had
 	 * the notice has come; for the others, three of the slowest
 	 * client's round trips later (at least a second, at most three).
+	 * Once: a worker draining after a SIGTERM may be handed over by its
+	 * supervisor's upgrade too, and its timer is libev's until it fires.
 	 */
+	if (srv->shutting_down)
+		return;
 	srv->shutting_down = true;
 	ev_periodic_stop(srv->loop, &srv->cert_timer);
 	for (qc = LIST_FIRST(&srv->conns); qc != NULL; qc = next) {

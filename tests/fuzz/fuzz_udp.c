@@ -1092,7 +1092,10 @@ teardown(void)
 	client_free(&client);
 	while ((qc = LIST_FIRST(&srv->conns)) != NULL)
 		qconn_free(qc);
+	/* the next input's OP_SHUTDOWN starts it again (server_shutdown) */
 	srv->shutting_down = false;
+	srv->shutdown_notice = false;
+	ev_timer_stop(loop, &srv->shutdown_timer);
 	while (backends != NULL)
 		backend_close(backends);
 	/* pooled backend connections see the close and go */
@@ -1113,6 +1116,12 @@ teardown(void)
 	FUZZ_CHECK(stats.handshakes_unvalidated == 0);
 	FUZZ_CHECK(stats.streams_current == 0);
 	FUZZ_CHECK(bufq_chunks_in_use() == 0);
+	/*
+	 * libev's own check of its watchers (it asserts): a watcher started
+	 * twice, or set again while active, leaves its heap broken, and that
+	 * shows only once its time has come, inputs later.
+	 */
+	ev_verify(loop);
 	/*
 	 * The free lists poison what they keep, so LeakSanitizer cannot follow
 	 * them: each input leaves them empty.

@@ -26,7 +26,7 @@ from helpers import (SLOW, KiB, MiB, app_sections, background_get, expected_body
 import quicinitial  # tests/tools, on sys.path by conftest.py
 from relay import Faults, Relay
 from test_ops import stats
-from test_workers import N as WORKERS, _worker0_started, _worker_stats, _workers
+from test_workers import N as WORKERS, _pid_of, _worker0_started, _worker_stats, _workers
 
 
 def _alive(pid):
@@ -1277,6 +1277,41 @@ def test_upgrade_while_an_old_worker_waits_to_be_started_again(qproxy_factory, b
         for size in (1000, 2000, 3000):
             r = h3_get(q.url("/app/bytes/%d" % size))
             assert r.status == 200 and r.sha256 == expected_sha256(size)
+    finally:
+        _stop(new)
+    assert q.sanitizer_report() is None
+
+
+def test_upgrade_while_a_worker_drains_after_its_sigterm(qproxy_factory, backend_app):
+    """Old worker 0, told to stop (SIGTERM), drains its download when the
+    upgrade hands it over too. It set its shutdown's timers (the deadline,
+    the final GOAWAY's) again while libev still held them, which broke
+    libev's timer heap: when the first came due the worker looped on it,
+    taking memory, until it crashed (fuzz_udp, calling server_shutdown
+    twice, once it checked libev's heap). It keeps its SIGTERM's deadline
+    and stops at it, as its supervisor does after the others."""
+    timeout = int(5 * SLOW)
+    q = _workers(qproxy_factory, backend_app, shutdown_timeout="%ds" % timeout)
+    n = 8 * MiB
+    gets = _downloads_on_each_worker(q, n, 1000 * (timeout + 20))
+    first = _pid_of(q, 0)
+    os.kill(first, signal.SIGTERM)
+    termed = time.monotonic()
+    wait_until(lambda: "worker 0: signal 15: shutting down gracefully" in q.log_text(),
+               "old worker 0 did not take its SIGTERM")
+    new = _upgrade(q)
+    try:
+        assert time.monotonic() - termed < timeout, \
+            "the upgrade came after worker 0's deadline: nothing tested"
+        wait_until(lambda: not _alive(first), "old worker 0 did not stop at its deadline",
+                   timeout + 5 * SLOW)
+        assert q.wait(timeout=timeout + 10 * SLOW) == 0
+        for t, _, _ in gets:    # cut at the deadlines
+            t.join(10 * SLOW)
+            assert not t.is_alive()
+        log = q.log_text()
+        assert log.count("worker 0: qproxy stopped") == 1, q.log_tail()
+        assert "(libev)" not in log, q.log_tail()
     finally:
         _stop(new)
     assert q.sanitizer_report() is None
