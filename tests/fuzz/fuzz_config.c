@@ -6,11 +6,13 @@
  */
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <dlfcn.h>
 #include <errno.h>
 #include <glob.h>
 #include <netdb.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -53,9 +55,17 @@ getaddrinfo(const char *node, const char *service,
 /*
  * include: the files a pattern matches are read. A fuzzer may write any
  * pattern: this glob, which takes the place of the C library's here, finds
- * files under /proc/self/fd/ only (the input itself among them, for files
- * that include themselves), none elsewhere on the machine.
+ * files under /proc/self/fd/ only, none elsewhere on the machine: the
+ * input itself (for files that include themselves), and descriptors that
+ * are not regular files (pipes, sockets, /dev/null), which config.c
+ * refuses. Not the process's other regular files: libFuzzer's log and, in
+ * a merge, its control file, which grow as it runs (a merge stopped for
+ * good on one input of "include = *" lines, each a read of them, whose
+ * thousands of errors a sanitizer's realloc copied anew each time).
  */
+static int	 memfd = -1;
+static char	 path[64];
+
 int	glob(const char *, int, int (*)(const char *, int), glob_t *);
 
 int
@@ -64,6 +74,10 @@ glob(const char *pattern, int flags, int (*errfunc)(const char *, int),
 {
 	static int (*real)(const char *, int, int (*)(const char *, int),
 	    glob_t *);
+	struct stat st;
+	size_t kept = 0;
+	char *p;
+	int rc;
 
 	if (real == NULL &&
 	    (*(void **)&real = dlsym(RTLD_NEXT, "glob")) == NULL)
@@ -73,11 +87,27 @@ glob(const char *pattern, int flags, int (*errfunc)(const char *, int),
 		memset(g, 0, sizeof(*g));
 		return GLOB_NOMATCH;
 	}
-	return real(pattern, flags, errfunc, g);
+	if ((rc = real(pattern, flags, errfunc, g)) != 0)
+		return rc;
+	/* glibc's globfree frees each path and the array */
+	for (size_t i = 0; i < g->gl_pathc; i++) {
+		p = g->gl_pathv[g->gl_offs + i];
+		if (strcmp(p, path) == 0 || stat(p, &st) == -1 ||
+		    !S_ISREG(st.st_mode))
+			g->gl_pathv[g->gl_offs + kept++] = p;
+		else
+			free(p);
+	}
+	g->gl_pathc = kept;
+	g->gl_pathv[g->gl_offs + kept] = NULL;
+	if (kept == 0) {
+		globfree(g);
+		memset(g, 0, sizeof(*g));
+		return GLOB_NOMATCH;
+	}
+	return 0;
 }
 
-static int	 memfd = -1;
-static char	 path[64];
 static FILE	*errs;
 
 int
