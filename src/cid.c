@@ -232,7 +232,7 @@ cid_lb_set_worker(struct cid_lb *lb, unsigned index, unsigned count)
 size_t
 cid_lb_worker_offset(const struct cid_lb *lb)
 {
-	return 1 + lb->sidlen;
+	return cid_worker_offset(lb->sidlen);
 }
 
 /* Whether the kernel gives this ID's datagrams to this worker. */

@@ -27,6 +27,16 @@
 struct cid_lb;
 
 /*
+ * Where in a connection ID the byte that names its worker is (workers.h):
+ * the first of a random ID (sidlen 0), else the one after the server ID.
+ */
+static inline size_t
+cid_worker_offset(size_t sidlen)
+{
+	return sidlen > 0 ? 1 + sidlen : 0;
+}
+
+/*
  * The random byte r made one whose remainder by count is index, the
  * worker's (workers.h); count need not divide 256.
  */

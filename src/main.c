@@ -229,6 +229,27 @@ reload_at_restart(const struct config *cfg, const char *key)
 		reload_warn("%s changes take effect at restart", key);
 }
 
+/* The configuration file read anew: NULL, with its errors in errs. */
+static struct config *
+config_reread(struct strbuf *errs)
+{
+	struct config *cfg;
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f;
+
+	if ((f = open_memstream(&text, &len)) == NULL) {
+		strbuf_printf(errs, "out of memory\n");
+		return NULL;
+	}
+	cfg = config_load(config_path, f);
+	fclose(f);
+	if (cfg == NULL)
+		strbuf_append(errs, text, len);
+	free(text);
+	return cfg;
+}
+
 /*
  * SIGHUP and "qproxyctl reload": a new configuration, or the old one kept
  * with every reason in errs; on success errs has its warnings, if any.
@@ -244,9 +265,6 @@ reload(struct strbuf *errs)
 	struct config *cfg;
 	struct log_file lf[3];
 	struct strbuf notes;	/* the warnings, said on success only */
-	char *text = NULL;
-	size_t len = 0;
-	FILE *f;
 	bool moved;
 	int rv = -1;
 
@@ -257,16 +275,8 @@ reload(struct strbuf *errs)
 	notify_reloading();
 	log_info("reloading %s", config_path);
 	strbuf_init(&notes, 1 << 16);
-	if ((f = open_memstream(&text, &len)) == NULL) {
-		strbuf_printf(errs, "out of memory\n");
+	if ((cfg = config_reread(errs)) == NULL)
 		goto done;
-	}
-	cfg = config_load(config_path, f);
-	fclose(f);
-	if (cfg == NULL) {
-		strbuf_append(errs, text, len);
-		goto done;
-	}
 	reload_notes = &notes;
 	config_warnings(cfg, reload_warn);
 	if (!same_string(started.control_socket, cfg->control_socket))
@@ -306,7 +316,6 @@ done:
 	} else
 		log_lines(LOG_LEVEL_WARN, "reload refused: ", strbuf_str(errs));
 	strbuf_free(&notes);
-	free(text);
 	sd_notify(0, "READY=1");
 	return rv;
 }
@@ -621,20 +630,8 @@ static struct config *
 supervisor_load(struct strbuf *errs)
 {
 	struct config *cfg;
-	char *text = NULL;
-	size_t len = 0;
-	FILE *f;
 
-	if ((f = open_memstream(&text, &len)) == NULL) {
-		strbuf_printf(errs, "out of memory\n");
-		cfg = NULL;
-	} else {
-		cfg = config_load(config_path, f);
-		fclose(f);
-		if (cfg == NULL)
-			strbuf_append(errs, text, len);
-		free(text);
-	}
+	cfg = config_reread(errs);
 	if (cfg != NULL && logs_prepare(cfg, supervisor_logs, errs) == -1) {
 		config_free(cfg);
 		cfg = NULL;

@@ -111,7 +111,7 @@ static struct {
 size_t
 workers_cid_offset(const struct config *cfg)
 {
-	return cfg->cid_sidlen > 0 ? 1 + (size_t)cfg->cid_sidlen : 0;
+	return cid_worker_offset(cfg->cid_sidlen);
 }
 
 static struct group *
