@@ -1128,6 +1128,22 @@ class _Acceptor:
         self._thread.join(2)
         self.sock.close()
 
+    def _heads(self, c):
+        """Each request head that comes on c (up to its blank line, which
+        is left out), until the peer goes or close()."""
+        buf = b""
+        while not self._stop:
+            try:
+                data = c.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            buf += data
+            while b"\r\n\r\n" in buf:
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                yield head
+
 
 class BlackHole(_Acceptor):
     """Accepts TCP connections and never reads from or answers them."""
@@ -1195,27 +1211,17 @@ class Fixed(_Acceptor):
         threading.Thread(target=self._serve, args=(c,), daemon=True).start()
 
     def _serve(self, c):
-        buf = b""
         with c:
-            while not self._stop:
+            for _ in self._heads(c):
+                self.count += 1
+                answer = (self.answers[self.count - 1] if self.count <= len(self.answers)
+                          else self.answer)
+                if answer is None:
+                    return
                 try:
-                    data = c.recv(65536)
+                    c.sendall(answer)
                 except OSError:
                     return
-                if not data:
-                    return
-                buf += data
-                while b"\r\n\r\n" in buf:
-                    _, buf = buf.split(b"\r\n\r\n", 1)
-                    self.count += 1
-                    answer = (self.answers[self.count - 1] if self.count <= len(self.answers)
-                              else self.answer)
-                    if answer is None:
-                        return
-                    try:
-                        c.sendall(answer)
-                    except OSError:
-                        return
 
 
 class Scripted(_Acceptor):
@@ -1241,34 +1247,23 @@ class Scripted(_Acceptor):
         threading.Thread(target=self._serve, args=(c, conn), daemon=True).start()
 
     def _serve(self, c, conn):
-        buf, seq = b"", 0
         with c:
-            while not self._stop:
-                try:
-                    data = c.recv(65536)
-                except OSError:
-                    return
-                if not data:
-                    return
-                buf += data
-                while b"\r\n\r\n" in buf:
-                    head, buf = buf.split(b"\r\n\r\n", 1)
-                    seq += 1
-                    line = head.split(b"\r\n", 1)[0].decode("latin-1")
-                    with self._lock:
-                        self.heads.append((conn, seq, line))
-                    for step in self.script(line, conn, seq):
-                        try:
-                            if step is None:
-                                c.shutdown(socket.SHUT_WR)
-                                _wait_for_close(c)
-                                return
-                            if isinstance(step, (int, float)):
-                                time.sleep(step)
-                            else:
-                                c.sendall(step)
-                        except OSError:
+            for seq, head in enumerate(self._heads(c), 1):
+                line = head.split(b"\r\n", 1)[0].decode("latin-1")
+                with self._lock:
+                    self.heads.append((conn, seq, line))
+                for step in self.script(line, conn, seq):
+                    try:
+                        if step is None:
+                            c.shutdown(socket.SHUT_WR)
+                            _wait_for_close(c)
                             return
+                        if isinstance(step, (int, float)):
+                            time.sleep(step)
+                        else:
+                            c.sendall(step)
+                    except OSError:
+                        return
 
 
 def _parse_hostport(s):

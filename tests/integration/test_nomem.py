@@ -87,6 +87,22 @@ class Shim:
         """Stops the failures: (allocations counted, failed) since armed."""
         return self._set("off")
 
+    def failing(self, n, run, what):
+        """run() with the n-th allocation failing: (what it returned, how
+        many failed). The daemon must still run, with no sanitizer report;
+        what says which run it was, in a failure."""
+        self.nth(n)
+        got = run()
+        _, failed = self.off()
+        assert self.q.running(), "qproxy died %s:\n%s" % (what, self.q.log_tail())
+        report = self.q.sanitizer_report()
+        assert report is None, "%s:\n%s" % (what, report)
+        return got, failed
+
+
+def _reloads_logged(q):
+    return q.log_text().count("configuration reloaded")
+
 
 def preload_nomem(q, path):
     lib = os.path.join(os.path.dirname(sendshim_library()), "nomem.so")
@@ -394,12 +410,9 @@ def test_a_control_reply_without_memory_is_whole_or_refused(qproxy_factory, back
             assert total > 0, "the reply made no allocation: is the shim working?"
             refused = failures = 0
             for n in range(1, total + 3):
-                shim.nth(n)
-                p = qproxyctl(q, *args)
-                _, failed = shim.off()
-                failures += failed
                 what = "%s with allocation %d of %d failing" % (" ".join(args), n, total)
-                assert q.running(), "qproxy died %s:\n%s" % (what, q.log_tail())
+                p, failed = shim.failing(n, lambda: qproxyctl(q, *args), what)
+                failures += failed
                 if p.returncode == 0:
                     assert _shape(p.stdout) == _shape(want.stdout), (
                         "%s: exit 0 with another text:\n%s" % (what, p.stdout))
@@ -434,25 +447,21 @@ def test_a_reload_without_memory_for_its_reply_says_whether_it_was_taken(
     with open(q.conf, "a") as f:
         f.write("\n[global]\nworkers = 2\n")
 
-    def taken():
-        return q.log_text().count("configuration reloaded")
     p = qproxyctl(q, "reload")
     assert p.returncode == 0 and "warning: " in p.stdout, p
     shim.nth(0, 0)
-    before = taken()
+    before = _reloads_logged(q)
     assert qproxyctl(q, "reload").returncode == 0
     total, _ = shim.off()
-    wait_until(lambda: taken() == before + 1, "the counted reload logged")
+    wait_until(lambda: _reloads_logged(q) == before + 1, "the counted reload logged")
     lost = 0
     for n in range(1, total + 3):
-        before = taken()
-        shim.nth(n)
-        p = qproxyctl(q, "reload")
-        _, failed = shim.off()
+        before = _reloads_logged(q)
         what = "reload with allocation %d of %d failing" % (n, total)
-        assert q.running(), "qproxy died %s:\n%s" % (what, q.log_tail())
+        p, failed = shim.failing(n, lambda: qproxyctl(q, "reload"), what)
         if p.returncode == 0:
-            wait_until(lambda: taken() == before + 1, "%s: exit 0, logged" % what)
+            wait_until(lambda: _reloads_logged(q) == before + 1,
+                       "%s: exit 0, logged" % what)
             if "out of memory" in p.stdout:
                 assert p.stdout == ("warning: out of memory for the rest of this "
                                     "reply; the log has it\n"), (what, p.stdout)
@@ -462,8 +471,8 @@ def test_a_reload_without_memory_for_its_reply_says_whether_it_was_taken(
                     what, p.stdout)
         else:
             time.sleep(0.05)
-            assert failed and taken() == before, "%s: exit %d, but taken: %s" % (
-                what, p.returncode, p.stderr)
+            assert failed and _reloads_logged(q) == before, (
+                "%s: exit %d, but taken: %s" % (what, p.returncode, p.stderr))
     # the sweep reached the reply: one of its reloads lost it
     assert lost > 0, "no reply lost in allocations 1 to %d" % (total + 2)
     _check_serving(q, "after the sweep of reloads")
@@ -528,12 +537,8 @@ def test_a_reload_with_workers_without_memory_in_the_supervisor_is_all_or_none(
     refused = 0
     for n in range(1, total + 3):
         before = _generations(q, 2)
-        shim.nth(n)
-        p = reload_()
-        _, failed = shim.off()
         what = "reload with allocation %d of %d failing in the supervisor" % (n, total)
-        assert q.running(), "qproxy died %s:\n%s" % (what, q.log_tail())
-        assert q.sanitizer_report() is None, "%s:\n%s" % (what, q.sanitizer_report())
+        p, failed = shim.failing(n, reload_, what)
         assert _worker_pids(q) == pids, "%s: a worker ended" % what
         moved = [a - b for a, b in zip(_generations(q, 2), before)]
         if p.returncode == 0:
@@ -566,8 +571,6 @@ def test_a_reload_out_of_memory_in_an_included_file_frees_what_it_read(
                 "return = 200 last\n" % inc)
     q.start()
 
-    def taken():
-        return q.log_text().count("configuration reloaded")
     # the allocations of the parse: those of a file refused at its end
     with open(q.conf) as f:
         conf = f.read()
@@ -580,20 +583,17 @@ def test_a_reload_out_of_memory_in_an_included_file_frees_what_it_read(
         f.write(conf)
     refused = 0
     for n in range(1, total + 1):
-        before = taken()
-        shim.nth(n)
-        p = qproxyctl(q, "reload")
-        _, failed = shim.off()
+        before = _reloads_logged(q)
         what = "reload with allocation %d of %d failing" % (n, total)
-        assert q.running(), "qproxy died %s:\n%s" % (what, q.log_tail())
-        assert q.sanitizer_report() is None, "%s:\n%s" % (what, q.sanitizer_report())
+        p, failed = shim.failing(n, lambda: qproxyctl(q, "reload"), what)
         if p.returncode == 0:
-            wait_until(lambda: taken() == before + 1, "%s: exit 0, logged" % what)
+            wait_until(lambda: _reloads_logged(q) == before + 1,
+                       "%s: exit 0, logged" % what)
         else:
             refused += 1
             time.sleep(0.05)
-            assert failed and taken() == before, "%s: exit %d, but taken: %s" % (
-                what, p.returncode, p.stderr)
+            assert failed and _reloads_logged(q) == before, (
+                "%s: exit %d, but taken: %s" % (what, p.returncode, p.stderr))
     assert refused > 0, "no reload refused in allocations 1 to %d" % total
     assert h3_get(q.url("/inc/")).body == b"included\n"
     _check_serving(q, "after the sweep of reloads")
@@ -675,13 +675,9 @@ def test_disable_and_enable_without_memory_say_what_was_done(qproxy_factory, bac
         for on in (False, True):
             if disabled() != on:
                 assert set_(not on).returncode == 0
-            shim.nth(n)
-            p = set_(on)
-            _, failed = shim.off()
             what = "%s with allocation %d of %d failing" % ("enable" if on else "disable",
                                                             n, total)
-            assert q.running(), "qproxy died %s:\n%s" % (what, q.log_tail())
-            assert q.sanitizer_report() is None, "%s:\n%s" % (what, q.sanitizer_report())
+            p, failed = shim.failing(n, lambda: set_(on), what)
             now = disabled()
             if p.returncode != 0:
                 assert failed and now == on, (what, p)
@@ -734,12 +730,8 @@ def test_a_reopen_without_memory_says_whether_it_was_done(qproxy_factory, backen
     rotate()
     total, _ = shim.off()
     for n in range(1, total + 3):
-        shim.nth(n)
-        p = rotate()
-        _, failed = shim.off()
         what = "reopen with allocation %d of %d failing" % (n, total)
-        assert q.running(), "qproxy died %s:\n%s" % (what, q.log_tail())
-        assert q.sanitizer_report() is None, "%s:\n%s" % (what, q.sanitizer_report())
+        p, failed = shim.failing(n, rotate, what)
         if p.returncode == 0:
             assert acc.exists() and err.exists(), what
             assert p.stdout in ("", "warning: out of memory for the rest of this reply; "

@@ -757,6 +757,18 @@ def _many_servers(port, cert, key):
             ("route app", [("path_prefix", "/app/"), ("backend", "app")])]
 
 
+def _asking(q, request):
+    """A client of q's control socket that has sent request."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(q.control_socket)
+        s.sendall(request)
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
 def test_busy_daemon_is_reported_as_busy(qproxy_factory):
     """With every control place taken by a client being answered (here,
     16 that take none of a 700 KB reply) the daemon answers "ERR busy" and
@@ -767,10 +779,7 @@ def test_busy_daemon_is_reported_as_busy(qproxy_factory):
     held = []
     try:
         for _ in range(16):         # CONTROL_MAX_CLIENTS
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.connect(q.control_socket)
-            s.sendall(b"QPROXY/1 backends\n")
-            held.append(s)
+            held.append(_asking(q, b"QPROXY/1 backends\n"))
         time.sleep(0.5)             # the daemon has begun every reply
         for _ in range(3):
             p = qproxyctl(["version"], q.control_socket)
@@ -805,11 +814,8 @@ def test_clients_that_take_a_reply_slowly_make_room(qproxy_factory):
     threads = []
     try:
         for i in range(16):         # CONTROL_MAX_CLIENTS
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.connect(q.control_socket)
-            s.sendall(b"QPROXY/2 backends\n")
-            held.append(s)
-            threads.append(threading.Thread(target=trickle, args=(s,)))
+            held.append(_asking(q, b"QPROXY/2 backends\n"))
+            threads.append(threading.Thread(target=trickle, args=(held[-1],)))
             threads[-1].start()
         time.sleep(0.5)
         p = qproxyctl(["version"], q.control_socket)

@@ -714,6 +714,22 @@ def test_a_reload_while_a_worker_starts_again(qproxy_factory, backend_app):
     _new_route_everywhere(q)
 
 
+def _hung_worker0_replaced(q, stopped, line):
+    """Worker 0, stopped (SIGSTOP) as pid stopped, is killed as the log
+    line says, and another worker 0 serves in its place; it is let go on
+    (SIGCONT) whatever happened."""
+    try:
+        wait_until(lambda: line in q.log_text(), "the hung worker killed", 10 * SLOW)
+        wait_until(lambda: _worker0_started(q) == 2 and stats(q)["workers"]["answered"] == N,
+                   "another worker 0 serving", 10 * SLOW)
+    finally:
+        try:
+            os.kill(stopped, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    assert _pid_of(q, 0) != stopped
+
+
 def test_a_worker_that_hangs_as_it_starts_again_is_killed(qproxy_factory, backend_app):
     """The worker_timeout without a word that gets a worker killed counted
     only once it had said it runs: one started again that hung before it
@@ -723,18 +739,8 @@ def test_a_worker_that_hangs_as_it_starts_again_is_killed(qproxy_factory, backen
     q = _workers(qproxy_factory, backend_app, glob=[("worker_timeout", "3s")],
                  restart_sleep=1)
     stopped = _stop_worker0_as_it_starts_again(q)
-    try:
-        wait_until(lambda: "worker 0 (pid %d): no word for 3 s since it started; "
-                   "killing it" % stopped in q.log_text(), "the hung worker killed",
-                   10 * SLOW)
-        wait_until(lambda: _worker0_started(q) == 2 and stats(q)["workers"]["answered"] == N,
-                   "another worker 0 serving", 10 * SLOW)
-    finally:
-        try:
-            os.kill(stopped, signal.SIGCONT)
-        except ProcessLookupError:
-            pass
-    assert _pid_of(q, 0) != stopped
+    _hung_worker0_replaced(q, stopped, "worker 0 (pid %d): no word for 3 s since it "
+                           "started; killing it" % stopped)
     before = _worker_stats(q, 0)["requests"]["2xx"]
     for i in range(16):
         assert h3_get(q.url("/app/bytes/10")).status == 200, i
@@ -754,17 +760,8 @@ def test_a_reload_sets_how_long_a_worker_may_hang(qproxy_factory, backend_app):
     assert qproxyctl(q, "reload").returncode == 0
     stopped = _pid_of(q, 0)
     os.kill(stopped, signal.SIGSTOP)
-    try:
-        wait_until(lambda: "worker 0 (pid %d): no word for 3 s; killing it" % stopped
-                   in q.log_text(), "the hung worker killed", 10 * SLOW)
-        wait_until(lambda: _worker0_started(q) == 2 and stats(q)["workers"]["answered"] == N,
-                   "another worker 0 serving", 10 * SLOW)
-    finally:
-        try:
-            os.kill(stopped, signal.SIGCONT)
-        except ProcessLookupError:
-            pass
-    assert _pid_of(q, 0) != stopped
+    _hung_worker0_replaced(q, stopped, "worker 0 (pid %d): no word for 3 s; killing it"
+                           % stopped)
 
 
 def test_a_worker_whose_reload_outlasts_worker_timeout_is_not_killed(qproxy_factory,
