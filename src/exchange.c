@@ -2410,51 +2410,6 @@ struct conn_tokens {
 	}		 t[EX_CONN_TOKENS];
 };
 
-/* The next element of a comma-separated list in [*p, end), if any. */
-static bool
-list_next(const char **p, const char *end, const char **tok, size_t *len)
-{
-	const char *t;
-
-	while (*p < end && (**p == ',' || **p == ' ' || **p == '\t'))
-		(*p)++;
-	if (*p == end)
-		return false;
-	for (t = *p; t < end && *t != ',' && *t != ' ' && *t != '\t'; t++)
-		;
-	*tok = *p;
-	*len = (size_t)(t - *p);
-	*p = t;
-	return true;
-}
-
-static bool
-is_connection(const struct http1_header *h)
-{
-	return h->namelen == 10 && strncasecmp(h->name, "connection", 10) == 0;
-}
-
-/*
- * The next token of the response head's Connection fields into tok, len:
- * *i and *p start at 0 and NULL. False after the last.
- */
-static bool
-conn_next(const struct http1_response *r, size_t *i, const char **p,
-    const char **tok, size_t *len)
-{
-	for (; *i < r->nheaders; (*i)++, *p = NULL) {
-		const struct http1_header *h = &r->headers[*i];
-
-		if (!is_connection(h))
-			continue;
-		if (*p == NULL)
-			*p = h->value;
-		if (list_next(p, h->value + h->valuelen, tok, len))
-			return true;
-	}
-	return false;
-}
-
 static void
 conn_tokens_collect(const struct http1_response *r, struct conn_tokens *ct)
 {
@@ -2463,7 +2418,7 @@ conn_tokens_collect(const struct http1_response *r, struct conn_tokens *ct)
 
 	ct->n = 0;
 	ct->overflow = false;
-	while (conn_next(r, &i, &p, &tok, &len)) {
+	while (http1_connection_next(r, &i, &p, &tok, &len)) {
 		if (ct->n == EX_CONN_TOKENS) {
 			ct->overflow = true;
 			return;
@@ -2515,7 +2470,7 @@ hop_by_hop(const struct http1_response *r, const struct conn_tokens *ct,
 				return true;
 		return false;
 	}
-	while (conn_next(r, &i, &p, &tok, &toklen))
+	while (http1_connection_next(r, &i, &p, &tok, &toklen))
 		if (toklen == len && strncasecmp(tok, name, len) == 0)
 			return true;
 	return false;
@@ -2539,7 +2494,7 @@ ex_keep_conn_names(struct exchange *ex, const struct http1_response *r)
 	if (r->framing != HTTP1_BODY_CHUNKED)
 		return 0;
 	for (int pass = 0; pass < 2; pass++) {
-		for (i = 0, p = NULL; conn_next(r, &i, &p, &tok, &len);) {
+		for (i = 0, p = NULL; http1_connection_next(r, &i, &p, &tok, &len);) {
 			if (hop_by_hop_name(tok, len) || (len == 5 &&
 			    strncasecmp(tok, "close", 5) == 0))
 				continue;
@@ -2570,7 +2525,7 @@ ex_conn_named(const struct exchange *ex, const char *name, size_t len)
 	if (p == NULL)
 		return false;
 	end = p + strlen(p);
-	while (list_next(&p, end, &tok, &toklen))
+	while (http1_options_next(&p, end, &tok, &toklen))
 		if (toklen == len && strncasecmp(tok, name, len) == 0)
 			return true;
 	return false;

@@ -298,24 +298,57 @@ http1_transfer_encoding(const struct http1_response *resp, bool *found,
 	return 0;
 }
 
-/* Looks for token in the Connection fields. */
-static bool
-http1_connection_has(const struct http1_response *resp, const char *token)
+/*
+ * Connection's options are tokens in a comma-separated list (RFC 9110
+ * 7.6.1); a value that is not one ("keep-alive close") is split at its
+ * whitespace too, here and for the fields it names (exchange.c), so that
+ * the two read it alike and a "close" in it is heeded.
+ */
+bool
+http1_options_next(const char **p, const char *end, const char **opt,
+    size_t *len)
 {
-	const struct http1_header *h;
-	struct http1_list l;
-	const char *e;
-	size_t i, elen;
+	const char *t;
 
-	for (i = 0; i < resp->nheaders; i++) {
-		h = &resp->headers[i];
+	while (*p < end && (**p == ',' || http1_isows((uint8_t)**p)))
+		(*p)++;
+	if (*p == end)
+		return false;
+	for (t = *p; t < end && *t != ',' && !http1_isows((uint8_t)*t); t++)
+		;
+	*opt = *p;
+	*len = (size_t)(t - *p);
+	*p = t;
+	return true;
+}
+
+bool
+http1_connection_next(const struct http1_response *resp, size_t *i,
+    const char **p, const char **opt, size_t *len)
+{
+	for (; *i < resp->nheaders; (*i)++, *p = NULL) {
+		const struct http1_header *h = &resp->headers[*i];
+
 		if (!http1_name_is(h, "Connection"))
 			continue;
-		http1_list_init(&l, h);
-		while (http1_list_next(&l, &e, &elen))
-			if (http1_token_is(e, elen, token))
-				return true;
+		if (*p == NULL)
+			*p = h->value;
+		if (http1_options_next(p, h->value + h->valuelen, opt, len))
+			return true;
 	}
+	return false;
+}
+
+/* Whether the Connection fields name this option. */
+static bool
+http1_connection_has(const struct http1_response *resp, const char *option)
+{
+	const char *p = NULL, *opt;
+	size_t i = 0, len;
+
+	while (http1_connection_next(resp, &i, &p, &opt, &len))
+		if (http1_token_is(opt, len, option))
+			return true;
 	return false;
 }
 

@@ -46,6 +46,15 @@ struct http1_response {
  */
 long	http1_parse_response(const uint8_t *buf, size_t len, bool head_request,
 	    struct http1_response *);
+/*
+ * The next option of the response head's Connection fields into opt, len
+ * (*i and *p start at 0 and NULL; false after the last), and the same
+ * over one list [*p, end): split at commas and whitespace.
+ */
+bool	http1_connection_next(const struct http1_response *, size_t *i,
+	    const char **p, const char **opt, size_t *len);
+bool	http1_options_next(const char **p, const char *end, const char **opt,
+	    size_t *len);
 /* A status line's code (its CRLF left out), as the above takes it; -1. */
 int	http1_status(const uint8_t *line, size_t len);
 

@@ -651,6 +651,14 @@ test_keep_alive(void)
 	CHECK(PARSE("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n"
 	    "Connection: closed, xclose\r\n\r\n", false, &resp) > 0);
 	CHECK(resp.keep_alive);
+	/* not a list of tokens: read at its whitespace too, as exchange.c
+	   reads the fields it names */
+	CHECK(PARSE("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n"
+	    "Connection: keep-alive close\r\n\r\n", false, &resp) > 0);
+	CHECK(!resp.keep_alive);
+	CHECK(PARSE("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n"
+	    "Connection: x-a\tclose,y\r\n\r\n", false, &resp) > 0);
+	CHECK(!resp.keep_alive);
 	CHECK(PARSE("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n"
 	    "X-Connection: close\r\n\r\n", false, &resp) > 0);
 	CHECK(resp.keep_alive);
