@@ -1238,18 +1238,37 @@ send_go(int fd, int index)
 		    MSG_DONTWAIT);
 }
 
+/*
+ * This supervisor is systemd's main process from its READY on (the one
+ * before says MAINPID= at once), and its loop, which feeds the watchdog,
+ * waits meanwhile: up to timeout_ms when the one before is slow to answer.
+ */
 void
 upgrade_await_go(const int *tx, unsigned n, int timeout_ms)
 {
-	double deadline = mono_now() + timeout_ms / 1000.;
+	double deadline = mono_now() + timeout_ms / 1000., every = 0., ping;
 	bool sent[WORKERS_MAX] = { false };
 	struct pollfd pfd;
+	uint64_t usec = 0;
 	uint8_t m[64];
 	ssize_t got;
+	int rv;
 
+	if (sd_watchdog_enabled(0, &usec) > 0)
+		every = (double)usec / 2e6;
+	ping = every > 0. ? mono_now() + every : deadline;
 	pfd.fd = up.link;
 	pfd.events = POLLIN;
-	while (up.link != -1 && poll_until(&pfd, 1, deadline) > 0) {
+	while (up.link != -1) {
+		if (every > 0. && mono_now() >= ping) {
+			sd_notify(0, "WATCHDOG=1");
+			ping = mono_now() + every;
+		}
+		if ((rv = poll_until(&pfd, 1, ping < deadline ? ping :
+		    deadline)) == 0 && mono_now() < deadline)
+			continue;
+		if (rv <= 0)
+			break;
 		if ((got = recv(up.link, m, sizeof(m), MSG_DONTWAIT)) == -1 &&
 		    (errno == EINTR || errno == EAGAIN))
 			continue;

@@ -192,6 +192,7 @@ unsigned upgrade_tell_workers(const int *tx, unsigned n, int timeout_ms,
  * The new supervisor, once ready: as the one before says its worker i
  * stopped reading, tells its own worker i (at tx[i]) to begin; every one
  * not told so within timeout_ms, or once the other has said all, begins.
+ * Systemd's watchdog is fed meanwhile.
  */
 void	upgrade_await_go(const int *tx, unsigned n, int timeout_ms);
 

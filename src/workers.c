@@ -1654,9 +1654,8 @@ check_ready(void)
 	serve_control();
 	/*
 	 * The main process since the old one told systemd, before it had
-	 * its workers hand over: systemd's watchdog, last fed then, is fed
-	 * now, the handover's time (up to three seconds) later, and then
-	 * every half period.
+	 * its workers hand over: systemd's watchdog, fed meanwhile by
+	 * upgrade_await_go, is fed now, and then every half period.
 	 */
 	if (sv.watchdog_every > 0.)
 		sd_notify(0, "WATCHDOG=1");

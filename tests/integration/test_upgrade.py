@@ -22,7 +22,7 @@ import pytest
 from helpers import (SLOW, KiB, MiB, app_sections, background_get, expected_body,
                      expected_sha256, free_udp_port, gtls_fetch, h3_get, h3raw, h3raw_binary,
                      make_easy, preload_execdelay, qproxy_binary, qproxy_stats, qproxyctl,
-                     udp_ports_held, wait_until)
+                     qproxyctl_binary, udp_ports_held, wait_until)
 import quicinitial  # tests/tools, on sys.path by conftest.py
 from relay import Faults, Relay
 from test_ops import stats
@@ -270,6 +270,36 @@ def test_a_new_control_socket_path_at_an_upgrade_leaves_no_old_file(qproxy_facto
                    [new_path] + ["%s.%d" % (new_path, i) for i in range(workers)])
 
 
+def _notify_socket(tmp_path, monkeypatch, watchdog_usec):
+    """A service manager's notify socket for the qproxy started next, with
+    a watchdog of watchdog_usec: the socket, and its messages as (sender's
+    pid, lines). The watchdog is not the first process's (WATCHDOG_PID
+    the test's): the new one's is its own."""
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    sock.settimeout(10 * SLOW)
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    monkeypatch.setenv("WATCHDOG_USEC", str(watchdog_usec))
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+
+    def messages():
+        while True:
+            yield _notify_message(sock)
+
+    return sock, messages()
+
+
+def _notify_message(sock):
+    """The next message on a notify socket: (sender's pid, lines)."""
+    ucred = struct.Struct("iII")
+    data, anc, _, _ = sock.recvmsg(4096, socket.CMSG_SPACE(ucred.size))
+    pid = [ucred.unpack(d[:ucred.size])[0] for level, kind, d in anc
+           if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS]
+    return pid[0], data.decode().split("\n")
+
+
 @pytest.mark.parametrize("workers", [1, WORKERS])
 def test_upgrade_tells_systemd_the_new_main_process(qproxy_factory, backend_app, tmp_path,
                                                     monkeypatch, workers):
@@ -279,28 +309,10 @@ def test_upgrade_tells_systemd_the_new_main_process(qproxy_factory, backend_app,
     (WATCHDOG_PID), and does not say READY=1 again. With workers, the
     supervisors speak for them. The new process is the old one's sibling,
     the service manager's child."""
-    path = str(tmp_path / "notify.sock")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-    sock.settimeout(10 * SLOW)
-    monkeypatch.setenv("NOTIFY_SOCKET", path)
-    monkeypatch.setenv("WATCHDOG_USEC", "200000")
-    # not the old process's: it sends no WATCHDOG=1; the new one's is its own
-    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    sock, it = _notify_socket(tmp_path, monkeypatch, 200000)
     q = qproxy_factory(backend_server=backend_app.tcp_server) if workers == 1 else \
         _workers(qproxy_factory, backend_app)
     old = q.proc.pid
-    ucred = struct.Struct("iII")
-
-    def messages():
-        while True:
-            data, anc, _, _ = sock.recvmsg(4096, socket.CMSG_SPACE(ucred.size))
-            pid = [ucred.unpack(d[:ucred.size])[0] for level, kind, d in anc
-                   if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS]
-            yield pid[0], data.decode().split("\n")
-
-    it = messages()
     assert next(it) == (old, ["READY=1"])
     new = _upgrade(q)
     try:
@@ -324,6 +336,59 @@ def test_upgrade_tells_systemd_the_new_main_process(qproxy_factory, backend_app,
             pass
     assert next(it) == (new, ["STOPPING=1"])
     sock.close()
+
+
+def test_the_new_supervisor_feeds_the_watchdog_while_the_old_workers_hand_over(
+        qproxy_factory, backend_app, tmp_path, monkeypatch):
+    """From the old supervisor's MAINPID= on, the new one is the process
+    systemd watches, and it waits (up to three seconds) for the old
+    workers to say they stopped reading before its own read. It fed the
+    watchdog only after that wait: with an old side slow to answer (here
+    an old worker stopped, then the old supervisor too), the first
+    WATCHDOG=1 came three seconds after MAINPID=, past a 2 s WatchdogSec,
+    and systemd would have killed the service. Now it comes every half
+    period meanwhile."""
+    period = 2.
+    sock, it = _notify_socket(tmp_path, monkeypatch, int(period * 1e6))
+    q = _workers(qproxy_factory, backend_app)
+    old = q.proc.pid
+    assert next(it) == (old, ["READY=1"])
+    # its supervisor waits a second for this one's word, time to stop it too
+    slow = _pid_of(q, 0)
+    os.kill(slow, signal.SIGSTOP)
+    stopped = [slow]
+    ctl = subprocess.Popen([qproxyctl_binary(), "-s", q.control_socket, "upgrade"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    new = None
+    try:
+        pid, lines = next(it)
+        assert pid == old and len(lines) == 1 and lines[0].startswith("MAINPID="), \
+            (pid, lines, q.log_tail())
+        os.kill(old, signal.SIGSTOP)
+        stopped.append(old)
+        since = time.monotonic()
+        new = int(lines[0].split("=")[1])
+        fed = []
+        sock.settimeout(0.1)
+        while time.monotonic() < since + 2 * period:
+            try:
+                pid, lines = _notify_message(sock)
+            except socket.timeout:
+                continue
+            assert (pid, lines) == (new, ["WATCHDOG=1"]), (pid, lines)
+            fed.append(time.monotonic())
+        gaps = [b - a for a, b in zip([since] + fed, fed + [time.monotonic()])]
+        assert max(gaps) < period, "no WATCHDOG=1 for %.1f s (%s)" % (max(gaps), gaps)
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+        out, err = ctl.communicate(timeout=30 * SLOW)
+        if new is not None:
+            _stop(new)
+        sock.close()
+    assert ctl.returncode == 0 and out.startswith("process %d took over" % new), (out, err)
+    assert q.wait(timeout=10 * SLOW) == 0
+    assert q.sanitizer_report() is None
 
 
 def test_an_address_the_new_configuration_drops_stays_the_old_processs(qproxy_factory,
