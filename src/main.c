@@ -329,10 +329,14 @@ shutdown_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	ev_break(loop, EVBREAK_ALL);
 }
 
-/* qproxyctl reopen and SIGUSR1 (out NULL): logrotate moved the logs. */
+/*
+ * qproxyctl reopen and SIGUSR1 (out NULL): logrotate moved the logs, also
+ * under the process before if it still drains.
+ */
 static int
 op_reopen(struct strbuf *out, void *arg)
 {
+	upgrade_reopen();
 	if (log_reopen(out) == -1)
 		return -1;
 	log_info("log files reopened");

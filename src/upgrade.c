@@ -4,8 +4,9 @@
  * A link is a SOCK_SEQPACKET pair: a message is the running process's
  * keys (the first, there before the exec), the new process's word that it
  * is ready (with the addresses it took), a supervisor's word to its
- * worker that the new workers took them (and the worker's answer), or
- * one datagram with its addresses; either side learns of the other's end
+ * worker that the new workers took them (and the worker's answer), the
+ * new one's word to reopen the log files, or one datagram with its
+ * addresses; either side learns of the other's end
  * by reading nothing (its close). Its size is the kernel's socket buffer:
  * a datagram that finds it full is dropped and counted, as a full UDP
  * receive buffer would.
@@ -58,6 +59,9 @@
 #define UPGRADE_MSG_DONE	7	/* every old worker was told */
 #define UPGRADE_MSG_STOPPED	8	/* the new one reads no more, and
 					   waits for the old one's end */
+#define UPGRADE_MSG_REOPEN	9	/* the log files, which logrotate
+					   moved: to the old one, which
+					   drains */
 #define UPGRADE_CONTROL_MAX	(1 + WORKERS_MAX)
 #define UPGRADE_PATH_MAX	sizeof(((struct sockaddr_un *)0)->sun_path)
 #define UPGRADE_ADDR_MAX	sizeof(struct sockaddr_in6)
@@ -99,6 +103,9 @@ static struct {
 	/* to the process (worker) before, while it serves */
 	int		 to_old;	/* -1: none */
 	ev_io		 to_old_io;	/* a lone process's: its close */
+	/* a supervisor's that handed over: from the new one, its reopens */
+	int		 from_new_sv;	/* -1: none */
+	ev_io		 from_new_sv_io;
 	/* the new process's side, while it takes the sockets */
 	bool		 inheriting;
 	size_t		 cid_off;	/* the running workers' (workers.h) */
@@ -122,7 +129,8 @@ static struct {
 	/* the addresses the new process took (either side's view) */
 	struct addr	 taken[UPGRADE_ADDRS_MAX];
 	size_t		 ntaken;
-} up = { .from_new = -1, .to_old = -1, .link = -1, .elder_fd = -1 };
+} up = { .from_new = -1, .to_old = -1, .from_new_sv = -1, .link = -1,
+    .elder_fd = -1 };
 
 static void	from_new_cb(struct ev_loop *, ev_io *, int);
 static void	to_old_cb(struct ev_loop *, ev_io *, int);
@@ -656,6 +664,17 @@ close_from_new(struct ev_loop *loop)
 	up.from_new = -1;
 }
 
+/*
+ * The process (worker, supervisor) before, asked by the new one: its log
+ * files, moved by logrotate under both, reopened by their names.
+ */
+static void
+reopen_logs(void)
+{
+	if (log_reopen(NULL) == 0)
+		log_info("log files reopened, as the new process was asked");
+}
+
 /* The old process (worker), once the new one reads no more. */
 static void
 take_back(void)
@@ -723,6 +742,10 @@ from_new_cb(struct ev_loop *loop, ev_io *w, int revents)
 			up.hold = false;
 			log_debug("upgrade: reading the sockets");
 			server_take_back(up.srv);
+			continue;
+		}
+		if (buf[0] == UPGRADE_MSG_REOPEN) {
+			reopen_logs();
 			continue;
 		}
 		if ((size_t)n < sizeof(m))
@@ -1277,17 +1300,73 @@ upgrade_await_go(const int *tx, unsigned n, int timeout_ms)
 			sent[m[1]] = true;
 			continue;
 		}
-		if (got <= 0 || m[0] == UPGRADE_MSG_DONE)
+		if (got <= 0) {
+			/* the one before has gone */
+			close(up.link);
+			up.link = -1;
+			break;
+		}
+		if (m[0] == UPGRADE_MSG_DONE)
 			break;
 	}
 	/* the rest: the old ones did not answer in time, or had gone */
 	for (unsigned i = 0; i < n && i < WORKERS_MAX; i++)
 		if (!sent[i])
 			send_go(tx[i], -1);
-	if (up.link != -1) {
+	/* the link stays, for reopens (upgrade_reopen) while they drain */
+}
+
+/* A reopen passed on over a link; false once its other end has gone. */
+static bool
+send_reopen(int fd)
+{
+	uint8_t m = UPGRADE_MSG_REOPEN;
+
+	if (send(fd, &m, 1, MSG_NOSIGNAL | MSG_DONTWAIT) == 1)
+		return true;
+	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
+		log_warnx("upgrade: the process before, which drains, was not "
+		    "asked to reopen its log files: its link is full");
+	return errno != EPIPE && errno != ECONNRESET;
+}
+
+void
+upgrade_reopen(void)
+{
+	/* a lone process's, or a worker's to the worker before */
+	if (up.to_old != -1)
+		(void)send_reopen(up.to_old);
+	/* a supervisor's, from its READY on (upgrade_await_go) */
+	if (up.took_over && up.link != -1 && !send_reopen(up.link)) {
 		close(up.link);
 		up.link = -1;
 	}
+}
+
+/* The new supervisor's link: reopens, until its close. */
+static void
+from_new_sv_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	uint8_t m[64];
+	ssize_t n;
+
+	while ((n = recv(up.from_new_sv, m, sizeof(m), MSG_DONTWAIT)) > 0)
+		if (m[0] == UPGRADE_MSG_REOPEN)
+			reopen_logs();
+	if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK ||
+	    errno == EINTR))
+		return;
+	ev_io_stop(loop, w);
+	close(up.from_new_sv);
+	up.from_new_sv = -1;
+}
+
+void
+upgrade_supervisor_handed_over(struct ev_loop *loop, int link)
+{
+	up.from_new_sv = link;
+	ev_io_init(&up.from_new_sv_io, from_new_sv_cb, link, EV_READ);
+	ev_io_start(loop, &up.from_new_sv_io);
 }
 
 unsigned

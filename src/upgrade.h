@@ -41,6 +41,7 @@
 #define UPGRADE_ADDRS_MAX	64	/* addresses among them (the new
 					   process tells which it took) */
 
+struct ev_loop;
 struct quic_server;
 struct udp_sock;
 
@@ -89,6 +90,19 @@ int	upgrade_spawn(const struct upgrade_fds *, const struct upgrade_keys *,
  * datagrams of its connections over link, until it has none left.
  */
 void	upgrade_handed_over(struct quic_server *, int link, pid_t pid);
+/*
+ * A supervisor of workers, once upgrade_spawn took: link stays open for
+ * the new supervisor's word to reopen the log files (upgrade_reopen).
+ */
+void	upgrade_supervisor_handed_over(struct ev_loop *, int link);
+/*
+ * A reopen of the log files (qproxyctl reopen, SIGUSR1) in a process that
+ * took over: the process before, which may still drain, is told to reopen
+ * its own too, as logrotate moved them under it as well. A lone process's
+ * and a worker's go to the process (worker of its number) before, a
+ * supervisor's to the supervisor before.
+ */
+void	upgrade_reopen(void);
 /* Whether an upgrade is under way, or the process before still serves. */
 bool	upgrade_busy(struct strbuf *why);
 /*

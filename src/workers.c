@@ -1376,7 +1376,8 @@ op_upgrade(struct strbuf *out, void *arg)
 	/* the new worker i reads once the one here has stopped */
 	told = upgrade_tell_workers(links, worker_count,
 	    WORKER_HANDOVER_TIMEOUT, link);
-	close(link);	/* the workers' links carry the datagrams */
+	/* the workers' links carry the datagrams; this one, reopens */
+	upgrade_supervisor_handed_over(sv.loop, link);
 	/* their other ends' close is the old workers' word of the new end */
 	for (unsigned i = 0; i < worker_count; i++) {
 		if (sv.w[i].link != -1)
@@ -1432,7 +1433,8 @@ put_lines(struct strbuf *out, const char *prefix, const char *text)
 /*
  * reopen: the supervisor's log files, then every running worker's (one
  * not running opens them when it starts again). The failures are said
- * under who had them.
+ * under who had them. After an upgrade, the supervisor and workers before
+ * are told by the ones here, as they drain.
  */
 static int
 op_reopen(struct strbuf *out, void *arg)
@@ -1442,6 +1444,7 @@ op_reopen(struct strbuf *out, void *arg)
 	char who[32];
 	bool ok;
 
+	upgrade_reopen();
 	strbuf_init(&own, CONTROL_MAX_REPLY);
 	ok = log_reopen(&own) == 0;
 	put_lines(out, "supervisor: ", strbuf_str(&own));
@@ -1683,6 +1686,7 @@ take_signal(int signo)
 		strbuf_free(&out);
 		break;
 	case SIGUSR1:
+		upgrade_reopen();
 		if (log_reopen(NULL) == 0)
 			log_info("log files reopened");
 		signal_workers(SIGUSR1);

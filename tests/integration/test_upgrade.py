@@ -530,6 +530,55 @@ def test_the_process_that_took_over_outlives_the_one_that_drains(qproxy_factory,
     assert q.sanitizer_report() is None
 
 
+@pytest.mark.parametrize("workers", [0, WORKERS])
+def test_a_reopen_reaches_the_process_that_drains_after_an_upgrade(qproxy_factory,
+                                                                    backend_app, tmp_path,
+                                                                    workers):
+    """logrotate moves the log files and has qproxy reopen them (qproxyctl
+    reopen), on the control socket the new process took at an upgrade.
+    The old process, which still drains a download, is told over its link
+    (with workers, each old worker by the new one of its number, the old
+    supervisor by the new one) and reopens its own: the download's line
+    and its last ones go to the new files. It was not told, and wrote
+    them to the moved files until it exited."""
+    log, err = tmp_path / "access.log", tmp_path / "error.log"
+    glob = [("access_log", str(log)), ("error_log", str(err))]
+    if workers:
+        q = _workers(qproxy_factory, backend_app, glob=glob, shutdown_timeout="30s")
+    else:
+        q = qproxy_factory(sections=app_sections(backend_app.tcp_server, glob=glob,
+                                                 shutdown_timeout="30s"))
+    n = 8 * MiB
+    path = "/app/slow/%d?ms=%d" % (n, 2500 * SLOW)
+    t, out, progress, reached = background_get(q.url(path), 256 * KiB)
+    assert reached.wait(15 * SLOW), "the download did not start"
+    new = _upgrade(q)
+    try:
+        os.rename(str(log), str(log) + ".1")
+        os.rename(str(err), str(err) + ".1")
+        p = qproxyctl(q, "reopen")
+        assert p.returncode == 0, (p.stdout, p.stderr)
+        assert progress["bytes"] < n, "the download ended before the reopen: nothing tested"
+        t.join(60 * SLOW)
+        assert "e" not in out, "the download failed: %s" % out.get("e")
+        assert out["r"].status == 200 and out["r"].sha256 == expected_sha256(n)
+        assert q.wait(timeout=10 * SLOW) == 0
+        moved = (open(str(log) + ".1").read(), open(str(err) + ".1").read())
+        assert "/app/slow/%d" % n in log.read_text(), (log.read_text(), moved[0])
+        assert "/app/slow/%d" % n not in moved[0]
+        # the old process's last lines: its supervisor's, and the draining
+        # worker's (an idle one may have stopped before the files moved)
+        stops = [re.findall(r"qproxy\[info\]: (worker \d: )?qproxy stopped", text)
+                 for text in (err.read_text(), moved[1])]
+        assert "" in stops[0] and "" not in stops[1], stops
+        assert len(stops[0]) >= 1 + (workers > 0) and \
+            len(stops[0]) + len(stops[1]) == 1 + workers, stops
+        assert "log files reopened, as the new process was asked" in err.read_text()
+    finally:
+        _stop(new)
+    assert q.sanitizer_report() is None
+
+
 def test_a_signal_between_fork_and_exec_is_the_new_processs(qproxy_factory, backend_app,
                                                             tmp_path):
     """A SIGTERM to the new process before its exec (systemd's stop, which
