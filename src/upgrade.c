@@ -70,6 +70,8 @@
 						   may give fewer) */
 #define UPGRADE_STACK		(64 << 10)	/* the cloned child's until
 						   its exec */
+#define UPGRADE_STOPPED_WAIT	1.	/* s for room on a full link for
+					   the word STOPPED */
 
 /*
  * What goes before a datagram. Both ends are builds of qproxy, perhaps
@@ -103,6 +105,7 @@ static struct {
 	/* to the process (worker) before, while it serves */
 	int		 to_old;	/* -1: none */
 	ev_io		 to_old_io;	/* a lone process's: its close */
+	bool		 to_old_told;	/* a lone process's: STOPPED sent */
 	/* a supervisor's that handed over: from the new one, its reopens */
 	int		 from_new_sv;	/* -1: none */
 	ev_io		 from_new_sv_io;
@@ -507,6 +510,39 @@ send_stopped(int fd)
 }
 
 /*
+ * The word that this one reads no more, on the link to the process before
+ * or each of its workers' (most were told as the worker here of their
+ * number ended): whether it went on every one. A full link, of datagrams
+ * passed to an elder slow to read them, is tried again.
+ */
+static bool
+tell_stopped(void)
+{
+	bool all;
+
+	if (up.to_old != -1 && !up.to_old_told)
+		up.to_old_told = send_stopped(up.to_old);
+	all = up.to_old == -1 || up.to_old_told;
+	for (unsigned i = 0; i < up.workers; i++) {
+		upgrade_worker_stopped(i);
+		all &= up.old_links[i] == -1 || up.old_told[i];
+	}
+	return all;
+}
+
+/* Then the links' close: the elder's word of this one's end, told or not. */
+static void
+close_links_to_old(void)
+{
+	close_to_old();
+	for (unsigned i = 0; i < up.workers; i++)
+		if (up.old_links[i] != -1) {
+			close(up.old_links[i]);
+			up.old_links[i] = -1;
+		}
+}
+
+/*
  * A process that took over is systemd's main process, and the one before,
  * its parent or sibling, drains for up to its shutdown_timeout. With the
  * unit's KillMode=mixed, a stop sends SIGTERM to the main process alone
@@ -518,38 +554,39 @@ send_stopped(int fd)
 void
 upgrade_await_elder(double timeout)
 {
-	double end = mono_now() + timeout, ping = 0;
+	double now = mono_now(), end = now + timeout, ping = 0,
+	    told_by = now + UPGRADE_STOPPED_WAIT;
 	const struct timespec step = { 0, 50 * 1000 * 1000 };
 	/* the main process's watchdog; not one's that was taken over too */
 	bool watched = !up.handed_over && sd_watchdog_enabled(0, NULL) > 0;
+	bool told;
 
 	if (!up.took_over || !elder_runs())
 		return;
 	/*
 	 * This one reads no more: the elder reads again for its
 	 * connections, told so over its link, or each of its workers over
-	 * theirs (most were as the worker here of their number ended), as
-	 * no death; they learn of a death by the link's close, an old
-	 * worker, not this one's child, no other way.
+	 * theirs, as no death; they learn of a death by the link's close,
+	 * an old worker, not this one's child, no other way. The close
+	 * follows the word, or a second without room for it: the elder
+	 * reads again at either.
 	 */
-	(void)send_stopped(up.to_old);
-	close_to_old();
-	for (unsigned i = 0; i < up.workers; i++) {
-		upgrade_worker_stopped(i);
-		if (up.old_links[i] != -1) {
-			close(up.old_links[i]);
-			up.old_links[i] = -1;
-		}
-	}
+	if ((told = tell_stopped()))
+		close_links_to_old();
 	log_info("waiting for process %ld, which took no new connection since "
 	    "this one started, to finish its requests", (long)up.elder);
 	while (elder_runs() && mono_now() < end) {
+		if (!told && (tell_stopped() || mono_now() >= told_by)) {
+			close_links_to_old();
+			told = true;
+		}
 		if (watched && mono_now() >= ping) {
 			sd_notify(0, "WATCHDOG=1");
 			ping = mono_now() + 1;
 		}
 		nanosleep(&step, NULL);
 	}
+	close_links_to_old();
 	if (elder_runs())
 		log_warnx("process %ld still runs after %.0f s; exiting",
 		    (long)up.elder, timeout);

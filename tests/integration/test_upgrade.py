@@ -460,6 +460,53 @@ def test_the_old_process_reads_again_when_the_new_one_dies(qproxy_factory, backe
     assert q.sanitizer_report() is None
 
 
+def test_a_new_process_that_stops_says_so_through_a_full_link(qproxy_factory, backend_app):
+    """A new process that stops (SIGTERM) while the old one drains tells it
+    over their link that it reads no more, then closes the link: the old
+    one reads its sockets again for its connections. The link may be full
+    then, of datagrams passed to an old process slow to read them (stopped
+    here while a flood of them fills it). The word was tried once, and
+    lost: the old one read its sockets again at the link's close all the
+    same, but took the stop for a death, with a warning that the new
+    process had gone. The word is tried again now, for a second, as the
+    old one reads."""
+    q = qproxy_factory(backend_server=backend_app.tcp_server, shutdown_timeout="30s")
+    old = q.proc.pid
+    n = 8 * MiB
+    t, out, progress, reached = background_get(q.url("/app/slow/%d?ms=%d" % (
+        n, 2500 * SLOW)), 256 * KiB)
+    assert reached.wait(15 * SLOW), "the download did not start"
+    new = _upgrade(q)
+    flood = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    os.kill(old, signal.SIGSTOP)
+    try:
+        # short headers of no connection of the new one's: passed on
+        packet = b"\x40" + os.urandom(1199)
+        deadline = time.monotonic() + 20 * SLOW
+        while _quic(q)["upgrade_forward_dropped"] == 0:
+            assert time.monotonic() < deadline, "the link did not fill"
+            for _ in range(500):
+                flood.sendto(packet, ("127.0.0.1", q.port))
+        os.kill(new, signal.SIGTERM)
+        wait_until(lambda: "waiting for process %d" % old in q.log_text(),
+                   "the new process did not stop", 10 * SLOW)
+        time.sleep(0.2)
+    finally:
+        os.kill(old, signal.SIGCONT)
+        flood.close()
+    try:
+        t.join(60 * SLOW)
+        assert "e" not in out, "the download failed: %s" % out.get("e")
+        assert out["r"].status == 200 and out["r"].sha256 == expected_sha256(n)
+        assert q.wait(timeout=10 * SLOW) == 0
+        log = q.log_text()
+        assert "upgrade: the new process has stopped: this one reads" in log, log
+        assert "the new process has gone" not in log, log
+    finally:
+        _stop(new)
+    assert q.sanitizer_report() is None
+
+
 def test_sigterm_to_the_old_process_after_an_upgrade_lets_it_drain(qproxy_factory, backend_app):
     """A SIGTERM to the old process once it drains (an operator's kill, or
     a stop under KillMode=control-group, which signals every process of
