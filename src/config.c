@@ -2670,9 +2670,8 @@ config_finish_cid(struct config_parser *p, struct config *cfg)
 }
 
 /*
- * Workers find a datagram's process by the first byte of its connection
- * ID, where a QUIC-LB ID keeps its configuration ID and length; and each
- * serves its own control socket, at the path with ".N" added.
+ * Each worker serves its own control socket, at the path with ".N" added:
+ * control_socket must leave room for it.
  */
 static void
 config_finish_workers(struct config_parser *p, struct config *cfg)
