@@ -332,6 +332,20 @@ struct quic_server *server_new(struct ev_loop *);
  */
 int		 server_apply(struct quic_server *, struct config *,
 		    struct strbuf *errs);
+/*
+ * server_apply in two steps, for a worker's reload, which waits between
+ * them for the other workers' (workers.c): server_stage does all that can
+ * fail (TLS contexts, pools, new addresses' sockets opened but not read)
+ * and returns it ready, or NULL with the reasons in errs; then
+ * server_commit, which cannot fail, applies it and owns cfg, or
+ * server_unstage lets it go, cfg the caller's again. Between the two, no
+ * other configuration is applied.
+ */
+struct server_staged;
+struct server_staged *server_stage(struct quic_server *, struct config *,
+		    struct strbuf *errs);
+void		 server_commit(struct quic_server *, struct server_staged *);
+void		 server_unstage(struct server_staged *);
 const struct config *server_config(const struct quic_server *);
 void		 server_set_secret(struct quic_server *, const uint8_t *,
 		    size_t);

@@ -380,28 +380,58 @@ sock_open(struct quic_server *srv, const struct addr *a)
 	return s;
 }
 
-int
-server_apply(struct quic_server *srv, struct config *cfg, struct strbuf *errs)
+/* A configuration made ready to apply (conn.h). */
+struct server_staged {
+	struct generation *gen;
+	struct udp_sock	**socks;	/* each listener address's, in order */
+	bool		*fresh;		/* socks[k] opened for it */
+	size_t		 n;
+};
+
+void
+server_unstage(struct server_staged *st)
 {
-	struct generation *gen, *old = srv->gen;
-	struct udp_sock **socks, *s, *next;
+	if (st == NULL)
+		return;
+	/* close the sockets staging opened; the running ones stay */
+	for (size_t i = 0; i < st->n; i++) {
+		if (st->fresh[i]) {
+			close(st->socks[i]->fd);
+			free(st->socks[i]);
+		}
+	}
+	free(st->socks);
+	free(st->fresh);
+	st->gen->cfg = NULL;	/* the caller's */
+	generation_unref(st->gen);
+	free(st);
+}
+
+struct server_staged *
+server_stage(struct quic_server *srv, struct config *cfg, struct strbuf *errs)
+{
+	struct server_staged *st;
+	struct generation *gen;
+	struct udp_sock *s;
 	char text[ADDR_STRLEN];
 	size_t n = 0, k = 0;
-	bool *fresh;
 
 	if ((gen = generation_new(srv, cfg, errs)) == NULL)
-		return -1;
+		return NULL;
 	for (size_t i = 0; i < cfg->nlisteners; i++)
 		n += cfg->listeners[i].naddrs;
-	socks = calloc(n, sizeof(*socks));
-	fresh = calloc(n, sizeof(*fresh));
-	if (socks == NULL || fresh == NULL) {
-		free(socks);
-		free(fresh);
+	if ((st = calloc(1, sizeof(*st))) == NULL) {
 		strbuf_printf(errs, "out of memory\n");
 		gen->cfg = NULL;
 		generation_unref(gen);
-		return -1;
+		return NULL;
+	}
+	st->gen = gen;
+	st->socks = calloc(n, sizeof(*st->socks));
+	st->fresh = calloc(n, sizeof(*st->fresh));
+	if (st->socks == NULL || st->fresh == NULL) {
+		strbuf_printf(errs, "out of memory\n");
+		goto fail;
 	}
 
 	/* Every address: the running socket for it, or a new one. */
@@ -435,22 +465,40 @@ server_apply(struct quic_server *srv, struct config *cfg, struct strbuf *errs)
 					    sizeof(text)), strerror(errno));
 					goto fail;
 				}
-				fresh[k] = true;
+				st->fresh[k] = true;
 			}
-			socks[k] = s;
+			st->socks[k] = s;
+			st->n = k + 1;
 		}
 	}
+	return st;
+fail:
+	server_unstage(st);
+	return NULL;
+}
 
-	/* Commit: nothing can fail from here on. */
+void
+server_commit(struct quic_server *srv, struct server_staged *st)
+{
+	struct generation *gen = st->gen, *old = srv->gen;
+	struct udp_sock *s, *next;
+	char text[ADDR_STRLEN];
+	size_t k = 0;
+
+	/*
+	 * The running sockets staging found are still there: only one
+	 * without a listener closes (server_sock_release), and with workers
+	 * its address is refused as new, while without them nothing runs
+	 * between the two steps.
+	 */
 	LIST_FOREACH(s, &srv->socks, entry)
 		s->listener = NULL;
-	k = 0;
 	for (size_t i = 0; i < gen->nlisteners; i++) {
 		struct listener *l = &gen->listeners[i];
 
 		for (size_t j = 0; j < l->cfg->naddrs; j++, k++) {
-			s = socks[k];
-			if (fresh[k]) {
+			s = st->socks[k];
+			if (st->fresh[k]) {
 				LIST_INSERT_HEAD(&srv->socks, s, entry);
 				ev_io_start(srv->loop, &s->rev);
 			}
@@ -459,8 +507,9 @@ server_apply(struct quic_server *srv, struct config *cfg, struct strbuf *errs)
 			    addr_format(&s->local, text, sizeof(text)));
 		}
 	}
-	free(socks);
-	free(fresh);
+	free(st->socks);
+	free(st->fresh);
+	free(st);
 	for (s = LIST_FIRST(&srv->socks); s != NULL; s = next) {
 		next = LIST_NEXT(s, entry);
 		if (s->listener == NULL) {
@@ -490,21 +539,18 @@ server_apply(struct quic_server *srv, struct config *cfg, struct strbuf *errs)
 	generations_bound(srv);
 	/* generation_new has warned */
 	cert_watch(srv, false);
-	gcm_apply(cfg->aes_gcm_vaes);
+	gcm_apply(gen->cfg->aes_gcm_vaes);
+}
+
+int
+server_apply(struct quic_server *srv, struct config *cfg, struct strbuf *errs)
+{
+	struct server_staged *st;
+
+	if ((st = server_stage(srv, cfg, errs)) == NULL)
+		return -1;
+	server_commit(srv, st);
 	return 0;
-fail:
-	/* close the sockets this attempt opened; the running ones stay */
-	for (size_t i = 0; i < k; i++) {
-		if (fresh[i]) {
-			close(socks[i]->fd);
-			free(socks[i]);
-		}
-	}
-	free(socks);
-	free(fresh);
-	gen->cfg = NULL;
-	generation_unref(gen);
-	return -1;
 }
 
 /*
