@@ -315,12 +315,13 @@ control_error(struct control_client *c, const char *msg)
 }
 
 /*
- * A command that changes the daemon (reload, reopen, upgrade): refused
- * when the daemon has no handler for it (false), else logged with who
- * asked, when the kernel says.
+ * A command that changes the daemon (reload, reopen, upgrade), with its
+ * arguments or NULL: refused when the daemon has no handler for it
+ * (false), else logged with who asked, when the kernel says.
  */
 static bool
-control_may_change(struct control_client *c, const char *cmd, bool handled)
+control_may_change(struct control_client *c, const char *cmd,
+    const char *args, bool handled)
 {
 	struct ucred cred;
 	socklen_t credlen = sizeof(cred);
@@ -330,10 +331,12 @@ control_may_change(struct control_client *c, const char *cmd, bool handled)
 		return false;
 	}
 	if (getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred, &credlen) == 0)
-		log_info("control: %s requested by pid %ld uid %ld", cmd,
+		log_info("control: %s%s%s requested by pid %ld uid %ld", cmd,
+		    args != NULL ? " " : "", args != NULL ? args : "",
 		    (long)cred.pid, (long)cred.uid);
 	else
-		log_info("control: %s requested", cmd);
+		log_info("control: %s%s%s requested", cmd, args != NULL ?
+		    " " : "", args != NULL ? args : "");
 	return true;
 }
 
@@ -410,7 +413,7 @@ control_dispatch(struct control_client *c)
 	}
 	log_debug("control: %s%s", cmd, json ? " json" : "");
 
-	if (args != NULL) {
+	if (args != NULL && control_takes_args(cmd)) {
 		if (ops->set_server == NULL) {
 			control_error(c, "command not supported");
 			return;
@@ -460,7 +463,7 @@ control_dispatch(struct control_client *c)
 		show = ops->version;
 
 	if (strcmp(cmd, "upgrade") == 0) {
-		if (!control_may_change(c, cmd, ops->upgrade != NULL))
+		if (!control_may_change(c, cmd, NULL, ops->upgrade != NULL))
 			return;
 		changes = true;
 		if (ops->upgrade(&c->text, ctl->arg) == -1) {
@@ -487,10 +490,12 @@ control_dispatch(struct control_client *c)
 			return;
 		}
 	} else if (strcmp(cmd, "reload") == 0) {
-		if (!control_may_change(c, cmd, ops->reload != NULL))
+		if (!control_may_change(c, cmd, args, args == NULL ?
+		    ops->reload != NULL : ops->reload_step != NULL))
 			return;
 		changes = true;
-		switch (ops->reload(&c->text, ctl->arg)) {
+		switch (args == NULL ? ops->reload(&c->text, ctl->arg) :
+		    ops->reload_step(&c->text, args, ctl->arg)) {
 		case 0:
 			break;
 		case CONTROL_RELOAD_STOPPING:
@@ -501,7 +506,7 @@ control_dispatch(struct control_client *c)
 			break;
 		}
 	} else if (strcmp(cmd, "reopen") == 0) {
-		if (!control_may_change(c, cmd, ops->reopen != NULL))
+		if (!control_may_change(c, cmd, NULL, ops->reopen != NULL))
 			return;
 		changes = true;
 		if (ops->reopen(&c->text, ctl->arg) != 0)
@@ -966,6 +971,23 @@ control_end(const char *text, size_t *len, char *why, size_t whylen)
 	return 0;
 }
 
+/* "prepare ID", "commit ID" or "abort ID": a worker's reload step. */
+static bool
+control_reload_step(const char *s)
+{
+	static const char *const steps[] = { "prepare ", "commit ", "abort " };
+	size_t n;
+
+	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+		if (strncmp(s, steps[i], strlen(steps[i])) != 0)
+			continue;
+		s += strlen(steps[i]);
+		n = strspn(s, "0123456789");
+		return n > 0 && n <= 19 && s[n] == '\0';
+	}
+	return false;
+}
+
 /* Quotes a word from a request for an error message, printable only. */
 static const char *
 control_quote(const char *what, const char *word, size_t len)
@@ -1036,6 +1058,9 @@ control_parse(const char *line, const char **cmd, bool *json,
 			*err = "expected BACKEND SERVER";
 			return -1;
 		}
+		*args = p + 1;
+	} else if (*p == ' ' && strcmp(control_commands[i], "reload") == 0 &&
+	    control_reload_step(p + 1)) {
 		*args = p + 1;
 	} else if (*p == ' ') {
 		arg = p + 1;

@@ -72,6 +72,13 @@ struct control_ops {
 	 * CONTROL_RELOAD_STOPPING when the daemon, shutting down, takes none
 	 */
 	int	(*reload)(struct strbuf *out, void *arg);
+	/*
+	 * a worker's reload in steps, as its supervisor asks (workers.c):
+	 * step is "prepare ID", "commit ID" or "abort ID"; answered as
+	 * reload is
+	 */
+	int	(*reload_step)(struct strbuf *out, const char *step,
+		    void *arg);
 	/* the log files reopened: 0, or -1 with the failures in out */
 	int	(*reopen)(struct strbuf *out, void *arg);
 	/*
@@ -135,8 +142,9 @@ int		 control_end(const char *text, size_t *len, char *why,
  * Parses one request line (without its newline), QPROXY/1 or QPROXY/2. On
  * success sets *cmd to the command word and *json to whether "json"
  * followed, or for a command that takes arguments (disable, enable:
- * "BACKEND SERVER") *arg to them (else NULL), and returns 0; otherwise
- * returns -1 with a message for the "ERR" reply in *err.
+ * "BACKEND SERVER"; a supervisor's reload of a worker: "prepare ID",
+ * "commit ID" or "abort ID") *arg to them (else NULL), and returns 0;
+ * otherwise returns -1 with a message for the "ERR" reply in *err.
  */
 int		 control_parse(const char *line, const char **cmd, bool *json,
 		    const char **arg, const char **err);

@@ -250,32 +250,27 @@ config_reread(struct strbuf *errs)
 	return cfg;
 }
 
+/* A reload made ready (reload_prepare), to apply or let go. */
+struct reload_ready {
+	struct config		*cfg;
+	struct log_file		 lf[3];
+	struct server_staged	*staged;
+};
+
 /*
- * SIGHUP and "qproxyctl reload": a new configuration, or the old one kept
- * with every reason in errs; on success errs has its warnings, if any.
- * Connections and requests under way go on. None once a graceful
- * shutdown began (CONTROL_RELOAD_STOPPING): systemd, told STOPPING=1,
- * would have been told READY=1 again, and a new listener could have been
- * bound while the old ones drain.
+ * All of a reload that can fail: the file read and checked, its log files
+ * opened and the server's part staged (server_stage), into r. 0 with the
+ * warnings in out, if any; -1 with every reason in out.
  */
 static int
-reload(struct strbuf *errs)
+reload_prepare(struct reload_ready *r, struct strbuf *out)
 {
-	const struct config *old = server_config(server);
 	struct config *cfg;
-	struct log_file lf[3];
 	struct strbuf notes;	/* the warnings, said on success only */
-	bool moved;
 	int rv = -1;
 
-	if (server_stopping(server)) {
-		log_warnx("reload refused: shutting down");
-		return CONTROL_RELOAD_STOPPING;
-	}
-	notify_reloading();
-	log_info("reloading %s", config_path);
 	strbuf_init(&notes, 1 << 16);
-	if ((cfg = config_reread(errs)) == NULL)
+	if ((cfg = config_reread(out)) == NULL)
 		goto done;
 	reload_notes = &notes;
 	config_warnings(cfg, reload_warn);
@@ -291,31 +286,179 @@ reload(struct strbuf *errs)
 		reload_warn("cid_server_id, cid_nonce_length, cid_config_id "
 		    "and cid_key_file changes take effect at restart");
 	reload_notes = NULL;
-	if (logs_prepare(cfg, lf, errs) == -1) {
+	if (logs_prepare(cfg, r->lf, out) == -1) {
 		config_free(cfg);
 		goto done;
 	}
-	moved = state_moved(old, cfg);
-	if (server_apply(server, cfg, errs) == -1) {
+	if ((r->staged = server_stage(server, cfg, out)) == NULL) {
 		for (int i = 0; i < 3; i++)
-			log_file_discard(&lf[i]);
+			log_file_discard(&r->lf[i]);
 		config_free(cfg);
 		goto done;
 	}
-	logs_install(cfg, lf);
+	r->cfg = cfg;
+	strbuf_append(out, strbuf_str(&notes), notes.len);
+	out->nomem |= notes.nomem;
+	rv = 0;
+done:
+	strbuf_free(&notes);
+	return rv;
+}
+
+/* The reload r made ready applied: nothing here fails. */
+static void
+reload_commit(struct reload_ready *r)
+{
+	bool moved = state_moved(server_config(server), r->cfg);
+
+	server_commit(server, r->staged);
+	logs_install(r->cfg, r->lf);
 	/* a new state_file has the list at once (the supervisor's, with
 	   workers) */
 	if (moved && worker_count <= 1)
-		state_keep(cfg, NULL);
-	rv = 0;
-done:
-	if (rv == 0) {
-		log_info("configuration reloaded");
-		strbuf_append(errs, strbuf_str(&notes), notes.len);
-		errs->nomem |= notes.nomem;
-	} else
+		state_keep(r->cfg, NULL);
+	log_info("configuration reloaded");
+}
+
+static void
+reload_discard(struct reload_ready *r)
+{
+	server_unstage(r->staged);
+	for (int i = 0; i < 3; i++)
+		log_file_discard(&r->lf[i]);
+	config_free(r->cfg);
+}
+
+/*
+ * A worker's reload as its supervisor asks it, in steps, so that every
+ * worker takes the file or none does (workers.c, cmd_reload): "prepare
+ * ID" makes it ready and holds it; "commit ID" applies it; "abort ID" lets
+ * it go. One is held at a time, and is let go when another reload comes
+ * (a later prepare, or a reload asked of this worker alone), at the exit,
+ * and RELOAD_HOLD_TIME after its prepare without a word (its supervisor
+ * gone, or the abort lost): the supervisor gives up on a reload 9 s after
+ * it asked (workers.c), and kills a worker that did not apply one taken.
+ * A worker that was stopped finds both the prepare and the abort behind
+ * it, and libev may have it take the abort first: then the prepare finds
+ * nothing to do.
+ */
+#define RELOAD_HOLD_TIME	10.
+
+static struct {
+	struct reload_ready	 r;
+	unsigned long long	 id;		/* held; 0: none */
+	unsigned long long	 aborted;	/* one let go before its
+						   prepare came */
+	unsigned long long	 committed;	/* the last applied */
+	ev_timer		 timer;
+} prepared;
+
+static void
+prepared_drop(const char *why)
+{
+	if (prepared.id == 0)
+		return;
+	log_info("reload %llu: let go (%s)", prepared.id, why);
+	ev_timer_stop(server->loop, &prepared.timer);
+	reload_discard(&prepared.r);
+	prepared.id = 0;
+}
+
+static void
+prepared_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	prepared_drop("no word from the supervisor");
+}
+
+/* Its supervisor's step, as "prepare ID", "commit ID" or "abort ID". */
+static int
+reload_step(struct strbuf *out, const char *step)
+{
+	unsigned long long id;
+	char what[8];
+
+	if (worker_count <= 1) {
+		strbuf_printf(out, "a worker's step: reload takes none here\n");
+		return -1;
+	}
+	/* (control_parse let no other words through) */
+	if (sscanf(step, "%7s %llu", what, &id) != 2 || id == 0) {
+		strbuf_printf(out, "bad step\n");
+		return -1;
+	}
+	if (server_stopping(server)) {
+		prepared_drop("shutting down");
+		log_warnx("reload refused: shutting down");
+		return CONTROL_RELOAD_STOPPING;
+	}
+	if (strcmp(what, "commit") == 0) {
+		if (prepared.id == id) {
+			ev_timer_stop(server->loop, &prepared.timer);
+			prepared.id = 0;
+			prepared.committed = id;
+			reload_commit(&prepared.r);
+			return 0;
+		}
+		/* applied, and asked again: its answer was lost */
+		if (prepared.committed == id)
+			return 0;
+		strbuf_printf(out, "reload %llu is not held here\n", id);
+		log_warnx("reload %llu: asked to apply it, not held", id);
+		return -1;
+	}
+	if (strcmp(what, "abort") == 0) {
+		if (prepared.id == id)
+			prepared_drop("another worker did not take it");
+		else
+			prepared.aborted = id;
+		return 0;
+	}
+	if (id == prepared.aborted) {
+		log_info("reload %llu: over already", id);
+		strbuf_printf(out, "reload %llu is over\n", id);
+		return -1;
+	}
+	prepared_drop("another reload");
+	log_info("reload %llu: reading %s", id, config_path);
+	memset(&prepared.r, 0, sizeof(prepared.r));
+	if (reload_prepare(&prepared.r, out) == -1) {
+		log_lines(LOG_LEVEL_WARN, "reload refused: ", strbuf_str(out));
+		return -1;
+	}
+	prepared.id = id;
+	ev_timer_init(&prepared.timer, prepared_timer_cb, RELOAD_HOLD_TIME, 0.);
+	ev_timer_start(server->loop, &prepared.timer);
+	log_info("reload %llu: ready; applied once every worker is", id);
+	return 0;
+}
+
+/*
+ * SIGHUP and "qproxyctl reload": a new configuration, or the old one kept
+ * with every reason in errs; on success errs has its warnings, if any.
+ * Connections and requests under way go on. None once a graceful
+ * shutdown began (CONTROL_RELOAD_STOPPING): systemd, told STOPPING=1,
+ * would have been told READY=1 again, and a new listener could have been
+ * bound while the old ones drain.
+ */
+static int
+reload(struct strbuf *errs)
+{
+	struct reload_ready r;
+	int rv;
+
+	if (server_stopping(server)) {
+		log_warnx("reload refused: shutting down");
+		return CONTROL_RELOAD_STOPPING;
+	}
+	notify_reloading();
+	log_info("reloading %s", config_path);
+	/* a worker asked alone: what its supervisor had it hold goes */
+	prepared_drop("another reload");
+	memset(&r, 0, sizeof(r));
+	if ((rv = reload_prepare(&r, errs)) == 0)
+		reload_commit(&r);
+	else
 		log_lines(LOG_LEVEL_WARN, "reload refused: ", strbuf_str(errs));
-	strbuf_free(&notes);
 	sd_notify(0, "READY=1");
 	return rv;
 }
@@ -473,6 +616,12 @@ op_reload(struct strbuf *out, void *arg)
 }
 
 static int
+op_reload_step(struct strbuf *out, const char *step, void *arg)
+{
+	return reload_step(out, step);
+}
+
+static int
 op_set_server(struct strbuf *out, const char *args, bool on, void *arg)
 {
 	if (server_set_server(server, args, on, out) == -1)
@@ -586,6 +735,7 @@ static const struct control_ops ops = {
 	.routes = op_routes,
 	.metrics = op_metrics,
 	.reload = op_reload,
+	.reload_step = op_reload_step,
 	.reopen = op_reopen,
 	.set_server = op_set_server,
 	.version = op_version,
@@ -1206,6 +1356,7 @@ main(int argc, char *argv[])
 	ev_run(loop, 0);
 
 	upgrade_await_elder(server_config(server)->shutdown_timeout + 1);
+	prepared_drop("stopped");
 	log_info("qproxy stopped");
 	control_close(control);
 	server_free(server);

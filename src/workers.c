@@ -48,8 +48,9 @@
 #define WORKER_RESTART_MAX	60.	/* doubled up to this while one */
 #define WORKER_RESTART_QUICK	10.	/* dies within this of its start */
 #define WORKER_ASK_TIMEOUT	3000	/* ms for the workers' replies, */
-#define WORKER_RELOAD_TIMEOUT	8000	/* or their reloads' (qproxyctl
-					   waits 10 s) */
+#define WORKER_PREPARE_TIMEOUT	7000	/* or to make a reload ready, */
+#define WORKER_COMMIT_TIMEOUT	2000	/* then to apply it (qproxyctl
+					   waits 10 s in all) */
 #define WORKER_HANDOVER_TIMEOUT	1000	/* ms for them to stop reading
 					   at an upgrade */
 
@@ -106,6 +107,7 @@ static struct {
 	bool		 own_files;		/* the control sockets' */
 	bool		 hold_workers;		/* not to read yet (upgrade.h) */
 	size_t		 cid_off;		/* of the byte steered by */
+	unsigned long long reloads;		/* the last one's ID */
 } sv = { .ctl_fd = -1, .sigfd = -1, .ping = { -1, -1 } };
 
 size_t
@@ -487,6 +489,8 @@ struct answers {
 	struct strbuf	 replies[WORKERS_MAX];	/* worker i's text */
 	int		 rv[WORKERS_MAX];	/* 0 "OK", 1 "ERR", -1 none */
 	bool		 leaving[WORKERS_MAX];	/* "ERR shutting down" */
+	/* "ERR reload refused": the command's own no, not its socket's */
+	bool		 refused[WORKERS_MAX];
 	/*
 	 * "OK", its text lost here for want of memory (rv -1): a change
 	 * it made all the same
@@ -518,14 +522,16 @@ ask_whole(struct strbuf *text, bool ok)
 }
 
 /*
- * Asks every running worker the request line (QPROXY/2) at once, and takes
- * their replies until the deadline: each one's text (after its first line,
- * before its end line) and how it began, then those that said OK and came
- * whole, in order. Pings and signals wait meanwhile; the watchdog does
- * not. answers_free frees what it holds.
+ * Asks every running worker the request line (QPROXY/2) at once, or those
+ * of them that which says (NULL: all), and takes their replies until the
+ * deadline: each one's text (after its first line, before its end line)
+ * and how it began, then those that said OK and came whole, in order.
+ * Pings and signals wait meanwhile; the watchdog does not. answers_free
+ * frees what it holds.
  */
 static void
-ask_workers(struct answers *ans, const char *line, int timeout_ms)
+ask_some(struct answers *ans, const char *line, int timeout_ms,
+    const bool *which)
 {
 	struct strbuf *replies = ans->replies;
 	int *rv = ans->rv;
@@ -538,10 +544,12 @@ ask_workers(struct answers *ans, const char *line, int timeout_ms)
 	for (i = 0; i < worker_count; i++) {
 		strbuf_init(&replies[i], CONTROL_MAX_REPLY);
 		rv[i] = -1;
-		ans->leaving[i] = ans->lost[i] = false;
+		ans->leaving[i] = ans->lost[i] = ans->refused[i] = false;
 		a[i].in_head = true;
 		a[i].hlen = 0;
-		if ((a[i].fd = ask_send(i, line)) != -1)
+		a[i].fd = -1;
+		if ((which == NULL || which[i]) &&
+		    (a[i].fd = ask_send(i, line)) != -1)
 			pending++;
 	}
 	while (pending > 0) {
@@ -576,6 +584,8 @@ ask_workers(struct answers *ans, const char *line, int timeout_ms)
 				    strncmp(a[i].head, "ERR ", 4) == 0 ? 1 : -1;
 				ans->leaving[i] = strcmp(a[i].head,
 				    "ERR shutting down") == 0;
+				ans->refused[i] = strncmp(a[i].head,
+				    "ERR reload refused", 18) == 0;
 				if (replies[i].nomem)
 					ans->lost[i] = rv[i] == 0;
 				else if (!ask_whole(&replies[i], rv[i] == 0)) {
@@ -614,6 +624,12 @@ ask_workers(struct answers *ans, const char *line, int timeout_ms)
 			ans->texts[ans->n] = strbuf_str(&replies[i]);
 			ans->which[ans->n++] = i;
 		}
+}
+
+static void
+ask_workers(struct answers *ans, const char *line, int timeout_ms)
+{
+	ask_some(ans, line, timeout_ms, NULL);
 }
 
 static void
@@ -1098,16 +1114,110 @@ cmd_peers(struct strbuf *out, bool json)
 }
 
 /*
- * reload: the supervisor's first, then every worker's, at once; refused
- * when one refused or did not answer. Once all took the file, it is what
- * a worker started later gets, with its log files.
+ * Every running worker lets reload id go. Its answer is not awaited: one
+ * stopped, or slow, takes the question once it goes on (before or after
+ * the prepare it has yet to take: either way it holds nothing), and one
+ * it never reaches lets the reload go RELOAD_HOLD_TIME (main.c) later.
+ */
+static void
+abort_workers(unsigned long long id)
+{
+	char line[64];
+	int fd;
+
+	snprintf(line, sizeof(line), "%s reload abort %llu",
+	    CONTROL_MAGIC_END, id);
+	for (unsigned i = 0; i < worker_count; i++)
+		if ((fd = ask_send(i, line)) != -1)
+			close(fd);
+}
+
+/* Worker i did not say it applied the reload: see commit_workers. */
+static void
+commit_failed(unsigned i, const char *why, struct strbuf *out)
+{
+	if (sv.w[i].pid <= 0)	/* ended: it starts again with it */
+		return;
+	log_warnx("worker %u (pid %ld): the reload not applied (%s); killing "
+	    "it, to start it again with the configuration the others took",
+	    i, (long)sv.w[i].pid, why);
+	strbuf_printf(out, "worker %u: did not apply it (%s); started again, "
+	    "it runs this configuration\n", i, why);
+	kill(sv.w[i].pid, SIGKILL);
+}
+
+/*
+ * Each worker that made reload id ready (left) applies it, which cannot
+ * fail there; one whose answer does not come (the question or the answer
+ * lost, for want of memory, say) is asked again, up to
+ * WORKER_COMMIT_TIMEOUT. One that has not said it applied it by then, or
+ * says it does not hold it, is killed: started again, it runs the file
+ * the others run, where it would have gone on with the one before. One
+ * that ends meanwhile starts again with it too.
+ */
+static void
+commit_workers(unsigned long long id, bool *left, struct strbuf *out)
+{
+	double deadline = mono_now() + WORKER_COMMIT_TIMEOUT / 1000.;
+	struct answers a;
+	char line[64];
+	bool more;
+	int ms;
+
+	snprintf(line, sizeof(line), "%s reload commit %llu",
+	    CONTROL_MAGIC_END, id);
+	for (;;) {
+		more = false;
+		for (unsigned i = 0; i < worker_count; i++) {
+			left[i] &= sv.w[i].pid > 0;
+			more |= left[i];
+		}
+		ms = (int)((deadline - mono_now()) * 1000.);
+		if (!more || ms <= 0)
+			break;
+		ask_some(&a, line, ms, left);
+		more = false;
+		for (unsigned i = 0; i < worker_count; i++) {
+			if (!left[i])
+				continue;
+			if (a.rv[i] == 0 || a.lost[i] || a.leaving[i])
+				left[i] = false;
+			else if (a.refused[i]) {
+				commit_failed(i, "it no longer held it", out);
+				left[i] = false;
+			}
+			more |= left[i];
+		}
+		answers_free(&a);
+		/* a moment before asking again ("ERR busy", say) */
+		if (more)
+			(void)poll(NULL, 0, 50);
+	}
+	for (unsigned i = 0; i < worker_count; i++)
+		if (left[i])
+			commit_failed(i, "no answer", out);
+}
+
+/*
+ * reload: every worker takes the file, or none does. The supervisor reads
+ * it first, and refuses it, with its errors, when it cannot (the workers
+ * are not asked). Then every worker is asked at once to make it ready,
+ * "reload prepare ID" (main.c: the file read, its certificates, log files
+ * and sockets; all that can fail), and holds it. When one refused or did
+ * not answer, every worker is told to let it go, "reload abort ID", and
+ * the reload is refused: taken by some, it left the workers on two
+ * configurations. Else the file is what a worker started from now on
+ * runs, with its log files, and each worker that made it ready is told to
+ * apply it, "reload commit ID".
  */
 static bool
 cmd_reload(struct strbuf *out)
 {
 	struct answers a;
 	struct config *cfg;
-	bool ok = true;
+	char line[64];
+	bool ok = true, moved, ready[WORKERS_MAX];
+	unsigned long long id;
 
 	/*
 	 * Read after the workers took it, the file could fail here (out of
@@ -1118,55 +1228,60 @@ cmd_reload(struct strbuf *out)
 		log_info("reload: refused by the supervisor");
 		return false;
 	}
-	log_info("reload: asking the %u workers", worker_count);
-	ask_workers(&a, CONTROL_MAGIC_END " reload", WORKER_RELOAD_TIMEOUT);
+	id = ++sv.reloads;
+	log_info("reload: asking the %u workers to make it ready (reload "
+	    "%llu)", worker_count, id);
+	snprintf(line, sizeof(line), "%s reload prepare %llu",
+	    CONTROL_MAGIC_END, id);
+	ask_workers(&a, line, WORKER_PREPARE_TIMEOUT);
+	/*
+	 * One not running (it died, and waits to start again) starts with
+	 * the supervisor's configuration: this one, if the others take it;
+	 * one leaving (SIGTERM) is started again likewise. A worker whose
+	 * OK was lost here (out of memory) made it ready.
+	 */
+	for (unsigned i = 0; i < worker_count; i++) {
+		ready[i] = a.rv[i] == 0 || a.lost[i];
+		if (!ready[i] && sv.w[i].pid > 0 && !a.leaving[i])
+			ok = false;
+	}
 	for (unsigned i = 0; i < worker_count; i++) {
 		const char *t = strbuf_str(&a.replies[i]);
 
-		/* it took the file; what it said is lost (out of memory) */
-		if (a.lost[i]) {
+		if (a.lost[i])
 			out->nomem = true;
-			continue;
-		}
-		/*
-		 * One not running (it died, and waits to start again) starts
-		 * with the supervisor's configuration: this one, if the
-		 * others take it. Counted as a refusal, it left the others on
-		 * the new configuration and itself on the old.
-		 */
-		if (a.rv[i] != 0 && sv.w[i].pid <= 0) {
-			strbuf_printf(out, "worker %u: not running; it starts "
-			    "with this configuration\n", i);
-			continue;
-		}
-		/* one leaving (SIGTERM) is started again likewise */
-		if (a.leaving[i]) {
-			strbuf_printf(out, "worker %u: shutting down; the one "
-			    "started after it runs this configuration\n", i);
-			continue;
-		}
-		if (a.rv[i] != 0)
-			ok = false;
-		if (a.rv[i] == -1)
+		else if (a.rv[i] != 0 && sv.w[i].pid <= 0)
+			strbuf_printf(out, "worker %u: not running%s\n", i,
+			    ok ? "; it starts with this configuration" : "");
+		else if (a.leaving[i])
+			strbuf_printf(out, "worker %u: shutting down%s\n", i,
+			    ok ? "; the one started after it runs this "
+			    "configuration" : "");
+		else if (a.rv[i] == -1)
 			strbuf_printf(out, "worker %u: no answer\n", i);
 		else if (i == 0 || strcmp(t, strbuf_str(&a.replies[0])) != 0)
 			/* the workers read the same file: the same is said once */
 			strbuf_printf(out, "%s", t);
 	}
 	answers_free(&a);
-	sv.hooks->loaded(cfg, ok);
-	if (ok) {
-		bool moved = state_moved(sv.cfg, cfg);
-
-		sv.hooks->free(sv.cfg);
-		sv.cfg = cfg;
-		groups_keep(cfg);
-		if (moved)	/* a new state_file has the list at once */
-			state_keep(cfg, NULL);
+	if (!ok) {
+		abort_workers(id);
+		sv.hooks->loaded(cfg, false);
+		log_info("reload: refused by a worker; see its lines; none "
+		    "took it");
+		return false;
 	}
-	log_info(ok ? "reload: every worker took the configuration" :
-	    "reload: refused by a worker; see its lines");
-	return ok;
+	/* from here, a worker started again (one that ends now) runs it */
+	sv.hooks->loaded(cfg, true);
+	moved = state_moved(sv.cfg, cfg);
+	sv.hooks->free(sv.cfg);
+	sv.cfg = cfg;
+	groups_keep(cfg);
+	if (moved)	/* a new state_file has the list at once */
+		state_keep(cfg, NULL);
+	commit_workers(id, ready, out);
+	log_info("reload: every worker took the configuration");
+	return true;
 }
 
 /*

@@ -126,7 +126,19 @@ check_parse(const char *line)
 	size_t len = strlen(line);
 	int rc = control_parse(line, &cmd, &json, &args, &err);
 
-	if (rc == 0 && args != NULL) {
+	if (rc == 0 && args != NULL && strcmp(cmd, "reload") == 0) {
+		/* a worker's step: "prepare ID", "commit ID", "abort ID" */
+		size_t w = strcspn(args, " ");
+
+		FUZZ_CHECK(!json && args == line + 16);
+		FUZZ_CHECK((w == 7 && strncmp(args, "prepare", 7) == 0) ||
+		    (w == 6 && strncmp(args, "commit", 6) == 0) ||
+		    (w == 5 && strncmp(args, "abort", 5) == 0));
+		FUZZ_CHECK(args[w] == ' ' && strlen(args + w + 1) > 0 &&
+		    strlen(args + w + 1) <= 19 &&
+		    strspn(args + w + 1, "0123456789") ==
+		    strlen(args + w + 1));
+	} else if (rc == 0 && args != NULL) {
 		/* "QPROXY/N cmd BACKEND SERVER": printable, two words */
 		FUZZ_CHECK(control_takes_args(cmd) && !json);
 		FUZZ_CHECK(args == line + 9 + strlen(cmd) + 1);
@@ -280,7 +292,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		FUZZ_CHECK(strcmp(reply, err_line) == 0);
 		free(err_line);
-	} else if (args != NULL) {
+	} else if (args != NULL && strcmp(cmd, "reload") == 0)
+		/* a worker's step: no handler in ops */
+		FUZZ_CHECK(strcmp(reply, "ERR command not supported\n") == 0);
+	else if (args != NULL) {
 		if (strncmp(args, "bad ", 4) == 0)
 			FUZZ_CHECK(strcmp(reply, "ERR no backend bad\n") == 0);
 		else {

@@ -47,12 +47,14 @@ IDLE_ROWS = [("connections", "current"), ("connections", "handshakes_current"),
 
 class Shim:
     """The control file of a qproxy's nomem.so: arm() and off() signal it
-    and wait until it took the new setting."""
+    and wait until it took the new setting. With pid set, that process
+    (a worker) is armed alone, in place of the one qproxy started as."""
 
     def __init__(self, q, path):
         self.q = q
         self.path = path
         self.gen = 0
+        self.pid = None
 
     def _set(self, line):
         assert self.q.running(), "qproxy died; stderr:\n%s" % self.q.log_tail()
@@ -61,7 +63,10 @@ class Shim:
         with open(tmp, "w") as f:
             f.write("%d %s\n" % (self.gen, line))
         os.replace(tmp, self.path)
-        self.q.signal(signal.SIGURG)
+        if self.pid is None:
+            self.q.signal(signal.SIGURG)
+        else:
+            os.kill(self.pid, signal.SIGURG)
         got = []
 
         def taken():
@@ -483,15 +488,21 @@ def _worker_pids(q):
         return sorted(int(x) for x in f.read().split())
 
 
-def _generations(q, n):
-    """Each worker's configuration generation, from its own socket."""
-    gens = []
+def _each_worker(q, n):
+    """What each worker says of itself, qproxyctl stats --json on its own
+    socket."""
+    each = []
     for i in range(n):
         p = subprocess.run([qproxyctl_binary(), "-s", "%s.%d" % (q.control_socket, i),
                             "stats", "--json"], capture_output=True, text=True, timeout=30)
         assert p.returncode == 0, p.stderr
-        gens.append(json.loads(p.stdout)["generation"])
-    return gens
+        each.append(json.loads(p.stdout))
+    return each
+
+
+def _generations(q, n):
+    """Each worker's configuration generation, from its own socket."""
+    return [w["generation"] for w in _each_worker(q, n)]
 
 
 def test_a_reload_with_workers_without_memory_in_the_supervisor_is_all_or_none(
@@ -549,6 +560,75 @@ def test_a_reload_with_workers_without_memory_in_the_supervisor_is_all_or_none(
             refused += 1
             assert failed and moved == [0, 0], (what, moved, p)
     assert refused > 0, "no reload refused in allocations 1 to %d" % (total + 2)
+    _check_serving(q, "after the sweep of reloads")
+
+
+def _served_everywhere(q, path, status, n=2):
+    """Connections of their own, each to the worker the kernel gives it,
+    ask for path until every one of the n workers has answered some: each
+    answer is status."""
+    def answered():
+        return [sum(w["requests"].values()) for w in _each_worker(q, n)]
+    before = answered()
+    for i in range(48):
+        r = h3_get(q.url(path))
+        assert r.status == status, (path, i, r.status)
+        if i % 8 == 7 and all(a > b for a, b in zip(answered(), before)):
+            return
+    pytest.fail("%s: a worker answered none of 48 connections" % path, pytrace=False)
+
+
+def test_a_reload_one_worker_cannot_make_is_taken_by_none(qproxy_factory, backend_app,
+                                                          tmp_path):
+    """workers = 2, each allocation of one worker's in a reload failing in
+    turn (the shim armed in that worker alone), the new file adding a
+    route: exit 1 (reload refused) leaves both workers on the file before,
+    a connection to either finding no route (404); exit 0 has both on the
+    new one. The other worker took the file that the one without memory
+    refused, and the two served two configurations from then on."""
+    def sections(port, cert, key):
+        s = _sections(backend_app)(port, cert, key)
+        s[0][1].append(("workers", "2"))
+        return s
+    q = qproxy_factory(sections=sections, start=False)
+    shim = preload_nomem(q, str(tmp_path / "nomem"))
+    q.start()
+    wait_until(lambda: len(_worker_pids(q)) == 2, "two workers", 10 * SLOW)
+    wait_until(lambda: stats(q)["workers"]["answered"] == 2, "both answering", 10 * SLOW)
+    pids = _worker_pids(q)
+    shim.pid = pids[1]
+    with open(q.conf) as f:
+        old = f.read()
+    new = old + "\n[route new]\npath_prefix = /new/\nbackend = app\n"
+
+    def reload_(text):
+        with open(q.conf, "w") as f:
+            f.write(text)
+        return qproxyctl(q, "reload")
+    shim.nth(0, 0)
+    assert reload_(new).returncode == 0
+    total, _ = shim.off()
+    assert total > 0, "the worker's reload made no allocation: is the shim armed?"
+    assert reload_(old).returncode == 0
+    refused = 0
+    for n in range(1, total + 3):
+        before = _generations(q, 2)
+        what = "reload with allocation %d of %d failing in one worker" % (n, total)
+        p, failed = shim.failing(n, lambda: reload_(new), what)
+        assert _worker_pids(q) == pids, "%s: a worker ended" % what
+        moved = [a - b for a, b in zip(_generations(q, 2), before)]
+        if p.returncode == 0:
+            assert moved == [1, 1], (what, moved, p)
+            assert reload_(old).returncode == 0, what
+            continue
+        refused += 1
+        assert failed and moved == [0, 0], (what, moved, p)
+        assert p.stderr.startswith("qproxyctl: reload refused\n"), (what, p.stderr)
+        _served_everywhere(q, "/new/bytes/10", 404)
+    assert refused > 0, "no reload refused in allocations 1 to %d" % (total + 2)
+    # and with memory, the file reaches every worker
+    assert reload_(new).returncode == 0
+    _served_everywhere(q, "/new/bytes/10", 200)
     _check_serving(q, "after the sweep of reloads")
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from helpers import (SLOW, app_sections, background_get, expected_body, expected_sha256,
                      free_udp_port, h3_get, h3_parallel, h3raw_binary, make_certificate, metric,
-                     metrics, preload_execdelay, qproxy_binary, qproxyctl_binary,
+                     metrics, preload_execdelay, qproxy_binary, qproxyctl_binary, raw_exchange,
                      reload_refused_while_stopping, skip_if_unix_sockets_hold_more,
                      slow_control_relay, udp_ports_held, wait_until)
 from relay import Relay
@@ -574,47 +574,56 @@ def test_workers_that_cannot_start_stop_the_start(tmp_path, certificate, backend
 def test_a_stuck_worker_does_not_hold_up_a_reload(qproxy_factory, backend_app):
     """The workers are asked at once, with a deadline within qproxyctl's
     own: a stuck one makes the reload fail, said so, and costs the others
-    nothing (they are not taken for stuck while the supervisor waits)."""
+    nothing (they are not taken for stuck while the supervisor waits).
+    None takes the file (all or none, qproxyctl(8)), where the other
+    worker took it and the two served two configurations from then on. The
+    stuck one, once it goes on, finds the question and the word to let it
+    go behind it, and keeps its configuration too, holding no other."""
     q = _workers(qproxy_factory, backend_app)
     pids = _worker_pids(q)
+    _add_new_route(q)
     os.kill(pids[0], signal.SIGSTOP)
     try:
         t0 = time.monotonic()
         p = qproxyctl(q, "reload")
         took = time.monotonic() - t0
+        assert _worker_stats(q, 1)["generation"] == 1
     finally:
         os.kill(pids[0], signal.SIGCONT)
     assert p.returncode == 1, p.stdout + p.stderr
     assert "worker 0: no answer" in p.stdout + p.stderr, p.stdout + p.stderr
     assert took < 10, took
-    assert _worker_stats(q, 1)["generation"] == 2
     assert "killing it" not in q.log_text()
     assert _worker_pids(q) == pids
+    wait_until(lambda: re.search(r"worker 0: reload 1: (let go|over already)", q.log_text()),
+               "worker 0 letting the reload go", 5 * SLOW)
+    for i in range(N):
+        w = _worker_stats(q, i)
+        assert (w["generation"], w["buffers"]["configurations"]) == (1, 1), (i, w["buffers"])
+    for i in range(16):
+        assert h3_get(q.url("/new/bytes/10")).status == 404, i
+    # asked again, every worker takes it
+    assert qproxyctl(q, "reload").returncode == 0
+    assert [_worker_stats(q, i)["generation"] for i in range(N)] == [2] * N
+    for i in range(16):
+        assert h3_get(q.url("/new/bytes/10")).status == 200, i
 
 
 def test_replies_that_do_not_merge_are_shown_each_under_its_worker(qproxy_factory,
                                                                   backend_app):
-    """A reload that one worker missed (stopped, and the file put back
-    before it read it) leaves the workers on two configurations, whose backends rows do not add up: qproxyctl backends
-    shows each worker's reply under its number, text and JSON, rather
-    than a sum of rows that are not the same."""
+    """A reload asked of one worker alone, on its own socket, leaves the
+    workers on two configurations (qproxyctl(8)), whose backends rows do
+    not add up: qproxyctl backends shows each worker's reply under its
+    number, text and JSON, rather than a sum of rows that are not the
+    same."""
     q = _workers(qproxy_factory, backend_app)
-    pids = _worker_pids(q)
-    before = open(q.conf).read()
     with open(q.conf, "a") as f:
         f.write("\n[backend extra]\nserver = 127.0.0.1:9\n"
                 "[route extra]\npath_prefix = /extra/\nbackend = extra\n")
-    os.kill(pids[0], signal.SIGSTOP)
-    try:
-        assert qproxyctl(q, "reload").returncode == 1
-        # the request waits in worker 0's socket: if it reads the file, as it was
-        with open(q.conf, "w") as f:
-            f.write(before)
-    finally:
-        os.kill(pids[0], signal.SIGCONT)
+    p = subprocess.run([qproxyctl_binary(), "-s", "%s.1" % q.control_socket, "reload"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
     # (stats, not mergeable either, shows the two replies the same way)
-    wait_until(lambda: qproxyctl(q, "backends").stdout.startswith("worker 0\n"),
-               "worker 0 answering again")
     p = qproxyctl(q, "backends")
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith("worker 0\n"), p.stdout
@@ -635,14 +644,18 @@ def _add_new_route(q):
         f.write("\n[route new]\npath_prefix = /new/\nbackend = app\n")
 
 
-def _new_route_everywhere(q):
+def _new_route_everywhere(q, there=True):
     """Once the worker killed is started again (the first restart), every
-    connection, whichever worker it finds, has /new/."""
+    connection, whichever worker it finds, has /new/ (or, there false,
+    none has)."""
     wait_until(lambda: stats(q)["workers"]["restarts"] == 1 and
                stats(q)["workers"]["answered"] == N, "the worker started again", 10 * SLOW)
     for i in range(20):
         r = h3_get(q.url("/new/bytes/10"))
-        assert r.status == 200 and r.body == expected_body(10), i
+        if there:
+            assert r.status == 200 and r.body == expected_body(10), i
+        else:
+            assert r.status == 404, i
 
 
 def test_a_worker_started_again_runs_the_last_configuration(qproxy_factory, backend_app):
@@ -669,6 +682,70 @@ def test_a_reload_while_a_worker_waits_to_start_again(qproxy_factory, backend_ap
     assert p.returncode == 0, p.stdout + p.stderr
     assert "worker 0: not running; it starts with this configuration" in p.stdout, p.stdout
     _new_route_everywhere(q)
+
+
+@pytest.mark.parametrize("taken", [True, False])
+def test_a_worker_that_dies_with_a_reload_ready(qproxy_factory, backend_app, taken):
+    """Worker 0 makes the reload ready and is killed while the supervisor
+    waits for worker 1 (stopped). Worker 1 goes on at once and makes it
+    ready too: the reload is taken, and worker 0, started again, runs the
+    new file as worker 1 does. Or worker 1 stays stopped past the
+    supervisor's deadline: the reload is refused, and worker 0 starts
+    again with the file before, as worker 1, once it goes on, keeps it
+    (it took the file after the others had given up on it)."""
+    q = _workers(qproxy_factory, backend_app)
+    pids = _worker_pids(q)
+    _add_new_route(q)
+    got = []
+    os.kill(pids[1], signal.SIGSTOP)
+    try:
+        t = threading.Thread(target=lambda: got.append(qproxyctl(q, "reload")))
+        t.start()
+        # (or, as a build that applied it at once said, reloaded)
+        wait_until(lambda: re.search(r"worker 0: (reload 1: ready|configuration reloaded)",
+                                     q.log_text()), "worker 0 with the reload ready", 5 * SLOW)
+        os.kill(pids[0], signal.SIGKILL)
+        if not taken:
+            t.join(30)
+    finally:
+        os.kill(pids[1], signal.SIGCONT)
+    t.join(30)
+    assert got and got[0].returncode == (0 if taken else 1), got
+    if not taken:
+        # (or taking it, as a build that applied it at once did)
+        wait_until(lambda: re.search(r"worker 1: (reload 1: (let go|over already)|"
+                                     r"configuration reloaded)", q.log_text()),
+                   "worker 1 letting it go", 5 * SLOW)
+    _new_route_everywhere(q, taken)
+    assert pids[1] in _worker_pids(q)
+
+
+def test_a_reload_made_ready_and_never_applied_is_let_go(qproxy_factory, backend_app):
+    """A worker that made a reload ready and hears no more of it (its
+    supervisor gone, or the word to let it go lost; here the step is asked
+    of the worker alone) lets it go 10 s later, holding no configuration
+    but its own, which it runs on; asked to apply it then, it refuses. The
+    supervisor's socket takes no such step, and its reloads go on."""
+    q = _workers(qproxy_factory, backend_app)
+    _add_new_route(q)
+    reply, _ = raw_exchange(q.control_socket, b"QPROXY/2 reload prepare 77\n")
+    assert reply.startswith(b"ERR command not supported"), reply
+    sock = "%s.0" % q.control_socket
+    t0 = time.monotonic()
+    reply, _ = raw_exchange(sock, b"QPROXY/2 reload prepare 77\n")
+    assert reply.startswith(b"OK\n"), reply
+    assert _worker_stats(q, 0)["buffers"]["configurations"] == 2
+    wait_until(lambda: "worker 0: reload 77: let go (no word from the supervisor)" in
+               q.log_text(), "the reload let go", 15 * SLOW)
+    assert time.monotonic() - t0 > 9
+    w = _worker_stats(q, 0)
+    assert (w["generation"], w["buffers"]["configurations"]) == (1, 1), w["buffers"]
+    reply, _ = raw_exchange(sock, b"QPROXY/2 reload commit 77\n")
+    assert reply.startswith(b"ERR reload refused\nreload 77 is not held here\n"), reply
+    for i in range(16):
+        assert h3_get(q.url("/new/bytes/10")).status == 404, i
+    assert qproxyctl(q, "reload").returncode == 0
+    assert [_worker_stats(q, i)["generation"] for i in range(N)] == [2] * N
 
 
 def _worker0_started(q):

@@ -104,6 +104,30 @@ test_parse(void)
 	parse_bad("QPROXY/1 version --json", "unexpected argument");
 	parse_bad("QPROXY/1 reload now", "unexpected argument");
 
+	/* a worker's reload in steps, as its supervisor asks it */
+	CHECK_EQ_INT(control_parse("QPROXY/2 reload prepare 12", &cmd, &json,
+	    &args, &err), 0);
+	CHECK_EQ_STR(cmd, "reload");
+	CHECK_EQ_STR(args, "prepare 12");
+	CHECK(!json);
+	CHECK_EQ_INT(control_parse("QPROXY/2 reload commit 1", &cmd, &json,
+	    &args, &err), 0);
+	CHECK_EQ_STR(args, "commit 1");
+	CHECK_EQ_INT(control_parse("QPROXY/2 reload abort "
+	    "1234567890123456789", &cmd, &json, &args, &err), 0);
+	CHECK_EQ_STR(args, "abort 1234567890123456789");
+	parse_bad("QPROXY/2 reload abort 12345678901234567890",
+	    "unexpected argument");
+	parse_bad("QPROXY/2 reload prepare", "unexpected argument");
+	parse_bad("QPROXY/2 reload prepare ", "unexpected argument");
+	parse_bad("QPROXY/2 reload prepare  1", "unexpected argument");
+	parse_bad("QPROXY/2 reload prepare x", "unexpected argument");
+	parse_bad("QPROXY/2 reload prepare 1 ", "unexpected argument");
+	parse_bad("QPROXY/2 reload commit 1 2", "unexpected argument");
+	parse_bad("QPROXY/2 reload apply 1", "unexpected argument");
+	parse_bad("QPROXY/2 reload prepare -1", "unexpected argument");
+	parse_bad("QPROXY/2 reopen prepare 1", "unexpected argument");
+
 	/* disable and enable: "BACKEND SERVER", the rest of the line */
 	CHECK_EQ_INT(control_parse("QPROXY/1 disable app unix:/run/a b.sock",
 	    &cmd, &json, &args, &err), 0);
@@ -398,6 +422,14 @@ fake_reload(struct strbuf *out, void *arg)
 	}
 }
 
+/* a worker's reload step: refuses a commit, takes the rest */
+static int
+fake_reload_step(struct strbuf *out, const char *step, void *arg)
+{
+	strbuf_printf(out, "step %s\n", step);
+	return strncmp(step, "commit ", 7) == 0 ? -1 : 0;
+}
+
 /* fails with two lines, then succeeds without a word */
 static int
 fake_reopen(struct strbuf *out, void *arg)
@@ -502,6 +534,7 @@ static const struct control_ops fake_ops = {
 	.conns = fake_conns,
 	.backends = fake_backends,
 	.reload = fake_reload,
+	.reload_step = fake_reload_step,
 	.reopen = fake_reopen,
 	.version = fake_version,
 	.upgrade = fake_upgrade,
@@ -804,6 +837,13 @@ test_commands(const char *path)
 	EXPECT_N(path, "QPROXY/2 reload\n",
 	    "OK\nconfiguration reloaded\n\0END\n");
 	EXPECT_N(path, "QPROXY/2 reload\n", "ERR shutting down\n\0END\n");
+	/* a step goes to its own handler, not to set_server's */
+	EXPECT_N(path, "QPROXY/2 reload prepare 4\n",
+	    "OK\nstep prepare 4\n\0END\n");
+	EXPECT_N(path, "QPROXY/2 reload commit 4\n",
+	    "ERR reload refused\nstep commit 4\n\0END\n");
+	EXPECT_N(path, "QPROXY/2 reload now\n",
+	    "ERR unexpected argument\n\0END\n");
 	EXPECT_N(path, "QPROXY/2 disable b s\n",
 	    "ERR no server b s in this backend\n\0END\n");
 }
@@ -1125,6 +1165,9 @@ test_scenario(void)
 	CHECK((pid2 = daemon_start(timed)) > 0);
 	lose_memory = false;
 	EXPECT_N(timed, "QPROXY/2 metrics\n", "ERR out of memory\n\0END\n");
+	/* (and one with no handler for a reload's steps) */
+	EXPECT_N(timed, "QPROXY/2 reload prepare 1\n",
+	    "ERR command not supported\n\0END\n");
 	expect(timed, "QPROXY/1 metrics\n", "ERR out of memory\n");
 	EXPECT_N(timed, "QPROXY/2 conns\n",
 	    "OK\nconn line 1\n\0CUT out of memory\n");
