@@ -162,17 +162,6 @@ same_string(const char *a, const char *b)
 	return a == NULL ? b == NULL : b != NULL && strcmp(a, b) == 0;
 }
 
-static void
-notify_reloading(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu",
-	    (unsigned long long)ts.tv_sec * 1000000ULL +
-	    (unsigned long long)ts.tv_nsec / 1000ULL);
-}
-
 /*
  * A warning of a reload: logged, and kept in reload_notes (set while the
  * new configuration is checked) for the reply to qproxyctl, which gets
@@ -450,7 +439,7 @@ reload(struct strbuf *errs)
 		log_warnx("reload refused: shutting down");
 		return CONTROL_RELOAD_STOPPING;
 	}
-	notify_reloading();
+	workers_notify_reloading();
 	log_info("reloading %s", config_path);
 	/* a worker asked alone: what its supervisor had it hold goes */
 	prepared_drop("another reload");

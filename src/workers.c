@@ -1211,7 +1211,7 @@ commit_workers(unsigned long long id, bool *left, struct strbuf *out)
  * apply it, "reload commit ID".
  */
 static bool
-cmd_reload(struct strbuf *out)
+reload_workers(struct strbuf *out)
 {
 	struct answers a;
 	struct config *cfg;
@@ -1282,6 +1282,34 @@ cmd_reload(struct strbuf *out)
 	commit_workers(id, ready, out);
 	log_info("reload: every worker took the configuration");
 	return true;
+}
+
+void
+workers_notify_reloading(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu",
+	    (unsigned long long)ts.tv_sec * 1000000ULL +
+	    (unsigned long long)ts.tv_nsec / 1000ULL);
+}
+
+/*
+ * systemd hears of it as of a lone process's, once told of the start
+ * (not before every worker is up: READY=1 would tell it too soon).
+ */
+static bool
+cmd_reload(struct strbuf *out)
+{
+	bool told = sv.ready && sv.own_files, ok;
+
+	if (told)
+		workers_notify_reloading();
+	ok = reload_workers(out);
+	if (told)
+		sd_notify(0, "READY=1");
+	return ok;
 }
 
 /*

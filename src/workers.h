@@ -74,6 +74,11 @@ void		 workers_forget_socket(const struct addr *);
 int		 workers_control_fd(const char **path);
 /* In a worker: tells the supervisor it is alive (once a second). */
 void		 workers_ping(void);
+/*
+ * Tells systemd that a reload begins (RELOADING=1, READY=1 once done):
+ * its main process's word, a lone process's or the supervisor's.
+ */
+void		 workers_notify_reloading(void);
 
 /*
  * Where in a connection ID the byte that names its worker is: the first,

@@ -979,7 +979,10 @@ def test_reload_adds_and_removes_listeners(qproxy_factory, certificate, backend_
     assert h3_get(q.url("/app/bytes/10")).status == 200
 
 
-def test_sd_notify(qproxy_factory, backend_app, tmp_path, monkeypatch):
+@pytest.mark.parametrize("workers", [None, 2])
+def test_sd_notify(qproxy_factory, backend_app, tmp_path, monkeypatch, workers):
+    """With workers the supervisor is systemd's main process and says what a
+    lone process says (the workers have no NOTIFY_SOCKET)."""
     path = str(tmp_path / "notify.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(path)
@@ -987,7 +990,9 @@ def test_sd_notify(qproxy_factory, backend_app, tmp_path, monkeypatch):
     monkeypatch.setenv("NOTIFY_SOCKET", path)
     monkeypatch.setenv("WATCHDOG_USEC", "200000")
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
-    q = qproxy_factory(backend_server=backend_app.tcp_server)
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server,
+        extra_global=[("workers", str(workers))] if workers else []))
 
     def wait_for(pred, what):
         deadline = time.monotonic() + 10 * SLOW
