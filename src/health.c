@@ -213,7 +213,7 @@ health_timer(struct ev_loop *loop, ev_timer *w, int revents)
 }
 
 struct health *
-health_start(struct ev_loop *loop, struct upstream_server *s)
+health_new(struct ev_loop *loop, struct upstream_server *s)
 {
 	const struct config_backend *b = upstream_server_backend(s);
 	struct health *h;
@@ -238,8 +238,13 @@ health_start(struct ev_loop *loop, struct upstream_server *s)
 	h->reqlen = (size_t)n;
 	ev_timer_init(&h->timer, health_timer, 0., 0.);
 	h->timer.data = h;
-	ev_timer_start(loop, &h->timer);
 	return h;
+}
+
+void
+health_run(struct health *h)
+{
+	ev_timer_start(h->loop, &h->timer);
 }
 
 void

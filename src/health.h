@@ -20,8 +20,13 @@
 struct health;
 struct upstream_server;
 
-/* Starts checking s, the first check at once; NULL when out of memory. */
-struct health	*health_start(struct ev_loop *, struct upstream_server *s);
+/*
+ * The checks of s, made ready but not begun (a reload's, which may be let
+ * go: server_stage); NULL when out of memory.
+ */
+struct health	*health_new(struct ev_loop *, struct upstream_server *s);
+/* Begins them, the first check at once. */
+void		 health_run(struct health *);
 /* Stops, closing a check under way. NULL is ignored. */
 void		 health_stop(struct health *);
 

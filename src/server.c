@@ -169,7 +169,8 @@ generation_new(struct quic_server *srv, struct config *cfg,
 	gen->refs = 1;
 	stats.configurations++;
 	gen->cfg = cfg;
-	if ((gen->upstreams = upstream_pools_new(srv->loop, cfg)) == NULL)
+	if ((gen->upstreams = upstream_pools_new(srv->loop, cfg)) == NULL ||
+	    upstream_pools_checks(gen->upstreams) == -1)
 		goto oom;
 	if ((gen->routes = calloc(cfg->nroutes, sizeof(*gen->routes))) ==
 	    NULL && cfg->nroutes > 0)
@@ -527,8 +528,7 @@ server_commit(struct quic_server *srv, struct server_staged *st)
 		upstream_pools_retire(old->upstreams);
 		routes_inherit(gen, old);
 	}
-	if (upstream_pools_activate(gen->upstreams) == -1)
-		log_warnx("out of memory: some health checks do not run");
+	upstream_pools_activate(gen->upstreams);
 	/* numbered here: a refused reload takes no number */
 	gen->id = old != NULL ? old->id + 1 : 1;
 	srv->gen = gen;

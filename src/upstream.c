@@ -222,7 +222,7 @@ upstream_pools_new(struct ev_loop *loop, struct config *cfg)
 }
 
 int
-upstream_pools_activate(struct upstream_pool *pools)
+upstream_pools_checks(struct upstream_pool *pools)
 {
 	for (size_t b = 0; b < pools[0].npools; b++) {
 		struct upstream_pool *p = &pools[b];
@@ -231,11 +231,20 @@ upstream_pools_activate(struct upstream_pool *pools)
 			continue;
 		for (size_t s = 0; s < p->nservers; s++)
 			if (p->servers[s].health == NULL &&
-			    (p->servers[s].health = health_start(p->loop,
+			    (p->servers[s].health = health_new(p->loop,
 			    &p->servers[s])) == NULL)
 				return -1;
 	}
 	return 0;
+}
+
+void
+upstream_pools_activate(struct upstream_pool *pools)
+{
+	for (size_t b = 0; b < pools[0].npools; b++)
+		for (size_t s = 0; s < pools[b].nservers; s++)
+			if (pools[b].servers[s].health != NULL)
+				health_run(pools[b].servers[s].health);
 }
 
 const struct config_backend *

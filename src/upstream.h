@@ -104,10 +104,16 @@ void			 upstream_pools_free(struct upstream_pool *);
  */
 void			 upstream_pools_retire(struct upstream_pool *);
 /*
- * The pools are the current ones (after upstream_pools_inherit): the
- * health checks of their backends begin. -1 when out of memory.
+ * The health checks of the pools' backends made ready, not begun (all of
+ * a reload that can fail comes before it is applied): -1 when out of
+ * memory.
  */
-int			 upstream_pools_activate(struct upstream_pool *);
+int			 upstream_pools_checks(struct upstream_pool *);
+/*
+ * The pools are the current ones (after upstream_pools_inherit): the
+ * health checks made ready begin.
+ */
+void			 upstream_pools_activate(struct upstream_pool *);
 /* The backend of a server. */
 const struct config_backend *upstream_server_backend(
 			    const struct upstream_server *);

@@ -24,6 +24,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 
@@ -480,6 +481,64 @@ def test_a_reload_without_memory_for_its_reply_says_whether_it_was_taken(
                 "%s: exit %d, but taken: %s" % (what, p.returncode, p.stderr))
     # the sweep reached the reply: one of its reloads lost it
     assert lost > 0, "no reply lost in allocations 1 to %d" % (total + 2)
+    _check_serving(q, "after the sweep of reloads")
+
+
+def _backend_state(q, backend):
+    """The state of backend's first server, as qproxyctl backends says."""
+    for b in json.loads(qproxyctl(q, "backends", "--json").stdout)["backends"]:
+        if b["name"] == backend:
+            return b["servers"][0]["state"]
+    return None
+
+
+def test_a_reload_that_adds_health_checks_runs_them_or_is_refused(qproxy_factory, backend_app,
+                                                                   tmp_path):
+    """Each allocation of a reload failing in turn, the new file adding a
+    backend checked every 100 ms on a closed port: a reload taken (exit 0)
+    checks it, the server marked unhealthy at its first check; one refused
+    leaves the generation as it was. The checks were begun only once the
+    reload was applied, which cannot fail: out of memory there, the reload
+    was taken without them ("some health checks do not run"), and the
+    server, never checked, stayed up for new requests (with workers, in
+    that worker alone)."""
+    q = qproxy_factory(sections=_sections(backend_app), start=False)
+    shim = preload_nomem(q, str(tmp_path / "nomem"))
+    q.start()
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    with open(q.conf) as f:
+        old = f.read()
+    new = old + ("\n[backend hc]\nserver = 127.0.0.1:%d\nhealth_check = /health\n"
+                 "health_interval = 100ms\nhealth_fails = 1\n" % port)
+
+    def reload_(text):
+        with open(q.conf, "w") as f:
+            f.write(text)
+        return qproxyctl(q, "reload")
+    shim.nth(0, 0)
+    assert reload_(new).returncode == 0
+    total, _ = shim.off()
+    wait_until(lambda: _backend_state(q, "hc") == "unhealthy", "hc checked", 5 * SLOW)
+    assert reload_(old).returncode == 0
+    refused = 0
+    for n in range(1, total + 3):
+        before = stats(q)["generation"]
+        what = "reload with allocation %d of %d failing" % (n, total)
+        p, failed = shim.failing(n, lambda: reload_(new), what)
+        if p.returncode == 0:
+            assert stats(q)["generation"] == before + 1, what
+            wait_until(lambda: _backend_state(q, "hc") == "unhealthy",
+                       "%s: exit 0, hc checked" % what, 3 * SLOW)
+            assert reload_(old).returncode == 0, what
+            assert _backend_state(q, "hc") is None, what
+            continue
+        refused += 1
+        assert failed and stats(q)["generation"] == before, (what, p)
+    assert refused > 0, "no reload refused in allocations 1 to %d" % (total + 2)
+    assert "health checks do not run" not in q.log_text()
     _check_serving(q, "after the sweep of reloads")
 
 
