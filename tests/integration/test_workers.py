@@ -748,6 +748,35 @@ def test_a_reload_made_ready_and_never_applied_is_let_go(qproxy_factory, backend
     assert [_worker_stats(q, i)["generation"] for i in range(N)] == [2] * N
 
 
+def test_a_worker_that_does_not_apply_a_reload_taken_is_started_again_with_it(
+        qproxy_factory, backend_app):
+    """Both workers make the reload ready; worker 1 is stopped before it is
+    asked to apply it: the others apply it, worker 1 says nothing for 2 s
+    and is killed, and the reply says so (exit 0: the reload is taken).
+    Started again, worker 1 runs the new file as worker 0 does."""
+    q = _workers(qproxy_factory, backend_app)
+    pids = _worker_pids(q)
+    _add_new_route(q)
+    got = []
+    os.kill(pids[0], signal.SIGSTOP)
+    try:
+        t = threading.Thread(target=lambda: got.append(qproxyctl(q, "reload")))
+        t.start()
+        wait_until(lambda: "worker 1: reload 1: ready" in q.log_text(),
+                   "worker 1 with the reload ready", 5 * SLOW)
+        os.kill(pids[1], signal.SIGSTOP)
+    finally:
+        os.kill(pids[0], signal.SIGCONT)
+    t.join(30)
+    assert got and got[0].returncode == 0, got
+    assert "worker 1: did not apply it (no answer)" in got[0].stdout, got[0]
+    assert re.search(r"worker 1 \(pid %d\): the reload not applied \(no answer\); killing it"
+                     % pids[1], q.log_text())
+    assert _worker_stats(q, 0)["generation"] == 2
+    _new_route_everywhere(q)
+    assert pids[0] in _worker_pids(q) and pids[1] not in _worker_pids(q)
+
+
 def _worker0_started(q):
     return len(re.findall(r"worker 0: qproxy \S+ started", q.log_text()))
 
