@@ -242,9 +242,17 @@ void
 upstream_pools_activate(struct upstream_pool *pools)
 {
 	for (size_t b = 0; b < pools[0].npools; b++)
-		for (size_t s = 0; s < pools[b].nservers; s++)
-			if (pools[b].servers[s].health != NULL)
-				health_run(pools[b].servers[s].health);
+		for (size_t s = 0; s < pools[b].nservers; s++) {
+			struct upstream_server *u = &pools[b].servers[s];
+
+			if (u->health != NULL) {
+				health_run(u->health);
+				continue;
+			}
+			/* no longer checked: no check would ever lift it */
+			u->ctr->unhealthy = false;
+			u->ctr->health_fails = u->ctr->health_passes = 0;
+		}
 }
 
 const struct config_backend *

@@ -111,7 +111,8 @@ void			 upstream_pools_retire(struct upstream_pool *);
 int			 upstream_pools_checks(struct upstream_pool *);
 /*
  * The pools are the current ones (after upstream_pools_inherit): the
- * health checks made ready begin.
+ * health checks made ready begin, and a server no longer checked loses
+ * its unhealthy mark.
  */
 void			 upstream_pools_activate(struct upstream_pool *);
 /* The backend of a server. */

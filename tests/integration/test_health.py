@@ -177,6 +177,37 @@ def test_a_server_that_refuses_connections_fails_its_check(qproxy_factory, backe
     c0 = stats(q)["upstream"]["health_checks"]
     wait_until(lambda: stats(q)["upstream"]["health_checks"] >= c0 + 6, "checks go on", 5 * SLOW)
 
+def test_a_reload_that_removes_the_checks_lifts_the_marks(qproxy_factory, backend_app):
+    """A server marked unhealthy, then its backend's health_check removed
+    by a reload: no check is left to lift the mark, so the reload lifts it,
+    and the server takes its turn again (a failed connect passes it over
+    for fail_timeout, as without checks). The mark stayed until a restart,
+    new requests passing the server over for good."""
+    toggle = _Toggle()
+    address = toggle.address
+    toggle.close()
+    q = qproxy_factory(sections=lambda port, cert, key: [
+        _global_section(), _listener_section(port, cert, key),
+        ("backend pair", [("server", backend_app.tcp_server), ("server", address),
+                          ("health_check", "/status/200"), ("health_interval", "200ms"),
+                          ("health_fails", "1")]),
+        ("route app", [("path_prefix", "/app/"), ("backend", "pair")])])
+    wait_until(lambda: _server_state(q, "pair", address) == "unhealthy",
+               "closed port marked unhealthy", 5 * SLOW)
+    with open(q.conf) as f:
+        text = f.read()
+    with open(q.conf, "w") as f:
+        f.write(text.replace("health_check = /status/200\n", ""))
+    p = qproxyctl(q, "reload")
+    assert p.returncode == 0, p.stderr
+    assert _server_state(q, "pair", address) == "unknown"
+    failed = stats(q)["upstream"]["connect_failures"]
+    for i in range(4):
+        assert h3_get(q.url("/app/bytes/%d" % (10 + i))).status == 200
+    # its turn came: the closed port was tried, and is down now
+    assert stats(q)["upstream"]["connect_failures"] == failed + 1
+    assert _server_state(q, "pair", address) == "down"
+
 
 @pytest.mark.parametrize("path,why", [
     ("/hang", "no status line within health_timeout"),
