@@ -22,6 +22,13 @@
 
 #define CTL_DEFAULT_SOCKET	"/run/qproxy/control.sock"
 #define CTL_TIMEOUT_MS		10000
+/*
+ * for the reply to a reload or an upgrade to begin: the daemon's own
+ * deadlines for them come near ten seconds (with workers, 7 s for them to
+ * make a reload ready and 2 s to apply it, after the supervisor's read;
+ * 8 s for a new process to be ready), and its answer comes after them
+ */
+#define CTL_LONG_TIMEOUT_MS	20000
 /* a reply is read whole, to its end: conns has no bound */
 #define CTL_MAX_READ		(SIZE_MAX / 2)
 
@@ -210,11 +217,11 @@ ctl_connect(const struct timespec *deadline)
 }
 
 static __attribute__((noreturn)) void
-ctl_timeout(size_t got)
+ctl_timeout(size_t got, int first_ms)
 {
 	if (got == 0)
 		fprintf(stderr, "qproxyctl: %s: no reply within %d seconds\n",
-		    ctl_socket, CTL_TIMEOUT_MS / 1000);
+		    ctl_socket, first_ms / 1000);
 	else
 		fprintf(stderr, "qproxyctl: %s: nothing more of the reply "
 		    "within %d seconds, after %zu bytes\n", ctl_socket,
@@ -231,10 +238,12 @@ ctl_exchange(const char *magic, const char *cmd, const char *args, int json,
 	char req[CONTROL_MAX_LINE + 1], buf[65536];
 	size_t len, off = 0;
 	ssize_t n;
-	int fd, send_err = 0;
+	int fd, send_err = 0, first_ms;
 
+	first_ms = strcmp(cmd, "reload") == 0 || strcmp(cmd, "upgrade") == 0 ?
+	    CTL_LONG_TIMEOUT_MS : CTL_TIMEOUT_MS;
 	clock_gettime(CLOCK_MONOTONIC, &deadline);
-	deadline.tv_sec += CTL_TIMEOUT_MS / 1000;
+	deadline.tv_sec += first_ms / 1000;
 	fd = ctl_connect(&deadline);
 
 	len = (size_t)snprintf(req, sizeof(req), "%s %s%s%s\n",
@@ -247,7 +256,7 @@ ctl_exchange(const char *magic, const char *cmd, const char *args, int json,
 				continue;
 			if (errno == EAGAIN || errno == EWOULDBLOCK) {
 				if (ctl_wait(fd, POLLOUT, &deadline) == -1)
-					ctl_timeout(0);
+					ctl_timeout(0, first_ms);
 				continue;
 			}
 			/* a daemon that refuses us ("ERR busy") closes at once */
@@ -269,7 +278,7 @@ ctl_exchange(const char *magic, const char *cmd, const char *args, int json,
 				continue;
 			if (errno == EAGAIN || errno == EWOULDBLOCK) {
 				if (ctl_wait(fd, POLLIN, &deadline) == -1)
-					ctl_timeout(reply->len);
+					ctl_timeout(reply->len, first_ms);
 				continue;
 			}
 			/* the answer came, then the reset of a refusal */

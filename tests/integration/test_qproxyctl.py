@@ -607,6 +607,20 @@ def test_a_reply_has_ten_seconds_for_each_piece_not_for_all(tmp_path):
     assert p.stdout == ROWS and p.stderr == b"", show(p)
 
 
+@pytest.mark.parametrize("cmd", ["reload", "upgrade"])
+def test_a_reload_or_an_upgrade_has_twenty_seconds_to_answer(tmp_path, cmd):
+    """The daemon's own deadlines for a reload with workers (7 s to make it
+    ready, 2 s to apply it, after the supervisor's read) and for an upgrade
+    (8 s for the new process) come near the ten seconds qproxyctl waited for
+    a reply to begin: one taken after 10.5 s made it exit 1, "no reply
+    within 10 seconds", and systemd's ExecReload fail. They have 20 s."""
+    path = str(tmp_path / "control.sock")
+    p, lines = fake_daemon(path, lambda line: [b"", b"OK\n\0END\n"], [cmd],
+                           gap=10.5)
+    assert lines == [b"QPROXY/2 %s\n" % cmd.encode()]
+    assert p.returncode == 0, show(p)
+
+
 def test_an_err_reply_is_said_with_its_end_line_or_without(tmp_path):
     path = str(tmp_path / "control.sock")
     for reply in (b"ERR reload refused\nx.conf:3: bad\n\0END\n",
