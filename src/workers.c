@@ -1132,18 +1132,22 @@ abort_workers(unsigned long long id)
 			close(fd);
 }
 
-/* Worker i did not say it applied the reload: see commit_workers. */
-static void
+/*
+ * Worker i did not say it applied the reload: see commit_workers. Whether
+ * it was killed.
+ */
+static bool
 commit_failed(unsigned i, const char *why, struct strbuf *out)
 {
 	if (sv.w[i].pid <= 0)	/* ended: it starts again with it */
-		return;
+		return false;
 	log_warnx("worker %u (pid %ld): the reload not applied (%s); killing "
 	    "it, to start it again with the configuration the others took",
 	    i, (long)sv.w[i].pid, why);
 	strbuf_printf(out, "worker %u: did not apply it (%s); started again, "
 	    "it runs this configuration\n", i, why);
 	kill(sv.w[i].pid, SIGKILL);
+	return true;
 }
 
 /*
@@ -1153,14 +1157,15 @@ commit_failed(unsigned i, const char *why, struct strbuf *out)
  * WORKER_COMMIT_TIMEOUT. One that has not said it applied it by then, or
  * says it does not hold it, is killed: started again, it runs the file
  * the others run, where it would have gone on with the one before. One
- * that ends meanwhile starts again with it too.
+ * that ends meanwhile starts again with it too. How many were killed.
  */
-static void
+static unsigned
 commit_workers(unsigned long long id, bool *left, struct strbuf *out)
 {
 	double deadline = mono_now() + WORKER_COMMIT_TIMEOUT / 1000.;
 	struct answers a;
 	char line[64];
+	unsigned killed = 0;
 	bool more;
 	int ms;
 
@@ -1183,7 +1188,8 @@ commit_workers(unsigned long long id, bool *left, struct strbuf *out)
 			if (a.rv[i] == 0 || a.lost[i] || a.leaving[i])
 				left[i] = false;
 			else if (a.refused[i]) {
-				commit_failed(i, "it no longer held it", out);
+				killed += commit_failed(i,
+				    "it no longer held it", out);
 				left[i] = false;
 			}
 			more |= left[i];
@@ -1195,7 +1201,8 @@ commit_workers(unsigned long long id, bool *left, struct strbuf *out)
 	}
 	for (unsigned i = 0; i < worker_count; i++)
 		if (left[i])
-			commit_failed(i, "no answer", out);
+			killed += commit_failed(i, "no answer", out);
+	return killed;
 }
 
 /*
@@ -1218,6 +1225,7 @@ reload_workers(struct strbuf *out)
 	char line[64];
 	bool ok = true, moved, ready[WORKERS_MAX];
 	unsigned long long id;
+	unsigned killed;
 
 	/*
 	 * Read after the workers took it, the file could fail here (out of
@@ -1279,8 +1287,11 @@ reload_workers(struct strbuf *out)
 	groups_keep(cfg);
 	if (moved)	/* a new state_file has the list at once */
 		state_keep(cfg, NULL);
-	commit_workers(id, ready, out);
-	log_info("reload: every worker took the configuration");
+	if ((killed = commit_workers(id, ready, out)) > 0)
+		log_info("reload: every worker took the configuration, %u "
+		    "of them started again with it", killed);
+	else
+		log_info("reload: every worker took the configuration");
 	return true;
 }
 

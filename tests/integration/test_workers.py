@@ -772,6 +772,8 @@ def test_a_worker_that_does_not_apply_a_reload_taken_is_started_again_with_it(
     assert "worker 1: did not apply it (no answer)" in got[0].stdout, got[0]
     assert re.search(r"worker 1 \(pid %d\): the reload not applied \(no answer\); killing it"
                      % pids[1], q.log_text())
+    assert ("reload: every worker took the configuration, 1 of them started "
+            "again with it") in q.log_text()
     assert _worker_stats(q, 0)["generation"] == 2
     _new_route_everywhere(q)
     assert pids[0] in _worker_pids(q) and pids[1] not in _worker_pids(q)
