@@ -2394,6 +2394,9 @@ config_reader(char *buf, int num, void *arg)
 	if (p->nin == 1)
 		p->main_line = p->line;
 	line = p->linebuf;
+	for (ssize_t i = 0; i < n; i++)
+		p->cfg->digest = (p->cfg->digest ^ (uint8_t)line[i]) *
+		    0x100000001b3ULL;
 	snprintf(buf, (size_t)num, "\n");
 	if (strlen(line) != (size_t)n) {
 		config_error(p, p->line, "syntax error: NUL byte in line");
@@ -2915,6 +2918,7 @@ config_load(const char *path, FILE *errs)
 		return NULL;
 	}
 	cfg->nfiles = 1;
+	cfg->digest = 0xcbf29ce484222325ULL;	/* FNV-1a's offset basis */
 	p.in[0].fp = fp;
 	config_input_id(&p.in[0]);
 	p.nin = 1;

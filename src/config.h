@@ -217,6 +217,12 @@ struct config {
 	size_t			 nfiles;
 	struct config_span	*spans;		/* in the order of pos */
 	size_t			 nspans;
+	/*
+	 * FNV-1a of every line read, the included files' in their place: two
+	 * reads of the file that got the same text have the same (a reload's
+	 * workers each read it, and must have read what the supervisor did)
+	 */
+	uint64_t		 digest;
 	int			 log_level;		/* enum log_level */
 	double			 shutdown_timeout;	/* seconds */
 	double			 idle_timeout;		/* seconds */

@@ -971,7 +971,10 @@ control_end(const char *text, size_t *len, char *why, size_t whylen)
 	return 0;
 }
 
-/* "prepare ID", "commit ID" or "abort ID": a worker's reload step. */
+/*
+ * "prepare ID [DIGEST]", "commit ID" or "abort ID": a worker's reload
+ * step; DIGEST, 16 hex digits, that of the file the supervisor read.
+ */
 static bool
 control_reload_step(const char *s)
 {
@@ -983,7 +986,14 @@ control_reload_step(const char *s)
 			continue;
 		s += strlen(steps[i]);
 		n = strspn(s, "0123456789");
-		return n > 0 && n <= 19 && s[n] == '\0';
+		if (n == 0 || n > 19)
+			return false;
+		if (i == 0 && s[n] == ' ') {
+			s += n + 1;
+			n = strspn(s, "0123456789abcdef");
+			return n == 16 && s[n] == '\0';
+		}
+		return s[n] == '\0';
 	}
 	return false;
 }

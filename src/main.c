@@ -363,15 +363,17 @@ prepared_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static int
 reload_step(struct strbuf *out, const char *step)
 {
-	unsigned long long id;
+	unsigned long long id, digest;
 	char what[8];
+	int words;
 
 	if (worker_count <= 1) {
 		strbuf_printf(out, "a worker's step: reload takes none here\n");
 		return -1;
 	}
 	/* (control_parse let no other words through) */
-	if (sscanf(step, "%7s %llu", what, &id) != 2 || id == 0) {
+	if ((words = sscanf(step, "%7s %llu %llx", what, &id, &digest)) < 2 ||
+	    id == 0) {
 		strbuf_printf(out, "bad step\n");
 		return -1;
 	}
@@ -412,6 +414,16 @@ reload_step(struct strbuf *out, const char *step)
 	memset(&prepared.r, 0, sizeof(prepared.r));
 	if (reload_prepare(&prepared.r, out) == -1) {
 		log_lines(LOG_LEVEL_WARN, "reload refused: ", strbuf_str(out));
+		return -1;
+	}
+	/* the file changed between the supervisor's read and this one */
+	if (words == 3 && prepared.r.cfg->digest != digest) {
+		reload_discard(&prepared.r);
+		strbuf_clear(out);
+		strbuf_printf(out, "%s: changed while it was read; reload "
+		    "again\n", config_path);
+		log_warnx("reload %llu refused: %s changed since the "
+		    "supervisor read it", id, config_path);
 		return -1;
 	}
 	prepared.id = id;

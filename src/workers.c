@@ -1239,8 +1239,9 @@ reload_workers(struct strbuf *out)
 	id = ++sv.reloads;
 	log_info("reload: asking the %u workers to make it ready (reload "
 	    "%llu)", worker_count, id);
-	snprintf(line, sizeof(line), "%s reload prepare %llu",
-	    CONTROL_MAGIC_END, id);
+	/* what it read: a worker that reads another text refuses it */
+	snprintf(line, sizeof(line), "%s reload prepare %llu %016llx",
+	    CONTROL_MAGIC_END, id, (unsigned long long)cfg->digest);
 	ask_workers(&a, line, WORKER_PREPARE_TIMEOUT);
 	/*
 	 * One not running (it died, and waits to start again) starts with

@@ -127,17 +127,24 @@ check_parse(const char *line)
 	int rc = control_parse(line, &cmd, &json, &args, &err);
 
 	if (rc == 0 && args != NULL && strcmp(cmd, "reload") == 0) {
-		/* a worker's step: "prepare ID", "commit ID", "abort ID" */
-		size_t w = strcspn(args, " ");
+		/*
+		 * a worker's step: "prepare ID", "prepare ID DIGEST" (16
+		 * lowercase hex digits), "commit ID", "abort ID"
+		 */
+		size_t w = strcspn(args, " "), id;
+		const char *rest;
 
 		FUZZ_CHECK(!json && args == line + 16);
 		FUZZ_CHECK((w == 7 && strncmp(args, "prepare", 7) == 0) ||
 		    (w == 6 && strncmp(args, "commit", 6) == 0) ||
 		    (w == 5 && strncmp(args, "abort", 5) == 0));
-		FUZZ_CHECK(args[w] == ' ' && strlen(args + w + 1) > 0 &&
-		    strlen(args + w + 1) <= 19 &&
-		    strspn(args + w + 1, "0123456789") ==
-		    strlen(args + w + 1));
+		FUZZ_CHECK(args[w] == ' ');
+		id = strspn(args + w + 1, "0123456789");
+		rest = args + w + 1 + id;
+		FUZZ_CHECK(id > 0 && id <= 19);
+		FUZZ_CHECK(*rest == '\0' || (w == 7 && rest[0] == ' ' &&
+		    strlen(rest + 1) == 16 &&
+		    strspn(rest + 1, "0123456789abcdef") == 16));
 	} else if (rc == 0 && args != NULL) {
 		/* "QPROXY/N cmd BACKEND SERVER": printable, two words */
 		FUZZ_CHECK(control_takes_args(cmd) && !json);

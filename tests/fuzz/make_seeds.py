@@ -391,6 +391,8 @@ def control_seeds():
     write(t, "json-reload", "QPROXY/1 reload json\n")
     # a worker's reload in steps, as its supervisor asks it
     write(t, "v2-reload-prepare", "QPROXY/2 reload prepare 12\n")
+    write(t, "v2-reload-prepare-digest",
+          "QPROXY/2 reload prepare 12 0123456789abcdef\n")
     write(t, "reload-commit-too-long", "QPROXY/1 reload commit 12345678901234567890\n")
     write(t, "binary", bytes(range(256)))
 

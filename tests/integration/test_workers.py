@@ -609,6 +609,43 @@ def test_a_stuck_worker_does_not_hold_up_a_reload(qproxy_factory, backend_app):
         assert h3_get(q.url("/new/bytes/10")).status == 200, i
 
 
+def test_a_file_changed_while_the_workers_read_it_is_refused(qproxy_factory, backend_app):
+    """Each worker reads the file itself, after the supervisor: one that
+    read it after it changed (an editor or a deployment writing it during
+    a reload) made another text ready, every worker said ready, and the
+    workers served two configurations. The supervisor sends the digest of
+    what it read with its question; a worker that read another refuses,
+    and none takes it."""
+    q = _workers(qproxy_factory, backend_app)
+    pids = _worker_pids(q)
+    _add_new_route(q)       # what the supervisor and worker 0 read
+    os.kill(pids[1], signal.SIGSTOP)
+    got = []
+    t = threading.Thread(target=lambda: got.append(qproxyctl(q, "reload")))
+    try:
+        t.start()
+        wait_until(lambda: "worker 0: reload 1: ready" in q.log_text(),
+                   "worker 0 ready", 5 * SLOW)
+        with open(q.conf, "a") as f:
+            f.write("\n[route other]\npath_prefix = /other/\nbackend = app\n")
+    finally:
+        os.kill(pids[1], signal.SIGCONT)
+    t.join(30 * SLOW)
+    assert got and got[0].returncode == 1, got
+    assert "changed while it was read; reload again" in got[0].stdout + got[0].stderr, got[0]
+    assert "changed since the supervisor read it" in q.log_text()
+    wait_until(lambda: "worker 0: reload 1: let go" in q.log_text(),
+               "worker 0 letting it go", 5 * SLOW)
+    assert [_worker_stats(q, i)["generation"] for i in range(N)] == [1] * N
+    for i in range(16):
+        assert h3_get(q.url("/other/bytes/10")).status == 404, i
+    # read again, the same by all
+    assert qproxyctl(q, "reload").returncode == 0
+    assert [_worker_stats(q, i)["generation"] for i in range(N)] == [2] * N
+    for i in range(16):
+        assert h3_get(q.url("/other/bytes/10")).status == 200, i
+
+
 def test_replies_that_do_not_merge_are_shown_each_under_its_worker(qproxy_factory,
                                                                   backend_app):
     """A reload asked of one worker alone, on its own socket, leaves the

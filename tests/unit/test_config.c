@@ -866,6 +866,30 @@ test_include(void)
 	free(errs);
 	unlink("inc.d/b.conf");
 
+	/*
+	 * the digest: of the text read, the included files' too (a reload's
+	 * workers must have read what their supervisor did)
+	 */
+	{
+		uint64_t d[3];
+
+		for (int i = 0; i < 3; i++) {
+			test_write_file("main.conf", LISTENER
+			    "include = backends.conf\n"
+			    "[route app]\nbackend = app\n");
+			test_write_file("backends.conf", i == 2 ?
+			    "[backend app]\nserver = 127.0.0.1:8081\n" :
+			    "[backend app]\nserver = 127.0.0.1:8080\n");
+			free(test_load_dir("main.conf", &cfg));
+			CHECK(cfg != NULL);
+			d[i] = cfg != NULL ? cfg->digest : 0;
+			config_free(cfg);
+		}
+		CHECK(d[0] == d[1]);
+		CHECK(d[1] != d[2]);
+		unlink("backends.conf");
+	}
+
 	/* no listener: at the main file's last line, not an included one's */
 	test_write_file("main.conf", "[global]\n"
 	    "include = backends.conf\n");

@@ -110,6 +110,20 @@ test_parse(void)
 	CHECK_EQ_STR(cmd, "reload");
 	CHECK_EQ_STR(args, "prepare 12");
 	CHECK(!json);
+	/* with the digest of the file the supervisor read */
+	CHECK_EQ_INT(control_parse("QPROXY/2 reload prepare 12 "
+	    "0123456789abcdef", &cmd, &json, &args, &err), 0);
+	CHECK_EQ_STR(args, "prepare 12 0123456789abcdef");
+	parse_bad("QPROXY/2 reload prepare 12 0123456789abcde",
+	    "unexpected argument");
+	parse_bad("QPROXY/2 reload prepare 12 0123456789abcdef0",
+	    "unexpected argument");
+	parse_bad("QPROXY/2 reload prepare 12 0123456789ABCDEF",
+	    "unexpected argument");
+	parse_bad("QPROXY/2 reload prepare 12 0123456789abcdef ",
+	    "unexpected argument");
+	parse_bad("QPROXY/2 reload commit 12 0123456789abcdef",
+	    "unexpected argument");
 	CHECK_EQ_INT(control_parse("QPROXY/2 reload commit 1", &cmd, &json,
 	    &args, &err), 0);
 	CHECK_EQ_STR(args, "commit 1");
