@@ -2202,6 +2202,19 @@ config_earlier_than(struct config_parser *p, int pos, int from)
 	return buf;
 }
 
+/*
+ * Adds bytes to the digest (FNV-1a). A file's beginning and its end add
+ * "\0<" and "\0>", which no line of a file read without error has: a
+ * line moved across an include (the same text, in another section)
+ * changes the digest.
+ */
+static void
+config_digest(struct config *cfg, const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		cfg->digest = (cfg->digest ^ (uint8_t)s[i]) * 0x100000001b3ULL;
+}
+
 /* Takes note of what file an input is, for config_input_open. */
 static void
 config_input_id(struct config_input *in)
@@ -2230,6 +2243,7 @@ config_input_open(struct config_parser *p, struct config_input *in)
 		return -1;
 	}
 	config_input_id(in);
+	config_digest(cfg, "\0<", 2);
 	for (struct config_input *up = p->in; up < in; up++)
 		if (up->fp != NULL && up->dev == in->dev &&
 		    up->ino == in->ino) {
@@ -2257,8 +2271,10 @@ config_input_pop(struct config_parser *p)
 {
 	struct config_input *in = &p->in[--p->nin];
 
-	if (in->fp != NULL)
+	if (in->fp != NULL) {
+		config_digest(p->cfg, "\0>", 2);
 		fclose(in->fp);
+	}
 	free(in->path);
 	p->cur = in->resume;
 	if (p->nin > 0) {
@@ -2394,9 +2410,7 @@ config_reader(char *buf, int num, void *arg)
 	if (p->nin == 1)
 		p->main_line = p->line;
 	line = p->linebuf;
-	for (ssize_t i = 0; i < n; i++)
-		p->cfg->digest = (p->cfg->digest ^ (uint8_t)line[i]) *
-		    0x100000001b3ULL;
+	config_digest(p->cfg, line, (size_t)n);
 	snprintf(buf, (size_t)num, "\n");
 	if (strlen(line) != (size_t)n) {
 		config_error(p, p->line, "syntax error: NUL byte in line");
@@ -2921,6 +2935,7 @@ config_load(const char *path, FILE *errs)
 	cfg->digest = 0xcbf29ce484222325ULL;	/* FNV-1a's offset basis */
 	p.in[0].fp = fp;
 	config_input_id(&p.in[0]);
+	config_digest(cfg, "\0<", 2);
 	p.nin = 1;
 	p.cfg = cfg;
 	config_defaults(&p, &p.global);

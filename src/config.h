@@ -218,9 +218,10 @@ struct config {
 	struct config_span	*spans;		/* in the order of pos */
 	size_t			 nspans;
 	/*
-	 * FNV-1a of every line read, the included files' in their place: two
-	 * reads of the file that got the same text have the same (a reload's
-	 * workers each read it, and must have read what the supervisor did)
+	 * FNV-1a of every line read, the included files' in their place,
+	 * and of where each file begins and ends: two reads of the file that
+	 * got the same text have the same (a reload's workers each read it,
+	 * and must have read what the supervisor did)
 	 */
 	uint64_t		 digest;
 	int			 log_level;		/* enum log_level */

@@ -887,6 +887,33 @@ test_include(void)
 		}
 		CHECK(d[0] == d[1]);
 		CHECK(d[1] != d[2]);
+
+		/*
+		 * and of where each file begins and ends: a line moved from
+		 * after an include to the end of the file included reads as
+		 * the same text, in another section
+		 */
+		for (int i = 0; i < 2; i++) {
+			test_write_file("main.conf", i == 0 ? LISTENER
+			    "[backend a]\nserver = 127.0.0.1:8080\n"
+			    "include = backends.conf\n"
+			    "connect_timeout = 3s\n"
+			    "[route app]\nbackend = a\n" : LISTENER
+			    "[backend a]\nserver = 127.0.0.1:8080\n"
+			    "include = backends.conf\n"
+			    "[route app]\nbackend = a\n");
+			test_write_file("backends.conf", i == 0 ?
+			    "[backend b]\nserver = 127.0.0.1:8081\n" :
+			    "[backend b]\nserver = 127.0.0.1:8081\n"
+			    "connect_timeout = 3s\n");
+			free(test_load_dir("main.conf", &cfg));
+			CHECK(cfg != NULL && cfg->nbackends == 2);
+			if (cfg != NULL && cfg->nbackends == 2)
+				CHECK(cfg->backends[i].connect_timeout == 3.);
+			d[i] = cfg != NULL ? cfg->digest : 0;
+			config_free(cfg);
+		}
+		CHECK(d[0] != d[1]);
 		unlink("backends.conf");
 	}
 
