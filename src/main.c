@@ -359,7 +359,10 @@ prepared_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	prepared_drop("no word from the supervisor");
 }
 
-/* Its supervisor's step, as "prepare ID", "commit ID" or "abort ID". */
+/*
+ * Its supervisor's step, as "prepare ID DIGEST" (or "prepare ID", compared
+ * with nothing), "commit ID" or "abort ID".
+ */
 static int
 reload_step(struct strbuf *out, const char *step)
 {
