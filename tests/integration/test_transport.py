@@ -23,7 +23,7 @@ from test_ops import qproxyctl, stats
 from backend import free_udp_port
 
 import quicinitial  # tests/tools, on sys.path by conftest.py
-from relay import Faults, Relay
+from relay import S2C, Faults, Relay
 
 KiB = 1024
 
@@ -1014,6 +1014,60 @@ def test_qlog_dir_writes_one_qlog_per_connection(qproxy_factory, backend_app,
         assert records, name
         head = json.loads(records[0])
         assert "qlog_version" in head or "qlog_format" in head, head
+
+
+def _qlog_metrics(qdir, names):
+    """The data of the recovery:metrics_updated records in these qlogs
+    (a record cut short, the file still being written, left out)."""
+    out = []
+    for name in names:
+        for rec in (qdir / name).read_bytes().split(b"\x1e"):
+            try:
+                j = json.loads(rec)
+            except ValueError:
+                continue
+            if j.get("name") == "recovery:metrics_updated":
+                out.append(j["data"])
+    return out
+
+
+@pytest.mark.parametrize("cc", ["cubic", "reno", "bbr"])
+def test_congestion_control_is_the_one_configured(qproxy_factory, backend_app, tmp_path,
+                                                  cc):
+    """congestion_control reaches ngtcp2, as its qlog shows over a download
+    that loses 5 % of qproxy's datagrams: at each loss cubic sets the slow
+    start threshold to 0.7 of the window and reno to half of it; bbr keeps
+    none. The ratio is read against the window last logged before, which
+    may have grown since: the median tells them apart (0.70 for cubic,
+    0.54 or so for reno, in runs here)."""
+    qdir = tmp_path / "qlog"
+    qdir.mkdir()
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server, str(tmp_path / "s"),
+        extra=[("qlog_dir", str(qdir)), ("congestion_control", cc)]))
+    start = set(os.listdir(qdir))       # the harness's readiness probe
+    with Relay(q.port, seed=2, s2c=Faults(drop=0.05)) as r:
+        resp = h3_get(r.url("/app/bytes/1000000"), timeout=30 * SLOW)
+        assert resp.status == 200 and len(resp.body) == 1000000
+        assert r.stats()[S2C]["dropped"] > 10, r.stats()
+    time.sleep(0.5)
+    metrics = _qlog_metrics(qdir, set(os.listdir(qdir)) - start)
+    assert len(metrics) > 100, len(metrics)
+    ratios, cwnd, ssthresh = [], None, None
+    for d in metrics:
+        if d.get("ssthresh") not in (None, ssthresh) and cwnd:
+            ratios.append(d["ssthresh"] / cwnd)
+        ssthresh = d.get("ssthresh", ssthresh)
+        cwnd = d.get("congestion_window", cwnd)
+    if cc == "bbr":
+        assert ratios == [] and ssthresh is None, ratios
+        return
+    assert len(ratios) >= 5, ratios
+    median = sorted(ratios)[len(ratios) // 2]
+    if cc == "cubic":
+        assert 0.65 <= median <= 0.75, sorted(ratios)
+    else:
+        assert 0.45 <= median < 0.62, sorted(ratios)
 
 
 def test_a_qlog_dir_that_is_gone_is_logged_once_a_second(qproxy_factory, backend_app,
