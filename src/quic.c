@@ -1951,8 +1951,15 @@ send_stateless_reset(struct udp_sock *sock, size_t len, const uint8_t *dcid,
 	    size - NGTCP2_STATELESS_RESET_TOKENLEN);
 	if (n <= 0)
 		return;
-	if (send_connless(sock, srv->txbuf, (size_t)n, remote, local) == 0)
-		stats.stateless_resets_sent++;
+	if (send_connless(sock, srv->txbuf, (size_t)n, remote, local) != 0)
+		return;
+	stats.stateless_resets_sent++;
+	if (log_debug_enabled()) {
+		char to[ADDR_STRLEN], hex[CID_HEXLEN];
+
+		log_debug("stateless reset to %s for dcid %s", addr_format(remote,
+		    to, sizeof(to)), cid_hex(&cid, hex));
+	}
 }
 
 /* Returns whether the Retry went out. */

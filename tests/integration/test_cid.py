@@ -228,7 +228,9 @@ def test_workers_with_server_ids(qproxy_factory, backend_app, tmp_path, keyed):
         rebinds = r.rebinds
     assert rebinds >= 2, rebinds
     assert resp.status == 200 and resp.sha256 == expected_sha256(n)
-    assert stats(q)["quic"]["stateless_resets_sent"] == 0
+    assert stats(q)["quic"]["stateless_resets_sent"] == 0, (
+        [c.hex() for c in cids],
+        [l for l in q.log_text().splitlines() if "stateless reset" in l])
 
 
 def test_workers_with_a_long_server_id_and_a_first_flight_of_two_datagrams(

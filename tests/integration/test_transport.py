@@ -125,6 +125,9 @@ def test_stateless_reset_for_unknown_connections(qproxy_factory, certificate,
     assert 21 <= len(reply) < len(pkt)
     token = reply[-16:]
     assert stats(q)["quic"]["stateless_resets_sent"] == 1
+    # at debug, with the connection ID it was for
+    assert re.search(r"stateless reset to 127\.0\.0\.1:\d+ for dcid %s" % cid.hex(),
+                     q.log_text()), q.log_text()[-2000:]
     # too small to answer without risking a loop of resets
     assert _exchange(q.port, bytes([0x40]) + cid + b"\x00" * 4, 0.5) is None
     # the token comes from the secret file: a restart keeps it
