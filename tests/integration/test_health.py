@@ -149,10 +149,10 @@ def test_a_server_failing_its_health_check_is_passed_over(qproxy_factory, backen
         toggle.close()
 
 
-def test_a_server_that_refuses_connections_fails_its_check(qproxy_factory, backend_app):
-    """A server whose port is closed fails at the connect; a reload keeps
-    the mark (the server's counters go on) and the checks go on in the new
-    configuration only."""
+def _closed_port_marked_unhealthy(qproxy_factory, backend_app):
+    """q with a backend "pair" of the app's server and a closed port, checked
+    every 200 ms, once the closed port is marked unhealthy; q and the port's
+    address."""
     toggle = _Toggle()
     address = toggle.address
     toggle.close()
@@ -164,6 +164,14 @@ def test_a_server_that_refuses_connections_fails_its_check(qproxy_factory, backe
         ("route app", [("path_prefix", "/app/"), ("backend", "pair")])])
     wait_until(lambda: _server_state(q, "pair", address) == "unhealthy",
                "closed port marked unhealthy", 5 * SLOW)
+    return q, address
+
+
+def test_a_server_that_refuses_connections_fails_its_check(qproxy_factory, backend_app):
+    """A server whose port is closed fails at the connect; a reload keeps
+    the mark (the server's counters go on) and the checks go on in the new
+    configuration only."""
+    q, address = _closed_port_marked_unhealthy(qproxy_factory, backend_app)
     assert _server_state(q, "pair", backend_app.tcp_server) == "unknown"
     failed = stats(q)["upstream"]["connect_failures"]
     for i in range(4):
@@ -177,23 +185,14 @@ def test_a_server_that_refuses_connections_fails_its_check(qproxy_factory, backe
     c0 = stats(q)["upstream"]["health_checks"]
     wait_until(lambda: stats(q)["upstream"]["health_checks"] >= c0 + 6, "checks go on", 5 * SLOW)
 
+
 def test_a_reload_that_removes_the_checks_lifts_the_marks(qproxy_factory, backend_app):
     """A server marked unhealthy, then its backend's health_check removed
     by a reload: no check is left to lift the mark, so the reload lifts it,
     and the server takes its turn again (a failed connect passes it over
     for fail_timeout, as without checks). The mark stayed until a restart,
     new requests passing the server over for good."""
-    toggle = _Toggle()
-    address = toggle.address
-    toggle.close()
-    q = qproxy_factory(sections=lambda port, cert, key: [
-        _global_section(), _listener_section(port, cert, key),
-        ("backend pair", [("server", backend_app.tcp_server), ("server", address),
-                          ("health_check", "/status/200"), ("health_interval", "200ms"),
-                          ("health_fails", "1")]),
-        ("route app", [("path_prefix", "/app/"), ("backend", "pair")])])
-    wait_until(lambda: _server_state(q, "pair", address) == "unhealthy",
-               "closed port marked unhealthy", 5 * SLOW)
+    q, address = _closed_port_marked_unhealthy(qproxy_factory, backend_app)
     with open(q.conf) as f:
         text = f.read()
     with open(q.conf, "w") as f:

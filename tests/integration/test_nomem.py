@@ -484,6 +484,13 @@ def test_a_reload_without_memory_for_its_reply_says_whether_it_was_taken(
     _check_serving(q, "after the sweep of reloads")
 
 
+def _reload_text(q, text):
+    """q's file rewritten to text, and reloaded: qproxyctl's result."""
+    with open(q.conf, "w") as f:
+        f.write(text)
+    return qproxyctl(q, "reload")
+
+
 def _backend_state(q, backend):
     """The state of backend's first server, as qproxyctl backends says."""
     for b in json.loads(qproxyctl(q, "backends", "--json").stdout)["backends"]:
@@ -513,26 +520,21 @@ def test_a_reload_that_adds_health_checks_runs_them_or_is_refused(qproxy_factory
         old = f.read()
     new = old + ("\n[backend hc]\nserver = 127.0.0.1:%d\nhealth_check = /health\n"
                  "health_interval = 100ms\nhealth_fails = 1\n" % port)
-
-    def reload_(text):
-        with open(q.conf, "w") as f:
-            f.write(text)
-        return qproxyctl(q, "reload")
     shim.nth(0, 0)
-    assert reload_(new).returncode == 0
+    assert _reload_text(q, new).returncode == 0
     total, _ = shim.off()
     wait_until(lambda: _backend_state(q, "hc") == "unhealthy", "hc checked", 5 * SLOW)
-    assert reload_(old).returncode == 0
+    assert _reload_text(q, old).returncode == 0
     refused = 0
     for n in range(1, total + 3):
         before = stats(q)["generation"]
         what = "reload with allocation %d of %d failing" % (n, total)
-        p, failed = shim.failing(n, lambda: reload_(new), what)
+        p, failed = shim.failing(n, lambda: _reload_text(q, new), what)
         if p.returncode == 0:
             assert stats(q)["generation"] == before + 1, what
             wait_until(lambda: _backend_state(q, "hc") == "unhealthy",
                        "%s: exit 0, hc checked" % what, 3 * SLOW)
-            assert reload_(old).returncode == 0, what
+            assert _reload_text(q, old).returncode == 0, what
             assert _backend_state(q, "hc") is None, what
             continue
         refused += 1
@@ -659,26 +661,21 @@ def test_a_reload_one_worker_cannot_make_is_taken_by_none(qproxy_factory, backen
     with open(q.conf) as f:
         old = f.read()
     new = old + "\n[route new]\npath_prefix = /new/\nbackend = app\n"
-
-    def reload_(text):
-        with open(q.conf, "w") as f:
-            f.write(text)
-        return qproxyctl(q, "reload")
     shim.nth(0, 0)
-    assert reload_(new).returncode == 0
+    assert _reload_text(q, new).returncode == 0
     total, _ = shim.off()
     assert total > 0, "the worker's reload made no allocation: is the shim armed?"
-    assert reload_(old).returncode == 0
+    assert _reload_text(q, old).returncode == 0
     refused = 0
     for n in range(1, total + 3):
         before = _generations(q, 2)
         what = "reload with allocation %d of %d failing in one worker" % (n, total)
-        p, failed = shim.failing(n, lambda: reload_(new), what)
+        p, failed = shim.failing(n, lambda: _reload_text(q, new), what)
         assert _worker_pids(q) == pids, "%s: a worker ended" % what
         moved = [a - b for a, b in zip(_generations(q, 2), before)]
         if p.returncode == 0:
             assert moved == [1, 1], (what, moved, p)
-            assert reload_(old).returncode == 0, what
+            assert _reload_text(q, old).returncode == 0, what
             continue
         refused += 1
         assert failed and moved == [0, 0], (what, moved, p)
@@ -686,7 +683,7 @@ def test_a_reload_one_worker_cannot_make_is_taken_by_none(qproxy_factory, backen
         _served_everywhere(q, "/new/bytes/10", 404)
     assert refused > 0, "no reload refused in allocations 1 to %d" % (total + 2)
     # and with memory, the file reaches every worker
-    assert reload_(new).returncode == 0
+    assert _reload_text(q, new).returncode == 0
     _served_everywhere(q, "/new/bytes/10", 200)
     _check_serving(q, "after the sweep of reloads")
 
