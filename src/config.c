@@ -246,7 +246,7 @@ static const struct config_key config_keys[] = {
 	{ SECT_GLOBAL, "initial_rtt", config_set_duration,
 	    1, 10 * MS_PER_S, "333ms", 0, F(config, initial_rtt) },
 	{ SECT_GLOBAL, "batch_delay", config_set_duration,
-	    0, 1, "50us", 0, F(config, batch_delay) },
+	    0, 1, "200us", 0, F(config, batch_delay) },
 	{ SECT_GLOBAL, "batch_busy", config_set_count,
 	    0, 100, "70", 0, F(config, batch_busy) },
 	{ SECT_GLOBAL, "stream_window", config_set_size,

@@ -132,6 +132,8 @@ struct quic_server {
 	double			 batch_start;	/* CLOCK_MONOTONIC then */
 	double			 batch_cpu;	/* the thread's CPU time then */
 	bool			 batching;	/* waiting batch_delay now */
+	uint64_t		 batch_turns;	/* of the loop in the window */
+	uint64_t		 batch_datagrams; /* datagrams_received then */
 
 	uint8_t			 secret[32];	/* from secret_file */
 	double			 reset_budget;	/* stateless resets, refilled */

@@ -2479,14 +2479,23 @@ quic_sock_write_cb(struct ev_loop *loop, ev_io *w, int revents)
  * system call, a wake-up and a small send for little work. When the loop
  * has been on the CPU for batch_busy percent of the last window or more,
  * it lets batch_delay pass between two polls (libev's I/O collect
- * interval), so that each poll returns more; below that it polls at once,
- * and an idle or lightly loaded server adds no latency. Waiting lowers the
- * share it measures (the waits are off the CPU, and the work gets
- * cheaper), so once waiting it goes on until the share falls
- * BATCH_HYSTERESIS points below batch_busy.
+ * interval: libev sleeps what is left of it since the last poll), so that
+ * each poll returns more; below that it polls at once, and an idle or
+ * lightly loaded server adds no latency. Waiting lowers the share it
+ * measures (the waits are off the CPU, and the work gets cheaper), so
+ * once waiting it goes on until the share falls BATCH_HYSTERESIS points
+ * below batch_busy.
+ *
+ * A loop that takes in a client's upload, datagrams by the dozen a poll,
+ * wakes for every few of them without being that busy: waiting lets
+ * more of them come, and costs the upload nothing (its client goes on
+ * sending meanwhile). A window whose polls brought BATCH_BULK datagrams
+ * each or more counts as busy too. A client sending one small request at a
+ * time, which waiting would only hold up, never brings that many.
  */
 #define BATCH_WINDOW		0.01	/* seconds */
 #define BATCH_HYSTERESIS	20	/* percentage points */
+#define BATCH_BULK		8	/* datagrams a poll */
 
 static void
 batch_cb(struct ev_loop *loop, ev_check *w, int revents)
@@ -2494,8 +2503,11 @@ batch_cb(struct ev_loop *loop, ev_check *w, int revents)
 	struct quic_server *srv = w->data;
 	const struct config *cfg = server_config(srv);
 	double now, cpu, span, busy, delay = 0, since;
+	uint64_t datagrams;
+	bool bulk;
 
 	(void)revents;
+	srv->batch_turns++;
 	/*
 	 * ev_now, already read, says whether a window may have passed; not
 	 * after a step back of the wall clock, which it follows (no window
@@ -2509,10 +2521,14 @@ batch_cb(struct ev_loop *loop, ev_check *w, int revents)
 	span = now - srv->batch_start;
 	if (span < BATCH_WINDOW)
 		return;
+	datagrams = stats.datagrams_received - srv->batch_datagrams;
+	bulk = datagrams >= BATCH_BULK * srv->batch_turns;
+	if (bulk)
+		stats.loop_bulk_windows++;
 	busy = cfg->batch_busy;
 	if (srv->batching)
 		busy = busy > BATCH_HYSTERESIS ? busy - BATCH_HYSTERESIS : 0;
-	if ((cpu - srv->batch_cpu) * 100 >= busy * span) {
+	if ((cpu - srv->batch_cpu) * 100 >= busy * span || bulk) {
 		stats.loop_busy_windows++;
 		if ((delay = cfg->batch_delay) > 0)
 			stats.loop_batched_windows++;
@@ -2522,6 +2538,8 @@ batch_cb(struct ev_loop *loop, ev_check *w, int revents)
 	srv->batch_mark = ev_now(loop);
 	srv->batch_start = now;
 	srv->batch_cpu = cpu;
+	srv->batch_turns = 0;
+	srv->batch_datagrams = stats.datagrams_received;
 }
 
 static void
@@ -2654,6 +2672,7 @@ quic_init(struct quic_server *srv)
 	srv->batch_mark = ev_now(srv->loop);
 	srv->batch_start = mono_now();
 	srv->batch_cpu = clock_seconds(CLOCK_THREAD_CPUTIME_ID);
+	srv->batch_datagrams = stats.datagrams_received;
 	ev_check_start(srv->loop, &srv->batch);
 	ev_unref(srv->loop);	/* nor does this check */
 	ev_timer_init(&srv->sweep, sweep_cb, 1., 1.);

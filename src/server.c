@@ -1012,6 +1012,7 @@ static const struct stats_row {
 	GAUGE("buffers", "send_pending_bytes", send_pending_bytes),
 	GAUGE("buffers", "configurations", configurations),
 	ROW("loop", "busy_windows", loop_busy_windows),
+	ROW("loop", "bulk_windows", loop_bulk_windows),
 	ROW("loop", "batched_windows", loop_batched_windows),
 	GAUGE("tls", "certificates_expiring", certs_expiring),
 	GAUGE("tls", "certificates_not_valid", certs_not_valid),

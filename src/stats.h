@@ -116,6 +116,7 @@ struct stats {
 	uint64_t	configurations;		/* now: generations held */
 	uint64_t	loop_busy_windows;	/* 10 ms at batch_busy or more */
 	uint64_t	loop_batched_windows;	/* then set to wait batch_delay */
+	uint64_t	loop_bulk_windows;	/* BATCH_BULK datagrams a poll */
 	uint64_t	certs_expiring;		/* now: within 14 days */
 	uint64_t	certs_not_valid;	/* now: expired or not yet valid */
 	uint64_t	vaes_packets;		/* sealed or opened by gcm.c */

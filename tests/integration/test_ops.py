@@ -22,8 +22,8 @@ import time
 import pycurl
 import pytest
 
-from helpers import (SLOW, QProxy, app_sections, expected_sha256, free_udp_port, h3_get, h3_head, h3raw, h3raw_binary,
-                     make_easy,
+from helpers import (SLOW, QProxy, app_sections, expected_sha256, free_udp_port, generated_body, h3_get, h3_head, h3raw, h3raw_binary,
+                     h3_post, make_easy,
                      metric, metrics, preload_clock, qproxy_binary, qproxyctl_binary,
                      render_config, sha256, udp_ports_held, wait_until)
 # qproxyctl and stats, for the other test files too
@@ -1888,6 +1888,43 @@ def test_lightly_loaded_loop_polls_at_once(qproxy_factory, backend_app):
     busy = after["busy_windows"] - before["busy_windows"]
     assert busy <= 2, (before, after)
     assert after["batched_windows"] - before["batched_windows"] == busy, (before, after)
+
+
+def test_an_upload_has_the_loop_wait_however_busy(qproxy_factory, backend_app):
+    """An upload brings its datagrams by the dozen a poll, and the loop waits
+    batch_delay between polls while it lasts, though at batch_busy = 100 it
+    never counts as busy by its share of the CPU. Without that the loop woke
+    for every few of an upload's datagrams (bench/RESULTS.md)."""
+    n = 48 * MiB
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server,
+        [("batch_delay", "1ms"), ("batch_busy", "100")]))
+    r = h3_post(q.url("/app/upload"), generated_body(n), timeout=60 * SLOW)
+    assert r.status == 200
+    assert r.json()["length"] == n and r.json()["sha256"] == expected_sha256(n)
+    loop = stats(q)["loop"]
+    assert loop["bulk_windows"] > 0, loop
+    assert loop["batched_windows"] >= loop["bulk_windows"], loop
+
+
+def test_one_request_at_a_time_never_counts_as_bulk(qproxy_factory, backend_app):
+    """A client that sends its next request as soon as it has the answer to
+    the last, back to back on one connection, brings a datagram or two a
+    poll: no window counts as bulk, and with batch_busy = 100 the loop never
+    waits, which would only hold each request up."""
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server,
+        [("batch_delay", "1ms"), ("batch_busy", "100")]))
+    c, col = make_easy(q.url("/app/bytes/1000"))
+    c.perform()                                  # the handshake comes first
+    for _ in range(300):
+        c.perform()
+    assert c.getinfo(pycurl.NUM_CONNECTS) == 0   # the same connection
+    c.close()
+    assert col.status == 200 and col.received == 301 * 1000
+    loop = stats(q)["loop"]
+    assert loop["bulk_windows"] == 0, loop
+    assert loop["batched_windows"] == 0, loop
 
 
 @pytest.fixture

@@ -1163,9 +1163,9 @@ test_durations(void)
 	CHECK(cfg != NULL && cfg->initial_rtt == 0.02);
 	config_free(cfg);
 
-	/* batch_delay: 0 to 1ms, 50us unless set */
+	/* batch_delay: 0 to 1ms, 200us unless set */
 	cfg = test_global("log_level", "info");
-	CHECK(cfg != NULL && cfg->batch_delay == 0.00005);
+	CHECK(cfg != NULL && cfg->batch_delay == 0.0002);
 	config_free(cfg);
 	cfg = test_global("batch_delay", "0");
 	CHECK(cfg != NULL && cfg->batch_delay == 0);
