@@ -19,6 +19,7 @@ import datetime
 import os
 import re
 import resource
+import shlex
 import shutil
 import signal
 import socket
@@ -94,6 +95,10 @@ def workloads(scale, smoke):
                  h2=True, descr="1 KiB GET, 10 connections x 10 streams"),
         Workload("get1k-100x10", "requests", "/1k", 100, 10, n(50000, 1000),
                  h2=True, descr="1 KiB GET, 100 connections x 10 streams"),
+        # One request at a time: the latency a lone client sees, where the
+        # loop's waits between polls under load would show (p50, p99).
+        Workload("get1k-1x1", "requests", "/1k", 1, 1, n(10000, 100),
+                 descr="1 KiB GET, one connection, one request at a time"),
         Workload("get100k", "bytes", "/100k", 10, 10, n(5000, 100),
                  descr="100 KiB GET, 10 x 10"),
         Workload("get10m", "bytes", "/10m", 4, 1, n(64, 4),
@@ -477,7 +482,7 @@ idle_timeout = %(idle)ds
 stream_window = %(sw)dk
 connection_window = %(cw)dk
 max_streams_bidi = %(ms)d
-
+%(extra)s
 [listener bench]
 address = 127.0.0.1:%(port)d
 certificate = %(cert)s
@@ -495,7 +500,8 @@ backend = nginx
 """ % {"d": env.dir, "name": self.name, "idle": IDLE_TIMEOUT_S,
        "sw": STREAM_WINDOW // KIB, "cw": CONNECTION_WINDOW // KIB,
        "ms": wl.max_streams, "port": self.port, "cert": env.cert,
-       "key": env.key, "nport": env.nginx_port})
+       "key": env.key, "nport": env.nginx_port,
+       "extra": "".join(line + "\n" for line in env.args.set)})
             r = subprocess.run([env.qproxy, "-t", "-c", conf],
                                stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
@@ -1045,7 +1051,7 @@ def describe_run(args, started, elapsed, load_before, commit):
         "- load average (1, 5, 15 min) before: %s, after: %s"
         % (load_before, loadavg()),
         "- peer: %s" % (h2v or "nghttpx"),
-        "- command: `%s`" % " ".join(["bench/run.py"] + sys.argv[1:]),
+        "- command: `%s`" % shlex.join(["bench/run.py"] + sys.argv[1:]),
         "- %d run(s) per workload and server, median shown" % args.repeat,
     ])
 
@@ -1075,7 +1081,14 @@ def main():
                          "and nginx to CPU 0")
     ap.add_argument("--keep", action="store_true",
                     help="keep the working directory (logs, configs)")
+    ap.add_argument("--set", action="append", default=[],
+                    metavar="'KEY = VALUE'",
+                    help="a line for qproxy's [global], to measure a "
+                         "setting (repeatable; the report's command shows it)")
     args = ap.parse_args()
+    for line in args.set:
+        if "=" not in line or "\n" in line:
+            die("--set takes one KEY = VALUE line: %r" % line)
 
     if args.repeat < 1:
         die("--repeat must be at least 1")
