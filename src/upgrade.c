@@ -557,8 +557,9 @@ upgrade_await_elder(double timeout)
 	double now = mono_now(), end = now + timeout, ping = 0,
 	    told_by = now + UPGRADE_STOPPED_WAIT;
 	const struct timespec step = { 0, 50 * 1000 * 1000 };
+	uint64_t usec = 0;
 	/* the main process's watchdog; not one's that was taken over too */
-	bool watched = !up.handed_over && sd_watchdog_enabled(0, NULL) > 0;
+	bool watched = !up.handed_over && sd_watchdog_enabled(0, &usec) > 0;
 	bool told;
 
 	if (!up.took_over || !elder_runs())
@@ -580,9 +581,10 @@ upgrade_await_elder(double timeout)
 			close_links_to_old();
 			told = true;
 		}
+		/* half a period, as the loop did (a step is 50 ms) */
 		if (watched && mono_now() >= ping) {
 			sd_notify(0, "WATCHDOG=1");
-			ping = mono_now() + 1;
+			ping = mono_now() + (double)usec / 2e6;
 		}
 		nanosleep(&step, NULL);
 	}

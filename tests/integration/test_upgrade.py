@@ -578,6 +578,53 @@ def test_the_process_that_took_over_outlives_the_one_that_drains(qproxy_factory,
 
 
 @pytest.mark.parametrize("workers", [0, WORKERS])
+def test_the_process_that_took_over_feeds_the_watchdog_while_it_outlives_the_other(
+        qproxy_factory, backend_app, tmp_path, monkeypatch, workers):
+    """Stopped while the process before it drains, the one that took over
+    waits for that one to exit first, and is systemd's main process
+    meanwhile: it fed the watchdog once a second then, whatever the
+    period (too seldom for a WatchdogSec under 2 s: systemd would have
+    killed the service, the draining requests with it). Now every half
+    period, as its loop does; here 0.8 s."""
+    period = 0.8
+    sock, it = _notify_socket(tmp_path, monkeypatch, int(period * 1e6))
+    if workers:
+        q = _workers(qproxy_factory, backend_app, shutdown_timeout="30s")
+    else:
+        q = qproxy_factory(backend_server=backend_app.tcp_server, shutdown_timeout="30s")
+    n = 8 * MiB
+    t, out, progress, reached = background_get(q.url("/app/slow/%d?ms=%d" % (
+        n, 6000 * SLOW)), 256 * KiB)
+    assert reached.wait(15 * SLOW), "the download did not start"
+    new = _upgrade(q)
+    try:
+        os.kill(new, signal.SIGTERM)
+        wait_until(lambda: "waiting for process %d" % q.proc.pid in q.log_text(),
+                   "the new process did not wait for the old one", 10 * SLOW)
+        since, fed = time.monotonic(), []
+        sock.settimeout(0.1)
+        while time.monotonic() < since + 4 * period:
+            try:
+                pid, lines = _notify_message(sock)
+            except socket.timeout:
+                continue
+            if pid == new and lines == ["WATCHDOG=1"]:
+                fed.append(time.monotonic())
+        assert progress["bytes"] < n and _alive(new), \
+            "the old process stopped draining before the test's end"
+        gaps = [b - a for a, b in zip([since] + fed, fed + [time.monotonic()])]
+        assert max(gaps) < period, "no WATCHDOG=1 for %.2f s (%s)" % (max(gaps), gaps)
+        t.join(60 * SLOW)
+        assert "e" not in out, "the download was cut: %s" % out.get("e")
+        assert out["r"].status == 200 and out["r"].sha256 == expected_sha256(n)
+        assert q.wait(timeout=10 * SLOW) == 0
+    finally:
+        _stop(new)
+        sock.close()
+    assert q.sanitizer_report() is None
+
+
+@pytest.mark.parametrize("workers", [0, WORKERS])
 def test_a_reopen_reaches_the_process_that_drains_after_an_upgrade(qproxy_factory,
                                                                     backend_app, tmp_path,
                                                                     workers):
