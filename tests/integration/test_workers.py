@@ -2,6 +2,7 @@
 ports, the kernel giving each datagram to the worker its connection ID
 names; qproxyctl asks the supervisor, which merges what the workers say."""
 
+import contextlib
 import json
 import os
 import re
@@ -617,20 +618,10 @@ def test_a_file_changed_while_the_workers_read_it_is_refused(qproxy_factory, bac
     what it read with its question; a worker that read another refuses,
     and none takes it."""
     q = _workers(qproxy_factory, backend_app)
-    pids = _worker_pids(q)
     _add_new_route(q)       # what the supervisor and worker 0 read
-    os.kill(pids[1], signal.SIGSTOP)
-    got = []
-    t = threading.Thread(target=lambda: got.append(qproxyctl(q, "reload")))
-    try:
-        t.start()
-        wait_until(lambda: "worker 0: reload 1: ready" in q.log_text(),
-                   "worker 0 ready", 5 * SLOW)
+    with _reload_with_a_worker_stopped(q, 1) as (_, got):
         with open(q.conf, "a") as f:
             f.write("\n[route other]\npath_prefix = /other/\nbackend = app\n")
-    finally:
-        os.kill(pids[1], signal.SIGCONT)
-    t.join(30 * SLOW)
     assert got and got[0].returncode == 1, got
     assert "changed while it was read; reload again" in got[0].stdout + got[0].stderr, got[0]
     assert "changed since the supervisor read it" in q.log_text()
@@ -679,6 +670,27 @@ def _add_new_route(q):
     """A route /new/ added to the file, for a reload to take."""
     with open(q.conf, "a") as f:
         f.write("\n[route new]\npath_prefix = /new/\nbackend = app\n")
+
+
+@contextlib.contextmanager
+def _reload_with_a_worker_stopped(q, stopped):
+    """qproxyctl reload, asked in a thread while worker `stopped` is stopped
+    (SIGSTOP) until the block ends; the block begins once the other worker
+    has the reload ready, and is given the thread and the list its reply
+    goes into. At the end the thread is waited for."""
+    pids, other, got = _worker_pids(q), 1 - stopped, []
+    t = threading.Thread(target=lambda: got.append(qproxyctl(q, "reload")))
+    os.kill(pids[stopped], signal.SIGSTOP)
+    try:
+        t.start()
+        # (or, as a build that applied it at once said, reloaded)
+        wait_until(lambda: re.search(r"worker %d: (reload 1: ready|configuration reloaded)"
+                                     % other, q.log_text()),
+                   "worker %d with the reload ready" % other, 5 * SLOW)
+        yield t, got
+    finally:
+        os.kill(pids[stopped], signal.SIGCONT)
+        t.join(30 * SLOW)
 
 
 def _new_route_everywhere(q, there=True):
@@ -733,20 +745,10 @@ def test_a_worker_that_dies_with_a_reload_ready(qproxy_factory, backend_app, tak
     q = _workers(qproxy_factory, backend_app)
     pids = _worker_pids(q)
     _add_new_route(q)
-    got = []
-    os.kill(pids[1], signal.SIGSTOP)
-    try:
-        t = threading.Thread(target=lambda: got.append(qproxyctl(q, "reload")))
-        t.start()
-        # (or, as a build that applied it at once said, reloaded)
-        wait_until(lambda: re.search(r"worker 0: (reload 1: ready|configuration reloaded)",
-                                     q.log_text()), "worker 0 with the reload ready", 5 * SLOW)
+    with _reload_with_a_worker_stopped(q, 1) as (t, got):
         os.kill(pids[0], signal.SIGKILL)
         if not taken:
             t.join(30)
-    finally:
-        os.kill(pids[1], signal.SIGCONT)
-    t.join(30)
     assert got and got[0].returncode == (0 if taken else 1), got
     if not taken:
         # (or taking it, as a build that applied it at once did)
@@ -794,17 +796,8 @@ def test_a_worker_that_does_not_apply_a_reload_taken_is_started_again_with_it(
     q = _workers(qproxy_factory, backend_app)
     pids = _worker_pids(q)
     _add_new_route(q)
-    got = []
-    os.kill(pids[0], signal.SIGSTOP)
-    try:
-        t = threading.Thread(target=lambda: got.append(qproxyctl(q, "reload")))
-        t.start()
-        wait_until(lambda: "worker 1: reload 1: ready" in q.log_text(),
-                   "worker 1 with the reload ready", 5 * SLOW)
+    with _reload_with_a_worker_stopped(q, 0) as (_, got):
         os.kill(pids[1], signal.SIGSTOP)
-    finally:
-        os.kill(pids[0], signal.SIGCONT)
-    t.join(30)
     assert got and got[0].returncode == 0, got
     assert "worker 1: did not apply it (no answer)" in got[0].stdout, got[0]
     assert re.search(r"worker 1 \(pid %d\): the reload not applied \(no answer\); killing it"
