@@ -100,7 +100,7 @@ static struct {
 	struct control	*ctl;			/* serves ctl_fd */
 	ev_io		 sig_io, ping_io;
 	ev_prepare	 prepare;
-	ev_timer	 tick;
+	ev_timer	 tick, watchdog;
 	bool		 forked;		/* a worker, left the loop */
 	struct upgrade_keys keys;		/* for an upgrade */
 	bool		 handed_over;		/* to a new binary's */
@@ -298,6 +298,16 @@ worker_start(unsigned i)
 	return 1;
 }
 
+/* systemd's watchdog: taking over, not its main process until ready */
+static void
+feed_watchdog(void)
+{
+	if (sv.watchdog_every > 0. && sv.own_files) {
+		sd_notify(0, "WATCHDOG=1");
+		sv.watchdog_next = mono_now() + sv.watchdog_every;
+	}
+}
+
 /* The workers' pings since the last look, and systemd's watchdog. */
 static void
 take_pings(void)
@@ -312,11 +322,22 @@ take_pings(void)
 				sv.w[b[k]].pinged = true;
 				sv.w[b[k]].last_ping = now;
 			}
-	/* taking over, it is not systemd's main process until it is ready */
-	if (sv.watchdog_every > 0. && sv.own_files && now >= sv.watchdog_next) {
-		sd_notify(0, "WATCHDOG=1");
-		sv.watchdog_next = now + sv.watchdog_every;
-	}
+	if (now >= sv.watchdog_next)
+		feed_watchdog();
+}
+
+/*
+ * A poll's timeout outside the loop, left seconds at most: a second at
+ * most too, and none past the watchdog's next feed (take_pings after it).
+ */
+static int
+poll_ms(double left)
+{
+	double feed = sv.watchdog_next - mono_now();
+
+	if (sv.watchdog_every > 0. && sv.own_files && feed < left)
+		left = feed > 0. ? feed : 0.;
+	return MIN((int)(left * 1000) + 1, 1000);
 }
 
 static void
@@ -563,8 +584,7 @@ ask_some(struct answers *ans, const char *line, int timeout_ms,
 				pfd[n] = (struct pollfd){ a[i].fd, POLLIN, 0 };
 				map[n++] = i;
 			}
-		if (poll(pfd, n, MIN((int)(left * 1000) + 1, 1000)) == -1 &&
-		    errno != EINTR)
+		if (poll(pfd, n, poll_ms(left)) == -1 && errno != EINTR)
 			break;
 		take_pings();
 		for (unsigned k = 0; k < n; k++) {
@@ -1001,8 +1021,8 @@ relay_next(struct strbuf *out, const char **why, void *arg)
 			reap();
 			if (left > 0. && sv.w[r->i].pid != 0) {
 				pfd = (struct pollfd){ r->a.fd, POLLIN, 0 };
-				if (poll(&pfd, 1, MIN((int)(left * 1000) + 1,
-				    1000)) == -1 && errno != EINTR)
+				if (poll(&pfd, 1, poll_ms(left)) == -1 &&
+				    errno != EINTR)
 					return -1;
 				take_pings();
 				continue;
@@ -1879,6 +1899,17 @@ sv_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 }
 
 /*
+ * Every half period of systemd's watchdog, as a lone process's loop: the
+ * loop's other wakes, the tick and each worker's ping, come a second
+ * apart, too seldom for a WatchdogSec of a second or less.
+ */
+static void
+sv_watchdog_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	feed_watchdog();
+}
+
+/*
  * Before each wait: restarts due, workers silent too long, and the end
  * once all have stopped. A worker started here leaves the loop: nothing
  * else of this iteration runs in it.
@@ -1999,6 +2030,11 @@ workers_run(struct config **cfgp, const sigset_t *held,
 	ev_prepare_start(sv.loop, &sv.prepare);
 	ev_timer_init(&sv.tick, sv_tick_cb, 1., 1.);
 	ev_timer_start(sv.loop, &sv.tick);
+	if (sv.watchdog_every > 0.) {
+		ev_timer_init(&sv.watchdog, sv_watchdog_cb, sv.watchdog_every,
+		    sv.watchdog_every);
+		ev_timer_start(sv.loop, &sv.watchdog);
+	}
 	ev_run(sv.loop, 0);
 	/* only a worker, started again from the loop, comes out of it */
 	if (!sv.forked)

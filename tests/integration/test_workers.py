@@ -610,6 +610,56 @@ def test_a_stuck_worker_does_not_hold_up_a_reload(qproxy_factory, backend_app):
         assert h3_get(q.url("/new/bytes/10")).status == 200, i
 
 
+def test_the_supervisor_feeds_the_watchdog_every_half_period(qproxy_factory, backend_app,
+                                                             tmp_path, monkeypatch):
+    """With workers the supervisor feeds systemd's watchdog. It did when its
+    loop woke, for its tick or a worker's ping, a second apart, and as
+    seldom while it waited for the workers' answers (to a reload that one
+    of them holds up, here stopped for a while): for a WatchdogSec of a second or less
+    systemd would have killed the service. Now every half period, as a
+    lone process does; here 0.8 s."""
+    period = 0.8
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(0.1)
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    monkeypatch.setenv("WATCHDOG_USEC", str(int(period * 1e6)))
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    q = _workers(qproxy_factory, backend_app)
+
+    def gaps(seconds):
+        since, fed = time.monotonic(), []
+        while time.monotonic() < since + seconds:
+            try:
+                if sock.recv(4096) == b"WATCHDOG=1":
+                    fed.append(time.monotonic())
+            except socket.timeout:
+                pass
+        return [b - a for a, b in zip([since] + fed, fed + [time.monotonic()])]
+
+    try:
+        idle = gaps(4 * period)
+        assert max(idle) < period, "idle: no WATCHDOG=1 for %.2f s (%s)" % (max(idle), idle)
+        pids = _worker_pids(q)
+        os.kill(pids[0], signal.SIGSTOP)
+        try:
+            ctl = subprocess.Popen([qproxyctl_binary(), "-s", q.control_socket, "reload"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            held = gaps(4 * period)
+            waited = ctl.poll() is None
+        finally:
+            os.kill(pids[0], signal.SIGCONT)
+            # read no more, its queue full (10 datagrams), sd_notify would
+            # block the supervisor, the reload and all
+            sock.close()
+        out = ctl.communicate(timeout=30 * SLOW)[0]
+    finally:
+        sock.close()
+    assert waited, "the reload was not held up: %s" % out
+    assert max(held) < period, "reload: no WATCHDOG=1 for %.2f s (%s)" % (max(held), held)
+
+
 def test_a_file_changed_while_the_workers_read_it_is_refused(qproxy_factory, backend_app):
     """Each worker reads the file itself, after the supervisor: one that
     read it after it changed (an editor or a deployment writing it during
