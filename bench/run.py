@@ -57,6 +57,12 @@ def die(msg):
     sys.exit(1)
 
 
+def setting(line):
+    """--set's KEY = VALUE as (key, value)."""
+    key, value = line.split("=", 1)
+    return key.strip(), value.strip()
+
+
 def note(msg):
     sys.stderr.write("bench: %s\n" % msg)
     sys.stderr.flush()
@@ -470,19 +476,22 @@ class Server:
         env, wl = self.env, self.wl
         if self.kind == QPROXY:
             conf = os.path.join(env.dir, self.name + ".conf")
+            glob = [("log_level", "warn"), ("access_log", "off"),
+                    ("control_socket", "%s/%s.sock" % (env.dir, self.name)),
+                    ("secret_file", "%s/%s.secret" % (env.dir, self.name)),
+                    ("shutdown_timeout", "1s"),
+                    ("idle_timeout", "%ds" % IDLE_TIMEOUT_S),
+                    ("stream_window", "%dk" % (STREAM_WINDOW // KIB)),
+                    ("connection_window", "%dk" % (CONNECTION_WINDOW // KIB)),
+                    ("max_streams_bidi", "%d" % wl.max_streams)]
+            # --set: in place of the line of its key (qproxy refuses a
+            # key given twice), or after them
+            for key, value in map(setting, env.args.set):
+                glob = [kv for kv in glob if kv[0] != key] + [(key, value)]
             with open(conf, "w") as f:
                 f.write("""\
 [global]
-log_level = warn
-access_log = off
-control_socket = %(d)s/%(name)s.sock
-secret_file = %(d)s/%(name)s.secret
-shutdown_timeout = 1s
-idle_timeout = %(idle)ds
-stream_window = %(sw)dk
-connection_window = %(cw)dk
-max_streams_bidi = %(ms)d
-%(extra)s
+%(glob)s
 [listener bench]
 address = 127.0.0.1:%(port)d
 certificate = %(cert)s
@@ -497,11 +506,9 @@ max_idle_connections = 10000
 
 [route all]
 backend = nginx
-""" % {"d": env.dir, "name": self.name, "idle": IDLE_TIMEOUT_S,
-       "sw": STREAM_WINDOW // KIB, "cw": CONNECTION_WINDOW // KIB,
-       "ms": wl.max_streams, "port": self.port, "cert": env.cert,
-       "key": env.key, "nport": env.nginx_port,
-       "extra": "".join(line + "\n" for line in env.args.set)})
+""" % {"glob": "".join("%s = %s\n" % kv for kv in glob),
+       "port": self.port, "cert": env.cert, "key": env.key,
+       "nport": env.nginx_port})
             r = subprocess.run([env.qproxy, "-t", "-c", conf],
                                stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
@@ -1083,12 +1090,16 @@ def main():
                     help="keep the working directory (logs, configs)")
     ap.add_argument("--set", action="append", default=[],
                     metavar="'KEY = VALUE'",
-                    help="a line for qproxy's [global], to measure a "
-                         "setting (repeatable; the report's command shows it)")
+                    help="a line for qproxy's [global], in place of the "
+                         "bench's own for that key, to measure a setting "
+                         "(repeatable; the report's command shows it)")
     args = ap.parse_args()
     for line in args.set:
-        if "=" not in line or "\n" in line:
+        if "=" not in line or "\n" in line or not setting(line)[0]:
             die("--set takes one KEY = VALUE line: %r" % line)
+    keys = [setting(line)[0] for line in args.set]
+    if len(set(keys)) < len(keys):
+        die("--set gives a key twice: %s" % ", ".join(args.set))
 
     if args.repeat < 1:
         die("--repeat must be at least 1")
@@ -1114,6 +1125,12 @@ def main():
     try:
         env.make_files()
         env.start_nginx()
+        # a --set that qproxy refuses ends the run here, not each of its runs
+        if args.set:
+            try:
+                Server(env, QPROXY, wls[0], 0).command()
+            except StartError as e:
+                die(str(e))
         seq = 0
         for wl in wls:
             kinds = [QPROXY, NGHTTPX] + ([NGHTTPX_H2] if wl.h2 else [])

@@ -3,20 +3,25 @@
 These make sure the backend, the certificate and the client tools behave as
 the proxy tests assume, so that a failing proxy test points at qproxy and not
 at the harness.  They talk plain HTTP/1.1 to the backend; only the check of
-QProxy.start's readiness needs qproxy."""
+QProxy.start's readiness, and qproxy -t of bench/run.py's configuration, need
+qproxy."""
 
 import http.client
+import importlib.util
 import json
 import os
 import socket
 import subprocess
 import time
+import types
 
 import pytest
 
 import backend as backend_mod
 from helpers import (KiB, MiB, QProxy, _global_section, _listener_section, expected_body,
                      expected_sha256, qproxy_binary, render_config, require_pycurl_h3, sha256)
+
+TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
 @pytest.fixture(scope="module")
@@ -313,3 +318,31 @@ def test_readiness_is_an_answer_from_the_instance_started(qp, workdir, certifica
         assert "Address already in use" in q.log_text()
     finally:
         q.kill()
+
+
+def test_bench_set_takes_the_place_of_the_benchs_own_line(tmp_path, certificate):
+    """bench/run.py --set 'KEY = VALUE' measures a setting: a key that the
+    bench's [global] sets already (stream_window, say) replaces that line,
+    where it came as a second line that qproxy -t refuses, and every run of
+    qproxy failed. A key qproxy does not know is refused."""
+    spec = importlib.util.spec_from_file_location("bench_run",
+                                                  os.path.join(TOP, "bench", "run.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    cert, key = certificate
+
+    def conf(*sets):
+        env = types.SimpleNamespace(dir=str(tmp_path), cert=cert, key=key, nginx_port=1,
+                                    qproxy=qproxy_binary(), args=types.SimpleNamespace(set=sets))
+        server = bench.Server(env, bench.QPROXY, bench.workloads(1, True)[0], 1)
+        cmd = server.command()
+        with open(cmd[cmd.index("-c") + 1]) as f:
+            return f.read().split("\n[listener")[0].splitlines()
+
+    lines = conf()
+    assert "stream_window = 256k" in lines and "max_streams_bidi = 100" in lines, lines
+    lines = conf("stream_window = 128k", "batch_delay=1ms")
+    assert [x for x in lines if x.startswith("stream_window")] == ["stream_window = 128k"], lines
+    assert "batch_delay = 1ms" in lines and "max_streams_bidi = 100" in lines, lines
+    with pytest.raises(bench.StartError, match="no_such_key"):
+        conf("no_such_key = 1")
