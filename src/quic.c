@@ -2490,8 +2490,9 @@ quic_sock_write_cb(struct ev_loop *loop, ev_io *w, int revents)
  * wakes for every few of them without being that busy: waiting lets
  * more of them come, and costs the upload nothing (its client goes on
  * sending meanwhile). A window whose polls brought BATCH_BULK datagrams
- * each or more counts as busy too. A client sending one small request at a
- * time, which waiting would only hold up, never brings that many.
+ * or more on average (each turn of the loop counts as one) counts as busy
+ * too. A client sending one small request at a time, which waiting would
+ * only hold up, never brings that many.
  */
 #define BATCH_WINDOW		0.01	/* seconds */
 #define BATCH_HYSTERESIS	20	/* percentage points */
