@@ -1910,8 +1910,11 @@ def test_an_upload_has_the_loop_wait_however_busy(qproxy_factory, backend_app):
 def test_one_request_at_a_time_never_counts_as_bulk(qproxy_factory, backend_app):
     """A client that sends its next request as soon as it has the answer to
     the last, back to back on one connection, brings a datagram or two a
-    poll: no window counts as bulk, and with batch_busy = 100 the loop never
-    waits, which would only hold each request up."""
+    poll: no window counts as bulk, and with batch_busy = 100 the loop does
+    not wait, which would only hold each request up. (A window can count as
+    busy when the host takes the CPU away from a guest that sees no steal
+    time, as test_lightly_loaded_loop_polls_at_once says: a couple are
+    let by.)"""
     q = qproxy_factory(sections=lambda port, c, k: _sections(
         c, k, port, backend_app.tcp_server,
         [("batch_delay", "1ms"), ("batch_busy", "100")]))
@@ -1924,7 +1927,7 @@ def test_one_request_at_a_time_never_counts_as_bulk(qproxy_factory, backend_app)
     assert col.status == 200 and col.received == 301 * 1000
     loop = stats(q)["loop"]
     assert loop["bulk_windows"] == 0, loop
-    assert loop["batched_windows"] == 0, loop
+    assert loop["batched_windows"] <= 2, loop
 
 
 @pytest.fixture
