@@ -60,6 +60,26 @@ def _upgrade(q):
     return int(p.stdout.split()[1])
 
 
+SLOW_BYTES = 8 * MiB     # a download that spans an upgrade
+
+
+def _slow_download(q, ms):
+    """A download of SLOW_BYTES from q that takes ms milliseconds, begun
+    (its first 256 KiB in): background_get's thread, out and progress."""
+    t, out, progress, reached = background_get(q.url("/app/slow/%d?ms=%d" % (
+        SLOW_BYTES, ms)), 256 * KiB)
+    assert reached.wait(15 * SLOW), "the download did not start"
+    return t, out, progress
+
+
+def _downloaded(t, out, what):
+    """The download of _slow_download ends whole; what says how it failed."""
+    t.join(60 * SLOW)
+    assert not t.is_alive()
+    assert "e" not in out, "%s: %s" % (what, out.get("e"))
+    assert out["r"].status == 200 and out["r"].sha256 == expected_sha256(SLOW_BYTES)
+
+
 class _Hold:
     """A relay rewrite that holds the client's datagram number index (from
     1) until released: a handshake under way across an upgrade."""
@@ -437,10 +457,8 @@ def test_the_old_process_reads_again_when_the_new_one_dies(qproxy_factory, backe
     sockets: the old one reads them again for its own connections (a
     download finishes) and refuses new ones, as it drains."""
     q = qproxy_factory(backend_server=backend_app.tcp_server, shutdown_timeout="30s")
-    n = 8 * MiB
-    t, out, progress, reached = background_get(q.url("/app/slow/%d?ms=3000" % n), 256 * KiB)
-    assert reached.wait(15 * SLOW), "the download did not start"
-    assert progress["bytes"] < n, "the download ended before the upgrade: nothing tested"
+    t, out, progress = _slow_download(q, 3000)
+    assert progress["bytes"] < SLOW_BYTES, "the download ended before the upgrade: nothing tested"
     new = _upgrade(q)
     os.kill(new, signal.SIGKILL)
     wait_until(lambda: "upgrade: the new process has gone" in q.log_text(),
@@ -449,10 +467,7 @@ def test_the_old_process_reads_again_when_the_new_one_dies(qproxy_factory, backe
                        ":authority: 127.0.0.1:%d" % q.port, ":path: /app/bytes/1"],
               timeout=5 * SLOW)
     assert "handshake failed: connection closed by peer (0x2)" in r.stderr, r
-    t.join(60 * SLOW)
-    assert not t.is_alive()
-    assert "e" not in out, "the download failed: %s" % out.get("e")
-    assert out["r"].status == 200 and out["r"].sha256 == expected_sha256(n)
+    _downloaded(t, out, "the download failed")
     assert q.wait(timeout=10 * SLOW) == 0
     log = q.log_text()
     assert "upgrade: the new process %d was ended by signal 9" % new in log
@@ -472,10 +487,7 @@ def test_a_new_process_that_stops_says_so_through_a_full_link(qproxy_factory, ba
     old one reads."""
     q = qproxy_factory(backend_server=backend_app.tcp_server, shutdown_timeout="30s")
     old = q.proc.pid
-    n = 8 * MiB
-    t, out, progress, reached = background_get(q.url("/app/slow/%d?ms=%d" % (
-        n, 2500 * SLOW)), 256 * KiB)
-    assert reached.wait(15 * SLOW), "the download did not start"
+    t, out, _ = _slow_download(q, 2500 * SLOW)
     new = _upgrade(q)
     flood = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     os.kill(old, signal.SIGSTOP)
@@ -495,9 +507,7 @@ def test_a_new_process_that_stops_says_so_through_a_full_link(qproxy_factory, ba
         os.kill(old, signal.SIGCONT)
         flood.close()
     try:
-        t.join(60 * SLOW)
-        assert "e" not in out, "the download failed: %s" % out.get("e")
-        assert out["r"].status == 200 and out["r"].sha256 == expected_sha256(n)
+        _downloaded(t, out, "the download failed")
         assert q.wait(timeout=10 * SLOW) == 0
         log = q.log_text()
         assert "upgrade: the new process has stopped: this one reads" in log, log
@@ -513,17 +523,11 @@ def test_sigterm_to_the_old_process_after_an_upgrade_lets_it_drain(qproxy_factor
     the unit) is its first: it goes on draining, and its
     download finishes, rather than being cut as at a second one."""
     q = qproxy_factory(backend_server=backend_app.tcp_server, shutdown_timeout="30s")
-    n = 8 * MiB
-    t, out, progress, reached = background_get(q.url("/app/slow/%d?ms=2500" % n),
-                                               256 * KiB)
-    assert reached.wait(15 * SLOW), "the download did not start"
+    t, out, _ = _slow_download(q, 2500)
     new = _upgrade(q)
     try:
         q.signal(signal.SIGTERM)
-        t.join(60 * SLOW)
-        assert not t.is_alive()
-        assert "e" not in out, "the download was cut: %s" % out.get("e")
-        assert out["r"].status == 200 and out["r"].sha256 == expected_sha256(n)
+        _downloaded(t, out, "the download was cut")
         assert q.wait(timeout=10 * SLOW) == 0
         assert "second signal" not in q.log_text()
     finally:
@@ -546,21 +550,14 @@ def test_the_process_that_took_over_outlives_the_one_that_drains(qproxy_factory,
         q = _workers(qproxy_factory, backend_app, shutdown_timeout="30s")
     else:
         q = qproxy_factory(backend_server=backend_app.tcp_server, shutdown_timeout="30s")
-    n = 8 * MiB
-    t, out, progress, reached = background_get(q.url("/app/slow/%d?ms=%d" % (
-        n, 2500 * SLOW)), 256 * KiB)
-    assert reached.wait(15 * SLOW), "the download did not start"
-    p = qproxyctl(q, "upgrade")
-    assert p.returncode == 0, (p.stdout, p.stderr, q.log_tail())
-    new = int(p.stdout.split()[1])
+    t, out, progress = _slow_download(q, 2500 * SLOW)
+    new = _upgrade(q)
     try:
         os.kill(new, signal.SIGTERM)
         time.sleep(0.5)
-        assert progress["bytes"] < n, "the download ended before the test"
+        assert progress["bytes"] < SLOW_BYTES, "the download ended before the test"
         assert _alive(new), "the new process went while the old one drained"
-        t.join(60 * SLOW)
-        assert "e" not in out, "the download was cut: %s" % out.get("e")
-        assert out["r"].status == 200 and out["r"].sha256 == expected_sha256(n)
+        _downloaded(t, out, "the download was cut")
         assert q.wait(timeout=10 * SLOW) == 0
         deadline = time.monotonic() + 5 * SLOW
         while _alive(new):
@@ -592,10 +589,7 @@ def test_the_process_that_took_over_feeds_the_watchdog_while_it_outlives_the_oth
         q = _workers(qproxy_factory, backend_app, shutdown_timeout="30s")
     else:
         q = qproxy_factory(backend_server=backend_app.tcp_server, shutdown_timeout="30s")
-    n = 8 * MiB
-    t, out, progress, reached = background_get(q.url("/app/slow/%d?ms=%d" % (
-        n, 6000 * SLOW)), 256 * KiB)
-    assert reached.wait(15 * SLOW), "the download did not start"
+    t, out, progress = _slow_download(q, 6000 * SLOW)
     new = _upgrade(q)
     try:
         os.kill(new, signal.SIGTERM)
@@ -615,12 +609,10 @@ def test_the_process_that_took_over_feeds_the_watchdog_while_it_outlives_the_oth
         # the new process for good, the rest of the download (18 s under
         # ASan) being time for 45
         sock.close()
-        assert progress["bytes"] < n and _alive(new), \
+        assert progress["bytes"] < SLOW_BYTES and _alive(new), \
             "the old process stopped draining before the test's end"
         assert max(gaps) < period, "no WATCHDOG=1 for %.2f s (%s)" % (max(gaps), gaps)
-        t.join(60 * SLOW)
-        assert "e" not in out, "the download was cut: %s" % out.get("e")
-        assert out["r"].status == 200 and out["r"].sha256 == expected_sha256(n)
+        _downloaded(t, out, "the download was cut")
         assert q.wait(timeout=10 * SLOW) == 0
     finally:
         _stop(new)
@@ -646,10 +638,8 @@ def test_a_reopen_reaches_the_process_that_drains_after_an_upgrade(qproxy_factor
     else:
         q = qproxy_factory(sections=app_sections(backend_app.tcp_server, glob=glob,
                                                  shutdown_timeout="30s"))
-    n = 8 * MiB
-    path = "/app/slow/%d?ms=%d" % (n, 2500 * SLOW)
-    t, out, progress, reached = background_get(q.url(path), 256 * KiB)
-    assert reached.wait(15 * SLOW), "the download did not start"
+    n = SLOW_BYTES
+    t, out, progress = _slow_download(q, 2500 * SLOW)
     new = _upgrade(q)
     try:
         os.rename(str(log), str(log) + ".1")
@@ -657,9 +647,7 @@ def test_a_reopen_reaches_the_process_that_drains_after_an_upgrade(qproxy_factor
         p = qproxyctl(q, "reopen")
         assert p.returncode == 0, (p.stdout, p.stderr)
         assert progress["bytes"] < n, "the download ended before the reopen: nothing tested"
-        t.join(60 * SLOW)
-        assert "e" not in out, "the download failed: %s" % out.get("e")
-        assert out["r"].status == 200 and out["r"].sha256 == expected_sha256(n)
+        _downloaded(t, out, "the download failed")
         assert q.wait(timeout=10 * SLOW) == 0
         moved = (open(str(log) + ".1").read(), open(str(err) + ".1").read())
         assert "/app/slow/%d" % n in log.read_text(), (log.read_text(), moved[0])
