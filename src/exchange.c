@@ -2671,9 +2671,10 @@ done:
 /*
  * The trailer section of a chunked response, whole, to the client as its
  * trailing HEADERS frame: the fields but those of the connection (the
- * head's Connection names too: ex_keep_conn_names) and the framing, and
- * those the head takes from qproxy (the route's
- * set_response_header, the request's ID). With none left nothing is
+ * head's Connection names too: ex_keep_conn_names), those a trailer
+ * section cannot carry (trailer_name_forbidden: the framing, Set-Cookie,
+ * Content-Type and the like), and those the head takes from qproxy (the
+ * route's set_response_header, the request's ID). With none left nothing is
  * sent, and the body ends as one without trailers. -1 when out of memory.
  */
 static int
@@ -2717,14 +2718,13 @@ ex_submit_trailers(struct exchange *ex)
 	np = names;
 	for (size_t i = 0; i < nh; i++) {
 		if (hop_by_hop_name(h[i].name, h[i].namelen) ||
-		    ex_conn_named(ex, h[i].name, h[i].namelen) ||
-		    (h[i].namelen == 14 &&
-		    strncasecmp(h[i].name, "content-length", 14) == 0))
+		    ex_conn_named(ex, h[i].name, h[i].namelen))
 			continue;
 		/* HTTP/3 field names are lowercase (RFC 9114 4.2) */
 		bytes_lower((uint8_t *)np, (const uint8_t *)h[i].name,
 		    h[i].namelen);
-		if (set != NULL && header_is_set(set, np, h[i].namelen))
+		if (trailer_name_forbidden((const uint8_t *)np, h[i].namelen) ||
+		    (set != NULL && header_is_set(set, np, h[i].namelen)))
 			continue;
 		if (idlen > 0 && h[i].namelen == idlen &&
 		    memcmp(np, idh, idlen) == 0)

@@ -513,27 +513,37 @@ request_add(struct request *r, const uint8_t *name, size_t namelen,
 
 /*
  * Fields a trailer section cannot carry (RFC 9110 6.5.1), as their
- * meaning is needed before the content, beyond those request_write_http1
- * writes or drops itself (field_kind): authentication, request modifiers
- * (conditionals, ranges, cache directives) and content control.
+ * meaning is needed before the content, in either direction: framing,
+ * routing, authentication and state (cookies), request modifiers
+ * (conditionals, ranges, cache directives), response control (caching,
+ * redirection) and content control. name: lowercase.
  */
-static bool
-trailer_forbidden(const uint8_t *name, size_t len)
+bool
+trailer_name_forbidden(const uint8_t *name, size_t len)
 {
 	static const char *const names[] = {
-		"authorization", "cache-control", "content-encoding",
-		"content-range", "content-type", "if-match",
-		"if-modified-since", "if-none-match", "if-range",
-		"if-unmodified-since", "pragma", "proxy-authorization",
-		"range", "trailer",
+		"age", "authorization", "cache-control", "content-encoding",
+		"content-length", "content-range", "content-type", "cookie",
+		"expect", "expires", "host", "if-match", "if-modified-since",
+		"if-none-match", "if-range", "if-unmodified-since", "location",
+		"max-forwards", "pragma", "proxy-authenticate",
+		"proxy-authorization", "range", "retry-after", "set-cookie",
+		"te", "trailer", "transfer-encoding", "vary",
+		"www-authenticate",
 	};
 
-	if (field_kind(name, len) != FK_PLAIN)
-		return true;
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
 		if (name_is(name, len, names[i]))
 			return true;
 	return false;
+}
+
+/* The same, with those request_write_http1 writes or drops itself. */
+static bool
+trailer_forbidden(const uint8_t *name, size_t len)
+{
+	return field_kind(name, len) != FK_PLAIN ||
+	    trailer_name_forbidden(name, len);
 }
 
 enum request_trailer

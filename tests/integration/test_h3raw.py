@@ -439,7 +439,7 @@ FORBIDDEN_TRAILERS = [
     "x-forwarded-for: 192.0.2.66", "x-forwarded-proto: http", "forwarded: for=192.0.2.66",
     "via: 1.1 forged", "early-data: 1", "max-forwards: 3", "content-type: text/plain",
     "content-encoding: gzip", "range: bytes=0-1", "if-none-match: *", "cache-control: no-cache",
-    "trailer: x-a"]
+    "trailer: x-a", "set-cookie: a=1", "www-authenticate: Basic", "location: /x", "vary: *"]
 
 
 @pytest.mark.parametrize("data", [100, 300000], ids=["held", "streamed"])

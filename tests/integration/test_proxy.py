@@ -1451,6 +1451,29 @@ def test_response_trailers_hop_by_hop_dropped(qp):
     assert r.trailers == [("x-a", "1"), ("x-b", "2")], r.trailers
 
 
+# fields a trailer section cannot carry (RFC 9110 6.5.1), as a backend
+# might send them: each between two that it may
+RESPONSE_FORBIDDEN_TRAILERS = [
+    "Content-Type: text/html", "Content-Encoding: gzip", "Content-Range: bytes 0-99/100",
+    "Set-Cookie: session=forged", "WWW-Authenticate: Basic realm=x", "Host: elsewhere",
+    "Cache-Control: no-store", "Expires: 0", "Age: 5", "Vary: *", "Location: /elsewhere",
+    "Retry-After: 5", "Authorization: Basic eDp5", "Cookie: a=1"]
+
+
+def test_response_trailers_forbidden_dropped(qp):
+    """Fields whose meaning a client needs before the content (RFC 9110
+    6.5.1: content control, state, authentication, caching, redirection,
+    routing) are not passed on from a response's trailer section, in any
+    case of letters; the others are, in order."""
+    trailers = ["X-A: 1"]
+    for i, t in enumerate(RESPONSE_FORBIDDEN_TRAILERS):
+        trailers += [t.upper() if i % 2 else t, "X-%d: %d" % (i, i)]
+    r = h3_get(qp.url("/app/chunked/100" + _q(*trailers)))
+    assert r.status == 200 and r.body == expected_body(100)
+    assert r.trailers == [("x-a", "1")] + [("x-%d" % i, str(i)) for i in
+                                          range(len(RESPONSE_FORBIDDEN_TRAILERS))], r.trailers
+
+
 def test_response_trailers_connection_named_dropped(qp):
     """A field the response head's Connection names is hop-by-hop (RFC 9110
     7.6.1) in the trailer section too: /hop's head names X-Private-Hop, and
@@ -1551,7 +1574,8 @@ def test_route_set_fields_not_taken_from_trailers(qproxy_factory, backend_app):
     way: on /app/, which sets X-User to its backend and
     Strict-Transport-Security and Content-Type to the client, the client's
     x-user trailer and the backend's trailers of those names are dropped;
-    /plain/, which sets none, passes them."""
+    /plain/, which sets none, passes them (but Content-Type, which no
+    trailer section may carry)."""
     q = _set_headers_proxy(qproxy_factory, backend_app)
     for prefix, want in (("/app/", [["x-other", "1"]]),
                          ("/plain/", [["x-user", "mallory"], ["x-other", "1"]])):
@@ -1568,8 +1592,9 @@ def test_route_set_fields_not_taken_from_trailers(qproxy_factory, backend_app):
     r = h3_get(q.url("/app/chunked/10" + q_))
     assert r.status == 200 and r.trailers == [("x-kept", "1")], r.trailers
     r = h3_get(q.url("/plain/chunked/10" + q_))
+    # Content-Type is never taken from trailers (RFC 9110 6.5.1)
     assert r.trailers == [("strict-transport-security", "max-age=1"),
-                          ("content-type", "x/y"), ("x-kept", "1")], r.trailers
+                          ("x-kept", "1")], r.trailers
 
 
 # ---------------------------------------------------------------- backend failures
