@@ -372,6 +372,8 @@ static const struct config_key config_keys[] = {
 	    1, DURATION_MAX, "4s", KEY_ZERO, F(config_backend, idle_timeout) },
 	{ SECT_BACKEND, "max_connections", config_set_count,
 	    0, 1000000, "0", 0, F(config_backend, max_conns) },
+	{ SECT_BACKEND, "request_buffer_size", config_set_size,
+	    0, 1 * GB, "0", 0, F(config_backend, request_buffer) },
 	{ SECT_BACKEND, "health_check", config_set_health_path,
 	    0, 0, NULL, 0, F(config_backend, health_check) },
 	{ SECT_BACKEND, "health_check_host", config_set_health_host,
@@ -3225,6 +3227,19 @@ config_warnings(const struct config *cfg,
 		config_warn(cfg, &w, config_global_line(cfg,
 		    "request_burst_per_client"), "request_burst_per_client "
 		    "does nothing without max_request_rate_per_client");
+	for (size_t i = 0; i < cfg->nbackends; i++) {
+		const struct config_backend *b = &cfg->backends[i];
+		char held[32], total[32];
+
+		if (b->request_buffer > cfg->request_buffer_total)
+			config_warn(cfg, &w, b->line, "backend %s: its "
+			    "request_buffer_size, %s, is above "
+			    "request_buffer_total, %s: a longer body is "
+			    "given up (503) before it is held whole", b->name,
+			    config_fmt_size(b->request_buffer, held,
+			    sizeof(held)), config_fmt_size(
+			    cfg->request_buffer_total, total, sizeof(total)));
+	}
 	for (size_t i = 0; i < cfg->nlisteners; i++) {
 		const struct config_listener *l = &cfg->listeners[i];
 

@@ -105,6 +105,9 @@ struct config_backend {
 	double			 idle_timeout;	/* seconds one stays pooled;
 						   0: no limit */
 	size_t			 max_conns;	/* open per server; 0: no limit */
+	uint64_t		 request_buffer;	/* body bytes held before a
+						   server is asked; 0: half
+						   stream_window */
 	char			*health_check;	/* a path; NULL: none */
 	char			*health_host;	/* its Host; NULL: the server's */
 	double			 health_interval;	/* seconds */

@@ -1559,6 +1559,10 @@ ex_body(struct exchange *ex, const uint8_t *data, size_t len)
 		return;
 	}
 	if (ex->state == EX_HOLD) {
+		uint64_t window = ex->qc->gen->cfg->stream_window / 2;
+		uint64_t hold = upstream_backend(ex_pools(ex),
+		    ex->backend)->request_buffer;
+
 		if (bufq_append(&ex->hold, data, len) == -1) {
 			ex_reset_nomem(ex);
 			return;
@@ -1569,9 +1573,15 @@ ex_body(struct exchange *ex, const uint8_t *data, size_t len)
 		 * credit (frame headers use the window too, and ngtcp2 grants
 		 * credit in steps): forward now, or both sides would wait. The
 		 * window is the connection's, of the configuration it began
-		 * under, whatever a reload made the exchange's.
+		 * under, whatever a reload made the exchange's. A backend's
+		 * request_buffer_size holds more: the client has credit for
+		 * what is held, and is a window ahead at most.
 		 */
-		if (ex->hold.len >= ex->qc->gen->cfg->stream_window / 2)
+		if (hold > window) {
+			ex_credit(ex, 0);
+			window = hold;
+		}
+		if (ex->hold.len >= window)
 			ex_start(ex);
 		return;
 	}

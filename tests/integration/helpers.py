@@ -387,6 +387,9 @@ def _body_reader(body):
                 f.close()
             return data
         return read, os.path.getsize(body)
+    # an iterable with a length attribute: a Content-Length, pieces still
+    # produced as curl asks (a slow client)
+    length = getattr(body, "length", None)
     it = iter(body)
     pending = [b""]
 
@@ -398,7 +401,7 @@ def _body_reader(body):
                 return b""
         data, pending[0] = pending[0][:size], pending[0][size:]
         return data
-    return read, None
+    return read, length
 
 
 def generated_body(n, piece=100003):

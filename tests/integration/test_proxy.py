@@ -262,6 +262,94 @@ def test_small_upload_without_content_length(qp, n):
         assert j["content_length"] == str(n)
 
 
+class _SlowBody:
+    """An upload's body as a slow client sends it: pieces of the
+    deterministic pattern, a pause before each but the first; times[i] is
+    when piece i was handed to curl. length: a Content-Length (None: none)."""
+
+    def __init__(self, pieces, size, pause, with_length=True):
+        self.n, self.size, self.pause = pieces * size, size, pause
+        self.length = self.n if with_length else None
+        self.times = []
+
+    def __iter__(self):
+        data = expected_body(self.n)
+        for off in range(0, self.n, self.size):
+            if off:
+                time.sleep(self.pause)
+            self.times.append(time.monotonic())
+            yield data[off:off + self.size]
+
+
+def _buffering_proxy(qproxy_factory, backend_app, size, total=None):
+    """Route /app/ to a backend with request_buffer_size = size."""
+    def sections(port, cert, key):
+        g = [("request_buffer_total", total)] if total else []
+        return [("global", g),
+                ("listener main", [("address", "127.0.0.1:%d" % port),
+                                   ("certificate", cert), ("private_key", key)]),
+                ("backend app", [("server", backend_app.tcp_server),
+                                 ("request_buffer_size", size)]),
+                ("route app", [("path_prefix", "/app/"), ("backend", "app")])]
+    return qproxy_factory(sections=sections)
+
+
+def _slow_upload(q, backend_app, marker, body):
+    """body POSTed to /app/upload?marker: the backend's record of it, which
+    must have it whole, and the response's JSON."""
+    before = backend_app.count
+    r = h3_post(q.url("/app/upload?" + marker), body, timeout=BIG_TIMEOUT)
+    assert r.status == 200, r
+    j = r.json()
+    assert j["length"] == body.n and j["sha256"] == expected_sha256(body.n), j
+    rec = backend_app.wait_for_request(lambda x: x["target"] == "/app/upload?" + marker,
+                                       start=before)
+    return rec, j
+
+
+@pytest.mark.parametrize("with_length", [True, False], ids=["length", "no-length"])
+def test_request_buffer_size_holds_a_slow_upload_whole(qproxy_factory, backend_app,
+                                                       with_length):
+    """A backend's request_buffer_size of 1m: a client sending 400 KB over
+    a second and more (ten times the 64 KiB stream window) has credit for
+    it all, and the backend hears of the request only once it is whole,
+    with a Content-Length even when the client sent none."""
+    q = _buffering_proxy(qproxy_factory, backend_app, "1m")
+    body = _SlowBody(8, 50000, 0.2, with_length)
+    rec, j = _slow_upload(q, backend_app, "held-%s" % with_length, body)
+    assert rec["time"] > body.times[-1], (rec["time"], body.times)
+    assert j["chunked"] is False and j["content_length"] == str(body.n), j
+
+
+def test_request_buffer_size_then_streams_the_rest(qproxy_factory, backend_app):
+    """Past request_buffer_size (256k) the request goes on and the rest of
+    its body follows as it comes: the backend hears of it once the second
+    128 KiB piece is in, before the last is sent, and reads it chunked
+    (no length from the client)."""
+    q = _buffering_proxy(qproxy_factory, backend_app, "256k")
+    body = _SlowBody(8, 128 * KiB, 0.3, with_length=False)
+    rec, j = _slow_upload(q, backend_app, "streamed", body)
+    assert body.times[1] < rec["time"] < body.times[-1], (rec["time"], body.times)
+    assert j["chunked"] is True and j["content_length"] is None, j
+
+
+def test_request_buffer_size_over_the_total_gives_the_body_up(qproxy_factory, backend_app):
+    """A request_buffer_size above request_buffer_total is allowed with a
+    warning; a body held past the total is given up with 503 before any of
+    it reaches the backend, which later requests still reach."""
+    q = _buffering_proxy(qproxy_factory, backend_app, "4m", total="1m")
+    assert re.search(r"backend app: its request_buffer_size, 4m, is above "
+                     r"request_buffer_total, 1m", q.log_text()), q.log_text()
+    before = backend_app.count
+    given_up = stats(q)["limits"]["reset_request_memory"]
+    r = h3_post(q.url("/app/upload?too-much"), expected_body(2 * MiB), timeout=BIG_TIMEOUT)
+    assert r.status == 503, r
+    assert stats(q)["limits"]["reset_request_memory"] == given_up + 1
+    assert not [x for x in backend_app.requests[before:] if "too-much" in x["target"]]
+    r = h3_post(q.url("/app/upload?after"), expected_body(1000))
+    assert r.status == 200 and r.json()["length"] == 1000
+
+
 def test_upload_from_file(qp, tmp_path):
     n = 3 * MiB + 1
     f = tmp_path / "upload.bin"

@@ -247,6 +247,7 @@ test_full(void)
 	CHECK(b->read_timeout == 60);
 	CHECK(b->fail_timeout == 10);
 	CHECK_EQ_INT(b->max_idle, 32);
+	CHECK(b->request_buffer == 0);
 
 	CHECK_EQ_INT(cfg->nroutes, 4);
 	r = &cfg->routes[0];
@@ -809,7 +810,8 @@ test_include(void)
 	test_write_file("inc.d/a.conf", "[backend app]\n"
 	    "server = 127.0.0.1:8080\n"
 	    "include = ../more.conf   ; in the directory above\n"
-	    "max_connections = 7\n");
+	    "max_connections = 7\n"
+	    "request_buffer_size = 2m\n");
 	test_write_file("inc.d/b.conf", "; only a comment\n");
 	test_write_file("inc.d/c.txt", "not read\n");
 	test_write_file("more.conf", "[route all]\nbackend = app\n");
@@ -821,6 +823,7 @@ test_include(void)
 		CHECK_EQ_INT(cfg->log_level, LOG_LEVEL_DEBUG);
 		CHECK_EQ_INT(cfg->nbackends, 1);
 		CHECK_EQ_INT(cfg->backends[0].max_conns, 7);
+		CHECK(cfg->backends[0].request_buffer == 2 * 1024 * 1024);
 		CHECK_EQ_INT(cfg->nroutes, 1);
 		CHECK_EQ_INT(cfg->routes[0].backend, 0);
 		CHECK_EQ_STR(config_at(cfg, cfg->backends[0].line),
