@@ -7,8 +7,9 @@ and reloads, then checks that nothing was lost and nothing grew.
 
 What runs (all at once, for --duration seconds):
   - --workers threads of libcurl HTTP/3 (pycurl), each looping over GETs of
-    random sizes (Content-Length, chunked, close-delimited) and uploads,
-    through the fault relay (--loss each way);
+    random sizes (Content-Length, chunked, close-delimited) and uploads
+    (held whole up to the backend's request_buffer_size, 512k, and streamed
+    past it), through the fault relay (--loss each way);
   - gtlsclient (ngtcp2's client) fetching several streams every few seconds;
   - h2load (built by bench/setup.sh; $QPROXY_BENCH_PREFIX, /opt/qproxy-bench)
     in bursts of 200 requests on 4 connections x 10 streams, as its own
@@ -221,7 +222,7 @@ def main():
         ("listener main", [("address", "127.0.0.1:%d" % port), ("certificate", cert),
                            ("private_key", key)]),
         ("backend app", [("server", "127.0.0.1:%d" % bport), ("connect_timeout", "1s"),
-                         ("read_timeout", "20s")]),
+                         ("read_timeout", "20s"), ("request_buffer_size", "512k")]),
         ("route app", [("path_prefix", "/app/"), ("backend", "app")]),
     ]
     q = QProxy(qproxy_binary(), workdir, "soak", sections, port)
