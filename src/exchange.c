@@ -2733,7 +2733,8 @@ ex_submit_trailers(struct exchange *ex)
 		/* HTTP/3 field names are lowercase (RFC 9114 4.2) */
 		bytes_lower((uint8_t *)np, (const uint8_t *)h[i].name,
 		    h[i].namelen);
-		if (trailer_name_forbidden((const uint8_t *)np, h[i].namelen) ||
+		if (trailer_name_forbidden((const uint8_t *)np, h[i].namelen,
+		    true) ||
 		    (set != NULL && header_is_set(set, np, h[i].namelen)))
 			continue;
 		if (idlen > 0 && h[i].namelen == idlen &&

@@ -513,37 +513,46 @@ request_add(struct request *r, const uint8_t *name, size_t namelen,
 
 /*
  * Fields a trailer section cannot carry (RFC 9110 6.5.1), as their
- * meaning is needed before the content, in either direction: framing,
- * routing, authentication and state (cookies), request modifiers
- * (conditionals, ranges, cache directives), response control (caching,
- * redirection) and content control. name: lowercase.
+ * meaning is needed before the content: framing, routing, authentication
+ * and cookies, request modifiers (conditionals, ranges, cache directives)
+ * and content control; in a response (response: true), its own controls
+ * (caching, redirection), challenges and cookies too, which say nothing
+ * of a request's content and pass in its trailers as any other field
+ * does. name: lowercase.
  */
 bool
-trailer_name_forbidden(const uint8_t *name, size_t len)
+trailer_name_forbidden(const uint8_t *name, size_t len, bool response)
 {
 	static const char *const names[] = {
-		"age", "authorization", "cache-control", "content-encoding",
+		"authorization", "cache-control", "content-encoding",
 		"content-length", "content-range", "content-type", "cookie",
-		"expect", "expires", "host", "if-match", "if-modified-since",
-		"if-none-match", "if-range", "if-unmodified-since", "location",
-		"max-forwards", "pragma", "proxy-authenticate",
-		"proxy-authorization", "range", "retry-after", "set-cookie",
-		"te", "trailer", "transfer-encoding", "vary",
-		"www-authenticate",
+		"expect", "host", "if-match", "if-modified-since",
+		"if-none-match", "if-range", "if-unmodified-since",
+		"max-forwards", "pragma", "proxy-authorization", "range", "te",
+		"trailer", "transfer-encoding",
+	};
+	static const char *const response_names[] = {
+		"age", "expires", "location", "proxy-authenticate",
+		"retry-after", "set-cookie", "vary", "www-authenticate",
 	};
 
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
 		if (name_is(name, len, names[i]))
 			return true;
+	if (response)
+		for (size_t i = 0; i < sizeof(response_names) /
+		    sizeof(response_names[0]); i++)
+			if (name_is(name, len, response_names[i]))
+				return true;
 	return false;
 }
 
-/* The same, with those request_write_http1 writes or drops itself. */
+/* A request's, with those request_write_http1 writes or drops itself. */
 static bool
 trailer_forbidden(const uint8_t *name, size_t len)
 {
 	return field_kind(name, len) != FK_PLAIN ||
-	    trailer_name_forbidden(name, len);
+	    trailer_name_forbidden(name, len, false);
 }
 
 enum request_trailer

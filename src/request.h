@@ -87,9 +87,9 @@ enum request_trailer request_trailer(const uint8_t *name, size_t namelen,
 	    const uint8_t *value, size_t valuelen, const char **why);
 /*
  * Whether a field of this name (lowercase) may not be carried by a trailer
- * section, in either direction (RFC 9110 6.5.1).
+ * section (RFC 9110 6.5.1): a response's when response, else a request's.
  */
-bool	trailer_name_forbidden(const uint8_t *name, size_t len);
+bool	trailer_name_forbidden(const uint8_t *name, size_t len, bool response);
 /* End of the header section; fin: the stream ended with it. 0 or -1. */
 int	request_finish(struct request *, bool fin);
 /* The body so far: received bytes, and whether the stream ended. 0 or -1. */

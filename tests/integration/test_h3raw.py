@@ -439,7 +439,14 @@ FORBIDDEN_TRAILERS = [
     "x-forwarded-for: 192.0.2.66", "x-forwarded-proto: http", "forwarded: for=192.0.2.66",
     "via: 1.1 forged", "early-data: 1", "max-forwards: 3", "content-type: text/plain",
     "content-encoding: gzip", "range: bytes=0-1", "if-none-match: *", "cache-control: no-cache",
-    "trailer: x-a", "set-cookie: a=1", "www-authenticate: Basic", "location: /x", "vary: *"]
+    "trailer: x-a"]
+
+# a response's fields, which a response's trailer section may not carry
+# (test_proxy's RESPONSE_FORBIDDEN_TRAILERS): in a request's they say
+# nothing its content needs, and pass as any other field
+RESPONSE_FIELD_TRAILERS = [
+    "set-cookie: a=1", "www-authenticate: Basic", "proxy-authenticate: Basic",
+    "location: /x", "vary: *", "age: 5", "expires: 0", "retry-after: 5"]
 
 
 @pytest.mark.parametrize("data", [100, 300000], ids=["held", "streamed"])
@@ -452,6 +459,21 @@ def test_request_trailers_forbidden_not_forwarded(qp, backend_app, data):
     rec = _upload_record(backend_app, before, marker)
     assert rec["body_done"] and rec["body_length"] == data, rec
     assert rec["trailers"] == [["x-a", "1"], ["x-b", "2"]], rec
+
+
+def test_request_trailers_of_response_fields_forwarded(qp, backend_app):
+    """Set-Cookie, WWW-Authenticate, Location, Vary and the other fields
+    of a response in a request's trailer section reach the backend, in
+    order, between two others: only a response's trailers drop them."""
+    before = backend_app.count
+    marker = "/app/upload?trailers-response-fields"
+    trailers = ["x-a: 1"] + RESPONSE_FIELD_TRAILERS + ["x-b: 2"]
+    res = h3raw(qp.port, req(qp.port, "POST", marker), data=100, trailers=trailers,
+                timeout=10)
+    assert len(res.outcomes) == 1 and res.outcomes[0].startswith("status 200 "), res
+    rec = _upload_record(backend_app, before, marker)
+    assert rec["body_done"] and rec["body_length"] == 100, rec
+    assert rec["trailers"] == [t.split(": ", 1) for t in trailers], rec
 
 
 # Malformed trailer sections (RFC 9114 4.1.2, 4.2, 10.3): nghttp3 finds

@@ -905,9 +905,13 @@ trailer(const char *field, const char **why)
 static void
 test_trailers(void)
 {
+	/* a response's fields too: nothing before a request's content */
 	static const char *const pass[] = { "x-checksum: abc",
 	    "server-timing: db;dur=53", "content-digest: sha-256=:x=:",
-	    "x-empty: ", "x-obs-text: \x80\xff", "x-tab: a\tb", NULL };
+	    "x-empty: ", "x-obs-text: \x80\xff", "x-tab: a\tb",
+	    "set-cookie: a=1", "www-authenticate: Basic",
+	    "proxy-authenticate: Basic", "location: /x", "vary: *",
+	    "age: 5", "expires: 0", "retry-after: 5", NULL };
 	/* framing, routing, modifiers, authentication, content control,
 	   and what qproxy writes itself */
 	static const char *const drop[] = { "content-length: 5",
