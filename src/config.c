@@ -3227,17 +3227,27 @@ config_warnings(const struct config *cfg,
 		config_warn(cfg, &w, config_global_line(cfg,
 		    "request_burst_per_client"), "request_burst_per_client "
 		    "does nothing without max_request_rate_per_client");
+	/*
+	 * A body held there whole, or up to the size, waits on for its
+	 * server with what the client had credit for beyond it: a stream's
+	 * window, which autotuning may widen four times. A size below half
+	 * a window holds what none does.
+	 */
 	for (size_t i = 0; i < cfg->nbackends; i++) {
 		const struct config_backend *b = &cfg->backends[i];
-		char held[32], total[32];
+		uint64_t ahead = 4 * (uint64_t)cfg->stream_window;
+		char held[32], more[32], total[32];
 
-		if (b->request_buffer > cfg->request_buffer_total)
+		if (b->request_buffer > cfg->stream_window / 2 &&
+		    b->request_buffer + ahead > cfg->request_buffer_total)
 			config_warn(cfg, &w, b->line, "backend %s: its "
-			    "request_buffer_size, %s, is above "
-			    "request_buffer_total, %s: a longer body is "
-			    "given up (503) before it is held whole", b->name,
+			    "request_buffer_size, %s, and the four stream "
+			    "windows a client may send beyond it (%s) are above "
+			    "request_buffer_total, %s: an upload to it can be "
+			    "given up (503)", b->name,
 			    config_fmt_size(b->request_buffer, held,
-			    sizeof(held)), config_fmt_size(
+			    sizeof(held)), config_fmt_size(ahead, more,
+			    sizeof(more)), config_fmt_size(
 			    cfg->request_buffer_total, total, sizeof(total)));
 	}
 	for (size_t i = 0; i < cfg->nlisteners; i++) {

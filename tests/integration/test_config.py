@@ -509,6 +509,30 @@ def test_likely_mistakes_are_warned_about(tmp_path, certificate, extra, key, lin
     assert p.returncode == 0 and p.stderr == "", p
 
 
+@pytest.mark.parametrize("size,warned", [("4m", True), ("1m", True), ("769k", True),
+                                         ("768k", False), ("32k", False)])
+def test_a_request_buffer_size_that_fills_the_total_is_warned_about(tmp_path, certificate,
+                                                                     size, warned):
+    """A backend's request_buffer_size is warned about, at the backend's
+    line, when it and the four stream windows (64 KiB each) a client may
+    send beyond it are above request_buffer_total (1m): one upload held
+    there can be given up with 503, as a 2 MiB one was under a
+    request_buffer_size of 1m, the total, on a new connection to its
+    server. Not at or below the total, nor for a size below half a window,
+    which holds no more than none."""
+    lines = valid_lines(*certificate)
+    lines[5:5] = ["request_buffer_total = 1m"]          # 6, in [global]
+    at = lines.index("[backend app]")                    # 12
+    lines[at + 1:at + 1] = ["request_buffer_size = %s" % size]
+    path = write(tmp_path, lines)
+    p = check(path)
+    assert p.returncode == 0 and "configuration OK" in p.stdout, p
+    want = ("qproxy[warn]: %s:12: backend app: its request_buffer_size, %s, and the four "
+            "stream windows a client may send beyond it (256k) are above "
+            "request_buffer_total, 1m: an upload to it can be given up (503)\n" % (path, size))
+    assert p.stderr == (want if warned else ""), p.stderr
+
+
 def test_warnings_come_in_line_order(tmp_path, certificate):
     """-t says its warnings in the order of their lines (they came in the
     order the checks are written: 6, 4, 8, 10, 9, 12 in a helper's file),

@@ -338,7 +338,8 @@ def test_request_buffer_size_over_the_total_gives_the_body_up(qproxy_factory, ba
     warning; a body held past the total is given up with 503 before any of
     it reaches the backend, which later requests still reach."""
     q = _buffering_proxy(qproxy_factory, backend_app, "4m", total="1m")
-    assert re.search(r"backend app: its request_buffer_size, 4m, is above "
+    assert re.search(r"backend app: its request_buffer_size, 4m, and the four stream "
+                     r"windows a client may send beyond it \(256k\) are above "
                      r"request_buffer_total, 1m", q.log_text()), q.log_text()
     before = backend_app.count
     given_up = stats(q)["limits"]["reset_request_memory"]
