@@ -4,8 +4,9 @@
  *
  * Backpressure is decided here and only here:
  *  - client -> backend: request body bytes are credited back to the QUIC
- *    stream (h3_consumed) only once written to the backend socket, so the
- *    stream window bounds what is buffered;
+ *    stream (h3_consumed) only once written to the backend socket, or
+ *    held for a backend's request_buffer_size, so the stream window bounds
+ *    what is buffered beyond that;
  *  - backend -> client: the backend socket is read only while the response
  *    buffer is under response_buffer_size, and all response buffers together
  *    under response_buffer_total; bytes leave it when acknowledged. When
@@ -17,9 +18,9 @@
  *    connection holding the most loses its largest stream (ex_req_evict).
  *
  * Nothing reaches a backend before the request head was validated, and a
- * request whose body fits in half of stream_window is held until it is
- * complete, so such a body that contradicts its Content-Length never reaches
- * one either.
+ * request whose body fits in half of stream_window (or in its backend's
+ * request_buffer_size) is held until it is complete, so such a body that
+ * contradicts its Content-Length never reaches one either.
  */
 #include <errno.h>
 #include <stdio.h>
