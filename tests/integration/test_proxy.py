@@ -4,11 +4,14 @@ Most tests share one qproxy instance (fixture `qp`, see conftest.py for its
 routes) in front of the test backends of backend.py."""
 
 import calendar
+import hashlib
+import http.server
 import json
 import os
 import re
 import signal
 import socket
+import socketserver
 import subprocess
 import threading
 import time
@@ -281,15 +284,15 @@ class _SlowBody:
             yield data[off:off + self.size]
 
 
-def _buffering_proxy(qproxy_factory, backend_app, size, total=None):
-    """Route /app/ to a backend with request_buffer_size = size."""
+def _buffering_proxy(qproxy_factory, server, size, total=None):
+    """Route /app/ to a backend of that server with request_buffer_size =
+    size."""
     def sections(port, cert, key):
         g = [("request_buffer_total", total)] if total else []
         return [("global", g),
                 ("listener main", [("address", "127.0.0.1:%d" % port),
                                    ("certificate", cert), ("private_key", key)]),
-                ("backend app", [("server", backend_app.tcp_server),
-                                 ("request_buffer_size", size)]),
+                ("backend app", [("server", server), ("request_buffer_size", size)]),
                 ("route app", [("path_prefix", "/app/"), ("backend", "app")])]
     return qproxy_factory(sections=sections)
 
@@ -314,7 +317,7 @@ def test_request_buffer_size_holds_a_slow_upload_whole(qproxy_factory, backend_a
     a second and more (ten times the 64 KiB stream window) has credit for
     it all, and the backend hears of the request only once it is whole,
     with a Content-Length even when the client sent none."""
-    q = _buffering_proxy(qproxy_factory, backend_app, "1m")
+    q = _buffering_proxy(qproxy_factory, backend_app.tcp_server, "1m")
     body = _SlowBody(8, 50000, 0.2, with_length)
     rec, j = _slow_upload(q, backend_app, "held-%s" % with_length, body)
     assert rec["time"] > body.times[-1], (rec["time"], body.times)
@@ -326,7 +329,7 @@ def test_request_buffer_size_then_streams_the_rest(qproxy_factory, backend_app):
     its body follows as it comes: the backend hears of it once the second
     128 KiB piece is in, before the last is sent, and reads it chunked
     (no length from the client)."""
-    q = _buffering_proxy(qproxy_factory, backend_app, "256k")
+    q = _buffering_proxy(qproxy_factory, backend_app.tcp_server, "256k")
     body = _SlowBody(8, 128 * KiB, 0.3, with_length=False)
     rec, j = _slow_upload(q, backend_app, "streamed", body)
     assert body.times[1] < rec["time"] < body.times[-1], (rec["time"], body.times)
@@ -337,7 +340,7 @@ def test_request_buffer_size_over_the_total_gives_the_body_up(qproxy_factory, ba
     """A request_buffer_size above request_buffer_total is allowed with a
     warning; a body held past the total is given up with 503 before any of
     it reaches the backend, which later requests still reach."""
-    q = _buffering_proxy(qproxy_factory, backend_app, "4m", total="1m")
+    q = _buffering_proxy(qproxy_factory, backend_app.tcp_server, "4m", total="1m")
     assert re.search(r"backend app: its request_buffer_size, 4m, and the four stream "
                      r"windows a client may send beyond it \(256k\) are above "
                      r"request_buffer_total, 1m", q.log_text()), q.log_text()
@@ -349,6 +352,67 @@ def test_request_buffer_size_over_the_total_gives_the_body_up(qproxy_factory, ba
     assert not [x for x in backend_app.requests[before:] if "too-much" in x["target"]]
     r = h3_post(q.url("/app/upload?after"), expected_body(1000))
     assert r.status == 200 and r.json()["length"] == 1000
+
+
+class _OneAtATime(http.server.BaseHTTPRequestHandler):
+    """An application server of one worker that speaks HTTP/1.0, as old
+    ones do: it reads a request and its body (by Content-Length: it cannot
+    read chunked, and answers 411 without one) before the next connection."""
+    protocol_version = "HTTP/1.0"
+
+    def _reply(self, status, body):
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        self._reply(200, b"served")
+
+    def do_POST(self):
+        if self.headers.get("Content-Length") is None:
+            self._reply(411, b"no length")
+            return
+        data = self.rfile.read(int(self.headers["Content-Length"]))
+        self._reply(200, hashlib.sha256(data).hexdigest().encode())
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("with_length", [True, False], ids=["length", "no-length"])
+def test_request_buffer_size_keeps_a_one_worker_application_free(qproxy_factory,
+                                                                 with_length):
+    """What request_buffer_size is for: an application of one worker behind
+    a backend with 1m. A client uploads 400 KB slowly; meanwhile another
+    request is served at once, as the worker is not tied up reading the
+    upload, and the upload reaches it whole, with a length it can read
+    whether the client sent one or not."""
+    server = socketserver.TCPServer(("127.0.0.1", 0), _OneAtATime)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        q = _buffering_proxy(qproxy_factory, "127.0.0.1:%d" % server.server_address[1], "1m")
+        body = _SlowBody(8, 50000, 0.25, with_length)
+        out = {}
+
+        def upload():
+            out["r"] = h3_post(q.url("/app/upload"), body, timeout=BIG_TIMEOUT)
+        t = threading.Thread(target=upload)
+        t.start()
+        # without the hold, the worker would be reading the upload by now
+        wait_until(lambda: len(body.times) >= 4, "half the upload is sent")
+        r = h3_get(q.url("/app/page"), timeout=BIG_TIMEOUT)
+        served_during = len(body.times)
+        t.join(BIG_TIMEOUT)
+        assert r.status == 200 and r.body == b"served", r
+        assert served_during < 8, "the page waited for the whole upload (%d pieces)" % (
+            served_during)
+        assert out["r"].status == 200, out["r"].body
+        assert out["r"].body == hashlib.sha256(expected_body(body.n)).hexdigest().encode()
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_upload_from_file(qp, tmp_path):
