@@ -393,7 +393,7 @@ def test_request_buffer_size_keeps_a_one_worker_application_free(qproxy_factory,
     thread.start()
     try:
         q = _buffering_proxy(qproxy_factory, "127.0.0.1:%d" % server.server_address[1], "1m")
-        body = _SlowBody(8, 50000, 0.25, with_length)
+        body = _SlowBody(8, 50000, 0.4, with_length)
         out = {}
 
         def upload():
