@@ -314,7 +314,7 @@ def _slow_upload(q, backend_app, marker, body):
 def test_request_buffer_size_holds_a_slow_upload_whole(qproxy_factory, backend_app,
                                                        with_length):
     """A backend's request_buffer_size of 1m: a client sending 400 KB over
-    a second and more (ten times the 64 KiB stream window) has credit for
+    a second and more (six times the 64 KiB stream window) has credit for
     it all, and the backend hears of the request only once it is whole,
     with a Content-Length even when the client sent none."""
     q = _buffering_proxy(qproxy_factory, backend_app.tcp_server, "1m")
