@@ -10,7 +10,8 @@ import time
 import pytest
 
 import quicinitial  # tests/tools, on sys.path by conftest.py
-from helpers import assert_backends_untouched, backend_counts, h3raw, header_values
+from helpers import (app_sections, assert_backends_untouched, backend_counts, h3raw,
+                     header_values)
 from qpack import field_section
 from test_ops import stats
 
@@ -720,6 +721,25 @@ def test_request_stream_without_headers(qp, all_backends, raw):
     res = h3raw(qp.port, [], extra=["--raw", raw])
     assert res.outcomes in (["closed 0x105"], ["reset 0x10d"]), res
     assert_backends_untouched(qp, all_backends, before, "a request stream without HEADERS")
+
+
+def test_options_asterisk_goes_to_a_route_without_a_path_prefix(qproxy_factory, backend_app):
+    """OPTIONS * (RFC 9110 9.3.7: about the server as a whole) has no path
+    for a path_prefix to match: a route with none takes it, and its backend
+    gets the asterisk-form target as it came; with only routes that have
+    one, qproxy answers 404 itself."""
+    q = qproxy_factory(sections=app_sections(backend_app.tcp_server,
+                                             routes=[("route all", [("backend", "app")])]))
+    before = backend_app.count
+    res = h3raw(q.port, req(q.port, "OPTIONS", "*"))
+    assert len(res.outcomes) == 1 and res.outcomes[0].startswith("status "), res
+    got = [(x["method"], x["target"]) for x in backend_app.requests[before:]]
+    assert got == [("OPTIONS", "*")], got
+    q = qproxy_factory(sections=app_sections(backend_app.tcp_server))
+    before = backend_app.count
+    res = h3raw(q.port, req(q.port, "OPTIONS", "*"))
+    assert len(res.outcomes) == 1 and res.outcomes[0].startswith("status 404 "), res
+    assert backend_app.count == before
 
 
 @pytest.mark.parametrize("where", ["before-headers", "between", "after-trailers"])
