@@ -1582,8 +1582,10 @@ ex_body(struct exchange *ex, const uint8_t *data, size_t len)
 			ex_credit(ex, 0);
 			window = hold;
 		}
-		if (ex->hold.len >= window)
+		if (ex->hold.len >= window) {
+			stats.requests_bodies_streamed++;
 			ex_start(ex);
+		}
 		return;
 	}
 	if (ex->req_dropped) {

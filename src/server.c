@@ -920,6 +920,7 @@ static const struct stats_row {
 	ROW("requests", "reset", requests_reset),
 	ROW("requests", "client_timeout", requests_client_timeout),
 	ROW("requests", "trailers_dropped", requests_trailers_dropped),
+	ROW("requests", "bodies_streamed", requests_bodies_streamed),
 	ROW("auth", "passed", auth_passed),
 	ROW("auth", "failed", auth_failed),
 	ROW("auth", "checks", auth_checks),

@@ -48,6 +48,7 @@ struct stats {
 	uint64_t	requests_reset;		/* of those counted: reset unfinished */
 	uint64_t	requests_client_timeout;	/* the client stopped: 408 */
 	uint64_t	requests_trailers_dropped;	/* no chunked body for them */
+	uint64_t	requests_bodies_streamed;	/* longer than the hold */
 	uint64_t	bytes_received, bytes_sent;	/* UDP payload */
 	uint64_t	datagrams_received, datagrams_sent;
 	/* datagrams dropped, by reason */

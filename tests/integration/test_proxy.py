@@ -316,24 +316,27 @@ def test_request_buffer_size_holds_a_slow_upload_whole(qproxy_factory, backend_a
     """A backend's request_buffer_size of 1m: a client sending 400 KB over
     a second and more (six times the 64 KiB stream window) has credit for
     it all, and the backend hears of the request only once it is whole,
-    with a Content-Length even when the client sent none."""
+    with a Content-Length even when the client sent none; no body is
+    counted as streamed."""
     q = _buffering_proxy(qproxy_factory, backend_app.tcp_server, "1m")
     body = _SlowBody(8, 50000, 0.2, with_length)
     rec, j = _slow_upload(q, backend_app, "held-%s" % with_length, body)
     assert rec["time"] > body.times[-1], (rec["time"], body.times)
     assert j["chunked"] is False and j["content_length"] == str(body.n), j
+    assert stats(q)["requests"]["bodies_streamed"] == 0
 
 
 def test_request_buffer_size_then_streams_the_rest(qproxy_factory, backend_app):
     """Past request_buffer_size (256k) the request goes on and the rest of
     its body follows as it comes: the backend hears of it once the second
     128 KiB piece is in, before the last is sent, and reads it chunked
-    (no length from the client)."""
+    (no length from the client). qproxyctl stats counts it."""
     q = _buffering_proxy(qproxy_factory, backend_app.tcp_server, "256k")
     body = _SlowBody(8, 128 * KiB, 0.3, with_length=False)
     rec, j = _slow_upload(q, backend_app, "streamed", body)
     assert body.times[1] < rec["time"] < body.times[-1], (rec["time"], body.times)
     assert j["chunked"] is True and j["content_length"] is None, j
+    assert stats(q)["requests"]["bodies_streamed"] == 1
 
 
 def test_request_buffer_size_over_the_total_gives_the_body_up(qproxy_factory, backend_app):
