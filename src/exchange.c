@@ -152,6 +152,8 @@ struct exchange {
 						   none */
 	uint64_t		 body_queued;	/* to out or stage */
 	uint64_t		 uncredited;	/* body bytes not yet credited */
+	bool			 hold_filled;	/* went on with the hold just
+						   full: streamed if more come */
 	bool			 req_fin;	/* the client's request ended */
 	bool			 req_written;	/* all of it reached the backend */
 	enum request_framing	 framing;
@@ -1543,6 +1545,11 @@ ex_body(struct exchange *ex, const uint8_t *data, size_t len)
 {
 	ex->body_received += len;
 	ex->uncredited += len;
+	/* the body is longer than what was held when it went on */
+	if (ex->hold_filled && len > 0) {
+		ex->hold_filled = false;
+		stats.requests_bodies_streamed++;
+	}
 	switch (ex->state) {
 	case EX_HEADERS:
 	case EX_DONE:
@@ -1576,16 +1583,27 @@ ex_body(struct exchange *ex, const uint8_t *data, size_t len)
 		 * window is the connection's, of the configuration it began
 		 * under, whatever a reload made the exchange's. A backend's
 		 * request_buffer_size holds more: the client has credit for
-		 * what is held, and is a window ahead at most.
+		 * what is held, and is a window ahead at most, so a body of
+		 * just that size waits for its end and goes with its length.
+		 * A body is counted as streamed once it is known to be longer
+		 * than what was held (its last byte and the FIN may come
+		 * apart).
 		 */
 		if (hold > window) {
 			ex_credit(ex, 0);
-			window = hold;
+			if (ex->hold.len > hold) {
+				stats.requests_bodies_streamed++;
+				ex_start(ex);
+			}
+			return;
 		}
-		if (ex->hold.len >= window) {
+		if (ex->hold.len < window)
+			return;
+		if (ex->hold.len > window)
 			stats.requests_bodies_streamed++;
-			ex_start(ex);
-		}
+		else
+			ex->hold_filled = true;
+		ex_start(ex);
 		return;
 	}
 	if (ex->req_dropped) {

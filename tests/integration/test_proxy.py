@@ -339,6 +339,27 @@ def test_request_buffer_size_then_streams_the_rest(qproxy_factory, backend_app):
     assert stats(q)["requests"]["bodies_streamed"] == 1
 
 
+@pytest.mark.parametrize("with_length", [True, False], ids=["length", "no-length"])
+@pytest.mark.parametrize("size,n", [("256k", 256 * KiB), ("0", 32 * KiB)],
+                         ids=["size", "half-window"])
+def test_a_body_of_just_the_held_size_is_not_counted_streamed(qproxy_factory, backend_app,
+                                                              size, n, with_length):
+    """A body of just what is held before a server is asked (a
+    request_buffer_size of 256k, or half the 64 KiB stream window) is no
+    longer than that: qproxyctl stats counts none streamed; and under
+    request_buffer_size it waits for its end and goes with a Content-Length,
+    even when the client sent none, as a shorter one does."""
+    q = _buffering_proxy(qproxy_factory, backend_app.tcp_server, size)
+    r = h3_post(q.url("/app/upload?just-held"), expected_body(n), content_length=with_length,
+                timeout=BIG_TIMEOUT)
+    assert r.status == 200, r
+    j = r.json()
+    assert j["length"] == n and j["sha256"] == expected_sha256(n), j
+    if size != "0" or with_length:
+        assert j["chunked"] is False and j["content_length"] == str(n), j
+    assert stats(q)["requests"]["bodies_streamed"] == 0
+
+
 def test_request_buffer_size_over_the_total_gives_the_body_up(qproxy_factory, backend_app):
     """A request_buffer_size above request_buffer_total is allowed with a
     warning; a body held past the total is given up with 503 before any of
