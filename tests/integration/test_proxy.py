@@ -268,18 +268,27 @@ def test_small_upload_without_content_length(qp, n):
 class _SlowBody:
     """An upload's body as a slow client sends it: pieces of the
     deterministic pattern, a pause before each but the first; times[i] is
-    when piece i was handed to curl. length: a Content-Length (None: none)."""
+    when piece i was handed to curl. length: a Content-Length (None: none).
+    before_last: a predicate the last piece waits for, up to 10 s (x SLOW),
+    so that what a test expects before it needs no timing; opened says
+    whether it came true in that time."""
 
-    def __init__(self, pieces, size, pause, with_length=True):
+    def __init__(self, pieces, size, pause, with_length=True, before_last=None):
         self.n, self.size, self.pause = pieces * size, size, pause
         self.length = self.n if with_length else None
         self.times = []
+        self.before_last, self.opened = before_last, None
 
     def __iter__(self):
         data = expected_body(self.n)
         for off in range(0, self.n, self.size):
             if off:
                 time.sleep(self.pause)
+            if off + self.size >= self.n and self.before_last is not None:
+                deadline = time.monotonic() + 10 * SLOW
+                while not self.before_last() and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                self.opened = self.before_last()
             self.times.append(time.monotonic())
             yield data[off:off + self.size]
 
@@ -330,11 +339,16 @@ def test_request_buffer_size_then_streams_the_rest(qproxy_factory, backend_app):
     """Past request_buffer_size (256k) the request goes on and the rest of
     its body follows as it comes: the backend hears of it once the second
     128 KiB piece is in, before the last is sent, and reads it chunked
-    (no length from the client). qproxyctl stats counts it."""
+    (no length from the client). qproxyctl stats counts it. The last piece
+    waits for the backend's record, so that a slow run does not send it
+    first."""
     q = _buffering_proxy(qproxy_factory, backend_app.tcp_server, "256k")
-    body = _SlowBody(8, 128 * KiB, 0.3, with_length=False)
+    before = backend_app.count
+    body = _SlowBody(8, 128 * KiB, 0.3, with_length=False, before_last=lambda: any(
+        x["target"] == "/app/upload?streamed" for x in backend_app.requests_since(before)))
     rec, j = _slow_upload(q, backend_app, "streamed", body)
-    assert body.times[1] < rec["time"] < body.times[-1], (rec["time"], body.times)
+    assert body.opened and body.times[1] < rec["time"] < body.times[-1], (
+        body.opened, rec["time"], body.times)
     assert j["chunked"] is True and j["content_length"] is None, j
     assert stats(q)["requests"]["bodies_streamed"] == 1
 
@@ -411,13 +425,15 @@ def test_request_buffer_size_keeps_a_one_worker_application_free(qproxy_factory,
     a backend with 1m. A client uploads 400 KB slowly; meanwhile another
     request is served at once, as the worker is not tied up reading the
     upload, and the upload reaches it whole, with a length it can read
-    whether the client sent one or not."""
+    whether the client sent one or not. The upload's last piece waits for
+    the page (10 s at most), so that a slow run does not send it first."""
     server = socketserver.TCPServer(("127.0.0.1", 0), _OneAtATime)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         q = _buffering_proxy(qproxy_factory, "127.0.0.1:%d" % server.server_address[1], "1m")
-        body = _SlowBody(8, 50000, 0.4, with_length)
+        served = threading.Event()
+        body = _SlowBody(8, 50000, 0.4, with_length, before_last=served.is_set)
         out = {}
 
         def upload():
@@ -428,6 +444,7 @@ def test_request_buffer_size_keeps_a_one_worker_application_free(qproxy_factory,
         wait_until(lambda: len(body.times) >= 4, "half the upload is sent")
         r = h3_get(q.url("/app/page"), timeout=BIG_TIMEOUT)
         served_during = len(body.times)
+        served.set()
         t.join(BIG_TIMEOUT)
         assert r.status == 200 and r.body == b"served", r
         assert served_during < 8, "the page waited for the whole upload (%d pieces)" % (
