@@ -63,6 +63,14 @@ def _upgrade(q):
 SLOW_BYTES = 8 * MiB     # a download that spans an upgrade
 
 
+def _draining_proxy(qproxy_factory, backend_app, workers):
+    """q for a download that outlives an upgrade (shutdown_timeout 30 s):
+    with test_workers' workers, or a lone process."""
+    if workers:
+        return _workers(qproxy_factory, backend_app, shutdown_timeout="30s")
+    return qproxy_factory(backend_server=backend_app.tcp_server, shutdown_timeout="30s")
+
+
 def _slow_download(q, ms):
     """A download of SLOW_BYTES from q that takes ms milliseconds, begun
     (its first 256 KiB in): background_get's thread, out and progress."""
@@ -546,10 +554,7 @@ def test_the_process_that_took_over_outlives_the_one_that_drains(qproxy_factory,
     at once. Now it waits for the old one to finish and exit first (found
     by a review): here a download under way at the upgrade finishes after
     the new process's SIGTERM, and only then does the new one go."""
-    if workers:
-        q = _workers(qproxy_factory, backend_app, shutdown_timeout="30s")
-    else:
-        q = qproxy_factory(backend_server=backend_app.tcp_server, shutdown_timeout="30s")
+    q = _draining_proxy(qproxy_factory, backend_app, workers)
     t, out, progress = _slow_download(q, 2500 * SLOW)
     new = _upgrade(q)
     try:
@@ -585,10 +590,7 @@ def test_the_process_that_took_over_feeds_the_watchdog_while_it_outlives_the_oth
     period, as its loop does; here 0.8 s."""
     period = 0.8
     sock, it = _notify_socket(tmp_path, monkeypatch, int(period * 1e6))
-    if workers:
-        q = _workers(qproxy_factory, backend_app, shutdown_timeout="30s")
-    else:
-        q = qproxy_factory(backend_server=backend_app.tcp_server, shutdown_timeout="30s")
+    q = _draining_proxy(qproxy_factory, backend_app, workers)
     t, out, progress = _slow_download(q, 6000 * SLOW)
     new = _upgrade(q)
     try:
@@ -705,10 +707,7 @@ def test_a_handshake_under_way_at_the_upgrade_completes(qproxy_factory, backend_
     completes there, rather than being dropped by a connection the new
     process began for it. With workers, the new worker of the number the
     old worker's connection ID names passes it to that old worker."""
-    if workers == 1:
-        q = qproxy_factory(backend_server=backend_app.tcp_server, shutdown_timeout="30s")
-    else:
-        q = _workers(qproxy_factory, backend_app, shutdown_timeout="30s")
+    q = _draining_proxy(qproxy_factory, backend_app, workers != 1)
     hold = _Hold(2)
     with Relay(q.port, seed=1, c2s=Faults(rewrite=hold)) as r:
         t, res, _, _ = background_get("https://127.0.0.1:%d/app/bytes/1000" % r.port, 1,
