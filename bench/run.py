@@ -357,6 +357,7 @@ class Env:
     def start_nginx(self):
         self.nginx_port = free_port(socket.SOCK_STREAM)
         d = self.dir
+        self.nginx_sock = os.path.join(d, "nginx.sock")
         self.upload_log = os.path.join(d, "upload.log")
         self.idle_log = os.path.join(d, "idle.log")
         user = "user root root;" if os.geteuid() == 0 else ""
@@ -386,6 +387,7 @@ http {
     log_format idle '$status';
     server {
         listen 127.0.0.1:%(port)d backlog=4096;
+        listen unix:%(d)s/nginx.sock backlog=4096;
         root %(www)s;
         # Upload bodies are read into memory, never into temporary files.
         client_max_body_size 0;
@@ -500,7 +502,7 @@ private_key = %(key)s
 retry = never
 
 [backend nginx]
-server = 127.0.0.1:%(nport)d
+server = %(nserver)s
 # nghttpx keeps every idle backend connection (for 2 s); so does this.
 max_idle_connections = 10000
 
@@ -508,7 +510,8 @@ max_idle_connections = 10000
 backend = nginx
 """ % {"glob": "".join("%s = %s\n" % kv for kv in glob),
        "port": self.port, "cert": env.cert, "key": env.key,
-       "nport": env.nginx_port})
+       "nserver": ("unix:" + env.nginx_sock if env.args.unix_backend
+                   else "127.0.0.1:%d" % env.nginx_port)})
             r = subprocess.run([env.qproxy, "-t", "-c", conf],
                                stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
@@ -524,7 +527,8 @@ backend = nginx
             tcp = free_port(socket.SOCK_STREAM)
             frontends += ["-f", "127.0.0.1,%d" % tcp]
         return [env.nghttpx, "--conf=/dev/null"] + frontends + [
-                "-b", "127.0.0.1,%d" % env.nginx_port,
+                "-b", ("unix:" + env.nginx_sock if env.args.unix_backend
+                       else "127.0.0.1,%d" % env.nginx_port),
                 "--workers=1", "--single-thread", "--no-ocsp",
                 "--log-level=WARN",
                 "--errorlog-file=" + self.stderr_path + ".log",
@@ -1058,6 +1062,8 @@ def describe_run(args, started, elapsed, load_before, commit):
         "- load average (1, 5, 15 min) before: %s, after: %s"
         % (load_before, loadavg()),
         "- peer: %s" % (h2v or "nghttpx"),
+        "- backend: nginx by %s" % ("a Unix socket" if args.unix_backend
+                                    else "TCP over loopback"),
         "- command: `%s`" % shlex.join(["bench/run.py"] + sys.argv[1:]),
         "- %d run(s) per workload and server, median shown" % args.repeat,
     ])
@@ -1093,6 +1099,9 @@ def main():
                     help="a line for qproxy's [global], in place of the "
                          "bench's own for that key, to measure a setting "
                          "(repeatable; the report's command shows it)")
+    ap.add_argument("--unix-backend", action="store_true",
+                    help="both servers reach nginx by a Unix socket, not "
+                         "TCP over loopback")
     args = ap.parse_args()
     for line in args.set:
         if "=" not in line or "\n" in line or not setting(line)[0]:

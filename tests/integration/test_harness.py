@@ -324,20 +324,28 @@ def test_bench_set_takes_the_place_of_the_benchs_own_line(tmp_path, certificate)
     """bench/run.py --set 'KEY = VALUE' measures a setting: a key that the
     bench's [global] sets already (stream_window, say) replaces that line,
     where it came as a second line that qproxy -t refuses, and every run of
-    qproxy failed. A key qproxy does not know is refused."""
+    qproxy failed. A key qproxy does not know is refused. --unix-backend has
+    both servers reach nginx by its Unix socket."""
     spec = importlib.util.spec_from_file_location("bench_run",
                                                   os.path.join(TOP, "bench", "run.py"))
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     cert, key = certificate
 
-    def conf(*sets):
+    def command(kind, sets=(), unix=False):
         env = types.SimpleNamespace(dir=str(tmp_path), cert=cert, key=key, nginx_port=1,
-                                    qproxy=qproxy_binary(), args=types.SimpleNamespace(set=sets))
-        server = bench.Server(env, bench.QPROXY, bench.workloads(1, True)[0], 1)
-        cmd = server.command()
+                                    nginx_sock=str(tmp_path / "nginx.sock"),
+                                    qproxy=qproxy_binary(), nghttpx="nghttpx",
+                                    args=types.SimpleNamespace(set=sets, unix_backend=unix))
+        return bench.Server(env, kind, bench.workloads(1, True)[0], 1).command()
+
+    def config(*sets, unix=False):
+        cmd = command(bench.QPROXY, sets, unix)
         with open(cmd[cmd.index("-c") + 1]) as f:
-            return f.read().split("\n[listener")[0].splitlines()
+            return f.read()
+
+    def conf(*sets):
+        return config(*sets).split("\n[listener")[0].splitlines()
 
     lines = conf()
     assert "stream_window = 256k" in lines and "max_streams_bidi = 100" in lines, lines
@@ -346,3 +354,9 @@ def test_bench_set_takes_the_place_of_the_benchs_own_line(tmp_path, certificate)
     assert "batch_delay = 1ms" in lines and "max_streams_bidi = 100" in lines, lines
     with pytest.raises(bench.StartError, match="no_such_key"):
         conf("no_such_key = 1")
+    # --unix-backend: the server line names nginx's Unix socket
+    assert "\nserver = 127.0.0.1:1\n" in config()
+    assert "\nserver = unix:%s\n" % (tmp_path / "nginx.sock") in config(unix=True)
+    for unix, backend in ((False, "127.0.0.1,1"), (True, "unix:%s" % (tmp_path / "nginx.sock"))):
+        cmd = command(bench.NGHTTPX, unix=unix)
+        assert cmd[cmd.index("-b") + 1] == backend, cmd
