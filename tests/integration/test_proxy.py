@@ -2042,6 +2042,34 @@ def test_response_in_small_pieces(qp, backend_app, framing):
     assert backend_app.requests_since(before)[1]["conn"] == conn
 
 
+@pytest.mark.parametrize("framing", ["cl", "chunked"])
+def test_a_response_reaches_the_client_as_the_backend_sends_it(qp, backend_app, framing):
+    """A response that the backend sends slowly (server-sent events, a
+    long poll, a report made as it goes) reaches the client piece by
+    piece: the first body bytes arrive while the backend still has most of
+    its 4 s to go, not once it has sent the rest. With a Content-Length
+    (/slow: 40 pieces of 10 bytes) and chunked (/trickle: 50 bytes a step,
+    one chunk of 40 bytes per step or so)."""
+    if framing == "cl":
+        target, n = "/app/slow/400?ms=4000", 400
+    else:
+        target, n = "/app/trickle/400?step=50&us=300000", 400
+    first = []
+
+    def on_data(got):
+        if not first:
+            first.append(time.monotonic())
+
+    start = time.monotonic()
+    r = h3_get(qp.url(target), timeout=30 * SLOW, on_data=on_data)
+    end = time.monotonic()
+    assert r.status == 200 and r.body == expected_body(n), r
+    assert end - start > 3, "the backend's pieces came faster than asked"
+    assert end - first[0] > 2, (
+        "the first body bytes came %.2f s after the request, %.2f s before "
+        "the last" % (first[0] - start, end - first[0]))
+
+
 def _drop_reused(qp, backend_app, send):
     """Leaves a used connection in the pool, then sends a request that the
     backend answers only on a new connection. Returns the response, the
