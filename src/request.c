@@ -169,6 +169,7 @@ enum field_kind {
 	FK_EARLY,	/* kept (RFC 8470 5.1), once with qproxy's own */
 	FK_MAX_FORWARDS,	/* less one, for OPTIONS and TRACE */
 	FK_TE,		/* "trailers" alone (field_connection), said again */
+	FK_PROXY,	/* what a proxy says of the client: trusted_proxies' */
 };
 
 static uint32_t
@@ -187,6 +188,15 @@ field_kind(const uint8_t *name, size_t len)
 		K("max-forwards", FK_MAX_FORWARDS),
 		K("x-forwarded-for", FK_XFF), K("via", FK_VIA),
 		K("forwarded", FK_FORWARDED),
+		/*
+		 * Who the client is and what it asked for, as a proxy in
+		 * front tells it (nginx's X-Real-IP; the X-Forwarded- fields
+		 * applications behind proxies build their links from): a
+		 * client's own word otherwise
+		 */
+		K("x-real-ip", FK_PROXY), K("x-forwarded-host", FK_PROXY),
+		K("x-forwarded-port", FK_PROXY),
+		K("x-forwarded-prefix", FK_PROXY),
 #undef K
 	};
 
@@ -1016,7 +1026,8 @@ request_write_http1(const struct request *r, const struct request_forward *fw,
 	HO_LIT(&o, "\r\n");
 
 	for (size_t i = 0; i < r->nfields; i++) {
-		if (r->fields[i].kind != FK_PLAIN)
+		if (r->fields[i].kind != FK_PLAIN &&
+		    (r->fields[i].kind != FK_PROXY || !fw->keep_forwarded))
 			continue;
 		if (set != NULL && header_is_set(set, fname(r, (int)i),
 		    r->fields[i].namelen))

@@ -1526,19 +1526,42 @@ def test_forwarded_fields_of_untrusted_clients_are_replaced(qp, qproxy_factory,
     that believes the first element would take a forged address for the
     client's. They are passed on, this hop's element after them, only for
     a client among trusted_proxies (a proxy in front); from any other, the
-    backend sees qproxy's element alone. Via is kept either way."""
+    backend sees qproxy's element alone. Via is kept either way.
+
+    The same for what a proxy in front says of the client's address and of
+    the URL it asked for (X-Real-IP; X-Forwarded-Host, -Port and -Prefix,
+    from which applications behind proxies build their links): passed on
+    from trusted_proxies only, whatever their case (and dropped from the
+    client's trailers either way: test_h3raw's FORBIDDEN_TRAILERS); a
+    route's set_request_header sets its own in their place."""
     forged = ["X-Forwarded-For: 6.6.6.6", "Forwarded: for=6.6.6.6", "Via: 1.1 edge"]
+    said = {"x-real-ip": "6.6.6.6", "x-forwarded-host": "evil.example",
+            "x-forwarded-port": "8443", "x-forwarded-prefix": "/evil"}
+    forged += ["%s: %s" % (n.upper() if n.endswith("host") else n, v)
+               for n, v in said.items()]
     j = h3_get(qp.url("/app/echo-headers?untrusted"), headers=forged).json()
     assert header_values(j, "x-forwarded-for") == ["127.0.0.1"], j
     assert header_values(j, "forwarded") == [
         'for=127.0.0.1;proto=https;host="127.0.0.1:%d"' % qp.port], j
     assert header_values(j, "via")[0].startswith("1.1 edge, 3 "), j
-    q = qproxy_factory(sections=app_sections(backend_app.tcp_server,
-                                             glob=[("trusted_proxies", "127.0.0.0/8")]))
+    for name in said:
+        assert header_values(j, name) == [], (name, j)
+
+    def sections(port, cert, key):
+        return [("global", [("trusted_proxies", "127.0.0.0/8")]),
+                ("listener main", [("address", "127.0.0.1:%d" % port),
+                                   ("certificate", cert), ("private_key", key)]),
+                ("backend app", [("server", backend_app.tcp_server)]),
+                ("route app", [("path_prefix", "/app/"), ("backend", "app"),
+                               ("set_request_header", "X-Forwarded-Prefix: /app")])]
+    q = qproxy_factory(sections=sections)
     j = h3_get(q.url("/app/echo-headers?trusted"), headers=forged).json()
     assert header_values(j, "x-forwarded-for") == ["6.6.6.6, 127.0.0.1"], j
     assert header_values(j, "forwarded") == [
         'for=6.6.6.6, for=127.0.0.1;proto=https;host="127.0.0.1:%d"' % q.port], j
+    for name, value in said.items():
+        assert header_values(j, name) == (
+            ["/app"] if name == "x-forwarded-prefix" else [value]), (name, j)
 
 
 def test_cookie_fields_joined(qp, backend_app):
