@@ -152,27 +152,48 @@ route_slash(const char *p, size_t len)
 }
 
 /*
+ * Where the parameters (RFC 3986 3.3) of a segment that p[0] ends end: at
+ * the next "/" as route_slash reads it, or at len; p[0] when it is no ";".
+ */
+static size_t
+route_params(const char *p, size_t len)
+{
+	size_t i = 0;
+
+	if (len > 0 && p[0] == ';')
+		while (i < len && route_slash(p + i, len - i) == 0)
+			i++;
+	return i;
+}
+
+/*
  * How many bytes of path a route's prefix takes: its own length, or more
  * where the path spells one of its "/" otherwise: as several
  * ("/app//admin/" for "/app/admin/"), which nginx (merge_slashes), Apache
- * and Tomcat read as one, or encoded (route_slash). A route guarding
- * "/app/admin/" holds for those spellings too, though the path goes to the
- * backend as it came. -1 when it does not match.
+ * and Tomcat read as one, or encoded (route_slash), or after parameters
+ * ("/app;x/admin/"), which Tomcat and Jetty take off a segment before
+ * they route it. A route guarding "/app/admin/" holds for those spellings
+ * too, though the path goes to the backend as it came. -1 when it does
+ * not match.
  */
 ssize_t
 route_prefix_span(const char *prefix, const char *path, size_t pathlen)
 {
-	size_t i, j, n;
+	size_t i, j, k, n;
 
 	if (prefix == NULL)
 		return 0;
 	for (i = j = 0; prefix[i] != '\0'; i++) {
-		if (prefix[i] == '/' && prefix[i + 1] != '/' &&
-		    (n = route_slash(path + j, pathlen - j)) > 0) {
-			do
-				j += n;
-			while ((n = route_slash(path + j, pathlen - j)) > 0);
-			continue;
+		if (prefix[i] == '/' && prefix[i + 1] != '/') {
+			k = j + route_params(path + j, pathlen - j);
+			if ((n = route_slash(path + k, pathlen - k)) > 0) {
+				j = k;
+				do
+					j += n;
+				while ((n = route_slash(path + j,
+				    pathlen - j)) > 0);
+				continue;
+			}
 		}
 		if (j >= pathlen || path[j] != prefix[i])
 			return -1;
@@ -213,8 +234,9 @@ route_request_match(const struct config_route *r, const struct request *req)
 
 /*
  * The path before its query with each run of "/" (route_slash's, encoded
- * ones too) made one "/", then the query as it is: into buf when it fits,
- * else from malloc (*heap set). NULL when out of memory.
+ * ones too) made one "/" and its segments' parameters taken off, then the
+ * query as it is: into buf when it fits, else from malloc (*heap set).
+ * NULL when out of memory.
  */
 static char *
 route_merge_slashes(const char *path, size_t len, char *buf, size_t buflen,
@@ -228,6 +250,8 @@ route_merge_slashes(const char *path, size_t len, char *buf, size_t buflen,
 	if (*heap && (m = malloc(len)) == NULL)
 		return NULL;
 	for (i = 0; i < plen; i += n) {
+		if ((n = route_params(path + i, plen - i)) > 0)
+			continue;
 		if ((n = route_slash(path + i, plen - i)) == 0) {
 			m[w++] = path[i];
 			n = 1;
@@ -240,7 +264,7 @@ route_merge_slashes(const char *path, size_t len, char *buf, size_t buflen,
 }
 
 /* Whether the path before its query spells a "/" as route_slash reads it
-   but not as itself alone: a run, or an encoding. */
+   but not as itself alone: a run, or an encoding; or has parameters. */
 static bool
 route_odd_slashes(const char *path, size_t len)
 {
@@ -248,7 +272,8 @@ route_odd_slashes(const char *path, size_t len)
 
 	if (q != NULL)
 		len = (size_t)(q - path);
-	if (len > 1 && memmem(path, len, "//", 2) != NULL)
+	if ((len > 1 && memmem(path, len, "//", 2) != NULL) ||
+	    memchr(path, ';', len) != NULL)
 		return true;
 	for (const char *p = path; (p = memchr(p, '%', len -
 	    (size_t)(p - path))) != NULL; p++)
@@ -269,8 +294,9 @@ route_path_match(const char *prefix, const char *path, size_t len)
 }
 
 /*
- * A path that spells a "/" as several, or encoded, is matched with its
- * runs made one "/" too (route_prefix_span's rule), made so once: walking
+ * A path that spells a "/" as several, or encoded, or has parameters, is
+ * matched with its runs made one "/" and its parameters taken off too
+ * (route_prefix_span's rule), made so once: walking
  * a run again for each route cost a path of 60,000 "/" that many steps a
  * route.
  */

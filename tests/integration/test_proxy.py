@@ -1421,6 +1421,36 @@ def test_route_guard_holds_for_an_encoded_slash(qproxy_factory, backend_app):
         assert r.status == 200 and r.json()["target"] == target, (sent, r.status)
 
 
+def test_route_guard_holds_for_a_segment_with_parameters(qproxy_factory, backend_app):
+    """A route's prefix matches a path whose segments carry parameters
+    (RFC 3986 3.3) where the prefix has a "/", as Tomcat and Jetty read it
+    once they have taken ";" and what follows it off each segment:
+    "/app;x/admin/" and "/app/admin;x/" went by the open "/app/" route,
+    past the deny of "/app/admin/", to a backend that served them as
+    "/app/admin/". The path goes to the backend as it came; strip_prefix
+    takes off as much as the prefix matched."""
+    q = qproxy_factory(sections=app_sections(backend_app.tcp_server, first_routes=[
+        ("route admin", [("path_prefix", "/app/admin/"), ("backend", "app"),
+                         ("deny", "all")]),
+        ("route svc", [("path_prefix", "/svc/"), ("strip_prefix", "on"),
+                       ("backend", "app")])]))
+    before = backend_app.count
+    for path in ("/app/admin;x/echo-headers", "/app;jsessionid=1/admin/echo-headers",
+                 "/app;a=1;b=2/admin;/echo-headers", "/app;x//admin%2Fecho-headers"):
+        res = h3raw(q.port, [":method: GET", ":scheme: https",
+                             ":authority: 127.0.0.1:%d" % q.port, ":path: %s" % path])
+        assert res.outcomes and res.outcomes[0].startswith("status 403 "), (path, res)
+    assert backend_app.count == before
+    for sent, target in (("/app/a;b/echo-headers", "/app/a;b/echo-headers"),
+                         ("/app/adm;x/in/echo-headers", "/app/adm;x/in/echo-headers"),
+                         ("/app/echo-headers?x=/app;x/admin/", None),
+                         ("/svc;v=1/echo-headers", "/echo-headers"),
+                         ("/svc;v=1//echo-headers?a;b", "/echo-headers?a;b")):
+        r = h3_get(q.url(sent), path_as_is=True)
+        assert r.status == 200, (sent, r.status)
+        assert target is None or r.json()["target"] == target, (sent, r.json())
+
+
 # ---------------------------------------------------------------- headers
 
 def test_early_data_field_of_a_client_is_kept(qp, backend_app):

@@ -132,6 +132,23 @@ test_by_hand(void)
 	CHECK_EQ_INT(route_prefix_span("/api/", "/%5Capi/x", 9), 8);
 	CHECK_EQ_INT(route_prefix_span("/api/", "/api%2", 6), -1);
 	CHECK_EQ_INT(route_prefix_span("/a%2Fb", "/a%2Fb", 6), 6);
+	/*
+	 * and so does a segment's parameters before a "/" of the prefix,
+	 * which Tomcat and Jetty take off: "/api;x/" is "/api/" to them
+	 */
+	CHECK_ROUTE(&cfg, "example.com", "/api;x/y", "api");
+	CHECK_ROUTE(&cfg, "example.com", "/api;/y", "api");
+	CHECK_ROUTE(&cfg, "other.org", "/static;a=1;b=2%2F/x", "static");
+	CHECK_ROUTE(&cfg, "other.org", "/;x/static/x", "static");
+	CHECK_ROUTE(&cfg, "other.org", "/stat;x/ic/x", "-");
+	CHECK_ROUTE(&cfg, "other.org", "/static;x", "-");
+	CHECK_ROUTE(&cfg, "other.org", "/static?;x/", "-");
+	CHECK_EQ_INT(route_prefix_span("/api/", "/api;x/y", 8), 7);
+	CHECK_EQ_INT(route_prefix_span("/api/", "/api;x//y", 9), 8);
+	CHECK_EQ_INT(route_prefix_span("/api/v/", "/api;a/v;b%2Fy", 14), 13);
+	CHECK_EQ_INT(route_prefix_span("/api/", "/api;x", 6), -1);
+	CHECK_EQ_INT(route_prefix_span("/api", "/api;x/y", 8), 4);
+	CHECK_EQ_INT(route_prefix_span("/a;b/", "/a;b/c", 6), 5);
 
 	/* lengths are honoured: no NUL needed */
 	CHECK(route_match(&cfg, "example.com.org", 11, "/api/zzz", 5) ==
