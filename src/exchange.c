@@ -1403,6 +1403,16 @@ exchange_headers_end(struct exchange *ex, bool fin)
 		ex_respond(ex, 403);
 		return;
 	}
+	/*
+	 * Before the handshake (0-RTT), an address no token proved is what
+	 * the packets say, which anyone may write: the client asks again
+	 * once it has proven it (RFC 8470).
+	 */
+	if (route->nacl > 0 && ex->qc->unvalidated) {
+		stats.early_data_refused++;
+		ex_respond(ex, 425);
+		return;
+	}
 	/* an answer of the route's own is no request that may be replayed */
 	if (ex->early && route->answer == 0 && !early_method_allowed(ex)) {
 		/* RFC 8470 5.2: replayable; the client retries after the

@@ -799,6 +799,50 @@ def test_zero_rtt_request_reaches_the_backend_marked(qproxy_factory, backend_app
     assert stats(q)["quic"]["early_data_refused"] == 1
 
 
+def test_zero_rtt_from_an_unproven_address_passes_no_allow(qproxy_factory, backend_app,
+                                                          tmp_path):
+    """A route's allow and deny judge a client by an address it has proven:
+    in 0-RTT the source address is what the packets say, which anyone may
+    write, and a ticket is no proof of it. A request in early data to a
+    route with allow or deny, from a client that brought no NEW_TOKEN
+    token, is answered 425 (the client asks again after the handshake);
+    it reached the backend, so a blind request from anywhere passed
+    "allow = 127.0.0.1". With a token, it is served from early data."""
+    log = str(tmp_path / "access.log")
+    base = _early_sections(backend_app.tcp_server, str(tmp_path / "s"), log=log)
+
+    def make(port, c, k):
+        s = base(port, c, k)
+        s.insert(3, ("route inner", [("path_prefix", "/app/inner/"), ("backend", "app"),
+                                     ("allow", "127.0.0.1"), ("deny", "all")]))
+        return s
+    q = qproxy_factory(sections=make)
+    token = tmp_path / "token"
+    resume = _resumable(q, tmp_path) + ["--token-file=%s" % token]
+    before = backend_app.count
+    _gtls(q.port, "/app/inner/early/echo-headers", tmp_path, *resume)
+    deadline = time.monotonic() + 5 * SLOW
+    while '"GET /app/inner/early/echo-headers" 425' not in open(log).read():
+        assert time.monotonic() < deadline, open(log).read()
+        time.sleep(0.05)
+    st = stats(q)["quic"]
+    assert (st["early_data_requests"], st["early_data_refused"]) == (0, 1), st
+    time.sleep(0.2)
+    assert not [r for r in backend_app.requests_since(before)
+                if r["path"].startswith("/app/inner/")]
+    # that connection left a token (and a ticket): the address is proven
+    assert token.exists() and token.stat().st_size > 0
+    _gtls(q.port, "/app/inner/proven/echo-headers", tmp_path, *resume)
+    rec = backend_app.wait_for_request(
+        lambda r: r["path"] == "/app/inner/proven/echo-headers", start=before,
+        timeout=5 * SLOW)
+    assert rec, open(log).read()
+    from helpers import header_values
+    assert header_values(rec, "early-data") == ["1"]
+    st = stats(q)["quic"]
+    assert (st["early_data_requests"], st["early_data_refused"]) == (1, 1), st
+
+
 def test_zero_rtt_ticket_is_taken_once(qproxy_factory, backend_app, tmp_path):
     """A session ticket resumes once (RFC 8446 8.1): the same ticket again,
     as a replayed ClientHello would bring it, gets a whole handshake and no
