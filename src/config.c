@@ -1494,6 +1494,7 @@ config_set_acl(struct config_parser *p, const struct config_key *k,
     struct config_section *s, void *obj, const char *value)
 {
 	struct config_acl	**list, a, *v;
+	struct in6_addr		 in6;
 	size_t			*n;
 	const char		*slash, *end;
 	char			 host[INET6_ADDRSTRLEN];
@@ -1538,6 +1539,15 @@ config_set_acl(struct config_parser *p, const struct config_key *k,
 				    a.prefix);
 				return -1;
 			}
+		/* IPv6 sockets are IPv6 only (udp.c): it would match none */
+		memcpy(&in6, a.addr, sizeof(in6));
+		if (a.family == AF_INET6 && a.prefix >= 96 &&
+		    IN6_IS_ADDR_V4MAPPED(&in6)) {
+			config_error(p, p->line, "%s: \"%s\" is an IPv4 "
+			    "address in IPv6 form, which no client has: write "
+			    "it as IPv4", k->name, value);
+			return -1;
+		}
 	}
 	if ((v = config_grow(p, *list, *n, sizeof(*v))) == NULL)
 		return -1;

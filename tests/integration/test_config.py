@@ -101,6 +101,9 @@ BROKEN = {
     "allow-host-bits": insert_after(26, "allow = 10.0.0.1/8"),
     "deny-not-an-address": insert_after(26, "deny = localhost"),
     "allow-prefix-too-long": insert_after(26, "allow = 2001:db8::/129"),
+    # qproxy's IPv6 sockets take IPv6 only: no client comes from such an address
+    "deny-ipv4-mapped": insert_after(26, "deny = ::ffff:10.0.0.0/104"),
+    "trusted-proxies-ipv4-mapped": insert_after(5, "trusted_proxies = ::ffff:192.0.2.1"),
     "health-check-host-bad": insert_after(15, "health_check_host = a b"),
     "strip-prefix-without-prefix": insert_after(22, "strip_prefix = on"),
     "strip-prefix-yes": insert_after(26, "strip_prefix = yes"),
@@ -167,6 +170,10 @@ def check(path, extra=("-t",)):
      'from 3s to 1h'),
     ("worker-timeout-over-1h", 'worker_timeout: invalid value "61m": expected a duration '
      'from 3s to 1h'),
+    ("deny-ipv4-mapped", 'deny: "::ffff:10.0.0.0/104" is an IPv4 address in IPv6 form, '
+     'which no client has: write it as IPv4'),
+    ("trusted-proxies-ipv4-mapped", 'trusted_proxies: "::ffff:192.0.2.1" is an IPv4 address '
+     'in IPv6 form, which no client has: write it as IPv4'),
 ])
 def test_broken_config_says_why(tmp_path, certificate, case, message):
     """The keys of a route or backend that share a name with another's, or
