@@ -245,6 +245,15 @@ struct qconn {
 	double			 created, last_rx;	/* mono_now */
 	bool			 handshake_done;
 	bool			 unvalidated;	/* counted in stats */
+	/*
+	 * The client's address as far as it is proven: its first packet's
+	 * (proven once the handshake completes, unvalidated until then),
+	 * then each new path's once validated. ngtcp2 takes a packet from a
+	 * new address for the path at once, before it is validated: what the
+	 * packets say, which anyone may write. allow, deny, trusted_proxies
+	 * and client_hash go by this one.
+	 */
+	struct addr		 proven;
 	bool			 rx_0rtt;	/* stream data being read is 0-RTT */
 	FILE			*qlog;		/* qlog_dir's file, or NULL */
 	char			*qlog_path;	/* removed if the first packet is */

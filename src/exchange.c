@@ -1165,18 +1165,12 @@ ex_read_timeout(const struct exchange *ex)
 static uint64_t
 ex_client_hash(const struct exchange *ex)
 {
-	const ngtcp2_path *path;
 	uint8_t key[CLIENT_KEYLEN];
-	struct addr a;
 
 	if (upstream_backend(ex_pools(ex), ex->backend)->balance !=
 	    CONFIG_BALANCE_CLIENT_HASH)
 		return 0;
-	path = ngtcp2_conn_get_path(ex->qc->conn);
-	memset(&a, 0, sizeof(a));
-	memcpy(&a.u, path->remote.addr, MIN((size_t)path->remote.addrlen,
-	    sizeof(a.u)));
-	if (!client_key(&a, key))
+	if (!client_key(&ex->qc->proven, key))
 		return 0;
 	return upstream_client_hash(key, sizeof(key));
 }
@@ -1397,8 +1391,7 @@ exchange_headers_end(struct exchange *ex, bool fin)
 	}
 	ex->route = route;	/* its counts have the answers below too */
 	if (route->nacl > 0 &&
-	    !route_allows(route, ngtcp2_conn_get_path(ex->qc->conn)->
-	    remote.addr)) {
+	    !route_allows(route, &ex->qc->proven.u.sa)) {
 		stats.requests_forbidden++;
 		ex_respond(ex, 403);
 		return;
@@ -1902,9 +1895,9 @@ ex_write_head(struct exchange *ex)
 	fw.id_name = ex->id[0] != '\0' ? ex_cfg(ex)->request_id_header : NULL;
 	fw.id = ex->id;
 	fw.path_skip = ex_strip_len(ex);
-	fw.keep_forwarded = ex_cfg(ex)->ntrusted > 0 &&
-	    route_trusted_proxy(ex_cfg(ex),
-	    ngtcp2_conn_get_path(ex->qc->conn)->remote.addr);
+	/* a trusted proxy's word once its address is proven */
+	fw.keep_forwarded = ex_cfg(ex)->ntrusted > 0 && !ex->qc->unvalidated &&
+	    route_trusted_proxy(ex_cfg(ex), &ex->qc->proven.u.sa);
 	fw.early_data = ex->early;
 	if (ex->req_fin && ex->trailers.len > 0) {
 		/*

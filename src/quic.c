@@ -553,7 +553,6 @@ path_validation(ngtcp2_conn *conn, uint32_t flags, const ngtcp2_path *path,
 {
 	struct qconn *qc = user_data;
 	uint8_t token[NGTCP2_CRYPTO_MAX_REGULAR_TOKENLEN];
-	struct addr remote;
 	ngtcp2_ssize n;
 
 	if (res != NGTCP2_PATH_VALIDATION_RESULT_SUCCESS) {
@@ -563,9 +562,9 @@ path_validation(ngtcp2_conn *conn, uint32_t flags, const ngtcp2_path *path,
 	stats.path_validations_ok++;
 	if (old_path != NULL)
 		stats.migrations++;
-	addr_set(&remote, (const struct sockaddr *)path->remote.addr,
+	addr_set(&qc->proven, (const struct sockaddr *)path->remote.addr,
 	    path->remote.addrlen);
-	addr_format_host(&remote, qc->peer, sizeof(qc->peer));
+	addr_format_host(&qc->proven, qc->peer, sizeof(qc->peer));
 	log_debug("%s: path validated", qc->peer);
 	if (flags & NGTCP2_PATH_VALIDATION_FLAG_NEW_TOKEN) {
 		n = ngtcp2_crypto_generate_regular_token(token, qc->srv->secret,
@@ -1128,6 +1127,7 @@ qconn_new(struct udp_sock *sock, const ngtcp2_pkt_hd *hd,
 	qc->sock = sock;
 	LIST_INIT(&qc->exchanges);
 	ngtcp2_ccerr_default(&qc->last_error);
+	qc->proven = *remote;
 	addr_format_host(remote, qc->peer, sizeof(qc->peer));
 
 	cid_new(srv, &scid);

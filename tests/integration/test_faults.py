@@ -20,7 +20,7 @@ import pycurl
 import pytest
 
 from helpers import (SLOW, KiB, MiB, expected_sha256, file_sha256, gtls_fetch,
-                     gtlsclient_binary, h3_get, wait_until)
+                     gtlsclient_binary, h3_get, make_easy, wait_until)
 from helpers import qproxy_stats as stats
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -664,6 +664,48 @@ def test_rebind_address(qp, tmp_path, client):
 
 # --------------------------------------------------------------------------
 # ECN
+
+
+def test_allow_goes_by_the_clients_proven_address(qproxy_factory, backend_app):
+    """ngtcp2 takes a packet from a new address for the connection's path at
+    once, before it validates that path: what the packets say, which a
+    client that has the connection's keys may write as it likes. A route's
+    allow and deny go by the address the client last proved. Here the
+    relay sends the client's second request from 127.0.0.2, the one
+    address the route allows, and drops all qproxy sends back, so the new
+    path is never validated: the request is refused as the first one was,
+    at 127.0.0.1, and never reaches the backend. (Its head comes in
+    several packets: the path changes after ngtcp2 has read the frames of
+    the first packet from a new address.)"""
+    def sections(port, cert, key):
+        return [("global", [("log_level", "debug")]),
+                ("listener main", [("address", "127.0.0.1:%d" % port),
+                                   ("certificate", cert), ("private_key", key)]),
+                ("backend app", [("server", backend_app.tcp_server)]),
+                ("route app", [("path_prefix", "/app/"), ("backend", "app"),
+                               ("allow", "127.0.0.2"), ("deny", "all")])]
+    q = qproxy_factory(sections=sections)
+    with Relay(q.port, seed=1) as r:
+        c, col = make_easy("https://127.0.0.1:%d/app/bytes/10?first" % r.port)
+        c.perform()
+        assert c.getinfo(pycurl.RESPONSE_CODE) == 403
+        before = backend_app.count
+        assert [new[0] for _, _, new in r.rebind(mode="address")] == ["127.0.0.2"]
+        r.blackhole(True, direction="s2c")
+        c.setopt(pycurl.URL, "https://127.0.0.1:%d/app/bytes/10?second" % r.port)
+        # a head of several packets: ngtcp2 takes the new address for the
+        # path once it has read the first one, and the head is whole in
+        # a later one
+        c.setopt(pycurl.HTTPHEADER, ["X-Pad: " + os.urandom(2000).hex()])
+        c.setopt(pycurl.TIMEOUT_MS, 2000)
+        with pytest.raises(pycurl.error):
+            c.perform()
+        c.close()
+        wait_until(lambda: stats(q)["requests"]["forbidden"] == 2 or
+                   backend_app.requests_since(before),
+                   "the second request, refused or forwarded")
+    assert backend_app.requests_since(before) == []
+    assert stats(q)["requests"]["forbidden"] == 2
 
 
 def test_ecn_ect0_on_qproxys_datagrams(qp):
