@@ -153,7 +153,8 @@ route_slash(const char *p, size_t len)
 
 /*
  * Where the parameters (RFC 3986 3.3) of a segment that p[0] ends end: at
- * the next "/" as route_slash reads it, or at len; p[0] when it is no ";".
+ * the next "/", or at len; p[0] when it is no ";". An encoded "/" is part
+ * of them, as Tomcat takes them off before it decodes the path.
  */
 static size_t
 route_params(const char *p, size_t len)
@@ -161,7 +162,7 @@ route_params(const char *p, size_t len)
 	size_t i = 0;
 
 	if (len > 0 && p[0] == ';')
-		while (i < len && route_slash(p + i, len - i) == 0)
+		while (i < len && p[i] != '/')
 			i++;
 	return i;
 }
@@ -187,11 +188,13 @@ route_prefix_span(const char *prefix, const char *path, size_t pathlen)
 		if (prefix[i] == '/' && prefix[i + 1] != '/') {
 			k = j + route_params(path + j, pathlen - j);
 			if ((n = route_slash(path + k, pathlen - k)) > 0) {
-				j = k;
-				do
-					j += n;
-				while ((n = route_slash(path + j,
-				    pathlen - j)) > 0);
+				/* the run, with empty segments' parameters */
+				do {
+					j = k + n;
+					k = j + route_params(path + j,
+					    pathlen - j);
+				} while ((n = route_slash(path + k,
+				    pathlen - k)) > 0);
 				continue;
 			}
 		}

@@ -145,7 +145,14 @@ test_by_hand(void)
 	CHECK_ROUTE(&cfg, "other.org", "/static?;x/", "-");
 	CHECK_EQ_INT(route_prefix_span("/api/", "/api;x/y", 8), 7);
 	CHECK_EQ_INT(route_prefix_span("/api/", "/api;x//y", 9), 8);
-	CHECK_EQ_INT(route_prefix_span("/api/v/", "/api;a/v;b%2Fy", 14), 13);
+	/* an encoded "/" is part of the parameters (Tomcat) */
+	CHECK_EQ_INT(route_prefix_span("/api/v/", "/api;a/v;b%2Fy", 14), -1);
+	CHECK_EQ_INT(route_prefix_span("/app/admin/", "/app;%2Fx/admin/", 16),
+	    16);
+	/* empty segments' parameters go with the run of "/" */
+	CHECK_EQ_INT(route_prefix_span("/static/", "/;x/static/x", 12), 11);
+	CHECK_EQ_INT(route_prefix_span("/api/v/", "/api/;x/v/", 10), 10);
+	CHECK_EQ_INT(route_prefix_span("/api/", "/api/;x/;y//z", 13), 12);
 	CHECK_EQ_INT(route_prefix_span("/api/", "/api;x", 6), -1);
 	CHECK_EQ_INT(route_prefix_span("/api", "/api;x/y", 8), 4);
 	CHECK_EQ_INT(route_prefix_span("/a;b/", "/a;b/c", 6), 5);
