@@ -190,13 +190,20 @@ field_kind(const uint8_t *name, size_t len)
 		K("forwarded", FK_FORWARDED),
 		/*
 		 * Who the client is and what it asked for, as a proxy in
-		 * front tells it (nginx's X-Real-IP; the X-Forwarded- fields
-		 * applications behind proxies build their links from): a
-		 * client's own word otherwise
+		 * front tells it: its address (nginx's X-Real-IP, and those
+		 * PHP and Rails applications look for before X-Forwarded-For),
+		 * the X-Forwarded- fields applications behind proxies build
+		 * their links from, and the path in place of the request's
+		 * (IIS, Symfony, Laminas), which would pass a route's allow
+		 * or deny by: a client's own word otherwise
 		 */
-		K("x-real-ip", FK_PROXY), K("x-forwarded-host", FK_PROXY),
+		K("x-real-ip", FK_PROXY), K("client-ip", FK_PROXY),
+		K("x-client-ip", FK_PROXY), K("true-client-ip", FK_PROXY),
+		K("x-cluster-client-ip", FK_PROXY),
+		K("x-forwarded-host", FK_PROXY),
 		K("x-forwarded-port", FK_PROXY),
 		K("x-forwarded-prefix", FK_PROXY),
+		K("x-original-url", FK_PROXY), K("x-rewrite-url", FK_PROXY),
 #undef K
 	};
 

@@ -440,8 +440,11 @@ FORBIDDEN_TRAILERS = [
     "x-forwarded-for: 192.0.2.66", "x-forwarded-proto: http", "forwarded: for=192.0.2.66",
     "via: 1.1 forged", "early-data: 1", "max-forwards: 3", "content-type: text/plain",
     "content-encoding: gzip", "range: bytes=0-1", "if-none-match: *", "cache-control: no-cache",
-    "trailer: x-a", "x-real-ip: 192.0.2.66", "x-forwarded-host: evil.example",
-    "x-forwarded-port: 8443", "x-forwarded-prefix: /evil"]
+    "trailer: x-a", "x-real-ip: 192.0.2.66", "client-ip: 192.0.2.66",
+    "x-client-ip: 192.0.2.66", "true-client-ip: 192.0.2.66",
+    "x-cluster-client-ip: 192.0.2.66", "x-forwarded-host: evil.example",
+    "x-forwarded-port: 8443", "x-forwarded-prefix: /evil", "x-original-url: /admin",
+    "x-rewrite-url: /admin"]
 
 # a response's fields, which a response's trailer section may not carry
 # (test_proxy's RESPONSE_FORBIDDEN_TRAILERS): in a request's they say

@@ -1567,14 +1567,19 @@ def test_forwarded_fields_of_untrusted_clients_are_replaced(qp, qproxy_factory,
     backend sees qproxy's element alone. Via is kept either way.
 
     The same for what a proxy in front says of the client's address and of
-    the URL it asked for (X-Real-IP; X-Forwarded-Host, -Port and -Prefix,
-    from which applications behind proxies build their links): passed on
+    the URL it asked for (X-Real-IP and the like, which some applications
+    read before X-Forwarded-For; X-Forwarded-Host, -Port and -Prefix, from
+    which applications behind proxies build their links; X-Original-URL and
+    X-Rewrite-URL, a path in place of the request's): passed on
     from trusted_proxies only, whatever their case (and dropped from the
     client's trailers either way: test_h3raw's FORBIDDEN_TRAILERS); a
     route's set_request_header sets its own in their place."""
     forged = ["X-Forwarded-For: 6.6.6.6", "Forwarded: for=6.6.6.6", "Via: 1.1 edge"]
-    said = {"x-real-ip": "6.6.6.6", "x-forwarded-host": "evil.example",
-            "x-forwarded-port": "8443", "x-forwarded-prefix": "/evil"}
+    said = {"x-real-ip": "6.6.6.6", "client-ip": "6.6.6.7", "x-client-ip": "6.6.6.8",
+            "true-client-ip": "6.6.6.9", "x-cluster-client-ip": "6.6.6.10",
+            "x-forwarded-host": "evil.example", "x-forwarded-port": "8443",
+            "x-forwarded-prefix": "/evil", "x-original-url": "/app/admin/",
+            "x-rewrite-url": "/app/admin/"}
     forged += ["%s: %s" % (n.upper() if n.endswith("host") else n, v)
                for n, v in said.items()]
     j = h3_get(qp.url("/app/echo-headers?untrusted"), headers=forged).json()
