@@ -153,8 +153,9 @@ route_slash(const char *p, size_t len)
 
 /*
  * Where the parameters (RFC 3986 3.3) of a segment that p[0] ends end: at
- * the next "/", or at len; p[0] when it is no ";". An encoded "/" is part
- * of them, as Tomcat takes them off before it decodes the path.
+ * the next "/", at the query's "?", or at len; p[0] when it is no ";". An
+ * encoded "/" is part of them, as Tomcat takes them off before it decodes
+ * the path.
  */
 static size_t
 route_params(const char *p, size_t len)
@@ -162,7 +163,7 @@ route_params(const char *p, size_t len)
 	size_t i = 0;
 
 	if (len > 0 && p[0] == ';')
-		while (i < len && p[i] != '/')
+		while (i < len && p[i] != '/' && p[i] != '?')
 			i++;
 	return i;
 }

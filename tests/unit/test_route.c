@@ -452,6 +452,64 @@ test_location(void)
 	free(loc);
 }
 
+/*
+ * Every path of up to 5 pieces from a small alphabet of the spellings a
+ * route's guard reads ("/", runs, encoded ones, parameters) against each
+ * prefix: the prefix's route takes the path exactly when route_prefix_span
+ * says how much of it the prefix takes, so that strip_prefix takes off what
+ * the match read, never nothing of a path it routed.
+ */
+static void
+test_span_agrees_with_match(void)
+{
+	static const char *const pieces[] = {
+		"/", "a", "b", ";x", "%2F", "%5c", "//", ";", "?/a",
+	};
+	static const char *const prefixes[] = {
+		"/", "/a", "/a/", "/a/b/", "/ab", "/b/a",
+	};
+	const size_t np = sizeof(pieces) / sizeof(pieces[0]);
+	struct config_route	 route = { .name = "r" };
+	struct config		 cfg;
+	char			 path[64], prefix[8];
+	size_t			 n, idx[5], k, checked = 0, bad = 0;
+	ssize_t			 span;
+	bool			 taken;
+
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.routes = &route;
+	cfg.nroutes = 1;
+	for (size_t pi = 0; pi < sizeof(prefixes) / sizeof(prefixes[0]);
+	    pi++) {
+		strcpy(prefix, prefixes[pi]);
+		route.path_prefix = prefix;
+		for (n = 1; n <= 5; n++) {
+			memset(idx, 0, sizeof(idx));
+			for (;;) {
+				strcpy(path, "/");
+				for (k = 0; k < n; k++)
+					strcat(path, pieces[idx[k]]);
+				taken = strcmp(test_match(&cfg, NULL, path),
+				    "r") == 0;
+				span = route_prefix_span(route.path_prefix,
+				    path, strlen(path));
+				checked++;
+				if (taken != (span >= 0) && bad++ < 5)
+					printf("  prefix %s, path %s: %s, "
+					    "span %zd\n", route.path_prefix,
+					    path, taken ? "taken" : "not taken",
+					    span);
+				for (k = 0; k < n && ++idx[k] == np; k++)
+					idx[k] = 0;
+				if (k == n)
+					break;
+			}
+		}
+	}
+	CHECK(checked > 300000);
+	CHECK_EQ_INT((int)bad, 0);
+}
+
 int
 main(void)
 {
@@ -461,5 +519,6 @@ main(void)
 	test_catch_all();
 	test_loaded();
 	test_location();
+	test_span_agrees_with_match();
 	UNIT_DONE();
 }
