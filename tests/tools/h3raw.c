@@ -102,6 +102,35 @@
  *   --tls-after-hello HEX     send these bytes as TLS data in an Initial
  *                             packet of their own, right after the
  *                             ClientHello (as if a next message began)
+ *   --flood KIND              once every request has its outcome, take
+ *                             over the sending from ngtcp2 (with its 1-RTT
+ *                             keys) and send --flood-packets 1-RTT packets
+ *                             of KIND frames, --flood-rate a second, reading
+ *                             nothing (datagrams that come are dropped); a
+ *                             last line "flood sent N got M" counts the
+ *                             packets sent and the datagrams that came.
+ *                             KIND: ping (a lone PING a packet), padding
+ *                             (PADDING alone), pings (a packet of PINGs),
+ *                             path-challenge, new-cid (NEW_CONNECTION_ID,
+ *                             each retiring those before it), retire-cid
+ *                             (RETIRE_CONNECTION_ID of the server's IDs,
+ *                             one a packet, in order), max-streams,
+ *                             streams-blocked, max-data, data-blocked, ack
+ *                             (ACK frames of many ranges, below the largest
+ *                             packet number this client acknowledged);
+ *                             on the control stream, after its SETTINGS:
+ *                             ctrl-unknown (empty frames of a reserved
+ *                             type), ctrl-huge (one reserved frame of
+ *                             2^62-1 bytes, zeros), ctrl-priority
+ *                             (PRIORITY_UPDATE frames for streams 0 to
+ *                             60); bytewise: the --raw bytes on stream 4
+ *                             (a second request), one byte a STREAM frame,
+ *                             with FIN on the last (PINGs after them).
+ *                             Within the server's first credit: the
+ *                             MAX_DATA and MAX_STREAM_DATA that come are
+ *                             not read
+ *   --flood-packets N         the packets of --flood (10000)
+ *   --flood-rate N            packets a second of --flood (5000)
  *   --sni NAME                TLS SNI (default: HOST)
  *   --session-file PATH       resume the TLS session kept in PATH, if there
  *                             is one, and keep there the session this
@@ -306,6 +335,9 @@ static struct {
   buf_t tls_after_hello;
   int tls_at_handshake;
   ngtcp2_encryption_level tls_level;
+  const char *flood;     /* --flood KIND */
+  uint64_t flood_packets;
+  uint64_t flood_rate;
 } opt;
 
 static struct {
@@ -353,6 +385,21 @@ static struct {
   int64_t peer_qdec;     /* the server's QPACK decoder stream, once seen */
   uint64_t qenc_h3_len;  /* bytes nghttp3 wrote on it */
   size_t qenc_raw_off;   /* --raw-encoder bytes written after them */
+
+  /* --flood: the 1-RTT keys and header of the last packet ngtcp2 sealed */
+  int tx_keys;           /* the fields below are set */
+  int tx_last_1rtt;      /* the packet being sealed is 1-RTT */
+  ngtcp2_crypto_aead tx_aead;
+  ngtcp2_crypto_aead_ctx tx_aead_ctx;
+  ngtcp2_crypto_cipher tx_hp;
+  ngtcp2_crypto_cipher_ctx tx_hp_ctx;
+  uint8_t tx_iv[32];
+  size_t tx_ivlen;
+  uint8_t tx_hdr[1 + NGTCP2_MAX_CIDLEN]; /* first byte, DCID */
+  size_t tx_hdrlen;
+  uint64_t tx_pn;
+  uint64_t rx_largest; /* the largest server packet number acknowledged */
+  uint64_t stream_end[4]; /* the end of what went on streams 0, 4, 8, 12 */
 } c;
 
 static uint8_t abody[16384];
@@ -632,6 +679,8 @@ static void parse_args(int argc, char **argv) {
   opt.qpack_blocked = 100;
   opt.alpn = "h3";
   opt.tls_level = NGTCP2_ENCRYPTION_LEVEL_1RTT;
+  opt.flood_packets = 10000;
+  opt.flood_rate = 5000;
   c.qenc = -1;
   c.peer_qdec = -1;
 
@@ -748,6 +797,15 @@ static void parse_args(int argc, char **argv) {
     } else if (strcmp(a, "--raw-encoder") == 0) {
       NEED_ARG();
       parse_hex(next, &opt.raw_encoder, 0);
+    } else if (strcmp(a, "--flood") == 0) {
+      NEED_ARG();
+      opt.flood = next;
+    } else if (strcmp(a, "--flood-packets") == 0) {
+      NEED_ARG();
+      opt.flood_packets = parse_ull(next, a);
+    } else if (strcmp(a, "--flood-rate") == 0) {
+      NEED_ARG();
+      opt.flood_rate = parse_ull(next, a);
     } else if (strcmp(a, "--tls-after") == 0) {
       NEED_ARG();
       parse_hex(next, &opt.tls_after, 0);
@@ -1707,6 +1765,9 @@ static int holds_what_is_lost(const uint8_t *p, size_t len) {
       } else {
         n = len - i;
       }
+      if (id < 16 && off + n > c.stream_end[id / 4]) {
+        c.stream_end[id / 4] = off + n; /* --flood goes on after it */
+      }
       if (opt.lose_starts && off == 0 && n > 0 && (id & 0x03) == 0) {
         return 1;
       }
@@ -1752,6 +1813,45 @@ static int holds_what_is_lost(const uint8_t *p, size_t len) {
   return 0;
 }
 
+/*
+ * --flood: the keys, header and packet number of a 1-RTT packet ngtcp2
+ * seals, for packets made here after it. The packet number is taken as
+ * the header has it (it has all of it while the numbers are small); the
+ * largest server packet number of an ACK frame first in it is kept.
+ */
+static void flood_keep(const ngtcp2_crypto_aead *aead,
+                       const ngtcp2_crypto_aead_ctx *aead_ctx,
+                       const uint8_t *plaintext, size_t plaintextlen,
+                       const uint8_t *nonce, size_t noncelen,
+                       const uint8_t *aad, size_t aadlen) {
+  size_t pnlen = (size_t)(aad[0] & 0x03) + 1, i = 1;
+  uint64_t pn = 0, largest;
+
+  if (aadlen < pnlen + 1 || aadlen - pnlen > sizeof(c.tx_hdr) ||
+      noncelen > sizeof(c.tx_iv) || noncelen < 8) {
+    return;
+  }
+  for (size_t k = aadlen - pnlen; k < aadlen; ++k) {
+    pn = (pn << 8) | aad[k];
+  }
+  memcpy(c.tx_iv, nonce, noncelen);
+  for (size_t k = 0; k < 8; ++k) {
+    c.tx_iv[noncelen - 1 - k] ^= (uint8_t)(pn >> (8 * k));
+  }
+  c.tx_ivlen = noncelen;
+  c.tx_aead = *aead;
+  c.tx_aead_ctx = *aead_ctx;
+  memcpy(c.tx_hdr, aad, aadlen - pnlen);
+  c.tx_hdrlen = aadlen - pnlen;
+  c.tx_pn = pn;
+  c.tx_last_1rtt = 1;
+  if (plaintextlen > 0 && (plaintext[0] == 0x02 || plaintext[0] == 0x03) &&
+      read_varint(plaintext, plaintextlen, &i, &largest) == 0 &&
+      largest > c.rx_largest) {
+    c.rx_largest = largest;
+  }
+}
+
 /* Packet protection, looking at 1-RTT plaintext first (--lose-*). */
 static int cb_encrypt(uint8_t *dest, const ngtcp2_crypto_aead *aead,
                       const ngtcp2_crypto_aead_ctx *aead_ctx,
@@ -1762,8 +1862,27 @@ static int cb_encrypt(uint8_t *dest, const ngtcp2_crypto_aead *aead,
       !(aad[0] & 0x80) && holds_what_is_lost(plaintext, plaintextlen)) {
     c.lose_packet = 1;
   }
+  c.tx_last_1rtt = 0;
+  if (opt.flood != NULL && aadlen > 0 && !(aad[0] & 0x80)) {
+    (void)holds_what_is_lost(plaintext, plaintextlen);
+    flood_keep(aead, aead_ctx, plaintext, plaintextlen, nonce, noncelen, aad,
+               aadlen);
+  }
   return ngtcp2_crypto_encrypt_cb(dest, aead, aead_ctx, plaintext,
                                   plaintextlen, nonce, noncelen, aad, aadlen);
+}
+
+/* Header protection; --flood keeps the 1-RTT key's. */
+static int cb_hp_mask(uint8_t *dest, const ngtcp2_crypto_cipher *hp,
+                      const ngtcp2_crypto_cipher_ctx *hp_ctx,
+                      const uint8_t *sample) {
+  if (c.tx_last_1rtt) {
+    c.tx_last_1rtt = 0;
+    c.tx_hp = *hp;
+    c.tx_hp_ctx = *hp_ctx;
+    c.tx_keys = 1;
+  }
+  return ngtcp2_crypto_hp_mask_cb(dest, hp, hp_ctx, sample);
 }
 
 static int setup_quic(void) {
@@ -1773,7 +1892,7 @@ static int setup_quic(void) {
     .handshake_completed = cb_handshake_completed,
     .encrypt = cb_encrypt,
     .decrypt = ngtcp2_crypto_decrypt_cb,
-    .hp_mask = ngtcp2_crypto_hp_mask_cb,
+    .hp_mask = cb_hp_mask,
     .recv_stream_data = cb_recv_stream_data,
     .acked_stream_data_offset = cb_acked_stream_data_offset,
     .stream_close = cb_stream_close,
@@ -2364,6 +2483,265 @@ static void send_connection_close(void) {
   c.conn_dead = 1;
 }
 
+/* ------------------------------------------------------------------ */
+/* --flood                                                             */
+
+#define FLOOD_PKTLEN 1200
+
+static size_t put_varint(uint8_t *p, uint64_t v) {
+  if (v < 64) {
+    p[0] = (uint8_t)v;
+    return 1;
+  }
+  if (v < 16384) {
+    p[0] = (uint8_t)(0x40 | (v >> 8));
+    p[1] = (uint8_t)v;
+    return 2;
+  }
+  if (v < (1ULL << 30)) {
+    for (int k = 0; k < 4; ++k) {
+      p[k] = (uint8_t)(v >> (8 * (3 - k)));
+    }
+    p[0] |= 0x80;
+    return 4;
+  }
+  for (int k = 0; k < 8; ++k) {
+    p[k] = (uint8_t)(v >> (8 * (7 - k)));
+  }
+  p[0] |= 0xc0;
+  return 8;
+}
+
+/* The frames of the n-th --flood packet, at most room bytes; 0 for an
+   unknown KIND. */
+static size_t flood_frames(uint8_t *p, size_t room, uint64_t n) {
+  static uint64_t seq = 1000, retire;
+  const char *k = opt.flood;
+  size_t len = 0;
+
+  if (strcmp(k, "close") == 0) {
+    p[len++] = 0x1d;
+    len += put_varint(p + len, NGHTTP3_H3_NO_ERROR);
+    p[len++] = 0;
+  } else if (strcmp(k, "ping") == 0) {
+    p[len++] = 0x01;
+  } else if (strcmp(k, "padding") == 0) {
+    memset(p, 0, room);
+    len = room;
+  } else if (strcmp(k, "pings") == 0) {
+    memset(p, 0x01, room);
+    len = room;
+  } else if (strcmp(k, "path-challenge") == 0) {
+    while (len + 9 <= room) {
+      p[len++] = 0x1a;
+      random_bytes(p + len, 8);
+      len += 8;
+    }
+  } else if (strcmp(k, "new-cid") == 0) {
+    while (len + 1 + 8 + 8 + 1 + 8 + 16 <= room) {
+      p[len++] = 0x18;
+      len += put_varint(p + len, seq);
+      len += put_varint(p + len, seq); /* retire_prior_to: all before */
+      ++seq;
+      p[len++] = 8;
+      random_bytes(p + len, 8 + 16);
+      len += 8 + 16;
+    }
+  } else if (strcmp(k, "retire-cid") == 0) {
+    p[len++] = 0x19;
+    len += put_varint(p + len, retire++);
+  } else if (strcmp(k, "max-streams") == 0) {
+    for (int bidi = 0; len + 1 + 8 <= room; bidi = !bidi) {
+      uint64_t v = 100 + n * 1000 + len;
+
+      p[len++] = (uint8_t)(bidi ? 0x12 : 0x13);
+      len += put_varint(p + len, v);
+    }
+  } else if (strcmp(k, "streams-blocked") == 0) {
+    for (int bidi = 0; len + 2 <= room; bidi = !bidi) {
+      p[len++] = (uint8_t)(bidi ? 0x16 : 0x17);
+      len += put_varint(p + len, 0);
+    }
+  } else if (strcmp(k, "max-data") == 0) {
+    while (len + 1 + 8 <= room) {
+      uint64_t v = (1ULL << 26) + n * 1000 + len;
+
+      p[len++] = 0x10;
+      len += put_varint(p + len, v);
+    }
+  } else if (strcmp(k, "data-blocked") == 0) {
+    while (len + 2 <= room) {
+      p[len++] = 0x14;
+      len += put_varint(p + len, 0);
+    }
+  } else if (strcmp(k, "ctrl-unknown") == 0 || strcmp(k, "ctrl-huge") == 0 ||
+             strcmp(k, "ctrl-priority") == 0 || strcmp(k, "bytewise") == 0) {
+    /* one STREAM frame on the control stream (2) after what nghttp3
+       wrote, or 1-byte ones of --raw on stream 4 */
+    static uint64_t off[3];
+    static int began;
+    uint8_t *d;
+    int which = k[0] == 'c' ? 0 : 2;
+    int64_t id = which == 0 ? 2 : 4;
+    size_t dlen = (room - 1 - 8 - 8 - 2) & ~(size_t)1;
+
+    if (!began) {
+      began = 1;
+      off[0] = c.stream_end[0];
+    }
+    if (which == 2) {
+      while (off[2] < opt.raw.len && len + 1 + 1 + 8 + 1 + 1 <= room) {
+        int fin = off[2] + 1 == opt.raw.len;
+
+        p[len++] = (uint8_t)(0x0e | fin);
+        len += put_varint(p + len, (uint64_t)id);
+        len += put_varint(p + len, off[2]);
+        p[len++] = 1;
+        p[len++] = opt.raw.data[off[2]++];
+      }
+      if (len == 0) {
+        p[len++] = 0x01;
+      }
+      return len;
+    }
+    p[len++] = 0x0e; /* offset and length */
+    len += put_varint(p + len, (uint64_t)id);
+    p[len] = 0xc0; /* 8-byte integers: the frame's size is known */
+    for (int b = 1; b < 8; ++b) {
+      p[len + (size_t)b] = (uint8_t)(off[which] >> (8 * (7 - b)));
+    }
+    len += 8;
+    len += put_varint(p + len, dlen); /* 2 bytes */
+    d = p + len;
+    if (strcmp(k, "ctrl-unknown") == 0) {
+      for (size_t b = 0; b + 2 <= dlen; b += 2) {
+        d[b] = 0x21; /* a reserved frame type, empty */
+        d[b + 1] = 0;
+      }
+    } else if (strcmp(k, "ctrl-huge") == 0) {
+      memset(d, 0, dlen);
+      if (off[0] == c.stream_end[0]) {
+        d[0] = 0x21;
+        d[1] = 0xff; /* length 2^62 - 1 */
+        memset(d + 2, 0xff, 7);
+      }
+    } else if (strcmp(k, "ctrl-priority") == 0) {
+      /* PRIORITY_UPDATE (request stream), 10 bytes: 80 0f 07 00, length
+         5, the stream (of 0 to 60), "u=1"; unknown frames to the end */
+      size_t b = 0;
+      static uint64_t e;
+
+      for (; b + 10 <= dlen; b += 10, ++e) {
+        memcpy(d + b, "\x80\x0f\x07\x00\x05\x40", 6);
+        d[b + 6] = (uint8_t)((e % 16) * 4);
+        memcpy(d + b + 7, "u=1", 3);
+      }
+      for (; b + 2 <= dlen; b += 2) {
+        d[b] = 0x21;
+        d[b + 1] = 0;
+      }
+      if (b < dlen) {
+        d[b - 1] = 1; /* the last unknown frame takes the odd byte */
+        d[b] = 0;
+      }
+    }
+    len += dlen;
+    off[which] += dlen;
+  } else if (strcmp(k, "ack") == 0) {
+    /* one ACK frame: the largest, then every other packet below it */
+    uint64_t largest = c.rx_largest, ranges = largest / 2;
+
+    if (ranges > (room - 24) / 2) {
+      ranges = (room - 24) / 2;
+    }
+    p[len++] = 0x02;
+    len += put_varint(p + len, largest);
+    len += put_varint(p + len, 0);
+    len += put_varint(p + len, ranges);
+    len += put_varint(p + len, 0);
+    for (uint64_t r = 0; r < ranges; ++r) {
+      p[len++] = 0; /* gap: one packet not acknowledged */
+      p[len++] = 0; /* range: one packet */
+    }
+  }
+  return len;
+}
+
+/* The n-th --flood packet, sealed with the keys ngtcp2 used last. */
+static size_t flood_packet(uint8_t *out, uint64_t n) {
+  uint8_t plain[FLOOD_PKTLEN], nonce[32], mask[16];
+  size_t hlen = c.tx_hdrlen + 4, plen;
+  uint64_t pn = c.tx_pn + 100 + n;
+
+  memcpy(out, c.tx_hdr, c.tx_hdrlen);
+  out[0] = (uint8_t)((out[0] & ~0x03) | 0x03); /* 4-byte packet number */
+  for (int k = 0; k < 4; ++k) {
+    out[c.tx_hdrlen + (size_t)k] = (uint8_t)(pn >> (8 * (3 - k)));
+  }
+  plen = flood_frames(plain, FLOOD_PKTLEN - hlen - 16, n);
+  if (plen == 0) {
+    return 0;
+  }
+  memcpy(nonce, c.tx_iv, c.tx_ivlen);
+  for (size_t k = 0; k < 8; ++k) {
+    nonce[c.tx_ivlen - 1 - k] ^= (uint8_t)(pn >> (8 * k));
+  }
+  if (ngtcp2_crypto_encrypt(out + hlen, &c.tx_aead, &c.tx_aead_ctx, plain,
+                            plen, nonce, c.tx_ivlen, out, hlen) != 0 ||
+      ngtcp2_crypto_hp_mask(mask, &c.tx_hp, &c.tx_hp_ctx, out + hlen) != 0) {
+    return 0;
+  }
+  out[0] ^= mask[0] & 0x1f;
+  for (size_t k = 0; k < 4; ++k) {
+    out[c.tx_hdrlen + k] ^= mask[1 + k];
+  }
+  return hlen + plen + 16;
+}
+
+static int print_results(void);
+
+/* --flood: the packets, paced; what comes is read and dropped. */
+static int flood_run(void) {
+  static uint8_t buf[65536];
+  uint64_t sent = 0, got = 0;
+  ngtcp2_tstamp start = timestamp();
+  size_t n;
+
+  if (!c.tx_keys) {
+    warnx_("--flood: no 1-RTT packet was sent");
+    return -1;
+  }
+  while (sent < opt.flood_packets && !terminated) {
+    ngtcp2_tstamp due =
+      start + sent * NGTCP2_SECONDS / (opt.flood_rate ? opt.flood_rate : 1);
+    ngtcp2_tstamp now = timestamp();
+
+    while (recv(c.fd, buf, sizeof(buf), MSG_DONTWAIT) > 0) {
+      ++got;
+    }
+    if (due > now) {
+      struct timespec ts = {0, (long)(due - now)};
+      nanosleep(&ts, NULL);
+    }
+    if ((n = flood_packet(buf, sent)) == 0) {
+      warnx_("--flood: cannot make a %s packet", opt.flood);
+      return -1;
+    }
+    send_packet(buf, n);
+    ++sent;
+  }
+  while (recv(c.fd, buf, sizeof(buf), MSG_DONTWAIT) > 0) {
+    ++got;
+  }
+  /* the end: CONNECTION_CLOSE, H3_NO_ERROR */
+  opt.flood = "close";
+  if ((n = flood_packet(buf, sent)) > 0) {
+    send_packet(buf, n);
+  }
+  printf("flood sent %" PRIu64 " got %" PRIu64 "\n", sent, got);
+  return 0;
+}
+
 static ngtcp2_tstamp next_wakeup(ngtcp2_tstamp now, ngtcp2_tstamp deadline) {
   ngtcp2_tstamp t = deadline;
   ngtcp2_tstamp e = ngtcp2_conn_get_expiry(c.conn);
@@ -2533,6 +2911,11 @@ int main(int argc, char **argv) {
         break;
       }
       continue;
+    }
+    if (c.hs_done && all_done() && opt.flood != NULL) {
+      print_results();
+      fflush(stdout);
+      return flood_run() == 0 ? 0 : EXIT_USAGE;
     }
     if (c.hs_done && all_done()) {
       if (opt.tls_after.len == 0) {
