@@ -825,6 +825,12 @@ control_listen(const char *path)
 		log_err("control socket %s: socket", path);
 		return -1;
 	}
+	/*
+	 * Made 0660 by the umask, not by a chmod of path after the bind: the
+	 * directory may be the user's qproxy becomes (who removes the socket
+	 * at exit), and a symbolic link put in the socket's place meanwhile
+	 * would have had root open a file it names to its group.
+	 */
 	old = umask(0117);
 	rc = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
 	umask(old);
@@ -836,10 +842,6 @@ control_listen(const char *path)
 			log_err("control socket %s: bind", path);
 		close(fd);
 		return -1;
-	}
-	if (chmod(path, 0660) == -1) {
-		log_err("control socket %s: chmod", path);
-		goto fail;
 	}
 	if (listen(fd, CONTROL_BACKLOG) == -1) {
 		log_err("control socket %s: listen", path);

@@ -1131,6 +1131,54 @@ test_busy(const char *path)
 	free(reply);
 }
 
+/*
+ * What a user who may write to the socket's directory can do between the
+ * bind and what follows it: put a symbolic link in the socket's place.
+ */
+static const char *bind_swap_link;
+
+int	__real_bind(int, const struct sockaddr *, socklen_t);
+int	__wrap_bind(int, const struct sockaddr *, socklen_t);
+
+int
+__wrap_bind(int fd, const struct sockaddr *sa, socklen_t len)
+{
+	const struct sockaddr_un *sun = (const struct sockaddr_un *)sa;
+	int rv = __real_bind(fd, sa, len);
+
+	if (rv == 0 && bind_swap_link != NULL && sa->sa_family == AF_UNIX &&
+	    rename(bind_swap_link, sun->sun_path) == -1)
+		perror("rename");
+	return rv;
+}
+
+/* A link put in the socket's place as it is bound: its file keeps its mode. */
+static void
+test_link_in_place(const char *dir)
+{
+	char path[256], link[256], target[256];
+	struct stat st;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/swapped.sock", dir);
+	snprintf(link, sizeof(link), "%s/link", dir);
+	snprintf(target, sizeof(target), "%s/roots-file", dir);
+	CHECK((fd = open(target, O_CREAT | O_WRONLY | O_EXCL, 0600)) != -1);
+	close(fd);
+	CHECK(chmod(target, 0600) == 0);
+	CHECK(symlink(target, link) == 0);
+	bind_swap_link = link;
+	fd = control_listen(path);
+	bind_swap_link = NULL;
+	CHECK(lstat(path, &st) == 0 && S_ISLNK(st.st_mode));
+	CHECK(stat(target, &st) == 0);
+	CHECK_EQ_INT(st.st_mode & 07777, 0600);
+	if (fd != -1)
+		close(fd);
+	unlink(path);
+	unlink(target);
+}
+
 static void
 test_scenario(void)
 {
@@ -1226,6 +1274,8 @@ test_scenario(void)
 	/* no directory: a clear failure */
 	CHECK(control_open(loop, sub, &fake_ops, NULL) == NULL);
 	ev_loop_destroy(loop);
+
+	test_link_in_place(dir);
 
 	unlink(file);
 	CHECK(rmdir(dir) == 0);
