@@ -89,6 +89,8 @@ static int	 acc_format;	/* enum access_format */
 /* The TLS key log: -1 when off, else a file from key_path. */
 static int	 key_fd = -1;
 static char	*key_path;
+/* Who besides root and qproxy's own user may own it: [global] user. */
+static uid_t	 key_user = (uid_t)-1;
 static unsigned long long acc_errors;
 static int	 acc_warned;
 static time_t	 acc_warn_time;
@@ -382,11 +384,12 @@ fatalx(const char *fmt, ...)
 
 /*
  * Opens path for appending with the given mode, not through a symbolic link
- * (ELOOP) and not a file with other hard links (EMLINK). The descriptor,
- * or -1 with errno.
+ * (ELOOP) and not a file with other hard links (EMLINK); the key log, not
+ * a file of a user other than root, qproxy's or user (EPERM). The
+ * descriptor, or -1 with errno.
  */
 static int
-log_file_fd(const char *path, mode_t mode)
+log_file_fd(const char *path, mode_t mode, uid_t user)
 {
 	struct stat st;
 	int	 fd, saved;
@@ -402,6 +405,16 @@ log_file_fd(const char *path, mode_t mode)
 	 */
 	if (S_ISREG(st.st_mode) && st.st_nlink > 1) {
 		errno = EMLINK;
+		goto fail;
+	}
+	/*
+	 * The key log's secrets are for root and qproxy's users only: a file
+	 * another user made in its place (in /tmp, say) would have been
+	 * written to as root, and read by that user whatever its mode.
+	 */
+	if (mode == KEYLOG_MODE && S_ISREG(st.st_mode) && st.st_uid != 0 &&
+	    st.st_uid != geteuid() && st.st_uid != user) {
+		errno = EPERM;
 		goto fail;
 	}
 	/*
@@ -422,12 +435,13 @@ fail:
 /* Opens path (log_file_fd) and copies it; 0 with *fdp and *copyp set, or
  * -1 with errno. */
 static int
-log_file_open_mode(const char *path, mode_t mode, int *fdp, char **copyp)
+log_file_open_mode(const char *path, mode_t mode, uid_t user, int *fdp,
+    char **copyp)
 {
 	char	*copy;
 	int	 fd;
 
-	if ((fd = log_file_fd(path, mode)) == -1)
+	if ((fd = log_file_fd(path, mode, user)) == -1)
 		return -1;
 	if ((copy = strdup(path)) == NULL) {
 		close(fd);
@@ -440,10 +454,12 @@ log_file_open_mode(const char *path, mode_t mode, int *fdp, char **copyp)
 }
 
 int
-log_file_prepare(struct log_file *lf, enum log_kind kind, const char *path)
+log_file_prepare(struct log_file *lf, enum log_kind kind, const char *path,
+    uid_t user)
 {
 	lf->fd = -1;
 	lf->path = NULL;
+	lf->user = user;
 	if (path == NULL)
 		return 0;
 	if (strcmp(path, "stderr") == 0 && kind != LOG_KEYS) {
@@ -452,7 +468,7 @@ log_file_prepare(struct log_file *lf, enum log_kind kind, const char *path)
 		return 0;
 	}
 	return log_file_open_mode(path, kind == LOG_KEYS ? KEYLOG_MODE :
-	    LOG_FILE_MODE, &lf->fd, &lf->path);
+	    LOG_FILE_MODE, user, &lf->fd, &lf->path);
 }
 
 /* Sizes the access log's lines for what acc_fd is: a pipe or not. */
@@ -490,6 +506,7 @@ log_file_install(struct log_file *lf, enum log_kind kind, int format)
 		keylog_close();
 		key_fd = lf->fd;
 		key_path = lf->path;
+		key_user = lf->user;
 		break;
 	}
 	lf->fd = -1;
@@ -511,7 +528,7 @@ log_file_set(enum log_kind kind, const char *path, int format)
 {
 	struct log_file lf;
 
-	if (log_file_prepare(&lf, kind, path) == -1)
+	if (log_file_prepare(&lf, kind, path, (uid_t)-1) == -1)
 		return -1;
 	log_file_install(&lf, kind, format);
 	return 0;
@@ -612,7 +629,7 @@ log_file_reopen(int *fdp, const char *path, mode_t mode)
 {
 	int	fd;
 
-	if ((fd = log_file_fd(path, mode)) == -1)
+	if ((fd = log_file_fd(path, mode, key_user)) == -1)
 		return -1;
 	(void)log_cut_take(*fdp);
 	close(*fdp);

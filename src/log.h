@@ -66,10 +66,15 @@ enum log_kind { LOG_ERROR, LOG_ACCESS, LOG_KEYS };
 struct log_file {
 	int	 fd;		/* -1: stderr (error log) or off */
 	char	*path;		/* NULL: not a file of ours */
+	uid_t	 user;		/* [global] user's, or -1 */
 };
-/* Opens path for kind (NULL: off, or stderr for the error log); 0, or -1
- * with errno. */
-int	log_file_prepare(struct log_file *, enum log_kind, const char *path);
+/*
+ * Opens path for kind (NULL: off, or stderr for the error log); 0, or -1
+ * with errno. A key log that exists must be root's, qproxy's or user's
+ * ((uid_t)-1: none), else EPERM.
+ */
+int	log_file_prepare(struct log_file *, enum log_kind, const char *path,
+	    uid_t user);
 /* Makes it the log of its kind, closing the one before; json: access log. */
 void	log_file_install(struct log_file *, enum log_kind, int format);
 void	log_file_discard(struct log_file *);

@@ -82,7 +82,8 @@ logs_prepare(const struct config *cfg, struct log_file lf[3],
 	int i, rv = 0;
 
 	for (i = 0; i < 3; i++) {
-		if (log_file_prepare(&lf[i], (enum log_kind)i, path[i]) == -1) {
+		if (log_file_prepare(&lf[i], (enum log_kind)i, path[i],
+		    cfg->user != NULL ? cfg->uid : (uid_t)-1) == -1) {
 			strbuf_printf(errs, "%s: %s %s: %s\n", key_at(cfg,
 			    key[i]), key[i], path[i], log_file_strerror(errno));
 			rv = -1;
@@ -926,14 +927,15 @@ check_error(const struct config *cfg, const char *key, const char *msg)
 
 /*
  * A log that exists must be a file qproxy would open: not a symbolic link
- * or a file with other hard links (refused, see log.c), or a directory. A
- * missing directory is not checked: systemd makes /var/log/qproxy
- * (LogsDirectory) only as the unit starts.
+ * or a file with other hard links (refused, see log.c), or a directory,
+ * nor a key log of a user other than root or qproxy's. A missing
+ * directory is not checked: systemd makes /var/log/qproxy (LogsDirectory)
+ * only as the unit starts.
  */
 static int
 check_log_file(const struct config *cfg, const char *key, const char *path)
 {
-	char msg[PATH_MAX + 64];
+	char msg[PATH_MAX + 128], owner[96];
 	const char *what;
 	struct stat st;
 
@@ -946,7 +948,13 @@ check_log_file(const struct config *cfg, const char *key, const char *path)
 		what = "is a directory";
 	else if (S_ISREG(st.st_mode) && st.st_nlink > 1)
 		what = "has other hard links, which is refused";
-	else
+	else if (S_ISREG(st.st_mode) && strcmp(key, "keylog_file") == 0 &&
+	    st.st_uid != 0 && st.st_uid != geteuid() &&
+	    (cfg->user == NULL || st.st_uid != cfg->uid)) {
+		snprintf(owner, sizeof(owner), "belongs to user %u; it must "
+		    "be root's or qproxy's", (unsigned)st.st_uid);
+		what = owner;
+	} else
 		return 0;
 	snprintf(msg, sizeof(msg), "%s %s", path, what);
 	check_error(cfg, key, msg);

@@ -924,6 +924,35 @@ def test_log_file_of_another_user_is_not_given_away(qproxy_factory, backend_app,
     _wait_for_line(acc, "/app/bytes/10")
 
 
+def test_a_key_log_of_another_user_is_refused(qproxy_factory, backend_app, tmp_path):
+    """keylog_file's TLS secrets were appended, as root, to a file another
+    user had made in its place (keylog_file = /tmp/keys.log, say), who
+    could read them whatever mode qproxy gave the file. Such a file is now
+    refused by -t and by the start; one of [global] user's is taken."""
+    nobody = _as_root()
+    keys = tmp_path / "keys.log"
+    keys.write_text("")
+    keys.chmod(0o644)
+    os.chown(keys, 4242, 4242)
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server,
+        extra_global=[("user", "nobody"), ("keylog_file", str(keys))]),
+        start=False)
+    for args, why in ((["-t"], "keylog_file: %s belongs to user 4242" % keys),
+                      ([], "keylog_file %s: " % keys)):
+        p = subprocess.run([q.binary, "-c", q.conf] + args, capture_output=True,
+                           text=True, timeout=10 * SLOW)
+        assert p.returncode != 0 and why in p.stderr, p.stderr
+        assert "configuration OK" not in p.stdout
+    assert keys.read_text() == "" and keys.stat().st_mode & 0o777 == 0o644
+    os.chown(keys, nobody.pw_uid, nobody.pw_gid)
+    assert q.start() is not None
+    assert h3_get(q.url("/app/bytes/10")).status == 200
+    wait_until(lambda: "CLIENT_HANDSHAKE_TRAFFIC_SECRET" in keys.read_text(),
+               "the key log's lines")
+    assert keys.stat().st_mode & 0o777 == 0o600
+
+
 def test_dropped_privileges_keep_the_log_files(qproxy_factory, backend_app, request):
     """Started as root with user = nobody: the process runs as nobody, and
     the log files it opened as root are nobody's, so that SIGUSR1 can
