@@ -314,3 +314,15 @@ cid_lb_decode(const struct cid_lb *lb, const uint8_t *cid, size_t len,
 		feistel_decrypt(lb, cid + 1, plain);
 	return true;
 }
+
+bool
+cid_lb_names_us(const struct cid_lb *lb, const uint8_t *cid, size_t len)
+{
+	uint8_t plain[CID_LB_MAX_PLAIN];
+	bool ours;
+
+	ours = cid_lb_decode(lb, cid, len, plain) &&
+	    memcmp(plain, lb->sid, lb->sidlen) == 0;
+	explicit_bzero(plain, sizeof(plain));
+	return ours;
+}

@@ -89,5 +89,11 @@ void		 cid_lb_encode(const struct cid_lb *, const uint8_t *nonce,
  */
 bool		 cid_lb_decode(const struct cid_lb *, const uint8_t *cid,
 		    size_t len, uint8_t *plain);
+/*
+ * Whether a connection ID names this server: of its configuration, with
+ * its server ID. Not one made unroutable (configuration ID 7).
+ */
+bool		 cid_lb_names_us(const struct cid_lb *, const uint8_t *cid,
+		    size_t len);
 
 #endif

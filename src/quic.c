@@ -1936,6 +1936,14 @@ send_stateless_reset(struct udp_sock *sock, size_t len, const uint8_t *dcid,
 	if (dcidlen != srv->cid_len || len <= 1 +
 	    NGTCP2_MIN_STATELESS_RESET_RANDLEN + NGTCP2_STATELESS_RESET_TOKENLEN)
 		return;
+	/*
+	 * Servers behind one load balancer share the secret: the token of an
+	 * ID of another's is that server's client's, and would end its
+	 * connection (RFC 9000 21.11). Only an ID of this server's is reset.
+	 */
+	if (srv->cid_lb != NULL && !cid_lb_names_us(srv->cid_lb, dcid,
+	    dcidlen))
+		return;
 	if (!bucket_take(&srv->reset_budget, &srv->reset_refill, now,
 	    STATELESS_RESET_RATE, STATELESS_RESET_RATE)) {
 		stats.stateless_resets_limited++;

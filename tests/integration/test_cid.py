@@ -19,7 +19,7 @@ import quicinitial  # tests/tools, on sys.path by conftest.py
 from quiclb import Config, LoadBalancer
 from relay import Relay
 from test_ops import qproxyctl, stats
-from test_transport import _sections
+from test_transport import _exchange, _sections
 
 KEY = "8f95f09245765f80256934e50c66207f"
 
@@ -293,3 +293,46 @@ def test_a_worker_started_again_keeps_the_connection_ids_of_the_start(
         for cid in cids:
             got = cfg.decode(cid)
             assert got is not None and got[0] == bytes.fromhex("a1b2c3"), cid.hex()
+
+
+_NEW_CID_TOKEN = re.compile(r" frm rx .* NEW_CONNECTION_ID\(0x18\) seq=\d+ cid=0x([0-9a-f]+) "
+                            r".*stateless_reset_token=0x([0-9a-f]+)")
+
+
+@pytest.mark.parametrize("keyed", [True, False], ids=["keyed", "in-the-clear"])
+def test_no_stateless_reset_for_another_servers_connection_ids(qproxy_factory, backend_app,
+                                                              tmp_path, keyed):
+    """Instances behind one load balancer share secret_file, so each would
+    compute the stateless reset token of the others' connection IDs. A
+    short header packet with a connection ID of server 01, sent to server
+    02 (its own address, or a load balancer that routes it there), was
+    answered with a stateless reset carrying the very token server 01 gave
+    its client for that ID: whoever sees a client's packets could end its
+    connection with it (RFC 9000 21.11, the stateless reset oracle). An ID
+    naming another server is not this one's to reset; one naming this
+    server still is."""
+    extra = [("cid_key_file", _key_file(tmp_path))] if keyed else []
+    one, two = (_lb_proxy(qproxy_factory, backend_app, tmp_path,
+                          [("cid_server_id", sid)] + extra) for sid in ("01", "02"))
+    cfg = Config(1, 15, 0, bytes.fromhex(KEY) if keyed else None)
+    dl = tmp_path / "dl"
+    dl.mkdir()
+    p = subprocess.run([gtlsclient_binary(), "--exit-on-all-streams-close", "--timeout=5s",
+                        "--download=%s" % dl, "127.0.0.1", str(one.port),
+                        "https://127.0.0.1:%d/app/bytes/10" % one.port],
+                       capture_output=True, text=True, timeout=30 * SLOW)
+    tokens = {bytes.fromhex(m.group(1)): bytes.fromhex(m.group(2))
+              for m in map(_NEW_CID_TOKEN.search, p.stdout.splitlines() +
+                           p.stderr.splitlines()) if m}
+    assert len(tokens) >= 6, tokens
+    for cid, token in list(tokens.items())[:3]:
+        assert cfg.decode(cid)[0] == b"\x01"
+        reply = _exchange(two.port, bytes([0x40]) + cid + os.urandom(60), 0.5)
+        assert reply is None, "server 02 gave server 01's token away: %s" % (
+            "the client's own" if reply[-16:] == token else "another")
+    assert stats(two)["quic"]["stateless_resets_sent"] == 0
+    # its own IDs, of connections it no longer has, it resets
+    own = cfg.encode(b"\x02", os.urandom(15))
+    reply = _exchange(two.port, bytes([0x40]) + own + os.urandom(60))
+    assert reply is not None and len(reply) >= 21
+    assert stats(two)["quic"]["stateless_resets_sent"] == 1

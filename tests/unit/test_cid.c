@@ -68,6 +68,35 @@ test_vectors(void)
 	    "0767947d29be054a");
 }
 
+/*
+ * An ID of another server ID, another configuration ID, or another length
+ * does not name lb's server.
+ */
+static bool
+names_another(const struct cid_lb *lb, const uint8_t *sid, size_t sl,
+    size_t nl, const uint8_t *k)
+{
+	uint8_t other[CID_LB_MAX_SID], nonce[CID_LB_MAX_PLAIN] = { 0 }, c[20];
+	struct cid_lb *o;
+	bool ok;
+
+	memcpy(other, sid, sl);
+	other[sl - 1] ^= 1;
+	if ((o = cid_lb_new(other, sl, nl, 5, k)) == NULL)
+		return false;
+	cid_lb_encode(o, nonce, c);
+	ok = !cid_lb_names_us(lb, c, 1 + sl + nl);
+	cid_lb_free(o);
+	if ((o = cid_lb_new(sid, sl, nl, 4, k)) == NULL)
+		return false;
+	cid_lb_encode(o, nonce, c);
+	ok = ok && !cid_lb_names_us(lb, c, 1 + sl + nl);
+	cid_lb_free(o);
+	cid_lb_encode(lb, nonce, c);
+	return ok && cid_lb_names_us(lb, c, 1 + sl + nl) &&
+	    !cid_lb_names_us(lb, c, sl + nl);
+}
+
 /* Every length: what is made decodes to the server ID, never twice. */
 static void
 test_round_trip(void)
@@ -93,8 +122,11 @@ test_round_trip(void)
 					    memcmp(a, b, 1 + sl + nl) != 0 &&
 					    cid_lb_decode(lb, a, 1 + sl + nl,
 					    plain) &&
-					    memcmp(plain, sid, sl) == 0;
+					    memcmp(plain, sid, sl) == 0 &&
+					    cid_lb_names_us(lb, a, 1 + sl + nl);
 				}
+				ok = ok && names_another(lb, sid, sl, nl,
+				    keyed ? k : NULL);
 				if (!ok)
 					fprintf(stderr, "sid %zu nonce %zu "
 					    "key %d\n", sl, nl, keyed);
@@ -130,6 +162,9 @@ test_exhausted(void)
 	CHECK_EQ_INT(cid[2][0] >> 5, CID_LB_UNROUTABLE);
 	CHECK_EQ_INT(cid[2][0] & 0x1f, 5);
 	CHECK(!cid_lb_decode(lb, cid[2], 6, plain));
+	/* unroutable: named by no server, this one's neither */
+	CHECK(cid_lb_names_us(lb, cid[1], 6));
+	CHECK(!cid_lb_names_us(lb, cid[2], 6));
 	cid_lb_free(lb);
 }
 
