@@ -244,7 +244,25 @@ health_new(struct ev_loop *loop, struct upstream_server *s)
 void
 health_run(struct health *h)
 {
-	ev_timer_start(h->loop, &h->timer);
+	/* a carried one's timer runs: its next check, or its deadline */
+	if (!ev_is_active(&h->timer))
+		ev_timer_start(h->loop, &h->timer);
+}
+
+struct health *
+health_carry(struct health *fresh, struct health *old)
+{
+	const struct config_backend *a = health_cfg(fresh);
+	const struct config_backend *b = health_cfg(old);
+
+	if (fresh->reqlen != old->reqlen ||
+	    memcmp(fresh->req, old->req, fresh->reqlen) != 0 ||
+	    a->health_interval != b->health_interval ||
+	    a->health_timeout != b->health_timeout)
+		return NULL;
+	old->server = fresh->server;
+	health_stop(fresh);
+	return old;
 }
 
 void

@@ -9,8 +9,9 @@
  * close, another status, no HTTP). After health_fails failures in a row a
  * server is marked unhealthy; after health_passes passes in a row, healthy
  * again. The mark is the server's counters' (upstream_counters), so it
- * holds across a reload; each generation's pools run checks of their own
- * while they are current.
+ * holds across a reload; the current generation's pools run the checks,
+ * a server's going on from the last generation's when they ask the same
+ * (health_carry).
  */
 #ifndef QPROXY_HEALTH_H
 #define QPROXY_HEALTH_H
@@ -25,8 +26,17 @@ struct upstream_server;
  * go: server_stage); NULL when out of memory.
  */
 struct health	*health_new(struct ev_loop *, struct upstream_server *s);
-/* Begins them, the first check at once. */
+/* Begins them, the first check at once; carried ones go on as they were. */
 void		 health_run(struct health *);
+/*
+ * A reload's checks of a server (fresh, of its new pools) and the running
+ * ones of the same server (old): old goes on in fresh's place, fresh
+ * stopped, when both send the same request as often with as long to
+ * answer, so that a check under way is not begun again (reloads more often
+ * than health_timeout would end every check before its verdict). Returns
+ * old then, else NULL and both are left as they were.
+ */
+struct health	*health_carry(struct health *fresh, struct health *old);
 /* Stops, closing a check under way. NULL is ignored. */
 void		 health_stop(struct health *);
 

@@ -1087,8 +1087,7 @@ same_shape(const struct config_backend *a, const struct config_backend *b)
 }
 
 void
-upstream_pools_inherit(struct upstream_pool *to,
-    const struct upstream_pool *from)
+upstream_pools_inherit(struct upstream_pool *to, struct upstream_pool *from)
 {
 	for (size_t b = 0; b < to[0].npools; b++) {
 		for (size_t c = 0; c < from[0].npools; c++) {
@@ -1119,8 +1118,9 @@ upstream_pools_inherit(struct upstream_pool *to,
 				struct upstream_server *t = &to[b].servers[i];
 
 				for (size_t j = 0; j < from[c].nservers; j++) {
-					const struct upstream_server *f =
+					struct upstream_server *f =
 					    &from[c].servers[j];
+					struct health *h;
 
 					if (strcmp(t->cfg->text,
 					    f->cfg->text) != 0)
@@ -1129,6 +1129,13 @@ upstream_pools_inherit(struct upstream_pool *to,
 					t->ctr = f->ctr;
 					t->ctr->refs++;
 					counters_add_line(t->ctr, to[b].line);
+					if (t->health != NULL &&
+					    f->health != NULL && (h =
+					    health_carry(t->health,
+					    f->health)) != NULL) {
+						t->health = h;
+						f->health = NULL;
+					}
 					break;
 				}
 			}

@@ -235,8 +235,12 @@ const char		*upstream_check_args(const struct config *cfg,
 void			 upstream_mark(struct upstream_pool *,
 			    const char *backend, const char *server,
 			    bool disabled);
-/* Carries counters over a reload, for servers of the same name. */
+/*
+ * Carries counters over a reload, for servers of the same name, and their
+ * health checks when they ask the same (health_carry): from's then go on
+ * in to, and from has none left to stop.
+ */
 void			 upstream_pools_inherit(struct upstream_pool *to,
-			    const struct upstream_pool *from);
+			    struct upstream_pool *from);
 
 #endif

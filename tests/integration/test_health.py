@@ -5,6 +5,7 @@ again; libcurl's requests show where they went."""
 import http.server
 import json
 import threading
+import time
 
 import pytest
 
@@ -262,3 +263,38 @@ def test_health_check_host(qproxy_factory):
         assert toggle.hosts == {"app.example.com:8443", toggle.address}
     finally:
         toggle.close()
+
+
+def test_reloads_more_often_than_health_timeout_leave_a_check_under_way(
+        qproxy_factory, backend_app, blackhole):
+    """A reload that changes neither a server nor its check leaves the check
+    under way to end: each reload began every check again, so with reloads
+    more often than health_timeout a server that never answers (a hung
+    application) was never marked unhealthy, and new requests kept going to
+    it for their read_timeout."""
+    hung = "127.0.0.1:%d" % blackhole.port
+
+    q = qproxy_factory(sections=lambda port, cert, key: [
+        _global_section(), _listener_section(port, cert, key),
+        ("backend app", [("server", backend_app.tcp_server), ("server", hung),
+                         ("health_check", "/bytes/1"), ("health_interval", "500ms"),
+                         ("health_timeout", "2s"), ("health_fails", "1"),
+                         ("read_timeout", "10s")]),
+        ("route app", [("path_prefix", "/app/"), ("backend", "app")])])
+    with open(q.conf) as f:
+        text = f.read()
+    deadline = time.monotonic() + 8 * SLOW
+    reloads = 0
+    while _server_state(q, "app", hung) != "unhealthy":
+        assert time.monotonic() < deadline, (reloads, stats(q)["upstream"])
+        time.sleep(0.5)
+        # a change elsewhere in the backend: the checks are the same
+        with open(q.conf, "w") as f:
+            f.write(text.replace("read_timeout = 10s", "read_timeout = %ds" % (11 + reloads % 2)))
+        p = qproxyctl(q, "reload")
+        assert p.returncode == 0, p.stderr
+        reloads += 1
+    assert reloads >= 3, reloads
+    assert "server %s fails its health check (no status line within health_timeout)" \
+        % hung in q.log_text(), q.log_tail()
+    assert _server_state(q, "app", backend_app.tcp_server) != "unhealthy"
