@@ -1370,6 +1370,17 @@ exchange_headers_end(struct exchange *ex, bool fin)
 		}
 		return;
 	}
+	/*
+	 * The client's allowance is its address's: in 0-RTT from an address
+	 * no token proved, anyone may have written it, and spent another's
+	 * allowance with requests it never hears answered. The client asks
+	 * again once it has proven it (RFC 8470).
+	 */
+	if (ex_cfg(ex)->request_rate > 0 && ex->qc->unvalidated) {
+		stats.early_data_refused++;
+		ex_respond(ex, 425);
+		return;
+	}
 	if (!client_may_request(ex, &after)) {
 		stats.requests_rate_limited++;
 		ex_respond_after(ex, 429, after);

@@ -843,6 +843,44 @@ def test_zero_rtt_from_an_unproven_address_passes_no_allow(qproxy_factory, backe
     assert (st["early_data_requests"], st["early_data_refused"]) == (1, 1), st
 
 
+def test_zero_rtt_from_an_unproven_address_spends_no_allowance_of_it(
+        qproxy_factory, backend_app, tmp_path):
+    """max_request_rate_per_client keeps a client's allowance by its
+    address. In 0-RTT the source address is what the packets say: with a
+    ticket of its own, anyone could send requests in early data as another
+    address, never hearing back (nor finishing the handshake), and spend
+    that address's allowance, so that its own requests were answered 429.
+    With the limit set, a request in early data from an address no token
+    proved is answered 425, and spends none of it."""
+    base = _early_sections(backend_app.tcp_server, str(tmp_path / "s"))
+    burst = 16
+
+    def make(port, c, k):
+        s = base(port, c, k)
+        s[0][1].extend([("max_request_rate_per_client", "1/m"),
+                        ("request_burst_per_client", str(burst)),
+                        ("idle_timeout", "3s")])    # and the handshake's
+        return s
+    q = qproxy_factory(sections=make)
+    resume = _resumable(q, tmp_path)
+    before = backend_app.count
+    # a sender of forged packets hears nothing: no handshake completes
+    with Relay(q.port, s2c=Faults(drop=1.0)) as r:
+        _gtls(r.port, "/app/forged/echo-headers", tmp_path, "-n", str(burst),
+              "--timeout=2s", *resume)
+    wait_until(lambda: stats(q)["requests"]["total"] >= 2 + burst,
+               "the early requests", 10)
+    st = stats(q)
+    assert (st["quic"]["early_data_requests"], st["quic"]["early_data_refused"],
+            st["requests"]["rate_limited"]) == (0, burst, 0), st
+    assert not [x for x in backend_app.requests_since(before)
+                if x["path"] == "/app/forged/echo-headers"]
+    # the address's own requests are served
+    for i in range(3):
+        assert h3_get(q.url("/app/bytes/%d" % (i + 1))).status == 200, i
+    assert stats(q)["requests"]["rate_limited"] == 0
+
+
 def test_zero_rtt_ticket_is_taken_once(qproxy_factory, backend_app, tmp_path):
     """A session ticket resumes once (RFC 8446 8.1): the same ticket again,
     as a replayed ClientHello would bring it, gets a whole handshake and no
