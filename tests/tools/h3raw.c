@@ -135,7 +135,14 @@
  *   --session-file PATH       resume the TLS session kept in PATH, if there
  *                             is one, and keep there the session this
  *                             connection ends with (its last ticket); a
- *                             last line says "resumed yes" or "resumed no"
+ *                             last line says "resumed yes" or "resumed no";
+ *                             the server's transport parameters are kept
+ *                             in PATH.tp, for --early
+ *   --early                   with --session-file, send the requests in
+ *                             0-RTT (early data) if the session allows it,
+ *                             within the transport parameters in PATH.tp;
+ *                             a server that rejects the early data fails
+ *                             the connection
  *   --no-key-shares           offer no key share in the ClientHello: the
  *                             server must ask for one with a
  *                             HelloRetryRequest
@@ -294,6 +301,7 @@ static struct {
   const char *sni;
   const char *alpn;
   const char *session_file;
+  int early;
   int no_key_shares;
   fields_t fields;
   fields_t trailers;
@@ -362,6 +370,9 @@ static struct {
   size_t next_req;
 
   int hs_done;
+  int early; /* --early: the session allows 0-RTT, its parameters in tp */
+  uint8_t tp[1024];
+  size_t tplen;
   int lose_packet; /* --lose-starts: the packet just sealed goes nowhere */
   uint64_t lost_starts;
   int tls_after_sent;
@@ -428,6 +439,7 @@ static void die_usage(const char *fmt, ...) {
         "[--max-ack-delay MS] "
         "[--hold SECONDS [--hold-drop K]] "
         "[--raw HEX] [--raw-encoder HEX] [--sni NAME] [--alpn PROTO] "
+        "[--session-file PATH [--early]] "
         "[-t SECONDS] [--linger SECONDS] "
         "[--print-headers] [--print-body] [--print-credit] [-v] HOST PORT\n",
         stderr);
@@ -823,6 +835,8 @@ static void parse_args(int argc, char **argv) {
     } else if (strcmp(a, "--session-file") == 0) {
       NEED_ARG();
       opt.session_file = next;
+    } else if (strcmp(a, "--early") == 0) {
+      opt.early = 1;
     } else if (strcmp(a, "--no-key-shares") == 0) {
       opt.no_key_shares = 1;
     } else if (strcmp(a, "--alpn") == 0) {
@@ -850,6 +864,9 @@ static void parse_args(int argc, char **argv) {
 
   if (npos != 2) {
     die_usage("HOST and PORT are required");
+  }
+  if (opt.early && opt.session_file == NULL) {
+    die_usage("--early needs --session-file");
   }
   opt.host = pos[0];
   opt.port = pos[1];
@@ -970,7 +987,7 @@ static nghttp3_ssize read_data(nghttp3_conn *conn, int64_t stream_id,
 }
 
 static void open_streams(void) {
-  if (!c.h3 || !c.hs_done || c.conn_dead) {
+  if (!c.h3 || !(c.hs_done || c.early) || c.conn_dead) {
     return;
   }
 
@@ -1605,6 +1622,31 @@ static int setup_socket(void) {
   return 0;
 }
 
+/* PATH.tp, next to --session-file PATH. */
+static const char *tp_path(void) {
+  static char path[4096];
+
+  snprintf(path, sizeof(path), "%s.tp", opt.session_file);
+  return path;
+}
+
+/* --early: the transport parameters kept with the session, if any. */
+static int tp_load(void) {
+  ssize_t n;
+  int fd = open(tp_path(), O_RDONLY);
+
+  if (fd == -1) {
+    return -1;
+  }
+  n = read(fd, c.tp, sizeof(c.tp));
+  close(fd);
+  if (n <= 0) {
+    return -1;
+  }
+  c.tplen = (size_t)n;
+  return 0;
+}
+
 /* --session-file: the session kept there, if any, for this connection. */
 static int session_load(void) {
   const unsigned char *p;
@@ -1629,8 +1671,57 @@ static int session_load(void) {
     wolfSSL_SESSION_free(sess);
     return -1;
   }
+  if (opt.early && wolfSSL_SESSION_get_max_early_data(sess) > 0 &&
+      tp_load() == 0) {
+    wolfSSL_set_quic_early_data_enabled(c.ssl, 1);
+    c.early = 1;
+  }
   wolfSSL_SESSION_free(sess);
   return 0;
+}
+
+/* --early: the 0-RTT limits of the session's server, once the connection
+   is made; the request streams open at once, their data in 0-RTT. */
+static int early_start(void) {
+  int rv = ngtcp2_conn_decode_and_set_0rtt_transport_params(c.conn, c.tp,
+                                                            c.tplen);
+
+  if (rv != 0) {
+    warnx_("ngtcp2_conn_decode_and_set_0rtt_transport_params: %s",
+           ngtcp2_strerror(rv));
+    return -1;
+  }
+  if (setup_h3() != 0) {
+    return -1;
+  }
+  note("early data offered");
+  open_streams();
+  return 0;
+}
+
+/* --early is refused: the requests sent in it are gone with it. */
+static int cb_tls_early_data_rejected(ngtcp2_conn *conn, void *user_data) {
+  warnx_("early data rejected");
+  return NGTCP2_ERR_CALLBACK_FAILURE;
+}
+
+/* --session-file: the server's transport parameters in PATH.tp. */
+static void tp_save(void) {
+  uint8_t buf[1024];
+  ngtcp2_ssize n =
+    ngtcp2_conn_encode_0rtt_transport_params(c.conn, buf, sizeof(buf));
+  int fd;
+
+  if (n <= 0) {
+    return;
+  }
+  fd = open(tp_path(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  if (fd == -1 || write(fd, buf, (size_t)n) != n) {
+    warnx_("%s: %s", tp_path(), strerror(errno));
+  }
+  if (fd != -1) {
+    close(fd);
+  }
 }
 
 /* --session-file: the connection's session, with the last ticket it got. */
@@ -1657,6 +1748,7 @@ static void session_save(void) {
   }
   free(der);
   wolfSSL_SESSION_free(sess);
+  tp_save();
 }
 
 static int setup_tls(void) {
@@ -1909,6 +2001,7 @@ static int setup_quic(void) {
     .stream_stop_sending = cb_stream_stop_sending,
     .version_negotiation = ngtcp2_crypto_version_negotiation_cb,
     .recv_rx_key = cb_recv_rx_key,
+    .tls_early_data_rejected = cb_tls_early_data_rejected,
   };
   ngtcp2_path path = {
     .local = {.addr = (ngtcp2_sockaddr *)&c.local_addr,
@@ -2861,7 +2954,8 @@ int main(int argc, char **argv) {
   c.tnva = make_nva(&opt.trailers);
   c.tnvlen = opt.trailers.len;
 
-  if (setup_socket() != 0 || setup_tls() != 0 || setup_quic() != 0) {
+  if (setup_socket() != 0 || setup_tls() != 0 || setup_quic() != 0 ||
+      (c.early && early_start() != 0)) {
     return EXIT_USAGE;
   }
 
