@@ -1410,9 +1410,10 @@ exchange_headers_end(struct exchange *ex, bool fin)
 	/*
 	 * Before the handshake (0-RTT), an address no token proved is what
 	 * the packets say, which anyone may write: the client asks again
-	 * once it has proven it (RFC 8470).
+	 * once it has proven it (RFC 8470). Password checks are counted by
+	 * it too (auth_check_rate_per_client).
 	 */
-	if (route->nacl > 0 && ex->qc->unvalidated) {
+	if ((route->nacl > 0 || route->auth != NULL) && ex->qc->unvalidated) {
 		stats.early_data_refused++;
 		ex_respond(ex, 425);
 		return;

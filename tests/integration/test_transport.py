@@ -881,6 +881,55 @@ def test_zero_rtt_from_an_unproven_address_spends_no_allowance_of_it(
     assert stats(q)["requests"]["rate_limited"] == 0
 
 
+def test_zero_rtt_from_an_unproven_address_spends_no_password_check_of_it(
+        qproxy_factory, backend_app, tmp_path):
+    """auth_check_rate_per_client keeps a client's password checks by its
+    address, so that one sending passwords fast cannot keep other
+    clients' users out. Requests in early data from a forged address
+    (h3raw --early, hearing nothing back) spent that address's checks,
+    and its own user's password then got 429; from many forged addresses
+    they would take every check. A request in early data from an address
+    no token proved, to a route with auth_basic_file, is answered 425."""
+    import base64
+    users = tmp_path / "users"
+    users.write_text("alice:%s\n" % subprocess.run(
+        ["openssl", "passwd", "-6", "s3cret"], check=True, capture_output=True,
+        text=True).stdout.strip())
+    base = _early_sections(backend_app.tcp_server, str(tmp_path / "s"))
+
+    def make(port, c, k):
+        s = base(port, c, k)
+        s[0][1].extend([("auth_check_rate_per_client", "1/m"),
+                        ("idle_timeout", "3s")])    # and the handshake's
+        s.insert(3, ("route staging", [("path_prefix", "/app/staging/"),
+                                       ("backend", "app"),
+                                       ("auth_basic_file", str(users))]))
+        return s
+    q = qproxy_factory(sections=make)
+    sess = str(tmp_path / "session")
+
+    def request(port, path, cred, *extra):
+        auth = "authorization: Basic " + base64.b64encode(cred.encode()).decode()
+        return subprocess.run(
+            [h3raw_binary(), "-H", ":method: GET", "-H", ":scheme: https",
+             "-H", ":authority: 127.0.0.1:%d" % q.port, "-H", ":path: " + path,
+             "-H", auth, "--session-file", sess, "-t", "2"] + list(extra) +
+            ["127.0.0.1", str(port)], capture_output=True, text=True, timeout=30)
+    # a ticket, with no password checked
+    p = request(q.port, "/app/bytes/1", "x:y")
+    assert "status 200 " in p.stdout, p
+    # a sender of forged packets hears nothing: no handshake completes
+    with Relay(q.port, s2c=Faults(drop=1.0)) as r:
+        request(r.port, "/app/staging/forged", "alice:guess", "--early")
+    wait_until(lambda: stats(q)["requests"]["total"] >= 3, "the early request", 10)
+    st = stats(q)
+    assert (st["quic"]["early_data_refused"], st["auth"]["checks"]) == (1, 0), st
+    # the address's own user is let in
+    p = request(q.port, "/app/staging/echo-headers", "alice:s3cret")
+    assert "status 200 " in p.stdout, p
+    assert stats(q)["auth"]["client_throttled"] == 0
+
+
 def test_zero_rtt_ticket_is_taken_once(qproxy_factory, backend_app, tmp_path):
     """A session ticket resumes once (RFC 8446 8.1): the same ticket again,
     as a replayed ClientHello would bring it, gets a whole handshake and no
