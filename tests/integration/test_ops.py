@@ -928,7 +928,8 @@ def test_a_key_log_of_another_user_is_refused(qproxy_factory, backend_app, tmp_p
     """keylog_file's TLS secrets were appended, as root, to a file another
     user had made in its place (keylog_file = /tmp/keys.log, say), who
     could read them whatever mode qproxy gave the file. Such a file is now
-    refused by -t and by the start; one of [global] user's is taken."""
+    refused by -t and by the start, and so is a FIFO of that user's that it
+    reads; one of [global] user's is taken."""
     nobody = _as_root()
     keys = tmp_path / "keys.log"
     keys.write_text("")
@@ -945,12 +946,44 @@ def test_a_key_log_of_another_user_is_refused(qproxy_factory, backend_app, tmp_p
         assert p.returncode != 0 and why in p.stderr, p.stderr
         assert "configuration OK" not in p.stdout
     assert keys.read_text() == "" and keys.stat().st_mode & 0o777 == 0o644
+    # a FIFO of that user's, which it reads: the same
+    fifo = tmp_path / "keys.fifo"
+    os.mkfifo(fifo)
+    os.chown(fifo, 4242, 4242)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        f = qproxy_factory(sections=lambda port, c, k: _sections(
+            c, k, port, backend_app.tcp_server,
+            extra_global=[("user", "nobody"), ("keylog_file", str(fifo))]),
+            start=False)
+        for args, why in ((["-t"], "keylog_file: %s belongs to user 4242" % fifo),
+                          ([], "keylog_file %s: " % fifo)):
+            p = subprocess.run([f.binary, "-c", f.conf] + args, capture_output=True,
+                               text=True, timeout=10 * SLOW)
+            assert p.returncode != 0 and why in p.stderr, p.stderr
+    finally:
+        os.close(reader)
     os.chown(keys, nobody.pw_uid, nobody.pw_gid)
     assert q.start() is not None
     assert h3_get(q.url("/app/bytes/10")).status == 200
     wait_until(lambda: "CLIENT_HANDSHAKE_TRAFFIC_SECRET" in keys.read_text(),
                "the key log's lines")
     assert keys.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_log_fifo_no_one_reads_is_an_error_not_a_wait(qproxy_factory, backend_app,
+                                                       tmp_path):
+    """A log that is a FIFO with no reader: its open waited for one, and the
+    whole process with it (at the start, a reload, a reopen). It is an
+    error now, at once."""
+    fifo = tmp_path / "access.fifo"
+    os.mkfifo(fifo)
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server, extra_global=[("access_log", str(fifo))]),
+        start=False)
+    p = subprocess.run([q.binary, "-c", q.conf], capture_output=True, text=True,
+                       timeout=10 * SLOW)
+    assert p.returncode != 0 and "access_log %s: " % fifo in p.stderr, p.stderr
 
 
 def test_dropped_privileges_keep_the_log_files(qproxy_factory, backend_app, request):
