@@ -35,7 +35,7 @@
  * link put there could have made root append to, and give away, any file.
  */
 #define LOG_FILE_FLAGS	(O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | \
-			    O_NOFOLLOW | O_NOCTTY | O_NONBLOCK)
+			    O_NOFOLLOW | O_NOCTTY)
 #define KEYLOG_MODE	0600
 /* A label, a 32-byte client random and a secret of up to 64 bytes, in hex. */
 #define KEYLOG_LINE_MAX	256
@@ -386,19 +386,17 @@ fatalx(const char *fmt, ...)
  * Opens path for appending with the given mode, not through a symbolic link
  * (ELOOP) and not a file with other hard links (EMLINK); the key log, not
  * a file of a user other than root, qproxy's or user (EPERM), a FIFO's
- * too. A FIFO no one reads is ENXIO, not a wait of the whole process
- * (O_NONBLOCK, taken off once open). The descriptor, or -1 with errno.
+ * too. The descriptor, or -1 with errno.
  */
 static int
 log_file_fd(const char *path, mode_t mode, uid_t user)
 {
 	struct stat st;
-	int	 fd, flags, saved;
+	int	 fd, saved;
 
 	if ((fd = open(path, LOG_FILE_FLAGS, mode)) == -1)
 		return -1;
-	if (fstat(fd, &st) == -1 || (flags = fcntl(fd, F_GETFL)) == -1 ||
-	    fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) == -1)
+	if (fstat(fd, &st) == -1)
 		goto fail;
 	/*
 	 * Nor a file with other names: for the same reason as a symbolic

@@ -971,21 +971,6 @@ def test_a_key_log_of_another_user_is_refused(qproxy_factory, backend_app, tmp_p
     assert keys.stat().st_mode & 0o777 == 0o600
 
 
-def test_a_log_fifo_no_one_reads_is_an_error_not_a_wait(qproxy_factory, backend_app,
-                                                       tmp_path):
-    """A log that is a FIFO with no reader: its open waited for one, and the
-    whole process with it (at the start, a reload, a reopen). It is an
-    error now, at once."""
-    fifo = tmp_path / "access.fifo"
-    os.mkfifo(fifo)
-    q = qproxy_factory(sections=lambda port, c, k: _sections(
-        c, k, port, backend_app.tcp_server, extra_global=[("access_log", str(fifo))]),
-        start=False)
-    p = subprocess.run([q.binary, "-c", q.conf], capture_output=True, text=True,
-                       timeout=10 * SLOW)
-    assert p.returncode != 0 and "access_log %s: " % fifo in p.stderr, p.stderr
-
-
 def test_dropped_privileges_keep_the_log_files(qproxy_factory, backend_app, request):
     """Started as root with user = nobody: the process runs as nobody, and
     the log files it opened as root are nobody's, so that SIGUSR1 can
