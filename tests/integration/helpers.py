@@ -1022,18 +1022,20 @@ def _global_section(shutdown_timeout="10s"):
 
 
 def app_sections(backend_server, glob=(), listener=(), backends=(), routes=(),
-                 first_routes=(), shutdown_timeout="10s"):
+                 first_routes=(), shutdown_timeout="10s", app_route=()):
     """A sections function for qproxy_factory: the usual global and listener
     sections (with glob and listener items added), backend app at
-    backend_server routed from /app/, and any more backends and routes
-    (first_routes before that one, routes after it)."""
+    backend_server routed from /app/ (with app_route items added), and any
+    more backends and routes (first_routes before that one, routes after
+    it)."""
     def sections(port, cert, key):
         g, gitems = _global_section(shutdown_timeout)
         l, litems = _listener_section(port, cert, key)
         return ([(g, gitems + list(glob)), (l, litems + list(listener)),
                  ("backend app", [("server", backend_server)])] + list(backends) +
                 list(first_routes) +
-                [("route app", [("path_prefix", "/app/"), ("backend", "app")])] +
+                [("route app", [("path_prefix", "/app/"), ("backend", "app")] +
+                  list(app_route))] +
                 list(routes))
     return sections
 

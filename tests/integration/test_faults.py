@@ -19,8 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pycurl
 import pytest
 
-from helpers import (SLOW, KiB, MiB, expected_sha256, file_sha256, gtls_fetch,
-                     gtlsclient_binary, h3_get, make_easy, wait_until)
+from helpers import (SLOW, KiB, MiB, app_sections, expected_sha256, file_sha256,
+                     gtls_fetch, gtlsclient_binary, h3_get, make_easy, wait_until)
 from helpers import qproxy_stats as stats
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -677,14 +677,8 @@ def test_allow_goes_by_the_clients_proven_address(qproxy_factory, backend_app):
     at 127.0.0.1, and never reaches the backend. (Its head comes in
     several packets: the path changes after ngtcp2 has read the frames of
     the first packet from a new address.)"""
-    def sections(port, cert, key):
-        return [("global", [("log_level", "debug")]),
-                ("listener main", [("address", "127.0.0.1:%d" % port),
-                                   ("certificate", cert), ("private_key", key)]),
-                ("backend app", [("server", backend_app.tcp_server)]),
-                ("route app", [("path_prefix", "/app/"), ("backend", "app"),
-                               ("allow", "127.0.0.2"), ("deny", "all")])]
-    q = qproxy_factory(sections=sections)
+    q = qproxy_factory(sections=app_sections(
+        backend_app.tcp_server, app_route=[("allow", "127.0.0.2"), ("deny", "all")]))
     with Relay(q.port, seed=1) as r:
         c, col = make_easy("https://127.0.0.1:%d/app/bytes/10?first" % r.port)
         c.perform()

@@ -931,20 +931,27 @@ def test_a_key_log_of_another_user_is_refused(qproxy_factory, backend_app, tmp_p
     refused by -t and by the start, and so is a FIFO of that user's that it
     reads; one of [global] user's is taken."""
     nobody = _as_root()
+
+    def proxy(path):
+        return qproxy_factory(sections=lambda port, c, k: _sections(
+            c, k, port, backend_app.tcp_server,
+            extra_global=[("user", "nobody"), ("keylog_file", str(path))]),
+            start=False)
+
+    def refused(q, path):
+        for args, why in ((["-t"], "keylog_file: %s belongs to user 4242" % path),
+                          ([], "keylog_file %s: " % path)):
+            p = subprocess.run([q.binary, "-c", q.conf] + args, capture_output=True,
+                               text=True, timeout=10 * SLOW)
+            assert p.returncode != 0 and why in p.stderr, p.stderr
+            assert "configuration OK" not in p.stdout
+
     keys = tmp_path / "keys.log"
     keys.write_text("")
     keys.chmod(0o644)
     os.chown(keys, 4242, 4242)
-    q = qproxy_factory(sections=lambda port, c, k: _sections(
-        c, k, port, backend_app.tcp_server,
-        extra_global=[("user", "nobody"), ("keylog_file", str(keys))]),
-        start=False)
-    for args, why in ((["-t"], "keylog_file: %s belongs to user 4242" % keys),
-                      ([], "keylog_file %s: " % keys)):
-        p = subprocess.run([q.binary, "-c", q.conf] + args, capture_output=True,
-                           text=True, timeout=10 * SLOW)
-        assert p.returncode != 0 and why in p.stderr, p.stderr
-        assert "configuration OK" not in p.stdout
+    q = proxy(keys)
+    refused(q, keys)
     assert keys.read_text() == "" and keys.stat().st_mode & 0o777 == 0o644
     # a FIFO of that user's, which it reads: the same
     fifo = tmp_path / "keys.fifo"
@@ -952,15 +959,7 @@ def test_a_key_log_of_another_user_is_refused(qproxy_factory, backend_app, tmp_p
     os.chown(fifo, 4242, 4242)
     reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
     try:
-        f = qproxy_factory(sections=lambda port, c, k: _sections(
-            c, k, port, backend_app.tcp_server,
-            extra_global=[("user", "nobody"), ("keylog_file", str(fifo))]),
-            start=False)
-        for args, why in ((["-t"], "keylog_file: %s belongs to user 4242" % fifo),
-                          ([], "keylog_file %s: " % fifo)):
-            p = subprocess.run([f.binary, "-c", f.conf] + args, capture_output=True,
-                               text=True, timeout=10 * SLOW)
-            assert p.returncode != 0 and why in p.stderr, p.stderr
+        refused(proxy(fifo), fifo)
     finally:
         os.close(reader)
     os.chown(keys, nobody.pw_uid, nobody.pw_gid)

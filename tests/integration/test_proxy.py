@@ -1355,6 +1355,24 @@ def test_path_characters_no_uri_has_are_400(qp, all_backends, char):
     assert res.outcomes and res.outcomes[0].startswith("status 200 "), res
 
 
+def _guard_proxy(qproxy_factory, backend_app):
+    """The route guard tests' proxy: /app/admin/ denied to all before the
+    open /app/, and /svc/ stripped, all to the test backend."""
+    return qproxy_factory(sections=app_sections(backend_app.tcp_server, first_routes=[
+        ("route admin", [("path_prefix", "/app/admin/"), ("backend", "app"),
+                         ("deny", "all")]),
+        ("route svc", [("path_prefix", "/svc/"), ("strip_prefix", "on"),
+                       ("backend", "app")])]))
+
+
+def _raw_status(q, path):
+    """The status of a GET of path as it is, sent by h3raw."""
+    res = h3raw(q.port, [":method: GET", ":scheme: https",
+                         ":authority: 127.0.0.1:%d" % q.port, ":path: %s" % path])
+    assert res.outcomes, (path, res)
+    return res.outcomes[0].split()[1]
+
+
 def test_route_guard_holds_for_a_slash_spelt_twice(qproxy_factory, backend_app):
     """A route's prefix matches a path that spells one of its "/" as
     several, as nginx (merge_slashes), Apache and Tomcat read it:
@@ -1362,17 +1380,11 @@ def test_route_guard_holds_for_a_slash_spelt_twice(qproxy_factory, backend_app):
     "/app/admin/", to a backend that took it for "/app/admin/". The path
     goes to the backend as it came ("//" in a path may mean something to
     it); strip_prefix takes off as much as the prefix matched."""
-    q = qproxy_factory(sections=app_sections(backend_app.tcp_server, first_routes=[
-        ("route admin", [("path_prefix", "/app/admin/"), ("backend", "app"),
-                         ("deny", "all")]),
-        ("route svc", [("path_prefix", "/svc/"), ("strip_prefix", "on"),
-                       ("backend", "app")])]))
+    q = _guard_proxy(qproxy_factory, backend_app)
     before = backend_app.count
     for path in ("/app//admin/echo-headers", "//app/admin/echo-headers",
                  "/app///admin/echo-headers"):
-        res = h3raw(q.port, [":method: GET", ":scheme: https",
-                             ":authority: 127.0.0.1:%d" % q.port, ":path: %s" % path])
-        assert res.outcomes and res.outcomes[0].startswith("status 403 "), (path, res)
+        assert _raw_status(q, path) == "403", path
     assert backend_app.count == before
     for sent, target in (("/app/x//echo-headers", "/app/x//echo-headers"),
                          ("/svc//echo-headers", "/echo-headers")):
@@ -1393,26 +1405,15 @@ def test_route_guard_holds_for_an_encoded_slash(qproxy_factory, backend_app):
     they have taken ";" and what follows off. The path goes to the
     backend as it came ("%2F" in an ID means something to it); strip_prefix
     takes off as much as the prefix matched."""
-    q = qproxy_factory(sections=app_sections(backend_app.tcp_server, first_routes=[
-        ("route admin", [("path_prefix", "/app/admin/"), ("backend", "app"),
-                         ("deny", "all")]),
-        ("route svc", [("path_prefix", "/svc/"), ("strip_prefix", "on"),
-                       ("backend", "app")])]))
-
-    def status(path):
-        res = h3raw(q.port, [":method: GET", ":scheme: https",
-                             ":authority: 127.0.0.1:%d" % q.port, ":path: %s" % path])
-        assert res.outcomes, (path, res)
-        return res.outcomes[0].split()[1]
-
+    q = _guard_proxy(qproxy_factory, backend_app)
     before = backend_app.count
     for path in ("/app/admin%2Fecho-headers", "/app%2fadmin/echo-headers",
                  "/app/%5Cadmin/echo-headers", "/app%2F%2Fadmin%5c%2Fecho-headers"):
-        assert status(path) == "403", path
+        assert _raw_status(q, path) == "403", path
     for path in ("/app/x/..%2Fadmin/echo-headers", "/app/x%2F..%2Fadmin/echo-headers",
                  "/app/x/%2e%2e%5cadmin/echo-headers", "/app/.%2Fadmin/echo-headers",
                  "/app/x/..;/admin/echo-headers", "/app/x/..;jsessionid=1/admin/"):
-        assert status(path) == "400", path
+        assert _raw_status(q, path) == "400", path
     assert backend_app.count == before
     for sent, target in (("/app/a%2Fb/echo-headers", "/app/a%2Fb/echo-headers"),
                          ("/svc%2Fecho-headers", "/echo-headers"),
@@ -1431,20 +1432,14 @@ def test_route_guard_holds_for_a_segment_with_parameters(qproxy_factory, backend
     before it decodes). The path goes to the backend as it came;
     strip_prefix takes off as much as the prefix matched, empty segments'
     parameters included."""
-    q = qproxy_factory(sections=app_sections(backend_app.tcp_server, first_routes=[
-        ("route admin", [("path_prefix", "/app/admin/"), ("backend", "app"),
-                         ("deny", "all")]),
-        ("route svc", [("path_prefix", "/svc/"), ("strip_prefix", "on"),
-                       ("backend", "app")])]))
+    q = _guard_proxy(qproxy_factory, backend_app)
     before = backend_app.count
     for path in ("/app/admin;x/echo-headers", "/app;jsessionid=1/admin/echo-headers",
                  "/app;a=1;b=2/admin;/echo-headers", "/app;x//admin%2Fecho-headers",
                  # Tomcat takes parameters off before it decodes: an
                  # encoded "/" is one of them
                  "/app;%2Fx/admin/echo-headers", "/app;x%5Cy/admin/echo-headers"):
-        res = h3raw(q.port, [":method: GET", ":scheme: https",
-                             ":authority: 127.0.0.1:%d" % q.port, ":path: %s" % path])
-        assert res.outcomes and res.outcomes[0].startswith("status 403 "), (path, res)
+        assert _raw_status(q, path) == "403", path
     assert backend_app.count == before
     for sent, target in (("/app/a;b/echo-headers", "/app/a;b/echo-headers"),
                          ("/app/adm;x/in/echo-headers", "/app/adm;x/in/echo-headers"),
@@ -1593,15 +1588,9 @@ def test_forwarded_fields_of_untrusted_clients_are_replaced(qp, qproxy_factory,
     assert header_values(j, "via")[0].startswith("1.1 edge, 3 "), j
     for name in said:
         assert header_values(j, name) == [], (name, j)
-
-    def sections(port, cert, key):
-        return [("global", [("trusted_proxies", "127.0.0.0/8")]),
-                ("listener main", [("address", "127.0.0.1:%d" % port),
-                                   ("certificate", cert), ("private_key", key)]),
-                ("backend app", [("server", backend_app.tcp_server)]),
-                ("route app", [("path_prefix", "/app/"), ("backend", "app"),
-                               ("set_request_header", "X-Forwarded-Prefix: /app")])]
-    q = qproxy_factory(sections=sections)
+    q = qproxy_factory(sections=app_sections(
+        backend_app.tcp_server, glob=[("trusted_proxies", "127.0.0.0/8")],
+        app_route=[("set_request_header", "X-Forwarded-Prefix: /app")]))
     j = h3_get(q.url("/app/echo-headers?trusted"), headers=forged).json()
     assert header_values(j, "x-forwarded-for") == ["6.6.6.6, 127.0.0.1"], j
     assert header_values(j, "forwarded") == [
