@@ -383,6 +383,19 @@ fatalx(const char *fmt, ...)
 }
 
 /*
+ * The key log's secrets are for root and qproxy's users only: a file
+ * another user made in its place (in /tmp, say) would have been written to
+ * as root, and read by that user whatever its mode; a FIFO of theirs, read
+ * by them. A device (/dev/null) is root's.
+ */
+int
+log_keylog_owner_ok(mode_t mode, uid_t owner, uid_t user)
+{
+	return S_ISCHR(mode) || owner == 0 || owner == geteuid() ||
+	    owner == user;
+}
+
+/*
  * Opens path for appending with the given mode, not through a symbolic link
  * (ELOOP) and not a file with other hard links (EMLINK); the key log, not
  * a file of a user other than root, qproxy's or user (EPERM), a FIFO's
@@ -407,14 +420,8 @@ log_file_fd(const char *path, mode_t mode, uid_t user)
 		errno = EMLINK;
 		goto fail;
 	}
-	/*
-	 * The key log's secrets are for root and qproxy's users only: a file
-	 * another user made in its place (in /tmp, say) would have been
-	 * written to as root, and read by that user whatever its mode; a
-	 * FIFO of theirs, read by them. A device (/dev/null) is root's.
-	 */
-	if (mode == KEYLOG_MODE && !S_ISCHR(st.st_mode) && st.st_uid != 0 &&
-	    st.st_uid != geteuid() && st.st_uid != user) {
+	if (mode == KEYLOG_MODE &&
+	    !log_keylog_owner_ok(st.st_mode, st.st_uid, user)) {
 		errno = EPERM;
 		goto fail;
 	}

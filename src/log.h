@@ -75,6 +75,12 @@ struct log_file {
  */
 int	log_file_prepare(struct log_file *, enum log_kind, const char *path,
 	    uid_t user);
+/*
+ * Whether a key log of this owner and type may be written: a device
+ * (/dev/null), or a file or FIFO of root's, qproxy's or user's ((uid_t)-1:
+ * none). For log_file_prepare and for qproxy -t alike.
+ */
+int	log_keylog_owner_ok(mode_t mode, uid_t owner, uid_t user);
 /* Makes it the log of its kind, closing the one before; json: access log. */
 void	log_file_install(struct log_file *, enum log_kind, int format);
 void	log_file_discard(struct log_file *);

@@ -948,9 +948,9 @@ check_log_file(const struct config *cfg, const char *key, const char *path)
 		what = "is a directory";
 	else if (S_ISREG(st.st_mode) && st.st_nlink > 1)
 		what = "has other hard links, which is refused";
-	else if (!S_ISCHR(st.st_mode) && strcmp(key, "keylog_file") == 0 &&
-	    st.st_uid != 0 && st.st_uid != geteuid() &&
-	    (cfg->user == NULL || st.st_uid != cfg->uid)) {
+	else if (strcmp(key, "keylog_file") == 0 &&
+	    !log_keylog_owner_ok(st.st_mode, st.st_uid,
+	    cfg->user != NULL ? cfg->uid : (uid_t)-1)) {
 		snprintf(owner, sizeof(owner), "belongs to user %u; it must "
 		    "be root's or qproxy's", (unsigned)st.st_uid);
 		what = owner;
