@@ -39,6 +39,28 @@ static int ctl_http;
 #define CTL_HTTP_HEAD_MAX	8192	/* bytes of request head read */
 #define CTL_HTTP_TIMEOUT_MS	5000	/* for the whole head */
 
+/*
+ * Writes a reply's text as it came, but for control bytes other than a
+ * newline or a tab, which are written as \xNN: whatever is bound at the
+ * socket path cannot move a terminal's cursor, retitle it or the like.
+ */
+static void
+ctl_print(FILE *f, const char *p, size_t len)
+{
+	size_t i, run = 0;
+	unsigned char c;
+
+	for (i = 0; i < len; i++) {
+		c = (unsigned char)p[i];
+		if ((c >= 0x20 && c != 0x7f) || c == '\n' || c == '\t')
+			continue;
+		fwrite(p + run, 1, i - run, f);
+		fprintf(f, "\\x%02x", c);
+		run = i + 1;
+	}
+	fwrite(p + run, 1, len - run, f);
+}
+
 /* Writes an HTTP response; HEAD gets the head only. */
 static void
 ctl_http_respond(int status, const char *reason, const char *type,
@@ -401,10 +423,12 @@ ctl_http_linger(void)
 static void
 ctl_cut(int whole, const char *why)
 {
-	if (whole == 0)
-		fprintf(stderr, "qproxyctl: %s: the reply is incomplete: %s\n",
-		    ctl_socket, why);
-	else
+	if (whole == 0) {
+		fprintf(stderr, "qproxyctl: %s: the reply is incomplete: ",
+		    ctl_socket);
+		ctl_print(stderr, why, strlen(why));
+		fputc('\n', stderr);
+	} else
 		fprintf(stderr, "qproxyctl: %s: the reply was cut short\n",
 		    ctl_socket);
 }
@@ -540,7 +564,7 @@ main(int argc, char *argv[])
 	}
 	if (len >= 3 && memcmp(p, "OK\n", 3) == 0) {
 		/* what came, cut short or not, then whether it is whole */
-		fwrite(p + 3, 1, len - 3, stdout);
+		ctl_print(stdout, p + 3, len - 3);
 		strbuf_free(&reply);
 		if (fflush(stdout) == EOF || ferror(stdout)) {
 			fprintf(stderr, "qproxyctl: stdout: %s\n",
@@ -557,8 +581,9 @@ main(int argc, char *argv[])
 	    (nl = memchr(p, '\n', len)) != NULL) {
 		if (ctl_http)
 			ctl_http_error(503, ctl_http_reason(503));
-		fprintf(stderr, "qproxyctl: %.*s\n", (int)(nl - p - 4), p + 4);
-		fwrite(nl + 1, 1, len - (size_t)(nl + 1 - p), stderr);
+		fputs("qproxyctl: ", stderr);
+		ctl_print(stderr, p + 4, (size_t)(nl + 1 - (p + 4)));
+		ctl_print(stderr, nl + 1, len - (size_t)(nl + 1 - p));
 		strbuf_free(&reply);
 		return 1;
 	}

@@ -592,6 +592,26 @@ def test_a_reply_without_its_end_line_is_cut_short(tmp_path, end, status, said):
     assert p.stderr == want, show(p)
 
 
+@pytest.mark.parametrize("reply,out,err", [
+    (b"OK\nrow \x1b]0;owned\x07 \x1b[2J\r\x7f\ttab\n\0END\n",
+     b"row \\x1b]0;owned\\x07 \\x1b[2J\\x0d\\x7f\ttab\n", b""),
+    (b"ERR no\x1b[31m\nmore\x9b\x1b\n\0END\n",
+     b"", b"qproxyctl: no\\x1b[31m\nmore\x9b\\x1b\n"),
+    (b"OK\nrow\n\0CUT gone\x1b[H\n", b"row\n",
+     b"qproxyctl: %s: the reply is incomplete: gone\\x1b[H\n"),
+], ids=["ok", "err", "cut"])
+def test_control_bytes_in_a_reply_are_shown_escaped(tmp_path, reply, out, err):
+    """Whatever is bound at the socket path could write terminal escapes
+    (clear the screen, set the window's title, move the cursor) through
+    qproxyctl, which printed the reply as it came. Control bytes other than
+    a newline and a tab are now written as \\xNN, on both outputs."""
+    path = str(tmp_path / "control.sock")
+    p, lines = fake_daemon(path, lambda line: reply, ["conns"])
+    assert lines == [b"QPROXY/2 conns\n"]
+    assert p.stdout == out, show(p)
+    assert p.stderr == (err % path.encode() if b"%s" in err else err), show(p)
+
+
 def test_a_reply_has_ten_seconds_for_each_piece_not_for_all(tmp_path):
     """qproxyctl waits ten seconds for the reply to begin, and ten again
     after each piece of it: a long reply that the daemon makes as it goes
