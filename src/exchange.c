@@ -1331,7 +1331,7 @@ early_method_allowed(const struct exchange *ex)
 	const char *allowed = lc != NULL && lc->early_data_methods != NULL ?
 	    lc->early_data_methods : " GET HEAD OPTIONS ";
 
-	return route_method_in(allowed, request_method(&ex->req));
+	return request_methods_in(&ex->req, allowed);
 }
 
 void

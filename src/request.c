@@ -15,6 +15,7 @@
 #include "bytes.h"
 #include "config.h"
 #include "request.h"
+#include "route.h"
 
 static int
 fail(struct request *r, enum request_error e, const char *why)
@@ -170,6 +171,7 @@ enum field_kind {
 	FK_MAX_FORWARDS,	/* less one, for OPTIONS and TRACE */
 	FK_TE,		/* "trailers" alone (field_connection), said again */
 	FK_PROXY,	/* what a proxy says of the client: trusted_proxies' */
+	FK_METHOD,	/* a method in place of the request's: copied as it is */
 };
 
 static uint32_t
@@ -204,6 +206,10 @@ field_kind(const uint8_t *name, size_t len)
 		K("x-forwarded-port", FK_PROXY),
 		K("x-forwarded-prefix", FK_PROXY),
 		K("x-original-url", FK_PROXY), K("x-rewrite-url", FK_PROXY),
+		/* what frameworks take for the method (request_methods_in) */
+		K("x-http-method-override", FK_METHOD),
+		K("x-http-method", FK_METHOD),
+		K("x-method-override", FK_METHOD),
 #undef K
 	};
 
@@ -880,6 +886,42 @@ request_field_count(const struct request *r, const char *name)
 }
 
 bool
+request_methods_in(const struct request *r, const char *list)
+{
+	const char *v, *e, *end;
+	char m[32];
+	size_t n;
+
+	if (!route_method_in(list, request_method(r)))
+		return false;
+	for (size_t i = 0; i < r->nfields; i++) {
+		if (r->fields[i].kind != FK_METHOD)
+			continue;
+		/* each element, in upper case: a framework may take any */
+		for (v = fvalue(r, (int)i); ; v = e + 1) {
+			end = strchr(v, ',');
+			e = end != NULL ? end : v + strlen(v);
+			for (; v < e && (*v == ' ' || *v == '\t'); v++)
+				;
+			for (n = 0; v + n < e; n++) {
+				if (n == sizeof(m) - 1)
+					return false;
+				m[n] = (char)toupper((unsigned char)v[n]);
+			}
+			for (; n > 0 && (m[n - 1] == ' ' || m[n - 1] == '\t'); n--)
+				;
+			m[n] = '\0';
+			if (n > 0 && (strpbrk(m, " \t") != NULL ||
+			    !route_method_in(list, m)))
+				return false;
+			if (end == NULL)
+				break;
+		}
+	}
+	return true;
+}
+
+bool
 request_has_field(const struct request *r, const char *name,
     const char *value)
 {
@@ -1034,6 +1076,7 @@ request_write_http1(const struct request *r, const struct request_forward *fw,
 
 	for (size_t i = 0; i < r->nfields; i++) {
 		if (r->fields[i].kind != FK_PLAIN &&
+		    r->fields[i].kind != FK_METHOD &&
 		    (r->fields[i].kind != FK_PROXY || !fw->keep_forwarded))
 			continue;
 		if (set != NULL && header_is_set(set, fname(r, (int)i),

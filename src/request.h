@@ -127,6 +127,14 @@ const char *request_method(const struct request *);
 const char *request_field(const struct request *, const char *name);
 /* How many fields of that (lowercase) name it has. */
 size_t	request_field_count(const struct request *, const char *name);
+/*
+ * Whether the request's method is in list (" GET HEAD "), and so is each
+ * method its X-HTTP-Method-Override, X-HTTP-Method or X-Method-Override
+ * fields name, in upper case: applications that take one in place of the
+ * method would otherwise make a request a route's methods or
+ * early_data_methods keep out.
+ */
+bool	request_methods_in(const struct request *, const char *list);
 /* Whether a field of that (lowercase) name has this value, or any when
    value is NULL. */
 bool	request_has_field(const struct request *, const char *name,

@@ -226,8 +226,7 @@ route_request_match(const struct config_route *r, const struct request *req)
 {
 	if (req == NULL)
 		return true;
-	if (r->methods != NULL &&
-	    !route_method_in(r->methods, request_method(req)))
+	if (r->methods != NULL && !request_methods_in(req, r->methods))
 		return false;
 	for (size_t i = 0; i < r->match_headers.n; i++)
 		if (!request_has_field(req, r->match_headers.v[i].name,

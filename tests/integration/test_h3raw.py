@@ -444,7 +444,8 @@ FORBIDDEN_TRAILERS = [
     "x-client-ip: 192.0.2.66", "true-client-ip: 192.0.2.66",
     "x-cluster-client-ip: 192.0.2.66", "x-forwarded-host: evil.example",
     "x-forwarded-port: 8443", "x-forwarded-prefix: /evil", "x-original-url: /admin",
-    "x-rewrite-url: /admin"]
+    "x-rewrite-url: /admin", "x-http-method-override: DELETE",
+    "x-http-method: DELETE", "x-method-override: DELETE"]
 
 # a response's fields, which a response's trailer section may not carry
 # (test_proxy's RESPONSE_FORBIDDEN_TRAILERS): in a request's they say

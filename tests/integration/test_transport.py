@@ -930,6 +930,38 @@ def test_zero_rtt_from_an_unproven_address_spends_no_password_check_of_it(
     assert stats(q)["auth"]["client_throttled"] == 0
 
 
+def test_zero_rtt_get_that_overrides_its_method_is_too_early(
+        qproxy_factory, backend_app, tmp_path):
+    """Applications that take X-HTTP-Method-Override (or X-HTTP-Method,
+    X-Method-Override) in place of the method would make a GET in early
+    data, which a replayed ClientHello serves again, a DELETE. A request
+    whose override names a method outside early_data_methods is answered
+    425; one that names a method inside it is served."""
+    q = qproxy_factory(sections=_early_sections(backend_app.tcp_server,
+                                                str(tmp_path / "s")))
+    sess = str(tmp_path / "session")
+
+    def request(path, *extra):
+        return subprocess.run(
+            [h3raw_binary(), "-H", ":method: GET", "-H", ":scheme: https",
+             "-H", ":authority: 127.0.0.1:%d" % q.port, "-H", ":path: " + path,
+             "--session-file", sess, "-t", "5"] + list(extra) +
+            ["127.0.0.1", str(q.port)], capture_output=True, text=True, timeout=30)
+    for field, status in (("x-http-method-override: DELETE", 425),
+                          ("x-http-method: put", 425),
+                          ("x-method-override: HEAD, POST", 425),
+                          ("x-http-method-override: HEAD", 200)):
+        p = request("/ping")        # a ticket, which resumes once
+        assert "status 200 " in p.stdout, p
+        before = backend_app.count
+        p = request("/app/early/echo-headers", "--early", "-H", field)
+        assert "resumed yes" in p.stdout, (field, p)
+        assert "status %d " % status in p.stdout, (field, p)
+        assert len(backend_app.requests_since(before)) == (status == 200), field
+    st = stats(q)["quic"]
+    assert (st["early_data_requests"], st["early_data_refused"]) == (1, 3), st
+
+
 def test_zero_rtt_ticket_is_taken_once(qproxy_factory, backend_app, tmp_path):
     """A session ticket resumes once (RFC 8446 8.1): the same ticket again,
     as a replayed ClientHello would bring it, gets a whole handshake and no

@@ -226,6 +226,27 @@ test_methods(void)
 	CHECK_EQ_STR(M("DELETE", "/api/x"), "rest");
 	CHECK_EQ_STR(M("GET", "/other"), "rest");
 #undef M
+	/*
+	 * a method-override field's methods must be the route's too: an
+	 * application that takes it would make a "read" request a DELETE
+	 */
+#define O(method, field) test_match_req(&cfg, method, "/api/x", \
+	    (const char *const[]){ field, NULL })
+	CHECK_EQ_STR(O("GET", "x-http-method-override: DELETE"), "rest");
+	CHECK_EQ_STR(O("GET", "x-http-method: delete"), "rest");
+	CHECK_EQ_STR(O("GET", "x-method-override: Delete"), "rest");
+	CHECK_EQ_STR(O("GET", "x-http-method-override: HEAD"), "read");
+	CHECK_EQ_STR(O("POST", "x-http-method-override: patch-x"), "write");
+	CHECK_EQ_STR(O("POST", "x-http-method-override: GET"), "rest");
+	/* every element of a list, an empty one being none */
+	CHECK_EQ_STR(O("GET", "x-http-method-override: HEAD, ,GET"), "read");
+	CHECK_EQ_STR(O("GET", "x-http-method-override: HEAD,DELETE"), "rest");
+	CHECK_EQ_STR(O("GET", "x-http-method-override: HEAD GET"), "rest");
+	CHECK_EQ_STR(O("GET", "x-http-method-override: "), "read");
+	CHECK_EQ_STR(O("GET", "x-http-method-override: "
+	    "GETGETGETGETGETGETGETGETGETGETGET"), "rest");
+	CHECK_EQ_STR(O("GET", "x-http-method-overrides: DELETE"), "read");
+#undef O
 	/* no request given: the methods are not looked at */
 	CHECK_EQ_STR(route_match_host(&cfg, "h", 1, "/api/", 5, NULL)->name,
 	    "read");
