@@ -2783,19 +2783,21 @@ quic_render_peers(struct strbuf *out, bool json, size_t clients,
 		strbuf_printf(out, "]}\n");
 }
 
-/* The connection's local and peer addresses as text, ADDR_STRLEN each. */
+/*
+ * The connection's local address and its client's, the proven one (that
+ * of the logs, and of allow and deny; not a new path's before it is
+ * validated), as text, ADDR_STRLEN each.
+ */
 static void
 conn_addrs(struct qconn *qc, char *lbuf, char *rbuf)
 {
 	const ngtcp2_path *path = ngtcp2_conn_get_path(qc->conn);
-	struct addr local, remote;
+	struct addr local;
 
 	addr_set(&local, (const struct sockaddr *)path->local.addr,
 	    path->local.addrlen);
-	addr_set(&remote, (const struct sockaddr *)path->remote.addr,
-	    path->remote.addrlen);
 	addr_format(&local, lbuf, ADDR_STRLEN);
-	addr_format(&remote, rbuf, ADDR_STRLEN);
+	addr_format(&qc->proven, rbuf, ADDR_STRLEN);
 }
 
 struct conns_cursor *

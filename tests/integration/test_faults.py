@@ -20,7 +20,8 @@ import pycurl
 import pytest
 
 from helpers import (SLOW, KiB, MiB, app_sections, expected_sha256, file_sha256,
-                     gtls_fetch, gtlsclient_binary, h3_get, make_easy, wait_until)
+                     gtls_fetch, gtlsclient_binary, h3_get, make_easy, qproxyctl,
+                     wait_until)
 from helpers import qproxy_stats as stats
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -707,6 +708,9 @@ def test_allow_goes_by_the_clients_proven_address(qproxy_factory, backend_app):
         wait_until(lambda: stats(q)["requests"]["forbidden"] == 2 or
                    backend_app.requests_since(before),
                    "the second request, refused or forwarded")
+        # qproxyctl conns shows the proven address too, as the logs do
+        conns = json.loads(qproxyctl(q, "conns", "--json").stdout)["connections"]
+        assert [x["peer"].split(":")[0] for x in conns] == ["127.0.0.1"], conns
     quic = stats(q)["quic"]
     assert quic["path_validations_ok"] == 0, "the new path was validated after all: %s" % quic
     assert backend_app.requests_since(before) == []
