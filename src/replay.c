@@ -28,6 +28,7 @@ struct replay {
 	size_t			 head, n;
 	double			 lifetime;
 	uint64_t		 evicted;
+	double			 evicted_at;	/* the last's time added */
 };
 
 struct replay *
@@ -152,6 +153,7 @@ replay_add(struct replay *r, uint64_t hash, double now)
 	if (r->n == r->size && (r->size == r->max || !replay_grow(r))) {
 		if (r->size == 0)
 			return false;	/* no memory at all */
+		r->evicted_at = r->ring[r->head].expires - r->lifetime;
 		replay_drop(r);
 		r->evicted++;
 	}
@@ -176,4 +178,10 @@ uint64_t
 replay_evicted(const struct replay *r)
 {
 	return r->evicted;
+}
+
+double
+replay_evicted_at(const struct replay *r)
+{
+	return r->evicted_at;
 }

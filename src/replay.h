@@ -39,5 +39,7 @@ bool		 replay_add(struct replay *, uint64_t key, double now);
    were forgotten early. */
 size_t		 replay_count(struct replay *, double now);
 uint64_t	 replay_evicted(const struct replay *);
+/* When the last of those forgotten early was added (0 when none was). */
+double		 replay_evicted_at(const struct replay *);
 
 #endif

@@ -75,6 +75,7 @@ server_new(struct ev_loop *loop)
 		return NULL;
 	srv->loop = loop;
 	srv->started = mono_now();
+	tls_tickets_start(srv->started);
 	ev_periodic_init(&srv->cert_timer, cert_timer_cb, 0., 0., NULL);
 	srv->cert_timer.data = srv;
 	LIST_INIT(&srv->socks);
@@ -950,6 +951,7 @@ static const struct stats_row {
 	ROW("quic", "tickets_reused", tickets_reused),
 	GAUGE("quic", "tickets_remembered", tickets_remembered),
 	ROW("quic", "tickets_forgotten", tickets_forgotten),
+	ROW("quic", "tickets_unsure", tickets_unsure),
 	ROW("quic", "hello_retries", hello_retries),
 	ROW("quic", "new_tokens_sent", new_tokens_sent),
 	ROW("quic", "stateless_resets_sent", stateless_resets_sent),

@@ -73,6 +73,7 @@ struct stats {
 	uint64_t	tickets_remembered;	/* now: see tls.c */
 	uint64_t	tokens_forgotten;	/* early, for room */
 	uint64_t	tickets_forgotten;	/* early, for room */
+	uint64_t	tickets_unsure;		/* perhaps taken before: tls.c */
 	uint64_t	new_tokens_sent;
 	uint64_t	stateless_resets_sent;
 	uint64_t	stateless_resets_limited;	/* over the rate */

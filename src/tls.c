@@ -44,6 +44,15 @@ static char alpn_h3[] = "h3";
 static uint8_t ticket_secret[32];
 
 /*
+ * A replay of a ClientHello resumes only within 12 seconds of it: wolfSSL
+ * refuses a ticket whose age, as its client gives it, falls short of the
+ * time since the ticket was issued by more than 11 s (its
+ * MAX_TICKET_AGE_DIFF, 10 s, and a second; RFC 8446 8.3). A second more
+ * for the clocks. test_transport checks wolfSSL's part.
+ */
+#define TICKET_FRESH	12.
+
+/*
  * Tickets resumed with, each taken once (RFC 8446 8.1): a ClientHello
  * replayed, with its 0-RTT requests, would resume again and have them
  * served twice. A ticket seen before is refused, and its client makes a
@@ -51,8 +60,18 @@ static uint8_t ticket_secret[32];
  * every connection, as qproxy does, never sees it. Remembered for two
  * key epochs (a ticket is good for one), TICKETS_TAKEN_MAX at most, the
  * oldest forgotten first; each process keeps its own.
+ *
+ * What a process does not remember, it cannot tell from a ticket never
+ * taken: one taken by the process before it (a restart, an upgrade, a
+ * worker started again), or one it let go for room. For TICKET_FRESH
+ * after its start, or after it let go one it took less than TICKET_FRESH
+ * before, such a ticket could be a replay's, and one that may carry early
+ * data resumes nothing (wolfSSL cannot resume a ticket and refuse its
+ * early data). Tickets the process issued itself in its first
+ * TICKET_FRESH are remembered that long, and resume.
  */
-static struct replay *tickets_taken;
+static struct replay *tickets_taken, *tickets_issued;
+static double tickets_begun, tickets_unsure_until;
 
 size_t
 tls_tickets_remembered(void)
@@ -67,23 +86,70 @@ tls_tickets_forgotten(void)
 	return tickets_taken != NULL ? replay_evicted(tickets_taken) : 0;
 }
 
+void
+tls_tickets_start(double now)
+{
+	tickets_begun = now;
+	tickets_unsure_until = now + TICKET_FRESH;
+	replay_free(tickets_issued);
+	tickets_issued = replay_new(TICKETS_TAKEN_MAX, TICKET_FRESH);
+}
+
+/* A ticket's identity: its IV and tag, which no two tickets share. */
+static void
+ticket_id(uint8_t id[TICKET_IVLEN + WOLFSSL_TICKET_MAC_SZ],
+    const uint8_t *iv, const uint8_t *mac)
+{
+	memcpy(id, iv, TICKET_IVLEN);
+	memcpy(id + TICKET_IVLEN, mac, WOLFSSL_TICKET_MAC_SZ);
+}
+
 /*
- * A ClientHello sent again after a HelloRetryRequest repeats its ticket
- * (RFC 8446 4.1.4): that is the same connection's, not a replay, and
- * resumes.
+ * Those issued in the process's first TICKET_FRESH, then; NULL after it
+ * (the table let go), or for no memory.
  */
-static bool
-ticket_taken(struct tls_conn *tc, const uint8_t *iv, const uint8_t *mac)
+static struct replay *
+tickets_issued_now(double now)
+{
+	if (tickets_issued != NULL && now >= tickets_begun + TICKET_FRESH) {
+		replay_free(tickets_issued);
+		tickets_issued = NULL;
+	}
+	return tickets_issued;
+}
+
+/* A ticket issued now. */
+static void
+ticket_issued(const uint8_t *iv, const uint8_t *mac)
 {
 	uint8_t id[TICKET_IVLEN + WOLFSSL_TICKET_MAC_SZ];
-	uint64_t key;
 	double now = mono_now();
+
+	if (tickets_issued_now(now) == NULL)
+		return;
+	ticket_id(id, iv, mac);
+	(void)replay_add(tickets_issued, replay_key(tickets_issued, id,
+	    sizeof(id)), now);
+}
+
+/*
+ * Whether a ticket must resume nothing: taken before, or perhaps taken
+ * (above) when it may carry early data. A ClientHello sent again after a
+ * HelloRetryRequest repeats its ticket (RFC 8446 4.1.4): that is the same
+ * connection's, not a replay, and resumes.
+ */
+static bool
+ticket_taken(struct tls_conn *tc, const uint8_t *iv, const uint8_t *mac,
+    bool early)
+{
+	uint8_t id[TICKET_IVLEN + WOLFSSL_TICKET_MAC_SZ];
+	uint64_t key, evicted;
+	double now = mono_now(), taken;
 
 	if (tickets_taken == NULL && (tickets_taken = replay_new(
 	    TICKETS_TAKEN_MAX, 2. * TICKET_EPOCH)) == NULL)
 		return true;	/* no memory: no resumption */
-	memcpy(id, iv, TICKET_IVLEN);
-	memcpy(id + TICKET_IVLEN, mac, WOLFSSL_TICKET_MAC_SZ);
+	ticket_id(id, iv, mac);
 	key = replay_key(tickets_taken, id, sizeof(id));
 	if (tc != NULL && tc->took_ticket && tc->ticket == key)
 		return false;
@@ -91,7 +157,19 @@ ticket_taken(struct tls_conn *tc, const uint8_t *iv, const uint8_t *mac)
 		stats.tickets_reused++;
 		return true;
 	}
-	(void)replay_add(tickets_taken, key, now);
+	if (early && now < tickets_unsure_until &&
+	    (tickets_issued_now(now) == NULL || !replay_seen(tickets_issued,
+	    replay_key(tickets_issued, id, sizeof(id)), now))) {
+		stats.tickets_unsure++;
+		return true;
+	}
+	evicted = replay_evicted(tickets_taken);
+	if (!replay_add(tickets_taken, key, now))	/* not remembered */
+		tickets_unsure_until = now + TICKET_FRESH;
+	else if (replay_evicted(tickets_taken) != evicted &&
+	    (taken = replay_evicted_at(tickets_taken)) + TICKET_FRESH >
+	    tickets_unsure_until)
+		tickets_unsure_until = taken + TICKET_FRESH;
 	if (tc != NULL) {
 		tc->ticket = key;
 		tc->took_ticket = true;
@@ -132,6 +210,7 @@ struct tls_cert {
 struct tls_ctx_data {
 	struct tls_cert	*certs;
 	size_t		 ncerts;
+	bool		 early;		/* its tickets may carry early data */
 	size_t		 len;
 	uint8_t		 data[];
 };
@@ -210,6 +289,7 @@ ticket_cb(WOLFSSL *ssl, unsigned char name[WOLFSSL_TICKET_NAME_SZ],
 				break;
 			}
 			*outlen = len;
+			ticket_issued(iv, mac);
 			rv = WOLFSSL_TICKET_RET_OK;
 			break;
 		}
@@ -220,7 +300,7 @@ ticket_cb(WOLFSSL *ssl, unsigned char name[WOLFSSL_TICKET_NAME_SZ],
 		    TICKET_IVLEN, mac, 16, name, WOLFSSL_TICKET_NAME_SZ) != 0)
 			break;
 		*outlen = len;
-		if (ticket_taken(tc, iv, mac))
+		if (ticket_taken(tc, iv, mac, d != NULL && d->early))
 			break;
 		/*
 		 * The last epoch's ticket is as good (its age is wolfSSL's to
@@ -929,6 +1009,7 @@ tls_ctx_new(const struct config_cert *certs, size_t ncerts, bool early_data,
 		return NULL;
 	}
 	d->ncerts = ncerts;
+	d->early = early_data;
 	d->len = zrttlen;
 	if (zrttlen > 0)
 		memcpy(d->data, zrtt, zrttlen);

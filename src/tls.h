@@ -41,6 +41,12 @@ int		 tls_init(void);
  * accepted, so restarts and reloads keep tickets, and 0-RTT, working.
  */
 void		 tls_set_ticket_secret(const uint8_t *, size_t);
+/*
+ * A process that serves begins here (now: mono_now()): for 12 seconds, a
+ * ticket that may carry early data and that it did not issue resumes
+ * nothing, as the process before it may have taken it (see tls.c).
+ */
+void		 tls_tickets_start(double now);
 /* The session tickets remembered as taken now (see tls.c). */
 size_t		 tls_tickets_remembered(void);
 /* Of them, those let go early for room (the oldest first). */

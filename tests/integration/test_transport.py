@@ -16,8 +16,7 @@ import pytest
 
 from helpers import (SLOW, expected_body, expected_sha256, file_sha256, gtls_fetch,
                      gtlsclient_binary, h3_get, h3raw, h3raw_binary, long_header_cids,
-                     preload_agefill, preload_clock, preload_sendshim, preload_timeshift,
-                     render_config,
+                     preload_agefill, preload_clock, preload_sendshim, render_config,
                      timeshift_library, wait_until)
 from test_ops import qproxyctl, stats
 from backend import free_udp_port
@@ -1066,16 +1065,65 @@ def test_zero_rtt_after_hello_retry_request_with_more_bytes(qproxy_factory, back
     assert (tmp_path / "11").read_bytes() == expected_body(11)
 
 
-def test_zero_rtt_survives_a_restart(qproxy_factory, backend_app, tmp_path):
+def test_zero_rtt_survives_a_restart_after_twelve_seconds(qproxy_factory, backend_app,
+                                                         tmp_path):
+    """Tickets come from the secret file, so a restart keeps them good;
+    the tickets taken are the process's, in memory. A ClientHello replayed
+    soon after it was sent (wolfSSL takes one up to 11 s late: see
+    test_a_replay_more_than_eleven_seconds_late_resumes_nothing), after a
+    restart, found its ticket not taken and was served again, early data
+    and all. For 12 s after it starts, a process resumes only the tickets
+    it issued: one of the process before resumes nothing (its client makes
+    a full handshake, its request served in it); after that, it resumes
+    with early data."""
     make = _early_sections(backend_app.tcp_server, str(tmp_path / "s"))
     q = qproxy_factory(sections=make)
     resume = _resumable(q, tmp_path)
+    sess = resume[0].split("=", 1)[1]
+    shutil.copy(sess, sess + ".later")      # the same ticket, for later
     port = q.port
     q.stop()
     q2 = qproxy_factory(sections=make, port=port)
     _gtls(q2.port, "/app/bytes/2", tmp_path, *resume)
-    assert stats(q2)["quic"]["early_data_requests"] == 1, \
-        "tickets from the secret file must survive a restart"
+    assert (tmp_path / "2").read_bytes() == expected_body(2)
+    st = stats(q2)
+    assert st["uptime"] < 12, "too slow a start to see the first 12 s: %s" % st["uptime"]
+    assert (st["quic"]["resumed_handshakes"], st["quic"]["early_data_requests"],
+            st["quic"]["tickets_unsure"]) == (0, 0, 1), st["quic"]
+    wait_until(lambda: stats(q2)["uptime"] > 12.2, "12 s of the new process", 15)
+    _gtls(q2.port, "/app/bytes/3", tmp_path, "--session-file=%s.later" % sess, resume[1])
+    assert (tmp_path / "3").read_bytes() == expected_body(3)
+    st = stats(q2)["quic"]
+    assert (st["resumed_handshakes"], st["early_data_requests"],
+            st["tickets_unsure"]) == (1, 1, 1), st
+
+
+def test_a_replay_more_than_eleven_seconds_late_resumes_nothing(qproxy_factory, backend_app,
+                                                               tmp_path):
+    """A new process resumes no ticket it did not issue for 12 s only
+    (test_zero_rtt_survives_a_restart_after_twelve_seconds), because
+    wolfSSL refuses a ticket whose age as its client gives it is more than
+    11 s short of its age (RFC 8446 8.3): a ClientHello replayed later than
+    that resumes nothing. Here qproxy's wall clock is put ahead as a replay
+    would come late: 5 s, and the ticket resumes with early data; 13 s, and
+    it does not (its request is served after a full handshake)."""
+    q = qproxy_factory(sections=_early_sections(backend_app.tcp_server,
+                                                str(tmp_path / "s")), start=False)
+    step = preload_clock(q, str(tmp_path / "clock"))
+    q.start()
+    got = {}
+    for late in (5, 13):
+        # a ticket of its own each time (a ticket resumes once)
+        resume = _resumable(q, tmp_path)
+        step(late)
+        before = stats(q)["quic"]
+        _gtls(q.port, "/app/bytes/%d" % late, tmp_path, *resume)
+        after = stats(q)["quic"]
+        step(0)
+        got[late] = ((tmp_path / str(late)).read_bytes() == expected_body(late),
+                     after["resumed_handshakes"] - before["resumed_handshakes"],
+                     after["early_data_requests"] - before["early_data_requests"])
+    assert got == {5: (True, 1, 1), 13: (True, 0, 0)}, got
 
 
 def test_zero_rtt_is_not_taken_after_a_reload_lowers_a_limit(qproxy_factory, backend_app,
@@ -1472,39 +1520,44 @@ def test_a_ticket_resumes_across_a_key_epoch(qproxy_factory, backend_app, tmp_pa
     qproxy and the client run with their wall clocks moved: the ticket is
     issued 2 minutes before an epoch ends, and used 1 minute later (the
     control), 5 minutes later (in the next epoch) and 11 hours later (near
-    the end of its life); each time with early data."""
+    the end of its life); each time with early data. (One process, its
+    clock stepped: one started anew for each would resume no ticket of
+    the one before in its first 12 s.)"""
     lib = timeshift_library()
     secret = str(tmp_path / "s")
     epoch = 12 * 3600
     issued = epoch - 120 - int(time.time()) % epoch
     if issued < 60:
         issued += epoch
+    q = qproxy_factory(sections=_early_sections(backend_app.tcp_server, secret),
+                       start=False)
+    step = preload_clock(q, str(tmp_path / "clock"), issued)
+    q.start()
 
     def run(shift, path, *args):
-        q = qproxy_factory(sections=_early_sections(backend_app.tcp_server, secret),
-                           start=False)
-        preload_timeshift(q, shift)
-        q.start()
+        step(shift)
+        before = stats(q)["quic"]["early_data_requests"]
         env = dict(os.environ, LD_PRELOAD=lib, TIMESHIFT=str(shift))
         p = subprocess.run([gtlsclient_binary(), "-q", "--exit-on-all-streams-close",
                             "--download=%s" % tmp_path, "--timeout=10s"] + list(args) +
                            ["127.0.0.1", str(q.port), "https://127.0.0.1:%d%s" % (q.port, path)],
                            capture_output=True, timeout=60, env=env)
         quic = stats(q)["quic"]
-        q.stop()
         seen[shift] = (quic, p.stderr[-800:])
-        return p, quic["early_data_requests"]
+        return p, quic["early_data_requests"] - before
 
     seen = {}     # each run's quic counters and client's stderr, for a failure
-    sess, tp = tmp_path / "session", tmp_path / "tp"
-    p, _ = run(issued, "/app/bytes/1", "--session-file=%s" % sess, "--tp-file=%s" % tp,
-               "--wait-for-ticket")
-    assert sess.exists() and tp.exists(), "no session ticket came: %s" % p.stderr[-1500:]
+    tp = tmp_path / "tp"
     got = {}
+    # a ticket for each (a ticket resumes once), all issued at the time
     for later in (60, 300, 11 * 3600):
-        copy = tmp_path / ("session-%d" % later)
-        shutil.copy(str(sess), str(copy))
-        p, early = run(issued + later, "/app/bytes/%d" % later, "--session-file=%s" % copy,
+        sess = tmp_path / ("session-%d" % later)
+        p, _ = run(issued, "/app/bytes/1", "--session-file=%s" % sess, "--tp-file=%s" % tp,
+                   "--wait-for-ticket")
+        assert sess.exists() and tp.exists(), "no session ticket came: %s" % p.stderr[-1500:]
+    for later in (60, 300, 11 * 3600):
+        sess = tmp_path / ("session-%d" % later)
+        p, early = run(issued + later, "/app/bytes/%d" % later, "--session-file=%s" % sess,
                        "--tp-file=%s" % tp)
         body = tmp_path / str(later)
         # (gtlsclient, with transport parameters but no ticket left to

@@ -87,15 +87,19 @@ test_bounded(void)
 	struct replay *r = new_or_die(256, 1000.);
 	unsigned i;
 
+	CHECK(replay_evicted_at(r) == 0.);
 	for (i = 0; i < 300; i++)
-		CHECK_EQ_INT(replay_first(r, token(i), 40, 0.), 1);
+		CHECK_EQ_INT(replay_first(r, token(i), 40, i / 100.), 1);
 	/* full: the oldest went first, and no more than 256 are held */
-	CHECK_EQ_INT((int)replay_count(r, 0.), 256);
+	CHECK_EQ_INT((int)replay_count(r, 3.), 256);
 	CHECK_EQ_INT((int)replay_evicted(r), 44);
-	CHECK(!replay_first(r, token(299), 40, 0.));
-	CHECK(!replay_first(r, token(44), 40, 0.));
-	CHECK(replay_first(r, token(0), 40, 0.));	/* forgotten */
-	CHECK_EQ_INT((int)replay_count(r, 0.), 256);
+	/* the last forgotten, token 43, was added at 0.43 s */
+	CHECK(replay_evicted_at(r) > 0.4299 && replay_evicted_at(r) < 0.4301);
+	CHECK(!replay_first(r, token(299), 40, 3.));
+	CHECK(!replay_first(r, token(44), 40, 3.));
+	CHECK(replay_first(r, token(0), 40, 3.));	/* forgotten */
+	CHECK_EQ_INT((int)replay_count(r, 3.), 256);
+	CHECK(replay_evicted_at(r) > 0.4399 && replay_evicted_at(r) < 0.4401);
 	replay_free(r);
 }
 
