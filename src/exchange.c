@@ -194,6 +194,8 @@ struct exchange {
 	struct http1_body	 body;
 	bool			 head_done;
 	bool			 reusable;	/* keep-alive after this response */
+	bool			 info_close;	/* a 1xx head said the connection
+						   closes */
 	bool			 read_full;	/* the last read took all it asked */
 
 	/* backend -> client */
@@ -2228,6 +2230,7 @@ ex_upstream_close(struct exchange *ex, bool reuse)
 	ex_own_free(ex);
 	ex->rlen = ex->rcap = ex->rseen = 0;
 	ex->uc_reset = false;
+	ex->info_close = false;
 }
 
 /*
@@ -2838,6 +2841,19 @@ ex_info(struct exchange *ex, const struct http1_response *r, size_t len)
 	return 0;
 }
 
+/* Whether a 1xx head's Connection fields name close. */
+static bool
+info_says_close(const struct http1_response *r)
+{
+	const char *p = NULL, *tok;
+	size_t i = 0, len;
+
+	while (http1_connection_next(r, &i, &p, &tok, &len))
+		if (len == 5 && strncasecmp(tok, "close", 5) == 0)
+			return true;
+	return false;
+}
+
 /* Parses what the backend sent so far (ex_parse). */
 static void
 ex_parse_rbuf(struct exchange *ex)
@@ -2891,6 +2907,12 @@ ex_parse_rbuf(struct exchange *ex)
 			size_t skip = 0;
 
 			do {
+				/*
+				 * a close it announces is the connection's,
+				 * whatever the final head says (RFC 9112 9.6)
+				 */
+				if (info_says_close(&resp))
+					ex->info_close = true;
 				if (ex_info(ex, &resp, (size_t)n) == -1) {
 					stats.requests_reset++;
 					ex_reset(ex, NGHTTP3_H3_INTERNAL_ERROR);
@@ -2932,8 +2954,12 @@ ex_parse_rbuf(struct exchange *ex)
 		}
 		ex->head_done = true;
 		ex_trim_head(ex);
-		/* a connection whose request was cut short is never pooled */
-		ex->reusable = resp.keep_alive && !ex->req_dropped;
+		/*
+		 * a connection whose request was cut short, or that a 1xx
+		 * said closes, is never pooled
+		 */
+		ex->reusable = resp.keep_alive && !ex->req_dropped &&
+		    !ex->info_close;
 		ex->status = resp.status;
 		ex->backend_time = mono_now() - ex->forwarded;
 		hist_add(&ex->server->ctr->ttfb, ex->backend_time);

@@ -10,7 +10,7 @@ import pycurl
 import pytest
 
 import backend as backend_mod
-from helpers import SLOW, h3_get, h3_head
+from helpers import SLOW, h3_get, h3_head, h3_post
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
@@ -266,3 +266,17 @@ def test_a_204_that_announces_a_body_is_not_reused(sq, head):
     assert (r.status, r.body) == (204, b""), r
     assert r.header_all("content-length") == []
     _then_ok(sq, "/app/nc", reused=False)
+
+
+def test_a_close_said_by_a_1xx_is_heeded(sq):
+    """RFC 9112 9.6: a client that receives a close MUST send no more
+    requests on that connection. A 103 said it and the final head did not:
+    the connection went back to the pool, and the POST after it (which
+    cannot go again) got 502 when the server closed it as it had said."""
+    _answer(sq, "/app/info", b"HTTP/1.1 103 Early Hints\r\nConnection: close\r\n\r\n" + OK,
+            0.1 * SLOW, None)
+    r = h3_get(sq.url("/app/info"))
+    assert (r.status, r.body) == (200, b"ok") and [s for s, _ in r.interim] == [103], r
+    r = h3_post(sq.url("/app/ok"), b"")
+    assert (r.status, r.body) == (200, b"ok"), r
+    assert _conn(sq, "/app/ok") != _conn(sq, "/app/info"), sq.sb.heads
