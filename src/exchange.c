@@ -2006,6 +2006,7 @@ ex_attach(struct exchange *ex, struct upstream_conn *uc, bool reused)
 	ex->resp_any = false;
 	ex->read_full = false;
 	ex->server->ctr->active++;
+	ex->server->load->held++;
 }
 
 static void
@@ -2221,6 +2222,7 @@ ex_upstream_close(struct exchange *ex, bool reuse)
 	if (ex->uc == NULL)
 		return;
 	ex->server->ctr->active--;
+	ex->server->load->held--;
 	/* both stop or hand over the connection's watchers */
 	if (reuse)
 		upstream_release(ex->uc);

@@ -35,8 +35,8 @@ struct upstream_pool {
  * The requests waiting for room at a backend, first come first served.
  * Generations of pools whose backend has the same servers and limit share
  * one line (upstream_pools_inherit); other lines of a server are woken
- * through its counters (upstream_counters.lines) when one of its
- * connections closes, as its open connections are counted across them.
+ * through its load (upstream_load.lines) when one of its connections
+ * closes, as its open connections are counted across them.
  */
 struct upstream_line {
 	unsigned			 refs;
@@ -130,40 +130,69 @@ line_release(struct upstream_line *line)
 static void
 counters_release(struct upstream_counters *ctr)
 {
-	if (ctr == NULL || --ctr->refs > 0)
+	if (ctr != NULL && --ctr->refs == 0)
+		free(ctr);
+}
+
+/* The servers' loads, one an address, of every pool alive. */
+static LIST_HEAD(, upstream_load) loads = LIST_HEAD_INITIALIZER(loads);
+
+static struct upstream_load *
+load_get(const struct addr *a)
+{
+	struct upstream_load *ld;
+
+	LIST_FOREACH(ld, &loads, entry)
+		if (addr_equal(&ld->addr, a)) {
+			ld->refs++;
+			return ld;
+		}
+	if ((ld = calloc(1, sizeof(*ld))) == NULL)
+		return NULL;
+	ld->addr = *a;
+	ld->refs = 1;
+	LIST_INSERT_HEAD(&loads, ld, entry);
+	return ld;
+}
+
+static void
+load_release(struct upstream_load *ld)
+{
+	if (ld == NULL || --ld->refs > 0)
 		return;
-	for (size_t i = 0; i < ctr->nlines; i++)
-		line_release(ctr->lines[i]);
-	free(ctr->lines);
-	free(ctr);
+	for (size_t i = 0; i < ld->nlines; i++)
+		line_release(ld->lines[i]);
+	free(ld->lines);
+	LIST_REMOVE(ld, entry);
+	free(ld);
 }
 
 /*
- * Notes that the waiters of l may use ctr's server. Without memory, they
- * are woken by their own generation's connections only.
+ * Notes that the waiters of l may use ld's server. Without memory, they
+ * are woken by their own pools' connections only.
  */
 static void
-counters_add_line(struct upstream_counters *ctr, struct upstream_line *l)
+load_add_line(struct upstream_load *ld, struct upstream_line *l)
 {
 	struct upstream_line **nl;
 
-	for (size_t i = 0; i < ctr->nlines; i++)
-		if (ctr->lines[i] == l)
+	for (size_t i = 0; i < ld->nlines; i++)
+		if (ld->lines[i] == l)
 			return;
-	if ((nl = reallocarray(ctr->lines, ctr->nlines + 1,
+	if ((nl = reallocarray(ld->lines, ld->nlines + 1,
 	    sizeof(*nl))) == NULL)
 		return;
-	ctr->lines = nl;
-	ctr->lines[ctr->nlines++] = l;
+	ld->lines = nl;
+	ld->lines[ld->nlines++] = l;
 	l->refs++;
 }
 
 static void
-counters_drop_line(struct upstream_counters *ctr, struct upstream_line *l)
+load_drop_line(struct upstream_load *ld, struct upstream_line *l)
 {
-	for (size_t i = 0; i < ctr->nlines; i++)
-		if (ctr->lines[i] == l) {
-			ctr->lines[i] = ctr->lines[--ctr->nlines];
+	for (size_t i = 0; i < ld->nlines; i++)
+		if (ld->lines[i] == l) {
+			ld->lines[i] = ld->lines[--ld->nlines];
 			line_release(l);
 			return;
 		}
@@ -208,14 +237,16 @@ upstream_pools_new(struct ev_loop *loop, struct config *cfg)
 			    (const uint8_t *)p->servers[s].cfg->text,
 			    strlen(p->servers[s].cfg->text));
 			if ((p->servers[s].ctr = calloc(1,
-			    sizeof(*p->servers[s].ctr))) == NULL) {
+			    sizeof(*p->servers[s].ctr))) == NULL ||
+			    (p->servers[s].load = load_get(
+			    &p->servers[s].cfg->addr)) == NULL) {
 				upstream_pools_free(pools);
 				return NULL;
 			}
 			p->servers[s].ctr->refs = 1;
 			p->servers[s].ctr->disabled = upstream_disabled(
 			    p->cfg->name, p->servers[s].cfg->text);
-			counters_add_line(p->servers[s].ctr, p->line);
+			load_add_line(p->servers[s].load, p->line);
 		}
 	}
 	return pools;
@@ -301,9 +332,10 @@ upstream_pools_free(struct upstream_pool *pools)
 		for (size_t s = 0; pools[b].servers != NULL &&
 		    s < pools[b].nservers; s++) {
 			idle_close_from(pools[b].servers[s].idle);
-			if (last && pools[b].servers[s].ctr != NULL)
-				counters_drop_line(pools[b].servers[s].ctr, l);
+			if (last && pools[b].servers[s].load != NULL)
+				load_drop_line(pools[b].servers[s].load, l);
 			counters_release(pools[b].servers[s].ctr);
+			load_release(pools[b].servers[s].load);
 		}
 		free(pools[b].servers);
 		line_release(l);
@@ -575,8 +607,11 @@ upstream_full(const struct upstream_server *s)
 {
 	size_t max = s->pool->cfg->max_conns;
 
-	/* the open ones: those requests hold (in any generation), and idle */
-	return max > 0 && s->ctr->active + s->nidle >= max;
+	/*
+	 * the open ones: those requests hold (in any backend and generation),
+	 * and idle in this pool
+	 */
+	return max > 0 && s->load->held + s->nidle >= max;
 }
 
 void
@@ -636,6 +671,23 @@ static void
 pool_wake(struct upstream_pool *p)
 {
 	line_wake(p->line);
+}
+
+/*
+ * A connection to s closed, or went back to its pool: room at the server
+ * for every line that has it, as the connections requests hold there are
+ * counted across backends and generations (across a reload that changed
+ * the backend's servers or max_connections, the new requests wait in a
+ * line of their own for the room the old ones make, and the reverse).
+ * Waking its own first keeps the old order when one line is shared.
+ */
+static void
+server_wake(struct upstream_server *s)
+{
+	pool_wake(s->pool);
+	for (size_t i = 0; i < s->load->nlines; i++)
+		if (s->load->lines[i] != s->pool->line)
+			line_wake(s->load->lines[i]);
 }
 
 bool
@@ -768,7 +820,8 @@ upstream_release(struct upstream_conn *c)
 	s->nidle++;
 	conn_give(c, idle_cb, c);
 	ev_io_start(s->pool->loop, &c->rio);
-	pool_wake(s->pool);
+	/* the pool's own take it; the others have room for one more */
+	server_wake(s);
 }
 
 void
@@ -781,17 +834,7 @@ upstream_close(struct upstream_conn *c)
 	close(c->fd);
 	free(c);
 	stats.upstream_conns_current--;
-	/*
-	 * Room at the server for every generation that has it: across a
-	 * reload that changed the backend's servers or max_connections, the
-	 * new requests wait in a line of their own for the room the old ones
-	 * make (and the reverse). Waking its own first keeps the old order
-	 * when one line is shared.
-	 */
-	pool_wake(s->pool);
-	for (size_t i = 0; i < s->ctr->nlines; i++)
-		if (s->ctr->lines[i] != s->pool->line)
-			line_wake(s->ctr->lines[i]);
+	server_wake(s);
 }
 
 static const char *
@@ -1081,7 +1124,7 @@ same_shape(const struct config_backend *a, const struct config_backend *b)
 	if (a->nservers != b->nservers || a->max_conns != b->max_conns)
 		return false;
 	for (size_t i = 0; i < a->nservers; i++)
-		if (strcmp(a->servers[i].text, b->servers[i].text) != 0)
+		if (!addr_equal(&a->servers[i].addr, &b->servers[i].addr))
 			return false;
 	return true;
 }
@@ -1107,9 +1150,9 @@ upstream_pools_inherit(struct upstream_pool *to, struct upstream_pool *from)
 				to[b].line->npools++;
 				old->npools--;
 				for (size_t i = 0; i < to[b].nservers; i++) {
-					counters_drop_line(to[b].servers[i].ctr,
+					load_drop_line(to[b].servers[i].load,
 					    old);
-					counters_add_line(to[b].servers[i].ctr,
+					load_add_line(to[b].servers[i].load,
 					    to[b].line);
 				}
 				line_release(old);
@@ -1128,7 +1171,6 @@ upstream_pools_inherit(struct upstream_pool *to, struct upstream_pool *from)
 					counters_release(t->ctr);
 					t->ctr = f->ctr;
 					t->ctr->refs++;
-					counters_add_line(t->ctr, to[b].line);
 					if (t->health != NULL &&
 					    f->health != NULL && (h =
 					    health_carry(t->health,

@@ -43,11 +43,21 @@ struct upstream_counters {
 	/* health_check (health.h): failing now, and the current streak */
 	bool				 unhealthy;
 	unsigned			 health_fails, health_passes;
-	/*
-	 * The lines of the generations that have this server: a connection
-	 * of one that closes makes room for the waiters of each (a
-	 * reference each).
-	 */
+};
+
+/*
+ * A server as its address, whatever backend names it: the connections
+ * that requests hold there, in every backend and every configuration
+ * still alive, which max_connections counts, so that a reload that
+ * renames a backend, or gives the server to another, passes no limit;
+ * and the lines of the pools that have the server, each of which a
+ * connection that closes makes room for (a reference each).
+ */
+struct upstream_load {
+	LIST_ENTRY(upstream_load)	 entry;
+	struct addr			 addr;
+	unsigned			 refs;
+	uint64_t			 held;
 	struct upstream_line		**lines;
 	size_t				 nlines;
 };
@@ -58,6 +68,7 @@ struct upstream_server {
 	size_t				 nidle;
 	struct upstream_conn		*idle;		/* most recent first */
 	struct upstream_counters	*ctr;
+	struct upstream_load		*load;
 	struct health			*health;	/* its checks, if any */
 	long				 cw;		/* current weight */
 	uint64_t			 hash;		/* of its address, for

@@ -2943,6 +2943,78 @@ def test_max_connections_reload_that_changes_the_backend_keeps_lines_apart(
     assert got["holder"] == 200
 
 
+@pytest.mark.parametrize("change", ["rename", "another backend", "away and back"])
+def test_max_connections_counts_a_server_by_its_address_across_reloads(
+        qproxy_factory, certificate, backend_app, backend_other, change):
+    """max_connections = 1 and a request holding the server's connection:
+    a reload that renames the backend, or gives the server to another
+    backend too, or two that move the backend away from the server and
+    back, and a new request waits for that connection to close. The count
+    was the server's under its backend's name, carried from the last
+    configuration only: the server got a second connection at once."""
+    from test_ops import _rewrite
+    cert, key = certificate
+    a, b = backend_app.tcp_server, backend_other.tcp_server
+
+    def sections(backends, route_to):
+        return [("global", [("log_level", "debug")]),
+                ("listener main", [("address", "127.0.0.1:%d" % q.port),
+                                   ("certificate", cert), ("private_key", key)])] + \
+            [("backend " + name, [("server", server), ("max_connections", "1"),
+                                  ("connect_timeout", "%gs" % (10 * SLOW))])
+             for name, server in backends] + \
+            [("route app", [("path_prefix", "/app/"), ("backend", route_to)])]
+    q = qproxy_factory(sections=lambda port, c, k: _limited_sections(
+        port, c, k, a, 1, "%gs" % (10 * SLOW)))
+    got = {}
+    holder = threading.Thread(target=lambda: got.update(holder=h3_get(
+        q.url("/app/bytes/10?wait=%d" % (1500 * SLOW)), timeout=30 * SLOW)))
+    holder.start()
+    try:
+        wait_until(lambda: stats(q)["upstream"]["connections_current"] == 1,
+                   "the holder's connection")
+        steps = {"rename": [([("renamed", a)], "renamed")],
+                 "another backend": [([("app", a), ("other", a)], "other")],
+                 "away and back": [([("app", b)], "app"), ([("app", a)], "app")]}
+        for backends, route_to in steps[change]:
+            _rewrite(q, sections(backends, route_to))
+            p = qproxyctl(q, "reload")
+            assert p.returncode == 0, p.stderr
+        r = h3_get(q.url("/app/bytes/20"), timeout=30 * SLOW)
+        assert r.status == 200 and r.body == expected_body(20), r.status
+    finally:
+        holder.join()
+    assert got["holder"].status == 200
+    st = stats(q)["upstream"]
+    assert (st["queued_total"], st["queue_timeouts"]) == (1, 0), st
+
+
+def test_max_connections_of_two_backends_naming_one_server(qproxy_factory, backend_app):
+    """Two backends name one server, max_connections = 1 each: a request
+    of the second waits while one of the first holds the server's
+    connection, and goes on once that connection is back in the first's
+    pool (whose idle connections the second cannot take, nor count).
+    That room woke the first backend's line only: the request waited for
+    connect_timeout and got 503."""
+    timeout = "%gs" % (4 * SLOW)
+    q = qproxy_factory(sections=lambda port, c, k: [
+        ("listener main", [("address", "127.0.0.1:%d" % port),
+                           ("certificate", c), ("private_key", k)])] +
+        [("backend " + name, [("server", backend_app.tcp_server),
+                              ("max_connections", "1"), ("idle_timeout", "0"),
+                              ("connect_timeout", timeout)]) for name in ("a", "b")] +
+        [("route a", [("path_prefix", "/a/"), ("backend", "a")]),
+         ("route b", [("path_prefix", "/b/"), ("backend", "b")])])
+    holder, waiter = _in_parallel(
+        lambda: h3_get(q.url("/a/bytes/10?wait=%d" % (500 * SLOW)), timeout=30 * SLOW),
+        lambda: h3_get(q.url("/b/bytes/20"), timeout=30 * SLOW))
+    assert holder.status == 200, holder
+    assert waiter.status == 200 and waiter.body == expected_body(20), waiter.status
+    assert waiter.elapsed < 3 * SLOW, waiter.elapsed
+    st = stats(q)["upstream"]
+    assert (st["queued_total"], st["queue_timeouts"]) == (1, 0), st
+
+
 class _UnixBackend:
     """A Unix-socket HTTP/1.1 server that can go away and come back: it
     answers "ok", after 1.5 s for a target holding "slow"."""
