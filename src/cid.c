@@ -16,13 +16,25 @@ struct cid_lb {
 	uint8_t		 sid[CID_LB_MAX_SID];
 	size_t		 sidlen, noncelen, plainlen;
 	bool		 keyed;
-	uint8_t		 key[CID_LB_KEYLEN];	/* for cid_lb_decode */
 	Aes		 aes;
+	Aes		 dec;	/* the same key, decrypting (cid_lb_decode) */
 	uint8_t		 nonce[CID_LB_MAX_PLAIN];	/* the next one */
 	uint8_t		 nonce_start[CID_LB_MAX_PLAIN];
 	bool		 exhausted;
 	unsigned	 worker, workers;	/* cid_lb_set_worker's */
 };
+
+/* aes made ready with key, one way; false (and nothing held) on failure */
+static bool
+aes_key(Aes *aes, const uint8_t key[CID_LB_KEYLEN], int dir)
+{
+	if (wc_AesInit(aes, NULL, INVALID_DEVID) != 0)
+		return false;
+	if (wc_AesSetKeyDirect(aes, key, CID_LB_KEYLEN, NULL, dir) == 0)
+		return true;
+	wc_AesFree(aes);
+	return false;
+}
 
 struct cid_lb *
 cid_lb_new(const uint8_t *sid, size_t sidlen, size_t noncelen,
@@ -44,18 +56,26 @@ cid_lb_new(const uint8_t *sid, size_t sidlen, size_t noncelen,
 	lb->workers = 1;
 	memcpy(lb->sid, sid, sidlen);
 	if (key != NULL) {
-		if (wc_AesInit(&lb->aes, NULL, INVALID_DEVID) != 0 ||
-		    wc_AesSetKeyDirect(&lb->aes, key, CID_LB_KEYLEN, NULL,
-		    AES_ENCRYPTION) != 0) {
-			free(lb);
-			return NULL;
+		/*
+		 * The decryption's key schedule too, made once: an ID is
+		 * decrypted for every short header packet of no connection
+		 * (cid_lb_names_us), before the reset's rate is checked.
+		 */
+		if (!aes_key(&lb->aes, key, AES_ENCRYPTION))
+			goto fail;
+		if (!aes_key(&lb->dec, key, AES_DECRYPTION)) {
+			wc_AesFree(&lb->aes);
+			goto fail;
 		}
 		lb->keyed = true;
-		memcpy(lb->key, key, CID_LB_KEYLEN);
 		rng_fill(lb->nonce, noncelen);
 		memcpy(lb->nonce_start, lb->nonce, noncelen);
 	}
 	return lb;
+fail:
+	explicit_bzero(lb, sizeof(*lb));
+	free(lb);
+	return NULL;
 }
 
 void
@@ -63,8 +83,10 @@ cid_lb_free(struct cid_lb *lb)
 {
 	if (lb == NULL)
 		return;
-	if (lb->keyed)
+	if (lb->keyed) {
 		wc_AesFree(&lb->aes);
+		wc_AesFree(&lb->dec);
+	}
 	explicit_bzero(lb, sizeof(*lb));
 	free(lb);
 }
@@ -293,22 +315,13 @@ bool
 cid_lb_decode(const struct cid_lb *lb, const uint8_t *cid, size_t len,
     uint8_t *plain)
 {
-	Aes dec;
-	int rv;
-
 	if (len != cid_lb_len(lb) || cid[0] != lb->first)
 		return false;
 	if (!lb->keyed)
 		memcpy(plain, cid + 1, lb->plainlen);
 	else if (lb->plainlen == 16) {
-		if (wc_AesInit(&dec, NULL, INVALID_DEVID) != 0)
-			return false;
-		rv = wc_AesSetKeyDirect(&dec, lb->key, CID_LB_KEYLEN, NULL,
-		    AES_DECRYPTION);
-		if (rv == 0)
-			rv = wc_AesDecryptDirect(&dec, plain, cid + 1);
-		wc_AesFree(&dec);
-		if (rv != 0)
+		if (wc_AesDecryptDirect((Aes *)(uintptr_t)&lb->dec, plain,
+		    cid + 1) != 0)
 			return false;
 	} else
 		feistel_decrypt(lb, cid + 1, plain);
