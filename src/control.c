@@ -8,12 +8,16 @@
  * (conns) is streamed: made a piece at a time, each once the one before is
  * sent, so that a client holds about CONTROL_CHUNK bytes of it at most.
  */
+#include <sys/fsuid.h>
 #include <sys/param.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/un.h>
+
+#include <linux/capability.h>
 
 #include <errno.h>
 #include <stdio.h>
@@ -801,8 +805,47 @@ control_unlink_stale(const char *path, const struct sockaddr_un *sun)
 	return 0;
 }
 
+/*
+ * bind() by root as uid and gid: the file is made theirs. Its file system
+ * IDs are theirs for the call, which takes CAP_DAC_OVERRIDE away (raised
+ * again: root may make it in a directory the user cannot write to), and
+ * root's again after, which gives back every capability they took.
+ */
+static int
+bind_as(int fd, const struct sockaddr_un *sun, uid_t uid, gid_t gid)
+{
+	struct __user_cap_header_struct hd = {
+		.version = _LINUX_CAPABILITY_VERSION_3
+	};
+	struct __user_cap_data_struct caps[_LINUX_CAPABILITY_U32S_3];
+	int rc, saved;
+
+	if (uid == (uid_t)-1 || geteuid() != 0)
+		return bind(fd, (const struct sockaddr *)sun, sizeof(*sun));
+	(void)setfsgid(gid);
+	(void)setfsuid(uid);
+	if ((gid_t)setfsgid((gid_t)-1) != gid ||
+	    (uid_t)setfsuid((uid_t)-1) != uid) {
+		rc = -1;
+		saved = EPERM;
+		goto back;
+	}
+	if (syscall(SYS_capget, &hd, caps) == 0) {
+		caps[CAP_TO_INDEX(CAP_DAC_OVERRIDE)].effective |=
+		    CAP_TO_MASK(CAP_DAC_OVERRIDE);
+		(void)syscall(SYS_capset, &hd, caps);
+	}
+	rc = bind(fd, (const struct sockaddr *)sun, sizeof(*sun));
+	saved = errno;
+back:
+	(void)setfsuid(geteuid());
+	(void)setfsgid(getegid());
+	errno = saved;
+	return rc;
+}
+
 int
-control_listen(const char *path)
+control_listen(const char *path, uid_t uid, gid_t gid)
 {
 	struct sockaddr_un sun;
 	mode_t old;
@@ -826,13 +869,14 @@ control_listen(const char *path)
 		return -1;
 	}
 	/*
-	 * Made 0660 by the umask, not by a chmod of path after the bind: the
-	 * directory may be the user's qproxy becomes (who removes the socket
-	 * at exit), and a symbolic link put in the socket's place meanwhile
-	 * would have had root open a file it names to its group.
+	 * Made 0660 by the umask and the user's by the bind, not chmod()ed
+	 * or chown()ed by path after: the directory may be the user's qproxy
+	 * becomes (who removes the socket at exit), and a link put in the
+	 * socket's place meanwhile, symbolic or hard, would have had root
+	 * give the file it names to that user or its group.
 	 */
 	old = umask(0117);
-	rc = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
+	rc = bind_as(fd, &sun, uid, gid);
 	umask(old);
 	if (rc == -1) {
 		if (errno == ENOENT)
@@ -884,13 +928,13 @@ control_serve(struct ev_loop *loop, int fd, const char *path, bool owner,
 }
 
 struct control *
-control_open(struct ev_loop *loop, const char *path,
+control_open(struct ev_loop *loop, const char *path, uid_t uid, gid_t gid,
     const struct control_ops *ops, void *arg)
 {
 	struct control *ctl;
 	int fd;
 
-	if ((fd = control_listen(path)) == -1)
+	if ((fd = control_listen(path, uid, gid)) == -1)
 		return NULL;
 	if ((ctl = control_serve(loop, fd, path, true, ops, arg)) == NULL) {
 		unlink(path);

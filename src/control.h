@@ -17,6 +17,8 @@
 #ifndef QPROXY_CONTROL_H
 #define QPROXY_CONTROL_H
 
+#include <sys/types.h>
+
 #include <stdbool.h>
 
 #include <ev.h>
@@ -99,16 +101,17 @@ struct control;
 
 /*
  * Listens on path: a stale socket file is removed first, the socket is
- * created with mode 0660. NULL on failure (logged).
+ * created with mode 0660, by root as uid and gid (the user it becomes;
+ * -1: as it is). NULL on failure (logged).
  */
-struct control	*control_open(struct ev_loop *, const char *path,
-		    const struct control_ops *, void *arg);
+struct control	*control_open(struct ev_loop *, const char *path, uid_t uid,
+		    gid_t gid, const struct control_ops *, void *arg);
 /*
  * control_open in two steps, for a socket made in one process and served
  * in another (workers.c): the listening socket, or -1 (logged); then its
  * service, which removes the file at the end when owner is set.
  */
-int		 control_listen(const char *path);
+int		 control_listen(const char *path, uid_t uid, gid_t gid);
 struct control	*control_serve(struct ev_loop *, int fd, const char *path,
 		    bool owner, const struct control_ops *, void *arg);
 /*

@@ -758,15 +758,13 @@ drop_privileges(const struct config *cfg)
 	if (cfg->user == NULL || geteuid() != 0)
 		return;
 	/*
-	 * What qproxy made as root and must reopen or remove later: the log
-	 * files through their descriptors, and the socket without following
-	 * a link, so that nothing put in their place is given away.
+	 * What qproxy made as root and must reopen later: the log files,
+	 * through their descriptors, so that nothing put in their place is
+	 * given away. The control socket was made the user's by its bind
+	 * (control_listen).
 	 */
 	if (log_files_chown(cfg->uid, cfg->gid) == -1)
 		log_warn("chown of the log files");
-	if (cfg->control_socket != NULL &&
-	    lchown(cfg->control_socket, cfg->uid, cfg->gid) == -1)
-		log_warn("chown %s", cfg->control_socket);
 	/* its groups from the group database: a key may be readable to one */
 	if (initgroups(cfg->user, cfg->gid) == -1 ||
 	    setresgid(cfg->gid, cfg->gid, cfg->gid) == -1 ||
@@ -1312,11 +1310,13 @@ main(int argc, char *argv[])
 		if (upgrade_worker_held())
 			server_hold(server);
 	} else if (server_config(server)->control_socket != NULL) {
-		const char *path = server_config(server)->control_socket;
+		const struct config *sc = server_config(server);
+		const char *path = sc->control_socket;
 		int fd = upgrade_take_control(path);
 
 		control = fd != -1 ? control_serve(loop, fd, path, true, &ops,
-		    NULL) : control_open(loop, path, &ops, NULL);
+		    NULL) : control_open(loop, path, sc->user != NULL ?
+		    sc->uid : (uid_t)-1, sc->gid, &ops, NULL);
 		ctl_made = fd == -1;
 		if (control == NULL) {
 			server_free(server);

@@ -1662,12 +1662,14 @@ static const struct control_ops sv_ops = {
 static int
 make_sockets(const struct config *cfg)
 {
+	uid_t uid = cfg->user != NULL ? cfg->uid : (uid_t)-1;
 	char *path;
 	int fd;
 
 	/* first: a running qproxy's are in use, and nothing else is touched */
 	if ((sv.ctl_fd = upgrade_take_control(cfg->control_socket)) == -1) {
-		if ((sv.ctl_fd = control_listen(cfg->control_socket)) == -1)
+		if ((sv.ctl_fd = control_listen(cfg->control_socket, uid,
+		    cfg->gid)) == -1)
 			return -1;
 		sv.ctl_made = true;
 	}
@@ -1677,7 +1679,7 @@ make_sockets(const struct config *cfg)
 		if (asprintf(&path, "%s.%u", cfg->control_socket, i) == -1)
 			return -1;
 		if ((fd = upgrade_take_control(path)) == -1) {
-			if ((fd = control_listen(path)) == -1) {
+			if ((fd = control_listen(path, uid, cfg->gid)) == -1) {
 				free(path);
 				return -1;
 			}
@@ -1685,9 +1687,6 @@ make_sockets(const struct config *cfg)
 		}
 		sv.wctl_paths[i] = path;	/* removed at the end */
 		sv.wctl_fds[i] = fd;
-		if (cfg->user != NULL && geteuid() == 0 &&
-		    lchown(path, cfg->uid, cfg->gid) == -1)
-			log_warn("chown %s", path);
 	}
 	for (size_t i = 0; i < cfg->nlisteners; i++) {
 		const struct config_listener *l = &cfg->listeners[i];

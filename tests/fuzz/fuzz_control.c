@@ -109,7 +109,8 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	sun.sun_family = AF_UNIX;
 	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/control.sock", dir);
 	loop = ev_loop_new(EVFLAG_AUTO);
-	if ((ctl = control_open(loop, sun.sun_path, &ops, NULL)) == NULL) {
+	if ((ctl = control_open(loop, sun.sun_path, (uid_t)-1,
+	    (gid_t)-1, &ops, NULL)) == NULL) {
 		fprintf(stderr, "control_open failed\n");
 		exit(1);
 	}

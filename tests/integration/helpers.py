@@ -169,6 +169,15 @@ def preload_agefill(q, value):
     _preload(q, "agefill", lib, AGEFILL="0x%08x" % value)
 
 
+def preload_chownlog(q, path):
+    """Makes the not yet started q write a line to the file path for each
+    chown, lchown, fchownat and fchown it makes: the call, the file (an
+    fchown's by its descriptor's link) and the owner (chownlog.c, built
+    next to sendshim.so)."""
+    lib = os.path.join(os.path.dirname(sendshim_library()), "chownlog.so")
+    _preload(q, "chownlog", lib, CHOWNLOG=path)
+
+
 def preload_h3nomem(q, path):
     """Makes the not yet started q's nghttp3 fail, out of memory, to submit
     a response head whose status is the one written in the file path, while

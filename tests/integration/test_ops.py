@@ -14,6 +14,7 @@ import shlex
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import threading
@@ -24,7 +25,8 @@ import pytest
 
 from helpers import (SLOW, QProxy, app_sections, expected_sha256, free_udp_port, generated_body, h3_get, h3_head, h3raw, h3raw_binary,
                      h3_post, make_easy,
-                     metric, metrics, preload_clock, qproxy_binary, qproxyctl_binary,
+                     metric, metrics, preload_chownlog, preload_clock, qproxy_binary,
+                     qproxyctl_binary,
                      render_config, sha256, udp_ports_held, wait_until)
 # qproxyctl and stats, for the other test files too
 from helpers import qproxy_stats as stats, qproxyctl  # noqa: F401
@@ -1090,6 +1092,42 @@ def test_privilege_drop(qproxy_factory, backend_app, tmp_path):
     st = os.stat(q.control_socket)
     assert st.st_uid == nobody.pw_uid and st.st_mode & 0o777 == 0o660
     assert qproxyctl(q, "version").returncode == 0
+
+
+@pytest.mark.parametrize("workers", [None, 2])
+def test_control_socket_made_the_users(qproxy_factory, backend_app, request, workers):
+    """Started as root with user = nobody: the control socket, and with
+    workers each worker's, is nobody's and its group's, mode 0660, from its
+    bind. None is chown()ed by its path after (chownlog.so notes each
+    chown), when the user might have put a hard link to another file in its
+    place (its directory may be the user's, who removes the socket at
+    exit)."""
+    nobody = _as_root()
+    # where nobody, as the supervisor, reaches its workers' sockets
+    top = tempfile.mkdtemp(prefix="qpown-")
+    request.addfinalizer(lambda: shutil.rmtree(top, ignore_errors=True))
+    os.chmod(top, 0o711)
+    ctl, acc = os.path.join(top, "control.sock"), os.path.join(top, "access.log")
+    log = os.path.join(top, "chown.log")
+    extra = [("user", "nobody"), ("control_socket", ctl), ("access_log", acc)]
+    if workers:
+        extra.append(("workers", str(workers)))
+    q = qproxy_factory(sections=lambda port, c, k: _sections(
+        c, k, port, backend_app.tcp_server, extra_global=extra), start=False)
+    preload_chownlog(q, log)
+    q.start()
+    assert h3_get(q.url("/app/bytes/10")).status == 200
+    for path in [ctl] + ["%s.%d" % (ctl, i) for i in range(workers or 0)]:
+        st = os.lstat(path)
+        assert (stat.S_ISSOCK(st.st_mode), st.st_uid, st.st_gid, st.st_mode & 0o7777) == \
+            (True, nobody.pw_uid, nobody.pw_gid, 0o660), path
+    # the supervisor, as nobody, asks each worker on its socket
+    assert qproxyctl(q, "stats").returncode == 0
+    with open(log) as f:
+        calls = [line.split() for line in f]
+    # the log files are given by their descriptors, which chownlog.so sees
+    assert ["fchown", acc, str(nobody.pw_uid), str(nobody.pw_gid)] in calls, calls
+    assert not [c for c in calls if c[1].startswith(ctl)], calls
 
 
 @pytest.fixture

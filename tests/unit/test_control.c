@@ -3,6 +3,7 @@
  * daemon (a forked child running an ev loop with fake commands) serving
  * well-behaved, hostile and idle clients on a real Unix socket.
  */
+#include <sys/fsuid.h>
 #include <sys/param.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -594,8 +595,8 @@ daemon_start_timed(const char *path, double idle, double most)
 		ev_signal_start(loop, &sig);
 		mask = umask(0);
 		umask(mask);
-		ctl = control_open(loop, path, lose_memory ? &nomem_ops :
-		    &fake_ops, NULL);
+		ctl = control_open(loop, path, (uid_t)-1, (gid_t)-1,
+		    lose_memory ? &nomem_ops : &fake_ops, NULL);
 		if (ctl != NULL && idle > 0.)
 			control_set_reply_time(ctl, idle, most);
 		/* control_open puts the umask back */
@@ -1168,7 +1169,7 @@ test_link_in_place(const char *dir)
 	CHECK(chmod(target, 0600) == 0);
 	CHECK(symlink(target, link) == 0);
 	bind_swap_link = link;
-	fd = control_listen(path);
+	fd = control_listen(path, (uid_t)-1, (gid_t)-1);
 	bind_swap_link = NULL;
 	CHECK(lstat(path, &st) == 0 && S_ISLNK(st.st_mode));
 	CHECK(stat(target, &st) == 0);
@@ -1177,6 +1178,56 @@ test_link_in_place(const char *dir)
 		close(fd);
 	unlink(path);
 	unlink(target);
+}
+
+/* This process's effective capabilities, as /proc says them. */
+static unsigned long long
+cap_eff(void)
+{
+	unsigned long long v = 0;
+	char line[256];
+	FILE *f;
+
+	if ((f = fopen("/proc/self/status", "r")) == NULL)
+		return 0;
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (sscanf(line, "CapEff: %llx", &v) == 1)
+			break;
+	fclose(f);
+	return v;
+}
+
+/*
+ * Made by root for another user: the file is that user's from its bind, in
+ * a directory only root may write to, and root makes files as root after.
+ */
+static void
+test_owner(const char *dir)
+{
+	char path[256], after[256];
+	unsigned long long caps = cap_eff();
+	struct stat st;
+	int fd;
+
+	if (geteuid() != 0)
+		return;
+	snprintf(path, sizeof(path), "%s/owned.sock", dir);
+	snprintf(after, sizeof(after), "%s/after", dir);
+	CHECK(chmod(dir, 0700) == 0);
+	CHECK((fd = control_listen(path, 4242, 4343)) != -1);
+	CHECK(lstat(path, &st) == 0 && S_ISSOCK(st.st_mode));
+	CHECK_EQ_INT(st.st_uid, 4242);
+	CHECK_EQ_INT(st.st_gid, 4343);
+	CHECK_EQ_INT(st.st_mode & 07777, 0660);
+	CHECK_EQ_INT(setfsuid((uid_t)-1), 0);
+	CHECK_EQ_INT(setfsgid((gid_t)-1), getegid());
+	CHECK(caps != 0 && cap_eff() == caps);
+	CHECK(mkdir(after, 0700) == 0 && lstat(after, &st) == 0 &&
+	    st.st_uid == 0);
+	if (fd != -1)
+		close(fd);
+	unlink(path);
+	rmdir(after);
 }
 
 static void
@@ -1243,7 +1294,8 @@ test_scenario(void)
 
 	/* a second daemon on a live socket is refused; the first lives on */
 	loop = ev_loop_new(0);
-	CHECK(control_open(loop, path, &fake_ops, NULL) == NULL);
+	CHECK(control_open(loop, path, (uid_t)-1, (gid_t)-1, &fake_ops,
+	    NULL) == NULL);
 	ev_loop_destroy(loop);
 	pid2 = daemon_start(path);
 	CHECK(pid2 == -1);
@@ -1269,13 +1321,16 @@ test_scenario(void)
 	CHECK((fd = open(file, O_CREAT | O_WRONLY, 0644)) != -1);
 	close(fd);
 	loop = ev_loop_new(0);
-	CHECK(control_open(loop, file, &fake_ops, NULL) == NULL);
+	CHECK(control_open(loop, file, (uid_t)-1, (gid_t)-1, &fake_ops,
+	    NULL) == NULL);
 	CHECK(stat(file, &st) == 0 && S_ISREG(st.st_mode));
 	/* no directory: a clear failure */
-	CHECK(control_open(loop, sub, &fake_ops, NULL) == NULL);
+	CHECK(control_open(loop, sub, (uid_t)-1, (gid_t)-1, &fake_ops,
+	    NULL) == NULL);
 	ev_loop_destroy(loop);
 
 	test_link_in_place(dir);
+	test_owner(dir);
 
 	unlink(file);
 	CHECK(rmdir(dir) == 0);
