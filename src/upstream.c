@@ -237,13 +237,14 @@ upstream_pools_new(struct ev_loop *loop, struct config *cfg)
 			    (const uint8_t *)p->servers[s].cfg->text,
 			    strlen(p->servers[s].cfg->text));
 			if ((p->servers[s].ctr = calloc(1,
-			    sizeof(*p->servers[s].ctr))) == NULL ||
+			    sizeof(*p->servers[s].ctr))) != NULL)
+				p->servers[s].ctr->refs = 1;
+			if (p->servers[s].ctr == NULL ||
 			    (p->servers[s].load = load_get(
 			    &p->servers[s].cfg->addr)) == NULL) {
 				upstream_pools_free(pools);
 				return NULL;
 			}
-			p->servers[s].ctr->refs = 1;
 			p->servers[s].ctr->disabled = upstream_disabled(
 			    p->cfg->name, p->servers[s].cfg->text);
 			load_add_line(p->servers[s].load, p->line);
