@@ -1261,6 +1261,9 @@ main(int argc, char *argv[])
 		    "length, or between off and a server ID, takes a restart, "
 		    "not an upgrade", key_at(cfg, "cid_server_id"),
 		    upgrade_cid_offset(), workers_cid_offset(cfg));
+	/* before the workers, which share it */
+	if (tls_tickets_share() == -1)
+		fatal("tickets taken: mmap");
 	/* the supervisor stays in there; each worker goes on from here */
 	if (cfg->workers > 1) {
 		struct upgrade_keys keys;

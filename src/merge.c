@@ -13,8 +13,8 @@
  * - a decimal on a line that begins with a word ending in "_sum" (a
  *   Prometheus histogram's, in qproxyctl metrics) is the sum;
  * - a value every worker has alike (uptime, the configuration generation,
- *   the certificates' counts, a server's weight) is the largest, by the
- *   word before it;
+ *   the certificates' counts, a server's weight, the session tickets
+ *   remembered) is the largest, by the word before it;
  * - words that differ, such as a backend server's state, are all shown,
  *   joined by '/' ("up/down");
  * - anything else that differs makes the texts unmergeable: -1.
@@ -46,10 +46,12 @@ struct tok {
 static const char *const merge_alike[] = {
 	"uptime", "generation", "certificates_expiring",
 	"certificates_not_valid", "weight",
+	"tickets_remembered",	/* one table for all workers (tls.c) */
 	/* their names in qproxyctl metrics */
 	"qproxy_uptime_seconds", "qproxy_configuration_generation",
 	"qproxy_tls_certificates_expiring",
 	"qproxy_tls_certificates_not_valid",
+	"qproxy_quic_tickets_remembered",
 };
 
 enum merge_how { HOW_SUM, HOW_MAX, HOW_MEAN };

@@ -28,6 +28,7 @@
 #include "log.h"
 #include "replay.h"
 #include "stats.h"
+#include "taken.h"
 #include "tls.h"
 
 /*
@@ -59,39 +60,64 @@ static uint8_t ticket_secret[32];
  * whole handshake with no early data; a client given a new ticket by
  * every connection, as qproxy does, never sees it. Remembered for two
  * key epochs (a ticket is good for one), TICKETS_TAKEN_MAX at most, the
- * oldest forgotten first; each process keeps its own.
+ * oldest of a window forgotten first (taken.h), in a table that the
+ * workers of a supervisor share: it is made before they are forked
+ * (tls_tickets_share), so a replay steered to another worker, or to a
+ * worker started again, finds its ticket taken.
  *
- * What a process does not remember, it cannot tell from a ticket never
- * taken: one taken by the process before it (a restart, an upgrade, a
- * worker started again), or one it let go for room. For TICKET_FRESH
- * after its start, or after it let go one it took less than TICKET_FRESH
- * before, such a ticket could be a replay's, and one that may carry early
- * data resumes nothing (wolfSSL cannot resume a ticket and refuse its
- * early data). Tickets the process issued itself in its first
- * TICKET_FRESH are remembered that long, and resume.
+ * What the table does not remember, it cannot tell from a ticket never
+ * taken: one taken by the process before it (a restart, an upgrade), or
+ * one let go for room. For TICKET_FRESH after the table's start (and a
+ * worker's that starts in that time), or after one was let go that was
+ * taken less than TICKET_FRESH before, such a ticket could be a replay's,
+ * and one that may carry early data resumes nothing (wolfSSL cannot
+ * resume a ticket and refuse its early data). Tickets a process issued
+ * itself in its first TICKET_FRESH are remembered that long, and resume.
  */
-static struct replay *tickets_taken, *tickets_issued;
-static double tickets_begun, tickets_unsure_until;
+static struct taken *tickets_taken;
+static struct replay *tickets_issued;
+static double tickets_begun;
+static uint64_t tickets_forgotten;	/* by this process */
+
+int
+tls_tickets_share(void)
+{
+	double now = mono_now();
+
+	if (tickets_taken != NULL)
+		return 0;
+	if ((tickets_taken = taken_new(TICKETS_TAKEN_MAX, 2. * TICKET_EPOCH,
+	    now)) == NULL)
+		return -1;
+	taken_doubt(tickets_taken, now + TICKET_FRESH);
+	return 0;
+}
 
 size_t
 tls_tickets_remembered(void)
 {
-	return tickets_taken != NULL ? replay_count(tickets_taken,
+	return tickets_taken != NULL ? taken_count(tickets_taken,
 	    mono_now()) : 0;
 }
 
 uint64_t
 tls_tickets_forgotten(void)
 {
-	return tickets_taken != NULL ? replay_evicted(tickets_taken) : 0;
+	return tickets_forgotten;
 }
 
 void
 tls_tickets_start(double now)
 {
+	(void)tls_tickets_share();	/* none: no resumption */
 	tickets_begun = now;
-	tickets_unsure_until = now + TICKET_FRESH;
 	replay_free(tickets_issued);
+	tickets_issued = NULL;
+	/* a worker started again later: the table remembers for it */
+	if (tickets_taken == NULL || now >= taken_begun(tickets_taken) +
+	    TICKET_FRESH)
+		return;
+	taken_doubt(tickets_taken, now + TICKET_FRESH);
 	tickets_issued = replay_new(TICKETS_TAKEN_MAX, TICKET_FRESH);
 }
 
@@ -133,43 +159,48 @@ ticket_issued(const uint8_t *iv, const uint8_t *mac)
 }
 
 /*
- * Whether a ticket must resume nothing: taken before, or perhaps taken
- * (above) when it may carry early data. A ClientHello sent again after a
- * HelloRetryRequest repeats its ticket (RFC 8446 4.1.4): that is the same
- * connection's, not a replay, and resumes.
+ * Whether a ticket must resume nothing: taken before, here or by another
+ * worker, or perhaps taken (above) when it may carry early data. A
+ * ClientHello sent again after a HelloRetryRequest repeats its ticket
+ * (RFC 8446 4.1.4): that is the same connection's, not a replay, and
+ * resumes.
  */
 static bool
 ticket_taken(struct tls_conn *tc, const uint8_t *iv, const uint8_t *mac,
     bool early)
 {
 	uint8_t id[TICKET_IVLEN + WOLFSSL_TICKET_MAC_SZ];
-	uint64_t key, evicted;
+	uint64_t key;
 	double now = mono_now(), taken;
+	int rv;
 
-	if (tickets_taken == NULL && (tickets_taken = replay_new(
-	    TICKETS_TAKEN_MAX, 2. * TICKET_EPOCH)) == NULL)
+	if (tickets_taken == NULL && tls_tickets_share() == -1)
 		return true;	/* no memory: no resumption */
 	ticket_id(id, iv, mac);
-	key = replay_key(tickets_taken, id, sizeof(id));
+	key = taken_key(tickets_taken, id, sizeof(id));
 	if (tc != NULL && tc->took_ticket && tc->ticket == key)
 		return false;
-	if (replay_seen(tickets_taken, key, now)) {
+	if (taken_seen(tickets_taken, key, now)) {
 		stats.tickets_reused++;
 		return true;
 	}
-	if (early && now < tickets_unsure_until &&
+	if (early && now < taken_doubt_until(tickets_taken) &&
 	    (tickets_issued_now(now) == NULL || !replay_seen(tickets_issued,
 	    replay_key(tickets_issued, id, sizeof(id)), now))) {
 		stats.tickets_unsure++;
 		return true;
 	}
-	evicted = replay_evicted(tickets_taken);
-	if (!replay_add(tickets_taken, key, now))	/* not remembered */
-		tickets_unsure_until = now + TICKET_FRESH;
-	else if (replay_evicted(tickets_taken) != evicted &&
-	    (taken = replay_evicted_at(tickets_taken)) + TICKET_FRESH >
-	    tickets_unsure_until)
-		tickets_unsure_until = taken + TICKET_FRESH;
+	rv = taken_add(tickets_taken, key, now, &taken);
+	if (taken > 0.) {
+		tickets_forgotten++;
+		taken_doubt(tickets_taken, taken + TICKET_FRESH);
+	}
+	if (rv == 0) {		/* by another worker, just now */
+		stats.tickets_reused++;
+		return true;
+	}
+	if (rv == -1)		/* not remembered */
+		return true;
 	if (tc != NULL) {
 		tc->ticket = key;
 		tc->took_ticket = true;

@@ -26,7 +26,7 @@ struct tls_conn {
 	unsigned int		 cert;		/* the certificate it got */
 	WOLFSSL_CTX		*ctx;		/* its listener's; lives as
 						   long as its generation */
-	uint64_t		 ticket;	/* the one it took (replay.h) */
+	uint64_t		 ticket;	/* the one it took (taken.h) */
 	bool			 took_ticket;
 };
 
@@ -42,14 +42,21 @@ int		 tls_init(void);
  */
 void		 tls_set_ticket_secret(const uint8_t *, size_t);
 /*
- * A process that serves begins here (now: mono_now()): for 12 seconds, a
- * ticket that may carry early data and that it did not issue resumes
- * nothing, as the process before it may have taken it (see tls.c).
+ * Makes the table of session tickets taken (see tls.c), shared by the
+ * processes forked after: a supervisor's workers. At most once; -1 when
+ * it cannot be mapped. tls_tickets_start makes it if no one did.
+ */
+int		 tls_tickets_share(void);
+/*
+ * A process that serves begins here (now: mono_now()): for 12 seconds
+ * after the table was made, a ticket that may carry early data and that
+ * the process did not issue resumes nothing, as the process before it
+ * may have taken it (see tls.c).
  */
 void		 tls_tickets_start(double now);
-/* The session tickets remembered as taken now (see tls.c). */
+/* The session tickets remembered as taken now, by every worker. */
 size_t		 tls_tickets_remembered(void);
-/* Of them, those let go early for room (the oldest first). */
+/* Those this process let go early for room (the oldest first). */
 uint64_t	 tls_tickets_forgotten(void);
 /*
  * A server context for one listener: its certificates (ncerts, at least

@@ -749,10 +749,10 @@ def _resumable(q, tmp_path, path="/app/bytes/1"):
     return ["--session-file=%s" % sess, "--tp-file=%s" % tp]
 
 
-def _early_sections(backend, secret, early="on", log=None):
+def _early_sections(backend, secret, early="on", log=None, glob=()):
     def make(port, c, k):
         s = _sections(c, k, port, backend, secret,
-                      extra=[("access_log", log)] if log else ())
+                      extra=([("access_log", log)] if log else []) + list(glob))
         s[1][1].append(("early_data", early))
         # answered by qproxy, replayed or not
         s.insert(3, ("route ping", [("path_prefix", "/ping"), ("return", "200 pong")]))

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,6 +22,7 @@ from helpers import (SLOW, app_sections, background_get, expected_body, expected
                      slow_control_relay, udp_ports_held, wait_until)
 from relay import Relay
 from test_ops import assert_conns_show, pending_handshakes, qproxyctl, stats
+from test_transport import _early_sections, _gtls, _resumable
 
 N = 2
 
@@ -189,6 +191,51 @@ def test_a_worker_that_dies_is_started_again(qproxy_factory, backend_app):
     assert "was killed by signal 9; starting it again in 1 s" in q.log_text()
     for i in range(10):
         assert h3_get(q.url("/app/bytes/10")).status == 200
+
+
+def test_a_ticket_resumes_once_across_the_workers(qproxy_factory, backend_app, tmp_path):
+    """A session ticket resumes once (RFC 8446 8.1) whichever worker its
+    ClientHello reaches: a replay's sender chooses the connection ID the
+    kernel steers it by. Each worker remembered the tickets it took, and
+    the same ticket resumed again on the other, early data and all. Six
+    copies of one ticket, each to worker 0 and 1 in turn (the first byte
+    of its DCID), resume once in all; the others get a whole handshake."""
+    q = qproxy_factory(sections=_early_sections(backend_app.tcp_server,
+                                                str(tmp_path / "s"),
+                                                glob=[("workers", str(N))]))
+    wait_until(lambda: stats(q)["workers"]["answered"] == N, "every worker answering",
+               10 * SLOW)
+    resume = _resumable(q, tmp_path)
+    sess, tp = resume[0].split("=", 1)[1], resume[1]
+    # gtlsclient writes the next ticket over its session file: a copy each
+    copies = 6
+    for i in range(copies):
+        shutil.copy(sess, str(tmp_path / ("copy%d" % i)))
+    # for 12 s after it starts, a worker resumes only the tickets it
+    # issued (tickets_unsure): past them, the other's ticket is taken too
+    wait_until(lambda: min(_worker_stats(q, i)["uptime"] for i in range(N)) > 12.2,
+               "12 s of the workers", 15)
+    before = [_worker_stats(q, i) for i in range(N)]
+    for i in range(copies):
+        n = 20 + i
+        (tmp_path / str(n)).unlink(missing_ok=True)
+        p = _gtls(q.port, "/app/bytes/%d" % n, tmp_path,
+                  "--session-file=%s" % (tmp_path / ("copy%d" % i)), tp,
+                  "--dcid=%02x%s" % (i % N, "5a" * 7))
+        assert (tmp_path / str(n)).read_bytes() == expected_body(n), p.stderr
+    after = [_worker_stats(q, i) for i in range(N)]
+
+    def gained(group, key):
+        return [a[group][key] - b[group][key] for a, b in zip(after, before)]
+    assert gained("connections", "handshakes_completed") == [copies // N] * N
+    got = {k: sum(gained("quic", k)) for k in ("resumed_handshakes", "early_data_requests",
+                                               "tickets_reused", "tickets_unsure")}
+    assert got == {"resumed_handshakes": 1, "early_data_requests": 1,
+                   "tickets_reused": copies - 1, "tickets_unsure": 0}, (got, [
+                       a["quic"] for a in after])
+    # one table: each worker tells its count, and the merge the same
+    assert [a["quic"]["tickets_remembered"] for a in after] == [1] * N
+    assert stats(q)["quic"]["tickets_remembered"] == 1
 
 
 def _pid_of(q, i):

@@ -102,6 +102,15 @@ main(void)
 	    "uptime       9 s (configuration generation 1)\n"
 	    "connections  current 0, total 0, clients 0\n"
 	    "tls          certificates_expiring 1, certificates_not_valid 0\n");
+	/* the tickets taken: one table, which each worker counts */
+	CHECK_MERGED(
+	    "quic         tickets_reused 5, tickets_remembered 7\n", 2,
+	    "quic         tickets_reused 2, tickets_remembered 7\n",
+	    "quic         tickets_reused 3, tickets_remembered 6\n");
+	CHECK_MERGED(
+	    "qproxy_quic_tickets_remembered 7\n", 2,
+	    "qproxy_quic_tickets_remembered 7\n",
+	    "qproxy_quic_tickets_remembered 7\n");
 	/* JSON alike */
 	CHECK_MERGED(
 	    "{\"version\":\"0.1.0\",\"uptime\":2.500,\"generation\":1,"
