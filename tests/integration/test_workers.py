@@ -221,7 +221,7 @@ def test_a_ticket_resumes_once_across_the_workers(qproxy_factory, backend_app, t
         (tmp_path / str(n)).unlink(missing_ok=True)
         p = _gtls(q.port, "/app/bytes/%d" % n, tmp_path,
                   "--session-file=%s" % (tmp_path / ("copy%d" % i)), tp,
-                  "--dcid=%02x%s" % (i % N, "5a" * 7))
+                  "--dcid=%02x%02x%s" % (i % N, i, "5a" * 6))
         assert (tmp_path / str(n)).read_bytes() == expected_body(n), p.stderr
     after = [_worker_stats(q, i) for i in range(N)]
 
@@ -236,6 +236,52 @@ def test_a_ticket_resumes_once_across_the_workers(qproxy_factory, backend_app, t
     # one table: each worker tells its count, and the merge the same
     assert [a["quic"]["tickets_remembered"] for a in after] == [1] * N
     assert stats(q)["quic"]["tickets_remembered"] == 1
+
+
+def test_a_worker_started_again_keeps_the_tickets_taken(qproxy_factory, backend_app,
+                                                       tmp_path):
+    """The tickets taken outlive a worker that dies: the one started again
+    finds a ticket taken before as taken, and, as it forgot nothing, it
+    resumes the others' tickets at once, early data and all (a worker that
+    kept its own resumed no ticket it did not issue for its first 12 s)."""
+    q = qproxy_factory(sections=_early_sections(backend_app.tcp_server,
+                                                str(tmp_path / "s"),
+                                                glob=[("workers", str(N))]))
+    wait_until(lambda: stats(q)["workers"]["answered"] == N, "every worker answering",
+               10 * SLOW)
+    resume = _resumable(q, tmp_path)
+    sess, tp = resume[0].split("=", 1)[1], resume[1]
+    shutil.copy(sess, str(tmp_path / "again"))
+    fresh, ftp = tmp_path / "fresh", tmp_path / "fresh.tp"
+    _gtls(q.port, "/app/bytes/1", tmp_path, "--session-file=%s" % fresh,
+          "--tp-file=%s" % ftp, "--wait-for-ticket", "--dcid=00" + "5a" * 7)
+    assert fresh.exists() and ftp.exists(), "no session ticket came"
+    wait_until(lambda: min(_worker_stats(q, i)["uptime"] for i in range(N)) > 12.2,
+               "12 s of the workers", 15)
+    # worker 1's, each its own: 0-RTT under the DCID of a connection
+    # just before was not taken
+    dcid = ["--dcid=01%02x%s" % (i, "5a" * 6) for i in range(3)]
+    _gtls(q.port, "/app/bytes/20", tmp_path, resume[0], tp, dcid[0])
+    assert _worker_stats(q, 1)["quic"]["early_data_requests"] == 1
+    os.kill(_pid_of(q, 1), signal.SIGKILL)
+    wait_until(lambda: stats(q)["workers"]["restarts"] == 1 and
+               stats(q)["workers"]["answered"] == N, "the worker started again", 10 * SLOW)
+    # the ticket taken before: taken still
+    (tmp_path / "21").unlink(missing_ok=True)
+    p = _gtls(q.port, "/app/bytes/21", tmp_path, "--session-file=%s" % (tmp_path / "again"),
+              tp, dcid[1])
+    assert (tmp_path / "21").read_bytes() == expected_body(21), p.stderr
+    # a ticket of worker 0's, not used before: resumed, early data and all
+    (tmp_path / "22").unlink(missing_ok=True)
+    p = _gtls(q.port, "/app/bytes/22", tmp_path, "--session-file=%s" % fresh,
+              "--tp-file=%s" % ftp, dcid[2])
+    assert (tmp_path / "22").read_bytes() == expected_body(22), p.stderr
+    st = _worker_stats(q, 1)
+    assert st["uptime"] < 12, "too slow a start to see the first 12 s: %s" % st["uptime"]
+    got = {k: st["quic"][k] for k in ("resumed_handshakes", "early_data_requests",
+                                      "tickets_reused", "tickets_unsure")}
+    assert got == {"resumed_handshakes": 1, "early_data_requests": 1,
+                   "tickets_reused": 1, "tickets_unsure": 0}, st["quic"]
 
 
 def _pid_of(q, i):
