@@ -19,6 +19,7 @@
 #include <ev.h>
 #include <systemd/sd-daemon.h>
 
+#include "clock.h"
 #include "config.h"
 #include "conn.h"
 #include "control.h"
@@ -1364,6 +1365,8 @@ main(int argc, char *argv[])
 					control_close(control);
 				return 1;
 			}
+			/* the old one took session tickets until now */
+			tls_tickets_fresh(mono_now());
 		} else
 			sd_notify(0, "READY=1");
 	}

@@ -67,16 +67,20 @@ static uint8_t ticket_secret[32];
  *
  * What the table does not remember, it cannot tell from a ticket never
  * taken: one taken by the process before it (a restart, an upgrade), or
- * one let go for room. For TICKET_FRESH after the table's start (and a
- * worker's that starts in that time), or after one was let go that was
- * taken less than TICKET_FRESH before, such a ticket could be a replay's,
- * and one that may carry early data resumes nothing (wolfSSL cannot
- * resume a ticket and refuse its early data). Tickets a process issued
- * itself in its first TICKET_FRESH are remembered that long, and resume.
+ * one let go for room. Such a ticket could be a replay's for TICKET_FRESH
+ * after the table's start (and a worker's that starts in that time), or
+ * after an upgrade's old process stopped taking them (tls_tickets_fresh);
+ * after one was let go that was taken less than TICKET_FRESH before; and
+ * after the new process stopped and the old one takes them again
+ * (tls_tickets_doubt). Then one that may carry early data resumes nothing
+ * (wolfSSL cannot resume a ticket and refuse its early data), and is
+ * taken all the same, so that a replay after that time finds it. In the
+ * first two cases, the tickets the process issued itself in that time
+ * resume, as no other process could have taken them.
  */
 static struct taken *tickets_taken;
 static struct replay *tickets_issued;
-static double tickets_begun;
+static double tickets_fresh_until;
 static uint64_t tickets_forgotten;	/* by this process */
 
 int
@@ -89,8 +93,23 @@ tls_tickets_share(void)
 	if ((tickets_taken = taken_new(TICKETS_TAKEN_MAX, 2. * TICKET_EPOCH,
 	    now)) == NULL)
 		return -1;
-	taken_doubt(tickets_taken, now + TICKET_FRESH);
 	return 0;
+}
+
+void
+tls_tickets_doubt(double now)
+{
+	if (tickets_taken != NULL)
+		taken_doubt(tickets_taken, now + TICKET_FRESH);
+}
+
+void
+tls_tickets_fresh(double now)
+{
+	if (tickets_issued == NULL && (tickets_fresh_until == 0. ||
+	    now >= tickets_fresh_until))
+		tickets_issued = replay_new(TICKETS_TAKEN_MAX, TICKET_FRESH);
+	tickets_fresh_until = now + TICKET_FRESH;
 }
 
 size_t
@@ -110,14 +129,14 @@ void
 tls_tickets_start(double now)
 {
 	(void)tls_tickets_share();	/* none: no resumption */
-	tickets_begun = now;
+	tickets_fresh_until = 0.;
 	replay_free(tickets_issued);
 	tickets_issued = NULL;
 	/* a worker started again later: the table remembers for it */
 	if (tickets_taken == NULL || now >= taken_begun(tickets_taken) +
 	    TICKET_FRESH)
 		return;
-	taken_doubt(tickets_taken, now + TICKET_FRESH);
+	tickets_fresh_until = now + TICKET_FRESH;
 	tickets_issued = replay_new(TICKETS_TAKEN_MAX, TICKET_FRESH);
 }
 
@@ -137,7 +156,7 @@ ticket_id(uint8_t id[TICKET_IVLEN + WOLFSSL_TICKET_MAC_SZ],
 static struct replay *
 tickets_issued_now(double now)
 {
-	if (tickets_issued != NULL && now >= tickets_begun + TICKET_FRESH) {
+	if (tickets_issued != NULL && now >= tickets_fresh_until) {
 		replay_free(tickets_issued);
 		tickets_issued = NULL;
 	}
@@ -158,6 +177,35 @@ ticket_issued(const uint8_t *iv, const uint8_t *mac)
 	    sizeof(id)), now);
 }
 
+/* Whether a ticket not taken may have been, by the process before. */
+static bool
+ticket_unsure(const uint8_t *id, size_t idlen, double now)
+{
+	if (now < taken_doubt_until(tickets_taken))
+		return true;
+	return now < tickets_fresh_until && (tickets_issued_now(now) ==
+	    NULL || !replay_seen(tickets_issued, replay_key(tickets_issued,
+	    id, idlen), now));
+}
+
+/* taken_add, with a ticket let go for room counted and doubted. */
+static int
+ticket_take(uint64_t key, double now)
+{
+	double taken;
+	int rv;
+
+	rv = taken_add(tickets_taken, key, now, &taken);
+	if (taken > 0.) {
+		tickets_forgotten++;
+		taken_doubt(tickets_taken, taken + TICKET_FRESH);
+		/* the issued may be among those let go */
+		replay_free(tickets_issued);
+		tickets_issued = NULL;
+	}
+	return rv;
+}
+
 /*
  * Whether a ticket must resume nothing: taken before, here or by another
  * worker, or perhaps taken (above) when it may carry early data. A
@@ -171,7 +219,7 @@ ticket_taken(struct tls_conn *tc, const uint8_t *iv, const uint8_t *mac,
 {
 	uint8_t id[TICKET_IVLEN + WOLFSSL_TICKET_MAC_SZ];
 	uint64_t key;
-	double now = mono_now(), taken;
+	double now = mono_now();
 	int rv;
 
 	if (tickets_taken == NULL && tls_tickets_share() == -1)
@@ -184,17 +232,12 @@ ticket_taken(struct tls_conn *tc, const uint8_t *iv, const uint8_t *mac,
 		stats.tickets_reused++;
 		return true;
 	}
-	if (early && now < taken_doubt_until(tickets_taken) &&
-	    (tickets_issued_now(now) == NULL || !replay_seen(tickets_issued,
-	    replay_key(tickets_issued, id, sizeof(id)), now))) {
+	if (early && ticket_unsure(id, sizeof(id), now)) {
 		stats.tickets_unsure++;
+		(void)ticket_take(key, now);
 		return true;
 	}
-	rv = taken_add(tickets_taken, key, now, &taken);
-	if (taken > 0.) {
-		tickets_forgotten++;
-		taken_doubt(tickets_taken, taken + TICKET_FRESH);
-	}
+	rv = ticket_take(key, now);
 	if (rv == 0) {		/* by another worker, just now */
 		stats.tickets_reused++;
 		return true;

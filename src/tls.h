@@ -54,6 +54,15 @@ int		 tls_tickets_share(void);
  * may have taken it (see tls.c).
  */
 void		 tls_tickets_start(double now);
+/*
+ * For 12 seconds from now, a ticket that may carry early data and that
+ * the table does not remember resumes nothing: with fresh, unless this
+ * process issued it (a new process of an upgrade, once the one before
+ * takes no more connections); with doubt, whoever did (the process
+ * before, taking them again as the new one stopped). See tls.c.
+ */
+void		 tls_tickets_fresh(double now);
+void		 tls_tickets_doubt(double now);
 /* The session tickets remembered as taken now, by every worker. */
 size_t		 tls_tickets_remembered(void);
 /* Those this process let go early for room (the oldest first). */

@@ -46,6 +46,7 @@
 #include "conn.h"
 #include "log.h"
 #include "stats.h"
+#include "tls.h"
 #include "upgrade.h"
 
 #define UPGRADE_MSG_READY	1	/* addresses follow, one a slot */
@@ -719,6 +720,8 @@ static void
 take_back(void)
 {
 	up.ntaken = 0;
+	/* the new one took session tickets, which this one's table lacks */
+	tls_tickets_doubt(mono_now());
 	server_take_back(up.srv);
 }
 
@@ -780,6 +783,8 @@ from_new_cb(struct ev_loop *loop, ev_io *w, int revents)
 			/* the worker before of its number stopped reading */
 			up.hold = false;
 			log_debug("upgrade: reading the sockets");
+			/* the one before took session tickets until now */
+			tls_tickets_fresh(mono_now());
 			server_take_back(up.srv);
 			continue;
 		}

@@ -1074,13 +1074,16 @@ def test_zero_rtt_survives_a_restart_after_twelve_seconds(qproxy_factory, backen
     restart, found its ticket not taken and was served again, early data
     and all. For 12 s after it starts, a process resumes only the tickets
     it issued: one of the process before resumes nothing (its client makes
-    a full handshake, its request served in it); after that, it resumes
-    with early data."""
+    a full handshake, its request served in it), and is taken all the
+    same, so that a replay of it later finds it taken; after those 12 s,
+    another ticket of the process before resumes with early data."""
     make = _early_sections(backend_app.tcp_server, str(tmp_path / "s"))
     q = qproxy_factory(sections=make)
+    (tmp_path / "other").mkdir()
+    other = _resumable(q, tmp_path / "other")
     resume = _resumable(q, tmp_path)
     sess = resume[0].split("=", 1)[1]
-    shutil.copy(sess, sess + ".later")      # the same ticket, for later
+    shutil.copy(sess, sess + ".replay")     # the same ticket, for later
     port = q.port
     q.stop()
     q2 = qproxy_factory(sections=make, port=port)
@@ -1091,11 +1094,16 @@ def test_zero_rtt_survives_a_restart_after_twelve_seconds(qproxy_factory, backen
     assert (st["quic"]["resumed_handshakes"], st["quic"]["early_data_requests"],
             st["quic"]["tickets_unsure"]) == (0, 0, 1), st["quic"]
     wait_until(lambda: stats(q2)["uptime"] > 12.2, "12 s of the new process", 15)
-    _gtls(q2.port, "/app/bytes/3", tmp_path, "--session-file=%s.later" % sess, resume[1])
-    assert (tmp_path / "3").read_bytes() == expected_body(3)
-    st = stats(q2)["quic"]
-    assert (st["resumed_handshakes"], st["early_data_requests"],
-            st["tickets_unsure"]) == (1, 1, 1), st
+    got = {}
+    for name, args in (("replay", ["--session-file=%s.replay" % sess, resume[1]]),
+                       ("other", other)):
+        before = stats(q2)["quic"]
+        _gtls(q2.port, "/app/bytes/3", tmp_path, *args)
+        assert (tmp_path / "3").read_bytes() == expected_body(3)
+        after = stats(q2)["quic"]
+        got[name] = tuple(after[k] - before[k] for k in (
+            "resumed_handshakes", "early_data_requests", "tickets_reused"))
+    assert got == {"replay": (0, 0, 1), "other": (1, 1, 0)}, got
 
 
 def test_a_replay_more_than_eleven_seconds_late_resumes_nothing(qproxy_factory, backend_app,

@@ -217,6 +217,36 @@ def test_upgrade_that_cannot_start_leaves_the_running_process(qproxy_factory, ba
     assert q.sanitizer_report() is None
 
 
+def test_tickets_the_old_process_may_have_taken_resume_nothing_after_an_upgrade(
+        qproxy_factory, backend_app, tmp_path):
+    """The tickets taken are in the process's memory: after an upgrade, a
+    ClientHello the old process had served, replayed to the new one with
+    its early data, found its ticket not taken. For 12 s after the new
+    process took over, a ticket of a listener with early_data that it did
+    not issue resumes nothing (tickets_unsure; its request is served after
+    a full handshake); one it issued resumes, early data and all."""
+    from test_transport import _early_sections, _gtls, _resumable
+    q = qproxy_factory(sections=_early_sections(backend_app.tcp_server,
+                                                str(tmp_path / "s")))
+    old = _resumable(q, tmp_path)
+    new = _upgrade(q)
+    try:
+        _gtls(q.port, "/app/bytes/2", tmp_path, *old)
+        assert (tmp_path / "2").read_bytes() == expected_body(2)
+        st = _quic(q)
+        assert (st["resumed_handshakes"], st["early_data_requests"],
+                st["tickets_unsure"]) == (0, 0, 1), st
+        (tmp_path / "new").mkdir()
+        mine = _resumable(q, tmp_path / "new")
+        _gtls(q.port, "/app/bytes/3", tmp_path, *mine)
+        assert (tmp_path / "3").read_bytes() == expected_body(3)
+        st = _quic(q)
+        assert (st["resumed_handshakes"], st["early_data_requests"],
+                st["tickets_unsure"]) == (1, 1, 1), st
+    finally:
+        _stop(new)
+
+
 def test_a_new_secret_file_takes_a_restart(qproxy_factory, backend_app):
     """The new process keeps the running one's secret: a secret_file of
     another name in its configuration is warned about with the file it
