@@ -213,11 +213,24 @@ field_kind(const uint8_t *name, size_t len)
 #undef K
 	};
 
+	size_t j;
+
 	if (name[0] == ':')
 		return FK_SKIP;
-	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
-		if (kinds[i].len == len && memcmp(kinds[i].name, name, len) == 0)
+	/*
+	 * "_" as "-": CGI, WSGI, Rack and PHP give a backend both as the
+	 * same variable (HTTP_X_FORWARDED_FOR), so that x_forwarded_for
+	 * would pass for qproxy's own field
+	 */
+	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+		if (kinds[i].len != len)
+			continue;
+		for (j = 0; j < len && (kinds[i].name[j] == name[j] ||
+		    (kinds[i].name[j] == '-' && name[j] == '_')); j++)
+			;
+		if (j == len)
 			return kinds[i].kind;
+	}
 	return FK_PLAIN;
 }
 
@@ -423,6 +436,9 @@ request_add(struct request *r, const uint8_t *name, size_t namelen,
 	f.namelen = (uint32_t)namelen;
 	f.valuelen = (uint32_t)valuelen;
 	f.kind = field_kind(name, namelen);
+	/* the method an application may take instead may not go twice */
+	if (f.kind == FK_METHOD)
+		r->flags &= ~REQ_F_IDEMPOTENT;
 	if (store(r, name, namelen, &f.name) == -1 ||
 	    store(r, value, valuelen, &f.value) == -1)
 		return fail(r, REQ_TOO_LARGE, "out of memory");

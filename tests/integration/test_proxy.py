@@ -1600,6 +1600,23 @@ def test_forwarded_fields_of_untrusted_clients_are_replaced(qp, qproxy_factory,
             ["/app"] if name == "x-forwarded-prefix" else [value]), (name, j)
 
 
+def test_forwarded_fields_spelt_with_underscores_are_theirs(qp, backend_app):
+    """CGI, WSGI, Rack and PHP give a backend a field by a variable whose
+    name has "_" for "-" (HTTP_X_FORWARDED_FOR): x_forwarded_for,
+    x_real_ip or x_forwarded_proto reached it as the client wrote them,
+    the very variables of qproxy's own fields, past what qproxy does with
+    those. They are taken for the fields they spell: replaced, dropped or
+    kept as those are."""
+    forged = ["x_forwarded_for: 6.6.6.6", "x_real_ip: 6.6.6.6",
+              "x_forwarded_proto: http", "x_forwarded_host: evil.example",
+              "x_original_url: /app/admin/", "x_custom_field: kept"]
+    j = h3_get(qp.url("/app/echo-headers?underscores"), headers=forged).json()
+    names = [n.lower() for n, _ in j["headers"]]
+    assert [n for n in names if "_" in n] == ["x_custom_field"], j["headers"]
+    assert header_values(j, "x-forwarded-for") == ["127.0.0.1"], j
+    assert header_values(j, "x-forwarded-proto") == ["https"], j
+
+
 def test_cookie_fields_joined(qp, backend_app):
     r = h3_get(qp.url("/app/echo-headers?cookies"),
                headers=["Cookie: a=1", "Cookie: b=2", "Cookie: c=3"])

@@ -122,6 +122,23 @@ test_method_flags(void)
 		CHECK_EQ_INT(rv, 0);
 		CHECK_EQ_INT((int)(r->flags & mask), (int)cases[i].flags);
 	}
+	/*
+	 * a method-override field (spelt with "_" too) names what an
+	 * application may do instead: not sent twice
+	 */
+	{
+		const char *over[] = { BASE, "x-http-method-override: GET",
+		    NULL };
+		const char *under[] = { BASE, "x_http_method: GET", NULL };
+		const char *other[] = { BASE, "x-http-methods: GET", NULL };
+
+		r = build(over, true, &rv);
+		CHECK_EQ_INT((int)(r->flags & mask), 0);
+		r = build(under, true, &rv);
+		CHECK_EQ_INT((int)(r->flags & mask), 0);
+		r = build(other, true, &rv);
+		CHECK_EQ_INT((int)(r->flags & mask), REQ_F_IDEMPOTENT);
+	}
 }
 
 static void
