@@ -40,23 +40,49 @@ static int ctl_http;
 #define CTL_HTTP_TIMEOUT_MS	5000	/* for the whole head */
 
 /*
+ * The length of the UTF-8 sequence at p (len bytes left) when it is one
+ * and no C1 control (U+0080 to U+009F, which terminals may act on as
+ * their 8-bit escapes), else 0.
+ */
+static size_t
+ctl_utf8(const unsigned char *p, size_t len)
+{
+	size_t n = p[0] >= 0xc2 && p[0] <= 0xdf ? 2 : p[0] >= 0xe0 &&
+	    p[0] <= 0xef ? 3 : p[0] >= 0xf0 && p[0] <= 0xf4 ? 4 : 0;
+
+	if (n == 0 || n > len)
+		return 0;
+	for (size_t i = 1; i < n; i++)
+		if (p[i] < 0x80 || p[i] > 0xbf)
+			return 0;
+	return p[0] == 0xc2 && p[1] < 0xa0 ? 0 : n;
+}
+
+/*
  * Writes a reply's text as it came, but for control bytes other than a
- * newline or a tab, which are written as \xNN: whatever is bound at the
- * socket path cannot move a terminal's cursor, retitle it or the like.
+ * newline or a tab, C1 controls and bytes of no UTF-8 sequence, which
+ * are written as \xNN: whatever is bound at the socket path cannot move
+ * a terminal's cursor, retitle it or the like.
  */
 static void
 ctl_print(FILE *f, const char *p, size_t len)
 {
-	size_t i, run = 0;
-	unsigned char c;
+	const unsigned char *u = (const unsigned char *)p;
+	size_t i = 0, run = 0, n;
 
-	for (i = 0; i < len; i++) {
-		c = (unsigned char)p[i];
-		if ((c >= 0x20 && c != 0x7f) || c == '\n' || c == '\t')
+	while (i < len) {
+		if (u[i] < 0x80)
+			n = (u[i] >= 0x20 && u[i] != 0x7f) || u[i] == '\n' ||
+			    u[i] == '\t';
+		else
+			n = ctl_utf8(u + i, len - i);
+		if (n > 0) {
+			i += n;
 			continue;
+		}
 		fwrite(p + run, 1, i - run, f);
-		fprintf(f, "\\x%02x", c);
-		run = i + 1;
+		fprintf(f, "\\x%02x", u[i]);
+		run = ++i;
 	}
 	fwrite(p + run, 1, len - run, f);
 }

@@ -595,8 +595,9 @@ def test_a_reply_without_its_end_line_is_cut_short(tmp_path, end, status, said):
 @pytest.mark.parametrize("reply,out,err", [
     (b"OK\nrow \x1b]0;owned\x07 \x1b[2J\r\x7f\ttab\n\0END\n",
      b"row \\x1b]0;owned\\x07 \\x1b[2J\\x0d\\x7f\ttab\n", b""),
-    (b"ERR no\x1b[31m\nmore\x9b\x1b\n\0END\n",
-     b"", b"qproxyctl: no\\x1b[31m\nmore\x9b\\x1b\n"),
+    (b"ERR no\x1b[31m\nmore\x9b2J\xc2\x9b2J\xc3\xa9\xe2\x82\xac\xe2\x82\x1b\n\0END\n",
+     b"", b"qproxyctl: no\\x1b[31m\nmore\\x9b2J\\xc2\\x9b2J\xc3\xa9\xe2\x82\xac"
+     b"\\xe2\\x82\\x1b\n"),
     (b"OK\nrow\n\0CUT gone\x1b[H\n", b"row\n",
      b"qproxyctl: %s: the reply is incomplete: gone\\x1b[H\n"),
 ], ids=["ok", "err", "cut"])
@@ -604,7 +605,9 @@ def test_control_bytes_in_a_reply_are_shown_escaped(tmp_path, reply, out, err):
     """Whatever is bound at the socket path could write terminal escapes
     (clear the screen, set the window's title, move the cursor) through
     qproxyctl, which printed the reply as it came. Control bytes other than
-    a newline and a tab are now written as \\xNN, on both outputs."""
+    a newline and a tab are now written as \\xNN, on both outputs, and so
+    are C1 controls (CSI is 0x9b, or U+009B in UTF-8) and bytes of no UTF-8
+    sequence; other UTF-8 text is written as it is."""
     path = str(tmp_path / "control.sock")
     p, lines = fake_daemon(path, lambda line: reply, ["conns"])
     assert lines == [b"QPROXY/2 conns\n"]
