@@ -31,15 +31,16 @@
 
 struct taken {
 	uint64_t		 key[2];	/* siphash's */
-	double			 begun, lifetime;
+	double			 begun, lifetime, span;
 	size_t			 nwindows;	/* a power of two */
 	size_t			 maplen;
 	_Atomic uint64_t	 doubt;		/* ms after begun, 0: none */
+	_Atomic uint64_t	 fresh;		/* the same */
 	_Alignas(64) _Atomic uint64_t slots[];	/* nwindows windows */
 };
 
 struct taken *
-taken_new(size_t max, double lifetime, double now)
+taken_new(size_t max, double lifetime, double span, double now)
 {
 	struct taken *t;
 	size_t n = TAKEN_WINDOW, len, page = (size_t)sysconf(_SC_PAGESIZE);
@@ -58,6 +59,7 @@ taken_new(size_t max, double lifetime, double now)
 	}
 	t->begun = now;
 	t->lifetime = lifetime;
+	t->span = span;
 	t->nwindows = n / TAKEN_WINDOW;
 	t->maplen = len;
 	return t;
@@ -147,6 +149,10 @@ taken_add(struct taken *t, uint64_t key, double now, double *evicted_at)
 				old = v;
 			}
 		}
+		/* doubted before it goes: no moment without either */
+		if (slot_live(t, old, now) && slot_time(t, old) + t->span >
+		    now)
+			taken_doubt(t, slot_time(t, old) + t->span);
 		if (!atomic_compare_exchange_strong(&w[at], &old, mine))
 			continue;
 		if (slot_live(t, old, now))
@@ -176,23 +182,48 @@ taken_begun(const struct taken *t)
 	return t->begun;
 }
 
-void
-taken_doubt(struct taken *t, double until)
+/* Raises a time kept in ms after begun to until, rounded up. */
+static void
+raise_to(const struct taken *t, _Atomic uint64_t *at, double until)
 {
 	uint64_t ms, v;
 
 	if (until <= t->begun)
 		return;
 	ms = (uint64_t)((until - t->begun) * 1000.) + 1;
-	v = atomic_load(&t->doubt);
-	while (v < ms && !atomic_compare_exchange_weak(&t->doubt, &v, ms))
+	v = atomic_load(at);
+	while (v < ms && !atomic_compare_exchange_weak(at, &v, ms))
 		;
+}
+
+static double
+time_of(const struct taken *t, const _Atomic uint64_t *at)
+{
+	uint64_t ms = atomic_load(at);
+
+	return ms != 0 ? t->begun + (double)ms / 1000. : 0.;
+}
+
+void
+taken_doubt(struct taken *t, double until)
+{
+	raise_to(t, &t->doubt, until);
 }
 
 double
 taken_doubt_until(const struct taken *t)
 {
-	uint64_t ms = atomic_load(&t->doubt);
+	return time_of(t, &t->doubt);
+}
 
-	return ms != 0 ? t->begun + (double)ms / 1000. : 0.;
+void
+taken_fresh(struct taken *t, double until)
+{
+	raise_to(t, &t->fresh, until);
+}
+
+double
+taken_fresh_until(const struct taken *t)
+{
+	return time_of(t, &t->fresh);
 }

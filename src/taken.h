@@ -28,9 +28,12 @@ struct taken;
 /*
  * A table of max keys (rounded up to a power of two), each remembered
  * for lifetime seconds, with a random hash key; now, on the monotonic
- * clock, is its start. NULL when it cannot be mapped.
+ * clock, is its start. A key let go for room that was taken less than
+ * span seconds before raises the doubt (below) to then + span before it
+ * goes (none when span is 0). NULL when it cannot be mapped.
  */
-struct taken	*taken_new(size_t max, double lifetime, double now);
+struct taken	*taken_new(size_t max, double lifetime, double span,
+		    double now);
 /* Unmaps it (in this process only); NULL is a no-op. */
 void		 taken_free(struct taken *);
 uint64_t	 taken_key(const struct taken *, const uint8_t *, size_t);
@@ -57,5 +60,11 @@ double		 taken_begun(const struct taken *);
  */
 void		 taken_doubt(struct taken *, double until);
 double		 taken_doubt_until(const struct taken *);
+/*
+ * Another such time, for the caller's own use (tls.c: a process's own
+ * tickets resume in it, other unknown ones do not).
+ */
+void		 taken_fresh(struct taken *, double until);
+double		 taken_fresh_until(const struct taken *);
 
 #endif

@@ -68,9 +68,10 @@ static uint8_t ticket_secret[32];
  * What the table does not remember, it cannot tell from a ticket never
  * taken: one taken by the process before it (a restart, an upgrade), or
  * one let go for room. Such a ticket could be a replay's for TICKET_FRESH
- * after the table's start (and a worker's that starts in that time), or
- * after an upgrade's old process stopped taking them (tls_tickets_fresh);
- * after one was let go that was taken less than TICKET_FRESH before; and
+ * after the table's start, or after an upgrade's old process (each old
+ * worker) stopped taking them (tls_tickets_fresh), both kept in the table
+ * for the workers started again in that time; after one was let go that
+ * was taken less than TICKET_FRESH before (taken.c doubts it); and
  * after the new process stopped and the old one takes them again
  * (tls_tickets_doubt). Then one that may carry early data resumes nothing
  * (wolfSSL cannot resume a ticket and refuse its early data), and is
@@ -80,7 +81,6 @@ static uint8_t ticket_secret[32];
  */
 static struct taken *tickets_taken;
 static struct replay *tickets_issued;
-static double tickets_fresh_until;
 static uint64_t tickets_forgotten;	/* by this process */
 
 int
@@ -91,8 +91,9 @@ tls_tickets_share(void)
 	if (tickets_taken != NULL)
 		return 0;
 	if ((tickets_taken = taken_new(TICKETS_TAKEN_MAX, 2. * TICKET_EPOCH,
-	    now)) == NULL)
+	    TICKET_FRESH, now)) == NULL)
 		return -1;
+	taken_fresh(tickets_taken, now + TICKET_FRESH);
 	return 0;
 }
 
@@ -106,10 +107,11 @@ tls_tickets_doubt(double now)
 void
 tls_tickets_fresh(double now)
 {
-	if (tickets_issued == NULL && (tickets_fresh_until == 0. ||
-	    now >= tickets_fresh_until))
+	if (tickets_taken == NULL)
+		return;
+	if (tickets_issued == NULL && now >= taken_fresh_until(tickets_taken))
 		tickets_issued = replay_new(TICKETS_TAKEN_MAX, TICKET_FRESH);
-	tickets_fresh_until = now + TICKET_FRESH;
+	taken_fresh(tickets_taken, now + TICKET_FRESH);
 }
 
 size_t
@@ -129,14 +131,11 @@ void
 tls_tickets_start(double now)
 {
 	(void)tls_tickets_share();	/* none: no resumption */
-	tickets_fresh_until = 0.;
 	replay_free(tickets_issued);
 	tickets_issued = NULL;
 	/* a worker started again later: the table remembers for it */
-	if (tickets_taken == NULL || now >= taken_begun(tickets_taken) +
-	    TICKET_FRESH)
+	if (tickets_taken == NULL || now >= taken_fresh_until(tickets_taken))
 		return;
-	tickets_fresh_until = now + TICKET_FRESH;
 	tickets_issued = replay_new(TICKETS_TAKEN_MAX, TICKET_FRESH);
 }
 
@@ -156,7 +155,7 @@ ticket_id(uint8_t id[TICKET_IVLEN + WOLFSSL_TICKET_MAC_SZ],
 static struct replay *
 tickets_issued_now(double now)
 {
-	if (tickets_issued != NULL && now >= tickets_fresh_until) {
+	if (tickets_issued != NULL && now >= taken_fresh_until(tickets_taken)) {
 		replay_free(tickets_issued);
 		tickets_issued = NULL;
 	}
@@ -183,12 +182,12 @@ ticket_unsure(const uint8_t *id, size_t idlen, double now)
 {
 	if (now < taken_doubt_until(tickets_taken))
 		return true;
-	return now < tickets_fresh_until && (tickets_issued_now(now) ==
-	    NULL || !replay_seen(tickets_issued, replay_key(tickets_issued,
-	    id, idlen), now));
+	return now < taken_fresh_until(tickets_taken) &&
+	    (tickets_issued_now(now) == NULL || !replay_seen(tickets_issued,
+	    replay_key(tickets_issued, id, idlen), now));
 }
 
-/* taken_add, with a ticket let go for room counted and doubted. */
+/* taken_add (which doubts a ticket let go for room), counted. */
 static int
 ticket_take(uint64_t key, double now)
 {
@@ -198,7 +197,6 @@ ticket_take(uint64_t key, double now)
 	rv = taken_add(tickets_taken, key, now, &taken);
 	if (taken > 0.) {
 		tickets_forgotten++;
-		taken_doubt(tickets_taken, taken + TICKET_FRESH);
 		/* the issued may be among those let go */
 		replay_free(tickets_issued);
 		tickets_issued = NULL;

@@ -23,7 +23,7 @@ key_in(uint32_t tag, size_t w)
 static struct taken *
 new_or_die(size_t max, double lifetime, double now)
 {
-	struct taken *t = taken_new(max, lifetime, now);
+	struct taken *t = taken_new(max, lifetime, 0., now);
 
 	if (t == NULL) {
 		perror("taken_new");
@@ -130,6 +130,7 @@ static void
 test_doubt(void)
 {
 	struct taken *t = new_or_die(16, 10., 100.);
+	double ev;
 
 	CHECK(taken_doubt_until(t) == 0.);
 	taken_doubt(t, 99.);		/* before the start: nothing */
@@ -141,6 +142,35 @@ test_doubt(void)
 	taken_doubt(t, 130.5);
 	CHECK(taken_doubt_until(t) >= 130.5 &&
 	    taken_doubt_until(t) < 130.51);
+	/* the fresh time is another, kept alike */
+	CHECK(taken_fresh_until(t) == 0.);
+	taken_fresh(t, 120.);
+	taken_fresh(t, 110.);
+	CHECK(taken_fresh_until(t) >= 120. && taken_fresh_until(t) < 120.01);
+	CHECK(taken_doubt_until(t) >= 130.5 &&
+	    taken_doubt_until(t) < 130.51);
+	taken_free(t);
+
+	/*
+	 * with a span, a key let go that was taken less than it before
+	 * raises the doubt: taken in the table's first second, let go at
+	 * 5 s, doubted until its second's end and 12 s more
+	 */
+	if ((t = taken_new(16, 1000., 12., 0.)) == NULL) {
+		perror("taken_new");
+		exit(1);
+	}
+	for (size_t i = 0; i < TAKEN_WINDOW; i++)
+		CHECK_EQ_INT(taken_add(t, key_in((uint32_t)i + 1, 0),
+		    i == 0 ? 0.5 : 30., &ev), 1);
+	CHECK(taken_doubt_until(t) == 0.);
+	CHECK_EQ_INT(taken_add(t, key_in(99, 0), 31., &ev), 1);
+	CHECK(ev == 1.);
+	/* taken 30 s before: more than the span, no doubt */
+	CHECK(taken_doubt_until(t) == 0.);
+	CHECK_EQ_INT(taken_add(t, key_in(98, 0), 32., &ev), 1);
+	CHECK(ev == 31.);
+	CHECK(taken_doubt_until(t) >= 43. && taken_doubt_until(t) < 43.01);
 	taken_free(t);
 }
 
