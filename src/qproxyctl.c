@@ -40,9 +40,9 @@ static int ctl_http;
 #define CTL_HTTP_TIMEOUT_MS	5000	/* for the whole head */
 
 /*
- * The length of the UTF-8 sequence at p (len bytes left) when it is one
- * and no C1 control (U+0080 to U+009F, which terminals may act on as
- * their 8-bit escapes), else 0.
+ * The length of the UTF-8 sequence at p (len bytes left) when it is one,
+ * in its shortest form, of a code point that is no C1 control (U+0080 to
+ * U+009F, which terminals may act on as their 8-bit escapes), else 0.
  */
 static size_t
 ctl_utf8(const unsigned char *p, size_t len)
@@ -55,7 +55,12 @@ ctl_utf8(const unsigned char *p, size_t len)
 	for (size_t i = 1; i < n; i++)
 		if (p[i] < 0x80 || p[i] > 0xbf)
 			return 0;
-	return p[0] == 0xc2 && p[1] < 0xa0 ? 0 : n;
+	/* C1, overlong forms, surrogates, past U+10FFFF */
+	if ((p[0] == 0xc2 && p[1] < 0xa0) || (p[0] == 0xe0 && p[1] < 0xa0) ||
+	    (p[0] == 0xed && p[1] > 0x9f) || (p[0] == 0xf0 && p[1] < 0x90) ||
+	    (p[0] == 0xf4 && p[1] > 0x8f))
+		return 0;
+	return n;
 }
 
 /*

@@ -595,9 +595,10 @@ def test_a_reply_without_its_end_line_is_cut_short(tmp_path, end, status, said):
 @pytest.mark.parametrize("reply,out,err", [
     (b"OK\nrow \x1b]0;owned\x07 \x1b[2J\r\x7f\ttab\n\0END\n",
      b"row \\x1b]0;owned\\x07 \\x1b[2J\\x0d\\x7f\ttab\n", b""),
-    (b"ERR no\x1b[31m\nmore\x9b2J\xc2\x9b2J\xc3\xa9\xe2\x82\xac\xe2\x82\x1b\n\0END\n",
+    (b"ERR no\x1b[31m\nmore\x9b2J\xc2\x9b2J\xc3\xa9\xe2\x82\xac\xe2\x82\x1b"
+     b"\xe0\x82\x9b\xf0\x9f\x99\x82\n\0END\n",
      b"", b"qproxyctl: no\\x1b[31m\nmore\\x9b2J\\xc2\\x9b2J\xc3\xa9\xe2\x82\xac"
-     b"\\xe2\\x82\\x1b\n"),
+     b"\\xe2\\x82\\x1b\\xe0\\x82\\x9b\xf0\x9f\x99\x82\n"),
     (b"OK\nrow\n\0CUT gone\x1b[H\n", b"row\n",
      b"qproxyctl: %s: the reply is incomplete: gone\\x1b[H\n"),
 ], ids=["ok", "err", "cut"])
