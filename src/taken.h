@@ -3,9 +3,12 @@
  * after it was made: the session tickets resumed with (tls.c), by every
  * worker of a supervisor (workers.h).
  *
- * A ClientHello replayed, with its early data, may be steered to any
- * worker (its sender chooses the connection ID the kernel steers by): a
- * table each worker kept to itself resumed a ticket once per worker.
+ * A ClientHello replayed, with its early data, may reach another worker
+ * than the one that took its ticket: a worker started again in its
+ * place, or one the kernel steers to when the first is not running (its
+ * sender may also choose a new connection ID for the ClientHello, though
+ * not for the 0-RTT packets, which it cannot open). A table each worker
+ * kept to itself resumed a ticket once per worker.
  * This one is made before the workers are forked, so that those started
  * again later share it too. It is of a fixed size, in a MAP_SHARED
  * mapping, with no lock: each slot is one 64-bit word, changed by

@@ -62,7 +62,7 @@ static uint8_t ticket_secret[32];
  * key epochs (a ticket is good for one), TICKETS_TAKEN_MAX at most, the
  * oldest of a window forgotten first (taken.h), in a table that the
  * workers of a supervisor share: it is made before they are forked
- * (tls_tickets_share), so a replay steered to another worker, or to a
+ * (tls_tickets_share), so a replay that reaches another worker, or a
  * worker started again, finds its ticket taken.
  *
  * What the table does not remember, it cannot tell from a ticket never
