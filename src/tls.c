@@ -127,9 +127,40 @@ tls_tickets_forgotten(void)
 	return tickets_forgotten;
 }
 
+/*
+ * wolfSSL checks a ticket's age by the wall clock: set back by S seconds
+ * between a ClientHello and its replay, it takes the replay up to S + 11
+ * s after, past what the windows above allow. A step back seen (the wall
+ * clock's lead on the monotonic one fallen by more than a second) doubts
+ * every unknown ticket for S + TICKET_FRESH.
+ */
+static double tickets_wall_lead;	/* the largest seen; 0: none yet */
+
+static void
+tickets_watch_wall(double now)
+{
+	struct timespec ts;
+	double lead;
+
+	if (clock_gettime(CLOCK_REALTIME, &ts) == -1)
+		return;
+	lead = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9 - now;
+	if (tickets_wall_lead != 0. && lead < tickets_wall_lead - 1.) {
+		log_warnx("the wall clock went back %.0f s: session tickets "
+		    "not known taken resume nothing for %.0f s",
+		    tickets_wall_lead - lead, tickets_wall_lead - lead +
+		    TICKET_FRESH);
+		tls_tickets_doubt(now + tickets_wall_lead - lead);
+		tickets_wall_lead = lead;
+	} else if (lead > tickets_wall_lead)
+		tickets_wall_lead = lead;
+}
+
 void
 tls_tickets_start(double now)
 {
+	tickets_wall_lead = 0.;
+	tickets_watch_wall(now);
 	(void)tls_tickets_share();	/* none: no resumption */
 	replay_free(tickets_issued);
 	tickets_issued = NULL;
@@ -169,6 +200,7 @@ ticket_issued(const uint8_t *iv, const uint8_t *mac)
 	uint8_t id[TICKET_IVLEN + WOLFSSL_TICKET_MAC_SZ];
 	double now = mono_now();
 
+	tickets_watch_wall(now);
 	if (tickets_issued_now(now) == NULL)
 		return;
 	ticket_id(id, iv, mac);
@@ -222,6 +254,7 @@ ticket_taken(struct tls_conn *tc, const uint8_t *iv, const uint8_t *mac,
 
 	if (tickets_taken == NULL && tls_tickets_share() == -1)
 		return true;	/* no memory: no resumption */
+	tickets_watch_wall(now);
 	ticket_id(id, iv, mac);
 	key = taken_key(tickets_taken, id, sizeof(id));
 	if (tc != NULL && tc->took_ticket && tc->ticket == key)

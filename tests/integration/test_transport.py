@@ -1577,6 +1577,29 @@ def test_a_ticket_resumes_across_a_key_epoch(qproxy_factory, backend_app, tmp_pa
     assert got == {60: (1, True), 300: (1, True), 11 * 3600: (1, True)}, (got, seen)
 
 
+def test_a_wall_clock_set_back_doubts_unknown_tickets(qproxy_factory, backend_app,
+                                                     tmp_path):
+    """wolfSSL checks a ticket's age by the wall clock: set back S seconds
+    between a ClientHello and its replay, it takes the replay up to S + 11
+    s after it, past the 12 s in which a process resumes no ticket it does
+    not know was not taken (test_zero_rtt_survives_a_restart_after_twelve_
+    seconds). A wall clock set back by more than a second is said in the
+    log, and for S + 12 s no ticket resumes that the table does not have,
+    not even the process's own."""
+    q = qproxy_factory(sections=_early_sections(backend_app.tcp_server,
+                                                str(tmp_path / "s")), start=False)
+    step = preload_clock(q, str(tmp_path / "clock"), 100)
+    q.start()
+    step(97)        # 3 s back
+    resume = _resumable(q, tmp_path)
+    _gtls(q.port, "/app/bytes/4", tmp_path, *resume)
+    assert (tmp_path / "4").read_bytes() == expected_body(4)
+    st = stats(q)["quic"]
+    assert (st["resumed_handshakes"], st["early_data_requests"],
+            st["tickets_unsure"]) == (0, 0, 1), st
+    assert "the wall clock went back 3 s" in open(q.log).read()
+
+
 def test_a_ticket_whose_obfuscated_age_passes_2_32_takes_early_data(
         qproxy_factory, backend_app, tmp_path):
     """RFC 8446 4.2.11.1: a client sends its ticket's age plus the
