@@ -176,12 +176,6 @@ taken_count(const struct taken *t, double now)
 	return n;
 }
 
-double
-taken_begun(const struct taken *t)
-{
-	return t->begun;
-}
-
 /* Raises a time kept in ms after begun to until, rounded up. */
 static void
 raise_to(const struct taken *t, _Atomic uint64_t *at, double until)

@@ -54,8 +54,6 @@ int		 taken_add(struct taken *, uint64_t key, double now,
 		    double *evicted_at);
 /* How many keys are remembered at now: a walk of the whole table. */
 size_t		 taken_count(const struct taken *, double now);
-/* When the table was made. */
-double		 taken_begun(const struct taken *);
 /*
  * A time, shared as the table is, until which what it does not remember
  * may have been taken all the same (tls.c: tickets_unsure): raised to

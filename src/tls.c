@@ -258,7 +258,7 @@ ticket_taken(struct tls_conn *tc, const uint8_t *iv, const uint8_t *mac,
 	ticket_id(id, iv, mac);
 	key = taken_key(tickets_taken, id, sizeof(id));
 	if (tc != NULL && tc->took_ticket && tc->ticket == key)
-		return false;
+		return tc->ticket_unsure;	/* as the first time, uncounted */
 	if (taken_seen(tickets_taken, key, now)) {
 		stats.tickets_reused++;
 		return true;
@@ -266,6 +266,10 @@ ticket_taken(struct tls_conn *tc, const uint8_t *iv, const uint8_t *mac,
 	if (early && ticket_unsure(id, sizeof(id), now)) {
 		stats.tickets_unsure++;
 		(void)ticket_take(key, now);
+		if (tc != NULL) {
+			tc->ticket = key;
+			tc->took_ticket = tc->ticket_unsure = true;
+		}
 		return true;
 	}
 	rv = ticket_take(key, now);

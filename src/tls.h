@@ -28,6 +28,7 @@ struct tls_conn {
 						   long as its generation */
 	uint64_t		 ticket;	/* the one it took (taken.h) */
 	bool			 took_ticket;
+	bool			 ticket_unsure;	/* took it to refuse it */
 };
 
 struct config;

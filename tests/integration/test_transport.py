@@ -1106,6 +1106,33 @@ def test_zero_rtt_survives_a_restart_after_twelve_seconds(qproxy_factory, backen
     assert got == {"replay": (0, 0, 1), "other": (1, 1, 0)}, got
 
 
+def test_a_ticket_refused_as_unsure_counts_once_across_a_hello_retry_request(
+        qproxy_factory, backend_app, tmp_path):
+    """A ClientHello sent again after a HelloRetryRequest repeats its ticket
+    (RFC 8446 4.1.4). One refused in a new process's first 12 s as perhaps
+    taken by the process before, and taken then, was counted again as
+    taken before (tickets_reused) at the second ClientHello: it is refused
+    again as it was the first time, and counted once, as unsure. (h3raw
+    offers no key share, as in
+    test_a_ticket_resumes_after_a_hello_retry_request.)"""
+    from helpers import h3raw
+    make = _early_sections(backend_app.tcp_server, str(tmp_path / "s"))
+    q = qproxy_factory(sections=make)
+    get = ["%s: %s" % kv for kv in ((":method", "GET"), (":scheme", "https"),
+                                   (":authority", "localhost"), (":path", "/app/bytes/5"))]
+    sess = str(tmp_path / "h3raw.session")
+    r = h3raw(q.port, get, extra=["--session-file", sess])
+    assert r.returncode == 0 and "resumed no" in r.stdout, r
+    port = q.port
+    q.stop()
+    q2 = qproxy_factory(sections=make, port=port)
+    r = h3raw(q2.port, get, extra=["--session-file", sess, "--no-key-shares"])
+    assert r.returncode == 0 and "resumed no" in r.stdout, r
+    assert r.outcomes == ["status 200 body 5"], r
+    st = stats(q2)["quic"]
+    assert (st["hello_retries"], st["tickets_unsure"], st["tickets_reused"]) == (1, 1, 0), st
+
+
 def test_a_replay_more_than_eleven_seconds_late_resumes_nothing(qproxy_factory, backend_app,
                                                                tmp_path):
     """A new process resumes no ticket it did not issue for 12 s only
