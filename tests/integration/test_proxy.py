@@ -4,6 +4,7 @@ Most tests share one qproxy instance (fixture `qp`, see conftest.py for its
 routes) in front of the test backends of backend.py."""
 
 import calendar
+import contextlib
 import hashlib
 import http.server
 import json
@@ -2848,6 +2849,23 @@ def test_max_connections_client_gone_while_waiting(qproxy_factory, backend_app):
     assert st["queued"] == 0 and st["queued_total"] == 2, st
 
 
+@contextlib.contextmanager
+def _connection_held(q):
+    """A request to q's /app/ whose response takes 1.5 s, under way, its
+    backend connection open, while the block runs; the dict yielded has it
+    as "held" after the block."""
+    got = {}
+    t = threading.Thread(target=lambda: got.update(held=h3_get(
+        q.url("/app/bytes/10?wait=%d" % (1500 * SLOW)), timeout=30 * SLOW)))
+    t.start()
+    try:
+        wait_until(lambda: stats(q)["upstream"]["connections_current"] == 1,
+                   "the held request's connection")
+        yield got
+    finally:
+        t.join()
+
+
 def test_max_connections_room_made_before_a_reload_is_taken_after(qproxy_factory,
                                                                   backend_app):
     """The line and the count of open connections span a reload: a request
@@ -2855,19 +2873,11 @@ def test_max_connections_room_made_before_a_reload_is_taken_after(qproxy_factory
     it when that one ends. The old request's close woke only the old
     configuration's line, and the new request got 503 at connect_timeout."""
     q = _limited(qproxy_factory, backend_app, 1, "%gs" % (8 * SLOW))
-    res = {}
-    t = threading.Thread(target=lambda: res.update(slow=h3_get(
-        q.url("/app/bytes/10?wait=%d" % (1500 * SLOW)), timeout=30 * SLOW)))
-    t.start()
-    try:
-        wait_until(lambda: stats(q)["upstream"]["connections_current"] == 1,
-                   "the slow request's connection")
+    with _connection_held(q) as res:
         p = qproxyctl(q, "reload")
         assert p.returncode == 0, p.stderr
         r = h3_get(q.url("/app/bytes/20"), timeout=30 * SLOW)
-    finally:
-        t.join()
-    assert res["slow"].status == 200
+    assert res["held"].status == 200
     assert r.status == 200 and r.body == expected_body(20)
     assert r.elapsed < 5 * SLOW, r.elapsed
 
@@ -2983,25 +2993,17 @@ def test_max_connections_counts_a_server_by_its_address_across_reloads(
             [("route app", [("path_prefix", "/app/"), ("backend", route_to)])]
     q = qproxy_factory(sections=lambda port, c, k: _limited_sections(
         port, c, k, a, 1, "%gs" % (10 * SLOW)))
-    got = {}
-    holder = threading.Thread(target=lambda: got.update(holder=h3_get(
-        q.url("/app/bytes/10?wait=%d" % (1500 * SLOW)), timeout=30 * SLOW)))
-    holder.start()
-    try:
-        wait_until(lambda: stats(q)["upstream"]["connections_current"] == 1,
-                   "the holder's connection")
-        steps = {"rename": [([("renamed", a)], "renamed")],
-                 "another backend": [([("app", a), ("other", a)], "other")],
-                 "away and back": [([("app", b)], "app"), ([("app", a)], "app")]}
+    steps = {"rename": [([("renamed", a)], "renamed")],
+             "another backend": [([("app", a), ("other", a)], "other")],
+             "away and back": [([("app", b)], "app"), ([("app", a)], "app")]}
+    with _connection_held(q) as got:
         for backends, route_to in steps[change]:
             _rewrite(q, sections(backends, route_to))
             p = qproxyctl(q, "reload")
             assert p.returncode == 0, p.stderr
         r = h3_get(q.url("/app/bytes/20"), timeout=30 * SLOW)
         assert r.status == 200 and r.body == expected_body(20), r.status
-    finally:
-        holder.join()
-    assert got["holder"].status == 200
+    assert got["held"].status == 200
     st = stats(q)["upstream"]
     assert (st["queued_total"], st["queue_timeouts"]) == (1, 0), st
 

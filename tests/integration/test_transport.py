@@ -880,6 +880,17 @@ def test_zero_rtt_from_an_unproven_address_spends_no_allowance_of_it(
     assert stats(q)["requests"]["rate_limited"] == 0
 
 
+def _h3raw_get(q, path, sess, *extra, port=None, wait=5):
+    """h3raw's GET of path from q (through port, a relay's, when given),
+    its session kept in the file sess; extra, more of its options; wait,
+    its -t."""
+    return subprocess.run(
+        [h3raw_binary(), "-H", ":method: GET", "-H", ":scheme: https",
+         "-H", ":authority: 127.0.0.1:%d" % q.port, "-H", ":path: " + path,
+         "--session-file", sess, "-t", str(wait)] + list(extra) +
+        ["127.0.0.1", str(port or q.port)], capture_output=True, text=True, timeout=30)
+
+
 def test_zero_rtt_from_an_unproven_address_spends_no_password_check_of_it(
         qproxy_factory, backend_app, tmp_path):
     """auth_check_rate_per_client keeps a client's password checks by its
@@ -909,11 +920,7 @@ def test_zero_rtt_from_an_unproven_address_spends_no_password_check_of_it(
 
     def request(port, path, cred, *extra):
         auth = "authorization: Basic " + base64.b64encode(cred.encode()).decode()
-        return subprocess.run(
-            [h3raw_binary(), "-H", ":method: GET", "-H", ":scheme: https",
-             "-H", ":authority: 127.0.0.1:%d" % q.port, "-H", ":path: " + path,
-             "-H", auth, "--session-file", sess, "-t", "2"] + list(extra) +
-            ["127.0.0.1", str(port)], capture_output=True, text=True, timeout=30)
+        return _h3raw_get(q, path, sess, "-H", auth, *extra, port=port, wait=2)
     # a ticket, with no password checked
     p = request(q.port, "/app/bytes/1", "x:y")
     assert "status 200 " in p.stdout, p
@@ -941,11 +948,7 @@ def test_zero_rtt_get_that_overrides_its_method_is_too_early(
     sess = str(tmp_path / "session")
 
     def request(path, *extra):
-        return subprocess.run(
-            [h3raw_binary(), "-H", ":method: GET", "-H", ":scheme: https",
-             "-H", ":authority: 127.0.0.1:%d" % q.port, "-H", ":path: " + path,
-             "--session-file", sess, "-t", "5"] + list(extra) +
-            ["127.0.0.1", str(q.port)], capture_output=True, text=True, timeout=30)
+        return _h3raw_get(q, path, sess, *extra)
     for field, status in (("x-http-method-override: DELETE", 425),
                           ("x-http-method: put", 425),
                           ("x-method-override: HEAD, POST", 425),

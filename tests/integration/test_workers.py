@@ -193,28 +193,40 @@ def test_a_worker_that_dies_is_started_again(qproxy_factory, backend_app):
         assert h3_get(q.url("/app/bytes/10")).status == 200
 
 
-def test_a_ticket_resumes_once_across_the_workers(qproxy_factory, backend_app, tmp_path):
-    """A session ticket resumes once (RFC 8446 8.1) whichever worker its
-    ClientHello reaches: a replay's sender chooses the connection ID the
-    kernel steers it by. Each worker remembered the tickets it took, and
-    the same ticket resumed again on the other, early data and all. Six
-    copies of one ticket, each to worker 0 and 1 in turn (the first byte
-    of its DCID), resume once in all; the others get a whole handshake."""
+def _early_workers(qproxy_factory, backend_app, tmp_path):
+    """N workers with early data, each answering, and a session ticket
+    from one of them: q and gtlsclient's arguments to resume with it."""
     q = qproxy_factory(sections=_early_sections(backend_app.tcp_server,
                                                 str(tmp_path / "s"),
                                                 glob=[("workers", str(N))]))
     wait_until(lambda: stats(q)["workers"]["answered"] == N, "every worker answering",
                10 * SLOW)
-    resume = _resumable(q, tmp_path)
+    return q, _resumable(q, tmp_path)
+
+
+def _past_first_twelve_seconds(q):
+    """Waits until every worker has run 12 s: for 12 s after it starts, a
+    worker resumes only the tickets it issued (tickets_unsure)."""
+    wait_until(lambda: min(_worker_stats(q, i)["uptime"] for i in range(N)) > 12.2,
+               "12 s of the workers", 15)
+
+
+def test_a_ticket_resumes_once_across_the_workers(qproxy_factory, backend_app, tmp_path):
+    """A session ticket resumes once (RFC 8446 8.1) whichever worker its
+    ClientHello reaches (a replay may reach another, as one started again
+    in the place of the first: test_a_worker_started_again_keeps_the_
+    tickets_taken). Each worker remembered the tickets it took, and
+    the same ticket resumed again on the other, early data and all. Six
+    copies of one ticket, each to worker 0 and 1 in turn (the first byte
+    of its DCID), resume once in all; the others get a whole handshake."""
+    q, resume = _early_workers(qproxy_factory, backend_app, tmp_path)
     sess, tp = resume[0].split("=", 1)[1], resume[1]
     # gtlsclient writes the next ticket over its session file: a copy each
     copies = 6
     for i in range(copies):
         shutil.copy(sess, str(tmp_path / ("copy%d" % i)))
-    # for 12 s after it starts, a worker resumes only the tickets it
-    # issued (tickets_unsure): past them, the other's ticket is taken too
-    wait_until(lambda: min(_worker_stats(q, i)["uptime"] for i in range(N)) > 12.2,
-               "12 s of the workers", 15)
+    # past them, the other's ticket is taken too
+    _past_first_twelve_seconds(q)
     before = [_worker_stats(q, i) for i in range(N)]
     for i in range(copies):
         n = 20 + i
@@ -244,20 +256,14 @@ def test_a_worker_started_again_keeps_the_tickets_taken(qproxy_factory, backend_
     finds a ticket taken before as taken, and, as it forgot nothing, it
     resumes the others' tickets at once, early data and all (a worker that
     kept its own resumed no ticket it did not issue for its first 12 s)."""
-    q = qproxy_factory(sections=_early_sections(backend_app.tcp_server,
-                                                str(tmp_path / "s"),
-                                                glob=[("workers", str(N))]))
-    wait_until(lambda: stats(q)["workers"]["answered"] == N, "every worker answering",
-               10 * SLOW)
-    resume = _resumable(q, tmp_path)
+    q, resume = _early_workers(qproxy_factory, backend_app, tmp_path)
     sess, tp = resume[0].split("=", 1)[1], resume[1]
     shutil.copy(sess, str(tmp_path / "again"))
     fresh, ftp = tmp_path / "fresh", tmp_path / "fresh.tp"
     _gtls(q.port, "/app/bytes/1", tmp_path, "--session-file=%s" % fresh,
           "--tp-file=%s" % ftp, "--wait-for-ticket", "--dcid=00" + "5a" * 7)
     assert fresh.exists() and ftp.exists(), "no session ticket came"
-    wait_until(lambda: min(_worker_stats(q, i)["uptime"] for i in range(N)) > 12.2,
-               "12 s of the workers", 15)
+    _past_first_twelve_seconds(q)
     # worker 1's, each its own: 0-RTT under the DCID of a connection
     # just before was not taken
     dcid = ["--dcid=01%02x%s" % (i, "5a" * 6) for i in range(3)]

@@ -21,9 +21,9 @@ key_in(uint32_t tag, size_t w)
 }
 
 static struct taken *
-new_or_die(size_t max, double lifetime, double now)
+new_or_die(size_t max, double lifetime, double span, double now)
 {
-	struct taken *t = taken_new(max, lifetime, 0., now);
+	struct taken *t = taken_new(max, lifetime, span, now);
 
 	if (t == NULL) {
 		perror("taken_new");
@@ -35,7 +35,7 @@ new_or_die(size_t max, double lifetime, double now)
 static void
 test_once(void)
 {
-	struct taken *t = new_or_die(65536, 100., 50.);
+	struct taken *t = new_or_die(65536, 100., 0., 50.);
 	uint8_t token[40];
 	uint64_t k1, k2;
 	double ev;
@@ -61,7 +61,7 @@ test_once(void)
 static void
 test_expiry(void)
 {
-	struct taken *t = new_or_die(1024, 10., 0.);
+	struct taken *t = new_or_die(1024, 10., 0., 0.);
 	double ev;
 	size_t i;
 
@@ -86,7 +86,7 @@ test_expiry(void)
 static void
 test_eviction(void)
 {
-	struct taken *t = new_or_die(256, 1000., 0.);
+	struct taken *t = new_or_die(256, 1000., 0., 0.);
 	size_t windows = 256 / TAKEN_WINDOW, i;
 	double ev;
 
@@ -113,7 +113,7 @@ test_eviction(void)
 	taken_free(t);
 
 	/* a slot expired goes before one that is not */
-	t = new_or_die(16, 10., 0.);
+	t = new_or_die(16, 10., 0., 0.);
 	CHECK_EQ_INT(taken_add(t, key_in(1, 0), 0., &ev), 1);
 	for (i = 1; i < TAKEN_WINDOW; i++)
 		CHECK_EQ_INT(taken_add(t, key_in((uint32_t)i + 1, 0), 5., &ev),
@@ -128,7 +128,7 @@ test_eviction(void)
 static void
 test_doubt(void)
 {
-	struct taken *t = new_or_die(16, 10., 100.);
+	struct taken *t = new_or_die(16, 10., 0., 100.);
 	double ev;
 
 	CHECK(taken_doubt_until(t) == 0.);
@@ -155,10 +155,7 @@ test_doubt(void)
 	 * raises the doubt: taken in the table's first second, let go at
 	 * 5 s, doubted until its second's end and 12 s more
 	 */
-	if ((t = taken_new(16, 1000., 12., 0.)) == NULL) {
-		perror("taken_new");
-		exit(1);
-	}
+	t = new_or_die(16, 1000., 12., 0.);
 	for (size_t i = 0; i < TAKEN_WINDOW; i++)
 		CHECK_EQ_INT(taken_add(t, key_in((uint32_t)i + 1, 0),
 		    i == 0 ? 0.5 : 30., &ev), 1);
@@ -185,7 +182,7 @@ test_doubt(void)
 static void
 test_race(void)
 {
-	struct taken *t = new_or_die(65536, 1000., 0.);
+	struct taken *t = new_or_die(65536, 1000., 0., 0.);
 	size_t windows = 65536 / TAKEN_WINDOW;
 	struct shared {
 		_Atomic unsigned	 ready;
