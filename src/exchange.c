@@ -2843,19 +2843,6 @@ ex_info(struct exchange *ex, const struct http1_response *r, size_t len)
 	return 0;
 }
 
-/* Whether a 1xx head's Connection fields name close. */
-static bool
-info_says_close(const struct http1_response *r)
-{
-	const char *p = NULL, *tok;
-	size_t i = 0, len;
-
-	while (http1_connection_next(r, &i, &p, &tok, &len))
-		if (len == 5 && strncasecmp(tok, "close", 5) == 0)
-			return true;
-	return false;
-}
-
 /* Parses what the backend sent so far (ex_parse). */
 static void
 ex_parse_rbuf(struct exchange *ex)
@@ -2913,7 +2900,7 @@ ex_parse_rbuf(struct exchange *ex)
 				 * a close it announces is the connection's,
 				 * whatever the final head says (RFC 9112 9.6)
 				 */
-				if (info_says_close(&resp))
+				if (http1_connection_has(&resp, "close"))
 					ex->info_close = true;
 				if (ex_info(ex, &resp, (size_t)n) == -1) {
 					stats.requests_reset++;

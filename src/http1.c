@@ -339,8 +339,7 @@ http1_connection_next(const struct http1_response *resp, size_t *i,
 	return false;
 }
 
-/* Whether the Connection fields name this option. */
-static bool
+bool
 http1_connection_has(const struct http1_response *resp, const char *option)
 {
 	const char *p = NULL, *opt;

@@ -53,6 +53,8 @@ long	http1_parse_response(const uint8_t *buf, size_t len, bool head_request,
  */
 bool	http1_connection_next(const struct http1_response *, size_t *i,
 	    const char **p, const char **opt, size_t *len);
+/* Whether the Connection fields name this option, in any case. */
+bool	http1_connection_has(const struct http1_response *, const char *option);
 bool	http1_options_next(const char **p, const char *end, const char **opt,
 	    size_t *len);
 /* A status line's code (its CRLF left out), as the above takes it; -1. */
