@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bytes.h"
 #include "control.h"
 #include "strbuf.h"
 
@@ -40,34 +41,12 @@ static int ctl_http;
 #define CTL_HTTP_TIMEOUT_MS	5000	/* for the whole head */
 
 /*
- * The length of the UTF-8 sequence at p (len bytes left) when it is one,
- * in its shortest form, of a code point that is no C1 control (U+0080 to
- * U+009F, which terminals may act on as their 8-bit escapes), else 0.
- */
-static size_t
-ctl_utf8(const unsigned char *p, size_t len)
-{
-	size_t n = p[0] >= 0xc2 && p[0] <= 0xdf ? 2 : p[0] >= 0xe0 &&
-	    p[0] <= 0xef ? 3 : p[0] >= 0xf0 && p[0] <= 0xf4 ? 4 : 0;
-
-	if (n == 0 || n > len)
-		return 0;
-	for (size_t i = 1; i < n; i++)
-		if (p[i] < 0x80 || p[i] > 0xbf)
-			return 0;
-	/* C1, overlong forms, surrogates, past U+10FFFF */
-	if ((p[0] == 0xc2 && p[1] < 0xa0) || (p[0] == 0xe0 && p[1] < 0xa0) ||
-	    (p[0] == 0xed && p[1] > 0x9f) || (p[0] == 0xf0 && p[1] < 0x90) ||
-	    (p[0] == 0xf4 && p[1] > 0x8f))
-		return 0;
-	return n;
-}
-
-/*
  * Writes a reply's text as it came, but for control bytes other than a
- * newline or a tab, C1 controls and bytes of no UTF-8 sequence, which
- * are written as \xNN: whatever is bound at the socket path cannot move
- * a terminal's cursor, retitle it or the like.
+ * newline or a tab, C1 controls (U+0080 to U+009F, which terminals may
+ * take for their 8-bit escapes) and bytes of no valid UTF-8 sequence,
+ * which are written as \xNN: whatever is bound at the socket path cannot
+ * move a terminal's cursor, retitle it or the like. A NUL follows p's len
+ * bytes, somewhere (a strbuf's or a string's), which ends a sequence.
  */
 static void
 ctl_print(FILE *f, const char *p, size_t len)
@@ -79,8 +58,9 @@ ctl_print(FILE *f, const char *p, size_t len)
 		if (u[i] < 0x80)
 			n = (u[i] >= 0x20 && u[i] != 0x7f) || u[i] == '\n' ||
 			    u[i] == '\t';
-		else
-			n = ctl_utf8(u + i, len - i);
+		else if ((n = bytes_utf8_len(u + i)) > len - i ||
+		    (n > 0 && bytes_utf8_cp(u + i, n) <= 0x9f))
+			n = 0;	/* cut short, or a C1 control */
 		if (n > 0) {
 			i += n;
 			continue;
