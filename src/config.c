@@ -19,6 +19,7 @@
 #include <ini.h>
 #include <limits.h>
 #include <pwd.h>
+#include <search.h>
 #include <sched.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -113,6 +114,7 @@ struct config_parser {
 	struct config_section	 global;
 	struct config_section	**sections;	/* in file order */
 	size_t			 nsections;
+	void			*by_name;	/* the same, a tsearch tree */
 	struct config_section	 ignored;
 	struct config_section	*cur;		/* NULL before any header */
 
@@ -1924,17 +1926,26 @@ config_defaults(struct config_parser *p, struct config_section *s)
 		abort();
 }
 
+/* Sections by kind, then name (by_name's order). */
+static int
+config_section_cmp(const void *x, const void *y)
+{
+	const struct config_section *a = x, *b = y;
+
+	if (a->kind != b->kind)
+		return a->kind < b->kind ? -1 : 1;
+	return strcmp(a->name, b->name);
+}
+
 static struct config_section *
 config_find_section(struct config_parser *p, enum config_sect kind,
     const char *name)
 {
-	size_t	 i;
+	struct config_section	 key = { .kind = kind, .name = name };
+	struct config_section	**found;
 
-	for (i = 0; i < p->nsections; i++)
-		if (p->sections[i]->kind == kind &&
-		    strcmp(p->sections[i]->name, name) == 0)
-			return p->sections[i];
-	return NULL;
+	found = tfind(&key, &p->by_name, config_section_cmp);
+	return found != NULL ? *found : NULL;
 }
 
 static bool
@@ -2013,6 +2024,10 @@ config_new_section(struct config_parser *p, enum config_sect kind,
 	}
 	s->index = index;
 	p->sections[p->nsections++] = s;
+	if (tsearch(s, &p->by_name, config_section_cmp) == NULL) {
+		p->oom = true;	/* freed with the sections */
+		return NULL;
+	}
 	config_defaults(p, s);
 	return s;
 
@@ -2790,7 +2805,7 @@ config_finish_state(struct config_parser *p, struct config *cfg)
 static void
 config_finish(struct config_parser *p)
 {
-	const struct config_section	*s;
+	const struct config_section	*s, *b;
 	const struct config_key		*k;
 	struct config			*cfg = p->cfg;
 	char				 label[CONFIG_NAME_MAX + 32];
@@ -2815,14 +2830,12 @@ config_finish(struct config_parser *p)
 			config_finish_route(p, s, &cfg->routes[s->index]);
 		if (s->kind != SECT_ROUTE || s->backend == NULL)
 			continue;
-		for (j = 0; j < cfg->nbackends; j++)
-			if (strcmp(cfg->backends[j].name, s->backend) == 0)
-				break;
-		if (j == cfg->nbackends)
+		if ((b = config_find_section(p, SECT_BACKEND,
+		    s->backend)) == NULL)
 			config_error(p, s->backend_line, "backend: no "
 			    "[backend %s] in the configuration", s->backend);
 		else
-			cfg->routes[s->index].backend = j;
+			cfg->routes[s->index].backend = b->index;
 	}
 	memcpy(cfg->global_keyline, p->global.keyline,
 	    sizeof(cfg->global_keyline));
@@ -2880,10 +2893,17 @@ config_report(struct config_parser *p, FILE *errs)
 }
 
 static void
+config_keep(void *node)
+{
+	(void)node;
+}
+
+static void
 config_parser_free(struct config_parser *p)
 {
 	size_t	 i;
 
+	tdestroy(p->by_name, config_keep);	/* the sections go below */
 	for (i = 0; i < p->nsections; i++) {
 		free(p->sections[i]->backend);
 		free(p->sections[i]);
@@ -2959,6 +2979,9 @@ config_load(const char *path, FILE *errs)
 		config_error(&p, rc, "syntax error");
 	if (!p.oom)
 		config_finish(&p);
+	if (p.nerrors == 0 && !p.oom && (cfg->route_index =
+	    route_index_new(cfg->routes, cfg->nroutes)) == NULL)
+		p.oom = true;
 
 	if (p.nerrors > 0 || p.oom) {
 		config_report(&p, errs);
@@ -3008,6 +3031,7 @@ config_free(struct config *cfg)
 		free(cfg->backends[i].health_host);
 	}
 	free(cfg->backends);
+	route_index_free(cfg->route_index);
 	for (i = 0; i < cfg->nroutes; i++) {
 		free(cfg->routes[i].name);
 		free(cfg->routes[i].host);
@@ -3276,8 +3300,14 @@ config_warnings(const struct config *cfg,
 				    "(mode %04o)", l->certs[j].private_key,
 				    (unsigned)(l->certs[j].key_mode & 07777));
 	}
-	for (size_t j = 1; j < cfg->nroutes; j++)
-		for (size_t i = 0; i < j; i++) {
+	for (size_t j = 1; j < cfg->nroutes; j++) {
+		struct route_cursor c;
+		const char *h = cfg->routes[j].host;
+		size_t i;
+
+		/* the routes that may cover it: those its host might match */
+		route_cursor_init(&c, cfg, h, h != NULL ? strlen(h) : 0);
+		while ((i = route_cursor_next(&c)) < j) {
 			if (!config_route_covers(&cfg->routes[i],
 			    &cfg->routes[j]))
 				continue;
@@ -3288,6 +3318,7 @@ config_warnings(const struct config *cfg,
 			    config_at(cfg, cfg->routes[i].line));
 			break;
 		}
+	}
 	for (size_t i = 0; i < cfg->nroutes; i++) {
 		const struct config_route *r = &cfg->routes[i];
 		/* the field RFC 9110 asks of the answer, as set (lowercase) */

@@ -295,6 +295,7 @@ struct config {
 	size_t			 nbackends;
 	struct config_route	*routes;	/* in file order */
 	size_t			 nroutes;
+	struct route_index	*route_index;	/* route.h; NULL: none */
 	int			 global_keyline[CONFIG_MAX_KEYS];	/* 0: unset */
 };
 

@@ -297,6 +297,174 @@ route_path_match(const char *prefix, const char *path, size_t len)
 }
 
 /*
+ * The index: the routes' hosts, sorted without regard to case, each with
+ * its route, which orders those of one host. A wildcard's key is its
+ * ".example.com", which a name under it ends with.
+ */
+struct route_key {
+	const char	*s;
+	size_t		 len;
+	size_t		 route;
+};
+
+struct route_index {
+	struct route_key *exact, *wild, *any;	/* any: no host, s NULL */
+	size_t		 nexact, nwild, nany;
+};
+
+unsigned long route_tries;
+
+#define ROUTE_WALK	8	/* routes or fewer: no index looked at */
+
+static int
+route_strcmp(const char *a, size_t alen, const char *b, size_t blen)
+{
+	int d;
+
+	for (size_t i = 0; i < alen && i < blen; i++)
+		if ((d = route_lower((unsigned char)a[i]) -
+		    route_lower((unsigned char)b[i])) != 0)
+			return d;
+	return alen < blen ? -1 : alen > blen;
+}
+
+static int
+route_key_cmp(const void *x, const void *y)
+{
+	const struct route_key *a = x, *b = y;
+	int d = route_strcmp(a->s, a->len, b->s, b->len);
+
+	if (d != 0)
+		return d;
+	return a->route < b->route ? -1 : a->route > b->route;
+}
+
+struct route_index *
+route_index_new(const struct config_route *routes, size_t n)
+{
+	struct route_index *ix;
+	struct route_key *k;
+	const char *h;
+
+	if ((ix = calloc(1, sizeof(*ix))) == NULL)
+		return NULL;
+	if (n > 0 && ((ix->exact = calloc(n, sizeof(*k))) == NULL ||
+	    (ix->wild = calloc(n, sizeof(*k))) == NULL ||
+	    (ix->any = calloc(n, sizeof(*k))) == NULL)) {
+		route_index_free(ix);
+		return NULL;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if ((h = routes[i].host) == NULL)
+			k = &ix->any[ix->nany++];
+		else if (h[0] == '*' && h[1] == '.') {
+			k = &ix->wild[ix->nwild++];
+			k->s = h + 1;
+		} else {
+			k = &ix->exact[ix->nexact++];
+			k->s = h;
+		}
+		k->len = k->s != NULL ? strlen(k->s) : 0;
+		k->route = i;
+	}
+	qsort(ix->exact, ix->nexact, sizeof(*k), route_key_cmp);
+	qsort(ix->wild, ix->nwild, sizeof(*k), route_key_cmp);
+	return ix;
+}
+
+void
+route_index_free(struct route_index *ix)
+{
+	if (ix == NULL)
+		return;
+	free(ix->exact);
+	free(ix->wild);
+	free(ix->any);
+	free(ix);
+}
+
+/* Adds the run of v's keys equal to s, if any; false when out of room. */
+static bool
+route_run_add(struct route_cursor *c, const struct route_key *v, size_t n,
+    const char *s, size_t len)
+{
+	size_t lo = 0, hi = n, mid, end;
+
+	while (lo < hi) {
+		mid = lo + (hi - lo) / 2;
+		if (route_strcmp(v[mid].s, v[mid].len, s, len) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (end = lo; end < n && route_strcmp(v[end].s, v[end].len, s,
+	    len) == 0; end++)
+		;
+	if (end == lo)
+		return true;
+	if (c->nruns == ROUTE_RUNS)
+		return false;
+	c->runs[c->nruns].k = &v[lo];
+	c->runs[c->nruns++].n = end - lo;
+	return true;
+}
+
+void
+route_cursor_init(struct route_cursor *c, const struct config *cfg,
+    const char *host, size_t hostlen)
+{
+	const struct route_index *ix = cfg->route_index;
+	bool room = true;
+
+	c->routes = cfg->routes;
+	c->nroutes = cfg->nroutes;
+	c->next = 0;
+	c->nruns = 0;
+	/* a few routes are walked sooner than looked up */
+	c->all = ix == NULL || c->nroutes <= ROUTE_WALK;
+	if (c->all)
+		return;
+	if (host != NULL) {
+		room = route_run_add(c, ix->exact, ix->nexact, host, hostlen);
+		/* ".example.com" of "a.example.com", and ".com" */
+		for (size_t i = 1; room && ix->nwild > 0 && i < hostlen; i++)
+			if (host[i] == '.')
+				room = route_run_add(c, ix->wild, ix->nwild,
+				    host + i, hostlen - i);
+	}
+	if (room && ix->nany > 0) {
+		if (c->nruns == ROUTE_RUNS)
+			room = false;
+		else {
+			c->runs[c->nruns].k = ix->any;
+			c->runs[c->nruns++].n = ix->nany;
+		}
+	}
+	/* more wildcards for one name than room: try them all */
+	c->all = !room;
+}
+
+size_t
+route_cursor_next(struct route_cursor *c)
+{
+	struct route_run *best = NULL;
+	size_t r;
+
+	if (c->all)
+		return c->next < c->nroutes ? c->next++ : c->nroutes;
+	for (size_t i = 0; i < c->nruns; i++)
+		if (c->runs[i].n > 0 && (best == NULL ||
+		    c->runs[i].k->route < best->k->route))
+			best = &c->runs[i];
+	if (best == NULL)
+		return c->nroutes;
+	r = best->k->route;
+	best->k++;
+	best->n--;
+	return r;
+}
+
+/*
  * A path that spells a "/" as several, or encoded, or has parameters, is
  * matched with its runs made one "/" and its parameters taken off too
  * (route_prefix_span's rule), made so once: walking
@@ -308,6 +476,7 @@ route_match_host(const struct config *cfg, const char *host, size_t hostlen,
     const char *path, size_t pathlen, const struct request *req)
 {
 	const struct config_route	*r, *found = NULL;
+	struct route_cursor		 c;
 	char				 small[512], *merged = NULL;
 	size_t				 i, mlen = 0;
 	bool				 heap = false;
@@ -318,8 +487,10 @@ route_match_host(const struct config *cfg, const char *host, size_t hostlen,
 	    (merged = route_merge_slashes(path, pathlen, small,
 	    sizeof(small), &mlen, &heap)) == NULL)
 		return NULL;	/* out of memory: no guard is passed by */
-	for (i = 0; i < cfg->nroutes; i++) {
+	route_cursor_init(&c, cfg, host, hostlen);
+	while ((i = route_cursor_next(&c)) < cfg->nroutes) {
 		r = &cfg->routes[i];
+		route_tries++;
 		if (route_host_match(r->host, host, hostlen) &&
 		    (route_path_match(r->path_prefix, path, pathlen) ||
 		    (merged != NULL && route_path_match(r->path_prefix, merged,

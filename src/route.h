@@ -28,6 +28,41 @@ const struct config_route *route_match_host(const struct config *cfg,
     const char *host, size_t hostlen, const char *path, size_t pathlen,
     const struct request *);
 /*
+ * An index of routes by their host, which config_load makes for its
+ * configuration: a request's route is looked for among the routes of
+ * its host, of the wildcards that take it and of those without a host,
+ * in file order, not in every route. NULL when out of memory.
+ */
+struct route_index *route_index_new(const struct config_route *, size_t n);
+void	route_index_free(struct route_index *);
+
+/*
+ * The routes whose host may take a host, one at a time in file order,
+ * from a configuration's index (every route when it has none): those of
+ * the host itself, of the wildcards for its names, and those without a
+ * host. The host is compared without regard to case; a NULL host has
+ * the last only. A host such as a route's "*.example.com" has those
+ * wildcards that cover it, itself included.
+ */
+#define ROUTE_RUNS	16
+struct route_cursor {
+	const struct config_route *routes;
+	size_t		 nroutes, next;	/* every route: no index */
+	bool		 all;
+	size_t		 nruns;
+	struct route_run {
+		const struct route_key *k;
+		size_t	 n;
+	}		 runs[ROUTE_RUNS];
+};
+void	route_cursor_init(struct route_cursor *, const struct config *,
+	    const char *host, size_t hostlen);
+/* The next route's index, or nroutes when none is left. */
+size_t	route_cursor_next(struct route_cursor *);
+/* The routes route_match_host tried, counted (for tests). */
+extern unsigned long route_tries;
+
+/*
  * How many bytes of path (query included, no NUL needed) a path_prefix
  * takes, a run of "/" in path matching one "/" of it; -1 when it does not
  * match; 0 for none.

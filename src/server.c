@@ -320,19 +320,48 @@ gcm_apply(int setting)
 	logged = what;
 }
 
-/* The routes' counts go on in the routes of the same name. */
+static int
+route_stats_cmp(const void *a, const void *b)
+{
+	return strcmp((*(struct route_stats *const *)a)->name,
+	    (*(struct route_stats *const *)b)->name);
+}
+
+/*
+ * The routes' counts go on in the routes of the same name: looked up in
+ * the old ones sorted by name (a walk of them for each route took 10,000
+ * routes half a second), or walked when there is no memory to sort.
+ */
 static void
 routes_inherit(struct generation *gen, const struct generation *old)
 {
-	for (size_t i = 0; i < gen->nroutes; i++)
-		for (size_t j = 0; j < old->nroutes; j++)
-			if (strcmp(gen->routes[i]->name,
-			    old->routes[j]->name) == 0) {
-				route_stats_unref(gen->routes[i]);
-				gen->routes[i] = old->routes[j];
-				gen->routes[i]->refs++;
-				break;
-			}
+	struct route_stats **by_name, **found, *f, key;
+	size_t n = old->nroutes;
+
+	if ((by_name = reallocarray(NULL, n, sizeof(*by_name))) != NULL) {
+		memcpy(by_name, old->routes, n * sizeof(*by_name));
+		qsort(by_name, n, sizeof(*by_name), route_stats_cmp);
+	}
+	for (size_t i = 0; i < gen->nroutes; i++) {
+		f = NULL;
+		key.name = gen->routes[i]->name;
+		if (by_name != NULL) {
+			struct route_stats *k = &key;
+
+			found = bsearch(&k, by_name, n, sizeof(*by_name),
+			    route_stats_cmp);
+			f = found != NULL ? *found : NULL;
+		} else
+			for (size_t j = 0; j < n && f == NULL; j++)
+				if (strcmp(key.name, old->routes[j]->name) == 0)
+					f = old->routes[j];
+		if (f != NULL) {
+			route_stats_unref(gen->routes[i]);
+			gen->routes[i] = f;
+			f->refs++;
+		}
+	}
+	free(by_name);
 }
 
 static void

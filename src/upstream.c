@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <search.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/param.h>
@@ -134,24 +135,34 @@ counters_release(struct upstream_counters *ctr)
 		free(ctr);
 }
 
-/* The servers' loads, one an address, of every pool alive. */
-static LIST_HEAD(, upstream_load) loads = LIST_HEAD_INITIALIZER(loads);
+/* The servers' loads, one an address, of every pool alive: a tree. */
+static void *loads;
+
+static int
+load_cmp(const void *a, const void *b)
+{
+	return addr_cmp(&((const struct upstream_load *)a)->addr,
+	    &((const struct upstream_load *)b)->addr);
+}
 
 static struct upstream_load *
 load_get(const struct addr *a)
 {
-	struct upstream_load *ld;
+	struct upstream_load key, *ld, **found;
 
-	LIST_FOREACH(ld, &loads, entry)
-		if (addr_equal(&ld->addr, a)) {
-			ld->refs++;
-			return ld;
-		}
+	key.addr = *a;
+	if ((found = tfind(&key, &loads, load_cmp)) != NULL) {
+		(*found)->refs++;
+		return *found;
+	}
 	if ((ld = calloc(1, sizeof(*ld))) == NULL)
 		return NULL;
 	ld->addr = *a;
 	ld->refs = 1;
-	LIST_INSERT_HEAD(&loads, ld, entry);
+	if (tsearch(ld, &loads, load_cmp) == NULL) {
+		free(ld);
+		return NULL;
+	}
 	return ld;
 }
 
@@ -163,7 +174,7 @@ load_release(struct upstream_load *ld)
 	for (size_t i = 0; i < ld->nlines; i++)
 		line_release(ld->lines[i]);
 	free(ld->lines);
-	LIST_REMOVE(ld, entry);
+	tdelete(ld, &loads, load_cmp);
 	free(ld);
 }
 
@@ -1130,60 +1141,90 @@ same_shape(const struct config_backend *a, const struct config_backend *b)
 	return true;
 }
 
+/* A backend's counters, line and health go on in to, of the same name. */
+static void
+pool_inherit(struct upstream_pool *to, struct upstream_pool *from)
+{
+	/*
+	 * One line only for the same servers and limit: a waiter tries its
+	 * own configuration's servers, and one woken for room it cannot
+	 * take would go back to the front, ahead of those who could.
+	 */
+	if (same_shape(to->cfg, from->cfg)) {
+		struct upstream_line *old = to->line;
+
+		to->line = from->line;
+		to->line->refs++;
+		to->line->npools++;
+		old->npools--;
+		for (size_t i = 0; i < to->nservers; i++) {
+			load_drop_line(to->servers[i].load, old);
+			load_add_line(to->servers[i].load, to->line);
+		}
+		line_release(old);
+	}
+	for (size_t i = 0; i < to->nservers; i++) {
+		struct upstream_server *t = &to->servers[i];
+
+		for (size_t j = 0; j < from->nservers; j++) {
+			struct upstream_server *f = &from->servers[j];
+			struct health *h;
+
+			if (strcmp(t->cfg->text, f->cfg->text) != 0)
+				continue;
+			counters_release(t->ctr);
+			t->ctr = f->ctr;
+			t->ctr->refs++;
+			if (t->health != NULL && f->health != NULL &&
+			    (h = health_carry(t->health, f->health)) != NULL) {
+				t->health = h;
+				f->health = NULL;
+			}
+			break;
+		}
+	}
+}
+
+static int
+pool_cmp(const void *a, const void *b)
+{
+	return strcmp((*(struct upstream_pool *const *)a)->cfg->name,
+	    (*(struct upstream_pool *const *)b)->cfg->name);
+}
+
+/*
+ * Each backend is looked up among the old ones sorted by name (a walk of
+ * them for each took 10,000 backends half a second), or walked when there
+ * is no memory to sort.
+ */
 void
 upstream_pools_inherit(struct upstream_pool *to, struct upstream_pool *from)
 {
-	for (size_t b = 0; b < to[0].npools; b++) {
-		for (size_t c = 0; c < from[0].npools; c++) {
-			if (strcmp(to[b].cfg->name, from[c].cfg->name) != 0)
-				continue;
-			/*
-			 * One line only for the same servers and limit: a
-			 * waiter tries its own configuration's servers, and
-			 * one woken for room it cannot take would go back to
-			 * the front, ahead of those who could.
-			 */
-			if (same_shape(to[b].cfg, from[c].cfg)) {
-				struct upstream_line *old = to[b].line;
+	size_t n = from[0].npools;
+	struct upstream_pool **by_name, **found, *f;
 
-				to[b].line = from[c].line;
-				to[b].line->refs++;
-				to[b].line->npools++;
-				old->npools--;
-				for (size_t i = 0; i < to[b].nservers; i++) {
-					load_drop_line(to[b].servers[i].load,
-					    old);
-					load_add_line(to[b].servers[i].load,
-					    to[b].line);
-				}
-				line_release(old);
-			}
-			for (size_t i = 0; i < to[b].nservers; i++) {
-				struct upstream_server *t = &to[b].servers[i];
-
-				for (size_t j = 0; j < from[c].nservers; j++) {
-					struct upstream_server *f =
-					    &from[c].servers[j];
-					struct health *h;
-
-					if (strcmp(t->cfg->text,
-					    f->cfg->text) != 0)
-						continue;
-					counters_release(t->ctr);
-					t->ctr = f->ctr;
-					t->ctr->refs++;
-					if (t->health != NULL &&
-					    f->health != NULL && (h =
-					    health_carry(t->health,
-					    f->health)) != NULL) {
-						t->health = h;
-						f->health = NULL;
-					}
-					break;
-				}
-			}
-		}
+	if ((by_name = reallocarray(NULL, n, sizeof(*by_name))) != NULL) {
+		for (size_t c = 0; c < n; c++)
+			by_name[c] = &from[c];
+		qsort(by_name, n, sizeof(*by_name), pool_cmp);
 	}
+	for (size_t b = 0; b < to[0].npools; b++) {
+		f = NULL;
+		if (by_name != NULL) {
+			struct upstream_pool *k = &to[b];
+
+			found = bsearch(&k, by_name, n, sizeof(*by_name),
+			    pool_cmp);
+			f = found != NULL ? *found : NULL;
+		} else
+			for (size_t c = 0; c < n && f == NULL; c++)
+				if (strcmp(to[b].cfg->name,
+				    from[c].cfg->name) == 0)
+					f = &from[c];
+		if (f != NULL)
+			pool_inherit(&to[b], f);
+	}
+	free(by_name);
 }
 
 bool

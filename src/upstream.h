@@ -54,7 +54,6 @@ struct upstream_counters {
  * connection that closes makes room for (a reference each).
  */
 struct upstream_load {
-	LIST_ENTRY(upstream_load)	 entry;
 	struct addr			 addr;
 	unsigned			 refs;
 	uint64_t			 held;

@@ -178,6 +178,14 @@ def preload_chownlog(q, path):
     _preload(q, "chownlog", lib, CHOWNLOG=path)
 
 
+def preload_strcmpcount(q, path):
+    """Makes the not yet started q write to the file path, as it exits, how
+    many calls it made to strcmp (strcmpcount.c, built next to
+    sendshim.so)."""
+    lib = os.path.join(os.path.dirname(sendshim_library()), "strcmpcount.so")
+    _preload(q, "strcmpcount", lib, STRCMPCOUNT=path)
+
+
 def preload_h3nomem(q, path):
     """Makes the not yet started q's nghttp3 fail, out of memory, to submit
     a response head whose status is the one written in the file path, while

@@ -3,6 +3,7 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,8 @@
 #include "request.h"
 #include "route.h"
 #include "unit.h"
+
+#define nitems(a)	(sizeof(a) / sizeof((a)[0]))
 
 /* the name of the route that matches, or "-" when none does */
 static const char *
@@ -338,23 +341,66 @@ allows(const struct config_route *r, const char *text)
 	return route_allows(r, client_at(text));
 }
 
+/* A configuration file's text loaded, in a directory of its own. */
+static char	 load_dir[PATH_MAX / 2];
+
+static struct config *
+load_text(const char *text)
+{
+	struct config	*cfg;
+	FILE		*fp;
+	char		 path[PATH_MAX];
+
+	snprintf(load_dir, sizeof(load_dir), "%s/qproxy-test.XXXXXX",
+	    getenv("TMPDIR") != NULL ? getenv("TMPDIR") : "/tmp");
+	if (mkdtemp(load_dir) == NULL) {
+		perror(load_dir);
+		exit(1);
+	}
+	snprintf(path, sizeof(path), "%s/cert.pem", load_dir);
+	if ((fp = fopen(path, "w")) == NULL) {
+		perror(path);
+		exit(1);
+	}
+	fclose(fp);
+	if (chdir(load_dir) == -1) {
+		perror(load_dir);
+		exit(1);
+	}
+	snprintf(path, sizeof(path), "%s/qproxy.conf", load_dir);
+	if ((fp = fopen(path, "w")) == NULL) {
+		perror(path);
+		exit(1);
+	}
+	fputs(text, fp);
+	fclose(fp);
+	cfg = config_load(path, stderr);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/cert.pem", load_dir);
+	unlink(path);
+	if (chdir("/") == -1 || rmdir(load_dir) == -1)
+		perror(load_dir);
+	return cfg;
+}
+
+#define LOAD_HEAD							\
+	"[listener l]\n"						\
+	"address = 127.0.0.1:4433\n"					\
+	"certificate = cert.pem\n"					\
+	"private_key = cert.pem\n"					\
+	"[backend b]\n"						\
+	"server = 127.0.0.1:8080\n"
+
 /* what config_load keeps matches as it should */
 static void
 test_loaded(void)
 {
 	struct config	*cfg;
-	FILE		*fp;
-	char		 dir[PATH_MAX / 2], path[PATH_MAX];
 	const char	*text =
 	    "[global]\n"
 	    "trusted_proxies = 10.0.0.0/8\n"
 	    "trusted_proxies = 2001:db8::1\n"
-	    "[listener l]\n"
-	    "address = 127.0.0.1:4433\n"
-	    "certificate = cert.pem\n"
-	    "private_key = cert.pem\n"
-	    "[backend b]\n"
-	    "server = 127.0.0.1:8080\n"
+	    LOAD_HEAD
 	    "[route upper]\n"
 	    "host = WWW.Example.COM\n"
 	    "backend = b\n"
@@ -374,31 +420,7 @@ test_loaded(void)
 	    "deny = all\n"
 	    "backend = b\n";
 
-	snprintf(dir, sizeof(dir), "%s/qproxy-test.XXXXXX",
-	    getenv("TMPDIR") != NULL ? getenv("TMPDIR") : "/tmp");
-	if (mkdtemp(dir) == NULL) {
-		perror(dir);
-		exit(1);
-	}
-	snprintf(path, sizeof(path), "%s/cert.pem", dir);
-	if ((fp = fopen(path, "w")) == NULL) {
-		perror(path);
-		exit(1);
-	}
-	fclose(fp);
-	if (chdir(dir) == -1) {
-		perror(dir);
-		exit(1);
-	}
-	snprintf(path, sizeof(path), "%s/qproxy.conf", dir);
-	if ((fp = fopen(path, "w")) == NULL) {
-		perror(path);
-		exit(1);
-	}
-	fputs(text, fp);
-	fclose(fp);
-
-	cfg = config_load(path, stderr);
+	cfg = load_text(text);
 	CHECK(cfg != NULL);
 	if (cfg != NULL) {
 		CHECK_ROUTE(cfg, "www.example.com", "/", "upper");
@@ -431,12 +453,227 @@ test_loaded(void)
 		CHECK(!allows(&cfg->routes[3], "::1"));
 	}
 	config_free(cfg);
+}
 
-	unlink(path);
-	snprintf(path, sizeof(path), "%s/cert.pem", dir);
-	unlink(path);
-	if (chdir("/") == -1 || rmdir(dir) == -1)
-		perror(dir);
+/* A deterministic choice among n, for the generated configurations. */
+static unsigned
+pick(unsigned n)
+{
+	static unsigned long x = 12345;
+
+	x = x * 6364136223846793005UL + 1442695040888963407UL;
+	return (unsigned)(x >> 33) % n;
+}
+
+static const char *const index_hosts[] = {
+	"a.x", "b.a.x", "c.b.a.x", "x", "A.X", "*.x", "*.a.x", "*.b.a.x",
+	"*.c.b.a.x", "[::1]", "127.0.0.1", "a_b.x", "*.y", "y", "q.y",
+};
+static const char *const index_prefixes[] = { "/", "/a", "/a/b", "/z" };
+static const char *const index_methods[] = { "GET", "POST", "GET HEAD" };
+
+/*
+ * 600 routes of a few hosts, wildcards, no host, prefixes and methods, in
+ * a random order, so that the first to match may be any of them.
+ */
+static struct config *
+load_random_routes(void)
+{
+	struct config	*cfg;
+	char		*text = NULL;
+	size_t		 len = 0;
+	FILE		*fp = open_memstream(&text, &len);
+
+	if (fp == NULL)
+		abort();
+	fputs(LOAD_HEAD, fp);
+	for (int i = 0; i < 600; i++) {
+		unsigned h = pick(nitems(index_hosts) + 3);
+
+		bool any = h >= nitems(index_hosts);
+
+		/* few take every request of a host, none of every host */
+		fprintf(fp, "[route r%d]\nbackend = b\n", i);
+		if (!any)
+			fprintf(fp, "host = %s\n", index_hosts[h]);
+		if (any)	/* not "/" */
+			fprintf(fp, "path_prefix = %s\n", index_prefixes[1 +
+			    pick(nitems(index_prefixes) - 1)]);
+		else if (pick(4) != 0)
+			fprintf(fp, "path_prefix = %s\n",
+			    index_prefixes[pick(nitems(index_prefixes))]);
+		if (any || pick(3) == 0)
+			fprintf(fp, "methods = %s\n",
+			    index_methods[pick(nitems(index_methods))]);
+	}
+	fclose(fp);
+	cfg = load_text(text);
+	free(text);
+	return cfg;
+}
+
+/* route_match_host by the index, and by a walk of every route */
+static const struct config_route *
+match_both(struct config *cfg, const char *authority, const char *path,
+    const struct request *req, const struct config_route **walked)
+{
+	struct route_index *ix = cfg->route_index;
+	const struct config_route *r;
+	const char *host;
+	char buf[INET6_ADDRSTRLEN];
+	size_t hostlen;
+
+	route_host(authority, strlen(authority), buf, sizeof(buf), &host,
+	    &hostlen);
+	r = route_match_host(cfg, host, hostlen, path, strlen(path), req);
+	cfg->route_index = NULL;
+	*walked = route_match_host(cfg, host, hostlen, path, strlen(path),
+	    req);
+	cfg->route_index = ix;
+	return r;
+}
+
+/* The route the index finds is the one a walk of them all finds. */
+static void
+test_index_agrees_with_walk(void)
+{
+	static const char *const authorities[] = {
+		"a.x", "A.x:443", "a.x.", "b.a.x", "B.A.X", "c.b.a.x",
+		"d.c.b.a.x", "e.d.c.b.a.x", "x", "X", "z.x", ".x", "..x",
+		"q.y", "y", "yy", "p.q.y", "[::1]:4433", "[0::1]",
+		"127.0.0.1:8443", "", "a_b.x", "nosuch.example", "a..x",
+	};
+	static const char *const paths[] = { "/", "/a", "/a/b/c", "/z",
+	    "//a", "/A" };
+	static const char *const methods[] = { "GET", "POST", "HEAD" };
+	const struct config_route *r, *walked;
+	struct config *cfg = load_random_routes();
+	struct request req;
+	unsigned n = 0, differ = 0, found = 0, nwinners = 0;
+	bool won[600] = { false };
+
+	CHECK(cfg != NULL && cfg->route_index != NULL);
+	if (cfg == NULL)
+		return;
+	for (size_t a = 0; a < nitems(authorities); a++)
+		for (size_t p = 0; p < nitems(paths); p++)
+			for (size_t m = 0; m <= nitems(methods); m++) {
+				struct request *rq = NULL;
+
+				if (m < nitems(methods)) {
+					test_request(&req, methods[m], NULL);
+					rq = &req;
+				}
+				r = match_both(cfg, authorities[a], paths[p],
+				    rq, &walked);
+				if (rq != NULL)
+					request_free(rq);
+				n++;
+				found += r != NULL;
+				if (r != NULL && !won[r - cfg->routes]) {
+					won[r - cfg->routes] = true;
+					nwinners++;
+				}
+				if (r != walked) {
+					differ++;
+					fprintf(stderr, "%s %s: %s, walked "
+					    "%s\n", authorities[a], paths[p],
+					    r != NULL ? r->name : "-",
+					    walked != NULL ? walked->name :
+					    "-");
+				}
+			}
+	CHECK_EQ_INT(differ, 0);
+	/* most requests find a route, and many routes are found */
+	CHECK(found > n / 2);
+	CHECK(nwinners > 15);
+	config_free(cfg);
+}
+
+/* 10,000 hosts: a request's route is found among those of its host. */
+static void
+test_index_tries(void)
+{
+	struct config	*cfg;
+	char		*text = NULL, host[64], name[16];
+	size_t		 len = 0;
+	unsigned long	 before;
+	FILE		*fp = open_memstream(&text, &len);
+
+	if (fp == NULL)
+		abort();
+	fputs(LOAD_HEAD, fp);
+	for (int i = 1; i <= 10000; i++)
+		fprintf(fp, "[route r%d]\nhost = site%d.example.com\n"
+		    "backend = b\n", i, i);
+	fputs("[route rest]\nbackend = b\n", fp);
+	fclose(fp);
+	cfg = load_text(text);
+	free(text);
+	CHECK(cfg != NULL);
+	if (cfg == NULL)
+		return;
+	for (int i = 1; i <= 10000; i += 999) {
+		snprintf(host, sizeof(host), "Site%d.example.com:443", i);
+		snprintf(name, sizeof(name), "r%d", i);
+		before = route_tries;
+		CHECK_EQ_STR(test_match(cfg, host, "/"), name);
+		CHECK(route_tries - before == 1);
+	}
+	before = route_tries;
+	CHECK_ROUTE(cfg, "site10001.example.com", "/", "rest");
+	CHECK(route_tries - before == 1);
+	config_free(cfg);
+}
+
+static char	*warned;
+static size_t	 warnedlen;
+
+static void
+collect(const char *fmt, ...)
+{
+	va_list	 ap;
+	char	 line[512];
+	int	 n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if ((warned = realloc(warned, warnedlen + strlen(line) + 2)) == NULL)
+		abort();
+	warnedlen += (size_t)sprintf(warned + warnedlen, "%s\n", line);
+}
+
+/* "never used" warnings: the same found by the index as by a walk */
+static void
+test_index_warnings(void)
+{
+	struct config	*cfg = load_random_routes();
+	struct route_index *ix;
+	char		*first;
+
+	CHECK(cfg != NULL);
+	if (cfg == NULL)
+		return;
+	warnedlen = 0;
+	config_warnings(cfg, collect);
+	first = strndup(warned != NULL ? warned : "", warnedlen);
+	ix = cfg->route_index;
+	cfg->route_index = NULL;
+	warnedlen = 0;
+	config_warnings(cfg, collect);
+	cfg->route_index = ix;
+	CHECK(first != NULL && warned != NULL);
+	if (first != NULL && warned != NULL) {
+		CHECK_EQ_STR(first, warned);
+		CHECK(strstr(first, "is never used") != NULL);
+	}
+	free(first);
+	free(warned);
+	warned = NULL;
+	config_free(cfg);
 }
 
 /* A redirect's Location: $host and $request_uri put in its URL. */
@@ -539,6 +776,9 @@ main(void)
 	test_headers();
 	test_catch_all();
 	test_loaded();
+	test_index_agrees_with_walk();
+	test_index_tries();
+	test_index_warnings();
 	test_location();
 	test_span_agrees_with_match();
 	UNIT_DONE();
