@@ -5,8 +5,8 @@
 #    clients (libcurl with HTTP/3, ngtcp2's gtlsclient) from bookworm-backports,
 #    and Chromium and Firefox, browsers the end-to-end tests also fetch with;
 #  - wolfSSL with QUIC and ngtcp2 with its wolfSSL crypto helper, built as static
-#    archives from Debian's own source packages (with Debian's patches, and
-#    for wolfSSL qproxy's own in scripts/patches/) into $QPROXY_DEPS_PREFIX
+#    archives from Debian's own source packages (with Debian's patches, then
+#    qproxy's own for both in scripts/patches/) into $QPROXY_DEPS_PREFIX
 #    (default /opt/qproxy-deps).
 #
 # Idempotent: every step checks first and does nothing when its result is there.
