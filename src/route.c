@@ -367,8 +367,10 @@ route_index_new(const struct config_route *routes, size_t n)
 		k->len = k->s != NULL ? strlen(k->s) : 0;
 		k->route = i;
 	}
-	qsort(ix->exact, ix->nexact, sizeof(*k), route_key_cmp);
-	qsort(ix->wild, ix->nwild, sizeof(*k), route_key_cmp);
+	if (ix->nexact > 1)
+		qsort(ix->exact, ix->nexact, sizeof(*k), route_key_cmp);
+	if (ix->nwild > 1)
+		qsort(ix->wild, ix->nwild, sizeof(*k), route_key_cmp);
 	return ix;
 }
 

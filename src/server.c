@@ -335,10 +335,11 @@ route_stats_cmp(const void *a, const void *b)
 static void
 routes_inherit(struct generation *gen, const struct generation *old)
 {
-	struct route_stats **by_name, **found, *f, key;
+	struct route_stats **by_name = NULL, **found, *f, key;
 	size_t n = old->nroutes;
 
-	if ((by_name = reallocarray(NULL, n, sizeof(*by_name))) != NULL) {
+	if (n > 0 && (by_name = reallocarray(NULL, n, sizeof(*by_name))) !=
+	    NULL) {
 		memcpy(by_name, old->routes, n * sizeof(*by_name));
 		qsort(by_name, n, sizeof(*by_name), route_stats_cmp);
 	}

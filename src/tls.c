@@ -316,9 +316,17 @@ struct tls_cert {
  * What a context carries, hung on it as its ticket context: its
  * certificates, and what its tickets are bound to (tls_ctx_new's zrtt).
  */
+/* A certificate's name, in byname: sorted by name, then certificate. */
+struct cert_name {
+	const char	*name;
+	size_t		 cert;
+};
+
 struct tls_ctx_data {
 	struct tls_cert	*certs;
 	size_t		 ncerts;
+	struct cert_name *byname;	/* every certificate's names */
+	size_t		 nbyname;
 	bool		 early;		/* its tickets may carry early data */
 	size_t		 len;
 	uint8_t		 data[];
@@ -464,6 +472,77 @@ tls_host_matches(const char *name, const char *host)
 	return dot != NULL && dot != host && strcmp(dot, name + 1) == 0;
 }
 
+static int
+cert_name_cmp(const void *x, const void *y)
+{
+	const struct cert_name *a = x, *b = y;
+	int d = strcmp(a->name, b->name);
+
+	if (d != 0)
+		return d;
+	return a->cert < b->cert ? -1 : a->cert > b->cert;
+}
+
+/*
+ * The first certificate with this name, as it is spelt (a wildcard's
+ * "*.example.com" too), or ncerts when none has it: a look in byname,
+ * where a walk of every name cost a handshake of a listener of 10,000
+ * certificates about as much as the handshake itself.
+ */
+static size_t
+cert_find(const struct tls_ctx_data *d, const char *name)
+{
+	size_t lo = 0, hi = d->nbyname, mid;
+
+	while (lo < hi) {
+		mid = lo + (hi - lo) / 2;
+		if (strcmp(d->byname[mid].name, name) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < d->nbyname && strcmp(d->byname[lo].name, name) == 0 ?
+	    d->byname[lo].cert : d->ncerts;
+}
+
+/*
+ * The first certificate whose wildcard takes host (lowercase): one whole
+ * first label, as tls_host_matches has it; ncerts when none does.
+ */
+static size_t
+cert_find_wild(const struct tls_ctx_data *d, const char *host)
+{
+	const char *dot = strchr(host, '.');
+	char wild[256];
+
+	if (dot == NULL || dot == host || strlen(dot) + 2 > sizeof(wild))
+		return d->ncerts;
+	wild[0] = '*';
+	strcpy(wild + 1, dot);
+	return cert_find(d, wild);
+}
+
+/* byname made, from the certificates' names; -1 when out of memory. */
+static int
+cert_index(struct tls_ctx_data *d)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < d->ncerts; i++)
+		n += d->certs[i].nnames;
+	if (n == 0)
+		return 0;
+	if ((d->byname = reallocarray(NULL, n, sizeof(*d->byname))) == NULL)
+		return -1;
+	for (size_t i = 0; i < d->ncerts; i++)
+		for (size_t j = 0; j < d->certs[i].nnames; j++) {
+			d->byname[d->nbyname].name = d->certs[i].names[j];
+			d->byname[d->nbyname++].cert = i;
+		}
+	qsort(d->byname, d->nbyname, sizeof(*d->byname), cert_name_cmp);
+	return 0;
+}
+
 /* Whether one of a certificate's names covers host (lowercase). */
 static bool
 cert_covers(const struct tls_cert *c, const char *host)
@@ -481,17 +560,9 @@ cert_covers(const struct tls_cert *c, const char *host)
 static bool
 cert_shadowed(const struct tls_ctx_data *d, size_t i)
 {
-	for (size_t n = 0; n < d->certs[i].nnames; n++) {
-		bool held = false;
-
-		for (size_t j = 0; j < i && !held; j++)
-			for (size_t m = 0; m < d->certs[j].nnames && !held;
-			    m++)
-				held = strcmp(d->certs[j].names[m],
-				    d->certs[i].names[n]) == 0;
-		if (!held)
+	for (size_t n = 0; n < d->certs[i].nnames; n++)
+		if (cert_find(d, d->certs[i].names[n]) >= i)
 			return false;
-	}
 	return d->certs[i].nnames > 0;
 }
 
@@ -510,10 +581,9 @@ tls_conn_may_serve(const struct tls_conn *tc, const char *host, size_t len)
 	h[len] = '\0';
 	if (cert_covers(&d->certs[tc->cert], h))
 		return true;
-	for (size_t i = 0; i < d->ncerts; i++)
-		if (cert_covers(&d->certs[i], h))
-			return false;
-	return true;
+	/* another certificate's names cover it: that one's connection */
+	return cert_find(d, h) == d->ncerts && cert_find_wild(d, h) ==
+	    d->ncerts;
 }
 
 /*
@@ -523,12 +593,12 @@ tls_conn_may_serve(const struct tls_conn *tc, const char *host, size_t len)
 static size_t
 cert_pick(const struct tls_ctx_data *d, const char *host)
 {
-	for (int wild = 0; wild < 2; wild++)
-		for (size_t i = 0; i < d->ncerts; i++)
-			for (size_t j = 0; j < d->certs[i].nnames; j++)
-				if ((d->certs[i].names[j][0] == '*') == wild &&
-				    tls_host_matches(d->certs[i].names[j], host))
-					return i;
+	size_t i;
+
+	/* (a host name has no "*": only a name without finds it) */
+	if ((i = cert_find(d, host)) < d->ncerts ||
+	    (i = cert_find_wild(d, host)) < d->ncerts)
+		return i;
 	return 0;
 }
 
@@ -1087,6 +1157,7 @@ ctx_data_free(struct tls_ctx_data *d)
 		free_secret(c->key, c->keylen);
 	}
 	free(d->certs);
+	free(d->byname);
 	free(d);
 }
 
@@ -1176,6 +1247,10 @@ tls_ctx_new(const struct config_cert *certs, size_t ncerts, bool early_data,
 			*bad_line = at_key ? certs[i].key_line : certs[i].line;
 			goto fail;
 		}
+	if (cert_index(d) == -1) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
 	return ctx;
 fail:
 	tls_ctx_free(ctx);

@@ -1201,9 +1201,10 @@ void
 upstream_pools_inherit(struct upstream_pool *to, struct upstream_pool *from)
 {
 	size_t n = from[0].npools;
-	struct upstream_pool **by_name, **found, *f;
+	struct upstream_pool **by_name = NULL, **found, *f;
 
-	if ((by_name = reallocarray(NULL, n, sizeof(*by_name))) != NULL) {
+	if (n > 0 && (by_name = reallocarray(NULL, n, sizeof(*by_name))) !=
+	    NULL) {
 		for (size_t c = 0; c < n; c++)
 			by_name[c] = &from[c];
 		qsort(by_name, n, sizeof(*by_name), pool_cmp);
