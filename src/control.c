@@ -79,6 +79,22 @@ const char *const control_commands[] = {
 const size_t control_ncommands =
     sizeof(control_commands) / sizeof(control_commands[0]);
 
+static size_t reply_rows;
+
+size_t
+control_reply_max(void)
+{
+	return CONTROL_MAX_REPLY + reply_rows * CONTROL_ROW_MAX;
+}
+
+void
+control_reply_rows(size_t rows)
+{
+	/* never less: a reply to an older configuration may be made yet */
+	if (rows > reply_rows)
+		reply_rows = rows;
+}
+
 bool
 control_takes_args(const char *cmd)
 {
@@ -383,8 +399,8 @@ control_answer(struct control_client *c, const char *cmd, bool changes,
 		return;
 	}
 	if (c->text.truncated) {
-		log_warnx("control: %s: reply longer than %u bytes", cmd,
-		    CONTROL_MAX_REPLY);
+		log_warnx("control: %s: reply longer than %zu bytes", cmd,
+		    control_reply_max());
 		control_error(c, "reply too long");
 		return;
 	}
@@ -736,7 +752,8 @@ control_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		}
 		c->ctl = ctl;
 		c->fd = fd;
-		strbuf_init(&c->text, CONTROL_MAX_REPLY - CONTROL_HEAD_MAX - 1);
+		strbuf_init(&c->text, control_reply_max() - CONTROL_HEAD_MAX -
+		    1);
 		ev_io_init(&c->rio, control_client_rcb, fd, EV_READ);
 		ev_io_init(&c->wio, control_client_wcb, fd, EV_WRITE);
 		ev_timer_init(&c->timer, control_client_tcb, CONTROL_TIMEOUT,

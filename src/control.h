@@ -33,8 +33,18 @@
 #define CONTROL_CUT_LEN		(sizeof(CONTROL_CUT) - 1)
 #define CONTROL_MAX_LINE	1024	/* a request line, newline included */
 #define CONTROL_MAX_REPLY	(16u << 20)	/* but a stream's (conns) */
+#define CONTROL_ROW_MAX		(8u << 10)	/* and this a row more */
 #define CONTROL_CHUNK		(16u << 10)	/* a stream's piece, about */
 #define CONTROL_MAX_CLIENTS	16
+
+/*
+ * The longest reply held whole: CONTROL_MAX_REPLY, and CONTROL_ROW_MAX for
+ * each row (a route, a backend's server, a certificate) of the largest
+ * configuration read, which metrics shows some 24 lines of: 10,000 routes
+ * and backends passed 16 MiB.
+ */
+size_t	control_reply_max(void);
+void	control_reply_rows(size_t rows);
 
 #define CONTROL_RELOAD_STOPPING	(-2)	/* answered "ERR shutting down" */
 

@@ -220,6 +220,22 @@ reload_at_restart(const struct config *cfg, const char *key)
 		reload_warn("%s changes take effect at restart", key);
 }
 
+/*
+ * Room for the replies that show a row of each of its routes, backends'
+ * servers and certificates (qproxyctl metrics, routes, backends, tls).
+ */
+static void
+reply_room(const struct config *cfg)
+{
+	size_t rows = cfg->nroutes;
+
+	for (size_t i = 0; i < cfg->nbackends; i++)
+		rows += cfg->backends[i].nservers;
+	for (size_t i = 0; i < cfg->nlisteners; i++)
+		rows += cfg->listeners[i].ncerts;
+	control_reply_rows(rows);
+}
+
 /* The configuration file read anew: NULL, with its errors in errs. */
 static struct config *
 config_reread(struct strbuf *errs)
@@ -237,6 +253,8 @@ config_reread(struct strbuf *errs)
 	fclose(f);
 	if (cfg == NULL)
 		strbuf_append(errs, text, len);
+	else
+		reply_room(cfg);
 	free(text);
 	return cfg;
 }
@@ -1186,6 +1204,7 @@ main(int argc, char *argv[])
 		return 0;
 	}
 	started_remember(cfg);
+	reply_room(cfg);
 	strbuf_init(&errs, 1 << 20);
 	if (logs_prepare(cfg, lf, &errs) == -1) {
 		log_lines(LOG_LEVEL_ERROR, "", strbuf_str(&errs));

@@ -563,7 +563,7 @@ ask_some(struct answers *ans, const char *line, int timeout_ms,
 
 	reap();
 	for (i = 0; i < worker_count; i++) {
-		strbuf_init(&replies[i], CONTROL_MAX_REPLY);
+		strbuf_init(&replies[i], control_reply_max());
 		rv[i] = -1;
 		ans->leaving[i] = ans->lost[i] = ans->refused[i] = false;
 		a[i].in_head = true;
@@ -699,7 +699,7 @@ cmd_merged(struct strbuf *out, const char *line, bool json, bool head)
 	n = a.n;
 	for (unsigned i = 0; i < worker_count; i++)
 		running += sv.w[i].pid > 0;
-	strbuf_init(&merged, CONTROL_MAX_REPLY);
+	strbuf_init(&merged, control_reply_max());
 	if (n > 0 && merge_replies(a.texts, n, &merged) == 0) {
 		const char *m = strbuf_str(&merged);
 
@@ -743,7 +743,7 @@ cmd_metrics(struct strbuf *out, const char *line)
 	    "# TYPE qproxy_workers_restarts_total counter\n"
 	    "qproxy_workers_restarts_total %llu\n", worker_count, running,
 	    a.n, sv.restarts);
-	strbuf_init(&merged, CONTROL_MAX_REPLY);
+	strbuf_init(&merged, control_reply_max());
 	if (a.n > 0 && merge_replies(a.texts, a.n, &merged) == 0)
 		strbuf_printf(out, "%s", strbuf_str(&merged));
 	else if (a.n > 0)

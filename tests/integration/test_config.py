@@ -717,15 +717,17 @@ def test_long_lines_are_read_whole(qproxy_factory, backend_app, tmp_path, certif
 
 
 def test_many_routes_are_looked_up_not_walked(qproxy_factory, backend_app, tmp_path):
-    """5,000 routes of a host each, each with a backend of its own: a
+    """6,000 routes of a host each, each with a backend of its own: a
     request for the last host reaches its route, whose count goes on
-    across two reloads, and one for none of their hosts the route after.
+    across two reloads, and one for none of their hosts the route after;
+    qproxyctl metrics shows them all, in more than the 16 MiB that was
+    the most a reply could hold ("reply too long").
     Sections, backends and routes are found by their names and hosts, not
     by a walk of them all for each: strcmpcount.c counts qproxy's calls to
     strcmp. With the walks, the start and two reloads made about 225
-    million (a reload of 10,000 routes stalled the loop 1.5 s); now about
-    3 million."""
-    n = 5000
+    million at 5,000 routes (a reload of 10,000 routes stalled the loop
+    1.5 s); now about 3 million."""
+    n = 6000
     backends = [("backend b%d" % i, [("server", backend_app.tcp_server)])
                 for i in range(1, n + 1)]
     routes = [("route r%d" % i, [("host", "site%d.example.com" % i),
@@ -757,6 +759,11 @@ def test_many_routes_are_looked_up_not_walked(qproxy_factory, backend_app, tmp_p
             assert p.returncode == 0, p.stdout + p.stderr
     # route app, after them, takes a request of none of their hosts
     assert requests("app") == 3
+    p = qproxyctl(q, "metrics")
+    assert p.returncode == 0, p.stderr
+    assert len(p.stdout) > 16 << 20
+    assert 'qproxy_route_requests_total{route="r%d"} 3\n' % n in p.stdout
+    assert 'qproxy_backend_server_requests_total{backend="b%d",' % n in p.stdout
     q.stop()
     with open(count) as f:
         calls = int(f.read())
