@@ -32,7 +32,7 @@ import time
 import pytest
 
 from helpers import (SANITIZER_MARKERS, SLOW, expected_body, make_certificate,
-                     qproxy_binary, render_config)
+                     qproxy_binary, render_config, wait_until)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.abspath(os.path.join(HERE, "..", ".."))
@@ -448,8 +448,13 @@ def test_logs_state_and_control_socket_are_where_the_unit_says(ready):
             (p, st.st_uid, st.st_gid, oct(st.st_mode))
     owned("/var/log/qproxy", 0o750)
     owned("/var/log/qproxy/access.log", 0o640)
-    with open(box.path("/var/log/qproxy/access.log")) as f:
-        assert '"GET /app/bytes/1000" 200' in f.read()
+
+    def logged():
+        with open(box.path("/var/log/qproxy/access.log")) as f:
+            return '"GET /app/bytes/1000" 200' in f.read()
+    # written as the request's stream ends, which may be after the
+    # client has the whole body (seen once, on a loaded CI machine)
+    wait_until(logged, "the access log has the request")
     owned("/var/lib/qproxy", 0o700)
     owned("/var/lib/qproxy/secret", 0o600)
     owned("/run/qproxy", 0o750)
