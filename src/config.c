@@ -3303,10 +3303,12 @@ config_warnings(const struct config *cfg,
 	for (size_t j = 1; j < cfg->nroutes; j++) {
 		struct route_cursor c;
 		const char *h = cfg->routes[j].host;
+		const char *path = cfg->routes[j].path_prefix;
 		size_t i;
 
-		/* the routes that may cover it: those its host might match */
-		route_cursor_init(&c, cfg, h, h != NULL ? strlen(h) : 0);
+		/* those that may cover it: of hosts and prefixes of its own */
+		route_cursor_init(&c, cfg, h, h != NULL ? strlen(h) : 0, path,
+		    path != NULL ? strlen(path) : 0, NULL, 0);
 		while ((i = route_cursor_next(&c)) < j) {
 			if (!config_route_covers(&cfg->routes[i],
 			    &cfg->routes[j]))

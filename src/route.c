@@ -299,7 +299,10 @@ route_path_match(const char *prefix, const char *path, size_t len)
 /*
  * The index: the routes' hosts, sorted without regard to case, each with
  * its route, which orders those of one host. A wildcard's key is its
- * ".example.com", which a name under it ends with.
+ * ".example.com", which a name under it ends with. Routes without a host
+ * are kept by their path_prefix (as spelt: a path is compared as it is),
+ * with the lengths the prefixes have, so that a request's path is looked
+ * up by its first bytes of each; those without either take any request.
  */
 struct route_key {
 	const char	*s;
@@ -308,14 +311,17 @@ struct route_key {
 };
 
 struct route_index {
-	struct route_key *exact, *wild, *any;	/* any: no host, s NULL */
-	size_t		 nexact, nwild, nany;
+	struct route_key *exact, *wild, *paths, *any;	/* any: s NULL */
+	size_t		 nexact, nwild, npaths, nany;
+	size_t		*plens;		/* the paths' lengths, each once */
+	size_t		 nplens;
 };
 
 unsigned long route_tries;
 
 #define ROUTE_WALK	8	/* routes or fewer: no index looked at */
 
+/* Hosts: without regard to case (ASCII). */
 static int
 route_strcmp(const char *a, size_t alen, const char *b, size_t blen)
 {
@@ -328,15 +334,48 @@ route_strcmp(const char *a, size_t alen, const char *b, size_t blen)
 	return alen < blen ? -1 : alen > blen;
 }
 
+/* Paths: byte for byte. */
 static int
-route_key_cmp(const void *x, const void *y)
+route_pathcmp(const char *a, size_t alen, const char *b, size_t blen)
 {
-	const struct route_key *a = x, *b = y;
-	int d = route_strcmp(a->s, a->len, b->s, b->len);
+	int d = memcmp(a, b, alen < blen ? alen : blen);
+
+	if (d != 0)
+		return d;
+	return alen < blen ? -1 : alen > blen;
+}
+
+typedef int (*route_cmp)(const char *, size_t, const char *, size_t);
+
+static int
+route_key_cmp(const struct route_key *a, const struct route_key *b,
+    route_cmp cmp)
+{
+	int d = cmp(a->s, a->len, b->s, b->len);
 
 	if (d != 0)
 		return d;
 	return a->route < b->route ? -1 : a->route > b->route;
+}
+
+static int
+route_host_key_cmp(const void *x, const void *y)
+{
+	return route_key_cmp(x, y, route_strcmp);
+}
+
+static int
+route_path_key_cmp(const void *x, const void *y)
+{
+	return route_key_cmp(x, y, route_pathcmp);
+}
+
+static int
+route_size_cmp(const void *x, const void *y)
+{
+	size_t a = *(const size_t *)x, b = *(const size_t *)y;
+
+	return a < b ? -1 : a > b;
 }
 
 struct route_index *
@@ -345,19 +384,27 @@ route_index_new(const struct config_route *routes, size_t n)
 	struct route_index *ix;
 	struct route_key *k;
 	const char *h;
+	size_t i;
 
 	if ((ix = calloc(1, sizeof(*ix))) == NULL)
 		return NULL;
 	if (n > 0 && ((ix->exact = calloc(n, sizeof(*k))) == NULL ||
 	    (ix->wild = calloc(n, sizeof(*k))) == NULL ||
-	    (ix->any = calloc(n, sizeof(*k))) == NULL)) {
+	    (ix->paths = calloc(n, sizeof(*k))) == NULL ||
+	    (ix->any = calloc(n, sizeof(*k))) == NULL ||
+	    (ix->plens = calloc(n, sizeof(*ix->plens))) == NULL)) {
 		route_index_free(ix);
 		return NULL;
 	}
-	for (size_t i = 0; i < n; i++) {
-		if ((h = routes[i].host) == NULL)
-			k = &ix->any[ix->nany++];
-		else if (h[0] == '*' && h[1] == '.') {
+	for (i = 0; i < n; i++) {
+		if ((h = routes[i].host) == NULL) {
+			if (routes[i].path_prefix == NULL)
+				k = &ix->any[ix->nany++];
+			else {
+				k = &ix->paths[ix->npaths++];
+				k->s = routes[i].path_prefix;
+			}
+		} else if (h[0] == '*' && h[1] == '.') {
 			k = &ix->wild[ix->nwild++];
 			k->s = h + 1;
 		} else {
@@ -368,9 +415,20 @@ route_index_new(const struct config_route *routes, size_t n)
 		k->route = i;
 	}
 	if (ix->nexact > 1)
-		qsort(ix->exact, ix->nexact, sizeof(*k), route_key_cmp);
+		qsort(ix->exact, ix->nexact, sizeof(*k), route_host_key_cmp);
 	if (ix->nwild > 1)
-		qsort(ix->wild, ix->nwild, sizeof(*k), route_key_cmp);
+		qsort(ix->wild, ix->nwild, sizeof(*k), route_host_key_cmp);
+	if (ix->npaths > 1)
+		qsort(ix->paths, ix->npaths, sizeof(*k), route_path_key_cmp);
+	for (i = 0; i < ix->npaths; i++)
+		ix->plens[i] = ix->paths[i].len;
+	if (ix->npaths > 1)
+		qsort(ix->plens, ix->npaths, sizeof(*ix->plens),
+		    route_size_cmp);
+	for (i = 0; i < ix->npaths; i++)
+		if (ix->nplens == 0 || ix->plens[ix->nplens - 1] !=
+		    ix->plens[i])
+			ix->plens[ix->nplens++] = ix->plens[i];
 	return ix;
 }
 
@@ -381,39 +439,62 @@ route_index_free(struct route_index *ix)
 		return;
 	free(ix->exact);
 	free(ix->wild);
+	free(ix->paths);
 	free(ix->any);
+	free(ix->plens);
 	free(ix);
+}
+
+/* Adds a run of keys; false when out of room. */
+static bool
+route_run_put(struct route_cursor *c, const struct route_key *k, size_t n)
+{
+	for (size_t i = 0; i < c->nruns; i++)
+		if (c->runs[i].k == k)
+			return true;	/* a path's and its merged form's */
+	if (c->nruns == ROUTE_RUNS)
+		return false;
+	c->runs[c->nruns].k = k;
+	c->runs[c->nruns++].n = n;
+	return true;
 }
 
 /* Adds the run of v's keys equal to s, if any; false when out of room. */
 static bool
 route_run_add(struct route_cursor *c, const struct route_key *v, size_t n,
-    const char *s, size_t len)
+    const char *s, size_t len, route_cmp cmp)
 {
 	size_t lo = 0, hi = n, mid, end;
 
 	while (lo < hi) {
 		mid = lo + (hi - lo) / 2;
-		if (route_strcmp(v[mid].s, v[mid].len, s, len) < 0)
+		if (cmp(v[mid].s, v[mid].len, s, len) < 0)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
-	for (end = lo; end < n && route_strcmp(v[end].s, v[end].len, s,
-	    len) == 0; end++)
+	for (end = lo; end < n && cmp(v[end].s, v[end].len, s, len) == 0;
+	    end++)
 		;
-	if (end == lo)
-		return true;
-	if (c->nruns == ROUTE_RUNS)
-		return false;
-	c->runs[c->nruns].k = &v[lo];
-	c->runs[c->nruns++].n = end - lo;
+	return end == lo || route_run_put(c, &v[lo], end - lo);
+}
+
+/* The runs of the path prefixes that path starts with. */
+static bool
+route_paths_add(struct route_cursor *c, const struct route_index *ix,
+    const char *path, size_t pathlen)
+{
+	for (size_t i = 0; i < ix->nplens && ix->plens[i] <= pathlen; i++)
+		if (!route_run_add(c, ix->paths, ix->npaths, path,
+		    ix->plens[i], route_pathcmp))
+			return false;
 	return true;
 }
 
 void
 route_cursor_init(struct route_cursor *c, const struct config *cfg,
-    const char *host, size_t hostlen)
+    const char *host, size_t hostlen, const char *path, size_t pathlen,
+    const char *merged, size_t mergedlen)
 {
 	const struct route_index *ix = cfg->route_index;
 	bool room = true;
@@ -427,22 +508,21 @@ route_cursor_init(struct route_cursor *c, const struct config *cfg,
 	if (c->all)
 		return;
 	if (host != NULL) {
-		room = route_run_add(c, ix->exact, ix->nexact, host, hostlen);
+		room = route_run_add(c, ix->exact, ix->nexact, host, hostlen,
+		    route_strcmp);
 		/* ".example.com" of "a.example.com", and ".com" */
 		for (size_t i = 1; room && ix->nwild > 0 && i < hostlen; i++)
 			if (host[i] == '.')
 				room = route_run_add(c, ix->wild, ix->nwild,
-				    host + i, hostlen - i);
+				    host + i, hostlen - i, route_strcmp);
 	}
-	if (room && ix->nany > 0) {
-		if (c->nruns == ROUTE_RUNS)
-			room = false;
-		else {
-			c->runs[c->nruns].k = ix->any;
-			c->runs[c->nruns++].n = ix->nany;
-		}
-	}
-	/* more wildcards for one name than room: try them all */
+	if (room && path != NULL)
+		room = route_paths_add(c, ix, path, pathlen);
+	if (room && merged != NULL)
+		room = route_paths_add(c, ix, merged, mergedlen);
+	if (room && ix->nany > 0)
+		room = route_run_put(c, ix->any, ix->nany);
+	/* more runs for one request than room: try every route */
 	c->all = !room;
 }
 
@@ -489,7 +569,8 @@ route_match_host(const struct config *cfg, const char *host, size_t hostlen,
 	    (merged = route_merge_slashes(path, pathlen, small,
 	    sizeof(small), &mlen, &heap)) == NULL)
 		return NULL;	/* out of memory: no guard is passed by */
-	route_cursor_init(&c, cfg, host, hostlen);
+	route_cursor_init(&c, cfg, host, hostlen, path, pathlen, merged,
+	    mlen);
 	while ((i = route_cursor_next(&c)) < cfg->nroutes) {
 		r = &cfg->routes[i];
 		route_tries++;

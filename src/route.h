@@ -37,14 +37,17 @@ struct route_index *route_index_new(const struct config_route *, size_t n);
 void	route_index_free(struct route_index *);
 
 /*
- * The routes whose host may take a host, one at a time in file order,
- * from a configuration's index (every route when it has none): those of
- * the host itself, of the wildcards for its names, and those without a
- * host. The host is compared without regard to case; a NULL host has
- * the last only. A host such as a route's "*.example.com" has those
- * wildcards that cover it, itself included.
+ * The routes that may take a request for a host and path, one at a time
+ * in file order, from a configuration's index (every route when it has
+ * none): those of the host itself, of the wildcards for its names, those
+ * without a host whose path_prefix the path (or merged, the same made
+ * as route_match_host makes it, when not NULL) starts with, and those
+ * with neither. The host is compared without regard to case, a path as
+ * it is; a NULL host has none of the first two, a NULL path none of the
+ * third. A host such as a route's "*.example.com" has those wildcards
+ * that cover it, itself included.
  */
-#define ROUTE_RUNS	16
+#define ROUTE_RUNS	32
 struct route_cursor {
 	const struct config_route *routes;
 	size_t		 nroutes, next;	/* every route: no index */
@@ -56,7 +59,8 @@ struct route_cursor {
 	}		 runs[ROUTE_RUNS];
 };
 void	route_cursor_init(struct route_cursor *, const struct config *,
-	    const char *host, size_t hostlen);
+	    const char *host, size_t hostlen, const char *path,
+	    size_t pathlen, const char *merged, size_t mergedlen);
 /* The next route's index, or nroutes when none is left. */
 size_t	route_cursor_next(struct route_cursor *);
 /* The routes route_match_host tried, counted (for tests). */

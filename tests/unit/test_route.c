@@ -590,7 +590,10 @@ test_index_agrees_with_walk(void)
 	config_free(cfg);
 }
 
-/* 10,000 hosts: a request's route is found among those of its host. */
+/*
+ * 10,000 hosts and 2,000 prefixes without one: a request's route is found
+ * among those of its host and of the prefixes its path starts with.
+ */
 static void
 test_index_tries(void)
 {
@@ -605,6 +608,9 @@ test_index_tries(void)
 	fputs(LOAD_HEAD, fp);
 	for (int i = 1; i <= 10000; i++)
 		fprintf(fp, "[route r%d]\nhost = site%d.example.com\n"
+		    "backend = b\n", i, i);
+	for (int i = 1; i <= 2000; i++)
+		fprintf(fp, "[route p%d]\npath_prefix = /svc%d/\n"
 		    "backend = b\n", i, i);
 	fputs("[route rest]\nbackend = b\n", fp);
 	fclose(fp);
@@ -622,6 +628,15 @@ test_index_tries(void)
 	}
 	before = route_tries;
 	CHECK_ROUTE(cfg, "site10001.example.com", "/", "rest");
+	CHECK(route_tries - before == 1);
+	/* 2,000 prefixes without a host: those the path starts with */
+	before = route_tries;
+	CHECK_ROUTE(cfg, "site10001.example.com", "/svc2000/x", "p2000");
+	CHECK_ROUTE(cfg, "site10001.example.com", "//svc1999//x", "p1999");
+	CHECK_ROUTE(cfg, "site1.example.com", "/svc1999/x", "r1");
+	CHECK(route_tries - before == 3);
+	before = route_tries;
+	CHECK_ROUTE(cfg, "site10001.example.com", "/svc20000/x", "rest");
 	CHECK(route_tries - before == 1);
 	config_free(cfg);
 }
