@@ -2927,6 +2927,25 @@ config_parser_free(struct config_parser *p)
 	free(p->in);
 }
 
+/* The tables requests are looked up in (route.h). */
+static void
+config_index(struct config_parser *p, struct config *cfg)
+{
+	if ((cfg->route_index = route_index_new(cfg->routes,
+	    cfg->nroutes)) == NULL ||
+	    (cfg->trusted_index = acl_index_new(cfg->trusted,
+	    cfg->ntrusted)) == NULL) {
+		p->oom = true;
+		return;
+	}
+	for (size_t i = 0; i < cfg->nroutes; i++)
+		if ((cfg->routes[i].acl_index = acl_index_new(
+		    cfg->routes[i].acl, cfg->routes[i].nacl)) == NULL) {
+			p->oom = true;
+			return;
+		}
+}
+
 struct config *
 config_load(const char *path, FILE *errs)
 {
@@ -2979,9 +2998,8 @@ config_load(const char *path, FILE *errs)
 		config_error(&p, rc, "syntax error");
 	if (!p.oom)
 		config_finish(&p);
-	if (p.nerrors == 0 && !p.oom && (cfg->route_index =
-	    route_index_new(cfg->routes, cfg->nroutes)) == NULL)
-		p.oom = true;
+	if (p.nerrors == 0 && !p.oom)
+		config_index(&p, cfg);
 
 	if (p.nerrors > 0 || p.oom) {
 		config_report(&p, errs);
@@ -3038,6 +3056,7 @@ config_free(struct config *cfg)
 		free(cfg->routes[i].path_prefix);
 		free(cfg->routes[i].methods);
 		free(cfg->routes[i].acl);
+		acl_index_free(cfg->routes[i].acl_index);
 		free(cfg->routes[i].answer_text);
 		free(cfg->routes[i].error_pages.v);
 		if (cfg->routes[i].auth != NULL)
@@ -3055,6 +3074,7 @@ config_free(struct config *cfg)
 	free(cfg->access_log);
 	free(cfg->request_id_header);
 	free(cfg->trusted);
+	acl_index_free(cfg->trusted_index);
 	free(cfg->error_pages.v);
 	for (i = 0; i < cfg->npage_files; i++) {
 		free(cfg->page_files[i]->body);

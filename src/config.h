@@ -189,6 +189,7 @@ struct config_route {
 	char		*auth_realm;
 	struct config_acl *acl;		/* allow and deny, in file order */
 	size_t		 nacl;
+	struct acl_index *acl_index;	/* route.h; NULL: none */
 	double		 request_rate;	/* all clients', a second; 0: none */
 	uint64_t	 request_burst;	/* 0: a second's worth */
 	double		 read_timeout;	/* seconds; 0: the backend's */
@@ -274,6 +275,7 @@ struct config {
 	/* trusted_proxies: clients whose X-Forwarded-For, Forwarded stay */
 	struct config_acl	*trusted;
 	size_t			 ntrusted;
+	struct acl_index	*trusted_index;	/* route.h; NULL: none */
 	struct config_pages	 error_pages;
 	double			 auth_check_rate;	/* password checks a
 							   second */

@@ -317,7 +317,7 @@ struct route_index {
 	size_t		 nplens;
 };
 
-unsigned long route_tries;
+unsigned long route_tries, route_acl_tries;
 
 #define ROUTE_WALK	8	/* routes or fewer: no index looked at */
 
@@ -614,12 +614,151 @@ prefix_equal(const uint8_t *a, const uint8_t *b, unsigned prefix)
 	    ((a[whole] ^ b[whole]) & (uint8_t)(0xff << (8 - rest))) == 0;
 }
 
+/*
+ * An index of allow, deny or trusted_proxies entries: those before the
+ * first "all" (which takes every client, so none after it is ever the
+ * first to), grouped by family and prefix length, each group sorted by
+ * its blocks' addresses. A client's first entry is the least of those
+ * found by its address cut to each group's length, and the "all".
+ */
+struct acl_key {
+	int		 family;
+	unsigned	 prefix;
+	uint8_t		 addr[16];	/* cut to prefix bits */
+	size_t		 entry;
+};
+
+struct acl_group {
+	int		 family;
+	unsigned	 prefix;
+	struct acl_key	*v;
+	size_t		 n;
+};
+
+struct acl_index {
+	struct acl_key	*keys;
+	struct acl_group *groups;
+	size_t		 ngroups;
+	size_t		 all;		/* the first "all", or n */
+};
+
+static size_t
+acl_addrlen(int family)
+{
+	return family == AF_INET ? 4 : 16;
+}
+
+/* An address's first prefix bits, the rest 0. */
+static void
+acl_cut(uint8_t out[16], const uint8_t *addr, size_t len, unsigned prefix)
+{
+	unsigned whole = prefix / 8, rest = prefix % 8;
+
+	memset(out, 0, 16);
+	memcpy(out, addr, whole < len ? whole : len);
+	if (rest > 0 && whole < len)
+		out[whole] = (uint8_t)(addr[whole] & (0xff << (8 - rest)));
+}
+
+/* keys by family, length, address, then file order */
+static int
+acl_key_cmp(const void *x, const void *y)
+{
+	const struct acl_key *a = x, *b = y;
+	int d;
+
+	if (a->family != b->family)
+		return a->family < b->family ? -1 : 1;
+	if (a->prefix != b->prefix)
+		return a->prefix < b->prefix ? -1 : 1;
+	if ((d = memcmp(a->addr, b->addr, 16)) != 0)
+		return d;
+	return a->entry < b->entry ? -1 : a->entry > b->entry;
+}
+
+struct acl_index *
+acl_index_new(const struct config_acl *v, size_t n)
+{
+	struct acl_index *ix;
+	size_t i, nkeys = 0, ng;
+
+	if ((ix = calloc(1, sizeof(*ix))) == NULL)
+		return NULL;
+	for (ix->all = 0; ix->all < n && !v[ix->all].all; ix->all++)
+		;
+	if (ix->all > 0 && ((ix->keys = calloc(ix->all,
+	    sizeof(*ix->keys))) == NULL || (ix->groups = calloc(ix->all,
+	    sizeof(*ix->groups))) == NULL)) {
+		acl_index_free(ix);
+		return NULL;
+	}
+	for (i = 0; i < ix->all; i++) {
+		struct acl_key *k = &ix->keys[nkeys];
+
+		if (v[i].family != AF_INET && v[i].family != AF_INET6)
+			continue;	/* takes no client */
+		k->family = v[i].family;
+		k->prefix = v[i].prefix;
+		acl_cut(k->addr, v[i].addr, acl_addrlen(k->family), k->prefix);
+		k->entry = i;
+		nkeys++;
+	}
+	if (nkeys > 1)
+		qsort(ix->keys, nkeys, sizeof(*ix->keys), acl_key_cmp);
+	for (i = 0; i < nkeys; i++) {
+		const struct acl_key *e = &ix->keys[i];
+
+		ng = ix->ngroups;
+		if (ng == 0 || ix->groups[ng - 1].family != e->family ||
+		    ix->groups[ng - 1].prefix != e->prefix) {
+			ix->groups[ng].family = e->family;
+			ix->groups[ng].prefix = e->prefix;
+			ix->groups[ng].v = &ix->keys[i];
+			ix->ngroups++;
+		}
+		ix->groups[ix->ngroups - 1].n++;
+	}
+	return ix;
+}
+
+void
+acl_index_free(struct acl_index *ix)
+{
+	if (ix == NULL)
+		return;
+	free(ix->keys);
+	free(ix->groups);
+	free(ix);
+}
+
+/* The first entry of a group whose block holds addr, or SIZE_MAX. */
+static size_t
+acl_group_find(const struct acl_group *g, const uint8_t *addr)
+{
+	uint8_t cut[16];
+	size_t lo = 0, hi = g->n, mid;
+
+	acl_cut(cut, addr, acl_addrlen(g->family), g->prefix);
+	while (lo < hi) {
+		mid = lo + (hi - lo) / 2;
+		if (memcmp(g->v[mid].addr, cut, 16) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	/* the first of equal blocks is the first in the file */
+	return lo < g->n && memcmp(g->v[lo].addr, cut, 16) == 0 ?
+	    g->v[lo].entry : SIZE_MAX;
+}
+
 /* The first entry of v that takes a client at this address, or NULL. */
 static const struct config_acl *
-acl_find(const struct config_acl *v, size_t n, const struct sockaddr *sa)
+acl_find(const struct config_acl *v, size_t n, const struct acl_index *ix,
+    const struct sockaddr *sa)
 {
 	const uint8_t *addr;
 	int family = sa->sa_family;
+	size_t best, e;
 
 	if (family == AF_INET)
 		addr = (const uint8_t *)
@@ -629,17 +768,31 @@ acl_find(const struct config_acl *v, size_t n, const struct sockaddr *sa)
 		    sin6_addr.s6_addr;
 	else
 		addr = NULL;
-	for (size_t i = 0; i < n; i++)
+	if (ix != NULL && n > ROUTE_WALK) {
+		best = ix->all;
+		for (size_t i = 0; addr != NULL && i < ix->ngroups; i++) {
+			if (ix->groups[i].family != family)
+				continue;
+			route_acl_tries++;
+			if ((e = acl_group_find(&ix->groups[i], addr)) < best)
+				best = e;
+		}
+		return best < n ? &v[best] : NULL;
+	}
+	for (size_t i = 0; i < n; i++) {
+		route_acl_tries++;
 		if (v[i].all || (addr != NULL && v[i].family == family &&
 		    prefix_equal(addr, v[i].addr, v[i].prefix)))
 			return &v[i];
+	}
 	return NULL;
 }
 
 bool
 route_allows(const struct config_route *r, const struct sockaddr *sa)
 {
-	const struct config_acl *a = acl_find(r->acl, r->nacl, sa);
+	const struct config_acl *a = acl_find(r->acl, r->nacl, r->acl_index,
+	    sa);
 
 	return a == NULL || a->allow;
 }
@@ -647,5 +800,6 @@ route_allows(const struct config_route *r, const struct sockaddr *sa)
 bool
 route_trusted_proxy(const struct config *cfg, const struct sockaddr *sa)
 {
-	return acl_find(cfg->trusted, cfg->ntrusted, sa) != NULL;
+	return acl_find(cfg->trusted, cfg->ntrusted, cfg->trusted_index,
+	    sa) != NULL;
 }

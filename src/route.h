@@ -63,8 +63,12 @@ void	route_cursor_init(struct route_cursor *, const struct config *,
 	    size_t pathlen, const char *merged, size_t mergedlen);
 /* The next route's index, or nroutes when none is left. */
 size_t	route_cursor_next(struct route_cursor *);
-/* The routes route_match_host tried, counted (for tests). */
-extern unsigned long route_tries;
+/*
+ * The routes route_match_host tried, and the entries or groups of them
+ * (acl_index) that route_allows and route_trusted_proxy tried, counted
+ * (for tests).
+ */
+extern unsigned long route_tries, route_acl_tries;
 
 /*
  * How many bytes of path (query included, no NUL needed) a path_prefix
@@ -95,6 +99,15 @@ void route_host(const char *auth, size_t len, char *buf, size_t buflen,
 char *route_location(const struct config_route *, const char *host,
     size_t hostlen, bool slash, const char *uri, size_t urilen,
     size_t *len);
+
+/*
+ * An index of a list of allow and deny, or of trusted_proxies, which
+ * config_load makes: a client's first entry found by its address cut to
+ * each prefix length the list has, not by a walk of the list. NULL when
+ * out of memory.
+ */
+struct acl_index *acl_index_new(const struct config_acl *, size_t n);
+void	acl_index_free(struct acl_index *);
 
 struct sockaddr;
 /*

@@ -691,6 +691,147 @@ test_index_warnings(void)
 	config_free(cfg);
 }
 
+/* A random address of a few blocks, so that entries overlap often. */
+static void
+random_addr(char *out, size_t len, bool v6)
+{
+	if (v6)
+		snprintf(out, len, "2001:db8:%x:%x::%x", pick(3), pick(4),
+		    pick(3));
+	else
+		snprintf(out, len, "10.%u.%u.%u", pick(3), pick(4), pick(6));
+}
+
+/* An entry of an allow, deny or trusted_proxies list: a random block. */
+static void
+random_block(char *out, size_t len)
+{
+	static const unsigned v4[] = { 8, 16, 20, 24, 30, 32 };
+	static const unsigned v6[] = { 32, 44, 48, 64, 127, 128 };
+	char a[64];
+	unsigned char b[16];
+	bool six = pick(3) == 0;
+	unsigned prefix = six ? v6[pick(6)] : v4[pick(6)];
+
+	random_addr(a, sizeof(a), six);
+	/* the block's first address: config_load refuses host bits */
+	inet_pton(six ? AF_INET6 : AF_INET, a, b);
+	for (unsigned i = prefix; i < (six ? 128u : 32u); i++)
+		b[i / 8] &= (unsigned char)~(0x80 >> (i % 8));
+	inet_ntop(six ? AF_INET6 : AF_INET, b, a, sizeof(a));
+	snprintf(out, len, "%s/%u", a, prefix);
+}
+
+/*
+ * Routes of up to 300 random allow and deny entries, some with "all" in
+ * their midst, and trusted_proxies of 300: each client is let in, or
+ * trusted, by the index as by a walk of the list.
+ */
+static void
+test_acl_index_agrees_with_walk(void)
+{
+	struct config	*cfg;
+	char		*text = NULL, block[80], a[64];
+	size_t		 len = 0;
+	unsigned	 differ = 0, in = 0, n = 0;
+	FILE		*fp = open_memstream(&text, &len);
+
+	if (fp == NULL)
+		abort();
+	fputs("[global]\n", fp);
+	for (int i = 0; i < 300; i++) {
+		random_block(block, sizeof(block));
+		fprintf(fp, "trusted_proxies = %s\n", block);
+	}
+	fputs(LOAD_HEAD, fp);
+	for (int r = 0; r < 20; r++) {
+		int entries = 1 + (int)pick(300);
+
+		fprintf(fp, "[route r%d]\nhost = r%d.test\nbackend = b\n", r,
+		    r);
+		/* a few single addresses, then "all", which most reach */
+		for (int i = 0; r % 4 == 3 && i < 12; i++) {
+			random_addr(a, sizeof(a), pick(3) == 0);
+			fprintf(fp, "%s = %s\n", pick(2) ? "allow" : "deny", a);
+		}
+		if (r % 4 == 3)
+			fprintf(fp, "%s = all\n", r % 8 == 3 ? "allow" :
+			    "deny");
+		for (int i = 0; i < entries; i++) {
+			random_block(block, sizeof(block));
+			fprintf(fp, "%s = %s\n", pick(2) ? "allow" : "deny",
+			    block);
+		}
+	}
+	fclose(fp);
+	cfg = load_text(text);
+	free(text);
+	CHECK(cfg != NULL);
+	if (cfg == NULL)
+		return;
+	for (int i = 0; i < 3000; i++) {
+		struct config_route *r = &cfg->routes[pick(20)];
+		struct acl_index *ix = r->acl_index, *tx = cfg->trusted_index;
+		const struct sockaddr *sa;
+		bool by_index, walked, t_index, t_walked;
+
+		random_addr(a, sizeof(a), pick(3) == 0);
+		sa = client_at(a);
+		by_index = route_allows(r, sa);
+		t_index = route_trusted_proxy(cfg, sa);
+		r->acl_index = NULL;
+		cfg->trusted_index = NULL;
+		walked = route_allows(r, sa);
+		t_walked = route_trusted_proxy(cfg, sa);
+		r->acl_index = ix;
+		cfg->trusted_index = tx;
+		if (by_index != walked || t_index != t_walked) {
+			differ++;
+			fprintf(stderr, "%s at %s: %d %d, walked %d %d\n", a,
+			    r->name, by_index, t_index, walked, t_walked);
+		}
+		n++;
+		in += by_index;
+	}
+	CHECK_EQ_INT(differ, 0);
+	/* both outcomes, often */
+	CHECK(in > n / 10 && in < n - n / 10);
+	config_free(cfg);
+}
+
+/* 10,000 entries: a client's is found in a try of each prefix length. */
+static void
+test_acl_index_tries(void)
+{
+	struct config	*cfg;
+	char		*text = NULL;
+	size_t		 len = 0;
+	unsigned long	 before;
+	FILE		*fp = open_memstream(&text, &len);
+
+	if (fp == NULL)
+		abort();
+	fputs(LOAD_HEAD "[route r]\nbackend = b\n", fp);
+	for (int i = 0; i < 10000; i++)
+		fprintf(fp, "deny = 10.%d.%d.0/24\n", i / 256, i % 256);
+	fputs("deny = 2001:db8::/32\nallow = all\n", fp);
+	fclose(fp);
+	cfg = load_text(text);
+	free(text);
+	CHECK(cfg != NULL);
+	if (cfg == NULL)
+		return;
+	before = route_acl_tries;
+	CHECK(!allows(&cfg->routes[0], "10.39.15.7"));
+	CHECK(allows(&cfg->routes[0], "10.39.16.7"));
+	CHECK(!allows(&cfg->routes[0], "10.0.0.1"));
+	CHECK(allows(&cfg->routes[0], "192.0.2.1"));
+	CHECK(!allows(&cfg->routes[0], "2001:db8::1"));
+	CHECK(allows(&cfg->routes[0], "2001:db9::1"));
+	CHECK(route_acl_tries - before == 6);
+	config_free(cfg);
+}
+
 /* A redirect's Location: $host and $request_uri put in its URL. */
 static void
 test_location(void)
@@ -794,6 +935,8 @@ main(void)
 	test_index_agrees_with_walk();
 	test_index_tries();
 	test_index_warnings();
+	test_acl_index_agrees_with_walk();
+	test_acl_index_tries();
 	test_location();
 	test_span_agrees_with_match();
 	UNIT_DONE();
