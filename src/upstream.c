@@ -43,8 +43,13 @@ struct upstream_line {
 	unsigned			 refs;
 	unsigned			 npools;	/* of the refs */
 	TAILQ_HEAD(, upstream_waiter)	 waiters;	/* by seq */
-	uint64_t			 seq;		/* the last given */
+	uint64_t			 round;		/* server_wake's last */
 };
+
+/* The waiters' places, across lines: the order they came in. */
+static uint64_t waiter_seq;
+/* server_wake's calls: a line woken by this one has its number */
+static uint64_t wake_rounds;
 
 static void
 idle_unlink(struct upstream_conn *c)
@@ -648,7 +653,7 @@ upstream_wait(struct upstream_pool *pools, size_t backend,
 		else
 			TAILQ_INSERT_TAIL(&l->waiters, w, entry);
 	} else {
-		w->seq = ++l->seq;
+		w->seq = ++waiter_seq;
 		TAILQ_INSERT_TAIL(&l->waiters, w, entry);
 	}
 	w->queued = true;
@@ -693,22 +698,41 @@ pool_wake(struct upstream_pool *p)
  * counted across backends and generations (across a reload that changed
  * the backend's servers or max_connections, the new requests wait in a
  * line of their own for the room the old ones make, and the reverse).
- * Waking its own first keeps the old order when one line is shared.
+ * The lines' first waiters are woken in the order they came, which the
+ * woken take their turns in: with its own line first, the pool's next
+ * request took each room, and a request in another line that came before
+ * it waited for as long as that line had one.
  */
 static void
 server_wake(struct upstream_server *s)
 {
+	struct upstream_load *ld = s->load;
+	struct upstream_line *l, *next;
+	uint64_t round;
+
 	/*
 	 * None waits in any line: the lines of a server that many backends
 	 * name are not walked (10,000 took each request 20 us more).
 	 */
 	if (stats.upstream_queued == 0)
 		return;
-	pool_wake(s->pool);
-	for (size_t i = 0; i < s->load->nlines; i++) {
-		upstream_lines_looked++;
-		if (s->load->lines[i] != s->pool->line)
-			line_wake(s->load->lines[i]);
+	round = ++wake_rounds;
+	for (;;) {
+		next = NULL;
+		for (size_t i = 0; i <= ld->nlines; i++) {
+			/* its own too, which ld lacks without memory */
+			l = i < ld->nlines ? ld->lines[i] : s->pool->line;
+			upstream_lines_looked++;
+			if (l->round == round || TAILQ_EMPTY(&l->waiters))
+				continue;
+			if (next == NULL || TAILQ_FIRST(&l->waiters)->seq <
+			    TAILQ_FIRST(&next->waiters)->seq)
+				next = l;
+		}
+		if (next == NULL)
+			return;
+		next->round = round;
+		line_wake(next);
 	}
 }
 

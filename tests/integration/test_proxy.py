@@ -3034,6 +3034,50 @@ def test_max_connections_of_two_backends_naming_one_server(qproxy_factory, backe
     assert (st["queued_total"], st["queue_timeouts"]) == (1, 0), st
 
 
+def test_max_connections_room_goes_to_the_first_in_any_line(qproxy_factory, backend_app):
+    """Two backends name one server, max_connections = 1 each: a request of
+    the second that came into line before two of the first's is served
+    when the connection held now is back, before them. Each release woke
+    the first backend's line before the second's, and its next request
+    took the connection every time: the earlier request waited behind both,
+    and got 503 at connect_timeout."""
+    q = qproxy_factory(sections=lambda port, c, k: [
+        ("listener main", [("address", "127.0.0.1:%d" % port),
+                           ("certificate", c), ("private_key", k)])] +
+        [("backend " + name, [("server", backend_app.tcp_server),
+                              ("max_connections", "1"),
+                              ("connect_timeout", "%gs" % (3.2 * SLOW))])
+         for name in ("a", "b")] +
+        [("route a", [("path_prefix", "/a/"), ("backend", "a")]),
+         ("route b", [("path_prefix", "/b/"), ("backend", "b")])])
+    got = {}
+
+    def get(name, target):
+        got[name] = h3_get(q.url(target), timeout=30 * SLOW)
+    threads = [threading.Thread(target=get, args=(
+        "holder", "/a/bytes/10?wait=%d" % (1000 * SLOW)))]
+    threads[0].start()
+    try:
+        wait_until(lambda: stats(q)["upstream"]["connections_current"] == 1,
+                   "the holder's connection")
+        threads.append(threading.Thread(target=get, args=("b", "/b/bytes/20")))
+        threads[-1].start()
+        wait_until(lambda: stats(q)["upstream"]["queued"] == 1, "b's request in line")
+        for i in range(2):
+            threads.append(threading.Thread(target=get, args=(
+                "a%d" % i, "/a/bytes/%d?wait=%d" % (30 + i, 1500 * SLOW))))
+            threads[-1].start()
+        wait_until(lambda: stats(q)["upstream"]["queued"] == 3, "a's two in line")
+    finally:
+        for t in threads:
+            t.join()
+    r = got["b"]
+    assert r.status == 200 and r.body == expected_body(20), r.status
+    assert r.elapsed < 2 * SLOW, r.elapsed
+    assert [got["a%d" % i].status for i in range(2)] == [200] * 2
+    assert stats(q)["upstream"]["queue_timeouts"] == 0
+
+
 class _UnixBackend:
     """A Unix-socket HTTP/1.1 server that can go away and come back: it
     answers "ok", after 1.5 s for a target holding "slow"."""

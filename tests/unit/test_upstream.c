@@ -675,7 +675,10 @@ test_shared_server_wake(void)
 		}
 		upstream_release(c);
 		/* none waits: no line looked at; one does: it is woken */
-		CHECK_EQ_INT(upstream_lines_looked - before, round ? N : 0);
+		if (round == 0)
+			CHECK_EQ_INT(upstream_lines_looked - before, 0);
+		else	/* each line, until none has a waiter left */
+			CHECK(upstream_lines_looked - before >= N);
 		CHECK_EQ_INT(nwoken, round);
 		if ((c = upstream_take_idle(s, false, NULL, NULL)) != NULL)
 			upstream_close(c);
