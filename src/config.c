@@ -86,7 +86,7 @@ struct config_msg {
 
 /* include: files in files at most this deep, and this many files in all */
 #define CONFIG_INCLUDE_DEPTH	8
-#define CONFIG_FILES_MAX	1000
+#define CONFIG_FILES_MAX	20000	/* a site a file: thousands of them */
 
 /* A file being read: the configuration's, or one it includes. */
 struct config_input {
@@ -2178,14 +2178,22 @@ static void
 config_locate(const struct config *cfg, int pos, const char **path,
     int *line)
 {
+	size_t lo = 0, hi = cfg->nspans, mid;
+
+	/* the last span at or before pos: spans are in the order of pos */
+	while (lo < hi) {
+		mid = lo + (hi - lo) / 2;
+		if (cfg->spans[mid].pos <= pos)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
 	*path = cfg->path;
 	*line = pos;
-	for (size_t i = cfg->nspans; i-- > 0;)
-		if (cfg->spans[i].pos <= pos) {
-			*path = cfg->files[cfg->spans[i].file];
-			*line = cfg->spans[i].line + (pos - cfg->spans[i].pos);
-			return;
-		}
+	if (lo > 0) {
+		*path = cfg->files[cfg->spans[lo - 1].file];
+		*line = cfg->spans[lo - 1].line + (pos - cfg->spans[lo - 1].pos);
+	}
 }
 
 const char *

@@ -989,18 +989,18 @@ test_include(void)
 		unlink(name);
 	}
 	/*
-	 * 1000 files in all, each counted once, open or not: main.conf,
-	 * one.conf and 998 that one.conf includes are read; a 999th is
-	 * one too many.
+	 * 20,000 files in all, each counted once, open or not: main.conf,
+	 * one.conf and 19,998 that one.conf includes are read; a 19,999th
+	 * is one too many.
 	 */
 	if (mkdir("many.d", 0700) == -1)
 		abort();
-	for (int i = 0; i < 999; i++) {
+	for (int i = 0; i < 19999; i++) {
 		char name[32];
 
-		snprintf(name, sizeof(name), "many.d/%03d.conf", i);
-		test_write_file(name, i == 998 ? "; the 1001st\n" : "");
-		if (i == 997) {
+		snprintf(name, sizeof(name), "many.d/%05d.conf", i);
+		test_write_file(name, i == 19998 ? "; the 20,001st\n" : "");
+		if (i == 19997) {
 			test_write_file("one.conf", "include = many.d/*\n");
 			test_write_file("main.conf", LISTENER
 			    "include = one.conf\n");
@@ -1013,13 +1013,13 @@ test_include(void)
 	}
 	errs = test_load_dir("main.conf", &cfg);
 	CHECK(cfg == NULL);
-	CHECK_EQ_STR(errs, "one.conf:1: include: more than 1000 files in "
+	CHECK_EQ_STR(errs, "one.conf:1: include: more than 20000 files in "
 	    "all\n");
 	free(errs);
-	for (int i = 0; i < 999; i++) {
+	for (int i = 0; i < 19999; i++) {
 		char name[32];
 
-		snprintf(name, sizeof(name), "many.d/%03d.conf", i);
+		snprintf(name, sizeof(name), "many.d/%05d.conf", i);
 		unlink(name);
 	}
 	rmdir("many.d");
