@@ -170,18 +170,28 @@ same_string(const char *a, const char *b)
  * them if the reload is taken; a SIGHUP has no one to tell.
  */
 static struct strbuf *reload_notes;
+static size_t reload_unsaid;	/* warnings past reload_notes' room */
+
+#define RELOAD_NOTES_MAX	(1 << 16)
 
 static void QP_PRINTF(1, 2)
 reload_warn(const char *fmt, ...)
 {
 	char msg[1024];
 	va_list ap;
+	int n;
 
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	n = vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	log_warnx("%s", msg);
-	if (reload_notes != NULL)
+	if (reload_notes == NULL)
+		return;
+	/* whole lines only, and room kept to say how many more the log has */
+	if (reload_unsaid > 0 || n < 0 || reload_notes->len + (size_t)n +
+	    11 + 80 > RELOAD_NOTES_MAX)
+		reload_unsaid++;
+	else
 		strbuf_printf(reload_notes, "warning: %s\n", msg);
 }
 
@@ -278,10 +288,11 @@ reload_prepare(struct reload_ready *r, struct strbuf *out)
 	struct strbuf notes;	/* the warnings, said on success only */
 	int rv = -1;
 
-	strbuf_init(&notes, 1 << 16);
+	strbuf_init(&notes, RELOAD_NOTES_MAX);
 	if ((cfg = config_reread(out)) == NULL)
 		goto done;
 	reload_notes = &notes;
+	reload_unsaid = 0;
 	config_warnings(cfg, reload_warn);
 	if (!same_string(started.control_socket, cfg->control_socket))
 		reload_at_restart(cfg, "control_socket");
@@ -295,6 +306,9 @@ reload_prepare(struct reload_ready *r, struct strbuf *out)
 		reload_warn("cid_server_id, cid_nonce_length, cid_config_id "
 		    "and cid_key_file changes take effect at restart");
 	reload_notes = NULL;
+	if (reload_unsaid > 0)
+		strbuf_printf(&notes, "warning: %zu more warning(s) in the "
+		    "log\n", reload_unsaid);
 	if (logs_prepare(cfg, r->lf, out) == -1) {
 		config_free(cfg);
 		goto done;

@@ -821,3 +821,26 @@ def test_a_large_backends_servers_are_looked_up_at_a_reload(qproxy_factory, back
     with open(count) as f:
         calls = int(f.read())
     assert calls < 2 * 1000 * 1000, calls
+
+
+def test_a_reload_of_many_warnings_says_how_many_more_the_log_has(qproxy_factory,
+                                                                  backend_app):
+    """A reload's reply holds its warnings up to 64 KiB, whole lines
+    only, and then says how many more the log has, where every one is:
+    1,000 routes hidden by the one before them made 999 "never used"
+    warnings, and the reply ended in the middle of one without a word."""
+    n = 1000
+    routes = [("route r%d" % i, [("host", "same.example"), ("backend", "app")])
+              for i in range(n)]
+    q = qproxy_factory(sections=app_sections(backend_app.tcp_server, routes=routes))
+    log0 = len(q.log_text())
+    p = qproxyctl(q, "reload")
+    assert p.returncode == 0, p.stdout + p.stderr
+    said = [l for l in p.stdout.splitlines() if l.startswith("warning: ")]
+    hidden = [l for l in said if "is never used" in l]
+    assert said[-1] == "warning: %d more warning(s) in the log" % (n - 1 - len(hidden)), said[-1]
+    assert 100 < len(hidden) < n - 1
+    assert all(l.endswith("comes first and takes every request it would") for l in hidden)
+    assert len(p.stdout) < 64 << 10
+    logged = [l for l in q.log_text()[log0:].splitlines() if "is never used" in l]
+    assert len(logged) == n - 1
