@@ -692,6 +692,27 @@ pool_wake(struct upstream_pool *p)
 	line_wake(p->line);
 }
 
+/* Lines by their first waiters' places. */
+static int
+line_first_cmp(const void *a, const void *b)
+{
+	uint64_t x = TAILQ_FIRST(&(*(struct upstream_line *const *)a)->
+	    waiters)->seq;
+	uint64_t y = TAILQ_FIRST(&(*(struct upstream_line *const *)b)->
+	    waiters)->seq;
+
+	return x < y ? -1 : x > y;
+}
+
+/* The line of ld's lines (and own) that is i-th, own last. */
+static struct upstream_line *
+load_line(const struct upstream_load *ld, struct upstream_line *own,
+    size_t i)
+{
+	upstream_lines_looked++;
+	return i < ld->nlines ? ld->lines[i] : own;
+}
+
 /*
  * A connection to s closed, or went back to its pool: room at the server
  * for every line that has it, as the connections requests hold there are
@@ -701,14 +722,18 @@ pool_wake(struct upstream_pool *p)
  * The lines' first waiters are woken in the order they came, which the
  * woken take their turns in: with its own line first, the pool's next
  * request took each room, and a request in another line that came before
- * it waited for as long as that line had one.
+ * it waited for as long as that line had one. The lines that have one
+ * are sorted by it: picking the first again for each took 1,000 lines
+ * a million looks, which is done only without memory to sort.
  */
 static void
 server_wake(struct upstream_server *s)
 {
 	struct upstream_load *ld = s->load;
-	struct upstream_line *l, *next;
+	struct upstream_line *l, *next, *small[16], **v = small;
 	uint64_t round;
+	size_t nv = 0, n = ld->nlines + 1;	/* its own too, which ld
+						   lacks without memory */
 
 	/*
 	 * None waits in any line: the lines of a server that many backends
@@ -717,23 +742,38 @@ server_wake(struct upstream_server *s)
 	if (stats.upstream_queued == 0)
 		return;
 	round = ++wake_rounds;
-	for (;;) {
-		next = NULL;
-		for (size_t i = 0; i <= ld->nlines; i++) {
-			/* its own too, which ld lacks without memory */
-			l = i < ld->nlines ? ld->lines[i] : s->pool->line;
-			upstream_lines_looked++;
-			if (l->round == round || TAILQ_EMPTY(&l->waiters))
-				continue;
-			if (next == NULL || TAILQ_FIRST(&l->waiters)->seq <
-			    TAILQ_FIRST(&next->waiters)->seq)
-				next = l;
+	if (n > sizeof(small) / sizeof(small[0]) &&
+	    (v = reallocarray(NULL, n, sizeof(*v))) == NULL) {
+		for (;;) {
+			next = NULL;
+			for (size_t i = 0; i < n; i++) {
+				l = load_line(ld, s->pool->line, i);
+				if (l->round != round &&
+				    !TAILQ_EMPTY(&l->waiters) &&
+				    (next == NULL ||
+				    TAILQ_FIRST(&l->waiters)->seq <
+				    TAILQ_FIRST(&next->waiters)->seq))
+					next = l;
+			}
+			if (next == NULL)
+				return;
+			next->round = round;
+			line_wake(next);
 		}
-		if (next == NULL)
-			return;
-		next->round = round;
-		line_wake(next);
 	}
+	for (size_t i = 0; i < n; i++) {
+		l = load_line(ld, s->pool->line, i);
+		if (l->round != round && !TAILQ_EMPTY(&l->waiters)) {
+			l->round = round;
+			v[nv++] = l;
+		}
+	}
+	if (nv > 1)
+		qsort(v, nv, sizeof(*v), line_first_cmp);
+	for (size_t i = 0; i < nv; i++)
+		line_wake(v[i]);
+	if (v != small)
+		free(v);
 }
 
 bool

@@ -614,51 +614,85 @@ test_next_attempt(void)
  * back to its pool wakes the first waiter of each other backend's line,
  * and walks none of their lines when no request waits anywhere.
  */
+/* N backends of one server, a listener on loopback (*lfd): their pools. */
+static struct upstream_pool *
+shared_server_pools(struct ev_loop *loop, struct config *cfg,
+    struct config_backend *backends, size_t n, struct config_server *server,
+    int *lfd)
+{
+	struct upstream_pool *pools;
+	struct sockaddr_in *in;
+	socklen_t len = sizeof(*in);
+
+	memset(server, 0, sizeof(*server));
+	in = &server->addr.u.in;
+	in->sin_family = AF_INET;
+	in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (loop == NULL || (*lfd = socket(AF_INET, SOCK_STREAM, 0)) == -1 ||
+	    bind(*lfd, &server->addr.u.sa, sizeof(*in)) == -1 ||
+	    listen(*lfd, 8) == -1 ||
+	    getsockname(*lfd, &server->addr.u.sa, &len) == -1) {
+		perror("shared_server_pools");
+		exit(1);
+	}
+	server->addr.len = len;
+	server->text = "127.0.0.1";
+	memset(cfg, 0, sizeof(*cfg));
+	for (size_t i = 0; i < n; i++) {
+		memset(&backends[i], 0, sizeof(backends[i]));
+		backends[i].name = "b";
+		backends[i].servers = server;
+		backends[i].nservers = 1;
+		backends[i].max_idle = 8;
+	}
+	cfg->backends = backends;
+	cfg->nbackends = n;
+	if ((pools = upstream_pools_new(loop, cfg)) == NULL) {
+		perror("upstream_pools_new");
+		exit(1);
+	}
+	return pools;
+}
+
+/* A connection to s made and closed, accepted at lfd. */
+static void
+shared_server_release(struct upstream_server *s, int lfd)
+{
+	struct upstream_conn *c;
+	int fd;
+
+	if (s == NULL || (c = upstream_connect(s, NULL, NULL)) == NULL ||
+	    (fd = accept(lfd, NULL, NULL)) == -1) {
+		perror("upstream_connect");
+		exit(1);
+	}
+	upstream_release(c);
+	if ((c = upstream_take_idle(s, false, NULL, NULL)) != NULL)
+		upstream_close(c);
+	close(fd);
+}
+
+/*
+ * 1,000 backends of one server: a connection to it that closes or goes
+ * back to its pool wakes the first waiter of each other backend's line,
+ * and walks none of their lines when no request waits anywhere.
+ */
 static void
 test_shared_server_wake(void)
 {
 	enum { N = 1000 };
 	static struct config_backend backends[N];
-	struct sockaddr_in *in;
 	struct config_server server;
 	struct config cfg;
 	struct upstream_pool *pools;
 	struct upstream_server *s;
-	struct upstream_conn *c;
 	struct waiter w;
 	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-	socklen_t len = sizeof(*in);
 	unsigned long before;
 	size_t first = 0, n;
-	int lfd, fd;
+	int lfd;
 
-	memset(&server, 0, sizeof(server));
-	in = &server.addr.u.in;
-	in->sin_family = AF_INET;
-	in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (loop == NULL || (lfd = socket(AF_INET, SOCK_STREAM, 0)) == -1 ||
-	    bind(lfd, &server.addr.u.sa, sizeof(*in)) == -1 ||
-	    listen(lfd, 8) == -1 ||
-	    getsockname(lfd, &server.addr.u.sa, &len) == -1) {
-		perror("test_shared_server_wake");
-		exit(1);
-	}
-	server.addr.len = len;
-	server.text = "127.0.0.1";
-	memset(&cfg, 0, sizeof(cfg));
-	for (int i = 0; i < N; i++) {
-		memset(&backends[i], 0, sizeof(backends[i]));
-		backends[i].name = "b";
-		backends[i].servers = &server;
-		backends[i].nservers = 1;
-		backends[i].max_idle = 8;
-	}
-	cfg.backends = backends;
-	cfg.nbackends = N;
-	if ((pools = upstream_pools_new(loop, &cfg)) == NULL) {
-		perror("upstream_pools_new");
-		exit(1);
-	}
+	pools = shared_server_pools(loop, &cfg, backends, N, &server, &lfd);
 	s = upstream_pick(pools, 0, &first, 0, &n, 0);
 	w.w.wake = record;
 	w.w.queued = false;
@@ -668,23 +702,67 @@ test_shared_server_wake(void)
 		if (round == 1)
 			upstream_wait(pools, N - 1, &w.w, false);
 		before = upstream_lines_looked;
-		if (s == NULL || (c = upstream_connect(s, NULL, NULL)) ==
-		    NULL || (fd = accept(lfd, NULL, NULL)) == -1) {
-			perror("upstream_connect");
-			exit(1);
-		}
-		upstream_release(c);
+		shared_server_release(s, lfd);
 		/* none waits: no line looked at; one does: it is woken */
 		if (round == 0)
 			CHECK_EQ_INT(upstream_lines_looked - before, 0);
 		else	/* each line, until none has a waiter left */
 			CHECK(upstream_lines_looked - before >= N);
 		CHECK_EQ_INT(nwoken, round);
-		if ((c = upstream_take_idle(s, false, NULL, NULL)) != NULL)
-			upstream_close(c);
-		close(fd);
 	}
 	CHECK(!upstream_has_waiters(pools, N - 1));
+	upstream_pools_free(pools);
+	close(lfd);
+	ev_loop_destroy(loop);
+}
+
+static int	woken_many[1000];
+static size_t	nwoken_many;
+
+static void
+record_many(struct upstream_waiter *w)
+{
+	woken_many[nwoken_many++] = ((struct waiter *)(void *)w)->id;
+}
+
+/*
+ * 1,000 backends of one server, each with a request in line, the last
+ * backend's first: one connection's room wakes each line's first in the
+ * order they came, looking at each line a few times, not once for each
+ * line woken (a million looks).
+ */
+static void
+test_shared_server_wake_many(void)
+{
+	enum { N = 1000 };
+	static struct config_backend backends[N];
+	static struct waiter w[N];
+	struct config_server server;
+	struct config cfg;
+	struct upstream_pool *pools;
+	struct upstream_server *s;
+	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+	unsigned long before;
+	size_t first = 0, n, inorder = 0;
+	int lfd;
+
+	pools = shared_server_pools(loop, &cfg, backends, N, &server, &lfd);
+	s = upstream_pick(pools, 0, &first, 0, &n, 0);
+	for (int i = 0; i < N; i++) {
+		w[i].w.wake = record_many;
+		w[i].w.queued = false;
+		w[i].id = i;
+		upstream_wait(pools, N - 1 - (size_t)i, &w[i].w, false);
+	}
+	nwoken_many = 0;
+	before = upstream_lines_looked;
+	shared_server_release(s, lfd);
+	CHECK(upstream_lines_looked - before <= 4 * N);
+	CHECK_EQ_INT(nwoken_many, N);
+	for (size_t i = 0; i < nwoken_many; i++)
+		if (woken_many[i] == (int)i)
+			inorder++;
+	CHECK_EQ_INT(inorder, N);
 	upstream_pools_free(pools);
 	close(lfd);
 	ev_loop_destroy(loop);
@@ -703,5 +781,6 @@ main(void)
 	test_idle_close_after_the_poll();
 	test_idle_live_taken();
 	test_shared_server_wake();
+	test_shared_server_wake_many();
 	UNIT_DONE();
 }
