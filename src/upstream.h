@@ -59,6 +59,8 @@ struct upstream_load {
 	uint64_t			 held;
 	struct upstream_line		**lines;
 	size_t				 nlines;
+	void				*places;	/* the lines' places
+							   in lines: a tree */
 };
 
 struct upstream_server {
@@ -107,6 +109,8 @@ struct upstream_waiter {
 /* The lines a closed or pooled connection's server woke, counted (for
    tests). */
 extern unsigned long upstream_lines_looked;
+/* The lines' places compared, adding and dropping lines (for tests). */
+extern unsigned long upstream_places_looked;
 
 /* One pool per configured backend, in config order. */
 struct upstream_pool	*upstream_pools_new(struct ev_loop *, struct config *);
