@@ -97,6 +97,7 @@ struct config_input {
 	dev_t			 dev;		/* once open: the file, to */
 	ino_t			 ino;		/* find include loops */
 	int			 from;		/* its include line; 0: none */
+	size_t			 up;		/* the input that includes it */
 	unsigned		 depth;		/* includes around it */
 	struct config_section	*resume;	/* the includer's section */
 };
@@ -105,6 +106,7 @@ struct config_parser {
 	const char		*path;
 	struct config_input	*in;		/* a stack: the top is read */
 	size_t			 nin;
+	size_t			 npending;	/* of those, not yet opened */
 	struct config		*cfg;
 	int			 line;		/* across files: config_at */
 	int			 main_line;	/* the main file's last read */
@@ -2262,9 +2264,13 @@ config_input_id(struct config_input *in)
 	}
 }
 
+unsigned long config_inputs_looked;
+
 /*
  * Opens the top input, an included file: -1 when it cannot be read, or
- * when it is one of the files that include it (the open ones under it).
+ * when it is one of the files that include it (the open ones under it,
+ * found through its up: a walk of every input under it, most of them
+ * still to open, took 20,000 files of one include 0.2 s).
  */
 static int
 config_input_open(struct config_parser *p, struct config_input *in)
@@ -2279,13 +2285,15 @@ config_input_open(struct config_parser *p, struct config_input *in)
 	}
 	config_input_id(in);
 	config_digest(cfg, "\0<", 2);
-	for (struct config_input *up = p->in; up < in; up++)
-		if (up->fp != NULL && up->dev == in->dev &&
-		    up->ino == in->ino) {
+	for (struct config_input *up = in; up != p->in;) {
+		up = &p->in[up->up];
+		config_inputs_looked++;
+		if (up->dev == in->dev && up->ino == in->ino) {
 			config_error(p, in->from, "include: %s includes "
 			    "itself", in->path);
 			return -1;
 		}
+	}
 	if ((files = reallocarray(cfg->files, cfg->nfiles + 1,
 	    sizeof(*files))) == NULL) {
 		p->oom = true;
@@ -2327,12 +2335,12 @@ config_input_pop(struct config_parser *p)
 static void
 config_include(struct config_parser *p, const char *pattern)
 {
-	struct config_input	*top = &p->in[p->nin - 1], *in;
+	struct config_input	*in;
 	char			 full[PATH_MAX];
-	unsigned		 depth = top->depth + 1;
+	size_t			 up = p->nin - 1;
+	unsigned		 depth = p->in[up].depth + 1;
 	struct config_section	*resume = p->cur;
 	glob_t			 g;
-	size_t			 pending = 0;
 	int			 rc;
 
 	if (*pattern == '\0') {
@@ -2366,10 +2374,7 @@ config_include(struct config_parser *p, const char *pattern)
 		return;
 	}
 	/* the files read or open (nfiles), those still to open, and these */
-	for (size_t i = 0; i < p->nin; i++)
-		if (p->in[i].fp == NULL)
-			pending++;
-	if (p->cfg->nfiles + pending + g.gl_pathc > CONFIG_FILES_MAX) {
+	if (p->cfg->nfiles + p->npending + g.gl_pathc > CONFIG_FILES_MAX) {
 		config_error(p, p->line, "include: more than %d files in all",
 		    CONFIG_FILES_MAX);
 		globfree(&g);
@@ -2389,9 +2394,11 @@ config_include(struct config_parser *p, const char *pattern)
 		if ((in->path = config_strdup(p, g.gl_pathv[i])) == NULL)
 			break;
 		in->from = p->line;
+		in->up = up;
 		in->depth = depth;
 		in->resume = resume;
 		p->nin++;
+		p->npending++;
 	}
 	globfree(&g);
 }
@@ -2428,9 +2435,12 @@ config_reader(char *buf, int num, void *arg)
 		if (p->nin == 0 || p->oom)
 			return NULL;
 		in = &p->in[p->nin - 1];
-		if (in->fp == NULL && config_input_open(p, in) == -1) {
-			config_input_pop(p);
-			continue;
+		if (in->fp == NULL) {
+			p->npending--;
+			if (config_input_open(p, in) == -1) {
+				config_input_pop(p);
+				continue;
+			}
 		}
 		errno = 0;
 		if ((n = getline(&p->linebuf, &p->linecap, in->fp)) != -1)

@@ -314,6 +314,8 @@ void		 config_free(struct config *);
  * call after.
  */
 const char	*config_at(const struct config *, int line);
+/* The inputs include's loop check looked at, counted (for tests). */
+extern unsigned long config_inputs_looked;
 /* The line of the file where [global] set key; 0 when the default holds. */
 int		 config_global_line(const struct config *, const char *key);
 /*
