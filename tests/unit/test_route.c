@@ -455,16 +455,6 @@ test_loaded(void)
 	config_free(cfg);
 }
 
-/* A deterministic choice among n, for the generated configurations. */
-static unsigned
-pick(unsigned n)
-{
-	static unsigned long x = 12345;
-
-	x = x * 6364136223846793005UL + 1442695040888963407UL;
-	return (unsigned)(x >> 33) % n;
-}
-
 static const char *const index_hosts[] = {
 	"a.x", "b.a.x", "c.b.a.x", "x", "A.X", "*.x", "*.a.x", "*.b.a.x",
 	"*.c.b.a.x", "[::1]", "127.0.0.1", "a_b.x", "*.y", "y", "q.y",
@@ -488,7 +478,7 @@ load_random_routes(void)
 		abort();
 	fputs(LOAD_HEAD, fp);
 	for (int i = 0; i < 600; i++) {
-		unsigned h = pick(nitems(index_hosts) + 3);
+		unsigned h = unit_rand() % (nitems(index_hosts) + 3);
 
 		bool any = h >= nitems(index_hosts);
 
@@ -498,13 +488,13 @@ load_random_routes(void)
 			fprintf(fp, "host = %s\n", index_hosts[h]);
 		if (any)	/* not "/" */
 			fprintf(fp, "path_prefix = %s\n", index_prefixes[1 +
-			    pick(nitems(index_prefixes) - 1)]);
-		else if (pick(4) != 0)
-			fprintf(fp, "path_prefix = %s\n",
-			    index_prefixes[pick(nitems(index_prefixes))]);
-		if (any || pick(3) == 0)
+			    unit_rand() % (nitems(index_prefixes) - 1)]);
+		else if (unit_rand() % 4 != 0)
+			fprintf(fp, "path_prefix = %s\n", index_prefixes[
+			    unit_rand() % nitems(index_prefixes)]);
+		if (any || unit_rand() % 3 == 0)
 			fprintf(fp, "methods = %s\n",
-			    index_methods[pick(nitems(index_methods))]);
+			    index_methods[unit_rand() % nitems(index_methods)]);
 	}
 	fclose(fp);
 	cfg = load_text(text);
@@ -696,10 +686,11 @@ static void
 random_addr(char *out, size_t len, bool v6)
 {
 	if (v6)
-		snprintf(out, len, "2001:db8:%x:%x::%x", pick(3), pick(4),
-		    pick(3));
+		snprintf(out, len, "2001:db8:%x:%x::%x", unit_rand() % 3,
+		    unit_rand() % 4, unit_rand() % 3);
 	else
-		snprintf(out, len, "10.%u.%u.%u", pick(3), pick(4), pick(6));
+		snprintf(out, len, "10.%u.%u.%u", unit_rand() % 3,
+		    unit_rand() % 4, unit_rand() % 6);
 }
 
 /* An entry of an allow, deny or trusted_proxies list: a random block. */
@@ -710,8 +701,8 @@ random_block(char *out, size_t len)
 	static const unsigned v6[] = { 32, 44, 48, 64, 127, 128 };
 	char a[64];
 	unsigned char b[16];
-	bool six = pick(3) == 0;
-	unsigned prefix = six ? v6[pick(6)] : v4[pick(6)];
+	bool six = unit_rand() % 3 == 0;
+	unsigned prefix = six ? v6[unit_rand() % 6] : v4[unit_rand() % 6];
 
 	random_addr(a, sizeof(a), six);
 	/* the block's first address: config_load refuses host bits */
@@ -745,22 +736,23 @@ test_acl_index_agrees_with_walk(void)
 	}
 	fputs(LOAD_HEAD, fp);
 	for (int r = 0; r < 20; r++) {
-		int entries = 1 + (int)pick(300);
+		int entries = 1 + (int)(unit_rand() % 300);
 
 		fprintf(fp, "[route r%d]\nhost = r%d.test\nbackend = b\n", r,
 		    r);
 		/* a few single addresses, then "all", which most reach */
 		for (int i = 0; r % 4 == 3 && i < 12; i++) {
-			random_addr(a, sizeof(a), pick(3) == 0);
-			fprintf(fp, "%s = %s\n", pick(2) ? "allow" : "deny", a);
+			random_addr(a, sizeof(a), unit_rand() % 3 == 0);
+			fprintf(fp, "%s = %s\n", unit_rand() % 2 ? "allow" :
+			    "deny", a);
 		}
 		if (r % 4 == 3)
 			fprintf(fp, "%s = all\n", r % 8 == 3 ? "allow" :
 			    "deny");
 		for (int i = 0; i < entries; i++) {
 			random_block(block, sizeof(block));
-			fprintf(fp, "%s = %s\n", pick(2) ? "allow" : "deny",
-			    block);
+			fprintf(fp, "%s = %s\n", unit_rand() % 2 ? "allow" :
+			    "deny", block);
 		}
 	}
 	fclose(fp);
@@ -770,12 +762,12 @@ test_acl_index_agrees_with_walk(void)
 	if (cfg == NULL)
 		return;
 	for (int i = 0; i < 3000; i++) {
-		struct config_route *r = &cfg->routes[pick(20)];
+		struct config_route *r = &cfg->routes[unit_rand() % 20];
 		struct acl_index *ix = r->acl_index, *tx = cfg->trusted_index;
 		const struct sockaddr *sa;
 		bool by_index, walked, t_index, t_walked;
 
-		random_addr(a, sizeof(a), pick(3) == 0);
+		random_addr(a, sizeof(a), unit_rand() % 3 == 0);
 		sa = client_at(a);
 		by_index = route_allows(r, sa);
 		t_index = route_trusted_proxy(cfg, sa);
