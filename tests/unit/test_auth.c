@@ -25,19 +25,6 @@ test_may_check(void *arg)
 	return test_allow;
 }
 
-static void
-test_write(const char *name, const char *text)
-{
-	FILE	*fp;
-
-	if ((fp = fopen(name, "w")) == NULL) {
-		perror(name);
-		exit(1);
-	}
-	fputs(text, fp);
-	fclose(fp);
-}
-
 /* A hash of the password, of the kind prefix names, at a low cost. */
 static char *
 test_hash(const char *prefix, const char *pass)
@@ -116,7 +103,7 @@ test_load_errors(void)
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		test_write("users", cases[i].text);
+		unit_write_file("users", cases[i].text);
 		err[0] = '\0';
 		CHECK_EQ_INT(auth_users_load("users", &u, err, sizeof(err)), -1);
 		CHECK_EQ_STR(err, cases[i].err);
@@ -126,7 +113,7 @@ test_load_errors(void)
 	CHECK_EQ_STR(err, "cannot open \"nope\": No such file or directory");
 	memset(big, '#', sizeof(big) - 1);
 	big[sizeof(big) - 1] = '\0';
-	test_write("users", big);
+	unit_write_file("users", big);
 	CHECK_EQ_INT(auth_users_load("users", &u, err, sizeof(err)), -1);
 	CHECK_EQ_STR(err, "\"users\": larger than 1m");
 	unlink("users");
@@ -145,7 +132,7 @@ test_checks_and_cache(void)
 	/* comments, blank lines, CRLF and trailing blanks are no users */
 	snprintf(text, sizeof(text), "# staging\r\nzed:%s\r\n\n"
 	    "bob:%s  \nalice:%s\n", bc, sha, yes);
-	test_write("users", text);
+	unit_write_file("users", text);
 	err[0] = '\0';
 	CHECK_EQ_INT(auth_users_load("users", &u, err, sizeof(err)), 0);
 	CHECK_EQ_STR(err, "");
@@ -205,7 +192,7 @@ test_checks_and_cache(void)
 	/* a new hash for the same password (a reload): checked again */
 	sha2 = test_hash("$6$", "hunter2");
 	snprintf(text, sizeof(text), "zed:%s\n", sha2);
-	test_write("users", text);
+	unit_write_file("users", text);
 	CHECK_EQ_INT(auth_users_load("users", &u, err, sizeof(err)), 0);
 	CHECK_EQ_INT(test_result(&u, test_basic("zed:hunter2", 11), false,
 	    &checked), AUTH_BUSY);
@@ -228,7 +215,7 @@ test_no_users(void)
 	char err[512];
 	bool checked;
 
-	test_write("users", "# nobody yet\n\n");
+	unit_write_file("users", "# nobody yet\n\n");
 	err[0] = '\0';
 	CHECK_EQ_INT(auth_users_load("users", &u, err, sizeof(err)), 0);
 	CHECK_EQ_STR(err, "");

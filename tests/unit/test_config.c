@@ -31,19 +31,6 @@ static char	test_example_path[PATH_MAX];	/* conf/qproxy.conf */
 	"[route all]\n"							\
 	"backend = app\n"
 
-static void
-test_write_file(const char *path, const char *text)
-{
-	FILE	*fp;
-
-	if ((fp = fopen(path, "w")) == NULL) {
-		perror(path);
-		exit(1);
-	}
-	fputs(text, fp);
-	fclose(fp);
-}
-
 /* replaces every occurrence of from in s by to; s is reallocated */
 static char *
 test_replace(char *s, const char *from, const char *to)
@@ -804,18 +791,18 @@ test_include(void)
 
 	if (mkdir("inc.d", 0700) == -1)
 		abort();
-	test_write_file("main.conf", "[global]\n"
+	unit_write_file("main.conf", "[global]\n"
 	    "include = inc.d/*.conf\n"
 	    "log_level = debug\n"
 	    LISTENER);
-	test_write_file("inc.d/a.conf", "[backend app]\n"
+	unit_write_file("inc.d/a.conf", "[backend app]\n"
 	    "server = 127.0.0.1:8080\n"
 	    "include = ../more.conf   ; in the directory above\n"
 	    "max_connections = 7\n"
 	    "request_buffer_size = 2m\n");
-	test_write_file("inc.d/b.conf", "; only a comment\n");
-	test_write_file("inc.d/c.txt", "not read\n");
-	test_write_file("more.conf", "[route all]\nbackend = app\n");
+	unit_write_file("inc.d/b.conf", "; only a comment\n");
+	unit_write_file("inc.d/c.txt", "not read\n");
+	unit_write_file("more.conf", "[route all]\nbackend = app\n");
 	errs = test_load_dir("main.conf", &cfg);
 	CHECK_EQ_STR(errs, "");
 	free(errs);
@@ -844,7 +831,7 @@ test_include(void)
 	 * errors where they are: an included file's own, a key before its
 	 * first section (it is not in the includer's), a section twice
 	 */
-	test_write_file("inc.d/b.conf", "log_level = loud\n"
+	unit_write_file("inc.d/b.conf", "log_level = loud\n"
 	    "[backend app]\n"
 	    "server = 127.0.0.1:8080\n"
 	    "connect_timeout = soon\n");
@@ -855,7 +842,7 @@ test_include(void)
 	    "inc.d/b.conf:2: duplicate [backend app], first at "
 	    "inc.d/a.conf:1\n");
 	free(errs);
-	test_write_file("inc.d/b.conf", "[backend other]\n"
+	unit_write_file("inc.d/b.conf", "[backend other]\n"
 	    "server = 127.0.0.1:8080\n"
 	    "connect_timeout = soon\n"
 	    "[global]\nlog_level = info\n");
@@ -878,10 +865,10 @@ test_include(void)
 		uint64_t d[3];
 
 		for (int i = 0; i < 3; i++) {
-			test_write_file("main.conf", LISTENER
+			unit_write_file("main.conf", LISTENER
 			    "include = backends.conf\n"
 			    "[route app]\nbackend = app\n");
-			test_write_file("backends.conf", i == 2 ?
+			unit_write_file("backends.conf", i == 2 ?
 			    "[backend app]\nserver = 127.0.0.1:8081\n" :
 			    "[backend app]\nserver = 127.0.0.1:8080\n");
 			free(test_load_dir("main.conf", &cfg));
@@ -898,7 +885,7 @@ test_include(void)
 		 * the same text, in another section
 		 */
 		for (int i = 0; i < 2; i++) {
-			test_write_file("main.conf", i == 0 ? LISTENER
+			unit_write_file("main.conf", i == 0 ? LISTENER
 			    "[backend a]\nserver = 127.0.0.1:8080\n"
 			    "include = backends.conf\n"
 			    "connect_timeout = 3s\n"
@@ -906,7 +893,7 @@ test_include(void)
 			    "[backend a]\nserver = 127.0.0.1:8080\n"
 			    "include = backends.conf\n"
 			    "[route app]\nbackend = a\n");
-			test_write_file("backends.conf", i == 0 ?
+			unit_write_file("backends.conf", i == 0 ?
 			    "[backend b]\nserver = 127.0.0.1:8081\n" :
 			    "[backend b]\nserver = 127.0.0.1:8081\n"
 			    "connect_timeout = 3s\n");
@@ -922,9 +909,9 @@ test_include(void)
 	}
 
 	/* no listener: at the main file's last line, not an included one's */
-	test_write_file("main.conf", "[global]\n"
+	unit_write_file("main.conf", "[global]\n"
 	    "include = backends.conf\n");
-	test_write_file("backends.conf", "[backend app]\n"
+	unit_write_file("backends.conf", "[backend app]\n"
 	    "server = 127.0.0.1:8080\n"
 	    "; the end\n");
 	errs = test_load_dir("main.conf", &cfg);
@@ -934,7 +921,7 @@ test_include(void)
 	unlink("backends.conf");
 
 	/* a file named must be there; a pattern may match nothing */
-	test_write_file("main.conf", LISTENER
+	unit_write_file("main.conf", LISTENER
 	    "include = /nonexistent/*.conf\n"
 	    "include = more.conf\n"
 	    "include = inc.d/none.conf\n"
@@ -953,16 +940,16 @@ test_include(void)
 	free(errs);
 
 	/* a file that includes itself, by another name too */
-	test_write_file("main.conf", LISTENER "include = ./main.conf\n");
+	unit_write_file("main.conf", LISTENER "include = ./main.conf\n");
 	errs = test_load_dir("main.conf", &cfg);
 	CHECK(cfg == NULL);
 	CHECK_EQ_STR(errs, "main.conf:5: include: ./main.conf includes "
 	    "itself\n");
 	free(errs);
 	/* or through another; not the same file twice in a row */
-	test_write_file("main.conf", LISTENER "include = more.conf\n"
+	unit_write_file("main.conf", LISTENER "include = more.conf\n"
 	    "include = more.conf\n");
-	test_write_file("more.conf", "include = main.conf\n");
+	unit_write_file("more.conf", "include = main.conf\n");
 	errs = test_load_dir("main.conf", &cfg);
 	CHECK(cfg == NULL);
 	CHECK_EQ_STR(errs,
@@ -975,10 +962,10 @@ test_include(void)
 
 		snprintf(name, sizeof(name), "d%d.conf", i);
 		snprintf(text, sizeof(text), "include = d%d.conf\n", i + 1);
-		test_write_file(name, text);
+		unit_write_file(name, text);
 	}
-	test_write_file("d9.conf", "");
-	test_write_file("main.conf", LISTENER "include = d0.conf\n");
+	unit_write_file("d9.conf", "");
+	unit_write_file("main.conf", LISTENER "include = d0.conf\n");
 	errs = test_load_dir("main.conf", &cfg);
 	CHECK(cfg == NULL);
 	CHECK_EQ_STR(errs, "d7.conf:1: include: more than 8 files deep\n");
@@ -1000,10 +987,10 @@ test_include(void)
 		char name[32];
 
 		snprintf(name, sizeof(name), "many.d/%05d.conf", i);
-		test_write_file(name, i == 19998 ? "; the 20,001st\n" : "");
+		unit_write_file(name, i == 19998 ? "; the 20,001st\n" : "");
 		if (i == 19997) {
-			test_write_file("one.conf", "include = many.d/*\n");
-			test_write_file("main.conf", LISTENER
+			unit_write_file("one.conf", "include = many.d/*\n");
+			unit_write_file("main.conf", LISTENER
 			    "include = one.conf\n");
 			errs = test_load_dir("main.conf", &cfg);
 			CHECK_EQ_STR(errs, "");
@@ -1032,14 +1019,14 @@ test_include(void)
 	 */
 	if (mkdir("sites.d", 0700) == -1)
 		abort();
-	test_write_file("common.conf", "; shared\n");
+	unit_write_file("common.conf", "; shared\n");
 	for (int i = 0; i < 3000; i++) {
 		char name[32];
 
 		snprintf(name, sizeof(name), "sites.d/%04d.conf", i);
-		test_write_file(name, "include = ../common.conf\n");
+		unit_write_file(name, "include = ../common.conf\n");
 	}
-	test_write_file("main.conf", LISTENER "include = sites.d/*\n");
+	unit_write_file("main.conf", LISTENER "include = sites.d/*\n");
 	looked = config_inputs_looked;
 	errs = test_load_dir("main.conf", &cfg);
 	CHECK_EQ_STR(errs, "");
@@ -1845,10 +1832,10 @@ test_error_pages(void)
 	char		*errs, big[65537];
 	FILE		*fp;
 
-	test_write_file("50x.html", "<h1>Back soon</h1>\n");
-	test_write_file("404.json", "{\"error\": \"not found\"}\n");
-	test_write_file("empty.txt", "");
-	test_write_file("page.css", "p {}\n");
+	unit_write_file("50x.html", "<h1>Back soon</h1>\n");
+	unit_write_file("404.json", "{\"error\": \"not found\"}\n");
+	unit_write_file("empty.txt", "");
+	unit_write_file("page.css", "p {}\n");
 	memset(big, 'x', sizeof(big));
 	if ((fp = fopen("big.html", "w")) == NULL) {
 		perror("big.html");
@@ -1937,10 +1924,10 @@ test_relative_files(void)
 	char		 cwd[PATH_MAX], *errs;
 
 	CHECK(mkdir("sub", 0700) == 0);
-	test_write_file("50x.html", "<h1>Back soon</h1>\n");
-	test_write_file("users.txt", "bob:$6$abc$def\n");
-	test_write_file("sub/404.txt", "not here\n");
-	test_write_file("sub/site.conf", "[route site]\n"
+	unit_write_file("50x.html", "<h1>Back soon</h1>\n");
+	unit_write_file("users.txt", "bob:$6$abc$def\n");
+	unit_write_file("sub/404.txt", "not here\n");
+	unit_write_file("sub/site.conf", "[route site]\n"
 	    "host = example.com\n"
 	    "backend = app\n"
 	    "error_page = 404 404.txt\n"
@@ -2027,12 +2014,12 @@ main(void)
 		perror(test_dir);
 		return 1;
 	}
-	test_write_file("cert.pem", "-----BEGIN CERTIFICATE-----\n");
-	test_write_file("key.pem", "-----BEGIN PRIVATE KEY-----\n");
-	test_write_file("cert2.pem", "-----BEGIN CERTIFICATE-----\n");
-	test_write_file("key2.pem", "-----BEGIN PRIVATE KEY-----\n");
-	test_write_file("cert3.pem", "-----BEGIN CERTIFICATE-----\n");
-	test_write_file("key3.pem", "-----BEGIN PRIVATE KEY-----\n");
+	unit_write_file("cert.pem", "-----BEGIN CERTIFICATE-----\n");
+	unit_write_file("key.pem", "-----BEGIN PRIVATE KEY-----\n");
+	unit_write_file("cert2.pem", "-----BEGIN CERTIFICATE-----\n");
+	unit_write_file("key2.pem", "-----BEGIN PRIVATE KEY-----\n");
+	unit_write_file("cert3.pem", "-----BEGIN CERTIFICATE-----\n");
+	unit_write_file("key3.pem", "-----BEGIN PRIVATE KEY-----\n");
 
 	test_full();
 	test_defaults();

@@ -348,7 +348,6 @@ static struct config *
 load_text(const char *text)
 {
 	struct config	*cfg;
-	FILE		*fp;
 	char		 path[PATH_MAX];
 
 	snprintf(load_dir, sizeof(load_dir), "%s/qproxy-test.XXXXXX",
@@ -358,22 +357,13 @@ load_text(const char *text)
 		exit(1);
 	}
 	snprintf(path, sizeof(path), "%s/cert.pem", load_dir);
-	if ((fp = fopen(path, "w")) == NULL) {
-		perror(path);
-		exit(1);
-	}
-	fclose(fp);
+	unit_write_file(path, "");
 	if (chdir(load_dir) == -1) {
 		perror(load_dir);
 		exit(1);
 	}
 	snprintf(path, sizeof(path), "%s/qproxy.conf", load_dir);
-	if ((fp = fopen(path, "w")) == NULL) {
-		perror(path);
-		exit(1);
-	}
-	fputs(text, fp);
-	fclose(fp);
+	unit_write_file(path, text);
 	cfg = config_load(path, stderr);
 	unlink(path);
 	snprintf(path, sizeof(path), "%s/cert.pem", load_dir);

@@ -5,6 +5,7 @@
 
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int unit_passed, unit_failed;
@@ -17,6 +18,20 @@ unit_rand(void)
 {
 	unit_seed = unit_seed * 1103515245u + 12345u;
 	return unit_seed >> 8;
+}
+
+/* A file of this text, made or emptied; the test ends if it cannot be. */
+static inline void
+unit_write_file(const char *path, const char *text)
+{
+	FILE	*fp;
+
+	if ((fp = fopen(path, "w")) == NULL) {
+		perror(path);
+		exit(1);
+	}
+	fputs(text, fp);
+	fclose(fp);
 }
 
 #define CHECK(cond) do {						\
