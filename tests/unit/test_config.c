@@ -776,6 +776,19 @@ test_load_dir(const char *path, struct config **cfgp)
 	return out;
 }
 
+/* The n files dir/0000.conf on, of width digits, and dir, removed. */
+static void
+remove_numbered(const char *dir, int width, int n)
+{
+	char name[64];
+
+	for (int i = 0; i < n; i++) {
+		snprintf(name, sizeof(name), "%s/%0*d.conf", dir, width, i);
+		unlink(name);
+	}
+	rmdir(dir);
+}
+
 /*
  * include: the files of a pattern read in name order where it stands,
  * each from outside any section, the includer going on in its own after
@@ -1004,13 +1017,7 @@ test_include(void)
 	CHECK_EQ_STR(errs, "one.conf:1: include: more than 20000 files in "
 	    "all\n");
 	free(errs);
-	for (int i = 0; i < 19999; i++) {
-		char name[32];
-
-		snprintf(name, sizeof(name), "many.d/%05d.conf", i);
-		unlink(name);
-	}
-	rmdir("many.d");
+	remove_numbered("many.d", 5, 19999);
 	unlink("one.conf");
 	/*
 	 * 3,000 files of one include, each including one more: a file's
@@ -1035,13 +1042,7 @@ test_include(void)
 	CHECK(config_inputs_looked - looked <= 3 * 6000);
 	config_free(cfg);
 	free(errs);
-	for (int i = 0; i < 3000; i++) {
-		char name[32];
-
-		snprintf(name, sizeof(name), "sites.d/%04d.conf", i);
-		unlink(name);
-	}
-	rmdir("sites.d");
+	remove_numbered("sites.d", 4, 3000);
 	unlink("common.conf");
 
 	unlink("main.conf");
