@@ -41,7 +41,7 @@ LIB_SRCS = src/log.c src/addr.c src/bytes.c src/config.c src/route.c \
 	src/control.c src/server.c src/secret.c src/siphash.c src/replay.c \
 	src/clients.c src/cid.c src/merge.c src/workers.c src/health.c \
 	src/hist.c src/auth.c src/file.c src/state.c src/gcm.c \
-	src/upgrade.c src/taken.c
+	src/upgrade.c src/taken.c src/websocket.c
 # wolfSSL's random source (scripts/setup-deps.sh): linked into every program.
 RNG_OBJ = $(B)/rng.o
 LIB_OBJS = $(LIB_SRCS:src/%.c=$(B)/%.o)

@@ -87,6 +87,8 @@ struct config_backend {
 	size_t			 nservers;
 	double			 connect_timeout;	/* seconds */
 	double			 read_timeout;		/* seconds */
+	double			 tunnel_timeout;	/* a WebSocket's idle
+						   seconds */
 	double			 fail_timeout;	/* seconds a failed server is
 						   passed over */
 	uint64_t		 max_fails;	/* failed responses in a row
@@ -193,6 +195,7 @@ struct config_route {
 	double		 request_rate;	/* all clients', a second; 0: none */
 	uint64_t	 request_burst;	/* 0: a second's worth */
 	double		 read_timeout;	/* seconds; 0: the backend's */
+	double		 tunnel_timeout;	/* seconds; 0: the backend's */
 };
 
 /*

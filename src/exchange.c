@@ -48,6 +48,7 @@
 #include "route.h"
 #include "stats.h"
 #include "upstream.h"
+#include "websocket.h"
 
 #define EX_READ_CHUNK	16384
 #define EX_OWN_MIN	1024	/* an exchange's own read buffer, at least */
@@ -218,6 +219,19 @@ struct exchange {
 	bool			 cut_short;	/* the stream ended before it */
 	bool			 trailers_lost;	/* counted: no chunked body for
 						   them */
+
+	/*
+	 * A WebSocket (RFC 9220): the request goes as a GET with an
+	 * Upgrade; once the backend's 101 came, the stream and the
+	 * connection are a tunnel, bytes both ways as they come. What the
+	 * client sends before is held in hold, for a backend that upgrades.
+	 */
+	bool			 ws;		/* REQ_F_WEBSOCKET */
+	bool			 ws_upgrade;	/* a good 101: the client's 200
+						   goes out */
+	bool			 ws_open;	/* the tunnel is open */
+	bool			 ws_counted;	/* in stats.ws_current */
+	char			 ws_key[WS_KEY_LEN + 1];	/* or "" */
 	/* access_log_format = combined's, kept past the head's trim */
 	char			*referer, *user_agent;
 	unsigned int		 ninfo;		/* 1xx heads passed on */
@@ -600,11 +614,26 @@ ex_trim_head(struct exchange *ex)
 	ex_req_update(ex);
 }
 
+/* In the WebSockets open now (stats.ws_current), or out of them. */
+static void
+ex_ws_count(struct exchange *ex, bool on)
+{
+	if (ex->ws_counted == on)
+		return;
+	ex->ws_counted = on;
+	if (on) {
+		stats.ws_opened++;
+		stats.ws_current++;
+	} else
+		stats.ws_current--;
+}
+
 /* Ends the exchange's work; the stream itself closes later. */
 static void
 ex_finish(struct exchange *ex)
 {
 	ex_set_done(ex);
+	ex_ws_count(ex, false);
 	ex_unqueue(ex);
 	ev_timer_stop(ex_loop(ex), &ex->timer);
 	bufq_free(&ex->hold);
@@ -1163,6 +1192,14 @@ ex_read_timeout(const struct exchange *ex)
 	    upstream_backend(ex_pools(ex), ex->backend)->read_timeout;
 }
 
+/* The route's tunnel_timeout, or its backend's. */
+static double
+ex_tunnel_timeout(const struct exchange *ex)
+{
+	return ex->route->tunnel_timeout > 0 ? ex->route->tunnel_timeout :
+	    upstream_backend(ex_pools(ex), ex->backend)->tunnel_timeout;
+}
+
 /* balance = client_hash: the client's (its address, or its /64) */
 static uint64_t
 ex_client_hash(const struct exchange *ex)
@@ -1372,6 +1409,7 @@ exchange_headers_end(struct exchange *ex, bool fin)
 		}
 		return;
 	}
+	ex->ws = (ex->req.flags & REQ_F_WEBSOCKET) != 0;
 	/*
 	 * The client's allowance is its address's: in 0-RTT from an address
 	 * no token proved, anyone may have written it, and spent another's
@@ -1420,8 +1458,12 @@ exchange_headers_end(struct exchange *ex, bool fin)
 		ex_respond(ex, 425);
 		return;
 	}
-	/* an answer of the route's own is no request that may be replayed */
-	if (ex->early && route->answer == 0 && !early_method_allowed(ex)) {
+	/*
+	 * an answer of the route's own is no request that may be replayed;
+	 * a WebSocket's first bytes, in 0-RTT too, may be
+	 */
+	if (ex->early && route->answer == 0 && (ex->ws ||
+	    !early_method_allowed(ex))) {
 		/* RFC 8470 5.2: replayable; the client retries after the
 		 * handshake */
 		stats.early_data_refused++;
@@ -1436,7 +1478,11 @@ exchange_headers_end(struct exchange *ex, bool fin)
 	if (route->auth != NULL && !ex_authorized(ex))
 		return;
 	if (route->answer != 0) {
-		ex_route_answer(ex, host, hostlen);
+		/* a 2xx would tell the client its tunnel is open */
+		if (ex->ws && route->answer >= 200 && route->answer < 300)
+			ex_respond(ex, 501);
+		else
+			ex_route_answer(ex, host, hostlen);
 		return;
 	}
 	/*
@@ -1450,7 +1496,7 @@ exchange_headers_end(struct exchange *ex, bool fin)
 		return;
 	}
 	/* a declared length too large goes nowhere, not even to a 100 */
-	ex->body_limit = route->max_body_size;
+	ex->body_limit = ex->ws ? 0 : route->max_body_size;
 	if (ex->body_limit > 0 && ex->req.content_length > 0 &&
 	    (uint64_t)ex->req.content_length > ex->body_limit) {
 		ex_body_too_large(ex);
@@ -1460,7 +1506,7 @@ exchange_headers_end(struct exchange *ex, bool fin)
 		stats.early_data_requests++;
 	ex->backend = route->backend;
 	ex->state = EX_HOLD;
-	if (ex->req.flags & REQ_F_EXPECT_CONTINUE && !fin) {
+	if (ex->req.flags & REQ_F_EXPECT_CONTINUE && !fin && !ex->ws) {
 		nghttp3_nv nv = { (uint8_t *)":status", (uint8_t *)"100", 7, 3,
 		    NGHTTP3_NV_FLAG_NONE };
 
@@ -1470,7 +1516,8 @@ exchange_headers_end(struct exchange *ex, bool fin)
 			count_response(100);
 		}
 	}
-	if (fin)
+	/* a WebSocket's bytes wait for its 101, not the other way round */
+	if (fin || ex->ws)
 		ex_start(ex);
 }
 
@@ -1557,6 +1604,16 @@ ex_append_body(struct exchange *ex, const uint8_t *data, size_t len)
 	return ex_put_chunk(ex, data, len, NULL);
 }
 
+/* Bytes for the backend: written at the end of the loop's turn. */
+static void
+ex_queue_write(struct exchange *ex)
+{
+	if (ex->state == EX_FORWARD && !ex->write_queued) {
+		ex->write_queued = true;
+		TAILQ_INSERT_TAIL(&write_queue, ex, write_entry);
+	}
+}
+
 static void
 ex_body(struct exchange *ex, const uint8_t *data, size_t len)
 {
@@ -1628,14 +1685,23 @@ ex_body(struct exchange *ex, const uint8_t *data, size_t len)
 		ex_credit(ex, 0);
 		return;
 	}
+	/*
+	 * A WebSocket's bytes before its 101 wait, uncredited: a backend
+	 * that refuses the upgrade would read them as its next request.
+	 */
+	if (ex->ws && !ex->ws_open) {
+		if (bufq_append(&ex->hold, data, len) == -1)
+			ex_reset_nomem(ex);
+		return;
+	}
 	if (ex_append_body(ex, data, len) == -1) {
 		ex_reset_nomem(ex);
 		return;
 	}
-	if (ex->state == EX_FORWARD && !ex->write_queued) {
-		ex->write_queued = true;
-		TAILQ_INSERT_TAIL(&write_queue, ex, write_entry);
-	}
+	/* a tunnel is idle when neither side sends */
+	if (ex->ws_open)
+		ev_timer_again(ex_loop(ex), &ex->timer);
+	ex_queue_write(ex);
 }
 
 void
@@ -1913,7 +1979,15 @@ ex_write_head(struct exchange *ex)
 	fw.keep_forwarded = ex_cfg(ex)->ntrusted > 0 && !ex->qc->unvalidated &&
 	    route_trusted_proxy(ex_cfg(ex), &ex->qc->proven.u.sa);
 	fw.early_data = ex->early;
-	if (ex->req_fin && ex->trailers.len > 0) {
+	fw.ws_key = NULL;
+	if (ex->ws) {
+		/* the tunnel's bytes follow the 101 as they are */
+		if (ex->ws_key[0] == '\0')
+			ws_key_new(ex->ws_key);
+		fw.ws_key = ex->ws_key;
+		fw.body_length = 0;
+		fw.framing = REQ_BODY_NONE;
+	} else if (ex->req_fin && ex->trailers.len > 0) {
 		/*
 		 * only a chunked body carries trailers (exchange_trailer kept
 		 * them: the client sent no Content-Length)
@@ -2327,6 +2401,21 @@ ex_resend(struct exchange *ex, const char *why)
 	ex_req_update(ex);
 }
 
+/*
+ * A tunnel's client ended its side and the backend took every byte of
+ * it: the backend's socket gets the FIN (RFC 9220 3: the stream's FIN is
+ * the TCP connection's); once the backend's side ended too, the exchange.
+ */
+static void
+ex_ws_sent(struct exchange *ex)
+{
+	shutdown(ex->uc->fd, SHUT_WR);
+	if (ex->resp_eof) {
+		ex_upstream_close(ex, false);
+		ex_finish(ex);
+	}
+}
+
 static void
 ex_write_out(struct exchange *ex)
 {
@@ -2383,24 +2472,36 @@ ex_write_out(struct exchange *ex)
 			shutdown(ex->uc->fd, SHUT_WR);
 			if (!ex->head_done)
 				ev_io_start(ex_loop(ex), &ex->uc->rio);
+			/* a tunnel whose backend had ended its side too */
+			if (ex->ws_open && ex->resp_eof) {
+				ex_upstream_close(ex, false);
+				ex_finish(ex);
+			}
 			return;
 		}
 		bufq_drain(&ex->out, (size_t)n);
 		ex_credit(ex, ex->out.len + ex->stage.len);
+		if (ex->ws_open)
+			stats.ws_bytes_to_backend += (uint64_t)n;
 		/*
 		 * read_timeout counts from the last byte the backend took;
 		 * when that was all the client sent of an unfinished body,
 		 * the client has idle_timeout to send more (ex_timer_cb).
+		 * A WebSocket's backend owes its 101 meanwhile.
 		 */
-		if (!ex->head_done && !ex->req_fin && ex->out.len == 0) {
+		if (!ex->head_done && !ex->req_fin && ex->out.len == 0 &&
+		    !ex->ws) {
 			ex_arm_timer(ex, ex_cfg(ex)->idle_timeout);
 			ex->client_clock = true;
 		} else if (!ex->head_done)
 			ex_arm_timer(ex, ex_read_timeout(ex));
 	}
 	ev_io_stop(ex_loop(ex), &ex->uc->wio);
-	if (ex->req_fin)
+	if (ex->req_fin) {
 		ex->req_written = true;
+		if (ex->ws_open)
+			ex_ws_sent(ex);
+	}
 }
 
 static void
@@ -2440,8 +2541,17 @@ ex_response_done(struct exchange *ex, bool clean)
 	ex->server->ctr->fails_in_row = 0;
 	ex->server->ctr->state = UPSTREAM_UP;
 	ex->resp_eof = true;
-	ev_timer_stop(ex_loop(ex), &ex->timer);
 	h3_resume(ex->qc, ex->stream_id);
+	/*
+	 * A tunnel whose backend ended its side first: the client's bytes
+	 * still go to it, within tunnel_timeout, until the client's FIN
+	 * (ex_ws_sent).
+	 */
+	if (ex->ws_open && !ex->req_written && !ex->req_dropped) {
+		ev_io_stop(ex_loop(ex), &ex->uc->rio);
+		return;
+	}
+	ev_timer_stop(ex_loop(ex), &ex->timer);
 	/* A connection is reused only after a clean, complete exchange. */
 	ex_upstream_close(ex, clean && ex->reusable && ex->req_written &&
 	    ex->rlen == 0 && ex_nothing_after(ex));
@@ -2678,6 +2788,10 @@ ex_submit_head(struct exchange *ex, const struct http1_response *r,
 		if (idlen > 0 && h->namelen == idlen &&
 		    memcmp(np, idh, idlen) == 0)
 			continue;
+		/* the 101's, for qproxy's key: the client sent none */
+		if (ex->ws_upgrade && h->namelen == 20 &&
+		    memcmp(np, "sec-websocket-accept", 20) == 0)
+			continue;
 		if (h->namelen == 4 && memcmp(np, "date", 4) == 0)
 			dated = true;
 		nva[n++] = (nghttp3_nv){ (uint8_t *)np, (uint8_t *)(uintptr_t)
@@ -2843,6 +2957,106 @@ ex_info(struct exchange *ex, const struct http1_response *r, size_t len)
 	return 0;
 }
 
+/* Whether a response field of that name lists that token, in any case. */
+static bool
+ex_resp_token(const struct http1_response *r, const char *name,
+    const char *token)
+{
+	size_t namelen = strlen(name), toklen = strlen(token), len;
+	const char *p, *opt;
+
+	for (size_t i = 0; i < r->nheaders; i++) {
+		if (r->headers[i].namelen != namelen ||
+		    strncasecmp(r->headers[i].name, name, namelen) != 0)
+			continue;
+		p = r->headers[i].value;
+		while (http1_options_next(&p, r->headers[i].value +
+		    r->headers[i].valuelen, &opt, &len))
+			if (len == toklen && strncasecmp(opt, token, len) == 0)
+				return true;
+	}
+	return false;
+}
+
+/*
+ * A WebSocket's response head (RFC 6455 4.2.2, RFC 8441 5). A 101 that
+ * upgrades to websocket with the accept of the key sent opens the tunnel:
+ * the client is told with a 200 (RFC 9220 3) of its fields, and what
+ * follows the head is the tunnel's. A 101 otherwise, or a 2xx (the
+ * backend did not upgrade: its body is no tunnel's), gets the client a
+ * 502; the backend answered a request it may not know as a WebSocket's,
+ * which is no failure of the server's, so any client could not fail it.
+ * A 1xx goes as for any request; another status, as it is, on a
+ * connection not used again. Returns -1 when answered.
+ */
+static int
+ex_ws_head(struct exchange *ex, struct http1_response *r)
+{
+	static struct log_limit lim;
+	const struct http1_header *accept = NULL;
+	const char *why = NULL;
+
+	if (r->status < 200 && r->status != 101)
+		return 0;
+	r->keep_alive = false;
+	if (r->status >= 300)
+		return 0;	/* counted refused as it goes (ex_parse_rbuf) */
+	for (size_t i = 0; i < r->nheaders; i++)
+		if (r->headers[i].namelen == 20 && strncasecmp(
+		    r->headers[i].name, "sec-websocket-accept", 20) == 0)
+			accept = &r->headers[i];
+	if (r->status != 101)
+		why = "answered a WebSocket without upgrading";
+	else if (!ex_resp_token(r, "upgrade", "websocket"))
+		why = "answered a WebSocket with a 101 to another protocol";
+	else if (accept == NULL || !ws_accept_ok(ex->ws_key, accept->value,
+	    accept->valuelen))
+		why = "answered a WebSocket without its Sec-WebSocket-Accept";
+	if (why != NULL) {
+		log_limited(&lim, LOG_LEVEL_WARN, "backend %s: %s",
+		    ex->server->cfg->text, why);
+		stats.ws_refused++;
+		ex_respond(ex, 502);
+		return -1;
+	}
+	r->status = 200;
+	r->framing = HTTP1_BODY_CLOSE;
+	r->has_content_length = false;
+	ex->ws_upgrade = true;
+	return 0;
+}
+
+/*
+ * The client has its 200: the tunnel opens. What it sent meanwhile goes
+ * first; tunnel_timeout bounds the time neither side sends. -1 when out
+ * of memory, with the stream reset.
+ */
+static int
+ex_ws_open(struct exchange *ex)
+{
+	struct iovec iov[16];
+	size_t n;
+
+	ex->ws_open = true;
+	ex_ws_count(ex, true);
+	ex_arm_timer(ex, ex_tunnel_timeout(ex));
+	while ((n = bufq_peek_unsent(&ex->hold, iov, 16)) > 0)
+		for (size_t i = 0; i < n; i++) {
+			if (ex_append_body(ex, iov[i].iov_base,
+			    iov[i].iov_len) == -1) {
+				ex_reset_nomem(ex);
+				return -1;
+			}
+			bufq_drain(&ex->hold, iov[i].iov_len);
+		}
+	bufq_free(&ex->hold);
+	/* a FIN that came before is the backend's once all that is written */
+	ex->req_written = false;
+	if (ex->out.len > 0 || ex->req_fin)
+		ex_queue_write(ex);
+	return 0;
+}
+
 /* Parses what the backend sent so far (ex_parse). */
 static void
 ex_parse_rbuf(struct exchange *ex)
@@ -2878,6 +3092,8 @@ ex_parse_rbuf(struct exchange *ex)
 			return;
 		}
 		ex->rseen = 0;
+		if (n > 0 && ex->ws && ex_ws_head(ex, &resp) == -1)
+			return;
 		if (n < 0 || resp.status == 101) {
 			static struct log_limit lim;
 
@@ -2966,12 +3182,16 @@ ex_parse_rbuf(struct exchange *ex)
 			return;
 		}
 		count_response(resp.status);
+		if (ex->ws && !ex->ws_upgrade)
+			stats.ws_refused++;
 		ex->resp_submitted = true;
 		http1_body_init(&ex->body, &resp);
 		memmove(ex->rbuf, ex->rbuf + n, ex->rlen - (size_t)n);
 		ex->rlen -= (size_t)n;
 		/* from now on read_timeout bounds silence mid-body */
 		ex_arm_timer(ex, ex_read_timeout(ex));
+		if (ex->ws_upgrade && ex_ws_open(ex) == -1)
+			return;
 	}
 
 	/*
@@ -2988,6 +3208,8 @@ ex_parse_rbuf(struct exchange *ex)
 		    &consumed, &data, &datalen);
 		if (datalen > 0) {
 			ex->resp_bytes += datalen;
+			if (ex->ws_open)
+				stats.ws_bytes_to_client += datalen;
 			if (bufq_append(&ex->resp_body, data, datalen) == -1) {
 				ex_reset_nomem(ex);
 				return;
@@ -3083,6 +3305,13 @@ ex_eof(struct exchange *ex, bool failed)
 	if (!failed && http1_body_eof(&ex->body) == HTTP1_BODY_DONE) {
 		ex->reusable = false;
 		ex_response_done(ex, false);
+		return;
+	}
+	/* RFC 9220 3: a tunnel's reset is H3_REQUEST_CANCELLED, and says
+	   nothing of the server's health */
+	if (ex->ws_open) {
+		stats.requests_reset++;
+		ex_reset(ex, NGHTTP3_H3_REQUEST_CANCELLED);
 		return;
 	}
 	/* never a truncated body that looks complete */
@@ -3266,6 +3495,8 @@ ex_read_body(struct exchange *ex, size_t room)
 		left -= total;
 	}
 	ex->resp_bytes += (size_t)n;
+	if (ex->ws_open)
+		stats.ws_bytes_to_client += (uint64_t)n;
 	ev_timer_again(ex_loop(ex), &ex->timer);
 	h3_resume(ex->qc, ex->stream_id);
 	if (st == HTTP1_BODY_DONE)
@@ -3547,8 +3778,9 @@ ex_client_stalled(const struct exchange *ex)
 		return true;
 	case EX_FORWARD:
 		/* all sent but what waits for more: a length's last byte */
-		return !ex->req_fin && !ex->head_done && ex->out.len +
-		    (ex->framing == REQ_BODY_CHUNKED ? ex->stage.len : 0) == 0;
+		return !ex->req_fin && !ex->head_done && !ex->ws &&
+		    ex->out.len + (ex->framing == REQ_BODY_CHUNKED ?
+		    ex->stage.len : 0) == 0;
 	default:
 		return false;
 	}
@@ -3557,11 +3789,20 @@ ex_client_stalled(const struct exchange *ex)
 static void
 ex_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
-	static struct log_limit lim[4];
+	static struct log_limit lim[5];
 	struct exchange *ex = w->data;
 
 	if (ex->head_refused) {
 		ex_req_give_up(ex);	/* armed by exchange_field */
+		return;
+	}
+	if (ex->ws_open) {
+		log_limited(&lim[4], LOG_LEVEL_INFO, "%s: stream %lld: "
+		    "WebSocket idle for tunnel_timeout", ex->qc->peer,
+		    (long long)ex->stream_id);
+		stats.ws_timeouts++;
+		stats.requests_reset++;
+		ex_reset(ex, NGHTTP3_H3_REQUEST_CANCELLED);
 		return;
 	}
 	if (ex_client_stalled(ex)) {
@@ -3740,6 +3981,7 @@ ex_free(struct exchange *ex)
 		ex_log(ex);
 	}
 	ex_count_done(ex, false);
+	ex_ws_count(ex, false);
 	ex_upstream_close(ex, false);
 	ev_timer_stop(ex_loop(ex), &ex->timer);
 	if (ex->write_queued)

@@ -873,6 +873,8 @@ h3_conn_setup(struct qconn *qc)
 	}
 	nghttp3_settings_default(&settings);
 	settings.max_field_section_size = cfg->max_header_size;
+	/* RFC 9220: WebSockets by extended CONNECT (exchange.c) */
+	settings.enable_connect_protocol = 1;
 	settings.qpack_max_dtable_capacity = cfg->qpack_table_size;
 	settings.qpack_encoder_max_dtable_capacity = cfg->qpack_table_size;
 	settings.qpack_blocked_streams = cfg->qpack_blocked_streams;

@@ -174,6 +174,8 @@ enum field_kind {
 	FK_METHOD,	/* a method in place of the request's: copied as it is */
 };
 
+static bool	has_kind(const struct request *, uint32_t);
+
 static uint32_t
 field_kind(const uint8_t *name, size_t len)
 {
@@ -186,6 +188,8 @@ field_kind(const uint8_t *name, size_t len)
 		K("host", FK_SKIP), K("content-length", FK_SKIP),
 		K("te", FK_TE), K("expect", FK_SKIP),
 		K("x-forwarded-proto", FK_SKIP), K("http2-settings", FK_SKIP),
+		/* a WebSocket's key is qproxy's own (request_write_http1) */
+		K("sec-websocket-key", FK_SKIP),
 		K("early-data", FK_EARLY), K("cookie", FK_COOKIE),
 		K("max-forwards", FK_MAX_FORWARDS),
 		K("x-forwarded-for", FK_XFF), K("via", FK_VIA),
@@ -495,6 +499,20 @@ request_add(struct request *r, const uint8_t *name, size_t namelen,
 					    "invalid character in :path");
 			return 0;
 		}
+		if (name_is(name, namelen, ":protocol")) {
+			/* RFC 8441 4, RFC 9220 3: an extended CONNECT's */
+			if (r->flags & REQ_F_PROTOCOL)
+				return fail(r, REQ_MALFORMED,
+				    "repeated pseudo-header");
+			if (valuelen == 0)
+				return fail(r, REQ_MALFORMED, "empty :protocol");
+			r->flags |= REQ_F_PROTOCOL;
+			/* an Upgrade token: case does not matter */
+			if (valuelen == 9 && strncasecmp((const char *)value,
+			    "websocket", 9) == 0)
+				r->flags |= REQ_F_WS_TOKEN;
+			return 0;
+		}
 		if (name_is(name, namelen, ":authority")) {
 			if (memchr(value, '@', valuelen) != NULL)
 				return fail(r, REQ_MALFORMED,
@@ -783,7 +801,32 @@ request_finish(struct request *r, bool fin)
 		return -1;
 	if (r->method == -1)
 		return fail(r, REQ_MALFORMED, "no :method");
-	if (r->flags & REQ_F_CONNECT) {
+	if (r->flags & REQ_F_PROTOCOL) {
+		/*
+		 * RFC 8441 4 (RFC 9220 3): an extended CONNECT has :scheme,
+		 * :path and :authority; its DATA are the tunnel's, no
+		 * content of a length
+		 */
+		if (!(r->flags & REQ_F_CONNECT))
+			return fail(r, REQ_MALFORMED, ":protocol without CONNECT");
+		if (r->scheme == -1 || r->path == -1 || r->authority == -1)
+			return fail(r, REQ_MALFORMED,
+			    "malformed extended CONNECT");
+		if (r->content_length != -1)
+			return fail(r, REQ_MALFORMED,
+			    "content-length in an extended CONNECT");
+		/* RFC 9220 3: a protocol not supported gets 501 */
+		if (!(r->flags & REQ_F_WS_TOKEN))
+			return fail(r, REQ_NOT_IMPLEMENTED, ":protocol");
+		r->flags |= REQ_F_WEBSOCKET;
+		/*
+		 * a GET for the backend: nothing of the tunnel goes before
+		 * its 101, so it may go again as a GET would, unless a field
+		 * names another method (request_add)
+		 */
+		if (!has_kind(r, FK_METHOD))
+			r->flags |= REQ_F_IDEMPOTENT;
+	} else if (r->flags & REQ_F_CONNECT) {
 		if (r->scheme != -1 || r->path != -1 || r->authority == -1)
 			return fail(r, REQ_MALFORMED, "malformed CONNECT");
 		return fail(r, REQ_NOT_IMPLEMENTED, "CONNECT");
@@ -879,6 +922,8 @@ request_sent_path(const struct request *r, size_t skip, size_t *len,
 const char *
 request_method(const struct request *r)
 {
+	if (r->flags & REQ_F_WEBSOCKET)
+		return "GET";
 	return r->method == -1 ? "" : fvalue(r, r->method);
 }
 
@@ -1165,6 +1210,13 @@ request_write_http1(const struct request *r, const struct request_forward *fw,
 	 */
 	if (has_kind(r, FK_TE))
 		HO_LIT(&o, "te: trailers\r\nconnection: te\r\n");
+	/* RFC 6455 4.1, RFC 8441 5: the Upgrade an HTTP/1.1 backend needs */
+	if (fw->ws_key != NULL) {
+		HO_LIT(&o, "upgrade: websocket\r\nconnection: upgrade\r\n"
+		    "sec-websocket-key: ");
+		ho_str(&o, fw->ws_key);
+		HO_LIT(&o, "\r\n");
+	}
 
 	switch (fw->framing) {
 	case REQ_BODY_NONE:

@@ -16,7 +16,7 @@ enum request_error {
 	REQ_MALFORMED,		/* reset the stream with H3_MESSAGE_ERROR */
 	REQ_TOO_LARGE,		/* answer 431 */
 	REQ_BAD,		/* well-formed but unusable: answer 400 */
-	REQ_NOT_IMPLEMENTED,	/* CONNECT: answer 501 */
+	REQ_NOT_IMPLEMENTED,	/* CONNECT, :protocol not websocket: 501 */
 };
 
 struct request_field {
@@ -64,6 +64,13 @@ struct request {
 #define REQ_F_BODY_METHOD	0x10	/* POST, PUT, PATCH: send a length */
 #define REQ_F_IDEMPOTENT	0x20	/* RFC 9110 9.2.2 */
 #define REQ_F_MAX_FORWARDS	0x40	/* OPTIONS, TRACE: Max-Forwards counts */
+#define REQ_F_PROTOCOL		0x80	/* :protocol: an extended CONNECT */
+#define REQ_F_WS_TOKEN		0x100	/* :protocol is websocket */
+/*
+ * A valid extended CONNECT of :protocol websocket (RFC 9220), set by
+ * request_finish: a GET with an Upgrade to the backend
+ */
+#define REQ_F_WEBSOCKET		0x200
 
 void	request_init(struct request *, size_t max_size);
 void	request_free(struct request *);
@@ -122,6 +129,8 @@ bool	request_encoded_slash(const char *p, size_t len);
  */
 const char *request_sent_path(const struct request *, size_t skip,
     size_t *len, bool *slash);
+/* The method; GET for a WebSocket's extended CONNECT, as its backend
+   is sent it */
 const char *request_method(const struct request *);
 /* A field's value by (lowercase) name, the first one; NULL when absent. */
 const char *request_field(const struct request *, const char *name);
@@ -166,6 +175,8 @@ struct request_forward {
 	/* the client's X-Forwarded-For and Forwarded are passed on, this
 	   hop's element after them (trusted_proxies); else they go */
 	bool			 keep_forwarded;
+	/* a WebSocket's: the Sec-WebSocket-Key sent with the Upgrade */
+	const char		*ws_key;
 };
 
 /* Appends the HTTP/1.1 request head. 0, or -1 when out of memory. */

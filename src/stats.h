@@ -98,6 +98,12 @@ struct stats {
 	uint64_t	upstream_queued_total;
 	uint64_t	upstream_queue_timeouts;	/* 503 after connect_timeout */
 	uint64_t	upstream_no_fd;		/* 503: qproxy out of descriptors */
+	/* WebSockets (RFC 9220): tunnels after the backend's 101 */
+	uint64_t	ws_opened;
+	uint64_t	ws_current;		/* now */
+	uint64_t	ws_refused;		/* the backend did not upgrade */
+	uint64_t	ws_timeouts;		/* idle for tunnel_timeout */
+	uint64_t	ws_bytes_to_backend, ws_bytes_to_client;
 	uint64_t	health_checks;		/* health_check: ended */
 	uint64_t	health_checks_failed;
 	uint64_t	buffer_chunks;		/* now: bufq chunks holding bytes */

@@ -72,11 +72,10 @@ MALFORMED = {
         headers=[":authority: " if h.startswith(":authority") else h for h in req(p)]),
     "empty-host-no-authority": lambda p: dict(
         headers=[h for h in req(p) if not h.startswith(":authority")] + ["host: "]),
-    # 4.3: a response's pseudo-header in a request, and :protocol, which
-    # RFC 9220 3 allows only after SETTINGS_ENABLE_CONNECT_PROTOCOL
+    # 4.3: a response's pseudo-header in a request
     "status-in-request": lambda p: dict(headers=req(p) + [":status: 200"]),
-    "protocol-not-enabled": lambda p: dict(
-        headers=[":method: CONNECT", ":protocol: websocket"] + req(p)[1:]),
+    # RFC 9220 3 (RFC 8441 4): :protocol on a CONNECT alone
+    "protocol-on-get": lambda p: dict(headers=req(p) + [":protocol: websocket"]),
     # 4.4: CONNECT has :authority alone
     "connect-with-scheme": lambda p: dict(
         headers=[":method: CONNECT", ":scheme: https", ":authority: 127.0.0.1:%d" % p]),

@@ -6,6 +6,7 @@
 #include "config.h"
 #include "request.h"
 #include "unit.h"
+#include "websocket.h"
 
 /*
  * Linked with -Wl,--wrap=malloc (Makefile): every malloc of the test and
@@ -480,7 +481,7 @@ static void
 test_large_request(void)
 {
 	struct request_forward fw = { "198.51.100.7", REQ_BODY_NONE, 0, false, NULL,
-	    NULL, NULL, 0, false };
+	    NULL, NULL, 0, false, NULL };
 	struct request r;
 	struct bufq q;
 	char name[32], value[128], line[200], *s, *at;
@@ -520,7 +521,7 @@ static void
 test_long_authority(void)
 {
 	struct request_forward fw = { "2001:db8::1", REQ_BODY_NONE, 0, false, NULL,
-	    NULL, NULL, 0, false };
+	    NULL, NULL, 0, false, NULL };
 	struct request r;
 	struct bufq q;
 	char host[5001], want[10400], *s;
@@ -704,7 +705,7 @@ test_http1(void)
 	    "x-forwarded-for: 192.0.2.9", "via: 1.1 edge", "te: trailers",
 	    "content-length: 3", NULL };
 	struct request_forward fw = { "198.51.100.7", REQ_BODY_LENGTH, 3, false,
-	    NULL, NULL, NULL, 0, true };
+	    NULL, NULL, NULL, 0, true, NULL };
 	char *s;
 	int rv;
 
@@ -731,7 +732,7 @@ test_http1(void)
 		const char *g[] = { BASE, "x-forwarded-for: 10.9.9.9",
 		    "forwarded: for=10.9.9.9", "via: 1.1 edge", NULL };
 		struct request_forward fwu = { "198.51.100.7", REQ_BODY_NONE,
-		    0, false, NULL, NULL, NULL, 0, false };
+		    0, false, NULL, NULL, NULL, 0, false, NULL };
 
 		s = written(g, true, &fwu, &rv);
 		CHECK_EQ_STR(s,
@@ -750,7 +751,7 @@ test_http1(void)
 	{
 		const char *g[] = { BASE, NULL };
 		struct request_forward fw6 = { "2001:db8::1",
-		    REQ_BODY_CHUNKED, 0, true, NULL, NULL, NULL, 0, false };
+		    REQ_BODY_CHUNKED, 0, true, NULL, NULL, NULL, 0, false, NULL };
 
 		s = written(g, false, &fw6, &rv);
 		CHECK(strstr(s, "forwarded: for=\"[2001:db8::1]\";proto=https;"
@@ -785,7 +786,7 @@ test_http1(void)
 			    ":authority: example.com", ":path: /",
 			    mf[i].fields[0], mf[i].fields[1], NULL };
 			struct request_forward fwm = { "192.0.2.1",
-			    REQ_BODY_NONE, 0, false, NULL, NULL, NULL, 0, false };
+			    REQ_BODY_NONE, 0, false, NULL, NULL, NULL, 0, false, NULL };
 			const char *e;
 
 			snprintf(m, sizeof(m), ":method: %s", mf[i].method);
@@ -804,7 +805,7 @@ test_http1(void)
 	for (int early = 0; early < 2; early++) {
 		const char *g[] = { BASE, "early-data: 1", NULL };
 		struct request_forward fwe = { "192.0.2.1", REQ_BODY_NONE, 0,
-		    early == 1, NULL, NULL, NULL, 0, false };
+		    early == 1, NULL, NULL, NULL, 0, false, NULL };
 		const char *e;
 
 		s = written(g, true, &fwe, &rv);
@@ -828,7 +829,7 @@ test_http1(void)
 		};
 		struct config_headers set = { h, 3 };
 		struct request_forward fws = { "192.0.2.1", REQ_BODY_NONE, 0,
-		    false, &set, NULL, NULL, 0, false };
+		    false, &set, NULL, NULL, 0, false, NULL };
 
 		s = written(g, true, &fws, &rv);
 		CHECK_EQ_STR(s,
@@ -896,7 +897,7 @@ test_http1(void)
 			    ":authority: example.com", cut[i].path, NULL };
 			struct request_forward fwc = { "192.0.2.1",
 			    REQ_BODY_NONE, 0, false, NULL, NULL, NULL,
-			    cut[i].skip, false };
+			    cut[i].skip, false, NULL };
 
 			s = written(g, true, &fwc, &rv);
 			CHECK(strncmp(s, cut[i].line, strlen(cut[i].line)) ==
@@ -979,6 +980,104 @@ test_trailers(void)
 	    (const uint8_t *)"a\0b", 3, &why), REQ_TRAILER_MALFORMED);
 }
 
+/*
+ * RFC 9220 3 (RFC 8441 4): an extended CONNECT of :protocol websocket is
+ * a WebSocket, a GET for routes and the backend; the backend's head has
+ * the Upgrade and qproxy's key, never the client's.
+ */
+static void
+test_websocket(void)
+{
+#define WS ":method: CONNECT", ":protocol: websocket", ":scheme: https", \
+	":authority: example.com", ":path: /chat?room=1"
+	const char *ok[] = { WS, "sec-websocket-version: 13",
+	    "sec-websocket-key: Y2xpZW50J3Mgb3duIGtleQ==",
+	    "sec-websocket-protocol: chat", NULL };
+	const char *upper[] = { ":method: CONNECT", ":protocol: WebSocket",
+	    ":scheme: https", ":authority: a", ":path: /", NULL };
+	const char *on_get[] = { BASE, ":protocol: websocket", NULL };
+	const char *other[] = { ":method: CONNECT", ":protocol: connect-udp",
+	    ":scheme: https", ":authority: a", ":path: /", NULL };
+	const char *no_path[] = { ":method: CONNECT", ":protocol: websocket",
+	    ":scheme: https", ":authority: a", NULL };
+	const char *no_scheme[] = { ":method: CONNECT", ":protocol: websocket",
+	    ":authority: a", ":path: /", NULL };
+	const char *no_authority[] = { ":method: CONNECT",
+	    ":protocol: websocket", ":scheme: https", "host: a", ":path: /",
+	    NULL };
+	const char *empty[] = { ":method: CONNECT", ":protocol: ",
+	    ":scheme: https", ":authority: a", ":path: /", NULL };
+	const char *twice[] = { WS, ":protocol: websocket", NULL };
+	const char *length[] = { WS, "content-length: 0", NULL };
+	const char *override[] = { WS, "x-http-method-override: POST", NULL };
+	struct request_forward fw = { "192.0.2.1", REQ_BODY_NONE, 0, false,
+	    NULL, NULL, NULL, 0, false, "a2V5IG9mIHFwcm94eSBvd24=" };
+	struct request *r;
+	char *s;
+	int rv;
+
+	r = build(ok, false, &rv);
+	CHECK_EQ_INT(rv, 0);
+	CHECK((r->flags & (REQ_F_WEBSOCKET | REQ_F_IDEMPOTENT)) ==
+	    (REQ_F_WEBSOCKET | REQ_F_IDEMPOTENT));
+	CHECK_EQ_STR(request_method(r), "GET");
+	CHECK(request_methods_in(r, " GET HEAD "));
+	CHECK(!request_methods_in(r, " CONNECT "));
+	CHECK_EQ_INT(verdict(upper, false), REQ_OK);
+	CHECK_EQ_INT(verdict(on_get, true), REQ_MALFORMED);
+	CHECK_EQ_INT(verdict(other, false), REQ_NOT_IMPLEMENTED);
+	CHECK_EQ_INT(verdict(no_path, false), REQ_MALFORMED);
+	CHECK_EQ_INT(verdict(no_scheme, false), REQ_MALFORMED);
+	CHECK_EQ_INT(verdict(no_authority, false), REQ_MALFORMED);
+	CHECK_EQ_INT(verdict(empty, false), REQ_MALFORMED);
+	CHECK_EQ_INT(verdict(twice, false), REQ_MALFORMED);
+	CHECK_EQ_INT(verdict(length, false), REQ_MALFORMED);
+	/* another method named: not one that may go twice */
+	r = build(override, false, &rv);
+	CHECK_EQ_INT(rv, 0);
+	CHECK(!(r->flags & REQ_F_IDEMPOTENT));
+
+	s = written(ok, false, &fw, &rv);
+	CHECK_EQ_INT(rv, 0);
+	CHECK_EQ_STR(s,
+	    "GET /chat?room=1 HTTP/1.1\r\n"
+	    "host: example.com\r\n"
+	    "sec-websocket-version: 13\r\n"
+	    "sec-websocket-protocol: chat\r\n"
+	    "x-forwarded-for: 192.0.2.1\r\n"
+	    "via: 3 qproxy\r\n"
+	    "forwarded: for=192.0.2.1;proto=https;host=\"example.com\"\r\n"
+	    "x-forwarded-proto: https\r\n"
+	    "upgrade: websocket\r\n"
+	    "connection: upgrade\r\n"
+	    "sec-websocket-key: a2V5IG9mIHFwcm94eSBvd24=\r\n"
+	    "\r\n");
+	free(s);
+
+	/* RFC 6455 1.3's example; a key of 16 random bytes, new each time */
+	{
+		static const char key[] = "dGhlIHNhbXBsZSBub25jZQ==";
+		static const char accept[] = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+		char k1[WS_KEY_LEN + 1], k2[WS_KEY_LEN + 1], bad[29];
+
+		CHECK(ws_accept_ok(key, accept, strlen(accept)));
+		memcpy(bad, accept, sizeof(bad));
+		bad[5] ^= 1;
+		CHECK(!ws_accept_ok(key, bad, strlen(bad)));
+		CHECK(!ws_accept_ok(key, accept, strlen(accept) - 1));
+		CHECK(!ws_accept_ok("dGhlIHNhbXBsZSBub25jZR==", accept,
+		    strlen(accept)));
+		ws_key_new(k1);
+		ws_key_new(k2);
+		CHECK_EQ_INT((int)strlen(k1), WS_KEY_LEN);
+		CHECK(strcmp(k1, k2) != 0);
+		CHECK(strcmp(k1 + 22, "==") == 0);
+		CHECK(strspn(k1, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopq"
+		    "rstuvwxyz0123456789+/") == 22);
+	}
+#undef WS
+}
+
 int
 main(void)
 {
@@ -998,6 +1097,7 @@ main(void)
 	test_compact();
 	test_path_normalized();
 	test_trailers();
+	test_websocket();
 	request_free(build(end, true, &rv));	/* the static one */
 	UNIT_DONE();
 }
