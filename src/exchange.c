@@ -3906,8 +3906,9 @@ exchange_acked(struct exchange *ex, uint64_t n)
 	ex_mem_update(ex);
 	if (qc->mem_held && (qc->mem_taken += n) >= qc->mem_target)
 		qc_mem_turn(qc);
+	/* (a tunnel whose backend's side ended keeps uc for the client's) */
 	if (ex->state == EX_FORWARD && ex->uc != NULL && ex->head_done &&
-	    !ev_is_active(&ex->uc->rio) && !ex->mem_waiting &&
+	    !ex->resp_eof && !ev_is_active(&ex->uc->rio) && !ex->mem_waiting &&
 	    ex->resp_body.len < ex_cfg(ex)->response_buffer_size) {
 		if (ex_room(ex) == 0)
 			ex_mem_wait(ex);	/* room in its own, not in all */
