@@ -5,7 +5,9 @@
  * read differently from what qproxy validated: CR, LF or NUL out of place,
  * a second request line, a field line that is not "name: value", two
  * lengths or a length with chunked, connection-specific fields, and a
- * request line or Host other than what was checked.
+ * request line or Host other than what was checked. A WebSocket's head
+ * (an extended CONNECT) has its Upgrade, Connection and key once each,
+ * the key qproxy's, and no body framing.
  *
  * Input: byte 0 holds flags:
  *   bit 0	the stream ended with the header section (fin)
@@ -137,7 +139,7 @@ check_head(const struct request *r, const struct request_forward *fw,
 	const uint8_t *line, *end = h + len, *lf, *colon, *v, *sp1, *sp2;
 	const char *method, *path, *authority;
 	size_t linelen, plen, alen, vlen, nhost = 0, ncl = 0, nte = 0;
-	size_t ntrailers = 0, nconn = 0;
+	size_t ntrailers = 0, nconn = 0, nupgrade = 0, nkey = 0;
 	bool first = true, blank = false;
 
 	method = request_method(r);
@@ -225,16 +227,26 @@ check_head(const struct request *r, const struct request_forward *fw,
 		} else if (name_eq(line, (size_t)(colon - line),
 		    "connection")) {
 			nconn++;
-			FUZZ_CHECK(value_eq(v, vlen, "te", 2));
+			FUZZ_CHECK(value_eq(v, vlen, "te", 2) ||
+			    (fw->ws_key != NULL &&
+			    value_eq(v, vlen, "upgrade", 7)));
+		} else if (name_eq(line, (size_t)(colon - line),
+		    "upgrade")) {
+			nupgrade++;
+			FUZZ_CHECK(value_eq(v, vlen, "websocket", 9));
+		} else if (name_eq(line, (size_t)(colon - line),
+		    "sec-websocket-key")) {
+			nkey++;
+			FUZZ_CHECK(fw->ws_key != NULL && value_eq(v, vlen,
+			    fw->ws_key, strlen(fw->ws_key)));
 		} else
 			FUZZ_CHECK(!name_eq(line, (size_t)(colon - line),
 			    "keep-alive") &&
 			    !name_eq(line, (size_t)(colon - line),
-			    "proxy-connection") &&
-			    !name_eq(line, (size_t)(colon - line),
-			    "upgrade"));
+			    "proxy-connection"));
 	}
-	FUZZ_CHECK(ntrailers <= 1 && nconn == ntrailers);
+	FUZZ_CHECK(nupgrade == (fw->ws_key != NULL) && nkey == nupgrade);
+	FUZZ_CHECK(ntrailers <= 1 && nconn == ntrailers + nupgrade);
 	FUZZ_CHECK(!first && blank);
 	FUZZ_CHECK(nhost == 1);
 	FUZZ_CHECK(ncl <= 1 && nte <= 1 && ncl + nte <= 1);
@@ -312,7 +324,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memset(&fw, 0, sizeof(fw));
 	fw.client_addr = flags & 0x04 ? "2001:db8::1" : "192.0.2.1";
 	fw.early_data = (flags & 0x02) != 0;
-	if (fin || all_in) {
+	if (r.flags & REQ_F_WEBSOCKET) {
+		/* the tunnel's bytes follow the 101 unframed */
+		FUZZ_CHECK(r.flags & REQ_F_CONNECT && r.content_length == -1);
+		FUZZ_CHECK(strcmp(request_method(&r), "GET") == 0);
+		fw.ws_key = "dGhlIHNhbXBsZSBub25jZQ==";
+		fw.framing = REQ_BODY_NONE;
+	} else if (fin || all_in) {
 		fw.body_length = received;
 		fw.framing = received > 0 || r.content_length >= 0 ||
 		    (r.flags & REQ_F_BODY_METHOD) ? REQ_BODY_LENGTH :

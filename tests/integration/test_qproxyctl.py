@@ -138,7 +138,8 @@ METRIC_NAMES = {("upstream", "queued"): "qproxy_upstream_queued_current"}
 NOW = {("connections", k) for k in ("current", "closing", "handshakes_current", "clients")} | {
     ("streams", "current"), ("quic", "tokens_remembered"), ("quic", "tickets_remembered"),
     ("quic", "unvalidated_handshakes"),
-    ("quic", "cids_current"), ("upstream", "connections_current"), ("upstream", "queued")}
+    ("quic", "cids_current"), ("upstream", "connections_current"), ("upstream", "queued"),
+    ("websockets", "current")}
 NOW_GROUPS = ("buffers", "tls")
 
 
