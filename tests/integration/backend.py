@@ -70,9 +70,46 @@ Endpoints (the first path segment that names an endpoint selects it, so
                            event (synchronous XHR), GETs bytes/N next to it
                            and POSTs what it got to upload: a browser's
                            download and upload, checked at the backend
+  GET      /ws             a WebSocket (RFC 6455): checks the Upgrade,
+                           Connection, Sec-WebSocket-Version and -Key fields
+                           (400 or 426 if wrong), answers 101 with the
+                           accept and X-Ws: tunnel, then echoes each message
+                           (unmasked, in one frame), answers a ping with a
+                           pong and a close with a close, then closes once
+                           the peer did. ?protocol=P: Sec-WebSocket-Protocol
+                           P; ?raw=1: no framing, the bytes echoed as they
+                           come, and the peer's FIN answered with one;
+                           ?close-after=N: after N messages echoed, a close
+                           of code 4000; ?reset-after=N: a reset instead
+                           (?raw=1: after N bytes echoed); ?half=1: after
+                           the first echo, a FIN alone, then no more echo;
+                           ?wait=MS: answers MS ms after the head;
+                           ?hello=1: a message "hello" (?raw=1: the bytes)
+                           right after the 101, in its segment;
+                           ?tick=MS&ticks=N: N messages "tick" (?raw=1:
+                           bytes "t") MS ms apart before any echo;
+                           ?mute=1: no echo, messages kept all the same;
+                           ?field=Name: value: one more field in the 101. Not
+                           upgraded, each answer followed by reading what
+                           comes (without echo) until the peer goes:
+                           ?refuse=CODE: that status, a short body, ?plain=1:
+                           a 200; ?bad-accept=1, ?no-accept=1, ?no-upgrade=1,
+                           ?upgrade=TOKEN: a 101 with a wrong accept, none,
+                           no Upgrade field, Upgrade: TOKEN. The record
+                           holds ws_answer (the status), ws_key,
+                           ws_before_answer (bytes that were there when the
+                           answer went), ws_in and ws_data (bytes after the
+                           head: how many, the first 64 KiB), ws_messages
+                           ([opcode, length, sha256, payload or None past
+                           1 KiB] of each message, ping and pong), ws_close
+                           ([code, reason] of the peer's close) and ws_end
+                           (None until the connection's end: "eof", "reset",
+                           "broken-pipe", "timeout", "rst-sent" or an
+                           error; ws_end_time, time.monotonic() then)
 """
 
 import argparse
+import base64
 import functools
 import hashlib
 import json
@@ -116,6 +153,155 @@ def _shutdown_quietly(sock):
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
+
+
+# RFC 6455 1.3: what a server appends to the client's key
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+# Opcodes (RFC 6455 5.2)
+WS_CONT, WS_TEXT, WS_BINARY, WS_CLOSE, WS_PING, WS_PONG = 0, 1, 2, 8, 9, 10
+
+WS_MAX_MESSAGE = 64 << 20
+
+
+def ws_accept(key):
+    """The Sec-WebSocket-Accept that answers key."""
+    return base64.b64encode(hashlib.sha1((key + WS_GUID).encode("latin-1"))
+                            .digest()).decode("ascii")
+
+
+def ws_mask(data, key):
+    """data XORed with the 4-byte key, repeated (RFC 6455 5.3): masks and
+    unmasks."""
+    n = len(data)
+    if not n:
+        return b""
+    k = (bytes(key) * (n // 4 + 1))[:n]
+    return (int.from_bytes(data, "little") ^ int.from_bytes(k, "little")).to_bytes(n, "little")
+
+
+def ws_frame(opcode, payload, fin=True, mask=None):
+    """One frame; masked with the 4-byte mask if given (a client's)."""
+    b0 = (0x80 if fin else 0) | opcode
+    m = 0x80 if mask else 0
+    n = len(payload)
+    if n < 126:
+        head = struct.pack("!BB", b0, m | n)
+    elif n < 65536:
+        head = struct.pack("!BBH", b0, m | 126, n)
+    else:
+        head = struct.pack("!BBQ", b0, m | 127, n)
+    if mask:
+        return head + bytes(mask) + ws_mask(payload, mask)
+    return head + bytes(payload)
+
+
+def ws_read_frame(read):
+    """(fin, opcode, payload, masked) of the next frame, read(n) giving
+    exactly n bytes; the payload unmasked. ValueError for a frame with
+    RSV bits or longer than WS_MAX_MESSAGE."""
+    b0, b1 = read(2)
+    n = b1 & 0x7f
+    if n == 126:
+        n = struct.unpack("!H", read(2))[0]
+    elif n == 127:
+        n = struct.unpack("!Q", read(8))[0]
+    if b0 & 0x70 or n > WS_MAX_MESSAGE:
+        raise ValueError("frame with RSV bits or of %d bytes" % n)
+    masked = bool(b1 & 0x80)
+    key = read(4) if masked else None
+    payload = read(n)
+    return bool(b0 & 0x80), b0 & 0x0f, ws_mask(payload, key) if masked else payload, masked
+
+
+class _Tunnel:
+    """The bytes of a connection past a request head: first those the
+    head's buffered reader already holds, then the socket's. Each is
+    counted, and the first 64 KiB kept, in the request's record (ws_in,
+    ws_data) as it arrives."""
+
+    KEEP = 1 << 16
+
+    def __init__(self, backend, sock, rf, rec):
+        self.backend = backend
+        self.sock = sock
+        self.rec = rec
+        self.total = 0
+        self.kept = bytearray()
+        self.buf = bytearray()
+        # what rf holds, or one read that does not wait (peek reads the
+        # socket when its buffer is empty)
+        sock.setblocking(False)
+        try:
+            data = rf.peek(1 << 16)
+        except OSError:
+            data = b""
+        finally:
+            sock.setblocking(True)
+        if data:
+            self._got(rf.read(len(data)))
+
+    def _got(self, data):
+        self.buf += data
+        self.total += len(data)
+        if len(self.kept) < self.KEEP:
+            self.kept += data[:self.KEEP - len(self.kept)]
+        self.backend._update(self.rec, ws_in=self.total, ws_data=bytes(self.kept))
+
+    def ready(self):
+        """How many bytes have come and are unread, without waiting."""
+        while True:
+            try:
+                data = self.sock.recv(1 << 16, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                break
+            if not data:
+                break
+            self._got(data)
+        return len(self.buf)
+
+    def recv(self):
+        """What has come, or waits for some; b"" at the peer's FIN."""
+        if not self.buf:
+            data = self.sock.recv(1 << 16)
+            if not data:
+                return b""
+            self._got(data)
+        data, self.buf = bytes(self.buf), bytearray()
+        return data
+
+    def read(self, n):
+        """Exactly n bytes; PeerGone at the peer's FIN before them."""
+        while len(self.buf) < n:
+            data = self.sock.recv(max(1 << 16, n - len(self.buf)))
+            if not data:
+                raise PeerGone("EOF in a frame")
+            self._got(data)
+        data = bytes(self.buf[:n])
+        del self.buf[:n]
+        return data
+
+    def drain(self):
+        """Reads until the peer goes; how it went ("eof", "reset", ...)."""
+        try:
+            while self.recv():
+                self.buf.clear()
+        except OSError as e:
+            return _oserror_end(e)
+        return "eof"
+
+
+def _oserror_end(e):
+    """How a connection ended, by the error that ended it."""
+    if isinstance(e, socket.timeout):
+        return "timeout"
+    if isinstance(e, ConnectionResetError):
+        return "reset"
+    if isinstance(e, BrokenPipeError):
+        return "broken-pipe"
+    return str(e) or type(e).__name__
 
 
 # What /head/KIND sends: responses whose framing fields a proxy must not
@@ -607,10 +793,178 @@ class Backend:
             raise BadRequest("bad number %r" % args[0])
         return int(args[0])
 
+    def _websocket(self, sock, rf, req, rec):
+        """/ws (see the module's docstring); the connection ends with it."""
+        q = req.query
+
+        def knob(name, default=0):
+            return int(q.get(name, [default])[0])
+
+        self._update(rec, body_done=True, body_length=0, ws_answer=None, ws_key=None,
+                     ws_before_answer=0, ws_in=0, ws_data=b"", ws_messages=[],
+                     ws_close=None, ws_end=None, ws_end_time=None)
+        tokens = {name: [t.strip().lower() for v in req.get_all(name) for t in v.split(",")]
+                  for name in ("connection", "upgrade")}
+        key = req.get("sec-websocket-key", "")
+        try:
+            key_ok = len(req.get_all("sec-websocket-key")) == 1 and \
+                len(base64.b64decode(key, validate=True)) == 16
+        except ValueError:
+            key_ok = False
+        self._update(rec, ws_key=key)
+        problem = None
+        if "websocket" not in tokens["upgrade"] or "upgrade" not in tokens["connection"]:
+            problem = (400, "not a websocket upgrade")
+        elif req.get_all("sec-websocket-version") != ["13"]:
+            problem = (426, "sec-websocket-version is not 13")
+        elif not key_ok:
+            problem = (400, "bad sec-websocket-key %r" % key)
+        elif req.get_all("content-length") or req.get_all("transfer-encoding"):
+            problem = (400, "a body's framing in an upgrade")
+        if problem:
+            self._update(rec, error=problem[1], ws_answer=problem[0])
+            extra = [("Sec-WebSocket-Version", "13")] if problem[0] == 426 else []
+            self._send_simple(sock, problem[0], problem[1].encode() + b"\n", close=True,
+                              extra=extra)
+            return False
+
+        t = _Tunnel(self, sock, rf, rec)
+        if q.get("wait"):
+            time.sleep(float(q["wait"][0]) / 1000.0)
+        self._update(rec, ws_before_answer=t.ready())
+        sock.settimeout(30)
+        if "refuse" in q or "plain" in q:
+            code = knob("refuse", 200)
+            extra = [("Location", "/elsewhere")] if 300 <= code < 400 else []
+            body = b"refused %d\n" % code if "refuse" in q else b"not upgraded\n"
+            self._update(rec, ws_answer=code)
+            self._send_simple(sock, code, body, extra=extra)
+            self._ws_end(rec, t.drain())
+            return False
+        hdrs = [("Upgrade", q.get("upgrade", ["websocket"])[0]), ("Connection", "Upgrade"),
+                ("Sec-WebSocket-Accept", ws_accept(key + "x" if "bad-accept" in q else key)),
+                ("X-Ws", "tunnel")]
+        if "no-upgrade" in q:
+            del hdrs[0]
+        if "no-accept" in q:
+            hdrs = [h for h in hdrs if h[0] != "Sec-WebSocket-Accept"]
+        if "protocol" in q:
+            hdrs.append(("Sec-WebSocket-Protocol", q["protocol"][0]))
+        hdrs.extend(tuple(f.split(": ", 1)) for f in q.get("field", []))
+        self._update(rec, ws_answer=101)
+        hello = b""
+        if "hello" in q:
+            hello = b"hello" if "raw" in q else ws_frame(WS_TEXT, b"hello")
+        sock.sendall(self._head(101, hdrs, reason="Switching Protocols") + hello)
+        if set(q) & {"bad-accept", "no-accept", "no-upgrade", "upgrade"}:
+            self._ws_end(rec, t.drain())
+            return False
+        try:
+            for _ in range(knob("ticks")):
+                time.sleep(knob("tick") / 1000.0)
+                sock.sendall(b"t" if "raw" in q else ws_frame(WS_TEXT, b"tick"))
+            if "raw" in q:
+                end = self._ws_raw(sock, t, knob("reset-after"), "half" in q)
+            else:
+                end = self._ws_echo(sock, t, rec, knob("close-after"), knob("reset-after"),
+                                    "half" in q, "mute" in q)
+        except PeerGone:
+            end = "eof"
+        except OSError as e:
+            end = _oserror_end(e)
+        self._ws_end(rec, end)
+        return False
+
+    def _ws_end(self, rec, end):
+        self._update(rec, ws_end=end, ws_end_time=time.monotonic())
+
+    @staticmethod
+    def _reset(sock):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()    # an RST once the last reference is gone
+        return "rst-sent"
+
+    def _ws_raw(self, sock, t, reset_after, half):
+        """Echoes bytes as they come; the peer's FIN answered with one."""
+        echoed = 0
+        while True:
+            data = t.recv()
+            if not data:
+                if not half:
+                    sock.shutdown(socket.SHUT_WR)
+                return "eof"
+            if half and echoed:
+                continue
+            sock.sendall(data)
+            echoed += len(data)
+            if reset_after and echoed >= reset_after:
+                return self._reset(sock)
+            if half:
+                sock.shutdown(socket.SHUT_WR)
+
+    def _ws_message(self, rec, opcode, data):
+        with self._cond:
+            rec["ws_messages"].append([opcode, len(data), hashlib.sha256(data).hexdigest(),
+                                       data if len(data) <= 1024 else None])
+            self._cond.notify_all()
+
+    def _ws_echo(self, sock, t, rec, close_after, reset_after, half, mute):
+        """Echoes each message until the close handshake, then reads until
+        the peer goes."""
+        sent_close = False
+        echoed = 0
+        op, msg = None, bytearray()
+        while True:
+            try:
+                fin, opcode, payload, masked = ws_read_frame(t.read)
+            except ValueError as e:
+                self._update(rec, error=str(e))
+                sock.sendall(ws_frame(WS_CLOSE, struct.pack("!H", 1002)))
+                sock.shutdown(socket.SHUT_WR)
+                return t.drain()
+            if not masked:
+                self._update(rec, error="an unmasked frame from the client")
+            if opcode in (WS_PING, WS_PONG, WS_CLOSE):
+                self._ws_message(rec, opcode, payload)
+                if opcode == WS_PING and not sent_close:
+                    sock.sendall(ws_frame(WS_PONG, payload))
+                if opcode == WS_CLOSE:
+                    code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+                    self._update(rec, ws_close=[code, payload[2:].decode("utf-8", "replace")])
+                    if not sent_close:
+                        sock.sendall(ws_frame(WS_CLOSE, payload))
+                    sock.shutdown(socket.SHUT_WR)
+                    return t.drain()
+                continue
+            if opcode in (WS_TEXT, WS_BINARY) and op is None:
+                op, msg = opcode, bytearray(payload)
+            elif opcode == WS_CONT and op is not None:
+                msg += payload
+            else:
+                self._update(rec, error="frame of opcode %d out of place" % opcode)
+                continue
+            if not fin:
+                continue
+            data = bytes(msg)
+            self._ws_message(rec, op, data)
+            if not sent_close and not mute:
+                sock.sendall(ws_frame(op, data))
+                echoed += 1
+            op, msg = None, bytearray()
+            if reset_after and echoed >= reset_after:
+                return self._reset(sock)
+            if close_after and echoed >= close_after and not sent_close:
+                sock.sendall(ws_frame(WS_CLOSE, struct.pack("!H", 4000) + b"close-after"))
+                sent_close = True
+            if half and not sent_close:
+                sock.shutdown(socket.SHUT_WR)
+                sent_close = True
+
     ENDPOINTS = ("bytes", "chunked", "close", "slow", "status", "upload", "echo-headers",
                  "hang", "die", "die-chunked", "head-part", "garbage", "extra", "early-hints", "hop",
                  "cookies", "drop-reused", "trickle", "head", "reject",
-                 "answer-first", "answer-hold", "roundtrip", "images", "gif", "info-flood")
+                 "answer-first", "answer-hold", "roundtrip", "images", "gif", "info-flood",
+                 "ws")
 
     def _handle(self, sock, rf, req, rec):
         """Serve one request; returns whether the connection stays open."""
@@ -620,6 +974,8 @@ class Backend:
             if s in self.ENDPOINTS:
                 name, args = s, segs[i + 1:]
                 break
+        if name == "ws":
+            return self._websocket(sock, rf, req, rec)
         if name == "hang":
             # Read the request, then never answer: wait for the peer to go.
             # ?stall=1: read none of its body either

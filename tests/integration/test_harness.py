@@ -196,6 +196,161 @@ def test_hang_die_garbage_early_hints(be):
     assert out.startswith(b"HTTP/1.1 103 ") and b"\r\n\r\nHTTP/1.1 200 OK" in out
 
 
+def _ws_open(be, target, key="dGhlIHNhbXBsZSBub25jZQ==", extra=b"", early=b""):
+    """A connection that asked target for a WebSocket (and sent early
+    after the head at once); (socket, the answer's head, what came after)."""
+    s = socket.create_connection(be.tcp_address, timeout=5)
+    s.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+              b"Connection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+              b"Sec-WebSocket-Key: %s\r\n%s\r\n%s" % (target.encode(), key.encode(), extra,
+                                                       early))
+    got = b""
+    while b"\r\n\r\n" not in got:
+        d = s.recv(65536)
+        assert d, got
+        got += d
+    head, _, rest = got.partition(b"\r\n\r\n")
+    return s, head.decode("latin-1"), rest
+
+
+def _ws_read(s, rest=b""):
+    """The next frame's (fin, opcode, payload), and the bytes after it."""
+    buf = bytearray(rest)
+
+    def read(n):
+        while len(buf) < n:
+            d = s.recv(65536)
+            assert d, "EOF in a frame"
+            buf.extend(d)
+        out = bytes(buf[:n])
+        del buf[:n]
+        return out
+    fin, op, payload, masked = backend_mod.ws_read_frame(read)
+    assert not masked
+    return (fin, op, payload), bytes(buf)
+
+
+def _until_eof(s):
+    out = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            return out
+        out += d
+
+
+def test_websocket_endpoint(be):
+    """/ws: the RFC 6455 example key gets its accept; messages, a
+    fragmented one, a ping and a close are echoed; and the knobs."""
+    mask = b"\x01\x02\x03\x04"
+    n0 = be.count
+    s, head, rest = _ws_open(be, "/app/ws?protocol=chat", extra=b"Origin: https://o.example\r\n")
+    assert head.startswith("HTTP/1.1 101 ") and rest == b"", head
+    assert "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in head
+    assert "Sec-WebSocket-Protocol: chat" in head and "Upgrade: websocket" in head
+    big = expected_body(200000)
+    s.sendall(backend_mod.ws_frame(1, b"hello", mask=mask) +
+              backend_mod.ws_frame(2, big[:70000], fin=False, mask=mask) +
+              backend_mod.ws_frame(9, b"p", mask=mask) +
+              backend_mod.ws_frame(0, big[70000:], mask=mask))
+    frame, rest = _ws_read(s)
+    assert frame == (True, 1, b"hello")
+    frame, rest = _ws_read(s, rest)
+    assert frame == (True, 10, b"p")
+    frame, rest = _ws_read(s, rest)
+    assert frame == (True, 2, big)
+    s.sendall(backend_mod.ws_frame(8, b"\x03\xe8bye", mask=mask))
+    frame, rest = _ws_read(s, rest)
+    assert frame == (True, 8, b"\x03\xe8bye") and rest == b""
+    assert _until_eof(s) == b""      # its FIN after the close
+    s.shutdown(socket.SHUT_WR)
+    rec = be.wait_for_request(lambda r: r.get("ws_end"), start=n0)
+    s.close()
+    assert rec["ws_answer"] == 101 and rec["ws_close"] == [1000, "bye"], rec["ws_close"]
+    assert [m[:2] for m in rec["ws_messages"]] == [[1, 5], [9, 1], [2, 200000], [8, 5]]
+    assert rec["ws_end"] == "eof" and rec["ws_before_answer"] == 0 and not rec["error"]
+
+    # close-after: the backend's close of code 4000
+    n0 = be.count
+    s, head, rest = _ws_open(be, "/ws?close-after=1")
+    s.sendall(backend_mod.ws_frame(1, b"x", mask=mask))
+    frame, rest = _ws_read(s, rest)
+    assert frame == (True, 1, b"x")
+    frame, rest = _ws_read(s, rest)
+    assert frame == (True, 8, b"\x0f\xa0close-after")
+    s.sendall(backend_mod.ws_frame(8, b"\x0f\xa0", mask=mask))
+    assert _until_eof(s) == b""
+    s.close()
+    rec = be.wait_for_request(lambda r: r.get("ws_end"), start=n0)
+    assert rec["ws_close"] == [4000, ""] and rec["ws_end"] == "eof", rec
+
+    # raw: bytes echoed as they come, early ones too, counted before the
+    # answer (after ?wait), and a FIN answered with one
+    n0 = be.count
+    s, head, rest = _ws_open(be, "/ws?raw=1&wait=200&hello=1", early=b"early")
+    while len(rest) < 10:
+        rest += s.recv(65536)
+    s.sendall(b"later")
+    s.shutdown(socket.SHUT_WR)
+    assert rest + _until_eof(s) == b"helloearlylater"
+    s.close()
+    rec = be.wait_for_request(lambda r: r.get("ws_end"), start=n0)
+    assert rec["ws_before_answer"] == 5 and rec["ws_in"] == 10, rec
+    assert rec["ws_data"] == b"earlylater" and rec["ws_end"] == "eof"
+
+    # ticks, then the echo; mute: messages kept, none echoed
+    n0 = be.count
+    s, head, rest = _ws_open(be, "/ws?tick=10&ticks=2&mute=1")
+    frame, rest = _ws_read(s, rest)
+    assert frame == (True, 1, b"tick")
+    frame, rest = _ws_read(s, rest)
+    assert frame == (True, 1, b"tick")
+    s.sendall(backend_mod.ws_frame(1, b"unheard", mask=mask) +
+              backend_mod.ws_frame(8, b"", mask=mask))
+    frame, rest = _ws_read(s, rest)
+    assert frame == (True, 8, b"")
+    s.close()
+    rec = be.wait_for_request(lambda r: r.get("ws_end"), start=n0)
+    assert [m[3] for m in rec["ws_messages"]] == [b"unheard", b""], rec["ws_messages"]
+    assert rec["ws_close"] == [None, ""] and rec["ws_end_time"] >= rec["time"]
+
+    # raw, reset-after: a reset once that many bytes are echoed
+    s, head, rest = _ws_open(be, "/ws?raw=1&reset-after=3", early=b"abc")
+    with pytest.raises(ConnectionResetError):
+        while len(rest) < 4:
+            d = s.recv(65536)
+            assert d, rest
+            rest += d
+    assert rest == b"abc"
+    s.close()
+
+    # refused: the answer, then what comes is read, kept and not echoed
+    n0 = be.count
+    s, head, rest = _ws_open(be, "/ws?refuse=403", early=b"GET /smuggled HTTP/1.1\r\n\r\n")
+    assert head.startswith("HTTP/1.1 403 ") and rest == b"refused 403\n", (head, rest)
+    s.shutdown(socket.SHUT_WR)
+    assert _until_eof(s) == b""
+    s.close()
+    rec = be.wait_for_request(lambda r: r.get("ws_end"), start=n0)
+    assert rec["ws_data"] == b"GET /smuggled HTTP/1.1\r\n\r\n" and be.count == n0 + 1
+
+    for target, want in (("/ws?plain=1", "HTTP/1.1 200 "),
+                         ("/ws?bad-accept=1", "HTTP/1.1 101 ")):
+        s, head, rest = _ws_open(be, target)
+        assert head.startswith(want), head
+        assert ("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in head) is False
+        s.close()
+    s, head, rest = _ws_open(be, "/ws?no-accept=1&no-upgrade=1")
+    assert "Sec-WebSocket-Accept" not in head and "Upgrade: " not in head, head
+    s.close()
+    # what is not a WebSocket handshake
+    s, head, rest = _ws_open(be, "/ws", key="c2hvcnQ=")
+    assert head.startswith("HTTP/1.1 400 "), head
+    s.close()
+    out = raw(be, b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 400 "), out
+
+
 def test_drop_reused(be):
     """/drop-reused answers on a new connection and closes a used one."""
     s = socket.create_connection(be.tcp_address, timeout=2)
