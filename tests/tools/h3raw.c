@@ -25,6 +25,10 @@
  *                             request stands, its response is refused
  *   --reset-only              as --cancel, but with RESET_STREAM alone: the
  *                             request is given up, its response not refused
+ *   --cancel-after BYTES      reset each request stream as --cancel does,
+ *                             once its final response head and BYTES of
+ *                             its body came (0: the head alone): a client
+ *                             that leaves a tunnel; outcome "cancelled"
  *   --pause-after N           open N request streams, then wait --pause
  *                             seconds (default 1) before opening the rest:
  *                             with --cancel, two bursts of resets
@@ -166,6 +170,10 @@
  *                             answer it with RESET_STREAM)
  *   --print-headers           print response fields as "< name: value"
  *   --print-body              print the response body after the status line
+ *   --print-settings          a last line "settings connect-protocol N":
+ *                             the server's SETTINGS_ENABLE_CONNECT_PROTOCOL
+ *                             (RFC 8441 3), or "settings none" if its
+ *                             SETTINGS never came
  *   --print-credit            a last line "credit left N": the connection
  *                             flow-control credit the server gave beyond
  *                             what this client sent (its MAX_DATA less the
@@ -317,6 +325,9 @@ static struct {
   int print_headers;
   int print_body;
   int print_credit;
+  int print_settings;
+  int cancel_after_set; /* --cancel-after */
+  uint64_t cancel_after;
   int verbose;
   int cancel; /* CANCEL_RESET, CANCEL_STOP_SENDING, CANCEL_RESET_ONLY, 0 */
   int no_read;
@@ -391,6 +402,10 @@ static struct {
   int local_closed;
   uint64_t local_close_code;
   int idle_closed;
+  int settings_seen;      /* the server's SETTINGS came */
+  int connect_protocol;   /* and their SETTINGS_ENABLE_CONNECT_PROTOCOL */
+  int64_t peer_ctrl;      /* the server's control stream, once seen */
+  buf_t ctrl_head;        /* its first bytes, until SETTINGS are whole */
 
   int64_t qenc;          /* the QPACK encoder stream */
   int64_t peer_qdec;     /* the server's QPACK decoder stream, once seen */
@@ -695,6 +710,7 @@ static void parse_args(int argc, char **argv) {
   opt.flood_rate = 5000;
   c.qenc = -1;
   c.peer_qdec = -1;
+  c.peer_ctrl = -1;
 
   for (int i = 1; i < argc; ++i) {
     const char *a = argv[i];
@@ -750,6 +766,10 @@ static void parse_args(int argc, char **argv) {
       opt.cancel = CANCEL_STOP_SENDING;
     } else if (strcmp(a, "--reset-only") == 0) {
       opt.cancel = CANCEL_RESET_ONLY;
+    } else if (strcmp(a, "--cancel-after") == 0) {
+      NEED_ARG();
+      opt.cancel_after_set = 1;
+      opt.cancel_after = parse_ull(next, "bytes before the cancel");
     } else if (strcmp(a, "--no-read") == 0) {
       opt.no_read = 1;
     } else if (strcmp(a, "--lose-starts") == 0) {
@@ -852,6 +872,8 @@ static void parse_args(int argc, char **argv) {
       opt.print_headers = 1;
     } else if (strcmp(a, "--print-credit") == 0) {
       opt.print_credit = 1;
+    } else if (strcmp(a, "--print-settings") == 0) {
+      opt.print_settings = 1;
     } else if (strcmp(a, "--print-body") == 0) {
       opt.print_body = 1;
     } else if (strcmp(a, "-v") == 0) {
@@ -1094,6 +1116,10 @@ static int h3_recv_data(nghttp3_conn *conn, int64_t stream_id,
     if (opt.print_body) {
       buf_append(&r->body, data, datalen);
     }
+    if (opt.cancel_after_set && r->have_final &&
+        r->body_len >= opt.cancel_after) {
+      r->cancel_due = 1;
+    }
   }
   h3_consume(stream_id, datalen);
   return 0;
@@ -1153,6 +1179,9 @@ static int h3_end_headers(nghttp3_conn *conn, int64_t stream_id, int fin,
   if (r && r->cur_status >= 200) {
     r->status = r->cur_status;
     r->have_final = 1;
+    if (opt.cancel_after_set && opt.cancel_after == 0) {
+      r->cancel_due = 1;
+    }
     if (opt.rest_after_head) {
       nghttp3_conn_resume_stream(conn, stream_id);
     }
@@ -1250,6 +1279,35 @@ static int h3_recv_settings(nghttp3_conn *conn,
                             const nghttp3_settings *settings,
                             void *user_data) {
   return 0;
+}
+
+static int read_varint(const uint8_t *p, size_t len, size_t *i, uint64_t *v);
+
+/* --print-settings: the server's SETTINGS frame, read from the first
+   bytes of its control stream, once whole. nghttp3 1.8 keeps no
+   SETTINGS_ENABLE_CONNECT_PROTOCOL (0x08) a client receives. */
+static void parse_settings(void) {
+  const uint8_t *p = c.ctrl_head.data;
+  size_t len = c.ctrl_head.len, off = 0, end;
+  uint64_t type, ftype, flen, id, value;
+
+  if (read_varint(p, len, &off, &type) != 0 ||
+      read_varint(p, len, &off, &ftype) != 0 ||
+      read_varint(p, len, &off, &flen) != 0 || len - off < flen) {
+    return;
+  }
+  c.settings_seen = 1;
+  if (type != 0x00 || ftype != 0x04) {
+    c.connect_protocol = -1; /* no SETTINGS first: nghttp3 fails it */
+    return;
+  }
+  end = off + (size_t)flen;
+  while (read_varint(p, end, &off, &id) == 0 &&
+         read_varint(p, end, &off, &value) == 0) {
+    if (id == 0x08) {
+      c.connect_protocol = (int)value;
+    }
+  }
 }
 
 static int setup_h3(void) {
@@ -1382,6 +1440,16 @@ static int cb_recv_stream_data(ngtcp2_conn *conn, uint32_t flags,
   }
   if (!c.h3) {
     return 0;
+  }
+  /* --print-settings: the server's control stream, known by its type */
+  if (opt.print_settings && !ngtcp2_is_bidi_stream(stream_id) &&
+      offset == 0 && datalen > 0 && data[0] == 0x00) {
+    c.peer_ctrl = stream_id;
+  }
+  if (stream_id == c.peer_ctrl && !c.settings_seen &&
+      c.ctrl_head.len < 65536) {
+    buf_append(&c.ctrl_head, data, datalen);
+    parse_settings();
   }
   /* --qdec-credit: the server's decoder stream, known by its type */
   if (opt.qdec_credit_set && !ngtcp2_is_bidi_stream(stream_id) &&
@@ -2904,6 +2972,13 @@ static int print_results(void) {
       if (r->body.data[r->body.len - 1] != '\n') {
         fputc('\n', stdout);
       }
+    }
+  }
+  if (opt.print_settings) {
+    if (c.settings_seen) {
+      printf("settings connect-protocol %d\n", c.connect_protocol);
+    } else {
+      printf("settings none\n");
     }
   }
   if (opt.print_credit && c.conn != NULL) {
