@@ -706,3 +706,22 @@ def test_chromium_websockets_at_once(proxy, browser, backend_app):
     after = qproxy_stats(proxy)
     assert after["websockets"]["opened"] - before["websockets"]["opened"] == 8
     assert after["connections"]["total"] == before["connections"]["total"], after
+
+
+def test_tunnels_in_workers(qproxy_factory, backend_app):
+    """[global] workers: each worker opens the tunnels of its own
+    connections, and qproxyctl stats, from the supervisor, adds up their
+    counts: six connections of one tunnel each, which their connection
+    IDs spread over two workers."""
+    q = qproxy_factory(sections=app_sections(backend_app.tcp_server,
+                                             glob=[("workers", "2")]))
+    wait_until(lambda: qproxy_stats(q)["workers"]["answered"] == 2,
+               "both workers answering", 10 * SLOW)
+    sizes = [1000 + 7 * i for i in range(6)]
+    for i, n in enumerate(sizes):
+        res = tunnel(q.port, "/app/ws?raw=1&n=%d" % i, n)
+        assert res.outcomes == ["status 200 body %d" % n], res
+    wait_until(lambda: ws_stats(q)["current"] == 0, "every tunnel closed", 5)
+    st = ws_stats(q)
+    assert (st["opened"], st["bytes_to_backend"], st["bytes_to_client"]) == \
+        (6, sum(sizes), sum(sizes)), st
