@@ -11,6 +11,9 @@ What runs (all at once, for --duration seconds):
     (held whole up to the backend's request_buffer_size, 512k, and streamed
     past it), through the fault relay (--loss each way);
   - gtlsclient (ngtcp2's client) fetching several streams every few seconds;
+  - h3raw opening WebSockets (RFC 9220) one after another, each a tunnel of
+    random size (up to 300 KB) echoed by the backend's /ws?raw=1 (a tunnel
+    the backend's restart cuts is only counted);
   - h2load (built by bench/setup.sh; $QPROXY_BENCH_PREFIX, /opt/qproxy-bench)
     in bursts of 200 requests on 4 connections x 10 streams, as its own
     client mix (it checks no bodies: its requests count in the counters);
@@ -48,7 +51,8 @@ sys.path.insert(0, os.path.join(TESTS, "tools"))
 
 import backend as backend_mod  # noqa: E402
 from helpers import (QProxy, expected_body, free_udp_port, gtlsclient_binary,  # noqa: E402
-                     h3_get, h3_post, make_certificate, qproxy_binary, qproxyctl_binary)
+                     h3_get, h3_post, h3raw, make_certificate, qproxy_binary,
+                     qproxyctl_binary)
 from relay import Faults, Relay  # noqa: E402
 
 import pycurl  # noqa: E402
@@ -83,7 +87,7 @@ class Tally:
     def __init__(self):
         self.lock = threading.Lock()
         self.n = {"ok": 0, "error": 0, "wrong_body": 0, "5xx": 0,
-                  "h2load_ok": 0, "h2load_other": 0}
+                  "h2load_ok": 0, "h2load_other": 0, "ws_ok": 0, "ws_other": 0}
         self.wrong = []
 
     def add(self, key, detail=None):
@@ -152,6 +156,27 @@ def gtls_worker(relay, stop, tally, workdir):
         stop.wait(2)
 
 
+def ws_worker(relay, stop, tally, seed):
+    """WebSockets one after another: each an extended CONNECT whose tunnel
+    of n bytes the backend echoes (ws_ok), or fails as the backend
+    restarts (ws_other); an echo of another length is a wrong body."""
+    rng = random.Random(seed)
+    while not stop.is_set():
+        n = rng.choice([1, 1000, 20000, 300000])
+        res = h3raw(relay.port, [":method: CONNECT", ":protocol: websocket",
+                                 ":scheme: https", ":authority: 127.0.0.1:%d" % relay.port,
+                                 ":path: /app/ws?raw=1", "sec-websocket-version: 13"],
+                    data=n, extra=["--rest-after-head", "0"], timeout=30)
+        got = res.outcomes[0] if len(res.outcomes) == 1 else ""
+        if got == "status 200 body %d" % n:
+            tally.add("ws_ok")
+        elif got.startswith("status 200 body "):
+            tally.add("wrong_body", ("ws", n, got))
+        else:
+            tally.add("ws_other")
+        stop.wait(0.2)
+
+
 def h2load_worker(relay, stop, tally):
     """Bursts of h2load over HTTP/3: 200 requests, 4 connections x 10
     streams; its counts go to the tally (h2load_ok, h2load_other)."""
@@ -174,6 +199,7 @@ def start_load(relay, stop, tally, workers, workdir, seed=0):
                for s in range(workers)]
     threads.append(threading.Thread(target=gtls_worker, args=(relay, stop, tally, workdir)))
     threads.append(threading.Thread(target=h2load_worker, args=(relay, stop, tally)))
+    threads.append(threading.Thread(target=ws_worker, args=(relay, stop, tally, seed)))
     for t in threads:
         t.start()
     return threads
@@ -284,6 +310,8 @@ def main():
         answered = sum(req[k] for k in ("1xx", "2xx", "3xx", "4xx", "5xx"))
         if s["streams"]["current"] != 0:
             problems.append("streams still open after the load: %r" % s["streams"])
+        if s["websockets"]["current"] != 0:
+            problems.append("tunnels still open after the load: %r" % s["websockets"])
         if s["buffers"]["chunks"] != 0 or s["buffers"]["response_bytes"] != 0 or \
                 s["buffers"]["request_bytes"] != 0:
             problems.append("body buffers still held after the load: %r" % s["buffers"])
@@ -305,6 +333,8 @@ def main():
         problems.append("no request succeeded")
     if tally.n["h2load_ok"] == 0:
         problems.append("no h2load request succeeded")
+    if tally.n["ws_ok"] == 0:
+        problems.append("no WebSocket's tunnel was echoed")
     relay.stop()
     try:
         q.stop(check=not problems)
