@@ -389,8 +389,17 @@ void		 server_close_all(struct quic_server *);
 void		 server_free(struct quic_server *);
 void		 server_report_stats(struct quic_server *, struct strbuf *,
 		    bool json);
-/* The counters in Prometheus's text format, for qproxyctl metrics. */
-void		 server_report_metrics(struct quic_server *, struct strbuf *);
+/*
+ * The counters in Prometheus's text format, for qproxyctl metrics, a
+ * piece at a time (control.h's stream): next appends the next piece,
+ * about limit bytes, to out; 1 while more is to come, else 0. end frees
+ * the cursor (NULL: none).
+ */
+struct metrics_cursor;
+struct metrics_cursor *server_metrics_begin(struct quic_server *);
+int		 server_metrics_next(struct metrics_cursor *, struct strbuf *out,
+		    size_t limit);
+void		 server_metrics_end(struct metrics_cursor *);
 void		 server_report_tls(struct quic_server *, struct strbuf *, bool);
 /*
  * qproxyctl disable (on false) and enable: "BACKEND SERVER". 0 with what

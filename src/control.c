@@ -5,8 +5,9 @@
  * read into a fixed buffer, requests and replies have deadlines, and the
  * number of clients is bounded. A reply's deadline moves on while the
  * client takes it, up to a bound of its own. A reply of no bounded length
- * (conns) is streamed: made a piece at a time, each once the one before is
- * sent, so that a client holds about CONTROL_CHUNK bytes of it at most.
+ * (conns; metrics, when the daemon makes it so) is streamed: made a piece
+ * at a time, each once the one before is sent, so that a client holds
+ * about CONTROL_CHUNK bytes of it at most.
  */
 #include <sys/fsuid.h>
 #include <sys/param.h>
@@ -454,12 +455,16 @@ control_dispatch(struct control_client *c)
 		return;
 	}
 
-	if (strcmp(cmd, "conns") == 0) {
-		if (ops->conns == NULL) {
+	if (strcmp(cmd, "conns") == 0 || (strcmp(cmd, "metrics") == 0 &&
+	    ops->metrics_stream != NULL)) {
+		int (*begin)(struct control_stream *, bool, const char **,
+		    void *) = cmd[0] == 'c' ? ops->conns : ops->metrics_stream;
+
+		if (begin == NULL) {
 			control_error(c, "command not supported");
 			return;
 		}
-		if (ops->conns(&c->stream, json, &err, ctl->arg) == -1) {
+		if (begin(&c->stream, json, &err, ctl->arg) == -1) {
 			control_error(c, err);
 			return;
 		}

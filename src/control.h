@@ -67,8 +67,8 @@ struct control_stream {
 };
 
 /*
- * What the commands do; each writes its reply text into out, but conns,
- * which sets up a stream: 0, or -1 with why not in err.
+ * What the commands do; each writes its reply text into out, but conns
+ * and metrics_stream, which set up a stream: 0, or -1 with why not in err.
  */
 struct control_ops {
 	void	(*stats)(struct strbuf *out, bool json, void *arg);
@@ -79,6 +79,9 @@ struct control_ops {
 	void	(*backends)(struct strbuf *out, bool json, void *arg);
 	void	(*routes)(struct strbuf *out, bool json, void *arg);
 	void	(*metrics)(struct strbuf *out, bool json, void *arg);
+	/* metrics as a stream, as conns is; in place of metrics when set */
+	int	(*metrics_stream)(struct control_stream *, bool json,
+		    const char **err, void *arg);
 	/*
 	 * 0 when the new configuration took; -1 with its errors in out;
 	 * CONTROL_RELOAD_STOPPING when the daemon, shutting down, takes none

@@ -640,11 +640,30 @@ op_routes(struct strbuf *out, bool json, void *arg)
 	op_object(out, json, server_report_routes);
 }
 
+static int
+metrics_next(struct strbuf *out, const char **why, void *cur)
+{
+	return server_metrics_next(cur, out, CONTROL_CHUNK);
+}
+
 static void
-op_metrics(struct strbuf *out, bool json, void *arg)
+metrics_done(void *cur)
+{
+	server_metrics_end(cur);
+}
+
+static int
+op_metrics(struct control_stream *st, bool json, const char **err,
+    void *arg)
 {
 	(void)json;	/* one format only */
-	server_report_metrics(server, out);
+	if ((st->state = server_metrics_begin(server)) == NULL) {
+		*err = "out of memory";
+		return -1;
+	}
+	st->next = metrics_next;
+	st->done = metrics_done;
+	return 0;
 }
 
 static int
@@ -771,7 +790,7 @@ static const struct control_ops ops = {
 	.tls = op_tls,
 	.backends = op_backends,
 	.routes = op_routes,
-	.metrics = op_metrics,
+	.metrics_stream = op_metrics,
 	.reload = op_reload,
 	.reload_step = op_reload_step,
 	.reopen = op_reopen,

@@ -1104,26 +1104,41 @@ server_metric(enum server_metric m, const struct upstream_server *s)
  * Whether each server is down (1) or not, its requests under way, its
  * requests and failures so far, its idle connections, and its times to
  * the response head as a histogram; each family under its TYPE line,
- * with a sample (or a histogram's samples) for every server.
+ * with a sample (or a histogram's samples) for every server. A piece
+ * ends after the sample that took out to limit, never on a TYPE line.
  */
-void
-upstream_report_metrics(struct upstream_pool *pools, struct strbuf *out)
+bool
+upstream_metrics_part(struct upstream_pool *pools, struct strbuf *out,
+    struct upstream_metrics_cursor *cur, size_t limit)
 {
 	struct strbuf labels;
+	bool all = true;
 
 	strbuf_init(&labels, 4096);
-	for (int m = 0; m < SM_N; m++) {
-		const char *name = server_metrics[m].name;
+	for (; cur->m < SM_N; cur->m++, cur->b = cur->i = 0) {
+		const char *name = server_metrics[cur->m].name;
+		char fam[64];
 
-		strbuf_printf(out, "# TYPE qproxy_backend_server_%s %s\n", name,
-		    server_metrics[m].type);
-		for (size_t b = 0; b < pools[0].npools; b++) {
-			struct upstream_pool *p = &pools[b];
+		snprintf(fam, sizeof(fam), "qproxy_backend_server_%s", name);
+		if (cur->b == 0 && cur->i == 0) {
+			if (out->len >= limit) {
+				all = false;
+				break;
+			}
+			strbuf_printf(out, "# TYPE %s %s\n", fam,
+			    server_metrics[cur->m].type);
+		}
+		for (; cur->b < pools[0].npools; cur->b++, cur->i = 0) {
+			struct upstream_pool *p = &pools[cur->b];
 
-			for (size_t i = 0; i < p->nservers; i++) {
-				struct upstream_server *s = &p->servers[i];
-				char fam[64];
+			for (; cur->i < p->nservers; cur->i++) {
+				struct upstream_server *s = &p->servers[cur->i];
 
+				if (out->len >= limit && (cur->b > 0 ||
+				    cur->i > 0)) {
+					all = false;
+					goto done;
+				}
 				strbuf_clear(&labels);
 				strbuf_printf(&labels, "backend=");
 				strbuf_metric_label(&labels, p->cfg->name);
@@ -1131,20 +1146,20 @@ upstream_report_metrics(struct upstream_pool *pools, struct strbuf *out)
 				strbuf_metric_label(&labels, s->cfg->text);
 				/* (labels cut short) */
 				out->nomem |= labels.nomem;
-				snprintf(fam, sizeof(fam),
-				    "qproxy_backend_server_%s", name);
-				if (m == SM_TTFB)
+				if (cur->m == SM_TTFB)
 					hist_report(out, fam,
 					    strbuf_str(&labels), &s->ctr->ttfb);
 				else
 					strbuf_printf(out, "%s{%s} %llu\n",
 					    fam, strbuf_str(&labels),
 					    (unsigned long long)
-					    server_metric(m, s));
+					    server_metric(cur->m, s));
 			}
 		}
 	}
+done:
 	strbuf_free(&labels);
+	return all;
 }
 
 static struct {

@@ -200,9 +200,18 @@ struct strbuf;
 /* Text table, or "\"backends\":[...]" to go inside a JSON object. */
 void			 upstream_report(struct upstream_pool *,
 			    struct strbuf *, bool json);
-/* The servers' counters in Prometheus's text format. */
-void			 upstream_report_metrics(struct upstream_pool *,
-			    struct strbuf *);
+/*
+ * The servers' counters in Prometheus's text format, a piece at a time:
+ * from where cur stands (zeroed at first) until out holds limit bytes;
+ * true once all of them went.
+ */
+struct upstream_metrics_cursor {
+	int		 m;		/* the family */
+	size_t		 b, i;		/* the backend, its server */
+};
+bool			 upstream_metrics_part(struct upstream_pool *,
+			    struct strbuf *, struct upstream_metrics_cursor *,
+			    size_t limit);
 /*
  * qproxyctl disable and enable: the servers set aside, by backend name
  * and server as written. The list is the process's: it outlives reloads

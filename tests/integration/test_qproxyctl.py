@@ -215,6 +215,52 @@ def test_metrics_are_the_stats_in_prometheus_format(qproxy_factory, backend_app)
     assert qproxyctl(["m"], q.control_socket).stdout.startswith("# TYPE ")
 
 
+def _rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        return int(re.search(r"^VmRSS:\s+(\d+)", f.read(), re.M).group(1))
+
+
+def test_metrics_of_many_sites_are_made_as_they_are_taken(qproxy_factory, backend_app):
+    """qproxyctl metrics of 3,000 routes and as many backends (10 MB) is
+    made a piece at a time as the client takes it, as conns is: a scraper
+    that stops reading after its first bytes leaves qproxy holding a few
+    pieces, not the whole text (which, made at once, also held the loop
+    for as long as it took). Every family is there once, under one TYPE
+    line, with a sample for each route and server however the pieces fell."""
+    n = 3000
+    backends = [("backend b%d" % i, [("server", backend_app.tcp_server)])
+                for i in range(1, n + 1)]
+    routes = [("route r%d" % i, [("host", "site%d.example.com" % i),
+                                 ("backend", "b%d" % i)]) for i in range(1, n + 1)]
+    q = qproxy_factory(sections=app_sections(backend_app.tcp_server, backends=backends,
+                                             first_routes=routes))
+    assert h3_get(q.url("/app/bytes/10")).status == 200
+    fams = metrics(q.control_socket)
+    assert len(fams["qproxy_route_requests"].samples) == n + 1
+    assert len(fams["qproxy_route_responses"].samples) == 5 * (n + 1)
+    assert len(fams["qproxy_backend_server_down"].samples) == n + 1
+    assert len([s for s in fams["qproxy_backend_server_ttfb_seconds"].samples
+                if s.name.endswith("_count")]) == n + 1
+    assert metric(fams, "qproxy_route_requests", route="app") == 1
+    rss0 = _rss_kib(q.proc.pid)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(10 * SLOW)
+    try:
+        s.connect(q.control_socket)
+        s.sendall(b"QPROXY/2 metrics\n")
+        assert s.recv(4096).startswith(b"OK")
+        # qproxy fills the socket, then waits for this client
+        time.sleep(0.5)
+        grown = _rss_kib(q.proc.pid) - rss0
+        # the loop goes on meanwhile
+        assert h3_get(q.url("/app/bytes/10")).status == 200
+    finally:
+        s.close()
+    assert grown < 4096, "RSS grew by %d KiB with a scraper stalled" % grown
+    assert qproxyctl(["version"], q.control_socket).returncode == 0
+
+
 def test_metrics_by_route(qproxy_factory, backend_app):
     """Each route's requests, its responses by status class and a histogram
     of its requests' durations, labelled by its name; a request no route
