@@ -1950,6 +1950,22 @@ exchange_client_reset(struct exchange *ex)
 	}
 }
 
+bool
+exchange_client_stopped(struct exchange *ex)
+{
+	/*
+	 * A tunnel's backend bytes have nowhere to go: its connection is
+	 * closed (RFC 9114 4.4), and the stream reset as for the client's
+	 * reset (RFC 9220 3). Another request's stream closes once its
+	 * request is whole (exchange_cut_short).
+	 */
+	if (!ex->ws_open || ex->state == EX_DONE)
+		return false;
+	stats.requests_reset++;
+	ex_reset(ex, NGHTTP3_H3_REQUEST_CANCELLED);
+	return true;
+}
+
 /*
  * Whether ex_retry could still send the request again, on a pooled
  * connection that gave no response byte: not with a body, not twice.

@@ -32,6 +32,11 @@ void		 exchange_body_end(struct exchange *);
 void		 exchange_malformed(struct exchange *);
 /* The client reset its side of the stream. */
 void		 exchange_client_reset(struct exchange *);
+/*
+ * The client stopped reading the stream (STOP_SENDING): true if that cut
+ * the exchange short (a tunnel's), to count as a reset.
+ */
+bool		 exchange_client_stopped(struct exchange *);
 nghttp3_ssize	 exchange_read_data(struct exchange *, nghttp3_vec *,
 		    size_t veccnt, uint32_t *pflags);
 void		 exchange_acked(struct exchange *, uint64_t n);

@@ -1711,6 +1711,16 @@ qconn_write(struct qconn *qc)
 					goto h3_error;
 				nghttp3_conn_shutdown_stream_write(qc->h3,
 				    stream_id);
+				/*
+				 * the client's STOP_SENDING: ngtcp2 reset it,
+				 * a tunnel's end, on the budget of resets
+				 */
+				if ((ex = exchange_find(qc, stream_id)) != NULL &&
+				    exchange_client_stopped(ex) &&
+				    charge_cancel(qc, ex) != 0) {
+					qconn_close(qc);
+					return;
+				}
 				sveccnt = 0;
 				continue;
 			case NGTCP2_ERR_WRITE_MORE:

@@ -405,6 +405,48 @@ def test_client_reset_closes_the_backend_connection(proxy, backend_app, fin):
     wait_until(lambda: ws_stats(proxy)["current"] == 0, "the tunnel's end in the stats")
 
 
+def test_client_stop_sending_closes_the_backend_connection(proxy, backend_app):
+    """The client's STOP_SENDING alone, once 2 bytes came from the backend
+    (it no longer reads the tunnel: RFC 9114 4.4): the backend's connection
+    is closed at once, and the tunnel's buffers freed, while the client
+    keeps its connection (4 s) and its side of the stream open."""
+    n0 = backend_app.count
+    path = "/app/ws?raw=1&tick=100&ticks=50"
+    out = {}
+    t = threading.Thread(target=lambda: out.update(res=tunnel(
+        proxy.port, path, 3, fin=False, timeout=10,
+        extra=["--stop-sending", "--cancel-after", "2", "--linger", "4"])))
+    t.start()
+    try:
+        rec = ws_record(backend_app, n0, path, timeout=2.5)
+        assert rec["ws_end"] in ("eof", "reset", "broken-pipe"), rec
+        assert rec["ws_end_time"] - rec["time"] < 2.5, rec
+        wait_until(lambda: qproxy_stats(proxy)["streams"]["current"] == 0,
+                   "the stream's end")
+        st = qproxy_stats(proxy)
+        assert st["connections"]["current"] == 1, st["connections"]
+        assert (st["websockets"]["current"], st["upstream"]["connections_current"],
+                st["buffers"]["response_bytes"]) == (0, 0, 0), st
+    finally:
+        t.join()
+    assert out["res"].outcomes == ["cancelled"], out["res"]
+
+
+def test_tunnels_stopped_count_on_max_stream_resets(qproxy_factory, backend_app):
+    """Tunnels that the client stops reading once they opened (STOP_SENDING
+    alone), heeding no STOP_SENDING of qproxy's (its RESET_STREAM never
+    goes), each a backend connection for nothing: they count on
+    max_stream_resets as resets do, and past 5 of them the connection is
+    closed."""
+    q = qproxy_factory(sections=app_sections(backend_app.tcp_server,
+                                             glob=[("max_stream_resets", "5")]))
+    res = h3raw(q.port, ws_fields(q.port, "/app/ws?raw=1&tick=20&ticks=100"), count=12,
+                timeout=10, extra=["--no-fin", "--stop-sending", "--cancel-after", "0",
+                                   "--lose-resets", "--linger", "2"])
+    assert set(res.outcomes) <= {"cancelled", "closed 0x107"}, res
+    assert qproxy_stats(q)["limits"]["closed_stream_resets"] == 1
+
+
 def test_backend_fin_first_leaves_the_client_sending(proxy, backend_app):
     """The backend's FIN ends the client's half alone (RFC 9220 does not end
     a tunnel on one side's FIN): the client's later bytes and FIN still
