@@ -1177,8 +1177,8 @@ routes_metrics_part(const struct generation *gen, struct strbuf *out,
 		[RM_REQUESTS] = "qproxy_route_requests_total counter",
 		[RM_RATE_LIMITED] = "qproxy_route_rate_limited_total counter",
 		[RM_RESPONSES] = "qproxy_route_responses_total counter",
-		[RM_DURATION] = "qproxy_route_request_duration_seconds "
-		    "histogram",
+		[RM_DURATION] = ("qproxy_route_request_duration_seconds "
+		    "histogram"),
 	};
 	const size_t n = gen->nroutes;
 	struct strbuf label;
