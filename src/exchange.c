@@ -2037,27 +2037,34 @@ ex_write_head(struct exchange *ex)
 	return 0;
 }
 
+/*
+ * What was held goes on to out, as bytes of the body; -1 when out of
+ * memory, with the stream reset.
+ */
+static int
+ex_release_hold(struct exchange *ex)
+{
+	struct iovec iov[16];
+	size_t n;
+
+	while ((n = bufq_peek_unsent(&ex->hold, iov, 16)) > 0)
+		for (size_t i = 0; i < n; i++) {
+			if (ex_append_body(ex, iov[i].iov_base,
+			    iov[i].iov_len) == -1) {
+				ex_reset_nomem(ex);
+				return -1;
+			}
+			bufq_drain(&ex->hold, iov[i].iov_len);
+		}
+	bufq_free(&ex->hold);
+	return 0;
+}
+
 static void
 ex_start(struct exchange *ex)
 {
-	if (ex_write_head(ex) == -1)
+	if (ex_write_head(ex) == -1 || ex_release_hold(ex) == -1)
 		return;
-	if (ex->hold.len > 0) {
-		struct iovec iov[16];
-		size_t n;
-
-		while ((n = bufq_peek_unsent(&ex->hold, iov, 16)) > 0) {
-			for (size_t i = 0; i < n; i++) {
-				if (ex_append_body(ex, iov[i].iov_base,
-				    iov[i].iov_len) == -1) {
-					ex_reset_nomem(ex);
-					return;
-				}
-				bufq_drain(&ex->hold, iov[i].iov_len);
-			}
-		}
-	}
-	bufq_free(&ex->hold);
 	if (ex->req_fin && ex->framing == REQ_BODY_CHUNKED &&
 	    ex_chunked_end(ex) == -1) {
 		ex_reset_nomem(ex);
@@ -3050,22 +3057,11 @@ ex_ws_head(struct exchange *ex, struct http1_response *r)
 static int
 ex_ws_open(struct exchange *ex)
 {
-	struct iovec iov[16];
-	size_t n;
-
 	ex->ws_open = true;
 	ex_ws_count(ex, true);
 	ex_arm_timer(ex, ex_tunnel_timeout(ex));
-	while ((n = bufq_peek_unsent(&ex->hold, iov, 16)) > 0)
-		for (size_t i = 0; i < n; i++) {
-			if (ex_append_body(ex, iov[i].iov_base,
-			    iov[i].iov_len) == -1) {
-				ex_reset_nomem(ex);
-				return -1;
-			}
-			bufq_drain(&ex->hold, iov[i].iov_len);
-		}
-	bufq_free(&ex->hold);
+	if (ex_release_hold(ex) == -1)
+		return -1;
 	/* a FIN that came before is the backend's once all that is written */
 	ex->req_written = false;
 	if (ex->out.len > 0 || ex->req_fin)
