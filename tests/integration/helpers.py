@@ -1057,6 +1057,17 @@ def app_sections(backend_server, glob=(), listener=(), backends=(), routes=(),
     return sections
 
 
+def many_sites_sections(backend_server, n, **kw):
+    """app_sections with n sites more, each a route of its own host
+    (siteI.example.com, route rI) to a backend of its own (bI, at
+    backend_server), before the app's route."""
+    backends = [("backend b%d" % i, [("server", backend_server)])
+                for i in range(1, n + 1)]
+    routes = [("route r%d" % i, [("host", "site%d.example.com" % i),
+                                 ("backend", "b%d" % i)]) for i in range(1, n + 1)]
+    return app_sections(backend_server, backends=backends, first_routes=routes, **kw)
+
+
 
 
 # --------------------------------------------------------------------------

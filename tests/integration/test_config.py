@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from helpers import (SLOW, app_sections, h3_get, preload_strcmpcount, qproxy_binary,
-                     qproxyctl, wait_until)
+from helpers import (SLOW, app_sections, h3_get, many_sites_sections, preload_strcmpcount,
+                     qproxy_binary, qproxyctl, wait_until)
 from backend import free_udp_port
 
 
@@ -728,12 +728,7 @@ def test_many_routes_are_looked_up_not_walked(qproxy_factory, backend_app, tmp_p
     million at 5,000 routes (a reload of 10,000 routes stalled the loop
     1.5 s); now about 3 million."""
     n = 6000
-    backends = [("backend b%d" % i, [("server", backend_app.tcp_server)])
-                for i in range(1, n + 1)]
-    routes = [("route r%d" % i, [("host", "site%d.example.com" % i),
-                                 ("backend", "b%d" % i)]) for i in range(1, n + 1)]
-    q = qproxy_factory(sections=app_sections(backend_app.tcp_server, backends=backends,
-                                             first_routes=routes), start=False)
+    q = qproxy_factory(sections=many_sites_sections(backend_app.tcp_server, n), start=False)
     count = str(tmp_path / "strcmp.count")
     preload_strcmpcount(q, count)
     q.start()

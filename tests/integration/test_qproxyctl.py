@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from helpers import (SLOW, _global_section, _listener_section, app_sections, h3_get, metric,
-                     metrics, qproxy_binary, qproxyctl_binary, raw_exchange,
+from helpers import (SLOW, _global_section, _listener_section, app_sections, h3_get,
+                     many_sites_sections, metric, metrics, qproxy_binary, qproxyctl_binary, raw_exchange,
                      skip_if_unix_sockets_hold_more, slow_control_relay, wait_until)
 import backend as backend_mod
 
@@ -228,12 +228,7 @@ def test_metrics_of_many_sites_are_made_as_they_are_taken(qproxy_factory, backen
     for as long as it took). Every family is there once, under one TYPE
     line, with a sample for each route and server however the pieces fell."""
     n = 3000
-    backends = [("backend b%d" % i, [("server", backend_app.tcp_server)])
-                for i in range(1, n + 1)]
-    routes = [("route r%d" % i, [("host", "site%d.example.com" % i),
-                                 ("backend", "b%d" % i)]) for i in range(1, n + 1)]
-    q = qproxy_factory(sections=app_sections(backend_app.tcp_server, backends=backends,
-                                             first_routes=routes))
+    q = qproxy_factory(sections=many_sites_sections(backend_app.tcp_server, n))
     assert h3_get(q.url("/app/bytes/10")).status == 200
     fams = metrics(q.control_socket)
     assert len(fams["qproxy_route_requests"].samples) == n + 1
