@@ -2980,27 +2980,6 @@ ex_info(struct exchange *ex, const struct http1_response *r, size_t len)
 	return 0;
 }
 
-/* Whether a response field of that name lists that token, in any case. */
-static bool
-ex_resp_token(const struct http1_response *r, const char *name,
-    const char *token)
-{
-	size_t namelen = strlen(name), toklen = strlen(token), len;
-	const char *p, *opt;
-
-	for (size_t i = 0; i < r->nheaders; i++) {
-		if (r->headers[i].namelen != namelen ||
-		    strncasecmp(r->headers[i].name, name, namelen) != 0)
-			continue;
-		p = r->headers[i].value;
-		while (http1_options_next(&p, r->headers[i].value +
-		    r->headers[i].valuelen, &opt, &len))
-			if (len == toklen && strncasecmp(opt, token, len) == 0)
-				return true;
-	}
-	return false;
-}
-
 /*
  * A WebSocket's response head (RFC 6455 4.2.2, RFC 8441 5). A 101 that
  * upgrades to websocket with the accept of the key sent opens the tunnel:
@@ -3030,7 +3009,7 @@ ex_ws_head(struct exchange *ex, struct http1_response *r)
 			accept = &r->headers[i];
 	if (r->status != 101)
 		why = "answered a WebSocket without upgrading";
-	else if (!ex_resp_token(r, "upgrade", "websocket"))
+	else if (!http1_field_has(r, "Upgrade", "websocket"))
 		why = "answered a WebSocket with a 101 to another protocol";
 	else if (accept == NULL || !ws_accept_ok(ex->ws_key, accept->value,
 	    accept->valuelen))

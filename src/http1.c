@@ -322,14 +322,15 @@ http1_options_next(const char **p, const char *end, const char **opt,
 	return true;
 }
 
-bool
-http1_connection_next(const struct http1_response *resp, size_t *i,
+/* http1_connection_next, over the fields of any name. */
+static bool
+field_next(const struct http1_response *resp, const char *name, size_t *i,
     const char **p, const char **opt, size_t *len)
 {
 	for (; *i < resp->nheaders; (*i)++, *p = NULL) {
 		const struct http1_header *h = &resp->headers[*i];
 
-		if (!http1_name_is(h, "Connection"))
+		if (!http1_name_is(h, name))
 			continue;
 		if (*p == NULL)
 			*p = h->value;
@@ -340,15 +341,29 @@ http1_connection_next(const struct http1_response *resp, size_t *i,
 }
 
 bool
-http1_connection_has(const struct http1_response *resp, const char *option)
+http1_connection_next(const struct http1_response *resp, size_t *i,
+    const char **p, const char **opt, size_t *len)
+{
+	return field_next(resp, "Connection", i, p, opt, len);
+}
+
+bool
+http1_field_has(const struct http1_response *resp, const char *name,
+    const char *option)
 {
 	const char *p = NULL, *opt;
 	size_t i = 0, len;
 
-	while (http1_connection_next(resp, &i, &p, &opt, &len))
+	while (field_next(resp, name, &i, &p, &opt, &len))
 		if (http1_token_is(opt, len, option))
 			return true;
 	return false;
+}
+
+bool
+http1_connection_has(const struct http1_response *resp, const char *option)
+{
+	return http1_field_has(resp, "Connection", option);
 }
 
 /*

@@ -55,6 +55,9 @@ bool	http1_connection_next(const struct http1_response *, size_t *i,
 	    const char **p, const char **opt, size_t *len);
 /* Whether the Connection fields name this option, in any case. */
 bool	http1_connection_has(const struct http1_response *, const char *option);
+/* Whether the fields of that name (Upgrade) list this option, in any case. */
+bool	http1_field_has(const struct http1_response *, const char *name,
+	    const char *option);
 bool	http1_options_next(const char **p, const char *end, const char **opt,
 	    size_t *len);
 /* A status line's code (its CRLF left out), as the above takes it; -1. */

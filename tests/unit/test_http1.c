@@ -690,6 +690,19 @@ test_keep_alive(void)
 	    false, &resp) > 0);
 	CHECK_EQ_INT(resp.framing, HTTP1_BODY_CLOSE);
 	CHECK(!resp.keep_alive);
+
+	/* another field's list the same way: a WebSocket's Upgrade */
+	CHECK(PARSE("HTTP/1.1 101 Switching Protocols\r\n"
+	    "Upgrade: h2c , WebSocket\r\nConnection: upgrade\r\n\r\n", false,
+	    &resp) > 0);
+	CHECK(http1_field_has(&resp, "Upgrade", "websocket"));
+	CHECK(http1_field_has(&resp, "connection", "UPGRADE"));
+	CHECK(!http1_field_has(&resp, "Upgrade", "websockets"));
+	CHECK(!http1_field_has(&resp, "X-Upgrade", "websocket"));
+	CHECK(PARSE("HTTP/1.1 101 Switching Protocols\r\n"
+	    "X-Upgrade: websocket\r\nUpgrade: websockets\r\n\r\n", false,
+	    &resp) > 0);
+	CHECK(!http1_field_has(&resp, "Upgrade", "websocket"));
 }
 
 static void
