@@ -128,7 +128,11 @@ STAMPS=$PREFIX/share/qproxy-deps
 # qproxy_rand_block (src/rng.c: getrandom(2)) instead of a Hash-DRBG per RNG
 # object, each started with a self-test: ngtcp2's HKDF makes one per key
 # derivation, which was 60 % of a handshake's instructions.
-WOLFSSL_CPPFLAGS="-DHAVE_SECRET_CALLBACK -DCUSTOM_RAND_GENERATE_BLOCK=qproxy_rand_block"
+# WOLFSSL_ALWAYS_VERIFY_CB: the verify callback is called for a client's
+# certificate that verified too, not only for one that failed: a listener's
+# client_ca reads the client's identity there (src/tls.c).
+WOLFSSL_CPPFLAGS="-DHAVE_SECRET_CALLBACK -DWOLFSSL_ALWAYS_VERIFY_CB"
+WOLFSSL_CPPFLAGS="$WOLFSSL_CPPFLAGS -DCUSTOM_RAND_GENERATE_BLOCK=qproxy_rand_block"
 WOLFSSL_FLAGS="--enable-static --disable-shared --with-pic --enable-quic
 --enable-session-ticket --enable-earlydata --enable-psk --enable-harden
 --enable-altcertchains --enable-aesni --enable-intelasm --enable-sp

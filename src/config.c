@@ -160,6 +160,8 @@ static int	config_set_size(struct config_parser *,
 static int	config_set_count(struct config_parser *,
 		    const struct config_key *, struct config_section *, void *,
 		    const char *);
+static int	config_set_client_ca(struct config_parser *,
+    const struct config_key *, struct config_section *, void *, const char *);
 static int	config_set_file(struct config_parser *,
 		    const struct config_key *, struct config_section *, void *,
 		    const char *);
@@ -355,6 +357,12 @@ static const struct config_key config_keys[] = {
 	    F(config_listener, early_data_methods) },
 	{ SECT_LISTENER, "max_connections", config_set_count,
 	    0, 10000000, "0", 0, F(config_listener, max_connections) },
+	{ SECT_LISTENER, "client_ca", config_set_client_ca,
+	    0, 0, NULL, 0, NOF },
+	{ SECT_LISTENER, "client_verify", config_set_choice,
+	    0, 0, "require", 0, F(config_listener, client_verify) },
+	{ SECT_LISTENER, "client_cert_header", config_set_request_id,
+	    0, 0, "x-client-cert", 0, F(config_listener, client_cert_header) },
 
 	{ SECT_BACKEND, "server", config_set_server,
 	    0, 0, NULL, KEY_REPEAT | KEY_REQUIRED, NOF },
@@ -923,6 +931,7 @@ static const struct {
 } config_choices[] = {
 	{ "retry", { "auto", "always", "never" }, "auto, always or never" },
 	{ "early_data", { "off", "on" }, "on or off" },
+	{ "client_verify", { "require", "optional" }, "require or optional" },
 	{ "strip_prefix", { "off", "on" }, "on or off" },
 	/* a route's; [global]'s is a path */
 	{ "access_log", { "off", "on", "errors" }, "on, off or errors" },
@@ -1043,6 +1052,42 @@ config_relative(struct config_parser *p, const char *path, char *full,
 	return n < 0 || (size_t)n >= size ? -1 : 0;
 }
 
+/*
+ * A file key's value, relative to the file it is in, into full: a regular
+ * file that can be opened, its stat in st. -1 with the error reported.
+ */
+static int
+config_regular_file(struct config_parser *p, const struct config_key *k,
+    const char *value, char full[PATH_MAX], struct stat *st)
+{
+	int fd;
+
+	if (config_relative(p, value, full, PATH_MAX) == -1) {
+		config_error(p, p->line, "%s: path too long", k->name);
+		return -1;
+	}
+	fd = open(full, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	if (fd == -1) {
+		config_error(p, p->line, "%s: cannot open \"%s\": %s",
+		    k->name, full, strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, st) == -1) {
+		config_error(p, p->line, "%s: cannot open \"%s\": %s",
+		    k->name, full, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	close(fd);
+	if (!S_ISREG(st->st_mode)) {
+		config_error(p, p->line, "%s: cannot open \"%s\": %s",
+		    k->name, full, S_ISDIR(st->st_mode) ? strerror(EISDIR) :
+		    "not a regular file");
+		return -1;
+	}
+	return 0;
+}
+
 static int
 config_set_file(struct config_parser *p, const struct config_key *k,
     struct config_section *s, void *obj, const char *value)
@@ -1053,7 +1098,6 @@ config_set_file(struct config_parser *p, const struct config_key *k,
 	char			 full[PATH_MAX];
 	bool			 key = strcmp(k->name, "private_key") == 0;
 	size_t			 n = key ? l->nkeys : l->ncerts;
-	int			 fd;
 
 	(void)s;
 	/*
@@ -1073,36 +1117,33 @@ config_set_file(struct config_parser *p, const struct config_key *k,
 		c->line = p->line;
 		l->ncerts++;
 	}
-	if (config_relative(p, value, full, sizeof(full)) == -1) {
-		config_error(p, p->line, "%s: path too long", k->name);
+	if (config_regular_file(p, k, value, full, &st) == -1)
 		return -1;
-	}
-	value = full;
-	fd = open(value, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-	if (fd == -1) {
-		config_error(p, p->line, "%s: cannot open \"%s\": %s",
-		    k->name, value, strerror(errno));
-		return -1;
-	}
-	if (fstat(fd, &st) == -1) {
-		config_error(p, p->line, "%s: cannot open \"%s\": %s",
-		    k->name, value, strerror(errno));
-		close(fd);
-		return -1;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		config_error(p, p->line, "%s: cannot open \"%s\": %s",
-		    k->name, value, S_ISDIR(st.st_mode) ? strerror(EISDIR) :
-		    "not a regular file");
-		close(fd);
-		return -1;
-	}
-	close(fd);
 	if (key)
 		c->key_mode = st.st_mode;
 	if ((*(key ? &c->private_key : &c->certificate) =
-	    config_strdup(p, value)) == NULL)
+	    config_strdup(p, full)) == NULL)
 		return -1;
+	return 0;
+}
+
+/* client_ca: a file of PEM certificates, read when the listener's TLS
+   context is made (tls_ctx_new) */
+static int
+config_set_client_ca(struct config_parser *p, const struct config_key *k,
+    struct config_section *s, void *obj, const char *value)
+{
+	struct config_listener	*l = obj;
+	struct stat		 st;
+	char			 full[PATH_MAX];
+
+	(void)s;
+	if (config_regular_file(p, k, value, full, &st) == -1)
+		return -1;
+	free(l->client_ca);
+	if ((l->client_ca = config_strdup(p, full)) == NULL)
+		return -1;
+	l->client_ca_line = p->line;
 	return 0;
 }
 
@@ -2612,6 +2653,50 @@ config_keyline(const struct config_section *s, const char *name)
 }
 
 /*
+ * client_verify needs client_ca, and so does early_data's absence: a
+ * listener with client_ca takes no tickets. client_cert_header, unset,
+ * drops the field on every listener once one has client_ca (a client of
+ * another would send its own), on none otherwise. It may be no field
+ * qproxy or a route sets.
+ */
+static void
+config_finish_client_ca(struct config_parser *p,
+    const struct config_section *s, const struct config *cfg,
+    struct config_listener *l)
+{
+	int vline = config_keyline(s, "client_verify");
+	int hline = config_keyline(s, "client_cert_header");
+	const char *h = l->client_cert_header;
+	bool any = false;
+
+	if (l->client_ca == NULL && vline != 0)
+		config_error(p, vline, "client_verify: the listener has no "
+		    "client_ca");
+	if (l->client_ca != NULL && l->early_data)
+		config_error(p, config_keyline(s, "early_data"), "early_data: "
+		    "a listener with client_ca resumes no session, so takes "
+		    "no 0-RTT");
+	for (size_t i = 0; i < cfg->nlisteners; i++)
+		any = any || cfg->listeners[i].client_ca != NULL;
+	if (!any && hline == 0) {
+		free(l->client_cert_header);
+		l->client_cert_header = NULL;
+		return;
+	}
+	if (h == NULL)
+		return;
+	if (cfg->request_id_header != NULL &&
+	    strcmp(h, cfg->request_id_header) == 0)
+		config_error(p, hline != 0 ? hline : s->line,
+		    "client_cert_header: \"%s\" is request_id_header's too", h);
+	for (size_t i = 0; i < cfg->nroutes; i++)
+		if (header_is_set(&cfg->routes[i].set_request, h, strlen(h)))
+			config_error(p, hline != 0 ? hline : s->line,
+			    "client_cert_header: route %s sets \"%s\" too "
+			    "(set_request_header)", cfg->routes[i].name, h);
+}
+
+/*
  * What a route leaves unset that [global] gives, wherever that comes; a
  * strip_prefix that has a path_prefix to strip; and one of backend, return
  * and redirect, with no request fields set when no request goes on.
@@ -2844,8 +2929,11 @@ config_finish(struct config_parser *p)
 			    "\"%s\"", config_section_label(s, label,
 			    sizeof(label)), k->name);
 		}
-		if (s->kind == SECT_LISTENER)
+		if (s->kind == SECT_LISTENER) {
 			config_finish_certs(p, &cfg->listeners[s->index]);
+			config_finish_client_ca(p, s, cfg,
+			    &cfg->listeners[s->index]);
+		}
 		if (s->kind == SECT_BACKEND)
 			config_finish_servers(p, &cfg->backends[s->index]);
 		if (s->kind == SECT_ROUTE)
@@ -3060,6 +3148,8 @@ config_free(struct config *cfg)
 		}
 		free(cfg->listeners[i].certs);
 		free(cfg->listeners[i].early_data_methods);
+		free(cfg->listeners[i].client_ca);
+		free(cfg->listeners[i].client_cert_header);
 	}
 	free(cfg->listeners);
 	for (i = 0; i < cfg->nbackends; i++) {

@@ -38,6 +38,17 @@ struct config_listener {
 	int		 early_data;	/* accept 0-RTT */
 	char		*early_data_methods;	/* " GET HEAD OPTIONS " */
 	uint64_t	 max_connections;	/* per address; 0: no own limit */
+	/* client_ca: the CAs a client's certificate is verified against
+	   (NULL: none asked for) and its key's line */
+	char		*client_ca;
+	int		 client_ca_line;
+	int		 client_verify;	/* enum config_client_verify */
+	char		*client_cert_header;	/* lowercase; NULL: off */
+};
+
+enum config_client_verify {
+	CONFIG_CLIENT_REQUIRE,	/* no certificate, no handshake */
+	CONFIG_CLIENT_OPTIONAL,	/* one sent must verify */
 };
 
 enum config_retry {
@@ -210,7 +221,7 @@ struct config_span {
 	int		 line;
 };
 
-#define CONFIG_MAX_KEYS	96	/* keys of all kinds of section */
+#define CONFIG_MAX_KEYS	104	/* keys of all kinds of section */
 #define WORKERS_MAX	64	/* [global] workers */
 
 /*

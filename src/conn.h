@@ -188,6 +188,7 @@ struct tls_in {
 	uint8_t			 hdrlen;
 	uint32_t		 left;		/* body bytes still to come */
 	uint32_t		 msgs;		/* messages begun */
+	bool			 finished;	/* the client's Finished begun */
 };
 
 /*

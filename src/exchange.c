@@ -1361,16 +1361,57 @@ ex_authorized(struct exchange *ex)
 	}
 }
 
+/* The request's listener; NULL when a reload took its address away. */
+static const struct config_listener *
+ex_listener(const struct exchange *ex)
+{
+	return ex->qc->sock->listener != NULL ? ex->qc->sock->listener->cfg :
+	    NULL;
+}
+
 /* Whether this request's method may be served from early data. */
 static bool
 early_method_allowed(const struct exchange *ex)
 {
-	const struct config_listener *lc = ex->qc->sock->listener != NULL ?
-	    ex->qc->sock->listener->cfg : NULL;
+	const struct config_listener *lc = ex_listener(ex);
 	const char *allowed = lc != NULL && lc->early_data_methods != NULL ?
 	    lc->early_data_methods : " GET HEAD OPTIONS ";
 
 	return request_methods_in(&ex->req, allowed);
+}
+
+/*
+ * client_cert_header: the field its backend is told the client's
+ * certificate in, which no client may send. A listener a reload took away
+ * has none: the first listener's of the configuration stands in.
+ */
+static const char *
+ex_cert_header(const struct exchange *ex)
+{
+	const struct config_listener *lc = ex_listener(ex);
+	const struct config *cfg = ex_cfg(ex);
+
+	if (lc != NULL)
+		return lc->client_cert_header;
+	for (size_t i = 0; i < cfg->nlisteners; i++)
+		if (cfg->listeners[i].client_cert_header != NULL)
+			return cfg->listeners[i].client_cert_header;
+	return NULL;
+}
+
+/*
+ * A connection made before a reload gave its listener client_ca (with
+ * client_verify = require) showed no certificate: it is sent to make a
+ * new one, which will (RFC 9110 15.5.20).
+ */
+static bool
+ex_client_cert_missing(const struct exchange *ex)
+{
+	const struct config_listener *lc = ex_listener(ex);
+
+	return lc != NULL && lc->client_ca != NULL &&
+	    lc->client_verify == CONFIG_CLIENT_REQUIRE &&
+	    ex->qc->tls.peer == NULL;
 }
 
 void
@@ -1430,7 +1471,8 @@ exchange_headers_end(struct exchange *ex, bool fin)
 	path = request_path(&ex->req, &plen);
 	route_host(authority, alen, hbuf, sizeof(hbuf),
 	    &host, &hostlen);
-	if (!tls_conn_may_serve(&ex->qc->tls, host, hostlen)) {
+	if (!tls_conn_may_serve(&ex->qc->tls, host, hostlen) ||
+	    ex_client_cert_missing(ex)) {
 		stats.requests_misdirected++;
 		ex_respond(ex, 421);
 		return;
@@ -1814,7 +1856,7 @@ exchange_trailer(struct exchange *ex, const uint8_t *name, size_t namelen,
     const uint8_t *value, size_t valuelen)
 {
 	const struct config_headers *set;
-	const char *why, *idh;
+	const char *why, *idh, *ch;
 
 	if (!ex_field_seen(ex, namelen, valuelen))
 		return false;
@@ -1850,9 +1892,12 @@ exchange_trailer(struct exchange *ex, const uint8_t *name, size_t namelen,
 	/* the fields the head takes from qproxy (request_write_http1) */
 	set = &ex->route->set_request;
 	idh = ex->id[0] != '\0' ? ex_cfg(ex)->request_id_header : NULL;
+	ch = ex_cert_header(ex);
 	if ((set->n > 0 && header_is_set(set, (const char *)name, namelen)) ||
 	    (idh != NULL && namelen == strlen(idh) &&
-	    memcmp(name, idh, namelen) == 0))
+	    memcmp(name, idh, namelen) == 0) ||
+	    (ch != NULL && namelen == strlen(ch) &&
+	    memcmp(name, ch, namelen) == 0))
 		return true;
 	if (bufq_append(&ex->trailers, name, namelen) == -1 ||
 	    bufq_append(&ex->trailers, ": ", 2) == -1 ||
@@ -1990,6 +2035,8 @@ ex_write_head(struct exchange *ex)
 	fw.set = &ex->route->set_request;
 	fw.id_name = ex->id[0] != '\0' ? ex_cfg(ex)->request_id_header : NULL;
 	fw.id = ex->id;
+	fw.cert_name = ex_cert_header(ex);
+	fw.cert = ex->qc->tls.peer != NULL ? ex->qc->tls.peer->value : NULL;
 	fw.path_skip = ex_strip_len(ex);
 	/* a trusted proxy's word once its address is proven */
 	fw.keep_forwarded = ex_cfg(ex)->ntrusted > 0 && !ex->qc->unvalidated &&
@@ -3944,6 +3991,8 @@ ex_log(struct exchange *ex)
 	e.route = ex->route != NULL ? ex->route->name : NULL;
 	/* only for a request let in: the name is a user's of the file */
 	e.user = ex->user;
+	e.client_cert = ex->qc->tls.peer != NULL ? ex->qc->tls.peer->value :
+	    NULL;
 	e.backend_time = ex->backend_time;
 	e.referer = ex->referer;
 	e.user_agent = ex->user_agent;

@@ -46,7 +46,7 @@
 #define ACCESS_BACKEND_MAX	1024
 #define ACCESS_FIELD_MAX	256	/* combined's user, referer, agent */
 /* The fields after the path, as written: at most */
-#define ACCESS_TAIL_MAX		(ACCESS_BACKEND_MAX + 512)
+#define ACCESS_TAIL_MAX		(ACCESS_BACKEND_MAX + 1000)
 _Static_assert(ACCESS_CLIENT_MAX + ACCESS_AUTHORITY_MAX + ACCESS_METHOD_MAX +
     2 * ACCESS_BACKEND_MAX + 1024 < ACCESS_LINE_MAX,
     "the path must keep room in an access log line");
@@ -949,6 +949,8 @@ access_log_write(const struct access_entry *e)
 		    256);
 		access_put_string(tail, sizeof(tail), &tlen, "user", e->user,
 		    256);
+		access_put_string(tail, sizeof(tail), &tlen, "client_cert",
+		    e->client_cert, 400);
 		if (e->backend_time >= 0 && e->backend_time < 1e9)
 			snprintf(num, sizeof(num), ",\"backend_time\":%.3f",
 			    e->backend_time);

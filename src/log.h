@@ -128,10 +128,11 @@ struct access_entry {
 	unsigned	 quic_version;
 	const char	*request_id;	/* NULL: request_id_header is off */
 	/* JSON only: the route that took it, the user its auth_basic_file
-	   let in, the seconds its backend took to the response head (NULL,
-	   negative: none) */
+	   let in, the certificate the client showed (client_ca), the seconds
+	   its backend took to the response head (NULL, negative: none) */
 	const char	*route;
 	const char	*user;
+	const char	*client_cert;	/* client_cert_header's value */
 	double		 backend_time;
 	/* combined only (and the user): NULL, none */
 	const char	*referer;

@@ -1027,8 +1027,8 @@ check_files(const struct config *cfg)
 	for (size_t i = 0; i < cfg->nlisteners; i++) {
 		const struct config_listener *l = &cfg->listeners[i];
 
-		if ((ctx = tls_ctx_new(l->certs, l->ncerts, l->early_data,
-		    zrtt, zrttlen, &bad, err, sizeof(err))) == NULL) {
+		if ((ctx = tls_ctx_new(l, zrtt, zrttlen, &bad, err,
+		    sizeof(err))) == NULL) {
 			fprintf(stderr, "%s: listener %s: %s\n",
 			    config_at(cfg, bad), l->name, err);
 			rv = -1;

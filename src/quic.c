@@ -328,21 +328,41 @@ handshake_completed(ngtcp2_conn *conn, void *user_data)
 
 /*
  * A client's TLS message begins with the header in in->hdr: whether it
- * may. At the Handshake level qproxy asks for no client certificate, so
- * the client's Finished is the one message it sends there (RFC 8446 4.4),
- * a hash long.
+ * may. At the Handshake level the client's Finished, a hash long, is the
+ * one message it sends (RFC 8446 4.4), unless its listener asks for a
+ * certificate (client_ca): then its Certificate comes first, and a
+ * CertificateVerify after one that is not empty (wolfSSL checks their
+ * order; here, that nothing else comes, nor anything larger).
  */
 static bool
-tls_msg_begin(struct tls_in *in, ngtcp2_encryption_level level)
+tls_msg_begin(struct tls_in *in, ngtcp2_encryption_level level,
+    bool client_auth)
 {
+	bool ok = true;
+
 	in->left = (uint32_t)in->hdr[1] << 16 | (uint32_t)in->hdr[2] << 8 |
 	    in->hdr[3];
-	if (level == NGTCP2_ENCRYPTION_LEVEL_HANDSHAKE &&
-	    (in->msgs > 0 || in->hdr[0] != TLS_HS_FINISHED ||
-	    in->left == 0 || in->left > TLS_FINISHED_MAX))
-		return false;
+	if (level == NGTCP2_ENCRYPTION_LEVEL_HANDSHAKE) {
+		switch (in->hdr[0]) {
+		case TLS_HS_FINISHED:
+			ok = in->left > 0 && in->left <= TLS_FINISHED_MAX;
+			in->finished = true;
+			break;
+		case TLS_HS_CERTIFICATE:
+			ok = client_auth && in->msgs == 0 &&
+			    in->left <= TLS_CLIENT_CHAIN_MAX;
+			break;
+		case TLS_HS_CERTIFICATE_VERIFY:
+			ok = client_auth && in->msgs == 1 && in->left > 0 &&
+			    in->left <= TLS_CERT_VERIFY_MAX;
+			break;
+		default:
+			ok = false;
+			break;
+		}
+	}
 	in->msgs++;
-	return true;
+	return ok;
 }
 
 /*
@@ -385,7 +405,7 @@ tls_feed(struct qconn *qc, ngtcp2_conn *conn, ngtcp2_encryption_level level,
 			if (in->hdrlen < sizeof(in->hdr))
 				return 0;
 			in->hdrlen = 0;
-			if (!tls_msg_begin(in, level))
+			if (!tls_msg_begin(in, level, qc->tls.client_auth))
 				goto unexpected;
 			rv = ngtcp2_crypto_recv_crypto_data_cb(conn, level,
 			    offset - sizeof(in->hdr), in->hdr, sizeof(in->hdr),
@@ -402,13 +422,12 @@ tls_feed(struct qconn *qc, ngtcp2_conn *conn, ngtcp2_encryption_level level,
 				n += take;
 				continue;
 			}
-			if (level == NGTCP2_ENCRYPTION_LEVEL_HANDSHAKE &&
-			    in->msgs > 0)
+			if (in->finished)
 				goto unexpected;	/* after the Finished */
 			if (len - n < sizeof(in->hdr))
 				break;
 			memcpy(in->hdr, data + n, sizeof(in->hdr));
-			if (!tls_msg_begin(in, level))
+			if (!tls_msg_begin(in, level, qc->tls.client_auth))
 				goto unexpected;
 			n += sizeof(in->hdr);
 		}
@@ -2188,6 +2207,7 @@ handle_datagram(struct udp_sock *sock, const uint8_t *data, size_t len,
 	ngtcp2_pkt_info pi = { .ecn = ecn };
 	struct qconn *qc;
 	bool fresh = false;
+	uint8_t alert;
 	int rv;
 
 	rv = ngtcp2_pkt_decode_version_cid(&vc, data, len, srv->cid_len);
@@ -2312,10 +2332,13 @@ handle_datagram(struct udp_sock *sock, const uint8_t *data, size_t len,
 			qconn_free(qc);
 			return;
 		case NGTCP2_ERR_CRYPTO:
+			alert = ngtcp2_conn_get_tls_alert(qc->conn);
+			/* client_ca's, client_verify = require */
+			if (alert == TLS_ALERT_CERTIFICATE_REQUIRED)
+				stats.client_certs_missing++;
 			if (qc->last_error.error_code == 0)
 				ngtcp2_ccerr_set_tls_alert(&qc->last_error,
-				    ngtcp2_conn_get_tls_alert(qc->conn),
-				    NULL, 0);
+				    alert, NULL, 0);
 			break;
 		default:
 			if (qc->last_error.error_code == 0)

@@ -1118,7 +1118,7 @@ request_write_http1(const struct request *r, const struct request_forward *fw,
 	char tmp[64];
 	const char *authority, *path;
 	size_t alen, plen, idlen = fw->id_name != NULL ? strlen(fw->id_name) :
-	    0;
+	    0, certlen = fw->cert_name != NULL ? strlen(fw->cert_name) : 0;
 	bool slash;
 
 	o.q = out;
@@ -1146,6 +1146,9 @@ request_write_http1(const struct request *r, const struct request_forward *fw,
 		if (idlen > 0 && r->fields[i].namelen == idlen &&
 		    memcmp(fname(r, (int)i), fw->id_name, idlen) == 0)
 			continue;
+		if (certlen > 0 && r->fields[i].namelen == certlen &&
+		    memcmp(fname(r, (int)i), fw->cert_name, certlen) == 0)
+			continue;
 		ho_put(&o, fname(r, (int)i), r->fields[i].namelen);
 		HO_LIT(&o, ": ");
 		ho_put(&o, fvalue(r, (int)i), r->fields[i].valuelen);
@@ -1165,6 +1168,12 @@ request_write_http1(const struct request *r, const struct request_forward *fw,
 		ho_put(&o, fw->id_name, idlen);
 		HO_LIT(&o, ": ");
 		ho_str(&o, fw->id);
+		HO_LIT(&o, "\r\n");
+	}
+	if (certlen > 0 && fw->cert != NULL) {
+		ho_put(&o, fw->cert_name, certlen);
+		HO_LIT(&o, ": ");
+		ho_str(&o, fw->cert);
 		HO_LIT(&o, "\r\n");
 	}
 

@@ -177,6 +177,11 @@ struct request_forward {
 	bool			 keep_forwarded;
 	/* a WebSocket's: the Sec-WebSocket-Key sent with the Upgrade */
 	const char		*ws_key;
+	/* client_cert_header (lowercase): the client's fields of that name
+	   are dropped, and cert, the client's certificate, is sent in it
+	   (none when NULL) */
+	const char		*cert_name;
+	const char		*cert;
 };
 
 /* Appends the HTTP/1.1 request head. 0, or -1 when out of memory. */

@@ -203,8 +203,7 @@ generation_new(struct quic_server *srv, struct config *cfg,
 		 */
 		n = snprintf(tctx, sizeof(tctx), "%.*s listener %s",
 		    (int)zrttlen, zrtt, l->cfg->name);
-		if ((l->tls = tls_ctx_new(l->cfg->certs, l->cfg->ncerts,
-		    l->cfg->early_data, tctx,
+		if ((l->tls = tls_ctx_new(l->cfg, tctx,
 		    n < 0 ? 0 : MIN((size_t)n, sizeof(tctx) - 1),
 		    &bad, err, sizeof(err))) == NULL) {
 			strbuf_printf(errs, "%s: listener %s: %s\n",
@@ -933,6 +932,9 @@ static const struct stats_row {
 	ROW("connections", "handshakes_completed", handshakes_completed),
 	ROW("connections", "handshakes_failed", handshakes_failed),
 	GAUGE("connections", "handshakes_current", handshakes_current),
+	ROW("connections", "client_certs_verified", client_certs_verified),
+	ROW("connections", "client_certs_refused", client_certs_refused),
+	ROW("connections", "client_certs_missing", client_certs_missing),
 	GAUGE("connections", "clients", clients_current),
 	GAUGE("streams", "current", streams_current),
 	ROW("streams", "total", streams_total),

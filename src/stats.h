@@ -74,6 +74,9 @@ struct stats {
 	uint64_t	tokens_forgotten;	/* early, for room */
 	uint64_t	tickets_forgotten;	/* early, for room */
 	uint64_t	tickets_unsure;		/* perhaps taken before: tls.c */
+	uint64_t	client_certs_verified;	/* client_ca's, shown and good */
+	uint64_t	client_certs_refused;	/* shown and not verified */
+	uint64_t	client_certs_missing;	/* none shown where required */
 	uint64_t	new_tokens_sent;
 	uint64_t	stateless_resets_sent;
 	uint64_t	stateless_resets_limited;	/* over the rate */

@@ -21,6 +21,11 @@
 #include <wolfssl/openssl/evp.h>
 #include <ngtcp2/ngtcp2_crypto_wolfssl.h>
 
+/* client_ca's verify callback is called for a good certificate too */
+#ifndef WOLFSSL_ALWAYS_VERIFY_CB
+#error "wolfSSL must be built with WOLFSSL_ALWAYS_VERIFY_CB: run make deps"
+#endif
+
 #include "clock.h"
 #include "config.h"
 #include "file.h"
@@ -328,6 +333,7 @@ struct tls_ctx_data {
 	struct cert_name *byname;	/* every certificate's names */
 	size_t		 nbyname;
 	bool		 early;		/* its tickets may carry early data */
+	bool		 client_auth;	/* client_ca: no tickets */
 	size_t		 len;
 	uint8_t		 data[];
 };
@@ -382,6 +388,13 @@ ticket_cb(WOLFSSL *ssl, unsigned char name[WOLFSSL_TICKET_NAME_SZ],
 	Aes aes;
 	int rv = WOLFSSL_TICKET_RET_REJECT;
 
+	/*
+	 * A client_ca's listener takes no ticket (nor sends one): a resumed
+	 * connection shows no certificate. One of its earlier configuration,
+	 * without client_ca, would resume it as though the client had.
+	 */
+	if (d != NULL && d->client_auth)
+		return WOLFSSL_TICKET_RET_REJECT;
 	if (d != NULL && d->ncerts > 0)
 		cert_id = d->certs[tc != NULL && tc->cert < d->ncerts ?
 		    tc->cert : 0].id;
@@ -1161,11 +1174,125 @@ ctx_data_free(struct tls_ctx_data *d)
 	free(d);
 }
 
-WOLFSSL_CTX *
-tls_ctx_new(const struct config_cert *certs, size_t ncerts, bool early_data,
-    const void *zrtt, size_t zrttlen, int *bad_line, char *err,
-    size_t errlen)
+struct tls_peer *
+tls_peer_new(const uint8_t hash[32], const char *subject)
 {
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *u;
+	struct tls_peer *peer;
+	size_t n = sizeof("Hash=;Subject=\"\"") + 64;
+	char *o;
+
+	for (u = (const unsigned char *)subject; *u != '\0'; u++)
+		n += *u < 0x20 || *u == 0x7f ? 4 : *u == '"' || *u == '\\' ?
+		    2 : 1;
+	if ((peer = malloc(n)) == NULL)
+		return NULL;
+	o = peer->value;
+	o += sprintf(o, "Hash=");
+	for (int i = 0; i < 32; i++) {
+		*o++ = hex[hash[i] >> 4];
+		*o++ = hex[hash[i] & 0xf];
+	}
+	o += sprintf(o, ";Subject=\"");
+	for (u = (const unsigned char *)subject; *u != '\0'; u++) {
+		if (*u < 0x20 || *u == 0x7f) {
+			*o++ = '\\';
+			*o++ = 'x';
+			*o++ = hex[*u >> 4];
+			*o++ = hex[*u & 0xf];
+			continue;
+		}
+		if (*u == '"' || *u == '\\')
+			*o++ = '\\';
+		*o++ = (char)*u;
+	}
+	*o++ = '"';
+	*o = '\0';
+	return peer;
+}
+
+/*
+ * client_ca's client, once wolfSSL has verified its chain (called for
+ * the leaf with ok set: WOLFSSL_ALWAYS_VERIFY_CB) or found it wanting. What
+ * its backend is told of it is kept (tls_peer_new).
+ */
+static int
+client_verify_cb(int ok, WOLFSSL_X509_STORE_CTX *store)
+{
+	struct tls_conn *tc = store->userCtx;
+	const WOLFSSL_BUFFER_INFO *leaf;
+	struct DecodedCert dc;
+	struct tls_peer *peer;
+	uint8_t hash[32];
+
+	if (!ok) {
+		stats.client_certs_refused++;
+		log_debug("client certificate refused: %s",
+		    wolfSSL_ERR_reason_error_string(store->error));
+		return 0;
+	}
+	/* (none shown, where client_verify = optional lets it be) */
+	if (store->error_depth != 0 || tc == NULL || tc->peer != NULL ||
+	    store->certs == NULL || store->totalCerts < 1)
+		return 1;
+	leaf = &store->certs[0];
+	wc_InitDecodedCert(&dc, leaf->buffer, leaf->length, NULL);
+	if (wc_ParseCert(&dc, CERT_TYPE, NO_VERIFY, NULL) != 0) {
+		wc_FreeDecodedCert(&dc);
+		return 0;
+	}
+	dc.subject[sizeof(dc.subject) - 1] = '\0';
+	peer = wc_Sha256Hash(leaf->buffer, leaf->length, hash) == 0 ?
+	    tls_peer_new(hash, dc.subject) : NULL;
+	wc_FreeDecodedCert(&dc);
+	if (peer == NULL)
+		return 0;
+	tc->peer = peer;
+	stats.client_certs_verified++;
+	return 1;
+}
+
+/*
+ * client_ca: a client shows a certificate these CAs issued (or may not
+ * show one, with client_verify = optional). Such a listener sends no
+ * session tickets (ticket_cb takes none either).
+ */
+static int
+client_ca_load(WOLFSSL_CTX *ctx, const struct config_listener *l,
+    char *err, size_t errlen)
+{
+	char *pem;
+	size_t len;
+	int rv, mode = WOLFSSL_VERIFY_PEER;
+
+	if ((pem = read_pem("client_ca", l->client_ca, &len, err,
+	    errlen)) == NULL)
+		return -1;
+	rv = wolfSSL_CTX_load_verify_buffer(ctx, (const unsigned char *)pem,
+	    (long)len, WOLFSSL_FILETYPE_PEM);
+	free(pem);
+	if (rv != WOLFSSL_SUCCESS) {
+		tls_error(err, errlen, "client_ca", l->client_ca);
+		return -1;
+	}
+	if (l->client_verify == CONFIG_CLIENT_REQUIRE)
+		mode |= WOLFSSL_VERIFY_FAIL_IF_NO_PEER_CERT;
+	wolfSSL_CTX_set_verify(ctx, mode, client_verify_cb);
+	if (wolfSSL_CTX_no_ticket_TLSv13(ctx) != 0) {
+		snprintf(err, errlen, "cannot turn session tickets off");
+		return -1;
+	}
+	return 0;
+}
+
+WOLFSSL_CTX *
+tls_ctx_new(const struct config_listener *l, const void *zrtt,
+    size_t zrttlen, int *bad_line, char *err, size_t errlen)
+{
+	const struct config_cert *certs = l->certs;
+	size_t ncerts = l->ncerts;
+	bool early_data = l->early_data;
 	WOLFSSL_CTX *ctx;
 	struct tls_ctx_data *d;
 	bool at_key;
@@ -1250,6 +1377,12 @@ tls_ctx_new(const struct config_cert *certs, size_t ncerts, bool early_data,
 	if (cert_index(d) == -1) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
+	}
+	if (l->client_ca != NULL) {
+		*bad_line = l->client_ca_line;
+		d->client_auth = true;
+		if (client_ca_load(ctx, l, err, errlen) == -1)
+			goto fail;
 	}
 	return ctx;
 fail:
@@ -1411,6 +1544,7 @@ keylog_cb(WOLFSSL *ssl, int id, const unsigned char *secret, int len,
 WOLFSSL *
 tls_session_new(WOLFSSL_CTX *ctx, struct tls_conn *tc, bool early_data)
 {
+	const struct tls_ctx_data *d = wolfSSL_CTX_get_TicketEncCtx(ctx);
 	WOLFSSL *ssl;
 
 	if ((ssl = wolfSSL_new(ctx)) == NULL)
@@ -1424,7 +1558,10 @@ tls_session_new(WOLFSSL_CTX *ctx, struct tls_conn *tc, bool early_data)
 	tc->sni = NULL;
 	tc->cert = 0;
 	tc->ctx = ctx;
+	tc->peer = NULL;
+	tc->client_auth = d != NULL && d->client_auth;
 	wolfSSL_set_app_data(ssl, tc);
+	wolfSSL_SetCertCbCtx(ssl, tc);
 	wolfSSL_set_accept_state(ssl);
 	if (keylog_enabled())
 		wolfSSL_set_tls13_secret_cb(ssl, keylog_cb, NULL);
@@ -1436,6 +1573,8 @@ tls_conn_clear(struct tls_conn *tc)
 {
 	free(tc->sni);
 	tc->sni = NULL;
+	free(tc->peer);
+	tc->peer = NULL;
 }
 
 void

@@ -29,7 +29,22 @@ struct tls_conn {
 	uint64_t		 ticket;	/* the one it took (taken.h) */
 	bool			 took_ticket;
 	bool			 ticket_unsure;	/* took it to refuse it */
+	bool			 client_auth;	/* its listener has client_ca */
+	struct tls_peer		*peer;		/* a client_ca's client */
 };
+
+/*
+ * The certificate a client gave a listener with client_ca, verified: the
+ * value of client_cert_header, Hash=<SHA-256 of its DER, in hexadecimal>;
+ * Subject="<its subject as wolfSSL writes it, /O=../CN=..>".
+ */
+struct tls_peer {
+	char		 value[1];
+};
+/* That value for a certificate's digest and subject; NULL when out of
+   memory. In the subject '"' and '\\' are escaped with '\\', a control
+   character or DEL written \\xHH. */
+struct tls_peer	*tls_peer_new(const uint8_t hash[32], const char *subject);
 
 struct config;
 struct config_cert;
@@ -78,9 +93,9 @@ uint64_t	 tls_tickets_forgotten(void);
  * certificate: one issued under other bytes, or for another certificate,
  * resumes nothing (see quic_0rtt_context).
  */
-WOLFSSL_CTX	*tls_ctx_new(const struct config_cert *certs, size_t ncerts,
-		    bool early_data, const void *zrtt, size_t zrttlen,
-		    int *bad_line, char *err, size_t errlen);
+WOLFSSL_CTX	*tls_ctx_new(const struct config_listener *,
+		    const void *zrtt, size_t zrttlen, int *bad_line,
+		    char *err, size_t errlen);
 void		 tls_ctx_free(WOLFSSL_CTX *);
 
 /* A context's certificate, as qproxyctl tls shows it. */
@@ -141,12 +156,19 @@ void		 tls_session_free(WOLFSSL *);
 #define TLS_ALERT_NO_APPLICATION_PROTOCOL	120
 #define TLS_ALERT_UNEXPECTED_MESSAGE		10
 #define TLS_ALERT_MISSING_EXTENSION		109
+#define TLS_ALERT_CERTIFICATE_REQUIRED		116
 /* RFC 8446 4: a handshake message's type */
+#define TLS_HS_CERTIFICATE			11
+#define TLS_HS_CERTIFICATE_VERIFY		15
 #define TLS_HS_FINISHED				20
 /* RFC 8446 4.1.2: a ClientHello's legacy_session_id length, at this offset */
 #define TLS_CH_SESSION_ID_OFF			(4 + 2 + 32)
 /* RFC 8446 4.4.4: its verify_data, as long as the hash (SHA-384's) */
 #define TLS_FINISHED_MAX			48
+/* a client's certificate chain (client_ca), and its signature (RSA-8192's
+   1 KiB and its header) */
+#define TLS_CLIENT_CHAIN_MAX			(32 * 1024)
+#define TLS_CERT_VERIFY_MAX			(4 + 1024)
 /* Whether the session agreed on "h3". */
 bool		 tls_alpn_is_h3(WOLFSSL *);
 /* ngtcp2's packet protection callbacks, AES without the EVP layer. */

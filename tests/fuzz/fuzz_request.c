@@ -139,7 +139,7 @@ check_head(const struct request *r, const struct request_forward *fw,
 	const uint8_t *line, *end = h + len, *lf, *colon, *v, *sp1, *sp2;
 	const char *method, *path, *authority;
 	size_t linelen, plen, alen, vlen, nhost = 0, ncl = 0, nte = 0;
-	size_t ntrailers = 0, nconn = 0, nupgrade = 0, nkey = 0;
+	size_t ntrailers = 0, nconn = 0, nupgrade = 0, nkey = 0, ncert = 0;
 	bool first = true, blank = false;
 
 	method = request_method(r);
@@ -235,6 +235,13 @@ check_head(const struct request *r, const struct request_forward *fw,
 			nupgrade++;
 			FUZZ_CHECK(value_eq(v, vlen, "websocket", 9));
 		} else if (name_eq(line, (size_t)(colon - line),
+		    "x-client-cert")) {
+			/* client_cert_header: qproxy's alone, the client's
+			   dropped */
+			ncert++;
+			FUZZ_CHECK(fw->cert != NULL && value_eq(v, vlen,
+			    fw->cert, strlen(fw->cert)));
+		} else if (name_eq(line, (size_t)(colon - line),
 		    "sec-websocket-key")) {
 			nkey++;
 			FUZZ_CHECK(fw->ws_key != NULL && value_eq(v, vlen,
@@ -246,6 +253,7 @@ check_head(const struct request *r, const struct request_forward *fw,
 			    "proxy-connection"));
 	}
 	FUZZ_CHECK(nupgrade == (fw->ws_key != NULL) && nkey == nupgrade);
+	FUZZ_CHECK(ncert == (fw->cert != NULL));
 	FUZZ_CHECK(ntrailers <= 1 && nconn == ntrailers + nupgrade);
 	FUZZ_CHECK(!first && blank);
 	FUZZ_CHECK(nhost == 1);
@@ -324,6 +332,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memset(&fw, 0, sizeof(fw));
 	fw.client_addr = flags & 0x04 ? "2001:db8::1" : "192.0.2.1";
 	fw.early_data = (flags & 0x02) != 0;
+	/* a listener's client_cert_header, the client's certificate shown
+	   or not */
+	fw.cert_name = "x-client-cert";
+	fw.cert = flags & 0x04 ? "Hash=00;Subject=\"/CN=a\"" : NULL;
 	if (r.flags & REQ_F_WEBSOCKET) {
 		/* the tunnel's bytes follow the 101 unframed */
 		FUZZ_CHECK(r.flags & REQ_F_CONNECT && r.content_length == -1);

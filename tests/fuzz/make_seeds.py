@@ -323,6 +323,8 @@ def request_seeds():
         ("via", "1.1 other"), ("te", "trailers"),
         ("expect", "100-continue"), ("early-data", "1"),
         ("http2-settings", "x"), ("x-forwarded-proto", "http")])
+    # client_cert_header's: dropped, whether a certificate was shown (0x04)
+    request("client-cert-field", GET + [("x-client-cert", "Hash=forged")], 0x05)
     request("crlf-in-value", GET + [("x-a", "a\r\nx-injected: 1")])
     request("nul-in-value", GET + [("x-a", "a\0b")])
     request("uppercase-name", GET + [("X-A", "1")])

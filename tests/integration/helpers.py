@@ -431,10 +431,11 @@ def generated_body(n, piece=100003):
 def make_easy(url, *, method=None, headers=(), body=None, content_length=True,
               timeout=30, connect_timeout=10, connect_to=None, resolve=None,
               verify=False, cainfo=None, on_data=None, head=False, path_as_is=False,
-              source=None):
+              source=None, client_cert=None):
     """A configured pycurl.Curl (HTTP/3 only) and its collector; path_as_is:
     the URL's path is sent without curl removing its dot segments; source: the
-    local address to send from (any of 127.0.0.0/8 on loopback)."""
+    local address to send from (any of 127.0.0.0/8 on loopback); client_cert:
+    (certificate, key) files, shown when the server asks for one."""
     require_pycurl_h3()
     c = pycurl.Curl()
     resp = Response()
@@ -446,6 +447,9 @@ def make_easy(url, *, method=None, headers=(), body=None, content_length=True,
         c.setopt(pycurl.PATH_AS_IS, 1)
     if source:
         c.setopt(pycurl.INTERFACE, "host!" + source)
+    if client_cert:
+        c.setopt(pycurl.SSLCERT, client_cert[0])
+        c.setopt(pycurl.SSLKEY, client_cert[1])
     c.setopt(pycurl.TIMEOUT_MS, int(timeout * 1000))
     c.setopt(pycurl.CONNECTTIMEOUT_MS, int(connect_timeout * 1000))
     if verify:
@@ -910,6 +914,8 @@ class QProxy:
         self._logf = None
         self._checked = 0
         self.expect_exit = False
+        # what start()'s request shows a listener with client_ca
+        self.probe_client_cert = None
 
     def url(self, path):
         return "https://127.0.0.1:%d%s" % (self.port, path)
@@ -933,7 +939,8 @@ class QProxy:
                 pytest.fail("qproxy exited with %s during startup; stderr:\n%s"
                             % (self.proc.returncode, self.log_tail()), pytrace=False)
             try:
-                h3_request(self.url(PROBE_PATH), timeout=1, connect_timeout=0.5)
+                h3_request(self.url(PROBE_PATH), timeout=1, connect_timeout=0.5,
+                           client_cert=self.probe_client_cert)
                 # the answer may be another server's, which took the port
                 # before this qproxy bound it: its own control socket too
                 if self.control_answers():

@@ -481,7 +481,7 @@ static void
 test_large_request(void)
 {
 	struct request_forward fw = { "198.51.100.7", REQ_BODY_NONE, 0, false, NULL,
-	    NULL, NULL, 0, false, NULL };
+	    NULL, NULL, 0, false, NULL, NULL, NULL };
 	struct request r;
 	struct bufq q;
 	char name[32], value[128], line[200], *s, *at;
@@ -521,7 +521,7 @@ static void
 test_long_authority(void)
 {
 	struct request_forward fw = { "2001:db8::1", REQ_BODY_NONE, 0, false, NULL,
-	    NULL, NULL, 0, false, NULL };
+	    NULL, NULL, 0, false, NULL, NULL, NULL };
 	struct request r;
 	struct bufq q;
 	char host[5001], want[10400], *s;
@@ -705,7 +705,7 @@ test_http1(void)
 	    "x-forwarded-for: 192.0.2.9", "via: 1.1 edge", "te: trailers",
 	    "content-length: 3", NULL };
 	struct request_forward fw = { "198.51.100.7", REQ_BODY_LENGTH, 3, false,
-	    NULL, NULL, NULL, 0, true, NULL };
+	    NULL, NULL, NULL, 0, true, NULL, NULL, NULL };
 	char *s;
 	int rv;
 
@@ -732,7 +732,7 @@ test_http1(void)
 		const char *g[] = { BASE, "x-forwarded-for: 10.9.9.9",
 		    "forwarded: for=10.9.9.9", "via: 1.1 edge", NULL };
 		struct request_forward fwu = { "198.51.100.7", REQ_BODY_NONE,
-		    0, false, NULL, NULL, NULL, 0, false, NULL };
+		    0, false, NULL, NULL, NULL, 0, false, NULL, NULL, NULL };
 
 		s = written(g, true, &fwu, &rv);
 		CHECK_EQ_STR(s,
@@ -751,7 +751,7 @@ test_http1(void)
 	{
 		const char *g[] = { BASE, NULL };
 		struct request_forward fw6 = { "2001:db8::1",
-		    REQ_BODY_CHUNKED, 0, true, NULL, NULL, NULL, 0, false, NULL };
+		    REQ_BODY_CHUNKED, 0, true, NULL, NULL, NULL, 0, false, NULL, NULL, NULL };
 
 		s = written(g, false, &fw6, &rv);
 		CHECK(strstr(s, "forwarded: for=\"[2001:db8::1]\";proto=https;"
@@ -786,7 +786,7 @@ test_http1(void)
 			    ":authority: example.com", ":path: /",
 			    mf[i].fields[0], mf[i].fields[1], NULL };
 			struct request_forward fwm = { "192.0.2.1",
-			    REQ_BODY_NONE, 0, false, NULL, NULL, NULL, 0, false, NULL };
+			    REQ_BODY_NONE, 0, false, NULL, NULL, NULL, 0, false, NULL, NULL, NULL };
 			const char *e;
 
 			snprintf(m, sizeof(m), ":method: %s", mf[i].method);
@@ -805,7 +805,7 @@ test_http1(void)
 	for (int early = 0; early < 2; early++) {
 		const char *g[] = { BASE, "early-data: 1", NULL };
 		struct request_forward fwe = { "192.0.2.1", REQ_BODY_NONE, 0,
-		    early == 1, NULL, NULL, NULL, 0, false, NULL };
+		    early == 1, NULL, NULL, NULL, 0, false, NULL, NULL, NULL };
 		const char *e;
 
 		s = written(g, true, &fwe, &rv);
@@ -829,7 +829,7 @@ test_http1(void)
 		};
 		struct config_headers set = { h, 3 };
 		struct request_forward fws = { "192.0.2.1", REQ_BODY_NONE, 0,
-		    false, &set, NULL, NULL, 0, false, NULL };
+		    false, &set, NULL, NULL, 0, false, NULL, NULL, NULL };
 
 		s = written(g, true, &fws, &rv);
 		CHECK_EQ_STR(s,
@@ -897,7 +897,7 @@ test_http1(void)
 			    ":authority: example.com", cut[i].path, NULL };
 			struct request_forward fwc = { "192.0.2.1",
 			    REQ_BODY_NONE, 0, false, NULL, NULL, NULL,
-			    cut[i].skip, false, NULL };
+			    cut[i].skip, false, NULL, NULL, NULL };
 
 			s = written(g, true, &fwc, &rv);
 			CHECK(strncmp(s, cut[i].line, strlen(cut[i].line)) ==
@@ -1011,7 +1011,7 @@ test_websocket(void)
 	const char *length[] = { WS, "content-length: 0", NULL };
 	const char *override[] = { WS, "x-http-method-override: POST", NULL };
 	struct request_forward fw = { "192.0.2.1", REQ_BODY_NONE, 0, false,
-	    NULL, NULL, NULL, 0, false, "a2V5IG9mIHFwcm94eSBvd24=" };
+	    NULL, NULL, NULL, 0, false, "a2V5IG9mIHFwcm94eSBvd24=", NULL, NULL };
 	struct request *r;
 	char *s;
 	int rv;

@@ -166,6 +166,35 @@ test_days_left(void)
 	CHECK_EQ_INT(tls_days_left(1000 - 86401, 1000), -2);
 }
 
+/*
+ * client_cert_header's value: the digest in hex, the subject quoted with
+ * '"' and '\\' escaped and control characters written \\xHH, so that no
+ * subject can end the quoted string, the field or the head.
+ */
+static void
+test_peer_value(void)
+{
+	uint8_t hash[32];
+	struct tls_peer *p;
+	const char *want_hash = "Hash=000102030405060708090a0b0c0d0e0f"
+	    "101112131415161718191a1b1c1d1e1f;Subject=\"";
+	size_t n = strlen(want_hash);
+
+	for (int i = 0; i < 32; i++)
+		hash[i] = (uint8_t)i;
+	CHECK((p = tls_peer_new(hash, "/O=Acme/CN=alice")) != NULL);
+	CHECK(strncmp(p->value, want_hash, n) == 0);
+	CHECK(strcmp(p->value + n, "/O=Acme/CN=alice\"") == 0);
+	free(p);
+	CHECK((p = tls_peer_new(hash, "/CN=a\"b\\c\r\nX: y\x7f\xc3\xa9")) != NULL);
+	CHECK(strcmp(p->value + n,
+	    "/CN=a\\\"b\\\\c\\x0d\\x0aX: y\\x7f\xc3\xa9\"") == 0);
+	free(p);
+	CHECK((p = tls_peer_new(hash, "")) != NULL);
+	CHECK(strcmp(p->value + n, "\"") == 0);
+	free(p);
+}
+
 int
 main(void)
 {
@@ -174,6 +203,7 @@ main(void)
 	test_aead();
 	test_host_matches();
 	test_days_left();
+	test_peer_value();
 	wolfSSL_Cleanup();
 	UNIT_DONE();
 }

@@ -1,0 +1,374 @@
+"""Client certificates (a listener's client_ca): libcurl, which presents
+one when the server asks, is served only with a certificate the CA issued,
+and the backend is told which one in client_cert_header, a field no client
+can send in its place. Such a listener resumes no session."""
+
+import datetime
+import hashlib
+import json
+import os
+import subprocess
+
+import pycurl
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from helpers import (expected_body, gtlsclient_binary, h3_request, make_easy, qproxy_binary,
+                     wait_until)
+from test_ops import qproxyctl, stats
+
+
+def _name(*pairs):
+    return x509.Name([x509.NameAttribute(oid, value) for oid, value in pairs])
+
+
+def _write(d, name, cert, key):
+    pem, kpem = os.path.join(d, name + ".pem"), os.path.join(d, name + ".key")
+    with open(pem, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(os.open(kpem, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM,
+                                  serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    return pem, kpem
+
+
+def _ca(d, name):
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = _name((NameOID.COMMON_NAME, name))
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    pem, kpem = _write(d, name, cert, key)
+    return {"pem": pem, "cert": cert, "key": key}
+
+
+def _client(d, name, ca, subject, days=(-1, 2)):
+    """A client certificate of ca: (pem, key, DER)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject)
+            .issuer_name(ca["cert"].subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now + datetime.timedelta(days=days[0]))
+            .not_valid_after(now + datetime.timedelta(days=days[1]))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .sign(ca["key"], hashes.SHA256()))
+    pem, kpem = _write(d, name, cert, key)
+    return pem, kpem, cert.public_bytes(serialization.Encoding.DER)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """The CA clients are checked against, another CA, and clients of each;
+    one of the first whose validity ended yesterday."""
+    d = str(tmp_path_factory.mktemp("pki"))
+    ca, other = _ca(d, "client CA"), _ca(d, "other CA")
+    return {
+        "ca": ca["pem"],
+        "alice": _client(d, "alice", ca, _name((NameOID.ORGANIZATION_NAME, 'Acme "Q"\\'),
+                                               (NameOID.COMMON_NAME, "alice"))),
+        "bob": _client(d, "bob", ca, _name((NameOID.COMMON_NAME, "bob"))),
+        "expired": _client(d, "expired", ca, _name((NameOID.COMMON_NAME, "old")),
+                           days=(-3, -1)),
+        "stranger": _client(d, "stranger", other, _name((NameOID.COMMON_NAME, "alice"))),
+    }
+
+
+def _sections(backend, ca=None, verify=None, header=None, early=None, extra_listener=False,
+              route_set=None, access_log=None):
+    def build(port, cert, key):
+        listener = [("address", "127.0.0.1:%d" % port), ("certificate", cert),
+                    ("private_key", key)]
+        if ca:
+            listener.append(("client_ca", ca))
+        if verify:
+            listener.append(("client_verify", verify))
+        if header:
+            listener.append(("client_cert_header", header))
+        if early:
+            listener.append(("early_data", early))
+        glob = [("log_level", "debug")]
+        if access_log:
+            glob += [("access_log", access_log), ("access_log_format", "json")]
+        sections = [("global", glob), ("listener main", listener)]
+        if extra_listener:
+            sections.append(("listener open", [
+                ("address", "127.0.0.1:%d" % extra_listener), ("certificate", cert),
+                ("private_key", key)]))
+        route = [("path_prefix", "/app/"), ("backend", "app")]
+        if route_set:
+            route.append(("set_request_header", route_set))
+        return sections + [("backend app", [("server", backend)]), ("route app", route)]
+    return build
+
+
+def _get(port, client=None, headers=(), path="/app/echo-headers"):
+    """GET over HTTP/3 by libcurl, which shows client's certificate (pem,
+    key) when the server asks for one."""
+    return h3_request("https://127.0.0.1:%d%s" % (port, path), headers=headers,
+                      client_cert=client)
+
+
+def _start(qproxy_factory, pki, sections):
+    """A qproxy whose start-up request shows bob's certificate."""
+    q = qproxy_factory(sections=sections, start=False)
+    q.probe_client_cert = pki["bob"][:2]
+    return q.start()
+
+
+def _seen(resp, name):
+    """The values of the fields of that name the backend received."""
+    got = json.loads(resp.body)
+    return [v for n, v in got["headers"] if n.lower() == name]
+
+
+def _value(der, subject):
+    return 'Hash=%s;Subject="%s"' % (hashlib.sha256(der).hexdigest(), subject)
+
+
+def _refused(port, client=None):
+    with pytest.raises(pycurl.error) as e:
+        _get(port, client)
+    return e.value
+
+
+def _conns(q, since=None):
+    """The connections' counts, less since's."""
+    c = stats(q)["connections"]
+    return {k: v - (since or {}).get(k, 0) for k, v in c.items()}
+
+
+def test_a_client_of_the_ca_is_served_and_named_to_its_backend(qproxy_factory, backend_app,
+                                                               pki, tmp_path):
+    log = tmp_path / "access.log"
+    q = _start(qproxy_factory, pki, _sections(backend_app.tcp_server, ca=pki["ca"],
+                                              access_log=str(log)))
+    base = _conns(q)
+    r = _get(q.port, pki["alice"][:2], headers=["X-Client-Cert: Hash=forged",
+                                                "x-CLIENT-cert: another"])
+    assert r.status == 200
+    # its own, as wolfSSL writes the subject, '"' and '\' escaped; the
+    # client's fields of that name are gone
+    alice = _value(pki["alice"][2], '/O=Acme \\"Q\\"\\\\/CN=alice')
+    assert _seen(r, "x-client-cert") == [alice]
+    r = _get(q.port, pki["bob"][:2], path="/app/bytes/100")
+    assert r.status == 200 and r.body == expected_body(100)
+    c = _conns(q, base)
+    assert (c["client_certs_verified"], c["client_certs_refused"],
+            c["client_certs_missing"]) == (2, 0, 0)
+    # and the access log's
+    wait_until(lambda: log.read_text().count("\n") >= 3, "three access log lines")
+    got = {e["path"]: e["client_cert"] for e in map(json.loads, log.read_text().splitlines())}
+    assert got["/app/echo-headers"] == alice
+    assert got["/app/bytes/100"] == _value(pki["bob"][2], "/CN=bob")
+
+
+def test_a_client_without_one_is_refused_in_the_handshake(qproxy_factory, backend_app, pki):
+    q = _start(qproxy_factory, pki, _sections(backend_app.tcp_server, ca=pki["ca"]))
+    base = _conns(q)
+    before = len(backend_app.requests)
+    _refused(q.port)
+    wait_until(lambda: _conns(q, base)["handshakes_failed"] == 1, "the connection freed")
+    c = _conns(q, base)
+    assert (c["client_certs_missing"], c["client_certs_verified"]) == (1, 0)
+    assert c["handshakes_completed"] == 0
+    assert len(backend_app.requests) == before
+
+
+@pytest.mark.parametrize("who", ["stranger", "expired"])
+def test_a_certificate_the_ca_did_not_issue_or_out_of_date_is_refused(
+        qproxy_factory, backend_app, pki, who):
+    """(stranger: another CA's, with the same subject as alice's)"""
+    q = _start(qproxy_factory, pki, _sections(backend_app.tcp_server, ca=pki["ca"]))
+    base = _conns(q)
+    _refused(q.port, pki[who][:2])
+    c = _conns(q, base)
+    assert (c["client_certs_refused"], c["client_certs_verified"]) == (1, 0)
+    assert c["handshakes_completed"] == 0
+
+
+def test_optional_serves_a_client_without_one_and_refuses_a_bad_one(qproxy_factory,
+                                                                    backend_app, pki):
+    q = _start(qproxy_factory, pki, _sections(backend_app.tcp_server, ca=pki["ca"],
+                                              verify="optional", header="X-Peer"))
+    base = _conns(q)
+    r = _get(q.port, headers=["X-Peer: Hash=forged"])
+    assert r.status == 200 and _seen(r, "x-peer") == []
+    r = _get(q.port, pki["bob"][:2])
+    assert _seen(r, "x-peer") == [_value(pki["bob"][2], "/CN=bob")]
+    _refused(q.port, pki["stranger"][:2])
+    c = _conns(q, base)
+    assert (c["client_certs_verified"], c["client_certs_refused"],
+            c["client_certs_missing"]) == (1, 1, 0)
+
+
+def test_another_listener_drops_the_field_too(qproxy_factory, backend_app, pki):
+    """A client of a listener without client_ca could otherwise send the
+    field that the backend trusts from the other one."""
+    from conftest import free_udp_port
+    other = free_udp_port()
+    q = _start(qproxy_factory, pki, _sections(backend_app.tcp_server, ca=pki["ca"],
+                                              extra_listener=other))
+    base = _conns(q)
+    r = _get(other, headers=["X-Client-Cert: Hash=forged"])
+    assert r.status == 200 and _seen(r, "x-client-cert") == []
+    assert _conns(q, base)["client_certs_verified"] == 0
+
+
+def test_without_client_ca_anywhere_the_field_passes(qproxy_factory, backend_app):
+    """The control of the one above: no listener asks for certificates,
+    client_cert_header is not set, and the field is the client's to send."""
+    q = qproxy_factory(sections=_sections(backend_app.tcp_server))
+    r = _get(q.port, headers=["X-Client-Cert: mine"])
+    assert _seen(r, "x-client-cert") == ["mine"]
+
+
+def _gtls(port, outdir, path, *extra):
+    return subprocess.run([gtlsclient_binary(), "-q", "--exit-on-all-streams-close",
+                           "--download=%s" % outdir, "--timeout=10s"] + list(extra) +
+                          ["127.0.0.1", str(port), "https://localhost:%d%s" % (port, path)],
+                          capture_output=True, timeout=60)
+
+
+def test_a_ticket_from_before_client_ca_resumes_nothing(qproxy_factory, backend_app, pki,
+                                                        tmp_path):
+    """A session resumed shows no certificate: a ticket issued before a
+    reload gave the listener client_ca would let a client without one in.
+    (gtlsclient has no certificate to show.)"""
+    q = qproxy_factory(sections=_sections(backend_app.tcp_server))
+    sess, tp = tmp_path / "session", tmp_path / "tp"
+    resume = ["--session-file=%s" % sess, "--tp-file=%s" % tp]
+    _gtls(q.port, tmp_path, "/app/bytes/1", *resume, "--wait-for-ticket")
+    assert sess.exists() and tp.exists(), "no session ticket came"
+    # the control: that ticket resumes
+    _gtls(q.port, tmp_path, "/app/bytes/2", *resume)
+    assert (tmp_path / "2").read_bytes() == expected_body(2)
+    assert stats(q)["quic"]["resumed_handshakes"] == 1
+    text = open(q.conf).read()
+    with open(q.conf, "w") as f:
+        f.write(text.replace("[listener main]\n", "[listener main]\nclient_ca = %s\n"
+                             % pki["ca"], 1))
+    assert qproxyctl(q, "reload").returncode == 0
+    before = len(backend_app.requests)
+    p = _gtls(q.port, tmp_path, "/app/bytes/3", *resume)
+    got = (tmp_path / "3").read_bytes() if (tmp_path / "3").exists() else b""
+    assert got == b"", p
+    assert len(backend_app.requests) == before
+    assert stats(q)["quic"]["resumed_handshakes"] == 1
+    assert _conns(q)["client_certs_missing"] == 1
+
+
+def test_a_client_ca_listener_issues_no_ticket(qproxy_factory, backend_app, pki):
+    """libcurl, with its certificate, makes a second connection in full."""
+    q = _start(qproxy_factory, pki, _sections(backend_app.tcp_server, ca=pki["ca"]))
+    base = _conns(q)
+    for _ in range(2):
+        assert _get(q.port, pki["alice"][:2], path="/app/bytes/10").status == 200
+    assert stats(q)["quic"]["resumed_handshakes"] == 0
+    assert _conns(q, base)["client_certs_verified"] == 2
+
+
+def test_a_connection_from_before_a_reload_that_asks_is_sent_to_make_a_new_one(
+        qproxy_factory, backend_app, pki):
+    """Its handshake showed no certificate: its next request gets 421
+    (Misdirected Request) and reaches no backend; a new connection shows
+    the client's."""
+    q = qproxy_factory(sections=_sections(backend_app.tcp_server))
+    c, col = make_easy(q.url("/app/bytes/10"), client_cert=pki["alice"][:2])
+    try:
+        c.perform()
+        assert c.getinfo(pycurl.RESPONSE_CODE) == 200
+        text = open(q.conf).read()
+        with open(q.conf, "w") as f:
+            f.write(text.replace("[listener main]\n", "[listener main]\nclient_ca = %s\n"
+                                 % pki["ca"], 1))
+        assert qproxyctl(q, "reload").returncode == 0
+        before = len(backend_app.requests)
+        c.perform()
+        assert c.getinfo(pycurl.RESPONSE_CODE) == 421
+        assert c.getinfo(pycurl.NUM_CONNECTS) == 0      # the same connection
+    finally:
+        c.close()
+    assert len(backend_app.requests) == before
+    assert stats(q)["requests"]["misdirected"] == 1
+    r = _get(q.port, pki["alice"][:2])
+    assert _seen(r, "x-client-cert") == [_value(pki["alice"][2],
+                                                '/O=Acme \\"Q\\"\\\\/CN=alice')]
+
+
+def _check(tmp_path, text):
+    conf = tmp_path / "q.conf"
+    conf.write_text(text)
+    p = subprocess.run([qproxy_binary(), "-t", "-c", str(conf)], capture_output=True,
+                       text=True, timeout=30)
+    return conf, p
+
+
+def _conf(cert, key, listener_extra, rest="[backend app]\nserver = 127.0.0.1:1\n"
+          "[route all]\nbackend = app\n"):
+    return ("[listener main]\naddress = 127.0.0.1:4433\ncertificate = %s\nprivate_key = %s\n"
+            "%s" % (cert, key, listener_extra)) + rest
+
+
+@pytest.mark.parametrize("extra,line,message", [
+    ("client_verify = optional\n", 5, "client_verify: the listener has no client_ca"),
+    ("client_ca = %(ca)s\nearly_data = on\n", 6,
+     "early_data: a listener with client_ca resumes no session, so takes no 0-RTT"),
+    ("client_ca = %(ca)s\nclient_verify = maybe\n", 6,
+     'client_verify: invalid value "maybe": expected require or optional'),
+    ("client_ca = %(ca)s\nclient_cert_header = Host\n", 6,
+     'client_cert_header: qproxy writes "host" itself'),
+    ("client_ca = /nonexistent/ca.pem\n", 5, 'client_ca: cannot open "/nonexistent/ca.pem"'),
+    ("client_ca = %(key)s\n", 5, "listener main: client_ca %(key)s:"),
+])
+def test_a_bad_client_ca_configuration_is_refused_at_its_line(tmp_path, certificate, pki,
+                                                              extra, line, message):
+    cert, key = certificate
+    args = {"ca": pki["ca"], "key": key}
+    conf, p = _check(tmp_path, _conf(cert, key, extra % args))
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "%s:%d: %s" % (conf, line, message % args) in p.stderr, p.stderr
+
+
+def test_the_field_may_be_no_other_that_qproxy_or_a_route_sets(tmp_path, certificate, pki):
+    cert, key = certificate
+    conf, p = _check(tmp_path, "[global]\nrequest_id_header = X-Id\n" + _conf(
+        cert, key, "client_ca = %s\nclient_cert_header = x-id\n" % pki["ca"]))
+    assert p.returncode == 1
+    assert '%s:8: client_cert_header: "x-id" is request_id_header\'s too' % conf in p.stderr
+    conf, p = _check(tmp_path, _conf(cert, key, "client_ca = %s\n" % pki["ca"],
+                                     "[backend app]\nserver = 127.0.0.1:1\n[route all]\n"
+                                     "backend = app\nset_request_header = X-Client-Cert: x\n"))
+    assert p.returncode == 1
+    assert ('%s:1: client_cert_header: route all sets "x-client-cert" too '
+            '(set_request_header)' % conf) in p.stderr, p.stderr
+    # the control: with its own name, each is taken
+    conf, p = _check(tmp_path, "[global]\nrequest_id_header = X-Id\n" + _conf(
+        cert, key, "client_ca = %s\nclient_cert_header = x-peer\n" % pki["ca"]))
+    assert p.returncode == 0, p.stderr
+
+
+def test_a_reload_with_a_bad_client_ca_keeps_the_old_configuration(qproxy_factory,
+                                                                   backend_app, pki, tmp_path):
+    q = _start(qproxy_factory, pki, _sections(backend_app.tcp_server, ca=pki["ca"]))
+    bad = tmp_path / "bad.pem"
+    bad.write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n"
+                   "-----END CERTIFICATE-----\n")
+    text = open(q.conf).read()
+    with open(q.conf, "w") as f:
+        f.write(text.replace(pki["ca"], str(bad)))
+    p = qproxyctl(q, "reload")
+    assert p.returncode == 1
+    assert "listener main: client_ca %s:" % bad in p.stderr, p.stderr
+    assert _get(q.port, pki["alice"][:2], path="/app/bytes/10").status == 200
+    _refused(q.port)
