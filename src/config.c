@@ -411,6 +411,8 @@ static const struct config_key config_keys[] = {
 	    2, 0, NULL, KEY_REPEAT, F(config_route, match_headers) },
 	{ SECT_ROUTE, "strip_prefix", config_set_choice,
 	    0, 0, "off", 0, F(config_route, strip_prefix) },
+	{ SECT_ROUTE, "require_client_cert", config_set_choice,
+	    0, 0, "off", 0, F(config_route, require_client_cert) },
 	{ SECT_ROUTE, "access_log", config_set_choice,
 	    0, 0, "on", 0, F(config_route, access_log) },
 	/* one of backend, return and redirect: config_finish_route */
@@ -933,6 +935,7 @@ static const struct {
 	{ "early_data", { "off", "on" }, "on or off" },
 	{ "client_verify", { "require", "optional" }, "require or optional" },
 	{ "strip_prefix", { "off", "on" }, "on or off" },
+	{ "require_client_cert", { "off", "on" }, "on or off" },
 	/* a route's; [global]'s is a path */
 	{ "access_log", { "off", "on", "errors" }, "on, off or errors" },
 	{ "balance", { "round_robin", "least_conn", "client_hash" },
@@ -2867,6 +2870,28 @@ config_finish_request_id(struct config_parser *p, struct config *cfg)
 	}
 }
 
+/*
+ * A route's require_client_cert would refuse every request where no
+ * listener asks for a certificate.
+ */
+static void
+config_finish_require_cert(struct config_parser *p, const struct config *cfg)
+{
+	const struct config_section *s;
+
+	for (size_t i = 0; i < cfg->nlisteners; i++)
+		if (cfg->listeners[i].client_ca != NULL)
+			return;
+	for (size_t i = 0; i < p->nsections; i++) {
+		s = p->sections[i];
+		if (s->kind == SECT_ROUTE &&
+		    cfg->routes[s->index].require_client_cert)
+			config_error(p, config_keyline(s,
+			    "require_client_cert"), "require_client_cert: no "
+			    "listener has client_ca");
+	}
+}
+
 /* Whether state_file, or the new file written beside it, is path. */
 static bool
 state_is(const char *state, const char *path)
@@ -2947,6 +2972,7 @@ config_finish(struct config_parser *p)
 		else
 			cfg->routes[s->index].backend = b->index;
 	}
+	config_finish_require_cert(p, cfg);
 	memcpy(cfg->global_keyline, p->global.keyline,
 	    sizeof(cfg->global_keyline));
 	config_finish_cid(p, cfg);

@@ -202,6 +202,7 @@ struct config_route {
 	char		*auth_realm;
 	struct config_acl *acl;		/* allow and deny, in file order */
 	size_t		 nacl;
+	int		 require_client_cert;	/* client_ca's, verified */
 	struct acl_index *acl_index;	/* route.h; NULL: none */
 	double		 request_rate;	/* all clients', a second; 0: none */
 	uint64_t	 request_burst;	/* 0: a second's worth */

@@ -1483,8 +1483,9 @@ exchange_headers_end(struct exchange *ex, bool fin)
 		return;
 	}
 	ex->route = route;	/* its counts have the answers below too */
-	if (route->nacl > 0 &&
-	    !route_allows(route, &ex->qc->proven.u.sa)) {
+	if ((route->nacl > 0 &&
+	    !route_allows(route, &ex->qc->proven.u.sa)) ||
+	    (route->require_client_cert && ex->qc->tls.peer == NULL)) {
 		stats.requests_forbidden++;
 		ex_respond(ex, 403);
 		return;

@@ -212,6 +212,27 @@ def test_optional_serves_a_client_without_one_and_refuses_a_bad_one(qproxy_facto
             c["client_certs_missing"]) == (1, 1, 0)
 
 
+def test_a_route_may_require_one_where_the_listener_does_not(qproxy_factory, backend_app,
+                                                             pki):
+    """client_verify = optional serves the site to all, require_client_cert
+    the route to those that showed a certificate."""
+    def build(port, cert, key):
+        sections = _sections(backend_app.tcp_server, ca=pki["ca"],
+                             verify="optional")(port, cert, key)
+        return sections + [("route admin", [("path_prefix", "/admin/"), ("backend", "app"),
+                                            ("require_client_cert", "on")])]
+    q = _start(qproxy_factory, pki, build)
+    before = len(backend_app.requests)
+    forbidden = stats(q)["requests"]["forbidden"]
+    assert _get(q.port, path="/admin/echo-headers").status == 403
+    assert len(backend_app.requests) == before
+    assert stats(q)["requests"]["forbidden"] == forbidden + 1
+    assert _get(q.port, path="/app/bytes/10").status == 200
+    r = _get(q.port, pki["bob"][:2], path="/admin/echo-headers")
+    assert r.status == 200
+    assert _seen(r, "x-client-cert") == [_value(pki["bob"][2], "/CN=bob")]
+
+
 def test_another_listener_drops_the_field_too(qproxy_factory, backend_app, pki):
     """A client of a listener without client_ca could otherwise send the
     field that the backend trusts from the other one."""
@@ -330,12 +351,16 @@ def _conf(cert, key, listener_extra, rest="[backend app]\nserver = 127.0.0.1:1\n
      'client_cert_header: qproxy writes "host" itself'),
     ("client_ca = /nonexistent/ca.pem\n", 5, 'client_ca: cannot open "/nonexistent/ca.pem"'),
     ("client_ca = %(key)s\n", 5, "listener main: client_ca %(key)s:"),
+    ("", 9, "require_client_cert: no listener has client_ca"),
 ])
 def test_a_bad_client_ca_configuration_is_refused_at_its_line(tmp_path, certificate, pki,
                                                               extra, line, message):
     cert, key = certificate
     args = {"ca": pki["ca"], "key": key}
-    conf, p = _check(tmp_path, _conf(cert, key, extra % args))
+    rest = "[backend app]\nserver = 127.0.0.1:1\n[route all]\nbackend = app\n"
+    if not extra:
+        rest += "require_client_cert = on\n"
+    conf, p = _check(tmp_path, _conf(cert, key, extra % args, rest))
     assert p.returncode == 1, p.stdout + p.stderr
     assert "%s:%d: %s" % (conf, line, message % args) in p.stderr, p.stderr
 
