@@ -130,11 +130,12 @@ STAMPS=$PREFIX/share/qproxy-deps
 # derivation, which was 60 % of a handshake's instructions.
 # WOLFSSL_ALWAYS_VERIFY_CB: the verify callback is called for a client's
 # certificate that verified too, not only for one that failed: a listener's
-# client_ca reads the client's identity there (src/tls.c).
+# client_ca reads the client's identity there (src/tls.c); --enable-crl
+# checks client certificates against a listener's client_crl.
 WOLFSSL_CPPFLAGS="-DHAVE_SECRET_CALLBACK -DWOLFSSL_ALWAYS_VERIFY_CB"
 WOLFSSL_CPPFLAGS="$WOLFSSL_CPPFLAGS -DCUSTOM_RAND_GENERATE_BLOCK=qproxy_rand_block"
 WOLFSSL_FLAGS="--enable-static --disable-shared --with-pic --enable-quic
---enable-session-ticket --enable-earlydata --enable-psk --enable-harden
+--enable-session-ticket --enable-earlydata --enable-psk --enable-harden --enable-crl
 --enable-altcertchains --enable-aesni --enable-intelasm --enable-sp
 --enable-sp-asm --disable-hashdrbg --disable-examples --disable-crypttests
 --disable-benchmark"

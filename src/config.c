@@ -359,6 +359,8 @@ static const struct config_key config_keys[] = {
 	    0, 10000000, "0", 0, F(config_listener, max_connections) },
 	{ SECT_LISTENER, "client_ca", config_set_client_ca,
 	    0, 0, NULL, 0, NOF },
+	{ SECT_LISTENER, "client_crl", config_set_client_ca,
+	    0, 0, NULL, 0, NOF },
 	{ SECT_LISTENER, "client_verify", config_set_choice,
 	    0, 0, "require", 0, F(config_listener, client_verify) },
 	{ SECT_LISTENER, "client_cert_header", config_set_request_id,
@@ -1130,8 +1132,8 @@ config_set_file(struct config_parser *p, const struct config_key *k,
 	return 0;
 }
 
-/* client_ca: a file of PEM certificates, read when the listener's TLS
-   context is made (tls_ctx_new) */
+/* client_ca and client_crl: files of PEM certificates and CRLs, read
+   when the listener's TLS context is made (tls_ctx_new) */
 static int
 config_set_client_ca(struct config_parser *p, const struct config_key *k,
     struct config_section *s, void *obj, const char *value)
@@ -1139,14 +1141,16 @@ config_set_client_ca(struct config_parser *p, const struct config_key *k,
 	struct config_listener	*l = obj;
 	struct stat		 st;
 	char			 full[PATH_MAX];
+	bool			 crl = strcmp(k->name, "client_crl") == 0;
+	char			**path = crl ? &l->client_crl : &l->client_ca;
 
 	(void)s;
 	if (config_regular_file(p, k, value, full, &st) == -1)
 		return -1;
-	free(l->client_ca);
-	if ((l->client_ca = config_strdup(p, full)) == NULL)
+	free(*path);
+	if ((*path = config_strdup(p, full)) == NULL)
 		return -1;
-	l->client_ca_line = p->line;
+	*(crl ? &l->client_crl_line : &l->client_ca_line) = p->line;
 	return 0;
 }
 
@@ -2656,8 +2660,9 @@ config_keyline(const struct config_section *s, const char *name)
 }
 
 /*
- * client_verify needs client_ca, and so does early_data's absence: a
- * listener with client_ca takes no tickets. client_cert_header, unset,
+ * client_verify and client_crl need client_ca; early_data = on goes
+ * without it, as a listener with client_ca takes no tickets.
+ * client_cert_header, unset,
  * drops the field on every listener once one has client_ca (a client of
  * another would send its own), on none otherwise. It may be no field
  * qproxy or a route sets.
@@ -2675,6 +2680,9 @@ config_finish_client_ca(struct config_parser *p,
 	if (l->client_ca == NULL && vline != 0)
 		config_error(p, vline, "client_verify: the listener has no "
 		    "client_ca");
+	if (l->client_ca == NULL && l->client_crl != NULL)
+		config_error(p, l->client_crl_line, "client_crl: the listener "
+		    "has no client_ca");
 	if (l->client_ca != NULL && l->early_data)
 		config_error(p, config_keyline(s, "early_data"), "early_data: "
 		    "a listener with client_ca resumes no session, so takes "
@@ -3175,6 +3183,7 @@ config_free(struct config *cfg)
 		free(cfg->listeners[i].certs);
 		free(cfg->listeners[i].early_data_methods);
 		free(cfg->listeners[i].client_ca);
+		free(cfg->listeners[i].client_crl);
 		free(cfg->listeners[i].client_cert_header);
 	}
 	free(cfg->listeners);

@@ -42,6 +42,8 @@ struct config_listener {
 	   (NULL: none asked for) and its key's line */
 	char		*client_ca;
 	int		 client_ca_line;
+	char		*client_crl;	/* its CRLs (NULL: none) */
+	int		 client_crl_line;
 	int		 client_verify;	/* enum config_client_verify */
 	char		*client_cert_header;	/* lowercase; NULL: off */
 };

@@ -1254,13 +1254,64 @@ client_verify_cb(int ok, WOLFSSL_X509_STORE_CTX *store)
 }
 
 /*
+ * client_crl: each CRL of the file (wolfSSL reads one a call), signed by
+ * a CA of client_ca, in force now. A client's certificate is looked up in
+ * its issuer's; one whose issuer has none is refused.
+ */
+static int
+client_crl_load(WOLFSSL_CTX *ctx, const struct config_listener *l,
+    char *err, size_t errlen)
+{
+	static const char begin[] = "-----BEGIN X509 CRL-----";
+	static const char end[] = "-----END X509 CRL-----";
+	char *pem, *at, *stop;
+	size_t len;
+	int n = 0, rv = 0;
+
+	if ((pem = read_pem("client_crl", l->client_crl, &len, err,
+	    errlen)) == NULL)
+		return -1;
+	if (wolfSSL_CTX_EnableCRL(ctx, 0) != WOLFSSL_SUCCESS) {
+		snprintf(err, errlen, "cannot turn CRL checks on");
+		free(pem);
+		return -1;
+	}
+	for (at = memmem(pem, len, begin, sizeof(begin) - 1); at != NULL;
+	    at = memmem(stop, len - (size_t)(stop - pem), begin,
+	    sizeof(begin) - 1)) {
+		if ((stop = memmem(at, len - (size_t)(at - pem), end,
+		    sizeof(end) - 1)) == NULL)
+			break;
+		stop += sizeof(end) - 1;
+		if ((rv = wolfSSL_CTX_LoadCRLBuffer(ctx,
+		    (const unsigned char *)at, (long)(stop - at),
+		    WOLFSSL_FILETYPE_PEM)) != WOLFSSL_SUCCESS) {
+			snprintf(err, errlen, "client_crl %s: CRL %d: %s",
+			    l->client_crl, n + 1,
+			    wolfSSL_ERR_reason_error_string(rv));
+			rv = -1;
+			break;
+		}
+		rv = 0;
+		n++;
+	}
+	free(pem);
+	if (rv == 0 && n == 0) {
+		snprintf(err, errlen, "client_crl %s: no PEM CRL in it, or a "
+		    "damaged one", l->client_crl);
+		rv = -1;
+	}
+	return rv;
+}
+
+/*
  * client_ca: a client shows a certificate these CAs issued (or may not
  * show one, with client_verify = optional). Such a listener sends no
  * session tickets (ticket_cb takes none either).
  */
 static int
 client_ca_load(WOLFSSL_CTX *ctx, const struct config_listener *l,
-    char *err, size_t errlen)
+    int *bad_line, char *err, size_t errlen)
 {
 	char *pem;
 	size_t len;
@@ -1273,8 +1324,14 @@ client_ca_load(WOLFSSL_CTX *ctx, const struct config_listener *l,
 	    (long)len, WOLFSSL_FILETYPE_PEM);
 	free(pem);
 	if (rv != WOLFSSL_SUCCESS) {
-		tls_error(err, errlen, "client_ca", l->client_ca);
+		snprintf(err, errlen, "client_ca %s: %s", l->client_ca,
+		    wolfSSL_ERR_reason_error_string(rv));
 		return -1;
+	}
+	if (l->client_crl != NULL) {
+		*bad_line = l->client_crl_line;
+		if (client_crl_load(ctx, l, err, errlen) == -1)
+			return -1;
 	}
 	if (l->client_verify == CONFIG_CLIENT_REQUIRE)
 		mode |= WOLFSSL_VERIFY_FAIL_IF_NO_PEER_CERT;
@@ -1381,7 +1438,7 @@ tls_ctx_new(const struct config_listener *l, const void *zrtt,
 	if (l->client_ca != NULL) {
 		*bad_line = l->client_ca_line;
 		d->client_auth = true;
-		if (client_ca_load(ctx, l, err, errlen) == -1)
+		if (client_ca_load(ctx, l, bad_line, err, errlen) == -1)
 			goto fail;
 	}
 	return ctx;

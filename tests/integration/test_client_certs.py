@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from helpers import (expected_body, gtlsclient_binary, h3_request, make_easy, qproxy_binary,
-                     wait_until)
+from helpers import (expected_body, gtlsclient_binary, h3_request, make_easy, preload_clock,
+                     qproxy_binary, wait_until)
 from test_ops import qproxyctl, stats
 
 
@@ -50,6 +50,23 @@ def _ca(d, name):
     return {"pem": pem, "cert": cert, "key": key}
 
 
+def _crl(path, ca, revoked=(), days=(-1, 1)):
+    """A CRL of ca listing the certificates (DER) revoked, in force from
+    days[0] to days[1] from now, written to path."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    b = (x509.CertificateRevocationListBuilder().issuer_name(ca["cert"].subject)
+         .last_update(now + datetime.timedelta(days=days[0]))
+         .next_update(now + datetime.timedelta(days=days[1])))
+    for der in revoked:
+        b = b.add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(x509.load_der_x509_certificate(der).serial_number)
+            .revocation_date(now - datetime.timedelta(hours=1)).build())
+    with open(path, "wb") as f:
+        f.write(b.sign(ca["key"], hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    return str(path)
+
+
 def _client(d, name, ca, subject, days=(-1, 2)):
     """A client certificate of ca: (pem, key, DER)."""
     key = ec.generate_private_key(ec.SECP256R1())
@@ -73,8 +90,11 @@ def pki(tmp_path_factory):
     one of the first whose validity ended yesterday."""
     d = str(tmp_path_factory.mktemp("pki"))
     ca, other = _ca(d, "client CA"), _ca(d, "other CA")
+    both = os.path.join(d, "both.pem")
+    with open(both, "w") as f:
+        f.write(open(ca["pem"]).read() + open(other["pem"]).read())
     return {
-        "ca": ca["pem"],
+        "ca": ca["pem"], "ca_key": ca, "other_key": other, "both": both,
         "alice": _client(d, "alice", ca, _name((NameOID.ORGANIZATION_NAME, 'Acme "Q"\\'),
                                                (NameOID.COMMON_NAME, "alice"))),
         "bob": _client(d, "bob", ca, _name((NameOID.COMMON_NAME, "bob"))),
@@ -85,12 +105,14 @@ def pki(tmp_path_factory):
 
 
 def _sections(backend, ca=None, verify=None, header=None, early=None, extra_listener=False,
-              route_set=None, access_log=None):
+              route_set=None, access_log=None, crl=None):
     def build(port, cert, key):
         listener = [("address", "127.0.0.1:%d" % port), ("certificate", cert),
                     ("private_key", key)]
         if ca:
             listener.append(("client_ca", ca))
+        if crl:
+            listener.append(("client_crl", crl))
         if verify:
             listener.append(("client_verify", verify))
         if header:
@@ -233,6 +255,48 @@ def test_a_route_may_require_one_where_the_listener_does_not(qproxy_factory, bac
     assert _seen(r, "x-client-cert") == [_value(pki["bob"][2], "/CN=bob")]
 
 
+def test_a_revoked_certificate_is_refused_until_a_reload_takes_a_crl_without_it(
+        qproxy_factory, backend_app, pki, tmp_path):
+    crl = _crl(tmp_path / "ca.crl", pki["ca_key"], revoked=[pki["alice"][2]])
+    q = _start(qproxy_factory, pki, _sections(backend_app.tcp_server, ca=pki["ca"], crl=crl))
+    base = _conns(q)
+    _refused(q.port, pki["alice"][:2])
+    assert _get(q.port, pki["bob"][:2], path="/app/bytes/10").status == 200
+    c = _conns(q, base)
+    assert (c["client_certs_refused"], c["client_certs_verified"]) == (1, 1)
+    _crl(tmp_path / "ca.crl", pki["ca_key"], revoked=[pki["bob"][2]])
+    assert qproxyctl(q, "reload").returncode == 0
+    assert _get(q.port, pki["alice"][:2], path="/app/bytes/10").status == 200
+    _refused(q.port, pki["bob"][:2])
+
+
+def test_a_client_whose_issuer_has_no_crl_is_refused(qproxy_factory, backend_app, pki,
+                                                     tmp_path):
+    """client_ca has two CAs, client_crl one CA's CRL: the other's clients
+    cannot be checked, and are refused; without client_crl, served."""
+    crl = _crl(tmp_path / "ca.crl", pki["ca_key"])
+    q = _start(qproxy_factory, pki, _sections(backend_app.tcp_server, ca=pki["both"], crl=crl))
+    _refused(q.port, pki["stranger"][:2])
+    text = open(q.conf).read()
+    with open(q.conf, "w") as f:
+        f.write(text.replace("client_crl = %s\n" % crl, ""))
+    assert qproxyctl(q, "reload").returncode == 0
+    assert _get(q.port, pki["stranger"][:2], path="/app/bytes/10").status == 200
+
+
+def test_every_client_is_refused_once_the_crl_is_out_of_date(qproxy_factory, backend_app,
+                                                             pki, tmp_path):
+    crl = _crl(tmp_path / "ca.crl", pki["ca_key"])
+    q = qproxy_factory(sections=_sections(backend_app.tcp_server, ca=pki["ca"], crl=crl),
+                       start=False)
+    q.probe_client_cert = pki["bob"][:2]
+    clock = preload_clock(q, str(tmp_path / "clock"))
+    q.start()
+    assert _get(q.port, pki["alice"][:2], path="/app/bytes/10").status == 200
+    clock(2 * 86400)     # past the CRL's next update, not the certificates' end
+    _refused(q.port, pki["alice"][:2])
+
+
 def test_another_listener_drops_the_field_too(qproxy_factory, backend_app, pki):
     """A client of a listener without client_ca could otherwise send the
     field that the backend trusts from the other one."""
@@ -352,11 +416,21 @@ def _conf(cert, key, listener_extra, rest="[backend app]\nserver = 127.0.0.1:1\n
     ("client_ca = /nonexistent/ca.pem\n", 5, 'client_ca: cannot open "/nonexistent/ca.pem"'),
     ("client_ca = %(key)s\n", 5, "listener main: client_ca %(key)s:"),
     ("", 9, "require_client_cert: no listener has client_ca"),
+    ("client_crl = %(crl)s\n", 5, "client_crl: the listener has no client_ca"),
+    ("client_ca = %(ca)s\nclient_crl = %(ca)s\n", 6,
+     "listener main: client_crl %(ca)s: no PEM CRL in it, or a damaged one"),
+    ("client_ca = %(ca)s\nclient_crl = %(other_crl)s\n", 6,
+     "listener main: client_crl %(other_crl)s: CRL 1: "),
+    ("client_ca = %(ca)s\nclient_crl = %(old_crl)s\n", 6,
+     "listener main: client_crl %(old_crl)s: CRL 1: CRL date error"),
 ])
 def test_a_bad_client_ca_configuration_is_refused_at_its_line(tmp_path, certificate, pki,
                                                               extra, line, message):
     cert, key = certificate
-    args = {"ca": pki["ca"], "key": key}
+    args = {"ca": pki["ca"], "key": key,
+            "crl": _crl(tmp_path / "ca.crl", pki["ca_key"]),
+            "other_crl": _crl(tmp_path / "other.crl", pki["other_key"]),
+            "old_crl": _crl(tmp_path / "old.crl", pki["ca_key"], days=(-3, -1))}
     rest = "[backend app]\nserver = 127.0.0.1:1\n[route all]\nbackend = app\n"
     if not extra:
         rest += "require_client_cert = on\n"
