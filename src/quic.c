@@ -2883,6 +2883,11 @@ conn_row(struct conns_cursor *cur, struct qconn *qc, double now,
 		strbuf_json_string(out, lbuf);
 		strbuf_printf(out, ",\"sni\":");
 		strbuf_json_string(out, sni);
+		strbuf_printf(out, ",\"client_cert\":");
+		if (qc->tls.peer != NULL)
+			strbuf_json_string(out, qc->tls.peer->value);
+		else
+			strbuf_printf(out, "null");
 		strbuf_printf(out, ",\"age\":%.3f,\"idle\":%.3f,"
 		    "\"quic_version\":\"0x%x\",\"state\":\"%s\","
 		    "\"streams_open\":%zu,\"streams_total\":%llu,"

@@ -188,10 +188,20 @@ def test_a_client_of_the_ca_is_served_and_named_to_its_backend(qproxy_factory, b
     c = _conns(q, base)
     assert (c["client_certs_verified"], c["client_certs_refused"],
             c["client_certs_missing"]) == (2, 0, 0)
+    # qproxyctl conns, of a connection libcurl keeps open
+    c, col = make_easy(q.url("/app/bytes/10"), client_cert=pki["alice"][:2])
+    try:
+        c.perform()
+        p = qproxyctl(q, "conns", "--json")
+    finally:
+        c.close()
+    got = [e["client_cert"] for e in json.loads(p.stdout)["connections"]
+           if e["state"] == "open"]
+    assert got == [alice], p.stdout
     # and the access log's
-    wait_until(lambda: log.read_text().count("\n") >= 3, "three access log lines")
+    wait_until(lambda: log.read_text().count("\n") >= 4, "four access log lines")
     got = {e["path"]: e["client_cert"] for e in map(json.loads, log.read_text().splitlines())}
-    assert got["/app/echo-headers"] == alice
+    assert got["/app/echo-headers"] == got["/app/bytes/10"] == alice
     assert got["/app/bytes/100"] == _value(pki["bob"][2], "/CN=bob")
 
 
