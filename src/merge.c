@@ -45,12 +45,14 @@ struct tok {
 /* The values that are the same in every worker: the largest is shown. */
 static const char *const merge_alike[] = {
 	"uptime", "generation", "certificates_expiring",
-	"certificates_not_valid", "weight",
+	"certificates_not_valid", "crls_expiring", "crls_out_of_date",
+	"weight",
 	"tickets_remembered",	/* one table for all workers (tls.c) */
 	/* their names in qproxyctl metrics */
 	"qproxy_uptime_seconds", "qproxy_configuration_generation",
 	"qproxy_tls_certificates_expiring",
 	"qproxy_tls_certificates_not_valid",
+	"qproxy_tls_crls_expiring", "qproxy_tls_crls_out_of_date",
 	"qproxy_quic_tickets_remembered",
 };
 

@@ -40,7 +40,7 @@ cert_watch(struct quic_server *srv, bool warn)
 {
 	const struct generation *gen = srv->gen;
 	time_t now = time(NULL), next = now + 86400;
-	uint64_t expiring = 0, not_valid = 0;
+	uint64_t expiring = 0, not_valid = 0, crls_expiring = 0, crls_out = 0;
 
 	for (size_t i = 0; i < gen->nlisteners; i++) {
 		const struct listener *l = &gen->listeners[i];
@@ -48,10 +48,13 @@ cert_watch(struct quic_server *srv, bool warn)
 		if (warn)
 			tls_ctx_warnings(l->tls, gen->cfg, l->cfg, now,
 			    log_warnx);
-		tls_ctx_expiry(l->tls, now, &expiring, &not_valid, &next);
+		tls_ctx_expiry(l->tls, now, &expiring, &not_valid,
+		    &crls_expiring, &crls_out, &next);
 	}
 	stats.certs_expiring = expiring;
 	stats.certs_not_valid = not_valid;
+	stats.crls_expiring = crls_expiring;
+	stats.crls_out_of_date = crls_out;
 	/* a second late: time() counts whole seconds, ev_now does not */
 	ev_periodic_stop(srv->loop, &srv->cert_timer);
 	ev_periodic_set(&srv->cert_timer, (double)next + 1., 0., NULL);
@@ -1057,6 +1060,8 @@ static const struct stats_row {
 	ROW("loop", "batched_windows", loop_batched_windows),
 	GAUGE("tls", "certificates_expiring", certs_expiring),
 	GAUGE("tls", "certificates_not_valid", certs_not_valid),
+	GAUGE("tls", "crls_expiring", crls_expiring),
+	GAUGE("tls", "crls_out_of_date", crls_out_of_date),
 };
 #undef ROW
 #undef GAUGE

@@ -130,6 +130,8 @@ struct stats {
 	uint64_t	loop_bulk_windows;	/* BATCH_BULK datagrams a poll */
 	uint64_t	certs_expiring;		/* now: within 14 days */
 	uint64_t	certs_not_valid;	/* now: expired or not yet valid */
+	uint64_t	crls_expiring;		/* now: client_crl's, last quarter */
+	uint64_t	crls_out_of_date;	/* now: past their next update */
 	uint64_t	vaes_packets;		/* sealed or opened by gcm.c */
 	/* requests taken, from their heads to their ends (qproxyctl metrics) */
 	struct hist	request_duration;

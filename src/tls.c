@@ -327,6 +327,11 @@ struct cert_name {
 	size_t		 cert;
 };
 
+/* A CRL of client_crl: when it was issued and when the next is due. */
+struct tls_crl {
+	time_t		 this_update, next_update;	/* 0: unknown */
+};
+
 struct tls_ctx_data {
 	struct tls_cert	*certs;
 	size_t		 ncerts;
@@ -334,6 +339,9 @@ struct tls_ctx_data {
 	size_t		 nbyname;
 	bool		 early;		/* its tickets may carry early data */
 	bool		 client_auth;	/* client_ca: no tickets */
+	struct tls_crl	*crls;		/* client_crl's, in file order */
+	size_t		 ncrls;
+	const char	*crl_file;	/* the listener's (its config's) */
 	size_t		 len;
 	uint8_t		 data[];
 };
@@ -1171,6 +1179,7 @@ ctx_data_free(struct tls_ctx_data *d)
 	}
 	free(d->certs);
 	free(d->byname);
+	free(d->crls);
 	free(d);
 }
 
@@ -1253,14 +1262,100 @@ client_verify_cb(int ok, WOLFSSL_X509_STORE_CTX *store)
 	return 1;
 }
 
+/* The contents of the DER element at *p (of avail bytes), its tag in
+   *tag; *p moves past it. NULL when it is cut short. */
+static const uint8_t *
+der_next(const uint8_t **p, size_t *avail, uint8_t *tag, size_t *len)
+{
+	size_t whole = der_len(*p, *avail), hdr;
+	const uint8_t *in;
+
+	if (whole == 0)
+		return NULL;
+	hdr = (*p)[1] < 0x80 ? 2 : 2 + ((*p)[1] & 0x7f);
+	*tag = (*p)[0];
+	in = *p + hdr;
+	*len = whole - hdr;
+	*p += whole;
+	*avail -= whole;
+	return in;
+}
+
+/*
+ * A CRL's thisUpdate and nextUpdate (RFC 5280 5.1: CertificateList,
+ * whose TBSCertList has an optional version, the signature's algorithm
+ * and the issuer before them); 0 for one it does not have.
+ */
+static void
+crl_dates(const uint8_t *der, size_t len, struct tls_crl *c)
+{
+	const uint8_t *p = der, *tbs, *at;
+	size_t avail = len, n, tlen;
+	uint8_t tag;
+
+	c->this_update = c->next_update = 0;
+	if ((p = der_next(&p, &avail, &tag, &n)) == NULL || tag != 0x30)
+		return;
+	avail = n;
+	if ((tbs = der_next(&p, &avail, &tag, &tlen)) == NULL || tag != 0x30)
+		return;
+	p = tbs;
+	avail = tlen;
+	if (avail > 0 && p[0] == 0x02 &&
+	    der_next(&p, &avail, &tag, &n) == NULL)
+		return;
+	for (int skip = 0; skip < 2; skip++)	/* signature, issuer */
+		if (der_next(&p, &avail, &tag, &n) == NULL)
+			return;
+	for (time_t *t = &c->this_update; t <= &c->next_update; t++) {
+		at = p;
+		if (avail == 0 || (p[0] != 0x17 && p[0] != 0x18) ||
+		    der_next(&p, &avail, &tag, &n) == NULL)
+			return;
+		*t = cert_time(at, (int)(p - at));
+	}
+}
+
+/* When a CRL's end is warned of: its last quarter (an hour when its
+   start is unknown) */
+static time_t
+crl_warn_from(const struct tls_crl *c)
+{
+	if (c->this_update == 0 || c->this_update >= c->next_update)
+		return c->next_update - 3600;
+	return c->next_update - (c->next_update - c->this_update) / 4;
+}
+
+/* A CRL of PEM text loaded: its dates kept. -1 when out of memory. */
+static int
+client_crl_note(struct tls_ctx_data *d, const char *pem, size_t len)
+{
+	struct tls_crl *crls;
+	DerBuffer *der = NULL;
+
+	if ((crls = reallocarray(d->crls, d->ncrls + 1, sizeof(*crls))) ==
+	    NULL)
+		return -1;
+	d->crls = crls;
+	crls[d->ncrls].this_update = crls[d->ncrls].next_update = 0;
+	/* wolfSSL took it; one whose dates are not read here goes unwatched */
+	if (wc_PemToDer((const unsigned char *)pem, (long)len, CRL_TYPE, &der,
+	    NULL, NULL, NULL) == 0 && der != NULL)
+		crl_dates(der->buffer, der->length, &crls[d->ncrls]);
+	wc_FreeDer(&der);
+	d->ncrls++;
+	return 0;
+}
+
 /*
  * client_crl: each CRL of the file (wolfSSL reads one a call), signed by
  * a CA of client_ca, in force now. A client's certificate is looked up in
- * its issuer's; one whose issuer has none is refused.
+ * its issuer's; one whose issuer has none is refused. Their dates are
+ * kept for tls_ctx_warnings and tls_ctx_expiry.
  */
 static int
-client_crl_load(WOLFSSL_CTX *ctx, const struct config_listener *l,
-    char *err, size_t errlen)
+client_crl_load(WOLFSSL_CTX *ctx, struct tls_ctx_data *d,
+    const struct config_listener *l, char *err, size_t errlen)
 {
 	static const char begin[] = "-----BEGIN X509 CRL-----";
 	static const char end[] = "-----END X509 CRL-----";
@@ -1293,6 +1388,11 @@ client_crl_load(WOLFSSL_CTX *ctx, const struct config_listener *l,
 			break;
 		}
 		rv = 0;
+		if (client_crl_note(d, at, (size_t)(stop - at)) == -1) {
+			snprintf(err, errlen, "out of memory");
+			rv = -1;
+			break;
+		}
 		n++;
 	}
 	free(pem);
@@ -1310,8 +1410,8 @@ client_crl_load(WOLFSSL_CTX *ctx, const struct config_listener *l,
  * session tickets (ticket_cb takes none either).
  */
 static int
-client_ca_load(WOLFSSL_CTX *ctx, const struct config_listener *l,
-    int *bad_line, char *err, size_t errlen)
+client_ca_load(WOLFSSL_CTX *ctx, struct tls_ctx_data *d,
+    const struct config_listener *l, int *bad_line, char *err, size_t errlen)
 {
 	char *pem;
 	size_t len;
@@ -1330,7 +1430,7 @@ client_ca_load(WOLFSSL_CTX *ctx, const struct config_listener *l,
 	}
 	if (l->client_crl != NULL) {
 		*bad_line = l->client_crl_line;
-		if (client_crl_load(ctx, l, err, errlen) == -1)
+		if (client_crl_load(ctx, d, l, err, errlen) == -1)
 			return -1;
 	}
 	if (l->client_verify == CONFIG_CLIENT_REQUIRE)
@@ -1438,7 +1538,8 @@ tls_ctx_new(const struct config_listener *l, const void *zrtt,
 	if (l->client_ca != NULL) {
 		*bad_line = l->client_ca_line;
 		d->client_auth = true;
-		if (client_ca_load(ctx, l, bad_line, err, errlen) == -1)
+		d->crl_file = l->client_crl;
+		if (client_ca_load(ctx, d, l, bad_line, err, errlen) == -1)
 			goto fail;
 	}
 	return ctx;
@@ -1492,6 +1593,27 @@ tls_ctx_warnings(WOLFSSL_CTX *ctx, const struct config *cfg,
 	struct tls_cert_info ci;
 	char when[32];
 
+	for (size_t i = 0; d != NULL && i < d->ncrls; i++) {
+		const struct tls_crl *c = &d->crls[i];
+
+		if (c->next_update == 0 || crl_warn_from(c) > now)
+			continue;
+		tls_format_time(c->next_update, when, sizeof(when));
+		if (c->next_update <= now)
+			warn("%s: listener %s: client_crl %s: CRL %zu is out of "
+			    "date since %s: every client is refused until a "
+			    "reload reads a newer one", config_at(cfg,
+			    l->client_crl_line), l->name, d->crl_file, i + 1,
+			    when);
+		else
+			warn("%s: listener %s: client_crl %s: CRL %zu is out of "
+			    "date at %s, in %lld minutes: then every client is "
+			    "refused until a reload reads a newer one",
+			    config_at(cfg, l->client_crl_line), l->name,
+			    d->crl_file, i + 1, when,
+			    (long long)(c->next_update - now) / 60);
+	}
+
 	for (size_t i = 0; tls_ctx_cert(ctx, i, &ci); i++) {
 		if (d != NULL && i > 0 && cert_shadowed(d, i))
 			warn("%s: listener %s: certificate %s is never sent: "
@@ -1540,10 +1662,26 @@ sooner(time_t t, time_t now, time_t *next)
 
 void
 tls_ctx_expiry(WOLFSSL_CTX *ctx, time_t now, uint64_t *expiring,
-    uint64_t *not_valid, time_t *next)
+    uint64_t *not_valid, uint64_t *crls_expiring, uint64_t *crls_out,
+    time_t *next)
 {
+	const struct tls_ctx_data *d = wolfSSL_CTX_get_TicketEncCtx(ctx);
 	struct tls_cert_info ci;
 	time_t warn_from;
+
+	for (size_t i = 0; d != NULL && i < d->ncrls; i++) {
+		const struct tls_crl *c = &d->crls[i];
+
+		if (c->next_update == 0)
+			continue;
+		warn_from = crl_warn_from(c);
+		if (c->next_update <= now)
+			(*crls_out)++;
+		else if (warn_from <= now)
+			(*crls_expiring)++;
+		sooner(warn_from, now, next);
+		sooner(c->next_update, now, next);
+	}
 
 	for (size_t i = 0; tls_ctx_cert(ctx, i, &ci); i++) {
 		if (ci.not_after == 0)

@@ -129,7 +129,8 @@ void		 tls_ctx_warnings(WOLFSSL_CTX *, const struct config *,
  * *next, at which one of them passes from one state to another.
  */
 void		 tls_ctx_expiry(WOLFSSL_CTX *, time_t now, uint64_t *expiring,
-		    uint64_t *not_valid, time_t *next);
+		    uint64_t *not_valid, uint64_t *crls_expiring,
+		    uint64_t *crls_out_of_date, time_t *next);
 /*
  * Whether a certificate's DNS name (lowercase; "*.example.com" for any
  * one label before example.com) covers a host name (lowercase).

@@ -296,14 +296,27 @@ def test_a_client_whose_issuer_has_no_crl_is_refused(qproxy_factory, backend_app
 
 def test_every_client_is_refused_once_the_crl_is_out_of_date(qproxy_factory, backend_app,
                                                              pki, tmp_path):
+    """and qproxy says so before: in the last quarter of the CRL's time
+    (here its last 12 hours of 2 days), in the log and in qproxyctl stats,
+    and again once it is out of date."""
     crl = _crl(tmp_path / "ca.crl", pki["ca_key"])
     q = qproxy_factory(sections=_sections(backend_app.tcp_server, ca=pki["ca"], crl=crl),
                        start=False)
     q.probe_client_cert = pki["bob"][:2]
     clock = preload_clock(q, str(tmp_path / "clock"))
     q.start()
+    tls = lambda: stats(q)["tls"]
+    assert (tls()["crls_expiring"], tls()["crls_out_of_date"]) == (0, 0)
+    assert _get(q.port, pki["alice"][:2], path="/app/bytes/10").status == 200
+    clock(13 * 3600)
+    wait_until(lambda: tls()["crls_expiring"] == 1, "the CRL counted as expiring", 5)
+    wait_until(lambda: "client_crl %s: CRL 1 is out of date at " % crl in q.log_text(),
+               "the log's warning", 5)
     assert _get(q.port, pki["alice"][:2], path="/app/bytes/10").status == 200
     clock(2 * 86400)     # past the CRL's next update, not the certificates' end
+    wait_until(lambda: (tls()["crls_expiring"], tls()["crls_out_of_date"]) == (0, 1),
+               "the CRL counted as out of date", 5)
+    assert "client_crl %s: CRL 1 is out of date since " % crl in q.log_text()
     _refused(q.port, pki["alice"][:2])
 
 
