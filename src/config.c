@@ -2662,20 +2662,12 @@ config_keyline(const struct config_section *s, const char *name)
 /*
  * client_verify and client_crl need client_ca; early_data = on goes
  * without it, as a listener with client_ca takes no tickets.
- * client_cert_header, unset,
- * drops the field on every listener once one has client_ca (a client of
- * another would send its own), on none otherwise. It may be no field
- * qproxy or a route sets.
  */
 static void
 config_finish_client_ca(struct config_parser *p,
-    const struct config_section *s, const struct config *cfg,
-    struct config_listener *l)
+    const struct config_section *s, const struct config_listener *l)
 {
 	int vline = config_keyline(s, "client_verify");
-	int hline = config_keyline(s, "client_cert_header");
-	const char *h = l->client_cert_header;
-	bool any = false;
 
 	if (l->client_ca == NULL && vline != 0)
 		config_error(p, vline, "client_verify: the listener has no "
@@ -2687,24 +2679,70 @@ config_finish_client_ca(struct config_parser *p,
 		config_error(p, config_keyline(s, "early_data"), "early_data: "
 		    "a listener with client_ca resumes no session, so takes "
 		    "no 0-RTT");
-	for (size_t i = 0; i < cfg->nlisteners; i++)
-		any = any || cfg->listeners[i].client_ca != NULL;
-	if (!any && hline == 0) {
+}
+
+/*
+ * client_cert_header: one name for every listener that has client_ca or
+ * sets the key, which a listener that does neither drops too, once any
+ * has client_ca (a client of one could send what the backend trusts from
+ * another); on none otherwise. It may be no field qproxy or a route sets.
+ */
+static void
+config_finish_cert_header(struct config_parser *p, struct config *cfg)
+{
+	const struct config_section *s, *first = NULL;
+	struct config_listener *l;
+	const char *name = NULL;
+	bool any = false;
+	int line, at = 0;
+
+	for (size_t i = 0; i < p->nsections; i++) {
+		s = p->sections[i];
+		if (s->kind != SECT_LISTENER)
+			continue;
+		l = &cfg->listeners[s->index];
+		line = config_keyline(s, "client_cert_header");
+		any = any || l->client_ca != NULL;
+		if ((l->client_ca == NULL && line == 0) ||
+		    l->client_cert_header == NULL)
+			continue;
+		if (name == NULL) {
+			name = l->client_cert_header;
+			first = s;
+			at = line != 0 ? line : s->line;
+		} else if (strcmp(name, l->client_cert_header) != 0)
+			config_error(p, line != 0 ? line : s->line,
+			    "client_cert_header: \"%s\", where listener %s has "
+			    "\"%s\": every listener's is the same, as a client "
+			    "of one could send the other's",
+			    l->client_cert_header, first->name, name);
+	}
+	for (size_t i = 0; i < p->nsections; i++) {
+		s = p->sections[i];
+		if (s->kind != SECT_LISTENER)
+			continue;
+		l = &cfg->listeners[s->index];
+		if (l->client_ca != NULL ||
+		    config_keyline(s, "client_cert_header") != 0)
+			continue;
 		free(l->client_cert_header);
 		l->client_cert_header = NULL;
-		return;
+		if (any && name != NULL &&
+		    (l->client_cert_header = config_strdup(p, name)) == NULL)
+			return;
 	}
-	if (h == NULL)
+	if (name == NULL)
 		return;
 	if (cfg->request_id_header != NULL &&
-	    strcmp(h, cfg->request_id_header) == 0)
-		config_error(p, hline != 0 ? hline : s->line,
-		    "client_cert_header: \"%s\" is request_id_header's too", h);
+	    strcmp(name, cfg->request_id_header) == 0)
+		config_error(p, at, "client_cert_header: \"%s\" is "
+		    "request_id_header's too", name);
 	for (size_t i = 0; i < cfg->nroutes; i++)
-		if (header_is_set(&cfg->routes[i].set_request, h, strlen(h)))
-			config_error(p, hline != 0 ? hline : s->line,
-			    "client_cert_header: route %s sets \"%s\" too "
-			    "(set_request_header)", cfg->routes[i].name, h);
+		if (header_is_set(&cfg->routes[i].set_request, name,
+		    strlen(name)))
+			config_error(p, at, "client_cert_header: route %s sets "
+			    "\"%s\" too (set_request_header)",
+			    cfg->routes[i].name, name);
 }
 
 /*
@@ -2964,7 +3002,7 @@ config_finish(struct config_parser *p)
 		}
 		if (s->kind == SECT_LISTENER) {
 			config_finish_certs(p, &cfg->listeners[s->index]);
-			config_finish_client_ca(p, s, cfg,
+			config_finish_client_ca(p, s,
 			    &cfg->listeners[s->index]);
 		}
 		if (s->kind == SECT_BACKEND)
@@ -2980,6 +3018,7 @@ config_finish(struct config_parser *p)
 		else
 			cfg->routes[s->index].backend = b->index;
 	}
+	config_finish_cert_header(p, cfg);
 	config_finish_require_cert(p, cfg);
 	memcpy(cfg->global_keyline, p->global.keyline,
 	    sizeof(cfg->global_keyline));

@@ -320,16 +320,19 @@ def test_every_client_is_refused_once_the_crl_is_out_of_date(qproxy_factory, bac
     _refused(q.port, pki["alice"][:2])
 
 
-def test_another_listener_drops_the_field_too(qproxy_factory, backend_app, pki):
+@pytest.mark.parametrize("header", [None, "X-Peer"])
+def test_another_listener_drops_the_field_too(qproxy_factory, backend_app, pki, header):
     """A client of a listener without client_ca could otherwise send the
-    field that the backend trusts from the other one."""
+    field that the backend trusts from the other one: the default's, or
+    the name the other listener sets."""
     from conftest import free_udp_port
     other = free_udp_port()
     q = _start(qproxy_factory, pki, _sections(backend_app.tcp_server, ca=pki["ca"],
-                                              extra_listener=other))
+                                              extra_listener=other, header=header))
     base = _conns(q)
-    r = _get(other, headers=["X-Client-Cert: Hash=forged"])
-    assert r.status == 200 and _seen(r, "x-client-cert") == []
+    name = (header or "X-Client-Cert").lower()
+    r = _get(other, headers=["%s: Hash=forged" % name, "X-Other: kept"])
+    assert r.status == 200 and _seen(r, name) == [] and _seen(r, "x-other") == ["kept"]
     assert _conns(q, base)["client_certs_verified"] == 0
 
 
@@ -460,6 +463,21 @@ def test_a_bad_client_ca_configuration_is_refused_at_its_line(tmp_path, certific
     conf, p = _check(tmp_path, _conf(cert, key, extra % args, rest))
     assert p.returncode == 1, p.stdout + p.stderr
     assert "%s:%d: %s" % (conf, line, message % args) in p.stderr, p.stderr
+
+
+def test_every_listener_names_the_same_field(tmp_path, certificate, pki):
+    cert, key = certificate
+    second = ("[listener two]\naddress = 127.0.0.1:4434\ncertificate = %s\n"
+              "private_key = %s\nclient_ca = %s\n" % (cert, key, pki["ca"]))
+    conf, p = _check(tmp_path, _conf(cert, key, "client_ca = %s\nclient_cert_header = X-Peer\n"
+                                     % pki["ca"]) + second)
+    assert p.returncode == 1
+    assert ('%s:11: client_cert_header: "x-client-cert", where listener main has "x-peer": '
+            'every listener\'s is the same, as a client of one could send the other\'s'
+            % conf) in p.stderr, p.stderr
+    conf, p = _check(tmp_path, _conf(cert, key, "client_ca = %s\nclient_cert_header = X-Peer\n"
+                                     % pki["ca"]) + second + "client_cert_header = x-peer\n")
+    assert p.returncode == 0, p.stderr
 
 
 def test_the_field_may_be_no_other_that_qproxy_or_a_route_sets(tmp_path, certificate, pki):
