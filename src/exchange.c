@@ -1857,7 +1857,7 @@ exchange_trailer(struct exchange *ex, const uint8_t *name, size_t namelen,
     const uint8_t *value, size_t valuelen)
 {
 	const struct config_headers *set;
-	const char *why, *idh, *ch;
+	const char *why, *idh;
 
 	if (!ex_field_seen(ex, namelen, valuelen))
 		return false;
@@ -1893,12 +1893,10 @@ exchange_trailer(struct exchange *ex, const uint8_t *name, size_t namelen,
 	/* the fields the head takes from qproxy (request_write_http1) */
 	set = &ex->route->set_request;
 	idh = ex->id[0] != '\0' ? ex_cfg(ex)->request_id_header : NULL;
-	ch = ex_cert_header(ex);
 	if ((set->n > 0 && header_is_set(set, (const char *)name, namelen)) ||
 	    (idh != NULL && namelen == strlen(idh) &&
 	    memcmp(name, idh, namelen) == 0) ||
-	    (ch != NULL && namelen == strlen(ch) &&
-	    memcmp(name, ch, namelen) == 0))
+	    request_name_is(ex_cert_header(ex), (const char *)name, namelen))
 		return true;
 	if (bufq_append(&ex->trailers, name, namelen) == -1 ||
 	    bufq_append(&ex->trailers, ": ", 2) == -1 ||

@@ -238,6 +238,20 @@ field_kind(const uint8_t *name, size_t len)
 	return FK_PLAIN;
 }
 
+bool
+request_name_is(const char *want, const char *name, size_t len)
+{
+	size_t j;
+
+	if (want == NULL || strlen(want) != len)
+		return false;
+	for (j = 0; j < len && (want[j] == name[j] ||
+	    ((want[j] == '-' || want[j] == '_') &&
+	    (name[j] == '-' || name[j] == '_'))); j++)
+		;
+	return j == len;
+}
+
 static int
 store(struct request *r, const uint8_t *p, size_t len, uint32_t *off)
 {
@@ -1146,8 +1160,8 @@ request_write_http1(const struct request *r, const struct request_forward *fw,
 		if (idlen > 0 && r->fields[i].namelen == idlen &&
 		    memcmp(fname(r, (int)i), fw->id_name, idlen) == 0)
 			continue;
-		if (certlen > 0 && r->fields[i].namelen == certlen &&
-		    memcmp(fname(r, (int)i), fw->cert_name, certlen) == 0)
+		if (certlen > 0 && request_name_is(fw->cert_name,
+		    fname(r, (int)i), r->fields[i].namelen))
 			continue;
 		ho_put(&o, fname(r, (int)i), r->fields[i].namelen);
 		HO_LIT(&o, ": ");

@@ -184,6 +184,13 @@ struct request_forward {
 	const char		*cert;
 };
 
+/*
+ * Whether a field's name is want (lowercase; NULL: none), "_" and "-" taken
+ * for each other as CGI, WSGI, Rack and PHP take them: a backend reads
+ * x_client_cert as X-Client-Cert (HTTP_X_CLIENT_CERT).
+ */
+bool	request_name_is(const char *want, const char *name, size_t len);
+
 /* Appends the HTTP/1.1 request head. 0, or -1 when out of memory. */
 int	request_write_http1(const struct request *,
 	    const struct request_forward *, struct bufq *);

@@ -325,6 +325,9 @@ def request_seeds():
         ("http2-settings", "x"), ("x-forwarded-proto", "http")])
     # client_cert_header's: dropped, whether a certificate was shown (0x04)
     request("client-cert-field", GET + [("x-client-cert", "Hash=forged")], 0x05)
+    # and spelt with "_"
+    request("client-cert-spellings", GET + [("x_client_cert", "a"), ("x-client_cert", "b")],
+            0x05)
     request("crlf-in-value", GET + [("x-a", "a\r\nx-injected: 1")])
     request("nul-in-value", GET + [("x-a", "a\0b")])
     request("uppercase-name", GET + [("X-A", "1")])

@@ -512,3 +512,33 @@ def test_a_reload_with_a_bad_client_ca_keeps_the_old_configuration(qproxy_factor
     assert "listener main: client_ca %s:" % bad in p.stderr, p.stderr
     assert _get(q.port, pki["alice"][:2], path="/app/bytes/10").status == 200
     _refused(q.port)
+
+
+@pytest.mark.parametrize("name", ["x_client_cert", "x-client_cert"])
+def test_the_field_spelt_with_underscores_is_dropped(qproxy_factory, backend_app, pki, name):
+    """CGI, WSGI, Rack and PHP give a backend x_client_cert as
+    HTTP_X_CLIENT_CERT, the variable X-Client-Cert is read from (as
+    request.c's field_kind says of qproxy's other fields)."""
+    q = _start(qproxy_factory, pki, _sections(backend_app.tcp_server, ca=pki["ca"],
+                                              verify="optional"))
+    r = _get(q.port, headers=["%s: Hash=forged" % name])
+    assert r.status == 200
+    assert [n for n, _ in json.loads(r.body)["headers"]
+            if n.lower().replace("_", "-") == "x-client-cert"] == []
+
+
+def test_the_field_spelt_with_underscores_is_dropped_from_trailers(qproxy_factory, backend_app,
+                                                                   pki):
+    from helpers import h3raw
+    q = _start(qproxy_factory, pki, _sections(backend_app.tcp_server, ca=pki["ca"],
+                                              verify="optional"))
+    before = len(backend_app.requests)
+    r = h3raw(q.port, [":method: POST", ":scheme: https", ":authority: localhost",
+                       ":path: /app/upload"], data=10,
+              trailers=["x_client_cert: Hash=forged", "x-client-cert: Hash=forged",
+                        "x-other: kept"])
+    assert r.outcomes and r.outcomes[0].startswith("status 200"), r
+    wait_until(lambda: len(backend_app.requests) > before and
+               backend_app.requests[-1]["body_done"], "the upload's end")
+    assert backend_app.requests[-1]["trailers"] == [["x-other", "kept"]]
+

@@ -919,6 +919,44 @@ trailer(const char *field, const char **why)
 	    why);
 }
 
+/*
+ * client_cert_header: the client's fields of its name go, "_" taken for
+ * "-" (HTTP_X_CLIENT_CERT to a CGI backend); the verified value alone is
+ * sent.
+ */
+static void
+test_client_cert(void)
+{
+	const char *g[] = { BASE, "x-client-cert: forged", "x_client_cert: 1",
+	    "x-client_cert: 2", "x-client-certs: 5", "x-clientcert: 6", NULL };
+	struct request_forward fw = { "192.0.2.1", REQ_BODY_NONE, 0, false,
+	    NULL, NULL, NULL, 0, false, NULL, "x-client-cert",
+	    "Hash=00;Subject=\"/CN=a\"" };
+	char *s;
+	int rv;
+
+	s = written(g, true, &fw, &rv);
+	CHECK_EQ_INT(rv, 0);
+	CHECK_EQ_STR(s,
+	    "GET / HTTP/1.1\r\n"
+	    "host: example.com\r\n"
+	    "x-client-certs: 5\r\n"
+	    "x-clientcert: 6\r\n"
+	    "x-client-cert: Hash=00;Subject=\"/CN=a\"\r\n"
+	    "x-forwarded-for: 192.0.2.1\r\n"
+	    "via: 3 qproxy\r\n"
+	    "forwarded: for=192.0.2.1;proto=https;host=\"example.com\"\r\n"
+	    "x-forwarded-proto: https\r\n"
+	    "\r\n");
+	free(s);
+	CHECK(request_name_is("x-peer", "x_peer", 6));
+	CHECK(!request_name_is("x-peer", "x-pee", 5));
+	CHECK(!request_name_is("x-peer", "x-peer_", 7));
+	CHECK(request_name_is("x_peer", "x-peer", 6));
+	CHECK(!request_name_is("x_peer", "x.peer", 6));
+	CHECK(!request_name_is(NULL, "x-peer", 6));
+}
+
 /* A trailer section's fields: passed on, dropped, or malformed. */
 static void
 test_trailers(void)
@@ -1097,6 +1135,7 @@ main(void)
 	test_compact();
 	test_path_normalized();
 	test_trailers();
+	test_client_cert();
 	test_websocket();
 	request_free(build(end, true, &rv));	/* the static one */
 	UNIT_DONE();
