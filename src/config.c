@@ -33,6 +33,7 @@
 #include "bytes.h"
 #include "cid.h"
 #include "config.h"
+#include "request.h"
 #include "file.h"
 #include "log.h"
 #include "route.h"
@@ -2733,6 +2734,26 @@ config_finish_cert_header(struct config_parser *p, struct config *cfg)
 	}
 	if (name == NULL)
 		return;
+	/*
+	 * A route's header key reads the client's fields, before that name
+	 * is dropped: a client with no certificate that sends the field
+	 * would take the route, one with a certificate would not.
+	 */
+	for (size_t i = 0; i < p->nsections; i++) {
+		const struct config_headers *m;
+
+		s = p->sections[i];
+		if (s->kind != SECT_ROUTE)
+			continue;
+		m = &cfg->routes[s->index].match_headers;
+		for (size_t k = 0; k < m->n; k++)
+			if (request_name_is(name, m->v[k].name,
+			    m->v[k].namelen))
+				config_error(p, config_keyline(s, "header"),
+				    "header: \"%s\" is client_cert_header, "
+				    "which no route sees: use "
+				    "require_client_cert", m->v[k].name);
+	}
 	if (cfg->request_id_header != NULL &&
 	    strcmp(name, cfg->request_id_header) == 0)
 		config_error(p, at, "client_cert_header: \"%s\" is "

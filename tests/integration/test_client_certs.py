@@ -542,3 +542,27 @@ def test_the_field_spelt_with_underscores_is_dropped_from_trailers(qproxy_factor
                backend_app.requests[-1]["body_done"], "the upload's end")
     assert backend_app.requests[-1]["trailers"] == [["x-other", "kept"]]
 
+
+def test_a_routes_header_key_may_not_be_the_field(tmp_path, certificate, pki):
+    """A route's header key reads the client's fields: X-Client-Cert there
+    would send a client without a certificate that sends the field itself
+    down the route, and one with a certificate elsewhere."""
+    cert, key = certificate
+    conf, p = _check(tmp_path, _conf(
+        cert, key, "client_ca = %s\nclient_verify = optional\n" % pki["ca"],
+        "[backend app]\nserver = 127.0.0.1:1\n[route certified]\nheader = X-Client-Cert\n"
+        "return = 200 certified\n"))
+    assert p.returncode == 1
+    assert ('%s:10: header: "x-client-cert" is client_cert_header, which no '
+            'route sees: use require_client_cert' % conf) in p.stderr, p.stderr
+    # the name set, spelt with "_"; and the control: another field
+    conf, p = _check(tmp_path, _conf(
+        cert, key, "client_ca = %s\nclient_cert_header = X-Peer\n" % pki["ca"],
+        "[backend app]\nserver = 127.0.0.1:1\n[route r]\nheader = X_Peer\n"
+        "backend = app\n"))
+    assert p.returncode == 1 and "header: \"x_peer\" is client_cert_header" in p.stderr, \
+        p.stderr
+    conf, p = _check(tmp_path, _conf(
+        cert, key, "client_ca = %s\n" % pki["ca"],
+        "[backend app]\nserver = 127.0.0.1:1\n[route r]\nheader = X-Canary\nbackend = app\n"))
+    assert p.returncode == 0, p.stderr
