@@ -1383,7 +1383,8 @@ early_method_allowed(const struct exchange *ex)
 /*
  * client_cert_header: the field its backend is told the client's
  * certificate in, which no client may send. A listener a reload took away
- * has none: the first listener's of the configuration stands in.
+ * has none: the first listener's of the configuration stands in (they
+ * name one field).
  */
 static const char *
 ex_cert_header(const struct exchange *ex)
@@ -1412,6 +1413,23 @@ ex_client_cert_missing(const struct exchange *ex)
 	return lc != NULL && lc->client_ca != NULL &&
 	    lc->client_verify == CONFIG_CLIENT_REQUIRE &&
 	    ex->qc->tls.peer == NULL;
+}
+
+/*
+ * A certificate verified against client_ca and client_crl that a reload
+ * has changed since (a CA no longer trusted, a certificate revoked), or on
+ * a listener a reload took away: the connection is sent to make a new one,
+ * verified against what is in force now, rather than its backend told of
+ * one that may no longer pass (or, in another listener's field, under CAs
+ * that never issued it).
+ */
+static bool
+ex_client_cert_stale(const struct exchange *ex)
+{
+	const struct listener *l = ex->qc->sock->listener;
+
+	return ex->qc->tls.peer != NULL && (l == NULL ||
+	    !tls_ctx_same_client_ca(ex->qc->tls.ctx, l->tls));
 }
 
 void
@@ -1472,7 +1490,7 @@ exchange_headers_end(struct exchange *ex, bool fin)
 	route_host(authority, alen, hbuf, sizeof(hbuf),
 	    &host, &hostlen);
 	if (!tls_conn_may_serve(&ex->qc->tls, host, hostlen) ||
-	    ex_client_cert_missing(ex)) {
+	    ex_client_cert_missing(ex) || ex_client_cert_stale(ex)) {
 		stats.requests_misdirected++;
 		ex_respond(ex, 421);
 		return;

@@ -342,6 +342,9 @@ struct tls_ctx_data {
 	struct tls_crl	*crls;		/* client_crl's, in file order */
 	size_t		 ncrls;
 	const char	*crl_file;	/* the listener's (its config's) */
+	/* the SHA-256 of client_ca's and client_crl's bytes (0s: none),
+	   what a client's certificate was verified against */
+	uint8_t		 ca_hash[32], crl_hash[32];
 	size_t		 len;
 	uint8_t		 data[];
 };
@@ -1366,6 +1369,13 @@ client_crl_load(WOLFSSL_CTX *ctx, struct tls_ctx_data *d,
 	if ((pem = read_pem("client_crl", l->client_crl, &len, err,
 	    errlen)) == NULL)
 		return -1;
+	if (wc_Sha256Hash((const uint8_t *)pem, (word32)len, d->crl_hash) !=
+	    0) {
+		snprintf(err, errlen, "client_crl %s: cannot hash it",
+		    l->client_crl);
+		free(pem);
+		return -1;
+	}
 	if (wolfSSL_CTX_EnableCRL(ctx, 0) != WOLFSSL_SUCCESS) {
 		snprintf(err, errlen, "cannot turn CRL checks on");
 		free(pem);
@@ -1422,6 +1432,13 @@ client_ca_load(WOLFSSL_CTX *ctx, struct tls_ctx_data *d,
 		return -1;
 	rv = wolfSSL_CTX_load_verify_buffer(ctx, (const unsigned char *)pem,
 	    (long)len, WOLFSSL_FILETYPE_PEM);
+	if (rv == WOLFSSL_SUCCESS && wc_Sha256Hash((const uint8_t *)pem,
+	    (word32)len, d->ca_hash) != 0) {
+		snprintf(err, errlen, "client_ca %s: cannot hash it",
+		    l->client_ca);
+		free(pem);
+		return -1;
+	}
 	free(pem);
 	if (rv != WOLFSSL_SUCCESS) {
 		snprintf(err, errlen, "client_ca %s: %s", l->client_ca,
@@ -1546,6 +1563,20 @@ tls_ctx_new(const struct config_listener *l, const void *zrtt,
 fail:
 	tls_ctx_free(ctx);
 	return NULL;
+}
+
+bool
+tls_ctx_same_client_ca(WOLFSSL_CTX *a, WOLFSSL_CTX *b)
+{
+	const struct tls_ctx_data *da = a != NULL ?
+	    wolfSSL_CTX_get_TicketEncCtx(a) : NULL;
+	const struct tls_ctx_data *db = b != NULL ?
+	    wolfSSL_CTX_get_TicketEncCtx(b) : NULL;
+
+	return da != NULL && db != NULL && da->client_auth &&
+	    db->client_auth && memcmp(da->ca_hash, db->ca_hash,
+	    sizeof(da->ca_hash)) == 0 && memcmp(da->crl_hash, db->crl_hash,
+	    sizeof(da->crl_hash)) == 0;
 }
 
 bool

@@ -97,6 +97,11 @@ WOLFSSL_CTX	*tls_ctx_new(const struct config_listener *,
 		    const void *zrtt, size_t zrttlen, int *bad_line,
 		    char *err, size_t errlen);
 void		 tls_ctx_free(WOLFSSL_CTX *);
+/*
+ * Whether both contexts have client_ca, with the same CAs and CRLs (the
+ * files' bytes): a client's certificate one verified, the other would.
+ */
+bool		 tls_ctx_same_client_ca(WOLFSSL_CTX *, WOLFSSL_CTX *);
 
 /* A context's certificate, as qproxyctl tls shows it. */
 struct tls_cert_info {

@@ -566,3 +566,108 @@ def test_a_routes_header_key_may_not_be_the_field(tmp_path, certificate, pki):
         cert, key, "client_ca = %s\n" % pki["ca"],
         "[backend app]\nserver = 127.0.0.1:1\n[route r]\nheader = X-Canary\nbackend = app\n"))
     assert p.returncode == 0, p.stderr
+
+
+# ------------------------------------------------------- review: open connections
+
+
+def _perform(c, col):
+    """Another request on c's connection: its status and body."""
+    col.chunks.clear()
+    c.perform()
+    return c.getinfo(pycurl.RESPONSE_CODE), b"".join(col.chunks)
+
+
+def test_a_reload_that_revokes_a_connections_certificate_serves_it_no_more(
+        qproxy_factory, backend_app, pki, tmp_path):
+    """alice's connection, open across the reload whose CRL lists her
+    certificate, is sent to make a new one (421), which is refused, and
+    its backend is not told her name any more."""
+    crl = _crl(tmp_path / "ca.crl", pki["ca_key"])
+    q = _start(qproxy_factory, pki, _sections(backend_app.tcp_server, ca=pki["ca"], crl=crl))
+    c, col = make_easy(q.url("/app/echo-headers"), client_cert=pki["alice"][:2])
+    try:
+        status, body = _perform(c, col)
+        assert status == 200
+        _crl(tmp_path / "ca.crl", pki["ca_key"], revoked=[pki["alice"][2]])
+        assert qproxyctl(q, "reload").returncode == 0
+        before = len(backend_app.requests)
+        status, body = _perform(c, col)
+        assert c.getinfo(pycurl.NUM_CONNECTS) == 0      # the same connection
+        assert (status, len(backend_app.requests)) == (421, before), body
+    finally:
+        c.close()
+    _refused(q.port, pki["alice"][:2])
+
+
+def test_a_reload_that_trusts_another_ca_serves_the_old_cas_clients_no_more(
+        qproxy_factory, backend_app, pki):
+    q = _start(qproxy_factory, pki, _sections(backend_app.tcp_server, ca=pki["ca"]))
+    c, col = make_easy(q.url("/app/echo-headers"), client_cert=pki["alice"][:2])
+    try:
+        assert _perform(c, col)[0] == 200
+        text = open(q.conf).read()
+        with open(q.conf, "w") as f:
+            f.write(text.replace(pki["ca"], pki["other_key"]["pem"]))
+        assert qproxyctl(q, "reload").returncode == 0
+        before = len(backend_app.requests)
+        status, body = _perform(c, col)
+        assert c.getinfo(pycurl.NUM_CONNECTS) == 0
+        assert (status, len(backend_app.requests)) == (421, before), body
+    finally:
+        c.close()
+
+
+def test_a_reload_that_changes_nothing_of_client_ca_keeps_the_connection(
+        qproxy_factory, backend_app, pki, tmp_path):
+    """The control of the two above."""
+    crl = _crl(tmp_path / "ca.crl", pki["ca_key"])
+    q = _start(qproxy_factory, pki, _sections(backend_app.tcp_server, ca=pki["ca"], crl=crl))
+    c, col = make_easy(q.url("/app/echo-headers"), client_cert=pki["alice"][:2])
+    try:
+        assert _perform(c, col)[0] == 200
+        assert qproxyctl(q, "reload").returncode == 0
+        status, body = _perform(c, col)
+        assert c.getinfo(pycurl.NUM_CONNECTS) == 0
+        assert status == 200
+        assert [v for n, v in json.loads(body)["headers"] if n.lower() == "x-client-cert"] == [
+            _value(pki["alice"][2], '/O=Acme \\"Q\\"\\\\/CN=alice')]
+    finally:
+        c.close()
+
+
+def test_a_listener_a_reload_took_away_lends_its_clients_no_other_listeners_field(
+        qproxy_factory, backend_app, pki):
+    """partner trusts another CA; once a reload takes it away, its client
+    (the other CA's "alice") is not named to the backend as though main,
+    which trusts another CA, had verified it: its connection is sent away
+    (421)."""
+    from conftest import free_udp_port
+    side = free_udp_port()
+
+    def build(port, cert, key):
+        sections = _sections(backend_app.tcp_server, ca=pki["ca"])(port, cert, key)
+        return sections[:2] + [("listener partner", [
+            ("address", "127.0.0.1:%d" % side), ("certificate", cert), ("private_key", key),
+            ("client_ca", pki["other_key"]["pem"])])] + sections[2:]
+    q = _start(qproxy_factory, pki, build)
+    c, col = make_easy("https://127.0.0.1:%d/app/echo-headers" % side,
+                       client_cert=pki["stranger"][:2])
+    try:
+        status, body = _perform(c, col)
+        assert status == 200
+        assert [v for n, v in json.loads(body)["headers"] if n.lower() == "x-client-cert"] == [
+            _value(pki["stranger"][2], "/CN=alice")]
+        text = open(q.conf).read()
+        start = text.index("[listener partner]")
+        end = text.index("[", start + 1)
+        with open(q.conf, "w") as f:
+            f.write(text[:start] + text[end:])
+        assert qproxyctl(q, "reload").returncode == 0
+        before = len(backend_app.requests)
+        status, body = _perform(c, col)
+        assert c.getinfo(pycurl.NUM_CONNECTS) == 0
+        assert (status, len(backend_app.requests)) == (421, before), body
+    finally:
+        c.close()
+
