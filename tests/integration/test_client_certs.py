@@ -704,3 +704,38 @@ def test_two_subjects_are_never_told_alike(qproxy_factory, backend_app, pki, tmp
     s1, s2, l1, l2 = (subject(c) for c in (one, two, long1, long2))
     assert l1 != l2, (l1, l2)
     assert s1 != s2, (s1, s2)
+
+
+def test_workers_each_verify_drop_and_send_away_alike(qproxy_factory, backend_app, pki,
+                                                      tmp_path):
+    """workers = 2: each worker names its clients, drops the client's field
+    in any spelling, adds its counts to stats, and sends a connection
+    whose certificate a reload's CRL lists to make a new one."""
+    crl = _crl(tmp_path / "ca.crl", pki["ca_key"])
+    base = _sections(backend_app.tcp_server, ca=pki["ca"], crl=crl, verify="optional")
+
+    def build(port, cert, key):
+        sections = base(port, cert, key)
+        sections[0] = ("global", sections[0][1] + [("workers", "2")])
+        return sections
+    q = _start(qproxy_factory, pki, build)
+    wait_until(lambda: stats(q)["workers"]["answered"] == 2, "both workers answering",
+               timeout=20)
+    counts = _conns(q)
+    alice = _value(pki["alice"][2], '/O=Acme \\"Q\\"\\\\/CN=alice')
+    for _ in range(6):
+        r = _get(q.port, pki["alice"][:2], headers=["x_client_cert: forged"])
+        assert (_seen(r, "x-client-cert"), _seen(r, "x_client_cert")) == ([alice], [])
+        r = _get(q.port, headers=["X-Client-Cert: forged"])
+        assert _seen(r, "x-client-cert") == []
+    assert _conns(q, counts)["client_certs_verified"] == 6
+    c, col = make_easy(q.url("/app/echo-headers"), client_cert=pki["alice"][:2])
+    try:
+        assert _perform(c, col)[0] == 200
+        _crl(tmp_path / "ca.crl", pki["ca_key"], revoked=[pki["alice"][2]])
+        assert qproxyctl(q, "reload").returncode == 0
+        status, body = _perform(c, col)
+        assert (c.getinfo(pycurl.NUM_CONNECTS), status) == (0, 421), body
+    finally:
+        c.close()
+    _refused(q.port, pki["alice"][:2])

@@ -11,6 +11,7 @@
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
 #include <wolfssl/wolfcrypt/memory.h>
+#include <wolfssl/wolfcrypt/asn.h>
 #include <wolfssl/openssl/evp.h>
 #include <ngtcp2/ngtcp2_crypto.h>
 
@@ -193,6 +194,19 @@ test_peer_value(void)
 	CHECK((p = tls_peer_new(hash, "")) != NULL);
 	CHECK(strcmp(p->value + n, "\"") == 0);
 	free(p);
+	/* the longest (each byte of a whole WC_ASN_NAME_MAX subject grown
+	   fourfold), to its last byte: ASan's build sees one past it */
+	{
+		char subject[WC_ASN_NAME_MAX];
+
+		memset(subject, 0x01, sizeof(subject) - 1);
+		subject[sizeof(subject) - 1] = '\0';
+		CHECK((p = tls_peer_new(hash, subject)) != NULL);
+		CHECK_EQ_INT((int)strlen(p->value), (int)(n + 4 *
+		    (sizeof(subject) - 1) + 1));
+		CHECK(strncmp(p->value + n, "\\x01\\x01", 8) == 0);
+		free(p);
+	}
 }
 
 int
