@@ -739,3 +739,36 @@ def test_workers_each_verify_drop_and_send_away_alike(qproxy_factory, backend_ap
     finally:
         c.close()
     _refused(q.port, pki["alice"][:2])
+
+
+@pytest.mark.xfail(strict=True, reason="client_crl checks the client's certificate alone "
+                   "(wolfSSL_CTX_EnableCRL without WOLFSSL_CRL_CHECKALL)")
+def test_a_client_of_an_intermediate_its_root_revoked_is_refused(qproxy_factory, backend_app,
+                                                                  pki, tmp_path):
+    """client_ca has the root and its intermediate (an intermediate's CRL
+    loads only so: one not in client_ca has no signer), client_crl the
+    root's, which revokes the intermediate, and the intermediate's: a
+    client the intermediate issued is served all the same."""
+    d = str(tmp_path)
+    root = pki["ca_key"]
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(_name((NameOID.COMMON_NAME, "intermediate")))
+            .issuer_name(root["cert"].subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(root["key"], hashes.SHA256()))
+    pem, _ = _write(d, "intermediate", cert, key)
+    inter = {"pem": pem, "cert": cert, "key": key}
+    carol = _client(d, "carol", inter, _name((NameOID.COMMON_NAME, "carol")))
+    ca, crl = os.path.join(d, "ca.pem"), os.path.join(d, "all.crl")
+    with open(ca, "w") as f:
+        f.write(open(pki["ca"]).read() + open(pem).read())
+    with open(crl, "w") as f:
+        f.write(open(_crl(tmp_path / "root.crl", root, revoked=[
+            cert.public_bytes(serialization.Encoding.DER)])).read() +
+            open(_crl(tmp_path / "inter.crl", inter)).read())
+    q = _start(qproxy_factory, pki, _sections(backend_app.tcp_server, ca=ca, crl=crl))
+    _refused(q.port, carol[:2])
