@@ -1385,8 +1385,13 @@ client_crl_load(WOLFSSL_CTX *ctx, struct tls_ctx_data *d,
 	    at = memmem(stop, len - (size_t)(stop - pem), begin,
 	    sizeof(begin) - 1)) {
 		if ((stop = memmem(at, len - (size_t)(at - pem), end,
-		    sizeof(end) - 1)) == NULL)
+		    sizeof(end) - 1)) == NULL) {
+			/* a file cut short: not the CRLs before it alone */
+			snprintf(err, errlen, "client_crl %s: CRL %d: no "
+			    "\"%s\" line", l->client_crl, n + 1, end);
+			rv = -1;
 			break;
+		}
 		stop += sizeof(end) - 1;
 		if ((rv = wolfSSL_CTX_LoadCRLBuffer(ctx,
 		    (const unsigned char *)at, (long)(stop - at),

@@ -772,3 +772,24 @@ def test_a_client_of_an_intermediate_its_root_revoked_is_refused(qproxy_factory,
             open(_crl(tmp_path / "inter.crl", inter)).read())
     q = _start(qproxy_factory, pki, _sections(backend_app.tcp_server, ca=ca, crl=crl))
     _refused(q.port, carol[:2])
+
+
+def test_a_crl_file_cut_short_is_refused(tmp_path, certificate, pki):
+    """An older CRL, still in force, then a newer one that revokes alice,
+    cut short: the file was taken with the older one alone, and alice
+    served."""
+    cert, key = certificate
+    older = open(_crl(tmp_path / "older.crl", pki["ca_key"])).read()
+    newer = open(_crl(tmp_path / "newer.crl", pki["ca_key"],
+                      revoked=[pki["alice"][2]])).read()
+    path = tmp_path / "all.crl"
+    for cut in (newer[:len(newer) // 2], newer.replace("-----END X509 CRL-----\n", "")):
+        path.write_text(older + cut)
+        conf, p = _check(tmp_path, _conf(cert, key, "client_ca = %s\nclient_crl = %s\n"
+                                         % (pki["ca"], path)))
+        assert p.returncode == 1, p.stderr
+        assert ('%s:6: listener main: client_crl %s: CRL 2: no "-----END X509 CRL-----" line'
+                % (conf, path)) in p.stderr, p.stderr
+    path.write_text(older + newer)
+    assert _check(tmp_path, _conf(cert, key, "client_ca = %s\nclient_crl = %s\n"
+                                  % (pki["ca"], path)))[1].returncode == 0
