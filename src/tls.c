@@ -1224,47 +1224,6 @@ tls_peer_new(const uint8_t hash[32], const char *subject)
 	return peer;
 }
 
-/*
- * client_ca's client, once wolfSSL has verified its chain (called for
- * the leaf with ok set: WOLFSSL_ALWAYS_VERIFY_CB) or found it wanting. What
- * its backend is told of it is kept (tls_peer_new).
- */
-static int
-client_verify_cb(int ok, WOLFSSL_X509_STORE_CTX *store)
-{
-	struct tls_conn *tc = store->userCtx;
-	const WOLFSSL_BUFFER_INFO *leaf;
-	struct DecodedCert dc;
-	struct tls_peer *peer;
-	uint8_t hash[32];
-
-	if (!ok) {
-		stats.client_certs_refused++;
-		log_debug("client certificate refused: %s",
-		    wolfSSL_ERR_reason_error_string(store->error));
-		return 0;
-	}
-	/* (none shown, where client_verify = optional lets it be) */
-	if (store->error_depth != 0 || tc == NULL || tc->peer != NULL ||
-	    store->certs == NULL || store->totalCerts < 1)
-		return 1;
-	leaf = &store->certs[0];
-	wc_InitDecodedCert(&dc, leaf->buffer, leaf->length, NULL);
-	if (wc_ParseCert(&dc, CERT_TYPE, NO_VERIFY, NULL) != 0) {
-		wc_FreeDecodedCert(&dc);
-		return 0;
-	}
-	dc.subject[sizeof(dc.subject) - 1] = '\0';
-	peer = wc_Sha256Hash(leaf->buffer, leaf->length, hash) == 0 ?
-	    tls_peer_new(hash, dc.subject) : NULL;
-	wc_FreeDecodedCert(&dc);
-	if (peer == NULL)
-		return 0;
-	tc->peer = peer;
-	stats.client_certs_verified++;
-	return 1;
-}
-
 /* The contents of the DER element at *p (of avail bytes), its tag in
    *tag; *p moves past it. NULL when it is cut short. */
 static const uint8_t *
@@ -1282,6 +1241,238 @@ der_next(const uint8_t **p, size_t *avail, uint8_t *tag, size_t *len)
 	*p += whole;
 	*avail -= whole;
 	return in;
+}
+
+/* RFC 4514 3: the attribute types written by name; others by their OID */
+static const struct dn_type {
+	const char	*name;
+	uint8_t		 len;
+	uint8_t		 oid[10];
+} dn_types[] = {
+	{ "CN", 3, { 0x55, 0x04, 0x03 } },
+	{ "L", 3, { 0x55, 0x04, 0x07 } },
+	{ "ST", 3, { 0x55, 0x04, 0x08 } },
+	{ "O", 3, { 0x55, 0x04, 0x0a } },
+	{ "OU", 3, { 0x55, 0x04, 0x0b } },
+	{ "C", 3, { 0x55, 0x04, 0x06 } },
+	{ "STREET", 3, { 0x55, 0x04, 0x09 } },
+	{ "DC", 10, { 0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01,
+	    0x19 } },
+	{ "UID", 10, { 0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01,
+	    0x01 } },
+};
+
+static const char *
+dn_type_name(const uint8_t *oid, size_t len)
+{
+	for (size_t i = 0; i < sizeof(dn_types) / sizeof(dn_types[0]); i++)
+		if (dn_types[i].len == len &&
+		    memcmp(dn_types[i].oid, oid, len) == 0)
+			return dn_types[i].name;
+	return NULL;
+}
+
+/* What dn_put writes into, never past its end. */
+struct dn_out {
+	char	*p, *end;
+	bool	 full;
+};
+
+static void
+dn_put(struct dn_out *o, const char *s, size_t n)
+{
+	if (o->full || (size_t)(o->end - o->p) < n) {
+		o->full = true;
+		return;
+	}
+	memcpy(o->p, s, n);
+	o->p += n;
+}
+
+/* An OID's dotted decimals (X.690 8.19), or false for a broken one. */
+static bool
+dn_oid(struct dn_out *o, const uint8_t *oid, size_t len)
+{
+	char num[24];
+	uint64_t v = 0;
+	bool first = true;
+
+	for (size_t i = 0; i < len; i++) {
+		if (v > (UINT64_MAX >> 7))
+			return false;
+		v = v << 7 | (oid[i] & 0x7f);
+		if (oid[i] & 0x80)
+			continue;
+		if (first)
+			snprintf(num, sizeof(num), "%u.%llu", v < 80 ?
+			    (unsigned)(v / 40) : 2, (unsigned long long)(v <
+			    80 ? v % 40 : v - 80));
+		else
+			snprintf(num, sizeof(num), ".%llu",
+			    (unsigned long long)v);
+		dn_put(o, num, strlen(num));
+		first = false;
+		v = 0;
+	}
+	return !first && (oid[len - 1] & 0x80) == 0;
+}
+
+/*
+ * An attribute's value: a string's characters, escaped as RFC 4514 2.4
+ * says (any octet outside printable ASCII as a hex pair, so that the name
+ * is ASCII whatever its strings hold); any other type as '#' and the hex
+ * of its DER.
+ */
+static void
+dn_value(struct dn_out *o, uint8_t tag, const uint8_t *v, size_t len,
+    const uint8_t *der, size_t derlen)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	char e[3];
+
+	if (tag != 0x0c && tag != 0x13 && tag != 0x16 && tag != 0x14) {
+		/* not UTF8String, PrintableString, IA5String, T61String */
+		dn_put(o, "#", 1);
+		for (size_t i = 0; i < derlen; i++) {
+			e[0] = hex[der[i] >> 4];
+			e[1] = hex[der[i] & 0xf];
+			dn_put(o, e, 2);
+		}
+		return;
+	}
+	for (size_t i = 0; i < len; i++) {
+		uint8_t c = v[i];
+
+		if (c < 0x20 || c >= 0x7f) {
+			e[0] = '\\';
+			e[1] = hex[c >> 4];
+			e[2] = hex[c & 0xf];
+			dn_put(o, e, 3);
+			continue;
+		}
+		if (strchr("\"+,;<>\\", c) != NULL ||
+		    (i == 0 && (c == ' ' || c == '#')) ||
+		    (i == len - 1 && c == ' '))
+			dn_put(o, "\\", 1);
+		dn_put(o, (const char *)&c, 1);
+	}
+}
+
+#define DN_RDNS_MAX	64
+
+char *
+tls_cert_subject(const uint8_t *cert, size_t certlen)
+{
+	const uint8_t *p = cert, *name, *rdn[DN_RDNS_MAX];
+	size_t avail = certlen, n, rdnlen[DN_RDNS_MAX], nrdn = 0;
+	struct dn_out o;
+	uint8_t tag;
+	char *dn;
+
+	/* Certificate, its TBSCertificate (RFC 5280 4.1) */
+	if ((p = der_next(&p, &avail, &tag, &n)) == NULL || tag != 0x30)
+		return NULL;
+	avail = n;
+	if ((p = der_next(&p, &avail, &tag, &n)) == NULL || tag != 0x30)
+		return NULL;
+	avail = n;
+	/* [0] version, serialNumber, signature, issuer, validity */
+	if (avail > 0 && p[0] == 0xa0 && der_next(&p, &avail, &tag, &n) ==
+	    NULL)
+		return NULL;
+	for (int i = 0; i < 4; i++)
+		if (der_next(&p, &avail, &tag, &n) == NULL)
+			return NULL;
+	if ((name = der_next(&p, &avail, &tag, &n)) == NULL || tag != 0x30)
+		return NULL;
+	for (p = name, avail = n; avail > 0; ) {
+		if (nrdn == DN_RDNS_MAX || (rdn[nrdn] = der_next(&p, &avail,
+		    &tag, &rdnlen[nrdn])) == NULL || tag != 0x31)
+			return NULL;
+		nrdn++;
+	}
+	/* a DER byte is at most 3 characters written, or 5 of an OID's */
+	if ((dn = malloc(6 * n + 1)) == NULL)
+		return NULL;
+	o.p = dn;
+	o.end = dn + 6 * n;
+	o.full = false;
+	while (nrdn-- > 0) {
+		const uint8_t *atv, *oid, *v, *vder;
+		const char *type;
+		size_t ravail = rdnlen[nrdn], aavail, oidlen, vlen;
+		uint8_t vtag;
+		bool first = true;
+
+		for (p = rdn[nrdn]; ravail > 0; first = false) {
+			if ((atv = der_next(&p, &ravail, &tag, &aavail)) ==
+			    NULL || tag != 0x30 || (oid = der_next(&atv,
+			    &aavail, &tag, &oidlen)) == NULL || tag != 0x06 ||
+			    oidlen == 0)
+				goto bad;
+			vder = atv;
+			if ((v = der_next(&atv, &aavail, &vtag, &vlen)) ==
+			    NULL || aavail != 0)
+				goto bad;
+			if (!first)
+				dn_put(&o, "+", 1);
+			if ((type = dn_type_name(oid, oidlen)) != NULL)
+				dn_put(&o, type, strlen(type));
+			else if (!dn_oid(&o, oid, oidlen))
+				goto bad;
+			dn_put(&o, "=", 1);
+			dn_value(&o, vtag, v, vlen, vder, (size_t)(atv - vder));
+		}
+		if (nrdn > 0)
+			dn_put(&o, ",", 1);
+	}
+	if (o.full)
+		goto bad;
+	*o.p = '\0';
+	return dn;
+bad:
+	free(dn);
+	return NULL;
+}
+
+/*
+ * client_ca's client, once wolfSSL has verified its chain (called for
+ * the leaf with ok set: WOLFSSL_ALWAYS_VERIFY_CB) or found it wanting. What
+ * its backend is told of it is kept (tls_peer_new).
+ */
+static int
+client_verify_cb(int ok, WOLFSSL_X509_STORE_CTX *store)
+{
+	struct tls_conn *tc = store->userCtx;
+	const WOLFSSL_BUFFER_INFO *leaf;
+	struct tls_peer *peer;
+	uint8_t hash[32];
+	char *dn;
+
+	if (!ok) {
+		stats.client_certs_refused++;
+		log_debug("client certificate refused: %s",
+		    wolfSSL_ERR_reason_error_string(store->error));
+		return 0;
+	}
+	/* (none shown, where client_verify = optional lets it be) */
+	if (store->error_depth != 0 || tc == NULL || tc->peer != NULL ||
+	    store->certs == NULL || store->totalCerts < 1)
+		return 1;
+	leaf = &store->certs[0];
+	if ((dn = tls_cert_subject(leaf->buffer, leaf->length)) == NULL) {
+		log_debug("client certificate refused: its subject cannot be "
+		    "read");
+		return 0;
+	}
+	peer = wc_Sha256Hash(leaf->buffer, leaf->length, hash) == 0 ?
+	    tls_peer_new(hash, dn) : NULL;
+	free(dn);
+	if (peer == NULL)
+		return 0;
+	tc->peer = peer;
+	stats.client_certs_verified++;
+	return 1;
 }
 
 /*

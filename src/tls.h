@@ -36,7 +36,7 @@ struct tls_conn {
 /*
  * The certificate a client gave a listener with client_ca, verified: the
  * value of client_cert_header, Hash=<SHA-256 of its DER, in hexadecimal>;
- * Subject="<its subject as wolfSSL writes it, /O=../CN=..>".
+ * Subject="<its subject as RFC 4514 writes it: tls_cert_subject>".
  */
 struct tls_peer {
 	char		 value[1];
@@ -45,6 +45,14 @@ struct tls_peer {
    memory. In the subject '"' and '\\' are escaped with '\\', a control
    character or DEL written \\xHH. */
 struct tls_peer	*tls_peer_new(const uint8_t hash[32], const char *subject);
+/*
+ * A certificate's (DER) subject as RFC 4514 writes a distinguished name:
+ * the last RDN first, RDNs separated by ',' and the attributes of one by
+ * '+', each type=value ("CN=alice,O=Example"); a value's octets outside
+ * printable ASCII as hex pairs, a value not a string as '#' and its DER in
+ * hex. Allocated; NULL when the subject cannot be read, or out of memory.
+ */
+char		*tls_cert_subject(const uint8_t *cert, size_t len);
 
 struct config;
 struct config_cert;

@@ -5,6 +5,7 @@
  * cover.
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -209,6 +210,54 @@ test_peer_value(void)
 	}
 }
 
+/*
+ * RFC 4514's form of a subject: the last RDN first; a type it does not
+ * name by its OID; a multi-valued RDN joined by '+' (in its DER order); a
+ * control character as a hex pair; a BMPString as '#' and its DER.
+ * (A certificate the cryptography package made: issuer and subject
+ * C=NL / O=Example+OU=ops / CN=a<tab>b / title=x as a BMPString.)
+ */
+static void
+test_cert_subject(void)
+{
+	static const char hex[] =
+	    "308201783082011fa003020102020101300a06082a8648ce3d04030230463"
+	    "10b3009060355040613024e4c311c300a060355040b0c036f7073300e0603"
+	    "55040a0c074578616d706c65310c300a06035504030c03610962310b30090"
+	    "60355040c1e020078301e170d3236303130313030303030305a170d323630"
+	    "3130323030303030305a3046310b3009060355040613024e4c311c300a060"
+	    "355040b0c036f7073300e060355040a0c074578616d706c65310c300a0603"
+	    "5504030c03610962310b3009060355040c1e0200783059301306072a8648c"
+	    "e3d020106082a8648ce3d03010703420004a5f3baf1c438700a70d1da01cf"
+	    "bccc58827a1e538a253df0da0aa1f2f87f6e96c4a4ec52870047c173c8b44"
+	    "473d11075c486221bf7b79eed523d332fdb4b459e300a06082a8648ce3d04"
+	    "0302034700304402203de747c6ce84e49c54600f5137ca4cc4e4ee206676d"
+	    "a3f836f9e4adee5a728b302200817c6dda3025fcb6140b798eec9dbbe6361"
+	    "ef66a7332ce1decf07b4bd42023b";
+	uint8_t der[sizeof(hex) / 2];
+	size_t n = (sizeof(hex) - 1) / 2;
+	char *dn;
+
+	for (size_t i = 0; i < n; i++) {
+		unsigned int b;
+
+		sscanf(hex + 2 * i, "%2x", &b);
+		der[i] = (uint8_t)b;
+	}
+	CHECK((dn = tls_cert_subject(der, n)) != NULL);
+	CHECK_EQ_STR(dn, "2.5.4.12=#1E020078,CN=a\\09b,OU=ops+O=Example,C=NL");
+	free(dn);
+	/* cut short anywhere: no name, and nothing read past the end */
+	for (size_t cut = 0; cut < 0xf0; cut++) {
+		uint8_t *copy = malloc(cut + 1);
+
+		memcpy(copy, der, cut);
+		dn = tls_cert_subject(copy, cut);
+		CHECK(dn == NULL);
+		free(copy);
+	}
+}
+
 int
 main(void)
 {
@@ -218,6 +267,7 @@ main(void)
 	test_host_matches();
 	test_days_left();
 	test_peer_value();
+	test_cert_subject();
 	wolfSSL_Cleanup();
 	UNIT_DONE();
 }
