@@ -311,6 +311,9 @@ handshake_completed(ngtcp2_conn *conn, void *user_data)
 	stats.handshakes_completed++;
 	if (wolfSSL_session_reused(qc->ssl))
 		stats.resumed_handshakes++;
+	/* here, not in its verify callback: before its CertificateVerify */
+	if (qc->tls.peer != NULL)
+		stats.client_certs_verified++;
 	stats.handshakes_current--;
 	if (qc->unvalidated) {
 		qc->unvalidated = false;
