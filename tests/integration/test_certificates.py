@@ -334,12 +334,14 @@ def test_certificates_are_watched_while_the_daemon_runs(
     tls = stats(q)["tls"]
     assert time.time() < edge.replace(tzinfo=datetime.timezone.utc).timestamp(), \
         "too slow a start to see the certificates' first state"
-    assert tls == {"certificates_expiring": 2, "certificates_not_valid": 1}, tls
+    assert tls == {"certificates_expiring": 2, "certificates_not_valid": 1,
+                   "crls_expiring": 0, "crls_out_of_date": 0}, tls
     expired = "certificate %s expired at %s" % (short[0],
                                                  edge.strftime("%Y-%m-%dT%H:%M:%SZ"))
     assert expired not in open(q.log).read()
     wait_until(lambda: stats(q)["tls"] == {"certificates_expiring": 1,
-                                           "certificates_not_valid": 1},
+                                           "certificates_not_valid": 1,
+                                           "crls_expiring": 0, "crls_out_of_date": 0},
                "the counts after the certificates' dates", 10 * SLOW)
     wait_until(lambda: expired in open(q.log).read(), "the log's word of it", 5)
     # and it still serves
@@ -363,10 +365,12 @@ def test_certificates_are_watched_across_a_step_of_the_wall_clock(
     clock = preload_clock(q, str(tmp_path / "clock"))
     q.start()
     tls = stats(q)["tls"]
-    assert tls == {"certificates_expiring": 2, "certificates_not_valid": 1}, tls
+    assert tls == {"certificates_expiring": 2, "certificates_not_valid": 1,
+                   "crls_expiring": 0, "crls_out_of_date": 0}, tls
     clock(3 * 3600)
     wait_until(lambda: stats(q)["tls"] == {"certificates_expiring": 1,
-                                           "certificates_not_valid": 1},
+                                           "certificates_not_valid": 1,
+                                           "crls_expiring": 0, "crls_out_of_date": 0},
                "the counts after the certificates' dates", 5 * SLOW)
     expired = "certificate %s expired at %s" % (short[0],
                                                  edge.strftime("%Y-%m-%dT%H:%M:%SZ"))
