@@ -485,7 +485,7 @@ def test_every_listener_names_the_same_field(tmp_path, certificate, pki):
     assert p.returncode == 0, p.stderr
 
 
-def test_the_field_may_be_no_other_that_qproxy_or_a_route_sets(tmp_path, certificate, pki):
+def test_the_field_may_be_no_other_than_qproxy_or_a_route_sets(tmp_path, certificate, pki):
     cert, key = certificate
     conf, p = _check(tmp_path, "[global]\nrequest_id_header = X-Id\n" + _conf(
         cert, key, "client_ca = %s\nclient_cert_header = x-id\n" % pki["ca"]))
@@ -573,7 +573,7 @@ def test_a_routes_header_key_may_not_be_the_field(tmp_path, certificate, pki):
     assert p.returncode == 0, p.stderr
 
 
-# ------------------------------------------------------- review: open connections
+# connections open across a reload
 
 
 def _perform(c, col):
