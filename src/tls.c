@@ -1298,7 +1298,8 @@ dn_oid(struct dn_out *o, const uint8_t *oid, size_t len)
 	bool first = true;
 
 	for (size_t i = 0; i < len; i++) {
-		if (v > (UINT64_MAX >> 7))
+		/* an arc's leading 0x80 (not DER) would spell a known OID */
+		if (v > (UINT64_MAX >> 7) || (v == 0 && oid[i] == 0x80))
 			return false;
 		v = v << 7 | (oid[i] & 0x7f);
 		if (oid[i] & 0x80)
@@ -1387,7 +1388,8 @@ tls_cert_subject(const uint8_t *cert, size_t certlen)
 		return NULL;
 	for (p = name, avail = n; avail > 0; ) {
 		if (nrdn == DN_RDNS_MAX || (rdn[nrdn] = der_next(&p, &avail,
-		    &tag, &rdnlen[nrdn])) == NULL || tag != 0x31)
+		    &tag, &rdnlen[nrdn])) == NULL || tag != 0x31 ||
+		    rdnlen[nrdn] == 0)	/* SET SIZE (1..MAX) */
 			return NULL;
 		nrdn++;
 	}

@@ -258,6 +258,51 @@ test_cert_subject(void)
 	}
 }
 
+/*
+ * Subjects tls_cert_subject refuses rather than write: an OID arc spelt
+ * with a leading 0x80 (X.690 8.19.2), which would read as a name's own
+ * OID ("2.5.4.3=alice" is CN=alice to a backend's RFC 4514 parser), and
+ * an empty RDN (RFC 5280's SET SIZE (1..MAX)), which wrote ",," or a
+ * trailing ",".
+ */
+static void
+test_cert_subject_refused(void)
+{
+	static const char *const hexes[] = {
+		/* CN=a, {}, CN=b */
+		"303b3034a003020102020101300a06082a8648ce3d04030230003000301a"
+		"310a300806035504030c01613100310a300806035504030c016230000301"
+		"00",
+		/* {}, CN=a */
+		"302f3028a003020102020101300a06082a8648ce3d04030230003000300e"
+		"3100310a300806035504030c01613000030100",
+		/* 55 04 80 03 = alice */
+		"3032302ba003020102020101300a06082a8648ce3d040302300030003011"
+		"310f300d0604550480030c05616c6963653000030100",
+		/* 80 55 04 03 = alice */
+		"3032302ba003020102020101300a06082a8648ce3d040302300030003011"
+		"310f300d0604805504030c05616c6963653000030100",
+	};
+
+	for (size_t h = 0; h < sizeof(hexes) / sizeof(hexes[0]); h++) {
+		uint8_t der[128];
+		size_t n = strlen(hexes[h]) / 2;
+		char *dn;
+
+		for (size_t i = 0; i < n; i++) {
+			unsigned int b;
+
+			sscanf(hexes[h] + 2 * i, "%2x", &b);
+			der[i] = (uint8_t)b;
+		}
+		dn = tls_cert_subject(der, n);
+		if (dn != NULL)
+			fprintf(stderr, "subject %zu: %s\n", h, dn);
+		CHECK(dn == NULL);
+		free(dn);
+	}
+}
+
 int
 main(void)
 {
@@ -268,6 +313,7 @@ main(void)
 	test_days_left();
 	test_peer_value();
 	test_cert_subject();
+	test_cert_subject_refused();
 	wolfSSL_Cleanup();
 	UNIT_DONE();
 }
