@@ -2693,7 +2693,7 @@ config_finish_cert_header(struct config_parser *p, struct config *cfg)
 {
 	const struct config_section *s, *first = NULL;
 	struct config_listener *l;
-	const char *name = NULL;
+	const char *name = NULL, *h;
 	bool any = false;
 	int line, at = 0;
 
@@ -2704,19 +2704,25 @@ config_finish_cert_header(struct config_parser *p, struct config *cfg)
 		l = &cfg->listeners[s->index];
 		line = config_keyline(s, "client_cert_header");
 		any = any || l->client_ca != NULL;
-		if ((l->client_ca == NULL && line == 0) ||
-		    l->client_cert_header == NULL)
+		if (l->client_ca == NULL && line == 0)
 			continue;
-		if (name == NULL) {
-			name = l->client_cert_header;
+		/* off too: a listener that drops no field lets its clients
+		   send the one another's backend trusts */
+		h = l->client_cert_header;
+		if (first == NULL) {
+			name = h;
 			first = s;
 			at = line != 0 ? line : s->line;
-		} else if (strcmp(name, l->client_cert_header) != 0)
+		} else if ((name == NULL) != (h == NULL) || (h != NULL &&
+		    strcmp(name, h) != 0))
 			config_error(p, line != 0 ? line : s->line,
-			    "client_cert_header: \"%s\", where listener %s has "
-			    "\"%s\": every listener's is the same, as a client "
+			    "client_cert_header: %s%s%s, where listener %s has "
+			    "%s%s%s: every listener's is the same, as a client "
 			    "of one could send the other's",
-			    l->client_cert_header, first->name, name);
+			    h != NULL ? "\"" : "", h != NULL ? h : "off",
+			    h != NULL ? "\"" : "", first->name,
+			    name != NULL ? "\"" : "", name != NULL ? name : "off",
+			    name != NULL ? "\"" : "");
 	}
 	for (size_t i = 0; i < p->nsections; i++) {
 		s = p->sections[i];

@@ -105,7 +105,7 @@ def pki(tmp_path_factory):
 
 
 def _sections(backend, ca=None, verify=None, header=None, early=None, extra_listener=False,
-              route_set=None, access_log=None, crl=None):
+              route_set=None, access_log=None, crl=None, extra_header=None):
     def build(port, cert, key):
         listener = [("address", "127.0.0.1:%d" % port), ("certificate", cert),
                     ("private_key", key)]
@@ -126,7 +126,8 @@ def _sections(backend, ca=None, verify=None, header=None, early=None, extra_list
         if extra_listener:
             sections.append(("listener open", [
                 ("address", "127.0.0.1:%d" % extra_listener), ("certificate", cert),
-                ("private_key", key)]))
+                ("private_key", key)] + ([("client_cert_header", extra_header)]
+                                         if extra_header else [])))
         route = [("path_prefix", "/app/"), ("backend", "app")]
         if route_set:
             route.append(("set_request_header", route_set))
@@ -482,6 +483,25 @@ def test_every_listener_names_the_same_field(tmp_path, certificate, pki):
             % conf) in p.stderr, p.stderr
     conf, p = _check(tmp_path, _conf(cert, key, "client_ca = %s\nclient_cert_header = X-Peer\n"
                                      % pki["ca"]) + second + "client_cert_header = x-peer\n")
+    assert p.returncode == 0, p.stderr
+
+
+def test_off_on_one_listener_where_another_names_the_field_is_refused(tmp_path, certificate,
+                                                                     pki):
+    """A listener whose client_cert_header is off drops nothing: its clients
+    could send the field another listener's backend trusts."""
+    cert, key = certificate
+    for ca in ("", "client_ca = %s\n" % pki["ca"]):
+        second = ("[listener two]\naddress = 127.0.0.1:4434\ncertificate = %s\n"
+                  "private_key = %s\n%sclient_cert_header = off\n" % (cert, key, ca))
+        conf, p = _check(tmp_path, _conf(cert, key, "client_ca = %s\n" % pki["ca"]) + second)
+        assert p.returncode == 1, p.stderr
+        assert ('client_cert_header: off, where listener main has "x-client-cert": '
+                'every listener\'s is the same, as a client of one could send the other\'s'
+                in p.stderr), p.stderr
+    # off everywhere that names one is a configuration
+    conf, p = _check(tmp_path, _conf(cert, key, "client_ca = %s\nclient_cert_header = off\n"
+                                     % pki["ca"]) + second)
     assert p.returncode == 0, p.stderr
 
 
