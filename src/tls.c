@@ -1833,13 +1833,18 @@ tls_ctx_warnings(WOLFSSL_CTX *ctx, const struct config *cfg,
 			    "reload reads a newer one", config_at(cfg,
 			    l->client_crl_line), l->name, d->crl_file, i + 1,
 			    when);
-		else
+		else {
+			/* hours from two on, as the certificates' days */
+			long long m = (long long)(c->next_update - now) / 60;
+			long long n = m >= 120 ? m / 60 : m;
+
 			warn("%s: listener %s: client_crl %s: CRL %zu is out of "
-			    "date at %s, in %lld minutes: then every client is "
+			    "date at %s, in %lld %s%s: then every client is "
 			    "refused until a reload reads a newer one",
 			    config_at(cfg, l->client_crl_line), l->name,
-			    d->crl_file, i + 1, when,
-			    (long long)(c->next_update - now) / 60);
+			    d->crl_file, i + 1, when, n, m >= 120 ? "hour" :
+			    "minute", n == 1 ? "" : "s");
+		}
 	}
 
 	for (size_t i = 0; tls_ctx_cert(ctx, i, &ci); i++) {
