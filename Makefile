@@ -269,7 +269,8 @@ FUZZ_TIME ?= 60
 # fuzz_udp's RSS passes libFuzzer's default 2 GB within an hour: ASan's
 # quarantine and allocator caches, flat with ASAN_OPTIONS=quarantine_size_mb=0
 FUZZ_RSS_MB ?= 4096
-FUZZ_TARGETS = fuzz_config fuzz_http1 fuzz_request fuzz_control fuzz_udp
+FUZZ_TARGETS = fuzz_config fuzz_http1 fuzz_request fuzz_control fuzz_udp \
+	fuzz_cert
 FUZZ_BINS = $(FUZZ_TARGETS:%=$(FUZZ_B)/%)
 FUZZ_SAN = -fsanitize=address,undefined -fno-sanitize-recover=undefined \
 	-fno-omit-frame-pointer

@@ -600,12 +600,51 @@ def udp_seeds():
                               b"\x44\xd0" + b"\x00" * 1200))
 
 
+def cert_seeds():
+    """Certificates (DER) whose subjects hold what tls_cert_subject
+    escapes or writes apart: specials, spaces at the ends, a '#' first,
+    non-ASCII, a control character, a multi-valued RDN, a BMPString, a
+    type RFC 4514 does not name, none at all. Made with the cryptography
+    package, each run anew (new keys): the subject is what counts."""
+    import datetime
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.name import _ASN1Type
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    when = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+    A, R = x509.NameAttribute, x509.RelativeDistinguishedName
+
+    def cert(name, subject):
+        c = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+             .public_key(key.public_key()).serial_number(1)
+             .not_valid_before(when).not_valid_after(when + datetime.timedelta(days=1))
+             .sign(key, hashes.SHA256()))
+        write("fuzz_cert", name, c.public_bytes(serialization.Encoding.DER))
+
+    cert("plain", x509.Name([A(NameOID.COMMON_NAME, "alice"),
+                             A(NameOID.ORGANIZATION_NAME, "Example")]))
+    cert("specials", x509.Name([A(NameOID.COMMON_NAME, ' #a,b+c;d<e>f"g\\h '),
+                                A(NameOID.ORGANIZATION_NAME, "#x")]))
+    cert("non-ascii", x509.Name([A(NameOID.COMMON_NAME, "Zo\u00e9 \u2603")]))
+    cert("control", x509.Name([A(NameOID.COMMON_NAME, "a\tb", _ASN1Type.UTF8String)]))
+    cert("multi-valued", x509.Name([R([A(NameOID.ORGANIZATION_NAME, "Example"),
+                                       A(NameOID.ORGANIZATIONAL_UNIT_NAME, "ops")])]))
+    cert("bmpstring", x509.Name([A(NameOID.TITLE, "x", _ASN1Type.BMPString)]))
+    cert("oid-type", x509.Name([A(NameOID.EMAIL_ADDRESS, "a@example.com"),
+                                A(NameOID.DOMAIN_COMPONENT, "example")]))
+    cert("empty", x509.Name([]))
+
+
 TARGETS = {
     "fuzz_config": config_seeds,
     "fuzz_http1": http1_seeds,
     "fuzz_request": request_seeds,
     "fuzz_control": control_seeds,
     "fuzz_udp": udp_seeds,
+    "fuzz_cert": cert_seeds,
 }
 
 if __name__ == "__main__":
