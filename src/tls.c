@@ -1243,6 +1243,37 @@ der_next(const uint8_t **p, size_t *avail, uint8_t *tag, size_t *len)
 	return in;
 }
 
+/*
+ * The fields of a signed structure's to-be-signed part (a Certificate's
+ * TBSCertificate, RFC 5280 4.1; a CertificateList's TBSCertList, 5.1),
+ * past its first one when that has the tag opt (the optional version) and
+ * skip more: *p and *avail are left at the next. false when cut short.
+ */
+static bool
+der_tbs_at(const uint8_t *der, size_t len, uint8_t opt, int skip,
+    const uint8_t **p, size_t *avail)
+{
+	const uint8_t *in = der;
+	size_t left = len, n;
+	uint8_t tag;
+
+	for (int level = 0; level < 2; level++) {
+		if ((in = der_next(&in, &left, &tag, &n)) == NULL ||
+		    tag != 0x30)
+			return false;
+		left = n;
+	}
+	if (left > 0 && in[0] == opt && der_next(&in, &left, &tag, &n) ==
+	    NULL)
+		return false;
+	while (skip-- > 0)
+		if (der_next(&in, &left, &tag, &n) == NULL)
+			return false;
+	*p = in;
+	*avail = left;
+	return true;
+}
+
 /* RFC 4514 3: the attribute types written by name; others by their OID */
 static const struct dn_type {
 	const char	*name;
@@ -1364,26 +1395,15 @@ dn_value(struct dn_out *o, uint8_t tag, const uint8_t *v, size_t len,
 char *
 tls_cert_subject(const uint8_t *cert, size_t certlen)
 {
-	const uint8_t *p = cert, *name, *rdn[DN_RDNS_MAX];
-	size_t avail = certlen, n, rdnlen[DN_RDNS_MAX], nrdn = 0;
+	const uint8_t *p, *name, *rdn[DN_RDNS_MAX];
+	size_t avail, n, rdnlen[DN_RDNS_MAX], nrdn = 0;
 	struct dn_out o;
 	uint8_t tag;
 	char *dn;
 
-	/* Certificate, its TBSCertificate (RFC 5280 4.1) */
-	if ((p = der_next(&p, &avail, &tag, &n)) == NULL || tag != 0x30)
-		return NULL;
-	avail = n;
-	if ((p = der_next(&p, &avail, &tag, &n)) == NULL || tag != 0x30)
-		return NULL;
-	avail = n;
 	/* [0] version, serialNumber, signature, issuer, validity */
-	if (avail > 0 && p[0] == 0xa0 && der_next(&p, &avail, &tag, &n) ==
-	    NULL)
+	if (!der_tbs_at(cert, certlen, 0xa0, 4, &p, &avail))
 		return NULL;
-	for (int i = 0; i < 4; i++)
-		if (der_next(&p, &avail, &tag, &n) == NULL)
-			return NULL;
 	if ((name = der_next(&p, &avail, &tag, &n)) == NULL || tag != 0x30)
 		return NULL;
 	for (p = name, avail = n; avail > 0; ) {
@@ -1484,24 +1504,14 @@ client_verify_cb(int ok, WOLFSSL_X509_STORE_CTX *store)
 static void
 crl_dates(const uint8_t *der, size_t len, struct tls_crl *c)
 {
-	const uint8_t *p = der, *tbs, *at;
-	size_t avail = len, n, tlen;
+	const uint8_t *p, *at;
+	size_t avail, n;
 	uint8_t tag;
 
 	c->this_update = c->next_update = 0;
-	if ((p = der_next(&p, &avail, &tag, &n)) == NULL || tag != 0x30)
+	/* [version INTEGER], signature, issuer */
+	if (!der_tbs_at(der, len, 0x02, 2, &p, &avail))
 		return;
-	avail = n;
-	if ((tbs = der_next(&p, &avail, &tag, &tlen)) == NULL || tag != 0x30)
-		return;
-	p = tbs;
-	avail = tlen;
-	if (avail > 0 && p[0] == 0x02 &&
-	    der_next(&p, &avail, &tag, &n) == NULL)
-		return;
-	for (int skip = 0; skip < 2; skip++)	/* signature, issuer */
-		if (der_next(&p, &avail, &tag, &n) == NULL)
-			return;
 	for (time_t *t = &c->this_update; t <= &c->next_update; t++) {
 		at = p;
 		if (avail == 0 || (p[0] != 0x17 && p[0] != 0x18) ||
