@@ -275,6 +275,22 @@ def make_certificate(directory):
     return cert, key
 
 
+def write_pem_pair(directory, name, cert, key):
+    """A certificate and its private key (the cryptography package's
+    objects) as name.pem and name.key (mode 0600) in directory.
+
+    Returns (cert_path, key_path)."""
+    from cryptography.hazmat.primitives import serialization
+    pem, kpem = os.path.join(directory, name + ".pem"), os.path.join(directory, name + ".key")
+    with open(pem, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(os.open(kpem, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM,
+                                  serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    return pem, kpem
+
+
 # --------------------------------------------------------------------------
 # HTTP/3 client helpers (pycurl, HTTP/3 only)
 

@@ -18,7 +18,7 @@ from cryptography.x509.oid import NameOID
 
 from cdp import Chromium, chromium_binary, spki_hash
 from helpers import (SLOW, expected_body, gtlsclient_binary, h3_get, preload_clock,
-                     preload_strcmpcount, qproxy_binary, wait_until)
+                     preload_strcmpcount, qproxy_binary, wait_until, write_pem_pair)
 from test_ops import qproxyctl, stats
 
 
@@ -233,14 +233,7 @@ def _dated_certificate(d, name, not_before, not_after):
             .add_extension(x509.SubjectAlternativeName([x509.DNSName(name + ".test")]),
                            critical=False)
             .sign(key, hashes.SHA256()))
-    pem, kpem = os.path.join(d, name + ".pem"), os.path.join(d, name + ".key")
-    with open(pem, "wb") as f:
-        f.write(cert.public_bytes(serialization.Encoding.PEM))
-    with open(os.open(kpem, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM,
-                                  serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()))
-    return pem, kpem
+    return write_pem_pair(d, name, cert, key)
 
 
 def test_qproxyctl_tls_shows_each_certificate(qproxy_factory, backend_app, certs):

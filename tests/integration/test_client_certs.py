@@ -17,23 +17,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from helpers import (expected_body, gtlsclient_binary, h3_request, make_easy, preload_clock,
-                     qproxy_binary, wait_until)
+                     qproxy_binary, wait_until, write_pem_pair)
 from test_ops import qproxyctl, stats
 
 
 def _name(*pairs):
     return x509.Name([x509.NameAttribute(oid, value) for oid, value in pairs])
-
-
-def _write(d, name, cert, key):
-    pem, kpem = os.path.join(d, name + ".pem"), os.path.join(d, name + ".key")
-    with open(pem, "wb") as f:
-        f.write(cert.public_bytes(serialization.Encoding.PEM))
-    with open(os.open(kpem, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM,
-                                  serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()))
-    return pem, kpem
 
 
 def _ca(d, name):
@@ -46,7 +35,7 @@ def _ca(d, name):
             .not_valid_after(now + datetime.timedelta(days=2))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(key, hashes.SHA256()))
-    pem, kpem = _write(d, name, cert, key)
+    pem, kpem = write_pem_pair(d, name, cert, key)
     return {"pem": pem, "cert": cert, "key": key}
 
 
@@ -80,7 +69,7 @@ def _client(d, name, ca, subject, days=(-1, 2)):
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
                            critical=False)
             .sign(ca["key"], hashes.SHA256()))
-    pem, kpem = _write(d, name, cert, key)
+    pem, kpem = write_pem_pair(d, name, cert, key)
     return pem, kpem, cert.public_bytes(serialization.Encoding.DER)
 
 
@@ -140,6 +129,23 @@ def _get(port, client=None, headers=(), path="/app/echo-headers"):
     key) when the server asks for one."""
     return h3_request("https://127.0.0.1:%d%s" % (port, path), headers=headers,
                       client_cert=client)
+
+
+def _perform(c, col):
+    """Another request on c's connection: its status and body."""
+    col.chunks.clear()
+    c.perform()
+    return c.getinfo(pycurl.RESPONSE_CODE), b"".join(col.chunks)
+
+
+def _sent_away_after_reload(q, c, col, backend_app):
+    """A reload, then another request on c's connection: answered 421 on
+    that same connection, and no backend sees it."""
+    assert qproxyctl(q, "reload").returncode == 0
+    before = len(backend_app.requests)
+    status, body = _perform(c, col)
+    assert c.getinfo(pycurl.NUM_CONNECTS) == 0      # the same connection
+    assert (status, len(backend_app.requests)) == (421, before), body
 
 
 def _start(qproxy_factory, pki, sections):
@@ -404,20 +410,14 @@ def test_a_connection_from_before_a_reload_that_asks_is_sent_to_make_a_new_one(
     q = qproxy_factory(sections=_sections(backend_app.tcp_server))
     c, col = make_easy(q.url("/app/bytes/10"), client_cert=pki["alice"][:2])
     try:
-        c.perform()
-        assert c.getinfo(pycurl.RESPONSE_CODE) == 200
+        assert _perform(c, col)[0] == 200
         text = open(q.conf).read()
         with open(q.conf, "w") as f:
             f.write(text.replace("[listener main]\n", "[listener main]\nclient_ca = %s\n"
                                  % pki["ca"], 1))
-        assert qproxyctl(q, "reload").returncode == 0
-        before = len(backend_app.requests)
-        c.perform()
-        assert c.getinfo(pycurl.RESPONSE_CODE) == 421
-        assert c.getinfo(pycurl.NUM_CONNECTS) == 0      # the same connection
+        _sent_away_after_reload(q, c, col, backend_app)
     finally:
         c.close()
-    assert len(backend_app.requests) == before
     assert stats(q)["requests"]["misdirected"] == 1
     r = _get(q.port, pki["alice"][:2])
     assert _seen(r, "x-client-cert") == [_value(pki["alice"][2])]
@@ -596,13 +596,6 @@ def test_a_routes_header_key_may_not_be_the_field(tmp_path, certificate, pki):
 # connections open across a reload
 
 
-def _perform(c, col):
-    """Another request on c's connection: its status and body."""
-    col.chunks.clear()
-    c.perform()
-    return c.getinfo(pycurl.RESPONSE_CODE), b"".join(col.chunks)
-
-
 def test_a_reload_that_revokes_a_connections_certificate_serves_it_no_more(
         qproxy_factory, backend_app, pki, tmp_path):
     """alice's connection, open across the reload whose CRL lists her
@@ -612,14 +605,9 @@ def test_a_reload_that_revokes_a_connections_certificate_serves_it_no_more(
     q = _start(qproxy_factory, pki, _sections(backend_app.tcp_server, ca=pki["ca"], crl=crl))
     c, col = make_easy(q.url("/app/echo-headers"), client_cert=pki["alice"][:2])
     try:
-        status, body = _perform(c, col)
-        assert status == 200
+        assert _perform(c, col)[0] == 200
         _crl(tmp_path / "ca.crl", pki["ca_key"], revoked=[pki["alice"][2]])
-        assert qproxyctl(q, "reload").returncode == 0
-        before = len(backend_app.requests)
-        status, body = _perform(c, col)
-        assert c.getinfo(pycurl.NUM_CONNECTS) == 0      # the same connection
-        assert (status, len(backend_app.requests)) == (421, before), body
+        _sent_away_after_reload(q, c, col, backend_app)
     finally:
         c.close()
     _refused(q.port, pki["alice"][:2])
@@ -634,11 +622,7 @@ def test_a_reload_that_trusts_another_ca_serves_the_old_cas_clients_no_more(
         text = open(q.conf).read()
         with open(q.conf, "w") as f:
             f.write(text.replace(pki["ca"], pki["other_key"]["pem"]))
-        assert qproxyctl(q, "reload").returncode == 0
-        before = len(backend_app.requests)
-        status, body = _perform(c, col)
-        assert c.getinfo(pycurl.NUM_CONNECTS) == 0
-        assert (status, len(backend_app.requests)) == (421, before), body
+        _sent_away_after_reload(q, c, col, backend_app)
     finally:
         c.close()
 
@@ -688,11 +672,7 @@ def test_a_listener_a_reload_took_away_lends_its_clients_no_other_listeners_fiel
         end = text.index("[", start + 1)
         with open(q.conf, "w") as f:
             f.write(text[:start] + text[end:])
-        assert qproxyctl(q, "reload").returncode == 0
-        before = len(backend_app.requests)
-        status, body = _perform(c, col)
-        assert c.getinfo(pycurl.NUM_CONNECTS) == 0
-        assert (status, len(backend_app.requests)) == (421, before), body
+        _sent_away_after_reload(q, c, col, backend_app)
     finally:
         c.close()
 
@@ -768,9 +748,7 @@ def test_workers_each_verify_drop_and_send_away_alike(qproxy_factory, backend_ap
     try:
         assert _perform(c, col)[0] == 200
         _crl(tmp_path / "ca.crl", pki["ca_key"], revoked=[pki["alice"][2]])
-        assert qproxyctl(q, "reload").returncode == 0
-        status, body = _perform(c, col)
-        assert (c.getinfo(pycurl.NUM_CONNECTS), status) == (0, 421), body
+        _sent_away_after_reload(q, c, col, backend_app)
     finally:
         c.close()
     _refused(q.port, pki["alice"][:2])
@@ -795,7 +773,7 @@ def test_a_client_of_an_intermediate_its_root_revoked_is_refused(qproxy_factory,
             .not_valid_after(now + datetime.timedelta(days=2))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(root["key"], hashes.SHA256()))
-    pem, _ = _write(d, "intermediate", cert, key)
+    pem, _ = write_pem_pair(d, "intermediate", cert, key)
     inter = {"pem": pem, "cert": cert, "key": key}
     carol = _client(d, "carol", inter, _name((NameOID.COMMON_NAME, "carol")))
     ca, crl = os.path.join(d, "ca.pem"), os.path.join(d, "all.crl")
