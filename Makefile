@@ -41,7 +41,7 @@ LIB_SRCS = src/log.c src/addr.c src/bytes.c src/config.c src/route.c \
 	src/control.c src/server.c src/secret.c src/siphash.c src/replay.c \
 	src/clients.c src/cid.c src/merge.c src/workers.c src/health.c \
 	src/hist.c src/auth.c src/file.c src/state.c src/gcm.c \
-	src/upgrade.c src/taken.c src/websocket.c
+	src/upgrade.c src/taken.c src/websocket.c src/compress.c
 # wolfSSL's random source (scripts/setup-deps.sh): linked into every program.
 RNG_OBJ = $(B)/rng.o
 LIB_OBJS = $(LIB_SRCS:src/%.c=$(B)/%.o)
@@ -50,7 +50,7 @@ UNIT_TESTS = test_config test_route test_http1 test_request test_bufq \
 	test_control test_log test_tls test_bytes test_upstream test_h3mem \
 	test_h3ctrl test_h3fin \
 	test_replay test_clients test_cid test_merge test_hist test_auth \
-	test_state test_gcm test_udp test_taken
+	test_state test_gcm test_udp test_taken test_compress
 UNIT_BINS = $(UNIT_TESTS:%=$(B)/tests/%)
 
 TOOLS = $(B)/tests/h3raw $(B)/tests/sendshim.so $(B)/tests/timeshift.so \

@@ -29,7 +29,7 @@ fi
 
 # Debian packages from bookworm itself.
 BASE_PKGS="build-essential autoconf automake libtool pkg-config dpkg-dev patch
-xz-utils ca-certificates openssl libev-dev libinih-dev libcrypt-dev python3 python3-pytest
+xz-utils ca-certificates openssl libev-dev libinih-dev libcrypt-dev zlib1g-dev python3 python3-pytest
 python3-pytest-xdist python3-pycurl python3-cryptography python3-prometheus-client
 python3-pyflakes
 mandoc libsystemd-dev

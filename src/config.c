@@ -32,6 +32,7 @@
 
 #include "bytes.h"
 #include "cid.h"
+#include "compress.h"
 #include "config.h"
 #include "request.h"
 #include "file.h"
@@ -238,6 +239,9 @@ static int	config_set_retry_on(struct config_parser *,
 static int	config_set_methods(struct config_parser *,
 		    const struct config_key *, struct config_section *, void *,
 		    const char *);
+static int	config_set_types(struct config_parser *,
+		    const struct config_key *, struct config_section *, void *,
+		    const char *);
 
 #define F(type, field)	offsetof(struct type, field), \
 			sizeof(((struct type *)0)->field)
@@ -342,6 +346,16 @@ static const struct config_key config_keys[] = {
 	    0, CID_LB_UNROUTABLE - 1, "0", 0, F(config, cid_config_id) },
 	{ SECT_GLOBAL, "cid_key_file", config_set_path,
 	    0, 0, "off", KEY_OFF, F(config, cid_key_file) },
+	{ SECT_GLOBAL, "compress", config_set_choice,
+	    0, 0, "off", 0, F(config, compress) },
+	{ SECT_GLOBAL, "compress_types", config_set_types,
+	    0, 0, CONFIG_COMPRESS_TYPES, 0, F(config, compress_types) },
+	{ SECT_GLOBAL, "compress_min_length", config_set_size,
+	    0, 1 * GB, "256", 0, F(config, compress_min_length) },
+	{ SECT_GLOBAL, "compress_level", config_set_count,
+	    1, 9, "5", 0, F(config, compress_level) },
+	{ SECT_GLOBAL, "compress_memory_total", config_set_size,
+	    1 * MB, 1024 * GB, "64m", 0, F(config, compress_memory_total) },
 
 	{ SECT_LISTENER, "address", config_set_listen,
 	    0, 0, NULL, KEY_REPEAT | KEY_REQUIRED, NOF },
@@ -431,6 +445,9 @@ static const struct config_key config_keys[] = {
 	    1, DURATION_MAX, "0", KEY_ZERO, F(config_route, tunnel_timeout) },
 	{ SECT_ROUTE, "max_body_size", config_set_size,
 	    0, 1024 * GB, "0", 0, F(config_route, max_body_size) },
+	/* unset: [global]'s (config_finish_route) */
+	{ SECT_ROUTE, "compress", config_set_choice,
+	    0, 0, "off", 0, F(config_route, compress) },
 	{ SECT_ROUTE, "allow", config_set_acl,
 	    1, 0, NULL, KEY_REPEAT, NOF },
 	{ SECT_ROUTE, "deny", config_set_acl,
@@ -946,6 +963,7 @@ static const struct {
 	{ "congestion_control", { "cubic", "bbr", "reno" },
 	    "cubic, bbr or reno" },
 	{ "aes_gcm_vaes", { "off", "on", "avx2" }, "on, off or avx2" },
+	{ "compress", { "off", "gzip" }, "gzip or off" },
 };
 
 static int
@@ -1006,6 +1024,55 @@ config_set_retry_on(struct config_parser *p, const struct config_key *k,
 			return -1;
 		}
 	}
+	return 0;
+}
+
+/*
+ * compress_types: media types (any subtype, or any with a suffix, too:
+ * compress_type_valid) between spaces; kept lowercase, between single
+ * spaces with one at each end, for compress_type_listed.
+ */
+static int
+config_set_types(struct config_parser *p, const struct config_key *k,
+    struct config_section *s, void *obj, const char *value)
+{
+	char	**field = (char **)((char *)obj + k->offset);
+	char	 *v, *o;
+	size_t	  len = strlen(value), n;
+
+	(void)s;
+	if ((v = malloc(len + 3)) == NULL) {
+		p->oom = true;
+		return -1;
+	}
+	o = v;
+	*o++ = ' ';
+	for (const char *e = value; *e != '\0'; e += n) {
+		if (*e == ' ' || *e == '\t') {
+			n = 1;
+			continue;
+		}
+		n = strcspn(e, " \t");
+		for (size_t i = 0; i < n; i++)
+			o[i] = (char)tolower((unsigned char)e[i]);
+		if (!compress_type_valid(o, n)) {
+			config_error(p, p->line, "%s: invalid media type "
+			    "\"%.*s\": expected type/subtype, type/* or "
+			    "type/*+suffix", k->name, (int)n, e);
+			free(v);
+			return -1;
+		}
+		o += n;
+		*o++ = ' ';
+	}
+	*o = '\0';
+	if (o == v + 1) {
+		config_bad_value(p, k, value, "one media type or more");
+		free(v);
+		return -1;
+	}
+	free(*field);
+	*field = v;
 	return 0;
 }
 
@@ -2808,6 +2875,8 @@ config_finish_route(struct config_parser *p, const struct config_section *s,
 		    r->redirect ? "redirect" : "return");
 	if (config_keyline(s, "max_body_size") == 0)
 		r->max_body_size = p->cfg->max_body_size;
+	if (config_keyline(s, "compress") == 0)
+		r->compress = p->cfg->compress;
 	if (r->strip_prefix && r->path_prefix == NULL)
 		config_error(p, config_keyline(s, "strip_prefix"),
 		    "strip_prefix: the route has no path_prefix to strip");
@@ -3303,6 +3372,7 @@ config_free(struct config *cfg)
 	free(cfg->qlog_dir);
 	free(cfg->keylog_file);
 	free(cfg->cid_key_file);
+	free(cfg->compress_types);
 	free(cfg->path);
 	free(cfg);
 }

@@ -85,6 +85,21 @@ enum config_vaes {
 	CONFIG_VAES_AVX2,	/* AVX2's even with AVX-512 */
 };
 
+/* compress: the content codings qproxy may give a response (compress.h) */
+enum config_compress {
+	CONFIG_COMPRESS_OFF,
+	CONFIG_COMPRESS_GZIP,
+};
+
+/*
+ * compress_types' default: text that compresses well, and not
+ * text/event-stream, whose events a client wants as they come.
+ */
+#define CONFIG_COMPRESS_TYPES	"text/html text/plain text/css " \
+	"text/javascript text/xml text/csv text/markdown " \
+	"application/javascript application/json application/xml " \
+	"application/wasm application/*+json application/*+xml image/svg+xml"
+
 struct config_server {
 	char		*text;		/* as written: "127.0.0.1:8080" */
 	struct addr	 addr;
@@ -205,6 +220,7 @@ struct config_route {
 	struct config_acl *acl;		/* allow and deny, in file order */
 	size_t		 nacl;
 	int		 require_client_cert;	/* client_ca's, verified */
+	int		 compress;	/* enum config_compress */
 	struct acl_index *acl_index;	/* route.h; NULL: none */
 	double		 request_rate;	/* all clients', a second; 0: none */
 	uint64_t	 request_burst;	/* 0: a second's worth */
@@ -224,7 +240,7 @@ struct config_span {
 	int		 line;
 };
 
-#define CONFIG_MAX_KEYS	104	/* keys of all kinds of section */
+#define CONFIG_MAX_KEYS	112	/* keys of all kinds of section */
 #define WORKERS_MAX	64	/* [global] workers */
 
 /*
@@ -307,6 +323,11 @@ struct config {
 	int			 aes_gcm_vaes;	/* enum config_vaes */
 	char			*qlog_dir;	/* NULL: off */
 	char			*keylog_file;	/* NULL: off */
+	int			 compress;	/* routes' default */
+	char			*compress_types;	/* " text/html text/css " */
+	size_t			 compress_min_length;	/* bytes */
+	uint64_t		 compress_level;	/* zlib's, 1 to 9 */
+	size_t			 compress_memory_total;	/* all streams' */
 
 	struct config_listener	*listeners;
 	size_t			 nlisteners;

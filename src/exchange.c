@@ -37,6 +37,7 @@
 #include "bytes.h"
 #include "clients.h"
 #include "clock.h"
+#include "compress.h"
 #include "config.h"
 #include "conn.h"
 #include "exchange.h"
@@ -69,6 +70,11 @@
  * As much as one read of a body at the most.
  */
 #define EX_READ_BUDGET	(EX_READ_IOV * BUFQ_CHUNK_SIZE)
+/*
+ * The same for a body that is compressed, whose bytes cost far more to
+ * take than to read: about a millisecond of deflate at level 5.
+ */
+#define EX_GZIP_BUDGET	(4 * EX_READ_CHUNK)
 /*
  * Informational (1xx) heads passed on per request, at most, and at most
  * max_header_size bytes of them in all. Each waits in nghttp3 until the
@@ -198,6 +204,14 @@ struct exchange {
 	bool			 info_close;	/* a 1xx head said the connection
 						   closes */
 	bool			 read_full;	/* the last read took all it asked */
+	/*
+	 * compress: the client takes gzip and the route gives it; the
+	 * response could be given it (Vary: Accept-Encoding goes with it);
+	 * and the stream, while it is, or NULL
+	 */
+	bool			 gzip_ok;
+	bool			 vary_ae;
+	struct compressor	*gz;
 
 	/* backend -> client */
 	struct bufq		 resp_body;
@@ -673,6 +687,8 @@ ex_reset(struct exchange *ex, uint64_t code)
 	ex->resp_dropped = true;
 	if (h3_reset_stream(ex->qc, ex->stream_id, code) == 0)
 		bufq_free(&ex->resp_body);
+	compress_free(ex->gz);
+	ex->gz = NULL;
 	ex_mem_update(ex);
 	ex_finish(ex);
 }
@@ -1362,6 +1378,20 @@ ex_authorized(struct exchange *ex)
 }
 
 /* The request's listener; NULL when a reload took its address away. */
+/* Whether the request's Accept-Encoding fields take gzip (compress.h). */
+static bool
+ex_accepts_gzip(const struct exchange *ex)
+{
+	const char *v;
+	size_t i = 0;
+	int gzip = -1, star = -1;
+
+	while ((v = request_field_next(&ex->req, "accept-encoding", &i)) !=
+	    NULL)
+		compress_accept_value(v, &gzip, &star);
+	return compress_accept_result(gzip, star);
+}
+
 static const struct config_listener *
 ex_listener(const struct exchange *ex)
 {
@@ -1566,6 +1596,8 @@ exchange_headers_end(struct exchange *ex, bool fin)
 	if (ex->early)
 		stats.early_data_requests++;
 	ex->backend = route->backend;
+	ex->gzip_ok = route->compress == CONFIG_COMPRESS_GZIP && !ex->ws &&
+	    ex_accepts_gzip(ex);
 	ex->state = EX_HOLD;
 	if (ex->req.flags & REQ_F_EXPECT_CONTINUE && !fin && !ex->ws) {
 		nghttp3_nv nv = { (uint8_t *)":status", (uint8_t *)"100", 7, 3,
@@ -2833,6 +2865,12 @@ ex_submit_head(struct exchange *ex, const struct http1_response *r,
 	size_t n = 0, total = 0, max;
 	uint64_t size;
 	bool dated = informational || !ex_dated(set);
+	/* gzip's (ex_compress_begin): of the final head only */
+	bool gz = !informational && ex->gz != NULL;
+	bool vary = !informational && ex->vary_ae &&
+	    !http1_field_has(r, "vary", "accept-encoding") &&
+	    !http1_field_has(r, "vary", "*");
+	char etag_small[128], *etag = NULL;
 	const char *date;
 	int rv;
 
@@ -2840,9 +2878,9 @@ ex_submit_head(struct exchange *ex, const struct http1_response *r,
 		total += r->headers[i].namelen;
 	/*
 	 * :status, the fields, at most one content-length, the set, the ID,
-	 * a date
+	 * a date, gzip's Content-Encoding and Vary
 	 */
-	max = r->nheaders + 4 + (set != NULL ? set->n : 0);
+	max = r->nheaders + 6 + (set != NULL ? set->n : 0);
 	if (max > sizeof(nva_small) / sizeof(nva_small[0]))
 		nva = calloc(max, sizeof(*nva));
 	if (total > sizeof(names_small))
@@ -2881,10 +2919,40 @@ ex_submit_head(struct exchange *ex, const struct http1_response *r,
 			continue;
 		if (h->namelen == 4 && memcmp(np, "date", 4) == 0)
 			dated = true;
-		nva[n++] = (nghttp3_nv){ (uint8_t *)np, (uint8_t *)(uintptr_t)
+		nva[n] = (nghttp3_nv){ (uint8_t *)np, (uint8_t *)(uintptr_t)
 		    h->value, h->namelen, h->valuelen, NGHTTP3_NV_FLAG_NONE };
 		np += h->namelen;
+		/*
+		 * gzip's body is another representation: its ranges are not
+		 * the backend's, and a strong validator would say it is the
+		 * same bytes (RFC 9110 8.8.1); a weak one says it means the
+		 * same.
+		 */
+		if (gz && h->namelen == 13 &&
+		    memcmp(nva[n].name, "accept-ranges", 13) == 0)
+			continue;
+		if (gz && etag == NULL && h->namelen == 4 &&
+		    memcmp(nva[n].name, "etag", 4) == 0 && h->valuelen > 0 &&
+		    h->value[0] == '"') {
+			etag = h->valuelen + 2 <= sizeof(etag_small) ?
+			    etag_small : malloc(h->valuelen + 2);
+			if (etag == NULL) {
+				rv = -1;
+				goto done;
+			}
+			memcpy(etag, "W/", 2);
+			memcpy(etag + 2, h->value, h->valuelen);
+			nva[n].value = (uint8_t *)etag;
+			nva[n].valuelen = h->valuelen + 2;
+		}
+		n++;
 	}
+	if (gz)
+		nva[n++] = (nghttp3_nv){ (uint8_t *)"content-encoding",
+		    (uint8_t *)"gzip", 16, 4, NGHTTP3_NV_FLAG_NONE };
+	if (vary)
+		nva[n++] = (nghttp3_nv){ (uint8_t *)"vary",
+		    (uint8_t *)"accept-encoding", 4, 15, NGHTTP3_NV_FLAG_NONE };
 	/* a recipient adds the Date a response came without (RFC 9110 6.6.1) */
 	if (!dated && *(date = ex_date(ex)) != '\0')
 		nva[n++] = (nghttp3_nv){ (uint8_t *)"date",
@@ -2895,10 +2963,11 @@ ex_submit_head(struct exchange *ex, const struct http1_response *r,
 	/*
 	 * Content-Length, repeats and lists ("5, 5") made one value (RFC 9110
 	 * 8.6); none with chunked framing, where it is not to be trusted, nor
-	 * on a 1xx or 204, which may not have one.
+	 * on a 1xx or 204, which may not have one, nor for a body given
+	 * gzip, whose length is not known before its end.
 	 */
 	if (r->has_content_length && r->framing != HTTP1_BODY_CHUNKED &&
-	    r->status >= 200 && r->status != 204) {
+	    r->status >= 200 && r->status != 204 && !gz) {
 		nva[n++] = (nghttp3_nv){ (uint8_t *)"content-length",
 		    (uint8_t *)cl, 14, u64_decimal(cl, r->content_length),
 		    NGHTTP3_NV_FLAG_NONE };
@@ -2917,6 +2986,8 @@ done:
 		free(nva);
 	if (names != names_small)
 		free(names);
+	if (etag != etag_small)
+		free(etag);
 	return rv;
 }
 
@@ -3113,6 +3184,102 @@ ex_ws_open(struct exchange *ex)
 }
 
 /* Parses what the backend sent so far (ex_parse). */
+/*
+ * Whether the final response may be given gzip (RFC 9110 8.4): a body of
+ * a media type compress_types names, compress_min_length long at least
+ * when its length is told, not encoded already, no range of one (206),
+ * and not one that its server says no one may transform (RFC 9111
+ * 5.2.2.6). Those get Vary: Accept-Encoding, whether this client takes
+ * gzip or not, for the caches between; and the stream begins here, for a
+ * client that takes it, unless compress_memory_total has no room for it:
+ * then the body goes as it is.
+ */
+static void
+ex_compress_begin(struct exchange *ex, const struct http1_response *r)
+{
+	const struct config *cfg = ex_cfg(ex);
+	const struct http1_header *ct = NULL;
+
+	if (ex->route->compress == CONFIG_COMPRESS_OFF || ex->ws ||
+	    r->status == 204 || r->status == 206 || r->status == 304 ||
+	    (r->has_content_length && (r->content_length == 0 ||
+	    r->content_length < cfg->compress_min_length)) ||
+	    header_is_set(&ex->route->set_response, "content-encoding", 16))
+		return;
+	for (size_t i = 0; i < r->nheaders; i++) {
+		const struct http1_header *h = &r->headers[i];
+
+		if (h->namelen == 12 &&
+		    strncasecmp(h->name, "content-type", 12) == 0)
+			ct = h;
+		else if ((h->namelen == 16 &&
+		    strncasecmp(h->name, "content-encoding", 16) == 0) ||
+		    (h->namelen == 13 &&
+		    strncasecmp(h->name, "content-range", 13) == 0))
+			return;
+	}
+	if (ct == NULL || !compress_type_listed(cfg->compress_types,
+	    ct->value, ct->valuelen) ||
+	    http1_field_has(r, "cache-control", "no-transform"))
+		return;
+	ex->vary_ae = true;
+	if (!ex->gzip_ok || (ex->req.flags & REQ_F_HEAD) ||
+	    r->framing == HTTP1_BODY_NONE)
+		return;
+	if ((ex->gz = compress_new((int)cfg->compress_level,
+	    r->has_content_length ? r->content_length : 0,
+	    cfg->compress_memory_total)) == NULL) {
+		stats.compress_skipped_memory++;
+		return;
+	}
+	stats.compress_responses++;
+}
+
+/* Response body bytes for the client: as they came, or gzip's. 0 or -1. */
+static int
+ex_body_out(struct exchange *ex, const uint8_t *data, size_t len)
+{
+	size_t before = ex->resp_body.len;
+
+	if (ex->gz == NULL)
+		return bufq_append(&ex->resp_body, data, len);
+	if (compress_put(ex->gz, data, len, false, &ex->resp_body) == -1)
+		return -1;
+	stats.compress_bytes_in += len;
+	stats.compress_bytes_out += ex->resp_body.len - before;
+	return 0;
+}
+
+/* What gzip holds back so far, out for the client: 0 or -1. */
+static int
+ex_compress_flush(struct exchange *ex)
+{
+	size_t before = ex->resp_body.len;
+	int rv;
+
+	rv = compress_put(ex->gz, NULL, 0, true, &ex->resp_body);
+	stats.compress_bytes_out += ex->resp_body.len - before;
+	return rv;
+}
+
+/* The body's end, for gzip: its last bytes, and its memory let go. */
+static int
+ex_compress_end(struct exchange *ex)
+{
+	size_t before = ex->resp_body.len;
+	int rv;
+
+	if (ex->gz == NULL)
+		return 0;
+	rv = compress_end(ex->gz, &ex->resp_body);
+	stats.compress_bytes_out += ex->resp_body.len - before;
+	compress_free(ex->gz);
+	ex->gz = NULL;
+	ex_mem_update(ex);
+	h3_resume(ex->qc, ex->stream_id);
+	return rv;
+}
+
 static void
 ex_parse_rbuf(struct exchange *ex)
 {
@@ -3223,6 +3390,7 @@ ex_parse_rbuf(struct exchange *ex)
 		ex->status = resp.status;
 		ex->backend_time = mono_now() - ex->forwarded;
 		hist_add(&ex->server->ctr->ttfb, ex->backend_time);
+		ex_compress_begin(ex, &resp);
 		switch (ex_submit_head(ex, &resp, false)) {
 		case -1:
 			/* no memory for the head: a reset request */
@@ -3265,7 +3433,7 @@ ex_parse_rbuf(struct exchange *ex)
 			ex->resp_bytes += datalen;
 			if (ex->ws_open)
 				stats.ws_bytes_to_client += datalen;
-			if (bufq_append(&ex->resp_body, data, datalen) == -1) {
+			if (ex_body_out(ex, data, datalen) == -1) {
 				ex_reset_nomem(ex);
 				return;
 			}
@@ -3288,6 +3456,15 @@ ex_parse_rbuf(struct exchange *ex)
 		memmove(ex->rbuf, ex->rbuf + off, ex->rlen - off);
 		ex->rlen -= off;
 	}
+	/*
+	 * what the backend sent so far, out of the stream whenever it has
+	 * nothing more for now: a client waits for no byte the backend sent
+	 */
+	if (got && ex->gz != NULL && st == HTTP1_BODY_AGAIN &&
+	    !ex->read_full && ex_compress_flush(ex) == -1) {
+		ex_reset_nomem(ex);
+		return;
+	}
 	if (got) {
 		ex_mem_update(ex);
 		h3_resume(ex->qc, ex->stream_id);
@@ -3301,7 +3478,7 @@ ex_parse_rbuf(struct exchange *ex)
 		if (ex->rlen > 0)
 			ex_after_body(ex);
 		/* before the body's end is told: nghttp3 then sends them */
-		if (ex_submit_trailers(ex) == -1) {
+		if (ex_compress_end(ex) == -1 || ex_submit_trailers(ex) == -1) {
 			ex_reset_nomem(ex);
 			break;
 		}
@@ -3359,6 +3536,10 @@ ex_eof(struct exchange *ex, bool failed)
 	}
 	if (!failed && http1_body_eof(&ex->body) == HTTP1_BODY_DONE) {
 		ex->reusable = false;
+		if (ex_compress_end(ex) == -1) {
+			ex_reset_nomem(ex);
+			return;
+		}
 		ex_response_done(ex, false);
 		return;
 	}
@@ -3567,9 +3748,10 @@ ex_read(struct exchange *ex)
 
 	while (ex->state == EX_FORWARD && (room = ex_room(ex)) > 0) {
 		/* the watcher stays on: the next turn reads on */
-		if (taken >= EX_READ_BUDGET)
+		if (taken >= (ex->gz != NULL ? EX_GZIP_BUDGET : EX_READ_BUDGET))
 			return;
-		if (ex->head_done && ex->rlen == 0 &&
+		/* (a body compressed is taken in rbuf, a read at a time) */
+		if (ex->head_done && ex->rlen == 0 && ex->gz == NULL &&
 		    ((ex->body.framing == HTTP1_BODY_LENGTH &&
 		    ex->body.remaining > 0) ||
 		    ex->body.framing == HTTP1_BODY_CLOSE))
@@ -4055,6 +4237,7 @@ ex_free(struct exchange *ex)
 	bufq_free(&ex->trailers);
 	bufq_free(&ex->resp_body);
 	bufq_free(&ex->resp_trailers);
+	compress_free(ex->gz);
 	ex_mem_update(ex);
 	ex_req_update(ex);
 	ex_set_done(ex);

@@ -944,9 +944,17 @@ request_method(const struct request *r)
 const char *
 request_field(const struct request *r, const char *name)
 {
-	for (size_t i = 0; i < r->nfields; i++)
-		if (strcmp(fname(r, (int)i), name) == 0)
-			return fvalue(r, (int)i);
+	size_t i = 0;
+
+	return request_field_next(r, name, &i);
+}
+
+const char *
+request_field_next(const struct request *r, const char *name, size_t *i)
+{
+	for (; *i < r->nfields; (*i)++)
+		if (strcmp(fname(r, (int)*i), name) == 0)
+			return fvalue(r, (int)(*i)++);
 	return NULL;
 }
 

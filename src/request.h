@@ -134,6 +134,9 @@ const char *request_sent_path(const struct request *, size_t skip,
 const char *request_method(const struct request *);
 /* A field's value by (lowercase) name, the first one; NULL when absent. */
 const char *request_field(const struct request *, const char *name);
+/* The next such value, from field *i on (0 at first), *i moved past it. */
+const char *request_field_next(const struct request *, const char *name,
+	    size_t *i);
 /* How many fields of that (lowercase) name it has. */
 size_t	request_field_count(const struct request *, const char *name);
 /*

@@ -14,6 +14,7 @@
 #include "bufq.h"
 #include "cid.h"
 #include "clock.h"
+#include "compress.h"
 #include "conn.h"
 #include "exchange.h"
 #include "gcm.h"
@@ -1040,6 +1041,11 @@ static const struct stats_row {
 	ROW("websockets", "timeouts", ws_timeouts),
 	ROW("websockets", "bytes_to_backend", ws_bytes_to_backend),
 	ROW("websockets", "bytes_to_client", ws_bytes_to_client),
+	ROW("compress", "responses", compress_responses),
+	ROW("compress", "bytes_in", compress_bytes_in),
+	ROW("compress", "bytes_out", compress_bytes_out),
+	ROW("compress", "skipped_memory", compress_skipped_memory),
+	GAUGE("compress", "memory_bytes", compress_memory),
 	GAUGE("buffers", "chunks", buffer_chunks),
 	GAUGE("buffers", "chunks_free", buffer_chunks_free),
 	GAUGE("buffers", "exchanges_free", exchanges_free),
@@ -1083,6 +1089,7 @@ stats_refresh(struct quic_server *srv)
 	stats.quic_bytes = quic_mem_current();
 	stats.quic_peak_bytes = quic_mem_highest();
 	stats.done_stream_bytes = exchange_done_bytes();
+	stats.compress_memory = compress_memory();
 	quic_table_stats(srv);
 }
 

@@ -107,6 +107,11 @@ struct stats {
 	uint64_t	ws_refused;		/* the backend did not upgrade */
 	uint64_t	ws_timeouts;		/* idle for tunnel_timeout */
 	uint64_t	ws_bytes_to_backend, ws_bytes_to_client;
+	/* compress: responses given gzip, and their body bytes */
+	uint64_t	compress_responses;
+	uint64_t	compress_bytes_in, compress_bytes_out;
+	uint64_t	compress_skipped_memory;	/* compress_memory_total */
+	uint64_t	compress_memory;	/* now: zlib's, all streams */
 	uint64_t	health_checks;		/* health_check: ended */
 	uint64_t	health_checks_failed;
 	uint64_t	buffer_chunks;		/* now: bufq chunks holding bytes */

@@ -447,11 +447,13 @@ def generated_body(n, piece=100003):
 def make_easy(url, *, method=None, headers=(), body=None, content_length=True,
               timeout=30, connect_timeout=10, connect_to=None, resolve=None,
               verify=False, cainfo=None, on_data=None, head=False, path_as_is=False,
-              source=None, client_cert=None):
+              source=None, client_cert=None, accept_encoding=None):
     """A configured pycurl.Curl (HTTP/3 only) and its collector; path_as_is:
     the URL's path is sent without curl removing its dot segments; source: the
     local address to send from (any of 127.0.0.0/8 on loopback); client_cert:
-    (certificate, key) files, shown when the server asks for one."""
+    (certificate, key) files, shown when the server asks for one;
+    accept_encoding: curl's Accept-Encoding ("": every coding it has), whose
+    bodies it decodes."""
     require_pycurl_h3()
     c = pycurl.Curl()
     resp = Response()
@@ -463,6 +465,8 @@ def make_easy(url, *, method=None, headers=(), body=None, content_length=True,
         c.setopt(pycurl.PATH_AS_IS, 1)
     if source:
         c.setopt(pycurl.INTERFACE, "host!" + source)
+    if accept_encoding is not None:
+        c.setopt(pycurl.ACCEPT_ENCODING, accept_encoding)
     if client_cert:
         c.setopt(pycurl.SSLCERT, client_cert[0])
         c.setopt(pycurl.SSLKEY, client_cert[1])
@@ -580,9 +584,10 @@ def h3_put(url, body, content_length=True, **kw):
     return h3_request(url, method="PUT", body=body, content_length=content_length, **kw)
 
 
-def background_get(url, threshold, timeout=60):
-    """Start a GET in a thread; returns (thread, out dict, progress dict, event
-    set once `threshold` body bytes arrived or the transfer ended)."""
+def background_get(url, threshold, timeout=60, **kw):
+    """Start a GET in a thread (make_easy's keywords in kw); returns (thread,
+    out dict, progress dict, event set once `threshold` body bytes arrived
+    or the transfer ended)."""
     out, progress = {}, {"bytes": 0}
     reached = threading.Event()
 
@@ -593,7 +598,7 @@ def background_get(url, threshold, timeout=60):
 
     def run():
         try:
-            out["r"] = h3_get(url, timeout=timeout, on_data=on_data)
+            out["r"] = h3_get(url, timeout=timeout, on_data=on_data, **kw)
         except pycurl.error as e:
             out["e"] = e
         finally:

@@ -138,6 +138,16 @@ BROKEN = {
     "worker-timeout-0": insert_after(5, "worker_timeout = 0"),
     "worker-timeout-under-3s": insert_after(5, "worker_timeout = 2500ms"),
     "worker-timeout-over-1h": insert_after(5, "worker_timeout = 61m"),
+    "compress-brotli": insert_after(5, "compress = br"),
+    "route-compress-on": insert_after(26, "compress = on"),
+    "compress-types-no-slash": insert_after(5, "compress_types = text/html json"),
+    "compress-types-star-type": insert_after(5, "compress_types = */*"),
+    "compress-types-star-inside": insert_after(5, "compress_types = application/x*json"),
+    "compress-types-empty-suffix": insert_after(5, "compress_types = application/*+"),
+    "compress-types-empty": insert_after(5, "compress_types = \"\""),
+    "compress-level-0": insert_after(5, "compress_level = 0"),
+    "compress-level-10": insert_after(5, "compress_level = 10"),
+    "compress-memory-small": insert_after(5, "compress_memory_total = 512k"),
 }
 
 
@@ -176,6 +186,13 @@ def check(path, extra=("-t",)):
      'which no client has: write it as IPv4'),
     ("trusted-proxies-ipv4-mapped", 'trusted_proxies: "::ffff:192.0.2.1" is an IPv4 address '
      'in IPv6 form, which no client has: write it as IPv4'),
+    ("compress-brotli", 'compress: invalid value "br": expected gzip or off'),
+    ("route-compress-on", 'compress: invalid value "on": expected gzip or off'),
+    ("compress-types-no-slash", 'compress_types: invalid media type "json": expected '
+     'type/subtype, type/* or type/*+suffix'),
+    ("compress-types-star-inside", 'compress_types: invalid media type "application/x*json"'),
+    ("compress-level-10", 'compress_level: invalid value "10": expected an integer from 1 '
+     'to 9'),
 ])
 def test_broken_config_says_why(tmp_path, certificate, case, message):
     """The keys of a route or backend that share a name with another's, or

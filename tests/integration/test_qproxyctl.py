@@ -139,7 +139,7 @@ NOW = {("connections", k) for k in ("current", "closing", "handshakes_current", 
     ("streams", "current"), ("quic", "tokens_remembered"), ("quic", "tickets_remembered"),
     ("quic", "unvalidated_handshakes"),
     ("quic", "cids_current"), ("upstream", "connections_current"), ("upstream", "queued"),
-    ("websockets", "current")}
+    ("websockets", "current"), ("compress", "memory_bytes")}
 NOW_GROUPS = ("buffers", "tls")
 
 
