@@ -212,6 +212,7 @@ struct exchange {
 	bool			 gzip_ok;
 	bool			 vary_ae;
 	struct compressor	*gz;
+	bool			 gz_fed;	/* bytes given it since a flush */
 
 	/* backend -> client */
 	struct bufq		 resp_body;
@@ -3245,6 +3246,7 @@ ex_body_out(struct exchange *ex, const uint8_t *data, size_t len)
 		return bufq_append(&ex->resp_body, data, len);
 	if (compress_put(ex->gz, data, len, false, &ex->resp_body) == -1)
 		return -1;
+	ex->gz_fed = true;
 	stats.compress_bytes_in += len;
 	stats.compress_bytes_out += ex->resp_body.len - before;
 	return 0;
@@ -3257,8 +3259,13 @@ ex_compress_flush(struct exchange *ex)
 	size_t before = ex->resp_body.len;
 	int rv;
 
+	ex->gz_fed = false;
 	rv = compress_put(ex->gz, NULL, 0, true, &ex->resp_body);
 	stats.compress_bytes_out += ex->resp_body.len - before;
+	if (ex->resp_body.len > before) {
+		ex_mem_update(ex);
+		h3_resume(ex->qc, ex->stream_id);
+	}
 	return rv;
 }
 
@@ -3455,15 +3462,6 @@ ex_parse_rbuf(struct exchange *ex)
 	if (off > 0) {
 		memmove(ex->rbuf, ex->rbuf + off, ex->rlen - off);
 		ex->rlen -= off;
-	}
-	/*
-	 * what the backend sent so far, out of the stream whenever it has
-	 * nothing more for now: a client waits for no byte the backend sent
-	 */
-	if (got && ex->gz != NULL && st == HTTP1_BODY_AGAIN &&
-	    !ex->read_full && ex_compress_flush(ex) == -1) {
-		ex_reset_nomem(ex);
-		return;
 	}
 	if (got) {
 		ex_mem_update(ex);
@@ -3763,6 +3761,14 @@ ex_read(struct exchange *ex)
 		if (n == -1) {
 			if (errno == EINTR)
 				continue;
+			/*
+			 * the backend has sent nothing more for now: what gzip
+			 * holds of what it sent goes out, so that a client
+			 * waits for no byte that came
+			 */
+			if ((errno == EAGAIN || errno == EWOULDBLOCK) &&
+			    ex->gz_fed && ex_compress_flush(ex) == -1)
+				ex_reset_nomem(ex);
 			if (errno == EAGAIN || errno == EWOULDBLOCK)
 				return;
 			log_debug("backend %s: read: %s", ex->server->cfg->text,

@@ -178,6 +178,42 @@ def test_chromium_gets_qproxy_own_answers(proxy, browser):
     assert took < 5 * SLOW, "the 502 took %.1fs" % took
 
 
+def test_chromium_takes_gzip_and_reads_it(qproxy_factory, backend_app, certificate):
+    """compress = gzip: Chromium asks for gzip, gets the page and a JSON
+    body given it (fewer bytes on the wire than in the body, as its own
+    timing entries count them) and reads both; a body of a type not listed
+    comes as it is."""
+    q = qproxy_factory(sections=app_sections(backend_app.tcp_server,
+                                             glob=[("compress", "gzip")]))
+    with Chromium("127.0.0.1:%d" % q.port, spki_hash(certificate[0]),
+                  timeout=30 * SLOW) as c:
+        origin = "https://127.0.0.1:%d" % q.port
+        assert not c.navigate(origin + "/app/images/100").get("errorText")
+        assert c.evaluate("document.images.length") == 100
+        page = c.evaluate("(e => [e.encodedBodySize, e.decodedBodySize])"
+                          "(performance.getEntriesByType('navigation')[0])")
+        got = c.evaluate("""
+            (async () => {
+              const j = await fetch('/app/echo-headers?gz=1', {cache: 'no-store'})
+                  .then(r => r.json());
+              const b = await fetch('/app/bytes/5000', {cache: 'no-store'})
+                  .then(r => r.arrayBuffer());
+              const sizes = p => (e => [e.encodedBodySize, e.decodedBodySize])(
+                  performance.getEntriesByType('resource')
+                      .filter(e => e.name.includes(p))[0]);
+              return {ae: j.headers.filter(h => h[0].toLowerCase() == 'accept-encoding')
+                          .map(h => h[1]),
+                      json: sizes('echo-headers?gz=1'), bytes: b.byteLength,
+                      raw: sizes('bytes/5000')};
+            })()""")
+        st = qproxy_stats(q)["compress"]
+    assert page[0] < page[1] / 2, page
+    assert "gzip" in got["ae"][0], got
+    assert got["json"][0] < got["json"][1], got
+    assert got["bytes"] == 5000 and got["raw"] == [5000, 5000], got
+    assert st["responses"] >= 2 and st["bytes_out"] < st["bytes_in"], st
+
+
 def test_chromium_cookies_and_set_cookie_fields(proxy, browser, backend_app):
     """Two Set-Cookie fields in one response both reach the browser;
     the cookies it then sends (HTTP/3 lets it split them into one field
