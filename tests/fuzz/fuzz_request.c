@@ -27,6 +27,7 @@
 #include <strings.h>
 
 #include "bufq.h"
+#include "compress.h"
 #include "request.h"
 #include "fuzz.h"
 
@@ -48,6 +49,42 @@ static bool
 value_eq(const uint8_t *v, size_t len, const char *s, size_t slen)
 {
 	return len == slen && memcmp(v, s, len) == 0;
+}
+
+/*
+ * compress.c's reading of the Accept-Encoding values (ex_accepts_gzip's),
+ * and again with an empty element before each, which changes nothing
+ * (RFC 9110 5.6.1); "gzip" after them all takes it, "gzip;q=0" after
+ * them all refuses it unless an earlier one took it.
+ */
+static void
+check_accept(const struct request *r)
+{
+	int g1 = -1, s1 = -1, g2 = -1, s2 = -1, g3, s3;
+	const char *v;
+	size_t i = 0, len;
+	char *copy;
+
+	while ((v = request_field_next(r, "accept-encoding", &i)) != NULL) {
+		compress_accept_value(v, &g1, &s1);
+		len = strlen(v);
+		if ((copy = malloc(len + 3)) == NULL)
+			return;
+		memcpy(copy, " ,", 2);
+		memcpy(copy + 2, v, len + 1);
+		compress_accept_value(copy, &g2, &s2);
+		free(copy);
+	}
+	FUZZ_CHECK(g1 == g2 && s1 == s2);
+	FUZZ_CHECK(g1 >= -1 && g1 <= 1 && s1 >= -1 && s1 <= 1);
+	g3 = g1;
+	s3 = s1;
+	compress_accept_value("gzip", &g3, &s3);
+	FUZZ_CHECK(compress_accept_result(g3, s3));
+	g3 = g1;
+	s3 = s1;
+	compress_accept_value("gzip;q=0", &g3, &s3);
+	FUZZ_CHECK(compress_accept_result(g3, s3) == (g1 == 1));
 }
 
 /* The bytes of a bufq in one piece. */
@@ -301,6 +338,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	FUZZ_CHECK(r.error == REQ_OK);
 	FUZZ_CHECK(r.method != -1 && r.path != -1);
 	check_path(&r);
+	check_accept(&r);
 	FUZZ_CHECK(r.authority != -1 || r.host != -1);
 	FUZZ_CHECK(!fin || r.content_length <= 0);
 

@@ -328,6 +328,10 @@ def request_seeds():
     # and spelt with "_"
     request("client-cert-spellings", GET + [("x_client_cert", "a"), ("x-client_cert", "b")],
             0x05)
+    # compress = gzip's reading of them (check_accept)
+    request("accept-encoding", GET + [("accept-encoding", "br;q=1.0, gzip;q=0.5, *;q=0"),
+                                      ("accept-encoding", "x-gzip; Q=0.001 ,, identity")])
+    request("accept-encoding-malformed", GET + [("accept-encoding", "gzip;q=1.5, *;q=0.")])
     request("crlf-in-value", GET + [("x-a", "a\r\nx-injected: 1")])
     request("nul-in-value", GET + [("x-a", "a\0b")])
     request("uppercase-name", GET + [("X-A", "1")])
