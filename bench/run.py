@@ -34,7 +34,9 @@ PREFIX = os.environ.get("QPROXY_BENCH_PREFIX", "/opt/qproxy-bench")
 KIB = 1024
 MIB = 1024 * 1024
 
-FILES = {"1k": KIB, "100k": 100 * KIB, "10m": 10 * MIB}
+FILES = {"1k": KIB, "100k": 100 * KIB, "10m": 10 * MIB, "100k.html": 100 * KIB}
+# zlib's level of both gzip100k's compressors, qproxy's and nginx's
+GZIP_LEVEL = 5
 UPLOAD_SIZE = 10 * MIB
 
 # Flow control and limits given to both servers where both have the knob.
@@ -75,7 +77,7 @@ class Workload:
 
     def __init__(self, name, kind, path, clients, streams, requests,
                  upload=False, rate=None, max_streams=DEFAULT_MAX_STREAMS,
-                 h2=False, descr=""):
+                 h2=False, gzip=False, descr=""):
         self.name = name
         self.kind = kind
         self.path = path
@@ -86,6 +88,9 @@ class Workload:
         self.rate = rate
         self.max_streams = max_streams
         self.h2 = h2
+        # asked for with Accept-Encoding: gzip; qproxy compresses it, and
+        # for nghttpx nginx does: each one's CPU counts nginx's with it
+        self.gzip = gzip
         self.descr = descr
 
     @property
@@ -107,6 +112,14 @@ def workloads(scale, smoke):
                  descr="1 KiB GET, one connection, one request at a time"),
         Workload("get100k", "bytes", "/100k", 10, 10, n(5000, 100),
                  descr="100 KiB GET, 10 x 10"),
+        # Compression where it is done: qproxy's compress = gzip, or the
+        # origin's (nginx's gzip, behind nghttpx, which has none).
+        Workload("gzip100k", "bytes", "/100k.html", 10, 10, n(5000, 100),
+                 gzip=True,
+                 descr="100 KiB HTML GET with Accept-Encoding: gzip, "
+                       "10 x 10; gzip level %d by qproxy, or by nginx "
+                       "behind nghttpx; MiB of the page per CPU-second "
+                       "of the proxy and nginx together" % GZIP_LEVEL),
         Workload("get10m", "bytes", "/10m", 4, 1, n(64, 4),
                  descr="10 MiB GET, 4 connections x 1 stream"),
         # 128 uploads, not 32: at 32 (about a second a run) the runs of
@@ -136,7 +149,9 @@ def workloads(scale, smoke):
         w = [Workload("get1k-10x10", "requests", "/1k", 10, 10, 300, h2=True,
                       descr="1 KiB GET, 10 x 10 (smoke)"),
              Workload("post10m", "bytes", "/upload", 2, 1, 4, upload=True,
-                      descr="10 MiB POST upload, 2 x 1 (smoke)")]
+                      descr="10 MiB POST upload, 2 x 1 (smoke)"),
+             Workload("gzip100k", "bytes", "/100k.html", 2, 2, 40, gzip=True,
+                      descr="100 KiB HTML GET given gzip, 2 x 2 (smoke)")]
     return w
 
 
@@ -302,6 +317,15 @@ class StartError(BenchError):
 
 # ---------------------------------------------------------------- set-up
 
+def html_page(size):
+    """size bytes of an HTML table: text that compresses as pages do
+    (about 5 to 1 at gzip level 5), the same at every run."""
+    rows = b"".join(b"<tr><td>%d</td><td>item %d</td><td class=\"n\">%d.%02d</td>"
+                    b"</tr>\n" % (i, i * 7919 % 10007, i * 37 % 1000, i % 100)
+                    for i in range(size // 40 + 1))
+    return (b"<!DOCTYPE html>\n<html><body><table>\n" + rows)[:size]
+
+
 class Env:
     def __init__(self, args):
         self.args = args
@@ -337,7 +361,8 @@ class Env:
     def make_files(self):
         for name, size in FILES.items():
             with open(os.path.join(self.www, name), "wb") as f:
-                f.write(os.urandom(size))
+                f.write(html_page(size) if name.endswith(".html")
+                        else os.urandom(size))
         with open(os.path.join(self.www, "upload"), "wb") as f:
             f.write(b"ok\n")
         self.upload_body = os.path.join(self.dir, "upload.bin")
@@ -393,6 +418,14 @@ http {
         client_max_body_size 0;
         client_body_buffer_size 16m;
         location / { }
+        # gzip100k's: nghttpx's requests are given gzip here (they carry
+        # Via: gzip_proxied), qproxy's ask for none
+        location = /100k.html {
+            gzip on;
+            gzip_proxied any;
+            gzip_comp_level %(gzip_level)d;
+            gzip_min_length 256;
+        }
         # idle1000 counts its requests here.
         location = /idle {
             access_log %(idle)s idle;
@@ -420,7 +453,7 @@ http {
     }
 }
 """ % {"user": user, "d": d, "port": self.nginx_port, "www": self.www,
-       "nofile": nofile_limit(),
+       "nofile": nofile_limit(), "gzip_level": GZIP_LEVEL,
        "idle": self.idle_log, "upload": self.upload_log})
         self.nginx_err = open(os.path.join(d, "nginx.stderr"), "w")
         self.nginx = subprocess.Popen(
@@ -486,6 +519,9 @@ class Server:
                     ("stream_window", "%dk" % (STREAM_WINDOW // KIB)),
                     ("connection_window", "%dk" % (CONNECTION_WINDOW // KIB)),
                     ("max_streams_bidi", "%d" % wl.max_streams)]
+            if wl.gzip:
+                glob += [("compress", "gzip"),
+                         ("compress_level", "%d" % GZIP_LEVEL)]
             # --set: in place of the line of its key (qproxy refuses a
             # key given twice), or after them
             for key, value in map(setting, env.args.set):
@@ -508,7 +544,10 @@ max_idle_connections = 10000
 
 [route all]
 backend = nginx
-""" % {"glob": "".join("%s = %s\n" % kv for kv in glob),
+%(route)s""" % {"glob": "".join("%s = %s\n" % kv for kv in glob),
+       "route": ("# nginx gives it none: qproxy does\n"
+                 "set_request_header = Accept-Encoding: identity\n"
+                 if wl.gzip else ""),
        "port": self.port, "cert": env.cert, "key": env.key,
        "nserver": ("unix:" + env.nginx_sock if env.args.unix_backend
                    else "127.0.0.1:%d" % env.nginx_port)})
@@ -664,6 +703,8 @@ def h2load_cmd(env, server, wl, log_file, script=None):
         cmd.append("--alpn-list=h3")
     if wl.upload:
         cmd += ["-d", env.upload_body]
+    if wl.gzip:
+        cmd += ["-H", "accept-encoding: gzip"]
     if wl.rate:
         cmd += ["-r%d" % wl.rate, "--rate-period=100ms"]
     if script:
@@ -768,6 +809,8 @@ def run_h2load(env, server, wl):
     uploads_before = count_lines(env.upload_log)
     out = open(os.path.join(env.dir, server.name + ".h2load"), "w+")
     cpu0, ticks0 = server.cpu()
+    if wl.gzip:
+        ncpu0 = cpu_ns(tree(env.nginx.pid))
     client = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
                               preexec_fn=pinned(env.cpu("client")))
     deadline = time.monotonic() + env.args.timeout
@@ -788,6 +831,9 @@ def run_h2load(env, server, wl):
             client.kill()
             client.wait()
     cpu1, ticks1 = server.cpu()
+    if wl.gzip:
+        # the origin's share: its gzip for nghttpx, its files for both
+        cpu1 += cpu_ns(tree(env.nginx.pid)) - ncpu0
     server.check_alive("during the run")
     out.seek(0)
     text = out.read()
@@ -798,6 +844,13 @@ def run_h2load(env, server, wl):
     secs, data = check_h2load(text, server, wl, wl.requests)
     if wl.upload:
         check_uploads(env, server, wl, uploads_before)
+    elif wl.gzip:
+        # given gzip (about 5 to 1), by whichever did it
+        if data is not None and data > wl.requests * wl.size // 3:
+            raise BenchError("%s on %s: %d bytes of response data, not "
+                             "compressed (%d uncompressed)"
+                             % (server.kind, wl.name, data,
+                                wl.requests * wl.size))
     elif data is not None and data != wl.requests * wl.size:
         raise BenchError("%s on %s: %d bytes of response data, expected %d"
                          % (server.kind, wl.name, data,
