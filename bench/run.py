@@ -319,7 +319,7 @@ class StartError(BenchError):
 
 def html_page(size):
     """size bytes of an HTML table: text that compresses as pages do
-    (about 5 to 1 at gzip level 5), the same at every run."""
+    (about 7 to 1 at gzip level 5), the same at every run."""
     rows = b"".join(b"<tr><td>%d</td><td>item %d</td><td class=\"n\">%d.%02d</td>"
                     b"</tr>\n" % (i, i * 7919 % 10007, i * 37 % 1000, i % 100)
                     for i in range(size // 40 + 1))
@@ -845,7 +845,7 @@ def run_h2load(env, server, wl):
     if wl.upload:
         check_uploads(env, server, wl, uploads_before)
     elif wl.gzip:
-        # given gzip (about 5 to 1), by whichever did it
+        # given gzip (about 7 to 1), by whichever did it
         if data is not None and data > wl.requests * wl.size // 3:
             raise BenchError("%s on %s: %d bytes of response data, not "
                              "compressed (%d uncompressed)"
