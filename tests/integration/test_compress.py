@@ -275,6 +275,16 @@ def test_chunked_with_trailers(gz):
     assert ("x-sum", "abc") in r.trailers, r.trailers
 
 
+def test_length_beside_chunked_is_not_the_length(gz):
+    """Transfer-Encoding: chunked overrides a Content-Length (RFC 9112
+    6.3): the length, short as it is, does not keep the body from gzip."""
+    _answer(gz, "/app/tecl", _head(length=5, extra=("Transfer-Encoding: chunked",)) +
+            _chunked(TEXT))
+    r = h3_get(gz.url("/app/tecl"), headers=AE)
+    assert r.header("content-encoding") == "gzip", r.headers
+    assert gzip.decompress(r.body) == TEXT
+
+
 def test_body_to_the_close(gz):
     """A body that ends where the backend closes its connection."""
     _answer(gz, "/app/c", _head(extra=("Connection: close",)) + TEXT, None)
@@ -290,11 +300,15 @@ def test_empty_chunked_body(gz):
     assert gzip.decompress(r.body) == b""
 
 
-def test_what_came_is_not_held_back(gz):
+@pytest.mark.parametrize("size", [5000, 30000])
+def test_what_came_is_not_held_back(gz, size):
     """A backend that sends part of a body and waits: the client gets that
     part (decoded, whole) while the backend still holds the rest; gzip does
-    not keep it back until more comes."""
-    first, rest = TEXT[:30000], TEXT[30000:]
+    not keep it back until more comes. 5000 bytes: read with the head,
+    then the backend's socket is found empty; 30000: more than one read
+    takes in a turn of the loop (16 KiB), so the turn ends before it is
+    found empty."""
+    first, rest = TEXT[:size], TEXT[size:]
     reached = threading.Event()
 
     def steps():
