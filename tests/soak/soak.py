@@ -7,9 +7,10 @@ and reloads, then checks that nothing was lost and nothing grew.
 
 What runs (all at once, for --duration seconds):
   - --workers threads of libcurl HTTP/3 (pycurl), each looping over GETs of
-    random sizes (Content-Length, chunked, close-delimited) and uploads
-    (held whole up to the backend's request_buffer_size, 512k, and streamed
-    past it), through the fault relay (--loss each way);
+    random sizes (Content-Length, chunked, close-delimited; a third of them
+    by a route with compress = gzip, which libcurl asks for and decodes)
+    and uploads (held whole up to the backend's request_buffer_size, 512k,
+    and streamed past it), through the fault relay (--loss each way);
   - gtlsclient (ngtcp2's client) fetching several streams every few seconds;
   - h3raw opening WebSockets (RFC 9220) one after another, each a tunnel of
     random size (up to 300 KB) echoed by the backend's /ws?raw=1 (a tunnel
@@ -113,7 +114,11 @@ def curl_worker(relay, stop, tally, seed):
                 else:
                     tally.add("5xx" if r.status >= 500 else "error")
                 continue
-            r = h3_get(relay.url("/app/%s/%d" % (kind, n)), timeout=60)
+            # a third through /gz/, whose bodies are given gzip (libcurl
+            # asks for it and decodes it)
+            gz = rng.random() < 1 / 3
+            r = h3_get(relay.url("/%s/%s/%d" % ("gz" if gz else "app", kind, n)),
+                       timeout=60, accept_encoding="" if gz else None)
             if r.status == 200:
                 if r.body == expected_body(n):
                     tally.add("ok")
@@ -250,7 +255,11 @@ def main():
         ("backend app", [("server", "127.0.0.1:%d" % bport), ("connect_timeout", "1s"),
                          ("read_timeout", "20s"), ("request_buffer_size", "512k")]),
         ("route app", [("path_prefix", "/app/"), ("backend", "app")]),
+        ("route gz", [("path_prefix", "/gz/"), ("backend", "app"), ("compress", "gzip")]),
     ]
+    # the test backend's bodies are application/octet-stream
+    if "compress_types" not in dict(settings):
+        sections[0][1].append(("compress_types", "application/octet-stream"))
     q = QProxy(qproxy_binary(), workdir, "soak", sections, port)
     q.start()
     relay = Relay(port, seed=args.seed, c2s=Faults(drop=args.loss),
@@ -315,11 +324,14 @@ def main():
         if s["buffers"]["chunks"] != 0 or s["buffers"]["response_bytes"] != 0 or \
                 s["buffers"]["request_bytes"] != 0:
             problems.append("body buffers still held after the load: %r" % s["buffers"])
+        if s["compress"]["memory_bytes"] != 0 or s["compress"]["responses"] == 0:
+            problems.append("gzip streams held after the load, or none: %r" % s["compress"])
         if req["total"] > answered + req["reset"] + req["malformed"]:
             problems.append("requests unaccounted for: %r" % req)
         if args.rss_slack >= 0 and rss1 > rss0 * (1 + args.rss_slack):
             problems.append("RSS %d KiB after the load, %d KiB after warm-up" % (rss1, rss0))
         print("soak: qproxy stats %s" % json.dumps(s["requests"]), flush=True)
+        print("soak: compress %s" % json.dumps(s["compress"]), flush=True)
         print("soak: limits %s, response_peak_bytes %d, request_peak_bytes %d" % (
             json.dumps(s["limits"]), s["buffers"]["response_peak_bytes"],
             s["buffers"]["request_peak_bytes"]), flush=True)
