@@ -413,3 +413,30 @@ def test_backend_dies_mid_body(gz):
     with pytest.raises(pycurl.error):
         h3_get(gz.url("/app/d"), headers=AE)
     wait_until(lambda: _compress_stats(gz)["memory_bytes"] == 0, "memory let go", 5 * SLOW)
+
+
+def test_budget_taking_the_last_byte_holds_nothing(gz):
+    """The backend sends EX_GZIP_BUDGET of body at once (four reads of
+    16 KiB) and pauses: the read that reaches the budget took the last
+    byte, so the watcher does not fire again until the backend sends more;
+    what gzip holds goes out all the same (a read next turn finds the
+    socket empty)."""
+    body = TEXT * 2
+    first = body[:4 * 16384]
+    reached = threading.Event()
+
+    def steps():
+        yield _head(length=len(body))
+        yield 0.3
+        yield first
+        reached.wait(10 * SLOW)
+        yield body[len(first):]
+    gz.sb.answers["/app/b"] = steps
+    t, out, progress, got = background_get(gz.url("/app/b"), len(first),
+                                           accept_encoding="gzip")
+    ok = got.wait(4 * SLOW)
+    arrived = progress["bytes"]
+    reached.set()
+    t.join(30)
+    assert ok and arrived == len(first), arrived
+    assert out["r"].body == body
