@@ -3827,6 +3827,14 @@ ex_read_resume(struct exchange *ex)
 	/* bytes may already wait in rbuf: parse them now */
 	if (ex->head_done && ex->rlen > 0)
 		ex_parse(ex);
+	/*
+	 * a stop for room may have come after a read that emptied the
+	 * socket: the watcher then never fires while the backend pauses, and
+	 * what gzip holds goes out only after a read that finds EAGAIN
+	 */
+	if (ex->state == EX_FORWARD && ex->uc != NULL && ex->gz != NULL &&
+	    ex->gz_fed)
+		ev_feed_event(ex_loop(ex), &ex->uc->rio, EV_READ);
 }
 
 /*

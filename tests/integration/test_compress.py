@@ -8,13 +8,15 @@ libcurl decodes what it asked for itself, and Python's gzip module reads
 the raw bytes of the others."""
 
 import gzip
+import subprocess
 import threading
+import time
 
 import pycurl
 import pytest
 
 import backend as backend_mod
-from helpers import (SLOW, app_sections, background_get, expected_body, h3_get,
+from helpers import (SLOW, app_sections, background_get, expected_body, h3_get, h3raw_binary,
                      h3_head, h3_parallel, qproxy_stats, wait_until)
 
 
@@ -440,3 +442,40 @@ def test_budget_taking_the_last_byte_holds_nothing(gz):
     t.join(30)
     assert ok and arrived == len(first), arrived
     assert out["r"].body == body
+
+
+def test_stop_for_room_then_pause_holds_nothing(gz):
+    """A client that reads nothing for a while (h3raw --hold): qproxy reads
+    the backend until response_buffer_size is held and stops. Here the
+    read that filled it took the backend's last byte (incompressible bytes,
+    so that where it stops is known: 276,480 of them); once the client has
+    taken all that was queued, what gzip holds goes out too, though the
+    backend is still pausing and its socket never becomes readable."""
+    s = 276480
+    body = expected_body(s + 50000)
+    release = threading.Event()
+
+    def steps():
+        yield _head(ctype="text/plain", length=len(body))
+        yield 0.3
+        yield body[:s]
+        release.wait(20 * SLOW)
+        yield body[s:]
+    gz.sb.answers["/app/f"] = steps
+    p = subprocess.Popen([h3raw_binary(), "-t", str(30 * SLOW), "-n", "1", "--hold", "2",
+                          "-H", ":method: GET", "-H", ":scheme: https",
+                          "-H", ":authority: localhost", "-H", ":path: /app/f",
+                          "-H", "accept-encoding: gzip", "127.0.0.1", str(gz.port)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: _compress_stats(gz)["bytes_in"] == s, "all read", 10 * SLOW)
+        wait_until(lambda: qproxy_stats(gz)["buffers"]["response_bytes"] == 0,
+                   "all taken", 15 * SLOW)
+        time.sleep(0.5)
+        c = _compress_stats(gz)
+    finally:
+        release.set()
+        out, err = p.communicate(timeout=60 * SLOW)
+    # the bytes do not compress: all of them out is more than came in
+    assert c["bytes_out"] > c["bytes_in"] == s, c
+    assert p.returncode == 0, (out, err)
