@@ -55,7 +55,8 @@ UNIT_BINS = $(UNIT_TESTS:%=$(B)/tests/%)
 
 TOOLS = $(B)/tests/h3raw $(B)/tests/sendshim.so $(B)/tests/timeshift.so \
 	$(B)/tests/execdelay.so $(B)/tests/agefill.so $(B)/tests/h3nomem.so \
-	$(B)/tests/nomem.so $(B)/tests/chownlog.so $(B)/tests/strcmpcount.so
+	$(B)/tests/nomem.so $(B)/tests/chownlog.so $(B)/tests/strcmpcount.so \
+	$(B)/tests/gznomem.so
 
 all: $(B)/qproxy $(B)/qproxyctl
 
@@ -116,7 +117,7 @@ $(B)/tests/gcmbench: $(B)/tests/gcmbench.o $(B)/libqproxy.a $(RNG_OBJ)
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
 
 # Preloaded into qproxy (sendshim, timeshift, agefill, execdelay, h3nomem,
-# nomem, chownlog, strcmpcount):
+# nomem, chownlog, strcmpcount, gznomem):
 # built without the sanitizers, which must come first.
 $(B)/tests/%.so: tests/tools/%.c config.mk
 	@mkdir -p $(@D)

@@ -3788,11 +3788,12 @@ ex_read(struct exchange *ex)
 			 * holds of what it sent goes out, so that a client
 			 * waits for no byte that came
 			 */
-			if ((errno == EAGAIN || errno == EWOULDBLOCK) &&
-			    ex->gz_fed && ex_compress_flush(ex) == -1)
-				ex_reset_nomem(ex);
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				/* (errno is the allocation's after a failure) */
+				if (ex->gz_fed && ex_compress_flush(ex) == -1)
+					ex_reset_nomem(ex);
 				return;
+			}
 			log_debug("backend %s: read: %s", ex->server->cfg->text,
 			    strerror(errno));
 			ex_eof(ex, true);

@@ -8,6 +8,7 @@ libcurl decodes what it asked for itself, and Python's gzip module reads
 the raw bytes of the others."""
 
 import gzip
+import os
 import subprocess
 import threading
 import time
@@ -16,8 +17,8 @@ import pycurl
 import pytest
 
 import backend as backend_mod
-from helpers import (SLOW, app_sections, background_get, expected_body, h3_get, h3raw_binary,
-                     h3_head, h3_parallel, qproxy_stats, wait_until)
+from helpers import (SLOW, _preload, app_sections, background_get, expected_body, h3_get, h3raw_binary,
+                     h3_head, h3_parallel, qproxy_stats, sendshim_library, wait_until)
 
 
 def _text(n):
@@ -479,3 +480,52 @@ def test_stop_for_room_then_pause_holds_nothing(gz):
     # the bytes do not compress: all of them out is more than came in
     assert c["bytes_out"] > c["bytes_in"] == s, c
     assert p.returncode == 0, (out, err)
+
+
+@pytest.mark.parametrize("set_vary, expected", [
+    ("Origin", ["accept-encoding", "Origin"]),
+    ("", ["accept-encoding"]),
+    ("Cookie, Accept-Encoding", ["Cookie, Accept-Encoding"]),
+])
+def test_vary_after_set_response_header(qproxy_factory, scripted, set_vary, expected):
+    """A route whose set_response_header sets Vary (or removes it, empty)
+    replaces the backend's, which listed accept-encoding: the gzip body
+    still goes with a Vary that lists it, or caches would give it to
+    clients that do not take gzip."""
+    q = _proxy(qproxy_factory, scripted, app_route=(("set_response_header", "Vary: " + set_vary),))
+    _answer(q, "/app/v", _head(length=len(TEXT), extra=("Vary: Accept-Encoding",)) + TEXT)
+    r = h3_get(q.url("/app/v"), headers=AE)
+    assert r.header("content-encoding") == "gzip"
+    assert r.header_all("vary") == expected, r.headers
+    assert gzip.decompress(r.body) == TEXT
+
+
+def test_flush_without_memory_is_one_reset(qproxy_factory, scripted, tmp_path):
+    """The flush when the backend pauses (EAGAIN) fails for memory
+    (gznomem.so): the stream is reset once, as out of memory; the read's
+    EAGAIN is not then taken for the backend's failure (errno is the
+    failed allocation's by then), which would reset it again, count the
+    server failed and log a body cut short."""
+    q = qproxy_factory(sections=app_sections(scripted.server, glob=[("compress", "gzip")]),
+                       start=False)
+    flag = tmp_path / "gznomem"
+    _preload(q, "gznomem", os.path.join(os.path.dirname(sendshim_library()), "gznomem.so"),
+             GZNOMEM_FILE=str(flag))
+    q.start()
+    q.sb = scripted
+
+    def steps():
+        yield _head(extra=("Transfer-Encoding: chunked",)) + b"%x\r\n%s\r\n" % (5000, TEXT[:5000])
+        yield 2 * SLOW
+        yield _chunked(TEXT[5000:])
+    scripted.answers["/app/n"] = steps
+    flag.write_text("")
+    with pytest.raises(pycurl.error):
+        h3_get(q.url("/app/n"), headers=AE, timeout=10 * SLOW)
+    flag.unlink()
+    s = qproxy_stats(q)
+    assert s["requests"]["reset"] == 1, s["requests"]
+    app = [b for b in s["backends"] if b["name"] == "app"][0]
+    assert app["servers"][0]["failures"] == 0, app
+    assert "middle of a response body" not in q.log_text()
+    wait_until(lambda: _compress_stats(q)["memory_bytes"] == 0, "memory let go", 5 * SLOW)
