@@ -2845,6 +2845,47 @@ ex_over_client_limit(struct exchange *ex, const char *what, uint64_t size)
 	    (unsigned long long)ex->qc->peer_fields_max);
 }
 
+/* Whether a list value (RFC 9110 5.6.1) has token, in any case. */
+static bool
+ex_list_has(const char *v, size_t len, const char *token)
+{
+	const char *end = v + len, *e;
+	size_t n, tlen = strlen(token);
+
+	while (v < end) {
+		while (v < end && (*v == ' ' || *v == '\t' || *v == ','))
+			v++;
+		for (e = v; e < end && *e != ','; e++)
+			;
+		for (n = (size_t)(e - v); n > 0 && (v[n - 1] == ' ' ||
+		    v[n - 1] == '\t'); n--)
+			;
+		if (n == tlen && strncasecmp(v, token, n) == 0)
+			return true;
+		v = e;
+	}
+	return false;
+}
+
+/*
+ * Whether the Vary the client gets lists Accept-Encoding (or "*"): the
+ * route's set_response_header Vary when it sets one, which takes the
+ * backend's place (an empty one removes it), else the backend's.
+ */
+static bool
+ex_vary_listed(const struct http1_response *r,
+    const struct config_headers *set)
+{
+	for (size_t i = 0; set != NULL && i < set->n; i++)
+		if (set->v[i].namelen == 4 &&
+		    memcmp(set->v[i].name, "vary", 4) == 0)
+			return ex_list_has(set->v[i].value, set->v[i].valuelen,
+			    "accept-encoding") || ex_list_has(set->v[i].value,
+			    set->v[i].valuelen, "*");
+	return http1_field_has(r, "vary", "accept-encoding") ||
+	    http1_field_has(r, "vary", "*");
+}
+
 /*
  * Sends the response head (or an informational one) to the client; -2,
  * with nothing sent, when it is over the client's field section limit.
@@ -2871,8 +2912,7 @@ ex_submit_head(struct exchange *ex, const struct http1_response *r,
 	/* gzip's (ex_compress_begin): of the final head only */
 	bool gz = !informational && ex->gz != NULL;
 	bool vary = !informational && ex->vary_ae &&
-	    !http1_field_has(r, "vary", "accept-encoding") &&
-	    !http1_field_has(r, "vary", "*");
+	    !ex_vary_listed(r, set);
 	char etag_small[128], *etag = NULL;
 	const char *date;
 	int rv;
