@@ -3228,6 +3228,20 @@ ex_ws_open(struct exchange *ex)
 
 /* Parses what the backend sent so far (ex_parse). */
 /*
+ * Whether a field is a digest of the body's bytes as they are (RFC 9530
+ * Content-Digest and Repr-Digest, RFC 3230 Digest, Content-MD5): gzip's
+ * bytes would not match it, and a signature may cover it.
+ */
+static bool
+ex_digest_field(const char *name, size_t len)
+{
+	return (len == 14 && strncasecmp(name, "content-digest", 14) == 0) ||
+	    (len == 11 && strncasecmp(name, "repr-digest", 11) == 0) ||
+	    (len == 6 && strncasecmp(name, "digest", 6) == 0) ||
+	    (len == 11 && strncasecmp(name, "content-md5", 11) == 0);
+}
+
+/*
  * Whether the final response may be given gzip (RFC 9110 8.4): a body of
  * a media type compress_types names, compress_min_length long at least
  * when its length is told, not encoded already, no range of one (206),
@@ -3260,7 +3274,8 @@ ex_compress_begin(struct exchange *ex, const struct http1_response *r)
 		else if ((h->namelen == 16 &&
 		    strncasecmp(h->name, "content-encoding", 16) == 0) ||
 		    (h->namelen == 13 &&
-		    strncasecmp(h->name, "content-range", 13) == 0))
+		    strncasecmp(h->name, "content-range", 13) == 0) ||
+		    ex_digest_field(h->name, h->namelen))
 			return;
 	}
 	if (ct == NULL || !compress_type_listed(cfg->compress_types,

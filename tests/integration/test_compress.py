@@ -201,6 +201,11 @@ def test_weak_etag_stays_as_it_is(gz):
     ("a range", _head(status="206 Partial Content", length=len(TEXT),
                       extra=("Content-Range: bytes 0-99999/200000",))),
     ("event stream", _head(ctype="text/event-stream", length=len(TEXT))),
+    ("a digest of its bytes", _head(length=len(TEXT), extra=(
+        "Content-Digest: sha-256=:y5XxK1G1XVbdFim57q6i/pDzBigUq8Xl0F6GbB1w3tc=:",))),
+    ("a digest of its representation", _head(length=len(TEXT), extra=(
+        "Repr-Digest: sha-256=:y5XxK1G1XVbdFim57q6i/pDzBigUq8Xl0F6GbB1w3tc=:",))),
+    ("an MD5", _head(length=len(TEXT), extra=("Content-MD5: Q2hlY2sgSW50ZWdyaXR5IQ==",))),
 ])
 def test_not_for_these(gz, why, head):
     """A response that may not be given gzip goes as it came, with no Vary
