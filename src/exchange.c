@@ -1380,7 +1380,6 @@ ex_authorized(struct exchange *ex)
 	}
 }
 
-/* The request's listener; NULL when a reload took its address away. */
 /* Whether the request's Accept-Encoding fields take gzip (compress.h). */
 static bool
 ex_accepts_gzip(const struct exchange *ex)
@@ -1395,6 +1394,7 @@ ex_accepts_gzip(const struct exchange *ex)
 	return compress_accept_result(gzip, star);
 }
 
+/* The request's listener; NULL when a reload took its address away. */
 static const struct config_listener *
 ex_listener(const struct exchange *ex)
 {
@@ -2845,25 +2845,17 @@ ex_over_client_limit(struct exchange *ex, const char *what, uint64_t size)
 	    (unsigned long long)ex->qc->peer_fields_max);
 }
 
-/* Whether a list value (RFC 9110 5.6.1) has token, in any case. */
+/* Whether a Vary value lists Accept-Encoding or "*", in any case. */
 static bool
-ex_list_has(const char *v, size_t len, const char *token)
+ex_vary_lists_ae(const char *v, size_t len)
 {
-	const char *end = v + len, *e;
-	size_t n, tlen = strlen(token);
+	const char *end = v + len, *opt;
+	size_t n;
 
-	while (v < end) {
-		while (v < end && (*v == ' ' || *v == '\t' || *v == ','))
-			v++;
-		for (e = v; e < end && *e != ','; e++)
-			;
-		for (n = (size_t)(e - v); n > 0 && (v[n - 1] == ' ' ||
-		    v[n - 1] == '\t'); n--)
-			;
-		if (n == tlen && strncasecmp(v, token, n) == 0)
+	while (http1_options_next(&v, end, &opt, &n))
+		if ((n == 15 && strncasecmp(opt, "accept-encoding", 15) == 0) ||
+		    (n == 1 && *opt == '*'))
 			return true;
-		v = e;
-	}
 	return false;
 }
 
@@ -2879,9 +2871,8 @@ ex_vary_listed(const struct http1_response *r,
 	for (size_t i = 0; set != NULL && i < set->n; i++)
 		if (set->v[i].namelen == 4 &&
 		    memcmp(set->v[i].name, "vary", 4) == 0)
-			return ex_list_has(set->v[i].value, set->v[i].valuelen,
-			    "accept-encoding") || ex_list_has(set->v[i].value,
-			    set->v[i].valuelen, "*");
+			return ex_vary_lists_ae(set->v[i].value,
+			    set->v[i].valuelen);
 	return http1_field_has(r, "vary", "accept-encoding") ||
 	    http1_field_has(r, "vary", "*");
 }
@@ -3226,7 +3217,6 @@ ex_ws_open(struct exchange *ex)
 	return 0;
 }
 
-/* Parses what the backend sent so far (ex_parse). */
 /*
  * Whether a field is a digest of the body's bytes as they are (RFC 9530
  * Content-Digest and Repr-Digest, RFC 3230 Digest, Content-MD5): gzip's
@@ -3286,13 +3276,11 @@ ex_compress_begin(struct exchange *ex, const struct http1_response *r)
 	if (!ex->gzip_ok || (ex->req.flags & REQ_F_HEAD) ||
 	    r->framing == HTTP1_BODY_NONE)
 		return;
+	/* (counted in compress.responses once its head is sent) */
 	if ((ex->gz = compress_new((int)cfg->compress_level,
 	    told ? r->content_length : 0,
-	    cfg->compress_memory_total)) == NULL) {
+	    cfg->compress_memory_total)) == NULL)
 		stats.compress_skipped_memory++;
-		return;
-	}
-	stats.compress_responses++;
 }
 
 /* Response body bytes for the client: as they came, or gzip's. 0 or -1. */
@@ -3341,11 +3329,13 @@ ex_compress_end(struct exchange *ex)
 	stats.compress_bytes_out += ex->resp_body.len - before;
 	compress_free(ex->gz);
 	ex->gz = NULL;
+	ex->gz_fed = false;
 	ex_mem_update(ex);
 	h3_resume(ex->qc, ex->stream_id);
 	return rv;
 }
 
+/* Parses what the backend sent so far (ex_parse). */
 static void
 ex_parse_rbuf(struct exchange *ex)
 {
@@ -3467,9 +3457,13 @@ ex_parse_rbuf(struct exchange *ex)
 		case -2:
 			/* a fault of neither the backend nor the client */
 			stats.fields_over_client_limit++;
+			compress_free(ex->gz);
+			ex->gz = NULL;
 			ex_respond(ex, 502);
 			return;
 		}
+		if (ex->gz != NULL)
+			stats.compress_responses++;
 		count_response(resp.status);
 		if (ex->ws && !ex->ws_upgrade)
 			stats.ws_refused++;
