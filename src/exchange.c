@@ -3223,12 +3223,11 @@ ex_ws_open(struct exchange *ex)
  * bytes would not match it, and a signature may cover it.
  */
 static bool
-ex_digest_field(const char *name, size_t len)
+ex_digest_field(const struct http1_header *h)
 {
-	return (len == 14 && strncasecmp(name, "content-digest", 14) == 0) ||
-	    (len == 11 && strncasecmp(name, "repr-digest", 11) == 0) ||
-	    (len == 6 && strncasecmp(name, "digest", 6) == 0) ||
-	    (len == 11 && strncasecmp(name, "content-md5", 11) == 0);
+	return http1_name_is(h, "content-digest") ||
+	    http1_name_is(h, "repr-digest") || http1_name_is(h, "digest") ||
+	    http1_name_is(h, "content-md5");
 }
 
 /*
@@ -3258,14 +3257,10 @@ ex_compress_begin(struct exchange *ex, const struct http1_response *r)
 	for (size_t i = 0; i < r->nheaders; i++) {
 		const struct http1_header *h = &r->headers[i];
 
-		if (h->namelen == 12 &&
-		    strncasecmp(h->name, "content-type", 12) == 0)
+		if (http1_name_is(h, "content-type"))
 			ct = h;
-		else if ((h->namelen == 16 &&
-		    strncasecmp(h->name, "content-encoding", 16) == 0) ||
-		    (h->namelen == 13 &&
-		    strncasecmp(h->name, "content-range", 13) == 0) ||
-		    ex_digest_field(h->name, h->namelen))
+		else if (http1_name_is(h, "content-encoding") ||
+		    http1_name_is(h, "content-range") || ex_digest_field(h))
 			return;
 	}
 	if (ct == NULL || !compress_type_listed(cfg->compress_types,

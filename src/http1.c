@@ -51,7 +51,7 @@ http1_isows(uint8_t c)
 	return c == ' ' || c == '\t';
 }
 
-static bool
+bool
 http1_name_is(const struct http1_header *h, const char *name)
 {
 	size_t n = strlen(name);

@@ -53,6 +53,8 @@ long	http1_parse_response(const uint8_t *buf, size_t len, bool head_request,
  */
 bool	http1_connection_next(const struct http1_response *, size_t *i,
 	    const char **p, const char **opt, size_t *len);
+/* Whether a field's name is name, in any case. */
+bool	http1_name_is(const struct http1_header *, const char *name);
 /* Whether the Connection fields name this option, in any case. */
 bool	http1_connection_has(const struct http1_response *, const char *option);
 /* Whether the fields of that name (Upgrade) list this option, in any case. */
