@@ -1117,14 +1117,16 @@ def _post(q, path, n):
             ":path: " + path, "content-length: %d" % n]
 
 
-def _fill_response_memory(q, relay, extra, timeout, size=20000000, prefix="/app/"):
+def _fill_response_memory(q, relay, extra, timeout, size=20000000, prefix="/app/",
+                          fields=()):
     """Starts 8 requests of size bytes through the relay by a client with
-    the h3raw options extra, and waits until response memory is full.
-    Returns the client's thread, and the list its result goes to."""
+    the h3raw options extra (and the request fields of fields), and waits
+    until response memory is full. Returns the client's thread, and the
+    list its result goes to."""
     got = []
     t = threading.Thread(target=lambda: got.append(h3raw(
-        relay.port, _get(q, prefix + "bytes/%d" % size), count=8, timeout=timeout,
-        extra=extra)))
+        relay.port, _get(q, prefix + "bytes/%d" % size) + list(fields), count=8,
+        timeout=timeout, extra=extra)))
     t.start()
     # (once, in a full run, it took more than 5 s; why was not found)
     wait_until(lambda: _buffers(q)["response_bytes"] >= _MIB, "response memory full",
@@ -1187,17 +1189,22 @@ def test_response_memory_is_bounded_and_slow_readers_make_room(qproxy_factory,
     _check_response_memory(q, reset)
 
 
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzip"])
 def test_response_memory_of_a_reset_stream_goes_at_once(qproxy_factory, backend_app,
-                                                        tmp_path):
+                                                        tmp_path, gz):
     """A client with ordinary windows fills response memory, then falls
     silent: what qproxy sent it is never acknowledged. Its reset streams'
     buffers must still go at once, or a new client waits for them until
     the silent one times out (send_timeout, 60 s here): resets that freed
     only what nghttp3 had not been given freed almost nothing, as nghttp3
-    takes up to 16 chunks at a time and ngtcp2 had sent most of them."""
-    q = _memory_limited(qproxy_factory, backend_app, tmp_path)
+    takes up to 16 chunks at a time and ngtcp2 had sent most of them.
+    gzip: the same with the silent client's bodies given gzip (they do not
+    compress), whose streams' memory goes with them."""
+    q = _memory_limited(qproxy_factory, backend_app, tmp_path, *(
+        [("compress", "gzip"), ("compress_types", "application/octet-stream")] if gz else []))
     with Relay(q.port, seed=6) as relay:
-        silent, got = _fill_response_memory(q, relay, [], 20 * SLOW, size=8000000)
+        silent, got = _fill_response_memory(q, relay, [], 20 * SLOW, size=8000000,
+                                            fields=["accept-encoding: gzip"] if gz else [])
         try:
             relay.blackhole(True)
             # still full once silent: a CI run under load (ASan) got the
@@ -1213,6 +1220,9 @@ def test_response_memory_of_a_reset_stream_goes_at_once(qproxy_factory, backend_
             relay.blackhole(False)
             silent.join()
     _check_response_memory(q, got[0].outcomes.count("reset 0x107"))
+    if gz:
+        c = stats(q)["compress"]
+        assert c["responses"] == 8 and c["memory_bytes"] == 0, c
 
 
 def test_response_memory_limit_slows_readers_that_read(qproxy_factory, backend_app, tmp_path):
