@@ -215,6 +215,8 @@ struct exchange {
 	bool			 vary_ae;
 	struct compressor	*gz;
 	bool			 gz_fed;	/* bytes given it since a flush */
+	bool			 gz_given;	/* its head went out so */
+	uint64_t		 gz_bytes;	/* gzip's bytes, for the log */
 
 	/* backend -> client */
 	struct bufq		 resp_body;
@@ -3278,6 +3280,14 @@ ex_compress_begin(struct exchange *ex, const struct http1_response *r)
 		stats.compress_skipped_memory++;
 }
 
+/* gzip's bytes since the body held before, counted. */
+static void
+ex_gz_count(struct exchange *ex, size_t before)
+{
+	stats.compress_bytes_out += ex->resp_body.len - before;
+	ex->gz_bytes += ex->resp_body.len - before;
+}
+
 /* Response body bytes for the client: as they came, or gzip's. 0 or -1. */
 static int
 ex_body_out(struct exchange *ex, const uint8_t *data, size_t len)
@@ -3290,7 +3300,7 @@ ex_body_out(struct exchange *ex, const uint8_t *data, size_t len)
 		return -1;
 	ex->gz_fed = true;
 	stats.compress_bytes_in += len;
-	stats.compress_bytes_out += ex->resp_body.len - before;
+	ex_gz_count(ex, before);
 	return 0;
 }
 
@@ -3303,7 +3313,7 @@ ex_compress_flush(struct exchange *ex)
 
 	ex->gz_fed = false;
 	rv = compress_put(ex->gz, NULL, 0, true, &ex->resp_body);
-	stats.compress_bytes_out += ex->resp_body.len - before;
+	ex_gz_count(ex, before);
 	if (ex->resp_body.len > before) {
 		ex_mem_update(ex);
 		h3_resume(ex->qc, ex->stream_id);
@@ -3321,7 +3331,7 @@ ex_compress_end(struct exchange *ex)
 	if (ex->gz == NULL)
 		return 0;
 	rv = compress_end(ex->gz, &ex->resp_body);
-	stats.compress_bytes_out += ex->resp_body.len - before;
+	ex_gz_count(ex, before);
 	compress_free(ex->gz);
 	ex->gz = NULL;
 	ex->gz_fed = false;
@@ -3457,8 +3467,10 @@ ex_parse_rbuf(struct exchange *ex)
 			ex_respond(ex, 502);
 			return;
 		}
-		if (ex->gz != NULL)
+		if (ex->gz != NULL) {
 			stats.compress_responses++;
+			ex->gz_given = true;
+		}
 		count_response(resp.status);
 		if (ex->ws && !ex->ws_upgrade)
 			stats.ws_refused++;
@@ -4263,6 +4275,8 @@ ex_log(struct exchange *ex)
 	e.status = ex->status;
 	e.req_bytes = ex->body_received;
 	e.resp_bytes = ex->resp_bytes;
+	e.gzip = ex->gz_given;
+	e.gzip_bytes = ex->gz_bytes;
 	e.duration = mono_now() - ex->started;
 	/* not ex->server: one passed over (disabled, full) when none took it */
 	e.backend = ex->given != NULL ? ex->given->cfg->text : "-";

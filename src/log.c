@@ -957,6 +957,12 @@ access_log_write(const struct access_entry *e)
 		else
 			snprintf(num, sizeof(num), ",\"backend_time\":null");
 		access_put(tail, sizeof(tail), &tlen, num);
+		if (e->gzip)
+			snprintf(num, sizeof(num), ",\"gzip_bytes\":%llu",
+			    e->gzip_bytes);
+		else
+			snprintf(num, sizeof(num), ",\"gzip_bytes\":null");
+		access_put(tail, sizeof(tail), &tlen, num);
 		if (e->request_id != NULL)
 			access_put_field(tail, sizeof(tail), &tlen,
 			    ",\"request_id\":\"", e->request_id, 64, 1);

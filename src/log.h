@@ -3,6 +3,7 @@
 #define QPROXY_LOG_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -134,6 +135,9 @@ struct access_entry {
 	const char	*user;
 	const char	*client_cert;	/* client_cert_header's value */
 	double		 backend_time;
+	/* the body's bytes as gzip made them, when it was given gzip */
+	bool		 gzip;
+	unsigned long long gzip_bytes;
 	/* combined only (and the user): NULL, none */
 	const char	*referer;
 	const char	*user_agent;

@@ -8,6 +8,7 @@ libcurl decodes what it asked for itself, and Python's gzip module reads
 the raw bytes of the others."""
 
 import gzip
+import json
 import os
 import subprocess
 import threading
@@ -105,6 +106,29 @@ def test_gzip_body_and_head(gz):
     assert c["responses"] == 1 and c["skipped_memory"] == 0, c
     assert c["bytes_in"] == len(TEXT) and c["bytes_out"] == len(r.body), c
     assert c["memory_bytes"] == 0, c
+
+
+def test_access_log_has_gzip_bytes(qproxy_factory, scripted, tmp_path):
+    """The JSON access log's gzip_bytes: the body's bytes as gzip made
+    them (what the client got), beside response_bytes, the backend's; null
+    for a body that went as it came."""
+    log = tmp_path / "access.json"
+    q = _proxy(qproxy_factory, scripted, glob=(("compress", "gzip"), ("access_log", str(log)),
+                                               ("access_log_format", "json")))
+    _answer(q, "/app/a", _head(length=len(TEXT)) + TEXT)
+    _answer(q, "/app/b", _head(length=len(TEXT)) + TEXT)
+    r = h3_get(q.url("/app/a"), headers=AE)
+    plain = h3_get(q.url("/app/b"))
+    assert r.header("content-encoding") == "gzip" and plain.body == TEXT
+
+    def entries():
+        text = log.read_text() if log.exists() else ""
+        return {e["path"]: e for e in map(json.loads, text[:text.rfind("\n") + 1].splitlines())}
+    wait_until(lambda: "/app/b" in entries(), "both access log lines", 5 * SLOW)
+    e = entries()
+    assert e["/app/a"]["response_bytes"] == len(TEXT), e
+    assert e["/app/a"]["gzip_bytes"] == len(r.body) < len(TEXT), e
+    assert e["/app/b"]["gzip_bytes"] is None and e["/app/b"]["response_bytes"] == len(TEXT), e
 
 
 def test_curl_asks_for_it_and_decodes_it(gz):

@@ -128,6 +128,8 @@ static const struct access_entry sample = {
 	.user = "j\\o",
 	.client_cert = "Hash=ab;Subject=\"/CN=a\\\"b\"",
 	.backend_time = 0.125,
+	.gzip = true,
+	.gzip_bytes = 345,
 };
 
 static const struct access_entry reset = {
@@ -354,13 +356,14 @@ test_access_json(void)
 	    "\"backend\":\"127.0.0.1:8080\",\"quic_version\":\"0x1\","
 	    "\"route\":\"a\\\"pp\",\"user\":\"j\\\\o\","
 	    "\"client_cert\":\"Hash=ab;Subject=\\\"/CN=a\\\\\\\"b\\\"\","
-	    "\"backend_time\":0.125}\n"
+	    "\"backend_time\":0.125,\"gzip_bytes\":345}\n"
 	    "{\"time\":\"2025-11-25T14:00:00.000Z\","
 	    "\"client\":\"[2001:db8::1]:443\",\"authority\":\"\","
 	    "\"method\":\"\",\"path\":\"\",\"status\":null,"
 	    "\"request_bytes\":7,\"response_bytes\":0,\"duration\":2.000,"
 	    "\"backend\":\"-\",\"quic_version\":\"0x6b3343cf\","
-	    "\"route\":null,\"user\":null,\"client_cert\":null,\"backend_time\":null}\n"
+	    "\"route\":null,\"user\":null,\"client_cert\":null,\"backend_time\":null,"
+	    "\"gzip_bytes\":null}\n"
 	    "{\"time\":\"2025-11-25T14:00:00.500Z\",\"client\":\"192.0.2.1:4433\","
 	    "\"authority\":\"\",\"method\":\"\\u2028\","
 	    "\"path\":\"/\xc3\xa9\\u00ff\\u00c3(\\u00ed\\u00a0\\u0080"
@@ -370,7 +373,7 @@ test_access_json(void)
 	    "\"backend\":\"127.0.0.1:8080\",\"quic_version\":\"0x1\","
 	    "\"route\":\"a\\\"pp\",\"user\":\"j\\\\o\","
 	    "\"client_cert\":\"Hash=ab;Subject=\\\"/CN=a\\\\\\\"b\\\"\","
-	    "\"backend_time\":0.125}\n"
+	    "\"backend_time\":0.125,\"gzip_bytes\":345}\n"
 	    "{\"time\":\"2025-11-25T14:00:00.500Z\",\"client\":\"192.0.2.1:4433\","
 	    "\"authority\":\"example.com\",\"method\":\"GET\","
 	    "\"path\":\"/a\\\"b c\\u000d\\u000a\\u0001d\\\\e\",\"status\":200,"
@@ -378,7 +381,7 @@ test_access_json(void)
 	    "\"backend\":\"127.0.0.1:8080\",\"quic_version\":\"0x1\","
 	    "\"route\":\"a\\\"pp\",\"user\":\"j\\\\o\","
 	    "\"client_cert\":\"Hash=ab;Subject=\\\"/CN=a\\\\\\\"b\\\"\","
-	    "\"backend_time\":0.125,"
+	    "\"backend_time\":0.125,\"gzip_bytes\":345,"
 	    "\"request_id\":\"0123456789abcdef0123456789abcdef\"}\n");
 	free(s);
 	CHECK(json_valid(path));
