@@ -218,15 +218,12 @@ compress_type_listed(const char *list, const char *value, size_t len)
 		value++;
 		len--;
 	}
-	for (; n < len && value[n] != ';' && value[n] != ' ' &&
-	    value[n] != '\t'; n++) {
-		if (n == sizeof(t))
-			return false;
-		t[n] = value[n] >= 'A' && value[n] <= 'Z' ?
-		    (char)(value[n] - 'A' + 'a') : value[n];
-	}
-	if (n == 0)
+	while (n < len && value[n] != ';' && value[n] != ' ' &&
+	    value[n] != '\t')
+		n++;
+	if (n == 0 || n > sizeof(t))
 		return false;
+	bytes_lower((uint8_t *)t, (const uint8_t *)value, n);
 	for (e = list + 1; *e != '\0'; e = next + 1) {
 		if ((next = strchr(e, ' ')) == NULL)
 			break;

@@ -1053,8 +1053,7 @@ config_set_types(struct config_parser *p, const struct config_key *k,
 			continue;
 		}
 		n = strcspn(e, " \t");
-		for (size_t i = 0; i < n; i++)
-			o[i] = (char)tolower((unsigned char)e[i]);
+		bytes_lower((uint8_t *)o, (const uint8_t *)e, n);
 		if (!compress_type_valid(o, n)) {
 			config_error(p, p->line, "%s: invalid media type "
 			    "\"%.*s\": expected type/subtype, type/* or "

@@ -3304,21 +3304,27 @@ ex_body_out(struct exchange *ex, const uint8_t *data, size_t len)
 	return 0;
 }
 
-/* What gzip holds back so far, out for the client: 0 or -1. */
-static int
+/*
+ * What gzip holds back of what it was given since the last flush, out for
+ * the client; the stream reset when there is no memory for it.
+ */
+static void
 ex_compress_flush(struct exchange *ex)
 {
 	size_t before = ex->resp_body.len;
-	int rv;
 
+	if (!ex->gz_fed)
+		return;
 	ex->gz_fed = false;
-	rv = compress_put(ex->gz, NULL, 0, true, &ex->resp_body);
+	if (compress_put(ex->gz, NULL, 0, true, &ex->resp_body) == -1) {
+		ex_reset_nomem(ex);
+		return;
+	}
 	ex_gz_count(ex, before);
 	if (ex->resp_body.len > before) {
 		ex_mem_update(ex);
 		h3_resume(ex->qc, ex->stream_id);
 	}
-	return rv;
 }
 
 /* The body's end, for gzip: its last bytes, and its memory let go. */
@@ -3821,9 +3827,8 @@ ex_read(struct exchange *ex)
 		 * goes out now (below)
 		 */
 		if (taken >= (ex->gz != NULL ? EX_GZIP_BUDGET : EX_READ_BUDGET)) {
-			if (ex->gz_fed && ex_backend_quiet(ex) &&
-			    ex_compress_flush(ex) == -1)
-				ex_reset_nomem(ex);
+			if (ex->gz_fed && ex_backend_quiet(ex))
+				ex_compress_flush(ex);
 			return;
 		}
 		/* (a body compressed is taken in rbuf, a read at a time) */
@@ -3846,8 +3851,8 @@ ex_read(struct exchange *ex)
 			 */
 			if (errno == EAGAIN || errno == EWOULDBLOCK) {
 				/* (errno is the allocation's after a failure) */
-				if (ex->gz_fed && ex_compress_flush(ex) == -1)
-					ex_reset_nomem(ex);
+				if (ex->gz != NULL)
+					ex_compress_flush(ex);
 				return;
 			}
 			log_debug("backend %s: read: %s", ex->server->cfg->text,
