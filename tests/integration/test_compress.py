@@ -18,6 +18,8 @@ import pycurl
 import pytest
 
 import backend as backend_mod
+from test_ops import _whole_lines
+from test_responses import _answer
 from helpers import (SLOW, _preload, app_sections, background_get, expected_body, h3_get, h3raw_binary,
                      h3_head, h3_parallel, qproxy_stats, sendshim_library, wait_until)
 
@@ -77,10 +79,6 @@ def gz(qproxy_factory, scripted):
     return _proxy(qproxy_factory, scripted)
 
 
-def _answer(q, path, *steps):
-    q.sb.answers[path] = list(steps)
-
-
 def _compress_stats(q):
     return qproxy_stats(q)["compress"]
 
@@ -122,8 +120,7 @@ def test_access_log_has_gzip_bytes(qproxy_factory, scripted, tmp_path):
     assert r.header("content-encoding") == "gzip" and plain.body == TEXT
 
     def entries():
-        text = log.read_text() if log.exists() else ""
-        return {e["path"]: e for e in map(json.loads, text[:text.rfind("\n") + 1].splitlines())}
+        return {e["path"]: e for e in map(json.loads, _whole_lines(log))}
     wait_until(lambda: "/app/b" in entries(), "both access log lines", 5 * SLOW)
     e = entries()
     assert e["/app/a"]["response_bytes"] == len(TEXT), e
